@@ -1,0 +1,1 @@
+//! Load generators: `nvkv bench` and `nvkv insert`.

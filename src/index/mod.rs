@@ -1,0 +1,530 @@
+//! The mmapped hash index: key digest → place of the record on the device.
+//!
+//! The index is split into partitions by key hash, one file each
+//! (`index/part-NNNN.idx`), so a poller owns whole partitions and a resize
+//! touches one small table at a time. A partition is an open-addressing table
+//! with linear probing and backward-shift deletion; a slot is 24 bytes:
+//!
+//! ```text
+//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire_ms u64
+//! ```
+//!
+//! The key itself is not stored: a lookup matches the 64-bit tag (the high
+//! half of the key's XXH3-128 digest) inside the partition chosen by the low
+//! half, and the record read from the device is checked against the key.
+//! At the default maximum load factor of 0.75 a full table costs 32 bytes per
+//! key; tables grow by doubling, so the figure lies between 16 and 32 bytes of
+//! slot per key once a table has grown (24 / load factor).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use thiserror::Error;
+
+/// Bytes of the header at the start of each partition file.
+pub const HEADER: usize = 4096;
+/// Bytes per slot.
+pub const SLOT: usize = 24;
+/// Default maximum load factor before a partition doubles.
+pub const MAX_LOAD: f64 = 0.75;
+const MAGIC: &[u8; 8] = b"NVKVIDX1";
+const VERSION: u32 = 1;
+const CRC_AT: usize = 80;
+
+const OFF_BITS: u32 = 40;
+const LEN_BITS: u32 = 23;
+const TOMBSTONE_BIT: u64 = 1 << 63;
+
+/// Errors opening an index partition.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}")]
+    Corrupt { path: PathBuf, what: &'static str },
+}
+
+/// The digest of a key: `lo` picks the partition, `tag` is stored in the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHash {
+    pub lo: u64,
+    pub tag: u64,
+}
+
+impl KeyHash {
+    pub fn of(key: &[u8]) -> Self {
+        let h = xxhash_rust::xxh3::xxh3_128(key);
+        KeyHash {
+            lo: h as u64,
+            tag: (h >> 64) as u64,
+        }
+    }
+
+    /// The partition, out of `n`, that owns this key.
+    pub fn partition(&self, n: u32) -> u32 {
+        fastrange(self.lo, n as u64) as u32
+    }
+}
+
+/// Maps a uniform 64-bit value onto `[0, n)` without division.
+fn fastrange(h: u64, n: u64) -> u64 {
+    ((h as u128 * n as u128) >> 64) as u64
+}
+
+/// Where a record lives on the device, and what the index knows about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Device offset of the record (a multiple of 16).
+    pub offset: u64,
+    /// Padded record length (a multiple of 16).
+    pub len: u32,
+    /// The record deletes the key (kept so compaction knows it is still needed).
+    pub tombstone: bool,
+    /// Expiry in ms since the Unix epoch, 0 = never.
+    pub expire_ms: u64,
+}
+
+impl Entry {
+    /// Largest offset a slot can hold.
+    pub const MAX_OFFSET: u64 = ((1 << OFF_BITS) - 1) * 16;
+
+    fn pack(&self) -> u64 {
+        debug_assert!(self.offset % 16 == 0 && self.offset <= Self::MAX_OFFSET);
+        debug_assert!(self.len % 16 == 0 && (self.len as u64 / 16) < (1 << LEN_BITS));
+        let t = if self.tombstone { TOMBSTONE_BIT } else { 0 };
+        (self.offset / 16) | ((self.len as u64 / 16) << OFF_BITS) | t
+    }
+
+    fn unpack(loc: u64, expire_ms: u64) -> Self {
+        Entry {
+            offset: (loc & ((1 << OFF_BITS) - 1)) * 16,
+            len: (((loc >> OFF_BITS) & ((1 << LEN_BITS) - 1)) * 16) as u32,
+            tombstone: loc & TOMBSTONE_BIT != 0,
+            expire_ms,
+        }
+    }
+
+    /// Whether the key is alive (not deleted, not expired) at `now_ms`.
+    pub fn live(&self, now_ms: u64) -> bool {
+        !self.tombstone && (self.expire_ms == 0 || self.expire_ms > now_ms)
+    }
+}
+
+/// What a partition header remembers across a clean shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Highest record sequence number the partition's shard had written.
+    pub max_seq: u64,
+    /// Highest segment generation opened by the store.
+    pub max_gen: u64,
+}
+
+/// One mmapped partition table. Single-threaded: owned by one poller.
+pub struct Partition {
+    path: PathBuf,
+    id: u32,
+    uuid: [u8; 16],
+    map: MmapMut,
+    slots: u64,
+    entries: u64,
+    tombstones: u64,
+    max_load: f64,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("path", &self.path)
+            .field("slots", &self.slots)
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Path of partition `id` under the store directory.
+pub fn partition_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join("index").join(format!("part-{id:04}.idx"))
+}
+
+fn map_file(file: &File, path: &Path) -> Result<MmapMut, IndexError> {
+    // SAFETY: index files are private to the store; the store directory is
+    // locked (flock) by the one process that opens it, so nobody else
+    // modifies or truncates the file while it is mapped.
+    unsafe { MmapMut::map_mut(file) }.map_err(io_err(path))
+}
+
+impl Partition {
+    /// Creates an empty, dirty partition with room for `expected` keys.
+    pub fn create(
+        dir: &Path,
+        id: u32,
+        uuid: [u8; 16],
+        expected: u64,
+    ) -> Result<Self, IndexError> {
+        let slots = ((expected as f64 / MAX_LOAD).ceil() as u64 + 1).max(64);
+        Self::create_at(&partition_path(dir, id), id, uuid, slots)
+    }
+
+    fn create_at(path: &Path, id: u32, uuid: [u8; 16], slots: u64) -> Result<Self, IndexError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        file.set_len(HEADER as u64 + slots * SLOT as u64)
+            .map_err(io_err(path))?;
+        let map = map_file(&file, path)?;
+        let mut p = Partition {
+            path: path.to_owned(),
+            id,
+            uuid,
+            map,
+            slots,
+            entries: 0,
+            tombstones: 0,
+            max_load: MAX_LOAD,
+        };
+        p.write_header(false, Checkpoint::default());
+        Ok(p)
+    }
+
+    /// Opens an existing partition. Returns the table and, when it was
+    /// closed cleanly, the checkpoint it was closed at; a dirty table's
+    /// contents must be rebuilt by the caller.
+    pub fn open(
+        dir: &Path,
+        id: u32,
+        uuid: [u8; 16],
+    ) -> Result<(Self, Option<Checkpoint>), IndexError> {
+        let path = partition_path(dir, id);
+        let corrupt = |what| IndexError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let size = file.metadata().map_err(io_err(&path))?.len();
+        if size < HEADER as u64 {
+            return Err(corrupt("truncated header"));
+        }
+        let map = map_file(&file, &path)?;
+        let h = &map[..HEADER];
+        if &h[0..8] != MAGIC {
+            return Err(corrupt("not an index partition (bad magic)"));
+        }
+        if crc32c::crc32c(&h[..CRC_AT]) != le32(h, CRC_AT) {
+            return Err(corrupt("header checksum mismatch"));
+        }
+        if le32(h, 8) != VERSION {
+            return Err(corrupt("unsupported index version"));
+        }
+        if le32(h, 12) != id || h[16..32] != uuid {
+            return Err(corrupt("belongs to another store or partition"));
+        }
+        let slots = le64(h, 32);
+        if slots == 0 || size != HEADER as u64 + slots * SLOT as u64 {
+            return Err(corrupt("file size does not match its slot count"));
+        }
+        let clean = le32(h, 48) == 1;
+        let checkpoint = Checkpoint {
+            max_seq: le64(h, 56),
+            max_gen: le64(h, 64),
+        };
+        let (entries, tombstones) = (le64(h, 40), le64(h, 72));
+        if clean && (entries > slots || tombstones > entries) {
+            return Err(corrupt("more entries than slots"));
+        }
+        let mut p = Partition {
+            path,
+            id,
+            uuid,
+            map,
+            slots,
+            entries,
+            tombstones,
+            max_load: MAX_LOAD,
+        };
+        if !clean {
+            p.clear();
+            return Ok((p, None));
+        }
+        Ok((p, Some(checkpoint)))
+    }
+
+    fn write_header(&mut self, clean: bool, cp: Checkpoint) {
+        let h = &mut self.map[..HEADER];
+        h.fill(0);
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&self.id.to_le_bytes());
+        h[16..32].copy_from_slice(&self.uuid);
+        h[32..40].copy_from_slice(&self.slots.to_le_bytes());
+        h[40..48].copy_from_slice(&self.entries.to_le_bytes());
+        h[48..52].copy_from_slice(&(clean as u32).to_le_bytes());
+        h[56..64].copy_from_slice(&cp.max_seq.to_le_bytes());
+        h[64..72].copy_from_slice(&cp.max_gen.to_le_bytes());
+        h[72..80].copy_from_slice(&self.tombstones.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..CRC_AT]);
+        h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Marks the table dirty on disk before the first change of a session.
+    pub fn mark_dirty(&mut self) -> io::Result<()> {
+        self.write_header(false, Checkpoint::default());
+        self.map.flush_range(0, HEADER)
+    }
+
+    /// Flushes the whole table, then marks it clean with `cp`.
+    pub fn mark_clean(&mut self, cp: Checkpoint) -> io::Result<()> {
+        self.map.flush()?;
+        self.write_header(true, cp);
+        self.map.flush_range(0, HEADER)
+    }
+
+    /// Empties the table (for a rebuild).
+    pub fn clear(&mut self) {
+        self.map[HEADER..].fill(0);
+        self.entries = 0;
+        self.tombstones = 0;
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Slots in use, tombstones included.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Keys that are not deleted (expired keys count until they are reaped).
+    pub fn live_keys(&self) -> u64 {
+        self.entries - self.tombstones
+    }
+
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    /// Bytes of the table file.
+    pub fn bytes(&self) -> u64 {
+        HEADER as u64 + self.slots * SLOT as u64
+    }
+
+    fn at(&self, i: u64) -> usize {
+        HEADER + i as usize * SLOT
+    }
+
+    fn tag_at(&self, i: u64) -> u64 {
+        le64(&self.map, self.at(i))
+    }
+
+    fn loc_at(&self, i: u64) -> u64 {
+        le64(&self.map, self.at(i) + 8)
+    }
+
+    fn entry_at(&self, i: u64) -> Entry {
+        let a = self.at(i);
+        Entry::unpack(le64(&self.map, a + 8), le64(&self.map, a + 16))
+    }
+
+    fn set(&mut self, i: u64, tag: u64, loc: u64, expire_ms: u64) {
+        let a = self.at(i);
+        let s = &mut self.map[a..a + SLOT];
+        s[0..8].copy_from_slice(&tag.to_le_bytes());
+        s[8..16].copy_from_slice(&loc.to_le_bytes());
+        s[16..24].copy_from_slice(&expire_ms.to_le_bytes());
+    }
+
+    fn home(&self, tag: u64) -> u64 {
+        fastrange(tag, self.slots)
+    }
+
+    /// The slot holding `tag`, or the empty slot where it would go.
+    fn find(&self, tag: u64) -> (u64, bool) {
+        let mut i = self.home(tag);
+        loop {
+            if self.loc_at(i) == 0 {
+                return (i, false);
+            }
+            if self.tag_at(i) == tag {
+                return (i, true);
+            }
+            i = if i + 1 == self.slots { 0 } else { i + 1 };
+        }
+    }
+
+    pub fn get(&self, h: &KeyHash) -> Option<Entry> {
+        match self.find(h.tag) {
+            (i, true) => Some(self.entry_at(i)),
+            _ => None,
+        }
+    }
+
+    /// Inserts or replaces the entry of `h`; returns the previous one.
+    pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
+        let (i, found) = self.find(h.tag);
+        let old = found.then(|| self.entry_at(i));
+        self.set(i, h.tag, e.pack(), e.expire_ms);
+        match old {
+            Some(o) => {
+                self.tombstones = self.tombstones + e.tombstone as u64 - o.tombstone as u64;
+            }
+            None => {
+                self.entries += 1;
+                self.tombstones += e.tombstone as u64;
+                if self.entries as f64 > self.slots as f64 * self.max_load {
+                    self.grow()?;
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    /// Removes the entry of `h`; returns it.
+    pub fn remove(&mut self, h: &KeyHash) -> Option<Entry> {
+        let (mut i, found) = self.find(h.tag);
+        if !found {
+            return None;
+        }
+        let old = self.entry_at(i);
+        self.entries -= 1;
+        self.tombstones -= old.tombstone as u64;
+        // Backward-shift deletion: pull later members of the probe run into
+        // the hole when their home slot does not lie in (hole, their slot].
+        let mut j = i;
+        loop {
+            j = if j + 1 == self.slots { 0 } else { j + 1 };
+            let loc = self.loc_at(j);
+            if loc == 0 {
+                break;
+            }
+            let tag = self.tag_at(j);
+            let k = self.home(tag);
+            let stays = if i <= j { i < k && k <= j } else { i < k || k <= j };
+            if !stays {
+                let exp = le64(&self.map, self.at(j) + 16);
+                self.set(i, tag, loc, exp);
+                i = j;
+            }
+        }
+        self.set(i, 0, 0, 0);
+        Some(old)
+    }
+
+    /// Every (tag, entry) in the table.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        (0..self.slots)
+            .filter(|&i| self.loc_at(i) != 0)
+            .map(|i| (self.tag_at(i), self.entry_at(i)))
+    }
+
+    /// Doubles the table into a new file and renames it over the old one.
+    fn grow(&mut self) -> Result<(), IndexError> {
+        let tmp = self.path.with_extension("idx.grow");
+        let mut bigger = Self::create_at(&tmp, self.id, self.uuid, self.slots * 2)?;
+        for i in 0..self.slots {
+            let loc = self.loc_at(i);
+            if loc != 0 {
+                let tag = self.tag_at(i);
+                let (j, _) = bigger.find(tag);
+                let exp = le64(&self.map, self.at(i) + 16);
+                bigger.set(j, tag, loc, exp);
+            }
+        }
+        bigger.entries = self.entries;
+        bigger.tombstones = self.tombstones;
+        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        bigger.path = self.path.clone();
+        *self = bigger;
+        Ok(())
+    }
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(n: u64) -> Entry {
+        Entry {
+            offset: n * 16,
+            len: 4096,
+            tombstone: n % 7 == 0,
+            expire_ms: n,
+        }
+    }
+
+    #[test]
+    fn matches_a_hashmap_through_growth_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut model = HashMap::new();
+        let mut rng = 12345u64;
+        for n in 1..20_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let h = KeyHash::of(&(rng % 3000).to_le_bytes());
+            if rng % 5 == 0 {
+                assert_eq!(p.remove(&h), model.remove(&h.tag));
+            } else {
+                assert_eq!(p.insert(&h, entry(n)).unwrap(), model.insert(h.tag, entry(n)));
+            }
+            assert_eq!(p.entries(), model.len() as u64);
+        }
+        for (tag, e) in p.iter() {
+            assert_eq!(model.get(&tag), Some(&e));
+        }
+        let tombs = model.values().filter(|e| e.tombstone).count() as u64;
+        assert_eq!(p.live_keys(), model.len() as u64 - tombs);
+        p.mark_clean(Checkpoint { max_seq: 5, max_gen: 6 }).unwrap();
+        drop(p);
+        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        assert_eq!(cp, Some(Checkpoint { max_seq: 5, max_gen: 6 }));
+        assert_eq!(p.iter().count(), model.len());
+        assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
+    }
+
+    #[test]
+    fn damaged_header_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 3, [1; 16], 10).unwrap();
+        p.mark_clean(Checkpoint::default()).unwrap();
+        drop(p);
+        let path = partition_path(dir.path(), 3);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Partition::open(dir.path(), 3, [1; 16]),
+            Err(IndexError::Corrupt { .. })
+        ));
+        std::fs::write(&path, &bytes[..100]).unwrap();
+        assert!(Partition::open(dir.path(), 3, [1; 16]).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! I/O engines: one instance per poller thread, never shared.
+//!
+//! An engine queues reads, writes and flushes, sends the whole batch to the
+//! device in one [`Engine::submit`] (one `io_uring_enter`, one `io_submit`,
+//! or one SPDK doorbell), and hands completions back from [`Engine::reap`].
+//! Buffers are engine-allocated ([`Engine::alloc`]): aligned for `O_DIRECT`,
+//! registered with io_uring where that helps, DMA-capable for SPDK. A buffer
+//! in flight belongs to the engine and comes back with its completion.
+
+mod aio;
+mod buf;
+mod device;
+mod uring;
+
+use std::io;
+use std::time::Duration;
+
+pub use aio::Aio;
+pub use buf::IoBuf;
+pub use device::{Device, EventFd};
+pub use uring::Uring;
+
+/// Which engine a poller runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// io_uring with registered buffers and files (the default).
+    Uring,
+    /// Linux AIO: io_submit / io_getevents with an eventfd.
+    Aio,
+}
+
+/// A finished operation.
+#[derive(Debug)]
+pub struct Completion {
+    /// The caller's tag, given when the operation was queued.
+    pub tag: u64,
+    /// Bytes transferred, or the error.
+    pub result: io::Result<usize>,
+    /// The buffer of a read or write, returned to the caller.
+    pub buf: Option<IoBuf>,
+}
+
+/// The contract every backend keeps. See the module documentation.
+pub trait Engine {
+    /// Alignment of offsets and lengths, in bytes.
+    fn block_size(&self) -> u32;
+    /// Bytes addressable on the device.
+    fn capacity(&self) -> u64;
+    /// An aligned buffer of at least `len` bytes, with `len()` == `len`.
+    fn alloc(&mut self, len: usize) -> IoBuf;
+    /// Gives a buffer back to the engine's pool.
+    fn free(&mut self, buf: IoBuf);
+    /// Queues a read of `buf.len()` bytes at `off`. Nothing reaches the
+    /// device before [`Engine::submit`]. `Err` hands the buffer back when the
+    /// engine is at its depth limit.
+    fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf>;
+    /// Queues a write of `buf.len()` bytes at `off`.
+    fn write(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf>;
+    /// Queues a durability barrier (fdatasync / NVMe FLUSH). Its completion
+    /// means every write completed before it was queued is on stable media.
+    fn flush(&mut self, tag: u64) -> bool;
+    /// Sends everything queued to the device; returns how many operations.
+    fn submit(&mut self) -> io::Result<usize>;
+    /// Moves finished operations into `out`; never blocks.
+    fn reap(&mut self, out: &mut Vec<Completion>);
+    /// Blocks until a completion arrives, the poller's eventfd is signalled,
+    /// or `timeout` passes.
+    fn wait(&mut self, timeout: Duration);
+    /// Operations queued or in flight.
+    fn in_flight(&self) -> usize;
+}
+
+/// An operation slot table: maps a small integer carried through the kernel
+/// (io_uring `user_data`, AIO `aio_data`) to the tag and buffer of the op.
+struct Slots {
+    ops: Vec<Option<(u64, Option<IoBuf>)>>,
+    free: Vec<u32>,
+}
+
+impl Slots {
+    fn new(depth: usize) -> Self {
+        Slots {
+            ops: (0..depth).map(|_| None).collect(),
+            free: (0..depth as u32).rev().collect(),
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.ops.len() - self.free.len()
+    }
+
+    fn take(&mut self, tag: u64, buf: Option<IoBuf>) -> Result<u32, Option<IoBuf>> {
+        match self.free.pop() {
+            Some(s) => {
+                self.ops[s as usize] = Some((tag, buf));
+                Ok(s)
+            }
+            None => Err(buf),
+        }
+    }
+
+    fn buf_mut(&mut self, slot: u32) -> Option<&mut IoBuf> {
+        self.ops[slot as usize].as_mut()?.1.as_mut()
+    }
+
+    fn finish(&mut self, slot: u32, result: io::Result<usize>) -> Completion {
+        let (tag, buf) = self.ops[slot as usize]
+            .take()
+            .expect("completion for a free slot");
+        self.free.push(slot);
+        Completion { tag, result, buf }
+    }
+}
+
+/// Converts a kernel result (bytes or -errno) into an `io::Result`.
+fn kernel_result(res: i64) -> io::Result<usize> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res as i32))
+    } else {
+        Ok(res as usize)
+    }
+}
+
+/// Opens one engine of `kind` on `dev` for the calling poller thread.
+pub fn open_engine(kind: EngineKind, dev: &Device, depth: usize, wake: &EventFd) -> io::Result<AnyEngine> {
+    Ok(match kind {
+        EngineKind::Uring => AnyEngine::Uring(Uring::new(dev, depth, wake)?),
+        EngineKind::Aio => AnyEngine::Aio(Aio::new(dev, depth, wake)?),
+    })
+}
+
+/// Static dispatch over the built-in engines (no trait objects on the hot path).
+pub enum AnyEngine {
+    Uring(Uring),
+    Aio(Aio),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $e:ident => $body:expr) => {
+        match $self {
+            AnyEngine::Uring($e) => $body,
+            AnyEngine::Aio($e) => $body,
+        }
+    };
+}
+
+impl Engine for AnyEngine {
+    fn block_size(&self) -> u32 {
+        dispatch!(self, e => e.block_size())
+    }
+    fn capacity(&self) -> u64 {
+        dispatch!(self, e => e.capacity())
+    }
+    fn alloc(&mut self, len: usize) -> IoBuf {
+        dispatch!(self, e => e.alloc(len))
+    }
+    fn free(&mut self, buf: IoBuf) {
+        dispatch!(self, e => e.free(buf))
+    }
+    fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
+        dispatch!(self, e => e.read(off, buf, tag))
+    }
+    fn write(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
+        dispatch!(self, e => e.write(off, buf, tag))
+    }
+    fn flush(&mut self, tag: u64) -> bool {
+        dispatch!(self, e => e.flush(tag))
+    }
+    fn submit(&mut self) -> io::Result<usize> {
+        dispatch!(self, e => e.submit())
+    }
+    fn reap(&mut self, out: &mut Vec<Completion>) {
+        dispatch!(self, e => e.reap(out))
+    }
+    fn wait(&mut self, timeout: Duration) {
+        dispatch!(self, e => e.wait(timeout))
+    }
+    fn in_flight(&self) -> usize {
+        dispatch!(self, e => e.in_flight())
+    }
+}
+
+#[cfg(test)]
+mod tests;
