@@ -172,7 +172,9 @@ impl Superblock {
     }
 }
 
-/// The header at the start of every segment in use.
+/// The header at the start of every segment in use. Its checksum is seeded
+/// with the store's UUID, so segments left on a device by an earlier store
+/// never pass for ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// Globally increasing; bumped each time a segment is (re)opened.
@@ -183,21 +185,22 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    pub fn encode(&self, out: &mut [u8]) {
+    pub fn encode(&self, uuid: &[u8; 16], out: &mut [u8]) {
         out[0..8].copy_from_slice(SEGMENT_MAGIC);
         out[8..16].copy_from_slice(&self.gen.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
         out[24..28].copy_from_slice(&self.shard.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..28]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(uuid), &out[..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
     }
 
-    /// `None` when the bytes are not a valid segment header (a free segment).
-    pub fn decode(b: &[u8]) -> Option<Self> {
+    /// `None` when the bytes are not a valid segment header of the store
+    /// `uuid` (a free segment, or one of another store).
+    pub fn decode(b: &[u8], uuid: &[u8; 16]) -> Option<Self> {
         if b.len() < SEGMENT_HEADER || &b[0..8] != SEGMENT_MAGIC {
             return None;
         }
-        if crc32c::crc32c(&b[..28]) != u32_at(b, 28) {
+        if crc32c::crc32c_append(crc32c::crc32c(uuid), &b[..28]) != u32_at(b, 28) {
             return None;
         }
         Some(SegmentHeader {
@@ -356,39 +359,63 @@ mod tests {
         assert_eq!(Superblock::decode(&b).unwrap(), sb());
         let mut bad = b.clone();
         bad[33] ^= 1;
-        assert_eq!(Superblock::decode(&bad), Err(FormatError::SuperblockChecksum));
+        assert_eq!(
+            Superblock::decode(&bad),
+            Err(FormatError::SuperblockChecksum)
+        );
         assert_eq!(Superblock::decode(&b[..100]), Err(FormatError::NotAStore));
         assert_eq!(Superblock::decode(&[0; 4096]), Err(FormatError::NotAStore));
     }
 
     #[test]
     fn record_round_trip_and_damage() {
-        let meta = RecordMeta { gen: 3, seq: 9, expire_ms: 0, flags: 0 };
+        let meta = RecordMeta {
+            gen: 3,
+            seq: 9,
+            expire_ms: 0,
+            flags: 0,
+        };
         let mut buf = vec![0xFFu8; 128];
         let n = encode_record(&meta, b"key\r\n", b"v\0lue", &mut buf);
         assert_eq!(n, 48);
         let r = decode_record(&buf).unwrap();
-        assert_eq!((r.key, r.value, r.meta), (&b"key\r\n"[..], &b"v\0lue"[..], meta));
+        assert_eq!(
+            (r.key, r.value, r.meta),
+            (&b"key\r\n"[..], &b"v\0lue"[..], meta)
+        );
         for i in 0..n.min(42) {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
             assert!(decode_record(&bad).is_err(), "flip at {i} went unnoticed");
         }
-        assert_eq!(decode_record(&buf[..40]).unwrap_err(), FormatError::RecordLength);
+        assert_eq!(
+            decode_record(&buf[..40]).unwrap_err(),
+            FormatError::RecordLength
+        );
     }
 
     #[test]
     fn segment_scan_stops_at_other_generation() {
-        let hdr = SegmentHeader { gen: 5, first_seq: 1, shard: 0 };
+        let hdr = SegmentHeader {
+            gen: 5,
+            first_seq: 1,
+            shard: 0,
+        };
         let mut seg = vec![0u8; 4096];
-        hdr.encode(&mut seg);
+        hdr.encode(&[1; 16], &mut seg);
         let mut pos = SEGMENT_HEADER;
         for (i, gen) in [5u32, 5, 4].into_iter().enumerate() {
-            let meta = RecordMeta { gen, seq: i as u64, expire_ms: 0, flags: 0 };
+            let meta = RecordMeta {
+                gen,
+                seq: i as u64,
+                expire_ms: 0,
+                flags: 0,
+            };
             pos += encode_record(&meta, b"k", b"value", &mut seg[pos..]);
         }
         let recs: Vec<_> = SegmentRecords::new(&seg, &hdr).collect();
         assert_eq!(recs.len(), 2);
-        assert_eq!(SegmentHeader::decode(&seg), Some(hdr));
+        assert_eq!(SegmentHeader::decode(&seg, &[1; 16]), Some(hdr));
+        assert_eq!(SegmentHeader::decode(&seg, &[2; 16]), None);
     }
 }

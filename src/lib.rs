@@ -5,7 +5,9 @@
 //! (index, log) → [`io`] engines (io_uring, Linux AIO, SPDK).
 
 pub mod bench;
-pub mod keys;
 pub mod format;
 pub mod index;
 pub mod io;
+pub mod keys;
+pub mod server;
+pub mod store;

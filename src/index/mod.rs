@@ -3,18 +3,21 @@
 //! The index is split into partitions by key hash, one file each
 //! (`index/part-NNNN.idx`), so a poller owns whole partitions and a resize
 //! touches one small table at a time. A partition is an open-addressing table
-//! with linear probing and backward-shift deletion; a slot is 24 bytes:
+//! with linear probing and backward-shift deletion; a slot is 20 bytes:
 //!
 //! ```text
-//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire_ms u64
+//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire u32
 //! ```
+//!
+//! `expire` is the key's expiry in whole seconds since 2020-01-01, rounded
+//! up (0 = never): enough to drop expired keys without a device read; the
+//! exact expiry in milliseconds is in the record.
 //!
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
 //! half, and the record read from the device is checked against the key.
-//! At the default maximum load factor of 0.75 a full table costs 32 bytes per
-//! key; tables grow by doubling, so the figure lies between 16 and 32 bytes of
-//! slot per key once a table has grown (24 / load factor).
+//! At the default maximum load factor of 0.75 a full table costs 26.7 bytes
+//! per key (20 / load factor); a table that has just doubled costs twice that.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,9 +27,11 @@ use memmap2::MmapMut;
 use thiserror::Error;
 
 /// Bytes of the header at the start of each partition file.
-pub const HEADER: usize = 4096;
+pub const HEADER: usize = 128;
 /// Bytes per slot.
-pub const SLOT: usize = 24;
+pub const SLOT: usize = 20;
+/// Unix time (s) of the index's expiry epoch, 2020-01-01.
+const EXPIRE_EPOCH: u64 = 1_577_836_800;
 /// Default maximum load factor before a partition doubles.
 pub const MAX_LOAD: f64 = 0.75;
 const MAGIC: &[u8; 8] = b"NVKVIDX1";
@@ -83,8 +88,27 @@ pub struct Entry {
     pub len: u32,
     /// The record deletes the key (kept so compaction knows it is still needed).
     pub tombstone: bool,
-    /// Expiry in ms since the Unix epoch, 0 = never.
+    /// Expiry in ms since the Unix epoch, 0 = never. The index keeps it in
+    /// whole seconds rounded up: an entry read back has an upper bound.
     pub expire_ms: u64,
+}
+
+/// Expiry as the index stores it: seconds since 2020, rounded up, 0 = never.
+fn expire_to_slot(ms: u64) -> u32 {
+    if ms == 0 {
+        return 0;
+    }
+    ms.div_ceil(1000)
+        .saturating_sub(EXPIRE_EPOCH)
+        .clamp(1, u32::MAX as u64) as u32
+}
+
+fn expire_from_slot(s: u32) -> u64 {
+    if s == 0 {
+        0
+    } else {
+        (s as u64 + EXPIRE_EPOCH) * 1000
+    }
 }
 
 impl Entry {
@@ -98,16 +122,17 @@ impl Entry {
         (self.offset / 16) | ((self.len as u64 / 16) << OFF_BITS) | t
     }
 
-    fn unpack(loc: u64, expire_ms: u64) -> Self {
+    fn unpack(loc: u64, expire: u32) -> Self {
         Entry {
             offset: (loc & ((1 << OFF_BITS) - 1)) * 16,
             len: (((loc >> OFF_BITS) & ((1 << LEN_BITS) - 1)) * 16) as u32,
             tombstone: loc & TOMBSTONE_BIT != 0,
-            expire_ms,
+            expire_ms: expire_from_slot(expire),
         }
     }
 
-    /// Whether the key is alive (not deleted, not expired) at `now_ms`.
+    /// Whether the key may be alive (not deleted, not surely expired) at
+    /// `now_ms`. Within the last second before expiry the record decides.
     pub fn live(&self, now_ms: u64) -> bool {
         !self.tombstone && (self.expire_ms == 0 || self.expire_ms > now_ms)
     }
@@ -165,12 +190,7 @@ fn map_file(file: &File, path: &Path) -> Result<MmapMut, IndexError> {
 
 impl Partition {
     /// Creates an empty, dirty partition with room for `expected` keys.
-    pub fn create(
-        dir: &Path,
-        id: u32,
-        uuid: [u8; 16],
-        expected: u64,
-    ) -> Result<Self, IndexError> {
+    pub fn create(dir: &Path, id: u32, uuid: [u8; 16], expected: u64) -> Result<Self, IndexError> {
         let slots = ((expected as f64 / MAX_LOAD).ceil() as u64 + 1).max(64);
         Self::create_at(&partition_path(dir, id), id, uuid, slots)
     }
@@ -338,17 +358,20 @@ impl Partition {
         le64(&self.map, self.at(i) + 8)
     }
 
-    fn entry_at(&self, i: u64) -> Entry {
-        let a = self.at(i);
-        Entry::unpack(le64(&self.map, a + 8), le64(&self.map, a + 16))
+    fn expire_at(&self, i: u64) -> u32 {
+        le32(&self.map, self.at(i) + 16)
     }
 
-    fn set(&mut self, i: u64, tag: u64, loc: u64, expire_ms: u64) {
+    fn entry_at(&self, i: u64) -> Entry {
+        Entry::unpack(self.loc_at(i), self.expire_at(i))
+    }
+
+    fn set(&mut self, i: u64, tag: u64, loc: u64, expire: u32) {
         let a = self.at(i);
         let s = &mut self.map[a..a + SLOT];
         s[0..8].copy_from_slice(&tag.to_le_bytes());
         s[8..16].copy_from_slice(&loc.to_le_bytes());
-        s[16..24].copy_from_slice(&expire_ms.to_le_bytes());
+        s[16..20].copy_from_slice(&expire.to_le_bytes());
     }
 
     fn home(&self, tag: u64) -> u64 {
@@ -380,7 +403,7 @@ impl Partition {
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
         let old = found.then(|| self.entry_at(i));
-        self.set(i, h.tag, e.pack(), e.expire_ms);
+        self.set(i, h.tag, e.pack(), expire_to_slot(e.expire_ms));
         match old {
             Some(o) => {
                 self.tombstones = self.tombstones + e.tombstone as u64 - o.tombstone as u64;
@@ -416,9 +439,13 @@ impl Partition {
             }
             let tag = self.tag_at(j);
             let k = self.home(tag);
-            let stays = if i <= j { i < k && k <= j } else { i < k || k <= j };
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
             if !stays {
-                let exp = le64(&self.map, self.at(j) + 16);
+                let exp = self.expire_at(j);
                 self.set(i, tag, loc, exp);
                 i = j;
             }
@@ -443,8 +470,7 @@ impl Partition {
             if loc != 0 {
                 let tag = self.tag_at(i);
                 let (j, _) = bigger.find(tag);
-                let exp = le64(&self.map, self.at(i) + 16);
-                bigger.set(j, tag, loc, exp);
+                bigger.set(j, tag, loc, self.expire_at(i));
             }
         }
         bigger.entries = self.entries;
@@ -473,8 +499,21 @@ mod tests {
             offset: n * 16,
             len: 4096,
             tombstone: n % 7 == 0,
-            expire_ms: n,
+            expire_ms: if n % 3 == 0 {
+                0
+            } else {
+                (EXPIRE_EPOCH + n) * 1000
+            },
         }
+    }
+
+    #[test]
+    fn expiry_is_rounded_up_to_the_second() {
+        let ms = (EXPIRE_EPOCH + 10) * 1000 + 1;
+        let e = Entry::unpack(0, expire_to_slot(ms));
+        assert_eq!(e.expire_ms, (EXPIRE_EPOCH + 11) * 1000);
+        assert!(e.live(ms) && !e.live(e.expire_ms));
+        assert_eq!(expire_to_slot(0), 0);
     }
 
     #[test]
@@ -492,7 +531,10 @@ mod tests {
             if rng % 5 == 0 {
                 assert_eq!(p.remove(&h), model.remove(&h.tag));
             } else {
-                assert_eq!(p.insert(&h, entry(n)).unwrap(), model.insert(h.tag, entry(n)));
+                assert_eq!(
+                    p.insert(&h, entry(n)).unwrap(),
+                    model.insert(h.tag, entry(n))
+                );
             }
             assert_eq!(p.entries(), model.len() as u64);
         }
@@ -501,10 +543,20 @@ mod tests {
         }
         let tombs = model.values().filter(|e| e.tombstone).count() as u64;
         assert_eq!(p.live_keys(), model.len() as u64 - tombs);
-        p.mark_clean(Checkpoint { max_seq: 5, max_gen: 6 }).unwrap();
+        p.mark_clean(Checkpoint {
+            max_seq: 5,
+            max_gen: 6,
+        })
+        .unwrap();
         drop(p);
         let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
-        assert_eq!(cp, Some(Checkpoint { max_seq: 5, max_gen: 6 }));
+        assert_eq!(
+            cp,
+            Some(Checkpoint {
+                max_seq: 5,
+                max_gen: 6
+            })
+        );
         assert_eq!(p.iter().count(), model.len());
         assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
     }

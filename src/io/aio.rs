@@ -81,7 +81,13 @@ impl Aio {
         })
     }
 
-    fn queue(&mut self, opcode: u16, off: u64, buf: Option<IoBuf>, tag: u64) -> Result<(), Option<IoBuf>> {
+    fn queue(
+        &mut self,
+        opcode: u16,
+        off: u64,
+        buf: Option<IoBuf>,
+        tag: u64,
+    ) -> Result<(), Option<IoBuf>> {
         let slot = self.slots.take(tag, buf)?;
         let (ptr, len) = match self.slots.buf_mut(slot) {
             Some(b) => (b.as_mut_ptr() as u64, b.len() as u64),
@@ -148,7 +154,12 @@ impl Engine for Aio {
         // SAFETY: `ptrs` holds valid iocbs; each points at a buffer held in
         // `self.slots` until its completion is reaped.
         let r = unsafe {
-            libc::syscall(libc::SYS_io_submit, self.ctx, ptrs.len() as libc::c_long, ptrs.as_mut_ptr())
+            libc::syscall(
+                libc::SYS_io_submit,
+                self.ctx,
+                ptrs.len() as libc::c_long,
+                ptrs.as_mut_ptr(),
+            )
         };
         if r < 0 {
             let err = io::Error::last_os_error();
@@ -159,7 +170,12 @@ impl Engine for Aio {
             // that its requester hears of it.
             let failed: Vec<u32> = self.pending.drain(..).map(|c| c.aio_data as u32).collect();
             for slot in failed {
-                let c = self.slots.finish(slot, Err(io::Error::from_raw_os_error(err.raw_os_error().unwrap_or(libc::EIO))));
+                let c = self.slots.finish(
+                    slot,
+                    Err(io::Error::from_raw_os_error(
+                        err.raw_os_error().unwrap_or(libc::EIO),
+                    )),
+                );
                 self.failed.push(c);
             }
             return Err(err);
@@ -171,7 +187,10 @@ impl Engine for Aio {
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
         out.append(&mut self.failed);
-        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
             // SAFETY: `events` has room for `len` events; a zero timeout never blocks.
             let r = unsafe {

@@ -64,7 +64,11 @@ impl IoBuf {
     /// # Panics
     /// When `len` exceeds the capacity.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.cap, "IoBuf length {len} over capacity {}", self.cap);
+        assert!(
+            len <= self.cap,
+            "IoBuf length {len} over capacity {}",
+            self.cap
+        );
         self.len = len;
     }
 

@@ -122,7 +122,12 @@ fn kernel_result(res: i64) -> io::Result<usize> {
 }
 
 /// Opens one engine of `kind` on `dev` for the calling poller thread.
-pub fn open_engine(kind: EngineKind, dev: &Device, depth: usize, wake: &EventFd) -> io::Result<AnyEngine> {
+pub fn open_engine(
+    kind: EngineKind,
+    dev: &Device,
+    depth: usize,
+    wake: &EventFd,
+) -> io::Result<AnyEngine> {
     Ok(match kind {
         EngineKind::Uring => AnyEngine::Uring(Uring::new(dev, depth, wake)?),
         EngineKind::Aio => AnyEngine::Aio(Aio::new(dev, depth, wake)?),

@@ -75,13 +75,18 @@ impl Uring {
     }
 
     fn queue_rw(&mut self, off: u64, buf: IoBuf, tag: u64, write: bool) -> Result<(), IoBuf> {
-        let slot = self.slots.take(tag, Some(buf)).map_err(|b| b.expect("buffer"))?;
+        let slot = self
+            .slots
+            .take(tag, Some(buf))
+            .map_err(|b| b.expect("buffer"))?;
         let buf = self.slots.buf_mut(slot).expect("buffer in slot");
         let (ptr, len) = (buf.as_mut_ptr(), buf.len() as u32);
         let sqe = match (buf.pool_index(), write) {
             (Some(i), false) => opcode::ReadFixed::new(DEV, ptr, len, i).offset(off).build(),
             (None, false) => opcode::Read::new(DEV, ptr, len).offset(off).build(),
-            (Some(i), true) => opcode::WriteFixed::new(DEV, ptr, len, i).offset(off).build(),
+            (Some(i), true) => opcode::WriteFixed::new(DEV, ptr, len, i)
+                .offset(off)
+                .build(),
             (None, true) => opcode::Write::new(DEV, ptr, len).offset(off).build(),
         };
         self.push(sqe.user_data(slot as u64));

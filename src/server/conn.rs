@@ -1,0 +1,538 @@
+//! Connection threads: each runs one epoll loop (mio) over many client
+//! connections, parses pipelined RESP, answers what it can itself, sends
+//! key-addressed requests to the owning poller, and writes replies back in
+//! request order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::sync::atomic::Ordering::{self, Relaxed};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Token};
+
+use super::msg::{ConnRef, Reply, Request, Response};
+use super::resp::{self, Limits};
+use super::Shared;
+
+/// Token of the thread's waker.
+pub(super) const WAKER: Token = Token(usize::MAX);
+/// Unparsed input a connection may buffer before reading pauses.
+const READ_AHEAD: usize = 256 << 10;
+/// Bytes read per read call.
+const READ_CHUNK: usize = 64 << 10;
+/// How long shutdown waits for replies still owed to clients.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the parts of a multi-key reply combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Combine {
+    /// An array of the parts (MGET).
+    Array,
+    /// The sum of integer parts (EXISTS).
+    Sum,
+}
+
+/// A reply a connection owes, in request order.
+#[derive(Debug)]
+enum Slot {
+    /// Ready, but an earlier reply is still outstanding.
+    Ready(Vec<u8>),
+    /// Waiting for one poller reply.
+    Single(Option<Reply>),
+    /// Waiting for `left` of the parts.
+    Multi {
+        combine: Combine,
+        left: u32,
+        parts: Vec<Option<Reply>>,
+    },
+}
+
+impl Slot {
+    fn complete(&self) -> bool {
+        match self {
+            Slot::Ready(_) => true,
+            Slot::Single(r) => r.is_some(),
+            Slot::Multi { left, .. } => *left == 0,
+        }
+    }
+
+    fn encode(self, out: &mut Vec<u8>) {
+        match self {
+            Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Single(r) => r.expect("complete").encode(out),
+            Slot::Multi {
+                combine: Combine::Array,
+                parts,
+                ..
+            } => {
+                resp::array(out, parts.len());
+                parts
+                    .into_iter()
+                    .for_each(|p| p.expect("complete").encode(out));
+            }
+            Slot::Multi {
+                combine: Combine::Sum,
+                parts,
+                ..
+            } => {
+                let mut sum = 0;
+                for p in parts {
+                    match p.expect("complete") {
+                        Reply::Int(n) => sum += n,
+                        other => return other.encode(out),
+                    }
+                }
+                resp::int(out, sum);
+            }
+        }
+    }
+}
+
+/// One client connection.
+pub(super) struct Conn {
+    stream: TcpStream,
+    pub(super) me: ConnRef,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rlen: usize,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    slots: VecDeque<Slot>,
+    /// Id of `slots[0]`; ids are given to replies in request order.
+    first_id: u64,
+    /// The last parse needed more input than was buffered.
+    need_more: bool,
+    /// Close once every reply owed is written (QUIT, protocol error).
+    pub(super) closing: bool,
+    eof: bool,
+    queued: bool,
+}
+
+impl Conn {
+    fn next_id(&self) -> u64 {
+        self.first_id + self.slots.len() as u64
+    }
+
+    /// Emits a reply that is ready now.
+    pub(super) fn reply(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.slots.is_empty() {
+            f(&mut self.wbuf);
+            self.first_id += 1;
+        } else {
+            let mut b = Vec::new();
+            f(&mut b);
+            self.slots.push_back(Slot::Ready(b));
+        }
+    }
+
+    /// Reserves the place of a reply that pollers will fill: `parts` parts
+    /// combined by `combine` (`None` for a single reply). Returns its id.
+    pub(super) fn expect(&mut self, parts: usize, combine: Option<Combine>) -> u64 {
+        let id = self.next_id();
+        self.slots.push_back(match combine {
+            None => Slot::Single(None),
+            Some(combine) => Slot::Multi {
+                combine,
+                left: parts as u32,
+                parts: vec![None; parts],
+            },
+        });
+        id
+    }
+
+    fn deliver(&mut self, r: Response) {
+        let Some(slot) =
+            r.id.checked_sub(self.first_id)
+                .and_then(|i| self.slots.get_mut(i as usize))
+        else {
+            tracing::error!(id = r.id, "reply for an unknown request");
+            return;
+        };
+        match slot {
+            Slot::Single(s) => *s = Some(r.reply),
+            Slot::Multi { left, parts, .. } => {
+                parts[r.part as usize] = Some(r.reply);
+                *left -= 1;
+            }
+            Slot::Ready(_) => tracing::error!("reply for a request answered already"),
+        }
+        while self.slots.front().is_some_and(Slot::complete) {
+            let s = self.slots.pop_front().expect("front");
+            s.encode(&mut self.wbuf);
+            self.first_id += 1;
+        }
+    }
+
+    fn unparsed(&self) -> usize {
+        self.rlen - self.rpos
+    }
+}
+
+/// Sends requests to pollers, holding them when a ring is full.
+pub(super) struct Router<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) thread: usize,
+    stalled: VecDeque<(usize, Request)>,
+    touched: Vec<bool>,
+}
+
+impl Router<'_> {
+    pub(super) fn send(&mut self, poller: usize, req: Request) {
+        self.touched[poller] = true;
+        if !self.stalled.is_empty() {
+            self.stalled.push_back((poller, req));
+            return;
+        }
+        if let Err(req) = self.shared.pollers[poller].inbox.push(req) {
+            self.stalled.push_back((poller, req));
+        }
+    }
+
+    fn retry(&mut self) {
+        while let Some((p, req)) = self.stalled.pop_front() {
+            if let Err(req) = self.shared.pollers[p].inbox.push(req) {
+                self.stalled.push_front((p, req));
+                break;
+            }
+        }
+    }
+
+    fn ring(&mut self) {
+        for (p, t) in self.touched.iter_mut().enumerate() {
+            if std::mem::take(t) {
+                self.shared.pollers[p].ring();
+            }
+        }
+    }
+}
+
+struct Thread<'a> {
+    shared: &'a Shared,
+    id: usize,
+    poll: mio::Poll,
+    conns: Vec<Option<Conn>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    to_service: Vec<u32>,
+    router: Router<'a>,
+    args: Vec<Range<usize>>,
+    limits: Limits,
+}
+
+/// Runs connection thread `id` until shutdown.
+pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
+    let mut t = Thread {
+        shared,
+        id,
+        poll,
+        conns: Vec::new(),
+        gens: Vec::new(),
+        free: Vec::new(),
+        to_service: Vec::new(),
+        router: Router {
+            shared,
+            thread: id,
+            stalled: VecDeque::new(),
+            touched: vec![false; shared.pollers.len()],
+        },
+        args: Vec::new(),
+        limits: Limits {
+            max_bulk: shared.args.max_bulk as usize,
+            ..Limits::default()
+        },
+    };
+    t.run();
+}
+
+impl Thread<'_> {
+    fn handle(&self) -> &super::ConnHandle {
+        &self.shared.conns[self.id]
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline = None;
+        loop {
+            let stopping = self.shared.stopping.load(Relaxed);
+            while let Some(s) = self.handle().incoming.pop() {
+                if !stopping {
+                    self.add(s);
+                }
+            }
+            while let Some(r) = self.handle().responses.pop() {
+                self.deliver(r);
+            }
+            let was_stalled = !self.router.stalled.is_empty();
+            self.router.retry();
+            if was_stalled && self.router.stalled.is_empty() {
+                self.service_all();
+            }
+            for slot in std::mem::take(&mut self.to_service) {
+                self.service(slot);
+            }
+            self.router.ring();
+
+            if stopping {
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+                let owed = self.conns.iter().flatten().any(|c| !c.slots.is_empty());
+                if !owed || Instant::now() >= deadline {
+                    self.close_all();
+                    return;
+                }
+            }
+
+            let h = self.handle();
+            h.sleeping.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let busy = !h.responses.is_empty()
+                || !h.incoming.is_empty()
+                || !self.to_service.is_empty()
+                || !self.router.stalled.is_empty();
+            let timeout = if busy {
+                Duration::ZERO
+            } else if stopping {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("epoll: {e}");
+                }
+            }
+            self.handle().sleeping.store(false, Ordering::SeqCst);
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.schedule(ev.token().0 as u32);
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, s: std::net::TcpStream) {
+        let _ = s.set_nodelay(true);
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut stream = TcpStream::from_std(s);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.gens.push(0);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("registering a connection: {e}");
+            self.free.push(slot);
+            return;
+        }
+        let st = &self.shared.conn_stats[self.id];
+        st.connections.fetch_add(1, Relaxed);
+        st.accepted.fetch_add(1, Relaxed);
+        self.conns[slot as usize] = Some(Conn {
+            stream,
+            me: ConnRef {
+                thread: self.id as u16,
+                slot,
+                gen: self.gens[slot as usize],
+            },
+            rbuf: Vec::new(),
+            rpos: 0,
+            rlen: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            slots: VecDeque::new(),
+            first_id: 0,
+            need_more: false,
+            closing: false,
+            eof: false,
+            queued: false,
+        });
+        self.schedule(slot);
+    }
+
+    fn schedule(&mut self, slot: u32) {
+        if let Some(Some(c)) = self.conns.get_mut(slot as usize) {
+            if !c.queued {
+                c.queued = true;
+                self.to_service.push(slot);
+            }
+        }
+    }
+
+    fn service_all(&mut self) {
+        for slot in 0..self.conns.len() as u32 {
+            self.schedule(slot);
+        }
+    }
+
+    fn deliver(&mut self, r: Response) {
+        let slot = r.to.slot;
+        match self.conns.get_mut(slot as usize) {
+            Some(Some(c)) if c.me.gen == r.to.gen => c.deliver(r),
+            _ => return, // the connection closed meanwhile
+        }
+        self.schedule(slot);
+    }
+
+    /// Reads, parses, dispatches and writes for one connection.
+    fn service(&mut self, slot: u32) {
+        let Some(mut c) = self.conns[slot as usize].take() else {
+            return;
+        };
+        c.queued = false;
+        let stopping = self.shared.stopping.load(Relaxed);
+        if !c.eof && !c.closing && !stopping {
+            self.read(&mut c);
+        }
+        if !stopping {
+            self.parse(&mut c);
+        }
+        let flushed = self.flush(&mut c);
+        let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
+        if done {
+            self.close(slot, c);
+        } else {
+            self.conns[slot as usize] = Some(c);
+        }
+    }
+
+    fn read(&mut self, c: &mut Conn) {
+        while c.unparsed() < READ_AHEAD || c.need_more {
+            if c.rbuf.len() < c.rlen + READ_CHUNK {
+                c.rbuf.resize(c.rlen + READ_CHUNK, 0);
+            }
+            match c.stream.read(&mut c.rbuf[c.rlen..]) {
+                Ok(0) => {
+                    c.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    c.rlen += n;
+                    c.need_more = false;
+                    self.shared.conn_stats[self.id]
+                        .net_in
+                        .fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.eof = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, c: &mut Conn) {
+        let rbuf = std::mem::take(&mut c.rbuf);
+        let mut commands = 0;
+        while !c.closing
+            && c.slots.len() < self.shared.args.max_pipeline
+            && self.router.stalled.is_empty()
+        {
+            match resp::parse_command(&rbuf[c.rpos..c.rlen], &self.limits, &mut self.args) {
+                Ok(Some(n)) => {
+                    let base = c.rpos;
+                    c.rpos += n;
+                    commands += 1;
+                    let args: Vec<&[u8]> = self
+                        .args
+                        .iter()
+                        .map(|r| &rbuf[base + r.start..base + r.end])
+                        .collect();
+                    super::command::execute(c, &mut self.router, &args);
+                }
+                Ok(None) => {
+                    c.need_more = true;
+                    break;
+                }
+                Err(e) => {
+                    self.shared.conn_stats[self.id]
+                        .protocol_errors
+                        .fetch_add(1, Relaxed);
+                    c.reply(|o| resp::error(o, &format!("ERR {e}")));
+                    c.closing = true;
+                    break;
+                }
+            }
+        }
+        c.rbuf = rbuf;
+        self.shared.conn_stats[self.id]
+            .commands
+            .fetch_add(commands, Relaxed);
+        if c.rpos == c.rlen {
+            c.rpos = 0;
+            c.rlen = 0;
+            if c.rbuf.len() > 4 * READ_CHUNK {
+                c.rbuf = Vec::new();
+            }
+        } else if c.rpos > READ_AHEAD {
+            c.rbuf.copy_within(c.rpos..c.rlen, 0);
+            c.rlen -= c.rpos;
+            c.rpos = 0;
+        }
+    }
+
+    /// Writes what is buffered; returns whether everything went out.
+    fn flush(&mut self, c: &mut Conn) -> bool {
+        while c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    c.eof = true;
+                    return false;
+                }
+                Ok(n) => {
+                    c.wpos += n;
+                    self.shared.conn_stats[self.id]
+                        .net_out
+                        .fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.eof = true;
+                    return false;
+                }
+            }
+        }
+        c.wpos = 0;
+        if c.wbuf.capacity() > 4 << 20 {
+            c.wbuf = Vec::new();
+        } else {
+            c.wbuf.clear();
+        }
+        true
+    }
+
+    fn close(&mut self, slot: u32, mut c: Conn) {
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        self.shared.conn_stats[self.id]
+            .connections
+            .fetch_sub(1, Relaxed);
+    }
+
+    /// Writes what each connection is owed (bounded) and closes them all.
+    fn close_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for slot in 0..self.conns.len() {
+            if let Some(mut c) = self.conns[slot].take() {
+                while !self.flush(&mut c) && !c.eof && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                self.close(slot as u32, c);
+            }
+        }
+    }
+}

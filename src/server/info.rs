@@ -1,0 +1,118 @@
+//! INFO: Redis's section layout (server, clients, persistence, stats,
+//! keyspace) plus an `nvkv` section with per-poller statistics.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::Shared;
+use crate::store::IndexState;
+
+/// Live keys over all pollers.
+pub(super) fn keys(sh: &Shared) -> u64 {
+    sh.poller_stats.iter().map(|p| p.keys.load(Relaxed)).sum()
+}
+
+fn wants(section: Option<&[u8]>, name: &str) -> bool {
+    match section {
+        None => true,
+        Some(s) => {
+            s.eq_ignore_ascii_case(b"all")
+                || s.eq_ignore_ascii_case(b"everything")
+                || s.eq_ignore_ascii_case(name.as_bytes())
+        }
+    }
+}
+
+/// Renders INFO, or one of its sections.
+pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
+    let mut s = String::new();
+    let sum = |f: fn(&super::stats::PollerStats) -> u64| -> u64 {
+        sh.poller_stats.iter().map(|p| f(p)).sum()
+    };
+    let csum = |f: fn(&super::stats::ConnStats) -> u64| -> u64 {
+        sh.conn_stats.iter().map(|c| f(c)).sum()
+    };
+    if wants(section, "server") {
+        let _ = write!(
+            s,
+            "# Server\r\nredis_version:7.0.0\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_threads:{}\r\ntcp_threads:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            sh.addr.port(),
+            sh.started.elapsed().as_secs(),
+            sh.args.engine,
+            sh.args.io_threads,
+            sh.args.tcp_threads,
+        );
+    }
+    if wants(section, "clients") {
+        let _ = write!(
+            s,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            csum(|c| c.connections.load(Relaxed))
+        );
+    }
+    if wants(section, "persistence") {
+        let r = &sh.open_report;
+        let state = match r.state {
+            IndexState::Clean => "clean",
+            IndexState::Rebuilt => "rebuilt",
+        };
+        let _ = write!(
+            s,
+            "# Persistence\r\nloading:0\r\nindex_state_at_start:{state}\r\nrecovery_secs:{:.3}\r\nrecovery_bytes_read:{}\r\nrecovery_segments_scanned:{}\r\nrecovery_records_scanned:{}\r\n\r\n",
+            r.secs, r.bytes_scanned, r.segments_scanned, r.records_scanned
+        );
+    }
+    if wants(section, "stats") {
+        let _ = write!(
+            s,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\n\r\n",
+            csum(|c| c.accepted.load(Relaxed)),
+            csum(|c| c.commands.load(Relaxed)),
+            csum(|c| c.net_in.load(Relaxed)),
+            csum(|c| c.net_out.load(Relaxed)),
+            sum(|p| p.hits.load(Relaxed)),
+            sum(|p| p.misses.load(Relaxed)),
+            csum(|c| c.protocol_errors.load(Relaxed)),
+            sum(|p| p.io_errors.load(Relaxed)),
+            sum(|p| p.corrupt_records.load(Relaxed)),
+        );
+    }
+    if wants(section, "keyspace") {
+        let _ = write!(
+            s,
+            "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n\r\n",
+            keys(sh)
+        );
+    }
+    if wants(section, "nvkv") {
+        let rates = sh
+            .sampler
+            .rates
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        let _ = write!(s, "# Nvkv\r\npollers:{}\r\n", sh.poller_stats.len());
+        for (i, p) in sh.poller_stats.iter().enumerate() {
+            let r = rates.get(i).copied().unwrap_or_default();
+            let _ = write!(
+                s,
+                "poller{i}:loops_per_sec={:.0},submits_per_sec={:.0},reads_per_sec={:.0},mean_batch={:.2},max_batch={},in_flight={},parks={},reads={},io_errors={}\r\n",
+                r.loops_per_sec,
+                r.submits_per_sec,
+                r.reads_per_sec,
+                r.mean_batch,
+                r.max_batch,
+                p.in_flight.load(Relaxed),
+                p.parks.load(Relaxed),
+                p.reads.load(Relaxed),
+                p.io_errors.load(Relaxed),
+            );
+        }
+        s.push_str("\r\n");
+    }
+    s
+}

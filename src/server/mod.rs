@@ -1,0 +1,322 @@
+//! The TCP server: an accept thread, connection threads (each an epoll loop
+//! over many connections, speaking RESP), and I/O pollers that own the
+//! shards. Connection threads hand key-addressed requests to the owning
+//! poller over a lock-free ring and get replies back the same way.
+
+mod command;
+mod conn;
+mod info;
+pub mod msg;
+mod poller;
+pub mod resp;
+mod stats;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use crossbeam_utils::CachePadded;
+
+use crate::format::Superblock;
+use crate::io::{EngineKind, EventFd};
+use crate::store::{self, IndexState, OpenReport, Store};
+use msg::{Request, Response};
+use stats::{ConnStats, PollerStats, Sampler};
+
+/// How an idle poller waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PollMode {
+    /// Spin for `--spin-us`, then park on an eventfd (kernel engines).
+    Adaptive,
+    /// Never park: spin on a dedicated core.
+    Busy,
+}
+
+/// Arguments of `nvkv serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Store directory; an empty store is created there when it has none.
+    #[arg(long, default_value = "nvkv-data")]
+    pub path: PathBuf,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    pub listen: String,
+    /// I/O engine of the pollers.
+    #[arg(long, value_enum, default_value_t = EngineKind::Uring)]
+    pub engine: EngineKind,
+    /// Connection threads.
+    #[arg(long, default_value_t = 1)]
+    pub tcp_threads: usize,
+    /// I/O poller threads (at most the store's shard count).
+    #[arg(long, default_value_t = 1)]
+    pub io_threads: usize,
+    /// Most device operations in flight per poller.
+    #[arg(long, default_value_t = 256)]
+    pub max_io_depth: usize,
+    /// How idle pollers wait.
+    #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
+    pub poll: PollMode,
+    /// Microseconds an adaptive poller spins before it parks.
+    #[arg(long, default_value_t = 20)]
+    pub spin_us: u64,
+    /// Pin pollers and connection threads to cores.
+    #[arg(long)]
+    pub pin: bool,
+    /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
+    #[arg(long, value_parser = store::parse_size, default_value = "1G")]
+    pub capacity: u64,
+    /// Largest request argument (key or value) in bytes.
+    #[arg(long, value_parser = store::parse_size, default_value = "8M")]
+    pub max_bulk: u64,
+    /// Most pipelined requests a connection may have waiting for replies.
+    #[arg(long, default_value_t = 1024)]
+    pub max_pipeline: usize,
+}
+
+/// A poller's doorbell: its request ring and the eventfd it parks on.
+struct PollerHandle {
+    inbox: ArrayQueue<Request>,
+    bell: EventFd,
+    sleeping: AtomicBool,
+}
+
+impl PollerHandle {
+    /// Wakes the poller if it is parked. Call after pushing requests.
+    fn ring(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            self.bell.notify();
+        }
+    }
+}
+
+/// A connection thread's mailbox.
+struct ConnHandle {
+    responses: SegQueue<Response>,
+    incoming: SegQueue<std::net::TcpStream>,
+    waker: mio::Waker,
+    sleeping: AtomicBool,
+}
+
+impl ConnHandle {
+    /// Wakes the thread if it sleeps in epoll. Call after pushing to it.
+    fn ring(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// What every server thread shares.
+struct Shared {
+    args: ServeArgs,
+    sb: Superblock,
+    pollers: Vec<PollerHandle>,
+    conns: Vec<ConnHandle>,
+    poller_stats: Vec<CachePadded<PollerStats>>,
+    conn_stats: Vec<CachePadded<ConnStats>>,
+    sampler: Sampler,
+    /// Stop accepting and reading new commands.
+    stopping: AtomicBool,
+    /// Connection threads are gone: pollers finish and exit.
+    pollers_stop: AtomicBool,
+    started: Instant,
+    open_report: OpenReport,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    /// The poller owning index partition `pid`.
+    fn poller_of(&self, pid: u32) -> usize {
+        (store::shard_of(pid, self.sb.shards) as usize) % self.pollers.len()
+    }
+}
+
+/// Opens the store at `args.path`, creating an empty one when the
+/// directory holds none.
+fn open_or_create(args: &ServeArgs) -> Result<Store> {
+    let data = args.path.join(store::DATA_FILE);
+    let empty_dir = std::fs::read_dir(&args.path).map_or(true, |mut d| d.next().is_none());
+    if std::fs::symlink_metadata(&data).is_err() && empty_dir {
+        let create = store::CreateArgs {
+            capacity: Some(args.capacity),
+            ..Default::default()
+        };
+        store::create_empty(&args.path, &create)
+            .with_context(|| format!("creating a store in {}", args.path.display()))?;
+        tracing::info!(path = %args.path.display(), capacity = args.capacity, "created an empty store");
+    }
+    Ok(Store::open(&args.path)?)
+}
+
+/// Runs the server until SIGTERM or SIGINT; `ready` is called with the
+/// bound address once clients can connect.
+pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let store = open_or_create(&args)?;
+    let r = store.report;
+    match r.state {
+        IndexState::Clean => tracing::info!(
+            keys = r.keys,
+            secs = r.secs,
+            "index clean: mapped without reading the data"
+        ),
+        IndexState::Rebuilt => tracing::info!(
+            keys = r.keys,
+            segments = r.segments_scanned,
+            records = r.records_scanned,
+            mb = r.bytes_scanned as f64 / 1e6,
+            secs = r.secs,
+            mb_per_sec = r.bytes_scanned as f64 / 1e6 / r.secs.max(1e-9),
+            "index rebuilt by scanning the device"
+        ),
+    }
+    if args.io_threads == 0 || args.io_threads > store.sb.shards as usize {
+        bail!(
+            "--io-threads must be between 1 and the store's {} shards",
+            store.sb.shards
+        );
+    }
+    if args.tcp_threads == 0 || args.max_io_depth == 0 {
+        bail!("--tcp-threads and --max-io-depth must be at least 1");
+    }
+    let listener =
+        TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+
+    let mut polls = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..args.tcp_threads {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), conn::WAKER)?;
+        conns.push(ConnHandle {
+            responses: SegQueue::new(),
+            incoming: SegQueue::new(),
+            waker,
+            sleeping: AtomicBool::new(false),
+        });
+        polls.push(poll);
+    }
+    let pollers = (0..args.io_threads)
+        .map(|_| {
+            Ok(PollerHandle {
+                inbox: ArrayQueue::new(args.max_io_depth.max(1024) * 4),
+                bell: EventFd::new()?,
+                sleeping: AtomicBool::new(false),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shared = Arc::new(Shared {
+        poller_stats: (0..args.io_threads).map(|_| Default::default()).collect(),
+        conn_stats: (0..args.tcp_threads).map(|_| Default::default()).collect(),
+        sampler: Sampler::default(),
+        sb: store.sb.clone(),
+        pollers,
+        conns,
+        stopping: AtomicBool::new(false),
+        pollers_stop: AtomicBool::new(false),
+        started: Instant::now(),
+        open_report: store.report,
+        addr,
+        args,
+    });
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core = |i: usize| (shared.args.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
+    let poller_threads = poller::spawn_all(&shared, store, &core)?;
+    let conn_threads = polls
+        .into_iter()
+        .enumerate()
+        .map(|(i, poll)| {
+            let sh = Arc::clone(&shared);
+            let pin = core(shared.args.io_threads + i);
+            std::thread::Builder::new()
+                .name(format!("conn-{i}"))
+                .spawn(move || {
+                    if let Some(c) = pin {
+                        core_affinity::set_for_current(c);
+                    }
+                    conn::run(i, poll, &sh)
+                })
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal exits at once; recovery copes with that.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&term))?;
+        signal_hook::flag::register(sig, Arc::clone(&term))?;
+    }
+    tracing::info!(%addr, engine = ?shared.args.engine, pollers = shared.args.io_threads, "listening");
+    ready(addr);
+    accept_loop(&listener, &shared, &term);
+
+    tracing::info!("shutting down: finishing in-flight requests");
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.conns.iter().for_each(|c| {
+        c.sleeping.store(true, Ordering::SeqCst);
+        c.ring()
+    });
+    for t in conn_threads {
+        let _ = t.join();
+    }
+    shared.pollers_stop.store(true, Ordering::SeqCst);
+    for p in &shared.pollers {
+        p.sleeping.store(true, Ordering::SeqCst);
+        p.ring();
+    }
+    let mut result = Ok(());
+    for t in poller_threads {
+        match t.join() {
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("a poller panicked")),
+            Ok(Ok(())) => {}
+        }
+    }
+    result?;
+    tracing::info!("clean shutdown: index flushed and marked clean");
+    Ok(())
+}
+
+/// Accepts connections and deals them out to connection threads until a
+/// signal arrives; samples the pollers' rates once a second.
+fn accept_loop(listener: &TcpListener, shared: &Shared, term: &AtomicBool) {
+    let mut next = 0;
+    let mut last_sample = Instant::now();
+    shared.sampler.tick(&shared.poller_stats);
+    while !term.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(listener),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the timeout bounds how late a signal is seen.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let c = &shared.conns[next % shared.conns.len()];
+                    next += 1;
+                    c.incoming.push(stream);
+                    c.ring();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    break;
+                }
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            shared.sampler.tick(&shared.poller_stats);
+            last_sample = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! What travels over the rings between connection threads and pollers.
+
+use crate::index::KeyHash;
+
+/// A connection, as pollers address it: its thread, its slot there, and the
+/// slot's generation (a reply for a closed connection is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub thread: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// A key-addressed operation for the poller that owns the key.
+#[derive(Debug)]
+pub struct Request {
+    pub from: ConnRef,
+    /// Position of the reply among the connection's replies.
+    pub id: u64,
+    /// Part of a multi-key command (MGET, EXISTS) this request answers.
+    pub part: u32,
+    pub hash: KeyHash,
+    /// Index partition of the key.
+    pub pid: u32,
+    pub op: Op,
+}
+
+/// The operations pollers perform.
+#[derive(Debug)]
+pub enum Op {
+    /// Read the value of `key`.
+    Get { key: Box<[u8]> },
+    /// Is the key present?
+    Exists,
+}
+
+/// A poller's answer to one request.
+#[derive(Debug)]
+pub struct Response {
+    pub to: ConnRef,
+    pub id: u64,
+    pub part: u32,
+    pub reply: Reply,
+}
+
+/// A reply, or one part of a multi-key reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// RESP bytes, ready to send (a bulk string, `+OK`, …).
+    Encoded(Vec<u8>),
+    Nil,
+    Int(i64),
+    /// An error message, sent as `-<msg>`.
+    Error(String),
+}
+
+impl Reply {
+    /// Appends the RESP form of the reply to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Encoded(b) => out.extend_from_slice(b),
+            Reply::Nil => super::resp::nil(out),
+            Reply::Int(n) => super::resp::int(out, *n),
+            Reply::Error(m) => super::resp::error(out, m),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Counters the threads keep and INFO reports. Each thread writes its own
+//! cache-padded counters with relaxed atomics; readers sum them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+
+/// One poller's counters.
+#[derive(Debug, Default)]
+pub struct PollerStats {
+    pub loops: AtomicU64,
+    /// Submissions that sent at least one operation.
+    pub submits: AtomicU64,
+    /// Operations sent by those submissions.
+    pub submitted: AtomicU64,
+    /// Largest batch since the last sample.
+    pub max_batch: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub reads: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub io_errors: AtomicU64,
+    pub corrupt_records: AtomicU64,
+    pub parks: AtomicU64,
+    /// Live keys of the poller's shards.
+    pub keys: AtomicU64,
+}
+
+/// One connection thread's counters.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub connections: AtomicU64,
+    pub accepted: AtomicU64,
+    pub commands: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub net_in: AtomicU64,
+    pub net_out: AtomicU64,
+}
+
+/// A point-in-time copy of a poller's counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PollerSample {
+    pub loops: u64,
+    pub submits: u64,
+    pub submitted: u64,
+    pub reads: u64,
+    pub max_batch: u64,
+}
+
+impl PollerStats {
+    fn sample(&self) -> PollerSample {
+        PollerSample {
+            loops: self.loops.load(Relaxed),
+            submits: self.submits.load(Relaxed),
+            submitted: self.submitted.load(Relaxed),
+            reads: self.reads.load(Relaxed),
+            max_batch: self.max_batch.swap(0, Relaxed),
+        }
+    }
+}
+
+/// Per-second rates of one poller over the last sampling window.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PollerRates {
+    pub loops_per_sec: f64,
+    pub submits_per_sec: f64,
+    pub reads_per_sec: f64,
+    pub mean_batch: f64,
+    pub max_batch: u64,
+}
+
+/// Rates computed once a second by the accept thread.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    last: Mutex<Option<(Instant, Vec<PollerSample>)>>,
+    pub rates: Mutex<Vec<PollerRates>>,
+}
+
+impl Sampler {
+    /// Takes a sample of every poller and updates the rates.
+    pub fn tick(&self, pollers: &[CachePadded<PollerStats>]) {
+        let now = Instant::now();
+        let cur: Vec<PollerSample> = pollers.iter().map(|p| p.sample()).collect();
+        let mut last = self.last.lock().expect("sampler lock");
+        if let Some((t, prev)) = last.as_ref() {
+            let dt = now.duration_since(*t).as_secs_f64().max(1e-3);
+            let rates = cur
+                .iter()
+                .zip(prev)
+                .map(|(c, p)| {
+                    let submits = c.submits - p.submits;
+                    PollerRates {
+                        loops_per_sec: (c.loops - p.loops) as f64 / dt,
+                        submits_per_sec: submits as f64 / dt,
+                        reads_per_sec: (c.reads - p.reads) as f64 / dt,
+                        mean_batch: if submits == 0 {
+                            0.0
+                        } else {
+                            (c.submitted - p.submitted) as f64 / submits as f64
+                        },
+                        max_batch: c.max_batch,
+                    }
+                })
+                .collect();
+            *self.rates.lock().expect("rates lock") = rates;
+        }
+        *last = Some((now, cur));
+    }
+}

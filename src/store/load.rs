@@ -1,0 +1,429 @@
+//! Creating a store, and `nvkv load`: the bulk loader (the original
+//! `mk_data`). Records are packed into segments in memory and written with
+//! large aligned `O_DIRECT` writes by a writer thread, at sequential-write
+//! speed; the index is built alongside and marked clean at the end, so the
+//! server maps it without reading the data.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use super::{DirLock, StoreError, DATA_FILE};
+use crate::format::{
+    encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
+    SEGMENT_HEADER, SUPERBLOCK_SIZE,
+};
+use crate::index::{Checkpoint, Entry, KeyHash, Partition};
+use crate::io::{Device, IoBuf};
+use crate::keys;
+
+/// Parses a size such as `4096`, `64K`, `1M`, `10G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mul = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1u64 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], mul)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+/// Layout choices for a new store.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Bytes of the device to use (K/M/G/T suffixes). Default: the whole
+    /// block device, or for a file twice the loaded data and at least 1 GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub capacity: Option<u64>,
+    /// Put the data on this file or block device instead of DIR/data.nvkv
+    /// (a symlink to it is made in DIR).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Segment size: the unit of log writes and of space reclamation.
+    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    pub segment_size: u64,
+    /// Shards: a poller owns whole shards, so this caps --io-threads.
+    #[arg(long, default_value_t = 16)]
+    pub shards: u32,
+    /// Index partitions (files), a multiple of --shards.
+    #[arg(long, default_value_t = 256)]
+    pub partitions: u32,
+    /// Overwrite an existing store.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Default for CreateArgs {
+    fn default() -> Self {
+        CreateArgs {
+            capacity: None,
+            device: None,
+            segment_size: 1 << 20,
+            shards: 16,
+            partitions: 256,
+            force: false,
+        }
+    }
+}
+
+/// Arguments of `nvkv load`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Store directory (created if missing).
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Number of records to write.
+    #[arg(long)]
+    pub keys: u64,
+    /// Smallest value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub min_size: usize,
+    /// Largest value size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub max_size: usize,
+    /// Seed of the data set: key i and its value derive from (seed, i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// What the loader did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadSummary {
+    pub keys: u64,
+    pub value_bytes: u64,
+    pub device_bytes: u64,
+    pub segments: u64,
+    pub secs: f64,
+    pub mb_per_sec: f64,
+    pub index_bytes: u64,
+}
+
+impl std::fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loaded {} keys, {:.1} MiB of values, {:.1} MiB written in {} segments, in {:.2} s: {:.0} MB/s; index {:.1} MiB ({:.1} bytes/key)",
+            self.keys,
+            self.value_bytes as f64 / 1048576.0,
+            self.device_bytes as f64 / 1048576.0,
+            self.segments,
+            self.secs,
+            self.mb_per_sec,
+            self.index_bytes as f64 / 1048576.0,
+            self.index_bytes as f64 / self.keys.max(1) as f64,
+        )
+    }
+}
+
+/// A new, empty store being filled: device, superblock, index partitions.
+pub(crate) struct NewStore {
+    pub dev: Device,
+    pub sb: Superblock,
+    pub parts: Vec<Partition>,
+    pub _lock: DirLock,
+}
+
+fn invalid(msg: impl Into<String>) -> StoreError {
+    StoreError::Invalid(msg.into())
+}
+
+/// Creates the directory, device and empty index of a new store sized for
+/// about `expected_keys` keys and `expected_bytes` of records. The
+/// superblock is written last, by [`finish`].
+pub(crate) fn create(
+    dir: &Path,
+    args: &CreateArgs,
+    expected_keys: u64,
+    expected_bytes: u64,
+) -> Result<NewStore, StoreError> {
+    let seg = args.segment_size;
+    if !seg.is_power_of_two() || !(64 << 10..=1 << 30).contains(&seg) {
+        return Err(invalid(
+            "--segment-size must be a power of two between 64K and 1G",
+        ));
+    }
+    if args.shards == 0 || args.partitions == 0 || args.partitions % args.shards != 0 {
+        return Err(invalid(
+            "--partitions must be a non-zero multiple of --shards",
+        ));
+    }
+    fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_owned(), e))?;
+    let lock = DirLock::acquire(dir)?;
+    let data = dir.join(DATA_FILE);
+    let exists = fs::symlink_metadata(&data).is_ok();
+    if exists && !args.force {
+        return Err(StoreError::Exists(dir.to_owned()));
+    }
+    if exists {
+        fs::remove_file(&data).map_err(|e| StoreError::Io(data.clone(), e))?;
+    }
+    let index = dir.join("index");
+    if index.exists() {
+        fs::remove_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
+    }
+    fs::create_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
+
+    let capacity = args
+        .capacity
+        .unwrap_or_else(|| (2 * expected_bytes + (64 << 20)).max(1 << 30));
+    let dev = match &args.device {
+        Some(target) => {
+            std::os::unix::fs::symlink(target, &data)
+                .map_err(|e| StoreError::Io(data.clone(), e))?;
+            Device::open(&data, Some(capacity))
+        }
+        None => Device::open(&data, Some(capacity)),
+    }
+    .map_err(|e| StoreError::Io(data.clone(), e))?;
+    let capacity = capacity.min(dev.capacity());
+    let data_start = seg.max(1 << 20);
+    if capacity < data_start + 4 * seg {
+        return Err(invalid(format!(
+            "capacity {capacity} is too small: need at least {} bytes",
+            data_start + 4 * seg
+        )));
+    }
+    if capacity / seg > u32::MAX as u64 || capacity > Entry::MAX_OFFSET {
+        return Err(invalid("capacity too large for this segment size"));
+    }
+    let mut uuid = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut uuid);
+    let sb = Superblock {
+        block_size: dev.block_size(),
+        uuid,
+        capacity,
+        data_start,
+        segment_size: seg as u32,
+        segment_count: ((capacity - data_start) / seg) as u32,
+        shards: args.shards,
+        partitions: args.partitions,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    // Invalidate a superblock left on the device until the new one is written.
+    dev.write_at(&IoBuf::new(SUPERBLOCK_SIZE), 0)
+        .map_err(|e| StoreError::Io(data.clone(), e))?;
+    // Room for the mean plus three standard deviations of the keys a
+    // partition receives, so that a loaded table stays near the load factor.
+    let mean = expected_keys as f64 / args.partitions as f64;
+    let per_part = (mean + 3.0 * mean.sqrt()).ceil() as u64;
+    let parts = (0..args.partitions)
+        .map(|id| Partition::create(dir, id, uuid, per_part))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NewStore {
+        dev,
+        sb,
+        parts,
+        _lock: lock,
+    })
+}
+
+/// Writes the superblock and marks the index clean.
+pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result<(), StoreError> {
+    let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
+    st.dev.sync().map_err(err)?;
+    let mut b = IoBuf::new(SUPERBLOCK_SIZE);
+    b.copy_from_slice(&st.sb.encode());
+    st.dev.write_at(&b, 0).map_err(err)?;
+    st.dev.sync().map_err(err)?;
+    for p in &mut st.parts {
+        let cp = Checkpoint {
+            max_seq: max_seq[(p.id() % st.sb.shards) as usize],
+            max_gen,
+        };
+        p.mark_clean(cp).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A shard's segment being filled by the loader.
+struct OpenSegment {
+    buf: IoBuf,
+    used: usize,
+    header: SegmentHeader,
+    /// Index entries waiting for the segment's place on the device.
+    pending: Vec<(u32, KeyHash, u32, u32)>,
+}
+
+/// Runs `nvkv load`.
+pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
+    let t0 = Instant::now();
+    if args.min_size == 0 || args.min_size > args.max_size {
+        return Err(invalid("need 1 <= --min-size <= --max-size"));
+    }
+    let seg_size = args.create.segment_size as usize;
+    let max_rec = record_len(40, args.max_size);
+    if max_rec > MAX_RECORD || max_rec as usize > seg_size - SEGMENT_HEADER {
+        return Err(invalid(format!(
+            "--max-size {} does not fit a {seg_size}-byte segment",
+            args.max_size
+        )));
+    }
+    let avg_rec = RECORD_HEADER as u64 + 24 + (args.min_size + args.max_size) as u64 / 2;
+    let mut st = create(&args.path, &args.create, args.keys, args.keys * avg_rec)?;
+    let sb = st.sb.clone();
+
+    let (to_writer, writer_rx) = mpsc::sync_channel::<(u64, IoBuf)>(8);
+    let (recycle, recycled) = mpsc::channel::<IoBuf>();
+    let dev_path = st.dev.path().to_owned();
+    let writer_dev =
+        Device::open(&dev_path, None).map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    let writer = std::thread::Builder::new()
+        .name("load-writer".into())
+        .spawn(move || -> std::io::Result<u64> {
+            let mut written = 0;
+            for (off, buf) in writer_rx {
+                writer_dev.write_at(&buf, off)?;
+                written += buf.len() as u64;
+                let _ = recycle.send(buf);
+            }
+            Ok(written)
+        })
+        .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+
+    let bar = indicatif::ProgressBar::new(args.keys);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {human_pos}/{human_len} keys {per_sec} eta {eta}",
+        )
+        .expect("template"),
+    );
+    let mut segs: Vec<Option<OpenSegment>> = (0..sb.shards).map(|_| None).collect();
+    let mut next_seq = vec![1u64; sb.shards as usize];
+    let (mut next_seg, mut gen, mut value_bytes) = (0u32, 0u64, 0u64);
+    let mut key = Vec::with_capacity(32);
+    let mut value = vec![0u8; args.max_size];
+    let mut sealer = Sealer {
+        sb: &sb,
+        parts: &mut st.parts,
+        to_writer: &to_writer,
+        next_seg: &mut next_seg,
+    };
+    for i in 0..args.keys {
+        key.clear();
+        keys::write_key(args.seed, i, &mut key);
+        let vg = keys::ValueGen::new(args.seed, i, args.min_size, args.max_size);
+        let v = &mut value[..vg.len()];
+        vg.fill(v);
+        value_bytes += v.len() as u64;
+        let h = KeyHash::of(&key);
+        let pid = h.partition(sb.partitions);
+        let shard = (pid % sb.shards) as usize;
+        let len = record_len(key.len(), v.len()) as usize;
+        if segs[shard]
+            .as_ref()
+            .is_some_and(|s| s.used + len > seg_size)
+        {
+            let full = segs[shard].take().expect("open segment");
+            sealer.seal(full)?;
+        }
+        let seg = segs[shard].get_or_insert_with(|| {
+            gen += 1;
+            let mut buf = recycled.try_recv().unwrap_or_else(|_| IoBuf::new(seg_size));
+            buf.set_len(seg_size);
+            OpenSegment {
+                buf,
+                used: SEGMENT_HEADER,
+                header: SegmentHeader {
+                    gen,
+                    first_seq: next_seq[shard],
+                    shard: shard as u32,
+                },
+                pending: Vec::new(),
+            }
+        });
+        let meta = RecordMeta {
+            gen: seg.header.gen as u32,
+            seq: next_seq[shard],
+            expire_ms: 0,
+            flags: 0,
+        };
+        next_seq[shard] += 1;
+        let n = encode_record(&meta, &key, v, &mut seg.buf[seg.used..]);
+        seg.pending.push((pid, h, seg.used as u32, n as u32));
+        seg.used += n;
+        if i % 4096 == 0 {
+            bar.set_position(i);
+        }
+    }
+    for s in segs.iter_mut() {
+        if let Some(full) = s.take() {
+            sealer.seal(full)?;
+        }
+    }
+    let segments = next_seg as u64;
+    drop(to_writer);
+    let device_bytes = writer
+        .join()
+        .expect("writer thread")
+        .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    bar.finish_and_clear();
+    let max_seq: Vec<u64> = next_seq.iter().map(|s| s - 1).collect();
+    finish(&mut st, &max_seq, gen)?;
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(LoadSummary {
+        keys: args.keys,
+        value_bytes,
+        device_bytes,
+        segments,
+        secs,
+        mb_per_sec: device_bytes as f64 / secs / 1e6,
+        index_bytes: st.parts.iter().map(Partition::bytes).sum(),
+    })
+}
+
+/// Gives full segments their place on the device, indexes their records and
+/// sends them to the writer.
+struct Sealer<'a> {
+    sb: &'a Superblock,
+    parts: &'a mut [Partition],
+    to_writer: &'a mpsc::SyncSender<(u64, IoBuf)>,
+    next_seg: &'a mut u32,
+}
+
+impl Sealer<'_> {
+    fn seal(&mut self, mut seg: OpenSegment) -> Result<(), StoreError> {
+        if *self.next_seg >= self.sb.segment_count {
+            return Err(invalid(format!(
+                "the store is full after {} segments: give a larger --capacity",
+                self.sb.segment_count
+            )));
+        }
+        let no = *self.next_seg;
+        *self.next_seg += 1;
+        let base = self.sb.segment_offset(no);
+        seg.header
+            .encode(&self.sb.uuid, &mut seg.buf[..SEGMENT_HEADER]);
+        for (pid, h, at, len) in seg.pending.drain(..) {
+            let e = Entry {
+                offset: base + at as u64,
+                len,
+                tombstone: false,
+                expire_ms: 0,
+            };
+            self.parts[pid as usize].insert(&h, e)?;
+        }
+        let bs = self.sb.block_size as usize;
+        let len = seg.used.next_multiple_of(bs);
+        // Zero the tail of the last block so no stale record follows ours.
+        seg.buf[seg.used..len].fill(0);
+        seg.buf.set_len(len);
+        self.to_writer
+            .send((base, seg.buf))
+            .map_err(|_| invalid("the writer thread stopped (see its error)"))
+    }
+}

@@ -1,0 +1,222 @@
+//! A store on disk: the device (superblock + segments) and the index
+//! directory, opened once at start-up and then split into shards that the
+//! pollers own.
+//!
+//! ```text
+//! DIR/data.nvkv        the device: a file, or a symlink to a block device
+//! DIR/index/part-*.idx the index partitions (mmapped)
+//! DIR/nvkv.lock        flock'd by the one process that has the store open
+//! ```
+
+mod load;
+mod recover;
+mod shard;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::format::{FormatError, Superblock, SUPERBLOCK_SIZE};
+use crate::index::{Checkpoint, IndexError, Partition};
+use crate::io::{Device, IoBuf};
+
+pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
+pub use shard::{shard_of, Lookup, Shard};
+
+/// Creates an empty store in `dir`.
+pub fn create_empty(dir: &Path, args: &CreateArgs) -> Result<(), StoreError> {
+    let mut st = load::create(dir, args, 0, 0)?;
+    let max_seq = vec![0; st.sb.shards as usize];
+    load::finish(&mut st, &max_seq, 0)
+}
+
+/// Name of the device (or the symlink to it) inside the store directory.
+pub const DATA_FILE: &str = "data.nvkv";
+const LOCK_FILE: &str = "nvkv.lock";
+
+/// Errors opening or creating a store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("{0}: {1}")]
+    Format(PathBuf, FormatError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{0}: the store is in use by another process")]
+    Locked(PathBuf),
+    #[error("{0}: a store already exists here (use --force to overwrite it)")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |e| StoreError::Io(path.to_owned(), e)
+}
+
+/// Holds the store directory's lock until dropped.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] File);
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(LOCK_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Locked(dir.to_owned()));
+        }
+        Ok(DirLock(f))
+    }
+}
+
+/// How the index came to be at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    /// Mapped as left by a clean shutdown: no data was read.
+    Clean,
+    /// Rebuilt by scanning the device.
+    Rebuilt,
+}
+
+/// What start-up found and did; reported in the log and in INFO.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenReport {
+    pub state: IndexState,
+    pub keys: u64,
+    pub segments_scanned: u64,
+    pub bytes_scanned: u64,
+    pub records_scanned: u64,
+    pub secs: f64,
+}
+
+/// An open store, before it is split among pollers.
+#[derive(Debug)]
+pub struct Store {
+    pub dir: PathBuf,
+    pub sb: Superblock,
+    pub dev: Device,
+    pub shards: Vec<Shard>,
+    pub report: OpenReport,
+    pub max_gen: u64,
+    /// Held as long as the store is open.
+    pub lock: DirLock,
+}
+
+/// Reads and checks the superblock of the device.
+pub fn read_superblock(dev: &Device) -> Result<Superblock, StoreError> {
+    if dev.capacity() < SUPERBLOCK_SIZE as u64 {
+        return Err(StoreError::Format(
+            dev.path().to_owned(),
+            FormatError::NotAStore,
+        ));
+    }
+    let mut b = IoBuf::new(SUPERBLOCK_SIZE);
+    dev.read_at(&mut b, 0).map_err(io_at(dev.path()))?;
+    let sb = Superblock::decode(&b).map_err(|e| StoreError::Format(dev.path().to_owned(), e))?;
+    if sb.block_size < dev.block_size() || sb.capacity > dev.capacity() {
+        return Err(StoreError::Invalid(format!(
+            "{}: the superblock describes {} bytes in {}-byte blocks but the device has {} bytes in {}-byte blocks (truncated?)",
+            dev.path().display(),
+            sb.capacity,
+            sb.block_size,
+            dev.capacity(),
+            dev.block_size()
+        )));
+    }
+    Ok(sb)
+}
+
+impl Store {
+    /// Opens the store in `dir`: maps a cleanly closed index, or rebuilds it
+    /// by scanning the device.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let t0 = Instant::now();
+        if !dir.join(DATA_FILE).exists() {
+            return Err(StoreError::Invalid(format!(
+                "{}: not an nvkv store (no {DATA_FILE}); create one with `nvkv load`, or give `nvkv serve --path` a new or empty directory",
+                dir.display()
+            )));
+        }
+        let lock = DirLock::acquire(dir)?;
+        let data = dir.join(DATA_FILE);
+        let dev = Device::open(&data, None).map_err(io_at(&data))?;
+        let sb = read_superblock(&dev)?;
+
+        let (parts, checkpoints) = open_partitions(dir, &sb)?;
+        let clean = checkpoints.iter().all(Option::is_some);
+        let (shards, report, max_gen) = if clean {
+            let max_gen = checkpoints
+                .iter()
+                .flatten()
+                .map(|c| c.max_gen)
+                .max()
+                .unwrap_or(0);
+            let shards = shard::split(&sb, parts, &checkpoints);
+            let keys = shards.iter().map(Shard::live_keys).sum();
+            let report = OpenReport {
+                state: IndexState::Clean,
+                keys,
+                segments_scanned: 0,
+                bytes_scanned: 0,
+                records_scanned: 0,
+                secs: t0.elapsed().as_secs_f64(),
+            };
+            (shards, report, max_gen)
+        } else {
+            recover::rebuild(&dev, &sb, parts, t0)?
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            sb,
+            dev,
+            shards,
+            report,
+            max_gen,
+            lock,
+        })
+    }
+}
+
+/// Opens every index partition. A missing, damaged or dirty partition makes
+/// the whole index untrusted (`None` checkpoints): it is then rebuilt.
+fn open_partitions(
+    dir: &Path,
+    sb: &Superblock,
+) -> Result<(Vec<Partition>, Vec<Option<Checkpoint>>), StoreError> {
+    let idx = dir.join("index");
+    std::fs::create_dir_all(&idx).map_err(io_at(&idx))?;
+    let mut parts = Vec::with_capacity(sb.partitions as usize);
+    let mut cps = Vec::with_capacity(sb.partitions as usize);
+    for id in 0..sb.partitions {
+        match Partition::open(dir, id, sb.uuid) {
+            Ok((p, cp)) => {
+                parts.push(p);
+                cps.push(cp);
+            }
+            Err(e) => {
+                tracing::warn!("index partition {id} unusable ({e}); the index will be rebuilt");
+                parts.push(Partition::create(dir, id, sb.uuid, 0)?);
+                cps.push(None);
+            }
+        }
+    }
+    if cps.iter().any(Option::is_none) {
+        for (p, cp) in parts.iter_mut().zip(cps.iter_mut()) {
+            p.clear();
+            *cp = None;
+        }
+    }
+    Ok((parts, cps))
+}

@@ -1,0 +1,102 @@
+//! A shard: the index partitions of one slice of the key space, owned by
+//! exactly one poller (single writer, no locks). Keys never move between
+//! shards; a poller owns whole shards.
+
+use crate::format::Superblock;
+use crate::index::{Checkpoint, Entry, KeyHash, Partition};
+
+/// One shard's state.
+#[derive(Debug)]
+pub struct Shard {
+    pub id: u32,
+    nshards: u32,
+    /// Partitions `p` with `p % nshards == id`, at index `p / nshards`.
+    parts: Vec<Partition>,
+    /// Sequence number of the shard's next record.
+    pub next_seq: u64,
+}
+
+/// The answer of the index to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// No such key (never written, deleted, or expired).
+    Miss,
+    /// The key's record is at this place on the device.
+    Hit(Entry),
+}
+
+/// Splits the store's partitions into shards.
+pub fn split(sb: &Superblock, parts: Vec<Partition>, cps: &[Option<Checkpoint>]) -> Vec<Shard> {
+    let n = sb.shards;
+    let mut shards: Vec<Shard> = (0..n)
+        .map(|id| Shard {
+            id,
+            nshards: n,
+            parts: Vec::new(),
+            next_seq: 1,
+        })
+        .collect();
+    for (p, cp) in parts.into_iter().zip(cps) {
+        let s = &mut shards[(p.id() % n) as usize];
+        if let Some(cp) = cp {
+            s.next_seq = s.next_seq.max(cp.max_seq + 1);
+        }
+        s.parts.push(p);
+    }
+    shards
+}
+
+/// The shard that owns partition `pid`.
+pub fn shard_of(pid: u32, nshards: u32) -> u32 {
+    pid % nshards
+}
+
+impl Shard {
+    fn part(&self, pid: u32) -> &Partition {
+        debug_assert_eq!(pid % self.nshards, self.id);
+        &self.parts[(pid / self.nshards) as usize]
+    }
+
+    pub fn part_mut(&mut self, pid: u32) -> &mut Partition {
+        debug_assert_eq!(pid % self.nshards, self.id);
+        &mut self.parts[(pid / self.nshards) as usize]
+    }
+
+    /// Looks a key up in partition `pid` of this shard.
+    pub fn lookup(&self, pid: u32, h: &KeyHash, now_ms: u64) -> Lookup {
+        match self.part(pid).get(h) {
+            Some(e) if e.live(now_ms) => Lookup::Hit(e),
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// Keys that are not deleted.
+    pub fn live_keys(&self) -> u64 {
+        self.parts.iter().map(Partition::live_keys).sum()
+    }
+
+    /// Bytes of index files and slots in use, for INFO.
+    pub fn index_bytes(&self) -> (u64, u64) {
+        self.parts
+            .iter()
+            .fold((0, 0), |(b, e), p| (b + p.bytes(), e + p.entries()))
+    }
+
+    pub fn partitions(&self) -> &[Partition] {
+        &self.parts
+    }
+
+    /// Marks every partition dirty before the shard's first change.
+    pub fn mark_dirty(&mut self) -> std::io::Result<()> {
+        self.parts.iter_mut().try_for_each(Partition::mark_dirty)
+    }
+
+    /// Flushes every partition and marks it clean.
+    pub fn mark_clean(&mut self, max_gen: u64) -> std::io::Result<()> {
+        let cp = Checkpoint {
+            max_seq: self.next_seq - 1,
+            max_gen,
+        };
+        self.parts.iter_mut().try_for_each(|p| p.mark_clean(cp))
+    }
+}
