@@ -139,6 +139,8 @@ impl Shared {
 
 /// Opens the store at `args.path`, creating an empty one when the
 /// directory holds none.
+/// The index is marked dirty before the first request, so that a crash
+/// from here on leads to a rebuild.
 fn open_or_create(args: &ServeArgs) -> Result<Store> {
     let data = args.path.join(store::DATA_FILE);
     let empty_dir = std::fs::read_dir(&args.path).map_or(true, |mut d| d.next().is_none());
@@ -151,7 +153,11 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
             .with_context(|| format!("creating a store in {}", args.path.display()))?;
         tracing::info!(path = %args.path.display(), capacity = args.capacity, "created an empty store");
     }
-    Ok(Store::open(&args.path)?)
+    let mut store = Store::open(&args.path)?;
+    for s in &mut store.shards {
+        s.mark_dirty().context("marking the index dirty")?;
+    }
+    Ok(store)
 }
 
 /// Runs the server until SIGTERM or SIGINT; `ready` is called with the

@@ -113,9 +113,6 @@ fn run(
         batch: Vec::with_capacity(depth),
         max_gen,
     };
-    for s in p.shards.iter_mut().flatten() {
-        s.mark_dirty().context("marking the index dirty")?;
-    }
     let keys = p.shards.iter().flatten().map(Shard::live_keys).sum();
     p.stats().keys.store(keys, Relaxed);
     p.run_loop();

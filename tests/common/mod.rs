@@ -1,0 +1,136 @@
+//! Test harness: runs the real `nvkv` binary and talks to it with real
+//! clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nvkv");
+
+/// Runs `nvkv load` and panics on failure.
+pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
+    let out = Command::new(BIN)
+        .args(["load", "--path"])
+        .arg(dir)
+        .args(["--keys", &keys.to_string()])
+        .args(["--min-size", &min.to_string(), "--max-size", &max.to_string()])
+        .args(["--seed", &seed.to_string(), "--capacity", "256M"])
+        .output()
+        .expect("run nvkv load");
+    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `nvkv serve` on a free loopback port.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--path"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nvkv serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the listening line");
+        let Some(addr) = line.trim().strip_prefix("nvkv listening on ") else {
+            let _ = child.wait();
+            panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
+        };
+        let addr = addr.parse().expect("address");
+        Server { child, addr, dir: dir.to_owned(), log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        let c = redis::Client::open(self.url()).expect("client");
+        let con = c.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
+        con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        con
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        signal(&self.child, libc::SIGTERM);
+        let status = wait_bounded(&mut self.child, Duration::from_secs(20));
+        assert!(status.success(), "server exited with {status}\n{}", self.log.lock().unwrap());
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// The INFO field `name`.
+    pub fn info_field(&self, name: &str) -> String {
+        let info: String = redis::cmd("INFO").query(&mut self.client()).expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in INFO:\n{info}"))
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(t0.elapsed() < limit, "process did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bytes the process has read from storage (/proc/PID/io `read_bytes`).
+pub fn read_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("read_bytes")
+}

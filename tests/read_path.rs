@@ -1,0 +1,267 @@
+//! The read path end to end: load → serve → GET through the `redis` crate.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{load, Server};
+use nvkv::keys;
+use redis::{Commands, Value};
+
+const KEYS: u64 = 3000;
+const SEED: u64 = 11;
+const MIN: usize = 100;
+const MAX: usize = 5000;
+
+fn loaded() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path(), KEYS, MIN, MAX, SEED);
+    dir
+}
+
+fn check_sample(srv: &Server) {
+    let mut con = srv.client();
+    for i in (0..KEYS).step_by(7) {
+        let got: Option<Vec<u8>> = con.get(keys::key(SEED, i)).unwrap();
+        assert_eq!(got, Some(keys::value(SEED, i, MIN, MAX)), "key {i}");
+    }
+}
+
+#[test]
+fn get_returns_loaded_bytes_on_both_engines() {
+    let dir = loaded();
+    for engine in ["uring", "aio"] {
+        let srv = Server::start(dir.path(), &["--engine", engine, "--io-threads", "2"]);
+        check_sample(&srv);
+        let mut con = srv.client();
+        let missing: Option<Vec<u8>> = con.get("no-such-key").unwrap();
+        assert_eq!(missing, None);
+        let n: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        assert_eq!(n, KEYS);
+        let e: u64 = redis::cmd("EXISTS")
+            .arg(keys::key(SEED, 1))
+            .arg("nope")
+            .arg(keys::key(SEED, 2))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(e, 2);
+        srv.stop();
+    }
+}
+
+#[test]
+fn pipelined_mget_and_gets_keep_order() {
+    let dir = loaded();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let mut con = srv.client();
+    let ids: Vec<u64> = (0..200).map(|i| (i * 37) % KEYS).collect();
+    let mut mget = redis::cmd("MGET");
+    for &i in &ids {
+        mget.arg(keys::key(SEED, i));
+    }
+    mget.arg("missing");
+    let mut pipe = redis::pipe();
+    pipe.add_command(mget);
+    for &i in ids.iter().rev() {
+        pipe.get(keys::key(SEED, i));
+    }
+    let (all, singles): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = {
+        let v: Vec<Value> = pipe.query(&mut con).unwrap();
+        let all = redis::from_redis_value(&v[0]).unwrap();
+        let singles = v[1..].iter().map(|x| redis::from_redis_value(x).unwrap()).collect();
+        (all, singles)
+    };
+    assert_eq!(all.len(), ids.len() + 1);
+    assert_eq!(all.last().unwrap(), &None);
+    for (k, &i) in ids.iter().enumerate() {
+        let want = keys::value(SEED, i, MIN, MAX);
+        assert_eq!(all[k].as_deref(), Some(&want[..]));
+        assert_eq!(singles[ids.len() - 1 - k].as_deref(), Some(&want[..]));
+    }
+}
+
+#[test]
+fn clean_restart_maps_the_index_without_reading_data() {
+    let dir = loaded();
+    let srv = Server::start(dir.path(), &[]);
+    check_sample(&srv);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    // Before any GET, the process has read next to nothing from storage.
+    let read = common::read_bytes(srv.pid());
+    assert!(read < 1 << 20, "read {read} bytes at start-up");
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    assert_eq!(srv.info_field("recovery_bytes_read"), "0");
+    check_sample(&srv);
+    srv.stop();
+}
+
+#[test]
+fn crash_then_restart_rebuilds_the_index() {
+    let dir = loaded();
+    Server::start(dir.path(), &[]).kill();
+    let srv = Server::start(dir.path(), &["--engine", "aio"]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    assert_eq!(srv.info_field("recovery_records_scanned"), KEYS.to_string());
+    check_sample(&srv);
+    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
+    assert_eq!(n, KEYS);
+    srv.stop();
+}
+
+#[test]
+fn damaged_index_file_is_rebuilt() {
+    let dir = loaded();
+    let part = dir.path().join("index/part-0007.idx");
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[20] ^= 0xFF;
+    std::fs::write(&part, &bytes).unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    check_sample(&srv);
+    assert!(srv.log.lock().unwrap().contains("index partition 7 unusable"));
+}
+
+#[test]
+fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
+    let dir = loaded();
+    // Flip bytes in the middle of the first segment's records.
+    let data = dir.path().join("data.nvkv");
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXXXXXX", (1 << 20) + 40_000).unwrap();
+    f.sync_all().unwrap();
+
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let (mut ok, mut corrupt) = (0, 0);
+    for i in 0..KEYS {
+        match con.get::<_, Option<Vec<u8>>>(keys::key(SEED, i)) {
+            Ok(v) => {
+                assert_eq!(v, Some(keys::value(SEED, i, MIN, MAX)), "key {i}");
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("corrupted record"), "{e}");
+                corrupt += 1;
+            }
+        }
+    }
+    assert!((1..=2).contains(&corrupt), "{corrupt} corrupt records");
+    assert_eq!(ok + corrupt, KEYS);
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(srv.info_field("corrupt_records"), corrupt.to_string());
+}
+
+fn raw(srv: &Server) -> TcpStream {
+    let s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn read_all(mut s: TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bad_clients_get_errors_and_do_not_disturb_others() {
+    let dir = loaded();
+    let srv = Server::start(dir.path(), &[]);
+    let mut good = srv.client();
+
+    // A bulk length of 2^40: a protocol error, then the connection closes.
+    let mut s = raw(&srv);
+    s.write_all(b"*2\r\n$3\r\nGET\r\n$1099511627776\r\n").unwrap();
+    let reply = read_all(s);
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply:?}");
+
+    // Garbage after a valid command: the valid one is answered first.
+    let mut s = raw(&srv);
+    s.write_all(b"PING\r\n*x\r\n").unwrap();
+    let reply = read_all(s);
+    assert!(reply.starts_with("+PONG\r\n-ERR Protocol error"), "{reply:?}");
+
+    // A client that vanishes mid-request.
+    let mut s = raw(&srv);
+    s.write_all(b"*2\r\n$3\r\nGET\r\n$10\r\nk:11").unwrap();
+    drop(s);
+
+    // Unknown commands and wrong arity: errors, the connection stays usable.
+    let e = redis::cmd("NOSUCH").arg("a").query::<()>(&mut good).unwrap_err();
+    assert!(e.to_string().contains("unknown command 'NOSUCH'"), "{e}");
+    let e = redis::cmd("GET").query::<()>(&mut good).unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments for 'get'"), "{e}");
+    let e = redis::cmd("SELECT").arg(3).query::<()>(&mut good).unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+
+    let v: Option<Vec<u8>> = good.get(keys::key(SEED, 5)).unwrap();
+    assert_eq!(v, Some(keys::value(SEED, 5, MIN, MAX)));
+    let echo: String = redis::cmd("ECHO").arg("hi").query(&mut good).unwrap();
+    assert_eq!(echo, "hi");
+    let ok: String = redis::cmd("SELECT").arg(0).query(&mut good).unwrap();
+    assert_eq!(ok, "OK");
+    srv.stop();
+}
+
+#[test]
+fn inline_commands_and_quit() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    s.write_all(b"PING\r\nECHO hello\r\nQUIT\r\nPING\r\n").unwrap();
+    assert_eq!(read_all(s), "+PONG\r\n$5\r\nhello\r\n+OK\r\n");
+    srv.stop();
+}
+
+#[test]
+fn not_a_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.nvkv"), vec![7u8; 1 << 16]).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an nvkv store"), "{err}");
+
+    // A truncated device: the superblock promises more than is there.
+    let dir = loaded();
+    let data = dir.path().join("data.nvkv");
+    std::fs::OpenOptions::new().write(true).open(&data).unwrap().set_len(8 << 20).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated"), "{err}");
+
+    // load refuses to overwrite a store without --force.
+    let out = std::process::Command::new(common::BIN)
+        .args(["load", "--keys", "1", "--path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}
+
+#[test]
+fn serve_creates_an_empty_store_in_a_new_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh");
+    let srv = Server::start(&path, &[]);
+    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
+    assert_eq!(n, 0);
+    let v: Option<Vec<u8>> = srv.client().get("x").unwrap();
+    assert_eq!(v, None);
+    srv.stop();
+    assert!(path.join("data.nvkv").exists());
+}
