@@ -13,6 +13,11 @@
 //! The CRC covers everything after itself up to the end of the value. `gen`
 //! is the low half of the segment's generation, so a scan of a reused segment
 //! stops at the first record left over from its previous life.
+//!
+//! A record that fits in one device block never straddles two, so that a GET
+//! reads exactly one block: records of a block are packed from its start,
+//! and the rest of the block is zero padding. A larger record starts on a
+//! block boundary.
 
 use thiserror::Error;
 
@@ -297,20 +302,36 @@ pub fn decode_record(b: &[u8]) -> Result<Record<'_>, FormatError> {
     })
 }
 
-/// Iterates over the valid records of one segment image (header included),
-/// stopping at the first byte that is not a record of this generation.
+/// Where a record of `len` bytes goes when appended at `pos` of a segment
+/// with `block`-byte blocks: `pos` itself, or the next block boundary when
+/// the record would straddle one needlessly.
+pub fn place_record(pos: u64, len: u64, block: u64) -> u64 {
+    let room = align_up(pos + 1, block) - pos;
+    if len <= room || (pos % block == 0) {
+        pos
+    } else {
+        align_up(pos, block)
+    }
+}
+
+/// Iterates over the valid records of one segment image (header included).
+/// Past the last record of a block comes padding: the scan goes on at the
+/// next block boundary, and stops at a block that starts with no record of
+/// this generation.
 pub struct SegmentRecords<'a> {
     buf: &'a [u8],
     pos: usize,
     gen: u32,
+    block: usize,
 }
 
 impl<'a> SegmentRecords<'a> {
-    pub fn new(buf: &'a [u8], header: &SegmentHeader) -> Self {
+    pub fn new(buf: &'a [u8], header: &SegmentHeader, block: u32) -> Self {
         SegmentRecords {
             buf,
             pos: SEGMENT_HEADER,
             gen: header.gen as u32,
+            block: block as usize,
         }
     }
 
@@ -325,13 +346,20 @@ impl<'a> Iterator for SegmentRecords<'a> {
     type Item = (usize, Record<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rec = decode_record(&self.buf[self.pos..]).ok()?;
-        if rec.meta.gen != self.gen {
-            return None;
+        loop {
+            let rec = decode_record(self.buf.get(self.pos..)?)
+                .ok()
+                .filter(|r| r.meta.gen == self.gen);
+            match rec {
+                Some(rec) => {
+                    let at = self.pos;
+                    self.pos += rec.len as usize;
+                    return Some((at, rec));
+                }
+                None if self.pos % self.block == 0 => return None,
+                None => self.pos = self.pos.next_multiple_of(self.block),
+            }
         }
-        let at = self.pos;
-        self.pos += rec.len as usize;
-        Some((at, rec))
     }
 }
 
@@ -395,26 +423,39 @@ mod tests {
     }
 
     #[test]
+    fn placement_avoids_straddling() {
+        assert_eq!(place_record(32, 100, 4096), 32);
+        assert_eq!(place_record(4000, 96, 4096), 4000);
+        assert_eq!(place_record(4000, 112, 4096), 4096);
+        assert_eq!(place_record(4096, 9000, 4096), 4096);
+        assert_eq!(place_record(100, 9000, 4096), 4096);
+    }
+
+    #[test]
     fn segment_scan_stops_at_other_generation() {
         let hdr = SegmentHeader {
             gen: 5,
             first_seq: 1,
             shard: 0,
         };
-        let mut seg = vec![0u8; 4096];
+        let mut seg = vec![0u8; 4 * 512];
         hdr.encode(&[1; 16], &mut seg);
-        let mut pos = SEGMENT_HEADER;
-        for (i, gen) in [5u32, 5, 4].into_iter().enumerate() {
+        let mut pos = SEGMENT_HEADER as u64;
+        // Records packed with padding before block boundaries, then a stale one.
+        for (i, (gen, vlen)) in [(5u32, 5), (5, 400), (5, 100), (4, 5)].into_iter().enumerate() {
             let meta = RecordMeta {
                 gen,
                 seq: i as u64,
                 expire_ms: 0,
                 flags: 0,
             };
-            pos += encode_record(&meta, b"k", b"value", &mut seg[pos..]);
+            let v = vec![7u8; vlen];
+            pos = place_record(pos, record_len(1, vlen), 512);
+            pos += encode_record(&meta, b"k", &v, &mut seg[pos as usize..]) as u64;
         }
-        let recs: Vec<_> = SegmentRecords::new(&seg, &hdr).collect();
-        assert_eq!(recs.len(), 2);
+        let recs: Vec<_> = SegmentRecords::new(&seg, &hdr, 512).collect();
+        let offsets: Vec<usize> = recs.iter().map(|r| r.0).collect();
+        assert_eq!(offsets, vec![32, 512, 1024]);
         assert_eq!(SegmentHeader::decode(&seg, &[1; 16]), Some(hdr));
         assert_eq!(SegmentHeader::decode(&seg, &[2; 16]), None);
     }

@@ -250,13 +250,28 @@ pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result
     Ok(())
 }
 
-/// A shard's segment being filled by the loader.
-struct OpenSegment {
-    buf: IoBuf,
-    used: usize,
-    header: SegmentHeader,
-    /// Index entries waiting for the segment's place on the device.
-    pending: Vec<(u32, KeyHash, u32, u32)>,
+/// Records of one shard waiting for a segment.
+#[derive(Default)]
+struct Window {
+    /// Keys and values, back to back.
+    data: Vec<u8>,
+    recs: Vec<Staged>,
+    /// Sum of the records' lengths.
+    bytes: usize,
+}
+
+struct Staged {
+    at: usize,
+    key_len: usize,
+    value_len: usize,
+    hash: KeyHash,
+    pid: u32,
+}
+
+impl Staged {
+    fn len(&self) -> u32 {
+        record_len(self.key_len, self.value_len) as u32
+    }
 }
 
 /// Runs `nvkv load`.
@@ -267,14 +282,14 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
     }
     let seg_size = args.create.segment_size as usize;
     let max_rec = record_len(40, args.max_size);
-    if max_rec > MAX_RECORD || max_rec as usize > seg_size - SEGMENT_HEADER {
+    if max_rec > MAX_RECORD || max_rec as usize > seg_size - SEGMENT_HEADER - 4096 {
         return Err(invalid(format!(
             "--max-size {} does not fit a {seg_size}-byte segment",
             args.max_size
         )));
     }
     let avg_rec = RECORD_HEADER as u64 + 24 + (args.min_size + args.max_size) as u64 / 2;
-    let mut st = create(&args.path, &args.create, args.keys, args.keys * avg_rec)?;
+    let mut st = create(&args.path, &args.create, args.keys, args.keys * avg_rec * 10 / 9)?;
     let sb = st.sb.clone();
 
     let (to_writer, writer_rx) = mpsc::sync_channel::<(u64, IoBuf)>(8);
@@ -302,77 +317,58 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
         )
         .expect("template"),
     );
-    let mut segs: Vec<Option<OpenSegment>> = (0..sb.shards).map(|_| None).collect();
-    let mut next_seq = vec![1u64; sb.shards as usize];
-    let (mut next_seg, mut gen, mut value_bytes) = (0u32, 0u64, 0u64);
-    let mut key = Vec::with_capacity(32);
-    let mut value = vec![0u8; args.max_size];
+    let mut windows: Vec<Window> = (0..sb.shards).map(|_| Window::default()).collect();
     let mut sealer = Sealer {
         sb: &sb,
         parts: &mut st.parts,
         to_writer: &to_writer,
-        next_seg: &mut next_seg,
+        recycled: &recycled,
+        next_seg: 0,
+        gen: 0,
+        next_seq: vec![1; sb.shards as usize],
     };
+    let payload = seg_size - SEGMENT_HEADER;
+    let mut value_bytes = 0u64;
     for i in 0..args.keys {
-        key.clear();
-        keys::write_key(args.seed, i, &mut key);
-        let vg = keys::ValueGen::new(args.seed, i, args.min_size, args.max_size);
-        let v = &mut value[..vg.len()];
-        vg.fill(v);
-        value_bytes += v.len() as u64;
-        let h = KeyHash::of(&key);
-        let pid = h.partition(sb.partitions);
-        let shard = (pid % sb.shards) as usize;
-        let len = record_len(key.len(), v.len()) as usize;
-        if segs[shard]
-            .as_ref()
-            .is_some_and(|s| s.used + len > seg_size)
+        let h;
+        let pid;
         {
-            let full = segs[shard].take().expect("open segment");
-            sealer.seal(full)?;
+            let mut key = Vec::with_capacity(24);
+            keys::write_key(args.seed, i, &mut key);
+            h = KeyHash::of(&key);
+            pid = h.partition(sb.partitions);
+            let w = &mut windows[(pid % sb.shards) as usize];
+            let vg = keys::ValueGen::new(args.seed, i, args.min_size, args.max_size);
+            let (at, value_len) = (w.data.len(), vg.len());
+            w.data.extend_from_slice(&key);
+            w.data.resize(at + key.len() + value_len, 0);
+            vg.fill(&mut w.data[at + key.len()..]);
+            value_bytes += value_len as u64;
+            let staged = Staged { at, key_len: key.len(), value_len, hash: h, pid };
+            w.bytes += staged.len() as usize;
+            w.recs.push(staged);
         }
-        let seg = segs[shard].get_or_insert_with(|| {
-            gen += 1;
-            let mut buf = recycled.try_recv().unwrap_or_else(|_| IoBuf::new(seg_size));
-            buf.set_len(seg_size);
-            OpenSegment {
-                buf,
-                used: SEGMENT_HEADER,
-                header: SegmentHeader {
-                    gen,
-                    first_seq: next_seq[shard],
-                    shard: shard as u32,
-                },
-                pending: Vec::new(),
-            }
-        });
-        let meta = RecordMeta {
-            gen: seg.header.gen as u32,
-            seq: next_seq[shard],
-            expire_ms: 0,
-            flags: 0,
-        };
-        next_seq[shard] += 1;
-        let n = encode_record(&meta, &key, v, &mut seg.buf[seg.used..]);
-        seg.pending.push((pid, h, seg.used as u32, n as u32));
-        seg.used += n;
+        let shard = (pid % sb.shards) as usize;
+        if windows[shard].bytes >= payload {
+            sealer.seal(shard as u32, &mut windows[shard])?;
+        }
         if i % 4096 == 0 {
             bar.set_position(i);
         }
     }
-    for s in segs.iter_mut() {
-        if let Some(full) = s.take() {
-            sealer.seal(full)?;
+    for (shard, w) in windows.iter_mut().enumerate() {
+        while !w.recs.is_empty() {
+            sealer.seal(shard as u32, w)?;
         }
     }
-    let segments = next_seg as u64;
+    let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
+    let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
     drop(to_writer);
     let device_bytes = writer
         .join()
         .expect("writer thread")
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     bar.finish_and_clear();
-    let max_seq: Vec<u64> = next_seq.iter().map(|s| s - 1).collect();
     finish(&mut st, &max_seq, gen)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(LoadSummary {
@@ -386,44 +382,83 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
     })
 }
 
-/// Gives full segments their place on the device, indexes their records and
-/// sends them to the writer.
+/// Packs windows of records into segments, indexes them and sends them to
+/// the writer thread.
 struct Sealer<'a> {
     sb: &'a Superblock,
     parts: &'a mut [Partition],
     to_writer: &'a mpsc::SyncSender<(u64, IoBuf)>,
-    next_seg: &'a mut u32,
+    recycled: &'a mpsc::Receiver<IoBuf>,
+    next_seg: u32,
+    gen: u64,
+    next_seq: Vec<u64>,
 }
 
 impl Sealer<'_> {
-    fn seal(&mut self, mut seg: OpenSegment) -> Result<(), StoreError> {
-        if *self.next_seg >= self.sb.segment_count {
+    /// Writes one segment of `shard` holding as much of `w` as fits; the
+    /// records that did not fit stay in `w`.
+    fn seal(&mut self, shard: u32, w: &mut Window) -> Result<(), StoreError> {
+        if self.next_seg >= self.sb.segment_count {
             return Err(invalid(format!(
                 "the store is full after {} segments: give a larger --capacity",
                 self.sb.segment_count
             )));
         }
-        let no = *self.next_seg;
-        *self.next_seg += 1;
+        let no = self.next_seg;
+        self.next_seg += 1;
+        self.gen += 1;
+        let (seg_size, block) = (self.sb.segment_size, self.sb.block_size);
+        let lens: Vec<u32> = w.recs.iter().map(Staged::len).collect();
+        let places = super::pack::pack(&lens, seg_size, block, SEGMENT_HEADER as u32);
+        let mut placed: Vec<(u32, usize)> = places
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|at| (at, i)))
+            .collect();
+        placed.sort_unstable();
+
+        let mut buf = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| IoBuf::new(seg_size as usize));
+        buf.set_len(seg_size as usize);
+        buf.fill(0);
+        let header = SegmentHeader {
+            gen: self.gen,
+            first_seq: self.next_seq[shard as usize],
+            shard,
+        };
+        header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         let base = self.sb.segment_offset(no);
-        seg.header
-            .encode(&self.sb.uuid, &mut seg.buf[..SEGMENT_HEADER]);
-        for (pid, h, at, len) in seg.pending.drain(..) {
-            let e = Entry {
-                offset: base + at as u64,
-                len,
-                tombstone: false,
-                expire_ms: 0,
-            };
-            self.parts[pid as usize].insert(&h, e)?;
+        let mut end = SEGMENT_HEADER;
+        for &(at, i) in &placed {
+            let r = &w.recs[i];
+            let key = &w.data[r.at..r.at + r.key_len];
+            let value = &w.data[r.at + r.key_len..r.at + r.key_len + r.value_len];
+            let seq = &mut self.next_seq[shard as usize];
+            let meta = RecordMeta { gen: self.gen as u32, seq: *seq, expire_ms: 0, flags: 0 };
+            *seq += 1;
+            let n = encode_record(&meta, key, value, &mut buf[at as usize..]);
+            end = end.max(at as usize + n);
+            let e = Entry { offset: base + at as u64, len: n as u32, tombstone: false, expire_ms: 0 };
+            self.parts[r.pid as usize].insert(&r.hash, e)?;
         }
-        let bs = self.sb.block_size as usize;
-        let len = seg.used.next_multiple_of(bs);
-        // Zero the tail of the last block so no stale record follows ours.
-        seg.buf[seg.used..len].fill(0);
-        seg.buf.set_len(len);
+        buf.set_len(end.next_multiple_of(block as usize));
         self.to_writer
-            .send((base, seg.buf))
-            .map_err(|_| invalid("the writer thread stopped (see its error)"))
+            .send((base, buf))
+            .map_err(|_| invalid("the writer thread stopped (see its error)"))?;
+
+        // Keep what did not fit for the next segment.
+        let mut rest = Window::default();
+        for (i, r) in w.recs.iter().enumerate() {
+            if places[i].is_none() {
+                let at = rest.data.len();
+                rest.data.extend_from_slice(&w.data[r.at..r.at + r.key_len + r.value_len]);
+                rest.bytes += r.len() as usize;
+                rest.recs.push(Staged { at, ..*r });
+            }
+        }
+        *w = rest;
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! ```
 
 mod load;
+mod pack;
 mod recover;
 mod shard;
 
