@@ -442,7 +442,10 @@ mod tests {
         hdr.encode(&[1; 16], &mut seg);
         let mut pos = SEGMENT_HEADER as u64;
         // Records packed with padding before block boundaries, then a stale one.
-        for (i, (gen, vlen)) in [(5u32, 5), (5, 400), (5, 100), (4, 5)].into_iter().enumerate() {
+        for (i, (gen, vlen)) in [(5u32, 5), (5, 400), (5, 100), (4, 5)]
+            .into_iter()
+            .enumerate()
+        {
             let meta = RecordMeta {
                 gen,
                 seq: i as u64,

@@ -70,7 +70,10 @@ fn pipelined_mget_and_gets_keep_order() {
     let (all, singles): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = {
         let v: Vec<Value> = pipe.query(&mut con).unwrap();
         let all = redis::from_redis_value(&v[0]).unwrap();
-        let singles = v[1..].iter().map(|x| redis::from_redis_value(x).unwrap()).collect();
+        let singles = v[1..]
+            .iter()
+            .map(|x| redis::from_redis_value(x).unwrap())
+            .collect();
         (all, singles)
     };
     assert_eq!(all.len(), ids.len() + 1);
@@ -121,7 +124,11 @@ fn damaged_index_file_is_rebuilt() {
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
     check_sample(&srv);
-    assert!(srv.log.lock().unwrap().contains("index partition 7 unusable"));
+    assert!(srv
+        .log
+        .lock()
+        .unwrap()
+        .contains("index partition 7 unusable"));
 }
 
 #[test]
@@ -175,7 +182,8 @@ fn bad_clients_get_errors_and_do_not_disturb_others() {
 
     // A bulk length of 2^40: a protocol error, then the connection closes.
     let mut s = raw(&srv);
-    s.write_all(b"*2\r\n$3\r\nGET\r\n$1099511627776\r\n").unwrap();
+    s.write_all(b"*2\r\n$3\r\nGET\r\n$1099511627776\r\n")
+        .unwrap();
     let reply = read_all(s);
     assert!(reply.starts_with("-ERR Protocol error"), "{reply:?}");
 
@@ -183,7 +191,10 @@ fn bad_clients_get_errors_and_do_not_disturb_others() {
     let mut s = raw(&srv);
     s.write_all(b"PING\r\n*x\r\n").unwrap();
     let reply = read_all(s);
-    assert!(reply.starts_with("+PONG\r\n-ERR Protocol error"), "{reply:?}");
+    assert!(
+        reply.starts_with("+PONG\r\n-ERR Protocol error"),
+        "{reply:?}"
+    );
 
     // A client that vanishes mid-request.
     let mut s = raw(&srv);
@@ -191,11 +202,21 @@ fn bad_clients_get_errors_and_do_not_disturb_others() {
     drop(s);
 
     // Unknown commands and wrong arity: errors, the connection stays usable.
-    let e = redis::cmd("NOSUCH").arg("a").query::<()>(&mut good).unwrap_err();
+    let e = redis::cmd("NOSUCH")
+        .arg("a")
+        .query::<()>(&mut good)
+        .unwrap_err();
     assert!(e.to_string().contains("unknown command 'NOSUCH'"), "{e}");
     let e = redis::cmd("GET").query::<()>(&mut good).unwrap_err();
-    assert!(e.to_string().contains("wrong number of arguments for 'get'"), "{e}");
-    let e = redis::cmd("SELECT").arg(3).query::<()>(&mut good).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("wrong number of arguments for 'get'"),
+        "{e}"
+    );
+    let e = redis::cmd("SELECT")
+        .arg(3)
+        .query::<()>(&mut good)
+        .unwrap_err();
     assert!(e.to_string().contains("out of range"), "{e}");
 
     let v: Option<Vec<u8>> = good.get(keys::key(SEED, 5)).unwrap();
@@ -212,7 +233,8 @@ fn inline_commands_and_quit() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
     let mut s = raw(&srv);
-    s.write_all(b"PING\r\nECHO hello\r\nQUIT\r\nPING\r\n").unwrap();
+    s.write_all(b"PING\r\nECHO hello\r\nQUIT\r\nPING\r\n")
+        .unwrap();
     assert_eq!(read_all(s), "+PONG\r\n$5\r\nhello\r\n+OK\r\n");
     srv.stop();
 }
@@ -233,7 +255,12 @@ fn not_a_store_is_a_clear_error() {
     // A truncated device: the superblock promises more than is there.
     let dir = loaded();
     let data = dir.path().join("data.nvkv");
-    std::fs::OpenOptions::new().write(true).open(&data).unwrap().set_len(8 << 20).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     let out = std::process::Command::new(common::BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--path"])
         .arg(dir.path())

@@ -176,11 +176,15 @@ pub(super) struct Router<'a> {
     pub(super) thread: usize,
     stalled: VecDeque<(usize, Request)>,
     touched: Vec<bool>,
+    /// Requests sent to pollers and replies received, to know when to spin.
+    sent: u64,
+    answered: u64,
 }
 
 impl Router<'_> {
     pub(super) fn send(&mut self, poller: usize, req: Request) {
         self.touched[poller] = true;
+        self.sent += 1;
         if !self.stalled.is_empty() {
             self.stalled.push_back((poller, req));
             return;
@@ -219,6 +223,8 @@ struct Thread<'a> {
     router: Router<'a>,
     args: Vec<Range<usize>>,
     limits: Limits,
+    /// How long to poll without sleeping while replies are awaited.
+    spin: Duration,
 }
 
 /// Runs connection thread `id` until shutdown.
@@ -236,7 +242,10 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
             thread: id,
             stalled: VecDeque::new(),
             touched: vec![false; shared.pollers.len()],
+            sent: 0,
+            answered: 0,
         },
+        spin: Duration::from_micros(shared.args.spin_us),
         args: Vec::new(),
         limits: Limits {
             max_bulk: shared.args.max_bulk as usize,
@@ -254,6 +263,7 @@ impl Thread<'_> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline = None;
+        let mut spin_since: Option<Instant> = None;
         loop {
             let stopping = self.shared.stopping.load(Relaxed);
             while let Some(s) = self.handle().incoming.pop() {
@@ -262,6 +272,8 @@ impl Thread<'_> {
                 }
             }
             while let Some(r) = self.handle().responses.pop() {
+                self.router.answered += 1;
+                spin_since = None;
                 self.deliver(r);
             }
             let was_stalled = !self.router.stalled.is_empty();
@@ -291,7 +303,16 @@ impl Thread<'_> {
                 || !h.incoming.is_empty()
                 || !self.to_service.is_empty()
                 || !self.router.stalled.is_empty();
-            let timeout = if busy {
+            let awaiting = self.router.sent > self.router.answered;
+            if busy || !awaiting {
+                spin_since = None;
+            }
+            let spinning =
+                awaiting && spin_since.get_or_insert_with(Instant::now).elapsed() < self.spin;
+            if spinning && !busy {
+                std::thread::yield_now();
+            }
+            let timeout = if busy || spinning {
                 Duration::ZERO
             } else if stopping {
                 Duration::from_millis(10)
@@ -411,6 +432,7 @@ impl Thread<'_> {
             if c.rbuf.len() < c.rlen + READ_CHUNK {
                 c.rbuf.resize(c.rlen + READ_CHUNK, 0);
             }
+            let want = c.rbuf.len() - c.rlen;
             match c.stream.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => {
                     c.eof = true;
@@ -422,6 +444,11 @@ impl Thread<'_> {
                     self.shared.conn_stats[self.id]
                         .net_in
                         .fetch_add(n as u64, Relaxed);
+                    // A short read drained the socket: epoll (edge-triggered)
+                    // reports the next arrival, so skip the EAGAIN read.
+                    if n < want {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -60,8 +60,10 @@ pub struct ServeArgs {
     /// How idle pollers wait.
     #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
     pub poll: PollMode,
-    /// Microseconds an adaptive poller spins before it parks.
-    #[arg(long, default_value_t = 20)]
+    /// Microseconds an idle adaptive poller, or a connection thread awaiting
+    /// replies, keeps polling (yielding the CPU between polls) before it
+    /// sleeps: trades a little CPU for the wake-up latency of a lone request.
+    #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
     /// Pin pollers and connection threads to cores.
     #[arg(long)]

@@ -152,7 +152,9 @@ impl<E: Engine> Poller<E> {
                 self.park();
                 idle_since = None;
             } else {
-                std::hint::spin_loop();
+                // Spinning politely: on a machine with fewer cores than busy
+                // threads the connection threads need the CPU meanwhile.
+                std::thread::yield_now();
             }
         }
     }

@@ -289,7 +289,12 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
         )));
     }
     let avg_rec = RECORD_HEADER as u64 + 24 + (args.min_size + args.max_size) as u64 / 2;
-    let mut st = create(&args.path, &args.create, args.keys, args.keys * avg_rec * 10 / 9)?;
+    let mut st = create(
+        &args.path,
+        &args.create,
+        args.keys,
+        args.keys * avg_rec * 10 / 9,
+    )?;
     let sb = st.sb.clone();
 
     let (to_writer, writer_rx) = mpsc::sync_channel::<(u64, IoBuf)>(8);
@@ -344,7 +349,13 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
             w.data.resize(at + key.len() + value_len, 0);
             vg.fill(&mut w.data[at + key.len()..]);
             value_bytes += value_len as u64;
-            let staged = Staged { at, key_len: key.len(), value_len, hash: h, pid };
+            let staged = Staged {
+                at,
+                key_len: key.len(),
+                value_len,
+                hash: h,
+                pid,
+            };
             w.bytes += staged.len() as usize;
             w.recs.push(staged);
         }
@@ -436,11 +447,21 @@ impl Sealer<'_> {
             let key = &w.data[r.at..r.at + r.key_len];
             let value = &w.data[r.at + r.key_len..r.at + r.key_len + r.value_len];
             let seq = &mut self.next_seq[shard as usize];
-            let meta = RecordMeta { gen: self.gen as u32, seq: *seq, expire_ms: 0, flags: 0 };
+            let meta = RecordMeta {
+                gen: self.gen as u32,
+                seq: *seq,
+                expire_ms: 0,
+                flags: 0,
+            };
             *seq += 1;
             let n = encode_record(&meta, key, value, &mut buf[at as usize..]);
             end = end.max(at as usize + n);
-            let e = Entry { offset: base + at as u64, len: n as u32, tombstone: false, expire_ms: 0 };
+            let e = Entry {
+                offset: base + at as u64,
+                len: n as u32,
+                tombstone: false,
+                expire_ms: 0,
+            };
             self.parts[r.pid as usize].insert(&r.hash, e)?;
         }
         buf.set_len(end.next_multiple_of(block as usize));
@@ -453,7 +474,8 @@ impl Sealer<'_> {
         for (i, r) in w.recs.iter().enumerate() {
             if places[i].is_none() {
                 let at = rest.data.len();
-                rest.data.extend_from_slice(&w.data[r.at..r.at + r.key_len + r.value_len]);
+                rest.data
+                    .extend_from_slice(&w.data[r.at..r.at + r.key_len + r.value_len]);
                 rest.bytes += r.len() as usize;
                 rest.recs.push(Staged { at, ..*r });
             }

@@ -95,6 +95,9 @@ mod tests {
         spans.sort();
         assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "overlap");
         let placed: u32 = spans.iter().map(|s| s.1 - s.0).sum();
-        assert!(placed as f64 > 0.85 * seg as f64, "segment only {placed} bytes full");
+        assert!(
+            placed as f64 > 0.85 * seg as f64,
+            "segment only {placed} bytes full"
+        );
     }
 }

@@ -17,11 +17,20 @@ pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
         .args(["load", "--path"])
         .arg(dir)
         .args(["--keys", &keys.to_string()])
-        .args(["--min-size", &min.to_string(), "--max-size", &max.to_string()])
+        .args([
+            "--min-size",
+            &min.to_string(),
+            "--max-size",
+            &max.to_string(),
+        ])
         .args(["--seed", &seed.to_string(), "--capacity", "256M"])
         .output()
         .expect("run nvkv load");
-    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A running server.
@@ -55,13 +64,20 @@ impl Server {
         });
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the listening line");
+        stdout
+            .read_line(&mut line)
+            .expect("read the listening line");
         let Some(addr) = line.trim().strip_prefix("nvkv listening on ") else {
             let _ = child.wait();
             panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
         };
         let addr = addr.parse().expect("address");
-        Server { child, addr, dir: dir.to_owned(), log }
+        Server {
+            child,
+            addr,
+            dir: dir.to_owned(),
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -70,7 +86,9 @@ impl Server {
 
     pub fn client(&self) -> redis::Connection {
         let c = redis::Client::open(self.url()).expect("client");
-        let con = c.get_connection_with_timeout(Duration::from_secs(5)).expect("connect");
+        let con = c
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect");
         con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         con
     }
@@ -79,7 +97,11 @@ impl Server {
     pub fn stop(mut self) {
         signal(&self.child, libc::SIGTERM);
         let status = wait_bounded(&mut self.child, Duration::from_secs(20));
-        assert!(status.success(), "server exited with {status}\n{}", self.log.lock().unwrap());
+        assert!(
+            status.success(),
+            "server exited with {status}\n{}",
+            self.log.lock().unwrap()
+        );
     }
 
     /// SIGKILL: a crash.
@@ -121,7 +143,10 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitSta
         if let Some(s) = child.try_wait().expect("wait") {
             return s;
         }
-        assert!(t0.elapsed() < limit, "process did not exit within {limit:?}");
+        assert!(
+            t0.elapsed() < limit,
+            "process did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
