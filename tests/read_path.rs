@@ -67,15 +67,13 @@ fn pipelined_mget_and_gets_keep_order() {
     for &i in ids.iter().rev() {
         pipe.get(keys::key(SEED, i));
     }
-    let (all, singles): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = {
-        let v: Vec<Value> = pipe.query(&mut con).unwrap();
-        let all = redis::from_redis_value(&v[0]).unwrap();
-        let singles = v[1..]
-            .iter()
-            .map(|x| redis::from_redis_value(x).unwrap())
-            .collect();
-        (all, singles)
-    };
+    type Values = Vec<Option<Vec<u8>>>;
+    let v: Vec<Value> = pipe.query(&mut con).unwrap();
+    let all: Values = redis::from_redis_value(&v[0]).unwrap();
+    let singles: Values = v[1..]
+        .iter()
+        .map(|x| redis::from_redis_value(x).unwrap())
+        .collect();
     assert_eq!(all.len(), ids.len() + 1);
     assert_eq!(all.last().unwrap(), &None);
     for (k, &i) in ids.iter().enumerate() {
