@@ -2,7 +2,7 @@
 //! routes to the pollers that own the keys.
 
 use super::conn::{Combine, Conn, Router};
-use super::msg::{Op, Request};
+use super::msg::{Cond, Op, Request};
 use super::resp;
 use crate::index::KeyHash;
 
@@ -30,11 +30,6 @@ const COMMANDS: &[(&str, i32)] = &[
     ("PERSIST", 2),
 ];
 
-/// Commands of the write path, answered with an error until it exists.
-const WRITES: &[&str] = &[
-    "SET", "MSET", "DEL", "EXPIRE", "PEXPIRE", "TTL", "PTTL", "PERSIST",
-];
-
 /// Executes one parsed command for connection `c`.
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
@@ -53,14 +48,6 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             cmd.to_ascii_lowercase()
         );
         return c.reply(|o| resp::error(o, &msg));
-    }
-    if WRITES.contains(&cmd) {
-        return c.reply(|o| {
-            resp::error(
-                o,
-                "ERR this server is read-only: the write path is not built yet",
-            )
-        });
     }
     match cmd {
         "GET" => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
@@ -89,6 +76,24 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             let text = super::info::render(router.shared, args.get(1).copied());
             c.reply(|o| resp::bulk(o, text.as_bytes()))
         }
+        "SET" => set(c, router, args),
+        "MSET" => mset(c, router, args),
+        "DEL" => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
+            key: k.into(),
+        }),
+        "TTL" | "PTTL" => {
+            let ms = cmd == "PTTL";
+            keyed(c, router, &args[1..], None, |k| Op::Ttl {
+                key: k.into(),
+                ms,
+            })
+        }
+        "EXPIRE" | "PEXPIRE" => expire(c, router, args, cmd == "PEXPIRE"),
+        "PERSIST" => keyed(c, router, &args[1..], None, |k| Op::Expire {
+            key: k.into(),
+            at_ms: 0,
+            persist: true,
+        }),
         "COMMAND" => command(c, args),
         "CLIENT" => client(c, router, args),
         _ => unreachable!("every command in COMMANDS is handled"),
@@ -163,4 +168,146 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             c.reply(|o| resp::error(o, &msg))
         }
     }
+}
+
+fn now_ms() -> u64 {
+    super::poller::now_ms()
+}
+
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Checks key and value sizes against the limits; replies when over.
+fn within_limits(c: &mut Conn, router: &Router, key: &[u8], value: &[u8]) -> bool {
+    let a = &router.shared.args;
+    if key.len() as u64 > a.max_key_size {
+        let msg = format!(
+            "ERR key of {} bytes is over the limit of {} (--max-key-size)",
+            key.len(),
+            a.max_key_size
+        );
+        c.reply(|o| resp::error(o, &msg));
+        return false;
+    }
+    if value.len() as u64 > a.max_value_size {
+        let msg = format!(
+            "ERR value of {} bytes is over the limit of {} (--max-value-size)",
+            value.len(),
+            a.max_value_size
+        );
+        c.reply(|o| resp::error(o, &msg));
+        return false;
+    }
+    true
+}
+
+/// `SET key value [NX | XX] [EX s | PX ms | EXAT s | PXAT ms]`
+fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let (key, value) = (args[1], args[2]);
+    let mut cond = Cond::Always;
+    let mut expire_ms = 0u64;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"NX" if cond == Cond::Always => cond = Cond::Nx,
+            b"XX" if cond == Cond::Always => cond = Cond::Xx,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expire_ms == 0 && i + 1 < args.len() => {
+                let n = match parse_i64(args[i + 1]) {
+                    Some(n) if n > 0 => n as u64,
+                    _ => {
+                        return c
+                            .reply(|o| resp::error(o, "ERR invalid expire time in 'set' command"))
+                    }
+                };
+                expire_ms = match opt.as_slice() {
+                    b"EX" => now_ms().saturating_add(n.saturating_mul(1000)),
+                    b"PX" => now_ms().saturating_add(n),
+                    b"EXAT" => n.saturating_mul(1000),
+                    _ => n,
+                };
+                i += 1;
+            }
+            _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
+        }
+        i += 1;
+    }
+    if !within_limits(c, router, key, value) {
+        return;
+    }
+    route_one(
+        c,
+        router,
+        key,
+        Op::Set {
+            key: key.into(),
+            value: value.into(),
+            expire_ms,
+            cond,
+        },
+    );
+}
+
+/// `MSET key value [key value ...]`: each key is set on its own poller
+/// (not atomic across keys); the reply is `+OK` once all are.
+fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    if args.len() % 2 == 0 {
+        return c.reply(|o| resp::error(o, "ERR wrong number of arguments for 'mset' command"));
+    }
+    for pair in args[1..].chunks(2) {
+        if !within_limits(c, router, pair[0], pair[1]) {
+            return;
+        }
+    }
+    let n = (args.len() - 1) / 2;
+    let id = c.expect(n, Some(Combine::AllOk));
+    for (part, pair) in args[1..].chunks(2).enumerate() {
+        let op = Op::Set {
+            key: pair[0].into(),
+            value: pair[1].into(),
+            expire_ms: 0,
+            cond: Cond::Always,
+        };
+        send(c, router, id, part as u32, pair[0], op);
+    }
+}
+
+/// `EXPIRE key seconds` / `PEXPIRE key ms`.
+fn expire(c: &mut Conn, router: &mut Router, args: &[&[u8]], ms: bool) {
+    let Some(n) = parse_i64(args[2]) else {
+        return c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"));
+    };
+    let delta = if ms { n } else { n.saturating_mul(1000) };
+    let at_ms = (now_ms() as i64).saturating_add(delta).max(1) as u64;
+    route_one(
+        c,
+        router,
+        args[1],
+        Op::Expire {
+            key: args[1].into(),
+            at_ms,
+            persist: false,
+        },
+    );
+}
+
+fn route_one(c: &mut Conn, router: &mut Router, key: &[u8], op: Op) {
+    let id = c.expect(1, None);
+    send(c, router, id, 0, key, op);
+}
+
+fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
+    let hash = KeyHash::of(key);
+    let pid = hash.partition(router.shared.sb.partitions);
+    let req = Request {
+        from: c.me,
+        id,
+        part,
+        hash,
+        pid,
+        op,
+    };
+    let poller = router.shared.poller_of(pid);
+    router.send(poller, req);
 }

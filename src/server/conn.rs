@@ -30,8 +30,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) enum Combine {
     /// An array of the parts (MGET).
     Array,
-    /// The sum of integer parts (EXISTS).
+    /// The sum of integer parts (EXISTS, DEL).
     Sum,
+    /// `+OK` when every part is (MSET); else the first other reply.
+    AllOk,
 }
 
 /// A reply a connection owes, in request order.
@@ -85,6 +87,17 @@ impl Slot {
                     }
                 }
                 resp::int(out, sum);
+            }
+            Slot::Multi {
+                combine: Combine::AllOk,
+                parts,
+                ..
+            } => {
+                let ok = |r: &Reply| matches!(r, Reply::Encoded(b) if b == b"+OK\r\n");
+                match parts.into_iter().flatten().find(|r| !ok(r)) {
+                    Some(other) => other.encode(out),
+                    None => resp::simple(out, "OK"),
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 mod command;
 mod conn;
 mod info;
+mod log;
 pub mod msg;
 mod poller;
 pub mod resp;
@@ -34,6 +35,15 @@ pub enum PollMode {
     Adaptive,
     /// Never park: spin on a dedicated core.
     Busy,
+}
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// After its bytes are on stable media (written and flushed).
+    Sync,
+    /// Once buffered; committed within --commit-interval-ms.
+    Async,
 }
 
 /// Arguments of `nvkv serve`.
@@ -77,6 +87,18 @@ pub struct ServeArgs {
     /// Most pipelined requests a connection may have waiting for replies.
     #[arg(long, default_value_t = 1024)]
     pub max_pipeline: usize,
+    /// When writes are acknowledged: after they are durable, or once buffered.
+    #[arg(long, value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+    /// Longest time written data waits in memory before a commit (async).
+    #[arg(long, default_value_t = 5)]
+    pub commit_interval_ms: u64,
+    /// Largest key in bytes.
+    #[arg(long, value_parser = store::parse_size, default_value = "65535")]
+    pub max_key_size: u64,
+    /// Largest value in bytes (also bounded by the store's segment size).
+    #[arg(long, value_parser = store::parse_size, default_value = "1M")]
+    pub max_value_size: u64,
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -129,6 +151,7 @@ struct Shared {
     pollers_stop: AtomicBool,
     started: Instant,
     open_report: OpenReport,
+    space: store::Space,
     addr: SocketAddr,
 }
 
@@ -167,6 +190,21 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
 pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let store = open_or_create(&args)?;
     let r = store.report;
+    if args.max_key_size > u16::MAX as u64 {
+        bail!("--max-key-size is at most 65535 bytes");
+    }
+    let max_record =
+        crate::format::record_len(args.max_key_size as usize, args.max_value_size as usize);
+    if max_record + crate::format::SEGMENT_HEADER as u64 + store.sb.block_size as u64
+        > store.sb.segment_size as u64
+    {
+        bail!(
+            "--max-value-size {} with --max-key-size {} does not fit the store's {}-byte segments",
+            args.max_value_size,
+            args.max_key_size,
+            store.sb.segment_size
+        );
+    }
     match r.state {
         IndexState::Clean => tracing::info!(
             keys = r.keys,
@@ -230,13 +268,20 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         pollers_stop: AtomicBool::new(false),
         started: Instant::now(),
         open_report: store.report,
+        space: store.space,
         addr,
         args,
     });
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let core = |i: usize| (shared.args.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-    let poller_threads = poller::spawn_all(&shared, store, &core)?;
+    let inputs = poller::PollerInputs {
+        shards: store.shards,
+        dev: store.dev,
+        next_seq: store.next_seq,
+        lock: store.lock,
+    };
+    let poller_threads = poller::spawn_all(&shared, inputs, &core)?;
     let conn_threads = polls
         .into_iter()
         .enumerate()

@@ -32,6 +32,48 @@ pub enum Op {
     Get { key: Box<[u8]> },
     /// Is the key present?
     Exists,
+    /// Store a value; `expire_ms` is absolute (0 = no expiry).
+    Set {
+        key: Box<[u8]>,
+        value: Box<[u8]>,
+        expire_ms: u64,
+        cond: Cond,
+    },
+    /// Delete the key.
+    Del { key: Box<[u8]> },
+    /// Set the expiry (absolute ms; at or before now deletes the key), or
+    /// remove it with `persist`.
+    Expire {
+        key: Box<[u8]>,
+        at_ms: u64,
+        persist: bool,
+    },
+    /// Time to live, in ms or in s.
+    Ttl { key: Box<[u8]>, ms: bool },
+}
+
+impl Op {
+    /// The key of the operation (`None` for EXISTS, which needs no key bytes).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Op::Get { key }
+            | Op::Set { key, .. }
+            | Op::Del { key }
+            | Op::Expire { key, .. }
+            | Op::Ttl { key, .. } => Some(key),
+            Op::Exists => None,
+        }
+    }
+}
+
+/// Condition of a SET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if the key exists.
+    Xx,
 }
 
 /// A poller's answer to one request.

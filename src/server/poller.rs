@@ -1,12 +1,16 @@
 //! The I/O poller: owns shards and one engine, and runs the batching loop.
 //!
 //! Each turn of the loop reaps completions, takes every request waiting on
-//! the ring (up to the depth limit), queues their device reads, and submits
+//! the ring (up to the depth limit), serves reads (from the device, or from
+//! the segment buffers for records not yet written), appends writes to the
+//! shards' open segments, starts a group commit when one is due, and submits
 //! the whole batch in one call: a lone request goes to the device at once,
-//! and under load many requests share one submission. An idle poller spins
-//! briefly, then parks in the engine until a completion or its eventfd
-//! wakes it.
+//! and under load many requests share one submission. An idle poller polls
+//! for a short while, then parks in the engine until a completion or its
+//! eventfd wakes it. The write path (segments, commits, compaction) is in
+//! `log.rs`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,45 +18,58 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use super::msg::{ConnRef, Op, Reply, Request, Response};
+use super::log::Log;
+use super::msg::{Op, Reply, Request, Response};
 use super::{resp, PollMode, Shared};
-use crate::format::{align_down, align_up, decode_record};
+use crate::format::{align_down, align_up, decode_record, Record, FLAG_TOMBSTONE};
 use crate::index::Entry;
-use crate::io::{open_engine, Completion, Device, Engine, IoBuf};
-use crate::store::{Lookup, Shard, Store};
+use crate::io::{open_engine, Completion, Device, Engine};
+use crate::store::{Lookup, Shard};
+
+/// Engine tags at or above this are the log's (writes, flushes, compaction).
+pub(super) const LOG_TAGS: u64 = 1 << 60;
 
 /// A device read waiting for its completion.
 struct PendingRead {
-    to: ConnRef,
-    id: u64,
-    part: u32,
-    key: Box<[u8]>,
+    req: Request,
     entry: Entry,
     /// Device offset where the aligned read starts.
     start: u64,
 }
 
-struct Poller<E: Engine> {
-    id: usize,
-    eng: E,
-    shared: Arc<Shared>,
+pub(super) struct Poller<E: Engine> {
+    pub(super) id: usize,
+    pub(super) eng: E,
+    pub(super) shared: Arc<Shared>,
     /// Indexed by shard id; `Some` for the shards this poller owns.
-    shards: Vec<Option<Shard>>,
+    pub(super) shards: Vec<Option<Shard>>,
     reads: Vec<Option<PendingRead>>,
     free_tags: Vec<u32>,
     done: Vec<Completion>,
     /// Connection threads that got responses this turn.
     touched: Vec<bool>,
-    block: u64,
+    pub(super) block: u64,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
-    max_gen: u64,
+    /// Keys with a read-modify-write in flight, and the requests for them
+    /// that arrived meanwhile (served in order once it is done).
+    busy: HashMap<u64, VecDeque<Request>>,
+    pub(super) log: Log,
+    pub(super) now_ms: u64,
+}
+
+/// What the pollers take over from the opened store.
+pub(super) struct PollerInputs {
+    pub shards: Vec<Shard>,
+    pub dev: Device,
+    pub next_seq: u64,
+    pub lock: crate::store::DirLock,
 }
 
 /// Starts one poller thread per `--io-threads`, giving each its shards.
 pub(super) fn spawn_all(
     shared: &Arc<Shared>,
-    store: Store,
+    store: PollerInputs,
     core: &dyn Fn(usize) -> Option<core_affinity::CoreId>,
 ) -> Result<Vec<JoinHandle<Result<()>>>> {
     let m = shared.pollers.len();
@@ -65,7 +82,7 @@ pub(super) fn spawn_all(
         owned[p][id] = Some(s);
     }
     let dev = Arc::new(store.dev);
-    let max_gen = store.max_gen;
+    let next_seq = store.next_seq;
     // The directory lock stays held while any poller runs.
     let lock = Arc::new(store.lock);
     owned
@@ -83,7 +100,7 @@ pub(super) fn spawn_all(
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
                     }
-                    run(id, shared, &dev, shards, max_gen)
+                    run(id, shared, &dev, shards, next_seq)
                 })
                 .context("spawning a poller")
         })
@@ -95,11 +112,16 @@ fn run(
     shared: Arc<Shared>,
     dev: &Device,
     shards: Vec<Option<Shard>>,
-    max_gen: u64,
+    next_seq: u64,
 ) -> Result<()> {
     let depth = shared.args.max_io_depth;
     let eng = open_engine(shared.args.engine, dev, depth, &shared.pollers[id].bell)
         .with_context(|| format!("poller {id}: opening the {:?} engine", shared.args.engine))?;
+    // Reads may not take the slots the log needs for a commit.
+    let read_slots = depth
+        .saturating_sub(Log::reserved_slots(shared.sb.shards))
+        .max(1);
+    let log = Log::new(&shared, next_seq);
     let mut p = Poller {
         id,
         block: eng.block_size() as u64,
@@ -107,27 +129,33 @@ fn run(
         touched: vec![false; shared.conns.len()],
         shared,
         shards,
-        reads: (0..depth).map(|_| None).collect(),
-        free_tags: (0..depth as u32).rev().collect(),
+        reads: (0..read_slots).map(|_| None).collect(),
+        free_tags: (0..read_slots as u32).rev().collect(),
         done: Vec::with_capacity(depth),
         batch: Vec::with_capacity(depth),
-        max_gen,
+        busy: HashMap::new(),
+        log,
+        now_ms: now_ms(),
     };
-    let keys = p.shards.iter().flatten().map(Shard::live_keys).sum();
-    p.stats().keys.store(keys, Relaxed);
+    p.update_key_count();
     p.run_loop();
     p.shutdown()
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl<E: Engine> Poller<E> {
-    fn stats(&self) -> &super::stats::PollerStats {
+    pub(super) fn stats(&self) -> &super::stats::PollerStats {
         &self.shared.poller_stats[self.id]
+    }
+
+    pub(super) fn update_key_count(&self) {
+        let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
+        self.stats().keys.store(keys, Relaxed);
     }
 
     fn run_loop(&mut self) {
@@ -135,12 +163,14 @@ impl<E: Engine> Poller<E> {
         let busy = self.shared.args.poll == PollMode::Busy;
         let mut idle_since: Option<Instant> = None;
         loop {
-            let worked = self.turn();
-            if worked {
+            if self.turn() {
                 idle_since = None;
                 continue;
             }
-            if self.shared.pollers_stop.load(Relaxed) && self.eng.in_flight() == 0 {
+            if self.shared.pollers_stop.load(Relaxed)
+                && self.eng.in_flight() == 0
+                && self.log.idle()
+            {
                 return;
             }
             if busy {
@@ -152,7 +182,7 @@ impl<E: Engine> Poller<E> {
                 self.park();
                 idle_since = None;
             } else {
-                // Spinning politely: on a machine with fewer cores than busy
+                // Polling politely: on a machine with fewer cores than busy
                 // threads the connection threads need the CPU meanwhile.
                 std::thread::yield_now();
             }
@@ -161,12 +191,16 @@ impl<E: Engine> Poller<E> {
 
     /// One turn of the loop; returns whether anything happened.
     fn turn(&mut self) -> bool {
-        let now = now_ms();
+        self.now_ms = now_ms();
         self.eng.reap(&mut self.done);
         let completed = self.done.len();
         let mut done = std::mem::take(&mut self.done);
         for c in done.drain(..) {
-            self.complete(c, now);
+            if c.tag >= LOG_TAGS {
+                self.log_completion(c);
+            } else {
+                self.complete_read(c);
+            }
         }
         self.done = done;
 
@@ -178,9 +212,10 @@ impl<E: Engine> Poller<E> {
         }
         let taken = batch.len();
         for req in batch.drain(..) {
-            self.handle(req, now);
+            self.handle(req);
         }
         self.batch = batch;
+        let log_work = self.log_turn();
         let sent = match self.eng.submit() {
             Ok(n) => n,
             Err(e) => {
@@ -197,20 +232,32 @@ impl<E: Engine> Poller<E> {
             st.max_batch.fetch_max(sent as u64, Relaxed);
         }
         st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0
+        completed > 0 || taken > 0 || sent > 0 || log_work
     }
 
-    /// Sleeps until a completion or a doorbell (bounded, to see shutdown).
+    /// Sleeps until a completion or a doorbell (bounded, to see shutdown
+    /// and commit deadlines).
     fn park(&mut self) {
         let handle = &self.shared.pollers[self.id];
         handle.sleeping.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         if handle.inbox.is_empty() && !self.shared.pollers_stop.load(Relaxed) {
             self.stats().parks.fetch_add(1, Relaxed);
-            self.eng.wait(Duration::from_millis(100));
+            let timeout = self
+                .log
+                .park_timeout()
+                .unwrap_or(Duration::from_millis(100));
+            self.eng.wait(timeout);
         }
         handle.sleeping.store(false, Ordering::SeqCst);
         handle.bell.drain();
+    }
+
+    pub(super) fn shard_mut(&mut self, pid: u32) -> &mut Shard {
+        let s = crate::store::shard_of(pid, self.shared.sb.shards);
+        self.shards[s as usize]
+            .as_mut()
+            .expect("request routed to the shard's poller")
     }
 
     fn shard(&self, pid: u32) -> &Shard {
@@ -220,104 +267,211 @@ impl<E: Engine> Poller<E> {
             .expect("request routed to the shard's poller")
     }
 
-    fn handle(&mut self, req: Request, now: u64) {
-        let hit = match self.shard(req.pid).lookup(req.pid, &req.hash, now) {
+    pub(super) fn reply(&mut self, req: &Request, reply: Reply) {
+        self.respond(req.from, req.id, req.part, reply);
+    }
+
+    /// Serves one request.
+    fn handle(&mut self, req: Request) {
+        if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
+            waiting.push_back(req);
+            return;
+        }
+        let hit = match self.shard(req.pid).lookup(req.pid, &req.hash, self.now_ms) {
             Lookup::Hit(e) => Some(e),
             Lookup::Miss => None,
         };
-        match (req.op, hit) {
-            (Op::Exists, hit) => {
-                self.respond(req.from, req.id, req.part, Reply::Int(hit.is_some() as i64))
-            }
+        match (&req.op, hit) {
+            (Op::Exists, hit) => self.reply(&req, Reply::Int(hit.is_some() as i64)),
+            (Op::Set { .. }, _) => self.set(req, hit),
+            (Op::Del { .. }, None) => self.reply(&req, Reply::Int(0)),
+            (Op::Del { .. }, Some(_)) => self.delete(req, Reply::Int(1)),
             (Op::Get { .. }, None) => {
                 self.stats().misses.fetch_add(1, Relaxed);
-                self.respond(req.from, req.id, req.part, Reply::Nil)
+                self.reply(&req, Reply::Nil)
             }
-            (Op::Get { key }, Some(entry)) => {
-                let start = align_down(entry.offset, self.block);
-                let end = align_up(entry.offset + entry.len as u64, self.block);
-                let buf = self.eng.alloc((end - start) as usize);
-                let tag = self.free_tags.pop().expect("caller checked a free tag");
-                match self.eng.read(start, buf, tag as u64) {
-                    Ok(()) => {
-                        self.reads[tag as usize] = Some(PendingRead {
-                            to: req.from,
-                            id: req.id,
-                            part: req.part,
-                            key,
-                            entry,
-                            start,
-                        });
-                    }
-                    Err(buf) => {
-                        self.eng.free(buf);
-                        self.free_tags.push(tag);
-                        let msg = "ERR server busy: I/O queue full".to_string();
-                        self.respond(req.from, req.id, req.part, Reply::Error(msg));
-                    }
-                }
+            (Op::Ttl { .. }, None) => self.reply(&req, Reply::Int(-2)),
+            (Op::Expire { .. }, None) => self.reply(&req, Reply::Int(0)),
+            (Op::Get { .. } | Op::Ttl { .. } | Op::Expire { .. }, Some(entry)) => {
+                self.fetch(req, entry)
             }
         }
     }
 
-    fn complete(&mut self, c: Completion, now: u64) {
+    /// Gets the record of `entry` for `req`: from a segment buffer at once,
+    /// or with one device read.
+    fn fetch(&mut self, req: Request, entry: Entry) {
+        if let Some(bytes) = self.log.buffered(entry) {
+            let bytes = bytes.to_vec();
+            return self.finish_fetch(req, entry, Ok(&bytes));
+        }
+        if matches!(req.op, Op::Expire { .. }) {
+            self.busy.insert(req.hash.tag, VecDeque::new());
+        }
+        let start = align_down(entry.offset, self.block);
+        let end = align_up(entry.offset + entry.len as u64, self.block);
+        let buf = self.eng.alloc((end - start) as usize);
+        let tag = self.free_tags.pop().expect("caller checked a free tag");
+        match self.eng.read(start, buf, tag as u64) {
+            Ok(()) => self.reads[tag as usize] = Some(PendingRead { req, entry, start }),
+            Err(buf) => {
+                self.eng.free(buf);
+                self.free_tags.push(tag);
+                let msg = "ERR server busy: I/O queue full".to_string();
+                self.finish_fetch(req, entry, Err(msg));
+            }
+        }
+    }
+
+    fn complete_read(&mut self, c: Completion) {
         let tag = c.tag as u32;
         let Some(r) = self.reads[tag as usize].take() else {
-            tracing::error!(poller = self.id, tag, "completion for an unknown operation");
+            tracing::error!(poller = self.id, tag, "completion for an unknown read");
             return;
         };
         self.free_tags.push(tag);
         let buf = c.buf.expect("a read returns its buffer");
-        let reply = match c.result {
-            Ok(n) if n == buf.len() => self.verify(&r, &buf, now),
-            Ok(n) => {
-                self.stats().io_errors.fetch_add(1, Relaxed);
-                Reply::Error(format!(
-                    "ERR I/O error: short read of {n} of {} bytes at offset {}",
-                    buf.len(),
-                    r.start
-                ))
+        let result = match c.result {
+            Ok(n) if n == buf.len() => {
+                let at = (r.entry.offset - r.start) as usize;
+                Ok(&buf[at..at + r.entry.len as usize])
             }
-            Err(e) => {
-                self.stats().io_errors.fetch_add(1, Relaxed);
-                Reply::Error(format!("ERR I/O error reading offset {}: {e}", r.start))
-            }
+            Ok(n) => Err(format!(
+                "ERR I/O error: short read of {n} of {} bytes at offset {}",
+                buf.len(),
+                r.start
+            )),
+            Err(e) => Err(format!("ERR I/O error reading offset {}: {e}", r.start)),
         };
+        if result.is_err() {
+            self.stats().io_errors.fetch_add(1, Relaxed);
+        }
+        let tag = r.req.hash.tag;
+        let was_rmw = matches!(r.req.op, Op::Expire { .. });
+        self.finish_fetch(r.req, r.entry, result);
         self.eng.free(buf);
-        self.respond(r.to, r.id, r.part, reply);
+        if was_rmw {
+            self.release(tag);
+        }
     }
 
-    /// Checks the record read for `r` and turns it into a reply.
-    fn verify(&self, r: &PendingRead, buf: &IoBuf, now: u64) -> Reply {
-        let at = (r.entry.offset - r.start) as usize;
-        let bytes = &buf[at..at + r.entry.len as usize];
-        let corrupt = |what: &dyn std::fmt::Display| {
-            self.stats().corrupt_records.fetch_add(1, Relaxed);
-            tracing::error!(offset = r.entry.offset, "corrupted record: {what}");
-            Reply::Error(format!(
-                "ERR corrupted record at offset {}: {what}",
-                r.entry.offset
-            ))
+    /// Serves the requests that waited for a read-modify-write of `tag`.
+    fn release(&mut self, tag: u64) {
+        let Some(mut waiting) = self.busy.remove(&tag) else {
+            return;
         };
-        match decode_record(bytes) {
-            Err(e) => corrupt(&e),
-            Ok(rec) if rec.key != &*r.key => corrupt(&"key does not match the index"),
-            Ok(rec) if rec.is_tombstone() || rec.expired(now) => {
-                self.stats().misses.fetch_add(1, Relaxed);
-                Reply::Nil
+        while let Some(req) = waiting.pop_front() {
+            self.handle(req);
+            if let Some(q) = self.busy.get_mut(&tag) {
+                // Another read-modify-write started: the rest waits for it.
+                q.extend(waiting.drain(..));
+                return;
             }
-            Ok(rec) => {
+        }
+    }
+
+    /// Finishes a request once its record's bytes are at hand.
+    fn finish_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(msg) => return self.reply(&req, Reply::Error(msg)),
+        };
+        let rec = match decode_record(bytes) {
+            Ok(rec) if Some(rec.key) == req.op.key() => rec,
+            Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
+            Err(e) => return self.corrupt(&req, entry, &e),
+        };
+        if rec.is_tombstone() || rec.expired(self.now_ms) {
+            self.stats().misses.fetch_add(1, Relaxed);
+            let reply = match req.op {
+                Op::Get { .. } => Reply::Nil,
+                Op::Ttl { .. } => Reply::Int(-2),
+                _ => Reply::Int(0),
+            };
+            return self.reply(&req, reply);
+        }
+        match req.op {
+            Op::Get { .. } => {
                 let st = self.stats();
                 st.reads.fetch_add(1, Relaxed);
                 st.hits.fetch_add(1, Relaxed);
                 let mut out = Vec::with_capacity(rec.value.len() + 16);
                 resp::bulk(&mut out, rec.value);
-                Reply::Encoded(out)
+                self.reply(&req, Reply::Encoded(out))
             }
+            Op::Ttl { ms, .. } => {
+                let reply = match rec.meta.expire_ms {
+                    0 => -1,
+                    at => {
+                        let left = at.saturating_sub(self.now_ms) as i64;
+                        if ms {
+                            left
+                        } else {
+                            (left + 500) / 1000
+                        }
+                    }
+                };
+                self.reply(&req, Reply::Int(reply))
+            }
+            Op::Expire { at_ms, persist, .. } => self.expire(&req, &rec, at_ms, persist),
+            Op::Set { .. } | Op::Del { .. } | Op::Exists => unreachable!("not fetched"),
         }
     }
 
-    fn respond(&mut self, to: ConnRef, id: u64, part: u32, reply: Reply) {
+    fn corrupt(&mut self, req: &Request, entry: Entry, what: &dyn std::fmt::Display) {
+        self.stats().corrupt_records.fetch_add(1, Relaxed);
+        tracing::error!(offset = entry.offset, "corrupted record: {what}");
+        let msg = format!("ERR corrupted record at offset {}: {what}", entry.offset);
+        self.reply(req, Reply::Error(msg));
+    }
+
+    /// SET: checks NX / XX, then appends the new version.
+    fn set(&mut self, req: Request, live: Option<Entry>) {
+        let Op::Set {
+            key,
+            value,
+            expire_ms,
+            cond,
+        } = &req.op
+        else {
+            unreachable!()
+        };
+        let skip = match cond {
+            super::msg::Cond::Always => false,
+            super::msg::Cond::Nx => live.is_some(),
+            super::msg::Cond::Xx => live.is_none(),
+        };
+        if skip {
+            return self.reply(&req, Reply::Nil);
+        }
+        let result = self.append(req.pid, &req.hash, key, value, *expire_ms, 0);
+        self.acknowledge(&req, result, Reply::Encoded(b"+OK\r\n".to_vec()));
+    }
+
+    /// Appends a tombstone for the key of `req`, replying `ok` once durable.
+    fn delete(&mut self, req: Request, ok: Reply) {
+        let key = req.op.key().expect("keyed op").to_vec();
+        let result = self.append(req.pid, &req.hash, &key, &[], 0, FLAG_TOMBSTONE);
+        self.acknowledge(&req, result, ok);
+    }
+
+    /// EXPIRE / PEXPIRE / PERSIST on a live record: rewrites it with the new
+    /// expiry, or deletes it when the expiry is not in the future.
+    fn expire(&mut self, req: &Request, rec: &Record<'_>, at_ms: u64, persist: bool) {
+        if persist && rec.meta.expire_ms == 0 {
+            return self.reply(req, Reply::Int(0));
+        }
+        let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
+        let result = if !persist && at_ms <= self.now_ms {
+            self.append(req.pid, &req.hash, &key, &[], 0, FLAG_TOMBSTONE)
+        } else {
+            let at = if persist { 0 } else { at_ms };
+            self.append(req.pid, &req.hash, &key, &value, at, 0)
+        };
+        self.acknowledge(req, result, Reply::Int(1));
+    }
+
+    pub(super) fn respond(&mut self, to: super::msg::ConnRef, id: u64, part: u32, reply: Reply) {
         self.shared.conns[to.thread as usize]
             .responses
             .push(Response {
@@ -337,17 +491,25 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Finishes in-flight I/O, then flushes the index and marks it clean.
+    /// Finishes in-flight I/O and commits every write, then flushes the
+    /// index and marks it clean.
     fn shutdown(mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.eng.in_flight() > 0 && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (self.eng.in_flight() > 0 || !self.log.idle()) && Instant::now() < deadline {
             if !self.turn() {
                 self.eng.wait(Duration::from_millis(10));
             }
         }
-        let max_gen = self.max_gen;
+        if !self.log.idle() {
+            anyhow::bail!(
+                "poller {}: the log did not finish committing; the index stays dirty",
+                self.id
+            );
+        }
+        let (max_seq, max_gen) = (self.log.next_seq - 1, self.shared.space.gen.load(Relaxed));
         for s in self.shards.iter_mut().flatten() {
-            s.mark_clean(max_gen).context("marking the index clean")?;
+            s.mark_clean(max_seq, max_gen)
+                .context("marking the index clean")?;
         }
         Ok(())
     }

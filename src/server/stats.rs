@@ -26,6 +26,12 @@ pub struct PollerStats {
     pub parks: AtomicU64,
     /// Live keys of the poller's shards.
     pub keys: AtomicU64,
+    /// Commits completed, flushes completed, log bytes written.
+    pub commits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Writes refused because the store was full.
+    pub writes_refused: AtomicU64,
 }
 
 /// One connection thread's counters.

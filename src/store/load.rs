@@ -51,10 +51,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub device: Option<PathBuf>,
     /// Segment size: the unit of log writes and of space reclamation.
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    #[arg(long, value_parser = parse_size, default_value = "2M")]
     pub segment_size: u64,
     /// Shards: a poller owns whole shards, so this caps --io-threads.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     pub shards: u32,
     /// Index partitions (files), a multiple of --shards.
     #[arg(long, default_value_t = 256)]
@@ -69,8 +69,8 @@ impl Default for CreateArgs {
         CreateArgs {
             capacity: None,
             device: None,
-            segment_size: 1 << 20,
-            shards: 16,
+            segment_size: 2 << 20,
+            shards: 8,
             partitions: 256,
             force: false,
         }

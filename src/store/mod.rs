@@ -12,6 +12,7 @@ mod load;
 mod pack;
 mod recover;
 mod shard;
+mod space;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -27,6 +28,7 @@ use crate::io::{Device, IoBuf};
 
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
 pub use shard::{shard_of, Lookup, Shard};
+pub use space::{Space, NO_SHARD};
 
 /// Creates an empty store in `dir`.
 pub fn create_empty(dir: &Path, args: &CreateArgs) -> Result<(), StoreError> {
@@ -111,6 +113,9 @@ pub struct Store {
     pub shards: Vec<Shard>,
     pub report: OpenReport,
     pub max_gen: u64,
+    /// Sequence number for the next record (above every record on the device).
+    pub next_seq: u64,
+    pub space: Space,
     /// Held as long as the store is open.
     pub lock: DirLock,
 }
@@ -178,6 +183,8 @@ impl Store {
         } else {
             recover::rebuild(&dev, &sb, parts, t0)?
         };
+        let space = Space::from_index(&sb, &shards, max_gen);
+        let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
         Ok(Store {
             dir: dir.to_owned(),
             sb,
@@ -185,6 +192,8 @@ impl Store {
             shards,
             report,
             max_gen,
+            next_seq,
+            space,
             lock,
         })
     }

@@ -92,11 +92,8 @@ impl Shard {
     }
 
     /// Flushes every partition and marks it clean.
-    pub fn mark_clean(&mut self, max_gen: u64) -> std::io::Result<()> {
-        let cp = Checkpoint {
-            max_seq: self.next_seq - 1,
-            max_gen,
-        };
+    pub fn mark_clean(&mut self, max_seq: u64, max_gen: u64) -> std::io::Result<()> {
+        let cp = Checkpoint { max_seq, max_gen };
         self.parts.iter_mut().try_for_each(|p| p.mark_clean(cp))
     }
 }

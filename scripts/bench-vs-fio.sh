@@ -1,0 +1,714 @@
+#!/usr/bin/env bash
+# bench-vs-fio.sh - measure nvkv against the raw device (fio) and Redis.
+#
+# One run: print the machine, load a store (or reuse one loaded with the same
+# parameters), measure `nvkv serve` + `nvkv bench` for every (depth, engine),
+# then fio random 4 KiB reads on the same region of the same data file at the
+# same depths, then Debian's redis-server GET latency at 1 and 32 clients, and
+# print a table plus the QD1 latency budget and the Q=32 throughput target.
+# Every measurement runs alone, one after another, for the same --duration.
+#
+# Run with --help for the options.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+
+# ---------------------------------------------------------------- defaults --
+DIR=/tmp/nvkv-bench
+KEYS=1000000
+MIN_SIZE=1024
+MAX_SIZE=4096
+SEED=0
+CAPACITY=""
+DURATION=20
+PORT=12399
+REDIS_PORT=""                 # default: PORT + 1
+ENGINES="uring aio"
+DEPTHS="1 32"
+INFLIGHT=1
+RELOAD=0
+CLEAN=0
+MARKDOWN=0
+BIN=""
+SERVE_ARGS=""
+FIO_ARGS=""
+START_TIMEOUT=120             # seconds to wait for "nvkv listening on"
+STOP_TIMEOUT=30               # seconds to wait for a server after SIGTERM
+LOAD_TIMEOUT=3600
+
+usage() {
+    cat <<EOF
+Usage: scripts/bench-vs-fio.sh [options]
+
+Compares nvkv GET throughput and latency with fio random reads of the same
+data file region, and with redis-server GET latency, in one run.
+
+Store:
+  --dir DIR            store directory (default $DIR); results go to
+                       DIR/results.jsonl (overwritten each run)
+  --keys N             records to load (default $KEYS)
+  --min-size A         smallest value in bytes (default $MIN_SIZE)
+  --max-size B         largest value in bytes (default $MAX_SIZE)
+  --seed S             seed of keys and values (default $SEED)
+  --capacity BYTES     passed to 'nvkv load --capacity' (default: nvkv's)
+  --reload             load again even if DIR holds a store loaded with the
+                       same parameters (they are kept in DIR/bench-params)
+  --clean              remove the store (data file, index, params) at the end;
+                       DIR/results.jsonl is kept
+
+Measurements:
+  --duration SECS      length of every measurement (default $DURATION)
+  --depths "Q ..."     total requests in flight (default "$DEPTHS")
+  --engines "E ..."    nvkv engines, uring and/or aio (default "$ENGINES")
+  --inflight K         GETs in flight per connection; the bench then uses
+                       Q/K connections (default $INFLIGHT; K=min(K,Q))
+  --port P             nvkv port on 127.0.0.1 (default $PORT)
+  --redis-port P       redis-server port on 127.0.0.1 (default: --port + 1)
+  --serve-args "..."   extra flags for 'nvkv serve' (e.g. "--io-threads 1
+                       --tcp-threads 1 --poll busy")
+  --fio-args "..."     extra flags for every fio run
+
+Output and tools:
+  --bin PATH           nvkv binary (default target/release/nvkv in the repo,
+                       built with 'cargo build --release' when missing)
+  --markdown           also print the table as markdown
+  -h, --help           this text
+
+Installs fio, redis-server and redis-tools with apt-get when missing.
+Exit status: 0 when every step ran (even when a target FAILs: this is a
+measurement); 1 when a step broke (a server did not start, a command failed);
+2 when everything ran but nvkv reported errors or misses, or a server did not
+shut down cleanly on SIGTERM.
+EOF
+}
+
+# ----------------------------------------------------------------- helpers --
+log()  { printf '%s\n' "$*"; }
+step() { printf '\n=== %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+loud() {
+    printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+    printf '!!! %s\n' "$@" >&2
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
+}
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+need_arg() { [[ $# -ge 2 ]] || die "$1 needs a value (see --help)"; }
+
+parse_args() {
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --dir)        need_arg "$@"; DIR=$2; shift 2 ;;
+            --keys)       need_arg "$@"; KEYS=$2; shift 2 ;;
+            --min-size)   need_arg "$@"; MIN_SIZE=$2; shift 2 ;;
+            --max-size)   need_arg "$@"; MAX_SIZE=$2; shift 2 ;;
+            --seed)       need_arg "$@"; SEED=$2; shift 2 ;;
+            --capacity)   need_arg "$@"; CAPACITY=$2; shift 2 ;;
+            --duration)   need_arg "$@"; DURATION=$2; shift 2 ;;
+            --port)       need_arg "$@"; PORT=$2; shift 2 ;;
+            --redis-port) need_arg "$@"; REDIS_PORT=$2; shift 2 ;;
+            --engines)    need_arg "$@"; ENGINES=$2; shift 2 ;;
+            --depths)     need_arg "$@"; DEPTHS=$2; shift 2 ;;
+            --inflight)   need_arg "$@"; INFLIGHT=$2; shift 2 ;;
+            --serve-args) need_arg "$@"; SERVE_ARGS=$2; shift 2 ;;
+            --fio-args)   need_arg "$@"; FIO_ARGS=$2; shift 2 ;;
+            --bin)        need_arg "$@"; BIN=$2; shift 2 ;;
+            --reload)     RELOAD=1; shift ;;
+            --clean)      CLEAN=1; shift ;;
+            --markdown)   MARKDOWN=1; shift ;;
+            -h|--help)    usage; exit 0 ;;
+            *)            die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+
+    local v
+    for v in KEYS MIN_SIZE MAX_SIZE SEED DURATION PORT INFLIGHT; do
+        is_uint "${!v}" || die "--$(tr '_A-Z' '-a-z' <<<"$v") must be a non-negative integer, not '${!v}'"
+    done
+    [[ $KEYS -ge 1 && $DURATION -ge 1 && $INFLIGHT -ge 1 ]] \
+        || die "--keys, --duration and --inflight must be at least 1"
+    [[ $MIN_SIZE -ge 1 && $MIN_SIZE -le $MAX_SIZE ]] || die "need 1 <= --min-size <= --max-size"
+    REDIS_PORT=${REDIS_PORT:-$((PORT + 1))}
+    is_uint "$REDIS_PORT" || die "--redis-port must be a port number"
+    [[ $REDIS_PORT -ne $PORT ]] || die "--redis-port must differ from --port"
+    [[ -n ${DEPTHS// } && -n ${ENGINES// } ]] || die "--depths and --engines must not be empty"
+    local q e
+    for q in $DEPTHS; do
+        if ! is_uint "$q" || [[ $q -lt 1 ]]; then die "--depths: '$q' is not a positive integer"; fi
+        local k=$((INFLIGHT < q ? INFLIGHT : q))
+        ((q % k == 0)) || die "depth $q is not a multiple of --inflight $INFLIGHT"
+    done
+    for e in $ENGINES; do
+        [[ $e == uring || $e == aio ]] || die "--engines: unknown engine '$e' (uring or aio)"
+    done
+    [[ $DIR == /* ]] || DIR="$PWD/$DIR"
+    DIR=${DIR%/}
+    [[ -n $DIR ]] || die "--dir must not be /"
+}
+
+# Installs the Debian packages of missing commands (only those).
+ensure_tools() {
+    local -A pkg_of=([fio]=fio [redis-server]=redis-server [redis-benchmark]=redis-tools
+                     [redis-cli]=redis-tools [python3]=python3 [timeout]=coreutils
+                     [flock]=util-linux)
+    local cmd missing=()
+    for cmd in "${!pkg_of[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "installing missing packages: ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install ${missing[*]} by hand"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    DEBIAN_FRONTEND=noninteractive timeout 900 "${sudo[@]}" apt-get install -y "${missing[@]}" \
+        || { timeout 600 "${sudo[@]}" apt-get update \
+             && DEBIAN_FRONTEND=noninteractive timeout 900 "${sudo[@]}" apt-get install -y "${missing[@]}"; } \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+# Finds (or builds) the nvkv binary.
+ensure_bin() {
+    if [[ -z $BIN ]]; then
+        BIN=$REPO/target/release/nvkv
+        if [[ ! -x $BIN ]]; then
+            log "building $BIN (cargo build --release)"
+            (cd "$REPO" && timeout 3600 cargo build --release) || die "cargo build --release failed"
+        fi
+    fi
+    [[ $BIN == /* ]] || BIN="$PWD/$BIN"
+    [[ -x $BIN ]] || die "nvkv binary not found: $BIN"
+    if [[ -d $REPO/src && -n $(find "$REPO/src" -name '*.rs' -newer "$BIN" -print -quit 2>/dev/null) ]]; then
+        warn "$BIN is older than the sources in $REPO/src (run cargo build --release?)"
+    fi
+}
+
+# ----------------------------------------------------- processes & cleanup --
+WORK=""
+HAVE_LOCK=0
+NVKV_PID=""
+REDIS_PID=""
+FAILURES=0     # errors/misses or unclean shutdowns: exit 2 at the end
+
+# Fails when something already listens on 127.0.0.1:$1 (we would measure it).
+check_port_free() {
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
+        die "port $1 on 127.0.0.1 is already in use (choose another with --port / --redis-port)"
+    fi
+}
+
+# stop_proc PID NAME: SIGTERM, wait up to STOP_TIMEOUT s, and return the exit
+# status (0 = clean). The servers run under `timeout`, which forwards the
+# signal to them and returns their status. A server that does not stop gets
+# a second SIGTERM (nvkv then exits at once), then SIGKILL (it and its child).
+stop_proc() {
+    local pid=$1 name=$2 i rc=0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || rc=$?; return "$rc"; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        loud "$name (pid $pid) did not stop within ${STOP_TIMEOUT}s of SIGTERM; sending SIGTERM again, then SIGKILL"
+        kill -TERM "$pid" 2>/dev/null || true
+        sleep 3
+        if kill -0 "$pid" 2>/dev/null; then
+            local child
+            for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$child" 2>/dev/null || true; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+        return 124
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n $NVKV_PID ]]; then stop_proc "$NVKV_PID" "nvkv serve"; NVKV_PID=""; fi
+    if [[ -n $REDIS_PID ]]; then stop_proc "$REDIS_PID" "redis-server"; REDIS_PID=""; fi
+    [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
+    if [[ $HAVE_LOCK -eq 1 ]]; then
+        if [[ $CLEAN -eq 1 ]]; then
+            log "--clean: removing the store in $DIR (keeping results.jsonl)"
+            rm -rf -- "$DIR/data.nvkv" "$DIR/index" "$DIR/nvkv.lock" "$DIR/bench-params"
+        fi
+        rm -f -- "$DIR/.bench-vs-fio.lock"
+    fi
+    exit "$rc"
+}
+
+# ------------------------------------------------------------------ python --
+# One helper for all JSON/CSV work: nvkv and fio JSON, redis-benchmark CSV,
+# the fio region of the data file, and the final table.
+write_helper() {
+    cat >"$WORK/helper.py" <<'PY'
+import csv, json, math, os, sys
+
+def extras(args):
+    out = {}
+    for a in args:
+        k, _, v = a.partition("=")
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+def last_json(path):
+    with open(path) as f:
+        text = f.read()
+    lines = [l for l in text.splitlines() if l.strip().startswith("{")]
+    if lines:
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            pass
+    return json.loads(text[text.index("{"):])     # fio: multi-line JSON
+
+def cmd_nvkv(raw, *kv):
+    d = dict(extras(kv)); d.update(last_json(raw))
+    print(json.dumps(d))
+
+def cmd_fio(raw, *kv):
+    job = last_json(raw)["jobs"][0]
+    r = job["read"]
+    if job.get("error"):
+        sys.exit("fio job error %s" % job["error"])
+    def pct(sec, p):
+        v = r.get(sec, {}).get("percentile", {}).get(p)
+        return None if v is None else v / 1000.0
+    d = extras(kv)
+    d.update({
+        "ops_per_sec": r["iops"], "ios": r["total_ios"], "bw_bytes": r["bw_bytes"],
+        "lat_mean_us": r["lat_ns"]["mean"] / 1000.0,
+        "lat_p50_us": pct("lat_ns", "50.000000"), "lat_p90_us": pct("lat_ns", "90.000000"),
+        "lat_p99_us": pct("lat_ns", "99.000000"), "lat_p999_us": pct("lat_ns", "99.900000"),
+        "lat_max_us": r["lat_ns"]["max"] / 1000.0,
+        "clat_mean_us": r["clat_ns"]["mean"] / 1000.0,
+        "clat_p50_us": pct("clat_ns", "50.000000"), "clat_p99_us": pct("clat_ns", "99.000000"),
+        "errors": job.get("error", 0),
+    })
+    print(json.dumps(d))
+
+def redis_row(path):
+    """The GET row of `redis-benchmark --csv` as a dict (column names by header)."""
+    with open(path) as f:
+        rows = list(csv.reader(l for l in f if l.startswith('"')))
+    head = rows[0]
+    for row in rows[1:]:
+        if row and row[0].upper().startswith("GET"):
+            return dict(zip(head, row))
+    sys.exit("no GET row in " + path)
+
+def cmd_redis_rps(path):
+    print(int(float(redis_row(path)["rps"])))
+
+def cmd_redis(path, *kv):
+    row = redis_row(path)
+    def ms(col):
+        return float(row[col]) * 1000.0 if col in row else None
+    d = extras(kv)
+    d.update({"ops_per_sec": float(row["rps"]), "mean_us": ms("avg_latency_ms"),
+              "p50_us": ms("p50_latency_ms"), "p95_us": ms("p95_latency_ms"),
+              "p99_us": ms("p99_latency_ms"), "max_us": ms("max_latency_ms")})
+    print(json.dumps(d))
+
+def cmd_get(path, field):
+    print(last_json(path)[field])
+
+def cmd_brief(line):
+    d = json.loads(line)
+    if d["kind"] == "fio":
+        print("%s IOPS, lat p50 %s us, p99 %s us; clat p50 %s us" % (fmt(d["ops_per_sec"]),
+              fmt(d["lat_p50_us"], 1), fmt(d["lat_p99_us"], 1), fmt(d["clat_p50_us"], 1)))
+    else:
+        print("%s ops/s, p50 %s us, p99 %s us, errors %s, misses %s" % (fmt(d["ops_per_sec"]),
+              fmt(d["p50_us"], 1), fmt(d["p99_us"], 1), d.get("errors", "-"), d.get("misses", "-")))
+
+def cmd_region(path):
+    """The region fio reads: from 1 MiB (the first segment) to the end of the
+    data that follows it without a hole. The loader writes full segments one
+    after another, then each shard's partly filled last segment; the tails of
+    those segments are holes, and O_DIRECT reads of holes never reach the
+    device, so fio would look faster there. We take the hole-free run when it
+    covers >= 90% of the allocated bytes after 1 MiB (always, but for tiny
+    stores), else the allocated size - 1 MiB as the brief suggested."""
+    base = 1 << 20
+    st = os.stat(path)
+    alloc = st.st_blocks * 512 - base
+    if alloc <= 0:
+        sys.exit("%s: no data allocated after 1 MiB (not a regular file?)" % path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        run = os.lseek(fd, base, os.SEEK_HOLE) - base
+    except OSError:
+        run = alloc
+    finally:
+        os.close(fd)
+    if run >= 0.9 * alloc:
+        size, how = run, "hole-free data run from 1 MiB"
+    else:
+        size, how = alloc, "allocated bytes - 1 MiB"
+    size = min(size, st.st_size - base) // 4096 * 4096
+    print(size, alloc, run, how.replace(" ", "_"))
+
+def fmt(v, digits=0):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:,.{digits}f}"
+
+def cmd_table(results, markdown):
+    rows = [json.loads(l) for l in open(results) if l.strip()]
+    nvkv = [r for r in rows if r["kind"] == "nvkv"]
+    fio = {(r["q"], r["engine"]): r for r in rows if r["kind"] == "fio"}
+    redis = {r["clients"]: r for r in rows if r["kind"] == "redis"}
+    match = {"uring": "io_uring", "aio": "libaio"}
+
+    head = ["Q", "engine", "CxK", "nvkv ops/s", "nvkv p50 us", "nvkv p99 us",
+            "fio io_uring IOPS", "fio libaio IOPS", "nvkv/fio", "fio p50 (lat) us"]
+    body = []
+    for r in nvkv:
+        fu, fa = fio.get((r["q"], "io_uring")), fio.get((r["q"], "libaio"))
+        fm = fio.get((r["q"], match.get(r["engine"])))
+        ratio = r["ops_per_sec"] / fm["ops_per_sec"] if fm and fm["ops_per_sec"] else None
+        body.append([str(r["q"]), r["engine"], "%dx%d" % (r["clients"], r["inflight"]),
+                     fmt(r["ops_per_sec"]), fmt(r["p50_us"]), fmt(r["p99_us"]),
+                     fmt(fu and fu["ops_per_sec"]), fmt(fa and fa["ops_per_sec"]),
+                     fmt(ratio, 2), fmt(fm and fm["lat_p50_us"], 1)])
+
+    def plain(head, body, left=2):
+        # the first `left` columns are labels (left-aligned), the rest numbers
+        w = [max(len(c) for c in col) for col in zip(head, *body)]
+        line = lambda cells: "  ".join(c.rjust(n) if i >= left else c.ljust(n)
+                                      for i, (c, n) in enumerate(zip(cells, w)))
+        print(line(head)); print("  ".join("-" * n for n in w))
+        for b in body:
+            print(line(b))
+
+    def md(head, body, left=2):
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" if i < left else "---:" for i in range(len(head))) + "|")
+        for b in body:
+            print("| " + " | ".join(b) + " |")
+
+    print("nvkv vs fio (4 KiB random reads of the same data file region)")
+    plain(head, body)
+
+    fhead = ["Q", "fio engine", "IOPS", "lat p50 us", "lat p99 us", "clat p50 us", "clat p99 us"]
+    fbody = [[str(r["q"]), r["engine"], fmt(r["ops_per_sec"]), fmt(r["lat_p50_us"], 1),
+              fmt(r["lat_p99_us"], 1), fmt(r["clat_p50_us"], 1), fmt(r["clat_p99_us"], 1)]
+             for r in rows if r["kind"] == "fio"]
+    print("\nfio detail (lat = submission to completion, clat = completion latency)")
+    plain(fhead, fbody)
+
+    rhead = ["redis GET clients", "ops/s", "p50 us", "p99 us"]
+    rbody = [[str(c), fmt(r["ops_per_sec"]), fmt(r["p50_us"], 1), fmt(r["p99_us"], 1)]
+             for c, r in sorted(redis.items())]
+    print("\nredis-server GET (redis-benchmark, value = mean size)")
+    plain(rhead, rbody, left=1)
+
+    print()
+    n1 = next((r for r in nvkv if r["q"] == 1 and r["engine"] == "uring"), None)
+    f1 = fio.get((1, "io_uring"))
+    r1 = redis.get(1)
+    if n1 and f1 and r1 and f1["lat_p50_us"] is not None and r1["p50_us"] is not None:
+        budget = f1["lat_p50_us"] + r1["p50_us"] + 10
+        verdict = "PASS" if n1["p50_us"] <= budget else "FAIL"
+        print(f"budget p50 = fio QD1 p50 (lat) {f1['lat_p50_us']:.1f} + redis GET p50 at 1 client "
+              f"{r1['p50_us']:.1f} + 10 us = {budget:.1f} us; nvkv uring QD1 p50 = "
+              f"{n1['p50_us']:.1f} us -> {verdict}")
+    else:
+        print("budget p50: not computed (needs depth 1, engine uring, fio lat percentiles "
+              "and redis-benchmark p50)")
+    n32, f32 = (next((r for r in nvkv if r["q"] == 32 and r["engine"] == "uring"), None),
+                fio.get((32, "io_uring")))
+    if n32 and f32 and f32["ops_per_sec"]:
+        ratio = n32["ops_per_sec"] / f32["ops_per_sec"]
+        print(f"nvkv uring / fio io_uring at Q=32 = {n32['ops_per_sec']:,.0f} / "
+              f"{f32['ops_per_sec']:,.0f} = {ratio:.2f} -> "
+              f"{'PASS' if ratio >= 0.90 else 'FAIL'} (>= 0.90)")
+    else:
+        print("Q=32 target: not computed (needs depth 32 and engine uring)")
+    bad = [r for r in nvkv if r.get("errors") or r.get("misses")]
+    for r in bad:
+        print(f"!!! nvkv Q={r['q']} {r['engine']}: errors={r['errors']} misses={r['misses']}: "
+              "results are not valid")
+
+    if int(markdown):
+        print("\nMarkdown:\n")
+        md(head, body)
+        print()
+        md(fhead, fbody)
+        print()
+        md(rhead, rbody, left=1)
+
+if __name__ == "__main__":
+    globals()["cmd_" + sys.argv[1].replace("-", "_")](*sys.argv[2:])
+PY
+}
+
+py() { timeout 60 python3 "$WORK/helper.py" "$@"; }
+
+# ------------------------------------------------------------------- steps --
+print_machine() {
+    step "machine"
+    log "date:     $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    log "nproc:    $(nproc)"
+    log "cpu:      $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    log "memory:   $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    log "kernel:   $(uname -srm)"
+    log "store:    $DIR"
+    timeout 10 df -hT "$DIR" | sed 's/^/  /' || warn "df failed"
+    local src disk
+    src=$(timeout 10 findmnt -no SOURCE -T "$DIR" 2>/dev/null || true)
+    if [[ $src == /dev/* ]]; then
+        disk=$(timeout 10 lsblk -no PKNAME "$src" 2>/dev/null | head -1 || true)
+        disk=${disk:-$(basename "$src")}
+        timeout 10 lsblk -d -o NAME,MODEL,SIZE,ROTA,TRAN,TYPE "/dev/$disk" 2>/dev/null | sed 's/^/  /' || true
+        [[ -r /sys/block/$disk/queue/scheduler ]] \
+            && log "  scheduler: $(cat "/sys/block/$disk/queue/scheduler")"
+    else
+        log "  backing device: ${src:-unknown} (not a block device)"
+    fi
+    log "fio:          $(timeout 10 fio --version)"
+    log "redis-server: $(timeout 10 redis-server --version)"
+    log "redis-bench:  $(timeout 10 redis-benchmark --version)"
+    log "nvkv:         $(timeout 10 "$BIN" --version) ($BIN)"
+    if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+        local dirty=""
+        [[ -n $(timeout 30 git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" (modified)"
+        log "source:       $(timeout 10 git -C "$REPO" rev-parse --short HEAD)$dirty"
+    fi
+    log "parameters:   keys=$KEYS sizes=$MIN_SIZE-$MAX_SIZE seed=$SEED duration=${DURATION}s" \
+        "depths=\"$DEPTHS\" engines=\"$ENGINES\" inflight=$INFLIGHT serve-args=\"$SERVE_ARGS\""
+}
+
+# Creates DIR, refuses directories that hold something else than a store, and
+# takes a lock so that two runs never share a store.
+prepare_dir() {
+    mkdir -p -- "$DIR"
+    if [[ ! -e $DIR/data.nvkv && ! -e $DIR/bench-params && ! -e $DIR/results.jsonl ]] \
+        && [[ -n $(ls -A -- "$DIR") ]]; then
+        die "$DIR is not empty and holds no nvkv store; choose another --dir"
+    fi
+    exec 9>"$DIR/.bench-vs-fio.lock"
+    flock -n 9 || die "another bench-vs-fio.sh run is using $DIR"
+    HAVE_LOCK=1
+}
+
+load_store() {
+    step "load"
+    local params
+    params=$(printf 'keys=%s\nmin_size=%s\nmax_size=%s\nseed=%s\ncapacity=%s\n' \
+        "$KEYS" "$MIN_SIZE" "$MAX_SIZE" "$SEED" "${CAPACITY:-default}")
+    if [[ $RELOAD -eq 0 && -f $DIR/bench-params && -e $DIR/data.nvkv && -d $DIR/index ]] \
+        && [[ $(grep -v '^#' "$DIR/bench-params") == "$params" ]]; then
+        log "reusing the store in $DIR (same parameters; --reload to load again)"
+        grep '^#' "$DIR/bench-params" | sed 's/^# */  /'
+        return
+    fi
+    rm -f -- "$DIR/bench-params"
+    local args=(load --path "$DIR" --keys "$KEYS" --min-size "$MIN_SIZE" --max-size "$MAX_SIZE"
+                --seed "$SEED")
+    [[ -n $CAPACITY ]] && args+=(--capacity "$CAPACITY")
+    [[ -e $DIR/data.nvkv ]] && args+=(--force)
+    log "nvkv ${args[*]}"
+    local summary
+    summary=$(timeout "$LOAD_TIMEOUT" "$BIN" "${args[@]}") || die "nvkv load failed"
+    log "  $summary"
+    # Written only after a successful load: a broken load is never reused.
+    { printf '%s\n' "$params"; printf '# %s\n' "$summary"; } >"$DIR/bench-params"
+}
+
+# start_nvkv ENGINE: starts the server and waits for its "listening" line.
+start_nvkv() {
+    local engine=$1 i
+    check_port_free "$PORT"
+    : >"$WORK/serve.out"
+    # shellcheck disable=SC2086  # SERVE_ARGS is a list of flags
+    timeout --kill-after=10 $((START_TIMEOUT + DURATION + 300)) \
+        "$BIN" serve --path "$DIR" --listen "127.0.0.1:$PORT" --engine "$engine" $SERVE_ARGS \
+        >"$WORK/serve.out" 2>"$WORK/serve-$engine.err" 9>&- &
+    NVKV_PID=$!
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        grep -q "^nvkv listening on 127.0.0.1:$PORT" "$WORK/serve.out" && return 0
+        kill -0 "$NVKV_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$WORK/serve-$engine.err" >&2 || true
+    die "nvkv serve --engine $engine did not start (an old store format? try --reload)"
+}
+
+stop_nvkv() {
+    local engine=$1 rc=0
+    stop_proc "$NVKV_PID" "nvkv serve" || rc=$?
+    NVKV_PID=""
+    if [[ $rc -ne 0 ]]; then
+        tail -20 "$WORK/serve-$engine.err" >&2 || true
+        loud "nvkv serve --engine $engine exited with status $rc after SIGTERM (expected a clean exit 0)"
+        FAILURES=$((FAILURES + 1))
+    fi
+}
+
+# run_nvkv Q ENGINE: one server start, one bench, one stop.
+run_nvkv() {
+    local q=$1 engine=$2
+    local k=$((INFLIGHT < q ? INFLIGHT : q))
+    local c=$((q / k)) raw="$WORK/nvkv-$engine-q$q.json"
+    log "nvkv  Q=$q engine=$engine: $c clients x $k in flight, ${DURATION}s"
+    start_nvkv "$engine"
+    if ! timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$PORT" --clients "$c" \
+            --inflight "$k" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
+            --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
+        tail -20 "$WORK/bench.err" >&2 || true
+        die "nvkv bench failed (Q=$q, engine $engine)"
+    fi
+    stop_nvkv "$engine"
+    local line errors misses
+    line=$(py nvkv "$raw" kind=nvkv "run=$RUN_ID" engine="$engine" q="$q" \
+           keys="$KEYS" min_size="$MIN_SIZE" max_size="$MAX_SIZE" "serve_args=$SERVE_ARGS") \
+        || die "cannot parse the output of nvkv bench: $(cat "$raw")"
+    printf '%s\n' "$line" >>"$RESULTS"
+    errors=$(py get "$raw" errors); misses=$(py get "$raw" misses)
+    log "      $(py brief "$line")"
+    if [[ $errors != 0 || $misses != 0 ]]; then
+        loud "nvkv Q=$q engine=$engine: errors=$errors misses=$misses (expected 0 and 0)"
+        FAILURES=$((FAILURES + 1))
+    fi
+}
+
+# run_fio Q FIO_ENGINE: random 4 KiB direct reads of the loaded region.
+run_fio() {
+    local q=$1 engine=$2
+    local raw="$WORK/fio-$engine-q$q.json"
+    log "fio   Q=$q ioengine=$engine, ${DURATION}s"
+    # shellcheck disable=SC2086  # FIO_ARGS is a list of flags
+    if ! timeout $((DURATION + 60)) fio --name="randread-$engine-q$q" --filename="$DIR/data.nvkv" \
+            --readonly --offset=1M --size="$FIO_SIZE" --bs=4k --direct=1 --rw=randread \
+            --ioengine="$engine" --iodepth="$q" --numjobs=1 --time_based --runtime="$DURATION" \
+            --lat_percentiles=1 --clat_percentiles=1 --percentile_list=50:90:99:99.9 \
+            $FIO_ARGS --output-format=json --output="$raw" 2>"$WORK/fio.err"; then
+        cat "$WORK/fio.err" >&2 || true
+        die "fio failed (Q=$q, ioengine $engine)"
+    fi
+    local line
+    line=$(py fio "$raw" kind=fio "run=$RUN_ID" engine="$engine" q="$q" clients=1 inflight="$q" \
+           offset=1048576 size="$FIO_SIZE" bs=4096) || die "cannot parse fio's JSON output ($raw)"
+    printf '%s\n' "$line" >>"$RESULTS"
+    log "      $(py brief "$line")"
+}
+
+start_redis() {
+    local i
+    check_port_free "$REDIS_PORT"
+    timeout --kill-after=10 $((DURATION * 8 + 600)) \
+        redis-server --save '' --appendonly no --port "$REDIS_PORT" --bind 127.0.0.1 \
+        --daemonize no --dir "$WORK" >"$WORK/redis.log" 2>&1 9>&- &
+    REDIS_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$WORK/redis.log" >&2 || true
+    die "redis-server did not start on port $REDIS_PORT"
+}
+
+# redis_get CLIENTS: a short calibration run gives the rate, then a run of
+# about --duration seconds.
+redis_get() {
+    local c=$1 size=$2
+    local rps n raw="$WORK/redis-c$c.csv"
+    local rb=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c" -d "$size" -r 10000 -t get --csv)
+    timeout 120 "${rb[@]}" -n $((c == 1 ? 2000 : 20000)) >"$raw" 2>"$WORK/redis-bench.err" \
+        || die "redis-benchmark calibration failed (-c $c)"
+    rps=$(py redis-rps "$raw") || die "cannot parse redis-benchmark output: $(cat "$raw")"
+    n=$((rps * DURATION)); ((n >= 1000)) || n=1000
+    log "redis GET -c $c -n $n (~${DURATION}s at the calibrated $rps ops/s)"
+    timeout $((DURATION * 3 + 60)) "${rb[@]}" -n "$n" >"$raw" 2>"$WORK/redis-bench.err" \
+        || die "redis-benchmark failed (-c $c)"
+    local line
+    line=$(py redis "$raw" kind=redis "run=$RUN_ID" engine=redis-server q="$c" clients="$c" \
+           inflight=1 value_size="$size" requests="$n") || die "cannot parse $raw"
+    printf '%s\n' "$line" >>"$RESULTS"
+    log "      $(tail -1 "$raw")"
+}
+
+run_redis() {
+    step "redis-server GET latency (port $REDIS_PORT)"
+    local size=$(((MIN_SIZE + MAX_SIZE) / 2))
+    start_redis
+    log "filling: redis-benchmark -t set -d $size -r 10000 -n 20000"
+    timeout 300 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -d "$size" -r 10000 -n 20000 -q \
+        >"$WORK/redis-fill.out" 2>&1 || die "redis-benchmark SET (fill) failed"
+    log "  $(tr '\r' '\n' <"$WORK/redis-fill.out" | grep -v '^ *$' | tail -1)" \
+        "keys: $(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)"
+    redis_get 1 "$size"
+    redis_get 32 "$size"
+    local rc=0
+    stop_proc "$REDIS_PID" "redis-server" || rc=$?
+    REDIS_PID=""
+    [[ $rc -eq 0 ]] || warn "redis-server exited with status $rc"
+}
+
+# ------------------------------------------------------------------- main --
+main() {
+    parse_args "$@"
+    ensure_tools
+    ensure_bin
+
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    WORK=$(mktemp -d /tmp/bench-vs-fio.XXXXXX)
+    write_helper
+
+    prepare_dir
+    print_machine
+    load_store
+
+    RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+    RESULTS=$DIR/results.jsonl
+    : >"$RESULTS"
+
+    # The region fio reads: see cmd_region in the helper.
+    local region alloc run how
+    read -r FIO_SIZE alloc run how < <(py region "$DIR/data.nvkv") \
+        || die "cannot size the data region of $DIR/data.nvkv"
+    [[ ${FIO_SIZE:-0} -gt 0 ]] || die "empty data region in $DIR/data.nvkv"
+    region="offset 1 MiB, size $FIO_SIZE bytes ($((FIO_SIZE >> 20)) MiB, ${how//_/ });"
+    region+=" allocated after 1 MiB: $alloc bytes, hole-free run: $run bytes"
+
+    local q e
+    step "nvkv serve + nvkv bench (port $PORT)"
+    for q in $DEPTHS; do
+        for e in $ENGINES; do run_nvkv "$q" "$e"; done
+    done
+
+    step "fio random reads of $DIR/data.nvkv: $region"
+    for q in $DEPTHS; do
+        for e in io_uring libaio; do run_fio "$q" "$e"; done
+    done
+
+    run_redis
+
+    step "results (raw: $RESULTS)"
+    py table "$RESULTS" "$MARKDOWN"
+
+    if [[ $FAILURES -gt 0 ]]; then
+        loud "$FAILURES measurement(s) had nvkv errors/misses or an unclean server shutdown"
+        exit 2
+    fi
+}
+
+main "$@"

@@ -1,0 +1,486 @@
+//! The write path of a poller: log-structured appends, group commit,
+//! rollback of writes that failed to reach the device, and segment reuse.
+//!
+//! Each shard appends to its own open segment, a segment-sized buffer that
+//! reads see at once. A commit copies the bytes appended since the last one
+//! (from the block where the previous write ended) into engine buffers,
+//! writes them, then issues a flush; replies to writes in sync mode wait
+//! for that flush. While a commit is in flight, new writes gather for the
+//! next one, so one flush serves every write that arrived meanwhile. In
+//! async mode writes are acknowledged once buffered and a commit runs every
+//! `--commit-interval-ms`.
+//!
+//! Every index change not yet durable is remembered in an undo log; when a
+//! write or flush fails, the changes are rolled back, the writers get an
+//! error, and the segments are abandoned, so the index never points at
+//! bytes that did not reach the device.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::msg::{ConnRef, Reply, Request};
+use super::poller::{Poller, LOG_TAGS};
+use super::{Durability, Shared};
+use crate::format::{
+    align_down, align_up, encode_record, place_record, record_len, RecordMeta, SegmentHeader,
+    FLAG_TOMBSTONE, SEGMENT_HEADER,
+};
+use crate::index::{Entry, KeyHash};
+use crate::io::{Completion, Engine, IoBuf};
+
+const WRITE_TAG: u64 = LOG_TAGS | (1 << 40);
+const FLUSH_TAG: u64 = LOG_TAGS | (2 << 40);
+
+/// A segment being filled, or full but not yet entirely written.
+pub(super) struct OpenSeg {
+    shard: u32,
+    no: u32,
+    base: u64,
+    gen: u64,
+    buf: IoBuf,
+    /// Bytes appended, header included.
+    len: usize,
+    /// Bytes covered by writes issued so far.
+    written: usize,
+    /// Writes of this segment in flight.
+    in_flight: u32,
+    /// No more appends: full, or abandoned after a failed write.
+    closed: bool,
+}
+
+/// An index change that is not durable yet.
+struct Undo {
+    pid: u32,
+    hash: KeyHash,
+    old: Option<Entry>,
+    new: Entry,
+}
+
+/// A reply owed once the commit that holds the write completes.
+struct Waiter {
+    to: ConnRef,
+    id: u64,
+    part: u32,
+    reply: Reply,
+}
+
+struct Commit {
+    n: u64,
+    writes_left: u32,
+    flushing: bool,
+    failed: Option<String>,
+    waiters: Vec<Waiter>,
+    /// Undo entries this commit makes durable.
+    undo_upto: usize,
+}
+
+/// Why a write was refused.
+pub(super) enum WriteError {
+    Full,
+    TooLarge,
+    Index(String),
+}
+
+pub(super) struct Log {
+    durability: Durability,
+    interval: Duration,
+    segs: Vec<OpenSeg>,
+    undo: Vec<Undo>,
+    waiters: Vec<Waiter>,
+    commit: Option<Commit>,
+    commits_started: u64,
+    last_commit: Instant,
+    /// Segments to free once commit `.1` has completed.
+    pending_free: Vec<(u32, u64)>,
+    pub(super) next_seq: u64,
+    /// Old segment buffers, reused for new segments.
+    spare: Vec<IoBuf>,
+}
+
+impl Log {
+    pub(super) fn new(shared: &Shared, next_seq: u64) -> Self {
+        Log {
+            durability: shared.args.durability,
+            interval: Duration::from_millis(shared.args.commit_interval_ms),
+            segs: Vec::new(),
+            undo: Vec::new(),
+            waiters: Vec::new(),
+            commit: None,
+            commits_started: 0,
+            last_commit: Instant::now(),
+            pending_free: Vec::new(),
+            next_seq,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Engine slots kept for commit writes and flushes.
+    pub(super) fn reserved_slots(shards: u32) -> usize {
+        2 * shards as usize + 4
+    }
+
+    /// Nothing appended is waiting to be made durable.
+    pub(super) fn idle(&self) -> bool {
+        self.commit.is_none() && self.undo.is_empty() && self.waiters.is_empty()
+    }
+
+    /// How long a parked poller may sleep before a commit is due.
+    pub(super) fn park_timeout(&self) -> Option<Duration> {
+        (self.commit.is_none() && !self.undo.is_empty()).then(|| {
+            self.interval
+                .saturating_sub(self.last_commit.elapsed())
+                .max(Duration::from_micros(100))
+        })
+    }
+
+    /// The bytes of a record still held in a segment buffer.
+    pub(super) fn buffered(&self, e: Entry) -> Option<&[u8]> {
+        let s = self
+            .segs
+            .iter()
+            .find(|s| e.offset >= s.base && e.offset < s.base + s.buf.len() as u64)?;
+        let at = (e.offset - s.base) as usize;
+        Some(&s.buf[at..at + e.len as usize])
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// Appends a record for `hash` and points the index at it.
+    pub(super) fn append(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        flags: u8,
+    ) -> Result<(), WriteError> {
+        let sb = &self.shared.sb;
+        let len = record_len(key.len(), value.len());
+        if len as usize > sb.segment_size as usize - SEGMENT_HEADER - self.block as usize {
+            return Err(WriteError::TooLarge);
+        }
+        let shard = crate::store::shard_of(pid, sb.shards);
+        let (i, at) = self.segment_for(shard, len)?;
+        let seq = self.log.next_seq;
+        self.log.next_seq += 1;
+        let s = &mut self.log.segs[i];
+        let meta = RecordMeta {
+            gen: s.gen as u32,
+            seq,
+            expire_ms,
+            flags,
+        };
+        encode_record(&meta, key, value, &mut s.buf[at..]);
+        s.len = at + len as usize;
+        let base = s.base;
+        let new = Entry {
+            offset: base + at as u64,
+            len: len as u32,
+            tombstone: flags & FLAG_TOMBSTONE != 0,
+            expire_ms,
+        };
+        let old = self
+            .shard_mut(pid)
+            .part_mut(pid)
+            .insert(hash, new)
+            .map_err(|e| WriteError::Index(e.to_string()))?;
+        self.account(new, old);
+        self.log.undo.push(Undo {
+            pid,
+            hash: *hash,
+            old,
+            new,
+        });
+        Ok(())
+    }
+
+    /// Moves live bytes from the `old` entry's segment to `new`'s.
+    fn account(&mut self, new: Entry, old: Option<Entry>) {
+        let space = &self.shared.space;
+        space.live[self.shared.sb.segment_of(new.offset) as usize].fetch_add(new.len, Relaxed);
+        if let Some(o) = old {
+            let seg = self.shared.sb.segment_of(o.offset);
+            let before = space.live[seg as usize].fetch_sub(o.len, Relaxed);
+            if before == o.len && !self.log.segs.iter().any(|s| s.no == seg) {
+                // Its last live record was superseded: reusable once the
+                // superseding records are durable.
+                self.log
+                    .pending_free
+                    .push((seg, self.log.commits_started + 1));
+            }
+        }
+    }
+
+    /// The open segment of `shard` with room for `len` bytes, opening a new
+    /// one when needed; returns its position in `segs` and the offset.
+    fn segment_for(&mut self, shard: u32, len: u64) -> Result<(usize, usize), WriteError> {
+        let block = self.block;
+        let seg_size = self.shared.sb.segment_size as usize;
+        if let Some(i) = self
+            .log
+            .segs
+            .iter()
+            .position(|s| s.shard == shard && !s.closed)
+        {
+            let s = &mut self.log.segs[i];
+            let at = place_record(s.len as u64, len, block) as usize;
+            if at + len as usize <= seg_size {
+                return Ok((i, at));
+            }
+            s.closed = true;
+        }
+        let space = &self.shared.space;
+        let Some(no) = space.free.pop() else {
+            return Err(WriteError::Full);
+        };
+        space.shard[no as usize].store(shard, Relaxed);
+        let gen = space.next_gen();
+        let mut buf = self.log.spare.pop().unwrap_or_else(|| IoBuf::new(seg_size));
+        buf.set_len(seg_size);
+        buf.fill(0);
+        let header = SegmentHeader {
+            gen,
+            first_seq: self.log.next_seq,
+            shard,
+        };
+        header.encode(&self.shared.sb.uuid, &mut buf[..SEGMENT_HEADER]);
+        self.log.segs.push(OpenSeg {
+            shard,
+            no,
+            base: self.shared.sb.segment_offset(no),
+            gen,
+            buf,
+            len: SEGMENT_HEADER,
+            written: 0,
+            in_flight: 0,
+            closed: false,
+        });
+        Ok((self.log.segs.len() - 1, SEGMENT_HEADER))
+    }
+
+    /// Replies to a write: at once in async mode, after its commit in sync
+    /// mode; errors at once.
+    pub(super) fn acknowledge(&mut self, req: &Request, result: Result<(), WriteError>, ok: Reply) {
+        let reply = match result {
+            Ok(()) if self.log.durability == Durability::Sync => {
+                self.log.waiters.push(Waiter {
+                    to: req.from,
+                    id: req.id,
+                    part: req.part,
+                    reply: ok,
+                });
+                self.update_key_count();
+                return;
+            }
+            Ok(()) => {
+                self.update_key_count();
+                ok
+            }
+            Err(WriteError::Full) => {
+                self.stats().writes_refused.fetch_add(1, Relaxed);
+                Reply::Error("OOM the store is full: no free segment for writes".into())
+            }
+            Err(WriteError::TooLarge) => Reply::Error("ERR record larger than a segment".into()),
+            Err(WriteError::Index(e)) => Reply::Error(format!("ERR index: {e}")),
+        };
+        self.reply(req, reply);
+    }
+
+    /// Starts a commit when one is due; returns whether it did anything.
+    pub(super) fn log_turn(&mut self) -> bool {
+        if self.log.commit.is_some() || self.log.undo.is_empty() {
+            return false;
+        }
+        let due = self.log.durability == Durability::Sync
+            || self.log.last_commit.elapsed() >= self.log.interval
+            || self.log.segs.iter().any(|s| s.closed)
+            || self.shared.pollers_stop.load(Relaxed);
+        if due {
+            self.start_commit();
+        }
+        due
+    }
+
+    fn start_commit(&mut self) {
+        self.log.commits_started += 1;
+        let n = self.log.commits_started;
+        let block = self.block as usize;
+        let mut writes = 0;
+        for i in 0..self.log.segs.len() {
+            let s = &self.log.segs[i];
+            if s.len <= s.written {
+                continue;
+            }
+            let (start, end) = (
+                align_down(s.written as u64, block as u64) as usize,
+                align_up(s.len as u64, block as u64) as usize,
+            );
+            let mut wb = self.eng.alloc(end - start);
+            wb.copy_from_slice(&s.buf[start..end]);
+            let (off, no) = (s.base + start as u64, s.no);
+            match self.eng.write(off, wb, WRITE_TAG | no as u64) {
+                Ok(()) => {
+                    let s = &mut self.log.segs[i];
+                    s.written = s.len;
+                    s.in_flight += 1;
+                    writes += 1;
+                }
+                Err(wb) => {
+                    // Cannot happen: slots are reserved for the log.
+                    self.eng.free(wb);
+                    tracing::error!(poller = self.id, "no engine slot for a commit write");
+                }
+            }
+        }
+        self.log.commit = Some(Commit {
+            n,
+            writes_left: writes,
+            flushing: false,
+            failed: None,
+            waiters: std::mem::take(&mut self.log.waiters),
+            undo_upto: self.log.undo.len(),
+        });
+        self.log.last_commit = Instant::now();
+        if writes == 0 {
+            self.start_flush();
+        }
+    }
+
+    fn start_flush(&mut self) {
+        if let Some(c) = self.log.commit.as_mut() {
+            c.flushing = true;
+        }
+        if !self.eng.flush(FLUSH_TAG) {
+            self.fail_commit("no engine slot for the flush".into());
+        }
+    }
+
+    /// A write or flush of the log completed.
+    pub(super) fn log_completion(&mut self, c: Completion) {
+        let st = self.stats();
+        if c.tag & FLUSH_TAG == FLUSH_TAG && c.tag & WRITE_TAG != WRITE_TAG {
+            st.flushes.fetch_add(1, Relaxed);
+            return match c.result {
+                Ok(_) => self.finish_commit(),
+                Err(e) => {
+                    st.io_errors.fetch_add(1, Relaxed);
+                    self.fail_commit(format!("flush failed: {e}"))
+                }
+            };
+        }
+        let no = (c.tag & 0xFFFF_FFFF) as u32;
+        let buf = c.buf.expect("a write returns its buffer");
+        let failed = match &c.result {
+            Ok(n) if *n == buf.len() => None,
+            Ok(n) => Some(format!("short write of {n} of {} bytes", buf.len())),
+            Err(e) => Some(format!("write failed: {e}")),
+        };
+        st.bytes_written.fetch_add(buf.len() as u64, Relaxed);
+        self.eng.free(buf);
+        if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
+            s.in_flight -= 1;
+        }
+        if failed.is_some() {
+            self.stats().io_errors.fetch_add(1, Relaxed);
+        }
+        let Some(commit) = self.log.commit.as_mut() else {
+            return;
+        };
+        if commit.failed.is_none() {
+            commit.failed = failed;
+        }
+        commit.writes_left -= 1;
+        if commit.writes_left == 0 {
+            match commit.failed.take() {
+                Some(msg) => self.fail_commit(msg),
+                None => self.start_flush(),
+            }
+        }
+    }
+
+    fn finish_commit(&mut self) {
+        let Some(c) = self.log.commit.take() else {
+            return;
+        };
+        self.stats().commits.fetch_add(1, Relaxed);
+        self.log.undo.drain(..c.undo_upto);
+        for w in c.waiters {
+            self.respond(w.to, w.id, w.part, w.reply);
+        }
+        self.release_segments(c.n);
+    }
+
+    /// Frees what this commit made reusable and drops the buffers of closed
+    /// segments that are entirely on the device.
+    fn release_segments(&mut self, done: u64) {
+        let space = &self.shared.space;
+        let mut i = 0;
+        while i < self.log.segs.len() {
+            let s = &self.log.segs[i];
+            if s.closed && s.in_flight == 0 && s.written >= s.len && self.log.commit.is_none() {
+                let s = self.log.segs.swap_remove(i);
+                if space.live[s.no as usize].load(Relaxed) == 0 {
+                    self.log.pending_free.push((s.no, done));
+                }
+                if self.log.spare.len() < 2 {
+                    self.log.spare.push(s.buf);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.log.pending_free.retain(|&(seg, after)| {
+            if after <= done && space.live[seg as usize].load(Relaxed) == 0 {
+                space.shard[seg as usize].store(crate::store::NO_SHARD, Relaxed);
+                space.free.push(seg);
+                false
+            } else {
+                after > done
+            }
+        });
+    }
+
+    /// Rolls back every index change not yet durable, answers the writers
+    /// with an error and abandons the open segments.
+    fn fail_commit(&mut self, msg: String) {
+        tracing::error!(
+            poller = self.id,
+            "commit failed, rolling back unwritten writes: {msg}"
+        );
+        let c = self.log.commit.take();
+        let undo = std::mem::take(&mut self.log.undo);
+        for u in undo.into_iter().rev() {
+            let part = self.shard_mut(u.pid).part_mut(u.pid);
+            let _ = match u.old {
+                Some(old) => part.insert(&u.hash, old).map(|_| ()),
+                None => {
+                    part.remove(&u.hash);
+                    Ok(())
+                }
+            };
+            let space = &self.shared.space;
+            space.live[self.shared.sb.segment_of(u.new.offset) as usize]
+                .fetch_sub(u.new.len, Relaxed);
+            if let Some(o) = u.old {
+                space.live[self.shared.sb.segment_of(o.offset) as usize].fetch_add(o.len, Relaxed);
+            }
+        }
+        let err = format!("ERR I/O error, write not durable: {msg}");
+        let waiters = c
+            .into_iter()
+            .flat_map(|c| c.waiters)
+            .chain(std::mem::take(&mut self.log.waiters))
+            .collect::<Vec<_>>();
+        for w in waiters {
+            self.respond(w.to, w.id, w.part, Reply::Error(err.clone()));
+        }
+        for s in &mut self.log.segs {
+            s.closed = true;
+            s.written = s.written.max(s.len);
+        }
+        self.update_key_count();
+        let n = self.log.commits_started;
+        self.release_segments(n);
+    }
+}
