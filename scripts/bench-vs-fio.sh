@@ -680,6 +680,8 @@ main() {
     write_helper
 
     prepare_dir
+    check_port_free "$PORT"          # fail before the load, not after it
+    check_port_free "$REDIS_PORT"
     print_machine
     load_store
 

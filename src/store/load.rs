@@ -189,7 +189,7 @@ pub(crate) fn create(
     }
     .map_err(|e| StoreError::Io(data.clone(), e))?;
     let capacity = capacity.min(dev.capacity());
-    let data_start = seg.max(1 << 20);
+    let data_start = 1 << 20;
     if capacity < data_start + 4 * seg {
         return Err(invalid(format!(
             "capacity {capacity} is too small: need at least {} bytes",
