@@ -191,7 +191,21 @@ WORK=""
 HAVE_LOCK=0
 NVKV_PID=""
 REDIS_PID=""
+FG_PID=""
 FAILURES=0     # errors/misses or unclean shutdowns: exit 2 at the end
+
+# run_fg CMD...: runs a long command in the background and waits for it.
+# Bash runs a trap only after a foreground command ends, but `wait` returns
+# at once on a signal, so Ctrl-C / SIGTERM stop the run without waiting for a
+# measurement to finish (cleanup then stops the command).
+run_fg() {
+    "$@" 9>&- &
+    FG_PID=$!
+    local rc=0
+    wait "$FG_PID" || rc=$?
+    FG_PID=""
+    return "$rc"
+}
 
 # Fails when something already listens on 127.0.0.1:$1 (we would measure it).
 check_port_free() {
@@ -231,6 +245,7 @@ stop_proc() {
 cleanup() {
     local rc=$?
     set +e
+    if [[ -n $FG_PID ]]; then kill -TERM "$FG_PID" 2>/dev/null; wait "$FG_PID" 2>/dev/null; fi
     if [[ -n $NVKV_PID ]]; then stop_proc "$NVKV_PID" "nvkv serve"; NVKV_PID=""; fi
     if [[ -n $REDIS_PID ]]; then stop_proc "$REDIS_PID" "redis-server"; REDIS_PID=""; fi
     [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
@@ -524,7 +539,8 @@ load_store() {
     [[ -e $DIR/data.nvkv ]] && args+=(--force)
     log "nvkv ${args[*]}"
     local summary
-    summary=$(timeout "$LOAD_TIMEOUT" "$BIN" "${args[@]}") || die "nvkv load failed"
+    run_fg timeout "$LOAD_TIMEOUT" "$BIN" "${args[@]}" >"$WORK/load.out" || die "nvkv load failed"
+    summary=$(tail -1 "$WORK/load.out")
     log "  $summary"
     # Written only after a successful load: a broken load is never reused.
     { printf '%s\n' "$params"; printf '# %s\n' "$summary"; } >"$DIR/bench-params"
@@ -567,7 +583,7 @@ run_nvkv() {
     local c=$((q / k)) raw="$WORK/nvkv-$engine-q$q.json"
     log "nvkv  Q=$q engine=$engine: $c clients x $k in flight, ${DURATION}s"
     start_nvkv "$engine"
-    if ! timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$PORT" --clients "$c" \
+    if ! run_fg timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$PORT" --clients "$c" \
             --inflight "$k" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
             --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
         tail -20 "$WORK/bench.err" >&2 || true
@@ -593,7 +609,7 @@ run_fio() {
     local raw="$WORK/fio-$engine-q$q.json"
     log "fio   Q=$q ioengine=$engine, ${DURATION}s"
     # shellcheck disable=SC2086  # FIO_ARGS is a list of flags
-    if ! timeout $((DURATION + 60)) fio --name="randread-$engine-q$q" --filename="$DIR/data.nvkv" \
+    if ! run_fg timeout $((DURATION + 60)) fio --name="randread-$engine-q$q" --filename="$DIR/data.nvkv" \
             --readonly --offset=1M --size="$FIO_SIZE" --bs=4k --direct=1 --rw=randread \
             --ioengine="$engine" --iodepth="$q" --numjobs=1 --time_based --runtime="$DURATION" \
             --lat_percentiles=1 --clat_percentiles=1 --percentile_list=50:90:99:99.9 \
@@ -634,14 +650,14 @@ redis_get() {
     n=$((c == 1 ? 2000 : 20000))
     local round
     for round in probe 1s; do
-        timeout 120 "${rb[@]}" -n "$n" >"$raw" 2>"$WORK/redis-bench.err" \
+        run_fg timeout 120 "${rb[@]}" -n "$n" >"$raw" 2>"$WORK/redis-bench.err" \
             || die "redis-benchmark calibration ($round) failed (-c $c)"
         rps=$(py redis-rps "$raw") || die "cannot parse redis-benchmark output: $(cat "$raw")"
         n=$((rps > 1000 ? rps : 1000))
     done
     n=$((rps * DURATION)); ((n >= 1000)) || n=1000
     log "redis GET -c $c -n $n (~${DURATION}s at the calibrated $rps ops/s)"
-    timeout $((DURATION * 3 + 60)) "${rb[@]}" -n "$n" >"$raw" 2>"$WORK/redis-bench.err" \
+    run_fg timeout $((DURATION * 3 + 60)) "${rb[@]}" -n "$n" >"$raw" 2>"$WORK/redis-bench.err" \
         || die "redis-benchmark failed (-c $c)"
     local line
     line=$(py redis "$raw" kind=redis "run=$RUN_ID" engine=redis-server q="$c" clients="$c" \
@@ -655,7 +671,7 @@ run_redis() {
     local size=$(((MIN_SIZE + MAX_SIZE) / 2))
     start_redis
     log "filling: redis-benchmark -t set -d $size -r 10000 -n 20000"
-    timeout 300 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -d "$size" -r 10000 -n 20000 -q \
+    run_fg timeout 300 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set -d "$size" -r 10000 -n 20000 -q \
         >"$WORK/redis-fill.out" 2>&1 || die "redis-benchmark SET (fill) failed"
     log "  $(tr '\r' '\n' <"$WORK/redis-fill.out" | grep -v '^ *$' | tail -1)" \
         "keys: $(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" dbsize)"

@@ -335,6 +335,14 @@ impl<'a> SegmentRecords<'a> {
         }
     }
 
+    /// Continues a scan at `pos` (a value [`SegmentRecords::end`] returned).
+    pub fn resume(buf: &'a [u8], header: &SegmentHeader, block: u32, pos: usize) -> Self {
+        SegmentRecords {
+            pos,
+            ..SegmentRecords::new(buf, header, block)
+        }
+    }
+
     /// Offset within the segment just past the last record returned.
     pub fn end(&self) -> usize {
         self.pos

@@ -10,6 +10,7 @@
 mod aio;
 mod buf;
 mod device;
+mod faulty;
 mod uring;
 
 use std::io;
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use aio::Aio;
 pub use buf::IoBuf;
 pub use device::{Device, EventFd};
+pub use faulty::{FaultSpec, Faulty};
 pub use uring::Uring;
 
 /// Which engine a poller runs.

@@ -95,7 +95,31 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
-        let _ = write!(s, "# Nvkv\r\npollers:{}\r\n", sh.poller_stats.len());
+        let sp = &sh.space;
+        let (live, used) = (sp.live_bytes(), sp.used_bytes());
+        let user = sum(|p| p.user_bytes.load(Relaxed));
+        let moved = sum(|p| p.compact_bytes.load(Relaxed));
+        let wa = if user == 0 {
+            0.0
+        } else {
+            (user + moved) as f64 / user as f64
+        };
+        let _ = write!(
+            s,
+            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
+            sp.live.len(),
+            sp.free_segments(),
+            sp.segment_size,
+            used.saturating_sub(live),
+            sum(|p| p.compactions.load(Relaxed)),
+            sum(|p| p.writes_refused.load(Relaxed)),
+            sum(|p| p.writes_deferred.load(Relaxed)),
+            sum(|p| p.commits.load(Relaxed)),
+            sum(|p| p.flushes.load(Relaxed)),
+            sum(|p| p.bytes_written.load(Relaxed)),
+            sh.args.durability,
+            sh.poller_stats.len()
+        );
         for (i, p) in sh.poller_stats.iter().enumerate() {
             let r = rates.get(i).copied().unwrap_or_default();
             let _ = write!(
@@ -113,6 +137,22 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             );
         }
         s.push_str("\r\n");
+    }
+    if section.is_some_and(|s| s.eq_ignore_ascii_case(b"segments")) {
+        // Per-segment detail, only on request: shard and live bytes.
+        let sp = &sh.space;
+        s.push_str("# Segments\r\n");
+        for g in 0..sp.live.len() {
+            let shard = sp.shard[g].load(Relaxed);
+            if shard != crate::store::NO_SHARD {
+                let _ = write!(
+                    s,
+                    "seg{g}:shard={shard},live={},min_seq={}\r\n",
+                    sp.live[g].load(Relaxed),
+                    sp.min_seq[g].load(Relaxed)
+                );
+            }
+        }
     }
     s
 }

@@ -2,10 +2,11 @@
 //! rollback of writes that failed to reach the device, and segment reuse.
 //!
 //! Each shard appends to its own open segment, a segment-sized buffer that
-//! reads see at once. A commit copies the bytes appended since the last one
-//! (from the block where the previous write ended) into engine buffers,
-//! writes them, then issues a flush; replies to writes in sync mode wait
-//! for that flush. While a commit is in flight, new writes gather for the
+//! reads see at once. A commit copies the blocks appended since the last one
+//! into engine buffers, writes them, then issues a flush; replies to writes
+//! in sync mode wait for that flush. A partly filled last block is written
+//! again by the next commit, records and all, like a database log's last
+//! page; so this relies on the device writing a block atomically. While a commit is in flight, new writes gather for the
 //! next one, so one flush serves every write that arrived meanwhile. In
 //! async mode writes are acknowledged once buffered and a commit runs every
 //! `--commit-interval-ms`.
@@ -30,6 +31,8 @@ use crate::io::{Completion, Engine, IoBuf};
 
 const WRITE_TAG: u64 = LOG_TAGS | (1 << 40);
 const FLUSH_TAG: u64 = LOG_TAGS | (2 << 40);
+/// Writes that may wait for compaction before the store answers OOM.
+const MAX_DEFERRED: usize = 16 * 1024;
 
 /// A segment being filled, or full but not yet entirely written.
 pub(super) struct OpenSeg {
@@ -145,7 +148,7 @@ impl Log {
 }
 
 impl<E: Engine> Poller<E> {
-    /// Appends a record for `hash` and points the index at it.
+    /// Appends a client's record for `hash` and points the index at it.
     pub(super) fn append(
         &mut self,
         pid: u32,
@@ -155,16 +158,41 @@ impl<E: Engine> Poller<E> {
         expire_ms: u64,
         flags: u8,
     ) -> Result<(), WriteError> {
+        let seq = self.take_seq();
+        self.append_seq(pid, hash, key, value, expire_ms, flags, seq)?;
+        let len = record_len(key.len(), value.len());
+        self.stats().user_bytes.fetch_add(len, Relaxed);
+        Ok(())
+    }
+
+    /// The next record sequence number.
+    pub(super) fn take_seq(&mut self) -> u64 {
+        self.log.next_seq += 1;
+        self.log.next_seq - 1
+    }
+
+    /// Appends with a given sequence number (compaction keeps a tombstone's
+    /// own, so that it can tell when nothing older remains).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn append_seq(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        flags: u8,
+        seq: u64,
+    ) -> Result<(), WriteError> {
         let sb = &self.shared.sb;
         let len = record_len(key.len(), value.len());
         if len as usize > sb.segment_size as usize - SEGMENT_HEADER - self.block as usize {
             return Err(WriteError::TooLarge);
         }
         let shard = crate::store::shard_of(pid, sb.shards);
-        let (i, at) = self.segment_for(shard, len)?;
-        let seq = self.log.next_seq;
-        self.log.next_seq += 1;
+        let (i, at) = self.segment_for(shard, len, self.compactor.active())?;
         let s = &mut self.log.segs[i];
+        self.shared.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
         let meta = RecordMeta {
             gen: s.gen as u32,
             seq,
@@ -200,21 +228,41 @@ impl<E: Engine> Poller<E> {
         let space = &self.shared.space;
         space.live[self.shared.sb.segment_of(new.offset) as usize].fetch_add(new.len, Relaxed);
         if let Some(o) = old {
-            let seg = self.shared.sb.segment_of(o.offset);
-            let before = space.live[seg as usize].fetch_sub(o.len, Relaxed);
-            if before == o.len && !self.log.segs.iter().any(|s| s.no == seg) {
-                // Its last live record was superseded: reusable once the
-                // superseding records are durable.
-                self.log
-                    .pending_free
-                    .push((seg, self.log.commits_started + 1));
-            }
+            self.drop_live(o);
         }
+    }
+
+    /// The index no longer references `old`'s bytes.
+    pub(super) fn drop_live(&mut self, old: Entry) {
+        let seg = self.shared.sb.segment_of(old.offset);
+        let before = self.shared.space.live[seg as usize].fetch_sub(old.len, Relaxed);
+        if before == old.len && !self.is_open(seg) {
+            // Its last live record was superseded: reusable once the
+            // superseding records, if any are still in memory, are durable.
+            let pending = !self.log.undo.is_empty() || self.log.commit.is_some();
+            let after = self.log.commits_started + pending as u64;
+            self.log.pending_free.push((seg, after));
+        }
+    }
+
+    /// Whether segment `seg` is open or waiting for its last write here.
+    pub(super) fn is_open(&self, seg: u32) -> bool {
+        self.log.segs.iter().any(|s| s.no == seg)
+    }
+
+    /// Whether segment `seg` waits to be freed.
+    pub(super) fn is_pending_free(&self, seg: u32) -> bool {
+        self.log.pending_free.iter().any(|p| p.0 == seg)
     }
 
     /// The open segment of `shard` with room for `len` bytes, opening a new
     /// one when needed; returns its position in `segs` and the offset.
-    fn segment_for(&mut self, shard: u32, len: u64) -> Result<(usize, usize), WriteError> {
+    fn segment_for(
+        &mut self,
+        shard: u32,
+        len: u64,
+        compacting: bool,
+    ) -> Result<(usize, usize), WriteError> {
         let block = self.block;
         let seg_size = self.shared.sb.segment_size as usize;
         if let Some(i) = self
@@ -231,10 +279,17 @@ impl<E: Engine> Poller<E> {
             s.closed = true;
         }
         let space = &self.shared.space;
+        // Clients may not take the last free segments: compaction needs
+        // them to make room.
+        let reserve = if compacting { 0 } else { self.reserve() };
+        if space.free_segments() <= reserve {
+            return Err(WriteError::Full);
+        }
         let Some(no) = space.free.pop() else {
             return Err(WriteError::Full);
         };
         space.shard[no as usize].store(shard, Relaxed);
+        space.min_seq[no as usize].store(u64::MAX, Relaxed);
         let gen = space.next_gen();
         let mut buf = self.log.spare.pop().unwrap_or_else(|| IoBuf::new(seg_size));
         buf.set_len(seg_size);
@@ -261,7 +316,18 @@ impl<E: Engine> Poller<E> {
 
     /// Replies to a write: at once in async mode, after its commit in sync
     /// mode; errors at once.
-    pub(super) fn acknowledge(&mut self, req: &Request, result: Result<(), WriteError>, ok: Reply) {
+    pub(super) fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
+        if matches!(result, Err(WriteError::Full))
+            && self.reclaimable()
+            && self.deferred.len() < MAX_DEFERRED
+        {
+            // Not full, only behind: wait for compaction to free a segment.
+            self.stats().writes_deferred.fetch_add(1, Relaxed);
+            self.busy.entry(req.hash.tag).or_default();
+            self.deferred.push_back(req);
+            return;
+        }
+        let req = &req;
         let reply = match result {
             Ok(()) if self.log.durability == Durability::Sync => {
                 self.log.waiters.push(Waiter {
@@ -287,8 +353,53 @@ impl<E: Engine> Poller<E> {
         self.reply(req, reply);
     }
 
+    /// Whether compaction can still free space: dead bytes worth more
+    /// segments than the reserve.
+    fn reclaimable(&self) -> bool {
+        let sp = &self.shared.space;
+        let dead = sp.used_bytes().saturating_sub(sp.live_bytes());
+        dead > (self.reserve() as u64 + 2) * sp.segment_size as u64
+    }
+
+    /// Free segments that client writes leave to compaction: one for each
+    /// shard to move records into, and one per poller.
+    pub(super) fn reserve(&self) -> usize {
+        self.shared.sb.shards as usize + self.shared.pollers.len()
+    }
+
+    /// Whether free segments are scarce: compaction hurries.
+    pub(super) fn space_low(&self) -> bool {
+        self.shared.space.free_segments() <= 2 * self.reserve()
+    }
+
+    /// Retries deferred writes once there is room again.
+    pub(super) fn retry_deferred(&mut self) -> bool {
+        let mut any = false;
+        while self.shared.space.free_segments() > self.reserve() {
+            let Some(req) = self.deferred.pop_front() else {
+                break;
+            };
+            let tag = req.hash.tag;
+            let before = self.deferred.len();
+            self.handle_now(req);
+            any = true;
+            if self.deferred.len() > before {
+                break; // deferred again
+            }
+            self.release(tag);
+        }
+        any
+    }
+
     /// Starts a commit when one is due; returns whether it did anything.
     pub(super) fn log_turn(&mut self) -> bool {
+        if self.log.commit.is_none()
+            && self.log.undo.is_empty()
+            && !self.log.pending_free.is_empty()
+        {
+            // Everything appended is durable: free what waited for that.
+            self.release_segments(self.log.commits_started);
+        }
         if self.log.commit.is_some() || self.log.undo.is_empty() {
             return false;
         }
@@ -321,6 +432,10 @@ impl<E: Engine> Poller<E> {
             let (off, no) = (s.base + start as u64, s.no);
             match self.eng.write(off, wb, WRITE_TAG | no as u64) {
                 Ok(()) => {
+                    // The next commit rewrites the partly filled last block
+                    // with the same bytes for the records already in it (as
+                    // database logs do), relying on the device writing a
+                    // block atomically.
                     let s = &mut self.log.segs[i];
                     s.written = s.len;
                     s.in_flight += 1;

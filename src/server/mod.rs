@@ -4,6 +4,7 @@
 //! poller over a lock-free ring and get replies back the same way.
 
 mod command;
+mod compact;
 mod conn;
 mod info;
 mod log;
@@ -93,9 +94,16 @@ pub struct ServeArgs {
     /// Longest time written data waits in memory before a commit (async).
     #[arg(long, default_value_t = 5)]
     pub commit_interval_ms: u64,
+    /// Compact a segment once its live bytes fall below this fraction.
+    #[arg(long, default_value_t = 0.5)]
+    pub compact_below: f64,
     /// Largest key in bytes.
     #[arg(long, value_parser = store::parse_size, default_value = "65535")]
     pub max_key_size: u64,
+    /// Fail device operations on purpose (tests): `write-eio@N`,
+    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `+` for "and after".
+    #[arg(long, hide = true)]
+    pub inject_faults: Option<crate::io::FaultSpec>,
     /// Largest value in bytes (also bounded by the store's segment size).
     #[arg(long, value_parser = store::parse_size, default_value = "1M")]
     pub max_value_size: u64,
@@ -333,6 +341,8 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         }
     }
     result?;
+    store::save_table(&shared.args.path, &shared.sb, &shared.space)
+        .context("saving the segment table")?;
     tracing::info!("clean shutdown: index flushed and marked clean");
     Ok(())
 }

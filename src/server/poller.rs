@@ -23,7 +23,7 @@ use super::msg::{Op, Reply, Request, Response};
 use super::{resp, PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record, FLAG_TOMBSTONE};
 use crate::index::Entry;
-use crate::io::{open_engine, Completion, Device, Engine};
+use crate::io::{open_engine, Completion, Device, Engine, Faulty};
 use crate::store::{Lookup, Shard};
 
 /// Engine tags at or above this are the log's (writes, flushes, compaction).
@@ -53,8 +53,11 @@ pub(super) struct Poller<E: Engine> {
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
     /// that arrived meanwhile (served in order once it is done).
-    busy: HashMap<u64, VecDeque<Request>>,
+    pub(super) busy: HashMap<u64, VecDeque<Request>>,
+    /// Writes waiting for compaction to free a segment, oldest first.
+    pub(super) deferred: VecDeque<Request>,
     pub(super) log: Log,
+    pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
 }
 
@@ -117,11 +120,26 @@ fn run(
     let depth = shared.args.max_io_depth;
     let eng = open_engine(shared.args.engine, dev, depth, &shared.pollers[id].bell)
         .with_context(|| format!("poller {id}: opening the {:?} engine", shared.args.engine))?;
+    match shared.args.inject_faults.clone() {
+        Some(spec) => run_with(id, shared, Faulty::new(eng, spec), shards, next_seq),
+        None => run_with(id, shared, eng, shards, next_seq),
+    }
+}
+
+fn run_with<E: Engine>(
+    id: usize,
+    shared: Arc<Shared>,
+    eng: E,
+    shards: Vec<Option<Shard>>,
+    next_seq: u64,
+) -> Result<()> {
+    let depth = shared.args.max_io_depth;
     // Reads may not take the slots the log needs for a commit.
     let read_slots = depth
         .saturating_sub(Log::reserved_slots(shared.sb.shards))
         .max(1);
     let log = Log::new(&shared, next_seq);
+    let shared_below = shared.args.compact_below;
     let mut p = Poller {
         id,
         block: eng.block_size() as u64,
@@ -134,7 +152,9 @@ fn run(
         done: Vec::with_capacity(depth),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
+        deferred: VecDeque::new(),
         log,
+        compactor: super::compact::Compactor::new(shared_below),
         now_ms: now_ms(),
     };
     p.update_key_count();
@@ -196,7 +216,9 @@ impl<E: Engine> Poller<E> {
         let completed = self.done.len();
         let mut done = std::mem::take(&mut self.done);
         for c in done.drain(..) {
-            if c.tag >= LOG_TAGS {
+            if c.tag & super::compact::COMPACT_TAG == super::compact::COMPACT_TAG {
+                self.compact_read_done(c);
+            } else if c.tag >= LOG_TAGS {
                 self.log_completion(c);
             } else {
                 self.complete_read(c);
@@ -215,7 +237,7 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
-        let log_work = self.log_turn();
+        let log_work = self.compact_turn() | self.retry_deferred() | self.log_turn();
         let sent = match self.eng.submit() {
             Ok(n) => n,
             Err(e) => {
@@ -271,12 +293,17 @@ impl<E: Engine> Poller<E> {
         self.respond(req.from, req.id, req.part, reply);
     }
 
-    /// Serves one request.
+    /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
         if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
             waiting.push_back(req);
             return;
         }
+        self.handle_now(req);
+    }
+
+    /// Serves one request now.
+    pub(super) fn handle_now(&mut self, req: Request) {
         let hit = match self.shard(req.pid).lookup(req.pid, &req.hash, self.now_ms) {
             Lookup::Hit(e) => Some(e),
             Lookup::Miss => None,
@@ -356,7 +383,7 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Serves the requests that waited for a read-modify-write of `tag`.
-    fn release(&mut self, tag: u64) {
+    pub(super) fn release(&mut self, tag: u64) {
         let Some(mut waiting) = self.busy.remove(&tag) else {
             return;
         };
@@ -413,7 +440,7 @@ impl<E: Engine> Poller<E> {
                 };
                 self.reply(&req, Reply::Int(reply))
             }
-            Op::Expire { at_ms, persist, .. } => self.expire(&req, &rec, at_ms, persist),
+            Op::Expire { at_ms, persist, .. } => self.expire(req, &rec, at_ms, persist),
             Op::Set { .. } | Op::Del { .. } | Op::Exists => unreachable!("not fetched"),
         }
     }
@@ -445,21 +472,21 @@ impl<E: Engine> Poller<E> {
             return self.reply(&req, Reply::Nil);
         }
         let result = self.append(req.pid, &req.hash, key, value, *expire_ms, 0);
-        self.acknowledge(&req, result, Reply::Encoded(b"+OK\r\n".to_vec()));
+        self.acknowledge(req, result, Reply::Encoded(b"+OK\r\n".to_vec()));
     }
 
     /// Appends a tombstone for the key of `req`, replying `ok` once durable.
     fn delete(&mut self, req: Request, ok: Reply) {
         let key = req.op.key().expect("keyed op").to_vec();
         let result = self.append(req.pid, &req.hash, &key, &[], 0, FLAG_TOMBSTONE);
-        self.acknowledge(&req, result, ok);
+        self.acknowledge(req, result, ok);
     }
 
     /// EXPIRE / PEXPIRE / PERSIST on a live record: rewrites it with the new
     /// expiry, or deletes it when the expiry is not in the future.
-    fn expire(&mut self, req: &Request, rec: &Record<'_>, at_ms: u64, persist: bool) {
+    fn expire(&mut self, req: Request, rec: &Record<'_>, at_ms: u64, persist: bool) {
         if persist && rec.meta.expire_ms == 0 {
-            return self.reply(req, Reply::Int(0));
+            return self.reply(&req, Reply::Int(0));
         }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.now_ms {
@@ -494,6 +521,15 @@ impl<E: Engine> Poller<E> {
     /// Finishes in-flight I/O and commits every write, then flushes the
     /// index and marks it clean.
     fn shutdown(mut self) -> Result<()> {
+        if !self.deferred.is_empty() {
+            // Their clients are gone; nothing was written or acknowledged.
+            tracing::warn!(
+                poller = self.id,
+                writes = self.deferred.len(),
+                "dropping writes still waiting for space"
+            );
+            self.deferred.clear();
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while (self.eng.in_flight() > 0 || !self.log.idle()) && Instant::now() < deadline {
             if !self.turn() {

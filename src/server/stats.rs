@@ -32,6 +32,13 @@ pub struct PollerStats {
     pub bytes_written: AtomicU64,
     /// Writes refused because the store was full.
     pub writes_refused: AtomicU64,
+    /// Writes that waited for compaction to free a segment.
+    pub writes_deferred: AtomicU64,
+    /// Record bytes appended for clients, and moved by compaction.
+    pub user_bytes: AtomicU64,
+    pub compact_bytes: AtomicU64,
+    /// Segments emptied by compaction.
+    pub compactions: AtomicU64,
 }
 
 /// One connection thread's counters.

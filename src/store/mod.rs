@@ -28,7 +28,7 @@ use crate::io::{Device, IoBuf};
 
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
 pub use shard::{shard_of, Lookup, Shard};
-pub use space::{Space, NO_SHARD};
+pub use space::{save_table, Space, NO_SHARD};
 
 /// Creates an empty store in `dir`.
 pub fn create_empty(dir: &Path, args: &CreateArgs) -> Result<(), StoreError> {
@@ -162,7 +162,7 @@ impl Store {
 
         let (parts, checkpoints) = open_partitions(dir, &sb)?;
         let clean = checkpoints.iter().all(Option::is_some);
-        let (shards, report, max_gen) = if clean {
+        let (shards, report, max_gen, min_seq) = if clean {
             let max_gen = checkpoints
                 .iter()
                 .flatten()
@@ -179,11 +179,13 @@ impl Store {
                 records_scanned: 0,
                 secs: t0.elapsed().as_secs_f64(),
             };
-            (shards, report, max_gen)
+            let min_seq = space::load_table(dir, &sb);
+            (shards, report, max_gen, min_seq)
         } else {
-            recover::rebuild(&dev, &sb, parts, t0)?
+            let r = recover::rebuild(&dev, &sb, parts, t0)?;
+            (r.shards, r.report, r.max_gen, Some(r.min_seq))
         };
-        let space = Space::from_index(&sb, &shards, max_gen);
+        let space = Space::from_index(&sb, &shards, max_gen, min_seq);
         let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
         Ok(Store {
             dir: dir.to_owned(),

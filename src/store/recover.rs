@@ -15,6 +15,15 @@ use crate::format::{SegmentHeader, SegmentRecords, Superblock, FLAG_TOMBSTONE};
 use crate::index::{Checkpoint, Entry, KeyHash, Partition};
 use crate::io::{Device, Engine, EventFd, IoBuf, Uring};
 
+/// What a rebuild produces.
+pub(super) struct Rebuilt {
+    pub shards: Vec<Shard>,
+    pub report: OpenReport,
+    pub max_gen: u64,
+    /// Smallest record sequence number per segment (`u64::MAX`: none).
+    pub min_seq: Vec<u64>,
+}
+
 /// Large reads kept in flight during the scan.
 const SCAN_DEPTH: usize = 8;
 /// Bytes of each header read.
@@ -25,7 +34,7 @@ pub(super) fn rebuild(
     sb: &Superblock,
     mut parts: Vec<Partition>,
     t0: Instant,
-) -> Result<(Vec<Shard>, OpenReport, u64), StoreError> {
+) -> Result<Rebuilt, StoreError> {
     tracing::info!("index not clean: rebuilding it from the device");
     let io_err = |e| StoreError::Io(dev.path().to_owned(), e);
     let wake = EventFd::new().map_err(io_err)?;
@@ -60,6 +69,7 @@ pub(super) fn rebuild(
         order.extend(segs.iter().map(|&(_, seg, h)| (seg, h)));
     }
     let mut max_seq = vec![0u64; sb.shards as usize];
+    let mut min_seq = vec![u64::MAX; sb.segment_count as usize];
     let (mut records, mut failed) = (0u64, None);
     let seg_size = sb.segment_size as usize;
     read_ordered(
@@ -78,6 +88,7 @@ pub(super) fn rebuild(
                 }
                 records += 1;
                 max_seq[h.shard as usize] = max_seq[h.shard as usize].max(rec.meta.seq);
+                min_seq[seg as usize] = min_seq[seg as usize].min(rec.meta.seq);
                 let e = Entry {
                     offset: base + at as u64,
                     len: rec.len as u32,
@@ -114,7 +125,12 @@ pub(super) fn rebuild(
         records_scanned: records,
         secs: t0.elapsed().as_secs_f64(),
     };
-    Ok((shards, report, max_gen))
+    Ok(Rebuilt {
+        shards,
+        report,
+        max_gen,
+        min_seq,
+    })
 }
 
 /// Reads `n` extents through `eng` with up to `depth` in flight and hands

@@ -3,6 +3,7 @@
 //! the pollers: a segment belongs to one shard, so only that shard's poller
 //! changes its counters, but INFO reads them all.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crossbeam_queue::SegQueue;
@@ -21,6 +22,9 @@ pub struct Space {
     pub live: Vec<AtomicU32>,
     /// Owning shard per segment, `NO_SHARD` while free.
     pub shard: Vec<AtomicU32>,
+    /// Smallest record sequence number per segment: a tombstone older than
+    /// every segment of its shard shadows nothing and can go.
+    pub min_seq: Vec<AtomicU64>,
     /// Last segment generation handed out.
     pub gen: AtomicU64,
     pub segment_size: u32,
@@ -29,7 +33,14 @@ pub struct Space {
 impl Space {
     /// Accounts for every entry of the index; segments nobody references
     /// are free.
-    pub fn from_index(sb: &Superblock, shards: &[Shard], max_gen: u64) -> Self {
+    /// `min_seq` comes from the scan or the table saved at shutdown; when
+    /// unknown, segments in use count as holding the oldest records.
+    pub fn from_index(
+        sb: &Superblock,
+        shards: &[Shard],
+        max_gen: u64,
+        min_seq: Option<Vec<u64>>,
+    ) -> Self {
         let n = sb.segment_count as usize;
         let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
@@ -48,10 +59,18 @@ impl Space {
                 free.push(i as u32);
             }
         }
+        let min_seq = (0..n)
+            .map(|i| {
+                let known = min_seq.as_ref().map_or(0, |m| m[i]);
+                let in_use = live[i].load(Relaxed) > 0;
+                AtomicU64::new(if in_use { known } else { u64::MAX })
+            })
+            .collect();
         Space {
             free,
             live,
             shard,
+            min_seq,
             gen: AtomicU64::new(max_gen),
             segment_size: sb.segment_size,
         }
@@ -75,4 +94,49 @@ impl Space {
     pub fn next_gen(&self) -> u64 {
         self.gen.fetch_add(1, Relaxed) + 1
     }
+}
+
+const TABLE: &str = "segments.tbl";
+const TABLE_MAGIC: &[u8; 8] = b"NVKVSEGT";
+
+/// Saves the per-segment smallest sequence numbers at a clean shutdown.
+pub fn save_table(dir: &Path, sb: &Superblock, space: &Space) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(32 + space.min_seq.len() * 8);
+    b.extend_from_slice(TABLE_MAGIC);
+    b.extend_from_slice(&sb.uuid);
+    b.extend_from_slice(&(space.min_seq.len() as u32).to_le_bytes());
+    let body: Vec<u8> = space
+        .min_seq
+        .iter()
+        .flat_map(|m| m.load(Relaxed).to_le_bytes())
+        .collect();
+    b.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    b.extend_from_slice(&body);
+    let tmp = dir.join("segments.tbl.tmp");
+    std::fs::write(&tmp, &b)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(tmp, dir.join(TABLE))
+}
+
+/// Loads the table saved by [`save_table`]; `None` when missing or damaged.
+/// The file is removed once read, so that a crash before the next clean
+/// shutdown never leaves a stale table behind.
+pub fn load_table(dir: &Path, sb: &Superblock) -> Option<Vec<u64>> {
+    let b = std::fs::read(dir.join(TABLE)).ok()?;
+    let _ = std::fs::remove_file(dir.join(TABLE));
+    let n = sb.segment_count as usize;
+    if b.len() != 32 + n * 8 || &b[..8] != TABLE_MAGIC || b[8..24] != sb.uuid {
+        return None;
+    }
+    let count = u32::from_le_bytes(b[24..28].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[28..32].try_into().ok()?);
+    if count != n || crc32c::crc32c(&b[32..]) != crc {
+        return None;
+    }
+    Some(
+        b[32..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+    )
 }

@@ -1,0 +1,179 @@
+//! An engine wrapper that injects device faults, for tests: the server's
+//! hidden `--inject-faults SPEC` flag turns it on.
+//!
+//! SPEC is a comma-separated list of `KIND@N` (the N-th operation of that
+//! type fails) or `KIND@N+` (that one and every later one), with KIND one
+//! of `read-eio`, `write-eio`, `short-write`, `flush-eio`. Counting is per
+//! poller, from 1.
+
+use std::io;
+use std::time::Duration;
+
+use super::{Completion, Engine, IoBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ReadEio,
+    WriteEio,
+    ShortWrite,
+    FlushEio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rule {
+    kind: Kind,
+    at: u64,
+    sticky: bool,
+}
+
+/// Parsed `--inject-faults`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultSpec(Vec<Rule>);
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rules = s
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let (kind, at) = r
+                    .split_once('@')
+                    .ok_or_else(|| format!("{r:?}: expected KIND@N"))?;
+                let kind = match kind {
+                    "read-eio" => Kind::ReadEio,
+                    "write-eio" => Kind::WriteEio,
+                    "short-write" => Kind::ShortWrite,
+                    "flush-eio" => Kind::FlushEio,
+                    _ => return Err(format!("{kind:?}: unknown fault kind")),
+                };
+                let (at, sticky) = match at.strip_suffix('+') {
+                    Some(n) => (n, true),
+                    None => (at, false),
+                };
+                let at = at.parse().map_err(|_| format!("{at:?}: not a count"))?;
+                Ok(Rule { kind, at, sticky })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FaultSpec(rules))
+    }
+}
+
+impl FaultSpec {
+    fn hits(&self, kind: Kind, n: u64) -> bool {
+        self.0
+            .iter()
+            .any(|r| r.kind == kind && (n == r.at || (r.sticky && n >= r.at)))
+    }
+
+    fn hit_any(&self, kinds: &[Kind], n: u64) -> Option<Kind> {
+        kinds.iter().copied().find(|&k| self.hits(k, n))
+    }
+}
+
+/// Wraps an engine and fails the operations the spec names.
+pub struct Faulty<E> {
+    inner: E,
+    spec: FaultSpec,
+    reads: u64,
+    writes: u64,
+    flushes: u64,
+    injected: Vec<Completion>,
+}
+
+impl<E> Faulty<E> {
+    pub fn new(inner: E, spec: FaultSpec) -> Self {
+        Faulty {
+            inner,
+            spec,
+            reads: 0,
+            writes: 0,
+            flushes: 0,
+            injected: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, tag: u64, buf: Option<IoBuf>, result: io::Result<usize>) {
+        self.injected.push(Completion { tag, result, buf });
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+impl<E: Engine> Engine for Faulty<E> {
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+    fn alloc(&mut self, len: usize) -> IoBuf {
+        self.inner.alloc(len)
+    }
+    fn free(&mut self, buf: IoBuf) {
+        self.inner.free(buf)
+    }
+    fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
+        self.reads += 1;
+        if self.spec.hits(Kind::ReadEio, self.reads) {
+            self.fail(tag, Some(buf), Err(eio()));
+            return Ok(());
+        }
+        self.inner.read(off, buf, tag)
+    }
+    fn write(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
+        self.writes += 1;
+        match self
+            .spec
+            .hit_any(&[Kind::WriteEio, Kind::ShortWrite], self.writes)
+        {
+            Some(Kind::WriteEio) => self.fail(tag, Some(buf), Err(eio())),
+            Some(_) => {
+                let half = buf.len() / 2;
+                self.fail(tag, Some(buf), Ok(half));
+            }
+            None => return self.inner.write(off, buf, tag),
+        }
+        Ok(())
+    }
+    fn flush(&mut self, tag: u64) -> bool {
+        self.flushes += 1;
+        if self.spec.hits(Kind::FlushEio, self.flushes) {
+            self.fail(tag, None, Err(eio()));
+            return true;
+        }
+        self.inner.flush(tag)
+    }
+    fn submit(&mut self) -> io::Result<usize> {
+        Ok(self.inner.submit()? + self.injected.len())
+    }
+    fn reap(&mut self, out: &mut Vec<Completion>) {
+        self.inner.reap(out);
+        out.append(&mut self.injected);
+    }
+    fn wait(&mut self, timeout: Duration) {
+        if self.injected.is_empty() {
+            self.inner.wait(timeout)
+        }
+    }
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight() + self.injected.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let s: FaultSpec = "write-eio@3,read-eio@2+".parse().unwrap();
+        assert!(s.hits(Kind::WriteEio, 3) && !s.hits(Kind::WriteEio, 4));
+        assert!(s.hits(Kind::ReadEio, 2) && s.hits(Kind::ReadEio, 9) && !s.hits(Kind::ReadEio, 1));
+        assert!("bogus@1".parse::<FaultSpec>().is_err());
+        assert!("write-eio".parse::<FaultSpec>().is_err());
+    }
+}

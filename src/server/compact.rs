@@ -1,0 +1,224 @@
+//! Space reclamation: a poller compacts its own shards' segments in the
+//! background, in bounded steps between requests.
+//!
+//! A segment whose live bytes fall below `--compact-below` of its size (or
+//! below 90% while fewer than a tenth of the segments are free) is read
+//! whole with one large read; then, a few hundred records per loop turn,
+//! every record the index still points at is appended again through the
+//! normal write path. Tombstones and expired records are dropped when no
+//! segment of their shard can hold an older version of their key (every
+//! other segment's smallest sequence number is above theirs); otherwise a
+//! tombstone moves with its own sequence number. Once the copies are
+//! durable, the emptied segment returns to the free pool.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::poller::{Poller, LOG_TAGS};
+use crate::format::{SegmentHeader, SegmentRecords, FLAG_TOMBSTONE};
+use crate::index::KeyHash;
+use crate::io::{Completion, Engine, IoBuf};
+use crate::store::NO_SHARD;
+
+pub(super) const COMPACT_TAG: u64 = LOG_TAGS | (3 << 40);
+/// Records moved per loop turn.
+const STEP: usize = 256;
+/// How often an idle compactor looks for a segment.
+const PICK_EVERY: Duration = Duration::from_millis(10);
+
+struct Job {
+    seg: u32,
+    shard: u32,
+    buf: Option<IoBuf>,
+    header: Option<SegmentHeader>,
+    pos: usize,
+    /// Tombstones older than this shadow nothing on the device.
+    floor: u64,
+}
+
+pub(super) struct Compactor {
+    below: f64,
+    job: Option<Job>,
+    last_pick: Instant,
+}
+
+impl Compactor {
+    pub(super) fn new(below: f64) -> Self {
+        Compactor {
+            below,
+            job: None,
+            last_pick: Instant::now(),
+        }
+    }
+}
+
+impl Compactor {
+    /// A segment is being compacted: appends may use the reserve.
+    pub(super) fn active(&self) -> bool {
+        self.job.is_some()
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// Runs one bounded step of compaction; returns whether it did anything.
+    pub(super) fn compact_turn(&mut self) -> bool {
+        match &self.compactor.job {
+            None => self.pick_victim(),
+            Some(j) if j.buf.is_some() => self.compact_step(),
+            Some(_) => false, // reading
+        }
+    }
+
+    fn pick_victim(&mut self) -> bool {
+        let hurry = self.space_low();
+        if (!hurry && self.compactor.last_pick.elapsed() < PICK_EVERY)
+            || self.shared.pollers_stop.load(Relaxed)
+        {
+            return false;
+        }
+        self.compactor.last_pick = Instant::now();
+        let space = &self.shared.space;
+        let seg_size = self.shared.sb.segment_size as f64;
+        let pressure = hurry || space.free_segments() * 10 < space.live.len();
+        let limit = if pressure { 0.95 } else { self.compactor.below } * seg_size;
+        let mut best: Option<(u32, u32)> = None;
+        for (g, live) in space.live.iter().enumerate() {
+            let live = live.load(Relaxed);
+            let shard = space.shard[g].load(Relaxed);
+            if live == 0 || live as f64 >= limit || shard == NO_SHARD {
+                continue;
+            }
+            if self.shards.get(shard as usize).is_none_or(|s| s.is_none()) {
+                continue;
+            }
+            if best.is_none_or(|(_, l)| live < l)
+                && !self.is_open(g as u32)
+                && !self.is_pending_free(g as u32)
+            {
+                best = Some((g as u32, live));
+            }
+        }
+        let Some((seg, _)) = best else { return false };
+        let shard = space.shard[seg as usize].load(Relaxed);
+        let floor = space
+            .shard
+            .iter()
+            .enumerate()
+            .filter(|&(g, s)| g as u32 != seg && s.load(Relaxed) == shard)
+            .map(|(g, _)| space.min_seq[g].load(Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
+        let size = self.shared.sb.segment_size as usize;
+        let buf = self.eng.alloc(size);
+        let off = self.shared.sb.segment_offset(seg);
+        if let Err(buf) = self.eng.read(off, buf, COMPACT_TAG | seg as u64) {
+            self.eng.free(buf);
+            return false;
+        }
+        self.compactor.job = Some(Job {
+            seg,
+            shard,
+            buf: None,
+            header: None,
+            pos: 0,
+            floor,
+        });
+        true
+    }
+
+    /// The victim's bytes arrived.
+    pub(super) fn compact_read_done(&mut self, c: Completion) {
+        let Some(job) = self.compactor.job.as_mut() else {
+            return;
+        };
+        let buf = c.buf.expect("a read returns its buffer");
+        match c.result {
+            Ok(n) if n == buf.len() => {
+                job.header = SegmentHeader::decode(&buf, &self.shared.sb.uuid);
+                if job.header.is_none() {
+                    tracing::error!(
+                        segment = job.seg,
+                        "compaction: segment header unreadable; segment left alone"
+                    );
+                }
+                job.pos = crate::format::SEGMENT_HEADER;
+                job.buf = Some(buf);
+            }
+            other => {
+                tracing::error!(segment = job.seg, "compaction read failed: {other:?}");
+                self.stats().io_errors.fetch_add(1, Relaxed);
+                self.eng.free(buf);
+                self.compactor.job = None;
+            }
+        }
+    }
+
+    fn compact_step(&mut self) -> bool {
+        let (buf, header) = {
+            let job = self.compactor.job.as_mut().expect("a job");
+            (job.buf.take().expect("job data"), job.header)
+        };
+        let done = match header {
+            None => true,
+            Some(h) => self.move_records(&buf, &h),
+        };
+        let mut job = self.compactor.job.take().expect("a job");
+        if done {
+            self.eng.free(buf);
+            let left = self.shared.space.live[job.seg as usize].load(Relaxed);
+            if left == 0 {
+                self.stats().compactions.fetch_add(1, Relaxed);
+            } else if job.header.is_some() {
+                tracing::warn!(segment = job.seg, left, "compaction left live bytes behind");
+            }
+        } else {
+            job.buf = Some(buf);
+            self.compactor.job = Some(job);
+        }
+        true
+    }
+
+    /// Moves up to `STEP` records; returns whether the segment is done.
+    fn move_records(&mut self, buf: &[u8], h: &SegmentHeader) -> bool {
+        let job = self.compactor.job.as_ref().expect("a job");
+        let (seg, shard, floor, pos) = (job.seg, job.shard, job.floor, job.pos);
+        let block = self.shared.sb.block_size;
+        let base = self.shared.sb.segment_offset(seg);
+        let mut it = SegmentRecords::resume(buf, h, block, pos);
+        let step = if self.space_low() { usize::MAX } else { STEP };
+        for _ in 0..step {
+            let Some((at, rec)) = it.next() else {
+                return true;
+            };
+            self.compactor.job.as_mut().expect("a job").pos = it.end();
+            let hash = KeyHash::of(rec.key);
+            let pid = hash.partition(self.shared.sb.partitions);
+            if crate::store::shard_of(pid, self.shared.sb.shards) != shard {
+                continue;
+            }
+            let Some(e) = self.shard_mut(pid).part_mut(pid).get(&hash) else {
+                continue;
+            };
+            if e.offset != base + at as u64 {
+                continue; // superseded: dead
+            }
+            let gone = rec.is_tombstone() || rec.expired(self.now_ms);
+            let moved = if gone && rec.meta.seq < floor {
+                self.shard_mut(pid).part_mut(pid).remove(&hash);
+                self.drop_live(e);
+                Ok(())
+            } else if gone {
+                self.append_seq(pid, &hash, rec.key, &[], 0, FLAG_TOMBSTONE, rec.meta.seq)
+            } else {
+                let seq = self.take_seq();
+                self.append_seq(pid, &hash, rec.key, rec.value, rec.meta.expire_ms, 0, seq)
+            };
+            if moved.is_err() {
+                tracing::warn!(segment = seg, "compaction stopped: no room to move records");
+                return true;
+            }
+            self.stats().compact_bytes.fetch_add(rec.len, Relaxed);
+        }
+        false
+    }
+}

@@ -1,0 +1,912 @@
+//! The write path end to end: SET / MSET / DEL / EXPIRE & co. through the
+//! `redis` crate, limits, a full store, and writes surviving clean and
+//! unclean restarts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use redis::{Commands, Connection, RedisResult, Value};
+
+/// Bytes of a value of `len` bytes derived from `(tag, i)`: different tags
+/// or indices give different bytes, and a torn value is never another one.
+fn value(tag: u64, i: u64, len: usize) -> Vec<u8> {
+    let mut x =
+        (tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03)) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Creates an empty store with `nvkv load --keys 0`.
+fn create_store(dir: &Path, args: &[&str]) {
+    let out = Command::new(common::BIN)
+        .args(["load", "--keys", "0", "--path"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run nvkv load");
+    assert!(
+        out.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn get(con: &mut Connection, key: impl redis::ToRedisArgs) -> Option<Vec<u8>> {
+    con.get(key).expect("GET")
+}
+
+fn set(con: &mut Connection, key: impl redis::ToRedisArgs, v: impl redis::ToRedisArgs) {
+    let r: String = redis::cmd("SET").arg(key).arg(v).query(con).expect("SET");
+    assert_eq!(r, "OK");
+}
+
+/// `SET key value opts...`: `Some("OK")`, or `None` for a nil reply.
+fn set_opts(con: &mut Connection, key: &str, v: &[u8], opts: &[&str]) -> Option<String> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(v)
+        .arg(opts)
+        .query(con)
+        .expect("SET with options")
+}
+
+fn int(con: &mut Connection, cmd: &str, args: &[&str]) -> i64 {
+    redis::cmd(cmd)
+        .arg(args)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{cmd} {args:?}: {e}"))
+}
+
+fn exists(con: &mut Connection, key: &str) -> i64 {
+    int(con, "EXISTS", &[key])
+}
+
+fn dbsize(con: &mut Connection) -> i64 {
+    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
+}
+
+fn ping(con: &mut Connection) {
+    let p: String = redis::cmd("PING").query(con).expect("PING");
+    assert_eq!(p, "PONG");
+}
+
+/// SET / GET / DEL / EXISTS, overwrites with values of changing sizes.
+fn basic(srv: &Server) {
+    let mut con = srv.client();
+    assert_eq!(get(&mut con, "k"), None);
+    assert_eq!(exists(&mut con, "k"), 0);
+    assert_eq!(dbsize(&mut con), 0);
+
+    // The same key, over and over, with values of other sizes.
+    for (round, len) in [1usize, 3000, 200_000, 10, 4096, 1].into_iter().enumerate() {
+        let v = value(1, round as u64, len);
+        set(&mut con, "k", &v);
+        assert_eq!(get(&mut con, "k").as_deref(), Some(&v[..]), "len {len}");
+        assert_eq!(exists(&mut con, "k"), 1);
+        assert_eq!(dbsize(&mut con), 1);
+    }
+
+    // Several keys; DEL counts those that existed.
+    for i in 0..10u64 {
+        set(&mut con, format!("d{i}"), value(2, i, 100 + i as usize));
+    }
+    assert_eq!(dbsize(&mut con), 11);
+    let n: i64 = redis::cmd("DEL")
+        .arg(&["d0", "d1", "missing", "d2"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    let n: i64 = redis::cmd("DEL")
+        .arg(&["d0", "d1"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 0, "deleting deleted keys");
+    let n: i64 = redis::cmd("DEL")
+        .arg(&["d3", "d3"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 1, "a key named twice is deleted once");
+    for i in 0..4 {
+        assert_eq!(get(&mut con, format!("d{i}")), None, "d{i} after DEL");
+    }
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&["d0", "d4", "d5", "missing", "d4"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3, "EXISTS counts a key once per mention");
+    assert_eq!(dbsize(&mut con), 7);
+
+    // A deleted key can be written again.
+    set(&mut con, "d0", "again");
+    assert_eq!(get(&mut con, "d0").as_deref(), Some(&b"again"[..]));
+    assert_eq!(exists(&mut con, "d0"), 1);
+    assert_eq!(int(&mut con, "DEL", &["k"]), 1);
+    assert_eq!(get(&mut con, "k"), None);
+    assert_eq!(exists(&mut con, "k"), 0);
+
+    // Malformed SETs are errors and change nothing.
+    for opts in [
+        &["PX", "0"][..],
+        &["EX", "-1"],
+        &["EX", "abc"],
+        &["NX", "XX"],
+        &["EX", "10", "PX", "10"],
+        &["BOGUS"],
+        &["EX"],
+    ] {
+        let e = redis::cmd("SET")
+            .arg("d0")
+            .arg("x")
+            .arg(opts)
+            .query::<Value>(&mut con)
+            .unwrap_err();
+        assert_eq!(e.kind(), redis::ErrorKind::ResponseError, "{opts:?}: {e}");
+    }
+    assert_eq!(get(&mut con, "d0").as_deref(), Some(&b"again"[..]));
+    ping(&mut con);
+}
+
+#[test]
+fn set_get_del_overwrite_on_both_engines() {
+    for engine in ["uring", "aio"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--engine", engine]);
+        basic(&srv);
+        srv.stop();
+    }
+}
+
+#[test]
+fn async_durability_basic_and_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--durability", "async", "--commit-interval-ms", "20"];
+    let srv = Server::start(dir.path(), &args);
+    basic(&srv);
+    let mut con = srv.client();
+    for i in 0..200u64 {
+        set(&mut con, format!("a{i}"), value(3, i, 50 + 37 * i as usize));
+    }
+    srv.stop();
+    // SIGTERM commits what async mode had buffered.
+    let srv = Server::start(dir.path(), &args);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    let mut con = srv.client();
+    for i in 0..200u64 {
+        let v = get(&mut con, format!("a{i}"));
+        assert_eq!(v, Some(value(3, i, 50 + 37 * i as usize)), "a{i}");
+    }
+    assert_eq!(get(&mut con, "d0").as_deref(), Some(&b"again"[..]));
+    assert_eq!(get(&mut con, "d1"), None);
+    srv.stop();
+}
+
+#[test]
+fn keys_and_values_are_binary_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let all: Vec<u8> = (0..=255u8).collect();
+    let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"crlf\r\nkey".to_vec(), b"va\r\nlue\r\n".to_vec()),
+        (b"nul\0key\0".to_vec(), b"\0\0\0x\0".to_vec()),
+        (all.clone(), all.repeat(40)),
+        (b"*3\r\n$3\r\nSET\r\n".to_vec(), b"$-1\r\n".to_vec()),
+        (vec![0xFF; 3], vec![0; 1]),
+        (b"empty-value".to_vec(), Vec::new()),
+        (Vec::new(), b"empty key".to_vec()),
+    ];
+    for (k, v) in &cases {
+        set(&mut con, k, v);
+    }
+    for (k, v) in &cases {
+        assert_eq!(
+            get(&mut con, k).as_ref(),
+            Some(v),
+            "key {:?}",
+            k.escape_ascii()
+        );
+        let n: i64 = redis::cmd("EXISTS").arg(k).query(&mut con).unwrap();
+        assert_eq!(n, 1, "EXISTS {:?}", k.escape_ascii());
+    }
+    // Keys differing in one byte are different keys.
+    let mut k2 = all.clone();
+    k2[100] ^= 1;
+    assert_eq!(get(&mut con, &k2), None);
+    let mut mget = redis::cmd("MGET");
+    for (k, _) in &cases {
+        mget.arg(k);
+    }
+    let got: Vec<Option<Vec<u8>>> = mget.query(&mut con).unwrap();
+    let want: Vec<Option<Vec<u8>>> = cases.iter().map(|(_, v)| Some(v.clone())).collect();
+    assert_eq!(got, want);
+    let n: i64 = redis::cmd("DEL").arg(&cases[0].0).query(&mut con).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(get(&mut con, &cases[0].0), None);
+
+    // The same, after a crash and a rebuild from the device.
+    srv.kill();
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    let mut con = srv.client();
+    assert_eq!(get(&mut con, &cases[0].0), None);
+    for (k, v) in &cases[1..] {
+        assert_eq!(
+            get(&mut con, k).as_ref(),
+            Some(v),
+            "key {:?}",
+            k.escape_ascii()
+        );
+    }
+    srv.stop();
+}
+
+#[test]
+fn px_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let t0 = Instant::now();
+    assert_eq!(
+        set_opts(&mut con, "p", b"short-lived", &["PX", "200"]).as_deref(),
+        Some("OK")
+    );
+    let pttl = int(&mut con, "PTTL", &["p"]);
+    assert!(pttl > 0 && pttl <= 200, "PTTL {pttl}");
+    if t0.elapsed() < Duration::from_millis(150) {
+        assert_eq!(get(&mut con, "p").as_deref(), Some(&b"short-lived"[..]));
+    }
+    sleep(Duration::from_millis(400).saturating_sub(t0.elapsed()));
+    assert_eq!(get(&mut con, "p"), None, "GET after the expiry");
+    // TTL and PTTL read the record: the key is gone for them at once.
+    assert_eq!(int(&mut con, "PTTL", &["p"]), -2);
+    assert_eq!(int(&mut con, "TTL", &["p"]), -2);
+    // EXISTS decides from whole seconds: give it more than one.
+    sleep(Duration::from_millis(1300).saturating_sub(t0.elapsed()));
+    assert_eq!(exists(&mut con, "p"), 0, "EXISTS after the expiry");
+    assert_eq!(get(&mut con, "p"), None);
+
+    // EX, EXAT and PXAT.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    set_opts(&mut con, "ex", b"1", &["EX", "100"]).unwrap();
+    let ttl = int(&mut con, "TTL", &["ex"]);
+    assert!((99..=100).contains(&ttl), "TTL {ttl}");
+    let pttl = int(&mut con, "PTTL", &["ex"]);
+    assert!(pttl > 98_000 && pttl <= 100_000, "PTTL {pttl}");
+    let at = (now_ms / 1000 + 50).to_string();
+    set_opts(&mut con, "exat", b"2", &["EXAT", &at]).unwrap();
+    let ttl = int(&mut con, "TTL", &["exat"]);
+    assert!((48..=50).contains(&ttl), "TTL {ttl}");
+    let at = (now_ms + 5000).to_string();
+    set_opts(&mut con, "pxat", b"3", &["PXAT", &at]).unwrap();
+    let pttl = int(&mut con, "PTTL", &["pxat"]);
+    assert!(pttl > 3000 && pttl <= 5000, "PTTL {pttl}");
+    assert_eq!(get(&mut con, "pxat").as_deref(), Some(&b"3"[..]));
+    // An absolute time in the past: the key is set, and already gone.
+    set_opts(&mut con, "past", b"4", &["PXAT", "1000"]).unwrap();
+    assert_eq!(get(&mut con, "past"), None);
+    assert_eq!(int(&mut con, "TTL", &["past"]), -2);
+    srv.stop();
+}
+
+#[test]
+fn expire_ttl_persist_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    // A missing key.
+    assert_eq!(int(&mut con, "TTL", &["nope"]), -2);
+    assert_eq!(int(&mut con, "PTTL", &["nope"]), -2);
+    assert_eq!(int(&mut con, "EXPIRE", &["nope", "100"]), 0);
+    assert_eq!(int(&mut con, "PEXPIRE", &["nope", "100"]), 0);
+    assert_eq!(int(&mut con, "PERSIST", &["nope"]), 0);
+    assert_eq!(get(&mut con, "nope"), None, "EXPIRE does not create keys");
+
+    // No expiry.
+    let v = value(4, 0, 5000);
+    set(&mut con, "k", &v);
+    assert_eq!(int(&mut con, "TTL", &["k"]), -1);
+    assert_eq!(int(&mut con, "PTTL", &["k"]), -1);
+    assert_eq!(int(&mut con, "PERSIST", &["k"]), 0);
+
+    // EXPIRE, then PERSIST; the value stays intact through the rewrites.
+    assert_eq!(int(&mut con, "EXPIRE", &["k", "100"]), 1);
+    let ttl = int(&mut con, "TTL", &["k"]);
+    assert!((99..=100).contains(&ttl), "TTL {ttl}");
+    assert_eq!(get(&mut con, "k").as_ref(), Some(&v));
+    assert_eq!(int(&mut con, "PERSIST", &["k"]), 1);
+    assert_eq!(int(&mut con, "TTL", &["k"]), -1);
+    assert_eq!(int(&mut con, "PERSIST", &["k"]), 0);
+    assert_eq!(int(&mut con, "PEXPIRE", &["k", "50000"]), 1);
+    let pttl = int(&mut con, "PTTL", &["k"]);
+    assert!(pttl > 49_000 && pttl <= 50_000, "PTTL {pttl}");
+    assert_eq!(get(&mut con, "k").as_ref(), Some(&v));
+
+    // A short PEXPIRE takes effect.
+    assert_eq!(int(&mut con, "PEXPIRE", &["k", "150"]), 1);
+    sleep(Duration::from_millis(350));
+    assert_eq!(get(&mut con, "k"), None);
+    assert_eq!(int(&mut con, "TTL", &["k"]), -2);
+    assert_eq!(int(&mut con, "PERSIST", &["k"]), 0);
+
+    // EXPIRE with 0 or a negative time deletes the key at once.
+    for (i, (cmd, t)) in [
+        ("EXPIRE", "0"),
+        ("EXPIRE", "-5"),
+        ("PEXPIRE", "-1"),
+        ("PEXPIRE", "0"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("gone{i}");
+        set(&mut con, &key, "x");
+        assert_eq!(int(&mut con, cmd, &[&key, t]), 1, "{cmd} {t}");
+        assert_eq!(get(&mut con, &key), None, "{cmd} {t}");
+        assert_eq!(exists(&mut con, &key), 0, "{cmd} {t}");
+        assert_eq!(int(&mut con, "TTL", &[&key]), -2, "{cmd} {t}");
+        assert_eq!(
+            int(&mut con, cmd, &[&key, "100"]),
+            0,
+            "{cmd} on the deleted key"
+        );
+    }
+    assert_eq!(dbsize(&mut con), 0);
+
+    // Not an integer.
+    set(&mut con, "n", "x");
+    let e = redis::cmd("EXPIRE")
+        .arg("n")
+        .arg("soon")
+        .query::<Value>(&mut con)
+        .unwrap_err();
+    assert_eq!(e.kind(), redis::ErrorKind::ResponseError, "{e}");
+    assert_eq!(int(&mut con, "TTL", &["n"]), -1);
+
+    // Expiry survives a clean restart and a crash.
+    assert_eq!(int(&mut con, "EXPIRE", &["n", "1000"]), 1);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let ttl = int(&mut con, "TTL", &["n"]);
+    assert!((990..=1000).contains(&ttl), "TTL after restart {ttl}");
+    drop(con);
+    srv.kill();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let ttl = int(&mut con, "TTL", &["n"]);
+    assert!((990..=1000).contains(&ttl), "TTL after crash {ttl}");
+    assert_eq!(get(&mut con, "n").as_deref(), Some(&b"x"[..]));
+    srv.stop();
+}
+
+#[test]
+fn set_without_options_clears_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    set_opts(&mut con, "k", b"v1", &["EX", "100"]).unwrap();
+    assert!(int(&mut con, "TTL", &["k"]) > 0);
+    set(&mut con, "k", "v2");
+    assert_eq!(int(&mut con, "TTL", &["k"]), -1);
+    // A short TTL that a plain SET removes: the key outlives it.
+    set_opts(&mut con, "s", b"v1", &["PX", "200"]).unwrap();
+    set(&mut con, "s", "v2");
+    // MSET clears TTLs too.
+    set_opts(&mut con, "m", b"v1", &["PX", "200"]).unwrap();
+    let ok: String = redis::cmd("MSET")
+        .arg(&["m", "v2"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(int(&mut con, "PTTL", &["m"]), -1);
+    // SET with a new TTL replaces the old one.
+    set_opts(&mut con, "r", b"v1", &["EX", "100"]).unwrap();
+    set_opts(&mut con, "r", b"v2", &["PX", "5000"]).unwrap();
+    let pttl = int(&mut con, "PTTL", &["r"]);
+    assert!(pttl > 4000 && pttl <= 5000, "PTTL {pttl}");
+    sleep(Duration::from_millis(1300));
+    assert_eq!(get(&mut con, "s").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(get(&mut con, "m").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(exists(&mut con, "s"), 1);
+    assert_eq!(int(&mut con, "TTL", &["s"]), -1);
+    srv.stop();
+}
+
+/// Redis treats an expired key as missing everywhere: SET NX creates it, SET
+/// XX does not touch it, DEL does not count it.
+#[test]
+fn nx_xx_and_del_treat_an_expired_key_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for k in ["nx", "xx", "del"] {
+        set_opts(&mut con, k, b"old", &["PX", "100"]).unwrap();
+    }
+    sleep(Duration::from_millis(300));
+    assert_eq!(get(&mut con, "nx"), None);
+    assert_eq!(
+        set_opts(&mut con, "nx", b"new", &["NX"]).as_deref(),
+        Some("OK"),
+        "SET NX on a key that expired 200 ms ago"
+    );
+    assert_eq!(get(&mut con, "nx").as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        set_opts(&mut con, "xx", b"new", &["XX"]),
+        None,
+        "SET XX on a key that expired 200 ms ago"
+    );
+    assert_eq!(get(&mut con, "xx"), None);
+    assert_eq!(
+        int(&mut con, "DEL", &["del"]),
+        0,
+        "DEL of a key that expired 200 ms ago"
+    );
+    srv.stop();
+}
+
+#[test]
+fn mset_mget_nx_xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut con = srv.client();
+    const N: u64 = 500;
+    let mut mset = redis::cmd("MSET");
+    for i in 0..N {
+        mset.arg(format!("m{i}"))
+            .arg(value(5, i, 1 + (i as usize * 131) % 6000));
+    }
+    let ok: String = mset.query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let mut mget = redis::cmd("MGET");
+    for i in 0..N {
+        mget.arg(format!("m{i}"));
+    }
+    mget.arg("missing");
+    let got: Vec<Option<Vec<u8>>> = mget.query(&mut con).unwrap();
+    assert_eq!(got.len(), N as usize + 1);
+    for i in 0..N {
+        let want = value(5, i, 1 + (i as usize * 131) % 6000);
+        assert_eq!(got[i as usize].as_ref(), Some(&want), "m{i}");
+    }
+    assert_eq!(got[N as usize], None);
+    assert_eq!(dbsize(&mut con), N as i64);
+
+    // MSET overwrites, and a key given twice ends with the later value.
+    let ok: String = redis::cmd("MSET")
+        .arg(&["m0", "a", "m1", "b", "m0", "c"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&["m0", "m1"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, vec![Some("c".to_string()), Some("b".to_string())]);
+    let e = redis::cmd("MSET")
+        .arg(&["m0", "x", "m1"][..])
+        .query::<Value>(&mut con)
+        .unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments"), "{e}");
+    assert_eq!(get(&mut con, "m0").as_deref(), Some(&b"c"[..]));
+
+    // NX / XX.
+    assert_eq!(
+        set_opts(&mut con, "m2", b"nx", &["NX"]),
+        None,
+        "NX on an existing key"
+    );
+    assert_eq!(get(&mut con, "m2"), Some(value(5, 2, 1 + 2 * 131)));
+    assert_eq!(
+        set_opts(&mut con, "new", b"xx", &["XX"]),
+        None,
+        "XX on a missing key"
+    );
+    assert_eq!(get(&mut con, "new"), None);
+    assert_eq!(exists(&mut con, "new"), 0);
+    assert_eq!(
+        set_opts(&mut con, "new", b"nx", &["NX"]).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(get(&mut con, "new").as_deref(), Some(&b"nx"[..]));
+    assert_eq!(
+        set_opts(&mut con, "new", b"xx", &["xx"]).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(get(&mut con, "new").as_deref(), Some(&b"xx"[..]));
+    assert_eq!(
+        set_opts(&mut con, "nxpx", b"v", &["PX", "100000", "NX"]).as_deref(),
+        Some("OK")
+    );
+    assert!(int(&mut con, "PTTL", &["nxpx"]) > 90_000);
+    assert_eq!(set_opts(&mut con, "nxpx", b"w", &["NX", "EX", "5"]), None);
+    assert!(
+        int(&mut con, "PTTL", &["nxpx"]) > 90_000,
+        "a refused SET NX keeps the TTL"
+    );
+    // A deleted key is missing for NX and XX.
+    assert_eq!(int(&mut con, "DEL", &["new"]), 1);
+    assert_eq!(set_opts(&mut con, "new", b"xx2", &["XX"]), None);
+    assert_eq!(get(&mut con, "new"), None);
+    assert_eq!(
+        set_opts(&mut con, "new", b"nx2", &["NX"]).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(get(&mut con, "new").as_deref(), Some(&b"nx2"[..]));
+
+    // Pipelined writes and reads of one key are answered in order.
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.set("pipe", i).get("pipe");
+    }
+    let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+    for i in 0..50 {
+        let got: i64 = redis::from_redis_value(&replies[2 * i + 1]).unwrap();
+        assert_eq!(got, i as i64);
+    }
+    srv.stop();
+}
+
+/// The error reply `r` should be (`-ERR ...` unless `code` says otherwise).
+fn error_of(r: RedisResult<Value>) -> String {
+    error_with(r, "ERR")
+}
+
+fn error_with(r: RedisResult<Value>, code: &str) -> String {
+    match r {
+        Err(e) => {
+            assert_eq!(e.code(), Some(code), "{e}");
+            e.to_string()
+        }
+        Ok(v) => panic!("expected an error reply, got {v:?}"),
+    }
+}
+
+#[test]
+fn value_and_key_size_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        dir.path(),
+        &["--max-value-size", "1M", "--max-key-size", "100"],
+    );
+    let mut con = srv.client();
+    const MIB: usize = 1 << 20;
+    let big = value(6, 0, MIB);
+    set(&mut con, "big", &big);
+    assert_eq!(get(&mut con, "big").as_ref(), Some(&big));
+
+    let over = value(6, 1, MIB + 1);
+    let e = error_of(redis::cmd("SET").arg("big").arg(&over).query(&mut con));
+    assert!(e.contains("1048576") || e.contains("max-value-size"), "{e}");
+    // The connection is still usable, and the old value is intact.
+    ping(&mut con);
+    assert_eq!(get(&mut con, "big").as_ref(), Some(&big));
+    let e = error_of(
+        redis::cmd("MSET")
+            .arg("ok")
+            .arg("1")
+            .arg("big2")
+            .arg(&over)
+            .query(&mut con),
+    );
+    assert!(e.contains("1048576") || e.contains("max-value-size"), "{e}");
+    assert_eq!(get(&mut con, "big2"), None);
+    assert_eq!(get(&mut con, "ok"), None, "a refused MSET sets nothing");
+
+    let k100 = "k".repeat(100);
+    let k101 = "k".repeat(101);
+    set(&mut con, &k100, "at the key limit");
+    assert_eq!(
+        get(&mut con, &k100).as_deref(),
+        Some(&b"at the key limit"[..])
+    );
+    let e = error_of(redis::cmd("SET").arg(&k101).arg("x").query(&mut con));
+    assert!(e.contains("100") || e.contains("max-key-size"), "{e}");
+    ping(&mut con);
+    assert_eq!(get(&mut con, &k101), None);
+
+    // Pipelined: the error takes its place among the replies.
+    let mut pipe = redis::pipe();
+    pipe.set("p1", "a")
+        .set("p2", &over)
+        .set("p3", "c")
+        .get("p1")
+        .get("p3");
+    let replies: Vec<RedisResult<Value>> = {
+        let packed = pipe.get_packed_pipeline();
+        con.send_packed_command(&packed).unwrap();
+        (0..5).map(|_| con.recv_response()).collect()
+    };
+    assert!(matches!(replies[0], Ok(Value::Okay)), "{:?}", replies[0]);
+    assert!(replies[1].is_err(), "{:?}", replies[1]);
+    assert!(matches!(replies[2], Ok(Value::Okay)), "{:?}", replies[2]);
+    assert_eq!(
+        replies[3].as_ref().unwrap(),
+        &Value::BulkString(b"a".to_vec())
+    );
+    assert_eq!(
+        replies[4].as_ref().unwrap(),
+        &Value::BulkString(b"c".to_vec())
+    );
+
+    // A value at the limit survives a restart.
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--max-value-size", "1M"]);
+    assert_eq!(get(&mut srv.client(), "big").as_ref(), Some(&big));
+    srv.stop();
+
+    // K suffix.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--max-value-size", "4K"]);
+    let mut con = srv.client();
+    set(&mut con, "v", vec![7u8; 4096]);
+    let e = error_of(
+        redis::cmd("SET")
+            .arg("v")
+            .arg(vec![7u8; 4097])
+            .query(&mut con),
+    );
+    assert!(e.contains("4096") || e.contains("max-value-size"), "{e}");
+    assert_eq!(get(&mut con, "v"), Some(vec![7u8; 4096]));
+    srv.stop();
+}
+
+fn pkey(i: u64) -> String {
+    format!("persist:{i}")
+}
+
+fn plen(i: u64, gen: u64) -> usize {
+    1 + ((i * 7919 + gen * 104_729) % 9000) as usize
+}
+
+#[test]
+fn writes_survive_clean_restart_and_crash() {
+    const N: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    // Expected state: key -> generation of its value (None: deleted).
+    let mut want: HashMap<u64, Option<u64>> = HashMap::new();
+    // Pipelined in chunks, so that commits hold many writes.
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            pipe.set(pkey(i), value(7, i, plen(i, 0))).ignore();
+            want.insert(i, Some(0));
+        }
+        pipe.query::<()>(&mut con).unwrap();
+    }
+    // Overwrite a few right away, so that the latest is not the first.
+    for i in (0..N).step_by(10) {
+        set(&mut con, pkey(i), value(7, i + N, plen(i, 1)));
+        want.insert(i, Some(1));
+    }
+    let check = |srv: &Server, want: &HashMap<u64, Option<u64>>| {
+        let mut con = srv.client();
+        let ids: Vec<u64> = (0..N).collect();
+        for chunk in ids.chunks(250) {
+            let mut mget = redis::cmd("MGET");
+            for &i in chunk {
+                mget.arg(pkey(i));
+            }
+            let got: Vec<Option<Vec<u8>>> = mget.query(&mut con).unwrap();
+            for (&i, g) in chunk.iter().zip(got) {
+                let w = want[&i].map(|gen| value(7, i + gen * N, plen(i, gen)));
+                assert!(
+                    g == w,
+                    "{}: got {:?} bytes, want {:?} bytes",
+                    pkey(i),
+                    g.as_ref().map(Vec::len),
+                    w.as_ref().map(Vec::len)
+                );
+            }
+        }
+        let live = want.values().filter(|v| v.is_some()).count() as i64;
+        assert_eq!(dbsize(&mut con), live);
+    };
+    check(&srv, &want);
+    drop(con);
+    srv.stop();
+
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    check(&srv, &want);
+
+    // Overwrite and delete some, then crash.
+    let mut con = srv.client();
+    for i in (0..N).filter(|i| i % 7 == 3) {
+        set(&mut con, pkey(i), value(7, i + 2 * N, plen(i, 2)));
+        want.insert(i, Some(2));
+    }
+    let mut pipe = redis::pipe();
+    for i in (0..N).filter(|i| i % 11 == 5) {
+        pipe.del(pkey(i));
+        want.insert(i, None);
+    }
+    let counts: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "DEL of existing keys: {counts:?}"
+    );
+    // Deleted, then written again.
+    for i in (0..N).filter(|i| i % 55 == 5) {
+        set(&mut con, pkey(i), value(7, i + 3 * N, plen(i, 3)));
+        want.insert(i, Some(3));
+    }
+    check(&srv, &want);
+    drop(con);
+    srv.kill();
+
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    check(&srv, &want);
+    // A crash right after a recovery, before any write.
+    srv.kill();
+    let srv = Server::start(dir.path(), &["--engine", "aio", "--io-threads", "2"]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    check(&srv, &want);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    check(&srv, &want);
+    srv.stop();
+}
+
+#[test]
+fn many_overwrites_reuse_segments() {
+    // 16 MiB in 256 KiB segments: 60 segments, 15 MiB. 300 keys × 4 KiB
+    // written 20 times is 24 MiB: segments must be freed and reused.
+    const KEYS: u64 = 300;
+    const ROUNDS: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    create_store(dir.path(), &["--capacity", "16M", "--segment-size", "256K"]);
+    let args = ["--max-value-size", "64K", "--io-threads", "2"];
+    let srv = Server::start(dir.path(), &args);
+    let mut con = srv.client();
+    let len = |i: u64, r: u64| 3500 + ((i * 31 + r * 17) % 1200) as usize;
+    let mut written = 0usize;
+    for r in 0..ROUNDS {
+        let mut pipe = redis::pipe();
+        for i in 0..KEYS {
+            pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
+                .ignore();
+            written += len(i, r);
+        }
+        if let Err(e) = pipe.query::<()>(&mut con) {
+            panic!(
+                "round {r}, after {written} bytes: {e}\n{}",
+                srv.log.lock().unwrap()
+            );
+        }
+        // Reads in between see the round's values.
+        for i in (0..KEYS).step_by(37) {
+            assert_eq!(
+                get(&mut con, format!("ow{i}")),
+                Some(value(8 + r, i, len(i, r)))
+            );
+        }
+    }
+    assert!(written > 16 << 20);
+    let check = |con: &mut Connection| {
+        for i in 0..KEYS {
+            let got = get(con, format!("ow{i}"));
+            assert!(
+                got == Some(value(8 + ROUNDS - 1, i, len(i, ROUNDS - 1))),
+                "ow{i}"
+            );
+        }
+        assert_eq!(dbsize(con), KEYS as i64);
+    };
+    check(&mut con);
+    drop(con);
+    srv.kill();
+    // Reused segments hold stale records of older generations: the rebuild
+    // must not bring them back.
+    let srv = Server::start(dir.path(), &args);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    check(&mut srv.client());
+    // And the store keeps taking writes after the rebuild.
+    let mut con = srv.client();
+    for r in ROUNDS..ROUNDS + 5 {
+        let mut pipe = redis::pipe();
+        for i in 0..KEYS {
+            pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
+                .ignore();
+        }
+        pipe.query::<()>(&mut con).unwrap();
+    }
+    for i in 0..KEYS {
+        let r = ROUNDS + 4;
+        assert_eq!(
+            get(&mut con, format!("ow{i}")),
+            Some(value(8 + r, i, len(i, r))),
+            "ow{i}"
+        );
+    }
+    srv.stop();
+}
+
+#[test]
+fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
+    const CAPACITY: usize = 64 << 20;
+    const LEN: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let mut acked = 0u64;
+    let mut oom = None;
+    // Three times the capacity in new keys: the store must fill.
+    for i in 0..(3 * CAPACITY / LEN) as u64 {
+        let r: RedisResult<Value> = redis::cmd("SET")
+            .arg(format!("full{i}"))
+            .arg(value(9, i, LEN))
+            .query(&mut con);
+        match r {
+            Ok(Value::Okay) => acked = i + 1,
+            Ok(v) => panic!("SET full{i}: {v:?}"),
+            Err(e) => {
+                oom = Some(e);
+                break;
+            }
+        }
+    }
+    let e = oom.unwrap_or_else(|| panic!("{} MiB of values in a 64 MiB store", 3 * CAPACITY >> 20));
+    assert_eq!(e.code(), Some("OOM"), "{e}");
+    let stored = acked as usize * LEN;
+    println!(
+        "OOM after {acked} values of {LEN} bytes: {:.1} MiB of a {} MiB store ({e})",
+        stored as f64 / (1 << 20) as f64,
+        CAPACITY >> 20
+    );
+    // Writes keep failing, with an error reply, on any key.
+    for i in [0, acked / 2, acked + 1] {
+        let r = redis::cmd("SET")
+            .arg(format!("full{i}"))
+            .arg(value(9, 99, LEN))
+            .query(&mut con);
+        error_with(r, "OOM");
+    }
+    // The server lives on: reads work and see every acknowledged value.
+    ping(&mut con);
+    for i in 0..acked {
+        assert_eq!(
+            get(&mut con, format!("full{i}")),
+            Some(value(9, i, LEN)),
+            "full{i}"
+        );
+    }
+    assert_eq!(get(&mut con, format!("full{acked}")), None);
+    assert_eq!(dbsize(&mut con), acked as i64);
+    let mut other = srv.client();
+    assert_eq!(get(&mut other, "full0"), Some(value(9, 0, LEN)));
+    // A clean shutdown still works, and the data is all there after it.
+    drop((con, other));
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    let mut con = srv.client();
+    for i in (0..acked).step_by(13) {
+        assert_eq!(
+            get(&mut con, format!("full{i}")),
+            Some(value(9, i, LEN)),
+            "full{i}"
+        );
+    }
+    srv.stop();
+}
