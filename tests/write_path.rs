@@ -78,6 +78,13 @@ fn dbsize(con: &mut Connection) -> i64 {
     redis::cmd("DBSIZE").query(con).expect("DBSIZE")
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn ping(con: &mut Connection) {
     let p: String = redis::cmd("PING").query(con).expect("PING");
     assert_eq!(p, "PONG");
@@ -279,10 +286,7 @@ fn px_expiry() {
     assert_eq!(get(&mut con, "p"), None);
 
     // EX, EXAT and PXAT.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = wall_ms();
     set_opts(&mut con, "ex", b"1", &["EX", "100"]).unwrap();
     let ttl = int(&mut con, "TTL", &["ex"]);
     assert!((99..=100).contains(&ttl), "TTL {ttl}");
@@ -366,7 +370,6 @@ fn expire_ttl_persist_replies() {
             "{cmd} on the deleted key"
         );
     }
-    assert_eq!(dbsize(&mut con), 0);
 
     // Not an integer.
     set(&mut con, "n", "x");
@@ -435,6 +438,12 @@ fn nx_xx_and_del_treat_an_expired_key_as_missing() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
+    // Just after a whole second: the index, which keeps expiry in whole
+    // seconds rounded up, still holds the keys for most of a second after
+    // they expired. The replies must not depend on that.
+    while !(50..300).contains(&(wall_ms() % 1000)) {
+        sleep(Duration::from_millis(10));
+    }
     for k in ["nx", "xx", "del"] {
         set_opts(&mut con, k, b"old", &["PX", "100"]).unwrap();
     }
@@ -456,6 +465,32 @@ fn nx_xx_and_del_treat_an_expired_key_as_missing() {
         int(&mut con, "DEL", &["del"]),
         0,
         "DEL of a key that expired 200 ms ago"
+    );
+    srv.stop();
+}
+
+/// Expired keys leave DBSIZE (within the second that the index rounds
+/// expiry up to).
+#[test]
+fn dbsize_drops_expired_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    set(&mut con, "stays", "1");
+    set_opts(&mut con, "px", b"2", &["PX", "100"]).unwrap();
+    set_opts(&mut con, "ex", b"3", &["EX", "1"]).unwrap();
+    set(&mut con, "expire", "4");
+    assert_eq!(int(&mut con, "PEXPIRE", &["expire", "100"]), 1);
+    assert_eq!(dbsize(&mut con), 4);
+    sleep(Duration::from_millis(2300));
+    for k in ["px", "ex", "expire"] {
+        assert_eq!(get(&mut con, k), None, "{k}");
+        assert_eq!(exists(&mut con, k), 0, "{k}");
+    }
+    assert_eq!(
+        dbsize(&mut con),
+        1,
+        "DBSIZE 2.3 s after three of four keys expired"
     );
     srv.stop();
 }
@@ -633,7 +668,11 @@ fn value_and_key_size_limits() {
         (0..5).map(|_| con.recv_response()).collect()
     };
     assert!(matches!(replies[0], Ok(Value::Okay)), "{:?}", replies[0]);
-    assert!(replies[1].is_err(), "{:?}", replies[1]);
+    assert!(
+        matches!(replies[1], Err(_) | Ok(Value::ServerError(_))),
+        "{:?}",
+        replies[1]
+    );
     assert!(matches!(replies[2], Ok(Value::Okay)), "{:?}", replies[2]);
     assert_eq!(
         replies[3].as_ref().unwrap(),
@@ -849,64 +888,104 @@ fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
     create_store(dir.path(), &["--capacity", "64M"]);
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
-    let mut acked = 0u64;
-    let mut oom = None;
-    // Three times the capacity in new keys: the store must fill.
+    let mut acked = Vec::new();
+    let (mut refused, mut in_a_row) = (0, 0);
+    let mut first_oom = None;
+    // Up to three times the capacity in new keys: the store must fill, and
+    // once every shard's segment is full, every write is refused.
     for i in 0..(3 * CAPACITY / LEN) as u64 {
         let r: RedisResult<Value> = redis::cmd("SET")
             .arg(format!("full{i}"))
             .arg(value(9, i, LEN))
             .query(&mut con);
         match r {
-            Ok(Value::Okay) => acked = i + 1,
+            Ok(Value::Okay) => {
+                acked.push(i);
+                in_a_row = 0;
+            }
             Ok(v) => panic!("SET full{i}: {v:?}"),
             Err(e) => {
-                oom = Some(e);
-                break;
+                assert_eq!(e.code(), Some("OOM"), "SET full{i}: {e}");
+                first_oom.get_or_insert((acked.len(), e.to_string()));
+                refused += 1;
+                in_a_row += 1;
+                if in_a_row == 50 {
+                    break;
+                }
             }
         }
     }
-    let e = oom.unwrap_or_else(|| panic!("{} MiB of values in a 64 MiB store", 3 * CAPACITY >> 20));
-    assert_eq!(e.code(), Some("OOM"), "{e}");
-    let stored = acked as usize * LEN;
+    let Some((before, e)) = first_oom else {
+        panic!("{} MiB of values in a 64 MiB store", 3 * CAPACITY >> 20)
+    };
+    let mib = |n: usize| (n * LEN) as f64 / (1 << 20) as f64;
     println!(
-        "OOM after {acked} values of {LEN} bytes: {:.1} MiB of a {} MiB store ({e})",
-        stored as f64 / (1 << 20) as f64,
-        CAPACITY >> 20
+        "first OOM after {before} values of {LEN} bytes ({:.1} MiB of a {} MiB store): {e}; \
+         {} values ({:.1} MiB) stored in all, {refused} refused",
+        mib(before),
+        CAPACITY >> 20,
+        acked.len(),
+        mib(acked.len()),
     );
-    // Writes keep failing, with an error reply, on any key.
-    for i in [0, acked / 2, acked + 1] {
-        let r = redis::cmd("SET")
-            .arg(format!("full{i}"))
-            .arg(value(9, 99, LEN))
-            .query(&mut con);
-        error_with(r, "OOM");
-    }
+    assert!(
+        in_a_row == 50,
+        "writes must keep failing once the store is full"
+    );
+    // Overwriting and deleting in a full store: an answer either way (a
+    // reply, not a hang or a crash).
+    let r: RedisResult<Value> = redis::cmd("SET")
+        .arg(format!("full{}", acked[0]))
+        .arg(value(9, 999_999, LEN))
+        .query(&mut con);
+    println!("overwrite in a full store: {r:?}");
+    let overwrote = match r {
+        Ok(Value::Okay) => true,
+        Ok(v) => panic!("{v:?}"),
+        Err(e) => {
+            assert_eq!(e.code(), Some("OOM"), "{e}");
+            false
+        }
+    };
+    let victim = *acked.last().unwrap();
+    let r: RedisResult<Value> = redis::cmd("DEL")
+        .arg(format!("full{victim}"))
+        .query(&mut con);
+    println!("DEL in a full store: {r:?}");
+    let deleted = match r {
+        Ok(Value::Int(1)) => true,
+        Ok(v) => panic!("{v:?}"),
+        Err(e) => {
+            assert_eq!(e.code(), Some("OOM"), "{e}");
+            false
+        }
+    };
+    let want = |i: u64| -> Option<Vec<u8>> {
+        if i == acked[0] && overwrote {
+            Some(value(9, 999_999, LEN))
+        } else if i == victim && deleted {
+            None
+        } else {
+            Some(value(9, i, LEN))
+        }
+    };
     // The server lives on: reads work and see every acknowledged value.
     ping(&mut con);
-    for i in 0..acked {
-        assert_eq!(
-            get(&mut con, format!("full{i}")),
-            Some(value(9, i, LEN)),
-            "full{i}"
-        );
+    for &i in &acked {
+        assert_eq!(get(&mut con, format!("full{i}")), want(i), "full{i}");
     }
-    assert_eq!(get(&mut con, format!("full{acked}")), None);
-    assert_eq!(dbsize(&mut con), acked as i64);
+    let live = acked.len() as i64 - deleted as i64;
+    assert_eq!(dbsize(&mut con), live);
     let mut other = srv.client();
-    assert_eq!(get(&mut other, "full0"), Some(value(9, 0, LEN)));
+    assert_eq!(get(&mut other, format!("full{}", acked[1])), want(acked[1]));
     // A clean shutdown still works, and the data is all there after it.
     drop((con, other));
     srv.stop();
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     let mut con = srv.client();
-    for i in (0..acked).step_by(13) {
-        assert_eq!(
-            get(&mut con, format!("full{i}")),
-            Some(value(9, i, LEN)),
-            "full{i}"
-        );
+    for &i in acked.iter().step_by(7) {
+        assert_eq!(get(&mut con, format!("full{i}")), want(i), "full{i}");
     }
+    assert_eq!(dbsize(&mut con), live);
     srv.stop();
 }

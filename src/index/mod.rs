@@ -3,21 +3,20 @@
 //! The index is split into partitions by key hash, one file each
 //! (`index/part-NNNN.idx`), so a poller owns whole partitions and a resize
 //! touches one small table at a time. A partition is an open-addressing table
-//! with linear probing and backward-shift deletion; a slot is 20 bytes:
+//! with linear probing and backward-shift deletion; a slot is 24 bytes:
 //!
 //! ```text
-//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire u32
+//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire_ms u64
 //! ```
 //!
-//! `expire` is the key's expiry in whole seconds since 2020-01-01, rounded
-//! up (0 = never): enough to drop expired keys without a device read; the
-//! exact expiry in milliseconds is in the record.
+//! `expire_ms` is the key's exact expiry (0 = never), so EXISTS, DBSIZE and
+//! SET NX / XX decide without a device read.
 //!
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
 //! half, and the record read from the device is checked against the key.
-//! At the default maximum load factor of 0.75 a full table costs 26.7 bytes
-//! per key (20 / load factor); a table that has just doubled costs twice that.
+//! At the default maximum load factor of 0.8 a full table costs 30 bytes per
+//! key (24 / load factor); a table that has just doubled costs twice that.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -29,11 +28,9 @@ use thiserror::Error;
 /// Bytes of the header at the start of each partition file.
 pub const HEADER: usize = 128;
 /// Bytes per slot.
-pub const SLOT: usize = 20;
-/// Unix time (s) of the index's expiry epoch, 2020-01-01.
-const EXPIRE_EPOCH: u64 = 1_577_836_800;
+pub const SLOT: usize = 24;
 /// Default maximum load factor before a partition doubles.
-pub const MAX_LOAD: f64 = 0.75;
+pub const MAX_LOAD: f64 = 0.8;
 const MAGIC: &[u8; 8] = b"NVKVIDX1";
 const VERSION: u32 = 1;
 const CRC_AT: usize = 80;
@@ -88,27 +85,8 @@ pub struct Entry {
     pub len: u32,
     /// The record deletes the key (kept so compaction knows it is still needed).
     pub tombstone: bool,
-    /// Expiry in ms since the Unix epoch, 0 = never. The index keeps it in
-    /// whole seconds rounded up: an entry read back has an upper bound.
+    /// Expiry in ms since the Unix epoch, 0 = never.
     pub expire_ms: u64,
-}
-
-/// Expiry as the index stores it: seconds since 2020, rounded up, 0 = never.
-fn expire_to_slot(ms: u64) -> u32 {
-    if ms == 0 {
-        return 0;
-    }
-    ms.div_ceil(1000)
-        .saturating_sub(EXPIRE_EPOCH)
-        .clamp(1, u32::MAX as u64) as u32
-}
-
-fn expire_from_slot(s: u32) -> u64 {
-    if s == 0 {
-        0
-    } else {
-        (s as u64 + EXPIRE_EPOCH) * 1000
-    }
 }
 
 impl Entry {
@@ -122,17 +100,16 @@ impl Entry {
         (self.offset / 16) | ((self.len as u64 / 16) << OFF_BITS) | t
     }
 
-    fn unpack(loc: u64, expire: u32) -> Self {
+    fn unpack(loc: u64, expire_ms: u64) -> Self {
         Entry {
             offset: (loc & ((1 << OFF_BITS) - 1)) * 16,
             len: (((loc >> OFF_BITS) & ((1 << LEN_BITS) - 1)) * 16) as u32,
             tombstone: loc & TOMBSTONE_BIT != 0,
-            expire_ms: expire_from_slot(expire),
+            expire_ms,
         }
     }
 
-    /// Whether the key may be alive (not deleted, not surely expired) at
-    /// `now_ms`. Within the last second before expiry the record decides.
+    /// Whether the key is alive (not deleted, not expired) at `now_ms`.
     pub fn live(&self, now_ms: u64) -> bool {
         !self.tombstone && (self.expire_ms == 0 || self.expire_ms > now_ms)
     }
@@ -358,20 +335,20 @@ impl Partition {
         le64(&self.map, self.at(i) + 8)
     }
 
-    fn expire_at(&self, i: u64) -> u32 {
-        le32(&self.map, self.at(i) + 16)
+    fn expire_at(&self, i: u64) -> u64 {
+        le64(&self.map, self.at(i) + 16)
     }
 
     fn entry_at(&self, i: u64) -> Entry {
         Entry::unpack(self.loc_at(i), self.expire_at(i))
     }
 
-    fn set(&mut self, i: u64, tag: u64, loc: u64, expire: u32) {
+    fn set(&mut self, i: u64, tag: u64, loc: u64, expire_ms: u64) {
         let a = self.at(i);
         let s = &mut self.map[a..a + SLOT];
         s[0..8].copy_from_slice(&tag.to_le_bytes());
         s[8..16].copy_from_slice(&loc.to_le_bytes());
-        s[16..20].copy_from_slice(&expire.to_le_bytes());
+        s[16..24].copy_from_slice(&expire_ms.to_le_bytes());
     }
 
     fn home(&self, tag: u64) -> u64 {
@@ -403,7 +380,7 @@ impl Partition {
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
         let old = found.then(|| self.entry_at(i));
-        self.set(i, h.tag, e.pack(), expire_to_slot(e.expire_ms));
+        self.set(i, h.tag, e.pack(), e.expire_ms);
         match old {
             Some(o) => {
                 self.tombstones = self.tombstones + e.tombstone as u64 - o.tombstone as u64;
@@ -454,6 +431,27 @@ impl Partition {
         Some(old)
     }
 
+    /// Marks expired entries among up to `count` slots from `*cursor` as
+    /// tombstones (their records act as such); returns how many it marked.
+    /// The cursor stops at `slots()`, the end of the table.
+    pub fn reap_expired(&mut self, cursor: &mut u64, count: u64, now_ms: u64) -> u64 {
+        let mut reaped = 0;
+        let end = cursor.saturating_add(count).min(self.slots);
+        while *cursor < end {
+            let i = *cursor;
+            *cursor += 1;
+            let loc = self.loc_at(i);
+            let exp = self.expire_at(i);
+            if loc != 0 && loc & TOMBSTONE_BIT == 0 && exp != 0 && exp <= now_ms {
+                let tag = self.tag_at(i);
+                self.set(i, tag, loc | TOMBSTONE_BIT, exp);
+                self.tombstones += 1;
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+
     /// Every (tag, entry) in the table.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
         (0..self.slots)
@@ -499,21 +497,29 @@ mod tests {
             offset: n * 16,
             len: 4096,
             tombstone: n % 7 == 0,
-            expire_ms: if n % 3 == 0 {
-                0
-            } else {
-                (EXPIRE_EPOCH + n) * 1000
-            },
+            expire_ms: if n % 3 == 0 { 0 } else { 1_700_000_000_000 + n },
         }
     }
 
     #[test]
-    fn expiry_is_rounded_up_to_the_second() {
-        let ms = (EXPIRE_EPOCH + 10) * 1000 + 1;
-        let e = Entry::unpack(0, expire_to_slot(ms));
-        assert_eq!(e.expire_ms, (EXPIRE_EPOCH + 11) * 1000);
-        assert!(e.live(ms) && !e.live(e.expire_ms));
-        assert_eq!(expire_to_slot(0), 0);
+    fn reaping_marks_expired_entries_as_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 100).unwrap();
+        for n in 1..=60u64 {
+            let e = Entry {
+                offset: n * 16,
+                len: 16,
+                tombstone: false,
+                expire_ms: if n <= 20 { 1000 + n } else { 0 },
+            };
+            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+        }
+        let mut cursor = 0;
+        let reaped = p.reap_expired(&mut cursor, u64::MAX, 1010);
+        assert_eq!((reaped, p.live_keys(), cursor), (10, 50, p.slots()));
+        cursor = 0;
+        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 1010), 0);
     }
 
     #[test]

@@ -425,11 +425,16 @@ impl Thread<'_> {
         };
         c.queued = false;
         let stopping = self.shared.stopping.load(Relaxed);
-        if !c.eof && !c.closing && !stopping {
-            self.read(&mut c);
-        }
-        if !stopping {
-            self.parse(&mut c);
+        loop {
+            let drained = c.eof || c.closing || stopping || self.read(&mut c);
+            if !stopping {
+                self.parse(&mut c);
+            }
+            // A command larger than the read-ahead needs more of the bytes
+            // still waiting in the socket: epoll will not report them again.
+            if drained || !c.need_more {
+                break;
+            }
         }
         let flushed = self.flush(&mut c);
         let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
@@ -440,7 +445,9 @@ impl Thread<'_> {
         }
     }
 
-    fn read(&mut self, c: &mut Conn) {
+    /// Reads what the socket has, up to the read-ahead; returns whether the
+    /// socket was drained (or closed).
+    fn read(&mut self, c: &mut Conn) -> bool {
         while c.unparsed() < READ_AHEAD || c.need_more {
             if c.rbuf.len() < c.rlen + READ_CHUNK {
                 c.rbuf.resize(c.rlen + READ_CHUNK, 0);
@@ -449,7 +456,7 @@ impl Thread<'_> {
             match c.stream.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => {
                     c.eof = true;
-                    return;
+                    return true;
                 }
                 Ok(n) => {
                     c.rlen += n;
@@ -460,17 +467,18 @@ impl Thread<'_> {
                     // A short read drained the socket: epoll (edge-triggered)
                     // reports the next arrival, so skip the EAGAIN read.
                     if n < want {
-                        return;
+                        return true;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     c.eof = true;
-                    return;
+                    return true;
                 }
             }
         }
+        false
     }
 
     fn parse(&mut self, c: &mut Conn) {

@@ -59,6 +59,7 @@ pub(super) struct Poller<E: Engine> {
     pub(super) log: Log,
     pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
+    next_sweep_ms: u64,
 }
 
 /// What the pollers take over from the opened store.
@@ -156,6 +157,7 @@ fn run_with<E: Engine>(
         log,
         compactor: super::compact::Compactor::new(shared_below),
         now_ms: now_ms(),
+        next_sweep_ms: 0,
     };
     p.update_key_count();
     p.run_loop();
@@ -238,6 +240,7 @@ impl<E: Engine> Poller<E> {
         }
         self.batch = batch;
         let log_work = self.compact_turn() | self.retry_deferred() | self.log_turn();
+        self.reap_expired();
         let sent = match self.eng.submit() {
             Ok(n) => n,
             Err(e) => {
@@ -255,6 +258,25 @@ impl<E: Engine> Poller<E> {
         }
         st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
         completed > 0 || taken > 0 || sent > 0 || log_work
+    }
+
+    /// Active expiry: every few milliseconds, sweeps part of the index and
+    /// marks expired keys deleted, so DBSIZE and INFO keyspace follow.
+    fn reap_expired(&mut self) {
+        if self.now_ms < self.next_sweep_ms {
+            return;
+        }
+        self.next_sweep_ms = self.now_ms + 5;
+        let now = self.now_ms;
+        let reaped: u64 = self
+            .shards
+            .iter_mut()
+            .flatten()
+            .map(|s| s.reap_expired(2048, now))
+            .sum();
+        if reaped > 0 {
+            self.update_key_count();
+        }
     }
 
     /// Sleeps until a completion or a doorbell (bounded, to see shutdown

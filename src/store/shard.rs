@@ -14,6 +14,8 @@ pub struct Shard {
     parts: Vec<Partition>,
     /// Sequence number of the shard's next record.
     pub next_seq: u64,
+    /// Where the expiry sweep is: partition, slot.
+    sweep: (usize, u64),
 }
 
 /// The answer of the index to a key.
@@ -34,6 +36,7 @@ pub fn split(sb: &Superblock, parts: Vec<Partition>, cps: &[Option<Checkpoint>])
             nshards: n,
             parts: Vec::new(),
             next_seq: 1,
+            sweep: (0, 0),
         })
         .collect();
     for (p, cp) in parts.into_iter().zip(cps) {
@@ -68,6 +71,27 @@ impl Shard {
             Some(e) if e.live(now_ms) => Lookup::Hit(e),
             _ => Lookup::Miss,
         }
+    }
+
+    /// Visits up to `budget` index slots, marking expired keys deleted;
+    /// returns how many it marked.
+    pub fn reap_expired(&mut self, budget: u64, now_ms: u64) -> u64 {
+        let (mut p, mut cursor) = self.sweep;
+        let (mut left, mut reaped, n) = (budget, 0, self.parts.len());
+        for _ in 0..n {
+            if left == 0 {
+                break;
+            }
+            let part = &mut self.parts[p % n];
+            let before = cursor;
+            reaped += part.reap_expired(&mut cursor, left, now_ms);
+            left -= cursor - before;
+            if cursor >= part.slots() {
+                (p, cursor) = ((p + 1) % n, 0);
+            }
+        }
+        self.sweep = (p, cursor);
+        reaped
     }
 
     /// Keys that are not deleted.
