@@ -25,6 +25,12 @@ enum Cmd {
     Bench(BenchArgs),
     /// Overwrite random loaded keys with random data of the same size.
     Insert(BenchArgs),
+    /// Verify a store offline: every record's checksum and every index entry.
+    Check {
+        /// Store directory.
+        #[arg(long)]
+        path: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -53,6 +59,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench(args) => {
             bench::run_bench(&args)?.print(args.json);
+            Ok(())
+        }
+        Cmd::Check { path } => {
+            let report = store::check(&path)?;
+            println!("{report}");
+            if !report.ok() {
+                std::process::exit(2);
+            }
             Ok(())
         }
         Cmd::Insert(args) => {

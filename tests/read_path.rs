@@ -159,6 +159,34 @@ fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
     assert_eq!(srv.info_field("corrupt_records"), corrupt.to_string());
+    srv.stop();
+
+    // `nvkv check` finds the damage too, and fails.
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains("DAMAGE: record at 1048608: record checksum mismatch"),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_passes_a_sound_store() {
+    let dir = loaded();
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains(&format!("{KEYS} entries")), "{report}");
+    assert!(report.contains("OK: no damage found"), "{report}");
 }
 
 fn raw(srv: &Server) -> TcpStream {

@@ -1,8 +1,9 @@
 //! Space reclamation: a poller compacts its own shards' segments in the
 //! background, in bounded steps between requests.
 //!
-//! A segment whose live bytes fall below `--compact-below` of its size (or
-//! below 90% while fewer than a tenth of the segments are free) is read
+//! Once fewer than a quarter of the segments are free, a segment whose live
+//! bytes fall below `--compact-below` of its size (or below 95% while fewer
+//! than a tenth of the segments are free) is read
 //! whole with one large read; then, a few hundred records per loop turn,
 //! every record the index still points at is appended again through the
 //! normal write path. Tombstones and expired records are dropped when no
@@ -78,6 +79,9 @@ impl<E: Engine> Poller<E> {
         }
         self.compactor.last_pick = Instant::now();
         let space = &self.shared.space;
+        if space.free_segments() * 4 > space.live.len() {
+            return false; // plenty of room: moving records would only churn
+        }
         let seg_size = self.shared.sb.segment_size as f64;
         let pressure = hurry || space.free_segments() * 10 < space.live.len();
         let limit = if pressure { 0.95 } else { self.compactor.below } * seg_size;

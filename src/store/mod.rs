@@ -8,6 +8,7 @@
 //! DIR/nvkv.lock        flock'd by the one process that has the store open
 //! ```
 
+mod check;
 mod load;
 mod pack;
 mod recover;
@@ -26,6 +27,7 @@ use crate::format::{FormatError, Superblock, SUPERBLOCK_SIZE};
 use crate::index::{Checkpoint, IndexError, Partition};
 use crate::io::{Device, IoBuf};
 
+pub use check::{check, CheckReport};
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
 pub use shard::{shard_of, Lookup, Shard};
 pub use space::{save_table, Space, NO_SHARD};
