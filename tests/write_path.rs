@@ -806,32 +806,50 @@ fn writes_survive_clean_restart_and_crash() {
     srv.stop();
 }
 
-#[test]
-fn many_overwrites_reuse_segments() {
-    // 16 MiB in 256 KiB segments: 60 segments, 15 MiB. 300 keys × 4 KiB
-    // written 20 times is 24 MiB: segments must be freed and reused.
+/// Overwrites 300 keys of about 4 KiB `rounds` times in a new store made
+/// with `create` (`nvkv load` arguments): far more than the store holds, so
+/// segments must be freed and reused. Each round also adds 10 small keys
+/// that are never overwritten, so that most segments keep a few live
+/// records and only compaction can free them. Every write must be answered
+/// `+OK` (within 5 s), and the latest values survive a crash.
+fn cold(round: u64, j: u64) -> String {
+    format!("cold{round}:{j}")
+}
+
+fn overwrite_rounds(create: &[&str], capacity: usize, rounds: u64) {
     const KEYS: u64 = 300;
-    const ROUNDS: u64 = 20;
     let dir = tempfile::tempdir().unwrap();
-    create_store(dir.path(), &["--capacity", "16M", "--segment-size", "256K"]);
+    create_store(dir.path(), create);
     let args = ["--max-value-size", "64K", "--io-threads", "2"];
     let srv = Server::start(dir.path(), &args);
     let mut con = srv.client();
+    con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let len = |i: u64, r: u64| 3500 + ((i * 31 + r * 17) % 1200) as usize;
     let mut written = 0usize;
-    for r in 0..ROUNDS {
+    let t0 = Instant::now();
+    for r in 0..rounds {
         let mut pipe = redis::pipe();
         for i in 0..KEYS {
             pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
                 .ignore();
-            written += len(i, r);
+            if i % 30 == 0 {
+                pipe.set(cold(r, i / 30), value(7, r, 100)).ignore();
+            }
         }
         if let Err(e) = pipe.query::<()>(&mut con) {
+            let info: String = redis::cmd("INFO")
+                .arg("nvkv")
+                .query(&mut srv.client())
+                .unwrap_or_default();
             panic!(
-                "round {r}, after {written} bytes: {e}\n{}",
-                srv.log.lock().unwrap()
+                "round {r}: {e} (a write got no answer within 5 s, or an error) after \
+                 {:.1} MiB of values in a {} MiB store holding {:.1} MiB of live values\n{info}",
+                written as f64 / (1 << 20) as f64,
+                capacity >> 20,
+                (KEYS * 4100) as f64 / (1 << 20) as f64,
             );
         }
+        written += (0..KEYS).map(|i| len(i, r)).sum::<usize>();
         // Reads in between see the round's values.
         for i in (0..KEYS).step_by(37) {
             assert_eq!(
@@ -840,16 +858,33 @@ fn many_overwrites_reuse_segments() {
             );
         }
     }
-    assert!(written > 16 << 20);
+    assert!(
+        written > capacity,
+        "{written} bytes: not enough to fill the store"
+    );
+    println!(
+        "{:.1} MiB of values written to a {} MiB store in {:.1} s",
+        written as f64 / (1 << 20) as f64,
+        capacity >> 20,
+        t0.elapsed().as_secs_f64()
+    );
+    let last = rounds - 1;
     let check = |con: &mut Connection| {
         for i in 0..KEYS {
             let got = get(con, format!("ow{i}"));
-            assert!(
-                got == Some(value(8 + ROUNDS - 1, i, len(i, ROUNDS - 1))),
-                "ow{i}"
-            );
+            assert!(got == Some(value(8 + last, i, len(i, last))), "ow{i}");
         }
-        assert_eq!(dbsize(con), KEYS as i64);
+        for r in 0..rounds {
+            for j in 0..10 {
+                assert_eq!(
+                    get(con, cold(r, j)),
+                    Some(value(7, r, 100)),
+                    "{}",
+                    cold(r, j)
+                );
+            }
+        }
+        assert_eq!(dbsize(con), (KEYS + 10 * rounds) as i64);
     };
     check(&mut con);
     drop(con);
@@ -861,16 +896,18 @@ fn many_overwrites_reuse_segments() {
     check(&mut srv.client());
     // And the store keeps taking writes after the rebuild.
     let mut con = srv.client();
-    for r in ROUNDS..ROUNDS + 5 {
+    con.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for r in rounds..rounds + 5 {
         let mut pipe = redis::pipe();
         for i in 0..KEYS {
             pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
                 .ignore();
         }
-        pipe.query::<()>(&mut con).unwrap();
+        pipe.query::<()>(&mut con)
+            .unwrap_or_else(|e| panic!("round {r}, after the rebuild: {e}"));
     }
     for i in 0..KEYS {
-        let r = ROUNDS + 4;
+        let r = rounds + 4;
         assert_eq!(
             get(&mut con, format!("ow{i}")),
             Some(value(8 + r, i, len(i, r))),
@@ -878,6 +915,24 @@ fn many_overwrites_reuse_segments() {
         );
     }
     srv.stop();
+}
+
+#[test]
+fn many_overwrites_reuse_segments() {
+    // 16 MiB in 256 KiB segments: 60 segments, 15 MiB. 300 keys × 4 KiB
+    // written 25 times is 29 MiB.
+    overwrite_rounds(
+        &["--capacity", "16M", "--segment-size", "256K"],
+        16 << 20,
+        25,
+    );
+}
+
+#[test]
+fn many_overwrites_in_a_small_store_of_2m_segments() {
+    // 64 MiB in the default 2 MiB segments: 31 segments, of which the
+    // server keeps some in reserve. 1.2 MiB of live values, 117 MiB written.
+    overwrite_rounds(&["--capacity", "64M"], 64 << 20, 100);
 }
 
 #[test]
