@@ -78,6 +78,22 @@ fn dbsize(con: &mut Connection) -> i64 {
     redis::cmd("DBSIZE").query(con).expect("DBSIZE")
 }
 
+/// Sends `pipe` and reads its replies, stopping at the first one that is
+/// not `+OK` or that does not come within the connection's read timeout
+/// (`Pipeline::query` would wait for every reply, a timeout each).
+fn pipeline_all_ok(con: &mut Connection, pipe: &redis::Pipeline) -> Result<(), String> {
+    con.send_packed_command(&pipe.get_packed_pipeline())
+        .map_err(|e| format!("sending: {e}"))?;
+    for i in 0..pipe.cmd_iter().count() {
+        match con.recv_response() {
+            Ok(Value::Okay) => {}
+            Ok(v) => return Err(format!("reply {i}: {v:?}")),
+            Err(e) => return Err(format!("reply {i}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,7 +296,7 @@ fn px_expiry() {
     // TTL and PTTL read the record: the key is gone for them at once.
     assert_eq!(int(&mut con, "PTTL", &["p"]), -2);
     assert_eq!(int(&mut con, "TTL", &["p"]), -2);
-    // EXISTS decides from whole seconds: give it more than one.
+    // EXISTS may lag the expiry by up to a second: give it more than that.
     sleep(Duration::from_millis(1300).saturating_sub(t0.elapsed()));
     assert_eq!(exists(&mut con, "p"), 0, "EXISTS after the expiry");
     assert_eq!(get(&mut con, "p"), None);
@@ -830,13 +846,12 @@ fn overwrite_rounds(create: &[&str], capacity: usize, rounds: u64) {
     for r in 0..rounds {
         let mut pipe = redis::pipe();
         for i in 0..KEYS {
-            pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
-                .ignore();
+            pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)));
             if i % 30 == 0 {
-                pipe.set(cold(r, i / 30), value(7, r, 100)).ignore();
+                pipe.set(cold(r, i / 30), value(7, r, 100));
             }
         }
-        if let Err(e) = pipe.query::<()>(&mut con) {
+        if let Err(e) = pipeline_all_ok(&mut con, &pipe) {
             let info: String = redis::cmd("INFO")
                 .arg("nvkv")
                 .query(&mut srv.client())
@@ -903,7 +918,7 @@ fn overwrite_rounds(create: &[&str], capacity: usize, rounds: u64) {
             pipe.set(format!("ow{i}"), value(8 + r, i, len(i, r)))
                 .ignore();
         }
-        pipe.query::<()>(&mut con)
+        pipeline_all_ok(&mut con, &pipe)
             .unwrap_or_else(|e| panic!("round {r}, after the rebuild: {e}"));
     }
     for i in 0..KEYS {
@@ -971,7 +986,7 @@ fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
         }
     }
     let Some((before, e)) = first_oom else {
-        panic!("{} MiB of values in a 64 MiB store", 3 * CAPACITY >> 20)
+        panic!("{} MiB of values in a 64 MiB store", (3 * CAPACITY) >> 20)
     };
     let mib = |n: usize| (n * LEN) as f64 / (1 << 20) as f64;
     println!(
@@ -1042,5 +1057,85 @@ fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
         assert_eq!(get(&mut con, format!("full{i}")), want(i), "full{i}");
     }
     assert_eq!(dbsize(&mut con), live);
+    srv.stop();
+}
+
+/// Redis lets DEL through when memory is full (it frees memory). A store
+/// that refuses new values must still take deletes, and the space they
+/// free must take new values again.
+#[test]
+fn a_full_store_still_takes_deletes_and_then_new_writes() {
+    const LEN: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let mut acked = Vec::new();
+    let mut in_a_row = 0;
+    for i in 0..2000u64 {
+        let r: RedisResult<Value> = redis::cmd("SET")
+            .arg(format!("full{i}"))
+            .arg(value(10, i, LEN))
+            .query(&mut con);
+        match r {
+            Ok(Value::Okay) => {
+                acked.push(i);
+                in_a_row = 0;
+            }
+            Ok(v) => panic!("SET full{i}: {v:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), Some("OOM"), "SET full{i}: {e}");
+                in_a_row += 1;
+                if in_a_row == 50 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(in_a_row, 50, "the store never filled");
+    // Delete half of the keys.
+    let (keep, delete) = acked.split_at(acked.len() / 2);
+    for &i in delete {
+        let r: RedisResult<i64> = redis::cmd("DEL").arg(format!("full{i}")).query(&mut con);
+        match r {
+            Ok(1) => {}
+            other => panic!(
+                "DEL full{i} in a full store ({} of {} deletes done): {other:?}",
+                delete.iter().position(|&d| d == i).unwrap(),
+                delete.len()
+            ),
+        }
+    }
+    for &i in delete.iter().step_by(5) {
+        assert_eq!(get(&mut con, format!("full{i}")), None, "full{i}");
+    }
+    for &i in keep.iter().step_by(5) {
+        assert_eq!(
+            get(&mut con, format!("full{i}")),
+            Some(value(10, i, LEN)),
+            "full{i}"
+        );
+    }
+    // A third of the freed space takes new values (give compaction time).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = delete.len() / 3;
+    let mut stored = 0;
+    while stored < want {
+        let r: RedisResult<Value> = redis::cmd("SET")
+            .arg(format!("new{stored}"))
+            .arg(value(11, stored as u64, LEN))
+            .query(&mut con);
+        match r {
+            Ok(Value::Okay) => stored += 1,
+            Err(e) if e.code() == Some("OOM") && Instant::now() < deadline => {
+                sleep(Duration::from_millis(50))
+            }
+            other => panic!(
+                "SET new{stored} after deleting {} of {} values: {other:?}",
+                delete.len(),
+                acked.len()
+            ),
+        }
+    }
     srv.stop();
 }
