@@ -24,10 +24,11 @@ usage() {
     cat <<EOF
 Usage: scripts/crash-test.sh [options]
 
-Runs the crash test (tests/crash.rs) for many rounds on one store: 4 writer
-threads SET and DEL their own keys in sync mode, the server gets SIGKILL
-100-400 ms later, restarts (rebuilding its index from the device), and
-every key must hold its last acknowledged value or the one in flight.
+Runs the crash test (tests/crash.rs) for many rounds on one small store
+(32 MiB in 512 KiB segments, so compaction runs): 4 writer threads SET and
+DEL their own keys in sync mode, the server gets SIGKILL 100-400 ms later,
+restarts (rebuilding its index from the device), and every key must hold
+its last acknowledged value or the one in flight.
 
 Options:
   --rounds N         kill/restart rounds (default $ROUNDS)
@@ -37,8 +38,8 @@ Options:
   --bin PATH         nvkv binary to test (default: the one cargo builds
                      from this checkout)
   --seed S           seed of the schedule (default: from the clock; the
-                     test prints it, and the same seed replays the same
-                     kill times and operations)
+                     test prints it; the same seed repeats the kill delays,
+                     operations and server options, thread timing aside)
   --serve-args ARGS  more 'nvkv serve' arguments, e.g. "--max-io-depth 32"
   --clean            remove DIR/store after a successful run
   -h, --help         this help

@@ -278,8 +278,14 @@ fn expire(c: &mut Conn, router: &mut Router, args: &[&[u8]], ms: bool) {
     let Some(n) = parse_i64(args[2]) else {
         return c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"));
     };
-    let delta = if ms { n } else { n.saturating_mul(1000) };
-    let at_ms = (now_ms() as i64).saturating_add(delta).max(1) as u64;
+    let at_ms = (if ms { Some(n) } else { n.checked_mul(1000) })
+        .and_then(|d| (now_ms() as i64).checked_add(d));
+    let Some(at_ms) = at_ms else {
+        let name = if ms { "pexpire" } else { "expire" };
+        let msg = format!("ERR invalid expire time in '{name}' command");
+        return c.reply(|o| resp::error(o, &msg));
+    };
+    let at_ms = at_ms.max(1) as u64;
     route_one(
         c,
         router,

@@ -79,7 +79,7 @@ impl<E: Engine> Poller<E> {
         }
         self.compactor.last_pick = Instant::now();
         let space = &self.shared.space;
-        if space.free_segments() * 4 > space.live.len() {
+        if space.free_segments() * 4 > space.live.len() && !hurry && self.deferred.is_empty() {
             return false; // plenty of room: moving records would only churn
         }
         let seg_size = self.shared.sb.segment_size as f64;

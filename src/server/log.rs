@@ -33,6 +33,8 @@ const WRITE_TAG: u64 = LOG_TAGS | (1 << 40);
 const FLUSH_TAG: u64 = LOG_TAGS | (2 << 40);
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
+/// Longest a write waits for compaction before it is refused.
+const MAX_DEFER: Duration = Duration::from_secs(2);
 
 /// A segment being filled, or full but not yet entirely written.
 pub(super) struct OpenSeg {
@@ -190,7 +192,8 @@ impl<E: Engine> Poller<E> {
             return Err(WriteError::TooLarge);
         }
         let shard = crate::store::shard_of(pid, sb.shards);
-        let (i, at) = self.segment_for(shard, len, self.compactor.active())?;
+        let privileged = self.compactor.active() || flags & FLAG_TOMBSTONE != 0;
+        let (i, at) = self.segment_for(shard, len, privileged)?;
         let s = &mut self.log.segs[i];
         self.shared.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
         let meta = RecordMeta {
@@ -257,11 +260,13 @@ impl<E: Engine> Poller<E> {
 
     /// The open segment of `shard` with room for `len` bytes, opening a new
     /// one when needed; returns its position in `segs` and the offset.
+    /// `privileged` appends (compaction, tombstones: they make room) may use
+    /// the reserve.
     fn segment_for(
         &mut self,
         shard: u32,
         len: u64,
-        compacting: bool,
+        privileged: bool,
     ) -> Result<(usize, usize), WriteError> {
         let block = self.block;
         let seg_size = self.shared.sb.segment_size as usize;
@@ -281,7 +286,7 @@ impl<E: Engine> Poller<E> {
         let space = &self.shared.space;
         // Clients may not take the last free segments: compaction needs
         // them to make room.
-        let reserve = if compacting { 0 } else { self.reserve() };
+        let reserve = if privileged { 0 } else { self.reserve() };
         if space.free_segments() <= reserve {
             return Err(WriteError::Full);
         }
@@ -324,7 +329,7 @@ impl<E: Engine> Poller<E> {
             // Not full, only behind: wait for compaction to free a segment.
             self.stats().writes_deferred.fetch_add(1, Relaxed);
             self.busy.entry(req.hash.tag).or_default();
-            self.deferred.push_back(req);
+            self.deferred.push_back((Instant::now(), req));
             return;
         }
         let req = &req;
@@ -363,8 +368,13 @@ impl<E: Engine> Poller<E> {
 
     /// Free segments that client writes leave to compaction: one for each
     /// shard to move records into, and one per poller.
+    ///
+    /// Small stores keep a sixteenth of their segments instead, at least
+    /// one more than the pollers.
     pub(super) fn reserve(&self) -> usize {
-        self.shared.sb.shards as usize + self.shared.pollers.len()
+        let full = self.shared.sb.shards as usize + self.shared.pollers.len();
+        let small = (self.shared.space.live.len() / 16).max(self.shared.pollers.len() + 1);
+        full.min(small)
     }
 
     /// Whether free segments are scarce: compaction hurries.
@@ -375,8 +385,24 @@ impl<E: Engine> Poller<E> {
     /// Retries deferred writes once there is room again.
     pub(super) fn retry_deferred(&mut self) -> bool {
         let mut any = false;
+        // A write that waited too long is refused: compaction cannot keep up.
+        while self
+            .deferred
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > MAX_DEFER)
+        {
+            let (_, req) = self.deferred.pop_front().expect("front");
+            let tag = req.hash.tag;
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            self.reply(
+                &req,
+                Reply::Error("OOM no free segment: compaction is behind".into()),
+            );
+            self.release(tag);
+            any = true;
+        }
         while self.shared.space.free_segments() > self.reserve() {
-            let Some(req) = self.deferred.pop_front() else {
+            let Some((_, req)) = self.deferred.pop_front() else {
                 break;
             };
             let tag = req.hash.tag;
@@ -536,7 +562,14 @@ impl<E: Engine> Poller<E> {
             if s.closed && s.in_flight == 0 && s.written >= s.len && self.log.commit.is_none() {
                 let s = self.log.segs.swap_remove(i);
                 if space.live[s.no as usize].load(Relaxed) == 0 {
-                    self.log.pending_free.push((s.no, done));
+                    // Free once the records that emptied it, possibly still
+                    // in memory, are durable.
+                    let after = if self.log.undo.is_empty() {
+                        done
+                    } else {
+                        self.log.commits_started + 1
+                    };
+                    self.log.pending_free.push((s.no, after));
                 }
                 if self.log.spare.len() < 2 {
                     self.log.spare.push(s.buf);

@@ -55,7 +55,7 @@ pub(super) struct Poller<E: Engine> {
     /// that arrived meanwhile (served in order once it is done).
     pub(super) busy: HashMap<u64, VecDeque<Request>>,
     /// Writes waiting for compaction to free a segment, oldest first.
-    pub(super) deferred: VecDeque<Request>,
+    pub(super) deferred: VecDeque<(Instant, Request)>,
     pub(super) log: Log,
     pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
