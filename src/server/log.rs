@@ -73,6 +73,7 @@ struct Commit {
     n: u64,
     writes_left: u32,
     flushing: bool,
+    flushed: bool,
     failed: Option<String>,
     waiters: Vec<Waiter>,
     /// Undo entries this commit makes durable.
@@ -92,7 +93,9 @@ pub(super) struct Log {
     segs: Vec<OpenSeg>,
     undo: Vec<Undo>,
     waiters: Vec<Waiter>,
-    commit: Option<Commit>,
+    /// Commits in flight, oldest first: at most two, the older one flushing
+    /// while the newer one writes.
+    commits: std::collections::VecDeque<Commit>,
     commits_started: u64,
     last_commit: Instant,
     /// Segments to free once commit `.1` has completed.
@@ -110,7 +113,7 @@ impl Log {
             segs: Vec::new(),
             undo: Vec::new(),
             waiters: Vec::new(),
-            commit: None,
+            commits: std::collections::VecDeque::new(),
             commits_started: 0,
             last_commit: Instant::now(),
             pending_free: Vec::new(),
@@ -126,12 +129,12 @@ impl Log {
 
     /// Nothing appended is waiting to be made durable.
     pub(super) fn idle(&self) -> bool {
-        self.commit.is_none() && self.undo.is_empty() && self.waiters.is_empty()
+        self.commits.is_empty() && self.undo.is_empty() && self.waiters.is_empty()
     }
 
     /// How long a parked poller may sleep before a commit is due.
     pub(super) fn park_timeout(&self) -> Option<Duration> {
-        (self.commit.is_none() && !self.undo.is_empty()).then(|| {
+        (self.commits.is_empty() && !self.undo.is_empty()).then(|| {
             self.interval
                 .saturating_sub(self.last_commit.elapsed())
                 .max(Duration::from_micros(100))
@@ -242,7 +245,7 @@ impl<E: Engine> Poller<E> {
         if before == old.len && !self.is_open(seg) {
             // Its last live record was superseded: reusable once the
             // superseding records, if any are still in memory, are durable.
-            let pending = !self.log.undo.is_empty() || self.log.commit.is_some();
+            let pending = !self.log.undo.is_empty() || !self.log.commits.is_empty();
             let after = self.log.commits_started + pending as u64;
             self.log.pending_free.push((seg, after));
         }
@@ -419,14 +422,22 @@ impl<E: Engine> Poller<E> {
 
     /// Starts a commit when one is due; returns whether it did anything.
     pub(super) fn log_turn(&mut self) -> bool {
-        if self.log.commit.is_none()
+        if self.log.commits.is_empty()
             && self.log.undo.is_empty()
             && !self.log.pending_free.is_empty()
         {
             // Everything appended is durable: free what waited for that.
             self.release_segments(self.log.commits_started);
         }
-        if self.log.commit.is_some() || self.log.undo.is_empty() {
+        // A new commit may start while the previous one flushes: its writes
+        // overlap that flush. Everything appended since the last commit
+        // started is what it carries.
+        let busy = match self.log.commits.back() {
+            None => false,
+            Some(c) => !c.flushing || self.log.commits.len() >= 2,
+        };
+        let fresh = self.log.commits.back().map_or(0, |c| c.undo_upto);
+        if busy || self.log.undo.len() == fresh {
             return false;
         }
         let due = self.log.durability == Durability::Sync
@@ -456,7 +467,10 @@ impl<E: Engine> Poller<E> {
             let mut wb = self.eng.alloc(end - start);
             wb.copy_from_slice(&s.buf[start..end]);
             let (off, no) = (s.base + start as u64, s.no);
-            match self.eng.write(off, wb, WRITE_TAG | no as u64) {
+            match self
+                .eng
+                .write(off, wb, WRITE_TAG | (n & 0xFF) << 32 | no as u64)
+            {
                 Ok(()) => {
                     // The next commit rewrites the partly filled last block
                     // with the same bytes for the records already in it (as
@@ -474,25 +488,30 @@ impl<E: Engine> Poller<E> {
                 }
             }
         }
-        self.log.commit = Some(Commit {
+        self.log.commits.push_back(Commit {
             n,
             writes_left: writes,
             flushing: false,
+            flushed: false,
             failed: None,
             waiters: std::mem::take(&mut self.log.waiters),
             undo_upto: self.log.undo.len(),
         });
         self.log.last_commit = Instant::now();
         if writes == 0 {
-            self.start_flush();
+            self.start_flush(n);
         }
     }
 
-    fn start_flush(&mut self) {
-        if let Some(c) = self.log.commit.as_mut() {
+    fn commit_mut(&mut self, n: u64) -> Option<&mut Commit> {
+        self.log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF)
+    }
+
+    fn start_flush(&mut self, n: u64) {
+        if let Some(c) = self.commit_mut(n) {
             c.flushing = true;
         }
-        if !self.eng.flush(FLUSH_TAG) {
+        if !self.eng.flush(FLUSH_TAG | (n & 0xFF) << 32) {
             self.fail_commit("no engine slot for the flush".into());
         }
     }
@@ -502,8 +521,9 @@ impl<E: Engine> Poller<E> {
         let st = self.stats();
         if c.tag & FLUSH_TAG == FLUSH_TAG && c.tag & WRITE_TAG != WRITE_TAG {
             st.flushes.fetch_add(1, Relaxed);
+            let n = (c.tag >> 32) & 0xFF;
             return match c.result {
-                Ok(_) => self.finish_commit(),
+                Ok(_) => self.flushed(n),
                 Err(e) => {
                     st.io_errors.fetch_add(1, Relaxed);
                     self.fail_commit(format!("flush failed: {e}"))
@@ -525,27 +545,40 @@ impl<E: Engine> Poller<E> {
         if failed.is_some() {
             self.stats().io_errors.fetch_add(1, Relaxed);
         }
-        let Some(commit) = self.log.commit.as_mut() else {
-            return;
+        let n = (c.tag >> 32) & 0xFF;
+        let Some(commit) = self.commit_mut(n) else {
+            return; // of a commit that failed meanwhile
         };
         if commit.failed.is_none() {
             commit.failed = failed;
         }
         commit.writes_left -= 1;
         if commit.writes_left == 0 {
-            match commit.failed.take() {
+            let (failed, n) = (commit.failed.take(), commit.n);
+            match failed {
                 Some(msg) => self.fail_commit(msg),
-                None => self.start_flush(),
+                None => self.start_flush(n),
             }
         }
     }
 
-    fn finish_commit(&mut self) {
-        let Some(c) = self.log.commit.take() else {
-            return;
-        };
+    /// The flush of commit `n` (low 8 bits) completed: commits finish in
+    /// order, so an earlier one still flushing holds the later back.
+    fn flushed(&mut self, n: u64) {
+        let Some(c) = self.commit_mut(n) else { return };
+        c.flushed = true;
+        while self.log.commits.front().is_some_and(|c| c.flushed) {
+            let c = self.log.commits.pop_front().expect("front");
+            self.finish_commit(c);
+        }
+    }
+
+    fn finish_commit(&mut self, c: Commit) {
         self.stats().commits.fetch_add(1, Relaxed);
         self.log.undo.drain(..c.undo_upto);
+        for later in &mut self.log.commits {
+            later.undo_upto -= c.undo_upto;
+        }
         for w in c.waiters {
             self.respond(w.to, w.id, w.part, w.reply);
         }
@@ -559,7 +592,7 @@ impl<E: Engine> Poller<E> {
         let mut i = 0;
         while i < self.log.segs.len() {
             let s = &self.log.segs[i];
-            if s.closed && s.in_flight == 0 && s.written >= s.len && self.log.commit.is_none() {
+            if s.closed && s.in_flight == 0 && s.written >= s.len {
                 let s = self.log.segs.swap_remove(i);
                 if space.live[s.no as usize].load(Relaxed) == 0 {
                     // Free once the records that emptied it, possibly still
@@ -596,7 +629,7 @@ impl<E: Engine> Poller<E> {
             poller = self.id,
             "commit failed, rolling back unwritten writes: {msg}"
         );
-        let c = self.log.commit.take();
+        let c = std::mem::take(&mut self.log.commits);
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);
