@@ -28,13 +28,24 @@ const COMMANDS: &[(&str, i32)] = &[
     ("TTL", 2),
     ("PTTL", 2),
     ("PERSIST", 2),
+    ("AUTH", -2),
 ];
+
+/// Commands a client may send before it has authenticated.
+const NO_AUTH_NEEDED: &[&str] = &["AUTH", "QUIT"];
 
 /// Executes one parsed command for connection `c`.
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
         return; // an empty inline line
     };
+    if !c.authed
+        && !NO_AUTH_NEEDED
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    {
+        return c.reply(|o| resp::error(o, super::access::NOAUTH));
+    }
     let Some(&(cmd, arity)) = COMMANDS
         .iter()
         .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
@@ -96,6 +107,7 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }),
         "COMMAND" => command(c, args),
         "CLIENT" => client(c, router, args),
+        "AUTH" => super::access::auth(c, router.shared, router.thread, args),
         _ => unreachable!("every command in COMMANDS is handled"),
     }
 }

@@ -2,6 +2,12 @@
 //! connections, parses pipelined RESP, answers what it can itself, sends
 //! key-addressed requests to the owning poller, and writes replies back in
 //! request order.
+//!
+//! Limits: a connection stops parsing new commands while the replies it has
+//! not read pass [`OUTPUT_PAUSE`] (so a slow reader is throttled), and is
+//! disconnected once they pass `--max-output-buffer`, sends a request over
+//! `--max-query-buffer`, or stays idle past `--timeout`. `--max-clients`
+//! and protected mode are checked when a connection arrives.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -9,9 +15,10 @@ use std::ops::Range;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Events, Interest, Token};
+use mio::net::{TcpStream, UnixStream};
+use mio::{Events, Interest, Registry, Token};
 
+use super::access;
 use super::msg::{ConnRef, Reply, Request, Response};
 use super::resp::{self, Limits};
 use super::Shared;
@@ -24,6 +31,89 @@ const READ_AHEAD: usize = 256 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// How long shutdown waits for replies still owed to clients.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reply bytes a connection may leave unread before its new commands wait
+/// (at most half of `--max-output-buffer`).
+const OUTPUT_PAUSE: usize = 1 << 20;
+/// Request bytes (keys and values) a connection may have with the pollers
+/// before its new commands wait for replies.
+const INPUT_IN_FLIGHT: usize = 8 << 20;
+/// Read-parse-write rounds one service of a connection may take when
+/// its output keeps draining.
+const RESUME_ROUNDS: u32 = 8;
+/// How often idle connections are looked for (with `--timeout`).
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+/// A client socket: TCP, or the Unix-domain socket.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl mio::event::Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// Whether a client has left more reply bytes unread than `limit` (0: no
+/// limit).
+fn over_limit(limit: usize, c: &Conn) -> bool {
+    limit > 0 && c.pending_output() > limit
+}
+
+/// Bytes the RESP form of `r` takes (for the output-buffer limit; an
+/// integer is counted at its largest).
+fn reply_len(r: &Reply) -> usize {
+    match r {
+        Reply::Encoded(b) => b.len(),
+        Reply::Nil => 5,
+        Reply::Int(_) => 22,
+        Reply::Error(m) => m.len() + 3,
+    }
+}
 
 /// How the parts of a multi-key reply combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +147,15 @@ impl Slot {
             Slot::Ready(_) => true,
             Slot::Single(r) => r.is_some(),
             Slot::Multi { left, .. } => *left == 0,
+        }
+    }
+
+    /// Reply bytes the slot holds already.
+    fn held(&self) -> usize {
+        match self {
+            Slot::Ready(b) => b.len(),
+            Slot::Single(r) => r.as_ref().map_or(0, reply_len),
+            Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
         }
     }
 
@@ -105,7 +204,7 @@ impl Slot {
 
 /// One client connection.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     pub(super) me: ConnRef,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -121,6 +220,21 @@ pub(super) struct Conn {
     pub(super) closing: bool,
     eof: bool,
     queued: bool,
+    /// AUTH succeeded, or no password is required.
+    pub(super) authed: bool,
+    /// Reply bytes waiting in `slots` behind an earlier reply.
+    held: usize,
+    /// Parsing stopped because too many reply bytes were unread or owed.
+    paused: bool,
+    /// Moving average of this connection's reply sizes, to foresee the
+    /// bytes of the replies still owed.
+    reply_avg: usize,
+    /// Request bytes of the commands awaiting replies, and per command its
+    /// reply id and bytes, oldest first.
+    in_flight: usize,
+    costs: VecDeque<(u64, usize)>,
+    /// Last time bytes came in or went out (for `--timeout`).
+    last_active: Instant,
 }
 
 impl Conn {
@@ -136,6 +250,7 @@ impl Conn {
         } else {
             let mut b = Vec::new();
             f(&mut b);
+            self.held += b.len();
             self.slots.push_back(Slot::Ready(b));
         }
     }
@@ -163,6 +278,9 @@ impl Conn {
             tracing::error!(id = r.id, "reply for an unknown request");
             return;
         };
+        let len = reply_len(&r.reply);
+        self.held += len;
+        self.reply_avg = (self.reply_avg * 3 + len) / 4;
         match slot {
             Slot::Single(s) => *s = Some(r.reply),
             Slot::Multi { left, parts, .. } => {
@@ -173,13 +291,23 @@ impl Conn {
         }
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
+            self.held = self.held.saturating_sub(s.held());
             s.encode(&mut self.wbuf);
             self.first_id += 1;
+        }
+        while let Some(&(_, n)) = self.costs.front().filter(|(id, _)| *id < self.first_id) {
+            self.in_flight -= n;
+            self.costs.pop_front();
         }
     }
 
     fn unparsed(&self) -> usize {
         self.rlen - self.rpos
+    }
+
+    /// Reply bytes the client has not read: unsent, and waiting in slots.
+    fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos + self.held
     }
 }
 
@@ -238,6 +366,11 @@ struct Thread<'a> {
     limits: Limits,
     /// How long to poll without sleeping while replies are awaited.
     spin: Duration,
+    /// `--max-output-buffer` (0: none), and the point where parsing pauses.
+    output_limit: usize,
+    output_pause: usize,
+    /// `--timeout`, when set.
+    idle_timeout: Option<Duration>,
 }
 
 /// Runs connection thread `id` until shutdown.
@@ -262,8 +395,15 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         args: Vec::new(),
         limits: Limits {
             max_bulk: shared.args.max_bulk as usize,
+            max_args: shared.args.max_args,
             ..Limits::default()
         },
+        output_limit: shared.args.max_output_buffer as usize,
+        output_pause: match shared.args.max_output_buffer as usize {
+            0 => OUTPUT_PAUSE,
+            limit => OUTPUT_PAUSE.min(limit / 2),
+        },
+        idle_timeout: (shared.args.timeout > 0).then(|| Duration::from_secs(shared.args.timeout)),
     };
     t.run();
 }
@@ -277,12 +417,22 @@ impl Thread<'_> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline = None;
         let mut spin_since: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
         loop {
             let stopping = self.shared.stopping.load(Relaxed);
             while let Some(s) = self.handle().incoming.pop() {
                 if !stopping {
-                    self.add(s);
+                    self.add_tcp(s);
                 }
+            }
+            while let Some(s) = self.handle().incoming_unix.pop() {
+                if !stopping {
+                    self.add_unix(s);
+                }
+            }
+            if last_sweep.elapsed() >= IDLE_SWEEP {
+                last_sweep = Instant::now();
+                self.close_idle();
             }
             while let Some(r) = self.handle().responses.pop() {
                 self.router.answered += 1;
@@ -346,12 +496,54 @@ impl Thread<'_> {
         }
     }
 
-    fn add(&mut self, s: std::net::TcpStream) {
+    /// Takes a TCP connection from the accept loop.
+    fn add_tcp(&mut self, s: std::net::TcpStream) {
         let _ = s.set_nodelay(true);
         if s.set_nonblocking(true).is_err() {
             return;
         }
-        let mut stream = TcpStream::from_std(s);
+        let local = s.peer_addr().is_ok_and(|a| access::is_loopback(a.ip()));
+        if let Err(msg) = self.admit(local) {
+            return access::turn_away(&s, msg);
+        }
+        self.add(Stream::Tcp(TcpStream::from_std(s)));
+    }
+
+    /// Takes a Unix-socket connection from the accept loop (always local).
+    fn add_unix(&mut self, s: std::os::unix::net::UnixStream) {
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        if let Err(msg) = self.admit(true) {
+            return access::turn_away(&s, msg);
+        }
+        self.add(Stream::Unix(UnixStream::from_std(s)));
+    }
+
+    /// Counts a new connection in, unless that would pass `--max-clients`
+    /// or protected mode turns it away; `Err` holds what to tell it. The
+    /// count is taken before the check, so threads admitting at once can
+    /// only err towards turning a client away, never past the limit.
+    fn admit(&mut self, local: bool) -> Result<(), &'static [u8]> {
+        let st = &self.shared.conn_stats[self.id];
+        st.connections.fetch_add(1, Relaxed);
+        let total: u64 = (self.shared.conn_stats.iter())
+            .map(|c| c.connections.load(Relaxed))
+            .sum();
+        if total > self.shared.args.max_clients as u64 {
+            st.connections.fetch_sub(1, Relaxed);
+            st.rejected.fetch_add(1, Relaxed);
+            return Err(access::MAX_CLIENTS);
+        }
+        if !access::protected_mode_allows(self.shared, local) {
+            st.connections.fetch_sub(1, Relaxed);
+            return Err(access::DENIED);
+        }
+        Ok(())
+    }
+
+    /// Registers an admitted connection with epoll and services it.
+    fn add(&mut self, mut stream: Stream) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -367,11 +559,14 @@ impl Thread<'_> {
         ) {
             tracing::warn!("registering a connection: {e}");
             self.free.push(slot);
+            self.shared.conn_stats[self.id]
+                .connections
+                .fetch_sub(1, Relaxed);
             return;
         }
-        let st = &self.shared.conn_stats[self.id];
-        st.connections.fetch_add(1, Relaxed);
-        st.accepted.fetch_add(1, Relaxed);
+        self.shared.conn_stats[self.id]
+            .accepted
+            .fetch_add(1, Relaxed);
         self.conns[slot as usize] = Some(Conn {
             stream,
             me: ConnRef {
@@ -390,6 +585,15 @@ impl Thread<'_> {
             closing: false,
             eof: false,
             queued: false,
+            authed: self.shared.args.requirepass.is_none(),
+            held: 0,
+            paused: false,
+            // Pessimistic until replies show their size: a new connection
+            // cannot have a burst of large replies in flight at once.
+            reply_avg: self.shared.args.max_value_size as usize,
+            in_flight: 0,
+            costs: VecDeque::new(),
+            last_active: Instant::now(),
         });
         self.schedule(slot);
     }
@@ -415,7 +619,43 @@ impl Thread<'_> {
             Some(Some(c)) if c.me.gen == r.to.gen => c.deliver(r),
             _ => return, // the connection closed meanwhile
         }
+        // Checked at once: replies for a client that does not read must
+        // not pile up until the connection is next serviced.
+        let limit = self.output_limit;
+        if let Some(c) = self.conns[slot as usize].take_if(|c| over_limit(limit, c)) {
+            return self.drop_over_limit(slot, c);
+        }
         self.schedule(slot);
+    }
+
+    /// Disconnects a client over `--max-output-buffer`.
+    fn drop_over_limit(&mut self, slot: u32, c: Conn) {
+        tracing::debug!(
+            pending = c.pending_output(),
+            limit = self.output_limit,
+            "disconnecting a client over --max-output-buffer"
+        );
+        self.shared.conn_stats[self.id]
+            .output_limit_disconnects
+            .fetch_add(1, Relaxed);
+        self.close(slot, c);
+    }
+
+    /// Closes connections idle for longer than `--timeout` (those awaiting
+    /// replies from the pollers are not idle).
+    fn close_idle(&mut self) {
+        let Some(limit) = self.idle_timeout else {
+            return;
+        };
+        for slot in 0..self.conns.len() {
+            let idle = |c: &mut Conn| c.slots.is_empty() && c.last_active.elapsed() > limit;
+            if let Some(c) = self.conns[slot].take_if(idle) {
+                self.shared.conn_stats[self.id]
+                    .idle_disconnects
+                    .fetch_add(1, Relaxed);
+                self.close(slot as u32, c);
+            }
+        }
     }
 
     /// Reads, parses, dispatches and writes for one connection.
@@ -425,23 +665,58 @@ impl Thread<'_> {
         };
         c.queued = false;
         let stopping = self.shared.stopping.load(Relaxed);
+        let mut rounds = 0;
+        let (flushed, resume) = loop {
+            self.read_and_parse(&mut c, stopping);
+            let flushed = self.flush(&mut c);
+            // Parsing paused for unread output that has now gone out: go on
+            // with the commands already buffered (no event will say so),
+            // for a few rounds before the other connections get their turn.
+            let resume = c.paused && !self.must_pause(&c);
+            rounds += 1;
+            if !resume || c.eof || c.closing || stopping || rounds == RESUME_ROUNDS {
+                break (flushed, resume);
+            }
+        };
+        if over_limit(self.output_limit, &c) {
+            return self.drop_over_limit(slot, c);
+        }
+        let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
+        if done {
+            self.close(slot, c);
+        } else {
+            self.conns[slot as usize] = Some(c);
+            if resume {
+                self.schedule(slot);
+            }
+        }
+    }
+
+    /// Whether a connection must stop parsing for now: its unread replies
+    /// pass [`OUTPUT_PAUSE`] (it resumes as they go out); its requests with
+    /// the pollers pass [`INPUT_IN_FLIGHT`] bytes; or with the replies
+    /// still owed, at its average reply size, its output could pass half of
+    /// `--max-output-buffer` (it resumes as replies arrive).
+    fn must_pause(&self, c: &Conn) -> bool {
+        let pending = c.pending_output();
+        let owed = c.slots.len().saturating_mul(c.reply_avg);
+        pending >= self.output_pause
+            || c.in_flight >= INPUT_IN_FLIGHT
+            || (self.output_limit > 0 && pending.saturating_add(owed) >= self.output_limit / 2)
+    }
+
+    /// Reads what the socket has and parses and dispatches the commands.
+    fn read_and_parse(&mut self, c: &mut Conn, stopping: bool) {
         loop {
-            let drained = c.eof || c.closing || stopping || self.read(&mut c);
+            let drained = c.eof || c.closing || stopping || self.read(c);
             if !stopping {
-                self.parse(&mut c);
+                self.parse(c);
             }
             // A command larger than the read-ahead needs more of the bytes
             // still waiting in the socket: epoll will not report them again.
             if drained || !c.need_more {
                 break;
             }
-        }
-        let flushed = self.flush(&mut c);
-        let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
-        if done {
-            self.close(slot, c);
-        } else {
-            self.conns[slot as usize] = Some(c);
         }
     }
 
@@ -461,6 +736,7 @@ impl Thread<'_> {
                 Ok(n) => {
                     c.rlen += n;
                     c.need_more = false;
+                    c.last_active = Instant::now();
                     self.shared.conn_stats[self.id]
                         .net_in
                         .fetch_add(n as u64, Relaxed);
@@ -484,10 +760,15 @@ impl Thread<'_> {
     fn parse(&mut self, c: &mut Conn) {
         let rbuf = std::mem::take(&mut c.rbuf);
         let mut commands = 0;
-        while !c.closing
-            && c.slots.len() < self.shared.args.max_pipeline
-            && self.router.stalled.is_empty()
-        {
+        loop {
+            c.paused = self.must_pause(c);
+            if c.closing
+                || c.paused
+                || c.slots.len() >= self.shared.args.max_pipeline
+                || !self.router.stalled.is_empty()
+            {
+                break;
+            }
             match resp::parse_command(&rbuf[c.rpos..c.rlen], &self.limits, &mut self.args) {
                 Ok(Some(n)) => {
                     let base = c.rpos;
@@ -498,7 +779,22 @@ impl Thread<'_> {
                         .iter()
                         .map(|r| &rbuf[base + r.start..base + r.end])
                         .collect();
+                    let id = c.next_id();
                     super::command::execute(c, &mut self.router, &args);
+                    if c.next_id() > id && !c.slots.is_empty() {
+                        // It awaits a reply (or waits behind one).
+                        c.in_flight += n;
+                        c.costs.push_back((id, n));
+                    }
+                }
+                Ok(None) if c.unparsed() as u64 > self.shared.args.max_query_buffer => {
+                    self.shared.conn_stats[self.id]
+                        .query_limit_disconnects
+                        .fetch_add(1, Relaxed);
+                    let msg = "ERR Protocol error: request larger than --max-query-buffer";
+                    c.reply(|o| resp::error(o, msg));
+                    c.closing = true;
+                    break;
                 }
                 Ok(None) => {
                     c.need_more = true;
@@ -541,6 +837,7 @@ impl Thread<'_> {
                 }
                 Ok(n) => {
                     c.wpos += n;
+                    c.last_active = Instant::now();
                     self.shared.conn_stats[self.id]
                         .net_out
                         .fetch_add(n as u64, Relaxed);

@@ -50,8 +50,9 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "clients") {
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            csum(|c| c.connections.load(Relaxed))
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            csum(|c| c.connections.load(Relaxed)),
+            sh.args.max_clients,
         );
     }
     if wants(section, "persistence") {
@@ -69,7 +70,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
             csum(|c| c.accepted.load(Relaxed)),
             csum(|c| c.commands.load(Relaxed)),
             csum(|c| c.net_in.load(Relaxed)),
@@ -79,6 +80,11 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             csum(|c| c.protocol_errors.load(Relaxed)),
             sum(|p| p.io_errors.load(Relaxed)),
             sum(|p| p.corrupt_records.load(Relaxed)),
+            csum(|c| c.rejected.load(Relaxed)),
+            csum(|c| c.query_limit_disconnects.load(Relaxed)),
+            csum(|c| c.output_limit_disconnects.load(Relaxed)),
+            csum(|c| c.idle_disconnects.load(Relaxed)),
+            csum(|c| c.auth_failures.load(Relaxed)),
         );
     }
     if wants(section, "keyspace") {

@@ -123,8 +123,10 @@ impl Log {
     }
 
     /// Engine slots kept for commit writes and flushes.
+    /// Two commits may be in flight, each writing every segment with new
+    /// bytes, plus their flushes and a compaction read.
     pub(super) fn reserved_slots(shards: u32) -> usize {
-        2 * shards as usize + 4
+        4 * shards as usize + 16
     }
 
     /// Nothing appended is waiting to be made durable.

@@ -3,6 +3,7 @@
 //! shards. Connection threads hand key-addressed requests to the owning
 //! poller over a lock-free ring and get replies back the same way.
 
+mod access;
 mod command;
 mod compact;
 mod conn;
@@ -107,6 +108,37 @@ pub struct ServeArgs {
     /// Largest value in bytes (also bounded by the store's segment size).
     #[arg(long, value_parser = store::parse_size, default_value = "1M")]
     pub max_value_size: u64,
+    /// Most clients connected at once; the next one is sent an error and
+    /// closed.
+    #[arg(long, default_value_t = 10000)]
+    pub max_clients: usize,
+    /// Most arguments in one command (a protocol error above it).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_args: usize,
+    /// Largest request (one command with all its arguments) a client may
+    /// send; above it the client is sent an error and disconnected.
+    #[arg(long, value_parser = store::parse_size, default_value = "512M")]
+    pub max_query_buffer: u64,
+    /// Most reply bytes a client may leave unread (replies not yet sent
+    /// included) before it is disconnected; 0 = no limit.
+    #[arg(long, value_parser = store::parse_size, default_value = "64M")]
+    pub max_output_buffer: u64,
+    /// Close connections idle for longer than this many seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+    /// Password clients must give with AUTH before any other command.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Without --requirepass, turn away clients that are not on loopback or
+    /// the Unix socket (yes / no).
+    #[arg(long, value_parser = access::parse_yes_no, default_value = "yes", action = clap::ArgAction::Set)]
+    pub protected_mode: bool,
+    /// Also accept connections on this Unix-domain socket.
+    #[arg(long)]
+    pub unixsocket: Option<PathBuf>,
+    /// Permission bits of the Unix socket file, in octal.
+    #[arg(long, value_parser = access::parse_octal, default_value = "700")]
+    pub unixsocketperm: u32,
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -130,6 +162,8 @@ impl PollerHandle {
 struct ConnHandle {
     responses: SegQueue<Response>,
     incoming: SegQueue<std::net::TcpStream>,
+    /// Connections accepted on the Unix socket.
+    incoming_unix: SegQueue<std::os::unix::net::UnixStream>,
     waker: mio::Waker,
     sleeping: AtomicBool,
 }
@@ -242,6 +276,10 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let unix = (args.unixsocket.as_deref())
+        .map(|p| access::UnixSocket::bind(p, args.unixsocketperm))
+        .transpose()?;
+    access::raise_fd_limit(args.max_clients);
 
     let mut polls = Vec::new();
     let mut conns = Vec::new();
@@ -251,6 +289,7 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         conns.push(ConnHandle {
             responses: SegQueue::new(),
             incoming: SegQueue::new(),
+            incoming_unix: SegQueue::new(),
             waker,
             sleeping: AtomicBool::new(false),
         });
@@ -316,7 +355,8 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     }
     tracing::info!(%addr, engine = ?shared.args.engine, pollers = shared.args.io_threads, "listening");
     ready(addr);
-    accept_loop(&listener, &shared, &term);
+    accept_loop(&listener, unix.as_ref(), &shared, &term);
+    drop(unix);
 
     tracing::info!("shutting down: finishing in-flight requests");
     shared.stopping.store(true, Ordering::SeqCst);
@@ -349,18 +389,31 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
 
 /// Accepts connections and deals them out to connection threads until a
 /// signal arrives; samples the pollers' rates once a second.
-fn accept_loop(listener: &TcpListener, shared: &Shared, term: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    unix: Option<&access::UnixSocket>,
+    shared: &Shared,
+    term: &AtomicBool,
+) {
     let mut next = 0;
     let mut last_sample = Instant::now();
     shared.sampler.tick(&shared.poller_stats);
     while !term.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(listener),
+        let pfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd; the timeout bounds how late a signal is seen.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
+        let mut pfds = [
+            pfd(std::os::fd::AsRawFd::as_raw_fd(listener)),
+            pfd(unix.map_or(-1, access::UnixSocket::fd)),
+        ];
+        // SAFETY: two valid pollfds (a negative fd is ignored); the timeout
+        // bounds how late a signal is seen.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, 100) };
+        if let Some(u) = unix {
+            u.accept_all(shared, &mut next);
+        }
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {

@@ -56,6 +56,8 @@ pub(super) struct Poller<E: Engine> {
     pub(super) busy: HashMap<u64, VecDeque<Request>>,
     /// Writes waiting for compaction to free a segment, oldest first.
     pub(super) deferred: VecDeque<(Instant, Request)>,
+    /// Requests that found no free read slot, retried next turn.
+    requeued: Vec<Request>,
     pub(super) log: Log,
     pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
@@ -154,6 +156,7 @@ fn run_with<E: Engine>(
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
+        requeued: Vec::new(),
         log,
         compactor: super::compact::Compactor::new(shared_below),
         now_ms: now_ms(),
@@ -228,6 +231,7 @@ impl<E: Engine> Poller<E> {
         }
         self.done = done;
 
+        let retried = self.retry_requeued();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -257,7 +261,7 @@ impl<E: Engine> Poller<E> {
             st.max_batch.fetch_max(sent as u64, Relaxed);
         }
         st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work
+        completed > 0 || taken > 0 || sent > 0 || log_work || retried
     }
 
     /// Active expiry: every few milliseconds, sweeps part of the index and
@@ -354,22 +358,52 @@ impl<E: Engine> Poller<E> {
             let bytes = bytes.to_vec();
             return self.finish_fetch(req, entry, Ok(&bytes));
         }
-        if matches!(req.op, Op::Expire { .. }) {
-            self.busy.insert(req.hash.tag, VecDeque::new());
-        }
+        let Some(tag) = self.free_tags.pop() else {
+            return self.requeue(req);
+        };
         let start = align_down(entry.offset, self.block);
         let end = align_up(entry.offset + entry.len as u64, self.block);
         let buf = self.eng.alloc((end - start) as usize);
-        let tag = self.free_tags.pop().expect("caller checked a free tag");
         match self.eng.read(start, buf, tag as u64) {
-            Ok(()) => self.reads[tag as usize] = Some(PendingRead { req, entry, start }),
+            Ok(()) => {
+                if matches!(req.op, Op::Expire { .. }) {
+                    self.busy.entry(req.hash.tag).or_default();
+                }
+                self.reads[tag as usize] = Some(PendingRead { req, entry, start });
+            }
             Err(buf) => {
                 self.eng.free(buf);
                 self.free_tags.push(tag);
-                let msg = "ERR server busy: I/O queue full".to_string();
-                self.finish_fetch(req, entry, Err(msg));
+                self.requeue(req);
             }
         }
+    }
+
+    /// Puts a request that found no read slot aside for the next turn; the
+    /// requests behind it for the same key wait for it.
+    fn requeue(&mut self, req: Request) {
+        self.busy.entry(req.hash.tag).or_default();
+        self.requeued.push(req);
+    }
+
+    /// Serves the requests put aside last turn, in order.
+    fn retry_requeued(&mut self) -> bool {
+        let reqs = std::mem::take(&mut self.requeued);
+        let any = !reqs.is_empty();
+        for req in reqs {
+            let tag = req.hash.tag;
+            let waiting = self.busy.remove(&tag).unwrap_or_default();
+            self.handle_now(req);
+            match self.busy.get_mut(&tag) {
+                Some(q) => q.extend(waiting),
+                None if waiting.is_empty() => {}
+                None => {
+                    self.busy.insert(tag, waiting);
+                    self.release(tag);
+                }
+            }
+        }
+        any
     }
 
     fn complete_read(&mut self, c: Completion) {

@@ -50,6 +50,16 @@ pub struct ConnStats {
     pub protocol_errors: AtomicU64,
     pub net_in: AtomicU64,
     pub net_out: AtomicU64,
+    /// Connections turned away by --max-clients.
+    pub rejected: AtomicU64,
+    /// Clients disconnected for a request over --max-query-buffer.
+    pub query_limit_disconnects: AtomicU64,
+    /// Clients disconnected for unread output over --max-output-buffer.
+    pub output_limit_disconnects: AtomicU64,
+    /// Clients disconnected after --timeout seconds idle.
+    pub idle_disconnects: AtomicU64,
+    /// Failed AUTH attempts.
+    pub auth_failures: AtomicU64,
 }
 
 /// A point-in-time copy of a poller's counters.

@@ -159,3 +159,48 @@ pub fn read_bytes(pid: u32) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("read_bytes")
 }
+
+/// Starts a server from a prepared command (another wrapper, such as
+/// `unshare`, in front of `nvkv serve`) and waits for its listening line.
+pub fn start_command(mut cmd: Command, dir: &Path) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server command");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let Some(addr) = line.trim().strip_prefix("nvkv listening on ") else {
+        let _ = child.wait();
+        panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
+    };
+    Server {
+        child,
+        addr: addr.parse().expect("address"),
+        dir: dir.to_owned(),
+        log,
+    }
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}

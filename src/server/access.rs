@@ -1,0 +1,268 @@
+//! Who may talk to the server, and how much: the AUTH command, protected
+//! mode, the client limit's replies, and the optional Unix-domain socket.
+//!
+//! Error texts follow Redis's, so that clients that match on them (NOAUTH,
+//! WRONGPASS, DENIED) behave as they do against Redis.
+
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+
+use anyhow::{Context, Result};
+use subtle::ConstantTimeEq;
+
+use super::conn::Conn;
+use super::resp;
+use super::Shared;
+
+/// The reply to every command but AUTH and QUIT before a successful AUTH.
+pub(super) const NOAUTH: &str = "NOAUTH Authentication required.";
+/// The reply to AUTH with a wrong user name or password.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// The reply to `AUTH <password>` when no password is configured.
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+/// What a client over `--max-clients` is sent before it is closed.
+pub(super) const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+/// What a non-local client is sent in protected mode before it is closed
+/// (Redis's text, with nvkv's flags in place of Redis's configuration).
+pub(super) const DENIED: &[u8] = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to nvkv you may adopt one of the following solutions: 1) Restart the server with the '--requirepass <password>' option to set up an authentication password for the default user. 2) If you started the server manually just for testing, restart it with the '--protected-mode no' option, however MAKE SURE nvkv is not publicly accessible from the internet if you do so. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Parses `yes` / `no` (also `true` / `false`), as Redis's boolean options.
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("expected yes or no, not {s:?}")),
+    }
+}
+
+/// Parses file permission bits written in octal, such as `700` or `0770`.
+pub fn parse_octal(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s.trim(), 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!(
+            "expected octal permission bits such as 700, not {s:?}"
+        )),
+    }
+}
+
+/// Whether a client at `ip` is on this host's loopback interface (IPv4
+/// addresses mapped into IPv6 included).
+pub(super) fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Whether a client that is local (loopback or Unix socket) or not may
+/// connect: protected mode turns away non-local clients while no password
+/// is configured.
+pub(super) fn protected_mode_allows(shared: &Shared, local: bool) -> bool {
+    local || !shared.args.protected_mode || shared.args.requirepass.is_some()
+}
+
+/// Compares a password in time that depends on the secret's length only:
+/// the attempt is copied into a buffer of the secret's length, so neither
+/// the position of the first difference nor a length mismatch shows.
+fn password_matches(secret: &[u8], attempt: &[u8]) -> bool {
+    let mut padded = vec![0u8; secret.len()];
+    let n = attempt.len().min(secret.len());
+    padded[..n].copy_from_slice(&attempt[..n]);
+    let same_len = (secret.len() as u64).ct_eq(&(attempt.len() as u64));
+    bool::from(secret.ct_eq(&padded) & same_len)
+}
+
+/// `AUTH password` or `AUTH default password` (the ACL form, with the only
+/// user nvkv has). `args` includes the command name.
+pub(super) fn auth(c: &mut Conn, shared: &Shared, thread: usize, args: &[&[u8]]) {
+    let (user, attempt) = match args {
+        [_, pass] => (None, *pass),
+        [_, user, pass] => (Some(*user), *pass),
+        _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
+    };
+    let default_user = user.is_none_or(|u| u == b"default");
+    let ok = match shared.args.requirepass.as_deref() {
+        // Without a password the default user takes any (Redis's `nopass`).
+        None if user.is_none() => return c.reply(|o| resp::error(o, NO_PASSWORD)),
+        None => default_user,
+        Some(secret) => password_matches(secret.as_bytes(), attempt) & default_user,
+    };
+    if ok {
+        c.authed = true;
+        c.reply(|o| resp::simple(o, "OK"));
+    } else {
+        shared.conn_stats[thread]
+            .auth_failures
+            .fetch_add(1, Relaxed);
+        c.reply(|o| resp::error(o, WRONGPASS));
+    }
+}
+
+/// Sends a client that is turned away its reason and closes the socket
+/// gently: the reply, then FIN, then whatever the client had sent is
+/// discarded (closing with unread input would reset the connection and
+/// could lose the reply). The socket is non-blocking: nothing here waits.
+pub(super) fn turn_away<S>(mut s: S, msg: &[u8])
+where
+    S: Read + Write + ShutdownWrite,
+{
+    let _ = s.write(msg);
+    s.shutdown_write();
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match s.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Half-closes a socket for writing (TCP and Unix streams alike).
+pub(super) trait ShutdownWrite {
+    /// Sends FIN; errors are ignored (the socket is closed right after).
+    fn shutdown_write(&mut self);
+}
+
+impl ShutdownWrite for &std::net::TcpStream {
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl ShutdownWrite for &UnixStream {
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The `--unixsocket` listener. The socket file is removed when it drops.
+pub(super) struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UnixSocket {
+    /// Binds `path` (a stale socket file there is replaced, as Redis does)
+    /// with permission bits `perm`.
+    pub(super) fn bind(path: &Path, perm: u32) -> Result<UnixSocket> {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| is_socket(&m)) {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+        let sock = UnixSocket {
+            listener,
+            path: path.to_owned(),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(perm))
+            .with_context(|| format!("setting the permissions of {}", path.display()))?;
+        sock.listener.set_nonblocking(true)?;
+        Ok(sock)
+    }
+
+    /// The listening socket's descriptor, for poll().
+    pub(super) fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
+    /// Accepts every waiting connection and deals them out to connection
+    /// threads, round robin from `next`.
+    pub(super) fn accept_all(&self, shared: &Shared, next: &mut usize) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let c = &shared.conns[*next % shared.conns.len()];
+                    *next += 1;
+                    c.incoming_unix.push(stream);
+                    c.ring();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("accept on the unix socket: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn is_socket(m: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
+}
+
+/// Raises the soft limit on open files towards `clients` plus a margin for
+/// the store's own files (up to the hard limit), as Redis does for
+/// `maxclients`; warns when the limit stays below what `--max-clients`
+/// needs.
+pub(super) fn raise_fd_limit(clients: usize) {
+    let want = clients as u64 + 128;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one valid rlimit.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    let now = if ok { raised.rlim_cur } else { lim.rlim_cur };
+    if now < want {
+        tracing::warn!(
+            open_files = now,
+            max_clients = clients,
+            "the open-file limit is below --max-clients: raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_comparison() {
+        assert!(password_matches(b"secret", b"secret"));
+        assert!(!password_matches(b"secret", b"secreT"));
+        assert!(!password_matches(b"secret", b"secret2"));
+        assert!(!password_matches(b"secret", b"secre"));
+        assert!(!password_matches(b"secret", b""));
+        assert!(password_matches(b"", b""));
+    }
+
+    #[test]
+    fn option_parsers() {
+        assert_eq!(parse_octal("700"), Ok(0o700));
+        assert_eq!(parse_octal("0770"), Ok(0o770));
+        assert!(parse_octal("800").is_err());
+        assert!(parse_octal("7777").is_err());
+        assert_eq!(parse_yes_no("no"), Ok(false));
+        assert_eq!(parse_yes_no("YES"), Ok(true));
+        assert!(parse_yes_no("maybe").is_err());
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(is_loopback("127.0.0.1".parse().unwrap()));
+        assert!(is_loopback("127.3.2.1".parse().unwrap()));
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
+        assert!(!is_loopback("::ffff:192.0.2.1".parse().unwrap()));
+    }
+}
