@@ -1,0 +1,103 @@
+//! Property tests: the RESP parser against an encoder, and the index
+//! against a `HashMap` model.
+
+use std::collections::HashMap;
+
+use nvkv::index::{Checkpoint, Entry, KeyHash, Partition};
+use nvkv::server::resp::{parse_command, Limits};
+use proptest::prelude::*;
+
+fn encode(args: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Any command encoded as a multibulk array parses back to itself, and
+    /// every strict prefix of it asks for more input.
+    #[test]
+    fn resp_round_trip(args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..8)) {
+        let wire = encode(&args);
+        let mut ranges = Vec::new();
+        let n = parse_command(&wire, &Limits::default(), &mut ranges).unwrap();
+        prop_assert_eq!(n, Some(wire.len()));
+        let got: Vec<Vec<u8>> = ranges.iter().map(|r| wire[r.clone()].to_vec()).collect();
+        prop_assert_eq!(got, args);
+        for cut in 0..wire.len() {
+            prop_assert_eq!(parse_command(&wire[..cut], &Limits::default(), &mut ranges).unwrap(), None);
+        }
+    }
+
+    /// Arbitrary bytes never panic the parser, and what it consumes is
+    /// within the input.
+    #[test]
+    fn resp_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let mut ranges = Vec::new();
+        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128 };
+        if let Ok(Some(n)) = parse_command(&bytes, &limits, &mut ranges) {
+            prop_assert!(n <= bytes.len());
+            prop_assert!(ranges.iter().all(|r| r.end <= n));
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum IndexOp {
+    Insert(u16, u32, bool, u64),
+    Remove(u16),
+    Get(u16),
+}
+
+fn index_op() -> impl Strategy<Value = IndexOp> {
+    prop_oneof![
+        4 => (any::<u16>(), 1u32..1_000_000, any::<bool>(), any::<u64>())
+            .prop_map(|(k, o, t, e)| IndexOp::Insert(k % 2000, o, t, e)),
+        2 => any::<u16>().prop_map(|k| IndexOp::Remove(k % 2000)),
+        1 => any::<u16>().prop_map(|k| IndexOp::Get(k % 2000)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The index behaves as a map through growth and removals, and keeps
+    /// its contents across a clean close and reopen.
+    #[test]
+    fn index_matches_a_model(ops in prop::collection::vec(index_op(), 1..3000)) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [9; 16], 8).unwrap();
+        let mut model: HashMap<u64, Entry> = HashMap::new();
+        for op in ops {
+            match op {
+                IndexOp::Insert(k, off, tomb, exp) => {
+                    let h = KeyHash::of(&k.to_le_bytes());
+                    let e = Entry { offset: off as u64 * 16, len: 4096, tombstone: tomb, expire_ms: exp };
+                    prop_assert_eq!(p.insert(&h, e).unwrap(), model.insert(h.tag, e));
+                }
+                IndexOp::Remove(k) => {
+                    let h = KeyHash::of(&k.to_le_bytes());
+                    prop_assert_eq!(p.remove(&h), model.remove(&h.tag));
+                }
+                IndexOp::Get(k) => {
+                    let h = KeyHash::of(&k.to_le_bytes());
+                    prop_assert_eq!(p.get(&h), model.get(&h.tag).copied());
+                }
+            }
+        }
+        prop_assert_eq!(p.entries(), model.len() as u64);
+        p.mark_clean(Checkpoint { max_seq: 1, max_gen: 1 }).unwrap();
+        drop(p);
+        let (p, cp) = Partition::open(dir.path(), 0, [9; 16]).unwrap();
+        prop_assert!(cp.is_some());
+        let reopened: HashMap<u64, Entry> = p.iter().collect();
+        prop_assert_eq!(reopened, model);
+    }
+}
