@@ -5,6 +5,7 @@
 //! (index, log) → [`io`] engines (io_uring, Linux AIO, SPDK).
 
 pub mod bench;
+pub mod config;
 pub mod format;
 pub mod index;
 pub mod io;

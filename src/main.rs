@@ -1,7 +1,7 @@
 //! The `nvkv` command line.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use nvkv::bench::{self, BenchArgs};
 use nvkv::server::{self, ServeArgs};
@@ -11,14 +11,34 @@ use nvkv::store::{self, LoadArgs};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Log level (or a RUST_LOG-style filter such as `nvkv=debug`).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the server (creates an empty store at --path when there is none).
-    Serve(ServeArgs),
+    #[command(args_override_self = true)]
+    Serve {
+        /// TOML file of serve flags (keys are the flag names); flags given
+        /// on the command line override it. See nvkv.example.toml.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Create a store and fill it with N generated records (the original mk_data).
     Load(LoadArgs),
     /// Measure a server with GETs (and writes, by workload) of loaded keys.
@@ -34,21 +54,51 @@ enum Cmd {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(&cli);
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
+/// Parses the command line, expanding `serve --config FILE` first.
+fn parse() -> Result<Cli, String> {
+    let mut command = Cli::command();
+    command.build(); // propagates the global flags into `serve`
+    let serve = command
+        .find_subcommand("serve")
+        .expect("serve subcommand")
+        .clone();
+    let argv = nvkv::config::expand(std::env::args_os().collect(), &serve)?;
+    let matches = command
+        .try_get_matches_from(argv)
+        .unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
+/// RUST_LOG wins over --log-level when set.
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Serve(args) => server::serve(args, |addr| {
+        Cmd::Serve { args, .. } => server::serve(args, |addr| {
             // Tests and scripts read this line to learn the port.
             println!("nvkv listening on {addr}");
         }),

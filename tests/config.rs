@@ -1,0 +1,105 @@
+//! `serve --config FILE` and `--log-format json`.
+
+mod common;
+
+use common::Server;
+
+#[test]
+fn config_file_sets_flags_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nvkv.toml");
+    std::fs::write(
+        &cfg,
+        "tcp_threads = 2\nio-threads = 2\nengine = \"aio\"\npin = false\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let cfg_arg = cfg.to_str().unwrap();
+    let srv = Server::start(&store, &["--config", cfg_arg, "--io-threads", "1"]);
+    assert_eq!(srv.info_field("tcp_threads"), "2", "from the file");
+    assert_eq!(srv.info_field("engine"), "Aio", "from the file");
+    assert_eq!(
+        srv.info_field("io_threads"),
+        "1",
+        "the command line overrides the file"
+    );
+    srv.stop();
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "tcp_threads = 2\nno_such_flag = 1\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--path")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown key(s): no_such_flag"), "{err}");
+
+    std::fs::write(&cfg, "tcp_threads = \"many\"\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("many") && err.contains("tcp-threads"), "{err}");
+}
+
+#[test]
+fn the_example_file_loads_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/nvkv.example.toml");
+    let srv = Server::start(
+        &dir.path().join("s"),
+        &["--config", example, "--log-format", "json"],
+    );
+    assert_eq!(srv.info_field("io_threads"), "1");
+    srv.stop();
+    let log = srv_log_lines(&dir.path().join("s"));
+    assert!(!log.is_empty());
+}
+
+/// Starts and stops a server with JSON logs and returns its stderr lines.
+fn srv_log_lines(store: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--path",
+        ])
+        .arg(store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("nvkv listening on"), "{line}");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("clean shutdown"))),
+        "{lines:?}"
+    );
+    lines
+}
