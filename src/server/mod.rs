@@ -9,6 +9,7 @@ mod compact;
 mod conn;
 mod info;
 mod log;
+mod metrics;
 pub mod msg;
 mod poller;
 pub mod resp;
@@ -139,6 +140,9 @@ pub struct ServeArgs {
     /// Permission bits of the Unix socket file, in octal.
     #[arg(long, value_parser = access::parse_octal, default_value = "700")]
     pub unixsocketperm: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -355,6 +359,16 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     }
     tracing::info!(%addr, engine = ?shared.args.engine, pollers = shared.args.io_threads, "listening");
     ready(addr);
+    let metrics = match shared.args.metrics_listen.as_deref() {
+        Some(a) => {
+            let (maddr, handle) =
+                metrics::start(&shared, a).with_context(|| format!("metrics on {a}"))?;
+            println!("nvkv metrics on {maddr}");
+            tracing::info!(%maddr, "metrics at /metrics");
+            Some(handle)
+        }
+        None => None,
+    };
     accept_loop(&listener, unix.as_ref(), &shared, &term);
     drop(unix);
 
@@ -364,6 +378,9 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         c.sleeping.store(true, Ordering::SeqCst);
         c.ring()
     });
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     for t in conn_threads {
         let _ = t.join();
     }

@@ -103,3 +103,93 @@ fn srv_log_lines(store: &std::path::Path) -> Vec<serde_json::Value> {
     );
     lines
 }
+
+/// Reads `/metrics` and returns (name with labels → value), checking that
+/// every sample has a `# TYPE` line.
+fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let typed: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut out = std::collections::HashMap::new();
+    for l in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = l.rsplit_once(' ').unwrap();
+        let base = name.split('{').next().unwrap();
+        assert!(typed.contains(&base), "{base} has no # TYPE line");
+        out.insert(name.to_string(), value.parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn metrics_endpoint_reports_what_clients_did() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--path",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = [String::new(), String::new()];
+    for l in &mut lines {
+        out.read_line(l).unwrap();
+    }
+    let addr = lines[0]
+        .trim()
+        .strip_prefix("nvkv listening on ")
+        .unwrap()
+        .to_string();
+    let maddr = lines[1]
+        .trim()
+        .strip_prefix("nvkv metrics on ")
+        .unwrap()
+        .to_string();
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..10 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    for i in 0..15 {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut con)
+            .unwrap();
+    }
+    let m = scrape(&maddr);
+    assert_eq!(m["nvkv_keys"], 10.0);
+    assert_eq!(m["nvkv_keyspace_hits_total"], 10.0);
+    assert_eq!(m["nvkv_keyspace_misses_total"], 5.0);
+    assert!(m["nvkv_commands_processed_total"] >= 25.0);
+    assert_eq!(m["nvkv_connected_clients"], 1.0);
+    assert!(m["nvkv_commits_total"] >= 1.0);
+    assert!(m.contains_key("nvkv_poller_mean_batch{poller=\"0\"}"));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

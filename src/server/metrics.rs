@@ -1,0 +1,278 @@
+//! `--metrics-listen ADDR`: Prometheus text format at `/metrics`.
+//!
+//! Each scrape builds a registry from the server's counters (the same
+//! atomics INFO reads) and encodes it with the `prometheus` crate's
+//! `TextEncoder`. A small thread answers HTTP/1.0 requests; it stops with
+//! the server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+
+use super::Shared;
+
+/// Binds `addr` and serves scrapes until the server stops.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    addr: &str,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let sh = Arc::clone(shared);
+    let handle = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            while !sh.stopping.load(Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Err(e) = answer(&sh, stream) {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        tracing::warn!("metrics accept: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok((local, handle))
+}
+
+fn answer(sh: &Shared, mut stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = [0u8; 1024];
+    let n = stream.read(&mut req)?;
+    let line = String::from_utf8_lossy(&req[..n]);
+    let (status, ctype, body) = if line.starts_with("GET /metrics") {
+        let encoder = TextEncoder::new();
+        let mut body = Vec::new();
+        encoder.encode(&gather(sh)?.gather(), &mut body)?;
+        ("200 OK", encoder.format_type().to_string(), body)
+    } else {
+        (
+            "404 Not Found",
+            "text/plain".to_string(),
+            b"try /metrics\n".to_vec(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    Ok(())
+}
+
+fn counter(r: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<()> {
+    let c = IntCounter::new(name, help)?;
+    c.inc_by(v);
+    r.register(Box::new(c))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, v: i64) -> prometheus::Result<()> {
+    let g = IntGauge::new(name, help)?;
+    g.set(v);
+    r.register(Box::new(g))
+}
+
+/// A registry holding the server's current figures.
+fn gather(sh: &Shared) -> prometheus::Result<Registry> {
+    let r = Registry::new();
+    let psum = |f: fn(&super::stats::PollerStats) -> u64| {
+        sh.poller_stats.iter().map(|p| f(p)).sum::<u64>()
+    };
+    let csum =
+        |f: fn(&super::stats::ConnStats) -> u64| sh.conn_stats.iter().map(|c| f(c)).sum::<u64>();
+    counter(
+        &r,
+        "nvkv_commands_processed_total",
+        "Commands executed",
+        csum(|c| c.commands.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_connections_received_total",
+        "Connections accepted",
+        csum(|c| c.accepted.load(Relaxed)),
+    )?;
+    gauge(
+        &r,
+        "nvkv_connected_clients",
+        "Open client connections",
+        csum(|c| c.connections.load(Relaxed)) as i64,
+    )?;
+    counter(
+        &r,
+        "nvkv_protocol_errors_total",
+        "Malformed requests",
+        csum(|c| c.protocol_errors.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_net_input_bytes_total",
+        "Bytes read from clients",
+        csum(|c| c.net_in.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_net_output_bytes_total",
+        "Bytes written to clients",
+        csum(|c| c.net_out.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_keyspace_hits_total",
+        "GETs that found a value",
+        psum(|p| p.hits.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_keyspace_misses_total",
+        "GETs that found nothing",
+        psum(|p| p.misses.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_device_reads_total",
+        "Records read from the device",
+        psum(|p| p.reads.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_device_bytes_written_total",
+        "Log bytes written",
+        psum(|p| p.bytes_written.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_io_errors_total",
+        "Device operations that failed",
+        psum(|p| p.io_errors.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_corrupt_records_total",
+        "Records that failed their checks",
+        psum(|p| p.corrupt_records.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_commits_total",
+        "Group commits completed",
+        psum(|p| p.commits.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_flushes_total",
+        "Device flushes completed",
+        psum(|p| p.flushes.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_writes_refused_total",
+        "Writes refused for lack of space",
+        psum(|p| p.writes_refused.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_writes_deferred_total",
+        "Writes that waited for compaction",
+        psum(|p| p.writes_deferred.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_user_bytes_written_total",
+        "Record bytes written for clients",
+        psum(|p| p.user_bytes.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_compaction_bytes_moved_total",
+        "Record bytes moved by compaction",
+        psum(|p| p.compact_bytes.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_compactions_total",
+        "Segments emptied by compaction",
+        psum(|p| p.compactions.load(Relaxed)),
+    )?;
+    gauge(&r, "nvkv_keys", "Live keys", super::info::keys(sh) as i64)?;
+    let sp = &sh.space;
+    gauge(
+        &r,
+        "nvkv_segments",
+        "Segments of the store",
+        sp.live.len() as i64,
+    )?;
+    gauge(
+        &r,
+        "nvkv_segments_free",
+        "Free segments",
+        sp.free_segments() as i64,
+    )?;
+    gauge(
+        &r,
+        "nvkv_live_bytes",
+        "Bytes the index references",
+        sp.live_bytes() as i64,
+    )?;
+    gauge(
+        &r,
+        "nvkv_dead_bytes",
+        "Bytes of used segments nothing references",
+        sp.used_bytes().saturating_sub(sp.live_bytes()) as i64,
+    )?;
+    pollers(&r, sh)?;
+    Ok(r)
+}
+
+/// Per-poller gauges, labelled `poller`.
+fn pollers(r: &Registry, sh: &Shared) -> prometheus::Result<()> {
+    let rates = sh
+        .sampler
+        .rates
+        .lock()
+        .map(|x| x.clone())
+        .unwrap_or_default();
+    let vec = |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &["poller"]);
+    let loops = vec("nvkv_poller_loops_per_second", "Loop turns per second")?;
+    let submits = vec(
+        "nvkv_poller_submissions_per_second",
+        "Submissions per second",
+    )?;
+    let reads = vec("nvkv_poller_reads_per_second", "Device reads per second")?;
+    let batch = vec("nvkv_poller_mean_batch", "Mean operations per submission")?;
+    let max_batch = vec(
+        "nvkv_poller_max_batch",
+        "Largest submission in the last second",
+    )?;
+    let depth = vec("nvkv_poller_in_flight", "Device operations in flight")?;
+    for (i, p) in sh.poller_stats.iter().enumerate() {
+        let l = i.to_string();
+        let rt = rates.get(i).copied().unwrap_or_default();
+        let set = |g: &GaugeVec, v: f64| g.with_label_values(&[&l]).set(v);
+        set(&loops, rt.loops_per_sec);
+        set(&submits, rt.submits_per_sec);
+        set(&reads, rt.reads_per_sec);
+        set(&batch, rt.mean_batch);
+        set(&max_batch, rt.max_batch as f64);
+        set(&depth, p.in_flight.load(Relaxed) as f64);
+    }
+    for g in [loops, submits, reads, batch, max_batch, depth] {
+        r.register(Box::new(g))?;
+    }
+    Ok(())
+}
