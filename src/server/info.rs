@@ -55,6 +55,14 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sh.args.max_clients,
         );
     }
+    if wants(section, "memory") {
+        let rss = rss_bytes();
+        let _ = write!(
+            s,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nused_memory_human:{:.2}M\r\nmaxmemory:0\r\n\r\n",
+            rss as f64 / 1048576.0
+        );
+    }
     if wants(section, "persistence") {
         let r = &sh.open_report;
         let state = match r.state {
@@ -161,4 +169,15 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         }
     }
     s
+}
+
+/// Resident set size of the process (the mmapped index pages in use count).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
