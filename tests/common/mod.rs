@@ -44,40 +44,11 @@ pub struct Server {
 impl Server {
     /// Starts `nvkv serve` on a free loopback port.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--path"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--path"])
             .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nvkv serve");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let Some(addr) = line.trim().strip_prefix("nvkv listening on ") else {
-            let _ = child.wait();
-            panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
-        };
-        let addr = addr.parse().expect("address");
-        Server {
-            child,
-            addr,
-            dir: dir.to_owned(),
-            log,
-        }
+            .args(extra);
+        start_command(cmd, dir)
     }
 
     pub fn url(&self) -> String {
