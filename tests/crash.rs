@@ -20,11 +20,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
@@ -137,38 +136,11 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
     let Ok(bin) = std::env::var("NVKV_BIN") else {
         return Server::start(dir, extra);
     };
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--path"])
+    let mut cmd = Command::new(&bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--path"])
         .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let Some(addr) = line.trim().strip_prefix("nvkv listening on ") else {
-        let _ = child.wait();
-        panic!("server did not start: {line:?}\n{}", log.lock().unwrap());
-    };
-    Server {
-        child,
-        addr: addr.parse().expect("address"),
-        dir: dir.to_owned(),
-        log,
-    }
+        .args(extra);
+    common::start_command(cmd, dir)
 }
 
 /// Writes to the keys of thread `t` until the connection fails or `stop`;

@@ -162,11 +162,7 @@ fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
     srv.stop();
 
     // `nvkv check` finds the damage too, and fails.
-    let out = std::process::Command::new(common::BIN)
-        .args(["check", "--path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::run_on(&["check", "--path"], dir.path());
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{report}");
     assert!(
@@ -178,11 +174,7 @@ fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
 #[test]
 fn check_passes_a_sound_store() {
     let dir = loaded();
-    let out = std::process::Command::new(common::BIN)
-        .args(["check", "--path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::run_on(&["check", "--path"], dir.path());
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
     assert!(report.contains(&format!("{KEYS} entries")), "{report}");
@@ -270,11 +262,7 @@ fn inline_commands_and_quit() {
 fn not_a_store_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data.nvkv"), vec![7u8; 1 << 16]).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::run_on(&["serve", "--listen", "127.0.0.1:0", "--path"], dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not an nvkv store"), "{err}");
@@ -288,21 +276,13 @@ fn not_a_store_is_a_clear_error() {
         .unwrap()
         .set_len(8 << 20)
         .unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::run_on(&["serve", "--listen", "127.0.0.1:0", "--path"], dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("truncated"), "{err}");
 
     // load refuses to overwrite a store without --force.
-    let out = std::process::Command::new(common::BIN)
-        .args(["load", "--keys", "1", "--path"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = common::run_on(&["load", "--keys", "1", "--path"], dir.path());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }

@@ -175,3 +175,13 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// Runs `nvkv ARGS... DIR` to completion (for commands expected to stop by
+/// themselves: a failing `serve`, `load`, `check`).
+pub fn run_on(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("run nvkv")
+}
