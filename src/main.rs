@@ -50,6 +50,8 @@ enum Cmd {
         /// Store directory.
         #[arg(long)]
         path: std::path::PathBuf,
+        #[command(flatten)]
+        spdk: nvkv::io::SpdkArgs,
     },
 }
 
@@ -103,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("nvkv listening on {addr}");
         }),
         Cmd::Load(args) => {
+            args.spdk.configure(vec![0]);
             let summary = store::load(&args)?;
             println!("{summary}");
             Ok(())
@@ -111,7 +114,8 @@ fn run(cli: Cli) -> Result<()> {
             bench::run_bench(&args)?.print(args.json);
             Ok(())
         }
-        Cmd::Check { path } => {
+        Cmd::Check { path, spdk } => {
+            spdk.configure(vec![0]);
             let report = store::check(&path)?;
             println!("{report}");
             if !report.ok() {

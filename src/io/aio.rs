@@ -72,7 +72,7 @@ impl Aio {
             slots: Slots::new(depth),
             pending: Vec::with_capacity(depth),
             events: vec![IoEvent::default(); depth],
-            fd: dev.fd() as u32,
+            fd: dev.fd()? as u32,
             wake_fd: wake.fd() as u32,
             block_size: dev.block_size(),
             capacity: dev.capacity(),

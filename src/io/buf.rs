@@ -8,14 +8,17 @@ pub const ALIGN: usize = 4096;
 
 /// An aligned heap buffer for direct I/O.
 ///
-/// Invariant: `ptr` points to `cap` bytes allocated with `Layout(cap, ALIGN)`,
-/// owned by this value alone, and `len <= cap`. `pool` is the index of the
-/// buffer among those an engine registered with the kernel, if any.
+/// Invariant: `ptr` points to `cap` bytes owned by this value alone, and
+/// `len <= cap`; they were allocated with `Layout(cap, ALIGN)` when `release`
+/// is `None`, and otherwise by an engine's allocator that `release` frees
+/// (SPDK's DMA memory). `pool` is the index of the buffer among those an
+/// engine registered with the kernel, if any.
 pub struct IoBuf {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
     pool: Option<u16>,
+    release: Option<unsafe fn(NonNull<u8>)>,
 }
 
 // SAFETY: an IoBuf uniquely owns its allocation (no aliasing), like a Vec<u8>.
@@ -34,6 +37,28 @@ impl IoBuf {
             cap,
             len: cap,
             pool: None,
+            release: None,
+        }
+    }
+
+    /// Takes ownership of `cap` bytes at `ptr` that `release` frees.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `cap` initialised bytes,
+    /// aligned to [`ALIGN`], owned by nobody else, and freeable by `release`
+    /// from any thread.
+    #[cfg_attr(not(feature = "spdk"), allow(dead_code))]
+    pub(crate) unsafe fn from_raw(
+        ptr: NonNull<u8>,
+        cap: usize,
+        release: unsafe fn(NonNull<u8>),
+    ) -> Self {
+        IoBuf {
+            ptr,
+            cap,
+            len: cap,
+            pool: None,
+            release: Some(release),
         }
     }
 
@@ -98,6 +123,12 @@ impl std::ops::DerefMut for IoBuf {
 
 impl Drop for IoBuf {
     fn drop(&mut self) {
+        if let Some(release) = self.release {
+            // SAFETY: by `from_raw`'s contract, `release` frees this buffer,
+            // which nothing else owns; it is freed once.
+            unsafe { release(self.ptr) };
+            return;
+        }
         let layout = Layout::from_size_align(self.cap, ALIGN).expect("buffer layout");
         // SAFETY: allocated in `new` with this very layout, freed once.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }

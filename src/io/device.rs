@@ -1,5 +1,6 @@
 //! The device under a store: a regular file or a block device opened with
-//! `O_DIRECT`, and the eventfd pollers park on.
+//! `O_DIRECT`, or an NVMe namespace driven by SPDK; and the eventfd pollers
+//! park on.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -10,10 +11,51 @@ use std::path::{Path, PathBuf};
 /// Block size used for files and for devices with smaller sectors.
 pub const DEFAULT_BLOCK: u32 = 4096;
 
-/// A file or block device opened for direct I/O.
+/// Where a store's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// A regular file or a block device, used through the kernel.
+    Path(PathBuf),
+    /// An NVMe namespace reached by SPDK transport ID
+    /// (`trtype:PCIe traddr:0000:01:00.0`, `trtype:TCP adrfam:IPv4 …`).
+    Nvme { trid: String, nsid: u32 },
+}
+
+impl DeviceSpec {
+    /// A transport ID (it starts with `trtype:`) or else a path.
+    pub fn parse(s: &str, nsid: u32) -> Self {
+        let t = s.trim();
+        if t.len() >= 7 && t[..7].eq_ignore_ascii_case("trtype:") {
+            DeviceSpec::Nvme {
+                trid: t.to_owned(),
+                nsid,
+            }
+        } else {
+            DeviceSpec::Path(PathBuf::from(s))
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Path(p) => write!(f, "{}", p.display()),
+            DeviceSpec::Nvme { trid, nsid } => write!(f, "{trid} ns {nsid}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    File(File),
+    #[cfg(feature = "spdk")]
+    Nvme(std::sync::Arc<super::spdk::Namespace>),
+}
+
+/// A file or block device opened for direct I/O, or an NVMe namespace.
 #[derive(Debug)]
 pub struct Device {
-    file: File,
+    backend: Backend,
     path: PathBuf,
     block_size: u32,
     capacity: u64,
@@ -50,7 +92,7 @@ impl Device {
             ));
         };
         Ok(Device {
-            file,
+            backend: Backend::File(file),
             path: path.to_owned(),
             block_size,
             capacity,
@@ -58,6 +100,60 @@ impl Device {
         })
     }
 
+    /// Opens the device `spec` names; `create_len` as for [`Device::open`].
+    pub fn open_spec(spec: &DeviceSpec, create_len: Option<u64>) -> io::Result<Self> {
+        match spec {
+            DeviceSpec::Path(p) => Device::open(p, create_len),
+            #[cfg(feature = "spdk")]
+            DeviceSpec::Nvme { trid, nsid } => {
+                let ns = super::spdk::Namespace::open(trid, *nsid)?;
+                Ok(Device {
+                    path: PathBuf::from(ns.describe()),
+                    block_size: ns.sector_size().max(DEFAULT_BLOCK),
+                    capacity: ns.size(),
+                    is_file: false,
+                    backend: Backend::Nvme(ns),
+                })
+            }
+            #[cfg(not(feature = "spdk"))]
+            DeviceSpec::Nvme { trid, .. } => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{trid}: this nvkv was built without SPDK; build it with `cargo build --release --features spdk`"),
+            )),
+        }
+    }
+
+    /// A second handle on the same device (for another thread).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        let backend = match &self.backend {
+            Backend::File(f) => Backend::File(f.try_clone()?),
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(ns) => Backend::Nvme(std::sync::Arc::clone(ns)),
+        };
+        Ok(Device {
+            backend,
+            path: self.path.clone(),
+            block_size: self.block_size,
+            capacity: self.capacity,
+            is_file: self.is_file,
+        })
+    }
+
+    /// The SPDK namespace under this device, if it is one.
+    #[cfg(feature = "spdk")]
+    pub fn nvme(&self) -> Option<&std::sync::Arc<super::spdk::Namespace>> {
+        match &self.backend {
+            Backend::Nvme(ns) => Some(ns),
+            Backend::File(_) => None,
+        }
+    }
+
+    /// Whether the device is an NVMe namespace driven by SPDK.
+    pub fn is_nvme(&self) -> bool {
+        !matches!(self.backend, Backend::File(_))
+    }
+
+    /// The file or block device's name, or the namespace's transport ID.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -70,26 +166,46 @@ impl Device {
         self.capacity
     }
 
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    /// The descriptor the kernel engines use.
+    pub fn fd(&self) -> io::Result<RawFd> {
+        match &self.backend {
+            Backend::File(f) => Ok(f.as_raw_fd()),
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: an SPDK namespace needs --engine spdk",
+                    self.path.display()
+                ),
+            )),
+        }
     }
 
     /// Synchronous aligned read, for start-up work (superblock, recovery).
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, off)
+        match &self.backend {
+            Backend::File(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, off),
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(ns) => ns.read_at(buf, off),
+        }
     }
 
     /// Synchronous aligned write, for the loader and the superblock.
     pub fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, off)
+        match &self.backend {
+            Backend::File(f) => std::os::unix::fs::FileExt::write_all_at(f, buf, off),
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(ns) => ns.write_at(buf, off),
+        }
     }
 
+    /// Makes completed writes durable (fdatasync, or NVMe FLUSH).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        match &self.backend {
+            Backend::File(f) => f.sync_data(),
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(ns) => ns.sync(),
+        }
     }
 }
 

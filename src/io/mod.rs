@@ -11,14 +11,16 @@ mod aio;
 mod buf;
 mod device;
 mod faulty;
+#[cfg(feature = "spdk")]
+pub mod spdk;
 mod uring;
 
 use std::io;
 use std::time::Duration;
 
 pub use aio::Aio;
-pub use buf::IoBuf;
-pub use device::{Device, EventFd};
+pub use buf::{IoBuf, ALIGN};
+pub use device::{Device, DeviceSpec, EventFd};
 pub use faulty::{FaultSpec, Faulty};
 pub use uring::Uring;
 
@@ -29,6 +31,48 @@ pub enum EngineKind {
     Uring,
     /// Linux AIO: io_submit / io_getevents with an eventfd.
     Aio,
+    /// SPDK: an NVMe namespace on polled queue pairs, no system calls
+    /// (needs a build with the `spdk` feature and a store on a namespace).
+    Spdk,
+}
+
+impl EngineKind {
+    /// The engine a device is driven by when none is asked for.
+    pub fn default_for(dev: &Device) -> Self {
+        if dev.is_nvme() {
+            EngineKind::Spdk
+        } else {
+            EngineKind::Uring
+        }
+    }
+}
+
+/// How the SPDK environment starts (used only by stores on an NVMe
+/// namespace; see README, "Bare metal").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SpdkArgs {
+    /// Memory the SPDK environment reserves, in MiB (hugepages, or ordinary
+    /// memory with --spdk-no-huge; default there: 512).
+    #[arg(long, value_name = "MIB")]
+    pub spdk_mem: Option<u64>,
+    /// Run SPDK without hugepages (NVMe-oF transports only: PCIe needs
+    /// DMA-safe hugepage memory). For development and tests.
+    #[arg(long)]
+    pub spdk_no_huge: bool,
+}
+
+impl SpdkArgs {
+    /// Records how the environment is to start, should a namespace be
+    /// attached; `cores` are the pollers' cores, for its core mask.
+    #[cfg_attr(not(feature = "spdk"), allow(unused_variables))]
+    pub fn configure(&self, cores: Vec<usize>) {
+        #[cfg(feature = "spdk")]
+        spdk::configure_env(spdk::EnvOptions {
+            mem_mb: self.spdk_mem,
+            no_huge: self.spdk_no_huge,
+            cores,
+        });
+    }
 }
 
 /// A finished operation.
@@ -133,6 +177,26 @@ pub fn open_engine(
     Ok(match kind {
         EngineKind::Uring => AnyEngine::Uring(Uring::new(dev, depth, wake)?),
         EngineKind::Aio => AnyEngine::Aio(Aio::new(dev, depth, wake)?),
+        #[cfg(feature = "spdk")]
+        EngineKind::Spdk => {
+            let ns = dev.nvme().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: the spdk engine needs a store on an NVMe namespace (nvkv load --device 'trtype:…')",
+                        dev.path().display()
+                    ),
+                )
+            })?;
+            AnyEngine::Spdk(spdk::Spdk::new(ns, dev.block_size(), depth, wake)?)
+        }
+        #[cfg(not(feature = "spdk"))]
+        EngineKind::Spdk => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this nvkv was built without SPDK; build it with `cargo build --release --features spdk`",
+            ))
+        }
     })
 }
 
@@ -140,6 +204,8 @@ pub fn open_engine(
 pub enum AnyEngine {
     Uring(Uring),
     Aio(Aio),
+    #[cfg(feature = "spdk")]
+    Spdk(spdk::Spdk),
 }
 
 macro_rules! dispatch {
@@ -147,6 +213,8 @@ macro_rules! dispatch {
         match $self {
             AnyEngine::Uring($e) => $body,
             AnyEngine::Aio($e) => $body,
+            #[cfg(feature = "spdk")]
+            AnyEngine::Spdk($e) => $body,
         }
     };
 }

@@ -38,7 +38,7 @@ impl Uring {
             .setup_single_issuer()
             .build(entries)
             .or_else(|_| IoUring::new(entries))?;
-        ring.submitter().register_files(&[dev.fd()])?;
+        ring.submitter().register_files(&[dev.fd()?])?;
         let pool: Vec<IoBuf> = (0..depth.min(POOL_MAX))
             .map(|i| IoBuf::new(POOL_BUF).with_pool_index(i as u16))
             .collect();

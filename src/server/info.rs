@@ -42,7 +42,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             std::process::id(),
             sh.addr.port(),
             sh.started.elapsed().as_secs(),
-            sh.args.engine,
+            sh.args.engine(),
             sh.args.io_threads,
             sh.args.tcp_threads,
         );

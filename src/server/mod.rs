@@ -58,9 +58,10 @@ pub struct ServeArgs {
     /// Address to listen on (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1:12345")]
     pub listen: String,
-    /// I/O engine of the pollers.
-    #[arg(long, value_enum, default_value_t = EngineKind::Uring)]
-    pub engine: EngineKind,
+    /// I/O engine of the pollers [default: uring, or spdk for a store on
+    /// an NVMe namespace].
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
     /// Connection threads.
     #[arg(long, default_value_t = 1)]
     pub tcp_threads: usize,
@@ -70,17 +71,21 @@ pub struct ServeArgs {
     /// Most device operations in flight per poller.
     #[arg(long, default_value_t = 256)]
     pub max_io_depth: usize,
-    /// How idle pollers wait.
-    #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
-    pub poll: PollMode,
+    /// How idle pollers wait [default: adaptive, or busy with the spdk
+    /// engine].
+    #[arg(long, value_enum)]
+    pub poll: Option<PollMode>,
     /// Microseconds an idle adaptive poller, or a connection thread awaiting
     /// replies, keeps polling (yielding the CPU between polls) before it
     /// sleeps: trades a little CPU for the wake-up latency of a lone request.
     #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
-    /// Pin pollers and connection threads to cores.
-    #[arg(long)]
-    pub pin: bool,
+    /// Pin pollers and connection threads to cores (`--pin`, or `--pin
+    /// false`) [default: no, or yes with the spdk engine].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub pin: Option<bool>,
+    #[command(flatten)]
+    pub spdk: crate::io::SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
     #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub capacity: u64,
@@ -208,6 +213,34 @@ impl Shared {
     }
 }
 
+impl ServeArgs {
+    /// Fills in the engine, poll mode and pinning that depend on the
+    /// store's device: an NVMe namespace is driven by SPDK, whose pollers
+    /// busy-poll on pinned cores; files and block devices by io_uring.
+    fn settle(&mut self, dev: &crate::io::Device) {
+        let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
+        let spdk = engine == EngineKind::Spdk;
+        self.poll.get_or_insert(if spdk {
+            PollMode::Busy
+        } else {
+            PollMode::Adaptive
+        });
+        self.pin.get_or_insert(spdk);
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.engine.unwrap_or(EngineKind::Uring)
+    }
+
+    pub fn poll(&self) -> PollMode {
+        self.poll.unwrap_or(PollMode::Adaptive)
+    }
+
+    pub fn pinned(&self) -> bool {
+        self.pin.unwrap_or(false)
+    }
+}
+
 /// Opens the store at `args.path`, creating an empty one when the
 /// directory holds none.
 /// The index is marked dirty before the first request, so that a crash
@@ -233,8 +266,12 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
 
 /// Runs the server until SIGTERM or SIGINT; `ready` is called with the
 /// bound address once clients can connect.
-pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let ncores = core_affinity::get_core_ids().map_or(1, |c| c.len().max(1));
+    args.spdk
+        .configure((0..args.io_threads.max(1)).map(|i| i % ncores).collect());
     let store = open_or_create(&args)?;
+    args.settle(&store.dev);
     let r = store.report;
     if args.max_key_size > u16::MAX as u64 {
         bail!("--max-key-size is at most 65535 bytes");
@@ -325,7 +362,8 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     });
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let core = |i: usize| (shared.args.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
+    let core =
+        |i: usize| (shared.args.pinned() && !cores.is_empty()).then(|| cores[i % cores.len()]);
     let inputs = poller::PollerInputs {
         shards: store.shards,
         dev: store.dev,
@@ -357,7 +395,7 @@ pub fn serve(args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&term))?;
         signal_hook::flag::register(sig, Arc::clone(&term))?;
     }
-    tracing::info!(%addr, engine = ?shared.args.engine, pollers = shared.args.io_threads, "listening");
+    tracing::info!(%addr, engine = ?shared.args.engine(), pollers = shared.args.io_threads, "listening");
     ready(addr);
     let metrics = match shared.args.metrics_listen.as_deref() {
         Some(a) => {

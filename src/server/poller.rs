@@ -121,8 +121,8 @@ fn run(
     next_seq: u64,
 ) -> Result<()> {
     let depth = shared.args.max_io_depth;
-    let eng = open_engine(shared.args.engine, dev, depth, &shared.pollers[id].bell)
-        .with_context(|| format!("poller {id}: opening the {:?} engine", shared.args.engine))?;
+    let eng = open_engine(shared.args.engine(), dev, depth, &shared.pollers[id].bell)
+        .with_context(|| format!("poller {id}: opening the {:?} engine", shared.args.engine()))?;
     match shared.args.inject_faults.clone() {
         Some(spec) => run_with(id, shared, Faulty::new(eng, spec), shards, next_seq),
         None => run_with(id, shared, eng, shards, next_seq),
@@ -185,7 +185,7 @@ impl<E: Engine> Poller<E> {
 
     fn run_loop(&mut self) {
         let spin = Duration::from_micros(self.shared.args.spin_us);
-        let busy = self.shared.args.poll == PollMode::Busy;
+        let busy = self.shared.args.poll() == PollMode::Busy;
         let mut idle_since: Option<Instant> = None;
         loop {
             if self.turn() {

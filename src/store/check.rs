@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{read_superblock, DirLock, StoreError, DATA_FILE};
+use super::{read_superblock, DirLock, StoreError};
 use crate::format::{decode_record, SegmentHeader, SegmentRecords};
 use crate::index::{Entry, KeyHash, Partition};
-use crate::io::Device;
 
 /// What `check` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -86,9 +85,9 @@ struct Expect {
 /// Checks the store in `dir` (which must not be open elsewhere).
 pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
     let t0 = Instant::now();
+    let spec = super::store_device(dir)?;
     let _lock = DirLock::acquire(dir)?;
-    let data = dir.join(DATA_FILE);
-    let dev = Device::open(&data, None).map_err(|e| StoreError::Io(data.clone(), e))?;
+    let dev = super::open_device(&spec)?;
     let sb = read_superblock(&dev)?;
     let mut r = CheckReport {
         index_clean: true,
@@ -128,7 +127,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
     for seg in 0..sb.segment_count {
         let expected = by_seg.remove(&seg).unwrap_or_default();
         let base = sb.segment_offset(seg);
-        let io = |e| StoreError::Io(data.clone(), e);
+        let io = |e| StoreError::Io(dev.path().to_owned(), e);
         // The first block tells whether the segment is in use at all.
         let block = sb.block_size as usize;
         dev.read_at(&mut buf[..block], base).map_err(io)?;

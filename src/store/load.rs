@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use super::{DirLock, StoreError, DATA_FILE};
+use super::{DirLock, StoreError, DATA_FILE, NVME_FILE};
 use crate::format::{
     encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
 use crate::index::{Checkpoint, Entry, KeyHash, Partition};
-use crate::io::{Device, IoBuf};
+use crate::io::{Device, DeviceSpec, IoBuf};
 use crate::keys;
 
 /// Parses a size such as `4096`, `64K`, `1M`, `10G` (powers of 1024).
@@ -47,9 +47,14 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_size)]
     pub capacity: Option<u64>,
     /// Put the data on this file or block device instead of DIR/data.nvkv
-    /// (a symlink to it is made in DIR).
+    /// (a symlink to it is made in DIR), or on an NVMe namespace through
+    /// SPDK, given by transport ID: 'trtype:PCIe traddr:0000:01:00.0' or
+    /// 'trtype:TCP adrfam:IPv4 traddr:… trsvcid:4420 subnqn:…'.
     #[arg(long)]
-    pub device: Option<PathBuf>,
+    pub device: Option<String>,
+    /// The namespace of an NVMe --device.
+    #[arg(long, default_value_t = 1)]
+    pub nsid: u32,
     /// Segment size: the unit of log writes and of space reclamation.
     #[arg(long, value_parser = parse_size, default_value = "2M")]
     pub segment_size: u64,
@@ -69,6 +74,7 @@ impl Default for CreateArgs {
         CreateArgs {
             capacity: None,
             device: None,
+            nsid: 1,
             segment_size: 2 << 20,
             shards: 8,
             partitions: 256,
@@ -97,6 +103,8 @@ pub struct LoadArgs {
     pub seed: u64,
     #[command(flatten)]
     pub create: CreateArgs,
+    #[command(flatten)]
+    pub spdk: crate::io::SpdkArgs,
 }
 
 /// What the loader did.
@@ -163,12 +171,15 @@ pub(crate) fn create(
     fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.to_owned(), e))?;
     let lock = DirLock::acquire(dir)?;
     let data = dir.join(DATA_FILE);
-    let exists = fs::symlink_metadata(&data).is_ok();
+    let nvme = dir.join(NVME_FILE);
+    let exists = super::device_spec(dir).map_or(true, |s| s.is_some());
     if exists && !args.force {
         return Err(StoreError::Exists(dir.to_owned()));
     }
-    if exists {
-        fs::remove_file(&data).map_err(|e| StoreError::Io(data.clone(), e))?;
+    for old in [&data, &nvme] {
+        if fs::symlink_metadata(old).is_ok() {
+            fs::remove_file(old).map_err(|e| StoreError::Io(old.clone(), e))?;
+        }
     }
     let index = dir.join("index");
     if index.exists() {
@@ -179,12 +190,25 @@ pub(crate) fn create(
     let capacity = args
         .capacity
         .unwrap_or_else(|| (2 * expected_bytes + (64 << 20)).max(1 << 30));
-    let dev = match &args.device {
-        Some(target) => {
+    let spec = args
+        .device
+        .as_deref()
+        .map(|d| DeviceSpec::parse(d, args.nsid));
+    let dev = match &spec {
+        Some(DeviceSpec::Path(target)) => {
             std::os::unix::fs::symlink(target, &data)
                 .map_err(|e| StoreError::Io(data.clone(), e))?;
             Device::open(&data, Some(capacity))
         }
+        Some(ns @ DeviceSpec::Nvme { trid, nsid }) => Device::open_spec(ns, None).and_then(|dev| {
+            let text = format!(
+                "# The data of this nvkv store is on an NVMe namespace, reached through SPDK.\n\
+                 trid = {}\nnsid = {nsid}\n",
+                toml::Value::String(trid.clone())
+            );
+            fs::write(&nvme, text)?;
+            Ok(dev)
+        }),
         None => Device::open(&data, Some(capacity)),
     }
     .map_err(|e| StoreError::Io(data.clone(), e))?;
@@ -300,8 +324,10 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
     let (to_writer, writer_rx) = mpsc::sync_channel::<(u64, IoBuf)>(8);
     let (recycle, recycled) = mpsc::channel::<IoBuf>();
     let dev_path = st.dev.path().to_owned();
-    let writer_dev =
-        Device::open(&dev_path, None).map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    let writer_dev = st
+        .dev
+        .try_clone()
+        .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     let writer = std::thread::Builder::new()
         .name("load-writer".into())
         .spawn(move || -> std::io::Result<u64> {

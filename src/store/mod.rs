@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! DIR/data.nvkv        the device: a file, or a symlink to a block device
+//! DIR/data.nvme        or instead: the SPDK transport ID and namespace
 //! DIR/index/part-*.idx the index partitions (mmapped)
 //! DIR/nvkv.lock        flock'd by the one process that has the store open
 //! ```
@@ -25,7 +26,7 @@ use thiserror::Error;
 
 use crate::format::{FormatError, Superblock, SUPERBLOCK_SIZE};
 use crate::index::{Checkpoint, IndexError, Partition};
-use crate::io::{Device, IoBuf};
+use crate::io::{Device, DeviceSpec, IoBuf};
 
 pub use check::{check, CheckReport};
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
@@ -41,6 +42,48 @@ pub fn create_empty(dir: &Path, args: &CreateArgs) -> Result<(), StoreError> {
 
 /// Name of the device (or the symlink to it) inside the store directory.
 pub const DATA_FILE: &str = "data.nvkv";
+/// Name of the file naming the NVMe namespace of a store on SPDK.
+pub const NVME_FILE: &str = "data.nvme";
+
+/// Where the data of the store in `dir` lives, if it has any.
+pub fn device_spec(dir: &Path) -> Result<Option<DeviceSpec>, StoreError> {
+    let nvme = dir.join(NVME_FILE);
+    if nvme.exists() {
+        let text = std::fs::read_to_string(&nvme).map_err(io_at(&nvme))?;
+        let bad = |why: String| StoreError::Invalid(format!("{}: {why}", nvme.display()));
+        let t: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
+        let trid = t.get("trid").and_then(|v| v.as_str());
+        let nsid = t.get("nsid").and_then(|v| v.as_integer());
+        return match (trid, nsid) {
+            (Some(trid), Some(nsid)) if nsid > 0 && nsid <= u32::MAX as i64 => {
+                Ok(Some(DeviceSpec::Nvme {
+                    trid: trid.to_owned(),
+                    nsid: nsid as u32,
+                }))
+            }
+            _ => Err(bad("needs `trid = \"…\"` and `nsid = N`".into())),
+        };
+    }
+    let data = dir.join(DATA_FILE);
+    Ok(std::fs::symlink_metadata(&data)
+        .is_ok()
+        .then_some(DeviceSpec::Path(data)))
+}
+
+/// Where the data of the store in `dir` lives; an error if it is no store.
+pub(crate) fn store_device(dir: &Path) -> Result<DeviceSpec, StoreError> {
+    device_spec(dir)?.ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{}: not an nvkv store (no {DATA_FILE} or {NVME_FILE}); create one with `nvkv load`, or give `nvkv serve --path` a new or empty directory",
+            dir.display()
+        ))
+    })
+}
+
+/// Opens the device `spec` names, for the store's own errors.
+pub(crate) fn open_device(spec: &DeviceSpec) -> Result<Device, StoreError> {
+    Device::open_spec(spec, None).map_err(|e| StoreError::Io(PathBuf::from(spec.to_string()), e))
+}
 const LOCK_FILE: &str = "nvkv.lock";
 
 /// Errors opening or creating a store.
@@ -151,15 +194,9 @@ impl Store {
     /// by scanning the device.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let t0 = Instant::now();
-        if !dir.join(DATA_FILE).exists() {
-            return Err(StoreError::Invalid(format!(
-                "{}: not an nvkv store (no {DATA_FILE}); create one with `nvkv load`, or give `nvkv serve --path` a new or empty directory",
-                dir.display()
-            )));
-        }
+        let spec = store_device(dir)?;
         let lock = DirLock::acquire(dir)?;
-        let data = dir.join(DATA_FILE);
-        let dev = Device::open(&data, None).map_err(io_at(&data))?;
+        let dev = open_device(&spec)?;
         let sb = read_superblock(&dev)?;
 
         let (parts, checkpoints) = open_partitions(dir, &sb)?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{shard, IndexState, OpenReport, Shard, StoreError};
 use crate::format::{SegmentHeader, SegmentRecords, Superblock, FLAG_TOMBSTONE};
 use crate::index::{Checkpoint, Entry, KeyHash, Partition};
-use crate::io::{Device, Engine, EventFd, IoBuf, Uring};
+use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
 /// What a rebuild produces.
 pub(super) struct Rebuilt {
@@ -38,7 +38,7 @@ pub(super) fn rebuild(
     tracing::info!("index not clean: rebuilding it from the device");
     let io_err = |e| StoreError::Io(dev.path().to_owned(), e);
     let wake = EventFd::new().map_err(io_err)?;
-    let mut eng = Uring::new(dev, 64, &wake).map_err(io_err)?;
+    let mut eng = open_engine(EngineKind::default_for(dev), dev, 64, &wake).map_err(io_err)?;
 
     // Pass 1: segment headers.
     let mut by_shard: BTreeMap<u32, Vec<(u64, u32, SegmentHeader)>> = BTreeMap::new();
@@ -136,7 +136,7 @@ pub(super) fn rebuild(
 /// Reads `n` extents through `eng` with up to `depth` in flight and hands
 /// each buffer to `each` in extent order.
 fn read_ordered(
-    eng: &mut Uring,
+    eng: &mut AnyEngine,
     n: usize,
     depth: usize,
     extent: impl Fn(usize) -> (u64, usize),

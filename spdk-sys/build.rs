@@ -1,0 +1,118 @@
+//! Finds an installed SPDK, links it, and generates the bindings.
+//!
+//! Where: `SPDK_DIR` (an install prefix or a built source tree) when set,
+//! otherwise pkg-config's own search path (`PKG_CONFIG_PATH`). What:
+//! `spdk_nvme` (the driver), `spdk_env_dpdk` (its environment, which pulls
+//! in the DPDK libraries) and `spdk_sock_posix` (the socket module the
+//! NVMe-oF/TCP transport uses).
+//!
+//! How: SPDK registers transports, socket modules and its environment from
+//! static constructors that nothing references by name, so its static
+//! libraries are linked whole (`+whole-archive`), as SPDK's own makefiles
+//! do. A shared-library install is linked as is.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+const MODULES: &[&str] = &["spdk_nvme", "spdk_env_dpdk", "spdk_sock_posix"];
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=SPDK_DIR");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-changed=wrapper.h");
+
+    if let Ok(dir) = env::var("SPDK_DIR") {
+        let dir = PathBuf::from(dir);
+        let mut paths: Vec<PathBuf> = ["lib/pkgconfig", "build/lib/pkgconfig"]
+            .iter()
+            .map(|p| dir.join(p))
+            .filter(|p| p.is_dir())
+            .collect();
+        if paths.is_empty() {
+            panic!(
+                "SPDK_DIR={}: no lib/pkgconfig or build/lib/pkgconfig in it; point it at an SPDK install prefix or a built SPDK tree",
+                dir.display()
+            );
+        }
+        if let Ok(old) = env::var("PKG_CONFIG_PATH") {
+            paths.extend(env::split_paths(&old));
+        }
+        let joined = env::join_paths(paths).expect("PKG_CONFIG_PATH");
+        // SAFETY-free: a build script is single-threaded here.
+        env::set_var("PKG_CONFIG_PATH", joined);
+    }
+
+    let static_libs = static_install();
+    let lib = pkg_config::Config::new()
+        .cargo_metadata(false)
+        .statik(static_libs)
+        .probe(&MODULES.join(" "))
+        .unwrap_or_else(|e| {
+            panic!(
+                "SPDK not found: the `spdk` feature needs an installed SPDK that pkg-config can find \
+                 (modules {MODULES:?}; set PKG_CONFIG_PATH or SPDK_DIR). See README, \"Bare metal\".\n{e}"
+            )
+        });
+
+    for p in &lib.link_paths {
+        println!("cargo:rustc-link-search=native={}", p.display());
+    }
+    for name in &lib.libs {
+        let archive = lib
+            .link_paths
+            .iter()
+            .any(|p| p.join(format!("lib{name}.a")).is_file());
+        if name.starts_with("spdk_") && static_libs && archive {
+            println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={name}");
+        } else if archive && !has_shared(&lib.link_paths, name) {
+            println!("cargo:rustc-link-lib=static:-bundle={name}");
+        } else {
+            println!("cargo:rustc-link-lib=dylib={name}");
+        }
+    }
+    for arg in &lib.ld_args {
+        println!("cargo:rustc-link-arg=-Wl,{}", arg.join(","));
+    }
+
+    let mut builder = bindgen::Builder::default()
+        .header("wrapper.h")
+        .allowlist_function(
+            "spdk_(env|nvme|zmalloc|dma|free|unaffinitize|malloc|strerror|vtophys).*",
+        )
+        .allowlist_type("spdk_nvme.*")
+        .allowlist_type("spdk_env_opts")
+        .allowlist_var("SPDK_(ENV|MALLOC|NVME|VERSION).*")
+        .derive_default(true)
+        .layout_tests(false)
+        .generate_comments(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    for inc in &lib.include_paths {
+        builder = builder.clang_arg(format!("-I{}", inc.display()));
+    }
+    for (k, v) in &lib.defines {
+        builder = builder.clang_arg(match v {
+            Some(v) => format!("-D{k}={v}"),
+            None => format!("-D{k}"),
+        });
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    builder
+        .generate()
+        .expect("bindgen failed on SPDK's headers (is libclang installed? apt-get install libclang-dev)")
+        .write_to_file(out.join("bindings.rs"))
+        .expect("writing bindings.rs");
+}
+
+/// Whether the SPDK that pkg-config finds was installed as static archives.
+fn static_install() -> bool {
+    let Ok(dir) = pkg_config::get_variable("spdk_nvme", "libdir") else {
+        return false;
+    };
+    Path::new(&dir).join("libspdk_nvme.a").is_file()
+}
+
+fn has_shared(paths: &[PathBuf], name: &str) -> bool {
+    paths
+        .iter()
+        .any(|p| p.join(format!("lib{name}.so")).exists())
+}
