@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# An SPDK NVMe-oF/TCP target on loopback, backed by RAM (malloc bdevs): a
+# real NVMe controller, over the same driver API as PCIe, for developing and
+# testing nvkv's SPDK engine on a machine without an NVMe device.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: scripts/nvmf-target.sh start|stop|status [options]
+
+  start    start SPDK's nvmf_tgt (without PCI access) listening on
+           127.0.0.1:PORT with NS namespaces of SIZE MiB each; prints the
+           transport ID to give nvkv (--device '...' --nsid N)
+  stop     stop the target started for PORT
+  status   say whether it runs, and what it serves
+
+Options:
+  --port P           TCP port (default 4420)
+  --namespaces N     malloc namespaces (default 1)
+  --size-mb S        size of each, in MiB (default 1024)
+  --block-size B     512 or 4096 (default 4096)
+  --nqn NQN          subsystem NQN (default nqn.2016-06.io.spdk:nvkv-PORT)
+  --core-mask M      cores of the target's reactors (default 0x1)
+  --no-huge          run without hugepages (default: when none are free)
+  --state-dir D      pid, log and RPC socket (default /tmp/nvkv-nvmf-PORT)
+
+Needs an installed SPDK: nvmf_tgt and rpc.py (or spdk_rpc.py) on PATH or
+under $SPDK_DIR (its build/bin and scripts). Safe to run twice: start does
+nothing when the target for PORT already runs; stop does nothing when it
+does not. The target never touches PCI devices (--no-pci).
+USAGE
+}
+
+cmd=${1:-}
+[[ -z "$cmd" || "$cmd" == -h || "$cmd" == --help ]] && { usage; exit 0; }
+shift
+port=4420 nsn=1 size=1024 bs=4096 nqn="" mask=0x1 nohuge=auto state=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --port) port=$2; shift 2 ;;
+        --namespaces) nsn=$2; shift 2 ;;
+        --size-mb) size=$2; shift 2 ;;
+        --block-size) bs=$2; shift 2 ;;
+        --nqn) nqn=$2; shift 2 ;;
+        --core-mask) mask=$2; shift 2 ;;
+        --no-huge) nohuge=yes; shift ;;
+        --state-dir) state=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "error: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+nqn=${nqn:-nqn.2016-06.io.spdk:nvkv-$port}
+state=${state:-/tmp/nvkv-nvmf-$port}
+sock=$state/rpc.sock
+trid="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$nqn"
+
+find_tool() { # name, fallbacks under SPDK_DIR
+    local n
+    for n in "$@"; do
+        if command -v "$n" >/dev/null 2>&1; then command -v "$n"; return; fi
+        if [[ -n "${SPDK_DIR:-}" ]]; then
+            for d in "$SPDK_DIR/build/bin" "$SPDK_DIR/bin" "$SPDK_DIR/scripts"; do
+                [[ -x "$d/$n" ]] && { echo "$d/$n"; return; }
+            done
+        fi
+    done
+    return 1
+}
+
+running() { [[ -f "$state/pid" ]] && kill -0 "$(cat "$state/pid")" 2>/dev/null; }
+
+case "$cmd" in
+    status)
+        if running; then
+            echo "running (pid $(cat "$state/pid")): $trid"
+            cat "$state/namespaces" 2>/dev/null || true
+        else
+            echo "not running (port $port)"
+        fi
+        exit 0 ;;
+    stop)
+        if running; then
+            pid=$(cat "$state/pid")
+            kill "$pid"
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$pid" 2>/dev/null || true
+            echo "stopped the target on port $port"
+        else
+            echo "no target runs on port $port"
+        fi
+        rm -f "$state/pid" "$sock"
+        exit 0 ;;
+    start) ;;
+    *) echo "error: unknown command $cmd (see --help)" >&2; exit 2 ;;
+esac
+
+if running; then
+    echo "already running (pid $(cat "$state/pid")): $trid"
+    exit 0
+fi
+tgt=$(find_tool nvmf_tgt) || { echo "error: SPDK's nvmf_tgt was not found: install SPDK (see README, \"Bare metal\") or set SPDK_DIR" >&2; exit 3; }
+rpc=$(find_tool spdk_rpc.py rpc.py) || { echo "error: SPDK's rpc.py was not found: install SPDK or set SPDK_DIR" >&2; exit 3; }
+case "$bs" in 512|4096) ;; *) echo "error: --block-size is 512 or 4096" >&2; exit 2 ;; esac
+
+mkdir -p "$state"
+mem=$(( nsn * size + 512 ))
+if [[ "$nohuge" == auto ]]; then
+    free=$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages 2>/dev/null || echo 0)
+    if (( free * 2 >= mem )); then nohuge=no; else nohuge=yes; fi
+fi
+args=(--no-pci -m "$mask" -r "$sock" -s "$mem" --shm-id -1)
+[[ "$nohuge" == yes ]] && args+=(--no-huge)
+rm -f "$sock"
+setsid "$tgt" "${args[@]}" >"$state/log" 2>&1 < /dev/null &
+echo $! > "$state/pid"
+r() { "$rpc" -s "$sock" -t 30 "$@"; }
+for _ in $(seq 300); do
+    [[ -S "$sock" ]] && break
+    running || { echo "error: nvmf_tgt exited; its log:" >&2; cat "$state/log" >&2; exit 1; }
+    sleep 0.1
+done
+if ! r framework_wait_init >/dev/null 2>&1; then
+    echo "error: nvmf_tgt did not start; its log:" >&2; cat "$state/log" >&2
+    "$0" stop --port "$port" --state-dir "$state" >/dev/null; exit 1
+fi
+r nvmf_create_transport -t TCP >/dev/null
+r nvmf_create_subsystem "$nqn" -a -s "SPDK$(printf '%016d' "$port")" -m "$(( nsn > 32 ? nsn : 32 ))" >/dev/null
+: > "$state/namespaces"
+for i in $(seq 1 "$nsn"); do
+    r bdev_malloc_create -b "nvkv$port-$i" "$size" "$bs" >/dev/null
+    r nvmf_subsystem_add_ns -n "$i" "$nqn" "nvkv$port-$i" >/dev/null
+    echo "  nsid $i: $size MiB in $bs-byte blocks" >> "$state/namespaces"
+done
+r nvmf_subsystem_add_listener "$nqn" -t tcp -f ipv4 -a 127.0.0.1 -s "$port" >/dev/null
+echo "started (pid $(cat "$state/pid"), $( [[ $nohuge == yes ]] && echo "no hugepages" || echo hugepages ), log $state/log): $trid"
+cat "$state/namespaces"
