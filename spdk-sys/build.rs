@@ -12,9 +12,9 @@
 //! do. A shared-library install is linked as is.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-const MODULES: &[&str] = &["spdk_nvme", "spdk_env_dpdk", "spdk_sock_posix"];
+const MODULES: &[&str] = &["spdk_nvme", "spdk_env_dpdk", "spdk_sock_posix", "spdk_syslibs"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SPDK_DIR");
@@ -38,16 +38,22 @@ fn main() {
             paths.extend(env::split_paths(&old));
         }
         let joined = env::join_paths(paths).expect("PKG_CONFIG_PATH");
-        // SAFETY-free: a build script is single-threaded here.
+        // A build script runs on one thread: changing its environment is fine.
         env::set_var("PKG_CONFIG_PATH", joined);
     }
 
-    let static_libs = static_install();
-    let lib = pkg_config::Config::new()
-        .cargo_metadata(false)
-        .statik(static_libs)
-        .probe(&MODULES.join(" "))
-        .unwrap_or_else(|e| {
+    let probe = |statik: bool| {
+        pkg_config::Config::new()
+            .cargo_metadata(false)
+            .statik(statik)
+            .probe(&MODULES.join(" "))
+    };
+    let static_libs = probe(false).is_ok_and(|l| {
+        l.link_paths
+            .iter()
+            .any(|p| p.join("libspdk_nvme.a").is_file())
+    });
+    let lib = probe(static_libs).unwrap_or_else(|e| {
             panic!(
                 "SPDK not found: the `spdk` feature needs an installed SPDK that pkg-config can find \
                  (modules {MODULES:?}; set PKG_CONFIG_PATH or SPDK_DIR). See README, \"Bare metal\".\n{e}"
@@ -82,6 +88,9 @@ fn main() {
         .allowlist_type("spdk_nvme.*")
         .allowlist_type("spdk_env_opts")
         .allowlist_var("SPDK_(ENV|MALLOC|NVME|VERSION).*")
+        // Packed structs holding aligned members cannot be expressed in
+        // Rust; nvkv does not look inside these, so they stay opaque.
+        .opaque_type("spdk_nvme_(sgl_descriptor|ctrlr_data|health_information_page|tcp_cmd|tcp_rsp)")
         .derive_default(true)
         .layout_tests(false)
         .generate_comments(false)
@@ -101,14 +110,6 @@ fn main() {
         .expect("bindgen failed on SPDK's headers (is libclang installed? apt-get install libclang-dev)")
         .write_to_file(out.join("bindings.rs"))
         .expect("writing bindings.rs");
-}
-
-/// Whether the SPDK that pkg-config finds was installed as static archives.
-fn static_install() -> bool {
-    let Ok(dir) = pkg_config::get_variable("spdk_nvme", "libdir") else {
-        return false;
-    };
-    Path::new(&dir).join("libspdk_nvme.a").is_file()
 }
 
 fn has_shared(paths: &[PathBuf], name: &str) -> bool {

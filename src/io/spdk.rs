@@ -15,7 +15,7 @@
 //! queue (keep-alives over fabrics, asynchronous events) every 100 ms.
 //! Dropping the last handle on a controller detaches it.
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::io;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -127,7 +127,7 @@ fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
             errno_str(rc)
         ));
     }
-    tracing::info!(core_mask = %mask, no_pci, no_huge = o.no_huge, mem_mb, "SPDK environment started");
+    tracing::info!(version = %version(), core_mask = %mask, no_pci, no_huge = o.no_huge, mem_mb, "SPDK environment started");
     Ok(())
 }
 
@@ -347,11 +347,12 @@ impl Namespace {
         unsafe { sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(ctrlr, o.as_mut_ptr(), size) };
         // SAFETY: initialised just above.
         let mut o = unsafe { o.assume_init() };
-        o.io_queue_size = o.io_queue_size.max(depth as u32 + 1);
-        // Large requests are split by the driver into several commands.
+        // The queue size stays the controller's (at most its MQES); the
+        // driver queues commands beyond it in software, from this pool of
+        // requests, which also covers large requests split into several.
         o.io_queue_requests = o.io_queue_requests.max(depth as u32 * 8);
         // Ring the doorbell once per batch (in process_completions).
-        o.delay_cmd_submit = true;
+        o.__bindgen_anon_1.delay_cmd_submit = true;
         // SAFETY: the controller is attached; opts is initialised.
         let q = unsafe { sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr, &o, size) };
         NonNull::new(q).ok_or_else(|| {
@@ -890,13 +891,12 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }
 
-/// SPDK's version string, for logs and INFO.
+/// SPDK's version (as its headers give it), for logs and INFO.
 pub fn version() -> String {
-    // SAFETY: returns a static C string.
-    let p = unsafe { sys::spdk_version_string() };
-    if p.is_null() {
-        return "unknown".into();
-    }
-    // SAFETY: non-NULL, NUL-terminated, static.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    format!(
+        "{}.{:02}.{}",
+        sys::SPDK_VERSION_MAJOR,
+        sys::SPDK_VERSION_MINOR,
+        sys::SPDK_VERSION_PATCH
+    )
 }
