@@ -18,7 +18,8 @@ Options:
   --port P           TCP port (default 4420)
   --namespaces N     malloc namespaces (default 1)
   --size-mb S        size of each, in MiB (default 1024)
-  --block-size B     512 or 4096 (default 4096)
+  --block-size B     512 or 4096 (default 4096); a comma list (4096,512)
+                     is used in turn, namespace by namespace
   --nqn NQN          subsystem NQN (default nqn.2016-06.io.spdk:nvkv-PORT)
   --core-mask M      cores of the target's reactors (default 0x1)
   --no-huge          run without hugepages (default: when none are free)
@@ -100,7 +101,10 @@ if running; then
 fi
 tgt=$(find_tool nvmf_tgt) || { echo "error: SPDK's nvmf_tgt was not found: install SPDK (see README, \"Bare metal\") or set SPDK_DIR" >&2; exit 3; }
 rpc=$(find_tool spdk_rpc.py rpc.py) || { echo "error: SPDK's rpc.py was not found: install SPDK or set SPDK_DIR" >&2; exit 3; }
-case "$bs" in 512|4096) ;; *) echo "error: --block-size is 512 or 4096" >&2; exit 2 ;; esac
+IFS=, read -r -a sizes <<< "$bs"
+for b in "${sizes[@]}"; do
+    case "$b" in 512|4096) ;; *) echo "error: --block-size is 512 or 4096 (or a list of them)" >&2; exit 2 ;; esac
+done
 
 mkdir -p "$state"
 mem=$(( nsn * size + 512 ))
@@ -127,9 +131,10 @@ r nvmf_create_transport -t TCP >/dev/null
 r nvmf_create_subsystem "$nqn" -a -s "SPDK$(printf '%016d' "$port")" -m "$(( nsn > 32 ? nsn : 32 ))" >/dev/null
 : > "$state/namespaces"
 for i in $(seq 1 "$nsn"); do
-    r bdev_malloc_create -b "nvkv$port-$i" "$size" "$bs" >/dev/null
+    b=${sizes[$(( (i - 1) % ${#sizes[@]} ))]}
+    r bdev_malloc_create -b "nvkv$port-$i" "$size" "$b" >/dev/null
     r nvmf_subsystem_add_ns -n "$i" "$nqn" "nvkv$port-$i" >/dev/null
-    echo "  nsid $i: $size MiB in $bs-byte blocks" >> "$state/namespaces"
+    echo "  nsid $i: $size MiB in $b-byte blocks" >> "$state/namespaces"
 done
 r nvmf_subsystem_add_listener "$nqn" -t tcp -f ipv4 -a 127.0.0.1 -s "$port" >/dev/null
 echo "started (pid $(cat "$state/pid"), $( [[ $nohuge == yes ]] && echo "no hugepages" || echo hugepages ), log $state/log): $trid"

@@ -14,7 +14,12 @@
 use std::env;
 use std::path::PathBuf;
 
-const MODULES: &[&str] = &["spdk_nvme", "spdk_env_dpdk", "spdk_sock_posix", "spdk_syslibs"];
+const MODULES: &[&str] = &[
+    "spdk_nvme",
+    "spdk_env_dpdk",
+    "spdk_sock_posix",
+    "spdk_syslibs",
+];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SPDK_DIR");
@@ -90,7 +95,9 @@ fn main() {
         .allowlist_var("SPDK_(ENV|MALLOC|NVME|VERSION).*")
         // Packed structs holding aligned members cannot be expressed in
         // Rust; nvkv does not look inside these, so they stay opaque.
-        .opaque_type("spdk_nvme_(sgl_descriptor|ctrlr_data|health_information_page|tcp_cmd|tcp_rsp)")
+        .opaque_type(
+            "spdk_nvme_(sgl_descriptor|ctrlr_data|health_information_page|tcp_cmd|tcp_rsp)",
+        )
         .derive_default(true)
         .layout_tests(false)
         .generate_comments(false)

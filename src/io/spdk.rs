@@ -101,7 +101,10 @@ fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
         opts.mem_size = m as _;
     }
     if o.no_huge {
-        opts.env_context = leak("--no-huge --iova-mode=va") as *mut c_void;
+        // Without hugepages DPDK runs in legacy memory mode (which SPDK
+        // must be told of) and, with no physical addresses, in IOVA-as-VA.
+        opts.env_context = leak("--no-huge --legacy-mem") as *mut c_void;
+        opts.iova_mode = leak("va");
     }
     // DPDK pins the thread that starts it to its main core, and threads
     // started later would inherit that: keep this thread's affinity.
@@ -182,6 +185,20 @@ impl Controller {
                  'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'",
                 errno_str(rc)
             )));
+        }
+        // SAFETY: trstring is a NUL-terminated array filled by the parser.
+        let available =
+            unsafe { sys::spdk_nvme_transport_available_by_name(trid.trstring.as_ptr()) };
+        if !available {
+            // SAFETY: as above.
+            let name = unsafe { std::ffi::CStr::from_ptr(trid.trstring.as_ptr()) };
+            return Err(invalid(format!(
+                "transport ID {trid_str:?}: transport {:?} is not available in this SPDK (PCIe, TCP and RDMA are its transports)",
+                name.to_string_lossy()
+            )));
+        }
+        if trid.traddr[0] == 0 {
+            return Err(invalid(format!("transport ID {trid_str:?} has no traddr")));
         }
         let pcie = trid.trtype == sys::spdk_nvme_transport_type_SPDK_NVME_TRANSPORT_PCIE;
         init_env(!pcie)?;
@@ -453,6 +470,14 @@ enum Op {
     Flush,
 }
 
+/// One NVMe command: what, and which blocks.
+#[derive(Clone, Copy, Debug)]
+struct Cmd {
+    op: Op,
+    lba: u64,
+    count: u32,
+}
+
 /// Issues one command. Returns SPDK's rc (0, or -ENOMEM when the queue is
 /// full, or another negative errno).
 ///
@@ -463,10 +488,8 @@ enum Op {
 unsafe fn issue(
     ns: &Namespace,
     qpair: NonNull<sys::spdk_nvme_qpair>,
-    op: Op,
+    Cmd { op, lba, count }: Cmd,
     buf: *mut u8,
-    lba: u64,
-    count: u32,
     cb: sys::spdk_nvme_cmd_cb,
     arg: *mut c_void,
 ) -> i32 {
@@ -531,10 +554,8 @@ impl SyncQueue {
             issue(
                 ns,
                 self.qpair,
-                op,
+                Cmd { op, lba, count },
                 buf,
-                lba,
-                count,
                 Some(on_sync_complete),
                 arg,
             )
@@ -616,11 +637,10 @@ unsafe extern "C" fn on_complete(arg: *mut c_void, cpl: *const sys::spdk_nvme_cp
 }
 
 /// An operation queued for the next submit.
+#[derive(Clone, Copy)]
 struct Pending {
     slot: u32,
-    op: Op,
-    lba: u64,
-    count: u32,
+    cmd: Cmd,
 }
 
 /// One poller's engine: its own queue pair on the shared namespace.
@@ -688,9 +708,7 @@ impl Spdk {
         match range {
             Ok((lba, count)) => self.pending.push(Pending {
                 slot,
-                op,
-                lba,
-                count,
+                cmd: Cmd { op, lba, count },
             }),
             Err(e) => {
                 tracing::error!("{e}");
@@ -772,8 +790,8 @@ impl Engine for Spdk {
         let mut sent = 0;
         let mut i = 0;
         while i < self.pending.len() {
-            let p = &self.pending[i];
-            let (slot, op, lba, count) = (p.slot, p.op, p.lba, p.count);
+            let Pending { slot, cmd } = self.pending[i];
+            let op = cmd.op;
             let buf = self
                 .slots
                 .buf_mut(slot)
@@ -783,18 +801,7 @@ impl Engine for Spdk {
                 .cast();
             // SAFETY: the buffer is DMA memory (engine-allocated) held in the
             // slot until its completion, and ctx lives as long as the engine.
-            let rc = unsafe {
-                issue(
-                    &self.ns,
-                    self.qpair,
-                    op,
-                    buf,
-                    lba,
-                    count,
-                    Some(on_complete),
-                    arg,
-                )
-            };
+            let rc = unsafe { issue(&self.ns, self.qpair, cmd, buf, Some(on_complete), arg) };
             if rc == -libc::ENOMEM {
                 // The queue is full: the rest goes out on the next submit.
                 break;
@@ -860,6 +867,8 @@ impl Engine for Spdk {
         // SAFETY: no callback runs outside process_completions.
         while unsafe { (*self.reaped).is_empty() } && Instant::now() < deadline {
             self.process();
+            // An adaptive poller waits politely: others may need this core.
+            std::thread::yield_now();
         }
     }
 

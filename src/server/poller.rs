@@ -91,7 +91,10 @@ pub(super) fn spawn_all(
     let next_seq = store.next_seq;
     // The directory lock stays held while any poller runs.
     let lock = Arc::new(store.lock);
-    owned
+    // Each poller reports whether its engine opened: a server whose poller
+    // could not reach the device must not start listening.
+    let (opened_tx, opened) = std::sync::mpsc::channel::<Result<(), String>>();
+    let handles = owned
         .into_iter()
         .enumerate()
         .map(|(id, shards)| {
@@ -99,6 +102,7 @@ pub(super) fn spawn_all(
             let dev = Arc::clone(&dev);
             let pin = core(id);
             let lock = Arc::clone(&lock);
+            let opened = opened_tx.clone();
             std::thread::Builder::new()
                 .name(format!("poller-{id}"))
                 .spawn(move || {
@@ -106,11 +110,26 @@ pub(super) fn spawn_all(
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
                     }
-                    run(id, shared, &dev, shards, next_seq)
+                    run(id, shared, &dev, shards, next_seq, opened)
                 })
                 .context("spawning a poller")
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    drop(opened_tx);
+    for _ in 0..m {
+        match opened.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.pollers_stop.store(true, Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                anyhow::bail!("{e}");
+            }
+            Err(_) => anyhow::bail!("a poller exited before opening its engine"),
+        }
+    }
+    Ok(handles)
 }
 
 fn run(
@@ -119,10 +138,21 @@ fn run(
     dev: &Device,
     shards: Vec<Option<Shard>>,
     next_seq: u64,
+    opened: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<()> {
     let depth = shared.args.max_io_depth;
-    let eng = open_engine(shared.args.engine(), dev, depth, &shared.pollers[id].bell)
-        .with_context(|| format!("poller {id}: opening the {:?} engine", shared.args.engine()))?;
+    let kind = shared.args.engine();
+    let eng = match open_engine(kind, dev, depth, &shared.pollers[id].bell) {
+        Ok(e) => {
+            let _ = opened.send(Ok(()));
+            e
+        }
+        Err(e) => {
+            let msg = format!("poller {id}: opening the {kind:?} engine: {e}");
+            let _ = opened.send(Err(msg.clone()));
+            anyhow::bail!(msg);
+        }
+    };
     match shared.args.inject_faults.clone() {
         Some(spec) => run_with(id, shared, Faulty::new(eng, spec), shards, next_seq),
         None => run_with(id, shared, eng, shards, next_seq),

@@ -181,11 +181,6 @@ pub(crate) fn create(
             fs::remove_file(old).map_err(|e| StoreError::Io(old.clone(), e))?;
         }
     }
-    let index = dir.join("index");
-    if index.exists() {
-        fs::remove_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
-    }
-    fs::create_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
 
     let capacity = args
         .capacity
@@ -212,6 +207,12 @@ pub(crate) fn create(
         None => Device::open(&data, Some(capacity)),
     }
     .map_err(|e| StoreError::Io(data.clone(), e))?;
+    // The device opened: only now is the old index replaced.
+    let index = dir.join("index");
+    if index.exists() {
+        fs::remove_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
+    }
+    fs::create_dir_all(&index).map_err(|e| StoreError::Io(index.clone(), e))?;
     let capacity = capacity.min(dev.capacity());
     let data_start = 1 << 20;
     if capacity < data_start + 4 * seg {
