@@ -391,7 +391,12 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
             sent: 0,
             answered: 0,
         },
-        spin: Duration::from_micros(shared.args.spin_us),
+        // Busy polling: spin for as long as replies are awaited, so that
+        // pollers never have to wake this thread while it has work.
+        spin: match shared.args.poll() {
+            super::PollMode::Busy => Duration::MAX,
+            super::PollMode::Adaptive => Duration::from_micros(shared.args.spin_us),
+        },
         args: Vec::new(),
         limits: Limits {
             max_bulk: shared.args.max_bulk as usize,
@@ -460,12 +465,8 @@ impl Thread<'_> {
             }
 
             let h = self.handle();
-            h.sleeping.store(true, Ordering::SeqCst);
-            std::sync::atomic::fence(Ordering::SeqCst);
-            let busy = !h.responses.is_empty()
-                || !h.incoming.is_empty()
-                || !self.to_service.is_empty()
-                || !self.router.stalled.is_empty();
+            let queued = |h: &super::ConnHandle| !h.responses.is_empty() || !h.incoming.is_empty();
+            let busy = queued(h) || !self.to_service.is_empty() || !self.router.stalled.is_empty();
             let awaiting = self.router.sent > self.router.answered;
             if busy || !awaiting {
                 spin_since = None;
@@ -475,13 +476,23 @@ impl Thread<'_> {
             if spinning && !busy {
                 std::thread::yield_now();
             }
-            let timeout = if busy || spinning {
+            let mut timeout = if busy || spinning {
                 Duration::ZERO
             } else if stopping {
                 Duration::from_millis(10)
             } else {
                 Duration::from_millis(100)
             };
+            if !timeout.is_zero() {
+                // About to sleep: from here on pollers must ring the waker.
+                // Announced only now, so that a poller answering a spinning
+                // thread makes no system call.
+                h.sleeping.store(true, Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if queued(h) {
+                    timeout = Duration::ZERO;
+                }
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("epoll: {e}");

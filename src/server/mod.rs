@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// false`) [default: no, or yes with the spdk engine].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub pin: Option<bool>,
+    /// Cores for the pollers, in order (e.g. `2,3`), when pinning
+    /// [default: from the last core down, leaving the first cores to the
+    /// connection threads, the kernel, and an SPDK target's reactor].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub poller_cores: Vec<usize>,
     #[command(flatten)]
     pub spdk: crate::io::SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
@@ -239,6 +244,28 @@ impl ServeArgs {
     pub fn pinned(&self) -> bool {
         self.pin.unwrap_or(false)
     }
+
+    /// The cores of the pollers and of the connection threads, out of
+    /// `ncores`: pollers on `--poller-cores` or from the last core down,
+    /// connection threads on the cores the pollers leave (all of them when
+    /// the pollers take every core).
+    fn placement(&self, ncores: usize) -> (Vec<usize>, Vec<usize>) {
+        let n = ncores.max(1);
+        let pollers: Vec<usize> = (0..self.io_threads)
+            .map(|i| match self.poller_cores.as_slice() {
+                [] => n - 1 - i % n,
+                list => list[i % list.len()],
+            })
+            .collect();
+        let mut rest: Vec<usize> = (0..n).filter(|c| !pollers.contains(c)).collect();
+        if rest.is_empty() {
+            rest = (0..n).collect();
+        }
+        let conns = (0..self.tcp_threads)
+            .map(|i| rest[i % rest.len()])
+            .collect();
+        (pollers, conns)
+    }
 }
 
 /// Opens the store at `args.path`, creating an empty one when the
@@ -267,9 +294,15 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
 /// Runs the server until SIGTERM or SIGINT; `ready` is called with the
 /// bound address once clients can connect.
 pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    let ncores = core_affinity::get_core_ids().map_or(1, |c| c.len().max(1));
-    args.spdk
-        .configure((0..args.io_threads.max(1)).map(|i| i % ncores).collect());
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(c) = args.poller_cores.iter().find(|&&c| c >= cores.len().max(1)) {
+        bail!(
+            "--poller-cores: core {c} does not exist ({} cores)",
+            cores.len()
+        );
+    }
+    let (poller_cores, conn_cores) = args.placement(cores.len());
+    args.spdk.configure(poller_cores.clone());
     let store = open_or_create(&args)?;
     args.settle(&store.dev);
     let r = store.report;
@@ -361,9 +394,9 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         args,
     });
 
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let core =
-        |i: usize| (shared.args.pinned() && !cores.is_empty()).then(|| cores[i % cores.len()]);
+    let pin = shared.args.pinned() && !cores.is_empty();
+    let core_at = |c: usize| cores.get(c).copied().filter(|_| pin);
+    let core = |i: usize| core_at(poller_cores[i]);
     let inputs = poller::PollerInputs {
         shards: store.shards,
         dev: store.dev,
@@ -376,7 +409,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         .enumerate()
         .map(|(i, poll)| {
             let sh = Arc::clone(&shared);
-            let pin = core(shared.args.io_threads + i);
+            let pin = core_at(conn_cores[i]);
             std::thread::Builder::new()
                 .name(format!("conn-{i}"))
                 .spawn(move || {

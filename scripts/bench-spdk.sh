@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# nvkv's spdk engine against SPDK's own spdk_nvme_perf on one NVMe target:
+# 4 KiB random reads at the same depth, in one run, with the ratio.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: scripts/bench-spdk.sh [options]
+
+Runs, against one NVMe target:
+  1. spdk_nvme_perf: 4 KiB random reads at depth Q (and at depth 1)
+  2. SPDK's fio plugin at depth Q, where it is built ($SPDK_FIO_PLUGIN or
+     the usual install paths; skipped otherwise)
+  3. nvkv on the spdk engine: `nvkv bench` at total depth Q (C clients x K
+     in flight) and at depth 1, GETs of 1-4 KiB values, every value checked;
+     with the default placement (busy pollers, pinned) and with adaptive
+     polling; plus nvkv's ceiling without device I/O (GETs of missing keys)
+  4. strace of the busy poller thread while it serves: its system calls
+and prints a table with nvkv/perf ratios.
+
+Options:
+  --trid 'TRID'     the target (default: start a loopback NVMe-oF/TCP target
+                    with scripts/nvmf-target.sh on --port, and stop it after)
+  --port P          port of that target (default 4440)
+  --nsid N          namespace (default 1)
+  --keys N          records to load (default 200000)
+  --duration S      seconds per measurement (default 10)
+  --depth Q         total depth (default 32 = 4 clients x 8)
+  --perf-cores MASK spdk_nvme_perf's core mask (default 0x2)
+  --dir DIR         nvkv store directory (default /tmp/nvkv-bench-spdk)
+  -h, --help        this text
+
+Needs SPDK installed (spdk_nvme_perf, and nvmf_tgt for the local target)
+and nvkv built with --features spdk (the script builds it).
+USAGE
+}
+
+trid="" port=4440 nsid=1 keys=200000 dur=10 depth=32 pmask=0x2 dir=/tmp/nvkv-bench-spdk
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --trid) trid=$2; shift 2 ;;
+        --port) port=$2; shift 2 ;;
+        --nsid) nsid=$2; shift 2 ;;
+        --keys) keys=$2; shift 2 ;;
+        --duration) dur=$2; shift 2 ;;
+        --depth) depth=$2; shift 2 ;;
+        --perf-cores) pmask=$2; shift 2 ;;
+        --dir) dir=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "error: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+command -v spdk_nvme_perf >/dev/null || { echo "error: spdk_nvme_perf not found (install SPDK, see README \"Bare metal\")" >&2; exit 3; }
+command -v strace >/dev/null || apt-get install -y -q strace >/dev/null
+export PKG_CONFIG_PATH="/usr/local/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+(cd "$root" && cargo build --release --features spdk -q)
+nvkv=$root/target/release/nvkv
+listen=127.0.0.1:12660
+started=0
+cleanup() {
+    pkill -f "nvkv serve --path $dir" 2>/dev/null || true
+    if [[ $started -eq 1 ]]; then "$root/scripts/nvmf-target.sh" stop --port "$port" >/dev/null; fi
+}
+trap cleanup EXIT
+if [[ -z "$trid" ]]; then
+    "$root/scripts/nvmf-target.sh" start --port "$port" --namespaces 1 --size-mb 1024 >/dev/null
+    started=1
+    trid="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:nqn.2016-06.io.spdk:nvkv-$port"
+fi
+if (( depth >= 8 )); then clients=$(( depth / 8 )); inflight=8; else clients=$depth; inflight=1; fi
+
+perf() { # depth -> "iops avg_us"
+    timeout $(( dur + 30 )) spdk_nvme_perf -q "$1" -o 4096 -w randread -t "$dur" -c "$pmask" \
+        -r "$trid ns:$nsid" 2>/dev/null | awk '/^Total/ {print $3, $5}'
+}
+
+fio_plugin=""
+for p in "${SPDK_FIO_PLUGIN:-}" /usr/local/lib/spdk_nvme /usr/local/lib/fio/spdk_nvme "$HOME/spdk/build/fio/spdk_nvme"; do
+    [[ -n "$p" && -f "$p" ]] && { fio_plugin=$p; break; }
+done
+
+echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB"
+echo "target:  $trid ns $nsid"
+read -r perf_iops perf_lat <<<"$(perf "$depth")"
+read -r perf1_iops perf1_lat <<<"$(perf 1)"
+fio_row="not built (set SPDK_FIO_PLUGIN to SPDK's build/fio/spdk_nvme): skipped"
+if [[ -n "$fio_plugin" ]]; then
+    fio_iops=$(LD_PRELOAD=$fio_plugin fio --name=r --ioengine=spdk --thread=1 --direct=1 --rw=randread --bs=4k \
+        --iodepth="$depth" --time_based --runtime="$dur" --size=512M \
+        --filename="$(echo "$trid" | sed 's/:/=/g') ns=$nsid" --output-format=json 2>/dev/null |
+        python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')
+    fio_row=$fio_iops
+fi
+
+"$nvkv" load --path "$dir" --force --keys "$keys" --min-size 1024 --max-size 4096 --device "$trid" --nsid "$nsid" >/dev/null 2>&1
+
+serve() { # extra flags...
+    pkill -f "nvkv serve --path $dir" 2>/dev/null || true
+    sleep 0.5
+    "$nvkv" serve --path "$dir" --listen "$listen" "$@" > "$dir.serve.log" 2>&1 &
+    for _ in $(seq 100); do grep -q "nvkv listening" "$dir.serve.log" && return; sleep 0.1; done
+    echo "error: nvkv did not start:" >&2; cat "$dir.serve.log" >&2; exit 1
+}
+bench() { # clients inflight [seed] -> "ops p50 p99 errors"
+    "$nvkv" bench --addr "$listen" --keys "$keys" --seed "${3:-0}" --clients "$1" --inflight "$2" \
+        --duration "$dur" --json 2>/dev/null |
+        python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["ops_per_sec"]), j["p50_us"], j["p99_us"], j["errors"])'
+}
+
+serve
+read -r busy_ops busy_p50 busy_p99 busy_err <<<"$(bench "$clients" "$inflight")"
+# The busy poller's system calls while it serves (strace slows what it traces
+# only when there are calls to trace).
+pid=$(pgrep -f "nvkv serve --path $dir" | head -1)
+tid=$(grep -l '^poller-0$' /proc/"$pid"/task/*/comm | head -1 | cut -d/ -f5)
+( "$nvkv" bench --addr "$listen" --keys "$keys" --clients "$clients" --inflight "$inflight" --duration 4 >/dev/null 2>&1 & )
+sleep 1
+strace_out=$(timeout -s INT 2 strace -c -p "$tid" 2>&1 || true)
+syscalls=$(echo "$strace_out" | awk '$NF == "total" {print $4}' | tail -1)
+syscalls=${syscalls:-0}
+sleep 2
+read -r busy1_ops busy1_p50 busy1_p99 _ <<<"$(bench 1 1)"
+read -r ceil_ops ceil_p50 ceil_p99 _ <<<"$(bench "$clients" "$inflight" 4242)"
+
+serve --poll adaptive --pin false
+read -r ad_ops ad_p50 ad_p99 ad_err <<<"$(bench "$clients" "$inflight")"
+read -r ad1_ops ad1_p50 ad1_p99 _ <<<"$(bench 1 1)"
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo
+printf '%-52s %10s %9s %9s %8s\n' "4 KiB random reads, depth $depth (and 1)" "IOPS" "p50 us" "p99 us" "vs perf"
+printf '%-52s %10s %9s %9s %8s\n' "spdk_nvme_perf Q=$depth (mean latency)" "$perf_iops" "$perf_lat" "-" "1.00"
+printf '%-52s %10s %9s %9s %8s\n' "SPDK fio plugin Q=$depth" "$fio_row" "" "" ""
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=$depth (${clients}x$inflight)" "$busy_ops" "$busy_p50" "$busy_p99" "$(ratio "$busy_ops" "$perf_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=$depth" "$ad_ops" "$ad_p50" "$ad_p99" "$(ratio "$ad_ops" "$perf_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv without device I/O (missing keys), Q=$depth" "$ceil_ops" "$ceil_p50" "$ceil_p99" "$(ratio "$ceil_ops" "$perf_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "spdk_nvme_perf Q=1 (mean latency)" "$perf1_iops" "$perf1_lat" "-" "1.00"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=1" "$busy1_ops" "$busy1_p50" "$busy1_p99" "$(ratio "$busy1_ops" "$perf1_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=1" "$ad1_ops" "$ad1_p50" "$ad1_p99" "$(ratio "$ad1_ops" "$perf1_iops")"
+echo
+echo "value errors: busy $busy_err, adaptive $ad_err"
+echo "system calls by the busy poller thread (tid $tid) in 2 s of serving: $syscalls"
+echo "$strace_out" | sed -n '1,12p' | sed 's/^/  /'
