@@ -27,6 +27,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the server (creates an empty store at --path when there is none).
