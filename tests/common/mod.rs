@@ -11,10 +11,22 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nvkv");
 
+/// The block device the tests load stores onto, when `NVKV_TEST_DEVICE`
+/// names one (the VM harness sets it to an NVMe namespace; tests/vm/).
+pub fn test_device() -> Option<String> {
+    std::env::var("NVKV_TEST_DEVICE").ok().filter(|d| !d.is_empty())
+}
+
 /// Runs `nvkv load` and panics on failure.
 pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
-    let out = Command::new(BIN)
-        .args(["load", "--path"])
+    let mut cmd = Command::new(BIN);
+    if let Some(dev) = test_device() {
+        cmd.args(["--log-level", "warn", "load", "--device", &dev, "--force"]);
+    } else {
+        cmd.arg("load");
+    }
+    let out = cmd
+        .arg("--path")
         .arg(dir)
         .args(["--keys", &keys.to_string()])
         .args([
