@@ -132,7 +132,7 @@ if [[ "$cmd" == bind ]]; then
             die "$bdf is in use: $why; unmount or stop its users first"
         fi
     fi
-    modprobe "$driver" || die "cannot load $driver"
+    [[ -d /sys/bus/pci/drivers/$driver ]] || modprobe "$driver" || die "cannot load $driver"
     if [[ "$driver" == vfio-pci && ! -e "$SYS/$bdf/iommu_group" ]]; then
         die "$bdf has no IOMMU group: enable the IOMMU (intel_iommu=on / amd_iommu=on) or use --driver uio_pci_generic"
     fi
@@ -142,7 +142,7 @@ else
     if [[ "$current" == nvme ]]; then
         echo "$bdf is already driven by the kernel's nvme driver"; exit 0
     fi
-    modprobe nvme || true
+    [[ -d /sys/bus/pci/drivers/nvme ]] || modprobe nvme || true
     rebind nvme
     echo "" > "$SYS/$bdf/driver_override"
     echo "$bdf: $current -> nvme ($(namespaces_of "$bdf" | tr '\n' ' '))"

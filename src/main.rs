@@ -7,6 +7,12 @@ use nvkv::bench::{self, BenchArgs};
 use nvkv::server::{self, ServeArgs};
 use nvkv::store::{self, LoadArgs};
 
+/// Replies are allocated by pollers and freed by connection threads: with
+/// glibc's malloc that cross-thread traffic contends on arena locks (futex
+/// calls in the poller loop); mimalloc frees across threads without locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// nvkv: a key-value store for NVMe SSDs. One device read per GET.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]

@@ -67,7 +67,16 @@ fn init_env(no_pci: bool) -> io::Result<()> {
     r.clone().map_err(io::Error::other)
 }
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h: the option after
+/// `mi_option_eager_commit_delay`, 14).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
+    // A busy poller makes no system call, but the allocator would: freed
+    // pages go back to the kernel with madvise. Keep them (memory stays at
+    // its peak, which the server's limits bound anyway).
+    // SAFETY: sets a process-wide allocator option; no memory is involved.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let mut cores = o.cores.clone();
     cores.sort_unstable();
     cores.dedup();

@@ -14,7 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_nvkv");
 /// The block device the tests load stores onto, when `NVKV_TEST_DEVICE`
 /// names one (the VM harness sets it to an NVMe namespace; tests/vm/).
 pub fn test_device() -> Option<String> {
-    std::env::var("NVKV_TEST_DEVICE").ok().filter(|d| !d.is_empty())
+    std::env::var("NVKV_TEST_DEVICE")
+        .ok()
+        .filter(|d| !d.is_empty())
 }
 
 /// Runs `nvkv load` and panics on failure.

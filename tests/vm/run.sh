@@ -117,7 +117,8 @@ for d in 4k 512; do
     fi
 done
 
-append="console=ttyS0 quiet panic=-1 nvkv.run=$run nvkv.repo=$root nvkv.kver=$kver"
+# The TSC as clocksource, as on bare metal: clock_gettime stays in the vDSO.
+append="console=ttyS0 quiet panic=-1 clocksource=tsc tsc=reliable nvkv.run=$run nvkv.repo=$root nvkv.kver=$kver"
 [[ $iommu -eq 1 ]] && append+=" intel_iommu=on iommu=pt"
 qemu_args=(
     -nographic -no-reboot -m "$mem" -smp 2 -cpu max -accel tcg
