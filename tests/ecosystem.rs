@@ -127,7 +127,11 @@ fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
     {
         let (name, value) = l.rsplit_once(' ').unwrap();
         let base = name.split('{').next().unwrap();
-        assert!(typed.contains(&base), "{base} has no # TYPE line");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| base.strip_suffix(s).filter(|f| typed.contains(f)))
+            .unwrap_or(base);
+        assert!(typed.contains(&family), "{base} has no # TYPE line");
         out.insert(name.to_string(), value.parse().unwrap());
     }
     out
@@ -189,6 +193,30 @@ fn metrics_endpoint_reports_what_clients_did() {
     assert_eq!(m["nvkv_connected_clients"], 1.0);
     assert!(m["nvkv_commits_total"] >= 1.0);
     assert!(m.contains_key("nvkv_poller_mean_batch{poller=\"0\"}"));
+    // Calls and a latency histogram by command.
+    assert_eq!(m["nvkv_commands_total{command=\"set\"}"], 10.0);
+    assert_eq!(m["nvkv_commands_total{command=\"get\"}"], 15.0);
+    assert_eq!(
+        m["nvkv_command_duration_seconds_count{command=\"get\"}"],
+        15.0
+    );
+    assert_eq!(
+        m["nvkv_command_duration_seconds_bucket{command=\"get\",le=\"+Inf\"}"],
+        15.0
+    );
+    let sets_within_1s = m["nvkv_command_duration_seconds_bucket{command=\"set\",le=\"1\"}"];
+    assert_eq!(sets_within_1s, 10.0, "a SET took over a second");
+    assert!(m["nvkv_command_duration_seconds_sum{command=\"set\"}"] > 0.0);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap();
+    assert!(info.contains("cmdstat_get:calls=15,"), "{info}");
+    let lat: String = redis::cmd("INFO")
+        .arg("latencystats")
+        .query(&mut con)
+        .unwrap();
+    assert!(lat.contains("latency_percentiles_usec_set:p50="), "{lat}");
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

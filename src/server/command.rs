@@ -8,7 +8,7 @@ use crate::index::KeyHash;
 
 /// Commands and their arity, Redis-style: `n` exactly n arguments
 /// (command name included), `-n` at least n.
-const COMMANDS: &[(&str, i32)] = &[
+pub(super) const COMMANDS: &[(&str, i32)] = &[
     ("GET", 2),
     ("MGET", -2),
     ("EXISTS", -2),
@@ -46,12 +46,15 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     {
         return c.reply(|o| resp::error(o, super::access::NOAUTH));
     }
-    let Some(&(cmd, arity)) = COMMANDS
+    let Some(index) = COMMANDS
         .iter()
-        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
     else {
         return c.reply(|o| unknown_command(o, args));
     };
+    let (cmd, arity) = COMMANDS[index];
+    // The reply this command leaves is timed, for INFO and /metrics.
+    c.timing = Some((index as u16, std::time::Instant::now()));
     let n = args.len() as i32;
     if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
         let msg = format!(

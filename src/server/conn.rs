@@ -235,6 +235,11 @@ pub(super) struct Conn {
     costs: VecDeque<(u64, usize)>,
     /// Last time bytes came in or went out (for `--timeout`).
     last_active: Instant,
+    /// The command being executed and when it was parsed; then, per owed
+    /// reply (aligned with `slots`), the same for the reply's command.
+    pub(super) timing: Option<(u16, Instant)>,
+    timings: VecDeque<Option<(u16, Instant)>>,
+    cmd_stats: std::sync::Arc<super::stats::CommandStats>,
 }
 
 impl Conn {
@@ -244,14 +249,19 @@ impl Conn {
 
     /// Emits a reply that is ready now.
     pub(super) fn reply(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let timing = self.timing.take();
         if self.slots.is_empty() {
             f(&mut self.wbuf);
             self.first_id += 1;
+            if let Some((cmd, t)) = timing {
+                self.cmd_stats.observe(cmd, t);
+            }
         } else {
             let mut b = Vec::new();
             f(&mut b);
             self.held += b.len();
             self.slots.push_back(Slot::Ready(b));
+            self.timings.push_back(timing);
         }
     }
 
@@ -259,6 +269,7 @@ impl Conn {
     /// combined by `combine` (`None` for a single reply). Returns its id.
     pub(super) fn expect(&mut self, parts: usize, combine: Option<Combine>) -> u64 {
         let id = self.next_id();
+        self.timings.push_back(self.timing.take());
         self.slots.push_back(match combine {
             None => Slot::Single(None),
             Some(combine) => Slot::Multi {
@@ -294,6 +305,9 @@ impl Conn {
             self.held = self.held.saturating_sub(s.held());
             s.encode(&mut self.wbuf);
             self.first_id += 1;
+            if let Some(Some((cmd, t))) = self.timings.pop_front() {
+                self.cmd_stats.observe(cmd, t);
+            }
         }
         while let Some(&(_, n)) = self.costs.front().filter(|(id, _)| *id < self.first_id) {
             self.in_flight -= n;
@@ -605,6 +619,9 @@ impl Thread<'_> {
             in_flight: 0,
             costs: VecDeque::new(),
             last_active: Instant::now(),
+            timing: None,
+            timings: VecDeque::new(),
+            cmd_stats: std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
         });
         self.schedule(slot);
     }

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 use crate::store::IndexState;
 
@@ -95,6 +96,35 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             csum(|c| c.auth_failures.load(Relaxed)),
         );
     }
+    // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
+    if section.is_some() && wants(section, "commandstats") {
+        s.push_str("# Commandstats\r\n");
+        for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
+            let _ = write!(
+                s,
+                "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls=0\r\n",
+                c.name.to_ascii_lowercase(),
+                c.calls,
+                c.usec,
+                c.usec as f64 / c.calls as f64
+            );
+        }
+        s.push_str("\r\n");
+    }
+    if section.is_some() && wants(section, "latencystats") {
+        s.push_str("# Latencystats\r\n");
+        for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
+            let _ = write!(
+                s,
+                "latency_percentiles_usec_{}:p50={},p99={},p99.9={}\r\n",
+                c.name.to_ascii_lowercase(),
+                c.percentile(0.5),
+                c.percentile(0.99),
+                c.percentile(0.999)
+            );
+        }
+        s.push_str("\r\n");
+    }
     if wants(section, "keyspace") {
         let _ = write!(
             s,
@@ -180,4 +210,54 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// One command's calls and latency, summed over the connection threads.
+pub(super) struct CommandTotals {
+    pub name: &'static str,
+    pub calls: u64,
+    pub usec: u64,
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+}
+
+impl CommandTotals {
+    /// The latency under which a fraction `q` of the calls finished, as the
+    /// upper bound of its bucket (the last bucket reports its lower bound).
+    pub fn percentile(&self, q: f64) -> u64 {
+        let want = (q * self.calls as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return LATENCY_BOUNDS_US
+                    .get(i)
+                    .copied()
+                    .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1]);
+            }
+        }
+        0
+    }
+}
+
+pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
+    super::command::COMMANDS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let mut t = CommandTotals {
+                name,
+                calls: 0,
+                usec: 0,
+                buckets: [0; LATENCY_BOUNDS_US.len() + 1],
+            };
+            for c in &sh.conn_stats {
+                t.calls += c.cmds.calls[i].load(Relaxed);
+                t.usec += c.cmds.usec[i].load(Relaxed);
+                for (b, n) in t.buckets.iter_mut().zip(&c.cmds.buckets[i]) {
+                    *b += n.load(Relaxed);
+                }
+            }
+            t
+        })
+        .collect()
 }

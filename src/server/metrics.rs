@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
+use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 
 /// Binds `addr` and serves scrapes until the server stops.
@@ -57,7 +59,9 @@ fn answer(sh: &Shared, mut stream: TcpStream) -> anyhow::Result<()> {
     let (status, ctype, body) = if line.starts_with("GET /metrics") {
         let encoder = TextEncoder::new();
         let mut body = Vec::new();
-        encoder.encode(&gather(sh)?.gather(), &mut body)?;
+        let mut families = gather(sh)?.gather();
+        families.extend(command_families(sh));
+        encoder.encode(&families, &mut body)?;
         ("200 OK", encoder.format_type().to_string(), body)
     } else {
         (
@@ -275,4 +279,65 @@ fn pollers(r: &Registry, sh: &Shared) -> prometheus::Result<()> {
         r.register(Box::new(g))?;
     }
     Ok(())
+}
+
+/// Calls by command (`nvkv_commands_total`) and their latency from parsed
+/// request to reply (`nvkv_command_duration_seconds`, a histogram), both
+/// labelled `command`, from the connection threads' buckets.
+fn command_families(sh: &Shared) -> Vec<MetricFamily> {
+    let mut calls = family(
+        "nvkv_commands_total",
+        "Commands executed, by command",
+        MetricType::COUNTER,
+    );
+    let mut latency = family(
+        "nvkv_command_duration_seconds",
+        "Time from a parsed request to its reply, by command",
+        MetricType::HISTOGRAM,
+    );
+    for t in super::info::command_totals(sh)
+        .iter()
+        .filter(|t| t.calls > 0)
+    {
+        let mut label = LabelPair::default();
+        label.set_name("command".into());
+        label.set_value(t.name.to_ascii_lowercase());
+
+        let mut c = Counter::default();
+        c.set_value(t.calls as f64);
+        let mut m = Metric::default();
+        m.set_label(vec![label.clone()]);
+        m.set_counter(c);
+        calls.mut_metric().push(m);
+
+        let mut h = Histogram::default();
+        h.set_sample_count(t.calls);
+        h.set_sample_sum(t.usec as f64 / 1e6);
+        let mut cumulative = 0;
+        let buckets = LATENCY_BOUNDS_US
+            .iter()
+            .zip(&t.buckets)
+            .map(|(bound, n)| {
+                cumulative += n;
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound as f64 / 1e6);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        h.set_bucket(buckets);
+        let mut m = Metric::default();
+        m.set_label(vec![label]);
+        m.set_histogram(h);
+        latency.mut_metric().push(m);
+    }
+    vec![calls, latency]
+}
+
+fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f
 }

@@ -41,6 +41,55 @@ pub struct PollerStats {
     pub compactions: AtomicU64,
 }
 
+/// Upper bounds of the command latency buckets, in microseconds (a last
+/// bucket takes everything slower).
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000,
+];
+
+/// Calls and latency (from the parsed request to its reply, in order) of
+/// each command, kept by one connection thread; indexed like
+/// `command::COMMANDS`.
+#[derive(Debug)]
+pub struct CommandStats {
+    pub calls: Vec<AtomicU64>,
+    pub usec: Vec<AtomicU64>,
+    /// Per command, `LATENCY_BOUNDS_US.len() + 1` buckets (not cumulative).
+    pub buckets: Vec<[AtomicU64; LATENCY_BOUNDS_US.len() + 1]>,
+}
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        CommandStats::new(super::command::COMMANDS.len())
+    }
+}
+
+impl CommandStats {
+    pub fn new(commands: usize) -> Self {
+        CommandStats {
+            calls: (0..commands).map(|_| AtomicU64::new(0)).collect(),
+            usec: (0..commands).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..commands)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// Counts one call of command `cmd` that took `started.elapsed()`.
+    pub fn observe(&self, cmd: u16, started: Instant) {
+        let us = started.elapsed().as_micros() as u64;
+        let i = cmd as usize;
+        if i >= self.calls.len() {
+            return;
+        }
+        self.calls[i].fetch_add(1, Relaxed);
+        self.usec[i].fetch_add(us, Relaxed);
+        let b = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.buckets[i][b].fetch_add(1, Relaxed);
+    }
+}
+
 /// One connection thread's counters.
 #[derive(Debug, Default)]
 pub struct ConnStats {
@@ -60,6 +109,8 @@ pub struct ConnStats {
     pub idle_disconnects: AtomicU64,
     /// Failed AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// Calls and latency by command.
+    pub cmds: std::sync::Arc<CommandStats>,
 }
 
 /// A point-in-time copy of a poller's counters.
