@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -23,7 +24,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::plan::{Plan, Verify};
 use super::report::Stats;
-use super::resp::{self, ProtocolError, Reply};
+use super::resp::{ProtocolError, Reply};
 use crate::keys::{self, ValueGen};
 
 /// Initial size of a connection's input buffer, and the size of its reads.
@@ -102,7 +103,7 @@ impl<'p> Worker<'p> {
                     break;
                 }
             }
-            if self.open == 0 {
+            if self.open == 0 || (self.driver.exhausted() && self.quiet()) {
                 break;
             }
             let until = if issuing { deadline } else { drain_deadline };
@@ -209,6 +210,8 @@ enum OpKind {
     RmwGet,
     /// The SET of a read-modify-write, sent once its GET is answered.
     RmwSet,
+    /// A SET of the key's loaded value (`--fill`).
+    Fill,
 }
 
 /// A connection's socket, buffers and pipeline.
@@ -280,7 +283,8 @@ impl Conn {
     /// Handles every complete reply in the input buffer; `now` is when they
     /// arrived.
     fn handle_replies(&mut self, driver: &mut Driver<'_>, now: Instant) -> Result<(), ConnError> {
-        while let Some((reply, used)) = resp::parse(self.input.unparsed())? {
+        let protocol = driver.plan.protocol;
+        while let Some((reply, used)) = protocol.parse(self.input.unparsed())? {
             let op = self.pending.pop_front().ok_or(ConnError::Unsolicited)?;
             if let Some(follow_up) = driver.complete(op, reply, now) {
                 driver.encode(&follow_up, &mut self.rng, &mut self.output.queue);
@@ -298,7 +302,9 @@ impl Conn {
         }
         let now = Instant::now();
         while self.pending.len() < driver.plan.inflight {
-            let op = driver.next_op(&mut self.rng, now);
+            let Some(op) = driver.next_op(&mut self.rng, now) else {
+                break;
+            };
             driver.encode(&op, &mut self.rng, &mut self.output.queue);
             self.pending.push_back(op);
         }
@@ -397,6 +403,8 @@ struct Driver<'p> {
     key: Vec<u8>,
     /// Scratch space for the loaded value a GET should return.
     expected: Vec<u8>,
+    /// Scratch space for a value `--fill` writes.
+    value: Vec<u8>,
 }
 
 impl<'p> Driver<'p> {
@@ -410,11 +418,29 @@ impl<'p> Driver<'p> {
             stats: Stats::new()?,
             key: Vec::with_capacity(64),
             expected,
+            value: Vec::new(),
         })
     }
 
-    /// A new operation on a random key, starting `now`.
-    fn next_op(&self, rng: &mut Xoshiro256PlusPlus, now: Instant) -> Pending {
+    /// Whether `--fill` has handed out every key.
+    fn exhausted(&self) -> bool {
+        self.plan
+            .fill
+            .as_ref()
+            .is_some_and(|next| next.load(Relaxed) >= self.plan.key_count)
+    }
+
+    /// A new operation on a random key (with `--fill`, the next key, until
+    /// there are none), starting `now`.
+    fn next_op(&self, rng: &mut Xoshiro256PlusPlus, now: Instant) -> Option<Pending> {
+        if let Some(next) = &self.plan.fill {
+            let index = next.fetch_add(1, Relaxed);
+            return (index < self.plan.key_count).then_some(Pending {
+                index,
+                kind: OpKind::Fill,
+                started: now,
+            });
+        }
         let index = self.plan.keys.next(rng);
         let mix = &self.plan.mix;
         let kind = match (rng.gen_bool(mix.write_fraction), mix.read_modify_write) {
@@ -422,11 +448,11 @@ impl<'p> Driver<'p> {
             (true, false) => OpKind::Set,
             (true, true) => OpKind::RmwGet,
         };
-        Pending {
+        Some(Pending {
             index,
             kind,
             started: now,
-        }
+        })
     }
 
     /// Appends the request of `op` to `out`. A SET carries random bytes, as
@@ -435,12 +461,19 @@ impl<'p> Driver<'p> {
         let plan = self.plan;
         self.key.clear();
         keys::write_key(plan.seed, op.index, &mut self.key);
+        let protocol = plan.protocol;
         match op.kind {
-            OpKind::Get | OpKind::RmwGet => resp::encode_get(out, &self.key),
+            OpKind::Get | OpKind::RmwGet => protocol.encode_get(out, &self.key),
             OpKind::Set | OpKind::RmwSet => {
                 let len = ValueGen::new(plan.seed, op.index, plan.min_size, plan.max_size).len();
                 let offset = rng.gen_range(0..=plan.write_data.len() - len);
-                resp::encode_set(out, &self.key, &plan.write_data[offset..offset + len]);
+                protocol.encode_set(out, &self.key, &plan.write_data[offset..offset + len]);
+            }
+            OpKind::Fill => {
+                let loaded = ValueGen::new(plan.seed, op.index, plan.min_size, plan.max_size);
+                self.value.resize(loaded.len(), 0);
+                loaded.fill(&mut self.value);
+                protocol.encode_set(out, &self.key, &self.value);
             }
         }
     }
@@ -460,7 +493,7 @@ impl<'p> Driver<'p> {
                     });
                 }
             }
-            OpKind::Set | OpKind::RmwSet => self.check_set(op.index, reply),
+            OpKind::Set | OpKind::RmwSet | OpKind::Fill => self.check_set(op.index, reply),
         }
         self.stats
             .complete(now.saturating_duration_since(op.started));

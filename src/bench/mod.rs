@@ -14,6 +14,7 @@
 //! completed divided by the length of the issuing phase.
 
 mod client;
+mod memcache;
 mod plan;
 mod report;
 mod resp;
@@ -32,7 +33,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use client::{Connection, Outcome, Worker};
-pub use plan::{Distribution, Verify, Workload};
+pub use plan::{Distribution, Protocol, Verify, Workload};
 use plan::{Mix, Plan};
 pub use report::Report;
 
@@ -88,6 +89,15 @@ pub struct BenchArgs {
     /// write, else len].
     #[arg(long, value_enum)]
     pub verify: Option<Verify>,
+    /// Wire protocol: RESP (nvkv, Redis) or memcached's text protocol (to
+    /// measure memcached the same way).
+    #[arg(long, value_enum, default_value_t = Protocol::Resp)]
+    pub protocol: Protocol,
+    /// Write every key 0..N once, with the value `nvkv load` gives it, then
+    /// stop (or stop at --duration): loads a peer (Redis, memcached) with
+    /// the data set of an nvkv store, so that GETs can be checked alike.
+    #[arg(long)]
+    pub fill: bool,
 }
 
 /// Runs the benchmark `args` describe against a server loaded by

@@ -39,6 +39,44 @@ pub enum Workload {
 }
 
 /// How request keys are drawn from the loaded data set.
+/// The wire protocol the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// RESP2: nvkv, Redis.
+    Resp,
+    /// memcached's text protocol: memcached (with extstore), for comparison.
+    Memcache,
+}
+
+impl Protocol {
+    /// Appends a GET of `key` to `out`.
+    pub fn encode_get(self, out: &mut Vec<u8>, key: &[u8]) {
+        match self {
+            Protocol::Resp => super::resp::encode_get(out, key),
+            Protocol::Memcache => super::memcache::encode_get(out, key),
+        }
+    }
+
+    /// Appends a SET of `key` to `value` to `out`.
+    pub fn encode_set(self, out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+        match self {
+            Protocol::Resp => super::resp::encode_set(out, key, value),
+            Protocol::Memcache => super::memcache::encode_set(out, key, value),
+        }
+    }
+
+    /// The first complete reply in `buf` and its length, as RESP replies.
+    pub fn parse(
+        self,
+        buf: &[u8],
+    ) -> Result<Option<(super::resp::Reply<'_>, usize)>, super::resp::ProtocolError> {
+        match self {
+            Protocol::Resp => super::resp::parse(buf),
+            Protocol::Memcache => super::memcache::parse(buf),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Distribution {
     /// Every key equally likely.
@@ -136,6 +174,12 @@ pub struct Plan {
     pub drain: Duration,
     /// Random bytes that SET payloads are sliced from (empty without writes).
     pub write_data: Vec<u8>,
+    pub protocol: Protocol,
+    /// `--fill`: the next key to write with its loaded value (every key
+    /// once, in order, shared by all connections), instead of random keys.
+    pub fill: Option<std::sync::atomic::AtomicU64>,
+    /// Number of keys of the data set.
+    pub key_count: u64,
 }
 
 impl Plan {
@@ -143,7 +187,11 @@ impl Plan {
     /// the workload's mix (for `insert`).
     pub fn new(args: &BenchArgs, mix: Option<Mix>) -> Result<Plan> {
         validate(args)?;
-        let mix = mix.unwrap_or_else(|| workload_mix(args));
+        let mix = if args.fill {
+            Mix::WRITE_ONLY
+        } else {
+            mix.unwrap_or_else(|| workload_mix(args))
+        };
         let distribution = args.distribution.unwrap_or(match args.workload {
             Workload::D => Distribution::Zipfian,
             _ => Distribution::Uniform,
@@ -170,6 +218,9 @@ impl Plan {
             verify,
             duration: Duration::from_secs_f64(args.duration),
             drain: DRAIN,
+            protocol: args.protocol,
+            fill: args.fill.then(|| std::sync::atomic::AtomicU64::new(0)),
+            key_count: args.keys,
             write_data: if mix.writes() {
                 random_bytes(args.seed, args.max_size + WRITE_DATA_SLACK)
             } else {

@@ -107,9 +107,19 @@ impl Stats {
             clients,
             inflight,
             error_samples: self.error_samples,
+            percentiles: CDF_POINTS
+                .iter()
+                .map(|&p| (p, quantile(p / 100.0)))
+                .collect(),
         }
     }
 }
+
+/// Percentiles the JSON report lists, for latency CDF plots.
+const CDF_POINTS: [f64; 19] = [
+    1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9,
+    99.95, 99.99, 100.0,
+];
 
 /// The outcome of `nvkv bench` or `nvkv insert`.
 ///
@@ -150,6 +160,9 @@ pub struct Report {
     pub clients: usize,
     /// Requests outstanding per connection.
     pub inflight: usize,
+    /// Latency by percentile: `[percentile, microseconds]` pairs from 1 to
+    /// 100, for plotting a latency CDF.
+    pub percentiles: Vec<(f64, f64)>,
     /// The first few error messages (at most five), printed to stderr by
     /// [`Report::print`]; not part of the JSON line.
     #[serde(skip)]

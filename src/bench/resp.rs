@@ -33,7 +33,7 @@ pub enum Reply<'a> {
 
 /// The server sent bytes that are not RESP2. The connection is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProtocolError(&'static str);
+pub struct ProtocolError(pub(super) &'static str);
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,7 +132,7 @@ fn length(len: i64) -> Result<Option<usize>, ProtocolError> {
 }
 
 /// Position of the first CRLF at or after `from`.
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+pub(super) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let rest = buf.get(from..)?;
     rest.windows(2)
         .position(|w| w == b"\r\n")
@@ -191,7 +191,7 @@ fn encode_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

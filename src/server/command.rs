@@ -2,7 +2,7 @@
 //! routes to the pollers that own the keys.
 
 use super::conn::{Combine, Conn, Router};
-use super::msg::{Cond, Op, Request};
+use super::msg::{Cond, Op, Request, SetReply};
 use super::resp;
 use crate::index::KeyHash;
 
@@ -28,6 +28,11 @@ pub(super) const COMMANDS: &[(&str, i32)] = &[
     ("TTL", 2),
     ("PTTL", 2),
     ("PERSIST", 2),
+    ("SETNX", 3),
+    ("SETEX", 4),
+    ("PSETEX", 4),
+    ("GETSET", 3),
+    ("GETDEL", 2),
     ("AUTH", -2),
 ];
 
@@ -91,6 +96,51 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             c.reply(|o| resp::bulk(o, text.as_bytes()))
         }
         "SET" => set(c, router, args),
+        "SETNX" => set_with(
+            c,
+            router,
+            args[1],
+            args[2],
+            Cond::Nx,
+            Expiry::None,
+            SetReply::Int,
+        ),
+        "SETEX" | "PSETEX" => {
+            let unit = if cmd == "SETEX" { 1000 } else { 1 };
+            match parse_i64(args[2]).filter(|&n| n > 0) {
+                Some(n) => {
+                    let at = now_ms().saturating_add((n as u64).saturating_mul(unit));
+                    set_with(
+                        c,
+                        router,
+                        args[1],
+                        args[3],
+                        Cond::Always,
+                        Expiry::At(at),
+                        SetReply::Ok,
+                    )
+                }
+                None => {
+                    let msg = format!(
+                        "ERR invalid expire time in '{}' command",
+                        cmd.to_ascii_lowercase()
+                    );
+                    c.reply(|o| resp::error(o, &msg))
+                }
+            }
+        }
+        "GETSET" => set_with(
+            c,
+            router,
+            args[1],
+            args[2],
+            Cond::Always,
+            Expiry::None,
+            SetReply::Old,
+        ),
+        "GETDEL" => keyed(c, router, &args[1..], None, |k| Op::GetDel {
+            key: k.into(),
+        }),
         "MSET" => mset(c, router, args),
         "DEL" => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
             key: k.into(),
@@ -221,14 +271,17 @@ fn within_limits(c: &mut Conn, router: &Router, key: &[u8], value: &[u8]) -> boo
 fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let (key, value) = (args[1], args[2]);
     let mut cond = Cond::Always;
-    let mut expire_ms = 0u64;
+    let mut expiry = Expiry::None;
+    let mut reply = SetReply::Ok;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         match opt.as_slice() {
             b"NX" if cond == Cond::Always => cond = Cond::Nx,
             b"XX" if cond == Cond::Always => cond = Cond::Xx,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expire_ms == 0 && i + 1 < args.len() => {
+            b"GET" => reply = SetReply::Old,
+            b"KEEPTTL" if expiry == Expiry::None => expiry = Expiry::Keep,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry == Expiry::None && i + 1 < args.len() => {
                 let n = match parse_i64(args[i + 1]) {
                     Some(n) if n > 0 => n as u64,
                     _ => {
@@ -236,21 +289,50 @@ fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                             .reply(|o| resp::error(o, "ERR invalid expire time in 'set' command"))
                     }
                 };
-                expire_ms = match opt.as_slice() {
+                expiry = Expiry::At(match opt.as_slice() {
                     b"EX" => now_ms().saturating_add(n.saturating_mul(1000)),
                     b"PX" => now_ms().saturating_add(n),
                     b"EXAT" => n.saturating_mul(1000),
                     _ => n,
-                };
+                });
                 i += 1;
             }
             _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
         }
         i += 1;
     }
+    set_with(c, router, key, value, cond, expiry, reply);
+}
+
+/// How a SET treats the key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// None: a SET clears it.
+    None,
+    /// KEEPTTL.
+    Keep,
+    /// At this absolute time (ms).
+    At(u64),
+}
+
+/// Routes one SET of `key` (SET and its older forms).
+fn set_with(
+    c: &mut Conn,
+    router: &mut Router,
+    key: &[u8],
+    value: &[u8],
+    cond: Cond,
+    expiry: Expiry,
+    reply: SetReply,
+) {
     if !within_limits(c, router, key, value) {
         return;
     }
+    let (expire_ms, keep_ttl) = match expiry {
+        Expiry::None => (0, false),
+        Expiry::Keep => (0, true),
+        Expiry::At(at) => (at, false),
+    };
     route_one(
         c,
         router,
@@ -259,7 +341,9 @@ fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             key: key.into(),
             value: value.into(),
             expire_ms,
+            keep_ttl,
             cond,
+            reply,
         },
     );
 }
@@ -282,7 +366,9 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             key: pair[0].into(),
             value: pair[1].into(),
             expire_ms: 0,
+            keep_ttl: false,
             cond: Cond::Always,
+            reply: SetReply::Ok,
         };
         send(c, router, id, part as u32, pair[0], op);
     }

@@ -32,13 +32,18 @@ pub enum Op {
     Get { key: Box<[u8]> },
     /// Is the key present?
     Exists,
-    /// Store a value; `expire_ms` is absolute (0 = no expiry).
+    /// Store a value; `expire_ms` is absolute (0 = no expiry), or the
+    /// key's current expiry is kept (`keep_ttl`).
     Set {
         key: Box<[u8]>,
         value: Box<[u8]>,
         expire_ms: u64,
+        keep_ttl: bool,
         cond: Cond,
+        reply: SetReply,
     },
+    /// Read the value and delete the key (GETDEL).
+    GetDel { key: Box<[u8]> },
     /// Delete the key.
     Del { key: Box<[u8]> },
     /// Set the expiry (absolute ms; at or before now deletes the key), or
@@ -58,12 +63,40 @@ impl Op {
         match self {
             Op::Get { key }
             | Op::Set { key, .. }
+            | Op::GetDel { key }
             | Op::Del { key }
             | Op::Expire { key, .. }
             | Op::Ttl { key, .. } => Some(key),
             Op::Exists => None,
         }
     }
+}
+
+impl Op {
+    /// Whether the operation reads the current record before it writes:
+    /// requests for the same key wait until it has written.
+    pub fn reads_then_writes(&self) -> bool {
+        matches!(
+            self,
+            Op::Expire { .. }
+                | Op::GetDel { .. }
+                | Op::Set {
+                    reply: SetReply::Old,
+                    ..
+                }
+        )
+    }
+}
+
+/// What a SET answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetReply {
+    /// `+OK`, or nil when NX / XX stopped it (SET).
+    Ok,
+    /// `:1`, or `:0` when NX stopped it (SETNX).
+    Int,
+    /// The old value, or nil (SET … GET, GETSET).
+    Old,
 }
 
 /// Condition of a SET.

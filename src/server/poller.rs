@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use super::log::Log;
-use super::msg::{Op, Reply, Request, Response};
+use super::msg::{Op, Reply, Request, Response, SetReply};
 use super::{resp, PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record, FLAG_TOMBSTONE};
 use crate::index::Entry;
@@ -366,7 +366,20 @@ impl<E: Engine> Poller<E> {
         };
         match (&req.op, hit) {
             (Op::Exists, hit) => self.reply(&req, Reply::Int(hit.is_some() as i64)),
-            (Op::Set { .. }, _) => self.set(req, hit),
+            // SET … GET needs the old value: read it first.
+            (
+                Op::Set {
+                    reply: SetReply::Old,
+                    ..
+                },
+                Some(entry),
+            ) => self.fetch(req, entry),
+            (Op::Set { .. }, _) => self.set(req, hit, None),
+            (Op::GetDel { .. }, None) => {
+                self.stats().misses.fetch_add(1, Relaxed);
+                self.reply(&req, Reply::Nil)
+            }
+            (Op::GetDel { .. }, Some(entry)) => self.fetch(req, entry),
             (Op::Del { .. }, None) => self.reply(&req, Reply::Int(0)),
             (Op::Del { .. }, Some(_)) => self.delete(req, Reply::Int(1)),
             (Op::Get { .. }, None) => {
@@ -396,7 +409,7 @@ impl<E: Engine> Poller<E> {
         let buf = self.eng.alloc((end - start) as usize);
         match self.eng.read(start, buf, tag as u64) {
             Ok(()) => {
-                if matches!(req.op, Op::Expire { .. }) {
+                if req.op.reads_then_writes() {
                     self.busy.entry(req.hash.tag).or_default();
                 }
                 self.reads[tag as usize] = Some(PendingRead { req, entry, start });
@@ -460,7 +473,7 @@ impl<E: Engine> Poller<E> {
             self.stats().io_errors.fetch_add(1, Relaxed);
         }
         let tag = r.req.hash.tag;
-        let was_rmw = matches!(r.req.op, Op::Expire { .. });
+        let was_rmw = r.req.op.reads_then_writes();
         self.finish_fetch(r.req, r.entry, result);
         self.eng.free(buf);
         if was_rmw {
@@ -495,6 +508,9 @@ impl<E: Engine> Poller<E> {
             Err(e) => return self.corrupt(&req, entry, &e),
         };
         if rec.is_tombstone() || rec.expired(self.now_ms) {
+            if matches!(req.op, Op::Set { .. }) {
+                return self.set(req, None, None);
+            }
             self.stats().misses.fetch_add(1, Relaxed);
             let reply = match req.op {
                 Op::Get { .. } => Reply::Nil,
@@ -527,7 +543,19 @@ impl<E: Engine> Poller<E> {
                 self.reply(&req, Reply::Int(reply))
             }
             Op::Expire { at_ms, persist, .. } => self.expire(req, &rec, at_ms, persist),
-            Op::Set { .. } | Op::Del { .. } | Op::Exists => unreachable!("not fetched"),
+            Op::Set { .. } => {
+                let old = rec.value.to_vec();
+                self.set(req, Some(entry), Some(old))
+            }
+            Op::GetDel { .. } => {
+                let st = self.stats();
+                st.reads.fetch_add(1, Relaxed);
+                st.hits.fetch_add(1, Relaxed);
+                let mut out = Vec::with_capacity(rec.value.len() + 16);
+                resp::bulk(&mut out, rec.value);
+                self.delete(req, Reply::Encoded(out))
+            }
+            Op::Del { .. } | Op::Exists => unreachable!("not fetched"),
         }
     }
 
@@ -538,13 +566,16 @@ impl<E: Engine> Poller<E> {
         self.reply(req, Reply::Error(msg));
     }
 
-    /// SET: checks NX / XX, then appends the new version.
-    fn set(&mut self, req: Request, live: Option<Entry>) {
+    /// SET: checks NX / XX, then appends the new version. `live` is the
+    /// key's entry; `old` its value, when the reply needs it (SET … GET).
+    fn set(&mut self, req: Request, live: Option<Entry>, old: Option<Vec<u8>>) {
         let Op::Set {
             key,
             value,
             expire_ms,
+            keep_ttl,
             cond,
+            reply,
         } = &req.op
         else {
             unreachable!()
@@ -554,11 +585,29 @@ impl<E: Engine> Poller<E> {
             super::msg::Cond::Nx => live.is_some(),
             super::msg::Cond::Xx => live.is_none(),
         };
+        let old_reply = || match &old {
+            Some(v) => {
+                let mut out = Vec::with_capacity(v.len() + 16);
+                resp::bulk(&mut out, v);
+                Reply::Encoded(out)
+            }
+            None => Reply::Nil,
+        };
+        let (done, skipped) = match reply {
+            SetReply::Ok => (Reply::Encoded(b"+OK\r\n".to_vec()), Reply::Nil),
+            SetReply::Int => (Reply::Int(1), Reply::Int(0)),
+            SetReply::Old => (old_reply(), old_reply()),
+        };
         if skip {
-            return self.reply(&req, Reply::Nil);
+            return self.reply(&req, skipped);
         }
-        let result = self.append(req.pid, &req.hash, key, value, *expire_ms, 0);
-        self.acknowledge(req, result, Reply::Encoded(b"+OK\r\n".to_vec()));
+        let expire = match (keep_ttl, live) {
+            (true, Some(e)) => e.expire_ms,
+            (true, None) => 0,
+            (false, _) => *expire_ms,
+        };
+        let result = self.append(req.pid, &req.hash, key, value, expire, 0);
+        self.acknowledge(req, result, done);
     }
 
     /// Appends a tombstone for the key of `req`, replying `ok` once durable.
