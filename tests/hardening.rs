@@ -457,6 +457,11 @@ fn protected_mode_turns_away_non_local_clients() {
     assert!(outside.0.contains("--requirepass") && outside.0.contains("--protected-mode no"));
     assert!(outside.1, "the non-local client is closed");
     assert_eq!(local, "+PONG", "loopback clients are served");
+    let info = in_netns_of(srv.pid(), move || {
+        let mut l = Raw::tcp(format!("127.0.0.1:{port}").parse().unwrap());
+        l.cmd(&["INFO", "stats"])
+    });
+    assert!(info.contains("protected_mode_rejections:1\r\n"), "{info}");
     srv.stop();
 
     // --protected-mode no lets it in; so does a password (then AUTH).
@@ -478,4 +483,54 @@ fn protected_mode_turns_away_non_local_clients() {
         }
         srv.stop();
     }
+}
+
+#[test]
+fn requirepass_file_is_read_and_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("password");
+    std::fs::write(&pwfile, "s3cret pass\n").unwrap();
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = dir.path().join("store");
+    let srv = Server::start(&store, &["--requirepass-file", pwfile.to_str().unwrap()]);
+    let mut c = Raw::tcp(srv.addr);
+    assert_eq!(c.cmd(&["PING"]), "-NOAUTH Authentication required.");
+    assert!(c.cmd(&["AUTH", "s3cret pass\n"]).starts_with("-WRONGPASS"));
+    assert_eq!(c.cmd(&["AUTH", "s3cret pass"]), "+OK");
+    assert_eq!(c.cmd(&["PING"]), "+PONG");
+    srv.stop();
+
+    // Readable by others: refused, with the reason.
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = common::run_on(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--requirepass-file",
+            pwfile.to_str().unwrap(),
+            "--path",
+        ],
+        &store,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("group or others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    // Not with --requirepass as well.
+    let out = common::run_on(
+        &[
+            "serve",
+            "--requirepass",
+            "x",
+            "--requirepass-file",
+            pwfile.to_str().unwrap(),
+            "--path",
+        ],
+        &store,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }

@@ -562,6 +562,7 @@ impl Thread<'_> {
         }
         if !access::protected_mode_allows(self.shared, local) {
             st.connections.fetch_sub(1, Relaxed);
+            st.protected_mode_rejections.fetch_add(1, Relaxed);
             return Err(access::DENIED);
         }
         Ok(())

@@ -137,6 +137,12 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     )?;
     counter(
         &r,
+        "nvkv_protected_mode_rejections_total",
+        "Non-local clients turned away by protected mode",
+        csum(|c| c.protected_mode_rejections.load(Relaxed)),
+    )?;
+    counter(
+        &r,
         "nvkv_keyspace_hits_total",
         "GETs that found a value",
         psum(|p| p.hits.load(Relaxed)),

@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// Password clients must give with AUTH before any other command.
     #[arg(long)]
     pub requirepass: Option<String>,
+    /// Read the password from this file instead (one line; it must not be
+    /// readable by group or others). Keeps it out of `ps` and shell history.
+    #[arg(long, value_name = "PATH", conflicts_with = "requirepass")]
+    pub requirepass_file: Option<PathBuf>,
     /// Without --requirepass, turn away clients that are not on loopback or
     /// the Unix socket (yes / no).
     #[arg(long, value_parser = access::parse_yes_no, default_value = "yes", action = clap::ArgAction::Set)]
@@ -294,6 +298,9 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
 /// Runs the server until SIGTERM or SIGINT; `ready` is called with the
 /// bound address once clients can connect.
 pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    if let Some(path) = &args.requirepass_file {
+        args.requirepass = Some(access::read_password_file(path)?);
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     if let Some(c) = args.poller_cores.iter().find(|&&c| c >= cores.len().max(1)) {
         bail!(

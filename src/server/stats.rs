@@ -109,6 +109,8 @@ pub struct ConnStats {
     pub idle_disconnects: AtomicU64,
     /// Failed AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// Non-local clients turned away by protected mode.
+    pub protected_mode_rejections: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
 }
