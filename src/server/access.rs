@@ -231,6 +231,29 @@ pub(super) fn raise_fd_limit(clients: usize) {
     }
 }
 
+/// The password in `path`: its first line, without the line ending. The
+/// file must belong to no one else's eyes: readable by group or others, it
+/// is refused.
+pub(super) fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta =
+        std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--requirepass-file {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "--requirepass-file {shown}: mode {mode:o} lets group or others read it; chmod 600 it"
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--requirepass-file {shown}: {e}"))?;
+    let pw = text.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() {
+        anyhow::bail!("--requirepass-file {shown}: the first line is empty");
+    }
+    Ok(pw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,27 +288,4 @@ mod tests {
         assert!(!is_loopback("192.0.2.1".parse().unwrap()));
         assert!(!is_loopback("::ffff:192.0.2.1".parse().unwrap()));
     }
-}
-
-/// The password in `path`: its first line, without the line ending. The
-/// file must belong to no one else's eyes: readable by group or others, it
-/// is refused.
-pub(super) fn read_password_file(path: &std::path::Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--requirepass-file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "--requirepass-file {shown}: mode {mode:o} lets group or others read it; chmod 600 it"
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("--requirepass-file {shown}: {e}"))?;
-    let pw = text.lines().next().unwrap_or("").to_string();
-    if pw.is_empty() {
-        anyhow::bail!("--requirepass-file {shown}: the first line is empty");
-    }
-    Ok(pw)
 }
