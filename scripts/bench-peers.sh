@@ -98,7 +98,7 @@ memc_stat() { # name...
 echo "filling Redis:     $(fill "$REDIS" resp 4 16 | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%d SET/s, %d errors" % (j["ops_per_sec"], j["errors"]))')"
 # memcached flushes to extstore in the background: a gentler fill keeps
 # items from being evicted before they are written out.
-echo "filling memcached: $(fill "$MEMC" memcache 1 4 | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%d SET/s, %d errors" % (j["ops_per_sec"], j["errors"]))')"
+echo "filling memcached: $(fill "$MEMC" memcache 1 1 | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%d SET/s, %d errors" % (j["ops_per_sec"], j["errors"]))')"
 for _ in $(seq 120); do
     written=$(memc_stat extstore_objects_written)
     (( ${written:-0} >= keys * 95 / 100 )) && break
@@ -106,6 +106,9 @@ for _ in $(seq 120); do
 done
 read -r items evictions written <<<"$(memc_stat curr_items evictions extstore_objects_written | xargs)"
 echo "memcached: $items items, $evictions evictions, $written written to extstore"
+if (( evictions > 0 )); then
+    echo "warning: memcached evicted $evictions items before extstore took them: its GETs will miss those" >&2
+fi
 
 # fio reads the hole-free run of nvkv's data file after its first MiB.
 read -r fio_size <<<"$(python3 - "$dir/nvkv/data.nvkv" <<'PY'
@@ -173,7 +176,7 @@ PY
 
 qmin=${depths%% *} qmax=${depths##* }
 gnuplot <<GP
-set terminal svg size 800,480 dynamic font "sans,12"
+set terminal svg size 800,480 dynamic font "sans,12" background rgb "white"
 set datafile separator "\t"
 set key top left
 set grid

@@ -43,6 +43,10 @@ const RESUME_ROUNDS: u32 = 8;
 /// How often idle connections are looked for (with `--timeout`).
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
+/// A connection holding less than this is never evicted for
+/// `--maxmemory-clients`.
+const EVICT_MIN: u64 = 1 << 20;
+
 /// A client socket: TCP, or the Unix-domain socket.
 #[derive(Debug)]
 enum Stream {
@@ -240,6 +244,8 @@ pub(super) struct Conn {
     pub(super) timing: Option<(u16, Instant)>,
     timings: VecDeque<Option<(u16, Instant)>>,
     cmd_stats: std::sync::Arc<super::stats::CommandStats>,
+    /// Bytes this connection has added to the server's client memory.
+    charged: usize,
 }
 
 impl Conn {
@@ -622,6 +628,7 @@ impl Thread<'_> {
             last_active: Instant::now(),
             timing: None,
             timings: VecDeque::new(),
+            charged: 0,
             cmd_stats: std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
         });
         self.schedule(slot);
@@ -670,6 +677,43 @@ impl Thread<'_> {
         self.close(slot, c);
     }
 
+    /// Brings the server's client memory up to date with what `c` holds now;
+    /// returns whether `c` is to be evicted: the total is over
+    /// `--maxmemory-clients` and `c` holds more than a fair share of it
+    /// (and at least [`EVICT_MIN`]), so small clients are never the ones.
+    fn charge(&mut self, c: &mut Conn) -> bool {
+        let now = c.rbuf.capacity() + c.wbuf.capacity() + c.held + c.in_flight;
+        let total = if now >= c.charged {
+            let add = (now - c.charged) as u64;
+            self.shared.client_memory.fetch_add(add, Relaxed) + add
+        } else {
+            let sub = (c.charged - now) as u64;
+            self.shared.client_memory.fetch_sub(sub, Relaxed) - sub
+        };
+        c.charged = now;
+        let budget = self.shared.args.maxmemory_clients;
+        if budget == 0 || total <= budget {
+            return false;
+        }
+        let clients: u64 = (self.shared.conn_stats.iter())
+            .map(|s| s.connections.load(Relaxed))
+            .sum();
+        now as u64 >= (budget / clients.max(1)).max(EVICT_MIN)
+    }
+
+    fn evict(&mut self, slot: u32, c: Conn) {
+        tracing::warn!(
+            held = c.charged,
+            total = self.shared.client_memory.load(Relaxed),
+            budget = self.shared.args.maxmemory_clients,
+            "client memory over --maxmemory-clients: closing the connection holding the most"
+        );
+        self.shared.conn_stats[self.id]
+            .evicted_clients
+            .fetch_add(1, Relaxed);
+        self.close(slot, c);
+    }
+
     /// Closes connections idle for longer than `--timeout` (those awaiting
     /// replies from the pollers are not idle).
     fn close_idle(&mut self) {
@@ -709,6 +753,9 @@ impl Thread<'_> {
         };
         if over_limit(self.output_limit, &c) {
             return self.drop_over_limit(slot, c);
+        }
+        if self.charge(&mut c) {
+            return self.evict(slot, c);
         }
         let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
         if done {
@@ -889,6 +936,9 @@ impl Thread<'_> {
     }
 
     fn close(&mut self, slot: u32, mut c: Conn) {
+        self.shared
+            .client_memory
+            .fetch_sub(c.charged as u64, Relaxed);
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);

@@ -137,6 +137,18 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     )?;
     counter(
         &r,
+        "nvkv_evicted_clients_total",
+        "Clients closed to keep client memory under --maxmemory-clients",
+        csum(|c| c.evicted_clients.load(Relaxed)),
+    )?;
+    gauge(
+        &r,
+        "nvkv_client_memory_bytes",
+        "Bytes held by client connections (buffers, owed replies, requests in flight)",
+        sh.client_memory.load(Relaxed) as i64,
+    )?;
+    counter(
+        &r,
         "nvkv_protected_mode_rejections_total",
         "Non-local clients turned away by protected mode",
         csum(|c| c.protected_mode_rejections.load(Relaxed)),

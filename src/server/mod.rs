@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// included) before it is disconnected; 0 = no limit.
     #[arg(long, value_parser = store::parse_size, default_value = "64M")]
     pub max_output_buffer: u64,
+    /// Most memory all clients together may hold in buffers, owed replies
+    /// and requests in flight (K/M/G); past it, the connections holding the
+    /// most are closed, as Redis's client eviction does. 0 = no limit.
+    #[arg(long, value_parser = store::parse_size, default_value = "1G")]
+    pub maxmemory_clients: u64,
     /// Close connections idle for longer than this many seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     pub timeout: u64,
@@ -205,6 +210,9 @@ struct Shared {
     poller_stats: Vec<CachePadded<PollerStats>>,
     conn_stats: Vec<CachePadded<ConnStats>>,
     sampler: Sampler,
+    /// Bytes all connections hold (buffers, owed replies, requests in
+    /// flight), against `--maxmemory-clients`.
+    client_memory: std::sync::atomic::AtomicU64,
     /// Stop accepting and reading new commands.
     stopping: AtomicBool,
     /// Connection threads are gone: pollers finish and exit.
@@ -392,6 +400,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         sb: store.sb.clone(),
         pollers,
         conns,
+        client_memory: std::sync::atomic::AtomicU64::new(0),
         stopping: AtomicBool::new(false),
         pollers_stop: AtomicBool::new(false),
         started: Instant::now(),

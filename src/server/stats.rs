@@ -111,6 +111,8 @@ pub struct ConnStats {
     pub auth_failures: AtomicU64,
     /// Non-local clients turned away by protected mode.
     pub protected_mode_rejections: AtomicU64,
+    /// Clients closed to keep client memory under --maxmemory-clients.
+    pub evicted_clients: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
 }
