@@ -534,3 +534,42 @@ fn requirepass_file_is_read_and_must_be_private() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
+
+#[test]
+fn client_memory_over_the_budget_evicts_the_biggest_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), &["--maxmemory-clients", "16M"]);
+    let mut good = srv.client();
+    let _: () = good.set("small", "s").unwrap();
+    // Eight clients each send most of a 6 MB SET and stop: each is well
+    // under --max-query-buffer, together they hold ~40 MB of buffers.
+    let mut head = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$6000000\r\n".to_vec();
+    head.extend(vec![b'x'; 5_000_000]);
+    let bad: Vec<TcpStream> = (0..8)
+        .map(|_| pipeline_without_reading(srv.addr, &head))
+        .collect();
+    let evicted = || srv.info_field("evicted_clients").parse::<u64>().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || evicted() >= 4),
+        "evicted {} clients",
+        evicted()
+    );
+    // What is left fits the budget, and the small client never noticed.
+    let held: u64 = srv.info_field("client_memory").parse().unwrap();
+    assert!(held <= 16 << 20, "clients still hold {held} bytes");
+    for _ in 0..100 {
+        let v: String = good.get("small").unwrap();
+        assert_eq!(v, "s");
+    }
+    let closed = bad
+        .into_iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            Raw::new(s.try_clone().unwrap()).closed()
+        })
+        .count() as u64;
+    assert_eq!(closed, evicted(), "every evicted client's socket is closed");
+    let hwm_mib = status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS: {hwm_mib} MiB");
+    srv.stop();
+}
