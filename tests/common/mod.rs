@@ -59,7 +59,9 @@ impl Server {
     /// Starts `nvkv serve` on a free loopback port.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--path"])
+        // A store serve creates stays sparse: tests need not write 1 GiB of
+        // zeros each (stores made by `load` are filled, as in production).
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--sparse", "--path"])
             .arg(dir)
             .args(extra);
         start_command(cmd, dir)
