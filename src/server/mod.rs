@@ -325,6 +325,16 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     args.spdk.configure(poller_cores.clone());
     let store = open_or_create(&args)?;
     args.settle(&store.dev);
+    let spinners = args.io_threads + args.tcp_threads;
+    if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
+        tracing::warn!(
+            pollers = args.io_threads,
+            connection_threads = args.tcp_threads,
+            cores = cores.len(),
+            "busy polling with as many spinning threads as cores: they will share cores in time slices \
+             (milliseconds of latency); give them dedicated cores, or use --poll adaptive --pin false"
+        );
+    }
     let r = store.report;
     if args.max_key_size > u16::MAX as u64 {
         bail!("--max-key-size is at most 65535 bytes");
