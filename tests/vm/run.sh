@@ -62,12 +62,17 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v depmod >/dev/null || need+=(kmod)
 command -v cpio >/dev/null || need+=(cpio)
 if [[ ${#need[@]} -gt 0 ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; }
 fi
 
 # The kernel: Debian's current 6.1 image package, extracted into the cache.
 if [[ ! -f "$cache/kver" ]]; then
-    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ {print $2; exit}')
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
+    if [[ -z "$pkg" ]]; then
+        apt-get update -q >/dev/null
+        pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ {print $2; exit}')
+    fi
     [[ -n "$pkg" ]] || { echo "error: no linux-image-6.x package in the apt lists (apt-get update?)" >&2; exit 1; }
     (cd "$cache" && rm -rf kernel ./*.deb && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb kernel)
     kver=$(ls "$cache/kernel/lib/modules")
