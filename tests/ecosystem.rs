@@ -192,6 +192,16 @@ fn metrics_endpoint_reports_what_clients_did() {
     assert!(m["nvkv_commands_processed_total"] >= 25.0);
     assert_eq!(m["nvkv_connected_clients"], 1.0);
     assert!(m["nvkv_commits_total"] >= 1.0);
+    assert!(m["nvkv_device_write_ops_total"] >= 1.0);
+    assert!(
+        m["nvkv_device_read_ops_total"] <= 10.0,
+        "at most one read per hit"
+    );
+    assert_eq!(
+        m["nvkv_device_read_bytes_total"],
+        m["nvkv_device_read_ops_total"] * 4096.0,
+        "small values: one 4 KiB block per read"
+    );
     assert!(m.contains_key("nvkv_poller_mean_batch{poller=\"0\"}"));
     // Calls and a latency histogram by command.
     assert_eq!(m["nvkv_commands_total{command=\"set\"}"], 10.0);

@@ -119,6 +119,7 @@ impl<E: Engine> Poller<E> {
             self.eng.free(buf);
             return false;
         }
+        self.count_read(size as u64);
         self.compactor.job = Some(Job {
             seg,
             shard,

@@ -154,7 +154,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         };
         let _ = write!(
             s,
-            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
+            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndevice_writes:{}\r\ndevice_reads:{}\r\ndevice_bytes_read:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
             sp.live.len(),
             sp.free_segments(),
             sp.segment_size,
@@ -165,6 +165,9 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sum(|p| p.commits.load(Relaxed)),
             sum(|p| p.flushes.load(Relaxed)),
             sum(|p| p.bytes_written.load(Relaxed)),
+            sum(|p| p.device_writes.load(Relaxed)),
+            sum(|p| p.device_reads.load(Relaxed)),
+            sum(|p| p.device_read_bytes.load(Relaxed)),
             sh.args.durability,
             sh.poller_stats.len()
         );

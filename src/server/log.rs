@@ -540,6 +540,7 @@ impl<E: Engine> Poller<E> {
             Err(e) => Some(format!("write failed: {e}")),
         };
         st.bytes_written.fetch_add(buf.len() as u64, Relaxed);
+        st.device_writes.fetch_add(1, Relaxed);
         self.eng.free(buf);
         if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
             s.in_flight -= 1;

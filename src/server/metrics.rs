@@ -173,6 +173,24 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     )?;
     counter(
         &r,
+        "nvkv_device_read_ops_total",
+        "Reads issued to the device (GETs and compaction)",
+        psum(|p| p.device_reads.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_device_read_bytes_total",
+        "Bytes read from the device",
+        psum(|p| p.device_read_bytes.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_device_write_ops_total",
+        "Log writes completed on the device",
+        psum(|p| p.device_writes.load(Relaxed)),
+    )?;
+    counter(
+        &r,
         "nvkv_device_bytes_written_total",
         "Log bytes written",
         psum(|p| p.bytes_written.load(Relaxed)),

@@ -409,6 +409,7 @@ impl<E: Engine> Poller<E> {
         let buf = self.eng.alloc((end - start) as usize);
         match self.eng.read(start, buf, tag as u64) {
             Ok(()) => {
+                self.count_read(end - start);
                 if req.op.reads_then_writes() {
                     self.busy.entry(req.hash.tag).or_default();
                 }
@@ -420,6 +421,13 @@ impl<E: Engine> Poller<E> {
                 self.requeue(req);
             }
         }
+    }
+
+    /// Counts a device read of `bytes` issued.
+    pub(super) fn count_read(&self, bytes: u64) {
+        let st = self.stats();
+        st.device_reads.fetch_add(1, Relaxed);
+        st.device_read_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Puts a request that found no read slot aside for the next turn; the

@@ -30,6 +30,11 @@ pub struct PollerStats {
     pub commits: AtomicU64,
     pub flushes: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Device operations issued: reads (GETs, compaction) and their bytes,
+    /// and log writes.
+    pub device_reads: AtomicU64,
+    pub device_read_bytes: AtomicU64,
+    pub device_writes: AtomicU64,
     /// Writes refused because the store was full.
     pub writes_refused: AtomicU64,
     /// Writes that waited for compaction to free a segment.
