@@ -699,6 +699,9 @@ fn value_and_key_size_limits() {
         &Value::BulkString(b"c".to_vec())
     );
 
+    // Each refusal was counted.
+    let refused: u64 = srv.info_field("size_limit_rejections").parse().unwrap();
+    assert!(refused >= 2, "size_limit_rejections: {refused}");
     // A value at the limit survives a restart.
     srv.stop();
     let srv = Server::start(dir.path(), &["--max-value-size", "1M"]);

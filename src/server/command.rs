@@ -246,6 +246,12 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
 /// Checks key and value sizes against the limits; replies when over.
 fn within_limits(c: &mut Conn, router: &Router, key: &[u8], value: &[u8]) -> bool {
     let a = &router.shared.args;
+    let over = key.len() as u64 > a.max_key_size || value.len() as u64 > a.max_value_size;
+    if over {
+        router.shared.conn_stats[router.thread]
+            .size_limit_rejections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     if key.len() as u64 > a.max_key_size {
         let msg = format!(
             "ERR key of {} bytes is over the limit of {} (--max-key-size)",

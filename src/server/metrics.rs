@@ -137,6 +137,12 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     )?;
     counter(
         &r,
+        "nvkv_size_limit_rejections_total",
+        "Writes refused for a key or value over the size limits",
+        csum(|c| c.size_limit_rejections.load(Relaxed)),
+    )?;
+    counter(
+        &r,
         "nvkv_evicted_clients_total",
         "Clients closed to keep client memory under --maxmemory-clients",
         csum(|c| c.evicted_clients.load(Relaxed)),

@@ -118,6 +118,9 @@ pub struct ConnStats {
     pub protected_mode_rejections: AtomicU64,
     /// Clients closed to keep client memory under --maxmemory-clients.
     pub evicted_clients: AtomicU64,
+    /// Writes refused for a key or value over --max-key-size /
+    /// --max-value-size.
+    pub size_limit_rejections: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
 }
