@@ -32,11 +32,16 @@ pub struct Uring {
 impl Uring {
     pub fn new(dev: &Device, depth: usize, wake: &EventFd) -> io::Result<Self> {
         let entries = (depth + 1).next_power_of_two() as u32;
+        // COOP_TASKRUN: a completion does not interrupt the poller with an
+        // IPI to post its CQE; the kernel raises IORING_SQ_TASKRUN instead
+        // (TASKRUN_FLAG), and `reap` enters the kernel only when it is set.
+        // A parked poller is still woken. Older kernels get a plain ring.
         let ring = IoUring::builder()
-            // Not COOP_TASKRUN: with it, completions reach the ring only when
-            // the poller enters the kernel, which a polling loop rarely does.
             .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .build(entries)
+            .or_else(|_| IoUring::builder().setup_single_issuer().build(entries))
             .or_else(|_| IoUring::new(entries))?;
         ring.submitter().register_files(&[dev.fd()?])?;
         let pool: Vec<IoBuf> = (0..depth.min(POOL_MAX))
@@ -154,6 +159,13 @@ impl Engine for Uring {
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
+        if self.ring.submission().taskrun() {
+            // Completions wait as task work: run it (this also submits
+            // whatever is queued, which is due anyway).
+            if let Ok(n) = self.ring.submit() {
+                self.queued -= n.min(self.queued);
+            }
+        }
         for cqe in self.ring.completion() {
             if cqe.user_data() == WAKE {
                 self.wake_armed = false;

@@ -415,7 +415,7 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         // pollers never have to wake this thread while it has work.
         spin: match shared.args.poll() {
             super::PollMode::Busy => Duration::MAX,
-            super::PollMode::Adaptive => Duration::from_micros(shared.args.spin_us),
+            super::PollMode::Adaptive => Duration::from_micros(shared.args.loaded_spin_us),
         },
         args: Vec::new(),
         limits: Limits {

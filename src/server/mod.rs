@@ -75,11 +75,17 @@ pub struct ServeArgs {
     /// engine].
     #[arg(long, value_enum)]
     pub poll: Option<PollMode>,
-    /// Microseconds an idle adaptive poller, or a connection thread awaiting
-    /// replies, keeps polling (yielding the CPU between polls) before it
-    /// sleeps: trades a little CPU for the wake-up latency of a lone request.
+    /// Microseconds an idle adaptive poller (nothing in flight) keeps
+    /// polling (yielding the CPU between polls) before it sleeps: trades a
+    /// little CPU for the wake-up latency of a lone request.
     #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
+    /// Microseconds an adaptive poller with device operations in flight, or
+    /// a connection thread awaiting replies, keeps polling without progress
+    /// before it sleeps. Under load progress comes far sooner, so a loaded
+    /// server never pays a wake-up; 0 sleeps at once.
+    #[arg(long, default_value_t = 2000)]
+    pub loaded_spin_us: u64,
     /// Pin pollers and connection threads to cores (`--pin`, or `--pin
     /// false`) [default: no, or yes with the spdk engine].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
