@@ -131,6 +131,9 @@ fn damaged_index_file_is_rebuilt() {
 
 #[test]
 fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
+    if common::on_spdk("corrupted_record_is_an_error_reply_and_the_server_lives_on") {
+        return;
+    }
     let dir = loaded();
     // Overwrite bytes inside the first record of the first segment (the
     // segment starts at 1 MiB; its header takes 32 bytes).
@@ -260,6 +263,9 @@ fn inline_commands_and_quit() {
 
 #[test]
 fn not_a_store_is_a_clear_error() {
+    if common::on_spdk("not_a_store_is_a_clear_error") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data.nvkv"), vec![7u8; 1 << 16]).unwrap();
     let out = common::run_on(&["serve", "--listen", "127.0.0.1:0", "--path"], dir.path());
@@ -289,6 +295,9 @@ fn not_a_store_is_a_clear_error() {
 
 #[test]
 fn serve_creates_an_empty_store_in_a_new_directory() {
+    if common::on_spdk("serve_creates_an_empty_store_in_a_new_directory") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fresh");
     let srv = Server::start(&path, &[]);

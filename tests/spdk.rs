@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use common::nvmf::{free_port, Target};
 use common::{run_on, Server, BIN};
 use nvkv::keys;
 use redis::Commands;
@@ -27,83 +28,6 @@ const NS_MIB: u32 = 192;
 /// hugepages beyond the target's.
 const ENV: [&str; 3] = ["--spdk-no-huge", "--spdk-mem", "256"];
 
-struct Target {
-    port: u16,
-    state: tempfile::TempDir,
-}
-
-impl Target {
-    fn script() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nvmf-target.sh")
-    }
-
-    fn start() -> Target {
-        let port = free_port();
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(Self::script())
-            .args(["start", "--port", &port.to_string()])
-            .args(["--namespaces", &NAMESPACES.to_string()])
-            .args(["--size-mb", &NS_MIB.to_string(), "--block-size", "4096,512"])
-            .arg("--state-dir")
-            .arg(state.path())
-            .output()
-            .expect("run scripts/nvmf-target.sh");
-        assert!(
-            out.status.success(),
-            "the NVMe-oF target did not start:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Target { port, state }
-    }
-
-    fn trid(&self) -> String {
-        format!(
-            "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{0} subnqn:nqn.2016-06.io.spdk:nvkv-{0}",
-            self.port
-        )
-    }
-
-    fn rpc(&self, args: &[&str]) {
-        let rpc = ["spdk_rpc.py", "rpc.py"]
-            .into_iter()
-            .find(|r| {
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {r}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect("rpc.py on PATH");
-        let out = Command::new(rpc)
-            .arg("-s")
-            .arg(self.state.path().join("rpc.sock"))
-            .args(args)
-            .output()
-            .expect("run rpc.py");
-        assert!(
-            out.status.success(),
-            "rpc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script())
-            .args(["stop", "--port", &self.port.to_string(), "--state-dir"])
-            .arg(self.state.path())
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The target, shared by the tests that run at the same time; it stops
 /// when the last of them is done.
 fn target() -> Arc<Target> {
@@ -112,7 +36,7 @@ fn target() -> Arc<Target> {
     if let Some(t) = g.upgrade() {
         return t;
     }
-    let t = Arc::new(Target::start());
+    let t = Arc::new(Target::start(NAMESPACES, NS_MIB));
     *g = Arc::downgrade(&t);
     t
 }

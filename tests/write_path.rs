@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -30,20 +28,6 @@ fn value(tag: u64, i: u64, len: usize) -> Vec<u8> {
 }
 
 /// Creates an empty store with `nvkv load --keys 0`.
-fn create_store(dir: &Path, args: &[&str]) {
-    let out = Command::new(common::BIN)
-        .args(["load", "--keys", "0", "--path"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run nvkv load");
-    assert!(
-        out.status.success(),
-        "load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn get(con: &mut Connection, key: impl redis::ToRedisArgs) -> Option<Vec<u8>> {
     con.get(key).expect("GET")
 }
@@ -838,7 +822,7 @@ fn cold(round: u64, j: u64) -> String {
 fn overwrite_rounds(create: &[&str], capacity: usize, rounds: u64) {
     const KEYS: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
-    create_store(dir.path(), create);
+    common::create_store(dir.path(), create);
     let args = ["--max-value-size", "64K", "--io-threads", "2"];
     let srv = Server::start(dir.path(), &args);
     let mut con = srv.client();
@@ -958,7 +942,7 @@ fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
     const CAPACITY: usize = 64 << 20;
     const LEN: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    create_store(dir.path(), &["--capacity", "64M"]);
+    common::create_store(dir.path(), &["--capacity", "64M"]);
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
     let mut acked = Vec::new();
@@ -1070,7 +1054,7 @@ fn a_full_store_refuses_writes_with_oom_and_keeps_serving_reads() {
 fn a_full_store_still_takes_deletes_and_then_new_writes() {
     const LEN: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    create_store(dir.path(), &["--capacity", "64M"]);
+    common::create_store(dir.path(), &["--capacity", "64M"]);
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
     let mut acked = Vec::new();

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "spdk")]
+pub mod nvmf;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_nvkv");
 
 /// The block device the tests load stores onto, when `NVKV_TEST_DEVICE`
@@ -19,14 +22,87 @@ pub fn test_device() -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
+/// The NVMe namespace the tests put their stores on through SPDK: in the
+/// `spdk_suites` test binary (the file engines' suites again, on SPDK), a
+/// namespace of its own per test on a loopback NVMe-oF/TCP target; or, in
+/// any suite, the one `NVKV_TEST_SPDK_TRID` gives by transport ID (and
+/// `NVKV_TEST_SPDK_NSID`, default 1), with the tests run one at a time
+/// (`--test-threads 1`) since they share it.
+pub fn test_spdk() -> Option<(String, String)> {
+    #[cfg(feature = "spdk")]
+    if nvmf::in_suites() {
+        return Some(nvmf::suite_namespace());
+    }
+    let trid = std::env::var("NVKV_TEST_SPDK_TRID")
+        .ok()
+        .filter(|t| !t.is_empty())?;
+    let nsid = std::env::var("NVKV_TEST_SPDK_NSID").unwrap_or_else(|_| "1".into());
+    Some((trid, nsid))
+}
+
+/// Bytes of the test device or namespace a store uses (unless a test
+/// asks for its own `--capacity`).
+const TEST_CAPACITY: &str = "128M";
+
+/// The flags every nvkv command takes on the SPDK test namespace: SPDK's
+/// environment in ordinary memory (no hugepages needed), and pollers that
+/// share the test machine's cores.
+const SPDK_ENV: [&str; 4] = ["--spdk-no-huge", "--spdk-mem", "256", "--log-level=warn"];
+
+/// Whether the stores are on an SPDK namespace; tests that reach into the
+/// data file itself (there is none there) skip themselves then.
+pub fn on_spdk(test: &str) -> bool {
+    let on = test_spdk().is_some();
+    if on {
+        eprintln!("{test}: skipped on an SPDK namespace (a test of data files)");
+    }
+    on
+}
+
+/// `load`'s device flags for the test store, if it is not a file.
+fn device_args() -> Vec<String> {
+    let mut a = Vec::new();
+    if let Some((trid, nsid)) = test_spdk() {
+        a.extend([
+            "--device".into(),
+            trid,
+            "--nsid".into(),
+            nsid,
+            "--force".into(),
+        ]);
+        a.extend(SPDK_ENV.map(String::from));
+    } else if let Some(dev) = test_device() {
+        a.extend(["--log-level", "warn", "--device", &dev, "--force"].map(String::from));
+    }
+    a
+}
+
+/// Creates an empty store (`nvkv load --keys 0` with `args`) on the test
+/// backend: a file in `dir`, or the test device or namespace (128 MiB of it
+/// unless `args` set `--capacity`).
+pub fn create_store(dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["load", "--keys", "0", "--path"])
+        .arg(dir)
+        .args(device_args())
+        .args(args);
+    if (test_spdk().is_some() || test_device().is_some()) && !args.contains(&"--capacity") {
+        cmd.args(["--capacity", TEST_CAPACITY]);
+    }
+    let out = cmd.output().expect("run nvkv load");
+    assert!(
+        out.status.success(),
+        "creating a store failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `nvkv load` and panics on failure.
 pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
     let mut cmd = Command::new(BIN);
-    if let Some(dev) = test_device() {
-        cmd.args(["--log-level", "warn", "load", "--device", &dev, "--force"]);
-    } else {
-        cmd.arg("load");
-    }
+    cmd.arg("load")
+        .args(device_args())
+        .args(["--capacity", TEST_CAPACITY]);
     let out = cmd
         .arg("--path")
         .arg(dir)
@@ -37,7 +113,7 @@ pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
             "--max-size",
             &max.to_string(),
         ])
-        .args(["--seed", &seed.to_string(), "--capacity", "256M"])
+        .args(["--seed", &seed.to_string()])
         .output()
         .expect("run nvkv load");
     assert!(
@@ -57,13 +133,39 @@ pub struct Server {
 
 impl Server {
     /// Starts `nvkv serve` on a free loopback port.
+    ///
+    /// On the SPDK test namespace, a directory without a store first gets
+    /// an empty one there (`nvkv load --keys 0`, of serve's `--capacity`),
+    /// and `--engine` is left out: the engine follows the device.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
-        // A store serve creates stays sparse: tests need not write 1 GiB of
-        // zeros each (stores made by `load` are filled, as in production).
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--sparse", "--path"])
-            .arg(dir)
-            .args(extra);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--path"])
+            .arg(dir);
+        if test_spdk().is_some() {
+            let mut args = Vec::new();
+            let mut capacity = TEST_CAPACITY;
+            let mut it = extra.iter();
+            while let Some(&a) = it.next() {
+                match a {
+                    "--engine" => {
+                        it.next();
+                    }
+                    "--capacity" => capacity = it.next().expect("--capacity VALUE"),
+                    _ => args.push(a),
+                }
+            }
+            if !dir.join("data.nvme").exists() {
+                create_store(dir, &["--capacity", capacity]);
+            }
+            cmd.args(["--pin", "false", "--poll", "adaptive"])
+                .args(SPDK_ENV)
+                .args(args);
+        } else {
+            // A store serve creates stays sparse: tests need not write 1 GiB
+            // of zeros each (stores made by `load` are filled, as in
+            // production).
+            cmd.arg("--sparse").args(extra);
+        }
         start_command(cmd, dir)
     }
 
@@ -195,9 +297,12 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 /// Runs `nvkv ARGS... DIR` to completion (for commands expected to stop by
 /// themselves: a failing `serve`, `load`, `check`).
 pub fn run_on(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg(dir)
-        .output()
-        .expect("run nvkv")
+    let mut cmd = Command::new(BIN);
+    match args.split_first() {
+        Some((&"check", rest)) if test_spdk().is_some() => {
+            cmd.arg("check").args(SPDK_ENV).args(rest)
+        }
+        _ => cmd.args(args),
+    };
+    cmd.arg(dir).output().expect("run nvkv")
 }
