@@ -68,3 +68,36 @@ fn sigterm_under_load_is_clean_and_loses_no_acknowledged_write() {
     }
     srv.stop();
 }
+
+/// One SIGTERM delivered twice at once (as `timeout` does: to its child,
+/// then to its process group) is one clean shutdown, not an impatient
+/// second signal: exit 0 and a clean index.
+#[test]
+fn a_doubled_sigterm_is_still_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut srv.client())
+        .unwrap();
+    let pid = srv.pid() as i32;
+    // SAFETY: signals our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let mut srv = srv;
+    let status = common::wait_bounded(&mut srv.child, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "exit {status}\n{}",
+        srv.log.lock().unwrap()
+    );
+    drop(srv);
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    let v: Option<String> = redis::cmd("GET").arg("k").query(&mut srv.client()).unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+    srv.stop();
+}

@@ -461,9 +461,10 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal exits at once; recovery copes with that.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&term))?;
-        signal_hook::flag::register(sig, Arc::clone(&term))?;
+        let term = Arc::clone(&term);
+        // SAFETY: the handler uses only atomics, clock_gettime and _exit,
+        // which are async-signal-safe.
+        unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
     }
     tracing::info!(%addr, engine = ?shared.args.engine(), pollers = shared.args.io_threads, "listening");
     ready(addr);
@@ -514,6 +515,35 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
 
 /// Accepts connections and deals them out to connection threads until a
 /// signal arrives; samples the pollers' rates once a second.
+/// When the first SIGTERM / SIGINT came (CLOCK_MONOTONIC ns; 0: none yet).
+static FIRST_SIGNAL_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A signal closer than this to the first is the same one delivered twice
+/// (`timeout` signals its child and then its process group), not a second.
+const SAME_SIGNAL_NS: u64 = 500_000_000;
+
+/// SIGTERM / SIGINT: the first starts the clean shutdown; a second one (at
+/// least [`SAME_SIGNAL_NS`] later) exits at once, which recovery copes with.
+/// Runs in a signal handler: atomics, clock_gettime and _exit only.
+fn on_signal(term: &AtomicBool) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).max(1);
+    match FIRST_SIGNAL_NS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => term.store(true, Ordering::SeqCst),
+        Err(first) if now.saturating_sub(first) >= SAME_SIGNAL_NS => {
+            // SAFETY: _exit is async-signal-safe; the store stays
+            // recoverable (the index is not marked clean).
+            unsafe { libc::_exit(130) }
+        }
+        Err(_) => {}
+    }
+}
+
 fn accept_loop(
     listener: &TcpListener,
     unix: Option<&access::UnixSocket>,
