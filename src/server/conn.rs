@@ -442,6 +442,7 @@ impl Thread<'_> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline = None;
         let mut spin_since: Option<Instant> = None;
+        let mut contended = false;
         let mut last_sweep = Instant::now();
         loop {
             let stopping = self.shared.stopping.load(Relaxed);
@@ -462,6 +463,7 @@ impl Thread<'_> {
             while let Some(r) = self.handle().responses.pop() {
                 self.router.answered += 1;
                 spin_since = None;
+                contended = false;
                 self.deliver(r);
             }
             let was_stalled = !self.router.stalled.is_empty();
@@ -490,11 +492,15 @@ impl Thread<'_> {
             let awaiting = self.router.sent > self.router.answered;
             if busy || !awaiting {
                 spin_since = None;
+                contended = false;
             }
-            let spinning =
-                awaiting && spin_since.get_or_insert_with(Instant::now).elapsed() < self.spin;
+            let spinning = awaiting
+                && !contended
+                && spin_since.get_or_insert_with(Instant::now).elapsed() < self.spin;
             if spinning && !busy {
-                std::thread::yield_now();
+                // A yield that others used at length: the CPU is contended,
+                // sleep until the next event instead of polling on.
+                contended = super::polite_yield() && self.spin < Duration::MAX;
             }
             let mut timeout = if busy || spinning {
                 Duration::ZERO

@@ -515,6 +515,20 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
 
 /// Accepts connections and deals them out to connection threads until a
 /// signal arrives; samples the pollers' rates once a second.
+/// A yield that took longer than this gave the CPU to other threads for a
+/// while: the CPU is contended, and polling on would take time from threads
+/// that need it (a slow or overcommitted machine), so the poller or
+/// connection thread sleeps instead until its next event.
+const CONTENDED_YIELD: Duration = Duration::from_micros(50);
+
+/// Yields the CPU once while polling; returns whether other threads were
+/// waiting for it (the yield took at least [`CONTENDED_YIELD`]).
+fn polite_yield() -> bool {
+    let t = Instant::now();
+    std::thread::yield_now();
+    t.elapsed() >= CONTENDED_YIELD
+}
+
 /// When the first SIGTERM / SIGINT came (CLOCK_MONOTONIC ns; 0: none yet).
 static FIRST_SIGNAL_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -218,9 +218,11 @@ impl<E: Engine> Poller<E> {
         let loaded_spin = Duration::from_micros(self.shared.args.loaded_spin_us);
         let busy = self.shared.args.poll() == PollMode::Busy;
         let mut idle_since: Option<Instant> = None;
+        let mut contended = false;
         loop {
             if self.turn() {
                 idle_since = None;
+                contended = false;
                 continue;
             }
             if self.shared.pollers_stop.load(Relaxed)
@@ -238,7 +240,9 @@ impl<E: Engine> Poller<E> {
             // polling rather than pay a wake-up for it (waking a sleeping
             // thread on an idle CPU costs tens of microseconds on a virtual
             // machine, several times per request).
-            let limit = if self.eng.in_flight() > 0 {
+            // Unless other threads want this CPU: then sleeping is cheaper
+            // than the time polling takes from them.
+            let limit = if self.eng.in_flight() > 0 && !contended {
                 loaded_spin
             } else {
                 spin
@@ -246,10 +250,11 @@ impl<E: Engine> Poller<E> {
             if since.elapsed() >= limit {
                 self.park();
                 idle_since = None;
+                contended = false;
             } else {
                 // Polling politely: on a machine with fewer cores than busy
                 // threads the connection threads need the CPU meanwhile.
-                std::thread::yield_now();
+                contended |= super::polite_yield();
             }
         }
     }
