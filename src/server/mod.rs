@@ -80,8 +80,8 @@ pub struct ServeArgs {
     /// little CPU for the wake-up latency of a lone request.
     #[arg(long, default_value_t = 100)]
     pub spin_us: u64,
-    /// Microseconds an adaptive poller with device operations in flight, or
-    /// a connection thread awaiting replies, keeps polling without progress
+    /// Microseconds an adaptive poller with device reads in flight, or a
+    /// connection thread awaiting replies, keeps polling without progress
     /// before it sleeps. Under load progress comes far sooner, so a loaded
     /// server never pays a wake-up; 0 sleeps at once.
     #[arg(long, default_value_t = 2000)]

@@ -236,13 +236,16 @@ impl<E: Engine> Poller<E> {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            // With operations in flight a completion is due soon: keep
-            // polling rather than pay a wake-up for it (waking a sleeping
-            // thread on an idle CPU costs tens of microseconds on a virtual
-            // machine, several times per request).
-            // Unless other threads want this CPU: then sleeping is cheaper
-            // than the time polling takes from them.
-            let limit = if self.eng.in_flight() > 0 && !contended {
+            // With reads in flight a completion is due soon: keep polling
+            // rather than pay a wake-up for it (waking a sleeping thread on
+            // an idle CPU costs tens of microseconds on a virtual machine,
+            // several times per request). Not for the log's writes and
+            // flushes: a commit takes a millisecond or more, and the
+            // kernel's workers that run it need the CPU meanwhile. Nor when
+            // other threads want this CPU: then sleeping is cheaper than
+            // the time polling takes from them.
+            let reads_in_flight = self.free_tags.len() < self.reads.len();
+            let limit = if reads_in_flight && !contended {
                 loaded_spin
             } else {
                 spin
