@@ -217,9 +217,9 @@ check_port_free() {
 # stop_proc PID NAME: SIGTERM, wait up to STOP_TIMEOUT s, and return the exit
 # status (0 = clean). The servers run under `timeout --foreground`, which
 # forwards the signal to them once and returns their status (without
-# --foreground it also signals its whole process group, so nvkv got SIGTERM
-# twice and took the second for an impatient user's: exit 130). A server that does not stop gets
-# a second SIGTERM (nvkv then exits at once), then SIGKILL (it and its child).
+# --foreground it also signals its whole process group). A server that does
+# not stop gets a second SIGTERM (nvkv then exits at once), then SIGKILL (it
+# and its child).
 stop_proc() {
     local pid=$1 name=$2 i rc=0
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || rc=$?; return "$rc"; }

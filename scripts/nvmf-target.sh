@@ -115,13 +115,14 @@ fi
 args=(--no-pci -m "$mask" -r "$sock" -s "$mem" --shm-id -1)
 # Several targets (one per port) may share a core here, for tests: SPDK's
 # per-core lock files would refuse the second one.
-if "$tgt" --help 2>&1 | grep -q -- '--disable-cpumask-locks'; then
+tgt_help=$("$tgt" --help 2>&1 || true)
+if grep -q -- '--disable-cpumask-locks' <<<"$tgt_help"; then
     args+=(--disable-cpumask-locks)
 fi
 if [[ "$nohuge" == yes ]]; then
     # Not every nvmf_tgt has --no-huge (23.01's has not, and DPDK's own
     # --no-huge clashes with the --match-allocations it passes).
-    if ! "$tgt" --help 2>&1 | grep -q -- '--no-huge'; then
+    if ! grep -q -- '--no-huge' <<<"$tgt_help"; then
         echo "error: this nvmf_tgt cannot run without hugepages, and ${mem} MiB of 2 MiB hugepages are not free;" >&2
         echo "       reserve them first: sudo hugepages/hugepages.sh reserve $(( (mem + 1) / 2 ))" >&2
         exit 1

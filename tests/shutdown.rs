@@ -75,7 +75,7 @@ fn sigterm_under_load_is_clean_and_loses_no_acknowledged_write() {
 #[test]
 fn a_doubled_sigterm_is_still_a_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
+    let mut srv = Server::start(dir.path(), &[]);
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v")
@@ -87,7 +87,6 @@ fn a_doubled_sigterm_is_still_a_clean_shutdown() {
         libc::kill(pid, libc::SIGTERM);
         libc::kill(pid, libc::SIGTERM);
     }
-    let mut srv = srv;
     let status = common::wait_bounded(&mut srv.child, Duration::from_secs(20));
     assert!(
         status.success(),

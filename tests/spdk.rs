@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use common::nvmf::{free_port, Target};
-use common::{run_on, Server, BIN};
+use common::{run_on, Server, BIN, SPDK_ENV};
 use nvkv::keys;
 use redis::Commands;
 
@@ -24,9 +24,6 @@ use redis::Commands;
 /// in 512-byte blocks; each test takes its own.
 const NAMESPACES: u32 = 12;
 const NS_MIB: u32 = 192;
-/// nvkv's own SPDK environment: ordinary memory, so that the tests need no
-/// hugepages beyond the target's.
-const ENV: [&str; 3] = ["--spdk-no-huge", "--spdk-mem", "256"];
 
 /// The target, shared by the tests that run at the same time; it stops
 /// when the last of them is done.
@@ -64,7 +61,7 @@ fn load(t: &Target, nsid: u32, keys: u64, seed: u64) -> tempfile::TempDir {
             "--force",
         ])
         .args(["--capacity", &format!("{}M", NS_MIB)])
-        .args(ENV)
+        .args(SPDK_ENV)
         .output()
         .expect("run nvkv load");
     assert!(
@@ -77,7 +74,7 @@ fn load(t: &Target, nsid: u32, keys: u64, seed: u64) -> tempfile::TempDir {
 
 fn serve(dir: &Path, extra: &[&str]) -> Server {
     let mut args = vec!["--pin", "false", "--poll", "adaptive"];
-    args.extend(ENV);
+    args.extend(SPDK_ENV);
     args.extend(extra);
     Server::start(dir, &args)
 }
@@ -180,7 +177,7 @@ fn start_fails(dir: &Path) -> String {
     let out = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--path"])
         .arg(dir)
-        .args(ENV)
+        .args(SPDK_ENV)
         .output()
         .expect("run nvkv serve");
     assert!(!out.status.success(), "serve started on a bad namespace");
@@ -227,7 +224,7 @@ fn bad_transport_ids_and_namespaces_are_clear_errors() {
         .args(["load", "--keys", "10", "--path"])
         .arg(dir.path())
         .args(["--device", &t.trid(), "--nsid", "99"])
-        .args(ENV)
+        .args(SPDK_ENV)
         .output()
         .unwrap();
     assert!(!out.status.success());

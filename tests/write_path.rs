@@ -27,7 +27,6 @@ fn value(tag: u64, i: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// Creates an empty store with `nvkv load --keys 0`.
 fn get(con: &mut Connection, key: impl redis::ToRedisArgs) -> Option<Vec<u8>> {
     con.get(key).expect("GET")
 }

@@ -513,8 +513,6 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     Ok(())
 }
 
-/// Accepts connections and deals them out to connection threads until a
-/// signal arrives; samples the pollers' rates once a second.
 /// A yield that took longer than this gave the CPU to other threads for a
 /// while: the CPU is contended, and polling on would take time from threads
 /// that need it (a slow or overcommitted machine), so the poller or
@@ -558,6 +556,8 @@ fn on_signal(term: &AtomicBool) {
     }
 }
 
+/// Accepts connections and deals them out to connection threads until a
+/// signal arrives; samples the pollers' rates once a second.
 fn accept_loop(
     listener: &TcpListener,
     unix: Option<&access::UnixSocket>,
