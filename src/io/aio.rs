@@ -106,6 +106,55 @@ impl Aio {
         });
         Ok(())
     }
+
+    /// Submits the oldest `limit` queued control blocks (all, at most).
+    fn submit_up_to(&mut self, limit: usize) -> io::Result<usize> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let mut ptrs: Vec<*mut Iocb> = self
+            .pending
+            .iter_mut()
+            .take(limit)
+            .map(|c| c as *mut Iocb)
+            .collect();
+        // SAFETY: `ptrs` holds valid iocbs; each points at a buffer held in
+        // `self.slots` until its completion is reaped.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                self.ctx,
+                ptrs.len() as libc::c_long,
+                ptrs.as_mut_ptr(),
+            )
+        };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(0);
+            }
+            // The whole batch failed: complete each op with the error so
+            // that its requester hears of it.
+            let failed: Vec<u32> = self
+                .pending
+                .drain(..ptrs.len())
+                .map(|c| c.aio_data as u32)
+                .collect();
+            for slot in failed {
+                let c = self.slots.finish(
+                    slot,
+                    Err(io::Error::from_raw_os_error(
+                        err.raw_os_error().unwrap_or(libc::EIO),
+                    )),
+                );
+                self.failed.push(c);
+            }
+            return Err(err);
+        }
+        let n = r as usize;
+        self.pending.drain(..n);
+        Ok(n)
+    }
 }
 
 impl Engine for Aio {
@@ -147,42 +196,18 @@ impl Engine for Aio {
     }
 
     fn submit(&mut self) -> io::Result<usize> {
-        if self.pending.is_empty() {
-            return Ok(0);
-        }
-        let mut ptrs: Vec<*mut Iocb> = self.pending.iter_mut().map(|c| c as *mut Iocb).collect();
-        // SAFETY: `ptrs` holds valid iocbs; each points at a buffer held in
-        // `self.slots` until its completion is reaped.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.ctx,
-                ptrs.len() as libc::c_long,
-                ptrs.as_mut_ptr(),
-            )
-        };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EAGAIN) {
-                return Ok(0);
+        self.submit_up_to(usize::MAX)
+    }
+
+    fn submit_each(&mut self) -> io::Result<usize> {
+        let mut sent = 0;
+        while !self.pending.is_empty() {
+            match self.submit_up_to(1)? {
+                0 => break,
+                n => sent += n,
             }
-            // The whole batch failed: complete each op with the error so
-            // that its requester hears of it.
-            let failed: Vec<u32> = self.pending.drain(..).map(|c| c.aio_data as u32).collect();
-            for slot in failed {
-                let c = self.slots.finish(
-                    slot,
-                    Err(io::Error::from_raw_os_error(
-                        err.raw_os_error().unwrap_or(libc::EIO),
-                    )),
-                );
-                self.failed.push(c);
-            }
-            return Err(err);
         }
-        let n = r as usize;
-        self.pending.drain(..n);
-        Ok(n)
+        Ok(sent)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
@@ -224,6 +249,10 @@ impl Engine for Aio {
         };
         // SAFETY: one valid pollfd.
         let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+
+    fn queued(&self) -> usize {
+        self.pending.len()
     }
 
     fn in_flight(&self) -> usize {

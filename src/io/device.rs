@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Block size used for files and for devices with smaller sectors.
@@ -151,6 +151,32 @@ impl Device {
     /// Whether the device is an NVMe namespace driven by SPDK.
     pub fn is_nvme(&self) -> bool {
         !matches!(self.backend, Backend::File(_))
+    }
+
+    /// The kernel driver of the disk under the file or block device (from
+    /// sysfs: `virtio_blk`, `nvme`, …), when there is one disk to name; not
+    /// for NVMe namespaces, files on device-mapper or network file systems.
+    pub fn disk_driver(&self) -> Option<String> {
+        // Refutable only with the spdk feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let f = match &self.backend {
+            Backend::File(f) => f,
+            #[cfg(feature = "spdk")]
+            Backend::Nvme(_) => return None,
+        };
+        let meta = f.metadata().ok()?;
+        let dev = if meta.file_type().is_block_device() {
+            meta.rdev()
+        } else {
+            meta.dev()
+        };
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let mut disk = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+        if disk.join("partition").exists() {
+            disk.pop();
+        }
+        let driver = std::fs::read_link(disk.join("device/driver")).ok()?;
+        Some(driver.file_name()?.to_string_lossy().into_owned())
     }
 
     /// The file or block device's name, or the namespace's transport ID.

@@ -150,6 +150,9 @@ impl<E: Engine> Engine for Faulty<E> {
     fn submit(&mut self) -> io::Result<usize> {
         Ok(self.inner.submit()? + self.injected.len())
     }
+    fn submit_each(&mut self) -> io::Result<usize> {
+        Ok(self.inner.submit_each()? + self.injected.len())
+    }
     fn reap(&mut self, out: &mut Vec<Completion>) {
         self.inner.reap(out);
         out.append(&mut self.injected);
@@ -159,6 +162,10 @@ impl<E: Engine> Engine for Faulty<E> {
             self.inner.wait(timeout)
         }
     }
+    fn queued(&self) -> usize {
+        self.inner.queued()
+    }
+
     fn in_flight(&self) -> usize {
         self.inner.in_flight() + self.injected.len()
     }

@@ -107,6 +107,13 @@ pub trait Engine {
     fn flush(&mut self, tag: u64) -> bool;
     /// Sends everything queued to the device; returns how many operations.
     fn submit(&mut self) -> io::Result<usize>;
+    /// Sends everything queued, each operation on its own (one system call
+    /// each for the kernel engines), so that the kernel does not plug them:
+    /// the device starts on the first while the kernel prepares the next.
+    /// Engines without that distinction submit as [`Engine::submit`] does.
+    fn submit_each(&mut self) -> io::Result<usize> {
+        self.submit()
+    }
     /// Moves finished operations into `out`; never blocks.
     fn reap(&mut self, out: &mut Vec<Completion>);
     /// Blocks until a completion arrives, the poller's eventfd is signalled,
@@ -114,6 +121,9 @@ pub trait Engine {
     fn wait(&mut self, timeout: Duration);
     /// Operations queued or in flight.
     fn in_flight(&self) -> usize;
+    /// Operations queued since the last [`Engine::submit`] (part of
+    /// `in_flight`), not yet handed to the device.
+    fn queued(&self) -> usize;
 }
 
 /// An operation slot table: maps a small integer carried through the kernel
@@ -244,6 +254,9 @@ impl Engine for AnyEngine {
     fn submit(&mut self) -> io::Result<usize> {
         dispatch!(self, e => e.submit())
     }
+    fn submit_each(&mut self) -> io::Result<usize> {
+        dispatch!(self, e => e.submit_each())
+    }
     fn reap(&mut self, out: &mut Vec<Completion>) {
         dispatch!(self, e => e.reap(out))
     }
@@ -252,6 +265,9 @@ impl Engine for AnyEngine {
     }
     fn in_flight(&self) -> usize {
         dispatch!(self, e => e.in_flight())
+    }
+    fn queued(&self) -> usize {
+        dispatch!(self, e => e.queued())
     }
 }
 

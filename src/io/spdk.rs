@@ -884,6 +884,10 @@ impl Engine for Spdk {
     fn in_flight(&self) -> usize {
         self.slots.in_use()
     }
+
+    fn queued(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 impl Drop for Spdk {

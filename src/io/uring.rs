@@ -158,6 +158,29 @@ impl Engine for Uring {
         Ok(n)
     }
 
+    fn submit_each(&mut self) -> io::Result<usize> {
+        // io_uring plugs the block layer for a batch of more than two
+        // entries and dispatches it at the end; one entry per call is never
+        // plugged.
+        self.ring.submission().sync();
+        let mut sent = 0;
+        while self.queued > 0 {
+            // SAFETY: submits (at most) the oldest entry of the submission
+            // queue, whose buffers `push` keeps alive; no signal mask.
+            let n = unsafe {
+                self.ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(1, 0, 0, None)?
+            };
+            if n == 0 {
+                break;
+            }
+            self.queued -= n;
+            sent += n;
+        }
+        Ok(sent)
+    }
+
     fn reap(&mut self, out: &mut Vec<Completion>) {
         if self.ring.submission().taskrun() {
             // Completions wait as task work: run it (this also submits
@@ -194,6 +217,10 @@ impl Engine for Uring {
 
     fn in_flight(&self) -> usize {
         self.slots.in_use()
+    }
+
+    fn queued(&self) -> usize {
+        self.queued
     }
 }
 

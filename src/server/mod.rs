@@ -40,6 +40,19 @@ pub enum PollMode {
     Busy,
 }
 
+/// How a poller feeds reads to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoFeed {
+    /// `waves` on a virtio disk (virtio_blk), `stream` on anything else.
+    Auto,
+    /// Everything gathered in a turn goes out in one submission.
+    Stream,
+    /// For devices that complete in waves (virtio backends answer when
+    /// their queue runs dry): new reads wait while a wave is at the device
+    /// and go out the moment it completes, each in its own submission.
+    Waves,
+}
+
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
@@ -86,6 +99,16 @@ pub struct ServeArgs {
     /// server never pays a wake-up; 0 sleeps at once.
     #[arg(long, default_value_t = 2000)]
     pub loaded_spin_us: u64,
+    /// How pollers feed reads to the device: `stream` submits all a turn
+    /// gathered at once; `waves` holds new reads while a wave of reads is
+    /// at the device, and sends them, one submission each, as soon as it
+    /// completes (for virtual disks that complete whole queues at a time).
+    #[arg(long, value_enum, default_value_t = IoFeed::Auto)]
+    pub io_feed: IoFeed,
+    /// With `--io-feed waves`: the longest a read waits for the wave ahead
+    /// of it, in microseconds.
+    #[arg(long, default_value_t = 500)]
+    pub wave_hold_us: u64,
     /// Pin pollers and connection threads to cores (`--pin`, or `--pin
     /// false`) [default: no, or yes with the spdk engine].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -253,6 +276,23 @@ impl ServeArgs {
             PollMode::Adaptive
         });
         self.pin.get_or_insert(spdk);
+        if self.io_feed == IoFeed::Auto {
+            // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
+            // works through its queue and answers once it has run dry;
+            // NVMe, SCSI and SPDK complete command by command.
+            let driver = (!spdk).then(|| dev.disk_driver()).flatten();
+            let virtio = driver.as_deref() == Some("virtio_blk");
+            self.io_feed = if virtio {
+                IoFeed::Waves
+            } else {
+                IoFeed::Stream
+            };
+            tracing::info!(
+                disk_driver = driver.as_deref().unwrap_or("-"),
+                "io feed: {}",
+                if virtio { "waves" } else { "stream" }
+            );
+        }
     }
 
     pub fn engine(&self) -> EngineKind {

@@ -62,6 +62,10 @@ pub(super) struct Poller<E: Engine> {
     pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
     next_sweep_ms: u64,
+    /// `--io-feed waves`: the longest a read waits for the wave ahead, and
+    /// since when reads have been waiting.
+    wave_hold: Option<Duration>,
+    held_since: Option<Instant>,
 }
 
 /// What the pollers take over from the opened store.
@@ -173,6 +177,8 @@ fn run_with<E: Engine>(
         .max(1);
     let log = Log::new(&shared, next_seq);
     let shared_below = shared.args.compact_below;
+    let wave_hold = (shared.args.io_feed == super::IoFeed::Waves)
+        .then(|| Duration::from_micros(shared.args.wave_hold_us));
     let mut p = Poller {
         id,
         block: eng.block_size() as u64,
@@ -191,6 +197,8 @@ fn run_with<E: Engine>(
         compactor: super::compact::Compactor::new(shared_below),
         now_ms: now_ms(),
         next_sweep_ms: 0,
+        wave_hold,
+        held_since: None,
     };
     p.update_key_count();
     p.run_loop();
@@ -267,6 +275,11 @@ impl<E: Engine> Poller<E> {
         self.now_ms = now_ms();
         self.eng.reap(&mut self.done);
         let completed = self.done.len();
+        if completed > 0 && self.held_since.is_some() {
+            // A wave came back: the device is idle now. The reads held for
+            // it go out before its replies are built.
+            self.submit();
+        }
         let mut done = std::mem::take(&mut self.done);
         for c in done.drain(..) {
             if c.tag & super::compact::COMPACT_TAG == super::compact::COMPACT_TAG {
@@ -293,12 +306,10 @@ impl<E: Engine> Poller<E> {
         self.batch = batch;
         let log_work = self.compact_turn() | self.retry_deferred() | self.log_turn();
         self.reap_expired();
-        let sent = match self.eng.submit() {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(poller = self.id, "submit failed: {e}");
-                0
-            }
+        let sent = if self.hold_for_wave(completed) {
+            0
+        } else {
+            self.submit()
         };
         self.notify_conns();
         let st = self.stats();
@@ -310,6 +321,41 @@ impl<E: Engine> Poller<E> {
         }
         st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
         completed > 0 || taken > 0 || sent > 0 || log_work || retried
+    }
+
+    /// Sends what is queued to the device (see `--io-feed`).
+    fn submit(&mut self) -> usize {
+        self.held_since = None;
+        let sent = if self.wave_hold.is_some() {
+            self.eng.submit_each()
+        } else {
+            self.eng.submit()
+        };
+        sent.unwrap_or_else(|e| {
+            tracing::error!(poller = self.id, "submit failed: {e}");
+            0
+        })
+    }
+
+    /// `--io-feed waves`: whether what is queued waits for the wave of
+    /// reads at the device. A device that completes whole queues at once
+    /// sits idle from the moment a wave completes until the next reads
+    /// reach it; reads that join a wave in flight are answered only with
+    /// its last one. So new reads wait, and go out the moment the wave
+    /// completes (at the top of the next turn), at most `--wave-hold-us`.
+    /// Never while the log writes (its commits must not wait), nor when
+    /// nothing is at the device: a lone request goes out at once.
+    fn hold_for_wave(&mut self, completed: usize) -> bool {
+        let Some(limit) = self.wave_hold else {
+            return false;
+        };
+        let queued = self.eng.queued();
+        let at_device = self.eng.in_flight() - queued;
+        if queued == 0 || completed > 0 || at_device == 0 || !self.log.idle() {
+            return false;
+        }
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        since.elapsed() < limit
     }
 
     /// Active expiry: every few milliseconds, sweeps part of the index and
