@@ -199,15 +199,8 @@ impl Engine for Aio {
         self.submit_up_to(usize::MAX)
     }
 
-    fn submit_each(&mut self) -> io::Result<usize> {
-        let mut sent = 0;
-        while !self.pending.is_empty() {
-            match self.submit_up_to(1)? {
-                0 => break,
-                n => sent += n,
-            }
-        }
-        Ok(sent)
+    fn submit_one(&mut self) -> io::Result<bool> {
+        self.submit_up_to(1).map(|n| n > 0)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {

@@ -150,8 +150,8 @@ impl<E: Engine> Engine for Faulty<E> {
     fn submit(&mut self) -> io::Result<usize> {
         Ok(self.inner.submit()? + self.injected.len())
     }
-    fn submit_each(&mut self) -> io::Result<usize> {
-        Ok(self.inner.submit_each()? + self.injected.len())
+    fn submit_one(&mut self) -> io::Result<bool> {
+        self.inner.submit_one()
     }
     fn reap(&mut self, out: &mut Vec<Completion>) {
         self.inner.reap(out);

@@ -107,12 +107,22 @@ pub trait Engine {
     fn flush(&mut self, tag: u64) -> bool;
     /// Sends everything queued to the device; returns how many operations.
     fn submit(&mut self) -> io::Result<usize>;
-    /// Sends everything queued, each operation on its own (one system call
-    /// each for the kernel engines), so that the kernel does not plug them:
-    /// the device starts on the first while the kernel prepares the next.
-    /// Engines without that distinction submit as [`Engine::submit`] does.
+    /// Sends the oldest queued operation on its own (one system call for
+    /// the kernel engines, so that the kernel does not plug it with others:
+    /// the device starts on it while the kernel prepares the next); returns
+    /// whether one went. Engines without that distinction submit all that
+    /// is queued, as [`Engine::submit`] does.
+    fn submit_one(&mut self) -> io::Result<bool> {
+        self.submit().map(|n| n > 0)
+    }
+    /// Sends everything queued, each operation on its own
+    /// ([`Engine::submit_one`]); returns how many calls sent some.
     fn submit_each(&mut self) -> io::Result<usize> {
-        self.submit()
+        let mut sent = 0;
+        while self.queued() > 0 && self.submit_one()? {
+            sent += 1;
+        }
+        Ok(sent)
     }
     /// Moves finished operations into `out`; never blocks.
     fn reap(&mut self, out: &mut Vec<Completion>);
@@ -254,8 +264,8 @@ impl Engine for AnyEngine {
     fn submit(&mut self) -> io::Result<usize> {
         dispatch!(self, e => e.submit())
     }
-    fn submit_each(&mut self) -> io::Result<usize> {
-        dispatch!(self, e => e.submit_each())
+    fn submit_one(&mut self) -> io::Result<bool> {
+        dispatch!(self, e => e.submit_one())
     }
     fn reap(&mut self, out: &mut Vec<Completion>) {
         dispatch!(self, e => e.reap(out))

@@ -158,27 +158,22 @@ impl Engine for Uring {
         Ok(n)
     }
 
-    fn submit_each(&mut self) -> io::Result<usize> {
-        // io_uring plugs the block layer for a batch of more than two
-        // entries and dispatches it at the end; one entry per call is never
-        // plugged.
-        self.ring.submission().sync();
-        let mut sent = 0;
-        while self.queued > 0 {
-            // SAFETY: submits (at most) the oldest entry of the submission
-            // queue, whose buffers `push` keeps alive; no signal mask.
-            let n = unsafe {
-                self.ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(1, 0, 0, None)?
-            };
-            if n == 0 {
-                break;
-            }
-            self.queued -= n;
-            sent += n;
+    fn submit_one(&mut self) -> io::Result<bool> {
+        if self.queued == 0 {
+            return Ok(false);
         }
-        Ok(sent)
+        // io_uring plugs the block layer for a batch of more than two
+        // entries and dispatches it at the end; one entry is never plugged.
+        self.ring.submission().sync();
+        // SAFETY: submits the oldest entry of the submission queue, whose
+        // buffer `push` keeps alive until its completion; no signal mask.
+        let n = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(1, 0, 0, None)?
+        };
+        self.queued -= n.min(self.queued);
+        Ok(n > 0)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
