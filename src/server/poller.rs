@@ -326,7 +326,9 @@ impl<E: Engine> Poller<E> {
     /// Sends what is queued to the device (see `--io-feed`).
     fn submit(&mut self) -> usize {
         self.held_since = None;
-        let sent = if self.wave_hold.is_some() {
+        // While the log writes, a poller feeds as `stream` does: its
+        // commits go out in one submission.
+        let sent = if self.wave_hold.is_some() && self.log.idle() {
             self.eng.submit_each()
         } else {
             self.eng.submit()
