@@ -352,7 +352,7 @@ impl<E: Engine> Poller<E> {
             return false;
         };
         let queued = self.eng.queued();
-        let at_device = self.eng.in_flight() - queued;
+        let at_device = self.eng.in_flight().saturating_sub(queued);
         if queued == 0 || completed > 0 || at_device == 0 || !self.log.idle() {
             return false;
         }
