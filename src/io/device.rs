@@ -153,9 +153,10 @@ impl Device {
         !matches!(self.backend, Backend::File(_))
     }
 
-    /// The kernel driver of the disk under the file or block device (from
-    /// sysfs: `virtio_blk`, `nvme`, …), when there is one disk to name; not
-    /// for NVMe namespaces, files on device-mapper or network file systems.
+    /// The kernel driver bound to the disk under the file or block device,
+    /// from sysfs (`virtio_blk` for a virtio disk), when sysfs names one:
+    /// not for SPDK namespaces, device-mapper, network or memory file
+    /// systems, nor for disks whose driver sits on a parent device (NVMe).
     pub fn disk_driver(&self) -> Option<String> {
         // Refutable only with the spdk feature.
         #[allow(clippy::infallible_destructuring_match)]
