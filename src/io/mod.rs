@@ -116,13 +116,11 @@ pub trait Engine {
         self.submit().map(|n| n > 0)
     }
     /// Sends everything queued, each operation on its own
-    /// ([`Engine::submit_one`]); returns how many calls sent some.
+    /// ([`Engine::submit_one`]); returns how many operations.
     fn submit_each(&mut self) -> io::Result<usize> {
-        let mut sent = 0;
-        while self.queued() > 0 && self.submit_one()? {
-            sent += 1;
-        }
-        Ok(sent)
+        let before = self.queued();
+        while self.queued() > 0 && self.submit_one()? {}
+        Ok(before - self.queued())
     }
     /// Moves finished operations into `out`; never blocks.
     fn reap(&mut self, out: &mut Vec<Completion>);

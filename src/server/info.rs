@@ -44,10 +44,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sh.addr.port(),
             sh.started.elapsed().as_secs(),
             sh.args.engine(),
-            match sh.args.io_feed {
-                super::IoFeed::Waves => "waves",
-                _ => "stream",
-            },
+            sh.args.io_feed.name(),
             sh.args.io_threads,
             sh.args.tcp_threads,
         );

@@ -47,10 +47,21 @@ pub enum IoFeed {
     Auto,
     /// Everything gathered in a turn goes out in one submission.
     Stream,
-    /// For devices that complete in waves (virtio backends answer when
-    /// their queue runs dry): new reads wait while a wave is at the device
+    /// For devices that complete in waves (virtio backends answer whole
+    /// batches at a time): new reads wait while a wave is at the device
     /// and go out the moment it completes, each in its own submission.
     Waves,
+}
+
+impl IoFeed {
+    /// The flag's spelling, as INFO and the start-up log show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoFeed::Auto => "auto",
+            IoFeed::Stream => "stream",
+            IoFeed::Waves => "waves",
+        }
+    }
 }
 
 /// When a write is acknowledged.
@@ -278,8 +289,9 @@ impl ServeArgs {
         self.pin.get_or_insert(spdk);
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
-            // works through its queue and answers once it has run dry;
-            // NVMe, SCSI and SPDK complete command by command.
+            // works through its queue and answers batches at a time (see
+            // docs/design.md); NVMe, SCSI and SPDK complete command by
+            // command.
             let driver = (!spdk).then(|| dev.disk_driver()).flatten();
             let virtio = driver.as_deref() == Some("virtio_blk");
             self.io_feed = if virtio {
@@ -290,7 +302,7 @@ impl ServeArgs {
             tracing::info!(
                 disk_driver = driver.as_deref().unwrap_or("-"),
                 "io feed: {}",
-                if virtio { "waves" } else { "stream" }
+                self.io_feed.name()
             );
         }
     }

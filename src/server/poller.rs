@@ -276,8 +276,8 @@ impl<E: Engine> Poller<E> {
         self.eng.reap(&mut self.done);
         let completed = self.done.len();
         if completed > 0 && self.held_since.is_some() {
-            // A wave came back: the device is idle now. The reads held for
-            // it go out before its replies are built.
+            // A wave came back, and the device waits for reads: those held
+            // for it go out before its replies are built.
             self.submit();
         }
         let mut done = std::mem::take(&mut self.done);
@@ -340,10 +340,10 @@ impl<E: Engine> Poller<E> {
     }
 
     /// `--io-feed waves`: whether what is queued waits for the wave of
-    /// reads at the device. A device that completes whole queues at once
-    /// sits idle from the moment a wave completes until the next reads
-    /// reach it; reads that join a wave in flight are answered only with
-    /// its last one. So new reads wait, and go out the moment the wave
+    /// reads at the device. A device that answers batches at a time sits
+    /// idle from the moment a wave completes until the next reads reach
+    /// it, and reads that join a wave in flight are answered only with it
+    /// (docs/design.md). So new reads wait, and go out the moment the wave
     /// completes (at the top of the next turn), at most `--wave-hold-us`.
     /// Never while the log writes (its commits must not wait), nor when
     /// nothing is at the device: a lone request goes out at once.
