@@ -6,7 +6,7 @@
 use std::io;
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
 use super::{kernel_result, Completion, Device, Engine, EventFd, IoBuf, Slots};
 
@@ -178,11 +178,19 @@ impl Engine for Uring {
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
         if self.ring.submission().taskrun() {
-            // Completions wait as task work: run it (this also submits
-            // whatever is queued, which is due anyway).
-            if let Ok(n) = self.ring.submit() {
-                self.queued -= n.min(self.queued);
-            }
+            // Completions wait as task work: an enter that submits nothing
+            // runs it. Submitting here would send what the poller holds
+            // for the next wave in one plugged batch, before it can feed
+            // it one read at a time (`--io-feed waves`), and uncounted.
+            // SAFETY: submits nothing and waits for nothing; no signal mask.
+            let _ = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    0,
+                    0,
+                    EnterFlags::GETEVENTS.bits(),
+                    None,
+                )
+            };
         }
         for cqe in self.ring.completion() {
             if cqe.user_data() == WAKE {
