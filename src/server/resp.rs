@@ -54,16 +54,15 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
         .or(Some(usize::MAX))
 }
 
-/// Parses a decimal integer line such as the `3` of `$3`.
+/// Parses a decimal integer line such as the `3` of `$3`: `None` unless it
+/// is an optional `-` and 1 to 19 digits whose value fits an `i64` (a
+/// longer or larger number is refused, never wrapped).
 fn parse_int(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 19 {
-        return None;
-    }
-    let (neg, digits) = match b[0] {
+    let (neg, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         _ => (false, b),
     };
-    if digits.is_empty() {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
     let mut v: i64 = 0;
@@ -71,7 +70,7 @@ fn parse_int(b: &[u8]) -> Option<i64> {
         if !d.is_ascii_digit() {
             return None;
         }
-        v = v * 10 + (d - b'0') as i64;
+        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
     }
     Some(if neg { -v } else { v })
 }
@@ -278,6 +277,20 @@ mod tests {
     fn malformed_input_is_rejected_without_allocation() {
         assert!(parse(b"*2\r\n$1099511627776\r\n").is_err());
         assert!(parse(b"*99999999999\r\n").is_err());
+        // Lengths past i64: refused, not wrapped.
+        for n in [
+            "9223372036854775808",
+            "99999999999999999999",
+            "18446744073709551617",
+        ] {
+            let e = parse(format!("*{n}\r\n").as_bytes()).unwrap_err();
+            assert_eq!(e.0, "invalid multibulk length");
+            let e = parse(format!("*1\r\n${n}\r\n").as_bytes()).unwrap_err();
+            assert_eq!(e.0, "invalid bulk length");
+        }
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"-9223372036854775807"), Some(-i64::MAX));
+        assert_eq!(parse_int(b"-"), None);
         assert!(parse(b"*1\r\n$x\r\n").is_err());
         assert!(parse(b"*1\r\n$-5\r\n").is_err());
         assert!(parse(b"*1\r\n$1\r\nab\r\n").is_err());

@@ -1,0 +1,78 @@
+//! The RESP protocol at the edges, through raw sockets: lengths that do
+//! not fit, requests trickled in small pieces, half-closed connections,
+//! and what commands answer to unusual arguments.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::Server;
+
+fn raw(srv: &Server) -> TcpStream {
+    let s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Everything the server sends until it closes the connection.
+fn read_all(mut s: TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Sends one command and reads its one-line reply.
+fn line_cmd(s: &mut TcpStream, args: &[&str]) -> String {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    s.write_all(&encode(&args)).unwrap();
+    read_line(s)
+}
+
+/// Reads up to and including `\r\n`, byte by byte (nothing after it is
+/// taken from the socket).
+fn read_line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => out.push(b[0]),
+            other => panic!("reading a reply: {other:?} after {out:?}"),
+        }
+    }
+    out.truncate(out.len() - 2);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn lengths_past_i64_are_protocol_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut good = raw(&srv);
+    for n in ["9223372036854775808", "99999999999999999999"] {
+        let mut s = raw(&srv);
+        s.write_all(format!("*{n}\r\n").as_bytes()).unwrap();
+        assert_eq!(
+            read_all(s),
+            "-ERR Protocol error: invalid multibulk length\r\n"
+        );
+        let mut s = raw(&srv);
+        s.write_all(format!("*2\r\n$3\r\nGET\r\n${n}\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_all(s), "-ERR Protocol error: invalid bulk length\r\n");
+        assert_eq!(line_cmd(&mut good, &["PING"]), "+PONG");
+    }
+    srv.stop();
+}
