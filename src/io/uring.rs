@@ -32,17 +32,8 @@ pub struct Uring {
 impl Uring {
     pub fn new(dev: &Device, depth: usize, wake: &EventFd) -> io::Result<Self> {
         let entries = (depth + 1).next_power_of_two() as u32;
-        // COOP_TASKRUN: a completion does not interrupt the poller with an
-        // IPI to post its CQE; the kernel raises IORING_SQ_TASKRUN instead
-        // (TASKRUN_FLAG), and `reap` enters the kernel only when it is set.
-        // A parked poller is still woken. Older kernels get a plain ring.
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .build(entries)
-            .or_else(|_| IoUring::builder().setup_single_issuer().build(entries))
-            .or_else(|_| IoUring::new(entries))?;
+        let ring = setup_ring(entries)?;
+        require_features(ring.params().is_feature_ext_arg())?;
         ring.submitter().register_files(&[dev.fd()?])?;
         let pool: Vec<IoBuf> = (0..depth.min(POOL_MAX))
             .map(|i| IoBuf::new(POOL_BUF).with_pool_index(i as u16))
@@ -98,6 +89,53 @@ impl Uring {
         self.push(sqe.user_data(slot as u64));
         Ok(())
     }
+}
+
+/// The oldest kernel the engine runs on: `wait` bounds its sleep with a
+/// timeout passed to `io_uring_enter` (`IORING_FEAT_EXT_ARG`, Linux 5.11).
+const MIN_KERNEL: &str = "Linux 5.11";
+
+/// A ring of `entries` with the most useful setup flags this kernel knows.
+/// COOP_TASKRUN: a completion does not interrupt the poller with an IPI to
+/// post its CQE; the kernel raises IORING_SQ_TASKRUN instead (TASKRUN_FLAG,
+/// both Linux 5.19), and `reap` enters the kernel only when it is set. A
+/// parked poller is still woken. SINGLE_ISSUER (6.0) spares the kernel some
+/// locking. Kernels without them get the ring without.
+fn setup_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(entries)
+        })
+        .or_else(|_| IoUring::new(entries))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "io_uring_setup failed: {e} (the uring engine needs {MIN_KERNEL} or later, with io_uring enabled; run with --engine aio otherwise)"
+                ),
+            )
+        })
+}
+
+/// Refuses a ring that lacks a feature the engine relies on, with an error
+/// that names the kernel needed, rather than an EINVAL at the first wait.
+fn require_features(ext_arg: bool) -> io::Result<()> {
+    if ext_arg {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "this kernel's io_uring lacks IORING_FEAT_EXT_ARG (timed waits): the uring engine needs {MIN_KERNEL} or later; run with --engine aio"
+        ),
+    ))
 }
 
 impl Engine for Uring {
@@ -241,5 +279,28 @@ impl Drop for Uring {
                 let _ = self.ring.submit_and_wait(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_without_ext_arg_is_refused_naming_the_kernel_and_aio() {
+        let e = require_features(false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Linux 5.11") && msg.contains("--engine aio"),
+            "{msg}"
+        );
+        require_features(true).unwrap();
+    }
+
+    #[test]
+    fn this_kernels_ring_has_the_features_the_engine_needs() {
+        let ring = setup_ring(8).unwrap();
+        require_features(ring.params().is_feature_ext_arg()).unwrap();
     }
 }
