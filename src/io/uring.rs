@@ -3,8 +3,9 @@
 //! pending read on the poller's eventfd so that one `io_uring_enter` sleeps
 //! until either a completion or a wake-up arrives.
 
+use std::collections::VecDeque;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
@@ -21,12 +22,16 @@ pub struct Uring {
     ring: IoUring,
     slots: Slots,
     pool: Vec<IoBuf>,
-    queued: usize,
+    /// `user_data` of the entries pushed but not yet submitted, oldest
+    /// first: the kernel has not seen them, nor their buffers.
+    pending: VecDeque<u64>,
     block_size: u32,
     capacity: u64,
     wake_fd: i32,
     /// A one-shot poll on the eventfd is pending in the ring.
     wake_armed: bool,
+    /// How long `Drop` waits for operations in flight.
+    drain_limit: Duration,
 }
 
 impl Uring {
@@ -55,11 +60,12 @@ impl Uring {
             ring,
             slots: Slots::new(depth),
             pool,
-            queued: 0,
+            pending: VecDeque::with_capacity(entries as usize),
             block_size: dev.block_size(),
             capacity: dev.capacity(),
             wake_fd: wake.fd(),
             wake_armed: false,
+            drain_limit: Duration::from_secs(10),
         })
     }
 
@@ -68,7 +74,66 @@ impl Uring {
         // entries than `depth` + 1, and at most that many SQEs are ever
         // outstanding, so the queue cannot be full.
         unsafe { self.ring.submission().push(&sqe) }.expect("submission queue sized for depth");
-        self.queued += 1;
+        self.pending.push_back(sqe.get_user_data());
+    }
+
+    /// Notes that the kernel took the oldest `n` pending entries.
+    fn submitted(&mut self, n: usize) {
+        let n = n.min(self.pending.len());
+        self.pending.drain(..n);
+    }
+
+    /// Waits, up to `limit`, for the operations the kernel holds, and
+    /// returns how many did not complete; their buffers are leaked. Entries
+    /// never submitted are dropped unsent, with their buffers.
+    fn drain(&mut self, limit: Duration) -> usize {
+        // The kernel never read these entries and never will: nothing
+        // below submits (every enter passes to_submit = 0).
+        while let Some(ud) = self.pending.pop_front() {
+            if ud != WAKE {
+                drop(
+                    self.slots
+                        .finish(ud as u32, Err(io::ErrorKind::Interrupted.into())),
+                );
+            }
+        }
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        loop {
+            self.reap(&mut out);
+            out.clear();
+            let now = Instant::now();
+            if self.slots.in_use() == 0 || now >= deadline {
+                break;
+            }
+            let ts = types::Timespec::from((deadline - now).min(Duration::from_millis(100)));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let flags = EnterFlags::GETEVENTS | EnterFlags::EXT_ARG;
+            // SAFETY: submits nothing (to_submit = 0) and waits for one
+            // completion at most until the timeout; `args` is a valid
+            // io_uring_getevents_arg (SubmitArgs is repr(transparent)) that
+            // outlives the call, as EXT_ARG requires.
+            let r = unsafe { self.ring.submitter().enter(0, 1, flags.bits(), Some(&args)) };
+            if let Err(e) = r {
+                if !matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let stuck = self.slots.in_use();
+        for op in self.slots.ops.iter_mut() {
+            // The slot stays taken (off the free list): a late completion
+            // must not be mistaken for a new operation's.
+            if let Some((_, Some(buf))) = op.take() {
+                // The kernel may still read or write this buffer: closing
+                // the ring cancels its operation asynchronously, and a
+                // device may be in the middle of a DMA into it. Freed, the
+                // allocator could hand the memory to someone else first;
+                // leaked, it stays reserved for the kernel for good.
+                std::mem::forget(buf);
+            }
+        }
+        stuck
     }
 
     fn queue_rw(&mut self, off: u64, buf: IoBuf, tag: u64, write: bool) -> Result<(), IoBuf> {
@@ -188,16 +253,16 @@ impl Engine for Uring {
     }
 
     fn submit(&mut self) -> io::Result<usize> {
-        if self.queued == 0 {
+        if self.pending.is_empty() {
             return Ok(0);
         }
         let n = self.ring.submit()?;
-        self.queued -= n.min(self.queued);
+        self.submitted(n);
         Ok(n)
     }
 
     fn submit_one(&mut self) -> io::Result<bool> {
-        if self.queued == 0 {
+        if self.pending.is_empty() {
             return Ok(false);
         }
         // io_uring plugs the block layer for a batch of more than two
@@ -210,7 +275,7 @@ impl Engine for Uring {
                 .submitter()
                 .enter::<libc::sigset_t>(1, 0, 0, None)?
         };
-        self.queued -= n.min(self.queued);
+        self.submitted(n);
         Ok(n > 0)
     }
 
@@ -252,7 +317,7 @@ impl Engine for Uring {
         let args = types::SubmitArgs::new().timespec(&ts);
         // ETIME on timeout and EINTR are normal ways to wake up.
         if let Ok(n) = self.ring.submitter().submit_with_args(1, &args) {
-            self.queued -= n.min(self.queued);
+            self.submitted(n);
         }
     }
 
@@ -261,23 +326,22 @@ impl Engine for Uring {
     }
 
     fn queued(&self) -> usize {
-        self.queued
+        self.pending.len()
     }
 }
 
 impl Drop for Uring {
+    /// Waits (bounded) for the operations in flight: the kernel may still
+    /// write into their buffers. Those that do not complete in time keep
+    /// their buffers, leaked, rather than have them freed under a DMA.
     fn drop(&mut self) {
-        // The kernel may still write into buffers of reads in flight: wait
-        // (bounded) for them before the buffers are freed.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        while self.slots.in_use() > 0 && std::time::Instant::now() < deadline {
-            let _ = self.submit();
-            self.reap(&mut out);
-            out.clear();
-            if self.slots.in_use() > 0 {
-                let _ = self.ring.submit_and_wait(1);
-            }
+        let stuck = self.drain(self.drain_limit);
+        if stuck > 0 {
+            tracing::warn!(
+                operations = stuck,
+                "io_uring: operations still in flight at close after {:?}; their buffers are leaked",
+                self.drain_limit
+            );
         }
     }
 }
@@ -302,5 +366,64 @@ mod tests {
     fn this_kernels_ring_has_the_features_the_engine_needs() {
         let ring = setup_ring(8).unwrap();
         require_features(ring.params().is_feature_ext_arg()).unwrap();
+    }
+
+    fn engine(dir: &std::path::Path, depth: usize) -> (Uring, EventFd) {
+        let dev = Device::open(&dir.join("dev"), Some(1 << 20)).unwrap();
+        let wake = EventFd::new().unwrap();
+        (Uring::new(&dev, depth, &wake).unwrap(), wake)
+    }
+
+    /// Queues a read of the pipe `fd` into a buffer of the engine: it stays
+    /// in flight until someone writes to the pipe.
+    fn read_pipe(e: &mut Uring, fd: i32, tag: u64) {
+        let slot = e.slots.take(tag, Some(IoBuf::new(4096))).unwrap();
+        let buf = e.slots.buf_mut(slot).unwrap();
+        let sqe = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), 4096)
+            .build()
+            .user_data(slot as u64);
+        e.push(sqe);
+    }
+
+    fn pipe() -> (i32, i32) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into `fds`.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    }
+
+    #[test]
+    fn drop_waits_bounded_and_leaks_the_buffers_still_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut e, _wake) = engine(dir.path(), 4);
+        let (rd, wr) = pipe();
+        read_pipe(&mut e, rd, 1);
+        assert_eq!(e.submit().unwrap(), 1);
+        // Queued, never submitted: not the kernel's, freed unsent.
+        let b = e.alloc(4096);
+        e.read(0, b, 2).unwrap();
+        assert_eq!(
+            e.drain(Duration::from_millis(50)),
+            1,
+            "the pipe read is stuck"
+        );
+        assert_eq!(e.queued(), 0);
+        assert!(e.slots.ops.iter().all(Option::is_none), "buffers leaked");
+        // Its slot stays taken: the kernel still holds the operation.
+        assert_eq!(e.in_flight(), 1);
+
+        // Drop itself returns, bounded, with the read still stuck.
+        e.drain_limit = Duration::from_millis(50);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(e);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("Drop returns while an operation never completes");
+        for fd in [rd, wr] {
+            // SAFETY: closes descriptors this test opened.
+            unsafe { libc::close(fd) };
+        }
     }
 }
