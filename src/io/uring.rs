@@ -32,6 +32,11 @@ pub struct Uring {
     wake_armed: bool,
     /// How long `Drop` waits for operations in flight.
     drain_limit: Duration,
+    /// The error of a submission that failed for good (errno): the ring
+    /// submits nothing more, and every operation fails with it.
+    broken: Option<i32>,
+    /// Operations failed without reaching the kernel, for `reap`.
+    failed: Vec<Completion>,
 }
 
 impl Uring {
@@ -66,6 +71,8 @@ impl Uring {
             wake_fd: wake.fd(),
             wake_armed: false,
             drain_limit: Duration::from_secs(10),
+            broken: None,
+            failed: Vec::new(),
         })
     }
 
@@ -75,6 +82,21 @@ impl Uring {
         // outstanding, so the queue cannot be full.
         unsafe { self.ring.submission().push(&sqe) }.expect("submission queue sized for depth");
         self.pending.push_back(sqe.get_user_data());
+    }
+
+    /// `wait` on a broken ring, which must not submit its poll on the
+    /// eventfd: polls the eventfd and the ring (readable once a completion
+    /// of an operation submitted before the break is posted).
+    fn wait_broken(&mut self, timeout: Duration) {
+        use std::os::fd::AsRawFd;
+        let mut fds = [self.wake_fd, self.ring.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds in a live array.
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
     }
 
     /// Notes that the kernel took the oldest `n` pending entries.
@@ -136,7 +158,54 @@ impl Uring {
         stuck
     }
 
+    /// The result of a failed `io_uring_enter` that was to submit. A full
+    /// completion queue (EBUSY, EAGAIN) or a signal (EINTR) leaves the
+    /// entries queued for the next try; any other error breaks the ring:
+    /// what is queued fails with it, and so does every later operation, so
+    /// that no requester waits for an answer that cannot come.
+    fn submit_failed(&mut self, e: io::Error) -> io::Result<usize> {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        if matches!(errno, libc::EINTR | libc::EAGAIN | libc::EBUSY) {
+            return Ok(0);
+        }
+        self.broken = Some(errno);
+        // The entries stay in the submission queue, unread by the kernel:
+        // from now on every enter passes to_submit = 0, so it never will
+        // read them, and their buffers go back to their owners.
+        while let Some(ud) = self.pending.pop_front() {
+            if ud == WAKE {
+                self.wake_armed = false;
+            } else {
+                let c = self.slots.finish(ud as u32, Err(broken_error(errno)));
+                self.failed.push(c);
+            }
+        }
+        Err(io::Error::new(
+            e.kind(),
+            format!("io_uring_enter failed: {e}; the ring is broken, and every operation on it fails from now on"),
+        ))
+    }
+
+    /// Fails an operation at once on a broken ring; `false` if it is not.
+    fn fail_if_broken(&mut self, tag: u64, buf: Option<IoBuf>) -> Result<(), Option<IoBuf>> {
+        match self.broken {
+            Some(errno) => {
+                self.failed.push(Completion {
+                    tag,
+                    result: Err(broken_error(errno)),
+                    buf,
+                });
+                Ok(())
+            }
+            None => Err(buf),
+        }
+    }
+
     fn queue_rw(&mut self, off: u64, buf: IoBuf, tag: u64, write: bool) -> Result<(), IoBuf> {
+        let Err(buf) = self.fail_if_broken(tag, Some(buf)) else {
+            return Ok(());
+        };
+        let buf = buf.expect("buffer");
         let slot = self
             .slots
             .take(tag, Some(buf))
@@ -154,6 +223,15 @@ impl Uring {
         self.push(sqe.user_data(slot as u64));
         Ok(())
     }
+}
+
+/// The error an operation of a broken ring completes with.
+fn broken_error(errno: i32) -> io::Error {
+    let e = io::Error::from_raw_os_error(errno);
+    io::Error::new(
+        e.kind(),
+        format!("io_uring ring broken by a failed submission: {e}"),
+    )
 }
 
 /// The oldest kernel the engine runs on: `wait` bounds its sleep with a
@@ -241,6 +319,9 @@ impl Engine for Uring {
     }
 
     fn flush(&mut self, tag: u64) -> bool {
+        if self.fail_if_broken(tag, None).is_ok() {
+            return true;
+        }
         let Ok(slot) = self.slots.take(tag, None) else {
             return false;
         };
@@ -256,7 +337,10 @@ impl Engine for Uring {
         if self.pending.is_empty() {
             return Ok(0);
         }
-        let n = self.ring.submit()?;
+        let n = match self.ring.submit() {
+            Ok(n) => n,
+            Err(e) => return self.submit_failed(e),
+        };
         self.submitted(n);
         Ok(n)
     }
@@ -270,16 +354,17 @@ impl Engine for Uring {
         self.ring.submission().sync();
         // SAFETY: submits the oldest entry of the submission queue, whose
         // buffer `push` keeps alive until its completion; no signal mask.
-        let n = unsafe {
-            self.ring
-                .submitter()
-                .enter::<libc::sigset_t>(1, 0, 0, None)?
+        let r = unsafe { self.ring.submitter().enter::<libc::sigset_t>(1, 0, 0, None) };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => return self.submit_failed(e).map(|n| n > 0),
         };
         self.submitted(n);
         Ok(n > 0)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
+        out.append(&mut self.failed);
         if self.ring.submission().taskrun() {
             // Completions wait as task work: an enter that submits nothing
             // runs it. Submitting here would send what the poller holds
@@ -306,6 +391,12 @@ impl Engine for Uring {
     }
 
     fn wait(&mut self, timeout: Duration) {
+        if !self.failed.is_empty() {
+            return;
+        }
+        if self.broken.is_some() {
+            return self.wait_broken(timeout);
+        }
         if !self.wake_armed {
             let sqe = opcode::PollAdd::new(types::Fd(self.wake_fd), libc::POLLIN as u32)
                 .build()
@@ -316,13 +407,19 @@ impl Engine for Uring {
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
         // ETIME on timeout and EINTR are normal ways to wake up.
-        if let Ok(n) = self.ring.submitter().submit_with_args(1, &args) {
-            self.submitted(n);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(n) => self.submitted(n),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) => {
+                if let Err(e) = self.submit_failed(e) {
+                    tracing::error!("{e}");
+                }
+            }
         }
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.in_use()
+        self.slots.in_use() + self.failed.len()
     }
 
     fn queued(&self) -> usize {
@@ -425,5 +522,53 @@ mod tests {
             // SAFETY: closes descriptors this test opened.
             unsafe { libc::close(fd) };
         }
+    }
+
+    #[test]
+    fn a_failed_submission_breaks_the_ring_and_fails_every_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut e, _wake) = engine(dir.path(), 4);
+        if !e.ring.params().is_setup_single_issuer() {
+            eprintln!(
+                "skipped: no IORING_SETUP_SINGLE_ISSUER (Linux 6.0) to make a submission fail"
+            );
+            return;
+        }
+        let b = e.alloc(4096);
+        e.read(0, b, 1).unwrap();
+        assert!(e.flush(2));
+        // A single-issuer ring refuses submissions from another thread
+        // (EEXIST), for good: a persistent submission error.
+        std::thread::spawn(move || {
+            let err = e.submit().unwrap_err();
+            assert!(err.to_string().contains("broken"), "{err}");
+            assert_eq!((e.queued(), e.in_flight()), (0, 2));
+            let mut out = Vec::new();
+            e.reap(&mut out);
+            let mut tags: Vec<u64> = out.iter().map(|c| c.tag).collect();
+            tags.sort();
+            assert_eq!(tags, [1, 2]);
+            assert!(out.iter().all(|c| c.result.is_err()), "{out:?}");
+            assert!(
+                out[0].buf.is_some() || out[1].buf.is_some(),
+                "the read's buffer is back"
+            );
+
+            // Later operations fail too, at once, with their buffers.
+            out.clear();
+            let b = e.alloc(4096);
+            e.write(0, b, 3).unwrap();
+            assert_eq!(e.submit().unwrap(), 0);
+            e.wait(Duration::from_secs(5));
+            e.reap(&mut out);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].tag, 3);
+            let msg = out[0].result.as_ref().unwrap_err().to_string();
+            assert!(msg.contains("broken"), "{msg}");
+            assert!(out[0].buf.is_some());
+            assert_eq!(e.in_flight(), 0);
+        })
+        .join()
+        .unwrap();
     }
 }
