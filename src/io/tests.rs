@@ -3,10 +3,14 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn round_trip(kind: EngineKind) {
+    round_trip_on(|dev, wake| open_engine(kind, dev, 8, wake).unwrap());
+}
+
+fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
     let dir = tempfile::tempdir().unwrap();
     let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
     let wake = EventFd::new().unwrap();
-    let mut e = open_engine(kind, &dev, 8, &wake).unwrap();
+    let mut e = open(&dev, &wake);
     assert_eq!(e.block_size(), 4096);
     assert_eq!(e.capacity(), 1 << 20);
 
@@ -59,7 +63,7 @@ fn round_trip(kind: EngineKind) {
     assert!(t0.elapsed() < Duration::from_secs(4));
 }
 
-fn reap_all(e: &mut AnyEngine, n: usize) -> Vec<Completion> {
+fn reap_all<E: Engine>(e: &mut E, n: usize) -> Vec<Completion> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < n {
@@ -80,4 +84,18 @@ fn uring_round_trip() {
 #[test]
 fn aio_round_trip() {
     round_trip(EngineKind::Aio);
+}
+
+#[test]
+fn uring_round_trip_without_registered_buffers_or_file() {
+    round_trip_on(|dev, wake| {
+        let mut e = Uring::open(dev, 8, wake, false).unwrap();
+        // Plain buffers (READ and WRITE), pooled all the same.
+        let b = e.alloc(4096);
+        assert_eq!(b.pool_index(), None);
+        let p = b.as_ptr();
+        e.free(b);
+        assert_eq!(e.alloc(4096).as_ptr(), p, "the buffer came from the pool");
+        e
+    });
 }

@@ -1,7 +1,9 @@
 //! The io_uring engine: one ring per poller, the device registered as fixed
 //! file 0, a pool of registered buffers for reads (`READ_FIXED`), and a
 //! pending read on the poller's eventfd so that one `io_uring_enter` sleeps
-//! until either a completion or a wake-up arrives.
+//! until either a completion or a wake-up arrives. Where the kernel refuses
+//! to register the buffers (RLIMIT_MEMLOCK) or the file, the engine warns
+//! and does without: plain buffers with `READ`/`WRITE`, the descriptor.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,10 +20,32 @@ const POOL_MAX: usize = 1024;
 const WAKE: u64 = u64::MAX;
 const DEV: types::Fixed = types::Fixed(0);
 
+/// Builds `$sqe` with `$fd` standing for the device: fixed file 0, or the
+/// plain descriptor `$plain` (an `Option<RawFd>`) when registering failed.
+macro_rules! on_dev {
+    ($plain:expr, |$fd:ident| $sqe:expr) => {
+        match $plain {
+            None => {
+                let $fd = DEV;
+                $sqe
+            }
+            Some(raw) => {
+                let $fd = types::Fd(raw);
+                $sqe
+            }
+        }
+    };
+}
+
 pub struct Uring {
     ring: IoUring,
     slots: Slots,
     pool: Vec<IoBuf>,
+    /// The pool's buffers are registered with the kernel (`READ_FIXED`).
+    fixed_bufs: bool,
+    /// The device, when registering it as a fixed file failed: operations
+    /// name its descriptor (a duplicate this engine holds).
+    plain_dev: Option<Device>,
     /// `user_data` of the entries pushed but not yet submitted, oldest
     /// first: the kernel has not seen them, nor their buffers.
     pending: VecDeque<u64>,
@@ -41,11 +65,38 @@ pub struct Uring {
 
 impl Uring {
     pub fn new(dev: &Device, depth: usize, wake: &EventFd) -> io::Result<Self> {
+        Self::open(dev, depth, wake, true)
+    }
+
+    /// As [`Uring::new`]; `register: false` skips registering the file and
+    /// buffers, as when the kernel refuses to (for tests).
+    pub(super) fn open(
+        dev: &Device,
+        depth: usize,
+        wake: &EventFd,
+        register: bool,
+    ) -> io::Result<Self> {
         let entries = (depth + 1).next_power_of_two() as u32;
         let ring = setup_ring(entries)?;
         require_features(ring.params().is_feature_ext_arg())?;
-        ring.submitter().register_files(&[dev.fd()?])?;
-        let pool: Vec<IoBuf> = (0..depth.min(POOL_MAX))
+        let fd = dev.fd()?;
+        let files = match register {
+            true => ring.submitter().register_files(&[fd]),
+            false => Err(io::Error::other("not asked to")),
+        };
+        let plain_dev = match files {
+            Ok(()) => None,
+            Err(e) => {
+                if register {
+                    tracing::warn!(
+                        "io_uring: registering the device failed ({e}); using its file descriptor"
+                    );
+                }
+                Some(dev.try_clone()?)
+            }
+        };
+        let n = depth.min(POOL_MAX);
+        let pool: Vec<IoBuf> = (0..n)
             .map(|i| IoBuf::new(POOL_BUF).with_pool_index(i as u16))
             .collect();
         let iovecs: Vec<libc::iovec> = pool
@@ -55,16 +106,36 @@ impl Uring {
                 iov_len: b.capacity(),
             })
             .collect();
-        // SAFETY: each iovec describes a live buffer owned by `pool`. Pool
-        // buffers live in this engine (in `pool` or in `slots` while in
-        // flight) until it drops, which unregisters them with the ring; one
-        // handed out and dropped elsewhere stays pinned by the kernel and its
-        // index is never used again, since only that IoBuf carries it.
-        unsafe { ring.submitter().register_buffers(&iovecs)? };
+        let registered = match register {
+            // SAFETY: each iovec describes a live buffer owned by `pool`.
+            // Pool buffers live in this engine (in `pool` or in `slots`
+            // while in flight) until it drops, which unregisters them with
+            // the ring; one handed out and dropped elsewhere stays pinned by
+            // the kernel and its index is never used again, since only that
+            // IoBuf carries it.
+            true => unsafe { ring.submitter().register_buffers(&iovecs) },
+            false => Err(io::Error::other("not asked to")),
+        };
+        let (pool, fixed_bufs) = match registered {
+            Ok(()) => (pool, true),
+            Err(e) => {
+                if register {
+                    tracing::warn!(
+                        "io_uring: registering {n} buffers of {} KiB failed ({e}; RLIMIT_MEMLOCK too low? see `ulimit -l`); reading into plain buffers instead (READ, not READ_FIXED)",
+                        POOL_BUF / 1024
+                    );
+                }
+                // The same pool, without indices: nothing is registered.
+                let plain = (0..n).map(|_| IoBuf::new(POOL_BUF)).collect();
+                (plain, false)
+            }
+        };
         Ok(Uring {
             ring,
             slots: Slots::new(depth),
             pool,
+            fixed_bufs,
+            plain_dev,
             pending: VecDeque::with_capacity(entries as usize),
             block_size: dev.block_size(),
             capacity: dev.capacity(),
@@ -97,6 +168,13 @@ impl Uring {
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: two valid pollfds in a live array.
         let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    }
+
+    /// The device's descriptor, when it is not registered.
+    fn plain_fd(&self) -> Option<i32> {
+        self.plain_dev
+            .as_ref()
+            .map(|d| d.fd().expect("a file device"))
     }
 
     /// Notes that the kernel took the oldest `n` pending entries.
@@ -212,14 +290,13 @@ impl Uring {
             .map_err(|b| b.expect("buffer"))?;
         let buf = self.slots.buf_mut(slot).expect("buffer in slot");
         let (ptr, len) = (buf.as_mut_ptr(), buf.len() as u32);
-        let sqe = match (buf.pool_index(), write) {
-            (Some(i), false) => opcode::ReadFixed::new(DEV, ptr, len, i).offset(off).build(),
-            (None, false) => opcode::Read::new(DEV, ptr, len).offset(off).build(),
-            (Some(i), true) => opcode::WriteFixed::new(DEV, ptr, len, i)
-                .offset(off)
-                .build(),
-            (None, true) => opcode::Write::new(DEV, ptr, len).offset(off).build(),
-        };
+        let index = buf.pool_index();
+        let sqe = on_dev!(self.plain_fd(), |fd| match (index, write) {
+            (Some(i), false) => opcode::ReadFixed::new(fd, ptr, len, i).offset(off).build(),
+            (None, false) => opcode::Read::new(fd, ptr, len).offset(off).build(),
+            (Some(i), true) => opcode::WriteFixed::new(fd, ptr, len, i).offset(off).build(),
+            (None, true) => opcode::Write::new(fd, ptr, len).offset(off).build(),
+        });
         self.push(sqe.user_data(slot as u64));
         Ok(())
     }
@@ -305,7 +382,13 @@ impl Engine for Uring {
     }
 
     fn free(&mut self, buf: IoBuf) {
-        if buf.pool_index().is_some() {
+        let pooled = match self.fixed_bufs {
+            true => buf.pool_index().is_some(),
+            false => {
+                buf.capacity() == POOL_BUF && self.pool.len() < self.slots.ops.len().min(POOL_MAX)
+            }
+        };
+        if pooled {
             self.pool.push(buf);
         }
     }
@@ -325,10 +408,10 @@ impl Engine for Uring {
         let Ok(slot) = self.slots.take(tag, None) else {
             return false;
         };
-        let sqe = opcode::Fsync::new(DEV)
+        let sqe = on_dev!(self.plain_fd(), |fd| opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(slot as u64);
+            .build())
+        .user_data(slot as u64);
         self.push(sqe);
         true
     }
