@@ -55,7 +55,7 @@ pub struct Aio {
     block_size: u32,
     capacity: u64,
     pool: Vec<IoBuf>,
-    /// Operations a failed io_submit completed with its error.
+    /// Operations io_submit refused, completed with its error.
     failed: Vec<Completion>,
 }
 
@@ -107,53 +107,52 @@ impl Aio {
         Ok(())
     }
 
-    /// Submits the oldest `limit` queued control blocks (all, at most).
-    fn submit_up_to(&mut self, limit: usize) -> io::Result<usize> {
-        if self.pending.is_empty() {
-            return Ok(0);
-        }
-        let mut ptrs: Vec<*mut Iocb> = self
-            .pending
-            .iter_mut()
-            .take(limit)
-            .map(|c| c as *mut Iocb)
-            .collect();
-        // SAFETY: `ptrs` holds valid iocbs; each points at a buffer held in
-        // `self.slots` until its completion is reaped.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.ctx,
-                ptrs.len() as libc::c_long,
-                ptrs.as_mut_ptr(),
-            )
-        };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EAGAIN) {
-                return Ok(0);
-            }
-            // The whole batch failed: complete each op with the error so
-            // that its requester hears of it.
-            let failed: Vec<u32> = self
+    /// Submits the oldest `limit` queued control blocks (all, at most);
+    /// returns how many the kernel took. io_submit takes a prefix of the
+    /// array: it stops at the first control block it cannot queue, and
+    /// reports that one's error only when it is the first (io_submit(2)).
+    /// So a refused block fails alone, with its error (for `reap`), and
+    /// the rest go on; EAGAIN (no resources for now) leaves them queued
+    /// for the next call. A refused block counts towards `limit`.
+    fn submit_up_to(&mut self, limit: usize) -> usize {
+        let (mut sent, mut handled) = (0, 0);
+        while handled < limit && !self.pending.is_empty() {
+            let mut ptrs: Vec<*mut Iocb> = self
                 .pending
-                .drain(..ptrs.len())
-                .map(|c| c.aio_data as u32)
+                .iter_mut()
+                .take(limit - handled)
+                .map(|c| c as *mut Iocb)
                 .collect();
-            for slot in failed {
-                let c = self.slots.finish(
-                    slot,
-                    Err(io::Error::from_raw_os_error(
-                        err.raw_os_error().unwrap_or(libc::EIO),
-                    )),
-                );
+            // SAFETY: `ptrs` holds valid iocbs; each points at a buffer
+            // held in `self.slots` until its completion is reaped.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_io_submit,
+                    self.ctx,
+                    ptrs.len() as libc::c_long,
+                    ptrs.as_mut_ptr(),
+                )
+            };
+            if r < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+                    break;
+                }
+                let refused = self.pending.remove(0);
+                let c = self.slots.finish(refused.aio_data as u32, Err(err));
                 self.failed.push(c);
+                handled += 1;
+                continue;
             }
-            return Err(err);
+            let n = r as usize;
+            if n == 0 {
+                break;
+            }
+            self.pending.drain(..n);
+            sent += n;
+            handled += n;
         }
-        let n = r as usize;
-        self.pending.drain(..n);
-        Ok(n)
+        sent
     }
 }
 
@@ -196,11 +195,14 @@ impl Engine for Aio {
     }
 
     fn submit(&mut self) -> io::Result<usize> {
-        self.submit_up_to(usize::MAX)
+        Ok(self.submit_up_to(usize::MAX))
     }
 
+    /// `true` also when the oldest block was refused (it fails alone).
     fn submit_one(&mut self) -> io::Result<bool> {
-        self.submit_up_to(1).map(|n| n > 0)
+        let before = self.pending.len();
+        self.submit_up_to(1);
+        Ok(self.pending.len() < before)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
@@ -234,6 +236,9 @@ impl Engine for Aio {
     }
 
     fn wait(&mut self, timeout: Duration) {
+        if !self.failed.is_empty() {
+            return;
+        }
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut pfd = libc::pollfd {
             fd: self.wake_fd as i32,
@@ -249,7 +254,7 @@ impl Engine for Aio {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.in_use()
+        self.slots.in_use() + self.failed.len()
     }
 }
 
