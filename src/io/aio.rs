@@ -12,6 +12,8 @@ const IOCB_CMD_PREAD: u16 = 0;
 const IOCB_CMD_PWRITE: u16 = 1;
 const IOCB_CMD_FDSYNC: u16 = 3;
 const IOCB_FLAG_RESFD: u32 = 1;
+/// Size of the pooled buffers; larger reads get one of their own.
+const POOL_BUF: usize = 16 * 1024;
 
 /// `struct iocb` of linux/aio_abi.h (x86_64 and other little-endian 64-bit).
 #[repr(C)]
@@ -165,17 +167,23 @@ impl Engine for Aio {
         self.capacity
     }
 
+    /// A pooled buffer when `len` fits in one; a larger read gets a
+    /// buffer of its own, and the pool keeps its buffers.
     fn alloc(&mut self, len: usize) -> IoBuf {
         let mut b = match self.pool.pop() {
             Some(b) if b.capacity() >= len => b,
-            _ => IoBuf::new(len.max(16 * 1024)),
+            Some(b) => {
+                self.pool.push(b);
+                IoBuf::new(len)
+            }
+            None => IoBuf::new(len.max(POOL_BUF)),
         };
         b.set_len(len);
         b
     }
 
     fn free(&mut self, buf: IoBuf) {
-        if buf.capacity() == 16 * 1024 && self.pool.len() < self.slots.ops.len() {
+        if buf.capacity() == POOL_BUF && self.pool.len() < self.slots.ops.len() {
             self.pool.push(buf);
         }
     }
@@ -277,6 +285,33 @@ impl Drop for Aio {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_larger_than_the_pooled_buffers_leaves_the_pool_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+        let wake = EventFd::new().unwrap();
+        let mut e = Aio::new(&dev, 8, &wake).unwrap();
+        let small: Vec<IoBuf> = (0..3).map(|_| e.alloc(4096)).collect();
+        for b in small {
+            e.free(b);
+        }
+        assert_eq!(e.pool.len(), 3);
+        let big = e.alloc(64 * 1024);
+        assert_eq!(
+            (big.len(), e.pool.len()),
+            (64 * 1024, 3),
+            "no pooled buffer lost"
+        );
+        // A large buffer given back does not join the pool of small ones.
+        e.free(big);
+        assert_eq!(e.pool.len(), 3);
+        assert!(e.pool.iter().all(|b| b.capacity() == POOL_BUF));
+        let b = e.alloc(16 * 1024);
+        assert_eq!((b.capacity(), e.pool.len()), (POOL_BUF, 2));
+    }
+
     #[test]
     fn abi_sizes() {
         assert_eq!(std::mem::size_of::<super::Iocb>(), 64);
