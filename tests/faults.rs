@@ -59,6 +59,9 @@ fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
         Some("old")
     );
     assert_eq!(srv.info_field("io_errors"), "3");
+    // The two failed writes are not counted as written; the write of the
+    // commit whose flush failed is.
+    assert_eq!(srv.info_field("device_writes"), "7");
     srv.stop();
 
     // After a restart the acknowledged writes are there. A write answered

@@ -12,6 +12,8 @@ const IOCB_CMD_PREAD: u16 = 0;
 const IOCB_CMD_PWRITE: u16 = 1;
 const IOCB_CMD_FDSYNC: u16 = 3;
 const IOCB_FLAG_RESFD: u32 = 1;
+/// Size of the pooled buffers; larger reads get one of their own.
+const POOL_BUF: usize = 16 * 1024;
 
 /// `struct iocb` of linux/aio_abi.h (x86_64 and other little-endian 64-bit).
 #[repr(C)]
@@ -55,7 +57,7 @@ pub struct Aio {
     block_size: u32,
     capacity: u64,
     pool: Vec<IoBuf>,
-    /// Operations a failed io_submit completed with its error.
+    /// Operations io_submit refused, completed with its error.
     failed: Vec<Completion>,
 }
 
@@ -107,53 +109,52 @@ impl Aio {
         Ok(())
     }
 
-    /// Submits the oldest `limit` queued control blocks (all, at most).
-    fn submit_up_to(&mut self, limit: usize) -> io::Result<usize> {
-        if self.pending.is_empty() {
-            return Ok(0);
-        }
-        let mut ptrs: Vec<*mut Iocb> = self
-            .pending
-            .iter_mut()
-            .take(limit)
-            .map(|c| c as *mut Iocb)
-            .collect();
-        // SAFETY: `ptrs` holds valid iocbs; each points at a buffer held in
-        // `self.slots` until its completion is reaped.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.ctx,
-                ptrs.len() as libc::c_long,
-                ptrs.as_mut_ptr(),
-            )
-        };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EAGAIN) {
-                return Ok(0);
-            }
-            // The whole batch failed: complete each op with the error so
-            // that its requester hears of it.
-            let failed: Vec<u32> = self
+    /// Submits the oldest `limit` queued control blocks (all, at most);
+    /// returns how many the kernel took. io_submit takes a prefix of the
+    /// array: it stops at the first control block it cannot queue, and
+    /// reports that one's error only when it is the first (io_submit(2)).
+    /// So a refused block fails alone, with its error (for `reap`), and
+    /// the rest go on; EAGAIN (no resources for now) leaves them queued
+    /// for the next call. A refused block counts towards `limit`.
+    fn submit_up_to(&mut self, limit: usize) -> usize {
+        let (mut sent, mut handled) = (0, 0);
+        while handled < limit && !self.pending.is_empty() {
+            let mut ptrs: Vec<*mut Iocb> = self
                 .pending
-                .drain(..ptrs.len())
-                .map(|c| c.aio_data as u32)
+                .iter_mut()
+                .take(limit - handled)
+                .map(|c| c as *mut Iocb)
                 .collect();
-            for slot in failed {
-                let c = self.slots.finish(
-                    slot,
-                    Err(io::Error::from_raw_os_error(
-                        err.raw_os_error().unwrap_or(libc::EIO),
-                    )),
-                );
+            // SAFETY: `ptrs` holds valid iocbs; each points at a buffer
+            // held in `self.slots` until its completion is reaped.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_io_submit,
+                    self.ctx,
+                    ptrs.len() as libc::c_long,
+                    ptrs.as_mut_ptr(),
+                )
+            };
+            if r < 0 {
+                let err = io::Error::last_os_error();
+                if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+                    break;
+                }
+                let refused = self.pending.remove(0);
+                let c = self.slots.finish(refused.aio_data as u32, Err(err));
                 self.failed.push(c);
+                handled += 1;
+                continue;
             }
-            return Err(err);
+            let n = r as usize;
+            if n == 0 {
+                break;
+            }
+            self.pending.drain(..n);
+            sent += n;
+            handled += n;
         }
-        let n = r as usize;
-        self.pending.drain(..n);
-        Ok(n)
+        sent
     }
 }
 
@@ -166,17 +167,23 @@ impl Engine for Aio {
         self.capacity
     }
 
+    /// A pooled buffer when `len` fits in one; a larger read gets a
+    /// buffer of its own, and the pool keeps its buffers.
     fn alloc(&mut self, len: usize) -> IoBuf {
         let mut b = match self.pool.pop() {
             Some(b) if b.capacity() >= len => b,
-            _ => IoBuf::new(len.max(16 * 1024)),
+            Some(b) => {
+                self.pool.push(b);
+                IoBuf::new(len)
+            }
+            None => IoBuf::new(len.max(POOL_BUF)),
         };
         b.set_len(len);
         b
     }
 
     fn free(&mut self, buf: IoBuf) {
-        if buf.capacity() == 16 * 1024 && self.pool.len() < self.slots.ops.len() {
+        if buf.capacity() == POOL_BUF && self.pool.len() < self.slots.ops.len() {
             self.pool.push(buf);
         }
     }
@@ -196,11 +203,14 @@ impl Engine for Aio {
     }
 
     fn submit(&mut self) -> io::Result<usize> {
-        self.submit_up_to(usize::MAX)
+        Ok(self.submit_up_to(usize::MAX))
     }
 
+    /// `true` also when the oldest block was refused (it fails alone).
     fn submit_one(&mut self) -> io::Result<bool> {
-        self.submit_up_to(1).map(|n| n > 0)
+        let before = self.pending.len();
+        self.submit_up_to(1);
+        Ok(self.pending.len() < before)
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
@@ -234,6 +244,9 @@ impl Engine for Aio {
     }
 
     fn wait(&mut self, timeout: Duration) {
+        if !self.failed.is_empty() {
+            return;
+        }
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut pfd = libc::pollfd {
             fd: self.wake_fd as i32,
@@ -249,7 +262,7 @@ impl Engine for Aio {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.in_use()
+        self.slots.in_use() + self.failed.len()
     }
 }
 
@@ -272,6 +285,33 @@ impl Drop for Aio {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_larger_than_the_pooled_buffers_leaves_the_pool_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+        let wake = EventFd::new().unwrap();
+        let mut e = Aio::new(&dev, 8, &wake).unwrap();
+        let small: Vec<IoBuf> = (0..3).map(|_| e.alloc(4096)).collect();
+        for b in small {
+            e.free(b);
+        }
+        assert_eq!(e.pool.len(), 3);
+        let big = e.alloc(64 * 1024);
+        assert_eq!(
+            (big.len(), e.pool.len()),
+            (64 * 1024, 3),
+            "no pooled buffer lost"
+        );
+        // A large buffer given back does not join the pool of small ones.
+        e.free(big);
+        assert_eq!(e.pool.len(), 3);
+        assert!(e.pool.iter().all(|b| b.capacity() == POOL_BUF));
+        let b = e.alloc(16 * 1024);
+        assert_eq!((b.capacity(), e.pool.len()), (POOL_BUF, 2));
+    }
+
     #[test]
     fn abi_sizes() {
         assert_eq!(std::mem::size_of::<super::Iocb>(), 64);

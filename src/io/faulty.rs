@@ -80,6 +80,9 @@ pub struct Faulty<E> {
     writes: u64,
     flushes: u64,
     injected: Vec<Completion>,
+    /// Injected faults not yet counted by a submit: each counts as one
+    /// operation submitted, once.
+    uncounted: usize,
 }
 
 impl<E> Faulty<E> {
@@ -91,11 +94,13 @@ impl<E> Faulty<E> {
             writes: 0,
             flushes: 0,
             injected: Vec::new(),
+            uncounted: 0,
         }
     }
 
     fn fail(&mut self, tag: u64, buf: Option<IoBuf>, result: io::Result<usize>) {
         self.injected.push(Completion { tag, result, buf });
+        self.uncounted += 1;
     }
 }
 
@@ -148,10 +153,14 @@ impl<E: Engine> Engine for Faulty<E> {
         self.inner.flush(tag)
     }
     fn submit(&mut self) -> io::Result<usize> {
-        Ok(self.inner.submit()? + self.injected.len())
+        Ok(self.inner.submit()? + std::mem::take(&mut self.uncounted))
     }
+    /// Injected faults are counted by `submit` and `submit_each`.
     fn submit_one(&mut self) -> io::Result<bool> {
         self.inner.submit_one()
+    }
+    fn submit_each(&mut self) -> io::Result<usize> {
+        Ok(self.inner.submit_each()? + std::mem::take(&mut self.uncounted))
     }
     fn reap(&mut self, out: &mut Vec<Completion>) {
         self.inner.reap(out);
@@ -182,5 +191,30 @@ mod tests {
         assert!(s.hits(Kind::ReadEio, 2) && s.hits(Kind::ReadEio, 9) && !s.hits(Kind::ReadEio, 1));
         assert!("bogus@1".parse::<FaultSpec>().is_err());
         assert!("write-eio".parse::<FaultSpec>().is_err());
+    }
+
+    #[test]
+    fn an_injected_fault_counts_as_submitted_once_in_every_feed_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = crate::io::Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+        let wake = crate::io::EventFd::new().unwrap();
+        let eng = crate::io::open_engine(crate::io::EngineKind::Uring, &dev, 8, &wake).unwrap();
+        let mut e = Faulty::new(eng, "read-eio@1+".parse().unwrap());
+        let mut out = Vec::new();
+        // `stream`: one submit per turn, and perhaps another before reap.
+        let b = e.alloc(4096);
+        e.read(0, b, 1).unwrap();
+        assert_eq!(e.submit().unwrap(), 1);
+        assert_eq!(e.submit().unwrap(), 0, "counted once");
+        e.reap(&mut out);
+        assert_eq!(out.len(), 1);
+        // `waves`: each operation on its own.
+        let b = e.alloc(4096);
+        e.read(0, b, 2).unwrap();
+        assert_eq!(e.submit_each().unwrap(), 1);
+        assert_eq!(e.submit_each().unwrap(), 0, "counted once");
+        e.reap(&mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|c| c.result.is_err()));
     }
 }

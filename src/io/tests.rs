@@ -3,10 +3,14 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn round_trip(kind: EngineKind) {
+    round_trip_on(|dev, wake| open_engine(kind, dev, 8, wake).unwrap());
+}
+
+fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
     let dir = tempfile::tempdir().unwrap();
     let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
     let wake = EventFd::new().unwrap();
-    let mut e = open_engine(kind, &dev, 8, &wake).unwrap();
+    let mut e = open(&dev, &wake);
     assert_eq!(e.block_size(), 4096);
     assert_eq!(e.capacity(), 1 << 20);
 
@@ -59,7 +63,7 @@ fn round_trip(kind: EngineKind) {
     assert!(t0.elapsed() < Duration::from_secs(4));
 }
 
-fn reap_all(e: &mut AnyEngine, n: usize) -> Vec<Completion> {
+fn reap_all<E: Engine>(e: &mut E, n: usize) -> Vec<Completion> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < n {
@@ -80,4 +84,54 @@ fn uring_round_trip() {
 #[test]
 fn aio_round_trip() {
     round_trip(EngineKind::Aio);
+}
+
+#[test]
+fn uring_round_trip_without_registered_buffers_or_file() {
+    round_trip_on(|dev, wake| {
+        let mut e = Uring::open(dev, 8, wake, false).unwrap();
+        // Plain buffers (READ and WRITE), pooled all the same.
+        let b = e.alloc(4096);
+        assert_eq!(b.pool_index(), None);
+        let p = b.as_ptr();
+        e.free(b);
+        assert_eq!(e.alloc(4096).as_ptr(), p, "the buffer came from the pool");
+        e
+    });
+}
+
+/// io_submit refuses a control block with a negative offset (EINVAL), and
+/// takes only those before it: the refused read fails alone, the others
+/// complete, wherever it stands in the batch.
+#[test]
+fn aio_a_refused_iocb_fails_alone_and_the_rest_of_the_batch_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+    let wake = EventFd::new().unwrap();
+    let mut e = open_engine(EngineKind::Aio, &dev, 8, &wake).unwrap();
+    const BAD: u64 = 1 << 63;
+    for batch in [[0, BAD, 4096], [BAD, 0, 4096], [0, 4096, BAD]] {
+        for (tag, off) in batch.into_iter().enumerate() {
+            let b = e.alloc(4096);
+            e.read(off, b, tag as u64).unwrap();
+        }
+        assert_eq!(e.submit().unwrap(), 2, "{batch:?}");
+        assert_eq!(e.queued(), 0);
+        let mut done = reap_all(&mut e, 3);
+        done.sort_by_key(|c| c.tag);
+        for (c, off) in done.iter().zip(batch) {
+            match off {
+                BAD => {
+                    let err = c.result.as_ref().unwrap_err();
+                    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{batch:?}");
+                }
+                _ => assert_eq!(c.result.as_ref().unwrap(), &4096, "{batch:?}: {c:?}"),
+            }
+            assert!(c.buf.is_some());
+        }
+        for c in done {
+            e.free(c.buf.unwrap());
+        }
+        assert_eq!(e.in_flight(), 0);
+    }
 }

@@ -539,8 +539,11 @@ impl<E: Engine> Poller<E> {
             Ok(n) => Some(format!("short write of {n} of {} bytes", buf.len())),
             Err(e) => Some(format!("write failed: {e}")),
         };
-        st.bytes_written.fetch_add(buf.len() as u64, Relaxed);
-        st.device_writes.fetch_add(1, Relaxed);
+        if failed.is_none() {
+            // A failed or short write is an I/O error, not bytes written.
+            st.bytes_written.fetch_add(buf.len() as u64, Relaxed);
+            st.device_writes.fetch_add(1, Relaxed);
+        }
         self.eng.free(buf);
         if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
             s.in_flight -= 1;

@@ -314,29 +314,36 @@ impl<E: Engine> Poller<E> {
         self.notify_conns();
         let st = self.stats();
         st.loops.fetch_add(1, Relaxed);
-        if sent > 0 {
-            st.submits.fetch_add(1, Relaxed);
-            st.submitted.fetch_add(sent as u64, Relaxed);
-            st.max_batch.fetch_max(sent as u64, Relaxed);
-        }
         st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
         completed > 0 || taken > 0 || sent > 0 || log_work || retried
     }
 
-    /// Sends what is queued to the device (see `--io-feed`).
+    /// Sends what is queued to the device (see `--io-feed`), and counts
+    /// the submissions, wherever in the turn they happen: one per call that
+    /// sent anything, so a wave fed one operation per call counts one
+    /// submission per operation.
     fn submit(&mut self) -> usize {
         self.held_since = None;
         // While the log writes, a poller feeds as `stream` does: its
         // commits go out in one submission.
-        let sent = if self.wave_hold.is_some() && self.log.idle() {
+        let each = self.wave_hold.is_some() && self.log.idle();
+        let sent = if each {
             self.eng.submit_each()
         } else {
             self.eng.submit()
         };
-        sent.unwrap_or_else(|e| {
+        let sent = sent.unwrap_or_else(|e| {
             tracing::error!(poller = self.id, "submit failed: {e}");
             0
-        })
+        });
+        if sent > 0 {
+            let (calls, batch) = if each { (sent, 1) } else { (1, sent) };
+            let st = self.stats();
+            st.submits.fetch_add(calls as u64, Relaxed);
+            st.submitted.fetch_add(sent as u64, Relaxed);
+            st.max_batch.fetch_max(batch as u64, Relaxed);
+        }
+        sent
     }
 
     /// `--io-feed waves`: whether what is queued waits for the wave of

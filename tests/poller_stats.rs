@@ -1,0 +1,77 @@
+//! The pollers' submission figures in INFO (`poller0:submits_per_sec=…,
+//! mean_batch=…,max_batch=…`) under each way of feeding the device.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use common::{load, Server};
+use nvkv::keys;
+
+const KEYS: u64 = 2000;
+const SEED: u64 = 5;
+
+/// The figures of poller 0 in INFO, by name.
+fn poller0(srv: &Server) -> Vec<(String, f64)> {
+    srv.info_field("poller0")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Runs pipelines of 32 GETs until a sampling window shows submissions,
+/// and returns poller 0's figures for that window.
+fn figures_under_load(srv: &Server) -> Vec<(String, f64)> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut con = srv.client();
+            let mut round = 0u64;
+            while !stop.load(Relaxed) {
+                let mut pipe = redis::pipe();
+                for j in 0..32u64 {
+                    pipe.get(keys::key(SEED, (round * 32 + j * 61) % KEYS));
+                }
+                let _: Vec<Option<Vec<u8>>> = pipe.query(&mut con).unwrap();
+                round += 1;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let f = poller0(srv);
+            let submits = f.iter().find(|(k, _)| k == "submits_per_sec").unwrap().1;
+            if submits > 0.0 {
+                break f;
+            }
+            assert!(Instant::now() < deadline, "no submissions sampled: {f:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        stop.store(true, Relaxed);
+        got
+    })
+}
+
+fn get(f: &[(String, f64)], name: &str) -> f64 {
+    f.iter().find(|(k, _)| k == name).unwrap().1
+}
+
+/// `waves` sends each read in a call of its own: every one is a
+/// submission of one operation, including those sent the moment a wave
+/// completes. `stream` sends a turn's reads in one call.
+#[test]
+fn a_wave_counts_one_submission_per_operation_and_a_stream_one_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path(), KEYS, 100, 3000, SEED);
+    for feed in ["waves", "stream"] {
+        let srv = Server::start(dir.path(), &["--io-feed", feed]);
+        let f = figures_under_load(&srv);
+        let (mean, max) = (get(&f, "mean_batch"), get(&f, "max_batch"));
+        match feed {
+            "waves" => assert_eq!((mean, max), (1.0, 1.0), "{feed}: {f:?}"),
+            _ => assert!(mean >= 1.0 && max >= 1.0, "{feed}: {f:?}"),
+        }
+        srv.stop();
+    }
+}
