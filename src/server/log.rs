@@ -214,7 +214,7 @@ impl<E: Engine> Poller<E> {
             expire_ms,
             flags,
         };
-        encode_record(&meta, key, value, &mut s.buf[at..]);
+        encode_record(&self.shared.sb.uuid, &meta, key, value, &mut s.buf[at..]);
         s.len = at + len as usize;
         let base = s.base;
         let new = Entry {
