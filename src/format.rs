@@ -10,7 +10,9 @@
 //! ```text
 //! record: crc u32 | gen u32 | seq u64 | expire_ms u64 | value_len u32 | key_len u16 | flags u8 | magic u8 | key | value | pad to 16
 //! ```
-//! The CRC covers everything after itself up to the end of the value. `gen`
+//! The CRC covers everything after itself up to the end of the value and is
+//! seeded with the store's UUID, so that records an earlier store left on
+//! the same device never pass for ours (format version 2). `gen`
 //! is the low half of the segment's generation, so a scan of a reused segment
 //! stops at the first record left over from its previous life.
 //!
@@ -35,8 +37,9 @@ pub const MAX_RECORD: u64 = ((1 << 23) - 1) * RECORD_ALIGN;
 const SUPER_MAGIC: &[u8; 8] = b"NVKVSUPR";
 const SEGMENT_MAGIC: &[u8; 8] = b"NVKVSEG1";
 const RECORD_MAGIC: u8 = 0xA7;
-/// Current on-disk format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current on-disk format version. Version 2 seeds record checksums with
+/// the store's UUID; version 1 stores must be reloaded.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Record flag: this record deletes its key.
 pub const FLAG_TOMBSTONE: u8 = 1;
@@ -47,7 +50,7 @@ pub const FLAG_TOMBSTONE: u8 = 1;
 pub enum FormatError {
     #[error("not an nvkv store (bad superblock magic)")]
     NotAStore,
-    #[error("unsupported format version {0} (this build reads {FORMAT_VERSION})")]
+    #[error("the store is in format version {0}, this build reads version {FORMAT_VERSION} only: reload it (nvkv load --force)")]
     Version(u32),
     #[error("superblock checksum mismatch")]
     SuperblockChecksum,
@@ -231,9 +234,21 @@ pub fn record_len(key_len: usize, value_len: usize) -> u64 {
     align_up((RECORD_HEADER + key_len + value_len) as u64, RECORD_ALIGN)
 }
 
-/// Writes a record into `out` (at least `record_len` bytes; padding zeroed).
-/// Returns the padded length.
-pub fn encode_record(meta: &RecordMeta, key: &[u8], value: &[u8], out: &mut [u8]) -> usize {
+/// The CRC32C of a record's bytes after the checksum field, seeded with the
+/// store's UUID.
+fn record_crc(uuid: &[u8; 16], b: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(uuid), b)
+}
+
+/// Writes a record of the store `uuid` into `out` (at least `record_len`
+/// bytes; padding zeroed). Returns the padded length.
+pub fn encode_record(
+    uuid: &[u8; 16],
+    meta: &RecordMeta,
+    key: &[u8],
+    value: &[u8],
+    out: &mut [u8],
+) -> usize {
     let len = record_len(key.len(), value.len()) as usize;
     let h = RECORD_HEADER;
     out[4..8].copy_from_slice(&meta.gen.to_le_bytes());
@@ -246,7 +261,7 @@ pub fn encode_record(meta: &RecordMeta, key: &[u8], value: &[u8], out: &mut [u8]
     out[h..h + key.len()].copy_from_slice(key);
     out[h + key.len()..h + key.len() + value.len()].copy_from_slice(value);
     out[h + key.len() + value.len()..len].fill(0);
-    let crc = crc32c::crc32c(&out[4..h + key.len() + value.len()]);
+    let crc = record_crc(uuid, &out[4..h + key.len() + value.len()]);
     out[0..4].copy_from_slice(&crc.to_le_bytes());
     len
 }
@@ -272,8 +287,9 @@ impl Record<'_> {
     }
 }
 
-/// Decodes and verifies the record at the start of `b`.
-pub fn decode_record(b: &[u8]) -> Result<Record<'_>, FormatError> {
+/// Decodes and verifies the record at the start of `b`; a record of
+/// another store (another UUID) fails its checksum.
+pub fn decode_record<'a>(uuid: &[u8; 16], b: &'a [u8]) -> Result<Record<'a>, FormatError> {
     if b.len() < RECORD_HEADER {
         return Err(FormatError::RecordLength);
     }
@@ -286,7 +302,7 @@ pub fn decode_record(b: &[u8]) -> Result<Record<'_>, FormatError> {
     if end > b.len() {
         return Err(FormatError::RecordLength);
     }
-    if crc32c::crc32c(&b[4..end]) != u32_at(b, 0) {
+    if record_crc(uuid, &b[4..end]) != u32_at(b, 0) {
         return Err(FormatError::RecordChecksum);
     }
     Ok(Record {
@@ -317,8 +333,9 @@ pub fn place_record(pos: u64, len: u64, block: u64) -> u64 {
 /// Iterates over the valid records of one segment image (header included).
 /// Past the last record of a block comes padding: the scan goes on at the
 /// next block boundary, and stops at a block that starts with no record of
-/// this generation.
+/// this generation and store.
 pub struct SegmentRecords<'a> {
+    uuid: &'a [u8; 16],
     buf: &'a [u8],
     pos: usize,
     gen: u32,
@@ -326,8 +343,10 @@ pub struct SegmentRecords<'a> {
 }
 
 impl<'a> SegmentRecords<'a> {
-    pub fn new(buf: &'a [u8], header: &SegmentHeader, block: u32) -> Self {
+    /// Scans `buf`, a segment of the store `uuid` with header `header`.
+    pub fn new(uuid: &'a [u8; 16], buf: &'a [u8], header: &SegmentHeader, block: u32) -> Self {
         SegmentRecords {
+            uuid,
             buf,
             pos: SEGMENT_HEADER,
             gen: header.gen as u32,
@@ -336,10 +355,16 @@ impl<'a> SegmentRecords<'a> {
     }
 
     /// Continues a scan at `pos` (a value [`SegmentRecords::end`] returned).
-    pub fn resume(buf: &'a [u8], header: &SegmentHeader, block: u32, pos: usize) -> Self {
+    pub fn resume(
+        uuid: &'a [u8; 16],
+        buf: &'a [u8],
+        header: &SegmentHeader,
+        block: u32,
+        pos: usize,
+    ) -> Self {
         SegmentRecords {
             pos,
-            ..SegmentRecords::new(buf, header, block)
+            ..SegmentRecords::new(uuid, buf, header, block)
         }
     }
 
@@ -355,7 +380,7 @@ impl<'a> Iterator for SegmentRecords<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let rec = decode_record(self.buf.get(self.pos..)?)
+            let rec = decode_record(self.uuid, self.buf.get(self.pos..)?)
                 .ok()
                 .filter(|r| r.meta.gen == self.gen);
             match rec {
@@ -404,6 +429,21 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_superblock_is_refused_with_a_reload_hint() {
+        let mut b = sb().encode();
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..Superblock::CRC_AT]);
+        b[Superblock::CRC_AT..Superblock::CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        let e = Superblock::decode(&b).unwrap_err();
+        assert_eq!(e, FormatError::Version(1));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("format version 1") && msg.contains("reload it (nvkv load --force)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn record_round_trip_and_damage() {
         let meta = RecordMeta {
             gen: 3,
@@ -412,9 +452,9 @@ mod tests {
             flags: 0,
         };
         let mut buf = vec![0xFFu8; 128];
-        let n = encode_record(&meta, b"key\r\n", b"v\0lue", &mut buf);
+        let n = encode_record(&[1; 16], &meta, b"key\r\n", b"v\0lue", &mut buf);
         assert_eq!(n, 48);
-        let r = decode_record(&buf).unwrap();
+        let r = decode_record(&[1; 16], &buf).unwrap();
         assert_eq!(
             (r.key, r.value, r.meta),
             (&b"key\r\n"[..], &b"v\0lue"[..], meta)
@@ -422,11 +462,19 @@ mod tests {
         for i in 0..n.min(42) {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
-            assert!(decode_record(&bad).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                decode_record(&[1; 16], &bad).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
         assert_eq!(
-            decode_record(&buf[..40]).unwrap_err(),
+            decode_record(&[1; 16], &buf[..40]).unwrap_err(),
             FormatError::RecordLength
+        );
+        // The same bytes are no record of another store.
+        assert_eq!(
+            decode_record(&[2; 16], &buf).unwrap_err(),
+            FormatError::RecordChecksum
         );
     }
 
@@ -462,9 +510,9 @@ mod tests {
             };
             let v = vec![7u8; vlen];
             pos = place_record(pos, record_len(1, vlen), 512);
-            pos += encode_record(&meta, b"k", &v, &mut seg[pos as usize..]) as u64;
+            pos += encode_record(&[1; 16], &meta, b"k", &v, &mut seg[pos as usize..]) as u64;
         }
-        let recs: Vec<_> = SegmentRecords::new(&seg, &hdr, 512).collect();
+        let recs: Vec<_> = SegmentRecords::new(&[1; 16], &seg, &hdr, 512).collect();
         let offsets: Vec<usize> = recs.iter().map(|r| r.0).collect();
         assert_eq!(offsets, vec![32, 512, 1024]);
         assert_eq!(SegmentHeader::decode(&seg, &[1; 16]), Some(hdr));

@@ -189,7 +189,8 @@ impl<E: Engine> Poller<E> {
         let (seg, shard, floor, pos) = (job.seg, job.shard, job.floor, job.pos);
         let block = self.shared.sb.block_size;
         let base = self.shared.sb.segment_offset(seg);
-        let mut it = SegmentRecords::resume(buf, h, block, pos);
+        let uuid = self.shared.sb.uuid;
+        let mut it = SegmentRecords::resume(&uuid, buf, h, block, pos);
         let step = if self.space_low() { usize::MAX } else { STEP };
         for _ in 0..step {
             let Some((at, rec)) = it.next() else {

@@ -71,7 +71,12 @@ struct Waiter {
 
 struct Commit {
     n: u64,
+    /// Writes not completed yet, queued ones included.
     writes_left: u32,
+    /// Writes waiting for a free engine slot, in order: a commit may
+    /// carry more writes than the engine takes at once (`--max-io-depth`).
+    queued: std::collections::VecDeque<(u64, IoBuf, u32)>,
+    /// Its flush is issued (all its writes completed).
     flushing: bool,
     flushed: bool,
     failed: Option<String>,
@@ -124,7 +129,9 @@ impl Log {
 
     /// Engine slots kept for commit writes and flushes.
     /// Two commits may be in flight, each writing every segment with new
-    /// bytes, plus their flushes and a compaction read.
+    /// bytes, plus their flushes and a compaction read. An engine with
+    /// fewer slots (`--max-io-depth`) still works: commit writes wait in
+    /// their commit for slots to free up.
     pub(super) fn reserved_slots(shards: u32) -> usize {
         4 * shards as usize + 16
     }
@@ -207,7 +214,7 @@ impl<E: Engine> Poller<E> {
             expire_ms,
             flags,
         };
-        encode_record(&meta, key, value, &mut s.buf[at..]);
+        encode_record(&self.shared.sb.uuid, &meta, key, value, &mut s.buf[at..]);
         s.len = at + len as usize;
         let base = s.base;
         let new = Entry {
@@ -424,6 +431,8 @@ impl<E: Engine> Poller<E> {
 
     /// Starts a commit when one is due; returns whether it did anything.
     pub(super) fn log_turn(&mut self) -> bool {
+        // Slots freed by reads may take commit writes that wait for one.
+        self.issue_commit_io();
         if self.log.commits.is_empty()
             && self.log.undo.is_empty()
             && !self.log.pending_free.is_empty()
@@ -456,7 +465,7 @@ impl<E: Engine> Poller<E> {
         self.log.commits_started += 1;
         let n = self.log.commits_started;
         let block = self.block as usize;
-        let mut writes = 0;
+        let mut queued = std::collections::VecDeque::new();
         for i in 0..self.log.segs.len() {
             let s = &self.log.segs[i];
             if s.len <= s.written {
@@ -468,31 +477,21 @@ impl<E: Engine> Poller<E> {
             );
             let mut wb = self.eng.alloc(end - start);
             wb.copy_from_slice(&s.buf[start..end]);
-            let (off, no) = (s.base + start as u64, s.no);
-            match self
-                .eng
-                .write(off, wb, WRITE_TAG | (n & 0xFF) << 32 | no as u64)
-            {
-                Ok(()) => {
-                    // The next commit rewrites the partly filled last block
-                    // with the same bytes for the records already in it (as
-                    // database logs do), relying on the device writing a
-                    // block atomically.
-                    let s = &mut self.log.segs[i];
-                    s.written = s.len;
-                    s.in_flight += 1;
-                    writes += 1;
-                }
-                Err(wb) => {
-                    // Cannot happen: slots are reserved for the log.
-                    self.eng.free(wb);
-                    tracing::error!(poller = self.id, "no engine slot for a commit write");
-                }
-            }
+            queued.push_back((s.base + start as u64, wb, s.no));
+            // The next commit rewrites the partly filled last block with
+            // the same bytes for the records already in it (as database
+            // logs do), relying on the device writing a block atomically.
+            // It starts only once this one's writes have all completed, so
+            // the two never race for that block.
+            let s = &mut self.log.segs[i];
+            s.written = s.len;
+            s.in_flight += 1;
         }
+        let writes = queued.len() as u32;
         self.log.commits.push_back(Commit {
             n,
             writes_left: writes,
+            queued,
             flushing: false,
             flushed: false,
             failed: None,
@@ -500,22 +499,40 @@ impl<E: Engine> Poller<E> {
             undo_upto: self.log.undo.len(),
         });
         self.log.last_commit = Instant::now();
-        if writes == 0 {
-            self.start_flush(n);
+        self.issue_commit_io();
+    }
+
+    /// Hands the engine the commits' queued writes, and the flush of each
+    /// commit whose writes have all completed, as far as it has free slots;
+    /// the rest goes out as slots free up. A commit is acknowledged only
+    /// once all its writes and then its flush have completed.
+    pub(super) fn issue_commit_io(&mut self) {
+        for k in 0..self.log.commits.len() {
+            let c = &mut self.log.commits[k];
+            let n = c.n;
+            if c.failed.is_some() {
+                return;
+            }
+            while let Some((off, wb, no)) = c.queued.pop_front() {
+                if let Err(wb) = self
+                    .eng
+                    .write(off, wb, WRITE_TAG | (n & 0xFF) << 32 | no as u64)
+                {
+                    c.queued.push_front((off, wb, no));
+                    return; // no free slot: retried when one frees up
+                }
+            }
+            if c.writes_left == 0 && !c.flushing {
+                if !self.eng.flush(FLUSH_TAG | (n & 0xFF) << 32) {
+                    return;
+                }
+                c.flushing = true;
+            }
         }
     }
 
     fn commit_mut(&mut self, n: u64) -> Option<&mut Commit> {
         self.log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF)
-    }
-
-    fn start_flush(&mut self, n: u64) {
-        if let Some(c) = self.commit_mut(n) {
-            c.flushing = true;
-        }
-        if !self.eng.flush(FLUSH_TAG | (n & 0xFF) << 32) {
-            self.fail_commit("no engine slot for the flush".into());
-        }
     }
 
     /// A write or flush of the log completed.
@@ -559,13 +576,15 @@ impl<E: Engine> Poller<E> {
             commit.failed = failed;
         }
         commit.writes_left -= 1;
-        if commit.writes_left == 0 {
-            let (failed, n) = (commit.failed.take(), commit.n);
-            match failed {
-                Some(msg) => self.fail_commit(msg),
-                None => self.start_flush(n),
+        // A failed commit issues no more writes; it fails once none of its
+        // writes is at the device.
+        if commit.writes_left as usize == commit.queued.len() {
+            if let Some(msg) = commit.failed.take() {
+                return self.fail_commit(msg);
             }
         }
+        // A slot came free: queued writes, or this commit's flush, take it.
+        self.issue_commit_io();
     }
 
     /// The flush of commit `n` (low 8 bits) completed: commits finish in
@@ -635,7 +654,13 @@ impl<E: Engine> Poller<E> {
             poller = self.id,
             "commit failed, rolling back unwritten writes: {msg}"
         );
-        let c = std::mem::take(&mut self.log.commits);
+        let mut c = std::mem::take(&mut self.log.commits);
+        for (_, wb, no) in c.iter_mut().flat_map(|c| c.queued.drain(..)) {
+            self.eng.free(wb);
+            if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
+                s.in_flight -= 1;
+            }
+        }
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);

@@ -583,7 +583,7 @@ impl<E: Engine> Poller<E> {
             Ok(b) => b,
             Err(msg) => return self.reply(&req, Reply::Error(msg)),
         };
-        let rec = match decode_record(bytes) {
+        let rec = match decode_record(&self.shared.sb.uuid, bytes) {
             Ok(rec) if Some(rec.key) == req.op.key() => rec,
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),

@@ -151,14 +151,14 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
         }
         r.segments_in_use += 1;
         let mut reached = std::collections::HashSet::new();
-        for (at, _) in SegmentRecords::new(&buf, &h, sb.block_size) {
+        for (at, _) in SegmentRecords::new(&sb.uuid, &buf, &h, sb.block_size) {
             r.records_scanned += 1;
             reached.insert(base + at as u64);
         }
         for x in expected {
             let at = (x.offset - base) as usize;
             let bytes = &buf[at..(at + x.entry.len as usize).min(buf.len())];
-            match decode_record(bytes) {
+            match decode_record(&sb.uuid, bytes) {
                 Err(e) => r.damaged(format!("record at {}: {e}", x.offset)),
                 Ok(rec) => {
                     let hash = KeyHash::of(rec.key);

@@ -494,7 +494,7 @@ impl Sealer<'_> {
                 flags: 0,
             };
             *seq += 1;
-            let n = encode_record(&meta, key, value, &mut buf[at as usize..]);
+            let n = encode_record(&self.sb.uuid, &meta, key, value, &mut buf[at as usize..]);
             end = end.max(at as usize + n);
             let e = Entry {
                 offset: base + at as u64,

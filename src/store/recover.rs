@@ -80,7 +80,7 @@ pub(super) fn rebuild(
         |i, buf| {
             let (seg, h) = order[i];
             let base = sb.segment_offset(seg);
-            for (at, rec) in SegmentRecords::new(buf, &h, sb.block_size) {
+            for (at, rec) in SegmentRecords::new(&sb.uuid, buf, &h, sb.block_size) {
                 let hash = KeyHash::of(rec.key);
                 let pid = hash.partition(sb.partitions);
                 if shard::shard_of(pid, sb.shards) != h.shard {
