@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{status_kib, Server, BIN};
+use common::{encode, status_kib, Server, BIN};
 use redis::Commands;
 
 /// A raw RESP connection.
@@ -80,16 +80,6 @@ impl<S: Read + Write> Raw<S> {
             }
         }
     }
-}
-
-fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// The INFO field `name`, asked over `c`.

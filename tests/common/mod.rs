@@ -307,3 +307,14 @@ pub fn run_on(args: &[&str], dir: &Path) -> std::process::Output {
     };
     cmd.arg(dir).output().expect("run nvkv")
 }
+
+/// One command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
