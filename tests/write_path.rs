@@ -491,6 +491,16 @@ fn dbsize_drops_expired_keys() {
         1,
         "DBSIZE 2.3 s after three of four keys expired"
     );
+    // The sweep has long found no key left to expire, and skips the
+    // index; a TTL set now brings it back.
+    set_opts(&mut con, "late", b"5", &["PX", "100"]).unwrap();
+    assert_eq!(dbsize(&mut con), 2);
+    sleep(Duration::from_millis(1300));
+    assert_eq!(
+        dbsize(&mut con),
+        1,
+        "DBSIZE 1.3 s after a key set with PX 100 on a store with no TTL left"
+    );
     srv.stop();
 }
 

@@ -134,6 +134,13 @@ pub struct Partition {
     entries: u64,
     tombstones: u64,
     max_load: f64,
+    /// Whether a live entry may carry an expiry. False only when a whole
+    /// sweep found none and none came since: the sweep then skips the
+    /// table, which on a store without TTLs is every table.
+    may_expire: bool,
+    /// The sweep pass under way started at slot 0 and has seen no live
+    /// expiring entry, and none was inserted (or moved) since it started.
+    pass_clean: bool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -192,6 +199,8 @@ impl Partition {
             entries: 0,
             tombstones: 0,
             max_load: MAX_LOAD,
+            may_expire: false,
+            pass_clean: false,
         };
         p.write_header(false, Checkpoint::default());
         Ok(p)
@@ -255,6 +264,9 @@ impl Partition {
             entries,
             tombstones,
             max_load: MAX_LOAD,
+            // Unknown until the first sweep has seen the whole table.
+            may_expire: true,
+            pass_clean: false,
         };
         if !clean {
             p.clear();
@@ -298,6 +310,8 @@ impl Partition {
         self.map[HEADER..].fill(0);
         self.entries = 0;
         self.tombstones = 0;
+        self.may_expire = false;
+        self.pass_clean = false;
     }
 
     pub fn id(&self) -> u32 {
@@ -381,6 +395,10 @@ impl Partition {
         let (i, found) = self.find(h.tag);
         let old = found.then(|| self.entry_at(i));
         self.set(i, h.tag, e.pack(), e.expire_ms);
+        if e.expire_ms != 0 && !e.tombstone {
+            self.may_expire = true;
+            self.pass_clean = false;
+        }
         match old {
             Some(o) => {
                 self.tombstones = self.tombstones + e.tombstone as u64 - o.tombstone as u64;
@@ -423,6 +441,8 @@ impl Partition {
             };
             if !stays {
                 let exp = self.expire_at(j);
+                // The entry moves back, maybe behind the sweep's cursor.
+                self.pass_clean &= exp == 0;
                 self.set(i, tag, loc, exp);
                 i = j;
             }
@@ -431,10 +451,20 @@ impl Partition {
         Some(old)
     }
 
+    /// Whether a live entry may carry an expiry (see [`Self::reap_expired`]).
+    pub fn may_expire(&self) -> bool {
+        self.may_expire
+    }
+
     /// Marks expired entries among up to `count` slots from `*cursor` as
     /// tombstones (their records act as such); returns how many it marked.
-    /// The cursor stops at `slots()`, the end of the table.
+    /// The cursor stops at `slots()`, the end of the table. A pass from
+    /// slot 0 to the end that finds no live expiring entry, with none
+    /// inserted meanwhile, clears [`Self::may_expire`] until one is.
     pub fn reap_expired(&mut self, cursor: &mut u64, count: u64, now_ms: u64) -> u64 {
+        if *cursor == 0 {
+            self.pass_clean = true;
+        }
         let mut reaped = 0;
         let end = cursor.saturating_add(count).min(self.slots);
         while *cursor < end {
@@ -442,12 +472,19 @@ impl Partition {
             *cursor += 1;
             let loc = self.loc_at(i);
             let exp = self.expire_at(i);
-            if loc != 0 && loc & TOMBSTONE_BIT == 0 && exp != 0 && exp <= now_ms {
-                let tag = self.tag_at(i);
-                self.set(i, tag, loc | TOMBSTONE_BIT, exp);
-                self.tombstones += 1;
-                reaped += 1;
+            if loc != 0 && loc & TOMBSTONE_BIT == 0 && exp != 0 {
+                if exp <= now_ms {
+                    let tag = self.tag_at(i);
+                    self.set(i, tag, loc | TOMBSTONE_BIT, exp);
+                    self.tombstones += 1;
+                    reaped += 1;
+                } else {
+                    self.pass_clean = false;
+                }
             }
+        }
+        if *cursor == self.slots && self.pass_clean {
+            self.may_expire = false;
         }
         reaped
     }
@@ -473,6 +510,8 @@ impl Partition {
         }
         bigger.entries = self.entries;
         bigger.tombstones = self.tombstones;
+        // The entries moved: a pass under way must start over.
+        bigger.may_expire = self.may_expire;
         std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
         bigger.path = self.path.clone();
         *self = bigger;
@@ -520,6 +559,56 @@ mod tests {
         assert_eq!((reaped, p.live_keys(), cursor), (10, 50, p.slots()));
         cursor = 0;
         assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 1010), 0);
+    }
+
+    #[test]
+    fn the_sweep_skips_a_table_only_while_no_live_key_can_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 100).unwrap();
+        let forever = |n: u64| Entry {
+            offset: n * 16,
+            len: 16,
+            tombstone: false,
+            expire_ms: 0,
+        };
+        for n in 1..=40u64 {
+            p.insert(&KeyHash::of(&n.to_le_bytes()), forever(n))
+                .unwrap();
+        }
+        assert!(!p.may_expire(), "no key has a TTL");
+        let timed = KeyHash::of(b"timed");
+        let e = Entry {
+            expire_ms: 2000,
+            ..forever(99)
+        };
+        p.insert(&timed, e).unwrap();
+        assert!(p.may_expire());
+        // A pass before the expiry keeps it: the key is still to reap.
+        let mut cursor = 0;
+        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 1000), 0);
+        assert!(p.may_expire());
+        // A key with a TTL inserted while a pass is under way, wherever
+        // its slot is, keeps the table in the sweep.
+        cursor = 0;
+        p.reap_expired(&mut cursor, 1, 2500);
+        p.insert(
+            &KeyHash::of(b"late"),
+            Entry {
+                expire_ms: 3000,
+                ..forever(98)
+            },
+        )
+        .unwrap();
+        p.reap_expired(&mut cursor, u64::MAX, 2500);
+        assert!(
+            p.may_expire(),
+            "a pass that may have missed a TTL cannot clear it"
+        );
+        cursor = 0;
+        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 3500), 1);
+        assert_eq!(p.live_keys(), 40);
+        assert!(!p.may_expire(), "every TTL reaped");
     }
 
     #[test]

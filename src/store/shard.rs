@@ -83,6 +83,11 @@ impl Shard {
                 break;
             }
             let part = &mut self.parts[p % n];
+            if !part.may_expire() {
+                // Nothing to reap there: costs no budget.
+                (p, cursor) = ((p + 1) % n, 0);
+                continue;
+            }
             let before = cursor;
             reaped += part.reap_expired(&mut cursor, left, now_ms);
             left -= cursor - before;
