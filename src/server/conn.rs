@@ -487,7 +487,9 @@ impl Thread<'_> {
             }
 
             let h = self.handle();
-            let queued = |h: &super::ConnHandle| !h.responses.is_empty() || !h.incoming.is_empty();
+            let queued = |h: &super::ConnHandle| {
+                !h.responses.is_empty() || !h.incoming.is_empty() || !h.incoming_unix.is_empty()
+            };
             let busy = queued(h) || !self.to_service.is_empty() || !self.router.stalled.is_empty();
             let awaiting = self.router.sent > self.router.answered;
             if busy || !awaiting {
