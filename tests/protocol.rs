@@ -66,3 +66,38 @@ fn lengths_past_i64_are_protocol_errors() {
     }
     srv.stop();
 }
+
+#[test]
+fn errors_echo_at_most_128_bytes_of_an_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    let name = vec![b'x'; 4 << 20];
+    let arg = vec![b'y'; 1 << 20];
+    s.write_all(&encode(&[&name, &arg, b"z"])).unwrap();
+    let x128 = "x".repeat(128);
+    let y128 = "y".repeat(128);
+    assert_eq!(
+        read_line(&mut s),
+        format!("-ERR unknown command '{x128}', with args beginning with: '{y128}' ")
+    );
+    // Arguments together are cut at 128 bytes too.
+    let a100 = "a".repeat(100);
+    assert_eq!(
+        line_cmd(&mut s, &["NOSUCH", &a100, &a100, "b"]),
+        format!(
+            "-ERR unknown command 'NOSUCH', with args beginning with: '{a100}' '{}' ",
+            "a".repeat(28)
+        )
+    );
+    let sub = "s".repeat(1000);
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT", &sub]),
+        format!(
+            "-ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            "s".repeat(128)
+        )
+    );
+    assert_eq!(line_cmd(&mut s, &["PING"]), "+PONG");
+    srv.stop();
+}

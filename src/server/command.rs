@@ -165,14 +165,32 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
 }
 
+/// Bytes of a client's argument an error message echoes at most, as Redis
+/// (a 100 MB command name does not come back in a 100 MB error).
+const ECHO_MAX: usize = 128;
+
+/// At most [`ECHO_MAX`] bytes of `b`, escaped for an error line.
+fn echo(b: &[u8]) -> String {
+    b[..b.len().min(ECHO_MAX)].escape_ascii().to_string()
+}
+
+/// `ERR unknown command`: the name and the first arguments, at most
+/// [`ECHO_MAX`] bytes of each (and of the arguments together), as Redis.
 fn unknown_command(o: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        args[0].escape_ascii()
-    );
-    for a in args[1..].iter().take(8) {
-        msg.push_str(&format!("'{}' ", a.escape_ascii()));
+    let mut echoed = 0;
+    let mut rest = String::new();
+    for a in &args[1..] {
+        if echoed >= ECHO_MAX {
+            break;
+        }
+        let take = a.len().min(ECHO_MAX - echoed);
+        echoed += take;
+        rest.push_str(&format!("'{}' ", a[..take].escape_ascii()));
     }
+    let msg = format!(
+        "ERR unknown command '{}', with args beginning with: {rest}",
+        echo(args[0])
+    );
     resp::error(o, &msg);
 }
 
@@ -228,7 +246,7 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         _ => {
             let msg = format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                args[1].escape_ascii()
+                echo(args[1])
             );
             c.reply(|o| resp::error(o, &msg))
         }
