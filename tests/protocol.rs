@@ -101,3 +101,54 @@ fn errors_echo_at_most_128_bytes_of_an_argument() {
     assert_eq!(line_cmd(&mut s, &["PING"]), "+PONG");
     srv.stop();
 }
+
+#[test]
+fn before_auth_only_small_requests_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--requirepass", "pw"]);
+    let noauth = "-NOAUTH Authentication required.";
+    let mut s = raw(&srv);
+    // Unknown commands and wrong arity come before NOAUTH, as in Redis.
+    assert_eq!(
+        line_cmd(&mut s, &["NOSUCH", "a"]),
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'a' "
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["GET"]),
+        "-ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(line_cmd(&mut s, &["GET", "k"]), noauth);
+    // At the limits: still answered.
+    let ten = ["EXISTS"; 10];
+    assert_eq!(line_cmd(&mut s, &ten), noauth);
+    let bulk = "v".repeat(16384);
+    assert_eq!(line_cmd(&mut s, &["SET", "k", &bulk]), noauth);
+
+    // Past them: an error, and the connection is closed.
+    let mut s = raw(&srv);
+    s.write_all(&encode(&[&b"EXISTS"[..]; 11])).unwrap();
+    assert_eq!(
+        read_all(s),
+        "-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    let mut s = raw(&srv);
+    let big = vec![b'v'; 16385];
+    s.write_all(&encode(&[b"SET", b"k", &big])).unwrap();
+    assert_eq!(
+        read_all(s),
+        "-ERR Protocol error: unauthenticated bulk length\r\n"
+    );
+
+    // AUTH lifts them, also for a command pipelined right behind it.
+    let mut s = raw(&srv);
+    let big = vec![b'v'; 1 << 20];
+    let mut req = encode(&[b"AUTH", b"pw"]);
+    req.extend(encode(&[b"SET", b"k", &big]));
+    req.extend(encode(&[&b"EXISTS"[..]; 20]));
+    s.write_all(&req).unwrap();
+    assert_eq!(read_line(&mut s), "+OK");
+    assert_eq!(read_line(&mut s), "+OK");
+    assert_eq!(read_line(&mut s), ":0");
+    assert_eq!(line_cmd(&mut s, &["EXISTS", "k"]), ":1");
+    srv.stop();
+}

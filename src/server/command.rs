@@ -44,13 +44,6 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
         return; // an empty inline line
     };
-    if !c.authed
-        && !NO_AUTH_NEEDED
-            .iter()
-            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-    {
-        return c.reply(|o| resp::error(o, super::access::NOAUTH));
-    }
     let Some(index) = COMMANDS
         .iter()
         .position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
@@ -67,6 +60,11 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             cmd.to_ascii_lowercase()
         );
         return c.reply(|o| resp::error(o, &msg));
+    }
+    // After the unknown-command and arity checks, as in Redis.
+    if !c.authed && !NO_AUTH_NEEDED.contains(&cmd) {
+        c.timing = None;
+        return c.reply(|o| resp::error(o, super::access::NOAUTH));
     }
     match cmd {
         "GET" => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),

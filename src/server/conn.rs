@@ -384,6 +384,8 @@ struct Thread<'a> {
     router: Router<'a>,
     args: Vec<Range<usize>>,
     limits: Limits,
+    /// The limits before AUTH, when a password is set.
+    pre_auth: Limits,
     /// How long to poll without sleeping while replies are awaited.
     spin: Duration,
     /// `--max-output-buffer` (0: none), and the point where parsing pauses.
@@ -423,6 +425,7 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
             max_args: shared.args.max_args,
             ..Limits::default()
         },
+        pre_auth: Limits::pre_auth(),
         output_limit: shared.args.max_output_buffer as usize,
         output_pause: match shared.args.max_output_buffer as usize {
             0 => OUTPUT_PAUSE,
@@ -851,7 +854,13 @@ impl Thread<'_> {
             {
                 break;
             }
-            match resp::parse_command(&rbuf[c.rpos..c.rlen], &self.limits, &mut self.args) {
+            // Chosen per command: an AUTH earlier in the pipeline lifts them.
+            let limits = if c.authed {
+                &self.limits
+            } else {
+                &self.pre_auth
+            };
+            match resp::parse_command(&rbuf[c.rpos..c.rlen], limits, &mut self.args) {
                 Ok(Some(n)) => {
                     let base = c.rpos;
                     c.rpos += n;

@@ -19,6 +19,23 @@ pub struct Limits {
     pub max_args: usize,
     /// Longest inline command line.
     pub max_inline: usize,
+    /// The limits are those of a client that has not authenticated yet:
+    /// errors say so, as Redis's do.
+    pub unauthenticated: bool,
+}
+
+impl Limits {
+    /// What a client may send before AUTH when a password is set: small
+    /// requests only (Redis's pre-auth limits), so that an unauthenticated
+    /// client cannot make the server buffer large ones.
+    pub fn pre_auth() -> Self {
+        Limits {
+            max_bulk: 16384,
+            max_args: 10,
+            unauthenticated: true,
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -27,6 +44,7 @@ impl Default for Limits {
             max_bulk: 512 << 20,
             max_args: 1 << 20,
             max_inline: 64 << 10,
+            unauthenticated: false,
         }
     }
 }
@@ -128,14 +146,23 @@ fn parse_multibulk(
         return Ok(None);
     };
     if n > limits.max_args as i64 {
-        return perr("invalid multibulk length");
+        return perr(match limits.unauthenticated {
+            true => "unauthenticated multibulk length",
+            false => "invalid multibulk length",
+        });
     }
     for _ in 0..n.max(0) {
         let Some((len, start)) = header(buf, pos, b'$', "bulk")? else {
             return Ok(None);
         };
-        if len < 0 || len > limits.max_bulk as i64 {
+        if len < 0 {
             return perr("invalid bulk length");
+        }
+        if len > limits.max_bulk as i64 {
+            return perr(match limits.unauthenticated {
+                true => "unauthenticated bulk length",
+                false => "invalid bulk length",
+            });
         }
         let end = start + len as usize;
         if buf.len() < end + 2 {
