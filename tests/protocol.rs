@@ -152,3 +152,39 @@ fn before_auth_only_small_requests_are_read() {
     assert_eq!(line_cmd(&mut s, &["EXISTS", "k"]), ":1");
     srv.stop();
 }
+
+#[test]
+fn ping_and_client_arity_errors_are_worded_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    assert_eq!(line_cmd(&mut s, &["PING"]), "+PONG");
+    assert_eq!(
+        line_cmd(&mut s, &["PING", "a", "b"]),
+        "-ERR wrong number of arguments for 'ping' command"
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT"]),
+        "-ERR wrong number of arguments for 'client' command"
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT", "nosuch"]),
+        "-ERR unknown subcommand 'nosuch'. Try CLIENT HELP."
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT", "setname"]),
+        "-ERR wrong number of arguments for 'client|setname' command"
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["client", "ID", "x"]),
+        "-ERR wrong number of arguments for 'client|id' command"
+    );
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT", "REPLY"]),
+        "-ERR wrong number of arguments for 'client|reply' command"
+    );
+    assert_eq!(line_cmd(&mut s, &["CLIENT", "SETNAME", "me"]), "+OK");
+    assert_eq!(line_cmd(&mut s, &["PING", "hi"]), "$2");
+    assert_eq!(read_line(&mut s), "hi");
+    srv.stop();
+}

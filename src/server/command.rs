@@ -72,9 +72,10 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             key: k.into(),
         }),
         "EXISTS" => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
-        "PING" => match args.get(1) {
-            None => c.reply(|o| resp::simple(o, "PONG")),
-            Some(m) => c.reply(|o| resp::bulk(o, m)),
+        "PING" => match args {
+            [_] => c.reply(|o| resp::simple(o, "PONG")),
+            [_, m] => c.reply(|o| resp::bulk(o, m)),
+            _ => c.reply(|o| resp::error(o, "ERR wrong number of arguments for 'ping' command")),
         },
         "ECHO" => c.reply(|o| resp::bulk(o, args[1])),
         "SELECT" => match args[1] {
@@ -229,9 +230,31 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
     }
 }
 
+/// The CLIENT subcommands and their arity (`CLIENT` and the subcommand
+/// included), as Redis's.
+const CLIENT_SUBCOMMANDS: &[(&str, usize)] = &[
+    ("SETNAME", 3),
+    ("SETINFO", 4),
+    ("NO-EVICT", 3),
+    ("NO-TOUCH", 3),
+    ("REPLY", 3),
+    ("GETNAME", 2),
+    ("ID", 2),
+];
+
 /// `CLIENT`: the subcommands client libraries send on connect.
 fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let sub = args[1].to_ascii_uppercase();
+    let wrong_arity = CLIENT_SUBCOMMANDS
+        .iter()
+        .any(|&(n, arity)| n.as_bytes() == sub.as_slice() && args.len() != arity);
+    if wrong_arity {
+        let msg = format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&sub).to_ascii_lowercase()
+        );
+        return c.reply(|o| resp::error(o, &msg));
+    }
     match sub.as_slice() {
         b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" | b"REPLY" => {
             c.reply(|o| resp::simple(o, "OK"))
