@@ -188,3 +188,61 @@ fn ping_and_client_arity_errors_are_worded_as_redis() {
     assert_eq!(read_line(&mut s), "hi");
     srv.stop();
 }
+
+#[test]
+fn client_reply_off_and_skip_silence_replies_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    // One by one: nothing comes back while OFF, ON answers +OK.
+    let cmds: &[&[&str]] = &[
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "a", "1"],
+        &["GET", "a"],
+        &["NOSUCH"],
+        &["PING"],
+    ];
+    for c in cmds {
+        let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
+        s.write_all(&encode(&args)).unwrap();
+    }
+    assert_eq!(line_cmd(&mut s, &["CLIENT", "REPLY", "ON"]), "+OK");
+    assert_eq!(line_cmd(&mut s, &["GET", "a"]), "$1");
+    assert_eq!(read_line(&mut s), "1");
+    assert_eq!(
+        line_cmd(&mut s, &["CLIENT", "REPLY", "MAYBE"]),
+        "-ERR syntax error"
+    );
+
+    // Pipelined, with replies from the pollers and from the thread mixed:
+    // only the ones not silenced come back, in order.
+    let cmds: &[&[&str]] = &[
+        &["SET", "c", "3"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["GET", "c"],
+        &["ECHO", "kept"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["ECHO", "skipped"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["GET", "c"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["ECHO", "off"],
+        &["DEL", "a"],
+        &["CLIENT", "REPLY", "ON"],
+        &["EXISTS", "a", "c"],
+        &["PING"],
+    ];
+    let mut req = Vec::new();
+    for c in cmds {
+        let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
+        req.extend(encode(&args));
+    }
+    s.write_all(&req).unwrap();
+    for want in ["+OK", "$4", "kept", "+OK", ":1", "+PONG"] {
+        assert_eq!(read_line(&mut s), want);
+    }
+    // Nothing else was owed: the next reply is the next command's.
+    assert_eq!(line_cmd(&mut s, &["ECHO", "last"]), "$4");
+    assert_eq!(read_line(&mut s), "last");
+    srv.stop();
+}

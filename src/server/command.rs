@@ -39,8 +39,16 @@ pub(super) const COMMANDS: &[(&str, i32)] = &[
 /// Commands a client may send before it has authenticated.
 const NO_AUTH_NEEDED: &[&str] = &["AUTH", "QUIT"];
 
-/// Executes one parsed command for connection `c`.
+/// Executes one parsed command for connection `c`; its reply is dropped
+/// under `CLIENT REPLY OFF | SKIP`.
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let mark = c.reply_mark();
+    dispatch(c, router, args);
+    c.command_done(mark);
+}
+
+/// Executes one parsed command, replying as if replies were on.
+fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
         return; // an empty inline line
     };
@@ -256,9 +264,8 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         return c.reply(|o| resp::error(o, &msg));
     }
     match sub.as_slice() {
-        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" | b"REPLY" => {
-            c.reply(|o| resp::simple(o, "OK"))
-        }
+        b"REPLY" => client_reply(c, args[2]),
+        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" => c.reply(|o| resp::simple(o, "OK")),
         b"GETNAME" => c.reply(resp::nil),
         b"ID" => {
             let id = ((router.thread as i64) << 32) | c.me.slot as i64;
@@ -271,6 +278,22 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             );
             c.reply(|o| resp::error(o, &msg))
         }
+    }
+}
+
+/// `CLIENT REPLY ON | OFF | SKIP`, as Redis: OFF silences every reply
+/// until ON (which answers `+OK`), SKIP the next command's; OFF and SKIP
+/// have no reply themselves.
+fn client_reply(c: &mut Conn, mode: &[u8]) {
+    match mode.to_ascii_uppercase().as_slice() {
+        b"ON" => {
+            c.reply_off = false;
+            c.reply_skip = false;
+            c.reply(|o| resp::simple(o, "OK"))
+        }
+        b"OFF" => c.reply_off = true,
+        b"SKIP" => c.reply_skip_next = !c.reply_off,
+        _ => c.reply(|o| resp::error(o, "ERR syntax error")),
     }
 }
 

@@ -143,6 +143,9 @@ enum Slot {
         left: u32,
         parts: Vec<Option<Reply>>,
     },
+    /// A reply awaited from the pollers that the client is not to get
+    /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
+    Silent(Box<Slot>),
 }
 
 impl Slot {
@@ -151,6 +154,7 @@ impl Slot {
             Slot::Ready(_) => true,
             Slot::Single(r) => r.is_some(),
             Slot::Multi { left, .. } => *left == 0,
+            Slot::Silent(s) => s.complete(),
         }
     }
 
@@ -160,12 +164,14 @@ impl Slot {
             Slot::Ready(b) => b.len(),
             Slot::Single(r) => r.as_ref().map_or(0, reply_len),
             Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
+            Slot::Silent(s) => s.held(),
         }
     }
 
     fn encode(self, out: &mut Vec<u8>) {
         match self {
             Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Silent(_) => {}
             Slot::Single(r) => r.expect("complete").encode(out),
             Slot::Multi {
                 combine: Combine::Array,
@@ -206,6 +212,13 @@ impl Slot {
     }
 }
 
+/// Where a connection's replies stood before a command (see
+/// [`Conn::command_done`]).
+pub(super) struct ReplyMark {
+    wbuf: usize,
+    slots: usize,
+}
+
 /// One client connection.
 pub(super) struct Conn {
     stream: Stream,
@@ -226,6 +239,14 @@ pub(super) struct Conn {
     queued: bool,
     /// AUTH succeeded, or no password is required.
     pub(super) authed: bool,
+    /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
+    pub(super) reply_off: bool,
+    /// The command being executed gets no reply (it follows
+    /// `CLIENT REPLY SKIP`).
+    pub(super) reply_skip: bool,
+    /// `CLIENT REPLY SKIP` was just executed: the next command gets no
+    /// reply.
+    pub(super) reply_skip_next: bool,
     /// Reply bytes waiting in `slots` behind an earlier reply.
     held: usize,
     /// Parsing stopped because too many reply bytes were unread or owed.
@@ -287,6 +308,36 @@ impl Conn {
         id
     }
 
+    /// Where the replies stand before a command is executed.
+    pub(super) fn reply_mark(&self) -> ReplyMark {
+        ReplyMark {
+            wbuf: self.wbuf.len(),
+            slots: self.slots.len(),
+        }
+    }
+
+    /// After a command executed: drops the reply it left if the client
+    /// is not to get it (`CLIENT REPLY OFF | SKIP`), keeping the order of
+    /// the others, and moves `CLIENT REPLY SKIP` on to the next command.
+    pub(super) fn command_done(&mut self, mark: ReplyMark) {
+        if self.reply_off || self.reply_skip {
+            if self.slots.len() > mark.slots {
+                match self.slots.pop_back().expect("a slot was added") {
+                    Slot::Ready(b) => {
+                        self.held -= b.len();
+                        self.timings.pop_back();
+                    }
+                    awaited => self.slots.push_back(Slot::Silent(Box::new(awaited))),
+                }
+            } else {
+                // Nothing is written while a command executes: what is
+                // past the mark is this command's reply.
+                self.wbuf.truncate(mark.wbuf);
+            }
+        }
+        self.reply_skip = std::mem::take(&mut self.reply_skip_next);
+    }
+
     fn deliver(&mut self, r: Response) {
         let Some(slot) =
             r.id.checked_sub(self.first_id)
@@ -298,13 +349,19 @@ impl Conn {
         let len = reply_len(&r.reply);
         self.held += len;
         self.reply_avg = (self.reply_avg * 3 + len) / 4;
+        let slot = match slot {
+            Slot::Silent(inner) => inner,
+            other => other,
+        };
         match slot {
             Slot::Single(s) => *s = Some(r.reply),
             Slot::Multi { left, parts, .. } => {
                 parts[r.part as usize] = Some(r.reply);
                 *left -= 1;
             }
-            Slot::Ready(_) => tracing::error!("reply for a request answered already"),
+            Slot::Ready(_) | Slot::Silent(_) => {
+                tracing::error!("reply for a request answered already")
+            }
         }
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
@@ -627,6 +684,9 @@ impl Thread<'_> {
             eof: false,
             queued: false,
             authed: self.shared.args.requirepass.is_none(),
+            reply_off: false,
+            reply_skip: false,
+            reply_skip_next: false,
             held: 0,
             paused: false,
             // Pessimistic until replies show their size: a new connection
