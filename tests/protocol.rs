@@ -246,3 +246,54 @@ fn client_reply_off_and_skip_silence_replies_in_order() {
     assert_eq!(read_line(&mut s), "last");
     srv.stop();
 }
+
+#[test]
+fn expire_times_are_checked_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    let max = i64::MAX.to_string();
+    let not_int = "-ERR value is not an integer or out of range";
+    let invalid = |cmd: &str| format!("-ERR invalid expire time in '{cmd}' command");
+    for opt in ["EX", "PX", "EXAT", "PXAT"] {
+        for n in ["0", "-1", &i64::MIN.to_string()] {
+            assert_eq!(line_cmd(&mut s, &["SET", "k", "v", opt, n]), invalid("set"));
+        }
+        for n in ["x", "1.5", "9223372036854775808", ""] {
+            assert_eq!(line_cmd(&mut s, &["SET", "k", "v", opt, n]), not_int);
+        }
+    }
+    // Past i64 once in ms, or once added to now.
+    for (opt, n) in [
+        ("EX", max.as_str()),
+        ("PX", &max),
+        ("EXAT", &max),
+        ("EX", "9223372036854775"),
+    ] {
+        assert_eq!(line_cmd(&mut s, &["SET", "k", "v", opt, n]), invalid("set"));
+    }
+    for (cmd, n) in [
+        ("SETEX", "0"),
+        ("SETEX", "-1"),
+        ("SETEX", &max),
+        ("PSETEX", &max),
+    ] {
+        let name = cmd.to_ascii_lowercase();
+        assert_eq!(line_cmd(&mut s, &[cmd, "k", n, "v"]), invalid(&name));
+    }
+    assert_eq!(line_cmd(&mut s, &["SETEX", "k", "ten", "v"]), not_int);
+    assert_eq!(
+        line_cmd(&mut s, &["PSETEX", "k", "99999999999999999999", "v"]),
+        not_int
+    );
+    // None of those set the key.
+    assert_eq!(line_cmd(&mut s, &["EXISTS", "k"]), ":0");
+
+    // The largest time that fits is kept as it is.
+    assert_eq!(line_cmd(&mut s, &["SET", "k", "v", "PXAT", &max]), "+OK");
+    let pttl: i64 = line_cmd(&mut s, &["PTTL", "k"])[1..].parse().unwrap();
+    assert!(pttl > i64::MAX / 2, "{pttl}");
+    assert_eq!(line_cmd(&mut s, &["SETEX", "k2", "100", "v"]), "+OK");
+    assert_eq!(line_cmd(&mut s, &["TTL", "k2"]), ":100");
+    srv.stop();
+}

@@ -114,26 +114,17 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         ),
         "SETEX" | "PSETEX" => {
             let unit = if cmd == "SETEX" { 1000 } else { 1 };
-            match parse_i64(args[2]).filter(|&n| n > 0) {
-                Some(n) => {
-                    let at = now_ms().saturating_add((n as u64).saturating_mul(unit));
-                    set_with(
-                        c,
-                        router,
-                        args[1],
-                        args[3],
-                        Cond::Always,
-                        Expiry::At(at),
-                        SetReply::Ok,
-                    )
-                }
-                None => {
-                    let msg = format!(
-                        "ERR invalid expire time in '{}' command",
-                        cmd.to_ascii_lowercase()
-                    );
-                    c.reply(|o| resp::error(o, &msg))
-                }
+            match expire_at(args[2], unit, false, cmd) {
+                Ok(at) => set_with(
+                    c,
+                    router,
+                    args[1],
+                    args[3],
+                    Cond::Always,
+                    Expiry::At(at),
+                    SetReply::Ok,
+                ),
+                Err(msg) => c.reply(|o| resp::error(o, &msg)),
             }
         }
         "GETSET" => set_with(
@@ -301,6 +292,22 @@ fn now_ms() -> u64 {
     super::poller::now_ms()
 }
 
+/// The absolute expiry time (ms) an argument of `cmd` asks for, checked as
+/// Redis does: `n` units of `unit_ms` from now, or since the epoch if
+/// `absolute`. Not an integer, not positive, or past `i64` once in ms or
+/// added to now: the error to reply, never a wrapped or saturated time.
+fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64, String> {
+    let n = parse_i64(arg).ok_or("ERR value is not an integer or out of range")?;
+    let base = if absolute { 0 } else { now_ms() as i64 };
+    match (n > 0).then(|| n.checked_mul(unit_ms)?.checked_add(base)) {
+        Some(Some(at)) => Ok(at as u64),
+        _ => Err(format!(
+            "ERR invalid expire time in '{}' command",
+            cmd.to_ascii_lowercase()
+        )),
+    }
+}
+
 fn parse_i64(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
@@ -350,19 +357,16 @@ fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             b"GET" => reply = SetReply::Old,
             b"KEEPTTL" if expiry == Expiry::None => expiry = Expiry::Keep,
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry == Expiry::None && i + 1 < args.len() => {
-                let n = match parse_i64(args[i + 1]) {
-                    Some(n) if n > 0 => n as u64,
-                    _ => {
-                        return c
-                            .reply(|o| resp::error(o, "ERR invalid expire time in 'set' command"))
-                    }
+                let (unit, absolute) = match opt.as_slice() {
+                    b"EX" => (1000, false),
+                    b"PX" => (1, false),
+                    b"EXAT" => (1000, true),
+                    _ => (1, true),
                 };
-                expiry = Expiry::At(match opt.as_slice() {
-                    b"EX" => now_ms().saturating_add(n.saturating_mul(1000)),
-                    b"PX" => now_ms().saturating_add(n),
-                    b"EXAT" => n.saturating_mul(1000),
-                    _ => n,
-                });
+                match expire_at(args[i + 1], unit, absolute, "SET") {
+                    Ok(at) => expiry = Expiry::At(at),
+                    Err(msg) => return c.reply(|o| resp::error(o, &msg)),
+                }
                 i += 1;
             }
             _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
