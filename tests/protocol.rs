@@ -297,3 +297,41 @@ fn expire_times_are_checked_not_wrapped() {
     assert_eq!(line_cmd(&mut s, &["TTL", "k2"]), ":100");
     srv.stop();
 }
+
+#[test]
+fn half_closed_clients_get_every_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let value = vec![b'v'; 1000];
+    let n = 3000;
+    let mut req = Vec::new();
+    for i in 0..n {
+        let key = format!("k{i}");
+        req.extend(encode(&[b"SET", key.as_bytes(), &value]));
+        req.extend(encode(&[b"GET", key.as_bytes()]));
+        req.extend(encode(&[b"PING"]));
+    }
+    // An incomplete command at the end is dropped, not waited for.
+    req.extend_from_slice(b"*2\r\n$3\r\nGET\r\n");
+    let s = raw(&srv);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            s.write_all(&req).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let got = read_all(s);
+    writer.join().unwrap();
+    let one = format!("+OK\r\n$1000\r\n{}\r\n+PONG\r\n", "v".repeat(1000));
+    assert_eq!(
+        got.len(),
+        one.len() * n,
+        "all {n} triples of replies, then close"
+    );
+    assert!(got
+        .as_bytes()
+        .chunks(one.len())
+        .all(|c| c == one.as_bytes()));
+    srv.stop();
+}

@@ -235,7 +235,11 @@ pub(super) struct Conn {
     need_more: bool,
     /// Close once every reply owed is written (QUIT, protocol error).
     pub(super) closing: bool,
+    /// The socket failed or was reset: nothing more can be written.
     eof: bool,
+    /// The client shut down its write side (or closed): nothing more
+    /// comes in, but the replies to what it sent are still written.
+    input_closed: bool,
     queued: bool,
     /// AUTH succeeded, or no password is required.
     pub(super) authed: bool,
@@ -682,6 +686,7 @@ impl Thread<'_> {
             need_more: false,
             closing: false,
             eof: false,
+            input_closed: false,
             queued: false,
             authed: self.shared.args.requirepass.is_none(),
             reply_off: false,
@@ -826,7 +831,11 @@ impl Thread<'_> {
         if self.charge(&mut c) {
             return self.evict(slot, c);
         }
-        let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
+        // After a half-close: once every command that came in whole is
+        // answered (an incomplete one never will be).
+        let answered = c.slots.is_empty() && flushed;
+        let all_in = c.input_closed && (c.unparsed() == 0 || c.need_more);
+        let done = c.eof || (answered && (c.closing || all_in));
         if done {
             self.close(slot, c);
         } else {
@@ -853,7 +862,7 @@ impl Thread<'_> {
     /// Reads what the socket has and parses and dispatches the commands.
     fn read_and_parse(&mut self, c: &mut Conn, stopping: bool) {
         loop {
-            let drained = c.eof || c.closing || stopping || self.read(c);
+            let drained = c.eof || c.input_closed || c.closing || stopping || self.read(c);
             if !stopping {
                 self.parse(c);
             }
@@ -875,7 +884,7 @@ impl Thread<'_> {
             let want = c.rbuf.len() - c.rlen;
             match c.stream.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => {
-                    c.eof = true;
+                    c.input_closed = true;
                     return true;
                 }
                 Ok(n) => {
