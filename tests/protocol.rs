@@ -335,3 +335,30 @@ fn half_closed_clients_get_every_reply() {
         .all(|c| c == one.as_bytes()));
     srv.stop();
 }
+
+#[test]
+fn requests_trickled_in_small_pieces_parse_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut s = raw(&srv);
+    s.set_nodelay(true).unwrap();
+    let value: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut req = encode(&[b"SET", b"big", &value]);
+    // Many arguments too, each piece ending mid-header or mid-argument.
+    let keys: Vec<String> = (0..5000).map(|i| format!("k{i}")).collect();
+    let mut exists: Vec<&[u8]> = vec![b"EXISTS"];
+    exists.extend(keys.iter().map(|k| k.as_bytes()));
+    exists.push(b"big");
+    req.extend(encode(&exists));
+    for piece in req.chunks(64) {
+        s.write_all(piece).unwrap();
+    }
+    assert_eq!(read_line(&mut s), "+OK");
+    assert_eq!(read_line(&mut s), ":1");
+    s.write_all(&encode(&[b"GET", b"big"])).unwrap();
+    assert_eq!(read_line(&mut s), format!("${}", value.len()));
+    let mut got = vec![0u8; value.len() + 2];
+    s.read_exact(&mut got).unwrap();
+    assert!(got[..value.len()] == value[..] && got.ends_with(b"\r\n"));
+    srv.stop();
+}

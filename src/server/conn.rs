@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::{Duration, Instant};
 
@@ -233,6 +232,9 @@ pub(super) struct Conn {
     first_id: u64,
     /// The last parse needed more input than was buffered.
     need_more: bool,
+    /// Where the parse of the incomplete command at `rpos` stopped, and
+    /// the arguments of the command just parsed.
+    parsed: resp::Resume,
     /// Close once every reply owed is written (QUIT, protocol error).
     pub(super) closing: bool,
     /// The socket failed or was reset: nothing more can be written.
@@ -443,7 +445,6 @@ struct Thread<'a> {
     free: Vec<u32>,
     to_service: Vec<u32>,
     router: Router<'a>,
-    args: Vec<Range<usize>>,
     limits: Limits,
     /// The limits before AUTH, when a password is set.
     pre_auth: Limits,
@@ -480,7 +481,6 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
             super::PollMode::Busy => Duration::MAX,
             super::PollMode::Adaptive => Duration::from_micros(shared.args.loaded_spin_us),
         },
-        args: Vec::new(),
         limits: Limits {
             max_bulk: shared.args.max_bulk as usize,
             max_args: shared.args.max_args,
@@ -684,6 +684,7 @@ impl Thread<'_> {
             slots: VecDeque::new(),
             first_id: 0,
             need_more: false,
+            parsed: resp::Resume::default(),
             closing: false,
             eof: false,
             input_closed: false,
@@ -929,14 +930,12 @@ impl Thread<'_> {
             } else {
                 &self.pre_auth
             };
-            match resp::parse_command(&rbuf[c.rpos..c.rlen], limits, &mut self.args) {
+            match resp::parse_resumable(&rbuf[c.rpos..c.rlen], limits, &mut c.parsed) {
                 Ok(Some(n)) => {
                     let base = c.rpos;
                     c.rpos += n;
                     commands += 1;
-                    let args: Vec<&[u8]> = self
-                        .args
-                        .iter()
+                    let args: Vec<&[u8]> = (c.parsed.args.iter())
                         .map(|r| &rbuf[base + r.start..base + r.end])
                         .collect();
                     let id = c.next_id();
@@ -979,6 +978,9 @@ impl Thread<'_> {
             c.rlen = 0;
             if c.rbuf.len() > 4 * READ_CHUNK {
                 c.rbuf = Vec::new();
+            }
+            if c.parsed.args.capacity() > 1024 {
+                c.parsed = resp::Resume::default();
             }
         } else if c.rpos > READ_AHEAD {
             c.rbuf.copy_within(c.rpos..c.rlen, 0);
