@@ -291,9 +291,14 @@ fn auth_with_requirepass() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), &["--requirepass", "s3cret"]);
     let mut c = Raw::tcp(srv.addr);
-    for cmd in [&["GET", "k"][..], &["PING"], &["INFO"], &["NOSUCHCMD"]] {
+    for cmd in [&["GET", "k"][..], &["PING"], &["INFO"]] {
         assert_eq!(c.cmd(cmd), "-NOAUTH Authentication required.");
     }
+    // Unknown commands and wrong arity are told before NOAUTH, as Redis.
+    assert_eq!(
+        c.cmd(&["NOSUCHCMD"]),
+        "-ERR unknown command 'NOSUCHCMD', with args beginning with:"
+    );
     let wrong = "-WRONGPASS invalid username-password pair or user is disabled.";
     assert_eq!(c.cmd(&["AUTH", "nope"]), wrong);
     assert_eq!(c.cmd(&["AUTH", "s3cre"]), wrong);

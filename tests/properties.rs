@@ -40,7 +40,7 @@ proptest! {
     #[test]
     fn resp_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let mut ranges = Vec::new();
-        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128 };
+        let limits = Limits { max_bulk: 64, max_args: 8, max_inline: 128, unauthenticated: false };
         if let Ok(Some(n)) = parse_command(&bytes, &limits, &mut ranges) {
             prop_assert!(n <= bytes.len());
             prop_assert!(ranges.iter().all(|r| r.end <= n));

@@ -39,18 +39,19 @@ pub(super) const COMMANDS: &[(&str, i32)] = &[
 /// Commands a client may send before it has authenticated.
 const NO_AUTH_NEEDED: &[&str] = &["AUTH", "QUIT"];
 
-/// Executes one parsed command for connection `c`.
+/// Executes one parsed command for connection `c`; its reply is dropped
+/// under `CLIENT REPLY OFF | SKIP`.
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let mark = c.reply_mark();
+    dispatch(c, router, args);
+    c.command_done(mark);
+}
+
+/// Executes one parsed command, replying as if replies were on.
+fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
         return; // an empty inline line
     };
-    if !c.authed
-        && !NO_AUTH_NEEDED
-            .iter()
-            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-    {
-        return c.reply(|o| resp::error(o, super::access::NOAUTH));
-    }
     let Some(index) = COMMANDS
         .iter()
         .position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
@@ -68,15 +69,21 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         );
         return c.reply(|o| resp::error(o, &msg));
     }
+    // After the unknown-command and arity checks, as in Redis.
+    if !c.authed && !NO_AUTH_NEEDED.contains(&cmd) {
+        c.timing = None;
+        return c.reply(|o| resp::error(o, super::access::NOAUTH));
+    }
     match cmd {
         "GET" => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
         "MGET" => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
             key: k.into(),
         }),
         "EXISTS" => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
-        "PING" => match args.get(1) {
-            None => c.reply(|o| resp::simple(o, "PONG")),
-            Some(m) => c.reply(|o| resp::bulk(o, m)),
+        "PING" => match args {
+            [_] => c.reply(|o| resp::simple(o, "PONG")),
+            [_, m] => c.reply(|o| resp::bulk(o, m)),
+            _ => c.reply(|o| resp::error(o, "ERR wrong number of arguments for 'ping' command")),
         },
         "ECHO" => c.reply(|o| resp::bulk(o, args[1])),
         "SELECT" => match args[1] {
@@ -107,26 +114,17 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         ),
         "SETEX" | "PSETEX" => {
             let unit = if cmd == "SETEX" { 1000 } else { 1 };
-            match parse_i64(args[2]).filter(|&n| n > 0) {
-                Some(n) => {
-                    let at = now_ms().saturating_add((n as u64).saturating_mul(unit));
-                    set_with(
-                        c,
-                        router,
-                        args[1],
-                        args[3],
-                        Cond::Always,
-                        Expiry::At(at),
-                        SetReply::Ok,
-                    )
-                }
-                None => {
-                    let msg = format!(
-                        "ERR invalid expire time in '{}' command",
-                        cmd.to_ascii_lowercase()
-                    );
-                    c.reply(|o| resp::error(o, &msg))
-                }
+            match expire_at(args[2], unit, false, cmd) {
+                Ok(at) => set_with(
+                    c,
+                    router,
+                    args[1],
+                    args[3],
+                    Cond::Always,
+                    Expiry::At(at),
+                    SetReply::Ok,
+                ),
+                Err(msg) => c.reply(|o| resp::error(o, &msg)),
             }
         }
         "GETSET" => set_with(
@@ -165,14 +163,32 @@ pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
 }
 
+/// Bytes of a client's argument an error message echoes at most, as Redis
+/// (a 100 MB command name does not come back in a 100 MB error).
+const ECHO_MAX: usize = 128;
+
+/// At most [`ECHO_MAX`] bytes of `b`, escaped for an error line.
+fn echo(b: &[u8]) -> String {
+    b[..b.len().min(ECHO_MAX)].escape_ascii().to_string()
+}
+
+/// `ERR unknown command`: the name and the first arguments, at most
+/// [`ECHO_MAX`] bytes of each (and of the arguments together), as Redis.
 fn unknown_command(o: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        args[0].escape_ascii()
-    );
-    for a in args[1..].iter().take(8) {
-        msg.push_str(&format!("'{}' ", a.escape_ascii()));
+    let mut echoed = 0;
+    let mut rest = String::new();
+    for a in &args[1..] {
+        if echoed >= ECHO_MAX {
+            break;
+        }
+        let take = a.len().min(ECHO_MAX - echoed);
+        echoed += take;
+        rest.push_str(&format!("'{}' ", a[..take].escape_ascii()));
     }
+    let msg = format!(
+        "ERR unknown command '{}', with args beginning with: {rest}",
+        echo(args[0])
+    );
     resp::error(o, &msg);
 }
 
@@ -213,13 +229,34 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
     }
 }
 
+/// The CLIENT subcommands and their arity (`CLIENT` and the subcommand
+/// included), as Redis's.
+const CLIENT_SUBCOMMANDS: &[(&str, usize)] = &[
+    ("SETNAME", 3),
+    ("SETINFO", 4),
+    ("NO-EVICT", 3),
+    ("NO-TOUCH", 3),
+    ("REPLY", 3),
+    ("GETNAME", 2),
+    ("ID", 2),
+];
+
 /// `CLIENT`: the subcommands client libraries send on connect.
 fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let sub = args[1].to_ascii_uppercase();
+    let wrong_arity = CLIENT_SUBCOMMANDS
+        .iter()
+        .any(|&(n, arity)| n.as_bytes() == sub.as_slice() && args.len() != arity);
+    if wrong_arity {
+        let msg = format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&sub).to_ascii_lowercase()
+        );
+        return c.reply(|o| resp::error(o, &msg));
+    }
     match sub.as_slice() {
-        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" | b"REPLY" => {
-            c.reply(|o| resp::simple(o, "OK"))
-        }
+        b"REPLY" => client_reply(c, args[2]),
+        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" => c.reply(|o| resp::simple(o, "OK")),
         b"GETNAME" => c.reply(resp::nil),
         b"ID" => {
             let id = ((router.thread as i64) << 32) | c.me.slot as i64;
@@ -228,15 +265,47 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         _ => {
             let msg = format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                args[1].escape_ascii()
+                echo(args[1])
             );
             c.reply(|o| resp::error(o, &msg))
         }
     }
 }
 
+/// `CLIENT REPLY ON | OFF | SKIP`, as Redis: OFF silences every reply
+/// until ON (which answers `+OK`), SKIP the next command's; OFF and SKIP
+/// have no reply themselves.
+fn client_reply(c: &mut Conn, mode: &[u8]) {
+    match mode.to_ascii_uppercase().as_slice() {
+        b"ON" => {
+            c.reply_off = false;
+            c.reply_skip = false;
+            c.reply(|o| resp::simple(o, "OK"))
+        }
+        b"OFF" => c.reply_off = true,
+        b"SKIP" => c.reply_skip_next = !c.reply_off,
+        _ => c.reply(|o| resp::error(o, "ERR syntax error")),
+    }
+}
+
 fn now_ms() -> u64 {
     super::poller::now_ms()
+}
+
+/// The absolute expiry time (ms) an argument of `cmd` asks for, checked as
+/// Redis does: `n` units of `unit_ms` from now, or since the epoch if
+/// `absolute`. Not an integer, not positive, or past `i64` once in ms or
+/// added to now: the error to reply, never a wrapped or saturated time.
+fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64, String> {
+    let n = parse_i64(arg).ok_or("ERR value is not an integer or out of range")?;
+    let base = if absolute { 0 } else { now_ms() as i64 };
+    match (n > 0).then(|| n.checked_mul(unit_ms)?.checked_add(base)) {
+        Some(Some(at)) => Ok(at as u64),
+        _ => Err(format!(
+            "ERR invalid expire time in '{}' command",
+            cmd.to_ascii_lowercase()
+        )),
+    }
 }
 
 fn parse_i64(b: &[u8]) -> Option<i64> {
@@ -288,19 +357,16 @@ fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             b"GET" => reply = SetReply::Old,
             b"KEEPTTL" if expiry == Expiry::None => expiry = Expiry::Keep,
             b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry == Expiry::None && i + 1 < args.len() => {
-                let n = match parse_i64(args[i + 1]) {
-                    Some(n) if n > 0 => n as u64,
-                    _ => {
-                        return c
-                            .reply(|o| resp::error(o, "ERR invalid expire time in 'set' command"))
-                    }
+                let (unit, absolute) = match opt.as_slice() {
+                    b"EX" => (1000, false),
+                    b"PX" => (1, false),
+                    b"EXAT" => (1000, true),
+                    _ => (1, true),
                 };
-                expiry = Expiry::At(match opt.as_slice() {
-                    b"EX" => now_ms().saturating_add(n.saturating_mul(1000)),
-                    b"PX" => now_ms().saturating_add(n),
-                    b"EXAT" => n.saturating_mul(1000),
-                    _ => n,
-                });
+                match expire_at(args[i + 1], unit, absolute, "SET") {
+                    Ok(at) => expiry = Expiry::At(at),
+                    Err(msg) => return c.reply(|o| resp::error(o, &msg)),
+                }
                 i += 1;
             }
             _ => return c.reply(|o| resp::error(o, "ERR syntax error")),

@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::{Duration, Instant};
 
@@ -143,6 +142,9 @@ enum Slot {
         left: u32,
         parts: Vec<Option<Reply>>,
     },
+    /// A reply awaited from the pollers that the client is not to get
+    /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
+    Silent(Box<Slot>),
 }
 
 impl Slot {
@@ -151,6 +153,7 @@ impl Slot {
             Slot::Ready(_) => true,
             Slot::Single(r) => r.is_some(),
             Slot::Multi { left, .. } => *left == 0,
+            Slot::Silent(s) => s.complete(),
         }
     }
 
@@ -160,12 +163,14 @@ impl Slot {
             Slot::Ready(b) => b.len(),
             Slot::Single(r) => r.as_ref().map_or(0, reply_len),
             Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
+            Slot::Silent(s) => s.held(),
         }
     }
 
     fn encode(self, out: &mut Vec<u8>) {
         match self {
             Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Silent(_) => {}
             Slot::Single(r) => r.expect("complete").encode(out),
             Slot::Multi {
                 combine: Combine::Array,
@@ -206,6 +211,13 @@ impl Slot {
     }
 }
 
+/// Where a connection's replies stood before a command (see
+/// [`Conn::command_done`]).
+pub(super) struct ReplyMark {
+    wbuf: usize,
+    slots: usize,
+}
+
 /// One client connection.
 pub(super) struct Conn {
     stream: Stream,
@@ -220,12 +232,27 @@ pub(super) struct Conn {
     first_id: u64,
     /// The last parse needed more input than was buffered.
     need_more: bool,
+    /// Where the parse of the incomplete command at `rpos` stopped, and
+    /// the arguments of the command just parsed.
+    parsed: resp::Resume,
     /// Close once every reply owed is written (QUIT, protocol error).
     pub(super) closing: bool,
+    /// The socket failed or was reset: nothing more can be written.
     eof: bool,
+    /// The client shut down its write side (or closed): nothing more
+    /// comes in, but the replies to what it sent are still written.
+    input_closed: bool,
     queued: bool,
     /// AUTH succeeded, or no password is required.
     pub(super) authed: bool,
+    /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
+    pub(super) reply_off: bool,
+    /// The command being executed gets no reply (it follows
+    /// `CLIENT REPLY SKIP`).
+    pub(super) reply_skip: bool,
+    /// `CLIENT REPLY SKIP` was just executed: the next command gets no
+    /// reply.
+    pub(super) reply_skip_next: bool,
     /// Reply bytes waiting in `slots` behind an earlier reply.
     held: usize,
     /// Parsing stopped because too many reply bytes were unread or owed.
@@ -287,6 +314,36 @@ impl Conn {
         id
     }
 
+    /// Where the replies stand before a command is executed.
+    pub(super) fn reply_mark(&self) -> ReplyMark {
+        ReplyMark {
+            wbuf: self.wbuf.len(),
+            slots: self.slots.len(),
+        }
+    }
+
+    /// After a command executed: drops the reply it left if the client
+    /// is not to get it (`CLIENT REPLY OFF | SKIP`), keeping the order of
+    /// the others, and moves `CLIENT REPLY SKIP` on to the next command.
+    pub(super) fn command_done(&mut self, mark: ReplyMark) {
+        if self.reply_off || self.reply_skip {
+            if self.slots.len() > mark.slots {
+                match self.slots.pop_back().expect("a slot was added") {
+                    Slot::Ready(b) => {
+                        self.held -= b.len();
+                        self.timings.pop_back();
+                    }
+                    awaited => self.slots.push_back(Slot::Silent(Box::new(awaited))),
+                }
+            } else {
+                // Nothing is written while a command executes: what is
+                // past the mark is this command's reply.
+                self.wbuf.truncate(mark.wbuf);
+            }
+        }
+        self.reply_skip = std::mem::take(&mut self.reply_skip_next);
+    }
+
     fn deliver(&mut self, r: Response) {
         let Some(slot) =
             r.id.checked_sub(self.first_id)
@@ -298,13 +355,19 @@ impl Conn {
         let len = reply_len(&r.reply);
         self.held += len;
         self.reply_avg = (self.reply_avg * 3 + len) / 4;
+        let slot = match slot {
+            Slot::Silent(inner) => inner,
+            other => other,
+        };
         match slot {
             Slot::Single(s) => *s = Some(r.reply),
             Slot::Multi { left, parts, .. } => {
                 parts[r.part as usize] = Some(r.reply);
                 *left -= 1;
             }
-            Slot::Ready(_) => tracing::error!("reply for a request answered already"),
+            Slot::Ready(_) | Slot::Silent(_) => {
+                tracing::error!("reply for a request answered already")
+            }
         }
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
@@ -382,8 +445,9 @@ struct Thread<'a> {
     free: Vec<u32>,
     to_service: Vec<u32>,
     router: Router<'a>,
-    args: Vec<Range<usize>>,
     limits: Limits,
+    /// The limits before AUTH, when a password is set.
+    pre_auth: Limits,
     /// How long to poll without sleeping while replies are awaited.
     spin: Duration,
     /// `--max-output-buffer` (0: none), and the point where parsing pauses.
@@ -417,12 +481,12 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
             super::PollMode::Busy => Duration::MAX,
             super::PollMode::Adaptive => Duration::from_micros(shared.args.loaded_spin_us),
         },
-        args: Vec::new(),
         limits: Limits {
             max_bulk: shared.args.max_bulk as usize,
             max_args: shared.args.max_args,
             ..Limits::default()
         },
+        pre_auth: Limits::pre_auth(),
         output_limit: shared.args.max_output_buffer as usize,
         output_pause: match shared.args.max_output_buffer as usize {
             0 => OUTPUT_PAUSE,
@@ -622,10 +686,15 @@ impl Thread<'_> {
             slots: VecDeque::new(),
             first_id: 0,
             need_more: false,
+            parsed: resp::Resume::default(),
             closing: false,
             eof: false,
+            input_closed: false,
             queued: false,
             authed: self.shared.args.requirepass.is_none(),
+            reply_off: false,
+            reply_skip: false,
+            reply_skip_next: false,
             held: 0,
             paused: false,
             // Pessimistic until replies show their size: a new connection
@@ -765,7 +834,11 @@ impl Thread<'_> {
         if self.charge(&mut c) {
             return self.evict(slot, c);
         }
-        let done = c.eof || (c.closing && c.slots.is_empty() && flushed);
+        // After a half-close: once every command that came in whole is
+        // answered (an incomplete one never will be).
+        let answered = c.slots.is_empty() && flushed;
+        let all_in = c.input_closed && (c.unparsed() == 0 || c.need_more);
+        let done = c.eof || (answered && (c.closing || all_in));
         if done {
             self.close(slot, c);
         } else {
@@ -792,7 +865,7 @@ impl Thread<'_> {
     /// Reads what the socket has and parses and dispatches the commands.
     fn read_and_parse(&mut self, c: &mut Conn, stopping: bool) {
         loop {
-            let drained = c.eof || c.closing || stopping || self.read(c);
+            let drained = c.eof || c.input_closed || c.closing || stopping || self.read(c);
             if !stopping {
                 self.parse(c);
             }
@@ -814,7 +887,7 @@ impl Thread<'_> {
             let want = c.rbuf.len() - c.rlen;
             match c.stream.read(&mut c.rbuf[c.rlen..]) {
                 Ok(0) => {
-                    c.eof = true;
+                    c.input_closed = true;
                     return true;
                 }
                 Ok(n) => {
@@ -853,14 +926,18 @@ impl Thread<'_> {
             {
                 break;
             }
-            match resp::parse_command(&rbuf[c.rpos..c.rlen], &self.limits, &mut self.args) {
+            // Chosen per command: an AUTH earlier in the pipeline lifts them.
+            let limits = if c.authed {
+                &self.limits
+            } else {
+                &self.pre_auth
+            };
+            match resp::parse_resumable(&rbuf[c.rpos..c.rlen], limits, &mut c.parsed) {
                 Ok(Some(n)) => {
                     let base = c.rpos;
                     c.rpos += n;
                     commands += 1;
-                    let args: Vec<&[u8]> = self
-                        .args
-                        .iter()
+                    let args: Vec<&[u8]> = (c.parsed.args.iter())
                         .map(|r| &rbuf[base + r.start..base + r.end])
                         .collect();
                     let id = c.next_id();
@@ -903,6 +980,9 @@ impl Thread<'_> {
             c.rlen = 0;
             if c.rbuf.len() > 4 * READ_CHUNK {
                 c.rbuf = Vec::new();
+            }
+            if c.parsed.args.capacity() > 1024 {
+                c.parsed = resp::Resume::default();
             }
         } else if c.rpos > READ_AHEAD {
             c.rbuf.copy_within(c.rpos..c.rlen, 0);

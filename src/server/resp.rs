@@ -19,6 +19,23 @@ pub struct Limits {
     pub max_args: usize,
     /// Longest inline command line.
     pub max_inline: usize,
+    /// The limits are those of a client that has not authenticated yet:
+    /// errors say so, as Redis's do.
+    pub unauthenticated: bool,
+}
+
+impl Limits {
+    /// What a client may send before AUTH when a password is set: small
+    /// requests only (Redis's pre-auth limits), so that an unauthenticated
+    /// client cannot make the server buffer large ones.
+    pub fn pre_auth() -> Self {
+        Limits {
+            max_bulk: 16384,
+            max_args: 10,
+            unauthenticated: true,
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -27,6 +44,7 @@ impl Default for Limits {
             max_bulk: 512 << 20,
             max_args: 1 << 20,
             max_inline: 64 << 10,
+            unauthenticated: false,
         }
     }
 }
@@ -104,6 +122,20 @@ fn header(
     }
 }
 
+/// Where the parse of an incomplete multibulk command stopped, so that
+/// the next attempt, with more bytes, goes on from there instead of
+/// reading the arguments again from the start (which is quadratic for a
+/// command of many arguments that arrives in small pieces).
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// The command's argument count, once its header is read.
+    count: Option<usize>,
+    /// Offset of the next argument's header.
+    pos: usize,
+    /// The arguments read so far; all of them once a command is complete.
+    pub args: Vec<Range<usize>>,
+}
+
 /// Parses one command from the front of `buf` into `args` (cleared first).
 /// Returns the bytes consumed, or `None` if more input is needed.
 pub fn parse_command(
@@ -111,31 +143,73 @@ pub fn parse_command(
     limits: &Limits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Option<usize>, ProtocolError> {
-    args.clear();
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, limits, args),
-        Some(_) => parse_inline(buf, limits, args),
+    let mut st = Resume {
+        args: std::mem::take(args),
+        ..Resume::default()
+    };
+    let r = parse_resumable(buf, limits, &mut st);
+    *args = st.args;
+    r
+}
+
+/// Parses one command from the front of `buf` into `st.args`, going on
+/// from where the last call with the same `st` stopped (`Ok(None)`: more
+/// input is needed). `buf` must start where it did then, with the bytes
+/// seen then unchanged; after `Ok(Some(n))` or an error, the next call
+/// starts a new command.
+pub fn parse_resumable(
+    buf: &[u8],
+    limits: &Limits,
+    st: &mut Resume,
+) -> Result<Option<usize>, ProtocolError> {
+    if st.count.is_none() {
+        st.args.clear();
     }
+    let r = match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_multibulk(buf, limits, st),
+        Some(_) => parse_inline(buf, limits, &mut st.args),
+    };
+    if !matches!(r, Ok(None)) {
+        st.count = None;
+        st.pos = 0;
+    }
+    r
 }
 
 fn parse_multibulk(
     buf: &[u8],
     limits: &Limits,
-    args: &mut Vec<Range<usize>>,
+    st: &mut Resume,
 ) -> Result<Option<usize>, ProtocolError> {
-    let Some((n, mut pos)) = header(buf, 0, b'*', "multibulk")? else {
-        return Ok(None);
+    let n = match st.count {
+        Some(n) => n,
+        None => {
+            let Some((n, pos)) = header(buf, 0, b'*', "multibulk")? else {
+                return Ok(None);
+            };
+            if n > limits.max_args as i64 {
+                return perr(match limits.unauthenticated {
+                    true => "unauthenticated multibulk length",
+                    false => "invalid multibulk length",
+                });
+            }
+            st.pos = pos;
+            *st.count.insert(n.max(0) as usize)
+        }
     };
-    if n > limits.max_args as i64 {
-        return perr("invalid multibulk length");
-    }
-    for _ in 0..n.max(0) {
-        let Some((len, start)) = header(buf, pos, b'$', "bulk")? else {
+    while st.args.len() < n {
+        let Some((len, start)) = header(buf, st.pos, b'$', "bulk")? else {
             return Ok(None);
         };
-        if len < 0 || len > limits.max_bulk as i64 {
+        if len < 0 {
             return perr("invalid bulk length");
+        }
+        if len > limits.max_bulk as i64 {
+            return perr(match limits.unauthenticated {
+                true => "unauthenticated bulk length",
+                false => "invalid bulk length",
+            });
         }
         let end = start + len as usize;
         if buf.len() < end + 2 {
@@ -144,10 +218,10 @@ fn parse_multibulk(
         if &buf[end..end + 2] != b"\r\n" {
             return perr("bulk string not terminated by CRLF");
         }
-        args.push(start..end);
-        pos = end + 2;
+        st.args.push(start..end);
+        st.pos = end + 2;
     }
-    Ok(Some(pos))
+    Ok(Some(st.pos))
 }
 
 fn parse_inline(
@@ -263,6 +337,34 @@ mod tests {
         let mut two = cmd.to_vec();
         two.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         assert_eq!(parse(&two).unwrap().unwrap().0, cmd.len());
+    }
+
+    #[test]
+    fn resumed_parse_goes_on_where_it_stopped() {
+        let mut cmd = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n".to_vec();
+        cmd.extend_from_slice(b"$5\r\nvalue\r\n$2\r\nEX\r\n");
+        let mut st = Resume::default();
+        let limits = Limits::default();
+        let mut at = 0;
+        let mut seen = 0;
+        for cut in 0..cmd.len() {
+            assert_eq!(parse_resumable(&cmd[..cut], &limits, &mut st), Ok(None));
+            // Arguments read stay read: never fewer than before.
+            assert!(st.args.len() >= seen, "at {cut}");
+            seen = st.args.len();
+            at = at.max(st.pos);
+        }
+        assert_eq!(seen, 3);
+        assert_eq!(at, cmd.len() - 8);
+        assert_eq!(parse_resumable(&cmd, &limits, &mut st), Ok(Some(cmd.len())));
+        let args: Vec<&[u8]> = st.args.iter().map(|r| &cmd[r.clone()]).collect();
+        assert_eq!(args, [&b"SET"[..], b"k", b"value", b"EX"]);
+        // The next call starts a new command.
+        assert_eq!(
+            parse_resumable(b"*1\r\n$4\r\nPING\r\n", &limits, &mut st),
+            Ok(Some(14))
+        );
+        assert_eq!(st.args.as_slice(), &[Range { start: 8, end: 12 }]);
     }
 
     #[test]
