@@ -256,7 +256,7 @@ impl<E: Engine> Poller<E> {
             // superseding records, if any are still in memory, are durable.
             let pending = !self.log.undo.is_empty() || !self.log.commits.is_empty();
             let after = self.log.commits_started + pending as u64;
-            self.log.pending_free.push((seg, after));
+            free_after(&mut self.log.pending_free, seg, after);
         }
     }
 
@@ -627,7 +627,7 @@ impl<E: Engine> Poller<E> {
                     } else {
                         self.log.commits_started + 1
                     };
-                    self.log.pending_free.push((s.no, after));
+                    free_after(&mut self.log.pending_free, s.no, after);
                 }
                 if self.log.spare.len() < 2 {
                     self.log.spare.push(s.buf);
@@ -694,5 +694,32 @@ impl<E: Engine> Poller<E> {
         self.update_key_count();
         let n = self.log.commits_started;
         self.release_segments(n);
+    }
+}
+
+/// Puts segment `seg` on the list of those freed once commit `after` is
+/// done. A segment is on the list once: one emptied, refilled by a
+/// rolled-back commit's undo and emptied again waits for the later commit,
+/// and is not freed twice (two writers would then append to it).
+fn free_after(pending: &mut Vec<(u32, u64)>, seg: u32, after: u64) {
+    match pending.iter_mut().find(|p| p.0 == seg) {
+        Some(p) => p.1 = p.1.max(after),
+        None => pending.push((seg, after)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_after;
+
+    #[test]
+    fn a_segment_emptied_twice_waits_once_for_the_later_commit() {
+        let mut pending = Vec::new();
+        free_after(&mut pending, 7, 3);
+        free_after(&mut pending, 9, 4);
+        // Refilled by a rolled-back commit's undo, emptied again.
+        free_after(&mut pending, 7, 5);
+        free_after(&mut pending, 9, 2);
+        assert_eq!(pending, vec![(7, 5), (9, 4)]);
     }
 }
