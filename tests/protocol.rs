@@ -26,9 +26,14 @@ fn read_all(mut s: TcpStream) -> String {
 
 /// Sends one command and reads its one-line reply.
 fn line_cmd(s: &mut TcpStream, args: &[&str]) -> String {
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    s.write_all(&encode(&args)).unwrap();
+    s.write_all(&encode_str(args)).unwrap();
     read_line(s)
+}
+
+/// The RESP encoding of a command given as text.
+fn encode_str(args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    encode(&args)
 }
 
 /// Reads up to and including `\r\n`, byte by byte (nothing after it is
@@ -203,8 +208,7 @@ fn client_reply_off_and_skip_silence_replies_in_order() {
         &["PING"],
     ];
     for c in cmds {
-        let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
-        s.write_all(&encode(&args)).unwrap();
+        s.write_all(&encode_str(c)).unwrap();
     }
     assert_eq!(line_cmd(&mut s, &["CLIENT", "REPLY", "ON"]), "+OK");
     assert_eq!(line_cmd(&mut s, &["GET", "a"]), "$1");
@@ -232,11 +236,7 @@ fn client_reply_off_and_skip_silence_replies_in_order() {
         &["EXISTS", "a", "c"],
         &["PING"],
     ];
-    let mut req = Vec::new();
-    for c in cmds {
-        let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
-        req.extend(encode(&args));
-    }
+    let req: Vec<u8> = cmds.iter().flat_map(|c| encode_str(c)).collect();
     s.write_all(&req).unwrap();
     for want in ["+OK", "$4", "kept", "+OK", ":1", "+PONG"] {
         assert_eq!(read_line(&mut s), want);

@@ -183,7 +183,7 @@ fn unknown_command(o: &mut Vec<u8>, args: &[&[u8]]) {
         }
         let take = a.len().min(ECHO_MAX - echoed);
         echoed += take;
-        rest.push_str(&format!("'{}' ", a[..take].escape_ascii()));
+        rest.push_str(&format!("'{}' ", echo(&a[..take])));
     }
     let msg = format!(
         "ERR unknown command '{}', with args beginning with: {rest}",
