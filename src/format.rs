@@ -33,6 +33,8 @@ pub const RECORD_HEADER: usize = 32;
 pub const SEGMENT_HEADER: usize = 32;
 /// Largest record the index can address (24-bit length in 16-byte units).
 pub const MAX_RECORD: u64 = ((1 << 23) - 1) * RECORD_ALIGN;
+/// Largest segment: a compaction reads one whole into memory.
+pub const MAX_SEGMENT: u32 = 1 << 30;
 
 const SUPER_MAGIC: &[u8; 8] = b"NVKVSUPR";
 const SEGMENT_MAGIC: &[u8; 8] = b"NVKVSEG1";
@@ -159,11 +161,16 @@ impl Superblock {
         if self.segment_size == 0 || self.segment_size % self.block_size != 0 {
             return Err(Bad("segment size is not a multiple of the block size"));
         }
+        if self.segment_size > MAX_SEGMENT {
+            return Err(Bad("segment size above 1 GiB"));
+        }
         if self.shards == 0 || self.partitions == 0 || self.partitions % self.shards != 0 {
             return Err(Bad("partitions must be a non-zero multiple of shards"));
         }
-        let end = self.segment_count as u64 * self.segment_size as u64 + self.data_start;
-        if self.data_start < SUPERBLOCK_SIZE as u64 || end > self.capacity {
+        // u32 × u32 fits a u64; the sum may not (a damaged data_start).
+        let end =
+            (self.segment_count as u64 * self.segment_size as u64).checked_add(self.data_start);
+        if self.data_start < SUPERBLOCK_SIZE as u64 || end.is_none_or(|e| e > self.capacity) {
             return Err(Bad("segments do not fit the capacity"));
         }
         Ok(())
@@ -426,6 +433,32 @@ mod tests {
         );
         assert_eq!(Superblock::decode(&b[..100]), Err(FormatError::NotAStore));
         assert_eq!(Superblock::decode(&[0; 4096]), Err(FormatError::NotAStore));
+    }
+
+    #[test]
+    fn a_superblock_with_fields_out_of_range_is_refused() {
+        let invalid = |sb: Superblock| match Superblock::decode(&sb.encode()) {
+            Err(FormatError::SuperblockInvalid(why)) => why,
+            other => panic!("{sb:?}: {other:?}"),
+        };
+        // The end of the segments would overflow: it must not wrap round.
+        let why = invalid(Superblock {
+            data_start: u64::MAX - 4095,
+            capacity: u64::MAX,
+            ..sb()
+        });
+        assert!(why.contains("do not fit"), "{why}");
+        let why = invalid(Superblock {
+            segment_size: 1 << 31,
+            segment_count: 1,
+            ..sb()
+        });
+        assert!(why.contains("above 1 GiB"), "{why}");
+        let why = invalid(Superblock {
+            segment_count: 2000,
+            ..sb()
+        });
+        assert!(why.contains("do not fit"), "{why}");
     }
 
     #[test]

@@ -13,16 +13,24 @@ fn set(con: &mut redis::Connection, k: &str, v: &str) -> redis::RedisResult<()> 
 #[test]
 fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
     let dir = tempfile::tempdir().unwrap();
-    // Each SET here is a commit of one write and one flush. Writes 3 and 5
+    // Each SET here is a commit of one write and one flush. Writes 3 and 4
     // fail (EIO, short write); those commits issue no flush, so the 7th
-    // flush, which fails, belongs to the 9th SET.
+    // flush, which fails, belongs to the 9th SET. A failed commit abandons
+    // its segments; a later commit erases the header of each left empty
+    // (the 3rd and 4th SETs' keys', each alone in its shard's segment):
+    // the 4th SET's commit carries write 5, erasing the 3rd's segment, and,
+    // as that commit failed, the 5th SET's carries both erasures (writes 7
+    // and 8). No erasure-only commit runs in between: they wait for the
+    // commit interval.
     let srv = Server::start(
         dir.path(),
         &[
             "--io-threads",
             "1",
+            "--commit-interval-ms",
+            "600000",
             "--inject-faults",
-            "write-eio@3,short-write@5,flush-eio@7",
+            "write-eio@3,short-write@4,flush-eio@7",
         ],
     );
     let mut con = srv.client();
@@ -46,7 +54,7 @@ fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
     }
     assert_eq!(
         failed,
-        vec![3, 5, 9],
+        vec![3, 4, 9],
         "the writes of the failed commits got errors"
     );
     for i in 2..=9 {
@@ -59,9 +67,9 @@ fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
         Some("old")
     );
     assert_eq!(srv.info_field("io_errors"), "3");
-    // The two failed writes are not counted as written; the write of the
-    // commit whose flush failed is.
-    assert_eq!(srv.info_field("device_writes"), "7");
+    // The two failed writes are not counted as written; the erasures and
+    // the write of the commit whose flush failed are: 12 - 2.
+    assert_eq!(srv.info_field("device_writes"), "10");
     srv.stop();
 
     // After a restart the acknowledged writes are there. A write answered
@@ -107,5 +115,45 @@ fn read_errors_are_error_replies() {
         con.get::<_, Option<String>>("a").unwrap().as_deref(),
         Some("1")
     );
+    srv.stop();
+}
+
+#[test]
+fn a_failed_erasure_fails_no_write_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // Write 3 (the 3rd SET) fails: its key's segment, abandoned and empty,
+    // is erased by the next commit, whose writes are the 4th SET's (4) and
+    // that erasure (5, which fails too). The 4th SET still succeeds; the
+    // erasure is retried with the 5th SET (writes 6 and 7).
+    let srv = Server::start(
+        dir.path(),
+        &[
+            "--io-threads",
+            "1",
+            "--commit-interval-ms",
+            "600000",
+            "--inject-faults",
+            "write-eio@3,write-eio@5",
+        ],
+    );
+    let mut con = srv.client();
+    let results: Vec<bool> = (1..=5)
+        .map(|i| set(&mut con, &format!("k{i}"), "v").is_ok())
+        .collect();
+    assert_eq!(results, [true, true, false, true, true]);
+    assert_eq!(srv.info_field("io_errors"), "2");
+    assert_eq!(srv.info_field("device_writes"), "5");
+    assert!(srv
+        .log
+        .lock()
+        .unwrap()
+        .contains("erasing an emptied segment failed"));
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for (i, ok) in (1..=5).zip(results) {
+        let v: Option<String> = con.get(format!("k{i}")).unwrap();
+        assert_eq!(v.is_some(), ok, "k{i}");
+    }
     srv.stop();
 }

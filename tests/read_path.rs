@@ -170,6 +170,32 @@ fn damaged_index_file_is_rebuilt() {
 }
 
 #[test]
+fn an_index_entry_pointing_off_the_device_makes_the_index_rebuilt() {
+    let dir = loaded();
+    let part = dir.path().join("index/part-0003.idx");
+    let mut bytes = std::fs::read(&part).unwrap();
+    // Slots follow the 128-byte header, 24 bytes each: tag, location
+    // (offset / 16 in the low 40 bits), expiry. Damage the first one used.
+    let slot = (128..bytes.len())
+        .step_by(24)
+        .find(|&at| bytes[at + 8..at + 16] != [0; 8])
+        .expect("a used slot");
+    bytes[slot + 8..slot + 13].copy_from_slice(&[0xF0; 5]);
+    std::fs::write(&part, &bytes).unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    check_sample(&srv);
+    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
+    assert_eq!(n, KEYS);
+    assert!(srv
+        .log
+        .lock()
+        .unwrap()
+        .contains("index partition 3: an entry points at"));
+    srv.stop();
+}
+
+#[test]
 fn corrupted_record_is_an_error_reply_and_the_server_lives_on() {
     if common::on_spdk("corrupted_record_is_an_error_reply_and_the_server_lives_on") {
         return;

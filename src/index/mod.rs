@@ -172,6 +172,25 @@ fn map_file(file: &File, path: &Path) -> Result<MmapMut, IndexError> {
     unsafe { MmapMut::map_mut(file) }.map_err(io_err(path))
 }
 
+/// Sizes `file` to `len` bytes with its blocks reserved: a full file system
+/// shows here as an error, rather than as SIGBUS when a page of the mapping
+/// is first written. A file system without preallocation gets a sparse file.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(off) = libc::off_t::try_from(len) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "index file too large",
+        ));
+    };
+    // SAFETY: preallocates blocks of a descriptor we own; no memory is shared.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off) } {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 impl Partition {
     /// Creates an empty, dirty partition with room for `expected` keys.
     pub fn create(dir: &Path, id: u32, uuid: [u8; 16], expected: u64) -> Result<Self, IndexError> {
@@ -187,8 +206,7 @@ impl Partition {
             .truncate(true)
             .open(path)
             .map_err(io_err(path))?;
-        file.set_len(HEADER as u64 + slots * SLOT as u64)
-            .map_err(io_err(path))?;
+        allocate(&file, HEADER as u64 + slots * SLOT as u64).map_err(io_err(path))?;
         let map = map_file(&file, path)?;
         let mut p = Partition {
             path: path.to_owned(),
@@ -243,7 +261,10 @@ impl Partition {
             return Err(corrupt("belongs to another store or partition"));
         }
         let slots = le64(h, 32);
-        if slots == 0 || size != HEADER as u64 + slots * SLOT as u64 {
+        let expected = slots
+            .checked_mul(SLOT as u64)
+            .and_then(|b| b.checked_add(HEADER as u64));
+        if slots == 0 || expected != Some(size) {
             return Err(corrupt("file size does not match its slot count"));
         }
         let clean = le32(h, 48) == 1;
@@ -673,5 +694,30 @@ mod tests {
         ));
         std::fs::write(&path, &bytes[..100]).unwrap();
         assert!(Partition::open(dir.path(), 3, [1; 16]).is_err());
+    }
+
+    #[test]
+    fn a_slot_count_whose_size_wraps_round_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 1, [1; 16], 10).unwrap();
+        p.mark_clean(Checkpoint::default()).unwrap();
+        let slots = p.slots();
+        drop(p);
+        let path = partition_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // 24 × 2^61 is 3 × 2^64: in wrapping arithmetic this slot count
+        // matches the file's size, and would index far past the mapping.
+        let huge = slots + (1 << 61);
+        bytes[32..40].copy_from_slice(&huge.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..CRC_AT]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        match Partition::open(dir.path(), 1, [1; 16]) {
+            Err(IndexError::Corrupt { what, .. }) => {
+                assert!(what.contains("slot count"), "{what}")
+            }
+            other => panic!("{:?}", other.map(|(p, _)| p.slots())),
+        }
     }
 }

@@ -15,6 +15,15 @@
 //! write or flush fails, the changes are rolled back, the writers get an
 //! error, and the segments are abandoned, so the index never points at
 //! bytes that did not reach the device.
+//!
+//! A segment whose records are all superseded is freed in two steps: once
+//! the commit holding what superseded them is durable, a later commit
+//! erases its header (zeroes its first block); once that commit is durable
+//! too, the segment is free. A free segment therefore never carries a valid
+//! header, and a rebuild never replays its stale records: without this, a
+//! key whose tombstone compaction dropped (nothing older was left in the
+//! shard's live segments) would come back from a freed segment that still
+//! held an old value of it, once the tombstone's own segment was reused.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -83,6 +92,9 @@ struct Commit {
     waiters: Vec<Waiter>,
     /// Undo entries this commit makes durable.
     undo_upto: usize,
+    /// Emptied segments whose headers this commit erases: free once it is
+    /// durable.
+    erases: Vec<u32>,
 }
 
 /// Why a write was refused.
@@ -103,8 +115,11 @@ pub(super) struct Log {
     commits: std::collections::VecDeque<Commit>,
     commits_started: u64,
     last_commit: Instant,
-    /// Segments to free once commit `.1` has completed.
+    /// Emptied segments, to erase once commit `.1` has completed.
     pending_free: Vec<(u32, u64)>,
+    /// Emptied segments whose records are superseded durably: the next
+    /// commit erases their headers.
+    to_erase: Vec<u32>,
     pub(super) next_seq: u64,
     /// Old segment buffers, reused for new segments.
     spare: Vec<IoBuf>,
@@ -122,6 +137,7 @@ impl Log {
             commits_started: 0,
             last_commit: Instant::now(),
             pending_free: Vec::new(),
+            to_erase: Vec::new(),
             next_seq,
             spare: Vec::new(),
         }
@@ -139,6 +155,12 @@ impl Log {
     /// Nothing appended is waiting to be made durable.
     pub(super) fn idle(&self) -> bool {
         self.commits.is_empty() && self.undo.is_empty() && self.waiters.is_empty()
+    }
+
+    /// Idle, and every emptied segment erased and free: what a clean
+    /// shutdown waits for, so that no free segment keeps a valid header.
+    pub(super) fn settled(&self) -> bool {
+        self.idle() && self.pending_free.is_empty() && self.to_erase.is_empty()
     }
 
     /// How long a parked poller may sleep before a commit is due.
@@ -435,10 +457,11 @@ impl<E: Engine> Poller<E> {
         self.issue_commit_io();
         if self.log.commits.is_empty()
             && self.log.undo.is_empty()
-            && !self.log.pending_free.is_empty()
+            && (!self.log.pending_free.is_empty() || self.log.segs.iter().any(|s| s.closed))
         {
-            // Everything appended is durable: free what waited for that.
-            self.release_segments(self.log.commits_started);
+            // Everything appended is durable: whatever waited for that
+            // may be erased.
+            self.release_segments(u64::MAX);
         }
         // A new commit may start while the previous one flushes: its writes
         // overlap that flush. Everything appended since the last commit
@@ -448,10 +471,16 @@ impl<E: Engine> Poller<E> {
             Some(c) => !c.flushing || self.log.commits.len() >= 2,
         };
         let fresh = self.log.commits.back().map_or(0, |c| c.undo_upto);
-        if busy || self.log.undo.len() == fresh {
+        // Erasures ride on the next commit, or go in one of their own after
+        // the commit interval (so a failing device is retried at that pace).
+        let erase = !self.log.to_erase.is_empty()
+            && (self.log.last_commit.elapsed() >= self.log.interval
+                || self.shared.pollers_stop.load(Relaxed));
+        if busy || (self.log.undo.len() == fresh && !erase) {
             return false;
         }
         let due = self.log.durability == Durability::Sync
+            || erase
             || self.log.last_commit.elapsed() >= self.log.interval
             || self.log.segs.iter().any(|s| s.closed)
             || self.shared.pollers_stop.load(Relaxed);
@@ -487,6 +516,15 @@ impl<E: Engine> Poller<E> {
             s.written = s.len;
             s.in_flight += 1;
         }
+        // Headers of emptied segments: what superseded their records was
+        // made durable by an earlier, completed commit.
+        let erases = std::mem::take(&mut self.log.to_erase);
+        let first_block = align_up(SEGMENT_HEADER as u64, block as u64) as usize;
+        for &no in &erases {
+            let mut wb = self.eng.alloc(first_block);
+            wb.fill(0);
+            queued.push_back((self.shared.sb.segment_offset(no), wb, no));
+        }
         let writes = queued.len() as u32;
         self.log.commits.push_back(Commit {
             n,
@@ -497,6 +535,7 @@ impl<E: Engine> Poller<E> {
             failed: None,
             waiters: std::mem::take(&mut self.log.waiters),
             undo_upto: self.log.undo.len(),
+            erases,
         });
         self.log.last_commit = Instant::now();
         self.issue_commit_io();
@@ -569,10 +608,18 @@ impl<E: Engine> Poller<E> {
             self.stats().io_errors.fetch_add(1, Relaxed);
         }
         let n = (c.tag >> 32) & 0xFF;
-        let Some(commit) = self.commit_mut(n) else {
+        let log = &mut self.log;
+        let Some(commit) = log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF) else {
             return; // of a commit that failed meanwhile
         };
-        if commit.failed.is_none() {
+        if let (Some(msg), Some(k)) = (&failed, commit.erases.iter().position(|&e| e == no)) {
+            // A failed erasure fails no client's write: it is retried.
+            tracing::warn!(
+                segment = no,
+                "erasing an emptied segment failed: {msg}; will retry"
+            );
+            log.to_erase.push(commit.erases.swap_remove(k));
+        } else if commit.failed.is_none() {
             commit.failed = failed;
         }
         commit.writes_left -= 1;
@@ -607,11 +654,20 @@ impl<E: Engine> Poller<E> {
         for w in c.waiters {
             self.respond(w.to, w.id, w.part, w.reply);
         }
+        let space = &self.shared.space;
+        for no in c.erases {
+            // Nothing can point into an emptied segment again: its records
+            // were superseded durably, so no rollback restores them.
+            debug_assert_eq!(space.live[no as usize].load(Relaxed), 0);
+            space.shard[no as usize].store(crate::store::NO_SHARD, Relaxed);
+            space.free.push(no);
+        }
         self.release_segments(c.n);
     }
 
-    /// Frees what this commit made reusable and drops the buffers of closed
-    /// segments that are entirely on the device.
+    /// Queues for erasure what commit `done` made reusable (all of it for
+    /// `u64::MAX`: everything appended is durable), and drops the buffers
+    /// of closed segments that are entirely on the device.
     fn release_segments(&mut self, done: u64) {
         let space = &self.shared.space;
         let mut i = 0;
@@ -636,14 +692,12 @@ impl<E: Engine> Poller<E> {
                 i += 1;
             }
         }
+        let to_erase = &mut self.log.to_erase;
         self.log.pending_free.retain(|&(seg, after)| {
             if after <= done && space.live[seg as usize].load(Relaxed) == 0 {
-                space.shard[seg as usize].store(crate::store::NO_SHARD, Relaxed);
-                space.free.push(seg);
-                false
-            } else {
-                after > done
+                to_erase.push(seg);
             }
+            after > done
         });
     }
 
@@ -677,6 +731,10 @@ impl<E: Engine> Poller<E> {
             if let Some(o) = u.old {
                 space.live[self.shared.sb.segment_of(o.offset) as usize].fetch_add(o.len, Relaxed);
             }
+        }
+        // Erasures that may not have reached the device are retried.
+        for cm in &mut c {
+            self.log.to_erase.append(&mut cm.erases);
         }
         let err = format!("ERR I/O error, write not durable: {msg}");
         let waiters = c

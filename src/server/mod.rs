@@ -409,6 +409,15 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             store.sb.segment_size
         );
     }
+    if max_record > crate::format::MAX_RECORD {
+        bail!(
+            "--max-value-size {} with --max-key-size {} makes records of {max_record} bytes; \
+             the index addresses records of at most {} bytes",
+            args.max_value_size,
+            args.max_key_size,
+            crate::format::MAX_RECORD
+        );
+    }
     match r.state {
         IndexState::Clean => tracing::info!(
             keys = r.keys,

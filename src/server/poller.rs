@@ -734,8 +734,8 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Finishes in-flight I/O and commits every write, then flushes the
-    /// index and marks it clean.
+    /// Finishes in-flight I/O, commits every write and erases the emptied
+    /// segments, then flushes the index and marks it clean.
     fn shutdown(mut self) -> Result<()> {
         if !self.deferred.is_empty() {
             // Their clients are gone; nothing was written or acknowledged.
@@ -747,12 +747,12 @@ impl<E: Engine> Poller<E> {
             self.deferred.clear();
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (self.eng.in_flight() > 0 || !self.log.idle()) && Instant::now() < deadline {
+        while (self.eng.in_flight() > 0 || !self.log.settled()) && Instant::now() < deadline {
             if !self.turn() {
                 self.eng.wait(Duration::from_millis(10));
             }
         }
-        if !self.log.idle() {
+        if !self.log.settled() {
             anyhow::bail!(
                 "poller {}: the log did not finish committing; the index stays dirty",
                 self.id

@@ -167,7 +167,7 @@ pub(crate) fn create(
     expected_bytes: u64,
 ) -> Result<NewStore, StoreError> {
     let seg = args.segment_size;
-    if !seg.is_power_of_two() || !(64 << 10..=1 << 30).contains(&seg) {
+    if !seg.is_power_of_two() || !(64 << 10..=crate::format::MAX_SEGMENT as u64).contains(&seg) {
         return Err(invalid(
             "--segment-size must be a power of two between 64K and 1G",
         ));

@@ -146,6 +146,9 @@ pub struct OpenReport {
     pub segments_scanned: u64,
     pub bytes_scanned: u64,
     pub records_scanned: u64,
+    /// Segments the scan found with a valid header but nothing live, whose
+    /// headers were then erased (see [`erase_dead_headers`]).
+    pub segments_erased: u64,
     pub secs: f64,
 }
 
@@ -199,9 +202,16 @@ impl Store {
         let dev = open_device(&spec)?;
         let sb = read_superblock(&dev)?;
 
-        let (parts, checkpoints) = open_partitions(dir, &sb)?;
-        let clean = checkpoints.iter().all(Option::is_some);
-        let (shards, report, max_gen, min_seq) = if clean {
+        let (mut parts, checkpoints) = open_partitions(dir, &sb)?;
+        let mut clean = checkpoints.iter().all(Option::is_some);
+        if clean {
+            if let Err(why) = check_entries(&sb, &parts) {
+                tracing::warn!("{why}; the index will be rebuilt");
+                parts.iter_mut().for_each(Partition::clear);
+                clean = false;
+            }
+        }
+        let (shards, mut report, max_gen, min_seq, scanned) = if clean {
             let max_gen = checkpoints
                 .iter()
                 .flatten()
@@ -216,15 +226,17 @@ impl Store {
                 segments_scanned: 0,
                 bytes_scanned: 0,
                 records_scanned: 0,
+                segments_erased: 0,
                 secs: t0.elapsed().as_secs_f64(),
             };
             let min_seq = space::load_table(dir, &sb);
-            (shards, report, max_gen, min_seq)
+            (shards, report, max_gen, min_seq, Vec::new())
         } else {
             let r = recover::rebuild(&dev, &sb, parts, t0)?;
-            (r.shards, r.report, r.max_gen, Some(r.min_seq))
+            (r.shards, r.report, r.max_gen, Some(r.min_seq), r.scanned)
         };
         let space = Space::from_index(&sb, &shards, max_gen, min_seq);
+        report.segments_erased = erase_dead_headers(&dev, &sb, &space, &scanned)?;
         let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
         Ok(Store {
             dir: dir.to_owned(),
@@ -238,6 +250,77 @@ impl Store {
             lock,
         })
     }
+}
+
+/// Checks that every entry of a cleanly closed index points at a place a
+/// record can be: inside one segment, past its header. Slots carry no
+/// checksum; a damaged one must not send reads past the device, nor make
+/// the space accounting index past its tables.
+fn check_entries(sb: &Superblock, parts: &[Partition]) -> Result<(), String> {
+    use crate::format::{RECORD_ALIGN, RECORD_HEADER, SEGMENT_HEADER};
+    let end = sb.segment_offset(sb.segment_count);
+    for p in parts {
+        for (_, e) in p.iter() {
+            let fits = e.offset >= sb.data_start
+                && e.offset < end
+                && e.offset % RECORD_ALIGN == 0
+                && e.len as usize >= RECORD_HEADER
+                && {
+                    let seg = sb.segment_offset(sb.segment_of(e.offset));
+                    e.offset >= seg + SEGMENT_HEADER as u64
+                        && e.offset + e.len as u64 <= seg + sb.segment_size as u64
+                };
+            if !fits {
+                return Err(format!(
+                    "index partition {}: an entry points at {} bytes at offset {}, where no record can be",
+                    p.id(),
+                    e.len,
+                    e.offset
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Erases the header of every segment in `scanned` that nothing references
+/// any longer, before it joins the free pool; returns how many there were.
+///
+/// A free segment must not keep a valid header: a later rebuild would
+/// replay its stale records, and one of them could be an old value of a
+/// key whose tombstone is gone (dropped by compaction once no live segment
+/// held anything older). The running server erases a segment once what
+/// emptied it is durable; these are the ones a crash caught in between.
+fn erase_dead_headers(
+    dev: &Device,
+    sb: &Superblock,
+    space: &Space,
+    scanned: &[u32],
+) -> Result<u64, StoreError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dead: Vec<u32> = scanned
+        .iter()
+        .copied()
+        .filter(|&seg| space.live[seg as usize].load(Relaxed) == 0)
+        .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let io_err = |e| StoreError::Io(dev.path().to_owned(), e);
+    // What superseded their records is durable before they go.
+    dev.sync().map_err(io_err)?;
+    let mut zero = IoBuf::new(sb.block_size as usize);
+    zero.set_len(sb.block_size as usize);
+    for &seg in &dead {
+        dev.write_at(&zero, sb.segment_offset(seg))
+            .map_err(io_err)?;
+    }
+    dev.sync().map_err(io_err)?;
+    tracing::info!(
+        segments = dead.len(),
+        "erased the headers of segments nothing references any longer"
+    );
+    Ok(dead.len() as u64)
 }
 
 /// Opens every index partition. A missing, damaged or dirty partition makes

@@ -22,6 +22,8 @@ pub(super) struct Rebuilt {
     pub max_gen: u64,
     /// Smallest record sequence number per segment (`u64::MAX`: none).
     pub min_seq: Vec<u64>,
+    /// The segments with a valid header, replayed.
+    pub scanned: Vec<u32>,
 }
 
 /// Large reads kept in flight during the scan.
@@ -58,6 +60,7 @@ pub(super) fn rebuild(
                         .push((h.first_seq, i as u32, h));
                 }
             }
+            true
         },
     )
     .map_err(io_err)?;
@@ -65,7 +68,11 @@ pub(super) fn rebuild(
     // Pass 2: the segments of each shard, oldest first.
     let mut order: Vec<(u32, SegmentHeader)> = Vec::new();
     for segs in by_shard.values_mut() {
-        segs.sort_unstable_by_key(|s| s.0);
+        // Oldest first. Two segments share a first sequence number when
+        // the older one was filled by tombstones that compaction moved
+        // (they keep their own numbers): the generation, handed out as
+        // segments open, orders them.
+        segs.sort_by_key(|s| (s.0, s.2.gen));
         order.extend(segs.iter().map(|&(_, seg, h)| (seg, h)));
     }
     let mut max_seq = vec![0u64; sb.shards as usize];
@@ -96,9 +103,13 @@ pub(super) fn rebuild(
                     expire_ms: rec.meta.expire_ms,
                 };
                 if let Err(err) = parts[pid as usize].insert(&hash, e) {
-                    failed.get_or_insert(err);
+                    // The index cannot take it (no room to grow, say):
+                    // scanning on would only fail again.
+                    failed = Some(err);
+                    return false;
                 }
             }
+            true
         },
     )
     .map_err(io_err)?;
@@ -123,6 +134,7 @@ pub(super) fn rebuild(
         bytes_scanned: order.len() as u64 * sb.segment_size as u64
             + sb.segment_count as u64 * HEADER_READ as u64,
         records_scanned: records,
+        segments_erased: 0,
         secs: t0.elapsed().as_secs_f64(),
     };
     Ok(Rebuilt {
@@ -130,22 +142,25 @@ pub(super) fn rebuild(
         report,
         max_gen,
         min_seq,
+        scanned: order.iter().map(|&(seg, _)| seg).collect(),
     })
 }
 
 /// Reads `n` extents through `eng` with up to `depth` in flight and hands
-/// each buffer to `each` in extent order.
+/// each buffer to `each` in extent order, until `each` returns false (then
+/// the reads in flight complete, and nothing more is read).
 fn read_ordered(
     eng: &mut AnyEngine,
-    n: usize,
+    mut n: usize,
     depth: usize,
     extent: impl Fn(usize) -> (u64, usize),
-    mut each: impl FnMut(usize, &[u8]),
+    mut each: impl FnMut(usize, &[u8]) -> bool,
 ) -> std::io::Result<()> {
     let mut next_issue = 0;
     let mut next_done = 0;
     let mut ready: BTreeMap<usize, IoBuf> = BTreeMap::new();
     let mut done = Vec::new();
+    let mut stopped = false;
     while next_done < n {
         while next_issue < n && next_issue - next_done < depth {
             let (off, len) = extent(next_issue);
@@ -173,7 +188,10 @@ fn read_ordered(
             ready.insert(c.tag as usize, buf);
         }
         while let Some(buf) = ready.remove(&next_done) {
-            each(next_done, &buf);
+            if !stopped && !each(next_done, &buf) {
+                stopped = true;
+                n = next_issue;
+            }
             eng.free(buf);
             next_done += 1;
         }
