@@ -374,3 +374,65 @@ fn serve_creates_an_empty_store_in_a_new_directory() {
     srv.stop();
     assert!(path.join("data.nvkv").exists());
 }
+
+/// Reads one bulk-string reply.
+fn read_bulk(r: &mut impl std::io::BufRead) -> Vec<u8> {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let len: usize = line
+        .strip_prefix('$')
+        .and_then(|l| l.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("not a bulk string: {line:?}"));
+    let mut v = vec![0; len + 2];
+    r.read_exact(&mut v).unwrap();
+    assert_eq!(&v[len..], b"\r\n");
+    v.truncate(len);
+    v
+}
+
+#[test]
+fn a_pipeline_deeper_than_the_poller_ring_is_answered_in_order_and_others_go_on() {
+    const N: u64 = 20_000;
+    let dir = loaded();
+    // One connection thread and one poller, whose ring (4096 requests)
+    // this pipeline overflows.
+    let srv = Server::start(
+        dir.path(),
+        &[
+            "--max-pipeline",
+            "100000",
+            "--tcp-threads",
+            "1",
+            "--io-threads",
+            "1",
+        ],
+    );
+    let ids: Vec<u64> = (0..N).map(|j| (j * 7919) % KEYS).collect();
+    let mut requests = Vec::new();
+    for &i in &ids {
+        requests.extend(common::encode(&[b"GET", &keys::key(SEED, i)]));
+    }
+    let s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&requests));
+    // Another client of the same thread is served meanwhile, and right.
+    let mut other = srv.client();
+    for i in (0..KEYS).step_by(97) {
+        let got: Option<Vec<u8>> = other.get(keys::key(SEED, i)).unwrap();
+        assert_eq!(got, Some(keys::value(SEED, i, MIN, MAX)), "key {i}");
+    }
+    let mut r = std::io::BufReader::new(s);
+    for (n, &i) in ids.iter().enumerate() {
+        let got = read_bulk(&mut r);
+        assert!(
+            got == keys::value(SEED, i, MIN, MAX),
+            "reply {n} (key {i}): {} bytes, not its value",
+            got.len()
+        );
+    }
+    writer.join().unwrap().unwrap();
+    let waits: u64 = srv.info_field("ring_full_waits").parse().unwrap();
+    assert!(waits > 0, "the ring never filled: the test tests nothing");
+    srv.stop();
+}

@@ -395,10 +395,24 @@ impl Conn {
 }
 
 /// Sends requests to pollers, holding them when a ring is full.
+///
+/// Flow control is per connection and per poller: a request for a poller
+/// whose ring is full waits in that poller's queue here (behind the others
+/// held for it, so each poller still sees a connection's requests in
+/// order), and only its connection stops parsing until it has gone out.
+/// The other connections go on, and requests for the other pollers are
+/// not held up.
 pub(super) struct Router<'a> {
     pub(super) shared: &'a Shared,
     pub(super) thread: usize,
-    stalled: VecDeque<(usize, Request)>,
+    /// Per poller, the requests its full ring could not take yet.
+    stalled: Vec<VecDeque<Request>>,
+    /// Requests held in `stalled`, in all.
+    held: usize,
+    /// Per connection slot, its requests held in `stalled`.
+    held_by: Vec<u32>,
+    /// Connections whose last held request went out: they parse again.
+    released: Vec<u32>,
     touched: Vec<bool>,
     /// Requests sent to pollers and replies received, to know when to spin.
     sent: u64,
@@ -409,20 +423,49 @@ impl Router<'_> {
     pub(super) fn send(&mut self, poller: usize, req: Request) {
         self.touched[poller] = true;
         self.sent += 1;
-        if !self.stalled.is_empty() {
-            self.stalled.push_back((poller, req));
-            return;
+        let req = if self.stalled[poller].is_empty() {
+            match self.shared.pollers[poller].inbox.push(req) {
+                Ok(()) => return,
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
+        let slot = req.from.slot as usize;
+        if self.held_by.len() <= slot {
+            self.held_by.resize(slot + 1, 0);
         }
-        if let Err(req) = self.shared.pollers[poller].inbox.push(req) {
-            self.stalled.push_back((poller, req));
-        }
+        self.held_by[slot] += 1;
+        self.held += 1;
+        self.shared.conn_stats[self.thread]
+            .ring_full_waits
+            .fetch_add(1, Relaxed);
+        self.stalled[poller].push_back(req);
     }
 
+    /// Whether connection `slot` has requests waiting for a full ring.
+    fn holds(&self, slot: u32) -> bool {
+        self.held_by.get(slot as usize).is_some_and(|&n| n > 0)
+    }
+
+    /// Hands the pollers what their rings can take now.
     fn retry(&mut self) {
-        while let Some((p, req)) = self.stalled.pop_front() {
-            if let Err(req) = self.shared.pollers[p].inbox.push(req) {
-                self.stalled.push_front((p, req));
-                break;
+        if self.held == 0 {
+            return;
+        }
+        for (p, q) in self.stalled.iter_mut().enumerate() {
+            while let Some(req) = q.pop_front() {
+                let slot = req.from.slot as usize;
+                if let Err(req) = self.shared.pollers[p].inbox.push(req) {
+                    q.push_front(req);
+                    break;
+                }
+                self.touched[p] = true;
+                self.held -= 1;
+                self.held_by[slot] -= 1;
+                if self.held_by[slot] == 0 {
+                    self.released.push(slot as u32);
+                }
             }
         }
     }
@@ -470,7 +513,10 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         router: Router {
             shared,
             thread: id,
-            stalled: VecDeque::new(),
+            stalled: (0..shared.pollers.len()).map(|_| VecDeque::new()).collect(),
+            held: 0,
+            held_by: Vec::new(),
+            released: Vec::new(),
             touched: vec![false; shared.pollers.len()],
             sent: 0,
             answered: 0,
@@ -530,10 +576,9 @@ impl Thread<'_> {
                 contended = false;
                 self.deliver(r);
             }
-            let was_stalled = !self.router.stalled.is_empty();
             self.router.retry();
-            if was_stalled && self.router.stalled.is_empty() {
-                self.service_all();
+            for slot in std::mem::take(&mut self.router.released) {
+                self.schedule(slot);
             }
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
@@ -554,7 +599,11 @@ impl Thread<'_> {
             let queued = |h: &super::ConnHandle| {
                 !h.responses.is_empty() || !h.incoming.is_empty() || !h.incoming_unix.is_empty()
             };
-            let busy = queued(h) || !self.to_service.is_empty() || !self.router.stalled.is_empty();
+            let busy = queued(h) || !self.to_service.is_empty();
+            // Requests held for a full ring count as awaited: the thread
+            // polls for room as it polls for replies, then sleeps a
+            // millisecond at a time (no event says that a ring has room).
+            let held = self.router.held > 0;
             let awaiting = self.router.sent > self.router.answered;
             if busy || !awaiting {
                 spin_since = None;
@@ -570,6 +619,8 @@ impl Thread<'_> {
             }
             let mut timeout = if busy || spinning {
                 Duration::ZERO
+            } else if held {
+                Duration::from_millis(1)
             } else if stopping {
                 Duration::from_millis(10)
             } else {
@@ -717,12 +768,6 @@ impl Thread<'_> {
                 c.queued = true;
                 self.to_service.push(slot);
             }
-        }
-    }
-
-    fn service_all(&mut self) {
-        for slot in 0..self.conns.len() as u32 {
-            self.schedule(slot);
         }
     }
 
@@ -922,7 +967,7 @@ impl Thread<'_> {
             if c.closing
                 || c.paused
                 || c.slots.len() >= self.shared.args.max_pipeline
-                || !self.router.stalled.is_empty()
+                || self.router.holds(c.me.slot)
             {
                 break;
             }

@@ -82,7 +82,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\nprotected_mode_rejections:{}\r\nevicted_clients:{}\r\nsize_limit_rejections:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\nprotected_mode_rejections:{}\r\nevicted_clients:{}\r\nsize_limit_rejections:{}\r\nring_full_waits:{}\r\n\r\n",
             csum(|c| c.accepted.load(Relaxed)),
             csum(|c| c.commands.load(Relaxed)),
             csum(|c| c.net_in.load(Relaxed)),
@@ -100,6 +100,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             csum(|c| c.protected_mode_rejections.load(Relaxed)),
             csum(|c| c.evicted_clients.load(Relaxed)),
             csum(|c| c.size_limit_rejections.load(Relaxed)),
+            csum(|c| c.ring_full_waits.load(Relaxed)),
         );
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.

@@ -121,6 +121,8 @@ pub struct ConnStats {
     /// Writes refused for a key or value over --max-key-size /
     /// --max-value-size.
     pub size_limit_rejections: AtomicU64,
+    /// Requests that waited for room in a poller's full ring.
+    pub ring_full_waits: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
 }
