@@ -40,6 +40,8 @@ use crate::io::{Completion, Engine, IoBuf};
 
 const WRITE_TAG: u64 = LOG_TAGS | (1 << 40);
 const FLUSH_TAG: u64 = LOG_TAGS | (2 << 40);
+/// Marks a commit write that erases a segment's header.
+const ERASE_BIT: u64 = 1 << 42;
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
@@ -120,6 +122,13 @@ pub(super) struct Log {
     /// Emptied segments whose records are superseded durably: the next
     /// commit erases their headers.
     to_erase: Vec<u32>,
+    /// Segments with an erasure at the device (once per write): one left
+    /// by a failed commit may still land, so the segment is not reused
+    /// before it has.
+    erasing: Vec<u32>,
+    /// Erased segments that wait for such a stray erasure to complete
+    /// before they are free.
+    erased: Vec<u32>,
     pub(super) next_seq: u64,
     /// Old segment buffers, reused for new segments.
     spare: Vec<IoBuf>,
@@ -138,6 +147,8 @@ impl Log {
             last_commit: Instant::now(),
             pending_free: Vec::new(),
             to_erase: Vec::new(),
+            erasing: Vec::new(),
+            erased: Vec::new(),
             next_seq,
             spare: Vec::new(),
         }
@@ -160,7 +171,11 @@ impl Log {
     /// Idle, and every emptied segment erased and free: what a clean
     /// shutdown waits for, so that no free segment keeps a valid header.
     pub(super) fn settled(&self) -> bool {
-        self.idle() && self.pending_free.is_empty() && self.to_erase.is_empty()
+        self.idle()
+            && self.pending_free.is_empty()
+            && self.to_erase.is_empty()
+            && self.erasing.is_empty()
+            && self.erased.is_empty()
     }
 
     /// How long a parked poller may sleep before a commit is due.
@@ -547,18 +562,26 @@ impl<E: Engine> Poller<E> {
     /// once all its writes and then its flush have completed.
     pub(super) fn issue_commit_io(&mut self) {
         for k in 0..self.log.commits.len() {
-            let c = &mut self.log.commits[k];
+            let log = &mut self.log;
+            let c = &mut log.commits[k];
             let n = c.n;
             if c.failed.is_some() {
                 return;
             }
             while let Some((off, wb, no)) = c.queued.pop_front() {
-                if let Err(wb) = self
-                    .eng
-                    .write(off, wb, WRITE_TAG | (n & 0xFF) << 32 | no as u64)
-                {
+                let erase = c.erases.contains(&no);
+                let kind = if erase {
+                    WRITE_TAG | ERASE_BIT
+                } else {
+                    WRITE_TAG
+                };
+                let tag = kind | (n & 0xFF) << 32;
+                if let Err(wb) = self.eng.write(off, wb, tag | no as u64) {
                     c.queued.push_front((off, wb, no));
                     return; // no free slot: retried when one frees up
+                }
+                if erase {
+                    log.erasing.push(no);
                 }
             }
             if c.writes_left == 0 && !c.flushing {
@@ -607,6 +630,9 @@ impl<E: Engine> Poller<E> {
         if failed.is_some() {
             self.stats().io_errors.fetch_add(1, Relaxed);
         }
+        if c.tag & ERASE_BIT != 0 {
+            self.erasure_landed(no);
+        }
         let n = (c.tag >> 32) & 0xFF;
         let log = &mut self.log;
         let Some(commit) = log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF) else {
@@ -654,15 +680,38 @@ impl<E: Engine> Poller<E> {
         for w in c.waiters {
             self.respond(w.to, w.id, w.part, w.reply);
         }
-        let space = &self.shared.space;
         for no in c.erases {
             // Nothing can point into an emptied segment again: its records
             // were superseded durably, so no rollback restores them.
-            debug_assert_eq!(space.live[no as usize].load(Relaxed), 0);
-            space.shard[no as usize].store(crate::store::NO_SHARD, Relaxed);
-            space.free.push(no);
+            debug_assert_eq!(self.shared.space.live[no as usize].load(Relaxed), 0);
+            if self.log.erasing.contains(&no) {
+                self.log.erased.push(no); // a failed commit's erasure may still land
+            } else {
+                self.free_segment(no);
+            }
         }
         self.release_segments(c.n);
+    }
+
+    /// An erasure of segment `no` completed (or failed): the last one of a
+    /// segment already erased frees it.
+    fn erasure_landed(&mut self, no: u32) {
+        let log = &mut self.log;
+        if let Some(k) = log.erasing.iter().position(|&e| e == no) {
+            log.erasing.swap_remove(k);
+        }
+        if !log.erasing.contains(&no) {
+            if let Some(k) = log.erased.iter().position(|&e| e == no) {
+                log.erased.swap_remove(k);
+                self.free_segment(no);
+            }
+        }
+    }
+
+    fn free_segment(&self, no: u32) {
+        let space = &self.shared.space;
+        space.shard[no as usize].store(crate::store::NO_SHARD, Relaxed);
+        space.free.push(no);
     }
 
     /// Queues for erasure what commit `done` made reusable (all of it for
