@@ -10,6 +10,23 @@ fn set(con: &mut redis::Connection, k: &str, v: &str) -> redis::RedisResult<()> 
     redis::cmd("SET").arg(k).arg(v).query(con)
 }
 
+/// One poller, faults as `spec` says, and commits only when writes call for
+/// them (the interval never passes), so that the operations counted are
+/// those the test expects.
+fn with_faults(dir: &std::path::Path, spec: &str) -> Server {
+    Server::start(
+        dir,
+        &[
+            "--io-threads",
+            "1",
+            "--commit-interval-ms",
+            "600000",
+            "--inject-faults",
+            spec,
+        ],
+    )
+}
+
 #[test]
 fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,17 +39,7 @@ fn write_and_flush_errors_roll_back_and_the_server_lives_on() {
     // as that commit failed, the 5th SET's carries both erasures (writes 7
     // and 8). No erasure-only commit runs in between: they wait for the
     // commit interval.
-    let srv = Server::start(
-        dir.path(),
-        &[
-            "--io-threads",
-            "1",
-            "--commit-interval-ms",
-            "600000",
-            "--inject-faults",
-            "write-eio@3,short-write@4,flush-eio@7",
-        ],
-    );
+    let srv = with_faults(dir.path(), "write-eio@3,short-write@4,flush-eio@7");
     let mut con = srv.client();
     let mut failed = Vec::new();
     for i in 1..=9 {
@@ -125,17 +132,7 @@ fn a_failed_erasure_fails_no_write_and_is_retried() {
     // is erased by the next commit, whose writes are the 4th SET's (4) and
     // that erasure (5, which fails too). The 4th SET still succeeds; the
     // erasure is retried with the 5th SET (writes 6 and 7).
-    let srv = Server::start(
-        dir.path(),
-        &[
-            "--io-threads",
-            "1",
-            "--commit-interval-ms",
-            "600000",
-            "--inject-faults",
-            "write-eio@3,write-eio@5",
-        ],
-    );
+    let srv = with_faults(dir.path(), "write-eio@3,write-eio@5");
     let mut con = srv.client();
     let results: Vec<bool> = (1..=5)
         .map(|i| set(&mut con, &format!("k{i}"), "v").is_ok())
