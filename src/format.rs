@@ -185,6 +185,20 @@ impl Superblock {
     pub fn segment_of(&self, off: u64) -> u32 {
         ((off - self.data_start) / self.segment_size as u64) as u32
     }
+
+    /// Whether a record of `len` bytes can sit at device offset `off`:
+    /// aligned, inside one segment, past its header. Index entries carry no
+    /// checksum; one that fails this must not be read nor counted.
+    pub fn record_fits(&self, off: u64, len: u32) -> bool {
+        let end = self.segment_offset(self.segment_count);
+        if off < self.data_start || off >= end || off % RECORD_ALIGN != 0 {
+            return false;
+        }
+        let seg = self.segment_offset(self.segment_of(off));
+        len as usize >= RECORD_HEADER
+            && off >= seg + SEGMENT_HEADER as u64
+            && off + len as u64 <= seg + self.segment_size as u64
+    }
 }
 
 /// The header at the start of every segment in use. Its checksum is seeded
@@ -433,6 +447,26 @@ mod tests {
         );
         assert_eq!(Superblock::decode(&b[..100]), Err(FormatError::NotAStore));
         assert_eq!(Superblock::decode(&[0; 4096]), Err(FormatError::NotAStore));
+    }
+
+    #[test]
+    fn records_fit_only_inside_one_segment_past_its_header() {
+        let sb = sb();
+        let seg1 = sb.segment_offset(1);
+        assert!(sb.record_fits(seg1 + SEGMENT_HEADER as u64, 64));
+        assert!(sb.record_fits(seg1 + (1 << 20) - 64, 64));
+        assert!(!sb.record_fits(seg1, 64), "into the header");
+        assert!(
+            !sb.record_fits(seg1 + (1 << 20) - 48, 64),
+            "across segments"
+        );
+        assert!(!sb.record_fits(seg1 + 40, 64), "misaligned");
+        assert!(
+            !sb.record_fits(seg1 + 48, 16),
+            "shorter than a record header"
+        );
+        assert!(!sb.record_fits(sb.data_start - 4096, 64), "before the data");
+        assert!(!sb.record_fits(sb.segment_offset(1000), 64), "past the end");
     }
 
     #[test]

@@ -475,7 +475,8 @@ impl<E: Engine> Poller<E> {
             && (!self.log.pending_free.is_empty() || self.log.segs.iter().any(|s| s.closed))
         {
             // Everything appended is durable: whatever waited for that
-            // may be erased.
+            // may be erased, and closed segments whose last writes (of a
+            // failed commit) have completed since are released.
             self.release_segments(u64::MAX);
         }
         // A new commit may start while the previous one flushes: its writes

@@ -101,11 +101,10 @@ pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
                 for (tag, e) in p.iter() {
                     r.entries += 1;
                     r.tombstones += e.tombstone as u64;
-                    let end = sb.data_start + sb.segment_count as u64 * sb.segment_size as u64;
-                    if e.offset < sb.data_start || e.offset + e.len as u64 > end {
+                    if !sb.record_fits(e.offset, e.len) {
                         r.damaged(format!(
-                            "partition {pid}: entry points outside the data region ({})",
-                            e.offset
+                            "partition {pid}: entry points at {} bytes at offset {}, where no record can be",
+                            e.len, e.offset
                         ));
                         continue;
                     }

@@ -257,20 +257,9 @@ impl Store {
 /// checksum; a damaged one must not send reads past the device, nor make
 /// the space accounting index past its tables.
 fn check_entries(sb: &Superblock, parts: &[Partition]) -> Result<(), String> {
-    use crate::format::{RECORD_ALIGN, RECORD_HEADER, SEGMENT_HEADER};
-    let end = sb.segment_offset(sb.segment_count);
     for p in parts {
         for (_, e) in p.iter() {
-            let fits = e.offset >= sb.data_start
-                && e.offset < end
-                && e.offset % RECORD_ALIGN == 0
-                && e.len as usize >= RECORD_HEADER
-                && {
-                    let seg = sb.segment_offset(sb.segment_of(e.offset));
-                    e.offset >= seg + SEGMENT_HEADER as u64
-                        && e.offset + e.len as u64 <= seg + sb.segment_size as u64
-                };
-            if !fits {
+            if !sb.record_fits(e.offset, e.len) {
                 return Err(format!(
                     "index partition {}: an entry points at {} bytes at offset {}, where no record can be",
                     p.id(),
