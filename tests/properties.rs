@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use nvkv::index::{Checkpoint, Entry, KeyHash, Partition};
+use nvkv::index::{Checkpoint, Entry, KeyHash, Partition, MAX_EXPIRE_MS};
 use nvkv::server::resp::{parse_command, Limits};
 use proptest::prelude::*;
 
@@ -53,6 +53,9 @@ enum IndexOp {
     Insert(u16, u32, bool, u64),
     Remove(u16),
     Get(u16),
+    /// The key expired or was evicted.
+    MarkGone(u16),
+    Access(u16, u32),
 }
 
 fn index_op() -> impl Strategy<Value = IndexOp> {
@@ -61,30 +64,55 @@ fn index_op() -> impl Strategy<Value = IndexOp> {
             .prop_map(|(k, o, t, e)| IndexOp::Insert(k % 2000, o, t, e)),
         2 => any::<u16>().prop_map(|k| IndexOp::Remove(k % 2000)),
         1 => any::<u16>().prop_map(|k| IndexOp::Get(k % 2000)),
+        1 => any::<u16>().prop_map(|k| IndexOp::MarkGone(k % 2000)),
+        1 => (any::<u16>(), any::<u32>()).prop_map(|(k, w)| IndexOp::Access(k % 2000, w)),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The index behaves as a map through growth and removals, and keeps
-    /// its contents across a clean close and reopen.
+    /// The index behaves as a map through growth and removals, keeps a
+    /// key's access bits through replacements and growth, and keeps its
+    /// contents across a clean close and reopen.
     #[test]
     fn index_matches_a_model(ops in prop::collection::vec(index_op(), 1..3000)) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create(dir.path(), 0, [9; 16], 8).unwrap();
         let mut model: HashMap<u64, Entry> = HashMap::new();
+        let mut access: HashMap<u64, u32> = HashMap::new();
         for op in ops {
             match op {
                 IndexOp::Insert(k, off, tomb, exp) => {
                     let h = KeyHash::of(&k.to_le_bytes());
                     let e = Entry { offset: off as u64 * 16, len: 4096, tombstone: tomb, expire_ms: exp };
-                    prop_assert_eq!(p.insert(&h, e).unwrap(), model.insert(h.tag, e));
+                    // Expiries past the year 2527 are kept as "far future".
+                    let kept = Entry { expire_ms: exp.min(MAX_EXPIRE_MS), ..e };
+                    prop_assert_eq!(p.insert(&h, e).unwrap(), model.insert(h.tag, kept));
+                    access.entry(h.tag).or_insert(0);
                 }
                 IndexOp::Remove(k) => {
                     let h = KeyHash::of(&k.to_le_bytes());
                     prop_assert_eq!(p.remove(&h), model.remove(&h.tag));
+                    access.remove(&h.tag);
+                }
+                IndexOp::MarkGone(k) => {
+                    let h = KeyHash::of(&k.to_le_bytes());
+                    let was = model.get(&h.tag).copied().filter(|e| !e.tombstone);
+                    prop_assert_eq!(p.mark_gone(h.tag), was);
+                    if let Some(e) = was {
+                        let marker = Entry { tombstone: true, expire_ms: e.expire_ms.max(1), ..e };
+                        prop_assert!(marker.is_marker());
+                        model.insert(h.tag, marker);
+                    }
+                }
+                IndexOp::Access(k, w) => {
+                    let h = KeyHash::of(&k.to_le_bytes());
+                    p.update_access(h.tag, |_| w);
+                    if let Some(a) = access.get_mut(&h.tag) {
+                        *a = w & ((1 << nvkv::index::ACCESS_BITS) - 1);
+                    }
                 }
                 IndexOp::Get(k) => {
                     let h = KeyHash::of(&k.to_le_bytes());
@@ -93,11 +121,17 @@ proptest! {
             }
         }
         prop_assert_eq!(p.entries(), model.len() as u64);
+        let expiring = model.values().filter(|e| !e.tombstone && e.expire_ms != 0).count();
+        prop_assert_eq!(p.expiring(), expiring as u64);
+        for (tag, a) in &access {
+            prop_assert_eq!(p.access(*tag), Some(*a));
+        }
         p.mark_clean(Checkpoint { max_seq: 1, max_gen: 1 }).unwrap();
         drop(p);
         let (p, cp) = Partition::open(dir.path(), 0, [9; 16]).unwrap();
         prop_assert!(cp.is_some());
         let reopened: HashMap<u64, Entry> = p.iter().collect();
         prop_assert_eq!(reopened, model);
+        prop_assert_eq!(p.expiring(), expiring as u64);
     }
 }

@@ -6,11 +6,22 @@
 //! with linear probing and backward-shift deletion; a slot is 24 bytes:
 //!
 //! ```text
-//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit) | expire_ms u64
+//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit)
+//!         | word u64 = expire_ms (44 bits) | access (20 bits)
 //! ```
 //!
-//! `expire_ms` is the key's exact expiry (0 = never), so EXISTS, DBSIZE and
-//! SET NX / XX decide without a device read.
+//! `expire_ms` is the key's exact expiry (0 = never; an expiry past the
+//! year 2500 is kept as "far future", the record holds the exact one), so
+//! EXISTS, DBSIZE and SET NX / XX decide without a device read. `access`
+//! is what eviction knows of the key's use (an LRU clock or an LFU
+//! counter, see `store::evict`); the table keeps it through replacements
+//! and never interprets it.
+//!
+//! A tombstone entry whose expiry is not 0 is a *marker*: the key expired
+//! or was evicted, and the entry still points at its last value's record,
+//! which shadows older versions of the key on the device until compaction
+//! drops it or replaces it with a small tombstone record. Real tombstones
+//! (DEL) always have expiry 0.
 //!
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
@@ -32,8 +43,18 @@ pub const SLOT: usize = 24;
 /// Default maximum load factor before a partition doubles.
 pub const MAX_LOAD: f64 = 0.8;
 const MAGIC: &[u8; 8] = b"NVKVIDX1";
-const VERSION: u32 = 1;
+/// Version 2 keeps the count of keys with a TTL in the header (at 84) and
+/// the access bits in the expiry word; a clean version 1 table is
+/// converted when opened (one pass over its slots).
+const VERSION: u32 = 2;
 const CRC_AT: usize = 80;
+const EXPIRING_AT: usize = 84;
+
+/// Bits of the expiry in a slot's third word; the rest is the access word.
+const EXPIRE_BITS: u32 = 44;
+const EXPIRE_MASK: u64 = (1 << EXPIRE_BITS) - 1;
+/// Bits of the access word kept per key.
+pub const ACCESS_BITS: u32 = 64 - EXPIRE_BITS;
 
 const OFF_BITS: u32 = 40;
 const LEN_BITS: u32 = 23;
@@ -113,6 +134,32 @@ impl Entry {
     pub fn live(&self, now_ms: u64) -> bool {
         !self.tombstone && (self.expire_ms == 0 || self.expire_ms > now_ms)
     }
+
+    /// A live entry whose expiry has passed.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        !self.tombstone && self.expire_ms != 0 && self.expire_ms <= now_ms
+    }
+
+    /// The key expired or was evicted: the entry points at its last value's
+    /// record, which is dead but still shadows older versions on the device.
+    pub fn is_marker(&self) -> bool {
+        self.tombstone && self.expire_ms != 0
+    }
+
+    /// A live key with a TTL (counted in INFO keyspace `expires=`).
+    fn expiring(&self) -> bool {
+        !self.tombstone && self.expire_ms != 0
+    }
+}
+
+/// The largest expiry a slot keeps exactly (in the year 2527); later ones
+/// are kept as this.
+pub const MAX_EXPIRE_MS: u64 = EXPIRE_MASK;
+
+/// The expiry as a slot keeps it: exact up to the year 2527, "far future"
+/// beyond (the record keeps the exact value).
+fn clamp_expiry(ms: u64) -> u64 {
+    ms.min(EXPIRE_MASK)
 }
 
 /// What a partition header remembers across a clean shutdown.
@@ -133,6 +180,8 @@ pub struct Partition {
     slots: u64,
     entries: u64,
     tombstones: u64,
+    /// Live entries with an expiry (markers excluded).
+    expiring: u64,
     max_load: f64,
     /// Whether a live entry may carry an expiry. False only when a whole
     /// sweep found none and none came since: the sweep then skips the
@@ -216,6 +265,7 @@ impl Partition {
             slots,
             entries: 0,
             tombstones: 0,
+            expiring: 0,
             max_load: MAX_LOAD,
             may_expire: false,
             pass_clean: false,
@@ -251,11 +301,12 @@ impl Partition {
         if &h[0..8] != MAGIC {
             return Err(corrupt("not an index partition (bad magic)"));
         }
-        if crc32c::crc32c(&h[..CRC_AT]) != le32(h, CRC_AT) {
-            return Err(corrupt("header checksum mismatch"));
-        }
-        if le32(h, 8) != VERSION {
+        let version = le32(h, 8);
+        if version != 1 && version != VERSION {
             return Err(corrupt("unsupported index version"));
+        }
+        if header_crc(h, version) != le32(h, CRC_AT) {
+            return Err(corrupt("header checksum mismatch"));
         }
         if le32(h, 12) != id || h[16..32] != uuid {
             return Err(corrupt("belongs to another store or partition"));
@@ -273,7 +324,12 @@ impl Partition {
             max_gen: le64(h, 64),
         };
         let (entries, tombstones) = (le64(h, 40), le64(h, 72));
-        if clean && (entries > slots || tombstones > entries) {
+        let expiring = if version == 1 {
+            0
+        } else {
+            le64(h, EXPIRING_AT)
+        };
+        if clean && (entries > slots || tombstones > entries || expiring > entries) {
             return Err(corrupt("more entries than slots"));
         }
         let mut p = Partition {
@@ -284,6 +340,7 @@ impl Partition {
             slots,
             entries,
             tombstones,
+            expiring,
             max_load: MAX_LOAD,
             // Unknown until the first sweep has seen the whole table.
             may_expire: true,
@@ -293,7 +350,30 @@ impl Partition {
             p.clear();
             return Ok((p, None));
         }
+        if version == 1 {
+            p.convert_v1();
+        }
         Ok((p, Some(checkpoint)))
+    }
+
+    /// Brings a clean version 1 table to version 2: counts the keys with a
+    /// TTL, and keeps expiries the access bits would overlap as "far future".
+    fn convert_v1(&mut self) {
+        tracing::info!(
+            partition = self.id,
+            "index partition of version 1: converted to version 2"
+        );
+        self.expiring = 0;
+        for i in 0..self.slots {
+            if self.loc_at(i) == 0 {
+                continue;
+            }
+            let a = self.at(i) + 16;
+            let raw = le64(&self.map, a);
+            let exp = clamp_expiry(raw);
+            self.map[a..a + 8].copy_from_slice(&exp.to_le_bytes());
+            self.expiring += self.entry_at(i).expiring() as u64;
+        }
     }
 
     fn write_header(&mut self, clean: bool, cp: Checkpoint) {
@@ -309,7 +389,8 @@ impl Partition {
         h[56..64].copy_from_slice(&cp.max_seq.to_le_bytes());
         h[64..72].copy_from_slice(&cp.max_gen.to_le_bytes());
         h[72..80].copy_from_slice(&self.tombstones.to_le_bytes());
-        let crc = crc32c::crc32c(&h[..CRC_AT]);
+        h[EXPIRING_AT..EXPIRING_AT + 8].copy_from_slice(&self.expiring.to_le_bytes());
+        let crc = header_crc(h, VERSION);
         h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -331,6 +412,7 @@ impl Partition {
         self.map[HEADER..].fill(0);
         self.entries = 0;
         self.tombstones = 0;
+        self.expiring = 0;
         self.may_expire = false;
         self.pass_clean = false;
     }
@@ -353,6 +435,11 @@ impl Partition {
         self.slots
     }
 
+    /// Live keys with a TTL (expired ones count until they are reaped).
+    pub fn expiring(&self) -> u64 {
+        self.expiring
+    }
+
     /// Bytes of the table file.
     pub fn bytes(&self) -> u64 {
         HEADER as u64 + self.slots * SLOT as u64
@@ -370,20 +457,30 @@ impl Partition {
         le64(&self.map, self.at(i) + 8)
     }
 
-    fn expire_at(&self, i: u64) -> u64 {
+    /// The third word of a slot: expiry and access bits.
+    fn word_at(&self, i: u64) -> u64 {
         le64(&self.map, self.at(i) + 16)
+    }
+
+    fn expire_at(&self, i: u64) -> u64 {
+        self.word_at(i) & EXPIRE_MASK
     }
 
     fn entry_at(&self, i: u64) -> Entry {
         Entry::unpack(self.loc_at(i), self.expire_at(i))
     }
 
-    fn set(&mut self, i: u64, tag: u64, loc: u64, expire_ms: u64) {
+    fn set(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
         let a = self.at(i);
         let s = &mut self.map[a..a + SLOT];
         s[0..8].copy_from_slice(&tag.to_le_bytes());
         s[8..16].copy_from_slice(&loc.to_le_bytes());
-        s[16..24].copy_from_slice(&expire_ms.to_le_bytes());
+        s[16..24].copy_from_slice(&word.to_le_bytes());
+    }
+
+    fn set_word(&mut self, i: u64, word: u64) {
+        let a = self.at(i) + 16;
+        self.map[a..a + 8].copy_from_slice(&word.to_le_bytes());
     }
 
     fn home(&self, tag: u64) -> u64 {
@@ -415,11 +512,19 @@ impl Partition {
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
         let old = found.then(|| self.entry_at(i));
-        self.set(i, h.tag, e.pack(), e.expire_ms);
+        // The access bits stay with the key through a replacement.
+        let access = if found {
+            self.word_at(i) & !EXPIRE_MASK
+        } else {
+            0
+        };
+        self.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms) | access);
         if e.expire_ms != 0 && !e.tombstone {
             self.may_expire = true;
             self.pass_clean = false;
         }
+        self.expiring =
+            self.expiring + e.expiring() as u64 - old.is_some_and(|o| o.expiring()) as u64;
         match old {
             Some(o) => {
                 self.tombstones = self.tombstones + e.tombstone as u64 - o.tombstone as u64;
@@ -444,6 +549,7 @@ impl Partition {
         let old = self.entry_at(i);
         self.entries -= 1;
         self.tombstones -= old.tombstone as u64;
+        self.expiring -= old.expiring() as u64;
         // Backward-shift deletion: pull later members of the probe run into
         // the hole when their home slot does not lie in (hole, their slot].
         let mut j = i;
@@ -461,10 +567,10 @@ impl Partition {
                 i < k || k <= j
             };
             if !stays {
-                let exp = self.expire_at(j);
+                let word = self.word_at(j);
                 // The entry moves back, maybe behind the sweep's cursor.
-                self.pass_clean &= exp == 0;
-                self.set(i, tag, loc, exp);
+                self.pass_clean &= word & EXPIRE_MASK == 0;
+                self.set(i, tag, loc, word);
                 i = j;
             }
         }
@@ -478,15 +584,23 @@ impl Partition {
     }
 
     /// Marks expired entries among up to `count` slots from `*cursor` as
-    /// tombstones (their records act as such); returns how many it marked.
-    /// The cursor stops at `slots()`, the end of the table. A pass from
-    /// slot 0 to the end that finds no live expiring entry, with none
-    /// inserted meanwhile, clears [`Self::may_expire`] until one is.
-    pub fn reap_expired(&mut self, cursor: &mut u64, count: u64, now_ms: u64) -> u64 {
+    /// markers (their records act as tombstones until compaction), calling
+    /// `reaped` with each one as it was; the returned sweep says how many
+    /// it marked and what TTLs it saw left. The cursor stops at `slots()`,
+    /// the end of the table. A pass from slot 0 to the end that finds no
+    /// live expiring entry, with none inserted meanwhile, clears
+    /// [`Self::may_expire`] until one is.
+    pub fn reap_expired(
+        &mut self,
+        cursor: &mut u64,
+        count: u64,
+        now_ms: u64,
+        reaped: &mut dyn FnMut(Entry),
+    ) -> Sweep {
         if *cursor == 0 {
             self.pass_clean = true;
         }
-        let mut reaped = 0;
+        let mut sweep = Sweep::default();
         let end = cursor.saturating_add(count).min(self.slots);
         while *cursor < end {
             let i = *cursor;
@@ -495,19 +609,85 @@ impl Partition {
             let exp = self.expire_at(i);
             if loc != 0 && loc & TOMBSTONE_BIT == 0 && exp != 0 {
                 if exp <= now_ms {
-                    let tag = self.tag_at(i);
-                    self.set(i, tag, loc | TOMBSTONE_BIT, exp);
+                    reaped(self.entry_at(i));
+                    let (tag, word) = (self.tag_at(i), self.word_at(i));
+                    self.set(i, tag, loc | TOMBSTONE_BIT, word);
                     self.tombstones += 1;
-                    reaped += 1;
+                    self.expiring -= 1;
+                    sweep.reaped += 1;
                 } else {
                     self.pass_clean = false;
+                    sweep.ttl_seen += 1;
+                    sweep.ttl_sum_ms += exp - now_ms;
                 }
             }
         }
         if *cursor == self.slots && self.pass_clean {
             self.may_expire = false;
         }
-        reaped
+        sweep
+    }
+
+    /// Turns the live entry of `tag` into a marker (the key expired or was
+    /// evicted); returns the entry as it was.
+    pub fn mark_gone(&mut self, tag: u64) -> Option<Entry> {
+        let (i, found) = self.find(tag);
+        if !found {
+            return None;
+        }
+        let old = self.entry_at(i);
+        if old.tombstone {
+            return None;
+        }
+        // A marker has an expiry: a key without one gets "long ago".
+        let word = (self.word_at(i) & !EXPIRE_MASK) | old.expire_ms.max(1);
+        self.set(i, tag, old.pack() | TOMBSTONE_BIT, word);
+        self.tombstones += 1;
+        self.expiring -= old.expiring() as u64;
+        Some(old)
+    }
+
+    /// The access bits of `tag`'s entry.
+    pub fn access(&self, tag: u64) -> Option<u32> {
+        match self.find(tag) {
+            (i, true) => Some((self.word_at(i) >> EXPIRE_BITS) as u32),
+            _ => None,
+        }
+    }
+
+    /// Replaces the access bits of `tag`'s entry with `f` of them; writes
+    /// the slot only when they change.
+    pub fn update_access(&mut self, tag: u64, f: impl FnOnce(u32) -> u32) {
+        if let (i, true) = self.find(tag) {
+            let word = self.word_at(i);
+            let old = (word >> EXPIRE_BITS) as u32;
+            let new = f(old) & ((1 << ACCESS_BITS) - 1);
+            if new != old {
+                self.set_word(i, (word & EXPIRE_MASK) | (new as u64) << EXPIRE_BITS);
+            }
+        }
+    }
+
+    /// The first live entry at or after slot `from` (wrapping) within
+    /// `scan` slots that `want` accepts, with its tag and access bits: a
+    /// random sample of the table for eviction.
+    pub fn sample(
+        &self,
+        from: u64,
+        scan: u64,
+        want: impl Fn(&Entry) -> bool,
+    ) -> Option<(u64, Entry, u32)> {
+        let mut i = from % self.slots;
+        for _ in 0..scan.min(self.slots) {
+            if self.loc_at(i) != 0 {
+                let e = self.entry_at(i);
+                if !e.tombstone && want(&e) {
+                    return Some((self.tag_at(i), e, (self.word_at(i) >> EXPIRE_BITS) as u32));
+                }
+            }
+            i = if i + 1 == self.slots { 0 } else { i + 1 };
+        }
+        None
     }
 
     /// Every (tag, entry) in the table.
@@ -526,17 +706,47 @@ impl Partition {
             if loc != 0 {
                 let tag = self.tag_at(i);
                 let (j, _) = bigger.find(tag);
-                bigger.set(j, tag, loc, self.expire_at(i));
+                bigger.set(j, tag, loc, self.word_at(i));
             }
         }
         bigger.entries = self.entries;
         bigger.tombstones = self.tombstones;
+        bigger.expiring = self.expiring;
         // The entries moved: a pass under way must start over.
         bigger.may_expire = self.may_expire;
         std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
         bigger.path = self.path.clone();
         *self = bigger;
         Ok(())
+    }
+}
+
+/// What one step of the expiry sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Entries it marked expired.
+    pub reaped: u64,
+    /// Live entries with a TTL it saw, and the sum of their TTLs left.
+    pub ttl_seen: u64,
+    pub ttl_sum_ms: u64,
+}
+
+impl std::ops::AddAssign for Sweep {
+    fn add_assign(&mut self, o: Sweep) {
+        self.reaped += o.reaped;
+        self.ttl_seen += o.ttl_seen;
+        self.ttl_sum_ms += o.ttl_sum_ms;
+    }
+}
+
+/// The header's checksum: version 1 covers the first 80 bytes, version 2
+/// the rest of the header as well.
+fn header_crc(h: &[u8], version: u32) -> u32 {
+    let crc = crc32c::crc32c(&h[..CRC_AT]);
+    if version == 1 {
+        crc
+    } else {
+        crc32c::crc32c_append(crc, &h[CRC_AT + 4..HEADER])
     }
 }
 
@@ -576,10 +786,24 @@ mod tests {
             p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
         }
         let mut cursor = 0;
-        let reaped = p.reap_expired(&mut cursor, u64::MAX, 1010);
-        assert_eq!((reaped, p.live_keys(), cursor), (10, 50, p.slots()));
+        let mut marked = Vec::new();
+        let sw = p.reap_expired(&mut cursor, u64::MAX, 1010, &mut |e| marked.push(e));
+        assert_eq!((sw.reaped, p.live_keys(), cursor), (10, 50, p.slots()));
+        assert_eq!(
+            (sw.ttl_seen, sw.ttl_sum_ms),
+            (10, (11..=20).sum::<u64>() - 10 * 10)
+        );
+        assert!(marked.iter().all(|e| e.expire_ms <= 1010 && !e.tombstone));
+        assert_eq!(p.expiring(), 10);
+        let n = 5u64;
+        let e = p.get(&KeyHash::of(&n.to_le_bytes())).unwrap();
+        assert!(e.is_marker() && !e.live(0));
         cursor = 0;
-        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 1010), 0);
+        assert_eq!(
+            p.reap_expired(&mut cursor, u64::MAX, 1010, &mut |_| {})
+                .reaped,
+            0
+        );
     }
 
     #[test]
@@ -607,12 +831,16 @@ mod tests {
         assert!(p.may_expire());
         // A pass before the expiry keeps it: the key is still to reap.
         let mut cursor = 0;
-        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 1000), 0);
+        assert_eq!(
+            p.reap_expired(&mut cursor, u64::MAX, 1000, &mut |_| {})
+                .reaped,
+            0
+        );
         assert!(p.may_expire());
         // A key with a TTL inserted while a pass is under way, wherever
         // its slot is, keeps the table in the sweep.
         cursor = 0;
-        p.reap_expired(&mut cursor, 1, 2500);
+        p.reap_expired(&mut cursor, 1, 2500, &mut |_| {});
         p.insert(
             &KeyHash::of(b"late"),
             Entry {
@@ -621,13 +849,17 @@ mod tests {
             },
         )
         .unwrap();
-        p.reap_expired(&mut cursor, u64::MAX, 2500);
+        p.reap_expired(&mut cursor, u64::MAX, 2500, &mut |_| {});
         assert!(
             p.may_expire(),
             "a pass that may have missed a TTL cannot clear it"
         );
         cursor = 0;
-        assert_eq!(p.reap_expired(&mut cursor, u64::MAX, 3500), 1);
+        assert_eq!(
+            p.reap_expired(&mut cursor, u64::MAX, 3500, &mut |_| {})
+                .reaped,
+            1
+        );
         assert_eq!(p.live_keys(), 40);
         assert!(!p.may_expire(), "every TTL reaped");
     }
@@ -710,7 +942,7 @@ mod tests {
         // matches the file's size, and would index far past the mapping.
         let huge = slots + (1 << 61);
         bytes[32..40].copy_from_slice(&huge.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..CRC_AT]);
+        let crc = header_crc(&bytes[..HEADER], VERSION);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
         match Partition::open(dir.path(), 1, [1; 16]) {

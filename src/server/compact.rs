@@ -6,7 +6,9 @@
 //! than a tenth of the segments are free) is read
 //! whole with one large read; then, a few hundred records per loop turn,
 //! every record the index still points at is appended again through the
-//! normal write path. Tombstones and expired records are dropped when no
+//! normal write path. Markers of expired and evicted keys count as dead
+//! when a victim is chosen. Tombstones, expired and evicted records are
+//! dropped when no
 //! segment of their shard can hold an older version of their key (every
 //! other segment's smallest sequence number is above theirs); otherwise a
 //! tombstone moves with its own sequence number. Once the copies are
@@ -86,10 +88,11 @@ impl<E: Engine> Poller<E> {
         let pressure = hurry || space.free_segments() * 10 < space.live.len();
         let limit = if pressure { 0.95 } else { self.compactor.below } * seg_size;
         let mut best: Option<(u32, u32)> = None;
-        for (g, live) in space.live.iter().enumerate() {
-            let live = live.load(Relaxed);
+        for (g, referenced) in space.live.iter().enumerate() {
+            // Markers of expired and evicted keys are dead bytes here.
+            let live = space.live_in(g);
             let shard = space.shard[g].load(Relaxed);
-            if live == 0 || live as f64 >= limit || shard == NO_SHARD {
+            if referenced.load(Relaxed) == 0 || live as f64 >= limit || shard == NO_SHARD {
                 continue;
             }
             if self.shards.get(shard as usize).is_none_or(|s| s.is_none()) {
@@ -170,6 +173,7 @@ impl<E: Engine> Poller<E> {
         let mut job = self.compactor.job.take().expect("a job");
         if done {
             self.eng.free(buf);
+            self.update_key_count();
             let left = self.shared.space.live[job.seg as usize].load(Relaxed);
             if left == 0 {
                 self.stats().compactions.fetch_add(1, Relaxed);
@@ -208,16 +212,24 @@ impl<E: Engine> Poller<E> {
             if e.offset != base + at as u64 {
                 continue; // superseded: dead
             }
-            let gone = rec.is_tombstone() || rec.expired(self.now_ms);
+            // Deleted, expired, or evicted (a marker: the entry says
+            // tombstone, the record holds a value).
+            let found_expired = !e.tombstone && rec.expired(self.now_ms);
+            if found_expired {
+                self.stats().expired_keys.fetch_add(1, Relaxed);
+            }
+            let gone = e.tombstone || rec.is_tombstone() || found_expired;
             let moved = if gone && rec.meta.seq < floor {
                 self.shard_mut(pid).part_mut(pid).remove(&hash);
                 self.drop_live(e);
                 Ok(())
             } else if gone {
                 self.append_seq(pid, &hash, rec.key, &[], 0, FLAG_TOMBSTONE, rec.meta.seq)
+                    .map(drop)
             } else {
                 let seq = self.take_seq();
                 self.append_seq(pid, &hash, rec.key, rec.value, rec.meta.expire_ms, 0, seq)
+                    .map(drop)
             };
             if moved.is_err() {
                 tracing::warn!(segment = seg, "compaction stopped: no room to move records");

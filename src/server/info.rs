@@ -63,8 +63,11 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         let rss = rss_bytes();
         let _ = write!(
             s,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nused_memory_human:{:.2}M\r\nmaxmemory:0\r\n\r\n",
-            rss as f64 / 1048576.0
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_rss:{rss}\r\nused_memory_human:{:.2}M\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\n\r\n",
+            rss as f64 / 1048576.0,
+            sh.eviction.maxmemory(),
+            sh.eviction.policy(),
+            sh.eviction.samples.load(Relaxed),
         );
     }
     if wants(section, "persistence") {
@@ -82,7 +85,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "stats") {
         let _ = write!(
             s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\nprotected_mode_rejections:{}\r\nevicted_clients:{}\r\nsize_limit_rejections:{}\r\nring_full_waits:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\nprotected_mode_rejections:{}\r\nevicted_clients:{}\r\nsize_limit_rejections:{}\r\nring_full_waits:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n\r\n",
             csum(|c| c.accepted.load(Relaxed)),
             csum(|c| c.commands.load(Relaxed)),
             csum(|c| c.net_in.load(Relaxed)),
@@ -101,6 +104,8 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             csum(|c| c.evicted_clients.load(Relaxed)),
             csum(|c| c.size_limit_rejections.load(Relaxed)),
             csum(|c| c.ring_full_waits.load(Relaxed)),
+            sum(|p| p.expired_keys.load(Relaxed)),
+            sum(|p| p.evicted_keys.load(Relaxed)),
         );
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
@@ -133,11 +138,25 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         s.push_str("\r\n");
     }
     if wants(section, "keyspace") {
-        let _ = write!(
-            s,
-            "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n\r\n",
-            keys(sh)
-        );
+        // As Redis: the keys with a TTL, and the sweep's estimate of their
+        // mean TTL left (each poller's, weighted by its keys with a TTL).
+        let expires = sum(|p| p.expires.load(Relaxed));
+        let weighted: u128 = sh
+            .poller_stats
+            .iter()
+            .map(|p| p.expires.load(Relaxed) as u128 * p.avg_ttl_ms.load(Relaxed) as u128)
+            .sum();
+        let avg_ttl = if expires == 0 {
+            0
+        } else {
+            (weighted / expires as u128) as u64
+        };
+        s.push_str("# Keyspace\r\n");
+        let keys = keys(sh);
+        if keys > 0 {
+            let _ = write!(s, "db0:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n");
+        }
+        s.push_str("\r\n");
     }
     if wants(section, "nvkv") {
         let rates = sh
@@ -157,11 +176,12 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         };
         let _ = write!(
             s,
-            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndevice_writes:{}\r\ndevice_reads:{}\r\ndevice_bytes_read:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
+            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nexpired_evicted_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndevice_writes:{}\r\ndevice_reads:{}\r\ndevice_bytes_read:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
             sp.live.len(),
             sp.free_segments(),
             sp.segment_size,
             used.saturating_sub(live),
+            sp.gone_bytes(),
             sum(|p| p.compactions.load(Relaxed)),
             sum(|p| p.writes_refused.load(Relaxed)),
             sum(|p| p.writes_deferred.load(Relaxed)),

@@ -210,9 +210,13 @@ impl<E: Engine> Poller<E> {
         flags: u8,
     ) -> Result<(), WriteError> {
         let seq = self.take_seq();
-        self.append_seq(pid, hash, key, value, expire_ms, flags, seq)?;
+        let old = self.append_seq(pid, hash, key, value, expire_ms, flags, seq)?;
         let len = record_len(key.len(), value.len());
         self.stats().user_bytes.fetch_add(len, Relaxed);
+        if flags & FLAG_TOMBSTONE == 0 {
+            let new = old.is_none_or(|o| o.tombstone);
+            self.touch_written(pid, hash, new);
+        }
         Ok(())
     }
 
@@ -223,7 +227,8 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Appends with a given sequence number (compaction keeps a tombstone's
-    /// own, so that it can tell when nothing older remains).
+    /// own, so that it can tell when nothing older remains); returns the
+    /// entry it replaced.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn append_seq(
         &mut self,
@@ -234,7 +239,7 @@ impl<E: Engine> Poller<E> {
         expire_ms: u64,
         flags: u8,
         seq: u64,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Option<Entry>, WriteError> {
         let sb = &self.shared.sb;
         let len = record_len(key.len(), value.len());
         if len as usize > sb.segment_size as usize - SEGMENT_HEADER - self.block as usize {
@@ -272,7 +277,7 @@ impl<E: Engine> Poller<E> {
             old,
             new,
         });
-        Ok(())
+        Ok(old)
     }
 
     /// Moves live bytes from the `old` entry's segment to `new`'s.
@@ -287,6 +292,9 @@ impl<E: Engine> Poller<E> {
     /// The index no longer references `old`'s bytes.
     pub(super) fn drop_live(&mut self, old: Entry) {
         let seg = self.shared.sb.segment_of(old.offset);
+        if old.is_marker() {
+            self.shared.space.gone[seg as usize].fetch_sub(old.len, Relaxed);
+        }
         let before = self.shared.space.live[seg as usize].fetch_sub(old.len, Relaxed);
         if before == old.len && !self.is_open(seg) {
             // Its last live record was superseded: reusable once the
@@ -372,10 +380,11 @@ impl<E: Engine> Poller<E> {
     /// mode; errors at once.
     pub(super) fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
         if matches!(result, Err(WriteError::Full))
-            && self.reclaimable()
+            && (self.reclaimable() || self.may_evict())
             && self.deferred.len() < MAX_DEFERRED
         {
-            // Not full, only behind: wait for compaction to free a segment.
+            // Not full, only behind: wait for compaction (after eviction,
+            // under an evicting policy) to free a segment.
             self.stats().writes_deferred.fetch_add(1, Relaxed);
             self.busy.entry(req.hash.tag).or_default();
             self.deferred.push_back((Instant::now(), req));
@@ -409,7 +418,7 @@ impl<E: Engine> Poller<E> {
 
     /// Whether compaction can still free space: dead bytes worth more
     /// segments than the reserve.
-    fn reclaimable(&self) -> bool {
+    pub(super) fn reclaimable(&self) -> bool {
         let sp = &self.shared.space;
         let dead = sp.used_bytes().saturating_sub(sp.live_bytes());
         dead > (self.reserve() as u64 + 2) * sp.segment_size as u64
@@ -768,6 +777,10 @@ impl<E: Engine> Poller<E> {
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);
+            // The new record may have expired or been evicted meanwhile.
+            let marked = part
+                .get(&u.hash)
+                .is_some_and(|e| e.offset == u.new.offset && e.is_marker());
             let _ = match u.old {
                 Some(old) => part.insert(&u.hash, old).map(|_| ()),
                 None => {
@@ -776,10 +789,17 @@ impl<E: Engine> Poller<E> {
                 }
             };
             let space = &self.shared.space;
-            space.live[self.shared.sb.segment_of(u.new.offset) as usize]
-                .fetch_sub(u.new.len, Relaxed);
+            let new_seg = self.shared.sb.segment_of(u.new.offset) as usize;
+            space.live[new_seg].fetch_sub(u.new.len, Relaxed);
+            if marked {
+                space.gone[new_seg].fetch_sub(u.new.len, Relaxed);
+            }
             if let Some(o) = u.old {
-                space.live[self.shared.sb.segment_of(o.offset) as usize].fetch_add(o.len, Relaxed);
+                let seg = self.shared.sb.segment_of(o.offset) as usize;
+                space.live[seg].fetch_add(o.len, Relaxed);
+                if o.is_marker() {
+                    space.gone[seg].fetch_add(o.len, Relaxed);
+                }
             }
         }
         // Erasures that may not have reached the device are retried.

@@ -233,6 +233,24 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     )?;
     counter(
         &r,
+        "nvkv_expired_keys_total",
+        "Keys found expired (by a read, the expiry sweep or compaction)",
+        psum(|p| p.expired_keys.load(Relaxed)),
+    )?;
+    counter(
+        &r,
+        "nvkv_evicted_keys_total",
+        "Keys evicted by the maxmemory policy",
+        psum(|p| p.evicted_keys.load(Relaxed)),
+    )?;
+    gauge(
+        &r,
+        "nvkv_keys_with_ttl",
+        "Live keys with a TTL",
+        psum(|p| p.expires.load(Relaxed)) as i64,
+    )?;
+    counter(
+        &r,
         "nvkv_writes_deferred_total",
         "Writes that waited for compaction",
         psum(|p| p.writes_deferred.load(Relaxed)),

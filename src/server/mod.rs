@@ -7,6 +7,7 @@ mod access;
 mod command;
 mod compact;
 mod conn;
+mod evict;
 mod info;
 mod log;
 mod metrics;
@@ -153,6 +154,19 @@ pub struct ServeArgs {
     /// Compact a segment once its live bytes fall below this fraction.
     #[arg(long, default_value_t = 0.5)]
     pub compact_below: f64,
+    /// What a full store does when a write needs room, as Redis:
+    /// noeviction (refuse with -OOM), allkeys-lru, allkeys-lfu,
+    /// allkeys-random, volatile-lru, volatile-lfu, volatile-random,
+    /// volatile-ttl (volatile-*: only keys with a TTL).
+    #[arg(long, value_parser = parse_policy, default_value = "noeviction")]
+    pub maxmemory_policy: store::evict::Policy,
+    /// Cap on live data, below the device's capacity (K/M/G; 0 = none):
+    /// past it, writes evict (or, under noeviction, get -OOM).
+    #[arg(long, value_parser = store::parse_size, default_value = "0")]
+    pub maxmemory: u64,
+    /// Keys sampled to choose each one evicted.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub maxmemory_samples: u32,
     /// Largest key in bytes.
     #[arg(long, value_parser = store::parse_size, default_value = "65535")]
     pub max_key_size: u64,
@@ -245,9 +259,39 @@ impl ConnHandle {
     }
 }
 
+fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
+    s.parse().map_err(str::to_owned)
+}
+
+/// Eviction settings that may change while the server runs.
+struct Eviction {
+    policy: std::sync::atomic::AtomicU8,
+    maxmemory: std::sync::atomic::AtomicU64,
+    samples: std::sync::atomic::AtomicU32,
+}
+
+impl Eviction {
+    fn new(args: &ServeArgs) -> Self {
+        Eviction {
+            policy: args.maxmemory_policy.code().into(),
+            maxmemory: args.maxmemory.into(),
+            samples: args.maxmemory_samples.into(),
+        }
+    }
+
+    fn policy(&self) -> store::evict::Policy {
+        store::evict::Policy::from_code(self.policy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn maxmemory(&self) -> u64 {
+        self.maxmemory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What every server thread shares.
 struct Shared {
     args: ServeArgs,
+    eviction: Eviction,
     sb: Superblock,
     pollers: Vec<PollerHandle>,
     conns: Vec<ConnHandle>,
@@ -489,6 +533,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         open_report: store.report,
         space: store.space,
         addr,
+        eviction: Eviction::new(&args),
         args,
     });
 

@@ -22,7 +22,7 @@ use super::log::Log;
 use super::msg::{Op, Reply, Request, Response, SetReply};
 use super::{resp, PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record, FLAG_TOMBSTONE};
-use crate::index::Entry;
+use crate::index::{Entry, KeyHash, Sweep};
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
 use crate::store::{Lookup, Shard};
 
@@ -62,6 +62,7 @@ pub(super) struct Poller<E: Engine> {
     pub(super) compactor: super::compact::Compactor,
     pub(super) now_ms: u64,
     next_sweep_ms: u64,
+    pub(super) evictor: super::evict::Evictor,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
     /// since when reads have been waiting.
     wave_hold: Option<Duration>,
@@ -197,6 +198,7 @@ fn run_with<E: Engine>(
         compactor: super::compact::Compactor::new(shared_below),
         now_ms: now_ms(),
         next_sweep_ms: 0,
+        evictor: super::evict::Evictor::new(id as u64),
         wave_hold,
         held_since: None,
     };
@@ -204,6 +206,12 @@ fn run_with<E: Engine>(
     p.run_loop();
     p.shutdown()
 }
+
+/// Redis's reply to a write past `maxmemory` that nothing can be evicted for.
+const OOM_MAXMEMORY: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
+/// Index slots per shard the expiry sweep visits at a time.
+const SWEEP_SLOTS: u64 = 2048;
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
@@ -218,7 +226,9 @@ impl<E: Engine> Poller<E> {
 
     pub(super) fn update_key_count(&self) {
         let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
+        let expires = self.shards.iter().flatten().map(Shard::expiring).sum();
         self.stats().keys.store(keys, Relaxed);
+        self.stats().expires.store(expires, Relaxed);
     }
 
     fn run_loop(&mut self) {
@@ -304,7 +314,8 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
-        let log_work = self.compact_turn() | self.retry_deferred() | self.log_turn();
+        let log_work =
+            self.evict_turn() | self.compact_turn() | self.retry_deferred() | self.log_turn();
         self.reap_expired();
         let sent = if self.hold_for_wave(completed) {
             0
@@ -368,22 +379,57 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Active expiry: every few milliseconds, sweeps part of the index and
-    /// marks expired keys deleted, so DBSIZE and INFO keyspace follow.
+    /// marks expired keys gone, so DBSIZE and INFO follow and compaction
+    /// reclaims their bytes. Each sweep visits a bounded number of slots
+    /// per shard (tables without keys with a TTL cost nothing); as Redis's
+    /// expire cycle, it comes back sooner while a quarter or more of the
+    /// keys with a TTL it meets have expired.
     fn reap_expired(&mut self) {
         if self.now_ms < self.next_sweep_ms {
             return;
         }
-        self.next_sweep_ms = self.now_ms + 5;
         let now = self.now_ms;
-        let reaped: u64 = self
-            .shards
-            .iter_mut()
-            .flatten()
-            .map(|s| s.reap_expired(2048, now))
-            .sum();
-        if reaped > 0 {
+        let (space, sb) = (&self.shared.space, &self.shared.sb);
+        let mut gone = |e: Entry| {
+            space.gone[sb.segment_of(e.offset) as usize].fetch_add(e.len, Relaxed);
+        };
+        let mut sweep = Sweep::default();
+        for s in self.shards.iter_mut().flatten() {
+            sweep += s.reap_expired(SWEEP_SLOTS, now, &mut gone);
+        }
+        let stale = sweep.reaped * 4 >= (sweep.reaped + sweep.ttl_seen).max(1);
+        self.next_sweep_ms = now + if stale && sweep.reaped > 0 { 1 } else { 5 };
+        let st = self.stats();
+        if let Some(seen) = sweep.ttl_sum_ms.checked_div(sweep.ttl_seen) {
+            // Redis's estimate: a slow moving average of the TTLs seen.
+            let avg = st.avg_ttl_ms.load(Relaxed);
+            let avg = if avg == 0 {
+                seen
+            } else {
+                avg / 50 * 49 + seen / 50
+            };
+            st.avg_ttl_ms.store(avg, Relaxed);
+        }
+        if sweep.reaped > 0 {
+            st.expired_keys.fetch_add(sweep.reaped, Relaxed);
             self.update_key_count();
         }
+    }
+
+    /// A key found expired by a request: marks it gone (its bytes become
+    /// reclaimable), as the sweep would have.
+    fn reap_found(&mut self, pid: u32, hash: &KeyHash) {
+        if let Some(e) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) {
+            self.mark_gone_bytes(e);
+            self.stats().expired_keys.fetch_add(1, Relaxed);
+            self.update_key_count();
+        }
+    }
+
+    /// The bytes of `e`, just marked gone, are reclaimable.
+    pub(super) fn mark_gone_bytes(&self, e: Entry) {
+        let seg = self.shared.sb.segment_of(e.offset) as usize;
+        self.shared.space.gone[seg].fetch_add(e.len, Relaxed);
     }
 
     /// Sleeps until a completion or a doorbell (bounded, to see shutdown
@@ -436,7 +482,14 @@ impl<E: Engine> Poller<E> {
         let hit = match self.shard(req.pid).lookup(req.pid, &req.hash, self.now_ms) {
             Lookup::Hit(e) => Some(e),
             Lookup::Miss => None,
+            Lookup::Expired(_) => {
+                self.reap_found(req.pid, &req.hash);
+                None
+            }
         };
+        if hit.is_some() && matches!(req.op, Op::Get { .. }) {
+            self.touch(req.pid, &req.hash);
+        }
         match (&req.op, hit) {
             (Op::Exists, hit) => self.reply(&req, Reply::Int(hit.is_some() as i64)),
             // SET … GET needs the old value: read it first.
@@ -681,6 +734,10 @@ impl<E: Engine> Poller<E> {
         };
         if skip {
             return self.reply(&req, skipped);
+        }
+        if self.over_maxmemory() && !self.may_evict() {
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            return self.reply(&req, Reply::Error(OOM_MAXMEMORY.into()));
         }
         let expire = match (keep_ttl, live) {
             (true, Some(e)) => e.expire_ms,

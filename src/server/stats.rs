@@ -44,6 +44,14 @@ pub struct PollerStats {
     pub compact_bytes: AtomicU64,
     /// Segments emptied by compaction.
     pub compactions: AtomicU64,
+    /// Live keys with a TTL in the poller's shards.
+    pub expires: AtomicU64,
+    /// Keys found expired (by a read, the sweep or compaction), and keys
+    /// evicted.
+    pub expired_keys: AtomicU64,
+    pub evicted_keys: AtomicU64,
+    /// Mean TTL left of keys with one, in ms, as the sweep estimates it.
+    pub avg_ttl_ms: AtomicU64,
 }
 
 /// Upper bounds of the command latency buckets, in microseconds (a last

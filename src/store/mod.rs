@@ -10,6 +10,7 @@
 //! ```
 
 mod check;
+pub mod evict;
 mod load;
 mod pack;
 mod recover;

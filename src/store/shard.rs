@@ -3,7 +3,7 @@
 //! shards; a poller owns whole shards.
 
 use crate::format::Superblock;
-use crate::index::{Checkpoint, Entry, KeyHash, Partition};
+use crate::index::{Checkpoint, Entry, KeyHash, Partition, Sweep};
 
 /// One shard's state.
 #[derive(Debug)]
@@ -21,10 +21,13 @@ pub struct Shard {
 /// The answer of the index to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// No such key (never written, deleted, or expired).
+    /// No such key (never written, deleted, or expired and reaped).
     Miss,
     /// The key's record is at this place on the device.
     Hit(Entry),
+    /// The key's expiry has passed, and nothing has reaped it yet: the
+    /// caller reaps it (marks it gone) and answers as for a miss.
+    Expired(Entry),
 }
 
 /// Splits the store's partitions into shards.
@@ -69,15 +72,22 @@ impl Shard {
     pub fn lookup(&self, pid: u32, h: &KeyHash, now_ms: u64) -> Lookup {
         match self.part(pid).get(h) {
             Some(e) if e.live(now_ms) => Lookup::Hit(e),
+            Some(e) if e.expired(now_ms) => Lookup::Expired(e),
             _ => Lookup::Miss,
         }
     }
 
-    /// Visits up to `budget` index slots, marking expired keys deleted;
-    /// returns how many it marked.
-    pub fn reap_expired(&mut self, budget: u64, now_ms: u64) -> u64 {
+    /// Visits up to `budget` index slots of tables that may hold keys with
+    /// a TTL, marking expired keys gone and calling `reaped` with each.
+    pub fn reap_expired(
+        &mut self,
+        budget: u64,
+        now_ms: u64,
+        reaped: &mut dyn FnMut(Entry),
+    ) -> Sweep {
         let (mut p, mut cursor) = self.sweep;
-        let (mut left, mut reaped, n) = (budget, 0, self.parts.len());
+        let (mut left, n) = (budget, self.parts.len());
+        let mut sweep = Sweep::default();
         for _ in 0..n {
             if left == 0 {
                 break;
@@ -89,14 +99,24 @@ impl Shard {
                 continue;
             }
             let before = cursor;
-            reaped += part.reap_expired(&mut cursor, left, now_ms);
+            sweep += part.reap_expired(&mut cursor, left, now_ms, reaped);
             left -= cursor - before;
             if cursor >= part.slots() {
                 (p, cursor) = ((p + 1) % n, 0);
             }
         }
         self.sweep = (p, cursor);
-        reaped
+        sweep
+    }
+
+    /// Live keys with a TTL.
+    pub fn expiring(&self) -> u64 {
+        self.parts.iter().map(Partition::expiring).sum()
+    }
+
+    /// The partitions' ids, in the order [`Self::partitions`] lists them.
+    pub fn partition_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parts.iter().map(Partition::id)
     }
 
     /// Keys that are not deleted.

@@ -1,5 +1,8 @@
 //! Space accounting: which segments are free, and how many bytes of each
-//! the index still references (live bytes, tombstones included). Shared by
+//! the index still references (live bytes, tombstones included), and of
+//! those how many only as markers of keys that expired or were evicted
+//! (gone bytes: reclaimable by compaction, which drops such records or
+//! replaces them with small tombstones). Shared by
 //! the pollers: a segment belongs to one shard, so only that shard's poller
 //! changes its counters, but INFO reads them all.
 
@@ -18,8 +21,11 @@ pub const NO_SHARD: u32 = u32::MAX;
 pub struct Space {
     /// Segments ready to be opened for appending.
     pub free: SegQueue<u32>,
-    /// Live bytes per segment.
+    /// Bytes per segment the index references (markers included).
     pub live: Vec<AtomicU32>,
+    /// Of those, bytes the index references only as markers of keys that
+    /// expired or were evicted: dead, but compaction must see them.
+    pub gone: Vec<AtomicU32>,
     /// Owning shard per segment, `NO_SHARD` while free.
     pub shard: Vec<AtomicU32>,
     /// Smallest record sequence number per segment: a tombstone older than
@@ -43,12 +49,16 @@ impl Space {
     ) -> Self {
         let n = sb.segment_count as usize;
         let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        let gone: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
         for s in shards {
             for p in s.partitions() {
                 for (_, e) in p.iter() {
                     let seg = sb.segment_of(e.offset) as usize;
                     live[seg].fetch_add(e.len, Relaxed);
+                    if e.is_marker() {
+                        gone[seg].fetch_add(e.len, Relaxed);
+                    }
                     shard[seg].store(s.id, Relaxed);
                 }
             }
@@ -69,6 +79,7 @@ impl Space {
         Space {
             free,
             live,
+            gone,
             shard,
             min_seq,
             gen: AtomicU64::new(max_gen),
@@ -80,9 +91,26 @@ impl Space {
         self.free.len()
     }
 
-    /// Bytes referenced by the index.
+    /// Bytes of live keys and tombstones: what the index references, less
+    /// the markers of keys that expired or were evicted.
     pub fn live_bytes(&self) -> u64 {
+        self.referenced_bytes() - self.gone_bytes()
+    }
+
+    /// Bytes the index references, markers included.
+    pub fn referenced_bytes(&self) -> u64 {
         self.live.iter().map(|l| l.load(Relaxed) as u64).sum()
+    }
+
+    /// Bytes of records of keys that expired or were evicted, not yet
+    /// reclaimed by compaction.
+    pub fn gone_bytes(&self) -> u64 {
+        self.gone.iter().map(|l| l.load(Relaxed) as u64).sum()
+    }
+
+    /// Live bytes of segment `seg`: referenced, less markers.
+    pub fn live_in(&self, seg: usize) -> u32 {
+        self.live[seg].load(Relaxed) - self.gone[seg].load(Relaxed)
     }
 
     /// Bytes of segments in use (not free).

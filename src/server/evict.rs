@@ -1,0 +1,181 @@
+//! Eviction: a poller keeps its shards' live data under the limit by
+//! marking keys gone, chosen by `--maxmemory-policy` among a few sampled
+//! at random (`store::evict` says how they are compared). A marked key
+//! reads as missing at once; its bytes are dead, and compaction reclaims
+//! them as it does an expired key's. Nothing is written for it: after a
+//! crash an evicted key may come back with its last acknowledged value
+//! (never an older one: its record still shadows those), as a cache may.
+//!
+//! The limit is `--maxmemory` when set, else 85% of the segments that
+//! client writes may fill, which leaves compaction room to work. Eviction
+//! runs a bounded number of keys per loop turn, so reads on the same
+//! poller keep flowing; a write that finds no free segment while eviction
+//! can still make room waits for it, as it waits for compaction.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::poller::Poller;
+use crate::index::KeyHash;
+use crate::io::Engine;
+
+/// Keys evicted per loop turn at most.
+const STEP: usize = 64;
+/// Slots scanned from a random place to find one sampled key.
+const SCAN: u64 = 32;
+/// Fraction of the client-writable segments live data may fill under an
+/// evicting policy without `--maxmemory`, in percent.
+const FILL_PCT: u64 = 85;
+
+pub(super) struct Evictor {
+    rng: Xoshiro256PlusPlus,
+    /// Live bytes of the store as last measured, and when.
+    live: u64,
+    measured_ms: u64,
+    /// The last attempt found nothing the policy may evict.
+    exhausted: bool,
+}
+
+impl Evictor {
+    pub(super) fn new(seed: u64) -> Self {
+        Evictor {
+            rng: Xoshiro256PlusPlus::seed_from_u64(0x6e766b76 ^ seed),
+            live: 0,
+            measured_ms: 0,
+            exhausted: false,
+        }
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// Live bytes allowed under the policy: `--maxmemory`, or what the
+    /// device holds with room for compaction.
+    fn live_limit(&self) -> u64 {
+        let sp = &self.shared.space;
+        let writable = sp.live.len().saturating_sub(2 * self.reserve()) as u64;
+        let device = writable * sp.segment_size as u64 / 100 * FILL_PCT;
+        match self.shared.eviction.maxmemory() {
+            0 => device,
+            m => m.min(device),
+        }
+    }
+
+    /// The store's live bytes, measured at most once per millisecond (a
+    /// sum over every segment).
+    pub(super) fn live_bytes_now(&mut self) -> u64 {
+        if self.evictor.measured_ms != self.now_ms {
+            self.evictor.live = self.shared.space.live_bytes();
+            self.evictor.measured_ms = self.now_ms;
+        }
+        self.evictor.live
+    }
+
+    /// Whether `--maxmemory` is set and live data is past it (Redis's
+    /// test before a command that adds data).
+    pub(super) fn over_maxmemory(&mut self) -> bool {
+        let max = self.shared.eviction.maxmemory();
+        max != 0 && self.live_bytes_now() > max
+    }
+
+    /// Whether eviction can still make room for a write that found none.
+    pub(super) fn may_evict(&self) -> bool {
+        self.shared.eviction.policy().evicts() && !self.evictor.exhausted
+    }
+
+    /// One bounded step of eviction; returns whether it evicted anything.
+    pub(super) fn evict_turn(&mut self) -> bool {
+        let policy = self.shared.eviction.policy();
+        if !policy.evicts() {
+            return false;
+        }
+        let live = self.live_bytes_now();
+        let limit = self.live_limit();
+        // Writes waiting for a segment that compaction cannot free: evict
+        // whatever the limit says.
+        let stuck = !self.deferred.is_empty() && !self.reclaimable();
+        if live <= limit && !stuck {
+            self.evictor.exhausted = false;
+            return false;
+        }
+        let mut over = live.saturating_sub(limit).max(stuck as u64);
+        let (mut evicted, mut freed) = (0, 0);
+        while over > 0 && evicted < STEP {
+            let Some(bytes) = self.evict_one(policy) else {
+                self.evictor.exhausted = true;
+                break;
+            };
+            self.evictor.exhausted = false;
+            over = over.saturating_sub(bytes as u64);
+            freed += bytes as u64;
+            evicted += 1;
+        }
+        if evicted > 0 {
+            self.evictor.live = self.evictor.live.saturating_sub(freed);
+            self.stats().evicted_keys.fetch_add(evicted as u64, Relaxed);
+            self.update_key_count();
+        }
+        evicted > 0
+    }
+
+    /// Evicts the best of `maxmemory-samples` sampled keys; returns its
+    /// bytes, or `None` when no sample found a key the policy may take.
+    fn evict_one(&mut self, policy: crate::store::evict::Policy) -> Option<u32> {
+        let samples = self.shared.eviction.samples.load(Relaxed).max(1);
+        let owned: Vec<usize> = (0..self.shards.len())
+            .filter(|&s| self.shards[s].is_some())
+            .collect();
+        let now = self.now_ms;
+        let mut best: Option<(u64, u32, u64, crate::index::Entry)> = None;
+        // Up to four tries per sample: a volatile policy may need to look
+        // further to meet keys with a TTL.
+        let mut tries = 0;
+        let mut found = 0;
+        while found < samples && tries < 4 * samples {
+            tries += 1;
+            let s = owned[self.evictor.rng.gen_range(0..owned.len())];
+            let shard = self.shards[s].as_ref().expect("owned");
+            if policy.volatile() && shard.expiring() == 0 {
+                continue;
+            }
+            let parts = shard.partitions();
+            let part = &parts[self.evictor.rng.gen_range(0..parts.len())];
+            let from = self.evictor.rng.gen_range(0..part.slots());
+            let Some((tag, e, word)) = part.sample(from, SCAN, |e| policy.may_evict(e)) else {
+                continue;
+            };
+            found += 1;
+            let score = policy.score(&e, word, now);
+            if best.as_ref().is_none_or(|b| score > b.0) {
+                best = Some((score, part.id(), tag, e));
+            }
+        }
+        let (_, pid, tag, _) = best?;
+        let e = self.shard_mut(pid).part_mut(pid).mark_gone(tag)?;
+        self.mark_gone_bytes(e);
+        Some(e.len)
+    }
+
+    /// A read of the key: its access bits follow (LRU and LFU policies).
+    pub(super) fn touch(&mut self, pid: u32, hash: &KeyHash) {
+        let policy = self.shared.eviction.policy();
+        if policy.tracks_access() {
+            let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+            self.shard_mut(pid)
+                .part_mut(pid)
+                .update_access(hash.tag, |w| policy.on_read(w, now, r));
+        }
+    }
+
+    /// A client wrote the key (`new`: it did not exist before).
+    pub(super) fn touch_written(&mut self, pid: u32, hash: &KeyHash, new: bool) {
+        let policy = self.shared.eviction.policy();
+        if policy.tracks_access() {
+            let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+            self.shard_mut(pid)
+                .part_mut(pid)
+                .update_access(hash.tag, |w| policy.on_write(w, new, now, r));
+        }
+    }
+}

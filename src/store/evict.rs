@@ -1,0 +1,257 @@
+//! Eviction policies (Redis's `maxmemory-policy`) and what the index keeps
+//! per key for them: 20 access bits in each slot (see `index`), read as an
+//! LRU clock or as an LFU counter, as Redis reads its 24 bits per object.
+//!
+//! - LRU: seconds since the epoch, modulo 2^20 (a key idle for more than
+//!   12 days looks recent again; Redis's 24-bit clock wraps in 194 days).
+//! - LFU: minutes modulo 2^12 (the last decrement, wrapping in 68 hours)
+//!   and an 8-bit logarithmic counter, with Redis's defaults: a new key
+//!   starts at 5, `lfu-log-factor` 10, `lfu-decay-time` 1 minute.
+//!
+//! A victim is chosen among `maxmemory-samples` keys sampled at random:
+//! the longest idle (LRU), the least frequently used (LFU), the nearest to
+//! expiry (`volatile-ttl`), or the first (random), as Redis does.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::index::{Entry, ACCESS_BITS};
+
+const ACCESS_MASK: u32 = (1 << ACCESS_BITS) - 1;
+const LFU_INIT: u32 = 5;
+const LFU_LOG_FACTOR: u32 = 10;
+const LFU_DECAY_MIN: u64 = 1;
+const LFU_MINUTES_MASK: u64 = (1 << (ACCESS_BITS - 8)) - 1;
+
+/// What a full store does when a write needs room: Redis's names and
+/// meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Writes are refused (`-OOM`) once live data fills the store.
+    #[default]
+    NoEviction,
+    AllkeysLru,
+    AllkeysLfu,
+    AllkeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+/// Redis's order of the names in its error message.
+const NAMES: [(&str, Policy); 8] = [
+    ("volatile-lru", Policy::VolatileLru),
+    ("volatile-lfu", Policy::VolatileLfu),
+    ("volatile-random", Policy::VolatileRandom),
+    ("volatile-ttl", Policy::VolatileTtl),
+    ("allkeys-lru", Policy::AllkeysLru),
+    ("allkeys-lfu", Policy::AllkeysLfu),
+    ("allkeys-random", Policy::AllkeysRandom),
+    ("noeviction", Policy::NoEviction),
+];
+
+/// Redis's text for a policy name it does not know.
+pub const UNKNOWN_POLICY: &str = "argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction";
+
+impl FromStr for Policy {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s))
+            .map(|&(_, p)| p)
+            .ok_or(UNKNOWN_POLICY)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = NAMES
+            .iter()
+            .find(|(_, p)| p == self)
+            .map_or("?", |(n, _)| n);
+        f.write_str(name)
+    }
+}
+
+impl Policy {
+    /// Its number, for an atomic setting.
+    pub fn code(self) -> u8 {
+        NAMES.iter().position(|(_, p)| *p == self).unwrap_or(7) as u8
+    }
+
+    pub fn from_code(c: u8) -> Self {
+        NAMES
+            .get(c as usize)
+            .map_or(Policy::NoEviction, |&(_, p)| p)
+    }
+
+    /// Only keys with a TTL may be evicted.
+    pub fn volatile(self) -> bool {
+        matches!(
+            self,
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
+        )
+    }
+
+    pub fn evicts(self) -> bool {
+        self != Policy::NoEviction
+    }
+
+    fn lfu(self) -> bool {
+        matches!(self, Policy::AllkeysLfu | Policy::VolatileLfu)
+    }
+
+    fn lru(self) -> bool {
+        matches!(self, Policy::AllkeysLru | Policy::VolatileLru)
+    }
+
+    /// Whether reads and writes must update the access bits.
+    pub fn tracks_access(self) -> bool {
+        self.lfu() || self.lru()
+    }
+
+    /// Whether `e` may be evicted under this policy.
+    pub fn may_evict(self, e: &Entry) -> bool {
+        !self.volatile() || e.expire_ms != 0
+    }
+
+    /// The access bits after a read of the key.
+    pub fn on_read(self, word: u32, now_ms: u64, rand: f64) -> u32 {
+        if self.lfu() {
+            lfu_touch(word, now_ms, rand)
+        } else if self.lru() {
+            lru_clock(now_ms)
+        } else {
+            word
+        }
+    }
+
+    /// The access bits after a write of the key (`new`: it did not exist).
+    pub fn on_write(self, word: u32, new: bool, now_ms: u64, rand: f64) -> u32 {
+        if self.lfu() && new {
+            lfu_pack(minutes(now_ms), LFU_INIT)
+        } else {
+            self.on_read(word, now_ms, rand)
+        }
+    }
+
+    /// How good a victim a key is: the higher, the sooner it goes.
+    pub fn score(self, e: &Entry, word: u32, now_ms: u64) -> u64 {
+        match self {
+            Policy::AllkeysLru | Policy::VolatileLru => lru_idle(word, now_ms),
+            Policy::AllkeysLfu | Policy::VolatileLfu => 255 - lfu_count(word, now_ms) as u64,
+            Policy::VolatileTtl => u64::MAX - e.expire_ms,
+            _ => 0,
+        }
+    }
+}
+
+/// The LRU clock: seconds, modulo 2^20.
+pub fn lru_clock(now_ms: u64) -> u32 {
+    ((now_ms / 1000) as u32) & ACCESS_MASK
+}
+
+/// Seconds since a key with LRU bits `word` was used.
+fn lru_idle(word: u32, now_ms: u64) -> u64 {
+    (lru_clock(now_ms).wrapping_sub(word) & ACCESS_MASK) as u64
+}
+
+fn minutes(now_ms: u64) -> u64 {
+    (now_ms / 60_000) & LFU_MINUTES_MASK
+}
+
+fn lfu_pack(minutes: u64, counter: u32) -> u32 {
+    ((minutes as u32) << 8) | counter.min(255)
+}
+
+/// The counter after the decay due since its last decrement.
+fn lfu_count(word: u32, now_ms: u64) -> u32 {
+    let (last, counter) = ((word >> 8) as u64, word & 0xFF);
+    let elapsed = minutes(now_ms).wrapping_sub(last) & LFU_MINUTES_MASK;
+    let periods = elapsed / LFU_DECAY_MIN;
+    counter.saturating_sub(periods.min(255) as u32)
+}
+
+/// Redis's LFU update: decay, then a logarithmic increment (`rand` in
+/// [0, 1)).
+fn lfu_touch(word: u32, now_ms: u64, rand: f64) -> u32 {
+    let mut c = lfu_count(word, now_ms);
+    if c < 255 {
+        let base = c.saturating_sub(LFU_INIT) as f64;
+        if rand < 1.0 / (base * LFU_LOG_FACTOR as f64 + 1.0) {
+            c += 1;
+        }
+    }
+    lfu_pack(minutes(now_ms), c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expire_ms: u64) -> Entry {
+        Entry {
+            offset: 4096,
+            len: 64,
+            tombstone: false,
+            expire_ms,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_names_get_redis_text() {
+        for (n, p) in NAMES {
+            assert_eq!(n.parse::<Policy>(), Ok(p));
+            assert_eq!(p.to_string(), n);
+            assert_eq!(Policy::from_code(p.code()), p);
+        }
+        assert_eq!("ALLKEYS-LRU".parse::<Policy>(), Ok(Policy::AllkeysLru));
+        assert_eq!("lru".parse::<Policy>(), Err(UNKNOWN_POLICY));
+    }
+
+    #[test]
+    fn lru_prefers_the_longest_idle_and_survives_the_clock_wrapping() {
+        let p = Policy::AllkeysLru;
+        let now = 1_000_000_000_000;
+        let old = p.on_write(0, true, now - 50_000, 0.0);
+        let young = p.on_read(old, now - 1_000, 0.0);
+        assert!(p.score(&entry(0), old, now) > p.score(&entry(0), young, now));
+        assert_eq!(p.score(&entry(0), old, now), 50);
+        // Across the wrap of the 20-bit clock.
+        let wrap = (1u64 << ACCESS_BITS) * 1000;
+        let w = p.on_write(0, true, wrap - 3_000, 0.0);
+        assert_eq!(p.score(&entry(0), w, wrap + 2_000), 5);
+    }
+
+    #[test]
+    fn lfu_counts_logarithmically_and_decays_per_minute() {
+        let p = Policy::AllkeysLfu;
+        let now = 7_200_000;
+        let mut w = p.on_write(0, true, now, 0.0);
+        assert_eq!(lfu_count(w, now), LFU_INIT);
+        for _ in 0..10 {
+            w = p.on_read(w, now, 0.0); // rand 0: always counts
+        }
+        assert_eq!(lfu_count(w, now), LFU_INIT + 10);
+        // With rand near 1 the counter above its start rarely grows.
+        assert_eq!(lfu_count(p.on_read(w, now, 0.99), now), LFU_INIT + 10);
+        assert_eq!(lfu_count(w, now + 3 * 60_000), LFU_INIT + 7);
+        let cold = p.on_write(0, true, now, 0.0);
+        assert!(p.score(&entry(0), cold, now) > p.score(&entry(0), w, now));
+    }
+
+    #[test]
+    fn volatile_policies_only_take_keys_with_a_ttl_and_ttl_takes_the_nearest() {
+        let p = Policy::VolatileTtl;
+        assert!(!p.may_evict(&entry(0)));
+        assert!(p.may_evict(&entry(5)));
+        assert!(p.score(&entry(5), 0, 0) > p.score(&entry(9), 0, 0));
+        assert!(Policy::AllkeysRandom.may_evict(&entry(0)));
+        assert!(!Policy::NoEviction.evicts());
+    }
+}
