@@ -16,10 +16,8 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{wait_for, Server};
 use nvkv::format::{SegmentHeader, SegmentRecords, Superblock, SUPERBLOCK_SIZE};
 use redis::{Commands, Connection};
 
@@ -86,14 +84,6 @@ fn find(dir: &Path, key: &[u8], tombstone: bool) -> Option<u32> {
         SegmentRecords::new(&sb.uuid, &buf, &h, sb.block_size)
             .any(|(_, r)| r.key == key && r.is_tombstone() == tombstone)
     })
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
-        sleep(Duration::from_millis(20));
-    }
 }
 
 fn value(tag: &str, i: u64) -> Vec<u8> {

@@ -502,7 +502,12 @@ impl Partition {
     }
 
     pub fn get(&self, h: &KeyHash) -> Option<Entry> {
-        match self.find(h.tag) {
+        self.get_tag(h.tag)
+    }
+
+    /// The entry of the key with tag `tag`.
+    pub fn get_tag(&self, tag: u64) -> Option<Entry> {
+        match self.find(tag) {
             (i, true) => Some(self.entry_at(i)),
             _ => None,
         }

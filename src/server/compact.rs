@@ -26,6 +26,8 @@ use crate::store::NO_SHARD;
 pub(super) const COMPACT_TAG: u64 = LOG_TAGS | (3 << 40);
 /// Records moved per loop turn.
 const STEP: usize = 256;
+/// How long a compaction that found no room waits before it tries again.
+const PAUSE: Duration = Duration::from_millis(1);
 /// How often an idle compactor looks for a segment.
 const PICK_EVERY: Duration = Duration::from_millis(10);
 
@@ -43,6 +45,11 @@ pub(super) struct Compactor {
     below: f64,
     job: Option<Job>,
     last_pick: Instant,
+    /// A record is being moved: its append may use the reserve.
+    moving: bool,
+    /// The job found no free segment to move into: it waits until then
+    /// (segments emptied earlier become free as commits complete).
+    blocked_until: Option<Instant>,
 }
 
 impl Compactor {
@@ -51,20 +58,30 @@ impl Compactor {
             below,
             job: None,
             last_pick: Instant::now(),
+            moving: false,
+            blocked_until: None,
         }
     }
 }
 
 impl Compactor {
-    /// A segment is being compacted: appends may use the reserve.
-    pub(super) fn active(&self) -> bool {
-        self.job.is_some()
+    /// A record is being moved: its append may use the reserve (client
+    /// writes may not, even while a compaction runs: the reserve is what
+    /// lets compaction finish).
+    pub(super) fn moving(&self) -> bool {
+        self.moving
     }
 }
 
 impl<E: Engine> Poller<E> {
     /// Runs one bounded step of compaction; returns whether it did anything.
     pub(super) fn compact_turn(&mut self) -> bool {
+        if let Some(t) = self.compactor.blocked_until {
+            if Instant::now() < t {
+                return false;
+            }
+            self.compactor.blocked_until = None;
+        }
         match &self.compactor.job {
             None => self.pick_victim(),
             Some(j) if j.buf.is_some() => self.compact_step(),
@@ -86,7 +103,10 @@ impl<E: Engine> Poller<E> {
         }
         let seg_size = self.shared.sb.segment_size as f64;
         let pressure = hurry || space.free_segments() * 10 < space.live.len();
-        let limit = if pressure { 0.95 } else { self.compactor.below } * seg_size;
+        // Never a segment about as full as records pack: moving its records
+        // would fill a new segment as much, and free nothing.
+        let packed = space.packed_live() as f64 * 0.9;
+        let limit = (if pressure { 0.95 } else { self.compactor.below } * seg_size).min(packed);
         let mut best: Option<(u32, u32)> = None;
         for (g, referenced) in space.live.iter().enumerate() {
             // Markers of expired and evicted keys are dead bytes here.
@@ -219,6 +239,7 @@ impl<E: Engine> Poller<E> {
                 self.stats().expired_keys.fetch_add(1, Relaxed);
             }
             let gone = e.tombstone || rec.is_tombstone() || found_expired;
+            self.compactor.moving = true;
             let moved = if gone && rec.meta.seq < floor {
                 self.shard_mut(pid).part_mut(pid).remove(&hash);
                 self.drop_live(e);
@@ -231,9 +252,16 @@ impl<E: Engine> Poller<E> {
                 self.append_seq(pid, &hash, rec.key, rec.value, rec.meta.expire_ms, 0, seq)
                     .map(drop)
             };
+            self.compactor.moving = false;
             if moved.is_err() {
-                tracing::warn!(segment = seg, "compaction stopped: no room to move records");
-                return true;
+                // No free segment even in the reserve: wait for segments
+                // emptied earlier to become free, and go on from this
+                // record (abandoning the victim would leave the copies
+                // made so far as lost space).
+                tracing::debug!(segment = seg, "compaction waits for a free segment");
+                self.compactor.blocked_until = Some(Instant::now() + PAUSE);
+                self.compactor.job.as_mut().expect("a job").pos = at;
+                return false;
             }
             self.stats().compact_bytes.fetch_add(rec.len, Relaxed);
         }

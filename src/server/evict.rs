@@ -6,8 +6,9 @@
 //! crash an evicted key may come back with its last acknowledged value
 //! (never an older one: its record still shadows those), as a cache may.
 //!
-//! The limit is `--maxmemory` when set, else 85% of the segments that
-//! client writes may fill, which leaves compaction room to work. Eviction
+//! The limit is `--maxmemory` when set, else 85% of what the segments that
+//! client writes may fill hold (as full as records pack), which leaves
+//! compaction room to work. Eviction
 //! runs a bounded number of keys per loop turn, so reads on the same
 //! poller keep flowing; a write that finds no free segment while eviction
 //! can still make room waits for it, as it waits for compaction.
@@ -34,9 +35,27 @@ pub(super) struct Evictor {
     /// Live bytes of the store as last measured, and when.
     live: u64,
     measured_ms: u64,
+    /// Live bytes of the fullest segment, as last measured.
+    packed: u32,
     /// The last attempt found nothing the policy may evict.
     exhausted: bool,
+    /// Redis's eviction pool: the best candidates sampled so far, best
+    /// last, each checked again before it goes.
+    pool: Vec<Candidate>,
 }
+
+/// A sampled key: its score under the policy, partition, tag and the
+/// record its entry pointed at.
+#[derive(Clone, Copy)]
+struct Candidate {
+    score: u64,
+    pid: u32,
+    tag: u64,
+    offset: u64,
+}
+
+/// Candidates the pool keeps.
+const POOL: usize = 16;
 
 impl Evictor {
     pub(super) fn new(seed: u64) -> Self {
@@ -44,18 +63,26 @@ impl Evictor {
             rng: Xoshiro256PlusPlus::seed_from_u64(0x6e766b76 ^ seed),
             live: 0,
             measured_ms: 0,
+            packed: 0,
             exhausted: false,
+            pool: Vec::with_capacity(POOL + 8),
         }
     }
 }
 
 impl<E: Engine> Poller<E> {
     /// Live bytes allowed under the policy: `--maxmemory`, or what the
-    /// device holds with room for compaction.
+    /// device holds with room for compaction: a share of the segments
+    /// clients may fill, each counted as full as records pack (alignment
+    /// leaves large records some padding).
     fn live_limit(&self) -> u64 {
         let sp = &self.shared.space;
         let writable = sp.live.len().saturating_sub(2 * self.reserve()) as u64;
-        let device = writable * sp.segment_size as u64 / 100 * FILL_PCT;
+        let packed = match self.evictor.packed {
+            0 => sp.segment_size,
+            p => p,
+        };
+        let device = writable * packed as u64 / 100 * FILL_PCT;
         match self.shared.eviction.maxmemory() {
             0 => device,
             m => m.min(device),
@@ -67,6 +94,7 @@ impl<E: Engine> Poller<E> {
     pub(super) fn live_bytes_now(&mut self) -> u64 {
         if self.evictor.measured_ms != self.now_ms {
             self.evictor.live = self.shared.space.live_bytes();
+            self.evictor.packed = self.shared.space.packed_live();
             self.evictor.measured_ms = self.now_ms;
         }
         self.evictor.live
@@ -92,9 +120,11 @@ impl<E: Engine> Poller<E> {
         }
         let live = self.live_bytes_now();
         let limit = self.live_limit();
-        // Writes waiting for a segment that compaction cannot free: evict
-        // whatever the limit says.
-        let stuck = !self.deferred.is_empty() && !self.reclaimable();
+        // Writes waiting for a segment that compaction cannot free soon:
+        // evict whatever the limit says.
+        let stuck = self.deferred.front().is_some_and(|(since, _)| {
+            since.elapsed() > std::time::Duration::from_millis(50) || !self.reclaimable()
+        });
         if live <= limit && !stuck {
             self.evictor.exhausted = false;
             return false;
@@ -119,19 +149,18 @@ impl<E: Engine> Poller<E> {
         evicted > 0
     }
 
-    /// Evicts the best of `maxmemory-samples` sampled keys; returns its
-    /// bytes, or `None` when no sample found a key the policy may take.
+    /// Samples `maxmemory-samples` keys into the pool and evicts the best
+    /// candidate there; returns its bytes, or `None` when no key the policy
+    /// may take was found.
     fn evict_one(&mut self, policy: crate::store::evict::Policy) -> Option<u32> {
         let samples = self.shared.eviction.samples.load(Relaxed).max(1);
         let owned: Vec<usize> = (0..self.shards.len())
             .filter(|&s| self.shards[s].is_some())
             .collect();
         let now = self.now_ms;
-        let mut best: Option<(u64, u32, u64, crate::index::Entry)> = None;
         // Up to four tries per sample: a volatile policy may need to look
         // further to meet keys with a TTL.
-        let mut tries = 0;
-        let mut found = 0;
+        let (mut tries, mut found) = (0, 0);
         while found < samples && tries < 4 * samples {
             tries += 1;
             let s = owned[self.evictor.rng.gen_range(0..owned.len())];
@@ -146,15 +175,36 @@ impl<E: Engine> Poller<E> {
                 continue;
             };
             found += 1;
-            let score = policy.score(&e, word, now);
-            if best.as_ref().is_none_or(|b| score > b.0) {
-                best = Some((score, part.id(), tag, e));
+            let pool = &mut self.evictor.pool;
+            if pool.iter().any(|c| c.tag == tag && c.pid == part.id()) {
+                continue;
             }
+            pool.push(Candidate {
+                score: policy.score(&e, word, now),
+                pid: part.id(),
+                tag,
+                offset: e.offset,
+            });
         }
-        let (_, pid, tag, _) = best?;
-        let e = self.shard_mut(pid).part_mut(pid).mark_gone(tag)?;
-        self.mark_gone_bytes(e);
-        Some(e.len)
+        let pool = &mut self.evictor.pool;
+        pool.sort_by_key(|c| c.score);
+        if pool.len() > POOL {
+            pool.drain(..pool.len() - POOL);
+        }
+        // The best candidate still as it was sampled goes.
+        while let Some(c) = self.evictor.pool.pop() {
+            let part = self.shard_mut(c.pid).part_mut(c.pid);
+            let same = part
+                .get_tag(c.tag)
+                .is_some_and(|e| e.offset == c.offset && !e.tombstone && policy.may_evict(&e));
+            if !same {
+                continue;
+            }
+            let e = part.mark_gone(c.tag)?;
+            self.mark_gone_bytes(e);
+            return Some(e.len);
+        }
+        None
     }
 
     /// A read of the key: its access bits follow (LRU and LFU policies).

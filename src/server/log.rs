@@ -246,7 +246,7 @@ impl<E: Engine> Poller<E> {
             return Err(WriteError::TooLarge);
         }
         let shard = crate::store::shard_of(pid, sb.shards);
-        let privileged = self.compactor.active() || flags & FLAG_TOMBSTONE != 0;
+        let privileged = self.compactor.moving() || flags & FLAG_TOMBSTONE != 0;
         let (i, at) = self.segment_for(shard, len, privileged)?;
         let s = &mut self.log.segs[i];
         self.shared.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
@@ -327,29 +327,33 @@ impl<E: Engine> Poller<E> {
     ) -> Result<(usize, usize), WriteError> {
         let block = self.block;
         let seg_size = self.shared.sb.segment_size as usize;
-        if let Some(i) = self
+        let open = self
             .log
             .segs
             .iter()
-            .position(|s| s.shard == shard && !s.closed)
-        {
-            let s = &mut self.log.segs[i];
+            .position(|s| s.shard == shard && !s.closed);
+        if let Some(i) = open {
+            let s = &self.log.segs[i];
             let at = place_record(s.len as u64, len, block) as usize;
             if at + len as usize <= seg_size {
                 return Ok((i, at));
             }
-            s.closed = true;
         }
         let space = &self.shared.space;
         // Clients may not take the last free segments: compaction needs
         // them to make room.
         let reserve = if privileged { 0 } else { self.reserve() };
         if space.free_segments() <= reserve {
+            // The open segment stays open: a smaller record (a tombstone,
+            // which frees space) may still fit in what is left of it.
             return Err(WriteError::Full);
         }
         let Some(no) = space.free.pop() else {
             return Err(WriteError::Full);
         };
+        if let Some(i) = open {
+            self.log.segs[i].closed = true;
+        }
         space.shard[no as usize].store(shard, Relaxed);
         space.min_seq[no as usize].store(u64::MAX, Relaxed);
         let gen = space.next_gen();
@@ -416,12 +420,11 @@ impl<E: Engine> Poller<E> {
         self.reply(req, reply);
     }
 
-    /// Whether compaction can still free space: dead bytes worth more
-    /// segments than the reserve.
+    /// Whether compaction can still free space: bytes it can win back worth
+    /// more (packed) segments than the reserve.
     pub(super) fn reclaimable(&self) -> bool {
         let sp = &self.shared.space;
-        let dead = sp.used_bytes().saturating_sub(sp.live_bytes());
-        dead > (self.reserve() as u64 + 2) * sp.segment_size as u64
+        sp.compactable_bytes() > (self.reserve() as u64 + 2) * sp.packed_live() as u64
     }
 
     /// Free segments that client writes leave to compaction: one for each

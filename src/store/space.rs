@@ -108,6 +108,30 @@ impl Space {
         self.gone.iter().map(|l| l.load(Relaxed) as u64).sum()
     }
 
+    /// The live bytes of the fullest segment in use: what a segment holds
+    /// once packed, padding and record alignment taken out.
+    pub fn packed_live(&self) -> u32 {
+        (0..self.live.len())
+            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD)
+            .map(|g| self.live_in(g))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes compaction can win back: over the segments in use that hold
+    /// less than nine tenths of a packed one, what they lack of it. Dead
+    /// bytes that are only padding (every segment as full as records let
+    /// it be) win nothing: moving those records fills new segments as much.
+    pub fn compactable_bytes(&self) -> u64 {
+        let packed = self.packed_live() as u64;
+        (0..self.live.len())
+            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD)
+            .map(|g| self.live_in(g) as u64)
+            .filter(|&l| l * 10 < packed * 9)
+            .map(|l| packed - l)
+            .sum()
+    }
+
     /// Live bytes of segment `seg`: referenced, less markers.
     pub fn live_in(&self, seg: usize) -> u32 {
         self.live[seg].load(Relaxed) - self.gone[seg].load(Relaxed)
