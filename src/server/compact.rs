@@ -74,6 +74,11 @@ impl Compactor {
 }
 
 impl<E: Engine> Poller<E> {
+    /// A segment is being compacted.
+    pub(super) fn compacting(&self) -> bool {
+        self.compactor.job.is_some()
+    }
+
     /// Runs one bounded step of compaction; returns whether it did anything.
     pub(super) fn compact_turn(&mut self) -> bool {
         if let Some(t) = self.compactor.blocked_until {
@@ -98,7 +103,12 @@ impl<E: Engine> Poller<E> {
         }
         self.compactor.last_pick = Instant::now();
         let space = &self.shared.space;
-        if space.free_segments() * 4 > space.live.len() && !hurry && self.deferred.is_empty() {
+        let evicting = self.evictor_pressure();
+        if space.free_segments() * 4 > space.live.len()
+            && !hurry
+            && !evicting
+            && self.deferred.is_empty()
+        {
             return false; // plenty of room: moving records would only churn
         }
         let seg_size = self.shared.sb.segment_size as f64;
@@ -226,11 +236,20 @@ impl<E: Engine> Poller<E> {
             if crate::store::shard_of(pid, self.shared.sb.shards) != shard {
                 continue;
             }
-            let Some(e) = self.shard_mut(pid).part_mut(pid).get(&hash) else {
+            let Some(mut e) = self.shard_mut(pid).part_mut(pid).get(&hash) else {
                 continue;
             };
             if e.offset != base + at as u64 {
                 continue; // superseded: dead
+            }
+            // Under eviction, a live record of the victim that the policy
+            // would take anyway goes here rather than being moved.
+            if e.live(self.now_ms) && self.evict_in_place(pid, &hash, &e) {
+                e = self
+                    .shard_mut(pid)
+                    .part_mut(pid)
+                    .get(&hash)
+                    .expect("marked");
             }
             // Deleted, expired, or evicted (a marker: the entry says
             // tombstone, the record holds a value).

@@ -42,7 +42,16 @@ pub(super) struct Evictor {
     /// Redis's eviction pool: the best candidates sampled so far, best
     /// last, each checked again before it goes.
     pool: Vec<Candidate>,
+    /// Scores of the last keys sampled at random, for the median score
+    /// that decides which of a compaction victim's records go.
+    recent: Vec<u64>,
+    next_recent: usize,
+    /// Live bytes are past the limit (or writes wait for space).
+    pressure: bool,
 }
+
+/// Scores kept for the median.
+const RECENT: usize = 64;
 
 /// A sampled key: its score under the policy, partition, tag and the
 /// record its entry pointed at.
@@ -66,6 +75,9 @@ impl Evictor {
             packed: 0,
             exhausted: false,
             pool: Vec::with_capacity(POOL + 8),
+            recent: Vec::with_capacity(RECENT),
+            next_recent: 0,
+            pressure: false,
         }
     }
 }
@@ -107,6 +119,12 @@ impl<E: Engine> Poller<E> {
         max != 0 && self.live_bytes_now() > max
     }
 
+    /// Live data is past the limit: compaction runs, and evicts from its
+    /// victims.
+    pub(super) fn evictor_pressure(&self) -> bool {
+        self.evictor.pressure
+    }
+
     /// Whether eviction can still make room for a write that found none.
     pub(super) fn may_evict(&self) -> bool {
         self.shared.eviction.policy().evicts() && !self.evictor.exhausted
@@ -125,11 +143,21 @@ impl<E: Engine> Poller<E> {
         let stuck = self.deferred.front().is_some_and(|(since, _)| {
             since.elapsed() > std::time::Duration::from_millis(50) || !self.reclaimable()
         });
-        if live <= limit && !stuck {
+        self.evictor.pressure = live > limit || stuck;
+        if !self.evictor.pressure {
             self.evictor.exhausted = false;
             return false;
         }
         let mut over = live.saturating_sub(limit).max(stuck as u64);
+        // A compaction under way evicts from its victim (see
+        // `evict_in_place`), which costs no copies: random victims are
+        // taken only while it cannot keep up (more than a segment over the
+        // limit, or writes waiting). Sampling goes on for the median.
+        let seg = self.shared.sb.segment_size as u64;
+        if self.compacting() && !stuck && over < seg {
+            self.sample(policy);
+            return false;
+        }
         let (mut evicted, mut freed) = (0, 0);
         while over > 0 && evicted < STEP {
             let Some(bytes) = self.evict_one(policy) else {
@@ -153,6 +181,26 @@ impl<E: Engine> Poller<E> {
     /// candidate there; returns its bytes, or `None` when no key the policy
     /// may take was found.
     fn evict_one(&mut self, policy: crate::store::evict::Policy) -> Option<u32> {
+        self.sample(policy);
+        // The best candidate still as it was sampled goes.
+        while let Some(c) = self.evictor.pool.pop() {
+            let part = self.shard_mut(c.pid).part_mut(c.pid);
+            let same = part
+                .get_tag(c.tag)
+                .is_some_and(|e| e.offset == c.offset && !e.tombstone && policy.may_evict(&e));
+            if !same {
+                continue;
+            }
+            let e = part.mark_gone(c.tag)?;
+            self.mark_gone_bytes(e);
+            return Some(e.len);
+        }
+        None
+    }
+
+    /// Samples `maxmemory-samples` keys at random into the pool and the
+    /// recent scores.
+    fn sample(&mut self, policy: crate::store::evict::Policy) {
         let samples = self.shared.eviction.samples.load(Relaxed).max(1);
         let owned: Vec<usize> = (0..self.shards.len())
             .filter(|&s| self.shards[s].is_some())
@@ -175,12 +223,20 @@ impl<E: Engine> Poller<E> {
                 continue;
             };
             found += 1;
+            let score = policy.score(&e, word, now);
+            let ev = &mut self.evictor;
+            if ev.recent.len() < RECENT {
+                ev.recent.push(score);
+            } else {
+                ev.recent[ev.next_recent] = score;
+                ev.next_recent = (ev.next_recent + 1) % RECENT;
+            }
             let pool = &mut self.evictor.pool;
             if pool.iter().any(|c| c.tag == tag && c.pid == part.id()) {
                 continue;
             }
             pool.push(Candidate {
-                score: policy.score(&e, word, now),
+                score,
                 pid: part.id(),
                 tag,
                 offset: e.offset,
@@ -191,20 +247,50 @@ impl<E: Engine> Poller<E> {
         if pool.len() > POOL {
             pool.drain(..pool.len() - POOL);
         }
-        // The best candidate still as it was sampled goes.
-        while let Some(c) = self.evictor.pool.pop() {
-            let part = self.shard_mut(c.pid).part_mut(c.pid);
-            let same = part
-                .get_tag(c.tag)
-                .is_some_and(|e| e.offset == c.offset && !e.tombstone && policy.may_evict(&e));
-            if !same {
-                continue;
-            }
-            let e = part.mark_gone(c.tag)?;
-            self.mark_gone_bytes(e);
-            return Some(e.len);
+    }
+
+    /// Compaction met live record `e` of key `hash` in its victim: under
+    /// eviction pressure, when the policy may take it and it scores at
+    /// least the median of keys sampled at random, it is evicted (marked
+    /// gone) instead of moved. Evicting from the segments being compacted
+    /// spares the copies random victims would cost (CacheLib and Segcache
+    /// evict by region or segment for the same reason).
+    pub(super) fn evict_in_place(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        e: &crate::index::Entry,
+    ) -> bool {
+        let policy = self.shared.eviction.policy();
+        // With some slack below the limit, so that eviction happens here
+        // rather than at random victims later.
+        let slack = 2 * self.shared.sb.segment_size as u64;
+        let near = self.evictor.live + slack > self.live_limit();
+        if !(self.evictor.pressure || near) || !policy.evicts() || !policy.may_evict(e) {
+            return false;
         }
-        None
+        let Some(word) = self.shard_mut(pid).part_mut(pid).access(hash.tag) else {
+            return false;
+        };
+        let mut recent = self.evictor.recent.clone();
+        if recent.len() < 8 {
+            return false; // no idea yet of what is typical
+        }
+        let mid = recent.len() / 2;
+        let median = *recent.select_nth_unstable(mid).1;
+        if policy.score(e, word, self.now_ms) < median {
+            return false;
+        }
+        let Some(old) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) else {
+            return false;
+        };
+        self.mark_gone_bytes(old);
+        self.evictor.live = self.evictor.live.saturating_sub(old.len as u64);
+        self.evictor.pressure &=
+            self.evictor.live + slack > self.live_limit() || !self.deferred.is_empty();
+        self.stats().evicted_keys.fetch_add(1, Relaxed);
+        self.update_key_count();
+        true
     }
 
     /// A read of the key: its access bits follow (LRU and LFU policies).
