@@ -319,18 +319,17 @@ impl<E: Engine> Poller<E> {
     ) -> Result<(usize, usize), WriteError> {
         let block = self.block;
         let seg_size = self.shared.sb.segment_size as usize;
-        if let Some(i) = self
+        let open = self
             .log
             .segs
             .iter()
-            .position(|s| s.shard == shard && !s.closed)
-        {
-            let s = &mut self.log.segs[i];
+            .position(|s| s.shard == shard && !s.closed);
+        if let Some(i) = open {
+            let s = &self.log.segs[i];
             let at = place_record(s.len as u64, len, block) as usize;
             if at + len as usize <= seg_size {
                 return Ok((i, at));
             }
-            s.closed = true;
         }
         let space = &self.shared.space;
         // Clients may not take the last free segments: compaction needs
@@ -342,6 +341,15 @@ impl<E: Engine> Poller<E> {
         let Some(no) = space.free.pop() else {
             return Err(WriteError::Full);
         };
+        // Only now, with its successor taken, is the open segment closed. A
+        // write refused above leaves it open: in a full store a tombstone
+        // (some 50 bytes) still fits where a value did not, and DEL must
+        // not need a free segment for it, of which the reserve may have
+        // fewer than the shards (and those compaction frees come back only
+        // after two more commits).
+        if let Some(i) = open {
+            self.log.segs[i].closed = true;
+        }
         space.shard[no as usize].store(shard, Relaxed);
         space.min_seq[no as usize].store(u64::MAX, Relaxed);
         let gen = space.next_gen();
