@@ -1,7 +1,9 @@
 //! The spdk engine end to end, against a real NVMe controller: SPDK's
 //! NVMe-oF/TCP target on loopback (scripts/nvmf-target.sh), backed by RAM,
 //! reached through the same driver API as a PCIe device. Built only with
-//! `--features spdk`; the target needs SPDK's nvmf_tgt and rpc.py.
+//! `--features spdk`; the target needs SPDK's nvmf_tgt and RPC client
+//! (found as scripts/nvmf-target.sh says). Without them the binary skips
+//! itself with one line saying why.
 //!
 //! Every SPDK process here runs without PCI access (nvmf_tgt --no-pci; nvkv
 //! sets no_pci for a TCP transport ID).
@@ -24,6 +26,17 @@ use redis::Commands;
 /// in 512-byte blocks; each test takes its own.
 const NAMESPACES: u32 = 12;
 const NS_MIB: u32 = 192;
+
+/// Before the test harness starts: without a target, the whole binary is
+/// skipped with one line.
+#[used]
+#[link_section = ".init_array"]
+static SKIP_WITHOUT_A_TARGET: extern "C" fn() = {
+    extern "C" fn check() {
+        common::nvmf::skip_unless_a_target_can_start("spdk", NAMESPACES, NS_MIB);
+    }
+    check
+};
 
 /// The target, shared by the tests that run at the same time; it stops
 /// when the last of them is done.

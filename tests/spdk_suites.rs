@@ -5,12 +5,30 @@
 //! and 512-byte blocks alternate between tests. The few tests that edit the
 //! data file itself skip themselves (there is none on a namespace).
 //!
-//! Built only with `--features spdk`; needs SPDK's nvmf_tgt and rpc.py (or
-//! spdk_rpc.py) on PATH, and hugepages for the target.
+//! Built only with `--features spdk`; needs SPDK's nvmf_tgt and RPC client
+//! (found as scripts/nvmf-target.sh says), and hugepages for the target.
+//! Without them the binary skips itself with one line saying why.
 #![cfg(feature = "spdk")]
 // Each suite brings its own `mod common;` (the harness), as in its own
-// test binary.
+// test binary; this file has one more, for the check below.
 #![allow(clippy::duplicate_mod)]
+
+mod common;
+
+/// Before the test harness starts: without a target, the whole binary is
+/// skipped with one line.
+#[used]
+#[link_section = ".init_array"]
+static SKIP_WITHOUT_A_TARGET: extern "C" fn() = {
+    extern "C" fn check() {
+        common::nvmf::skip_unless_a_target_can_start(
+            "spdk_suites",
+            common::nvmf::SUITE_NAMESPACES,
+            common::nvmf::SUITE_NS_MIB,
+        );
+    }
+    check
+};
 
 #[path = "read_path.rs"]
 mod read_path;

@@ -351,6 +351,12 @@ impl<E: Engine> Poller<E> {
         let Some(no) = space.free.pop() else {
             return Err(WriteError::Full);
         };
+        // Only now, with its successor taken, is the open segment closed. A
+        // write refused above leaves it open: in a full store a tombstone
+        // (some 50 bytes) still fits where a value did not, and DEL must
+        // not need a free segment for it, of which the reserve may have
+        // fewer than the shards (and those compaction frees come back only
+        // after two more commits).
         if let Some(i) = open {
             self.log.segs[i].closed = true;
         }

@@ -54,26 +54,19 @@ impl Target {
         )
     }
 
-    /// Runs one of SPDK's RPCs against the target.
+    /// Runs one of SPDK's RPCs against the target, through the script's
+    /// `rpc` (which finds SPDK's RPC client).
     pub fn rpc(&self, args: &[&str]) {
-        let rpc = ["spdk_rpc.py", "rpc.py"]
-            .into_iter()
-            .find(|r| {
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {r}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect("rpc.py on PATH");
-        let out = Command::new(rpc)
-            .arg("-s")
-            .arg(self.state.path().join("rpc.sock"))
+        let out = Command::new(Self::script())
+            .args(["rpc", "--port", &self.port.to_string(), "--state-dir"])
+            .arg(self.state.path())
             .args(args)
             .output()
-            .expect("run rpc.py");
+            .expect("run scripts/nvmf-target.sh rpc");
         assert!(
             out.status.success(),
-            "rpc {args:?}: {}",
+            "rpc {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -92,6 +85,32 @@ impl Drop for Target {
     }
 }
 
+/// Ends the test binary `binary` before its tests run, with one line on
+/// stderr, when no target of `namespaces` namespaces of `size_mb` MiB can
+/// start here (no nvmf_tgt, no SPDK RPC client that runs, no memory for
+/// it): `scripts/nvmf-target.sh check` says why. Called by a constructor
+/// of the binary, before the test harness starts (`--list` still lists).
+pub fn skip_unless_a_target_can_start(binary: &str, namespaces: u32, size_mb: u32) {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let out = Command::new(Target::script())
+        .args(["check", "--namespaces", &namespaces.to_string()])
+        .args(["--size-mb", &size_mb.to_string()])
+        .output();
+    let why = match out {
+        Ok(o) if o.status.success() => return,
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("scripts/nvmf-target.sh does not run: {e}"),
+    };
+    eprintln!("{binary}: SKIPPED, no NVMe-oF target can start here: {why}");
+    std::process::exit(0);
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -104,8 +123,8 @@ pub fn free_port() -> u16 {
 /// room for the 128 MiB stores the harness makes there. (Each suite module
 /// of tests/spdk_suites.rs has its own copy of this harness, and so its own
 /// target: three of them need about 3 GiB of hugepages.)
-const SUITE_NAMESPACES: u32 = 3;
-const SUITE_NS_MIB: u32 = 160;
+pub const SUITE_NAMESPACES: u32 = 3;
+pub const SUITE_NS_MIB: u32 = 160;
 
 static SUITE: OnceLock<Target> = OnceLock::new();
 static FREE: Mutex<Vec<u32>> = Mutex::new(Vec::new());

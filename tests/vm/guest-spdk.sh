@@ -3,11 +3,27 @@
 # controllers left to userspace): the spdk engine over PCIe. Binds each
 # controller to uio_pci_generic (inside the guest only), compares nvkv with
 # spdk_nvme_perf at depth 32, straces the busy poller, and runs the write /
-# restart / kill -9 / check sequence. Exits non-zero on any failure.
-set -euo pipefail
+# restart / kill -9 / check sequence. Exits non-zero on any failure, and
+# says which step failed and with what status.
+set -Eeuo pipefail
+trap 'st=$?; echo "FAIL: tests/vm/guest-spdk.sh line $LINENO: \`$BASH_COMMAND\` exited with status $st" >&2' ERR
 here=$(dirname "$0")
 # shellcheck source=tests/vm/lib.sh
 . "$here/lib.sh"
+
+# Runs a command; on failure prints its output and exit status, and fails.
+# Its output goes to stdout on success.
+step() { # what command...
+    local what=$1 out st=0
+    shift
+    out=$("$@" 2>&1) || st=$?
+    if (( st != 0 )); then
+        echo "FAIL: $what exited with status $st: $*" >&2
+        sed 's/^/    /' <<<"$out" >&2
+        return "$st"
+    fi
+    printf '%s\n' "$out"
+}
 check_flags=()
 declare -a summary
 echo 1024 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
@@ -18,12 +34,13 @@ for dev in /sys/bus/pci/devices/*; do
     fails=0
     bash scripts/nvme-bind.sh bind "$bdf" --driver uio_pci_generic
     trid="trtype:PCIe traddr:$bdf"
-    perf=$(spdk_nvme_perf -q 32 -o 4096 -w randread -t "$dur" -r "$trid" 2>/dev/null | awk '/^Total/ {print $3}')
+    perf_out=$(step "spdk_nvme_perf on $bdf" spdk_nvme_perf -q 32 -o 4096 -w randread -t "$dur" -r "$trid")
+    perf=$(awk '/^Total/ {print $3}' <<<"$perf_out")
+    [[ -n "$perf" ]] || { echo "FAIL: spdk_nvme_perf on $bdf printed no Total line:" >&2; echo "$perf_out" >&2; exit 1; }
     dir=/tmp/store-spdk
     rm -rf "$dir"
-    "$nvkv" load --path "$dir" --device "$trid" --force --keys "$keys" --min-size 1024 --max-size 4096 2>&1 |
-        grep -o 'sector[^ ]*=[^ ]*[0-9]*' | head -1 | sed 's/\x1b\[[0-9;]*m//g' > /tmp/sector || true
-    sector=$(tr -dc '0-9' < /tmp/sector)
+    load_out=$(step "nvkv load on $bdf" "$nvkv" load --path "$dir" --device "$trid" --force --keys "$keys" --min-size 1024 --max-size 4096)
+    sector=$(grep -o 'sector[^ ]*=[^ ]*[0-9]*' <<<"$load_out" | head -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -dc '0-9' || true)
 
     # The default placement: a busy poller pinned to a core of its own.
     serve "$dir"

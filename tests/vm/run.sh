@@ -13,7 +13,9 @@ installed on the host) under QEMU's TCG with:
   - /dev/nvme0n1: an NVMe controller with 4 KiB blocks (serial nvkv4k)
   - /dev/nvme1n1: an NVMe controller with 512-byte blocks (serial nvkv512)
   - the host's /usr mounted read-only over 9p (every host binary and
-    library), the repository at the same path read-write, loopback up
+    library), and its /etc/ssl (OpenSSL's configuration, which SPDK's
+    environment loads at start: /usr/lib/ssl/openssl.cnf links there),
+    the repository at the same path read-write, loopback up
 and runs COMMAND as root in the repository directory. The guest powers off
 when it returns; its exit status is this script's.
 
@@ -108,7 +110,10 @@ fi
 # One run's files: the command, its exit status, the namespace images.
 run=$(mktemp -d "$work/run.XXXXXX")
 trap 'rm -rf "$run"' EXIT
-printf 'NVKV_VM_MODULES=%q\nNVKV_VM_NVME=%q\nNVKV_VM_REPO=%q\n' "$modules" "$nvme_driver" "$root" > "$run/env"
+etc_ssl=0
+[[ -d /etc/ssl ]] && etc_ssl=1
+printf 'NVKV_VM_MODULES=%q\nNVKV_VM_NVME=%q\nNVKV_VM_REPO=%q\nNVKV_VM_ETC_SSL=%q\n' \
+    "$modules" "$nvme_driver" "$root" "$etc_ssl" > "$run/env"
 {
     printf 'cd %q\n' "$root"
     printf '%q ' "$@"
@@ -138,6 +143,9 @@ qemu_args=(
     -device "nvme,serial=nvkv512,drive=nvm1,logical_block_size=512,physical_block_size=512"
     -nic none
 )
+if [[ $etc_ssl -eq 1 ]]; then
+    qemu_args+=(-virtfs "local,path=/etc/ssl,mount_tag=etcssl,security_model=none,readonly=on")
+fi
 if [[ $iommu -eq 1 ]]; then
     qemu_args+=(-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,aw-bits=48)
 fi
@@ -149,4 +157,8 @@ if [[ ! -f "$run/status" ]]; then
     echo "error: the guest did not report an exit status (timeout ${tmo}s, or a crash: see above)" >&2
     exit 124
 fi
-exit "$(cat "$run/status")"
+status=$(cat "$run/status")
+if [[ "$status" != 0 ]]; then
+    echo "error: the guest's command ($*) exited with status $status" >&2
+fi
+exit "$status"
