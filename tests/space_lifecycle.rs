@@ -429,6 +429,74 @@ fn a_crash_during_eviction_and_compaction_never_brings_back_old_values() {
     srv.stop();
 }
 
+/// CONFIG GET and SET of the eviction settings answer as Redis's (compared
+/// with redis-server where one is installed), and a policy set at run time
+/// takes effect.
+#[test]
+fn config_sets_the_policy_at_run_time_with_redis_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    create(dir.path(), "16M");
+    let srv = start(dir.path(), &[]);
+    let script: &[&[&str]] = &[
+        &["SET", "maxmemory-policy", "lru"],
+        &["SET", "maxmemory-policy", "ALLKEYS-LRU"],
+        &["GET", "maxmemory-policy"],
+        &["SET", "nosuch", "1"],
+        &["SET", "maxmemory", "abc"],
+        &["SET", "maxmemory", "10mb"],
+        &["GET", "maxmemory"],
+        &["SET", "maxmemory-samples", "0"],
+        &["SET", "maxmemory-samples", "7"],
+        &["GET", "maxmemory-samples"],
+        &["SET", "maxmemory", "1mb", "maxmemory-policy", "bad"],
+        &["GET", "maxmemory"],
+        &["GET", "save"],
+        &["GET", "nosuch"],
+        &["GET"],
+        &["SET", "maxmemory"],
+        &["FOO"],
+    ];
+    let run = |con: &mut Connection| -> Vec<String> {
+        script
+            .iter()
+            .map(|args| {
+                let r: RedisResult<redis::Value> = redis::cmd("CONFIG").arg(*args).query(con);
+                format!("{r:?}")
+            })
+            .collect()
+    };
+    let ours = run(&mut srv.client());
+    assert!(
+        ours[0].contains("argument(s) must be one of the following"),
+        "{}",
+        ours[0]
+    );
+    if let Some(redis) = RealRedis::start(&[]) {
+        let mut con = redis::Client::open(format!("redis://{}/", redis.addr))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let theirs = run(&mut con);
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(a, b, "CONFIG {:?}", script[i]);
+        }
+    }
+    assert_eq!(srv.info_field("maxmemory_policy"), "allkeys-lru");
+    assert_eq!(srv.info_field("maxmemory"), (10u64 << 20).to_string());
+    // Under 1 MiB, writes now evict.
+    let mut con = srv.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1mb"])
+        .query(&mut con)
+        .unwrap();
+    fill(&mut con, "k", 300, 10 << 10, None);
+    wait_for("eviction under the new limit", || {
+        stat(&srv, "live_bytes") <= 1 << 20
+    });
+    assert!(stat(&srv, "evicted_keys") >= 150);
+    srv.stop();
+}
+
 /// A redis-server of Debian's package on a free port, for comparisons;
 /// `None` (with a line saying so) where none is installed.
 struct RealRedis {

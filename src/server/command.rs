@@ -34,6 +34,7 @@ pub(super) const COMMANDS: &[(&str, i32)] = &[
     ("GETSET", 3),
     ("GETDEL", 2),
     ("AUTH", -2),
+    ("CONFIG", -2),
 ];
 
 /// Commands a client may send before it has authenticated.
@@ -159,6 +160,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         "COMMAND" => command(c, args),
         "CLIENT" => client(c, router, args),
         "AUTH" => super::access::auth(c, router.shared, router.thread, args),
+        "CONFIG" => config(c, router, args),
         _ => unreachable!("every command in COMMANDS is handled"),
     }
 }
@@ -226,6 +228,31 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
             c.reply(|o| resp::int(o, COMMANDS.len() as i64))
         }
         _ => c.reply(|o| resp::array(o, 0)),
+    }
+}
+
+/// `CONFIG GET | SET`, with Redis's arity and errors.
+fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let sub = args[1].to_ascii_uppercase();
+    let arity_error = |o: &mut Vec<u8>, sub: &str| {
+        let msg = format!("ERR wrong number of arguments for 'config|{sub}' command");
+        resp::error(o, &msg)
+    };
+    match sub.as_slice() {
+        b"GET" if args.len() < 3 => c.reply(|o| arity_error(o, "get")),
+        b"GET" => c.reply(|o| super::settings::get(o, router.shared, &args[2..])),
+        b"SET" if args.len() < 4 || args.len() % 2 == 1 => c.reply(|o| arity_error(o, "set")),
+        b"SET" => match super::settings::set(router.shared, &args[2..]) {
+            Ok(()) => c.reply(|o| resp::simple(o, "OK")),
+            Err(e) => c.reply(|o| resp::error(o, &e)),
+        },
+        _ => {
+            let msg = format!(
+                "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                echo(args[1])
+            );
+            c.reply(|o| resp::error(o, &msg))
+        }
     }
 }
 

@@ -201,7 +201,8 @@ impl<E: Engine> Poller<E> {
     /// Samples `maxmemory-samples` keys at random into the pool and the
     /// recent scores.
     fn sample(&mut self, policy: crate::store::evict::Policy) {
-        let samples = self.shared.eviction.samples.load(Relaxed).max(1);
+        // CONFIG SET takes Redis's range; more than 64 samples buys nothing.
+        let samples = self.shared.eviction.samples.load(Relaxed).clamp(1, 64);
         let owned: Vec<usize> = (0..self.shards.len())
             .filter(|&s| self.shards[s].is_some())
             .collect();

@@ -14,6 +14,7 @@ mod metrics;
 pub mod msg;
 mod poller;
 pub mod resp;
+mod settings;
 mod stats;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,223 @@
+//! `CONFIG GET | SET`: the settings a running server shows and the ones it
+//! lets clients change, with Redis's names, values and errors.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{resp, Durability, Shared};
+use crate::store::evict::Policy;
+
+/// A setting: its name, its value now, and how to change it (`None`: read
+/// only here): a check of the value, then its application.
+struct Setting {
+    name: &'static str,
+    get: fn(&Shared) -> String,
+    set: Option<(Check, Apply)>,
+}
+
+type Check = fn(&str) -> Result<(), &'static str>;
+type Apply = fn(&Shared, &str);
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "maxmemory",
+        get: |s| s.eviction.maxmemory().to_string(),
+        set: Some((
+            |v| {
+                memory_value(v)
+                    .map(drop)
+                    .ok_or("argument must be a memory value")
+            },
+            |s, v| {
+                s.eviction
+                    .maxmemory
+                    .store(memory_value(v).unwrap_or(0), Relaxed)
+            },
+        )),
+    },
+    Setting {
+        name: "maxmemory-policy",
+        get: |s| s.eviction.policy().to_string(),
+        set: Some((
+            |v| v.parse::<Policy>().map(drop),
+            |s, v| {
+                let p: Policy = v.parse().unwrap_or_default();
+                s.eviction.policy.store(p.code(), Relaxed);
+                tracing::info!(policy = %p, "maxmemory-policy set");
+            },
+        )),
+    },
+    Setting {
+        name: "maxmemory-samples",
+        get: |s| s.eviction.samples.load(Relaxed).to_string(),
+        set: Some((
+            |v| match v.parse::<i64>() {
+                Ok(n) if (1..=i32::MAX as i64).contains(&n) => Ok(()),
+                _ => Err("argument must be between 1 and 2147483647 inclusive"),
+            },
+            |s, v| s.eviction.samples.store(v.parse().unwrap_or(5), Relaxed),
+        )),
+    },
+    Setting {
+        name: "maxclients",
+        get: |s| s.args.max_clients.to_string(),
+        set: None,
+    },
+    Setting {
+        name: "timeout",
+        get: |s| s.args.timeout.to_string(),
+        set: None,
+    },
+    // What redis-benchmark and Sentinel read: no RDB snapshots; every
+    // acknowledged write durable under sync durability, as appendfsync
+    // always.
+    Setting {
+        name: "save",
+        get: |_| String::new(),
+        set: None,
+    },
+    Setting {
+        name: "appendonly",
+        get: |s| yes_no(s.args.durability == Durability::Sync),
+        set: None,
+    },
+    Setting {
+        name: "databases",
+        get: |_| "1".into(),
+        set: None,
+    },
+];
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// Redis's memory values: a number of bytes, with k/m/g (powers of 1000)
+/// or kb/mb/gb (powers of 1024), in any case.
+fn memory_value(v: &str) -> Option<u64> {
+    let v = v.to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// `CONFIG GET pattern...`: the settings whose names match any pattern, as
+/// name/value pairs.
+pub(super) fn get(o: &mut Vec<u8>, shared: &Shared, patterns: &[&[u8]]) {
+    let found: Vec<&Setting> = SETTINGS
+        .iter()
+        .filter(|s| patterns.iter().any(|p| glob(p, s.name.as_bytes())))
+        .collect();
+    resp::array(o, 2 * found.len());
+    for s in found {
+        resp::bulk(o, s.name.as_bytes());
+        resp::bulk(o, (s.get)(shared).as_bytes());
+    }
+}
+
+/// `CONFIG SET name value [name value ...]`: all or nothing, as Redis 7.
+pub(super) fn set(shared: &Shared, pairs: &[&[u8]]) -> Result<(), String> {
+    let mut todo = Vec::new();
+    for pair in pairs.chunks(2) {
+        let name = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(pair[1]).to_string();
+        match SETTINGS.iter().find(|s| s.name == name) {
+            Some(Setting { set: Some(f), .. }) => todo.push((name, *f, value)),
+            _ => {
+                return Err(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                    String::from_utf8_lossy(pair[0])
+                ))
+            }
+        }
+    }
+    // Every value is checked before any takes effect.
+    for (name, (check, _), value) in &todo {
+        if let Err(e) = check(value) {
+            return Err(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+            ));
+        }
+    }
+    for (_, (_, apply), value) in todo {
+        apply(shared, &value);
+    }
+    Ok(())
+}
+
+/// Redis's glob matching (`*`, `?`, `[...]`, `\`), case-insensitive as
+/// CONFIG GET is.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(b'['), Some(&c)) => {
+            let Some(end) = p.iter().skip(1).position(|&b| b == b']') else {
+                return false;
+            };
+            let class = &p[1..1 + end];
+            let (neg, class) = match class.first() {
+                Some(b'^') => (true, &class[1..]),
+                _ => (false, class),
+            };
+            let c = c.to_ascii_lowercase();
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    let (a, b) = (
+                        class[i].to_ascii_lowercase(),
+                        class[i + 2].to_ascii_lowercase(),
+                    );
+                    hit |= (a.min(b)..=a.max(b)).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= class[i].to_ascii_lowercase() == c;
+                    i += 1;
+                }
+            }
+            hit != neg && glob(&p[2 + end..], &s[1..])
+        }
+        (Some(b'\\'), Some(&c)) if p.len() > 1 => {
+            p[1].eq_ignore_ascii_case(&c) && glob(&p[2..], &s[1..])
+        }
+        (Some(&a), Some(&b)) => a.eq_ignore_ascii_case(&b) && glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_values_as_redis_reads_them() {
+        assert_eq!(memory_value("100"), Some(100));
+        assert_eq!(memory_value("10mb"), Some(10 << 20));
+        assert_eq!(memory_value("10M"), Some(10_000_000));
+        assert_eq!(memory_value("1GB"), Some(1 << 30));
+        assert_eq!(memory_value("abc"), None);
+        assert_eq!(memory_value("10tb"), None);
+        assert_eq!(memory_value(""), None);
+    }
+
+    #[test]
+    fn glob_matches_as_redis() {
+        assert!(glob(b"maxmemory*", b"maxmemory-policy"));
+        assert!(glob(b"*", b"save"));
+        assert!(glob(b"MAX?EMORY", b"maxmemory"));
+        assert!(glob(b"max[a-m]emory", b"maxmemory"));
+        assert!(!glob(b"max[^m]emory", b"maxmemory"));
+        assert!(!glob(b"maxmemory", b"maxmemory-policy"));
+    }
+}
