@@ -36,7 +36,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "server") {
         let _ = write!(
             s,
-            "# Server\r\nredis_version:7.0.0\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\n\r\n",
+            "# Server\r\nredis_version:7.0.0\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -47,6 +47,12 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sh.args.io_feed.name(),
             sh.args.io_threads,
             sh.args.tcp_threads,
+            match sh.args.poll() {
+                super::PollMode::Busy => "busy",
+                super::PollMode::Adaptive => "adaptive",
+            },
+            if sh.args.pinned() { "yes" } else { "no" },
+            sh.args.poll_choice,
         );
     }
     if wants(section, "clients") {

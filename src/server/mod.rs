@@ -97,8 +97,9 @@ pub struct ServeArgs {
     /// Most device operations in flight per poller.
     #[arg(long, default_value_t = 256)]
     pub max_io_depth: usize,
-    /// How idle pollers wait [default: adaptive, or busy with the spdk
-    /// engine].
+    /// How idle pollers wait [default: adaptive; busy with the spdk engine
+    /// when the machine has a core for each poller, each connection thread
+    /// and one more].
     #[arg(long, value_enum)]
     pub poll: Option<PollMode>,
     /// Microseconds an idle adaptive poller (nothing in flight) keeps
@@ -123,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 500)]
     pub wave_hold_us: u64,
     /// Pin pollers and connection threads to cores (`--pin`, or `--pin
-    /// false`) [default: no, or yes with the spdk engine].
+    /// false`) [default: no; yes where the spdk engine busy-polls].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub pin: Option<bool>,
     /// Cores for the pollers, in order (e.g. `2,3`), when pinning
@@ -131,6 +132,10 @@ pub struct ServeArgs {
     /// connection threads, the kernel, and an SPDK target's reactor].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub poller_cores: Vec<usize>,
+    /// Why the poll mode and pinning are what they are (for the log and
+    /// INFO); filled in at start.
+    #[arg(skip)]
+    pub poll_choice: String,
     #[command(flatten)]
     pub spdk: crate::io::SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
@@ -260,6 +265,37 @@ impl ConnHandle {
     }
 }
 
+/// The default poll mode and pinning, and why. A busy poller owns its
+/// core: it needs one of its own, beside those of the connection threads
+/// and one for everything else (the clients, the kernel, an NVMe-oF
+/// target's reactor). With fewer, a busy poller takes the CPU from the
+/// threads that feed it, and the server collapses (on 2 cores, to a
+/// hundredth of what the device does).
+fn polling_for(
+    spdk: bool,
+    ncores: usize,
+    pollers: usize,
+    conns: usize,
+) -> (PollMode, bool, String) {
+    let needed = pollers + conns + 1;
+    match (spdk, ncores >= needed) {
+        (false, _) => (PollMode::Adaptive, false, "files and block devices".into()),
+        (true, true) => (
+            PollMode::Busy,
+            true,
+            format!("spdk: {ncores} cores, a dedicated core per poller"),
+        ),
+        (true, false) => (
+            PollMode::Adaptive,
+            false,
+            format!(
+                "spdk: {ncores} cores, fewer than {needed} (one per poller and per connection \
+                 thread, and one more): too few to dedicate cores to busy pollers"
+            ),
+        ),
+    }
+}
+
 fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
     s.parse().map_err(str::to_owned)
 }
@@ -321,17 +357,29 @@ impl Shared {
 
 impl ServeArgs {
     /// Fills in the engine, poll mode and pinning that depend on the
-    /// store's device: an NVMe namespace is driven by SPDK, whose pollers
-    /// busy-poll on pinned cores; files and block devices by io_uring.
-    fn settle(&mut self, dev: &crate::io::Device) {
+    /// store's device and the machine: an NVMe namespace is driven by SPDK,
+    /// whose pollers busy-poll on pinned cores when there are cores to
+    /// dedicate to them; files and block devices by io_uring.
+    fn settle(&mut self, dev: &crate::io::Device, ncores: usize) {
         let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
         let spdk = engine == EngineKind::Spdk;
-        self.poll.get_or_insert(if spdk {
-            PollMode::Busy
-        } else {
-            PollMode::Adaptive
-        });
-        self.pin.get_or_insert(spdk);
+        let (poll, pin, why) = polling_for(spdk, ncores, self.io_threads, self.tcp_threads);
+        let chose_poll = self.poll.is_none();
+        let chose_pin = self.pin.is_none();
+        self.poll.get_or_insert(poll);
+        self.pin.get_or_insert(pin);
+        self.poll_choice = match (chose_poll, chose_pin) {
+            (false, false) => "--poll and --pin as given".into(),
+            _ => why,
+        };
+        if spdk {
+            tracing::info!(
+                poll = ?self.poll(),
+                pinned = self.pinned(),
+                "polling: {}",
+                self.poll_choice
+            );
+        }
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
             // works through its queue and answers batches at a time (see
@@ -427,7 +475,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let (poller_cores, conn_cores) = args.placement(cores.len());
     args.spdk.configure(poller_cores.clone());
     let store = open_or_create(&args)?;
-    args.settle(&store.dev);
+    args.settle(&store.dev, cores.len());
     let spinners = args.io_threads + args.tcp_threads;
     if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
         tracing::warn!(
@@ -710,5 +758,25 @@ fn accept_loop(
             shared.sampler.tick(&shared.poller_stats);
             last_sample = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{polling_for, PollMode};
+
+    #[test]
+    fn spdk_busy_polls_only_with_a_core_for_every_spinning_thread_and_one_more() {
+        // The development machine: 2 cores, 1 poller, 1 connection thread.
+        let (poll, pin, why) = polling_for(true, 2, 1, 1);
+        assert_eq!((poll, pin), (PollMode::Adaptive, false));
+        assert!(why.contains("too few"), "{why}");
+        assert_eq!(polling_for(true, 3, 1, 1).0, PollMode::Busy);
+        assert_eq!(polling_for(true, 32, 4, 4).0, PollMode::Busy);
+        assert_eq!(polling_for(true, 8, 4, 4).0, PollMode::Adaptive);
+        assert_eq!(
+            polling_for(false, 64, 1, 1),
+            (PollMode::Adaptive, false, "files and block devices".into())
+        );
     }
 }
