@@ -13,8 +13,10 @@ Runs, against one NVMe target:
      the usual install paths; skipped otherwise)
   3. nvkv on the spdk engine: `nvkv bench` at total depth Q (C clients x K
      in flight) and at depth 1, GETs of 1-4 KiB values, every value checked;
-     with the default placement (busy pollers, pinned) and with adaptive
-     polling; plus nvkv's ceiling without device I/O (GETs of missing keys)
+     with the default flags (which choose busy, pinned pollers only where
+     the machine has cores to dedicate: INFO poll_choice says), with busy
+     pinned pollers forced, and with adaptive polling; plus nvkv's ceiling
+     without device I/O (GETs of missing keys)
   4. strace of the busy poller thread while it serves: its system calls
 and prints a table with nvkv/perf ratios.
 
@@ -117,6 +119,13 @@ bench() { # clients inflight [seed] -> "ops p50 p99 errors"
 }
 
 serve
+info_field() { python3 -c "import redis,sys; print(redis.Redis(host='${listen%:*}', port=${listen##*:}).info('server').get('$1'))"; }
+def_mode="poll=$(info_field poll), pinned=$(info_field pinned)"
+echo "default flags: $def_mode ($(info_field poll_choice))"
+read -r def_ops def_p50 def_p99 def_err <<<"$(bench "$clients" "$inflight")"
+read -r def1_ops def1_p50 def1_p99 _ <<<"$(bench 1 1)"
+
+serve --poll busy --pin
 read -r busy_ops busy_p50 busy_p99 busy_err <<<"$(bench "$clients" "$inflight")"
 # The busy poller's system calls while it serves (strace slows what it traces
 # only when there are calls to trace).
@@ -142,13 +151,16 @@ echo
 printf '%-52s %10s %9s %9s %8s\n' "4 KiB random reads, depth $depth (and 1)" "IOPS" "p50 us" "p99 us" "vs perf"
 printf '%-52s %10s %9s %9s %8s\n' "spdk_nvme_perf Q=$depth (mean latency)" "$perf_iops" "$perf_lat" "-" "1.00"
 printf '%-52s %10s %9s %9s %8s\n' "SPDK fio plugin Q=$depth" "$fio_row" "" "" ""
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, default flags, Q=$depth (${clients}x$inflight)" "$def_ops" "$def_p50" "$def_p99" "$(ratio "$def_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=$depth (${clients}x$inflight)" "$busy_ops" "$busy_p50" "$busy_p99" "$(ratio "$busy_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=$depth" "$ad_ops" "$ad_p50" "$ad_p99" "$(ratio "$ad_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv adaptive, no device I/O (missing keys), Q=$depth" "$ceil_ops" "$ceil_p50" "$ceil_p99" "$(ratio "$ceil_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "spdk_nvme_perf Q=1 (mean latency)" "$perf1_iops" "$perf1_lat" "-" "1.00"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, default flags, Q=1" "$def1_ops" "$def1_p50" "$def1_p99" "$(ratio "$def1_ops" "$perf1_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=1" "$busy1_ops" "$busy1_p50" "$busy1_p99" "$(ratio "$busy1_ops" "$perf1_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=1" "$ad1_ops" "$ad1_p50" "$ad1_p99" "$(ratio "$ad1_ops" "$perf1_iops")"
 echo
-echo "value errors: busy $busy_err, adaptive $ad_err"
+echo "default flags: $def_mode"
+echo "value errors: default $def_err, busy $busy_err, adaptive $ad_err"
 echo "system calls by the busy poller thread (tid $tid) in 2 s of serving: $syscalls"
 echo "$strace_out" | sed -n '1,12p' | sed 's/^/  /'
