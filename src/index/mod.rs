@@ -915,6 +915,45 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_version_1_table_is_converted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 2, [1; 16], 100).unwrap();
+        for n in 1..=30u64 {
+            let e = Entry {
+                offset: n * 16,
+                len: 16,
+                tombstone: n % 10 == 0,
+                expire_ms: if n % 3 == 0 { 5_000 } else { 0 },
+            };
+            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+        }
+        p.mark_clean(Checkpoint::default()).unwrap();
+        drop(p);
+        // As version 1 wrote it: no TTL count, the checksum over 80 bytes,
+        // and an expiry past what version 2 keeps exactly.
+        let path = partition_path(dir.path(), 2);
+        let mut b = std::fs::read(&path).unwrap();
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        b[EXPIRING_AT..EXPIRING_AT + 8].fill(0);
+        let far = KeyHash::of(&3u64.to_le_bytes());
+        let (mut p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
+        let (i, _) = p.find(far.tag);
+        drop(p);
+        let at = HEADER + i as usize * SLOT + 16;
+        b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = header_crc(&b[..HEADER], 1);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &b).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
+        assert!(cp.is_some(), "a clean table stays clean");
+        // 10 keys with a TTL (n % 3 == 0), of which n = 30 is a tombstone.
+        assert_eq!(p.expiring(), 9);
+        assert_eq!(p.get(&far).unwrap().expire_ms, MAX_EXPIRE_MS);
+        assert_eq!(p.access(far.tag), Some(0));
+    }
+
+    #[test]
     fn damaged_header_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
