@@ -170,6 +170,10 @@ fn metrics_endpoint_reports_what_clients_did() {
         .strip_prefix("nvkv metrics on ")
         .unwrap()
         .to_string();
+    // A fresh server, before any command, is scraped like any other.
+    let fresh = scrape(&maddr);
+    assert_eq!(fresh["nvkv_keys"], 0.0);
+    assert_eq!(fresh["nvkv_evicted_keys_total"], 0.0);
     let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
     let mut con = client.get_connection().unwrap();
     for i in 0..10 {
@@ -230,4 +234,17 @@ fn metrics_endpoint_reports_what_clients_did() {
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// Log lines to a file or pipe carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = common::Server::start(dir.path(), &[]);
+    common::wait_for("the start-up lines logged", || {
+        srv.log.lock().unwrap().contains("listening")
+    });
+    let log = srv.log.lock().unwrap().clone();
+    assert!(!log.contains('\x1b'), "colour codes in: {log:?}");
+    drop(srv);
 }

@@ -60,9 +60,21 @@ fn answer(sh: &Shared, mut stream: TcpStream) -> anyhow::Result<()> {
         let encoder = TextEncoder::new();
         let mut body = Vec::new();
         let mut families = gather(sh)?.gather();
-        families.extend(command_families(sh));
-        encoder.encode(&families, &mut body)?;
-        ("200 OK", encoder.format_type().to_string(), body)
+        // A family without samples (no command run yet, on a fresh server)
+        // is left out: the encoder refuses one, and the scrape would fail.
+        families.extend(
+            command_families(sh)
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty()),
+        );
+        match encoder.encode(&families, &mut body) {
+            Ok(()) => ("200 OK", encoder.format_type().to_string(), body),
+            Err(e) => (
+                "500 Internal Server Error",
+                "text/plain".to_string(),
+                format!("encoding the metrics failed: {e}\n").into_bytes(),
+            ),
+        }
     } else {
         (
             "404 Not Found",
