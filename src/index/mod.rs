@@ -937,7 +937,7 @@ mod tests {
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         b[EXPIRING_AT..EXPIRING_AT + 8].fill(0);
         let far = KeyHash::of(&3u64.to_le_bytes());
-        let (mut p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
+        let (p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
         let (i, _) = p.find(far.tag);
         drop(p);
         let at = HEADER + i as usize * SLOT + 16;
