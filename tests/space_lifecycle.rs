@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Server};
+use common::{wait_for, RealRedis, Server};
 use redis::{Commands, Connection, RedisResult};
 
 /// Redis's reply to a write past `maxmemory` that nothing can be evicted for.
@@ -495,51 +495,4 @@ fn config_sets_the_policy_at_run_time_with_redis_replies() {
     });
     assert!(stat(&srv, "evicted_keys") >= 150);
     srv.stop();
-}
-
-/// A redis-server of Debian's package on a free port, for comparisons;
-/// `None` (with a line saying so) where none is installed.
-struct RealRedis {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl RealRedis {
-    fn start(extra: &[&str]) -> Option<RealRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            eprintln!("skipped the comparison with Redis: no redis-server installed");
-            return None;
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let r = RealRedis { child, addr };
-        wait_for("redis-server listening", || {
-            TcpStream::connect(&r.addr).is_ok()
-        });
-        Some(r)
-    }
-}
-
-impl Drop for RealRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -35,6 +35,10 @@ pub(super) const COMMANDS: &[(&str, i32)] = &[
     ("GETDEL", 2),
     ("AUTH", -2),
     ("CONFIG", -2),
+    ("INCR", 2),
+    ("DECR", 2),
+    ("INCRBY", 3),
+    ("DECRBY", 3),
 ];
 
 /// Commands a client may send before it has authenticated.
@@ -161,6 +165,30 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         "CLIENT" => client(c, router, args),
         "AUTH" => super::access::auth(c, router.shared, router.thread, args),
         "CONFIG" => config(c, router, args),
+        "INCR" | "DECR" => {
+            let by = if cmd == "INCR" { 1 } else { -1 };
+            keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
+                key: k.into(),
+                by,
+            })
+        }
+        "INCRBY" | "DECRBY" => {
+            let by = resp::parse_redis_int(args[2]).and_then(|n| match cmd {
+                "INCRBY" => Some(n),
+                _ => n.checked_neg(),
+            });
+            match (by, resp::parse_redis_int(args[2])) {
+                (Some(by), _) => keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
+                    key: k.into(),
+                    by,
+                }),
+                // Only DECRBY -9223372036854775808 parses and cannot negate.
+                (None, Some(_)) => c.reply(|o| resp::error(o, "ERR decrement would overflow")),
+                (None, None) => {
+                    c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"))
+                }
+            }
+        }
         _ => unreachable!("every command in COMMANDS is handled"),
     }
 }

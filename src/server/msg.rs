@@ -55,6 +55,9 @@ pub enum Op {
     },
     /// Time to live, in ms or in s.
     Ttl { key: Box<[u8]>, ms: bool },
+    /// Add `by` to the integer the key holds (a missing key holds 0),
+    /// keeping its TTL: INCR, DECR, INCRBY, DECRBY.
+    IncrBy { key: Box<[u8]>, by: i64 },
 }
 
 impl Op {
@@ -66,7 +69,8 @@ impl Op {
             | Op::GetDel { key }
             | Op::Del { key }
             | Op::Expire { key, .. }
-            | Op::Ttl { key, .. } => Some(key),
+            | Op::Ttl { key, .. }
+            | Op::IncrBy { key, .. } => Some(key),
             Op::Exists => None,
         }
     }
@@ -80,6 +84,7 @@ impl Op {
             self,
             Op::Expire { .. }
                 | Op::GetDel { .. }
+                | Op::IncrBy { .. }
                 | Op::Set {
                     reply: SetReply::Old,
                     ..

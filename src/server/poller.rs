@@ -501,6 +501,8 @@ impl<E: Engine> Poller<E> {
                 Some(entry),
             ) => self.fetch(req, entry),
             (Op::Set { .. }, _) => self.set(req, hit, None),
+            (Op::IncrBy { .. }, None) => self.incr(req, None),
+            (Op::IncrBy { .. }, Some(entry)) => self.fetch(req, entry),
             (Op::GetDel { .. }, None) => {
                 self.stats().misses.fetch_add(1, Relaxed);
                 self.reply(&req, Reply::Nil)
@@ -645,6 +647,9 @@ impl<E: Engine> Poller<E> {
             if matches!(req.op, Op::Set { .. }) {
                 return self.set(req, None, None);
             }
+            if matches!(req.op, Op::IncrBy { .. }) {
+                return self.incr(req, None);
+            }
             self.stats().misses.fetch_add(1, Relaxed);
             let reply = match req.op {
                 Op::Get { .. } => Reply::Nil,
@@ -680,6 +685,10 @@ impl<E: Engine> Poller<E> {
             Op::Set { .. } => {
                 let old = rec.value.to_vec();
                 self.set(req, Some(entry), Some(old))
+            }
+            Op::IncrBy { .. } => {
+                let old = (rec.value.to_vec(), rec.meta.expire_ms);
+                self.incr(req, Some(old))
             }
             Op::GetDel { .. } => {
                 let st = self.stats();
@@ -746,6 +755,36 @@ impl<E: Engine> Poller<E> {
         };
         let result = self.append(req.pid, &req.hash, key, value, expire, 0);
         self.acknowledge(req, result, done);
+    }
+
+    /// INCR and its kin: `old` is the key's value and expiry, `None` when it
+    /// is missing (it counts as 0). Redis's errors for a value that is not
+    /// an integer and for an overflow; the TTL stays.
+    fn incr(&mut self, req: Request, old: Option<(Vec<u8>, u64)>) {
+        let Op::IncrBy { key, by } = &req.op else {
+            unreachable!()
+        };
+        let (now, expire) = match &old {
+            None => (0, 0),
+            Some((v, exp)) => match super::resp::parse_redis_int(v) {
+                Some(n) => (n, *exp),
+                None => {
+                    let msg = "ERR value is not an integer or out of range";
+                    return self.reply(&req, Reply::Error(msg.into()));
+                }
+            },
+        };
+        let Some(new) = now.checked_add(*by) else {
+            let msg = "ERR increment or decrement would overflow";
+            return self.reply(&req, Reply::Error(msg.into()));
+        };
+        if self.over_maxmemory() && !self.may_evict() {
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            return self.reply(&req, Reply::Error(OOM_MAXMEMORY.into()));
+        }
+        let (key, value) = (key.clone(), new.to_string().into_bytes());
+        let result = self.append(req.pid, &req.hash, &key, &value, expire, 0);
+        self.acknowledge(req, result, Reply::Int(new));
     }
 
     /// Appends a tombstone for the key of `req`, replying `ok` once durable.

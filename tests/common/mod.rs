@@ -330,3 +330,60 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A redis-server of Debian's package on a free port, for comparisons;
+/// `None` (with a line saying so) where none is installed.
+pub struct RealRedis {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl RealRedis {
+    pub fn start(extra: &[&str]) -> Option<RealRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            eprintln!("skipped the comparison with Redis: no redis-server installed");
+            return None;
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let r = RealRedis { child, addr };
+        wait_for("redis-server listening", || {
+            std::net::TcpStream::connect(&r.addr).is_ok()
+        });
+        Some(r)
+    }
+}
+
+impl Drop for RealRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RealRedis {
+    /// A connection of the `redis` crate.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.addr))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
