@@ -13,8 +13,9 @@ fn run(con: &mut Connection, args: &[String]) -> String {
     format!("{r:?}")
 }
 
-/// Random sequences of counter commands over a few keys, with values and
-/// increments Redis reads as integers and ones it does not, sent to both.
+/// Integer arguments of expiry times, then random sequences of counter
+/// commands over a few keys, with values and increments Redis reads as
+/// integers and ones it does not, sent to both.
 #[test]
 fn counters_answer_as_redis() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,6 +44,33 @@ fn counters_answer_as_redis() {
         "100000000000000000000",
         "12345678901234567890123",
     ];
+    // Times are integers as Redis reads them too.
+    for t in [
+        "+5",
+        "05",
+        "5",
+        "-5",
+        "0",
+        " 5",
+        "5.0",
+        "9223372036854775807",
+    ] {
+        for cmd in [
+            vec!["SET", "e", "v", "EX", t],
+            vec!["SET", "e", "v", "PX", t],
+            vec!["SETEX", "e", t, "v"],
+            vec!["EXPIRE", "e", t],
+            vec!["PEXPIRE", "e", t],
+        ] {
+            // A fresh key each time: no reply depends on an earlier TTL
+            // running out between the two servers.
+            let reset: Vec<String> = ["SET", "e", "v"].map(String::from).to_vec();
+            run(&mut ours, &reset);
+            run(&mut theirs, &reset);
+            let args: Vec<String> = cmd.iter().map(|a| a.to_string()).collect();
+            assert_eq!(run(&mut ours, &args), run(&mut theirs, &args), "{args:?}");
+        }
+    }
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
     for step in 0..3000 {
         let key = format!("c{}", rng.gen_range(0..6));

@@ -172,23 +172,21 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 by,
             })
         }
-        "INCRBY" | "DECRBY" => {
-            let by = resp::parse_redis_int(args[2]).and_then(|n| match cmd {
-                "INCRBY" => Some(n),
-                _ => n.checked_neg(),
-            });
-            match (by, resp::parse_redis_int(args[2])) {
-                (Some(by), _) => keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
+        "INCRBY" | "DECRBY" => match resp::parse_redis_int(args[2]) {
+            None => c.reply(|o| resp::error(o, "ERR value is not an integer or out of range")),
+            // DECRBY -9223372036854775808 cannot negate.
+            Some(n) => match if cmd == "INCRBY" {
+                Some(n)
+            } else {
+                n.checked_neg()
+            } {
+                Some(by) => keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
                     key: k.into(),
                     by,
                 }),
-                // Only DECRBY -9223372036854775808 parses and cannot negate.
-                (None, Some(_)) => c.reply(|o| resp::error(o, "ERR decrement would overflow")),
-                (None, None) => {
-                    c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"))
-                }
-            }
-        }
+                None => c.reply(|o| resp::error(o, "ERR decrement would overflow")),
+            },
+        },
         _ => unreachable!("every command in COMMANDS is handled"),
     }
 }
@@ -352,7 +350,7 @@ fn now_ms() -> u64 {
 /// `absolute`. Not an integer, not positive, or past `i64` once in ms or
 /// added to now: the error to reply, never a wrapped or saturated time.
 fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64, String> {
-    let n = parse_i64(arg).ok_or("ERR value is not an integer or out of range")?;
+    let n = resp::parse_redis_int(arg).ok_or("ERR value is not an integer or out of range")?;
     let base = if absolute { 0 } else { now_ms() as i64 };
     match (n > 0).then(|| n.checked_mul(unit_ms)?.checked_add(base)) {
         Some(Some(at)) => Ok(at as u64),
@@ -361,10 +359,6 @@ fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64,
             cmd.to_ascii_lowercase()
         )),
     }
-}
-
-fn parse_i64(b: &[u8]) -> Option<i64> {
-    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// Checks key and value sizes against the limits; replies when over.
@@ -503,7 +497,7 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
 
 /// `EXPIRE key seconds` / `PEXPIRE key ms`.
 fn expire(c: &mut Conn, router: &mut Router, args: &[&[u8]], ms: bool) {
-    let Some(n) = parse_i64(args[2]) else {
+    let Some(n) = resp::parse_redis_int(args[2]) else {
         return c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"));
     };
     let at_ms = (if ms { Some(n) } else { n.checked_mul(1000) })

@@ -200,10 +200,11 @@ impl<E: Engine> Poller<E> {
             None => true,
             Some(h) => self.move_records(&buf, &h),
         };
+        // Keys dropped, expired or evicted in this step.
+        self.update_key_count();
         let mut job = self.compactor.job.take().expect("a job");
         if done {
             self.eng.free(buf);
-            self.update_key_count();
             let left = self.shared.space.live[job.seg as usize].load(Relaxed);
             if left == 0 {
                 self.stats().compactions.fetch_add(1, Relaxed);

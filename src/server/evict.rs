@@ -46,6 +46,10 @@ pub(super) struct Evictor {
     /// that decides which of a compaction victim's records go.
     recent: Vec<u64>,
     next_recent: usize,
+    /// Their median, once there are enough of them.
+    median: Option<u64>,
+    /// The shards this poller owns (indices into its `shards`).
+    owned: Vec<usize>,
     /// Live bytes are past the limit (or writes wait for space).
     pressure: bool,
 }
@@ -77,6 +81,8 @@ impl Evictor {
             pool: Vec::with_capacity(POOL + 8),
             recent: Vec::with_capacity(RECENT),
             next_recent: 0,
+            median: None,
+            owned: Vec::new(),
             pressure: false,
         }
     }
@@ -203,15 +209,18 @@ impl<E: Engine> Poller<E> {
     fn sample(&mut self, policy: crate::store::evict::Policy) {
         // CONFIG SET takes Redis's range; more than 64 samples buys nothing.
         let samples = self.shared.eviction.samples.load(Relaxed).clamp(1, 64);
-        let owned: Vec<usize> = (0..self.shards.len())
-            .filter(|&s| self.shards[s].is_some())
-            .collect();
+        if self.evictor.owned.is_empty() {
+            self.evictor.owned = (0..self.shards.len())
+                .filter(|&s| self.shards[s].is_some())
+                .collect();
+        }
         let now = self.now_ms;
         // Up to four tries per sample: a volatile policy may need to look
         // further to meet keys with a TTL.
         let (mut tries, mut found) = (0, 0);
         while found < samples && tries < 4 * samples {
             tries += 1;
+            let owned = &self.evictor.owned;
             let s = owned[self.evictor.rng.gen_range(0..owned.len())];
             let shard = self.shards[s].as_ref().expect("owned");
             if policy.volatile() && shard.expiring() == 0 {
@@ -243,11 +252,17 @@ impl<E: Engine> Poller<E> {
                 offset: e.offset,
             });
         }
-        let pool = &mut self.evictor.pool;
-        pool.sort_by_key(|c| c.score);
-        if pool.len() > POOL {
-            pool.drain(..pool.len() - POOL);
+        let ev = &mut self.evictor;
+        ev.pool.sort_by_key(|c| c.score);
+        if ev.pool.len() > POOL {
+            ev.pool.drain(..ev.pool.len() - POOL);
         }
+        // Below 8 scores there is no idea yet of what is typical.
+        ev.median = (ev.recent.len() >= 8).then(|| {
+            let mut sorted = ev.recent.clone();
+            let mid = sorted.len() / 2;
+            *sorted.select_nth_unstable(mid).1
+        });
     }
 
     /// Compaction met live record `e` of key `hash` in its victim: under
@@ -263,26 +278,29 @@ impl<E: Engine> Poller<E> {
         e: &crate::index::Entry,
     ) -> bool {
         let policy = self.shared.eviction.policy();
+        if !policy.evicts() || !policy.may_evict(e) {
+            return false;
+        }
         // With some slack below the limit, so that eviction happens here
         // rather than at random victims later.
         let slack = 2 * self.shared.sb.segment_size as u64;
         let near = self.evictor.live + slack > self.live_limit();
-        if !(self.evictor.pressure || near) || !policy.evicts() || !policy.may_evict(e) {
-            return false;
-        }
-        let Some(word) = self.shard_mut(pid).part_mut(pid).access(hash.tag) else {
+        let Some(median) = self
+            .evictor
+            .median
+            .filter(|_| self.evictor.pressure || near)
+        else {
             return false;
         };
-        let mut recent = self.evictor.recent.clone();
-        if recent.len() < 8 {
-            return false; // no idea yet of what is typical
-        }
-        let mid = recent.len() / 2;
-        let median = *recent.select_nth_unstable(mid).1;
-        if policy.score(e, word, self.now_ms) < median {
+        let now = self.now_ms;
+        let part = self.shard_mut(pid).part_mut(pid);
+        let Some(word) = part.access(hash.tag) else {
+            return false;
+        };
+        if policy.score(e, word, now) < median {
             return false;
         }
-        let Some(old) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) else {
+        let Some(old) = part.mark_gone(hash.tag) else {
             return false;
         };
         self.mark_gone_bytes(old);
@@ -290,7 +308,18 @@ impl<E: Engine> Poller<E> {
         self.evictor.pressure &=
             self.evictor.live + slack > self.live_limit() || !self.deferred.is_empty();
         self.stats().evicted_keys.fetch_add(1, Relaxed);
-        self.update_key_count();
+        true
+    }
+
+    /// Redis's refusal of a command that adds data past `--maxmemory` when
+    /// nothing can be evicted for it; whether it refused.
+    pub(super) fn refused_over_maxmemory(&mut self, req: &super::msg::Request) -> bool {
+        if !self.over_maxmemory() || self.may_evict() {
+            return false;
+        }
+        self.stats().writes_refused.fetch_add(1, Relaxed);
+        let msg = "OOM command not allowed when used memory > 'maxmemory'.";
+        self.reply(req, super::msg::Reply::Error(msg.into()));
         true
     }
 

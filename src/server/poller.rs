@@ -207,9 +207,6 @@ fn run_with<E: Engine>(
     p.shutdown()
 }
 
-/// Redis's reply to a write past `maxmemory` that nothing can be evicted for.
-const OOM_MAXMEMORY: &str = "OOM command not allowed when used memory > 'maxmemory'.";
-
 /// Index slots per shard the expiry sweep visits at a time.
 const SWEEP_SLOTS: u64 = 2048;
 
@@ -744,9 +741,8 @@ impl<E: Engine> Poller<E> {
         if skip {
             return self.reply(&req, skipped);
         }
-        if self.over_maxmemory() && !self.may_evict() {
-            self.stats().writes_refused.fetch_add(1, Relaxed);
-            return self.reply(&req, Reply::Error(OOM_MAXMEMORY.into()));
+        if self.refused_over_maxmemory(&req) {
+            return;
         }
         let expire = match (keep_ttl, live) {
             (true, Some(e)) => e.expire_ms,
@@ -778,9 +774,8 @@ impl<E: Engine> Poller<E> {
             let msg = "ERR increment or decrement would overflow";
             return self.reply(&req, Reply::Error(msg.into()));
         };
-        if self.over_maxmemory() && !self.may_evict() {
-            self.stats().writes_refused.fetch_add(1, Relaxed);
-            return self.reply(&req, Reply::Error(OOM_MAXMEMORY.into()));
+        if self.refused_over_maxmemory(&req) {
+            return;
         }
         let (key, value) = (key.clone(), new.to_string().into_bytes());
         let result = self.append(req.pid, &req.hash, &key, &value, expire, 0);
