@@ -10,7 +10,10 @@ use crate::store::IndexState;
 
 /// Live keys over all pollers.
 pub(super) fn keys(sh: &Shared) -> u64 {
-    sh.poller_stats.iter().map(|p| p.keys.load(Relaxed)).sum()
+    sh.poller_stats
+        .iter()
+        .map(|p| p.store.keys.load(Relaxed))
+        .sum()
 }
 
 fn wants(section: Option<&[u8]>, name: &str) -> bool {
@@ -99,7 +102,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sum(|p| p.hits.load(Relaxed)),
             sum(|p| p.misses.load(Relaxed)),
             csum(|c| c.protocol_errors.load(Relaxed)),
-            sum(|p| p.io_errors.load(Relaxed)),
+            sum(|p| p.store.io_errors.load(Relaxed)),
             sum(|p| p.corrupt_records.load(Relaxed)),
             csum(|c| c.rejected.load(Relaxed)),
             csum(|c| c.query_limit_disconnects.load(Relaxed)),
@@ -110,8 +113,8 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             csum(|c| c.evicted_clients.load(Relaxed)),
             csum(|c| c.size_limit_rejections.load(Relaxed)),
             csum(|c| c.ring_full_waits.load(Relaxed)),
-            sum(|p| p.expired_keys.load(Relaxed)),
-            sum(|p| p.evicted_keys.load(Relaxed)),
+            sum(|p| p.store.expired_keys.load(Relaxed)),
+            sum(|p| p.store.evicted_keys.load(Relaxed)),
         );
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
@@ -146,11 +149,13 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "keyspace") {
         // As Redis: the keys with a TTL, and the sweep's estimate of their
         // mean TTL left (each poller's, weighted by its keys with a TTL).
-        let expires = sum(|p| p.expires.load(Relaxed));
+        let expires = sum(|p| p.store.expires.load(Relaxed));
         let weighted: u128 = sh
             .poller_stats
             .iter()
-            .map(|p| p.expires.load(Relaxed) as u128 * p.avg_ttl_ms.load(Relaxed) as u128)
+            .map(|p| {
+                p.store.expires.load(Relaxed) as u128 * p.store.avg_ttl_ms.load(Relaxed) as u128
+            })
             .sum();
         let avg_ttl = if expires == 0 {
             0
@@ -173,8 +178,8 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             .unwrap_or_default();
         let sp = &sh.space;
         let (live, used) = (sp.live_bytes(), sp.used_bytes());
-        let user = sum(|p| p.user_bytes.load(Relaxed));
-        let moved = sum(|p| p.compact_bytes.load(Relaxed));
+        let user = sum(|p| p.store.user_bytes.load(Relaxed));
+        let moved = sum(|p| p.store.compact_bytes.load(Relaxed));
         let wa = if user == 0 {
             0.0
         } else {
@@ -188,15 +193,15 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             sp.segment_size,
             used.saturating_sub(live),
             sp.gone_bytes(),
-            sum(|p| p.compactions.load(Relaxed)),
+            sum(|p| p.store.compactions.load(Relaxed)),
             sum(|p| p.writes_refused.load(Relaxed)),
             sum(|p| p.writes_deferred.load(Relaxed)),
-            sum(|p| p.commits.load(Relaxed)),
-            sum(|p| p.flushes.load(Relaxed)),
-            sum(|p| p.bytes_written.load(Relaxed)),
-            sum(|p| p.device_writes.load(Relaxed)),
-            sum(|p| p.device_reads.load(Relaxed)),
-            sum(|p| p.device_read_bytes.load(Relaxed)),
+            sum(|p| p.store.commits.load(Relaxed)),
+            sum(|p| p.store.flushes.load(Relaxed)),
+            sum(|p| p.store.bytes_written.load(Relaxed)),
+            sum(|p| p.store.device_writes.load(Relaxed)),
+            sum(|p| p.store.device_reads.load(Relaxed)),
+            sum(|p| p.store.device_read_bytes.load(Relaxed)),
             sh.args.durability,
             sh.poller_stats.len()
         );
@@ -213,7 +218,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
                 p.in_flight.load(Relaxed),
                 p.parks.load(Relaxed),
                 p.reads.load(Relaxed),
-                p.io_errors.load(Relaxed),
+                p.store.io_errors.load(Relaxed),
             );
         }
         s.push_str("\r\n");

@@ -193,31 +193,31 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
         &r,
         "nvkv_device_read_ops_total",
         "Reads issued to the device (GETs and compaction)",
-        psum(|p| p.device_reads.load(Relaxed)),
+        psum(|p| p.store.device_reads.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_device_read_bytes_total",
         "Bytes read from the device",
-        psum(|p| p.device_read_bytes.load(Relaxed)),
+        psum(|p| p.store.device_read_bytes.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_device_write_ops_total",
         "Log writes completed on the device",
-        psum(|p| p.device_writes.load(Relaxed)),
+        psum(|p| p.store.device_writes.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_device_bytes_written_total",
         "Log bytes written",
-        psum(|p| p.bytes_written.load(Relaxed)),
+        psum(|p| p.store.bytes_written.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_io_errors_total",
         "Device operations that failed",
-        psum(|p| p.io_errors.load(Relaxed)),
+        psum(|p| p.store.io_errors.load(Relaxed)),
     )?;
     counter(
         &r,
@@ -229,13 +229,13 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
         &r,
         "nvkv_commits_total",
         "Group commits completed",
-        psum(|p| p.commits.load(Relaxed)),
+        psum(|p| p.store.commits.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_flushes_total",
         "Device flushes completed",
-        psum(|p| p.flushes.load(Relaxed)),
+        psum(|p| p.store.flushes.load(Relaxed)),
     )?;
     counter(
         &r,
@@ -247,19 +247,19 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
         &r,
         "nvkv_expired_keys_total",
         "Keys found expired (by a read, the expiry sweep or compaction)",
-        psum(|p| p.expired_keys.load(Relaxed)),
+        psum(|p| p.store.expired_keys.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_evicted_keys_total",
         "Keys evicted by the maxmemory policy",
-        psum(|p| p.evicted_keys.load(Relaxed)),
+        psum(|p| p.store.evicted_keys.load(Relaxed)),
     )?;
     gauge(
         &r,
         "nvkv_keys_with_ttl",
         "Live keys with a TTL",
-        psum(|p| p.expires.load(Relaxed)) as i64,
+        psum(|p| p.store.expires.load(Relaxed)) as i64,
     )?;
     counter(
         &r,
@@ -271,19 +271,19 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
         &r,
         "nvkv_user_bytes_written_total",
         "Record bytes written for clients",
-        psum(|p| p.user_bytes.load(Relaxed)),
+        psum(|p| p.store.user_bytes.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_compaction_bytes_moved_total",
         "Record bytes moved by compaction",
-        psum(|p| p.compact_bytes.load(Relaxed)),
+        psum(|p| p.store.compact_bytes.load(Relaxed)),
     )?;
     counter(
         &r,
         "nvkv_compactions_total",
         "Segments emptied by compaction",
-        psum(|p| p.compactions.load(Relaxed)),
+        psum(|p| p.store.compactions.load(Relaxed)),
     )?;
     gauge(&r, "nvkv_keys", "Live keys", super::info::keys(sh) as i64)?;
     let sp = &sh.space;

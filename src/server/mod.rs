@@ -5,11 +5,9 @@
 
 mod access;
 mod command;
-mod compact;
 mod conn;
-mod evict;
+mod errors;
 mod info;
-mod log;
 mod metrics;
 pub mod msg;
 mod poller;
@@ -300,35 +298,10 @@ fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
     s.parse().map_err(str::to_owned)
 }
 
-/// Eviction settings that may change while the server runs.
-struct Eviction {
-    policy: std::sync::atomic::AtomicU8,
-    maxmemory: std::sync::atomic::AtomicU64,
-    samples: std::sync::atomic::AtomicU32,
-}
-
-impl Eviction {
-    fn new(args: &ServeArgs) -> Self {
-        Eviction {
-            policy: args.maxmemory_policy.code().into(),
-            maxmemory: args.maxmemory.into(),
-            samples: args.maxmemory_samples.into(),
-        }
-    }
-
-    fn policy(&self) -> store::evict::Policy {
-        store::evict::Policy::from_code(self.policy.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    fn maxmemory(&self) -> u64 {
-        self.maxmemory.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 /// What every server thread shares.
 struct Shared {
     args: ServeArgs,
-    eviction: Eviction,
+    eviction: Arc<store::evict::Settings>,
     sb: Superblock,
     pollers: Vec<PollerHandle>,
     conns: Vec<ConnHandle>,
@@ -344,7 +317,7 @@ struct Shared {
     pollers_stop: AtomicBool,
     started: Instant,
     open_report: OpenReport,
-    space: store::Space,
+    space: Arc<store::Space>,
     addr: SocketAddr,
 }
 
@@ -580,9 +553,13 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         pollers_stop: AtomicBool::new(false),
         started: Instant::now(),
         open_report: store.report,
-        space: store.space,
+        space: Arc::new(store.space),
         addr,
-        eviction: Eviction::new(&args),
+        eviction: Arc::new(store::evict::Settings::new(
+            args.maxmemory_policy,
+            args.maxmemory,
+            args.maxmemory_samples,
+        )),
         args,
     });
 

@@ -7,27 +7,39 @@
 //! the whole batch in one call: a lone request goes to the device at once,
 //! and under load many requests share one submission. An idle poller polls
 //! for a short while, then parks in the engine until a completion or its
-//! eventfd wakes it. The write path (segments, commits, compaction) is in
-//! `log.rs`.
+//! eventfd wakes it. The write path (segments, commits, compaction,
+//! expiry, eviction) is the store's [`Keyspace`]: the poller turns requests
+//! into its reads and writes, and replies.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::log::Log;
-use super::msg::{Op, Reply, Request, Response, SetReply};
-use super::{resp, PollMode, Shared};
-use crate::format::{align_down, align_up, decode_record, Record, FLAG_TOMBSTONE};
-use crate::index::{Entry, KeyHash, Sweep};
+use super::msg::{ConnRef, Op, Reply, Request, Response, SetReply};
+use super::{resp, Durability, PollMode, Shared};
+use crate::format::{align_down, align_up, decode_record, Record};
+use crate::index::Entry;
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
-use crate::store::{Lookup, Shard};
+use crate::store::clock::SystemClock;
+use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
+use crate::store::Shard;
 
-/// Engine tags at or above this are the log's (writes, flushes, compaction).
-pub(super) const LOG_TAGS: u64 = 1 << 60;
+/// Writes that may wait for compaction before the store answers OOM.
+const MAX_DEFERRED: usize = 16 * 1024;
+/// Longest a write waits for compaction before it is refused.
+const MAX_DEFER: Duration = Duration::from_secs(2);
+
+/// A reply owed once the commit that holds the write completes.
+struct Waiter {
+    to: ConnRef,
+    id: u64,
+    part: u32,
+    reply: Reply,
+}
 
 /// A device read waiting for its completion.
 struct PendingRead {
@@ -37,32 +49,27 @@ struct PendingRead {
     start: u64,
 }
 
-pub(super) struct Poller<E: Engine> {
-    pub(super) id: usize,
-    pub(super) eng: E,
-    pub(super) shared: Arc<Shared>,
-    /// Indexed by shard id; `Some` for the shards this poller owns.
-    pub(super) shards: Vec<Option<Shard>>,
+struct Poller<E: Engine> {
+    id: usize,
+    shared: Arc<Shared>,
+    /// The keys this poller owns, their write path, and the engine.
+    ks: Keyspace<E, Waiter>,
     reads: Vec<Option<PendingRead>>,
     free_tags: Vec<u32>,
     done: Vec<Completion>,
     /// Connection threads that got responses this turn.
     touched: Vec<bool>,
-    pub(super) block: u64,
+    /// Writers whose commits completed or failed.
+    acks: Vec<(Waiter, Result<(), CommitFailed>)>,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
     /// that arrived meanwhile (served in order once it is done).
-    pub(super) busy: HashMap<u64, VecDeque<Request>>,
+    busy: HashMap<u64, VecDeque<Request>>,
     /// Writes waiting for compaction to free a segment, oldest first.
-    pub(super) deferred: VecDeque<(Instant, Request)>,
+    deferred: VecDeque<(Instant, Request)>,
     /// Requests that found no free read slot, retried next turn.
     requeued: Vec<Request>,
-    pub(super) log: Log,
-    pub(super) compactor: super::compact::Compactor,
-    pub(super) now_ms: u64,
-    next_sweep_ms: u64,
-    pub(super) evictor: super::evict::Evictor,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
     /// since when reads have been waiting.
     wave_hold: Option<Duration>,
@@ -174,58 +181,52 @@ fn run_with<E: Engine>(
     let depth = shared.args.max_io_depth;
     // Reads may not take the slots the log needs for a commit.
     let read_slots = depth
-        .saturating_sub(Log::reserved_slots(shared.sb.shards))
+        .saturating_sub(Keyspace::<E, Waiter>::reserved_slots(shared.sb.shards))
         .max(1);
-    let log = Log::new(&shared, next_seq);
-    let shared_below = shared.args.compact_below;
+    let cfg = keyspace::Config {
+        sync: shared.args.durability == Durability::Sync,
+        commit_interval: Duration::from_millis(shared.args.commit_interval_ms),
+        compact_below: shared.args.compact_below,
+        pollers: shared.pollers.len(),
+    };
+    let common = keyspace::Common {
+        sb: shared.sb.clone(),
+        space: Arc::clone(&shared.space),
+        eviction: Arc::clone(&shared.eviction),
+    };
+    let counters = Arc::clone(&shared.poller_stats[id].store);
+    let clock = Arc::new(SystemClock);
+    let ks = Keyspace::new(id, eng, &common, shards, next_seq, cfg, clock, counters);
     let wave_hold = (shared.args.io_feed == super::IoFeed::Waves)
         .then(|| Duration::from_micros(shared.args.wave_hold_us));
     let mut p = Poller {
         id,
-        block: eng.block_size() as u64,
-        eng,
+        ks,
         touched: vec![false; shared.conns.len()],
         shared,
-        shards,
         reads: (0..read_slots).map(|_| None).collect(),
         free_tags: (0..read_slots as u32).rev().collect(),
         done: Vec::with_capacity(depth),
+        acks: Vec::new(),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
         requeued: Vec::new(),
-        log,
-        compactor: super::compact::Compactor::new(shared_below),
-        now_ms: now_ms(),
-        next_sweep_ms: 0,
-        evictor: super::evict::Evictor::new(id as u64),
         wave_hold,
         held_since: None,
     };
-    p.update_key_count();
     p.run_loop();
     p.shutdown()
 }
 
-/// Index slots per shard the expiry sweep visits at a time.
-const SWEEP_SLOTS: u64 = 2048;
-
+/// Milliseconds since the Unix epoch.
 pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::store::clock::unix_ms()
 }
 
 impl<E: Engine> Poller<E> {
-    pub(super) fn stats(&self) -> &super::stats::PollerStats {
+    fn stats(&self) -> &super::stats::PollerStats {
         &self.shared.poller_stats[self.id]
-    }
-
-    pub(super) fn update_key_count(&self) {
-        let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
-        let expires = self.shards.iter().flatten().map(Shard::expiring).sum();
-        self.stats().keys.store(keys, Relaxed);
-        self.stats().expires.store(expires, Relaxed);
     }
 
     fn run_loop(&mut self) {
@@ -241,8 +242,8 @@ impl<E: Engine> Poller<E> {
                 continue;
             }
             if self.shared.pollers_stop.load(Relaxed)
-                && self.eng.in_flight() == 0
-                && self.log.idle()
+                && self.ks.engine_ref().in_flight() == 0
+                && self.ks.idle()
             {
                 return;
             }
@@ -279,8 +280,11 @@ impl<E: Engine> Poller<E> {
 
     /// One turn of the loop; returns whether anything happened.
     fn turn(&mut self) -> bool {
-        self.now_ms = now_ms();
-        self.eng.reap(&mut self.done);
+        self.ks.tick();
+        if self.shared.pollers_stop.load(Relaxed) {
+            self.ks.stop();
+        }
+        self.ks.engine().reap(&mut self.done);
         let completed = self.done.len();
         if completed > 0 && self.held_since.is_some() {
             // A wave came back, and the device waits for reads: those held
@@ -289,15 +293,13 @@ impl<E: Engine> Poller<E> {
         }
         let mut done = std::mem::take(&mut self.done);
         for c in done.drain(..) {
-            if c.tag & super::compact::COMPACT_TAG == super::compact::COMPACT_TAG {
-                self.compact_read_done(c);
-            } else if c.tag >= LOG_TAGS {
-                self.log_completion(c);
-            } else {
-                self.complete_read(c);
+            match Tag::decode(c.tag) {
+                Some(Tag::Read(slot)) => self.complete_read(slot, c),
+                _ => self.ks.complete(c),
             }
         }
         self.done = done;
+        self.answer_writers();
 
         let retried = self.retry_requeued();
         let mut batch = std::mem::take(&mut self.batch);
@@ -311,9 +313,11 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
-        let log_work =
-            self.evict_turn() | self.compact_turn() | self.retry_deferred() | self.log_turn();
-        self.reap_expired();
+        self.ks
+            .set_waiting(self.deferred.front().map(|&(since, _)| since));
+        let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
+        let expired = self.ks.expire();
+        self.answer_writers();
         let sent = if self.hold_for_wave(completed) {
             0
         } else {
@@ -322,8 +326,9 @@ impl<E: Engine> Poller<E> {
         self.notify_conns();
         let st = self.stats();
         st.loops.fetch_add(1, Relaxed);
-        st.in_flight.store(self.eng.in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work || retried
+        st.in_flight
+            .store(self.ks.engine_ref().in_flight() as u64, Relaxed);
+        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired
     }
 
     /// Sends what is queued to the device (see `--io-feed`), and counts
@@ -334,11 +339,11 @@ impl<E: Engine> Poller<E> {
         self.held_since = None;
         // While the log writes, a poller feeds as `stream` does: its
         // commits go out in one submission.
-        let each = self.wave_hold.is_some() && self.log.idle();
+        let each = self.wave_hold.is_some() && self.ks.idle();
         let sent = if each {
-            self.eng.submit_each()
+            self.ks.engine().submit_each()
         } else {
-            self.eng.submit()
+            self.ks.engine().submit()
         };
         let sent = sent.unwrap_or_else(|e| {
             tracing::error!(poller = self.id, "submit failed: {e}");
@@ -366,67 +371,14 @@ impl<E: Engine> Poller<E> {
         let Some(limit) = self.wave_hold else {
             return false;
         };
-        let queued = self.eng.queued();
-        let at_device = self.eng.in_flight().saturating_sub(queued);
-        if queued == 0 || completed > 0 || at_device == 0 || !self.log.idle() {
+        let eng = self.ks.engine_ref();
+        let queued = eng.queued();
+        let at_device = eng.in_flight().saturating_sub(queued);
+        if queued == 0 || completed > 0 || at_device == 0 || !self.ks.idle() {
             return false;
         }
         let since = *self.held_since.get_or_insert_with(Instant::now);
         since.elapsed() < limit
-    }
-
-    /// Active expiry: every few milliseconds, sweeps part of the index and
-    /// marks expired keys gone, so DBSIZE and INFO follow and compaction
-    /// reclaims their bytes. Each sweep visits a bounded number of slots
-    /// per shard (tables without keys with a TTL cost nothing); as Redis's
-    /// expire cycle, it comes back sooner while a quarter or more of the
-    /// keys with a TTL it meets have expired.
-    fn reap_expired(&mut self) {
-        if self.now_ms < self.next_sweep_ms {
-            return;
-        }
-        let now = self.now_ms;
-        let (space, sb) = (&self.shared.space, &self.shared.sb);
-        let mut gone = |e: Entry| {
-            space.gone[sb.segment_of(e.offset) as usize].fetch_add(e.len, Relaxed);
-        };
-        let mut sweep = Sweep::default();
-        for s in self.shards.iter_mut().flatten() {
-            sweep += s.reap_expired(SWEEP_SLOTS, now, &mut gone);
-        }
-        let stale = sweep.reaped * 4 >= (sweep.reaped + sweep.ttl_seen).max(1);
-        self.next_sweep_ms = now + if stale && sweep.reaped > 0 { 1 } else { 5 };
-        let st = self.stats();
-        if let Some(seen) = sweep.ttl_sum_ms.checked_div(sweep.ttl_seen) {
-            // Redis's estimate: a slow moving average of the TTLs seen.
-            let avg = st.avg_ttl_ms.load(Relaxed);
-            let avg = if avg == 0 {
-                seen
-            } else {
-                avg / 50 * 49 + seen / 50
-            };
-            st.avg_ttl_ms.store(avg, Relaxed);
-        }
-        if sweep.reaped > 0 {
-            st.expired_keys.fetch_add(sweep.reaped, Relaxed);
-            self.update_key_count();
-        }
-    }
-
-    /// A key found expired by a request: marks it gone (its bytes become
-    /// reclaimable), as the sweep would have.
-    fn reap_found(&mut self, pid: u32, hash: &KeyHash) {
-        if let Some(e) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) {
-            self.mark_gone_bytes(e);
-            self.stats().expired_keys.fetch_add(1, Relaxed);
-            self.update_key_count();
-        }
-    }
-
-    /// The bytes of `e`, just marked gone, are reclaimable.
-    pub(super) fn mark_gone_bytes(&self, e: Entry) {
-        let seg = self.shared.sb.segment_of(e.offset) as usize;
-        self.shared.space.gone[seg].fetch_add(e.len, Relaxed);
     }
 
     /// Sleeps until a completion or a doorbell (bounded, to see shutdown
@@ -437,28 +389,11 @@ impl<E: Engine> Poller<E> {
         std::sync::atomic::fence(Ordering::SeqCst);
         if handle.inbox.is_empty() && !self.shared.pollers_stop.load(Relaxed) {
             self.stats().parks.fetch_add(1, Relaxed);
-            let timeout = self
-                .log
-                .park_timeout()
-                .unwrap_or(Duration::from_millis(100));
-            self.eng.wait(timeout);
+            let timeout = self.ks.park_timeout().unwrap_or(Duration::from_millis(100));
+            self.ks.engine().wait(timeout);
         }
         handle.sleeping.store(false, Ordering::SeqCst);
         handle.bell.drain();
-    }
-
-    pub(super) fn shard_mut(&mut self, pid: u32) -> &mut Shard {
-        let s = crate::store::shard_of(pid, self.shared.sb.shards);
-        self.shards[s as usize]
-            .as_mut()
-            .expect("request routed to the shard's poller")
-    }
-
-    fn shard(&self, pid: u32) -> &Shard {
-        let s = crate::store::shard_of(pid, self.shared.sb.shards);
-        self.shards[s as usize]
-            .as_ref()
-            .expect("request routed to the shard's poller")
     }
 
     pub(super) fn reply(&mut self, req: &Request, reply: Reply) {
@@ -476,16 +411,9 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request now.
     pub(super) fn handle_now(&mut self, req: Request) {
-        let hit = match self.shard(req.pid).lookup(req.pid, &req.hash, self.now_ms) {
-            Lookup::Hit(e) => Some(e),
-            Lookup::Miss => None,
-            Lookup::Expired(_) => {
-                self.reap_found(req.pid, &req.hash);
-                None
-            }
-        };
+        let hit = self.ks.lookup(req.pid, &req.hash);
         if hit.is_some() && matches!(req.op, Op::Get { .. }) {
-            self.touch(req.pid, &req.hash);
+            self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
             (Op::Exists, hit) => self.reply(&req, Reply::Int(hit.is_some() as i64)),
@@ -522,37 +450,32 @@ impl<E: Engine> Poller<E> {
     /// Gets the record of `entry` for `req`: from a segment buffer at once,
     /// or with one device read.
     fn fetch(&mut self, req: Request, entry: Entry) {
-        if let Some(bytes) = self.log.buffered(entry) {
+        if let Some(bytes) = self.ks.buffered(entry) {
             let bytes = bytes.to_vec();
             return self.finish_fetch(req, entry, Ok(&bytes));
         }
         let Some(tag) = self.free_tags.pop() else {
             return self.requeue(req);
         };
-        let start = align_down(entry.offset, self.block);
-        let end = align_up(entry.offset + entry.len as u64, self.block);
-        let buf = self.eng.alloc((end - start) as usize);
-        match self.eng.read(start, buf, tag as u64) {
+        let block = self.ks.block();
+        let start = align_down(entry.offset, block);
+        let end = align_up(entry.offset + entry.len as u64, block);
+        let eng = self.ks.engine();
+        let buf = eng.alloc((end - start) as usize);
+        match eng.read(start, buf, Tag::Read(tag).encode()) {
             Ok(()) => {
-                self.count_read(end - start);
+                self.ks.count_read(end - start);
                 if req.op.reads_then_writes() {
                     self.busy.entry(req.hash.tag).or_default();
                 }
                 self.reads[tag as usize] = Some(PendingRead { req, entry, start });
             }
             Err(buf) => {
-                self.eng.free(buf);
+                self.ks.engine().free(buf);
                 self.free_tags.push(tag);
                 self.requeue(req);
             }
         }
-    }
-
-    /// Counts a device read of `bytes` issued.
-    pub(super) fn count_read(&self, bytes: u64) {
-        let st = self.stats();
-        st.device_reads.fetch_add(1, Relaxed);
-        st.device_read_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Puts a request that found no read slot aside for the next turn; the
@@ -582,8 +505,7 @@ impl<E: Engine> Poller<E> {
         any
     }
 
-    fn complete_read(&mut self, c: Completion) {
-        let tag = c.tag as u32;
+    fn complete_read(&mut self, tag: u32, c: Completion) {
         let Some(r) = self.reads[tag as usize].take() else {
             tracing::error!(poller = self.id, tag, "completion for an unknown read");
             return;
@@ -603,12 +525,12 @@ impl<E: Engine> Poller<E> {
             Err(e) => Err(format!("ERR I/O error reading offset {}: {e}", r.start)),
         };
         if result.is_err() {
-            self.stats().io_errors.fetch_add(1, Relaxed);
+            self.ks.counters().io_errors.fetch_add(1, Relaxed);
         }
         let tag = r.req.hash.tag;
         let was_rmw = r.req.op.reads_then_writes();
         self.finish_fetch(r.req, r.entry, result);
-        self.eng.free(buf);
+        self.ks.engine().free(buf);
         if was_rmw {
             self.release(tag);
         }
@@ -640,7 +562,7 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        if rec.is_tombstone() || rec.expired(self.now_ms) {
+        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
             if matches!(req.op, Op::Set { .. }) {
                 return self.set(req, None, None);
             }
@@ -668,7 +590,7 @@ impl<E: Engine> Poller<E> {
                 let reply = match rec.meta.expire_ms {
                     0 => -1,
                     at => {
-                        let left = at.saturating_sub(self.now_ms) as i64;
+                        let left = at.saturating_sub(self.ks.now_ms()) as i64;
                         if ms {
                             left
                         } else {
@@ -749,7 +671,7 @@ impl<E: Engine> Poller<E> {
             (true, None) => 0,
             (false, _) => *expire_ms,
         };
-        let result = self.append(req.pid, &req.hash, key, value, expire, 0);
+        let result = self.ks.write(req.pid, &req.hash, key, value, expire, false);
         self.acknowledge(req, result, done);
     }
 
@@ -778,14 +700,16 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let (key, value) = (key.clone(), new.to_string().into_bytes());
-        let result = self.append(req.pid, &req.hash, &key, &value, expire, 0);
+        let result = self
+            .ks
+            .write(req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge(req, result, Reply::Int(new));
     }
 
     /// Appends a tombstone for the key of `req`, replying `ok` once durable.
     fn delete(&mut self, req: Request, ok: Reply) {
         let key = req.op.key().expect("keyed op").to_vec();
-        let result = self.append(req.pid, &req.hash, &key, &[], 0, FLAG_TOMBSTONE);
+        let result = self.ks.write(req.pid, &req.hash, &key, &[], 0, true);
         self.acknowledge(req, result, ok);
     }
 
@@ -796,13 +720,107 @@ impl<E: Engine> Poller<E> {
             return self.reply(&req, Reply::Int(0));
         }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
-        let result = if !persist && at_ms <= self.now_ms {
-            self.append(req.pid, &req.hash, &key, &[], 0, FLAG_TOMBSTONE)
+        let result = if !persist && at_ms <= self.ks.now_ms() {
+            self.ks.write(req.pid, &req.hash, &key, &[], 0, true)
         } else {
             let at = if persist { 0 } else { at_ms };
-            self.append(req.pid, &req.hash, &key, &value, at, 0)
+            self.ks.write(req.pid, &req.hash, &key, &value, at, false)
         };
         self.acknowledge(req, result, Reply::Int(1));
+    }
+
+    /// Replies to a write: at once when it failed or needs no commit,
+    /// after its commit otherwise. A write that found no free segment
+    /// while compaction or eviction can still make room waits for it.
+    fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
+        if matches!(result, Err(WriteError::Full))
+            && self.ks.may_make_room()
+            && self.deferred.len() < MAX_DEFERRED
+        {
+            self.stats().writes_deferred.fetch_add(1, Relaxed);
+            self.busy.entry(req.hash.tag).or_default();
+            self.deferred.push_back((self.ks.now(), req));
+            return;
+        }
+        let reply = match result {
+            Ok(()) => {
+                let w = Waiter {
+                    to: req.from,
+                    id: req.id,
+                    part: req.part,
+                    reply: ok,
+                };
+                match self.ks.acknowledge(w) {
+                    Some(w) => w.reply,
+                    None => return,
+                }
+            }
+            Err(WriteError::Full) => {
+                self.stats().writes_refused.fetch_add(1, Relaxed);
+                Reply::Error(super::errors::STORE_FULL.into())
+            }
+            Err(WriteError::TooLarge) => Reply::Error(super::errors::RECORD_TOO_LARGE.into()),
+            Err(e @ WriteError::Index(_)) => Reply::Error(format!("ERR {e}")),
+        };
+        self.reply(&req, reply);
+    }
+
+    /// Replies to the writers whose commits completed or failed.
+    fn answer_writers(&mut self) {
+        self.ks.take_acks(&mut self.acks);
+        let mut acks = std::mem::take(&mut self.acks);
+        for (w, result) in acks.drain(..) {
+            let reply = match result {
+                Ok(()) => w.reply,
+                Err(e) => Reply::Error(format!("ERR I/O error, {e}")),
+            };
+            self.respond(w.to, w.id, w.part, reply);
+        }
+        self.acks = acks;
+    }
+
+    /// Redis's refusal of a command that adds data past `--maxmemory`
+    /// when nothing can be evicted for it; whether it refused.
+    fn refused_over_maxmemory(&mut self, req: &Request) -> bool {
+        if !self.ks.refuses_over_maxmemory() {
+            return false;
+        }
+        self.stats().writes_refused.fetch_add(1, Relaxed);
+        self.reply(req, Reply::Error(super::errors::OVER_MAXMEMORY.into()));
+        true
+    }
+
+    /// Retries deferred writes once there is room again; a write that
+    /// waited too long is refused (compaction cannot keep up).
+    fn retry_deferred(&mut self) -> bool {
+        let mut any = false;
+        let now = self.ks.now();
+        while self
+            .deferred
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > MAX_DEFER)
+        {
+            let (_, req) = self.deferred.pop_front().expect("front");
+            let tag = req.hash.tag;
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            self.reply(&req, Reply::Error(super::errors::COMPACTION_BEHIND.into()));
+            self.release(tag);
+            any = true;
+        }
+        while self.ks.room_for_writes() {
+            let Some((_, req)) = self.deferred.pop_front() else {
+                break;
+            };
+            let tag = req.hash.tag;
+            let before = self.deferred.len();
+            self.handle_now(req);
+            any = true;
+            if self.deferred.len() > before {
+                break; // deferred again
+            }
+            self.release(tag);
+        }
+        any
     }
 
     pub(super) fn respond(&mut self, to: super::msg::ConnRef, id: u64, part: u32, reply: Reply) {
@@ -837,23 +855,21 @@ impl<E: Engine> Poller<E> {
             );
             self.deferred.clear();
         }
+        self.ks.stop();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while (self.eng.in_flight() > 0 || !self.log.settled()) && Instant::now() < deadline {
+        while (self.ks.engine_ref().in_flight() > 0 || !self.ks.settled())
+            && Instant::now() < deadline
+        {
             if !self.turn() {
-                self.eng.wait(Duration::from_millis(10));
+                self.ks.engine().wait(Duration::from_millis(10));
             }
         }
-        if !self.log.settled() {
+        if !self.ks.settled() {
             anyhow::bail!(
                 "poller {}: the log did not finish committing; the index stays dirty",
                 self.id
             );
         }
-        let (max_seq, max_gen) = (self.log.next_seq - 1, self.shared.space.gen.load(Relaxed));
-        for s in self.shards.iter_mut().flatten() {
-            s.mark_clean(max_seq, max_gen)
-                .context("marking the index clean")?;
-        }
-        Ok(())
+        self.ks.mark_clean().context("marking the index clean")
     }
 }

@@ -2,12 +2,15 @@
 //! cache-padded counters with relaxed atomics; readers sum them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-/// One poller's counters.
+use crate::store::keyspace::Counters;
+
+/// One poller's counters; those of its keyspace (the write path, expiry,
+/// eviction, device operations) are in `store`.
 #[derive(Debug, Default)]
 pub struct PollerStats {
     pub loops: AtomicU64,
@@ -21,37 +24,13 @@ pub struct PollerStats {
     pub reads: AtomicU64,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    pub io_errors: AtomicU64,
     pub corrupt_records: AtomicU64,
     pub parks: AtomicU64,
-    /// Live keys of the poller's shards.
-    pub keys: AtomicU64,
-    /// Commits completed, flushes completed, log bytes written.
-    pub commits: AtomicU64,
-    pub flushes: AtomicU64,
-    pub bytes_written: AtomicU64,
-    /// Device operations issued: reads (GETs, compaction) and their bytes,
-    /// and log writes.
-    pub device_reads: AtomicU64,
-    pub device_read_bytes: AtomicU64,
-    pub device_writes: AtomicU64,
     /// Writes refused because the store was full.
     pub writes_refused: AtomicU64,
     /// Writes that waited for compaction to free a segment.
     pub writes_deferred: AtomicU64,
-    /// Record bytes appended for clients, and moved by compaction.
-    pub user_bytes: AtomicU64,
-    pub compact_bytes: AtomicU64,
-    /// Segments emptied by compaction.
-    pub compactions: AtomicU64,
-    /// Live keys with a TTL in the poller's shards.
-    pub expires: AtomicU64,
-    /// Keys found expired (by a read, the sweep or compaction), and keys
-    /// evicted.
-    pub expired_keys: AtomicU64,
-    pub evicted_keys: AtomicU64,
-    /// Mean TTL left of keys with one, in ms, as the sweep estimates it.
-    pub avg_ttl_ms: AtomicU64,
+    pub store: Arc<Counters>,
 }
 
 /// Upper bounds of the command latency buckets, in microseconds (a last

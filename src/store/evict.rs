@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::index::{Entry, ACCESS_BITS};
 
@@ -22,6 +23,34 @@ const LFU_INIT: u32 = 5;
 const LFU_LOG_FACTOR: u32 = 10;
 const LFU_DECAY_MIN: u64 = 1;
 const LFU_MINUTES_MASK: u64 = (1 << (ACCESS_BITS - 8)) - 1;
+
+/// The eviction settings every poller reads, changed at run time by
+/// CONFIG SET: the policy, `maxmemory` (0: none) and
+/// `maxmemory-samples`.
+#[derive(Debug)]
+pub struct Settings {
+    pub policy: AtomicU8,
+    pub maxmemory: AtomicU64,
+    pub samples: AtomicU32,
+}
+
+impl Settings {
+    pub fn new(policy: Policy, maxmemory: u64, samples: u32) -> Self {
+        Settings {
+            policy: policy.code().into(),
+            maxmemory: maxmemory.into(),
+            samples: samples.into(),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::from_code(self.policy.load(Relaxed))
+    }
+
+    pub fn maxmemory(&self) -> u64 {
+        self.maxmemory.load(Relaxed)
+    }
+}
 
 /// What a full store does when a write needs room: Redis's names and
 /// meanings.

@@ -10,8 +10,11 @@
 //! ```
 
 mod check;
+pub mod clock;
 pub mod evict;
+pub mod keyspace;
 mod load;
+pub mod model;
 mod pack;
 mod recover;
 mod shard;

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::poller::Poller;
+use super::Keyspace;
 use crate::index::KeyHash;
 use crate::io::Engine;
 
@@ -88,20 +88,20 @@ impl Evictor {
     }
 }
 
-impl<E: Engine> Poller<E> {
+impl<E: Engine, W> Keyspace<E, W> {
     /// Live bytes allowed under the policy: `--maxmemory`, or what the
     /// device holds with room for compaction: a share of the segments
     /// clients may fill, each counted as full as records pack (alignment
     /// leaves large records some padding).
     fn live_limit(&self) -> u64 {
-        let sp = &self.shared.space;
+        let sp = &self.space;
         let writable = sp.live.len().saturating_sub(2 * self.reserve()) as u64;
         let packed = match self.evictor.packed {
             0 => sp.segment_size,
             p => p,
         };
         let device = writable * packed as u64 / 100 * FILL_PCT;
-        match self.shared.eviction.maxmemory() {
+        match self.eviction.maxmemory() {
             0 => device,
             m => m.min(device),
         }
@@ -111,8 +111,8 @@ impl<E: Engine> Poller<E> {
     /// sum over every segment).
     pub(super) fn live_bytes_now(&mut self) -> u64 {
         if self.evictor.measured_ms != self.now_ms {
-            self.evictor.live = self.shared.space.live_bytes();
-            self.evictor.packed = self.shared.space.packed_live();
+            self.evictor.live = self.space.live_bytes();
+            self.evictor.packed = self.space.packed_live();
             self.evictor.measured_ms = self.now_ms;
         }
         self.evictor.live
@@ -121,7 +121,7 @@ impl<E: Engine> Poller<E> {
     /// Whether `--maxmemory` is set and live data is past it (Redis's
     /// test before a command that adds data).
     pub(super) fn over_maxmemory(&mut self) -> bool {
-        let max = self.shared.eviction.maxmemory();
+        let max = self.eviction.maxmemory();
         max != 0 && self.live_bytes_now() > max
     }
 
@@ -133,12 +133,12 @@ impl<E: Engine> Poller<E> {
 
     /// Whether eviction can still make room for a write that found none.
     pub(super) fn may_evict(&self) -> bool {
-        self.shared.eviction.policy().evicts() && !self.evictor.exhausted
+        self.eviction.policy().evicts() && !self.evictor.exhausted
     }
 
     /// One bounded step of eviction; returns whether it evicted anything.
     pub(super) fn evict_turn(&mut self) -> bool {
-        let policy = self.shared.eviction.policy();
+        let policy = self.eviction.policy();
         if !policy.evicts() {
             return false;
         }
@@ -146,8 +146,9 @@ impl<E: Engine> Poller<E> {
         let limit = self.live_limit();
         // Writes waiting for a segment that compaction cannot free soon:
         // evict whatever the limit says.
-        let stuck = self.deferred.front().is_some_and(|(since, _)| {
-            since.elapsed() > std::time::Duration::from_millis(50) || !self.reclaimable()
+        let stuck = self.waiting_since.is_some_and(|since| {
+            self.now.saturating_duration_since(since) > std::time::Duration::from_millis(50)
+                || !self.reclaimable()
         });
         self.evictor.pressure = live > limit || stuck;
         if !self.evictor.pressure {
@@ -159,7 +160,7 @@ impl<E: Engine> Poller<E> {
         // `evict_in_place`), which costs no copies: random victims are
         // taken only while it cannot keep up (more than a segment over the
         // limit, or writes waiting). Sampling goes on for the median.
-        let seg = self.shared.sb.segment_size as u64;
+        let seg = self.sb.segment_size as u64;
         if self.compacting() && !stuck && over < seg {
             self.sample(policy);
             return false;
@@ -177,7 +178,9 @@ impl<E: Engine> Poller<E> {
         }
         if evicted > 0 {
             self.evictor.live = self.evictor.live.saturating_sub(freed);
-            self.stats().evicted_keys.fetch_add(evicted as u64, Relaxed);
+            self.counters
+                .evicted_keys
+                .fetch_add(evicted as u64, Relaxed);
             self.update_key_count();
         }
         evicted > 0
@@ -208,7 +211,7 @@ impl<E: Engine> Poller<E> {
     /// recent scores.
     fn sample(&mut self, policy: crate::store::evict::Policy) {
         // CONFIG SET takes Redis's range; more than 64 samples buys nothing.
-        let samples = self.shared.eviction.samples.load(Relaxed).clamp(1, 64);
+        let samples = self.eviction.samples.load(Relaxed).clamp(1, 64);
         if self.evictor.owned.is_empty() {
             self.evictor.owned = (0..self.shards.len())
                 .filter(|&s| self.shards[s].is_some())
@@ -277,13 +280,13 @@ impl<E: Engine> Poller<E> {
         hash: &KeyHash,
         e: &crate::index::Entry,
     ) -> bool {
-        let policy = self.shared.eviction.policy();
+        let policy = self.eviction.policy();
         if !policy.evicts() || !policy.may_evict(e) {
             return false;
         }
         // With some slack below the limit, so that eviction happens here
         // rather than at random victims later.
-        let slack = 2 * self.shared.sb.segment_size as u64;
+        let slack = 2 * self.sb.segment_size as u64;
         let near = self.evictor.live + slack > self.live_limit();
         let Some(median) = self
             .evictor
@@ -306,26 +309,21 @@ impl<E: Engine> Poller<E> {
         self.mark_gone_bytes(old);
         self.evictor.live = self.evictor.live.saturating_sub(old.len as u64);
         self.evictor.pressure &=
-            self.evictor.live + slack > self.live_limit() || !self.deferred.is_empty();
-        self.stats().evicted_keys.fetch_add(1, Relaxed);
+            self.evictor.live + slack > self.live_limit() || self.waiting_since.is_some();
+        self.counters.evicted_keys.fetch_add(1, Relaxed);
         true
     }
 
-    /// Redis's refusal of a command that adds data past `--maxmemory` when
-    /// nothing can be evicted for it; whether it refused.
-    pub(super) fn refused_over_maxmemory(&mut self, req: &super::msg::Request) -> bool {
-        if !self.over_maxmemory() || self.may_evict() {
-            return false;
-        }
-        self.stats().writes_refused.fetch_add(1, Relaxed);
-        let msg = "OOM command not allowed when used memory > 'maxmemory'.";
-        self.reply(req, super::msg::Reply::Error(msg.into()));
-        true
+    /// Whether a command that adds data must be refused, as Redis does:
+    /// `--maxmemory` is set, live data is past it, and nothing can be
+    /// evicted for it.
+    pub fn refuses_over_maxmemory(&mut self) -> bool {
+        self.over_maxmemory() && !self.may_evict()
     }
 
     /// A read of the key: its access bits follow (LRU and LFU policies).
-    pub(super) fn touch(&mut self, pid: u32, hash: &KeyHash) {
-        let policy = self.shared.eviction.policy();
+    pub fn touch(&mut self, pid: u32, hash: &KeyHash) {
+        let policy = self.eviction.policy();
         if policy.tracks_access() {
             let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
             self.shard_mut(pid)
@@ -336,7 +334,7 @@ impl<E: Engine> Poller<E> {
 
     /// A client wrote the key (`new`: it did not exist before).
     pub(super) fn touch_written(&mut self, pid: u32, hash: &KeyHash, new: bool) {
-        let policy = self.shared.eviction.policy();
+        let policy = self.eviction.policy();
         if policy.tracks_access() {
             let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
             self.shard_mut(pid)

@@ -17,13 +17,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::poller::{Poller, LOG_TAGS};
+use super::{Keyspace, Tag};
 use crate::format::{SegmentHeader, SegmentRecords, FLAG_TOMBSTONE};
 use crate::index::KeyHash;
 use crate::io::{Completion, Engine, IoBuf};
 use crate::store::NO_SHARD;
 
-pub(super) const COMPACT_TAG: u64 = LOG_TAGS | (3 << 40);
 /// Records moved per loop turn.
 const STEP: usize = 256;
 /// How long a compaction that found no room waits before it tries again.
@@ -53,11 +52,11 @@ pub(super) struct Compactor {
 }
 
 impl Compactor {
-    pub(super) fn new(below: f64) -> Self {
+    pub(super) fn new(below: f64, now: Instant) -> Self {
         Compactor {
             below,
             job: None,
-            last_pick: Instant::now(),
+            last_pick: now,
             moving: false,
             blocked_until: None,
         }
@@ -73,7 +72,7 @@ impl Compactor {
     }
 }
 
-impl<E: Engine> Poller<E> {
+impl<E: Engine, W> Keyspace<E, W> {
     /// A segment is being compacted.
     pub(super) fn compacting(&self) -> bool {
         self.compactor.job.is_some()
@@ -82,7 +81,7 @@ impl<E: Engine> Poller<E> {
     /// Runs one bounded step of compaction; returns whether it did anything.
     pub(super) fn compact_turn(&mut self) -> bool {
         if let Some(t) = self.compactor.blocked_until {
-            if Instant::now() < t {
+            if self.now < t {
                 return false;
             }
             self.compactor.blocked_until = None;
@@ -96,22 +95,21 @@ impl<E: Engine> Poller<E> {
 
     fn pick_victim(&mut self) -> bool {
         let hurry = self.space_low();
-        if (!hurry && self.compactor.last_pick.elapsed() < PICK_EVERY)
-            || self.shared.pollers_stop.load(Relaxed)
-        {
+        let since_pick = self.now.saturating_duration_since(self.compactor.last_pick);
+        if (!hurry && since_pick < PICK_EVERY) || self.stopping {
             return false;
         }
-        self.compactor.last_pick = Instant::now();
-        let space = &self.shared.space;
+        self.compactor.last_pick = self.now;
+        let space = &self.space;
         let evicting = self.evictor_pressure();
         if space.free_segments() * 4 > space.live.len()
             && !hurry
             && !evicting
-            && self.deferred.is_empty()
+            && self.waiting_since.is_none()
         {
             return false; // plenty of room: moving records would only churn
         }
-        let seg_size = self.shared.sb.segment_size as f64;
+        let seg_size = self.sb.segment_size as f64;
         let pressure = hurry || space.free_segments() * 10 < space.live.len();
         // Never a segment about as full as records pack: moving its records
         // would fill a new segment as much, and free nothing.
@@ -145,10 +143,13 @@ impl<E: Engine> Poller<E> {
             .map(|(g, _)| space.min_seq[g].load(Relaxed))
             .min()
             .unwrap_or(u64::MAX);
-        let size = self.shared.sb.segment_size as usize;
+        let size = self.sb.segment_size as usize;
         let buf = self.eng.alloc(size);
-        let off = self.shared.sb.segment_offset(seg);
-        if let Err(buf) = self.eng.read(off, buf, COMPACT_TAG | seg as u64) {
+        let off = self.sb.segment_offset(seg);
+        if let Err(buf) = self
+            .eng
+            .read(off, buf, Tag::CompactRead { segment: seg }.encode())
+        {
             self.eng.free(buf);
             return false;
         }
@@ -172,7 +173,7 @@ impl<E: Engine> Poller<E> {
         let buf = c.buf.expect("a read returns its buffer");
         match c.result {
             Ok(n) if n == buf.len() => {
-                job.header = SegmentHeader::decode(&buf, &self.shared.sb.uuid);
+                job.header = SegmentHeader::decode(&buf, &self.sb.uuid);
                 if job.header.is_none() {
                     tracing::error!(
                         segment = job.seg,
@@ -184,7 +185,7 @@ impl<E: Engine> Poller<E> {
             }
             other => {
                 tracing::error!(segment = job.seg, "compaction read failed: {other:?}");
-                self.stats().io_errors.fetch_add(1, Relaxed);
+                self.counters.io_errors.fetch_add(1, Relaxed);
                 self.eng.free(buf);
                 self.compactor.job = None;
             }
@@ -205,9 +206,9 @@ impl<E: Engine> Poller<E> {
         let mut job = self.compactor.job.take().expect("a job");
         if done {
             self.eng.free(buf);
-            let left = self.shared.space.live[job.seg as usize].load(Relaxed);
+            let left = self.space.live[job.seg as usize].load(Relaxed);
             if left == 0 {
-                self.stats().compactions.fetch_add(1, Relaxed);
+                self.counters.compactions.fetch_add(1, Relaxed);
             } else if job.header.is_some() {
                 tracing::warn!(segment = job.seg, left, "compaction left live bytes behind");
             }
@@ -222,9 +223,9 @@ impl<E: Engine> Poller<E> {
     fn move_records(&mut self, buf: &[u8], h: &SegmentHeader) -> bool {
         let job = self.compactor.job.as_ref().expect("a job");
         let (seg, shard, floor, pos) = (job.seg, job.shard, job.floor, job.pos);
-        let block = self.shared.sb.block_size;
-        let base = self.shared.sb.segment_offset(seg);
-        let uuid = self.shared.sb.uuid;
+        let block = self.sb.block_size;
+        let base = self.sb.segment_offset(seg);
+        let uuid = self.sb.uuid;
         let mut it = SegmentRecords::resume(&uuid, buf, h, block, pos);
         let step = if self.space_low() { usize::MAX } else { STEP };
         for _ in 0..step {
@@ -233,8 +234,8 @@ impl<E: Engine> Poller<E> {
             };
             self.compactor.job.as_mut().expect("a job").pos = it.end();
             let hash = KeyHash::of(rec.key);
-            let pid = hash.partition(self.shared.sb.partitions);
-            if crate::store::shard_of(pid, self.shared.sb.shards) != shard {
+            let pid = hash.partition(self.sb.partitions);
+            if crate::store::shard_of(pid, self.sb.shards) != shard {
                 continue;
             }
             let Some(mut e) = self.shard_mut(pid).part_mut(pid).get(&hash) else {
@@ -256,7 +257,7 @@ impl<E: Engine> Poller<E> {
             // tombstone, the record holds a value).
             let found_expired = !e.tombstone && rec.expired(self.now_ms);
             if found_expired {
-                self.stats().expired_keys.fetch_add(1, Relaxed);
+                self.counters.expired_keys.fetch_add(1, Relaxed);
             }
             let gone = e.tombstone || rec.is_tombstone() || found_expired;
             self.compactor.moving = true;
@@ -279,11 +280,11 @@ impl<E: Engine> Poller<E> {
                 // record (abandoning the victim would leave the copies
                 // made so far as lost space).
                 tracing::debug!(segment = seg, "compaction waits for a free segment");
-                self.compactor.blocked_until = Some(Instant::now() + PAUSE);
+                self.compactor.blocked_until = Some(self.now + PAUSE);
                 self.compactor.job.as_mut().expect("a job").pos = at;
                 return false;
             }
-            self.stats().compact_bytes.fetch_add(rec.len, Relaxed);
+            self.counters.compact_bytes.fetch_add(rec.len, Relaxed);
         }
         false
     }

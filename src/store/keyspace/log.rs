@@ -26,26 +26,16 @@
 //! held an old value of it, once the tombstone's own segment was reused.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::msg::{ConnRef, Reply, Request};
-use super::poller::{Poller, LOG_TAGS};
-use super::{Durability, Shared};
+use super::{CommitFailed, Config, Keyspace, Tag, WriteError};
 use crate::format::{
     align_down, align_up, encode_record, place_record, record_len, RecordMeta, SegmentHeader,
     FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, KeyHash};
 use crate::io::{Completion, Engine, IoBuf};
-
-const WRITE_TAG: u64 = LOG_TAGS | (1 << 40);
-const FLUSH_TAG: u64 = LOG_TAGS | (2 << 40);
-/// Marks a commit write that erases a segment's header.
-const ERASE_BIT: u64 = 1 << 42;
-/// Writes that may wait for compaction before the store answers OOM.
-const MAX_DEFERRED: usize = 16 * 1024;
-/// Longest a write waits for compaction before it is refused.
-const MAX_DEFER: Duration = Duration::from_secs(2);
 
 /// A segment being filled, or full but not yet entirely written.
 pub(super) struct OpenSeg {
@@ -72,15 +62,7 @@ struct Undo {
     new: Entry,
 }
 
-/// A reply owed once the commit that holds the write completes.
-struct Waiter {
-    to: ConnRef,
-    id: u64,
-    part: u32,
-    reply: Reply,
-}
-
-struct Commit {
+struct Commit<W> {
     n: u64,
     /// Writes not completed yet, queued ones included.
     writes_left: u32,
@@ -91,7 +73,8 @@ struct Commit {
     flushing: bool,
     flushed: bool,
     failed: Option<String>,
-    waiters: Vec<Waiter>,
+    /// Writers owed an acknowledgement once this commit is durable.
+    waiters: Vec<W>,
     /// Undo entries this commit makes durable.
     undo_upto: usize,
     /// Emptied segments whose headers this commit erases: free once it is
@@ -99,22 +82,15 @@ struct Commit {
     erases: Vec<u32>,
 }
 
-/// Why a write was refused.
-pub(super) enum WriteError {
-    Full,
-    TooLarge,
-    Index(String),
-}
-
-pub(super) struct Log {
-    durability: Durability,
+pub(super) struct Log<W> {
+    sync: bool,
     interval: Duration,
     segs: Vec<OpenSeg>,
     undo: Vec<Undo>,
-    waiters: Vec<Waiter>,
+    waiters: Vec<W>,
     /// Commits in flight, oldest first: at most two, the older one flushing
     /// while the newer one writes.
-    commits: std::collections::VecDeque<Commit>,
+    commits: std::collections::VecDeque<Commit<W>>,
     commits_started: u64,
     last_commit: Instant,
     /// Emptied segments, to erase once commit `.1` has completed.
@@ -134,17 +110,26 @@ pub(super) struct Log {
     spare: Vec<IoBuf>,
 }
 
-impl Log {
-    pub(super) fn new(shared: &Shared, next_seq: u64) -> Self {
+/// Engine slots kept for commit writes and flushes.
+/// Two commits may be in flight, each writing every segment with new
+/// bytes, plus their flushes and a compaction read. An engine with
+/// fewer slots (`--max-io-depth`) still works: commit writes wait in
+/// their commit for slots to free up.
+pub(super) fn reserved_slots(shards: u32) -> usize {
+    4 * shards as usize + 16
+}
+
+impl<W> Log<W> {
+    pub(super) fn new(cfg: &Config, next_seq: u64, now: Instant) -> Self {
         Log {
-            durability: shared.args.durability,
-            interval: Duration::from_millis(shared.args.commit_interval_ms),
+            sync: cfg.sync,
+            interval: cfg.commit_interval,
             segs: Vec::new(),
             undo: Vec::new(),
             waiters: Vec::new(),
             commits: std::collections::VecDeque::new(),
             commits_started: 0,
-            last_commit: Instant::now(),
+            last_commit: now,
             pending_free: Vec::new(),
             to_erase: Vec::new(),
             erasing: Vec::new(),
@@ -152,15 +137,6 @@ impl Log {
             next_seq,
             spare: Vec::new(),
         }
-    }
-
-    /// Engine slots kept for commit writes and flushes.
-    /// Two commits may be in flight, each writing every segment with new
-    /// bytes, plus their flushes and a compaction read. An engine with
-    /// fewer slots (`--max-io-depth`) still works: commit writes wait in
-    /// their commit for slots to free up.
-    pub(super) fn reserved_slots(shards: u32) -> usize {
-        4 * shards as usize + 16
     }
 
     /// Nothing appended is waiting to be made durable.
@@ -179,10 +155,10 @@ impl Log {
     }
 
     /// How long a parked poller may sleep before a commit is due.
-    pub(super) fn park_timeout(&self) -> Option<Duration> {
+    pub(super) fn park_timeout(&self, now: Instant) -> Option<Duration> {
         (self.commits.is_empty() && !self.undo.is_empty()).then(|| {
             self.interval
-                .saturating_sub(self.last_commit.elapsed())
+                .saturating_sub(now.saturating_duration_since(self.last_commit))
                 .max(Duration::from_micros(100))
         })
     }
@@ -196,9 +172,14 @@ impl Log {
         let at = (e.offset - s.base) as usize;
         Some(&s.buf[at..at + e.len as usize])
     }
+
+    /// A writer waits for the next commit.
+    pub(super) fn wait(&mut self, w: W) {
+        self.waiters.push(w);
+    }
 }
 
-impl<E: Engine> Poller<E> {
+impl<E: Engine, W> Keyspace<E, W> {
     /// Appends a client's record for `hash` and points the index at it.
     pub(super) fn append(
         &mut self,
@@ -207,13 +188,14 @@ impl<E: Engine> Poller<E> {
         key: &[u8],
         value: &[u8],
         expire_ms: u64,
-        flags: u8,
+        tombstone: bool,
     ) -> Result<(), WriteError> {
         let seq = self.take_seq();
+        let flags = if tombstone { FLAG_TOMBSTONE } else { 0 };
         let old = self.append_seq(pid, hash, key, value, expire_ms, flags, seq)?;
         let len = record_len(key.len(), value.len());
-        self.stats().user_bytes.fetch_add(len, Relaxed);
-        if flags & FLAG_TOMBSTONE == 0 {
+        self.counters.user_bytes.fetch_add(len, Relaxed);
+        if !tombstone {
             let new = old.is_none_or(|o| o.tombstone);
             self.touch_written(pid, hash, new);
         }
@@ -240,7 +222,7 @@ impl<E: Engine> Poller<E> {
         flags: u8,
         seq: u64,
     ) -> Result<Option<Entry>, WriteError> {
-        let sb = &self.shared.sb;
+        let sb = &self.sb;
         let len = record_len(key.len(), value.len());
         if len as usize > sb.segment_size as usize - SEGMENT_HEADER - self.block as usize {
             return Err(WriteError::TooLarge);
@@ -249,14 +231,14 @@ impl<E: Engine> Poller<E> {
         let privileged = self.compactor.moving() || flags & FLAG_TOMBSTONE != 0;
         let (i, at) = self.segment_for(shard, len, privileged)?;
         let s = &mut self.log.segs[i];
-        self.shared.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
+        self.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
         let meta = RecordMeta {
             gen: s.gen as u32,
             seq,
             expire_ms,
             flags,
         };
-        encode_record(&self.shared.sb.uuid, &meta, key, value, &mut s.buf[at..]);
+        encode_record(&self.sb.uuid, &meta, key, value, &mut s.buf[at..]);
         s.len = at + len as usize;
         let base = s.base;
         let new = Entry {
@@ -265,11 +247,7 @@ impl<E: Engine> Poller<E> {
             tombstone: flags & FLAG_TOMBSTONE != 0,
             expire_ms,
         };
-        let old = self
-            .shard_mut(pid)
-            .part_mut(pid)
-            .insert(hash, new)
-            .map_err(|e| WriteError::Index(e.to_string()))?;
+        let old = self.shard_mut(pid).part_mut(pid).insert(hash, new)?;
         self.account(new, old);
         self.log.undo.push(Undo {
             pid,
@@ -282,8 +260,8 @@ impl<E: Engine> Poller<E> {
 
     /// Moves live bytes from the `old` entry's segment to `new`'s.
     fn account(&mut self, new: Entry, old: Option<Entry>) {
-        let space = &self.shared.space;
-        space.live[self.shared.sb.segment_of(new.offset) as usize].fetch_add(new.len, Relaxed);
+        let space = &self.space;
+        space.live[self.sb.segment_of(new.offset) as usize].fetch_add(new.len, Relaxed);
         if let Some(o) = old {
             self.drop_live(o);
         }
@@ -291,11 +269,11 @@ impl<E: Engine> Poller<E> {
 
     /// The index no longer references `old`'s bytes.
     pub(super) fn drop_live(&mut self, old: Entry) {
-        let seg = self.shared.sb.segment_of(old.offset);
+        let seg = self.sb.segment_of(old.offset);
         if old.is_marker() {
-            self.shared.space.gone[seg as usize].fetch_sub(old.len, Relaxed);
+            self.space.gone[seg as usize].fetch_sub(old.len, Relaxed);
         }
-        let before = self.shared.space.live[seg as usize].fetch_sub(old.len, Relaxed);
+        let before = self.space.live[seg as usize].fetch_sub(old.len, Relaxed);
         if before == old.len && !self.is_open(seg) {
             // Its last live record was superseded: reusable once the
             // superseding records, if any are still in memory, are durable.
@@ -326,7 +304,7 @@ impl<E: Engine> Poller<E> {
         privileged: bool,
     ) -> Result<(usize, usize), WriteError> {
         let block = self.block;
-        let seg_size = self.shared.sb.segment_size as usize;
+        let seg_size = self.sb.segment_size as usize;
         let open = self
             .log
             .segs
@@ -339,7 +317,7 @@ impl<E: Engine> Poller<E> {
                 return Ok((i, at));
             }
         }
-        let space = &self.shared.space;
+        let space = &self.space;
         // Clients may not take the last free segments: compaction needs
         // them to make room.
         let reserve = if privileged { 0 } else { self.reserve() };
@@ -371,11 +349,11 @@ impl<E: Engine> Poller<E> {
             first_seq: self.log.next_seq,
             shard,
         };
-        header.encode(&self.shared.sb.uuid, &mut buf[..SEGMENT_HEADER]);
+        header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         self.log.segs.push(OpenSeg {
             shard,
             no,
-            base: self.shared.sb.segment_offset(no),
+            base: self.sb.segment_offset(no),
             gen,
             buf,
             len: SEGMENT_HEADER,
@@ -384,104 +362,6 @@ impl<E: Engine> Poller<E> {
             closed: false,
         });
         Ok((self.log.segs.len() - 1, SEGMENT_HEADER))
-    }
-
-    /// Replies to a write: at once in async mode, after its commit in sync
-    /// mode; errors at once.
-    pub(super) fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
-        if matches!(result, Err(WriteError::Full))
-            && (self.reclaimable() || self.may_evict())
-            && self.deferred.len() < MAX_DEFERRED
-        {
-            // Not full, only behind: wait for compaction (after eviction,
-            // under an evicting policy) to free a segment.
-            self.stats().writes_deferred.fetch_add(1, Relaxed);
-            self.busy.entry(req.hash.tag).or_default();
-            self.deferred.push_back((Instant::now(), req));
-            return;
-        }
-        let req = &req;
-        let reply = match result {
-            Ok(()) if self.log.durability == Durability::Sync => {
-                self.log.waiters.push(Waiter {
-                    to: req.from,
-                    id: req.id,
-                    part: req.part,
-                    reply: ok,
-                });
-                self.update_key_count();
-                return;
-            }
-            Ok(()) => {
-                self.update_key_count();
-                ok
-            }
-            Err(WriteError::Full) => {
-                self.stats().writes_refused.fetch_add(1, Relaxed);
-                Reply::Error("OOM the store is full: no free segment for writes".into())
-            }
-            Err(WriteError::TooLarge) => Reply::Error("ERR record larger than a segment".into()),
-            Err(WriteError::Index(e)) => Reply::Error(format!("ERR index: {e}")),
-        };
-        self.reply(req, reply);
-    }
-
-    /// Whether compaction can still free space: bytes it can win back worth
-    /// more (packed) segments than the reserve.
-    pub(super) fn reclaimable(&self) -> bool {
-        let sp = &self.shared.space;
-        sp.compactable_bytes() > (self.reserve() as u64 + 2) * sp.packed_live() as u64
-    }
-
-    /// Free segments that client writes leave to compaction: one for each
-    /// shard to move records into, and one per poller.
-    ///
-    /// Small stores keep a sixteenth of their segments instead, at least
-    /// one more than the pollers.
-    pub(super) fn reserve(&self) -> usize {
-        let full = self.shared.sb.shards as usize + self.shared.pollers.len();
-        let small = (self.shared.space.live.len() / 16).max(self.shared.pollers.len() + 1);
-        full.min(small)
-    }
-
-    /// Whether free segments are scarce: compaction hurries.
-    pub(super) fn space_low(&self) -> bool {
-        self.shared.space.free_segments() <= 2 * self.reserve()
-    }
-
-    /// Retries deferred writes once there is room again.
-    pub(super) fn retry_deferred(&mut self) -> bool {
-        let mut any = false;
-        // A write that waited too long is refused: compaction cannot keep up.
-        while self
-            .deferred
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() > MAX_DEFER)
-        {
-            let (_, req) = self.deferred.pop_front().expect("front");
-            let tag = req.hash.tag;
-            self.stats().writes_refused.fetch_add(1, Relaxed);
-            self.reply(
-                &req,
-                Reply::Error("OOM no free segment: compaction is behind".into()),
-            );
-            self.release(tag);
-            any = true;
-        }
-        while self.shared.space.free_segments() > self.reserve() {
-            let Some((_, req)) = self.deferred.pop_front() else {
-                break;
-            };
-            let tag = req.hash.tag;
-            let before = self.deferred.len();
-            self.handle_now(req);
-            any = true;
-            if self.deferred.len() > before {
-                break; // deferred again
-            }
-            self.release(tag);
-        }
-        any
     }
 
     /// Starts a commit when one is due; returns whether it did anything.
@@ -508,20 +388,23 @@ impl<E: Engine> Poller<E> {
         // Erasures ride on the next commit, or go in one of their own after
         // the commit interval (so a failing device is retried at that pace).
         let erase = !self.log.to_erase.is_empty()
-            && (self.log.last_commit.elapsed() >= self.log.interval
-                || self.shared.pollers_stop.load(Relaxed));
+            && (self.since_commit() >= self.log.interval || self.stopping);
         if busy || (self.log.undo.len() == fresh && !erase) {
             return false;
         }
-        let due = self.log.durability == Durability::Sync
+        let due = self.log.sync
             || erase
-            || self.log.last_commit.elapsed() >= self.log.interval
+            || self.since_commit() >= self.log.interval
             || self.log.segs.iter().any(|s| s.closed)
-            || self.shared.pollers_stop.load(Relaxed);
+            || self.stopping;
         if due {
             self.start_commit();
         }
         due
+    }
+
+    fn since_commit(&self) -> Duration {
+        self.now.saturating_duration_since(self.log.last_commit)
     }
 
     fn start_commit(&mut self) {
@@ -557,7 +440,7 @@ impl<E: Engine> Poller<E> {
         for &no in &erases {
             let mut wb = self.eng.alloc(first_block);
             wb.fill(0);
-            queued.push_back((self.shared.sb.segment_offset(no), wb, no));
+            queued.push_back((self.sb.segment_offset(no), wb, no));
         }
         let writes = queued.len() as u32;
         self.log.commits.push_back(Commit {
@@ -571,7 +454,7 @@ impl<E: Engine> Poller<E> {
             undo_upto: self.log.undo.len(),
             erases,
         });
-        self.log.last_commit = Instant::now();
+        self.log.last_commit = self.now;
         self.issue_commit_io();
     }
 
@@ -589,13 +472,12 @@ impl<E: Engine> Poller<E> {
             }
             while let Some((off, wb, no)) = c.queued.pop_front() {
                 let erase = c.erases.contains(&no);
-                let kind = if erase {
-                    WRITE_TAG | ERASE_BIT
-                } else {
-                    WRITE_TAG
+                let tag = Tag::Write {
+                    commit: n as u8,
+                    segment: no,
+                    erase,
                 };
-                let tag = kind | (n & 0xFF) << 32;
-                if let Err(wb) = self.eng.write(off, wb, tag | no as u64) {
+                if let Err(wb) = self.eng.write(off, wb, tag.encode()) {
                     c.queued.push_front((off, wb, no));
                     return; // no free slot: retried when one frees up
                 }
@@ -604,7 +486,7 @@ impl<E: Engine> Poller<E> {
                 }
             }
             if c.writes_left == 0 && !c.flushing {
-                if !self.eng.flush(FLUSH_TAG | (n & 0xFF) << 32) {
+                if !self.eng.flush(Tag::Flush { commit: n as u8 }.encode()) {
                     return;
                 }
                 c.flushing = true;
@@ -612,25 +494,31 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    fn commit_mut(&mut self, n: u64) -> Option<&mut Commit> {
+    fn commit_mut(&mut self, n: u64) -> Option<&mut Commit<W>> {
         self.log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF)
     }
 
     /// A write or flush of the log completed.
     pub(super) fn log_completion(&mut self, c: Completion) {
-        let st = self.stats();
-        if c.tag & FLUSH_TAG == FLUSH_TAG && c.tag & WRITE_TAG != WRITE_TAG {
-            st.flushes.fetch_add(1, Relaxed);
-            let n = (c.tag >> 32) & 0xFF;
-            return match c.result {
-                Ok(_) => self.flushed(n),
-                Err(e) => {
-                    st.io_errors.fetch_add(1, Relaxed);
-                    self.fail_commit(format!("flush failed: {e}"))
-                }
-            };
-        }
-        let no = (c.tag & 0xFFFF_FFFF) as u32;
+        let st = Arc::clone(&self.counters);
+        let (n, no, erase) = match Tag::decode(c.tag) {
+            Some(Tag::Flush { commit }) => {
+                st.flushes.fetch_add(1, Relaxed);
+                return match c.result {
+                    Ok(_) => self.flushed(commit as u64),
+                    Err(e) => {
+                        st.io_errors.fetch_add(1, Relaxed);
+                        self.fail_commit(format!("flush failed: {e}"))
+                    }
+                };
+            }
+            Some(Tag::Write {
+                commit,
+                segment,
+                erase,
+            }) => (commit as u64, segment, erase),
+            other => unreachable!("not a log completion: {other:?}"),
+        };
         let buf = c.buf.expect("a write returns its buffer");
         let failed = match &c.result {
             Ok(n) if *n == buf.len() => None,
@@ -647,12 +535,11 @@ impl<E: Engine> Poller<E> {
             s.in_flight -= 1;
         }
         if failed.is_some() {
-            self.stats().io_errors.fetch_add(1, Relaxed);
+            self.counters.io_errors.fetch_add(1, Relaxed);
         }
-        if c.tag & ERASE_BIT != 0 {
+        if erase {
             self.erasure_landed(no);
         }
-        let n = (c.tag >> 32) & 0xFF;
         let log = &mut self.log;
         let Some(commit) = log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF) else {
             return; // of a commit that failed meanwhile
@@ -690,19 +577,17 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    fn finish_commit(&mut self, c: Commit) {
-        self.stats().commits.fetch_add(1, Relaxed);
+    fn finish_commit(&mut self, c: Commit<W>) {
+        self.counters.commits.fetch_add(1, Relaxed);
         self.log.undo.drain(..c.undo_upto);
         for later in &mut self.log.commits {
             later.undo_upto -= c.undo_upto;
         }
-        for w in c.waiters {
-            self.respond(w.to, w.id, w.part, w.reply);
-        }
+        self.acks.extend(c.waiters.into_iter().map(|w| (w, Ok(()))));
         for no in c.erases {
             // Nothing can point into an emptied segment again: its records
             // were superseded durably, so no rollback restores them.
-            debug_assert_eq!(self.shared.space.live[no as usize].load(Relaxed), 0);
+            debug_assert_eq!(self.space.live[no as usize].load(Relaxed), 0);
             if self.log.erasing.contains(&no) {
                 self.log.erased.push(no); // a failed commit's erasure may still land
             } else {
@@ -728,7 +613,7 @@ impl<E: Engine> Poller<E> {
     }
 
     fn free_segment(&self, no: u32) {
-        let space = &self.shared.space;
+        let space = &self.space;
         space.shard[no as usize].store(crate::store::NO_SHARD, Relaxed);
         space.free.push(no);
     }
@@ -737,7 +622,7 @@ impl<E: Engine> Poller<E> {
     /// `u64::MAX`: everything appended is durable), and drops the buffers
     /// of closed segments that are entirely on the device.
     fn release_segments(&mut self, done: u64) {
-        let space = &self.shared.space;
+        let space = &self.space;
         let mut i = 0;
         while i < self.log.segs.len() {
             let s = &self.log.segs[i];
@@ -797,14 +682,14 @@ impl<E: Engine> Poller<E> {
                     Ok(())
                 }
             };
-            let space = &self.shared.space;
-            let new_seg = self.shared.sb.segment_of(u.new.offset) as usize;
+            let space = &self.space;
+            let new_seg = self.sb.segment_of(u.new.offset) as usize;
             space.live[new_seg].fetch_sub(u.new.len, Relaxed);
             if marked {
                 space.gone[new_seg].fetch_sub(u.new.len, Relaxed);
             }
             if let Some(o) = u.old {
-                let seg = self.shared.sb.segment_of(o.offset) as usize;
+                let seg = self.sb.segment_of(o.offset) as usize;
                 space.live[seg].fetch_add(o.len, Relaxed);
                 if o.is_marker() {
                     space.gone[seg].fetch_add(o.len, Relaxed);
@@ -815,15 +700,12 @@ impl<E: Engine> Poller<E> {
         for cm in &mut c {
             self.log.to_erase.append(&mut cm.erases);
         }
-        let err = format!("ERR I/O error, write not durable: {msg}");
+        let err = CommitFailed(msg.into());
         let waiters = c
             .into_iter()
             .flat_map(|c| c.waiters)
-            .chain(std::mem::take(&mut self.log.waiters))
-            .collect::<Vec<_>>();
-        for w in waiters {
-            self.respond(w.to, w.id, w.part, Reply::Error(err.clone()));
-        }
+            .chain(std::mem::take(&mut self.log.waiters));
+        self.acks.extend(waiters.map(|w| (w, Err(err.clone()))));
         for s in &mut self.log.segs {
             s.closed = true;
             s.written = s.written.max(s.len);

@@ -1,0 +1,381 @@
+//! The keys one poller owns, and the write path that keeps them: the log
+//! (appends, group commit, rollback, segment erasure), compaction, active
+//! expiry and eviction, over one engine.
+//!
+//! A [`Keyspace`] knows nothing of clients or RESP. The poller drives it:
+//! it looks keys up and reads their records itself (the read path is the
+//! poller's), writes through [`Keyspace::write`], hands it every engine
+//! completion that is not one of its own reads ([`Keyspace::complete`]),
+//! and gives it a turn of background work each loop ([`Keyspace::reclaim`],
+//! [`Keyspace::commit`], [`Keyspace::expire`]). A writer that must wait for
+//! its write to be durable leaves a token `W` ([`Keyspace::acknowledge`]),
+//! and gets it back from [`Keyspace::take_acks`] once its commit completed
+//! or failed. Time comes from a [`Clock`], read once per turn
+//! ([`Keyspace::tick`]), so tests move it on without sleeping.
+
+mod compact;
+mod evict;
+mod expire;
+mod log;
+mod tag;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+pub use self::tag::Tag;
+use super::clock::Clock;
+pub use super::evict::Settings as EvictionSettings;
+use super::{shard_of, Lookup, Shard, Space};
+use crate::format::Superblock;
+use crate::index::{Entry, IndexError, KeyHash};
+use crate::io::{Completion, Engine};
+
+/// Why a write was refused.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    /// No free segment for it, nor room compaction or eviction can make.
+    #[error("the store is full: no free segment for writes")]
+    Full,
+    /// The record would not fit in a segment.
+    #[error("record larger than a segment")]
+    TooLarge,
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+}
+
+/// A commit failed: the writes it carried were rolled back.
+#[derive(Debug, Clone, Error)]
+#[error("write not durable: {0}")]
+pub struct CommitFailed(pub Arc<str>);
+
+/// How the write path runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A write is acknowledged once its commit is durable (`false`: once
+    /// buffered, with a commit every `commit_interval`).
+    pub sync: bool,
+    pub commit_interval: Duration,
+    /// Live fraction below which a segment is compacted.
+    pub compact_below: f64,
+    /// Pollers of the store (each keeps a segment of the reserve).
+    pub pollers: usize,
+}
+
+/// What the store shares among its keyspaces.
+pub struct Common {
+    pub sb: Superblock,
+    pub space: Arc<Space>,
+    pub eviction: Arc<EvictionSettings>,
+}
+
+/// Counters a keyspace keeps, for INFO and metrics: written by its poller
+/// only, read by anyone.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Live keys, and of those keys with a TTL.
+    pub keys: AtomicU64,
+    pub expires: AtomicU64,
+    /// Commits completed, flushes completed, log bytes written.
+    pub commits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Device operations: reads (clients' and compaction's) and their
+    /// bytes, and log writes.
+    pub device_reads: AtomicU64,
+    pub device_read_bytes: AtomicU64,
+    pub device_writes: AtomicU64,
+    pub io_errors: AtomicU64,
+    /// Record bytes appended for clients, and moved by compaction.
+    pub user_bytes: AtomicU64,
+    pub compact_bytes: AtomicU64,
+    /// Segments emptied by compaction.
+    pub compactions: AtomicU64,
+    /// Keys found expired (by a read, the sweep or compaction), and keys
+    /// evicted.
+    pub expired_keys: AtomicU64,
+    pub evicted_keys: AtomicU64,
+    /// Mean TTL left of keys with one, in ms, as the sweep estimates it.
+    pub avg_ttl_ms: AtomicU64,
+}
+
+/// One poller's keys and write path; see the module documentation.
+pub struct Keyspace<E: Engine, W> {
+    id: usize,
+    eng: E,
+    sb: Superblock,
+    space: Arc<Space>,
+    eviction: Arc<EvictionSettings>,
+    counters: Arc<Counters>,
+    cfg: Config,
+    /// Indexed by shard id; `Some` for the shards this keyspace owns.
+    shards: Vec<Option<Shard>>,
+    block: u64,
+    clock: Arc<dyn Clock>,
+    now_ms: u64,
+    now: Instant,
+    log: log::Log<W>,
+    compactor: compact::Compactor,
+    evictor: evict::Evictor,
+    sweep: expire::Sweeper,
+    /// The store is shutting down: commit what is appended, start nothing.
+    stopping: bool,
+    /// Since when the oldest write waiting for room has waited.
+    waiting_since: Option<Instant>,
+    acks: Vec<(W, Result<(), CommitFailed>)>,
+}
+
+impl<E: Engine, W> Keyspace<E, W> {
+    /// The keyspace of poller `id`, owning `shards` (indexed by shard id),
+    /// appending from sequence number `next_seq` on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        eng: E,
+        common: &Common,
+        shards: Vec<Option<Shard>>,
+        next_seq: u64,
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let now = clock.now();
+        let ks = Keyspace {
+            id,
+            block: eng.block_size() as u64,
+            eng,
+            sb: common.sb.clone(),
+            space: Arc::clone(&common.space),
+            eviction: Arc::clone(&common.eviction),
+            counters,
+            log: log::Log::new(&cfg, next_seq, now),
+            compactor: compact::Compactor::new(cfg.compact_below, now),
+            evictor: evict::Evictor::new(id as u64),
+            sweep: expire::Sweeper::default(),
+            cfg,
+            shards,
+            now_ms: clock.unix_ms(),
+            now,
+            clock,
+            stopping: false,
+            waiting_since: None,
+            acks: Vec::new(),
+        };
+        ks.update_key_count();
+        ks
+    }
+
+    /// Engine slots the write path keeps for itself: reads may use the
+    /// rest.
+    pub fn reserved_slots(shards: u32) -> usize {
+        log::reserved_slots(shards)
+    }
+
+    /// Reads the clock: the time every decision of this turn uses.
+    pub fn tick(&mut self) {
+        self.now_ms = self.clock.unix_ms();
+        self.now = self.clock.now();
+    }
+
+    /// Milliseconds since the Unix epoch, as of the last [`Keyspace::tick`].
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn engine(&mut self) -> &mut E {
+        &mut self.eng
+    }
+
+    pub fn engine_ref(&self) -> &E {
+        &self.eng
+    }
+
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The live entry of a key, `None` when it is missing or expired (an
+    /// expired key found here is marked gone, as the sweep would).
+    pub fn lookup(&mut self, pid: u32, hash: &KeyHash) -> Option<Entry> {
+        match self.shard(pid).lookup(pid, hash, self.now_ms) {
+            Lookup::Hit(e) => Some(e),
+            Lookup::Miss => None,
+            Lookup::Expired(_) => {
+                self.reap_found(pid, hash);
+                None
+            }
+        }
+    }
+
+    /// The bytes of a record still held in a segment buffer, not yet (or
+    /// not entirely) on the device.
+    pub fn buffered(&self, e: Entry) -> Option<&[u8]> {
+        self.log.buffered(e)
+    }
+
+    /// Writes a client's record: a value (`tombstone` false) or a
+    /// deletion. The index points at it at once; it is durable once the
+    /// commit carrying it completes (see [`Keyspace::acknowledge`]).
+    pub fn write(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        tombstone: bool,
+    ) -> Result<(), WriteError> {
+        self.append(pid, hash, key, value, expire_ms, tombstone)
+    }
+
+    /// A writer whose write succeeded: with synchronous commits, `w` waits
+    /// for the commit and comes back from [`Keyspace::take_acks`]
+    /// (`None` here); otherwise the write is acknowledged now (`Some`).
+    pub fn acknowledge(&mut self, w: W) -> Option<W> {
+        self.update_key_count();
+        if self.cfg.sync {
+            self.log.wait(w);
+            None
+        } else {
+            Some(w)
+        }
+    }
+
+    /// Writers whose commits completed (`Ok`) or failed since the last
+    /// call.
+    pub fn take_acks(&mut self, out: &mut Vec<(W, Result<(), CommitFailed>)>) {
+        out.append(&mut self.acks);
+    }
+
+    /// Whether a write refused for want of a segment may find one soon:
+    /// compaction can still win space back, or eviction can make some.
+    pub fn may_make_room(&self) -> bool {
+        self.reclaimable() || self.may_evict()
+    }
+
+    /// Whether client writes may take a free segment now.
+    pub fn room_for_writes(&self) -> bool {
+        self.space.free_segments() > self.reserve()
+    }
+
+    /// Since when the oldest write waiting for room has waited (`None`:
+    /// none waits): eviction and compaction hurry for it.
+    pub fn set_waiting(&mut self, since: Option<Instant>) {
+        self.waiting_since = since;
+    }
+
+    /// The store shuts down: commits go out at once, no new compaction.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// A completion of the write path's (anything but [`Tag::Read`]).
+    pub fn complete(&mut self, c: Completion) {
+        match Tag::decode(c.tag) {
+            Some(Tag::CompactRead { .. }) => self.compact_read_done(c),
+            Some(Tag::Write { .. } | Tag::Flush { .. }) => self.log_completion(c),
+            other => tracing::error!(poller = self.id, tag = ?other, "unexpected completion"),
+        }
+    }
+
+    /// One bounded step of eviction and compaction; whether it did
+    /// anything.
+    pub fn reclaim(&mut self) -> bool {
+        self.evict_turn() | self.compact_turn()
+    }
+
+    /// Starts a commit when one is due; whether it did anything.
+    pub fn commit(&mut self) -> bool {
+        self.log_turn()
+    }
+
+    /// Nothing appended is waiting to be made durable.
+    pub fn idle(&self) -> bool {
+        self.log.idle()
+    }
+
+    /// Idle, and every emptied segment erased and free: what a clean
+    /// shutdown waits for.
+    pub fn settled(&self) -> bool {
+        self.log.settled()
+    }
+
+    /// How long the poller may sleep before a commit is due.
+    pub fn park_timeout(&self) -> Option<Duration> {
+        self.log.park_timeout(self.now)
+    }
+
+    /// Marks every shard's index clean: everything appended is durable.
+    pub fn mark_clean(&mut self) -> std::io::Result<()> {
+        let (max_seq, max_gen) = (self.log.next_seq - 1, self.space.gen.load(Relaxed));
+        for s in self.shards.iter_mut().flatten() {
+            s.mark_clean(max_seq, max_gen)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the live keys and keys with a TTL of the shards.
+    pub fn update_key_count(&self) {
+        let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
+        let expires = self.shards.iter().flatten().map(Shard::expiring).sum();
+        self.counters.keys.store(keys, Relaxed);
+        self.counters.expires.store(expires, Relaxed);
+    }
+
+    /// Counts a device read of `bytes` issued.
+    pub fn count_read(&self, bytes: u64) {
+        self.counters.device_reads.fetch_add(1, Relaxed);
+        self.counters.device_read_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    fn shard_mut(&mut self, pid: u32) -> &mut Shard {
+        let s = shard_of(pid, self.sb.shards);
+        self.shards[s as usize]
+            .as_mut()
+            .expect("request routed to the shard's poller")
+    }
+
+    fn shard(&self, pid: u32) -> &Shard {
+        let s = shard_of(pid, self.sb.shards);
+        self.shards[s as usize]
+            .as_ref()
+            .expect("request routed to the shard's poller")
+    }
+
+    /// Free segments that client writes leave to compaction: one for each
+    /// shard to move records into, and one per poller.
+    ///
+    /// Small stores keep a sixteenth of their segments instead, at least
+    /// one more than the pollers.
+    fn reserve(&self) -> usize {
+        let full = self.sb.shards as usize + self.cfg.pollers;
+        let small = (self.space.live.len() / 16).max(self.cfg.pollers + 1);
+        full.min(small)
+    }
+
+    /// Whether compaction can still free space: bytes it can win back worth
+    /// more (packed) segments than the reserve.
+    fn reclaimable(&self) -> bool {
+        let sp = &self.space;
+        sp.compactable_bytes() > (self.reserve() as u64 + 2) * sp.packed_live() as u64
+    }
+
+    /// Whether free segments are scarce: compaction hurries.
+    fn space_low(&self) -> bool {
+        self.space.free_segments() <= 2 * self.reserve()
+    }
+}

@@ -1,0 +1,690 @@
+//! A model check of the write path: a random sequence of SETs, DELs,
+//! EXPIREs, time moving on, compaction, eviction, injected device faults,
+//! crashes and clean restarts runs against a real store (a file, io_uring,
+//! the [`Faulty`] engine) through its [`Keyspace`], with no server, no
+//! TCP and no sleeps (a [`ManualClock`]), and every GET is checked against
+//! a map of what was acknowledged.
+//!
+//! The invariant, as the server promises it: a GET returns the latest
+//! acknowledged value of its key, or nil when that expired or was deleted.
+//! After a crash, a write that was in flight (never acknowledged) or whose
+//! commit failed may also have reached the device and count; nothing older
+//! than the latest acknowledged write ever does, nor anything expired.
+//! Once eviction has taken a key, nil is right for it too.
+//!
+//! The steps come from bytes, so the same runner serves a property test
+//! (`tests/store_model.rs`) and a fuzz target (`fuzz_targets/store_model.rs`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::{unix_ms, ManualClock};
+use super::evict::{Policy, Settings};
+use super::keyspace::{self, Keyspace, Tag, WriteError};
+use super::{create_empty, CreateArgs, DirLock, Store};
+use crate::format::{align_down, align_up, decode_record};
+use crate::index::KeyHash;
+use crate::io::{Device, Engine, EventFd, FaultSpec, Faulty, Uring};
+
+/// Keys the steps write: few, so that they overwrite each other.
+const KEYS: u8 = 64;
+/// Segment and store sizes: small, so that compaction and eviction run.
+const SEGMENT: u64 = 128 << 10;
+const CAPACITY: u64 = 4 << 20;
+/// Largest value written.
+const MAX_VALUE: usize = 24 << 10;
+/// Turns a step may take to finish before the run counts as stuck.
+const MAX_TURNS: usize = 200_000;
+
+/// What a run did, so that a test can tell it was not vacuous.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub steps: usize,
+    pub writes_acked: u64,
+    pub writes_failed: u64,
+    pub writes_refused: u64,
+    pub gets_checked: u64,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub compactions: u64,
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Writes that go out together (one group commit, or a few).
+    Batch(Vec<Write>),
+    /// The same, and the process dies after `turns` loop turns, before the
+    /// writes are all acknowledged.
+    CrashDuring(Vec<Write>, u8),
+    /// Time moves on.
+    Advance(u32),
+    /// Background work: expiry, compaction, eviction.
+    Turns(u16),
+    /// A clean shutdown and a restart.
+    Restart,
+    /// `maxmemory-policy` and `maxmemory` change.
+    Evict(Policy, u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Set {
+        key: u8,
+        len: usize,
+        ttl_ms: u32,
+    },
+    Del {
+        key: u8,
+    },
+    /// EXPIRE on the key's current value (nothing when it is missing).
+    Expire {
+        key: u8,
+        ttl_ms: u32,
+    },
+    /// PERSIST (nothing when it has no TTL).
+    Persist {
+        key: u8,
+    },
+}
+
+/// Reads steps from bytes; the first two bytes choose injected faults.
+pub fn decode(bytes: &[u8]) -> (Option<FaultSpec>, Vec<Step>) {
+    let mut b = bytes.iter().copied();
+    let mut next = move || b.next();
+    let faults = match (next(), next()) {
+        (Some(k), Some(n)) if k % 4 != 0 => {
+            let kind = ["write-eio", "flush-eio", "short-write"][(k % 4 - 1) as usize];
+            let sticky = if k & 0x80 != 0 { "+" } else { "" };
+            format!("{kind}@{}{sticky}", 2 + n as u32 * 3).parse().ok()
+        }
+        _ => None,
+    };
+    let mut steps = Vec::new();
+    while let Some(op) = next() {
+        let arg = next().unwrap_or(0);
+        let step = match op % 16 {
+            0..=8 => {
+                let n = 1 + arg as usize % 6;
+                let writes = (0..n).map_while(|_| write(&mut next)).collect();
+                Step::Batch(writes)
+            }
+            9 => {
+                let n = 1 + arg as usize % 6;
+                let writes = (0..n).map_while(|_| write(&mut next)).collect();
+                Step::CrashDuring(writes, next().unwrap_or(0) % 8)
+            }
+            10 | 11 => Step::Advance(arg as u32 * 37),
+            12 | 13 => Step::Turns(1 + arg as u16 * 4),
+            14 => Step::Restart,
+            _ => {
+                let policy =
+                    [Policy::NoEviction, Policy::AllkeysLru, Policy::VolatileTtl][arg as usize % 3];
+                Step::Evict(policy, (256 << 10) * (1 + (arg as u64 >> 2) % 8))
+            }
+        };
+        steps.push(step);
+    }
+    (faults, steps)
+}
+
+fn write(next: &mut impl FnMut() -> Option<u8>) -> Option<Write> {
+    let (op, key, a, b) = (next()?, next()?, next()?, next()?);
+    let key = key % KEYS;
+    let ttl_ms = match a % 4 {
+        0 => 0,
+        _ => 1 + (a as u32 * 29 + b as u32) % 3000,
+    };
+    Some(match op % 8 {
+        0..=4 => Write::Set {
+            key,
+            len: (a as usize * 256 + b as usize * 97) % MAX_VALUE,
+            ttl_ms,
+        },
+        5 => Write::Del { key },
+        6 => Write::Expire {
+            key,
+            ttl_ms: ttl_ms.max(1),
+        },
+        _ => Write::Persist { key },
+    })
+}
+
+/// A value with its expiry, as a GET sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Val {
+    value: Vec<u8>,
+    expire_ms: u64,
+}
+
+impl Val {
+    fn visible(v: &Option<Val>, now: u64) -> Option<&Val> {
+        v.as_ref().filter(|v| v.expire_ms == 0 || v.expire_ms > now)
+    }
+}
+
+/// What the model knows of one key.
+#[derive(Debug, Default)]
+struct KeyState {
+    /// The latest acknowledged write, and its number.
+    acked: Option<Val>,
+    acked_n: u64,
+    /// Writes after it that were not acknowledged (in flight at a crash,
+    /// or failed): after a crash any of them may be what the device has.
+    maybe: Vec<Option<Val>>,
+    /// The write numbers of `maybe`.
+    numbers: Vec<u64>,
+}
+
+/// The store as the run has it open.
+struct Open {
+    ks: Keyspace<Faulty<Uring>, u64>,
+    _lock: DirLock,
+    _dev: Device,
+    _bell: EventFd,
+    uuid: [u8; 16],
+    partitions: u32,
+}
+
+struct Runner<'a> {
+    dir: &'a Path,
+    faults: Option<FaultSpec>,
+    clock: ManualClock,
+    eviction: Arc<Settings>,
+    keys: BTreeMap<u8, KeyState>,
+    writes: u64,
+    report: Report,
+    /// Eviction took a key at some point: nil is a right answer for any.
+    evicted: bool,
+    store: Option<Open>,
+}
+
+/// Runs `bytes` as steps against a fresh store in `dir` (empty). `Err`
+/// says which GET broke the invariant, or which step could not finish.
+pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
+    let (faults, steps) = decode(bytes);
+    let args = CreateArgs {
+        capacity: Some(CAPACITY),
+        segment_size: SEGMENT,
+        shards: 2,
+        partitions: 4,
+        ..CreateArgs::default()
+    };
+    create_empty(dir, &args).map_err(|e| format!("creating the store: {e}"))?;
+    let mut r = Runner {
+        dir,
+        faults,
+        // Far ahead of the system's clock, so that a rebuild (which judges
+        // expiry by the system's clock) never drops a record the run still
+        // counts as live.
+        clock: ManualClock::at(unix_ms() + 365 * 86_400_000),
+        eviction: Arc::new(Settings::new(Policy::NoEviction, 0, 5)),
+        keys: BTreeMap::new(),
+        writes: 0,
+        report: Report::default(),
+        evicted: false,
+        store: None,
+    };
+    r.open()?;
+    for step in steps {
+        r.report.steps += 1;
+        r.step(step)?;
+    }
+    r.check_all(false)?;
+    r.restart()?;
+    r.check_all(false)?;
+    Ok(r.report)
+}
+
+impl Runner<'_> {
+    fn open(&mut self) -> Result<(), String> {
+        let mut store = Store::open(self.dir).map_err(|e| format!("opening the store: {e}"))?;
+        // As the server does before its first write: a crash from here on
+        // finds the index dirty and rebuilds it.
+        for s in &mut store.shards {
+            s.mark_dirty()
+                .map_err(|e| format!("marking the index dirty: {e}"))?;
+        }
+        let bell = EventFd::new().map_err(|e| e.to_string())?;
+        let eng = Uring::new(&store.dev, 64, &bell).map_err(|e| format!("io_uring: {e}"))?;
+        let eng = Faulty::new(eng, self.faults.clone().unwrap_or_default());
+        let mut shards: Vec<_> = (0..store.sb.shards).map(|_| None).collect();
+        for s in store.shards {
+            let id = s.id as usize;
+            shards[id] = Some(s);
+        }
+        let common = keyspace::Common {
+            sb: store.sb.clone(),
+            space: Arc::new(store.space),
+            eviction: Arc::clone(&self.eviction),
+        };
+        let cfg = keyspace::Config {
+            sync: true,
+            commit_interval: Duration::from_millis(2),
+            compact_below: 0.5,
+            pollers: 1,
+        };
+        let clock = Arc::new(self.clock.clone());
+        let counters = Arc::default();
+        let ks = Keyspace::new(
+            0,
+            eng,
+            &common,
+            shards,
+            store.next_seq,
+            cfg,
+            clock,
+            counters,
+        );
+        self.store = Some(Open {
+            ks,
+            _lock: store.lock,
+            _dev: store.dev,
+            _bell: bell,
+            uuid: store.sb.uuid,
+            partitions: store.sb.partitions,
+        });
+        Ok(())
+    }
+
+    fn ks(&mut self) -> &mut Keyspace<Faulty<Uring>, u64> {
+        &mut self.store.as_mut().expect("open").ks
+    }
+
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        match step {
+            Step::Batch(writes) => {
+                let pending = self.apply(&writes)?;
+                self.settle(pending)?;
+                for w in &writes {
+                    self.check(key_of(w), true)?;
+                }
+            }
+            Step::CrashDuring(writes, turns) => {
+                self.apply(&writes)?;
+                for _ in 0..turns {
+                    self.turn(&mut Vec::new());
+                }
+                self.crash()?;
+            }
+            Step::Advance(ms) => self.clock.advance(Duration::from_millis(ms as u64)),
+            Step::Turns(n) => {
+                for _ in 0..n {
+                    self.clock.advance(Duration::from_millis(1));
+                    self.turn(&mut Vec::new());
+                }
+                self.settle(Vec::new())?;
+            }
+            Step::Restart => {
+                self.restart()?;
+                self.check_all(true)?;
+            }
+            Step::Evict(policy, maxmemory) => {
+                let m = if policy.evicts() { maxmemory } else { 0 };
+                self.eviction.policy.store(policy.code(), Relaxed);
+                self.eviction.maxmemory.store(m, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `writes` as the server would; returns the numbers of those
+    /// that wait for their commit.
+    fn apply(&mut self, writes: &[Write]) -> Result<Vec<u64>, String> {
+        let mut pending = Vec::new();
+        for w in writes {
+            let key = key_of(w);
+            let now = self.tick();
+            let cur = self.get(key)?;
+            let new = match w {
+                Write::Set { key, len, ttl_ms } => {
+                    let n = self.writes + 1;
+                    Some(Val {
+                        value: value_of(*key, n, *len),
+                        expire_ms: if *ttl_ms == 0 {
+                            0
+                        } else {
+                            now + *ttl_ms as u64
+                        },
+                    })
+                }
+                Write::Del { .. } => None,
+                Write::Expire { ttl_ms, .. } => match cur {
+                    None => continue,
+                    Some(v) => Some(Val {
+                        expire_ms: now + *ttl_ms as u64,
+                        ..v
+                    }),
+                },
+                Write::Persist { .. } => match cur {
+                    Some(v) if v.expire_ms != 0 => Some(Val { expire_ms: 0, ..v }),
+                    _ => continue,
+                },
+            };
+            if let Some(n) = self.write(key, new)? {
+                pending.push(n);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Writes one record, retrying while the store makes room; returns
+    /// its number, or `None` when the store refused it.
+    fn write(&mut self, key: u8, new: Option<Val>) -> Result<Option<u64>, String> {
+        let hash = KeyHash::of(&key_bytes(key));
+        let pid = self.pid(&hash);
+        for _ in 0..MAX_TURNS {
+            let ks = self.ks();
+            let result = match &new {
+                Some(v) => ks.write(pid, &hash, &key_bytes(key), &v.value, v.expire_ms, false),
+                None => ks.write(pid, &hash, &key_bytes(key), &[], 0, true),
+            };
+            match result {
+                Ok(()) => {
+                    self.writes += 1;
+                    let n = self.writes;
+                    let st = self.keys.entry(key).or_default();
+                    st.maybe.push(new.clone());
+                    st.numbers.push(n);
+                    let waits = self.ks().acknowledge(n).is_none();
+                    assert!(waits, "the model runs with synchronous commits");
+                    return Ok(Some(n));
+                }
+                Err(WriteError::Full) if self.ks().may_make_room() => {
+                    // The server defers the write; time moves on meanwhile.
+                    let since = self.ks().now();
+                    self.ks().set_waiting(Some(since));
+                    self.clock.advance(Duration::from_millis(1));
+                    self.turn(&mut Vec::new());
+                    self.ks().set_waiting(None);
+                }
+                Err(WriteError::Full) => {
+                    self.report.writes_refused += 1;
+                    return Ok(None);
+                }
+                Err(e) => return Err(format!("write of key {key} failed: {e}")),
+            }
+        }
+        Err(format!("write of key {key} waited for room forever"))
+    }
+
+    /// Runs turns until every write in `pending` is answered, and the
+    /// model knows what became of each.
+    fn settle(&mut self, mut pending: Vec<u64>) -> Result<(), String> {
+        let mut acks = Vec::new();
+        for _ in 0..MAX_TURNS {
+            self.turn(&mut acks);
+            for (n, result) in acks.drain(..) {
+                pending.retain(|&p| p != n);
+                self.answered(n, result.is_ok());
+            }
+            let ks = self.ks();
+            if pending.is_empty() && ks.idle() && ks.engine_ref().in_flight() == 0 {
+                return Ok(());
+            }
+            if ks.engine_ref().in_flight() > 0 {
+                ks.engine().wait(Duration::from_millis(1));
+            } else {
+                // A commit due later, or a compaction that paused.
+                self.clock.advance(Duration::from_millis(1));
+            }
+        }
+        Err(format!("writes {pending:?} never answered"))
+    }
+
+    /// Write `n` was acknowledged (`ok`) or its commit failed.
+    fn answered(&mut self, n: u64, ok: bool) {
+        if !ok {
+            // It stays a maybe: a failed commit may have landed in part.
+            self.report.writes_failed += 1;
+            return;
+        }
+        self.report.writes_acked += 1;
+        // Which key and value: the maybe list holds them in write order;
+        // find the key whose writes include `n`.
+        for st in self.keys.values_mut() {
+            if let Some(pos) = st.pending_index(n) {
+                if n > st.acked_n {
+                    st.acked = st.maybe[pos].clone();
+                    st.acked_n = n;
+                    // Everything before it is superseded, durably.
+                    st.maybe.drain(..=pos);
+                    st.numbers.drain(..=pos);
+                }
+                return;
+            }
+        }
+    }
+
+    /// One loop turn, as the poller runs it; acknowledgements go to `acks`.
+    fn turn(&mut self, acks: &mut Vec<(u64, Result<(), keyspace::CommitFailed>)>) {
+        let ks = self.ks();
+        ks.tick();
+        let mut done = Vec::new();
+        ks.engine().reap(&mut done);
+        for c in done {
+            match Tag::decode(c.tag) {
+                Some(Tag::Read(_)) => unreachable!("reads are waited for in get"),
+                _ => ks.complete(c),
+            }
+        }
+        ks.reclaim();
+        ks.commit();
+        ks.expire();
+        let _ = ks.engine().submit();
+        ks.take_acks(acks);
+    }
+
+    fn tick(&mut self) -> u64 {
+        let ks = self.ks();
+        ks.tick();
+        ks.now_ms()
+    }
+
+    fn pid(&self, hash: &KeyHash) -> u32 {
+        hash.partition(self.store.as_ref().expect("open").partitions)
+    }
+
+    /// GET, as the server serves it: the index, then the segment buffer
+    /// or one device read.
+    fn get(&mut self, key: u8) -> Result<Option<Val>, String> {
+        let hash = KeyHash::of(&key_bytes(key));
+        let pid = self.pid(&hash);
+        let uuid = self.store.as_ref().expect("open").uuid;
+        let ks = self.ks();
+        let Some(e) = ks.lookup(pid, &hash) else {
+            return Ok(None);
+        };
+        let bytes = match ks.buffered(e) {
+            Some(b) => b.to_vec(),
+            None => {
+                let block = ks.block();
+                let start = align_down(e.offset, block);
+                let end = align_up(e.offset + e.len as u64, block);
+                let buf = ks.engine().alloc((end - start) as usize);
+                let tag = Tag::Read(0).encode();
+                if ks.engine().read(start, buf, tag).is_err() {
+                    return Err("no engine slot for a read".into());
+                }
+                let _ = ks.engine().submit();
+                let buf = loop {
+                    let mut done = Vec::new();
+                    ks.engine().reap(&mut done);
+                    let mut mine = None;
+                    for c in done {
+                        if c.tag == tag {
+                            mine = Some(c);
+                        } else {
+                            ks.complete(c);
+                        }
+                    }
+                    if let Some(c) = mine {
+                        let buf = c.buf.expect("a read returns its buffer");
+                        match c.result {
+                            Ok(n) if n == buf.len() => break buf,
+                            other => return Err(format!("read of key {key}: {other:?}")),
+                        }
+                    }
+                    ks.engine().wait(Duration::from_millis(1));
+                };
+                let at = (e.offset - start) as usize;
+                let bytes = buf[at..at + e.len as usize].to_vec();
+                ks.engine().free(buf);
+                bytes
+            }
+        };
+        let rec = decode_record(&uuid, &bytes).map_err(|e| format!("key {key}: {e}"))?;
+        if rec.key != key_bytes(key) {
+            return Err(format!(
+                "key {key}: the index points at another key's record"
+            ));
+        }
+        if rec.is_tombstone() || rec.expired(ks.now_ms()) {
+            return Ok(None);
+        }
+        Ok(Some(Val {
+            value: rec.value.to_vec(),
+            expire_ms: rec.meta.expire_ms,
+        }))
+    }
+
+    /// Checks one key. `strict`: no crash since the writes settled, so
+    /// only the acknowledged value is right; otherwise a maybe may be, and
+    /// the model takes what the store has from then on.
+    fn check(&mut self, key: u8, strict: bool) -> Result<(), String> {
+        let now = self.tick();
+        self.evicted |= self.ks().counters().evicted_keys.load(Relaxed) > 0;
+        let got = self.get(key)?;
+        self.report.gets_checked += 1;
+        let st = self.keys.entry(key).or_default();
+        let acked = Val::visible(&st.acked, now);
+        let mut ok = got.as_ref() == acked || (got.is_none() && self.evicted);
+        if !strict && !ok {
+            ok = st
+                .maybe
+                .iter()
+                .any(|m| Val::visible(m, now) == got.as_ref());
+        }
+        if !ok {
+            return Err(format!(
+                "key {key} at {now}: GET gave {}, acknowledged {}, maybe {:?} (strict: {strict})",
+                show(got.as_ref()),
+                show(acked),
+                st.maybe
+                    .iter()
+                    .map(|m| show(m.as_ref()))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        if !strict {
+            st.acked = got;
+            st.acked_n = self.writes;
+            st.maybe.clear();
+            st.numbers.clear();
+        }
+        Ok(())
+    }
+
+    fn check_all(&mut self, strict: bool) -> Result<(), String> {
+        for key in 0..KEYS {
+            self.check(key, strict)?;
+        }
+        Ok(())
+    }
+
+    /// The process dies: nothing is shut down, whatever is in flight may
+    /// or may not land. Then the store opens again (a rebuild) and every
+    /// key is checked.
+    fn crash(&mut self) -> Result<(), String> {
+        self.note_counters();
+        self.store = None;
+        self.report.crashes += 1;
+        self.open()?;
+        self.check_all(false)
+    }
+
+    /// A clean shutdown: every commit completes and emptied segments are
+    /// erased, then the index is marked clean; then the store opens again.
+    fn restart(&mut self) -> Result<(), String> {
+        self.ks().stop();
+        self.settle(Vec::new())?;
+        for _ in 0..10_000 {
+            if self.ks().settled() {
+                break;
+            }
+            self.clock.advance(Duration::from_millis(1));
+            self.turn(&mut Vec::new());
+            self.ks().engine().wait(Duration::from_micros(200));
+        }
+        if !self.ks().settled() {
+            // Writes keep failing (a sticky fault): as the server, exit
+            // with the index dirty; the next start rebuilds it.
+            return self.crash();
+        }
+        self.ks()
+            .mark_clean()
+            .map_err(|e| format!("marking clean: {e}"))?;
+        self.note_counters();
+        self.store = None;
+        self.report.restarts += 1;
+        self.open()
+    }
+
+    fn note_counters(&mut self) {
+        let c = self.ks().counters();
+        let (compactions, expired, evicted) = (
+            c.compactions.load(Relaxed),
+            c.expired_keys.load(Relaxed),
+            c.evicted_keys.load(Relaxed),
+        );
+        self.report.compactions += compactions;
+        self.report.expired += expired;
+        self.report.evicted += evicted;
+    }
+}
+
+impl KeyState {
+    fn pending_index(&self, n: u64) -> Option<usize> {
+        self.numbers.iter().position(|&m| m == n)
+    }
+}
+
+fn key_of(w: &Write) -> u8 {
+    match *w {
+        Write::Set { key, .. }
+        | Write::Del { key }
+        | Write::Expire { key, .. }
+        | Write::Persist { key } => key,
+    }
+}
+
+fn key_bytes(key: u8) -> Vec<u8> {
+    format!("model:{key}").into_bytes()
+}
+
+/// A value that names its write, so that a GET tells which write it saw.
+fn value_of(key: u8, n: u64, len: usize) -> Vec<u8> {
+    let mut v = format!("{key}:{n}:").into_bytes();
+    v.resize(len.max(v.len()), b'a' + (n % 26) as u8);
+    v
+}
+
+fn show(v: Option<&Val>) -> String {
+    match v {
+        None => "nil".into(),
+        Some(v) => {
+            let head = &v.value[..v.value.len().min(12)];
+            format!(
+                "{:?}..({} bytes, expire {})",
+                String::from_utf8_lossy(head),
+                v.value.len(),
+                v.expire_ms
+            )
+        }
+    }
+}
