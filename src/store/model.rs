@@ -376,21 +376,30 @@ impl Runner<'_> {
     /// Writes one record, retrying while the store makes room; returns
     /// its number, or `None` when the store refused it.
     fn write(&mut self, key: u8, new: Option<Val>) -> Result<Option<u64>, String> {
-        let hash = KeyHash::of(&key_bytes(key));
+        let n = self.write_raw(&key_bytes(key), new.as_ref())?;
+        if let Some(n) = n {
+            let st = self.keys.entry(key).or_default();
+            st.maybe.push(new);
+            st.numbers.push(n);
+        }
+        Ok(n)
+    }
+
+    /// Writes `key` as the server does, outside the model's keys.
+    fn write_raw(&mut self, key: &[u8], new: Option<&Val>) -> Result<Option<u64>, String> {
+        let hash = KeyHash::of(key);
         let pid = self.pid(&hash);
+        let key_text = String::from_utf8_lossy(key).into_owned();
         for _ in 0..MAX_TURNS {
             let ks = self.ks();
-            let result = match &new {
-                Some(v) => ks.write(pid, &hash, &key_bytes(key), &v.value, v.expire_ms, false),
-                None => ks.write(pid, &hash, &key_bytes(key), &[], 0, true),
+            let result = match new {
+                Some(v) => ks.write(pid, &hash, key, &v.value, v.expire_ms, false),
+                None => ks.write(pid, &hash, key, &[], 0, true),
             };
             match result {
                 Ok(()) => {
                     self.writes += 1;
                     let n = self.writes;
-                    let st = self.keys.entry(key).or_default();
-                    st.maybe.push(new.clone());
-                    st.numbers.push(n);
                     let waits = self.ks().acknowledge(n).is_none();
                     assert!(waits, "the model runs with synchronous commits");
                     return Ok(Some(n));
@@ -407,10 +416,10 @@ impl Runner<'_> {
                     self.report.writes_refused += 1;
                     return Ok(None);
                 }
-                Err(e) => return Err(format!("write of key {key} failed: {e}")),
+                Err(e) => return Err(format!("write of key {key_text} failed: {e}")),
             }
         }
-        Err(format!("write of key {key} waited for room forever"))
+        Err(format!("write of key {key_text} waited for room forever"))
     }
 
     /// Runs turns until every write in `pending` is answered, and the
@@ -687,4 +696,84 @@ fn show(v: Option<&Val>) -> String {
             )
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys deleted once and never written again, in a store whose oldest
+    /// segments hold long-lived keys that are never compacted: their
+    /// tombstones must not stay in the index for good.
+    #[test]
+    fn tombstones_of_keys_never_written_again_do_not_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = CreateArgs {
+            capacity: Some(CAPACITY),
+            segment_size: SEGMENT,
+            shards: 2,
+            partitions: 4,
+            ..CreateArgs::default()
+        };
+        create_empty(dir.path(), &args).unwrap();
+        let mut r = Runner {
+            dir: dir.path(),
+            faults: None,
+            clock: ManualClock::at(unix_ms() + 365 * 86_400_000),
+            eviction: Arc::new(Settings::new(Policy::NoEviction, 0, 5)),
+            keys: BTreeMap::new(),
+            writes: 0,
+            report: Report::default(),
+            evicted: false,
+            store: None,
+        };
+        r.open().unwrap();
+        let val = |len: usize| Val {
+            value: vec![b'v'; len],
+            expire_ms: 0,
+        };
+        // Long-lived keys fill the first segment of each shard.
+        let mut pending = Vec::new();
+        for i in 0..120 {
+            let key = format!("keep:{i}");
+            pending.extend(r.write_raw(key.as_bytes(), Some(&val(2000))).unwrap());
+        }
+        r.settle(pending).unwrap();
+        // Keys written once, then deleted.
+        for round in 0..2 {
+            for chunk in (0..3000).collect::<Vec<_>>().chunks(100) {
+                let mut pending = Vec::new();
+                for i in chunk {
+                    let key = format!("gone:{i}");
+                    let new = (round == 0).then(|| val(100));
+                    pending.extend(r.write_raw(key.as_bytes(), new.as_ref()).unwrap());
+                }
+                r.settle(pending).unwrap();
+            }
+        }
+        let piled = r.ks().index_tombstones();
+        assert!(piled >= 3000, "{piled}");
+        // Churn on a few keys: the store fills several times over.
+        for n in 0..1200u32 {
+            let key = format!("churn:{}", n % 16);
+            let p = r.write_raw(key.as_bytes(), Some(&val(16 << 10))).unwrap();
+            r.settle(p.into_iter().collect()).unwrap();
+            r.clock.advance(Duration::from_millis(5));
+        }
+        let left = r.ks().index_tombstones();
+        assert!(
+            left < PILED_TOMBSTONES_TEST,
+            "{left} of {piled} tombstones left in the index"
+        );
+        // The long-lived keys are all still there.
+        for i in 0..120 {
+            let hash = KeyHash::of(format!("keep:{i}").as_bytes());
+            let pid = r.pid(&hash);
+            assert!(r.ks().lookup(pid, &hash).is_some(), "keep:{i} is gone");
+        }
+    }
+
+    /// What the test above allows to stay: below the count at which
+    /// compaction starts rewriting old segments, per shard.
+    const PILED_TOMBSTONES_TEST: u64 = 2 * 1024;
 }

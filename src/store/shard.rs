@@ -124,6 +124,12 @@ impl Shard {
         self.parts.iter().map(Partition::live_keys).sum()
     }
 
+    /// Index entries of deleted keys, and of keys expired or evicted (whose
+    /// records still shadow older versions on the device).
+    pub fn tombstones(&self) -> u64 {
+        self.parts.iter().map(|p| p.entries() - p.live_keys()).sum()
+    }
+
     /// Bytes of index files and slots in use, for INFO.
     pub fn index_bytes(&self) -> (u64, u64) {
         self.parts

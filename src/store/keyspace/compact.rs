@@ -12,7 +12,11 @@
 //! segment of their shard can hold an older version of their key (every
 //! other segment's smallest sequence number is above theirs); otherwise a
 //! tombstone moves with its own sequence number. Once the copies are
-//! durable, the emptied segment returns to the free pool.
+//! durable, the emptied segment returns to the free pool. When a shard's
+//! index holds many tombstones and markers (at least 1024, and a quarter
+//! of its entries), its oldest segments are rewritten in turn, whatever
+//! their live bytes: a segment of long-lived keys that is never compacted
+//! would otherwise keep every later tombstone of its shard for good.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -29,6 +33,9 @@ const STEP: usize = 256;
 const PAUSE: Duration = Duration::from_millis(1);
 /// How often an idle compactor looks for a segment.
 const PICK_EVERY: Duration = Duration::from_millis(10);
+/// Tombstones and markers in a shard's index (and at least a quarter of
+/// its entries) that make compaction rewrite its oldest segments.
+const PILED_TOMBSTONES: u64 = 1024;
 
 struct Job {
     seg: u32,
@@ -100,40 +107,14 @@ impl<E: Engine, W> Keyspace<E, W> {
             return false;
         }
         self.compactor.last_pick = self.now;
+        let seg = match self.oldest_victim(hurry) {
+            Some(seg) => seg,
+            None => match self.emptiest_victim(hurry) {
+                Some(seg) => seg,
+                None => return false,
+            },
+        };
         let space = &self.space;
-        let evicting = self.evictor_pressure();
-        if space.free_segments() * 4 > space.live.len()
-            && !hurry
-            && !evicting
-            && self.waiting_since.is_none()
-        {
-            return false; // plenty of room: moving records would only churn
-        }
-        let seg_size = self.sb.segment_size as f64;
-        let pressure = hurry || space.free_segments() * 10 < space.live.len();
-        // Never a segment about as full as records pack: moving its records
-        // would fill a new segment as much, and free nothing.
-        let packed = space.packed_live() as f64 * 0.9;
-        let limit = (if pressure { 0.95 } else { self.compactor.below } * seg_size).min(packed);
-        let mut best: Option<(u32, u32)> = None;
-        for (g, referenced) in space.live.iter().enumerate() {
-            // Markers of expired and evicted keys are dead bytes here.
-            let live = space.live_in(g);
-            let shard = space.shard[g].load(Relaxed);
-            if referenced.load(Relaxed) == 0 || live as f64 >= limit || shard == NO_SHARD {
-                continue;
-            }
-            if self.shards.get(shard as usize).is_none_or(|s| s.is_none()) {
-                continue;
-            }
-            if best.is_none_or(|(_, l)| live < l)
-                && !self.is_open(g as u32)
-                && !self.is_pending_free(g as u32)
-            {
-                best = Some((g as u32, live));
-            }
-        }
-        let Some((seg, _)) = best else { return false };
         let shard = space.shard[seg as usize].load(Relaxed);
         let floor = space
             .shard
@@ -163,6 +144,82 @@ impl<E: Engine, W> Keyspace<E, W> {
             floor,
         });
         true
+    }
+
+    /// The segment with the fewest live bytes, when space is needed: the
+    /// cheapest to empty.
+    fn emptiest_victim(&self, hurry: bool) -> Option<u32> {
+        let space = &self.space;
+        let evicting = self.evictor_pressure();
+        if space.free_segments() * 4 > space.live.len()
+            && !hurry
+            && !evicting
+            && self.waiting_since.is_none()
+        {
+            return None; // plenty of room: moving records would only churn
+        }
+        let seg_size = self.sb.segment_size as f64;
+        let pressure = hurry || space.free_segments() * 10 < space.live.len();
+        // Never a segment about as full as records pack: moving its records
+        // would fill a new segment as much, and free nothing.
+        let packed = space.packed_live() as f64 * 0.9;
+        let limit = (if pressure { 0.95 } else { self.compactor.below } * seg_size).min(packed);
+        let mut best: Option<(u32, u32)> = None;
+        for (g, referenced) in space.live.iter().enumerate() {
+            // Markers of expired and evicted keys are dead bytes here.
+            let live = space.live_in(g);
+            let shard = space.shard[g].load(Relaxed);
+            if referenced.load(Relaxed) == 0 || live as f64 >= limit || !self.owns(shard) {
+                continue;
+            }
+            if best.is_none_or(|(_, l)| live < l)
+                && !self.is_open(g as u32)
+                && !self.is_pending_free(g as u32)
+            {
+                best = Some((g as u32, live));
+            }
+        }
+        best.map(|(seg, _)| seg)
+    }
+
+    /// The oldest segment of a shard whose index holds many tombstones
+    /// (and markers of expired or evicted keys). Compaction keeps a
+    /// tombstone while any other segment of its shard has older records,
+    /// which it may shadow; a segment of long-lived keys that is never
+    /// emptied enough to be compacted would keep every later tombstone,
+    /// and its index entry, forever. Rewriting the oldest segments in turn
+    /// moves that floor on, so compaction can drop them (log-structured
+    /// stores clean by age for the same reason). Not while space is short:
+    /// then the emptiest segments come first.
+    fn oldest_victim(&self, hurry: bool) -> Option<u32> {
+        if hurry {
+            return None;
+        }
+        let space = &self.space;
+        let piled = self.shards.iter().flatten().find(|s| {
+            let t = s.tombstones();
+            t >= PILED_TOMBSTONES && t * 4 >= s.live_keys() + t
+        })?;
+        let shard = piled.id;
+        let mut oldest: Option<(u32, u64)> = None;
+        for (g, referenced) in space.live.iter().enumerate() {
+            if space.shard[g].load(Relaxed) != shard || referenced.load(Relaxed) == 0 {
+                continue;
+            }
+            let min_seq = space.min_seq[g].load(Relaxed);
+            if oldest.is_none_or(|(_, m)| min_seq < m)
+                && !self.is_open(g as u32)
+                && !self.is_pending_free(g as u32)
+            {
+                oldest = Some((g as u32, min_seq));
+            }
+        }
+        oldest.map(|(seg, _)| seg)
+    }
+
+    /// Whether this keyspace owns shard `shard`.
+    fn owns(&self, shard: u32) -> bool {
+        shard != NO_SHARD && self.shards.get(shard as usize).is_some_and(|s| s.is_some())
     }
 
     /// The victim's bytes arrived.

@@ -336,6 +336,12 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.counters.expires.store(expires, Relaxed);
     }
 
+    /// Index entries that are tombstones (deleted keys) or markers
+    /// (expired or evicted keys), over the shards.
+    pub fn index_tombstones(&self) -> u64 {
+        self.shards.iter().flatten().map(Shard::tombstones).sum()
+    }
+
     /// Counts a device read of `bytes` issued.
     pub fn count_read(&self, bytes: u64) {
         self.counters.device_reads.fetch_add(1, Relaxed);
