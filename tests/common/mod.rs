@@ -308,6 +308,25 @@ pub fn run_on(args: &[&str], dir: &Path) -> std::process::Output {
     cmd.arg(dir).output().expect("run nvkv")
 }
 
+/// Runs `nvkv serve --path DIR ARGS...` (with the SPDK environment flags
+/// on an SPDK namespace), expects it to refuse to start, and returns what
+/// it printed on stderr.
+pub fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--path"]).arg(dir).args(args);
+    if test_spdk().is_some() {
+        cmd.args(SPDK_ENV);
+    }
+    let out = cmd.output().expect("run nvkv serve");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "serve {args:?} started\nstdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
 /// One command as a RESP array of bulk strings.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
