@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{load, refused_start, Server, BIN};
+use common::{dbsize, load, refused_start, Server, BIN};
 
 /// A port some other process holds, for as long as the listener lives.
 fn busy_port() -> (TcpListener, String) {
@@ -126,10 +126,6 @@ fn run(cmd: &str, srv: &Server, seed: u64, max: usize) -> Output {
         .expect("run nvkv")
 }
 
-fn dbsize(srv: &Server) -> u64 {
-    redis::cmd("DBSIZE").query(&mut srv.client()).unwrap()
-}
-
 fn loaded(dir: &Path) -> Server {
     load(dir, KEYS, 10, 100, SEED);
     Server::start(dir, &[])
@@ -165,7 +161,11 @@ fn insert_fails_for_a_data_set_the_server_does_not_hold() {
     assert!(!wrong_seed.status.success(), "{wrong_seed:?}");
     let err = String::from_utf8_lossy(&wrong_seed.stderr);
     assert!(err.contains("none of 16 keys of the data set"), "{err}");
-    assert_eq!(dbsize(&srv), KEYS, "a refused insert wrote nothing");
+    assert_eq!(
+        dbsize(&mut srv.client()),
+        KEYS,
+        "a refused insert wrote nothing"
+    );
 
     let wrong_sizes = run("insert", &srv, SEED, 200);
     assert!(!wrong_sizes.status.success(), "{wrong_sizes:?}");
@@ -174,6 +174,10 @@ fn insert_fails_for_a_data_set_the_server_does_not_hold() {
 
     let ok = run("insert", &srv, SEED, 100);
     assert!(ok.status.success(), "{ok:?}");
-    assert_eq!(dbsize(&srv), KEYS, "insert overwrites loaded keys only");
+    assert_eq!(
+        dbsize(&mut srv.client()),
+        KEYS,
+        "insert overwrites loaded keys only"
+    );
     srv.stop();
 }

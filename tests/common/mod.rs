@@ -327,6 +327,28 @@ pub fn refused_start(dir: &Path, args: &[&str]) -> String {
     err
 }
 
+/// DBSIZE over `con`.
+pub fn dbsize(con: &mut redis::Connection) -> u64 {
+    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
+}
+
+/// A plain TCP connection to `srv`, for requests a client library would not
+/// send; reads and writes time out after 10 s.
+pub fn raw(srv: &Server) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(srv.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Everything the server sends on `s` until it closes the connection (or
+/// the read times out).
+pub fn read_all(mut s: std::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One command as a RESP array of bulk strings.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
