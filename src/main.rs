@@ -121,10 +121,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Cmd::Bench(args) => {
-            bench::run_bench(&args)?.print(args.json);
-            Ok(())
-        }
+        Cmd::Bench(args) => finish(bench::run_bench(&args)?, args.json),
         Cmd::Check { path, spdk } => {
             spdk.configure(vec![0]);
             let report = store::check(&path)?;
@@ -134,9 +131,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Insert(args) => {
-            bench::run_insert(&args)?.print(args.json);
-            Ok(())
-        }
+        Cmd::Insert(args) => finish(bench::run_insert(&args)?, args.json),
+    }
+}
+
+/// Prints the report of `bench` or `insert`; a run that failed (see
+/// [`bench::Report::failure`]) then exits non-zero.
+fn finish(report: bench::Report, json: bool) -> Result<()> {
+    report.print(json);
+    match report.failure() {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
     }
 }

@@ -11,9 +11,9 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{encode, status_kib, Server, BIN};
+use common::{encode, status_kib, wait_for, Server, BIN};
 use redis::Commands;
 
 /// A raw RESP connection.
@@ -93,18 +93,6 @@ fn info_field<S: Read + Write>(c: &mut Raw<S>, name: &str) -> u64 {
         .expect("a number")
 }
 
-/// Polls `f` until it holds, for at most `limit`.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn start(dir: &Path, extra: &[&str]) -> Server {
     let mut args = vec!["--capacity", "128M"];
     args.extend_from_slice(extra);
@@ -130,10 +118,9 @@ fn max_clients_turns_away_the_one_over_the_limit() {
     assert_eq!(info_field(&mut ok[0], "maxclients"), 3);
     // Once one leaves, a new client gets in.
     drop(ok.pop());
-    assert!(eventually(Duration::from_secs(5), || info_field(
-        &mut ok[0],
-        "connected_clients"
-    ) == 2));
+    wait_for("the server to see the client leave", || {
+        info_field(&mut ok[0], "connected_clients") == 2
+    });
     assert_eq!(Raw::tcp(srv.addr).cmd(&["PING"]), "+PONG");
     srv.stop();
 }
@@ -161,8 +148,12 @@ fn a_client_that_does_not_read_is_throttled_then_disconnected() {
     // GETs of the 1 MB value, never read: the server stops taking its
     // commands while too many reply bytes are unread or owed.
     let throttled = pipeline_without_reading(srv.addr, &get_big.repeat(5000));
-    std::thread::sleep(Duration::from_secs(1));
     let disconnected = || srv.info_field("client_output_buffer_limit_disconnections");
+    let held = || srv.info_field("client_memory").parse::<u64>().unwrap();
+    wait_for(
+        "the client's unread replies to near its output limit",
+        || held() >= 4 << 20 || disconnected() != "0",
+    );
     assert_eq!(disconnected(), "0", "throttled, not disconnected");
 
     // Small replies first make the server expect small ones; the burst of
@@ -170,10 +161,7 @@ fn a_client_that_does_not_read_is_throttled_then_disconnected() {
     let mut requests = encode(&[b"GET", b"small"]).repeat(100);
     requests.extend(get_big.repeat(1000));
     let bad = pipeline_without_reading(srv.addr, &requests);
-    assert!(
-        eventually(Duration::from_secs(10), || disconnected() == "1"),
-        "the bad client was not disconnected"
-    );
+    wait_for("the bad client disconnected", || disconnected() == "1");
     bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert!(Raw::new(bad).closed(), "the bad client's socket is closed");
 
@@ -211,6 +199,7 @@ fn a_slow_reader_is_throttled_not_disconnected() {
     for i in 0..N {
         assert_eq!(r.reply(), value, "reply {i}");
         if i % 2000 == 0 {
+            // Pacing, not a wait: the reader is slow on purpose.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -229,14 +218,13 @@ fn idle_clients_are_closed_after_the_timeout() {
     let mut idle = Raw::tcp(srv.addr);
     let mut busy = Raw::tcp(srv.addr);
     assert_eq!(idle.cmd(&["PING"]), "+PONG");
-    for _ in 0..10 {
-        assert_eq!(busy.cmd(&["PING"]), "+PONG");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    // Three seconds on, the idle one is gone and the busy one is not.
+    // The busy client asks every poll, so it is never idle for a second.
+    wait_for("the idle client closed for its timeout", || {
+        info_field(&mut busy, "idle_timeout_disconnections") >= 1
+    });
     assert!(idle.closed(), "the idle client is closed");
     assert_eq!(busy.cmd(&["PING"]), "+PONG");
-    assert!(info_field(&mut busy, "idle_timeout_disconnections") >= 1);
+    assert_eq!(info_field(&mut busy, "idle_timeout_disconnections"), 1);
     srv.stop();
 }
 
@@ -573,11 +561,7 @@ fn client_memory_over_the_budget_evicts_the_biggest_clients() {
         .map(|_| pipeline_without_reading(srv.addr, &head))
         .collect();
     let evicted = || srv.info_field("evicted_clients").parse::<u64>().unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || evicted() >= 4),
-        "evicted {} clients",
-        evicted()
-    );
+    wait_for("four clients evicted", || evicted() >= 4);
     // What is left fits the budget, and the small client never noticed.
     let held: u64 = srv.info_field("client_memory").parse().unwrap();
     assert!(held <= 16 << 20, "clients still hold {held} bytes");

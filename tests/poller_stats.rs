@@ -4,9 +4,8 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
 
-use common::{load, Server};
+use common::{load, wait_for, Server};
 use nvkv::keys;
 
 const KEYS: u64 = 2000;
@@ -38,16 +37,11 @@ fn figures_under_load(srv: &Server) -> Vec<(String, f64)> {
                 round += 1;
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let got = loop {
-            let f = poller0(srv);
-            let submits = f.iter().find(|(k, _)| k == "submits_per_sec").unwrap().1;
-            if submits > 0.0 {
-                break f;
-            }
-            assert!(Instant::now() < deadline, "no submissions sampled: {f:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let mut got = Vec::new();
+        wait_for("a sampling window with submissions", || {
+            got = poller0(srv);
+            got.iter().find(|(k, _)| k == "submits_per_sec").unwrap().1 > 0.0
+        });
         stop.store(true, Relaxed);
         got
     })

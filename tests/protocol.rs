@@ -6,23 +6,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use common::{encode, Server};
-
-fn raw(srv: &Server) -> TcpStream {
-    let s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Everything the server sends until it closes the connection.
-fn read_all(mut s: TcpStream) -> String {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
+use common::{encode, raw, read_all, Server};
 
 /// Sends one command and reads its one-line reply.
 fn line_cmd(s: &mut TcpStream, args: &[&str]) -> String {

@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{load, Server};
+use common::{dbsize, load, raw, read_all, Server};
 use nvkv::keys;
 use redis::{Commands, Value};
 
@@ -38,8 +38,7 @@ fn get_returns_loaded_bytes_on_both_engines() {
         let mut con = srv.client();
         let missing: Option<Vec<u8>> = con.get("no-such-key").unwrap();
         assert_eq!(missing, None);
-        let n: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
-        assert_eq!(n, KEYS);
+        assert_eq!(dbsize(&mut con), KEYS);
         let e: u64 = redis::cmd("EXISTS")
             .arg(keys::key(SEED, 1))
             .arg("nope")
@@ -147,8 +146,7 @@ fn crash_then_restart_rebuilds_the_index() {
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
     assert_eq!(srv.info_field("recovery_records_scanned"), KEYS.to_string());
     check_sample(&srv);
-    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
-    assert_eq!(n, KEYS);
+    assert_eq!(dbsize(&mut srv.client()), KEYS);
     srv.stop();
 }
 
@@ -185,8 +183,7 @@ fn an_index_entry_pointing_off_the_device_makes_the_index_rebuilt() {
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
     check_sample(&srv);
-    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
-    assert_eq!(n, KEYS);
+    assert_eq!(dbsize(&mut srv.client()), KEYS);
     assert!(srv
         .log
         .lock()
@@ -248,18 +245,6 @@ fn check_passes_a_sound_store() {
     assert!(out.status.success(), "{report}");
     assert!(report.contains(&format!("{KEYS} entries")), "{report}");
     assert!(report.contains("OK: no damage found"), "{report}");
-}
-
-fn raw(srv: &Server) -> TcpStream {
-    let s = TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn read_all(mut s: TcpStream) -> String {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
@@ -367,8 +352,7 @@ fn serve_creates_an_empty_store_in_a_new_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fresh");
     let srv = Server::start(&path, &[]);
-    let n: u64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(dbsize(&mut srv.client()), 0);
     let v: Option<Vec<u8>> = srv.client().get("x").unwrap();
     assert_eq!(v, None);
     srv.stop();

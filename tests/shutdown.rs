@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{wait_for, Server};
 
 #[test]
 fn sigterm_under_load_is_clean_and_loses_no_acknowledged_write() {
@@ -45,9 +45,10 @@ fn sigterm_under_load_is_clean_and_loses_no_acknowledged_write() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
-    let n_before = acked.lock().unwrap().len();
-    assert!(n_before > 0, "writers made no progress");
+    // SIGTERM once the writers are well under way.
+    wait_for("200 writes acknowledged", || {
+        acked.lock().unwrap().len() >= 200
+    });
     srv.stop(); // SIGTERM, and asserts exit status 0
     for w in writers {
         w.join().unwrap();

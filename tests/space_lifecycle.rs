@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, RealRedis, Server};
+use common::{dbsize, wait_for, RealRedis, Server};
 use redis::{Commands, Connection, RedisResult};
 
 /// Redis's reply to a write past `maxmemory` that nothing can be evicted for.
@@ -45,10 +45,6 @@ fn value(tag: &str, i: u64, len: usize) -> Vec<u8> {
     let mut v = format!("{tag}:{i}:").into_bytes();
     v.resize(len, b'.');
     v
-}
-
-fn dbsize(con: &mut Connection) -> u64 {
-    redis::cmd("DBSIZE").query(con).unwrap()
 }
 
 fn stat(srv: &Server, name: &str) -> u64 {

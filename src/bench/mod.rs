@@ -28,7 +28,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -105,9 +105,11 @@ pub struct BenchArgs {
 ///
 /// # Errors
 ///
-/// Invalid arguments, or no server accepting connections at `--addr`.
-/// Failures during the run (error replies, wrong values, dropped
-/// connections) are counted in the report instead.
+/// Invalid arguments, no server accepting connections at `--addr`, or
+/// (before a run that writes) none of a sample of the data set's keys on
+/// the server. Failures during the run (error replies, wrong values,
+/// dropped connections) are counted in the report instead; see
+/// [`Report::failure`].
 pub fn run_bench(args: &BenchArgs) -> Result<Report> {
     run(args, Plan::new(args, None)?)
 }
@@ -123,6 +125,11 @@ pub fn run_insert(args: &BenchArgs) -> Result<Report> {
 }
 
 fn run(args: &BenchArgs, plan: Plan) -> Result<Report> {
+    // A write to a key of another data set adds a key instead of replacing
+    // one: a wrong --seed would grow the store, and the run would look fine.
+    if plan.mix.writes() && plan.fill.is_none() && plan.verify != Verify::None {
+        probe(&plan)?;
+    }
     let threads = thread_count(args);
     let mut shares: Vec<Vec<Connection>> = (0..threads).map(|_| Vec::new()).collect();
     for connection in connect_all(&args.addr, args.clients, args.seed)? {
@@ -162,7 +169,72 @@ fn run(args: &BenchArgs, plan: Plan) -> Result<Report> {
         stats.merge(outcome.stats)?;
         stopped = stopped.max(outcome.stopped);
     }
-    Ok(stats.report(stopped - start, args.clients, args.inflight))
+    let mut report = stats.report(stopped - start, args.clients, args.inflight);
+    report.verified = plan.verify != Verify::None;
+    Ok(report)
+}
+
+/// Keys of the data set read by [`probe`].
+const PROBES: u64 = 16;
+
+/// Reads a sample of the data set's keys, spread over it, and fails unless
+/// at least one is on the server and every one found has its loaded length.
+fn probe(plan: &Plan) -> Result<()> {
+    let addr = &plan.addr;
+    let (_, mut stream) = connect_first(addr)?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let n = PROBES.min(plan.key_count);
+    let indexes: Vec<u64> = (0..n).map(|i| i * plan.key_count / n).collect();
+    let mut requests = Vec::new();
+    for &i in &indexes {
+        plan.protocol
+            .encode_get(&mut requests, &crate::keys::key(plan.seed, i));
+    }
+    io::Write::write_all(&mut stream, &requests)
+        .with_context(|| format!("sending GETs to {addr}"))?;
+    let mut input = Vec::new();
+    let mut chunk = vec![0; 64 << 10];
+    let mut found = 0;
+    for &i in &indexes {
+        let key = || String::from_utf8_lossy(&crate::keys::key(plan.seed, i)).into_owned();
+        loop {
+            let Some((reply, used)) = plan.protocol.parse(&input)? else {
+                let got = io::Read::read(&mut stream, &mut chunk)
+                    .with_context(|| format!("reading from {addr}"))?;
+                ensure!(got > 0, "{addr} closed the connection");
+                input.extend_from_slice(&chunk[..got]);
+                continue;
+            };
+            match reply {
+                resp::Reply::Bulk(value) => {
+                    found += 1;
+                    let expected =
+                        crate::keys::ValueGen::new(plan.seed, i, plan.min_size, plan.max_size)
+                            .len();
+                    ensure!(
+                        value.len() == expected,
+                        "key {}: length {}, expected {expected}: is the server loaded with this \
+                         --seed, --min-size and --max-size?",
+                        key(),
+                        value.len()
+                    );
+                }
+                resp::Reply::Nil => {}
+                other => bail!("GET {}: unexpected reply {other:?}", key()),
+            }
+            input.drain(..used);
+            break;
+        }
+    }
+    ensure!(
+        found > 0,
+        "none of {n} keys of the data set (--keys {}, --seed {}) is on {addr}: \
+         is the server loaded with them (`nvkv load`)?",
+        plan.key_count,
+        plan.seed
+    );
+    Ok(())
 }
 
 /// `--threads`, or min(clients, 2); never more threads than connections.

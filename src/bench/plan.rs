@@ -125,7 +125,7 @@ impl Mix {
         }
     }
 
-    fn writes(&self) -> bool {
+    pub fn writes(&self) -> bool {
         self.write_fraction > 0.0
     }
 }

@@ -107,6 +107,7 @@ impl Stats {
             clients,
             inflight,
             error_samples: self.error_samples,
+            verified: false,
             percentiles: CDF_POINTS
                 .iter()
                 .map(|&p| (p, quantile(p / 100.0)))
@@ -167,6 +168,10 @@ pub struct Report {
     /// [`Report::print`]; not part of the JSON line.
     #[serde(skip)]
     pub error_samples: Vec<String>,
+    /// Whether GET replies were checked against the loaded data set (not
+    /// `--verify none`); not part of the JSON line.
+    #[serde(skip)]
+    pub verified: bool,
 }
 
 impl Report {
@@ -178,6 +183,26 @@ impl Report {
         }
         // A closed stdout (`nvkv bench | head`) is not worth a panic.
         let _ = io_print(&self.render(json));
+    }
+
+    /// Why the run failed, if it did: errors (error replies, failed checks,
+    /// dropped connections), or, when values were checked, GETs that all
+    /// missed (the server does not hold this data set: a wrong `--seed` or
+    /// `--keys`).
+    pub fn failure(&self) -> Option<String> {
+        if self.errors > 0 {
+            return Some(format!(
+                "{} errors (error replies, wrong values or dropped connections)",
+                self.errors
+            ));
+        }
+        if self.verified && self.reads > 0 && self.misses == self.reads {
+            return Some(format!(
+                "all {} GETs missed: is the server loaded with this --keys and --seed?",
+                self.reads
+            ));
+        }
+        None
     }
 
     /// The text [`Report::print`] writes to stdout.
@@ -271,5 +296,31 @@ mod tests {
         assert!(json.get("error_samples").is_none());
         assert!(report.render(false).contains("50.5 ops/s"));
         assert!(report.render_errors().starts_with("7 errors, the first 5:"));
+        assert!(report.failure().unwrap().starts_with("7 errors"));
+    }
+
+    #[test]
+    fn a_run_fails_on_errors_or_when_every_checked_get_missed() {
+        let report = |errors, reads, misses, verified| {
+            let mut s = Stats::new().unwrap();
+            s.complete(Duration::from_micros(10));
+            s.errors = errors;
+            s.reads = reads;
+            s.misses = misses;
+            let mut r = s.report(Duration::from_secs(1), 1, 1);
+            r.verified = verified;
+            r
+        };
+        assert_eq!(report(0, 10, 9, true).failure(), None);
+        assert_eq!(report(0, 0, 0, true).failure(), None, "a write-only run");
+        assert_eq!(report(0, 10, 10, false).failure(), None, "--verify none");
+        assert!(report(0, 10, 10, true)
+            .failure()
+            .unwrap()
+            .contains("all 10 GETs missed"));
+        assert!(report(1, 10, 0, false)
+            .failure()
+            .unwrap()
+            .starts_with("1 errors"));
     }
 }

@@ -51,16 +51,16 @@ fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
     e.submit().unwrap();
     reap_all(&mut e, 8);
 
-    // wait() returns early when another thread rings the eventfd.
-    let t0 = Instant::now();
+    // wait() returns when another thread rings the eventfd: its timeout
+    // is an hour, so returning at all is the check (no assertion on how
+    // long it took, which a loaded machine could break).
     std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(20));
             wake.notify();
         });
-        e.wait(Duration::from_secs(5));
+        e.wait(Duration::from_secs(3600));
     });
-    assert!(t0.elapsed() < Duration::from_secs(4));
 }
 
 fn reap_all<E: Engine>(e: &mut E, n: usize) -> Vec<Completion> {

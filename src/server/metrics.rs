@@ -18,12 +18,12 @@ use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEn
 use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 
-/// Binds `addr` and serves scrapes until the server stops.
+/// Serves scrapes on `listener` (bound before the store was opened) until
+/// the server stops.
 pub(super) fn start(
     shared: &Arc<Shared>,
-    addr: &str,
+    listener: TcpListener,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let sh = Arc::clone(shared);

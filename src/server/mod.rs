@@ -16,7 +16,7 @@ mod settings;
 mod stats;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -408,71 +408,49 @@ impl ServeArgs {
     }
 }
 
-/// Opens the store at `args.path`, creating an empty one when the
-/// directory holds none.
-/// The index is marked dirty before the first request, so that a crash
-/// from here on leads to a rebuild.
-fn open_or_create(args: &ServeArgs) -> Result<Store> {
-    let data = args.path.join(store::DATA_FILE);
-    let empty_dir = std::fs::read_dir(&args.path).map_or(true, |mut d| d.next().is_none());
-    if std::fs::symlink_metadata(&data).is_err() && empty_dir {
-        let create = store::CreateArgs {
-            capacity: Some(args.capacity),
-            sparse: args.sparse,
-            ..Default::default()
-        };
-        store::create_empty(&args.path, &create)
-            .with_context(|| format!("creating a store in {}", args.path.display()))?;
-        tracing::info!(path = %args.path.display(), capacity = args.capacity, "created an empty store");
+/// Checks `--path`: a directory, or nothing yet (an empty store is created
+/// there). Anything else is named for what it is, instead of the "File
+/// exists" creating the directory would say.
+fn check_path(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_file() => bail!(
+            "--path {}: is a regular file, not a directory",
+            path.display()
+        ),
+        Ok(_) => bail!("--path {}: is not a directory", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--path {}", path.display())),
     }
-    let mut store = Store::open(&args.path)?;
-    for s in &mut store.shards {
-        s.mark_dirty().context("marking the index dirty")?;
-    }
-    Ok(store)
 }
 
-/// Runs the server until SIGTERM or SIGINT; `ready` is called with the
-/// bound address once clients can connect.
-pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    if let Some(path) = &args.requirepass_file {
-        args.requirepass = Some(access::read_password_file(path)?);
-    }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if let Some(c) = args.poller_cores.iter().find(|&&c| c >= cores.len().max(1)) {
-        bail!(
-            "--poller-cores: core {c} does not exist ({} cores)",
-            cores.len()
-        );
-    }
-    let (poller_cores, conn_cores) = args.placement(cores.len());
-    args.spdk.configure(poller_cores.clone());
-    let store = open_or_create(&args)?;
-    args.settle(&store.dev, cores.len());
-    let spinners = args.io_threads + args.tcp_threads;
-    if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
-        tracing::warn!(
-            pollers = args.io_threads,
-            connection_threads = args.tcp_threads,
-            cores = cores.len(),
-            "busy polling with as many spinning threads as cores: they will share cores in time slices \
-             (milliseconds of latency); give them dedicated cores, or use --poll adaptive --pin false"
-        );
-    }
-    let r = store.report;
+/// Checks the flags that need no store.
+fn check_flags(args: &ServeArgs) -> Result<()> {
     if args.max_key_size > u16::MAX as u64 {
         bail!("--max-key-size is at most 65535 bytes");
     }
+    if args.tcp_threads == 0 || args.max_io_depth == 0 {
+        bail!("--tcp-threads and --max-io-depth must be at least 1");
+    }
+    if args.io_threads == 0 {
+        bail!("--io-threads must be at least 1");
+    }
+    Ok(())
+}
+
+/// Checks the flags that depend on the store's layout: `shards`, segments
+/// of `segment_size` bytes, blocks of `block_size`.
+fn check_layout(args: &ServeArgs, shards: u32, segment_size: u64, block_size: u64) -> Result<()> {
+    if args.io_threads > shards as usize {
+        bail!("--io-threads must be between 1 and the store's {shards} shards");
+    }
     let max_record =
         crate::format::record_len(args.max_key_size as usize, args.max_value_size as usize);
-    if max_record + crate::format::SEGMENT_HEADER as u64 + store.sb.block_size as u64
-        > store.sb.segment_size as u64
-    {
+    if max_record + crate::format::SEGMENT_HEADER as u64 + block_size > segment_size {
         bail!(
-            "--max-value-size {} with --max-key-size {} does not fit the store's {}-byte segments",
+            "--max-value-size {} with --max-key-size {} does not fit the store's {segment_size}-byte segments",
             args.max_value_size,
             args.max_key_size,
-            store.sb.segment_size
         );
     }
     if max_record > crate::format::MAX_RECORD {
@@ -484,6 +462,90 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             crate::format::MAX_RECORD
         );
     }
+    Ok(())
+}
+
+/// Opens the store at `args.path`, creating an empty one when the
+/// directory holds none, and checks the flags against its layout (those of
+/// a store about to be created before it is).
+/// The index is marked dirty only once everything that can refuse the
+/// start has passed, and before the first request, so that a crash from
+/// here on leads to a rebuild and a refused start leaves a clean store
+/// clean.
+fn open_or_create(args: &ServeArgs) -> Result<Store> {
+    let data = args.path.join(store::DATA_FILE);
+    let empty_dir = std::fs::read_dir(&args.path).map_or(true, |mut d| d.next().is_none());
+    if std::fs::symlink_metadata(&data).is_err() && empty_dir {
+        let create = store::CreateArgs {
+            capacity: Some(args.capacity),
+            sparse: args.sparse,
+            ..Default::default()
+        };
+        // The device's block size is not known yet: a file's is 4 KiB.
+        check_layout(args, create.shards, create.segment_size, 4096)?;
+        store::create_empty(&args.path, &create)
+            .with_context(|| format!("creating a store in {}", args.path.display()))?;
+        tracing::info!(path = %args.path.display(), capacity = args.capacity, "created an empty store");
+    }
+    let store = Store::open(&args.path)?;
+    check_layout(
+        args,
+        store.sb.shards,
+        store.sb.segment_size as u64,
+        store.sb.block_size as u64,
+    )?;
+    Ok(store)
+}
+
+/// Runs the server until SIGTERM or SIGINT; `ready` is called with the
+/// bound address once clients can connect.
+///
+/// Everything that can refuse the start (flags, `--path`, the listen
+/// addresses) is checked before the store is created or opened, so that a
+/// refused start neither creates a store nor marks a clean one unclean.
+pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    check_flags(&args)?;
+    if let Some(path) = &args.requirepass_file {
+        args.requirepass = Some(access::read_password_file(path)?);
+    }
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(c) = args.poller_cores.iter().find(|&&c| c >= cores.len().max(1)) {
+        bail!(
+            "--poller-cores: core {c} does not exist ({} cores)",
+            cores.len()
+        );
+    }
+    check_path(&args.path)?;
+    let listener =
+        TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = (args.metrics_listen.as_deref())
+        .map(|a| TcpListener::bind(a).with_context(|| format!("metrics on {a}")))
+        .transpose()?;
+    let (poller_cores, conn_cores) = args.placement(cores.len());
+    args.spdk.configure(poller_cores.clone());
+    let mut store = open_or_create(&args)?;
+    args.settle(&store.dev, cores.len());
+    let spinners = args.io_threads + args.tcp_threads;
+    if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
+        tracing::warn!(
+            pollers = args.io_threads,
+            connection_threads = args.tcp_threads,
+            cores = cores.len(),
+            "busy polling with as many spinning threads as cores: they will share cores in time slices \
+             (milliseconds of latency); give them dedicated cores, or use --poll adaptive --pin false"
+        );
+    }
+    // Bound once the store's lock is held: a start refused because another
+    // server has the store must not take over that server's socket file.
+    let unix = (args.unixsocket.as_deref())
+        .map(|p| access::UnixSocket::bind(p, args.unixsocketperm))
+        .transpose()?;
+    for s in &mut store.shards {
+        s.mark_dirty().context("marking the index dirty")?;
+    }
+    let r = store.report;
     match r.state {
         IndexState::Clean => tracing::info!(
             keys = r.keys,
@@ -500,22 +562,6 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             "index rebuilt by scanning the device"
         ),
     }
-    if args.io_threads == 0 || args.io_threads > store.sb.shards as usize {
-        bail!(
-            "--io-threads must be between 1 and the store's {} shards",
-            store.sb.shards
-        );
-    }
-    if args.tcp_threads == 0 || args.max_io_depth == 0 {
-        bail!("--tcp-threads and --max-io-depth must be at least 1");
-    }
-    let listener =
-        TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let unix = (args.unixsocket.as_deref())
-        .map(|p| access::UnixSocket::bind(p, args.unixsocketperm))
-        .transpose()?;
     access::raise_fd_limit(args.max_clients);
 
     let mut polls = Vec::new();
@@ -600,10 +646,10 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     }
     tracing::info!(%addr, engine = ?shared.args.engine(), pollers = shared.args.io_threads, "listening");
     ready(addr);
-    let metrics = match shared.args.metrics_listen.as_deref() {
-        Some(a) => {
+    let metrics = match metrics_listener {
+        Some(l) => {
             let (maddr, handle) =
-                metrics::start(&shared, a).with_context(|| format!("metrics on {a}"))?;
+                metrics::start(&shared, l).context("starting the metrics endpoint")?;
             println!("nvkv metrics on {maddr}");
             tracing::info!(%maddr, "metrics at /metrics");
             Some(handle)

@@ -308,6 +308,47 @@ pub fn run_on(args: &[&str], dir: &Path) -> std::process::Output {
     cmd.arg(dir).output().expect("run nvkv")
 }
 
+/// Runs `nvkv serve --path DIR ARGS...` (with the SPDK environment flags
+/// on an SPDK namespace), expects it to refuse to start, and returns what
+/// it printed on stderr.
+pub fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--path"]).arg(dir).args(args);
+    if test_spdk().is_some() {
+        cmd.args(SPDK_ENV);
+    }
+    let out = cmd.output().expect("run nvkv serve");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "serve {args:?} started\nstdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
+/// DBSIZE over `con`.
+pub fn dbsize(con: &mut redis::Connection) -> u64 {
+    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
+}
+
+/// A plain TCP connection to `srv`, for requests a client library would not
+/// send; reads and writes time out after 10 s.
+pub fn raw(srv: &Server) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(srv.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Everything the server sends on `s` until it closes the connection (or
+/// the read times out).
+pub fn read_all(mut s: std::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One command as a RESP array of bulk strings.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
