@@ -74,6 +74,13 @@ fn main() {
             )
         });
 
+    // `spdk_env_opts.opts_size` (SPDK >= 24.09), for the tests that check
+    // the shim fills it.
+    println!("cargo::rustc-check-cfg=cfg(spdk_env_opts_size)");
+    if spdk_version(&lib.include_paths).is_some_and(|v| v >= (24, 9)) {
+        println!("cargo:rustc-cfg=spdk_env_opts_size");
+    }
+
     // Before SPDK's libraries, which the shim's archive calls into.
     let mut shim = cc::Build::new();
     shim.file("shim/shim.c")
@@ -150,4 +157,20 @@ fn has_shared(paths: &[PathBuf], name: &str) -> bool {
     paths
         .iter()
         .any(|p| p.join(format!("lib{name}.so")).exists())
+}
+
+/// SPDK's (major, minor) version, from `spdk/version.h`.
+fn spdk_version(include_paths: &[PathBuf]) -> Option<(u32, u32)> {
+    let text = include_paths
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p.join("spdk/version.h")).ok())?;
+    let define = |name: &str| {
+        text.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("#define") && w.next() == Some(name))
+                .then(|| w.next()?.parse::<u32>().ok())
+                .flatten()
+        })
+    };
+    Some((define("SPDK_VERSION_MAJOR")?, define("SPDK_VERSION_MINOR")?))
 }

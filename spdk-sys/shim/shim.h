@@ -13,6 +13,15 @@
 #include <spdk/env.h>
 #include <spdk/nvme.h>
 
+/*
+ * spdk_env_opts_init with the struct's size set first: from SPDK 24.09 on
+ * spdk_env_opts has an opts_size field that the caller must fill (before
+ * spdk_env_opts_init, which keeps it and sets only the fields it covers),
+ * or spdk_env_init complains "Invalid opts->opts_size". Older SPDK has no
+ * such field; this is then spdk_env_opts_init alone.
+ */
+void spdk_sys_env_opts_init(struct spdk_env_opts *opts);
+
 /* SPDK's spdk_nvme_cpl_is_error (a macro over the status bitfield). */
 bool spdk_sys_cpl_is_error(const struct spdk_nvme_cpl *cpl);
 

@@ -75,4 +75,18 @@ mod tests {
         unsafe { spdk_sys_io_qpair_opts_set_delay_cmd_submit(&mut o, false) };
         assert!(bytes(&o).iter().all(|&b| b == 0));
     }
+
+    #[test]
+    fn env_opts_init_fills_defaults() {
+        let mut opts = MaybeUninit::<spdk_env_opts>::uninit();
+        // SAFETY: the shim writes the whole struct.
+        let opts = unsafe {
+            spdk_sys_env_opts_init(opts.as_mut_ptr());
+            opts.assume_init()
+        };
+        assert!(!opts.name.is_null());
+        assert!(!opts.core_mask.is_null());
+        #[cfg(spdk_env_opts_size)]
+        assert_eq!(opts.opts_size, std::mem::size_of::<spdk_env_opts>());
+    }
 }

@@ -97,8 +97,8 @@ fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
         Box::leak(CString::new(s).expect("no NUL").into_boxed_c_str()).as_ptr()
     };
     let mut opts = MaybeUninit::<sys::spdk_env_opts>::zeroed();
-    // SAFETY: spdk_env_opts_init fills the whole struct.
-    unsafe { sys::spdk_env_opts_init(opts.as_mut_ptr()) };
+    // SAFETY: fills the whole struct, its opts_size (SPDK >= 24.09) included.
+    unsafe { sys::spdk_sys_env_opts_init(opts.as_mut_ptr()) };
     // SAFETY: initialised just above.
     let mut opts = unsafe { opts.assume_init() };
     opts.name = leak("nvkv");
