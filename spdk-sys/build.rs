@@ -10,6 +10,13 @@
 //! static constructors that nothing references by name, so its static
 //! libraries are linked whole (`+whole-archive`), as SPDK's own makefiles
 //! do. A shared-library install is linked as is.
+//!
+//! Also compiled here, against the same headers: `shim/shim.c`, small C
+//! functions for what SPDK gives only as macros, inline helpers or fields
+//! of anonymous unions, so that the Rust side never reaches into a
+//! bindgen-named `__bindgen_anon_*` member. bindgen's layout checks stay
+//! on: each generated struct's size, alignment and field offsets are
+//! asserted at compile time against what clang computed from the headers.
 
 use std::env;
 use std::path::PathBuf;
@@ -25,6 +32,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SPDK_DIR");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-changed=shim/shim.h");
+    println!("cargo:rerun-if-changed=shim/shim.c");
 
     if let Ok(dir) = env::var("SPDK_DIR") {
         let dir = PathBuf::from(dir);
@@ -65,6 +74,24 @@ fn main() {
             )
         });
 
+    // `spdk_env_opts.opts_size` (SPDK >= 24.09), for the tests that check
+    // the shim fills it.
+    println!("cargo::rustc-check-cfg=cfg(spdk_env_opts_size)");
+    if spdk_version(&lib.include_paths).is_some_and(|v| v >= (24, 9)) {
+        println!("cargo:rustc-cfg=spdk_env_opts_size");
+    }
+
+    // Before SPDK's libraries, which the shim's archive calls into.
+    let mut shim = cc::Build::new();
+    shim.file("shim/shim.c")
+        .includes(&lib.include_paths)
+        .warnings(true)
+        .extra_warnings(true);
+    for (k, v) in &lib.defines {
+        shim.define(k, v.as_deref());
+    }
+    shim.compile("spdk_sys_shim");
+
     for p in &lib.link_paths {
         println!("cargo:rustc-link-search=native={}", p.display());
     }
@@ -90,6 +117,7 @@ fn main() {
         .allowlist_function(
             "spdk_(env|nvme|zmalloc|dma|free|unaffinitize|malloc|strerror|vtophys).*",
         )
+        .allowlist_function("spdk_sys_.*")
         .allowlist_type("spdk_nvme.*")
         .allowlist_type("spdk_env_opts")
         .allowlist_var("SPDK_(ENV|MALLOC|NVME|VERSION).*")
@@ -98,8 +126,14 @@ fn main() {
         .opaque_type(
             "spdk_nvme_(sgl_descriptor|ctrlr_data|health_information_page|tcp_cmd|tcp_rsp)",
         )
+        // A bitfield run after a plain byte, mixing uint8_t and uint16_t
+        // units, is laid out wrongly by bindgen (6 bytes where C has 4; the
+        // layout checks below catch it). Opaque, it keeps C's size and
+        // alignment, and so do spdk_nvme_cmd and the others holding it
+        // (with its inner struct, which the allowlist above names too).
+        .opaque_type("spdk_nvme_feat_async_event_configuration.*")
         .derive_default(true)
-        .layout_tests(false)
+        .layout_tests(true)
         .generate_comments(false)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
     for inc in &lib.include_paths {
@@ -123,4 +157,20 @@ fn has_shared(paths: &[PathBuf], name: &str) -> bool {
     paths
         .iter()
         .any(|p| p.join(format!("lib{name}.so")).exists())
+}
+
+/// SPDK's (major, minor) version, from `spdk/version.h`.
+fn spdk_version(include_paths: &[PathBuf]) -> Option<(u32, u32)> {
+    let text = include_paths
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p.join("spdk/version.h")).ok())?;
+    let define = |name: &str| {
+        text.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("#define") && w.next() == Some(name))
+                .then(|| w.next()?.parse::<u32>().ok())
+                .flatten()
+        })
+    };
+    Some((define("SPDK_VERSION_MAJOR")?, define("SPDK_VERSION_MINOR")?))
 }

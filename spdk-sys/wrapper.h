@@ -3,3 +3,4 @@
 #include <spdk/env.h>
 #include <spdk/nvme.h>
 #include <spdk/version.h>
+#include "shim/shim.h"

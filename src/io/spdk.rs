@@ -97,8 +97,8 @@ fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
         Box::leak(CString::new(s).expect("no NUL").into_boxed_c_str()).as_ptr()
     };
     let mut opts = MaybeUninit::<sys::spdk_env_opts>::zeroed();
-    // SAFETY: spdk_env_opts_init fills the whole struct.
-    unsafe { sys::spdk_env_opts_init(opts.as_mut_ptr()) };
+    // SAFETY: fills the whole struct, its opts_size (SPDK >= 24.09) included.
+    unsafe { sys::spdk_sys_env_opts_init(opts.as_mut_ptr()) };
     // SAFETY: initialised just above.
     let mut opts = unsafe { opts.assume_init() };
     opts.name = leak("nvkv");
@@ -378,7 +378,8 @@ impl Namespace {
         // requests, which also covers large requests split into several.
         o.io_queue_requests = o.io_queue_requests.max(depth as u32 * 8);
         // Ring the doorbell once per batch (in process_completions).
-        o.__bindgen_anon_1.delay_cmd_submit = true;
+        // SAFETY: `o` is a valid, initialised struct owned by this frame.
+        unsafe { sys::spdk_sys_io_qpair_opts_set_delay_cmd_submit(&mut o, true) };
         // SAFETY: the controller is attached; opts is initialised.
         let q = unsafe { sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr, &o, size) };
         NonNull::new(q).ok_or_else(|| {
@@ -514,13 +515,10 @@ unsafe fn issue(
 }
 
 /// Whether a completion reports an error (SPDK's `spdk_nvme_cpl_is_error`,
-/// an inline function that bindgen does not export).
+/// a macro over the status bitfield, compiled in spdk-sys's C shim).
 fn cpl_is_error(cpl: &sys::spdk_nvme_cpl) -> bool {
-    // SAFETY: both members of the union are a u16 view of the status word.
-    let raw = unsafe { cpl.__bindgen_anon_1.status_raw };
-    let sc = (raw >> 1) & 0xff;
-    let sct = (raw >> 9) & 0x7;
-    sc != 0 || sct != 0
+    // SAFETY: reads the status word of a valid completion.
+    unsafe { sys::spdk_sys_cpl_is_error(cpl) }
 }
 
 struct SyncQueue {
