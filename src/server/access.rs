@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use subtle::ConstantTimeEq;
 
 use super::conn::Conn;
-use super::resp;
 use super::Shared;
+use crate::resp;
 
 /// The reply to every command but AUTH and QUIT before a successful AUTH.
 pub(super) const NOAUTH: &str = "NOAUTH Authentication required.";

@@ -3,8 +3,8 @@
 
 use super::conn::{Combine, Conn, Router};
 use super::msg::{Cond, Op, Request, SetReply};
-use super::resp;
 use crate::index::KeyHash;
+use crate::resp;
 
 /// Commands and their arity, Redis-style: `n` exactly n arguments
 /// (command name included), `-n` at least n.

@@ -19,8 +19,8 @@ use mio::{Events, Interest, Registry, Token};
 
 use super::access;
 use super::msg::{ConnRef, Reply, Request, Response};
-use super::resp::{self, Limits};
 use super::Shared;
+use crate::resp::{self, Limits};
 
 /// Token of the thread's waker.
 pub(super) const WAKER: Token = Token(usize::MAX);

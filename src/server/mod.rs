@@ -13,9 +13,11 @@ mod log;
 mod metrics;
 pub mod msg;
 mod poller;
-pub mod resp;
 mod settings;
 mod stats;
+
+/// The RESP codec is the crate's; here under the path the tests name.
+pub use crate::resp;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

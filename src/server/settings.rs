@@ -3,7 +3,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{resp, Durability, Shared};
+use super::{Durability, Shared};
+use crate::resp;
 use crate::store::evict::Policy;
 
 /// A setting: its name, its value now, and how to change it (`None`: read
