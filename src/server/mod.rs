@@ -7,14 +7,20 @@ mod access;
 mod command;
 mod compact;
 mod conn;
+mod conn_thread;
 mod evict;
 mod info;
 mod log;
 mod metrics;
 pub mod msg;
 mod poller;
+mod replies;
+mod router;
 mod settings;
 mod stats;
+mod stream;
+mod strings;
+mod table;
 
 /// The RESP codec is the crate's; here under the path the tests name.
 pub use crate::resp;
@@ -551,7 +557,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let mut conns = Vec::new();
     for _ in 0..args.tcp_threads {
         let poll = mio::Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), conn::WAKER)?;
+        let waker = mio::Waker::new(poll.registry(), conn_thread::WAKER)?;
         conns.push(ConnHandle {
             responses: SegQueue::new(),
             incoming: SegQueue::new(),
@@ -572,7 +578,9 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         .collect::<Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
         poller_stats: (0..args.io_threads).map(|_| Default::default()).collect(),
-        conn_stats: (0..args.tcp_threads).map(|_| Default::default()).collect(),
+        conn_stats: (0..args.tcp_threads)
+            .map(|_| CachePadded::new(ConnStats::new(table::COMMANDS.len())))
+            .collect(),
         sampler: Sampler::default(),
         sb: store.sb.clone(),
         pollers,
@@ -610,7 +618,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
                     }
-                    conn::run(i, poll, &sh)
+                    conn_thread::run(i, poll, &sh)
                 })
                 .map_err(anyhow::Error::from)
         })
