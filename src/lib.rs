@@ -2,7 +2,8 @@
 //!
 //! Layers, from the network down to the device: [`server`] (accept thread,
 //! connection threads, RESP) → rings → pollers owning [`store`] shards
-//! (index, log) → [`io`] engines (io_uring, Linux AIO, SPDK).
+//! (index, log) → [`io`] engines (io_uring, Linux AIO, SPDK). [`resp`] is
+//! the protocol's codec, which the server and the bench client share.
 
 pub mod bench;
 pub mod config;
@@ -10,5 +11,6 @@ pub mod format;
 pub mod index;
 pub mod io;
 pub mod keys;
+pub mod resp;
 pub mod server;
 pub mod store;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use nvkv::index::{Checkpoint, Entry, KeyHash, Partition, MAX_EXPIRE_MS};
-use nvkv::server::resp::{parse_command, Limits};
+use nvkv::resp::{parse_command, Limits};
 use proptest::prelude::*;
 
 fn encode(args: &[Vec<u8>]) -> Vec<u8> {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nvkv::server::resp::{parse_command, parse_resumable, Limits, Resume};
+use nvkv::resp::{parse_command, parse_resumable, Limits, Resume};
 use std::ops::Range;
 
 /// Commands parsed from the front of `data`, then whether parsing stopped

@@ -174,7 +174,7 @@ impl fmt::Display for ConnError {
                 "closed by the server with {outstanding} requests outstanding"
             ),
             ConnError::Io(e) => write!(f, "{e}"),
-            ConnError::Protocol(e) => write!(f, "{e}"),
+            ConnError::Protocol(e) => write!(f, "protocol error: {}", e.message()),
             ConnError::Unsolicited => write!(f, "reply without a request"),
         }
     }

@@ -8,7 +8,7 @@
 //! `SERVER_ERROR …` are error replies. Other lines (`NOT_STORED`, …) come
 //! back as simple strings.
 
-use super::resp::{find_crlf, push_decimal, ProtocolError, Reply};
+use crate::resp::{find_crlf, push_decimal, ProtocolError, Reply};
 
 /// Appends `get <key>` to `out`.
 pub fn encode_get(out: &mut Vec<u8>, key: &[u8]) {
@@ -22,7 +22,7 @@ pub fn encode_set(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.extend_from_slice(b"set ");
     out.extend_from_slice(key);
     out.extend_from_slice(b" 0 0 ");
-    push_decimal(out, value.len());
+    push_decimal(out, value.len() as u64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -31,7 +31,7 @@ pub fn encode_set(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 /// Parses the first reply in `buf`: the reply and its length in bytes,
 /// `None` when `buf` holds only part of one, or an error.
 pub fn parse(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
-    let Some(end) = find_crlf(buf, 0) else {
+    let Some(end) = find_crlf(buf, 0)? else {
         return Ok(None);
     };
     let line = &buf[..end];
@@ -57,16 +57,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
         .nth(2)
         .and_then(|f| std::str::from_utf8(f).ok())
         .and_then(|f| f.parse::<usize>().ok())
-        .ok_or(ProtocolError("malformed VALUE line"))?;
+        .ok_or(ProtocolError::new("malformed VALUE line"))?;
     let data_end = next
         .checked_add(bytes)
-        .ok_or(ProtocolError("value length overflows"))?;
+        .ok_or(ProtocolError::new("value length overflows"))?;
     const TRAILER: &[u8] = b"\r\nEND\r\n";
     if buf.len() < data_end + TRAILER.len() {
         return Ok(None);
     }
     if &buf[data_end..data_end + TRAILER.len()] != TRAILER {
-        return Err(ProtocolError("value not followed by END"));
+        return Err(ProtocolError::new("value not followed by END"));
     }
     Ok(Some((
         Reply::Bulk(&buf[next..data_end]),

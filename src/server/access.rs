@@ -1,34 +1,17 @@
-//! Who may talk to the server, and how much: the AUTH command, protected
-//! mode, the client limit's replies, and the optional Unix-domain socket.
-//!
-//! Error texts follow Redis's, so that clients that match on them (NOAUTH,
-//! WRONGPASS, DENIED) behave as they do against Redis.
+//! Who may talk to the server: the password AUTH checks, protected mode,
+//! the optional Unix-domain socket, and turning a client away. (The AUTH
+//! command is in `command.rs`, its replies in `strings.rs`.)
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 
 use anyhow::{Context, Result};
 use subtle::ConstantTimeEq;
 
-use super::conn::Conn;
-use super::resp;
 use super::Shared;
-
-/// The reply to every command but AUTH and QUIT before a successful AUTH.
-pub(super) const NOAUTH: &str = "NOAUTH Authentication required.";
-/// The reply to AUTH with a wrong user name or password.
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-/// The reply to `AUTH <password>` when no password is configured.
-const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
-/// What a client over `--max-clients` is sent before it is closed.
-pub(super) const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
-/// What a non-local client is sent in protected mode before it is closed
-/// (Redis's text, with nvkv's flags in place of Redis's configuration).
-pub(super) const DENIED: &[u8] = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to nvkv you may adopt one of the following solutions: 1) Restart the server with the '--requirepass <password>' option to set up an authentication password for the default user. 2) If you started the server manually just for testing, restart it with the '--protected-mode no' option, however MAKE SURE nvkv is not publicly accessible from the internet if you do so. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
 
 /// Parses `yes` / `no` (also `true` / `false`), as Redis's boolean options.
 pub fn parse_yes_no(s: &str) -> Result<bool, String> {
@@ -73,29 +56,30 @@ fn password_matches(secret: &[u8], attempt: &[u8]) -> bool {
     bool::from(secret.ct_eq(&padded) & same_len)
 }
 
-/// `AUTH password` or `AUTH default password` (the ACL form, with the only
-/// user nvkv has). `args` includes the command name.
-pub(super) fn auth(c: &mut Conn, shared: &Shared, thread: usize, args: &[&[u8]]) {
-    let (user, attempt) = match args {
-        [_, pass] => (None, *pass),
-        [_, user, pass] => (Some(*user), *pass),
-        _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
-    };
+/// What an AUTH attempt amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Auth {
+    Granted,
+    /// `AUTH <password>` while no password is configured.
+    NoPassword,
+    /// A wrong user name or password.
+    Refused,
+}
+
+/// Checks `AUTH password` (`user` is `None`) or `AUTH user password`; the
+/// only user nvkv has is `default`.
+pub(super) fn authenticate(shared: &Shared, user: Option<&[u8]>, attempt: &[u8]) -> Auth {
     let default_user = user.is_none_or(|u| u == b"default");
     let ok = match shared.args.requirepass.as_deref() {
         // Without a password the default user takes any (Redis's `nopass`).
-        None if user.is_none() => return c.reply(|o| resp::error(o, NO_PASSWORD)),
+        None if user.is_none() => return Auth::NoPassword,
         None => default_user,
         Some(secret) => password_matches(secret.as_bytes(), attempt) & default_user,
     };
     if ok {
-        c.authed = true;
-        c.reply(|o| resp::simple(o, "OK"));
+        Auth::Granted
     } else {
-        shared.conn_stats[thread]
-            .auth_failures
-            .fetch_add(1, Relaxed);
-        c.reply(|o| resp::error(o, WRONGPASS));
+        Auth::Refused
     }
 }
 

@@ -1,48 +1,30 @@
-//! Command dispatch: what a connection thread answers itself, and what it
-//! routes to the pollers that own the keys.
+//! Command handlers: each turns a command's arguments into a reply the
+//! connection thread gives at once, or into operations routed to the
+//! pollers that own the keys. The commands, their arity and their order
+//! are in `table.rs`; the texts of the replies in `strings.rs`.
 
-use super::conn::{Combine, Conn, Router};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::access::{self, Auth};
+use super::conn::{Conn, Executor};
 use super::msg::{Cond, Op, Request, SetReply};
-use super::resp;
+use super::replies::Combine;
+use super::router::Router;
+use super::strings;
+use super::table::{self, Cmd, CLIENT_SUBCOMMANDS};
 use crate::index::KeyHash;
+use crate::resp;
+use crate::store::clock::unix_ms;
 
-/// Commands and their arity, Redis-style: `n` exactly n arguments
-/// (command name included), `-n` at least n.
-pub(super) const COMMANDS: &[(&str, i32)] = &[
-    ("GET", 2),
-    ("MGET", -2),
-    ("EXISTS", -2),
-    ("DBSIZE", 1),
-    ("PING", -1),
-    ("ECHO", 2),
-    ("SELECT", 2),
-    ("QUIT", -1),
-    ("COMMAND", -1),
-    ("INFO", -1),
-    ("CLIENT", -2),
-    ("SET", -3),
-    ("MSET", -3),
-    ("DEL", -2),
-    ("EXPIRE", 3),
-    ("PEXPIRE", 3),
-    ("TTL", 2),
-    ("PTTL", 2),
-    ("PERSIST", 2),
-    ("SETNX", 3),
-    ("SETEX", 4),
-    ("PSETEX", 4),
-    ("GETSET", 3),
-    ("GETDEL", 2),
-    ("AUTH", -2),
-    ("CONFIG", -2),
-    ("INCR", 2),
-    ("DECR", 2),
-    ("INCRBY", 3),
-    ("DECRBY", 3),
-];
+impl Executor for Router<'_> {
+    fn holds(&self, slot: u32) -> bool {
+        Router::holds(self, slot)
+    }
 
-/// Commands a client may send before it has authenticated.
-const NO_AUTH_NEEDED: &[&str] = &["AUTH", "QUIT"];
+    fn execute(&mut self, c: &mut Conn, args: &[&[u8]]) {
+        execute(c, self, args)
+    }
+}
 
 /// Executes one parsed command for connection `c`; its reply is dropped
 /// under `CLIENT REPLY OFF | SKIP`.
@@ -57,58 +39,50 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let Some(name) = args.first() else {
         return; // an empty inline line
     };
-    let Some(index) = COMMANDS
-        .iter()
-        .position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-    else {
-        return c.reply(|o| unknown_command(o, args));
+    let Some((index, spec)) = table::lookup(name) else {
+        return c.reply(|o| resp::error(o, &strings::unknown_command(args)));
     };
-    let (cmd, arity) = COMMANDS[index];
     // The reply this command leaves is timed, for INFO and /metrics.
-    c.timing = Some((index as u16, std::time::Instant::now()));
-    let n = args.len() as i32;
-    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
-        let msg = format!(
-            "ERR wrong number of arguments for '{}' command",
-            cmd.to_ascii_lowercase()
-        );
-        return c.reply(|o| resp::error(o, &msg));
+    c.timing = Some((index, std::time::Instant::now()));
+    if !spec.arity_fits(args.len()) {
+        return c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name)));
     }
     // After the unknown-command and arity checks, as in Redis.
-    if !c.authed && !NO_AUTH_NEEDED.contains(&cmd) {
+    if !c.authed && !spec.before_auth {
         c.timing = None;
-        return c.reply(|o| resp::error(o, super::access::NOAUTH));
+        return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
+    let cmd = spec.cmd;
     match cmd {
-        "GET" => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
-        "MGET" => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
+        Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
+        Cmd::Mget => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
             key: k.into(),
         }),
-        "EXISTS" => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
-        "PING" => match args {
-            [_] => c.reply(|o| resp::simple(o, "PONG")),
+        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
+        Cmd::Ping => match args {
+            [_] => c.reply(|o| resp::simple(o, strings::PONG)),
             [_, m] => c.reply(|o| resp::bulk(o, m)),
-            _ => c.reply(|o| resp::error(o, "ERR wrong number of arguments for 'ping' command")),
+            _ => c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name))),
         },
-        "ECHO" => c.reply(|o| resp::bulk(o, args[1])),
-        "SELECT" => match args[1] {
-            b"0" => c.reply(|o| resp::simple(o, "OK")),
-            _ => c.reply(|o| resp::error(o, "ERR DB index is out of range")),
+        Cmd::Echo => c.reply(|o| resp::bulk(o, args[1])),
+        Cmd::Select => match args[1] {
+            b"0" => c.reply(|o| resp::simple(o, strings::OK)),
+            _ => c.reply(|o| resp::error(o, strings::DB_INDEX)),
         },
-        "QUIT" => {
-            c.reply(|o| resp::simple(o, "OK"));
+        Cmd::Quit => {
+            c.reply(|o| resp::simple(o, strings::OK));
             c.closing = true;
         }
-        "DBSIZE" => {
+        Cmd::Dbsize => {
             let keys = super::info::keys(router.shared);
             c.reply(|o| resp::int(o, keys as i64))
         }
-        "INFO" => {
+        Cmd::Info => {
             let text = super::info::render(router.shared, args.get(1).copied());
             c.reply(|o| resp::bulk(o, text.as_bytes()))
         }
-        "SET" => set(c, router, args),
-        "SETNX" => set_with(
+        Cmd::Set => set(c, router, args),
+        Cmd::Setnx => set_with(
             c,
             router,
             args[1],
@@ -117,9 +91,9 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             Expiry::None,
             SetReply::Int,
         ),
-        "SETEX" | "PSETEX" => {
-            let unit = if cmd == "SETEX" { 1000 } else { 1 };
-            match expire_at(args[2], unit, false, cmd) {
+        Cmd::Setex | Cmd::Psetex => {
+            let unit = if cmd == Cmd::Setex { 1000 } else { 1 };
+            match expire_at(args[2], unit, false, spec.name) {
                 Ok(at) => set_with(
                     c,
                     router,
@@ -132,7 +106,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 Err(msg) => c.reply(|o| resp::error(o, &msg)),
             }
         }
-        "GETSET" => set_with(
+        Cmd::Getset => set_with(
             c,
             router,
             args[1],
@@ -141,41 +115,41 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             Expiry::None,
             SetReply::Old,
         ),
-        "GETDEL" => keyed(c, router, &args[1..], None, |k| Op::GetDel {
+        Cmd::Getdel => keyed(c, router, &args[1..], None, |k| Op::GetDel {
             key: k.into(),
         }),
-        "MSET" => mset(c, router, args),
-        "DEL" => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
+        Cmd::Mset => mset(c, router, args),
+        Cmd::Del => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
             key: k.into(),
         }),
-        "TTL" | "PTTL" => {
-            let ms = cmd == "PTTL";
+        Cmd::Ttl | Cmd::Pttl => {
+            let ms = cmd == Cmd::Pttl;
             keyed(c, router, &args[1..], None, |k| Op::Ttl {
                 key: k.into(),
                 ms,
             })
         }
-        "EXPIRE" | "PEXPIRE" => expire(c, router, args, cmd == "PEXPIRE"),
-        "PERSIST" => keyed(c, router, &args[1..], None, |k| Op::Expire {
+        Cmd::Expire | Cmd::Pexpire => expire(c, router, args, cmd == Cmd::Pexpire),
+        Cmd::Persist => keyed(c, router, &args[1..], None, |k| Op::Expire {
             key: k.into(),
             at_ms: 0,
             persist: true,
         }),
-        "COMMAND" => command(c, args),
-        "CLIENT" => client(c, router, args),
-        "AUTH" => super::access::auth(c, router.shared, router.thread, args),
-        "CONFIG" => config(c, router, args),
-        "INCR" | "DECR" => {
-            let by = if cmd == "INCR" { 1 } else { -1 };
+        Cmd::Command => command(c, args),
+        Cmd::Client => client(c, router, args),
+        Cmd::Auth => auth(c, router, args),
+        Cmd::Config => config(c, router, args),
+        Cmd::Incr | Cmd::Decr => {
+            let by = if cmd == Cmd::Incr { 1 } else { -1 };
             keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
                 key: k.into(),
                 by,
             })
         }
-        "INCRBY" | "DECRBY" => match resp::parse_redis_int(args[2]) {
-            None => c.reply(|o| resp::error(o, "ERR value is not an integer or out of range")),
+        Cmd::Incrby | Cmd::Decrby => match resp::parse_redis_int(args[2]) {
+            None => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
             // DECRBY -9223372036854775808 cannot negate.
-            Some(n) => match if cmd == "INCRBY" {
+            Some(n) => match if cmd == Cmd::Incrby {
                 Some(n)
             } else {
                 n.checked_neg()
@@ -184,40 +158,10 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                     key: k.into(),
                     by,
                 }),
-                None => c.reply(|o| resp::error(o, "ERR decrement would overflow")),
+                None => c.reply(|o| resp::error(o, strings::DECREMENT_OVERFLOW)),
             },
         },
-        _ => unreachable!("every command in COMMANDS is handled"),
     }
-}
-
-/// Bytes of a client's argument an error message echoes at most, as Redis
-/// (a 100 MB command name does not come back in a 100 MB error).
-const ECHO_MAX: usize = 128;
-
-/// At most [`ECHO_MAX`] bytes of `b`, escaped for an error line.
-fn echo(b: &[u8]) -> String {
-    b[..b.len().min(ECHO_MAX)].escape_ascii().to_string()
-}
-
-/// `ERR unknown command`: the name and the first arguments, at most
-/// [`ECHO_MAX`] bytes of each (and of the arguments together), as Redis.
-fn unknown_command(o: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut echoed = 0;
-    let mut rest = String::new();
-    for a in &args[1..] {
-        if echoed >= ECHO_MAX {
-            break;
-        }
-        let take = a.len().min(ECHO_MAX - echoed);
-        echoed += take;
-        rest.push_str(&format!("'{}' ", echo(&a[..take])));
-    }
-    let msg = format!(
-        "ERR unknown command '{}', with args beginning with: {rest}",
-        echo(args[0])
-    );
-    resp::error(o, &msg);
 }
 
 /// Routes one request per key to the owning pollers. With `combine`, the
@@ -251,7 +195,7 @@ fn keyed(
 fn command(c: &mut Conn, args: &[&[u8]]) {
     match args.get(1) {
         Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => {
-            c.reply(|o| resp::int(o, COMMANDS.len() as i64))
+            c.reply(|o| resp::int(o, table::COMMANDS.len() as i64))
         }
         _ => c.reply(|o| resp::array(o, 0)),
     }
@@ -261,38 +205,22 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
 fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let sub = args[1].to_ascii_uppercase();
     let arity_error = |o: &mut Vec<u8>, sub: &str| {
-        let msg = format!("ERR wrong number of arguments for 'config|{sub}' command");
-        resp::error(o, &msg)
+        resp::error(o, &strings::wrong_arity(&format!("config|{sub}")))
     };
     match sub.as_slice() {
         b"GET" if args.len() < 3 => c.reply(|o| arity_error(o, "get")),
         b"GET" => c.reply(|o| super::settings::get(o, router.shared, &args[2..])),
         b"SET" if args.len() < 4 || args.len() % 2 == 1 => c.reply(|o| arity_error(o, "set")),
         b"SET" => match super::settings::set(router.shared, &args[2..]) {
-            Ok(()) => c.reply(|o| resp::simple(o, "OK")),
+            Ok(()) => c.reply(|o| resp::simple(o, strings::OK)),
             Err(e) => c.reply(|o| resp::error(o, &e)),
         },
         _ => {
-            let msg = format!(
-                "ERR unknown subcommand '{}'. Try CONFIG HELP.",
-                echo(args[1])
-            );
+            let msg = strings::unknown_subcommand(args[1], "CONFIG");
             c.reply(|o| resp::error(o, &msg))
         }
     }
 }
-
-/// The CLIENT subcommands and their arity (`CLIENT` and the subcommand
-/// included), as Redis's.
-const CLIENT_SUBCOMMANDS: &[(&str, usize)] = &[
-    ("SETNAME", 3),
-    ("SETINFO", 4),
-    ("NO-EVICT", 3),
-    ("NO-TOUCH", 3),
-    ("REPLY", 3),
-    ("GETNAME", 2),
-    ("ID", 2),
-];
 
 /// `CLIENT`: the subcommands client libraries send on connect.
 fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
@@ -301,25 +229,21 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         .iter()
         .any(|&(n, arity)| n.as_bytes() == sub.as_slice() && args.len() != arity);
     if wrong_arity {
-        let msg = format!(
-            "ERR wrong number of arguments for 'client|{}' command",
-            String::from_utf8_lossy(&sub).to_ascii_lowercase()
-        );
+        let msg = strings::wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)));
         return c.reply(|o| resp::error(o, &msg));
     }
     match sub.as_slice() {
         b"REPLY" => client_reply(c, args[2]),
-        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" => c.reply(|o| resp::simple(o, "OK")),
+        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" => {
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
         b"GETNAME" => c.reply(resp::nil),
         b"ID" => {
             let id = ((router.thread as i64) << 32) | c.me.slot as i64;
             c.reply(|o| resp::int(o, id))
         }
         _ => {
-            let msg = format!(
-                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                echo(args[1])
-            );
+            let msg = strings::unknown_subcommand(args[1], "CLIENT");
             c.reply(|o| resp::error(o, &msg))
         }
     }
@@ -333,16 +257,35 @@ fn client_reply(c: &mut Conn, mode: &[u8]) {
         b"ON" => {
             c.reply_off = false;
             c.reply_skip = false;
-            c.reply(|o| resp::simple(o, "OK"))
+            c.reply(|o| resp::simple(o, strings::OK))
         }
         b"OFF" => c.reply_off = true,
         b"SKIP" => c.reply_skip_next = !c.reply_off,
-        _ => c.reply(|o| resp::error(o, "ERR syntax error")),
+        _ => c.reply(|o| resp::error(o, strings::SYNTAX)),
     }
 }
 
-fn now_ms() -> u64 {
-    super::poller::now_ms()
+/// `AUTH password` or `AUTH default password` (the ACL form, with the only
+/// user nvkv has).
+fn auth(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let (user, attempt) = match args {
+        [_, pass] => (None, *pass),
+        [_, user, pass] => (Some(*user), *pass),
+        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+    };
+    match access::authenticate(router.shared, user, attempt) {
+        Auth::Granted => {
+            c.authed = true;
+            c.reply(|o| resp::simple(o, strings::OK));
+        }
+        Auth::NoPassword => c.reply(|o| resp::error(o, strings::NO_PASSWORD)),
+        Auth::Refused => {
+            router.shared.conn_stats[router.thread]
+                .auth_failures
+                .fetch_add(1, Relaxed);
+            c.reply(|o| resp::error(o, strings::WRONGPASS));
+        }
+    }
 }
 
 /// The absolute expiry time (ms) an argument of `cmd` asks for, checked as
@@ -350,14 +293,11 @@ fn now_ms() -> u64 {
 /// `absolute`. Not an integer, not positive, or past `i64` once in ms or
 /// added to now: the error to reply, never a wrapped or saturated time.
 fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64, String> {
-    let n = resp::parse_redis_int(arg).ok_or("ERR value is not an integer or out of range")?;
-    let base = if absolute { 0 } else { now_ms() as i64 };
+    let n = resp::parse_redis_int(arg).ok_or(strings::NOT_AN_INTEGER)?;
+    let base = if absolute { 0 } else { unix_ms() as i64 };
     match (n > 0).then(|| n.checked_mul(unit_ms)?.checked_add(base)) {
         Some(Some(at)) => Ok(at as u64),
-        _ => Err(format!(
-            "ERR invalid expire time in '{}' command",
-            cmd.to_ascii_lowercase()
-        )),
+        _ => Err(strings::invalid_expire_time(cmd)),
     }
 }
 
@@ -368,23 +308,15 @@ fn within_limits(c: &mut Conn, router: &Router, key: &[u8], value: &[u8]) -> boo
     if over {
         router.shared.conn_stats[router.thread]
             .size_limit_rejections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Relaxed);
     }
     if key.len() as u64 > a.max_key_size {
-        let msg = format!(
-            "ERR key of {} bytes is over the limit of {} (--max-key-size)",
-            key.len(),
-            a.max_key_size
-        );
+        let msg = strings::key_too_large(key.len(), a.max_key_size);
         c.reply(|o| resp::error(o, &msg));
         return false;
     }
     if value.len() as u64 > a.max_value_size {
-        let msg = format!(
-            "ERR value of {} bytes is over the limit of {} (--max-value-size)",
-            value.len(),
-            a.max_value_size
-        );
+        let msg = strings::value_too_large(value.len(), a.max_value_size);
         c.reply(|o| resp::error(o, &msg));
         return false;
     }
@@ -418,7 +350,7 @@ fn set(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 }
                 i += 1;
             }
-            _ => return c.reply(|o| resp::error(o, "ERR syntax error")),
+            _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
         }
         i += 1;
     }
@@ -473,7 +405,7 @@ fn set_with(
 /// (not atomic across keys); the reply is `+OK` once all are.
 fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if args.len() % 2 == 0 {
-        return c.reply(|o| resp::error(o, "ERR wrong number of arguments for 'mset' command"));
+        return c.reply(|o| resp::error(o, &strings::wrong_arity("mset")));
     }
     for pair in args[1..].chunks(2) {
         if !within_limits(c, router, pair[0], pair[1]) {
@@ -498,13 +430,12 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
 /// `EXPIRE key seconds` / `PEXPIRE key ms`.
 fn expire(c: &mut Conn, router: &mut Router, args: &[&[u8]], ms: bool) {
     let Some(n) = resp::parse_redis_int(args[2]) else {
-        return c.reply(|o| resp::error(o, "ERR value is not an integer or out of range"));
+        return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER));
     };
     let at_ms = (if ms { Some(n) } else { n.checked_mul(1000) })
-        .and_then(|d| (now_ms() as i64).checked_add(d));
+        .and_then(|d| (unix_ms() as i64).checked_add(d));
     let Some(at_ms) = at_ms else {
-        let name = if ms { "pexpire" } else { "expire" };
-        let msg = format!("ERR invalid expire time in '{name}' command");
+        let msg = strings::invalid_expire_time(if ms { "pexpire" } else { "expire" });
         return c.reply(|o| resp::error(o, &msg));
     };
     let at_ms = at_ms.max(1) as u64;

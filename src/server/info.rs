@@ -281,12 +281,12 @@ impl CommandTotals {
 }
 
 pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
-    super::command::COMMANDS
+    super::table::COMMANDS
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| {
+        .map(|(i, spec)| {
             let mut t = CommandTotals {
-                name,
+                name: spec.name,
                 calls: 0,
                 usec: 0,
                 buckets: [0; LATENCY_BOUNDS_US.len() + 1],

@@ -6,14 +6,18 @@
 mod access;
 mod command;
 mod conn;
-mod errors;
+mod conn_thread;
 mod info;
 mod metrics;
 pub mod msg;
 mod poller;
-pub mod resp;
+mod replies;
+mod router;
 mod settings;
 mod stats;
+mod stream;
+mod strings;
+mod table;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -568,7 +572,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let mut conns = Vec::new();
     for _ in 0..args.tcp_threads {
         let poll = mio::Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), conn::WAKER)?;
+        let waker = mio::Waker::new(poll.registry(), conn_thread::WAKER)?;
         conns.push(ConnHandle {
             responses: SegQueue::new(),
             incoming: SegQueue::new(),
@@ -589,7 +593,9 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         .collect::<Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
         poller_stats: (0..args.io_threads).map(|_| Default::default()).collect(),
-        conn_stats: (0..args.tcp_threads).map(|_| Default::default()).collect(),
+        conn_stats: (0..args.tcp_threads)
+            .map(|_| CachePadded::new(ConnStats::new(table::COMMANDS.len())))
+            .collect(),
         sampler: Sampler::default(),
         sb: store.sb.clone(),
         pollers,
@@ -631,7 +637,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
                     }
-                    conn::run(i, poll, &sh)
+                    conn_thread::run(i, poll, &sh)
                 })
                 .map_err(anyhow::Error::from)
         })

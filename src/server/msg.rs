@@ -139,9 +139,9 @@ impl Reply {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Reply::Encoded(b) => out.extend_from_slice(b),
-            Reply::Nil => super::resp::nil(out),
-            Reply::Int(n) => super::resp::int(out, *n),
-            Reply::Error(m) => super::resp::error(out, m),
+            Reply::Nil => crate::resp::nil(out),
+            Reply::Int(n) => crate::resp::int(out, *n),
+            Reply::Error(m) => crate::resp::error(out, m),
         }
     }
 }

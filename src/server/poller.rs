@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::msg::{ConnRef, Op, Reply, Request, Response, SetReply};
-use super::{resp, Durability, PollMode, Shared};
+use super::{Durability, PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record};
 use crate::index::Entry;
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
+use crate::resp;
 use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
@@ -217,11 +218,6 @@ fn run_with<E: Engine>(
     };
     p.run_loop();
     p.shutdown()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    crate::store::clock::unix_ms()
 }
 
 impl<E: Engine> Poller<E> {
@@ -684,16 +680,16 @@ impl<E: Engine> Poller<E> {
         };
         let (now, expire) = match &old {
             None => (0, 0),
-            Some((v, exp)) => match super::resp::parse_redis_int(v) {
+            Some((v, exp)) => match resp::parse_redis_int(v) {
                 Some(n) => (n, *exp),
                 None => {
-                    let msg = "ERR value is not an integer or out of range";
+                    let msg = super::strings::NOT_AN_INTEGER;
                     return self.reply(&req, Reply::Error(msg.into()));
                 }
             },
         };
         let Some(new) = now.checked_add(*by) else {
-            let msg = "ERR increment or decrement would overflow";
+            let msg = super::strings::INCR_OVERFLOW;
             return self.reply(&req, Reply::Error(msg.into()));
         };
         if self.refused_over_maxmemory(&req) {
@@ -757,9 +753,9 @@ impl<E: Engine> Poller<E> {
             }
             Err(WriteError::Full) => {
                 self.stats().writes_refused.fetch_add(1, Relaxed);
-                Reply::Error(super::errors::STORE_FULL.into())
+                Reply::Error(super::strings::STORE_FULL.into())
             }
-            Err(WriteError::TooLarge) => Reply::Error(super::errors::RECORD_TOO_LARGE.into()),
+            Err(WriteError::TooLarge) => Reply::Error(super::strings::RECORD_TOO_LARGE.into()),
             Err(e @ WriteError::Index(_)) => Reply::Error(format!("ERR {e}")),
         };
         self.reply(&req, reply);
@@ -786,7 +782,7 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         self.stats().writes_refused.fetch_add(1, Relaxed);
-        self.reply(req, Reply::Error(super::errors::OVER_MAXMEMORY.into()));
+        self.reply(req, Reply::Error(super::strings::OVER_MAXMEMORY.into()));
         true
     }
 
@@ -803,7 +799,7 @@ impl<E: Engine> Poller<E> {
             let (_, req) = self.deferred.pop_front().expect("front");
             let tag = req.hash.tag;
             self.stats().writes_refused.fetch_add(1, Relaxed);
-            self.reply(&req, Reply::Error(super::errors::COMPACTION_BEHIND.into()));
+            self.reply(&req, Reply::Error(super::strings::COMPACTION_BEHIND.into()));
             self.release(tag);
             any = true;
         }

@@ -3,7 +3,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{resp, Durability, Shared};
+use super::{strings, Durability, Shared};
+use crate::resp;
 use crate::store::evict::Policy;
 
 /// A setting: its name, its value now, and how to change it (`None`: read
@@ -132,20 +133,13 @@ pub(super) fn set(shared: &Shared, pairs: &[&[u8]]) -> Result<(), String> {
         let value = String::from_utf8_lossy(pair[1]).to_string();
         match SETTINGS.iter().find(|s| s.name == name) {
             Some(Setting { set: Some(f), .. }) => todo.push((name, *f, value)),
-            _ => {
-                return Err(format!(
-                    "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
-                    String::from_utf8_lossy(pair[0])
-                ))
-            }
+            _ => return Err(strings::config_set_unknown(pair[0])),
         }
     }
     // Every value is checked before any takes effect.
     for (name, (check, _), value) in &todo {
         if let Err(e) = check(value) {
-            return Err(format!(
-                "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
-            ));
+            return Err(strings::config_set_failed(name, e));
         }
     }
     for (_, (_, apply), value) in todo {

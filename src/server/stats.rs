@@ -41,8 +41,8 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
 ];
 
 /// Calls and latency (from the parsed request to its reply, in order) of
-/// each command, kept by one connection thread; indexed like
-/// `command::COMMANDS`.
+/// each command, kept by one connection thread; indexed like the command
+/// table (`table::COMMANDS`).
 #[derive(Debug)]
 pub struct CommandStats {
     pub calls: Vec<AtomicU64>,
@@ -51,13 +51,8 @@ pub struct CommandStats {
     pub buckets: Vec<[AtomicU64; LATENCY_BOUNDS_US.len() + 1]>,
 }
 
-impl Default for CommandStats {
-    fn default() -> Self {
-        CommandStats::new(super::command::COMMANDS.len())
-    }
-}
-
 impl CommandStats {
+    /// Counters for `commands` commands.
     pub fn new(commands: usize) -> Self {
         CommandStats {
             calls: (0..commands).map(|_| AtomicU64::new(0)).collect(),
@@ -83,7 +78,7 @@ impl CommandStats {
 }
 
 /// One connection thread's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnStats {
     pub connections: AtomicU64,
     pub accepted: AtomicU64,
@@ -112,6 +107,31 @@ pub struct ConnStats {
     pub ring_full_waits: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
+}
+
+impl ConnStats {
+    /// Zeroed counters, with calls and latency for `commands` commands.
+    pub fn new(commands: usize) -> Self {
+        let zero = AtomicU64::new;
+        ConnStats {
+            connections: zero(0),
+            accepted: zero(0),
+            commands: zero(0),
+            protocol_errors: zero(0),
+            net_in: zero(0),
+            net_out: zero(0),
+            rejected: zero(0),
+            query_limit_disconnects: zero(0),
+            output_limit_disconnects: zero(0),
+            idle_disconnects: zero(0),
+            auth_failures: zero(0),
+            protected_mode_rejections: zero(0),
+            evicted_clients: zero(0),
+            size_limit_rejections: zero(0),
+            ring_full_waits: zero(0),
+            cmds: std::sync::Arc::new(CommandStats::new(commands)),
+        }
+    }
 }
 
 /// A point-in-time copy of a poller's counters.

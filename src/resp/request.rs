@@ -1,4 +1,4 @@
-//! RESP2: an incremental request parser and reply encoders.
+//! The server's side of RESP: an incremental request parser.
 //!
 //! The parser reads one command at a time from the front of a connection's
 //! input buffer without copying: it returns the byte ranges of the
@@ -9,6 +9,8 @@
 //! before anything is allocated.
 
 use std::ops::Range;
+
+use super::{find_crlf, parse_int, ProtocolError};
 
 /// Bounds on what one request may contain.
 #[derive(Debug, Clone, Copy)]
@@ -49,75 +51,33 @@ impl Default for Limits {
     }
 }
 
-/// A malformed request. The connection is answered with
-/// `-ERR Protocol error: <msg>` and closed, as Redis does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtocolError(pub String);
-
-impl std::fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Protocol error: {}", self.0)
-    }
-}
-
-fn perr<T>(msg: impl Into<String>) -> Result<T, ProtocolError> {
-    Err(ProtocolError(msg.into()))
-}
-
-/// Finds `\r\n` at or after `from`; returns the index of `\r`.
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let nl = buf[from..].iter().position(|&b| b == b'\n')? + from;
-    (nl > from && buf[nl - 1] == b'\r')
-        .then_some(nl - 1)
-        .or(Some(usize::MAX))
-}
-
-/// Parses a decimal integer line such as the `3` of `$3`: `None` unless it
-/// is an optional `-` and 1 to 19 digits whose value fits an `i64` (a
-/// longer or larger number is refused, never wrapped).
-fn parse_int(b: &[u8]) -> Option<i64> {
-    let (neg, digits) = match b.first()? {
-        b'-' => (true, &b[1..]),
-        _ => (false, b),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
-    }
-    Some(if neg { -v } else { v })
-}
-
-/// Reads the header line `<prefix><int>\r\n` at `pos`.
-/// `Ok(None)` when the line is incomplete.
+/// Reads the header line `<prefix><int>\r\n` at `pos`: its integer and
+/// where the line ends. `Ok(None)` when the line is incomplete; `invalid`
+/// is the error for a line that is not a length.
 fn header(
     buf: &[u8],
     pos: usize,
     prefix: u8,
-    what: &str,
+    invalid: &'static str,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
     if pos >= buf.len() {
         return Ok(None);
     }
     if buf[pos] != prefix {
-        return perr(format!(
+        return Err(format!(
             "expected '{}', got '{}'",
             prefix as char,
             buf[pos].escape_ascii()
-        ));
+        )
+        .into());
     }
     match find_crlf(buf, pos + 1) {
-        None if buf.len() - pos > 32 => perr(format!("invalid {what} length")),
-        None => Ok(None),
-        Some(usize::MAX) => perr(format!("invalid {what} length")),
-        Some(cr) => match parse_int(&buf[pos + 1..cr]) {
+        Ok(None) if buf.len() - pos > 32 => Err(ProtocolError::new(invalid)),
+        Ok(None) => Ok(None),
+        Err(_) => Err(ProtocolError::new(invalid)),
+        Ok(Some(cr)) => match parse_int(&buf[pos + 1..cr]) {
             Some(n) => Ok(Some((n, cr + 2))),
-            None => perr(format!("invalid {what} length")),
+            None => Err(ProtocolError::new(invalid)),
         },
     }
 }
@@ -185,38 +145,38 @@ fn parse_multibulk(
     let n = match st.count {
         Some(n) => n,
         None => {
-            let Some((n, pos)) = header(buf, 0, b'*', "multibulk")? else {
+            let Some((n, pos)) = header(buf, 0, b'*', "invalid multibulk length")? else {
                 return Ok(None);
             };
             if n > limits.max_args as i64 {
-                return perr(match limits.unauthenticated {
+                return Err(ProtocolError::new(match limits.unauthenticated {
                     true => "unauthenticated multibulk length",
                     false => "invalid multibulk length",
-                });
+                }));
             }
             st.pos = pos;
             *st.count.insert(n.max(0) as usize)
         }
     };
     while st.args.len() < n {
-        let Some((len, start)) = header(buf, st.pos, b'$', "bulk")? else {
+        let Some((len, start)) = header(buf, st.pos, b'$', "invalid bulk length")? else {
             return Ok(None);
         };
         if len < 0 {
-            return perr("invalid bulk length");
+            return Err(ProtocolError::new("invalid bulk length"));
         }
         if len > limits.max_bulk as i64 {
-            return perr(match limits.unauthenticated {
+            return Err(ProtocolError::new(match limits.unauthenticated {
                 true => "unauthenticated bulk length",
                 false => "invalid bulk length",
-            });
+            }));
         }
         let end = start + len as usize;
         if buf.len() < end + 2 {
             return Ok(None);
         }
         if &buf[end..end + 2] != b"\r\n" {
-            return perr("bulk string not terminated by CRLF");
+            return Err(ProtocolError::new("bulk string not terminated by CRLF"));
         }
         st.args.push(start..end);
         st.pos = end + 2;
@@ -231,7 +191,7 @@ fn parse_inline(
 ) -> Result<Option<usize>, ProtocolError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > limits.max_inline {
-            return perr("too big inline request");
+            return Err(ProtocolError::new("too big inline request"));
         }
         return Ok(None);
     };
@@ -251,100 +211,12 @@ fn parse_inline(
         }
         if i > start {
             if args.len() == limits.max_args {
-                return perr("too many arguments in inline request");
+                return Err(ProtocolError::new("too many arguments in inline request"));
             }
             args.push(start..i);
         }
     }
     Ok(Some(nl + 1))
-}
-
-/// Appends `+<s>\r\n`.
-/// An integer as Redis reads one from a string (its `string2ll`): an
-/// optional `-`, then digits without a leading zero (or `0` alone), at most
-/// 20 bytes, in `i64`. No `+`, no spaces.
-pub fn parse_redis_int(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    if b == b"0" {
-        return Some(0);
-    }
-    let (neg, digits) = match b {
-        [b'-', rest @ ..] => (true, rest),
-        _ => (false, b),
-    };
-    match digits.first() {
-        Some(b'1'..=b'9') => {}
-        _ => return None,
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = (d - b'0') as i64;
-        v = v.checked_mul(10)?;
-        v = if neg {
-            v.checked_sub(d)?
-        } else {
-            v.checked_add(d)?
-        };
-    }
-    Some(v)
-}
-
-pub fn simple(out: &mut Vec<u8>, s: &str) {
-    out.push(b'+');
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `-<msg>\r\n` (line breaks in `msg` become spaces).
-pub fn error(out: &mut Vec<u8>, msg: &str) {
-    out.push(b'-');
-    out.extend(
-        msg.bytes()
-            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `:<n>\r\n`.
-pub fn int(out: &mut Vec<u8>, n: i64) {
-    out.push(b':');
-    out.extend_from_slice(itoa(n).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends a bulk string.
-pub fn bulk(out: &mut Vec<u8>, b: &[u8]) {
-    bulk_header(out, b.len());
-    out.extend_from_slice(b);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `$<len>\r\n`: the caller appends the bytes and `\r\n`.
-pub fn bulk_header(out: &mut Vec<u8>, len: usize) {
-    out.push(b'$');
-    out.extend_from_slice(itoa(len as i64).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the nil bulk string `$-1\r\n`.
-pub fn nil(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
-}
-
-/// Appends `*<n>\r\n`.
-pub fn array(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    out.extend_from_slice(itoa(n as i64).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn itoa(n: i64) -> String {
-    n.to_string()
 }
 
 #[cfg(test)]
@@ -420,13 +292,10 @@ mod tests {
             "18446744073709551617",
         ] {
             let e = parse(format!("*{n}\r\n").as_bytes()).unwrap_err();
-            assert_eq!(e.0, "invalid multibulk length");
+            assert_eq!(e.message(), "invalid multibulk length");
             let e = parse(format!("*1\r\n${n}\r\n").as_bytes()).unwrap_err();
-            assert_eq!(e.0, "invalid bulk length");
+            assert_eq!(e.message(), "invalid bulk length");
         }
-        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_int(b"-9223372036854775807"), Some(-i64::MAX));
-        assert_eq!(parse_int(b"-"), None);
         assert!(parse(b"*1\r\n$x\r\n").is_err());
         assert!(parse(b"*1\r\n$-5\r\n").is_err());
         assert!(parse(b"*1\r\n$1\r\nab\r\n").is_err());
@@ -434,20 +303,5 @@ mod tests {
         assert!(parse(b"*1\n").is_err());
         assert!(parse(&[b'*'; 100]).is_err());
         assert!(parse(&vec![b'a'; 100_000]).is_err());
-    }
-
-    #[test]
-    fn encoders() {
-        let mut o = Vec::new();
-        simple(&mut o, "OK");
-        error(&mut o, "ERR x\r\ny");
-        int(&mut o, -3);
-        bulk(&mut o, b"a\r\n");
-        nil(&mut o);
-        array(&mut o, 2);
-        assert_eq!(
-            o,
-            b"+OK\r\n-ERR x  y\r\n:-3\r\n$3\r\na\r\n\r\n$-1\r\n*2\r\n"
-        );
     }
 }

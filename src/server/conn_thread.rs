@@ -1,0 +1,431 @@
+//! Connection threads: each runs one epoll loop (mio) over many client
+//! connections. The loop takes new connections from the accept thread
+//! (admission: `--max-clients`, protected mode), replies from the pollers,
+//! and socket events; it services each connection that has something to
+//! do (read, parse and execute, write: `conn.rs`), hands the requests
+//! held for full rings to the pollers (`router.rs`), and closes the
+//! connections that are done, idle past `--timeout`, over
+//! `--max-output-buffer`, or evicted for `--maxmemory-clients`. While
+//! replies are awaited it polls instead of sleeping (adaptive polling).
+
+use std::io;
+use std::sync::atomic::Ordering::{self, Relaxed};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UnixStream};
+use mio::{Events, Interest, Token};
+
+use super::conn::{Conn, ConnLimits};
+use super::msg::{ConnRef, Response};
+use super::router::Router;
+use super::stream::Stream;
+use super::{access, strings, Shared};
+
+/// Token of the thread's waker.
+pub(super) const WAKER: Token = Token(usize::MAX);
+/// How long shutdown waits for replies still owed to clients.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read-parse-write rounds one service of a connection may take when
+/// its output keeps draining.
+const RESUME_ROUNDS: u32 = 8;
+/// How often idle connections are looked for (with `--timeout`).
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+/// A connection holding less than this is never evicted for
+/// `--maxmemory-clients`.
+const EVICT_MIN: u64 = 1 << 20;
+
+/// A connection thread: its connections by slot, and what it shares
+/// among them.
+struct Thread<'a> {
+    shared: &'a Shared,
+    id: usize,
+    poll: mio::Poll,
+    conns: Vec<Option<Conn>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    to_service: Vec<u32>,
+    router: Router<'a>,
+    limits: ConnLimits,
+    /// How long to poll without sleeping while replies are awaited.
+    spin: Duration,
+    /// `--timeout`, when set.
+    idle_timeout: Option<Duration>,
+}
+
+/// Runs connection thread `id` until shutdown.
+pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
+    let mut t = Thread {
+        shared,
+        id,
+        poll,
+        conns: Vec::new(),
+        gens: Vec::new(),
+        free: Vec::new(),
+        to_service: Vec::new(),
+        router: Router::new(shared, id),
+        // Busy polling: spin for as long as replies are awaited, so that
+        // pollers never have to wake this thread while it has work.
+        spin: match shared.args.poll() {
+            super::PollMode::Busy => Duration::MAX,
+            super::PollMode::Adaptive => Duration::from_micros(shared.args.loaded_spin_us),
+        },
+        limits: ConnLimits::new(&shared.args),
+        idle_timeout: (shared.args.timeout > 0).then(|| Duration::from_secs(shared.args.timeout)),
+    };
+    t.run();
+}
+
+impl Thread<'_> {
+    fn handle(&self) -> &super::ConnHandle {
+        &self.shared.conns[self.id]
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline = None;
+        let mut spin_since: Option<Instant> = None;
+        let mut contended = false;
+        let mut last_sweep = Instant::now();
+        loop {
+            let stopping = self.shared.stopping.load(Relaxed);
+            while let Some(s) = self.handle().incoming.pop() {
+                if !stopping {
+                    self.add_tcp(s);
+                }
+            }
+            while let Some(s) = self.handle().incoming_unix.pop() {
+                if !stopping {
+                    self.add_unix(s);
+                }
+            }
+            if last_sweep.elapsed() >= IDLE_SWEEP {
+                last_sweep = Instant::now();
+                self.close_idle();
+            }
+            while let Some(r) = self.handle().responses.pop() {
+                self.router.answered();
+                spin_since = None;
+                contended = false;
+                self.deliver(r);
+            }
+            self.router.retry();
+            for slot in self.router.take_released() {
+                self.schedule(slot);
+            }
+            for slot in std::mem::take(&mut self.to_service) {
+                self.service(slot);
+            }
+            self.router.ring();
+
+            if stopping {
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+                let owed = self.conns.iter().flatten().any(Conn::owes_replies);
+                if !owed || Instant::now() >= deadline {
+                    self.close_all();
+                    return;
+                }
+            }
+
+            let h = self.handle();
+            let queued = |h: &super::ConnHandle| {
+                !h.responses.is_empty() || !h.incoming.is_empty() || !h.incoming_unix.is_empty()
+            };
+            let busy = queued(h) || !self.to_service.is_empty();
+            // Requests held for a full ring count as awaited: the thread
+            // polls for room as it polls for replies, then sleeps a
+            // millisecond at a time (no event says that a ring has room).
+            let held = self.router.holds_any();
+            let awaiting = self.router.awaiting();
+            if busy || !awaiting {
+                spin_since = None;
+                contended = false;
+            }
+            let spinning = awaiting
+                && !contended
+                && spin_since.get_or_insert_with(Instant::now).elapsed() < self.spin;
+            if spinning && !busy {
+                // A yield that others used at length: the CPU is contended,
+                // sleep until the next event instead of polling on.
+                contended = super::polite_yield() && self.spin < Duration::MAX;
+            }
+            let mut timeout = if busy || spinning {
+                Duration::ZERO
+            } else if held {
+                Duration::from_millis(1)
+            } else if stopping {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            if !timeout.is_zero() {
+                // About to sleep: from here on pollers must ring the waker.
+                // Announced only now, so that a poller answering a spinning
+                // thread makes no system call.
+                h.sleeping.store(true, Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if queued(h) {
+                    timeout = Duration::ZERO;
+                }
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("epoll: {e}");
+                }
+            }
+            self.handle().sleeping.store(false, Ordering::SeqCst);
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.schedule(ev.token().0 as u32);
+                }
+            }
+        }
+    }
+
+    /// Takes a TCP connection from the accept loop.
+    fn add_tcp(&mut self, s: std::net::TcpStream) {
+        let _ = s.set_nodelay(true);
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let local = s.peer_addr().is_ok_and(|a| access::is_loopback(a.ip()));
+        if let Err(msg) = self.admit(local) {
+            return access::turn_away(&s, msg);
+        }
+        self.add(Stream::Tcp(TcpStream::from_std(s)));
+    }
+
+    /// Takes a Unix-socket connection from the accept loop (always local).
+    fn add_unix(&mut self, s: std::os::unix::net::UnixStream) {
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        if let Err(msg) = self.admit(true) {
+            return access::turn_away(&s, msg);
+        }
+        self.add(Stream::Unix(UnixStream::from_std(s)));
+    }
+
+    /// Counts a new connection in, unless that would pass `--max-clients`
+    /// or protected mode turns it away; `Err` holds what to tell it. The
+    /// count is taken before the check, so threads admitting at once can
+    /// only err towards turning a client away, never past the limit.
+    fn admit(&mut self, local: bool) -> Result<(), &'static [u8]> {
+        let st = &self.shared.conn_stats[self.id];
+        st.connections.fetch_add(1, Relaxed);
+        let total: u64 = (self.shared.conn_stats.iter())
+            .map(|c| c.connections.load(Relaxed))
+            .sum();
+        if total > self.shared.args.max_clients as u64 {
+            st.connections.fetch_sub(1, Relaxed);
+            st.rejected.fetch_add(1, Relaxed);
+            return Err(strings::MAX_CLIENTS);
+        }
+        if !access::protected_mode_allows(self.shared, local) {
+            st.connections.fetch_sub(1, Relaxed);
+            st.protected_mode_rejections.fetch_add(1, Relaxed);
+            return Err(strings::DENIED);
+        }
+        Ok(())
+    }
+
+    /// Registers an admitted connection with epoll and services it.
+    fn add(&mut self, mut stream: Stream) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.gens.push(0);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("registering a connection: {e}");
+            self.free.push(slot);
+            self.shared.conn_stats[self.id]
+                .connections
+                .fetch_sub(1, Relaxed);
+            return;
+        }
+        self.shared.conn_stats[self.id]
+            .accepted
+            .fetch_add(1, Relaxed);
+        let me = ConnRef {
+            thread: self.id as u16,
+            slot,
+            gen: self.gens[slot as usize],
+        };
+        self.conns[slot as usize] = Some(Conn::new(
+            stream,
+            me,
+            self.shared.args.requirepass.is_none(),
+            // Pessimistic until replies show their size: a new connection
+            // cannot have a burst of large replies in flight at once.
+            self.shared.args.max_value_size as usize,
+            std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
+        ));
+        self.schedule(slot);
+    }
+
+    fn schedule(&mut self, slot: u32) {
+        if let Some(Some(c)) = self.conns.get_mut(slot as usize) {
+            if !c.queued {
+                c.queued = true;
+                self.to_service.push(slot);
+            }
+        }
+    }
+
+    fn deliver(&mut self, r: Response) {
+        let slot = r.to.slot;
+        match self.conns.get_mut(slot as usize) {
+            Some(Some(c)) if c.me.gen == r.to.gen => c.deliver(r),
+            _ => return, // the connection closed meanwhile
+        }
+        // Checked at once: replies for a client that does not read must
+        // not pile up until the connection is next serviced.
+        let limits = &self.limits;
+        if let Some(c) = self.conns[slot as usize].take_if(|c| c.over_output_limit(limits)) {
+            return self.drop_over_limit(slot, c);
+        }
+        self.schedule(slot);
+    }
+
+    /// Disconnects a client over `--max-output-buffer`.
+    fn drop_over_limit(&mut self, slot: u32, c: Conn) {
+        tracing::debug!(
+            pending = c.pending_output(),
+            limit = self.limits.output_limit(),
+            "disconnecting a client over --max-output-buffer"
+        );
+        self.shared.conn_stats[self.id]
+            .output_limit_disconnects
+            .fetch_add(1, Relaxed);
+        self.close(slot, c);
+    }
+
+    /// Brings the server's client memory up to date with what `c` holds now;
+    /// returns whether `c` is to be evicted: the total is over
+    /// `--maxmemory-clients` and `c` holds more than a fair share of it
+    /// (and at least [`EVICT_MIN`]), so small clients are never the ones.
+    fn charge(&mut self, c: &mut Conn) -> bool {
+        let now = c.footprint();
+        let total = if now >= c.charged {
+            let add = (now - c.charged) as u64;
+            self.shared.client_memory.fetch_add(add, Relaxed) + add
+        } else {
+            let sub = (c.charged - now) as u64;
+            self.shared.client_memory.fetch_sub(sub, Relaxed) - sub
+        };
+        c.charged = now;
+        let budget = self.shared.args.maxmemory_clients;
+        if budget == 0 || total <= budget {
+            return false;
+        }
+        let clients: u64 = (self.shared.conn_stats.iter())
+            .map(|s| s.connections.load(Relaxed))
+            .sum();
+        now as u64 >= (budget / clients.max(1)).max(EVICT_MIN)
+    }
+
+    fn evict(&mut self, slot: u32, c: Conn) {
+        tracing::warn!(
+            held = c.charged,
+            total = self.shared.client_memory.load(Relaxed),
+            budget = self.shared.args.maxmemory_clients,
+            "client memory over --maxmemory-clients: closing the connection holding the most"
+        );
+        self.shared.conn_stats[self.id]
+            .evicted_clients
+            .fetch_add(1, Relaxed);
+        self.close(slot, c);
+    }
+
+    /// Closes connections idle for longer than `--timeout` (those awaiting
+    /// replies from the pollers are not idle).
+    fn close_idle(&mut self) {
+        let Some(limit) = self.idle_timeout else {
+            return;
+        };
+        for slot in 0..self.conns.len() {
+            let idle = |c: &mut Conn| c.idle_longer_than(limit);
+            if let Some(c) = self.conns[slot].take_if(idle) {
+                self.shared.conn_stats[self.id]
+                    .idle_disconnects
+                    .fetch_add(1, Relaxed);
+                self.close(slot as u32, c);
+            }
+        }
+    }
+
+    /// Reads, parses, dispatches and writes for one connection.
+    fn service(&mut self, slot: u32) {
+        let Some(mut c) = self.conns[slot as usize].take() else {
+            return;
+        };
+        c.queued = false;
+        let stopping = self.shared.stopping.load(Relaxed);
+        let shared = self.shared;
+        let stats = &shared.conn_stats[self.id];
+        let mut rounds = 0;
+        let (flushed, resume) = loop {
+            // The router executes the commands (its `Executor` is in
+            // command.rs) and sends their requests on to the pollers.
+            c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
+            let flushed = c.flush(stats);
+            // Parsing paused for unread output that has now gone out: go on
+            // with the commands already buffered (no event will say so),
+            // for a few rounds before the other connections get their turn.
+            let resume = c.paused && !c.must_pause(&self.limits);
+            rounds += 1;
+            if !resume || c.eof || c.closing || stopping || rounds == RESUME_ROUNDS {
+                break (flushed, resume);
+            }
+        };
+        if c.over_output_limit(&self.limits) {
+            return self.drop_over_limit(slot, c);
+        }
+        if self.charge(&mut c) {
+            return self.evict(slot, c);
+        }
+        if c.finished(flushed) {
+            self.close(slot, c);
+        } else {
+            self.conns[slot as usize] = Some(c);
+            if resume {
+                self.schedule(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: u32, mut c: Conn) {
+        self.shared
+            .client_memory
+            .fetch_sub(c.charged as u64, Relaxed);
+        c.deregister(self.poll.registry());
+        self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        self.shared.conn_stats[self.id]
+            .connections
+            .fetch_sub(1, Relaxed);
+    }
+
+    /// Writes what each connection is owed (bounded) and closes them all.
+    fn close_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let stats = &self.shared.conn_stats[self.id];
+        for slot in 0..self.conns.len() {
+            if let Some(mut c) = self.conns[slot].take() {
+                while !c.flush(stats) && !c.eof && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                self.close(slot as u32, c);
+            }
+        }
+    }
+}

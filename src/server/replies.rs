@@ -1,0 +1,315 @@
+//! A connection's replies, in request order (pipelining). Every command
+//! leaves one reply. A reply that is ready while nothing is owed before it
+//! goes straight into the output buffer; otherwise it takes a slot, and
+//! slots leave for the output buffer, in order, as the pollers' answers
+//! fill them. A multi-key command's slot gathers one part per key and
+//! combines them ([`Combine`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::msg::{Reply, Response};
+use super::stats::CommandStats;
+use crate::resp;
+
+/// How the parts of a multi-key reply combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Combine {
+    /// An array of the parts (MGET).
+    Array,
+    /// The sum of integer parts (EXISTS, DEL).
+    Sum,
+    /// `+OK` when every part is (MSET); else the first other reply.
+    AllOk,
+}
+
+/// Bytes the RESP form of `r` takes (for the output-buffer limit; an
+/// integer is counted at its largest).
+fn reply_len(r: &Reply) -> usize {
+    match r {
+        Reply::Encoded(b) => b.len(),
+        Reply::Nil => 5,
+        Reply::Int(_) => 22,
+        Reply::Error(m) => m.len() + 3,
+    }
+}
+
+/// A reply a connection owes, in request order.
+#[derive(Debug)]
+enum Slot {
+    /// Ready, but an earlier reply is still outstanding.
+    Ready(Vec<u8>),
+    /// Waiting for one poller reply.
+    Single(Option<Reply>),
+    /// Waiting for `left` of the parts.
+    Multi {
+        combine: Combine,
+        left: u32,
+        parts: Vec<Option<Reply>>,
+    },
+    /// A reply awaited from the pollers that the client is not to get
+    /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
+    Silent(Box<Slot>),
+}
+
+impl Slot {
+    fn complete(&self) -> bool {
+        match self {
+            Slot::Ready(_) => true,
+            Slot::Single(r) => r.is_some(),
+            Slot::Multi { left, .. } => *left == 0,
+            Slot::Silent(s) => s.complete(),
+        }
+    }
+
+    /// Reply bytes the slot holds already.
+    fn held(&self) -> usize {
+        match self {
+            Slot::Ready(b) => b.len(),
+            Slot::Single(r) => r.as_ref().map_or(0, reply_len),
+            Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
+            Slot::Silent(s) => s.held(),
+        }
+    }
+
+    fn encode(self, out: &mut Vec<u8>) {
+        match self {
+            Slot::Ready(b) => out.extend_from_slice(&b),
+            Slot::Silent(_) => {}
+            Slot::Single(r) => r.expect("complete").encode(out),
+            Slot::Multi {
+                combine: Combine::Array,
+                parts,
+                ..
+            } => {
+                resp::array(out, parts.len());
+                parts
+                    .into_iter()
+                    .for_each(|p| p.expect("complete").encode(out));
+            }
+            Slot::Multi {
+                combine: Combine::Sum,
+                parts,
+                ..
+            } => {
+                let mut sum = 0;
+                for p in parts {
+                    match p.expect("complete") {
+                        Reply::Int(n) => sum += n,
+                        other => return other.encode(out),
+                    }
+                }
+                resp::int(out, sum);
+            }
+            Slot::Multi {
+                combine: Combine::AllOk,
+                parts,
+                ..
+            } => {
+                let ok = |r: &Reply| matches!(r, Reply::Encoded(b) if b == b"+OK\r\n");
+                match parts.into_iter().flatten().find(|r| !ok(r)) {
+                    Some(other) => other.encode(out),
+                    None => resp::simple(out, "OK"),
+                }
+            }
+        }
+    }
+}
+
+/// Where a connection's replies stood before a command (see
+/// [`Replies::drop_last`]).
+pub(super) struct ReplyMark {
+    wbuf: usize,
+    slots: usize,
+}
+
+/// The command a reply answers and when it was parsed, for its latency.
+pub(super) type Timing = Option<(u16, Instant)>;
+
+/// A connection's output: the bytes to write, and the replies owed.
+pub(super) struct Replies {
+    /// Bytes ready to be written; `wpos` of them are written already.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    slots: VecDeque<Slot>,
+    /// Id of `slots[0]`; ids are given to replies in request order.
+    first_id: u64,
+    /// Reply bytes waiting in `slots` behind an earlier reply.
+    held: usize,
+    /// Moving average of this connection's reply sizes, to foresee the
+    /// bytes of the replies still owed.
+    reply_avg: usize,
+    /// Per owed reply (aligned with `slots`), its command and when it was
+    /// parsed.
+    timings: VecDeque<Timing>,
+    cmd_stats: Arc<CommandStats>,
+}
+
+impl Replies {
+    /// No reply owed yet; until replies show their size, each is foreseen
+    /// at `reply_avg` bytes.
+    pub(super) fn new(reply_avg: usize, cmd_stats: Arc<CommandStats>) -> Self {
+        Replies {
+            wbuf: Vec::new(),
+            wpos: 0,
+            slots: VecDeque::new(),
+            first_id: 0,
+            held: 0,
+            reply_avg,
+            timings: VecDeque::new(),
+            cmd_stats,
+        }
+    }
+
+    /// The id the next reply gets.
+    pub(super) fn next_id(&self) -> u64 {
+        self.first_id + self.slots.len() as u64
+    }
+
+    /// Id of the oldest reply still owed (every reply before it is in the
+    /// output buffer or written).
+    pub(super) fn first_owed(&self) -> u64 {
+        self.first_id
+    }
+
+    /// Replies owed: awaited from the pollers, or ready behind one that is.
+    pub(super) fn owed(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Emits a reply that is ready now.
+    pub(super) fn ready(&mut self, timing: Timing, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.slots.is_empty() {
+            f(&mut self.wbuf);
+            self.first_id += 1;
+            if let Some((cmd, t)) = timing {
+                self.cmd_stats.observe(cmd, t);
+            }
+        } else {
+            let mut b = Vec::new();
+            f(&mut b);
+            self.held += b.len();
+            self.slots.push_back(Slot::Ready(b));
+            self.timings.push_back(timing);
+        }
+    }
+
+    /// Reserves the place of a reply that pollers will fill: `parts` parts
+    /// combined by `combine` (`None` for a single reply). Returns its id.
+    pub(super) fn expect(&mut self, timing: Timing, parts: usize, combine: Option<Combine>) -> u64 {
+        let id = self.next_id();
+        self.timings.push_back(timing);
+        self.slots.push_back(match combine {
+            None => Slot::Single(None),
+            Some(combine) => Slot::Multi {
+                combine,
+                left: parts as u32,
+                parts: vec![None; parts],
+            },
+        });
+        id
+    }
+
+    /// Where the replies stand now.
+    pub(super) fn mark(&self) -> ReplyMark {
+        ReplyMark {
+            wbuf: self.wbuf.len(),
+            slots: self.slots.len(),
+        }
+    }
+
+    /// Drops the reply left since `mark` (one command's), keeping the
+    /// order of the others: a ready one goes, an awaited one keeps its
+    /// place but will not be sent.
+    pub(super) fn drop_last(&mut self, mark: ReplyMark) {
+        if self.slots.len() > mark.slots {
+            match self.slots.pop_back().expect("a slot was added") {
+                Slot::Ready(b) => {
+                    self.held -= b.len();
+                    self.timings.pop_back();
+                }
+                awaited => self.slots.push_back(Slot::Silent(Box::new(awaited))),
+            }
+        } else {
+            // Nothing is written while a command executes: what is past
+            // the mark is this command's reply.
+            self.wbuf.truncate(mark.wbuf);
+        }
+    }
+
+    /// Files a poller's answer in its slot, and moves the replies that are
+    /// complete at the front into the output buffer.
+    pub(super) fn deliver(&mut self, r: Response) {
+        let Some(slot) =
+            r.id.checked_sub(self.first_id)
+                .and_then(|i| self.slots.get_mut(i as usize))
+        else {
+            tracing::error!(id = r.id, "reply for an unknown request");
+            return;
+        };
+        let len = reply_len(&r.reply);
+        self.held += len;
+        self.reply_avg = (self.reply_avg * 3 + len) / 4;
+        let slot = match slot {
+            Slot::Silent(inner) => inner,
+            other => other,
+        };
+        match slot {
+            Slot::Single(s) => *s = Some(r.reply),
+            Slot::Multi { left, parts, .. } => {
+                parts[r.part as usize] = Some(r.reply);
+                *left -= 1;
+            }
+            Slot::Ready(_) | Slot::Silent(_) => {
+                tracing::error!("reply for a request answered already")
+            }
+        }
+        while self.slots.front().is_some_and(Slot::complete) {
+            let s = self.slots.pop_front().expect("front");
+            self.held = self.held.saturating_sub(s.held());
+            s.encode(&mut self.wbuf);
+            self.first_id += 1;
+            if let Some(Some((cmd, t))) = self.timings.pop_front() {
+                self.cmd_stats.observe(cmd, t);
+            }
+        }
+    }
+
+    /// Reply bytes the client has not read: unsent, and waiting in slots.
+    pub(super) fn pending(&self) -> usize {
+        self.wbuf.len() - self.wpos + self.held
+    }
+
+    /// Bytes the replies still owed are foreseen to take, at this
+    /// connection's average reply size.
+    pub(super) fn foreseen(&self) -> usize {
+        self.slots.len().saturating_mul(self.reply_avg)
+    }
+
+    /// Memory the output holds: its buffer and the replies in slots.
+    pub(super) fn footprint(&self) -> usize {
+        self.wbuf.capacity() + self.held
+    }
+
+    /// The bytes still to be written.
+    pub(super) fn unsent(&self) -> &[u8] {
+        &self.wbuf[self.wpos..]
+    }
+
+    /// `n` more bytes were written.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.wpos += n;
+    }
+
+    /// Everything was written: the buffer starts over (and gives a large
+    /// allocation back).
+    pub(super) fn all_sent(&mut self) {
+        self.wpos = 0;
+        if self.wbuf.capacity() > 4 << 20 {
+            self.wbuf = Vec::new();
+        } else {
+            self.wbuf.clear();
+        }
+    }
+}

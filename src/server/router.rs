@@ -1,0 +1,133 @@
+//! The router from a connection thread to the pollers: requests go to the
+//! ring of the poller that owns their key, and wait here while that ring is
+//! full.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::msg::Request;
+use super::Shared;
+
+/// Sends requests to pollers, holding them when a ring is full.
+///
+/// Flow control is per connection and per poller: a request for a poller
+/// whose ring is full waits in that poller's queue here (behind the others
+/// held for it, so each poller still sees a connection's requests in
+/// order), and only its connection stops parsing until it has gone out.
+/// The other connections go on, and requests for the other pollers are
+/// not held up.
+pub(super) struct Router<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) thread: usize,
+    /// Per poller, the requests its full ring could not take yet.
+    stalled: Vec<VecDeque<Request>>,
+    /// Requests held in `stalled`, in all.
+    held: usize,
+    /// Per connection slot, its requests held in `stalled`.
+    held_by: Vec<u32>,
+    /// Connections whose last held request went out: they parse again.
+    released: Vec<u32>,
+    touched: Vec<bool>,
+    /// Requests sent to pollers and replies received, to know when to spin.
+    sent: u64,
+    answered: u64,
+}
+
+impl<'a> Router<'a> {
+    /// The router of connection thread `thread`, with nothing held.
+    pub(super) fn new(shared: &'a Shared, thread: usize) -> Self {
+        Router {
+            shared,
+            thread,
+            stalled: (0..shared.pollers.len()).map(|_| VecDeque::new()).collect(),
+            held: 0,
+            held_by: Vec::new(),
+            released: Vec::new(),
+            touched: vec![false; shared.pollers.len()],
+            sent: 0,
+            answered: 0,
+        }
+    }
+
+    /// Sends `req` to `poller`, or holds it while the poller's ring is full.
+    pub(super) fn send(&mut self, poller: usize, req: Request) {
+        self.touched[poller] = true;
+        self.sent += 1;
+        let req = if self.stalled[poller].is_empty() {
+            match self.shared.pollers[poller].inbox.push(req) {
+                Ok(()) => return,
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
+        let slot = req.from.slot as usize;
+        if self.held_by.len() <= slot {
+            self.held_by.resize(slot + 1, 0);
+        }
+        self.held_by[slot] += 1;
+        self.held += 1;
+        self.shared.conn_stats[self.thread]
+            .ring_full_waits
+            .fetch_add(1, Relaxed);
+        self.stalled[poller].push_back(req);
+    }
+
+    /// Whether connection `slot` has requests waiting for a full ring.
+    pub(super) fn holds(&self, slot: u32) -> bool {
+        self.held_by.get(slot as usize).is_some_and(|&n| n > 0)
+    }
+
+    /// Hands the pollers what their rings can take now.
+    pub(super) fn retry(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        for (p, q) in self.stalled.iter_mut().enumerate() {
+            while let Some(req) = q.pop_front() {
+                let slot = req.from.slot as usize;
+                if let Err(req) = self.shared.pollers[p].inbox.push(req) {
+                    q.push_front(req);
+                    break;
+                }
+                self.touched[p] = true;
+                self.held -= 1;
+                self.held_by[slot] -= 1;
+                if self.held_by[slot] == 0 {
+                    self.released.push(slot as u32);
+                }
+            }
+        }
+    }
+
+    /// Wakes the pollers that were sent requests since the last call.
+    pub(super) fn ring(&mut self) {
+        for (p, t) in self.touched.iter_mut().enumerate() {
+            if std::mem::take(t) {
+                self.shared.pollers[p].ring();
+            }
+        }
+    }
+
+    /// A poller's reply came back.
+    pub(super) fn answered(&mut self) {
+        self.answered += 1;
+    }
+
+    /// Whether replies are awaited from the pollers (requests held for a
+    /// full ring included).
+    pub(super) fn awaiting(&self) -> bool {
+        self.sent > self.answered
+    }
+
+    /// Whether requests wait for room in a full ring.
+    pub(super) fn holds_any(&self) -> bool {
+        self.held > 0
+    }
+
+    /// The connections whose last held request has gone out since the last
+    /// call: they may parse again.
+    pub(super) fn take_released(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.released)
+    }
+}
