@@ -231,6 +231,30 @@ fn metrics_endpoint_reports_what_clients_did() {
         .query(&mut con)
         .unwrap();
     assert!(lat.contains("latency_percentiles_usec_set:p50="), "{lat}");
+    // INFO and /metrics read one table: the same figures, the same values
+    // (the server is quiet now), and no made-up fields.
+    assert!(!info.contains("rejected_calls=0"), "{info}");
+    let all: String = redis::cmd("INFO").arg("all").query(&mut con).unwrap();
+    let field = |name: &str| -> f64 {
+        let line = all
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("INFO has no {name}: {all}"));
+        line.trim().parse().unwrap()
+    };
+    let m = scrape(&maddr);
+    for (info_name, metric) in [
+        ("keyspace_hits", "nvkv_keyspace_hits_total"),
+        ("keyspace_misses", "nvkv_keyspace_misses_total"),
+        ("commits", "nvkv_commits_total"),
+        ("device_reads", "nvkv_device_read_ops_total"),
+        ("live_bytes", "nvkv_live_bytes"),
+        ("segments_free", "nvkv_segments_free"),
+        ("connected_clients", "nvkv_connected_clients"),
+        ("index_tombstones", "nvkv_index_tombstones"),
+    ] {
+        assert_eq!(field(info_name), m[metric], "{info_name} vs {metric}");
+    }
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

@@ -74,7 +74,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             c.closing = true;
         }
         Cmd::Dbsize => {
-            let keys = super::info::keys(router.shared);
+            let keys = super::counters::keys(router.shared);
             c.reply(|o| resp::int(o, keys as i64))
         }
         Cmd::Info => {

@@ -4,17 +4,10 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::counters::{self, keys};
 use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 use crate::store::IndexState;
-
-/// Live keys over all pollers.
-pub(super) fn keys(sh: &Shared) -> u64 {
-    sh.poller_stats
-        .iter()
-        .map(|p| p.store.keys.load(Relaxed))
-        .sum()
-}
 
 fn wants(section: Option<&[u8]>, name: &str) -> bool {
     match section {
@@ -30,11 +23,10 @@ fn wants(section: Option<&[u8]>, name: &str) -> bool {
 /// Renders INFO, or one of its sections.
 pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     let mut s = String::new();
-    let sum = |f: fn(&super::stats::PollerStats) -> u64| -> u64 {
-        sh.poller_stats.iter().map(|p| f(p)).sum()
-    };
-    let csum = |f: fn(&super::stats::ConnStats) -> u64| -> u64 {
-        sh.conn_stats.iter().map(|c| f(c)).sum()
+    let table = |s: &mut String, name: &str| {
+        for (field, v) in counters::section(sh, name) {
+            let _ = write!(s, "{field}:{v}\r\n");
+        }
     };
     if wants(section, "server") {
         let _ = write!(
@@ -59,13 +51,12 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         );
     }
     if wants(section, "clients") {
+        s.push_str("# Clients\r\n");
+        table(&mut s, "clients");
         let _ = write!(
             s,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_memory:{}\r\nmaxmemory_clients:{}\r\n\r\n",
-            csum(|c| c.connections.load(Relaxed)),
-            sh.args.max_clients,
-            sh.client_memory.load(Relaxed),
-            sh.args.maxmemory_clients,
+            "maxclients:{}\r\nmaxmemory_clients:{}\r\n\r\n",
+            sh.args.max_clients, sh.args.maxmemory_clients,
         );
     }
     if wants(section, "memory") {
@@ -92,30 +83,9 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         );
     }
     if wants(section, "stats") {
-        let _ = write!(
-            s,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nprotocol_errors:{}\r\nio_errors:{}\r\ncorrupt_records:{}\r\nrejected_connections:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\nacl_access_denied_auth:{}\r\nprotected_mode_rejections:{}\r\nevicted_clients:{}\r\nsize_limit_rejections:{}\r\nring_full_waits:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n\r\n",
-            csum(|c| c.accepted.load(Relaxed)),
-            csum(|c| c.commands.load(Relaxed)),
-            csum(|c| c.net_in.load(Relaxed)),
-            csum(|c| c.net_out.load(Relaxed)),
-            sum(|p| p.hits.load(Relaxed)),
-            sum(|p| p.misses.load(Relaxed)),
-            csum(|c| c.protocol_errors.load(Relaxed)),
-            sum(|p| p.store.io_errors.load(Relaxed)),
-            sum(|p| p.corrupt_records.load(Relaxed)),
-            csum(|c| c.rejected.load(Relaxed)),
-            csum(|c| c.query_limit_disconnects.load(Relaxed)),
-            csum(|c| c.output_limit_disconnects.load(Relaxed)),
-            csum(|c| c.idle_disconnects.load(Relaxed)),
-            csum(|c| c.auth_failures.load(Relaxed)),
-            csum(|c| c.protected_mode_rejections.load(Relaxed)),
-            csum(|c| c.evicted_clients.load(Relaxed)),
-            csum(|c| c.size_limit_rejections.load(Relaxed)),
-            csum(|c| c.ring_full_waits.load(Relaxed)),
-            sum(|p| p.store.expired_keys.load(Relaxed)),
-            sum(|p| p.store.evicted_keys.load(Relaxed)),
-        );
+        s.push_str("# Stats\r\n");
+        table(&mut s, "stats");
+        s.push_str("\r\n");
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
     if section.is_some() && wants(section, "commandstats") {
@@ -123,7 +93,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
             let _ = write!(
                 s,
-                "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls=0,failed_calls=0\r\n",
+                "cmdstat_{}:calls={},usec={},usec_per_call={:.2}\r\n",
                 c.name.to_ascii_lowercase(),
                 c.calls,
                 c.usec,
@@ -149,7 +119,11 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "keyspace") {
         // As Redis: the keys with a TTL, and the sweep's estimate of their
         // mean TTL left (each poller's, weighted by its keys with a TTL).
-        let expires = sum(|p| p.store.expires.load(Relaxed));
+        let expires = sh
+            .poller_stats
+            .iter()
+            .map(|p| p.store.expires.load(Relaxed))
+            .sum::<u64>();
         let weighted: u128 = sh
             .poller_stats
             .iter()
@@ -176,32 +150,21 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
-        let sp = &sh.space;
-        let (live, used) = (sp.live_bytes(), sp.used_bytes());
-        let user = sum(|p| p.store.user_bytes.load(Relaxed));
-        let moved = sum(|p| p.store.compact_bytes.load(Relaxed));
+        let sum = |f: fn(&crate::store::keyspace::Counters) -> u64| -> u64 {
+            sh.poller_stats.iter().map(|p| f(&p.store)).sum()
+        };
+        let user = sum(|c| c.user_bytes.load(Relaxed));
+        let moved = sum(|c| c.compact_bytes.load(Relaxed));
         let wa = if user == 0 {
             0.0
         } else {
             (user + moved) as f64 / user as f64
         };
+        s.push_str("# Nvkv\r\n");
+        table(&mut s, "nvkv");
         let _ = write!(
             s,
-            "# Nvkv\r\nsegments_total:{}\r\nsegments_free:{}\r\nsegment_size:{}\r\nlive_bytes:{live}\r\ndead_bytes:{}\r\nexpired_evicted_bytes:{}\r\nuser_bytes_written:{user}\r\ncompaction_bytes_moved:{moved}\r\ncompactions:{}\r\nwrite_amplification:{wa:.2}\r\nwrites_refused_full:{}\r\nwrites_deferred:{}\r\ncommits:{}\r\nflushes:{}\r\ndevice_bytes_written:{}\r\ndevice_writes:{}\r\ndevice_reads:{}\r\ndevice_bytes_read:{}\r\ndurability:{:?}\r\npollers:{}\r\n",
-            sp.live.len(),
-            sp.free_segments(),
-            sp.segment_size,
-            used.saturating_sub(live),
-            sp.gone_bytes(),
-            sum(|p| p.store.compactions.load(Relaxed)),
-            sum(|p| p.writes_refused.load(Relaxed)),
-            sum(|p| p.writes_deferred.load(Relaxed)),
-            sum(|p| p.store.commits.load(Relaxed)),
-            sum(|p| p.store.flushes.load(Relaxed)),
-            sum(|p| p.store.bytes_written.load(Relaxed)),
-            sum(|p| p.store.device_writes.load(Relaxed)),
-            sum(|p| p.store.device_reads.load(Relaxed)),
-            sum(|p| p.store.device_read_bytes.load(Relaxed)),
+            "write_amplification:{wa:.2}\r\ndurability:{:?}\r\npollers:{}\r\n",
             sh.args.durability,
             sh.poller_stats.len()
         );

@@ -1,7 +1,7 @@
 //! `--metrics-listen ADDR`: Prometheus text format at `/metrics`.
 //!
-//! Each scrape builds a registry from the server's counters (the same
-//! atomics INFO reads) and encodes it with the `prometheus` crate's
+//! Each scrape builds a registry from the table of figures in
+//! `counters.rs` (the one INFO reads) and encodes it with the `prometheus` crate's
 //! `TextEncoder`. A small thread answers HTTP/1.0 requests; it stops with
 //! the server.
 
@@ -15,6 +15,7 @@ use std::time::Duration;
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
+use super::counters::{Kind, FIGURES};
 use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 
@@ -91,226 +92,27 @@ fn answer(sh: &Shared, mut stream: TcpStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn counter(r: &Registry, name: &str, help: &str, v: u64) -> prometheus::Result<()> {
-    let c = IntCounter::new(name, help)?;
-    c.inc_by(v);
-    r.register(Box::new(c))
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, v: i64) -> prometheus::Result<()> {
-    let g = IntGauge::new(name, help)?;
-    g.set(v);
-    r.register(Box::new(g))
-}
-
-/// A registry holding the server's current figures.
+/// A registry holding the server's current figures: every figure of the
+/// table in `counters.rs` that has a Prometheus name, and the per-poller
+/// rates.
 fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     let r = Registry::new();
-    let psum = |f: fn(&super::stats::PollerStats) -> u64| {
-        sh.poller_stats.iter().map(|p| f(p)).sum::<u64>()
-    };
-    let csum =
-        |f: fn(&super::stats::ConnStats) -> u64| sh.conn_stats.iter().map(|c| f(c)).sum::<u64>();
-    counter(
-        &r,
-        "nvkv_commands_processed_total",
-        "Commands executed",
-        csum(|c| c.commands.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_connections_received_total",
-        "Connections accepted",
-        csum(|c| c.accepted.load(Relaxed)),
-    )?;
-    gauge(
-        &r,
-        "nvkv_connected_clients",
-        "Open client connections",
-        csum(|c| c.connections.load(Relaxed)) as i64,
-    )?;
-    counter(
-        &r,
-        "nvkv_protocol_errors_total",
-        "Malformed requests",
-        csum(|c| c.protocol_errors.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_net_input_bytes_total",
-        "Bytes read from clients",
-        csum(|c| c.net_in.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_net_output_bytes_total",
-        "Bytes written to clients",
-        csum(|c| c.net_out.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_size_limit_rejections_total",
-        "Writes refused for a key or value over the size limits",
-        csum(|c| c.size_limit_rejections.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_evicted_clients_total",
-        "Clients closed to keep client memory under --maxmemory-clients",
-        csum(|c| c.evicted_clients.load(Relaxed)),
-    )?;
-    gauge(
-        &r,
-        "nvkv_client_memory_bytes",
-        "Bytes held by client connections (buffers, owed replies, requests in flight)",
-        sh.client_memory.load(Relaxed) as i64,
-    )?;
-    counter(
-        &r,
-        "nvkv_protected_mode_rejections_total",
-        "Non-local clients turned away by protected mode",
-        csum(|c| c.protected_mode_rejections.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_keyspace_hits_total",
-        "GETs that found a value",
-        psum(|p| p.hits.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_keyspace_misses_total",
-        "GETs that found nothing",
-        psum(|p| p.misses.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_device_reads_total",
-        "Records read from the device",
-        psum(|p| p.reads.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_device_read_ops_total",
-        "Reads issued to the device (GETs and compaction)",
-        psum(|p| p.store.device_reads.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_device_read_bytes_total",
-        "Bytes read from the device",
-        psum(|p| p.store.device_read_bytes.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_device_write_ops_total",
-        "Log writes completed on the device",
-        psum(|p| p.store.device_writes.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_device_bytes_written_total",
-        "Log bytes written",
-        psum(|p| p.store.bytes_written.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_io_errors_total",
-        "Device operations that failed",
-        psum(|p| p.store.io_errors.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_corrupt_records_total",
-        "Records that failed their checks",
-        psum(|p| p.corrupt_records.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_commits_total",
-        "Group commits completed",
-        psum(|p| p.store.commits.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_flushes_total",
-        "Device flushes completed",
-        psum(|p| p.store.flushes.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_writes_refused_total",
-        "Writes refused for lack of space",
-        psum(|p| p.writes_refused.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_expired_keys_total",
-        "Keys found expired (by a read, the expiry sweep or compaction)",
-        psum(|p| p.store.expired_keys.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_evicted_keys_total",
-        "Keys evicted by the maxmemory policy",
-        psum(|p| p.store.evicted_keys.load(Relaxed)),
-    )?;
-    gauge(
-        &r,
-        "nvkv_keys_with_ttl",
-        "Live keys with a TTL",
-        psum(|p| p.store.expires.load(Relaxed)) as i64,
-    )?;
-    counter(
-        &r,
-        "nvkv_writes_deferred_total",
-        "Writes that waited for compaction",
-        psum(|p| p.writes_deferred.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_user_bytes_written_total",
-        "Record bytes written for clients",
-        psum(|p| p.store.user_bytes.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_compaction_bytes_moved_total",
-        "Record bytes moved by compaction",
-        psum(|p| p.store.compact_bytes.load(Relaxed)),
-    )?;
-    counter(
-        &r,
-        "nvkv_compactions_total",
-        "Segments emptied by compaction",
-        psum(|p| p.store.compactions.load(Relaxed)),
-    )?;
-    gauge(&r, "nvkv_keys", "Live keys", super::info::keys(sh) as i64)?;
-    let sp = &sh.space;
-    gauge(
-        &r,
-        "nvkv_segments",
-        "Segments of the store",
-        sp.live.len() as i64,
-    )?;
-    gauge(
-        &r,
-        "nvkv_segments_free",
-        "Free segments",
-        sp.free_segments() as i64,
-    )?;
-    gauge(
-        &r,
-        "nvkv_live_bytes",
-        "Bytes the index references",
-        sp.live_bytes() as i64,
-    )?;
-    gauge(
-        &r,
-        "nvkv_dead_bytes",
-        "Bytes of used segments nothing references",
-        sp.used_bytes().saturating_sub(sp.live_bytes()) as i64,
-    )?;
+    for f in FIGURES {
+        let Some(name) = f.metric else { continue };
+        let v = (f.value)(sh);
+        match f.kind {
+            Kind::Counter => {
+                let c = IntCounter::new(name, f.help)?;
+                c.inc_by(v);
+                r.register(Box::new(c))?;
+            }
+            Kind::Gauge => {
+                let g = IntGauge::new(name, f.help)?;
+                g.set(v as i64);
+                r.register(Box::new(g))?;
+            }
+        }
+    }
     pollers(&r, sh)?;
     Ok(r)
 }

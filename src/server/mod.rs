@@ -7,6 +7,7 @@ mod access;
 mod command;
 mod conn;
 mod conn_thread;
+mod counters;
 mod info;
 mod metrics;
 pub mod msg;

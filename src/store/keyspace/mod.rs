@@ -78,6 +78,8 @@ pub struct Counters {
     /// Live keys, and of those keys with a TTL.
     pub keys: AtomicU64,
     pub expires: AtomicU64,
+    /// Index entries of deleted, expired or evicted keys.
+    pub tombstones: AtomicU64,
     /// Commits completed, flushes completed, log bytes written.
     pub commits: AtomicU64,
     pub flushes: AtomicU64,
@@ -328,12 +330,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         Ok(())
     }
 
-    /// Publishes the live keys and keys with a TTL of the shards.
+    /// Publishes the live keys, keys with a TTL and tombstones of the
+    /// shards.
     pub fn update_key_count(&self) {
         let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
         let expires = self.shards.iter().flatten().map(Shard::expiring).sum();
         self.counters.keys.store(keys, Relaxed);
         self.counters.expires.store(expires, Relaxed);
+        self.counters
+            .tombstones
+            .store(self.index_tombstones(), Relaxed);
     }
 
     /// Index entries that are tombstones (deleted keys) or markers

@@ -1,0 +1,216 @@
+//! The server's figures in one table: each one's INFO section and field,
+//! its Prometheus name, help and kind, and where its value comes from.
+//! INFO (`info.rs`) and `/metrics` (`metrics.rs`) both read this table,
+//! so a figure added here shows in both, with the same value.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::stats::{ConnStats, PollerStats};
+use super::Shared;
+use crate::store::keyspace::Counters;
+
+/// How Prometheus reads a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Only grows (its name ends in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One figure of the server.
+pub(super) struct Figure {
+    /// INFO section (lower case) and field; `None`: only in `/metrics`.
+    pub info: Option<(&'static str, &'static str)>,
+    /// Prometheus name; `None`: only in INFO.
+    pub metric: Option<&'static str>,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub value: fn(&Shared) -> u64,
+}
+
+/// Sums a figure of every connection thread.
+fn conns(sh: &Shared, f: fn(&ConnStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    sh.conn_stats.iter().map(|c| f(c).load(Relaxed)).sum()
+}
+
+/// Sums a figure of every poller.
+fn pollers(sh: &Shared, f: fn(&PollerStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    sh.poller_stats.iter().map(|p| f(p).load(Relaxed)).sum()
+}
+
+/// Sums a figure of every poller's keyspace.
+fn keyspaces(sh: &Shared, f: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+    sh.poller_stats
+        .iter()
+        .map(|p| f(&p.store).load(Relaxed))
+        .sum()
+}
+
+/// Live keys over all pollers.
+pub(super) fn keys(sh: &Shared) -> u64 {
+    keyspaces(sh, |c| &c.keys)
+}
+
+use Kind::{Counter, Gauge};
+
+macro_rules! figure {
+    ($section:literal . $field:literal, $metric:expr, $kind:expr, $help:literal, $value:expr) => {
+        Figure {
+            info: Some(($section, $field)),
+            metric: $metric,
+            help: $help,
+            kind: $kind,
+            value: $value,
+        }
+    };
+}
+
+/// Every figure, in INFO's order within each section.
+pub(super) static FIGURES: &[Figure] = &[
+    figure!("clients"."connected_clients", Some("nvkv_connected_clients"), Gauge,
+        "Open client connections", |sh| conns(sh, |c| &c.connections)),
+    figure!("clients"."client_memory", Some("nvkv_client_memory_bytes"), Gauge,
+        "Bytes client connections hold (buffers, replies owed, requests in flight)",
+        |sh| sh.client_memory.load(Relaxed)),
+    figure!("stats"."total_connections_received", Some("nvkv_connections_received_total"), Counter,
+        "Connections accepted", |sh| conns(sh, |c| &c.accepted)),
+    figure!("stats"."total_commands_processed", Some("nvkv_commands_processed_total"), Counter,
+        "Commands executed", |sh| conns(sh, |c| &c.commands)),
+    figure!("stats"."total_net_input_bytes", Some("nvkv_net_input_bytes_total"), Counter,
+        "Bytes read from clients", |sh| conns(sh, |c| &c.net_in)),
+    figure!("stats"."total_net_output_bytes", Some("nvkv_net_output_bytes_total"), Counter,
+        "Bytes written to clients", |sh| conns(sh, |c| &c.net_out)),
+    figure!("stats"."keyspace_hits", Some("nvkv_keyspace_hits_total"), Counter,
+        "GETs that found their key", |sh| pollers(sh, |p| &p.hits)),
+    figure!("stats"."keyspace_misses", Some("nvkv_keyspace_misses_total"), Counter,
+        "GETs that found nothing", |sh| pollers(sh, |p| &p.misses)),
+    figure!("stats"."protocol_errors", Some("nvkv_protocol_errors_total"), Counter,
+        "Malformed requests", |sh| conns(sh, |c| &c.protocol_errors)),
+    figure!("stats"."io_errors", Some("nvkv_io_errors_total"), Counter,
+        "Device operations that failed", |sh| keyspaces(sh, |c| &c.io_errors)),
+    figure!("stats"."corrupt_records", Some("nvkv_corrupt_records_total"), Counter,
+        "Records that failed their checksum or key check", |sh| pollers(sh, |p| &p.corrupt_records)),
+    figure!("stats"."rejected_connections", Some("nvkv_rejected_connections_total"), Counter,
+        "Connections turned away by --max-clients", |sh| conns(sh, |c| &c.rejected)),
+    figure!("stats"."client_query_buffer_limit_disconnections",
+        Some("nvkv_query_buffer_limit_disconnections_total"), Counter,
+        "Clients disconnected for a request over --max-query-buffer",
+        |sh| conns(sh, |c| &c.query_limit_disconnects)),
+    figure!("stats"."client_output_buffer_limit_disconnections",
+        Some("nvkv_output_buffer_limit_disconnections_total"), Counter,
+        "Clients disconnected for unread output over --max-output-buffer",
+        |sh| conns(sh, |c| &c.output_limit_disconnects)),
+    figure!("stats"."idle_timeout_disconnections", Some("nvkv_idle_timeout_disconnections_total"),
+        Counter, "Clients disconnected after --timeout idle", |sh| conns(sh, |c| &c.idle_disconnects)),
+    figure!("stats"."acl_access_denied_auth", Some("nvkv_auth_failures_total"), Counter,
+        "AUTH with a wrong password", |sh| conns(sh, |c| &c.auth_failures)),
+    figure!("stats"."protected_mode_rejections", Some("nvkv_protected_mode_rejections_total"),
+        Counter, "Connections refused by protected mode",
+        |sh| conns(sh, |c| &c.protected_mode_rejections)),
+    figure!("stats"."evicted_clients", Some("nvkv_evicted_clients_total"), Counter,
+        "Clients disconnected to keep client memory under --maxmemory-clients",
+        |sh| conns(sh, |c| &c.evicted_clients)),
+    figure!("stats"."size_limit_rejections", Some("nvkv_size_limit_rejections_total"), Counter,
+        "Keys or values refused for their size", |sh| conns(sh, |c| &c.size_limit_rejections)),
+    figure!("stats"."ring_full_waits", Some("nvkv_ring_full_waits_total"), Counter,
+        "Requests that waited for room on a poller's ring", |sh| conns(sh, |c| &c.ring_full_waits)),
+    figure!("stats"."expired_keys", Some("nvkv_expired_keys_total"), Counter,
+        "Keys found expired (by a read, the sweep or compaction)",
+        |sh| keyspaces(sh, |c| &c.expired_keys)),
+    figure!("stats"."evicted_keys", Some("nvkv_evicted_keys_total"), Counter,
+        "Keys evicted by --maxmemory-policy", |sh| keyspaces(sh, |c| &c.evicted_keys)),
+    figure!("nvkv"."segments_total", Some("nvkv_segments"), Gauge,
+        "Segments of the device", |sh| sh.space.live.len() as u64),
+    figure!("nvkv"."segments_free", Some("nvkv_segments_free"), Gauge,
+        "Segments ready for writes", |sh| sh.space.free_segments() as u64),
+    figure!("nvkv"."segment_size", None, Gauge,
+        "Bytes per segment", |sh| sh.space.segment_size as u64),
+    figure!("nvkv"."live_bytes", Some("nvkv_live_bytes"), Gauge,
+        "Bytes the index references", |sh| sh.space.live_bytes()),
+    figure!("nvkv"."dead_bytes", Some("nvkv_dead_bytes"), Gauge,
+        "Bytes of used segments nothing references",
+        |sh| sh.space.used_bytes().saturating_sub(sh.space.live_bytes())),
+    figure!("nvkv"."expired_evicted_bytes", Some("nvkv_expired_evicted_bytes"), Gauge,
+        "Bytes of expired and evicted keys compaction has not reclaimed yet",
+        |sh| sh.space.gone_bytes()),
+    figure!("nvkv"."user_bytes_written", Some("nvkv_user_bytes_written_total"), Counter,
+        "Record bytes appended for clients", |sh| keyspaces(sh, |c| &c.user_bytes)),
+    figure!("nvkv"."compaction_bytes_moved", Some("nvkv_compaction_bytes_moved_total"), Counter,
+        "Record bytes compaction moved", |sh| keyspaces(sh, |c| &c.compact_bytes)),
+    figure!("nvkv"."compactions", Some("nvkv_compactions_total"), Counter,
+        "Segments emptied by compaction", |sh| keyspaces(sh, |c| &c.compactions)),
+    figure!("nvkv"."writes_refused_full", Some("nvkv_writes_refused_total"), Counter,
+        "Writes refused because the store was full", |sh| pollers(sh, |p| &p.writes_refused)),
+    figure!("nvkv"."writes_deferred", Some("nvkv_writes_deferred_total"), Counter,
+        "Writes that waited for compaction to free a segment",
+        |sh| pollers(sh, |p| &p.writes_deferred)),
+    figure!("nvkv"."commits", Some("nvkv_commits_total"), Counter,
+        "Group commits completed", |sh| keyspaces(sh, |c| &c.commits)),
+    figure!("nvkv"."flushes", Some("nvkv_flushes_total"), Counter,
+        "Device flushes completed", |sh| keyspaces(sh, |c| &c.flushes)),
+    figure!("nvkv"."device_bytes_written", Some("nvkv_device_bytes_written_total"), Counter,
+        "Log bytes written", |sh| keyspaces(sh, |c| &c.bytes_written)),
+    figure!("nvkv"."device_writes", Some("nvkv_device_write_ops_total"), Counter,
+        "Log writes completed on the device", |sh| keyspaces(sh, |c| &c.device_writes)),
+    figure!("nvkv"."device_reads", Some("nvkv_device_read_ops_total"), Counter,
+        "Reads issued to the device (GETs and compaction)", |sh| keyspaces(sh, |c| &c.device_reads)),
+    figure!("nvkv"."device_bytes_read", Some("nvkv_device_read_bytes_total"), Counter,
+        "Bytes read from the device", |sh| keyspaces(sh, |c| &c.device_read_bytes)),
+    figure!("nvkv"."records_read", Some("nvkv_device_reads_total"), Counter,
+        "Records read from the device for GETs", |sh| pollers(sh, |p| &p.reads)),
+    figure!("nvkv"."index_tombstones", Some("nvkv_index_tombstones"), Gauge,
+        "Index entries of deleted, expired or evicted keys compaction has not dropped yet",
+        |sh| keyspaces(sh, |c| &c.tombstones)),
+    Figure {
+        info: None,
+        metric: Some("nvkv_keys"),
+        help: "Live keys",
+        kind: Gauge,
+        value: keys,
+    },
+    Figure {
+        info: None,
+        metric: Some("nvkv_keys_with_ttl"),
+        help: "Live keys with a TTL",
+        kind: Gauge,
+        value: |sh| keyspaces(sh, |c| &c.expires),
+    },
+];
+
+/// The figures of INFO section `section`, with their values.
+pub(super) fn section<'a>(
+    sh: &'a Shared,
+    section: &'a str,
+) -> impl Iterator<Item = (&'static str, u64)> + 'a {
+    FIGURES.iter().filter_map(move |f| match f.info {
+        Some((s, field)) if s == section => Some((field, (f.value)(sh))),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_counters_end_in_total() {
+        let mut fields = std::collections::HashSet::new();
+        let mut metrics = std::collections::HashSet::new();
+        for f in FIGURES {
+            if let Some(i) = f.info {
+                assert!(fields.insert(i), "{i:?} twice");
+            }
+            if let Some(m) = f.metric {
+                assert!(metrics.insert(m), "{m} twice");
+                assert!(m.starts_with("nvkv_"), "{m}");
+                assert!(
+                    m.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{m}"
+                );
+                assert_eq!(f.kind == Kind::Counter, m.ends_with("_total"), "{m}");
+            }
+            assert!(f.info.is_some() || f.metric.is_some());
+        }
+    }
+}
