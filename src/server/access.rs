@@ -42,7 +42,7 @@ pub(super) fn is_loopback(ip: IpAddr) -> bool {
 /// connect: protected mode turns away non-local clients while no password
 /// is configured.
 pub(super) fn protected_mode_allows(shared: &Shared, local: bool) -> bool {
-    local || !shared.args.protected_mode || shared.args.requirepass.is_some()
+    local || !shared.cfg.conns.protected_mode || shared.cfg.conns.requirepass.is_some()
 }
 
 /// Compares a password in time that depends on the secret's length only:
@@ -70,7 +70,7 @@ pub(super) enum Auth {
 /// only user nvkv has is `default`.
 pub(super) fn authenticate(shared: &Shared, user: Option<&[u8]>, attempt: &[u8]) -> Auth {
     let default_user = user.is_none_or(|u| u == b"default");
-    let ok = match shared.args.requirepass.as_deref() {
+    let ok = match shared.cfg.conns.requirepass.as_deref() {
         // Without a password the default user takes any (Redis's `nopass`).
         None if user.is_none() => return Auth::NoPassword,
         None => default_user,

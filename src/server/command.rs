@@ -303,7 +303,7 @@ fn expire_at(arg: &[u8], unit_ms: i64, absolute: bool, cmd: &str) -> Result<u64,
 
 /// Checks key and value sizes against the limits; replies when over.
 fn within_limits(c: &mut Conn, router: &Router, key: &[u8], value: &[u8]) -> bool {
-    let a = &router.shared.args;
+    let a = &router.shared.cfg.conns;
     let over = key.len() as u64 > a.max_key_size || value.len() as u64 > a.max_value_size;
     if over {
         router.shared.conn_stats[router.thread]

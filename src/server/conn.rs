@@ -23,7 +23,7 @@ use super::msg::{ConnRef, Response};
 use super::replies::{Combine, Replies, ReplyMark, Timing};
 use super::stats::{CommandStats, ConnStats};
 use super::stream::Stream;
-use super::{strings, ServeArgs};
+use super::strings;
 use crate::resp::{self, Limits};
 
 /// Unparsed input a connection may buffer before reading pauses.
@@ -38,6 +38,7 @@ const OUTPUT_PAUSE: usize = 1 << 20;
 const INPUT_IN_FLIGHT: usize = 8 << 20;
 
 /// The limits a connection is held to, from the flags.
+#[derive(Debug, Clone)]
 pub(super) struct ConnLimits {
     /// What a request may contain once authenticated (or with no password).
     requests: Limits,
@@ -53,21 +54,29 @@ pub(super) struct ConnLimits {
 }
 
 impl ConnLimits {
-    pub(super) fn new(args: &ServeArgs) -> Self {
+    /// `--max-bulk`, `--max-args`, `--max-output-buffer` (0: none),
+    /// `--max-pipeline` and `--max-query-buffer`.
+    pub(super) fn new(
+        max_bulk: u64,
+        max_args: usize,
+        max_output_buffer: u64,
+        max_pipeline: usize,
+        max_query_buffer: u64,
+    ) -> Self {
         ConnLimits {
             requests: Limits {
-                max_bulk: args.max_bulk as usize,
-                max_args: args.max_args,
+                max_bulk: max_bulk as usize,
+                max_args,
                 ..Limits::default()
             },
             pre_auth: Limits::pre_auth(),
-            output_limit: args.max_output_buffer as usize,
-            output_pause: match args.max_output_buffer as usize {
+            output_limit: max_output_buffer as usize,
+            output_pause: match max_output_buffer as usize {
                 0 => OUTPUT_PAUSE,
                 limit => OUTPUT_PAUSE.min(limit / 2),
             },
-            max_pipeline: args.max_pipeline,
-            max_query_buffer: args.max_query_buffer,
+            max_pipeline,
+            max_query_buffer,
         }
     }
 

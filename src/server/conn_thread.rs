@@ -66,12 +66,10 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         router: Router::new(shared, id),
         // Busy polling: spin for as long as replies are awaited, so that
         // pollers never have to wake this thread while it has work.
-        spin: match shared.args.poll() {
-            super::PollMode::Busy => Duration::MAX,
-            super::PollMode::Adaptive => Duration::from_micros(shared.args.loaded_spin_us),
-        },
-        limits: ConnLimits::new(&shared.args),
-        idle_timeout: (shared.args.timeout > 0).then(|| Duration::from_secs(shared.args.timeout)),
+        spin: shared.cfg.conns.loaded_spin,
+        limits: shared.cfg.conns.limits.clone(),
+        idle_timeout: (shared.cfg.conns.timeout > 0)
+            .then(|| Duration::from_secs(shared.cfg.conns.timeout)),
     };
     t.run();
 }
@@ -217,7 +215,7 @@ impl Thread<'_> {
         let total: u64 = (self.shared.conn_stats.iter())
             .map(|c| c.connections.load(Relaxed))
             .sum();
-        if total > self.shared.args.max_clients as u64 {
+        if total > self.shared.cfg.conns.max_clients as u64 {
             st.connections.fetch_sub(1, Relaxed);
             st.rejected.fetch_add(1, Relaxed);
             return Err(strings::MAX_CLIENTS);
@@ -263,10 +261,10 @@ impl Thread<'_> {
         self.conns[slot as usize] = Some(Conn::new(
             stream,
             me,
-            self.shared.args.requirepass.is_none(),
+            self.shared.cfg.conns.requirepass.is_none(),
             // Pessimistic until replies show their size: a new connection
             // cannot have a burst of large replies in flight at once.
-            self.shared.args.max_value_size as usize,
+            self.shared.cfg.conns.max_value_size as usize,
             std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
         ));
         self.schedule(slot);
@@ -323,7 +321,7 @@ impl Thread<'_> {
             self.shared.client_memory.fetch_sub(sub, Relaxed) - sub
         };
         c.charged = now;
-        let budget = self.shared.args.maxmemory_clients;
+        let budget = self.shared.cfg.conns.maxmemory_clients;
         if budget == 0 || total <= budget {
             return false;
         }
@@ -337,7 +335,7 @@ impl Thread<'_> {
         tracing::warn!(
             held = c.charged,
             total = self.shared.client_memory.load(Relaxed),
-            budget = self.shared.args.maxmemory_clients,
+            budget = self.shared.cfg.conns.maxmemory_clients,
             "client memory over --maxmemory-clients: closing the connection holding the most"
         );
         self.shared.conn_stats[self.id]

@@ -38,16 +38,16 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
             std::process::id(),
             sh.addr.port(),
             sh.started.elapsed().as_secs(),
-            sh.args.engine(),
-            sh.args.io_feed.name(),
-            sh.args.io_threads,
-            sh.args.tcp_threads,
-            match sh.args.poll() {
+            sh.cfg.pollers.engine,
+            sh.cfg.pollers.io_feed.name(),
+            sh.cfg.pollers.count,
+            sh.cfg.conns.threads,
+            match sh.cfg.pollers.poll {
                 super::PollMode::Busy => "busy",
                 super::PollMode::Adaptive => "adaptive",
             },
-            if sh.args.pinned() { "yes" } else { "no" },
-            sh.args.poll_choice,
+            if sh.cfg.pollers.pinned { "yes" } else { "no" },
+            sh.cfg.pollers.poll_choice,
         );
     }
     if wants(section, "clients") {
@@ -56,7 +56,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         let _ = write!(
             s,
             "maxclients:{}\r\nmaxmemory_clients:{}\r\n\r\n",
-            sh.args.max_clients, sh.args.maxmemory_clients,
+            sh.cfg.conns.max_clients, sh.cfg.conns.maxmemory_clients,
         );
     }
     if wants(section, "memory") {
@@ -165,7 +165,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         let _ = write!(
             s,
             "write_amplification:{wa:.2}\r\ndurability:{:?}\r\npollers:{}\r\n",
-            sh.args.durability,
+            sh.cfg.durability,
             sh.poller_stats.len()
         );
         for (i, p) in sh.poller_stats.iter().enumerate() {

@@ -5,6 +5,7 @@
 
 mod access;
 mod command;
+mod config;
 mod conn;
 mod conn_thread;
 mod counters;
@@ -305,7 +306,9 @@ fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
 
 /// What every server thread shares.
 struct Shared {
-    args: ServeArgs,
+    cfg: config::ServeConfig,
+    /// The store's directory.
+    path: PathBuf,
     eviction: Arc<store::evict::Settings>,
     sb: Superblock,
     pollers: Vec<PollerHandle>,
@@ -613,10 +616,11 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             args.maxmemory,
             args.maxmemory_samples,
         )),
-        args,
+        cfg: config::ServeConfig::new(&args),
+        path: args.path.clone(),
     });
 
-    let pin = shared.args.pinned() && !cores.is_empty();
+    let pin = shared.cfg.pollers.pinned && !cores.is_empty();
     let core_at = |c: usize| cores.get(c).copied().filter(|_| pin);
     let core = |i: usize| core_at(poller_cores[i]);
     let inputs = poller::PollerInputs {
@@ -651,7 +655,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         // which are async-signal-safe.
         unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
     }
-    tracing::info!(%addr, engine = ?shared.args.engine(), pollers = shared.args.io_threads, "listening");
+    tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
     ready(addr);
     let metrics = match metrics_listener {
         Some(l) => {
@@ -692,7 +696,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         }
     }
     result?;
-    store::save_table(&shared.args.path, &shared.sb, &shared.space)
+    store::save_table(&shared.path, &shared.sb, &shared.space)
         .context("saving the segment table")?;
     tracing::info!("clean shutdown: index flushed and marked clean");
     Ok(())

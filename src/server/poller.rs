@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::msg::{ConnRef, Op, Reply, Request, Response, SetReply};
-use super::{Durability, PollMode, Shared};
+use super::{PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record};
 use crate::index::Entry;
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
@@ -153,8 +153,8 @@ fn run(
     next_seq: u64,
     opened: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<()> {
-    let depth = shared.args.max_io_depth;
-    let kind = shared.args.engine();
+    let depth = shared.cfg.pollers.max_io_depth;
+    let kind = shared.cfg.pollers.engine;
     let eng = match open_engine(kind, dev, depth, &shared.pollers[id].bell) {
         Ok(e) => {
             let _ = opened.send(Ok(()));
@@ -166,7 +166,7 @@ fn run(
             anyhow::bail!(msg);
         }
     };
-    match shared.args.inject_faults.clone() {
+    match shared.cfg.pollers.inject_faults.clone() {
         Some(spec) => run_with(id, shared, Faulty::new(eng, spec), shards, next_seq),
         None => run_with(id, shared, eng, shards, next_seq),
     }
@@ -179,17 +179,12 @@ fn run_with<E: Engine>(
     shards: Vec<Option<Shard>>,
     next_seq: u64,
 ) -> Result<()> {
-    let depth = shared.args.max_io_depth;
+    let depth = shared.cfg.pollers.max_io_depth;
     // Reads may not take the slots the log needs for a commit.
     let read_slots = depth
         .saturating_sub(Keyspace::<E, Waiter>::reserved_slots(shared.sb.shards))
         .max(1);
-    let cfg = keyspace::Config {
-        sync: shared.args.durability == Durability::Sync,
-        commit_interval: Duration::from_millis(shared.args.commit_interval_ms),
-        compact_below: shared.args.compact_below,
-        pollers: shared.pollers.len(),
-    };
+    let cfg = shared.cfg.write.clone();
     let common = keyspace::Common {
         sb: shared.sb.clone(),
         space: Arc::clone(&shared.space),
@@ -198,8 +193,7 @@ fn run_with<E: Engine>(
     let counters = Arc::clone(&shared.poller_stats[id].store);
     let clock = Arc::new(SystemClock);
     let ks = Keyspace::new(id, eng, &common, shards, next_seq, cfg, clock, counters);
-    let wave_hold = (shared.args.io_feed == super::IoFeed::Waves)
-        .then(|| Duration::from_micros(shared.args.wave_hold_us));
+    let wave_hold = shared.cfg.pollers.wave_hold;
     let mut p = Poller {
         id,
         ks,
@@ -226,9 +220,9 @@ impl<E: Engine> Poller<E> {
     }
 
     fn run_loop(&mut self) {
-        let spin = Duration::from_micros(self.shared.args.spin_us);
-        let loaded_spin = Duration::from_micros(self.shared.args.loaded_spin_us);
-        let busy = self.shared.args.poll() == PollMode::Busy;
+        let spin = self.shared.cfg.pollers.spin;
+        let loaded_spin = self.shared.cfg.pollers.loaded_spin;
+        let busy = self.shared.cfg.pollers.poll == PollMode::Busy;
         let mut idle_since: Option<Instant> = None;
         let mut contended = false;
         loop {

@@ -60,12 +60,12 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "maxclients",
-        get: |s| s.args.max_clients.to_string(),
+        get: |s| s.cfg.conns.max_clients.to_string(),
         set: None,
     },
     Setting {
         name: "timeout",
-        get: |s| s.args.timeout.to_string(),
+        get: |s| s.cfg.conns.timeout.to_string(),
         set: None,
     },
     // What redis-benchmark and Sentinel read: no RDB snapshots; every
@@ -78,7 +78,7 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "appendonly",
-        get: |s| yes_no(s.args.durability == Durability::Sync),
+        get: |s| yes_no(s.cfg.durability == Durability::Sync),
         set: None,
     },
     Setting {

@@ -1,0 +1,107 @@
+//! What the server runs with: plain values, every default resolved, built
+//! once at start from `serve`'s flags (the command line after `--config`'s
+//! entries, see `src/config.rs`) and the machine. Start-up reads
+//! `ServeArgs`; the threads read this.
+
+use std::time::Duration;
+
+use super::conn::ConnLimits;
+use super::{Durability, IoFeed, PollMode, ServeArgs};
+use crate::io::{EngineKind, FaultSpec};
+use crate::store::keyspace;
+
+pub(super) struct ServeConfig {
+    pub pollers: PollerConfig,
+    pub conns: ConnConfig,
+    pub durability: Durability,
+    /// The write path's settings, for each poller's keyspace.
+    pub write: keyspace::Config,
+}
+
+/// How the pollers run.
+pub(super) struct PollerConfig {
+    pub count: usize,
+    pub max_io_depth: usize,
+    pub engine: EngineKind,
+    pub poll: PollMode,
+    pub pinned: bool,
+    /// Why the poll mode and pinning are what they are.
+    pub poll_choice: String,
+    /// How long an idle adaptive poller polls before it sleeps, and one
+    /// with reads in flight.
+    pub spin: Duration,
+    pub loaded_spin: Duration,
+    pub io_feed: IoFeed,
+    /// With `--io-feed waves`: the longest a read waits for the wave ahead.
+    pub wave_hold: Option<Duration>,
+    pub inject_faults: Option<FaultSpec>,
+}
+
+/// How the connection threads run.
+pub(super) struct ConnConfig {
+    pub threads: usize,
+    pub limits: ConnLimits,
+    pub max_clients: usize,
+    pub max_key_size: u64,
+    pub max_value_size: u64,
+    pub maxmemory_clients: u64,
+    /// `--timeout` in seconds (0: never), as CONFIG GET shows it.
+    pub timeout: u64,
+    pub requirepass: Option<String>,
+    pub protected_mode: bool,
+    /// How long a thread awaiting replies polls before it sleeps.
+    pub loaded_spin: Duration,
+}
+
+impl ServeConfig {
+    /// From `args`, settled (engine, poll mode, pinning and feed chosen)
+    /// and with the password read.
+    pub(super) fn new(args: &ServeArgs) -> Self {
+        let poll = args.poll();
+        let loaded_spin = match poll {
+            PollMode::Busy => Duration::MAX,
+            PollMode::Adaptive => Duration::from_micros(args.loaded_spin_us),
+        };
+        ServeConfig {
+            pollers: PollerConfig {
+                count: args.io_threads,
+                max_io_depth: args.max_io_depth,
+                engine: args.engine(),
+                poll,
+                pinned: args.pinned(),
+                poll_choice: args.poll_choice.clone(),
+                spin: Duration::from_micros(args.spin_us),
+                loaded_spin: Duration::from_micros(args.loaded_spin_us),
+                io_feed: args.io_feed,
+                wave_hold: (args.io_feed == IoFeed::Waves)
+                    .then(|| Duration::from_micros(args.wave_hold_us)),
+                inject_faults: args.inject_faults.clone(),
+            },
+            conns: ConnConfig {
+                threads: args.tcp_threads,
+                limits: ConnLimits::new(
+                    args.max_bulk,
+                    args.max_args,
+                    args.max_output_buffer,
+                    args.max_pipeline,
+                    args.max_query_buffer,
+                ),
+                max_clients: args.max_clients,
+                max_key_size: args.max_key_size,
+                max_value_size: args.max_value_size,
+                maxmemory_clients: args.maxmemory_clients,
+                timeout: args.timeout,
+                requirepass: args.requirepass.clone(),
+                protected_mode: args.protected_mode,
+                loaded_spin,
+            },
+            durability: args.durability,
+            write: keyspace::Config {
+                sync: args.durability == Durability::Sync,
+                commit_interval: Duration::from_millis(args.commit_interval_ms),
+                compact_below: args.compact_below,
+                pollers: args.io_threads,
+            },
+        }
+    }
+}
