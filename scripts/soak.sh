@@ -12,7 +12,9 @@ Two runs, each on a new store, each for --duration seconds:
       from 1 s to 1 h on three keys in four (fixed per key), over a key
       space 3x larger than the store. Beside it, the same trace through an
       exact LRU cache holding 80% of the store's bytes; then GETs alone
-      (nothing written: no eviction) for the read latency without eviction.
+      (nothing written) for the read latency of a quiet store. Then the
+      same workload (same trace and seed) on a store 4x larger, where
+      nothing is evicted: GET p99 with eviction running against it.
   (b) TTL-only keys (1-10 s) under noeviction, written at a rate whose live
       set fits the store: no write may be refused, no expired value read.
 Every few seconds and at the end each prints ops/s, hit ratio, write
@@ -62,9 +64,11 @@ bytes=$(python3 -c "
 s='$capacity'.upper(); m={'K':1<<10,'M':1<<20,'G':1<<30}
 print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))")
 
-serve() {
+serve() { # [--capacity SIZE] serve-flags...
+    local cap=$capacity
+    if [ "${1:-}" = --capacity ]; then cap=$2; shift 2; fi
     rm -rf "$dir"
-    "$bin" load --keys 0 --capacity "$capacity" --path "$dir" >/dev/null
+    "$bin" load --keys 0 --capacity "$cap" --path "$dir" >/dev/null
     "$bin" serve --path "$dir" --listen "127.0.0.1:$port" "$@" 2>"$dir.log" &
     server_pid=$!
     for _ in $(seq 100); do
@@ -82,8 +86,19 @@ if [ -z "$only" ] || [ "$only" = cache ]; then
     echo "== (a) cache-aside, allkeys-lru, store $capacity, key space 3x, $duration s"
     serve --maxmemory-policy allkeys-lru
     python3 "$root/scripts/soak.py" cache --port "$port" --duration "$duration" \
-        --keys $((bytes * 3 / 34100)) --lru-bytes $((bytes * 8 / 10)) || status=1
+        --keys $((bytes * 3 / 34100)) --lru-bytes $((bytes * 8 / 10)) | tee "$dir.cache.out" || status=1
     stop_server
+    echo "== (a) again on a store 4x larger, noeviction: nothing to evict"
+    serve --capacity $((bytes * 4)) --maxmemory-policy noeviction
+    python3 "$root/scripts/soak.py" cache --port "$port" --duration "$duration" \
+        --keys $((bytes * 3 / 34100)) --lru-bytes $((bytes * 8 / 10)) --quiet 0 | tee "$dir.base.out" || status=1
+    stop_server
+    ev=$(sed -n 's/^RESULT get_p99_ms=//p' "$dir.cache.out")
+    base=$(sed -n 's/^RESULT get_p99_ms=//p' "$dir.base.out")
+    if [ -n "$ev" ] && [ -n "$base" ]; then
+        echo "RESULT GET p99 while evicting ${ev} ms, same workload with nothing evicted ${base} ms:" \
+            "ratio $(python3 -c "print(f'{$ev / max($base, 1e-9):.2f}')")"
+    fi
 fi
 if [ -z "$only" ] || [ "$only" = ttl ]; then
     # A live set of rate x 5.5 s x 33.3 KiB: a quarter of the store.

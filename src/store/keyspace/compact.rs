@@ -27,8 +27,11 @@ use crate::index::KeyHash;
 use crate::io::{Completion, Engine, IoBuf};
 use crate::store::NO_SHARD;
 
-/// Records moved per loop turn.
+/// Records moved per loop turn at most, and their bytes (four times as
+/// many while free segments are scarce): a turn that moved a whole 2 MiB
+/// segment of large values held the reads behind it for a millisecond.
 const STEP: usize = 256;
+const STEP_BYTES: u64 = 256 << 10;
 /// How long a compaction that found no room waits before it tries again.
 const PAUSE: Duration = Duration::from_millis(1);
 /// How often an idle compactor looks for a segment.
@@ -276,7 +279,8 @@ impl<E: Engine, W> Keyspace<E, W> {
         true
     }
 
-    /// Moves up to `STEP` records; returns whether the segment is done.
+    /// Moves up to `STEP` records or `STEP_BYTES` of them; returns whether
+    /// the segment is done.
     fn move_records(&mut self, buf: &[u8], h: &SegmentHeader) -> bool {
         let job = self.compactor.job.as_ref().expect("a job");
         let (seg, shard, floor, pos) = (job.seg, job.shard, job.floor, job.pos);
@@ -284,11 +288,20 @@ impl<E: Engine, W> Keyspace<E, W> {
         let base = self.sb.segment_offset(seg);
         let uuid = self.sb.uuid;
         let mut it = SegmentRecords::resume(&uuid, buf, h, block, pos);
-        let step = if self.space_low() { usize::MAX } else { STEP };
-        for _ in 0..step {
+        let budget = if self.space_low() {
+            4 * STEP_BYTES
+        } else {
+            STEP_BYTES
+        };
+        let mut bytes = 0;
+        for _ in 0..STEP {
+            if bytes >= budget {
+                break;
+            }
             let Some((at, rec)) = it.next() else {
                 return true;
             };
+            bytes += rec.len;
             self.compactor.job.as_mut().expect("a job").pos = it.end();
             let hash = KeyHash::of(rec.key);
             let pid = hash.partition(self.sb.partitions);
