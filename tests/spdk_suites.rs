@@ -1,5 +1,6 @@
 //! The file engines' end-to-end suites again, on the spdk engine: the read
-//! path, the write path and SET's options, with every store on a namespace
+//! path, the write path, SET's options and the space lifecycle (expiry,
+//! eviction, compaction across restarts and kills), with every store on a namespace
 //! of its own on an NVMe-oF/TCP loopback target that the harness starts at
 //! first use and stops at exit (tests/common/nvmf.rs). Namespaces of 4 KiB
 //! and 512-byte blocks alternate between tests. The few tests that edit the
@@ -34,5 +35,7 @@ static SKIP_WITHOUT_A_TARGET: extern "C" fn() = {
 mod read_path;
 #[path = "set_options.rs"]
 mod set_options;
+#[path = "space_lifecycle.rs"]
+mod space_lifecycle;
 #[path = "write_path.rs"]
 mod write_path;
