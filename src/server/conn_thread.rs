@@ -5,7 +5,8 @@
 //! do (read, parse and execute, write: `conn.rs`), hands the requests
 //! held for full rings to the pollers (`router.rs`), and closes the
 //! connections that are done, idle past `--timeout`, over
-//! `--max-output-buffer`, or evicted for `--maxmemory-clients`. While
+//! `--max-output-buffer`, killed by CLIENT KILL, or evicted for
+//! `--maxmemory-clients` (unless CLIENT NO-EVICT ON). While
 //! replies are awaited it polls instead of sleeping (adaptive polling).
 
 use std::io;
