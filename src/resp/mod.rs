@@ -10,16 +10,16 @@
 //!   header line or an integer reply, Redis's `string2ll` for integers in
 //!   arguments, decimal output, and [`ProtocolError`].
 //!
-//! RESP2 today. RESP3 (after `HELLO 3`) adds kinds, each with a type byte
-//! of its own: null `_`, double `,`, boolean `#`, big number `(`, bulk
+//! RESP2, and RESP3 after `HELLO 3`. RESP3 adds kinds, each with a type
+//! byte of its own: null `_`, double `,`, boolean `#`, big number `(`, bulk
 //! error `!`, verbatim string `=`, map `%`, set `~`, attribute `|` and push
-//! `>`. The codec leaves room for them: the reply parser dispatches on the
-//! type byte in one `match` and skips an aggregate by its element count (a
-//! map's is twice its length), so a kind is one more arm and one more
-//! [`Reply`] variant; and the encoders are named for the kind they write
-//! (`nil`, `array`, `int`), not for RESP2's bytes, so a connection that has
-//! negotiated RESP3 chooses the encoding where it encodes, without its
-//! callers changing.
+//! `>`. The server writes those its replies need (null, map, set, verbatim
+//! string): each encoder of such a kind takes the connection's [`Proto`]
+//! and writes RESP2's form under RESP2 (`encode::null` is `$-1` there, a
+//! map a flat array), so a handler writes a reply once for both. The reply
+//! parser (the bench client's) reads RESP2: it dispatches on the type byte
+//! in one `match`, so a RESP3 kind is one more arm and one more [`Reply`]
+//! variant.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -28,7 +28,9 @@ pub mod encode;
 pub mod reply;
 pub mod request;
 
-pub use encode::{array, bulk, bulk_header, error, int, nil, simple};
+pub use encode::{
+    array, bulk, bulk_header, error, int, map, nil, null, null_array, set, simple, verbatim, Proto,
+};
 pub use reply::{parse_reply, Reply};
 pub use request::{parse_command, parse_resumable, Limits, Resume};
 

@@ -5,8 +5,10 @@
 //! arguments and how many bytes the command took, or `None` while the
 //! command is incomplete. Both the multibulk form that clients send
 //! (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) and the inline form typed into telnet
-//! (`GET k\r\n`) are accepted. Every length is checked against [`Limits`]
-//! before anything is allocated.
+//! (`GET k\r\n`) are accepted; an inline line is split as Redis splits it
+//! (`sdssplitargs`: `"…"` with C escapes and `\xHH`, `'…'` with `\'`), the
+//! way redis-cli and telnet users quote. Every length is checked against
+//! [`Limits`] before anything is allocated.
 
 use std::ops::Range;
 
@@ -93,7 +95,24 @@ pub struct Resume {
     /// Offset of the next argument's header.
     pos: usize,
     /// The arguments read so far; all of them once a command is complete.
+    /// For an inline command with quotes, the spans of its words (the
+    /// arguments themselves, unquoted, are in `unquoted`).
     pub args: Vec<Range<usize>>,
+    /// The arguments of an inline command that had quotes, unquoted;
+    /// empty otherwise.
+    pub unquoted: Vec<Vec<u8>>,
+}
+
+impl Resume {
+    /// The arguments of the command just parsed from `buf` (the same bytes
+    /// the parse saw).
+    pub fn arguments<'a>(&'a self, buf: &'a [u8]) -> Vec<&'a [u8]> {
+        if self.unquoted.is_empty() {
+            self.args.iter().map(|r| &buf[r.clone()]).collect()
+        } else {
+            self.unquoted.iter().map(Vec::as_slice).collect()
+        }
+    }
 }
 
 /// Parses one command from the front of `buf` into `args` (cleared first).
@@ -124,11 +143,12 @@ pub fn parse_resumable(
 ) -> Result<Option<usize>, ProtocolError> {
     if st.count.is_none() {
         st.args.clear();
+        st.unquoted.clear();
     }
     let r = match buf.first() {
         None => Ok(None),
         Some(b'*') => parse_multibulk(buf, limits, st),
-        Some(_) => parse_inline(buf, limits, &mut st.args),
+        Some(_) => parse_inline(buf, limits, &mut st.args, &mut st.unquoted),
     };
     if !matches!(r, Ok(None)) {
         st.count = None;
@@ -188,6 +208,7 @@ fn parse_inline(
     buf: &[u8],
     limits: &Limits,
     args: &mut Vec<Range<usize>>,
+    unquoted: &mut Vec<Vec<u8>>,
 ) -> Result<Option<usize>, ProtocolError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > limits.max_inline {
@@ -195,18 +216,32 @@ fn parse_inline(
         }
         return Ok(None);
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+    let mut line_end = if nl > 0 && buf[nl - 1] == b'\r' {
         nl - 1
     } else {
         nl
     };
+    // Redis splits the line as a C string: a NUL ends it.
+    if let Some(nul) = buf[..line_end].iter().position(|&b| b == 0) {
+        line_end = nul;
+    }
+    let line = &buf[..line_end];
+    if line.iter().any(|&b| b == b'"' || b == b'\'') {
+        *unquoted = split_quoted(line).ok_or(ProtocolError::new("unbalanced quotes in request"))?;
+        if unquoted.len() > limits.max_args {
+            return Err(ProtocolError::new("too many arguments in inline request"));
+        }
+        // Placeholders: the count is what callers look at.
+        args.extend(std::iter::repeat_n(0..0, unquoted.len()));
+        return Ok(Some(nl + 1));
+    }
     let mut i = 0;
     while i < line_end {
-        while i < line_end && buf[i].is_ascii_whitespace() {
+        while i < line_end && is_space(buf[i]) {
             i += 1;
         }
         let start = i;
-        while i < line_end && !buf[i].is_ascii_whitespace() {
+        while i < line_end && !ends_word(buf[i]) {
             i += 1;
         }
         if i > start {
@@ -217,6 +252,95 @@ fn parse_inline(
         }
     }
     Ok(Some(nl + 1))
+}
+
+/// C's `isspace`: what Redis skips between words.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// What ends an unquoted word in `sdssplitargs` (a vertical tab or form
+/// feed does not).
+fn ends_word(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0)
+}
+
+/// Redis's `sdssplitargs`: words separated by spaces; `"…"` takes `\xHH`
+/// and the escapes `\n \r \t \b \a` (any other escaped byte stands for
+/// itself), `'…'` takes `\'`; a quote may open inside a word, and a
+/// closing quote must be followed by a space or the end. `None`: unbalanced
+/// quotes (or a closing quote followed by something else).
+fn split_quoted(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut words = Vec::new();
+    let mut p = 0;
+    loop {
+        while p < line.len() && is_space(line[p]) {
+            p += 1;
+        }
+        if p >= line.len() {
+            return Some(words);
+        }
+        let mut word = Vec::new();
+        let (mut dq, mut sq) = (false, false);
+        loop {
+            let c = at(p);
+            if dq {
+                match (c, at(p + 1)) {
+                    (b'\\', b'x') if hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() => {
+                        word.push(hex(at(p + 2))? * 16 + hex(at(p + 3))?);
+                        p += 3;
+                    }
+                    (b'\\', e) if e != 0 => {
+                        p += 1;
+                        word.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    }
+                    (b'"', next) => {
+                        if next != 0 && !is_space(next) {
+                            return None;
+                        }
+                        p += 1;
+                        break;
+                    }
+                    (0, _) => return None,
+                    (c, _) => word.push(c),
+                }
+            } else if sq {
+                match (c, at(p + 1)) {
+                    (b'\\', b'\'') => {
+                        p += 1;
+                        word.push(b'\'');
+                    }
+                    (b'\'', next) => {
+                        if next != 0 && !is_space(next) {
+                            return None;
+                        }
+                        p += 1;
+                        break;
+                    }
+                    (0, _) => return None,
+                    (c, _) => word.push(c),
+                }
+            } else {
+                match c {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => dq = true,
+                    b'\'' => sq = true,
+                    c => word.push(c),
+                }
+            }
+            p += 1;
+        }
+        words.push(word);
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +403,46 @@ mod tests {
         assert_eq!((n, args), (17, vec![b"ping".to_vec(), b"hello".to_vec()]));
         assert_eq!(parse(b"\r\n").unwrap().unwrap(), (2, vec![]));
         assert_eq!(parse(b"GET").unwrap(), None);
+        // A vertical tab does not end a word; a NUL ends the line.
+        assert_eq!(
+            parse(b"a\x0bb c\0d\n").unwrap().unwrap().1,
+            [&b"a\x0bb"[..], b"c"]
+        );
+    }
+
+    /// An inline line as Redis splits it, through the resumable parser.
+    fn inline_words(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let mut st = Resume::default();
+        parse_resumable(line, &Limits::default(), &mut st)?.expect("a whole line");
+        Ok(st.arguments(line).iter().map(|a| a.to_vec()).collect())
+    }
+
+    #[test]
+    fn inline_quoting_as_sdssplitargs() {
+        let w = inline_words(b"SET \"a b\" 'c d'\r\n").unwrap();
+        assert_eq!(w, [&b"SET"[..], b"a b", b"c d"]);
+        let w = inline_words(b"x \"\\x41\\n\\q\\\"\" 'it\\'s' \"\"\n").unwrap();
+        assert_eq!(w, [&b"x"[..], b"A\nq\"", b"it's", b""]);
+        // A quote may open inside a word.
+        assert_eq!(inline_words(b"a\"b c\"\n").unwrap(), [b"ab c"]);
+        // '\\x4' is not a hex escape: the x stands for itself.
+        assert_eq!(inline_words(b"\"\\x4\"\n").unwrap(), [b"x4"]);
+        for bad in [&b"\"abc\n"[..], b"'abc\n", b"\"a\"b\n", b"'a'b\n"] {
+            let e = inline_words(bad).unwrap_err();
+            assert_eq!(e.message(), "unbalanced quotes in request");
+        }
+        // The next command is parsed from the buffer again.
+        let mut st = Resume::default();
+        let two = b"\"a\"\r\nGET k\r\n";
+        assert_eq!(
+            parse_resumable(two, &Limits::default(), &mut st),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            parse_resumable(&two[5..], &Limits::default(), &mut st),
+            Ok(Some(7))
+        );
+        assert_eq!(st.arguments(&two[5..]), [&b"GET"[..], b"k"]);
     }
 
     #[test]

@@ -6,14 +6,14 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
-use super::conn::{Conn, Executor};
+use super::conn::{ClientInfo, Conn, Executor, NO_EVICT, NO_TOUCH};
 use super::msg::{Cond, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
-use super::table::{self, Cmd, CLIENT_SUBCOMMANDS};
+use super::table::{self, Cmd, Meta};
 use crate::index::KeyHash;
-use crate::resp;
+use crate::resp::{self, Proto};
 use crate::store::clock::unix_ms;
 
 impl Executor for Router<'_> {
@@ -40,8 +40,12 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         return; // an empty inline line
     };
     let Some((index, spec)) = table::lookup(name) else {
+        if let Some(msg) = table::refused(name) {
+            return c.reply(|o| resp::error(o, msg));
+        }
         return c.reply(|o| resp::error(o, &strings::unknown_command(args)));
     };
+    c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
     c.timing = Some((index, std::time::Instant::now()));
     if !spec.arity_fits(args.len()) {
@@ -65,9 +69,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             _ => c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name))),
         },
         Cmd::Echo => c.reply(|o| resp::bulk(o, args[1])),
-        Cmd::Select => match args[1] {
-            b"0" => c.reply(|o| resp::simple(o, strings::OK)),
-            _ => c.reply(|o| resp::error(o, strings::DB_INDEX)),
+        Cmd::Select => match resp::parse_redis_int(args[1]) {
+            Some(0) => c.reply(|o| resp::simple(o, strings::OK)),
+            // As Redis: an integer, then an int, then a database it has.
+            Some(n) if i32::try_from(n).is_ok() => c.reply(|o| resp::error(o, strings::DB_INDEX)),
+            _ => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
         },
         Cmd::Quit => {
             c.reply(|o| resp::simple(o, strings::OK));
@@ -78,8 +84,9 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             c.reply(|o| resp::int(o, keys as i64))
         }
         Cmd::Info => {
-            let text = super::info::render(router.shared, args.get(1).copied());
-            c.reply(|o| resp::bulk(o, text.as_bytes()))
+            let text = super::info::render(router.shared, &args[1..]);
+            let p = c.proto;
+            c.reply(|o| resp::verbatim(o, text.as_bytes(), p))
         }
         Cmd::Set => set(c, router, args),
         Cmd::Setnx => set_with(
@@ -161,6 +168,25 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 None => c.reply(|o| resp::error(o, strings::DECREMENT_OVERFLOW)),
             },
         },
+        // Connection and server commands.
+        Cmd::Hello => hello(c, router, args),
+        Cmd::Time => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            c.reply(|o| {
+                resp::array(o, 2);
+                resp::bulk(o, now.as_secs().to_string().as_bytes());
+                resp::bulk(o, now.subsec_micros().to_string().as_bytes());
+            })
+        }
+        Cmd::Lastsave => {
+            // No save while running: the last is the start (Redis counts
+            // its start as a save too). The index is flushed and marked
+            // clean at shutdown.
+            let started = unix_ms() / 1000 - router.shared.started.elapsed().as_secs();
+            c.reply(|o| resp::int(o, started as i64))
+        }
     }
 }
 
@@ -191,16 +217,6 @@ fn keyed(
     }
 }
 
-/// `COMMAND`: enough for redis-cli and client libraries to start.
-fn command(c: &mut Conn, args: &[&[u8]]) {
-    match args.get(1) {
-        Some(sub) if sub.eq_ignore_ascii_case(b"COUNT") => {
-            c.reply(|o| resp::int(o, table::COMMANDS.len() as i64))
-        }
-        _ => c.reply(|o| resp::array(o, 0)),
-    }
-}
-
 /// `CONFIG GET | SET`, with Redis's arity and errors.
 fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let sub = args[1].to_ascii_uppercase();
@@ -209,7 +225,16 @@ fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     };
     match sub.as_slice() {
         b"GET" if args.len() < 3 => c.reply(|o| arity_error(o, "get")),
-        b"GET" => c.reply(|o| super::settings::get(o, router.shared, &args[2..])),
+        b"GET" => {
+            let mut reply = Vec::new();
+            super::settings::get(&mut reply, router.shared, &args[2..]);
+            // A map in RESP3: settings.rs writes RESP2's flat array.
+            let reply = match c.proto {
+                Proto::Resp2 => reply,
+                Proto::Resp3 => array_as_map(reply),
+            };
+            c.reply(|o| o.extend_from_slice(&reply))
+        }
         b"SET" if args.len() < 4 || args.len() % 2 == 1 => c.reply(|o| arity_error(o, "set")),
         b"SET" => match super::settings::set(router.shared, &args[2..]) {
             Ok(()) => c.reply(|o| resp::simple(o, strings::OK)),
@@ -217,33 +242,6 @@ fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         },
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CONFIG");
-            c.reply(|o| resp::error(o, &msg))
-        }
-    }
-}
-
-/// `CLIENT`: the subcommands client libraries send on connect.
-fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
-    let sub = args[1].to_ascii_uppercase();
-    let wrong_arity = CLIENT_SUBCOMMANDS
-        .iter()
-        .any(|&(n, arity)| n.as_bytes() == sub.as_slice() && args.len() != arity);
-    if wrong_arity {
-        let msg = strings::wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)));
-        return c.reply(|o| resp::error(o, &msg));
-    }
-    match sub.as_slice() {
-        b"REPLY" => client_reply(c, args[2]),
-        b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" => {
-            c.reply(|o| resp::simple(o, strings::OK))
-        }
-        b"GETNAME" => c.reply(resp::nil),
-        b"ID" => {
-            let id = ((router.thread as i64) << 32) | c.me.slot as i64;
-            c.reply(|o| resp::int(o, id))
-        }
-        _ => {
-            let msg = strings::unknown_subcommand(args[1], "CLIENT");
             c.reply(|o| resp::error(o, &msg))
         }
     }
@@ -469,4 +467,489 @@ fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
     };
     let poller = router.shared.poller_of(pid);
     router.send(poller, req);
+}
+
+// ---------------------------------------------------------------------
+// Connection and server commands: HELLO, CLIENT, COMMAND.
+
+/// What [`super::conn::ClientInfo::last_cmd`] holds for a command: its
+/// index in the table plus one, and in the low byte its subcommand's
+/// index in its description plus one.
+fn command_code(index: u16, spec: &table::Spec, args: &[&[u8]]) -> u32 {
+    let sub = match (spec.cmd, args.get(1)) {
+        (Cmd::Client | Cmd::Command | Cmd::Config, Some(sub)) => table::meta_of(name_bytes(spec))
+            .and_then(|top| top.subcommands.iter().position(|m| sub_is(m, sub)))
+            .map_or(0, |i| i as u32 + 1),
+        _ => 0,
+    };
+    (u32::from(index) + 1) << 8 | sub.min(255)
+}
+
+fn name_bytes(spec: &table::Spec) -> &'static [u8] {
+    spec.name.as_bytes()
+}
+
+/// Whether `m` is the subcommand `sub` (any case).
+fn sub_is(m: &Meta, sub: &[u8]) -> bool {
+    (m.name.split_once('|')).is_some_and(|(_, s)| s.as_bytes().eq_ignore_ascii_case(sub))
+}
+
+/// The name CLIENT LIST shows for a [`command_code`] (`NULL` for none,
+/// as Redis).
+fn command_name(code: u32) -> String {
+    let Some(spec) = (code >> 8)
+        .checked_sub(1)
+        .and_then(|i| table::COMMANDS.get(i as usize))
+    else {
+        return "NULL".into();
+    };
+    let sub = (code & 0xff).checked_sub(1).and_then(|i| {
+        table::meta_of(spec.name.as_bytes()).and_then(|m| m.subcommands.get(i as usize))
+    });
+    match sub {
+        Some(m) => m.name.into(),
+        None => spec.name.to_ascii_lowercase(),
+    }
+}
+
+/// Checks the arity of subcommand `args[1]` of `cmd` (`client`,
+/// `command`) by its description; replies and returns `None` when it is
+/// unknown or its arity is wrong.
+fn checked_subcommand(c: &mut Conn, cmd: &str, args: &[&[u8]]) -> Option<&'static Meta> {
+    let top = table::meta_of(cmd.as_bytes()).expect("described");
+    let Some(m) = table::subcommand(top, args[1]) else {
+        let msg = strings::unknown_subcommand(args[1], &cmd.to_ascii_uppercase());
+        c.reply(|o| resp::error(o, &msg));
+        return None;
+    };
+    let n = args.len() as i32;
+    if (m.arity > 0 && n != m.arity) || n < -m.arity {
+        let msg = strings::wrong_arity(m.name);
+        c.reply(|o| resp::error(o, &msg));
+        return None;
+    }
+    Some(m)
+}
+
+/// RESP2's flat array of pairs `*<2n>` made a RESP3 map `%<n>` (the
+/// elements are the same).
+fn array_as_map(reply: Vec<u8>) -> Vec<u8> {
+    let Some(end) = reply.iter().position(|&b| b == b'\r') else {
+        return reply;
+    };
+    let Some(n) = reply.get(1..end).and_then(resp::parse_int) else {
+        return reply;
+    };
+    let mut out = Vec::with_capacity(reply.len());
+    resp::map(&mut out, n.max(0) as usize / 2, Proto::Resp3);
+    out.extend_from_slice(&reply[end + 2..]);
+    out
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: the
+/// protocol, authentication and name at once, answered with the server's
+/// description, as Redis 7.
+fn hello(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let mut proto = None;
+    if let Some(v) = args.get(1) {
+        match resp::parse_redis_int(v) {
+            None => return c.reply(|o| resp::error(o, strings::HELLO_PROTO_NOT_INT)),
+            Some(2) => proto = Some(Proto::Resp2),
+            Some(3) => proto = Some(Proto::Resp3),
+            Some(_) => return c.reply(|o| resp::error(o, strings::NOPROTO)),
+        }
+    }
+    let (mut auth, mut name) = (None, None);
+    let mut j = 2;
+    while j < args.len() {
+        let more = args.len() - 1 - j;
+        if args[j].eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            auth = Some((args[j + 1], args[j + 2]));
+            j += 3;
+        } else if args[j].eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            if !valid_client_name(args[j + 1]) {
+                return c.reply(|o| resp::error(o, strings::CLIENT_NAME));
+            }
+            name = Some(args[j + 1]);
+            j += 2;
+        } else {
+            let msg = strings::hello_syntax(args[j]);
+            return c.reply(|o| resp::error(o, &msg));
+        }
+    }
+    if let Some((user, pass)) = auth {
+        match access::authenticate(router.shared, Some(user), pass) {
+            Auth::Granted => c.authed = true,
+            Auth::NoPassword | Auth::Refused => {
+                router.shared.conn_stats[router.thread]
+                    .auth_failures
+                    .fetch_add(1, Relaxed);
+                return c.reply(|o| resp::error(o, strings::WRONGPASS));
+            }
+        }
+    }
+    if !c.authed {
+        return c.reply(|o| resp::error(o, strings::HELLO_NOAUTH));
+    }
+    if let Some(n) = name {
+        set_client_name(&c.info, n);
+    }
+    if let Some(p) = proto {
+        c.proto = p;
+        c.info.resp.store(p.version() as u8, Relaxed);
+    }
+    let (p, id) = (c.proto, c.info.id);
+    c.reply(|o| {
+        resp::map(o, 7, p);
+        resp::bulk(o, b"server");
+        resp::bulk(o, b"redis");
+        resp::bulk(o, b"version");
+        resp::bulk(o, super::info::REDIS_VERSION.as_bytes());
+        resp::bulk(o, b"proto");
+        resp::int(o, p.version());
+        resp::bulk(o, b"id");
+        resp::int(o, id as i64);
+        resp::bulk(o, b"mode");
+        resp::bulk(o, b"standalone");
+        resp::bulk(o, b"role");
+        resp::bulk(o, b"master");
+        resp::bulk(o, b"modules");
+        resp::array(o, 0);
+    })
+}
+
+/// Redis's rule for client names: printable ASCII without spaces (an
+/// empty name clears it).
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn set_client_name(info: &ClientInfo, name: &[u8]) {
+    if let Ok(mut n) = info.name.lock() {
+        *n = name.into();
+    }
+}
+
+/// `CLIENT`: ID, SETNAME, GETNAME, LIST, INFO, KILL, NO-EVICT, NO-TOUCH,
+/// REPLY, SETINFO, with Redis's arity, replies and errors.
+fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let Some(m) = checked_subcommand(c, "client", args) else {
+        return;
+    };
+    let p = c.proto;
+    match m.name {
+        "client|reply" => client_reply(c, args[2]),
+        "client|id" => {
+            let id = c.info.id as i64;
+            c.reply(|o| resp::int(o, id))
+        }
+        "client|setname" => {
+            if !valid_client_name(args[2]) {
+                return c.reply(|o| resp::error(o, strings::CLIENT_NAME));
+            }
+            set_client_name(&c.info, args[2]);
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
+        "client|getname" => {
+            let name = c.info.name();
+            c.reply(|o| match name.is_empty() {
+                true => resp::null(o, p),
+                false => resp::bulk(o, &name),
+            })
+        }
+        "client|setinfo" => {
+            let attr = args[2].to_ascii_uppercase();
+            if attr != b"LIB-NAME" && attr != b"LIB-VER" {
+                let msg = strings::unrecognized_option(args[2]);
+                return c.reply(|o| resp::error(o, &msg));
+            }
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
+        "client|no-evict" | "client|no-touch" => {
+            let flag = if m.name == "client|no-evict" {
+                NO_EVICT
+            } else {
+                NO_TOUCH
+            };
+            match args[2].to_ascii_uppercase().as_slice() {
+                b"ON" => c.info.set_flag(flag, true),
+                b"OFF" => c.info.set_flag(flag, false),
+                _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+            }
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
+        "client|info" => {
+            let line = client_line(&c.info);
+            c.reply(|o| resp::verbatim(o, line.as_bytes(), p))
+        }
+        "client|list" => client_list(c, router, args),
+        "client|kill" => client_kill(c, router, args),
+        _ => {
+            let msg = strings::unknown_subcommand(args[1], "CLIENT");
+            c.reply(|o| resp::error(o, &msg))
+        }
+    }
+}
+
+/// The server's key in the client registry.
+fn server_key(router: &Router) -> usize {
+    std::ptr::from_ref(router.shared) as usize
+}
+
+/// One connection as CLIENT LIST and CLIENT INFO show it: Redis's fields
+/// that nvkv knows, in Redis's order (those it cannot know, such as the
+/// query buffer of a connection on another thread, are left out).
+fn client_line(ci: &ClientInfo) -> String {
+    let age = ci.created.elapsed();
+    let idle = age.saturating_sub(std::time::Duration::from_millis(ci.last_ms.load(Relaxed)));
+    let mut flags = String::new();
+    if ci.has(NO_EVICT) {
+        flags.push('e');
+    }
+    if ci.has(NO_TOUCH) {
+        flags.push('T');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    format!(
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 tot-mem={} cmd={} user=default resp={}\n",
+        ci.id,
+        ci.addr,
+        ci.laddr,
+        ci.fd,
+        String::from_utf8_lossy(&ci.name()),
+        age.as_secs(),
+        idle.as_secs(),
+        ci.mem.load(Relaxed),
+        command_name(ci.last_cmd.load(Relaxed)),
+        ci.resp.load(Relaxed),
+    )
+}
+
+/// Whether `t` is a client type Redis knows, and whether nvkv's clients
+/// (all of them normal ones) are of it.
+fn client_type(t: &[u8]) -> Option<bool> {
+    match t.to_ascii_lowercase().as_slice() {
+        b"normal" => Some(true),
+        b"master" | b"slave" | b"replica" | b"pubsub" => Some(false),
+        _ => None,
+    }
+}
+
+/// `CLIENT LIST [TYPE type] [ID id ...]`.
+fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let all = ClientInfo::all(server_key(router));
+    let chosen: Vec<&ClientInfo> = match args {
+        [_, _] => all.iter().map(|a| &**a).collect(),
+        [_, _, opt, t] if opt.eq_ignore_ascii_case(b"TYPE") => match client_type(t) {
+            Some(true) => all.iter().map(|a| &**a).collect(),
+            Some(false) => Vec::new(),
+            None => {
+                let msg = strings::unknown_client_type(t);
+                return c.reply(|o| resp::error(o, &msg));
+            }
+        },
+        [_, _, opt, ids @ ..] if opt.eq_ignore_ascii_case(b"ID") && !ids.is_empty() => {
+            let mut chosen = Vec::new();
+            for id in ids {
+                match resp::parse_redis_int(id).filter(|&n| n > 0) {
+                    Some(n) => chosen.extend(all.iter().filter(|a| a.id == n as u64).map(|a| &**a)),
+                    None => return c.reply(|o| resp::error(o, strings::INVALID_CLIENT_ID)),
+                }
+            }
+            chosen
+        }
+        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+    };
+    let text: String = chosen.into_iter().map(client_line).collect();
+    let p = c.proto;
+    c.reply(|o| resp::verbatim(o, text.as_bytes(), p))
+}
+
+/// `CLIENT KILL addr` (the old form: `+OK`, or an error when no client
+/// has that address) or `CLIENT KILL <filter value> ...` with the filters
+/// ID, ADDR, LADDR, TYPE, USER, SKIPME (the number of clients killed).
+/// The connection that sends it is closed after its reply; others at once.
+fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let old_form = args.len() == 3;
+    let (mut id, mut addr, mut laddr, mut skipme) = (None, None, None, !old_form);
+    let mut none = false; // a TYPE that no client of nvkv has
+    if old_form {
+        addr = Some(args[2]);
+    } else {
+        let mut i = 2;
+        while i < args.len() {
+            let (opt, val) = (args[i].to_ascii_uppercase(), args.get(i + 1).copied());
+            let Some(val) = val else {
+                return c.reply(|o| resp::error(o, strings::SYNTAX));
+            };
+            match opt.as_slice() {
+                b"ID" => match resp::parse_redis_int(val).filter(|&n| n > 0) {
+                    Some(n) => id = Some(n as u64),
+                    None => return c.reply(|o| resp::error(o, strings::CLIENT_ID_POSITIVE)),
+                },
+                b"TYPE" => match client_type(val) {
+                    Some(normal) => none |= !normal,
+                    None => {
+                        let msg = strings::unknown_client_type(val);
+                        return c.reply(|o| resp::error(o, &msg));
+                    }
+                },
+                b"ADDR" => addr = Some(val),
+                b"LADDR" => laddr = Some(val),
+                b"USER" if val == b"default" => {}
+                b"USER" => {
+                    let msg = strings::no_such_user(val);
+                    return c.reply(|o| resp::error(o, &msg));
+                }
+                b"SKIPME" => match val.to_ascii_lowercase().as_slice() {
+                    b"yes" => skipme = true,
+                    b"no" => skipme = false,
+                    _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+                },
+                _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+            }
+            i += 2;
+        }
+    }
+    let mut killed = 0;
+    let me = c.info.id;
+    for ci in ClientInfo::all(server_key(router)) {
+        let chosen = !none
+            && id.is_none_or(|id| ci.id == id)
+            && addr.is_none_or(|a| ci.addr.as_bytes() == a)
+            && laddr.is_none_or(|a| ci.laddr.as_bytes() == a)
+            && !(skipme && ci.id == me);
+        if !chosen {
+            continue;
+        }
+        killed += 1;
+        if ci.id == me {
+            c.closing = true;
+        } else {
+            ci.kill();
+            router.shared.conns[ci.thread].ring();
+        }
+    }
+    match (old_form, killed) {
+        (true, 0) => c.reply(|o| resp::error(o, strings::NO_SUCH_CLIENT)),
+        (true, _) => c.reply(|o| resp::simple(o, strings::OK)),
+        (false, n) => c.reply(|o| resp::int(o, n)),
+    }
+}
+
+/// `COMMAND [COUNT | INFO | DOCS | LIST | GETKEYS]`, from the command
+/// table's descriptions.
+fn command(c: &mut Conn, args: &[&[u8]]) {
+    let p = c.proto;
+    if args.len() == 1 {
+        let all = Meta::all();
+        return c.reply(|o| {
+            resp::array(o, all.len());
+            all.iter().for_each(|m| m.write_info(o, p));
+        });
+    }
+    let Some(m) = checked_subcommand(c, "command", args) else {
+        return;
+    };
+    let named = |names: &[&[u8]]| -> Vec<Option<&'static Meta>> {
+        if names.is_empty() {
+            Meta::all().into_iter().map(Some).collect()
+        } else {
+            names.iter().map(|n| described(n)).collect()
+        }
+    };
+    match m.name {
+        "command|count" => c.reply(|o| resp::int(o, table::COMMANDS.len() as i64)),
+        "command|info" => {
+            let found = named(&args[2..]);
+            c.reply(|o| {
+                resp::array(o, found.len());
+                for m in found {
+                    match m {
+                        Some(m) => m.write_info(o, p),
+                        None => resp::null(o, p),
+                    }
+                }
+            })
+        }
+        "command|docs" => {
+            let found: Vec<&Meta> = named(&args[2..]).into_iter().flatten().collect();
+            c.reply(|o| {
+                resp::map(o, found.len(), p);
+                for m in found {
+                    resp::bulk(o, m.name.as_bytes());
+                    m.write_docs(o, p);
+                }
+            })
+        }
+        "command|list" => {
+            let names: Vec<&str> = (Meta::all().into_iter())
+                .flat_map(|m| std::iter::once(m).chain(m.subcommands))
+                .map(|m| m.name)
+                .collect();
+            let keep: Box<dyn Fn(&str) -> bool> = match args {
+                [_, _] => Box::new(|_| true),
+                [_, _, by, kind, what] if by.eq_ignore_ascii_case(b"FILTERBY") => {
+                    match kind.to_ascii_uppercase().as_slice() {
+                        b"MODULE" => Box::new(|_| false),
+                        b"ACLCAT" => {
+                            let cat = format!("@{}", String::from_utf8_lossy(what));
+                            Box::new(move |n| {
+                                described(n.as_bytes()).is_some_and(|m| {
+                                    m.acl.iter().any(|a| a.eq_ignore_ascii_case(&cat))
+                                })
+                            })
+                        }
+                        b"PATTERN" => Box::new(|n| table::glob(what, n.as_bytes())),
+                        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+                    }
+                }
+                _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+            };
+            let names: Vec<&str> = names.into_iter().filter(|n| keep(n)).collect();
+            c.reply(|o| {
+                resp::array(o, names.len());
+                names.iter().for_each(|n| resp::bulk(o, n.as_bytes()));
+            })
+        }
+        "command|getkeys" => {
+            let target = &args[2..];
+            let Some(m) = described(target[0]) else {
+                return c.reply(|o| resp::error(o, strings::GETKEYS_INVALID));
+            };
+            let n = target.len() as i32;
+            if m.keys.0 == 0 {
+                return c.reply(|o| resp::error(o, strings::GETKEYS_NO_KEYS));
+            }
+            let arity = m.arity();
+            if (arity > 0 && n != arity) || n < -arity {
+                return c.reply(|o| resp::error(o, strings::GETKEYS_ARITY));
+            }
+            let keys = m.key_positions(target.len());
+            c.reply(|o| {
+                resp::array(o, keys.len());
+                keys.iter().for_each(|&i| resp::bulk(o, target[i]));
+            })
+        }
+        _ => {
+            let msg = strings::unknown_subcommand(args[1], "COMMAND");
+            c.reply(|o| resp::error(o, &msg))
+        }
+    }
+}
+
+/// The description of a command nvkv has (`client|list` for a
+/// subcommand), any case.
+fn described(name: &[u8]) -> Option<&'static Meta> {
+    let top = name.split(|&b| b == b'|').next().unwrap_or(name);
+    table::lookup(top)?;
+    match table::meta_of(name) {
+        Some(m) => Some(m),
+        None if !name.contains(&b'|') => Meta::all()
+            .into_iter()
+            .find(|m| m.name.as_bytes().eq_ignore_ascii_case(name)),
+        None => None,
+    }
 }

@@ -11,10 +11,11 @@
 //! thread (`conn_thread.rs`) applies the limits over all connections
 //! (`--max-clients`, `--timeout`, `--maxmemory-clients`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -24,7 +25,7 @@ use super::replies::{Combine, Replies, ReplyMark, Timing};
 use super::stats::{CommandStats, ConnStats};
 use super::stream::Stream;
 use super::strings;
-use crate::resp::{self, Limits};
+use crate::resp::{self, Limits, Proto};
 
 /// Unparsed input a connection may buffer before reading pauses.
 const READ_AHEAD: usize = 256 << 10;
@@ -142,6 +143,10 @@ pub(super) struct Conn {
     pub(super) timing: Timing,
     /// Bytes this connection has added to the server's client memory.
     pub(super) charged: usize,
+    /// The protocol it speaks: RESP2 until `HELLO 3`.
+    pub(super) proto: Proto,
+    /// What CLIENT LIST and CLIENT KILL see of it, from any thread.
+    pub(super) info: Arc<ClientInfo>,
 }
 
 impl Conn {
@@ -153,6 +158,7 @@ impl Conn {
         authed: bool,
         reply_avg: usize,
         cmd_stats: Arc<CommandStats>,
+        info: Arc<ClientInfo>,
     ) -> Self {
         Conn {
             stream,
@@ -177,6 +183,8 @@ impl Conn {
             last_active: Instant::now(),
             timing: None,
             charged: 0,
+            proto: Proto::Resp2,
+            info,
         }
     }
 
@@ -190,7 +198,7 @@ impl Conn {
     /// combined by `combine` (`None` for a single reply). Returns its id.
     pub(super) fn expect(&mut self, parts: usize, combine: Option<Combine>) -> u64 {
         let timing = self.timing.take();
-        self.out.expect(timing, parts, combine)
+        self.out.expect(timing, parts, combine, self.proto)
     }
 
     /// Where the replies stand before a command is executed.
@@ -361,9 +369,16 @@ impl Conn {
                     let base = self.rpos;
                     self.rpos += n;
                     commands += 1;
-                    let args: Vec<&[u8]> = (self.parsed.args.iter())
-                        .map(|r| &rbuf[base + r.start..base + r.end])
-                        .collect();
+                    // An inline command with quotes comes unquoted, in
+                    // bytes of its own.
+                    let unquoted = std::mem::take(&mut self.parsed.unquoted);
+                    let args: Vec<&[u8]> = if unquoted.is_empty() {
+                        (self.parsed.args.iter())
+                            .map(|r| &rbuf[base + r.start..base + r.end])
+                            .collect()
+                    } else {
+                        unquoted.iter().map(Vec::as_slice).collect()
+                    };
                     let id = self.out.next_id();
                     exec.execute(self, &args);
                     if self.out.next_id() > id && self.out.owed() > 0 {
@@ -432,4 +447,132 @@ impl Conn {
         self.out.all_sent();
         true
     }
+}
+
+// ---------------------------------------------------------------------
+// What other threads see of a connection: CLIENT LIST and CLIENT INFO
+// read it, CLIENT KILL marks it. Every connection of the process is in
+// one registry, by id; ids count from 1 and are never reused, as
+// Redis's. (Its natural home is the server's shared state; it is a
+// process-wide registry, keyed by server, so that this change stays on
+// the connection side.)
+
+/// CLIENT NO-EVICT ON.
+pub(super) const NO_EVICT: u8 = 1;
+/// CLIENT NO-TOUCH ON.
+pub(super) const NO_TOUCH: u8 = 2;
+
+/// A connection as CLIENT LIST shows it.
+#[derive(Debug)]
+pub(super) struct ClientInfo {
+    /// CLIENT ID: unique in the process, never reused.
+    pub id: u64,
+    /// The server it belongs to (the address of its shared state).
+    pub server: usize,
+    /// Its connection thread.
+    pub thread: usize,
+    /// Peer and local address, `ip:port` (`/unixsocket:0` on the Unix
+    /// socket, as Redis shows it).
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+    pub created: Instant,
+    /// CLIENT SETNAME's name (empty: none).
+    pub name: Mutex<Box<[u8]>>,
+    /// The last command: its index in the command table plus one, and in
+    /// the low byte its subcommand's index in the command's description
+    /// plus one (0: none yet).
+    pub last_cmd: AtomicU32,
+    /// When the last command came, in ms since `created`.
+    pub last_ms: AtomicU64,
+    /// [`NO_EVICT`], [`NO_TOUCH`].
+    pub flags: AtomicU8,
+    /// 2 or 3.
+    pub resp: AtomicU8,
+    /// Bytes it holds (buffers, replies owed, requests in flight).
+    pub mem: AtomicU64,
+    /// CLIENT KILL chose it: its thread closes it.
+    pub killed: AtomicBool,
+}
+
+static CLIENTS: Mutex<BTreeMap<u64, Arc<ClientInfo>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Counts CLIENT KILLs: a connection thread that sees it change looks for
+/// its connections marked `killed`.
+pub(super) static KILLS: AtomicU64 = AtomicU64::new(0);
+
+impl ClientInfo {
+    /// A new connection of server `server` on thread `thread`, registered.
+    pub(super) fn register(
+        server: usize,
+        thread: usize,
+        addr: String,
+        laddr: String,
+        fd: i32,
+    ) -> Arc<ClientInfo> {
+        let info = Arc::new(ClientInfo {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            server,
+            thread,
+            addr,
+            laddr,
+            fd,
+            created: Instant::now(),
+            name: Mutex::new(Box::default()),
+            last_cmd: AtomicU32::new(0),
+            last_ms: AtomicU64::new(0),
+            flags: AtomicU8::new(0),
+            resp: AtomicU8::new(2),
+            mem: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+        });
+        lock_clients().insert(info.id, Arc::clone(&info));
+        info
+    }
+
+    /// Takes a closed connection out of the registry.
+    pub(super) fn unregister(&self) {
+        lock_clients().remove(&self.id);
+    }
+
+    /// The connections of server `server`, oldest first.
+    pub(super) fn all(server: usize) -> Vec<Arc<ClientInfo>> {
+        (lock_clients().values())
+            .filter(|c| c.server == server)
+            .cloned()
+            .collect()
+    }
+
+    /// Marks it for its thread to close.
+    pub(super) fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        KILLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn has(&self, flag: u8) -> bool {
+        self.flags.load(Relaxed) & flag != 0
+    }
+
+    pub(super) fn set_flag(&self, flag: u8, on: bool) {
+        if on {
+            self.flags.fetch_or(flag, Relaxed);
+        } else {
+            self.flags.fetch_and(!flag, Relaxed);
+        }
+    }
+
+    /// Notes a command: `cmd` as [`ClientInfo::last_cmd`] holds it.
+    pub(super) fn note_command(&self, cmd: u32) {
+        self.last_cmd.store(cmd, Relaxed);
+        (self.last_ms).store(self.created.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Its name, empty for none.
+    pub(super) fn name(&self) -> Box<[u8]> {
+        self.name.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+}
+
+fn lock_clients() -> std::sync::MutexGuard<'static, BTreeMap<u64, Arc<ClientInfo>>> {
+    CLIENTS.lock().unwrap_or_else(|e| e.into_inner())
 }

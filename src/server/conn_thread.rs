@@ -5,7 +5,8 @@
 //! do (read, parse and execute, write: `conn.rs`), hands the requests
 //! held for full rings to the pollers (`router.rs`), and closes the
 //! connections that are done, idle past `--timeout`, over
-//! `--max-output-buffer`, or evicted for `--maxmemory-clients`. While
+//! `--max-output-buffer`, killed by CLIENT KILL, or evicted for
+//! `--maxmemory-clients` (unless CLIENT NO-EVICT ON). While
 //! replies are awaited it polls instead of sleeping (adaptive polling).
 
 use std::io;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Token};
 
-use super::conn::{Conn, ConnLimits};
+use super::conn::{ClientInfo, Conn, ConnLimits, KILLS, NO_EVICT};
 use super::msg::{ConnRef, Response};
 use super::router::Router;
 use super::stream::Stream;
@@ -51,6 +52,8 @@ struct Thread<'a> {
     spin: Duration,
     /// `--timeout`, when set.
     idle_timeout: Option<Duration>,
+    /// CLIENT KILLs seen ([`KILLS`]).
+    kills_seen: u64,
 }
 
 /// Runs connection thread `id` until shutdown.
@@ -70,6 +73,7 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         limits: shared.cfg.conns.limits.clone(),
         idle_timeout: (shared.cfg.conns.timeout > 0)
             .then(|| Duration::from_secs(shared.cfg.conns.timeout)),
+        kills_seen: 0,
     };
     t.run();
 }
@@ -101,6 +105,7 @@ impl Thread<'_> {
                 last_sweep = Instant::now();
                 self.close_idle();
             }
+            self.close_killed();
             while let Some(r) = self.handle().responses.pop() {
                 self.router.answered();
                 spin_since = None;
@@ -187,11 +192,20 @@ impl Thread<'_> {
         if s.set_nonblocking(true).is_err() {
             return;
         }
-        let local = s.peer_addr().is_ok_and(|a| access::is_loopback(a.ip()));
+        let peer = s.peer_addr();
+        let local = peer.as_ref().is_ok_and(|a| access::is_loopback(a.ip()));
         if let Err(msg) = self.admit(local) {
             return access::turn_away(&s, msg);
         }
-        self.add(Stream::Tcp(TcpStream::from_std(s)));
+        let show = |a: io::Result<std::net::SocketAddr>| {
+            a.map_or_else(|_| "?:0".into(), |a| a.to_string())
+        };
+        let place = (
+            show(peer),
+            show(s.local_addr()),
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+        );
+        self.add(Stream::Tcp(TcpStream::from_std(s)), place);
     }
 
     /// Takes a Unix-socket connection from the accept loop (always local).
@@ -202,7 +216,10 @@ impl Thread<'_> {
         if let Err(msg) = self.admit(true) {
             return access::turn_away(&s, msg);
         }
-        self.add(Stream::Unix(UnixStream::from_std(s)));
+        // As Redis shows a Unix-socket client.
+        let unix = "/unixsocket:0".to_string();
+        let place = (unix.clone(), unix, std::os::fd::AsRawFd::as_raw_fd(&s));
+        self.add(Stream::Unix(UnixStream::from_std(s)), place);
     }
 
     /// Counts a new connection in, unless that would pass `--max-clients`
@@ -228,8 +245,9 @@ impl Thread<'_> {
         Ok(())
     }
 
-    /// Registers an admitted connection with epoll and services it.
-    fn add(&mut self, mut stream: Stream) {
+    /// Registers an admitted connection with epoll and services it;
+    /// `place` is its peer and local address and its descriptor.
+    fn add(&mut self, mut stream: Stream, place: (String, String, i32)) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -258,6 +276,8 @@ impl Thread<'_> {
             slot,
             gen: self.gens[slot as usize],
         };
+        let (addr, laddr, fd) = place;
+        let info = ClientInfo::register(self.server_key(), self.id, addr, laddr, fd);
         self.conns[slot as usize] = Some(Conn::new(
             stream,
             me,
@@ -266,8 +286,30 @@ impl Thread<'_> {
             // cannot have a burst of large replies in flight at once.
             self.shared.cfg.conns.max_value_size as usize,
             std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
+            info,
         ));
         self.schedule(slot);
+    }
+
+    /// This server, as the client registry tells servers apart.
+    fn server_key(&self) -> usize {
+        std::ptr::from_ref(self.shared) as usize
+    }
+
+    /// Closes the connections CLIENT KILL marked (no reply owed to them is
+    /// written, as Redis closes a killed client at once).
+    fn close_killed(&mut self) {
+        let kills = KILLS.load(Ordering::SeqCst);
+        if kills == self.kills_seen {
+            return;
+        }
+        self.kills_seen = kills;
+        for slot in 0..self.conns.len() {
+            let killed = |c: &mut Conn| c.info.killed.load(Relaxed);
+            if let Some(c) = self.conns[slot].take_if(killed) {
+                self.close(slot as u32, c);
+            }
+        }
     }
 
     fn schedule(&mut self, slot: u32) {
@@ -321,8 +363,10 @@ impl Thread<'_> {
             self.shared.client_memory.fetch_sub(sub, Relaxed) - sub
         };
         c.charged = now;
+        c.info.mem.store(now as u64, Relaxed);
         let budget = self.shared.cfg.conns.maxmemory_clients;
-        if budget == 0 || total <= budget {
+        // CLIENT NO-EVICT ON exempts a connection, as in Redis.
+        if budget == 0 || total <= budget || c.info.has(NO_EVICT) {
             return false;
         }
         let clients: u64 = (self.shared.conn_stats.iter())
@@ -406,6 +450,7 @@ impl Thread<'_> {
             .client_memory
             .fetch_sub(c.charged as u64, Relaxed);
         c.deregister(self.poll.registry());
+        c.info.unregister();
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
         self.shared.conn_stats[self.id]

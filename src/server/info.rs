@@ -1,5 +1,9 @@
 //! INFO: Redis's section layout (server, clients, persistence, stats,
-//! keyspace) plus an `nvkv` section with per-poller statistics.
+//! keyspace) plus an `nvkv` section with per-poller statistics. As Redis 7:
+//! several sections at once, each once and in the fixed order, `default`
+//! (what plain INFO shows), `all` and `everything` (every section but the
+//! per-segment detail, which comes only by name), sections separated by a
+//! blank line.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,20 +13,37 @@ use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 use crate::store::IndexState;
 
-fn wants(section: Option<&[u8]>, name: &str) -> bool {
-    match section {
-        None => true,
-        Some(s) => {
-            s.eq_ignore_ascii_case(b"all")
-                || s.eq_ignore_ascii_case(b"everything")
-                || s.eq_ignore_ascii_case(name.as_bytes())
-        }
-    }
+/// The Redis version nvkv answers as (INFO's `redis_version`, HELLO's
+/// `version`): the release whose commands and replies it follows.
+pub(super) const REDIS_VERSION: &str = "7.0.0";
+
+/// The sections plain INFO (and `INFO default`) shows.
+const DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "keyspace",
+    "nvkv",
+];
+
+/// Whether INFO with the section names `asked` shows section `name`.
+fn wants(asked: &[&[u8]], name: &str) -> bool {
+    let default = asked.is_empty();
+    default && DEFAULT.contains(&name)
+        || asked.iter().any(|a| {
+            a.eq_ignore_ascii_case(name.as_bytes())
+                || (a.eq_ignore_ascii_case(b"default") && DEFAULT.contains(&name))
+                || ((a.eq_ignore_ascii_case(b"all") || a.eq_ignore_ascii_case(b"everything"))
+                    && name != "segments")
+        })
 }
 
-/// Renders INFO, or one of its sections.
-pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
+/// Renders INFO with the section names `asked` (none: the default ones).
+pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     let mut s = String::new();
+    let section = asked;
     let table = |s: &mut String, name: &str| {
         for (field, v) in counters::section(sh, name) {
             let _ = write!(s, "{field}:{v}\r\n");
@@ -31,7 +52,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
     if wants(section, "server") {
         let _ = write!(
             s,
-            "# Server\r\nredis_version:7.0.0\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -88,7 +109,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         s.push_str("\r\n");
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
-    if section.is_some() && wants(section, "commandstats") {
+    if wants(section, "commandstats") {
         s.push_str("# Commandstats\r\n");
         for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
             let _ = write!(
@@ -102,7 +123,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         }
         s.push_str("\r\n");
     }
-    if section.is_some() && wants(section, "latencystats") {
+    if wants(section, "latencystats") {
         s.push_str("# Latencystats\r\n");
         for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
             let _ = write!(
@@ -186,7 +207,7 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
         }
         s.push_str("\r\n");
     }
-    if section.is_some_and(|s| s.eq_ignore_ascii_case(b"segments")) {
+    if wants(section, "segments") {
         // Per-segment detail, only on request: shard and live bytes.
         let sp = &sh.space;
         s.push_str("# Segments\r\n");
@@ -201,6 +222,11 @@ pub(super) fn render(sh: &Shared, section: Option<&[u8]>) -> String {
                 );
             }
         }
+        s.push_str("\r\n");
+    }
+    // A blank line between sections, none after the last, as Redis.
+    if s.ends_with("\r\n\r\n") {
+        s.truncate(s.len() - 2);
     }
     s
 }

@@ -135,11 +135,12 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Appends the RESP form of the reply to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the RESP form of the reply to `out`, in the protocol the
+    /// connection spoke when it sent the request (a nil is `_` in RESP3).
+    pub fn encode(&self, out: &mut Vec<u8>, proto: crate::resp::Proto) {
         match self {
             Reply::Encoded(b) => out.extend_from_slice(b),
-            Reply::Nil => crate::resp::nil(out),
+            Reply::Nil => crate::resp::null(out, proto),
             Reply::Int(n) => crate::resp::int(out, *n),
             Reply::Error(m) => crate::resp::error(out, m),
         }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::msg::{Reply, Response};
 use super::stats::CommandStats;
-use crate::resp;
+use crate::resp::{self, Proto};
 
 /// How the parts of a multi-key reply combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +40,15 @@ fn reply_len(r: &Reply) -> usize {
 enum Slot {
     /// Ready, but an earlier reply is still outstanding.
     Ready(Vec<u8>),
-    /// Waiting for one poller reply.
-    Single(Option<Reply>),
+    /// Waiting for one poller reply, to be encoded in `Proto` (the
+    /// connection's protocol when the command came).
+    Single(Option<Reply>, Proto),
     /// Waiting for `left` of the parts.
     Multi {
         combine: Combine,
         left: u32,
         parts: Vec<Option<Reply>>,
+        proto: Proto,
     },
     /// A reply awaited from the pollers that the client is not to get
     /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
@@ -57,7 +59,7 @@ impl Slot {
     fn complete(&self) -> bool {
         match self {
             Slot::Ready(_) => true,
-            Slot::Single(r) => r.is_some(),
+            Slot::Single(r, _) => r.is_some(),
             Slot::Multi { left, .. } => *left == 0,
             Slot::Silent(s) => s.complete(),
         }
@@ -67,7 +69,7 @@ impl Slot {
     fn held(&self) -> usize {
         match self {
             Slot::Ready(b) => b.len(),
-            Slot::Single(r) => r.as_ref().map_or(0, reply_len),
+            Slot::Single(r, _) => r.as_ref().map_or(0, reply_len),
             Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
             Slot::Silent(s) => s.held(),
         }
@@ -77,27 +79,29 @@ impl Slot {
         match self {
             Slot::Ready(b) => out.extend_from_slice(&b),
             Slot::Silent(_) => {}
-            Slot::Single(r) => r.expect("complete").encode(out),
+            Slot::Single(r, proto) => r.expect("complete").encode(out, proto),
             Slot::Multi {
                 combine: Combine::Array,
                 parts,
+                proto,
                 ..
             } => {
                 resp::array(out, parts.len());
                 parts
                     .into_iter()
-                    .for_each(|p| p.expect("complete").encode(out));
+                    .for_each(|p| p.expect("complete").encode(out, proto));
             }
             Slot::Multi {
                 combine: Combine::Sum,
                 parts,
+                proto,
                 ..
             } => {
                 let mut sum = 0;
                 for p in parts {
                     match p.expect("complete") {
                         Reply::Int(n) => sum += n,
-                        other => return other.encode(out),
+                        other => return other.encode(out, proto),
                     }
                 }
                 resp::int(out, sum);
@@ -105,11 +109,12 @@ impl Slot {
             Slot::Multi {
                 combine: Combine::AllOk,
                 parts,
+                proto,
                 ..
             } => {
                 let ok = |r: &Reply| matches!(r, Reply::Encoded(b) if b == b"+OK\r\n");
                 match parts.into_iter().flatten().find(|r| !ok(r)) {
-                    Some(other) => other.encode(out),
+                    Some(other) => other.encode(out, proto),
                     None => resp::simple(out, "OK"),
                 }
             }
@@ -196,16 +201,24 @@ impl Replies {
     }
 
     /// Reserves the place of a reply that pollers will fill: `parts` parts
-    /// combined by `combine` (`None` for a single reply). Returns its id.
-    pub(super) fn expect(&mut self, timing: Timing, parts: usize, combine: Option<Combine>) -> u64 {
+    /// combined by `combine` (`None` for a single reply), encoded in
+    /// `proto`. Returns its id.
+    pub(super) fn expect(
+        &mut self,
+        timing: Timing,
+        parts: usize,
+        combine: Option<Combine>,
+        proto: Proto,
+    ) -> u64 {
         let id = self.next_id();
         self.timings.push_back(timing);
         self.slots.push_back(match combine {
-            None => Slot::Single(None),
+            None => Slot::Single(None, proto),
             Some(combine) => Slot::Multi {
                 combine,
                 left: parts as u32,
                 parts: vec![None; parts],
+                proto,
             },
         });
         id
@@ -256,7 +269,7 @@ impl Replies {
             other => other,
         };
         match slot {
-            Slot::Single(s) => *s = Some(r.reply),
+            Slot::Single(s, _) => *s = Some(r.reply),
             Slot::Multi { left, parts, .. } => {
                 parts[r.part as usize] = Some(r.reply);
                 *left -= 1;

@@ -94,6 +94,47 @@ pub(super) fn invalid_expire_time(cmd: &str) -> String {
     )
 }
 
+// Connection and server commands.
+
+/// HELLO with a protocol version that is not an integer.
+pub(super) const HELLO_PROTO_NOT_INT: &str =
+    "ERR Protocol version is not an integer or out of range";
+/// HELLO with a version other than 2 and 3.
+pub(super) const NOPROTO: &str = "NOPROTO unsupported protocol version";
+/// HELLO before AUTH, without its AUTH option.
+pub(super) const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+/// A HELLO option HELLO does not know, or lacking its values.
+pub(super) fn hello_syntax(opt: &[u8]) -> String {
+    format!("ERR Syntax error in HELLO option '{}'", echo(opt))
+}
+/// CLIENT SETNAME (or HELLO SETNAME) with a byte outside `!`..`~`.
+pub(super) const CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+/// CLIENT KILL in the old form (an address) that found no client.
+pub(super) const NO_SUCH_CLIENT: &str = "ERR No such client";
+/// CLIENT KILL ID with an id that is not a positive integer.
+pub(super) const CLIENT_ID_POSITIVE: &str = "ERR client-id should be greater than 0";
+/// CLIENT LIST ID with an id that is not a positive integer.
+pub(super) const INVALID_CLIENT_ID: &str = "ERR Invalid client ID";
+/// CLIENT LIST TYPE / CLIENT KILL TYPE with a type Redis does not have.
+pub(super) fn unknown_client_type(t: &[u8]) -> String {
+    format!("ERR Unknown client type '{}'", echo(t))
+}
+/// CLIENT KILL USER with a user other than `default`.
+pub(super) fn no_such_user(u: &[u8]) -> String {
+    format!("ERR No such user '{}'", echo(u))
+}
+/// CLIENT SETINFO with an attribute other than LIB-NAME and LIB-VER.
+pub(super) fn unrecognized_option(o: &[u8]) -> String {
+    format!("ERR Unrecognized option '{}'", echo(o))
+}
+/// COMMAND GETKEYS of a command nvkv does not have.
+pub(super) const GETKEYS_INVALID: &str = "ERR Invalid command specified";
+/// COMMAND GETKEYS of a command without keys.
+pub(super) const GETKEYS_NO_KEYS: &str = "ERR The command has no key arguments";
+/// COMMAND GETKEYS with arguments the command's arity refuses.
+pub(super) const GETKEYS_ARITY: &str = "ERR Invalid number of arguments specified for command";
+
 /// A key of `len` bytes, over `--max-key-size`.
 pub(super) fn key_too_large(len: usize, limit: u64) -> String {
     format!("ERR key of {len} bytes is over the limit of {limit} (--max-key-size)")

@@ -2,7 +2,10 @@
 //! a client may send it before AUTH. Dispatch (`command.rs`), `COMMAND
 //! COUNT`, INFO's commandstats and /metrics read this one table (as
 //! Garnet's RespCommand.cs is read); a command's place in it is its index
-//! in the per-command statistics.
+//! in the per-command statistics. Below it, what COMMAND INFO and COMMAND
+//! DOCS say of each command ([`META`]).
+
+use crate::resp::{self, Proto};
 
 /// A command nvkv knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,10 @@ pub(super) enum Cmd {
     Decr,
     Incrby,
     Decrby,
+    // Connection and server commands.
+    Hello,
+    Time,
+    Lastsave,
 }
 
 /// One entry of the table.
@@ -111,7 +118,37 @@ pub(super) const COMMANDS: &[Spec] = &[
     spec(Cmd::Decr, "DECR", 2),
     spec(Cmd::Incrby, "INCRBY", 3),
     spec(Cmd::Decrby, "DECRBY", 3),
+    // Connection and server commands.
+    Spec {
+        before_auth: true,
+        ..spec(Cmd::Hello, "HELLO", -1)
+    },
+    spec(Cmd::Time, "TIME", 1),
+    spec(Cmd::Lastsave, "LASTSAVE", 1),
 ];
+
+/// Commands nvkv refuses on purpose, with what it says instead of
+/// `unknown command` (they are not in [`COMMANDS`]: COMMAND does not list
+/// them).
+pub(super) const REFUSED: &[(&str, &str)] = &[
+    ("EVAL", SCRIPTING),
+    ("EVAL_RO", SCRIPTING),
+    ("EVALSHA", SCRIPTING),
+    ("EVALSHA_RO", SCRIPTING),
+    ("SCRIPT", SCRIPTING),
+    ("FUNCTION", SCRIPTING),
+    ("FCALL", SCRIPTING),
+    ("FCALL_RO", SCRIPTING),
+];
+
+const SCRIPTING: &str = "ERR scripting is not supported by nvkv: EVAL, EVALSHA, SCRIPT, FUNCTION and FCALL are refused; nvkv runs string commands only (see COMMAND LIST)";
+
+/// What nvkv says instead of running `name`, if it refuses it.
+pub(super) fn refused(name: &[u8]) -> Option<&'static str> {
+    (REFUSED.iter())
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .map(|&(_, msg)| msg)
+}
 
 /// The command called `name` (in any case), and its index in [`COMMANDS`].
 pub(super) fn lookup(name: &[u8]) -> Option<(u16, &'static Spec)> {
@@ -121,16 +158,524 @@ pub(super) fn lookup(name: &[u8]) -> Option<(u16, &'static Spec)> {
     Some((i as u16, &COMMANDS[i]))
 }
 
-/// The CLIENT subcommands and their arity (`CLIENT` and the subcommand
-/// included), as Redis's.
-pub(super) const CLIENT_SUBCOMMANDS: &[(&str, usize)] = &[
-    ("SETNAME", 3),
-    ("SETINFO", 4),
-    ("NO-EVICT", 3),
-    ("NO-TOUCH", 3),
-    ("REPLY", 3),
-    ("GETNAME", 2),
-    ("ID", 2),
+// ---------------------------------------------------------------------
+// COMMAND INFO, COMMAND DOCS, COMMAND LIST and COMMAND GETKEYS read what
+// follows: for each command of [`COMMANDS`] (and the subcommands nvkv has),
+// Redis 7's description of the same command, so that clients that read it
+// (redis-cli's hints, cluster clients' key positions) see what they see
+// against Redis. The data is Redis 7.0's own (`COMMAND INFO` and `COMMAND
+// DOCS` of redis-server 7.0), CLIENT NO-TOUCH and SETINFO's from 7.2.
+
+/// What `COMMAND INFO` and `COMMAND DOCS` say about a command.
+#[derive(Debug)]
+pub(super) struct Meta {
+    /// Lower case; `client|list` for a subcommand.
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    /// First key, last key (negative: from the end), step.
+    pub keys: (i32, i32, i32),
+    pub acl: &'static [&'static str],
+    pub tips: &'static [&'static str],
+    pub key_specs: &'static [KeySpec],
+    pub summary: &'static str,
+    pub since: &'static str,
+    pub group: &'static str,
+    pub complexity: Option<&'static str>,
+    pub doc_flags: &'static [&'static str],
+    pub deprecated_since: Option<&'static str>,
+    pub replaced_by: Option<&'static str>,
+    /// (version, change).
+    pub history: &'static [(&'static str, &'static str)],
+    pub args: &'static [Arg],
+    pub subcommands: &'static [Meta],
+}
+
+/// Where a command's keys are (Redis's key specs).
+#[derive(Debug)]
+pub(super) struct KeySpec {
+    pub notes: Option<&'static str>,
+    pub flags: &'static [&'static str],
+    pub begin: Begin,
+    pub find: Find,
+}
+
+#[derive(Debug)]
+pub(super) enum Begin {
+    Index(i32),
+    #[allow(dead_code)] // none of nvkv's commands has one yet
+    Keyword {
+        keyword: &'static str,
+        startfrom: i32,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Find {
+    Range {
+        lastkey: i32,
+        keystep: i32,
+        limit: i32,
+    },
+    #[allow(dead_code)] // none of nvkv's commands has one yet
+    Keynum {
+        keynumidx: i32,
+        firstkey: i32,
+        keystep: i32,
+    },
+}
+
+/// One argument in `COMMAND DOCS`.
+#[derive(Debug)]
+pub(super) struct Arg {
+    pub name: &'static str,
+    /// `key`, `string`, `integer`, `pure-token`, `oneof`, `block`, …
+    pub kind: &'static str,
+    pub key_spec_index: Option<i32>,
+    pub token: Option<&'static str>,
+    pub since: Option<&'static str>,
+    pub deprecated_since: Option<&'static str>,
+    /// `optional`, `multiple`, `multiple_token`.
+    pub flags: &'static [&'static str],
+    pub args: &'static [Arg],
+}
+
+const fn arg(name: &'static str, kind: &'static str) -> Arg {
+    Arg {
+        name,
+        kind,
+        key_spec_index: None,
+        token: None,
+        since: None,
+        deprecated_since: None,
+        flags: &[],
+        args: &[],
+    }
+}
+
+const fn meta(
+    name: &'static str,
+    arity: i32,
+    summary: &'static str,
+    since: &'static str,
+    group: &'static str,
+) -> Meta {
+    Meta {
+        name,
+        arity,
+        flags: &[],
+        keys: (0, 0, 0),
+        acl: &[],
+        tips: &[],
+        key_specs: &[],
+        summary,
+        since,
+        group,
+        complexity: None,
+        doc_flags: &[],
+        deprecated_since: None,
+        replaced_by: None,
+        history: &[],
+        args: &[],
+        subcommands: &[],
+    }
+}
+
+/// The description of command `name` (any case; `client|list` for a
+/// subcommand). A command of [`COMMANDS`] without one gets a bare one
+/// ([`Meta::bare`]).
+pub(super) fn meta_of(name: &[u8]) -> Option<&'static Meta> {
+    let (cmd, sub) = match name.iter().position(|&b| b == b'|') {
+        Some(i) => (&name[..i], Some(&name[i + 1..])),
+        None => (name, None),
+    };
+    let top = META
+        .iter()
+        .find(|m| m.name.as_bytes().eq_ignore_ascii_case(cmd))?;
+    match sub {
+        None => Some(top),
+        Some(sub) => subcommand(top, sub),
+    }
+}
+
+/// Subcommand `sub` (any case) of `top`.
+pub(super) fn subcommand(top: &'static Meta, sub: &[u8]) -> Option<&'static Meta> {
+    top.subcommands.iter().find(|m| {
+        m.name
+            .split_once('|')
+            .is_some_and(|(_, s)| s.as_bytes().eq_ignore_ascii_case(sub))
+    })
+}
+
+/// A description for a command of the table that has none in [`META`]:
+/// its name and arity, no keys known.
+static BARE: std::sync::OnceLock<Vec<Meta>> = std::sync::OnceLock::new();
+
+impl Meta {
+    /// Every command's description, in the table's order.
+    pub(super) fn all() -> Vec<&'static Meta> {
+        let bare = BARE.get_or_init(|| {
+            (COMMANDS.iter())
+                .filter(|s| meta_of(s.name.as_bytes()).is_none())
+                .map(|s| Meta {
+                    name: s.name.to_ascii_lowercase().leak(),
+                    ..meta("", s.arity, "", "", "")
+                })
+                .collect()
+        });
+        (COMMANDS.iter())
+            .map(|s| {
+                meta_of(s.name.as_bytes())
+                    .or_else(|| bare.iter().find(|m| m.name.eq_ignore_ascii_case(s.name)))
+                    .expect("every command has a description")
+            })
+            .collect()
+    }
+
+    /// The positions of the keys in `args` (the command name first), as
+    /// `COMMAND GETKEYS` finds them: from the first key to the last by
+    /// step (a negative last counts from the end).
+    pub(super) fn key_positions(&self, argc: usize) -> Vec<usize> {
+        let (first, last, step) = self.keys;
+        if first <= 0 || step <= 0 {
+            return Vec::new();
+        }
+        let last = if last < 0 { argc as i32 + last } else { last };
+        (first..=last.min(argc as i32 - 1))
+            .step_by(step as usize)
+            .map(|i| i as usize)
+            .collect()
+    }
+
+    /// The arity nvkv takes the command with: its table's for a command
+    /// (where nvkv lacks options of Redis's, it may differ from Redis's),
+    /// Redis's for a subcommand.
+    pub(super) fn arity(&self) -> i32 {
+        match lookup(self.name.as_bytes()) {
+            Some((_, spec)) => spec.arity,
+            None => self.arity,
+        }
+    }
+
+    /// Appends this command's `COMMAND INFO` entry.
+    pub(super) fn write_info(&self, o: &mut Vec<u8>, p: Proto) {
+        resp::array(o, 10);
+        resp::bulk(o, self.name.as_bytes());
+        resp::int(o, self.arity() as i64);
+        simple_set(o, self.flags, p);
+        resp::int(o, self.keys.0 as i64);
+        resp::int(o, self.keys.1 as i64);
+        resp::int(o, self.keys.2 as i64);
+        simple_set(o, self.acl, p);
+        resp::set(o, self.tips.len(), p);
+        for t in self.tips {
+            resp::bulk(o, t.as_bytes());
+        }
+        resp::set(o, self.key_specs.len(), p);
+        for k in self.key_specs {
+            k.write(o, p);
+        }
+        // As Redis: an empty set when there are none, else an array.
+        match self.subcommands.len() {
+            0 => resp::set(o, 0, p),
+            n => resp::array(o, n),
+        }
+        for s in self.subcommands {
+            s.write_info(o, p);
+        }
+    }
+
+    /// Appends this command's `COMMAND DOCS` entry (the map after its
+    /// name).
+    pub(super) fn write_docs(&self, o: &mut Vec<u8>, p: Proto) {
+        let n = 3
+            + usize::from(self.complexity.is_some())
+            + usize::from(!self.doc_flags.is_empty())
+            + usize::from(self.deprecated_since.is_some())
+            + usize::from(self.replaced_by.is_some())
+            + usize::from(!self.history.is_empty())
+            + usize::from(!self.args.is_empty())
+            + usize::from(!self.subcommands.is_empty());
+        resp::map(o, n, p);
+        pair(o, "summary", self.summary);
+        pair(o, "since", self.since);
+        pair(o, "group", self.group);
+        if let Some(c) = self.complexity {
+            pair(o, "complexity", c);
+        }
+        if !self.doc_flags.is_empty() {
+            resp::bulk(o, b"doc_flags");
+            simple_set(o, self.doc_flags, p);
+        }
+        if let Some(v) = self.deprecated_since {
+            pair(o, "deprecated_since", v);
+        }
+        if let Some(v) = self.replaced_by {
+            pair(o, "replaced_by", v);
+        }
+        if !self.history.is_empty() {
+            resp::bulk(o, b"history");
+            resp::set(o, self.history.len(), p);
+            for (version, change) in self.history {
+                resp::array(o, 2);
+                resp::bulk(o, version.as_bytes());
+                resp::bulk(o, change.as_bytes());
+            }
+        }
+        if !self.args.is_empty() {
+            resp::bulk(o, b"arguments");
+            write_args(o, self.args, p);
+        }
+        if !self.subcommands.is_empty() {
+            resp::bulk(o, b"subcommands");
+            resp::map(o, self.subcommands.len(), p);
+            for s in self.subcommands {
+                resp::bulk(o, s.name.as_bytes());
+                s.write_docs(o, p);
+            }
+        }
+    }
+}
+
+impl KeySpec {
+    fn write(&self, o: &mut Vec<u8>, p: Proto) {
+        resp::map(o, 3 + usize::from(self.notes.is_some()), p);
+        if let Some(n) = self.notes {
+            pair(o, "notes", n);
+        }
+        resp::bulk(o, b"flags");
+        simple_set(o, self.flags, p);
+        resp::bulk(o, b"begin_search");
+        resp::map(o, 2, p);
+        match self.begin {
+            Begin::Index(i) => {
+                pair(o, "type", "index");
+                resp::bulk(o, b"spec");
+                resp::map(o, 1, p);
+                int_pair(o, "index", i);
+            }
+            Begin::Keyword { keyword, startfrom } => {
+                pair(o, "type", "keyword");
+                resp::bulk(o, b"spec");
+                resp::map(o, 2, p);
+                pair(o, "keyword", keyword);
+                int_pair(o, "startfrom", startfrom);
+            }
+        }
+        resp::bulk(o, b"find_keys");
+        resp::map(o, 2, p);
+        match self.find {
+            Find::Range {
+                lastkey,
+                keystep,
+                limit,
+            } => {
+                pair(o, "type", "range");
+                resp::bulk(o, b"spec");
+                resp::map(o, 3, p);
+                int_pair(o, "lastkey", lastkey);
+                int_pair(o, "keystep", keystep);
+                int_pair(o, "limit", limit);
+            }
+            Find::Keynum {
+                keynumidx,
+                firstkey,
+                keystep,
+            } => {
+                pair(o, "type", "keynum");
+                resp::bulk(o, b"spec");
+                resp::map(o, 3, p);
+                int_pair(o, "keynumidx", keynumidx);
+                int_pair(o, "firstkey", firstkey);
+                int_pair(o, "keystep", keystep);
+            }
+        }
+    }
+}
+
+fn write_args(o: &mut Vec<u8>, args: &[Arg], p: Proto) {
+    resp::array(o, args.len());
+    for a in args {
+        let n = 2
+            + usize::from(a.key_spec_index.is_some())
+            + usize::from(a.token.is_some())
+            + usize::from(a.since.is_some())
+            + usize::from(a.deprecated_since.is_some())
+            + usize::from(!a.flags.is_empty())
+            + usize::from(!a.args.is_empty());
+        resp::map(o, n, p);
+        pair(o, "name", a.name);
+        pair(o, "type", a.kind);
+        if let Some(i) = a.key_spec_index {
+            int_pair(o, "key_spec_index", i);
+        }
+        if let Some(t) = a.token {
+            pair(o, "token", t);
+        }
+        if let Some(s) = a.since {
+            pair(o, "since", s);
+        }
+        if let Some(s) = a.deprecated_since {
+            pair(o, "deprecated_since", s);
+        }
+        if !a.flags.is_empty() {
+            resp::bulk(o, b"flags");
+            simple_set(o, a.flags, p);
+        }
+        if !a.args.is_empty() {
+            resp::bulk(o, b"arguments");
+            write_args(o, a.args, p);
+        }
+    }
+}
+
+/// A set of simple strings (command flags, ACL categories).
+fn simple_set(o: &mut Vec<u8>, items: &[&str], p: Proto) {
+    resp::set(o, items.len(), p);
+    for i in items {
+        resp::simple(o, i);
+    }
+}
+
+fn pair(o: &mut Vec<u8>, k: &str, v: &str) {
+    resp::bulk(o, k.as_bytes());
+    resp::bulk(o, v.as_bytes());
+}
+
+fn int_pair(o: &mut Vec<u8>, k: &str, v: i32) {
+    resp::bulk(o, k.as_bytes());
+    resp::int(o, v as i64);
+}
+
+/// Redis's glob match (`*`, `?`, `[...]`, `\`), case-insensitive, as
+/// `COMMAND LIST FILTERBY PATTERN` uses it.
+pub(super) fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(b'['), Some(&c)) => {
+            let Some(end) = p.iter().skip(1).position(|&b| b == b']') else {
+                return false;
+            };
+            let class = &p[1..1 + end];
+            let (neg, class) = match class.first() {
+                Some(b'^') => (true, &class[1..]),
+                _ => (false, class),
+            };
+            let c = c.to_ascii_lowercase();
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    let (a, b) = (
+                        class[i].to_ascii_lowercase(),
+                        class[i + 2].to_ascii_lowercase(),
+                    );
+                    hit |= (a.min(b)..=a.max(b)).contains(&c);
+                    i += 3;
+                } else {
+                    hit |= class[i].to_ascii_lowercase() == c;
+                    i += 1;
+                }
+            }
+            hit != neg && glob(&p[2 + end..], &s[1..])
+        }
+        (Some(b'\\'), Some(&c)) if p.len() > 1 => {
+            p[1].eq_ignore_ascii_case(&c) && glob(&p[2..], &s[1..])
+        }
+        (Some(&a), Some(&b)) => a.eq_ignore_ascii_case(&b) && glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// CLIENT's subcommands from Redis 7.2, which 7.0 lacks.
+const CLIENT_NO_TOUCH: Meta = Meta {
+    flags: &["noscript", "loading", "stale"],
+    acl: &["@slow", "@connection"],
+    complexity: Some("O(1)"),
+    args: &[Arg {
+        args: &[
+            Arg {
+                token: Some("ON"),
+                ..arg("on", "pure-token")
+            },
+            Arg {
+                token: Some("OFF"),
+                ..arg("off", "pure-token")
+            },
+        ],
+        ..arg("enabled", "oneof")
+    }],
+    ..meta(
+        "client|no-touch",
+        3,
+        "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
+        "7.2.0",
+        "connection",
+    )
+};
+
+const CLIENT_SETINFO: Meta = Meta {
+    flags: &["noscript", "loading", "stale"],
+    acl: &["@slow", "@connection"],
+    complexity: Some("O(1)"),
+    args: &[Arg {
+        args: &[
+            Arg {
+                token: Some("LIB-NAME"),
+                ..arg("libname", "string")
+            },
+            Arg {
+                token: Some("LIB-VER"),
+                ..arg("libver", "string")
+            },
+        ],
+        ..arg("attr", "oneof")
+    }],
+    ..meta(
+        "client|setinfo",
+        4,
+        "Sets information specific to the client or connection.",
+        "7.2.0",
+        "connection",
+    )
+};
+
+pub(super) const META: &[Meta] = &[
+    Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@read", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("get", 2, "Get the value of a key", "1.0.0", "string") },
+    Meta { flags: &["readonly", "fast"], keys: (1, -1, 1), acl: &["@read", "@string", "@fast"], tips: &["request_policy:multi_shard"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: -1, keystep: 1, limit: 0 } }], complexity: Some("O(N) where N is the number of keys to retrieve."), args: &[Arg { key_spec_index: Some(0), flags: &["multiple"], ..arg("key", "key") }], ..meta("mget", -2, "Get the values of all the given keys", "1.0.0", "string") },
+    Meta { flags: &["readonly", "fast"], keys: (1, -1, 1), acl: &["@keyspace", "@read", "@fast"], tips: &["request_policy:multi_shard", "response_policy:agg_sum"], key_specs: &[KeySpec { notes: None, flags: &["RO"], begin: Begin::Index(1), find: Find::Range { lastkey: -1, keystep: 1, limit: 0 } }], complexity: Some("O(N) where N is the number of keys to check."), history: &[("3.0.3", "Accepts multiple `key` arguments.")], args: &[Arg { key_spec_index: Some(0), flags: &["multiple"], ..arg("key", "key") }], ..meta("exists", -2, "Determine if a key exists", "1.0.0", "generic") },
+    Meta { flags: &["readonly", "fast"], acl: &["@keyspace", "@read", "@fast"], tips: &["request_policy:all_shards", "response_policy:agg_sum"], complexity: Some("O(1)"), ..meta("dbsize", 1, "Return the number of keys in the selected database", "1.0.0", "server") },
+    Meta { flags: &["fast"], acl: &["@fast", "@connection"], tips: &["request_policy:all_shards", "response_policy:all_succeeded"], complexity: Some("O(1)"), args: &[Arg { flags: &["optional"], ..arg("message", "string") }], ..meta("ping", -1, "Ping the server", "1.0.0", "connection") },
+    Meta { flags: &["loading", "stale", "fast"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), args: &[arg("message", "string")], ..meta("echo", 2, "Echo the given string", "1.0.0", "connection") },
+    Meta { flags: &["loading", "stale", "fast"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), args: &[arg("index", "integer")], ..meta("select", 2, "Change the selected database for the current connection", "1.0.0", "connection") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), ..meta("quit", -1, "Close the connection", "1.0.0", "connection") },
+    Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], tips: &["nondeterministic_output_order"], complexity: Some("O(N) where N is the total number of Redis commands"), subcommands: &[Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(1)"), ..meta("command|count", 2, "Get total number of Redis commands", "2.8.13", "server") }, Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], tips: &["nondeterministic_output_order"], complexity: Some("O(N) where N is the number of commands to look up"), history: &[("7.0.0", "Allowed to be called with no argument to get info on all commands.")], args: &[Arg { flags: &["optional", "multiple"], ..arg("command-name", "string") }], ..meta("command|info", -2, "Get array of specific Redis command details, or all when no argument is given.", "2.8.13", "server") }, Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], tips: &["nondeterministic_output_order"], complexity: Some("O(N) where N is the number of commands to look up"), args: &[Arg { flags: &["optional", "multiple"], ..arg("command-name", "string") }], ..meta("command|docs", -2, "Get array of specific Redis command documentation", "7.0.0", "server") }, Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], tips: &["nondeterministic_output_order"], complexity: Some("O(N) where N is the total number of Redis commands"), args: &[Arg { token: Some("FILTERBY"), flags: &["optional"], args: &[Arg { token: Some("MODULE"), ..arg("module-name", "string") }, Arg { token: Some("ACLCAT"), ..arg("category", "string") }, Arg { token: Some("PATTERN"), ..arg("pattern", "pattern") }], ..arg("filterby", "oneof") }], ..meta("command|list", -2, "Get an array of Redis command names", "7.0.0", "server") }, Meta { flags: &["loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(N) where N is the number of arguments to the command"), ..meta("command|getkeys", -4, "Extract keys given a full Redis command", "2.8.13", "server") }], ..meta("command", -1, "Get array of Redis command details", "2.8.13", "server") },
+    Meta { flags: &["loading", "stale"], acl: &["@slow", "@dangerous"], tips: &["nondeterministic_output", "request_policy:all_shards", "response_policy:special"], complexity: Some("O(1)"), history: &[("7.0.0", "Added support for taking multiple section arguments.")], args: &[Arg { flags: &["optional", "multiple"], ..arg("section", "string") }], ..meta("info", -1, "Get information and statistics about the server", "1.0.0", "server") },
+    Meta { acl: &["@slow"], complexity: Some("Depends on subcommand."), subcommands: &[Meta { flags: &["noscript", "loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(1)"), ..meta("client|id", 2, "Returns the client ID for the current connection", "5.0.0", "connection") }, Meta { flags: &["noscript", "loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(1)"), args: &[arg("connection-name", "string")], ..meta("client|setname", 3, "Set the current connection name", "2.6.9", "connection") }, Meta { flags: &["noscript", "loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(1)"), ..meta("client|getname", 2, "Get the current connection name", "2.6.9", "connection") }, Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous", "@connection"], tips: &["nondeterministic_output"], complexity: Some("O(N) where N is the number of client connections"), history: &[("2.8.12", "Added unique client `id` field."), ("5.0.0", "Added optional `TYPE` filter."), ("6.0.0", "Added `user` field."), ("6.2.0", "Added `argv-mem`, `tot-mem`, `laddr` and `redir` fields and the optional `ID` filter."), ("7.0.0", "Added `resp`, `multi-mem`, `rbs` and `rbp` fields."), ("7.0.3", "Added `ssub` field.")], args: &[Arg { token: Some("TYPE"), since: Some("5.0.0"), flags: &["optional"], args: &[Arg { token: Some("NORMAL"), ..arg("normal", "pure-token") }, Arg { token: Some("MASTER"), ..arg("master", "pure-token") }, Arg { token: Some("REPLICA"), ..arg("replica", "pure-token") }, Arg { token: Some("PUBSUB"), ..arg("pubsub", "pure-token") }], ..arg("normal_master_replica_pubsub", "oneof") }, Arg { token: Some("ID"), since: Some("6.2.0"), flags: &["optional"], args: &[Arg { flags: &["multiple"], ..arg("client-id", "integer") }], ..arg("id", "block") }], ..meta("client|list", -2, "Get the list of client connections", "2.4.0", "connection") }, Meta { flags: &["noscript", "loading", "stale"], acl: &["@slow", "@connection"], tips: &["nondeterministic_output"], complexity: Some("O(1)"), ..meta("client|info", 2, "Returns information about the current client connection.", "6.2.0", "connection") }, Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous", "@connection"], complexity: Some("O(N) where N is the number of client connections"), history: &[("2.8.12", "Added new filter format."), ("2.8.12", "`ID` option."), ("3.2.0", "Added `master` type in for `TYPE` option."), ("5.0.0", "Replaced `slave` `TYPE` with `replica`. `slave` still supported for backward compatibility."), ("6.2.0", "`LADDR` option.")], args: &[Arg { args: &[Arg { deprecated_since: Some("2.8.12"), ..arg("ip:port", "string") }, Arg { flags: &["multiple"], args: &[Arg { token: Some("ID"), since: Some("2.8.12"), flags: &["optional"], ..arg("client-id", "integer") }, Arg { token: Some("TYPE"), since: Some("2.8.12"), flags: &["optional"], args: &[Arg { token: Some("NORMAL"), ..arg("normal", "pure-token") }, Arg { token: Some("MASTER"), since: Some("3.2.0"), ..arg("master", "pure-token") }, Arg { token: Some("SLAVE"), ..arg("slave", "pure-token") }, Arg { token: Some("REPLICA"), since: Some("5.0.0"), ..arg("replica", "pure-token") }, Arg { token: Some("PUBSUB"), ..arg("pubsub", "pure-token") }], ..arg("normal_master_slave_pubsub", "oneof") }, Arg { token: Some("USER"), flags: &["optional"], ..arg("username", "string") }, Arg { token: Some("ADDR"), flags: &["optional"], ..arg("ip:port", "string") }, Arg { token: Some("LADDR"), since: Some("6.2.0"), flags: &["optional"], ..arg("ip:port", "string") }, Arg { token: Some("SKIPME"), flags: &["optional"], ..arg("yes/no", "string") }], ..arg("new-format", "oneof") }], ..arg("filter", "oneof") }], ..meta("client|kill", -3, "Kill the connection of a client", "2.4.0", "connection") }, Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous", "@connection"], complexity: Some("O(1)"), args: &[Arg { args: &[Arg { token: Some("ON"), ..arg("on", "pure-token") }, Arg { token: Some("OFF"), ..arg("off", "pure-token") }], ..arg("enabled", "oneof") }], ..meta("client|no-evict", 3, "Set client eviction mode for the current connection", "7.0.0", "connection") }, Meta { flags: &["noscript", "loading", "stale"], acl: &["@slow", "@connection"], complexity: Some("O(1)"), args: &[Arg { args: &[Arg { token: Some("ON"), ..arg("on", "pure-token") }, Arg { token: Some("OFF"), ..arg("off", "pure-token") }, Arg { token: Some("SKIP"), ..arg("skip", "pure-token") }], ..arg("on_off_skip", "oneof") }], ..meta("client|reply", 3, "Instruct the server whether to reply to commands", "3.2.0", "connection") }, CLIENT_NO_TOUCH, CLIENT_SETINFO], ..meta("client", -2, "A container for client connection commands", "2.4.0", "connection") },
+    Meta { flags: &["write", "denyoom"], keys: (1, 1, 1), acl: &["@write", "@string", "@slow"], key_specs: &[KeySpec { notes: Some("RW and ACCESS due to the optional `GET` argument"), flags: &["RW", "access", "update", "variable_flags"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("2.6.12", "Added the `EX`, `PX`, `NX` and `XX` options."), ("6.0.0", "Added the `KEEPTTL` option."), ("6.2.0", "Added the `GET`, `EXAT` and `PXAT` option."), ("7.0.0", "Allowed the `NX` and `GET` options to be used together.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("value", "string"), Arg { since: Some("2.6.12"), flags: &["optional"], args: &[Arg { token: Some("NX"), ..arg("nx", "pure-token") }, Arg { token: Some("XX"), ..arg("xx", "pure-token") }], ..arg("condition", "oneof") }, Arg { token: Some("GET"), since: Some("6.2.0"), flags: &["optional"], ..arg("get", "pure-token") }, Arg { flags: &["optional"], args: &[Arg { token: Some("EX"), since: Some("2.6.12"), ..arg("seconds", "integer") }, Arg { token: Some("PX"), since: Some("2.6.12"), ..arg("milliseconds", "integer") }, Arg { token: Some("EXAT"), since: Some("6.2.0"), ..arg("unix-time-seconds", "unix-time") }, Arg { token: Some("PXAT"), since: Some("6.2.0"), ..arg("unix-time-milliseconds", "unix-time") }, Arg { token: Some("KEEPTTL"), since: Some("6.0.0"), ..arg("keepttl", "pure-token") }], ..arg("expiration", "oneof") }], ..meta("set", -3, "Set the string value of a key", "1.0.0", "string") },
+    Meta { flags: &["write", "denyoom"], keys: (1, -1, 2), acl: &["@write", "@string", "@slow"], tips: &["request_policy:multi_shard", "response_policy:all_succeeded"], key_specs: &[KeySpec { notes: None, flags: &["OW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: -1, keystep: 2, limit: 0 } }], complexity: Some("O(N) where N is the number of keys to set."), args: &[Arg { flags: &["multiple"], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("value", "string")], ..arg("key_value", "block") }], ..meta("mset", -3, "Set multiple keys to multiple values", "1.0.1", "string") },
+    Meta { flags: &["write"], keys: (1, -1, 1), acl: &["@keyspace", "@write", "@slow"], tips: &["request_policy:multi_shard", "response_policy:agg_sum"], key_specs: &[KeySpec { notes: None, flags: &["RM", "delete"], begin: Begin::Index(1), find: Find::Range { lastkey: -1, keystep: 1, limit: 0 } }], complexity: Some("O(N) where N is the number of keys that will be removed. When a key to remove holds a value other than a string, the individual complexity for this key is O(M) where M is the number of elements in the list, set, sorted set or hash. Removing a single key that holds a string value is O(1)."), args: &[Arg { key_spec_index: Some(0), flags: &["multiple"], ..arg("key", "key") }], ..meta("del", -2, "Delete a key", "1.0.0", "generic") },
+    Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@write", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("seconds", "integer"), Arg { since: Some("7.0.0"), flags: &["optional"], args: &[Arg { token: Some("NX"), ..arg("nx", "pure-token") }, Arg { token: Some("XX"), ..arg("xx", "pure-token") }, Arg { token: Some("GT"), ..arg("gt", "pure-token") }, Arg { token: Some("LT"), ..arg("lt", "pure-token") }], ..arg("condition", "oneof") }], ..meta("expire", -3, "Set a key's time to live in seconds", "1.0.0", "generic") },
+    Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@write", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("milliseconds", "integer"), Arg { since: Some("7.0.0"), flags: &["optional"], args: &[Arg { token: Some("NX"), ..arg("nx", "pure-token") }, Arg { token: Some("XX"), ..arg("xx", "pure-token") }, Arg { token: Some("GT"), ..arg("gt", "pure-token") }, Arg { token: Some("LT"), ..arg("lt", "pure-token") }], ..arg("condition", "oneof") }], ..meta("pexpire", -3, "Set a key's time to live in milliseconds", "2.6.0", "generic") },
+    Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], tips: &["nondeterministic_output"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("2.8.0", "Added the -2 reply.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("ttl", 2, "Get the time to live for a key in seconds", "1.0.0", "generic") },
+    Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], tips: &["nondeterministic_output"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("2.8.0", "Added the -2 reply.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("pttl", 2, "Get the time to live for a key in milliseconds", "2.6.0", "generic") },
+    Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@write", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("persist", 2, "Remove the expiration from a key", "2.2.0", "generic") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["OW", "insert"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("value", "string")], ..meta("setnx", 3, "Set the value of a key, only if the key does not exist", "1.0.0", "string") },
+    Meta { flags: &["write", "denyoom"], keys: (1, 1, 1), acl: &["@write", "@string", "@slow"], key_specs: &[KeySpec { notes: None, flags: &["OW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("seconds", "integer"), arg("value", "string")], ..meta("setex", 4, "Set the value and expiration of a key", "2.0.0", "string") },
+    Meta { flags: &["write", "denyoom"], keys: (1, 1, 1), acl: &["@write", "@string", "@slow"], key_specs: &[KeySpec { notes: None, flags: &["OW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("milliseconds", "integer"), arg("value", "string")], ..meta("psetex", 4, "Set the value and expiration in milliseconds of a key", "2.6.0", "string") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), doc_flags: &["deprecated"], deprecated_since: Some("6.2.0"), replaced_by: Some("`SET` with the `!GET` argument"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("value", "string")], ..meta("getset", 3, "Set the string value of a key and return its old value", "1.0.0", "string") },
+    Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "delete"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("getdel", 2, "Get the value of a key and delete the key", "6.2.0", "string") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], acl: &["@fast", "@connection"], complexity: Some("O(N) where N is the number of passwords defined for the user"), history: &[("6.0.0", "Added ACL style (username and password).")], args: &[Arg { since: Some("6.0.0"), flags: &["optional"], ..arg("username", "string") }, arg("password", "string")], ..meta("auth", -2, "Authenticate to the server", "1.0.0", "connection") },
+    Meta { acl: &["@slow"], complexity: Some("Depends on subcommand."), subcommands: &[Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(N) when N is the number of configuration parameters provided"), history: &[("7.0.0", "Added the ability to pass multiple pattern parameters in one call")], args: &[Arg { flags: &["multiple"], args: &[arg("parameter", "string")], ..arg("parameter", "block") }], ..meta("config|get", -3, "Get the values of configuration parameters", "2.0.0", "server") }, Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous"], tips: &["request_policy:all_nodes", "response_policy:all_succeeded"], complexity: Some("O(N) when N is the number of configuration parameters provided"), history: &[("7.0.0", "Added the ability to set multiple parameters in one call.")], args: &[Arg { flags: &["multiple"], args: &[arg("parameter", "string"), arg("value", "string")], ..arg("parameter_value", "block") }], ..meta("config|set", -4, "Set configuration parameters to the given values", "2.0.0", "server") }], ..meta("config", -2, "A container for server configuration commands", "2.0.0", "server") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("incr", 2, "Increment the integer value of a key by one", "1.0.0", "string") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("decr", 2, "Decrement the integer value of a key by one", "1.0.0", "string") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("increment", "integer")], ..meta("incrby", 3, "Increment the integer value of a key by the given amount", "1.0.0", "string") },
+    Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("decrement", "integer")], ..meta("decrby", 3, "Decrement the integer value of a key by the given number", "1.0.0", "string") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), history: &[("6.2.0", "`protover` made optional; when called without arguments the command reports the current connection's context.")], args: &[Arg { flags: &["optional"], args: &[arg("protover", "integer"), Arg { token: Some("AUTH"), flags: &["optional"], args: &[arg("username", "string"), arg("password", "string")], ..arg("username_password", "block") }, Arg { token: Some("SETNAME"), flags: &["optional"], ..arg("clientname", "string") }], ..arg("arguments", "block") }], ..meta("hello", -1, "Handshake with Redis", "6.0.0", "connection") },
+    Meta { flags: &["loading", "stale", "fast"], acl: &["@fast"], tips: &["nondeterministic_output"], complexity: Some("O(1)"), ..meta("time", 1, "Return the current server time", "2.6.0", "server") },
+    Meta { flags: &["loading", "stale", "fast"], acl: &["@admin", "@fast", "@dangerous"], tips: &["nondeterministic_output"], complexity: Some("O(1)"), ..meta("lastsave", 1, "Get the UNIX time stamp of the last successful save to disk", "1.0.0", "server") },
 ];
 
 #[cfg(test)]
@@ -150,7 +695,32 @@ mod tests {
             .filter(|s| s.before_auth)
             .map(|s| s.name)
             .collect();
-        assert_eq!(open, ["QUIT", "AUTH"]);
+        assert_eq!(open, ["QUIT", "AUTH", "HELLO"]);
+    }
+
+    #[test]
+    fn descriptions_agree_with_the_table() {
+        for s in COMMANDS {
+            let m = meta_of(s.name.as_bytes()).expect(s.name);
+            assert_eq!(m.name, s.name.to_ascii_lowercase());
+            // Redis's arity, unless nvkv's (which COMMAND shows) differs.
+            assert_eq!(m.arity(), s.arity, "{}", s.name);
+        }
+        for m in META {
+            assert!(
+                lookup(m.name.as_bytes()).is_some(),
+                "{} is not a command",
+                m.name
+            );
+            for sub in m.subcommands {
+                assert!(sub.name.starts_with(&format!("{}|", m.name)));
+            }
+        }
+        let list = meta_of(b"CLIENT|List").unwrap();
+        assert_eq!(list.name, "client|list");
+        assert_eq!(meta_of(b"mset").unwrap().key_positions(5), [1, 3]);
+        assert!(refused(b"evalsha").is_some() && lookup(b"EVAL").is_none());
+        assert!(glob(b"cl*", b"client|list") && !glob(b"x*", b"client"));
     }
 
     #[test]
