@@ -570,3 +570,33 @@ fn msetnx_across_pollers_is_crossslot() {
     assert_eq!(raw.call(&[b"MSETNX", b"key0", b"v"]), b":0\r\n");
     srv.stop();
 }
+
+/// APPEND and SETRANGE past `--max-value-size` get nvkv's error for that
+/// limit and change nothing; past Redis's 512 MiB, Redis's own.
+#[test]
+fn append_and_setrange_stop_at_the_value_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--max-value-size", "1K"]);
+    let mut raw = RawConn::connect(srv.addr);
+    let half = vec![b'a'; 600];
+    assert_eq!(raw.call(&[b"APPEND", b"k", &half]), b":600\r\n");
+    assert_eq!(
+        raw.call(&[b"APPEND", b"k", &half]),
+        b"-ERR value of 1200 bytes is over the limit of 1024 (--max-value-size)\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"SETRANGE", b"k", b"1020", b"0123456789"]),
+        b"-ERR value of 1030 bytes is over the limit of 1024 (--max-value-size)\r\n"
+    );
+    assert_eq!(raw.call(&[b"STRLEN", b"k"]), b":600\r\n");
+    assert_eq!(
+        raw.call(&[b"SETRANGE", b"k", b"1014", b"0123456789"]),
+        b":1024\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"SETRANGE", b"k", b"536870911", b"xx"]),
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+    );
+    assert_eq!(raw.call(&[b"STRLEN", b"k"]), b":1024\r\n");
+    srv.stop();
+}
