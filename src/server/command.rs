@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
 use super::conn::{ClientInfo, Conn, Executor, NO_EVICT, NO_TOUCH};
-use super::msg::{Cond, Op, Request, SetReply};
+use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -136,11 +136,13 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 ms,
             })
         }
-        Cmd::Expire | Cmd::Pexpire => expire(c, router, args, cmd == Cmd::Pexpire),
+        Cmd::Expire => expire(c, router, args, 1000, false, spec.name),
+        Cmd::Pexpire => expire(c, router, args, 1, false, spec.name),
         Cmd::Persist => keyed(c, router, &args[1..], None, |k| Op::Expire {
             key: k.into(),
             at_ms: 0,
             persist: true,
+            cond: ExpireIf::default(),
         }),
         Cmd::Command => command(c, args),
         Cmd::Client => client(c, router, args),
@@ -186,6 +188,53 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             // clean at shutdown.
             let started = unix_ms() / 1000 - router.shared.started.elapsed().as_secs();
             c.reply(|o| resp::int(o, started as i64))
+        }
+        // Strings and TTLs.
+        Cmd::Incrbyfloat => route_one(
+            c,
+            router,
+            args[1],
+            Op::IncrByFloat {
+                key: args[1].into(),
+                by: args[2].into(),
+            },
+        ),
+        Cmd::Append => {
+            if within_limits(c, router, args[1], args[2]) {
+                let op = Op::Append {
+                    key: args[1].into(),
+                    value: args[2].into(),
+                };
+                route_one(c, router, args[1], op)
+            }
+        }
+        Cmd::Strlen => keyed(c, router, &args[1..], None, |k| Op::Strlen {
+            key: k.into(),
+        }),
+        Cmd::Getrange | Cmd::Substr => {
+            match (
+                resp::parse_redis_int(args[2]),
+                resp::parse_redis_int(args[3]),
+            ) {
+                (Some(start), Some(end)) => keyed(c, router, &args[1..2], None, |k| Op::GetRange {
+                    key: k.into(),
+                    start,
+                    end,
+                }),
+                _ => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+            }
+        }
+        Cmd::Setrange => setrange(c, router, args),
+        Cmd::Getex => getex(c, router, args),
+        Cmd::Msetnx => msetnx(c, router, args),
+        Cmd::Expireat => expire(c, router, args, 1000, true, spec.name),
+        Cmd::Pexpireat => expire(c, router, args, 1, true, spec.name),
+        Cmd::Expiretime | Cmd::Pexpiretime => {
+            let ms = cmd == Cmd::Pexpiretime;
+            keyed(c, router, &args[1..], None, |k| Op::ExpireTime {
+                key: k.into(),
+                ms,
+            })
         }
     }
 }
@@ -423,30 +472,6 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         };
         send(c, router, id, part as u32, pair[0], op);
     }
-}
-
-/// `EXPIRE key seconds` / `PEXPIRE key ms`.
-fn expire(c: &mut Conn, router: &mut Router, args: &[&[u8]], ms: bool) {
-    let Some(n) = resp::parse_redis_int(args[2]) else {
-        return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER));
-    };
-    let at_ms = (if ms { Some(n) } else { n.checked_mul(1000) })
-        .and_then(|d| (unix_ms() as i64).checked_add(d));
-    let Some(at_ms) = at_ms else {
-        let msg = strings::invalid_expire_time(if ms { "pexpire" } else { "expire" });
-        return c.reply(|o| resp::error(o, &msg));
-    };
-    let at_ms = at_ms.max(1) as u64;
-    route_one(
-        c,
-        router,
-        args[1],
-        Op::Expire {
-            key: args[1].into(),
-            at_ms,
-            persist: false,
-        },
-    );
 }
 
 fn route_one(c: &mut Conn, router: &mut Router, key: &[u8], op: Op) {
@@ -952,4 +977,185 @@ fn described(name: &[u8]) -> Option<&'static Meta> {
             .find(|m| m.name.as_bytes().eq_ignore_ascii_case(name)),
         None => None,
     }
+}
+
+// Strings and TTLs.
+
+/// Redis's `proto-max-bulk-len`: APPEND and SETRANGE refuse a longer
+/// string with Redis's error (nvkv's `--max-value-size`, lower, with its
+/// own).
+const PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
+
+/// `EXPIRE | PEXPIRE | EXPIREAT | PEXPIREAT key time [NX | XX | GT | LT]`,
+/// checked in Redis's order: the options, the integer, its range once in
+/// ms and added to now (or not, if `absolute`). A time at or before now
+/// deletes the key; the conditions are the poller's to check.
+fn expire(
+    c: &mut Conn,
+    router: &mut Router,
+    args: &[&[u8]],
+    unit_ms: i64,
+    absolute: bool,
+    name: &str,
+) {
+    let mut cond = ExpireIf::default();
+    for opt in &args[3..] {
+        match opt.to_ascii_uppercase().as_slice() {
+            b"NX" => cond.nx = true,
+            b"XX" => cond.xx = true,
+            b"GT" => cond.gt = true,
+            b"LT" => cond.lt = true,
+            _ => {
+                let msg = strings::unsupported_option(opt);
+                return c.reply(|o| resp::error(o, &msg));
+            }
+        }
+    }
+    if cond.nx && (cond.xx || cond.gt || cond.lt) {
+        return c.reply(|o| resp::error(o, strings::EXPIRE_NX_AND_OTHERS));
+    }
+    if cond.gt && cond.lt {
+        return c.reply(|o| resp::error(o, strings::EXPIRE_GT_AND_LT));
+    }
+    let Some(n) = resp::parse_redis_int(args[2]) else {
+        return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER));
+    };
+    // Negative times are allowed (they delete the key); only overflow
+    // is refused.
+    let base = if absolute { 0 } else { unix_ms() as i64 };
+    let Some(at_ms) = n.checked_mul(unit_ms).and_then(|t| t.checked_add(base)) else {
+        let msg = strings::invalid_expire_time(name);
+        return c.reply(|o| resp::error(o, &msg));
+    };
+    // Any time at or before now deletes the key, and compares with an
+    // existing expiry (always positive) as the real time would.
+    let op = Op::Expire {
+        key: args[1].into(),
+        at_ms: at_ms.max(1) as u64,
+        persist: false,
+        cond,
+    };
+    route_one(c, router, args[1], op);
+}
+
+/// `SETRANGE key offset value`: Redis's checks of the offset and of the
+/// length it would make; a write of nothing changes nothing.
+fn setrange(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let (key, value) = (args[1], args[3]);
+    let Some(offset) = resp::parse_redis_int(args[2]) else {
+        return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER));
+    };
+    if offset < 0 {
+        return c.reply(|o| resp::error(o, strings::OFFSET_OUT_OF_RANGE));
+    }
+    let offset = offset as u64;
+    if !value.is_empty() {
+        let len = offset.saturating_add(value.len() as u64);
+        if len > PROTO_MAX_BULK_LEN {
+            return c.reply(|o| resp::error(o, strings::STRING_TOO_LONG));
+        }
+        let limit = router.shared.cfg.conns.max_value_size;
+        if len > limit {
+            let msg = strings::value_too_large(len as usize, limit);
+            return c.reply(|o| resp::error(o, &msg));
+        }
+    }
+    if !within_limits(c, router, key, b"") {
+        return;
+    }
+    let op = Op::SetRange {
+        key: key.into(),
+        offset,
+        value: value.into(),
+    };
+    route_one(c, router, key, op);
+}
+
+/// `GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]`: the options
+/// as Redis parses them (an option may repeat; the last time counts).
+/// Redis checks the time only once it has found the key, so a bad time
+/// travels to the poller as the error to give if the key exists.
+fn getex(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let mut persist = false;
+    // The option's unit and whether it is absolute, and its argument.
+    let mut time: Option<(&[u8], i64, bool, &[u8])> = None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        let next = args.get(i + 1).copied();
+        let other_time = |kind: &[u8]| time.is_some_and(|(k, ..)| k != kind);
+        match (opt.as_slice(), next) {
+            (b"PERSIST", _) if time.is_none() => persist = true,
+            (b"EX", Some(t)) if !persist && !other_time(b"EX") => {
+                time = Some((b"EX", 1000, false, t));
+                i += 1;
+            }
+            (b"PX", Some(t)) if !persist && !other_time(b"PX") => {
+                time = Some((b"PX", 1, false, t));
+                i += 1;
+            }
+            (b"EXAT", Some(t)) if !persist && !other_time(b"EXAT") => {
+                time = Some((b"EXAT", 1000, true, t));
+                i += 1;
+            }
+            (b"PXAT", Some(t)) if !persist && !other_time(b"PXAT") => {
+                time = Some((b"PXAT", 1, true, t));
+                i += 1;
+            }
+            _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+        }
+        i += 1;
+    }
+    let expiry = match time {
+        Some((_, unit, absolute, t)) => match expire_at(t, unit, absolute, "getex") {
+            Ok(at) => GetExpiry::At(at),
+            Err(msg) => GetExpiry::Invalid(msg),
+        },
+        None if persist => GetExpiry::Persist,
+        None => GetExpiry::Keep,
+    };
+    let op = Op::GetEx {
+        key: args[1].into(),
+        expiry,
+    };
+    route_one(c, router, args[1], op);
+}
+
+/// `MSETNX key value [key value ...]`: one request to the poller that
+/// owns every key, which sets all or none of them at once; keys on
+/// different pollers get Redis Cluster's `-CROSSSLOT`.
+fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    if args.len() % 2 == 0 {
+        return c.reply(|o| resp::error(o, &strings::wrong_arity("msetnx")));
+    }
+    for pair in args[1..].chunks(2) {
+        if !within_limits(c, router, pair[0], pair[1]) {
+            return;
+        }
+    }
+    let partitions = router.shared.sb.partitions;
+    let pairs: Vec<KeyValue> = (args[1..].chunks(2))
+        .map(|pair| {
+            let hash = KeyHash::of(pair[0]);
+            KeyValue {
+                pid: hash.partition(partitions),
+                hash,
+                key: pair[0].into(),
+                value: pair[1].into(),
+            }
+        })
+        .collect();
+    let poller = router.shared.poller_of(pairs[0].pid);
+    if pairs
+        .iter()
+        .any(|p| router.shared.poller_of(p.pid) != poller)
+    {
+        return c.reply(|o| resp::error(o, strings::CROSSSLOT));
+    }
+    let key = args[1];
+    let op = Op::MsetNx {
+        pairs,
+        claimed: Vec::new(),
+    };
+    route_one(c, router, key, op);
 }

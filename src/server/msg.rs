@@ -52,12 +52,85 @@ pub enum Op {
         key: Box<[u8]>,
         at_ms: u64,
         persist: bool,
+        /// EXPIRE's NX | XX | GT | LT.
+        cond: ExpireIf,
     },
     /// Time to live, in ms or in s.
     Ttl { key: Box<[u8]>, ms: bool },
     /// Add `by` to the integer the key holds (a missing key holds 0),
     /// keeping its TTL: INCR, DECR, INCRBY, DECRBY.
     IncrBy { key: Box<[u8]>, by: i64 },
+
+    // Strings and TTLs: the commands that read a value, or read and
+    // rewrite it, to change part of it.
+    /// Add the number `by` (as written by the client) to the number the
+    /// key holds, as Redis's `long double` (INCRBYFLOAT); the TTL stays.
+    IncrByFloat { key: Box<[u8]>, by: Box<[u8]> },
+    /// Append to the value (a missing key holds ""); the TTL stays.
+    Append { key: Box<[u8]>, value: Box<[u8]> },
+    /// The length of the value (STRLEN).
+    Strlen { key: Box<[u8]> },
+    /// The bytes of the value from `start` to `end`, both included, with
+    /// Redis's negative indexes (GETRANGE, SUBSTR).
+    GetRange {
+        key: Box<[u8]>,
+        start: i64,
+        end: i64,
+    },
+    /// Overwrite the value from `offset`, padding with zero bytes
+    /// (SETRANGE); the TTL stays.
+    SetRange {
+        key: Box<[u8]>,
+        offset: u64,
+        value: Box<[u8]>,
+    },
+    /// The value, and a change of its expiry (GETEX).
+    GetEx { key: Box<[u8]>, expiry: GetExpiry },
+    /// Set every key, or none when any exists (MSETNX): the keys are all
+    /// this poller's. `claimed`: keys whose requests wait for this one.
+    MsetNx {
+        pairs: Vec<KeyValue>,
+        claimed: Vec<u64>,
+    },
+    /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
+    ExpireTime { key: Box<[u8]>, ms: bool },
+}
+
+/// One key of a multi-key write, with where it lives.
+#[derive(Debug)]
+pub struct KeyValue {
+    pub hash: KeyHash,
+    pub pid: u32,
+    pub key: Box<[u8]>,
+    pub value: Box<[u8]>,
+}
+
+/// EXPIRE's conditions (Redis allows XX with GT or LT; NX alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpireIf {
+    /// Only if the key has no expiry.
+    pub nx: bool,
+    /// Only if it has one.
+    pub xx: bool,
+    /// Only if the new expiry is later (no expiry counts as infinite).
+    pub gt: bool,
+    /// Only if the new expiry is earlier.
+    pub lt: bool,
+}
+
+/// What GETEX does to the expiry of the key it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetExpiry {
+    /// Nothing (no option).
+    Keep,
+    /// PERSIST.
+    Persist,
+    /// EX | PX | EXAT | PXAT: this absolute time in ms (at or before now
+    /// deletes the key).
+    At(u64),
+    /// A time Redis refuses, but only once it has found the key: the
+    /// error to answer then.
+    Invalid(String),
 }
 
 impl Op {
@@ -70,7 +143,15 @@ impl Op {
             | Op::Del { key }
             | Op::Expire { key, .. }
             | Op::Ttl { key, .. }
-            | Op::IncrBy { key, .. } => Some(key),
+            | Op::IncrBy { key, .. }
+            | Op::IncrByFloat { key, .. }
+            | Op::Append { key, .. }
+            | Op::Strlen { key }
+            | Op::GetRange { key, .. }
+            | Op::SetRange { key, .. }
+            | Op::GetEx { key, .. }
+            | Op::ExpireTime { key, .. } => Some(key),
+            Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Exists => None,
         }
     }
@@ -85,6 +166,13 @@ impl Op {
             Op::Expire { .. }
                 | Op::GetDel { .. }
                 | Op::IncrBy { .. }
+                | Op::IncrByFloat { .. }
+                | Op::Append { .. }
+                | Op::SetRange { .. }
+                | Op::GetEx {
+                    expiry: GetExpiry::Persist | GetExpiry::At(_),
+                    ..
+                }
                 | Op::Set {
                     reply: SetReply::Old,
                     ..

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::msg::{ConnRef, Op, Reply, Request, Response, SetReply};
+use super::float::LongDouble;
+use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply};
 use super::{PollMode, Shared};
 use crate::format::{align_down, align_up, decode_record, Record};
 use crate::index::Entry;
@@ -392,6 +393,9 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
+        if matches!(req.op, Op::MsetNx { .. }) {
+            return self.msetnx_when_free(req);
+        }
         if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
             waiting.push_back(req);
             return;
@@ -402,7 +406,11 @@ impl<E: Engine> Poller<E> {
     /// Serves one request now.
     pub(super) fn handle_now(&mut self, req: Request) {
         let hit = self.ks.lookup(req.pid, &req.hash);
-        if hit.is_some() && matches!(req.op, Op::Get { .. }) {
+        let read = matches!(
+            req.op,
+            Op::Get { .. } | Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. }
+        );
+        if hit.is_some() && read {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
@@ -434,6 +442,9 @@ impl<E: Engine> Poller<E> {
             (Op::Get { .. } | Op::Ttl { .. } | Op::Expire { .. }, Some(entry)) => {
                 self.fetch(req, entry)
             }
+            (Op::MsetNx { .. }, _) => self.msetnx(req),
+            (_, None) => self.strings(req, None),
+            (_, Some(entry)) => self.fetch(req, entry),
         }
     }
 
@@ -559,6 +570,9 @@ impl<E: Engine> Poller<E> {
             if matches!(req.op, Op::IncrBy { .. }) {
                 return self.incr(req, None);
             }
+            if is_strings_op(&req.op) {
+                return self.strings(req, None);
+            }
             self.stats().misses.fetch_add(1, Relaxed);
             let reply = match req.op {
                 Op::Get { .. } => Reply::Nil,
@@ -607,7 +621,8 @@ impl<E: Engine> Poller<E> {
                 resp::bulk(&mut out, rec.value);
                 self.delete(req, Reply::Encoded(out))
             }
-            Op::Del { .. } | Op::Exists => unreachable!("not fetched"),
+            Op::Del { .. } | Op::Exists | Op::MsetNx { .. } => unreachable!("not fetched"),
+            _ => self.strings(req, Some((rec.value, rec.meta.expire_ms))),
         }
     }
 
@@ -709,6 +724,17 @@ impl<E: Engine> Poller<E> {
         if persist && rec.meta.expire_ms == 0 {
             return self.reply(&req, Reply::Int(0));
         }
+        if let Op::Expire { cond, .. } = &req.op {
+            // Redis's order; no expiry counts as an infinite one.
+            let cur = rec.meta.expire_ms;
+            let refused = (cond.nx && cur != 0)
+                || (cond.xx && cur == 0)
+                || (cond.gt && (cur == 0 || at_ms <= cur))
+                || (cond.lt && cur != 0 && at_ms >= cur);
+            if refused {
+                return self.reply(&req, Reply::Int(0));
+            }
+        }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.ks.now_ms() {
             self.ks.write(req.pid, &req.hash, &key, &[], 0, true)
@@ -745,14 +771,21 @@ impl<E: Engine> Poller<E> {
                     None => return,
                 }
             }
-            Err(WriteError::Full) => {
+            Err(e) => self.refusal(e),
+        };
+        self.reply(&req, reply);
+    }
+
+    /// The reply to a write the keyspace refused.
+    fn refusal(&self, e: WriteError) -> Reply {
+        match e {
+            WriteError::Full => {
                 self.stats().writes_refused.fetch_add(1, Relaxed);
                 Reply::Error(super::strings::STORE_FULL.into())
             }
-            Err(WriteError::TooLarge) => Reply::Error(super::strings::RECORD_TOO_LARGE.into()),
-            Err(e @ WriteError::Index(_)) => Reply::Error(format!("ERR {e}")),
-        };
-        self.reply(&req, reply);
+            WriteError::TooLarge => Reply::Error(super::strings::RECORD_TOO_LARGE.into()),
+            e @ WriteError::Index(_) => Reply::Error(format!("ERR {e}")),
+        }
     }
 
     /// Replies to the writers whose commits completed or failed.
@@ -833,6 +866,173 @@ impl<E: Engine> Poller<E> {
         }
     }
 
+    // Strings and TTLs.
+
+    /// The commands that read a value and may rewrite it: `cur` is the
+    /// key's value and expiry, `None` when it is missing.
+    fn strings(&mut self, req: Request, cur: Option<(&[u8], u64)>) {
+        use super::strings as text;
+        let read = matches!(
+            req.op,
+            Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. }
+        );
+        if read {
+            let st = self.stats();
+            match cur {
+                Some(_) => st.hits.fetch_add(1, Relaxed),
+                None => st.misses.fetch_add(1, Relaxed),
+            };
+        }
+        let bulk = |v: &[u8]| {
+            let mut out = Vec::with_capacity(v.len() + 16);
+            resp::bulk(&mut out, v);
+            Reply::Encoded(out)
+        };
+        let max_value = self.shared.cfg.conns.max_value_size;
+        // The new value, its expiry, and the reply once it is written.
+        let (value, expire, ok) = match (&req.op, cur) {
+            (Op::Strlen { .. }, cur) => {
+                let len = cur.map_or(0, |(v, _)| v.len());
+                return self.reply(&req, Reply::Int(len as i64));
+            }
+            (Op::GetRange { start, end, .. }, cur) => {
+                let v = cur.map_or(&[][..], |(v, _)| v);
+                return self.reply(&req, bulk(range(v, *start, *end)));
+            }
+            (Op::ExpireTime { ms, .. }, cur) => {
+                let reply = match cur {
+                    None => -2,
+                    Some((_, 0)) => -1,
+                    Some((_, at)) if *ms => at as i64,
+                    // Redis's rounding (unsigned, as its build computes it:
+                    // no wrap at the top).
+                    Some((_, at)) => (at.saturating_add(500) / 1000) as i64,
+                };
+                return self.reply(&req, Reply::Int(reply));
+            }
+            (Op::GetEx { .. }, None) => return self.reply(&req, Reply::Nil),
+            (Op::GetEx { expiry, .. }, Some((v, exp))) => match expiry {
+                GetExpiry::Keep => return self.reply(&req, bulk(v)),
+                GetExpiry::Invalid(msg) => {
+                    let msg = msg.clone();
+                    return self.reply(&req, Reply::Error(msg));
+                }
+                GetExpiry::Persist if exp == 0 => return self.reply(&req, bulk(v)),
+                GetExpiry::Persist => (v.to_vec(), 0, bulk(v)),
+                &GetExpiry::At(at) if at <= self.ks.now_ms() => {
+                    let reply = bulk(v);
+                    return self.delete(req, reply);
+                }
+                &GetExpiry::At(at) => (v.to_vec(), at, bulk(v)),
+            },
+            (Op::Append { value, .. }, cur) => {
+                let (old, exp) = cur.unwrap_or((&[], 0));
+                let len = old.len() + value.len();
+                if len as u64 > max_value {
+                    let msg = text::value_too_large(len, max_value);
+                    return self.reply(&req, Reply::Error(msg));
+                }
+                let new = [old, value].concat();
+                (new, exp, Reply::Int(len as i64))
+            }
+            (Op::SetRange { offset, value, .. }, cur) => {
+                let (old, exp) = cur.unwrap_or((&[], 0));
+                if value.is_empty() {
+                    // Nothing to write: a missing key stays missing.
+                    return self.reply(&req, Reply::Int(old.len() as i64));
+                }
+                let at = *offset as usize;
+                let mut new = old.to_vec();
+                new.resize(new.len().max(at + value.len()), 0);
+                new[at..at + value.len()].copy_from_slice(value);
+                let len = new.len() as i64;
+                (new, exp, Reply::Int(len))
+            }
+            (Op::IncrByFloat { by, .. }, cur) => {
+                let (old, exp) = match cur {
+                    None => (Some(LongDouble::from_i64(0)), 0),
+                    Some((v, exp)) => (LongDouble::parse(v), exp),
+                };
+                let (Some(old), Some(by)) = (old, LongDouble::parse(by)) else {
+                    return self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into()));
+                };
+                let sum = old.add(by).filter(LongDouble::is_finite);
+                let Some(sum) = sum else {
+                    return self.reply(&req, Reply::Error(text::FLOAT_NAN_OR_INF.into()));
+                };
+                let new = sum.to_redis_string().into_bytes();
+                let reply = bulk(&new);
+                (new, exp, reply)
+            }
+            _ => unreachable!("not a strings op: {:?}", req.op),
+        };
+        // GETEX only changes an expiry: no new data for maxmemory.
+        if !matches!(req.op, Op::GetEx { .. }) && self.refused_over_maxmemory(&req) {
+            return;
+        }
+        let key = req.op.key().expect("keyed op").to_vec();
+        let result = self
+            .ks
+            .write(req.pid, &req.hash, &key, &value, expire, false);
+        self.acknowledge(req, result, ok);
+    }
+
+    /// MSETNX: waits until none of its keys has a read-modify-write in
+    /// flight, holding back the requests for its other keys meanwhile (so
+    /// that a request sent after it never runs before it), then runs.
+    fn msetnx_when_free(&mut self, mut req: Request) {
+        let Op::MsetNx { pairs, claimed } = &mut req.op else {
+            unreachable!()
+        };
+        let blocked = (pairs.iter().map(|p| p.hash.tag))
+            .find(|t| self.busy.contains_key(t) && !claimed.contains(t));
+        let Some(blocked) = blocked else {
+            let claimed = std::mem::take(claimed);
+            self.handle_now(req);
+            for tag in claimed {
+                self.release(tag);
+            }
+            return;
+        };
+        for p in pairs.iter() {
+            let tag = p.hash.tag;
+            if let std::collections::hash_map::Entry::Vacant(e) = self.busy.entry(tag) {
+                e.insert(VecDeque::new());
+                claimed.push(tag);
+            }
+        }
+        self.busy
+            .get_mut(&blocked)
+            .expect("busy key")
+            .push_back(req);
+    }
+
+    /// MSETNX once its keys are free: all set in this turn (one commit
+    /// carries them) or none, when any exists. A write the store refuses
+    /// is answered at once rather than deferred, and may leave the keys
+    /// before it set.
+    fn msetnx(&mut self, req: Request) {
+        let Op::MsetNx { pairs, .. } = &req.op else {
+            unreachable!()
+        };
+        if pairs
+            .iter()
+            .any(|p| self.ks.lookup(p.pid, &p.hash).is_some())
+        {
+            return self.reply(&req, Reply::Int(0));
+        }
+        if self.refused_over_maxmemory(&req) {
+            return;
+        }
+        for p in pairs {
+            if let Err(e) = self.ks.write(p.pid, &p.hash, &p.key, &p.value, 0, false) {
+                let reply = self.refusal(e);
+                return self.reply(&req, reply);
+            }
+        }
+        self.acknowledge(req, Ok(()), Reply::Int(1));
+    }
+
     /// Finishes in-flight I/O, commits every write and erases the emptied
     /// segments, then flushes the index and marks it clean.
     fn shutdown(mut self) -> Result<()> {
@@ -862,4 +1062,34 @@ impl<E: Engine> Poller<E> {
         }
         self.ks.mark_clean().context("marking the index clean")
     }
+}
+
+/// The operations [`Poller::strings`] serves.
+fn is_strings_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::IncrByFloat { .. }
+            | Op::Append { .. }
+            | Op::Strlen { .. }
+            | Op::GetRange { .. }
+            | Op::SetRange { .. }
+            | Op::GetEx { .. }
+            | Op::ExpireTime { .. }
+    )
+}
+
+/// GETRANGE's bytes of `v`, from `start` to `end` included: negative
+/// indexes count from the end, and the range is clamped to the value, as
+/// Redis 7.0 does.
+fn range(v: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    let start = if start < 0 { len + start } else { start }.max(0);
+    let end = if end < 0 { len + end } else { end }.max(0).min(len - 1);
+    if start > end || len == 0 {
+        return &[];
+    }
+    &v[start as usize..=end as usize]
 }

@@ -170,6 +170,34 @@ pub(super) const RECORD_TOO_LARGE: &str = "ERR record larger than a segment";
 /// INCR and its kin on a value that would overflow.
 pub(super) const INCR_OVERFLOW: &str = "ERR increment or decrement would overflow";
 
+// Strings and TTLs.
+
+/// INCRBYFLOAT of a value or an increment that is not a number.
+pub(super) const NOT_A_FLOAT: &str = "ERR value is not a valid float";
+/// INCRBYFLOAT whose sum is not finite.
+pub(super) const FLOAT_NAN_OR_INF: &str = "ERR increment would produce NaN or Infinity";
+/// SETRANGE at a negative offset.
+pub(super) const OFFSET_OUT_OF_RANGE: &str = "ERR offset is out of range";
+/// APPEND or SETRANGE past Redis's `proto-max-bulk-len` (512 MiB).
+pub(super) const STRING_TOO_LONG: &str =
+    "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+/// EXPIRE … NX with XX, GT or LT.
+pub(super) const EXPIRE_NX_AND_OTHERS: &str =
+    "ERR NX and XX, GT or LT options at the same time are not compatible";
+/// EXPIRE … GT LT.
+pub(super) const EXPIRE_GT_AND_LT: &str =
+    "ERR GT and LT options at the same time are not compatible";
+/// Redis Cluster's answer to a multi-key command whose keys are on
+/// different pollers (MSETNX).
+pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// An EXPIRE option that is none of NX, XX, GT, LT (Redis prints it as a
+/// C string: up to a NUL).
+pub(super) fn unsupported_option(opt: &[u8]) -> String {
+    let opt = &opt[..opt.iter().position(|&b| b == 0).unwrap_or(opt.len())];
+    format!("ERR Unsupported option {}", String::from_utf8_lossy(opt))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,19 @@ pub(super) enum Cmd {
     Hello,
     Time,
     Lastsave,
+    // Strings and TTLs.
+    Incrbyfloat,
+    Append,
+    Strlen,
+    Getrange,
+    Substr,
+    Setrange,
+    Getex,
+    Msetnx,
+    Expireat,
+    Pexpireat,
+    Expiretime,
+    Pexpiretime,
 }
 
 /// One entry of the table.
@@ -99,8 +112,8 @@ pub(super) const COMMANDS: &[Spec] = &[
     spec(Cmd::Set, "SET", -3),
     spec(Cmd::Mset, "MSET", -3),
     spec(Cmd::Del, "DEL", -2),
-    spec(Cmd::Expire, "EXPIRE", 3),
-    spec(Cmd::Pexpire, "PEXPIRE", 3),
+    spec(Cmd::Expire, "EXPIRE", -3),
+    spec(Cmd::Pexpire, "PEXPIRE", -3),
     spec(Cmd::Ttl, "TTL", 2),
     spec(Cmd::Pttl, "PTTL", 2),
     spec(Cmd::Persist, "PERSIST", 2),
@@ -125,6 +138,19 @@ pub(super) const COMMANDS: &[Spec] = &[
     },
     spec(Cmd::Time, "TIME", 1),
     spec(Cmd::Lastsave, "LASTSAVE", 1),
+    // Strings and TTLs.
+    spec(Cmd::Incrbyfloat, "INCRBYFLOAT", 3),
+    spec(Cmd::Append, "APPEND", 3),
+    spec(Cmd::Strlen, "STRLEN", 2),
+    spec(Cmd::Getrange, "GETRANGE", 4),
+    spec(Cmd::Substr, "SUBSTR", 4),
+    spec(Cmd::Setrange, "SETRANGE", 4),
+    spec(Cmd::Getex, "GETEX", -2),
+    spec(Cmd::Msetnx, "MSETNX", -3),
+    spec(Cmd::Expireat, "EXPIREAT", -3),
+    spec(Cmd::Pexpireat, "PEXPIREAT", -3),
+    spec(Cmd::Expiretime, "EXPIRETIME", 2),
+    spec(Cmd::Pexpiretime, "PEXPIRETIME", 2),
 ];
 
 /// Commands nvkv refuses on purpose, with what it says instead of

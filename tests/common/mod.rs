@@ -428,3 +428,42 @@ impl RealRedis {
             .unwrap()
     }
 }
+
+/// A plain connection for comparing replies byte for byte: each call
+/// sends a command and an `ECHO` of a marker, and returns the bytes that
+/// came before the marker's reply (the command's whole reply, whatever its
+/// type).
+pub struct RawConn {
+    stream: std::net::TcpStream,
+}
+
+const RAW_MARKER: &[u8] = b"\x00end-of-reply\x00";
+
+impl RawConn {
+    pub fn connect(addr: impl std::net::ToSocketAddrs) -> RawConn {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawConn { stream }
+    }
+
+    pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let mut req = encode(args);
+        req.extend(encode(&[b"ECHO", RAW_MARKER]));
+        self.stream.write_all(&req).expect("send");
+        let mut tail = format!("${}\r\n", RAW_MARKER.len()).into_bytes();
+        tail.extend_from_slice(RAW_MARKER);
+        tail.extend_from_slice(b"\r\n");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !got.ends_with(&tail) {
+            let n = self.stream.read(&mut buf).expect("read a reply");
+            assert!(n > 0, "connection closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.truncate(got.len() - tail.len());
+        got
+    }
+}
