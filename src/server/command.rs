@@ -717,10 +717,6 @@ fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
 }
 
 /// The server's key in the client registry.
-fn server_key(router: &Router) -> usize {
-    std::ptr::from_ref(router.shared) as usize
-}
-
 /// One connection as CLIENT LIST and CLIENT INFO show it: Redis's fields
 /// that nvkv knows, in Redis's order (those it cannot know, such as the
 /// query buffer of a connection on another thread, are left out).
@@ -764,7 +760,7 @@ fn client_type(t: &[u8]) -> Option<bool> {
 
 /// `CLIENT LIST [TYPE type] [ID id ...]`.
 fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
-    let all = ClientInfo::all(server_key(router));
+    let all = router.shared.clients.all();
     let chosen: Vec<&ClientInfo> = match args {
         [_, _] => all.iter().map(|a| &**a).collect(),
         [_, _, opt, t] if opt.eq_ignore_ascii_case(b"TYPE") => match client_type(t) {
@@ -840,7 +836,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     }
     let mut killed = 0;
     let me = c.info.id;
-    for ci in ClientInfo::all(server_key(router)) {
+    for ci in router.shared.clients.all() {
         let chosen = !none
             && id.is_none_or(|id| ci.id == id)
             && addr.is_none_or(|a| ci.addr.as_bytes() == a)
@@ -853,7 +849,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         if ci.id == me {
             c.closing = true;
         } else {
-            ci.kill();
+            router.shared.clients.kill(&ci);
             router.shared.conns[ci.thread].ring();
         }
     }
@@ -927,7 +923,7 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
                                 })
                             })
                         }
-                        b"PATTERN" => Box::new(|n| table::glob(what, n.as_bytes())),
+                        b"PATTERN" => Box::new(|n| super::pattern::glob(what, n.as_bytes())),
                         _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
                     }
                 }

@@ -465,10 +465,8 @@ pub(super) const NO_TOUCH: u8 = 2;
 /// A connection as CLIENT LIST shows it.
 #[derive(Debug)]
 pub(super) struct ClientInfo {
-    /// CLIENT ID: unique in the process, never reused.
+    /// CLIENT ID: unique in the server, never reused.
     pub id: u64,
-    /// The server it belongs to (the address of its shared state).
-    pub server: usize,
     /// Its connection thread.
     pub thread: usize,
     /// Peer and local address, `ip:port` (`/unixsocket:0` on the Unix
@@ -495,24 +493,28 @@ pub(super) struct ClientInfo {
     pub killed: AtomicBool,
 }
 
-static CLIENTS: Mutex<BTreeMap<u64, Arc<ClientInfo>>> = Mutex::new(BTreeMap::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// Counts CLIENT KILLs: a connection thread that sees it change looks for
-/// its connections marked `killed`.
-pub(super) static KILLS: AtomicU64 = AtomicU64::new(0);
+/// The server's connections, as CLIENT LIST and CLIENT KILL see them.
+#[derive(Debug, Default)]
+pub(super) struct Clients {
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// The last CLIENT ID given.
+    last_id: AtomicU64,
+    /// Counts CLIENT KILLs: a connection thread that sees it change looks
+    /// for its connections marked `killed`.
+    kills: AtomicU64,
+}
 
-impl ClientInfo {
-    /// A new connection of server `server` on thread `thread`, registered.
+impl Clients {
+    /// A new connection on thread `thread`, registered.
     pub(super) fn register(
-        server: usize,
+        &self,
         thread: usize,
         addr: String,
         laddr: String,
         fd: i32,
     ) -> Arc<ClientInfo> {
         let info = Arc::new(ClientInfo {
-            id: NEXT_ID.fetch_add(1, Relaxed),
-            server,
+            id: self.last_id.fetch_add(1, Relaxed) + 1,
             thread,
             addr,
             laddr,
@@ -526,29 +528,37 @@ impl ClientInfo {
             mem: AtomicU64::new(0),
             killed: AtomicBool::new(false),
         });
-        lock_clients().insert(info.id, Arc::clone(&info));
+        self.lock().insert(info.id, Arc::clone(&info));
         info
     }
 
-    /// Takes a closed connection out of the registry.
-    pub(super) fn unregister(&self) {
-        lock_clients().remove(&self.id);
+    /// Takes a closed connection out.
+    pub(super) fn unregister(&self, info: &ClientInfo) {
+        self.lock().remove(&info.id);
     }
 
-    /// The connections of server `server`, oldest first.
-    pub(super) fn all(server: usize) -> Vec<Arc<ClientInfo>> {
-        (lock_clients().values())
-            .filter(|c| c.server == server)
-            .cloned()
-            .collect()
+    /// Every connection, oldest first.
+    pub(super) fn all(&self) -> Vec<Arc<ClientInfo>> {
+        self.lock().values().cloned().collect()
     }
 
-    /// Marks it for its thread to close.
-    pub(super) fn kill(&self) {
-        self.killed.store(true, Relaxed);
-        KILLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Marks `info` for its thread to close.
+    pub(super) fn kill(&self, info: &ClientInfo) {
+        info.killed.store(true, Relaxed);
+        self.kills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// CLIENT KILLs so far.
+    pub(super) fn kills(&self) -> u64 {
+        self.kills.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientInfo {
     pub(super) fn has(&self, flag: u8) -> bool {
         self.flags.load(Relaxed) & flag != 0
     }
@@ -571,8 +581,4 @@ impl ClientInfo {
     pub(super) fn name(&self) -> Box<[u8]> {
         self.name.lock().map(|n| n.clone()).unwrap_or_default()
     }
-}
-
-fn lock_clients() -> std::sync::MutexGuard<'static, BTreeMap<u64, Arc<ClientInfo>>> {
-    CLIENTS.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Token};
 
-use super::conn::{ClientInfo, Conn, ConnLimits, KILLS, NO_EVICT};
+use super::conn::{Conn, ConnLimits, NO_EVICT};
 use super::msg::{ConnRef, Response};
 use super::router::Router;
 use super::stream::Stream;
@@ -52,7 +52,7 @@ struct Thread<'a> {
     spin: Duration,
     /// `--timeout`, when set.
     idle_timeout: Option<Duration>,
-    /// CLIENT KILLs seen ([`KILLS`]).
+    /// CLIENT KILLs seen (`Clients::kills`).
     kills_seen: u64,
 }
 
@@ -277,7 +277,7 @@ impl Thread<'_> {
             gen: self.gens[slot as usize],
         };
         let (addr, laddr, fd) = place;
-        let info = ClientInfo::register(self.server_key(), self.id, addr, laddr, fd);
+        let info = self.shared.clients.register(self.id, addr, laddr, fd);
         self.conns[slot as usize] = Some(Conn::new(
             stream,
             me,
@@ -291,15 +291,10 @@ impl Thread<'_> {
         self.schedule(slot);
     }
 
-    /// This server, as the client registry tells servers apart.
-    fn server_key(&self) -> usize {
-        std::ptr::from_ref(self.shared) as usize
-    }
-
     /// Closes the connections CLIENT KILL marked (no reply owed to them is
     /// written, as Redis closes a killed client at once).
     fn close_killed(&mut self) {
-        let kills = KILLS.load(Ordering::SeqCst);
+        let kills = self.shared.clients.kills();
         if kills == self.kills_seen {
             return;
         }
@@ -450,7 +445,7 @@ impl Thread<'_> {
             .client_memory
             .fetch_sub(c.charged as u64, Relaxed);
         c.deregister(self.poll.registry());
-        c.info.unregister();
+        self.shared.clients.unregister(&c.info);
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
         self.shared.conn_stats[self.id]

@@ -13,6 +13,7 @@ mod float;
 mod info;
 mod metrics;
 pub mod msg;
+mod pattern;
 mod poller;
 mod replies;
 mod router;
@@ -308,6 +309,8 @@ fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
 /// What every server thread shares.
 struct Shared {
     cfg: config::ServeConfig,
+    /// The connections, for CLIENT LIST and CLIENT KILL.
+    clients: conn::Clients,
     /// The store's directory.
     path: PathBuf,
     eviction: Arc<store::evict::Settings>,
@@ -618,6 +621,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             args.maxmemory_samples,
         )),
         cfg: config::ServeConfig::new(&args),
+        clients: conn::Clients::default(),
         path: args.path.clone(),
     });
 

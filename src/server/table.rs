@@ -573,48 +573,6 @@ fn int_pair(o: &mut Vec<u8>, k: &str, v: i32) {
     resp::int(o, v as i64);
 }
 
-/// Redis's glob match (`*`, `?`, `[...]`, `\`), case-insensitive, as
-/// `COMMAND LIST FILTERBY PATTERN` uses it.
-pub(super) fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(b'['), Some(&c)) => {
-            let Some(end) = p.iter().skip(1).position(|&b| b == b']') else {
-                return false;
-            };
-            let class = &p[1..1 + end];
-            let (neg, class) = match class.first() {
-                Some(b'^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let c = c.to_ascii_lowercase();
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    let (a, b) = (
-                        class[i].to_ascii_lowercase(),
-                        class[i + 2].to_ascii_lowercase(),
-                    );
-                    hit |= (a.min(b)..=a.max(b)).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= class[i].to_ascii_lowercase() == c;
-                    i += 1;
-                }
-            }
-            hit != neg && glob(&p[2 + end..], &s[1..])
-        }
-        (Some(b'\\'), Some(&c)) if p.len() > 1 => {
-            p[1].eq_ignore_ascii_case(&c) && glob(&p[2..], &s[1..])
-        }
-        (Some(&a), Some(&b)) => a.eq_ignore_ascii_case(&b) && glob(&p[1..], &s[1..]),
-        _ => false,
-    }
-}
-
 /// CLIENT's subcommands from Redis 7.2, which 7.0 lacks.
 const CLIENT_NO_TOUCH: Meta = Meta {
     flags: &["noscript", "loading", "stale"],
@@ -746,7 +704,10 @@ mod tests {
         assert_eq!(list.name, "client|list");
         assert_eq!(meta_of(b"mset").unwrap().key_positions(5), [1, 3]);
         assert!(refused(b"evalsha").is_some() && lookup(b"EVAL").is_none());
-        assert!(glob(b"cl*", b"client|list") && !glob(b"x*", b"client"));
+        assert!(
+            super::super::pattern::glob(b"cl*", b"client|list")
+                && !super::super::pattern::glob(b"x*", b"client")
+        );
     }
 
     #[test]
