@@ -3,9 +3,10 @@
 //! An engine queues reads, writes and flushes, sends the whole batch to the
 //! device in one [`Engine::submit`] (one `io_uring_enter`, one `io_submit`,
 //! or one SPDK doorbell), and hands completions back from [`Engine::reap`].
-//! Buffers are engine-allocated ([`Engine::alloc`]): aligned for `O_DIRECT`,
-//! registered with io_uring where that helps, DMA-capable for SPDK. A buffer
-//! in flight belongs to the engine and comes back with its completion.
+//! Buffers are engine-allocated ([`Engine::alloc`], which can fail):
+//! aligned for `O_DIRECT`, registered with io_uring where that helps,
+//! DMA-capable for SPDK. A buffer in flight belongs to the engine and comes
+//! back with its completion; dropped, it goes back to the engine's pool.
 
 mod aio;
 mod buf;
@@ -92,10 +93,11 @@ pub trait Engine {
     fn block_size(&self) -> u32;
     /// Bytes addressable on the device.
     fn capacity(&self) -> u64;
-    /// An aligned buffer of at least `len` bytes, with `len()` == `len`.
-    fn alloc(&mut self, len: usize) -> IoBuf;
-    /// Gives a buffer back to the engine's pool.
-    fn free(&mut self, buf: IoBuf);
+    /// An aligned buffer of at least `len` bytes, with `len()` == `len`,
+    /// from the engine's pool when one fits: dropped, it goes back there.
+    /// `Err` when the engine's memory is exhausted (SPDK's DMA memory):
+    /// the caller fails or postpones what needed the buffer.
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf>;
     /// Queues a read of `buf.len()` bytes at `off`. Nothing reaches the
     /// device before [`Engine::submit`]. `Err` hands the buffer back when the
     /// engine is at its depth limit.
@@ -246,11 +248,8 @@ impl Engine for AnyEngine {
     fn capacity(&self) -> u64 {
         dispatch!(self, e => e.capacity())
     }
-    fn alloc(&mut self, len: usize) -> IoBuf {
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
         dispatch!(self, e => e.alloc(len))
-    }
-    fn free(&mut self, buf: IoBuf) {
-        dispatch!(self, e => e.free(buf))
     }
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         dispatch!(self, e => e.read(off, buf, tag))

@@ -7,7 +7,8 @@
 //! `spdk_nvme_qpair_process_completions`. Over PCIe nothing on this path
 //! enters the kernel: a submission is a doorbell write, a completion a read
 //! of the completion queue in memory. I/O buffers are DMA memory from SPDK's
-//! allocator, kept in a per-poller pool.
+//! allocator, kept in per-poller pools they go back to when dropped; an
+//! allocation SPDK cannot serve is an error, for the caller to answer.
 //!
 //! The environment (hugepages, or a fixed amount of ordinary memory in
 //! no-huge mode) starts once, at the first attach, with a core mask from the
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use spdk_sys as sys;
 
+use super::buf::BufPool;
 use super::{Completion, Engine, EventFd, IoBuf, Slots, ALIGN};
 
 /// Size of each pooled DMA buffer; larger requests get their own.
@@ -659,8 +661,10 @@ pub struct Spdk {
     /// Filled by `on_complete`; owned here (Box::into_raw), freed in Drop.
     reaped: *mut Vec<(u32, bool)>,
     ctx: Box<[SlotCtx]>,
-    pool: Vec<IoBuf>,
-    big: Vec<IoBuf>,
+    /// DMA buffers of `POOL_BUF` bytes, and larger ones (segments,
+    /// recovery reads); dropped, a buffer goes back to its pool.
+    pool: Arc<BufPool>,
+    big: Arc<BufPool>,
     block_size: u32,
     wake_fd: i32,
     failed_since: Option<Instant>,
@@ -678,23 +682,24 @@ impl Spdk {
         let ctx = (0..depth as u32)
             .map(|slot| SlotCtx { reaped, slot })
             .collect();
-        let pool = (0..depth.min(POOL_MAX))
-            .map(|_| dma_buf(POOL_BUF))
-            .collect::<io::Result<_>>();
-        let mut e = Spdk {
+        // Built before the pool is filled: should DMA memory run out, its
+        // Drop frees the queue pair.
+        let e = Spdk {
             ns: Arc::clone(ns),
             qpair,
             slots: Slots::new(depth),
             pending: Vec::with_capacity(depth),
             reaped,
             ctx,
-            pool: Vec::new(),
-            big: Vec::new(),
+            pool: BufPool::new(POOL_MAX),
+            big: BufPool::new(BIG_MAX),
             block_size,
             wake_fd: wake.fd(),
             failed_since: None,
         };
-        e.pool = pool?;
+        for _ in 0..depth.min(POOL_MAX) {
+            drop(dma_buf(POOL_BUF)?.pooled(&e.pool)); // into the pool
+        }
         Ok(e)
     }
 
@@ -753,30 +758,22 @@ impl Engine for Spdk {
         self.ns.size
     }
 
-    fn alloc(&mut self, len: usize) -> IoBuf {
-        let found = if len <= POOL_BUF {
-            self.pool.pop()
-        } else {
-            let i = self
-                .big
-                .iter()
-                .position(|b| b.capacity() >= len && b.capacity() <= 2 * len);
-            i.map(|i| self.big.swap_remove(i))
-        };
-        let mut b =
-            found.unwrap_or_else(|| dma_buf(len.max(POOL_BUF)).unwrap_or_else(|e| panic!("{e}")));
-        b.set_len(len);
-        b
-    }
-
-    fn free(&mut self, buf: IoBuf) {
-        if buf.capacity() == POOL_BUF {
-            if self.pool.len() < POOL_MAX {
-                self.pool.push(buf);
+    /// A pooled DMA buffer, or a new one; `Err` when SPDK's DMA memory is
+    /// exhausted.
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
+        let mut b = if len <= POOL_BUF {
+            match self.pool.pop() {
+                Some(b) => b,
+                None => dma_buf(POOL_BUF)?.pooled(&self.pool),
             }
-        } else if self.big.len() < BIG_MAX {
-            self.big.push(buf);
-        }
+        } else {
+            match self.big.take_fitting(len, 2 * len) {
+                Some(b) => b,
+                None => dma_buf(len)?.pooled(&self.big),
+            }
+        };
+        b.set_len(len);
+        Ok(b)
     }
 
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {

@@ -515,7 +515,10 @@ impl Runner<'_> {
                 let block = ks.block();
                 let start = align_down(e.offset, block);
                 let end = align_up(e.offset + e.len as u64, block);
-                let buf = ks.engine().alloc((end - start) as usize);
+                let buf = ks
+                    .engine()
+                    .alloc((end - start) as usize)
+                    .map_err(|e| format!("no buffer for a read: {e}"))?;
                 let tag = Tag::Read(0).encode();
                 if ks.engine().read(start, buf, tag).is_err() {
                     return Err("no engine slot for a read".into());
@@ -542,9 +545,7 @@ impl Runner<'_> {
                     ks.engine().wait(Duration::from_millis(1));
                 };
                 let at = (e.offset - start) as usize;
-                let bytes = buf[at..at + e.len as usize].to_vec();
-                ks.engine().free(buf);
-                bytes
+                buf[at..at + e.len as usize].to_vec()
             }
         };
         let rec = decode_record(&uuid, &bytes).map_err(|e| format!("key {key}: {e}"))?;
