@@ -11,9 +11,11 @@
 //! allocation SPDK cannot serve is an error, for the caller to answer.
 //!
 //! The environment (hugepages, or a fixed amount of ordinary memory in
-//! no-huge mode) starts once, at the first attach, with a core mask from the
-//! pollers' cores. A background thread services the controller's admin
-//! queue (keep-alives over fabrics, asynchronous events) every 100 ms.
+//! no-huge mode) is started once per process, before the first attach, by
+//! an explicit call ([`super::EnvOptions::start_for`]) that owns its
+//! settings, with a core mask from the pollers' cores. A background thread
+//! services the controller's admin queue (keep-alives over fabrics,
+//! asynchronous events) every 100 ms.
 //! Dropping the last handle on a controller detaches it.
 
 use std::ffi::{c_void, CString};
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use spdk_sys as sys;
 
 use super::buf::BufPool;
-use super::{Completion, Engine, EventFd, IoBuf, Slots, ALIGN};
+use super::{Completion, Engine, EnvOptions, EventFd, IoBuf, Slots, ALIGN};
 
 /// Size of each pooled DMA buffer; larger requests get their own.
 const POOL_BUF: usize = 16 * 1024;
@@ -37,43 +39,34 @@ const POOL_MAX: usize = 1024;
 /// Large buffers (segments, recovery reads) kept for reuse, at most.
 const BIG_MAX: usize = 8;
 
-/// How the SPDK environment starts. Set once, before the first attach.
-#[derive(Debug, Clone, Default)]
-pub struct EnvOptions {
-    /// Memory to reserve, in MiB (DPDK's `-m`); required in no-huge mode.
-    pub mem_mb: Option<u64>,
-    /// Use ordinary pages instead of hugepages (for tests and development:
-    /// only NVMe-oF transports work without hugepages).
-    pub no_huge: bool,
-    /// CPU cores the pollers run on, for the environment's core mask.
-    pub cores: Vec<usize>,
-}
-
-static ENV_OPTIONS: Mutex<Option<EnvOptions>> = Mutex::new(None);
+/// How the environment's start went, once it was asked for.
 static ENV: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Sets how the environment will start; has no effect once it has.
-pub fn configure_env(opts: EnvOptions) {
-    *ENV_OPTIONS.lock().unwrap_or_else(|e| e.into_inner()) = Some(opts);
+/// Starts the environment with `opts`, once per process, for the
+/// namespace at `trid`: a transport ID that does not parse is refused
+/// first, and a PCIe one starts it with PCI device access (`no_pci`
+/// otherwise). Later calls return how the first start went.
+pub(super) fn start_env_for(opts: &EnvOptions, trid: &str) -> io::Result<()> {
+    let pcie = parse_trid(trid)?.trtype == sys::spdk_nvme_transport_type_SPDK_NVME_TRANSPORT_PCIE;
+    let r = ENV.get_or_init(|| start(opts, !pcie));
+    r.clone().map_err(io::Error::other)
 }
 
-fn init_env(no_pci: bool) -> io::Result<()> {
-    let r = ENV.get_or_init(|| {
-        let opts = ENV_OPTIONS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
-        start_env(&opts, no_pci)
-    });
-    r.clone().map_err(io::Error::other)
+/// The environment, when it started; an error saying why not otherwise.
+fn env_started() -> io::Result<()> {
+    match ENV.get() {
+        Some(r) => r.clone().map_err(io::Error::other),
+        None => Err(io::Error::other(
+            "the SPDK environment was not started (EnvOptions::start_for) before an NVMe namespace was opened",
+        )),
+    }
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h: the option after
 /// `mi_option_eager_commit_delay`, 14).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
+fn start(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
     // A busy poller makes no system call, but the allocator would: freed
     // pages go back to the kernel with madvise. Keep them (memory stays at
     // its peak, which the server's limits bound anyway).
@@ -185,34 +178,8 @@ unsafe impl Send for CtrlrPtr {}
 
 impl Controller {
     fn attach(trid_str: &str) -> io::Result<Arc<Self>> {
-        let c = CString::new(trid_str).map_err(|_| invalid("transport ID contains a NUL"))?;
-        let mut trid = sys::spdk_nvme_transport_id::default();
-        // SAFETY: `trid` is a valid struct to fill and `c` a C string.
-        let rc = unsafe { sys::spdk_nvme_transport_id_parse(&mut trid, c.as_ptr()) };
-        if rc != 0 {
-            return Err(invalid(format!(
-                "transport ID {trid_str:?} does not parse ({}); expected e.g. \
-                 'trtype:PCIe traddr:0000:01:00.0' or \
-                 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'",
-                errno_str(rc)
-            )));
-        }
-        // SAFETY: trstring is a NUL-terminated array filled by the parser.
-        let available =
-            unsafe { sys::spdk_nvme_transport_available_by_name(trid.trstring.as_ptr()) };
-        if !available {
-            // SAFETY: as above.
-            let name = unsafe { std::ffi::CStr::from_ptr(trid.trstring.as_ptr()) };
-            return Err(invalid(format!(
-                "transport ID {trid_str:?}: transport {:?} is not available in this SPDK (PCIe, TCP and RDMA are its transports)",
-                name.to_string_lossy()
-            )));
-        }
-        if trid.traddr[0] == 0 {
-            return Err(invalid(format!("transport ID {trid_str:?} has no traddr")));
-        }
-        let pcie = trid.trtype == sys::spdk_nvme_transport_type_SPDK_NVME_TRANSPORT_PCIE;
-        init_env(!pcie)?;
+        let trid = parse_trid(trid_str)?;
+        env_started()?;
         let mut opts = MaybeUninit::<sys::spdk_nvme_ctrlr_opts>::zeroed();
         let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
         // SAFETY: fills `size` bytes of a struct of that size.
@@ -254,6 +221,36 @@ impl Controller {
             admin: Mutex::new(Some(admin)),
         }))
     }
+}
+
+/// Parses and checks the transport ID `trid_str` (no environment needed).
+fn parse_trid(trid_str: &str) -> io::Result<sys::spdk_nvme_transport_id> {
+    let c = CString::new(trid_str).map_err(|_| invalid("transport ID contains a NUL"))?;
+    let mut trid = sys::spdk_nvme_transport_id::default();
+    // SAFETY: `trid` is a valid struct to fill and `c` a C string.
+    let rc = unsafe { sys::spdk_nvme_transport_id_parse(&mut trid, c.as_ptr()) };
+    if rc != 0 {
+        return Err(invalid(format!(
+                "transport ID {trid_str:?} does not parse ({}); expected e.g. \
+                 'trtype:PCIe traddr:0000:01:00.0' or \
+                 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'",
+                errno_str(rc)
+            )));
+    }
+    // SAFETY: trstring is a NUL-terminated array filled by the parser.
+    let available = unsafe { sys::spdk_nvme_transport_available_by_name(trid.trstring.as_ptr()) };
+    if !available {
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr(trid.trstring.as_ptr()) };
+        return Err(invalid(format!(
+                "transport ID {trid_str:?}: transport {:?} is not available in this SPDK (PCIe, TCP and RDMA are its transports)",
+                name.to_string_lossy()
+            )));
+    }
+    if trid.traddr[0] == 0 {
+        return Err(invalid(format!("transport ID {trid_str:?} has no traddr")));
+    }
+    Ok(trid)
 }
 
 impl Drop for Controller {

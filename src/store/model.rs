@@ -27,7 +27,7 @@ use super::keyspace::{self, Keyspace, Tag, WriteError};
 use super::{create_empty, CreateArgs, DirLock, Store};
 use crate::format::{align_down, align_up, decode_record};
 use crate::index::KeyHash;
-use crate::io::{Device, Engine, EventFd, FaultSpec, Faulty, Uring};
+use crate::io::{Device, Engine, EnvOptions, EventFd, FaultSpec, Faulty, Uring};
 
 /// Keys the steps write: few, so that they overwrite each other.
 const KEYS: u8 = 64;
@@ -215,7 +215,8 @@ pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
         partitions: 4,
         ..CreateArgs::default()
     };
-    create_empty(dir, &args).map_err(|e| format!("creating the store: {e}"))?;
+    create_empty(dir, &args, &EnvOptions::default())
+        .map_err(|e| format!("creating the store: {e}"))?;
     let mut r = Runner {
         dir,
         faults,
@@ -243,7 +244,8 @@ pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
 
 impl Runner<'_> {
     fn open(&mut self) -> Result<(), String> {
-        let mut store = Store::open(self.dir).map_err(|e| format!("opening the store: {e}"))?;
+        let mut store = Store::open(self.dir, &EnvOptions::default())
+            .map_err(|e| format!("opening the store: {e}"))?;
         // As the server does before its first write: a crash from here on
         // finds the index dirty and rebuilds it.
         for s in &mut store.shards {
@@ -716,7 +718,7 @@ mod tests {
             partitions: 4,
             ..CreateArgs::default()
         };
-        create_empty(dir.path(), &args).unwrap();
+        create_empty(dir.path(), &args, &EnvOptions::default()).unwrap();
         let mut r = Runner {
             dir: dir.path(),
             faults: None,
