@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use nvkv::bench::{self, BenchArgs};
-use nvkv::server::{self, ServeArgs};
+use nvkv::server::{self, ServeArgs, SpdkArgs};
 use nvkv::store::{self, LoadArgs};
 
 /// Replies are allocated by pollers and freed by connection threads: with
@@ -48,7 +48,12 @@ enum Cmd {
         args: ServeArgs,
     },
     /// Create a store and fill it with N generated records (the original mk_data).
-    Load(LoadArgs),
+    Load {
+        #[command(flatten)]
+        args: LoadArgs,
+        #[command(flatten)]
+        spdk: SpdkArgs,
+    },
     /// Measure a server with GETs (and writes, by workload) of loaded keys.
     Bench(BenchArgs),
     /// Overwrite random loaded keys with random data of the same size.
@@ -59,7 +64,7 @@ enum Cmd {
         #[arg(long)]
         path: std::path::PathBuf,
         #[command(flatten)]
-        spdk: nvkv::io::SpdkArgs,
+        spdk: SpdkArgs,
     },
 }
 
@@ -115,16 +120,14 @@ fn run(cli: Cli) -> Result<()> {
             // Tests and scripts read this line to learn the port.
             println!("nvkv listening on {addr}");
         }),
-        Cmd::Load(args) => {
-            args.spdk.configure(vec![0]);
-            let summary = store::load(&args)?;
+        Cmd::Load { args, spdk } => {
+            let summary = store::load(&args, &spdk.env(vec![0]))?;
             println!("{summary}");
             Ok(())
         }
         Cmd::Bench(args) => finish(bench::run_bench(&args)?, args.json),
         Cmd::Check { path, spdk } => {
-            spdk.configure(vec![0]);
-            let report = store::check(&path)?;
+            let report = store::check(&path, &spdk.env(vec![0]))?;
             println!("{report}");
             if !report.ok() {
                 std::process::exit(2);

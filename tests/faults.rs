@@ -154,3 +154,48 @@ fn a_failed_erasure_fails_no_write_and_is_retried() {
     }
     srv.stop();
 }
+
+/// A buffer allocation that fails (as when SPDK's DMA memory runs out) is
+/// an error reply, not a dead poller: a GET that gets no buffer for its
+/// read is answered with an error and the next one works; a SET whose
+/// commit gets none fails as a failed write does, and nothing of it is
+/// acknowledged or found later, before or after a crash.
+#[test]
+fn a_failed_buffer_allocation_is_an_error_reply_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    set(&mut con, "a", "1").unwrap();
+    srv.stop();
+    // Allocation 1 is the first GET's read buffer, 2 the second's; 3 is
+    // the buffer of the first SET's commit; 4 the second SET's.
+    let srv = with_faults(dir.path(), "alloc-fail@1,alloc-fail@3");
+    let mut con = srv.client();
+    let e = con.get::<_, Option<String>>("a").unwrap_err();
+    assert!(e.to_string().contains("out of I/O buffer memory"), "{e}");
+    assert_eq!(
+        con.get::<_, Option<String>>("a").unwrap().as_deref(),
+        Some("1")
+    );
+    let e = set(&mut con, "b", "2").unwrap_err();
+    assert!(e.to_string().contains("write not durable"), "{e}");
+    assert!(e.to_string().contains("no I/O buffer"), "{e}");
+    set(&mut con, "c", "3").unwrap();
+    assert_eq!(con.get::<_, Option<String>>("b").unwrap(), None);
+    assert_eq!(
+        con.get::<_, Option<String>>("c").unwrap().as_deref(),
+        Some("3")
+    );
+    assert_eq!(srv.info_field("io_errors"), "2");
+    srv.kill();
+
+    // Rebuilt from the device after the crash: what was acknowledged, and
+    // nothing of the write that failed.
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for (k, want) in [("a", Some("1")), ("b", None), ("c", Some("3"))] {
+        let v: Option<String> = con.get(k).unwrap();
+        assert_eq!(v.as_deref(), want, "{k} after a crash");
+    }
+    srv.stop();
+}

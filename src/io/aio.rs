@@ -4,8 +4,10 @@
 //! `io_getevents`. The kernel ABI structs come from `linux/aio_abi.h`.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::buf::BufPool;
 use super::{kernel_result, Completion, Device, Engine, EventFd, IoBuf, Slots};
 
 const IOCB_CMD_PREAD: u16 = 0;
@@ -56,7 +58,9 @@ pub struct Aio {
     wake_fd: u32,
     block_size: u32,
     capacity: u64,
-    pool: Vec<IoBuf>,
+    /// Buffers of `POOL_BUF` bytes, at most one per slot; they come back
+    /// on drop.
+    pool: Arc<BufPool>,
     /// Operations io_submit refused, completed with its error.
     failed: Vec<Completion>,
 }
@@ -78,7 +82,7 @@ impl Aio {
             wake_fd: wake.fd() as u32,
             block_size: dev.block_size(),
             capacity: dev.capacity(),
-            pool: Vec::new(),
+            pool: BufPool::new(depth),
             failed: Vec::new(),
         })
     }
@@ -169,23 +173,14 @@ impl Engine for Aio {
 
     /// A pooled buffer when `len` fits in one; a larger read gets a
     /// buffer of its own, and the pool keeps its buffers.
-    fn alloc(&mut self, len: usize) -> IoBuf {
-        let mut b = match self.pool.pop() {
-            Some(b) if b.capacity() >= len => b,
-            Some(b) => {
-                self.pool.push(b);
-                IoBuf::new(len)
-            }
-            None => IoBuf::new(len.max(POOL_BUF)),
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
+        let mut b = match (len <= POOL_BUF).then(|| self.pool.pop()).flatten() {
+            Some(b) => b,
+            None if len <= POOL_BUF => IoBuf::new(POOL_BUF).pooled(&self.pool),
+            None => IoBuf::new(len),
         };
         b.set_len(len);
-        b
-    }
-
-    fn free(&mut self, buf: IoBuf) {
-        if buf.capacity() == POOL_BUF && self.pool.len() < self.slots.ops.len() {
-            self.pool.push(buf);
-        }
+        Ok(b)
     }
 
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
@@ -293,22 +288,19 @@ mod tests {
         let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
         let wake = EventFd::new().unwrap();
         let mut e = Aio::new(&dev, 8, &wake).unwrap();
-        let small: Vec<IoBuf> = (0..3).map(|_| e.alloc(4096)).collect();
-        for b in small {
-            e.free(b);
-        }
+        let small: Vec<IoBuf> = (0..3).map(|_| e.alloc(4096).unwrap()).collect();
+        drop(small);
         assert_eq!(e.pool.len(), 3);
-        let big = e.alloc(64 * 1024);
+        let big = e.alloc(64 * 1024).unwrap();
         assert_eq!(
             (big.len(), e.pool.len()),
             (64 * 1024, 3),
             "no pooled buffer lost"
         );
-        // A large buffer given back does not join the pool of small ones.
-        e.free(big);
+        // A large buffer dropped does not join the pool of small ones.
+        drop(big);
         assert_eq!(e.pool.len(), 3);
-        assert!(e.pool.iter().all(|b| b.capacity() == POOL_BUF));
-        let b = e.alloc(16 * 1024);
+        let b = e.alloc(16 * 1024).unwrap();
         assert_eq!((b.capacity(), e.pool.len()), (POOL_BUF, 2));
     }
 

@@ -3,8 +3,9 @@
 //!
 //! SPEC is a comma-separated list of `KIND@N` (the N-th operation of that
 //! type fails) or `KIND@N+` (that one and every later one), with KIND one
-//! of `read-eio`, `write-eio`, `short-write`, `flush-eio`. Counting is per
-//! poller, from 1.
+//! of `read-eio`, `write-eio`, `short-write`, `flush-eio`, or
+//! `alloc-fail` (the N-th buffer allocation fails, as when SPDK's DMA
+//! memory runs out). Counting is per poller, from 1.
 
 use std::io;
 use std::time::Duration;
@@ -17,6 +18,7 @@ enum Kind {
     WriteEio,
     ShortWrite,
     FlushEio,
+    AllocFail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,7 @@ impl std::str::FromStr for FaultSpec {
                     "write-eio" => Kind::WriteEio,
                     "short-write" => Kind::ShortWrite,
                     "flush-eio" => Kind::FlushEio,
+                    "alloc-fail" => Kind::AllocFail,
                     _ => return Err(format!("{kind:?}: unknown fault kind")),
                 };
                 let (at, sticky) = match at.strip_suffix('+') {
@@ -79,6 +82,7 @@ pub struct Faulty<E> {
     reads: u64,
     writes: u64,
     flushes: u64,
+    allocs: u64,
     injected: Vec<Completion>,
     /// Injected faults not yet counted by a submit: each counts as one
     /// operation submitted, once.
@@ -93,6 +97,7 @@ impl<E> Faulty<E> {
             reads: 0,
             writes: 0,
             flushes: 0,
+            allocs: 0,
             injected: Vec::new(),
             uncounted: 0,
         }
@@ -115,11 +120,15 @@ impl<E: Engine> Engine for Faulty<E> {
     fn capacity(&self) -> u64 {
         self.inner.capacity()
     }
-    fn alloc(&mut self, len: usize) -> IoBuf {
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
+        self.allocs += 1;
+        if self.spec.hits(Kind::AllocFail, self.allocs) {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("injected fault: no memory for a buffer of {len} bytes"),
+            ));
+        }
         self.inner.alloc(len)
-    }
-    fn free(&mut self, buf: IoBuf) {
-        self.inner.free(buf)
     }
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         self.reads += 1;
@@ -189,6 +198,8 @@ mod tests {
         let s: FaultSpec = "write-eio@3,read-eio@2+".parse().unwrap();
         assert!(s.hits(Kind::WriteEio, 3) && !s.hits(Kind::WriteEio, 4));
         assert!(s.hits(Kind::ReadEio, 2) && s.hits(Kind::ReadEio, 9) && !s.hits(Kind::ReadEio, 1));
+        let s: FaultSpec = "alloc-fail@2".parse().unwrap();
+        assert!(s.hits(Kind::AllocFail, 2) && !s.hits(Kind::AllocFail, 3));
         assert!("bogus@1".parse::<FaultSpec>().is_err());
         assert!("write-eio".parse::<FaultSpec>().is_err());
     }
@@ -202,19 +213,32 @@ mod tests {
         let mut e = Faulty::new(eng, "read-eio@1+".parse().unwrap());
         let mut out = Vec::new();
         // `stream`: one submit per turn, and perhaps another before reap.
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         e.read(0, b, 1).unwrap();
         assert_eq!(e.submit().unwrap(), 1);
         assert_eq!(e.submit().unwrap(), 0, "counted once");
         e.reap(&mut out);
         assert_eq!(out.len(), 1);
         // `waves`: each operation on its own.
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         e.read(0, b, 2).unwrap();
         assert_eq!(e.submit_each().unwrap(), 1);
         assert_eq!(e.submit_each().unwrap(), 0, "counted once");
         e.reap(&mut out);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|c| c.result.is_err()));
+    }
+
+    #[test]
+    fn an_injected_alloc_failure_fails_that_allocation_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = crate::io::Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+        let wake = crate::io::EventFd::new().unwrap();
+        let eng = crate::io::open_engine(crate::io::EngineKind::Aio, &dev, 8, &wake).unwrap();
+        let mut e = Faulty::new(eng, "alloc-fail@2".parse().unwrap());
+        assert!(e.alloc(4096).is_ok());
+        let err = e.alloc(4096).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.alloc(4096).is_ok());
     }
 }

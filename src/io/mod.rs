@@ -3,9 +3,10 @@
 //! An engine queues reads, writes and flushes, sends the whole batch to the
 //! device in one [`Engine::submit`] (one `io_uring_enter`, one `io_submit`,
 //! or one SPDK doorbell), and hands completions back from [`Engine::reap`].
-//! Buffers are engine-allocated ([`Engine::alloc`]): aligned for `O_DIRECT`,
-//! registered with io_uring where that helps, DMA-capable for SPDK. A buffer
-//! in flight belongs to the engine and comes back with its completion.
+//! Buffers are engine-allocated ([`Engine::alloc`], which can fail):
+//! aligned for `O_DIRECT`, registered with io_uring where that helps,
+//! DMA-capable for SPDK. A buffer in flight belongs to the engine and comes
+//! back with its completion; dropped, it goes back to the engine's pool.
 
 mod aio;
 mod buf;
@@ -25,7 +26,7 @@ pub use faulty::{FaultSpec, Faulty};
 pub use uring::Uring;
 
 /// Which engine a poller runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
     /// io_uring with registered buffers and files (the default).
     Uring,
@@ -37,6 +38,9 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// Every engine, in the order the help lists them.
+    pub const ALL: [EngineKind; 3] = [EngineKind::Uring, EngineKind::Aio, EngineKind::Spdk];
+
     /// The engine a device is driven by when none is asked for.
     pub fn default_for(dev: &Device) -> Self {
         if dev.is_nvme() {
@@ -45,33 +49,77 @@ impl EngineKind {
             EngineKind::Uring
         }
     }
+
+    /// The name `--engine` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Uring => "uring",
+            EngineKind::Aio => "aio",
+            EngineKind::Spdk => "spdk",
+        }
+    }
+
+    /// One line on what the engine is, for the help.
+    pub fn about(self) -> &'static str {
+        match self {
+            EngineKind::Uring => "io_uring with registered buffers and files (the default)",
+            EngineKind::Aio => "Linux AIO: io_submit / io_getevents with an eventfd",
+            EngineKind::Spdk => {
+                "SPDK: an NVMe namespace on polled queue pairs, no system calls \
+                 (needs a build with the `spdk` feature and a store on a namespace)"
+            }
+        }
+    }
 }
 
-/// How the SPDK environment starts (used only by stores on an NVMe
-/// namespace; see README, "Bare metal").
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct SpdkArgs {
-    /// Memory the SPDK environment reserves, in MiB (hugepages, or ordinary
-    /// memory with --spdk-no-huge; default there: 512).
-    #[arg(long, value_name = "MIB")]
-    pub spdk_mem: Option<u64>,
-    /// Run SPDK without hugepages (NVMe-oF transports only: PCIe needs
-    /// DMA-safe hugepage memory). For development and tests.
-    #[arg(long)]
-    pub spdk_no_huge: bool,
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-impl SpdkArgs {
-    /// Records how the environment is to start, should a namespace be
-    /// attached; `cores` are the pollers' cores, for its core mask.
-    #[cfg_attr(not(feature = "spdk"), allow(unused_variables))]
-    pub fn configure(&self, cores: Vec<usize>) {
-        #[cfg(feature = "spdk")]
-        spdk::configure_env(spdk::EnvOptions {
-            mem_mb: self.spdk_mem,
-            no_huge: self.spdk_no_huge,
-            cores,
-        });
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("{s:?}: no such engine (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// How the SPDK environment starts, for a store on an NVMe namespace: its
+/// settings, and [`EnvOptions::start_for`], the call that starts it.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOptions {
+    /// Memory to reserve, in MiB (DPDK's `-m`); in no-huge mode 512 when
+    /// not given.
+    pub mem_mb: Option<u64>,
+    /// Use ordinary pages instead of hugepages (for tests and development:
+    /// only NVMe-oF transports work without hugepages).
+    pub no_huge: bool,
+    /// CPU cores the pollers run on, for the environment's core mask.
+    pub cores: Vec<usize>,
+}
+
+impl EnvOptions {
+    /// Starts what opening the device `spec` needs: for an NVMe namespace,
+    /// the SPDK environment with these settings (once per process: later
+    /// calls find it started; `no_pci` unless the transport is PCIe); for a
+    /// file or block device, nothing. A namespace cannot be opened before.
+    pub fn start_for(&self, spec: &DeviceSpec) -> io::Result<()> {
+        match spec {
+            DeviceSpec::Path(_) => Ok(()),
+            #[cfg(feature = "spdk")]
+            DeviceSpec::Nvme { trid, .. } => spdk::start_env_for(self, trid),
+            // Opening the namespace says that this build has no SPDK.
+            #[cfg(not(feature = "spdk"))]
+            DeviceSpec::Nvme { .. } => Ok(()),
+        }
     }
 }
 
@@ -92,10 +140,11 @@ pub trait Engine {
     fn block_size(&self) -> u32;
     /// Bytes addressable on the device.
     fn capacity(&self) -> u64;
-    /// An aligned buffer of at least `len` bytes, with `len()` == `len`.
-    fn alloc(&mut self, len: usize) -> IoBuf;
-    /// Gives a buffer back to the engine's pool.
-    fn free(&mut self, buf: IoBuf);
+    /// An aligned buffer of at least `len` bytes, with `len()` == `len`,
+    /// from the engine's pool when one fits: dropped, it goes back there.
+    /// `Err` when the engine's memory is exhausted (SPDK's DMA memory):
+    /// the caller fails or postpones what needed the buffer.
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf>;
     /// Queues a read of `buf.len()` bytes at `off`. Nothing reaches the
     /// device before [`Engine::submit`]. `Err` hands the buffer back when the
     /// engine is at its depth limit.
@@ -246,11 +295,8 @@ impl Engine for AnyEngine {
     fn capacity(&self) -> u64 {
         dispatch!(self, e => e.capacity())
     }
-    fn alloc(&mut self, len: usize) -> IoBuf {
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
         dispatch!(self, e => e.alloc(len))
-    }
-    fn free(&mut self, buf: IoBuf) {
-        dispatch!(self, e => e.free(buf))
     }
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         dispatch!(self, e => e.read(off, buf, tag))

@@ -7,12 +7,15 @@
 //! `spdk_nvme_qpair_process_completions`. Over PCIe nothing on this path
 //! enters the kernel: a submission is a doorbell write, a completion a read
 //! of the completion queue in memory. I/O buffers are DMA memory from SPDK's
-//! allocator, kept in a per-poller pool.
+//! allocator, kept in per-poller pools they go back to when dropped; an
+//! allocation SPDK cannot serve is an error, for the caller to answer.
 //!
 //! The environment (hugepages, or a fixed amount of ordinary memory in
-//! no-huge mode) starts once, at the first attach, with a core mask from the
-//! pollers' cores. A background thread services the controller's admin
-//! queue (keep-alives over fabrics, asynchronous events) every 100 ms.
+//! no-huge mode) is started once per process, before the first attach, by
+//! an explicit call ([`super::EnvOptions::start_for`]) that owns its
+//! settings, with a core mask from the pollers' cores. A background thread
+//! services the controller's admin queue (keep-alives over fabrics,
+//! asynchronous events) every 100 ms.
 //! Dropping the last handle on a controller detaches it.
 
 use std::ffi::{c_void, CString};
@@ -26,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use spdk_sys as sys;
 
-use super::{Completion, Engine, EventFd, IoBuf, Slots, ALIGN};
+use super::buf::BufPool;
+use super::{Completion, Engine, EnvOptions, EventFd, IoBuf, Slots, ALIGN};
 
 /// Size of each pooled DMA buffer; larger requests get their own.
 const POOL_BUF: usize = 16 * 1024;
@@ -35,43 +39,34 @@ const POOL_MAX: usize = 1024;
 /// Large buffers (segments, recovery reads) kept for reuse, at most.
 const BIG_MAX: usize = 8;
 
-/// How the SPDK environment starts. Set once, before the first attach.
-#[derive(Debug, Clone, Default)]
-pub struct EnvOptions {
-    /// Memory to reserve, in MiB (DPDK's `-m`); required in no-huge mode.
-    pub mem_mb: Option<u64>,
-    /// Use ordinary pages instead of hugepages (for tests and development:
-    /// only NVMe-oF transports work without hugepages).
-    pub no_huge: bool,
-    /// CPU cores the pollers run on, for the environment's core mask.
-    pub cores: Vec<usize>,
-}
-
-static ENV_OPTIONS: Mutex<Option<EnvOptions>> = Mutex::new(None);
+/// How the environment's start went, once it was asked for.
 static ENV: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// Sets how the environment will start; has no effect once it has.
-pub fn configure_env(opts: EnvOptions) {
-    *ENV_OPTIONS.lock().unwrap_or_else(|e| e.into_inner()) = Some(opts);
+/// Starts the environment with `opts`, once per process, for the
+/// namespace at `trid`: a transport ID that does not parse is refused
+/// first, and a PCIe one starts it with PCI device access (`no_pci`
+/// otherwise). Later calls return how the first start went.
+pub(super) fn start_env_for(opts: &EnvOptions, trid: &str) -> io::Result<()> {
+    let pcie = parse_trid(trid)?.trtype == sys::spdk_nvme_transport_type_SPDK_NVME_TRANSPORT_PCIE;
+    let r = ENV.get_or_init(|| start(opts, !pcie));
+    r.clone().map_err(io::Error::other)
 }
 
-fn init_env(no_pci: bool) -> io::Result<()> {
-    let r = ENV.get_or_init(|| {
-        let opts = ENV_OPTIONS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
-        start_env(&opts, no_pci)
-    });
-    r.clone().map_err(io::Error::other)
+/// The environment, when it started; an error saying why not otherwise.
+fn env_started() -> io::Result<()> {
+    match ENV.get() {
+        Some(r) => r.clone().map_err(io::Error::other),
+        None => Err(io::Error::other(
+            "the SPDK environment was not started (EnvOptions::start_for) before an NVMe namespace was opened",
+        )),
+    }
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h: the option after
 /// `mi_option_eager_commit_delay`, 14).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn start_env(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
+fn start(o: &EnvOptions, no_pci: bool) -> Result<(), String> {
     // A busy poller makes no system call, but the allocator would: freed
     // pages go back to the kernel with madvise. Keep them (memory stays at
     // its peak, which the server's limits bound anyway).
@@ -183,34 +178,8 @@ unsafe impl Send for CtrlrPtr {}
 
 impl Controller {
     fn attach(trid_str: &str) -> io::Result<Arc<Self>> {
-        let c = CString::new(trid_str).map_err(|_| invalid("transport ID contains a NUL"))?;
-        let mut trid = sys::spdk_nvme_transport_id::default();
-        // SAFETY: `trid` is a valid struct to fill and `c` a C string.
-        let rc = unsafe { sys::spdk_nvme_transport_id_parse(&mut trid, c.as_ptr()) };
-        if rc != 0 {
-            return Err(invalid(format!(
-                "transport ID {trid_str:?} does not parse ({}); expected e.g. \
-                 'trtype:PCIe traddr:0000:01:00.0' or \
-                 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'",
-                errno_str(rc)
-            )));
-        }
-        // SAFETY: trstring is a NUL-terminated array filled by the parser.
-        let available =
-            unsafe { sys::spdk_nvme_transport_available_by_name(trid.trstring.as_ptr()) };
-        if !available {
-            // SAFETY: as above.
-            let name = unsafe { std::ffi::CStr::from_ptr(trid.trstring.as_ptr()) };
-            return Err(invalid(format!(
-                "transport ID {trid_str:?}: transport {:?} is not available in this SPDK (PCIe, TCP and RDMA are its transports)",
-                name.to_string_lossy()
-            )));
-        }
-        if trid.traddr[0] == 0 {
-            return Err(invalid(format!("transport ID {trid_str:?} has no traddr")));
-        }
-        let pcie = trid.trtype == sys::spdk_nvme_transport_type_SPDK_NVME_TRANSPORT_PCIE;
-        init_env(!pcie)?;
+        let trid = parse_trid(trid_str)?;
+        env_started()?;
         let mut opts = MaybeUninit::<sys::spdk_nvme_ctrlr_opts>::zeroed();
         let size = std::mem::size_of::<sys::spdk_nvme_ctrlr_opts>();
         // SAFETY: fills `size` bytes of a struct of that size.
@@ -252,6 +221,36 @@ impl Controller {
             admin: Mutex::new(Some(admin)),
         }))
     }
+}
+
+/// Parses and checks the transport ID `trid_str` (no environment needed).
+fn parse_trid(trid_str: &str) -> io::Result<sys::spdk_nvme_transport_id> {
+    let c = CString::new(trid_str).map_err(|_| invalid("transport ID contains a NUL"))?;
+    let mut trid = sys::spdk_nvme_transport_id::default();
+    // SAFETY: `trid` is a valid struct to fill and `c` a C string.
+    let rc = unsafe { sys::spdk_nvme_transport_id_parse(&mut trid, c.as_ptr()) };
+    if rc != 0 {
+        return Err(invalid(format!(
+                "transport ID {trid_str:?} does not parse ({}); expected e.g. \
+                 'trtype:PCIe traddr:0000:01:00.0' or \
+                 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1'",
+                errno_str(rc)
+            )));
+    }
+    // SAFETY: trstring is a NUL-terminated array filled by the parser.
+    let available = unsafe { sys::spdk_nvme_transport_available_by_name(trid.trstring.as_ptr()) };
+    if !available {
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr(trid.trstring.as_ptr()) };
+        return Err(invalid(format!(
+                "transport ID {trid_str:?}: transport {:?} is not available in this SPDK (PCIe, TCP and RDMA are its transports)",
+                name.to_string_lossy()
+            )));
+    }
+    if trid.traddr[0] == 0 {
+        return Err(invalid(format!("transport ID {trid_str:?} has no traddr")));
+    }
+    Ok(trid)
 }
 
 impl Drop for Controller {
@@ -659,8 +658,10 @@ pub struct Spdk {
     /// Filled by `on_complete`; owned here (Box::into_raw), freed in Drop.
     reaped: *mut Vec<(u32, bool)>,
     ctx: Box<[SlotCtx]>,
-    pool: Vec<IoBuf>,
-    big: Vec<IoBuf>,
+    /// DMA buffers of `POOL_BUF` bytes, and larger ones (segments,
+    /// recovery reads); dropped, a buffer goes back to its pool.
+    pool: Arc<BufPool>,
+    big: Arc<BufPool>,
     block_size: u32,
     wake_fd: i32,
     failed_since: Option<Instant>,
@@ -678,23 +679,24 @@ impl Spdk {
         let ctx = (0..depth as u32)
             .map(|slot| SlotCtx { reaped, slot })
             .collect();
-        let pool = (0..depth.min(POOL_MAX))
-            .map(|_| dma_buf(POOL_BUF))
-            .collect::<io::Result<_>>();
-        let mut e = Spdk {
+        // Built before the pool is filled: should DMA memory run out, its
+        // Drop frees the queue pair.
+        let e = Spdk {
             ns: Arc::clone(ns),
             qpair,
             slots: Slots::new(depth),
             pending: Vec::with_capacity(depth),
             reaped,
             ctx,
-            pool: Vec::new(),
-            big: Vec::new(),
+            pool: BufPool::new(POOL_MAX),
+            big: BufPool::new(BIG_MAX),
             block_size,
             wake_fd: wake.fd(),
             failed_since: None,
         };
-        e.pool = pool?;
+        for _ in 0..depth.min(POOL_MAX) {
+            drop(dma_buf(POOL_BUF)?.pooled(&e.pool)); // into the pool
+        }
         Ok(e)
     }
 
@@ -753,30 +755,22 @@ impl Engine for Spdk {
         self.ns.size
     }
 
-    fn alloc(&mut self, len: usize) -> IoBuf {
-        let found = if len <= POOL_BUF {
-            self.pool.pop()
-        } else {
-            let i = self
-                .big
-                .iter()
-                .position(|b| b.capacity() >= len && b.capacity() <= 2 * len);
-            i.map(|i| self.big.swap_remove(i))
-        };
-        let mut b =
-            found.unwrap_or_else(|| dma_buf(len.max(POOL_BUF)).unwrap_or_else(|e| panic!("{e}")));
-        b.set_len(len);
-        b
-    }
-
-    fn free(&mut self, buf: IoBuf) {
-        if buf.capacity() == POOL_BUF {
-            if self.pool.len() < POOL_MAX {
-                self.pool.push(buf);
+    /// A pooled DMA buffer, or a new one; `Err` when SPDK's DMA memory is
+    /// exhausted.
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
+        let mut b = if len <= POOL_BUF {
+            match self.pool.pop() {
+                Some(b) => b,
+                None => dma_buf(POOL_BUF)?.pooled(&self.pool),
             }
-        } else if self.big.len() < BIG_MAX {
-            self.big.push(buf);
-        }
+        } else {
+            match self.big.take_fitting(len, 2 * len) {
+                Some(b) => b,
+                None => dma_buf(len)?.pooled(&self.big),
+            }
+        };
+        b.set_len(len);
+        Ok(b)
     }
 
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {

@@ -16,7 +16,7 @@ fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
 
     // Two writes and a flush in one batch.
     for (i, fill) in [(0u64, 0xAAu8), (1, 0xBB)] {
-        let mut b = e.alloc(8192);
+        let mut b = e.alloc(8192).unwrap();
         b.fill(fill);
         e.write(i * 8192, b, i).unwrap();
     }
@@ -25,17 +25,16 @@ fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
     let done = reap_all(&mut e, 3);
     assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
 
-    let b = e.alloc(4096);
+    let b = e.alloc(4096).unwrap();
     e.read(8192 + 4096, b, 7).unwrap();
     e.submit().unwrap();
     let mut done = reap_all(&mut e, 1);
     let c = done.pop().unwrap();
     assert_eq!((c.tag, c.result.as_ref().unwrap()), (7, &4096));
     assert!(c.buf.as_ref().unwrap().iter().all(|&x| x == 0xBB));
-    e.free(c.buf.unwrap());
 
     // A misaligned O_DIRECT read fails with EINVAL, reported in its completion.
-    let b = e.alloc(100);
+    let b = e.alloc(100).unwrap();
     e.read(1, b, 8).unwrap();
     e.submit().unwrap();
     let c = reap_all(&mut e, 1).pop().unwrap();
@@ -43,10 +42,10 @@ fn round_trip_on<E: Engine>(open: impl FnOnce(&Device, &EventFd) -> E) {
 
     // The depth limit hands buffers back instead of queueing.
     for t in 0..8 {
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         e.read(0, b, t).unwrap();
     }
-    let extra = e.alloc(4096);
+    let extra = e.alloc(4096).unwrap();
     assert!(e.read(0, extra, 9).is_err());
     e.submit().unwrap();
     reap_all(&mut e, 8);
@@ -91,13 +90,38 @@ fn uring_round_trip_without_registered_buffers_or_file() {
     round_trip_on(|dev, wake| {
         let mut e = Uring::open(dev, 8, wake, false).unwrap();
         // Plain buffers (READ and WRITE), pooled all the same.
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         assert_eq!(b.pool_index(), None);
         let p = b.as_ptr();
-        e.free(b);
-        assert_eq!(e.alloc(4096).as_ptr(), p, "the buffer came from the pool");
+        drop(b);
+        assert_eq!(
+            e.alloc(4096).unwrap().as_ptr(),
+            p,
+            "the buffer came from the pool"
+        );
         e
     });
+}
+
+#[test]
+fn uring_registered_buffers_go_back_to_their_pool_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::open(&dir.path().join("dev"), Some(1 << 20)).unwrap();
+    let wake = EventFd::new().unwrap();
+    let mut e = Uring::new(&dev, 4, &wake).unwrap();
+    let b = e.alloc(4096).unwrap();
+    let Some(index) = b.pool_index() else {
+        eprintln!("skipped: the kernel refused to register buffers (RLIMIT_MEMLOCK?)");
+        return;
+    };
+    let all: Vec<IoBuf> = (0..3).map(|_| e.alloc(4096).unwrap()).collect();
+    assert!(all.iter().all(|b| b.pool_index().is_some()));
+    // The pool is empty: a plain buffer, freed when dropped.
+    assert_eq!(e.alloc(4096).unwrap().pool_index(), None);
+    drop(all);
+    // Dropped on another thread, a registered buffer still goes home.
+    std::thread::spawn(move || drop(b)).join().unwrap();
+    assert_eq!(e.alloc(4096).unwrap().pool_index(), Some(index));
 }
 
 /// io_submit refuses a control block with a negative offset (EINVAL), and
@@ -112,7 +136,7 @@ fn aio_a_refused_iocb_fails_alone_and_the_rest_of_the_batch_completes() {
     const BAD: u64 = 1 << 63;
     for batch in [[0, BAD, 4096], [BAD, 0, 4096], [0, 4096, BAD]] {
         for (tag, off) in batch.into_iter().enumerate() {
-            let b = e.alloc(4096);
+            let b = e.alloc(4096).unwrap();
             e.read(off, b, tag as u64).unwrap();
         }
         assert_eq!(e.submit().unwrap(), 2, "{batch:?}");
@@ -129,9 +153,7 @@ fn aio_a_refused_iocb_fails_alone_and_the_rest_of_the_batch_completes() {
             }
             assert!(c.buf.is_some());
         }
-        for c in done {
-            e.free(c.buf.unwrap());
-        }
+        drop(done); // the buffers go back to the pool
         assert_eq!(e.in_flight(), 0);
     }
 }

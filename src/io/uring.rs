@@ -7,10 +7,12 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
+use super::buf::BufPool;
 use super::{kernel_result, Completion, Device, Engine, EventFd, IoBuf, Slots};
 
 /// Size of each registered buffer; larger requests get a plain buffer.
@@ -38,9 +40,14 @@ macro_rules! on_dev {
 }
 
 pub struct Uring {
+    /// Declared first, so dropped first: the ring unregisters the pool's
+    /// buffers before the engine lets go of the pool.
     ring: IoUring,
     slots: Slots,
-    pool: Vec<IoBuf>,
+    /// Buffers of at most `POOL_BUF` bytes; they come back on drop. When
+    /// registered, the pool holds every one of them, and they are freed
+    /// only with it, once this engine and every buffer taken are gone.
+    pool: Arc<BufPool>,
     /// The pool's buffers are registered with the kernel (`READ_FIXED`).
     fixed_bufs: bool,
     /// The device, when registering it as a fixed file failed: operations
@@ -96,10 +103,11 @@ impl Uring {
             }
         };
         let n = depth.min(POOL_MAX);
-        let pool: Vec<IoBuf> = (0..n)
-            .map(|i| IoBuf::new(POOL_BUF).with_pool_index(i as u16))
+        let pool = BufPool::new(n);
+        let bufs: Vec<IoBuf> = (0..n)
+            .map(|i| IoBuf::new(POOL_BUF).pooled(&pool).with_pool_index(i as u16))
             .collect();
-        let iovecs: Vec<libc::iovec> = pool
+        let iovecs: Vec<libc::iovec> = bufs
             .iter()
             .map(|b| libc::iovec {
                 iov_base: b.as_ptr() as *mut _,
@@ -107,17 +115,19 @@ impl Uring {
             })
             .collect();
         let registered = match register {
-            // SAFETY: each iovec describes a live buffer owned by `pool`.
-            // Pool buffers live in this engine (in `pool` or in `slots`
-            // while in flight) until it drops, which unregisters them with
-            // the ring; one handed out and dropped elsewhere stays pinned by
-            // the kernel and its index is never used again, since only that
-            // IoBuf carries it.
+            // SAFETY: each iovec describes a live buffer of `pool`. A pool
+            // buffer always goes back to the pool when dropped (it has an
+            // index), and the pool frees its buffers only when it drops:
+            // after this engine, whose ring (dropped first) unregisters
+            // them, and after every buffer taken from it.
             true => unsafe { ring.submitter().register_buffers(&iovecs) },
             false => Err(io::Error::other("not asked to")),
         };
         let (pool, fixed_bufs) = match registered {
-            Ok(()) => (pool, true),
+            Ok(()) => {
+                drop(bufs); // into the pool
+                (pool, true)
+            }
             Err(e) => {
                 if register {
                     tracing::warn!(
@@ -126,7 +136,11 @@ impl Uring {
                     );
                 }
                 // The same pool, without indices: nothing is registered.
-                let plain = (0..n).map(|_| IoBuf::new(POOL_BUF)).collect();
+                drop(bufs);
+                let plain = BufPool::new(n);
+                for _ in 0..n {
+                    drop(IoBuf::new(POOL_BUF).pooled(&plain));
+                }
                 (plain, false)
             }
         };
@@ -227,10 +241,10 @@ impl Uring {
             if let Some((_, Some(buf))) = op.take() {
                 // The kernel may still read or write this buffer: closing
                 // the ring cancels its operation asynchronously, and a
-                // device may be in the middle of a DMA into it. Freed, the
-                // allocator could hand the memory to someone else first;
-                // leaked, it stays reserved for the kernel for good.
-                std::mem::forget(buf);
+                // device may be in the middle of a DMA into it. Freed, or
+                // back in the pool, it could be handed to someone else
+                // first; leaked, it stays reserved for the kernel for good.
+                buf.leak();
             }
         }
         stuck
@@ -367,30 +381,16 @@ impl Engine for Uring {
         self.capacity
     }
 
-    fn alloc(&mut self, len: usize) -> IoBuf {
-        let mut b = match self.pool.pop() {
-            Some(b) if len <= b.capacity() => b,
-            other => {
-                if let Some(b) = other {
-                    self.pool.push(b);
-                }
-                IoBuf::new(len)
-            }
+    /// A pool buffer when `len` fits in one; otherwise, or when none is
+    /// idle, a plain one (pooled when the pool's buffers are plain too).
+    fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
+        let mut b = match (len <= POOL_BUF).then(|| self.pool.pop()).flatten() {
+            Some(b) => b,
+            None if len <= POOL_BUF && !self.fixed_bufs => IoBuf::new(POOL_BUF).pooled(&self.pool),
+            None => IoBuf::new(len),
         };
         b.set_len(len);
-        b
-    }
-
-    fn free(&mut self, buf: IoBuf) {
-        let pooled = match self.fixed_bufs {
-            true => buf.pool_index().is_some(),
-            false => {
-                buf.capacity() == POOL_BUF && self.pool.len() < self.slots.ops.len().min(POOL_MAX)
-            }
-        };
-        if pooled {
-            self.pool.push(buf);
-        }
+        Ok(b)
     }
 
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
@@ -580,7 +580,7 @@ mod tests {
         read_pipe(&mut e, rd, 1);
         assert_eq!(e.submit().unwrap(), 1);
         // Queued, never submitted: not the kernel's, freed unsent.
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         e.read(0, b, 2).unwrap();
         assert_eq!(
             e.drain(Duration::from_millis(50)),
@@ -617,7 +617,7 @@ mod tests {
             );
             return;
         }
-        let b = e.alloc(4096);
+        let b = e.alloc(4096).unwrap();
         e.read(0, b, 1).unwrap();
         assert!(e.flush(2));
         // A single-issuer ring refuses submissions from another thread
@@ -639,7 +639,7 @@ mod tests {
 
             // Later operations fail too, at once, with their buffers.
             out.clear();
-            let b = e.alloc(4096);
+            let b = e.alloc(4096).unwrap();
             e.write(0, b, 3).unwrap();
             assert_eq!(e.submit().unwrap(), 0);
             e.wait(Duration::from_secs(5));

@@ -81,6 +81,39 @@ pub enum Durability {
     Async,
 }
 
+/// `--engine`: the engines' names, listed with what each is in the help.
+fn engine_parser() -> impl clap::builder::TypedValueParser<Value = EngineKind> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = EngineKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.about()));
+    PossibleValuesParser::new(values).map(|s| s.parse::<EngineKind>().expect("a listed engine"))
+}
+
+/// How the SPDK environment starts (used only by stores on an NVMe
+/// namespace; see README, "Bare metal").
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SpdkArgs {
+    /// Memory the SPDK environment reserves, in MiB (hugepages, or ordinary
+    /// memory with --spdk-no-huge; default there: 512).
+    #[arg(long, value_name = "MIB")]
+    pub spdk_mem: Option<u64>,
+    /// Run SPDK without hugepages (NVMe-oF transports only: PCIe needs
+    /// DMA-safe hugepage memory). For development and tests.
+    #[arg(long)]
+    pub spdk_no_huge: bool,
+}
+
+impl SpdkArgs {
+    /// The environment's settings, with `cores` (the pollers') for its
+    /// core mask.
+    pub fn env(&self, cores: Vec<usize>) -> crate::io::EnvOptions {
+        crate::io::EnvOptions {
+            mem_mb: self.spdk_mem,
+            no_huge: self.spdk_no_huge,
+            cores,
+        }
+    }
+}
+
 /// Arguments of `nvkv serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -92,7 +125,7 @@ pub struct ServeArgs {
     pub listen: String,
     /// I/O engine of the pollers [default: uring, or spdk for a store on
     /// an NVMe namespace].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = engine_parser())]
     pub engine: Option<EngineKind>,
     /// Connection threads.
     #[arg(long, default_value_t = 1)]
@@ -143,7 +176,7 @@ pub struct ServeArgs {
     #[arg(skip)]
     pub poll_choice: String,
     #[command(flatten)]
-    pub spdk: crate::io::SpdkArgs,
+    pub spdk: SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
     #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub capacity: u64,
@@ -484,7 +517,7 @@ fn check_layout(args: &ServeArgs, shards: u32, segment_size: u64, block_size: u6
 /// start has passed, and before the first request, so that a crash from
 /// here on leads to a rebuild and a refused start leaves a clean store
 /// clean.
-fn open_or_create(args: &ServeArgs) -> Result<Store> {
+fn open_or_create(args: &ServeArgs, env: &crate::io::EnvOptions) -> Result<Store> {
     let data = args.path.join(store::DATA_FILE);
     let empty_dir = std::fs::read_dir(&args.path).map_or(true, |mut d| d.next().is_none());
     if std::fs::symlink_metadata(&data).is_err() && empty_dir {
@@ -495,11 +528,11 @@ fn open_or_create(args: &ServeArgs) -> Result<Store> {
         };
         // The device's block size is not known yet: a file's is 4 KiB.
         check_layout(args, create.shards, create.segment_size, 4096)?;
-        store::create_empty(&args.path, &create)
+        store::create_empty(&args.path, &create, env)
             .with_context(|| format!("creating a store in {}", args.path.display()))?;
         tracing::info!(path = %args.path.display(), capacity = args.capacity, "created an empty store");
     }
-    let store = Store::open(&args.path)?;
+    let store = Store::open(&args.path, env)?;
     check_layout(
         args,
         store.sb.shards,
@@ -536,8 +569,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         .map(|a| TcpListener::bind(a).with_context(|| format!("metrics on {a}")))
         .transpose()?;
     let (poller_cores, conn_cores) = args.placement(cores.len());
-    args.spdk.configure(poller_cores.clone());
-    let mut store = open_or_create(&args)?;
+    let mut store = open_or_create(&args, &args.spdk.env(poller_cores.clone()))?;
     args.settle(&store.dev, cores.len());
     let spinners = args.io_threads + args.tcp_threads;
     if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {

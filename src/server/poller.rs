@@ -34,6 +34,9 @@ use crate::store::Shard;
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
 const MAX_DEFER: Duration = Duration::from_secs(2);
+/// The reply to a read that got no buffer from the engine (SPDK's DMA
+/// memory ran out).
+const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 
 /// A reply owed once the commit that holds the write completes.
 struct Waiter {
@@ -76,6 +79,8 @@ struct Poller<E: Engine> {
     /// since when reads have been waiting.
     wave_hold: Option<Duration>,
     held_since: Option<Instant>,
+    /// When a read last logged that it got no buffer (ms since the epoch).
+    no_buffer_logged_ms: u64,
 }
 
 /// What the pollers take over from the opened store.
@@ -210,6 +215,7 @@ fn run_with<E: Engine>(
         requeued: Vec::new(),
         wave_hold,
         held_since: None,
+        no_buffer_logged_ms: 0,
     };
     p.run_loop();
     p.shutdown()
@@ -462,7 +468,13 @@ impl<E: Engine> Poller<E> {
         let start = align_down(entry.offset, block);
         let end = align_up(entry.offset + entry.len as u64, block);
         let eng = self.ks.engine();
-        let buf = eng.alloc((end - start) as usize);
+        let buf = match eng.alloc((end - start) as usize) {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.free_tags.push(tag);
+                return self.no_buffer(req, e);
+            }
+        };
         match eng.read(start, buf, Tag::Read(tag).encode()) {
             Ok(()) => {
                 self.ks.count_read(end - start);
@@ -471,12 +483,23 @@ impl<E: Engine> Poller<E> {
                 }
                 self.reads[tag as usize] = Some(PendingRead { req, entry, start });
             }
-            Err(buf) => {
-                self.ks.engine().free(buf);
+            Err(_buf) => {
                 self.free_tags.push(tag);
                 self.requeue(req);
             }
         }
+    }
+
+    /// A read that found no memory for its buffer (SPDK's DMA memory ran
+    /// out) is an error reply; the next may find some.
+    fn no_buffer(&mut self, req: Request, e: std::io::Error) {
+        self.ks.counters().io_errors.fetch_add(1, Relaxed);
+        let now = self.ks.now_ms();
+        if now.saturating_sub(self.no_buffer_logged_ms) >= 1000 {
+            self.no_buffer_logged_ms = now;
+            tracing::warn!(poller = self.id, "a read got no I/O buffer: {e}");
+        }
+        self.reply(&req, Reply::Error(NO_IO_BUFFER.into()));
     }
 
     /// Puts a request that found no read slot aside for the next turn; the
@@ -531,7 +554,7 @@ impl<E: Engine> Poller<E> {
         let tag = r.req.hash.tag;
         let was_rmw = r.req.op.reads_then_writes();
         self.finish_fetch(r.req, r.entry, result);
-        self.ks.engine().free(buf);
+        drop(buf); // back to the engine's pool
         if was_rmw {
             self.release(tag);
         }

@@ -82,12 +82,13 @@ struct Expect {
     tag: u64,
 }
 
-/// Checks the store in `dir` (which must not be open elsewhere).
-pub fn check(dir: &Path) -> Result<CheckReport, StoreError> {
+/// Checks the store in `dir` (which must not be open elsewhere); `env`
+/// starts SPDK for a store on an NVMe namespace.
+pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, StoreError> {
     let t0 = Instant::now();
     let spec = super::store_device(dir)?;
     let _lock = DirLock::acquire(dir)?;
-    let dev = super::open_device(&spec)?;
+    let dev = super::open_device(&spec, env)?;
     let sb = read_superblock(&dev)?;
     let mut r = CheckReport {
         index_clean: true,

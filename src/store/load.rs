@@ -15,7 +15,7 @@ use crate::format::{
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
 use crate::index::{Checkpoint, Entry, KeyHash, Partition};
-use crate::io::{Device, DeviceSpec, IoBuf};
+use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 use crate::keys;
 
 /// Parses a size such as `4096`, `64K`, `1M`, `10G` (powers of 1024).
@@ -110,8 +110,6 @@ pub struct LoadArgs {
     pub seed: u64,
     #[command(flatten)]
     pub create: CreateArgs,
-    #[command(flatten)]
-    pub spdk: crate::io::SpdkArgs,
 }
 
 /// What the loader did.
@@ -163,6 +161,7 @@ fn invalid(msg: impl Into<String>) -> StoreError {
 pub(crate) fn create(
     dir: &Path,
     args: &CreateArgs,
+    env: &EnvOptions,
     expected_keys: u64,
     expected_bytes: u64,
 ) -> Result<NewStore, StoreError> {
@@ -204,7 +203,8 @@ pub(crate) fn create(
                 .map_err(|e| StoreError::Io(data.clone(), e))?;
             Device::open(&data, Some(capacity))
         }
-        Some(ns @ DeviceSpec::Nvme { trid, nsid }) => Device::open_spec(ns, None).and_then(|dev| {
+        Some(ns @ DeviceSpec::Nvme { trid, nsid }) => env.start_for(ns).and_then(|()| {
+            let dev = Device::open_spec(ns, None)?;
             let text = format!(
                 "# The data of this nvkv store is on an NVMe namespace, reached through SPDK.\n\
                  trid = {}\nnsid = {nsid}\n",
@@ -312,8 +312,8 @@ impl Staged {
     }
 }
 
-/// Runs `nvkv load`.
-pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
+/// Runs `nvkv load`; `env` starts SPDK for a store on an NVMe namespace.
+pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError> {
     let t0 = Instant::now();
     if args.min_size == 0 || args.min_size > args.max_size {
         return Err(invalid("need 1 <= --min-size <= --max-size"));
@@ -330,6 +330,7 @@ pub fn load(args: &LoadArgs) -> Result<LoadSummary, StoreError> {
     let mut st = create(
         &args.path,
         &args.create,
+        env,
         args.keys,
         args.keys * avg_rec * 10 / 9,
     )?;

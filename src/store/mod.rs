@@ -30,16 +30,17 @@ use thiserror::Error;
 
 use crate::format::{FormatError, Superblock, SUPERBLOCK_SIZE};
 use crate::index::{Checkpoint, IndexError, Partition};
-use crate::io::{Device, DeviceSpec, IoBuf};
+use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
 pub use check::{check, CheckReport};
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
 pub use shard::{shard_of, Lookup, Shard};
 pub use space::{save_table, Space, NO_SHARD};
 
-/// Creates an empty store in `dir`.
-pub fn create_empty(dir: &Path, args: &CreateArgs) -> Result<(), StoreError> {
-    let mut st = load::create(dir, args, 0, 0)?;
+/// Creates an empty store in `dir`; `env` starts SPDK should
+/// `args.device` be an NVMe namespace.
+pub fn create_empty(dir: &Path, args: &CreateArgs, env: &EnvOptions) -> Result<(), StoreError> {
+    let mut st = load::create(dir, args, env, 0, 0)?;
     let max_seq = vec![0; st.sb.shards as usize];
     load::finish(&mut st, &max_seq, 0)
 }
@@ -84,9 +85,12 @@ pub(crate) fn store_device(dir: &Path) -> Result<DeviceSpec, StoreError> {
     })
 }
 
-/// Opens the device `spec` names, for the store's own errors.
-pub(crate) fn open_device(spec: &DeviceSpec) -> Result<Device, StoreError> {
-    Device::open_spec(spec, None).map_err(|e| StoreError::Io(PathBuf::from(spec.to_string()), e))
+/// Opens the device `spec` names, for the store's own errors; for an NVMe
+/// namespace, `env` starts the SPDK environment first (once per process).
+pub(crate) fn open_device(spec: &DeviceSpec, env: &EnvOptions) -> Result<Device, StoreError> {
+    env.start_for(spec)
+        .and_then(|()| Device::open_spec(spec, None))
+        .map_err(|e| StoreError::Io(PathBuf::from(spec.to_string()), e))
 }
 const LOCK_FILE: &str = "nvkv.lock";
 
@@ -198,12 +202,13 @@ pub fn read_superblock(dev: &Device) -> Result<Superblock, StoreError> {
 
 impl Store {
     /// Opens the store in `dir`: maps a cleanly closed index, or rebuilds it
-    /// by scanning the device.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// by scanning the device. `env` starts SPDK for a store on an NVMe
+    /// namespace.
+    pub fn open(dir: &Path, env: &EnvOptions) -> Result<Self, StoreError> {
         let t0 = Instant::now();
         let spec = store_device(dir)?;
         let lock = DirLock::acquire(dir)?;
-        let dev = open_device(&spec)?;
+        let dev = open_device(&spec, env)?;
         let sb = read_superblock(&dev)?;
 
         let (mut parts, checkpoints) = open_partitions(dir, &sb)?;

@@ -27,7 +27,7 @@ use super::keyspace::{self, Keyspace, Tag, WriteError};
 use super::{create_empty, CreateArgs, DirLock, Store};
 use crate::format::{align_down, align_up, decode_record};
 use crate::index::KeyHash;
-use crate::io::{Device, Engine, EventFd, FaultSpec, Faulty, Uring};
+use crate::io::{Device, Engine, EnvOptions, EventFd, FaultSpec, Faulty, Uring};
 
 /// Keys the steps write: few, so that they overwrite each other.
 const KEYS: u8 = 64;
@@ -215,7 +215,8 @@ pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
         partitions: 4,
         ..CreateArgs::default()
     };
-    create_empty(dir, &args).map_err(|e| format!("creating the store: {e}"))?;
+    create_empty(dir, &args, &EnvOptions::default())
+        .map_err(|e| format!("creating the store: {e}"))?;
     let mut r = Runner {
         dir,
         faults,
@@ -246,7 +247,8 @@ pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
 
 impl Runner<'_> {
     fn open(&mut self) -> Result<(), String> {
-        let mut store = Store::open(self.dir).map_err(|e| format!("opening the store: {e}"))?;
+        let mut store = Store::open(self.dir, &EnvOptions::default())
+            .map_err(|e| format!("opening the store: {e}"))?;
         // As the server does before its first write: a crash from here on
         // finds the index dirty and rebuilds it.
         for s in &mut store.shards {
@@ -518,7 +520,10 @@ impl Runner<'_> {
                 let block = ks.block();
                 let start = align_down(e.offset, block);
                 let end = align_up(e.offset + e.len as u64, block);
-                let buf = ks.engine().alloc((end - start) as usize);
+                let buf = ks
+                    .engine()
+                    .alloc((end - start) as usize)
+                    .map_err(|e| format!("no buffer for a read: {e}"))?;
                 let tag = Tag::Read(0).encode();
                 if ks.engine().read(start, buf, tag).is_err() {
                     return Err("no engine slot for a read".into());
@@ -545,9 +550,7 @@ impl Runner<'_> {
                     ks.engine().wait(Duration::from_millis(1));
                 };
                 let at = (e.offset - start) as usize;
-                let bytes = buf[at..at + e.len as usize].to_vec();
-                ks.engine().free(buf);
-                bytes
+                buf[at..at + e.len as usize].to_vec()
             }
         };
         let rec = decode_record(&uuid, &bytes).map_err(|e| format!("key {key}: {e}"))?;
@@ -745,7 +748,7 @@ mod tests {
             partitions: 4,
             ..CreateArgs::default()
         };
-        create_empty(dir.path(), &args).unwrap();
+        create_empty(dir.path(), &args, &EnvOptions::default()).unwrap();
         let mut r = Runner {
             dir: dir.path(),
             faults: None,

@@ -164,7 +164,12 @@ fn read_ordered(
     while next_done < n {
         while next_issue < n && next_issue - next_done < depth {
             let (off, len) = extent(next_issue);
-            let buf = eng.alloc(len);
+            let buf = match eng.alloc(len) {
+                Ok(buf) => buf,
+                // The reads in flight give their buffers back.
+                Err(_) if next_issue > next_done => break,
+                Err(e) => return Err(e),
+            };
             if eng.read(off, buf, next_issue as u64).is_err() {
                 break;
             }
@@ -192,7 +197,7 @@ fn read_ordered(
                 stopped = true;
                 n = next_issue;
             }
-            eng.free(buf);
+            drop(buf); // back to the engine's pool, for the next read
             next_done += 1;
         }
     }

@@ -128,13 +128,20 @@ impl<E: Engine, W> Keyspace<E, W> {
             .min()
             .unwrap_or(u64::MAX);
         let size = self.sb.segment_size as usize;
-        let buf = self.eng.alloc(size);
+        let buf = match self.eng.alloc(size) {
+            Ok(buf) => buf,
+            Err(e) => {
+                // Out of DMA memory: compaction skips this turn.
+                tracing::debug!(segment = seg, "compaction: no buffer for the victim: {e}");
+                return false;
+            }
+        };
         let off = self.sb.segment_offset(seg);
-        if let Err(buf) = self
+        if self
             .eng
             .read(off, buf, Tag::CompactRead { segment: seg }.encode())
+            .is_err()
         {
-            self.eng.free(buf);
             return false;
         }
         self.count_read(size as u64);
@@ -246,7 +253,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             other => {
                 tracing::error!(segment = job.seg, "compaction read failed: {other:?}");
                 self.counters.io_errors.fetch_add(1, Relaxed);
-                self.eng.free(buf);
                 self.compactor.job = None;
             }
         }
@@ -265,7 +271,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.update_key_count();
         let mut job = self.compactor.job.take().expect("a job");
         if done {
-            self.eng.free(buf);
+            drop(buf); // back to the engine's pool
             let left = self.space.live[job.seg as usize].load(Relaxed);
             if left == 0 {
                 self.counters.compactions.fetch_add(1, Relaxed);

@@ -410,38 +410,29 @@ impl<E: Engine, W> Keyspace<E, W> {
     fn start_commit(&mut self) {
         self.log.commits_started += 1;
         let n = self.log.commits_started;
-        let block = self.block as usize;
-        let mut queued = std::collections::VecDeque::new();
-        for i in 0..self.log.segs.len() {
-            let s = &self.log.segs[i];
-            if s.len <= s.written {
-                continue;
+        let queued = match self.commit_buffers() {
+            Ok(queued) => queued,
+            Err(e) => {
+                // Out of DMA memory: the commit fails as a failed write
+                // does, before anything of it reached the device.
+                self.counters.io_errors.fetch_add(1, Relaxed);
+                return self.fail_commit(format!("no I/O buffer for the commit: {e}"));
             }
-            let (start, end) = (
-                align_down(s.written as u64, block as u64) as usize,
-                align_up(s.len as u64, block as u64) as usize,
-            );
-            let mut wb = self.eng.alloc(end - start);
-            wb.copy_from_slice(&s.buf[start..end]);
-            queued.push_back((s.base + start as u64, wb, s.no));
-            // The next commit rewrites the partly filled last block with
-            // the same bytes for the records already in it (as database
-            // logs do), relying on the device writing a block atomically.
-            // It starts only once this one's writes have all completed, so
-            // the two never race for that block.
-            let s = &mut self.log.segs[i];
-            s.written = s.len;
-            s.in_flight += 1;
+        };
+        for s in &mut self.log.segs {
+            if s.len > s.written {
+                // The next commit rewrites the partly filled last block
+                // with the same bytes for the records already in it (as
+                // database logs do), relying on the device writing a block
+                // atomically. It starts only once this one's writes have
+                // all completed, so the two never race for that block.
+                s.written = s.len;
+                s.in_flight += 1;
+            }
         }
         // Headers of emptied segments: what superseded their records was
         // made durable by an earlier, completed commit.
         let erases = std::mem::take(&mut self.log.to_erase);
-        let first_block = align_up(SEGMENT_HEADER as u64, block as u64) as usize;
-        for &no in &erases {
-            let mut wb = self.eng.alloc(first_block);
-            wb.fill(0);
-            queued.push_back((self.sb.segment_offset(no), wb, no));
-        }
         let writes = queued.len() as u32;
         self.log.commits.push_back(Commit {
             n,
@@ -456,6 +447,32 @@ impl<E: Engine, W> Keyspace<E, W> {
         });
         self.log.last_commit = self.now;
         self.issue_commit_io();
+    }
+
+    /// The writes of the next commit, in buffers: the blocks appended to
+    /// each open segment since the last commit, then the erasure (a zeroed
+    /// first block) of each segment on `to_erase`. Nothing is marked
+    /// written here: a buffer the engine cannot give fails the commit.
+    fn commit_buffers(&mut self) -> std::io::Result<std::collections::VecDeque<(u64, IoBuf, u32)>> {
+        let block = self.block;
+        let mut queued = std::collections::VecDeque::new();
+        for s in &self.log.segs {
+            if s.len <= s.written {
+                continue;
+            }
+            let start = align_down(s.written as u64, block) as usize;
+            let end = align_up(s.len as u64, block) as usize;
+            let mut wb = self.eng.alloc(end - start)?;
+            wb.copy_from_slice(&s.buf[start..end]);
+            queued.push_back((s.base + start as u64, wb, s.no));
+        }
+        let first_block = align_up(SEGMENT_HEADER as u64, block) as usize;
+        for &no in &self.log.to_erase {
+            let mut wb = self.eng.alloc(first_block)?;
+            wb.fill(0);
+            queued.push_back((self.sb.segment_offset(no), wb, no));
+        }
+        Ok(queued)
     }
 
     /// Hands the engine the commits' queued writes, and the flush of each
@@ -530,7 +547,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             st.bytes_written.fetch_add(buf.len() as u64, Relaxed);
             st.device_writes.fetch_add(1, Relaxed);
         }
-        self.eng.free(buf);
+        drop(buf); // back to the engine's pool
         if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
             s.in_flight -= 1;
         }
@@ -662,8 +679,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             "commit failed, rolling back unwritten writes: {msg}"
         );
         let mut c = std::mem::take(&mut self.log.commits);
-        for (_, wb, no) in c.iter_mut().flat_map(|c| c.queued.drain(..)) {
-            self.eng.free(wb);
+        for (_, _wb, no) in c.iter_mut().flat_map(|c| c.queued.drain(..)) {
             if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
                 s.in_flight -= 1;
             }
