@@ -216,7 +216,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "65535")]
     pub max_key_size: u64,
     /// Fail device operations on purpose (tests): `write-eio@N`,
-    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `+` for "and after".
+    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, `+` for
+    /// "and after".
     #[arg(long, hide = true)]
     pub inject_faults: Option<crate::io::FaultSpec>,
     /// Largest value in bytes (also bounded by the store's segment size).

@@ -34,9 +34,6 @@ use crate::store::Shard;
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
 const MAX_DEFER: Duration = Duration::from_secs(2);
-/// The reply to a read that got no buffer from the engine (SPDK's DMA
-/// memory ran out).
-const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 
 /// A reply owed once the commit that holds the write completes.
 struct Waiter {
@@ -499,7 +496,7 @@ impl<E: Engine> Poller<E> {
             self.no_buffer_logged_ms = now;
             tracing::warn!(poller = self.id, "a read got no I/O buffer: {e}");
         }
-        self.reply(&req, Reply::Error(NO_IO_BUFFER.into()));
+        self.reply(&req, Reply::Error(super::strings::NO_IO_BUFFER.into()));
     }
 
     /// Puts a request that found no read slot aside for the next turn; the

@@ -198,6 +198,10 @@ pub(super) fn unsupported_option(opt: &[u8]) -> String {
     format!("ERR Unsupported option {}", String::from_utf8_lossy(opt))
 }
 
+/// The reply to a read that got no buffer from the engine (SPDK's DMA
+/// memory ran out).
+pub(super) const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
+
 #[cfg(test)]
 mod tests {
     use super::*;
