@@ -787,7 +787,7 @@ mod tests {
         let piled = r.ks().index_tombstones();
         assert!(piled >= 3000, "{piled}");
         // Churn on a few keys: the store fills several times over.
-        for n in 0..1200u32 {
+        for n in 0..2400u32 {
             let key = format!("churn:{}", n % 16);
             let p = r.write_raw(key.as_bytes(), Some(&val(16 << 10))).unwrap();
             r.settle(p.into_iter().collect()).unwrap();

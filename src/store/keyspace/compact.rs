@@ -59,6 +59,8 @@ pub(super) struct Compactor {
     /// The job found no free segment to move into: it waits until then
     /// (segments emptied earlier become free as commits complete).
     blocked_until: Option<Instant>,
+    /// Bytes of segments rewritten for their age (see `oldest_victim`).
+    aged: u64,
 }
 
 impl Compactor {
@@ -69,6 +71,7 @@ impl Compactor {
             last_pick: now,
             moving: false,
             blocked_until: None,
+            aged: 0,
         }
     }
 }
@@ -111,7 +114,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         self.compactor.last_pick = self.now;
         let seg = match self.oldest_victim(hurry) {
-            Some(seg) => seg,
+            Some(seg) => {
+                self.compactor.aged += self.sb.segment_size as u64;
+                seg
+            }
             None => match self.emptiest_victim(hurry) {
                 Some(seg) => seg,
                 None => return false,
@@ -200,9 +206,13 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// and its index entry, forever. Rewriting the oldest segments in turn
     /// moves that floor on, so compaction can drop them (log-structured
     /// stores clean by age for the same reason). Not while space is short:
-    /// then the emptiest segments come first.
+    /// then the emptiest segments come first. And at most an eighth of the
+    /// bytes clients wrote: in a cache that evicts, markers of evicted keys
+    /// are always plenty, and rewriting by age as fast as compaction goes
+    /// took the write amplification of the soak run from 4.5 to 6.6.
     fn oldest_victim(&self, hurry: bool) -> Option<u32> {
-        if hurry {
+        let budget = self.counters.user_bytes.load(Relaxed) / 8;
+        if hurry || self.compactor.aged + self.sb.segment_size as u64 > budget {
             return None;
         }
         let space = &self.space;
