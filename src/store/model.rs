@@ -208,29 +208,7 @@ struct Runner<'a> {
 /// says which GET broke the invariant, or which step could not finish.
 pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
     let (faults, steps) = decode(bytes);
-    let args = CreateArgs {
-        capacity: Some(CAPACITY),
-        segment_size: SEGMENT,
-        shards: 2,
-        partitions: 4,
-        ..CreateArgs::default()
-    };
-    create_empty(dir, &args, &EnvOptions::default())
-        .map_err(|e| format!("creating the store: {e}"))?;
-    let mut r = Runner {
-        dir,
-        faults,
-        // Far ahead of the system's clock, so that a rebuild (which judges
-        // expiry by the system's clock) never drops a record the run still
-        // counts as live.
-        clock: ManualClock::at(unix_ms() + 365 * 86_400_000),
-        eviction: Arc::new(Settings::new(Policy::NoEviction, 0, 5)),
-        keys: BTreeMap::new(),
-        writes: 0,
-        report: Report::default(),
-        evicted: false,
-        store: None,
-    };
+    let mut r = Runner::create(dir, faults)?;
     r.open()?;
     for step in steps {
         r.report.steps += 1;
@@ -245,7 +223,34 @@ pub fn run(dir: &Path, bytes: &[u8]) -> Result<Report, String> {
     Ok(r.report)
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner on a fresh store in `dir` (empty), not opened yet.
+    fn create(dir: &'a Path, faults: Option<FaultSpec>) -> Result<Self, String> {
+        let args = CreateArgs {
+            capacity: Some(CAPACITY),
+            segment_size: SEGMENT,
+            shards: 2,
+            partitions: 4,
+            ..CreateArgs::default()
+        };
+        create_empty(dir, &args, &EnvOptions::default())
+            .map_err(|e| format!("creating the store: {e}"))?;
+        Ok(Runner {
+            dir,
+            faults,
+            // Far ahead of the system's clock, so that a rebuild (which
+            // judges expiry by the system's clock) never drops a record the
+            // run still counts as live.
+            clock: ManualClock::at(unix_ms() + 365 * 86_400_000),
+            eviction: Arc::new(Settings::new(Policy::NoEviction, 0, 5)),
+            keys: BTreeMap::new(),
+            writes: 0,
+            report: Report::default(),
+            evicted: false,
+            store: None,
+        })
+    }
+
     fn open(&mut self) -> Result<(), String> {
         let mut store = Store::open(self.dir, &EnvOptions::default())
             .map_err(|e| format!("opening the store: {e}"))?;
@@ -741,25 +746,7 @@ mod tests {
     #[test]
     fn tombstones_of_keys_never_written_again_do_not_pile_up() {
         let dir = tempfile::tempdir().unwrap();
-        let args = CreateArgs {
-            capacity: Some(CAPACITY),
-            segment_size: SEGMENT,
-            shards: 2,
-            partitions: 4,
-            ..CreateArgs::default()
-        };
-        create_empty(dir.path(), &args, &EnvOptions::default()).unwrap();
-        let mut r = Runner {
-            dir: dir.path(),
-            faults: None,
-            clock: ManualClock::at(unix_ms() + 365 * 86_400_000),
-            eviction: Arc::new(Settings::new(Policy::NoEviction, 0, 5)),
-            keys: BTreeMap::new(),
-            writes: 0,
-            report: Report::default(),
-            evicted: false,
-            store: None,
-        };
+        let mut r = Runner::create(dir.path(), None).unwrap();
         r.open().unwrap();
         let val = |len: usize| Val {
             value: vec![b'v'; len],

@@ -180,8 +180,10 @@ impl<W> Log<W> {
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
-    /// Appends a client's record for `hash` and points the index at it.
-    pub(super) fn append(
+    /// Writes a client's record: a value (`tombstone` false) or a
+    /// deletion. The index points at it at once; it is durable once the
+    /// commit carrying it completes (see [`Keyspace::acknowledge`]).
+    pub fn write(
         &mut self,
         pid: u32,
         hash: &KeyHash,

@@ -229,21 +229,6 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.buffered(e)
     }
 
-    /// Writes a client's record: a value (`tombstone` false) or a
-    /// deletion. The index points at it at once; it is durable once the
-    /// commit carrying it completes (see [`Keyspace::acknowledge`]).
-    pub fn write(
-        &mut self,
-        pid: u32,
-        hash: &KeyHash,
-        key: &[u8],
-        value: &[u8],
-        expire_ms: u64,
-        tombstone: bool,
-    ) -> Result<(), WriteError> {
-        self.append(pid, hash, key, value, expire_ms, tombstone)
-    }
-
     /// A writer whose write succeeded: with synchronous commits, `w` waits
     /// for the commit and comes back from [`Keyspace::take_acks`]
     /// (`None` here); otherwise the write is acknowledged now (`Some`).
@@ -333,13 +318,15 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// Publishes the live keys, keys with a TTL and tombstones of the
     /// shards.
     pub fn update_key_count(&self) {
-        let keys = self.shards.iter().flatten().map(Shard::live_keys).sum();
-        let expires = self.shards.iter().flatten().map(Shard::expiring).sum();
+        let (mut keys, mut expires, mut tombstones) = (0, 0, 0);
+        for p in self.shards.iter().flatten().flat_map(Shard::partitions) {
+            keys += p.live_keys();
+            expires += p.expiring();
+            tombstones += p.entries() - p.live_keys();
+        }
         self.counters.keys.store(keys, Relaxed);
         self.counters.expires.store(expires, Relaxed);
-        self.counters
-            .tombstones
-            .store(self.index_tombstones(), Relaxed);
+        self.counters.tombstones.store(tombstones, Relaxed);
     }
 
     /// Index entries that are tombstones (deleted keys) or markers
