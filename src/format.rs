@@ -39,9 +39,14 @@ pub const MAX_SEGMENT: u32 = 1 << 30;
 const SUPER_MAGIC: &[u8; 8] = b"NVKVSUPR";
 const SEGMENT_MAGIC: &[u8; 8] = b"NVKVSEG1";
 const RECORD_MAGIC: u8 = 0xA7;
-/// Current on-disk format version. Version 2 seeds record checksums with
-/// the store's UUID; version 1 stores must be reloaded.
-pub const FORMAT_VERSION: u32 = 2;
+/// Current on-disk format version. Version 3 places keys in partitions by
+/// their hash tag (`{…}`, see [`crate::index::KeyHash::of`]); version 2
+/// stores are converted when opened (their records are the same: the
+/// index is rebuilt by the new rule). Version 2 seeds record checksums
+/// with the store's UUID; version 1 stores must be reloaded.
+pub const FORMAT_VERSION: u32 = 3;
+/// The older version a store is converted from when opened.
+pub const CONVERTIBLE_VERSION: u32 = 2;
 
 /// Record flag: this record deletes its key.
 pub const FLAG_TOMBSTONE: u8 = 1;
@@ -128,11 +133,20 @@ impl Superblock {
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        match Self::decode_versioned(b)? {
+            (sb, FORMAT_VERSION) => Ok(sb),
+            (_, v) => Err(FormatError::Version(v)),
+        }
+    }
+
+    /// Decodes a superblock of this version or of
+    /// [`CONVERTIBLE_VERSION`], and says which.
+    pub fn decode_versioned(b: &[u8]) -> Result<(Self, u32), FormatError> {
         if b.len() < SUPERBLOCK_SIZE || &b[0..8] != SUPER_MAGIC {
             return Err(FormatError::NotAStore);
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != CONVERTIBLE_VERSION {
             return Err(FormatError::Version(version));
         }
         if crc32c::crc32c(&b[..Self::CRC_AT]) != u32_at(b, Self::CRC_AT) {
@@ -150,7 +164,7 @@ impl Superblock {
             created_unix: u64_at(b, 64),
         };
         sb.validate()?;
-        Ok(sb)
+        Ok((sb, version))
     }
 
     fn validate(&self) -> Result<(), FormatError> {
@@ -496,6 +510,16 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_superblock_is_read_for_conversion_only() {
+        let mut b = sb().encode();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..Superblock::CRC_AT]);
+        b[Superblock::CRC_AT..Superblock::CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Superblock::decode(&b), Err(FormatError::Version(2)));
+        assert_eq!(Superblock::decode_versioned(&b), Ok((sb(), 2)));
+    }
+
+    #[test]
     fn a_version_1_superblock_is_refused_with_a_reload_hint() {
         let mut b = sb().encode();
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -503,6 +527,10 @@ mod tests {
         b[Superblock::CRC_AT..Superblock::CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         let e = Superblock::decode(&b).unwrap_err();
         assert_eq!(e, FormatError::Version(1));
+        assert_eq!(
+            Superblock::decode_versioned(&b),
+            Err(FormatError::Version(1))
+        );
         let msg = e.to_string();
         assert!(
             msg.contains("format version 1") && msg.contains("reload it (nvkv load --force)"),

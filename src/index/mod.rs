@@ -78,10 +78,19 @@ pub struct KeyHash {
 }
 
 impl KeyHash {
+    /// The key's hash. Its partition follows Redis Cluster's hash-tag
+    /// rule: when the key holds `{…}` with something between the braces
+    /// (the first `{` and the first `}` after it), only that part decides
+    /// the partition, so that related keys can be kept together; the
+    /// index still tells them apart by the whole key's hash.
     pub fn of(key: &[u8]) -> Self {
         let h = xxhash_rust::xxh3::xxh3_128(key);
+        let lo = match hash_tag(key) {
+            Some(tag) => xxhash_rust::xxh3::xxh3_64(tag),
+            None => h as u64,
+        };
         KeyHash {
-            lo: h as u64,
+            lo,
             tag: (h >> 64) as u64,
         }
     }
@@ -90,6 +99,14 @@ impl KeyHash {
     pub fn partition(&self, n: u32) -> u32 {
         fastrange(self.lo, n as u64) as u32
     }
+}
+
+/// The hash tag of `key`, as Redis Cluster finds it: the bytes between
+/// the first `{` and the first `}` after it, when there are some.
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (len > 0).then(|| &key[open + 1..open + 1 + len])
 }
 
 /// Maps a uniform 64-bit value onto `[0, n)` without division.
@@ -774,6 +791,24 @@ mod tests {
             tombstone: n % 7 == 0,
             expire_ms: if n % 3 == 0 { 0 } else { 1_700_000_000_000 + n },
         }
+    }
+
+    /// Redis Cluster's examples (cluster-spec, "Hash tags").
+    #[test]
+    fn hash_tags_are_found_as_redis_cluster_finds_them() {
+        assert_eq!(hash_tag(b"{user1000}.following"), Some(&b"user1000"[..]));
+        assert_eq!(hash_tag(b"foo{}{bar}"), None);
+        assert_eq!(hash_tag(b"foo{{bar}}zap"), Some(&b"{bar"[..]));
+        assert_eq!(hash_tag(b"foo{bar}{zap}"), Some(&b"bar"[..]));
+        assert_eq!(hash_tag(b"nobraces"), None);
+        assert_eq!(hash_tag(b"open{only"), None);
+        // One tag, one partition; the index still tells the keys apart.
+        let (a, b) = (KeyHash::of(b"{u1}:name"), KeyHash::of(b"{u1}:cart"));
+        assert_eq!(a.partition(64), b.partition(64));
+        assert_ne!(a.tag, b.tag);
+        // Untagged keys are placed as before (format version 2's rule).
+        let h = xxhash_rust::xxh3::xxh3_128(b"plain");
+        assert_eq!(KeyHash::of(b"plain").lo, h as u64);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
-use super::conn::{ClientInfo, Conn, Executor, NO_EVICT, NO_TOUCH};
+use super::conn::{ClientInfo, Conn, Executor, Multi, NO_EVICT, NO_TOUCH};
 use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
@@ -40,6 +40,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         return; // an empty inline line
     };
     let Some((index, spec)) = table::lookup(name) else {
+        c.refused_in_multi();
         if let Some(msg) = table::refused(name) {
             return c.reply(|o| resp::error(o, msg));
         }
@@ -49,14 +50,27 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     // The reply this command leaves is timed, for INFO and /metrics.
     c.timing = Some((index, std::time::Instant::now()));
     if !spec.arity_fits(args.len()) {
+        c.refused_in_multi();
         return c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name)));
     }
     // After the unknown-command and arity checks, as in Redis.
     if !c.authed && !spec.before_auth {
         c.timing = None;
+        c.refused_in_multi();
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
     let cmd = spec.cmd;
+    if let Some(m) = &mut c.multi {
+        if !matches!(
+            cmd,
+            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit
+        ) {
+            // Timed when EXEC runs it.
+            c.timing = None;
+            m.cmds.push(args.iter().map(|&a| a.into()).collect());
+            return c.reply(|o| resp::simple(o, strings::QUEUED));
+        }
+    }
     match cmd {
         Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
         Cmd::Mget => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
@@ -236,6 +250,144 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 ms,
             })
         }
+        // Transactions.
+        Cmd::Multi => match c.multi {
+            Some(_) => c.reply(|o| resp::error(o, strings::MULTI_NESTED)),
+            None => {
+                c.multi = Some(Multi::default());
+                c.reply(|o| resp::simple(o, strings::OK))
+            }
+        },
+        Cmd::Exec => exec(c, router),
+        Cmd::Discard => match c.multi.take() {
+            None => c.reply(|o| resp::error(o, strings::DISCARD_WITHOUT_MULTI)),
+            Some(_) => {
+                forget_watches(c, router);
+                c.reply(|o| resp::simple(o, strings::OK))
+            }
+        },
+        Cmd::Watch => {
+            if c.multi.is_some() {
+                return c.reply(|o| resp::error(o, strings::WATCH_IN_MULTI));
+            }
+            c.watching.extend(args[1..].iter().map(|&k| k.into()));
+            keyed(c, router, &args[1..], Some(Combine::AllOk), |k| Op::Watch {
+                key: k.into(),
+            })
+        }
+        Cmd::Unwatch => {
+            forget_watches(c, router);
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Transactions: MULTI queues commands (above); EXEC runs them.
+
+/// The poller that owns `key`.
+fn poller_of_key(router: &Router, key: &[u8]) -> usize {
+    let pid = KeyHash::of(key).partition(router.shared.sb.partitions);
+    router.shared.poller_of(pid)
+}
+
+/// The keys a command names, by its description's key positions.
+fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    match described(args[0]) {
+        Some(m) if m.keys.0 != 0 => m
+            .key_positions(args.len())
+            .iter()
+            .map(|&i| args[i])
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `EXEC`: runs the queued commands as one transaction. Their keys, and
+/// the keys the connection watches, must all belong to one poller (else
+/// Redis Cluster's CROSSSLOT, and nothing runs). The commands the
+/// connection thread answers (PING, INFO, …) run here; the requests of
+/// the others go to that poller together, which runs them at once, in
+/// order, with nothing else touching their keys, and answers with all
+/// their replies once every write is durable — or with nil, when a
+/// watched key changed since WATCH.
+fn exec(c: &mut Conn, router: &mut Router) {
+    let Some(multi) = c.multi.take() else {
+        return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
+    };
+    if multi.aborted {
+        forget_watches(c, router);
+        return c.reply(|o| resp::error(o, strings::EXECABORT));
+    }
+    let cmds: Vec<Vec<&[u8]>> = (multi.cmds.iter())
+        .map(|cmd| cmd.iter().map(|a| &**a).collect())
+        .collect();
+    let mut pollers = (cmds.iter().flat_map(|args| keys_of(args)))
+        .chain(c.watching.iter().map(|k| &**k))
+        .map(|k| poller_of_key(router, k));
+    let poller = pollers.next();
+    if let Some(p) = poller {
+        if pollers.any(|q| q != p) {
+            forget_watches(c, router);
+            return c.reply(|o| resp::error(o, strings::CROSSSLOT));
+        }
+    }
+    let watched = !std::mem::take(&mut c.watching).is_empty();
+    let timing = c.timing.take();
+    let outer = c.begin_transaction();
+    router.start_capture();
+    for args in &cmds {
+        execute(c, router, args);
+    }
+    let reqs: Vec<Request> = router.take_capture().into_iter().map(|(_, r)| r).collect();
+    let inner = c.end_transaction(outer);
+    c.timing = timing;
+    let count = cmds.len();
+    let Some(poller) = poller else {
+        // No key: every reply is here already.
+        debug_assert!(reqs.is_empty() && inner.owed() == 0);
+        let bytes = inner.unsent();
+        return c.reply(|o| {
+            resp::array(o, count);
+            o.extend_from_slice(bytes);
+        });
+    };
+    let id = c.expect_exec(inner, count);
+    let hash = KeyHash::of(&[]);
+    let req = Request {
+        from: c.me,
+        id,
+        part: 0,
+        pid: reqs.first().map_or(0, |r| r.pid),
+        hash,
+        op: Op::Exec {
+            reqs,
+            watched,
+            claimed: Vec::new(),
+        },
+    };
+    router.send(poller, req);
+}
+
+/// Tells the pollers of the keys the connection watches to forget them
+/// (UNWATCH, DISCARD, an EXEC that does not run, a connection closing).
+pub(super) fn forget_watches(c: &mut Conn, router: &mut Router) {
+    let mut pollers: Vec<usize> = (c.watching.iter())
+        .map(|k| poller_of_key(router, k))
+        .collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    c.watching.clear();
+    for poller in pollers {
+        let req = Request {
+            from: c.me,
+            id: super::msg::NO_REPLY,
+            part: 0,
+            hash: KeyHash::of(&[]),
+            pid: 0,
+            op: Op::Unwatch,
+        };
+        router.send(poller, req);
     }
 }
 
@@ -250,18 +402,55 @@ fn keyed(
 ) {
     let id = c.expect(keys.len(), combine);
     let partitions = router.shared.sb.partitions;
-    for (part, key) in keys.iter().enumerate() {
+    let reqs = keys.iter().enumerate().map(|(part, key)| {
         let hash = KeyHash::of(key);
         let pid = hash.partition(partitions);
-        let req = Request {
+        Request {
             from: c.me,
             id,
             part: part as u32,
             hash,
             pid,
             op: op(key),
+        }
+    });
+    send_grouped(c, router, reqs.collect());
+}
+
+/// Sends the requests of one command, those for one poller together
+/// ([`Op::Group`]): the command sees, or makes, one state of the keys
+/// each poller holds, as in Redis.
+fn send_grouped(c: &Conn, router: &mut Router, reqs: Vec<Request>) {
+    if reqs.len() < 2 || router.capturing() {
+        // One request; or inside EXEC, which runs them together anyway.
+        for req in reqs {
+            let poller = router.shared.poller_of(req.pid);
+            router.send(poller, req);
+        }
+        return;
+    }
+    let mut by_poller: Vec<Vec<Request>> = (0..router.shared.pollers.len())
+        .map(|_| Vec::new())
+        .collect();
+    for req in reqs {
+        by_poller[router.shared.poller_of(req.pid)].push(req);
+    }
+    for (poller, mut reqs) in by_poller.into_iter().enumerate() {
+        let req = match reqs.len() {
+            0 => continue,
+            1 => reqs.pop().expect("one"),
+            _ => Request {
+                from: c.me,
+                id: reqs[0].id,
+                part: reqs[0].part,
+                hash: KeyHash::of(&[]),
+                pid: reqs[0].pid,
+                op: Op::Group {
+                    reqs,
+                    claimed: Vec::new(),
+                },
+            },
         };
-        let poller = router.shared.poller_of(pid);
         router.send(poller, req);
     }
 }
@@ -448,8 +637,10 @@ fn set_with(
     );
 }
 
-/// `MSET key value [key value ...]`: each key is set on its own poller
-/// (not atomic across keys); the reply is `+OK` once all are.
+/// `MSET key value [key value ...]`: the keys of each poller are set
+/// together (atomic among them: one commit carries them; keys on
+/// different pollers are not set at one instant); the reply is `+OK` once
+/// all are.
 fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if args.len() % 2 == 0 {
         return c.reply(|o| resp::error(o, &strings::wrong_arity("mset")));
@@ -461,17 +652,26 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     let n = (args.len() - 1) / 2;
     let id = c.expect(n, Some(Combine::AllOk));
-    for (part, pair) in args[1..].chunks(2).enumerate() {
-        let op = Op::Set {
-            key: pair[0].into(),
-            value: pair[1].into(),
-            expire_ms: 0,
-            keep_ttl: false,
-            cond: Cond::Always,
-            reply: SetReply::Ok,
-        };
-        send(c, router, id, part as u32, pair[0], op);
-    }
+    let partitions = router.shared.sb.partitions;
+    let reqs = (args[1..].chunks(2).enumerate()).map(|(part, pair)| {
+        let hash = KeyHash::of(pair[0]);
+        Request {
+            from: c.me,
+            id,
+            part: part as u32,
+            pid: hash.partition(partitions),
+            hash,
+            op: Op::Set {
+                key: pair[0].into(),
+                value: pair[1].into(),
+                expire_ms: 0,
+                keep_ttl: false,
+                cond: Cond::Always,
+                reply: SetReply::Ok,
+            },
+        }
+    });
+    send_grouped(c, router, reqs.collect());
 }
 
 fn route_one(c: &mut Conn, router: &mut Router, key: &[u8], op: Op) {

@@ -147,6 +147,20 @@ pub(super) struct Conn {
     pub(super) proto: Proto,
     /// What CLIENT LIST and CLIENT KILL see of it, from any thread.
     pub(super) info: Arc<ClientInfo>,
+    /// Between MULTI and EXEC: the commands queued.
+    pub(super) multi: Option<Multi>,
+    /// The keys WATCH registered with their pollers, until EXEC, DISCARD
+    /// or UNWATCH.
+    pub(super) watching: Vec<Box<[u8]>>,
+}
+
+/// A transaction being queued (MULTI).
+#[derive(Debug, Default)]
+pub(super) struct Multi {
+    /// Each queued command's arguments.
+    pub cmds: Vec<Vec<Box<[u8]>>>,
+    /// A command was refused while queued: EXEC answers EXECABORT.
+    pub aborted: bool,
 }
 
 impl Conn {
@@ -185,7 +199,35 @@ impl Conn {
             charged: 0,
             proto: Proto::Resp2,
             info,
+            multi: None,
+            watching: Vec::new(),
         }
+    }
+
+    /// A command was refused: a transaction being queued is aborted.
+    pub(super) fn refused_in_multi(&mut self) {
+        if let Some(m) = &mut self.multi {
+            m.aborted = true;
+        }
+    }
+
+    /// From now on, replies go to a new set of replies (EXEC running its
+    /// commands); returns the connection's own.
+    pub(super) fn begin_transaction(&mut self) -> Replies {
+        let inner = self.out.for_transaction();
+        std::mem::replace(&mut self.out, inner)
+    }
+
+    /// Puts the connection's own replies back; returns the transaction's.
+    pub(super) fn end_transaction(&mut self, outer: Replies) -> Replies {
+        std::mem::replace(&mut self.out, outer)
+    }
+
+    /// Reserves the place of EXEC's reply, whose commands' replies are in
+    /// `inner`.
+    pub(super) fn expect_exec(&mut self, inner: Replies, count: usize) -> u64 {
+        let timing = self.timing.take();
+        self.out.expect_exec(timing, inner, count, self.proto)
     }
 
     /// Emits a reply that is ready now.

@@ -441,6 +441,9 @@ impl Thread<'_> {
     }
 
     fn close(&mut self, slot: u32, mut c: Conn) {
+        if !c.watching.is_empty() {
+            super::command::forget_watches(&mut c, &mut self.router);
+        }
         self.shared
             .client_memory
             .fetch_sub(c.charged as u64, Relaxed);

@@ -4,7 +4,7 @@ use crate::index::KeyHash;
 
 /// A connection, as pollers address it: its thread, its slot there, and the
 /// slot's generation (a reply for a closed connection is dropped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnRef {
     pub thread: u16,
     pub slot: u32,
@@ -94,7 +94,41 @@ pub enum Op {
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
     ExpireTime { key: Box<[u8]>, ms: bool },
+
+    // Transactions.
+    /// EXEC: the queued commands' requests (their ids carry [`TXN_PART`]),
+    /// all for this poller, run at once and in order; nothing else touches
+    /// their keys meanwhile. `watched`: the connection watches keys (WATCH),
+    /// and the transaction runs only if none changed. The reply is
+    /// [`Reply::Txn`], or nil when a watched key changed.
+    Exec {
+        reqs: Vec<Request>,
+        watched: bool,
+        /// Keys this transaction claimed while it waited for others.
+        claimed: Vec<u64>,
+    },
+    /// Requests of one command for several keys of this poller (MGET,
+    /// EXISTS, DEL, MSET): they run together, once none of their keys is
+    /// held by a transaction or a read-modify-write, so that the command
+    /// sees, or makes, one state of its keys, as in Redis.
+    Group {
+        reqs: Vec<Request>,
+        claimed: Vec<u64>,
+    },
+    /// WATCH: remembers the key's current version for the connection.
+    Watch { key: Box<[u8]> },
+    /// UNWATCH (and DISCARD, EXEC refused, a connection closing): forgets
+    /// what the connection watches here. No reply when `id` is
+    /// [`NO_REPLY`].
+    Unwatch,
 }
+
+/// The id of a request that gets no reply.
+pub const NO_REPLY: u64 = u64::MAX;
+
+/// Marks the ids of the requests inside an EXEC: they answer the
+/// transaction, not the connection.
+pub const TXN_PART: u64 = 1 << 62;
 
 /// One key of a multi-key write, with where it lives.
 #[derive(Debug)]
@@ -152,7 +186,8 @@ impl Op {
             | Op::GetEx { key, .. }
             | Op::ExpireTime { key, .. } => Some(key),
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
-            Op::Exists => None,
+            Op::Watch { key } => Some(key),
+            Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
         }
     }
 }
@@ -220,6 +255,9 @@ pub enum Reply {
     Int(i64),
     /// An error message, sent as `-<msg>`.
     Error(String),
+    /// EXEC's replies to its commands' requests: (id without
+    /// [`TXN_PART`], part, reply).
+    Txn(Vec<(u64, u32, Reply)>),
 }
 
 impl Reply {
@@ -231,6 +269,7 @@ impl Reply {
             Reply::Nil => crate::resp::null(out, proto),
             Reply::Int(n) => crate::resp::int(out, *n),
             Reply::Error(m) => crate::resp::error(out, m),
+            Reply::Txn(_) => unreachable!("a transaction's replies are combined by its slot"),
         }
     }
 }

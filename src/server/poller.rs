@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::float::LongDouble;
-use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply};
+use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply, NO_REPLY, TXN_PART};
 use super::{PollMode, Shared};
-use crate::format::{align_down, align_up, decode_record, Record};
-use crate::index::Entry;
+use crate::format::{
+    align_down, align_up, decode_record, encode_record, record_len, Record, RecordMeta,
+};
+use crate::index::{Entry, KeyHash};
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
 use crate::resp;
 use crate::store::clock::SystemClock;
@@ -78,7 +80,55 @@ struct Poller<E: Engine> {
     held_since: Option<Instant>,
     /// When a read last logged that it got no buffer (ms since the epoch).
     no_buffer_logged_ms: u64,
+    /// The transaction running (EXEC), and those whose keys are all
+    /// claimed, waiting for it, oldest first.
+    txn: Option<Txn>,
+    txns_waiting: VecDeque<Request>,
+    /// What each connection watches here (WATCH), until its EXEC or
+    /// UNWATCH.
+    watches: HashMap<ConnRef, Vec<Watched>>,
 }
+
+/// A transaction running: its commands' requests run one after another
+/// against `view` — the keys' values as the transaction has left them so
+/// far, over the store's — and nothing is written to the store until the
+/// last has run; then every change is appended at once, in this turn, so
+/// that one commit carries them all.
+struct Txn {
+    /// The EXEC request (its reply goes to the connection).
+    exec: Request,
+    subs: VecDeque<Request>,
+    /// Keys this transaction claimed (requests for them wait).
+    claimed: Vec<u64>,
+    /// By key tag: the key's value and expiry as the transaction left it
+    /// (`None`: deleted), in the order first written.
+    view: HashMap<u64, Staged>,
+    order: Vec<u64>,
+    replies: Vec<(u64, u32, Reply)>,
+    /// A command waits for its record's read.
+    waiting: bool,
+    /// A command found no read slot: it runs again next turn.
+    stalled: bool,
+}
+
+/// A key as a transaction left it.
+struct Staged {
+    pid: u32,
+    hash: KeyHash,
+    key: Box<[u8]>,
+    now: Option<(Vec<u8>, u64)>,
+}
+
+/// A key a connection watches, and its index entry when WATCH came.
+struct Watched {
+    pid: u32,
+    hash: KeyHash,
+    seen: Option<Entry>,
+    live: bool,
+}
+
+/// Where a staged value "is" for the read path: no device offset.
+const STAGED: u64 = u64::MAX;
 
 /// What the pollers take over from the opened store.
 pub(super) struct PollerInputs {
@@ -213,6 +263,9 @@ fn run_with<E: Engine>(
         wave_hold,
         held_since: None,
         no_buffer_logged_ms: 0,
+        txn: None,
+        txns_waiting: VecDeque::new(),
+        watches: HashMap::new(),
     };
     p.run_loop();
     p.shutdown()
@@ -307,6 +360,7 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
+        let txns = self.drive_txns();
         self.ks
             .set_waiting(self.deferred.front().map(|&(since, _)| since));
         let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
@@ -322,7 +376,7 @@ impl<E: Engine> Poller<E> {
         st.loops.fetch_add(1, Relaxed);
         st.in_flight
             .store(self.ks.engine_ref().in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired
+        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired || txns
     }
 
     /// Sends what is queued to the device (see `--io-feed`), and counts
@@ -391,13 +445,20 @@ impl<E: Engine> Poller<E> {
     }
 
     pub(super) fn reply(&mut self, req: &Request, reply: Reply) {
+        if is_sub(req) {
+            return self.txn_reply(req, reply);
+        }
         self.respond(req.from, req.id, req.part, reply);
     }
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
-        if matches!(req.op, Op::MsetNx { .. }) {
-            return self.msetnx_when_free(req);
+        match req.op {
+            Op::MsetNx { .. } => return self.msetnx_when_free(req),
+            Op::Exec { .. } => return self.exec_when_free(req),
+            Op::Group { .. } => return self.group_when_free(req),
+            Op::Unwatch => return self.unwatch(req),
+            _ => {}
         }
         if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
             waiting.push_back(req);
@@ -408,7 +469,10 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request now.
     pub(super) fn handle_now(&mut self, req: Request) {
-        let hit = self.ks.lookup(req.pid, &req.hash);
+        if matches!(req.op, Op::Watch { .. }) {
+            return self.watch(req);
+        }
+        let hit = self.lookup(&req, req.pid, &req.hash);
         let read = matches!(
             req.op,
             Op::Get { .. } | Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. }
@@ -454,6 +518,10 @@ impl<E: Engine> Poller<E> {
     /// Gets the record of `entry` for `req`: from a segment buffer at once,
     /// or with one device read.
     fn fetch(&mut self, req: Request, entry: Entry) {
+        if entry.offset == STAGED {
+            let bytes = self.staged_record(&req);
+            return self.finish_fetch(req, entry, Ok(&bytes));
+        }
         if let Some(bytes) = self.ks.buffered(entry) {
             let bytes = bytes.to_vec();
             return self.finish_fetch(req, entry, Ok(&bytes));
@@ -475,7 +543,7 @@ impl<E: Engine> Poller<E> {
         match eng.read(start, buf, Tag::Read(tag).encode()) {
             Ok(()) => {
                 self.ks.count_read(end - start);
-                if req.op.reads_then_writes() {
+                if req.op.reads_then_writes() && !is_sub(&req) {
                     self.busy.entry(req.hash.tag).or_default();
                 }
                 self.reads[tag as usize] = Some(PendingRead { req, entry, start });
@@ -502,6 +570,13 @@ impl<E: Engine> Poller<E> {
     /// Puts a request that found no read slot aside for the next turn; the
     /// requests behind it for the same key wait for it.
     fn requeue(&mut self, req: Request) {
+        if is_sub(&req) {
+            let t = self.txn.as_mut().expect("a transaction runs");
+            t.subs.push_front(req);
+            t.waiting = false;
+            t.stalled = true;
+            return;
+        }
         self.busy.entry(req.hash.tag).or_default();
         self.requeued.push(req);
     }
@@ -549,7 +624,7 @@ impl<E: Engine> Poller<E> {
             self.ks.counters().io_errors.fetch_add(1, Relaxed);
         }
         let tag = r.req.hash.tag;
-        let was_rmw = r.req.op.reads_then_writes();
+        let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
         if was_rmw {
@@ -696,7 +771,7 @@ impl<E: Engine> Poller<E> {
             (true, None) => 0,
             (false, _) => *expire_ms,
         };
-        let result = self.ks.write(req.pid, &req.hash, key, value, expire, false);
+        let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);
         self.acknowledge(req, result, done);
     }
 
@@ -725,16 +800,14 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let (key, value) = (key.clone(), new.to_string().into_bytes());
-        let result = self
-            .ks
-            .write(req.pid, &req.hash, &key, &value, expire, false);
+        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge(req, result, Reply::Int(new));
     }
 
     /// Appends a tombstone for the key of `req`, replying `ok` once durable.
     fn delete(&mut self, req: Request, ok: Reply) {
         let key = req.op.key().expect("keyed op").to_vec();
-        let result = self.ks.write(req.pid, &req.hash, &key, &[], 0, true);
+        let result = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
         self.acknowledge(req, result, ok);
     }
 
@@ -757,10 +830,10 @@ impl<E: Engine> Poller<E> {
         }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.ks.now_ms() {
-            self.ks.write(req.pid, &req.hash, &key, &[], 0, true)
+            self.write(&req, req.pid, &req.hash, &key, &[], 0, true)
         } else {
             let at = if persist { 0 } else { at_ms };
-            self.ks.write(req.pid, &req.hash, &key, &value, at, false)
+            self.write(&req, req.pid, &req.hash, &key, &value, at, false)
         };
         self.acknowledge(req, result, Reply::Int(1));
     }
@@ -769,6 +842,15 @@ impl<E: Engine> Poller<E> {
     /// after its commit otherwise. A write that found no free segment
     /// while compaction or eviction can still make room waits for it.
     fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
+        if is_sub(&req) {
+            // Inside a transaction: the write is staged; the transaction
+            // answers once all its writes are durable.
+            let reply = match result {
+                Ok(()) => ok,
+                Err(e) => self.refusal(e),
+            };
+            return self.txn_reply(&req, reply);
+        }
         if matches!(result, Err(WriteError::Full))
             && self.ks.may_make_room()
             && self.deferred.len() < MAX_DEFERRED
@@ -991,9 +1073,7 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let key = req.op.key().expect("keyed op").to_vec();
-        let result = self
-            .ks
-            .write(req.pid, &req.hash, &key, &value, expire, false);
+        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge(req, result, ok);
     }
 
@@ -1037,7 +1117,7 @@ impl<E: Engine> Poller<E> {
         };
         if pairs
             .iter()
-            .any(|p| self.ks.lookup(p.pid, &p.hash).is_some())
+            .any(|p| self.lookup(&req, p.pid, &p.hash).is_some())
         {
             return self.reply(&req, Reply::Int(0));
         }
@@ -1045,12 +1125,323 @@ impl<E: Engine> Poller<E> {
             return;
         }
         for p in pairs {
-            if let Err(e) = self.ks.write(p.pid, &p.hash, &p.key, &p.value, 0, false) {
+            if let Err(e) = self.write(&req, p.pid, &p.hash, &p.key, &p.value, 0, false) {
                 let reply = self.refusal(e);
                 return self.reply(&req, reply);
             }
         }
         self.acknowledge(req, Ok(()), Reply::Int(1));
+    }
+
+    // -----------------------------------------------------------------
+    // Transactions (EXEC) and WATCH.
+
+    /// The live entry of a key: inside a transaction, as it left the key.
+    fn lookup(&mut self, req: &Request, pid: u32, hash: &KeyHash) -> Option<Entry> {
+        if is_sub(req) {
+            let now_ms = self.ks.now_ms();
+            let t = self.txn.as_ref().expect("a transaction runs");
+            if let Some(s) = t.view.get(&hash.tag) {
+                return s.now.as_ref().and_then(|(v, exp)| {
+                    let e = Entry {
+                        offset: STAGED,
+                        len: record_len(s.key.len(), v.len()) as u32,
+                        tombstone: false,
+                        expire_ms: *exp,
+                    };
+                    e.live(now_ms).then_some(e)
+                });
+            }
+        }
+        self.ks.lookup(pid, hash)
+    }
+
+    /// Writes a record for `req`; inside a transaction, stages it.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        req: &Request,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        tombstone: bool,
+    ) -> Result<(), WriteError> {
+        if !is_sub(req) {
+            return self.ks.write(pid, hash, key, value, expire_ms, tombstone);
+        }
+        let sb = self.ks.superblock();
+        let room = (sb.segment_size as u64).saturating_sub(2 * self.ks.block());
+        if record_len(key.len(), value.len()) > room {
+            return Err(WriteError::TooLarge);
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
+        match t.view.entry(hash.tag) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().now = now,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                t.order.push(hash.tag);
+                e.insert(Staged {
+                    pid,
+                    hash: *hash,
+                    key: key.into(),
+                    now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The record a transaction staged for `req`'s key, encoded as the
+    /// read path expects it from the device.
+    fn staged_record(&self, req: &Request) -> Vec<u8> {
+        let t = self.txn.as_ref().expect("a transaction runs");
+        let s = &t.view[&req.hash.tag];
+        let (value, expire_ms) = s.now.as_ref().expect("a staged value");
+        let meta = RecordMeta {
+            gen: 0,
+            seq: 0,
+            expire_ms: *expire_ms,
+            flags: 0,
+        };
+        let mut b = vec![0; record_len(s.key.len(), value.len()) as usize];
+        encode_record(&self.shared.sb.uuid, &meta, &s.key, value, &mut b);
+        b
+    }
+
+    /// A command of the running transaction answered.
+    fn txn_reply(&mut self, req: &Request, reply: Reply) {
+        let t = self.txn.as_mut().expect("a transaction runs");
+        t.replies.push((req.id & !TXN_PART, req.part, reply));
+        t.waiting = false;
+    }
+
+    /// Claims the keys of an EXEC or a group for it (requests for them
+    /// that come later wait for it); returns it once it holds them all, or
+    /// parks it behind whatever holds one of them.
+    fn claim(&mut self, mut req: Request) -> Option<Request> {
+        let (Op::Exec { reqs, claimed, .. } | Op::Group { reqs, claimed }) = &mut req.op else {
+            unreachable!()
+        };
+        let mut tags: Vec<u64> = Vec::new();
+        for r in reqs.iter() {
+            match &r.op {
+                Op::MsetNx { pairs, .. } => tags.extend(pairs.iter().map(|p| p.hash.tag)),
+                _ => tags.push(r.hash.tag),
+            }
+        }
+        let blocked =
+            (tags.iter().copied()).find(|t| self.busy.contains_key(t) && !claimed.contains(t));
+        for &tag in &tags {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.busy.entry(tag) {
+                e.insert(VecDeque::new());
+                claimed.push(tag);
+            }
+        }
+        match blocked {
+            Some(tag) => {
+                self.busy.get_mut(&tag).expect("busy key").push_back(req);
+                None
+            }
+            None => Some(req),
+        }
+    }
+
+    /// EXEC: once it holds its keys, it waits its turn to run.
+    fn exec_when_free(&mut self, req: Request) {
+        if let Some(req) = self.claim(req) {
+            self.txns_waiting.push_back(req);
+        }
+    }
+
+    /// A command's requests for several keys: once they hold their keys,
+    /// they run one after the other now (each looks its key up at once),
+    /// and the keys are free again.
+    fn group_when_free(&mut self, req: Request) {
+        let Some(mut req) = self.claim(req) else {
+            return;
+        };
+        let Op::Group { reqs, claimed } = &mut req.op else {
+            unreachable!()
+        };
+        let (reqs, claimed) = (std::mem::take(reqs), std::mem::take(claimed));
+        for r in reqs {
+            self.handle_now(r);
+        }
+        for tag in claimed {
+            self.release(tag);
+        }
+    }
+
+    /// Runs transactions: the one running, as far as it can go, then those
+    /// waiting. Returns whether any work was done.
+    fn drive_txns(&mut self) -> bool {
+        let mut any = false;
+        if let Some(t) = &mut self.txn {
+            t.stalled = false;
+        }
+        loop {
+            if self.txn.is_none() {
+                let Some(req) = self.txns_waiting.pop_front() else {
+                    return any;
+                };
+                any = true;
+                self.start_txn(req);
+                continue;
+            }
+            if !self.run_txn() {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    /// Starts a transaction whose keys are claimed: it runs only if no key
+    /// its connection watches changed since WATCH.
+    fn start_txn(&mut self, mut req: Request) {
+        let Op::Exec {
+            reqs,
+            watched,
+            claimed,
+        } = &mut req.op
+        else {
+            unreachable!()
+        };
+        let (subs, claimed) = (std::mem::take(reqs), std::mem::take(claimed));
+        let changed = *watched && self.watched_changed(req.from);
+        self.watches.remove(&req.from);
+        if changed {
+            self.reply(&req, Reply::Nil);
+            for tag in claimed {
+                self.release(tag);
+            }
+            return;
+        }
+        self.txn = Some(Txn {
+            exec: req,
+            subs: subs.into(),
+            claimed,
+            view: HashMap::new(),
+            order: Vec::new(),
+            replies: Vec::new(),
+            waiting: false,
+            stalled: false,
+        });
+    }
+
+    /// Runs the transaction's commands until one waits for a read;
+    /// returns whether the transaction finished.
+    fn run_txn(&mut self) -> bool {
+        loop {
+            let t = self.txn.as_mut().expect("a transaction runs");
+            if t.waiting || t.stalled {
+                return false;
+            }
+            let Some(sub) = t.subs.pop_front() else {
+                self.finish_txn();
+                return true;
+            };
+            t.waiting = true;
+            self.handle_now(sub);
+        }
+    }
+
+    /// Appends every change of the finished transaction at once (or none,
+    /// when the store cannot take them all), and answers EXEC once they
+    /// are durable.
+    fn finish_txn(&mut self) {
+        let t = self.txn.take().expect("a transaction runs");
+        let mut bytes = 0;
+        let mut shards: Vec<u32> = Vec::new();
+        for s in t.view.values() {
+            let value_len = s.now.as_ref().map_or(0, |(v, _)| v.len());
+            bytes += record_len(s.key.len(), value_len);
+            shards.push(crate::store::shard_of(s.pid, self.shared.sb.shards));
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let reply = if t.view.is_empty() {
+            Some(Reply::Txn(t.replies))
+        } else if !self.ks.room_for(bytes, shards.len()) {
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            Some(Reply::Error(super::strings::STORE_FULL.into()))
+        } else {
+            let (mut failed, mut wrote) = (None, false);
+            for tag in &t.order {
+                let s = &t.view[tag];
+                let result = match &s.now {
+                    Some((v, exp)) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
+                    // Deleting a key that was not there writes nothing.
+                    None if self.ks.lookup(s.pid, &s.hash).is_some() => {
+                        self.ks.write(s.pid, &s.hash, &s.key, &[], 0, true)
+                    }
+                    None => continue,
+                };
+                wrote = true;
+                if let Err(e) = result {
+                    // Not for want of room (checked above): the index.
+                    tracing::error!(poller = self.id, "a transaction's write failed: {e}");
+                    failed = Some(self.refusal(e));
+                    break;
+                }
+            }
+            match failed {
+                Some(reply) => Some(reply),
+                None if !wrote => Some(Reply::Txn(t.replies)),
+                None => {
+                    let w = Waiter {
+                        to: t.exec.from,
+                        id: t.exec.id,
+                        part: t.exec.part,
+                        reply: Reply::Txn(t.replies),
+                    };
+                    self.ks.acknowledge_durable(w);
+                    None
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            self.reply(&t.exec, reply);
+        }
+        for tag in t.claimed {
+            self.release(tag);
+        }
+    }
+
+    /// WATCH of one key: remembers its entry for the connection.
+    fn watch(&mut self, req: Request) {
+        let seen = self.ks.entry(req.pid, &req.hash);
+        let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
+        self.watches.entry(req.from).or_default().push(Watched {
+            pid: req.pid,
+            hash: req.hash,
+            seen,
+            live,
+        });
+        self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
+    }
+
+    /// UNWATCH: forgets what the connection watches here.
+    fn unwatch(&mut self, req: Request) {
+        self.watches.remove(&req.from);
+        if req.id != NO_REPLY {
+            self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
+        }
+    }
+
+    /// Whether a key connection `from` watches changed since WATCH: its
+    /// entry is another (a write, a deletion; a move by compaction counts
+    /// too), or it was live then and has expired since.
+    fn watched_changed(&mut self, from: ConnRef) -> bool {
+        let Some(watched) = self.watches.remove(&from) else {
+            return false;
+        };
+        let now_ms = self.ks.now_ms();
+        watched.iter().any(|w| {
+            let e = self.ks.entry(w.pid, &w.hash);
+            e != w.seen || (w.live && !e.is_some_and(|e| e.live(now_ms)))
+        })
     }
 
     /// Finishes in-flight I/O, commits every write and erases the emptied
@@ -1082,6 +1473,11 @@ impl<E: Engine> Poller<E> {
         }
         self.ks.mark_clean().context("marking the index clean")
     }
+}
+
+/// Whether `req` is one of the running transaction's commands.
+fn is_sub(req: &Request) -> bool {
+    req.id != NO_REPLY && req.id & TXN_PART != 0
 }
 
 /// The operations [`Poller::strings`] serves.

@@ -32,6 +32,7 @@ fn reply_len(r: &Reply) -> usize {
         Reply::Nil => 5,
         Reply::Int(_) => 22,
         Reply::Error(m) => m.len() + 3,
+        Reply::Txn(parts) => parts.iter().map(|(_, _, r)| reply_len(r)).sum::<usize>() + 16,
     }
 }
 
@@ -53,6 +54,15 @@ enum Slot {
     /// A reply awaited from the pollers that the client is not to get
     /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
     Silent(Box<Slot>),
+    /// EXEC's reply: `inner` holds the replies of its `count` commands,
+    /// those the connection thread gave at once, and slots for those the
+    /// poller gives in the transaction's one reply ([`Reply::Txn`]).
+    Exec {
+        inner: Box<Replies>,
+        count: usize,
+        result: Option<Reply>,
+        proto: Proto,
+    },
 }
 
 impl Slot {
@@ -62,6 +72,7 @@ impl Slot {
             Slot::Single(r, _) => r.is_some(),
             Slot::Multi { left, .. } => *left == 0,
             Slot::Silent(s) => s.complete(),
+            Slot::Exec { result, .. } => result.is_some(),
         }
     }
 
@@ -72,6 +83,9 @@ impl Slot {
             Slot::Single(r, _) => r.as_ref().map_or(0, reply_len),
             Slot::Multi { parts, .. } => parts.iter().flatten().map(reply_len).sum(),
             Slot::Silent(s) => s.held(),
+            Slot::Exec { inner, result, .. } => {
+                inner.pending() + result.as_ref().map_or(0, reply_len)
+            }
         }
     }
 
@@ -79,6 +93,24 @@ impl Slot {
         match self {
             Slot::Ready(b) => out.extend_from_slice(&b),
             Slot::Silent(_) => {}
+            Slot::Exec {
+                mut inner,
+                count,
+                result,
+                proto,
+            } => match result.expect("complete") {
+                Reply::Txn(parts) => {
+                    for (id, part, reply) in parts {
+                        inner.fill(id, part, reply);
+                    }
+                    debug_assert_eq!(inner.owed(), 0, "a transaction's reply misses parts");
+                    resp::array(out, count);
+                    out.extend_from_slice(inner.unsent());
+                }
+                // A watched key changed.
+                Reply::Nil => resp::null_array(out, proto),
+                other => other.encode(out, proto),
+            },
             Slot::Single(r, proto) => r.expect("complete").encode(out, proto),
             Slot::Multi {
                 combine: Combine::Array,
@@ -133,6 +165,7 @@ pub(super) struct ReplyMark {
 pub(super) type Timing = Option<(u16, Instant)>;
 
 /// A connection's output: the bytes to write, and the replies owed.
+#[derive(Debug)]
 pub(super) struct Replies {
     /// Bytes ready to be written; `wpos` of them are written already.
     wbuf: Vec<u8>,
@@ -251,17 +284,48 @@ impl Replies {
         }
     }
 
+    /// Reserves the place of EXEC's reply: `inner` holds its commands'
+    /// replies (see [`Slot::Exec`]). Returns its id.
+    pub(super) fn expect_exec(
+        &mut self,
+        timing: Timing,
+        inner: Replies,
+        count: usize,
+        proto: Proto,
+    ) -> u64 {
+        let id = self.next_id();
+        self.timings.push_back(timing);
+        self.slots.push_back(Slot::Exec {
+            inner: Box::new(inner),
+            count,
+            result: None,
+            proto,
+        });
+        id
+    }
+
+    /// A new, empty set of replies with this one's statistics, for the
+    /// commands of a transaction.
+    pub(super) fn for_transaction(&self) -> Replies {
+        Replies::new(self.reply_avg, Arc::clone(&self.cmd_stats))
+    }
+
     /// Files a poller's answer in its slot, and moves the replies that are
     /// complete at the front into the output buffer.
     pub(super) fn deliver(&mut self, r: Response) {
-        let Some(slot) =
-            r.id.checked_sub(self.first_id)
-                .and_then(|i| self.slots.get_mut(i as usize))
+        self.fill(r.id, r.part, r.reply);
+    }
+
+    /// Files reply `part` of reply `id`.
+    fn fill(&mut self, id: u64, part: u32, reply: Reply) {
+        let Some(slot) = id
+            .checked_sub(self.first_id)
+            .and_then(|i| self.slots.get_mut(i as usize))
         else {
-            tracing::error!(id = r.id, "reply for an unknown request");
+            tracing::error!(id, "reply for an unknown request");
             return;
         };
-        let len = reply_len(&r.reply);
+        let len = reply_len(&reply);
         self.held += len;
         self.reply_avg = (self.reply_avg * 3 + len) / 4;
         let slot = match slot {
@@ -269,11 +333,12 @@ impl Replies {
             other => other,
         };
         match slot {
-            Slot::Single(s, _) => *s = Some(r.reply),
+            Slot::Single(s, _) => *s = Some(reply),
             Slot::Multi { left, parts, .. } => {
-                parts[r.part as usize] = Some(r.reply);
+                parts[part as usize] = Some(reply);
                 *left -= 1;
             }
+            Slot::Exec { result, .. } => *result = Some(reply),
             Slot::Ready(_) | Slot::Silent(_) => {
                 tracing::error!("reply for a request answered already")
             }

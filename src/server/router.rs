@@ -31,6 +31,9 @@ pub(super) struct Router<'a> {
     /// Requests sent to pollers and replies received, to know when to spin.
     sent: u64,
     answered: u64,
+    /// While EXEC runs its queued commands: their requests, with their
+    /// pollers, gathered here to go out as one transaction.
+    capture: Option<Vec<(usize, Request)>>,
 }
 
 impl<'a> Router<'a> {
@@ -46,13 +49,36 @@ impl<'a> Router<'a> {
             touched: vec![false; shared.pollers.len()],
             sent: 0,
             answered: 0,
+            capture: None,
         }
     }
 
+    /// From now on, requests are gathered rather than sent (EXEC).
+    pub(super) fn start_capture(&mut self) {
+        self.capture = Some(Vec::new());
+    }
+
+    /// Whether requests are being gathered for EXEC.
+    pub(super) fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// The requests gathered since [`Router::start_capture`]; they are
+    /// sent again from now on.
+    pub(super) fn take_capture(&mut self) -> Vec<(usize, Request)> {
+        self.capture.take().unwrap_or_default()
+    }
+
     /// Sends `req` to `poller`, or holds it while the poller's ring is full.
-    pub(super) fn send(&mut self, poller: usize, req: Request) {
+    pub(super) fn send(&mut self, poller: usize, mut req: Request) {
+        if let Some(reqs) = &mut self.capture {
+            req.id |= super::msg::TXN_PART;
+            reqs.push((poller, req));
+            return;
+        }
         self.touched[poller] = true;
-        self.sent += 1;
+        // A request that gets no reply is not awaited.
+        self.sent += u64::from(req.id != super::msg::NO_REPLY);
         let req = if self.stalled[poller].is_empty() {
             match self.shared.pollers[poller].inbox.push(req) {
                 Ok(()) => return,

@@ -202,6 +202,17 @@ pub(super) fn unsupported_option(opt: &[u8]) -> String {
 /// memory ran out).
 pub(super) const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 
+// Transactions.
+
+/// A command queued between MULTI and EXEC.
+pub(super) const QUEUED: &str = "QUEUED";
+pub(super) const MULTI_NESTED: &str = "ERR MULTI calls can not be nested";
+pub(super) const EXEC_WITHOUT_MULTI: &str = "ERR EXEC without MULTI";
+pub(super) const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
+pub(super) const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
+/// EXEC of a transaction in which a command was refused while queued.
+pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,12 @@ pub(super) enum Cmd {
     Pexpireat,
     Expiretime,
     Pexpiretime,
+    // Transactions.
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// One entry of the table.
@@ -151,6 +157,12 @@ pub(super) const COMMANDS: &[Spec] = &[
     spec(Cmd::Pexpireat, "PEXPIREAT", -3),
     spec(Cmd::Expiretime, "EXPIRETIME", 2),
     spec(Cmd::Pexpiretime, "PEXPIRETIME", 2),
+    // Transactions.
+    spec(Cmd::Multi, "MULTI", 1),
+    spec(Cmd::Exec, "EXEC", 1),
+    spec(Cmd::Discard, "DISCARD", 1),
+    spec(Cmd::Watch, "WATCH", -2),
+    spec(Cmd::Unwatch, "UNWATCH", 1),
 ];
 
 /// Commands nvkv refuses on purpose, with what it says instead of
@@ -672,6 +684,11 @@ pub(super) const META: &[Meta] = &[
     Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@write", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("unix-time-milliseconds", "unix-time"), Arg { since: Some("7.0.0"), flags: &["optional"], args: &[Arg { token: Some("NX"), ..arg("nx", "pure-token") }, Arg { token: Some("XX"), ..arg("xx", "pure-token") }, Arg { token: Some("GT"), ..arg("gt", "pure-token") }, Arg { token: Some("LT"), ..arg("lt", "pure-token") }], ..arg("condition", "oneof") }], ..meta("pexpireat", -3, "Set the expiration for a key as a UNIX timestamp specified in milliseconds", "2.6.0", "generic") },
     Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("expiretime", 2, "Get the expiration Unix timestamp for a key", "7.0.0", "generic") },
     Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("pexpiretime", 2, "Get the expiration Unix timestamp for a key in milliseconds", "7.0.0", "generic") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "allow_busy"], acl: &["@fast", "@transaction"], complexity: Some("O(1)"), ..meta("multi", 1, "Mark the start of a transaction block", "1.2.0", "transactions") },
+    Meta { flags: &["noscript", "loading", "stale", "skip_slowlog"], acl: &["@slow", "@transaction"], complexity: Some("Depends on commands in the transaction"), ..meta("exec", 1, "Execute all commands issued after MULTI", "1.2.0", "transactions") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "allow_busy"], acl: &["@fast", "@transaction"], complexity: Some("O(N), when N is the number of queued commands"), ..meta("discard", 1, "Discard all commands issued after MULTI", "2.0.0", "transactions") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "allow_busy"], keys: (1, -1, 1), acl: &["@fast", "@transaction"], key_specs: &[KeySpec { notes: None, flags: &["RO"], begin: Begin::Index(1), find: Find::Range { lastkey: -1, keystep: 1, limit: 0 } }], complexity: Some("O(1) for every key."), args: &[Arg { key_spec_index: Some(0), flags: &["multiple"], ..arg("key", "key") }], ..meta("watch", -2, "Watch the given keys to determine execution of the MULTI/EXEC block", "2.2.0", "transactions") },
+    Meta { flags: &["noscript", "loading", "stale", "fast", "allow_busy"], acl: &["@fast", "@transaction"], complexity: Some("O(1)"), ..meta("unwatch", 1, "Forget about all watched keys", "2.2.0", "transactions") },
 ];
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::format::{FormatError, Superblock, SUPERBLOCK_SIZE};
+use crate::format::{FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE};
 use crate::index::{Checkpoint, IndexError, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
@@ -178,6 +178,18 @@ pub struct Store {
 
 /// Reads and checks the superblock of the device.
 pub fn read_superblock(dev: &Device) -> Result<Superblock, StoreError> {
+    match read_superblock_versioned(dev)? {
+        (sb, FORMAT_VERSION) => Ok(sb),
+        (_, v) => Err(StoreError::Format(
+            dev.path().to_owned(),
+            FormatError::Version(v),
+        )),
+    }
+}
+
+/// Reads and checks the superblock of the device, of this format version
+/// or of the one `Store::open` converts; returns it with its version.
+fn read_superblock_versioned(dev: &Device) -> Result<(Superblock, u32), StoreError> {
     if dev.capacity() < SUPERBLOCK_SIZE as u64 {
         return Err(StoreError::Format(
             dev.path().to_owned(),
@@ -186,7 +198,8 @@ pub fn read_superblock(dev: &Device) -> Result<Superblock, StoreError> {
     }
     let mut b = IoBuf::new(SUPERBLOCK_SIZE);
     dev.read_at(&mut b, 0).map_err(io_at(dev.path()))?;
-    let sb = Superblock::decode(&b).map_err(|e| StoreError::Format(dev.path().to_owned(), e))?;
+    let (sb, version) = Superblock::decode_versioned(&b)
+        .map_err(|e| StoreError::Format(dev.path().to_owned(), e))?;
     if sb.block_size < dev.block_size() || sb.capacity > dev.capacity() {
         return Err(StoreError::Invalid(format!(
             "{}: the superblock describes {} bytes in {}-byte blocks but the device has {} bytes in {}-byte blocks (truncated?)",
@@ -197,7 +210,16 @@ pub fn read_superblock(dev: &Device) -> Result<Superblock, StoreError> {
             dev.block_size()
         )));
     }
-    Ok(sb)
+    Ok((sb, version))
+}
+
+/// Writes `sb` at offset 0 in this build's format version, durably.
+fn write_superblock(dev: &Device, sb: &Superblock) -> io::Result<()> {
+    dev.sync()?;
+    let mut b = IoBuf::new(SUPERBLOCK_SIZE);
+    b.copy_from_slice(&sb.encode());
+    dev.write_at(&b, 0)?;
+    dev.sync()
 }
 
 impl Store {
@@ -209,10 +231,22 @@ impl Store {
         let spec = store_device(dir)?;
         let lock = DirLock::acquire(dir)?;
         let dev = open_device(&spec, env)?;
-        let sb = read_superblock(&dev)?;
+        let (sb, version) = read_superblock_versioned(&dev)?;
+        let converting = version != FORMAT_VERSION;
 
         let (mut parts, checkpoints) = open_partitions(dir, &sb)?;
         let mut clean = checkpoints.iter().all(Option::is_some);
+        if converting {
+            // The records stay as they are; the index is rebuilt by the
+            // new placement rule.
+            tracing::warn!(
+                "the store is in format version {version}: converting it to version \
+                 {FORMAT_VERSION} (keys with a hash tag {{…}} are placed by their tag); \
+                 the index is rebuilt from the device"
+            );
+            parts.iter_mut().for_each(Partition::clear);
+            clean = false;
+        }
         if clean {
             if let Err(why) = check_entries(&sb, &parts) {
                 tracing::warn!("{why}; the index will be rebuilt");
@@ -242,6 +276,21 @@ impl Store {
             (shards, report, max_gen, min_seq, Vec::new())
         } else {
             let r = recover::rebuild(&dev, &sb, parts, t0)?;
+            if converting {
+                if r.misplaced > 0 {
+                    return Err(StoreError::Invalid(format!(
+                        "{}: the store is in format version {version}, and {} of its records \
+                         hold keys with a hash tag ({{…}}) that version {FORMAT_VERSION} places \
+                         in another shard: it cannot be converted in place. Reload it \
+                         (export its keys with a build of format version {version}, then \
+                         nvkv load --force and write them again)",
+                        dir.display(),
+                        r.misplaced
+                    )));
+                }
+                write_superblock(&dev, &sb).map_err(io_at(dev.path()))?;
+                tracing::info!("the store is now in format version {FORMAT_VERSION}");
+            }
             (r.shards, r.report, r.max_gen, Some(r.min_seq), r.scanned)
         };
         let space = Space::from_index(&sb, &shards, max_gen, min_seq);

@@ -24,6 +24,9 @@ pub(super) struct Rebuilt {
     pub min_seq: Vec<u64>,
     /// The segments with a valid header, replayed.
     pub scanned: Vec<u32>,
+    /// Records found in a segment of a shard their key does not belong
+    /// to (skipped): keys with a hash tag in a store of format version 2.
+    pub misplaced: u64,
 }
 
 /// Large reads kept in flight during the scan.
@@ -77,7 +80,7 @@ pub(super) fn rebuild(
     }
     let mut max_seq = vec![0u64; sb.shards as usize];
     let mut min_seq = vec![u64::MAX; sb.segment_count as usize];
-    let (mut records, mut failed) = (0u64, None);
+    let (mut records, mut failed, mut misplaced) = (0u64, None, 0u64);
     let seg_size = sb.segment_size as usize;
     read_ordered(
         &mut eng,
@@ -91,6 +94,7 @@ pub(super) fn rebuild(
                 let hash = KeyHash::of(rec.key);
                 let pid = hash.partition(sb.partitions);
                 if shard::shard_of(pid, sb.shards) != h.shard {
+                    misplaced += 1;
                     continue;
                 }
                 records += 1;
@@ -143,6 +147,7 @@ pub(super) fn rebuild(
         max_gen,
         min_seq,
         scanned: order.iter().map(|&(seg, _)| seg).collect(),
+        misplaced,
     })
 }
 

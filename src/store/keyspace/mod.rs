@@ -242,6 +242,29 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
+    /// A writer that waits for its writes to be durable whatever the
+    /// durability mode (a transaction: after a crash, all of an
+    /// acknowledged one's writes are there); `w` comes back from
+    /// [`Keyspace::take_acks`].
+    pub fn acknowledge_durable(&mut self, w: W) {
+        self.update_key_count();
+        self.log.wait(w);
+    }
+
+    /// The index entry of a key as it stands (deleted, expired or evicted
+    /// keys' entries included), without looking at the clock: what WATCH
+    /// compares.
+    pub fn entry(&mut self, pid: u32, hash: &KeyHash) -> Option<Entry> {
+        self.shard_mut(pid).part_mut(pid).get(hash)
+    }
+
+    /// Whether `bytes` of client records, in `shards` shards, can all be
+    /// appended now: none would be refused for want of a segment.
+    pub fn room_for(&self, bytes: u64, shards: usize) -> bool {
+        let segments = shards as u64 + bytes.div_ceil(self.sb.segment_size as u64);
+        self.space.free_segments() as u64 >= self.reserve() as u64 + segments
+    }
+
     /// Writers whose commits completed (`Ok`) or failed since the last
     /// call.
     pub fn take_acks(&mut self, out: &mut Vec<(W, Result<(), CommitFailed>)>) {

@@ -1,0 +1,567 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH. Replies are
+//! compared byte for byte with a real redis-server's (where one is
+//! installed), for fixed sequences and random ones, on one connection and
+//! with a second one changing watched keys; then what Redis promises of
+//! EXEC: nothing of a refused transaction is applied, no client sees part
+//! of one, and an acknowledged one is all there after a kill -9. Keys with
+//! the same hash tag (`{…}`) share a poller; transactions across pollers
+//! are refused with Redis Cluster's CROSSSLOT. redis-py's default pipeline
+//! (MULTI … EXEC) works.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{encode, RealRedis, Server};
+use rand::{Rng, SeedableRng};
+
+/// A connection that sends one command and reads exactly one reply (inside
+/// MULTI a marker command would be queued too).
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn connect(addr: impl std::net::ToSocketAddrs) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Conn { s, buf: Vec::new() }
+    }
+
+    fn call(&mut self, args: &[&str]) -> Vec<u8> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.s.write_all(&encode(&args)).expect("send");
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(n) = reply_len(&self.buf) {
+                return self.buf.drain(..n).collect();
+            }
+            let n = self.s.read(&mut chunk).expect("read a reply");
+            assert!(n > 0, "connection closed after {:?}", self.buf);
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The length of the first complete RESP2 reply in `b` (RESP3's null
+/// too), if it is all there.
+fn reply_len(b: &[u8]) -> Option<usize> {
+    let line = b.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&b[1..line]).ok()?;
+    let after = line + 2;
+    match b.first()? {
+        b'+' | b'-' | b':' | b'_' => Some(after),
+        b'$' => {
+            let n: i64 = head.parse().ok()?;
+            if n < 0 {
+                return Some(after);
+            }
+            let end = after + n as usize + 2;
+            (b.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = head.parse().ok()?;
+            let mut at = after;
+            for _ in 0..n.max(0) {
+                at += reply_len(&b[at..])?;
+            }
+            Some(at)
+        }
+        t => panic!("unexpected reply type {:?} in {b:?}", *t as char),
+    }
+}
+
+/// The same commands to nvkv and to Redis, replies compared.
+struct Both {
+    ours: Conn,
+    theirs: Conn,
+}
+
+impl Both {
+    fn check(&mut self, args: &[&str]) -> Vec<u8> {
+        let ours = self.ours.call(args);
+        let theirs = self.theirs.call(args);
+        assert_eq!(
+            ours.escape_ascii().to_string(),
+            theirs.escape_ascii().to_string(),
+            "{args:?}"
+        );
+        ours
+    }
+}
+
+fn pair(srv: &Server, redis: &RealRedis) -> Both {
+    Both {
+        ours: Conn::connect(srv.addr),
+        theirs: Conn::connect(redis.addr.as_str()),
+    }
+}
+
+#[test]
+fn transactions_reply_as_redis_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let mut a = pair(&srv, &redis);
+    let mut b = pair(&srv, &redis);
+    let script: &[&[&str]] = &[
+        // Errors while queuing abort the transaction; nothing is applied.
+        &["MULTI"],
+        &["WATCH", "x"],
+        &["MULTI"],
+        &["NOSUCHCOMMAND", "1"],
+        &["SET", "a"],
+        &["SET", "a", "1"],
+        &["EXEC"],
+        &["GET", "a"],
+        &["EXEC"],
+        &["DISCARD"],
+        // Errors while running are replies in the array; the rest applies.
+        &["MULTI"],
+        &["SET", "a", "1"],
+        &["INCR", "a"],
+        &["GET", "a"],
+        &["PING"],
+        &["ECHO", "hi"],
+        &["APPEND", "a", "xyz"],
+        &["INCR", "a"],
+        &["GETRANGE", "a", "1", "-1"],
+        &["DEL", "a"],
+        &["GET", "a"],
+        &["SET", "n", "5", "NX"],
+        &["SET", "n", "6", "NX"],
+        &["INCRBY", "n", "10"],
+        &["EXEC"],
+        &["GET", "n"],
+        // DISCARD drops what was queued.
+        &["MULTI"],
+        &["SET", "d", "1"],
+        &["DISCARD"],
+        &["GET", "d"],
+        // Empty transactions, and keyless ones.
+        &["MULTI"],
+        &["EXEC"],
+        &["MULTI"],
+        &["GET", "nokey"],
+        &["EXISTS", "nokey"],
+        &["EXEC"],
+        // Several keys in one command, TTLs.
+        &["MULTI"],
+        &["MSET", "{t}1", "a", "{t}2", "b"],
+        &["MGET", "{t}1", "{t}2", "nokey"],
+        &["EXISTS", "{t}1", "{t}2", "x"],
+        &["SET", "e", "1", "EX", "100"],
+        &["TTL", "e"],
+        &["SET", "e", "2", "KEEPTTL"],
+        &["TTL", "e"],
+        &["PERSIST", "e"],
+        &["TTL", "e"],
+        &["EXPIRE", "e", "0"],
+        &["GET", "e"],
+        &["GETDEL", "{t}1"],
+        &["MSETNX", "{t}1", "c", "{t}3", "d"],
+        &["MSETNX", "{t}2", "c", "{t}3", "d"],
+        &["EXEC"],
+        &["MGET", "{t}1", "{t}2", "{t}3", "e"],
+    ];
+    for cmd in script {
+        a.check(cmd);
+    }
+    // WATCH: the watching connection's own change, another's, none.
+    for cmd in [
+        &["WATCH", "k"][..],
+        &["SET", "k", "1"],
+        &["MULTI"],
+        &["GET", "k"],
+        &["EXEC"],
+        &["WATCH", "k", "j"],
+        &["MULTI"],
+        &["SET", "k", "5"],
+        &["EXEC"],
+        &["GET", "k"],
+    ] {
+        a.check(cmd);
+    }
+    a.check(&["WATCH", "k"]);
+    b.check(&["SET", "k", "7"]);
+    a.check(&["MULTI"]);
+    a.check(&["SET", "k", "8"]);
+    a.check(&["EXEC"]);
+    a.check(&["GET", "k"]);
+    // UNWATCH and DISCARD forget the watched keys.
+    a.check(&["WATCH", "k"]);
+    b.check(&["SET", "k", "9"]);
+    a.check(&["UNWATCH"]);
+    a.check(&["MULTI"]);
+    a.check(&["INCR", "k"]);
+    a.check(&["EXEC"]);
+    a.check(&["WATCH", "k"]);
+    a.check(&["MULTI"]);
+    a.check(&["DISCARD"]);
+    b.check(&["SET", "k", "1"]);
+    a.check(&["MULTI"]);
+    a.check(&["INCR", "k"]);
+    a.check(&["EXEC"]);
+    // A key that expires while watched counts as changed.
+    a.check(&["SET", "w", "1", "PX", "100"]);
+    a.check(&["WATCH", "w"]);
+    std::thread::sleep(Duration::from_millis(250));
+    a.check(&["MULTI"]);
+    a.check(&["SET", "w", "2"]);
+    a.check(&["EXEC"]);
+    a.check(&["GET", "w"]);
+}
+
+#[test]
+fn random_transactions_match_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let mut a = pair(&srv, &redis);
+    let mut b = pair(&srv, &redis);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(17);
+    let keys = ["x", "y", "{u}a", "{u}b"];
+    for _ in 0..1500 {
+        let k = keys[rng.gen_range(0..keys.len())];
+        let v = rng.gen_range(0..5).to_string();
+        let who = rng.gen_range(0..10);
+        let cmd: Vec<&str> = match rng.gen_range(0..16) {
+            0 => vec!["MULTI"],
+            1 => vec!["EXEC"],
+            2 => vec!["DISCARD"],
+            3 => vec!["WATCH", k],
+            4 => vec!["UNWATCH"],
+            5 => vec!["SET", k, &v],
+            6 => vec!["INCR", k],
+            7 => vec!["GET", k],
+            8 => vec!["DEL", k],
+            9 => vec!["APPEND", k, &v],
+            10 => vec!["SET", k, &v, "NX"],
+            11 => vec!["GETSET", k, &v],
+            12 => vec!["EXISTS", k, "x"],
+            13 => vec!["MGET", "x", "y", k],
+            14 => vec!["INCRBY", k, "notanumber"],
+            _ => vec!["STRLEN", k],
+        };
+        // Another client's writes, now and then, between a WATCH and EXEC.
+        let conn = if who == 0 && !matches!(cmd[0], "MULTI" | "EXEC" | "DISCARD" | "WATCH") {
+            &mut b
+        } else {
+            &mut a
+        };
+        conn.check(&cmd);
+    }
+}
+
+#[test]
+fn redis_crate_transactions_and_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let (a, b): (i64, String) = redis::pipe()
+        .atomic()
+        .incr("c", 5)
+        .set("s", "v")
+        .ignore()
+        .get("s")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((a, b.as_str()), (5, "v"));
+    // A watched key another client changes: EXEC answers nil, nothing runs.
+    let mut other = srv.client();
+    let _: () = redis::cmd("WATCH").arg("c").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("c")
+        .arg(100)
+        .query(&mut other)
+        .unwrap();
+    let r: Option<(i64,)> = redis::pipe().atomic().incr("c", 1).query(&mut con).unwrap();
+    assert_eq!(r, None);
+    let c: i64 = redis::cmd("GET").arg("c").query(&mut con).unwrap();
+    assert_eq!(c, 100);
+    // redis::transaction retries until the watched key stays put.
+    let n: (i64,) = redis::transaction(&mut con, &["c"], |con, pipe| {
+        let c: i64 = redis::cmd("GET").arg("c").query(con)?;
+        pipe.set("c", c * 2).ignore().get("c").query(con)
+    })
+    .unwrap();
+    assert_eq!(n, (200,));
+}
+
+/// redis-py 4's `pipeline()` is a transaction by default; `WatchError`
+/// when a watched key changed.
+#[test]
+fn redis_py_pipelines_and_watch() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no python3 with redis-py here (Debian: python3-redis)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let script = r#"
+import sys, redis
+host, port = sys.argv[1].rsplit(":", 1)
+r = redis.Redis(host=host, port=int(port))
+p = r.pipeline()
+p.set("a", 1).incr("a").get("a").incrby("a", "x")
+res = p.execute(raise_on_error=False)
+assert res[:3] == [True, 2, b"2"], res
+assert isinstance(res[3], redis.ResponseError), res
+with r.pipeline() as p:
+    p.watch("a")
+    r.set("a", 10)
+    p.multi()
+    p.incr("a")
+    try:
+        p.execute()
+        sys.exit("EXEC ran although the watched key changed")
+    except redis.WatchError:
+        pass
+def double(p):
+    v = int(p.get("a"))
+    p.multi()
+    p.set("a", v * 2)
+r.transaction(double, "a")
+assert r.get("a") == b"20", r.get("a")
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &srv.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// No client sees part of a transaction: writers set two keys to the same
+/// number in each EXEC (and add to two counters); readers never see them
+/// differ.
+#[test]
+fn no_client_sees_part_of_a_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--tcp-threads", "2"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = srv.url();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for i in 0..400 {
+                    let v = format!("{w}-{i}");
+                    let _: () = redis::pipe()
+                        .atomic()
+                        .set("{p}a", &v)
+                        .set("{p}b", &v)
+                        .incr("{p}n", 1)
+                        .incr("{p}m", 1)
+                        .query(&mut con)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut seen = 0;
+                while !stop.load(Relaxed) {
+                    let (a, b, n, m): (Option<String>, Option<String>, Option<i64>, Option<i64>) =
+                        redis::cmd("MGET")
+                            .arg(&["{p}a", "{p}b", "{p}n", "{p}m"])
+                            .query(&mut con)
+                            .unwrap();
+                    assert_eq!(a, b, "a reader saw half of a transaction");
+                    assert_eq!(n, m, "a reader saw half of a transaction");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let mut con = srv.client();
+    let n: i64 = redis::cmd("GET").arg("{p}n").query(&mut con).unwrap();
+    assert_eq!(n, 800);
+}
+
+/// With two pollers, keys of a transaction on different pollers get
+/// CROSSSLOT and nothing of it is applied; keys with one hash tag always
+/// share a poller.
+#[test]
+fn keys_on_different_pollers_get_crossslot() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (mut crossed, mut ran) = (0, 0);
+    for i in 0..40 {
+        let (k1, k2) = (format!("x{i}"), format!("y{i}"));
+        c.call(&["MULTI"]);
+        c.call(&["SET", &k1, "1"]);
+        c.call(&["SET", &k2, "1"]);
+        let r = c.call(&["EXEC"]);
+        if r == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n" {
+            crossed += 1;
+            assert_eq!(c.call(&["EXISTS", &k1, &k2]), b":0\r\n");
+        } else {
+            assert_eq!(r, b"*2\r\n+OK\r\n+OK\r\n");
+            ran += 1;
+        }
+        // The same two names with one tag: always together.
+        let (t1, t2) = (format!("{{t{i}}}x"), format!("{{t{i}}}y"));
+        c.call(&["MULTI"]);
+        c.call(&["SET", &t1, "1"]);
+        c.call(&["INCR", &t2]);
+        assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n:1\r\n");
+        assert_eq!(c.call(&["MSETNX", &t1, "2", &t2, "2"]), b":0\r\n");
+    }
+    assert!(crossed > 0 && ran > 0, "crossed {crossed}, ran {ran}");
+    // A watched key on another poller than the transaction's keys.
+    let w = (0..40).map(|i| format!("w{i}")).find(|w| {
+        c.call(&["WATCH", w]);
+        c.call(&["MULTI"]);
+        c.call(&["SET", "{t0}x", "1"]);
+        c.call(&["EXEC"]).starts_with(b"-CROSSSLOT")
+    });
+    assert!(w.is_some(), "no key on the other poller");
+}
+
+/// After a kill -9, every acknowledged EXEC is there whole (each wrote the
+/// same number to keys in several shards); with sync and async
+/// durability.
+#[test]
+fn acknowledged_transactions_survive_kill_9() {
+    for durability in ["sync", "async"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--durability", durability]);
+        let acked = Arc::new(AtomicU64::new(0));
+        let url = srv.url();
+        let writer = {
+            let acked = Arc::clone(&acked);
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let start = Instant::now();
+                for i in 1..u64::MAX {
+                    let r: redis::RedisResult<()> = redis::pipe()
+                        .atomic()
+                        .set("a", i)
+                        .set("b", i)
+                        .set("{c}x", i)
+                        .set("d", "x".repeat(3000))
+                        .query(&mut con);
+                    if r.is_err() || start.elapsed() > Duration::from_secs(20) {
+                        return; // the server is gone
+                    }
+                    acked.store(i, Relaxed);
+                }
+            })
+        };
+        common::wait_for("transactions acknowledged", || acked.load(Relaxed) >= 200);
+        srv.kill();
+        writer.join().unwrap();
+        let last = acked.load(Relaxed);
+        let srv = Server::start(dir.path(), &["--durability", durability]);
+        let mut con = srv.client();
+        let vals: Vec<u64> = redis::cmd("MGET")
+            .arg(&["a", "b", "{c}x"])
+            .query(&mut con)
+            .unwrap();
+        for v in &vals {
+            assert!(
+                *v >= last,
+                "{durability}: {vals:?} after {last} acknowledged"
+            );
+        }
+        srv.stop();
+    }
+}
+
+/// A store of format version 2 (before hash tags) is converted when it
+/// opens: its keys read back, and the store is version 3 after.
+#[test]
+fn a_version_2_store_is_converted_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key{i}"))
+            .arg(i)
+            .query(&mut con)
+            .unwrap();
+    }
+    srv.stop();
+    let data = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("data"))
+        });
+    let Some(data) = data else {
+        eprintln!("skipped: the store is not in a data file here");
+        return;
+    };
+    let set_version = |v: u32| {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data)
+            .unwrap();
+        let mut sb = vec![0u8; 4096];
+        f.read_exact(&mut sb).unwrap();
+        sb[8..12].copy_from_slice(&v.to_le_bytes());
+        let crc = crc32c::crc32c(&sb[..80]);
+        sb[80..84].copy_from_slice(&crc.to_le_bytes());
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&sb).unwrap();
+    };
+    set_version(2);
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for i in 0..200 {
+        let v: i64 = redis::cmd("GET")
+            .arg(format!("key{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(v, i);
+    }
+    let log = srv.log.lock().unwrap().clone();
+    assert!(
+        log.contains("format version 2: converting it to version 3"),
+        "{log}"
+    );
+    srv.stop();
+    let mut sb = vec![0u8; 12];
+    std::fs::File::open(&data)
+        .unwrap()
+        .read_exact(&mut sb)
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(sb[8..12].try_into().unwrap()), 3);
+}
