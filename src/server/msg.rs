@@ -94,6 +94,78 @@ pub enum Op {
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
     ExpireTime { key: Box<[u8]>, ms: bool },
+
+    // Key space: the per-key commands.
+    /// `string` or `none` (TYPE).
+    Type { key: Box<[u8]> },
+    /// Whether the key exists; its access time follows, whatever the
+    /// eviction policy (TOUCH).
+    Touch { key: Box<[u8]> },
+    /// What OBJECT says of the key.
+    Object { key: Box<[u8]>, what: ObjectInfo },
+    /// The bytes the key takes (MEMORY USAGE).
+    MemoryUsage { key: Box<[u8]> },
+    /// The value in Redis's serialized form (DUMP).
+    Dump { key: Box<[u8]> },
+    /// Create the key from a serialized value (RESTORE).
+    Restore {
+        key: Box<[u8]>,
+        /// The value, or the error to answer once the key is found
+        /// missing (or REPLACE given): Redis checks the TTL and the
+        /// payload after it refuses a key that exists.
+        value: Result<Box<[u8]>, String>,
+        /// Absolute, in ms; 0: none. At or before now, nothing is created.
+        expire_ms: u64,
+        replace: bool,
+        access: Option<RestoreAccess>,
+    },
+    /// RENAME, RENAMENX, COPY: `key` to `to`, both this poller's. The
+    /// value and its expiry are read and written in one turn. `wait`: its
+    /// number while it waits for its keys.
+    Move {
+        key: Box<[u8]>,
+        to: KeyAt,
+        kind: MoveKind,
+        wait: Option<u64>,
+    },
+    /// The place of waiting move `id` in the queue of a key it waits for
+    /// (a poller's own: no client sends it).
+    Fence { id: u64 },
+}
+
+/// A key, with where it lives.
+#[derive(Debug)]
+pub struct KeyAt {
+    pub hash: KeyHash,
+    pub pid: u32,
+    pub key: Box<[u8]>,
+}
+
+/// OBJECT's subcommands that read a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectInfo {
+    Encoding,
+    Refcount,
+    Idletime,
+    Freq,
+}
+
+/// RESTORE's IDLETIME or FREQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreAccess {
+    IdleSecs(u64),
+    Freq(u8),
+}
+
+/// What [`Op::Move`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveKind {
+    /// RENAME: the destination is replaced, the source deleted.
+    Rename,
+    /// RENAMENX: only if the destination is missing.
+    RenameNx,
+    /// COPY, replacing the destination with REPLACE.
+    Copy { replace: bool },
 }
 
 /// One key of a multi-key write, with where it lives.
@@ -151,6 +223,14 @@ impl Op {
             | Op::SetRange { key, .. }
             | Op::GetEx { key, .. }
             | Op::ExpireTime { key, .. } => Some(key),
+            Op::Type { key }
+            | Op::Touch { key }
+            | Op::Object { key, .. }
+            | Op::MemoryUsage { key }
+            | Op::Dump { key }
+            | Op::Restore { key, .. }
+            | Op::Move { key, .. } => Some(key),
+            Op::Fence { .. } => None,
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Exists => None,
         }
