@@ -700,3 +700,121 @@ fn command_docs_are_redis() {
     both.check_str(&["COMMAND", "GETKEYS", "RENAME", "a", "b"]);
     srv.stop();
 }
+
+/// The same commands after `HELLO 3`: nulls are RESP3's.
+#[test]
+fn resp3_replies_are_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    // The servers describe themselves differently: not compared.
+    both.ours.call(&[b"HELLO", b"3"]);
+    both.theirs.call(&[b"HELLO", b"3"]);
+    both.script(&[
+        &["SET", "a", "12"],
+        &["TYPE", "a"],
+        &["TYPE", "nope"],
+        &["TOUCH", "a", "nope"],
+        &["OBJECT", "ENCODING", "a"],
+        &["OBJECT", "ENCODING", "nope"],
+        &["OBJECT", "FREQ", "nope"],
+        &["OBJECT", "HELP"],
+        &["MEMORY", "USAGE", "nope"],
+        &["DUMP", "nope"],
+        &["DUMP", "a"],
+        &["COPY", "a", "b"],
+        &["RENAME", "b", "c"],
+        &["RENAME", "b", "c"],
+        &["RENAMENX", "c", "a"],
+        &["UNLINK", "a", "c"],
+    ]);
+    srv.stop();
+}
+
+/// The commands through the `redis` crate, with typed replies.
+#[test]
+fn commands_through_the_redis_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let _: () = redis::cmd("SET")
+        .arg(&["k", "hello"])
+        .query(&mut con)
+        .unwrap();
+    let t: String = redis::cmd("TYPE").arg("k").query(&mut con).unwrap();
+    assert_eq!(t, "string");
+    let t: String = redis::cmd("TYPE").arg("nope").query(&mut con).unwrap();
+    assert_eq!(t, "none");
+    let n: i64 = redis::cmd("TOUCH")
+        .arg(&["k", "nope", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 2);
+    let e: String = redis::cmd("OBJECT")
+        .arg(&["ENCODING", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(e, "embstr");
+    let e: Option<String> = redis::cmd("OBJECT")
+        .arg(&["ENCODING", "nope"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(e, None);
+    let idle: i64 = redis::cmd("OBJECT")
+        .arg(&["IDLETIME", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(idle <= 1);
+    let usage: i64 = redis::cmd("MEMORY")
+        .arg(&["USAGE", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(usage > 5 + 1);
+    let help: Vec<String> = redis::cmd("MEMORY").arg("HELP").query(&mut con).unwrap();
+    assert_eq!(help[1], "USAGE <key> [SAMPLES <count>]");
+    let () = redis::cmd("RENAME")
+        .arg(&["k", "k2"])
+        .query(&mut con)
+        .unwrap();
+    let moved: bool = redis::cmd("RENAMENX")
+        .arg(&["k2", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(moved);
+    let copied: bool = redis::cmd("COPY")
+        .arg(&["k", "k3"])
+        .query(&mut con)
+        .unwrap();
+    assert!(copied);
+    let err = redis::cmd("RENAME")
+        .arg(&["nope", "x"])
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "An error was signalled by the server - ResponseError: no such key"
+    );
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("k3").query(&mut con).unwrap();
+    let err = redis::cmd("RESTORE")
+        .arg("k")
+        .arg(0)
+        .arg(&payload)
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("BUSYKEY"));
+    let () = redis::cmd("RESTORE")
+        .arg("k4")
+        .arg(5000)
+        .arg(&payload)
+        .query(&mut con)
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("k4").query(&mut con).unwrap();
+    assert!((1..=5000).contains(&pttl), "{pttl}");
+    let n: i64 = redis::cmd("UNLINK")
+        .arg(&["k", "k3", "k4", "nope"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    srv.stop();
+}
