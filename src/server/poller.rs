@@ -1175,7 +1175,7 @@ impl<E: Engine> Poller<E> {
     /// RESTORE: `exists` whether the key does. Redis's order: a key that
     /// exists without REPLACE, then the TTL and the payload; a TTL
     /// already past creates nothing (and deletes the key it replaces).
-    fn restore(&mut self, req: Request, exists: bool) {
+    fn restore(&mut self, mut req: Request, exists: bool) {
         use super::strings as text;
         let Op::Restore {
             value,
@@ -1183,17 +1183,17 @@ impl<E: Engine> Poller<E> {
             replace,
             access,
             ..
-        } = &req.op
+        } = &mut req.op
         else {
             unreachable!()
         };
-        if exists && !replace {
+        if exists && !*replace {
             return self.reply(&req, Reply::Error(text::BUSYKEY.into()));
         }
         let value = match value {
-            Ok(v) => v.clone(),
+            Ok(v) => std::mem::take(v),
             Err(msg) => {
-                let msg = msg.clone();
+                let msg = std::mem::take(msg);
                 return self.reply(&req, Reply::Error(msg));
             }
         };
@@ -1226,6 +1226,11 @@ impl<E: Engine> Poller<E> {
                 _ => policy.on_write(0, true, now, 0.0),
             };
             self.ks.set_access(req.pid, &req.hash, word);
+        }
+        // Back in the request: a write deferred for want of space runs
+        // again.
+        if let Op::Restore { value: v, .. } = &mut req.op {
+            *v = Ok(value);
         }
         self.acknowledge(req, result, ok);
     }

@@ -270,6 +270,29 @@ mod tests {
         assert_eq!("lru".parse::<Policy>(), Err(UNKNOWN_POLICY));
     }
 
+    /// OBJECT IDLETIME and FREQ read these: a write sets the LRU clock
+    /// under every policy but LFU; TOUCH moves it (or the LFU counter)
+    /// whatever the policy; RESTORE's IDLETIME and FREQ set them.
+    #[test]
+    fn writes_and_touches_keep_the_clock_under_every_policy() {
+        let now = 1_000_000_000_000;
+        for p in [
+            Policy::NoEviction,
+            Policy::AllkeysRandom,
+            Policy::VolatileTtl,
+        ] {
+            assert_eq!(p.on_write(0, true, now, 0.0), lru_clock(now));
+            assert_eq!(p.on_read(7, now, 0.0), 7, "reads leave it");
+            assert_eq!(p.on_touch(7, now + 3_000, 0.0), lru_clock(now + 3_000));
+        }
+        assert_eq!(lru_idle(lru_word_idle(1000, now), now), 1000);
+        let lfu = Policy::AllkeysLfu;
+        let w = lfu.on_write(0, true, now, 0.5);
+        assert_eq!(lfu_count(w, now), LFU_INIT);
+        assert_eq!(lfu_count(lfu.on_touch(w, now, 0.5), now), LFU_INIT + 1);
+        assert_eq!(lfu_count(lfu_word(100, now), now), 100);
+    }
+
     #[test]
     fn lru_prefers_the_longest_idle_and_survives_the_clock_wrapping() {
         let p = Policy::AllkeysLru;
