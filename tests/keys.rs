@@ -344,7 +344,7 @@ fn dump_and_restore_answer_as_redis() {
     *bad_crc.last_mut().unwrap() ^= 1;
     let mut newer = good.clone();
     let n = newer.len();
-    newer[n - 10] = 11;
+    newer[n - 10] = 13;
     let g = good.as_slice();
     both.script(&[
         &["DUMP", "nope"],

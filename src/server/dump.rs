@@ -15,6 +15,10 @@ use crc::{Crc, CRC_64_REDIS};
 
 /// The RDB version DUMP writes: Redis 7.0's.
 pub const RDB_VERSION: u16 = 10;
+/// The newest RDB version RESTORE takes: Redis 7.4's (7.2 writes 11). A
+/// string is encoded the same way in all three, so keys dumped by a newer
+/// Redis move to nvkv too; Redis 7.0 itself refuses anything after 10.
+pub const RESTORE_MAX_VERSION: u16 = 12;
 
 /// The RDB object type of a string.
 const TYPE_STRING: u8 = 0;
@@ -66,7 +70,7 @@ pub fn decode(payload: &[u8]) -> Result<Vec<u8>, DumpError> {
     }
     let footer = &payload[payload.len() - 10..];
     let version = u16::from_le_bytes([footer[0], footer[1]]);
-    if version > RDB_VERSION {
+    if version > RESTORE_MAX_VERSION {
         return Err(DumpError::VersionOrChecksum);
     }
     let crc = CRC64.checksum(&payload[..payload.len() - 8]);
@@ -304,11 +308,18 @@ mod tests {
         p[n - 1] ^= 1;
         assert_eq!(decode(&p), Err(DumpError::VersionOrChecksum));
         assert_eq!(decode(b"short"), Err(DumpError::VersionOrChecksum));
-        // Version 11, with a checksum that fits it.
-        let mut p = b"\x00\x01x\x0b\x00".to_vec();
-        let crc = CRC64.checksum(&p);
-        p.extend_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&p), Err(DumpError::VersionOrChecksum));
+        // Versions 11 and 12 (Redis 7.2, 7.4) are read, 13 is not.
+        for (version, ok) in [(11, true), (12, true), (13, false)] {
+            let mut p = vec![0, 1, b'x', version, 0];
+            let crc = CRC64.checksum(&p);
+            p.extend_from_slice(&crc.to_le_bytes());
+            let want = if ok {
+                Ok(b"x".to_vec())
+            } else {
+                Err(DumpError::VersionOrChecksum)
+            };
+            assert_eq!(decode(&p), want, "{version}");
+        }
         // Redis's DUMP of a list of one element (type 18, quicklist 2).
         let list = b"\x12\x01\x02\n\n\x00\x00\x00\x01\x00\x81a\x02\xff\n\x00\t\xb9\xed\xf5\x94\xde\xd9\x95";
         assert_eq!(decode(list), Err(DumpError::BadFormat));
