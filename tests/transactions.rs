@@ -170,6 +170,19 @@ fn transactions_reply_as_redis_does() {
         &["MSETNX", "{t}2", "c", "{t}3", "d"],
         &["EXEC"],
         &["MGET", "{t}1", "{t}2", "{t}3", "e"],
+        // Commands of two keys inside a transaction see its own writes.
+        &["MULTI"],
+        &["SET", "r1", "a", "EX", "100"],
+        &["RENAME", "r1", "r2"],
+        &["GET", "r1"],
+        &["TTL", "r2"],
+        &["COPY", "r2", "r3"],
+        &["APPEND", "r3", "b"],
+        &["RENAMENX", "r3", "r2"],
+        &["RENAME", "nokey", "r4"],
+        &["TYPE", "r3"],
+        &["EXEC"],
+        &["MGET", "r1", "r2", "r3"],
     ];
     for cmd in script {
         a.check(cmd);

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::access::{self, Auth};
 use super::conn::{ClientInfo, Conn, Executor, Multi, NO_EVICT, NO_TOUCH};
 use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
+use super::msg::{KeyAt, MoveKind, ObjectInfo, RestoreAccess};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -250,6 +251,22 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 ms,
             })
         }
+        // Key space: the per-key commands.
+        Cmd::Type => keyed(c, router, &args[1..], None, |k| Op::Type { key: k.into() }),
+        Cmd::Touch => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Touch {
+            key: k.into(),
+        }),
+        // Deleting is not slower than unlinking: nothing is freed in place.
+        Cmd::Unlink => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
+            key: k.into(),
+        }),
+        Cmd::Object => object(c, router, args),
+        Cmd::Memory => memory(c, router, args),
+        Cmd::Rename => move_key(c, router, args, MoveKind::Rename),
+        Cmd::Renamenx => move_key(c, router, args, MoveKind::RenameNx),
+        Cmd::Copy => copy(c, router, args),
+        Cmd::Dump => keyed(c, router, &args[1..], None, |k| Op::Dump { key: k.into() }),
+        Cmd::Restore => restore(c, router, args),
         // Transactions.
         Cmd::Multi => match c.multi {
             Some(_) => c.reply(|o| resp::error(o, strings::MULTI_NESTED)),
@@ -363,7 +380,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
         op: Op::Exec {
             reqs,
             watched,
-            claimed: Vec::new(),
+            wait: None,
         },
     };
     router.send(poller, req);
@@ -445,10 +462,7 @@ fn send_grouped(c: &Conn, router: &mut Router, reqs: Vec<Request>) {
                 part: reqs[0].part,
                 hash: KeyHash::of(&[]),
                 pid: reqs[0].pid,
-                op: Op::Group {
-                    reqs,
-                    claimed: Vec::new(),
-                },
+                op: Op::Group { reqs, wait: None },
             },
         };
         router.send(poller, req);
@@ -1349,9 +1363,219 @@ fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
     let key = args[1];
-    let op = Op::MsetNx {
-        pairs,
-        claimed: Vec::new(),
-    };
+    let op = Op::MsetNx { pairs, wait: None };
     route_one(c, router, key, op);
+}
+
+// ---------------------------------------------------------------------
+// Key space: the per-key commands.
+
+/// Redis's help reply: a header naming `cmd`, the lines, and a footer.
+fn help(c: &mut Conn, cmd: &str, lines: &[&str]) {
+    let header = strings::help_header(cmd);
+    c.reply(|o| {
+        resp::array(o, lines.len() + 3);
+        resp::simple(o, &header);
+        for l in lines.iter().chain(&strings::HELP_FOOTER) {
+            resp::simple(o, l);
+        }
+    })
+}
+
+/// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
+fn object(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let Some(m) = checked_subcommand(c, "object", args) else {
+        return;
+    };
+    let what = match m.name {
+        "object|encoding" => ObjectInfo::Encoding,
+        "object|refcount" => ObjectInfo::Refcount,
+        "object|idletime" => ObjectInfo::Idletime,
+        "object|freq" => ObjectInfo::Freq,
+        _ => return help(c, "OBJECT", strings::OBJECT_HELP),
+    };
+    keyed(c, router, &args[2..3], None, |k| Op::Object {
+        key: k.into(),
+        what,
+    })
+}
+
+/// `MEMORY USAGE key [SAMPLES count]` (a string has nothing to sample:
+/// the count is checked as Redis checks it, and not used), `MEMORY HELP`.
+fn memory(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let Some(m) = checked_subcommand(c, "memory", args) else {
+        return;
+    };
+    if m.name != "memory|usage" {
+        return help(c, "MEMORY", strings::MEMORY_HELP);
+    }
+    let mut j = 3;
+    while j < args.len() {
+        if !(args[j].eq_ignore_ascii_case(b"SAMPLES") && j + 1 < args.len()) {
+            return c.reply(|o| resp::error(o, strings::SYNTAX));
+        }
+        match resp::parse_redis_int(args[j + 1]) {
+            None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+            Some(n) if n < 0 => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+            Some(_) => {}
+        }
+        j += 2;
+    }
+    keyed(c, router, &args[2..3], None, |k| Op::MemoryUsage {
+        key: k.into(),
+    })
+}
+
+/// The destination of a RENAME or a COPY, if it is on the poller of the
+/// source; Redis Cluster's `-CROSSSLOT` otherwise.
+fn destination(c: &mut Conn, router: &Router, src: &[u8], dst: &[u8]) -> Option<KeyAt> {
+    let partitions = router.shared.sb.partitions;
+    let hash = KeyHash::of(dst);
+    let pid = hash.partition(partitions);
+    let src_pid = KeyHash::of(src).partition(partitions);
+    if router.shared.poller_of(src_pid) != router.shared.poller_of(pid) {
+        c.reply(|o| resp::error(o, strings::CROSSSLOT));
+        return None;
+    }
+    if !within_limits(c, router, dst, b"") {
+        return None;
+    }
+    Some(KeyAt {
+        hash,
+        pid,
+        key: dst.into(),
+    })
+}
+
+/// `RENAME | RENAMENX key newkey`: one request to the poller that owns
+/// both keys, which reads the value and writes it under the new name with
+/// its expiry, and deletes the old name, in one turn.
+fn move_key(c: &mut Conn, router: &mut Router, args: &[&[u8]], kind: MoveKind) {
+    let Some(to) = destination(c, router, args[1], args[2]) else {
+        return;
+    };
+    let op = Op::Move {
+        key: args[1].into(),
+        to,
+        kind,
+        wait: None,
+    };
+    route_one(c, router, args[1], op);
+}
+
+/// `COPY source destination [DB 0] [REPLACE]`: as RENAME, keeping the
+/// source. nvkv has one database, as Redis with `databases 1`: another
+/// gets Redis's error for a database it does not have.
+fn copy(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let Some(to) = destination(c, router, args[1], args[2]) else {
+        return;
+    };
+    let mut replace = false;
+    let mut j = 3;
+    while j < args.len() {
+        let more = args.len() - j - 1;
+        if args[j].eq_ignore_ascii_case(b"REPLACE") {
+            replace = true;
+        } else if args[j].eq_ignore_ascii_case(b"DB") && more >= 1 {
+            match resp::parse_redis_int(args[j + 1]) {
+                None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+                Some(0) => {}
+                Some(n) if i32::try_from(n).is_err() => {
+                    return c.reply(|o| resp::error(o, strings::INT_OUT_OF_RANGE))
+                }
+                Some(_) => return c.reply(|o| resp::error(o, strings::DB_INDEX)),
+            }
+            j += 1;
+        } else {
+            return c.reply(|o| resp::error(o, strings::SYNTAX));
+        }
+        j += 1;
+    }
+    if args[1] == args[2] {
+        return c.reply(|o| resp::error(o, strings::SAME_OBJECT));
+    }
+    let op = Op::Move {
+        key: args[1].into(),
+        to,
+        kind: MoveKind::Copy { replace },
+        wait: None,
+    };
+    route_one(c, router, args[1], op);
+}
+
+/// `RESTORE key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME s]
+/// [FREQ f]`, checked in Redis's order: the options here; then, by the
+/// poller, whether the key exists (`-BUSYKEY`), and only then the TTL and
+/// the payload, whose errors travel with the request.
+fn restore(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let (mut replace, mut absttl) = (false, false);
+    let mut access = None;
+    let mut j = 4;
+    while j < args.len() {
+        let more = args.len() - j - 1;
+        let opt = args[j].to_ascii_uppercase();
+        let idle = matches!(access, Some(RestoreAccess::IdleSecs(_)));
+        let freq = matches!(access, Some(RestoreAccess::Freq(_)));
+        match opt.as_slice() {
+            b"REPLACE" => replace = true,
+            b"ABSTTL" => absttl = true,
+            b"IDLETIME" if more >= 1 && !freq => {
+                match resp::parse_redis_int(args[j + 1]) {
+                    None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+                    Some(n) if n < 0 => {
+                        return c.reply(|o| resp::error(o, strings::RESTORE_BAD_IDLETIME))
+                    }
+                    Some(n) => access = Some(RestoreAccess::IdleSecs(n as u64)),
+                }
+                j += 1;
+            }
+            b"FREQ" if more >= 1 && !idle => {
+                match resp::parse_redis_int(args[j + 1]) {
+                    None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+                    Some(n) => match u8::try_from(n) {
+                        Ok(f) => access = Some(RestoreAccess::Freq(f)),
+                        Err(_) => return c.reply(|o| resp::error(o, strings::RESTORE_BAD_FREQ)),
+                    },
+                }
+                j += 1;
+            }
+            _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+        }
+        j += 1;
+    }
+    if !within_limits(c, router, args[1], b"") {
+        return;
+    }
+    let limit = router.shared.cfg.conns.max_value_size;
+    let checked = || -> Result<(Box<[u8]>, u64), String> {
+        let ttl = resp::parse_redis_int(args[2]).ok_or(strings::NOT_AN_INTEGER)?;
+        if ttl < 0 {
+            return Err(strings::RESTORE_BAD_TTL.into());
+        }
+        let value = super::dump::decode(args[3]).map_err(|e| match e {
+            super::dump::DumpError::VersionOrChecksum => strings::DUMP_VERSION_OR_CHECKSUM,
+            super::dump::DumpError::BadFormat => strings::DUMP_BAD_FORMAT,
+        })?;
+        if value.len() as u64 > limit {
+            return Err(strings::value_too_large(value.len(), limit));
+        }
+        let at = match ttl {
+            0 => 0,
+            t if absttl => t as u64,
+            t => (unix_ms() as i64).saturating_add(t) as u64,
+        };
+        Ok((value.into(), at))
+    };
+    let (value, expire_ms) = match checked() {
+        Ok((v, at)) => (Ok(v), at),
+        Err(msg) => (Err(msg), 0),
+    };
+    let op = Op::Restore {
+        key: args[1].into(),
+        value,
+        expire_ms,
+        replace,
+        access,
+    };
+    route_one(c, router, args[1], op);
 }

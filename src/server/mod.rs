@@ -9,6 +9,7 @@ mod config;
 mod conn;
 mod conn_thread;
 mod counters;
+mod dump;
 mod float;
 mod info;
 mod metrics;

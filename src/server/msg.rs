@@ -87,10 +87,10 @@ pub enum Op {
     /// The value, and a change of its expiry (GETEX).
     GetEx { key: Box<[u8]>, expiry: GetExpiry },
     /// Set every key, or none when any exists (MSETNX): the keys are all
-    /// this poller's. `claimed`: keys whose requests wait for this one.
+    /// this poller's. `wait`: its number while it waits for its keys.
     MsetNx {
         pairs: Vec<KeyValue>,
-        claimed: Vec<u64>,
+        wait: Option<u64>,
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
     ExpireTime { key: Box<[u8]>, ms: bool },
@@ -104,8 +104,8 @@ pub enum Op {
     Exec {
         reqs: Vec<Request>,
         watched: bool,
-        /// Keys this transaction claimed while it waited for others.
-        claimed: Vec<u64>,
+        /// Its number while it waits for its keys.
+        wait: Option<u64>,
     },
     /// Requests of one command for several keys of this poller (MGET,
     /// EXISTS, DEL, MSET): they run together, once none of their keys is
@@ -113,7 +113,7 @@ pub enum Op {
     /// sees, or makes, one state of its keys, as in Redis.
     Group {
         reqs: Vec<Request>,
-        claimed: Vec<u64>,
+        wait: Option<u64>,
     },
     /// WATCH: remembers the key's current version for the connection.
     Watch { key: Box<[u8]> },
@@ -121,6 +121,78 @@ pub enum Op {
     /// what the connection watches here. No reply when `id` is
     /// [`NO_REPLY`].
     Unwatch,
+    // Key space: the per-key commands.
+    /// `string` or `none` (TYPE).
+    Type { key: Box<[u8]> },
+    /// Whether the key exists; its access time follows, whatever the
+    /// eviction policy (TOUCH).
+    Touch { key: Box<[u8]> },
+    /// What OBJECT says of the key.
+    Object { key: Box<[u8]>, what: ObjectInfo },
+    /// The bytes the key takes (MEMORY USAGE).
+    MemoryUsage { key: Box<[u8]> },
+    /// The value in Redis's serialized form (DUMP).
+    Dump { key: Box<[u8]> },
+    /// Create the key from a serialized value (RESTORE).
+    Restore {
+        key: Box<[u8]>,
+        /// The value, or the error to answer once the key is found
+        /// missing (or REPLACE given): Redis checks the TTL and the
+        /// payload after it refuses a key that exists.
+        value: Result<Box<[u8]>, String>,
+        /// Absolute, in ms; 0: none. At or before now, nothing is created.
+        expire_ms: u64,
+        replace: bool,
+        access: Option<RestoreAccess>,
+    },
+    /// RENAME, RENAMENX, COPY: `key` to `to`, both this poller's. The
+    /// value and its expiry are read and written in one turn. `wait`: its
+    /// number while it waits for its keys.
+    Move {
+        key: Box<[u8]>,
+        to: KeyAt,
+        kind: MoveKind,
+        wait: Option<u64>,
+    },
+    /// The place of waiting request `id` (a command of several keys) in
+    /// the queue of a key it waits for (a poller's own: no client sends
+    /// it).
+    Fence { id: u64 },
+}
+
+/// A key, with where it lives.
+#[derive(Debug)]
+pub struct KeyAt {
+    pub hash: KeyHash,
+    pub pid: u32,
+    pub key: Box<[u8]>,
+}
+
+/// OBJECT's subcommands that read a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectInfo {
+    Encoding,
+    Refcount,
+    Idletime,
+    Freq,
+}
+
+/// RESTORE's IDLETIME or FREQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreAccess {
+    IdleSecs(u64),
+    Freq(u8),
+}
+
+/// What [`Op::Move`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveKind {
+    /// RENAME: the destination is replaced, the source deleted.
+    Rename,
+    /// RENAMENX: only if the destination is missing.
+    RenameNx,
+    /// COPY, replacing the destination with REPLACE.
+    Copy { replace: bool },
 }
 
 /// The id of a request that gets no reply.
@@ -185,6 +257,14 @@ impl Op {
             | Op::SetRange { key, .. }
             | Op::GetEx { key, .. }
             | Op::ExpireTime { key, .. } => Some(key),
+            Op::Type { key }
+            | Op::Touch { key }
+            | Op::Object { key, .. }
+            | Op::MemoryUsage { key }
+            | Op::Dump { key }
+            | Op::Restore { key, .. }
+            | Op::Move { key, .. } => Some(key),
+            Op::Fence { .. } => None,
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,

@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 
 use super::float::LongDouble;
 use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply, NO_REPLY, TXN_PART};
+use super::msg::{MoveKind, ObjectInfo, RestoreAccess};
 use super::{PollMode, Shared};
 use crate::format::{
     align_down, align_up, decode_record, encode_record, record_len, Record, RecordMeta,
@@ -87,6 +88,19 @@ struct Poller<E: Engine> {
     /// What each connection watches here (WATCH), until its EXEC or
     /// UNWATCH.
     watches: HashMap<ConnRef, Vec<Watched>>,
+    /// RENAME and COPY requests waiting for their keys, by number.
+    moves: HashMap<u64, MoveWait>,
+    next_move: u64,
+}
+
+/// A move waiting for its keys (see [`Poller::move_when_free`]).
+struct MoveWait {
+    /// The key in whose queue it waits.
+    queue: u64,
+    /// Its fences not yet at the front of their queues.
+    fences: u32,
+    /// The move, once at the front of its queue while a fence is not.
+    parked: Option<Request>,
 }
 
 /// A transaction running: its commands' requests run one after another
@@ -98,7 +112,7 @@ struct Txn {
     /// The EXEC request (its reply goes to the connection).
     exec: Request,
     subs: VecDeque<Request>,
-    /// Keys this transaction claimed (requests for them wait).
+    /// Keys this transaction holds (requests for them wait).
     claimed: Vec<u64>,
     /// By key tag: the key's value and expiry as the transaction left it
     /// (`None`: deleted), in the order first written.
@@ -266,6 +280,8 @@ fn run_with<E: Engine>(
         txn: None,
         txns_waiting: VecDeque::new(),
         watches: HashMap::new(),
+        moves: HashMap::new(),
+        next_move: 0,
     };
     p.run_loop();
     p.shutdown()
@@ -460,6 +476,12 @@ impl<E: Engine> Poller<E> {
             Op::Unwatch => return self.unwatch(req),
             _ => {}
         }
+        if matches!(req.op, Op::Move { .. }) {
+            return self.move_when_free(req);
+        }
+        if matches!(req.op, Op::Fence { .. }) {
+            return self.fence_reached(req);
+        }
         if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
             waiting.push_back(req);
             return;
@@ -475,7 +497,11 @@ impl<E: Engine> Poller<E> {
         let hit = self.lookup(&req, req.pid, &req.hash);
         let read = matches!(
             req.op,
-            Op::Get { .. } | Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. }
+            Op::Get { .. }
+                | Op::GetRange { .. }
+                | Op::Strlen { .. }
+                | Op::GetEx { .. }
+                | Op::Dump { .. }
         );
         if hit.is_some() && read {
             self.ks.touch(req.pid, &req.hash);
@@ -510,6 +536,7 @@ impl<E: Engine> Poller<E> {
                 self.fetch(req, entry)
             }
             (Op::MsetNx { .. }, _) => self.msetnx(req),
+            (op, hit) if is_keys_op(op) => self.keys(req, hit),
             (_, None) => self.strings(req, None),
             (_, Some(entry)) => self.fetch(req, entry),
         }
@@ -565,6 +592,11 @@ impl<E: Engine> Poller<E> {
             tracing::warn!(poller = self.id, "a read got no I/O buffer: {e}");
         }
         self.reply(&req, Reply::Error(super::strings::NO_IO_BUFFER.into()));
+        if let Op::Move { to, .. } = &req.op {
+            if !is_sub(&req) {
+                self.release_move([req.hash.tag, to.hash.tag]);
+            }
+        }
     }
 
     /// Puts a request that found no read slot aside for the next turn; the
@@ -649,6 +681,9 @@ impl<E: Engine> Poller<E> {
 
     /// Finishes a request once its record's bytes are at hand.
     fn finish_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        if matches!(req.op, Op::Move { .. }) {
+            return self.finish_move(req, entry, bytes);
+        }
         let bytes = match bytes {
             Ok(b) => b,
             Err(msg) => return self.reply(&req, Reply::Error(msg)),
@@ -667,6 +702,9 @@ impl<E: Engine> Poller<E> {
             }
             if is_strings_op(&req.op) {
                 return self.strings(req, None);
+            }
+            if is_keys_op(&req.op) {
+                return self.keys(req, None);
             }
             self.stats().misses.fetch_add(1, Relaxed);
             let reply = match req.op {
@@ -717,6 +755,7 @@ impl<E: Engine> Poller<E> {
                 self.delete(req, Reply::Encoded(out))
             }
             Op::Del { .. } | Op::Exists | Op::MsetNx { .. } => unreachable!("not fetched"),
+            Op::Object { .. } | Op::Dump { .. } => self.keys_read(req, rec.value),
             _ => self.strings(req, Some((rec.value, rec.meta.expire_ms))),
         }
     }
@@ -1077,34 +1116,17 @@ impl<E: Engine> Poller<E> {
         self.acknowledge(req, result, ok);
     }
 
-    /// MSETNX: waits until none of its keys has a read-modify-write in
-    /// flight, holding back the requests for its other keys meanwhile (so
-    /// that a request sent after it never runs before it), then runs.
-    fn msetnx_when_free(&mut self, mut req: Request) {
-        let Op::MsetNx { pairs, claimed } = &mut req.op else {
-            unreachable!()
-        };
-        let blocked = (pairs.iter().map(|p| p.hash.tag))
-            .find(|t| self.busy.contains_key(t) && !claimed.contains(t));
-        let Some(blocked) = blocked else {
-            let claimed = std::mem::take(claimed);
-            self.handle_now(req);
-            for tag in claimed {
-                self.release(tag);
-            }
+    /// MSETNX: runs once it holds its keys ([`Poller::claim`]), then
+    /// frees them.
+    fn msetnx_when_free(&mut self, req: Request) {
+        let Some(req) = self.claim(req) else {
             return;
         };
-        for p in pairs.iter() {
-            let tag = p.hash.tag;
-            if let std::collections::hash_map::Entry::Vacant(e) = self.busy.entry(tag) {
-                e.insert(VecDeque::new());
-                claimed.push(tag);
-            }
+        let tags = claim_tags(&req.op);
+        self.handle_now(req);
+        for tag in tags {
+            self.release(tag);
         }
-        self.busy
-            .get_mut(&blocked)
-            .expect("busy key")
-            .push_back(req);
     }
 
     /// MSETNX once its keys are free: all set in this turn (one commit
@@ -1217,35 +1239,66 @@ impl<E: Engine> Poller<E> {
         t.waiting = false;
     }
 
-    /// Claims the keys of an EXEC or a group for it (requests for them
-    /// that come later wait for it); returns it once it holds them all, or
-    /// parks it behind whatever holds one of them.
+    /// Holds every key of a command of several keys (EXEC, a group,
+    /// MSETNX, RENAME and COPY) for it, in the order requests came:
+    /// returns it once it holds them all (requests for them that come
+    /// later wait behind it), or keeps it until then. A key is busy while
+    /// a request holds it (a queue in `busy`): the command waits in the
+    /// queue of its first busy key, holds its free keys at once, and puts
+    /// a fence ([`Op::Fence`]) in the queue of each other busy key; it
+    /// runs when it and its fences have all reached the front of their
+    /// queues (whichever comes last runs it). Commands waiting so never
+    /// deadlock: each holds only keys that were free, and every queue
+    /// drains in order.
     fn claim(&mut self, mut req: Request) -> Option<Request> {
-        let (Op::Exec { reqs, claimed, .. } | Op::Group { reqs, claimed }) = &mut req.op else {
-            unreachable!()
+        let tags = claim_tags(&req.op);
+        let wait = claim_wait(&mut req.op);
+        if let Some(id) = *wait {
+            // At the front of the queue it waited in.
+            let w = self.moves.get_mut(&id).expect("a waiting request");
+            self.busy.entry(w.queue).or_default();
+            if w.fences > 0 {
+                w.parked = Some(req);
+                return None;
+            }
+            self.moves.remove(&id);
+            *claim_wait(&mut req.op) = None;
+            return Some(req);
+        }
+        let busy: Vec<u64> = (tags.iter().copied())
+            .filter(|t| self.busy.contains_key(t))
+            .collect();
+        for &t in &tags {
+            // A free key is held at once.
+            self.busy.entry(t).or_default();
+        }
+        let Some((&queue, fenced)) = busy.split_first() else {
+            return Some(req);
         };
-        let mut tags: Vec<u64> = Vec::new();
-        for r in reqs.iter() {
-            match &r.op {
-                Op::MsetNx { pairs, .. } => tags.extend(pairs.iter().map(|p| p.hash.tag)),
-                _ => tags.push(r.hash.tag),
-            }
+        let (id, from, rid, part, pid) = (self.next_move, req.from, req.id, req.part, req.pid);
+        self.next_move += 1;
+        *wait = Some(id);
+        for &t in fenced {
+            let fence = Request {
+                from,
+                id: rid,
+                part,
+                hash: KeyHash { tag: t, ..req.hash },
+                pid,
+                op: Op::Fence { id },
+            };
+            self.busy.get_mut(&t).expect("busy key").push_back(fence);
         }
-        let blocked =
-            (tags.iter().copied()).find(|t| self.busy.contains_key(t) && !claimed.contains(t));
-        for &tag in &tags {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.busy.entry(tag) {
-                e.insert(VecDeque::new());
-                claimed.push(tag);
-            }
-        }
-        match blocked {
-            Some(tag) => {
-                self.busy.get_mut(&tag).expect("busy key").push_back(req);
-                None
-            }
-            None => Some(req),
-        }
+        self.moves.insert(
+            id,
+            MoveWait {
+                queue,
+                fences: fenced.len() as u32,
+                parked: None,
+            },
+        );
+        self.busy.get_mut(&queue).expect("busy key").push_back(req);
+        None
     }
 
     /// EXEC: once it holds its keys, it waits its turn to run.
@@ -1262,14 +1315,14 @@ impl<E: Engine> Poller<E> {
         let Some(mut req) = self.claim(req) else {
             return;
         };
-        let Op::Group { reqs, claimed } = &mut req.op else {
+        let tags = claim_tags(&req.op);
+        let Op::Group { reqs, .. } = &mut req.op else {
             unreachable!()
         };
-        let (reqs, claimed) = (std::mem::take(reqs), std::mem::take(claimed));
-        for r in reqs {
+        for r in std::mem::take(reqs) {
             self.handle_now(r);
         }
-        for tag in claimed {
+        for tag in tags {
             self.release(tag);
         }
     }
@@ -1300,15 +1353,11 @@ impl<E: Engine> Poller<E> {
     /// Starts a transaction whose keys are claimed: it runs only if no key
     /// its connection watches changed since WATCH.
     fn start_txn(&mut self, mut req: Request) {
-        let Op::Exec {
-            reqs,
-            watched,
-            claimed,
-        } = &mut req.op
-        else {
+        let claimed = claim_tags(&req.op);
+        let Op::Exec { reqs, watched, .. } = &mut req.op else {
             unreachable!()
         };
-        let (subs, claimed) = (std::mem::take(reqs), std::mem::take(claimed));
+        let subs = std::mem::take(reqs);
         let changed = *watched && self.watched_changed(req.from);
         self.watches.remove(&req.from);
         if changed {
@@ -1444,6 +1493,314 @@ impl<E: Engine> Poller<E> {
         })
     }
 
+    // Key space: the per-key commands.
+
+    /// TYPE, TOUCH, OBJECT, MEMORY USAGE, DUMP, RESTORE, and the start of
+    /// RENAME and COPY: `hit` is the key's entry (`None`: missing).
+    fn keys(&mut self, req: Request, hit: Option<Entry>) {
+        use super::strings as text;
+        let Some(entry) = hit else {
+            let reply = match &req.op {
+                Op::Type { .. } => simple(text::TYPE_NONE),
+                Op::Touch { .. } => Reply::Int(0),
+                Op::Move { .. } => return self.move_start(req, None),
+                Op::Restore { .. } => return self.restore(req, false),
+                _ => Reply::Nil,
+            };
+            return self.reply(&req, reply);
+        };
+        let policy = self.shared.eviction.policy();
+        let now = self.ks.now_ms();
+        let access = || self.ks.access(req.pid, &req.hash).unwrap_or(0);
+        let reply = match &req.op {
+            Op::Type { .. } => simple(text::TYPE_STRING),
+            Op::Touch { .. } => {
+                self.ks.touch_always(req.pid, &req.hash);
+                Reply::Int(1)
+            }
+            // What the key takes on the device and in the index: its
+            // record (header, key and value, padded to 16 bytes) and its
+            // index slot.
+            Op::MemoryUsage { .. } => Reply::Int(entry.len as i64 + crate::index::SLOT as i64),
+            Op::Object {
+                what: ObjectInfo::Idletime,
+                ..
+            } => match policy.lfu() {
+                true => Reply::Error(text::OBJECT_LFU_SELECTED.into()),
+                false => Reply::Int(crate::store::evict::lru_idle(access(), now) as i64),
+            },
+            Op::Object {
+                what: ObjectInfo::Freq,
+                ..
+            } => match policy.lfu() {
+                true => Reply::Int(crate::store::evict::lfu_count(access(), now) as i64),
+                false => Reply::Error(text::OBJECT_LFU_NOT_SELECTED.into()),
+            },
+            Op::Object { .. } | Op::Dump { .. } => return self.fetch(req, entry),
+            Op::Move { .. } => return self.move_start(req, Some(entry)),
+            Op::Restore { .. } => return self.restore(req, true),
+            op => unreachable!("not a key space op: {op:?}"),
+        };
+        self.reply(&req, reply)
+    }
+
+    /// OBJECT ENCODING | REFCOUNT and DUMP, once the value is read.
+    fn keys_read(&mut self, req: Request, value: &[u8]) {
+        let reply = match &req.op {
+            Op::Dump { .. } => {
+                let payload = super::dump::encode(value);
+                let mut out = Vec::with_capacity(payload.len() + 16);
+                resp::bulk(&mut out, &payload);
+                Reply::Encoded(out)
+            }
+            Op::Object {
+                what: ObjectInfo::Refcount,
+                ..
+            } => {
+                // Redis shares the objects of the integers 0 to 9999
+                // (their count is `INT_MAX`), unless `maxmemory` is set
+                // with an LRU or LFU policy.
+                let ev = &self.shared.eviction;
+                let shares = ev.maxmemory() == 0 || !ev.policy().tracks_access();
+                let small = as_redis_int(value).is_some_and(|n| (0..10_000).contains(&n));
+                Reply::Int(if shares && small { i32::MAX as i64 } else { 1 })
+            }
+            Op::Object { .. } => {
+                let mut out = Vec::new();
+                resp::bulk(&mut out, string_encoding(value).as_bytes());
+                Reply::Encoded(out)
+            }
+            op => unreachable!("not read by keys_read: {op:?}"),
+        };
+        self.reply(&req, reply)
+    }
+
+    /// RESTORE: `exists` whether the key does. Redis's order: a key that
+    /// exists without REPLACE, then the TTL and the payload; a TTL
+    /// already past creates nothing (and deletes the key it replaces).
+    fn restore(&mut self, mut req: Request, exists: bool) {
+        use super::strings as text;
+        let Op::Restore {
+            value,
+            expire_ms,
+            replace,
+            access,
+            ..
+        } = &mut req.op
+        else {
+            unreachable!()
+        };
+        if exists && !*replace {
+            return self.reply(&req, Reply::Error(text::BUSYKEY.into()));
+        }
+        let value = match value {
+            Ok(v) => std::mem::take(v),
+            Err(msg) => {
+                let msg = std::mem::take(msg);
+                return self.reply(&req, Reply::Error(msg));
+            }
+        };
+        let ok = simple(text::OK);
+        let (expire, access) = (*expire_ms, *access);
+        if expire != 0 && expire <= self.ks.now_ms() {
+            return match exists {
+                true => self.delete(req, ok),
+                false => self.reply(&req, ok),
+            };
+        }
+        if self.refused_over_maxmemory(&req) {
+            return;
+        }
+        let key = req.op.key().expect("keyed op").to_vec();
+        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
+        if result.is_ok() && !is_sub(&req) {
+            // A new object, as Redis's: IDLETIME counts under any policy
+            // but LFU, FREQ under LFU only.
+            let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
+            let word = match access {
+                Some(RestoreAccess::IdleSecs(s)) if !policy.lfu() => {
+                    crate::store::evict::lru_word_idle(s, now)
+                }
+                Some(RestoreAccess::Freq(f)) if policy.lfu() => {
+                    crate::store::evict::lfu_word(f, now)
+                }
+                _ => policy.on_write(0, true, now, 0.0),
+            };
+            self.ks.set_access(req.pid, &req.hash, word);
+        }
+        // Back in the request: a write deferred for want of space runs
+        // again.
+        if let Op::Restore { value: v, .. } = &mut req.op {
+            *v = Ok(value);
+        }
+        self.acknowledge(req, result, ok);
+    }
+
+    /// RENAME, RENAMENX, COPY: runs once each of its keys is free of the
+    /// requests before it, and the requests after it for either key wait
+    /// for it. A key with requests in flight is a queue ([`Poller::busy`]):
+    /// the move waits in the queue of the first such key, and a fence
+    /// holds its place in the queue of the other; it runs when it and its
+    /// fence have both reached the front ([`Poller::fence_reached`]).
+    fn move_when_free(&mut self, req: Request) {
+        if let Some(req) = self.claim(req) {
+            self.handle_now(req);
+        }
+    }
+
+    /// A move's fence at the front of its key's queue: the key is held
+    /// for the move, which runs if it is at the front of its own queue.
+    fn fence_reached(&mut self, req: Request) {
+        let Op::Fence { id } = req.op else {
+            unreachable!()
+        };
+        self.busy.entry(req.hash.tag).or_default();
+        let w = self.moves.get_mut(&id).expect("a waiting request");
+        w.fences -= 1;
+        if w.fences == 0 {
+            if let Some(parked) = w.parked.take() {
+                // It comes back to its command's handler, which finds it
+                // holding all its keys now.
+                self.handle(parked);
+            }
+        }
+    }
+
+    /// Starts a move once its keys are free: both keys stay held, their
+    /// requests waiting, until it is answered ([`Poller::release_move`]).
+    /// The source's record is read (from a segment buffer, or the device).
+    fn move_start(&mut self, req: Request, hit: Option<Entry>) {
+        use super::strings as text;
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let tags = [req.hash.tag, to.hash.tag];
+        // Inside a transaction, the transaction holds the keys.
+        let sub = is_sub(&req);
+        if !sub {
+            for t in tags {
+                self.busy.entry(t).or_default();
+            }
+        }
+        let same = *key == to.key;
+        let reply = match (hit, kind) {
+            (None, MoveKind::Copy { .. }) => Reply::Int(0),
+            (None, _) => Reply::Error(text::NO_SUCH_KEY.into()),
+            (Some(_), MoveKind::Rename) if same => simple(text::OK),
+            (Some(_), MoveKind::RenameNx) if same => Reply::Int(0),
+            (Some(entry), kind) => {
+                // COPY reads its source as Redis does (its access time
+                // follows); RENAME moves it.
+                if matches!(kind, MoveKind::Copy { .. }) {
+                    self.ks.touch(req.pid, &req.hash);
+                }
+                return self.fetch(req, entry);
+            }
+        };
+        self.reply(&req, reply);
+        if !sub {
+            self.release_move(tags);
+        }
+    }
+
+    /// A move once the source's record is at hand: answered, and its keys
+    /// released.
+    fn finish_move(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        let Op::Move { to, .. } = &req.op else {
+            unreachable!()
+        };
+        let tags = [req.hash.tag, to.hash.tag];
+        let sub = is_sub(&req);
+        self.move_record(req, entry, bytes);
+        if !sub {
+            self.release_move(tags);
+        }
+    }
+
+    /// Writes the source's value and expiry under the destination (and,
+    /// for a rename, a tombstone for the source) in this turn, so one
+    /// commit carries them. A write the store refuses is answered at once
+    /// rather than deferred (as MSETNX's).
+    fn move_record(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        use super::strings as text;
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(msg) => return self.reply(&req, Reply::Error(msg)),
+        };
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let rec = match decode_record(&self.shared.sb.uuid, bytes) {
+            Ok(rec) if rec.key == &key[..] => rec,
+            Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
+            Err(e) => return self.corrupt(&req, entry, &e),
+        };
+        let copy = matches!(kind, MoveKind::Copy { .. });
+        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
+            let reply = match copy {
+                true => Reply::Int(0),
+                false => Reply::Error(text::NO_SUCH_KEY.into()),
+            };
+            return self.reply(&req, reply);
+        }
+        let exists = self.lookup(&req, to.pid, &to.hash).is_some();
+        let (ok, refused) = match kind {
+            MoveKind::Rename => (simple(text::OK), false),
+            MoveKind::RenameNx => (Reply::Int(1), exists),
+            MoveKind::Copy { replace } => (Reply::Int(1), exists && !replace),
+        };
+        if refused {
+            return self.reply(&req, Reply::Int(0));
+        }
+        if copy && self.refused_over_maxmemory(&req) {
+            return;
+        }
+        let (src, dst) = (key.to_vec(), to.key.to_vec());
+        let (to_pid, to_hash) = (to.pid, to.hash);
+        let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
+        // As Redis: a renamed key keeps its access time or counter; a
+        // copy is a new object.
+        let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
+        let word = match copy {
+            true => policy.on_write(0, true, now, 0.0),
+            false => self.ks.access(req.pid, &req.hash).unwrap_or(0),
+        };
+        let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
+        if result.is_ok() && !is_sub(&req) {
+            self.ks.set_access(to_pid, &to_hash, word);
+        }
+        if result.is_ok() && !copy {
+            result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
+        }
+        if is_sub(&req) {
+            return self.acknowledge(req, result, ok);
+        }
+        let reply = match result {
+            Ok(()) => {
+                let w = Waiter {
+                    to: req.from,
+                    id: req.id,
+                    part: req.part,
+                    reply: ok,
+                };
+                match self.ks.acknowledge(w) {
+                    Some(w) => w.reply,
+                    None => return,
+                }
+            }
+            Err(e) => self.refusal(e),
+        };
+        self.reply(&req, reply);
+    }
+
+    /// Serves the requests that waited for a move's keys.
+    fn release_move(&mut self, tags: [u64; 2]) {
+        self.release(tags[0]);
+        if tags[1] != tags[0] {
+            self.release(tags[1]);
+        }
+    }
+
     /// Finishes in-flight I/O, commits every write and erases the emptied
     /// segments, then flushes the index and marks it clean.
     fn shutdown(mut self) -> Result<()> {
@@ -1475,6 +1832,43 @@ impl<E: Engine> Poller<E> {
     }
 }
 
+/// The keys a command of several keys holds while it runs (each once).
+fn claim_tags(op: &Op) -> Vec<u64> {
+    let mut tags: Vec<u64> = match op {
+        Op::Exec { reqs, .. } | Op::Group { reqs, .. } => {
+            let mut tags = Vec::new();
+            for r in reqs {
+                match &r.op {
+                    Op::MsetNx { pairs, .. } => tags.extend(pairs.iter().map(|p| p.hash.tag)),
+                    Op::Move { key, to, .. } => {
+                        tags.push(crate::index::KeyHash::of(key).tag);
+                        tags.push(to.hash.tag);
+                    }
+                    _ => tags.push(r.hash.tag),
+                }
+            }
+            tags
+        }
+        Op::MsetNx { pairs, .. } => pairs.iter().map(|p| p.hash.tag).collect(),
+        Op::Move { key, to, .. } => vec![crate::index::KeyHash::of(key).tag, to.hash.tag],
+        _ => unreachable!("not a command of several keys: {op:?}"),
+    };
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// Where a command of several keys keeps its number while it waits.
+fn claim_wait(op: &mut Op) -> &mut Option<u64> {
+    match op {
+        Op::Exec { wait, .. }
+        | Op::Group { wait, .. }
+        | Op::MsetNx { wait, .. }
+        | Op::Move { wait, .. } => wait,
+        _ => unreachable!("not a command of several keys"),
+    }
+}
+
 /// Whether `req` is one of the running transaction's commands.
 fn is_sub(req: &Request) -> bool {
     req.id != NO_REPLY && req.id & TXN_PART != 0
@@ -1492,6 +1886,53 @@ fn is_strings_op(op: &Op) -> bool {
             | Op::GetEx { .. }
             | Op::ExpireTime { .. }
     )
+}
+
+/// The operations [`Poller::keys`] serves.
+fn is_keys_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Type { .. }
+            | Op::Touch { .. }
+            | Op::Object { .. }
+            | Op::MemoryUsage { .. }
+            | Op::Dump { .. }
+            | Op::Restore { .. }
+            | Op::Move { .. }
+    )
+}
+
+/// A simple-string reply (`+text`).
+fn simple(text: &str) -> Reply {
+    let mut out = Vec::with_capacity(text.len() + 3);
+    resp::simple(&mut out, text);
+    Reply::Encoded(out)
+}
+
+/// The integer Redis keeps a string as: one of at most 20 characters that
+/// reads as a `long` and prints back the same (no sign but `-`, no
+/// leading zero, no space).
+fn as_redis_int(v: &[u8]) -> Option<i64> {
+    if v.len() > 20 {
+        return None;
+    }
+    let n: i64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+    (n.to_string().as_bytes() == v).then_some(n)
+}
+
+/// OBJECT ENCODING of a string, by Redis's rule for a value a client
+/// sets: `int` for an integer as above, `embstr` up to 44 bytes, `raw`
+/// beyond. (Redis answers `raw` for some short values that APPEND or
+/// SETRANGE built in place; nvkv keeps no such history.)
+fn string_encoding(v: &[u8]) -> &'static str {
+    use super::strings as text;
+    if as_redis_int(v).is_some() {
+        text::ENCODING_INT
+    } else if v.len() <= 44 {
+        text::ENCODING_EMBSTR
+    } else {
+        text::ENCODING_RAW
+    }
 }
 
 /// GETRANGE's bytes of `v`, from `start` to `end` included: negative

@@ -212,6 +212,61 @@ pub(super) const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
 pub(super) const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 /// EXEC of a transaction in which a command was refused while queued.
 pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+// Key space: the per-key commands (TYPE, OBJECT, MEMORY, RENAME, COPY,
+// DUMP, RESTORE).
+
+/// TYPE's answers: nvkv holds strings only.
+pub(super) const TYPE_STRING: &str = "string";
+pub(super) const TYPE_NONE: &str = "none";
+/// COPY … DB with a number past 32 bits.
+pub(super) const INT_OUT_OF_RANGE: &str =
+    "ERR value is out of range, value must between -2147483648 and 2147483647";
+/// RENAME of a missing key.
+pub(super) const NO_SUCH_KEY: &str = "ERR no such key";
+/// COPY of a key onto itself.
+pub(super) const SAME_OBJECT: &str = "ERR source and destination objects are the same";
+/// RESTORE of a key that exists, without REPLACE.
+pub(super) const BUSYKEY: &str = "BUSYKEY Target key name already exists.";
+pub(super) const RESTORE_BAD_TTL: &str = "ERR Invalid TTL value, must be >= 0";
+pub(super) const RESTORE_BAD_IDLETIME: &str = "ERR Invalid IDLETIME value, must be >= 0";
+pub(super) const RESTORE_BAD_FREQ: &str = "ERR Invalid FREQ value, must be >= 0 and <= 255";
+pub(super) const DUMP_VERSION_OR_CHECKSUM: &str = "ERR DUMP payload version or checksum are wrong";
+pub(super) const DUMP_BAD_FORMAT: &str = "ERR Bad data format";
+/// OBJECT IDLETIME under an LFU policy, and OBJECT FREQ under any other.
+pub(super) const OBJECT_LFU_SELECTED: &str = "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+pub(super) const OBJECT_LFU_NOT_SELECTED: &str = "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
+/// OBJECT ENCODING's answers for a string, as Redis chooses them.
+pub(super) const ENCODING_INT: &str = "int";
+pub(super) const ENCODING_EMBSTR: &str = "embstr";
+pub(super) const ENCODING_RAW: &str = "raw";
+/// OBJECT HELP and MEMORY HELP, after Redis's header line and before its
+/// footer (those nvkv has of MEMORY's subcommands only).
+pub(super) const OBJECT_HELP: &[&str] = &[
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+];
+pub(super) const MEMORY_HELP: &[&str] = &[
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value. Nested values are",
+    "    sampled up to <count> times (default: 5, 0 means sample all).",
+];
+/// The footer of Redis's help replies.
+pub(super) const HELP_FOOTER: [&str; 2] = ["HELP", "    Prints this help."];
+
+/// The header of Redis's help replies for `cmd` (upper case).
+pub(super) fn help_header(cmd: &str) -> String {
+    format!("{cmd} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
+}
 
 #[cfg(test)]
 mod tests {

@@ -131,7 +131,7 @@ impl Policy {
         self != Policy::NoEviction
     }
 
-    fn lfu(self) -> bool {
+    pub fn lfu(self) -> bool {
         matches!(self, Policy::AllkeysLfu | Policy::VolatileLfu)
     }
 
@@ -160,12 +160,26 @@ impl Policy {
         }
     }
 
-    /// The access bits after a write of the key (`new`: it did not exist).
+    /// The access bits after a write of the key (`new`: it did not
+    /// exist). Under a policy that does not track reads, a write still
+    /// sets the LRU clock (OBJECT IDLETIME reads it; the slot is written
+    /// anyway).
     pub fn on_write(self, word: u32, new: bool, now_ms: u64, rand: f64) -> u32 {
         if self.lfu() && new {
             lfu_pack(minutes(now_ms), LFU_INIT)
         } else {
-            self.on_read(word, now_ms, rand)
+            self.on_touch(word, now_ms, rand)
+        }
+    }
+
+    /// The access bits after TOUCH, whatever the policy: the LFU counter
+    /// under an LFU policy, the LRU clock under any other (as Redis keeps
+    /// one of the two for every key).
+    pub fn on_touch(self, word: u32, now_ms: u64, rand: f64) -> u32 {
+        if self.lfu() {
+            lfu_touch(word, now_ms, rand)
+        } else {
+            lru_clock(now_ms)
         }
     }
 
@@ -185,8 +199,20 @@ pub fn lru_clock(now_ms: u64) -> u32 {
     ((now_ms / 1000) as u32) & ACCESS_MASK
 }
 
-/// Seconds since a key with LRU bits `word` was used.
-fn lru_idle(word: u32, now_ms: u64) -> u64 {
+/// The LRU bits of a key last used `idle_s` seconds before `now_ms`
+/// (RESTORE … IDLETIME).
+pub fn lru_word_idle(idle_s: u64, now_ms: u64) -> u32 {
+    lru_clock(now_ms.saturating_sub(idle_s.saturating_mul(1000)))
+}
+
+/// The LFU bits of a key with counter `freq`, decremented now (RESTORE …
+/// FREQ).
+pub fn lfu_word(freq: u8, now_ms: u64) -> u32 {
+    lfu_pack(minutes(now_ms), freq as u32)
+}
+
+/// Seconds since a key with LRU bits `word` was used (OBJECT IDLETIME).
+pub fn lru_idle(word: u32, now_ms: u64) -> u64 {
     (lru_clock(now_ms).wrapping_sub(word) & ACCESS_MASK) as u64
 }
 
@@ -198,8 +224,9 @@ fn lfu_pack(minutes: u64, counter: u32) -> u32 {
     ((minutes as u32) << 8) | counter.min(255)
 }
 
-/// The counter after the decay due since its last decrement.
-fn lfu_count(word: u32, now_ms: u64) -> u32 {
+/// The counter after the decay due since its last decrement (OBJECT
+/// FREQ).
+pub fn lfu_count(word: u32, now_ms: u64) -> u32 {
     let (last, counter) = ((word >> 8) as u64, word & 0xFF);
     let elapsed = minutes(now_ms).wrapping_sub(last) & LFU_MINUTES_MASK;
     let periods = elapsed / LFU_DECAY_MIN;
@@ -241,6 +268,29 @@ mod tests {
         }
         assert_eq!("ALLKEYS-LRU".parse::<Policy>(), Ok(Policy::AllkeysLru));
         assert_eq!("lru".parse::<Policy>(), Err(UNKNOWN_POLICY));
+    }
+
+    /// OBJECT IDLETIME and FREQ read these: a write sets the LRU clock
+    /// under every policy but LFU; TOUCH moves it (or the LFU counter)
+    /// whatever the policy; RESTORE's IDLETIME and FREQ set them.
+    #[test]
+    fn writes_and_touches_keep_the_clock_under_every_policy() {
+        let now = 1_000_000_000_000;
+        for p in [
+            Policy::NoEviction,
+            Policy::AllkeysRandom,
+            Policy::VolatileTtl,
+        ] {
+            assert_eq!(p.on_write(0, true, now, 0.0), lru_clock(now));
+            assert_eq!(p.on_read(7, now, 0.0), 7, "reads leave it");
+            assert_eq!(p.on_touch(7, now + 3_000, 0.0), lru_clock(now + 3_000));
+        }
+        assert_eq!(lru_idle(lru_word_idle(1000, now), now), 1000);
+        let lfu = Policy::AllkeysLfu;
+        let w = lfu.on_write(0, true, now, 0.5);
+        assert_eq!(lfu_count(w, now), LFU_INIT);
+        assert_eq!(lfu_count(lfu.on_touch(w, now, 0.5), now), LFU_INIT + 1);
+        assert_eq!(lfu_count(lfu_word(100, now), now), 100);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn shard_of(pid: u32, nshards: u32) -> u32 {
 }
 
 impl Shard {
-    fn part(&self, pid: u32) -> &Partition {
+    pub fn part(&self, pid: u32) -> &Partition {
         debug_assert_eq!(pid % self.nshards, self.id);
         &self.parts[(pid / self.nshards) as usize]
     }

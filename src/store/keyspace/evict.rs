@@ -335,11 +335,33 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// A client wrote the key (`new`: it did not exist before).
     pub(super) fn touch_written(&mut self, pid: u32, hash: &KeyHash, new: bool) {
         let policy = self.eviction.policy();
-        if policy.tracks_access() {
-            let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
-            self.shard_mut(pid)
-                .part_mut(pid)
-                .update_access(hash.tag, |w| policy.on_write(w, new, now, r));
-        }
+        let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+        self.shard_mut(pid)
+            .part_mut(pid)
+            .update_access(hash.tag, |w| policy.on_write(w, new, now, r));
+    }
+
+    // Key space: the access bits as TOUCH, OBJECT and RESTORE see them.
+
+    /// TOUCH: the access bits follow as for a read, under any policy.
+    pub fn touch_always(&mut self, pid: u32, hash: &KeyHash) {
+        let policy = self.eviction.policy();
+        let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+        self.shard_mut(pid)
+            .part_mut(pid)
+            .update_access(hash.tag, |w| policy.on_touch(w, now, r));
+    }
+
+    /// The access bits of a key: an LRU clock, or an LFU counter under an
+    /// LFU policy (see `store::evict`).
+    pub fn access(&self, pid: u32, hash: &KeyHash) -> Option<u32> {
+        self.shard(pid).part(pid).access(hash.tag)
+    }
+
+    /// Replaces the access bits of a key (RESTORE … IDLETIME | FREQ).
+    pub fn set_access(&mut self, pid: u32, hash: &KeyHash, word: u32) {
+        self.shard_mut(pid)
+            .part_mut(pid)
+            .update_access(hash.tag, |_| word);
     }
 }

@@ -1,0 +1,820 @@
+//! The per-key commands of the key space: TYPE, TOUCH, UNLINK, OBJECT,
+//! MEMORY USAGE, RENAME, RENAMENX, COPY, DUMP and RESTORE. Each reply is
+//! compared byte for byte with a real redis-server's (where one is
+//! installed), for fixed sequences of edge cases and random ones; then
+//! serialized values moved between Redis and nvkv both ways, RENAME and
+//! COPY in a pipeline behind reads from the device, across pollers, and
+//! after a restart and a crash.
+
+mod common;
+
+use common::{RawConn, RealRedis, Server};
+use rand::{Rng, SeedableRng};
+
+/// Both servers, and the commands sent to both.
+struct Both {
+    ours: RawConn,
+    theirs: RawConn,
+}
+
+impl Both {
+    /// Sends `args` to both and asserts the same bytes come back.
+    fn check(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        let ours = self.ours.call(args);
+        let theirs = self.theirs.call(args);
+        assert_eq!(
+            ours.escape_ascii().to_string(),
+            theirs.escape_ascii().to_string(),
+            "{:?}",
+            args.iter()
+                .map(|a| a.escape_ascii().to_string())
+                .collect::<Vec<_>>()
+        );
+        ours
+    }
+
+    fn check_str(&mut self, args: &[&str]) -> Vec<u8> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.check(&args)
+    }
+
+    fn script(&mut self, cmds: &[&[&str]]) {
+        for cmd in cmds {
+            self.check_str(cmd);
+        }
+    }
+}
+
+/// nvkv with `extra` flags, and Redis with `redis_extra`.
+fn start_both(
+    dir: &std::path::Path,
+    extra: &[&str],
+    redis_extra: &[&str],
+) -> Option<(Server, RealRedis, Both)> {
+    let srv = Server::start(dir, extra);
+    let redis = RealRedis::start(redis_extra)?;
+    let both = Both {
+        ours: RawConn::connect(srv.addr),
+        theirs: RawConn::connect(redis.addr.as_str()),
+    };
+    Some((srv, redis, both))
+}
+
+/// The value of a bulk-string reply.
+fn bulk_value(reply: &[u8]) -> Vec<u8> {
+    assert_eq!(reply[0], b'$', "{}", reply.escape_ascii());
+    let end = reply.iter().position(|&b| b == b'\r').unwrap();
+    let n: usize = std::str::from_utf8(&reply[1..end])
+        .unwrap()
+        .parse()
+        .unwrap();
+    reply[end + 2..end + 2 + n].to_vec()
+}
+
+/// OBJECT IDLETIME of `key` on both, which may differ by the second
+/// that passed between the two requests.
+fn idle(both: &mut Both, key: &str) -> (i64, i64) {
+    let int = |r: Vec<u8>| -> i64 {
+        assert_eq!(r[0], b':', "{}", r.escape_ascii());
+        std::str::from_utf8(&r[1..r.len() - 2])
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ours = int(both.ours.call(&[b"OBJECT", b"IDLETIME", key.as_bytes()]));
+    let theirs = int(both.theirs.call(&[b"OBJECT", b"IDLETIME", key.as_bytes()]));
+    assert!(ours.abs_diff(theirs) <= 1, "{ours} {theirs}");
+    (ours, theirs)
+}
+
+/// A time far in the future, in s (year 2096).
+const LATER: &str = "4000000000";
+
+#[test]
+fn type_touch_unlink_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    both.script(&[
+        &["TYPE", "a"],
+        &["SET", "a", "1"],
+        &["SET", "b", "hello"],
+        &["TYPE", "a"],
+        &["TYPE", "b"],
+        &["TOUCH", "a"],
+        &["TOUCH", "a", "b", "c", "a"],
+        &["TOUCH", "nope"],
+        &["UNLINK", "a", "c", "a"],
+        &["TYPE", "a"],
+        &["EXISTS", "a", "b"],
+        &["UNLINK", "b"],
+        &["UNLINK", "b"],
+        &["SET", "e", "v", "PXAT", "1000"],
+        &["TYPE", "e"],
+        &["TOUCH", "e"],
+        // Arity.
+        &["TYPE"],
+        &["TYPE", "a", "b"],
+        &["TOUCH"],
+        &["UNLINK"],
+    ]);
+    srv.stop();
+}
+
+#[test]
+fn rename_and_copy_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    // One database, as nvkv: COPY … DB 1 gets the same error.
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &["--databases", "1"]) else {
+        return;
+    };
+    both.script(&[
+        &["RENAME", "a", "b"],
+        &["RENAMENX", "a", "b"],
+        &["RENAME", "a", "a"],
+        &["RENAMENX", "a", "a"],
+        &["SET", "a", "1"],
+        &["EXPIREAT", "a", LATER],
+        &["RENAME", "a", "a"],
+        &["RENAMENX", "a", "a"],
+        &["RENAME", "a", "b"],
+        &["EXISTS", "a"],
+        &["GET", "b"],
+        &["EXPIRETIME", "b"],
+        // The destination's TTL goes with its old value.
+        &["SET", "c", "3", "EXAT", "4000000500"],
+        &["RENAME", "b", "c"],
+        &["GET", "c"],
+        &["EXPIRETIME", "c"],
+        &["SET", "d", "4"],
+        &["RENAME", "d", "c"],
+        &["EXPIRETIME", "c"],
+        &["SET", "e", "5"],
+        &["RENAMENX", "e", "c"],
+        &["RENAMENX", "e", "f"],
+        &["GET", "f"],
+        &["EXISTS", "e"],
+        // COPY.
+        &["COPY", "nope", "x"],
+        &["COPY", "f", "f"],
+        &["COPY", "f", "g"],
+        &["COPY", "f", "g"],
+        &["SET", "f", "new", "EXAT", "4000000700"],
+        &["COPY", "f", "g", "REPLACE"],
+        &["GET", "g"],
+        &["EXPIRETIME", "g"],
+        &["GET", "f"],
+        &["COPY", "f", "h", "DB", "0"],
+        &["COPY", "f", "h", "DB", "0", "REPLACE", "DB", "0"],
+        &["COPY", "f", "i", "DB", "1"],
+        &["COPY", "f", "i", "DB", "-1"],
+        &["COPY", "f", "i", "DB", "x"],
+        &["COPY", "f", "i", "DB", "99999999999"],
+        &["COPY", "f", "i", "DB"],
+        &["COPY", "f", "i", "NOPE"],
+        &["COPY", "f", "f", "NOPE"],
+        &["EXISTS", "i"],
+        // Expired keys are missing.
+        &["SET", "old", "v", "PXAT", "1000"],
+        &["RENAME", "old", "x"],
+        &["COPY", "old", "x"],
+        &["SET", "y", "v"],
+        &["SET", "old", "v", "PXAT", "1000"],
+        &["RENAMENX", "y", "old"],
+        &["GET", "old"],
+        // Arity.
+        &["RENAME", "a"],
+        &["RENAMENX", "a", "b", "c"],
+        &["COPY", "a"],
+    ]);
+    srv.stop();
+}
+
+#[test]
+fn object_and_memory_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    let long44 = "x".repeat(44);
+    let long45 = "x".repeat(45);
+    let values = [
+        "0",
+        "12",
+        "-5",
+        "9999",
+        "10000",
+        "0123",
+        "-0",
+        "+1",
+        " 1",
+        "1 ",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "12345678901234567890",
+        "1.5",
+        "",
+        "hello",
+        &long44,
+        &long45,
+    ];
+    for v in values {
+        both.check_str(&["SET", "k", v]);
+        both.check_str(&["OBJECT", "ENCODING", "k"]);
+        both.check_str(&["OBJECT", "REFCOUNT", "k"]);
+        assert!(idle(&mut both, "k").0 <= 1);
+    }
+    both.script(&[
+        &["OBJECT", "ENCODING", "nope"],
+        &["OBJECT", "REFCOUNT", "nope"],
+        &["OBJECT", "IDLETIME", "nope"],
+        &["OBJECT", "FREQ", "nope"],
+        &["OBJECT", "FREQ", "k"],
+        &["OBJECT", "HELP"],
+        &["OBJECT", "help"],
+        &["OBJECT", "NOPE", "k"],
+        &["OBJECT", "ENCODING"],
+        &["OBJECT", "ENCODING", "k", "more"],
+        &["OBJECT", "HELP", "more"],
+        &["OBJECT"],
+        &["MEMORY", "USAGE", "nope"],
+        &["MEMORY", "USAGE", "nope", "SAMPLES", "5"],
+        &["MEMORY", "USAGE", "k", "SAMPLES", "-1"],
+        &["MEMORY", "USAGE", "k", "SAMPLES", "x"],
+        &["MEMORY", "USAGE", "k", "SAMPLES"],
+        &["MEMORY", "USAGE", "k", "NOPE"],
+        &["MEMORY", "USAGE"],
+        &["MEMORY"],
+        &["MEMORY", "NOPE"],
+    ]);
+    // Under an LFU policy FREQ answers and IDLETIME is refused; a new key
+    // starts at 5, and its first TOUCH makes it 6.
+    both.script(&[
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"],
+        &["SET", "f", "v"],
+        &["OBJECT", "FREQ", "f"],
+        &["TOUCH", "f"],
+        &["OBJECT", "FREQ", "f"],
+        &["OBJECT", "IDLETIME", "f"],
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    ]);
+    // MEMORY USAGE counts the record and the index slot: more than the
+    // key and value, and growing with the value.
+    let mut raw = RawConn::connect(srv.addr);
+    raw.call(&[b"SET", b"m", &[b'v'; 1000]]);
+    let usage = |raw: &mut RawConn| -> i64 {
+        let r = raw.call(&[b"MEMORY", b"USAGE", b"m"]);
+        std::str::from_utf8(&r[1..r.len() - 2])
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let small = usage(&mut raw);
+    assert!((1001 + 24..1001 + 24 + 64).contains(&small), "{small}");
+    raw.call(&[b"SET", b"m", &[b'v'; 5000]]);
+    assert!(usage(&mut raw) >= small + 4000);
+    srv.stop();
+}
+
+/// OBJECT IDLETIME after RESTORE … IDLETIME, and TOUCH setting it back
+/// to 0, under the default policy; FREQ after RESTORE … FREQ under LFU.
+#[test]
+fn restore_sets_idle_time_and_frequency_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    both.check_str(&["SET", "src", "value"]);
+    let payload = bulk_value(&both.check_str(&["DUMP", "src"]));
+    let p = payload.as_slice();
+    both.check(&[b"RESTORE", b"k", b"0", p, b"IDLETIME", b"1000"]);
+    assert!((1000..=1001).contains(&idle(&mut both, "k").0));
+    both.check_str(&["TOUCH", "k"]);
+    assert!(idle(&mut both, "k").0 <= 1);
+    // FREQ is ignored outside LFU, IDLETIME under it.
+    both.check(&[b"RESTORE", b"k", b"0", p, b"REPLACE", b"FREQ", b"100"]);
+    assert!(idle(&mut both, "k").0 <= 1);
+    both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
+    both.check(&[b"RESTORE", b"k", b"0", p, b"REPLACE", b"FREQ", b"100"]);
+    both.check_str(&["OBJECT", "FREQ", "k"]);
+    both.check(&[b"RESTORE", b"k", b"0", p, b"REPLACE", b"IDLETIME", b"5"]);
+    both.check_str(&["OBJECT", "FREQ", "k"]);
+    srv.stop();
+}
+
+#[test]
+fn dump_and_restore_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    // Values Redis dumps as nvkv does: integers, short strings, long
+    // strings that do not compress.
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+    let random: Vec<u8> = (0..3000).map(|_| rng.gen()).collect();
+    let values: Vec<&[u8]> = vec![
+        b"",
+        b"0",
+        b"-1",
+        b"127",
+        b"128",
+        b"-129",
+        b"40000",
+        b"-2147483648",
+        b"2147483648",
+        b"0123",
+        b"12345678901",
+        b"hello",
+        b"twenty bytes exactly",
+        &random[..64],
+        &random,
+    ];
+    for v in &values {
+        both.check(&[b"SET", b"k", v]);
+        let payload = bulk_value(&both.check(&[b"DUMP", b"k"]));
+        both.check(&[b"RESTORE", b"r", b"0", &payload, b"REPLACE"]);
+        both.check(&[b"GET", b"r"]);
+        both.check(&[b"RESTORE", b"r", b"0", &payload]);
+    }
+    both.check_str(&["SET", "k", "hello"]);
+    let good = bulk_value(&both.check_str(&["DUMP", "k"]));
+    let mut bad_crc = good.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    let mut newer = good.clone();
+    let n = newer.len();
+    newer[n - 10] = 13;
+    let g = good.as_slice();
+    both.script(&[
+        &["DUMP", "nope"],
+        &["DUMP"],
+        &["RESTORE", "k", "0"],
+        &["SET", "exp", "v", "PXAT", "1000"],
+        &["DUMP", "exp"],
+    ]);
+    let cases: Vec<Vec<&[u8]>> = vec![
+        // The key exists: BUSYKEY comes before every other check.
+        vec![b"RESTORE", b"k", b"0", g],
+        vec![b"RESTORE", b"k", b"x", b"junk"],
+        vec![b"RESTORE", b"k", b"-1", b"junk"],
+        vec![b"RESTORE", b"k", b"0", b"junk", b"NOPE"],
+        vec![b"RESTORE", b"k", b"0", g, b"IDLETIME", b"-1"],
+        vec![b"RESTORE", b"k", b"0", g, b"IDLETIME", b"x"],
+        vec![b"RESTORE", b"k", b"0", g, b"FREQ", b"256"],
+        vec![b"RESTORE", b"k", b"0", g, b"FREQ", b"-1"],
+        vec![b"RESTORE", b"k", b"0", g, b"FREQ", b"1", b"IDLETIME", b"1"],
+        vec![b"RESTORE", b"k", b"0", g, b"IDLETIME", b"1", b"FREQ", b"1"],
+        vec![b"RESTORE", b"k", b"0", g, b"IDLETIME"],
+        // A new key: the TTL, then the payload.
+        vec![b"RESTORE", b"n", b"x", b"junk"],
+        vec![b"RESTORE", b"n", b"-1", b"junk"],
+        vec![b"RESTORE", b"n", b"0", b"junk"],
+        vec![b"RESTORE", b"n", b"0", b""],
+        vec![b"RESTORE", b"n", b"0", &bad_crc],
+        vec![b"RESTORE", b"n", b"0", &newer],
+        vec![b"EXISTS", b"n"],
+        // REPLACE, ABSTTL, and TTLs already past.
+        vec![b"RESTORE", b"k", b"0", g, b"REPLACE", b"ABSTTL"],
+        vec![b"RESTORE", b"t", LATER.as_bytes(), g, b"ABSTTL"],
+        vec![b"EXPIRETIME", b"t"],
+        vec![b"RESTORE", b"t", b"1000", g, b"ABSTTL"],
+        vec![b"EXPIRETIME", b"t"],
+        vec![b"RESTORE", b"t", b"1000", g, b"ABSTTL", b"REPLACE"],
+        vec![b"EXISTS", b"t"],
+        vec![b"RESTORE", b"t", b"1000", g, b"ABSTTL"],
+        vec![b"EXISTS", b"t"],
+        vec![b"RESTORE", b"t", b"100000", g],
+        vec![b"TTL", b"t"],
+        vec![b"RESTORE", b"t", b"0", g, b"replace", b"absttl"],
+        vec![b"TTL", b"t"],
+    ];
+    for c in cases {
+        both.check(&c);
+    }
+    // A list, as Redis dumps it: Redis restores it, nvkv holds strings
+    // only.
+    let list =
+        b"\x12\x01\x02\n\n\x00\x00\x00\x01\x00\x81a\x02\xff\n\x00\t\xb9\xed\xf5\x94\xde\xd9\x95";
+    assert_eq!(
+        both.ours.call(&[b"RESTORE", b"n", b"0", list]),
+        b"-ERR Bad data format\r\n"
+    );
+    assert_eq!(both.ours.call(&[b"EXISTS", b"n"]), b":0\r\n");
+    srv.stop();
+}
+
+/// Values dumped by Redis restored into nvkv and the reverse, for small,
+/// integer and large compressible values (which Redis compresses with
+/// LZF, and nvkv writes plain).
+#[test]
+fn serialized_values_move_between_redis_and_nvkv() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let mut ours = srv.client();
+    let mut theirs = redis.client();
+    let big: String = "abcdefgh".repeat(100_000);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+    let text: String = (0..20_000)
+        .map(|_| ["the ", "quick ", "brown ", "fox "][rng.gen_range(0..4)])
+        .collect();
+    let values = [
+        "small".to_string(),
+        "42".to_string(),
+        "-70000".to_string(),
+        "123456789012345".to_string(),
+        big,
+        text,
+    ];
+    let move_value = |from: &mut redis::Connection, to: &mut redis::Connection, i: usize| {
+        let (key, v) = (format!("k{i}"), &values[i]);
+        {
+            let _: () = redis::cmd("SET").arg(&key).arg(v).query(from).unwrap();
+            let _: () = redis::cmd("PEXPIREAT")
+                .arg(&key)
+                .arg("4000000000123")
+                .query(from)
+                .unwrap();
+            let payload: Vec<u8> = redis::cmd("DUMP").arg(&key).query(from).unwrap();
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(from).unwrap();
+            let _: () = redis::cmd("RESTORE")
+                .arg(&key)
+                .arg(pttl)
+                .arg(&payload)
+                .arg("REPLACE")
+                .query(to)
+                .unwrap();
+            let got: String = redis::cmd("GET").arg(&key).query(to).unwrap();
+            assert_eq!(got.len(), v.len());
+            assert!(got == *v, "value {i}");
+            let ttl: i64 = redis::cmd("TTL").arg(&key).query(to).unwrap();
+            assert!(ttl > 1_000_000, "{ttl}");
+        }
+    };
+    for i in 0..values.len() {
+        move_value(&mut theirs, &mut ours, i);
+        move_value(&mut ours, &mut theirs, i);
+    }
+    // Redis compressed the large values; a payload of nvkv's restores
+    // into Redis all the same (checked above), and is plain.
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("k4").query(&mut theirs).unwrap();
+    assert_eq!(payload[1], 0xc3, "Redis compresses it");
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("k4").query(&mut ours).unwrap();
+    assert_eq!(payload[1], 0x80, "nvkv writes a 32-bit length");
+    srv.stop();
+}
+
+/// Random sequences of the key space's commands over a few keys.
+#[test]
+fn random_sequences_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+    let values = ["", "1", "hello", "-20", "abc def", "123456789012"];
+    let mut payloads: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..3000 {
+        let key = format!("x{}", rng.gen_range(0..5));
+        let key2 = format!("x{}", rng.gen_range(0..5));
+        let v = values[rng.gen_range(0..values.len())];
+        let t = ["1000", LATER, "4000000100"][rng.gen_range(0..3)];
+        let choice = rng.gen_range(0..14);
+        let reply = match choice {
+            0 => both.check_str(&["SET", &key, v]),
+            1 => both.check_str(&["GET", &key]),
+            2 => both.check_str(&["RENAME", &key, &key2]),
+            3 => both.check_str(&["RENAMENX", &key, &key2]),
+            4 => both.check_str(&["COPY", &key, &key2]),
+            5 => both.check_str(&["COPY", &key, &key2, "REPLACE"]),
+            6 => both.check_str(&["TYPE", &key]),
+            7 => both.check_str(&["TOUCH", &key, &key2]),
+            8 => both.check_str(&["UNLINK", &key, &key2]),
+            9 => both.check_str(&["EXPIRETIME", &key]),
+            10 => both.check_str(&["EXPIREAT", &key, t]),
+            11 => both.check_str(&["OBJECT", "ENCODING", &key]),
+            12 => both.check_str(&["DUMP", &key]),
+            _ => match payloads.get(rng.gen_range(0..payloads.len().max(1))) {
+                Some(p) => {
+                    let replace: &[u8] = if rng.gen() { b"REPLACE" } else { b"ABSTTL" };
+                    both.check(&[b"RESTORE", key.as_bytes(), b"0", p, replace])
+                }
+                None => both.check_str(&["EXISTS", &key]),
+            },
+        };
+        if choice == 12 && reply.starts_with(b"$") && !reply.starts_with(b"$-1") {
+            payloads.push(bulk_value(&reply));
+        }
+    }
+    srv.stop();
+}
+
+/// RENAME and COPY in a pipeline behind a read-modify-write of their
+/// source (a GETDEL and an APPEND whose records come from the device):
+/// each waits for the requests before it, and the requests after it
+/// for either key wait for it.
+#[test]
+fn rename_and_copy_wait_for_their_keys_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for (k, v) in [("a", "old"), ("b", "1"), ("c", "x"), ("x", "p"), ("y", "q")] {
+        let _: () = redis::cmd("SET").arg(k).arg(v).query(&mut con).unwrap();
+    }
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let mut p = redis::pipe();
+    p.cmd("APPEND").arg("b").arg("2");
+    p.cmd("RENAME").arg("b").arg("d");
+    p.cmd("GET").arg("d");
+    p.cmd("EXISTS").arg("b");
+    p.cmd("APPEND").arg("c").arg("y");
+    p.cmd("COPY").arg("c").arg("a").arg("REPLACE");
+    p.cmd("APPEND").arg("a").arg("z");
+    p.cmd("GET").arg("c");
+    p.cmd("GET").arg("a");
+    p.cmd("RENAME").arg("a").arg("c");
+    p.cmd("GET").arg("c");
+    type Replies = (
+        i64,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+    );
+    let got: Replies = p.query(&mut con).unwrap();
+    assert_eq!(
+        got,
+        (
+            2,
+            "OK".into(),
+            "12".into(),
+            0,
+            2,
+            1,
+            3,
+            "xy".into(),
+            "xyz".into(),
+            "OK".into(),
+            "xyz".into()
+        )
+    );
+    // Two renames the opposite ways behind reads of both keys: each waits
+    // in one key's queue and holds its place in the other's.
+    let mut p = redis::pipe();
+    p.cmd("APPEND").arg("x").arg("1");
+    p.cmd("APPEND").arg("y").arg("2");
+    p.cmd("RENAME").arg("x").arg("y");
+    p.cmd("RENAME").arg("y").arg("x");
+    p.cmd("GET").arg("x");
+    p.cmd("EXISTS").arg("y");
+    let got: (i64, i64, String, String, String, i64) = p.query(&mut con).unwrap();
+    assert_eq!(got, (2, 2, "OK".into(), "OK".into(), "p1".into(), 0));
+    srv.stop();
+}
+
+/// With two pollers, RENAME and COPY of keys on different ones get Redis
+/// Cluster's error and change nothing; keys on the same one are moved.
+#[test]
+fn rename_and_copy_across_pollers_are_crossslot() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut raw = RawConn::connect(srv.addr);
+    let crossslot = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    raw.call(&[b"SET", b"key0", b"v"]);
+    let (mut same, mut other) = (None, None);
+    for i in 1..64 {
+        let k = format!("key{i}");
+        let r = raw.call(&[b"COPY", b"key0", k.as_bytes()]);
+        if r == crossslot {
+            other.get_or_insert(k);
+        } else {
+            assert_eq!(r, b":1\r\n");
+            same.get_or_insert(k);
+        }
+    }
+    let (same, other) = (same.expect("a key on the same poller"), other.unwrap());
+    let (same, other) = (same.as_bytes(), other.as_bytes());
+    assert_eq!(raw.call(&[b"RENAME", b"key0", other]), crossslot);
+    assert_eq!(raw.call(&[b"RENAMENX", b"key0", other]), crossslot);
+    assert_eq!(raw.call(&[b"EXISTS", b"key0", other]), b":1\r\n");
+    assert_eq!(raw.call(&[b"UNLINK", same]), b":1\r\n");
+    assert_eq!(raw.call(&[b"RENAME", b"key0", same]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"EXISTS", b"key0", same]), b":1\r\n");
+    srv.stop();
+}
+
+/// Renamed, copied and restored keys, with their TTLs, are there after a
+/// clean restart and after a kill -9 (sync commits: acknowledged means
+/// durable).
+#[test]
+fn moved_keys_survive_restarts_and_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    for crash in [false, true] {
+        let srv = Server::start(dir.path(), &[]);
+        let mut con = srv.client();
+        let _: () = redis::cmd("SET")
+            .arg(&["a", "1", "EXAT", LATER])
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("RENAME")
+            .arg(&["a", "b"])
+            .query(&mut con)
+            .unwrap();
+        let _: i64 = redis::cmd("COPY").arg(&["b", "c"]).query(&mut con).unwrap();
+        let payload: Vec<u8> = redis::cmd("DUMP").arg("c").query(&mut con).unwrap();
+        let _: () = redis::cmd("RESTORE")
+            .arg("d")
+            .arg(0)
+            .arg(payload)
+            .query(&mut con)
+            .unwrap();
+        if crash {
+            srv.kill();
+        } else {
+            srv.stop();
+        }
+        let srv = Server::start(dir.path(), &[]);
+        let mut con = srv.client();
+        let got: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&["a", "b", "c", "d"])
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(
+            got,
+            [None, Some("1".into()), Some("1".into()), Some("1".into())],
+            "crash: {crash}"
+        );
+        let times: Vec<i64> = ["b", "c", "d"]
+            .iter()
+            .map(|k| redis::cmd("EXPIRETIME").arg(k).query(&mut con).unwrap())
+            .collect();
+        assert_eq!(times, [4_000_000_000, 4_000_000_000, -1]);
+        let _: i64 = redis::cmd("DEL")
+            .arg(&["b", "c", "d"])
+            .query(&mut con)
+            .unwrap();
+        srv.stop();
+    }
+}
+
+/// COMMAND INFO and DOCS of the new commands are Redis's.
+#[test]
+fn command_docs_are_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    for name in [
+        "type", "touch", "unlink", "rename", "renamenx", "copy", "dump", "restore",
+    ] {
+        both.check_str(&["COMMAND", "INFO", name]);
+        both.check_str(&["COMMAND", "DOCS", name]);
+    }
+    // OBJECT's and MEMORY's own entries list their subcommands in the
+    // order of a hash table of Redis's, which changes with each start:
+    // compared one by one.
+    for name in [
+        "object|encoding",
+        "object|refcount",
+        "object|idletime",
+        "object|freq",
+        "object|help",
+        "memory|usage",
+        "memory|help",
+    ] {
+        both.check_str(&["COMMAND", "INFO", name]);
+        both.check_str(&["COMMAND", "DOCS", name]);
+    }
+    both.check_str(&["COMMAND", "GETKEYS", "COPY", "a", "b", "REPLACE"]);
+    both.check_str(&["COMMAND", "GETKEYS", "RENAME", "a", "b"]);
+    srv.stop();
+}
+
+/// The same commands after `HELLO 3`: nulls are RESP3's.
+#[test]
+fn resp3_replies_are_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((srv, _redis, mut both)) = start_both(dir.path(), &[], &[]) else {
+        return;
+    };
+    // The servers describe themselves differently: not compared.
+    both.ours.call(&[b"HELLO", b"3"]);
+    both.theirs.call(&[b"HELLO", b"3"]);
+    both.script(&[
+        &["SET", "a", "12"],
+        &["TYPE", "a"],
+        &["TYPE", "nope"],
+        &["TOUCH", "a", "nope"],
+        &["OBJECT", "ENCODING", "a"],
+        &["OBJECT", "ENCODING", "nope"],
+        &["OBJECT", "FREQ", "nope"],
+        &["OBJECT", "HELP"],
+        &["MEMORY", "USAGE", "nope"],
+        &["DUMP", "nope"],
+        &["DUMP", "a"],
+        &["COPY", "a", "b"],
+        &["RENAME", "b", "c"],
+        &["RENAME", "b", "c"],
+        &["RENAMENX", "c", "a"],
+        &["UNLINK", "a", "c"],
+    ]);
+    srv.stop();
+}
+
+/// The commands through the `redis` crate, with typed replies.
+#[test]
+fn commands_through_the_redis_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    let _: () = redis::cmd("SET")
+        .arg(&["k", "hello"])
+        .query(&mut con)
+        .unwrap();
+    let t: String = redis::cmd("TYPE").arg("k").query(&mut con).unwrap();
+    assert_eq!(t, "string");
+    let t: String = redis::cmd("TYPE").arg("nope").query(&mut con).unwrap();
+    assert_eq!(t, "none");
+    let n: i64 = redis::cmd("TOUCH")
+        .arg(&["k", "nope", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 2);
+    let e: String = redis::cmd("OBJECT")
+        .arg(&["ENCODING", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(e, "embstr");
+    let e: Option<String> = redis::cmd("OBJECT")
+        .arg(&["ENCODING", "nope"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(e, None);
+    let idle: i64 = redis::cmd("OBJECT")
+        .arg(&["IDLETIME", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(idle <= 1);
+    let usage: i64 = redis::cmd("MEMORY")
+        .arg(&["USAGE", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(usage > 5 + 1);
+    let help: Vec<String> = redis::cmd("MEMORY").arg("HELP").query(&mut con).unwrap();
+    assert_eq!(help[1], "USAGE <key> [SAMPLES <count>]");
+    let () = redis::cmd("RENAME")
+        .arg(&["k", "k2"])
+        .query(&mut con)
+        .unwrap();
+    let moved: bool = redis::cmd("RENAMENX")
+        .arg(&["k2", "k"])
+        .query(&mut con)
+        .unwrap();
+    assert!(moved);
+    let copied: bool = redis::cmd("COPY")
+        .arg(&["k", "k3"])
+        .query(&mut con)
+        .unwrap();
+    assert!(copied);
+    let err = redis::cmd("RENAME")
+        .arg(&["nope", "x"])
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "An error was signalled by the server - ResponseError: no such key"
+    );
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("k3").query(&mut con).unwrap();
+    let err = redis::cmd("RESTORE")
+        .arg("k")
+        .arg(0)
+        .arg(&payload)
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("BUSYKEY"));
+    let () = redis::cmd("RESTORE")
+        .arg("k4")
+        .arg(5000)
+        .arg(&payload)
+        .query(&mut con)
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg("k4").query(&mut con).unwrap();
+    assert!((1..=5000).contains(&pttl), "{pttl}");
+    let n: i64 = redis::cmd("UNLINK")
+        .arg(&["k", "k3", "k4", "nope"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 3);
+    srv.stop();
+}
