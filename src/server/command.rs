@@ -31,6 +31,7 @@ impl Executor for Router<'_> {
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let mark = c.reply_mark();
     dispatch(c, router, args);
+    super::slowlog::command_done(c, router.shared, args, &mark);
     c.command_done(mark);
 }
 
@@ -48,6 +49,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
     c.timing = Some((index, std::time::Instant::now()));
+    c.slow.started = c.timing;
     if !spec.arity_fits(args.len()) {
         return c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name)));
     }
@@ -55,6 +57,17 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if !c.authed && !spec.before_auth {
         c.timing = None;
         return c.reply(|o| resp::error(o, strings::NOAUTH));
+    }
+    // RESP2's subscribed mode, as Redis.
+    if c.proto == Proto::Resp2 && c.subs.count() > 0 {
+        match spec.cmd {
+            Cmd::Ping => return super::pubsub::ping_subscribed(c, args),
+            cmd if super::pubsub::allowed_subscribed(cmd) => {}
+            _ => {
+                let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
+                return c.reply(|o| resp::error(o, &msg));
+            }
+        }
     }
     let cmd = spec.cmd;
     match cmd {
@@ -236,6 +249,27 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 ms,
             })
         }
+        // Pub/sub and server administration.
+        Cmd::Publish | Cmd::Subscribe | Cmd::Psubscribe | Cmd::Unsubscribe | Cmd::Punsubscribe => {
+            super::pubsub::command(c, router.shared, cmd, args)
+        }
+        Cmd::Pubsub => {
+            if let Some(m) = checked_subcommand(c, "pubsub", args) {
+                super::pubsub::pubsub(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Slowlog => {
+            if let Some(m) = checked_subcommand(c, "slowlog", args) {
+                super::slowlog::slowlog(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Latency => {
+            if let Some(m) = checked_subcommand(c, "latency", args) {
+                super::slowlog::latency(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Shutdown => super::admin::shutdown(c, router.shared, args),
+        Cmd::Reset => super::admin::reset(c, router.shared),
     }
 }
 
@@ -289,6 +323,13 @@ fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             Ok(()) => c.reply(|o| resp::simple(o, strings::OK)),
             Err(e) => c.reply(|o| resp::error(o, &e)),
         },
+        b"RESETSTAT" | b"REWRITE" | b"HELP" if args.len() != 2 => {
+            let sub = String::from_utf8_lossy(&sub).to_ascii_lowercase();
+            c.reply(|o| arity_error(o, &sub))
+        }
+        b"RESETSTAT" => super::admin::resetstat(c, router.shared),
+        b"REWRITE" => super::admin::rewrite(c, router.shared),
+        b"HELP" => c.reply(|o| super::slowlog::help(o, super::admin::CONFIG_HELP)),
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CONFIG");
             c.reply(|o| resp::error(o, &msg))
@@ -502,7 +543,10 @@ fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
 /// index in its description plus one.
 fn command_code(index: u16, spec: &table::Spec, args: &[&[u8]]) -> u32 {
     let sub = match (spec.cmd, args.get(1)) {
-        (Cmd::Client | Cmd::Command | Cmd::Config, Some(sub)) => table::meta_of(name_bytes(spec))
+        (
+            Cmd::Client | Cmd::Command | Cmd::Config | Cmd::Pubsub | Cmd::Slowlog | Cmd::Latency,
+            Some(sub),
+        ) => table::meta_of(name_bytes(spec))
             .and_then(|top| top.subcommands.iter().position(|m| sub_is(m, sub)))
             .map_or(0, |i| i as u32 + 1),
         _ => 0,

@@ -147,6 +147,10 @@ pub(super) struct Conn {
     pub(super) proto: Proto,
     /// What CLIENT LIST and CLIENT KILL see of it, from any thread.
     pub(super) info: Arc<ClientInfo>,
+    /// Its channels and patterns (pub/sub).
+    pub(super) subs: super::pubsub::Subs,
+    /// Its commands as the slow log watches them.
+    pub(super) slow: super::slowlog::Watch,
 }
 
 impl Conn {
@@ -185,6 +189,8 @@ impl Conn {
             charged: 0,
             proto: Proto::Resp2,
             info,
+            subs: Default::default(),
+            slow: Default::default(),
         }
     }
 
@@ -446,6 +452,31 @@ impl Conn {
         }
         self.out.all_sent();
         true
+    }
+}
+
+impl Conn {
+    /// The id of the reply the command executed since `mark` awaits from
+    /// the pollers, if it does.
+    pub(super) fn awaits_since(&self, mark: &ReplyMark) -> Option<u64> {
+        self.out.awaits_since(mark)
+    }
+
+    /// Id of the oldest reply still owed.
+    pub(super) fn first_owed(&self) -> u64 {
+        self.out.first_owed()
+    }
+
+    /// Appends a pub/sub message for this subscriber (in order after the
+    /// replies owed), unless it has unsubscribed meanwhile or silenced
+    /// its replies (CLIENT REPLY OFF, as Redis).
+    pub(super) fn push_published(&mut self, d: &super::pubsub::Delivery) {
+        if !self.subs.wants(d) || self.reply_off {
+            return;
+        }
+        let p = self.proto;
+        self.out
+            .ready(None, |o| super::pubsub::write_message(o, &d.bytes, p));
     }
 }
 

@@ -202,6 +202,39 @@ pub(super) fn unsupported_option(opt: &[u8]) -> String {
 /// memory ran out).
 pub(super) const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 
+// Pub/sub and server administration.
+
+/// A subcommand called with arguments its command refuses (`PUBSUB
+/// CHANNELS a b`, `SLOWLOG GET 1 2`): `sub` as the client wrote it.
+pub(super) fn subcommand_syntax(sub: &[u8], cmd: &str) -> String {
+    format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {cmd} HELP.",
+        echo(sub)
+    )
+}
+
+/// A command other than (un)subscribing, PING, QUIT and RESET in RESP2's
+/// subscribed mode (`name` as CLIENT LIST shows it).
+pub(super) fn subscribed_mode(name: &str) -> String {
+    format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+}
+
+/// The pong of PING in RESP2's subscribed mode.
+pub(super) const PONG_SUBSCRIBED: &[u8] = b"pong";
+
+pub(super) const SLOWLOG_COUNT: &str = "ERR count should be greater than or equal to -1";
+
+pub(super) const RESET: &str = "RESET";
+
+pub(super) const NO_CONFIG_FILE: &str = "ERR The server is running without a config file";
+
+/// CONFIG REWRITE could not write the file.
+pub(super) fn rewrite_failed(e: &std::io::Error) -> String {
+    format!("ERR Rewriting config file: {e}")
+}
+
+pub(super) const NO_SHUTDOWN: &str = "ERR No shutdown in progress.";
+
 #[cfg(test)]
 mod tests {
     use super::*;
