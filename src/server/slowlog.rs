@@ -354,6 +354,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn latency_events_only_past_the_threshold() {
+        let clients = super::super::conn::Clients::default();
+        let who = clients.register(0, "127.0.0.1:1".into(), "127.0.0.1:2".into(), 7);
+        let log = SlowLog::new(-1, 128, 0);
+        let (get, _) = table::lookup(b"GET").unwrap();
+        let (info, _) = table::lookup(b"INFO").unwrap();
+        let mut args = Trimmed::default();
+        args.fill(&[b"GET", b"k"]);
+        log.observe(get, &args, 50_000, &who);
+        assert!(lock(&log.events).is_empty(), "the monitor is off");
+        log.latency_threshold.store(10, Relaxed);
+        log.observe(get, &args, 9_999, &who);
+        assert!(lock(&log.events).is_empty());
+        log.observe(get, &args, 30_000, &who);
+        log.observe(get, &args, 12_000, &who);
+        log.observe(info, &args, 15_000, &who);
+        let events = lock(&log.events).clone();
+        let summary: Vec<_> = events.iter().map(|e| (e.name, e.latest, e.max)).collect();
+        assert_eq!(summary, [("fast-command", 12, 30), ("command", 15, 15)]);
+        assert!(lock(&log.entries).is_empty(), "the slow log is off");
+    }
+
+    #[test]
     fn arguments_are_trimmed_as_redis_trims_them() {
         let long = vec![b'x'; 130];
         let mut args: Vec<&[u8]> = vec![b"SET", &long];
