@@ -301,3 +301,45 @@ fn a_subscriber_that_never_reads_is_disconnected_and_the_publisher_goes_on() {
     );
     drop(idle);
 }
+
+#[test]
+fn subscribers_are_clients_of_type_pubsub() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut sub = Raw::connect(srv.addr);
+    sub.script(&[&["CLIENT", "SETNAME", "listener"], &["SUBSCRIBE", "c"]]);
+    let mut con = srv.client();
+    let list = |con: &mut redis::Connection, t: &str| -> String {
+        redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg(t)
+            .query(con)
+            .unwrap()
+    };
+    let pubsub = list(&mut con, "pubsub");
+    assert_eq!(pubsub.lines().count(), 1, "{pubsub}");
+    assert!(
+        pubsub.contains("name=listener") && pubsub.contains("flags=P"),
+        "{pubsub}"
+    );
+    assert!(!list(&mut con, "normal").contains("listener"));
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(killed, 1);
+    wait_for("the subscriber gone", || {
+        list(&mut con, "pubsub").is_empty()
+    });
+    // Unsubscribed, a client is a normal one again.
+    let mut other = Raw::connect(srv.addr);
+    other.script(&[
+        &["CLIENT", "SETNAME", "back"],
+        &["SUBSCRIBE", "c"],
+        &["UNSUBSCRIBE"],
+    ]);
+    assert!(list(&mut con, "normal").contains("name=back"));
+}

@@ -40,6 +40,7 @@ pub(super) fn shutdown(c: &mut Conn, shared: &Shared, args: &[&[u8]]) {
 /// (CLIENT NO-EVICT stays, as in Redis 7.0).
 pub(super) fn reset(c: &mut Conn, shared: &Shared) {
     shared.pubsub.forget(c.me, &mut c.subs);
+    c.info.set_flag(super::conn::PUBSUB, false);
     c.proto = Proto::Resp2;
     c.info.resp.store(2, Relaxed);
     if let Ok(mut n) = c.info.name.lock() {

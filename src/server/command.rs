@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
-use super::conn::{ClientInfo, Conn, Executor, NO_EVICT, NO_TOUCH};
+use super::conn::{ClientInfo, Conn, Executor, NO_EVICT, NO_TOUCH, PUBSUB};
 use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
@@ -768,6 +768,9 @@ fn client_line(ci: &ClientInfo) -> String {
     let age = ci.created.elapsed();
     let idle = age.saturating_sub(std::time::Duration::from_millis(ci.last_ms.load(Relaxed)));
     let mut flags = String::new();
+    if ci.has(PUBSUB) {
+        flags.push('P');
+    }
     if ci.has(NO_EVICT) {
         flags.push('e');
     }
@@ -792,12 +795,13 @@ fn client_line(ci: &ClientInfo) -> String {
     )
 }
 
-/// Whether `t` is a client type Redis knows, and whether nvkv's clients
-/// (all of them normal ones) are of it.
-fn client_type(t: &[u8]) -> Option<bool> {
+/// Whether `t` is a client type Redis knows, and which of nvkv's clients
+/// are of it (normal ones, subscribers; never a master or a replica).
+fn client_type(t: &[u8]) -> Option<fn(&ClientInfo) -> bool> {
     match t.to_ascii_lowercase().as_slice() {
-        b"normal" => Some(true),
-        b"master" | b"slave" | b"replica" | b"pubsub" => Some(false),
+        b"normal" => Some(|ci| !ci.has(PUBSUB)),
+        b"pubsub" => Some(|ci| ci.has(PUBSUB)),
+        b"master" | b"slave" | b"replica" => Some(|_| false),
         _ => None,
     }
 }
@@ -808,8 +812,7 @@ fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let chosen: Vec<&ClientInfo> = match args {
         [_, _] => all.iter().map(|a| &**a).collect(),
         [_, _, opt, t] if opt.eq_ignore_ascii_case(b"TYPE") => match client_type(t) {
-            Some(true) => all.iter().map(|a| &**a).collect(),
-            Some(false) => Vec::new(),
+            Some(of_type) => all.iter().map(|a| &**a).filter(|a| of_type(a)).collect(),
             None => {
                 let msg = strings::unknown_client_type(t);
                 return c.reply(|o| resp::error(o, &msg));
@@ -839,7 +842,7 @@ fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
 fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let old_form = args.len() == 3;
     let (mut id, mut addr, mut laddr, mut skipme) = (None, None, None, !old_form);
-    let mut none = false; // a TYPE that no client of nvkv has
+    let mut of_type: fn(&ClientInfo) -> bool = |_| true;
     if old_form {
         addr = Some(args[2]);
     } else {
@@ -855,7 +858,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
                     None => return c.reply(|o| resp::error(o, strings::CLIENT_ID_POSITIVE)),
                 },
                 b"TYPE" => match client_type(val) {
-                    Some(normal) => none |= !normal,
+                    Some(f) => of_type = f,
                     None => {
                         let msg = strings::unknown_client_type(val);
                         return c.reply(|o| resp::error(o, &msg));
@@ -881,7 +884,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let mut killed = 0;
     let me = c.info.id;
     for ci in router.shared.clients.all() {
-        let chosen = !none
+        let chosen = of_type(&ci)
             && id.is_none_or(|id| ci.id == id)
             && addr.is_none_or(|a| ci.addr.as_bytes() == a)
             && laddr.is_none_or(|a| ci.laddr.as_bytes() == a)

@@ -492,6 +492,8 @@ impl Conn {
 pub(super) const NO_EVICT: u8 = 1;
 /// CLIENT NO-TOUCH ON.
 pub(super) const NO_TOUCH: u8 = 2;
+/// Subscribed to a channel or pattern (Redis's client type `pubsub`).
+pub(super) const PUBSUB: u8 = 4;
 
 /// A connection as CLIENT LIST shows it.
 #[derive(Debug)]
@@ -514,7 +516,7 @@ pub(super) struct ClientInfo {
     pub last_cmd: AtomicU32,
     /// When the last command came, in ms since `created`.
     pub last_ms: AtomicU64,
-    /// [`NO_EVICT`], [`NO_TOUCH`].
+    /// [`NO_EVICT`], [`NO_TOUCH`], [`PUBSUB`].
     pub flags: AtomicU8,
     /// 2 or 3.
     pub resp: AtomicU8,

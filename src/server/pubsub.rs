@@ -336,6 +336,7 @@ pub(super) fn command(c: &mut Conn, shared: &Shared, cmd: Cmd, args: &[&[u8]]) {
         Cmd::Unsubscribe => c.subs.unsubscribe(reg, me, false, &args[1..], &mut o, p),
         _ => c.subs.unsubscribe(reg, me, true, &args[1..], &mut o, p),
     }
+    c.info.set_flag(super::conn::PUBSUB, c.subs.count() > 0);
     c.reply(|out| out.extend_from_slice(&o))
 }
 
