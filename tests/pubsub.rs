@@ -114,6 +114,8 @@ fn replies_and_errors_match_redis_in_resp2_and_resp3() {
                 &["PUBLISH", "nobody"],
                 &["PUBLISH", "nobody", "hello"],
                 &["SUBSCRIBE", "one"],
+                // To itself: the message comes before the reply (RESP3).
+                &["PUBLISH", "one", "me"],
                 &["RESET"],
                 &["PUBSUB", "NUMSUB", "one"],
             ],

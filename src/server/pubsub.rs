@@ -328,7 +328,10 @@ pub(super) fn command(c: &mut Conn, shared: &Shared, cmd: Cmd, args: &[&[u8]]) {
     let mut o = Vec::new();
     match cmd {
         Cmd::Publish => {
-            let n = publish(shared, args[1], args[2]);
+            let (n, mine) = publish(shared, me, args[1], args[2]);
+            // A client subscribed to what it publishes gets the message
+            // before the reply, as from Redis.
+            mine.iter().for_each(|d| c.push_published(d));
             return c.reply(|o| resp::int(o, n as i64));
         }
         Cmd::Subscribe => c.subs.subscribe(reg, me, false, &args[1..], &mut o, p),
@@ -341,10 +344,15 @@ pub(super) fn command(c: &mut Conn, shared: &Shared, cmd: Cmd, args: &[&[u8]]) {
 }
 
 /// Queues `message` for every subscriber of `channel` on their threads and
-/// wakes those threads; returns how many will receive it.
-fn publish(shared: &Shared, channel: &[u8], message: &[u8]) -> usize {
+/// wakes those threads; returns how many will receive it, and the
+/// deliveries to the publisher `me` itself (for it to take at once).
+fn publish(shared: &Shared, me: ConnRef, channel: &[u8], message: &[u8]) -> (usize, Vec<Delivery>) {
     let mut rung = vec![false; shared.conns.len()];
+    let mut mine = Vec::new();
     let n = shared.pubsub.publish(channel, message, |d| {
+        if d.to == me {
+            return mine.push(d);
+        }
         let t = d.to.thread as usize;
         shared.conns[t].published.push(d);
         rung[t] = true;
@@ -352,7 +360,7 @@ fn publish(shared: &Shared, channel: &[u8], message: &[u8]) -> usize {
     for (t, _) in rung.iter().enumerate().filter(|(_, &r)| r) {
         shared.conns[t].ring();
     }
-    n
+    (n, mine)
 }
 
 const PUBSUB_HELP: &[&str] = &[
