@@ -572,7 +572,7 @@ fn open_or_create(args: &ServeArgs, env: &crate::io::EnvOptions) -> Result<Store
     Ok(store)
 }
 
-/// Runs the server until SIGTERM or SIGINT; `ready` is called with the
+/// Runs the server until SIGTERM, SIGINT or SHUTDOWN; `ready` is called with the
 /// bound address once clients can connect.
 ///
 /// Everything that can refuse the start (flags, `--path`, the listen
@@ -823,7 +823,8 @@ fn on_signal(term: &AtomicBool) {
 }
 
 /// Accepts connections and deals them out to connection threads until a
-/// signal arrives; samples the pollers' rates once a second.
+/// signal arrives or a client sends SHUTDOWN; samples the pollers' rates
+/// once a second.
 fn accept_loop(
     listener: &TcpListener,
     unix: Option<&access::UnixSocket>,

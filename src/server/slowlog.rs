@@ -87,6 +87,13 @@ impl SlowLog {
         self.slower_than.load(Relaxed) >= 0 || self.latency_threshold.load(Relaxed) > 0
     }
 
+    /// Whether a command of `micros` goes into the log or the events.
+    fn slow(&self, micros: u64) -> bool {
+        let limit = self.slower_than.load(Relaxed);
+        let threshold = self.latency_threshold.load(Relaxed);
+        (limit >= 0 && micros >= limit as u64) || (threshold > 0 && micros / 1000 >= threshold)
+    }
+
     /// A command `cmd` (its index in the table) took `micros`: logs it if
     /// it is slow enough, with `args` as [`Trimmed`] holds them.
     fn observe(&self, cmd: u16, args: &Trimmed, micros: u64, who: &ClientInfo) {
@@ -202,13 +209,20 @@ pub(super) fn command_done(c: &mut Conn, shared: &Shared, args: &[&[u8]], mark: 
     if !log.on() || matches!(table::COMMANDS[cmd as usize].cmd, Cmd::Auth | Cmd::Hello) {
         return;
     }
-    let mut trimmed = c.slow.spare.pop().unwrap_or_default();
-    trimmed.fill(args);
     match c.awaits_since(mark) {
-        Some(id) => c.slow.awaited.push_back((id, cmd, t0, trimmed)),
+        Some(id) => {
+            let mut trimmed = c.slow.spare.pop().unwrap_or_default();
+            trimmed.fill(args);
+            c.slow.awaited.push_back((id, cmd, t0, trimmed));
+        }
         None => {
-            log.observe(cmd, &trimmed, t0.elapsed().as_micros() as u64, &c.info);
-            c.slow.spare.push(trimmed);
+            // Answered: its arguments are copied only if it was slow.
+            let micros = t0.elapsed().as_micros() as u64;
+            if log.slow(micros) {
+                let mut trimmed = Trimmed::default();
+                trimmed.fill(args);
+                log.observe(cmd, &trimmed, micros, &c.info);
+            }
         }
     }
 }
