@@ -195,6 +195,8 @@ fn publisher_and_subscribers_on_different_connection_threads() {
         .query(&mut publisher)
         .unwrap();
     assert_eq!(numpat, 1);
+    assert_eq!(srv.info_field("pubsub_channels"), "1");
+    assert_eq!(srv.info_field("pubsub_patterns"), "1");
     for i in 0..200 {
         let got: i64 = redis::cmd("PUBLISH")
             .arg("events")
