@@ -116,10 +116,16 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Serve { args, .. } => server::serve(args, |addr| {
-            // Tests and scripts read this line to learn the port.
-            println!("nvkv listening on {addr}");
-        }),
+        Cmd::Serve { args, config } => server::serve(
+            ServeArgs {
+                config_file: config,
+                ..args
+            },
+            |addr| {
+                // Tests and scripts read this line to learn the port.
+                println!("nvkv listening on {addr}");
+            },
+        ),
         Cmd::Load { args, spdk } => {
             let summary = store::load(&args, &spdk.env(vec![0]))?;
             println!("{summary}");

@@ -140,6 +140,16 @@ fn transactions_reply_as_redis_does() {
         &["INCRBY", "n", "10"],
         &["EXEC"],
         &["GET", "n"],
+        // EXEC refused ends the transaction; RESET discards it.
+        &["MULTI"],
+        &["SET", "x1", "1"],
+        &["EXEC", "extra"],
+        &["EXEC"],
+        &["MULTI"],
+        &["SET", "x1", "1"],
+        &["RESET"],
+        &["EXEC"],
+        &["GET", "x1"],
         // DISCARD drops what was queued.
         &["MULTI"],
         &["SET", "d", "1"],

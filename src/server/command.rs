@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
-use super::conn::{ClientInfo, Conn, Executor, Multi, NO_EVICT, NO_TOUCH};
+use super::conn::{ClientInfo, Conn, Executor, Multi, NO_EVICT, NO_TOUCH, PUBSUB};
 use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
 use super::msg::{KeyAt, MoveKind, ObjectInfo, RestoreAccess};
 use super::replies::Combine;
@@ -32,6 +32,7 @@ impl Executor for Router<'_> {
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let mark = c.reply_mark();
     dispatch(c, router, args);
+    super::slowlog::command_done(c, router.shared, args, &mark);
     c.command_done(mark);
 }
 
@@ -50,9 +51,9 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
     c.timing = Some((index, std::time::Instant::now()));
+    c.slow.started = c.timing;
     if !spec.arity_fits(args.len()) {
-        c.refused_in_multi();
-        return c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name)));
+        return refuse(c, router, spec.cmd, &strings::wrong_arity(spec.name));
     }
     // After the unknown-command and arity checks, as in Redis.
     if !c.authed && !spec.before_auth {
@@ -60,11 +61,22 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
+    // RESP2's subscribed mode, as Redis.
+    if c.proto == Proto::Resp2 && c.subs.count() > 0 {
+        match spec.cmd {
+            Cmd::Ping => return super::pubsub::ping_subscribed(c, args),
+            cmd if super::pubsub::allowed_subscribed(cmd) => {}
+            _ => {
+                let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
+                return refuse(c, router, spec.cmd, &msg);
+            }
+        }
+    }
     let cmd = spec.cmd;
     if let Some(m) = &mut c.multi {
         if !matches!(
             cmd,
-            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit
+            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
         ) {
             // Timed when EXEC runs it.
             c.timing = None;
@@ -296,11 +308,49 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             forget_watches(c, router);
             c.reply(|o| resp::simple(o, strings::OK))
         }
+        // Pub/sub and server administration.
+        Cmd::Publish | Cmd::Subscribe | Cmd::Psubscribe | Cmd::Unsubscribe | Cmd::Punsubscribe => {
+            super::pubsub::command(c, router.shared, cmd, args)
+        }
+        Cmd::Pubsub => {
+            if let Some(m) = checked_subcommand(c, "pubsub", args) {
+                super::pubsub::pubsub(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Slowlog => {
+            if let Some(m) = checked_subcommand(c, "slowlog", args) {
+                super::slowlog::slowlog(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Latency => {
+            if let Some(m) = checked_subcommand(c, "latency", args) {
+                super::slowlog::latency(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Shutdown => super::admin::shutdown(c, router.shared, args),
+        Cmd::Reset => {
+            c.multi = None;
+            forget_watches(c, router);
+            super::admin::reset(c, router.shared)
+        }
     }
 }
 
 // ---------------------------------------------------------------------
 // Transactions: MULTI queues commands (above); EXEC runs them.
+
+/// Refuses a command with `msg` (an error text): a transaction being
+/// queued is aborted, and an EXEC refused so ends it, as Redis's
+/// `rejectCommand`.
+fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
+    if cmd == Cmd::Exec && c.multi.take().is_some() {
+        forget_watches(c, router);
+        let msg = strings::exec_abort_because(msg);
+        return c.reply(|o| resp::error(o, &msg));
+    }
+    c.refused_in_multi();
+    c.reply(|o| resp::error(o, msg))
+}
 
 /// The poller that owns `key`.
 fn poller_of_key(router: &Router, key: &[u8]) -> usize {
@@ -492,6 +542,13 @@ fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             Ok(()) => c.reply(|o| resp::simple(o, strings::OK)),
             Err(e) => c.reply(|o| resp::error(o, &e)),
         },
+        b"RESETSTAT" | b"REWRITE" | b"HELP" if args.len() != 2 => {
+            let sub = String::from_utf8_lossy(&sub).to_ascii_lowercase();
+            c.reply(|o| arity_error(o, &sub))
+        }
+        b"RESETSTAT" => super::admin::resetstat(c, router.shared),
+        b"REWRITE" => super::admin::rewrite(c, router.shared),
+        b"HELP" => c.reply(|o| super::slowlog::help(o, super::admin::CONFIG_HELP)),
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CONFIG");
             c.reply(|o| resp::error(o, &msg))
@@ -716,7 +773,10 @@ fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
 /// index in its description plus one.
 fn command_code(index: u16, spec: &table::Spec, args: &[&[u8]]) -> u32 {
     let sub = match (spec.cmd, args.get(1)) {
-        (Cmd::Client | Cmd::Command | Cmd::Config, Some(sub)) => table::meta_of(name_bytes(spec))
+        (
+            Cmd::Client | Cmd::Command | Cmd::Config | Cmd::Pubsub | Cmd::Slowlog | Cmd::Latency,
+            Some(sub),
+        ) => table::meta_of(name_bytes(spec))
             .and_then(|top| top.subcommands.iter().position(|m| sub_is(m, sub)))
             .map_or(0, |i| i as u32 + 1),
         _ => 0,
@@ -938,6 +998,9 @@ fn client_line(ci: &ClientInfo) -> String {
     let age = ci.created.elapsed();
     let idle = age.saturating_sub(std::time::Duration::from_millis(ci.last_ms.load(Relaxed)));
     let mut flags = String::new();
+    if ci.has(PUBSUB) {
+        flags.push('P');
+    }
     if ci.has(NO_EVICT) {
         flags.push('e');
     }
@@ -962,12 +1025,13 @@ fn client_line(ci: &ClientInfo) -> String {
     )
 }
 
-/// Whether `t` is a client type Redis knows, and whether nvkv's clients
-/// (all of them normal ones) are of it.
-fn client_type(t: &[u8]) -> Option<bool> {
+/// Whether `t` is a client type Redis knows, and which of nvkv's clients
+/// are of it (normal ones, subscribers; never a master or a replica).
+fn client_type(t: &[u8]) -> Option<fn(&ClientInfo) -> bool> {
     match t.to_ascii_lowercase().as_slice() {
-        b"normal" => Some(true),
-        b"master" | b"slave" | b"replica" | b"pubsub" => Some(false),
+        b"normal" => Some(|ci| !ci.has(PUBSUB)),
+        b"pubsub" => Some(|ci| ci.has(PUBSUB)),
+        b"master" | b"slave" | b"replica" => Some(|_| false),
         _ => None,
     }
 }
@@ -978,8 +1042,7 @@ fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let chosen: Vec<&ClientInfo> = match args {
         [_, _] => all.iter().map(|a| &**a).collect(),
         [_, _, opt, t] if opt.eq_ignore_ascii_case(b"TYPE") => match client_type(t) {
-            Some(true) => all.iter().map(|a| &**a).collect(),
-            Some(false) => Vec::new(),
+            Some(of_type) => all.iter().map(|a| &**a).filter(|a| of_type(a)).collect(),
             None => {
                 let msg = strings::unknown_client_type(t);
                 return c.reply(|o| resp::error(o, &msg));
@@ -1009,7 +1072,7 @@ fn client_list(c: &mut Conn, router: &Router, args: &[&[u8]]) {
 fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let old_form = args.len() == 3;
     let (mut id, mut addr, mut laddr, mut skipme) = (None, None, None, !old_form);
-    let mut none = false; // a TYPE that no client of nvkv has
+    let mut of_type: fn(&ClientInfo) -> bool = |_| true;
     if old_form {
         addr = Some(args[2]);
     } else {
@@ -1025,7 +1088,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
                     None => return c.reply(|o| resp::error(o, strings::CLIENT_ID_POSITIVE)),
                 },
                 b"TYPE" => match client_type(val) {
-                    Some(normal) => none |= !normal,
+                    Some(f) => of_type = f,
                     None => {
                         let msg = strings::unknown_client_type(val);
                         return c.reply(|o| resp::error(o, &msg));
@@ -1051,7 +1114,7 @@ fn client_kill(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let mut killed = 0;
     let me = c.info.id;
     for ci in router.shared.clients.all() {
-        let chosen = !none
+        let chosen = of_type(&ci)
             && id.is_none_or(|id| ci.id == id)
             && addr.is_none_or(|a| ci.addr.as_bytes() == a)
             && laddr.is_none_or(|a| ci.laddr.as_bytes() == a)

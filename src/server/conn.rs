@@ -152,6 +152,10 @@ pub(super) struct Conn {
     /// The keys WATCH registered with their pollers, until EXEC, DISCARD
     /// or UNWATCH.
     pub(super) watching: Vec<Box<[u8]>>,
+    /// Its channels and patterns (pub/sub).
+    pub(super) subs: super::pubsub::Subs,
+    /// Its commands as the slow log watches them.
+    pub(super) slow: super::slowlog::Watch,
 }
 
 /// A transaction being queued (MULTI).
@@ -201,6 +205,8 @@ impl Conn {
             info,
             multi: None,
             watching: Vec::new(),
+            subs: Default::default(),
+            slow: Default::default(),
         }
     }
 
@@ -491,6 +497,31 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The id of the reply the command executed since `mark` awaits from
+    /// the pollers, if it does.
+    pub(super) fn awaits_since(&self, mark: &ReplyMark) -> Option<u64> {
+        self.out.awaits_since(mark)
+    }
+
+    /// Id of the oldest reply still owed.
+    pub(super) fn first_owed(&self) -> u64 {
+        self.out.first_owed()
+    }
+
+    /// Appends a pub/sub message for this subscriber (in order after the
+    /// replies owed), unless it has unsubscribed meanwhile or silenced
+    /// its replies (CLIENT REPLY OFF, as Redis).
+    pub(super) fn push_published(&mut self, d: &super::pubsub::Delivery) {
+        if !self.subs.wants(d) || self.reply_off {
+            return;
+        }
+        let p = self.proto;
+        self.out
+            .ready(None, |o| super::pubsub::write_message(o, &d.bytes, p));
+    }
+}
+
 // ---------------------------------------------------------------------
 // What other threads see of a connection: CLIENT LIST and CLIENT INFO
 // read it, CLIENT KILL marks it. Every connection of the process is in
@@ -503,6 +534,8 @@ impl Conn {
 pub(super) const NO_EVICT: u8 = 1;
 /// CLIENT NO-TOUCH ON.
 pub(super) const NO_TOUCH: u8 = 2;
+/// Subscribed to a channel or pattern (Redis's client type `pubsub`).
+pub(super) const PUBSUB: u8 = 4;
 
 /// A connection as CLIENT LIST shows it.
 #[derive(Debug)]
@@ -525,7 +558,7 @@ pub(super) struct ClientInfo {
     pub last_cmd: AtomicU32,
     /// When the last command came, in ms since `created`.
     pub last_ms: AtomicU64,
-    /// [`NO_EVICT`], [`NO_TOUCH`].
+    /// [`NO_EVICT`], [`NO_TOUCH`], [`PUBSUB`].
     pub flags: AtomicU8,
     /// 2 or 3.
     pub resp: AtomicU8,

@@ -112,6 +112,7 @@ impl Thread<'_> {
                 contended = false;
                 self.deliver(r);
             }
+            self.deliver_published();
             self.router.retry();
             for slot in self.router.take_released() {
                 self.schedule(slot);
@@ -133,7 +134,10 @@ impl Thread<'_> {
 
             let h = self.handle();
             let queued = |h: &super::ConnHandle| {
-                !h.responses.is_empty() || !h.incoming.is_empty() || !h.incoming_unix.is_empty()
+                !h.responses.is_empty()
+                    || !h.incoming.is_empty()
+                    || !h.incoming_unix.is_empty()
+                    || !h.published.is_empty()
             };
             let busy = queued(h) || !self.to_service.is_empty();
             // Requests held for a full ring count as awaited: the thread
@@ -319,7 +323,10 @@ impl Thread<'_> {
     fn deliver(&mut self, r: Response) {
         let slot = r.to.slot;
         match self.conns.get_mut(slot as usize) {
-            Some(Some(c)) if c.me.gen == r.to.gen => c.deliver(r),
+            Some(Some(c)) if c.me.gen == r.to.gen => {
+                c.deliver(r);
+                super::slowlog::replies_done(c, &self.shared.slowlog);
+            }
             _ => return, // the connection closed meanwhile
         }
         // Checked at once: replies for a client that does not read must
@@ -329,6 +336,25 @@ impl Thread<'_> {
             return self.drop_over_limit(slot, c);
         }
         self.schedule(slot);
+    }
+
+    /// Appends the pub/sub messages published to this thread's
+    /// subscribers; a subscriber that lets them pile up past
+    /// `--max-output-buffer` is disconnected (the publisher never waits).
+    fn deliver_published(&mut self) {
+        while let Some(d) = self.handle().published.pop() {
+            let slot = d.to.slot;
+            match self.conns.get_mut(slot as usize) {
+                Some(Some(c)) if c.me.gen == d.to.gen => c.push_published(&d),
+                _ => continue, // the connection closed meanwhile
+            }
+            let limits = &self.limits;
+            if let Some(c) = self.conns[slot as usize].take_if(|c| c.over_output_limit(limits)) {
+                self.drop_over_limit(slot, c);
+            } else {
+                self.schedule(slot);
+            }
+        }
     }
 
     /// Disconnects a client over `--max-output-buffer`.
@@ -449,6 +475,7 @@ impl Thread<'_> {
             .fetch_sub(c.charged as u64, Relaxed);
         c.deregister(self.poll.registry());
         self.shared.clients.unregister(&c.info);
+        self.shared.pubsub.forget(c.me, &mut c.subs);
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
         self.shared.conn_stats[self.id]

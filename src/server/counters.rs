@@ -120,6 +120,10 @@ pub(super) static FIGURES: &[Figure] = &[
         |sh| keyspaces(sh, |c| &c.expired_keys)),
     figure!("stats"."evicted_keys", Some("nvkv_evicted_keys_total"), Counter,
         "Keys evicted by --maxmemory-policy", |sh| keyspaces(sh, |c| &c.evicted_keys)),
+    figure!("stats"."pubsub_channels", Some("nvkv_pubsub_channels"), Gauge,
+        "Pub/sub channels with subscribers", |sh| sh.pubsub.channels(None).len() as u64),
+    figure!("stats"."pubsub_patterns", Some("nvkv_pubsub_patterns"), Gauge,
+        "Pub/sub patterns with subscribers", |sh| sh.pubsub.numpat() as u64),
     figure!("nvkv"."segments_total", Some("nvkv_segments"), Gauge,
         "Segments of the device", |sh| sh.space.live.len() as u64),
     figure!("nvkv"."segments_free", Some("nvkv_segments_free"), Gauge,
@@ -178,15 +182,62 @@ pub(super) static FIGURES: &[Figure] = &[
     },
 ];
 
-/// The figures of INFO section `section`, with their values.
+/// The figures of INFO section `section`, with their values (the
+/// counters of `stats` since the last CONFIG RESETSTAT).
 pub(super) fn section<'a>(
     sh: &'a Shared,
     section: &'a str,
 ) -> impl Iterator<Item = (&'static str, u64)> + 'a {
-    FIGURES.iter().filter_map(move |f| match f.info {
-        Some((s, field)) if s == section => Some((field, (f.value)(sh))),
-        _ => None,
-    })
+    let base = sh.baseline.figures();
+    FIGURES
+        .iter()
+        .enumerate()
+        .filter_map(move |(i, f)| match f.info {
+            Some((s, field)) if s == section => {
+                let zero = base.get(i).copied().unwrap_or(0);
+                Some((field, (f.value)(sh).saturating_sub(zero)))
+            }
+            _ => None,
+        })
+}
+
+/// Whether CONFIG RESETSTAT zeroes a figure in INFO: the counters of
+/// `stats`, as Redis resets its `stat_` fields.
+fn resets(f: &Figure) -> bool {
+    f.kind == Counter && f.info.is_some_and(|(s, _)| s == "stats")
+}
+
+/// What CONFIG RESETSTAT zeroed: the values INFO's counters and
+/// commandstats had then, which INFO subtracts (`/metrics` shows the
+/// whole counts: Prometheus counters only grow).
+#[derive(Debug, Default)]
+pub(super) struct Baseline {
+    figures: std::sync::Mutex<Vec<u64>>,
+    commands: std::sync::Mutex<Vec<super::info::CommandTotals>>,
+}
+
+impl Baseline {
+    fn figures(&self) -> Vec<u64> {
+        self.figures.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    pub(super) fn commands(&self) -> Vec<super::info::CommandTotals> {
+        self.commands.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// CONFIG RESETSTAT: INFO's counters start again from zero.
+pub(super) fn reset_stats(sh: &Shared) {
+    let figures = (FIGURES.iter())
+        .map(|f| if resets(f) { (f.value)(sh) } else { 0 })
+        .collect();
+    let commands = super::info::command_totals(sh);
+    if let Ok(mut b) = sh.baseline.figures.lock() {
+        *b = figures;
+    }
+    if let Ok(mut b) = sh.baseline.commands.lock() {
+        *b = commands;
+    }
 }
 
 #[cfg(test)]

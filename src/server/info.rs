@@ -111,7 +111,7 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
     if wants(section, "commandstats") {
         s.push_str("# Commandstats\r\n");
-        for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
+        for c in since_reset(sh).iter().filter(|c| c.calls > 0) {
             let _ = write!(
                 s,
                 "cmdstat_{}:calls={},usec={},usec_per_call={:.2}\r\n",
@@ -125,7 +125,7 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     }
     if wants(section, "latencystats") {
         s.push_str("# Latencystats\r\n");
-        for c in command_totals(sh).iter().filter(|c| c.calls > 0) {
+        for c in since_reset(sh).iter().filter(|c| c.calls > 0) {
             let _ = write!(
                 s,
                 "latency_percentiles_usec_{}:p50={},p99={},p99.9={}\r\n",
@@ -243,6 +243,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// One command's calls and latency, summed over the connection threads.
+#[derive(Debug, Clone)]
 pub(super) struct CommandTotals {
     pub name: &'static str,
     pub calls: u64,
@@ -290,4 +291,19 @@ pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
             t
         })
         .collect()
+}
+
+/// [`command_totals`] since the last CONFIG RESETSTAT, as INFO shows
+/// them (/metrics shows the whole counts, which must only grow).
+fn since_reset(sh: &Shared) -> Vec<CommandTotals> {
+    let mut now = command_totals(sh);
+    let base = sh.baseline.commands();
+    for (t, b) in now.iter_mut().zip(&base) {
+        t.calls -= b.calls.min(t.calls);
+        t.usec -= b.usec.min(t.usec);
+        for (n, m) in t.buckets.iter_mut().zip(&b.buckets) {
+            *n -= (*m).min(*n);
+        }
+    }
+    now
 }

@@ -4,6 +4,7 @@
 //! poller over a lock-free ring and get replies back the same way.
 
 mod access;
+mod admin;
 mod command;
 mod config;
 mod conn;
@@ -16,9 +17,11 @@ mod metrics;
 pub mod msg;
 mod pattern;
 mod poller;
+mod pubsub;
 mod replies;
 mod router;
 mod settings;
+mod slowlog;
 mod stats;
 mod stream;
 mod strings;
@@ -267,6 +270,20 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Commands that take at least this many µs are logged for SLOWLOG
+    /// (-1: none; CONFIG SET slowlog-log-slower-than changes it).
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
+    pub slowlog_log_slower_than: i64,
+    /// Entries SLOWLOG keeps.
+    #[arg(long, default_value_t = 128)]
+    pub slowlog_max_len: u64,
+    /// Commands that take at least this many ms are LATENCY events (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub latency_monitor_threshold: u64,
+    /// The `--config` file the flags came from (CONFIG REWRITE writes it).
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -294,6 +311,8 @@ struct ConnHandle {
     incoming_unix: SegQueue<std::os::unix::net::UnixStream>,
     waker: mio::Waker,
     sleeping: AtomicBool,
+    /// Pub/sub messages for this thread's subscribers.
+    published: SegQueue<pubsub::Delivery>,
 }
 
 impl ConnHandle {
@@ -366,6 +385,16 @@ struct Shared {
     open_report: OpenReport,
     space: Arc<store::Space>,
     addr: SocketAddr,
+    /// Channels and patterns, and who subscribes to them.
+    pubsub: pubsub::PubSub,
+    /// SLOWLOG's entries and settings, and LATENCY's events.
+    slowlog: slowlog::SlowLog,
+    /// SHUTDOWN asked for the clean stop a SIGTERM starts.
+    shutdown: AtomicBool,
+    /// `serve --config FILE`, for CONFIG REWRITE.
+    config_file: Option<PathBuf>,
+    /// INFO's counters as CONFIG RESETSTAT left them.
+    baseline: counters::Baseline,
 }
 
 impl Shared {
@@ -544,7 +573,7 @@ fn open_or_create(args: &ServeArgs, env: &crate::io::EnvOptions) -> Result<Store
     Ok(store)
 }
 
-/// Runs the server until SIGTERM or SIGINT; `ready` is called with the
+/// Runs the server until SIGTERM, SIGINT or SHUTDOWN; `ready` is called with the
 /// bound address once clients can connect.
 ///
 /// Everything that can refuse the start (flags, `--path`, the listen
@@ -621,6 +650,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             incoming_unix: SegQueue::new(),
             waker,
             sleeping: AtomicBool::new(false),
+            published: SegQueue::new(),
         });
         polls.push(poll);
     }
@@ -657,6 +687,15 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         cfg: config::ServeConfig::new(&args),
         clients: conn::Clients::default(),
         path: args.path.clone(),
+        pubsub: pubsub::PubSub::default(),
+        slowlog: slowlog::SlowLog::new(
+            args.slowlog_log_slower_than,
+            args.slowlog_max_len,
+            args.latency_monitor_threshold,
+        ),
+        shutdown: AtomicBool::new(false),
+        config_file: args.config_file.clone(),
+        baseline: counters::Baseline::default(),
     });
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();
@@ -785,7 +824,8 @@ fn on_signal(term: &AtomicBool) {
 }
 
 /// Accepts connections and deals them out to connection threads until a
-/// signal arrives; samples the pollers' rates once a second.
+/// signal arrives or a client sends SHUTDOWN; samples the pollers' rates
+/// once a second.
 fn accept_loop(
     listener: &TcpListener,
     unix: Option<&access::UnixSocket>,
@@ -795,7 +835,7 @@ fn accept_loop(
     let mut next = 0;
     let mut last_sample = Instant::now();
     shared.sampler.tick(&shared.poller_stats);
-    while !term.load(Ordering::Relaxed) {
+    while !term.load(Ordering::Relaxed) && !shared.shutdown.load(Ordering::Relaxed) {
         let pfd = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,

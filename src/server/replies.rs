@@ -265,6 +265,14 @@ impl Replies {
         }
     }
 
+    /// The id of the reply left since `mark` if it awaits the pollers
+    /// (not one ready and held behind another).
+    pub(super) fn awaits_since(&self, mark: &ReplyMark) -> Option<u64> {
+        let awaited = self.slots.len() > mark.slots
+            && !matches!(self.slots.back(), Some(Slot::Ready(_)) | None);
+        awaited.then(|| self.next_id() - 1)
+    }
+
     /// Drops the reply left since `mark` (one command's), keeping the
     /// order of the others: a ready one goes, an awaited one keeps its
     /// place but will not be sent.

@@ -86,7 +86,56 @@ const SETTINGS: &[Setting] = &[
         get: |_| "1".into(),
         set: None,
     },
+    // SLOWLOG and LATENCY.
+    Setting {
+        name: "slowlog-log-slower-than",
+        get: |s| s.slowlog.slower_than.load(Relaxed).to_string(),
+        set: Some((
+            |v| integer_in(v, -1),
+            |s, v| {
+                s.slowlog
+                    .slower_than
+                    .store(v.parse().unwrap_or(-1), Relaxed)
+            },
+        )),
+    },
+    Setting {
+        name: "slowlog-max-len",
+        get: |s| s.slowlog.max_len.load(Relaxed).to_string(),
+        set: Some((
+            |v| integer_in(v, 0),
+            |s, v| s.slowlog.max_len.store(v.parse().unwrap_or(0), Relaxed),
+        )),
+    },
+    Setting {
+        name: "latency-monitor-threshold",
+        get: |s| s.slowlog.latency_threshold.load(Relaxed).to_string(),
+        set: Some((
+            |v| integer_in(v, 0),
+            |s, v| (s.slowlog.latency_threshold).store(v.parse().unwrap_or(0), Relaxed),
+        )),
+    },
 ];
+
+/// Redis's check of an integer setting from `min` to `i64::MAX`.
+fn integer_in(v: &str, min: i64) -> Result<(), &'static str> {
+    match v.parse::<i64>() {
+        Err(_) => Err("argument couldn't be parsed into an integer"),
+        Ok(n) if n < min && min == 0 => {
+            Err("argument must be between 0 and 9223372036854775807 inclusive")
+        }
+        Ok(n) if n < min => Err("argument must be between -1 and 9223372036854775807 inclusive"),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The value of setting `name` now, as CONFIG GET shows it.
+pub(super) fn value(shared: &Shared, name: &str) -> Option<String> {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| (s.get)(shared))
+}
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()

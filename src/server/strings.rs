@@ -212,6 +212,11 @@ pub(super) const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
 pub(super) const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 /// EXEC of a transaction in which a command was refused while queued.
 pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// EXEC itself refused (its arity, subscribed mode): the transaction ends.
+pub(super) fn exec_abort_because(msg: &str) -> String {
+    let msg = msg.strip_prefix("ERR ").unwrap_or(msg);
+    format!("EXECABORT Transaction discarded because of: {msg}")
+}
 // Key space: the per-key commands (TYPE, OBJECT, MEMORY, RENAME, COPY,
 // DUMP, RESTORE).
 
@@ -267,6 +272,39 @@ pub(super) const HELP_FOOTER: [&str; 2] = ["HELP", "    Prints this help."];
 pub(super) fn help_header(cmd: &str) -> String {
     format!("{cmd} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
 }
+
+// Pub/sub and server administration.
+
+/// A subcommand called with arguments its command refuses (`PUBSUB
+/// CHANNELS a b`, `SLOWLOG GET 1 2`): `sub` as the client wrote it.
+pub(super) fn subcommand_syntax(sub: &[u8], cmd: &str) -> String {
+    format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {cmd} HELP.",
+        echo(sub)
+    )
+}
+
+/// A command other than (un)subscribing, PING, QUIT and RESET in RESP2's
+/// subscribed mode (`name` as CLIENT LIST shows it).
+pub(super) fn subscribed_mode(name: &str) -> String {
+    format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+}
+
+/// The pong of PING in RESP2's subscribed mode.
+pub(super) const PONG_SUBSCRIBED: &[u8] = b"pong";
+
+pub(super) const SLOWLOG_COUNT: &str = "ERR count should be greater than or equal to -1";
+
+pub(super) const RESET: &str = "RESET";
+
+pub(super) const NO_CONFIG_FILE: &str = "ERR The server is running without a config file";
+
+/// CONFIG REWRITE could not write the file.
+pub(super) fn rewrite_failed(e: &std::io::Error) -> String {
+    format!("ERR Rewriting config file: {e}")
+}
+
+pub(super) const NO_SHUTDOWN: &str = "ERR No shutdown in progress.";
 
 #[cfg(test)]
 mod tests {

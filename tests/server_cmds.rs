@@ -1,0 +1,509 @@
+//! Server commands: SLOWLOG, LATENCY, CONFIG RESETSTAT and REWRITE,
+//! SHUTDOWN, RESET, and what redis-benchmark reads at start, through the
+//! `redis` crate, redis-cli and raw RESP, compared with a real
+//! redis-server where Redis's replies are the point.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{encode, wait_bounded, RawConn, RealRedis, Server};
+
+fn call(con: &mut RawConn, args: &[&str]) -> String {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    String::from_utf8_lossy(&con.call(&args)).into_owned()
+}
+
+/// Each command's reply from nvkv, and the same from Redis.
+fn compare(srv: &Server, redis: &Option<RealRedis>, cmds: &[&[&str]]) {
+    let mut ours = RawConn::connect(srv.addr);
+    let mut theirs = redis.as_ref().map(|r| RawConn::connect(&r.addr));
+    for c in cmds {
+        let got = call(&mut ours, c);
+        if let Some(t) = &mut theirs {
+            let want = call(t, c);
+            // HELLO's reply has the version and the client id.
+            if c[0] != "HELLO" {
+                assert_eq!(got, want, "{c:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn replies_and_errors_match_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let redis = RealRedis::start(&[]);
+    for proto in ["2", "3"] {
+        compare(
+            &srv,
+            &redis,
+            &[
+                &["HELLO", proto],
+                &["SLOWLOG"],
+                &["SLOWLOG", "HELP"],
+                &["SLOWLOG", "help", "x"],
+                &["SLOWLOG", "FOO"],
+                &["SLOWLOG", "LEN", "x"],
+                &["SLOWLOG", "GET", "-2"],
+                &["SLOWLOG", "GET", "x"],
+                &["SLOWLOG", "GET", "1", "2"],
+                &["SLOWLOG", "RESET"],
+                &["SLOWLOG", "RESET", "x"],
+                &["SLOWLOG", "LEN"],
+                &["SLOWLOG", "GET"],
+                &["LATENCY"],
+                &["LATENCY", "HELP"],
+                &["LATENCY", "LATEST"],
+                &["LATENCY", "LATEST", "x"],
+                &["LATENCY", "RESET"],
+                &["LATENCY", "RESET", "command", "x"],
+                &["LATENCY", "FOO"],
+                // (One name at a time: Redis lists a pattern's matches in
+                // its hash table's order.)
+                &["CONFIG", "GET", "slowlog-log-slower-than"],
+                &["CONFIG", "GET", "slowlog-max-len"],
+                &["CONFIG", "GET", "latency-monitor-threshold"],
+                &["CONFIG", "SET", "slowlog-max-len", "-1"],
+                &["CONFIG", "SET", "slowlog-max-len", "x"],
+                &["CONFIG", "SET", "slowlog-log-slower-than", "-2"],
+                &["CONFIG", "SET", "latency-monitor-threshold", "-1"],
+                &["CONFIG", "SET", "slowlog-max-len", "100"],
+                &["CONFIG", "GET", "slowlog-max-len"],
+                &["CONFIG", "SET", "slowlog-max-len", "128"],
+                &["CONFIG", "HELP"],
+                &["CONFIG", "HELP", "x"],
+                &["CONFIG", "RESETSTAT", "x"],
+                &["CONFIG", "REWRITE"],
+                &["CONFIG", "REWRITE", "x"],
+                &["CONFIG", "GET", "save"],
+                &["SHUTDOWN", "FOO"],
+                &["SHUTDOWN", "NOSAVE", "SAVE"],
+                &["SHUTDOWN", "ABORT", "NOW"],
+                &["SHUTDOWN", "ABORT"],
+                &["RESET", "x"],
+                &["CLIENT", "SETNAME", "someone"],
+                &["RESET"],
+                &["CLIENT", "GETNAME"],
+                &["PING"],
+                // Redis 7's descriptions of the commands (subcommands one
+                // by one: Redis lists them in its hash table's order).
+                &["COMMAND", "INFO", "publish", "subscribe", "psubscribe"],
+                &[
+                    "COMMAND",
+                    "INFO",
+                    "unsubscribe",
+                    "punsubscribe",
+                    "shutdown",
+                    "reset",
+                ],
+                &["COMMAND", "DOCS", "publish", "subscribe", "psubscribe"],
+                &[
+                    "COMMAND",
+                    "DOCS",
+                    "unsubscribe",
+                    "punsubscribe",
+                    "shutdown",
+                    "reset",
+                ],
+                &[
+                    "COMMAND",
+                    "INFO",
+                    "pubsub|channels",
+                    "pubsub|numsub",
+                    "pubsub|numpat",
+                ],
+                &[
+                    "COMMAND",
+                    "DOCS",
+                    "pubsub|channels",
+                    "pubsub|numsub",
+                    "pubsub|numpat",
+                ],
+                &[
+                    "COMMAND",
+                    "INFO",
+                    "slowlog|get",
+                    "slowlog|len",
+                    "slowlog|reset",
+                ],
+                &[
+                    "COMMAND",
+                    "DOCS",
+                    "slowlog|get",
+                    "slowlog|len",
+                    "slowlog|reset",
+                ],
+                &["COMMAND", "INFO", "latency|latest", "latency|reset"],
+                &["COMMAND", "DOCS", "latency|latest", "latency|reset"],
+                &[
+                    "COMMAND",
+                    "INFO",
+                    "config|resetstat",
+                    "config|rewrite",
+                    "config|help",
+                ],
+                &[
+                    "COMMAND",
+                    "DOCS",
+                    "config|resetstat",
+                    "config|rewrite",
+                    "config|help",
+                ],
+                &["COMMAND", "GETKEYS", "publish", "ch", "msg"],
+            ],
+        );
+    }
+}
+
+/// `SLOWLOG GET`'s entries: (args, client address, client name).
+type Entries = Vec<(i64, i64, i64, Vec<Vec<u8>>, String, String)>;
+
+fn slowlog(con: &mut redis::Connection) -> Entries {
+    redis::cmd("SLOWLOG").arg("GET").arg(-1).query(con).unwrap()
+}
+
+#[test]
+fn slowlog_records_commands_trimmed_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let redis = RealRedis::start(&[]);
+    let long = "v".repeat(200);
+    let many: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let run = |con: &mut redis::Connection| -> Vec<Vec<Vec<u8>>> {
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("slow-one")
+            .query::<()>(con)
+            .unwrap();
+        redis::cmd("SLOWLOG").arg("RESET").query::<()>(con).unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(0)
+            .query::<()>(con)
+            .unwrap();
+        redis::cmd("SET")
+            .arg("key")
+            .arg(&long)
+            .query::<()>(con)
+            .unwrap();
+        redis::cmd("GET").arg("key").query::<String>(con).unwrap();
+        redis::cmd("EXISTS").arg(&many).query::<i64>(con).unwrap();
+        let addr: String = redis::cmd("CLIENT")
+            .arg("INFO")
+            .query::<String>(con)
+            .unwrap();
+        let addr = addr
+            .split(' ')
+            .find_map(|f| f.strip_prefix("addr="))
+            .unwrap()
+            .to_string();
+        let entries = slowlog(con);
+        // SLOWLOG GET is logged once it has answered.
+        let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(con).unwrap();
+        assert_eq!(len as usize, entries.len() + 1);
+        // Newest first, ids descending, every entry of this client.
+        assert!(entries.windows(2).all(|w| w[0].0 > w[1].0));
+        for e in &entries {
+            assert_eq!((e.4.as_str(), e.5.as_str()), (addr.as_str(), "slow-one"));
+            assert!(e.2 >= 0 && e.1 > 1_700_000_000);
+        }
+        let one: Entries = redis::cmd("SLOWLOG").arg("GET").arg(1).query(con).unwrap();
+        assert_eq!(one.len(), 1);
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(-1)
+            .query::<()>(con)
+            .unwrap();
+        let before = slowlog(con).len();
+        redis::cmd("GET").arg("key").query::<String>(con).unwrap();
+        assert_eq!(slowlog(con).len(), before, "-1 logs nothing");
+        entries.into_iter().rev().map(|e| e.3).collect()
+    };
+    let ours = run(&mut srv.client());
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let texts: Vec<Vec<String>> = ours
+        .iter()
+        .map(|a| a.iter().map(|x| s(x)).collect())
+        .collect();
+    assert_eq!(texts[0], ["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    assert_eq!(
+        texts[1][2],
+        format!("{}... (72 more bytes)", "v".repeat(128))
+    );
+    assert_eq!(texts[2], ["GET", "key"]);
+    assert_eq!(texts[3].len(), 32);
+    assert_eq!(texts[3][31], "... (10 more arguments)");
+    if let Some(r) = redis {
+        assert_eq!(ours, run(&mut r.client()));
+    }
+}
+
+#[test]
+fn slowlog_max_len_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        dir.path(),
+        &["--slowlog-log-slower-than", "0", "--slowlog-max-len", "3"],
+    );
+    let mut con = srv.client();
+    for i in 0..10 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    let entries = slowlog(&mut con);
+    let keys: Vec<String> = entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.3[1]).into_owned())
+        .collect();
+    assert_eq!(keys, ["k9", "k8", "k7"]);
+    redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query::<()>(&mut con)
+        .unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut con).unwrap();
+    // SLOWLOG RESET itself comes after the reset.
+    assert!(len <= 1, "{len}");
+}
+
+#[test]
+fn latency_is_empty_unless_the_monitor_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(i)
+            .arg(i)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    let latest: Vec<(String, i64, i64, i64)> =
+        redis::cmd("LATENCY").arg("LATEST").query(&mut con).unwrap();
+    assert!(latest.is_empty());
+    let threshold: (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("latency-monitor-threshold")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(threshold.1, "0");
+}
+
+#[test]
+fn config_resetstat_zeroes_the_stats_info_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut con = srv.client();
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(i)
+            .arg(i)
+            .query::<()>(&mut con)
+            .unwrap();
+        redis::cmd("GET").arg(i).query::<String>(&mut con).unwrap();
+    }
+    let field = |con: &mut redis::Connection, section: &str, name: &str| -> String {
+        let info: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        field(&mut con, "stats", "total_commands_processed")
+            .parse::<u64>()
+            .unwrap()
+            >= 100
+    );
+    assert_eq!(field(&mut con, "stats", "keyspace_hits"), "50");
+    assert!(field(&mut con, "commandstats", "cmdstat_set").starts_with("calls=50,"));
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut con)
+        .unwrap();
+    let processed: u64 = field(&mut con, "stats", "total_commands_processed")
+        .parse()
+        .unwrap();
+    assert!(processed <= 2, "{processed}");
+    assert_eq!(field(&mut con, "stats", "keyspace_hits"), "0");
+    assert_eq!(field(&mut con, "commandstats", "cmdstat_set"), "");
+    redis::cmd("GET").arg(1).query::<String>(&mut con).unwrap();
+    assert_eq!(field(&mut con, "stats", "keyspace_hits"), "1");
+    assert!(field(&mut con, "commandstats", "cmdstat_get").starts_with("calls=1,"));
+    // Keys are data, not stats.
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(keys, 50);
+}
+
+#[test]
+fn config_rewrite_writes_the_file_serve_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nvkv.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &conf,
+        "# my server\nmaxmemory_policy = \"noeviction\" # changed at run time\nio_threads = 1\n",
+    )
+    .unwrap();
+    let conf_arg = conf.to_str().unwrap();
+    let srv = Server::start(&data, &["--config", conf_arg]);
+    let mut con = srv.client();
+    for (k, v) in [
+        ("maxmemory-policy", "allkeys-lru"),
+        ("slowlog-max-len", "64"),
+        ("maxmemory", "1000000"),
+    ] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    redis::cmd("CONFIG")
+        .arg("REWRITE")
+        .query::<()>(&mut con)
+        .unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert_eq!(
+        text,
+        "# my server\nmaxmemory_policy = \"allkeys-lru\" # changed at run time\nio_threads = 1\n\
+         # Generated by CONFIG REWRITE\nmaxmemory = \"1000000\"\nslowlog_max_len = 64\n"
+    );
+    srv.stop();
+    // The next start reads the values back.
+    let srv = Server::start(&data, &["--config", conf_arg]);
+    let mut con = srv.client();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .arg("slowlog-max-len")
+        .arg("maxmemory")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            "maxmemory",
+            "1000000",
+            "maxmemory-policy",
+            "allkeys-lru",
+            "slowlog-max-len",
+            "64"
+        ]
+    );
+}
+
+#[test]
+fn shutdown_stops_cleanly_and_a_restart_has_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path(), &["--tcp-threads", "2"]);
+    let mut con = srv.client();
+    for i in 0..500 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    // Another client connected: it too sees the connection close.
+    let mut other = srv.client();
+    // The client gets no reply: the connection closes, as with Redis.
+    let r = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query::<String>(&mut con);
+    assert!(r.is_err(), "{r:?}");
+    let status = wait_bounded(&mut srv.child, Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(redis::cmd("PING").query::<String>(&mut other).is_err());
+    drop(srv);
+
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    let mut con = srv.client();
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(keys, 500);
+    let v: String = redis::cmd("GET").arg("k499").query(&mut con).unwrap();
+    assert_eq!(v, "499");
+    // redis-cli's SHUTDOWN: it prints nothing and succeeds, as with Redis.
+    let mut srv = srv;
+    let Ok(out) = std::process::Command::new("redis-cli")
+        .args(["-p", &srv.addr.port().to_string(), "SHUTDOWN"])
+        .output()
+    else {
+        eprintln!("skipped redis-cli: not installed");
+        return;
+    };
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert!(wait_bounded(&mut srv.child, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn redis_benchmark_reads_the_config_it_wants() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let Ok(out) = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &srv.addr.port().to_string(),
+            "-t",
+            "get",
+            "-n",
+            "1000",
+            "-q",
+        ])
+        .output()
+    else {
+        eprintln!("skipped: no redis-benchmark installed");
+        return;
+    };
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("Could not fetch server CONFIG"), "{all}");
+    assert!(all.contains("GET:"), "{all}");
+}
+
+#[test]
+fn reset_leaves_subscribed_mode_and_resp3() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = Vec::new();
+    for c in [
+        &["HELLO", "3"][..],
+        &["SUBSCRIBE", "a"],
+        &["RESET"],
+        &["GET", "nokey"],
+    ] {
+        let args: Vec<&[u8]> = c.iter().map(|a| a.as_bytes()).collect();
+        req.extend(encode(&args));
+    }
+    s.write_all(&req).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"+RESET\r\n$-1\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let mut con = srv.client();
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("a")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 0);
+}
