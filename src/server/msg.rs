@@ -94,6 +94,23 @@ pub enum Op {
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
     ExpireTime { key: Box<[u8]>, ms: bool },
+
+    // Key space: iteration. The request's `pid` is the partition to
+    // visit (its `hash` is unused).
+    /// One SCAN step in partition `pid`: the keys whose tags lie from
+    /// `from` on, about `count` of them, matching `pattern`; none at all
+    /// with `no_keys` (a TYPE other than string): only the cursor moves.
+    Scan {
+        from: u64,
+        count: usize,
+        pattern: Option<Box<[u8]>>,
+        no_keys: bool,
+    },
+    /// Every key of the poller's partitions matching `pattern` (KEYS), as
+    /// one part of the combined reply.
+    Keys { pattern: Box<[u8]> },
+    /// One live key of the poller's, at random (`seed`), or nil.
+    RandomKey { seed: u64 },
 }
 
 /// One key of a multi-key write, with where it lives.
@@ -153,6 +170,7 @@ impl Op {
             | Op::ExpireTime { key, .. } => Some(key),
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Exists => None,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } => None,
         }
     }
 }

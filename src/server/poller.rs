@@ -30,6 +30,9 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod scan;
+pub(super) use scan::{CURSOR_POS_BITS, TAG_GRAIN};
+
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
@@ -78,6 +81,8 @@ struct Poller<E: Engine> {
     held_since: Option<Instant>,
     /// When a read last logged that it got no buffer (ms since the epoch).
     no_buffer_logged_ms: u64,
+    /// Key iteration (SCAN, KEYS, RANDOMKEY) under way.
+    scans: scan::Scans,
 }
 
 /// What the pollers take over from the opened store.
@@ -213,6 +218,7 @@ fn run_with<E: Engine>(
         wave_hold,
         held_since: None,
         no_buffer_logged_ms: 0,
+        scans: scan::Scans::default(),
     };
     p.run_loop();
     p.shutdown()
@@ -289,6 +295,7 @@ impl<E: Engine> Poller<E> {
         for c in done.drain(..) {
             match Tag::decode(c.tag) {
                 Some(Tag::Read(slot)) => self.complete_read(slot, c),
+                Some(Tag::ScanRead(slot)) => self.complete_scan_read(slot, c),
                 _ => self.ks.complete(c),
             }
         }
@@ -307,6 +314,7 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
+        let scanned = self.pump_scans();
         self.ks
             .set_waiting(self.deferred.front().map(|&(since, _)| since));
         let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
@@ -322,7 +330,7 @@ impl<E: Engine> Poller<E> {
         st.loops.fetch_add(1, Relaxed);
         st.in_flight
             .store(self.ks.engine_ref().in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired
+        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired || scanned
     }
 
     /// Sends what is queued to the device (see `--io-feed`), and counts
@@ -398,6 +406,12 @@ impl<E: Engine> Poller<E> {
     fn handle(&mut self, req: Request) {
         if matches!(req.op, Op::MsetNx { .. }) {
             return self.msetnx_when_free(req);
+        }
+        if matches!(
+            req.op,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. }
+        ) {
+            return self.start_scan(req);
         }
         if let Some(waiting) = self.busy.get_mut(&req.hash.tag) {
             waiting.push_back(req);

@@ -202,6 +202,10 @@ pub(super) fn unsupported_option(opt: &[u8]) -> String {
 /// memory ran out).
 pub(super) const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 
+// Key space: iteration and flushing.
+/// SCAN's cursor is not an unsigned 64-bit number.
+pub(super) const INVALID_CURSOR: &str = "ERR invalid cursor";
+
 #[cfg(test)]
 mod tests {
     use super::*;

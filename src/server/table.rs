@@ -57,6 +57,10 @@ pub(super) enum Cmd {
     Pexpireat,
     Expiretime,
     Pexpiretime,
+    // Key space: iteration and flushing.
+    Scan,
+    Keys,
+    Randomkey,
 }
 
 /// One entry of the table.
@@ -151,6 +155,10 @@ pub(super) const COMMANDS: &[Spec] = &[
     spec(Cmd::Pexpireat, "PEXPIREAT", -3),
     spec(Cmd::Expiretime, "EXPIRETIME", 2),
     spec(Cmd::Pexpiretime, "PEXPIRETIME", 2),
+    // Key space: iteration and flushing.
+    spec(Cmd::Scan, "SCAN", -2),
+    spec(Cmd::Keys, "KEYS", 2),
+    spec(Cmd::Randomkey, "RANDOMKEY", 1),
 ];
 
 /// Commands nvkv refuses on purpose, with what it says instead of
@@ -672,6 +680,10 @@ pub(super) const META: &[Meta] = &[
     Meta { flags: &["write", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@write", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), history: &[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")], args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("unix-time-milliseconds", "unix-time"), Arg { since: Some("7.0.0"), flags: &["optional"], args: &[Arg { token: Some("NX"), ..arg("nx", "pure-token") }, Arg { token: Some("XX"), ..arg("xx", "pure-token") }, Arg { token: Some("GT"), ..arg("gt", "pure-token") }, Arg { token: Some("LT"), ..arg("lt", "pure-token") }], ..arg("condition", "oneof") }], ..meta("pexpireat", -3, "Set the expiration for a key as a UNIX timestamp specified in milliseconds", "2.6.0", "generic") },
     Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("expiretime", 2, "Get the expiration Unix timestamp for a key", "7.0.0", "generic") },
     Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@keyspace", "@read", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO", "access"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("pexpiretime", 2, "Get the expiration Unix timestamp for a key in milliseconds", "7.0.0", "generic") },
+    // Key space: iteration and flushing.
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow"], tips: &["nondeterministic_output", "request_policy:special"], complexity: Some("O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection."), history: &[("6.0.0", "Added the `TYPE` subcommand.")], args: &[arg("cursor", "integer"), Arg { token: Some("MATCH"), flags: &["optional"], ..arg("pattern", "pattern") }, Arg { token: Some("COUNT"), flags: &["optional"], ..arg("count", "integer") }, Arg { token: Some("TYPE"), since: Some("6.0.0"), flags: &["optional"], ..arg("type", "string") }], ..meta("scan", -2, "Incrementally iterate the keys space", "2.8.0", "generic") },
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "nondeterministic_output_order"], complexity: Some("O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."), args: &[arg("pattern", "pattern")], ..meta("keys", 2, "Find all keys matching the given pattern", "1.0.0", "generic") },
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow"], tips: &["request_policy:all_shards", "nondeterministic_output"], complexity: Some("O(1)"), ..meta("randomkey", 1, "Return a random key from the keyspace", "1.0.0", "generic") },
 ];
 
 #[cfg(test)]

@@ -141,6 +141,11 @@ impl Shard {
         &self.parts
     }
 
+    /// Partition `pid` of this shard (key iteration reads it).
+    pub fn partition(&self, pid: u32) -> &Partition {
+        self.part(pid)
+    }
+
     /// Marks every partition dirty before the shard's first change.
     pub fn mark_dirty(&mut self) -> std::io::Result<()> {
         self.parts.iter_mut().try_for_each(Partition::mark_dirty)

@@ -16,6 +16,7 @@
 mod compact;
 mod evict;
 mod expire;
+mod iterate;
 mod log;
 mod tag;
 
