@@ -240,6 +240,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         Cmd::Scan => scan(c, router, args),
         Cmd::Keys => keys(c, router, args[1]),
         Cmd::Randomkey => randomkey(c, router),
+        Cmd::Flushdb | Cmd::Flushall => flush(c, router, args),
     }
 }
 
@@ -1311,4 +1312,29 @@ fn random_seed() -> u64 {
         .unwrap_or_default()
         .as_nanos() as u64;
     xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), n.to_le_bytes()].concat())
+}
+
+/// `FLUSHDB | FLUSHALL [ASYNC | SYNC]` (one database: the same): every
+/// poller flushes its shards; `+OK` once all the flushes are durable. Both
+/// modes answer when the flush is done, which takes no longer than
+/// clearing the index.
+fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    match args {
+        [_] => {}
+        [_, mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
+        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+    }
+    let pollers = router.shared.pollers.len();
+    let id = c.expect(pollers, Some(Combine::AllOk));
+    for p in 0..pollers {
+        let req = Request {
+            from: c.me,
+            id,
+            part: p as u32,
+            hash: KeyHash { lo: 0, tag: 0 },
+            pid: p as u32,
+            op: Op::Flush,
+        };
+        router.send(p, req);
+    }
 }

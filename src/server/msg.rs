@@ -111,6 +111,9 @@ pub enum Op {
     Keys { pattern: Box<[u8]> },
     /// One live key of the poller's, at random (`seed`), or nil.
     RandomKey { seed: u64 },
+    /// Every key of the poller's shards goes (FLUSHDB, FLUSHALL): `+OK`
+    /// once the flush is durable.
+    Flush,
 }
 
 /// One key of a multi-key write, with where it lives.
@@ -170,7 +173,7 @@ impl Op {
             | Op::ExpireTime { key, .. } => Some(key),
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Exists => None,
-            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } => None,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush => None,
         }
     }
 }

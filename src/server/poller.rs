@@ -83,6 +83,9 @@ struct Poller<E: Engine> {
     no_buffer_logged_ms: u64,
     /// Key iteration (SCAN, KEYS, RANDOMKEY) under way.
     scans: scan::Scans,
+    /// A flush (FLUSHDB) waiting for the writes before it to finish, and
+    /// the requests that came after it: they run once it has.
+    flush_hold: VecDeque<Request>,
 }
 
 /// What the pollers take over from the opened store.
@@ -219,6 +222,7 @@ fn run_with<E: Engine>(
         held_since: None,
         no_buffer_logged_ms: 0,
         scans: scan::Scans::default(),
+        flush_hold: VecDeque::new(),
     };
     p.run_loop();
     p.shutdown()
@@ -315,6 +319,7 @@ impl<E: Engine> Poller<E> {
         }
         self.batch = batch;
         let scanned = self.pump_scans();
+        let flushed = self.flush_when_idle();
         self.ks
             .set_waiting(self.deferred.front().map(|&(since, _)| since));
         let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
@@ -330,7 +335,14 @@ impl<E: Engine> Poller<E> {
         st.loops.fetch_add(1, Relaxed);
         st.in_flight
             .store(self.ks.engine_ref().in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired || scanned
+        completed > 0
+            || taken > 0
+            || sent > 0
+            || log_work
+            || retried
+            || expired
+            || scanned
+            || flushed
     }
 
     /// Sends what is queued to the device (see `--io-feed`), and counts
@@ -404,6 +416,17 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
+        if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
+            self.flush_hold.push_back(req);
+            self.flush_when_idle();
+            return;
+        }
+        self.handle_accepted(req);
+    }
+
+    /// Serves a request taken before any flush still waiting (see
+    /// `flush_when_idle`), after those before it for the same key.
+    fn handle_accepted(&mut self, req: Request) {
         if matches!(req.op, Op::MsetNx { .. }) {
             return self.msetnx_when_free(req);
         }
@@ -577,7 +600,7 @@ impl<E: Engine> Poller<E> {
             return;
         };
         while let Some(req) = waiting.pop_front() {
-            self.handle(req);
+            self.handle_accepted(req);
             if let Some(q) = self.busy.get_mut(&tag) {
                 // Another read-modify-write started: the rest waits for it.
                 q.extend(waiting.drain(..));
@@ -1095,6 +1118,46 @@ impl<E: Engine> Poller<E> {
             );
         }
         self.ks.mark_clean().context("marking the index clean")
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// Runs the flush at the head of `flush_hold` once no write before it
+    /// is under way (nothing waits for a commit, no read-modify-write is
+    /// reading, no write waits for room), then the requests held behind
+    /// it, up to the next flush. Whether it ran one.
+    fn flush_when_idle(&mut self) -> bool {
+        let quiet = self.ks.idle()
+            && self.busy.is_empty()
+            && self.requeued.is_empty()
+            && self.deferred.is_empty();
+        if !quiet
+            || !self
+                .flush_hold
+                .front()
+                .is_some_and(|r| matches!(r.op, Op::Flush))
+        {
+            return false;
+        }
+        let req = self.flush_hold.pop_front().expect("front");
+        let w = Waiter {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+        };
+        if let Err((_, e)) = self.ks.flush_all(w) {
+            self.reply(&req, Reply::Error(format!("ERR {e}")));
+        }
+        while self
+            .flush_hold
+            .front()
+            .is_some_and(|r| !matches!(r.op, Op::Flush))
+        {
+            let r = self.flush_hold.pop_front().expect("front");
+            self.handle_accepted(r);
+        }
+        true
     }
 }
 
