@@ -9,7 +9,10 @@
 //! longer holds the key of its tag (the key was written again, or moved
 //! by compaction, while the read was at the device) is looked up again
 //! and read at its new place; a key deleted or expired meanwhile is left
-//! out. The reply is sent once every record of the step is read.
+//! out. The reply is sent once every record of the step is read. Where a
+//! job needs many records of one segment (KEYS, a SCAN with a large
+//! COUNT), it reads the span that holds them in one large read instead,
+//! when that costs at most four times the bytes of the single reads.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +38,32 @@ const MAX_TRIES: u8 = 4;
 /// RANDOMKEY's picks before it answers nil (each pick's key may expire or
 /// go while its record is read).
 const RANDOM_PICKS: u8 = 8;
+/// Span reads a poller keeps at the device (each up to a segment).
+const MAX_SPANS: usize = 4;
+/// A span is read whole when it is at most this many times the bytes of
+/// its records' single reads.
+const SPAN_WASTE: u64 = 4;
+
+/// A record a job needs: its partition, tag and entry, and the reads of
+/// it so far.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    pid: u32,
+    tag: u64,
+    entry: Entry,
+    tries: u8,
+}
+
+/// A read a job needs: one record, or a span of a segment with several.
+#[derive(Debug)]
+enum Want {
+    Record(Item),
+    Span {
+        start: u64,
+        end: u64,
+        items: Vec<Item>,
+    },
+}
 
 /// What a job answers.
 #[derive(Debug)]
@@ -53,22 +82,18 @@ struct Job {
     req: Request,
     kind: Kind,
     pattern: Option<Box<[u8]>>,
-    /// Entries whose records are still to read: partition, tag, entry,
-    /// reads of it so far.
-    todo: Vec<(u32, u64, Entry, u8)>,
+    /// Reads still to issue (taken from the end).
+    todo: Vec<Want>,
     /// Reads at the device.
     reading: usize,
     keys: Vec<Box<[u8]>>,
 }
 
-/// A read of a job's record at the device.
+/// A read of a job's records at the device, from `start`.
 #[derive(Debug)]
 struct ScanRead {
     job: u64,
-    pid: u32,
-    tag: u64,
-    entry: Entry,
-    tries: u8,
+    items: Vec<Item>,
     start: u64,
 }
 
@@ -81,14 +106,22 @@ pub(super) struct Scans {
     queued: VecDeque<u64>,
     /// Reads at the device, by read slot.
     reads: HashMap<u32, ScanRead>,
+    /// Span reads among them.
+    spans: usize,
 }
 
 impl<E: Engine> Poller<E> {
     /// Takes a SCAN, KEYS or RANDOMKEY request: the index entries it
     /// visits now, their records as read slots come free.
     pub(super) fn start_scan(&mut self, req: Request) {
-        let mut todo = Vec::new();
+        let mut todo: Vec<Item> = Vec::new();
         let mut entries = Vec::new();
+        let item = |pid, (tag, entry)| Item {
+            pid,
+            tag,
+            entry,
+            tries: 0,
+        };
         let partitions = self.shared.sb.partitions;
         let (kind, pattern) = match &req.op {
             Op::Scan {
@@ -107,7 +140,7 @@ impl<E: Engine> Poller<E> {
                     None => 0,
                 };
                 if !*no_keys {
-                    todo.extend(entries.drain(..).map(|(t, e)| (pid, t, e, 0)));
+                    todo.extend(entries.drain(..).map(|e| item(pid, e)));
                 }
                 (Kind::Scan { next }, pattern.clone())
             }
@@ -115,13 +148,13 @@ impl<E: Engine> Poller<E> {
                 for pid in self.ks.partition_ids() {
                     self.ks
                         .scan_partition(pid, 0, usize::MAX, TAG_GRAIN, &mut entries);
-                    todo.extend(entries.drain(..).map(|(t, e)| (pid, t, e, 0)));
+                    todo.extend(entries.drain(..).map(|e| item(pid, e)));
                 }
                 (Kind::Keys, Some(pattern.clone()))
             }
             Op::RandomKey { seed } => {
                 if let Some((pid, t, e)) = self.ks.random_entry(*seed) {
-                    todo.push((pid, t, e, 0));
+                    todo.push(item(pid, (t, e)));
                 }
                 let kind = Kind::Random {
                     picks: 1,
@@ -135,7 +168,7 @@ impl<E: Engine> Poller<E> {
         let pattern = pattern.filter(|p| &**p != b"*");
         let id = self.scans.next_job;
         self.scans.next_job += 1;
-        todo.reverse(); // taken from the end, in index order
+        let todo = self.plan(todo);
         let job = Job {
             req,
             kind,
@@ -153,60 +186,22 @@ impl<E: Engine> Poller<E> {
     /// the jobs that have all theirs. Whether anything moved.
     pub(super) fn pump_scans(&mut self) -> bool {
         let mut moved = false;
-        let keep = self.reads.len() / 4;
         let mut n = self.scans.queued.len();
         while n > 0 {
             n -= 1;
             let Some(id) = self.scans.queued.pop_front() else {
                 break;
             };
-            while let Some(&(pid, tag, entry, tries)) =
-                self.scans.jobs.get(&id).and_then(|j| j.todo.last())
-            {
-                if let Some(bytes) = self.ks.buffered(entry) {
-                    let bytes = bytes.to_vec();
-                    if let Some(j) = self.scans.jobs.get_mut(&id) {
-                        j.todo.pop();
+            while let Some(want) = self.scans.jobs.get_mut(&id).and_then(|j| j.todo.pop()) {
+                match self.issue(id, want) {
+                    Ok(()) => moved = true,
+                    Err(want) => {
+                        // No slot or buffer this turn: the next may have one.
+                        let job = self.scans.jobs.get_mut(&id).expect("job under way");
+                        job.todo.push(want);
+                        break;
                     }
-                    moved = true;
-                    self.record_read(id, pid, tag, entry, tries, Ok(&bytes));
-                    continue;
                 }
-                if self.free_tags.len() <= keep {
-                    break;
-                }
-                let Some(slot) = self.free_tags.pop() else {
-                    break;
-                };
-                let block = self.ks.block();
-                let start = align_down(entry.offset, block);
-                let end = align_up(entry.offset + entry.len as u64, block);
-                let eng = self.ks.engine();
-                let buf = match eng.alloc((end - start) as usize) {
-                    Ok(buf) => buf,
-                    Err(_) => {
-                        self.free_tags.push(slot);
-                        break; // no buffer this turn: the next may find one
-                    }
-                };
-                if eng.read(start, buf, Tag::ScanRead(slot).encode()).is_err() {
-                    self.free_tags.push(slot);
-                    break;
-                }
-                self.ks.count_read(end - start);
-                moved = true;
-                let job = self.scans.jobs.get_mut(&id).expect("job under way");
-                job.todo.pop();
-                job.reading += 1;
-                let read = ScanRead {
-                    job: id,
-                    pid,
-                    tag,
-                    entry,
-                    tries,
-                    start,
-                };
-                self.scans.reads.insert(slot, read);
             }
             if self.finish_scan_if_done(id) {
                 moved = true;
@@ -217,6 +212,106 @@ impl<E: Engine> Poller<E> {
             }
         }
         moved
+    }
+
+    /// The reads for `items`: records of one segment that lie close
+    /// enough together share a span read; the rest, and records still in
+    /// a segment buffer, are read one by one. Taken from the end.
+    fn plan(&self, mut items: Vec<Item>) -> Vec<Want> {
+        let sb = &self.shared.sb;
+        let block = self.ks.block();
+        items.sort_unstable_by_key(|it| it.entry.offset);
+        let mut wants = Vec::new();
+        let mut run: Vec<Item> = Vec::new();
+        let close_run = |run: &mut Vec<Item>, wants: &mut Vec<Want>| {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                return;
+            };
+            let start = align_down(first.entry.offset, block);
+            let end = align_up(last.entry.offset + last.entry.len as u64, block);
+            let single: u64 = (run.iter())
+                .map(|it| align_up(it.entry.len as u64, block) + block)
+                .sum();
+            if run.len() > 1 && end - start <= SPAN_WASTE * single {
+                let items = std::mem::take(run);
+                wants.push(Want::Span { start, end, items });
+            } else {
+                wants.extend(run.drain(..).map(Want::Record));
+            }
+        };
+        for it in items {
+            if self.ks.buffered(it.entry).is_some() {
+                wants.push(Want::Record(it));
+                continue;
+            }
+            let seg = sb.segment_of(it.entry.offset);
+            if run
+                .first()
+                .is_some_and(|r| sb.segment_of(r.entry.offset) != seg)
+            {
+                close_run(&mut run, &mut wants);
+            }
+            run.push(it);
+        }
+        close_run(&mut run, &mut wants);
+        wants
+    }
+
+    /// Serves `want` from a segment buffer, or sends its read; gives it
+    /// back when no read slot or buffer is free now.
+    fn issue(&mut self, id: u64, want: Want) -> Result<(), Want> {
+        let (start, end, items) = match want {
+            Want::Record(it) => {
+                if let Some(bytes) = self.ks.buffered(it.entry) {
+                    let bytes = bytes.to_vec();
+                    self.record_read(id, it, Ok(&bytes));
+                    return Ok(());
+                }
+                let block = self.ks.block();
+                let start = align_down(it.entry.offset, block);
+                let end = align_up(it.entry.offset + it.entry.len as u64, block);
+                (start, end, vec![it])
+            }
+            Want::Span { start, end, items } => (start, end, items),
+        };
+        let span = items.len() > 1;
+        let keep = self.reads.len() / 4;
+        if self.free_tags.len() <= keep || (span && self.scans.spans >= MAX_SPANS) {
+            return Err(give_back(start, end, items));
+        }
+        let Some(slot) = self.free_tags.pop() else {
+            return Err(give_back(start, end, items));
+        };
+        let eng = self.ks.engine();
+        let buf = match eng.alloc((end - start) as usize) {
+            Ok(buf) => buf,
+            Err(_) if span => {
+                // No large buffer (SPDK's DMA memory): one by one.
+                self.free_tags.push(slot);
+                let job = self.scans.jobs.get_mut(&id).expect("job under way");
+                job.todo.extend(items.into_iter().map(Want::Record));
+                return Ok(());
+            }
+            Err(_) => {
+                self.free_tags.push(slot);
+                return Err(give_back(start, end, items));
+            }
+        };
+        if eng.read(start, buf, Tag::ScanRead(slot).encode()).is_err() {
+            self.free_tags.push(slot);
+            return Err(give_back(start, end, items));
+        }
+        self.ks.count_read(end - start);
+        self.scans.spans += span as usize;
+        let job = self.scans.jobs.get_mut(&id).expect("job under way");
+        job.reading += 1;
+        let read = ScanRead {
+            job: id,
+            items,
+            start,
+        };
+        self.scans.reads.insert(slot, read);
+        Ok(())
     }
 
     /// A completed read of key iteration.
@@ -231,20 +326,25 @@ impl<E: Engine> Poller<E> {
         };
         self.free_tags.push(slot);
         let buf = c.buf.expect("a read returns its buffer");
-        let result = match c.result {
-            Ok(n) if n == buf.len() => {
-                let at = (r.entry.offset - r.start) as usize;
-                Ok(&buf[at..at + r.entry.len as usize])
-            }
-            _ => Err(()),
-        };
-        if result.is_err() {
+        let whole = matches!(c.result, Ok(n) if n == buf.len());
+        if !whole {
             self.ks.counters().io_errors.fetch_add(1, Relaxed);
+        }
+        if r.items.len() > 1 {
+            self.scans.spans -= 1;
         }
         if let Some(job) = self.scans.jobs.get_mut(&r.job) {
             job.reading -= 1;
         }
-        self.record_read(r.job, r.pid, r.tag, r.entry, r.tries, result);
+        for it in &r.items {
+            let at = (it.entry.offset - r.start) as usize;
+            let bytes = if whole {
+                Ok(&buf[at..at + it.entry.len as usize])
+            } else {
+                Err(())
+            };
+            self.record_read(r.job, *it, bytes);
+        }
         drop(buf);
         if !self.finish_scan_if_done(r.job) {
             let waiting = self
@@ -260,15 +360,13 @@ impl<E: Engine> Poller<E> {
 
     /// Takes the key of a record read for job `id`, or reads the key's
     /// record again at its new place.
-    fn record_read(
-        &mut self,
-        id: u64,
-        pid: u32,
-        tag: u64,
-        entry: Entry,
-        tries: u8,
-        bytes: Result<&[u8], ()>,
-    ) {
+    fn record_read(&mut self, id: u64, it: Item, bytes: Result<&[u8], ()>) {
+        let Item {
+            pid,
+            tag,
+            entry,
+            tries,
+        } = it;
         let now = self.ks.now_ms();
         let rec = bytes
             .ok()
@@ -293,7 +391,12 @@ impl<E: Engine> Poller<E> {
                 // read: read it where the index points now, if it is live.
                 match self.ks.live_entry(pid, tag) {
                     Some(e) if e != entry && tries + 1 < MAX_TRIES => {
-                        job.todo.push((pid, tag, e, tries + 1));
+                        job.todo.push(Want::Record(Item {
+                            pid,
+                            tag,
+                            entry: e,
+                            tries: tries + 1,
+                        }));
                     }
                     Some(_) => {
                         self.ks.counters().io_errors.fetch_add(1, Relaxed);
@@ -323,8 +426,13 @@ impl<E: Engine> Poller<E> {
                 // The key picked went meanwhile: pick another.
                 *picks += 1;
                 *seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-                if let Some((pid, t, e)) = self.ks.random_entry(*seed) {
-                    job.todo.push((pid, t, e, 0));
+                if let Some((pid, tag, entry)) = self.ks.random_entry(*seed) {
+                    job.todo.push(Want::Record(Item {
+                        pid,
+                        tag,
+                        entry,
+                        tries: 0,
+                    }));
                     self.scans.queued.push_back(id);
                     return false;
                 }
@@ -355,6 +463,15 @@ impl<E: Engine> Poller<E> {
         };
         self.reply(&job.req, reply);
         true
+    }
+}
+
+/// A read not sent, as it was wanted.
+fn give_back(start: u64, end: u64, mut items: Vec<Item>) -> Want {
+    if items.len() == 1 {
+        Want::Record(items.pop().expect("one item"))
+    } else {
+        Want::Span { start, end, items }
     }
 }
 
