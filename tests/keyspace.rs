@@ -531,3 +531,20 @@ fn redis_cli_scan_lists_every_key() {
     assert_eq!(got, want);
     srv.stop();
 }
+
+#[test]
+fn with_one_poller_a_small_store_is_scanned_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "1"]);
+    let mut con = srv.client();
+    assert_eq!(scan_step(&mut con, 0, &[]), (0, Vec::new()));
+    set_all(&mut con, &names("s:", 5));
+    let (next, mut keys) = scan_step(&mut con, 0, &[]);
+    keys.sort();
+    assert_eq!((next, keys), (0, names("s:", 5)));
+    // With COUNT 2 the steps stop early, and every key comes once.
+    let (all, steps) = scan_all(&mut con, &["COUNT", "2"]);
+    assert_eq!(all.len(), 5);
+    assert!(steps >= 2, "{steps}");
+    srv.stop();
+}

@@ -1147,7 +1147,7 @@ impl<E: Engine> Poller<E> {
             reply: Reply::Encoded(b"+OK\r\n".to_vec()),
         };
         if let Err((_, e)) = self.ks.flush_all(w) {
-            self.reply(&req, Reply::Error(format!("ERR {e}")));
+            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
         while self
             .flush_hold

@@ -206,6 +206,11 @@ pub(super) const NO_IO_BUFFER: &str = "ERR out of I/O buffer memory";
 /// SCAN's cursor is not an unsigned 64-bit number.
 pub(super) const INVALID_CURSOR: &str = "ERR invalid cursor";
 
+/// A flush the store cannot do (`why` from the keyspace's error).
+pub(super) fn flush_refused(why: &dyn std::fmt::Display) -> String {
+    format!("ERR FLUSHDB refused: {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

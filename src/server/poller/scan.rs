@@ -130,18 +130,32 @@ impl<E: Engine> Poller<E> {
                 pattern,
                 no_keys,
             } => {
-                let pid = req.pid;
-                let to = self
-                    .ks
-                    .scan_partition(pid, *from, *count, TAG_GRAIN, &mut entries);
-                let next = match to {
-                    Some(t) => (pid as u64) << CURSOR_POS_BITS | t >> TAG_GRAIN,
-                    None if pid + 1 < partitions => ((pid + 1) as u64) << CURSOR_POS_BITS,
-                    None => 0,
+                // A step that ends its partition with fewer than `count`
+                // keys goes on into the next one while this poller owns
+                // it (with one poller, an empty store takes one step).
+                let (mut pid, mut from, mut found) = (req.pid, *from, 0);
+                let next = loop {
+                    let to = self.ks.scan_partition(
+                        pid,
+                        from,
+                        count.saturating_sub(found),
+                        TAG_GRAIN,
+                        &mut entries,
+                    );
+                    found += entries.len();
+                    if !*no_keys {
+                        todo.extend(entries.drain(..).map(|e| item(pid, e)));
+                    }
+                    entries.clear();
+                    match to {
+                        Some(t) => break (pid as u64) << CURSOR_POS_BITS | t >> TAG_GRAIN,
+                        None if pid + 1 == partitions => break 0,
+                        None if found >= *count || self.shared.poller_of(pid + 1) != self.id => {
+                            break ((pid + 1) as u64) << CURSOR_POS_BITS
+                        }
+                        None => (pid, from) = (pid + 1, 0),
+                    }
                 };
-                if !*no_keys {
-                    todo.extend(entries.drain(..).map(|e| item(pid, e)));
-                }
                 (Kind::Scan { next }, pattern.clone())
             }
             Op::Keys { pattern } => {
