@@ -418,8 +418,11 @@ fn flushed_keys_never_return_after_a_kill_9_and_later_writes_stay() {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
                 let k = format!("live:{n}");
+                // A SET sent after the flush's +OK came back runs after
+                // the flush: it must survive once acknowledged.
+                let sent = std::time::Instant::now();
                 let _: () = redis::cmd("SET").arg(&k).arg(n).query(&mut con).unwrap();
-                acked.lock().unwrap().push((std::time::Instant::now(), k));
+                acked.lock().unwrap().push((sent, k));
                 n += 1;
             }
         })

@@ -834,7 +834,13 @@ mod tests {
                     flushed = true;
                     break;
                 }
-                r.clock.advance(Duration::from_millis(1));
+                // As `settle`: wait for the device while it works.
+                let ks = r.ks();
+                if ks.engine_ref().in_flight() > 0 {
+                    ks.engine().wait(Duration::from_millis(1));
+                } else {
+                    r.clock.advance(Duration::from_millis(1));
+                }
             }
             assert!(flushed, "the flush was acknowledged");
             assert_eq!(r.ks().counters().keys.load(Relaxed), 0);
