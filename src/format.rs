@@ -431,6 +431,77 @@ impl<'a> Iterator for SegmentRecords<'a> {
     }
 }
 
+// ---------------------------------------------------------------------
+// Flush marks (FLUSHDB, FLUSHALL).
+
+/// A shard's flush mark: every record of the shard with a sequence number
+/// below `below` was flushed, and no rebuild replays it. Each shard has
+/// two slots of one block each between the superblock and the first
+/// segment (unused before: the loader zeroes them); a mark goes to slot
+/// `epoch % 2`, so a torn write leaves the previous mark whole in the
+/// other, and the valid mark of the higher epoch counts.
+///
+/// ```text
+/// magic "NVKVFLSH" | uuid [16] | shard u32 | 0 u32 | epoch u64 | below u64 | crc u32 (of the 48 bytes before it)
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushMark {
+    pub epoch: u64,
+    pub below: u64,
+}
+
+const FLUSH_MAGIC: &[u8; 8] = b"NVKVFLSH";
+const FLUSH_CRC_AT: usize = 48;
+
+impl FlushMark {
+    /// Device offset of slot `k` (0 or 1) of `shard`'s mark, or `None`
+    /// when the gap before the first segment has no room for it.
+    pub fn offset(sb: &Superblock, shard: u32, k: u64) -> Option<u64> {
+        let block = sb.block_size as u64;
+        let base = align_up(SUPERBLOCK_SIZE as u64, block);
+        let at = base + (2 * shard as u64 + k) * block;
+        (at + block <= sb.data_start).then_some(at)
+    }
+
+    /// The slot this mark is written to.
+    pub fn slot(&self) -> u64 {
+        self.epoch % 2
+    }
+
+    /// The mark's bytes, zero-padded to `out`'s length (a block).
+    pub fn encode(&self, uuid: &[u8; 16], shard: u32, out: &mut [u8]) {
+        out.fill(0);
+        out[0..8].copy_from_slice(FLUSH_MAGIC);
+        out[8..24].copy_from_slice(uuid);
+        out[24..28].copy_from_slice(&shard.to_le_bytes());
+        out[32..40].copy_from_slice(&self.epoch.to_le_bytes());
+        out[40..48].copy_from_slice(&self.below.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..FLUSH_CRC_AT]);
+        out[FLUSH_CRC_AT..FLUSH_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The mark in `b` if it is a whole one of this store's `shard`.
+    pub fn decode(uuid: &[u8; 16], shard: u32, b: &[u8]) -> Option<Self> {
+        let valid = b.len() >= FLUSH_CRC_AT + 4
+            && &b[0..8] == FLUSH_MAGIC
+            && b[8..24] == uuid[..]
+            && u32_at(b, 24) == shard
+            && crc32c::crc32c(&b[..FLUSH_CRC_AT]) == u32_at(b, FLUSH_CRC_AT);
+        valid.then(|| FlushMark {
+            epoch: u64_at(b, 32),
+            below: u64_at(b, 40),
+        })
+    }
+
+    /// The mark that counts of a shard's two slots.
+    pub fn latest(a: Option<Self>, b: Option<Self>) -> Self {
+        a.into_iter()
+            .chain(b)
+            .max_by_key(|m| m.epoch)
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,25 @@ fn transactions_reply_as_redis_does() {
     for cmd in script {
         a.check(cmd);
     }
+    // nvkv's one refusal inside a transaction (README): commands of the
+    // whole key space.
+    let mut c = Conn::connect(srv.addr);
+    for cmd in ["FLUSHDB", "KEYS", "SCAN", "RANDOMKEY"] {
+        let args: Vec<&str> = match cmd {
+            "KEYS" => vec![cmd, "*"],
+            "SCAN" => vec![cmd, "0"],
+            _ => vec![cmd],
+        };
+        assert_eq!(c.call(&["MULTI"]), b"+OK\r\n");
+        assert!(c
+            .call(&args)
+            .starts_with(b"-ERR SCAN, KEYS, RANDOMKEY, FLUSHDB and FLUSHALL"));
+        assert_eq!(
+            c.call(&["EXEC"]),
+            b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+    }
+    assert_eq!(c.call(&["EXISTS", "n"]), b":1\r\n");
     // WATCH: the watching connection's own change, another's, none.
     for cmd in [
         &["WATCH", "k"][..],

@@ -471,10 +471,12 @@ fn dbsize_drops_expired_keys() {
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
     set(&mut con, "stays", "1");
-    set_opts(&mut con, "px", b"2", &["PX", "100"]).unwrap();
-    set_opts(&mut con, "ex", b"3", &["EX", "1"]).unwrap();
+    // TTLs long enough that all four are still there when DBSIZE first
+    // counts them, on a loaded machine too.
+    set_opts(&mut con, "px", b"2", &["PX", "1500"]).unwrap();
+    set_opts(&mut con, "ex", b"3", &["EX", "2"]).unwrap();
     set(&mut con, "expire", "4");
-    assert_eq!(int(&mut con, "PEXPIRE", &["expire", "100"]), 1);
+    assert_eq!(int(&mut con, "PEXPIRE", &["expire", "1500"]), 1);
     assert_eq!(dbsize(&mut con), 4);
     wait_for("three of four keys out of DBSIZE", || dbsize(&mut con) == 1);
     for k in ["px", "ex", "expire"] {

@@ -719,6 +719,70 @@ impl Partition {
             .map(|i| (self.tag_at(i), self.entry_at(i)))
     }
 
+    // Key iteration (SCAN, KEYS): by tag order, which growth and
+    // backward-shift deletion never change.
+
+    /// Appends to `out` every entry whose tag lies in `[from, to)` and
+    /// returns `to`: the first tag of a home slot boundary (rounded up to a
+    /// multiple of `1 << grain`) past at least `count` entries from `from`,
+    /// or `None` when the step reached the end of the tag space (every
+    /// entry with a tag at or after `from` was appended). A slot's home is
+    /// `fastrange(tag, slots)`, monotone in the tag, so a tag range is a
+    /// range of home slots whatever the table's size: a key whose tag is
+    /// past `to` is found by a later step even if the table doubled or
+    /// entries shifted back meanwhile.
+    pub fn scan_tags(
+        &self,
+        from: u64,
+        count: usize,
+        grain: u32,
+        out: &mut Vec<(u64, Entry)>,
+    ) -> Option<u64> {
+        let first = out.len();
+        if self.entries == 0 {
+            return None;
+        }
+        let start = self.home(from);
+        let mut i = start;
+        let mut to = None;
+        // Slots whose home is below `i` can sit at `i` and after; and a
+        // home's run may continue past `i`: every candidate is checked by
+        // tag at the end.
+        while i < self.slots {
+            if self.loc_at(i) != 0 && self.tag_at(i) >= from {
+                out.push((self.tag_at(i), self.entry_at(i)));
+            }
+            i += 1;
+            if out.len() - first >= count && i < self.slots {
+                // The first tag whose home is `i`, rounded up to the grain.
+                let home_start = ((i as u128) << 64).div_ceil(self.slots as u128);
+                let g = 1u128 << grain;
+                let t = home_start.div_ceil(g) * g;
+                if t < 1 << 64 {
+                    to = Some(t as u64);
+                    break;
+                }
+            }
+        }
+        // The runs that reach the last slot visited go on (wrapping at the
+        // end of the table) until an empty slot, or a slot visited already.
+        let mut j = if i == self.slots { 0 } else { i };
+        while j != start && self.loc_at(j) != 0 {
+            out.push((self.tag_at(j), self.entry_at(j)));
+            j = if j + 1 == self.slots { 0 } else { j + 1 };
+        }
+        let mut k = first;
+        for n in first..out.len() {
+            let tag = out[n].0;
+            if tag >= from && to.is_none_or(|end| tag < end) {
+                out[k] = out[n];
+                k += 1;
+            }
+        }
+        out.truncate(k);
+        to
+    }
+
     /// Doubles the table into a new file and renames it over the old one.
     fn grow(&mut self) -> Result<(), IndexError> {
         let tmp = self.path.with_extension("idx.grow");
@@ -947,6 +1011,62 @@ mod tests {
         );
         assert_eq!(p.iter().count(), model.len());
         assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
+    }
+
+    #[test]
+    fn a_tag_scan_finds_every_key_present_throughout_while_the_table_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let e = |n: u64| Entry {
+            offset: n * 16,
+            len: 16,
+            tombstone: false,
+            expire_ms: 0,
+        };
+        let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+        // Keys 0..500 stay throughout; 500..600 are removed during the
+        // scan (backward shifts), 1000.. are added (the table doubles
+        // several times).
+        for n in 0..600 {
+            p.insert(&key(n), e(n)).unwrap();
+        }
+        let slots_before = p.slots();
+        let (mut from, mut seen, mut steps) = (0u64, HashMap::new(), 0);
+        let mut added = 1000;
+        loop {
+            let mut out = Vec::new();
+            let to = p.scan_tags(from, 7, 24, &mut out);
+            for (tag, _) in out {
+                assert!(tag >= from && to.is_none_or(|t| tag < t));
+                *seen.entry(tag).or_insert(0) += 1;
+            }
+            steps += 1;
+            for _ in 0..40 {
+                p.insert(&key(added), e(added)).unwrap();
+                added += 1;
+            }
+            if steps <= 100 {
+                p.remove(&key(500 + steps));
+            }
+            match to {
+                Some(t) => {
+                    assert!(t > from && t % (1 << 24) == 0);
+                    from = t;
+                }
+                None => break,
+            }
+        }
+        assert!(p.slots() >= 8 * slots_before, "the table grew");
+        for n in 0..500 {
+            assert_eq!(seen.get(&key(n).tag), Some(&1), "key {n} once");
+        }
+        // A step with no count limit returns the whole table once.
+        let mut all = Vec::new();
+        assert_eq!(p.scan_tags(0, usize::MAX, 24, &mut all), None);
+        assert_eq!(all.len() as u64, p.entries());
+        let distinct: std::collections::HashSet<u64> = all.iter().map(|a| a.0).collect();
+        assert_eq!(distinct.len(), all.len());
     }
 
     #[test]

@@ -78,6 +78,14 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             cmd,
             Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
         ) {
+            if matches!(
+                cmd,
+                Cmd::Scan | Cmd::Keys | Cmd::Randomkey | Cmd::Flushdb | Cmd::Flushall
+            ) {
+                // They work on every poller's keys, a transaction on one's.
+                m.aborted = true;
+                return c.reply(|o| resp::error(o, strings::NOT_IN_MULTI));
+            }
             // Timed when EXEC runs it.
             c.timing = None;
             m.cmds.push(args.iter().map(|&a| a.into()).collect());
@@ -333,6 +341,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             forget_watches(c, router);
             super::admin::reset(c, router.shared)
         }
+        // Key space: iteration and flushing.
+        Cmd::Scan => scan(c, router, args),
+        Cmd::Keys => keys(c, router, args[1]),
+        Cmd::Randomkey => randomkey(c, router),
+        Cmd::Flushdb | Cmd::Flushall => flush(c, router, args),
     }
 }
 
@@ -1641,4 +1654,182 @@ fn restore(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         access,
     };
     route_one(c, router, args[1], op);
+}
+
+// ---------------------------------------------------------------------
+// Key space: iteration and flushing.
+
+/// SCAN's cursor as Redis reads it (`strtoul`): an optional sign, then
+/// decimal digits; `-n` wraps round as in C; nothing at all is 0.
+fn parse_cursor(b: &[u8]) -> Option<u64> {
+    let (neg, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        // strtoul read nothing: Redis takes an empty cursor as 0, a lone
+        // sign is left unread and refused.
+        return b.is_empty().then_some(0);
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if neg { n.wrapping_neg() } else { n })
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`: one step in
+/// the partition the cursor names. A cursor is the partition (bits 40 and
+/// up) and a position in its tag space (`poller/scan.rs`, docs/design.md);
+/// the step goes to the poller that owns the partition.
+fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    use super::poller::{CURSOR_POS_BITS, TAG_GRAIN};
+    let Some(cursor) = parse_cursor(args[1]) else {
+        return c.reply(|o| resp::error(o, strings::INVALID_CURSOR));
+    };
+    let (mut pattern, mut count, mut no_keys) = (None, 10usize, false);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args[i].to_ascii_uppercase();
+        let value = args.get(i + 1);
+        match (opt.as_slice(), value) {
+            (b"COUNT", Some(v)) => match resp::parse_redis_int(v) {
+                None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+                Some(n) if n < 1 => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+                Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            (b"MATCH", Some(v)) => pattern = Some(Box::<[u8]>::from(*v)),
+            // Only strings exist: any other type matches no key (Redis
+            // 7.0 does not check the name).
+            (b"TYPE", Some(v)) => no_keys = !v.eq_ignore_ascii_case(b"string"),
+            _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+        }
+        i += 2;
+    }
+    let pid = cursor >> CURSOR_POS_BITS;
+    if pid >= u64::from(router.shared.sb.partitions) {
+        // No such partition: the iteration is over.
+        return c.reply(|o| {
+            resp::array(o, 2);
+            resp::bulk(o, b"0");
+            resp::array(o, 0);
+        });
+    }
+    let pid = pid as u32;
+    let from = (cursor & ((1 << CURSOR_POS_BITS) - 1)) << TAG_GRAIN;
+    let id = c.expect(1, None);
+    let req = Request {
+        from: c.me,
+        id,
+        part: 0,
+        hash: KeyHash { lo: 0, tag: 0 },
+        pid,
+        op: Op::Scan {
+            from,
+            count,
+            pattern,
+            no_keys,
+        },
+    };
+    let poller = router.shared.poller_of(pid);
+    router.send(poller, req);
+}
+
+/// `KEYS pattern`: every poller sends its matching keys, combined into one
+/// array.
+fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
+    let pollers = router.shared.pollers.len();
+    let id = c.expect(pollers, Some(Combine::Concat));
+    for p in 0..pollers {
+        // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
+        // …), and partition `p` is shard `p`'s.
+        let req = Request {
+            from: c.me,
+            id,
+            part: p as u32,
+            hash: KeyHash { lo: 0, tag: 0 },
+            pid: p as u32,
+            op: Op::Keys {
+                pattern: pattern.into(),
+            },
+        };
+        router.send(p, req);
+    }
+}
+
+/// `RANDOMKEY`: a poller picked in proportion to its live keys picks one
+/// of its keys; nil at once when the store has none.
+fn randomkey(c: &mut Conn, router: &mut Router) {
+    let seed = random_seed();
+    let counts: Vec<u64> = (router.shared.poller_stats.iter())
+        .map(|s| s.store.keys.load(Relaxed))
+        .collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        let proto = c.proto;
+        return c.reply(|o| resp::null(o, proto));
+    }
+    let mut pick = seed % total;
+    let poller = counts
+        .iter()
+        .position(|&n| {
+            if pick < n {
+                return true;
+            }
+            pick -= n;
+            false
+        })
+        .unwrap_or(0);
+    let id = c.expect(1, None);
+    let req = Request {
+        from: c.me,
+        id,
+        part: 0,
+        hash: KeyHash { lo: 0, tag: 0 },
+        pid: poller as u32,
+        op: Op::RandomKey {
+            seed: seed.rotate_left(29),
+        },
+    };
+    router.send(poller, req);
+}
+
+/// A seed for RANDOMKEY: the clock and a per-process counter, hashed.
+fn random_seed() -> u64 {
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = DRAWS.fetch_add(1, Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), n.to_le_bytes()].concat())
+}
+
+/// `FLUSHDB | FLUSHALL [ASYNC | SYNC]` (one database: the same): every
+/// poller flushes its shards; `+OK` once all the flushes are durable. Both
+/// modes answer when the flush is done, which takes no longer than
+/// clearing the index.
+fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    match args {
+        [_] => {}
+        [_, mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
+        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+    }
+    let pollers = router.shared.pollers.len();
+    let id = c.expect(pollers, Some(Combine::AllOk));
+    for p in 0..pollers {
+        let req = Request {
+            from: c.me,
+            id,
+            part: p as u32,
+            hash: KeyHash { lo: 0, tag: 0 },
+            pid: p as u32,
+            op: Op::Flush,
+        };
+        router.send(p, req);
+    }
 }

@@ -158,6 +158,25 @@ pub enum Op {
     /// the queue of a key it waits for (a poller's own: no client sends
     /// it).
     Fence { id: u64 },
+    // Key space: iteration. The request's `pid` is the partition to
+    // visit (its `hash` is unused).
+    /// One SCAN step in partition `pid`: the keys whose tags lie from
+    /// `from` on, about `count` of them, matching `pattern`; none at all
+    /// with `no_keys` (a TYPE other than string): only the cursor moves.
+    Scan {
+        from: u64,
+        count: usize,
+        pattern: Option<Box<[u8]>>,
+        no_keys: bool,
+    },
+    /// Every key of the poller's partitions matching `pattern` (KEYS), as
+    /// one part of the combined reply.
+    Keys { pattern: Box<[u8]> },
+    /// One live key of the poller's, at random (`seed`), or nil.
+    RandomKey { seed: u64 },
+    /// Every key of the poller's shards goes (FLUSHDB, FLUSHALL): `+OK`
+    /// once the flush is durable.
+    Flush,
 }
 
 /// A key, with where it lives.
@@ -268,6 +287,7 @@ impl Op {
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush => None,
         }
     }
 }

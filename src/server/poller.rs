@@ -33,6 +33,9 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod scan;
+pub(super) use scan::{CURSOR_POS_BITS, TAG_GRAIN};
+
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
@@ -88,9 +91,14 @@ struct Poller<E: Engine> {
     /// What each connection watches here (WATCH), until its EXEC or
     /// UNWATCH.
     watches: HashMap<ConnRef, Vec<Watched>>,
-    /// RENAME and COPY requests waiting for their keys, by number.
+    /// Commands of several keys waiting for their keys, by number.
     moves: HashMap<u64, MoveWait>,
     next_move: u64,
+    /// Key iteration (SCAN, KEYS, RANDOMKEY) under way.
+    scans: scan::Scans,
+    /// A flush (FLUSHDB) waiting for the writes before it to finish, and
+    /// the requests that came after it: they run once it has.
+    flush_hold: VecDeque<Request>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -282,6 +290,8 @@ fn run_with<E: Engine>(
         watches: HashMap::new(),
         moves: HashMap::new(),
         next_move: 0,
+        scans: scan::Scans::default(),
+        flush_hold: VecDeque::new(),
     };
     p.run_loop();
     p.shutdown()
@@ -358,6 +368,7 @@ impl<E: Engine> Poller<E> {
         for c in done.drain(..) {
             match Tag::decode(c.tag) {
                 Some(Tag::Read(slot)) => self.complete_read(slot, c),
+                Some(Tag::ScanRead(slot)) => self.complete_scan_read(slot, c),
                 _ => self.ks.complete(c),
             }
         }
@@ -377,6 +388,8 @@ impl<E: Engine> Poller<E> {
         }
         self.batch = batch;
         let txns = self.drive_txns();
+        let scanned = self.pump_scans();
+        let flushed = self.flush_when_idle();
         self.ks
             .set_waiting(self.deferred.front().map(|&(since, _)| since));
         let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
@@ -392,7 +405,15 @@ impl<E: Engine> Poller<E> {
         st.loops.fetch_add(1, Relaxed);
         st.in_flight
             .store(self.ks.engine_ref().in_flight() as u64, Relaxed);
-        completed > 0 || taken > 0 || sent > 0 || log_work || retried || expired || txns
+        completed > 0
+            || taken > 0
+            || sent > 0
+            || log_work
+            || retried
+            || expired
+            || txns
+            || scanned
+            || flushed
     }
 
     /// Sends what is queued to the device (see `--io-feed`), and counts
@@ -469,6 +490,23 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
+        if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
+            self.flush_hold.push_back(req);
+            self.flush_when_idle();
+            return;
+        }
+        self.handle_accepted(req);
+    }
+
+    /// Serves a request taken before any flush still waiting (see
+    /// `flush_when_idle`), after those before it for the same key.
+    fn handle_accepted(&mut self, req: Request) {
+        if matches!(
+            req.op,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. }
+        ) {
+            return self.start_scan(req);
+        }
         match req.op {
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
             Op::Exec { .. } => return self.exec_when_free(req),
@@ -670,7 +708,7 @@ impl<E: Engine> Poller<E> {
             return;
         };
         while let Some(req) = waiting.pop_front() {
-            self.handle(req);
+            self.handle_accepted(req);
             if let Some(q) = self.busy.get_mut(&tag) {
                 // Another read-modify-write started: the rest waits for it.
                 q.extend(waiting.drain(..));
@@ -1661,7 +1699,7 @@ impl<E: Engine> Poller<E> {
             if let Some(parked) = w.parked.take() {
                 // It comes back to its command's handler, which finds it
                 // holding all its keys now.
-                self.handle(parked);
+                self.handle_accepted(parked);
             }
         }
     }
@@ -1872,6 +1910,46 @@ fn claim_wait(op: &mut Op) -> &mut Option<u64> {
 /// Whether `req` is one of the running transaction's commands.
 fn is_sub(req: &Request) -> bool {
     req.id != NO_REPLY && req.id & TXN_PART != 0
+}
+
+impl<E: Engine> Poller<E> {
+    /// Runs the flush at the head of `flush_hold` once no write before it
+    /// is under way (nothing waits for a commit, no read-modify-write is
+    /// reading, no write waits for room), then the requests held behind
+    /// it, up to the next flush. Whether it ran one.
+    fn flush_when_idle(&mut self) -> bool {
+        let quiet = self.ks.idle()
+            && self.busy.is_empty()
+            && self.requeued.is_empty()
+            && self.deferred.is_empty();
+        if !quiet
+            || !self
+                .flush_hold
+                .front()
+                .is_some_and(|r| matches!(r.op, Op::Flush))
+        {
+            return false;
+        }
+        let req = self.flush_hold.pop_front().expect("front");
+        let w = Waiter {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+        };
+        if let Err((_, e)) = self.ks.flush_all(w) {
+            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
+        }
+        while self
+            .flush_hold
+            .front()
+            .is_some_and(|r| !matches!(r.op, Op::Flush))
+        {
+            let r = self.flush_hold.pop_front().expect("front");
+            self.handle_accepted(r);
+        }
+        true
+    }
 }
 
 /// The operations [`Poller::strings`] serves.

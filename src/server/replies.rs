@@ -22,6 +22,9 @@ pub(super) enum Combine {
     Sum,
     /// `+OK` when every part is (MSET); else the first other reply.
     AllOk,
+    /// One array of the elements of every part's array (KEYS: one part
+    /// per poller).
+    Concat,
 }
 
 /// Bytes the RESP form of `r` takes (for the output-buffer limit; an
@@ -150,8 +153,37 @@ impl Slot {
                     None => resp::simple(out, "OK"),
                 }
             }
+            Slot::Multi {
+                combine: Combine::Concat,
+                parts,
+                proto,
+                ..
+            } => concat(out, parts.into_iter().flatten().collect(), proto),
         }
     }
+}
+
+/// The parts' arrays (`*<n>` and their elements) as one array; a part
+/// that is not an array (an error) is the reply instead.
+fn concat(out: &mut Vec<u8>, parts: Vec<Reply>, proto: Proto) {
+    let mut n = 0;
+    let mut bodies = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let Reply::Encoded(b) = p else {
+            return p.encode(out, proto);
+        };
+        let header = b.iter().position(|&c| c == b'\n').map(|e| e + 1);
+        let count = header.and_then(|h| resp::parse_int(b.get(1..h - 2)?));
+        match (b.first(), header, count) {
+            (Some(b'*'), Some(h), Some(c)) => {
+                n += c.max(0) as usize;
+                bodies.push(&b[h..]);
+            }
+            _ => return p.encode(out, proto),
+        }
+    }
+    resp::array(out, n);
+    bodies.iter().for_each(|b| out.extend_from_slice(b));
 }
 
 /// Where a connection's replies stood before a command (see

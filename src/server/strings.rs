@@ -212,6 +212,9 @@ pub(super) const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
 pub(super) const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 /// EXEC of a transaction in which a command was refused while queued.
 pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// A command of the whole key space queued in a transaction (nvkv's).
+pub(super) const NOT_IN_MULTI: &str =
+    "ERR SCAN, KEYS, RANDOMKEY, FLUSHDB and FLUSHALL are not allowed inside a transaction in nvkv";
 /// EXEC itself refused (its arity, subscribed mode): the transaction ends.
 pub(super) fn exec_abort_because(msg: &str) -> String {
     let msg = msg.strip_prefix("ERR ").unwrap_or(msg);
@@ -305,6 +308,15 @@ pub(super) fn rewrite_failed(e: &std::io::Error) -> String {
 }
 
 pub(super) const NO_SHUTDOWN: &str = "ERR No shutdown in progress.";
+
+// Key space: iteration and flushing.
+/// SCAN's cursor is not an unsigned 64-bit number.
+pub(super) const INVALID_CURSOR: &str = "ERR invalid cursor";
+
+/// A flush the store cannot do (`why` from the keyspace's error).
+pub(super) fn flush_refused(why: &dyn std::fmt::Display) -> String {
+    format!("ERR FLUSHDB refused: {why}")
+}
 
 #[cfg(test)]
 mod tests {

@@ -85,6 +85,12 @@ pub(super) enum Cmd {
     Latency,
     Shutdown,
     Reset,
+    // Key space: iteration and flushing.
+    Scan,
+    Keys,
+    Randomkey,
+    Flushdb,
+    Flushall,
 }
 
 /// One entry of the table.
@@ -210,6 +216,12 @@ pub(super) const COMMANDS: &[Spec] = &[
         before_auth: true,
         ..spec(Cmd::Reset, "RESET", 1)
     },
+    // Key space: iteration and flushing.
+    spec(Cmd::Scan, "SCAN", -2),
+    spec(Cmd::Keys, "KEYS", 2),
+    spec(Cmd::Randomkey, "RANDOMKEY", 1),
+    spec(Cmd::Flushdb, "FLUSHDB", -1),
+    spec(Cmd::Flushall, "FLUSHALL", -1),
 ];
 
 /// Commands nvkv refuses on purpose, with what it says instead of
@@ -758,6 +770,12 @@ pub(super) const META: &[Meta] = &[
     Meta { acl: &["@slow"], complexity: Some("Depends on subcommand."), subcommands: &[Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous"], tips: &["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"], complexity: Some("O(1)"), ..meta("latency|latest", 2, "Return the latest latency samples for all events.", "2.8.13", "server") }, Meta { flags: &["admin", "noscript", "loading", "stale"], acl: &["@admin", "@slow", "@dangerous"], tips: &["request_policy:all_nodes", "response_policy:all_succeeded"], complexity: Some("O(1)"), args: &[Arg { flags: &["optional", "multiple"], ..arg("event", "string") }], ..meta("latency|reset", -2, "Reset latency data for one or more events.", "2.8.13", "server") }, Meta { flags: &["loading", "stale"], acl: &["@slow"], complexity: Some("O(1)"), ..meta("latency|help", 2, "Show helpful text about the different subcommands.", "2.8.13", "server") }], ..meta("latency", -2, "A container for latency diagnostics commands", "2.8.13", "server") },
     Meta { flags: &["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(N) when saving, where N is the total number of keys in all databases when saving data, otherwise O(1)"), history: &[("7.0.0", "Added the `NOW`, `FORCE` and `ABORT` modifiers.")], args: &[Arg { flags: &["optional"], args: &[Arg { token: Some("NOSAVE"), ..arg("nosave", "pure-token") }, Arg { token: Some("SAVE"), ..arg("save", "pure-token") }], ..arg("nosave_save", "oneof") }, Arg { token: Some("NOW"), since: Some("7.0.0"), flags: &["optional"], ..arg("now", "pure-token") }, Arg { token: Some("FORCE"), since: Some("7.0.0"), flags: &["optional"], ..arg("force", "pure-token") }, Arg { token: Some("ABORT"), since: Some("7.0.0"), flags: &["optional"], ..arg("abort", "pure-token") }], ..meta("shutdown", -1, "Synchronously save the dataset to disk and then shut down the server", "1.0.0", "server") },
     Meta { flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), ..meta("reset", 1, "Reset the connection", "6.2.0", "connection") },
+    // Key space: iteration and flushing.
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow"], tips: &["nondeterministic_output", "request_policy:special"], complexity: Some("O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection."), history: &[("6.0.0", "Added the `TYPE` subcommand.")], args: &[arg("cursor", "integer"), Arg { token: Some("MATCH"), flags: &["optional"], ..arg("pattern", "pattern") }, Arg { token: Some("COUNT"), flags: &["optional"], ..arg("count", "integer") }, Arg { token: Some("TYPE"), since: Some("6.0.0"), flags: &["optional"], ..arg("type", "string") }], ..meta("scan", -2, "Incrementally iterate the keys space", "2.8.0", "generic") },
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "nondeterministic_output_order"], complexity: Some("O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length."), args: &[arg("pattern", "pattern")], ..meta("keys", 2, "Find all keys matching the given pattern", "1.0.0", "generic") },
+    Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow"], tips: &["request_policy:all_shards", "nondeterministic_output"], complexity: Some("O(1)"), ..meta("randomkey", 1, "Return a random key from the keyspace", "1.0.0", "generic") },
+    Meta { flags: &["write"], acl: &["@keyspace", "@write", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "response_policy:all_succeeded"], complexity: Some("O(N) where N is the number of keys in the selected database"), history: &[("4.0.0", "Added the `ASYNC` flushing mode modifier."), ("6.2.0", "Added the `SYNC` flushing mode modifier.")], args: &[Arg { flags: &["optional"], args: &[Arg { token: Some("ASYNC"), since: Some("4.0.0"), ..arg("async", "pure-token") }, Arg { token: Some("SYNC"), since: Some("6.2.0"), ..arg("sync", "pure-token") }], ..arg("async", "oneof") }], ..meta("flushdb", -1, "Remove all keys from the current database", "1.0.0", "server") },
+    Meta { flags: &["write"], acl: &["@keyspace", "@write", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "response_policy:all_succeeded"], complexity: Some("O(N) where N is the total number of keys in all databases"), history: &[("4.0.0", "Added the `ASYNC` flushing mode modifier."), ("6.2.0", "Added the `SYNC` flushing mode modifier.")], args: &[Arg { flags: &["optional"], args: &[Arg { token: Some("ASYNC"), since: Some("4.0.0"), ..arg("async", "pure-token") }, Arg { token: Some("SYNC"), since: Some("6.2.0"), ..arg("sync", "pure-token") }], ..arg("async", "oneof") }], ..meta("flushall", -1, "Remove all keys from all databases", "1.0.0", "server") },
 ];
 
 #[cfg(test)]

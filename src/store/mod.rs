@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::format::{FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE};
+use crate::format::{FlushMark, FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE};
 use crate::index::{Checkpoint, IndexError, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
@@ -234,6 +234,7 @@ impl Store {
         let (sb, version) = read_superblock_versioned(&dev)?;
         let converting = version != FORMAT_VERSION;
 
+        let flushed = read_flush_marks(&dev, &sb)?;
         let (mut parts, checkpoints) = open_partitions(dir, &sb)?;
         let mut clean = checkpoints.iter().all(Option::is_some);
         if converting {
@@ -275,7 +276,8 @@ impl Store {
             let min_seq = space::load_table(dir, &sb);
             (shards, report, max_gen, min_seq, Vec::new())
         } else {
-            let r = recover::rebuild(&dev, &sb, parts, t0)?;
+            let below: Vec<u64> = flushed.iter().map(|m| m.below).collect();
+            let r = recover::rebuild(&dev, &sb, parts, &below, t0)?;
             if converting {
                 if r.misplaced > 0 {
                     return Err(StoreError::Invalid(format!(
@@ -293,6 +295,12 @@ impl Store {
             }
             (r.shards, r.report, r.max_gen, Some(r.min_seq), r.scanned)
         };
+        let mut shards = shards;
+        for s in &mut shards {
+            s.flushed = flushed[s.id as usize];
+            // Records written after a flush must sort above it.
+            s.next_seq = s.next_seq.max(s.flushed.below);
+        }
         let space = Space::from_index(&sb, &shards, max_gen, min_seq);
         report.segments_erased = erase_dead_headers(&dev, &sb, &space, &scanned)?;
         let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
@@ -308,6 +316,25 @@ impl Store {
             lock,
         })
     }
+}
+
+/// Every shard's flush mark (FLUSHDB): the valid one of the higher epoch
+/// of its two slots, or none.
+fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, StoreError> {
+    let mut b = IoBuf::new(sb.block_size as usize);
+    let mut marks = Vec::with_capacity(sb.shards as usize);
+    for shard in 0..sb.shards {
+        let mut slot = |k| -> Result<Option<FlushMark>, StoreError> {
+            let Some(at) = FlushMark::offset(sb, shard, k) else {
+                return Ok(None);
+            };
+            dev.read_at(&mut b, at).map_err(io_at(dev.path()))?;
+            Ok(FlushMark::decode(&sb.uuid, shard, &b))
+        };
+        let (a, c) = (slot(0)?, slot(1)?);
+        marks.push(FlushMark::latest(a, c));
+    }
+    Ok(marks)
 }
 
 /// Checks that every entry of a cleanly closed index points at a place a

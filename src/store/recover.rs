@@ -38,6 +38,7 @@ pub(super) fn rebuild(
     dev: &Device,
     sb: &Superblock,
     mut parts: Vec<Partition>,
+    flushed_below: &[u64],
     t0: Instant,
 ) -> Result<Rebuilt, StoreError> {
     tracing::info!("index not clean: rebuilding it from the device");
@@ -99,6 +100,9 @@ pub(super) fn rebuild(
                 }
                 records += 1;
                 max_seq[h.shard as usize] = max_seq[h.shard as usize].max(rec.meta.seq);
+                if rec.meta.seq < flushed_below[h.shard as usize] {
+                    continue; // flushed (FLUSHDB)
+                }
                 min_seq[seg as usize] = min_seq[seg as usize].min(rec.meta.seq);
                 let e = Entry {
                     offset: base + at as u64,

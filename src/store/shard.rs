@@ -16,6 +16,9 @@ pub struct Shard {
     pub next_seq: u64,
     /// Where the expiry sweep is: partition, slot.
     sweep: (usize, u64),
+    /// The shard's last flush mark (FLUSHDB): records below its sequence
+    /// number are gone.
+    pub flushed: crate::format::FlushMark,
 }
 
 /// The answer of the index to a key.
@@ -40,6 +43,7 @@ pub fn split(sb: &Superblock, parts: Vec<Partition>, cps: &[Option<Checkpoint>])
             parts: Vec::new(),
             next_seq: 1,
             sweep: (0, 0),
+            flushed: Default::default(),
         })
         .collect();
     for (p, cp) in parts.into_iter().zip(cps) {
@@ -139,6 +143,17 @@ impl Shard {
 
     pub fn partitions(&self) -> &[Partition] {
         &self.parts
+    }
+
+    /// Empties every partition (FLUSHDB).
+    pub fn clear(&mut self) {
+        self.parts.iter_mut().for_each(Partition::clear);
+        self.sweep = (0, 0);
+    }
+
+    /// Partition `pid` of this shard (key iteration reads it).
+    pub fn partition(&self, pid: u32) -> &Partition {
+        self.part(pid)
     }
 
     /// Marks every partition dirty before the shard's first change.

@@ -85,6 +85,15 @@ impl Compactor {
     }
 }
 
+impl Compactor {
+    /// Forgets the segment being compacted (FLUSHDB emptied it); a read of
+    /// it still at the device is dropped when it completes.
+    pub(super) fn abandon(&mut self) {
+        self.job = None;
+        self.blocked_until = None;
+    }
+}
+
 impl<E: Engine, W> Keyspace<E, W> {
     /// A segment is being compacted.
     pub(super) fn compacting(&self) -> bool {

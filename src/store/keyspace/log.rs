@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use super::{CommitFailed, Config, Keyspace, Tag, WriteError};
 use crate::format::{
-    align_down, align_up, encode_record, place_record, record_len, RecordMeta, SegmentHeader,
-    FLAG_TOMBSTONE, SEGMENT_HEADER,
+    align_down, align_up, encode_record, place_record, record_len, FlushMark, RecordMeta,
+    SegmentHeader, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, KeyHash};
 use crate::io::{Completion, Engine, IoBuf};
@@ -80,6 +80,10 @@ struct Commit<W> {
     /// Emptied segments whose headers this commit erases: free once it is
     /// durable.
     erases: Vec<u32>,
+    /// Flush marks this commit writes (FLUSHDB), and the segments of the
+    /// flushed records, erased once the marks are durable.
+    marks: Vec<(u32, FlushMark)>,
+    flushed_segments: Vec<u32>,
 }
 
 pub(super) struct Log<W> {
@@ -108,6 +112,10 @@ pub(super) struct Log<W> {
     pub(super) next_seq: u64,
     /// Old segment buffers, reused for new segments.
     spare: Vec<IoBuf>,
+    /// Flush marks for the next commit to write, and the segments of the
+    /// records they flush (see `keyspace/flush.rs`).
+    pub(super) marks: Vec<(u32, FlushMark)>,
+    pub(super) flushed_segments: Vec<u32>,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -136,6 +144,8 @@ impl<W> Log<W> {
             erased: Vec::new(),
             next_seq,
             spare: Vec::new(),
+            marks: Vec::new(),
+            flushed_segments: Vec::new(),
         }
     }
 
@@ -152,6 +162,8 @@ impl<W> Log<W> {
             && self.to_erase.is_empty()
             && self.erasing.is_empty()
             && self.erased.is_empty()
+            && self.marks.is_empty()
+            && self.flushed_segments.is_empty()
     }
 
     /// How long a parked poller may sleep before a commit is due.
@@ -391,11 +403,13 @@ impl<E: Engine, W> Keyspace<E, W> {
         // the commit interval (so a failing device is retried at that pace).
         let erase = !self.log.to_erase.is_empty()
             && (self.since_commit() >= self.log.interval || self.stopping);
-        if busy || (self.log.undo.len() == fresh && !erase) {
+        let marks = !self.log.marks.is_empty();
+        if busy || (self.log.undo.len() == fresh && !erase && !marks) {
             return false;
         }
         let due = self.log.sync
             || erase
+            || marks
             || self.since_commit() >= self.log.interval
             || self.log.segs.iter().any(|s| s.closed)
             || self.stopping;
@@ -446,6 +460,8 @@ impl<E: Engine, W> Keyspace<E, W> {
             waiters: std::mem::take(&mut self.log.waiters),
             undo_upto: self.log.undo.len(),
             erases,
+            marks: std::mem::take(&mut self.log.marks),
+            flushed_segments: std::mem::take(&mut self.log.flushed_segments),
         });
         self.log.last_commit = self.now;
         self.issue_commit_io();
@@ -473,6 +489,12 @@ impl<E: Engine, W> Keyspace<E, W> {
             let mut wb = self.eng.alloc(first_block)?;
             wb.fill(0);
             queued.push_back((self.sb.segment_offset(no), wb, no));
+        }
+        for &(shard, mark) in &self.log.marks {
+            let at = FlushMark::offset(&self.sb, shard, mark.slot()).expect("checked at the flush");
+            let mut wb = self.eng.alloc(block as usize)?;
+            mark.encode(&self.sb.uuid, shard, &mut wb);
+            queued.push_back((at, wb, MARK_WRITE));
         }
         Ok(queued)
     }
@@ -603,6 +625,9 @@ impl<E: Engine, W> Keyspace<E, W> {
             later.undo_upto -= c.undo_upto;
         }
         self.acks.extend(c.waiters.into_iter().map(|w| (w, Ok(()))));
+        // The flush marks are durable: the flushed records' segments may
+        // lose their headers now.
+        self.log.to_erase.extend(c.flushed_segments);
         for no in c.erases {
             // Nothing can point into an emptied segment again: its records
             // were superseded durably, so no rollback restores them.
@@ -681,6 +706,14 @@ impl<E: Engine, W> Keyspace<E, W> {
             "commit failed, rolling back unwritten writes: {msg}"
         );
         let mut c = std::mem::take(&mut self.log.commits);
+        // Flush marks not durable go out again with the next commit, and
+        // the flushed segments keep their headers until then.
+        for commit in &mut c {
+            self.log.marks.append(&mut commit.marks);
+            self.log
+                .flushed_segments
+                .append(&mut commit.flushed_segments);
+        }
         for (_, _wb, no) in c.iter_mut().flat_map(|c| c.queued.drain(..)) {
             if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
                 s.in_flight -= 1;
@@ -733,6 +766,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.release_segments(n);
     }
 }
+
+/// The "segment" of a flush mark's write in its tag and commit (no real
+/// segment has this number).
+const MARK_WRITE: u32 = u32::MAX;
 
 /// Puts segment `seg` on the list of those freed once commit `after` is
 /// done. A segment is on the list once: one emptied, refilled by a

@@ -16,6 +16,8 @@
 mod compact;
 mod evict;
 mod expire;
+mod flush;
+mod iterate;
 mod log;
 mod tag;
 
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub use self::flush::FlushError;
 pub use self::tag::Tag;
 use super::clock::Clock;
 pub use super::evict::Settings as EvictionSettings;

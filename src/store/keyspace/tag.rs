@@ -17,6 +17,9 @@ pub enum Tag {
     Flush { commit: u8 },
     /// Compaction's read of its victim, segment `segment`.
     CompactRead { segment: u32 },
+    /// A read of key iteration (SCAN, KEYS, RANDOMKEY), in the poller's
+    /// read slot.
+    ScanRead(u32),
 }
 
 const KIND: u32 = 40;
@@ -26,6 +29,7 @@ const READ: u64 = 0;
 const WRITE: u64 = 1;
 const FLUSH: u64 = 2;
 const COMPACT: u64 = 3;
+const SCAN: u64 = 4;
 
 impl Tag {
     pub fn encode(self) -> u64 {
@@ -41,6 +45,7 @@ impl Tag {
             }
             Tag::Flush { commit } => FLUSH << KIND | (commit as u64) << COMMIT,
             Tag::CompactRead { segment } => COMPACT << KIND | segment as u64,
+            Tag::ScanRead(slot) => SCAN << KIND | slot as u64,
         }
     }
 
@@ -57,6 +62,7 @@ impl Tag {
             },
             FLUSH => Tag::Flush { commit },
             COMPACT => Tag::CompactRead { segment: low },
+            SCAN => Tag::ScanRead(low),
             _ => return None,
         })
     }
@@ -83,6 +89,7 @@ mod tests {
             },
             Tag::Flush { commit: 9 },
             Tag::CompactRead { segment: 12345 },
+            Tag::ScanRead(u32::MAX),
         ];
         for t in tags {
             assert_eq!(Tag::decode(t.encode()), Some(t), "{t:?}");

@@ -1,0 +1,90 @@
+//! Key iteration over the index (SCAN, KEYS, RANDOMKEY): which entries a
+//! step visits. The index holds no key names: the poller reads each
+//! entry's record to learn its key.
+
+use super::Keyspace;
+use crate::index::Entry;
+use crate::io::Engine;
+
+impl<E: Engine, W> Keyspace<E, W> {
+    /// The entries of partition `pid` whose tags lie in `[from, to)`, at
+    /// least `count` of them when the partition has that many there;
+    /// returns `to`, `None` at the end of the tag space (see
+    /// [`crate::index::Partition::scan_tags`]). Tombstones and markers are
+    /// left out, and so are keys expired at this turn's time.
+    pub fn scan_partition(
+        &self,
+        pid: u32,
+        from: u64,
+        count: usize,
+        grain: u32,
+        out: &mut Vec<(u64, Entry)>,
+    ) -> Option<u64> {
+        let first = out.len();
+        let to = self
+            .shard(pid)
+            .partition(pid)
+            .scan_tags(from, count, grain, out);
+        let now = self.now_ms;
+        let mut k = first;
+        for n in first..out.len() {
+            if out[n].1.live(now) {
+                out[k] = out[n];
+                k += 1;
+            }
+        }
+        out.truncate(k);
+        to
+    }
+
+    /// The partitions this keyspace owns, in id order.
+    pub fn partition_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = (self.shards.iter().flatten())
+            .flat_map(|s| s.partition_ids())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The live entry of the key whose tag is `tag` in partition `pid`.
+    pub fn live_entry(&self, pid: u32, tag: u64) -> Option<Entry> {
+        let e = self.shard(pid).partition(pid).get_tag(tag)?;
+        e.live(self.now_ms).then_some(e)
+    }
+
+    /// A live key's entry, picked at random (`seed`) among this keyspace's
+    /// partitions in proportion to their live keys, then at a random slot
+    /// of the partition: `(pid, tag, entry)`; `None` when no key is live.
+    pub fn random_entry(&self, seed: u64) -> Option<(u32, u64, Entry)> {
+        let parts: Vec<_> = (self.shards.iter().flatten())
+            .flat_map(|s| s.partitions())
+            .collect();
+        let total: u64 = parts.iter().map(|p| p.live_keys()).sum();
+        if total == 0 {
+            return None;
+        }
+        let now = self.now_ms;
+        let mut pick = seed % total;
+        let start = parts
+            .iter()
+            .position(|p| {
+                let n = p.live_keys();
+                if pick < n {
+                    return true;
+                }
+                pick -= n;
+                false
+            })
+            .unwrap_or(0);
+        // Keys expired but not reaped yet count as live: the sample skips
+        // them, and moves on to the next partitions when one has only those.
+        for k in 0..parts.len() {
+            let p = parts[(start + k) % parts.len()];
+            let from = seed.rotate_left(17) % p.slots();
+            if let Some((tag, e, _)) = p.sample(from, p.slots(), |e| e.live(now)) {
+                return Some((p.id(), tag, e));
+            }
+        }
+        None
+    }
+}
