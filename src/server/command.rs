@@ -47,7 +47,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     };
     c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
-    c.timing = Some((index, std::time::Instant::now()));
+    c.timing = Some((index, super::conn_thread::now()));
     if !spec.arity_fits(args.len()) {
         return c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name)));
     }
