@@ -76,6 +76,7 @@ struct Thread<'a> {
 
 /// Runs connection thread `id` until shutdown.
 pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
+    shared.conn_stats[id].cpu.set_current();
     let mut t = Thread {
         shared,
         id,

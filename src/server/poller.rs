@@ -214,6 +214,7 @@ fn run_with<E: Engine>(
         held_since: None,
         no_buffer_logged_ms: 0,
     };
+    p.stats().cpu.set_current();
     p.run_loop();
     p.shutdown()
 }
