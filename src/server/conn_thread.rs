@@ -37,8 +37,8 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// `--maxmemory-clients`.
 const EVICT_MIN: u64 = 1 << 20;
 
-/// A polling turn that took longer than this lost the CPU to other
-/// threads for a while: the CPU is contended (see `super::polite_yield`).
+/// A yield while polling that took longer than this gave the CPU to other
+/// threads for a while: the CPU is contended (as `super::polite_yield`).
 const CONTENDED_TURN: Duration = Duration::from_micros(50);
 
 thread_local! {
@@ -108,20 +108,18 @@ impl Thread<'_> {
         let mut spin_since: Option<Instant> = None;
         let mut contended = false;
         let mut last_sweep = Instant::now();
-        // The top of the last turn, and whether that turn did nothing but
-        // yield (and look at the sockets) while replies were awaited.
-        let mut last_turn = last_sweep;
-        let mut idle_yield = false;
+        // When the last turn yielded the CPU while replies were awaited.
+        let mut yielded_at: Option<Instant> = None;
         loop {
             let now = Instant::now();
             TURN_NOW.set(Some(now));
-            // A turn that only yielded took long: other threads used the
-            // CPU meanwhile, so sleep until the next event instead of
-            // polling on.
-            if idle_yield && now - last_turn >= CONTENDED_TURN && self.spin < Duration::MAX {
-                contended = true;
+            // The yield took long: other threads used the CPU meanwhile, so
+            // sleep until the next event instead of polling on.
+            if let Some(t) = yielded_at.take() {
+                if now - t >= CONTENDED_TURN && self.spin < Duration::MAX {
+                    contended = true;
+                }
             }
-            last_turn = now;
             let stopping = self.shared.stopping.load(Relaxed);
             while let Some(s) = self.handle().incoming.pop() {
                 if !stopping {
@@ -181,12 +179,13 @@ impl Thread<'_> {
             }
             let spinning =
                 awaiting && !contended && now - *spin_since.get_or_insert(now) < self.spin;
-            idle_yield = false;
             if spinning && !busy {
                 // Polling politely: the pollers and the clients may need
-                // this CPU (the next turn tells whether they took it).
+                // this CPU; the next turn's clock tells whether they took
+                // it. A turn that did nothing began just now; one that did
+                // work reads the clock once more, here.
+                yielded_at = Some(if worked { Instant::now() } else { now });
                 std::thread::yield_now();
-                idle_yield = !worked;
             }
             let mut timeout = if busy || spinning {
                 Duration::ZERO
