@@ -38,6 +38,7 @@ RELOAD=0
 CLEAN=0
 MARKDOWN=0
 BIN=""
+CLIENT=""
 SERVE_ARGS=""
 FIO_ARGS=""
 START_TIMEOUT=120             # seconds to wait for "nvkv listening on"
@@ -86,6 +87,8 @@ Measurements:
 Output and tools:
   --bin PATH           nvkv binary (default target/release/nvkv in the repo,
                        built with 'cargo build --release' when missing)
+  --client PATH        nvkv binary that runs 'nvkv bench' (default: --bin; give
+                       one build as the client to compare servers of others)
   --markdown           also print the table as markdown
   -h, --help           this text
 
@@ -131,6 +134,7 @@ parse_args() {
             --serve-args) need_arg "$@"; SERVE_ARGS=$2; shift 2 ;;
             --fio-args)   need_arg "$@"; FIO_ARGS=$2; shift 2 ;;
             --bin)        need_arg "$@"; BIN=$2; shift 2 ;;
+            --client)     need_arg "$@"; CLIENT=$2; shift 2 ;;
             --reload)     RELOAD=1; shift ;;
             --clean)      CLEAN=1; shift ;;
             --markdown)   MARKDOWN=1; shift ;;
@@ -196,6 +200,9 @@ ensure_bin() {
     fi
     [[ $BIN == /* ]] || BIN="$PWD/$BIN"
     [[ -x $BIN ]] || die "nvkv binary not found: $BIN"
+    CLIENT=${CLIENT:-$BIN}
+    [[ $CLIENT == /* ]] || CLIENT="$PWD/$CLIENT"
+    [[ -x $CLIENT ]] || die "nvkv binary not found: $CLIENT"
     if [[ -d $REPO/src && -n $(find "$REPO/src" -name '*.rs' -newer "$BIN" -print -quit 2>/dev/null) ]]; then
         warn "$BIN is older than the sources in $REPO/src (run cargo build --release?)"
     fi
@@ -558,7 +565,7 @@ print_machine() {
     log "fio:          $(timeout 10 fio --version)"
     log "redis-server: $(timeout 10 redis-server --version)"
     log "redis-bench:  $(timeout 10 redis-benchmark --version)"
-    log "nvkv:         $(timeout 10 "$BIN" --version) ($BIN)"
+    log "nvkv:         $(timeout 10 "$BIN" --version) ($BIN; client $CLIENT)"
     if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
         local dirty=""
         [[ -n $(timeout 30 git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" (modified)"
@@ -682,7 +689,7 @@ run_nvkv() {
     local c=$((q / k)) raw="$WORK/nvkv-$engine-q$q.json"
     log "nvkv  Q=$q engine=$engine: $c clients x $k in flight, ${DURATION}s"
     start_nvkv "$engine"
-    if ! run_fg timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$PORT" --clients "$c" \
+    if ! run_fg timeout $((DURATION + 60)) "$CLIENT" bench --addr "127.0.0.1:$PORT" --clients "$c" \
             --inflight "$k" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
             --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
         tail -20 "$WORK/bench.err" >&2 || true
@@ -782,25 +789,35 @@ run_redis() {
     [[ $rc -eq 0 ]] || warn "redis-server exited with status $rc"
 }
 
-# cpu_secs PORT: the server's used_cpu_sys + used_cpu_user from INFO, in s.
+# cpu_secs PORT WRAPPER_PID: the server's used_cpu_sys + used_cpu_user from
+# INFO, in s; for a server without them (an nvkv build from before they
+# existed), utime + stime from /proc of the server (the child of the
+# `timeout` wrapper that started it), in clock ticks.
 cpu_secs() {
+    local pid
     timeout 10 redis-cli -h 127.0.0.1 -p "$1" info cpu | tr -d '\r' \
-        | awk -F: '/^used_cpu_(sys|user):/ { s += $2; n++ } END { if (n == 2) printf "%.6f\n", s; else exit 1 }'
+        | awk -F: '/^used_cpu_(sys|user):/ { s += $2; n++ } END { if (n == 2) printf "%.6f\n", s; else exit 1 }' \
+        && return 0
+    pid=$(pgrep -P "$2" | head -1) && [[ -r /proc/$pid/stat ]] || return 1
+    # Fields after the command name (which may hold spaces): utime is the
+    # 12th, stime the 13th.
+    sed 's/^.*) //' "/proc/$pid/stat" \
+        | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.6f\n", ($12 + $13) / hz }'
 }
 
-# cpu_bench NAME PORT: `nvkv bench --rate` against the server on PORT, with
+# cpu_bench NAME PORT PID: `nvkv bench --rate` against the server on PORT, with
 # its CPU time read before and after; appends a kind=cpu row.
 cpu_bench() {
-    local name=$1 port=$2 before after
+    local name=$1 port=$2 pid=$3 before after
     local raw="$WORK/cpu-$name.json"
-    before=$(cpu_secs "$port") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
-    if ! run_fg timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$port" --clients "$CPU_CLIENTS" \
+    before=$(cpu_secs "$port" "$pid") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
+    if ! run_fg timeout $((DURATION + 60)) "$CLIENT" bench --addr "127.0.0.1:$port" --clients "$CPU_CLIENTS" \
             --inflight 1 --rate "$CPU_RATE" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
             --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
         tail -20 "$WORK/bench.err" >&2 || true
         die "nvkv bench --rate failed against $name"
     fi
-    after=$(cpu_secs "$port") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
+    after=$(cpu_secs "$port" "$pid") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
     local line
     line=$(py cpu-row "$raw" "$before" "$after" kind=cpu "run=$RUN_ID" server="$name" \
            rate="$CPU_RATE" clients="$CPU_CLIENTS") || die "cannot parse $raw"
@@ -814,16 +831,16 @@ cpu_bench() {
 run_cpu() {
     step "CPU per GET at $CPU_RATE GET/s offered ($CPU_CLIENTS connections x 1, ${DURATION}s)"
     start_nvkv "${ENGINES%% *}"
-    cpu_bench nvkv "$PORT"
+    cpu_bench nvkv "$PORT" "$NVKV_PID"
     stop_nvkv "${ENGINES%% *}"
 
     start_redis
     log "filling redis with the data set: nvkv bench --fill --keys $KEYS"
-    run_fg timeout "$LOAD_TIMEOUT" "$BIN" bench --addr "127.0.0.1:$REDIS_PORT" --fill --clients 8 \
+    run_fg timeout "$LOAD_TIMEOUT" "$CLIENT" bench --addr "127.0.0.1:$REDIS_PORT" --fill --clients 8 \
         --inflight 16 --duration 3600 --keys "$KEYS" --seed "$SEED" --min-size "$MIN_SIZE" \
         --max-size "$MAX_SIZE" --json >"$WORK/redis-fill.json" 2>"$WORK/bench.err" \
         || die "nvkv bench --fill against redis failed: $(tail -5 "$WORK/bench.err")"
-    cpu_bench redis "$REDIS_PORT"
+    cpu_bench redis "$REDIS_PORT" "$REDIS_PID"
     local rc=0
     stop_proc "$REDIS_PID" "redis-server" || rc=$?
     REDIS_PID=""
