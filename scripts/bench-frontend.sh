@@ -117,7 +117,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             >/dev/null 2>"$WORK/serve.err" &
         SERVER_PID=$!
         wait_port "$port" || die "nvkv serve ($b) did not start: $(tail -3 "$WORK/serve.err")"
-        measure "nvkv$i:$(basename "$(dirname "$(dirname "$b")")")/${b##*/}" "$r" "$port"
+        measure "nvkv$i:$(basename "$(dirname "$b")")" "$r" "$port"
         stop_server
     done
     redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
