@@ -5,8 +5,11 @@
 # parameters), measure `nvkv serve` + `nvkv bench` for every (depth, engine),
 # each followed by fio random 4 KiB reads on the same region of the same data
 # file at the same depth with the matching fio engine (uring: io_uring, aio:
-# libaio), then Debian's redis-server GET latency at 1 and 32 clients, and
-# print a table plus the QD1 latency budget and the Q=32 throughput target.
+# libaio), then Debian's redis-server GET latency at 1 and 32 clients, then
+# the CPU each spends per GET at one offered rate (nvkv and Redis serving
+# the same values to the same client, `nvkv bench --rate`; fio's CPU per
+# read at that rate from its own usr/sys figures), and print a table plus
+# the QD1 latency budget, the Q=32 throughput target and the CPU target.
 # Every measurement runs alone, one after another, for the same --duration.
 #
 # Run with --help for the options.
@@ -29,10 +32,13 @@ REDIS_PORT=""                 # default: PORT + 1
 ENGINES="uring aio"
 DEPTHS="1 32"
 INFLIGHT=1
+CPU_RATE=20000
+CPU_CLIENTS=32
 RELOAD=0
 CLEAN=0
 MARKDOWN=0
 BIN=""
+CLIENT=""
 SERVE_ARGS=""
 FIO_ARGS=""
 START_TIMEOUT=120             # seconds to wait for "nvkv listening on"
@@ -65,6 +71,13 @@ Measurements:
   --engines "E ..."    nvkv engines, uring and/or aio (default "$ENGINES")
   --inflight K         GETs in flight per connection; the bench then uses
                        Q/K connections (default $INFLIGHT; K=min(K,Q))
+  --cpu-rate OPS       GETs per second offered (open loop) to nvkv and to Redis
+                       holding the same values, for server CPU per GET
+                       (INFO used_cpu_sys + used_cpu_user before and after),
+                       and fio reads per second for its CPU per read
+                       (default $CPU_RATE; 0 skips this step)
+  --cpu-clients C      connections of that step, one GET in flight each
+                       (default $CPU_CLIENTS); fio runs at depth C
   --port P             nvkv port on 127.0.0.1 (default $PORT)
   --redis-port P       redis-server port on 127.0.0.1 (default: --port + 1)
   --serve-args "..."   extra flags for 'nvkv serve' (e.g. "--io-threads 1
@@ -74,6 +87,8 @@ Measurements:
 Output and tools:
   --bin PATH           nvkv binary (default target/release/nvkv in the repo,
                        built with 'cargo build --release' when missing)
+  --client PATH        nvkv binary that runs 'nvkv bench' (default: --bin; give
+                       one build as the client to compare servers of others)
   --markdown           also print the table as markdown
   -h, --help           this text
 
@@ -114,9 +129,12 @@ parse_args() {
             --engines)    need_arg "$@"; ENGINES=$2; shift 2 ;;
             --depths)     need_arg "$@"; DEPTHS=$2; shift 2 ;;
             --inflight)   need_arg "$@"; INFLIGHT=$2; shift 2 ;;
+            --cpu-rate)   need_arg "$@"; CPU_RATE=$2; shift 2 ;;
+            --cpu-clients) need_arg "$@"; CPU_CLIENTS=$2; shift 2 ;;
             --serve-args) need_arg "$@"; SERVE_ARGS=$2; shift 2 ;;
             --fio-args)   need_arg "$@"; FIO_ARGS=$2; shift 2 ;;
             --bin)        need_arg "$@"; BIN=$2; shift 2 ;;
+            --client)     need_arg "$@"; CLIENT=$2; shift 2 ;;
             --reload)     RELOAD=1; shift ;;
             --clean)      CLEAN=1; shift ;;
             --markdown)   MARKDOWN=1; shift ;;
@@ -126,7 +144,7 @@ parse_args() {
     done
 
     local v
-    for v in KEYS MIN_SIZE MAX_SIZE SEED DURATION PORT INFLIGHT; do
+    for v in KEYS MIN_SIZE MAX_SIZE SEED DURATION PORT INFLIGHT CPU_RATE CPU_CLIENTS; do
         is_uint "${!v}" || die "--$(tr '_A-Z' '-a-z' <<<"$v") must be a non-negative integer, not '${!v}'"
     done
     [[ $KEYS -ge 1 && $DURATION -ge 1 && $INFLIGHT -ge 1 ]] \
@@ -182,6 +200,9 @@ ensure_bin() {
     fi
     [[ $BIN == /* ]] || BIN="$PWD/$BIN"
     [[ -x $BIN ]] || die "nvkv binary not found: $BIN"
+    CLIENT=${CLIENT:-$BIN}
+    [[ $CLIENT == /* ]] || CLIENT="$PWD/$CLIENT"
+    [[ -x $CLIENT ]] || die "nvkv binary not found: $CLIENT"
     if [[ -d $REPO/src && -n $(find "$REPO/src" -name '*.rs' -newer "$BIN" -print -quit 2>/dev/null) ]]; then
         warn "$BIN is older than the sources in $REPO/src (run cargo build --release?)"
     fi
@@ -341,6 +362,32 @@ def cmd_redis(path, *kv):
               "p99_us": ms("p99_latency_ms"), "max_us": ms("max_latency_ms")})
     print(json.dumps(d))
 
+def cmd_fio_cpu(raw, *kv):
+    """fio's CPU per read, from its own usr_cpu/sys_cpu (percent of the
+    job's runtime)."""
+    job = last_json(raw)["jobs"][0]
+    runtime_us = job["job_runtime"] * 1000.0
+    cpu_us = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * runtime_us
+    ios = job["read"]["total_ios"]
+    d = extras(kv)
+    d.update({"ops": ios, "ops_per_sec": job["read"]["iops"], "cpu_us": cpu_us,
+              "cpu_us_per_op": cpu_us / ios if ios else None,
+              "p50_us": (job["read"].get("lat_ns", {}).get("percentile", {})
+                         .get("50.000000") or 0) / 1000.0 or None})
+    print(json.dumps(d))
+
+def cmd_cpu_row(raw, cpu_before, cpu_after, *kv):
+    """A server's CPU per GET: INFO used_cpu_sys + used_cpu_user (seconds)
+    before and after an `nvkv bench --rate` run."""
+    r = last_json(raw)
+    cpu_us = (float(cpu_after) - float(cpu_before)) * 1e6
+    d = extras(kv)
+    d.update({"ops": r["ops"], "ops_per_sec": r["ops_per_sec"], "cpu_us": cpu_us,
+              "cpu_us_per_op": cpu_us / r["ops"] if r["ops"] else None,
+              "p50_us": r["p50_us"], "p99_us": r["p99_us"],
+              "errors": r["errors"], "misses": r["misses"]})
+    print(json.dumps(d))
+
 def cmd_get(path, field):
     print(last_json(path)[field])
 
@@ -457,6 +504,20 @@ def cmd_table(results, markdown):
               f"{'PASS' if ratio >= 0.90 else 'FAIL'} (>= 0.90)")
     else:
         print("Q=32 target: not computed (needs depth 32 and engine uring)")
+    cpu = {r["server"]: r for r in rows if r["kind"] == "cpu"}
+    chead = ["server", "offered/s", "done/s", "CPU us", "CPU us per op", "p50 us", "p99 us"]
+    cbody = [[s, fmt(r["rate"]), fmt(r["ops_per_sec"]), fmt(r["cpu_us"]),
+              fmt(r["cpu_us_per_op"], 2), fmt(r.get("p50_us"), 1), fmt(r.get("p99_us"), 1)]
+             for s, r in cpu.items()]
+    if cbody:
+        print("\nCPU per GET (nvkv, redis: INFO used_cpu_sys + used_cpu_user; fio: its usr + sys)")
+        plain(chead, cbody, left=1)
+        n, rd, f = cpu.get("nvkv"), cpu.get("redis"), cpu.get("fio")
+        if n and rd and f and None not in (n["cpu_us_per_op"], rd["cpu_us_per_op"], f["cpu_us_per_op"]):
+            bound = rd["cpu_us_per_op"] + f["cpu_us_per_op"]
+            print(f"nvkv CPU per GET {n['cpu_us_per_op']:.2f} us vs Redis's {rd['cpu_us_per_op']:.2f} "
+                  f"+ fio's per read {f['cpu_us_per_op']:.2f} = {bound:.2f} us -> "
+                  f"{'PASS' if n['cpu_us_per_op'] <= bound else 'FAIL'} (<=)")
     bad = [r for r in nvkv if r.get("errors") or r.get("misses")]
     for r in bad:
         print(f"!!! nvkv Q={r['q']} {r['engine']}: errors={r['errors']} misses={r['misses']}: "
@@ -469,6 +530,9 @@ def cmd_table(results, markdown):
         md(fhead, fbody)
         print()
         md(rhead, rbody, left=1)
+        if cbody:
+            print()
+            md(chead, cbody, left=1)
 
 if __name__ == "__main__":
     globals()["cmd_" + sys.argv[1].replace("-", "_")](*sys.argv[2:])
@@ -501,7 +565,7 @@ print_machine() {
     log "fio:          $(timeout 10 fio --version)"
     log "redis-server: $(timeout 10 redis-server --version)"
     log "redis-bench:  $(timeout 10 redis-benchmark --version)"
-    log "nvkv:         $(timeout 10 "$BIN" --version) ($BIN)"
+    log "nvkv:         $(timeout 10 "$BIN" --version) ($BIN; client $CLIENT)"
     if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
         local dirty=""
         [[ -n $(timeout 30 git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" (modified)"
@@ -625,7 +689,7 @@ run_nvkv() {
     local c=$((q / k)) raw="$WORK/nvkv-$engine-q$q.json"
     log "nvkv  Q=$q engine=$engine: $c clients x $k in flight, ${DURATION}s"
     start_nvkv "$engine"
-    if ! run_fg timeout $((DURATION + 60)) "$BIN" bench --addr "127.0.0.1:$PORT" --clients "$c" \
+    if ! run_fg timeout $((DURATION + 60)) "$CLIENT" bench --addr "127.0.0.1:$PORT" --clients "$c" \
             --inflight "$k" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
             --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
         tail -20 "$WORK/bench.err" >&2 || true
@@ -725,6 +789,78 @@ run_redis() {
     [[ $rc -eq 0 ]] || warn "redis-server exited with status $rc"
 }
 
+# cpu_secs PORT WRAPPER_PID: the server's used_cpu_sys + used_cpu_user from
+# INFO, in s; for a server without them (an nvkv build from before they
+# existed), utime + stime from /proc of the server (the child of the
+# `timeout` wrapper that started it), in clock ticks.
+cpu_secs() {
+    local pid
+    timeout 10 redis-cli -h 127.0.0.1 -p "$1" info cpu | tr -d '\r' \
+        | awk -F: '/^used_cpu_(sys|user):/ { s += $2; n++ } END { if (n == 2) printf "%.6f\n", s; else exit 1 }' \
+        && return 0
+    pid=$(pgrep -P "$2" | head -1) && [[ -r /proc/$pid/stat ]] || return 1
+    # Fields after the command name (which may hold spaces): utime is the
+    # 12th, stime the 13th.
+    sed 's/^.*) //' "/proc/$pid/stat" \
+        | awk -v hz="$(getconf CLK_TCK)" '{ printf "%.6f\n", ($12 + $13) / hz }'
+}
+
+# cpu_bench NAME PORT PID: `nvkv bench --rate` against the server on PORT, with
+# its CPU time read before and after; appends a kind=cpu row.
+cpu_bench() {
+    local name=$1 port=$2 pid=$3 before after
+    local raw="$WORK/cpu-$name.json"
+    before=$(cpu_secs "$port" "$pid") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
+    if ! run_fg timeout $((DURATION + 60)) "$CLIENT" bench --addr "127.0.0.1:$port" --clients "$CPU_CLIENTS" \
+            --inflight 1 --rate "$CPU_RATE" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
+            --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/bench.err"; then
+        tail -20 "$WORK/bench.err" >&2 || true
+        die "nvkv bench --rate failed against $name"
+    fi
+    after=$(cpu_secs "$port" "$pid") || die "no used_cpu_sys/used_cpu_user in $name's INFO"
+    local line
+    line=$(py cpu-row "$raw" "$before" "$after" kind=cpu "run=$RUN_ID" server="$name" \
+           rate="$CPU_RATE" clients="$CPU_CLIENTS") || die "cannot parse $raw"
+    printf '%s\n' "$line" >>"$RESULTS"
+    log "      $name: $(py get "$raw" ops_per_sec) GET/s done, CPU $(awk -v a="$before" -v b="$after" 'BEGIN{printf "%.3f", b-a}') s"
+}
+
+# run_cpu: server CPU per GET at --cpu-rate for nvkv and for Redis holding
+# the same values (loaded with `nvkv bench --fill`), and fio's CPU per read
+# at that rate.
+run_cpu() {
+    step "CPU per GET at $CPU_RATE GET/s offered ($CPU_CLIENTS connections x 1, ${DURATION}s)"
+    start_nvkv "${ENGINES%% *}"
+    cpu_bench nvkv "$PORT" "$NVKV_PID"
+    stop_nvkv "${ENGINES%% *}"
+
+    start_redis
+    log "filling redis with the data set: nvkv bench --fill --keys $KEYS"
+    run_fg timeout "$LOAD_TIMEOUT" "$CLIENT" bench --addr "127.0.0.1:$REDIS_PORT" --fill --clients 8 \
+        --inflight 16 --duration 3600 --keys "$KEYS" --seed "$SEED" --min-size "$MIN_SIZE" \
+        --max-size "$MAX_SIZE" --json >"$WORK/redis-fill.json" 2>"$WORK/bench.err" \
+        || die "nvkv bench --fill against redis failed: $(tail -5 "$WORK/bench.err")"
+    cpu_bench redis "$REDIS_PORT" "$REDIS_PID"
+    local rc=0
+    stop_proc "$REDIS_PID" "redis-server" || rc=$?
+    REDIS_PID=""
+    [[ $rc -eq 0 ]] || warn "redis-server exited with status $rc"
+
+    local raw="$WORK/fio-cpu.json" fe
+    case ${ENGINES%% *} in uring) fe=io_uring ;; *) fe=libaio ;; esac
+    log "fio   Q=$CPU_CLIENTS ioengine=$fe --rate_iops=$CPU_RATE, ${DURATION}s"
+    # shellcheck disable=SC2086  # FIO_ARGS is a list of flags
+    run_fg timeout $((DURATION + 60)) fio --name="cpu-$fe" --filename="$DIR/data.nvkv" \
+        --readonly --offset=1M --size="$FIO_SIZE" --bs=4k --direct=1 --rw=randread \
+        --ioengine="$fe" --iodepth="$CPU_CLIENTS" --rate_iops="$CPU_RATE" --numjobs=1 \
+        --time_based --runtime="$DURATION" $FIO_ARGS --output-format=json --output="$raw" \
+        2>"$WORK/fio.err" || die "fio failed: $(cat "$WORK/fio.err")"
+    local line
+    line=$(py fio-cpu "$raw" kind=cpu "run=$RUN_ID" server=fio rate="$CPU_RATE" engine="$fe") \
+        || die "cannot parse fio's JSON output ($raw)"
+    printf '%s\n' "$line" >>"$RESULTS"
+}
+
 # ------------------------------------------------------------------- main --
 main() {
     parse_args "$@"
@@ -788,6 +924,7 @@ main() {
     done
 
     run_redis
+    [[ $CPU_RATE -gt 0 ]] && run_cpu
 
     step "results (raw: $RESULTS)"
     py table "$RESULTS" "$MARKDOWN"

@@ -255,6 +255,15 @@ fn metrics_endpoint_reports_what_clients_did() {
     ] {
         assert_eq!(field(info_name), m[metric], "{info_name} vs {metric}");
     }
+    // CPU time in seconds: the process's, and each thread's busy time
+    // (which only grows, so INFO's and the scrape's are not compared).
+    let cpu = m["nvkv_cpu_user_seconds_total"] + m["nvkv_cpu_system_seconds_total"];
+    assert!(cpu > 0.0, "no CPU time");
+    let threads = m["nvkv_thread_cpu_seconds_total{thread=\"poller0\"}"]
+        + m["nvkv_thread_cpu_seconds_total{thread=\"conn0\"}"];
+    assert!(threads > 0.0 && threads <= cpu + 0.01, "{threads} of {cpu}");
+    assert!(m["nvkv_poller_cpu_seconds_total"] > 0.0);
+    assert!(m["nvkv_conn_thread_cpu_seconds_total"] > 0.0);
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

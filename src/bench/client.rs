@@ -5,6 +5,12 @@
 //! all new requests with one write. Buffers are reused, so a request in
 //! steady state allocates nothing.
 //!
+//! With `--rate`, the thread issues operations on a fixed schedule instead
+//! (open loop): operation k is due at `start + k / rate`, a timerfd wakes
+//! the loop at that time (epoll's timeout counts whole milliseconds), and
+//! the operation goes to the next connection with room, its latency
+//! counted from the time it was due.
+//!
 //! Sockets are registered edge-triggered. A read that returns fewer bytes
 //! than asked for, or a write that takes fewer than offered, has drained the
 //! socket (epoll(7)), which saves the extra call that would only return
@@ -13,6 +19,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -52,6 +59,9 @@ pub struct Outcome {
     pub stopped: Instant,
 }
 
+/// Token of a paced worker's timer.
+const TIMER: Token = Token(usize::MAX);
+
 /// A client thread's event loop.
 pub struct Worker<'p> {
     poll: Poll,
@@ -59,11 +69,110 @@ pub struct Worker<'p> {
     /// Connections not yet dropped.
     open: usize,
     driver: Driver<'p>,
+    /// `--rate`: this thread's schedule.
+    pacer: Option<Pacer>,
+}
+
+/// An open-loop schedule: operation k is due at `start + k / rate`.
+struct Pacer {
+    /// Operations per second this thread offers.
+    rate: f64,
+    start: Instant,
+    /// Operations issued so far (the next one is due at `due(issued)`).
+    issued: u64,
+    /// The connection that gets the next operation, round robin.
+    next_conn: usize,
+    timer: Timer,
+}
+
+impl Pacer {
+    /// When operation `k` is due.
+    fn due(&self, k: u64) -> Instant {
+        self.start + Duration::from_secs_f64(k as f64 / self.rate)
+    }
+}
+
+/// A timerfd: epoll reports it readable once its time has come, with the
+/// clock's precision rather than epoll's milliseconds.
+struct Timer {
+    fd: OwnedFd,
+    /// `start` on the CLOCK_MONOTONIC scale, for absolute settings.
+    base: libc::timespec,
+    start: Instant,
+}
+
+impl Timer {
+    fn new(start: Instant) -> io::Result<Timer> {
+        // SAFETY: plain system call; a valid descriptor or -1 comes back.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut base = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the call only writes `base`. Read right after `start`,
+        // as Instant reads the same clock.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut base) };
+        Ok(Timer { fd, base, start })
+    }
+
+    /// Fires once at `at` (at once if it has passed).
+    fn set(&self, at: Instant) -> io::Result<()> {
+        let ns = self.base.tv_nsec as u128
+            + at.saturating_duration_since(self.start).as_nanos()
+            // Never 0, which would disarm the timer.
+            + 1;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: self.base.tv_sec + (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Takes the expiry count, so that the next expiry is a new edge.
+    fn clear(&self) {
+        let mut n = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `n`; a timer that has not
+        // fired fails with EAGAIN, which is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), n.as_mut_ptr().cast(), n.len()) };
+    }
 }
 
 impl<'p> Worker<'p> {
-    /// Registers `connections` with a new poller.
-    pub fn new(plan: &'p Plan, connections: Vec<Connection>) -> Result<Worker<'p>> {
+    /// Registers `connections` with a new poller; `rate` is the operations
+    /// per second this thread offers (`None`: as fast as replies come).
+    pub fn new(
+        plan: &'p Plan,
+        connections: Vec<Connection>,
+        rate: Option<f64>,
+    ) -> Result<Worker<'p>> {
         let poll = Poll::new().context("creating a poller")?;
         let mut conns = Vec::with_capacity(connections.len());
         for (slot, connection) in connections.into_iter().enumerate() {
@@ -77,12 +186,68 @@ impl<'p> Worker<'p> {
                 .context("registering a connection with the poller")?;
             conns.push(conn);
         }
+        let pacer = match rate {
+            None => None,
+            Some(rate) => {
+                let start = Instant::now();
+                let timer = Timer::new(start).context("creating a timer")?;
+                poll.registry()
+                    .register(
+                        &mut mio::unix::SourceFd(&timer.fd.as_raw_fd()),
+                        TIMER,
+                        Interest::READABLE,
+                    )
+                    .context("registering the timer")?;
+                Some(Pacer {
+                    rate,
+                    start,
+                    issued: 0,
+                    next_conn: 0,
+                    timer,
+                })
+            }
+        };
         Ok(Worker {
             poll,
             open: conns.len(),
             conns,
             driver: Driver::new(plan)?,
+            pacer,
         })
+    }
+
+    /// With `--rate`: issues every operation due by `now` to connections
+    /// with room, in turn; those that find none wait for replies to make
+    /// room, keeping their due time. Arms the timer for the next one.
+    fn pace(&mut self, now: Instant) -> Result<()> {
+        let inflight = self.driver.plan.inflight;
+        let n = self.conns.len();
+        loop {
+            let Some(p) = self.pacer.as_mut() else {
+                return Ok(());
+            };
+            let due = p.due(p.issued);
+            if due > now {
+                return p.timer.set(due).context("setting the timer");
+            }
+            let conns = &self.conns;
+            let room = |&i: &usize| conns[i].open && conns[i].pending.len() < inflight;
+            let Some(slot) = (0..n).map(|i| (p.next_conn + i) % n).find(room) else {
+                // Replies will make room: their events bring the loop back.
+                return Ok(());
+            };
+            p.next_conn = (slot + 1) % n;
+            p.issued += 1;
+            let conn = &mut self.conns[slot];
+            if let Some(op) = self.driver.next_op(&mut conn.rng, due) {
+                self.driver
+                    .encode(&op, &mut conn.rng, &mut conn.output.queue);
+                conn.pending.push_back(op);
+            }
+            if let Err(failure) = conn.output.send(&mut conn.stream) {
+                self.drop_conn(slot, failure);
+            }
+        }
     }
 
     /// Issues requests until `deadline`, then waits at most the plan's drain
@@ -106,6 +271,9 @@ impl<'p> Worker<'p> {
             if self.open == 0 || (self.driver.exhausted() && self.quiet()) {
                 break;
             }
+            if issuing {
+                self.pace(now)?;
+            }
             let until = if issuing { deadline } else { drain_deadline };
             self.poll_once(&mut events, until - now, issuing)?;
         }
@@ -123,6 +291,12 @@ impl<'p> Worker<'p> {
             Err(e) => return Err(e).context("waiting for the connections"),
         }
         for event in events.iter() {
+            if event.token() == TIMER {
+                if let Some(p) = &self.pacer {
+                    p.timer.clear();
+                }
+                continue;
+            }
             let readable = event.is_readable() || event.is_read_closed() || event.is_error();
             self.service(event.token().0, readable, issuing);
         }
@@ -135,9 +309,16 @@ impl<'p> Worker<'p> {
         if !conn.open {
             return;
         }
-        let Err(failure) = conn.service(&mut self.driver, readable, issuing) else {
+        let paced = self.pacer.is_some();
+        let Err(failure) = conn.service(&mut self.driver, readable, issuing && !paced) else {
             return;
         };
+        self.drop_conn(slot, failure);
+    }
+
+    /// Counts the failure of connection `slot` and stops serving it.
+    fn drop_conn(&mut self, slot: usize, failure: ConnError) {
+        let conn = &mut self.conns[slot];
         let addr = &self.driver.plan.addr;
         self.driver
             .stats

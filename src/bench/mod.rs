@@ -93,6 +93,14 @@ pub struct BenchArgs {
     /// measure memcached the same way).
     #[arg(long, value_enum, default_value_t = Protocol::Resp)]
     pub protocol: Protocol,
+    /// Offer this many operations per second over all connections, open
+    /// loop: each operation has an intended send time on a fixed schedule
+    /// and its latency counts from then (so a slow reply does not hide the
+    /// requests that should have gone out meanwhile). `--inflight` caps the
+    /// requests outstanding per connection; operations due while every
+    /// connection is at the cap wait and keep their intended time.
+    #[arg(long, value_name = "OPS")]
+    pub rate: Option<f64>,
     /// Write every key 0..N once, with the value `nvkv load` gives it, then
     /// stop (or stop at --duration): loads a peer (Redis, memcached) with
     /// the data set of an nvkv store, so that GETs can be checked alike.
@@ -135,9 +143,15 @@ fn run(args: &BenchArgs, plan: Plan) -> Result<Report> {
     for connection in connect_all(&args.addr, args.clients, args.seed)? {
         shares[connection.id % threads].push(connection);
     }
+    // Each thread offers its connections' share of the rate.
     let workers = shares
         .into_iter()
-        .map(|share| Worker::new(&plan, share))
+        .map(|share| {
+            let rate = plan
+                .rate
+                .map(|r| r * share.len() as f64 / args.clients as f64);
+            Worker::new(&plan, share, rate)
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let start = Instant::now();
@@ -171,6 +185,7 @@ fn run(args: &BenchArgs, plan: Plan) -> Result<Report> {
     }
     let mut report = stats.report(stopped - start, args.clients, args.inflight);
     report.verified = plan.verify != Verify::None;
+    report.rate = plan.rate;
     Ok(report)
 }
 

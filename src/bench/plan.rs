@@ -180,6 +180,8 @@ pub struct Plan {
     pub fill: Option<std::sync::atomic::AtomicU64>,
     /// Number of keys of the data set.
     pub key_count: u64,
+    /// `--rate`: operations per second over all connections (open loop).
+    pub rate: Option<f64>,
 }
 
 impl Plan {
@@ -221,6 +223,7 @@ impl Plan {
             protocol: args.protocol,
             fill: args.fill.then(|| std::sync::atomic::AtomicU64::new(0)),
             key_count: args.keys,
+            rate: args.rate,
             write_data: if mix.writes() {
                 random_bytes(args.seed, args.max_size + WRITE_DATA_SLACK)
             } else {
@@ -243,6 +246,13 @@ fn validate(args: &BenchArgs) -> Result<()> {
     ensure!(args.clients > 0, "--clients must be at least 1");
     ensure!(args.inflight > 0, "--inflight must be at least 1");
     ensure!(args.keys > 0, "--keys must be at least 1");
+    if let Some(rate) = args.rate {
+        ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of operations per second"
+        );
+        ensure!(!args.fill, "--rate and --fill do not go together");
+    }
     ensure!(
         args.duration.is_finite() && args.duration > 0.0,
         "--duration must be a positive number of seconds"

@@ -108,6 +108,7 @@ impl Stats {
             inflight,
             error_samples: self.error_samples,
             verified: false,
+            rate: None,
             percentiles: CDF_POINTS
                 .iter()
                 .map(|&p| (p, quantile(p / 100.0)))
@@ -161,6 +162,10 @@ pub struct Report {
     pub clients: usize,
     /// Requests outstanding per connection.
     pub inflight: usize,
+    /// `--rate`: the operations per second offered (open loop; latency
+    /// counts from each operation's intended send time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     /// Latency by percentile: `[percentile, microseconds]` pairs from 1 to
     /// 100, for plotting a latency CDF.
     pub percentiles: Vec<(f64, f64)>,

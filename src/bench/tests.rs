@@ -204,6 +204,30 @@ fn read_only_run_checks_every_byte() {
 }
 
 #[test]
+fn a_rate_offers_no_more_than_it_says_and_every_reply_is_checked() {
+    let server = FakeServer::start(Faults::default());
+    let mut args = args(server.addr);
+    // 400 operations a second for 0.3 s: 120 are due, over 4 connections
+    // and 2 threads; a reply is never awaited for long by this server.
+    args.rate = Some(400.0);
+    let report = run_bench(&args).unwrap();
+    assert!(report.ops > 0 && report.ops <= 122, "{report:?}");
+    assert_eq!(report.reads, report.ops);
+    assert_eq!((report.misses, report.errors), (0, 0));
+    assert_eq!(report.rate, Some(400.0));
+    assert!(report.render(true).contains("\"rate\":400.0"));
+    // Not in the JSON of a closed-loop run.
+    args.rate = None;
+    assert!(!run_bench(&args).unwrap().render(true).contains("\"rate\""));
+    for bad in ["0", "-5", "inf"] {
+        let r = Cli::parse_from(["bench", &format!("--rate={bad}")]).bench;
+        assert!(Plan::new(&r, None).is_err(), "--rate {bad}");
+    }
+    let fill = Cli::parse_from(["bench", "--rate", "10", "--fill"]).bench;
+    assert!(Plan::new(&fill, None).is_err());
+}
+
+#[test]
 fn wrong_sizes_are_errors() {
     let server = FakeServer::start(Faults::default());
     let mut args = args(server.addr);

@@ -50,7 +50,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     };
     c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
-    c.timing = Some((index, std::time::Instant::now()));
+    c.timing = Some((index, super::conn_thread::now()));
     c.slow.started = c.timing;
     if !spec.arity_fits(args.len()) {
         return refuse(c, router, spec.cmd, &strings::wrong_arity(spec.name));

@@ -121,6 +121,11 @@ pub(super) struct Conn {
     input_closed: bool,
     /// Queued for service by its connection thread.
     pub(super) queued: bool,
+    /// The socket may hold input: an event said so, or the last read
+    /// stopped at the read-ahead before draining it. Reads happen only
+    /// then, so that servicing a connection for a reply or a writable
+    /// socket makes no read that ends in EAGAIN.
+    pub(super) readable: bool,
     /// AUTH succeeded, or no password is required.
     pub(super) authed: bool,
     /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
@@ -191,6 +196,8 @@ impl Conn {
             eof: false,
             input_closed: false,
             queued: false,
+            // Input may have come before the socket was registered.
+            readable: true,
             authed,
             reply_off: false,
             reply_skip: false,
@@ -198,7 +205,7 @@ impl Conn {
             paused: false,
             in_flight: 0,
             costs: VecDeque::new(),
-            last_active: Instant::now(),
+            last_active: super::conn_thread::now(),
             timing: None,
             charged: 0,
             proto: Proto::Resp2,
@@ -316,7 +323,8 @@ impl Conn {
     /// Whether it has been idle (no bytes in or out, no reply awaited)
     /// for longer than `limit`.
     pub(super) fn idle_longer_than(&self, limit: Duration) -> bool {
-        self.out.owed() == 0 && self.last_active.elapsed() > limit
+        let idle = super::conn_thread::now().saturating_duration_since(self.last_active);
+        self.out.owed() == 0 && idle > limit
     }
 
     /// Whether the connection is done, `flushed` being whether all its
@@ -328,6 +336,13 @@ impl Conn {
         let answered = self.out.owed() == 0 && flushed;
         let all_in = self.input_closed && (self.unparsed() == 0 || self.need_more);
         self.eof || (answered && (self.closing || all_in))
+    }
+
+    /// Whether the socket holds input that no event will report: the last
+    /// read stopped at the read-ahead, and there is room to read it now.
+    pub(super) fn more_to_read(&self, stopping: bool) -> bool {
+        let reads = !(self.eof || self.input_closed || self.closing || stopping);
+        reads && self.readable && self.unparsed() < READ_AHEAD
     }
 
     /// Takes the socket out of epoll's set, before the connection drops.
@@ -344,8 +359,12 @@ impl Conn {
         exec: &mut impl Executor,
     ) {
         loop {
-            let drained =
-                self.eof || self.input_closed || self.closing || stopping || self.read(stats);
+            let drained = self.eof
+                || self.input_closed
+                || self.closing
+                || stopping
+                || !self.readable
+                || self.read(stats);
             if !stopping {
                 self.parse(lim, stats, exec);
             }
@@ -358,8 +377,21 @@ impl Conn {
     }
 
     /// Reads what the socket has, up to the read-ahead; returns whether the
-    /// socket was drained (or closed).
+    /// socket was drained (or closed), and then it is not read again until
+    /// an event says it is readable.
     fn read(&mut self, stats: &ConnStats) -> bool {
+        let drained = self.read_socket(stats);
+        self.readable = !drained;
+        drained
+    }
+
+    /// [`Conn::read`]'s reads. A stream socket is drained when a read
+    /// returns less than it asked for: the kernel copies all it holds up to
+    /// the buffer's size (TCP and Unix stream sockets alike), and input that
+    /// arrives after that copy wakes epoll again, which reports the socket
+    /// once more (edge-triggered epoll reports each wake-up, not only the
+    /// empty to non-empty change). A full read proves nothing: it reads on.
+    fn read_socket(&mut self, stats: &ConnStats) -> bool {
         while self.unparsed() < READ_AHEAD || self.need_more {
             if self.rbuf.len() < self.rlen + READ_CHUNK {
                 self.rbuf.resize(self.rlen + READ_CHUNK, 0);
@@ -373,10 +405,10 @@ impl Conn {
                 Ok(n) => {
                     self.rlen += n;
                     self.need_more = false;
-                    self.last_active = Instant::now();
+                    self.last_active = super::conn_thread::now();
                     stats.net_in.fetch_add(n as u64, Relaxed);
-                    // A short read drained the socket: epoll (edge-triggered)
-                    // reports the next arrival, so skip the EAGAIN read.
+                    // A short read drained the socket: skip the read that
+                    // would end in EAGAIN.
                     if n < want {
                         return true;
                     }
@@ -481,7 +513,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.out.sent(n);
-                    self.last_active = Instant::now();
+                    self.last_active = super::conn_thread::now();
                     stats.net_out.fetch_add(n as u64, Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -649,7 +681,8 @@ impl ClientInfo {
     /// Notes a command: `cmd` as [`ClientInfo::last_cmd`] holds it.
     pub(super) fn note_command(&self, cmd: u32) {
         self.last_cmd.store(cmd, Relaxed);
-        (self.last_ms).store(self.created.elapsed().as_millis() as u64, Relaxed);
+        let since = super::conn_thread::now().saturating_duration_since(self.created);
+        (self.last_ms).store(since.as_millis() as u64, Relaxed);
     }
 
     /// Its name, empty for none.

@@ -9,6 +9,7 @@
 //! `--maxmemory-clients` (unless CLIENT NO-EVICT ON). While
 //! replies are awaited it polls instead of sleeping (adaptive polling).
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::{Duration, Instant};
@@ -36,6 +37,23 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// `--maxmemory-clients`.
 const EVICT_MIN: u64 = 1 << 20;
 
+/// A yield while polling that took longer than this gave the CPU to other
+/// threads for a while: the CPU is contended (as `super::polite_yield`).
+const CONTENDED_TURN: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// The time at the top of this connection thread's loop turn: the
+    /// one clock read of the turn, which everything the turn does
+    /// (command latencies, activity for `--timeout`, the spin) uses.
+    static TURN_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The time of the current loop turn of this connection thread (read once
+/// per turn); on any other thread, the clock.
+pub(super) fn now() -> Instant {
+    TURN_NOW.get().unwrap_or_else(Instant::now)
+}
+
 /// A connection thread: its connections by slot, and what it shares
 /// among them.
 struct Thread<'a> {
@@ -58,6 +76,7 @@ struct Thread<'a> {
 
 /// Runs connection thread `id` until shutdown.
 pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
+    shared.conn_stats[id].cpu.set_current();
     let mut t = Thread {
         shared,
         id,
@@ -89,7 +108,18 @@ impl Thread<'_> {
         let mut spin_since: Option<Instant> = None;
         let mut contended = false;
         let mut last_sweep = Instant::now();
+        // When the last turn yielded the CPU while replies were awaited.
+        let mut yielded_at: Option<Instant> = None;
         loop {
+            let now = Instant::now();
+            TURN_NOW.set(Some(now));
+            // The yield took long: other threads used the CPU meanwhile, so
+            // sleep until the next event instead of polling on.
+            if let Some(t) = yielded_at.take() {
+                if now - t >= CONTENDED_TURN && self.spin < Duration::MAX {
+                    contended = true;
+                }
+            }
             let stopping = self.shared.stopping.load(Relaxed);
             while let Some(s) = self.handle().incoming.pop() {
                 if !stopping {
@@ -101,15 +131,17 @@ impl Thread<'_> {
                     self.add_unix(s);
                 }
             }
-            if last_sweep.elapsed() >= IDLE_SWEEP {
-                last_sweep = Instant::now();
+            if now - last_sweep >= IDLE_SWEEP {
+                last_sweep = now;
                 self.close_idle();
             }
             self.close_killed();
+            let mut worked = false;
             while let Some(r) = self.handle().responses.pop() {
                 self.router.answered();
                 spin_since = None;
                 contended = false;
+                worked = true;
                 self.deliver(r);
             }
             self.deliver_published();
@@ -117,16 +149,16 @@ impl Thread<'_> {
             for slot in self.router.take_released() {
                 self.schedule(slot);
             }
+            worked |= !self.to_service.is_empty();
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
             }
             self.router.ring();
 
             if stopping {
-                let deadline =
-                    *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+                let deadline = *drain_deadline.get_or_insert(now + DRAIN_TIMEOUT);
                 let owed = self.conns.iter().flatten().any(Conn::owes_replies);
-                if !owed || Instant::now() >= deadline {
+                if !owed || now >= deadline {
                     self.close_all();
                     return;
                 }
@@ -149,13 +181,15 @@ impl Thread<'_> {
                 spin_since = None;
                 contended = false;
             }
-            let spinning = awaiting
-                && !contended
-                && spin_since.get_or_insert_with(Instant::now).elapsed() < self.spin;
+            let spinning =
+                awaiting && !contended && now - *spin_since.get_or_insert(now) < self.spin;
             if spinning && !busy {
-                // A yield that others used at length: the CPU is contended,
-                // sleep until the next event instead of polling on.
-                contended = super::polite_yield() && self.spin < Duration::MAX;
+                // Polling politely: the pollers and the clients may need
+                // this CPU; the next turn's clock tells whether they took
+                // it. A turn that did nothing began just now; one that did
+                // work reads the clock once more, here.
+                yielded_at = Some(if worked { Instant::now() } else { now });
+                std::thread::yield_now();
             }
             let mut timeout = if busy || spinning {
                 Duration::ZERO
@@ -184,10 +218,26 @@ impl Thread<'_> {
             self.handle().sleeping.store(false, Ordering::SeqCst);
             for ev in events.iter() {
                 if ev.token() != WAKER {
-                    self.schedule(ev.token().0 as u32);
+                    // Only an event that says nothing but "writable" leaves
+                    // the socket unread: epoll reports every arrival of
+                    // input again (edge-triggered, but on each wake-up).
+                    let readable = ev.is_readable()
+                        || ev.is_read_closed()
+                        || ev.is_error()
+                        || !ev.is_writable();
+                    self.ready(ev.token().0 as u32, readable);
                 }
             }
         }
+    }
+
+    /// A socket event for connection `slot`: it is serviced, and its
+    /// socket read when the event says `readable`.
+    fn ready(&mut self, slot: u32, readable: bool) {
+        if let Some(Some(c)) = self.conns.get_mut(slot as usize) {
+            c.readable |= readable;
+        }
+        self.schedule(slot);
     }
 
     /// Takes a TCP connection from the accept loop.
@@ -459,8 +509,11 @@ impl Thread<'_> {
         if c.finished(flushed) {
             self.close(slot, c);
         } else {
+            // Input left in the socket by a full read-ahead is read on the
+            // next turn: no event will report it again.
+            let again = resume || c.more_to_read(stopping);
             self.conns[slot as usize] = Some(c);
-            if resume {
+            if again {
                 self.schedule(slot);
             }
         }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::stats::{ConnStats, PollerStats};
+use super::stats::{rusage_micros, ConnStats, PollerStats, ThreadClock};
 use super::Shared;
 use crate::store::keyspace::Counters;
 
@@ -18,6 +18,28 @@ pub(super) enum Kind {
     Gauge,
 }
 
+/// What a figure's number counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unit {
+    /// Things, bytes: shown as the integer.
+    Count,
+    /// Microseconds of CPU time: shown as seconds, INFO with six decimals
+    /// as Redis's `used_cpu_*`.
+    Micros,
+}
+
+/// A figure's value as INFO shows it.
+pub(super) struct Shown(pub u64, pub Unit);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Unit::Count => write!(f, "{}", self.0),
+            Unit::Micros => write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000),
+        }
+    }
+}
+
 /// One figure of the server.
 pub(super) struct Figure {
     /// INFO section (lower case) and field; `None`: only in `/metrics`.
@@ -26,6 +48,7 @@ pub(super) struct Figure {
     pub metric: Option<&'static str>,
     pub help: &'static str,
     pub kind: Kind,
+    pub unit: Unit,
     pub value: fn(&Shared) -> u64,
 }
 
@@ -47,6 +70,20 @@ fn keyspaces(sh: &Shared, f: fn(&Counters) -> &std::sync::atomic::AtomicU64) -> 
         .sum()
 }
 
+/// CPU time of every poller, or of every connection thread, in µs.
+fn threads_cpu<T>(threads: &[crossbeam_utils::CachePadded<T>], f: fn(&T) -> &ThreadClock) -> u64 {
+    threads.iter().map(|t| f(t).micros()).sum()
+}
+
+/// The busy time of each server thread, in µs: `("poller", i, µs)` and
+/// `("conn", i, µs)`. INFO shows it as `<kind><i>_cpu`, `/metrics` as
+/// `nvkv_thread_cpu_seconds_total{thread="<kind><i>"}`.
+pub(super) fn thread_cpu(sh: &Shared) -> Vec<(&'static str, usize, u64)> {
+    let pollers = (sh.poller_stats.iter().enumerate()).map(|(i, p)| ("poller", i, p.cpu.micros()));
+    let conns = (sh.conn_stats.iter().enumerate()).map(|(i, c)| ("conn", i, c.cpu.micros()));
+    pollers.chain(conns).collect()
+}
+
 /// Live keys over all pollers.
 pub(super) fn keys(sh: &Shared) -> u64 {
     keyspaces(sh, |c| &c.keys)
@@ -61,6 +98,21 @@ macro_rules! figure {
             metric: $metric,
             help: $help,
             kind: $kind,
+            unit: Unit::Count,
+            value: $value,
+        }
+    };
+}
+
+/// A CPU time: a counter of microseconds, shown as seconds.
+macro_rules! cpu {
+    ($field:literal, $metric:literal, $help:literal, $value:expr) => {
+        Figure {
+            info: Some(("cpu", $field)),
+            metric: Some($metric),
+            help: $help,
+            kind: Counter,
+            unit: Unit::Micros,
             value: $value,
         }
     };
@@ -124,6 +176,42 @@ pub(super) static FIGURES: &[Figure] = &[
         "Pub/sub channels with subscribers", |sh| sh.pubsub.channels(None).len() as u64),
     figure!("stats"."pubsub_patterns", Some("nvkv_pubsub_patterns"), Gauge,
         "Pub/sub patterns with subscribers", |sh| sh.pubsub.numpat() as u64),
+    cpu!(
+        "used_cpu_sys",
+        "nvkv_cpu_system_seconds_total",
+        "System CPU time of the process (getrusage RUSAGE_SELF)",
+        |_| rusage_micros(false).1
+    ),
+    cpu!(
+        "used_cpu_user",
+        "nvkv_cpu_user_seconds_total",
+        "User CPU time of the process (getrusage RUSAGE_SELF)",
+        |_| rusage_micros(false).0
+    ),
+    cpu!(
+        "used_cpu_sys_children",
+        "nvkv_cpu_system_children_seconds_total",
+        "System CPU time of ended child processes (getrusage RUSAGE_CHILDREN)",
+        |_| rusage_micros(true).1
+    ),
+    cpu!(
+        "used_cpu_user_children",
+        "nvkv_cpu_user_children_seconds_total",
+        "User CPU time of ended child processes (getrusage RUSAGE_CHILDREN)",
+        |_| rusage_micros(true).0
+    ),
+    cpu!(
+        "used_cpu_pollers",
+        "nvkv_poller_cpu_seconds_total",
+        "CPU time (user and system) of the poller threads, polling included",
+        |sh| threads_cpu(&sh.poller_stats, |p| &p.cpu)
+    ),
+    cpu!(
+        "used_cpu_conn_threads",
+        "nvkv_conn_thread_cpu_seconds_total",
+        "CPU time (user and system) of the connection threads, polling included",
+        |sh| threads_cpu(&sh.conn_stats, |c| &c.cpu)
+    ),
     figure!("nvkv"."segments_total", Some("nvkv_segments"), Gauge,
         "Segments of the device", |sh| sh.space.live.len() as u64),
     figure!("nvkv"."segments_free", Some("nvkv_segments_free"), Gauge,
@@ -171,6 +259,7 @@ pub(super) static FIGURES: &[Figure] = &[
         metric: Some("nvkv_keys"),
         help: "Live keys",
         kind: Gauge,
+        unit: Unit::Count,
         value: keys,
     },
     Figure {
@@ -178,6 +267,7 @@ pub(super) static FIGURES: &[Figure] = &[
         metric: Some("nvkv_keys_with_ttl"),
         help: "Live keys with a TTL",
         kind: Gauge,
+        unit: Unit::Count,
         value: |sh| keyspaces(sh, |c| &c.expires),
     },
 ];
@@ -187,7 +277,7 @@ pub(super) static FIGURES: &[Figure] = &[
 pub(super) fn section<'a>(
     sh: &'a Shared,
     section: &'a str,
-) -> impl Iterator<Item = (&'static str, u64)> + 'a {
+) -> impl Iterator<Item = (&'static str, Shown)> + 'a {
     let base = sh.baseline.figures();
     FIGURES
         .iter()
@@ -195,7 +285,7 @@ pub(super) fn section<'a>(
         .filter_map(move |(i, f)| match f.info {
             Some((s, field)) if s == section => {
                 let zero = base.get(i).copied().unwrap_or(0);
-                Some((field, (f.value)(sh).saturating_sub(zero)))
+                Some((field, Shown((f.value)(sh).saturating_sub(zero), f.unit)))
             }
             _ => None,
         })
@@ -260,8 +350,37 @@ mod tests {
                     "{m}"
                 );
                 assert_eq!(f.kind == Kind::Counter, m.ends_with("_total"), "{m}");
+                if f.unit == Unit::Micros {
+                    assert!(m.ends_with("_seconds_total"), "{m}");
+                }
             }
             assert!(f.info.is_some() || f.metric.is_some());
         }
+    }
+
+    #[test]
+    fn cpu_times_show_as_seconds_with_six_decimals() {
+        assert_eq!(Shown(0, Unit::Micros).to_string(), "0.000000");
+        assert_eq!(Shown(1_234_567, Unit::Micros).to_string(), "1.234567");
+        assert_eq!(Shown(1_234_567, Unit::Count).to_string(), "1234567");
+    }
+
+    #[test]
+    fn a_thread_clock_counts_the_time_its_thread_runs() {
+        let clock = ThreadClock::default();
+        assert_eq!(clock.micros(), 0, "no thread recorded");
+        clock.set_current();
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = clock.micros();
+        assert!(used >= 5_000, "{used} µs after 20 ms of spinning");
+        let (user, sys) = rusage_micros(false);
+        assert!(
+            user + sys >= used,
+            "the process used less than one of its threads"
+        );
     }
 }

@@ -24,6 +24,7 @@ const DEFAULT: &[&str] = &[
     "memory",
     "persistence",
     "stats",
+    "cpu",
     "keyspace",
     "nvkv",
 ];
@@ -106,6 +107,19 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     if wants(section, "stats") {
         s.push_str("# Stats\r\n");
         table(&mut s, "stats");
+        s.push_str("\r\n");
+    }
+    if wants(section, "cpu") {
+        // Redis's fields, then the busy time of the server's threads.
+        s.push_str("# CPU\r\n");
+        table(&mut s, "cpu");
+        for (kind, i, us) in counters::thread_cpu(sh) {
+            let _ = write!(
+                s,
+                "{kind}{i}_cpu:{}\r\n",
+                counters::Shown(us, counters::Unit::Micros)
+            );
+        }
         s.push_str("\r\n");
     }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.

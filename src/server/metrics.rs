@@ -15,7 +15,7 @@ use std::time::Duration;
 use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, GaugeVec, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
-use super::counters::{Kind, FIGURES};
+use super::counters::{thread_cpu, Kind, Unit, FIGURES};
 use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 
@@ -100,13 +100,23 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
     for f in FIGURES {
         let Some(name) = f.metric else { continue };
         let v = (f.value)(sh);
-        match f.kind {
-            Kind::Counter => {
+        match (f.kind, f.unit) {
+            (Kind::Counter, Unit::Micros) => {
+                let c = prometheus::Counter::new(name, f.help)?;
+                c.inc_by(v as f64 / 1e6);
+                r.register(Box::new(c))?;
+            }
+            (Kind::Gauge, Unit::Micros) => {
+                let g = prometheus::Gauge::new(name, f.help)?;
+                g.set(v as f64 / 1e6);
+                r.register(Box::new(g))?;
+            }
+            (Kind::Counter, Unit::Count) => {
                 let c = IntCounter::new(name, f.help)?;
                 c.inc_by(v);
                 r.register(Box::new(c))?;
             }
-            Kind::Gauge => {
+            (Kind::Gauge, Unit::Count) => {
                 let g = IntGauge::new(name, f.help)?;
                 g.set(v as i64);
                 r.register(Box::new(g))?;
@@ -114,6 +124,18 @@ fn gather(sh: &Shared) -> prometheus::Result<Registry> {
         }
     }
     pollers(&r, sh)?;
+    let cpu = prometheus::CounterVec::new(
+        Opts::new(
+            "nvkv_thread_cpu_seconds_total",
+            "CPU time (user and system) of each poller and connection thread",
+        ),
+        &["thread"],
+    )?;
+    for (kind, i, us) in thread_cpu(sh) {
+        cpu.with_label_values(&[&format!("{kind}{i}")])
+            .inc_by(us as f64 / 1e6);
+    }
+    r.register(Box::new(cpu))?;
     Ok(r)
 }
 

@@ -325,34 +325,50 @@ impl ConnHandle {
     }
 }
 
-/// The default poll mode and pinning, and why. A busy poller owns its
-/// core: it needs one of its own, beside those of the connection threads
-/// and one for everything else (the clients, the kernel, an NVMe-oF
-/// target's reactor). With fewer, a busy poller takes the CPU from the
-/// threads that feed it, and the server collapses (on 2 cores, to a
-/// hundredth of what the device does).
+/// The default poll mode and pinning, and why, for `pollers` pollers on
+/// `poller_cores` (CPU numbers, as [`ServeArgs::placement`] places them)
+/// and `conns` connection threads, out of `cores`, the CPUs this process
+/// may use (its affinity mask). A busy poller owns its core: it needs one
+/// of its own, and the cores no poller takes must hold the connection
+/// threads and one more for everything else (the clients, the kernel, an
+/// NVMe-oF target's reactor). With fewer, a busy poller takes the CPU
+/// from the threads that feed it, and the server collapses (on 2 cores,
+/// to a hundredth of what the device does).
 fn polling_for(
     spdk: bool,
-    ncores: usize,
+    cores: &[usize],
+    poller_cores: &[usize],
     pollers: usize,
     conns: usize,
 ) -> (PollMode, bool, String) {
-    let needed = pollers + conns + 1;
-    match (spdk, ncores >= needed) {
-        (false, _) => (PollMode::Adaptive, false, "files and block devices".into()),
-        (true, true) => (
-            PollMode::Busy,
-            true,
-            format!("spdk: {ncores} cores, a dedicated core per poller"),
-        ),
-        (true, false) => (
-            PollMode::Adaptive,
-            false,
-            format!(
-                "spdk: {ncores} cores, fewer than {needed} (one per poller and per connection \
-                 thread, and one more): too few to dedicate cores to busy pollers"
-            ),
-        ),
+    if !spdk {
+        return (PollMode::Adaptive, false, "files and block devices".into());
+    }
+    let mut own: Vec<usize> = poller_cores.to_vec();
+    own.sort_unstable();
+    own.dedup();
+    let left = cores.iter().filter(|c| !own.contains(c)).count();
+    let n = cores.len();
+    let adaptive = |why: String| {
+        let why = format!("spdk: {why}: adaptive polling, unpinned");
+        (PollMode::Adaptive, false, why)
+    };
+    if own.len() < pollers {
+        adaptive(format!(
+            "{pollers} pollers on {} cores ({own:?}) of the {n} this process may use: a busy \
+             poller needs a core of its own",
+            own.len()
+        ))
+    } else if left < conns + 1 {
+        adaptive(format!(
+            "{n} cores this process may use, {left} left beside the pollers' {own:?}, fewer \
+             than {} (one per connection thread, and one more): too few to dedicate cores to \
+             busy pollers",
+            conns + 1
+        ))
+    } else {
+        let why = format!("spdk: {n} cores this process may use, a dedicated core per poller");
+        (PollMode::Busy, true, why)
     }
 }
 
@@ -409,10 +425,17 @@ impl ServeArgs {
     /// store's device and the machine: an NVMe namespace is driven by SPDK,
     /// whose pollers busy-poll on pinned cores when there are cores to
     /// dedicate to them; files and block devices by io_uring.
-    fn settle(&mut self, dev: &crate::io::Device, ncores: usize) {
+    fn settle(&mut self, dev: &crate::io::Device, cores: &[usize]) {
         let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
         let spdk = engine == EngineKind::Spdk;
-        let (poll, pin, why) = polling_for(spdk, ncores, self.io_threads, self.tcp_threads);
+        let (poller_cores, _) = self.placement(cores);
+        let (poll, pin, why) = polling_for(
+            spdk,
+            cores,
+            &poller_cores,
+            self.io_threads,
+            self.tcp_threads,
+        );
         let chose_poll = self.poll.is_none();
         let chose_pin = self.pin.is_none();
         self.poll.get_or_insert(poll);
@@ -461,21 +484,31 @@ impl ServeArgs {
         self.pin.unwrap_or(false)
     }
 
-    /// The cores of the pollers and of the connection threads, out of
-    /// `ncores`: pollers on `--poller-cores` or from the last core down,
-    /// connection threads on the cores the pollers leave (all of them when
-    /// the pollers take every core).
-    fn placement(&self, ncores: usize) -> (Vec<usize>, Vec<usize>) {
-        let n = ncores.max(1);
+    /// The cores (CPU numbers) of the pollers and of the connection
+    /// threads, out of `cores`, the CPUs this process may use: pollers on
+    /// `--poller-cores` or from the last of them down, connection threads
+    /// on the cores the pollers leave (all of them when the pollers take
+    /// every core).
+    fn placement(&self, cores: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let all: Vec<usize> = if cores.is_empty() {
+            vec![0]
+        } else {
+            cores.to_vec()
+        };
+        let n = all.len();
         let pollers: Vec<usize> = (0..self.io_threads)
             .map(|i| match self.poller_cores.as_slice() {
-                [] => n - 1 - i % n,
+                [] => all[n - 1 - i % n],
                 list => list[i % list.len()],
             })
             .collect();
-        let mut rest: Vec<usize> = (0..n).filter(|c| !pollers.contains(c)).collect();
+        let mut rest: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|c| !pollers.contains(c))
+            .collect();
         if rest.is_empty() {
-            rest = (0..n).collect();
+            rest = all;
         }
         let conns = (0..self.tcp_threads)
             .map(|i| rest[i % rest.len()])
@@ -584,12 +617,12 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     if let Some(path) = &args.requirepass_file {
         args.requirepass = Some(access::read_password_file(path)?);
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if let Some(c) = args.poller_cores.iter().find(|&&c| c >= cores.len().max(1)) {
-        bail!(
-            "--poller-cores: core {c} does not exist ({} cores)",
-            cores.len()
-        );
+    // The CPUs this process may run on (sched_getaffinity), by number.
+    let cores: Vec<usize> = (core_affinity::get_core_ids().unwrap_or_default().iter())
+        .map(|c| c.id)
+        .collect();
+    if let Some(c) = args.poller_cores.iter().find(|c| !cores.contains(c)) {
+        bail!("--poller-cores: core {c} is not one this process may use ({cores:?})");
     }
     check_path(&args.path)?;
     let listener =
@@ -599,9 +632,9 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let metrics_listener = (args.metrics_listen.as_deref())
         .map(|a| TcpListener::bind(a).with_context(|| format!("metrics on {a}")))
         .transpose()?;
-    let (poller_cores, conn_cores) = args.placement(cores.len());
+    let (poller_cores, conn_cores) = args.placement(&cores);
     let mut store = open_or_create(&args, &args.spdk.env(poller_cores.clone()))?;
-    args.settle(&store.dev, cores.len());
+    args.settle(&store.dev, &cores);
     let spinners = args.io_threads + args.tcp_threads;
     if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
         tracing::warn!(
@@ -699,7 +732,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     });
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();
-    let core_at = |c: usize| cores.get(c).copied().filter(|_| pin);
+    let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
     let core = |i: usize| core_at(poller_cores[i]);
     let inputs = poller::PollerInputs {
         shards: store.shards,
@@ -876,20 +909,79 @@ fn accept_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{polling_for, PollMode};
+    use super::{polling_for, PollMode, ServeArgs};
+
+    /// `serve` with these threads and `--poller-cores`.
+    fn args(pollers: usize, conns: usize, poller_cores: &[usize]) -> ServeArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut a = Cli::parse_from(["serve"]).serve;
+        a.io_threads = pollers;
+        a.tcp_threads = conns;
+        a.poller_cores = poller_cores.to_vec();
+        a
+    }
+
+    /// The poll mode and pinning `serve` chooses for the spdk engine on
+    /// `cores` (the affinity mask).
+    fn choice(cores: &[usize], a: &ServeArgs) -> (PollMode, bool, String) {
+        let (pollers, _) = a.placement(cores);
+        polling_for(true, cores, &pollers, a.io_threads, a.tcp_threads)
+    }
 
     #[test]
     fn spdk_busy_polls_only_with_a_core_for_every_spinning_thread_and_one_more() {
         // The development machine: 2 cores, 1 poller, 1 connection thread.
-        let (poll, pin, why) = polling_for(true, 2, 1, 1);
+        let (poll, pin, why) = choice(&[0, 1], &args(1, 1, &[]));
         assert_eq!((poll, pin), (PollMode::Adaptive, false));
-        assert!(why.contains("too few"), "{why}");
-        assert_eq!(polling_for(true, 3, 1, 1).0, PollMode::Busy);
-        assert_eq!(polling_for(true, 32, 4, 4).0, PollMode::Busy);
-        assert_eq!(polling_for(true, 8, 4, 4).0, PollMode::Adaptive);
+        assert!(why.contains("too few") && why.contains("adaptive"), "{why}");
+        assert_eq!(choice(&[0, 1, 2], &args(1, 1, &[])).0, PollMode::Busy);
+        let many: Vec<usize> = (0..32).collect();
+        assert_eq!(choice(&many, &args(4, 4, &[])).0, PollMode::Busy);
+        assert_eq!(choice(&many[..8], &args(4, 4, &[])).0, PollMode::Adaptive);
         assert_eq!(
-            polling_for(false, 64, 1, 1),
+            polling_for(false, &many, &[31], 1, 1),
             (PollMode::Adaptive, false, "files and block devices".into())
         );
+    }
+
+    #[test]
+    fn the_affinity_mask_counts_not_the_machine() {
+        // Allowed CPUs 4-7 of a larger machine: pollers go on the last of
+        // them, connection threads on the others, by CPU number.
+        let a = args(2, 1, &[]);
+        assert_eq!(a.placement(&[4, 5, 6, 7]), (vec![7, 6], vec![4]));
+        assert_eq!(choice(&[4, 5, 6, 7], &a).0, PollMode::Busy);
+        // Two allowed CPUs on a 64-core machine are two cores.
+        assert_eq!(choice(&[10, 11], &args(1, 1, &[])).0, PollMode::Adaptive);
+        assert_eq!(choice(&[10, 11, 12], &args(1, 1, &[])).0, PollMode::Busy);
+    }
+
+    #[test]
+    fn busy_pollers_never_share_a_core() {
+        let cores: Vec<usize> = (0..8).collect();
+        // Two pollers given one core between them.
+        let (poll, _, why) = choice(&cores, &args(2, 1, &[3]));
+        assert_eq!(poll, PollMode::Adaptive);
+        assert!(why.contains("a core of its own"), "{why}");
+        // Given cores that leave too few for the connection threads.
+        let (poll, _, why) = choice(&[0, 1, 2, 3], &args(2, 2, &[0, 1]));
+        assert_eq!(poll, PollMode::Adaptive, "{why}");
+        // The same with one more core for everything else.
+        let a = args(2, 2, &[0, 1]);
+        assert_eq!(choice(&[0, 1, 2, 3, 4], &a).0, PollMode::Busy);
+        // Connection threads go where no poller is.
+        let (pollers, conns) = a.placement(&[0, 1, 2, 3, 4]);
+        assert_eq!(pollers, [0, 1]);
+        assert!(conns.iter().all(|c| !pollers.contains(c)), "{conns:?}");
+        // More pollers than cores: the placement wraps, and the choice is
+        // adaptive polling.
+        let a = args(3, 1, &[]);
+        assert_eq!(a.placement(&[0, 1]).0, [1, 0, 1]);
+        assert_eq!(choice(&[0, 1], &a).0, PollMode::Adaptive);
     }
 }

@@ -293,6 +293,7 @@ fn run_with<E: Engine>(
         scans: scan::Scans::default(),
         flush_hold: VecDeque::new(),
     };
+    p.stats().cpu.set_current();
     p.run_loop();
     p.shutdown()
 }

@@ -1,7 +1,7 @@
 //! Counters the threads keep and INFO reports. Each thread writes its own
 //! cache-padded counters with relaxed atomics; readers sum them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,6 +31,73 @@ pub struct PollerStats {
     /// Writes that waited for compaction to free a segment.
     pub writes_deferred: AtomicU64,
     pub store: Arc<Counters>,
+    /// The poller thread's CPU clock, for its busy time.
+    pub cpu: ThreadClock,
+}
+
+/// A thread's CPU clock (user and system time), which any thread may
+/// read: a server thread records its own at start, and INFO and
+/// `/metrics` read it when asked (a system call each, never on a hot path).
+#[derive(Debug)]
+pub struct ThreadClock(AtomicI32);
+
+impl Default for ThreadClock {
+    fn default() -> Self {
+        ThreadClock(AtomicI32::new(Self::NONE))
+    }
+}
+
+impl ThreadClock {
+    /// No thread recorded yet.
+    const NONE: i32 = i32::MIN;
+
+    /// Records the calling thread's clock.
+    pub fn set_current(&self) {
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: `pthread_self` is the calling thread, alive; the call
+        // only writes `id`.
+        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) } == 0 {
+            self.0.store(id, Relaxed);
+        }
+    }
+
+    /// CPU time the thread has used, in microseconds (0 before it started
+    /// or after it ended).
+    pub fn micros(&self) -> u64 {
+        let id = self.0.load(Relaxed);
+        if id == Self::NONE {
+            return 0;
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the call only writes `ts`; a clock whose thread ended
+        // fails with EINVAL.
+        if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+            return 0;
+        }
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    }
+}
+
+/// The process's CPU time from `getrusage`, in microseconds: user and
+/// system, of the process itself (`RUSAGE_SELF`) or of its children that
+/// ended and were waited for (`RUSAGE_CHILDREN`), as Redis's INFO shows.
+pub fn rusage_micros(children: bool) -> (u64, u64) {
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the call only writes `ru`.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (us(ru.ru_utime), us(ru.ru_stime))
 }
 
 /// Upper bounds of the command latency buckets, in microseconds (a last
@@ -63,9 +130,11 @@ impl CommandStats {
         }
     }
 
-    /// Counts one call of command `cmd` that took `started.elapsed()`.
+    /// Counts one call of command `cmd` that took from `started` until
+    /// now (the connection thread's loop turn).
     pub fn observe(&self, cmd: u16, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
+        let took = super::conn_thread::now().saturating_duration_since(started);
+        let us = took.as_micros() as u64;
         let i = cmd as usize;
         if i >= self.calls.len() {
             return;
@@ -107,6 +176,8 @@ pub struct ConnStats {
     pub ring_full_waits: AtomicU64,
     /// Calls and latency by command.
     pub cmds: std::sync::Arc<CommandStats>,
+    /// The connection thread's CPU clock, for its busy time.
+    pub cpu: ThreadClock,
 }
 
 impl ConnStats {
@@ -130,6 +201,7 @@ impl ConnStats {
             size_limit_rejections: zero(0),
             ring_full_waits: zero(0),
             cmds: std::sync::Arc::new(CommandStats::new(commands)),
+            cpu: ThreadClock::default(),
         }
     }
 }
