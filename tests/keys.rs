@@ -818,3 +818,45 @@ fn commands_through_the_redis_crate() {
     assert_eq!(n, 3);
     srv.stop();
 }
+
+/// CLIENT NO-TOUCH ON: the client's reads leave a key's idle time as it
+/// was; TOUCH and other clients' reads still count (Redis 7.2's rule; Redis
+/// 7.0 has no NO-TOUCH to compare with).
+#[test]
+fn no_touch_clients_leave_the_access_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--maxmemory-policy", "allkeys-lru"]);
+    let mut con = srv.client();
+    let idle = |con: &mut redis::Connection| -> i64 {
+        redis::cmd("OBJECT")
+            .arg("IDLETIME")
+            .arg("k")
+            .query(con)
+            .unwrap()
+    };
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let _: () = redis::cmd("CLIENT")
+        .arg("NO-TOUCH")
+        .arg("ON")
+        .query(&mut con)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v");
+    let _: i64 = redis::cmd("STRLEN").arg("k").query(&mut con).unwrap();
+    assert!(idle(&mut con) >= 2, "a NO-TOUCH read moved the clock");
+    let _: i64 = redis::cmd("TOUCH").arg("k").query(&mut con).unwrap();
+    assert!(idle(&mut con) <= 1, "TOUCH counts under NO-TOUCH too");
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let mut other = srv.client();
+    let _: String = redis::cmd("GET").arg("k").query(&mut other).unwrap();
+    assert!(idle(&mut con) <= 1, "another client's read counts");
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let _: () = redis::cmd("CLIENT")
+        .arg("NO-TOUCH")
+        .arg("OFF")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert!(idle(&mut con) <= 1, "reads count again after NO-TOUCH OFF");
+}

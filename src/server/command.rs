@@ -436,6 +436,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let hash = KeyHash::of(&[]);
     let req = Request {
         from: c.me,
+        touch: c.touches(),
         id,
         part: 0,
         pid: reqs.first().map_or(0, |r| r.pid),
@@ -461,6 +462,7 @@ pub(super) fn forget_watches(c: &mut Conn, router: &mut Router) {
     for poller in pollers {
         let req = Request {
             from: c.me,
+            touch: c.touches(),
             id: super::msg::NO_REPLY,
             part: 0,
             hash: KeyHash::of(&[]),
@@ -487,6 +489,7 @@ fn keyed(
         let pid = hash.partition(partitions);
         Request {
             from: c.me,
+            touch: c.touches(),
             id,
             part: part as u32,
             hash,
@@ -521,6 +524,7 @@ fn send_grouped(c: &Conn, router: &mut Router, reqs: Vec<Request>) {
             1 => reqs.pop().expect("one"),
             _ => Request {
                 from: c.me,
+                touch: c.touches(),
                 id: reqs[0].id,
                 part: reqs[0].part,
                 hash: KeyHash::of(&[]),
@@ -741,6 +745,7 @@ fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         let hash = KeyHash::of(pair[0]);
         Request {
             from: c.me,
+            touch: c.touches(),
             id,
             part: part as u32,
             pid: hash.partition(partitions),
@@ -768,6 +773,7 @@ fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
     let pid = hash.partition(router.shared.sb.partitions);
     let req = Request {
         from: c.me,
+        touch: c.touches(),
         id,
         part,
         hash,
@@ -1724,6 +1730,7 @@ fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let id = c.expect(1, None);
     let req = Request {
         from: c.me,
+        touch: c.touches(),
         id,
         part: 0,
         hash: KeyHash { lo: 0, tag: 0 },
@@ -1749,6 +1756,7 @@ fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
         // …), and partition `p` is shard `p`'s.
         let req = Request {
             from: c.me,
+            touch: c.touches(),
             id,
             part: p as u32,
             hash: KeyHash { lo: 0, tag: 0 },
@@ -1787,6 +1795,7 @@ fn randomkey(c: &mut Conn, router: &mut Router) {
     let id = c.expect(1, None);
     let req = Request {
         from: c.me,
+        touch: c.touches(),
         id,
         part: 0,
         hash: KeyHash { lo: 0, tag: 0 },
@@ -1824,6 +1833,7 @@ fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     for p in 0..pollers {
         let req = Request {
             from: c.me,
+            touch: c.touches(),
             id,
             part: p as u32,
             hash: KeyHash { lo: 0, tag: 0 },

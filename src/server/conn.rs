@@ -217,6 +217,12 @@ impl Conn {
         }
     }
 
+    /// Whether this client's reads count as accesses for eviction (not
+    /// under `CLIENT NO-TOUCH ON`).
+    pub(super) fn touches(&self) -> bool {
+        !self.info.has(NO_TOUCH)
+    }
+
     /// A command was refused: a transaction being queued is aborted.
     pub(super) fn refused_in_multi(&mut self) {
         if let Some(m) = &mut self.multi {

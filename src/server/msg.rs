@@ -23,6 +23,9 @@ pub struct Request {
     /// Index partition of the key.
     pub pid: u32,
     pub op: Op,
+    /// Reads count as accesses for eviction (false under `CLIENT NO-TOUCH
+    /// ON`).
+    pub touch: bool,
 }
 
 /// The operations pollers perform.

@@ -542,7 +542,7 @@ impl<E: Engine> Poller<E> {
                 | Op::GetEx { .. }
                 | Op::Dump { .. }
         );
-        if hit.is_some() && read {
+        if hit.is_some() && read && req.touch {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
@@ -1325,6 +1325,7 @@ impl<E: Engine> Poller<E> {
                 hash: KeyHash { tag: t, ..req.hash },
                 pid,
                 op: Op::Fence { id },
+                touch: false,
             };
             self.busy.get_mut(&t).expect("busy key").push_back(fence);
         }
@@ -1730,7 +1731,7 @@ impl<E: Engine> Poller<E> {
             (Some(entry), kind) => {
                 // COPY reads its source as Redis does (its access time
                 // follows); RENAME moves it.
-                if matches!(kind, MoveKind::Copy { .. }) {
+                if matches!(kind, MoveKind::Copy { .. }) && req.touch {
                     self.ks.touch(req.pid, &req.hash);
                 }
                 return self.fetch(req, entry);
