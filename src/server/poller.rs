@@ -1363,7 +1363,11 @@ impl<E: Engine> Poller<E> {
             self.handle_now(r);
         }
         for tag in tags {
-            self.release(tag);
+            // A write deferred for room keeps its key until it is done
+            // (`retry_deferred` releases it).
+            if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
+                self.release(tag);
+            }
         }
     }
 
