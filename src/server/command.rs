@@ -1749,8 +1749,15 @@ fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
 /// `KEYS pattern`: every poller sends its matching keys, combined into one
 /// array.
 fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
+    to_every_poller(c, router, Combine::Concat, || Op::Keys {
+        pattern: pattern.into(),
+    });
+}
+
+/// One request to every poller, the replies combined by `combine`.
+fn to_every_poller(c: &mut Conn, router: &mut Router, combine: Combine, op: impl Fn() -> Op) {
     let pollers = router.shared.pollers.len();
-    let id = c.expect(pollers, Some(Combine::Concat));
+    let id = c.expect(pollers, Some(combine));
     for p in 0..pollers {
         // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
         // …), and partition `p` is shard `p`'s.
@@ -1761,9 +1768,7 @@ fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
             part: p as u32,
             hash: KeyHash { lo: 0, tag: 0 },
             pid: p as u32,
-            op: Op::Keys {
-                pattern: pattern.into(),
-            },
+            op: op(),
         };
         router.send(p, req);
     }
@@ -1828,18 +1833,5 @@ fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         [_, mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
         _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
     }
-    let pollers = router.shared.pollers.len();
-    let id = c.expect(pollers, Some(Combine::AllOk));
-    for p in 0..pollers {
-        let req = Request {
-            from: c.me,
-            touch: c.touches(),
-            id,
-            part: p as u32,
-            hash: KeyHash { lo: 0, tag: 0 },
-            pid: p as u32,
-            op: Op::Flush,
-        };
-        router.send(p, req);
-    }
+    to_every_poller(c, router, Combine::AllOk, || Op::Flush);
 }

@@ -920,16 +920,8 @@ impl<E: Engine> Poller<E> {
     /// after its commit otherwise. A write that found no free segment
     /// while compaction or eviction can still make room waits for it.
     fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
-        if is_sub(&req) {
-            // Inside a transaction: the write is staged; the transaction
-            // answers once all its writes are durable.
-            let reply = match result {
-                Ok(()) => ok,
-                Err(e) => self.refusal(e),
-            };
-            return self.txn_reply(&req, reply);
-        }
-        if matches!(result, Err(WriteError::Full))
+        if !is_sub(&req)
+            && matches!(result, Err(WriteError::Full))
             && self.ks.may_make_room()
             && self.deferred.len() < MAX_DEFERRED
         {
@@ -937,6 +929,21 @@ impl<E: Engine> Poller<E> {
             self.busy.entry(req.hash.tag).or_default();
             self.deferred.push_back((self.ks.now(), req));
             return;
+        }
+        self.acknowledge_now(req, result, ok)
+    }
+
+    /// Replies to a write without deferring it: at once when it failed or
+    /// needs no commit, after its commit otherwise; inside a transaction
+    /// the write is staged, and the transaction answers once all its
+    /// writes are durable.
+    fn acknowledge_now(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
+        if is_sub(&req) {
+            let reply = match result {
+                Ok(()) => ok,
+                Err(e) => self.refusal(e),
+            };
+            return self.txn_reply(&req, reply);
         }
         let reply = match result {
             Ok(()) => {
@@ -1816,25 +1823,7 @@ impl<E: Engine> Poller<E> {
         if result.is_ok() && !copy {
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
         }
-        if is_sub(&req) {
-            return self.acknowledge(req, result, ok);
-        }
-        let reply = match result {
-            Ok(()) => {
-                let w = Waiter {
-                    to: req.from,
-                    id: req.id,
-                    part: req.part,
-                    reply: ok,
-                };
-                match self.ks.acknowledge(w) {
-                    Some(w) => w.reply,
-                    None => return,
-                }
-            }
-            Err(e) => self.refusal(e),
-        };
-        self.reply(&req, reply);
+        self.acknowledge_now(req, result, ok)
     }
 
     /// Serves the requests that waited for a move's keys.
