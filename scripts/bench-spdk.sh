@@ -17,7 +17,10 @@ Runs, against one NVMe target:
      the machine has cores to dedicate: INFO poll_choice says), with busy
      pinned pollers forced, and with adaptive polling; plus nvkv's ceiling
      without device I/O (GETs of missing keys)
-  4. strace of the busy poller thread while it serves: its system calls
+  4. `nvkv bench --local` (the store and engine in one process, no
+     sockets) at depth Q, with the default flags and with one busy pinned
+     poller
+  5. strace of the busy poller thread while it serves: its system calls
 and prints a table with nvkv/perf ratios.
 
 Options:
@@ -149,6 +152,20 @@ read -r ad1_ops ad1_p50 ad1_p99 _ <<<"$(bench 1 1)"
 # from the index without a device read.
 read -r ceil_ops ceil_p50 ceil_p99 _ <<<"$(bench "$clients" "$inflight" 4242)"
 
+# The store and the engine alone: the same shape inside one process, no
+# sockets (`nvkv bench --local`), with the default flags and with one busy
+# pinned poller (spdk_nvme_perf's one core).
+pkill -f "nvkv serve --path $dir" 2>/dev/null || true
+sleep 1
+local_bench() { # flags... -> "ops p50 p99 errors"
+    "$nvkv" bench --local "$dir" --keys "$keys" --clients "$clients" --inflight "$inflight" \
+        --duration "$dur" --json "$@" 2>"$dir.local.log" |
+        python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["ops_per_sec"]), j["p50_us"], j["p99_us"], j["errors"])' ||
+        { echo "0 - - failed (see $dir.local.log)"; }
+}
+read -r loc_ops loc_p50 loc_p99 _ <<<"$(local_bench)"
+read -r locb_ops locb_p50 locb_p99 _ <<<"$(local_bench --poll busy --pin --io-threads 1)"
+
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo
 printf '%-52s %10s %9s %9s %8s\n' "4 KiB random reads, depth $depth (and 1)" "IOPS" "p50 us" "p99 us" "vs perf"
@@ -157,6 +174,8 @@ printf '%-52s %10s %9s %9s %8s\n' "SPDK fio plugin Q=$depth" "$fio_row" "" "" ""
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, default flags, Q=$depth (${clients}x$inflight)" "$def_ops" "$def_p50" "$def_p99" "$(ratio "$def_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=$depth (${clients}x$inflight)" "$busy_ops" "$busy_p50" "$busy_p99" "$(ratio "$busy_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=$depth" "$ad_ops" "$ad_p50" "$ad_p99" "$(ratio "$ad_ops" "$perf_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv bench --local, default flags, Q=$depth" "$loc_ops" "$loc_p50" "$loc_p99" "$(ratio "$loc_ops" "$perf_iops")"
+printf '%-52s %10s %9s %9s %8s\n' "nvkv bench --local, 1 busy pinned poller, Q=$depth" "$locb_ops" "$locb_p50" "$locb_p99" "$(ratio "$locb_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv adaptive, no device I/O (missing keys), Q=$depth" "$ceil_ops" "$ceil_p50" "$ceil_p99" "$(ratio "$ceil_ops" "$perf_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "spdk_nvme_perf Q=1 (mean latency)" "$perf1_iops" "$perf1_lat" "-" "1.00"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, default flags, Q=1" "$def1_ops" "$def1_p50" "$def1_p99" "$(ratio "$def1_ops" "$perf1_iops")"

@@ -38,6 +38,7 @@ RELOAD=0
 CLEAN=0
 MARKDOWN=0
 BIN=""
+LOCAL=1
 CLIENT=""
 SERVE_ARGS=""
 FIO_ARGS=""
@@ -83,6 +84,9 @@ Measurements:
   --serve-args "..."   extra flags for 'nvkv serve' (e.g. "--io-threads 1
                        --tcp-threads 1 --poll busy")
   --fio-args "..."     extra flags for every fio run
+  --no-local           skip 'nvkv bench --local' (the store and engine alone,
+                       in one process, no sockets), run by default after each
+                       nvkv measurement with the same engine and shape
 
 Output and tools:
   --bin PATH           nvkv binary (default target/release/nvkv in the repo,
@@ -130,6 +134,7 @@ parse_args() {
             --depths)     need_arg "$@"; DEPTHS=$2; shift 2 ;;
             --inflight)   need_arg "$@"; INFLIGHT=$2; shift 2 ;;
             --cpu-rate)   need_arg "$@"; CPU_RATE=$2; shift 2 ;;
+            --no-local)   LOCAL=0; shift ;;
             --cpu-clients) need_arg "$@"; CPU_CLIENTS=$2; shift 2 ;;
             --serve-args) need_arg "$@"; SERVE_ARGS=$2; shift 2 ;;
             --fio-args)   need_arg "$@"; FIO_ARGS=$2; shift 2 ;;
@@ -439,17 +444,22 @@ def cmd_table(results, markdown):
     redis = {r["clients"]: r for r in rows if r["kind"] == "redis"}
     match = {"uring": "io_uring", "aio": "libaio"}
 
+    local = {(r["q"], r["engine"]): r for r in rows if r["kind"] == "local"}
     head = ["Q", "engine", "CxK", "nvkv ops/s", "nvkv p50 us", "nvkv p99 us",
-            "fio io_uring IOPS", "fio libaio IOPS", "nvkv/fio", "fio p50 (lat) us"]
+            "fio io_uring IOPS", "fio libaio IOPS", "nvkv/fio", "fio p50 (lat) us",
+            "local ops/s", "local/fio"]
     body = []
     for r in nvkv:
         fu, fa = fio.get((r["q"], "io_uring")), fio.get((r["q"], "libaio"))
         fm = fio.get((r["q"], match.get(r["engine"])))
         ratio = r["ops_per_sec"] / fm["ops_per_sec"] if fm and fm["ops_per_sec"] else None
+        lo = local.get((r["q"], r["engine"]))
+        lratio = lo["ops_per_sec"] / fm["ops_per_sec"] if lo and fm and fm["ops_per_sec"] else None
         body.append([str(r["q"]), r["engine"], "%dx%d" % (r["clients"], r["inflight"]),
                      fmt(r["ops_per_sec"]), fmt(r["p50_us"]), fmt(r["p99_us"]),
                      fmt(fu and fu["ops_per_sec"]), fmt(fa and fa["ops_per_sec"]),
-                     fmt(ratio, 2), fmt(fm and fm["lat_p50_us"], 1)])
+                     fmt(ratio, 2), fmt(fm and fm["lat_p50_us"], 1),
+                     fmt(lo and lo["ops_per_sec"]), fmt(lratio, 2)])
 
     def plain(head, body, left=2):
         # the first `left` columns are labels (left-aligned), the rest numbers
@@ -504,6 +514,12 @@ def cmd_table(results, markdown):
               f"{'PASS' if ratio >= 0.90 else 'FAIL'} (>= 0.90)")
     else:
         print("Q=32 target: not computed (needs depth 32 and engine uring)")
+    l32 = local.get((32, "uring"))
+    if l32 and f32 and f32["ops_per_sec"]:
+        ratio = l32["ops_per_sec"] / f32["ops_per_sec"]
+        print(f"bench --local uring / fio io_uring at Q=32 = {l32['ops_per_sec']:,.0f} / "
+              f"{f32['ops_per_sec']:,.0f} = {ratio:.2f} -> "
+              f"{'PASS' if ratio >= 0.95 else 'FAIL'} (>= 0.95)")
     cpu = {r["server"]: r for r in rows if r["kind"] == "cpu"}
     chead = ["server", "offered/s", "done/s", "CPU us", "CPU us per op", "p50 us", "p99 us"]
     cbody = [[s, fmt(r["rate"]), fmt(r["ops_per_sec"]), fmt(r["cpu_us"]),
@@ -518,7 +534,7 @@ def cmd_table(results, markdown):
             print(f"nvkv CPU per GET {n['cpu_us_per_op']:.2f} us vs Redis's {rd['cpu_us_per_op']:.2f} "
                   f"+ fio's per read {f['cpu_us_per_op']:.2f} = {bound:.2f} us -> "
                   f"{'PASS' if n['cpu_us_per_op'] <= bound else 'FAIL'} (<=)")
-    bad = [r for r in nvkv if r.get("errors") or r.get("misses")]
+    bad = [r for r in nvkv + list(local.values()) if r.get("errors") or r.get("misses")]
     for r in bad:
         print(f"!!! nvkv Q={r['q']} {r['engine']}: errors={r['errors']} misses={r['misses']}: "
               "results are not valid")
@@ -705,6 +721,31 @@ run_nvkv() {
     log "      $(py brief "$line")"
     if [[ $errors != 0 || $misses != 0 ]]; then
         loud "nvkv Q=$q engine=$engine: errors=$errors misses=$misses (expected 0 and 0)"
+        FAILURES=$((FAILURES + 1))
+    fi
+}
+
+# run_local Q ENGINE: `nvkv bench --local`, the same shape against the
+# store in one process (pollers, rings and engine; no sockets).
+run_local() {
+    local q=$1 engine=$2
+    local k=$((INFLIGHT < q ? INFLIGHT : q))
+    local c=$((q / k)) raw="$WORK/local-$engine-q$q.json"
+    log "local Q=$q engine=$engine: $c clients x $k in flight, ${DURATION}s, no sockets"
+    if ! run_fg timeout $((DURATION + 60)) "$BIN" bench --local "$DIR" --engine "$engine" \
+            --clients "$c" --inflight "$k" --duration "$DURATION" --keys "$KEYS" --seed "$SEED" \
+            --min-size "$MIN_SIZE" --max-size "$MAX_SIZE" --json >"$raw" 2>"$WORK/local.err"; then
+        tail -20 "$WORK/local.err" >&2 || true
+        die "nvkv bench --local failed (Q=$q, engine $engine)"
+    fi
+    local line
+    line=$(py nvkv "$raw" kind=local "run=$RUN_ID" engine="$engine" q="$q" \
+           keys="$KEYS" min_size="$MIN_SIZE" max_size="$MAX_SIZE") \
+        || die "cannot parse the output of nvkv bench --local: $(cat "$raw")"
+    printf '%s\n' "$line" >>"$RESULTS"
+    log "      $(py brief "$line")"
+    if [[ $(py get "$raw" errors) != 0 || $(py get "$raw" misses) != 0 ]]; then
+        loud "nvkv bench --local Q=$q engine=$engine: errors or misses (expected none)"
         FAILURES=$((FAILURES + 1))
     fi
 }
@@ -914,6 +955,7 @@ main() {
         done_fio=" "
         for e in $ENGINES; do
             run_nvkv "$q" "$e"
+            [[ $LOCAL == 1 ]] && run_local "$q" "$e"
             case $e in uring) fe=io_uring ;; aio) fe=libaio ;; *) continue ;; esac
             run_fio "$q" "$fe"
             done_fio+="$fe "

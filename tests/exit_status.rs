@@ -181,3 +181,70 @@ fn insert_fails_for_a_data_set_the_server_does_not_hold() {
     );
     srv.stop();
 }
+
+/// Runs `nvkv CMD --local DIR` briefly for the data set `seed`.
+fn run_local(cmd: &str, dir: &Path, seed: u64) -> Output {
+    Command::new(BIN)
+        .arg(cmd)
+        .arg("--local")
+        .arg(dir)
+        .args(["--keys", &KEYS.to_string(), "--seed", &seed.to_string()])
+        .args(["--min-size", "10", "--max-size", "100"])
+        .args(["--duration", "0.3", "--clients", "4", "--json"])
+        .output()
+        .expect("run nvkv")
+}
+
+/// A JSON report's integer field.
+fn field(out: &Output, name: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    v[name].as_u64().unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+#[test]
+fn bench_local_runs_the_workload_in_process_and_leaves_the_store_clean() {
+    if common::on_spdk("bench_local_runs_the_workload_in_process_and_leaves_the_store_clean") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path(), KEYS, 10, 100, SEED);
+    let reads = run_local("bench", dir.path(), SEED);
+    assert!(reads.status.success(), "{reads:?}");
+    assert!(field(&reads, "reads") > 0, "{reads:?}");
+    assert_eq!(field(&reads, "misses"), 0, "every loaded key is found");
+    assert_eq!(
+        field(&reads, "errors"),
+        0,
+        "every value has its loaded bytes"
+    );
+
+    let writes = run_local("insert", dir.path(), SEED);
+    assert!(writes.status.success(), "{writes:?}");
+    assert!(field(&writes, "writes") > 0, "{writes:?}");
+    assert_eq!(field(&writes, "errors"), 0);
+
+    // A data set the store does not hold: refused before writing.
+    let wrong = run_local("insert", dir.path(), SEED + 1);
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("none of 16 keys of the data set"), "{err}");
+
+    // Each run closed the store cleanly: a server maps its index without
+    // reading the device, and finds the keys the runs left (the inserts
+    // replaced values, added none).
+    let srv = Server::start(dir.path(), &[]);
+    let mut c = srv.client();
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    assert!(info.contains("index_state_at_start:clean"), "{info}");
+    assert_eq!(dbsize(&mut c), KEYS);
+    let v: Vec<u8> = redis::cmd("GET")
+        .arg(nvkv::keys::key(SEED, 7))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        v.len(),
+        nvkv::keys::ValueGen::new(SEED, 7, 10, 100).len(),
+        "an inserted value keeps its loaded length"
+    );
+    srv.stop();
+}

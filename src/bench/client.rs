@@ -375,7 +375,7 @@ impl From<ProtocolError> for ConnError {
 
 /// A request sent and not yet answered.
 #[derive(Debug, Clone, Copy)]
-struct Pending {
+pub(super) struct Pending {
     /// Index of the key in the data set.
     index: u64,
     kind: OpKind,
@@ -384,7 +384,7 @@ struct Pending {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OpKind {
+pub(super) enum OpKind {
     Get,
     Set,
     /// The GET of a read-modify-write.
@@ -577,9 +577,9 @@ impl OutputBuf {
 
 /// Chooses operations, encodes requests and judges replies, for all the
 /// connections of a thread.
-struct Driver<'p> {
-    plan: &'p Plan,
-    stats: Stats,
+pub(super) struct Driver<'p> {
+    pub(super) plan: &'p Plan,
+    pub(super) stats: Stats,
     /// Scratch space for a key.
     key: Vec<u8>,
     /// Scratch space for the loaded value a GET should return.
@@ -589,7 +589,7 @@ struct Driver<'p> {
 }
 
 impl<'p> Driver<'p> {
-    fn new(plan: &'p Plan) -> Result<Driver<'p>> {
+    pub(super) fn new(plan: &'p Plan) -> Result<Driver<'p>> {
         let expected = match plan.verify {
             Verify::Full => vec![0; plan.max_size],
             Verify::Len | Verify::None => Vec::new(),
@@ -604,7 +604,7 @@ impl<'p> Driver<'p> {
     }
 
     /// Whether `--fill` has handed out every key.
-    fn exhausted(&self) -> bool {
+    pub(super) fn exhausted(&self) -> bool {
         self.plan
             .fill
             .as_ref()
@@ -613,7 +613,7 @@ impl<'p> Driver<'p> {
 
     /// A new operation on a random key (with `--fill`, the next key, until
     /// there are none), starting `now`.
-    fn next_op(&self, rng: &mut Xoshiro256PlusPlus, now: Instant) -> Option<Pending> {
+    pub(super) fn next_op(&self, rng: &mut Xoshiro256PlusPlus, now: Instant) -> Option<Pending> {
         if let Some(next) = &self.plan.fill {
             let index = next.fetch_add(1, Relaxed);
             return (index < self.plan.key_count).then_some(Pending {
@@ -659,9 +659,45 @@ impl<'p> Driver<'p> {
         }
     }
 
+    /// The key of `op` into `key`, and for a write the value it carries
+    /// into `value` (as [`Driver::encode`] chooses them); returns whether
+    /// `op` writes. For `bench --local`, which sends operations, not RESP.
+    pub(super) fn request(
+        &mut self,
+        op: &Pending,
+        rng: &mut Xoshiro256PlusPlus,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> bool {
+        let plan = self.plan;
+        key.clear();
+        keys::write_key(plan.seed, op.index, key);
+        value.clear();
+        match op.kind {
+            OpKind::Get | OpKind::RmwGet => false,
+            OpKind::Set | OpKind::RmwSet => {
+                let len = ValueGen::new(plan.seed, op.index, plan.min_size, plan.max_size).len();
+                let offset = rng.gen_range(0..=plan.write_data.len() - len);
+                value.extend_from_slice(&plan.write_data[offset..offset + len]);
+                true
+            }
+            OpKind::Fill => {
+                let loaded = ValueGen::new(plan.seed, op.index, plan.min_size, plan.max_size);
+                value.resize(loaded.len(), 0);
+                loaded.fill(value);
+                true
+            }
+        }
+    }
+
     /// Accounts for the reply to `op`, received `now`. Returns the SET to
     /// send next when `op` is the GET of a read-modify-write.
-    fn complete(&mut self, op: Pending, reply: Reply<'_>, now: Instant) -> Option<Pending> {
+    pub(super) fn complete(
+        &mut self,
+        op: Pending,
+        reply: Reply<'_>,
+        now: Instant,
+    ) -> Option<Pending> {
         match op.kind {
             OpKind::Get => {
                 self.check_get(op.index, reply);

@@ -14,6 +14,7 @@
 //! completed divided by the length of the issuing phase.
 
 mod client;
+mod local;
 mod memcache;
 mod plan;
 mod report;
@@ -106,6 +107,8 @@ pub struct BenchArgs {
     /// the data set of an nvkv store, so that GETs can be checked alike.
     #[arg(long)]
     pub fill: bool,
+    #[command(flatten)]
+    pub local: crate::server::local::LocalArgs,
 }
 
 /// Runs the benchmark `args` describe against a server loaded by
@@ -133,6 +136,9 @@ pub fn run_insert(args: &BenchArgs) -> Result<Report> {
 }
 
 fn run(args: &BenchArgs, plan: Plan) -> Result<Report> {
+    if args.local.local.is_some() {
+        return local::run(args, plan);
+    }
     // A write to a key of another data set adds a key instead of replacing
     // one: a wrong --seed would grow the store, and the run would look fine.
     if plan.mix.writes() && plan.fill.is_none() && plan.verify != Verify::None {
@@ -212,7 +218,6 @@ fn probe(plan: &Plan) -> Result<()> {
     let mut chunk = vec![0; 64 << 10];
     let mut found = 0;
     for &i in &indexes {
-        let key = || String::from_utf8_lossy(&crate::keys::key(plan.seed, i)).into_owned();
         loop {
             let Some((reply, used)) = plan.protocol.parse(&input)? else {
                 let got = io::Read::read(&mut stream, &mut chunk)
@@ -221,30 +226,41 @@ fn probe(plan: &Plan) -> Result<()> {
                 input.extend_from_slice(&chunk[..got]);
                 continue;
             };
-            match reply {
-                resp::Reply::Bulk(value) => {
-                    found += 1;
-                    let expected =
-                        crate::keys::ValueGen::new(plan.seed, i, plan.min_size, plan.max_size)
-                            .len();
-                    ensure!(
-                        value.len() == expected,
-                        "key {}: length {}, expected {expected}: is the server loaded with this \
-                         --seed, --min-size and --max-size?",
-                        key(),
-                        value.len()
-                    );
-                }
-                resp::Reply::Nil => {}
-                other => bail!("GET {}: unexpected reply {other:?}", key()),
-            }
+            found += judge_probe(plan, i, reply)? as u64;
             input.drain(..used);
             break;
         }
     }
+    probe_found(plan, found, n, addr)
+}
+
+/// Checks the reply to a probe's GET of key `index`: whether the key is
+/// there, and an error when it has another length than the loaded one.
+fn judge_probe(plan: &Plan, index: u64, reply: resp::Reply<'_>) -> Result<bool> {
+    let key = || String::from_utf8_lossy(&crate::keys::key(plan.seed, index)).into_owned();
+    match reply {
+        resp::Reply::Bulk(value) => {
+            let expected =
+                crate::keys::ValueGen::new(plan.seed, index, plan.min_size, plan.max_size).len();
+            ensure!(
+                value.len() == expected,
+                "key {}: length {}, expected {expected}: is the server loaded with this \
+                 --seed, --min-size and --max-size?",
+                key(),
+                value.len()
+            );
+            Ok(true)
+        }
+        resp::Reply::Nil => Ok(false),
+        other => bail!("GET {}: unexpected reply {other:?}", key()),
+    }
+}
+
+/// Fails unless the probe found one of its `n` keys on `on`.
+fn probe_found(plan: &Plan, found: u64, n: u64, on: &str) -> Result<()> {
     ensure!(
         found > 0,
-        "none of {n} keys of the data set (--keys {}, --seed {}) is on {addr}: \
+        "none of {n} keys of the data set (--keys {}, --seed {}) is on {on}: \
          is the server loaded with them (`nvkv load`)?",
         plan.key_count,
         plan.seed

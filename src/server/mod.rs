@@ -13,6 +13,7 @@ mod counters;
 mod dump;
 mod float;
 mod info;
+pub mod local;
 mod metrics;
 pub mod msg;
 mod pattern;
@@ -633,7 +634,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         .map(|a| TcpListener::bind(a).with_context(|| format!("metrics on {a}")))
         .transpose()?;
     let (poller_cores, conn_cores) = args.placement(&cores);
-    let mut store = open_or_create(&args, &args.spdk.env(poller_cores.clone()))?;
+    let store = open_or_create(&args, &args.spdk.env(poller_cores.clone()))?;
     args.settle(&store.dev, &cores);
     let spinners = args.io_threads + args.tcp_threads;
     if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
@@ -650,6 +651,85 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let unix = (args.unixsocket.as_deref())
         .map(|p| access::UnixSocket::bind(p, args.unixsocketperm))
         .transpose()?;
+    let Started {
+        shared,
+        polls,
+        pollers: poller_threads,
+    } = start(&args, store, &cores, addr)?;
+    let pin = shared.cfg.pollers.pinned && !cores.is_empty();
+    let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
+    let conn_threads = polls
+        .into_iter()
+        .enumerate()
+        .map(|(i, poll)| {
+            let sh = Arc::clone(&shared);
+            let pin = core_at(conn_cores[i]);
+            std::thread::Builder::new()
+                .name(format!("conn-{i}"))
+                .spawn(move || {
+                    if let Some(c) = pin {
+                        core_affinity::set_for_current(c);
+                    }
+                    conn_thread::run(i, poll, &sh)
+                })
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let term = Arc::clone(&term);
+        // SAFETY: the handler uses only atomics, clock_gettime and _exit,
+        // which are async-signal-safe.
+        unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
+    }
+    tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
+    ready(addr);
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let (maddr, handle) =
+                metrics::start(&shared, l).context("starting the metrics endpoint")?;
+            println!("nvkv metrics on {maddr}");
+            tracing::info!(%maddr, "metrics at /metrics");
+            Some(handle)
+        }
+        None => None,
+    };
+    accept_loop(&listener, unix.as_ref(), &shared, &term);
+    drop(unix);
+
+    tracing::info!("shutting down: finishing in-flight requests");
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.conns.iter().for_each(|c| {
+        c.sleeping.store(true, Ordering::SeqCst);
+        c.ring()
+    });
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
+    for t in conn_threads {
+        let _ = t.join();
+    }
+    stop(&shared, poller_threads)?;
+    tracing::info!("clean shutdown: index flushed and marked clean");
+    Ok(())
+}
+
+/// The store's pollers, running, and the mailboxes of the connection
+/// threads (`--tcp-threads` of them) they answer.
+struct Started {
+    shared: Arc<Shared>,
+    /// One per connection thread: its epoll instance, which its mailbox's
+    /// waker rings.
+    polls: Vec<mio::Poll>,
+    pollers: Vec<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Marks the opened `store` in use and starts its pollers, as `args`
+/// (settled) say, on the CPUs `cores`; `addr` is what INFO reports as the
+/// server's address. `serve` then starts connection threads over the
+/// mailboxes, `bench --local` drives the pollers from its own threads.
+fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) -> Result<Started> {
     for s in &mut store.shards {
         s.mark_dirty().context("marking the index dirty")?;
     }
@@ -717,7 +797,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             args.maxmemory,
             args.maxmemory_samples,
         )),
-        cfg: config::ServeConfig::new(&args),
+        cfg: config::ServeConfig::new(args),
         clients: conn::Clients::default(),
         path: args.path.clone(),
         pubsub: pubsub::PubSub::default(),
@@ -733,6 +813,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();
     let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
+    let (poller_cores, _) = args.placement(cores);
     let core = |i: usize| core_at(poller_cores[i]);
     let inputs = poller::PollerInputs {
         shards: store.shards,
@@ -740,66 +821,24 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         next_seq: store.next_seq,
         lock: store.lock,
     };
-    let poller_threads = poller::spawn_all(&shared, inputs, &core)?;
-    let conn_threads = polls
-        .into_iter()
-        .enumerate()
-        .map(|(i, poll)| {
-            let sh = Arc::clone(&shared);
-            let pin = core_at(conn_cores[i]);
-            std::thread::Builder::new()
-                .name(format!("conn-{i}"))
-                .spawn(move || {
-                    if let Some(c) = pin {
-                        core_affinity::set_for_current(c);
-                    }
-                    conn_thread::run(i, poll, &sh)
-                })
-                .map_err(anyhow::Error::from)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let pollers = poller::spawn_all(&shared, inputs, &core)?;
+    Ok(Started {
+        shared,
+        polls,
+        pollers,
+    })
+}
 
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        let term = Arc::clone(&term);
-        // SAFETY: the handler uses only atomics, clock_gettime and _exit,
-        // which are async-signal-safe.
-        unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
-    }
-    tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
-    ready(addr);
-    let metrics = match metrics_listener {
-        Some(l) => {
-            let (maddr, handle) =
-                metrics::start(&shared, l).context("starting the metrics endpoint")?;
-            println!("nvkv metrics on {maddr}");
-            tracing::info!(%maddr, "metrics at /metrics");
-            Some(handle)
-        }
-        None => None,
-    };
-    accept_loop(&listener, unix.as_ref(), &shared, &term);
-    drop(unix);
-
-    tracing::info!("shutting down: finishing in-flight requests");
-    shared.stopping.store(true, Ordering::SeqCst);
-    shared.conns.iter().for_each(|c| {
-        c.sleeping.store(true, Ordering::SeqCst);
-        c.ring()
-    });
-    if let Some(m) = metrics {
-        let _ = m.join();
-    }
-    for t in conn_threads {
-        let _ = t.join();
-    }
+/// Stops the pollers after their last commit (once nothing sends them
+/// requests), marks the index clean and saves the segment table.
+fn stop(shared: &Shared, pollers: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
     shared.pollers_stop.store(true, Ordering::SeqCst);
     for p in &shared.pollers {
         p.sleeping.store(true, Ordering::SeqCst);
         p.ring();
     }
     let mut result = Ok(());
-    for t in poller_threads {
+    for t in pollers {
         match t.join() {
             Ok(Err(e)) => result = Err(e),
             Err(_) => result = Err(anyhow::anyhow!("a poller panicked")),
@@ -807,10 +846,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         }
     }
     result?;
-    store::save_table(&shared.path, &shared.sb, &shared.space)
-        .context("saving the segment table")?;
-    tracing::info!("clean shutdown: index flushed and marked clean");
-    Ok(())
+    store::save_table(&shared.path, &shared.sb, &shared.space).context("saving the segment table")
 }
 
 /// A yield that took longer than this gave the CPU to other threads for a
