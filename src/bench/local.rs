@@ -242,6 +242,7 @@ impl<'p> Worker<'p> {
         let drain_deadline = deadline + self.driver.plan.drain;
         let mut stopped = None;
         let mut idle_since = Instant::now();
+        let mut contended = false;
         loop {
             let now = Instant::now();
             let issuing = now < deadline;
@@ -269,11 +270,17 @@ impl<'p> Worker<'p> {
             }
             let until = next_due.unwrap_or(if issuing { deadline } else { drain_deadline });
             let waiting = self.outstanding() || self.mailbox.holds_any();
-            if waiting && now.duration_since(idle_since) < SPIN {
+            if waiting && now.duration_since(idle_since) < SPIN && !contended {
+                // A yield that comes back late gave the CPU to threads that
+                // needed it (the pollers): sleep until they answer instead
+                // of polling on, as connection threads do.
+                let t = Instant::now();
                 std::thread::yield_now();
+                contended = t.elapsed() >= crate::server::CONTENDED_YIELD;
             } else {
                 self.mailbox.wait(until.saturating_duration_since(now));
                 idle_since = Instant::now();
+                contended = false;
             }
         }
         Ok((self.driver.stats, stopped.unwrap_or_else(Instant::now)))

@@ -853,7 +853,7 @@ fn stop(shared: &Shared, pollers: Vec<std::thread::JoinHandle<Result<()>>>) -> R
 /// while: the CPU is contended, and polling on would take time from threads
 /// that need it (a slow or overcommitted machine), so the poller or
 /// connection thread sleeps instead until its next event.
-const CONTENDED_YIELD: Duration = Duration::from_micros(50);
+pub const CONTENDED_YIELD: Duration = Duration::from_micros(50);
 
 /// Yields the CPU once while polling; returns whether other threads were
 /// waiting for it (the yield took at least [`CONTENDED_YIELD`]).
