@@ -163,3 +163,40 @@ print("ok")
     );
     srv.stop();
 }
+
+/// A large argument is buffered in its size, known from its bulk header:
+/// a 300 MiB value holds about 300 MiB of client memory (INFO's
+/// `client_memory`) while it comes in. (Grown by doubling, the buffer held
+/// 512 MiB, and a client sending it slowly was evicted by a
+/// `--maxmemory-clients` of 400M.)
+#[test]
+fn a_large_argument_is_buffered_in_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let len: usize = 300 << 20;
+    let mut s = raw(&srv);
+    s.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n").as_bytes())
+        .unwrap();
+    send_filler(&mut s, len - (10 << 20)).unwrap();
+    let mut info = srv.client();
+    let mut held = 0;
+    common::wait_for("the server to read 290 MiB", || {
+        let text: String = redis::cmd("INFO").arg("clients").query(&mut info).unwrap();
+        held = text
+            .lines()
+            .find_map(|l| l.strip_prefix("client_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap();
+        held >= (len - (10 << 20)) as u64
+    });
+    assert!(held <= len as u64 + (2 << 20), "{held} bytes held");
+    send_filler(&mut s, 10 << 20).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    s.write_all(&encode(&[b"PING"])).unwrap();
+    assert_eq!(
+        line(&mut s),
+        format!("-ERR value of {len} bytes is over the limit of 1048576 (--max-value-size)\r\n")
+    );
+    assert_eq!(line(&mut s), "+PONG\r\n");
+    srv.stop();
+}

@@ -482,7 +482,19 @@ impl Conn {
     /// empty to non-empty change). A full read proves nothing: it reads on.
     fn read_socket(&mut self, stats: &ConnStats) -> bool {
         while self.unparsed() < READ_AHEAD || self.need_more {
-            if self.rbuf.len() < self.rlen + READ_CHUNK {
+            // A command whose size the parse knows (it stopped in a bulk
+            // past its header) gets a buffer of exactly that size: growing
+            // by doubling would hold (and charge to the client memory
+            // limit) up to twice a large value's bytes.
+            let exact = self.rpos + self.parsed.wants;
+            if self.parsed.wants > 0 && exact > self.rlen + READ_CHUNK {
+                if self.rbuf.len() < exact {
+                    self.rbuf.reserve_exact(exact - self.rbuf.len());
+                    self.rbuf.resize(exact, 0);
+                }
+            } else if self.parsed.wants > 0 && exact > self.rlen && self.rbuf.len() >= exact {
+                // The command's last bytes: its buffer has room for them.
+            } else if self.rbuf.len() < self.rlen + READ_CHUNK {
                 self.rbuf.resize(self.rlen + READ_CHUNK, 0);
             }
             let want = self.rbuf.len() - self.rlen;
