@@ -98,6 +98,10 @@ pub struct Resume {
     /// For an inline command with quotes, the spans of its words (the
     /// arguments themselves, unquoted, are in `unquoted`).
     pub args: Vec<Range<usize>>,
+    /// After a parse that needed more input: the bytes the command needs
+    /// at least, when the header of the bulk it stopped in said so (0:
+    /// unknown). A reader sizes its buffer for a large argument with it.
+    pub wants: usize,
     /// The arguments of an inline command that had quotes, unquoted;
     /// empty otherwise.
     pub unquoted: Vec<Vec<u8>>,
@@ -145,6 +149,7 @@ pub fn parse_resumable(
         st.args.clear();
         st.unquoted.clear();
     }
+    st.wants = 0;
     let r = match buf.first() {
         None => Ok(None),
         Some(b'*') => parse_multibulk(buf, limits, st),
@@ -193,6 +198,7 @@ fn parse_multibulk(
         }
         let end = start + len as usize;
         if buf.len() < end + 2 {
+            st.wants = end + 2;
             return Ok(None);
         }
         if &buf[end..end + 2] != b"\r\n" {
@@ -386,6 +392,12 @@ mod tests {
         }
         assert_eq!(seen, 3);
         assert_eq!(at, cmd.len() - 8);
+        // Cut in the last bulk, past its header: the whole command's size.
+        assert_eq!(
+            parse_resumable(&cmd[..cmd.len() - 2], &limits, &mut st),
+            Ok(None)
+        );
+        assert_eq!(st.wants, cmd.len());
         assert_eq!(parse_resumable(&cmd, &limits, &mut st), Ok(Some(cmd.len())));
         let args: Vec<&[u8]> = st.args.iter().map(|r| &cmd[r.clone()]).collect();
         assert_eq!(args, [&b"SET"[..], b"k", b"value", b"EX"]);

@@ -31,6 +31,15 @@ use crate::resp::{self, Limits, Proto};
 const READ_AHEAD: usize = 256 << 10;
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 << 10;
+
+/// How long, and for how many bytes, a connection closed for a protocol
+/// error keeps reading (and dropping) the client's input after its error
+/// reply went out: see [`Conn::linger`].
+const LINGER: Duration = Duration::from_secs(10);
+const LINGER_BYTES: u64 = 1 << 30;
+/// Bytes dropped per service of a lingering connection, so that one
+/// client sending fast cannot hold its thread.
+const LINGER_TURN: usize = 4 << 20;
 /// Reply bytes a connection may leave unread before its new commands wait
 /// (at most half of `--max-output-buffer`).
 const OUTPUT_PAUSE: usize = 1 << 20;
@@ -116,6 +125,12 @@ pub(super) struct Conn {
     pub(super) closing: bool,
     /// The socket failed or was reset: nothing more can be written.
     pub(super) eof: bool,
+    /// Closing for a protocol error (or the query-buffer limit): once the
+    /// error is written, until when, and for how many more bytes, the
+    /// client's input is read and dropped ([`Conn::linger`]).
+    linger: Option<(Instant, u64)>,
+    /// The write side was shut down after the error went out.
+    shut: bool,
     /// The client shut down its write side (or closed): nothing more
     /// comes in, but the replies to what it sent are still written.
     input_closed: bool,
@@ -194,6 +209,8 @@ impl Conn {
             parsed: resp::Resume::default(),
             closing: false,
             eof: false,
+            linger: None,
+            shut: false,
             input_closed: false,
             queued: false,
             // Input may have come before the socket was registered.
@@ -341,7 +358,73 @@ impl Conn {
     pub(super) fn finished(&self, flushed: bool) -> bool {
         let answered = self.out.owed() == 0 && flushed;
         let all_in = self.input_closed && (self.unparsed() == 0 || self.need_more);
-        self.eof || (answered && (self.closing || all_in))
+        let lingers = match self.linger {
+            Some((until, left)) => {
+                !self.input_closed && left > 0 && super::conn_thread::now() < until
+            }
+            None => false,
+        };
+        self.eof || (answered && ((self.closing && !lingers) || all_in))
+    }
+
+    /// Whether it lingers after a protocol error and its time is up.
+    pub(super) fn linger_over(&self) -> bool {
+        self.linger
+            .is_some_and(|(until, _)| super::conn_thread::now() >= until)
+    }
+
+    /// A connection closed for a protocol error, its error reply written
+    /// (`flushed`): shuts the socket's write side, so the client reads
+    /// the error and then the end of the stream, and reads and drops what
+    /// the client still sends (at most [`LINGER_TURN`] bytes a call),
+    /// until it closes, [`LINGER`] passes or [`LINGER_BYTES`] were
+    /// dropped. Closing at once would make the kernel answer the rest of
+    /// a large request with a reset, and a client still sending it (a
+    /// `SET` of a value over the bulk limit) would see `Connection reset
+    /// by peer` instead of the error. Returns whether input may remain.
+    pub(super) fn linger(&mut self, flushed: bool, stats: &ConnStats) -> bool {
+        let Some((until, mut left)) = self.linger else {
+            return false;
+        };
+        if !flushed || self.out.owed() > 0 || self.eof || self.input_closed {
+            return false;
+        }
+        if !self.shut {
+            self.shut = true;
+            let _ = self.stream.shutdown_write();
+        }
+        self.rpos = 0;
+        self.rlen = 0;
+        if self.rbuf.len() < READ_CHUNK {
+            self.rbuf.resize(READ_CHUNK, 0);
+        }
+        let mut turn = 0;
+        let more = loop {
+            if left == 0 || turn >= LINGER_TURN {
+                break left > 0;
+            }
+            let want = self.rbuf.len().min(left as usize);
+            match self.stream.read(&mut self.rbuf[..want]) {
+                Ok(0) => {
+                    self.input_closed = true;
+                    break false;
+                }
+                Ok(n) => {
+                    turn += n;
+                    left -= n as u64;
+                    stats.net_in.fetch_add(n as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.eof = true;
+                    break false;
+                }
+            }
+        };
+        self.linger = Some((until, left));
+        self.readable = more;
+        more
     }
 
     /// Whether the socket holds input that no event will report: the last
@@ -399,7 +482,19 @@ impl Conn {
     /// empty to non-empty change). A full read proves nothing: it reads on.
     fn read_socket(&mut self, stats: &ConnStats) -> bool {
         while self.unparsed() < READ_AHEAD || self.need_more {
-            if self.rbuf.len() < self.rlen + READ_CHUNK {
+            // A command whose size the parse knows (it stopped in a bulk
+            // past its header) gets a buffer of exactly that size: growing
+            // by doubling would hold (and charge to the client memory
+            // limit) up to twice a large value's bytes.
+            let exact = self.rpos + self.parsed.wants;
+            if self.parsed.wants > 0 && exact > self.rlen + READ_CHUNK {
+                if self.rbuf.len() < exact {
+                    self.rbuf.reserve_exact(exact - self.rbuf.len());
+                    self.rbuf.resize(exact, 0);
+                }
+            } else if self.parsed.wants > 0 && exact > self.rlen && self.rbuf.len() >= exact {
+                // The command's last bytes: its buffer has room for them.
+            } else if self.rbuf.len() < self.rlen + READ_CHUNK {
                 self.rbuf.resize(self.rlen + READ_CHUNK, 0);
             }
             let want = self.rbuf.len() - self.rlen;
@@ -477,6 +572,7 @@ impl Conn {
                     stats.query_limit_disconnects.fetch_add(1, Relaxed);
                     self.reply(|o| resp::error(o, strings::QUERY_BUFFER));
                     self.closing = true;
+                    self.linger = Some((super::conn_thread::now() + LINGER, LINGER_BYTES));
                     break;
                 }
                 Ok(None) => {
@@ -487,6 +583,7 @@ impl Conn {
                     stats.protocol_errors.fetch_add(1, Relaxed);
                     self.reply(|o| resp::error(o, &strings::protocol_error(&e)));
                     self.closing = true;
+                    self.linger = Some((super::conn_thread::now() + LINGER, LINGER_BYTES));
                     break;
                 }
             }

@@ -134,6 +134,7 @@ impl Thread<'_> {
             if now - last_sweep >= IDLE_SWEEP {
                 last_sweep = now;
                 self.close_idle();
+                self.close_lingering();
             }
             self.close_killed();
             let mut worked = false;
@@ -459,6 +460,16 @@ impl Thread<'_> {
         self.close(slot, c);
     }
 
+    /// Closes the connections whose linger after a protocol error is over
+    /// (a client that neither sends nor closes).
+    fn close_lingering(&mut self) {
+        for slot in 0..self.conns.len() {
+            if let Some(c) = self.conns[slot].take_if(|c| c.linger_over()) {
+                self.close(slot as u32, c);
+            }
+        }
+    }
+
     /// Closes connections idle for longer than `--timeout` (those awaiting
     /// replies from the pollers are not idle).
     fn close_idle(&mut self) {
@@ -506,12 +517,13 @@ impl Thread<'_> {
         if self.charge(&mut c) {
             return self.evict(slot, c);
         }
+        let lingering = c.linger(flushed, stats);
         if c.finished(flushed) {
             self.close(slot, c);
         } else {
             // Input left in the socket by a full read-ahead is read on the
             // next turn: no event will report it again.
-            let again = resume || c.more_to_read(stopping);
+            let again = resume || c.more_to_read(stopping) || lingering;
             self.conns[slot as usize] = Some(c);
             if again {
                 self.schedule(slot);

@@ -189,8 +189,9 @@ pub struct ServeArgs {
     /// `nvkv load --sparse`): quicker to create, slower first sync writes.
     #[arg(long)]
     pub sparse: bool,
-    /// Largest request argument (key or value) in bytes.
-    #[arg(long, value_parser = store::parse_size, default_value = "8M")]
+    /// Largest request argument (key or value) in bytes: Redis's
+    /// `proto-max-bulk-len`.
+    #[arg(long, value_parser = store::parse_size, default_value = "512M")]
     pub max_bulk: u64,
     /// Most pipelined requests a connection may have waiting for replies.
     #[arg(long, default_value_t = 1024)]
@@ -236,8 +237,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub max_args: usize,
     /// Largest request (one command with all its arguments) a client may
-    /// send; above it the client is sent an error and disconnected.
-    #[arg(long, value_parser = store::parse_size, default_value = "512M")]
+    /// send; above it the client is sent an error and disconnected (Redis's
+    /// `client-query-buffer-limit`).
+    #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub max_query_buffer: u64,
     /// Most reply bytes a client may leave unread (replies not yet sent
     /// included) before it is disconnected; 0 = no limit.
