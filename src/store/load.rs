@@ -272,7 +272,7 @@ pub(crate) fn create(
 pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result<(), StoreError> {
     let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
     if st.dev.is_file && !st.sparse {
-        fill_holes(&st.dev, st.sb.capacity).map_err(err)?;
+        fill_holes(&st.dev, 0, st.sb.capacity, &AtomicBool::new(false)).map_err(err)?;
     }
     st.dev.sync().map_err(err)?;
     let mut b = IoBuf::new(SUPERBLOCK_SIZE);
@@ -536,9 +536,10 @@ impl Sealer<'_> {
     }
 }
 
-/// A thread writing zeros over `[from, end)` of a data file while the
-/// loader writes its segments below `from`. Dropped unjoined (the load
-/// failed), it stops after the write under way.
+/// A thread writing zeros over the holes in `[from, end)` of a data file
+/// (all of it, in a new file) while the loader writes its segments below
+/// `from`. Dropped unjoined (the load failed), it stops after the write
+/// under way.
 struct Zeroer {
     /// Where the zeros start: the loader's estimate of its segments' end.
     from: u64,
@@ -583,16 +584,7 @@ fn start_zeroing(st: &NewStore, expected_bytes: u64) -> Result<Option<Zeroer>, S
     let stopped = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("load-zeroer".into())
-        .spawn(move || -> std::io::Result<()> {
-            let zeros = IoBuf::new(ZERO_CHUNK);
-            let mut pos = from;
-            while pos < end && !stopped.load(Ordering::Relaxed) {
-                let n = (end - pos).min(ZERO_CHUNK as u64) as usize;
-                dev.write_at(&zeros[..n], pos)?;
-                pos += n as u64;
-            }
-            Ok(())
-        })
+        .spawn(move || fill_holes(&dev, from, end, &stopped))
         .map_err(err)?;
     Ok(Some(Zeroer {
         from,
@@ -605,18 +597,19 @@ fn start_zeroing(st: &NewStore, expected_bytes: u64) -> Result<Option<Zeroer>, S
 /// requests of the device's largest size in flight.
 const ZERO_CHUNK: usize = 16 << 20;
 
-/// Writes zeros over the holes of a data file, up to `end`, so that the
-/// write path only ever overwrites allocated blocks: an O_DIRECT write into
-/// a hole allocates (or converts) extents, and the fdatasync of a sync
-/// commit then has to commit the file system's journal too. (fio lays out
-/// its files in full before a random-write run for the same reason.)
-fn fill_holes(dev: &Device, end: u64) -> std::io::Result<()> {
+/// Writes zeros over the holes of a data file in `[from, end)` (until
+/// `stop` is set), so that the write path only ever overwrites allocated
+/// blocks: an O_DIRECT write into a hole allocates (or converts) extents,
+/// and the fdatasync of a sync commit then has to commit the file system's
+/// journal too. (fio lays out its files in full before a random-write run
+/// for the same reason.)
+fn fill_holes(dev: &Device, from: u64, end: u64, stop: &AtomicBool) -> std::io::Result<()> {
     const CHUNK: usize = ZERO_CHUNK;
     let fd = dev.fd()?;
     let end = end / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
     let zeros = IoBuf::new(CHUNK);
-    let mut off = 0;
-    while off < end {
+    let mut off = from;
+    while off < end && !stop.load(Ordering::Relaxed) {
         // SAFETY: lseek on an open descriptor; the result is checked.
         let hole = unsafe { libc::lseek(fd, off as i64, libc::SEEK_HOLE) };
         if hole < 0 || hole as u64 >= end {

@@ -345,12 +345,6 @@ fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, Sto
 /// every CPU at once: this reads the whole index.
 fn check_entries(sb: &Superblock, parts: &[Partition]) -> Result<(), String> {
     let check = |p: &Partition| -> Result<(), String> {
-        if !p.slots_intact() {
-            return Err(format!(
-                "index partition {}: the checksum of its slots does not match",
-                p.id()
-            ));
-        }
         for (_, e) in p.iter() {
             if !sb.record_fits(e.offset, e.len) {
                 return Err(format!(
@@ -360,6 +354,12 @@ fn check_entries(sb: &Superblock, parts: &[Partition]) -> Result<(), String> {
                     e.offset
                 ));
             }
+        }
+        if !p.slots_intact() {
+            return Err(format!(
+                "index partition {}: the checksum of its slots does not match",
+                p.id()
+            ));
         }
         Ok(())
     };
