@@ -93,7 +93,9 @@ load_once() {
     mib=$(sed -E 's/.* ([0-9.]+) MiB written.*/\1/' <<<"$out")
     awk -v a="$t0" -v b="$t1" -v m="$mib" -v w="$sets" \
         'BEGIN {s=b-a; printf "%.2f %.0f %s\n", s, m*1048576/s/1e6, w}'
-    rm -rf "$dir/store"
+    # Under heavy I/O, rm -rf of the store sometimes failed once with
+    # "Directory not empty" (cause not found); the second try succeeded.
+    rm -rf "$dir/store" 2>/dev/null || rm -rf "$dir/store"
 }
 
 declare -A secs mbs sets
