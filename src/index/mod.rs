@@ -49,6 +49,13 @@ const MAGIC: &[u8; 8] = b"NVKVIDX1";
 const VERSION: u32 = 2;
 const CRC_AT: usize = 80;
 const EXPIRING_AT: usize = 84;
+/// A clean table's CRC32C of its slots (at 92), valid when the word at 96
+/// holds [`SLOTS_CRC_SET`]. Both lie in the part of the header that its
+/// own checksum covers and that builds before them left zero, so a table
+/// closed by such a build opens as before, unchecked.
+const SLOTS_CRC_AT: usize = 92;
+const SLOTS_CRC_FLAG_AT: usize = 96;
+const SLOTS_CRC_SET: u32 = 1;
 
 /// Bits of the expiry in a slot's third word; the rest is the access word.
 const EXPIRE_BITS: u32 = 44;
@@ -394,6 +401,11 @@ impl Partition {
     }
 
     fn write_header(&mut self, clean: bool, cp: Checkpoint) {
+        self.write_header_with(clean, cp, None);
+    }
+
+    /// Writes the header; `slots_crc` is the slots' checksum of a clean table.
+    fn write_header_with(&mut self, clean: bool, cp: Checkpoint, slots_crc: Option<u32>) {
         let h = &mut self.map[..HEADER];
         h.fill(0);
         h[0..8].copy_from_slice(MAGIC);
@@ -407,6 +419,11 @@ impl Partition {
         h[64..72].copy_from_slice(&cp.max_gen.to_le_bytes());
         h[72..80].copy_from_slice(&self.tombstones.to_le_bytes());
         h[EXPIRING_AT..EXPIRING_AT + 8].copy_from_slice(&self.expiring.to_le_bytes());
+        if let Some(crc) = slots_crc {
+            h[SLOTS_CRC_AT..SLOTS_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+            h[SLOTS_CRC_FLAG_AT..SLOTS_CRC_FLAG_AT + 4]
+                .copy_from_slice(&SLOTS_CRC_SET.to_le_bytes());
+        }
         let crc = header_crc(h, VERSION);
         h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     }
@@ -417,11 +434,27 @@ impl Partition {
         self.map.flush_range(0, HEADER)
     }
 
-    /// Flushes the whole table, then marks it clean with `cp`.
+    /// Flushes the whole table, then marks it clean with `cp` and the
+    /// checksum of its slots.
     pub fn mark_clean(&mut self, cp: Checkpoint) -> io::Result<()> {
         self.map.flush()?;
-        self.write_header(true, cp);
+        let crc = self.slots_crc();
+        self.write_header_with(true, cp, Some(crc));
         self.map.flush_range(0, HEADER)
+    }
+
+    /// CRC32C of the slots.
+    fn slots_crc(&self) -> u32 {
+        crc32c::crc32c(&self.map[HEADER..])
+    }
+
+    /// Whether the slots of a table opened clean are as they were closed:
+    /// their checksum matches the one in the header (a table closed by a
+    /// build that kept none passes). A flipped bit in a tag would lose a
+    /// key without a trace, which no bounds check of the entries sees.
+    pub fn slots_intact(&self) -> bool {
+        let h = &self.map[..HEADER];
+        le32(h, SLOTS_CRC_FLAG_AT) != SLOTS_CRC_SET || le32(h, SLOTS_CRC_AT) == self.slots_crc()
     }
 
     /// Empties the table (for a rebuild).
@@ -966,6 +999,42 @@ mod tests {
         );
         assert_eq!(p.live_keys(), 40);
         assert!(!p.may_expire(), "every TTL reaped");
+    }
+
+    /// A clean table's slots are checked against the checksum it was
+    /// closed with; one closed by a build that kept none opens unchecked.
+    #[test]
+    fn slots_checksum_finds_a_flipped_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 3, [2; 16], 100).unwrap();
+        for n in 1..50u64 {
+            p.insert(&KeyHash::of(&n.to_le_bytes()), entry(n)).unwrap();
+        }
+        p.mark_clean(Checkpoint::default()).unwrap();
+        drop(p);
+        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        assert!(cp.is_some() && p.slots_intact());
+        drop(p);
+
+        let path = partition_path(dir.path(), 3);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x04;
+        std::fs::write(&path, &bytes).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        assert!(cp.is_some(), "the header itself is intact");
+        assert!(!p.slots_intact());
+        drop(p);
+
+        // As a build before the slot checksum left it: no flag, the
+        // header's own checksum over the zeros there.
+        bytes[SLOTS_CRC_AT..SLOTS_CRC_FLAG_AT + 4].fill(0);
+        let crc = header_crc(&bytes[..HEADER], VERSION);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        assert!(cp.is_some() && p.slots_intact());
     }
 
     #[test]

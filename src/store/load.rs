@@ -6,7 +6,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use super::{DirLock, StoreError, DATA_FILE, NVME_FILE};
@@ -271,7 +272,7 @@ pub(crate) fn create(
 pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result<(), StoreError> {
     let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
     if st.dev.is_file && !st.sparse {
-        fill_holes(&st.dev, st.sb.capacity).map_err(err)?;
+        fill_holes(&st.dev, 0, st.sb.capacity, &AtomicBool::new(false)).map_err(err)?;
     }
     st.dev.sync().map_err(err)?;
     let mut b = IoBuf::new(SUPERBLOCK_SIZE);
@@ -343,16 +344,23 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
         .dev
         .try_clone()
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    // The part of a data file the segments will not take is zeroed by
+    // another thread meanwhile, from an estimate of where they end; the
+    // writer waits for it before writing past that estimate.
+    let mut zeroer = start_zeroing(&st, args.keys * avg_rec * 10 / 9)?;
     let writer = std::thread::Builder::new()
         .name("load-writer".into())
-        .spawn(move || -> std::io::Result<u64> {
+        .spawn(move || -> std::io::Result<(u64, Option<Zeroer>)> {
             let mut written = 0;
             for (off, buf) in writer_rx {
+                if let Some(z) = zeroer.take_if(|z| off + buf.len() as u64 > z.from) {
+                    z.join()?;
+                }
                 writer_dev.write_at(&buf, off)?;
                 written += buf.len() as u64;
                 let _ = recycle.send(buf);
             }
-            Ok(written)
+            Ok((written, zeroer))
         })
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
 
@@ -416,10 +424,13 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
     drop(to_writer);
-    let device_bytes = writer
+    let (device_bytes, zeroer) = writer
         .join()
         .expect("writer thread")
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    if let Some(z) = zeroer {
+        z.join().map_err(|e| StoreError::Io(dev_path.clone(), e))?;
+    }
     bar.finish_and_clear();
     finish(&mut st, &max_seq, gen)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -482,7 +493,6 @@ impl Sealer<'_> {
         };
         header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         let base = self.sb.segment_offset(no);
-        let mut end = SEGMENT_HEADER;
         for &(at, i) in &placed {
             let r = &w.recs[i];
             let key = &w.data[r.at..r.at + r.key_len];
@@ -496,7 +506,6 @@ impl Sealer<'_> {
             };
             *seq += 1;
             let n = encode_record(&self.sb.uuid, &meta, key, value, &mut buf[at as usize..]);
-            end = end.max(at as usize + n);
             let e = Entry {
                 offset: base + at as u64,
                 len: n as u32,
@@ -505,7 +514,8 @@ impl Sealer<'_> {
             };
             self.parts[r.pid as usize].insert(&r.hash, e)?;
         }
-        buf.set_len(end.next_multiple_of(block as usize));
+        // The whole segment, the zeros after its records included: no hole
+        // is left in it for `fill_holes` to find.
         self.to_writer
             .send((base, buf))
             .map_err(|_| invalid("the writer thread stopped (see its error)"))?;
@@ -526,18 +536,80 @@ impl Sealer<'_> {
     }
 }
 
-/// Writes zeros over the holes of a data file, up to `end`, so that the
-/// write path only ever overwrites allocated blocks: an O_DIRECT write into
-/// a hole allocates (or converts) extents, and the fdatasync of a sync
-/// commit then has to commit the file system's journal too. (fio lays out
-/// its files in full before a random-write run for the same reason.)
-fn fill_holes(dev: &Device, end: u64) -> std::io::Result<()> {
-    const CHUNK: usize = 8 << 20;
+/// A thread writing zeros over the holes in `[from, end)` of a data file
+/// (all of it, in a new file) while the loader writes its segments below
+/// `from`. Dropped unjoined (the load failed), it stops after the write
+/// under way.
+struct Zeroer {
+    /// Where the zeros start: the loader's estimate of its segments' end.
+    from: u64,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Zeroer {
+    /// Waits for the zeros to be written.
+    fn join(mut self) -> std::io::Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().expect("zeroing thread"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Zeroer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts zeroing the part of the new store's data file that segments
+/// holding `expected_bytes` of records leave free (a few spare segments
+/// kept below it), unless the store is to stay sparse or is no file.
+fn start_zeroing(st: &NewStore, expected_bytes: u64) -> Result<Option<Zeroer>, StoreError> {
+    if !st.dev.is_file || st.sparse {
+        return Ok(None);
+    }
+    let sb = &st.sb;
+    let payload = (sb.segment_size as usize - SEGMENT_HEADER) as u64;
+    let segs = (expected_bytes.div_ceil(payload) + sb.shards as u64).min(sb.segment_count as u64);
+    let from = sb.segment_offset(segs as u32);
+    let end = sb.capacity / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
+    if from >= end {
+        return Ok(None);
+    }
+    let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
+    let dev = st.dev.try_clone().map_err(err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("load-zeroer".into())
+        .spawn(move || fill_holes(&dev, from, end, &stopped))
+        .map_err(err)?;
+    Ok(Some(Zeroer {
+        from,
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+/// Bytes of each write of zeros: large, so that the kernel keeps several
+/// requests of the device's largest size in flight.
+const ZERO_CHUNK: usize = 16 << 20;
+
+/// Writes zeros over the holes of a data file in `[from, end)` (until
+/// `stop` is set), so that the write path only ever overwrites allocated
+/// blocks: an O_DIRECT write into a hole allocates (or converts) extents,
+/// and the fdatasync of a sync commit then has to commit the file system's
+/// journal too. (fio lays out its files in full before a random-write run
+/// for the same reason.)
+fn fill_holes(dev: &Device, from: u64, end: u64, stop: &AtomicBool) -> std::io::Result<()> {
+    const CHUNK: usize = ZERO_CHUNK;
     let fd = dev.fd()?;
     let end = end / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
     let zeros = IoBuf::new(CHUNK);
-    let mut off = 0;
-    while off < end {
+    let mut off = from;
+    while off < end && !stop.load(Ordering::Relaxed) {
         // SAFETY: lseek on an open descriptor; the result is checked.
         let hole = unsafe { libc::lseek(fd, off as i64, libc::SEEK_HOLE) };
         if hole < 0 || hole as u64 >= end {
