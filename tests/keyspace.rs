@@ -551,3 +551,100 @@ fn with_one_poller_a_small_store_is_scanned_in_one_step() {
     assert!(steps >= 2, "{steps}");
     srv.stop();
 }
+
+/// Sets `keys` to values of `len` bytes that name the key and `round`.
+fn set_sized(con: &mut redis::Connection, keys: &[String], round: usize, len: usize) {
+    let mut p = redis::pipe();
+    for k in keys {
+        let mut v = format!("{k}/{round}/").into_bytes();
+        v.resize(len, b'.');
+        p.cmd("SET").arg(k).arg(v).ignore();
+    }
+    p.query::<()>(con).expect("SET pipeline");
+}
+
+#[test]
+fn scan_returns_every_key_present_throughout_while_keys_change_and_compaction_moves_them() {
+    // A small store: the overwrites below keep compaction moving records
+    // while the iterations run (with their key names cached by the
+    // poller, each name good only while its record stays where it was).
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(
+        dir.path(),
+        &[
+            "--capacity",
+            "5M",
+            "--segment-size",
+            "128K",
+            "--shards",
+            "1",
+            "--partitions",
+            "4",
+        ],
+    );
+    let srv = Server::start(dir.path(), &["--max-value-size", "16K"]);
+    let mut con = srv.client();
+    let stay = names("stay:", 2000);
+    for round in 0..4 {
+        for chunk in stay.chunks(250) {
+            set_sized(&mut con, chunk, round, 600);
+        }
+    }
+    let compactions = || -> u64 { srv.info_field("compactions").parse().unwrap() };
+    let mut round = 4;
+    let mut added = 0usize;
+    let mut deleted = 0usize;
+    for count in ["100", "1000"] {
+        let before = compactions();
+        let mut seen = HashSet::new();
+        let (mut cursor, mut steps) = (0u64, 0usize);
+        loop {
+            let (next, keys) = scan_step(&mut con, cursor, &["COUNT", count]);
+            seen.extend(keys);
+            steps += 1;
+            // Between steps: a tenth of the lasting keys written again,
+            // keys added, and earlier ones deleted.
+            let at = (steps * 200) % stay.len();
+            set_sized(&mut con, &stay[at..at + 200], round, 600);
+            round += 1;
+            let fresh: Vec<String> = (added..added + 40).map(|i| format!("new:{i}")).collect();
+            set_sized(&mut con, &fresh, round, 300);
+            added += 40;
+            let mut del = redis::cmd("DEL");
+            for i in deleted..deleted + 20 {
+                del.arg(format!("new:{i}"));
+            }
+            let _: i64 = del.query(&mut con).unwrap();
+            deleted += 20;
+            if next == 0 {
+                break;
+            }
+            assert!(steps < 10_000, "the iteration does not end");
+            cursor = next;
+        }
+        for k in &stay {
+            assert!(
+                seen.contains(k),
+                "COUNT {count}: {k}, present throughout, was not returned"
+            );
+        }
+        // Every key returned exists or existed during the iteration.
+        for k in &seen {
+            assert!(k.starts_with("stay:") || k.starts_with("new:"), "{k}");
+        }
+        let after = compactions();
+        assert!(
+            after > before,
+            "COUNT {count}: compaction moved nothing during the iteration ({steps} steps)"
+        );
+    }
+    // The keys at rest: one iteration returns each once.
+    let (all, _) = scan_all(&mut con, &["COUNT", "100"]);
+    let mut want: Vec<String> = stay.clone();
+    want.extend((deleted..added).map(|i| format!("new:{i}")));
+    want.sort();
+    let mut got = all;
+    got.sort();
+    assert_eq!(got, want);
+    srv.stop();
+}
