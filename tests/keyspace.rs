@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{dbsize, RawConn, RealRedis, Server};
+use common::{dbsize, Both, RealRedis, Server};
 
 /// Sets `keys` (value: the key), pipelined.
 fn set_all(con: &mut redis::Connection, keys: &[String]) {
@@ -178,34 +178,14 @@ fn scan_returns_every_key_present_throughout_while_the_index_grows() {
     srv.stop();
 }
 
-/// Sends the same commands to nvkv and to Redis and compares replies.
-struct Both {
-    ours: RawConn,
-    theirs: RawConn,
-}
-
-impl Both {
-    fn check(&mut self, args: &[&str]) -> Vec<u8> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let ours = self.ours.call(&args);
-        let theirs = self.theirs.call(&args);
-        assert_eq!(
-            ours.escape_ascii().to_string(),
-            theirs.escape_ascii().to_string(),
-            "{args:?}"
-        );
-        ours
-    }
-
-    /// A reply that is an array of bulk strings, as a sorted list (KEYS
-    /// has no order).
-    fn check_set(&mut self, args: &[&str]) -> Vec<String> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let ours = sorted_bulks(&self.ours.call(&args));
-        let theirs = sorted_bulks(&self.theirs.call(&args));
-        assert_eq!(ours, theirs, "{args:?}");
-        ours
-    }
+/// A reply that is an array of bulk strings, compared as a sorted list
+/// (KEYS has no order).
+fn check_set(b: &mut Both, args: &[&str]) -> Vec<String> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let ours = sorted_bulks(&b.ours.call(&args));
+    let theirs = sorted_bulks(&b.theirs.call(&args));
+    assert_eq!(ours, theirs, "{args:?}");
+    ours
 }
 
 fn sorted_bulks(reply: &[u8]) -> Vec<String> {
@@ -230,12 +210,9 @@ fn keys_randomkey_and_errors_match_redis() {
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let mut b = Both {
-        ours: RawConn::connect(srv.addr),
-        theirs: RawConn::connect(redis.addr.as_str()),
-    };
-    b.check(&["RANDOMKEY"]);
-    b.check(&["KEYS", "*"]);
+    let mut b = Both::connect(&srv, &redis);
+    b.check_str(&["RANDOMKEY"]);
+    b.check_str(&["KEYS", "*"]);
     let keys = [
         "user:1",
         "user:2",
@@ -253,10 +230,10 @@ fn keys_randomkey_and_errors_match_redis() {
         "",
     ];
     for k in keys {
-        b.check(&["SET", k, "v"]);
+        b.check_str(&["SET", k, "v"]);
     }
     for i in 0..300 {
-        b.check(&["SET", &format!("bulk:{i}"), "v"]);
+        b.check_str(&["SET", &format!("bulk:{i}"), "v"]);
     }
     for p in [
         "*",
@@ -276,7 +253,7 @@ fn keys_randomkey_and_errors_match_redis() {
         "ключ",
         "[",
     ] {
-        b.check_set(&["KEYS", p]);
+        check_set(&mut b, &["KEYS", p]);
     }
     // RANDOMKEY returns a key that exists.
     for _ in 0..20 {
@@ -315,7 +292,7 @@ fn keys_randomkey_and_errors_match_redis() {
         &["FLUSHALL", "now"],
         &["FLUSHALL", "SYNC", "x"],
     ] {
-        b.check(args);
+        b.check_str(args);
     }
     // A whole iteration with the same MATCH gives the same keys.
     let ours = {
@@ -339,14 +316,14 @@ fn keys_randomkey_and_errors_match_redis() {
         &["FLUSHALL", "async"],
         &["FLUSHALL", "SYNC"],
     ] {
-        b.check(&["SET", "k", "v"]);
-        b.check(args);
-        b.check(&["DBSIZE"]);
-        b.check(&["KEYS", "*"]);
-        b.check(&["RANDOMKEY"]);
-        b.check(&["GET", "k"]);
+        b.check_str(&["SET", "k", "v"]);
+        b.check_str(args);
+        b.check_str(&["DBSIZE"]);
+        b.check_str(&["KEYS", "*"]);
+        b.check_str(&["RANDOMKEY"]);
+        b.check_str(&["GET", "k"]);
     }
-    b.check(&["INFO", "keyspace"]);
+    b.check_str(&["INFO", "keyspace"]);
     srv.stop();
 }
 
