@@ -379,9 +379,7 @@ fn poller_of_key(router: &Router, key: &[u8]) -> usize {
 /// The keys a command names, by its description's key positions.
 fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     match described(args[0]) {
-        // Shard channels are keys to Redis Cluster (`not_key`), not to the
-        // store.
-        Some(m) if m.keys.0 != 0 && !m.key_specs.iter().all(|k| k.flags.contains(&"not_key")) => m
+        Some(m) if m.has_keys() => m
             .key_positions(args.len())
             .iter()
             .map(|&i| args[i])
@@ -1249,7 +1247,7 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
                 return c.reply(|o| resp::error(o, strings::GETKEYS_INVALID));
             };
             let n = target.len() as i32;
-            if m.keys.0 == 0 {
+            if !m.has_keys() {
                 return c.reply(|o| resp::error(o, strings::GETKEYS_NO_KEYS));
             }
             let arity = m.arity();
