@@ -8,42 +8,8 @@
 
 mod common;
 
-use common::{RawConn, RealRedis, Server};
+use common::{Both, RawConn, RealRedis, Server};
 use rand::{Rng, SeedableRng};
-
-/// Both servers, and the commands sent to both.
-struct Both {
-    ours: RawConn,
-    theirs: RawConn,
-}
-
-impl Both {
-    /// Sends `args` to both and asserts the same bytes come back.
-    fn check(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        let ours = self.ours.call(args);
-        let theirs = self.theirs.call(args);
-        assert_eq!(
-            ours.escape_ascii().to_string(),
-            theirs.escape_ascii().to_string(),
-            "{:?}",
-            args.iter()
-                .map(|a| a.escape_ascii().to_string())
-                .collect::<Vec<_>>()
-        );
-        ours
-    }
-
-    fn check_str(&mut self, args: &[&str]) -> Vec<u8> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.check(&args)
-    }
-
-    fn script(&mut self, cmds: &[&[&str]]) {
-        for cmd in cmds {
-            self.check_str(cmd);
-        }
-    }
-}
 
 /// nvkv with `extra` flags, and Redis with `redis_extra`.
 fn start_both(
@@ -53,10 +19,7 @@ fn start_both(
 ) -> Option<(Server, RealRedis, Both)> {
     let srv = Server::start(dir, extra);
     let redis = RealRedis::start(redis_extra)?;
-    let both = Both {
-        ours: RawConn::connect(srv.addr),
-        theirs: RawConn::connect(redis.addr.as_str()),
-    };
+    let both = Both::connect(&srv, &redis);
     Some((srv, redis, both))
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{dbsize, RawConn, RealRedis, Server};
+use common::{dbsize, Both, RealRedis, Server};
 
 /// Sets `keys` (value: the key), pipelined.
 fn set_all(con: &mut redis::Connection, keys: &[String]) {
@@ -178,34 +178,14 @@ fn scan_returns_every_key_present_throughout_while_the_index_grows() {
     srv.stop();
 }
 
-/// Sends the same commands to nvkv and to Redis and compares replies.
-struct Both {
-    ours: RawConn,
-    theirs: RawConn,
-}
-
-impl Both {
-    fn check(&mut self, args: &[&str]) -> Vec<u8> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let ours = self.ours.call(&args);
-        let theirs = self.theirs.call(&args);
-        assert_eq!(
-            ours.escape_ascii().to_string(),
-            theirs.escape_ascii().to_string(),
-            "{args:?}"
-        );
-        ours
-    }
-
-    /// A reply that is an array of bulk strings, as a sorted list (KEYS
-    /// has no order).
-    fn check_set(&mut self, args: &[&str]) -> Vec<String> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let ours = sorted_bulks(&self.ours.call(&args));
-        let theirs = sorted_bulks(&self.theirs.call(&args));
-        assert_eq!(ours, theirs, "{args:?}");
-        ours
-    }
+/// A reply that is an array of bulk strings, compared as a sorted list
+/// (KEYS has no order).
+fn check_set(b: &mut Both, args: &[&str]) -> Vec<String> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let ours = sorted_bulks(&b.ours.call(&args));
+    let theirs = sorted_bulks(&b.theirs.call(&args));
+    assert_eq!(ours, theirs, "{args:?}");
+    ours
 }
 
 fn sorted_bulks(reply: &[u8]) -> Vec<String> {
@@ -230,12 +210,9 @@ fn keys_randomkey_and_errors_match_redis() {
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let mut b = Both {
-        ours: RawConn::connect(srv.addr),
-        theirs: RawConn::connect(redis.addr.as_str()),
-    };
-    b.check(&["RANDOMKEY"]);
-    b.check(&["KEYS", "*"]);
+    let mut b = Both::connect(&srv, &redis);
+    b.check_str(&["RANDOMKEY"]);
+    b.check_str(&["KEYS", "*"]);
     let keys = [
         "user:1",
         "user:2",
@@ -253,10 +230,10 @@ fn keys_randomkey_and_errors_match_redis() {
         "",
     ];
     for k in keys {
-        b.check(&["SET", k, "v"]);
+        b.check_str(&["SET", k, "v"]);
     }
     for i in 0..300 {
-        b.check(&["SET", &format!("bulk:{i}"), "v"]);
+        b.check_str(&["SET", &format!("bulk:{i}"), "v"]);
     }
     for p in [
         "*",
@@ -276,7 +253,7 @@ fn keys_randomkey_and_errors_match_redis() {
         "ключ",
         "[",
     ] {
-        b.check_set(&["KEYS", p]);
+        check_set(&mut b, &["KEYS", p]);
     }
     // RANDOMKEY returns a key that exists.
     for _ in 0..20 {
@@ -315,7 +292,7 @@ fn keys_randomkey_and_errors_match_redis() {
         &["FLUSHALL", "now"],
         &["FLUSHALL", "SYNC", "x"],
     ] {
-        b.check(args);
+        b.check_str(args);
     }
     // A whole iteration with the same MATCH gives the same keys.
     let ours = {
@@ -339,14 +316,14 @@ fn keys_randomkey_and_errors_match_redis() {
         &["FLUSHALL", "async"],
         &["FLUSHALL", "SYNC"],
     ] {
-        b.check(&["SET", "k", "v"]);
-        b.check(args);
-        b.check(&["DBSIZE"]);
-        b.check(&["KEYS", "*"]);
-        b.check(&["RANDOMKEY"]);
-        b.check(&["GET", "k"]);
+        b.check_str(&["SET", "k", "v"]);
+        b.check_str(args);
+        b.check_str(&["DBSIZE"]);
+        b.check_str(&["KEYS", "*"]);
+        b.check_str(&["RANDOMKEY"]);
+        b.check_str(&["GET", "k"]);
     }
-    b.check(&["INFO", "keyspace"]);
+    b.check_str(&["INFO", "keyspace"]);
     srv.stop();
 }
 
@@ -549,5 +526,102 @@ fn with_one_poller_a_small_store_is_scanned_in_one_step() {
     let (all, steps) = scan_all(&mut con, &["COUNT", "2"]);
     assert_eq!(all.len(), 5);
     assert!(steps >= 2, "{steps}");
+    srv.stop();
+}
+
+/// Sets `keys` to values of `len` bytes that name the key and `round`.
+fn set_sized(con: &mut redis::Connection, keys: &[String], round: usize, len: usize) {
+    let mut p = redis::pipe();
+    for k in keys {
+        let mut v = format!("{k}/{round}/").into_bytes();
+        v.resize(len, b'.');
+        p.cmd("SET").arg(k).arg(v).ignore();
+    }
+    p.query::<()>(con).expect("SET pipeline");
+}
+
+#[test]
+fn scan_returns_every_key_present_throughout_while_keys_change_and_compaction_moves_them() {
+    // A small store: the overwrites below keep compaction moving records
+    // while the iterations run (with their key names cached by the
+    // poller, each name good only while its record stays where it was).
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(
+        dir.path(),
+        &[
+            "--capacity",
+            "5M",
+            "--segment-size",
+            "128K",
+            "--shards",
+            "1",
+            "--partitions",
+            "4",
+        ],
+    );
+    let srv = Server::start(dir.path(), &["--max-value-size", "16K"]);
+    let mut con = srv.client();
+    let stay = names("stay:", 2000);
+    for round in 0..4 {
+        for chunk in stay.chunks(250) {
+            set_sized(&mut con, chunk, round, 600);
+        }
+    }
+    let compactions = || -> u64 { srv.info_field("compactions").parse().unwrap() };
+    let mut round = 4;
+    let mut added = 0usize;
+    let mut deleted = 0usize;
+    for count in ["100", "1000"] {
+        let before = compactions();
+        let mut seen = HashSet::new();
+        let (mut cursor, mut steps) = (0u64, 0usize);
+        loop {
+            let (next, keys) = scan_step(&mut con, cursor, &["COUNT", count]);
+            seen.extend(keys);
+            steps += 1;
+            // Between steps: a tenth of the lasting keys written again,
+            // keys added, and earlier ones deleted.
+            let at = (steps * 200) % stay.len();
+            set_sized(&mut con, &stay[at..at + 200], round, 600);
+            round += 1;
+            let fresh: Vec<String> = (added..added + 40).map(|i| format!("new:{i}")).collect();
+            set_sized(&mut con, &fresh, round, 300);
+            added += 40;
+            let mut del = redis::cmd("DEL");
+            for i in deleted..deleted + 20 {
+                del.arg(format!("new:{i}"));
+            }
+            let _: i64 = del.query(&mut con).unwrap();
+            deleted += 20;
+            if next == 0 {
+                break;
+            }
+            assert!(steps < 10_000, "the iteration does not end");
+            cursor = next;
+        }
+        for k in &stay {
+            assert!(
+                seen.contains(k),
+                "COUNT {count}: {k}, present throughout, was not returned"
+            );
+        }
+        // Every key returned exists or existed during the iteration.
+        for k in &seen {
+            assert!(k.starts_with("stay:") || k.starts_with("new:"), "{k}");
+        }
+        let after = compactions();
+        assert!(
+            after > before,
+            "COUNT {count}: compaction moved nothing during the iteration ({steps} steps)"
+        );
+    }
+    // The keys at rest: one iteration returns each once.
+    let (all, _) = scan_all(&mut con, &["COUNT", "100"]);
+    let mut want: Vec<String> = stay.clone();
+    want.extend((deleted..added).map(|i| format!("new:{i}")));
+    want.sort();
+    let mut got = all;
+    got.sort();
+    assert_eq!(got, want);
     srv.stop();
 }

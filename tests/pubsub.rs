@@ -347,3 +347,92 @@ fn subscribers_are_clients_of_type_pubsub() {
     ]);
     assert!(list(&mut con, "normal").contains("name=back"));
 }
+
+#[test]
+fn sharded_pub_sub_matches_redis_in_resp2_and_resp3() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--tcp-threads", "2"]);
+    let redis = RealRedis::start(&[]);
+    let resp3: &[&[&str]] = &[&["HELLO", "3"]];
+    for setup in [&[][..], resp3] {
+        both(
+            &srv,
+            &redis,
+            setup,
+            &[
+                &["SUNSUBSCRIBE"],
+                &["SSUBSCRIBE"],
+                &["SPUBLISH", "s"],
+                &["SSUBSCRIBE", "s", "t", "s"],
+                // Shard channels count apart from channels and patterns.
+                &["SUBSCRIBE", "s"],
+                &["PSUBSCRIBE", "*"],
+                &["GET", "k"],
+                &["PING"],
+                &["SUNSUBSCRIBE", "s", "zz"],
+                &["UNSUBSCRIBE"],
+                &["PUNSUBSCRIBE"],
+                // Still in subscribed mode (RESP2): a shard channel is left.
+                &["GET", "k"],
+                &["SUNSUBSCRIBE"],
+                &["SUNSUBSCRIBE"],
+                &["GET", "k"],
+            ],
+        );
+        both(
+            &srv,
+            &redis,
+            setup,
+            &[
+                &["PUBSUB", "SHARDCHANNELS"],
+                &["PUBSUB", "SHARDCHANNELS", "a", "b"],
+                &["PUBSUB", "SHARDNUMSUB"],
+                &["PUBSUB", "SHARDNUMSUB", "nobody"],
+                &["SPUBLISH", "nobody", "hello"],
+                &["SSUBSCRIBE", "one"],
+                // To itself: the message comes before the reply.
+                &["SPUBLISH", "one", "me"],
+                &["PUBLISH", "one", "not to shard subscribers"],
+                &["PUBSUB", "SHARDCHANNELS"],
+                &["PUBSUB", "SHARDCHANNELS", "o*"],
+                &["PUBSUB", "SHARDCHANNELS", "x*"],
+                &["PUBSUB", "SHARDNUMSUB", "one", "two"],
+                &["PUBSUB", "NUMSUB", "one"],
+                &["PUBSUB", "CHANNELS"],
+                &["RESET"],
+                &["PUBSUB", "SHARDNUMSUB", "one"],
+                &["MULTI"],
+                &["SSUBSCRIBE", "m"],
+                &["SUBSCRIBE", "m"],
+                &["EXEC"],
+                &["RESET"],
+            ],
+        );
+    }
+    // Messages between connections (on two connection threads), byte for
+    // byte.
+    let Some(redis) = redis else {
+        return;
+    };
+    for resp3 in [false, true] {
+        let got = |addr: &str| {
+            let mut sub = Raw::connect(addr);
+            if resp3 {
+                sub.script(&[&["HELLO", "3"]]);
+            }
+            sub.script(&[&["SSUBSCRIBE", "news", "sport"], &["PSUBSCRIBE", "*"]]);
+            let mut publisher = Raw::connect(addr);
+            let counts = publisher.script(&[
+                &["SPUBLISH", "news", "first"],
+                &["SPUBLISH", "sport", ""],
+                &["SPUBLISH", "weather", "unheard"],
+                &["PUBLISH", "news", "through the pattern only"],
+                &["SPUBLISH", "news", "\r\nbinary\0"],
+            ]);
+            (counts, sub.script(&[]))
+        };
+        let ours = got(&srv.addr.to_string());
+        assert_eq!(ours, got(&redis.addr));
+        assert!(ours.1.contains("smessage"), "{ours:?}");
+    }
+}

@@ -60,6 +60,9 @@ fn replies_and_errors_match_redis() {
                 &["LATENCY", "RESET"],
                 &["LATENCY", "RESET", "command", "x"],
                 &["LATENCY", "FOO"],
+                &["LATENCY", "HISTORY"],
+                &["LATENCY", "HISTORY", "command", "x"],
+                &["LATENCY", "HISTORY", "command"],
                 // (One name at a time: Redis lists a pattern's matches in
                 // its hash table's order.)
                 &["CONFIG", "GET", "slowlog-log-slower-than"],
@@ -152,6 +155,24 @@ fn replies_and_errors_match_redis() {
                     "config|help",
                 ],
                 &["COMMAND", "GETKEYS", "publish", "ch", "msg"],
+                &["COMMAND", "INFO", "spublish", "ssubscribe", "sunsubscribe"],
+                &["COMMAND", "DOCS", "spublish", "ssubscribe", "sunsubscribe"],
+                &[
+                    "COMMAND",
+                    "INFO",
+                    "pubsub|shardchannels",
+                    "pubsub|shardnumsub",
+                ],
+                &[
+                    "COMMAND",
+                    "DOCS",
+                    "pubsub|shardchannels",
+                    "pubsub|shardnumsub",
+                ],
+                &["COMMAND", "INFO", "latency|history"],
+                &["COMMAND", "DOCS", "latency|history"],
+                &["COMMAND", "GETKEYS", "spublish", "ch", "msg"],
+                &["COMMAND", "GETKEYS", "ssubscribe", "a", "b"],
             ],
         );
     }

@@ -62,7 +62,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
     // RESP2's subscribed mode, as Redis.
-    if c.proto == Proto::Resp2 && c.subs.count() > 0 {
+    if c.proto == Proto::Resp2 && c.subs.any() {
         match spec.cmd {
             Cmd::Ping => return super::pubsub::ping_subscribed(c, args),
             cmd if super::pubsub::allowed_subscribed(cmd) => {}
@@ -317,9 +317,14 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             c.reply(|o| resp::simple(o, strings::OK))
         }
         // Pub/sub and server administration.
-        Cmd::Publish | Cmd::Subscribe | Cmd::Psubscribe | Cmd::Unsubscribe | Cmd::Punsubscribe => {
-            super::pubsub::command(c, router.shared, cmd, args)
-        }
+        Cmd::Publish
+        | Cmd::Spublish
+        | Cmd::Subscribe
+        | Cmd::Psubscribe
+        | Cmd::Ssubscribe
+        | Cmd::Unsubscribe
+        | Cmd::Punsubscribe
+        | Cmd::Sunsubscribe => super::pubsub::command(c, router.shared, cmd, args),
         Cmd::Pubsub => {
             if let Some(m) = checked_subcommand(c, "pubsub", args) {
                 super::pubsub::pubsub(c, router.shared, m.name, args)
@@ -374,7 +379,7 @@ fn poller_of_key(router: &Router, key: &[u8]) -> usize {
 /// The keys a command names, by its description's key positions.
 fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     match described(args[0]) {
-        Some(m) if m.keys.0 != 0 => m
+        Some(m) if m.has_keys() => m
             .key_positions(args.len())
             .iter()
             .map(|&i| args[i])
@@ -417,6 +422,11 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let outer = c.begin_transaction();
     router.start_capture();
     for args in &cmds {
+        if args[0].eq_ignore_ascii_case(b"SSUBSCRIBE") {
+            // As Redis: no shard subscription from a transaction.
+            c.reply(|o| resp::error(o, strings::SSUBSCRIBE_IN_MULTI));
+            continue;
+        }
         execute(c, router, args);
     }
     let reqs: Vec<Request> = router.take_capture().into_iter().map(|(_, r)| r).collect();
@@ -1237,7 +1247,7 @@ fn command(c: &mut Conn, args: &[&[u8]]) {
                 return c.reply(|o| resp::error(o, strings::GETKEYS_INVALID));
             };
             let n = target.len() as i32;
-            if m.keys.0 == 0 {
+            if !m.has_keys() {
                 return c.reply(|o| resp::error(o, strings::GETKEYS_NO_KEYS));
             }
             let arity = m.arity();

@@ -1,5 +1,9 @@
 //! Pub/sub: SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE, PUBLISH and
-//! PUBSUB, as Redis 7.
+//! PUBSUB, and sharded pub/sub (SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB
+//! SHARDCHANNELS and SHARDNUMSUB), as Redis 7. Shard channels are a
+//! namespace of their own: SPUBLISH reaches shard subscribers only (no
+//! pattern), PUBLISH never reaches them; with one server (Redis without
+//! cluster mode) every shard channel is here.
 //!
 //! One registry for the process ([`PubSub`], in the server's shared
 //! state) maps each channel and each pattern to the connections
@@ -25,15 +29,23 @@ use super::table::Cmd;
 use super::{pattern, strings, Shared};
 use crate::resp::{self, Proto};
 
+/// What a subscription is to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
 /// A message on its way to one subscriber.
 #[derive(Debug)]
 pub(super) struct Delivery {
     pub to: ConnRef,
-    /// The channel (or, with `pattern`, the pattern) it came through.
+    /// The channel, pattern or shard channel it came through.
     pub via: Arc<[u8]>,
-    pub pattern: bool,
-    /// The message in RESP2 (`*3` message, `*4` pmessage); RESP3's push
-    /// differs only in its first byte.
+    pub kind: Kind,
+    /// The message in RESP2 (`*3` message or smessage, `*4` pmessage);
+    /// RESP3's push differs only in its first byte.
     pub bytes: Arc<[u8]>,
 }
 
@@ -48,14 +60,15 @@ pub(super) struct PubSub {
 struct Registry {
     channels: HashMap<Arc<[u8]>, Vec<ConnRef>>,
     patterns: HashMap<Arc<[u8]>, Vec<ConnRef>>,
+    shard: HashMap<Arc<[u8]>, Vec<ConnRef>>,
 }
 
 impl Registry {
-    fn of(&mut self, pattern: bool) -> &mut HashMap<Arc<[u8]>, Vec<ConnRef>> {
-        if pattern {
-            &mut self.patterns
-        } else {
-            &mut self.channels
+    fn of(&mut self, kind: Kind) -> &mut HashMap<Arc<[u8]>, Vec<ConnRef>> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard,
         }
     }
 }
@@ -78,12 +91,12 @@ impl PubSub {
         let reg = self.lock();
         let mut n = 0;
         if let Some((name, subs)) = reg.channels.get_key_value(channel) {
-            let bytes: Arc<[u8]> = encode(None, channel, message).into();
+            let bytes: Arc<[u8]> = encode(b"message", None, channel, message).into();
             for &to in subs {
                 post(Delivery {
                     to,
                     via: Arc::clone(name),
-                    pattern: false,
+                    kind: Kind::Channel,
                     bytes: Arc::clone(&bytes),
                 });
                 n += 1;
@@ -93,12 +106,12 @@ impl PubSub {
             if !pattern::glob_exact(pat, channel) {
                 continue;
             }
-            let bytes: Arc<[u8]> = encode(Some(pat), channel, message).into();
+            let bytes: Arc<[u8]> = encode(b"pmessage", Some(pat), channel, message).into();
             for &to in subs {
                 post(Delivery {
                     to,
                     via: Arc::clone(pat),
-                    pattern: true,
+                    kind: Kind::Pattern,
                     bytes: Arc::clone(&bytes),
                 });
                 n += 1;
@@ -107,17 +120,42 @@ impl PubSub {
         n
     }
 
-    fn add(&self, name: &Arc<[u8]>, pattern: bool, who: ConnRef) {
+    /// SPUBLISH: delivers `message` to the subscribers of the shard
+    /// channel `channel` (patterns never match shard channels); returns
+    /// how many received it.
+    pub(super) fn spublish(
+        &self,
+        channel: &[u8],
+        message: &[u8],
+        mut post: impl FnMut(Delivery),
+    ) -> usize {
+        let reg = self.lock();
+        let Some((name, subs)) = reg.shard.get_key_value(channel) else {
+            return 0;
+        };
+        let bytes: Arc<[u8]> = encode(b"smessage", None, channel, message).into();
+        for &to in subs {
+            post(Delivery {
+                to,
+                via: Arc::clone(name),
+                kind: Kind::Shard,
+                bytes: Arc::clone(&bytes),
+            });
+        }
+        subs.len()
+    }
+
+    fn add(&self, name: &Arc<[u8]>, kind: Kind, who: ConnRef) {
         self.lock()
-            .of(pattern)
+            .of(kind)
             .entry(Arc::clone(name))
             .or_default()
             .push(who);
     }
 
-    fn remove(&self, name: &[u8], pattern: bool, who: ConnRef) {
+    fn remove(&self, name: &[u8], kind: Kind, who: ConnRef) {
         let mut reg = self.lock();
-        let map = reg.of(pattern);
+        let map = reg.of(kind);
         if let Some(subs) = map.get_mut(name) {
             subs.retain(|&c| c != who);
             if subs.is_empty() {
@@ -128,26 +166,32 @@ impl PubSub {
 
     /// Takes a closing connection's subscriptions out.
     pub(super) fn forget(&self, who: ConnRef, subs: &mut Subs) {
-        for ch in subs.channels.drain() {
-            self.remove(&ch, false, who);
-        }
-        for p in subs.patterns.drain() {
-            self.remove(&p, true, who);
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            for name in subs.set(kind).drain() {
+                self.remove(&name, kind, who);
+            }
         }
     }
 
-    /// `PUBSUB CHANNELS [pattern]`: the channels with subscribers.
-    pub(super) fn channels(&self, pattern: Option<&[u8]>) -> Vec<Arc<[u8]>> {
-        let reg = self.lock();
-        (reg.channels.keys())
+    /// `PUBSUB CHANNELS | SHARDCHANNELS [pattern]`: the channels (`kind`:
+    /// [`Kind::Channel`] or [`Kind::Shard`]) with subscribers.
+    pub(super) fn channels_of(&self, kind: Kind, pattern: Option<&[u8]>) -> Vec<Arc<[u8]>> {
+        let mut reg = self.lock();
+        (reg.of(kind).keys())
             .filter(|c| pattern.is_none_or(|p| pattern::glob_exact(p, c)))
             .cloned()
             .collect()
     }
 
-    /// `PUBSUB NUMSUB`: the subscribers of `channel` (patterns aside).
-    pub(super) fn numsub(&self, channel: &[u8]) -> usize {
-        self.lock().channels.get(channel).map_or(0, Vec::len)
+    /// `PUBSUB CHANNELS [pattern]`.
+    pub(super) fn channels(&self, pattern: Option<&[u8]>) -> Vec<Arc<[u8]>> {
+        self.channels_of(Kind::Channel, pattern)
+    }
+
+    /// `PUBSUB NUMSUB | SHARDNUMSUB`: the subscribers of `channel`
+    /// (patterns aside).
+    pub(super) fn numsub(&self, kind: Kind, channel: &[u8]) -> usize {
+        self.lock().of(kind).get(channel).map_or(0, Vec::len)
     }
 
     /// `PUBSUB NUMPAT`: the patterns with subscribers.
@@ -156,20 +200,14 @@ impl PubSub {
     }
 }
 
-/// A message as Redis sends it: `message channel payload`, or
-/// `pmessage pattern channel payload`, in RESP2.
-fn encode(pattern: Option<&[u8]>, channel: &[u8], message: &[u8]) -> Vec<u8> {
+/// A message as Redis sends it: `message channel payload`, `smessage
+/// channel payload`, or `pmessage pattern channel payload`, in RESP2.
+fn encode(head: &[u8], pattern: Option<&[u8]>, channel: &[u8], message: &[u8]) -> Vec<u8> {
     let mut o = Vec::with_capacity(message.len() + channel.len() + 48);
-    match pattern {
-        None => {
-            resp::array(&mut o, 3);
-            resp::bulk(&mut o, b"message");
-        }
-        Some(p) => {
-            resp::array(&mut o, 4);
-            resp::bulk(&mut o, b"pmessage");
-            resp::bulk(&mut o, p);
-        }
+    resp::array(&mut o, 3 + pattern.is_some() as usize);
+    resp::bulk(&mut o, head);
+    if let Some(p) = pattern {
+        resp::bulk(&mut o, p);
     }
     resp::bulk(&mut o, channel);
     resp::bulk(&mut o, message);
@@ -201,6 +239,7 @@ pub(super) fn write_message(o: &mut Vec<u8>, bytes: &[u8], p: Proto) {
 pub(super) struct Subs {
     channels: HashSet<Arc<[u8]>>,
     patterns: HashSet<Arc<[u8]>>,
+    shard: HashSet<Arc<[u8]>>,
 }
 
 impl Subs {
@@ -210,81 +249,102 @@ impl Subs {
         self.channels.len() + self.patterns.len()
     }
 
+    /// Whether the connection has any subscription (channel, pattern or
+    /// shard channel): RESP2's subscribed mode.
+    pub(super) fn any(&self) -> bool {
+        self.count() + self.shard.len() > 0
+    }
+
+    /// What a (un)subscribe reply of `kind` counts: shard channels apart
+    /// from the others, as Redis.
+    fn count_of(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.shard.len(),
+            _ => self.count(),
+        }
+    }
+
     /// Whether a message that came through `via` is still wanted.
     pub(super) fn wants(&self, d: &Delivery) -> bool {
-        if d.pattern {
-            self.patterns.contains(&d.via)
-        } else {
-            self.channels.contains(&d.via)
+        match d.kind {
+            Kind::Channel => self.channels.contains(&d.via),
+            Kind::Pattern => self.patterns.contains(&d.via),
+            Kind::Shard => self.shard.contains(&d.via),
         }
     }
 
-    fn set(&mut self, pattern: bool) -> &mut HashSet<Arc<[u8]>> {
-        if pattern {
-            &mut self.patterns
-        } else {
-            &mut self.channels
+    fn set(&mut self, kind: Kind) -> &mut HashSet<Arc<[u8]>> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard,
         }
     }
 
-    /// `SUBSCRIBE` / `PSUBSCRIBE names...`: one reply per name.
+    /// `SUBSCRIBE` / `PSUBSCRIBE` / `SSUBSCRIBE names...`: one reply per
+    /// name.
     pub(super) fn subscribe(
         &mut self,
         reg: &PubSub,
         me: ConnRef,
-        pattern: bool,
+        kind: Kind,
         names: &[&[u8]],
         o: &mut Vec<u8>,
         p: Proto,
     ) {
-        let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+        let head: &[u8] = match kind {
+            Kind::Channel => b"subscribe",
+            Kind::Pattern => b"psubscribe",
+            Kind::Shard => b"ssubscribe",
+        };
         for &name in names {
             let name: Arc<[u8]> = name.into();
-            if self.set(pattern).insert(Arc::clone(&name)) {
-                reg.add(&name, pattern, me);
+            if self.set(kind).insert(Arc::clone(&name)) {
+                reg.add(&name, kind, me);
             }
             push_header(o, 3, p);
-            resp::bulk(o, kind);
+            resp::bulk(o, head);
             resp::bulk(o, &name);
-            resp::int(o, self.count() as i64);
+            resp::int(o, self.count_of(kind) as i64);
         }
     }
 
-    /// `UNSUBSCRIBE` / `PUNSUBSCRIBE [names...]` (none: all of them), one
-    /// reply per name; with none to leave, one reply with a null name.
+    /// `UNSUBSCRIBE` / `PUNSUBSCRIBE` / `SUNSUBSCRIBE [names...]` (none:
+    /// all of them), one reply per name; with none to leave, one reply
+    /// with a null name.
     pub(super) fn unsubscribe(
         &mut self,
         reg: &PubSub,
         me: ConnRef,
-        pattern: bool,
+        kind: Kind,
         names: &[&[u8]],
         o: &mut Vec<u8>,
         p: Proto,
     ) {
-        let kind: &[u8] = if pattern {
-            b"punsubscribe"
-        } else {
-            b"unsubscribe"
+        let head: &[u8] = match kind {
+            Kind::Channel => b"unsubscribe",
+            Kind::Pattern => b"punsubscribe",
+            Kind::Shard => b"sunsubscribe",
         };
         let names: Vec<Arc<[u8]>> = if names.is_empty() {
-            self.set(pattern).iter().cloned().collect()
+            self.set(kind).iter().cloned().collect()
         } else {
             names.iter().map(|&n| n.into()).collect()
         };
         if names.is_empty() {
             push_header(o, 3, p);
-            resp::bulk(o, kind);
+            resp::bulk(o, head);
             resp::null(o, p);
-            resp::int(o, self.count() as i64);
+            resp::int(o, self.count_of(kind) as i64);
         }
         for name in names {
-            if self.set(pattern).remove(&name) {
-                reg.remove(&name, pattern, me);
+            if self.set(kind).remove(&name) {
+                reg.remove(&name, kind, me);
             }
             push_header(o, 3, p);
-            resp::bulk(o, kind);
+            resp::bulk(o, head);
             resp::bulk(o, &name);
-            resp::int(o, self.count() as i64);
+            resp::int(o, self.count_of(kind) as i64);
         }
     }
 }
@@ -299,8 +359,10 @@ pub(super) fn allowed_subscribed(cmd: Cmd) -> bool {
         cmd,
         Cmd::Subscribe
             | Cmd::Psubscribe
+            | Cmd::Ssubscribe
             | Cmd::Unsubscribe
             | Cmd::Punsubscribe
+            | Cmd::Sunsubscribe
             | Cmd::Ping
             | Cmd::Quit
             | Cmd::Reset
@@ -321,42 +383,70 @@ pub(super) fn ping_subscribed(c: &mut Conn, args: &[&[u8]]) {
     })
 }
 
-/// PUBLISH, SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE.
+/// PUBLISH, SPUBLISH, SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, UNSUBSCRIBE,
+/// PUNSUBSCRIBE, SUNSUBSCRIBE.
 pub(super) fn command(c: &mut Conn, shared: &Shared, cmd: Cmd, args: &[&[u8]]) {
     let reg = &shared.pubsub;
     let (me, p) = (c.me, c.proto);
     let mut o = Vec::new();
     match cmd {
-        Cmd::Publish => {
-            let (n, mine) = publish(shared, me, args[1], args[2]);
+        Cmd::Publish | Cmd::Spublish => {
+            let shard = cmd == Cmd::Spublish;
+            let (n, mine) = publish(shared, me, shard, args[1], args[2]);
             // A client subscribed to what it publishes gets the message
             // before the reply, as from Redis.
             mine.iter().for_each(|d| c.push_published(d));
             return c.reply(|o| resp::int(o, n as i64));
         }
-        Cmd::Subscribe => c.subs.subscribe(reg, me, false, &args[1..], &mut o, p),
-        Cmd::Psubscribe => c.subs.subscribe(reg, me, true, &args[1..], &mut o, p),
-        Cmd::Unsubscribe => c.subs.unsubscribe(reg, me, false, &args[1..], &mut o, p),
-        _ => c.subs.unsubscribe(reg, me, true, &args[1..], &mut o, p),
+        Cmd::Subscribe => c
+            .subs
+            .subscribe(reg, me, Kind::Channel, &args[1..], &mut o, p),
+        Cmd::Psubscribe => c
+            .subs
+            .subscribe(reg, me, Kind::Pattern, &args[1..], &mut o, p),
+        Cmd::Ssubscribe => c
+            .subs
+            .subscribe(reg, me, Kind::Shard, &args[1..], &mut o, p),
+        Cmd::Unsubscribe => c
+            .subs
+            .unsubscribe(reg, me, Kind::Channel, &args[1..], &mut o, p),
+        Cmd::Sunsubscribe => c
+            .subs
+            .unsubscribe(reg, me, Kind::Shard, &args[1..], &mut o, p),
+        _ => c
+            .subs
+            .unsubscribe(reg, me, Kind::Pattern, &args[1..], &mut o, p),
     }
-    c.info.set_flag(super::conn::PUBSUB, c.subs.count() > 0);
+    c.info.set_flag(super::conn::PUBSUB, c.subs.any());
     c.reply(|out| out.extend_from_slice(&o))
 }
 
-/// Queues `message` for every subscriber of `channel` on their threads and
-/// wakes those threads; returns how many will receive it, and the
-/// deliveries to the publisher `me` itself (for it to take at once).
-fn publish(shared: &Shared, me: ConnRef, channel: &[u8], message: &[u8]) -> (usize, Vec<Delivery>) {
+/// Queues `message` for every subscriber of `channel` (a shard channel
+/// with `shard`) on their threads and wakes those threads; returns how
+/// many will receive it, and the deliveries to the publisher `me` itself
+/// (for it to take at once).
+fn publish(
+    shared: &Shared,
+    me: ConnRef,
+    shard: bool,
+    channel: &[u8],
+    message: &[u8],
+) -> (usize, Vec<Delivery>) {
     let mut rung = vec![false; shared.conns.len()];
     let mut mine = Vec::new();
-    let n = shared.pubsub.publish(channel, message, |d| {
+    let post = |d: Delivery| {
         if d.to == me {
             return mine.push(d);
         }
         let t = d.to.thread as usize;
         shared.conns[t].published.push(d);
         rung[t] = true;
-    });
+    };
+    let n = if shard {
+        shared.pubsub.spublish(channel, message, post)
+    } else {
+        shared.pubsub.publish(channel, message, post)
+    };
     for (t, _) in rung.iter().enumerate().filter(|(_, &r)| r) {
         shared.conns[t].ring();
     }
@@ -380,24 +470,29 @@ const PUBSUB_HELP: &[&str] = &[
     "    Prints this help.",
 ];
 
-/// `PUBSUB CHANNELS [pattern] | NUMSUB [channel ...] | NUMPAT | HELP`
-/// (`sub` is the subcommand's description name, its arity checked).
+/// `PUBSUB CHANNELS | SHARDCHANNELS [pattern] | NUMSUB | SHARDNUMSUB
+/// [channel ...] | NUMPAT | HELP` (`sub` is the subcommand's description
+/// name, its arity checked).
 pub(super) fn pubsub(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[&[u8]]) {
     let reg = &shared.pubsub;
+    let kind = match sub {
+        "pubsub|shardchannels" | "pubsub|shardnumsub" => Kind::Shard,
+        _ => Kind::Channel,
+    };
     match sub {
-        "pubsub|channels" if args.len() > 3 => {
+        "pubsub|channels" | "pubsub|shardchannels" if args.len() > 3 => {
             let msg = strings::subcommand_syntax(args[1], "PUBSUB");
             c.reply(|o| resp::error(o, &msg))
         }
-        "pubsub|channels" => {
-            let found = reg.channels(args.get(2).copied());
+        "pubsub|channels" | "pubsub|shardchannels" => {
+            let found = reg.channels_of(kind, args.get(2).copied());
             c.reply(|o| {
                 resp::array(o, found.len());
                 found.iter().for_each(|ch| resp::bulk(o, ch));
             })
         }
-        "pubsub|numsub" => {
-            let counts: Vec<usize> = args[2..].iter().map(|ch| reg.numsub(ch)).collect();
+        "pubsub|numsub" | "pubsub|shardnumsub" => {
+            let counts: Vec<usize> = args[2..].iter().map(|ch| reg.numsub(kind, ch)).collect();
             c.reply(|o| {
                 resp::array(o, 2 * counts.len());
                 for (ch, n) in args[2..].iter().zip(counts) {
@@ -434,13 +529,20 @@ mod tests {
         a.subscribe(
             &reg,
             conn(1),
-            false,
+            Kind::Channel,
             &[b"news", b"news"],
             &mut o,
             Proto::Resp2,
         );
-        b.subscribe(&reg, conn(2), true, &[b"n*"], &mut o, Proto::Resp2);
-        b.subscribe(&reg, conn(2), false, &[b"news"], &mut o, Proto::Resp2);
+        b.subscribe(&reg, conn(2), Kind::Pattern, &[b"n*"], &mut o, Proto::Resp2);
+        b.subscribe(
+            &reg,
+            conn(2),
+            Kind::Channel,
+            &[b"news"],
+            &mut o,
+            Proto::Resp2,
+        );
         let mut got = Vec::new();
         assert_eq!(reg.publish(b"news", b"hi", |d| got.push(d)), 3);
         assert!(got
@@ -451,8 +553,8 @@ mod tests {
             b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
         );
         assert_eq!(reg.publish(b"N", b"x", |_| {}), 0, "patterns match case");
-        assert_eq!((reg.numsub(b"news"), reg.numpat()), (2, 1));
-        a.unsubscribe(&reg, conn(1), false, &[], &mut o, Proto::Resp2);
+        assert_eq!((reg.numsub(Kind::Channel, b"news"), reg.numpat()), (2, 1));
+        a.unsubscribe(&reg, conn(1), Kind::Channel, &[], &mut o, Proto::Resp2);
         reg.forget(conn(2), &mut b);
         assert_eq!(reg.publish(b"news", b"hi", |_| {}), 0);
         assert!(reg.channels(None).is_empty() && reg.numpat() == 0);
@@ -463,11 +565,53 @@ mod tests {
         let reg = PubSub::default();
         let mut s = Subs::default();
         let mut o = Vec::new();
-        s.unsubscribe(&reg, conn(1), false, &[], &mut o, Proto::Resp3);
+        s.unsubscribe(&reg, conn(1), Kind::Channel, &[], &mut o, Proto::Resp3);
         assert_eq!(o, b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n");
         o.clear();
-        s.subscribe(&reg, conn(1), false, &[b"a"], &mut o, Proto::Resp2);
-        s.subscribe(&reg, conn(1), true, &[b"p*"], &mut o, Proto::Resp2);
+        s.subscribe(&reg, conn(1), Kind::Channel, &[b"a"], &mut o, Proto::Resp2);
+        s.subscribe(&reg, conn(1), Kind::Pattern, &[b"p*"], &mut o, Proto::Resp2);
         assert!(o.ends_with(b"*3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:2\r\n"));
+    }
+
+    #[test]
+    fn shard_channels_are_a_namespace_of_their_own() {
+        let reg = PubSub::default();
+        let (mut a, mut b) = (Subs::default(), Subs::default());
+        let mut o = Vec::new();
+        a.subscribe(
+            &reg,
+            conn(1),
+            Kind::Shard,
+            &[b"s", b"t"],
+            &mut o,
+            Proto::Resp2,
+        );
+        a.subscribe(&reg, conn(1), Kind::Channel, &[b"s"], &mut o, Proto::Resp2);
+        b.subscribe(&reg, conn(2), Kind::Pattern, &[b"*"], &mut o, Proto::Resp2);
+        // The counts: shard channels apart from channels and patterns.
+        assert!(o.starts_with(b"*3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"));
+        assert!(o.ends_with(
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\ns\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n"
+        ));
+        let mut got = Vec::new();
+        assert_eq!(reg.spublish(b"s", b"hi", |d| got.push(d)), 1);
+        assert_eq!(
+            &*got[0].bytes,
+            b"*3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$2\r\nhi\r\n"
+        );
+        assert!(a.wants(&got[0]));
+        // PUBLISH reaches the channel and the pattern, not the shard channel.
+        assert_eq!(reg.publish(b"s", b"hi", |_| {}), 2);
+        assert_eq!(reg.numsub(Kind::Shard, b"t"), 1);
+        let mut chans = reg.channels_of(Kind::Shard, None);
+        chans.sort();
+        assert_eq!(chans, [b"s".as_slice().into(), b"t".as_slice().into()]);
+        o.clear();
+        a.unsubscribe(&reg, conn(1), Kind::Shard, &[b"s"], &mut o, Proto::Resp3);
+        assert_eq!(o, b">3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:1\r\n");
+        assert!(!a.wants(&got[0]) && a.any());
+        reg.forget(conn(1), &mut a);
+        assert_eq!(reg.spublish(b"t", b"x", |_| {}), 0);
+        assert!(!a.any());
     }
 }

@@ -45,12 +45,38 @@ struct Entry {
 }
 
 /// A LATENCY event: when it last happened, its latest and largest time (ms).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Event {
     name: &'static str,
-    time: u64,
-    latest: u64,
     max: u64,
+    /// (unix s, ms): at most one per second (its largest), the last
+    /// [`EVENT_SAMPLES`], oldest first.
+    samples: VecDeque<(u64, u64)>,
+}
+
+/// Samples an event keeps (Redis's `LATENCY_TS_LEN`).
+const EVENT_SAMPLES: usize = 160;
+
+impl Event {
+    /// Records a latency of `ms` at `time` as Redis's `latencyAddSample`:
+    /// a second's sample keeps its largest latency.
+    fn add(&mut self, time: u64, ms: u64) {
+        self.max = self.max.max(ms);
+        match self.samples.back_mut() {
+            Some((t, latest)) if *t == time => *latest = (*latest).max(ms),
+            _ => {
+                if self.samples.len() == EVENT_SAMPLES {
+                    self.samples.pop_front();
+                }
+                self.samples.push_back((time, ms));
+            }
+        }
+    }
+
+    /// The last sample: (unix s, ms).
+    fn latest(&self) -> (u64, u64) {
+        self.samples.back().copied().unwrap_or_default()
+    }
 }
 
 /// The server's slow log and latency events, and their settings.
@@ -121,19 +147,18 @@ impl SlowLog {
             let name = if fast { "fast-command" } else { "command" };
             let time = unix_ms() / 1000;
             let mut events = lock(&self.events);
-            match events.iter_mut().find(|e| e.name == name) {
-                Some(e) => {
-                    e.time = time;
-                    e.latest = ms;
-                    e.max = e.max.max(ms);
+            let at = match events.iter().position(|e| e.name == name) {
+                Some(at) => at,
+                None => {
+                    events.push(Event {
+                        name,
+                        max: 0,
+                        samples: VecDeque::new(),
+                    });
+                    events.len() - 1
                 }
-                None => events.push(Event {
-                    name,
-                    time,
-                    latest: ms,
-                    max: ms,
-                }),
-            }
+            };
+            events[at].add(time, ms);
         }
     }
 }
@@ -339,11 +364,25 @@ pub(super) fn latency(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[
             c.reply(|o| {
                 resp::array(o, events.len());
                 for e in &events {
+                    let (time, latest) = e.latest();
                     resp::array(o, 4);
                     resp::bulk(o, e.name.as_bytes());
-                    resp::int(o, e.time as i64);
-                    resp::int(o, e.latest as i64);
+                    resp::int(o, time as i64);
+                    resp::int(o, latest as i64);
                     resp::int(o, e.max as i64);
+                }
+            })
+        }
+        "latency|history" => {
+            let samples: Vec<(u64, u64)> = (lock(&log.events).iter())
+                .find(|e| e.name.as_bytes() == args[2])
+                .map_or_else(Vec::new, |e| e.samples.iter().copied().collect());
+            c.reply(|o| {
+                resp::array(o, samples.len());
+                for (time, ms) in samples {
+                    resp::array(o, 2);
+                    resp::int(o, time as i64);
+                    resp::int(o, ms as i64);
                 }
             })
         }
@@ -385,9 +424,31 @@ mod tests {
         log.observe(get, &args, 12_000, &who);
         log.observe(info, &args, 15_000, &who);
         let events = lock(&log.events).clone();
-        let summary: Vec<_> = events.iter().map(|e| (e.name, e.latest, e.max)).collect();
-        assert_eq!(summary, [("fast-command", 12, 30), ("command", 15, 15)]);
+        let summary: Vec<_> = events.iter().map(|e| (e.name, e.max)).collect();
+        assert_eq!(summary, [("fast-command", 30), ("command", 15)]);
         assert!(lock(&log.entries).is_empty(), "the slow log is off");
+    }
+
+    #[test]
+    fn an_event_keeps_a_sample_per_second_as_redis() {
+        let mut e = Event {
+            name: "command",
+            max: 0,
+            samples: VecDeque::new(),
+        };
+        e.add(100, 20);
+        e.add(100, 10);
+        assert_eq!((e.latest(), e.max), ((100, 20), 20));
+        e.add(100, 30);
+        e.add(101, 5);
+        assert_eq!(e.samples, [(100, 30), (101, 5)]);
+        assert_eq!((e.latest(), e.max), ((101, 5), 30));
+        for t in 0..EVENT_SAMPLES as u64 {
+            e.add(200 + t, t);
+        }
+        assert_eq!(e.samples.len(), EVENT_SAMPLES);
+        assert_eq!(e.samples.front(), Some(&(200, 0)));
+        assert_eq!(e.max, 159);
     }
 
     #[test]

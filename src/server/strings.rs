@@ -289,6 +289,11 @@ pub(super) fn subcommand_syntax(sub: &[u8], cmd: &str) -> String {
 
 /// A command other than (un)subscribing, PING, QUIT and RESET in RESP2's
 /// subscribed mode (`name` as CLIENT LIST shows it).
+/// SSUBSCRIBE run by EXEC (Redis refuses it to a client that may not
+/// block).
+pub(super) const SSUBSCRIBE_IN_MULTI: &str =
+    "ERR SSUBSCRIBE isn't allowed for a DENY BLOCKING client";
+
 pub(super) fn subscribed_mode(name: &str) -> String {
     format!("ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
 }

@@ -429,6 +429,64 @@ impl RealRedis {
     }
 }
 
+/// A connection the differential harness sends commands over: one
+/// command in, its whole reply out.
+pub trait Call {
+    fn call(&mut self, args: &[&[u8]]) -> Vec<u8>;
+}
+
+impl Call for RawConn {
+    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        RawConn::call(self, args)
+    }
+}
+
+/// The same commands to nvkv (`ours`) and to a real redis-server
+/// (`theirs`), each reply compared byte for byte.
+pub struct Both<C = RawConn> {
+    pub ours: C,
+    pub theirs: C,
+}
+
+impl Both<RawConn> {
+    pub fn connect(ours: &Server, theirs: &RealRedis) -> Both {
+        Both {
+            ours: RawConn::connect(ours.addr),
+            theirs: RawConn::connect(theirs.addr.as_str()),
+        }
+    }
+}
+
+impl<C: Call> Both<C> {
+    /// Sends `args` to both and asserts the same bytes come back; returns
+    /// them.
+    pub fn check(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        let ours = self.ours.call(args);
+        let theirs = self.theirs.call(args);
+        assert_eq!(
+            ours.escape_ascii().to_string(),
+            theirs.escape_ascii().to_string(),
+            "{:?}",
+            args.iter()
+                .map(|a| a.escape_ascii().to_string())
+                .collect::<Vec<_>>()
+        );
+        ours
+    }
+
+    pub fn check_str(&mut self, args: &[&str]) -> Vec<u8> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.check(&args)
+    }
+
+    /// [`Both::check_str`] for each command in turn.
+    pub fn script(&mut self, cmds: &[&[&str]]) {
+        for cmd in cmds {
+            self.check_str(cmd);
+        }
+    }
+}
+
 /// A plain connection for comparing replies byte for byte: each call
 /// sends a command and an `ECHO` of a marker, and returns the bytes that
 /// came before the marker's reply (the command's whole reply, whatever its

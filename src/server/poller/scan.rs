@@ -13,6 +13,14 @@
 //! job needs many records of one segment (KEYS, a SCAN with a large
 //! COUNT), it reads the span that holds them in one large read instead,
 //! when that costs at most four times the bytes of the single reads.
+//!
+//! A SCAN step's keys are spread over the whole device, so a full
+//! iteration would read one record per key; instead the poller fills a
+//! cache of key names ([`names`]) with span reads of whole segments, and
+//! the steps it covers take their keys from it (a name counts only while
+//! the key's index entry points where it was read).
+
+mod names;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,6 +33,7 @@ use crate::index::{Entry, KeyHash};
 use crate::io::{Completion, Engine};
 use crate::resp;
 use crate::store::keyspace::Tag;
+use names::{KeyNames, Place};
 
 /// Bits of a SCAN cursor that hold the position in a partition's tag
 /// space; the bits above hold the partition. Position `p` stands for tag
@@ -43,6 +52,20 @@ const MAX_SPANS: usize = 4;
 /// A span is read whole when it is at most this many times the bytes of
 /// its records' single reads.
 const SPAN_WASTE: u64 = 4;
+/// Bytes a poller's cache of key names for SCAN may hold.
+const NAMES_CAP: usize = 64 << 20;
+/// The cache goes when no step used it for this long.
+const NAMES_IDLE_MS: u64 = 10_000;
+/// A step fills the cache when it would read at least this many records
+/// from the device otherwise.
+const FILL_MIN: usize = 32;
+/// A fill reads a segment's span when it is at most this many times the
+/// bytes of its records' single reads (sequential reads are much cheaper
+/// per byte than random ones); records of sparser segments are left to
+/// the steps.
+const FILL_WASTE: u64 = 16;
+/// Key length assumed before the first fill measures it.
+const FIRST_KEY_GUESS: usize = 32;
 
 /// A record a job needs: its partition, tag and entry, and the reads of
 /// it so far.
@@ -74,12 +97,15 @@ enum Kind {
     Keys,
     /// RANDOMKEY: picks made so far.
     Random { picks: u8, seed: u64 },
+    /// A fill of the cache of key names: no request, the names read.
+    Fill(KeyNames),
 }
 
 /// One request's iteration.
 #[derive(Debug)]
 struct Job {
-    req: Request,
+    /// `None` for a fill.
+    req: Option<Request>,
     kind: Kind,
     pattern: Option<Box<[u8]>>,
     /// Reads still to issue (taken from the end).
@@ -87,6 +113,9 @@ struct Job {
     /// Reads at the device.
     reading: usize,
     keys: Vec<Box<[u8]>>,
+    /// A SCAN step's records, kept while a fill of the cache that covers
+    /// them is under way.
+    waiting: Option<Vec<Item>>,
 }
 
 /// A read of a job's records at the device, from `start`.
@@ -108,6 +137,12 @@ pub(super) struct Scans {
     reads: HashMap<u32, ScanRead>,
     /// Span reads among them.
     spans: usize,
+    /// The cache of key names, once filled.
+    names: Option<KeyNames>,
+    /// The fill under way: its job.
+    fill: Option<u64>,
+    /// Mean key length the last fill found.
+    key_len: Option<usize>,
 }
 
 impl<E: Engine> Poller<E> {
@@ -123,6 +158,9 @@ impl<E: Engine> Poller<E> {
             tries: 0,
         };
         let partitions = self.shared.sb.partitions;
+        // Where a SCAN step that returns keys starts: its keys may come
+        // from the cache of key names.
+        let mut place: Option<Place> = None;
         let (kind, pattern) = match &req.op {
             Op::Scan {
                 from,
@@ -130,6 +168,9 @@ impl<E: Engine> Poller<E> {
                 pattern,
                 no_keys,
             } => {
+                if !*no_keys {
+                    place = Some((req.pid, *from));
+                }
                 // A step that ends its partition with fewer than `count`
                 // keys goes on into the next one while this poller owns
                 // it (with one poller, an empty store takes one step).
@@ -182,23 +223,148 @@ impl<E: Engine> Poller<E> {
         let pattern = pattern.filter(|p| &**p != b"*");
         let id = self.scans.next_job;
         self.scans.next_job += 1;
-        let todo = self.plan(todo);
-        let job = Job {
-            req,
+        let mut job = Job {
+            req: Some(req),
             kind,
             pattern,
-            todo,
+            todo: Vec::new(),
             reading: 0,
             keys: Vec::new(),
+            waiting: None,
+        };
+        match place {
+            Some(place) => self.use_names(&mut job, place, todo),
+            None => job.todo = self.plan(todo, SPAN_WASTE, true),
+        }
+        let waits = job.waiting.is_some();
+        self.scans.jobs.insert(id, job);
+        if !waits {
+            self.scans.queued.push_back(id);
+        }
+        self.pump_scans();
+    }
+
+    /// Takes the keys of a SCAN step's `items` from the cache of key
+    /// names where it holds them, and plans reads for the rest; or, when
+    /// the step would read many records from the device, has it wait for
+    /// a fill of the cache that covers `place` (starting one if none is
+    /// under way).
+    fn use_names(&mut self, job: &mut Job, place: Place, items: Vec<Item>) {
+        let now = self.ks.now_ms();
+        let total = items.len();
+        let mut fresh = false;
+        let misses = match self.scans.names.as_mut().filter(|n| n.covers(place)) {
+            Some(names) => {
+                names.used_ms = now;
+                fresh = now.saturating_sub(names.filled_ms) < NAMES_IDLE_MS / 10;
+                named(names, job.pattern.as_deref(), items, &mut job.keys)
+            }
+            None => items,
+        };
+        let device = (misses.iter())
+            .filter(|it| self.ks.buffered(it.entry).is_none())
+            .count();
+        if device >= FILL_MIN {
+            let filling = (self.scans.fill)
+                .and_then(|f| self.scans.jobs.get(&f))
+                .map(|f| matches!(&f.kind, Kind::Fill(n) if n.covers(place)));
+            let stale = self.scans.names.as_ref().is_none_or(|n| !n.covers(place))
+                || (device * 2 > total && !fresh);
+            if filling == Some(true) || (filling.is_none() && stale) {
+                if filling.is_none() {
+                    self.start_fill(place);
+                }
+                job.waiting = Some(misses);
+                return;
+            }
+        }
+        job.todo = self.plan(misses, SPAN_WASTE, true);
+    }
+
+    /// Starts a fill of the cache of key names: the records of this
+    /// poller's key space from `place` on (all of it when it fits), as
+    /// many as the cache's bytes allow, read in spans of their segments.
+    fn start_fill(&mut self, place: Place) {
+        let now = self.ks.now_ms();
+        let key_len = self.scans.key_len.unwrap_or(FIRST_KEY_GUESS);
+        let budget = NAMES_CAP / (names::ENTRY_BYTES + key_len);
+        let lo = if self.ks.live_keys() <= budget as u64 {
+            (0, 0)
+        } else {
+            place
+        };
+        let (mut items, mut entries, mut hi) = (Vec::new(), Vec::new(), None);
+        for pid in self.ks.partition_ids().into_iter().filter(|&p| p >= lo.0) {
+            let from = if pid == lo.0 { lo.1 } else { 0 };
+            self.ks
+                .scan_partition(pid, from, usize::MAX, TAG_GRAIN, &mut entries);
+            if items.len() + entries.len() > budget {
+                // The window ends inside this partition, at a tag.
+                entries.sort_unstable_by_key(|&(tag, _)| tag);
+                let keep = budget - items.len();
+                hi = Some((pid, entries[keep].0));
+                entries.truncate(keep);
+            }
+            items.extend(entries.drain(..).map(|(tag, entry)| Item {
+                pid,
+                tag,
+                entry,
+                tries: 0,
+            }));
+            if hi.is_some() {
+                break;
+            }
+        }
+        // The old names go first: one cache's bytes at a time.
+        self.scans.names = None;
+        let id = self.scans.next_job;
+        self.scans.next_job += 1;
+        let job = Job {
+            req: None,
+            kind: Kind::Fill(KeyNames::new(lo, hi, NAMES_CAP, now)),
+            pattern: None,
+            todo: self.plan(items, FILL_WASTE, false),
+            reading: 0,
+            keys: Vec::new(),
+            waiting: None,
         };
         self.scans.jobs.insert(id, job);
         self.scans.queued.push_back(id);
-        self.pump_scans();
+        self.scans.fill = Some(id);
+    }
+
+    /// A fill is done: its names become the cache, and the steps that
+    /// waited for it take their keys from there and read the rest.
+    fn finish_fill(&mut self, mut names: KeyNames) {
+        self.scans.fill = None;
+        names.seal();
+        if names.len() > 0 {
+            self.scans.key_len = Some(names.key_bytes() / names.len());
+        }
+        let waiting: Vec<u64> = (self.scans.jobs.iter())
+            .filter(|(_, j)| j.waiting.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            let job = self.scans.jobs.get_mut(&id).expect("job under way");
+            let items = job.waiting.take().expect("a waiting job");
+            let misses = named(&names, job.pattern.as_deref(), items, &mut job.keys);
+            let todo = self.plan(misses, SPAN_WASTE, true);
+            self.scans.jobs.get_mut(&id).expect("job under way").todo = todo;
+            self.scans.queued.push_back(id);
+        }
+        names.used_ms = self.ks.now_ms();
+        self.scans.names = Some(names);
     }
 
     /// Reads the records the jobs still need, as read slots allow; answers
     /// the jobs that have all theirs. Whether anything moved.
     pub(super) fn pump_scans(&mut self) -> bool {
+        let now = self.ks.now_ms();
+        let idle = |n: &KeyNames| now.saturating_sub(n.used_ms) >= NAMES_IDLE_MS;
+        if self.scans.names.as_ref().is_some_and(idle) {
+            self.scans.names = None;
+        }
         let mut moved = false;
         let mut n = self.scans.queued.len();
         while n > 0 {
@@ -229,9 +395,11 @@ impl<E: Engine> Poller<E> {
     }
 
     /// The reads for `items`: records of one segment that lie close
-    /// enough together share a span read; the rest, and records still in
-    /// a segment buffer, are read one by one. Taken from the end.
-    fn plan(&self, mut items: Vec<Item>) -> Vec<Want> {
+    /// enough together (a span at most `waste` times the bytes of their
+    /// single reads) share a span read; the rest, and records still in a
+    /// segment buffer, are read one by one, or left out unless `singles`.
+    /// Taken from the end.
+    fn plan(&self, mut items: Vec<Item>, waste: u64, singles: bool) -> Vec<Want> {
         let sb = &self.shared.sb;
         let block = self.ks.block();
         items.sort_unstable_by_key(|it| it.entry.offset);
@@ -246,16 +414,20 @@ impl<E: Engine> Poller<E> {
             let single: u64 = (run.iter())
                 .map(|it| align_up(it.entry.len as u64, block) + block)
                 .sum();
-            if run.len() > 1 && end - start <= SPAN_WASTE * single {
+            if run.len() > 1 && end - start <= waste * single {
                 let items = std::mem::take(run);
                 wants.push(Want::Span { start, end, items });
-            } else {
+            } else if singles {
                 wants.extend(run.drain(..).map(Want::Record));
+            } else {
+                run.clear();
             }
         };
         for it in items {
             if self.ks.buffered(it.entry).is_some() {
-                wants.push(Want::Record(it));
+                if singles {
+                    wants.push(Want::Record(it));
+                }
                 continue;
             }
             let seg = sb.segment_of(it.entry.offset);
@@ -300,10 +472,13 @@ impl<E: Engine> Poller<E> {
         let buf = match eng.alloc((end - start) as usize) {
             Ok(buf) => buf,
             Err(_) if span => {
-                // No large buffer (SPDK's DMA memory): one by one.
+                // No large buffer (SPDK's DMA memory): one by one (a fill
+                // leaves them to the steps).
                 self.free_tags.push(slot);
                 let job = self.scans.jobs.get_mut(&id).expect("job under way");
-                job.todo.extend(items.into_iter().map(Want::Record));
+                if !matches!(job.kind, Kind::Fill(_)) {
+                    job.todo.extend(items.into_iter().map(Want::Record));
+                }
                 return Ok(());
             }
             Err(_) => {
@@ -389,6 +564,14 @@ impl<E: Engine> Poller<E> {
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return;
         };
+        if let Kind::Fill(names) = &mut job.kind {
+            // A record that does not hold its tag's key (written again or
+            // moved meanwhile) is left to the steps.
+            if let Some(r) = rec.filter(|r| !r.is_tombstone()) {
+                names.insert((pid, tag), entry.offset, r.key);
+            }
+            return;
+        }
         match rec {
             Some(r) if r.is_tombstone() || r.expired(now) => {}
             Some(r) => {
@@ -432,7 +615,7 @@ impl<E: Engine> Poller<E> {
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return false;
         };
-        if !job.todo.is_empty() || job.reading > 0 {
+        if job.waiting.is_some() || !job.todo.is_empty() || job.reading > 0 {
             return false;
         }
         if let Kind::Random { picks, seed } = &mut job.kind {
@@ -453,6 +636,12 @@ impl<E: Engine> Poller<E> {
             }
         }
         let job = self.scans.jobs.remove(&id).expect("job under way");
+        let Some(req) = job.req else {
+            if let Kind::Fill(names) = job.kind {
+                self.finish_fill(names);
+            }
+            return true;
+        };
         let reply = match job.kind {
             Kind::Scan { next } => {
                 let mut out = Vec::new();
@@ -474,10 +663,36 @@ impl<E: Engine> Poller<E> {
                 }
                 None => Reply::Nil,
             },
+            Kind::Fill(_) => unreachable!("a fill has no request"),
         };
-        self.reply(&job.req, reply);
+        self.reply(&req, reply);
         true
     }
+}
+
+/// Takes the keys of `items` that `names` holds into `keys` (those that
+/// match `pattern`); returns the others.
+fn named(
+    names: &KeyNames,
+    pattern: Option<&[u8]>,
+    mut items: Vec<Item>,
+    keys: &mut Vec<Box<[u8]>>,
+) -> Vec<Item> {
+    // Nearly in order already (the index's slots follow their tags).
+    items.sort_by_key(|it| (it.pid, it.tag));
+    let mut misses = Vec::new();
+    let wanted = items.iter().map(|it| ((it.pid, it.tag), it.entry.offset));
+    for (it, key) in items.iter().zip(names.lookup(wanted)) {
+        match key {
+            Some(key) => {
+                if pattern.is_none_or(|p| pattern::glob_exact(p, key)) {
+                    keys.push(key.into());
+                }
+            }
+            None => misses.push(*it),
+        }
+    }
+    misses
 }
 
 /// A read not sent, as it was wanted.

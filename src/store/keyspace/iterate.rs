@@ -46,6 +46,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         ids
     }
 
+    /// Live keys in this keyspace's partitions (keys expired but not
+    /// reaped yet count).
+    pub fn live_keys(&self) -> u64 {
+        (self.shards.iter().flatten())
+            .flat_map(|s| s.partitions())
+            .map(|p| p.live_keys())
+            .sum()
+    }
+
     /// The live entry of the key whose tag is `tag` in partition `pid`.
     pub fn live_entry(&self, pid: u32, tag: u64) -> Option<Entry> {
         let e = self.shard(pid).partition(pid).get_tag(tag)?;
