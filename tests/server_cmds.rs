@@ -528,3 +528,102 @@ fn reset_leaves_subscribed_mode_and_resp3() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+/// A reply's text, from a raw connection (errors and simple strings alike).
+fn raw(con: &mut RawConn, args: &[&str]) -> String {
+    call(con, args).trim_end().to_owned()
+}
+
+#[test]
+fn save_and_bgsave_answer_as_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let redis = RealRedis::start(&[]);
+    // One at a time (Redis's BGSAVE forks; a second while it runs is an
+    // error there), each on a fresh connection's MULTI where it matters.
+    compare(
+        &srv,
+        &redis,
+        &[
+            &["SAVE"],
+            &["SAVE", "x"],
+            &["BGSAVE", "x"],
+            &["BGSAVE", "SCHEDULE", "x"],
+        ],
+    );
+    // Inside MULTI: refused when queued, and EXEC aborts.
+    let in_multi = |con: &mut redis::Connection| {
+        let () = redis::cmd("MULTI").query(con).unwrap();
+        let queued = redis::cmd("SAVE").query::<()>(con).unwrap_err();
+        let exec = redis::cmd("EXEC").query::<()>(con).unwrap_err();
+        (queued.to_string(), exec.to_string())
+    };
+    let ours = in_multi(&mut srv.client());
+    assert!(
+        ours.0.contains("not allowed inside a transaction"),
+        "{ours:?}"
+    );
+    assert!(ours.1.contains("Transaction discarded"), "{ours:?}");
+    if let Some(r) = &redis {
+        let theirs = in_multi(
+            &mut redis::Client::open(format!("redis://{}", r.addr))
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        );
+        assert_eq!(ours, theirs);
+    }
+    let mut ours = RawConn::connect(srv.addr);
+    assert_eq!(raw(&mut ours, &["BGSAVE"]), "+Background saving started");
+    if let Some(r) = &redis {
+        let mut theirs = RawConn::connect(&r.addr);
+        assert_eq!(raw(&mut theirs, &["BGSAVE"]), "+Background saving started");
+    }
+    // INFO persistence reports the saves; LASTSAVE follows them.
+    let mut c = srv.client();
+    let done = (0..1000).any(|_| {
+        let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+        let done = info.contains("rdb_bgsave_in_progress:0\r\n")
+            && info.contains("rdb_last_bgsave_status:ok\r\n");
+        if !done {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done
+    });
+    assert!(done, "the BGSAVE completes");
+    let before: u64 = redis::cmd("LASTSAVE").query(&mut c).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let after: u64 = redis::cmd("LASTSAVE").query(&mut c).unwrap();
+    assert!(
+        after > before,
+        "LASTSAVE moves with a SAVE: {before} -> {after}"
+    );
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    assert!(
+        info.contains(&format!("rdb_last_save_time:{after}\r\n")),
+        "{info}"
+    );
+    srv.stop();
+}
+
+#[test]
+fn save_makes_async_writes_durable_before_their_commit_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    // Commits only every 10 minutes: an acknowledged SET is in memory.
+    let async_mode = ["--durability", "async", "--commit-interval-ms", "600000"];
+    let srv = Server::start(dir.path(), &async_mode);
+    let mut c = srv.client();
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("saved")
+        .query(&mut c)
+        .unwrap();
+    let () = redis::cmd("SAVE").query(&mut c).unwrap();
+    srv.kill();
+    let srv = Server::start(dir.path(), &async_mode);
+    let mut c = srv.client();
+    let got: Option<String> = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(got.as_deref(), Some("saved"), "SAVE made the SET durable");
+    srv.stop();
+}

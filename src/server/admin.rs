@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use super::conn::Conn;
 use super::{counters, settings, strings, Shared};
@@ -33,6 +34,140 @@ pub(super) fn shutdown(c: &mut Conn, shared: &Shared, args: &[&[u8]]) {
     tracing::info!(client = %c.info.addr, "SHUTDOWN: stopping");
     shared.shutdown.store(true, SeqCst);
     c.closing = true;
+}
+
+/// SAVE and BGSAVE, and what LASTSAVE and INFO persistence say of them.
+///
+/// A save is a commit on every poller that starts at once and flushes the
+/// device even with nothing to write: once each poller's part is in,
+/// every write acknowledged before the SAVE is on stable media (in
+/// `--durability async` too, where writes are acknowledged before their
+/// commit). The device is the store's persistence — the index is rebuilt
+/// from it after a crash, and flushed at a clean shutdown — so there is no
+/// snapshot file to write.
+pub(super) struct Saves {
+    /// Unix seconds of the last save completed without error (the start
+    /// counts as one, as in Redis).
+    last: AtomicU64,
+    /// Poller parts of saves under way, in all and of BGSAVEs.
+    parts: AtomicUsize,
+    background: AtomicUsize,
+    /// A part failed since the parts last all completed.
+    failed: AtomicBool,
+    /// How the last BGSAVE ended.
+    last_bg_ok: AtomicBool,
+}
+
+impl Saves {
+    pub(super) fn new() -> Self {
+        Saves {
+            last: AtomicU64::new(crate::store::clock::unix_ms() / 1000),
+            parts: AtomicUsize::new(0),
+            background: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            last_bg_ok: AtomicBool::new(true),
+        }
+    }
+
+    /// Pollers start their parts of a save.
+    fn start(&self, pollers: usize, background: bool) {
+        self.parts.fetch_add(pollers, SeqCst);
+        if background {
+            self.background.fetch_add(pollers, SeqCst);
+        }
+    }
+
+    /// A poller's part of a save is durable (`ok`) or failed. When the
+    /// last part under way completes and none failed, LASTSAVE moves.
+    pub(super) fn record(&self, background: bool, ok: bool) {
+        if !ok {
+            self.failed.store(true, SeqCst);
+        }
+        if background {
+            self.background.fetch_sub(1, SeqCst);
+            if !ok {
+                self.last_bg_ok.store(false, SeqCst);
+            }
+        }
+        if self.parts.fetch_sub(1, SeqCst) == 1 && !self.failed.swap(false, SeqCst) {
+            self.last
+                .store(crate::store::clock::unix_ms() / 1000, SeqCst);
+            if background {
+                self.last_bg_ok.store(true, SeqCst);
+            }
+        }
+    }
+
+    /// LASTSAVE.
+    pub(super) fn last(&self) -> u64 {
+        self.last.load(Relaxed)
+    }
+
+    /// A BGSAVE is under way.
+    pub(super) fn in_background(&self) -> bool {
+        self.background.load(SeqCst) > 0
+    }
+
+    /// INFO persistence's lines about saves.
+    pub(super) fn info(&self) -> String {
+        format!(
+            "rdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\n",
+            self.in_background() as u8,
+            self.last(),
+            if self.last_bg_ok.load(Relaxed) {
+                "ok"
+            } else {
+                "err"
+            }
+        )
+    }
+}
+
+/// `SAVE`: every poller commits at once; `+OK` once all are durable.
+pub(super) fn save(c: &mut Conn, router: &mut super::router::Router) {
+    let shared = router.shared;
+    if shared.saves.in_background() {
+        return c.reply(|o| resp::error(o, strings::BGSAVE_RUNNING));
+    }
+    shared.saves.start(shared.pollers.len(), false);
+    super::command::to_every_poller(c, router, super::replies::Combine::AllOk, || {
+        super::msg::Op::Save
+    });
+}
+
+/// `BGSAVE [SCHEDULE]`: as SAVE, answered at once. While one is under way,
+/// an error, or with SCHEDULE another that follows it.
+pub(super) fn bgsave(c: &mut Conn, router: &mut super::router::Router, args: &[&[u8]]) {
+    let schedule = match args {
+        [_] => false,
+        [_, a] if a.eq_ignore_ascii_case(b"SCHEDULE") => true,
+        _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
+    };
+    let shared = router.shared;
+    let running = shared.saves.in_background();
+    if running && !schedule {
+        return c.reply(|o| resp::error(o, strings::BGSAVE_RUNNING));
+    }
+    let pollers = shared.pollers.len();
+    shared.saves.start(pollers, true);
+    for p in 0..pollers {
+        let req = super::msg::Request {
+            from: c.me,
+            touch: false,
+            id: super::msg::NO_REPLY,
+            part: p as u32,
+            hash: crate::index::KeyHash { lo: 0, tag: 0 },
+            pid: p as u32,
+            op: super::msg::Op::Save,
+        };
+        router.send(p, req);
+    }
+    let text = if running {
+        strings::BGSAVE_SCHEDULED
+    } else {
+        strings::BGSAVE_STARTED
+    };
+    c.reply(|o| resp::simple(o, text));
 }
 
 /// `RESET`: the connection as new, as Redis's: no subscriptions, RESP2,

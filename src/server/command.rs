@@ -80,11 +80,15 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         ) {
             if matches!(
                 cmd,
-                Cmd::Scan | Cmd::Keys | Cmd::Randomkey | Cmd::Flushdb | Cmd::Flushall
+                Cmd::Scan | Cmd::Keys | Cmd::Randomkey | Cmd::Flushdb | Cmd::Flushall | Cmd::Bgsave
             ) {
                 // They work on every poller's keys, a transaction on one's.
                 m.aborted = true;
                 return c.reply(|o| resp::error(o, strings::NOT_IN_MULTI));
+            }
+            if cmd == Cmd::Save {
+                m.aborted = true;
+                return c.reply(|o| resp::error(o, strings::NO_MULTI));
             }
             // Timed when EXEC runs it.
             c.timing = None;
@@ -218,12 +222,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             })
         }
         Cmd::Lastsave => {
-            // No save while running: the last is the start (Redis counts
-            // its start as a save too). The index is flushed and marked
-            // clean at shutdown.
-            let started = unix_ms() / 1000 - router.shared.started.elapsed().as_secs();
-            c.reply(|o| resp::int(o, started as i64))
+            let last = router.shared.saves.last();
+            c.reply(|o| resp::int(o, last as i64))
         }
+        Cmd::Save => super::admin::save(c, router),
+        Cmd::Bgsave => super::admin::bgsave(c, router, args),
         // Strings and TTLs.
         Cmd::Incrbyfloat => route_one(
             c,
@@ -1765,7 +1768,12 @@ fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
 }
 
 /// One request to every poller, the replies combined by `combine`.
-fn to_every_poller(c: &mut Conn, router: &mut Router, combine: Combine, op: impl Fn() -> Op) {
+pub(super) fn to_every_poller(
+    c: &mut Conn,
+    router: &mut Router,
+    combine: Combine,
+    op: impl Fn() -> Op,
+) {
     let pollers = router.shared.pollers.len();
     let id = c.expect(pollers, Some(combine));
     for p in 0..pollers {

@@ -100,8 +100,13 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         };
         let _ = write!(
             s,
-            "# Persistence\r\nloading:0\r\nindex_state_at_start:{state}\r\nrecovery_secs:{:.3}\r\nrecovery_bytes_read:{}\r\nrecovery_segments_scanned:{}\r\nrecovery_records_scanned:{}\r\nrecovery_segments_erased:{}\r\n\r\n",
-            r.secs, r.bytes_scanned, r.segments_scanned, r.records_scanned, r.segments_erased
+            "# Persistence\r\nloading:0\r\n{}index_state_at_start:{state}\r\nrecovery_secs:{:.3}\r\nrecovery_bytes_read:{}\r\nrecovery_segments_scanned:{}\r\nrecovery_records_scanned:{}\r\nrecovery_segments_erased:{}\r\n\r\n",
+            sh.saves.info(),
+            r.secs,
+            r.bytes_scanned,
+            r.segments_scanned,
+            r.records_scanned,
+            r.segments_erased
         );
     }
     if wants(section, "stats") {

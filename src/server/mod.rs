@@ -414,6 +414,8 @@ struct Shared {
     config_file: Option<PathBuf>,
     /// INFO's counters as CONFIG RESETSTAT left them.
     baseline: counters::Baseline,
+    /// SAVE and BGSAVE: LASTSAVE, saves under way.
+    saves: admin::Saves,
 }
 
 impl Shared {
@@ -811,6 +813,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         shutdown: AtomicBool::new(false),
         config_file: args.config_file.clone(),
         baseline: counters::Baseline::default(),
+        saves: admin::Saves::new(),
     });
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();

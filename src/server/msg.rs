@@ -32,7 +32,9 @@ pub struct Request {
 #[derive(Debug)]
 pub enum Op {
     /// Read the value of `key`.
-    Get { key: Box<[u8]> },
+    Get {
+        key: Box<[u8]>,
+    },
     /// Is the key present?
     Exists,
     /// Store a value; `expire_ms` is absolute (0 = no expiry), or the
@@ -46,9 +48,13 @@ pub enum Op {
         reply: SetReply,
     },
     /// Read the value and delete the key (GETDEL).
-    GetDel { key: Box<[u8]> },
+    GetDel {
+        key: Box<[u8]>,
+    },
     /// Delete the key.
-    Del { key: Box<[u8]> },
+    Del {
+        key: Box<[u8]>,
+    },
     /// Set the expiry (absolute ms; at or before now deletes the key), or
     /// remove it with `persist`.
     Expire {
@@ -59,20 +65,34 @@ pub enum Op {
         cond: ExpireIf,
     },
     /// Time to live, in ms or in s.
-    Ttl { key: Box<[u8]>, ms: bool },
+    Ttl {
+        key: Box<[u8]>,
+        ms: bool,
+    },
     /// Add `by` to the integer the key holds (a missing key holds 0),
     /// keeping its TTL: INCR, DECR, INCRBY, DECRBY.
-    IncrBy { key: Box<[u8]>, by: i64 },
+    IncrBy {
+        key: Box<[u8]>,
+        by: i64,
+    },
 
     // Strings and TTLs: the commands that read a value, or read and
     // rewrite it, to change part of it.
     /// Add the number `by` (as written by the client) to the number the
     /// key holds, as Redis's `long double` (INCRBYFLOAT); the TTL stays.
-    IncrByFloat { key: Box<[u8]>, by: Box<[u8]> },
+    IncrByFloat {
+        key: Box<[u8]>,
+        by: Box<[u8]>,
+    },
     /// Append to the value (a missing key holds ""); the TTL stays.
-    Append { key: Box<[u8]>, value: Box<[u8]> },
+    Append {
+        key: Box<[u8]>,
+        value: Box<[u8]>,
+    },
     /// The length of the value (STRLEN).
-    Strlen { key: Box<[u8]> },
+    Strlen {
+        key: Box<[u8]>,
+    },
     /// The bytes of the value from `start` to `end`, both included, with
     /// Redis's negative indexes (GETRANGE, SUBSTR).
     GetRange {
@@ -88,7 +108,10 @@ pub enum Op {
         value: Box<[u8]>,
     },
     /// The value, and a change of its expiry (GETEX).
-    GetEx { key: Box<[u8]>, expiry: GetExpiry },
+    GetEx {
+        key: Box<[u8]>,
+        expiry: GetExpiry,
+    },
     /// Set every key, or none when any exists (MSETNX): the keys are all
     /// this poller's. `wait`: its number while it waits for its keys.
     MsetNx {
@@ -96,7 +119,10 @@ pub enum Op {
         wait: Option<u64>,
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
-    ExpireTime { key: Box<[u8]>, ms: bool },
+    ExpireTime {
+        key: Box<[u8]>,
+        ms: bool,
+    },
 
     // Transactions.
     /// EXEC: the queued commands' requests (their ids carry [`TXN_PART`]),
@@ -119,23 +145,36 @@ pub enum Op {
         wait: Option<u64>,
     },
     /// WATCH: remembers the key's current version for the connection.
-    Watch { key: Box<[u8]> },
+    Watch {
+        key: Box<[u8]>,
+    },
     /// UNWATCH (and DISCARD, EXEC refused, a connection closing): forgets
     /// what the connection watches here. No reply when `id` is
     /// [`NO_REPLY`].
     Unwatch,
     // Key space: the per-key commands.
     /// `string` or `none` (TYPE).
-    Type { key: Box<[u8]> },
+    Type {
+        key: Box<[u8]>,
+    },
     /// Whether the key exists; its access time follows, whatever the
     /// eviction policy (TOUCH).
-    Touch { key: Box<[u8]> },
+    Touch {
+        key: Box<[u8]>,
+    },
     /// What OBJECT says of the key.
-    Object { key: Box<[u8]>, what: ObjectInfo },
+    Object {
+        key: Box<[u8]>,
+        what: ObjectInfo,
+    },
     /// The bytes the key takes (MEMORY USAGE).
-    MemoryUsage { key: Box<[u8]> },
+    MemoryUsage {
+        key: Box<[u8]>,
+    },
     /// The value in Redis's serialized form (DUMP).
-    Dump { key: Box<[u8]> },
+    Dump {
+        key: Box<[u8]>,
+    },
     /// Create the key from a serialized value (RESTORE).
     Restore {
         key: Box<[u8]>,
@@ -160,7 +199,9 @@ pub enum Op {
     /// The place of waiting request `id` (a command of several keys) in
     /// the queue of a key it waits for (a poller's own: no client sends
     /// it).
-    Fence { id: u64 },
+    Fence {
+        id: u64,
+    },
     // Key space: iteration. The request's `pid` is the partition to
     // visit (its `hash` is unused).
     /// One SCAN step in partition `pid`: the keys whose tags lie from
@@ -174,11 +215,19 @@ pub enum Op {
     },
     /// Every key of the poller's partitions matching `pattern` (KEYS), as
     /// one part of the combined reply.
-    Keys { pattern: Box<[u8]> },
+    Keys {
+        pattern: Box<[u8]>,
+    },
     /// One live key of the poller's, at random (`seed`), or nil.
-    RandomKey { seed: u64 },
+    RandomKey {
+        seed: u64,
+    },
     /// Every key of the poller's shards goes (FLUSHDB, FLUSHALL): `+OK`
     /// once the flush is durable.
+    /// SAVE / BGSAVE: every write this poller has acknowledged is made
+    /// durable (a commit, with a device flush, even when nothing waits to
+    /// be written); answered once it is.
+    Save,
     Flush,
 }
 
@@ -290,7 +339,7 @@ impl Op {
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
-            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush => None,
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
         }
     }
 }

@@ -47,6 +47,8 @@ struct Waiter {
     id: u64,
     part: u32,
     reply: Reply,
+    /// A SAVE or BGSAVE (which has no reply: `id` is `NO_REPLY`).
+    save: bool,
 }
 
 /// A device read waiting for its completion.
@@ -510,6 +512,7 @@ impl<E: Engine> Poller<E> {
         }
         match req.op {
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
+            Op::Save => return self.save(req),
             Op::Exec { .. } => return self.exec_when_free(req),
             Op::Group { .. } => return self.group_when_free(req),
             Op::Unwatch => return self.unwatch(req),
@@ -952,6 +955,7 @@ impl<E: Engine> Poller<E> {
                     id: req.id,
                     part: req.part,
                     reply: ok,
+                    save: false,
                 };
                 match self.ks.acknowledge(w) {
                     Some(w) => w.reply,
@@ -980,6 +984,12 @@ impl<E: Engine> Poller<E> {
         self.ks.take_acks(&mut self.acks);
         let mut acks = std::mem::take(&mut self.acks);
         for (w, result) in acks.drain(..) {
+            if w.save {
+                self.saved(w.id == NO_REPLY, result.is_ok());
+                if w.id == NO_REPLY {
+                    continue;
+                }
+            }
             let reply = match result {
                 Ok(()) => w.reply,
                 Err(e) => Reply::Error(format!("ERR I/O error, {e}")),
@@ -987,6 +997,27 @@ impl<E: Engine> Poller<E> {
             self.respond(w.to, w.id, w.part, reply);
         }
         self.acks = acks;
+    }
+
+    /// SAVE or BGSAVE (`background`): everything this poller has
+    /// acknowledged becomes durable with the next commit, which starts at
+    /// once; the reply (none for BGSAVE) waits for it.
+    fn save(&mut self, req: Request) {
+        let w = Waiter {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+            save: true,
+        };
+        self.ks.save(w);
+    }
+
+    /// This poller's part of a save is durable (`ok`) or failed: LASTSAVE
+    /// moves once every poller's part of a successful one is in, BGSAVE's
+    /// count of pollers still saving goes down.
+    fn saved(&mut self, background: bool, ok: bool) {
+        self.shared.saves.record(background, ok);
     }
 
     /// Redis's refusal of a command that adds data past `--maxmemory`
@@ -1495,6 +1526,7 @@ impl<E: Engine> Poller<E> {
                         id: t.exec.id,
                         part: t.exec.part,
                         reply: Reply::Txn(t.replies),
+                        save: false,
                     };
                     self.ks.acknowledge_durable(w);
                     None
@@ -1931,6 +1963,7 @@ impl<E: Engine> Poller<E> {
             id: req.id,
             part: req.part,
             reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+            save: false,
         };
         if let Err((_, e)) = self.ks.flush_all(w) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));

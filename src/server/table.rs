@@ -44,6 +44,8 @@ pub(super) enum Cmd {
     Hello,
     Time,
     Lastsave,
+    Save,
+    Bgsave,
     // Strings and TTLs.
     Incrbyfloat,
     Append,
@@ -175,6 +177,8 @@ pub(super) const COMMANDS: &[Spec] = &[
     },
     spec(Cmd::Time, "TIME", 1),
     spec(Cmd::Lastsave, "LASTSAVE", 1),
+    spec(Cmd::Save, "SAVE", 1),
+    spec(Cmd::Bgsave, "BGSAVE", -1),
     // Strings and TTLs.
     spec(Cmd::Incrbyfloat, "INCRBYFLOAT", 3),
     spec(Cmd::Append, "APPEND", 3),
@@ -744,6 +748,8 @@ pub(super) const META: &[Meta] = &[
     Meta { flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], acl: &["@fast", "@connection"], complexity: Some("O(1)"), history: &[("6.2.0", "`protover` made optional; when called without arguments the command reports the current connection's context.")], args: &[Arg { flags: &["optional"], args: &[arg("protover", "integer"), Arg { token: Some("AUTH"), flags: &["optional"], args: &[arg("username", "string"), arg("password", "string")], ..arg("username_password", "block") }, Arg { token: Some("SETNAME"), flags: &["optional"], ..arg("clientname", "string") }], ..arg("arguments", "block") }], ..meta("hello", -1, "Handshake with Redis", "6.0.0", "connection") },
     Meta { flags: &["loading", "stale", "fast"], acl: &["@fast"], tips: &["nondeterministic_output"], complexity: Some("O(1)"), ..meta("time", 1, "Return the current server time", "2.6.0", "server") },
     Meta { flags: &["loading", "stale", "fast"], acl: &["@admin", "@fast", "@dangerous"], tips: &["nondeterministic_output"], complexity: Some("O(1)"), ..meta("lastsave", 1, "Get the UNIX time stamp of the last successful save to disk", "1.0.0", "server") },
+    Meta { flags: &["admin", "noscript", "no_async_loading", "no_multi"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(N) where N is the total number of keys in all databases"), ..meta("save", 1, "Synchronously save the dataset to disk", "1.0.0", "server") },
+    Meta { flags: &["admin", "noscript", "no_async_loading"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(1)"), history: &[("3.2.2", "Added the `SCHEDULE` option.")], args: &[Arg { token: Some("SCHEDULE"), since: Some("3.2.2"), flags: &["optional"], ..arg("schedule", "pure-token") }], ..meta("bgsave", -1, "Asynchronously save the dataset to disk", "1.0.0", "server") },
     Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "access", "update"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("increment", "double")], ..meta("incrbyfloat", 3, "Increment the float value of a key by the given amount", "2.6.0", "string") },
     Meta { flags: &["write", "denyoom", "fast"], keys: (1, 1, 1), acl: &["@write", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RW", "insert"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation."), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }, arg("value", "string")], ..meta("append", 3, "Append a value to a key", "2.0.0", "string") },
     Meta { flags: &["readonly", "fast"], keys: (1, 1, 1), acl: &["@read", "@string", "@fast"], key_specs: &[KeySpec { notes: None, flags: &["RO"], begin: Begin::Index(1), find: Find::Range { lastkey: 0, keystep: 1, limit: 0 } }], complexity: Some("O(1)"), args: &[Arg { key_spec_index: Some(0), ..arg("key", "key") }], ..meta("strlen", 2, "Get the length of the value stored in a key", "2.2.0", "string") },

@@ -116,6 +116,8 @@ pub(super) struct Log<W> {
     /// records they flush (see `keyspace/flush.rs`).
     pub(super) marks: Vec<(u32, FlushMark)>,
     pub(super) flushed_segments: Vec<u32>,
+    /// SAVE: the next commit starts at once, with or without writes.
+    pub(super) force: bool,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -146,6 +148,7 @@ impl<W> Log<W> {
             spare: Vec::new(),
             marks: Vec::new(),
             flushed_segments: Vec::new(),
+            force: false,
         }
     }
 
@@ -404,12 +407,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         let erase = !self.log.to_erase.is_empty()
             && (self.since_commit() >= self.log.interval || self.stopping);
         let marks = !self.log.marks.is_empty();
-        if busy || (self.log.undo.len() == fresh && !erase && !marks) {
+        let force = self.log.force;
+        if busy || (self.log.undo.len() == fresh && !erase && !marks && !force) {
             return false;
         }
         let due = self.log.sync
             || erase
             || marks
+            || force
             || self.since_commit() >= self.log.interval
             || self.log.segs.iter().any(|s| s.closed)
             || self.stopping;
@@ -424,6 +429,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     fn start_commit(&mut self) {
+        self.log.force = false;
         self.log.commits_started += 1;
         let n = self.log.commits_started;
         let queued = match self.commit_buffers() {

@@ -254,6 +254,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.wait(w);
     }
 
+    /// SAVE: `w` comes back from [`Keyspace::take_acks`] once everything
+    /// written so far is durable: the next commit starts at once (in
+    /// either durability mode), and flushes the device even with nothing
+    /// to write.
+    pub fn save(&mut self, w: W) {
+        self.log.wait(w);
+        self.log.force = true;
+    }
+
     /// The index entry of a key as it stands (deleted, expired or evicted
     /// keys' entries included), without looking at the clock: what WATCH
     /// compares.
