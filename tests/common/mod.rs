@@ -377,6 +377,9 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct RealRedis {
     child: std::process::Child,
     pub addr: String,
+    /// Its working directory: a SAVE or BGSAVE writes dump.rdb there, not
+    /// into the checkout.
+    _dir: tempfile::TempDir,
 }
 
 impl RealRedis {
@@ -386,8 +389,11 @@ impl RealRedis {
             .local_addr()
             .ok()?
             .port();
+        let dir = tempfile::tempdir().ok()?;
         let child = std::process::Command::new("redis-server")
             .args([
+                "--dir",
+                dir.path().to_str()?,
                 "--port",
                 &port.to_string(),
                 "--save",
@@ -404,7 +410,11 @@ impl RealRedis {
             return None;
         };
         let addr = format!("127.0.0.1:{port}");
-        let r = RealRedis { child, addr };
+        let r = RealRedis {
+            child,
+            addr,
+            _dir: dir,
+        };
         wait_for("redis-server listening", || {
             std::net::TcpStream::connect(&r.addr).is_ok()
         });
