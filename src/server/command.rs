@@ -73,6 +73,10 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
     }
     let cmd = spec.cmd;
+    if let Some(msg) = super::repl::refusal(router.shared, c, spec) {
+        c.refused_in_multi();
+        return c.reply(|o| resp::error(o, msg));
+    }
     if let Some(m) = &mut c.multi {
         if !matches!(
             cmd,
@@ -346,6 +350,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         Cmd::Keys => keys(c, router, args[1]),
         Cmd::Randomkey => randomkey(c, router),
         Cmd::Flushdb | Cmd::Flushall => flush(c, router, args),
+        Cmd::Replicaof | Cmd::Slaveof => super::repl::replicaof(c, router.shared, args),
+        Cmd::Role => super::repl::role(c, router.shared),
+        Cmd::Replconf => super::repl::replconf(c, args),
+        Cmd::Psync => super::repl::psync(c, router.shared, args),
+        Cmd::Wait => super::repl::wait(c, router, args),
     }
 }
 
@@ -1025,6 +1034,9 @@ fn client_line(ci: &ClientInfo) -> String {
     }
     if ci.has(NO_TOUCH) {
         flags.push('T');
+    }
+    if ci.has(super::conn::MASTER) {
+        flags.push('M');
     }
     if flags.is_empty() {
         flags.push('N');
@@ -1833,5 +1845,8 @@ fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         [_, mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
         _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
     }
+    // Into the replication stream first: a poller's writes between this
+    // and its flush are wiped by the flush, and left out of the stream.
+    router.shared.repl.flush_sent();
     to_every_poller(c, router, Combine::AllOk, || Op::Flush);
 }

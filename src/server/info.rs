@@ -24,6 +24,7 @@ const DEFAULT: &[&str] = &[
     "memory",
     "persistence",
     "stats",
+    "replication",
     "cpu",
     "keyspace",
     "nvkv",
@@ -108,6 +109,9 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         s.push_str("# Stats\r\n");
         table(&mut s, "stats");
         s.push_str("\r\n");
+    }
+    if wants(section, "replication") {
+        super::repl::info(sh, &mut s);
     }
     if wants(section, "cpu") {
         // Redis's fields, then the busy time of the server's threads.

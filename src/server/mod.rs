@@ -18,6 +18,7 @@ pub mod msg;
 mod pattern;
 mod poller;
 mod pubsub;
+mod repl;
 mod replies;
 mod router;
 mod settings;
@@ -284,6 +285,45 @@ pub struct ServeArgs {
     /// The `--config` file the flags came from (CONFIG REWRITE writes it).
     #[arg(skip)]
     pub config_file: Option<PathBuf>,
+    /// Start as a replica of this primary: "HOST PORT" (REPLICAOF).
+    #[arg(long, value_name = "\"HOST PORT\"", value_parser = parse_replicaof)]
+    pub replicaof: Option<ReplicaOf>,
+    /// Bytes of the replication stream kept for replicas to resume from.
+    #[arg(long, value_parser = store::parse_size, default_value = "1m")]
+    pub repl_backlog_size: u64,
+    /// A replica refuses clients' writes (yes / no).
+    #[arg(long, value_parser = access::parse_yes_no, default_value = "yes", action = clap::ArgAction::Set)]
+    pub replica_read_only: bool,
+    /// A primary refuses writes while fewer replicas than this are online
+    /// and acknowledged within --min-replicas-max-lag (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub min_replicas_to_write: usize,
+    /// Seconds since a replica's last acknowledgement for it to count
+    /// towards --min-replicas-to-write.
+    #[arg(long, default_value_t = 10)]
+    pub min_replicas_max_lag: u64,
+}
+
+/// `--replicaof HOST PORT`.
+#[derive(Debug, Clone)]
+pub struct ReplicaOf {
+    pub host: String,
+    pub port: u16,
+}
+
+fn parse_replicaof(s: &str) -> Result<ReplicaOf, String> {
+    let mut words = s.split_whitespace();
+    match (
+        words.next(),
+        words.next().map(str::parse::<u16>),
+        words.next(),
+    ) {
+        (Some(host), Some(Ok(port)), None) => Ok(ReplicaOf {
+            host: host.to_string(),
+            port,
+        }),
+        _ => Err(format!("expected \"HOST PORT\", got {s:?}")),
+    }
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -313,6 +353,9 @@ struct ConnHandle {
     sleeping: AtomicBool,
     /// Pub/sub messages for this thread's subscribers.
     published: SegQueue<pubsub::Delivery>,
+    /// In-process connections (replication's), and whether each carries
+    /// the primary's stream.
+    incoming_local: SegQueue<(std::os::unix::net::UnixStream, bool)>,
 }
 
 impl ConnHandle {
@@ -411,6 +454,8 @@ struct Shared {
     config_file: Option<PathBuf>,
     /// INFO's counters as CONFIG RESETSTAT left them.
     baseline: counters::Baseline,
+    /// Replication: the stream, the role, the replicas.
+    repl: repl::Repl,
 }
 
 impl Shared {
@@ -684,6 +729,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             waker,
             sleeping: AtomicBool::new(false),
             published: SegQueue::new(),
+            incoming_local: SegQueue::new(),
         });
         polls.push(poll);
     }
@@ -729,6 +775,13 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         shutdown: AtomicBool::new(false),
         config_file: args.config_file.clone(),
         baseline: counters::Baseline::default(),
+        repl: repl::Repl::new(
+            args.io_threads,
+            args.repl_backlog_size as usize,
+            args.replica_read_only,
+            args.min_replicas_to_write,
+            args.min_replicas_max_lag,
+        ),
     });
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();
@@ -767,6 +820,11 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
     }
     tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
+    repl::Repl::started(&shared);
+    let saved = repl::saved_position(&args.path, args.replicaof.is_some());
+    if let Some(to) = &args.replicaof {
+        repl::follow_from(&shared, to.host.clone(), to.port, saved);
+    }
     ready(addr);
     let metrics = match metrics_listener {
         Some(l) => {
