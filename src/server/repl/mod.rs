@@ -65,6 +65,9 @@ pub(super) struct Repl {
     generation: AtomicU64,
     /// A replica now (read without the role's lock).
     replica: AtomicBool,
+    /// A replica's socket to its primary, shut down when the role changes
+    /// (the link thread then stops at once).
+    link_socket: Mutex<Option<std::net::TcpStream>>,
     /// The server's shared state, for the threads replication starts.
     server: OnceLock<Weak<Shared>>,
     /// WAITs not yet answered, and whether the thread that answers them
@@ -123,6 +126,8 @@ pub(super) struct Link {
     pub replid: String,
     /// When the primary last sent anything.
     pub last_io: Option<Instant>,
+    /// When the link last went down (`None`: never up).
+    pub down_since: Option<Instant>,
     pub generation: u64,
 }
 
@@ -181,6 +186,7 @@ impl Repl {
             backlog_size: backlog_size.max(1),
             generation: AtomicU64::new(0),
             replica: AtomicBool::new(false),
+            link_socket: Mutex::new(None),
             server: OnceLock::new(),
             waits: Mutex::new(Vec::new()),
             waiting: Condvar::new(),
@@ -347,6 +353,18 @@ fn save_position(dir: &std::path::Path, replid: &str, offset: u64) -> std::io::R
     std::fs::rename(&tmp, dir.join(STATE_FILE))
 }
 
+/// Ends the link to the primary, if there is one (the role changed).
+fn cut_link(repl: &Repl) {
+    let sock = repl
+        .link_socket
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(s) = sock {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Becomes a replica of `host:port` (from REPLICAOF or `--replicaof`):
 /// the replicas of this server are dropped (they sync again), and a link
 /// thread starts.
@@ -361,17 +379,22 @@ pub(super) fn follow_from(sh: &Shared, host: String, port: u16, from: Option<(St
         return;
     };
     tracing::info!(%host, port, "becoming a replica");
+    let mut role = sh.repl.role();
+    // Under the role's lock, as a link thread checks it.
     let generation = sh.repl.generation.fetch_add(1, SeqCst) + 1;
-    *sh.repl.role() = Role::Replica(Link {
+    *role = Role::Replica(Link {
         host,
         port,
         state: LinkState::Connect,
         offset: from.as_ref().map_or(0, |f| f.1),
         replid: from.map_or_else(|| "?".into(), |f| f.0),
         last_io: None,
+        down_since: None,
         generation,
     });
     sh.repl.replica.store(true, SeqCst);
+    cut_link(&sh.repl);
+    drop(role);
     primary::drop_all(&sh);
     let spawned = std::thread::Builder::new()
         .name("repl-link".into())
@@ -390,6 +413,7 @@ fn promote(sh: &Shared) {
     }
     tracing::info!("promoted: a primary now");
     sh.repl.generation.fetch_add(1, SeqCst);
+    cut_link(&sh.repl);
     *role = Role::Primary;
     sh.repl.replica.store(false, SeqCst);
     drop(role);
@@ -440,7 +464,7 @@ pub(super) fn role(c: &mut Conn, sh: &Shared) {
 pub(super) fn info(sh: &Shared, s: &mut String) {
     let role = sh.repl.role().clone();
     let replicas = sh.repl.replicas().clone();
-    let online: Vec<_> = replicas.iter().filter(|r| r.online()).collect();
+    let listed: Vec<_> = replicas.iter().filter(|r| !r.gone()).collect();
     let (replid, end, start, histlen) = {
         let b = sh.repl.backlog();
         (b.replid.clone(), b.end, b.start(), b.ring.len())
@@ -450,30 +474,41 @@ pub(super) fn info(sh: &Shared, s: &mut String) {
         Role::Primary => s.push_str("role:master\r\n"),
         Role::Replica(l) => {
             let up = l.state == LinkState::Connected;
-            let io = l.last_io.map_or(-1, |t| t.elapsed().as_secs() as i64);
+            let io = match l.last_io {
+                Some(t) if up => t.elapsed().as_secs() as i64,
+                _ => -1,
+            };
             let _ = write!(
                 s,
                 "role:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\n\
                  master_last_io_seconds_ago:{io}\r\nmaster_sync_in_progress:{}\r\n\
-                 slave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\nslave_priority:100\r\n\
-                 slave_read_only:{}\r\nreplica_announced:1\r\n",
+                 slave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\n",
                 l.host,
                 l.port,
                 if up { "up" } else { "down" },
                 u8::from(l.state == LinkState::Sync),
                 l.offset,
                 l.offset,
+            );
+            if !up {
+                let down = l.down_since.map_or(-1, |t| t.elapsed().as_secs() as i64);
+                let _ = write!(s, "master_link_down_since_seconds:{down}\r\n");
+            }
+            let _ = write!(
+                s,
+                "slave_priority:100\r\nslave_read_only:{}\r\nreplica_announced:1\r\n",
                 u8::from(sh.repl.read_only.load(Relaxed)),
             );
         }
     }
-    let _ = write!(s, "connected_slaves:{}\r\n", online.len());
-    for (i, r) in online.iter().enumerate() {
+    let _ = write!(s, "connected_slaves:{}\r\n", listed.len());
+    for (i, r) in listed.iter().enumerate() {
         let _ = write!(
             s,
-            "slave{i}:ip={},port={},state=online,offset={},lag={}\r\n",
+            "slave{i}:ip={},port={},state={},offset={},lag={}\r\n",
             r.ip,
             r.port,
+            if r.online() { "online" } else { "send_bulk" },
             r.acked(),
             r.lag_secs()
         );

@@ -59,6 +59,11 @@ impl Replica {
         self.online.load(Relaxed) && !self.gone.load(Relaxed)
     }
 
+    /// Its link has ended.
+    pub(super) fn gone(&self) -> bool {
+        self.gone.load(Relaxed)
+    }
+
     pub(super) fn acked(&self) -> u64 {
         self.acked.load(Relaxed)
     }

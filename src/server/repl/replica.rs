@@ -43,7 +43,12 @@ pub(super) fn run(sh: Arc<Shared>, generation: u64) {
                 }
             }
         }
-        set_state(&sh, generation, LinkState::Connect);
+        with_link(&sh, generation, |l| {
+            if l.state == LinkState::Connected {
+                l.down_since = Some(Instant::now());
+            }
+            l.state = LinkState::Connect;
+        });
         std::thread::sleep(RETRY);
     }
 }
@@ -79,6 +84,18 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
         .ok_or_else(|| io::Error::other("no address"))?;
     let sock = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
     sock.set_nodelay(true)?;
+    {
+        // Under the role's lock: a role change after this cuts it.
+        let role = sh.repl.role();
+        if sh.repl.generation.load(SeqCst) != generation {
+            return Ok(());
+        }
+        *sh.repl
+            .link_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(sock.try_clone()?);
+        drop(role);
+    }
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut to_primary = sock.try_clone()?;
     let mut from = Reader::new(sock.try_clone()?);
@@ -315,6 +332,9 @@ fn apply(
             }
             Err(e) => return Err(e),
         };
+        if sh.repl.generation.load(SeqCst) != generation {
+            return Ok(());
+        }
         with_link(sh, generation, |l| l.last_io = Some(Instant::now()));
         offset += n as u64;
         let args = v
