@@ -450,3 +450,87 @@ fn role_and_info_have_the_shape_of_a_redis_pair() {
     assert_eq!(shape(&role(&mut pc)), shape(&role(&mut rpc)));
     assert_eq!(shape(&role(&mut rc)), shape(&role(&mut rrc)));
 }
+
+/// What Redis Sentinel sends a replica it repoints: REPLICAOF inside
+/// MULTI … EXEC with CONFIG REWRITE and CLIENT KILL TYPE normal; the
+/// rewritten config file keeps `replicaof` for the next start, and the
+/// in-process connections are not killed.
+#[test]
+fn replicaof_in_a_transaction_and_config_rewrite_keep_the_role_across_a_restart() {
+    let (pd, nd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut primary.client())
+        .unwrap();
+    let conf = nd.path().join("nvkv.toml");
+    std::fs::write(&conf, "# a node\nmaxmemory_samples = 5\n").unwrap();
+    let store = nd.path().join("store");
+    let conf_arg = conf.to_str().unwrap();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    let mut n = node.client();
+    let port = primary.addr.port();
+    let (ok, rewrite, _killed): (String, String, i64) = redis::pipe()
+        .atomic()
+        .cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .cmd("CONFIG")
+        .arg("REWRITE")
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!((ok.as_str(), rewrite.as_str()), ("OK", "OK"));
+    converge(&primary, &node);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains(&format!("replicaof = \"127.0.0.1 {port}\"")),
+        "{text}"
+    );
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("replicaof")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(
+        config,
+        ["replicaof".to_string(), format!("127.0.0.1 {port}")]
+    );
+    // CLIENT KILL TYPE master reaches the link; it comes back.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(killed, 1);
+    node.stop();
+
+    let _: () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v2")
+        .query(&mut primary.client())
+        .unwrap();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    let mut n = node.client();
+    wait_for("the link is up after the restart", || {
+        link_state(&mut n) == "connected"
+    });
+    converge(&primary, &node);
+    // Promoted and rewritten: the next start is a primary's.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut n)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG").arg("REWRITE").query(&mut n).unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("replicaof = \"\""), "{text}");
+    node.stop();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    assert!(matches!(&role(&mut node.client())[0], Value::BulkString(s) if s == b"master"));
+}

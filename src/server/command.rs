@@ -1057,12 +1057,15 @@ fn client_line(ci: &ClientInfo) -> String {
 }
 
 /// Whether `t` is a client type Redis knows, and which of nvkv's clients
-/// are of it (normal ones, subscribers; never a master or a replica).
+/// are of it (normal ones, subscribers, a replica's link to its primary;
+/// replication's other in-process connections are of none).
 fn client_type(t: &[u8]) -> Option<fn(&ClientInfo) -> bool> {
+    use super::conn::{INTERNAL, MASTER};
     match t.to_ascii_lowercase().as_slice() {
-        b"normal" => Some(|ci| !ci.has(PUBSUB)),
+        b"normal" => Some(|ci| !ci.has(PUBSUB) && !ci.has(MASTER) && !ci.has(INTERNAL)),
         b"pubsub" => Some(|ci| ci.has(PUBSUB)),
-        b"master" | b"slave" | b"replica" => Some(|_| false),
+        b"master" => Some(|ci| ci.has(MASTER)),
+        b"slave" | b"replica" => Some(|_| false),
         _ => None,
     }
 }

@@ -593,6 +593,9 @@ pub(super) const PUBSUB: u8 = 4;
 
 /// The primary's link on a replica: its writes pass on a read-only one.
 pub(super) const MASTER: u8 = 8;
+/// One of replication's in-process connections (CLIENT KILL TYPE normal
+/// spares it).
+pub(super) const INTERNAL: u8 = 16;
 
 /// A connection as CLIENT LIST shows it.
 #[derive(Debug)]

@@ -296,6 +296,7 @@ impl Thread<'_> {
         if let Some(slot) = self.add(Stream::Unix(UnixStream::from_std(s)), place) {
             if let Some(c) = self.conns[slot as usize].as_mut() {
                 c.authed = true;
+                c.info.set_flag(super::conn::INTERNAL, true);
                 c.info.set_flag(super::conn::MASTER, master);
             }
         }

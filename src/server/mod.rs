@@ -311,7 +311,15 @@ pub struct ReplicaOf {
     pub port: u16,
 }
 
+/// "HOST PORT"; an empty value (as CONFIG REWRITE writes it for a
+/// primary) is none: a host of "".
 fn parse_replicaof(s: &str) -> Result<ReplicaOf, String> {
+    if s.trim().is_empty() {
+        return Ok(ReplicaOf {
+            host: String::new(),
+            port: 0,
+        });
+    }
     let mut words = s.split_whitespace();
     match (
         words.next(),
@@ -821,8 +829,9 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     }
     tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
     repl::Repl::started(&shared);
-    let saved = repl::saved_position(&args.path, args.replicaof.is_some());
-    if let Some(to) = &args.replicaof {
+    let replicaof = args.replicaof.as_ref().filter(|r| !r.host.is_empty());
+    let saved = repl::saved_position(&args.path, replicaof.is_some());
+    if let Some(to) = replicaof {
         repl::follow_from(&shared, to.host.clone(), to.port, saved);
     }
     ready(addr);

@@ -161,6 +161,21 @@ fn new_replid() -> String {
     s
 }
 
+/// This process's run id (INFO's `run_id`: Redis Sentinel tells
+/// instances apart, and restarts, by it).
+pub(super) fn run_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(new_replid)
+}
+
+/// CONFIG GET replicaof: "host port", or empty on a primary.
+pub(super) fn replicaof_setting(sh: &Shared) -> String {
+    match &*sh.repl.role() {
+        Role::Replica(l) => format!("{} {}", l.host, l.port),
+        Role::Primary => String::new(),
+    }
+}
+
 impl Repl {
     pub(super) fn new(
         pollers: usize,
