@@ -381,7 +381,10 @@ fn role_and_info_have_the_shape_of_a_redis_pair() {
         return;
     };
     let rport = rp.addr.rsplit_once(':').unwrap().1.to_string();
-    let Some(rr) = RealRedis::start(&["--replicaof", "127.0.0.1", &rport]) else {
+    // A replica writes the copy it receives to its directory.
+    let rdir = tempfile::tempdir().unwrap();
+    let rdir = rdir.path().to_str().unwrap();
+    let Some(rr) = RealRedis::start(&["--replicaof", "127.0.0.1", &rport, "--dir", rdir]) else {
         return;
     };
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
