@@ -97,6 +97,8 @@ struct Backlog {
     replid: String,
     /// Bytes appended since the stream began (`master_repl_offset`).
     end: u64,
+    /// When bytes were last appended.
+    last_append: Instant,
     /// The last bytes of the stream, `ring.len() <= size`.
     ring: VecDeque<u8>,
     size: usize,
@@ -106,6 +108,14 @@ struct Backlog {
     /// stream (on the replica, the FLUSHALL comes first).
     flushes: u64,
 }
+
+/// A primary appends a PING to the stream when it has been quiet this
+/// long (Redis's `repl-ping-replica-period`), so that replicas hear from
+/// it.
+const PING_EVERY: Duration = Duration::from_secs(10);
+/// A link silent this long is dead, on either side (Redis's
+/// `repl-timeout`): the replica reconnects and resumes.
+pub(super) const LINK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The role of this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +198,7 @@ impl Repl {
             backlog: Mutex::new(Backlog {
                 replid: new_replid(),
                 end: 0,
+                last_append: Instant::now(),
                 ring: VecDeque::new(),
                 size: backlog_size.max(1),
                 flushes: 0,
@@ -267,6 +278,21 @@ impl Repl {
         }
     }
 
+    /// Appends a PING when the stream has been quiet for
+    /// [`PING_EVERY`] (the feeds call it; the first to find it due does
+    /// it).
+    fn ping_if_quiet(&self) {
+        let mut b = self.backlog();
+        if b.last_append.elapsed() < PING_EVERY {
+            return;
+        }
+        let mut out = Vec::new();
+        resp::encode::command(&mut out, &[b"PING"]);
+        b.append(&out);
+        drop(b);
+        self.grew.notify_all();
+    }
+
     /// Poller `poller` has run a flush.
     pub(super) fn flush_ran(&self, poller: usize) {
         self.flushes_run[poller].fetch_add(1, SeqCst);
@@ -287,6 +313,7 @@ impl Repl {
 impl Backlog {
     fn append(&mut self, bytes: &[u8]) {
         self.end += bytes.len() as u64;
+        self.last_append = Instant::now();
         if bytes.len() >= self.size {
             self.ring.clear();
             self.ring.extend(&bytes[bytes.len() - self.size..]);

@@ -242,6 +242,10 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         if r.gone.load(Relaxed) {
             return Err(io::Error::other("link closed"));
         }
+        if r.lag_secs() >= super::LINK_TIMEOUT.as_secs() {
+            return Err(io::Error::other("the replica is silent: timeout"));
+        }
+        repl.ping_if_quiet();
         let end = wait_for_bytes(repl, sent, Duration::from_millis(200));
         if end <= sent {
             continue;

@@ -120,6 +120,8 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
     };
     let answer = ask(&[b"PSYNC", replid.as_bytes(), want.as_bytes()], &mut from)?;
     let answer = String::from_utf8_lossy(&answer).into_owned();
+    // A full copy's keys may come slower than the handshake's replies.
+    sock.set_read_timeout(Some(super::LINK_TIMEOUT))?;
     let mut words = answer.split(' ');
     let mut local = Local::open(sh, true)?;
     let start = match (words.next(), words.next(), words.next()) {
@@ -299,10 +301,16 @@ fn apply(
     let mut in_multi = false;
     let mut saved = u64::MAX;
     let mut last_ack = Instant::now() - ACK_EVERY;
+    let mut last_heard = Instant::now();
     let mut out = Vec::new();
     loop {
         if sh.repl.generation.load(SeqCst) != generation {
             return Ok(());
+        }
+        if last_heard.elapsed() >= super::LINK_TIMEOUT {
+            // The primary pings every PING_EVERY: the link is dead (a cut
+            // that closed nothing).
+            return Err(io::Error::other("the primary is silent: timeout"));
         }
         if last_ack.elapsed() >= ACK_EVERY {
             let done = applied.load(Relaxed);
@@ -335,7 +343,8 @@ fn apply(
         if sh.repl.generation.load(SeqCst) != generation {
             return Ok(());
         }
-        with_link(sh, generation, |l| l.last_io = Some(Instant::now()));
+        last_heard = Instant::now();
+        with_link(sh, generation, |l| l.last_io = Some(last_heard));
         offset += n as u64;
         let args = v
             .into_args()
