@@ -218,6 +218,9 @@ const REWRITTEN: &[(&str, &str, bool)] = &[
     ("slowlog-log-slower-than", "10000", false),
     ("slowlog-max-len", "128", false),
     ("latency-monitor-threshold", "0", false),
+    // REPLICAOF's primary, as Redis keeps it for the next start (Sentinel
+    // sends CONFIG REWRITE after REPLICAOF).
+    ("replicaof", "", true),
 ];
 
 /// `CONFIG REWRITE`: writes the current values of the run-time settings

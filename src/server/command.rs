@@ -73,6 +73,10 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
     }
     let cmd = spec.cmd;
+    if let Some(msg) = super::repl::refusal(router.shared, c, spec) {
+        c.refused_in_multi();
+        return c.reply(|o| resp::error(o, msg));
+    }
     if let Some(m) = &mut c.multi {
         if !matches!(
             cmd,
@@ -354,6 +358,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         Cmd::Keys => keys(c, router, args[1]),
         Cmd::Randomkey => randomkey(c, router),
         Cmd::Flushdb | Cmd::Flushall => flush(c, router, args),
+        Cmd::Replicaof | Cmd::Slaveof => super::repl::replicaof(c, router.shared, args),
+        Cmd::Role => super::repl::role(c, router.shared),
+        Cmd::Replconf => super::repl::replconf(c, args),
+        Cmd::Psync => super::repl::psync(c, router.shared, args),
+        Cmd::Wait => super::repl::wait(c, router, args),
     }
 }
 
@@ -1039,6 +1048,9 @@ fn client_line(ci: &ClientInfo) -> String {
     if ci.has(NO_TOUCH) {
         flags.push('T');
     }
+    if ci.has(super::conn::MASTER) {
+        flags.push('M');
+    }
     if flags.is_empty() {
         flags.push('N');
     }
@@ -1058,12 +1070,15 @@ fn client_line(ci: &ClientInfo) -> String {
 }
 
 /// Whether `t` is a client type Redis knows, and which of nvkv's clients
-/// are of it (normal ones, subscribers; never a master or a replica).
+/// are of it (normal ones, subscribers, a replica's link to its primary;
+/// replication's other in-process connections are of none).
 fn client_type(t: &[u8]) -> Option<fn(&ClientInfo) -> bool> {
+    use super::conn::{INTERNAL, MASTER};
     match t.to_ascii_lowercase().as_slice() {
-        b"normal" => Some(|ci| !ci.has(PUBSUB)),
+        b"normal" => Some(|ci| !ci.has(PUBSUB) && !ci.has(MASTER) && !ci.has(INTERNAL)),
         b"pubsub" => Some(|ci| ci.has(PUBSUB)),
-        b"master" | b"slave" | b"replica" => Some(|_| false),
+        b"master" => Some(|ci| ci.has(MASTER)),
+        b"slave" | b"replica" => Some(|_| false),
         _ => None,
     }
 }
@@ -1851,5 +1866,8 @@ fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         [_, mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
         _ => return c.reply(|o| resp::error(o, strings::SYNTAX)),
     }
+    // Into the replication stream first: a poller's writes between this
+    // and its flush are wiped by the flush, and left out of the stream.
+    router.shared.repl.flush_sent();
     to_every_poller(c, router, Combine::AllOk, || Op::Flush);
 }

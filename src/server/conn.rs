@@ -176,6 +176,9 @@ pub(super) struct Conn {
     pub(super) subs: super::pubsub::Subs,
     /// Its commands as the slow log watches them.
     pub(super) slow: super::slowlog::Watch,
+    /// A replica's REPLCONF and PSYNC: once PSYNC came, the connection is
+    /// handed over to replication (`repl::hand_over`).
+    pub(super) repl: Option<super::repl::Hello>,
 }
 
 /// A transaction being queued (MULTI).
@@ -231,6 +234,7 @@ impl Conn {
             watching: Vec::new(),
             subs: Default::default(),
             slow: Default::default(),
+            repl: None,
         }
     }
 
@@ -435,6 +439,18 @@ impl Conn {
     }
 
     /// Takes the socket out of epoll's set, before the connection drops.
+    /// A descriptor of its own for the TCP socket (the connection is
+    /// closed as usual afterwards), for replication to take it over.
+    pub(super) fn duplicate_tcp(&self) -> io::Result<std::net::TcpStream> {
+        match &self.stream {
+            Stream::Tcp(s) => {
+                let fd = std::os::fd::AsFd::as_fd(s).try_clone_to_owned()?;
+                Ok(std::net::TcpStream::from(fd))
+            }
+            Stream::Unix(_) => Err(io::Error::other("not a TCP connection")),
+        }
+    }
+
     pub(super) fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.stream);
     }
@@ -671,6 +687,12 @@ pub(super) const NO_EVICT: u8 = 1;
 pub(super) const NO_TOUCH: u8 = 2;
 /// Subscribed to a channel or pattern (Redis's client type `pubsub`).
 pub(super) const PUBSUB: u8 = 4;
+
+/// The primary's link on a replica: its writes pass on a read-only one.
+pub(super) const MASTER: u8 = 8;
+/// One of replication's in-process connections (CLIENT KILL TYPE normal
+/// spares it).
+pub(super) const INTERNAL: u8 = 16;
 
 /// A connection as CLIENT LIST shows it.
 #[derive(Debug)]

@@ -131,6 +131,11 @@ impl Thread<'_> {
                     self.add_unix(s);
                 }
             }
+            while let Some((s, master)) = self.handle().incoming_local.pop() {
+                if !stopping {
+                    self.add_local(s, master);
+                }
+            }
             if now - last_sweep >= IDLE_SWEEP {
                 last_sweep = now;
                 self.close_idle();
@@ -169,6 +174,7 @@ impl Thread<'_> {
             let queued = |h: &super::ConnHandle| {
                 !h.responses.is_empty()
                     || !h.incoming.is_empty()
+                    || !h.incoming_local.is_empty()
                     || !h.incoming_unix.is_empty()
                     || !h.published.is_empty()
             };
@@ -277,6 +283,26 @@ impl Thread<'_> {
         self.add(Stream::Unix(UnixStream::from_std(s)), place);
     }
 
+    /// Takes an in-process connection of replication's (not counted
+    /// against `--max-clients`, authenticated); `master`: the primary's
+    /// stream, whose writes pass on a read-only replica.
+    fn add_local(&mut self, s: std::os::unix::net::UnixStream, master: bool) {
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        let st = &self.shared.conn_stats[self.id];
+        st.connections.fetch_add(1, Relaxed);
+        let unix = "/unixsocket:0".to_string();
+        let place = (unix.clone(), unix, std::os::fd::AsRawFd::as_raw_fd(&s));
+        if let Some(slot) = self.add(Stream::Unix(UnixStream::from_std(s)), place) {
+            if let Some(c) = self.conns[slot as usize].as_mut() {
+                c.authed = true;
+                c.info.set_flag(super::conn::INTERNAL, true);
+                c.info.set_flag(super::conn::MASTER, master);
+            }
+        }
+    }
+
     /// Counts a new connection in, unless that would pass `--max-clients`
     /// or protected mode turns it away; `Err` holds what to tell it. The
     /// count is taken before the check, so threads admitting at once can
@@ -302,7 +328,7 @@ impl Thread<'_> {
 
     /// Registers an admitted connection with epoll and services it;
     /// `place` is its peer and local address and its descriptor.
-    fn add(&mut self, mut stream: Stream, place: (String, String, i32)) {
+    fn add(&mut self, mut stream: Stream, place: (String, String, i32)) -> Option<u32> {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -321,7 +347,7 @@ impl Thread<'_> {
             self.shared.conn_stats[self.id]
                 .connections
                 .fetch_sub(1, Relaxed);
-            return;
+            return None;
         }
         self.shared.conn_stats[self.id]
             .accepted
@@ -344,6 +370,7 @@ impl Thread<'_> {
             info,
         ));
         self.schedule(slot);
+        Some(slot)
     }
 
     /// Closes the connections CLIENT KILL marked (no reply owed to them is
@@ -518,7 +545,9 @@ impl Thread<'_> {
             return self.evict(slot, c);
         }
         let lingering = c.linger(flushed, stats);
-        if c.finished(flushed) {
+        if flushed && c.repl.as_ref().is_some_and(|h| h.ready()) && !c.owes_replies() {
+            self.hand_over(slot, c);
+        } else if c.finished(flushed) {
             self.close(slot, c);
         } else {
             // Input left in the socket by a full read-ahead is read on the
@@ -529,6 +558,17 @@ impl Thread<'_> {
                 self.schedule(slot);
             }
         }
+    }
+
+    /// A replica's connection after its PSYNC: replication takes its
+    /// socket over, and the connection is closed here.
+    fn hand_over(&mut self, slot: u32, mut c: Conn) {
+        let hello = c.repl.take().expect("PSYNC came");
+        match c.duplicate_tcp() {
+            Ok(sock) => super::repl::hand_over(self.shared, sock, &c.info.addr, hello),
+            Err(e) => tracing::warn!("taking over a replica's connection: {e}"),
+        }
+        self.close(slot, c);
     }
 
     fn close(&mut self, slot: u32, mut c: Conn) {

@@ -24,6 +24,7 @@ const DEFAULT: &[&str] = &[
     "memory",
     "persistence",
     "stats",
+    "replication",
     "cpu",
     "keyspace",
     "nvkv",
@@ -53,11 +54,12 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     if wants(section, "server") {
         let _ = write!(
             s,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,
             std::process::id(),
+            super::repl::run_id(),
             sh.addr.port(),
             sh.started.elapsed().as_secs(),
             sh.cfg.pollers.engine,
@@ -113,6 +115,9 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         s.push_str("# Stats\r\n");
         table(&mut s, "stats");
         s.push_str("\r\n");
+    }
+    if wants(section, "replication") {
+        super::repl::info(sh, &mut s);
     }
     if wants(section, "cpu") {
         // Redis's fields, then the busy time of the server's threads.

@@ -19,6 +19,7 @@ pub mod msg;
 mod pattern;
 mod poller;
 mod pubsub;
+mod repl;
 mod replies;
 mod router;
 mod settings;
@@ -287,6 +288,53 @@ pub struct ServeArgs {
     /// The `--config` file the flags came from (CONFIG REWRITE writes it).
     #[arg(skip)]
     pub config_file: Option<PathBuf>,
+    /// Start as a replica of this primary: "HOST PORT" (REPLICAOF).
+    #[arg(long, value_name = "\"HOST PORT\"", value_parser = parse_replicaof)]
+    pub replicaof: Option<ReplicaOf>,
+    /// Bytes of the replication stream kept for replicas to resume from.
+    #[arg(long, value_parser = store::parse_size, default_value = "1m")]
+    pub repl_backlog_size: u64,
+    /// A replica refuses clients' writes (yes / no).
+    #[arg(long, value_parser = access::parse_yes_no, default_value = "yes", action = clap::ArgAction::Set)]
+    pub replica_read_only: bool,
+    /// A primary refuses writes while fewer replicas than this are online
+    /// and acknowledged within --min-replicas-max-lag (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub min_replicas_to_write: usize,
+    /// Seconds since a replica's last acknowledgement for it to count
+    /// towards --min-replicas-to-write.
+    #[arg(long, default_value_t = 10)]
+    pub min_replicas_max_lag: u64,
+}
+
+/// `--replicaof HOST PORT`.
+#[derive(Debug, Clone)]
+pub struct ReplicaOf {
+    pub host: String,
+    pub port: u16,
+}
+
+/// "HOST PORT"; an empty value (as CONFIG REWRITE writes it for a
+/// primary) is none: a host of "".
+fn parse_replicaof(s: &str) -> Result<ReplicaOf, String> {
+    if s.trim().is_empty() {
+        return Ok(ReplicaOf {
+            host: String::new(),
+            port: 0,
+        });
+    }
+    let mut words = s.split_whitespace();
+    match (
+        words.next(),
+        words.next().map(str::parse::<u16>),
+        words.next(),
+    ) {
+        (Some(host), Some(Ok(port)), None) => Ok(ReplicaOf {
+            host: host.to_string(),
+            port,
+        }),
+        _ => Err(format!("expected \"HOST PORT\", got {s:?}")),
+    }
 }
 
 /// A poller's doorbell: its request ring and the eventfd it parks on.
@@ -316,6 +364,9 @@ struct ConnHandle {
     sleeping: AtomicBool,
     /// Pub/sub messages for this thread's subscribers.
     published: SegQueue<pubsub::Delivery>,
+    /// In-process connections (replication's), and whether each carries
+    /// the primary's stream.
+    incoming_local: SegQueue<(std::os::unix::net::UnixStream, bool)>,
 }
 
 impl ConnHandle {
@@ -416,6 +467,8 @@ struct Shared {
     baseline: counters::Baseline,
     /// SAVE and BGSAVE: LASTSAVE, saves under way.
     saves: admin::Saves,
+    /// Replication: the stream, the role, the replicas.
+    repl: repl::Repl,
 }
 
 impl Shared {
@@ -688,6 +741,12 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
         unsafe { signal_hook::low_level::register(sig, move || on_signal(&term)) }?;
     }
     tracing::info!(%addr, engine = ?shared.cfg.pollers.engine, pollers = shared.cfg.pollers.count, "listening");
+    repl::Repl::started(&shared);
+    let replicaof = args.replicaof.as_ref().filter(|r| !r.host.is_empty());
+    let saved = repl::saved_position(&args.path, replicaof.is_some());
+    if let Some(to) = replicaof {
+        repl::follow_from(&shared, to.host.clone(), to.port, saved);
+    }
     ready(addr);
     let metrics = match metrics_listener {
         Some(l) => {
@@ -768,6 +827,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             waker,
             sleeping: AtomicBool::new(false),
             published: SegQueue::new(),
+            incoming_local: SegQueue::new(),
         });
         polls.push(poll);
     }
@@ -814,6 +874,13 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         config_file: args.config_file.clone(),
         baseline: counters::Baseline::default(),
         saves: admin::Saves::new(),
+        repl: repl::Repl::new(
+            args.io_threads,
+            args.repl_backlog_size as usize,
+            args.replica_read_only,
+            args.min_replicas_to_write,
+            args.min_replicas_max_lag,
+        ),
     });
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();

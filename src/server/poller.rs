@@ -1268,7 +1268,13 @@ impl<E: Engine> Poller<E> {
         tombstone: bool,
     ) -> Result<(), WriteError> {
         if !is_sub(req) {
-            return self.ks.write(pid, hash, key, value, expire_ms, tombstone);
+            self.ks.write(pid, hash, key, value, expire_ms, tombstone)?;
+            if self.shared.repl.feeding() {
+                self.shared.repl.feed(self.id, |out| {
+                    replicated(out, key, value, expire_ms, tombstone)
+                });
+            }
+            return Ok(());
         }
         let sb = self.ks.superblock();
         let room = (sb.segment_size as u64).saturating_sub(2 * self.ks.block());
@@ -1499,6 +1505,8 @@ impl<E: Engine> Poller<E> {
             Some(Reply::Error(super::strings::STORE_FULL.into()))
         } else {
             let (mut failed, mut wrote) = (None, false);
+            // The writes go into the replication stream as one MULTI … EXEC.
+            let mut stream = Vec::new();
             for tag in &t.order {
                 let s = &t.view[tag];
                 let result = match &s.now {
@@ -1509,6 +1517,10 @@ impl<E: Engine> Poller<E> {
                     }
                     None => continue,
                 };
+                if result.is_ok() && self.shared.repl.feeding() {
+                    let (v, exp) = s.now.as_ref().map_or((&[][..], 0), |(v, e)| (&v[..], *e));
+                    replicated(&mut stream, &s.key, v, exp, s.now.is_none());
+                }
                 wrote = true;
                 if let Err(e) = result {
                     // Not for want of room (checked above): the index.
@@ -1516,6 +1528,13 @@ impl<E: Engine> Poller<E> {
                     failed = Some(self.refusal(e));
                     break;
                 }
+            }
+            if !stream.is_empty() {
+                self.shared.repl.feed(self.id, |out| {
+                    resp::encode::command(out, &[b"MULTI"]);
+                    out.extend_from_slice(&stream);
+                    resp::encode::command(out, &[b"EXEC"]);
+                });
             }
             match failed {
                 Some(reply) => Some(reply),
@@ -1968,6 +1987,7 @@ impl<E: Engine> Poller<E> {
         if let Err((_, e)) = self.ks.flush_all(w) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
+        self.shared.repl.flush_ran(self.id);
         while self
             .flush_hold
             .front()
@@ -1977,6 +1997,19 @@ impl<E: Engine> Poller<E> {
             self.handle_accepted(r);
         }
         true
+    }
+}
+
+/// A client's write as the replication stream carries it: the key's new
+/// state, `SET key value [PXAT ms]` or `DEL key`.
+fn replicated(out: &mut Vec<u8>, key: &[u8], value: &[u8], expire_ms: u64, tombstone: bool) {
+    if tombstone {
+        resp::encode::command(out, &[b"DEL", key]);
+    } else if expire_ms == 0 {
+        resp::encode::command(out, &[b"SET", key, value]);
+    } else {
+        let at = expire_ms.to_string();
+        resp::encode::command(out, &[b"SET", key, value, b"PXAT", at.as_bytes()]);
     }
 }
 

@@ -135,6 +135,12 @@ impl<'a> Router<'a> {
         }
     }
 
+    /// A reply will come back from another thread than a poller's (WAIT's,
+    /// from replication), counted as a request sent.
+    pub(super) fn awaits_elsewhere(&mut self) {
+        self.sent += 1;
+    }
+
     /// A poller's reply came back.
     pub(super) fn answered(&mut self) {
         self.answered += 1;

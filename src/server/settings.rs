@@ -59,6 +59,11 @@ const SETTINGS: &[Setting] = &[
         )),
     },
     Setting {
+        name: "replicaof",
+        get: super::repl::replicaof_setting,
+        set: None,
+    },
+    Setting {
         name: "maxclients",
         get: |s| s.cfg.conns.max_clients.to_string(),
         set: None,

@@ -330,6 +330,37 @@ pub(super) fn flush_refused(why: &dyn std::fmt::Display) -> String {
     format!("ERR FLUSHDB refused: {why}")
 }
 
+// Replication.
+
+/// A client's write on a read-only replica.
+pub(super) const READONLY: &str = "READONLY You can't write against a read only replica.";
+/// REPLICAOF's port is not an integer in 0..=65535.
+pub(super) const INVALID_MASTER_PORT: &str = "ERR Invalid master port";
+/// REPLICAOF of the primary the replica already follows.
+pub(super) const ALREADY_CONNECTED: &str = "OK Already connected to specified master";
+/// PSYNC from a replica that does not speak nvkv's stream (a Redis).
+pub(super) const REPLICA_NOT_NVKV: &str = "ERR this primary is nvkv: it serves replicas that speak nvkv's replication stream (nvkv servers of the same stream version), not Redis's RDB";
+/// PSYNC to a replica: chained replication is not served.
+pub(super) const REPLICA_NO_SUBREPLICAS: &str =
+    "ERR this server is a replica: nvkv does not serve replicas of replicas yet";
+/// WAIT on a replica, as Redis says it.
+pub(super) const WAIT_ON_REPLICA: &str = "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.";
+
+/// WAIT's timeout is not an integer, or negative (Redis's texts).
+pub(super) const TIMEOUT_NOT_INTEGER: &str = "ERR timeout is not an integer or out of range";
+pub(super) const TIMEOUT_NEGATIVE: &str = "ERR timeout is negative";
+/// A write on a primary with fewer good replicas than
+/// `--min-replicas-to-write`.
+pub(super) const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+
+/// REPLCONF with an option Redis does not know.
+pub(super) fn unrecognized_replconf(opt: &[u8]) -> String {
+    format!(
+        "ERR Unrecognized REPLCONF option: {}",
+        String::from_utf8_lossy(opt)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

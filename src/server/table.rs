@@ -96,6 +96,13 @@ pub(super) enum Cmd {
     Randomkey,
     Flushdb,
     Flushall,
+    // Replication.
+    Replicaof,
+    Slaveof,
+    Role,
+    Replconf,
+    Psync,
+    Wait,
 }
 
 /// One entry of the table.
@@ -232,6 +239,13 @@ pub(super) const COMMANDS: &[Spec] = &[
     spec(Cmd::Randomkey, "RANDOMKEY", 1),
     spec(Cmd::Flushdb, "FLUSHDB", -1),
     spec(Cmd::Flushall, "FLUSHALL", -1),
+    // Replication.
+    spec(Cmd::Replicaof, "REPLICAOF", 3),
+    spec(Cmd::Slaveof, "SLAVEOF", 3),
+    spec(Cmd::Role, "ROLE", 1),
+    spec(Cmd::Replconf, "REPLCONF", -1),
+    spec(Cmd::Psync, "PSYNC", -3),
+    spec(Cmd::Wait, "WAIT", 3),
 ];
 
 /// Commands nvkv refuses on purpose, with what it says instead of
@@ -798,7 +812,38 @@ pub(super) const META: &[Meta] = &[
     Meta { flags: &["readonly"], acl: &["@keyspace", "@read", "@slow"], tips: &["request_policy:all_shards", "nondeterministic_output"], complexity: Some("O(1)"), ..meta("randomkey", 1, "Return a random key from the keyspace", "1.0.0", "generic") },
     Meta { flags: &["write"], acl: &["@keyspace", "@write", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "response_policy:all_succeeded"], complexity: Some("O(N) where N is the number of keys in the selected database"), history: &[("4.0.0", "Added the `ASYNC` flushing mode modifier."), ("6.2.0", "Added the `SYNC` flushing mode modifier.")], args: &[Arg { flags: &["optional"], args: &[Arg { token: Some("ASYNC"), since: Some("4.0.0"), ..arg("async", "pure-token") }, Arg { token: Some("SYNC"), since: Some("6.2.0"), ..arg("sync", "pure-token") }], ..arg("async", "oneof") }], ..meta("flushdb", -1, "Remove all keys from the current database", "1.0.0", "server") },
     Meta { flags: &["write"], acl: &["@keyspace", "@write", "@slow", "@dangerous"], tips: &["request_policy:all_shards", "response_policy:all_succeeded"], complexity: Some("O(N) where N is the total number of keys in all databases"), history: &[("4.0.0", "Added the `ASYNC` flushing mode modifier."), ("6.2.0", "Added the `SYNC` flushing mode modifier.")], args: &[Arg { flags: &["optional"], args: &[Arg { token: Some("ASYNC"), since: Some("4.0.0"), ..arg("async", "pure-token") }, Arg { token: Some("SYNC"), since: Some("6.2.0"), ..arg("sync", "pure-token") }], ..arg("async", "oneof") }], ..meta("flushall", -1, "Remove all keys from all databases", "1.0.0", "server") },
+    // Replication.
+    Meta { flags: &["admin", "noscript", "stale", "no_async_loading"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(1)"), args: REPLICAOF_ARGS, ..meta("replicaof", 3, "Make the server a replica of another instance, or promote it as master.", "5.0.0", "server") },
+    Meta { flags: &["admin", "noscript", "stale", "no_async_loading"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(1)"), doc_flags: &["deprecated"], deprecated_since: Some("5.0.0"), replaced_by: Some("`REPLICAOF`"), args: REPLICAOF_ARGS, ..meta("slaveof", 3, "Make the server a replica of another instance, or promote it as master.", "1.0.0", "server") },
+    Meta { flags: &["noscript", "loading", "stale", "fast"], acl: &["@admin", "@fast", "@dangerous"], complexity: Some("O(1)"), ..meta("role", 1, "Return the role of the instance in the context of replication", "2.8.12", "server") },
+    Meta { flags: &["admin", "noscript", "loading", "stale", "allow_busy"], acl: &["@admin", "@slow", "@dangerous"], complexity: Some("O(1)"), doc_flags: &["syscmd"], ..meta("replconf", -1, "An internal command for configuring the replication stream", "3.0.0", "server") },
+    Meta { flags: &["admin", "noscript", "no_async_loading", "no_multi"], acl: &["@admin", "@slow", "@dangerous"], args: &[arg("replicationid", "string"), arg("offset", "integer")], ..meta("psync", -3, "Internal command used for replication", "2.8.0", "server") },
+    Meta { flags: &["noscript"], acl: &["@slow", "@connection"], tips: &["request_policy:all_shards", "response_policy:agg_min"], complexity: Some("O(1)"), args: &[arg("numreplicas", "integer"), arg("timeout", "integer")], ..meta("wait", 3, "Wait for the synchronous replication of all the write commands sent in the context of the current connection", "3.0.0", "generic") },
 ];
+
+/// REPLICAOF's and SLAVEOF's arguments.
+const REPLICAOF_ARGS: &[Arg] = &[Arg {
+    args: &[
+        Arg {
+            args: &[arg("host", "string"), arg("port", "integer")],
+            ..arg("host-port", "block")
+        },
+        Arg {
+            args: &[
+                Arg {
+                    token: Some("NO"),
+                    ..arg("no", "pure-token")
+                },
+                Arg {
+                    token: Some("ONE"),
+                    ..arg("one", "pure-token")
+                },
+            ],
+            ..arg("no-one", "block")
+        },
+    ],
+    ..arg("args", "oneof")
+}];
 
 #[cfg(test)]
 mod tests {

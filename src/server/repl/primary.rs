@@ -1,0 +1,343 @@
+//! The primary's side: REPLCONF and PSYNC on a client connection, which
+//! then leaves its connection thread for a thread of its own that sends
+//! the full copy (when the replica cannot resume) and the stream, and
+//! reads the replica's acknowledgements.
+
+use std::io::{self, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::super::conn::Conn;
+use super::super::strings;
+use super::super::Shared;
+use super::local::Local;
+use super::value::{Reader, Value};
+use super::{wait_for_bytes, Role, STREAM_CAPA};
+use crate::resp;
+
+/// What a replica said before PSYNC (REPLCONF), and its PSYNC.
+#[derive(Debug, Default)]
+pub(in crate::server) struct Hello {
+    /// `REPLCONF listening-port`.
+    port: u16,
+    /// `REPLCONF ip-address`.
+    ip: Option<String>,
+    /// `REPLCONF capa`: it speaks nvkv's stream.
+    nvkv: bool,
+    /// PSYNC's stream id and offset (of the first byte it wants).
+    psync: Option<(String, i64)>,
+}
+
+impl Hello {
+    /// PSYNC came: the connection is handed over once its replies are out.
+    pub(in crate::server) fn ready(&self) -> bool {
+        self.psync.is_some()
+    }
+}
+
+/// A replica served by this server.
+pub(super) struct Replica {
+    pub ip: String,
+    pub port: u16,
+    /// The stream offset it acknowledged (REPLCONF ACK).
+    acked: AtomicU64,
+    /// When it last acknowledged, ms since `since`.
+    ack_ms: AtomicU64,
+    since: Instant,
+    /// The full copy is done: it follows the stream.
+    online: AtomicBool,
+    /// The link is to end.
+    gone: AtomicBool,
+    sock: TcpStream,
+}
+
+impl Replica {
+    pub(super) fn online(&self) -> bool {
+        self.online.load(Relaxed) && !self.gone.load(Relaxed)
+    }
+
+    /// Its link has ended.
+    pub(super) fn gone(&self) -> bool {
+        self.gone.load(Relaxed)
+    }
+
+    pub(super) fn acked(&self) -> u64 {
+        self.acked.load(Relaxed)
+    }
+
+    /// Seconds since its last acknowledgement.
+    pub(super) fn lag_secs(&self) -> u64 {
+        let now = self.since.elapsed().as_millis() as u64;
+        now.saturating_sub(self.ack_ms.load(Relaxed)) / 1000
+    }
+
+    fn end(&self) {
+        self.gone.store(true, Relaxed);
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+/// `REPLCONF option value …`: what a replica tells before PSYNC.
+pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
+    if args.len() % 2 == 0 {
+        return c.reply(|o| resp::error(o, strings::SYNTAX));
+    }
+    let hello = c.repl.get_or_insert_with(Default::default);
+    for pair in args[1..].chunks(2) {
+        let (opt, val) = (pair[0], pair[1]);
+        if opt.eq_ignore_ascii_case(b"listening-port") {
+            match resp::parse_redis_int(val).and_then(|p| u16::try_from(p).ok()) {
+                Some(p) => hello.port = p,
+                None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+            }
+        } else if opt.eq_ignore_ascii_case(b"ip-address") {
+            hello.ip = Some(String::from_utf8_lossy(val).into_owned());
+        } else if opt.eq_ignore_ascii_case(b"capa") {
+            hello.nvkv |= val == STREAM_CAPA.as_bytes();
+        } else if opt.eq_ignore_ascii_case(b"ack") || opt.eq_ignore_ascii_case(b"getack") {
+            // Only on a replica's link, where no reply is given.
+            return;
+        } else {
+            let msg = strings::unrecognized_replconf(opt);
+            return c.reply(|o| resp::error(o, &msg));
+        }
+    }
+    c.reply(|o| resp::simple(o, strings::OK));
+}
+
+/// `PSYNC replid offset`: from a replica that speaks nvkv's stream, the
+/// connection is handed over to a thread of its own
+/// ([`hand_over`]), which answers.
+pub(in crate::server) fn psync(c: &mut Conn, sh: &Shared, args: &[&[u8]]) {
+    let hello = c.repl.get_or_insert_with(Default::default);
+    if !hello.nvkv {
+        return c.reply(|o| resp::error(o, strings::REPLICA_NOT_NVKV));
+    }
+    if matches!(*sh.repl.role(), Role::Replica(_)) {
+        // Chained replicas are not served yet.
+        return c.reply(|o| resp::error(o, strings::REPLICA_NO_SUBREPLICAS));
+    }
+    let Some(offset) = resp::parse_redis_int(args[2]) else {
+        return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER));
+    };
+    hello.psync = Some((String::from_utf8_lossy(args[1]).into_owned(), offset));
+    c.closing = true;
+}
+
+/// Takes over a connection whose PSYNC came (`sock`, a duplicate of its
+/// descriptor; `peer` its address) and serves the replica on a thread of
+/// its own.
+pub(in crate::server) fn hand_over(sh: &Shared, sock: TcpStream, peer: &str, hello: Hello) {
+    let Some(sh) = sh.repl.server() else {
+        return;
+    };
+    let sh = &sh;
+    let ip = hello
+        .ip
+        .clone()
+        .unwrap_or_else(|| match peer.rsplit_once(':') {
+            Some((ip, _)) => ip.trim_matches(['[', ']']).to_string(),
+            None => peer.to_string(),
+        });
+    let (sock, reader) = match sock
+        .set_nonblocking(false)
+        .and_then(|()| sock.try_clone())
+        .and_then(|r| Ok((sock.try_clone()?, r)))
+    {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!("serving a replica: {e}"),
+    };
+    let r = Arc::new(Replica {
+        ip,
+        port: hello.port,
+        acked: AtomicU64::new(0),
+        ack_ms: AtomicU64::new(0),
+        since: Instant::now(),
+        online: AtomicBool::new(false),
+        gone: AtomicBool::new(false),
+        sock: reader,
+    });
+    sh.repl.replicas().push(Arc::clone(&r));
+    let (sh2, r2) = (Arc::clone(sh), Arc::clone(&r));
+    let spawned = std::thread::Builder::new()
+        .name("repl-feed".into())
+        .spawn(move || {
+            let acks = r2.sock.try_clone().map(|s| {
+                let r3 = Arc::clone(&r2);
+                std::thread::Builder::new()
+                    .name("repl-acks".into())
+                    .spawn(move || read_acks(&r3, s))
+            });
+            if let Err(e) = feed(&sh2, &r2, sock, hello) {
+                tracing::info!(replica = %format!("{}:{}", r2.ip, r2.port), "replica link ended: {e}");
+            }
+            r2.end();
+            if let Ok(Ok(t)) = acks {
+                let _ = t.join();
+            }
+            sh2.repl.replicas().retain(|x| !Arc::ptr_eq(x, &r2));
+        });
+    if let Err(e) = spawned {
+        tracing::error!("starting a replica's feed: {e}");
+        r.end();
+        sh.repl.replicas().retain(|x| !Arc::ptr_eq(x, &r));
+    }
+}
+
+/// Ends every replica's link (this server becomes a replica).
+pub(super) fn drop_all(sh: &Shared) {
+    for r in sh.repl.replicas().iter() {
+        r.end();
+    }
+}
+
+/// Most stream bytes sent in one write.
+const SEND_CHUNK: usize = 1 << 20;
+
+/// Serves one replica: `+CONTINUE` and the backlog from where it is, or
+/// `+FULLRESYNC`, a full copy and the stream from the copy's start.
+fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<()> {
+    let (want_id, want) = hello.psync.expect("PSYNC came");
+    let mut out = BufWriter::with_capacity(256 << 10, sock);
+    let repl = &sh.repl;
+    // Where it resumes, if it can: the bytes it has are `want - 1`.
+    let resume = {
+        let b = repl.backlog();
+        let have = want.saturating_sub(1) as u64;
+        let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
+        (want_id == b.replid && held).then_some(have)
+    };
+    let mut sent = match resume {
+        Some(have) => {
+            tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = have, "replica resumes");
+            out.write_all(b"+CONTINUE\r\n")?;
+            out.flush()?;
+            have
+        }
+        None => {
+            let (replid, start) = {
+                let b = repl.backlog();
+                repl.feeding.store(true, SeqCst);
+                (b.replid.clone(), b.end)
+            };
+            tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
+            write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
+            let keys = copy_keys(sh, &mut out, r)?;
+            let mut end = Vec::new();
+            resp::encode::command(&mut end, &[b"REPLCONF", b"SNAPSHOT-END"]);
+            out.write_all(&end)?;
+            out.flush()?;
+            tracing::info!(replica = %format!("{}:{}", r.ip, r.port), keys, "full copy sent");
+            start
+        }
+    };
+    r.acked.store(sent, Relaxed);
+    r.ack_ms
+        .store(r.since.elapsed().as_millis() as u64, Relaxed);
+    r.online.store(true, Relaxed);
+    loop {
+        if r.gone.load(Relaxed) {
+            return Err(io::Error::other("link closed"));
+        }
+        if r.lag_secs() >= super::LINK_TIMEOUT.as_secs() {
+            return Err(io::Error::other("the replica is silent: timeout"));
+        }
+        repl.ping_if_quiet();
+        let end = wait_for_bytes(repl, sent, Duration::from_millis(200));
+        if end <= sent {
+            continue;
+        }
+        let bytes = repl.backlog().since(sent, SEND_CHUNK);
+        let Some(bytes) = bytes else {
+            return Err(io::Error::other(
+                "the replica fell behind the backlog (--repl-backlog-size): it syncs again",
+            ));
+        };
+        out.write_all(&bytes)?;
+        out.flush()?;
+        sent += bytes.len() as u64;
+    }
+}
+
+/// Keys read per SCAN step of a full copy.
+const COPY_BATCH: &[u8] = b"1000";
+
+/// Sends every key of the store as `SET key value [PXAT ms]`, read
+/// through an in-process connection (SCAN, then GET and PEXPIRETIME of
+/// each key); the number of keys sent.
+fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
+    let mut local = Local::open(sh, false)?;
+    let mut cursor = b"0".to_vec();
+    let mut sent = 0;
+    loop {
+        if r.gone.load(Relaxed) {
+            return Err(io::Error::other("link closed during the full copy"));
+        }
+        let reply = local.call(&[b"SCAN", &cursor, b"COUNT", COPY_BATCH])?;
+        let Value::Array(mut parts) = reply else {
+            return Err(io::Error::other(format!("SCAN answered {reply:?}")));
+        };
+        let (Some(Value::Array(keys)), Some(Value::Bulk(next))) = (parts.pop(), parts.pop()) else {
+            return Err(io::Error::other("SCAN answered an unexpected reply"));
+        };
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter_map(|k| match k {
+                Value::Bulk(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let mut ask = Vec::new();
+        for k in &keys {
+            resp::encode::command(&mut ask, &[b"GET", k]);
+            resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
+        }
+        local.send(&ask)?;
+        let mut cmd = Vec::new();
+        for k in &keys {
+            let value = local.replies.next()?.0;
+            let at = local.replies.next()?.0;
+            let (Value::Bulk(v), Value::Int(at)) = (value, at) else {
+                continue; // gone meanwhile: the stream says so
+            };
+            cmd.clear();
+            if at > 0 {
+                let at = at.to_string();
+                resp::encode::command(&mut cmd, &[b"SET", k, &v, b"PXAT", at.as_bytes()]);
+            } else {
+                resp::encode::command(&mut cmd, &[b"SET", k, &v]);
+            }
+            out.write_all(&cmd)?;
+            sent += 1;
+        }
+        if next == b"0" {
+            return Ok(sent);
+        }
+        cursor = next;
+    }
+}
+
+/// Reads a replica's `REPLCONF ACK offset` until its link ends.
+fn read_acks(r: &Replica, sock: TcpStream) {
+    let mut reader = Reader::new(sock);
+    while !r.gone.load(Relaxed) {
+        let Ok((v, _)) = reader.next() else {
+            break;
+        };
+        let Some(args) = v.into_args() else {
+            break;
+        };
+        let is = |i: usize, w: &[u8]| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w));
+        if is(0, b"REPLCONF") && is(1, b"ACK") {
+            if let Some(off) = args.get(2).and_then(|a| resp::parse_redis_int(a)) {
+                r.acked.store(off.max(0) as u64, Relaxed);
+                r.ack_ms
+                    .store(r.since.elapsed().as_millis() as u64, Relaxed);
+            }
+        }
+    }
+    r.end();
+}

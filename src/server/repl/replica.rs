@@ -1,0 +1,407 @@
+//! A replica's link to its primary: Redis's handshake (PING, REPLCONF
+//! listening-port and capa, PSYNC), then a full copy or a resume, then the
+//! stream, applied through an in-process connection flagged as the
+//! primary's. The offset acknowledged to the primary (REPLCONF ACK) is
+//! that of the last command the store answered, so under sync durability
+//! an acknowledged write is on this server's device.
+
+use std::io::{self, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::super::Shared;
+use super::local::Local;
+use super::value::{Reader, Value};
+use super::{LinkState, Role, STREAM_CAPA};
+use crate::resp;
+
+/// Wait between attempts to reach the primary.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long the handshake's replies may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the replica acknowledges its offset.
+const ACK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the link of role generation `generation` until the role changes.
+pub(super) fn run(sh: Arc<Shared>, generation: u64) {
+    let current = || sh.repl.generation.load(SeqCst) == generation;
+    while current() {
+        set_state(&sh, generation, LinkState::Connecting);
+        match sync(&sh, generation) {
+            Ok(()) => return,
+            Err(e) => {
+                let (host, port) = match &*sh.repl.role() {
+                    Role::Replica(l) => (l.host.clone(), l.port),
+                    Role::Primary => return,
+                };
+                if current() {
+                    tracing::warn!(%host, port, "replication link: {e}; retrying in 1 s");
+                }
+            }
+        }
+        with_link(&sh, generation, |l| {
+            if l.state == LinkState::Connected {
+                l.down_since = Some(Instant::now());
+            }
+            l.state = LinkState::Connect;
+        });
+        std::thread::sleep(RETRY);
+    }
+}
+
+/// Changes the link's state, if the role is still this link's.
+fn set_state(sh: &Shared, generation: u64, state: LinkState) {
+    if let Role::Replica(l) = &mut *sh.repl.role() {
+        if l.generation == generation {
+            l.state = state;
+        }
+    }
+}
+
+/// Updates the link under the role's lock, if still this link's.
+fn with_link(sh: &Shared, generation: u64, f: impl FnOnce(&mut super::Link)) {
+    if let Role::Replica(l) = &mut *sh.repl.role() {
+        if l.generation == generation {
+            f(l);
+        }
+    }
+}
+
+/// One connection to the primary: returns `Ok` when the role changed,
+/// `Err` when the link failed.
+fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
+    let (host, port, replid, offset) = match &*sh.repl.role() {
+        Role::Replica(l) => (l.host.clone(), l.port, l.replid.clone(), l.offset),
+        Role::Primary => return Ok(()),
+    };
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other("no address"))?;
+    let sock = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+    sock.set_nodelay(true)?;
+    {
+        // Under the role's lock: a role change after this cuts it.
+        let role = sh.repl.role();
+        if sh.repl.generation.load(SeqCst) != generation {
+            return Ok(());
+        }
+        *sh.repl
+            .link_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(sock.try_clone()?);
+        drop(role);
+    }
+    sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut to_primary = sock.try_clone()?;
+    let mut from = Reader::new(sock.try_clone()?);
+    let mut ask = |args: &[&[u8]], from: &mut Reader<TcpStream>| -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        resp::encode::command(&mut out, args);
+        to_primary.write_all(&out)?;
+        from.line()
+    };
+    ask(&[b"PING"], &mut from)?;
+    let me = sh.addr.port().to_string();
+    ask(&[b"REPLCONF", b"listening-port", me.as_bytes()], &mut from)?;
+    let capa = [b"REPLCONF" as &[u8], b"capa", b"eof", b"capa", b"psync2"];
+    ask(
+        &[&capa[..], &[b"capa", STREAM_CAPA.as_bytes()]].concat(),
+        &mut from,
+    )?;
+    let want = if replid == "?" {
+        "-1".to_string()
+    } else {
+        (offset + 1).to_string()
+    };
+    let answer = ask(&[b"PSYNC", replid.as_bytes(), want.as_bytes()], &mut from)?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    // A full copy's keys may come slower than the handshake's replies.
+    sock.set_read_timeout(Some(super::LINK_TIMEOUT))?;
+    let mut words = answer.split(' ');
+    let mut local = Local::open(sh, true)?;
+    let start = match (words.next(), words.next(), words.next()) {
+        (Some("FULLRESYNC"), Some(id), Some(off)) => {
+            let off: u64 = off
+                .parse()
+                .map_err(|_| io::Error::other(format!("PSYNC answered {answer}")))?;
+            // An RDB payload (`$`): the primary is a Redis, not an nvkv.
+            if from.peek_byte() == Some(b'$') {
+                return Err(io::Error::other(
+                    "the primary sent an RDB file: it is not an nvkv server speaking \
+                     the replication stream this replica reads",
+                ));
+            }
+            set_state(sh, generation, LinkState::Sync);
+            tracing::info!(%host, port, replid = id, offset = off, "full copy from the primary");
+            match local.call(&[b"FLUSHALL"])? {
+                Value::Simple(_) => {}
+                v => return Err(io::Error::other(format!("emptying the store: {v:?}"))),
+            }
+            let keys = load_copy(&mut local, &mut from)?;
+            tracing::info!(keys, "full copy applied");
+            with_link(sh, generation, |l| {
+                l.replid = id.to_string();
+                l.offset = off;
+            });
+            off
+        }
+        (Some("CONTINUE"), ..) => {
+            tracing::info!(%host, port, offset, "resuming the primary's stream");
+            offset
+        }
+        _ => return Err(io::Error::other(format!("PSYNC answered {answer}"))),
+    };
+    set_state(sh, generation, LinkState::Connected);
+    stream(sh, generation, local, from, to_primary_ack(&sock)?, start)
+}
+
+fn to_primary_ack(sock: &TcpStream) -> io::Result<TcpStream> {
+    sock.set_read_timeout(Some(ACK_EVERY / 4))?;
+    sock.try_clone()
+}
+
+/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`),
+/// waiting for the store's answers; the number of keys.
+fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
+    const BATCH: usize = 256;
+    let mut keys = 0u64;
+    let mut owed = 0;
+    let mut out = Vec::new();
+    loop {
+        let (v, _) = from.next()?;
+        let args = v
+            .into_args()
+            .ok_or_else(|| io::Error::other("the full copy holds something not a command"))?;
+        if args
+            .first()
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLCONF"))
+        {
+            break;
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        resp::encode::command(&mut out, &args);
+        owed += 1;
+        keys += 1;
+        if owed == BATCH {
+            local.send(&out)?;
+            out.clear();
+            answers(local, owed)?;
+            owed = 0;
+        }
+    }
+    local.send(&out)?;
+    answers(local, owed)?;
+    Ok(keys)
+}
+
+/// Reads `n` answers of the store; an error answer is logged.
+fn answers(local: &mut Local, n: usize) -> io::Result<()> {
+    for _ in 0..n {
+        if let Value::Error(e) = local.replies.next()?.0 {
+            tracing::error!(
+                "applying the primary's stream: {}",
+                String::from_utf8_lossy(&e)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies the stream from offset `start` until the link fails or the role
+/// changes. A thread reads the store's answers: each command's end offset
+/// becomes the applied offset when its answer comes (inside MULTI …
+/// EXEC, only EXEC's).
+fn stream(
+    sh: &Shared,
+    generation: u64,
+    mut local: Local,
+    mut from: Reader<TcpStream>,
+    to_primary: TcpStream,
+    start: u64,
+) -> io::Result<()> {
+    let applied = Arc::new(AtomicU64::new(start));
+    let (tx, rx) = mpsc::channel::<Mark>();
+    let to_primary = Arc::new(Mutex::new(to_primary));
+    let answers = {
+        let applied = Arc::clone(&applied);
+        let to_primary = Arc::clone(&to_primary);
+        let mut replies = Reader::new(local.writer()?);
+        std::mem::swap(&mut replies, &mut local.replies);
+        std::thread::Builder::new()
+            .name("repl-apply".into())
+            .spawn(move || {
+                while let Ok(mark) = rx.recv() {
+                    match replies.next() {
+                        Ok((Value::Error(e), _)) => tracing::error!(
+                            "applying the primary's stream: {}",
+                            String::from_utf8_lossy(&e)
+                        ),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    match mark {
+                        Mark::None => {}
+                        Mark::Applied(at) => applied.store(at, Relaxed),
+                        Mark::GetAck(at) => {
+                            applied.store(at, Relaxed);
+                            if ack(&to_primary, at).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })?
+    };
+    let result = apply(
+        sh,
+        generation,
+        &mut local,
+        &mut from,
+        &to_primary,
+        &tx,
+        &applied,
+        start,
+    );
+    drop(tx);
+    let _ = local
+        .writer()
+        .map(|w| w.shutdown(std::net::Shutdown::Write));
+    let _ = answers.join();
+    let done = applied.load(Relaxed);
+    let mut replid = None;
+    with_link(sh, generation, |l| {
+        l.offset = done;
+        replid = Some(l.replid.clone());
+    });
+    if let Some(replid) = replid {
+        if let Err(e) = super::save_position(&sh.path, &replid, done) {
+            tracing::warn!("saving the replication position: {e}");
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    sh: &Shared,
+    generation: u64,
+    local: &mut Local,
+    from: &mut Reader<TcpStream>,
+    to_primary: &Mutex<TcpStream>,
+    tx: &mpsc::Sender<Mark>,
+    applied: &AtomicU64,
+    start: u64,
+) -> io::Result<()> {
+    let mut offset = start;
+    let mut in_multi = false;
+    let mut saved = u64::MAX;
+    let mut last_ack = Instant::now() - ACK_EVERY;
+    let mut last_heard = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        if sh.repl.generation.load(SeqCst) != generation {
+            return Ok(());
+        }
+        if last_heard.elapsed() >= super::LINK_TIMEOUT {
+            // The primary pings every PING_EVERY: the link is dead (a cut
+            // that closed nothing).
+            return Err(io::Error::other("the primary is silent: timeout"));
+        }
+        if last_ack.elapsed() >= ACK_EVERY {
+            let done = applied.load(Relaxed);
+            let mut replid = String::new();
+            with_link(sh, generation, |l| {
+                l.offset = done;
+                replid = l.replid.clone();
+            });
+            if done != saved {
+                if let Err(e) = super::save_position(&sh.path, &replid, done) {
+                    tracing::warn!("saving the replication position: {e}");
+                }
+                saved = done;
+            }
+            ack(to_primary, done)?;
+            last_ack = Instant::now();
+        }
+        let (v, n) = match from.next() {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        if sh.repl.generation.load(SeqCst) != generation {
+            return Ok(());
+        }
+        last_heard = Instant::now();
+        with_link(sh, generation, |l| l.last_io = Some(last_heard));
+        offset += n as u64;
+        let args = v
+            .into_args()
+            .ok_or_else(|| io::Error::other("the stream holds something not a command"))?;
+        let name = args.first().map(Vec::as_slice).unwrap_or_default();
+        out.clear();
+        let mark = if name.eq_ignore_ascii_case(b"REPLCONF") {
+            // Answered once every command before it is: a PING to the
+            // store stands in its place.
+            resp::encode::command(&mut out, &[b"PING"]);
+            let getack = args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
+            match (in_multi, getack) {
+                (true, _) => Mark::None,
+                (false, true) => Mark::GetAck(offset),
+                (false, false) => Mark::Applied(offset),
+            }
+        } else {
+            let mark = if name.eq_ignore_ascii_case(b"MULTI") {
+                in_multi = true;
+                Mark::None
+            } else if name.eq_ignore_ascii_case(b"EXEC") {
+                in_multi = false;
+                Mark::Applied(offset)
+            } else if in_multi {
+                Mark::None
+            } else {
+                Mark::Applied(offset)
+            };
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            resp::encode::command(&mut out, &args);
+            mark
+        };
+        tx.send(mark)
+            .map_err(|_| io::Error::other("the store's answers stopped"))?;
+        local.send(&out)?;
+    }
+}
+
+/// What a command's answer from the store tells.
+enum Mark {
+    /// Nothing (a command inside MULTI … EXEC).
+    None,
+    /// The stream is applied up to this offset.
+    Applied(u64),
+    /// So is it, and the primary asked for an acknowledgement.
+    GetAck(u64),
+}
+
+/// `REPLCONF ACK offset` to the primary.
+fn ack(to_primary: &Mutex<TcpStream>, offset: u64) -> io::Result<()> {
+    let mut out = Vec::new();
+    let at = offset.to_string();
+    resp::encode::command(&mut out, &[b"REPLCONF", b"ACK", at.as_bytes()]);
+    to_primary
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .write_all(&out)
+}

@@ -1,0 +1,539 @@
+//! Replication between two nvkv servers on loopback: a full copy of the
+//! keys a primary has, the stream of every write after it (values, TTLs,
+//! DEL, FLUSHALL, EXEC), resuming after the replica restarts or is killed,
+//! READONLY, REPLICAOF NO ONE, WAIT, and ROLE and INFO replication as
+//! tools read them, compared in shape with a real Redis pair where
+//! redis-server is installed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, RealRedis, Server};
+use redis::Value;
+
+/// Every key of a server with its value and absolute expiry (-1: none).
+fn state(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg(&k).query(con).expect("GET");
+        let at: i64 = redis::cmd("PEXPIRETIME")
+            .arg(&k)
+            .query(con)
+            .expect("PEXPIRETIME");
+        if let Some(v) = v {
+            out.insert(k, (v, at));
+        }
+    }
+    out
+}
+
+/// Waits until the replica holds exactly what the primary holds.
+fn converge(primary: &Server, replica: &Server) {
+    let (mut p, mut r) = (primary.client(), replica.client());
+    let t0 = Instant::now();
+    loop {
+        let want = state(&mut p);
+        let got = state(&mut r);
+        if want == got {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the replica did not converge:\nprimary {want:?}\nreplica {got:?}\nreplica's log:\n{}",
+            replica.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn replica_of(dir: &std::path::Path, primary: &Server, extra: &[&str]) -> Server {
+    let to = format!("127.0.0.1 {}", primary.addr.port());
+    let mut args = vec!["--replicaof", &to];
+    args.extend(extra);
+    Server::start(dir, &args)
+}
+
+fn role(con: &mut redis::Connection) -> Vec<Value> {
+    match redis::cmd("ROLE").query(con).expect("ROLE") {
+        Value::Array(v) => v,
+        v => panic!("ROLE answered {v:?}"),
+    }
+}
+
+/// The link state in a replica's ROLE.
+fn link_state(con: &mut redis::Connection) -> String {
+    match &role(con)[3] {
+        Value::BulkString(s) => String::from_utf8_lossy(s).into_owned(),
+        v => panic!("{v:?}"),
+    }
+}
+
+fn info_fields(con: &mut redis::Connection) -> Vec<(String, String)> {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(con)
+        .expect("INFO");
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_replica_copies_the_keys_and_follows_every_write() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+    let mut p = primary.client();
+    // Before the replica: the full copy carries these.
+    for i in 0..500 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .query(&mut p)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("x")
+        .arg("PX")
+        .arg(600_000)
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("INCRBY").arg("n").arg(41).query(&mut p).unwrap();
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    converge(&primary, &replica);
+
+    // The stream: every kind of write.
+    let mut r = replica.client();
+    let _: i64 = redis::cmd("INCR").arg("n").query(&mut p).unwrap();
+    let _: i64 = redis::cmd("APPEND")
+        .arg("k1")
+        .arg("+")
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("DEL").arg("k2").arg("k3").query(&mut p).unwrap();
+    let _: i64 = redis::cmd("EXPIRE")
+        .arg("k4")
+        .arg(1000)
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("PERSIST").arg("ttl").query(&mut p).unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("{t}a")
+        .arg(1)
+        .arg("{t}b")
+        .arg(2)
+        .query(&mut p)
+        .unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("k5")
+        .arg("k5-renamed")
+        .query(&mut p)
+        .unwrap();
+    let _: Value = redis::cmd("SET")
+        .arg("gone")
+        .arg("soon")
+        .arg("PX")
+        .arg(1)
+        .query(&mut p)
+        .unwrap();
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("{t}a")
+        .cmd("INCR")
+        .arg("{t}b")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!((a, b), (2, 3));
+    converge(&primary, &replica);
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg("n")
+        .arg("k1")
+        .arg("k2")
+        .arg("{t}a")
+        .arg("k5-renamed")
+        .query(&mut r)
+        .unwrap();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(got, [some("42"), some("v1+"), None, some("2"), some("v5")]);
+
+    // FLUSHALL, then writes after it.
+    let _: () = redis::cmd("FLUSHALL").query(&mut p).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("flush")
+        .query(&mut p)
+        .unwrap();
+    converge(&primary, &replica);
+    assert_eq!(common::dbsize(&mut r), 1);
+
+    // Writes on both pollers while a second replica copies the store.
+    let rd2 = tempfile::tempdir().unwrap();
+    let replica2 = replica_of(rd2.path(), &primary, &[]);
+    for i in 0..2000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("w{}", i % 300))
+            .arg(i)
+            .query(&mut p)
+            .unwrap();
+    }
+    converge(&primary, &replica);
+    converge(&primary, &replica2);
+}
+
+#[test]
+fn a_replica_refuses_client_writes_and_is_promoted_by_replicaof_no_one() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let mut r = replica.client();
+    wait_for("the link is up", || link_state(&mut r) == "connected");
+    let mut raw = common::RawConn::connect(replica.addr);
+    assert_eq!(
+        raw.call(&[b"SET", b"k", b"v"]),
+        b"-READONLY You can't write against a read only replica.\r\n"
+    );
+    // Inside MULTI the write is refused as it is queued, and EXEC aborts.
+    let e = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("k")
+        .query::<Value>(&mut r)
+        .unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("read only replica"), "{e}");
+    assert_eq!(raw.call(&[b"GET", b"k"]), b"$-1\r\n");
+    assert_eq!(
+        raw.call(&[b"WAIT", b"1", b"0"]),
+        b"-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.\r\n"
+    );
+    let port = primary.addr.port().to_string();
+    assert_eq!(
+        raw.call(&[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]),
+        b"+OK Already connected to specified master\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"REPLICAOF", b"127.0.0.1", b"70000"]),
+        b"-ERR Invalid master port\r\n"
+    );
+
+    assert_eq!(raw.call(&[b"REPLICAOF", b"NO", b"ONE"]), b"+OK\r\n");
+    assert_eq!(raw.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    assert!(matches!(&role(&mut r)[0], Value::BulkString(s) if s == b"master"));
+    // Promoted, it keeps its own writes: the old primary's stream no
+    // longer reaches it.
+    let _: () = redis::cmd("SET")
+        .arg("p")
+        .arg("1")
+        .query(&mut primary.client())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got: Option<String> = redis::cmd("GET").arg("p").query(&mut r).unwrap();
+    assert_eq!(got, None);
+    replica.stop();
+    primary.stop();
+}
+
+#[test]
+fn a_replica_resumes_after_a_restart_and_after_a_kill() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    for i in 0..100 {
+        let _: () = redis::cmd("SET").arg(i).arg(i).query(&mut p).unwrap();
+    }
+    converge(&primary, &replica);
+    // Its position is saved once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    replica.stop();
+    for i in 50..150 {
+        let _: () = redis::cmd("SET").arg(i).arg(-i).query(&mut p).unwrap();
+    }
+    let _: i64 = redis::cmd("DEL").arg(0).query(&mut p).unwrap();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    converge(&primary, &replica);
+    let log = replica.log.lock().unwrap().clone();
+    assert!(
+        log.contains("resuming the primary's stream") && !log.contains("full copy from"),
+        "{log}"
+    );
+
+    // kill -9: it resumes from a position saved before its last writes,
+    // and applying them again changes nothing.
+    std::thread::sleep(Duration::from_millis(1500));
+    replica.kill();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(i)
+            .arg("after the kill")
+            .query(&mut p)
+            .unwrap();
+    }
+    let replica = replica_of(rd.path(), &primary, &[]);
+    converge(&primary, &replica);
+    replica.stop();
+    primary.stop();
+}
+
+#[test]
+fn a_replica_that_cannot_reach_its_primary_retries_and_says_so() {
+    let rd = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let fields = info_fields(&mut r);
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+    assert_eq!(get("role").as_deref(), Some("slave"));
+    assert_eq!(get("master_link_status").as_deref(), Some("down"));
+    assert!(["connect", "connecting"].contains(&link_state(&mut r).as_str()));
+    wait_for("a retry logged", || {
+        replica.log.lock().unwrap().contains("retrying in 1 s")
+    });
+    // A primary appears on that port: the replica syncs with it.
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &["--listen", &format!("127.0.0.1:{port}")]);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut primary.client())
+        .unwrap();
+    converge(&primary, &replica);
+}
+
+#[test]
+fn wait_counts_the_replicas_that_acknowledged() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    // No replica: WAIT times out with 0.
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(100).query(&mut p).unwrap();
+    assert_eq!(n, 0);
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let mut r = replica.client();
+    wait_for("the link is up", || link_state(&mut r) == "connected");
+    for i in 0..20 {
+        let _: () = redis::cmd("SET").arg("k").arg(i).query(&mut p).unwrap();
+        // Without a timeout: answered once the replica has it.
+        let n: i64 = redis::cmd("WAIT").arg(1).arg(0).query(&mut p).unwrap();
+        assert_eq!(n, 1);
+        let got: i64 = redis::cmd("GET").arg("k").query(&mut r).unwrap();
+        assert_eq!(got, i);
+    }
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(200).query(&mut p).unwrap();
+    assert_eq!(n, 1);
+    let mut raw = common::RawConn::connect(primary.addr);
+    assert_eq!(
+        raw.call(&[b"WAIT", b"1", b"x"]),
+        b"-ERR timeout is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        raw.call(&[b"WAIT", b"1", b"-1"]),
+        b"-ERR timeout is negative\r\n"
+    );
+}
+
+#[test]
+fn min_replicas_to_write_refuses_writes_without_enough_replicas() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--min-replicas-to-write", "1"]);
+    let mut raw = common::RawConn::connect(primary.addr);
+    assert_eq!(
+        raw.call(&[b"SET", b"k", b"v"]),
+        b"-NOREPLICAS Not enough good replicas to write.\r\n"
+    );
+    assert_eq!(raw.call(&[b"GET", b"k"]), b"$-1\r\n");
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let mut r = replica.client();
+    wait_for("the link is up", || link_state(&mut r) == "connected");
+    wait_for("writes taken", || {
+        raw.call(&[b"SET", b"k", b"v"]) == b"+OK\r\n"
+    });
+}
+
+/// The fields of INFO replication and the shape of ROLE, on both sides,
+/// are Redis's (values differ: offsets, ids, ports).
+#[test]
+fn role_and_info_have_the_shape_of_a_redis_pair() {
+    let Some(rp) = RealRedis::start(&["--repl-diskless-sync-delay", "0"]) else {
+        return;
+    };
+    let rport = rp.addr.rsplit_once(':').unwrap().1.to_string();
+    // A replica writes the copy it receives to its directory.
+    let rdir = tempfile::tempdir().unwrap();
+    let rdir = rdir.path().to_str().unwrap();
+    let Some(rr) = RealRedis::start(&["--replicaof", "127.0.0.1", &rport, "--dir", rdir]) else {
+        return;
+    };
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut rpc, mut rrc) = (rp.client(), rr.client());
+    let (mut pc, mut rc) = (primary.client(), replica.client());
+    for c in [&mut rpc, &mut pc] {
+        let _: () = redis::cmd("SET").arg("k").arg("v").query(c).unwrap();
+    }
+    wait_for("both links up", || {
+        link_state(&mut rrc) == "connected" && link_state(&mut rc) == "connected"
+    });
+    wait_for("both replicas online and acknowledged", || {
+        let online = |c: &mut redis::Connection| {
+            info_fields(c)
+                .iter()
+                .any(|(k, v)| k == "slave0" && v.contains("state=online"))
+        };
+        online(&mut rpc) && online(&mut pc)
+    });
+    let names = |c: &mut redis::Connection| -> Vec<String> {
+        info_fields(c).into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(
+        names(&mut pc),
+        names(&mut rpc),
+        "a primary's INFO replication"
+    );
+    assert_eq!(
+        names(&mut rc),
+        names(&mut rrc),
+        "a replica's INFO replication"
+    );
+    let slave0 = |c: &mut redis::Connection| -> Vec<String> {
+        let (_, v) = info_fields(c)
+            .into_iter()
+            .find(|(k, _)| k == "slave0")
+            .unwrap();
+        v.split(',')
+            .map(|kv| kv.split_once('=').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(slave0(&mut pc), slave0(&mut rpc));
+    let shape = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .map(|e| match e {
+                Value::BulkString(s) if s == b"master" || s == b"slave" => {
+                    String::from_utf8_lossy(s).into_owned()
+                }
+                Value::BulkString(_) => "bulk".into(),
+                Value::Int(_) => "int".into(),
+                Value::Array(a) => format!(
+                    "array{:?}",
+                    a.iter()
+                        .map(|x| match x {
+                            Value::Array(y) => y.len(),
+                            _ => 0,
+                        })
+                        .collect::<Vec<_>>()
+                ),
+                v => format!("{v:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(shape(&role(&mut pc)), shape(&role(&mut rpc)));
+    assert_eq!(shape(&role(&mut rc)), shape(&role(&mut rrc)));
+}
+
+/// What Redis Sentinel sends a replica it repoints: REPLICAOF inside
+/// MULTI … EXEC with CONFIG REWRITE and CLIENT KILL TYPE normal; the
+/// rewritten config file keeps `replicaof` for the next start, and the
+/// in-process connections are not killed.
+#[test]
+fn replicaof_in_a_transaction_and_config_rewrite_keep_the_role_across_a_restart() {
+    let (pd, nd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut primary.client())
+        .unwrap();
+    let conf = nd.path().join("nvkv.toml");
+    std::fs::write(&conf, "# a node\nmaxmemory_samples = 5\n").unwrap();
+    let store = nd.path().join("store");
+    let conf_arg = conf.to_str().unwrap();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    let mut n = node.client();
+    let port = primary.addr.port();
+    let (ok, rewrite, _killed): (String, String, i64) = redis::pipe()
+        .atomic()
+        .cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .cmd("CONFIG")
+        .arg("REWRITE")
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!((ok.as_str(), rewrite.as_str()), ("OK", "OK"));
+    converge(&primary, &node);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(
+        text.contains(&format!("replicaof = \"127.0.0.1 {port}\"")),
+        "{text}"
+    );
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("replicaof")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(
+        config,
+        ["replicaof".to_string(), format!("127.0.0.1 {port}")]
+    );
+    // CLIENT KILL TYPE master reaches the link; it comes back.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(killed, 1);
+    node.stop();
+
+    let _: () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v2")
+        .query(&mut primary.client())
+        .unwrap();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    let mut n = node.client();
+    wait_for("the link is up after the restart", || {
+        link_state(&mut n) == "connected"
+    });
+    converge(&primary, &node);
+    // Promoted and rewritten: the next start is a primary's.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut n)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG").arg("REWRITE").query(&mut n).unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("replicaof = \"\""), "{text}");
+    node.stop();
+    let node = Server::start(&store, &["--config", conf_arg]);
+    assert!(matches!(&role(&mut node.client())[0], Value::BulkString(s) if s == b"master"));
+}
