@@ -51,6 +51,19 @@ struct Waiter {
     save: bool,
 }
 
+impl Waiter {
+    /// `+OK` to `req` once durable; `save`: it is a SAVE's or BGSAVE's.
+    fn ok(req: &Request, save: bool) -> Self {
+        Waiter {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+            save,
+        }
+    }
+}
+
 /// A device read waiting for its completion.
 struct PendingRead {
     req: Request,
@@ -999,18 +1012,11 @@ impl<E: Engine> Poller<E> {
         self.acks = acks;
     }
 
-    /// SAVE or BGSAVE (`background`): everything this poller has
-    /// acknowledged becomes durable with the next commit, which starts at
-    /// once; the reply (none for BGSAVE) waits for it.
+    /// SAVE or BGSAVE: everything this poller has acknowledged becomes
+    /// durable with the next commit, which starts at once; the reply (none
+    /// for BGSAVE, whose id is `NO_REPLY`) waits for it.
     fn save(&mut self, req: Request) {
-        let w = Waiter {
-            to: req.from,
-            id: req.id,
-            part: req.part,
-            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
-            save: true,
-        };
-        self.ks.save(w);
+        self.ks.save(Waiter::ok(&req, true));
     }
 
     /// This poller's part of a save is durable (`ok`) or failed: LASTSAVE
@@ -1977,14 +1983,7 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
-        let w = Waiter {
-            to: req.from,
-            id: req.id,
-            part: req.part,
-            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
-            save: false,
-        };
-        if let Err((_, e)) = self.ks.flush_all(w) {
+        if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
         self.shared.repl.flush_ran(self.id);
