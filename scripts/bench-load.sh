@@ -84,8 +84,13 @@ load_once() {
     rm -rf "$dir/store"
     local t0 t1 out sets=-
     t0=$(date +%s.%N)
-    "$bin" load --path "$dir/store" --keys "$keys" --min-size "$min" \
-        --max-size "$max" "$@" >"$dir/load.out" 2>&1
+    # --force: a store the last removal left behind (see below) is
+    # replaced, not a reason to stop.
+    "$bin" load --force --path "$dir/store" --keys "$keys" --min-size "$min" \
+        --max-size "$max" "$@" >"$dir/load.out" 2>&1 || {
+        cat "$dir/load.out" >&2
+        return 1
+    }
     t1=$(date +%s.%N)
     out=$(tail -1 "$dir/load.out")
     [ "$sync_secs" = 0 ] || sets=$(sync_inserts "$bin")
