@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{encode, raw, RealRedis, Server};
+use common::{encode, raw, read_line, RealRedis, Server};
 
 /// Writes `total` bytes of `x` to `s` in 1 MiB writes; stops at the first
 /// failed write.
@@ -21,19 +21,6 @@ fn send_filler(s: &mut std::net::TcpStream, total: usize) -> std::io::Result<()>
         left -= n;
     }
     Ok(())
-}
-
-/// Reads one line (up to its CRLF) from `s`.
-fn line(s: &mut std::net::TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => out.push(b[0]),
-            other => panic!("reading a reply: {other:?} after {out:?}"),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A 10 MiB SET on a store with default settings is read whole and
@@ -80,7 +67,10 @@ fn a_bulk_over_the_limit_is_a_readable_protocol_error() {
     s.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n").as_bytes())
         .unwrap();
     send_filler(&mut s, len + 2).expect("the server reads the whole request");
-    assert_eq!(line(&mut s), "-ERR Protocol error: invalid bulk length\r\n");
+    assert_eq!(
+        read_line(&mut s),
+        "-ERR Protocol error: invalid bulk length"
+    );
     let mut rest = Vec::new();
     s.read_to_end(&mut rest)
         .expect("the end of the stream, no reset");
@@ -100,14 +90,14 @@ fn the_default_bulk_limit_is_redis_s() {
     let mut s = raw(&srv);
     s.write_all(head.as_bytes()).unwrap();
     send_filler(&mut s, 4 << 20).expect("the server reads what follows the error");
-    let ours = line(&mut s);
-    assert_eq!(ours, "-ERR Protocol error: invalid bulk length\r\n");
+    let ours = read_line(&mut s);
+    assert_eq!(ours, "-ERR Protocol error: invalid bulk length");
     if let Some(real) = RealRedis::start(&[]) {
         let mut r = std::net::TcpStream::connect(&real.addr).unwrap();
         r.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         r.write_all(head.as_bytes()).unwrap();
-        assert_eq!(line(&mut r), ours);
+        assert_eq!(read_line(&mut r), ours);
     }
     // At the limit: the parser waits for the bytes.
     let mut s = raw(&srv);
@@ -118,10 +108,10 @@ fn the_default_bulk_limit_is_redis_s() {
     s.write_all(b"\r\n").unwrap();
     s.write_all(&encode(&[b"PING"])).unwrap();
     assert_eq!(
-        line(&mut s),
-        format!("-ERR value of {at} bytes is over the limit of 1048576 (--max-value-size)\r\n")
+        read_line(&mut s),
+        format!("-ERR value of {at} bytes is over the limit of 1048576 (--max-value-size)")
     );
-    assert_eq!(line(&mut s), "+PONG\r\n");
+    assert_eq!(read_line(&mut s), "+PONG");
     srv.stop();
 }
 
@@ -129,12 +119,7 @@ fn the_default_bulk_limit_is_redis_s() {
 /// connection reset.
 #[test]
 fn redis_py_reads_the_protocol_error() {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import redis"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: no python3 with redis-py here (Debian: python3-redis)");
+    if !common::redis_py() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -194,9 +179,9 @@ fn a_large_argument_is_buffered_in_its_size() {
     s.write_all(b"\r\n").unwrap();
     s.write_all(&encode(&[b"PING"])).unwrap();
     assert_eq!(
-        line(&mut s),
-        format!("-ERR value of {len} bytes is over the limit of 1048576 (--max-value-size)\r\n")
+        read_line(&mut s),
+        format!("-ERR value of {len} bytes is over the limit of 1048576 (--max-value-size)")
     );
-    assert_eq!(line(&mut s), "+PONG\r\n");
+    assert_eq!(read_line(&mut s), "+PONG");
     srv.stop();
 }

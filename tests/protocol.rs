@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::{encode, raw, read_all, Server};
+use common::{encode, raw, read_all, read_line, Server};
 
 /// Sends one command and reads its one-line reply.
 fn line_cmd(s: &mut TcpStream, args: &[&str]) -> String {
@@ -19,21 +19,6 @@ fn line_cmd(s: &mut TcpStream, args: &[&str]) -> String {
 fn encode_str(args: &[&str]) -> Vec<u8> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     encode(&args)
-}
-
-/// Reads up to and including `\r\n`, byte by byte (nothing after it is
-/// taken from the socket).
-fn read_line(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => out.push(b[0]),
-            other => panic!("reading a reply: {other:?} after {out:?}"),
-        }
-    }
-    out.truncate(out.len() - 2);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

@@ -330,12 +330,7 @@ fn redis_crate_transactions_and_watch() {
 /// when a watched key changed.
 #[test]
 fn redis_py_pipelines_and_watch() {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import redis"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: no python3 with redis-py here (Debian: python3-redis)");
+    if !common::redis_py() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,35 @@ pub mod nvmf;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nvkv");
 
+/// Reads one line from `s`, byte by byte (nothing after it is taken from
+/// the socket), and returns it without its CRLF.
+pub fn read_line(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => out.push(b[0]),
+            other => panic!("reading a reply: {other:?} after {out:?}"),
+        }
+    }
+    out.truncate(out.len() - 2);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether python3 with redis-py is here (the tests that run it as
+/// applications do say so and skip when not).
+pub fn redis_py() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no python3 with redis-py here (Debian: python3-redis)");
+    }
+    ok
+}
+
 /// The block device the tests load stores onto, when `NVKV_TEST_DEVICE`
 /// names one (the VM harness sets it to an NVMe namespace; tests/vm/).
 pub fn test_device() -> Option<String> {
