@@ -134,6 +134,12 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends an array of simple strings: a HELP reply's lines.
+pub fn lines(out: &mut Vec<u8>, lines: &[&str]) {
+    array(out, lines.len());
+    lines.iter().for_each(|l| simple(out, l));
+}
+
 /// Appends a request: the array of the bulk strings `args` (the command
 /// name first).
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {

@@ -29,7 +29,8 @@ pub mod reply;
 pub mod request;
 
 pub use encode::{
-    array, bulk, bulk_header, error, int, map, nil, null, null_array, set, simple, verbatim, Proto,
+    array, bulk, bulk_header, error, int, lines, map, nil, null, null_array, set, simple, verbatim,
+    Proto,
 };
 pub use reply::{parse_reply, Reply};
 pub use request::{parse_command, parse_resumable, Limits, Resume};

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use super::conn::Conn;
+use super::replies::Combine;
 use super::{counters, settings, strings, Shared};
 use crate::resp::{self, Proto};
 
@@ -130,9 +131,8 @@ pub(super) fn save(c: &mut Conn, router: &mut super::router::Router) {
         return c.reply(|o| resp::error(o, strings::BGSAVE_RUNNING));
     }
     shared.saves.start(shared.pollers.len(), false);
-    super::command::to_every_poller(c, router, super::replies::Combine::AllOk, || {
-        super::msg::Op::Save
-    });
+    let id = c.expect(shared.pollers.len(), Some(Combine::AllOk));
+    router.send_to_every_poller(c.me, c.touches(), id, || super::msg::Op::Save);
 }
 
 /// `BGSAVE [SCHEDULE]`: as SAVE, answered at once. While one is under way,
@@ -175,7 +175,7 @@ pub(super) fn bgsave(c: &mut Conn, router: &mut super::router::Router, args: &[&
 /// (CLIENT NO-EVICT stays, as in Redis 7.0).
 pub(super) fn reset(c: &mut Conn, shared: &Shared) {
     shared.pubsub.forget(c.me, &mut c.subs);
-    c.info.set_flag(super::conn::PUBSUB, false);
+    c.info.set_flag(super::clients::PUBSUB, false);
     c.proto = Proto::Resp2;
     c.info.resp.store(2, Relaxed);
     if let Ok(mut n) = c.info.name.lock() {

@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::access::{self, Auth};
-use super::conn::{ClientInfo, Conn, Executor, Multi, NO_EVICT, NO_TOUCH, PUBSUB};
+use super::clients::{ClientInfo, NO_EVICT, NO_TOUCH, PUBSUB};
+use super::conn::{Conn, Executor, Multi};
 use super::msg::{Cond, ExpireIf, GetExpiry, KeyValue, Op, Request, SetReply};
 use super::msg::{KeyAt, MoveKind, ObjectInfo, RestoreAccess};
 use super::replies::Combine;
@@ -32,8 +33,7 @@ impl Executor for Router<'_> {
 pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let mark = c.reply_mark();
     dispatch(c, router, args);
-    super::slowlog::command_done(c, router.shared, args, &mark);
-    c.command_done(mark);
+    c.command_done(&router.shared.slowlog, args, mark);
 }
 
 /// Executes one parsed command, replying as if replies were on.
@@ -50,7 +50,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     };
     c.info.note_command(command_code(index, spec, args));
     // The reply this command leaves is timed, for INFO and /metrics.
-    c.timing = Some((index, super::conn_thread::now()));
+    c.timing = Some((index, super::turn::now()));
     c.slow.started = c.timing;
     if !spec.arity_fits(args.len()) {
         return refuse(c, router, spec.cmd, &strings::wrong_arity(spec.name));
@@ -64,8 +64,8 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     // RESP2's subscribed mode, as Redis.
     if c.proto == Proto::Resp2 && c.subs.any() {
         match spec.cmd {
-            Cmd::Ping => return super::pubsub::ping_subscribed(c, args),
-            cmd if super::pubsub::allowed_subscribed(cmd) => {}
+            Cmd::Ping => return super::pubsub::commands::ping_subscribed(c, args),
+            cmd if super::pubsub::commands::allowed_subscribed(cmd) => {}
             _ => {
                 let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
                 return refuse(c, router, spec.cmd, &msg);
@@ -331,20 +331,20 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         | Cmd::Ssubscribe
         | Cmd::Unsubscribe
         | Cmd::Punsubscribe
-        | Cmd::Sunsubscribe => super::pubsub::command(c, router.shared, cmd, args),
+        | Cmd::Sunsubscribe => super::pubsub::commands::command(c, router.shared, cmd, args),
         Cmd::Pubsub => {
             if let Some(m) = checked_subcommand(c, "pubsub", args) {
-                super::pubsub::pubsub(c, router.shared, m.name, args)
+                super::pubsub::commands::pubsub(c, router.shared, m.name, args)
             }
         }
         Cmd::Slowlog => {
             if let Some(m) = checked_subcommand(c, "slowlog", args) {
-                super::slowlog::slowlog(c, router.shared, m.name, args)
+                c.reply(|o| super::slowlog::slowlog(&router.shared.slowlog, m.name, args, o))
             }
         }
         Cmd::Latency => {
             if let Some(m) = checked_subcommand(c, "latency", args) {
-                super::slowlog::latency(c, router.shared, m.name, args)
+                c.reply(|o| super::slowlog::latency(&router.shared.slowlog, m.name, args, o))
             }
         }
         Cmd::Shutdown => super::admin::shutdown(c, router.shared, args),
@@ -382,12 +382,6 @@ fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
     c.reply(|o| resp::error(o, msg))
 }
 
-/// The poller that owns `key`.
-fn poller_of_key(router: &Router, key: &[u8]) -> usize {
-    let pid = KeyHash::of(key).partition(router.shared.sb.partitions);
-    router.shared.poller_of(pid)
-}
-
 /// The keys a command names, by its description's key positions.
 fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     match described(args[0]) {
@@ -421,7 +415,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
         .collect();
     let mut pollers = (cmds.iter().flat_map(|args| keys_of(args)))
         .chain(c.watching.iter().map(|k| &**k))
-        .map(|k| poller_of_key(router, k));
+        .map(|k| router.poller_of_key(k));
     let poller = pollers.next();
     if let Some(p) = poller {
         if pollers.any(|q| q != p) {
@@ -476,7 +470,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
 /// (UNWATCH, DISCARD, an EXEC that does not run, a connection closing).
 pub(super) fn forget_watches(c: &mut Conn, router: &mut Router) {
     let mut pollers: Vec<usize> = (c.watching.iter())
-        .map(|k| poller_of_key(router, k))
+        .map(|k| router.poller_of_key(k))
         .collect();
     pollers.sort_unstable();
     pollers.dedup();
@@ -587,7 +581,7 @@ fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         }
         b"RESETSTAT" => super::admin::resetstat(c, router.shared),
         b"REWRITE" => super::admin::rewrite(c, router.shared),
-        b"HELP" => c.reply(|o| super::slowlog::help(o, super::admin::CONFIG_HELP)),
+        b"HELP" => c.reply(|o| resp::lines(o, super::admin::CONFIG_HELP)),
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CONFIG");
             c.reply(|o| resp::error(o, &msg))
@@ -809,7 +803,7 @@ fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
 // ---------------------------------------------------------------------
 // Connection and server commands: HELLO, CLIENT, COMMAND.
 
-/// What [`super::conn::ClientInfo::last_cmd`] holds for a command: its
+/// What [`super::clients::ClientInfo::last_cmd`] holds for a command: its
 /// index in the table plus one, and in the low byte its subcommand's
 /// index in its description plus one.
 fn command_code(index: u16, spec: &table::Spec, args: &[&[u8]]) -> u32 {
@@ -1048,7 +1042,7 @@ fn client_line(ci: &ClientInfo) -> String {
     if ci.has(NO_TOUCH) {
         flags.push('T');
     }
-    if ci.has(super::conn::MASTER) {
+    if ci.has(super::clients::MASTER) {
         flags.push('M');
     }
     if flags.is_empty() {
@@ -1073,7 +1067,7 @@ fn client_line(ci: &ClientInfo) -> String {
 /// are of it (normal ones, subscribers, a replica's link to its primary;
 /// replication's other in-process connections are of none).
 fn client_type(t: &[u8]) -> Option<fn(&ClientInfo) -> bool> {
-    use super::conn::{INTERNAL, MASTER};
+    use super::clients::{INTERNAL, MASTER};
     match t.to_ascii_lowercase().as_slice() {
         b"normal" => Some(|ci| !ci.has(PUBSUB) && !ci.has(MASTER) && !ci.has(INTERNAL)),
         b"pubsub" => Some(|ci| ci.has(PUBSUB)),
@@ -1789,22 +1783,8 @@ pub(super) fn to_every_poller(
     combine: Combine,
     op: impl Fn() -> Op,
 ) {
-    let pollers = router.shared.pollers.len();
-    let id = c.expect(pollers, Some(combine));
-    for p in 0..pollers {
-        // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
-        // …), and partition `p` is shard `p`'s.
-        let req = Request {
-            from: c.me,
-            touch: c.touches(),
-            id,
-            part: p as u32,
-            hash: KeyHash { lo: 0, tag: 0 },
-            pid: p as u32,
-            op: op(),
-        };
-        router.send(p, req);
-    }
+    let id = c.expect(router.shared.pollers.len(), Some(combine));
+    router.send_to_every_poller(c.me, c.touches(), id, op);
 }
 
 /// `RANDOMKEY`: a poller picked in proportion to its live keys picks one

@@ -11,17 +11,18 @@
 //! thread (`conn_thread.rs`) applies the limits over all connections
 //! (`--max-clients`, `--timeout`, `--maxmemory-clients`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 
+use super::clients::{ClientInfo, NO_TOUCH};
 use super::msg::{ConnRef, Response};
 use super::replies::{Combine, Replies, ReplyMark, Timing};
+use super::slowlog::{SlowLog, Watch};
 use super::stats::{CommandStats, ConnStats};
 use super::stream::Stream;
 use super::strings;
@@ -175,10 +176,10 @@ pub(super) struct Conn {
     /// Its channels and patterns (pub/sub).
     pub(super) subs: super::pubsub::Subs,
     /// Its commands as the slow log watches them.
-    pub(super) slow: super::slowlog::Watch,
+    pub(super) slow: Watch,
     /// A replica's REPLCONF and PSYNC: once PSYNC came, the connection is
     /// handed over to replication (`repl::hand_over`).
-    pub(super) repl: Option<super::repl::Hello>,
+    pub(super) repl: Option<super::repl::hello::Hello>,
 }
 
 /// A transaction being queued (MULTI).
@@ -225,7 +226,7 @@ impl Conn {
             paused: false,
             in_flight: 0,
             costs: VecDeque::new(),
-            last_active: super::conn_thread::now(),
+            last_active: super::turn::now(),
             timing: None,
             charged: 0,
             proto: Proto::Resp2,
@@ -288,10 +289,12 @@ impl Conn {
         self.out.mark()
     }
 
-    /// After a command executed: drops the reply it left if the client
-    /// is not to get it (`CLIENT REPLY OFF | SKIP`), keeping the order of
-    /// the others, and moves `CLIENT REPLY SKIP` on to the next command.
-    pub(super) fn command_done(&mut self, mark: ReplyMark) {
+    /// After a command (`args`) executed: the slow log measures or
+    /// watches it; the reply it left is dropped if the client is not to
+    /// get it (`CLIENT REPLY OFF | SKIP`), keeping the order of the
+    /// others, and `CLIENT REPLY SKIP` moves on to the next command.
+    pub(super) fn command_done(&mut self, log: &SlowLog, args: &[&[u8]], mark: ReplyMark) {
+        (self.slow).command_done(log, args, &self.out, &mark, &self.info);
         if self.reply_off || self.reply_skip {
             self.out.drop_last(mark);
         }
@@ -350,7 +353,7 @@ impl Conn {
     /// Whether it has been idle (no bytes in or out, no reply awaited)
     /// for longer than `limit`.
     pub(super) fn idle_longer_than(&self, limit: Duration) -> bool {
-        let idle = super::conn_thread::now().saturating_duration_since(self.last_active);
+        let idle = super::turn::now().saturating_duration_since(self.last_active);
         self.out.owed() == 0 && idle > limit
     }
 
@@ -363,9 +366,7 @@ impl Conn {
         let answered = self.out.owed() == 0 && flushed;
         let all_in = self.input_closed && (self.unparsed() == 0 || self.need_more);
         let lingers = match self.linger {
-            Some((until, left)) => {
-                !self.input_closed && left > 0 && super::conn_thread::now() < until
-            }
+            Some((until, left)) => !self.input_closed && left > 0 && super::turn::now() < until,
             None => false,
         };
         self.eof || (answered && ((self.closing && !lingers) || all_in))
@@ -374,7 +375,7 @@ impl Conn {
     /// Whether it lingers after a protocol error and its time is up.
     pub(super) fn linger_over(&self) -> bool {
         self.linger
-            .is_some_and(|(until, _)| super::conn_thread::now() >= until)
+            .is_some_and(|(until, _)| super::turn::now() >= until)
     }
 
     /// A connection closed for a protocol error, its error reply written
@@ -522,7 +523,7 @@ impl Conn {
                 Ok(n) => {
                     self.rlen += n;
                     self.need_more = false;
-                    self.last_active = super::conn_thread::now();
+                    self.last_active = super::turn::now();
                     stats.net_in.fetch_add(n as u64, Relaxed);
                     // A short read drained the socket: skip the read that
                     // would end in EAGAIN.
@@ -588,7 +589,7 @@ impl Conn {
                     stats.query_limit_disconnects.fetch_add(1, Relaxed);
                     self.reply(|o| resp::error(o, strings::QUERY_BUFFER));
                     self.closing = true;
-                    self.linger = Some((super::conn_thread::now() + LINGER, LINGER_BYTES));
+                    self.linger = Some((super::turn::now() + LINGER, LINGER_BYTES));
                     break;
                 }
                 Ok(None) => {
@@ -599,7 +600,7 @@ impl Conn {
                     stats.protocol_errors.fetch_add(1, Relaxed);
                     self.reply(|o| resp::error(o, &strings::protocol_error(&e)));
                     self.closing = true;
-                    self.linger = Some((super::conn_thread::now() + LINGER, LINGER_BYTES));
+                    self.linger = Some((super::turn::now() + LINGER, LINGER_BYTES));
                     break;
                 }
             }
@@ -632,7 +633,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.out.sent(n);
-                    self.last_active = super::conn_thread::now();
+                    self.last_active = super::turn::now();
                     stats.net_out.fetch_add(n as u64, Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -649,15 +650,13 @@ impl Conn {
 }
 
 impl Conn {
-    /// The id of the reply the command executed since `mark` awaits from
-    /// the pollers, if it does.
-    pub(super) fn awaits_since(&self, mark: &ReplyMark) -> Option<u64> {
-        self.out.awaits_since(mark)
-    }
-
-    /// Id of the oldest reply still owed.
-    pub(super) fn first_owed(&self) -> u64 {
-        self.out.first_owed()
+    /// After a poller's reply reached the connection: the slow log takes
+    /// the watched commands whose replies are now complete.
+    pub(super) fn replies_done(&mut self, log: &SlowLog) {
+        if self.slow.awaits() {
+            let first = self.out.first_owed();
+            self.slow.replies_done(log, first, &self.info);
+        }
     }
 
     /// Appends a pub/sub message for this subscriber (in order after the
@@ -670,148 +669,5 @@ impl Conn {
         let p = self.proto;
         self.out
             .ready(None, |o| super::pubsub::write_message(o, &d.bytes, p));
-    }
-}
-
-// ---------------------------------------------------------------------
-// What other threads see of a connection: CLIENT LIST and CLIENT INFO
-// read it, CLIENT KILL marks it. Every connection of the process is in
-// one registry, by id; ids count from 1 and are never reused, as
-// Redis's. (Its natural home is the server's shared state; it is a
-// process-wide registry, keyed by server, so that this change stays on
-// the connection side.)
-
-/// CLIENT NO-EVICT ON.
-pub(super) const NO_EVICT: u8 = 1;
-/// CLIENT NO-TOUCH ON.
-pub(super) const NO_TOUCH: u8 = 2;
-/// Subscribed to a channel or pattern (Redis's client type `pubsub`).
-pub(super) const PUBSUB: u8 = 4;
-
-/// The primary's link on a replica: its writes pass on a read-only one.
-pub(super) const MASTER: u8 = 8;
-/// One of replication's in-process connections (CLIENT KILL TYPE normal
-/// spares it).
-pub(super) const INTERNAL: u8 = 16;
-
-/// A connection as CLIENT LIST shows it.
-#[derive(Debug)]
-pub(super) struct ClientInfo {
-    /// CLIENT ID: unique in the server, never reused.
-    pub id: u64,
-    /// Its connection thread.
-    pub thread: usize,
-    /// Peer and local address, `ip:port` (`/unixsocket:0` on the Unix
-    /// socket, as Redis shows it).
-    pub addr: String,
-    pub laddr: String,
-    pub fd: i32,
-    pub created: Instant,
-    /// CLIENT SETNAME's name (empty: none).
-    pub name: Mutex<Box<[u8]>>,
-    /// The last command: its index in the command table plus one, and in
-    /// the low byte its subcommand's index in the command's description
-    /// plus one (0: none yet).
-    pub last_cmd: AtomicU32,
-    /// When the last command came, in ms since `created`.
-    pub last_ms: AtomicU64,
-    /// [`NO_EVICT`], [`NO_TOUCH`], [`PUBSUB`].
-    pub flags: AtomicU8,
-    /// 2 or 3.
-    pub resp: AtomicU8,
-    /// Bytes it holds (buffers, replies owed, requests in flight).
-    pub mem: AtomicU64,
-    /// CLIENT KILL chose it: its thread closes it.
-    pub killed: AtomicBool,
-}
-
-/// The server's connections, as CLIENT LIST and CLIENT KILL see them.
-#[derive(Debug, Default)]
-pub(super) struct Clients {
-    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
-    /// The last CLIENT ID given.
-    last_id: AtomicU64,
-    /// Counts CLIENT KILLs: a connection thread that sees it change looks
-    /// for its connections marked `killed`.
-    kills: AtomicU64,
-}
-
-impl Clients {
-    /// A new connection on thread `thread`, registered.
-    pub(super) fn register(
-        &self,
-        thread: usize,
-        addr: String,
-        laddr: String,
-        fd: i32,
-    ) -> Arc<ClientInfo> {
-        let info = Arc::new(ClientInfo {
-            id: self.last_id.fetch_add(1, Relaxed) + 1,
-            thread,
-            addr,
-            laddr,
-            fd,
-            created: Instant::now(),
-            name: Mutex::new(Box::default()),
-            last_cmd: AtomicU32::new(0),
-            last_ms: AtomicU64::new(0),
-            flags: AtomicU8::new(0),
-            resp: AtomicU8::new(2),
-            mem: AtomicU64::new(0),
-            killed: AtomicBool::new(false),
-        });
-        self.lock().insert(info.id, Arc::clone(&info));
-        info
-    }
-
-    /// Takes a closed connection out.
-    pub(super) fn unregister(&self, info: &ClientInfo) {
-        self.lock().remove(&info.id);
-    }
-
-    /// Every connection, oldest first.
-    pub(super) fn all(&self) -> Vec<Arc<ClientInfo>> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// Marks `info` for its thread to close.
-    pub(super) fn kill(&self, info: &ClientInfo) {
-        info.killed.store(true, Relaxed);
-        self.kills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// CLIENT KILLs so far.
-    pub(super) fn kills(&self) -> u64 {
-        self.kills.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientInfo>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl ClientInfo {
-    pub(super) fn has(&self, flag: u8) -> bool {
-        self.flags.load(Relaxed) & flag != 0
-    }
-
-    pub(super) fn set_flag(&self, flag: u8, on: bool) {
-        if on {
-            self.flags.fetch_or(flag, Relaxed);
-        } else {
-            self.flags.fetch_and(!flag, Relaxed);
-        }
-    }
-
-    /// Notes a command: `cmd` as [`ClientInfo::last_cmd`] holds it.
-    pub(super) fn note_command(&self, cmd: u32) {
-        self.last_cmd.store(cmd, Relaxed);
-        let since = super::conn_thread::now().saturating_duration_since(self.created);
-        (self.last_ms).store(since.as_millis() as u64, Relaxed);
-    }
-
-    /// Its name, empty for none.
-    pub(super) fn name(&self) -> Box<[u8]> {
-        self.name.lock().map(|n| n.clone()).unwrap_or_default()
     }
 }

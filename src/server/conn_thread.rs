@@ -9,7 +9,6 @@
 //! `--maxmemory-clients` (unless CLIENT NO-EVICT ON). While
 //! replies are awaited it polls instead of sleeping (adaptive polling).
 
-use std::cell::Cell;
 use std::io;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::{Duration, Instant};
@@ -17,7 +16,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Token};
 
-use super::conn::{Conn, ConnLimits, NO_EVICT};
+use super::clients::{INTERNAL, MASTER, NO_EVICT};
+use super::conn::{Conn, ConnLimits};
 use super::msg::{ConnRef, Response};
 use super::router::Router;
 use super::stream::Stream;
@@ -40,19 +40,6 @@ const EVICT_MIN: u64 = 1 << 20;
 /// A yield while polling that took longer than this gave the CPU to other
 /// threads for a while: the CPU is contended (as `super::polite_yield`).
 const CONTENDED_TURN: Duration = Duration::from_micros(50);
-
-thread_local! {
-    /// The time at the top of this connection thread's loop turn: the
-    /// one clock read of the turn, which everything the turn does
-    /// (command latencies, activity for `--timeout`, the spin) uses.
-    static TURN_NOW: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// The time of the current loop turn of this connection thread (read once
-/// per turn); on any other thread, the clock.
-pub(super) fn now() -> Instant {
-    TURN_NOW.get().unwrap_or_else(Instant::now)
-}
 
 /// A connection thread: its connections by slot, and what it shares
 /// among them.
@@ -111,8 +98,7 @@ impl Thread<'_> {
         // When the last turn yielded the CPU while replies were awaited.
         let mut yielded_at: Option<Instant> = None;
         loop {
-            let now = Instant::now();
-            TURN_NOW.set(Some(now));
+            let now = super::turn::start();
             // The yield took long: other threads used the CPU meanwhile, so
             // sleep until the next event instead of polling on.
             if let Some(t) = yielded_at.take() {
@@ -297,8 +283,8 @@ impl Thread<'_> {
         if let Some(slot) = self.add(Stream::Unix(UnixStream::from_std(s)), place) {
             if let Some(c) = self.conns[slot as usize].as_mut() {
                 c.authed = true;
-                c.info.set_flag(super::conn::INTERNAL, true);
-                c.info.set_flag(super::conn::MASTER, master);
+                c.info.set_flag(INTERNAL, true);
+                c.info.set_flag(MASTER, master);
             }
         }
     }
@@ -403,7 +389,7 @@ impl Thread<'_> {
         match self.conns.get_mut(slot as usize) {
             Some(Some(c)) if c.me.gen == r.to.gen => {
                 c.deliver(r);
-                super::slowlog::replies_done(c, &self.shared.slowlog);
+                c.replies_done(&self.shared.slowlog);
             }
             _ => return, // the connection closed meanwhile
         }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::stats::{rusage_micros, ConnStats, PollerStats, ThreadClock};
+use super::stats::{rusage_micros, ConnStats, PollerStats, ThreadClock, LATENCY_BOUNDS_US};
 use super::Shared;
 use crate::store::keyspace::Counters;
 
@@ -303,7 +303,7 @@ fn resets(f: &Figure) -> bool {
 #[derive(Debug, Default)]
 pub(super) struct Baseline {
     figures: std::sync::Mutex<Vec<u64>>,
-    commands: std::sync::Mutex<Vec<super::info::CommandTotals>>,
+    commands: std::sync::Mutex<Vec<CommandTotals>>,
 }
 
 impl Baseline {
@@ -311,7 +311,7 @@ impl Baseline {
         self.figures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
-    pub(super) fn commands(&self) -> Vec<super::info::CommandTotals> {
+    pub(super) fn commands(&self) -> Vec<CommandTotals> {
         self.commands.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
@@ -321,7 +321,7 @@ pub(super) fn reset_stats(sh: &Shared) {
     let figures = (FIGURES.iter())
         .map(|f| if resets(f) { (f.value)(sh) } else { 0 })
         .collect();
-    let commands = super::info::command_totals(sh);
+    let commands = command_totals(sh);
     if let Ok(mut b) = sh.baseline.figures.lock() {
         *b = figures;
     }
@@ -383,4 +383,70 @@ mod tests {
             "the process used less than one of its threads"
         );
     }
+}
+
+/// One command's calls and latency, summed over the connection threads.
+#[derive(Debug, Clone)]
+pub(super) struct CommandTotals {
+    pub name: &'static str,
+    pub calls: u64,
+    pub usec: u64,
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+}
+
+impl CommandTotals {
+    /// The latency under which a fraction `q` of the calls finished, as the
+    /// upper bound of its bucket (the last bucket reports its lower bound).
+    pub(super) fn percentile(&self, q: f64) -> u64 {
+        let want = (q * self.calls as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return LATENCY_BOUNDS_US
+                    .get(i)
+                    .copied()
+                    .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1]);
+            }
+        }
+        0
+    }
+}
+
+pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
+    super::table::COMMANDS
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut t = CommandTotals {
+                name: spec.name,
+                calls: 0,
+                usec: 0,
+                buckets: [0; LATENCY_BOUNDS_US.len() + 1],
+            };
+            for c in &sh.conn_stats {
+                t.calls += c.cmds.calls[i].load(Relaxed);
+                t.usec += c.cmds.usec[i].load(Relaxed);
+                for (b, n) in t.buckets.iter_mut().zip(&c.cmds.buckets[i]) {
+                    *b += n.load(Relaxed);
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// [`command_totals`] since the last CONFIG RESETSTAT, as INFO shows
+/// them (/metrics shows the whole counts, which must only grow).
+pub(super) fn commands_since_reset(sh: &Shared) -> Vec<CommandTotals> {
+    let mut now = command_totals(sh);
+    let base = sh.baseline.commands();
+    for (t, b) in now.iter_mut().zip(&base) {
+        t.calls -= b.calls.min(t.calls);
+        t.usec -= b.usec.min(t.usec);
+        for (n, m) in t.buckets.iter_mut().zip(&b.buckets) {
+            *n -= (*m).min(*n);
+        }
+    }
+    now
 }

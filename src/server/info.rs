@@ -9,7 +9,6 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::counters::{self, keys};
-use super::stats::LATENCY_BOUNDS_US;
 use super::Shared;
 use crate::store::IndexState;
 
@@ -135,7 +134,10 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
     if wants(section, "commandstats") {
         s.push_str("# Commandstats\r\n");
-        for c in since_reset(sh).iter().filter(|c| c.calls > 0) {
+        for c in counters::commands_since_reset(sh)
+            .iter()
+            .filter(|c| c.calls > 0)
+        {
             let _ = write!(
                 s,
                 "cmdstat_{}:calls={},usec={},usec_per_call={:.2}\r\n",
@@ -149,7 +151,10 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     }
     if wants(section, "latencystats") {
         s.push_str("# Latencystats\r\n");
-        for c in since_reset(sh).iter().filter(|c| c.calls > 0) {
+        for c in counters::commands_since_reset(sh)
+            .iter()
+            .filter(|c| c.calls > 0)
+        {
             let _ = write!(
                 s,
                 "latency_percentiles_usec_{}:p50={},p99={},p99.9={}\r\n",
@@ -264,70 +269,4 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-/// One command's calls and latency, summed over the connection threads.
-#[derive(Debug, Clone)]
-pub(super) struct CommandTotals {
-    pub name: &'static str,
-    pub calls: u64,
-    pub usec: u64,
-    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
-}
-
-impl CommandTotals {
-    /// The latency under which a fraction `q` of the calls finished, as the
-    /// upper bound of its bucket (the last bucket reports its lower bound).
-    pub fn percentile(&self, q: f64) -> u64 {
-        let want = (q * self.calls as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want.max(1) {
-                return LATENCY_BOUNDS_US
-                    .get(i)
-                    .copied()
-                    .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1]);
-            }
-        }
-        0
-    }
-}
-
-pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
-    super::table::COMMANDS
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let mut t = CommandTotals {
-                name: spec.name,
-                calls: 0,
-                usec: 0,
-                buckets: [0; LATENCY_BOUNDS_US.len() + 1],
-            };
-            for c in &sh.conn_stats {
-                t.calls += c.cmds.calls[i].load(Relaxed);
-                t.usec += c.cmds.usec[i].load(Relaxed);
-                for (b, n) in t.buckets.iter_mut().zip(&c.cmds.buckets[i]) {
-                    *b += n.load(Relaxed);
-                }
-            }
-            t
-        })
-        .collect()
-}
-
-/// [`command_totals`] since the last CONFIG RESETSTAT, as INFO shows
-/// them (/metrics shows the whole counts, which must only grow).
-fn since_reset(sh: &Shared) -> Vec<CommandTotals> {
-    let mut now = command_totals(sh);
-    let base = sh.baseline.commands();
-    for (t, b) in now.iter_mut().zip(&base) {
-        t.calls -= b.calls.min(t.calls);
-        t.usec -= b.usec.min(t.usec);
-        for (n, m) in t.buckets.iter_mut().zip(&b.buckets) {
-            *n -= (*m).min(*n);
-        }
-    }
-    now
 }

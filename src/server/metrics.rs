@@ -191,7 +191,7 @@ fn command_families(sh: &Shared) -> Vec<MetricFamily> {
         "Time from a parsed request to its reply, by command",
         MetricType::HISTOGRAM,
     );
-    for t in super::info::command_totals(sh)
+    for t in super::counters::command_totals(sh)
         .iter()
         .filter(|t| t.calls > 0)
     {

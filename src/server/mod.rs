@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod clients;
 mod command;
 mod config;
 mod conn;
@@ -28,6 +29,7 @@ mod stats;
 mod stream;
 mod strings;
 mod table;
+mod turn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -434,7 +436,7 @@ fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
 struct Shared {
     cfg: config::ServeConfig,
     /// The connections, for CLIENT LIST and CLIENT KILL.
-    clients: conn::Clients,
+    clients: clients::Clients,
     /// The store's directory.
     path: PathBuf,
     eviction: Arc<store::evict::Settings>,
@@ -862,7 +864,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             args.maxmemory_samples,
         )),
         cfg: config::ServeConfig::new(args),
-        clients: conn::Clients::default(),
+        clients: clients::Clients::default(),
         path: args.path.clone(),
         pubsub: pubsub::PubSub::default(),
         slowlog: slowlog::SlowLog::new(

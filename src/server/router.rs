@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::msg::Request;
+use super::msg::{ConnRef, Op, Request};
 use super::Shared;
+use crate::index::KeyHash;
 
 /// Sends requests to pollers, holding them when a ring is full.
 ///
@@ -50,6 +51,37 @@ impl<'a> Router<'a> {
             sent: 0,
             answered: 0,
             capture: None,
+        }
+    }
+
+    /// The poller that owns `key`.
+    pub(super) fn poller_of_key(&self, key: &[u8]) -> usize {
+        let pid = KeyHash::of(key).partition(self.shared.sb.partitions);
+        self.shared.poller_of(pid)
+    }
+
+    /// Sends one request of `op` to every poller, from `from`, all to be
+    /// answered as reply `id`.
+    pub(super) fn send_to_every_poller(
+        &mut self,
+        from: ConnRef,
+        touch: bool,
+        id: u64,
+        op: impl Fn() -> Op,
+    ) {
+        for p in 0..self.shared.pollers.len() {
+            // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
+            // …), and partition `p` is shard `p`'s.
+            let req = Request {
+                from,
+                touch,
+                id,
+                part: p as u32,
+                hash: KeyHash { lo: 0, tag: 0 },
+                pid: p as u32,
+                op: op(),
+            };
+            self.send(p, req);
         }
     }
 

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::conn::{ClientInfo, Conn};
-use super::replies::{ReplyMark, Timing};
+use super::clients::ClientInfo;
+use super::replies::{Replies, ReplyMark, Timing};
+use super::strings;
 use super::table::{self, Cmd};
-use super::{strings, Shared};
 use crate::resp;
 use crate::store::clock::unix_ms;
 
@@ -223,48 +223,59 @@ pub(super) struct Watch {
     spare: Vec<Trimmed>,
 }
 
-/// After a command executed: measures it if it was answered at once, or
-/// watches it until its reply is complete.
-pub(super) fn command_done(c: &mut Conn, shared: &Shared, args: &[&[u8]], mark: &ReplyMark) {
-    let Some((cmd, t0)) = c.slow.started.take() else {
-        return;
-    };
-    let log = &shared.slowlog;
-    // AUTH and HELLO carry passwords: Redis leaves them out too.
-    if !log.on() || matches!(table::COMMANDS[cmd as usize].cmd, Cmd::Auth | Cmd::Hello) {
-        return;
-    }
-    match c.awaits_since(mark) {
-        Some(id) => {
-            let mut trimmed = c.slow.spare.pop().unwrap_or_default();
-            trimmed.fill(args);
-            c.slow.awaited.push_back((id, cmd, t0, trimmed));
+impl Watch {
+    /// After a command executed: measures it if it was answered at once
+    /// (`out` holds no reply awaited since `mark`), or watches it until its
+    /// reply is complete.
+    pub(super) fn command_done(
+        &mut self,
+        log: &SlowLog,
+        args: &[&[u8]],
+        out: &Replies,
+        mark: &ReplyMark,
+        who: &ClientInfo,
+    ) {
+        let Some((cmd, t0)) = self.started.take() else {
+            return;
+        };
+        // AUTH and HELLO carry passwords: Redis leaves them out too.
+        if !log.on() || matches!(table::COMMANDS[cmd as usize].cmd, Cmd::Auth | Cmd::Hello) {
+            return;
         }
-        None => {
-            // Answered: its arguments are copied only if it was slow.
-            let micros = t0.elapsed().as_micros() as u64;
-            if log.slow(micros) {
-                let mut trimmed = Trimmed::default();
+        match out.awaits_since(mark) {
+            Some(id) => {
+                let mut trimmed = self.spare.pop().unwrap_or_default();
                 trimmed.fill(args);
-                log.observe(cmd, &trimmed, micros, &c.info);
+                self.awaited.push_back((id, cmd, t0, trimmed));
+            }
+            None => {
+                // Answered: its arguments are copied only if it was slow.
+                let micros = t0.elapsed().as_micros() as u64;
+                if log.slow(micros) {
+                    let mut trimmed = Trimmed::default();
+                    trimmed.fill(args);
+                    log.observe(cmd, &trimmed, micros, who);
+                }
             }
         }
     }
-}
 
-/// After a poller's reply reached `c`: logs the watched commands whose
-/// replies are now complete.
-pub(super) fn replies_done(c: &mut Conn, log: &SlowLog) {
-    if c.slow.awaited.is_empty() {
-        return;
-    }
-    let first = c.first_owed();
-    while c.slow.awaited.front().is_some_and(|w| w.0 < first) {
-        let (_, cmd, t0, trimmed) = c.slow.awaited.pop_front().expect("front");
-        log.observe(cmd, &trimmed, t0.elapsed().as_micros() as u64, &c.info);
-        if c.slow.spare.len() < SPARE {
-            c.slow.spare.push(trimmed);
+    /// After a poller's reply reached the connection, whose oldest reply
+    /// still owed is `first_owed`: logs the watched commands whose replies
+    /// are now complete.
+    pub(super) fn replies_done(&mut self, log: &SlowLog, first_owed: u64, who: &ClientInfo) {
+        while self.awaited.front().is_some_and(|w| w.0 < first_owed) {
+            let (_, cmd, t0, trimmed) = self.awaited.pop_front().expect("front");
+            log.observe(cmd, &trimmed, t0.elapsed().as_micros() as u64, who);
+            if self.spare.len() < SPARE {
+                self.spare.push(trimmed);
+            }
         }
+    }
+
+    /// Whether commands are watched until their replies complete.
+    pub(super) fn awaits(&self) -> bool {
+        !self.awaited.is_empty()
     }
 }
 
@@ -303,15 +314,8 @@ const LATENCY_HELP: &[&str] = &[
     "    Prints this help.",
 ];
 
-/// Appends a HELP reply: its lines as simple strings.
-pub(super) fn help(o: &mut Vec<u8>, lines: &[&str]) {
-    resp::array(o, lines.len());
-    lines.iter().for_each(|l| resp::simple(o, l));
-}
-
 /// `SLOWLOG GET [count] | LEN | RESET | HELP`.
-pub(super) fn slowlog(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[&[u8]]) {
-    let log = &shared.slowlog;
+pub(super) fn slowlog(log: &SlowLog, sub: &'static str, args: &[&[u8]], o: &mut Vec<u8>) {
     match sub {
         "slowlog|get" => {
             let count = match args.get(2) {
@@ -321,70 +325,63 @@ pub(super) fn slowlog(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[
                 Some(n) => match resp::parse_redis_int(n) {
                     Some(-1) => usize::MAX,
                     Some(n) if n >= 0 => n as usize,
-                    _ => return c.reply(|o| resp::error(o, strings::SLOWLOG_COUNT)),
+                    _ => return resp::error(o, strings::SLOWLOG_COUNT),
                 },
             };
             if args.len() > 3 {
                 let msg = strings::subcommand_syntax(args[1], "SLOWLOG");
-                return c.reply(|o| resp::error(o, &msg));
+                return resp::error(o, &msg);
             }
             let entries: Vec<Entry> = lock(&log.entries).iter().take(count).cloned().collect();
-            c.reply(|o| {
-                resp::array(o, entries.len());
-                for e in &entries {
-                    resp::array(o, 6);
-                    resp::int(o, e.id as i64);
-                    resp::int(o, e.time as i64);
-                    resp::int(o, e.micros as i64);
-                    resp::array(o, e.args.len());
-                    e.args.iter().for_each(|a| resp::bulk(o, a));
-                    resp::bulk(o, e.addr.as_bytes());
-                    resp::bulk(o, &e.name);
-                }
-            })
+            resp::array(o, entries.len());
+            for e in &entries {
+                resp::array(o, 6);
+                resp::int(o, e.id as i64);
+                resp::int(o, e.time as i64);
+                resp::int(o, e.micros as i64);
+                resp::array(o, e.args.len());
+                e.args.iter().for_each(|a| resp::bulk(o, a));
+                resp::bulk(o, e.addr.as_bytes());
+                resp::bulk(o, &e.name);
+            }
         }
         "slowlog|len" => {
             let n = lock(&log.entries).len();
-            c.reply(|o| resp::int(o, n as i64))
+            resp::int(o, n as i64)
         }
         "slowlog|reset" => {
             lock(&log.entries).clear();
-            c.reply(|o| resp::simple(o, strings::OK))
+            resp::simple(o, strings::OK)
         }
-        _ => c.reply(|o| help(o, SLOWLOG_HELP)),
+        _ => resp::lines(o, SLOWLOG_HELP),
     }
 }
 
 /// `LATENCY LATEST | RESET [event ...] | HELP`.
-pub(super) fn latency(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[&[u8]]) {
-    let log = &shared.slowlog;
+pub(super) fn latency(log: &SlowLog, sub: &'static str, args: &[&[u8]], o: &mut Vec<u8>) {
     match sub {
         "latency|latest" => {
             let events = lock(&log.events).clone();
-            c.reply(|o| {
-                resp::array(o, events.len());
-                for e in &events {
-                    let (time, latest) = e.latest();
-                    resp::array(o, 4);
-                    resp::bulk(o, e.name.as_bytes());
-                    resp::int(o, time as i64);
-                    resp::int(o, latest as i64);
-                    resp::int(o, e.max as i64);
-                }
-            })
+            resp::array(o, events.len());
+            for e in &events {
+                let (time, latest) = e.latest();
+                resp::array(o, 4);
+                resp::bulk(o, e.name.as_bytes());
+                resp::int(o, time as i64);
+                resp::int(o, latest as i64);
+                resp::int(o, e.max as i64);
+            }
         }
         "latency|history" => {
             let samples: Vec<(u64, u64)> = (lock(&log.events).iter())
                 .find(|e| e.name.as_bytes() == args[2])
                 .map_or_else(Vec::new, |e| e.samples.iter().copied().collect());
-            c.reply(|o| {
-                resp::array(o, samples.len());
-                for (time, ms) in samples {
-                    resp::array(o, 2);
-                    resp::int(o, time as i64);
-                    resp::int(o, ms as i64);
-                }
-            })
+            resp::array(o, samples.len());
+            for (time, ms) in samples {
+                resp::array(o, 2);
+                resp::int(o, time as i64);
+                resp::int(o, ms as i64);
+            }
         }
         "latency|reset" => {
             let mut events = lock(&log.events);
@@ -396,9 +393,9 @@ pub(super) fn latency(c: &mut Conn, shared: &Shared, sub: &'static str, args: &[
             }
             let n = before - events.len();
             drop(events);
-            c.reply(|o| resp::int(o, n as i64))
+            resp::int(o, n as i64)
         }
-        _ => c.reply(|o| help(o, LATENCY_HELP)),
+        _ => resp::lines(o, LATENCY_HELP),
     }
 }
 
@@ -408,7 +405,7 @@ mod tests {
 
     #[test]
     fn latency_events_only_past_the_threshold() {
-        let clients = super::super::conn::Clients::default();
+        let clients = super::super::clients::Clients::default();
         let who = clients.register(0, "127.0.0.1:1".into(), "127.0.0.1:2".into(), 7);
         let log = SlowLog::new(-1, 128, 0);
         let (get, _) = table::lookup(b"GET").unwrap();

@@ -133,7 +133,7 @@ impl CommandStats {
     /// Counts one call of command `cmd` that took from `started` until
     /// now (the connection thread's loop turn).
     pub fn observe(&self, cmd: u16, started: Instant) {
-        let took = super::conn_thread::now().saturating_duration_since(started);
+        let took = super::turn::now().saturating_duration_since(started);
         let us = took.as_micros() as u64;
         let i = cmd as usize;
         if i >= self.calls.len() {

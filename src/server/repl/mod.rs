@@ -31,12 +31,13 @@ use super::strings;
 use super::Shared;
 use crate::resp;
 
+pub(super) mod hello;
 mod local;
 mod primary;
 mod replica;
 mod value;
 
-pub(super) use primary::{hand_over, psync, replconf, Hello};
+pub(super) use primary::{hand_over, psync, replconf};
 
 /// What a replica says in `REPLCONF capa` to be served nvkv's stream (of
 /// this version): a primary answers PSYNC only from a replica that speaks
@@ -717,7 +718,7 @@ pub(super) fn refusal(sh: &Shared, c: &Conn, spec: &super::table::Spec) -> Optio
         return None;
     }
     let meta = super::table::meta_of(spec.name.as_bytes())?;
-    if !meta.flags.contains(&"write") || c.info.has(super::conn::MASTER) {
+    if !meta.flags.contains(&"write") || c.info.has(super::clients::MASTER) {
         return None;
     }
     if replica_refuses {

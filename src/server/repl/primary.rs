@@ -13,30 +13,11 @@ use std::time::{Duration, Instant};
 use super::super::conn::Conn;
 use super::super::strings;
 use super::super::Shared;
+use super::hello::Hello;
 use super::local::Local;
 use super::value::{Reader, Value};
 use super::{wait_for_bytes, Role, STREAM_CAPA};
 use crate::resp;
-
-/// What a replica said before PSYNC (REPLCONF), and its PSYNC.
-#[derive(Debug, Default)]
-pub(in crate::server) struct Hello {
-    /// `REPLCONF listening-port`.
-    port: u16,
-    /// `REPLCONF ip-address`.
-    ip: Option<String>,
-    /// `REPLCONF capa`: it speaks nvkv's stream.
-    nvkv: bool,
-    /// PSYNC's stream id and offset (of the first byte it wants).
-    psync: Option<(String, i64)>,
-}
-
-impl Hello {
-    /// PSYNC came: the connection is handed over once its replies are out.
-    pub(in crate::server) fn ready(&self) -> bool {
-        self.psync.is_some()
-    }
-}
 
 /// A replica served by this server.
 pub(super) struct Replica {
