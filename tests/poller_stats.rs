@@ -69,3 +69,35 @@ fn a_wave_counts_one_submission_per_operation_and_a_stream_one_per_batch() {
         srv.stop();
     }
 }
+
+/// A request that finds its poller parked rings the doorbell, and the
+/// wake-up is counted: in the poller's INFO line (count and percentiles)
+/// and in the figures INFO and /metrics share.
+#[test]
+fn a_parked_poller_counts_its_doorbell_wake_ups() {
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path(), KEYS, 100, 300, SEED);
+    // Park at once when idle, so every lone request wakes the poller.
+    let srv = Server::start(dir.path(), &["--spin-us", "0"]);
+    let mut con = srv.client();
+    let wakeups = |srv: &Server| -> u64 { srv.info_field("poller_wakeups").parse().unwrap() };
+    assert_eq!(get(&poller0(&srv), "wakeups"), wakeups(&srv) as f64);
+    let before = wakeups(&srv);
+    // One at a time: after each reply the poller has nothing to do and
+    // parks, so the next GET finds it asleep (or on its way there).
+    for i in 0..20 {
+        let v: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys::key(SEED, i))
+            .query(&mut con)
+            .unwrap();
+        assert!(v.is_some());
+    }
+    let after = wakeups(&srv);
+    assert!(after > before, "20 lone GETs, no wake-up counted");
+    let f = poller0(&srv);
+    assert_eq!(get(&f, "wakeups"), after as f64, "{f:?}");
+    assert!(get(&f, "wake_p50_us") > 0.0 && get(&f, "wake_p99_us") >= get(&f, "wake_p50_us"));
+    let slow: u64 = srv.info_field("poller_wakeups_over_50us").parse().unwrap();
+    assert!(slow <= after);
+    srv.stop();
+}

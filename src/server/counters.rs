@@ -84,6 +84,18 @@ pub(super) fn thread_cpu(sh: &Shared) -> Vec<(&'static str, usize, u64)> {
     pollers.chain(conns).collect()
 }
 
+/// The wake-up time a parked poller should stay within.
+const WAKE_TARGET_US: u64 = 50;
+
+/// Doorbell wake-ups of every poller that took more than `over_us`
+/// (0: all of them).
+fn wakeups(sh: &Shared, over_us: u64) -> u64 {
+    let first = LATENCY_BOUNDS_US.partition_point(|&b| b <= over_us);
+    (sh.poller_stats.iter())
+        .map(|p| p.wakeups.counts()[first..].iter().sum::<u64>())
+        .sum()
+}
+
 /// Live keys over all pollers.
 pub(super) fn keys(sh: &Shared) -> u64 {
     keyspaces(sh, |c| &c.keys)
@@ -212,6 +224,11 @@ pub(super) static FIGURES: &[Figure] = &[
         "CPU time (user and system) of the connection threads, polling included",
         |sh| threads_cpu(&sh.conn_stats, |c| &c.cpu)
     ),
+    figure!("nvkv"."poller_wakeups", Some("nvkv_poller_wakeups_total"), Counter,
+        "Parked pollers woken by their doorbell", |sh| wakeups(sh, 0)),
+    figure!("nvkv"."poller_wakeups_over_50us", Some("nvkv_poller_wakeups_over_50us_total"), Counter,
+        "Doorbell wake-ups that took more than 50 us from the ring to the poller running",
+        |sh| wakeups(sh, WAKE_TARGET_US)),
     figure!("nvkv"."segments_total", Some("nvkv_segments"), Gauge,
         "Segments of the device", |sh| sh.space.live.len() as u64),
     figure!("nvkv"."segments_free", Some("nvkv_segments_free"), Gauge,
@@ -398,18 +415,7 @@ impl CommandTotals {
     /// The latency under which a fraction `q` of the calls finished, as the
     /// upper bound of its bucket (the last bucket reports its lower bound).
     pub(super) fn percentile(&self, q: f64) -> u64 {
-        let want = (q * self.calls as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want.max(1) {
-                return LATENCY_BOUNDS_US
-                    .get(i)
-                    .copied()
-                    .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1]);
-            }
-        }
-        0
+        super::stats::percentile(&self.buckets, q)
     }
 }
 

@@ -220,9 +220,10 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         );
         for (i, p) in sh.poller_stats.iter().enumerate() {
             let r = rates.get(i).copied().unwrap_or_default();
+            let wakes = p.wakeups.counts();
             let _ = write!(
                 s,
-                "poller{i}:loops_per_sec={:.0},submits_per_sec={:.0},reads_per_sec={:.0},mean_batch={:.2},max_batch={},in_flight={},parks={},reads={},io_errors={}\r\n",
+                "poller{i}:loops_per_sec={:.0},submits_per_sec={:.0},reads_per_sec={:.0},mean_batch={:.2},max_batch={},in_flight={},parks={},wakeups={},wake_p50_us={},wake_p99_us={},reads={},io_errors={}\r\n",
                 r.loops_per_sec,
                 r.submits_per_sec,
                 r.reads_per_sec,
@@ -230,6 +231,9 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
                 r.max_batch,
                 p.in_flight.load(Relaxed),
                 p.parks.load(Relaxed),
+                wakes.iter().sum::<u64>(),
+                super::stats::percentile(&wakes, 0.5),
+                super::stats::percentile(&wakes, 0.99),
                 p.reads.load(Relaxed),
                 p.store.io_errors.load(Relaxed),
             );

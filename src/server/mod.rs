@@ -33,7 +33,7 @@ mod turn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -344,6 +344,10 @@ struct PollerHandle {
     inbox: ArrayQueue<Request>,
     bell: EventFd,
     sleeping: AtomicBool,
+    /// When the doorbell last rang a parked poller: nanoseconds since
+    /// `epoch`, plus one (0: not since the poller last woke).
+    rung_at: AtomicU64,
+    epoch: Instant,
 }
 
 impl PollerHandle {
@@ -351,8 +355,17 @@ impl PollerHandle {
     fn ring(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            let at = self.epoch.elapsed().as_nanos() as u64 + 1;
+            self.rung_at.store(at, Ordering::Relaxed);
             self.bell.notify();
         }
+    }
+
+    /// After the poller woke from a park: how long ago its doorbell rang,
+    /// in µs, if it rang meanwhile.
+    fn woken_after(&self) -> Option<u64> {
+        let at = self.rung_at.swap(0, Ordering::Relaxed).checked_sub(1)?;
+        Some((self.epoch.elapsed().as_nanos() as u64).saturating_sub(at) / 1_000)
     }
 }
 
@@ -448,7 +461,7 @@ struct Shared {
     sampler: Sampler,
     /// Bytes all connections hold (buffers, owed replies, requests in
     /// flight), against `--maxmemory-clients`.
-    client_memory: std::sync::atomic::AtomicU64,
+    client_memory: AtomicU64,
     /// Stop accepting and reading new commands.
     stopping: AtomicBool,
     /// Connection threads are gone: pollers finish and exit.
@@ -839,6 +852,8 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
                 inbox: ArrayQueue::new(args.max_io_depth.max(1024) * 4),
                 bell: EventFd::new()?,
                 sleeping: AtomicBool::new(false),
+                rung_at: AtomicU64::new(0),
+                epoch: Instant::now(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -495,6 +495,9 @@ impl<E: Engine> Poller<E> {
         }
         handle.sleeping.store(false, Ordering::SeqCst);
         handle.bell.drain();
+        if let Some(us) = handle.woken_after() {
+            self.stats().wakeups.record(us);
+        }
     }
 
     pub(super) fn reply(&mut self, req: &Request, reply: Reply) {

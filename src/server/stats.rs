@@ -26,6 +26,8 @@ pub struct PollerStats {
     pub misses: AtomicU64,
     pub corrupt_records: AtomicU64,
     pub parks: AtomicU64,
+    /// How long a parked poller took to run after its doorbell rang.
+    pub wakeups: Wakeups,
     /// Writes refused because the store was full.
     pub writes_refused: AtomicU64,
     /// Writes that waited for compaction to free a segment.
@@ -33,6 +35,48 @@ pub struct PollerStats {
     pub store: Arc<Counters>,
     /// The poller thread's CPU clock, for its busy time.
     pub cpu: ThreadClock,
+}
+
+/// Doorbell wake-ups of a parked poller, by the time from the ring (a
+/// connection thread handing it requests) to the poller running again, in
+/// [`LATENCY_BOUNDS_US`] buckets: what polling saves, and what sleeping
+/// costs a request that finds its poller asleep.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+}
+
+impl Wakeups {
+    /// Records one wake-up of `us` microseconds.
+    pub fn record(&self, us: u64) {
+        let b = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.buckets[b].fetch_add(1, Relaxed);
+    }
+
+    /// The bucket counts.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+}
+
+/// The value under which a fraction `q` of the samples in `buckets`
+/// ([`LATENCY_BOUNDS_US`] buckets, not cumulative) lie, as the upper bound
+/// of its bucket (the last bucket reports its lower bound); 0 without
+/// samples.
+pub fn percentile(buckets: &[u64], q: f64) -> u64 {
+    let total: u64 = buckets.iter().sum();
+    let want = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return LATENCY_BOUNDS_US
+                .get(i)
+                .copied()
+                .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1]);
+        }
+    }
+    0
 }
 
 /// A thread's CPU clock (user and system time), which any thread may
