@@ -81,28 +81,54 @@ perf() { # depth -> "iops avg_us"
 }
 
 fio_plugin=""
-for p in "${SPDK_FIO_PLUGIN:-}" /usr/local/lib/spdk_nvme /usr/local/lib/fio/spdk_nvme "$HOME/spdk/build/fio/spdk_nvme"; do
+for p in "${SPDK_FIO_PLUGIN:-}" "${SPDK_DIR:+$SPDK_DIR/build/fio/spdk_nvme}" /usr/local/lib/spdk_nvme \
+         /usr/local/lib/fio/spdk_nvme "$HOME/spdk/build/fio/spdk_nvme"; do
     [[ -n "$p" && -f "$p" ]] && { fio_plugin=$p; break; }
 done
 
+# fio's file name for a transport ID: key=value pairs, PCI addresses with
+# dots, and any other colon escaped (fio splits file names at colons).
+fio_filename() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+trid, ns = sys.argv[1], sys.argv[2]
+out = []
+for tok in trid.split():
+    k, _, v = tok.partition(":")
+    if k.lower() == "traddr" and re.fullmatch(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]", v):
+        v = v.replace(":", ".")
+    out.append(f"{k}={v.replace(':', chr(92) + ':')}")
+print(" ".join(out + [f"ns={ns}"]))
+PY
+}
+
+# The first CPU of a core mask (fio runs its one job there, as perf does).
+first_cpu() { python3 -c 'import sys; m=int(sys.argv[1],16); print((m & -m).bit_length()-1)' "$1"; }
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB"
 echo "target:  $trid ns $nsid"
 read -r perf_iops perf_lat <<<"$(perf "$depth")"
 read -r perf1_iops perf1_lat <<<"$(perf 1)"
-fio_row="not built (set SPDK_FIO_PLUGIN to SPDK's build/fio/spdk_nvme): skipped"
-# SPDK 23.01's fio plugin starts its environment with PCI access whatever
-# the transport; against a fabrics target that is needless and, on a
-# machine whose own devices DPDK could claim, unsafe: run it on PCIe only.
+fio_row="not built (SPDK configured --with-fio, or make -C app/fio/nvme CONFIG_FIO_PLUGIN=y CONFIG_FIO_SOURCE_DIR=<fio's source>; set SPDK_FIO_PLUGIN or SPDK_DIR): skipped"
+# The plugin starts SPDK's environment with PCI access whatever the
+# transport, and has no option to turn it off: against a fabrics target it
+# runs in a mount namespace of its own whose /sys/bus/pci/devices is empty,
+# so that DPDK finds no device of this machine to claim.
+fio_run=()
 if [[ -n "$fio_plugin" && "${trid,,}" != *"trtype:pcie"* ]]; then
-    fio_row="skipped: the plugin does not turn off PCI access (run on PCIe targets only)"
-    fio_plugin=""
+    if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
+        fio_run=(unshare --mount --propagation private sh -c 'mount -t tmpfs none /sys/bus/pci/devices && exec "$@"' sh)
+    else
+        fio_row="skipped: hiding this machine's PCI devices from the plugin needs root and unshare"
+        fio_plugin=""
+    fi
 fi
 if [[ -n "$fio_plugin" ]]; then
-    fio_iops=$(LD_PRELOAD=$fio_plugin fio --name=r --ioengine=spdk --thread=1 --direct=1 --rw=randread --bs=4k \
-        --iodepth="$depth" --time_based --runtime="$dur" --size=512M \
-        --filename="$(echo "$trid" | sed -E 's/(trtype|traddr):/\1=/g; s/([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\./\1.\2.\3./') ns=$nsid" \
-        --output-format=json 2>/dev/null |
-        python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))')
+    fio_json=$("${fio_run[@]}" env LD_PRELOAD="$fio_plugin" fio --name=r --ioengine=spdk --thread=1 --direct=1 \
+        --rw=randread --bs=4k --iodepth="$depth" --time_based --runtime="$dur" --size=512M \
+        --cpus_allowed="$(first_cpu "$pmask")" --filename="$(fio_filename "$trid" "$nsid")" \
+        --output-format=json 2>/dev/null) || true
+    fio_iops=$(python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))' <<<"$fio_json" 2>/dev/null) \
+        || fio_iops="failed (the plugin ran but fio printed no result)"
     fio_row=$fio_iops
 fi
 
