@@ -1,6 +1,6 @@
 //! Who may talk to the server: the password AUTH checks, protected mode,
 //! the optional Unix-domain socket, and turning a client away. (The AUTH
-//! command is in `command.rs`, its replies in `strings.rs`.)
+//! command is in `command/connection.rs`, its replies in `strings.rs`.)
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;

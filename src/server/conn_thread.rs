@@ -512,7 +512,7 @@ impl Thread<'_> {
         let mut rounds = 0;
         let (flushed, resume) = loop {
             // The router executes the commands (its `Executor` is in
-            // command.rs) and sends their requests on to the pollers.
+            // command/) and sends their requests on to the pollers.
             c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
             let flushed = c.flush(stats);
             // Parsing paused for unread output that has now gone out: go on

@@ -1,5 +1,5 @@
 //! The command table: every command nvkv knows, with its arity and whether
-//! a client may send it before AUTH. Dispatch (`command.rs`), `COMMAND
+//! a client may send it before AUTH. Dispatch (`command/mod.rs`), `COMMAND
 //! COUNT`, INFO's commandstats and /metrics read this one table (as
 //! Garnet's RespCommand.cs is read); a command's place in it is its index
 //! in the per-command statistics. Below it, what COMMAND INFO and COMMAND

@@ -1,0 +1,495 @@
+//! Command handlers: each turns a command's arguments into a reply the
+//! connection thread gives at once, or into operations routed to the
+//! pollers that own the keys. The commands, their arity and their order
+//! are in `table.rs`; the texts of the replies in `strings.rs`.
+
+use super::conn::{Conn, Executor, Multi};
+use super::msg::{Cond, ExpireIf, MoveKind, Op, Request, SetReply};
+use super::replies::Combine;
+use super::router::Router;
+use super::strings;
+use super::table::{self, Cmd};
+use crate::index::KeyHash;
+use crate::resp::{self, Proto};
+
+mod connection;
+mod keyspace;
+mod meta;
+mod route;
+mod values;
+
+use connection::{auth, client, config, hello};
+use keyspace::{copy, flush, keys, memory, move_key, object, randomkey, restore, scan};
+use meta::{checked_subcommand, command, command_code, command_name, described};
+use route::{keyed, route_one};
+use values::{
+    expire, expire_at, getex, mset, msetnx, set, set_with, setrange, within_limits, Expiry,
+};
+
+impl Executor for Router<'_> {
+    fn holds(&self, slot: u32) -> bool {
+        Router::holds(self, slot)
+    }
+
+    fn execute(&mut self, c: &mut Conn, args: &[&[u8]]) {
+        execute(c, self, args)
+    }
+}
+
+/// Executes one parsed command for connection `c`; its reply is dropped
+/// under `CLIENT REPLY OFF | SKIP`.
+pub(super) fn execute(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let mark = c.reply_mark();
+    dispatch(c, router, args);
+    c.command_done(&router.shared.slowlog, args, mark);
+}
+
+/// Executes one parsed command, replying as if replies were on.
+fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
+    let Some(name) = args.first() else {
+        return; // an empty inline line
+    };
+    let Some((index, spec)) = table::lookup(name) else {
+        c.refused_in_multi();
+        if let Some(msg) = table::refused(name) {
+            return c.reply(|o| resp::error(o, msg));
+        }
+        return c.reply(|o| resp::error(o, &strings::unknown_command(args)));
+    };
+    c.info.note_command(command_code(index, spec, args));
+    // The reply this command leaves is timed, for INFO and /metrics.
+    c.timing = Some((index, super::turn::now()));
+    c.slow.started = c.timing;
+    if !spec.arity_fits(args.len()) {
+        return refuse(c, router, spec.cmd, &strings::wrong_arity(spec.name));
+    }
+    // After the unknown-command and arity checks, as in Redis.
+    if !c.authed && !spec.before_auth {
+        c.timing = None;
+        c.refused_in_multi();
+        return c.reply(|o| resp::error(o, strings::NOAUTH));
+    }
+    // RESP2's subscribed mode, as Redis.
+    if c.proto == Proto::Resp2 && c.subs.any() {
+        match spec.cmd {
+            Cmd::Ping => return super::pubsub::commands::ping_subscribed(c, args),
+            cmd if super::pubsub::commands::allowed_subscribed(cmd) => {}
+            _ => {
+                let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
+                return refuse(c, router, spec.cmd, &msg);
+            }
+        }
+    }
+    let cmd = spec.cmd;
+    if let Some(msg) = super::repl::refusal(router.shared, c, spec) {
+        c.refused_in_multi();
+        return c.reply(|o| resp::error(o, msg));
+    }
+    if let Some(m) = &mut c.multi {
+        if !matches!(
+            cmd,
+            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
+        ) {
+            if matches!(
+                cmd,
+                Cmd::Scan | Cmd::Keys | Cmd::Randomkey | Cmd::Flushdb | Cmd::Flushall | Cmd::Bgsave
+            ) {
+                // They work on every poller's keys, a transaction on one's.
+                m.aborted = true;
+                return c.reply(|o| resp::error(o, strings::NOT_IN_MULTI));
+            }
+            if cmd == Cmd::Save {
+                m.aborted = true;
+                return c.reply(|o| resp::error(o, strings::NO_MULTI));
+            }
+            // Timed when EXEC runs it.
+            c.timing = None;
+            m.cmds.push(args.iter().map(|&a| a.into()).collect());
+            return c.reply(|o| resp::simple(o, strings::QUEUED));
+        }
+    }
+    match cmd {
+        Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
+        Cmd::Mget => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
+            key: k.into(),
+        }),
+        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
+        Cmd::Ping => match args {
+            [_] => c.reply(|o| resp::simple(o, strings::PONG)),
+            [_, m] => c.reply(|o| resp::bulk(o, m)),
+            _ => c.reply(|o| resp::error(o, &strings::wrong_arity(spec.name))),
+        },
+        Cmd::Echo => c.reply(|o| resp::bulk(o, args[1])),
+        Cmd::Select => match resp::parse_redis_int(args[1]) {
+            Some(0) => c.reply(|o| resp::simple(o, strings::OK)),
+            // As Redis: an integer, then an int, then a database it has.
+            Some(n) if i32::try_from(n).is_ok() => c.reply(|o| resp::error(o, strings::DB_INDEX)),
+            _ => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+        },
+        Cmd::Quit => {
+            c.reply(|o| resp::simple(o, strings::OK));
+            c.closing = true;
+        }
+        Cmd::Dbsize => {
+            let keys = super::counters::keys(router.shared);
+            c.reply(|o| resp::int(o, keys as i64))
+        }
+        Cmd::Info => {
+            let text = super::info::render(router.shared, &args[1..]);
+            let p = c.proto;
+            c.reply(|o| resp::verbatim(o, text.as_bytes(), p))
+        }
+        Cmd::Set => set(c, router, args),
+        Cmd::Setnx => set_with(
+            c,
+            router,
+            args[1],
+            args[2],
+            Cond::Nx,
+            Expiry::None,
+            SetReply::Int,
+        ),
+        Cmd::Setex | Cmd::Psetex => {
+            let unit = if cmd == Cmd::Setex { 1000 } else { 1 };
+            match expire_at(args[2], unit, false, spec.name) {
+                Ok(at) => set_with(
+                    c,
+                    router,
+                    args[1],
+                    args[3],
+                    Cond::Always,
+                    Expiry::At(at),
+                    SetReply::Ok,
+                ),
+                Err(msg) => c.reply(|o| resp::error(o, &msg)),
+            }
+        }
+        Cmd::Getset => set_with(
+            c,
+            router,
+            args[1],
+            args[2],
+            Cond::Always,
+            Expiry::None,
+            SetReply::Old,
+        ),
+        Cmd::Getdel => keyed(c, router, &args[1..], None, |k| Op::GetDel {
+            key: k.into(),
+        }),
+        Cmd::Mset => mset(c, router, args),
+        Cmd::Del => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
+            key: k.into(),
+        }),
+        Cmd::Ttl | Cmd::Pttl => {
+            let ms = cmd == Cmd::Pttl;
+            keyed(c, router, &args[1..], None, |k| Op::Ttl {
+                key: k.into(),
+                ms,
+            })
+        }
+        Cmd::Expire => expire(c, router, args, 1000, false, spec.name),
+        Cmd::Pexpire => expire(c, router, args, 1, false, spec.name),
+        Cmd::Persist => keyed(c, router, &args[1..], None, |k| Op::Expire {
+            key: k.into(),
+            at_ms: 0,
+            persist: true,
+            cond: ExpireIf::default(),
+        }),
+        Cmd::Command => command(c, args),
+        Cmd::Client => client(c, router, args),
+        Cmd::Auth => auth(c, router, args),
+        Cmd::Config => config(c, router, args),
+        Cmd::Incr | Cmd::Decr => {
+            let by = if cmd == Cmd::Incr { 1 } else { -1 };
+            keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
+                key: k.into(),
+                by,
+            })
+        }
+        Cmd::Incrby | Cmd::Decrby => match resp::parse_redis_int(args[2]) {
+            None => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+            // DECRBY -9223372036854775808 cannot negate.
+            Some(n) => match if cmd == Cmd::Incrby {
+                Some(n)
+            } else {
+                n.checked_neg()
+            } {
+                Some(by) => keyed(c, router, &args[1..2], None, |k| Op::IncrBy {
+                    key: k.into(),
+                    by,
+                }),
+                None => c.reply(|o| resp::error(o, strings::DECREMENT_OVERFLOW)),
+            },
+        },
+        // Connection and server commands.
+        Cmd::Hello => hello(c, router, args),
+        Cmd::Time => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            c.reply(|o| {
+                resp::array(o, 2);
+                resp::bulk(o, now.as_secs().to_string().as_bytes());
+                resp::bulk(o, now.subsec_micros().to_string().as_bytes());
+            })
+        }
+        Cmd::Lastsave => {
+            let last = router.shared.saves.last();
+            c.reply(|o| resp::int(o, last as i64))
+        }
+        Cmd::Save => super::admin::save(c, router),
+        Cmd::Bgsave => super::admin::bgsave(c, router, args),
+        // Strings and TTLs.
+        Cmd::Incrbyfloat => route_one(
+            c,
+            router,
+            args[1],
+            Op::IncrByFloat {
+                key: args[1].into(),
+                by: args[2].into(),
+            },
+        ),
+        Cmd::Append => {
+            if within_limits(c, router, args[1], args[2]) {
+                let op = Op::Append {
+                    key: args[1].into(),
+                    value: args[2].into(),
+                };
+                route_one(c, router, args[1], op)
+            }
+        }
+        Cmd::Strlen => keyed(c, router, &args[1..], None, |k| Op::Strlen {
+            key: k.into(),
+        }),
+        Cmd::Getrange | Cmd::Substr => {
+            match (
+                resp::parse_redis_int(args[2]),
+                resp::parse_redis_int(args[3]),
+            ) {
+                (Some(start), Some(end)) => keyed(c, router, &args[1..2], None, |k| Op::GetRange {
+                    key: k.into(),
+                    start,
+                    end,
+                }),
+                _ => c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
+            }
+        }
+        Cmd::Setrange => setrange(c, router, args),
+        Cmd::Getex => getex(c, router, args),
+        Cmd::Msetnx => msetnx(c, router, args),
+        Cmd::Expireat => expire(c, router, args, 1000, true, spec.name),
+        Cmd::Pexpireat => expire(c, router, args, 1, true, spec.name),
+        Cmd::Expiretime | Cmd::Pexpiretime => {
+            let ms = cmd == Cmd::Pexpiretime;
+            keyed(c, router, &args[1..], None, |k| Op::ExpireTime {
+                key: k.into(),
+                ms,
+            })
+        }
+        // Key space: the per-key commands.
+        Cmd::Type => keyed(c, router, &args[1..], None, |k| Op::Type { key: k.into() }),
+        Cmd::Touch => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Touch {
+            key: k.into(),
+        }),
+        // Deleting is not slower than unlinking: nothing is freed in place.
+        Cmd::Unlink => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
+            key: k.into(),
+        }),
+        Cmd::Object => object(c, router, args),
+        Cmd::Memory => memory(c, router, args),
+        Cmd::Rename => move_key(c, router, args, MoveKind::Rename),
+        Cmd::Renamenx => move_key(c, router, args, MoveKind::RenameNx),
+        Cmd::Copy => copy(c, router, args),
+        Cmd::Dump => keyed(c, router, &args[1..], None, |k| Op::Dump { key: k.into() }),
+        Cmd::Restore => restore(c, router, args),
+        // Transactions.
+        Cmd::Multi => match c.multi {
+            Some(_) => c.reply(|o| resp::error(o, strings::MULTI_NESTED)),
+            None => {
+                c.multi = Some(Multi::default());
+                c.reply(|o| resp::simple(o, strings::OK))
+            }
+        },
+        Cmd::Exec => exec(c, router),
+        Cmd::Discard => match c.multi.take() {
+            None => c.reply(|o| resp::error(o, strings::DISCARD_WITHOUT_MULTI)),
+            Some(_) => {
+                forget_watches(c, router);
+                c.reply(|o| resp::simple(o, strings::OK))
+            }
+        },
+        Cmd::Watch => {
+            if c.multi.is_some() {
+                return c.reply(|o| resp::error(o, strings::WATCH_IN_MULTI));
+            }
+            c.watching.extend(args[1..].iter().map(|&k| k.into()));
+            keyed(c, router, &args[1..], Some(Combine::AllOk), |k| Op::Watch {
+                key: k.into(),
+            })
+        }
+        Cmd::Unwatch => {
+            forget_watches(c, router);
+            c.reply(|o| resp::simple(o, strings::OK))
+        }
+        // Pub/sub and server administration.
+        Cmd::Publish
+        | Cmd::Spublish
+        | Cmd::Subscribe
+        | Cmd::Psubscribe
+        | Cmd::Ssubscribe
+        | Cmd::Unsubscribe
+        | Cmd::Punsubscribe
+        | Cmd::Sunsubscribe => super::pubsub::commands::command(c, router.shared, cmd, args),
+        Cmd::Pubsub => {
+            if let Some(m) = checked_subcommand(c, "pubsub", args) {
+                super::pubsub::commands::pubsub(c, router.shared, m.name, args)
+            }
+        }
+        Cmd::Slowlog => {
+            if let Some(m) = checked_subcommand(c, "slowlog", args) {
+                c.reply(|o| super::slowlog::slowlog(&router.shared.slowlog, m.name, args, o))
+            }
+        }
+        Cmd::Latency => {
+            if let Some(m) = checked_subcommand(c, "latency", args) {
+                c.reply(|o| super::slowlog::latency(&router.shared.slowlog, m.name, args, o))
+            }
+        }
+        Cmd::Shutdown => super::admin::shutdown(c, router.shared, args),
+        Cmd::Reset => {
+            c.multi = None;
+            forget_watches(c, router);
+            super::admin::reset(c, router.shared)
+        }
+        // Key space: iteration and flushing.
+        Cmd::Scan => scan(c, router, args),
+        Cmd::Keys => keys(c, router, args[1]),
+        Cmd::Randomkey => randomkey(c, router),
+        Cmd::Flushdb | Cmd::Flushall => flush(c, router, args),
+        Cmd::Replicaof | Cmd::Slaveof => super::repl::replicaof(c, router.shared, args),
+        Cmd::Role => super::repl::role(c, router.shared),
+        Cmd::Replconf => super::repl::replconf(c, args),
+        Cmd::Psync => super::repl::psync(c, router.shared, args),
+        Cmd::Wait => super::repl::wait(c, router, args),
+    }
+}
+
+/// Refuses a command with `msg` (an error text): a transaction being
+/// queued is aborted, and an EXEC refused so ends it, as Redis's
+/// `rejectCommand`.
+fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
+    if cmd == Cmd::Exec && c.multi.take().is_some() {
+        forget_watches(c, router);
+        let msg = strings::exec_abort_because(msg);
+        return c.reply(|o| resp::error(o, &msg));
+    }
+    c.refused_in_multi();
+    c.reply(|o| resp::error(o, msg))
+}
+
+/// The keys a command names, by its description's key positions.
+fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    match described(args[0]) {
+        Some(m) if m.has_keys() => m
+            .key_positions(args.len())
+            .iter()
+            .map(|&i| args[i])
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `EXEC`: runs the queued commands as one transaction. Their keys, and
+/// the keys the connection watches, must all belong to one poller (else
+/// Redis Cluster's CROSSSLOT, and nothing runs). The commands the
+/// connection thread answers (PING, INFO, …) run here; the requests of
+/// the others go to that poller together, which runs them at once, in
+/// order, with nothing else touching their keys, and answers with all
+/// their replies once every write is durable — or with nil, when a
+/// watched key changed since WATCH.
+fn exec(c: &mut Conn, router: &mut Router) {
+    let Some(multi) = c.multi.take() else {
+        return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
+    };
+    if multi.aborted {
+        forget_watches(c, router);
+        return c.reply(|o| resp::error(o, strings::EXECABORT));
+    }
+    let cmds: Vec<Vec<&[u8]>> = (multi.cmds.iter())
+        .map(|cmd| cmd.iter().map(|a| &**a).collect())
+        .collect();
+    let mut pollers = (cmds.iter().flat_map(|args| keys_of(args)))
+        .chain(c.watching.iter().map(|k| &**k))
+        .map(|k| router.poller_of_key(k));
+    let poller = pollers.next();
+    if let Some(p) = poller {
+        if pollers.any(|q| q != p) {
+            forget_watches(c, router);
+            return c.reply(|o| resp::error(o, strings::CROSSSLOT));
+        }
+    }
+    let watched = !std::mem::take(&mut c.watching).is_empty();
+    let timing = c.timing.take();
+    let outer = c.begin_transaction();
+    router.start_capture();
+    for args in &cmds {
+        if args[0].eq_ignore_ascii_case(b"SSUBSCRIBE") {
+            // As Redis: no shard subscription from a transaction.
+            c.reply(|o| resp::error(o, strings::SSUBSCRIBE_IN_MULTI));
+            continue;
+        }
+        execute(c, router, args);
+    }
+    let reqs: Vec<Request> = router.take_capture().into_iter().map(|(_, r)| r).collect();
+    let inner = c.end_transaction(outer);
+    c.timing = timing;
+    let count = cmds.len();
+    let Some(poller) = poller else {
+        // No key: every reply is here already.
+        debug_assert!(reqs.is_empty() && inner.owed() == 0);
+        let bytes = inner.unsent();
+        return c.reply(|o| {
+            resp::array(o, count);
+            o.extend_from_slice(bytes);
+        });
+    };
+    let id = c.expect_exec(inner, count);
+    let hash = KeyHash::of(&[]);
+    let req = Request {
+        from: c.me,
+        touch: c.touches(),
+        id,
+        part: 0,
+        pid: reqs.first().map_or(0, |r| r.pid),
+        hash,
+        op: Op::Exec {
+            reqs,
+            watched,
+            wait: None,
+        },
+    };
+    router.send(poller, req);
+}
+
+/// Tells the pollers of the keys the connection watches to forget them
+/// (UNWATCH, DISCARD, an EXEC that does not run, a connection closing).
+pub(super) fn forget_watches(c: &mut Conn, router: &mut Router) {
+    let mut pollers: Vec<usize> = (c.watching.iter())
+        .map(|k| router.poller_of_key(k))
+        .collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    c.watching.clear();
+    for poller in pollers {
+        let req = Request {
+            from: c.me,
+            touch: c.touches(),
+            id: super::msg::NO_REPLY,
+            part: 0,
+            hash: KeyHash::of(&[]),
+            pid: 0,
+            op: Op::Unwatch,
+        };
+        router.send(poller, req);
+    }
+}

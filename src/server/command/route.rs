@@ -1,0 +1,104 @@
+//! Routing a command's requests to the pollers that own its keys: one
+//! key's request, a group of keys on one poller, one request to every
+//! poller.
+
+use super::super::conn::Conn;
+use super::super::msg::{Op, Request};
+use super::super::replies::Combine;
+use super::super::router::Router;
+use crate::index::KeyHash;
+
+/// Routes one request per key to the owning pollers. With `combine`, the
+/// replies are gathered into one (MGET, EXISTS).
+pub(super) fn keyed(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    combine: Option<Combine>,
+    op: impl Fn(&[u8]) -> Op,
+) {
+    let id = c.expect(keys.len(), combine);
+    let partitions = router.shared.sb.partitions;
+    let reqs = keys.iter().enumerate().map(|(part, key)| {
+        let hash = KeyHash::of(key);
+        let pid = hash.partition(partitions);
+        Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: part as u32,
+            hash,
+            pid,
+            op: op(key),
+        }
+    });
+    send_grouped(c, router, reqs.collect());
+}
+
+/// Sends the requests of one command, those for one poller together
+/// ([`Op::Group`]): the command sees, or makes, one state of the keys
+/// each poller holds, as in Redis.
+pub(super) fn send_grouped(c: &Conn, router: &mut Router, reqs: Vec<Request>) {
+    if reqs.len() < 2 || router.capturing() {
+        // One request; or inside EXEC, which runs them together anyway.
+        for req in reqs {
+            let poller = router.shared.poller_of(req.pid);
+            router.send(poller, req);
+        }
+        return;
+    }
+    let mut by_poller: Vec<Vec<Request>> = (0..router.shared.pollers.len())
+        .map(|_| Vec::new())
+        .collect();
+    for req in reqs {
+        by_poller[router.shared.poller_of(req.pid)].push(req);
+    }
+    for (poller, mut reqs) in by_poller.into_iter().enumerate() {
+        let req = match reqs.len() {
+            0 => continue,
+            1 => reqs.pop().expect("one"),
+            _ => Request {
+                from: c.me,
+                touch: c.touches(),
+                id: reqs[0].id,
+                part: reqs[0].part,
+                hash: KeyHash::of(&[]),
+                pid: reqs[0].pid,
+                op: Op::Group { reqs, wait: None },
+            },
+        };
+        router.send(poller, req);
+    }
+}
+
+pub(super) fn route_one(c: &mut Conn, router: &mut Router, key: &[u8], op: Op) {
+    let id = c.expect(1, None);
+    send(c, router, id, 0, key, op);
+}
+
+pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8], op: Op) {
+    let hash = KeyHash::of(key);
+    let pid = hash.partition(router.shared.sb.partitions);
+    let req = Request {
+        from: c.me,
+        touch: c.touches(),
+        id,
+        part,
+        hash,
+        pid,
+        op,
+    };
+    let poller = router.shared.poller_of(pid);
+    router.send(poller, req);
+}
+
+/// One request to every poller, the replies combined by `combine`.
+pub(super) fn to_every_poller(
+    c: &mut Conn,
+    router: &mut Router,
+    combine: Combine,
+    op: impl Fn() -> Op,
+) {
+    let id = c.expect(router.shared.pollers.len(), Some(combine));
+    router.send_to_every_poller(c.me, c.touches(), id, op);
+}
