@@ -97,7 +97,7 @@ fn a_parked_poller_counts_its_doorbell_wake_ups() {
     let f = poller0(&srv);
     assert_eq!(get(&f, "wakeups"), after as f64, "{f:?}");
     assert!(get(&f, "wake_p50_us") > 0.0 && get(&f, "wake_p99_us") >= get(&f, "wake_p50_us"));
-    let slow: u64 = srv.info_field("poller_wakeups_over_50us").parse().unwrap();
+    let slow: u64 = srv.info_field("poller_late_wakeups").parse().unwrap();
     assert!(slow <= after);
     srv.stop();
 }

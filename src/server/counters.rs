@@ -226,7 +226,7 @@ pub(super) static FIGURES: &[Figure] = &[
     ),
     figure!("nvkv"."poller_wakeups", Some("nvkv_poller_wakeups_total"), Counter,
         "Parked pollers woken by their doorbell", |sh| wakeups(sh, 0)),
-    figure!("nvkv"."poller_wakeups_over_50us", Some("nvkv_poller_wakeups_over_50us_total"), Counter,
+    figure!("nvkv"."poller_late_wakeups", Some("nvkv_poller_late_wakeups_total"), Counter,
         "Doorbell wake-ups that took more than 50 us from the ring to the poller running",
         |sh| wakeups(sh, WAKE_TARGET_US)),
     figure!("nvkv"."segments_total", Some("nvkv_segments"), Gauge,
