@@ -20,7 +20,9 @@ Runs, against one NVMe target:
   4. `nvkv bench --local` (the store and engine in one process, no
      sockets) at depth Q, with the default flags and with one busy pinned
      poller
-  5. strace of the busy poller thread while it serves: its system calls
+  5. the default poller's wake-ups: lone GETs at 500/s, and INFO's count
+     and percentiles of their doorbell-to-running times
+  6. strace of the busy poller thread while it serves: its system calls
 and prints a table with nvkv/perf ratios.
 
 Options:
@@ -157,6 +159,18 @@ echo "default flags: $def_mode ($(info_field poll_choice))"
 read -r def_ops def_p50 def_p99 def_err <<<"$(bench "$clients" "$inflight")"
 read -r def1_ops def1_p50 def1_p99 _ <<<"$(bench 1 1)"
 
+# Wake-ups of the default poller: lone requests at a low rate, so that it
+# parks between them and each finds it asleep; INFO says how long each took
+# from the doorbell to the poller running (the aim: within 50 us).
+serve
+"$nvkv" bench --addr "$listen" --keys "$keys" --clients 1 --inflight 1 --rate 500 --duration "$dur" \
+    >/dev/null 2>&1 || true
+read -r wake_n wake_late wake_p50 wake_p99 <<<"$(python3 -c "
+import redis
+i = redis.Redis(host='${listen%:*}', port=${listen##*:}).info('nvkv')
+p = i['poller0']
+print(i['poller_wakeups'], i['poller_late_wakeups'], p['wake_p50_us'], p['wake_p99_us'])")"
+
 serve --poll busy --pin
 read -r busy_ops busy_p50 busy_p99 busy_err <<<"$(bench "$clients" "$inflight")"
 # The busy poller's system calls while it serves (strace slows what it traces
@@ -209,6 +223,7 @@ printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=1" "$busy1_o
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=1" "$ad1_ops" "$ad1_p50" "$ad1_p99" "$(ratio "$ad1_ops" "$perf1_iops")"
 echo
 echo "default flags: $def_mode"
+echo "idle wake-ups (default flags, 500 lone GET/s): $wake_n, p50 <= $wake_p50 us, p99 <= $wake_p99 us, over 50 us: $wake_late"
 echo "value errors: default $def_err, busy $busy_err, adaptive $ad_err"
 echo "system calls by the busy poller thread (tid $tid) in 2 s of serving: $syscalls"
 echo "$strace_out" | sed -n '1,12p' | sed 's/^/  /'
