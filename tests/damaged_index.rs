@@ -178,3 +178,88 @@ fn after_a_rebuild_the_next_clean_restart_maps_the_index_again() {
     check_all(&srv);
     srv.stop();
 }
+
+/// Where a tag's home slot lies in a table of `slots` slots.
+fn home(tag: u64, slots: u64) -> u64 {
+    ((tag as u128 * slots as u128) >> 64) as u64
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Rewrites a clean partition as index format version 2 left it: the same
+/// slots placed by linear probing in insertion order (here by descending
+/// home, so that runs fall out of Robin Hood order), the header's version
+/// 2 and its checksums recomputed. Returns how many of its keys a Robin
+/// Hood probe (version 3's lookup) would miss in the rewritten table.
+fn as_version_2(b: &mut [u8]) -> usize {
+    let slots = le64(b, 32);
+    let at = |i: u64| 128 + i as usize * 24;
+    let mut used: Vec<[u8; 24]> = (0..slots)
+        .map(|i| b[at(i)..at(i) + 24].try_into().unwrap())
+        .filter(|s: &[u8; 24]| s[8..16] != [0; 8])
+        .collect();
+    used.sort_by_key(|s| std::cmp::Reverse(home(le64(s, 0), slots)));
+    b[128..].fill(0);
+    for s in &used {
+        let mut i = home(le64(s, 0), slots);
+        while b[at(i) + 8..at(i) + 16] != [0; 8] {
+            i = (i + 1) % slots;
+        }
+        b[at(i)..at(i) + 24].copy_from_slice(s);
+    }
+    let crc = crc32c::crc32c(&b[128..]);
+    b[92..96].copy_from_slice(&crc.to_le_bytes());
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..80]), &b[84..128]);
+    b[80..84].copy_from_slice(&crc.to_le_bytes());
+    // A Robin Hood probe stops at the first slot closer to its home than
+    // the probe is to the tag's.
+    let missed = |tag: u64| {
+        let (mut i, mut d) = (home(tag, slots), 0);
+        loop {
+            let t = le64(b, at(i));
+            if b[at(i) + 8..at(i) + 16] == [0; 8] {
+                return true;
+            }
+            if t == tag {
+                return false;
+            }
+            if (i + slots - home(t, slots)) % slots < d {
+                return true;
+            }
+            (i, d) = ((i + 1) % slots, d + 1);
+        }
+    };
+    used.iter().filter(|s| missed(le64(&s[..], 0))).count()
+}
+
+#[test]
+fn an_index_of_version_2_is_converted_when_opened_and_never_misread() {
+    let dir = store();
+    let mut missed = 0;
+    let parts = std::fs::read_dir(dir.path().join("index")).unwrap().count() as u32;
+    for part in 0..parts {
+        damage(dir.path(), part, |b| missed += as_version_2(b));
+    }
+    assert!(
+        missed > 0,
+        "the rewritten tables are out of Robin Hood order"
+    );
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    {
+        let log = srv.log.lock().unwrap();
+        let what = "index partition of version 2 (linear probing): converted to version 3";
+        assert_eq!(log.matches(what).count(), parts as usize, "{log}");
+    }
+    check_all(&srv);
+    srv.stop();
+    // Converted once: the next start maps version 3 tables as they are.
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    assert!(!srv.log.lock().unwrap().contains("converted"));
+    check_all(&srv);
+    srv.stop();
+}

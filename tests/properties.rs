@@ -69,14 +69,30 @@ fn index_op() -> impl Strategy<Value = IndexOp> {
     ]
 }
 
+/// A key's hash with its tag crowded onto one of 8 home places of the
+/// table (whatever its size), the last of them at the very end so that its
+/// run wraps past the end: long Robin Hood runs that meet and wrap.
+fn crowded_hash(k: u16) -> KeyHash {
+    let (spot, n) = ((k % 8) as u64, (k / 8) as u64);
+    let tag = if spot == 7 {
+        u64::MAX - n
+    } else {
+        spot << 61 | n
+    };
+    KeyHash { lo: 0, tag }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// The index behaves as a map through growth and removals, keeps a
-    /// key's access bits through replacements and growth, and keeps its
-    /// contents across a clean close and reopen.
+    /// key's access bits through replacements and growth, keeps its
+    /// contents across a clean close and reopen, and keeps Robin Hood
+    /// order; with `crowded`, keys share home slots in long runs, some
+    /// wrapping past the end of the table.
     #[test]
-    fn index_matches_a_model(ops in prop::collection::vec(index_op(), 1..3000)) {
+    fn index_matches_a_model(ops in prop::collection::vec(index_op(), 1..3000), crowded in any::<bool>()) {
+        let key = |k: u16| if crowded { crowded_hash(k) } else { KeyHash::of(&k.to_le_bytes()) };
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create(dir.path(), 0, [9; 16], 8).unwrap();
@@ -85,7 +101,7 @@ proptest! {
         for op in ops {
             match op {
                 IndexOp::Insert(k, off, tomb, exp) => {
-                    let h = KeyHash::of(&k.to_le_bytes());
+                    let h = key(k);
                     let e = Entry { offset: off as u64 * 16, len: 4096, tombstone: tomb, expire_ms: exp };
                     // Expiries past the year 2527 are kept as "far future".
                     let kept = Entry { expire_ms: exp.min(MAX_EXPIRE_MS), ..e };
@@ -93,12 +109,12 @@ proptest! {
                     access.entry(h.tag).or_insert(0);
                 }
                 IndexOp::Remove(k) => {
-                    let h = KeyHash::of(&k.to_le_bytes());
+                    let h = key(k);
                     prop_assert_eq!(p.remove(&h), model.remove(&h.tag));
                     access.remove(&h.tag);
                 }
                 IndexOp::MarkGone(k) => {
-                    let h = KeyHash::of(&k.to_le_bytes());
+                    let h = key(k);
                     let was = model.get(&h.tag).copied().filter(|e| !e.tombstone);
                     prop_assert_eq!(p.mark_gone(h.tag), was);
                     if let Some(e) = was {
@@ -108,19 +124,20 @@ proptest! {
                     }
                 }
                 IndexOp::Access(k, w) => {
-                    let h = KeyHash::of(&k.to_le_bytes());
+                    let h = key(k);
                     p.update_access(h.tag, |_| w);
                     if let Some(a) = access.get_mut(&h.tag) {
                         *a = w & ((1 << nvkv::index::ACCESS_BITS) - 1);
                     }
                 }
                 IndexOp::Get(k) => {
-                    let h = KeyHash::of(&k.to_le_bytes());
+                    let h = key(k);
                     prop_assert_eq!(p.get(&h), model.get(&h.tag).copied());
                 }
             }
         }
         prop_assert_eq!(p.entries(), model.len() as u64);
+        prop_assert_eq!(p.check_order(), Ok(()));
         let expiring = model.values().filter(|e| !e.tombstone && e.expire_ms != 0).count();
         prop_assert_eq!(p.expiring(), expiring as u64);
         for (tag, a) in &access {
@@ -133,5 +150,6 @@ proptest! {
         let reopened: HashMap<u64, Entry> = p.iter().collect();
         prop_assert_eq!(reopened, model);
         prop_assert_eq!(p.expiring(), expiring as u64);
+        prop_assert_eq!(p.check_order(), Ok(()));
     }
 }

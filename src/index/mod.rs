@@ -3,7 +3,10 @@
 //! The index is split into partitions by key hash, one file each
 //! (`index/part-NNNN.idx`), so a poller owns whole partitions and a resize
 //! touches one small table at a time. A partition is an open-addressing table
-//! with linear probing and backward-shift deletion; a slot is 24 bytes:
+//! with linear probing in Robin Hood order (each run of occupied slots
+//! sorted by home slot, so a probe for a missing key stops at the first
+//! entry closer to its home than the probe is) and backward-shift deletion;
+//! a slot is 24 bytes:
 //!
 //! ```text
 //! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit)
@@ -26,8 +29,10 @@
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
 //! half, and the record read from the device is checked against the key.
-//! At the default maximum load factor of 0.8 a full table costs 30 bytes per
-//! key (24 / load factor); a table that has just doubled costs twice that.
+//! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
+//! short there: a table of version 2, linear probing in insertion order,
+//! stopped at 0.8) a full table costs 26.7 bytes per key (24 / load
+//! factor); a table that has just doubled costs twice that.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -41,12 +46,13 @@ pub const HEADER: usize = 128;
 /// Bytes per slot.
 pub const SLOT: usize = 24;
 /// Default maximum load factor before a partition doubles.
-pub const MAX_LOAD: f64 = 0.8;
+pub const MAX_LOAD: f64 = 0.9;
 const MAGIC: &[u8; 8] = b"NVKVIDX1";
 /// Version 2 keeps the count of keys with a TTL in the header (at 84) and
-/// the access bits in the expiry word; a clean version 1 table is
-/// converted when opened (one pass over its slots).
-const VERSION: u32 = 2;
+/// the access bits in the expiry word; version 3 keeps the slots of a run
+/// in Robin Hood order (sorted by home slot). A clean version 1 or 2 table
+/// is converted when opened (its entries placed again in a new file).
+const VERSION: u32 = 3;
 const CRC_AT: usize = 80;
 const EXPIRING_AT: usize = 84;
 /// A clean table's CRC32C of its slots (at 92), valid when the word at 96
@@ -326,7 +332,7 @@ impl Partition {
             return Err(corrupt("not an index partition (bad magic)"));
         }
         let version = le32(h, 8);
-        if version != 1 && version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(corrupt("unsupported index version"));
         }
         if header_crc(h, version) != le32(h, CRC_AT) {
@@ -376,6 +382,22 @@ impl Partition {
         }
         if version == 1 {
             p.convert_v1();
+        }
+        if version < VERSION {
+            // Linear probing left runs in insertion order, which a Robin
+            // Hood probe would stop short in: the entries are placed again.
+            // Slots that fail their checksum are left for the caller to
+            // find (the index is then rebuilt from the device).
+            if !p.slots_intact() {
+                return Ok((p, Some(checkpoint)));
+            }
+            tracing::info!(
+                partition = id,
+                "index partition of version {version} (linear probing): converted to version {VERSION} (Robin Hood order)"
+            );
+            let mut q = p.copy_to(p.slots)?;
+            q.mark_clean(checkpoint).map_err(io_err(&q.path))?;
+            return Ok((q, Some(checkpoint)));
         }
         Ok((p, Some(checkpoint)))
     }
@@ -537,18 +559,66 @@ impl Partition {
         fastrange(tag, self.slots)
     }
 
-    /// The slot holding `tag`, or the empty slot where it would go.
+    fn next(&self, i: u64) -> u64 {
+        if i + 1 == self.slots {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// How far slot `i` lies past the home slot of `tag` (wrapping).
+    fn dist(&self, i: u64, tag: u64) -> u64 {
+        let h = self.home(tag);
+        if i >= h {
+            i - h
+        } else {
+            i + self.slots - h
+        }
+    }
+
+    /// The slot holding `tag`, or the slot where it would go (an empty
+    /// one, or the first one of a key whose home lies after `tag`'s).
+    /// Robin Hood order keeps each run of occupied slots sorted by home
+    /// slot, so a probe stops at the first entry closer to its home than
+    /// the probe is to `tag`'s: a miss costs about as much as a hit.
     fn find(&self, tag: u64) -> (u64, bool) {
         let mut i = self.home(tag);
+        let mut d = 0;
         loop {
             if self.loc_at(i) == 0 {
                 return (i, false);
             }
-            if self.tag_at(i) == tag {
+            let t = self.tag_at(i);
+            if t == tag {
                 return (i, true);
             }
-            i = if i + 1 == self.slots { 0 } else { i + 1 };
+            if self.dist(i, t) < d {
+                return (i, false);
+            }
+            i = self.next(i);
+            d += 1;
         }
+    }
+
+    /// Puts a new entry at slot `i` (as [`Self::find`] returned it),
+    /// moving the entries from `i` to the next empty slot one slot on.
+    fn place(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
+        let mut end = i;
+        while self.loc_at(end) != 0 {
+            end = self.next(end);
+        }
+        let mut j = end;
+        while j != i {
+            let from = if j == 0 { self.slots - 1 } else { j - 1 };
+            let (t, l, w) = (self.tag_at(from), self.loc_at(from), self.word_at(from));
+            // An entry moved from the last slot to the first may pass
+            // behind the sweep's cursor.
+            self.pass_clean &= !(j == 0 && w & EXPIRE_MASK != 0);
+            self.set(j, t, l, w);
+            j = from;
+        }
+        self.set(i, tag, loc, word);
     }
 
     pub fn get(&self, h: &KeyHash) -> Option<Entry> {
@@ -567,13 +637,13 @@ impl Partition {
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
         let old = found.then(|| self.entry_at(i));
-        // The access bits stay with the key through a replacement.
-        let access = if found {
-            self.word_at(i) & !EXPIRE_MASK
+        if found {
+            // The access bits stay with the key through a replacement.
+            let access = self.word_at(i) & !EXPIRE_MASK;
+            self.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms) | access);
         } else {
-            0
-        };
-        self.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms) | access);
+            self.place(i, h.tag, e.pack(), clamp_expiry(e.expire_ms));
+        }
         if e.expire_ms != 0 && !e.tombstone {
             self.may_expire = true;
             self.pass_clean = false;
@@ -605,29 +675,24 @@ impl Partition {
         self.entries -= 1;
         self.tombstones -= old.tombstone as u64;
         self.expiring -= old.expiring() as u64;
-        // Backward-shift deletion: pull later members of the probe run into
-        // the hole when their home slot does not lie in (hole, their slot].
-        let mut j = i;
+        // Backward-shift deletion: the rest of the run moves back one slot,
+        // up to an empty slot or an entry in its home slot.
+        let mut j = self.next(i);
         loop {
-            j = if j + 1 == self.slots { 0 } else { j + 1 };
             let loc = self.loc_at(j);
             if loc == 0 {
                 break;
             }
             let tag = self.tag_at(j);
-            let k = self.home(tag);
-            let stays = if i <= j {
-                i < k && k <= j
-            } else {
-                i < k || k <= j
-            };
-            if !stays {
-                let word = self.word_at(j);
-                // The entry moves back, maybe behind the sweep's cursor.
-                self.pass_clean &= word & EXPIRE_MASK == 0;
-                self.set(i, tag, loc, word);
-                i = j;
+            if self.dist(j, tag) == 0 {
+                break;
             }
+            let word = self.word_at(j);
+            // The entry moves back, maybe behind the sweep's cursor.
+            self.pass_clean &= word & EXPIRE_MASK == 0;
+            self.set(i, tag, loc, word);
+            i = j;
+            j = self.next(j);
         }
         self.set(i, 0, 0, 0);
         Some(old)
@@ -745,6 +810,37 @@ impl Partition {
         None
     }
 
+    /// Checks the table's order: every run of occupied slots is sorted by
+    /// home slot (Robin Hood order: a slot is at most one farther from
+    /// its home than the slot before it, and a run starts at its first
+    /// entry's home), and each tag is found where it is. A table whose
+    /// order is broken would miss keys it holds.
+    pub fn check_order(&self) -> Result<(), String> {
+        let mut prev: Option<u64> = self
+            .slots
+            .checked_sub(1)
+            .filter(|&l| self.loc_at(l) != 0)
+            .map(|l| self.dist(l, self.tag_at(l)));
+        for i in 0..self.slots {
+            if self.loc_at(i) == 0 {
+                prev = None;
+                continue;
+            }
+            let tag = self.tag_at(i);
+            let d = self.dist(i, tag);
+            if d > prev.map_or(0, |p| p + 1) {
+                return Err(format!(
+                    "slot {i} lies {d} slots past its home, out of Robin Hood order"
+                ));
+            }
+            if self.find(tag) != (i, true) {
+                return Err(format!("slot {i} holds a tag found elsewhere"));
+            }
+            prev = Some(d);
+        }
+        Ok(())
+    }
+
     /// Every (tag, entry) in the table.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Entry)> + '_ {
         (0..self.slots)
@@ -818,25 +914,32 @@ impl Partition {
 
     /// Doubles the table into a new file and renames it over the old one.
     fn grow(&mut self) -> Result<(), IndexError> {
+        let bigger = self.copy_to(self.slots * 2)?;
+        *self = bigger;
+        Ok(())
+    }
+
+    /// Places every entry, in Robin Hood order, in a new dirty table of
+    /// `slots` slots that replaces this one's file.
+    fn copy_to(&self, slots: u64) -> Result<Partition, IndexError> {
         let tmp = self.path.with_extension("idx.grow");
-        let mut bigger = Self::create_at(&tmp, self.id, self.uuid, self.slots * 2)?;
+        let mut to = Self::create_at(&tmp, self.id, self.uuid, slots)?;
         for i in 0..self.slots {
             let loc = self.loc_at(i);
             if loc != 0 {
                 let tag = self.tag_at(i);
-                let (j, _) = bigger.find(tag);
-                bigger.set(j, tag, loc, self.word_at(i));
+                let (j, _) = to.find(tag);
+                to.place(j, tag, loc, self.word_at(i));
             }
         }
-        bigger.entries = self.entries;
-        bigger.tombstones = self.tombstones;
-        bigger.expiring = self.expiring;
+        to.entries = self.entries;
+        to.tombstones = self.tombstones;
+        to.expiring = self.expiring;
         // The entries moved: a pass under way must start over.
-        bigger.may_expire = self.may_expire;
+        to.may_expire = self.may_expire;
         std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        bigger.path = self.path.clone();
-        *self = bigger;
-        Ok(())
+        to.path = self.path.clone();
+        Ok(to)
     }
 }
 
@@ -1175,6 +1278,159 @@ mod tests {
         assert_eq!(p.expiring(), 9);
         assert_eq!(p.get(&far).unwrap().expire_ms, MAX_EXPIRE_MS);
         assert_eq!(p.access(far.tag), Some(0));
+    }
+
+    /// A tag whose home slot, in a table of `slots`, is `home`, told
+    /// apart from the others of that home by `n`: forces runs of keys
+    /// sharing a home, and runs that wrap past the end of the table.
+    fn tag_at_home(home: u64, slots: u64, n: u64) -> KeyHash {
+        let tag = ((home as u128) << 64).div_ceil(slots as u128) as u64 + n;
+        KeyHash { lo: 0, tag }
+    }
+
+    #[test]
+    fn robin_hood_order_holds_with_crowded_homes_and_wrapping_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let slots = p.slots();
+        let mut model = HashMap::new();
+        let mut rng = 99u64;
+        for n in 1..5_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Homes among the last four slots and the first two of the
+            // table as first created, a few keys each.
+            let home = [slots - 4, slots - 2, slots - 1, 0, 1][(rng % 5) as usize];
+            let h = tag_at_home(home, slots, (rng >> 8) % 7);
+            if rng % 3 == 0 {
+                assert_eq!(p.remove(&h), model.remove(&h.tag));
+            } else {
+                assert_eq!(
+                    p.insert(&h, entry(n)).unwrap(),
+                    model.insert(h.tag, entry(n))
+                );
+            }
+            assert_eq!(p.get(&h), model.get(&h.tag).copied());
+            p.check_order().unwrap();
+        }
+        assert_eq!(p.iter().collect::<HashMap<_, _>>(), model);
+        // Misses stop short, wherever the probe starts.
+        for home in 0..p.slots() {
+            let h = tag_at_home(home, p.slots(), 1 << 20);
+            assert_eq!(p.get(&h), None);
+        }
+    }
+
+    /// Writes a clean version 2 table as that build did: linear probing,
+    /// each key in the first free slot from its home, in insertion order.
+    fn write_version_2(dir: &Path, id: u32, keys: &[(KeyHash, Entry)]) -> u64 {
+        let mut p = Partition::create(dir, id, [1; 16], 10).unwrap();
+        let slots = p.slots();
+        for &(h, e) in keys {
+            let mut i = p.home(h.tag);
+            while p.loc_at(i) != 0 {
+                i = p.next(i);
+            }
+            p.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms));
+            p.entries += 1;
+            p.tombstones += e.tombstone as u64;
+            p.expiring += e.expiring() as u64;
+        }
+        p.mark_clean(Checkpoint {
+            max_seq: 7,
+            max_gen: 8,
+        })
+        .unwrap();
+        drop(p);
+        let path = partition_path(dir, id);
+        let mut b = std::fs::read(&path).unwrap();
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = header_crc(&b[..HEADER], 2);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &b).unwrap();
+        slots
+    }
+
+    #[test]
+    fn a_clean_version_2_table_is_converted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let slots = 64;
+        // Linear probing puts d (home 4) after a (home 5): a Robin Hood
+        // probe for d would stop at a and miss it.
+        let e = |n: u64| Entry {
+            offset: n * 16,
+            len: 32,
+            tombstone: false,
+            expire_ms: if n == 3 { 9_000 } else { 0 },
+        };
+        let keys = [
+            (tag_at_home(5, slots, 0), e(1)),
+            (tag_at_home(4, slots, 0), e(2)),
+            (tag_at_home(4, slots, 1), e(3)),
+            (tag_at_home(5, slots, 1), e(4)),
+            (tag_at_home(63, slots, 0), e(5)),
+            (tag_at_home(63, slots, 1), e(6)),
+            (tag_at_home(0, slots, 0), e(7)),
+        ];
+        assert_eq!(write_version_2(dir.path(), 1, &keys), slots);
+        let path = partition_path(dir.path(), 1);
+        let v2 = std::fs::read(&path).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
+        assert_eq!(
+            cp,
+            Some(Checkpoint {
+                max_seq: 7,
+                max_gen: 8
+            })
+        );
+        assert!(p.slots_intact());
+        p.check_order().unwrap();
+        for (h, e) in &keys {
+            assert_eq!(p.get(h), Some(*e));
+        }
+        assert_eq!((p.entries(), p.expiring()), (7, 1));
+        drop(p);
+        let v3 = std::fs::read(&path).unwrap();
+        assert_eq!(le32(&v3, 8), VERSION, "written back as version 3");
+        assert_ne!(v2[HEADER..], v3[HEADER..], "the slots were placed again");
+        // Opened again: clean, as converted.
+        let (p, cp) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
+        assert!(cp.is_some() && p.slots_intact());
+        assert_eq!(p.iter().count(), 7);
+
+        // A version 2 table read as if it were version 3 would miss a key:
+        // the conversion is what finds it.
+        std::fs::write(&path, &v2).unwrap();
+        let mut as_v3 = v2.clone();
+        as_v3[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let crc = header_crc(&as_v3[..HEADER], VERSION);
+        as_v3[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &as_v3).unwrap();
+        let (p, _) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
+        assert_eq!(p.get(&keys[2].0), None);
+        assert!(p.check_order().is_err());
+    }
+
+    #[test]
+    fn a_version_2_table_with_damaged_slots_is_left_for_the_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let keys: Vec<_> = (1..20u64)
+            .map(|n| (KeyHash::of(&n.to_le_bytes()), entry(n)))
+            .collect();
+        write_version_2(dir.path(), 0, &keys);
+        let path = partition_path(dir.path(), 0);
+        let mut b = std::fs::read(&path).unwrap();
+        let last = b.len() - 3;
+        b[last] ^= 0x10;
+        std::fs::write(&path, &b).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        assert!(cp.is_some() && !p.slots_intact());
+        drop(p);
+        assert_eq!(std::fs::read(&path).unwrap(), b, "not converted");
     }
 
     #[test]

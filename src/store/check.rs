@@ -1,7 +1,8 @@
-//! `nvkv check`: verifies a store offline. Every index entry must point at
-//! a record whose checksum holds, whose key hashes to the entry, and that a
-//! recovery scan of its segment would reach; every segment in use is
-//! scanned. Reports what it found; damage makes the command fail.
+//! `nvkv check`: verifies a store offline. A clean index partition's slots
+//! must match their checksum and keep Robin Hood order; every index entry
+//! must point at a record whose checksum holds, whose key hashes to the
+//! entry, and that a recovery scan of its segment would reach; every
+//! segment in use is scanned. Reports what it found; damage makes the command fail.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -99,6 +100,14 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
     for pid in 0..sb.partitions {
         match Partition::open(dir, pid, sb.uuid) {
             Ok((p, Some(_))) => {
+                if !p.slots_intact() {
+                    r.damaged(format!(
+                        "partition {pid}: the checksum of its slots does not match"
+                    ));
+                }
+                if let Err(what) = p.check_order() {
+                    r.damaged(format!("partition {pid}: {what}"));
+                }
                 for (tag, e) in p.iter() {
                     r.entries += 1;
                     r.tombstones += e.tombstone as u64;
