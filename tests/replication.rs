@@ -537,3 +537,63 @@ fn replicaof_in_a_transaction_and_config_rewrite_keep_the_role_across_a_restart(
     let node = Server::start(&store, &["--config", conf_arg]);
     assert!(matches!(&role(&mut node.client())[0], Value::BulkString(s) if s == b"master"));
 }
+
+/// Waits until `con` answers `want` to GET `key`.
+fn wait_value(con: &mut redis::Connection, key: &str, want: Option<&str>) {
+    wait_for(&format!("{key} = {want:?}"), || {
+        let v: Option<String> = redis::cmd("GET").arg(key).query(con).unwrap();
+        v.as_deref() == want
+    });
+}
+
+#[test]
+fn a_write_the_primary_rolls_back_never_reaches_the_replica() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // One poller, commits only when writes call for them (as in
+    // tests/faults.rs): each SET is one commit of one device write, and the
+    // 3rd write fails, rolling that SET back.
+    let primary = Server::start(
+        pd.path(),
+        &[
+            "--io-threads",
+            "1",
+            "--commit-interval-ms",
+            "600000",
+            "--inject-faults",
+            "write-eio@3",
+        ],
+    );
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let mut failed = Vec::new();
+    for i in 1..=4 {
+        let res: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query(&mut p);
+        if let Err(e) = res {
+            assert!(e.to_string().contains("write not durable"), "{e}");
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![3], "the 3rd SET's commit failed");
+    // The stream is in order: once k4 is on the replica, k3 would be too.
+    wait_value(&mut r, "k4", Some("v"));
+    for i in [1, 2, 4] {
+        wait_value(&mut r, &format!("k{i}"), Some("v"));
+    }
+    let k3: Option<String> = redis::cmd("GET").arg("k3").query(&mut r).unwrap();
+    assert_eq!(
+        k3, None,
+        "the replica applied a write its primary rolled back"
+    );
+    converge(&primary, &replica);
+    assert!(primary
+        .log
+        .lock()
+        .unwrap()
+        .contains("rolled-back writes left out of the replication stream"));
+    replica.stop();
+    primary.stop();
+}

@@ -84,6 +84,8 @@ struct Poller<E: Engine> {
     touched: Vec<bool>,
     /// Writers whose commits completed or failed.
     acks: Vec<(Waiter, Result<(), CommitFailed>)>,
+    /// Writes on their way into the replication stream once durable.
+    repl_out: super::repl::Outbox,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
@@ -293,6 +295,7 @@ fn run_with<E: Engine>(
         free_tags: (0..read_slots as u32).rev().collect(),
         done: Vec::with_capacity(depth),
         acks: Vec::new(),
+        repl_out: super::repl::Outbox::new(id),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
@@ -994,6 +997,10 @@ impl<E: Engine> Poller<E> {
 
     /// Replies to the writers whose commits completed or failed.
     fn answer_writers(&mut self) {
+        // The stream first: a WAIT after a write's reply finds it there.
+        self.ks.take_lost(&mut self.repl_out.lost);
+        let (durable, next) = (self.ks.durable_seq(), self.ks.next_seq());
+        self.repl_out.settle(&self.shared.repl, durable, next);
         self.ks.take_acks(&mut self.acks);
         let mut acks = std::mem::take(&mut self.acks);
         for (w, result) in acks.drain(..) {
@@ -1275,11 +1282,10 @@ impl<E: Engine> Poller<E> {
     ) -> Result<(), WriteError> {
         if !is_sub(req) {
             self.ks.write(pid, hash, key, value, expire_ms, tombstone)?;
-            if self.shared.repl.feeding() {
-                self.shared.repl.feed(self.id, |out| {
-                    replicated(out, key, value, expire_ms, tombstone)
-                });
-            }
+            let seq = self.ks.next_seq() - 1;
+            (self.repl_out).push(&self.shared.repl, seq, |out| {
+                replicated(out, key, value, expire_ms, tombstone)
+            });
             return Ok(());
         }
         let sb = self.ks.superblock();
@@ -1536,7 +1542,8 @@ impl<E: Engine> Poller<E> {
                 }
             }
             if !stream.is_empty() {
-                self.shared.repl.feed(self.id, |out| {
+                let seq = self.ks.next_seq() - 1;
+                (self.repl_out).push(&self.shared.repl, seq, |out| {
                     resp::encode::command(out, &[b"MULTI"]);
                     out.extend_from_slice(&stream);
                     resp::encode::command(out, &[b"EXEC"]);
@@ -1986,7 +1993,7 @@ impl<E: Engine> Poller<E> {
         if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
-        self.shared.repl.flush_ran(self.id);
+        self.repl_out.wiped(&self.shared.repl);
         while self
             .flush_hold
             .front()

@@ -32,10 +32,12 @@ use super::Shared;
 use crate::resp;
 
 mod local;
+mod outbox;
 mod primary;
 mod replica;
 mod value;
 
+pub(super) use outbox::Outbox;
 pub(super) use primary::{hand_over, psync, replconf, Hello};
 
 /// What a replica says in `REPLCONF capa` to be served nvkv's stream (of
@@ -51,8 +53,12 @@ pub(super) struct Repl {
     /// Pollers append their writes (a replica has asked for the stream
     /// since start): read without the lock on every write.
     feeding: AtomicBool,
-    /// Flushes each poller has run (see [`Backlog::flushes`]).
-    flushes_run: Vec<AtomicU64>,
+    /// What each poller tells: flushes run (see [`Backlog::flushes`]),
+    /// writes queued for the stream and settled, sequence numbers.
+    pollers: Vec<outbox::PollerMarks>,
+    /// Commits that failed and rolled writes back, on any poller: a full
+    /// copy may have read such a write.
+    rollbacks: AtomicU64,
     /// The role, and a replica's link.
     role: Mutex<Role>,
     /// A replica that refuses clients' writes (`--replica-read-only`).
@@ -81,11 +87,14 @@ pub(super) struct Repl {
 }
 
 /// A WAIT to answer once `replicas` replicas acknowledged `offset`, or at
-/// `deadline`.
+/// `deadline`. The offset is known once the writes the pollers had queued
+/// for the stream when WAIT came (`queued`, see [`Repl::queued_marks`])
+/// are in it.
 struct Wait {
     to: ConnRef,
     id: u64,
-    offset: u64,
+    offset: Option<u64>,
+    queued: Vec<u64>,
     replicas: usize,
     deadline: Option<Instant>,
 }
@@ -205,7 +214,8 @@ impl Repl {
             }),
             grew: Condvar::new(),
             feeding: AtomicBool::new(false),
-            flushes_run: (0..pollers).map(|_| AtomicU64::new(0)).collect(),
+            pollers: (0..pollers).map(|_| Default::default()).collect(),
+            rollbacks: AtomicU64::new(0),
             role: Mutex::new(Role::Primary),
             read_only: AtomicBool::new(read_only),
             replicas: Mutex::new(Vec::new()),
@@ -249,21 +259,6 @@ impl Repl {
         self.feeding.load(Relaxed)
     }
 
-    /// Appends what `encode` writes to the stream, for poller `poller`'s
-    /// write; not when a flush is on its way to that poller (the write is
-    /// wiped by it, and the FLUSHALL is already in the stream).
-    pub(super) fn feed(&self, poller: usize, encode: impl FnOnce(&mut Vec<u8>)) {
-        let mut out = Vec::new();
-        encode(&mut out);
-        let mut b = self.backlog();
-        if b.flushes > self.flushes_run[poller].load(SeqCst) {
-            return;
-        }
-        b.append(&out);
-        drop(b);
-        self.grew.notify_all();
-    }
-
     /// A FLUSHALL is about to go to every poller: counted, and appended
     /// to the stream when feeding.
     pub(super) fn flush_sent(&self) {
@@ -291,11 +286,6 @@ impl Repl {
         b.append(&out);
         drop(b);
         self.grew.notify_all();
-    }
-
-    /// Poller `poller` has run a flush.
-    pub(super) fn flush_ran(&self, poller: usize) {
-        self.flushes_run[poller].fetch_add(1, SeqCst);
     }
 
     /// The stream's id and offset.
@@ -635,9 +625,15 @@ pub(super) fn wait(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if timeout < 0 {
         return c.reply(|o| resp::error(o, strings::TIMEOUT_NEGATIVE));
     }
-    let (_, offset) = sh.repl.position();
-    let acked = sh.repl.acked(offset);
-    if acked as i64 >= replicas || c.multi.is_some() {
+    // The writes this client was answered may still wait for their commit
+    // (under async durability) before they are in the stream.
+    let queued = sh.repl.queued_marks();
+    let offset = sh
+        .repl
+        .queued_settled(&queued)
+        .then(|| sh.repl.position().1);
+    let acked = offset.map_or(0, |o| sh.repl.acked(o));
+    if offset.is_some() && acked as i64 >= replicas || c.multi.is_some() {
         return c.reply(|o| resp::int(o, acked as i64));
     }
     let Some(server) = sh.repl.server() else {
@@ -657,15 +653,26 @@ pub(super) fn wait(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         to: c.me,
         id,
         offset,
+        queued,
         replicas: replicas as usize,
         deadline: (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64)),
     });
     sh.repl.waiting.notify_all();
-    if sh.repl.feeding() {
-        let mut getack = Vec::new();
-        resp::encode::command(&mut getack, &[b"REPLCONF", b"GETACK", b"*"]);
-        sh.repl.backlog().append(&getack);
-        sh.repl.grew.notify_all();
+    if offset.is_some() {
+        sh.repl.getack();
+    }
+}
+
+impl Repl {
+    /// Asks the replicas for their offset at once (`REPLCONF GETACK *` in
+    /// the stream).
+    fn getack(&self) {
+        if self.feeding() {
+            let mut getack = Vec::new();
+            resp::encode::command(&mut getack, &[b"REPLCONF", b"GETACK", b"*"]);
+            self.backlog().append(&getack);
+            self.grew.notify_all();
+        }
     }
 }
 
@@ -684,16 +691,24 @@ fn answer_waits(sh: &Shared) {
         }
         let now = Instant::now();
         let mut done = Vec::new();
-        waits.retain(|w| {
-            let acked = sh.repl.acked(w.offset);
+        let mut ask = false;
+        waits.retain_mut(|w| {
+            if w.offset.is_none() && sh.repl.queued_settled(&w.queued) {
+                w.offset = Some(sh.repl.position().1);
+                ask = true;
+            }
+            let acked = w.offset.map_or(0, |o| sh.repl.acked(o));
             let over = w.deadline.is_some_and(|d| now >= d);
-            if acked >= w.replicas || over {
+            if w.offset.is_some() && acked >= w.replicas || over {
                 done.push((w.to, w.id, acked));
                 return false;
             }
             true
         });
         drop(waits);
+        if ask {
+            sh.repl.getack();
+        }
         for (to, id, acked) in done {
             let t = &sh.conns[to.thread as usize];
             t.responses.push(Response {

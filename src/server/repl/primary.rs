@@ -194,6 +194,10 @@ pub(super) fn drop_all(sh: &Shared) {
     }
 }
 
+/// The error a primary puts in the stream to make its replica forget its
+/// position and sync again in full.
+pub(super) const RESYNC: &str = "FULLRESYNC-NEEDED";
+
 /// Most stream bytes sent in one write.
 const SEND_CHUNK: usize = 1 << 20;
 
@@ -210,6 +214,8 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
         (want_id == b.replid && held).then_some(have)
     };
+    let mut rollbacks = 0;
+    let mut unsettled = None;
     let mut sent = match resume {
         Some(have) => {
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = have, "replica resumes");
@@ -225,7 +231,11 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
             };
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
             write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
+            rollbacks = repl.rollbacks.load(SeqCst);
             let keys = copy_keys(sh, &mut out, r)?;
+            // The copy may hold writes not durable yet: if one of them is
+            // rolled back, the copy is wrong (see the loop below).
+            unsettled = Some(repl.seq_marks());
             let mut end = Vec::new();
             resp::encode::command(&mut end, &[b"REPLCONF", b"SNAPSHOT-END"]);
             out.write_all(&end)?;
@@ -244,6 +254,19 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         }
         if r.lag_secs() >= super::LINK_TIMEOUT.as_secs() {
             return Err(io::Error::other("the replica is silent: timeout"));
+        }
+        if let Some(marks) = &unsettled {
+            let done = repl.settled(marks);
+            if repl.rollbacks.load(SeqCst) != rollbacks {
+                // The replica drops what it has and syncs again in full.
+                let why = "a write the full copy read was rolled back";
+                out.write_all(format!("-{RESYNC} {why}\r\n").as_bytes())?;
+                out.flush()?;
+                return Err(io::Error::other(format!("{why}: the replica syncs again")));
+            }
+            if done {
+                unsettled = None;
+            }
         }
         repl.ping_if_quiet();
         let end = wait_for_bytes(repl, sent, Duration::from_millis(200));

@@ -38,6 +38,13 @@ pub(super) fn run(sh: Arc<Shared>, generation: u64) {
                     Role::Replica(l) => (l.host.clone(), l.port),
                     Role::Primary => return,
                 };
+                if e.kind() == io::ErrorKind::InvalidData && current() {
+                    // What came is not the stream (corrupt, cut inside a
+                    // value the length prefix promised, or the primary
+                    // asked): nothing of it was applied, and the next sync
+                    // is a full copy.
+                    forget_position(&sh, generation);
+                }
                 if current() {
                     tracing::warn!(%host, port, "replication link: {e}; retrying in 1 s");
                 }
@@ -50,6 +57,69 @@ pub(super) fn run(sh: Arc<Shared>, generation: u64) {
             l.state = LinkState::Connect;
         });
         std::thread::sleep(RETRY);
+    }
+}
+
+/// The next sync is a full copy: the position followed is forgotten, here
+/// and in the store's directory.
+fn forget_position(sh: &Shared, generation: u64) {
+    with_link(sh, generation, |l| {
+        l.replid = "?".into();
+        l.offset = 0;
+    });
+    let _ = std::fs::remove_file(sh.path.join(super::STATE_FILE));
+}
+
+/// An error that makes the next sync a full copy.
+fn corrupt(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Whether `args` is a command the stream carries, in its shape: `SET key
+/// value [PXAT ms]`, `DEL key`, `MULTI`, `EXEC`, `FLUSHALL`, `PING`, or
+/// `REPLCONF …` (`in_copy`: only SET). Anything else is not nvkv's stream,
+/// and is not applied.
+fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    let is = |w: &[u8]| name.eq_ignore_ascii_case(w);
+    if is(b"SET") {
+        return match args.len() {
+            3 => true,
+            5 => {
+                args[3].eq_ignore_ascii_case(b"PXAT")
+                    && resp::parse_redis_int(&args[4]).is_some_and(|t| t > 0)
+            }
+            _ => false,
+        };
+    }
+    if in_copy {
+        return false;
+    }
+    match args.len() {
+        1 => is(b"MULTI") || is(b"EXEC") || is(b"FLUSHALL") || is(b"PING"),
+        2 => is(b"DEL"),
+        _ => is(b"REPLCONF"),
+    }
+}
+
+/// A command of the stream, or why the stream is not one.
+fn command_of(v: Value, in_copy: bool) -> io::Result<Vec<Vec<u8>>> {
+    let args = match v {
+        Value::Error(e) => {
+            return Err(corrupt(format!(
+                "the primary asks for a full copy: {}",
+                String::from_utf8_lossy(&e)
+            )))
+        }
+        v => v.into_args(),
+    };
+    match args {
+        Some(args) if stream_command(&args, in_copy) => Ok(args),
+        _ => Err(corrupt(
+            "the stream holds something not nvkv's stream: dropped",
+        )),
     }
 }
 
@@ -138,6 +208,8 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             }
             set_state(sh, generation, LinkState::Sync);
             tracing::info!(%host, port, replid = id, offset = off, "full copy from the primary");
+            // Until the copy is through, the store follows no stream.
+            forget_position(sh, generation);
             match local.call(&[b"FLUSHALL"])? {
                 Value::Simple(_) => {}
                 v => return Err(io::Error::other(format!("emptying the store: {v:?}"))),
@@ -174,15 +246,12 @@ fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64>
     let mut out = Vec::new();
     loop {
         let (v, _) = from.next()?;
-        let args = v
-            .into_args()
-            .ok_or_else(|| io::Error::other("the full copy holds something not a command"))?;
-        if args
-            .first()
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLCONF"))
-        {
-            break;
+        if let Value::Array(a) = &v {
+            if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
+                break; // SNAPSHOT-END
+            }
         }
+        let args = command_of(v, true)?;
         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         resp::encode::command(&mut out, &args);
         owed += 1;
@@ -346,9 +415,7 @@ fn apply(
         last_heard = Instant::now();
         with_link(sh, generation, |l| l.last_io = Some(last_heard));
         offset += n as u64;
-        let args = v
-            .into_args()
-            .ok_or_else(|| io::Error::other("the stream holds something not a command"))?;
+        let args = command_of(v, false)?;
         let name = args.first().map(Vec::as_slice).unwrap_or_default();
         out.clear();
         let mark = if name.eq_ignore_ascii_case(b"REPLCONF") {

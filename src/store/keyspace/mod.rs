@@ -277,6 +277,24 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.space.free_segments() as u64 >= self.reserve() as u64 + segments
     }
 
+    /// The sequence number the next record appended takes.
+    pub fn next_seq(&self) -> u64 {
+        self.log.next_seq
+    }
+
+    /// Records of sequence numbers below this are durable, except those
+    /// rolled back ([`Keyspace::take_lost`]): what the replication stream
+    /// may carry.
+    pub fn durable_seq(&self) -> u64 {
+        self.log.durable_seq
+    }
+
+    /// The sequence numbers of records rolled back by failed commits
+    /// since the last call.
+    pub fn take_lost(&mut self, out: &mut Vec<std::ops::Range<u64>>) {
+        out.append(&mut self.log.lost);
+    }
+
     /// Writers whose commits completed (`Ok`) or failed since the last
     /// call.
     pub fn take_acks(&mut self, out: &mut Vec<(W, Result<(), CommitFailed>)>) {

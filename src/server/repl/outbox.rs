@@ -1,0 +1,157 @@
+//! A poller's writes on their way into the stream: each waits here until
+//! the commit that carries it is durable, and is dropped if that commit
+//! fails and the write is rolled back, so a replica never applies a write
+//! its primary did not keep.
+//!
+//! The keyspace numbers its records (sequence numbers) and tells which
+//! are durable (every one below [`Keyspace::durable_seq`]) and which were
+//! rolled back ([`Keyspace::take_lost`]); a write waits here under the
+//! number of its (last) record.
+//!
+//! [`Keyspace::durable_seq`]: crate::store::keyspace::Keyspace::durable_seq
+//! [`Keyspace::take_lost`]: crate::store::keyspace::Keyspace::take_lost
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use super::Repl;
+
+/// One poller's writes not yet durable, in the order it applied them.
+pub(in crate::server) struct Outbox {
+    poller: usize,
+    queue: VecDeque<(u64, Vec<u8>)>,
+    /// Ranges of sequence numbers rolled back, taken from the keyspace.
+    pub(in crate::server) lost: Vec<Range<u64>>,
+}
+
+impl Outbox {
+    pub(in crate::server) fn new(poller: usize) -> Outbox {
+        Outbox {
+            poller,
+            queue: VecDeque::new(),
+            lost: Vec::new(),
+        }
+    }
+
+    /// A write whose last record has sequence number `seq`, encoded by
+    /// `encode`, goes into the stream once durable: when the stream is on,
+    /// and not when a flush is on its way to this poller (the write is
+    /// wiped by it, and the FLUSHALL is already in the stream).
+    pub(in crate::server) fn push(
+        &mut self,
+        repl: &Repl,
+        seq: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if !repl.feeding() || repl.flush_coming(self.poller) {
+            return;
+        }
+        let mut out = Vec::new();
+        encode(&mut out);
+        self.queue.push_back((seq, out));
+        repl.pollers[self.poller].queued.fetch_add(1, SeqCst);
+    }
+
+    /// Drops the writes of `lost` (rolled back) and appends those below
+    /// `durable` to the stream; `next` is the keyspace's next sequence
+    /// number, published for a full copy's check ([`Repl::settled`]).
+    pub(in crate::server) fn settle(&mut self, repl: &Repl, durable: u64, next: u64) {
+        let p = &repl.pollers[self.poller];
+        if !self.lost.is_empty() {
+            let lost = std::mem::take(&mut self.lost);
+            let before = self.queue.len();
+            self.queue
+                .retain(|(seq, _)| !lost.iter().any(|r| r.contains(seq)));
+            let dropped = (before - self.queue.len()) as u64;
+            p.settled.fetch_add(dropped, SeqCst);
+            // Counted whether or not anything was queued: a full copy may
+            // have read a write rolled back here.
+            repl.rollbacks.fetch_add(1, SeqCst);
+            if dropped > 0 {
+                tracing::warn!(
+                    poller = self.poller,
+                    writes = dropped,
+                    "rolled-back writes left out of the replication stream"
+                );
+            }
+        }
+        p.durable_seq.store(durable, Relaxed);
+        p.next_seq.store(next, Relaxed);
+        let ready = self
+            .queue
+            .iter()
+            .take_while(|(seq, _)| *seq < durable)
+            .count();
+        if ready == 0 {
+            return;
+        }
+        repl.append_all(self.queue.drain(..ready).map(|(_, bytes)| bytes));
+        p.settled.fetch_add(ready as u64, SeqCst);
+    }
+
+    /// This poller ran a flush: what waits here was wiped by it (the
+    /// FLUSHALL is in the stream already).
+    pub(in crate::server) fn wiped(&mut self, repl: &Repl) {
+        let n = self.queue.len() as u64;
+        self.queue.clear();
+        repl.pollers[self.poller].settled.fetch_add(n, SeqCst);
+        repl.pollers[self.poller].flushes_run.fetch_add(1, SeqCst);
+    }
+}
+
+/// What a poller tells replication, read by other threads.
+#[derive(Debug, Default)]
+pub(super) struct PollerMarks {
+    /// Flushes it has run (see `Backlog::flushes`).
+    pub flushes_run: std::sync::atomic::AtomicU64,
+    /// Writes queued in its outbox, and of those appended or dropped: a
+    /// WAIT waits until those queued before it are settled.
+    pub queued: std::sync::atomic::AtomicU64,
+    pub settled: std::sync::atomic::AtomicU64,
+    /// Its keyspace's durable and next sequence numbers.
+    pub durable_seq: std::sync::atomic::AtomicU64,
+    pub next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl Repl {
+    /// Whether a flush is on its way to poller `poller`.
+    fn flush_coming(&self, poller: usize) -> bool {
+        self.backlog().flushes > self.pollers[poller].flushes_run.load(SeqCst)
+    }
+
+    /// Every poller's next sequence number now.
+    pub(super) fn seq_marks(&self) -> Vec<u64> {
+        self.pollers
+            .iter()
+            .map(|p| p.next_seq.load(Relaxed))
+            .collect()
+    }
+
+    /// Whether every record below `marks` (from [`Repl::seq_marks`]) is
+    /// durable or rolled back.
+    pub(super) fn settled(&self, marks: &[u64]) -> bool {
+        (self.pollers.iter().zip(marks)).all(|(p, &m)| p.durable_seq.load(Relaxed) >= m)
+    }
+
+    /// Every poller's count of queued writes now.
+    pub(super) fn queued_marks(&self) -> Vec<u64> {
+        self.pollers.iter().map(|p| p.queued.load(SeqCst)).collect()
+    }
+
+    /// Whether the writes counted in `marks` (from
+    /// [`Repl::queued_marks`]) are all appended or dropped.
+    pub(super) fn queued_settled(&self, marks: &[u64]) -> bool {
+        (self.pollers.iter().zip(marks)).all(|(p, &m)| p.settled.load(Relaxed) >= m)
+    }
+
+    /// Appends writes, in order, under one lock.
+    fn append_all(&self, writes: impl Iterator<Item = Vec<u8>>) {
+        let mut b = self.backlog();
+        for w in writes {
+            b.append(&w);
+        }
+        drop(b);
+        self.grew.notify_all();
+    }
+}
