@@ -597,3 +597,105 @@ fn a_write_the_primary_rolls_back_never_reaches_the_replica() {
     replica.stop();
     primary.stop();
 }
+
+fn dbsize(con: &mut redis::Connection) -> i64 {
+    redis::cmd("DBSIZE").query(con).unwrap()
+}
+
+fn stat(srv: &Server, field: &str) -> u64 {
+    srv.info_field(field).parse().unwrap()
+}
+
+/// As Redis's: a replica does not expire keys by its own clock. An expired
+/// key reads as missing there at once, but stays (DBSIZE counts it) until
+/// its primary's DEL comes; the primary sends one for every key it expires.
+/// Promoted, the replica expires keys itself.
+#[test]
+fn expiries_come_from_the_primary_as_del() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let set_px = |con: &mut redis::Connection, k: &str, ms: u64| {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .arg("PX")
+            .arg(ms)
+            .query(con)
+            .unwrap();
+    };
+    set_px(&mut p, "soon", 300);
+    let _: () = redis::cmd("SET")
+        .arg("stays")
+        .arg("v")
+        .query(&mut p)
+        .unwrap();
+    wait_value(&mut r, "stays", Some("v"));
+    // The primary expires it (its sweep), and the replica follows its DEL.
+    wait_for("the primary expired the key", || dbsize(&mut p) == 1);
+    wait_for("the DEL reached the replica", || dbsize(&mut r) == 1);
+    assert_eq!(
+        stat(&replica, "expired_keys"),
+        0,
+        "the replica expired nothing itself"
+    );
+    assert!(stat(&primary, "expired_keys") >= 1);
+
+    // Without its primary, the replica keeps an expired key, unseen.
+    set_px(&mut p, "later", 300);
+    wait_value(&mut r, "later", Some("v"));
+    primary.kill();
+    std::thread::sleep(Duration::from_millis(600));
+    let v: Option<String> = redis::cmd("GET").arg("later").query(&mut r).unwrap();
+    assert_eq!(v, None, "an expired key reads as missing on a replica");
+    let exists: i64 = redis::cmd("EXISTS").arg("later").query(&mut r).unwrap();
+    assert_eq!(exists, 0);
+    assert_eq!(
+        dbsize(&mut r),
+        2,
+        "the replica keeps it until its primary's DEL"
+    );
+    assert_eq!(stat(&replica, "expired_keys"), 0);
+    // Promoted, it expires keys by its own clock.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    wait_for("the promoted server expired the key", || {
+        dbsize(&mut r) == 1
+    });
+    replica.stop();
+}
+
+/// Keys the primary evicts go to the replica as DELs: both hold the same
+/// keys.
+#[test]
+fn evictions_come_from_the_primary_as_del() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(
+        pd.path(),
+        &["--maxmemory-policy", "allkeys-random", "--maxmemory", "1M"],
+    );
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let value = vec![b'x'; 10 << 10];
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(&mut p)
+            .unwrap();
+    }
+    wait_for("the primary evicted keys", || {
+        stat(&primary, "evicted_keys") > 0
+    });
+    converge(&primary, &replica);
+    assert!(dbsize(&mut r) < 300, "the replica dropped the evicted keys");
+    assert_eq!(stat(&replica, "evicted_keys"), 0);
+    replica.stop();
+    primary.stop();
+}

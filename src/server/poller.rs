@@ -582,7 +582,13 @@ impl<E: Engine> Poller<E> {
                 self.reply(&req, Reply::Nil)
             }
             (Op::GetDel { .. }, Some(entry)) => self.fetch(req, entry),
-            (Op::Del { .. }, None) => self.reply(&req, Reply::Int(0)),
+            (Op::Del { .. }, None) => {
+                if !is_sub(&req) {
+                    // A replica's expired key, deleted by its primary.
+                    self.ks.forget_expired(req.pid, &req.hash);
+                }
+                self.reply(&req, Reply::Int(0))
+            }
             (Op::Del { .. }, Some(_)) => self.delete(req, Reply::Int(1)),
             (Op::Get { .. }, None) => {
                 self.stats().misses.fetch_add(1, Relaxed);
@@ -998,9 +1004,7 @@ impl<E: Engine> Poller<E> {
     /// Replies to the writers whose commits completed or failed.
     fn answer_writers(&mut self) {
         // The stream first: a WAIT after a write's reply finds it there.
-        self.ks.take_lost(&mut self.repl_out.lost);
-        let (durable, next) = (self.ks.durable_seq(), self.ks.next_seq());
-        self.repl_out.settle(&self.shared.repl, durable, next);
+        self.stream_durable();
         self.ks.take_acks(&mut self.acks);
         let mut acks = std::mem::take(&mut self.acks);
         for (w, result) in acks.drain(..) {
@@ -1017,6 +1021,20 @@ impl<E: Engine> Poller<E> {
             self.respond(w.to, w.id, w.part, reply);
         }
         self.acks = acks;
+    }
+
+    /// Appends to the replication stream the writes now durable and the
+    /// keys that expired or were evicted (a replica's store keeps expired
+    /// keys until its primary deletes them).
+    fn stream_durable(&mut self) {
+        let repl = &self.shared.repl;
+        self.ks.report_gone(repl.feeding());
+        self.ks.hold_expired(repl.is_replica());
+        self.ks.take_lost(&mut self.repl_out.lost);
+        self.ks.take_gone(&mut self.repl_out.gone);
+        let (durable, next) = (self.ks.durable_seq(), self.ks.next_seq());
+        let unnamed = self.ks.gone_unnamed();
+        self.repl_out.settle(repl, durable, next, unnamed);
     }
 
     /// SAVE or BGSAVE: everything this poller has acknowledged becomes

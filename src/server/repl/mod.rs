@@ -294,6 +294,11 @@ impl Repl {
         (b.replid.clone(), b.end)
     }
 
+    /// Whether this server is a replica now.
+    pub(super) fn is_replica(&self) -> bool {
+        self.replica.load(Relaxed)
+    }
+
     /// Whether this server refuses clients' writes now.
     pub(super) fn refuses_writes(&self) -> bool {
         self.read_only.load(Relaxed) && self.replica.load(Relaxed)

@@ -8,6 +8,12 @@
 //! rolled back ([`Keyspace::take_lost`]); a write waits here under the
 //! number of its (last) record.
 //!
+//! Keys that expired or were evicted go into the stream as `DEL key`
+//! ([`Keyspace::take_gone`]), placed among the writes by the sequence
+//! number the keyspace was at when they went, and dropped with the
+//! record that went if that record is rolled back.
+//!
+//! [`Keyspace::take_gone`]: crate::store::keyspace::Keyspace::take_gone
 //! [`Keyspace::durable_seq`]: crate::store::keyspace::Keyspace::durable_seq
 //! [`Keyspace::take_lost`]: crate::store::keyspace::Keyspace::take_lost
 
@@ -16,14 +22,36 @@ use std::ops::Range;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::Repl;
+use crate::store::keyspace::GoneKey;
 
 /// One poller's writes not yet durable, in the order it applied them.
 pub(in crate::server) struct Outbox {
     poller: usize,
-    queue: VecDeque<(u64, Vec<u8>)>,
+    /// In stream order, by `Queued::order`.
+    queue: VecDeque<Queued>,
     /// Ranges of sequence numbers rolled back, taken from the keyspace.
     pub(in crate::server) lost: Vec<Range<u64>>,
+    /// The last few of them: a gone key's name may come after its record
+    /// was rolled back.
+    lost_before: VecDeque<Range<u64>>,
+    /// Keys that went, taken from the keyspace.
+    pub(in crate::server) gone: Vec<GoneKey>,
 }
+
+/// A write or DEL waiting for its place in the stream.
+struct Queued {
+    /// Its place: `2 (s + 1)` for a write whose last record is `s`, `2 m`
+    /// for a key that went at mark `m` (before the records from `m` on,
+    /// after those before); it may go once this is at most `2 ×` the
+    /// durable sequence number.
+    order: u64,
+    /// The record whose rollback drops it.
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// Rolled-back ranges remembered for gone keys named late.
+const LOST_KEPT: usize = 16;
 
 impl Outbox {
     pub(in crate::server) fn new(poller: usize) -> Outbox {
@@ -31,6 +59,8 @@ impl Outbox {
             poller,
             queue: VecDeque::new(),
             lost: Vec::new(),
+            lost_before: VecDeque::new(),
+            gone: Vec::new(),
         }
     }
 
@@ -47,22 +77,49 @@ impl Outbox {
         if !repl.feeding() || repl.flush_coming(self.poller) {
             return;
         }
-        let mut out = Vec::new();
-        encode(&mut out);
-        self.queue.push_back((seq, out));
+        let mut bytes = Vec::new();
+        encode(&mut bytes);
+        self.enqueue(repl, 2 * (seq + 1), seq, bytes);
+    }
+
+    /// Puts an entry in its place (after every entry not later).
+    fn enqueue(&mut self, repl: &Repl, order: u64, seq: u64, bytes: Vec<u8>) {
+        let at = self.queue.partition_point(|q| q.order <= order);
+        self.queue.insert(at, Queued { order, seq, bytes });
         repl.pollers[self.poller].queued.fetch_add(1, SeqCst);
     }
 
-    /// Drops the writes of `lost` (rolled back) and appends those below
-    /// `durable` to the stream; `next` is the keyspace's next sequence
-    /// number, published for a full copy's check ([`Repl::settled`]).
-    pub(in crate::server) fn settle(&mut self, repl: &Repl, durable: u64, next: u64) {
+    /// Drops the writes of `lost` (rolled back), queues a DEL for each
+    /// key of `gone`, and appends what may go to the stream: the writes
+    /// below `durable`, and nothing from `unnamed` (the mark of a key that
+    /// went whose name is still being read) on. `next` is the keyspace's
+    /// next sequence number, published for a full copy's check
+    /// ([`Repl::settled`]).
+    pub(in crate::server) fn settle(
+        &mut self,
+        repl: &Repl,
+        durable: u64,
+        next: u64,
+        unnamed: Option<u64>,
+    ) {
         let p = &repl.pollers[self.poller];
+        for g in std::mem::take(&mut self.gone) {
+            let rolled_back = |r: &Range<u64>| r.contains(&g.seq);
+            if self.lost.iter().chain(&self.lost_before).any(rolled_back)
+                || !repl.feeding()
+                || repl.flush_coming(self.poller)
+            {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            crate::resp::encode::command(&mut bytes, &[b"DEL", &g.key]);
+            self.enqueue(repl, 2 * g.mark, g.seq, bytes);
+        }
         if !self.lost.is_empty() {
             let lost = std::mem::take(&mut self.lost);
             let before = self.queue.len();
             self.queue
-                .retain(|(seq, _)| !lost.iter().any(|r| r.contains(seq)));
+                .retain(|q| !lost.iter().any(|r| r.contains(&q.seq)));
             let dropped = (before - self.queue.len()) as u64;
             p.settled.fetch_add(dropped, SeqCst);
             // Counted whether or not anything was queued: a full copy may
@@ -75,18 +132,19 @@ impl Outbox {
                     "rolled-back writes left out of the replication stream"
                 );
             }
+            self.lost_before.extend(lost);
+            while self.lost_before.len() > LOST_KEPT {
+                self.lost_before.pop_front();
+            }
         }
         p.durable_seq.store(durable, Relaxed);
         p.next_seq.store(next, Relaxed);
-        let ready = self
-            .queue
-            .iter()
-            .take_while(|(seq, _)| *seq < durable)
-            .count();
+        let limit = 2 * unnamed.map_or(durable, |m| m.min(durable));
+        let ready = self.queue.iter().take_while(|q| q.order <= limit).count();
         if ready == 0 {
             return;
         }
-        repl.append_all(self.queue.drain(..ready).map(|(_, bytes)| bytes));
+        repl.append_all(self.queue.drain(..ready).map(|q| q.bytes));
         p.settled.fetch_add(ready as u64, SeqCst);
     }
 
