@@ -699,3 +699,225 @@ fn evictions_come_from_the_primary_as_del() {
     replica.stop();
     primary.stop();
 }
+
+/// Reads one command (an array of bulk strings) a replica sent.
+fn read_command(s: &mut std::net::TcpStream) -> Vec<String> {
+    let head = common::read_line(s);
+    let n: usize = head
+        .strip_prefix('*')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a command: {head:?}"));
+    (0..n)
+        .map(|_| {
+            let _len = common::read_line(s);
+            common::read_line(s)
+        })
+        .collect()
+}
+
+/// Accepts the next connection of a replica on `listener` (within 20 s),
+/// answers its handshake as a primary does, and returns the socket and
+/// PSYNC's arguments.
+fn accept_replica(listener: &std::net::TcpListener) -> (std::net::TcpStream, Vec<String>) {
+    use std::io::Write;
+    listener.set_nonblocking(true).unwrap();
+    let t0 = Instant::now();
+    let mut s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "no replica came");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    loop {
+        let cmd = read_command(&mut s);
+        match cmd[0].to_ascii_uppercase().as_str() {
+            "PING" => s.write_all(b"+PONG\r\n").unwrap(),
+            "REPLCONF" => s.write_all(b"+OK\r\n").unwrap(),
+            "PSYNC" => return (s, cmd[1..].to_vec()),
+            other => panic!("unexpected {other} in a replica's handshake"),
+        }
+    }
+}
+
+fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+/// A full copy cut short, and a stream that holds what nvkv's stream
+/// cannot (garbage, a command it never carries): the link drops, nothing
+/// of the bad part is applied, and the replica asks for a full copy.
+#[test]
+fn a_truncated_or_corrupt_stream_drops_the_link_and_a_full_copy_follows() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rd = tempfile::tempdir().unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let id = "a".repeat(40);
+    let set = |k: &str| common::encode(&[b"SET", k.as_bytes(), b"1"]);
+    let end = common::encode(&[b"REPLCONF", b"SNAPSHOT-END"]);
+
+    // A full copy and a stream, then a cut: the replica resumes.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"]);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("a"), end.clone(), set("b")].concat())
+        .unwrap();
+    wait_value(&mut r, "b", Some("1"));
+    drop(s);
+    let resume = (set("b").len() + 1).to_string();
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(
+        psync,
+        [id.as_str(), resume.as_str()],
+        "a cut stream resumes"
+    );
+
+    // A full copy cut in the middle of a command.
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&set("x")).unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\ny").unwrap();
+    drop(s);
+
+    // After it, a full copy again; then a stream that goes bad.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"], "a cut full copy is not resumed");
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("c"), end.clone(), set("d")].concat())
+        .unwrap();
+    wait_value(&mut r, "d", Some("1"));
+    assert_eq!(
+        get(&mut r, "a"),
+        None,
+        "a full copy starts from an empty store"
+    );
+    s.write_all(&common::encode(&[b"EVAL", b"return 1", b"0"]))
+        .unwrap();
+    s.write_all(&set("e")).unwrap();
+
+    // The replica drops the link and asks for a full copy.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"], "a corrupt stream is not resumed");
+    assert_eq!(
+        get(&mut r, "e"),
+        None,
+        "nothing after the bad command applied"
+    );
+    assert_eq!(get(&mut r, "d"), Some("1".into()));
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&set("g")).unwrap();
+    // Bytes that are not RESP at all.
+    s.write_all(b"?!garbage\r\n").unwrap();
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"]);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("f"), end].concat()).unwrap();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    wait_value(&mut r, "f", Some("1"));
+    assert_eq!(dbsize(&mut r), 1, "only the last full copy's key");
+    let log = replica.log.lock().unwrap().clone();
+    assert!(log.contains("not nvkv's stream"), "{log}");
+    drop(s);
+    replica.stop();
+}
+
+/// A replica that speaks another version of the stream is refused with
+/// an error that says so, and a replica of a Redis says that it got an RDB
+/// file.
+#[test]
+fn a_replica_of_another_stream_version_or_of_a_redis_gets_a_clear_error() {
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &[]);
+    let mut s = common::raw(&primary);
+    use std::io::Write;
+    s.write_all(&common::encode(&[b"REPLCONF", b"capa", b"nvkv-stream-2"]))
+        .unwrap();
+    assert_eq!(common::read_line(&mut s), "+OK");
+    s.write_all(&common::encode(&[b"PSYNC", b"?", b"-1"]))
+        .unwrap();
+    let err = common::read_line(&mut s);
+    assert!(
+        err.starts_with("-ERR this primary speaks nvkv-stream-1, the replica nvkv-stream-2"),
+        "{err}"
+    );
+    primary.stop();
+
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let rd = tempfile::tempdir().unwrap();
+    let (host, port) = redis.addr.split_once(':').unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("{host} {port}")]);
+    wait_for("the replica's error", || {
+        let log = replica.log.lock().unwrap();
+        log.contains("the primary sent an RDB file: it is not an nvkv server")
+            && log.contains("retrying in 1 s")
+    });
+    assert_ne!(link_state(&mut replica.client()), "connected");
+    replica.stop();
+}
+
+/// REPLICAOF of itself, and of a host where nothing listens: Redis's
+/// reply (+OK), then a link that retries and logs why.
+#[test]
+fn replicaof_itself_or_an_unreachable_host_answers_ok_and_retries() {
+    let rd = tempfile::tempdir().unwrap();
+    let srv = Server::start(rd.path(), &[]);
+    let mut c = srv.client();
+    let port = srv.addr.port();
+    let ours: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .query(&mut c)
+        .unwrap();
+    if let Some(redis) = RealRedis::start(&[]) {
+        let (host, rport) = redis.addr.split_once(':').unwrap();
+        let theirs: String = redis::cmd("REPLICAOF")
+            .arg(host)
+            .arg(rport)
+            .query(&mut redis.client())
+            .unwrap();
+        assert_eq!(ours, theirs);
+    }
+    assert_eq!(ours, "OK");
+    wait_for("the link's error logged", || {
+        let log = srv.log.lock().unwrap();
+        log.contains("NOMASTERLINK Can't SYNC while not connected with my master")
+            && log.contains("retrying in 1 s")
+    });
+    assert_ne!(link_state(&mut c), "connected");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ours: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(closed)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ours, "OK");
+    wait_for("the refused connection logged", || {
+        let log = srv.log.lock().unwrap();
+        log.contains(&format!("port={closed}")) && log.contains("Connection refused")
+    });
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    srv.stop();
+}

@@ -34,8 +34,8 @@ use crate::resp;
 mod local;
 mod outbox;
 mod primary;
+mod reader;
 mod replica;
-mod value;
 
 pub(super) use outbox::Outbox;
 pub(super) use primary::{hand_over, psync, replconf, Hello};
@@ -44,6 +44,8 @@ pub(super) use primary::{hand_over, psync, replconf, Hello};
 /// this version): a primary answers PSYNC only from a replica that speaks
 /// it.
 pub(super) const STREAM_CAPA: &str = "nvkv-stream-1";
+/// What every version of that capability starts with.
+const STREAM_CAPA_PREFIX: &str = "nvkv-stream-";
 
 /// The replication state every thread shares.
 pub(super) struct Repl {

@@ -14,9 +14,10 @@ use super::super::conn::Conn;
 use super::super::strings;
 use super::super::Shared;
 use super::local::Local;
-use super::value::{Reader, Value};
-use super::{wait_for_bytes, Role, STREAM_CAPA};
+use super::reader::Reader;
+use super::{wait_for_bytes, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
 use crate::resp;
+use crate::resp::Value;
 
 /// What a replica said before PSYNC (REPLCONF), and its PSYNC.
 #[derive(Debug, Default)]
@@ -27,6 +28,8 @@ pub(in crate::server) struct Hello {
     ip: Option<String>,
     /// `REPLCONF capa`: it speaks nvkv's stream.
     nvkv: bool,
+    /// `REPLCONF capa`: another version of nvkv's stream.
+    other_stream: Option<Vec<u8>>,
     /// PSYNC's stream id and offset (of the first byte it wants).
     psync: Option<(String, i64)>,
 }
@@ -97,6 +100,9 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
             hello.ip = Some(String::from_utf8_lossy(val).into_owned());
         } else if opt.eq_ignore_ascii_case(b"capa") {
             hello.nvkv |= val == STREAM_CAPA.as_bytes();
+            if val.starts_with(STREAM_CAPA_PREFIX.as_bytes()) && val != STREAM_CAPA.as_bytes() {
+                hello.other_stream = Some(val.to_vec());
+            }
         } else if opt.eq_ignore_ascii_case(b"ack") || opt.eq_ignore_ascii_case(b"getack") {
             // Only on a replica's link, where no reply is given.
             return;
@@ -114,9 +120,16 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
 pub(in crate::server) fn psync(c: &mut Conn, sh: &Shared, args: &[&[u8]]) {
     let hello = c.repl.get_or_insert_with(Default::default);
     if !hello.nvkv {
+        if let Some(theirs) = &hello.other_stream {
+            let msg = strings::replica_other_stream(theirs);
+            return c.reply(|o| resp::error(o, &msg));
+        }
         return c.reply(|o| resp::error(o, strings::REPLICA_NOT_NVKV));
     }
-    if matches!(*sh.repl.role(), Role::Replica(_)) {
+    if let Role::Replica(l) = &*sh.repl.role() {
+        if l.state != super::LinkState::Connected {
+            return c.reply(|o| resp::error(o, strings::NOMASTERLINK));
+        }
         // Chained replicas are not served yet.
         return c.reply(|o| resp::error(o, strings::REPLICA_NO_SUBREPLICAS));
     }
@@ -323,7 +336,7 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
         for k in &keys {
             let value = local.replies.next()?.0;
             let at = local.replies.next()?.0;
-            let (Value::Bulk(v), Value::Int(at)) = (value, at) else {
+            let (Value::Bulk(v), Value::Integer(at)) = (value, at) else {
                 continue; // gone meanwhile: the stream says so
             };
             cmd.clear();

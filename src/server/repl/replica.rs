@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::super::Shared;
 use super::local::Local;
-use super::value::{Reader, Value};
+use super::reader::Reader;
 use super::{LinkState, Role, STREAM_CAPA};
 use crate::resp;
+use crate::resp::Value;
 
 /// Wait between attempts to reach the primary.
 const RETRY: Duration = Duration::from_secs(1);
@@ -188,7 +189,12 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
     } else {
         (offset + 1).to_string()
     };
-    let answer = ask(&[b"PSYNC", replid.as_bytes(), want.as_bytes()], &mut from)?;
+    let mut psync = Vec::new();
+    resp::encode::command(&mut psync, &[b"PSYNC", replid.as_bytes(), want.as_bytes()]);
+    to_primary.write_all(&psync)?;
+    // A Redis primary sends newlines while it prepares its answer.
+    from.peek_past_newlines()?;
+    let answer = from.line()?;
     let answer = String::from_utf8_lossy(&answer).into_owned();
     // A full copy's keys may come slower than the handshake's replies.
     sock.set_read_timeout(Some(super::LINK_TIMEOUT))?;
@@ -200,7 +206,7 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
                 .parse()
                 .map_err(|_| io::Error::other(format!("PSYNC answered {answer}")))?;
             // An RDB payload (`$`): the primary is a Redis, not an nvkv.
-            if from.peek_byte() == Some(b'$') {
+            if from.peek_past_newlines()? == b'$' {
                 return Err(io::Error::other(
                     "the primary sent an RDB file: it is not an nvkv server speaking \
                      the replication stream this replica reads",
