@@ -14,16 +14,22 @@ use common::{wait_for, RealRedis, Server};
 use redis::Value;
 
 /// Every key of a server with its value and absolute expiry (-1: none).
-fn state(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
+type State = BTreeMap<Vec<u8>, (Vec<u8>, i64)>;
+
+/// A server's [`State`]; `None` while it loads a full copy.
+fn state(con: &mut redis::Connection) -> Option<State> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        let step = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
-            .query(con)
-            .expect("SCAN");
+            .query(con);
+        let (next, batch): (u64, Vec<Vec<u8>>) = match step {
+            Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError => return None,
+            step => step.expect("SCAN"),
+        };
         keys.extend(batch);
         if next == 0 {
             break;
@@ -41,7 +47,7 @@ fn state(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
             out.insert(k, (v, at));
         }
     }
-    out
+    Some(out)
 }
 
 /// Waits until the replica holds exactly what the primary holds.
@@ -49,9 +55,9 @@ fn converge(primary: &Server, replica: &Server) {
     let (mut p, mut r) = (primary.client(), replica.client());
     let t0 = Instant::now();
     loop {
-        let want = state(&mut p);
+        let want = state(&mut p).expect("a primary does not load");
         let got = state(&mut r);
-        if want == got {
+        if Some(&want) == got.as_ref() {
             return;
         }
         assert!(
@@ -541,8 +547,12 @@ fn replicaof_in_a_transaction_and_config_rewrite_keep_the_role_across_a_restart(
 /// Waits until `con` answers `want` to GET `key`.
 fn wait_value(con: &mut redis::Connection, key: &str, want: Option<&str>) {
     wait_for(&format!("{key} = {want:?}"), || {
-        let v: Option<String> = redis::cmd("GET").arg(key).query(con).unwrap();
-        v.as_deref() == want
+        match redis::cmd("GET").arg(key).query::<Option<String>>(con) {
+            Ok(v) => v.as_deref() == want,
+            // A replica loading a full copy.
+            Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError => false,
+            Err(e) => panic!("GET {key}: {e}"),
+        }
     });
 }
 
@@ -920,4 +930,47 @@ fn replicaof_itself_or_an_unreachable_host_answers_ok_and_retries() {
         .query(&mut c)
         .unwrap();
     srv.stop();
+}
+
+/// While a full copy loads, a replica answers what needs the data set
+/// with Redis's -LOADING (ROLE, INFO and the like still work); once the
+/// copy is through, it serves it.
+#[test]
+fn a_replica_loading_a_full_copy_answers_loading() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rd = tempfile::tempdir().unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let (mut s, _) = accept_replica(&listener);
+    let id = "b".repeat(40);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&common::encode(&[b"SET", b"k", b"v"])).unwrap();
+    wait_for("-LOADING", || {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg("k").query(&mut r);
+        matches!(&got, Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError)
+    });
+    let mut raw = common::raw(&replica);
+    raw.write_all(&common::encode(&[b"DBSIZE"])).unwrap();
+    assert_eq!(
+        common::read_line(&mut raw),
+        "-LOADING Redis is loading the dataset in memory"
+    );
+    // Commands flagged `loading` (ROLE, INFO, CONFIG, …) still work; PING
+    // is not one, in Redis either.
+    assert_eq!(link_state(&mut r), "sync");
+    assert!(info_fields(&mut r).contains(&("master_sync_in_progress".into(), "1".into())));
+    raw.write_all(&common::encode(&[b"PING"])).unwrap();
+    assert_eq!(
+        common::read_line(&mut raw),
+        "-LOADING Redis is loading the dataset in memory"
+    );
+    s.write_all(&common::encode(&[b"REPLCONF", b"SNAPSHOT-END"]))
+        .unwrap();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    assert_eq!(get(&mut r, "k"), Some("v".into()));
+    drop(s);
+    replica.stop();
 }

@@ -349,6 +349,9 @@ pub(super) fn replica_other_stream(theirs: &[u8]) -> String {
         String::from_utf8_lossy(theirs)
     )
 }
+/// A command that needs the data set while a replica loads a full copy,
+/// as Redis answers it.
+pub(super) const LOADING: &str = "LOADING Redis is loading the dataset in memory";
 /// PSYNC to a replica whose own link is down, as Redis answers it.
 pub(super) const NOMASTERLINK: &str = "NOMASTERLINK Can't SYNC while not connected with my master";
 /// PSYNC to a replica: chained replication is not served.

@@ -73,6 +73,9 @@ pub(super) struct Repl {
     generation: AtomicU64,
     /// A replica now (read without the role's lock).
     replica: AtomicBool,
+    /// A replica loads a full copy: clients' commands that need the data
+    /// set are refused with -LOADING, as Redis's.
+    loading: AtomicBool,
     /// A replica's socket to its primary, shut down when the role changes
     /// (the link thread then stops at once).
     link_socket: Mutex<Option<std::net::TcpStream>>,
@@ -224,6 +227,7 @@ impl Repl {
             backlog_size: backlog_size.max(1),
             generation: AtomicU64::new(0),
             replica: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             link_socket: Mutex::new(None),
             server: OnceLock::new(),
             waits: Mutex::new(Vec::new()),
@@ -730,9 +734,16 @@ fn answer_waits(sh: &Shared) {
     }
 }
 
-/// Why a write command is refused here, if it is: a read-only replica
-/// (but not to its primary's link), or too few good replicas.
+/// Why a command is refused here, if it is: one that needs the data set
+/// while a full copy loads, or a write on a read-only replica (but not
+/// from its primary's link), or too few good replicas.
 pub(super) fn refusal(sh: &Shared, c: &Conn, spec: &super::table::Spec) -> Option<&'static str> {
+    if sh.repl.loading.load(Relaxed) && !c.info.has(super::conn::MASTER) {
+        let meta = super::table::meta_of(spec.name.as_bytes())?;
+        if !meta.flags.contains(&"loading") {
+            return Some(strings::LOADING);
+        }
+    }
     let replica_refuses = sh.repl.refuses_writes();
     let too_few = sh.repl.min_replicas > 0;
     if !replica_refuses && !too_few {

@@ -303,16 +303,20 @@ const COPY_BATCH: &[u8] = b"1000";
 
 /// Sends every key of the store as `SET key value [PXAT ms]`, read
 /// through an in-process connection (SCAN, then GET and PEXPIRETIME of
-/// each key); the number of keys sent.
+/// each key, with the next SCAN step asked along with them); the number
+/// of keys sent.
 fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
     let mut local = Local::open(sh, false)?;
-    let mut cursor = b"0".to_vec();
+    let mut ask = Vec::new();
+    resp::encode::command(&mut ask, &[b"SCAN", b"0", b"COUNT", COPY_BATCH]);
+    local.send(&ask)?;
     let mut sent = 0;
+    let mut cmd = Vec::new();
     loop {
         if r.gone.load(Relaxed) {
             return Err(io::Error::other("link closed during the full copy"));
         }
-        let reply = local.call(&[b"SCAN", &cursor, b"COUNT", COPY_BATCH])?;
+        let reply = local.replies.next()?.0;
         let Value::Array(mut parts) = reply else {
             return Err(io::Error::other(format!("SCAN answered {reply:?}")));
         };
@@ -326,13 +330,16 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
                 _ => None,
             })
             .collect();
-        let mut ask = Vec::new();
+        ask.clear();
         for k in &keys {
             resp::encode::command(&mut ask, &[b"GET", k]);
             resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
         }
+        let last = next == b"0";
+        if !last {
+            resp::encode::command(&mut ask, &[b"SCAN", &next, b"COUNT", COPY_BATCH]);
+        }
         local.send(&ask)?;
-        let mut cmd = Vec::new();
         for k in &keys {
             let value = local.replies.next()?.0;
             let at = local.replies.next()?.0;
@@ -349,10 +356,9 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
             out.write_all(&cmd)?;
             sent += 1;
         }
-        if next == b"0" {
+        if last {
             return Ok(sent);
         }
-        cursor = next;
     }
 }
 

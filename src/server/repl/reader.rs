@@ -65,6 +65,12 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The last `n` bytes parsed: those of the value [`Reader::next`] just
+    /// returned, with `n` its length.
+    pub(super) fn last(&self, n: usize) -> &[u8] {
+        &self.buf[self.pos - n..self.pos]
+    }
+
     /// The next line (`+FULLRESYNC …`), without its CRLF; an error reply
     /// is an error.
     pub(super) fn line(&mut self) -> std::io::Result<Vec<u8>> {

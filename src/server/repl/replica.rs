@@ -216,11 +216,13 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             tracing::info!(%host, port, replid = id, offset = off, "full copy from the primary");
             // Until the copy is through, the store follows no stream.
             forget_position(sh, generation);
+            let loading = Loading::start(&sh.repl);
             match local.call(&[b"FLUSHALL"])? {
                 Value::Simple(_) => {}
                 v => return Err(io::Error::other(format!("emptying the store: {v:?}"))),
             }
             let keys = load_copy(&mut local, &mut from)?;
+            drop(loading);
             tracing::info!(keys, "full copy applied");
             with_link(sh, generation, |l| {
                 l.replid = id.to_string();
@@ -243,48 +245,96 @@ fn to_primary_ack(sock: &TcpStream) -> io::Result<TcpStream> {
     sock.try_clone()
 }
 
-/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`),
-/// waiting for the store's answers; the number of keys.
-fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
-    const BATCH: usize = 256;
-    let mut keys = 0u64;
-    let mut owed = 0;
-    let mut out = Vec::new();
-    loop {
-        let (v, _) = from.next()?;
-        if let Value::Array(a) = &v {
-            if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
-                break; // SNAPSHOT-END
-            }
-        }
-        let args = command_of(v, true)?;
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        resp::encode::command(&mut out, &args);
-        owed += 1;
-        keys += 1;
-        if owed == BATCH {
-            local.send(&out)?;
-            out.clear();
-            answers(local, owed)?;
-            owed = 0;
-        }
+/// A full copy loads while this lives (clients get -LOADING).
+struct Loading<'a>(&'a super::Repl);
+
+impl<'a> Loading<'a> {
+    fn start(repl: &'a super::Repl) -> Self {
+        repl.loading.store(true, SeqCst);
+        Loading(repl)
     }
-    local.send(&out)?;
-    answers(local, owed)?;
-    Ok(keys)
 }
 
-/// Reads `n` answers of the store; an error answer is logged.
-fn answers(local: &mut Local, n: usize) -> io::Result<()> {
-    for _ in 0..n {
-        if let Value::Error(e) = local.replies.next()?.0 {
-            tracing::error!(
-                "applying the primary's stream: {}",
-                String::from_utf8_lossy(&e)
-            );
-        }
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.0.loading.store(false, SeqCst);
     }
-    Ok(())
+}
+
+/// Bytes of the copy handed to the store in one send.
+const COPY_SEND: usize = 1 << 20;
+
+/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`): sent to
+/// the store as they come, in large sends, while a thread reads the
+/// store's answers (its pipeline limit paces the copy, no batch waits for
+/// its commits); then a SAVE, so that the copy is durable before the link
+/// reports it through. The number of keys.
+fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
+    let (tx, rx) = mpsc::channel::<usize>();
+    let mut replies = Reader::new(local.writer()?);
+    std::mem::swap(&mut replies, &mut local.replies);
+    let answers = std::thread::Builder::new()
+        .name("repl-load".into())
+        .spawn(move || {
+            let mut failed = 0u64;
+            let mut first = None;
+            for n in rx {
+                for _ in 0..n {
+                    if let Value::Error(e) = replies.next()?.0 {
+                        failed += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            Ok::<_, io::Error>((replies, failed, first))
+        })?;
+    let mut sent = || -> io::Result<u64> {
+        let mut keys = 0u64;
+        let mut out = Vec::with_capacity(COPY_SEND + (64 << 10));
+        let mut owed = 0;
+        loop {
+            let (v, n) = from.next()?;
+            if let Value::Array(a) = &v {
+                if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
+                    break; // SNAPSHOT-END
+                }
+            }
+            command_of(v, true)?;
+            out.extend_from_slice(from.last(n));
+            owed += 1;
+            keys += 1;
+            if out.len() >= COPY_SEND {
+                tx.send(owed)
+                    .map_err(|_| io::Error::other("the store's answers stopped"))?;
+                local.send(&out)?;
+                out.clear();
+                owed = 0;
+            }
+        }
+        resp::encode::command(&mut out, &[b"SAVE"]);
+        tx.send(owed + 1)
+            .map_err(|_| io::Error::other("the store's answers stopped"))?;
+        local.send(&out)?;
+        Ok(keys)
+    };
+    let keys = sent();
+    drop(tx);
+    if keys.is_err() {
+        // The answers' thread may wait for answers that will not come.
+        let _ = local.writer().map(|w| w.shutdown(std::net::Shutdown::Both));
+    }
+    let joined = answers.join();
+    let keys = keys?;
+    let (replies, failed, first) =
+        joined.map_err(|_| io::Error::other("the copy's answers thread failed"))??;
+    local.replies = replies;
+    if let Some(e) = first {
+        return Err(io::Error::other(format!(
+            "{failed} commands of the full copy failed (first: {})",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    Ok(keys)
 }
 
 /// Applies the stream from offset `start` until the link fails or the role
