@@ -974,3 +974,73 @@ fn a_replica_loading_a_full_copy_answers_loading() {
     drop(s);
     replica.stop();
 }
+
+/// PSYNC2: a replica promoted with REPLICAOF NO ONE continues its old
+/// primary's stream under a new id (INFO's master_replid2 and
+/// second_repl_offset, as Redis's), so the other replica of that primary
+/// resumes from it instead of taking a full copy.
+#[test]
+fn after_a_promotion_the_other_replica_resumes_from_the_promoted_one() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let primary = Server::start(dirs[0].path(), &[]);
+    let r1 = replica_of(dirs[1].path(), &primary, &[]);
+    let r2 = replica_of(dirs[2].path(), &primary, &[]);
+    let mut p = primary.client();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut p)
+            .unwrap();
+    }
+    converge(&primary, &r1);
+    converge(&primary, &r2);
+    let field = |con: &mut redis::Connection, k: &str| {
+        info_fields(con)
+            .into_iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("INFO has no {k}"))
+    };
+    let old_id = field(&mut p, "master_replid");
+    let old_end: u64 = field(&mut p, "master_repl_offset").parse().unwrap();
+    drop(p);
+    primary.stop();
+
+    let (mut c1, mut c2) = (r1.client(), r2.client());
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c1)
+        .unwrap();
+    assert_eq!(field(&mut c1, "master_replid2"), old_id);
+    assert_eq!(
+        field(&mut c1, "second_repl_offset"),
+        (old_end + 1).to_string()
+    );
+    let new_id = field(&mut c1, "master_replid");
+    assert_ne!(new_id, old_id);
+
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(r1.addr.port())
+        .query(&mut c2)
+        .unwrap();
+    wait_for("r2 follows r1", || link_state(&mut c2) == "connected");
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("x")
+        .query(&mut c1)
+        .unwrap();
+    converge(&r1, &r2);
+    let log = r2.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("full copy from the primary").count(),
+        1,
+        "only the first sync was a full copy:\n{log}"
+    );
+    assert!(log.contains("resuming the primary's stream"), "{log}");
+    assert_eq!(field(&mut c2, "master_replid"), new_id);
+    r2.stop();
+    r1.stop();
+}

@@ -111,6 +111,12 @@ struct Backlog {
     replid: String,
     /// Bytes appended since the stream began (`master_repl_offset`).
     end: u64,
+    /// The stream this one continues, and the offset of its first byte
+    /// not in this one (Redis's `master_replid2`, `second_repl_offset`):
+    /// after a promotion, a replica of the same old primary resumes here
+    /// if it had no byte past that offset.
+    replid2: String,
+    second_offset: i64,
     /// When bytes were last appended.
     last_append: Instant,
     /// The last bytes of the stream, `ring.len() <= size`.
@@ -175,6 +181,9 @@ impl LinkState {
     }
 }
 
+/// No stream (`master_replid2` when none).
+const NO_REPLID: &str = "0000000000000000000000000000000000000000";
+
 /// A fresh stream id: 40 hex digits, as Redis's.
 fn new_replid() -> String {
     let mut s = String::with_capacity(40);
@@ -212,6 +221,8 @@ impl Repl {
             backlog: Mutex::new(Backlog {
                 replid: new_replid(),
                 end: 0,
+                replid2: NO_REPLID.into(),
+                second_offset: -1,
                 last_append: Instant::now(),
                 ring: VecDeque::new(),
                 size: backlog_size.max(1),
@@ -270,7 +281,8 @@ impl Repl {
     pub(super) fn flush_sent(&self) {
         let mut b = self.backlog();
         b.flushes += 1;
-        if self.feeding() {
+        // A replica's backlog holds its primary's stream (`mirror`).
+        if self.feeding() && !self.is_replica() {
             let mut out = Vec::new();
             resp::encode::command(&mut out, &[b"FLUSHALL"]);
             b.append(&out);
@@ -298,6 +310,37 @@ impl Repl {
     pub(super) fn position(&self) -> (String, u64) {
         let b = self.backlog();
         (b.replid.clone(), b.end)
+    }
+
+    /// A replica's backlog follows its primary's stream, byte for byte:
+    /// from `offset` of stream `replid` on (a full copy's start, or a
+    /// resume's), its history kept when it is the same stream at the same
+    /// offset.
+    fn mirror_from(&self, replid: &str, offset: u64) {
+        let mut b = self.backlog();
+        if b.replid != replid || b.end != offset {
+            b.replid = replid.to_string();
+            b.end = offset;
+            b.ring.clear();
+            b.replid2 = NO_REPLID.into();
+            b.second_offset = -1;
+        }
+    }
+
+    /// A primary that resumed a replica under a new stream id (it was
+    /// promoted): the replica's backlog takes it, the old one as its
+    /// second, as Redis's.
+    fn mirror_renamed(&self, replid: &str) {
+        let mut b = self.backlog();
+        if b.replid != replid {
+            b.replid2 = std::mem::replace(&mut b.replid, replid.to_string());
+            b.second_offset = b.end as i64 + 1;
+        }
+    }
+
+    /// Stream bytes a replica received, kept as its primary's stream.
+    fn mirror(&self, bytes: &[u8]) {
+        self.backlog().append(bytes);
     }
 
     /// Whether this server is a replica now.
@@ -423,6 +466,14 @@ pub(super) fn follow_from(sh: &Shared, host: String, port: u16, from: Option<(St
     };
     tracing::info!(%host, port, "becoming a replica");
     let mut role = sh.repl.role();
+    // A replica that changes primaries keeps its position: a primary
+    // promoted from the same old one continues it (PSYNC2). A primary
+    // that becomes a replica syncs in full: writes of its own may not be
+    // in its stream yet.
+    let from = from.or_else(|| match &*role {
+        Role::Replica(l) if l.replid != "?" => Some((l.replid.clone(), l.offset)),
+        _ => None,
+    });
     // Under the role's lock, as a link thread checks it.
     let generation = sh.repl.generation.fetch_add(1, SeqCst) + 1;
     *role = Role::Replica(Link {
@@ -461,9 +512,14 @@ fn promote(sh: &Shared) {
     sh.repl.replica.store(false, SeqCst);
     drop(role);
     let _ = std::fs::remove_file(sh.path.join(STATE_FILE));
+    // PSYNC2: the stream followed goes on under a new id, so that the
+    // other replicas of the old primary resume here.
     let mut b = sh.repl.backlog();
-    b.replid = new_replid();
-    b.ring.clear();
+    b.replid2 = std::mem::replace(&mut b.replid, new_replid());
+    b.second_offset = b.end as i64 + 1;
+    if !b.ring.is_empty() {
+        sh.repl.feeding.store(true, SeqCst);
+    }
 }
 
 /// `ROLE`, as Redis answers it.
@@ -508,9 +564,17 @@ pub(super) fn info(sh: &Shared, s: &mut String) {
     let role = sh.repl.role().clone();
     let replicas = sh.repl.replicas().clone();
     let listed: Vec<_> = replicas.iter().filter(|r| !r.gone()).collect();
-    let (replid, end, start, histlen) = {
+    let (replid, end, start, histlen, replid2, second) = {
         let b = sh.repl.backlog();
-        (b.replid.clone(), b.end, b.start(), b.ring.len())
+        let (id2, second) = (b.replid2.clone(), b.second_offset);
+        (
+            b.replid.clone(),
+            b.end,
+            b.start(),
+            b.ring.len(),
+            id2,
+            second,
+        )
     };
     s.push_str("# Replication\r\n");
     match &role {
@@ -565,8 +629,8 @@ pub(super) fn info(sh: &Shared, s: &mut String) {
     let _ = write!(
         s,
         "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\n\
-         master_replid2:0000000000000000000000000000000000000000\r\n\
-         master_repl_offset:{offset}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\n\
+         master_replid2:{replid2}\r\n\
+         master_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\n\
          repl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
         u8::from(feeding),
         sh.repl.backlog_size,

@@ -74,7 +74,8 @@ impl Outbox {
         seq: u64,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        if !repl.feeding() || repl.flush_coming(self.poller) {
+        // A replica's backlog holds its primary's stream, not its writes.
+        if !repl.feeding() || repl.is_replica() || repl.flush_coming(self.poller) {
             return;
         }
         let mut bytes = Vec::new();
@@ -107,6 +108,7 @@ impl Outbox {
             let rolled_back = |r: &Range<u64>| r.contains(&g.seq);
             if self.lost.iter().chain(&self.lost_before).any(rolled_back)
                 || !repl.feeding()
+                || repl.is_replica()
                 || repl.flush_coming(self.poller)
             {
                 continue;
@@ -140,12 +142,18 @@ impl Outbox {
         p.durable_seq.store(durable, Relaxed);
         p.next_seq.store(next, Relaxed);
         let limit = 2 * unnamed.map_or(durable, |m| m.min(durable));
-        let ready = self.queue.iter().take_while(|q| q.order <= limit).count();
-        if ready == 0 {
+        let n = self.queue.iter().take_while(|q| q.order <= limit).count();
+        if n == 0 {
             return;
         }
-        repl.append_all(self.queue.drain(..ready).map(|q| q.bytes));
-        p.settled.fetch_add(ready as u64, SeqCst);
+        let ready = self.queue.drain(..n);
+        if repl.is_replica() {
+            // Queued before it became one: its stream ended there.
+            drop(ready);
+        } else {
+            repl.append_all(ready.map(|q| q.bytes));
+        }
+        p.settled.fetch_add(n as u64, SeqCst);
     }
 
     /// This poller ran a flush: what waits here was wiped by it (the

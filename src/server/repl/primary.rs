@@ -221,18 +221,20 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     let mut out = BufWriter::with_capacity(256 << 10, sock);
     let repl = &sh.repl;
     // Where it resumes, if it can: the bytes it has are `want - 1`.
-    let resume = {
+    let (resume, replid) = {
         let b = repl.backlog();
         let have = want.saturating_sub(1) as u64;
         let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
-        (want_id == b.replid && held).then_some(have)
+        // PSYNC2: the stream this one continues, up to where it did.
+        let ours = want_id == b.replid || (want_id == b.replid2 && want <= b.second_offset);
+        ((ours && held).then_some(have), b.replid.clone())
     };
     let mut rollbacks = 0;
     let mut unsettled = None;
     let mut sent = match resume {
         Some(have) => {
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = have, "replica resumes");
-            out.write_all(b"+CONTINUE\r\n")?;
+            write!(out, "+CONTINUE {replid}\r\n")?;
             out.flush()?;
             have
         }

@@ -223,6 +223,7 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             }
             let keys = load_copy(&mut local, &mut from)?;
             drop(loading);
+            sh.repl.mirror_from(id, off);
             tracing::info!(keys, "full copy applied");
             with_link(sh, generation, |l| {
                 l.replid = id.to_string();
@@ -230,8 +231,14 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             });
             off
         }
-        (Some("CONTINUE"), ..) => {
+        (Some("CONTINUE"), id, _) => {
             tracing::info!(%host, port, offset, "resuming the primary's stream");
+            sh.repl.mirror_from(&replid, offset);
+            if let Some(id) = id.filter(|id| id.len() == 40 && *id != replid) {
+                // A promoted primary continues our stream under its id.
+                sh.repl.mirror_renamed(id);
+                with_link(sh, generation, |l| l.replid = id.to_string());
+            }
             offset
         }
         _ => return Err(io::Error::other(format!("PSYNC answered {answer}"))),
@@ -472,6 +479,8 @@ fn apply(
         with_link(sh, generation, |l| l.last_io = Some(last_heard));
         offset += n as u64;
         let args = command_of(v, false)?;
+        // Kept as the primary's stream: promoted, this server continues it.
+        sh.repl.mirror(from.last(n));
         let name = args.first().map(Vec::as_slice).unwrap_or_default();
         out.clear();
         let mark = if name.eq_ignore_ascii_case(b"REPLCONF") {
