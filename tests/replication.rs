@@ -14,16 +14,22 @@ use common::{wait_for, RealRedis, Server};
 use redis::Value;
 
 /// Every key of a server with its value and absolute expiry (-1: none).
-fn state(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
+type State = BTreeMap<Vec<u8>, (Vec<u8>, i64)>;
+
+/// A server's [`State`]; `None` while it loads a full copy.
+fn state(con: &mut redis::Connection) -> Option<State> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        let step = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
-            .query(con)
-            .expect("SCAN");
+            .query(con);
+        let (next, batch): (u64, Vec<Vec<u8>>) = match step {
+            Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError => return None,
+            step => step.expect("SCAN"),
+        };
         keys.extend(batch);
         if next == 0 {
             break;
@@ -41,7 +47,7 @@ fn state(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
             out.insert(k, (v, at));
         }
     }
-    out
+    Some(out)
 }
 
 /// Waits until the replica holds exactly what the primary holds.
@@ -49,9 +55,9 @@ fn converge(primary: &Server, replica: &Server) {
     let (mut p, mut r) = (primary.client(), replica.client());
     let t0 = Instant::now();
     loop {
-        let want = state(&mut p);
+        let want = state(&mut p).expect("a primary does not load");
         let got = state(&mut r);
-        if want == got {
+        if Some(&want) == got.as_ref() {
             return;
         }
         assert!(
@@ -536,4 +542,505 @@ fn replicaof_in_a_transaction_and_config_rewrite_keep_the_role_across_a_restart(
     node.stop();
     let node = Server::start(&store, &["--config", conf_arg]);
     assert!(matches!(&role(&mut node.client())[0], Value::BulkString(s) if s == b"master"));
+}
+
+/// Waits until `con` answers `want` to GET `key`.
+fn wait_value(con: &mut redis::Connection, key: &str, want: Option<&str>) {
+    wait_for(&format!("{key} = {want:?}"), || {
+        match redis::cmd("GET").arg(key).query::<Option<String>>(con) {
+            Ok(v) => v.as_deref() == want,
+            // A replica loading a full copy.
+            Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError => false,
+            Err(e) => panic!("GET {key}: {e}"),
+        }
+    });
+}
+
+#[test]
+fn a_write_the_primary_rolls_back_never_reaches_the_replica() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // One poller, commits only when writes call for them (as in
+    // tests/faults.rs): each SET is one commit of one device write, and the
+    // 3rd write fails, rolling that SET back.
+    let primary = Server::start(
+        pd.path(),
+        &[
+            "--io-threads",
+            "1",
+            "--commit-interval-ms",
+            "600000",
+            "--inject-faults",
+            "write-eio@3",
+        ],
+    );
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let mut failed = Vec::new();
+    for i in 1..=4 {
+        let res: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query(&mut p);
+        if let Err(e) = res {
+            assert!(e.to_string().contains("write not durable"), "{e}");
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![3], "the 3rd SET's commit failed");
+    // The stream is in order: once k4 is on the replica, k3 would be too.
+    wait_value(&mut r, "k4", Some("v"));
+    for i in [1, 2, 4] {
+        wait_value(&mut r, &format!("k{i}"), Some("v"));
+    }
+    let k3: Option<String> = redis::cmd("GET").arg("k3").query(&mut r).unwrap();
+    assert_eq!(
+        k3, None,
+        "the replica applied a write its primary rolled back"
+    );
+    converge(&primary, &replica);
+    assert!(primary
+        .log
+        .lock()
+        .unwrap()
+        .contains("rolled-back writes left out of the replication stream"));
+    replica.stop();
+    primary.stop();
+}
+
+fn dbsize(con: &mut redis::Connection) -> i64 {
+    redis::cmd("DBSIZE").query(con).unwrap()
+}
+
+fn stat(srv: &Server, field: &str) -> u64 {
+    srv.info_field(field).parse().unwrap()
+}
+
+/// As Redis's: a replica does not expire keys by its own clock. An expired
+/// key reads as missing there at once, but stays (DBSIZE counts it) until
+/// its primary's DEL comes; the primary sends one for every key it expires.
+/// Promoted, the replica expires keys itself.
+#[test]
+fn expiries_come_from_the_primary_as_del() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let set_px = |con: &mut redis::Connection, k: &str, ms: u64| {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .arg("PX")
+            .arg(ms)
+            .query(con)
+            .unwrap();
+    };
+    set_px(&mut p, "soon", 300);
+    let _: () = redis::cmd("SET")
+        .arg("stays")
+        .arg("v")
+        .query(&mut p)
+        .unwrap();
+    wait_value(&mut r, "stays", Some("v"));
+    // The primary expires it (its sweep), and the replica follows its DEL.
+    wait_for("the primary expired the key", || dbsize(&mut p) == 1);
+    wait_for("the DEL reached the replica", || dbsize(&mut r) == 1);
+    assert_eq!(
+        stat(&replica, "expired_keys"),
+        0,
+        "the replica expired nothing itself"
+    );
+    assert!(stat(&primary, "expired_keys") >= 1);
+
+    // Without its primary, the replica keeps an expired key, unseen.
+    set_px(&mut p, "later", 300);
+    wait_value(&mut r, "later", Some("v"));
+    primary.kill();
+    std::thread::sleep(Duration::from_millis(600));
+    let v: Option<String> = redis::cmd("GET").arg("later").query(&mut r).unwrap();
+    assert_eq!(v, None, "an expired key reads as missing on a replica");
+    let exists: i64 = redis::cmd("EXISTS").arg("later").query(&mut r).unwrap();
+    assert_eq!(exists, 0);
+    assert_eq!(
+        dbsize(&mut r),
+        2,
+        "the replica keeps it until its primary's DEL"
+    );
+    assert_eq!(stat(&replica, "expired_keys"), 0);
+    // Promoted, it expires keys by its own clock.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .unwrap();
+    wait_for("the promoted server expired the key", || {
+        dbsize(&mut r) == 1
+    });
+    replica.stop();
+}
+
+/// Keys the primary evicts go to the replica as DELs: both hold the same
+/// keys.
+#[test]
+fn evictions_come_from_the_primary_as_del() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(
+        pd.path(),
+        &["--maxmemory-policy", "allkeys-random", "--maxmemory", "1M"],
+    );
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let value = vec![b'x'; 10 << 10];
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(&mut p)
+            .unwrap();
+    }
+    wait_for("the primary evicted keys", || {
+        stat(&primary, "evicted_keys") > 0
+    });
+    converge(&primary, &replica);
+    assert!(dbsize(&mut r) < 300, "the replica dropped the evicted keys");
+    assert_eq!(stat(&replica, "evicted_keys"), 0);
+    replica.stop();
+    primary.stop();
+}
+
+/// Reads one command (an array of bulk strings) a replica sent.
+fn read_command(s: &mut std::net::TcpStream) -> Vec<String> {
+    let head = common::read_line(s);
+    let n: usize = head
+        .strip_prefix('*')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a command: {head:?}"));
+    (0..n)
+        .map(|_| {
+            let _len = common::read_line(s);
+            common::read_line(s)
+        })
+        .collect()
+}
+
+/// Accepts the next connection of a replica on `listener` (within 20 s),
+/// answers its handshake as a primary does, and returns the socket and
+/// PSYNC's arguments.
+fn accept_replica(listener: &std::net::TcpListener) -> (std::net::TcpStream, Vec<String>) {
+    use std::io::Write;
+    listener.set_nonblocking(true).unwrap();
+    let t0 = Instant::now();
+    let mut s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "no replica came");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    loop {
+        let cmd = read_command(&mut s);
+        match cmd[0].to_ascii_uppercase().as_str() {
+            "PING" => s.write_all(b"+PONG\r\n").unwrap(),
+            "REPLCONF" => s.write_all(b"+OK\r\n").unwrap(),
+            "PSYNC" => return (s, cmd[1..].to_vec()),
+            other => panic!("unexpected {other} in a replica's handshake"),
+        }
+    }
+}
+
+fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+/// A full copy cut short, and a stream that holds what nvkv's stream
+/// cannot (garbage, a command it never carries): the link drops, nothing
+/// of the bad part is applied, and the replica asks for a full copy.
+#[test]
+fn a_truncated_or_corrupt_stream_drops_the_link_and_a_full_copy_follows() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rd = tempfile::tempdir().unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let id = "a".repeat(40);
+    let set = |k: &str| common::encode(&[b"SET", k.as_bytes(), b"1"]);
+    let end = common::encode(&[b"REPLCONF", b"SNAPSHOT-END"]);
+
+    // A full copy and a stream, then a cut: the replica resumes.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"]);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("a"), end.clone(), set("b")].concat())
+        .unwrap();
+    wait_value(&mut r, "b", Some("1"));
+    drop(s);
+    let resume = (set("b").len() + 1).to_string();
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(
+        psync,
+        [id.as_str(), resume.as_str()],
+        "a cut stream resumes"
+    );
+
+    // A full copy cut in the middle of a command.
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&set("x")).unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\ny").unwrap();
+    drop(s);
+
+    // After it, a full copy again; then a stream that goes bad.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"], "a cut full copy is not resumed");
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("c"), end.clone(), set("d")].concat())
+        .unwrap();
+    wait_value(&mut r, "d", Some("1"));
+    assert_eq!(
+        get(&mut r, "a"),
+        None,
+        "a full copy starts from an empty store"
+    );
+    s.write_all(&common::encode(&[b"EVAL", b"return 1", b"0"]))
+        .unwrap();
+    s.write_all(&set("e")).unwrap();
+
+    // The replica drops the link and asks for a full copy.
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"], "a corrupt stream is not resumed");
+    assert_eq!(
+        get(&mut r, "e"),
+        None,
+        "nothing after the bad command applied"
+    );
+    assert_eq!(get(&mut r, "d"), Some("1".into()));
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&set("g")).unwrap();
+    // Bytes that are not RESP at all.
+    s.write_all(b"?!garbage\r\n").unwrap();
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"]);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[set("f"), end].concat()).unwrap();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    wait_value(&mut r, "f", Some("1"));
+    assert_eq!(dbsize(&mut r), 1, "only the last full copy's key");
+    let log = replica.log.lock().unwrap().clone();
+    assert!(log.contains("not nvkv's stream"), "{log}");
+    drop(s);
+    replica.stop();
+}
+
+/// A replica that speaks another version of the stream is refused with
+/// an error that says so, and a replica of a Redis says that it got an RDB
+/// file.
+#[test]
+fn a_replica_of_another_stream_version_or_of_a_redis_gets_a_clear_error() {
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &[]);
+    let mut s = common::raw(&primary);
+    use std::io::Write;
+    s.write_all(&common::encode(&[b"REPLCONF", b"capa", b"nvkv-stream-2"]))
+        .unwrap();
+    assert_eq!(common::read_line(&mut s), "+OK");
+    s.write_all(&common::encode(&[b"PSYNC", b"?", b"-1"]))
+        .unwrap();
+    let err = common::read_line(&mut s);
+    assert!(
+        err.starts_with("-ERR this primary speaks nvkv-stream-1, the replica nvkv-stream-2"),
+        "{err}"
+    );
+    primary.stop();
+
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let rd = tempfile::tempdir().unwrap();
+    let (host, port) = redis.addr.split_once(':').unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("{host} {port}")]);
+    wait_for("the replica's error", || {
+        let log = replica.log.lock().unwrap();
+        log.contains("the primary sent an RDB file: it is not an nvkv server")
+            && log.contains("retrying in 1 s")
+    });
+    assert_ne!(link_state(&mut replica.client()), "connected");
+    replica.stop();
+}
+
+/// REPLICAOF of itself, and of a host where nothing listens: Redis's
+/// reply (+OK), then a link that retries and logs why.
+#[test]
+fn replicaof_itself_or_an_unreachable_host_answers_ok_and_retries() {
+    let rd = tempfile::tempdir().unwrap();
+    let srv = Server::start(rd.path(), &[]);
+    let mut c = srv.client();
+    let port = srv.addr.port();
+    let ours: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .query(&mut c)
+        .unwrap();
+    if let Some(redis) = RealRedis::start(&[]) {
+        let (host, rport) = redis.addr.split_once(':').unwrap();
+        let theirs: String = redis::cmd("REPLICAOF")
+            .arg(host)
+            .arg(rport)
+            .query(&mut redis.client())
+            .unwrap();
+        assert_eq!(ours, theirs);
+    }
+    assert_eq!(ours, "OK");
+    wait_for("the link's error logged", || {
+        let log = srv.log.lock().unwrap();
+        log.contains("NOMASTERLINK Can't SYNC while not connected with my master")
+            && log.contains("retrying in 1 s")
+    });
+    assert_ne!(link_state(&mut c), "connected");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ours: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(closed)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ours, "OK");
+    wait_for("the refused connection logged", || {
+        let log = srv.log.lock().unwrap();
+        log.contains(&format!("port={closed}")) && log.contains("Connection refused")
+    });
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    srv.stop();
+}
+
+/// While a full copy loads, a replica answers what needs the data set
+/// with Redis's -LOADING (ROLE, INFO and the like still work); once the
+/// copy is through, it serves it.
+#[test]
+fn a_replica_loading_a_full_copy_answers_loading() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rd = tempfile::tempdir().unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let (mut s, _) = accept_replica(&listener);
+    let id = "b".repeat(40);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&common::encode(&[b"SET", b"k", b"v"])).unwrap();
+    wait_for("-LOADING", || {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg("k").query(&mut r);
+        matches!(&got, Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError)
+    });
+    let mut raw = common::raw(&replica);
+    raw.write_all(&common::encode(&[b"DBSIZE"])).unwrap();
+    assert_eq!(
+        common::read_line(&mut raw),
+        "-LOADING Redis is loading the dataset in memory"
+    );
+    // Commands flagged `loading` (ROLE, INFO, CONFIG, …) still work; PING
+    // is not one, in Redis either.
+    assert_eq!(link_state(&mut r), "sync");
+    assert!(info_fields(&mut r).contains(&("master_sync_in_progress".into(), "1".into())));
+    raw.write_all(&common::encode(&[b"PING"])).unwrap();
+    assert_eq!(
+        common::read_line(&mut raw),
+        "-LOADING Redis is loading the dataset in memory"
+    );
+    s.write_all(&common::encode(&[b"REPLCONF", b"SNAPSHOT-END"]))
+        .unwrap();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    assert_eq!(get(&mut r, "k"), Some("v".into()));
+    drop(s);
+    replica.stop();
+}
+
+/// PSYNC2: a replica promoted with REPLICAOF NO ONE continues its old
+/// primary's stream under a new id (INFO's master_replid2 and
+/// second_repl_offset, as Redis's), so the other replica of that primary
+/// resumes from it instead of taking a full copy.
+#[test]
+fn after_a_promotion_the_other_replica_resumes_from_the_promoted_one() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let primary = Server::start(dirs[0].path(), &[]);
+    let r1 = replica_of(dirs[1].path(), &primary, &[]);
+    let r2 = replica_of(dirs[2].path(), &primary, &[]);
+    let mut p = primary.client();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut p)
+            .unwrap();
+    }
+    converge(&primary, &r1);
+    converge(&primary, &r2);
+    let field = |con: &mut redis::Connection, k: &str| {
+        info_fields(con)
+            .into_iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("INFO has no {k}"))
+    };
+    let old_id = field(&mut p, "master_replid");
+    let old_end: u64 = field(&mut p, "master_repl_offset").parse().unwrap();
+    drop(p);
+    primary.stop();
+
+    let (mut c1, mut c2) = (r1.client(), r2.client());
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c1)
+        .unwrap();
+    assert_eq!(field(&mut c1, "master_replid2"), old_id);
+    assert_eq!(
+        field(&mut c1, "second_repl_offset"),
+        (old_end + 1).to_string()
+    );
+    let new_id = field(&mut c1, "master_replid");
+    assert_ne!(new_id, old_id);
+
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(r1.addr.port())
+        .query(&mut c2)
+        .unwrap();
+    wait_for("r2 follows r1", || link_state(&mut c2) == "connected");
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("x")
+        .query(&mut c1)
+        .unwrap();
+    converge(&r1, &r2);
+    let log = r2.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("full copy from the primary").count(),
+        1,
+        "only the first sync was a full copy:\n{log}"
+    );
+    assert!(log.contains("resuming the primary's stream"), "{log}");
+    assert_eq!(field(&mut c2, "master_replid"), new_id);
+    r2.stop();
+    r1.stop();
 }

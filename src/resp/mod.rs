@@ -3,7 +3,9 @@
 //! - [`request`]: the server's incremental request parser (the multibulk
 //!   form clients send and the inline form typed into telnet), bounded by
 //!   [`Limits`].
-//! - [`reply`]: the client's incremental reply parser, into [`Reply`].
+//! - [`reply`]: the client's incremental reply parser, into [`Reply`]
+//!   (borrowed, aggregates skipped) or [`Value`] (owned, whole: the
+//!   replication link's).
 //! - [`encode`]: replies (server) and requests (client) appended to a
 //!   buffer.
 //! - Here, what both directions share: the end of a line, the integer of a
@@ -32,7 +34,7 @@ pub use encode::{
     array, bulk, bulk_header, error, int, lines, map, nil, null, null_array, set, simple, verbatim,
     Proto,
 };
-pub use reply::{parse_reply, Reply};
+pub use reply::{parse_reply, parse_value, Reply, Value};
 pub use request::{parse_command, parse_resumable, Limits, Resume};
 
 /// Bytes that are not RESP. A server answers `-ERR Protocol error: <msg>`

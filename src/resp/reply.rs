@@ -140,6 +140,72 @@ fn length(len: i64) -> Result<Option<usize>, ProtocolError> {
     }
 }
 
+/// A reply read whole and owned, arrays with their elements: what the
+/// replication link reads (an in-process connection's replies, and the
+/// primary's stream of commands, arrays of bulk strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Simple(Vec<u8>),
+    Error(Vec<u8>),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// A command's arguments: an array of bulk strings.
+    pub fn into_args(self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Bulk(b) => Some(b),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the first reply in `buf` whole, as [`parse_reply`] checks it:
+/// the value and its length, `None` if `buf` holds only part of it.
+pub fn parse_value(buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
+    let Some((_, len)) = parse_reply(buf)? else {
+        return Ok(None);
+    };
+    let (value, end) = build(buf, 0);
+    debug_assert_eq!(end, len);
+    Ok(Some((value, len)))
+}
+
+/// The value at `pos` of a buffer [`parse_reply`] accepted, and where it
+/// ends.
+fn build(buf: &[u8], pos: usize) -> (Value, usize) {
+    const CHECKED: &str = "checked by parse_reply";
+    let (reply, end) = parse_at(buf, pos, 0).expect(CHECKED).expect(CHECKED);
+    let value = match reply {
+        Reply::Simple(s) => Value::Simple(s.to_vec()),
+        Reply::Error(e) => Value::Error(e.to_vec()),
+        Reply::Integer(n) => Value::Integer(n),
+        Reply::Bulk(b) => Value::Bulk(b.to_vec()),
+        Reply::Nil => Value::Nil,
+        Reply::Array(n) => {
+            // The elements start after the header line.
+            let mut at = find_crlf(buf, pos + 1).expect(CHECKED).expect(CHECKED) + 2;
+            let mut items = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let (item, next) = build(buf, at);
+                items.push(item);
+                at = next;
+            }
+            Value::Array(items)
+        }
+    };
+    (value, end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +309,39 @@ mod tests {
                 .0,
             Reply::Integer(i64::MIN)
         );
+    }
+
+    #[test]
+    fn values_are_read_whole() {
+        let buf = b"*3\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n$-1\r\n+OK\r\n:5\r\n-ERR x\r\n";
+        let (v, n) = parse_value(buf).unwrap().unwrap();
+        assert_eq!(
+            v,
+            Value::Array(vec![
+                Value::Bulk(b"0".to_vec()),
+                Value::Array(vec![Value::Bulk(b"a".to_vec()), Value::Nil]),
+                Value::Simple(b"OK".to_vec()),
+            ])
+        );
+        assert_eq!(
+            parse_value(&buf[n..]).unwrap().unwrap().0,
+            Value::Integer(5)
+        );
+        assert_eq!(
+            parse_value(&buf[n + 4..]).unwrap().unwrap().0,
+            Value::Error(b"ERR x".to_vec())
+        );
+        for cut in 0..n {
+            assert_eq!(parse_value(&buf[..cut]), Ok(None), "{cut}");
+        }
+        assert!(parse_value(b"$1\r\nab\r\n").is_err());
+        let args = parse_value(b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(args.into_args(), Some(vec![b"DEL".to_vec(), b"k".to_vec()]));
+        let not_args = parse_value(b"*1\r\n:1\r\n").unwrap().unwrap().0;
+        assert_eq!(not_args.into_args(), None);
     }
 
     #[test]

@@ -84,6 +84,8 @@ struct Poller<E: Engine> {
     touched: Vec<bool>,
     /// Writers whose commits completed or failed.
     acks: Vec<(Waiter, Result<(), CommitFailed>)>,
+    /// Writes on their way into the replication stream once durable.
+    repl_out: super::repl::Outbox,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
@@ -293,6 +295,7 @@ fn run_with<E: Engine>(
         free_tags: (0..read_slots as u32).rev().collect(),
         done: Vec::with_capacity(depth),
         acks: Vec::new(),
+        repl_out: super::repl::Outbox::new(id),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
@@ -582,7 +585,13 @@ impl<E: Engine> Poller<E> {
                 self.reply(&req, Reply::Nil)
             }
             (Op::GetDel { .. }, Some(entry)) => self.fetch(req, entry),
-            (Op::Del { .. }, None) => self.reply(&req, Reply::Int(0)),
+            (Op::Del { .. }, None) => {
+                if !is_sub(&req) {
+                    // A replica's expired key, deleted by its primary.
+                    self.ks.forget_expired(req.pid, &req.hash);
+                }
+                self.reply(&req, Reply::Int(0))
+            }
             (Op::Del { .. }, Some(_)) => self.delete(req, Reply::Int(1)),
             (Op::Get { .. }, None) => {
                 self.stats().misses.fetch_add(1, Relaxed);
@@ -997,6 +1006,8 @@ impl<E: Engine> Poller<E> {
 
     /// Replies to the writers whose commits completed or failed.
     fn answer_writers(&mut self) {
+        // The stream first: a WAIT after a write's reply finds it there.
+        self.stream_durable();
         self.ks.take_acks(&mut self.acks);
         let mut acks = std::mem::take(&mut self.acks);
         for (w, result) in acks.drain(..) {
@@ -1013,6 +1024,20 @@ impl<E: Engine> Poller<E> {
             self.respond(w.to, w.id, w.part, reply);
         }
         self.acks = acks;
+    }
+
+    /// Appends to the replication stream the writes now durable and the
+    /// keys that expired or were evicted (a replica's store keeps expired
+    /// keys until its primary deletes them).
+    fn stream_durable(&mut self) {
+        let repl = &self.shared.repl;
+        self.ks.report_gone(repl.feeding());
+        self.ks.hold_expired(repl.is_replica());
+        self.ks.take_lost(&mut self.repl_out.lost);
+        self.ks.take_gone(&mut self.repl_out.gone);
+        let (durable, next) = (self.ks.durable_seq(), self.ks.next_seq());
+        let unnamed = self.ks.gone_unnamed();
+        self.repl_out.settle(repl, durable, next, unnamed);
     }
 
     /// SAVE or BGSAVE: everything this poller has acknowledged becomes
@@ -1278,11 +1303,10 @@ impl<E: Engine> Poller<E> {
     ) -> Result<(), WriteError> {
         if !is_sub(req) {
             self.ks.write(pid, hash, key, value, expire_ms, tombstone)?;
-            if self.shared.repl.feeding() {
-                self.shared.repl.feed(self.id, |out| {
-                    replicated(out, key, value, expire_ms, tombstone)
-                });
-            }
+            let seq = self.ks.next_seq() - 1;
+            (self.repl_out).push(&self.shared.repl, seq, |out| {
+                replicated(out, key, value, expire_ms, tombstone)
+            });
             return Ok(());
         }
         let sb = self.ks.superblock();
@@ -1539,7 +1563,8 @@ impl<E: Engine> Poller<E> {
                 }
             }
             if !stream.is_empty() {
-                self.shared.repl.feed(self.id, |out| {
+                let seq = self.ks.next_seq() - 1;
+                (self.repl_out).push(&self.shared.repl, seq, |out| {
                     resp::encode::command(out, &[b"MULTI"]);
                     out.extend_from_slice(&stream);
                     resp::encode::command(out, &[b"EXEC"]);
@@ -1989,7 +2014,7 @@ impl<E: Engine> Poller<E> {
         if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
-        self.shared.repl.flush_ran(self.id);
+        self.repl_out.wiped(&self.shared.repl);
         while self
             .flush_hold
             .front()

@@ -340,6 +340,20 @@ pub(super) const INVALID_MASTER_PORT: &str = "ERR Invalid master port";
 pub(super) const ALREADY_CONNECTED: &str = "OK Already connected to specified master";
 /// PSYNC from a replica that does not speak nvkv's stream (a Redis).
 pub(super) const REPLICA_NOT_NVKV: &str = "ERR this primary is nvkv: it serves replicas that speak nvkv's replication stream (nvkv servers of the same stream version), not Redis's RDB";
+/// PSYNC from a replica of another version of nvkv's stream.
+pub(super) fn replica_other_stream(theirs: &[u8]) -> String {
+    format!(
+        "ERR this primary speaks {}, the replica {}: a replica must run a version of nvkv \
+         with the same replication stream",
+        super::repl::STREAM_CAPA,
+        String::from_utf8_lossy(theirs)
+    )
+}
+/// A command that needs the data set while a replica loads a full copy,
+/// as Redis answers it.
+pub(super) const LOADING: &str = "LOADING Redis is loading the dataset in memory";
+/// PSYNC to a replica whose own link is down, as Redis answers it.
+pub(super) const NOMASTERLINK: &str = "NOMASTERLINK Can't SYNC while not connected with my master";
 /// PSYNC to a replica: chained replication is not served.
 pub(super) const REPLICA_NO_SUBREPLICAS: &str =
     "ERR this server is a replica: nvkv does not serve replicas of replicas yet";

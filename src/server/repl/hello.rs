@@ -11,6 +11,8 @@ pub(in crate::server) struct Hello {
     pub(super) ip: Option<String>,
     /// `REPLCONF capa`: it speaks nvkv's stream.
     pub(super) nvkv: bool,
+    /// `REPLCONF capa`: another version of nvkv's stream.
+    pub(super) other_stream: Option<Vec<u8>>,
     /// PSYNC's stream id and offset (of the first byte it wants).
     pub(super) psync: Option<(String, i64)>,
 }

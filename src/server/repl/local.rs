@@ -8,8 +8,9 @@ use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 
 use super::super::Shared;
-use super::value::{Reader, Value};
+use super::reader::Reader;
 use crate::resp;
+use crate::resp::Value;
 
 /// One end of an in-process connection.
 pub(super) struct Local {

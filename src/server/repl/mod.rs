@@ -33,16 +33,20 @@ use crate::resp;
 
 pub(super) mod hello;
 mod local;
+mod outbox;
 mod primary;
+mod reader;
 mod replica;
-mod value;
 
+pub(super) use outbox::Outbox;
 pub(super) use primary::{hand_over, psync, replconf};
 
 /// What a replica says in `REPLCONF capa` to be served nvkv's stream (of
 /// this version): a primary answers PSYNC only from a replica that speaks
 /// it.
 pub(super) const STREAM_CAPA: &str = "nvkv-stream-1";
+/// What every version of that capability starts with.
+const STREAM_CAPA_PREFIX: &str = "nvkv-stream-";
 
 /// The replication state every thread shares.
 pub(super) struct Repl {
@@ -52,8 +56,12 @@ pub(super) struct Repl {
     /// Pollers append their writes (a replica has asked for the stream
     /// since start): read without the lock on every write.
     feeding: AtomicBool,
-    /// Flushes each poller has run (see [`Backlog::flushes`]).
-    flushes_run: Vec<AtomicU64>,
+    /// What each poller tells: flushes run (see [`Backlog::flushes`]),
+    /// writes queued for the stream and settled, sequence numbers.
+    pollers: Vec<outbox::PollerMarks>,
+    /// Commits that failed and rolled writes back, on any poller: a full
+    /// copy may have read such a write.
+    rollbacks: AtomicU64,
     /// The role, and a replica's link.
     role: Mutex<Role>,
     /// A replica that refuses clients' writes (`--replica-read-only`).
@@ -66,6 +74,9 @@ pub(super) struct Repl {
     generation: AtomicU64,
     /// A replica now (read without the role's lock).
     replica: AtomicBool,
+    /// A replica loads a full copy: clients' commands that need the data
+    /// set are refused with -LOADING, as Redis's.
+    loading: AtomicBool,
     /// A replica's socket to its primary, shut down when the role changes
     /// (the link thread then stops at once).
     link_socket: Mutex<Option<std::net::TcpStream>>,
@@ -82,11 +93,14 @@ pub(super) struct Repl {
 }
 
 /// A WAIT to answer once `replicas` replicas acknowledged `offset`, or at
-/// `deadline`.
+/// `deadline`. The offset is known once the writes the pollers had queued
+/// for the stream when WAIT came (`queued`, see [`Repl::queued_marks`])
+/// are in it.
 struct Wait {
     to: ConnRef,
     id: u64,
-    offset: u64,
+    offset: Option<u64>,
+    queued: Vec<u64>,
     replicas: usize,
     deadline: Option<Instant>,
 }
@@ -98,6 +112,12 @@ struct Backlog {
     replid: String,
     /// Bytes appended since the stream began (`master_repl_offset`).
     end: u64,
+    /// The stream this one continues, and the offset of its first byte
+    /// not in this one (Redis's `master_replid2`, `second_repl_offset`):
+    /// after a promotion, a replica of the same old primary resumes here
+    /// if it had no byte past that offset.
+    replid2: String,
+    second_offset: i64,
     /// When bytes were last appended.
     last_append: Instant,
     /// The last bytes of the stream, `ring.len() <= size`.
@@ -162,6 +182,9 @@ impl LinkState {
     }
 }
 
+/// No stream (`master_replid2` when none).
+const NO_REPLID: &str = "0000000000000000000000000000000000000000";
+
 /// A fresh stream id: 40 hex digits, as Redis's.
 fn new_replid() -> String {
     let mut s = String::with_capacity(40);
@@ -199,6 +222,8 @@ impl Repl {
             backlog: Mutex::new(Backlog {
                 replid: new_replid(),
                 end: 0,
+                replid2: NO_REPLID.into(),
+                second_offset: -1,
                 last_append: Instant::now(),
                 ring: VecDeque::new(),
                 size: backlog_size.max(1),
@@ -206,13 +231,15 @@ impl Repl {
             }),
             grew: Condvar::new(),
             feeding: AtomicBool::new(false),
-            flushes_run: (0..pollers).map(|_| AtomicU64::new(0)).collect(),
+            pollers: (0..pollers).map(|_| Default::default()).collect(),
+            rollbacks: AtomicU64::new(0),
             role: Mutex::new(Role::Primary),
             read_only: AtomicBool::new(read_only),
             replicas: Mutex::new(Vec::new()),
             backlog_size: backlog_size.max(1),
             generation: AtomicU64::new(0),
             replica: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             link_socket: Mutex::new(None),
             server: OnceLock::new(),
             waits: Mutex::new(Vec::new()),
@@ -250,27 +277,13 @@ impl Repl {
         self.feeding.load(Relaxed)
     }
 
-    /// Appends what `encode` writes to the stream, for poller `poller`'s
-    /// write; not when a flush is on its way to that poller (the write is
-    /// wiped by it, and the FLUSHALL is already in the stream).
-    pub(super) fn feed(&self, poller: usize, encode: impl FnOnce(&mut Vec<u8>)) {
-        let mut out = Vec::new();
-        encode(&mut out);
-        let mut b = self.backlog();
-        if b.flushes > self.flushes_run[poller].load(SeqCst) {
-            return;
-        }
-        b.append(&out);
-        drop(b);
-        self.grew.notify_all();
-    }
-
     /// A FLUSHALL is about to go to every poller: counted, and appended
     /// to the stream when feeding.
     pub(super) fn flush_sent(&self) {
         let mut b = self.backlog();
         b.flushes += 1;
-        if self.feeding() {
+        // A replica's backlog holds its primary's stream (`mirror`).
+        if self.feeding() && !self.is_replica() {
             let mut out = Vec::new();
             resp::encode::command(&mut out, &[b"FLUSHALL"]);
             b.append(&out);
@@ -294,15 +307,46 @@ impl Repl {
         self.grew.notify_all();
     }
 
-    /// Poller `poller` has run a flush.
-    pub(super) fn flush_ran(&self, poller: usize) {
-        self.flushes_run[poller].fetch_add(1, SeqCst);
-    }
-
     /// The stream's id and offset.
     pub(super) fn position(&self) -> (String, u64) {
         let b = self.backlog();
         (b.replid.clone(), b.end)
+    }
+
+    /// A replica's backlog follows its primary's stream, byte for byte:
+    /// from `offset` of stream `replid` on (a full copy's start, or a
+    /// resume's), its history kept when it is the same stream at the same
+    /// offset.
+    fn mirror_from(&self, replid: &str, offset: u64) {
+        let mut b = self.backlog();
+        if b.replid != replid || b.end != offset {
+            b.replid = replid.to_string();
+            b.end = offset;
+            b.ring.clear();
+            b.replid2 = NO_REPLID.into();
+            b.second_offset = -1;
+        }
+    }
+
+    /// A primary that resumed a replica under a new stream id (it was
+    /// promoted): the replica's backlog takes it, the old one as its
+    /// second, as Redis's.
+    fn mirror_renamed(&self, replid: &str) {
+        let mut b = self.backlog();
+        if b.replid != replid {
+            b.replid2 = std::mem::replace(&mut b.replid, replid.to_string());
+            b.second_offset = b.end as i64 + 1;
+        }
+    }
+
+    /// Stream bytes a replica received, kept as its primary's stream.
+    fn mirror(&self, bytes: &[u8]) {
+        self.backlog().append(bytes);
+    }
+
+    /// Whether this server is a replica now.
+    pub(super) fn is_replica(&self) -> bool {
+        self.replica.load(Relaxed)
     }
 
     /// Whether this server refuses clients' writes now.
@@ -423,6 +467,14 @@ pub(super) fn follow_from(sh: &Shared, host: String, port: u16, from: Option<(St
     };
     tracing::info!(%host, port, "becoming a replica");
     let mut role = sh.repl.role();
+    // A replica that changes primaries keeps its position: a primary
+    // promoted from the same old one continues it (PSYNC2). A primary
+    // that becomes a replica syncs in full: writes of its own may not be
+    // in its stream yet.
+    let from = from.or_else(|| match &*role {
+        Role::Replica(l) if l.replid != "?" => Some((l.replid.clone(), l.offset)),
+        _ => None,
+    });
     // Under the role's lock, as a link thread checks it.
     let generation = sh.repl.generation.fetch_add(1, SeqCst) + 1;
     *role = Role::Replica(Link {
@@ -461,9 +513,14 @@ fn promote(sh: &Shared) {
     sh.repl.replica.store(false, SeqCst);
     drop(role);
     let _ = std::fs::remove_file(sh.path.join(STATE_FILE));
+    // PSYNC2: the stream followed goes on under a new id, so that the
+    // other replicas of the old primary resume here.
     let mut b = sh.repl.backlog();
-    b.replid = new_replid();
-    b.ring.clear();
+    b.replid2 = std::mem::replace(&mut b.replid, new_replid());
+    b.second_offset = b.end as i64 + 1;
+    if !b.ring.is_empty() {
+        sh.repl.feeding.store(true, SeqCst);
+    }
 }
 
 /// `ROLE`, as Redis answers it.
@@ -508,9 +565,17 @@ pub(super) fn info(sh: &Shared, s: &mut String) {
     let role = sh.repl.role().clone();
     let replicas = sh.repl.replicas().clone();
     let listed: Vec<_> = replicas.iter().filter(|r| !r.gone()).collect();
-    let (replid, end, start, histlen) = {
+    let (replid, end, start, histlen, replid2, second) = {
         let b = sh.repl.backlog();
-        (b.replid.clone(), b.end, b.start(), b.ring.len())
+        let (id2, second) = (b.replid2.clone(), b.second_offset);
+        (
+            b.replid.clone(),
+            b.end,
+            b.start(),
+            b.ring.len(),
+            id2,
+            second,
+        )
     };
     s.push_str("# Replication\r\n");
     match &role {
@@ -565,8 +630,8 @@ pub(super) fn info(sh: &Shared, s: &mut String) {
     let _ = write!(
         s,
         "master_failover_state:no-failover\r\nmaster_replid:{replid}\r\n\
-         master_replid2:0000000000000000000000000000000000000000\r\n\
-         master_repl_offset:{offset}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:{}\r\n\
+         master_replid2:{replid2}\r\n\
+         master_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\nrepl_backlog_active:{}\r\n\
          repl_backlog_size:{}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{}\r\n\r\n",
         u8::from(feeding),
         sh.repl.backlog_size,
@@ -636,9 +701,15 @@ pub(super) fn wait(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if timeout < 0 {
         return c.reply(|o| resp::error(o, strings::TIMEOUT_NEGATIVE));
     }
-    let (_, offset) = sh.repl.position();
-    let acked = sh.repl.acked(offset);
-    if acked as i64 >= replicas || c.multi.is_some() {
+    // The writes this client was answered may still wait for their commit
+    // (under async durability) before they are in the stream.
+    let queued = sh.repl.queued_marks();
+    let offset = sh
+        .repl
+        .queued_settled(&queued)
+        .then(|| sh.repl.position().1);
+    let acked = offset.map_or(0, |o| sh.repl.acked(o));
+    if offset.is_some() && acked as i64 >= replicas || c.multi.is_some() {
         return c.reply(|o| resp::int(o, acked as i64));
     }
     let Some(server) = sh.repl.server() else {
@@ -658,15 +729,26 @@ pub(super) fn wait(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         to: c.me,
         id,
         offset,
+        queued,
         replicas: replicas as usize,
         deadline: (timeout > 0).then(|| Instant::now() + Duration::from_millis(timeout as u64)),
     });
     sh.repl.waiting.notify_all();
-    if sh.repl.feeding() {
-        let mut getack = Vec::new();
-        resp::encode::command(&mut getack, &[b"REPLCONF", b"GETACK", b"*"]);
-        sh.repl.backlog().append(&getack);
-        sh.repl.grew.notify_all();
+    if offset.is_some() {
+        sh.repl.getack();
+    }
+}
+
+impl Repl {
+    /// Asks the replicas for their offset at once (`REPLCONF GETACK *` in
+    /// the stream).
+    fn getack(&self) {
+        if self.feeding() {
+            let mut getack = Vec::new();
+            resp::encode::command(&mut getack, &[b"REPLCONF", b"GETACK", b"*"]);
+            self.backlog().append(&getack);
+            self.grew.notify_all();
+        }
     }
 }
 
@@ -685,16 +767,24 @@ fn answer_waits(sh: &Shared) {
         }
         let now = Instant::now();
         let mut done = Vec::new();
-        waits.retain(|w| {
-            let acked = sh.repl.acked(w.offset);
+        let mut ask = false;
+        waits.retain_mut(|w| {
+            if w.offset.is_none() && sh.repl.queued_settled(&w.queued) {
+                w.offset = Some(sh.repl.position().1);
+                ask = true;
+            }
+            let acked = w.offset.map_or(0, |o| sh.repl.acked(o));
             let over = w.deadline.is_some_and(|d| now >= d);
-            if acked >= w.replicas || over {
+            if w.offset.is_some() && acked >= w.replicas || over {
                 done.push((w.to, w.id, acked));
                 return false;
             }
             true
         });
         drop(waits);
+        if ask {
+            sh.repl.getack();
+        }
         for (to, id, acked) in done {
             let t = &sh.conns[to.thread as usize];
             t.responses.push(Response {
@@ -709,9 +799,16 @@ fn answer_waits(sh: &Shared) {
     }
 }
 
-/// Why a write command is refused here, if it is: a read-only replica
-/// (but not to its primary's link), or too few good replicas.
+/// Why a command is refused here, if it is: one that needs the data set
+/// while a full copy loads, or a write on a read-only replica (but not
+/// from its primary's link), or too few good replicas.
 pub(super) fn refusal(sh: &Shared, c: &Conn, spec: &super::table::Spec) -> Option<&'static str> {
+    if sh.repl.loading.load(Relaxed) && !c.info.has(super::clients::MASTER) {
+        let meta = super::table::meta_of(spec.name.as_bytes())?;
+        if !meta.flags.contains(&"loading") {
+            return Some(strings::LOADING);
+        }
+    }
     let replica_refuses = sh.repl.refuses_writes();
     let too_few = sh.repl.min_replicas > 0;
     if !replica_refuses && !too_few {

@@ -15,9 +15,10 @@ use super::super::strings;
 use super::super::Shared;
 use super::hello::Hello;
 use super::local::Local;
-use super::value::{Reader, Value};
-use super::{wait_for_bytes, Role, STREAM_CAPA};
+use super::reader::Reader;
+use super::{wait_for_bytes, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
 use crate::resp;
+use crate::resp::Value;
 
 /// A replica served by this server.
 pub(super) struct Replica {
@@ -78,6 +79,9 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
             hello.ip = Some(String::from_utf8_lossy(val).into_owned());
         } else if opt.eq_ignore_ascii_case(b"capa") {
             hello.nvkv |= val == STREAM_CAPA.as_bytes();
+            if val.starts_with(STREAM_CAPA_PREFIX.as_bytes()) && val != STREAM_CAPA.as_bytes() {
+                hello.other_stream = Some(val.to_vec());
+            }
         } else if opt.eq_ignore_ascii_case(b"ack") || opt.eq_ignore_ascii_case(b"getack") {
             // Only on a replica's link, where no reply is given.
             return;
@@ -95,9 +99,16 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
 pub(in crate::server) fn psync(c: &mut Conn, sh: &Shared, args: &[&[u8]]) {
     let hello = c.repl.get_or_insert_with(Default::default);
     if !hello.nvkv {
+        if let Some(theirs) = &hello.other_stream {
+            let msg = strings::replica_other_stream(theirs);
+            return c.reply(|o| resp::error(o, &msg));
+        }
         return c.reply(|o| resp::error(o, strings::REPLICA_NOT_NVKV));
     }
-    if matches!(*sh.repl.role(), Role::Replica(_)) {
+    if let Role::Replica(l) = &*sh.repl.role() {
+        if l.state != super::LinkState::Connected {
+            return c.reply(|o| resp::error(o, strings::NOMASTERLINK));
+        }
         // Chained replicas are not served yet.
         return c.reply(|o| resp::error(o, strings::REPLICA_NO_SUBREPLICAS));
     }
@@ -175,6 +186,10 @@ pub(super) fn drop_all(sh: &Shared) {
     }
 }
 
+/// The error a primary puts in the stream to make its replica forget its
+/// position and sync again in full.
+pub(super) const RESYNC: &str = "FULLRESYNC-NEEDED";
+
 /// Most stream bytes sent in one write.
 const SEND_CHUNK: usize = 1 << 20;
 
@@ -185,16 +200,20 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     let mut out = BufWriter::with_capacity(256 << 10, sock);
     let repl = &sh.repl;
     // Where it resumes, if it can: the bytes it has are `want - 1`.
-    let resume = {
+    let (resume, replid) = {
         let b = repl.backlog();
         let have = want.saturating_sub(1) as u64;
         let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
-        (want_id == b.replid && held).then_some(have)
+        // PSYNC2: the stream this one continues, up to where it did.
+        let ours = want_id == b.replid || (want_id == b.replid2 && want <= b.second_offset);
+        ((ours && held).then_some(have), b.replid.clone())
     };
+    let mut rollbacks = 0;
+    let mut unsettled = None;
     let mut sent = match resume {
         Some(have) => {
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = have, "replica resumes");
-            out.write_all(b"+CONTINUE\r\n")?;
+            write!(out, "+CONTINUE {replid}\r\n")?;
             out.flush()?;
             have
         }
@@ -206,7 +225,11 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
             };
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
             write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
+            rollbacks = repl.rollbacks.load(SeqCst);
             let keys = copy_keys(sh, &mut out, r)?;
+            // The copy may hold writes not durable yet: if one of them is
+            // rolled back, the copy is wrong (see the loop below).
+            unsettled = Some(repl.seq_marks());
             let mut end = Vec::new();
             resp::encode::command(&mut end, &[b"REPLCONF", b"SNAPSHOT-END"]);
             out.write_all(&end)?;
@@ -225,6 +248,19 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         }
         if r.lag_secs() >= super::LINK_TIMEOUT.as_secs() {
             return Err(io::Error::other("the replica is silent: timeout"));
+        }
+        if let Some(marks) = &unsettled {
+            let done = repl.settled(marks);
+            if repl.rollbacks.load(SeqCst) != rollbacks {
+                // The replica drops what it has and syncs again in full.
+                let why = "a write the full copy read was rolled back";
+                out.write_all(format!("-{RESYNC} {why}\r\n").as_bytes())?;
+                out.flush()?;
+                return Err(io::Error::other(format!("{why}: the replica syncs again")));
+            }
+            if done {
+                unsettled = None;
+            }
         }
         repl.ping_if_quiet();
         let end = wait_for_bytes(repl, sent, Duration::from_millis(200));
@@ -248,16 +284,20 @@ const COPY_BATCH: &[u8] = b"1000";
 
 /// Sends every key of the store as `SET key value [PXAT ms]`, read
 /// through an in-process connection (SCAN, then GET and PEXPIRETIME of
-/// each key); the number of keys sent.
+/// each key, with the next SCAN step asked along with them); the number
+/// of keys sent.
 fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
     let mut local = Local::open(sh, false)?;
-    let mut cursor = b"0".to_vec();
+    let mut ask = Vec::new();
+    resp::encode::command(&mut ask, &[b"SCAN", b"0", b"COUNT", COPY_BATCH]);
+    local.send(&ask)?;
     let mut sent = 0;
+    let mut cmd = Vec::new();
     loop {
         if r.gone.load(Relaxed) {
             return Err(io::Error::other("link closed during the full copy"));
         }
-        let reply = local.call(&[b"SCAN", &cursor, b"COUNT", COPY_BATCH])?;
+        let reply = local.replies.next()?.0;
         let Value::Array(mut parts) = reply else {
             return Err(io::Error::other(format!("SCAN answered {reply:?}")));
         };
@@ -271,17 +311,20 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
                 _ => None,
             })
             .collect();
-        let mut ask = Vec::new();
+        ask.clear();
         for k in &keys {
             resp::encode::command(&mut ask, &[b"GET", k]);
             resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
         }
+        let last = next == b"0";
+        if !last {
+            resp::encode::command(&mut ask, &[b"SCAN", &next, b"COUNT", COPY_BATCH]);
+        }
         local.send(&ask)?;
-        let mut cmd = Vec::new();
         for k in &keys {
             let value = local.replies.next()?.0;
             let at = local.replies.next()?.0;
-            let (Value::Bulk(v), Value::Int(at)) = (value, at) else {
+            let (Value::Bulk(v), Value::Integer(at)) = (value, at) else {
                 continue; // gone meanwhile: the stream says so
             };
             cmd.clear();
@@ -294,10 +337,9 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
             out.write_all(&cmd)?;
             sent += 1;
         }
-        if next == b"0" {
+        if last {
             return Ok(sent);
         }
-        cursor = next;
     }
 }
 

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use super::super::Shared;
 use super::local::Local;
-use super::value::{Reader, Value};
+use super::reader::Reader;
 use super::{LinkState, Role, STREAM_CAPA};
 use crate::resp;
+use crate::resp::Value;
 
 /// Wait between attempts to reach the primary.
 const RETRY: Duration = Duration::from_secs(1);
@@ -38,6 +39,13 @@ pub(super) fn run(sh: Arc<Shared>, generation: u64) {
                     Role::Replica(l) => (l.host.clone(), l.port),
                     Role::Primary => return,
                 };
+                if e.kind() == io::ErrorKind::InvalidData && current() {
+                    // What came is not the stream (corrupt, cut inside a
+                    // value the length prefix promised, or the primary
+                    // asked): nothing of it was applied, and the next sync
+                    // is a full copy.
+                    forget_position(&sh, generation);
+                }
                 if current() {
                     tracing::warn!(%host, port, "replication link: {e}; retrying in 1 s");
                 }
@@ -50,6 +58,69 @@ pub(super) fn run(sh: Arc<Shared>, generation: u64) {
             l.state = LinkState::Connect;
         });
         std::thread::sleep(RETRY);
+    }
+}
+
+/// The next sync is a full copy: the position followed is forgotten, here
+/// and in the store's directory.
+fn forget_position(sh: &Shared, generation: u64) {
+    with_link(sh, generation, |l| {
+        l.replid = "?".into();
+        l.offset = 0;
+    });
+    let _ = std::fs::remove_file(sh.path.join(super::STATE_FILE));
+}
+
+/// An error that makes the next sync a full copy.
+fn corrupt(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Whether `args` is a command the stream carries, in its shape: `SET key
+/// value [PXAT ms]`, `DEL key`, `MULTI`, `EXEC`, `FLUSHALL`, `PING`, or
+/// `REPLCONF …` (`in_copy`: only SET). Anything else is not nvkv's stream,
+/// and is not applied.
+fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    let is = |w: &[u8]| name.eq_ignore_ascii_case(w);
+    if is(b"SET") {
+        return match args.len() {
+            3 => true,
+            5 => {
+                args[3].eq_ignore_ascii_case(b"PXAT")
+                    && resp::parse_redis_int(&args[4]).is_some_and(|t| t > 0)
+            }
+            _ => false,
+        };
+    }
+    if in_copy {
+        return false;
+    }
+    match args.len() {
+        1 => is(b"MULTI") || is(b"EXEC") || is(b"FLUSHALL") || is(b"PING"),
+        2 => is(b"DEL"),
+        _ => is(b"REPLCONF"),
+    }
+}
+
+/// A command of the stream, or why the stream is not one.
+fn command_of(v: Value, in_copy: bool) -> io::Result<Vec<Vec<u8>>> {
+    let args = match v {
+        Value::Error(e) => {
+            return Err(corrupt(format!(
+                "the primary asks for a full copy: {}",
+                String::from_utf8_lossy(&e)
+            )))
+        }
+        v => v.into_args(),
+    };
+    match args {
+        Some(args) if stream_command(&args, in_copy) => Ok(args),
+        _ => Err(corrupt(
+            "the stream holds something not nvkv's stream: dropped",
+        )),
     }
 }
 
@@ -118,7 +189,12 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
     } else {
         (offset + 1).to_string()
     };
-    let answer = ask(&[b"PSYNC", replid.as_bytes(), want.as_bytes()], &mut from)?;
+    let mut psync = Vec::new();
+    resp::encode::command(&mut psync, &[b"PSYNC", replid.as_bytes(), want.as_bytes()]);
+    to_primary.write_all(&psync)?;
+    // A Redis primary sends newlines while it prepares its answer.
+    from.peek_past_newlines()?;
+    let answer = from.line()?;
     let answer = String::from_utf8_lossy(&answer).into_owned();
     // A full copy's keys may come slower than the handshake's replies.
     sock.set_read_timeout(Some(super::LINK_TIMEOUT))?;
@@ -130,7 +206,7 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
                 .parse()
                 .map_err(|_| io::Error::other(format!("PSYNC answered {answer}")))?;
             // An RDB payload (`$`): the primary is a Redis, not an nvkv.
-            if from.peek_byte() == Some(b'$') {
+            if from.peek_past_newlines()? == b'$' {
                 return Err(io::Error::other(
                     "the primary sent an RDB file: it is not an nvkv server speaking \
                      the replication stream this replica reads",
@@ -138,11 +214,16 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             }
             set_state(sh, generation, LinkState::Sync);
             tracing::info!(%host, port, replid = id, offset = off, "full copy from the primary");
+            // Until the copy is through, the store follows no stream.
+            forget_position(sh, generation);
+            let loading = Loading::start(&sh.repl);
             match local.call(&[b"FLUSHALL"])? {
                 Value::Simple(_) => {}
                 v => return Err(io::Error::other(format!("emptying the store: {v:?}"))),
             }
             let keys = load_copy(&mut local, &mut from)?;
+            drop(loading);
+            sh.repl.mirror_from(id, off);
             tracing::info!(keys, "full copy applied");
             with_link(sh, generation, |l| {
                 l.replid = id.to_string();
@@ -150,8 +231,14 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
             });
             off
         }
-        (Some("CONTINUE"), ..) => {
+        (Some("CONTINUE"), id, _) => {
             tracing::info!(%host, port, offset, "resuming the primary's stream");
+            sh.repl.mirror_from(&replid, offset);
+            if let Some(id) = id.filter(|id| id.len() == 40 && *id != replid) {
+                // A promoted primary continues our stream under its id.
+                sh.repl.mirror_renamed(id);
+                with_link(sh, generation, |l| l.replid = id.to_string());
+            }
             offset
         }
         _ => return Err(io::Error::other(format!("PSYNC answered {answer}"))),
@@ -165,51 +252,96 @@ fn to_primary_ack(sock: &TcpStream) -> io::Result<TcpStream> {
     sock.try_clone()
 }
 
-/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`),
-/// waiting for the store's answers; the number of keys.
-fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
-    const BATCH: usize = 256;
-    let mut keys = 0u64;
-    let mut owed = 0;
-    let mut out = Vec::new();
-    loop {
-        let (v, _) = from.next()?;
-        let args = v
-            .into_args()
-            .ok_or_else(|| io::Error::other("the full copy holds something not a command"))?;
-        if args
-            .first()
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLCONF"))
-        {
-            break;
-        }
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        resp::encode::command(&mut out, &args);
-        owed += 1;
-        keys += 1;
-        if owed == BATCH {
-            local.send(&out)?;
-            out.clear();
-            answers(local, owed)?;
-            owed = 0;
-        }
+/// A full copy loads while this lives (clients get -LOADING).
+struct Loading<'a>(&'a super::Repl);
+
+impl<'a> Loading<'a> {
+    fn start(repl: &'a super::Repl) -> Self {
+        repl.loading.store(true, SeqCst);
+        Loading(repl)
     }
-    local.send(&out)?;
-    answers(local, owed)?;
-    Ok(keys)
 }
 
-/// Reads `n` answers of the store; an error answer is logged.
-fn answers(local: &mut Local, n: usize) -> io::Result<()> {
-    for _ in 0..n {
-        if let Value::Error(e) = local.replies.next()?.0 {
-            tracing::error!(
-                "applying the primary's stream: {}",
-                String::from_utf8_lossy(&e)
-            );
-        }
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.0.loading.store(false, SeqCst);
     }
-    Ok(())
+}
+
+/// Bytes of the copy handed to the store in one send.
+const COPY_SEND: usize = 1 << 20;
+
+/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`): sent to
+/// the store as they come, in large sends, while a thread reads the
+/// store's answers (its pipeline limit paces the copy, no batch waits for
+/// its commits); then a SAVE, so that the copy is durable before the link
+/// reports it through. The number of keys.
+fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
+    let (tx, rx) = mpsc::channel::<usize>();
+    let mut replies = Reader::new(local.writer()?);
+    std::mem::swap(&mut replies, &mut local.replies);
+    let answers = std::thread::Builder::new()
+        .name("repl-load".into())
+        .spawn(move || {
+            let mut failed = 0u64;
+            let mut first = None;
+            for n in rx {
+                for _ in 0..n {
+                    if let Value::Error(e) = replies.next()?.0 {
+                        failed += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            Ok::<_, io::Error>((replies, failed, first))
+        })?;
+    let mut sent = || -> io::Result<u64> {
+        let mut keys = 0u64;
+        let mut out = Vec::with_capacity(COPY_SEND + (64 << 10));
+        let mut owed = 0;
+        loop {
+            let (v, n) = from.next()?;
+            if let Value::Array(a) = &v {
+                if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
+                    break; // SNAPSHOT-END
+                }
+            }
+            command_of(v, true)?;
+            out.extend_from_slice(from.last(n));
+            owed += 1;
+            keys += 1;
+            if out.len() >= COPY_SEND {
+                tx.send(owed)
+                    .map_err(|_| io::Error::other("the store's answers stopped"))?;
+                local.send(&out)?;
+                out.clear();
+                owed = 0;
+            }
+        }
+        resp::encode::command(&mut out, &[b"SAVE"]);
+        tx.send(owed + 1)
+            .map_err(|_| io::Error::other("the store's answers stopped"))?;
+        local.send(&out)?;
+        Ok(keys)
+    };
+    let keys = sent();
+    drop(tx);
+    if keys.is_err() {
+        // The answers' thread may wait for answers that will not come.
+        let _ = local.writer().map(|w| w.shutdown(std::net::Shutdown::Both));
+    }
+    let joined = answers.join();
+    let keys = keys?;
+    let (replies, failed, first) =
+        joined.map_err(|_| io::Error::other("the copy's answers thread failed"))??;
+    local.replies = replies;
+    if let Some(e) = first {
+        return Err(io::Error::other(format!(
+            "{failed} commands of the full copy failed (first: {})",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    Ok(keys)
 }
 
 /// Applies the stream from offset `start` until the link fails or the role
@@ -346,9 +478,9 @@ fn apply(
         last_heard = Instant::now();
         with_link(sh, generation, |l| l.last_io = Some(last_heard));
         offset += n as u64;
-        let args = v
-            .into_args()
-            .ok_or_else(|| io::Error::other("the stream holds something not a command"))?;
+        let args = command_of(v, false)?;
+        // Kept as the primary's stream: promoted, this server continues it.
+        sh.repl.mirror(from.last(n));
         let name = args.first().map(Vec::as_slice).unwrap_or_default();
         out.clear();
         let mark = if name.eq_ignore_ascii_case(b"REPLCONF") {

@@ -352,6 +352,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             // tombstone, the record holds a value).
             let found_expired = !e.tombstone && rec.expired(self.now_ms);
             if found_expired {
+                self.went_named(e, rec.key, rec.meta.seq);
                 self.counters.expired_keys.fetch_add(1, Relaxed);
             }
             let gone = e.tombstone || rec.is_tombstone() || found_expired;

@@ -202,6 +202,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
             let e = part.mark_gone(c.tag)?;
             self.mark_gone_bytes(e);
+            self.went(e);
             return Some(e.len);
         }
         None
@@ -307,6 +308,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             return false;
         };
         self.mark_gone_bytes(old);
+        self.went(old);
         self.evictor.live = self.evictor.live.saturating_sub(old.len as u64);
         self.evictor.pressure &=
             self.evictor.live + slack > self.live_limit() || self.waiting_since.is_some();

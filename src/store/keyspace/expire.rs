@@ -22,17 +22,26 @@ pub(super) struct Sweeper {
 impl<E: Engine, W> Keyspace<E, W> {
     /// Sweeps for expired keys when a sweep is due; whether it found any.
     pub fn expire(&mut self) -> bool {
-        if self.now_ms < self.sweep.next_ms {
+        self.read_gone();
+        if self.now_ms < self.sweep.next_ms || self.gone.hold_expired {
             return false;
         }
         let now = self.now_ms;
         let (space, sb) = (&self.space, &self.sb);
+        let mut went = Vec::new();
+        let report = self.gone.on();
         let mut gone = |e: Entry| {
             space.gone[sb.segment_of(e.offset) as usize].fetch_add(e.len, Relaxed);
+            if report {
+                went.push(e);
+            }
         };
         let mut sweep = Sweep::default();
         for s in self.shards.iter_mut().flatten() {
             sweep += s.reap_expired(SWEEP_SLOTS, now, &mut gone);
+        }
+        for e in went {
+            self.went(e);
         }
         let stale = sweep.reaped * 4 >= (sweep.reaped + sweep.ttl_seen).max(1);
         self.sweep.next_ms = now + if stale && sweep.reaped > 0 { 1 } else { 5 };
@@ -59,6 +68,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     pub(super) fn reap_found(&mut self, pid: u32, hash: &KeyHash) {
         if let Some(e) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) {
             self.mark_gone_bytes(e);
+            self.went(e);
             self.counters.expired_keys.fetch_add(1, Relaxed);
             self.update_key_count();
         }

@@ -77,6 +77,8 @@ struct Commit<W> {
     waiters: Vec<W>,
     /// Undo entries this commit makes durable.
     undo_upto: usize,
+    /// Records of sequence numbers below this are durable once it is.
+    seq_upto: u64,
     /// Emptied segments whose headers this commit erases: free once it is
     /// durable.
     erases: Vec<u32>,
@@ -118,6 +120,12 @@ pub(super) struct Log<W> {
     pub(super) flushed_segments: Vec<u32>,
     /// SAVE: the next commit starts at once, with or without writes.
     pub(super) force: bool,
+    /// Every record of a sequence number below this is durable, unless a
+    /// range of `lost` holds it.
+    pub(super) durable_seq: u64,
+    /// Sequence numbers of records rolled back, not yet taken
+    /// ([`Keyspace::take_lost`]).
+    pub(super) lost: Vec<std::ops::Range<u64>>,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -149,6 +157,8 @@ impl<W> Log<W> {
             marks: Vec::new(),
             flushed_segments: Vec::new(),
             force: false,
+            durable_seq: next_seq,
+            lost: Vec::new(),
         }
     }
 
@@ -465,6 +475,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             failed: None,
             waiters: std::mem::take(&mut self.log.waiters),
             undo_upto: self.log.undo.len(),
+            seq_upto: self.log.next_seq,
             erases,
             marks: std::mem::take(&mut self.log.marks),
             flushed_segments: std::mem::take(&mut self.log.flushed_segments),
@@ -626,6 +637,7 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     fn finish_commit(&mut self, c: Commit<W>) {
         self.counters.commits.fetch_add(1, Relaxed);
+        self.log.durable_seq = self.log.durable_seq.max(c.seq_upto);
         self.log.undo.drain(..c.undo_upto);
         for later in &mut self.log.commits {
             later.undo_upto -= c.undo_upto;
@@ -724,6 +736,10 @@ impl<E: Engine, W> Keyspace<E, W> {
             if let Some(s) = self.log.segs.iter_mut().find(|s| s.no == no) {
                 s.in_flight -= 1;
             }
+        }
+        let lost = self.log.durable_seq..self.log.next_seq;
+        if !lost.is_empty() {
+            self.log.lost.push(lost);
         }
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {

@@ -17,6 +17,7 @@ mod compact;
 mod evict;
 mod expire;
 mod flush;
+mod gone;
 mod iterate;
 mod log;
 mod tag;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub use self::flush::FlushError;
+pub use self::gone::GoneKey;
 pub use self::tag::Tag;
 use super::clock::Clock;
 pub use super::evict::Settings as EvictionSettings;
@@ -130,6 +132,8 @@ pub struct Keyspace<E: Engine, W> {
     /// Since when the oldest write waiting for room has waited.
     waiting_since: Option<Instant>,
     acks: Vec<(W, Result<(), CommitFailed>)>,
+    /// Keys that expired or were evicted, for the replication stream.
+    gone: gone::GoneKeys,
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
@@ -167,6 +171,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             stopping: false,
             waiting_since: None,
             acks: Vec::new(),
+            gone: Default::default(),
         };
         ks.update_key_count();
         ks
@@ -220,7 +225,9 @@ impl<E: Engine, W> Keyspace<E, W> {
             Lookup::Hit(e) => Some(e),
             Lookup::Miss => None,
             Lookup::Expired(_) => {
-                self.reap_found(pid, hash);
+                if !self.gone.hold_expired {
+                    self.reap_found(pid, hash);
+                }
                 None
             }
         }
@@ -277,6 +284,24 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.space.free_segments() as u64 >= self.reserve() as u64 + segments
     }
 
+    /// The sequence number the next record appended takes.
+    pub fn next_seq(&self) -> u64 {
+        self.log.next_seq
+    }
+
+    /// Records of sequence numbers below this are durable, except those
+    /// rolled back ([`Keyspace::take_lost`]): what the replication stream
+    /// may carry.
+    pub fn durable_seq(&self) -> u64 {
+        self.log.durable_seq
+    }
+
+    /// The sequence numbers of records rolled back by failed commits
+    /// since the last call.
+    pub fn take_lost(&mut self, out: &mut Vec<std::ops::Range<u64>>) {
+        out.append(&mut self.log.lost);
+    }
+
     /// Writers whose commits completed (`Ok`) or failed since the last
     /// call.
     pub fn take_acks(&mut self, out: &mut Vec<(W, Result<(), CommitFailed>)>) {
@@ -309,6 +334,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     pub fn complete(&mut self, c: Completion) {
         match Tag::decode(c.tag) {
             Some(Tag::CompactRead { .. }) => self.compact_read_done(c),
+            Some(Tag::GoneRead(_)) => self.gone_read_done(c),
             Some(Tag::Write { .. } | Tag::Flush { .. }) => self.log_completion(c),
             other => tracing::error!(poller = self.id, tag = ?other, "unexpected completion"),
         }

@@ -20,6 +20,9 @@ pub enum Tag {
     /// A read of key iteration (SCAN, KEYS, RANDOMKEY), in the poller's
     /// read slot.
     ScanRead(u32),
+    /// A read of the record of a key that expired or was evicted, for its
+    /// name (`keyspace/gone.rs`).
+    GoneRead(u32),
 }
 
 const KIND: u32 = 40;
@@ -30,6 +33,7 @@ const WRITE: u64 = 1;
 const FLUSH: u64 = 2;
 const COMPACT: u64 = 3;
 const SCAN: u64 = 4;
+const GONE: u64 = 5;
 
 impl Tag {
     pub fn encode(self) -> u64 {
@@ -46,6 +50,7 @@ impl Tag {
             Tag::Flush { commit } => FLUSH << KIND | (commit as u64) << COMMIT,
             Tag::CompactRead { segment } => COMPACT << KIND | segment as u64,
             Tag::ScanRead(slot) => SCAN << KIND | slot as u64,
+            Tag::GoneRead(id) => GONE << KIND | id as u64,
         }
     }
 
@@ -63,6 +68,7 @@ impl Tag {
             FLUSH => Tag::Flush { commit },
             COMPACT => Tag::CompactRead { segment: low },
             SCAN => Tag::ScanRead(low),
+            GONE => Tag::GoneRead(low),
             _ => return None,
         })
     }
@@ -90,6 +96,7 @@ mod tests {
             Tag::Flush { commit: 9 },
             Tag::CompactRead { segment: 12345 },
             Tag::ScanRead(u32::MAX),
+            Tag::GoneRead(u32::MAX),
         ];
         for t in tags {
             assert_eq!(Tag::decode(t.encode()), Some(t), "{t:?}");

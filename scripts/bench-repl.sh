@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# bench-repl.sh - a full copy to a replica: a primary with a loaded store
+# (`nvkv load`), an empty replica started with --replicaof, and the time
+# from the replica's "full copy from the primary" log line to "full copy
+# applied" (the copy is durable then: the replica saves before it says
+# so). Each round starts a fresh replica against the same primary; at the
+# end, the median, and the values' bytes over it. fio's sequential write on
+# the same file system is the bar (issue 20: a copy at >= 0.5 x the slower
+# of it and loopback TCP).
+set -euo pipefail
+
+usage() {
+    cat <<'TXT'
+Usage: scripts/bench-repl.sh [options]
+
+  --bin BIN         nvkv binary (default target/release/nvkv)
+  --dir DIR         scratch directory (default /tmp/nvkv-bench-repl;
+                    removed at the end)
+  --keys N          keys of the primary (default 1000000)
+  --min-size A      smallest value (default 1024)
+  --max-size B      largest value (default 4096)
+  --rounds R        full copies (default 3)
+  --capacity SIZE   the replica's store (default 6G)
+  --port P          the primary's port on 127.0.0.1 (default 7901; the
+                    replica takes P + 1)
+  --fio             also measure fio's sequential 1 MiB write (4 GiB)
+  -h, --help        this text
+TXT
+}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$root/target/release/nvkv dir=/tmp/nvkv-bench-repl keys=1000000
+min=1024 max=4096 rounds=3 capacity=6G port=7901 fio=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --bin) bin=$2; shift 2 ;;
+        --dir) dir=$2; shift 2 ;;
+        --keys) keys=$2; shift 2 ;;
+        --min-size) min=$2; shift 2 ;;
+        --max-size) max=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --capacity) capacity=$2; shift 2 ;;
+        --port) port=$2; shift 2 ;;
+        --fio) fio=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 1 ;;
+    esac
+done
+rport=$((port + 1))
+mkdir -p "$dir"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Seconds (with ms) of a log line's timestamp (tracing's RFC 3339 UTC).
+stamp() {
+    grep -m1 "$1" "$2" | sed -E 's/^[^T]*T([0-9:.]+)Z.*/\1/' |
+        awk -F: '{printf "%.3f\n", $1 * 3600 + $2 * 60 + $3}'
+}
+
+wait_port() {
+    for _ in $(seq 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    return 1
+}
+
+echo "loading $keys keys of $min-$max bytes"
+"$bin" load --force --path "$dir/primary" --keys "$keys" --min-size "$min" \
+    --max-size "$max" >"$dir/load.log" 2>&1
+"$bin" serve --path "$dir/primary" --listen "127.0.0.1:$port" \
+    >"$dir/primary.log" 2>&1 &
+pids+=($!)
+wait_port "$port"
+
+if [ "$fio" = 1 ] && command -v fio >/dev/null; then
+    fio --name=seq --filename="$dir/fio.dat" --rw=write --bs=1M --size=4G \
+        --direct=1 --ioengine=libaio --iodepth=8 --output-format=terse \
+        >"$dir/fio.out" 2>&1
+    # terse v3: field 48 is the write bandwidth in KiB/s.
+    awk -F';' '{printf "fio sequential write: %.0f MB/s\n", $48 * 1.024 / 1000}' "$dir/fio.out"
+    rm -f "$dir/fio.dat"
+fi
+
+secs=()
+for r in $(seq "$rounds"); do
+    rm -rf "$dir/replica"
+    log=$dir/replica$r.log
+    "$bin" serve --path "$dir/replica" --capacity "$capacity" \
+        --listen "127.0.0.1:$rport" --replicaof "127.0.0.1 $port" >"$log" 2>&1 &
+    rp=$!
+    pids+=("$rp")
+    for _ in $(seq 6000); do
+        grep -q "full copy applied" "$log" && break
+        kill -0 "$rp" 2>/dev/null || { cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    t0=$(stamp "full copy from the primary" "$log")
+    t1=$(stamp "full copy applied" "$log")
+    s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+    echo "round $r: $s s"
+    secs+=("$s")
+    kill "$rp"
+    wait "$rp" 2>/dev/null || true
+done
+m=$(printf '%s\n' "${secs[@]}" | median)
+bytes=$(( keys * (min + max) / 2 ))
+awk -v m="$m" -v k="$keys" -v b="$bytes" 'BEGIN {
+    printf "median %.2f s: %.1f k keys/s, %.0f MB/s of values\n", m, k / m / 1000, b / m / 1e6 }'
