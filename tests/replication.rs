@@ -962,6 +962,14 @@ fn a_replica_loading_a_full_copy_answers_loading() {
     // is not one, in Redis either.
     assert_eq!(link_state(&mut r), "sync");
     assert!(info_fields(&mut r).contains(&("master_sync_in_progress".into(), "1".into())));
+    let loading = |r: &mut redis::Connection| -> String {
+        let info: String = redis::cmd("INFO").arg("persistence").query(r).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("loading:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(loading(&mut r), "1");
     raw.write_all(&common::encode(&[b"PING"])).unwrap();
     assert_eq!(
         common::read_line(&mut raw),
@@ -971,6 +979,7 @@ fn a_replica_loading_a_full_copy_answers_loading() {
         .unwrap();
     wait_for("the replica online", || link_state(&mut r) == "connected");
     assert_eq!(get(&mut r, "k"), Some("v".into()));
+    assert_eq!(loading(&mut r), "0");
     drop(s);
     replica.stop();
 }

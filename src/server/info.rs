@@ -101,7 +101,8 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         };
         let _ = write!(
             s,
-            "# Persistence\r\nloading:0\r\n{}index_state_at_start:{state}\r\nrecovery_secs:{:.3}\r\nrecovery_bytes_read:{}\r\nrecovery_segments_scanned:{}\r\nrecovery_records_scanned:{}\r\nrecovery_segments_erased:{}\r\n\r\n",
+            "# Persistence\r\nloading:{}\r\n{}index_state_at_start:{state}\r\nrecovery_secs:{:.3}\r\nrecovery_bytes_read:{}\r\nrecovery_segments_scanned:{}\r\nrecovery_records_scanned:{}\r\nrecovery_segments_erased:{}\r\n\r\n",
+            u8::from(sh.repl.loading()),
             sh.saves.info(),
             r.secs,
             r.bytes_scanned,

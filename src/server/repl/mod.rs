@@ -657,6 +657,13 @@ fn wait_for_bytes(repl: &Repl, from: u64, timeout: Duration) -> u64 {
 // WAIT and min-replicas-to-write.
 
 impl Repl {
+    /// Whether this replica is loading a full copy (INFO's `loading`).
+    pub(super) fn loading(&self) -> bool {
+        self.loading.load(Relaxed)
+    }
+}
+
+impl Repl {
     /// Replicas that acknowledged stream offset `offset`.
     fn acked(&self, offset: u64) -> usize {
         (self.replicas().iter())
