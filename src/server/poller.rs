@@ -33,6 +33,7 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod large;
 mod scan;
 pub(super) use scan::{CURSOR_POS_BITS, TAG_GRAIN};
 
@@ -49,6 +50,8 @@ struct Waiter {
     reply: Reply,
     /// A SAVE or BGSAVE (which has no reply: `id` is `NO_REPLY`).
     save: bool,
+    /// The key (tag) whose requests wait for this write: a large value's.
+    hold: Option<u64>,
 }
 
 impl Waiter {
@@ -60,6 +63,7 @@ impl Waiter {
             part: req.part,
             reply: Reply::Encoded(b"+OK\r\n".to_vec()),
             save,
+            hold: None,
         }
     }
 }
@@ -114,6 +118,13 @@ struct Poller<E: Engine> {
     /// A flush (FLUSHDB) waiting for the writes before it to finish, and
     /// the requests that came after it: they run once it has.
     flush_hold: VecDeque<Request>,
+    /// Large values being read from their pieces, by number; the piece
+    /// reads in flight (read slot: assembly, piece); assemblies that
+    /// found no read slot.
+    assemblies: HashMap<u64, large::Assembly>,
+    next_assembly: u64,
+    piece_reads: HashMap<u32, (u64, usize)>,
+    stalled_assemblies: Vec<u64>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -307,6 +318,10 @@ fn run_with<E: Engine>(
         next_move: 0,
         scans: scan::Scans::default(),
         flush_hold: VecDeque::new(),
+        assemblies: HashMap::new(),
+        next_assembly: 0,
+        piece_reads: HashMap::new(),
+        stalled_assemblies: Vec::new(),
     };
     p.stats().cpu.set_current();
     p.run_loop();
@@ -381,9 +396,13 @@ impl<E: Engine> Poller<E> {
             self.submit();
         }
         let mut done = std::mem::take(&mut self.done);
-        for c in done.drain(..) {
+        for mut c in done.drain(..) {
             match Tag::decode(c.tag) {
-                Some(Tag::Read(slot)) => self.complete_read(slot, c),
+                Some(Tag::Read(slot)) => {
+                    if !self.complete_piece_read(slot, &mut c) {
+                        self.complete_read(slot, c)
+                    }
+                }
                 Some(Tag::ScanRead(slot)) => self.complete_scan_read(slot, c),
                 _ => self.ks.complete(c),
             }
@@ -391,7 +410,7 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued();
+        let retried = self.retry_requeued() | self.retry_assemblies();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -714,7 +733,8 @@ impl<E: Engine> Poller<E> {
         let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
-        if was_rmw {
+                   // A large value's read holds the key until its pieces are in.
+        if was_rmw && !self.assembling(tag) {
             self.release(tag);
         }
     }
@@ -769,6 +789,15 @@ impl<E: Engine> Poller<E> {
             };
             return self.reply(&req, reply);
         }
+        if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
+            return self.large_read(req, entry, bytes, &rec);
+        }
+        self.finish_record(req, entry, &rec)
+    }
+
+    /// Finishes a request with its key's live record (a large value's
+    /// whole, for what reads its value).
+    fn finish_record(&mut self, req: Request, entry: Entry, rec: &Record<'_>) {
         match req.op {
             Op::Get { .. } => {
                 let st = self.stats();
@@ -792,7 +821,7 @@ impl<E: Engine> Poller<E> {
                 };
                 self.reply(&req, Reply::Int(reply))
             }
-            Op::Expire { at_ms, persist, .. } => self.expire(req, &rec, at_ms, persist),
+            Op::Expire { at_ms, persist, .. } => self.expire(req, rec, at_ms, persist),
             Op::Set { .. } => {
                 let old = rec.value.to_vec();
                 self.set(req, Some(entry), Some(old))
@@ -865,6 +894,9 @@ impl<E: Engine> Poller<E> {
             (true, None) => 0,
             (false, _) => *expire_ms,
         };
+        if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
+            return self.set_large(&req, value, expire, done);
+        }
         let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);
         self.acknowledge(req, result, done);
     }
@@ -922,6 +954,10 @@ impl<E: Engine> Poller<E> {
                 return self.reply(&req, Reply::Int(0));
             }
         }
+        let deletes = !persist && at_ms <= self.ks.now_ms();
+        if rec.is_large() && !deletes {
+            return self.expire_large(req, rec, at_ms, persist);
+        }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.ks.now_ms() {
             self.write(&req, req.pid, &req.hash, &key, &[], 0, true)
@@ -969,6 +1005,7 @@ impl<E: Engine> Poller<E> {
                     part: req.part,
                     reply: ok,
                     save: false,
+                    hold: None,
                 };
                 match self.ks.acknowledge(w) {
                     Some(w) => w.reply,
@@ -988,6 +1025,10 @@ impl<E: Engine> Poller<E> {
                 Reply::Error(super::strings::STORE_FULL.into())
             }
             WriteError::TooLarge => Reply::Error(super::strings::RECORD_TOO_LARGE.into()),
+            WriteError::NoBuffer(_) => {
+                self.ks.counters().io_errors.fetch_add(1, Relaxed);
+                Reply::Error(super::strings::NO_IO_BUFFER.into())
+            }
             e @ WriteError::Index(_) => Reply::Error(format!("ERR {e}")),
         }
     }
@@ -1008,6 +1049,9 @@ impl<E: Engine> Poller<E> {
                 Err(e) => Reply::Error(format!("ERR I/O error, {e}")),
             };
             self.respond(w.to, w.id, w.part, reply);
+            if let Some(tag) = w.hold {
+                self.release(tag);
+            }
         }
         self.acks = acks;
     }
@@ -1552,6 +1596,7 @@ impl<E: Engine> Poller<E> {
                         part: t.exec.part,
                         reply: Reply::Txn(t.replies),
                         save: false,
+                        hold: None,
                     };
                     self.ks.acknowledge_durable(w);
                     None
@@ -1865,6 +1910,9 @@ impl<E: Engine> Poller<E> {
         }
         let (src, dst) = (key.to_vec(), to.key.to_vec());
         let (to_pid, to_hash) = (to.pid, to.hash);
+        if rec.is_large() {
+            return self.move_large(req, &rec, ok);
+        }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
         // As Redis: a renamed key keeps its access time or counter; a
         // copy is a new object.

@@ -18,6 +18,7 @@ mod evict;
 mod expire;
 mod flush;
 mod iterate;
+mod large;
 mod log;
 mod tag;
 
@@ -45,6 +46,9 @@ pub enum WriteError {
     /// The record would not fit in a segment.
     #[error("record larger than a segment")]
     TooLarge,
+    /// No I/O buffer for a large value's pieces.
+    #[error("no I/O buffer: {0}")]
+    NoBuffer(String),
     #[error("index: {0}")]
     Index(#[from] IndexError),
 }
