@@ -284,7 +284,7 @@ pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result
     st.dev.sync().map_err(err)?;
     // A new store holds no large value: its clean open needs the (empty)
     // table of them.
-    super::space::save_large_table(&st.dir, &st.sb, &Default::default())
+    super::space::save_large_table(&st.dir, &st.sb, &Default::default(), max_gen)
         .map_err(|e| StoreError::Io(st.dir.clone(), e))?;
     for p in &mut st.parts {
         let cp = Checkpoint {

@@ -262,12 +262,13 @@ impl Store {
         // of version 3 has none); without them, only a scan finds them.
         let mut large = LargeMap::new();
         if clean && !upgrading {
-            match space::load_large_table(dir, &sb) {
+            let max_gen = checkpoints.iter().flatten().map(|c| c.max_gen).max();
+            match space::load_large_table(dir, &sb, max_gen.unwrap_or(0)) {
                 Some(map) => large = map,
                 None => {
                     tracing::warn!(
-                        "the table of large values (large.tbl) is missing or damaged; \
-                         the index will be rebuilt"
+                        "the table of large values (large.tbl) is missing, damaged or \
+                         older than the index; the index will be rebuilt"
                     );
                     parts.iter_mut().for_each(Partition::clear);
                     clean = false;

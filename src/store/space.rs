@@ -57,6 +57,8 @@ impl Space {
     /// are free.
     /// `min_seq` comes from the scan or the table saved at shutdown; when
     /// unknown, segments in use count as holding the oldest records.
+    /// Of `large`, only the heads a live entry of the index points at
+    /// count.
     /// `large` holds the heads of large values the index references.
     pub fn from_index(
         sb: &Superblock,
@@ -69,9 +71,16 @@ impl Space {
         let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let gone: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
+        let mut heads = LargeMap::with_capacity(large.len());
+        let mut large = large;
         for s in shards {
             for p in s.partitions() {
                 for (_, e) in p.iter() {
+                    if !e.tombstone && !large.is_empty() {
+                        if let Some(h) = large.remove_entry(&e.offset) {
+                            heads.insert(h.0, h.1);
+                        }
+                    }
                     let seg = sb.segment_of(e.offset) as usize;
                     live[seg].fetch_add(e.len, Relaxed);
                     if e.is_marker() {
@@ -84,6 +93,7 @@ impl Space {
         let piece: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
         let piece_refs: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let block = sb.block_size as u64;
+        let large = heads;
         for (&off, head) in &large {
             let owner = shard[sb.segment_of(off) as usize].load(Relaxed);
             for (i, &seg) in head.pieces.iter().enumerate() {
@@ -125,7 +135,7 @@ impl Space {
 
     /// Whether segment `seg` holds (or is about to hold) a piece.
     pub fn is_piece(&self, seg: usize) -> bool {
-        self.piece[seg].load(Relaxed)
+        self.piece.get(seg).is_some_and(|p| p.load(Relaxed))
     }
 
     /// Device bytes piece `i` of `head` takes, header block included.
@@ -209,7 +219,7 @@ const TABLE_MAGIC: &[u8; 8] = b"NVKVSEGT";
 pub fn save_table(dir: &Path, sb: &Superblock, space: &Space) -> std::io::Result<()> {
     {
         let large = space.large.lock().expect("large value map");
-        save_large_table(dir, sb, &large)?;
+        save_large_table(dir, sb, &large, space.gen.load(Relaxed))?;
     }
     let mut b = Vec::with_capacity(32 + space.min_seq.len() * 8);
     b.extend_from_slice(TABLE_MAGIC);
@@ -259,10 +269,22 @@ const LARGE_MAGIC: &[u8; 8] = b"NVKVLRGT";
 /// reading the heads.
 ///
 /// ```text
-/// magic "NVKVLRGT" | uuid [16] | count u32 | crc u32 (of the body) | body: (offset u64 | len u32 | head [len]) × count
+/// magic "NVKVLRGT" | uuid [16] | count u32 | crc u32 (of the body) | body: max_gen u64 | (offset u64 | len u32 | head [len]) × count
 /// ```
-pub fn save_large_table(dir: &Path, sb: &Superblock, large: &LargeMap) -> std::io::Result<()> {
-    let mut body = Vec::new();
+///
+/// `max_gen` is the store's last generation, as the index's checkpoint
+/// has it: a table left from an earlier run (a crash between marking the
+/// index clean and saving the table) has another and is not used, since
+/// every new head, and every record superseding one, bumps it (a new
+/// segment or a new value id). A head the table has but the index no
+/// longer points at (a flush) is left out by [`Space::from_index`].
+pub fn save_large_table(
+    dir: &Path,
+    sb: &Superblock,
+    large: &LargeMap,
+    max_gen: u64,
+) -> std::io::Result<()> {
+    let mut body = max_gen.to_le_bytes().to_vec();
     for (&off, head) in large {
         let h = head.encode();
         body.extend_from_slice(&off.to_le_bytes());
@@ -281,13 +303,12 @@ pub fn save_large_table(dir: &Path, sb: &Superblock, large: &LargeMap) -> std::i
     std::fs::rename(tmp, dir.join(LARGE_TABLE))
 }
 
-/// Loads the table [`save_large_table`] wrote; `None` when missing or
-/// damaged (the index is then rebuilt: only a scan finds the heads). The
-/// file is removed once read, as the segment table is.
-pub fn load_large_table(dir: &Path, sb: &Superblock) -> Option<LargeMap> {
+/// Loads the table [`save_large_table`] wrote for an index checkpointed
+/// at generation `max_gen`; `None` when missing, damaged or of another
+/// generation (the index is then rebuilt: only a scan finds the heads).
+pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<LargeMap> {
     let b = std::fs::read(dir.join(LARGE_TABLE)).ok()?;
-    let _ = std::fs::remove_file(dir.join(LARGE_TABLE));
-    if b.len() < 32 || &b[..8] != LARGE_MAGIC || b[8..24] != sb.uuid {
+    if b.len() < 40 || &b[..8] != LARGE_MAGIC || b[8..24] != sb.uuid {
         return None;
     }
     let count = u32::from_le_bytes(b[24..28].try_into().ok()?) as usize;
@@ -295,8 +316,11 @@ pub fn load_large_table(dir: &Path, sb: &Superblock) -> Option<LargeMap> {
     if crc32c::crc32c(&b[32..]) != crc {
         return None;
     }
+    if u64::from_le_bytes(b[32..40].try_into().ok()?) != max_gen {
+        return None;
+    }
     let mut map = LargeMap::with_capacity(count);
-    let mut at = 32;
+    let mut at = 40;
     for _ in 0..count {
         let off = u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?);
         let len = u32::from_le_bytes(b.get(at + 8..at + 12)?.try_into().ok()?) as usize;
