@@ -61,6 +61,17 @@ fn large_values_round_trip_byte_exact_through_the_redis_crate() {
     let (from, to) = (cap - 10, cap + 10);
     let got: Vec<u8> = c.getrange("three", from as isize, to as isize).unwrap();
     assert_eq!(got, &small[from..=to]);
+    // Within the last piece, from the end, empty, and all of it.
+    let got: Vec<u8> = c.getrange("hundred", -5, -1).unwrap();
+    assert_eq!(got, &big[big.len() - 5..]);
+    let got: Vec<u8> = c.getrange("hundred", 7, 3).unwrap();
+    assert!(got.is_empty());
+    let got: Vec<u8> = c.getrange("hundred", 0, -1).unwrap();
+    assert!(got == big);
+    let got: Vec<u8> = c
+        .getrange("hundred", 3 * cap as isize, 5 * cap as isize + 1)
+        .unwrap();
+    assert!(got == big[3 * cap..=5 * cap + 1]);
     // Overwrites, a small value over a large one and back.
     let _: () = c.set("three", "tiny").unwrap();
     let got: String = c.get("three").unwrap();
@@ -95,6 +106,76 @@ fn large_values_round_trip_byte_exact_through_the_redis_crate() {
     assert!(e.to_string().contains("larger than a segment"), "{e}");
     let n: usize = redis::cmd("STRLEN").arg("four").query(&mut c).unwrap();
     assert_eq!(n, again.len());
+    srv.stop();
+}
+
+/// GETRANGE, STRLEN, GETDEL and SET … GET on a value in pieces answer
+/// as redis-server does with the same value.
+#[test]
+fn large_value_reads_answer_as_redis_does() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "256M"]);
+    let (mut ours, mut theirs) = (client(&srv), real.client());
+    let v = value((9 << 20) + 77, 11);
+    let cap = ((2 << 20) - 4096) as i64;
+    let ranges: &[(i64, i64)] = &[
+        (0, 10),
+        (cap - 1, cap),
+        (cap, cap),
+        (-1, -1),
+        (-3, 2),
+        (5, -(cap * 3)),
+        (-(cap * 2) - 5, -cap),
+        (cap * 4, i64::MAX),
+        (i64::MIN, 3),
+        (10, 9),
+        (-1, -5),
+    ];
+    for con in [&mut ours, &mut theirs] {
+        let _: () = con.set("k", &v).unwrap();
+    }
+    for &(a, b) in ranges {
+        let o: Vec<u8> = redis::cmd("GETRANGE")
+            .arg("k")
+            .arg(a)
+            .arg(b)
+            .query(&mut ours)
+            .unwrap();
+        let t: Vec<u8> = redis::cmd("GETRANGE")
+            .arg("k")
+            .arg(a)
+            .arg(b)
+            .query(&mut theirs)
+            .unwrap();
+        assert!(
+            o == t,
+            "GETRANGE k {a} {b}: {} bytes against {}",
+            o.len(),
+            t.len()
+        );
+    }
+    let n: (usize, usize) = (
+        redis::cmd("STRLEN").arg("k").query(&mut ours).unwrap(),
+        redis::cmd("STRLEN").arg("k").query(&mut theirs).unwrap(),
+    );
+    assert_eq!(n.0, n.1);
+    let w = value(3 << 20, 12);
+    for con in [&mut ours, &mut theirs] {
+        let old: Vec<u8> = redis::cmd("SET")
+            .arg("k")
+            .arg(&w)
+            .arg("GET")
+            .query(con)
+            .unwrap();
+        assert!(old == v);
+        let got: Vec<u8> = redis::cmd("GETDEL").arg("k").query(con).unwrap();
+        assert!(got == w);
+        let none: Option<Vec<u8>> = con.get("k").unwrap();
+        assert_eq!(none, None);
+    }
     srv.stop();
 }
 

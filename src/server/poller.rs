@@ -2125,14 +2125,23 @@ fn string_encoding(v: &[u8]) -> &'static str {
 /// indexes count from the end, and the range is clamped to the value, as
 /// Redis 7.0 does.
 fn range(v: &[u8], start: i64, end: i64) -> &[u8] {
-    let len = v.len() as i64;
+    match range_bounds(v.len() as u64, start, end) {
+        Some((start, end)) => &v[start as usize..=end as usize],
+        None => &[],
+    }
+}
+
+/// The first and last byte (inclusive) GETRANGE `start` `end` takes of a
+/// value of `len` bytes, as Redis counts them; `None`: none.
+fn range_bounds(len: u64, start: i64, end: i64) -> Option<(u64, u64)> {
+    let len = len as i64;
     if start < 0 && end < 0 && start > end {
-        return &[];
+        return None;
     }
     let start = if start < 0 { len + start } else { start }.max(0);
     let end = if end < 0 { len + end } else { end }.max(0).min(len - 1);
     if start > end || len == 0 {
-        return &[];
+        return None;
     }
-    &v[start as usize..=end as usize]
+    Some((start as u64, end as u64))
 }

@@ -3,7 +3,8 @@
 //! is durable; a read of one reads the head (as any record), then its
 //! pieces, a few at a time, into one buffer laid out as the GET reply (the
 //! RESP bulk header, the value, CRLF), so that a GET sends it as is.
-//! Other commands reading the value see it in that buffer.
+//! GETRANGE reads only the pieces its range needs, into its reply the
+//! same way. Other commands reading the value see it in that buffer.
 //!
 //! The key is held (later requests for it wait in `busy`) from the head's
 //! read to the end of the pieces', so that no overwrite frees a piece
@@ -29,13 +30,17 @@ pub(super) struct Assembly {
     /// The head record's bytes.
     record: Vec<u8>,
     head: LargeHead,
-    /// The reply: bulk header, value, CRLF.
+    /// The reply: bulk header, value (or the range of it read), CRLF.
     out: Vec<u8>,
     /// Where the value starts in `out`.
     at: usize,
+    /// The bytes of the value read: from `lo`, `len` of them.
+    lo: u64,
+    len: u64,
+    /// The pieces to read: the next to issue, and the last (inclusive).
     next: usize,
+    last: usize,
     in_flight: usize,
-    done: usize,
     failed: Option<String>,
 }
 
@@ -85,19 +90,31 @@ impl<E: Engine> Poller<E> {
             let msg = text::large_value_unsupported(head.total_len);
             return self.reply(&req, Reply::Error(msg));
         }
+        let cap = self.ks.piece_capacity();
+        let (lo, len) = match req.op {
+            Op::GetRange { start, end, .. } => {
+                self.stats().hits.fetch_add(1, Relaxed);
+                match super::range_bounds(head.total_len, start, end) {
+                    Some((first, last)) => (first, last - first + 1),
+                    None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
+                }
+            }
+            _ => (0, head.total_len),
+        };
+        let (next, last) = ((lo / cap) as usize, ((lo + len.max(1) - 1) / cap) as usize);
+        if last >= head.pieces.len() {
+            return self.corrupt(&req, entry, &"large value head inconsistent");
+        }
         let mut bulk_header = Vec::new();
-        crate::resp::bulk_header(&mut bulk_header, head.total_len as usize);
+        crate::resp::bulk_header(&mut bulk_header, len as usize);
         let at = bulk_header.len();
         let mut out = Vec::new();
-        if out
-            .try_reserve_exact(at + head.total_len as usize + 2)
-            .is_err()
-        {
-            let msg = text::no_memory_for_value(head.total_len);
+        if out.try_reserve_exact(at + len as usize + 2).is_err() {
+            let msg = text::no_memory_for_value(len);
             return self.reply(&req, Reply::Error(msg));
         }
         out.extend_from_slice(&bulk_header);
-        out.resize(at + head.total_len as usize, 0);
+        out.resize(at + len as usize, 0);
         out.extend_from_slice(b"\r\n");
         self.busy.entry(req.hash.tag).or_default();
         let id = self.next_assembly;
@@ -111,9 +128,11 @@ impl<E: Engine> Poller<E> {
                 head,
                 out,
                 at,
-                next: 0,
+                lo,
+                len,
+                next,
+                last,
                 in_flight: 0,
-                done: 0,
                 failed: None,
             },
         );
@@ -133,7 +152,7 @@ impl<E: Engine> Poller<E> {
         let cap = self.ks.piece_capacity();
         loop {
             let a = self.assemblies.get_mut(&id).expect("an assembly");
-            if a.failed.is_some() || a.next >= a.head.pieces.len() || a.in_flight >= PIECE_DEPTH {
+            if a.failed.is_some() || a.next > a.last || a.in_flight >= PIECE_DEPTH {
                 break;
             }
             let i = a.next;
@@ -192,7 +211,6 @@ impl<E: Engine> Poller<E> {
         let uuid = self.shared.sb.uuid;
         let a = self.assemblies.get_mut(&id).expect("an assembly");
         a.in_flight -= 1;
-        a.done += 1;
         let want = a.head.piece_len(i, cap) as usize;
         let checked = match &c.result {
             Ok(n) if *n == buf.len() => match PieceHeader::decode(&buf[..block], &uuid) {
@@ -203,8 +221,13 @@ impl<E: Engine> Poller<E> {
                 {
                     let data = &buf[block..block + want];
                     if PieceHeader::data_crc(&uuid, data) == h.data_crc {
-                        let at = a.at + i * cap as usize;
-                        a.out[at..at + want].copy_from_slice(data);
+                        // The part of the piece inside the bytes read.
+                        let base = i as u64 * cap;
+                        let from = base.max(a.lo);
+                        let to = (base + want as u64).min(a.lo + a.len);
+                        let at = a.at + (from - a.lo) as usize;
+                        let src = &data[(from - base) as usize..(to - base) as usize];
+                        a.out[at..at + src.len()].copy_from_slice(src);
                         Ok(())
                     } else {
                         Err(format!("piece {i} of the value fails its checksum"))
@@ -228,7 +251,7 @@ impl<E: Engine> Poller<E> {
     /// Once every piece read of assembly `id` is in, answers its request.
     fn finish_assembly_if_done(&mut self, id: u64) {
         let a = &self.assemblies[&id];
-        let all = a.done == a.head.pieces.len();
+        let all = a.next > a.last;
         if a.in_flight > 0 || !(all || a.failed.is_some()) {
             return;
         }
@@ -246,14 +269,18 @@ impl<E: Engine> Poller<E> {
 
     /// The value of assembly `a` is whole: its request goes on.
     fn assembled(&mut self, a: Assembly) {
-        if let Op::Get { .. } = a.req.op {
-            let st = self.stats();
-            st.reads.fetch_add(1, Relaxed);
-            st.hits.fetch_add(1, Relaxed);
-            return self.reply(&a.req, Reply::Encoded(a.out));
+        match a.req.op {
+            Op::Get { .. } => {
+                let st = self.stats();
+                st.reads.fetch_add(1, Relaxed);
+                st.hits.fetch_add(1, Relaxed);
+                return self.reply(&a.req, Reply::Encoded(a.out));
+            }
+            Op::GetRange { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
+            _ => {}
         }
         let rec = decode_record(&self.shared.sb.uuid, &a.record).expect("decoded before");
-        let value = &a.out[a.at..a.at + a.head.total_len as usize];
+        let value = &a.out[a.at..a.at + a.len as usize];
         let rec = Record {
             meta: RecordMeta {
                 flags: rec.meta.flags & !FLAG_LARGE,
