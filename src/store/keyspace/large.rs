@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::{Keyspace, WriteError};
 use crate::format::{piece_capacity, LargeHead, PieceHeader, FLAG_LARGE};
-use crate::index::{Entry, KeyHash};
+use crate::index::KeyHash;
 use crate::io::Engine;
 use crate::store::NO_SHARD;
 
@@ -280,11 +280,5 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
             false
         });
-    }
-
-    /// The head of the large value whose record is at `e`, if any.
-    pub fn large_head(&self, e: &Entry) -> Option<Arc<LargeHead>> {
-        let large = self.space.large.lock().expect("large value map");
-        large.get(&e.offset).cloned()
     }
 }
