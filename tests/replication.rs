@@ -1053,3 +1053,72 @@ fn after_a_promotion_the_other_replica_resumes_from_the_promoted_one() {
     r2.stop();
     r1.stop();
 }
+
+/// Values larger than a segment (stored in pieces) reach a replica by the
+/// full copy and by the stream: SET, PEXPIRE, PERSIST and DEL of them.
+/// RENAME and COPY of them are refused while a replica is fed (the stream
+/// carries keys' states, and such a move is not sent yet): nothing changes.
+#[test]
+fn large_values_reach_a_replica_by_copy_and_by_stream() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    let big = |n: u8, len: usize| -> Vec<u8> { (0..len).map(|i| (i as u8) ^ n).collect() };
+    let set = |p: &mut redis::Connection, k: &str, v: Vec<u8>| {
+        let _: () = redis::cmd("SET").arg(k).arg(v).query(p).unwrap();
+    };
+    set(&mut p, "before", big(1, 5 << 20));
+    let replica = replica_of(rd.path(), &primary, &[]);
+    converge(&primary, &replica);
+    set(&mut p, "after", big(2, 3 << 20));
+    set(&mut p, "kept", big(4, 3 << 20));
+    let n: i64 = redis::cmd("PEXPIRE")
+        .arg("after")
+        .arg(600_000)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("PEXPIRE")
+        .arg("kept")
+        .arg(600_000)
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("PERSIST").arg("kept").query(&mut p).unwrap();
+    assert_eq!(n, 1);
+    set(&mut p, "dropped", big(3, 4 << 20));
+    let n: i64 = redis::cmd("DEL").arg("dropped").query(&mut p).unwrap();
+    assert_eq!(n, 1);
+    for cmd in [
+        ["RENAME", "before", "renamed"],
+        ["COPY", "before", "copied"],
+    ] {
+        let got: redis::RedisResult<redis::Value> =
+            redis::cmd(cmd[0]).arg(cmd[1]).arg(cmd[2]).query(&mut p);
+        let e = got.expect_err(cmd[0]);
+        assert!(e.to_string().contains("not replicated yet"), "{e}");
+    }
+    converge(&primary, &replica);
+    let mut r = replica.client();
+    for (k, v) in [
+        ("before", big(1, 5 << 20)),
+        ("after", big(2, 3 << 20)),
+        ("kept", big(4, 3 << 20)),
+    ] {
+        let got: Option<Vec<u8>> = redis::cmd("GET").arg(k).query(&mut r).unwrap();
+        assert_eq!(got.as_deref(), Some(&v[..]), "{k}");
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg("after").query(&mut r).unwrap();
+    assert!(ttl > 0, "{ttl}");
+    let ttl: i64 = redis::cmd("PTTL").arg("kept").query(&mut r).unwrap();
+    assert_eq!(ttl, -1);
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("renamed")
+        .arg("copied")
+        .arg("dropped")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(n, 0);
+    replica.stop();
+    primary.stop();
+}

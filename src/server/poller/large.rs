@@ -330,6 +330,12 @@ impl<E: Engine> Poller<E> {
             let msg = text::large_value_unsupported(len);
             return self.reply(&req, Reply::Error(msg));
         }
+        // The stream carries keys' states, and a large value's state is its
+        // bytes: a moved one would have to be read whole to be sent. Not
+        // done yet: refused while replicas are fed, nothing changed.
+        if self.shared.repl.feeding() {
+            return self.reply(&req, Reply::Error(text::LARGE_MOVE_REPLICATED.into()));
+        }
         let copy = matches!(kind, MoveKind::Copy { .. });
         let expire = rec.meta.expire_ms;
         let mut result = self

@@ -77,8 +77,10 @@ fn corrupt(msg: impl Into<String>) -> io::Error {
 }
 
 /// Whether `args` is a command the stream carries, in its shape: `SET key
-/// value [PXAT ms]`, `DEL key`, `MULTI`, `EXEC`, `FLUSHALL`, `PING`, or
-/// `REPLCONF …` (`in_copy`: only SET). Anything else is not nvkv's stream,
+/// value [PXAT ms]`, `DEL key`, `PEXPIREAT key ms` and `PERSIST key` (a
+/// value too large to send again: its expiry alone changed; both set an
+/// absolute state, so replaying them is safe), `MULTI`, `EXEC`,
+/// `FLUSHALL`, `PING`, or `REPLCONF …` (`in_copy`: only SET). Anything else is not nvkv's stream,
 /// and is not applied.
 fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
     let Some(name) = args.first() else {
@@ -100,7 +102,8 @@ fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
     }
     match args.len() {
         1 => is(b"MULTI") || is(b"EXEC") || is(b"FLUSHALL") || is(b"PING"),
-        2 => is(b"DEL"),
+        2 => is(b"DEL") || is(b"PERSIST"),
+        3 if is(b"PEXPIREAT") => resp::parse_redis_int(&args[2]).is_some_and(|t| t > 0),
         _ => is(b"REPLCONF"),
     }
 }
