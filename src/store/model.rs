@@ -730,12 +730,13 @@ impl<'a> Runner<'a> {
         self.ks()
             .mark_clean()
             .map_err(|e| format!("marking clean: {e}"))?;
-        // The table of large values, as the server saves it after its
-        // pollers stopped (not the segment table: the model has always
-        // reopened without it).
+        // The segment table and the table of large values, as the server
+        // saves them after its pollers stopped.
         let open = self.store.as_ref().expect("open");
         let large = open.space.large.lock().expect("large value map").clone();
         let gen = open.space.gen.load(Relaxed);
+        super::space::save_table(self.dir, &open.sb, &open.space)
+            .map_err(|e| format!("saving the segment table: {e}"))?;
         super::space::save_large_table(self.dir, &open.sb, &large, gen)
             .map_err(|e| format!("saving the table of large values: {e}"))?;
         self.note_counters();
