@@ -39,17 +39,26 @@ pub const MAX_SEGMENT: u32 = 1 << 30;
 const SUPER_MAGIC: &[u8; 8] = b"NVKVSUPR";
 const SEGMENT_MAGIC: &[u8; 8] = b"NVKVSEG1";
 const RECORD_MAGIC: u8 = 0xA7;
-/// Current on-disk format version. Version 3 places keys in partitions by
+/// Current on-disk format version. Version 4 adds values larger than a
+/// segment ([`FLAG_LARGE`] heads and [`PieceHeader`] segments); a version
+/// 3 store is the same but for them, and is marked version 4 when opened,
+/// so that no older build misreads a head as a value. Version 3 places keys in partitions by
 /// their hash tag (`{…}`, see [`crate::index::KeyHash::of`]); version 2
 /// stores are converted when opened (their records are the same: the
 /// index is rebuilt by the new rule). Version 2 seeds record checksums
 /// with the store's UUID; version 1 stores must be reloaded.
-pub const FORMAT_VERSION: u32 = 3;
-/// The older version a store is converted from when opened.
+pub const FORMAT_VERSION: u32 = 4;
+/// The older version a store is converted from when opened (its index
+/// rebuilt).
 pub const CONVERTIBLE_VERSION: u32 = 2;
+/// The older version a store is upgraded from when opened, as it is.
+pub const UPGRADABLE_VERSION: u32 = 3;
 
 /// Record flag: this record deletes its key.
 pub const FLAG_TOMBSTONE: u8 = 1;
+/// Record flag: the record is the head of a large value, its value a
+/// [`LargeHead`]; the bytes are in piece segments (format version 4).
+pub const FLAG_LARGE: u8 = 2;
 
 /// What can be wrong with bytes read from the device.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -146,7 +155,7 @@ impl Superblock {
             return Err(FormatError::NotAStore);
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION && version != CONVERTIBLE_VERSION {
+        if ![FORMAT_VERSION, UPGRADABLE_VERSION, CONVERTIBLE_VERSION].contains(&version) {
             return Err(FormatError::Version(version));
         }
         if crc32c::crc32c(&b[..Self::CRC_AT]) != u32_at(b, Self::CRC_AT) {
@@ -316,6 +325,11 @@ impl Record<'_> {
         self.meta.flags & FLAG_TOMBSTONE != 0
     }
 
+    /// Whether the record is the head of a large value.
+    pub fn is_large(&self) -> bool {
+        self.meta.flags & FLAG_LARGE != 0
+    }
+
     /// Whether the record has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.meta.expire_ms != 0 && self.meta.expire_ms <= now_ms
@@ -428,6 +442,120 @@ impl<'a> Iterator for SegmentRecords<'a> {
                 None => self.pos = self.pos.next_multiple_of(self.block),
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Large values: a head record and piece segments.
+
+const PIECE_MAGIC: &[u8; 8] = b"NVKVPIEC";
+/// Bytes of a piece header (it has its segment's whole first block).
+pub const PIECE_HEADER: usize = 40;
+
+/// The header of a piece segment: a whole segment holding part of a large
+/// value, its data from the segment's second block on. Its checksum is
+/// seeded with the store's UUID, as the other headers are.
+///
+/// ```text
+/// magic "NVKVPIEC" | value_id u64 | piece u32 | len u32 | data_crc u32 | shard u32 | 0 u32 | crc u32 (of the 36 bytes before it)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceHeader {
+    /// The value's id, unique in the store (a segment generation).
+    pub value_id: u64,
+    /// Which piece of the value this is, from 0.
+    pub piece: u32,
+    /// Bytes of data in the piece.
+    pub len: u32,
+    /// CRC32C of the data, seeded with the store's UUID.
+    pub data_crc: u32,
+    pub shard: u32,
+}
+
+impl PieceHeader {
+    pub fn encode(&self, uuid: &[u8; 16], out: &mut [u8]) {
+        out[0..8].copy_from_slice(PIECE_MAGIC);
+        out[8..16].copy_from_slice(&self.value_id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.piece.to_le_bytes());
+        out[20..24].copy_from_slice(&self.len.to_le_bytes());
+        out[24..28].copy_from_slice(&self.data_crc.to_le_bytes());
+        out[28..32].copy_from_slice(&self.shard.to_le_bytes());
+        out[32..36].fill(0);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(uuid), &out[..36]);
+        out[36..40].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// `None` when the bytes are no piece header of the store `uuid`.
+    pub fn decode(b: &[u8], uuid: &[u8; 16]) -> Option<Self> {
+        if b.len() < PIECE_HEADER || &b[0..8] != PIECE_MAGIC {
+            return None;
+        }
+        if crc32c::crc32c_append(crc32c::crc32c(uuid), &b[..36]) != u32_at(b, 36) {
+            return None;
+        }
+        Some(PieceHeader {
+            value_id: u64_at(b, 8),
+            piece: u32_at(b, 16),
+            len: u32_at(b, 20),
+            data_crc: u32_at(b, 24),
+            shard: u32_at(b, 28),
+        })
+    }
+
+    /// The checksum of a piece's data.
+    pub fn data_crc(uuid: &[u8; 16], data: &[u8]) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(uuid), data)
+    }
+}
+
+/// Bytes of value a piece segment holds: all of it but its first block.
+pub fn piece_capacity(segment_size: u32, block: u64) -> u64 {
+    segment_size as u64 - block
+}
+
+/// The value of a large value's head record: its length, its id, and
+/// its piece segments in order.
+///
+/// ```text
+/// total_len u64 | value_id u64 | count u32 | segment u32 × count
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LargeHead {
+    pub total_len: u64,
+    pub value_id: u64,
+    pub pieces: Vec<u32>,
+}
+
+impl LargeHead {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(20 + 4 * self.pieces.len());
+        b.extend_from_slice(&self.total_len.to_le_bytes());
+        b.extend_from_slice(&self.value_id.to_le_bytes());
+        b.extend_from_slice(&(self.pieces.len() as u32).to_le_bytes());
+        for p in &self.pieces {
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() < 20 {
+            return None;
+        }
+        let count = u32_at(b, 16) as usize;
+        if b.len() != 20 + 4 * count {
+            return None;
+        }
+        Some(LargeHead {
+            total_len: u64_at(b, 0),
+            value_id: u64_at(b, 8),
+            pieces: (0..count).map(|i| u32_at(b, 20 + 4 * i)).collect(),
+        })
+    }
+
+    /// Bytes of data piece `i` holds, pieces holding `cap` bytes each.
+    pub fn piece_len(&self, i: usize, cap: u64) -> u64 {
+        (self.total_len - i as u64 * cap).min(cap)
     }
 }
 
@@ -642,6 +770,34 @@ mod tests {
             decode_record(&[2; 16], &buf).unwrap_err(),
             FormatError::RecordChecksum
         );
+    }
+
+    #[test]
+    fn piece_header_and_head_round_trip() {
+        let h = PieceHeader {
+            value_id: 77,
+            piece: 3,
+            len: 4096,
+            data_crc: 9,
+            shard: 2,
+        };
+        let mut b = [0u8; 64];
+        h.encode(&[1; 16], &mut b);
+        assert_eq!(PieceHeader::decode(&b, &[1; 16]), Some(h));
+        assert_eq!(PieceHeader::decode(&b, &[2; 16]), None);
+        assert_eq!(SegmentHeader::decode(&b, &[1; 16]), None);
+        b[17] ^= 1;
+        assert_eq!(PieceHeader::decode(&b, &[1; 16]), None);
+        let head = LargeHead {
+            total_len: 10_000,
+            value_id: 77,
+            pieces: vec![5, 9, 2],
+        };
+        let enc = head.encode();
+        assert_eq!(LargeHead::decode(&enc), Some(head.clone()));
+        assert_eq!(LargeHead::decode(&enc[..enc.len() - 1]), None);
+        assert_eq!(head.piece_len(0, 4096), 4096);
+        assert_eq!(head.piece_len(2, 4096), 10_000 - 8192);
     }
 
     #[test]

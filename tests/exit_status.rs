@@ -35,8 +35,8 @@ fn refusals(listen: &str, metrics: &str) -> Vec<(Vec<String>, String)> {
             "--io-threads must be between 1 and the store's".into(),
         ),
         (
-            v(&["--listen", "127.0.0.1:0", "--max-value-size", "4M"]),
-            "does not fit the store's".into(),
+            v(&["--listen", "127.0.0.1:0", "--max-key-size", "70000"]),
+            "--max-key-size is at most 65535 bytes".into(),
         ),
         (
             v(&["--listen", "127.0.0.1:0", "--tcp-threads", "0"]),

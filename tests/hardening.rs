@@ -519,35 +519,6 @@ fn requirepass_file_is_read_and_must_be_private() {
 }
 
 #[test]
-fn a_value_size_the_index_cannot_address_is_refused() {
-    if common::test_device().is_some() || common::test_spdk().is_some() {
-        return; // a store of 1 GiB segments, in a sparse file
-    }
-    let dir = tempfile::tempdir().unwrap();
-    common::create_store(
-        dir.path(),
-        &["--sparse", "--capacity", "5G", "--segment-size", "1G"],
-    );
-    let out = common::run_on(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-value-size",
-            "512M",
-            "--path",
-        ],
-        dir.path(),
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("the index addresses records of at most"),
-        "{err}"
-    );
-}
-
-#[test]
 fn client_memory_over_the_budget_evicts_the_biggest_clients() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), &["--maxmemory-clients", "16M"]);

@@ -113,6 +113,30 @@ proptest! {
     }
 }
 
+/// Values larger than a segment (one to four pieces), overwritten by small
+/// ones and large ones, given TTLs, across crashes during their writes and
+/// clean restarts.
+#[test]
+fn large_values_across_crashes_and_restarts_keep_the_invariant() {
+    let mut bytes = vec![0, 0];
+    for round in 0u8..48 {
+        let key = round % 6;
+        // A batch: a large SET, a small SET of another key, an EXPIRE.
+        bytes.extend([0, 2, 4, key, round, 7, 0, key + 6, 40, round]);
+        bytes.extend([6, key, 1, round]);
+        match round % 6 {
+            1 => bytes.extend([9, 0, 4, (key + 1) % 6, 200, round, round % 8]), // crash
+            3 => bytes.extend([10, 40]),                                        // time
+            4 => bytes.extend([12, 30]),                                        // turns
+            5 => bytes.extend([14, 0]),                                         // restart
+            _ => {}
+        }
+    }
+    let r = run_bytes(&bytes);
+    assert!(r.large_writes >= 48, "{r:?}");
+    assert!(r.crashes >= 8 && r.restarts >= 8, "{r:?}");
+}
+
 #[test]
 fn steps_decode_from_bytes_as_documented() {
     let (faults, steps) = decode(&[0, 0, 10, 3, 14, 0]);

@@ -526,7 +526,8 @@ fn acknowledged_transactions_survive_kill_9() {
 }
 
 /// A store of format version 2 (before hash tags) is converted when it
-/// opens: its keys read back, and the store is version 3 after.
+/// opens: its keys read back, and the store is version 4 after; a
+/// version 3 store is upgraded to 4 as it is.
 #[test]
 fn a_version_2_store_is_converted_when_opened() {
     let dir = tempfile::tempdir().unwrap();
@@ -578,14 +579,31 @@ fn a_version_2_store_is_converted_when_opened() {
     }
     let log = srv.log.lock().unwrap().clone();
     assert!(
-        log.contains("format version 2: converting it to version 3"),
+        log.contains("format version 2: converting it to version 4"),
         "{log}"
     );
     srv.stop();
-    let mut sb = vec![0u8; 12];
-    std::fs::File::open(&data)
-        .unwrap()
-        .read_exact(&mut sb)
+    let version = || {
+        let mut sb = vec![0u8; 12];
+        std::fs::File::open(&data)
+            .unwrap()
+            .read_exact(&mut sb)
+            .unwrap();
+        u32::from_le_bytes(sb[8..12].try_into().unwrap())
+    };
+    assert_eq!(version(), 4);
+    // A version 3 store (no values in pieces) opens as it is, its clean
+    // index trusted, and is marked version 4.
+    set_version(3);
+    let srv = Server::start(dir.path(), &[]);
+    assert_eq!(srv.info_field("index_state_at_start"), "clean");
+    let v: i64 = redis::cmd("GET")
+        .arg("key7")
+        .query(&mut srv.client())
         .unwrap();
-    assert_eq!(u32::from_le_bytes(sb[8..12].try_into().unwrap()), 3);
+    assert_eq!(v, 7);
+    let log = srv.log.lock().unwrap().clone();
+    assert!(log.contains("was in format version 3"), "{log}");
+    srv.stop();
+    assert_eq!(version(), 4);
 }

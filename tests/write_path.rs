@@ -485,10 +485,11 @@ fn dbsize_drops_expired_keys() {
     }
     // Once the sweep finds no key left to expire it skips the index; a TTL
     // set later brings it back.
-    set_opts(&mut con, "late", b"5", &["PX", "100"]).unwrap();
+    // (Long enough to be counted first on a loaded machine too.)
+    set_opts(&mut con, "late", b"5", &["PX", "1500"]).unwrap();
     assert_eq!(dbsize(&mut con), 2);
     wait_for(
-        "a key set with PX 100 on a store with no TTL left out of DBSIZE",
+        "a key set with PX 1500 on a store with no TTL left out of DBSIZE",
         || dbsize(&mut con) == 1,
     );
     srv.stop();

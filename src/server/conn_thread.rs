@@ -350,8 +350,11 @@ impl Thread<'_> {
             me,
             self.shared.cfg.conns.requirepass.is_none(),
             // Pessimistic until replies show their size: a new connection
-            // cannot have a burst of large replies in flight at once.
-            self.shared.cfg.conns.max_value_size as usize,
+            // cannot have a burst of large replies in flight at once. At
+            // most 1 MiB (the largest value before values up to 512 MiB):
+            // a value that large would have a new connection wait for
+            // each reply before its next command.
+            (self.shared.cfg.conns.max_value_size as usize).min(1 << 20),
             std::sync::Arc::clone(&self.shared.conn_stats[self.id].cmds),
             info,
         ));

@@ -229,8 +229,9 @@ pub struct ServeArgs {
     /// "and after".
     #[arg(long, hide = true)]
     pub inject_faults: Option<crate::io::FaultSpec>,
-    /// Largest value in bytes (also bounded by the store's segment size).
-    #[arg(long, value_parser = store::parse_size, default_value = "1M")]
+    /// Largest value in bytes (Redis's `proto-max-bulk-len`). Values
+    /// larger than a segment are stored in pieces, whole segments.
+    #[arg(long, value_parser = store::parse_size, default_value = "512M")]
     pub max_value_size: u64,
     /// Most clients connected at once; the next one is sent an error and
     /// closed.
@@ -245,8 +246,10 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub max_query_buffer: u64,
     /// Most reply bytes a client may leave unread (replies not yet sent
-    /// included) before it is disconnected; 0 = no limit.
-    #[arg(long, value_parser = store::parse_size, default_value = "64M")]
+    /// included) before it is disconnected; 0 = no limit. The default
+    /// leaves room for a GET of the largest value (`--max-value-size`):
+    /// large values are sent whole, not streamed.
+    #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub max_output_buffer: u64,
     /// Most memory all clients together may hold in buffers, owed replies
     /// and requests in flight (K/M/G); past it, the connections holding the
@@ -626,22 +629,18 @@ fn check_layout(args: &ServeArgs, shards: u32, segment_size: u64, block_size: u6
     if args.io_threads > shards as usize {
         bail!("--io-threads must be between 1 and the store's {shards} shards");
     }
-    let max_record =
-        crate::format::record_len(args.max_key_size as usize, args.max_value_size as usize);
+    // Values larger than a segment go in pieces; a key, with the head of
+    // the largest such value, must fit one.
+    let pieces = args.max_value_size.div_ceil(crate::format::piece_capacity(
+        segment_size as u32,
+        block_size,
+    ));
+    let head = 20 + 4 * pieces as usize;
+    let max_record = crate::format::record_len(args.max_key_size as usize, head);
     if max_record + crate::format::SEGMENT_HEADER as u64 + block_size > segment_size {
         bail!(
-            "--max-value-size {} with --max-key-size {} does not fit the store's {segment_size}-byte segments",
-            args.max_value_size,
+            "--max-key-size {} does not fit the store's {segment_size}-byte segments",
             args.max_key_size,
-        );
-    }
-    if max_record > crate::format::MAX_RECORD {
-        bail!(
-            "--max-value-size {} with --max-key-size {} makes records of {max_record} bytes; \
-             the index addresses records of at most {} bytes",
-            args.max_value_size,
-            args.max_key_size,
-            crate::format::MAX_RECORD
         );
     }
     Ok(())

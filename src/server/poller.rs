@@ -33,6 +33,7 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod large;
 mod scan;
 pub(super) use scan::{CURSOR_POS_BITS, TAG_GRAIN};
 
@@ -49,6 +50,8 @@ struct Waiter {
     reply: Reply,
     /// A SAVE or BGSAVE (which has no reply: `id` is `NO_REPLY`).
     save: bool,
+    /// The key (tag) whose requests wait for this write: a large value's.
+    hold: Option<u64>,
 }
 
 impl Waiter {
@@ -60,6 +63,7 @@ impl Waiter {
             part: req.part,
             reply: Reply::Encoded(b"+OK\r\n".to_vec()),
             save,
+            hold: None,
         }
     }
 }
@@ -86,6 +90,9 @@ struct Poller<E: Engine> {
     acks: Vec<(Waiter, Result<(), CommitFailed>)>,
     /// Writes on their way into the replication stream once durable.
     repl_out: super::repl::Outbox,
+    /// Large values' SETs for the replication stream, by key tag: they go
+    /// in once their head is durable (its writer's acknowledgement).
+    large_stream: HashMap<u64, Vec<u8>>,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
@@ -116,6 +123,13 @@ struct Poller<E: Engine> {
     /// A flush (FLUSHDB) waiting for the writes before it to finish, and
     /// the requests that came after it: they run once it has.
     flush_hold: VecDeque<Request>,
+    /// Large values being read from their pieces, by number; the piece
+    /// reads in flight (read slot: assembly, piece); assemblies that
+    /// found no read slot.
+    assemblies: HashMap<u64, large::Assembly>,
+    next_assembly: u64,
+    piece_reads: HashMap<u32, (u64, usize)>,
+    stalled_assemblies: Vec<u64>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -296,6 +310,7 @@ fn run_with<E: Engine>(
         done: Vec::with_capacity(depth),
         acks: Vec::new(),
         repl_out: super::repl::Outbox::new(id),
+        large_stream: HashMap::new(),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
@@ -310,6 +325,10 @@ fn run_with<E: Engine>(
         next_move: 0,
         scans: scan::Scans::default(),
         flush_hold: VecDeque::new(),
+        assemblies: HashMap::new(),
+        next_assembly: 0,
+        piece_reads: HashMap::new(),
+        stalled_assemblies: Vec::new(),
     };
     p.stats().cpu.set_current();
     p.run_loop();
@@ -384,9 +403,13 @@ impl<E: Engine> Poller<E> {
             self.submit();
         }
         let mut done = std::mem::take(&mut self.done);
-        for c in done.drain(..) {
+        for mut c in done.drain(..) {
             match Tag::decode(c.tag) {
-                Some(Tag::Read(slot)) => self.complete_read(slot, c),
+                Some(Tag::Read(slot)) => {
+                    if !self.complete_piece_read(slot, &mut c) {
+                        self.complete_read(slot, c)
+                    }
+                }
                 Some(Tag::ScanRead(slot)) => self.complete_scan_read(slot, c),
                 _ => self.ks.complete(c),
             }
@@ -394,7 +417,7 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued();
+        let retried = self.retry_requeued() | self.retry_assemblies();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -726,7 +749,8 @@ impl<E: Engine> Poller<E> {
         let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
-        if was_rmw {
+                   // A large value's read holds the key until its pieces are in.
+        if was_rmw && !self.assembling(tag) {
             self.release(tag);
         }
     }
@@ -781,6 +805,15 @@ impl<E: Engine> Poller<E> {
             };
             return self.reply(&req, reply);
         }
+        if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
+            return self.large_read(req, entry, bytes, &rec);
+        }
+        self.finish_record(req, entry, &rec)
+    }
+
+    /// Finishes a request with its key's live record (a large value's
+    /// whole, for what reads its value).
+    fn finish_record(&mut self, req: Request, entry: Entry, rec: &Record<'_>) {
         match req.op {
             Op::Get { .. } => {
                 let st = self.stats();
@@ -804,7 +837,7 @@ impl<E: Engine> Poller<E> {
                 };
                 self.reply(&req, Reply::Int(reply))
             }
-            Op::Expire { at_ms, persist, .. } => self.expire(req, &rec, at_ms, persist),
+            Op::Expire { at_ms, persist, .. } => self.expire(req, rec, at_ms, persist),
             Op::Set { .. } => {
                 let old = rec.value.to_vec();
                 self.set(req, Some(entry), Some(old))
@@ -877,6 +910,9 @@ impl<E: Engine> Poller<E> {
             (true, None) => 0,
             (false, _) => *expire_ms,
         };
+        if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
+            return self.set_large(&req, value, expire, done);
+        }
         let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);
         self.acknowledge(req, result, done);
     }
@@ -934,6 +970,10 @@ impl<E: Engine> Poller<E> {
                 return self.reply(&req, Reply::Int(0));
             }
         }
+        let deletes = !persist && at_ms <= self.ks.now_ms();
+        if rec.is_large() && !deletes {
+            return self.expire_large(req, rec, at_ms, persist);
+        }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.ks.now_ms() {
             self.write(&req, req.pid, &req.hash, &key, &[], 0, true)
@@ -981,6 +1021,7 @@ impl<E: Engine> Poller<E> {
                     part: req.part,
                     reply: ok,
                     save: false,
+                    hold: None,
                 };
                 match self.ks.acknowledge(w) {
                     Some(w) => w.reply,
@@ -1000,16 +1041,32 @@ impl<E: Engine> Poller<E> {
                 Reply::Error(super::strings::STORE_FULL.into())
             }
             WriteError::TooLarge => Reply::Error(super::strings::RECORD_TOO_LARGE.into()),
+            WriteError::NoBuffer(_) => {
+                self.ks.counters().io_errors.fetch_add(1, Relaxed);
+                Reply::Error(super::strings::NO_IO_BUFFER.into())
+            }
             e @ WriteError::Index(_) => Reply::Error(format!("ERR {e}")),
         }
     }
 
     /// Replies to the writers whose commits completed or failed.
     fn answer_writers(&mut self) {
-        // The stream first: a WAIT after a write's reply finds it there.
-        self.stream_durable();
         self.ks.take_acks(&mut self.acks);
         let mut acks = std::mem::take(&mut self.acks);
+        // A large value's SET enters the stream once its head is durable,
+        // which its acknowledgement says; its key was held meanwhile, so it
+        // keeps its place among the key's writes.
+        for (w, result) in &acks {
+            let Some(bytes) = w.hold.and_then(|tag| self.large_stream.remove(&tag)) else {
+                continue;
+            };
+            if result.is_ok() {
+                let seq = self.ks.durable_seq().saturating_sub(1);
+                (self.repl_out).push(&self.shared.repl, seq, |out| out.extend_from_slice(&bytes));
+            }
+        }
+        // The stream first: a WAIT after a write's reply finds it there.
+        self.stream_durable();
         for (w, result) in acks.drain(..) {
             if w.save {
                 self.saved(w.id == NO_REPLY, result.is_ok());
@@ -1022,6 +1079,9 @@ impl<E: Engine> Poller<E> {
                 Err(e) => Reply::Error(format!("ERR I/O error, {e}")),
             };
             self.respond(w.to, w.id, w.part, reply);
+            if let Some(tag) = w.hold {
+                self.release(tag);
+            }
         }
         self.acks = acks;
     }
@@ -1580,6 +1640,7 @@ impl<E: Engine> Poller<E> {
                         part: t.exec.part,
                         reply: Reply::Txn(t.replies),
                         save: false,
+                        hold: None,
                     };
                     self.ks.acknowledge_durable(w);
                     None
@@ -1893,6 +1954,9 @@ impl<E: Engine> Poller<E> {
         }
         let (src, dst) = (key.to_vec(), to.key.to_vec());
         let (to_pid, to_hash) = (to.pid, to.hash);
+        if rec.is_large() {
+            return self.move_large(req, &rec, ok);
+        }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
         // As Redis: a renamed key keeps its access time or counter; a
         // copy is a new object.
@@ -2105,14 +2169,23 @@ fn string_encoding(v: &[u8]) -> &'static str {
 /// indexes count from the end, and the range is clamped to the value, as
 /// Redis 7.0 does.
 fn range(v: &[u8], start: i64, end: i64) -> &[u8] {
-    let len = v.len() as i64;
+    match range_bounds(v.len() as u64, start, end) {
+        Some((start, end)) => &v[start as usize..=end as usize],
+        None => &[],
+    }
+}
+
+/// The first and last byte (inclusive) GETRANGE `start` `end` takes of a
+/// value of `len` bytes, as Redis counts them; `None`: none.
+fn range_bounds(len: u64, start: i64, end: i64) -> Option<(u64, u64)> {
+    let len = len as i64;
     if start < 0 && end < 0 && start > end {
-        return &[];
+        return None;
     }
     let start = if start < 0 { len + start } else { start }.max(0);
     let end = if end < 0 { len + end } else { end }.max(0).min(len - 1);
     if start > end || len == 0 {
-        return &[];
+        return None;
     }
-    &v[start as usize..=end as usize]
+    Some((start as u64, end as u64))
 }

@@ -147,6 +147,8 @@ pub(crate) struct NewStore {
     pub dev: Device,
     pub sb: Superblock,
     pub parts: Vec<Partition>,
+    /// The store directory.
+    pub dir: PathBuf,
     pub _lock: DirLock,
     /// Leave the holes of a data file unwritten (`--sparse`).
     pub sparse: bool,
@@ -263,6 +265,7 @@ pub(crate) fn create(
         dev,
         sb,
         parts,
+        dir: dir.to_owned(),
         _lock: lock,
         sparse: args.sparse,
     })
@@ -279,6 +282,10 @@ pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result
     b.copy_from_slice(&st.sb.encode());
     st.dev.write_at(&b, 0).map_err(err)?;
     st.dev.sync().map_err(err)?;
+    // A new store holds no large value: its clean open needs the (empty)
+    // table of them.
+    super::space::save_large_table(&st.dir, &st.sb, &Default::default(), max_gen)
+        .map_err(|e| StoreError::Io(st.dir.clone(), e))?;
     for p in &mut st.parts {
         let cp = Checkpoint {
             max_seq: max_seq[(p.id() % st.sb.shards) as usize],

@@ -28,14 +28,16 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::format::{FlushMark, FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE};
+use crate::format::{
+    FlushMark, FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE, UPGRADABLE_VERSION,
+};
 use crate::index::{Checkpoint, IndexError, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
 pub use check::{check, CheckReport};
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
 pub use shard::{shard_of, Lookup, Shard};
-pub use space::{save_table, Space, NO_SHARD};
+pub use space::{save_table, LargeMap, Space, NO_SHARD};
 
 /// Creates an empty store in `dir`; `env` starts SPDK should
 /// `args.device` be an NVMe namespace.
@@ -232,7 +234,8 @@ impl Store {
         let lock = DirLock::acquire(dir)?;
         let dev = open_device(&spec, env)?;
         let (sb, version) = read_superblock_versioned(&dev)?;
-        let converting = version != FORMAT_VERSION;
+        let upgrading = version == UPGRADABLE_VERSION;
+        let converting = version != FORMAT_VERSION && !upgrading;
 
         let flushed = read_flush_marks(&dev, &sb)?;
         let (mut parts, checkpoints) = open_partitions(dir, &sb)?;
@@ -253,6 +256,23 @@ impl Store {
                 tracing::warn!("{why}; the index will be rebuilt");
                 parts.iter_mut().for_each(Partition::clear);
                 clean = false;
+            }
+        }
+        // The heads of large values: saved at the clean shutdown (a store
+        // of version 3 has none); without them, only a scan finds them.
+        let mut large = LargeMap::new();
+        if clean && !upgrading {
+            let max_gen = checkpoints.iter().flatten().map(|c| c.max_gen).max();
+            match space::load_large_table(dir, &sb, max_gen.unwrap_or(0)) {
+                Some(map) => large = map,
+                None => {
+                    tracing::warn!(
+                        "the table of large values (large.tbl) is missing, damaged or \
+                         older than the index; the index will be rebuilt"
+                    );
+                    parts.iter_mut().for_each(Partition::clear);
+                    clean = false;
+                }
             }
         }
         let (shards, mut report, max_gen, min_seq, scanned) = if clean {
@@ -293,15 +313,23 @@ impl Store {
                 write_superblock(&dev, &sb).map_err(io_at(dev.path()))?;
                 tracing::info!("the store is now in format version {FORMAT_VERSION}");
             }
+            large = r.large;
             (r.shards, r.report, r.max_gen, Some(r.min_seq), r.scanned)
         };
+        if upgrading {
+            write_superblock(&dev, &sb).map_err(io_at(dev.path()))?;
+            tracing::info!(
+                "the store was in format version {version}: it is now in version \
+                 {FORMAT_VERSION} (values larger than a segment)"
+            );
+        }
         let mut shards = shards;
         for s in &mut shards {
             s.flushed = flushed[s.id as usize];
             // Records written after a flush must sort above it.
             s.next_seq = s.next_seq.max(s.flushed.below);
         }
-        let space = Space::from_index(&sb, &shards, max_gen, min_seq);
+        let space = Space::from_index(&sb, &shards, max_gen, min_seq, large);
         report.segments_erased = erase_dead_headers(&dev, &sb, &space, &scanned)?;
         let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
         Ok(Store {

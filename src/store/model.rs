@@ -12,6 +12,11 @@
 //! than the latest acknowledged write ever does, nor anything expired.
 //! Once eviction has taken a key, nil is right for it too.
 //!
+//! Some SETs write values larger than a segment (in pieces, see
+//! `keyspace/large.rs`), and EXPIRE and PERSIST on those write a head
+//! sharing the pieces, as the server does; a GET reads and checks the
+//! pieces.
+//!
 //! The steps come from bytes, so the same runner serves a property test
 //! (`tests/store_model.rs`) and a fuzz target (`fuzz_targets/store_model.rs`).
 
@@ -24,8 +29,8 @@ use std::time::Duration;
 use super::clock::{unix_ms, ManualClock};
 use super::evict::{Policy, Settings};
 use super::keyspace::{self, Keyspace, Tag, WriteError};
-use super::{create_empty, CreateArgs, DirLock, Store};
-use crate::format::{align_down, align_up, decode_record};
+use super::{create_empty, CreateArgs, DirLock, Space, Store};
+use crate::format::{align_down, align_up, decode_record, LargeHead, PieceHeader, Superblock};
 use crate::index::KeyHash;
 use crate::io::{Device, Engine, EnvOptions, EventFd, FaultSpec, Faulty, Uring};
 
@@ -34,8 +39,9 @@ const KEYS: u8 = 64;
 /// Segment and store sizes: small, so that compaction and eviction run.
 const SEGMENT: u64 = 128 << 10;
 const CAPACITY: u64 = 4 << 20;
-/// Largest value written.
+/// Largest value written in a record, and in pieces (up to four).
 const MAX_VALUE: usize = 24 << 10;
+const MAX_LARGE: usize = 480 << 10;
 /// Turns a step may take to finish before the run counts as stuck.
 const MAX_TURNS: usize = 20_000;
 
@@ -52,6 +58,8 @@ pub struct Report {
     pub compactions: u64,
     pub expired: u64,
     pub evicted: u64,
+    /// Values larger than a segment written (in pieces).
+    pub large_writes: u64,
 }
 
 /// One step of a run.
@@ -141,9 +149,16 @@ fn write(next: &mut impl FnMut() -> Option<u8>) -> Option<Write> {
         _ => 1 + (a as u32 * 29 + b as u32) % 3000,
     };
     Some(match op % 8 {
-        0..=4 => Write::Set {
+        0..=3 => Write::Set {
             key,
             len: (a as usize * 256 + b as usize * 97) % MAX_VALUE,
+            ttl_ms,
+        },
+        // Larger than a segment: one to four pieces.
+        4 => Write::Set {
+            key,
+            len: SEGMENT as usize
+                + (a as usize * 1031 + b as usize * 97) % (MAX_LARGE - SEGMENT as usize),
             ttl_ms,
         },
         5 => Write::Del { key },
@@ -184,6 +199,8 @@ struct KeyState {
 /// The store as the run has it open.
 struct Open {
     ks: Keyspace<Faulty<Uring>, u64>,
+    sb: Superblock,
+    space: Arc<Space>,
     _lock: DirLock,
     _dev: Device,
     _bell: EventFd,
@@ -202,6 +219,8 @@ struct Runner<'a> {
     /// Eviction took a key at some point: nil is a right answer for any.
     evicted: bool,
     store: Option<Open>,
+    /// The head record's value of the large value the last GET read.
+    last_head: Option<Vec<u8>>,
 }
 
 /// Runs `bytes` as steps against a fresh store in `dir` (empty). `Err`
@@ -248,6 +267,7 @@ impl<'a> Runner<'a> {
             report: Report::default(),
             evicted: false,
             store: None,
+            last_head: None,
         })
     }
 
@@ -268,9 +288,10 @@ impl<'a> Runner<'a> {
             let id = s.id as usize;
             shards[id] = Some(s);
         }
+        let space = Arc::new(store.space);
         let common = keyspace::Common {
             sb: store.sb.clone(),
-            space: Arc::new(store.space),
+            space: Arc::clone(&space),
             eviction: Arc::clone(&self.eviction),
         };
         let cfg = keyspace::Config {
@@ -293,6 +314,8 @@ impl<'a> Runner<'a> {
         );
         self.store = Some(Open {
             ks,
+            sb: store.sb.clone(),
+            space,
             _lock: store.lock,
             _dev: store.dev,
             _bell: bell,
@@ -347,10 +370,18 @@ impl<'a> Runner<'a> {
     /// that wait for their commit.
     fn apply(&mut self, writes: &[Write]) -> Result<Vec<u64>, String> {
         let mut pending = Vec::new();
+        // Keys with a large value on its way: as the server holds such a
+        // key, a later write of it waits for the first to be answered.
+        let mut large_keys = Vec::new();
         for w in writes {
             let key = key_of(w);
+            if large_keys.contains(&key) {
+                self.settle(std::mem::take(&mut pending))?;
+                large_keys.clear();
+            }
             let now = self.tick();
             let cur = self.get(key)?;
+            let head = self.last_head.take();
             let new = match w {
                 Write::Set { key, len, ttl_ms } => {
                     let n = self.writes + 1;
@@ -376,8 +407,14 @@ impl<'a> Runner<'a> {
                     _ => continue,
                 },
             };
-            if let Some(n) = self.write(key, new)? {
+            // EXPIRE and PERSIST of a large value rewrite its head only.
+            let head = head.filter(|_| matches!(w, Write::Expire { .. } | Write::Persist { .. }));
+            let large = matches!(w, Write::Set { len, .. } if *len > MAX_VALUE);
+            if let Some(n) = self.write(key, new, head)? {
                 pending.push(n);
+                if large {
+                    large_keys.push(key);
+                }
             }
         }
         Ok(pending)
@@ -385,8 +422,19 @@ impl<'a> Runner<'a> {
 
     /// Writes one record, retrying while the store makes room; returns
     /// its number, or `None` when the store refused it.
-    fn write(&mut self, key: u8, new: Option<Val>) -> Result<Option<u64>, String> {
-        let n = self.write_raw(&key_bytes(key), new.as_ref())?;
+    fn write(
+        &mut self,
+        key: u8,
+        new: Option<Val>,
+        head: Option<Vec<u8>>,
+    ) -> Result<Option<u64>, String> {
+        let n = match head {
+            Some(head) => {
+                let expire_ms = new.as_ref().expect("a value").expire_ms;
+                self.write_head(&key_bytes(key), &head, expire_ms)?
+            }
+            None => self.write_raw(&key_bytes(key), new.as_ref())?,
+        };
         if let Some(n) = n {
             let st = self.keys.entry(key).or_default();
             st.maybe.push(new);
@@ -395,11 +443,55 @@ impl<'a> Runner<'a> {
         Ok(n)
     }
 
+    /// Writes a head sharing the pieces of a large value (EXPIRE, PERSIST).
+    fn write_head(
+        &mut self,
+        key: &[u8],
+        head: &[u8],
+        expire_ms: u64,
+    ) -> Result<Option<u64>, String> {
+        let hash = KeyHash::of(key);
+        let pid = self.pid(&hash);
+        match self.ks().write_head(pid, &hash, key, head, expire_ms) {
+            Ok(()) => {
+                self.writes += 1;
+                let n = self.writes;
+                let waits = self.ks().acknowledge(n).is_none();
+                assert!(waits, "the model runs with synchronous commits");
+                Ok(Some(n))
+            }
+            Err(WriteError::Full) => {
+                self.report.writes_refused += 1;
+                Ok(None)
+            }
+            Err(e) => Err(format!("head write failed: {e}")),
+        }
+    }
+
     /// Writes `key` as the server does, outside the model's keys.
     fn write_raw(&mut self, key: &[u8], new: Option<&Val>) -> Result<Option<u64>, String> {
         let hash = KeyHash::of(key);
         let pid = self.pid(&hash);
         let key_text = String::from_utf8_lossy(key).into_owned();
+        if let Some(v) = new.filter(|v| self.ks().is_large(key.len(), v.value.len())) {
+            // A value in pieces: the store does not wait for room for it.
+            let n = self.writes + 1;
+            return match self
+                .ks()
+                .write_large(pid, &hash, key, &v.value, v.expire_ms, n)
+            {
+                Ok(()) => {
+                    self.writes = n;
+                    self.report.large_writes += 1;
+                    Ok(Some(n))
+                }
+                Err((_, WriteError::Full)) => {
+                    self.report.writes_refused += 1;
+                    Ok(None)
+                }
+                Err((_, e)) => Err(format!("large write of key {key_text} failed: {e}")),
+            };
+        }
         for _ in 0..MAX_TURNS {
             let ks = self.ks();
             let result = match new {
@@ -512,6 +604,7 @@ impl<'a> Runner<'a> {
     /// GET, as the server serves it: the index, then the segment buffer
     /// or one device read.
     fn get(&mut self, key: u8) -> Result<Option<Val>, String> {
+        self.last_head = None;
         let hash = KeyHash::of(&key_bytes(key));
         let pid = self.pid(&hash);
         let uuid = self.store.as_ref().expect("open").uuid;
@@ -525,35 +618,8 @@ impl<'a> Runner<'a> {
                 let block = ks.block();
                 let start = align_down(e.offset, block);
                 let end = align_up(e.offset + e.len as u64, block);
-                let buf = ks
-                    .engine()
-                    .alloc((end - start) as usize)
-                    .map_err(|e| format!("no buffer for a read: {e}"))?;
-                let tag = Tag::Read(0).encode();
-                if ks.engine().read(start, buf, tag).is_err() {
-                    return Err("no engine slot for a read".into());
-                }
-                let _ = ks.engine().submit();
-                let buf = loop {
-                    let mut done = Vec::new();
-                    ks.engine().reap(&mut done);
-                    let mut mine = None;
-                    for c in done {
-                        if c.tag == tag {
-                            mine = Some(c);
-                        } else {
-                            ks.complete(c);
-                        }
-                    }
-                    if let Some(c) = mine {
-                        let buf = c.buf.expect("a read returns its buffer");
-                        match c.result {
-                            Ok(n) if n == buf.len() => break buf,
-                            other => return Err(format!("read of key {key}: {other:?}")),
-                        }
-                    }
-                    ks.engine().wait(Duration::from_millis(1));
-                };
+                let buf = read_at(ks, start, (end - start) as usize)
+                    .map_err(|why| format!("read of key {key}: {why}"))?;
                 let at = (e.offset - start) as usize;
                 buf[at..at + e.len as usize].to_vec()
             }
@@ -567,6 +633,15 @@ impl<'a> Runner<'a> {
         if rec.is_tombstone() || rec.expired(ks.now_ms()) {
             return Ok(None);
         }
+        if rec.is_large() {
+            let value = read_large(ks, &uuid, rec.value)
+                .map_err(|why| format!("key {key}: large value: {why}"))?;
+            self.last_head = Some(rec.value.to_vec());
+            return Ok(Some(Val {
+                value,
+                expire_ms: rec.meta.expire_ms,
+            }));
+        }
         Ok(Some(Val {
             value: rec.value.to_vec(),
             expire_ms: rec.meta.expire_ms,
@@ -578,7 +653,10 @@ impl<'a> Runner<'a> {
     /// the model takes what the store has from then on.
     fn check(&mut self, key: u8, strict: bool) -> Result<(), String> {
         let now = self.tick();
-        self.evicted |= self.ks().counters().evicted_keys.load(Relaxed) > 0;
+        // Evictions before the last restart count too (the keyspace's
+        // counters start again at each open).
+        self.evicted |=
+            self.ks().counters().evicted_keys.load(Relaxed) > 0 || self.report.evicted > 0;
         let got = self.get(key)?;
         self.report.gets_checked += 1;
         let st = self.keys.entry(key).or_default();
@@ -652,6 +730,14 @@ impl<'a> Runner<'a> {
         self.ks()
             .mark_clean()
             .map_err(|e| format!("marking clean: {e}"))?;
+        // The table of large values, as the server saves it after its
+        // pollers stopped (not the segment table: the model has always
+        // reopened without it).
+        let open = self.store.as_ref().expect("open");
+        let large = open.space.large.lock().expect("large value map").clone();
+        let gen = open.space.gen.load(Relaxed);
+        super::space::save_large_table(self.dir, &open.sb, &large, gen)
+            .map_err(|e| format!("saving the table of large values: {e}"))?;
         self.note_counters();
         self.store = None;
         self.report.restarts += 1;
@@ -684,6 +770,71 @@ fn key_of(w: &Write) -> u8 {
         | Write::Expire { key, .. }
         | Write::Persist { key } => key,
     }
+}
+
+/// Reads `len` bytes at `off` (block-aligned) through the keyspace's
+/// engine, handing it the completions of its own meanwhile.
+fn read_at(ks: &mut Keyspace<Faulty<Uring>, u64>, off: u64, len: usize) -> Result<Vec<u8>, String> {
+    let buf = ks
+        .engine()
+        .alloc(len)
+        .map_err(|e| format!("no buffer for a read: {e}"))?;
+    let tag = Tag::Read(0).encode();
+    if ks.engine().read(off, buf, tag).is_err() {
+        return Err("no engine slot for a read".into());
+    }
+    let _ = ks.engine().submit();
+    loop {
+        let mut done = Vec::new();
+        ks.engine().reap(&mut done);
+        let mut mine = None;
+        for c in done {
+            if c.tag == tag {
+                mine = Some(c);
+            } else {
+                ks.complete(c);
+            }
+        }
+        if let Some(c) = mine {
+            let buf = c.buf.expect("a read returns its buffer");
+            return match c.result {
+                Ok(n) if n == buf.len() => Ok(buf.to_vec()),
+                other => Err(format!("{other:?}")),
+            };
+        }
+        ks.engine().wait(Duration::from_millis(1));
+    }
+}
+
+/// A large value, read from its pieces as the server reads it: each
+/// piece's header and data checksum checked.
+fn read_large(
+    ks: &mut Keyspace<Faulty<Uring>, u64>,
+    uuid: &[u8; 16],
+    head: &[u8],
+) -> Result<Vec<u8>, String> {
+    let head = LargeHead::decode(head).ok_or("head unreadable")?;
+    let (block, cap) = (ks.block() as usize, ks.piece_capacity());
+    let sb = ks.superblock().clone();
+    let mut value = Vec::with_capacity(head.total_len as usize);
+    for (i, &seg) in head.pieces.iter().enumerate() {
+        let want = head.piece_len(i, cap) as usize;
+        let buf = read_at(
+            ks,
+            sb.segment_offset(seg),
+            block + want.next_multiple_of(block),
+        )?;
+        let h = PieceHeader::decode(&buf[..block], uuid).ok_or(format!("piece {i} missing"))?;
+        let data = &buf[block..block + want];
+        if h.value_id != head.value_id || h.piece != i as u32 || h.len as usize != want {
+            return Err(format!("piece {i} belongs to another value: {h:?}"));
+        }
+        if PieceHeader::data_crc(uuid, data) != h.data_crc {
+            return Err(format!("piece {i} fails its checksum"));
+        }
+        value.extend_from_slice(data);
+    }
+    Ok(value)
 }
 
 fn key_bytes(key: u8) -> Vec<u8> {

@@ -6,12 +6,23 @@
 //! number. Pass 2 reads those segments whole, in that order, with several
 //! large reads in flight, and replays their records into the index: later
 //! records win, tombstones stay as tombstone entries.
+//!
+//! Pass 1 also finds the piece segments of large values (their
+//! [`PieceHeader`]s). The head of a large value is replayed only when each
+//! of its pieces has the header it expects (value id, piece number,
+//! length); otherwise (its write was cut short, or a piece was reused) it
+//! becomes a marker, as an evicted key's entry is: it still shadows the
+//! key's older versions. Piece segments no live head references are free.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{shard, IndexState, OpenReport, Shard, StoreError};
-use crate::format::{SegmentHeader, SegmentRecords, Superblock, FLAG_TOMBSTONE};
+use super::{shard, IndexState, LargeMap, OpenReport, Shard, StoreError};
+use crate::format::{
+    piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
+    FLAG_TOMBSTONE,
+};
 use crate::index::{Checkpoint, Entry, KeyHash, Partition};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
@@ -27,6 +38,8 @@ pub(super) struct Rebuilt {
     /// Records found in a segment of a shard their key does not belong
     /// to (skipped): keys with a hash tag in a store of format version 2.
     pub misplaced: u64,
+    /// The heads of large values the index references.
+    pub large: LargeMap,
 }
 
 /// Large reads kept in flight during the scan.
@@ -48,6 +61,7 @@ pub(super) fn rebuild(
 
     // Pass 1: segment headers.
     let mut by_shard: BTreeMap<u32, Vec<(u64, u32, SegmentHeader)>> = BTreeMap::new();
+    let mut pieces: HashMap<u32, PieceHeader> = HashMap::new();
     let mut max_gen = 0;
     read_ordered(
         &mut eng,
@@ -63,6 +77,10 @@ pub(super) fn rebuild(
                         .or_default()
                         .push((h.first_seq, i as u32, h));
                 }
+            } else if let Some(p) = PieceHeader::decode(buf, &sb.uuid) {
+                // Value ids are generations: none is handed out twice.
+                max_gen = max_gen.max(p.value_id);
+                pieces.insert(i as u32, p);
             }
             true
         },
@@ -83,6 +101,9 @@ pub(super) fn rebuild(
     let mut min_seq = vec![u64::MAX; sb.segment_count as usize];
     let (mut records, mut failed, mut misplaced) = (0u64, None, 0u64);
     let seg_size = sb.segment_size as usize;
+    let cap = piece_capacity(sb.segment_size, sb.block_size as u64);
+    // Heads replayed with all their pieces: (partition, key, offset, head).
+    let mut heads = Vec::new();
     read_ordered(
         &mut eng,
         order.len(),
@@ -104,12 +125,31 @@ pub(super) fn rebuild(
                     continue; // flushed (FLUSHDB)
                 }
                 min_seq[seg as usize] = min_seq[seg as usize].min(rec.meta.seq);
-                let e = Entry {
+                let mut e = Entry {
                     offset: base + at as u64,
                     len: rec.len as u32,
                     tombstone: rec.meta.flags & FLAG_TOMBSTONE != 0,
                     expire_ms: rec.meta.expire_ms,
                 };
+                if rec.meta.flags & (FLAG_LARGE | FLAG_TOMBSTONE) == FLAG_LARGE {
+                    let whole = LargeHead::decode(rec.value).filter(|head| {
+                        head.pieces.iter().enumerate().all(|(i, seg)| {
+                            pieces.get(seg).is_some_and(|p| {
+                                p.value_id == head.value_id
+                                    && p.piece == i as u32
+                                    && p.len as u64 == head.piece_len(i, cap)
+                            })
+                        })
+                    });
+                    match whole {
+                        Some(head) => heads.push((pid, hash, e.offset, head)),
+                        None => {
+                            // A marker: gone, and shadowing older versions.
+                            e.tombstone = true;
+                            e.expire_ms = e.expire_ms.max(1);
+                        }
+                    }
+                }
                 if let Err(err) = parts[pid as usize].insert(&hash, e) {
                     // The index cannot take it (no room to grow, say):
                     // scanning on would only fail again.
@@ -123,6 +163,13 @@ pub(super) fn rebuild(
     .map_err(io_err)?;
     if let Some(e) = failed {
         return Err(e.into());
+    }
+    let mut large = LargeMap::new();
+    for (pid, hash, offset, head) in heads {
+        let current = parts[pid as usize].get(&hash);
+        if current.is_some_and(|e| e.offset == offset && !e.tombstone) {
+            large.insert(offset, Arc::new(head));
+        }
     }
 
     let cps: Vec<Option<Checkpoint>> = parts
@@ -152,6 +199,7 @@ pub(super) fn rebuild(
         min_seq,
         scanned: order.iter().map(|&(seg, _)| seg).collect(),
         misplaced,
+        large,
     })
 }
 

@@ -6,13 +6,19 @@
 //! the pollers: a segment belongs to one shard, so only that shard's poller
 //! changes its counters, but INFO reads them all.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::SegQueue;
 
 use super::Shard;
-use crate::format::Superblock;
+use crate::format::{align_up, piece_capacity, LargeHead, Superblock};
+
+/// The heads of large values the index references, by device offset of
+/// the head record: what their pieces are.
+pub type LargeMap = HashMap<u64, Arc<LargeHead>>;
 
 /// No shard: a free segment.
 pub const NO_SHARD: u32 = u32::MAX;
@@ -34,6 +40,16 @@ pub struct Space {
     /// Last segment generation handed out.
     pub gen: AtomicU64,
     pub segment_size: u32,
+    /// Segments holding a piece of a large value (or about to): out of
+    /// compaction's sight.
+    pub piece: Vec<AtomicBool>,
+    /// Heads referencing each piece segment (a COPY or an EXPIRE shares
+    /// the pieces of the head it rewrites).
+    pub piece_refs: Vec<AtomicU32>,
+    /// The heads of large values, by head offset (changed by the poller
+    /// owning the head's shard; saved at a clean shutdown).
+    pub large: Mutex<LargeMap>,
+    block: u64,
 }
 
 impl Space {
@@ -41,19 +57,30 @@ impl Space {
     /// are free.
     /// `min_seq` comes from the scan or the table saved at shutdown; when
     /// unknown, segments in use count as holding the oldest records.
+    /// Of `large`, only the heads a live entry of the index points at
+    /// count.
+    /// `large` holds the heads of large values the index references.
     pub fn from_index(
         sb: &Superblock,
         shards: &[Shard],
         max_gen: u64,
         min_seq: Option<Vec<u64>>,
+        large: LargeMap,
     ) -> Self {
         let n = sb.segment_count as usize;
         let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let gone: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
         let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
+        let mut heads = LargeMap::with_capacity(large.len());
+        let mut large = large;
         for s in shards {
             for p in s.partitions() {
                 for (_, e) in p.iter() {
+                    if !e.tombstone && !large.is_empty() {
+                        if let Some(h) = large.remove_entry(&e.offset) {
+                            heads.insert(h.0, h.1);
+                        }
+                    }
                     let seg = sb.segment_of(e.offset) as usize;
                     live[seg].fetch_add(e.len, Relaxed);
                     if e.is_marker() {
@@ -61,6 +88,21 @@ impl Space {
                     }
                     shard[seg].store(s.id, Relaxed);
                 }
+            }
+        }
+        let piece: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+        let piece_refs: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        let block = sb.block_size as u64;
+        let large = heads;
+        for (&off, head) in &large {
+            let owner = shard[sb.segment_of(off) as usize].load(Relaxed);
+            for (i, &seg) in head.pieces.iter().enumerate() {
+                if piece_refs[seg as usize].fetch_add(1, Relaxed) == 0 {
+                    let bytes = piece_bytes(head, i, sb.segment_size, block);
+                    live[seg as usize].fetch_add(bytes, Relaxed);
+                }
+                piece[seg as usize].store(true, Relaxed);
+                shard[seg as usize].store(owner, Relaxed);
             }
         }
         let free = SegQueue::new();
@@ -84,7 +126,21 @@ impl Space {
             min_seq,
             gen: AtomicU64::new(max_gen),
             segment_size: sb.segment_size,
+            piece,
+            piece_refs,
+            large: Mutex::new(large),
+            block,
         }
+    }
+
+    /// Whether segment `seg` holds (or is about to hold) a piece.
+    pub fn is_piece(&self, seg: usize) -> bool {
+        self.piece.get(seg).is_some_and(|p| p.load(Relaxed))
+    }
+
+    /// Device bytes piece `i` of `head` takes, header block included.
+    pub fn piece_bytes(&self, head: &LargeHead, i: usize) -> u32 {
+        piece_bytes(head, i, self.segment_size, self.block)
     }
 
     pub fn free_segments(&self) -> usize {
@@ -112,7 +168,7 @@ impl Space {
     /// once packed, padding and record alignment taken out.
     pub fn packed_live(&self) -> u32 {
         (0..self.live.len())
-            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD)
+            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD && !self.is_piece(g))
             .map(|g| self.live_in(g))
             .max()
             .unwrap_or(0)
@@ -125,7 +181,7 @@ impl Space {
     pub fn compactable_bytes(&self) -> u64 {
         let packed = self.packed_live() as u64;
         (0..self.live.len())
-            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD)
+            .filter(|&g| self.shard[g].load(Relaxed) != NO_SHARD && !self.is_piece(g))
             .map(|g| self.live_in(g) as u64)
             .filter(|&l| l * 10 < packed * 9)
             .map(|l| packed - l)
@@ -148,11 +204,23 @@ impl Space {
     }
 }
 
+/// Device bytes piece `i` of `head` takes: its header's block and its
+/// data, in whole blocks.
+fn piece_bytes(head: &LargeHead, i: usize, segment_size: u32, block: u64) -> u32 {
+    let cap = piece_capacity(segment_size, block);
+    (block + align_up(head.piece_len(i, cap), block)) as u32
+}
+
 const TABLE: &str = "segments.tbl";
 const TABLE_MAGIC: &[u8; 8] = b"NVKVSEGT";
 
-/// Saves the per-segment smallest sequence numbers at a clean shutdown.
+/// Saves the per-segment smallest sequence numbers, and the heads of
+/// large values ([`save_large_table`]), at a clean shutdown.
 pub fn save_table(dir: &Path, sb: &Superblock, space: &Space) -> std::io::Result<()> {
+    {
+        let large = space.large.lock().expect("large value map");
+        save_large_table(dir, sb, &large, space.gen.load(Relaxed))?;
+    }
     let mut b = Vec::with_capacity(32 + space.min_seq.len() * 8);
     b.extend_from_slice(TABLE_MAGIC);
     b.extend_from_slice(&sb.uuid);
@@ -191,4 +259,77 @@ pub fn load_table(dir: &Path, sb: &Superblock) -> Option<Vec<u64>> {
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect(),
     )
+}
+
+const LARGE_TABLE: &str = "large.tbl";
+const LARGE_MAGIC: &[u8; 8] = b"NVKVLRGT";
+
+/// Saves the heads of large values at a clean shutdown (and when a store
+/// is created: empty), so that a clean open knows their pieces without
+/// reading the heads.
+///
+/// ```text
+/// magic "NVKVLRGT" | uuid [16] | count u32 | crc u32 (of the body) | body: max_gen u64 | (offset u64 | len u32 | head [len]) × count
+/// ```
+///
+/// `max_gen` is the store's last generation, as the index's checkpoint
+/// has it: a table left from an earlier run (a crash between marking the
+/// index clean and saving the table) has another and is not used, since
+/// every new head, and every record superseding one, bumps it (a new
+/// segment or a new value id). A head the table has but the index no
+/// longer points at (a flush) is left out by [`Space::from_index`].
+pub fn save_large_table(
+    dir: &Path,
+    sb: &Superblock,
+    large: &LargeMap,
+    max_gen: u64,
+) -> std::io::Result<()> {
+    let mut body = max_gen.to_le_bytes().to_vec();
+    for (&off, head) in large {
+        let h = head.encode();
+        body.extend_from_slice(&off.to_le_bytes());
+        body.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        body.extend_from_slice(&h);
+    }
+    let mut b = Vec::with_capacity(32 + body.len());
+    b.extend_from_slice(LARGE_MAGIC);
+    b.extend_from_slice(&sb.uuid);
+    b.extend_from_slice(&(large.len() as u32).to_le_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    b.extend_from_slice(&body);
+    let tmp = dir.join("large.tbl.tmp");
+    std::fs::write(&tmp, &b)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(tmp, dir.join(LARGE_TABLE))
+}
+
+/// Loads the table [`save_large_table`] wrote for an index checkpointed
+/// at generation `max_gen`; `None` when missing, damaged or of another
+/// generation (the index is then rebuilt: only a scan finds the heads).
+pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<LargeMap> {
+    let b = std::fs::read(dir.join(LARGE_TABLE)).ok()?;
+    if b.len() < 40 || &b[..8] != LARGE_MAGIC || b[8..24] != sb.uuid {
+        return None;
+    }
+    let count = u32::from_le_bytes(b[24..28].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[28..32].try_into().ok()?);
+    if crc32c::crc32c(&b[32..]) != crc {
+        return None;
+    }
+    if u64::from_le_bytes(b[32..40].try_into().ok()?) != max_gen {
+        return None;
+    }
+    let mut map = LargeMap::with_capacity(count);
+    let mut at = 40;
+    for _ in 0..count {
+        let off = u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?);
+        let len = u32::from_le_bytes(b.get(at + 8..at + 12)?.try_into().ok()?) as usize;
+        let head = LargeHead::decode(b.get(at + 12..at + 12 + len)?)?;
+        if head.pieces.iter().any(|&p| p >= sb.segment_count) {
+            return None;
+        }
+        map.insert(off, Arc::new(head));
+        at += 12 + len;
+    }
+    (at == b.len()).then_some(map)
 }

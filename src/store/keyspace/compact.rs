@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::{Keyspace, Tag};
-use crate::format::{SegmentHeader, SegmentRecords, FLAG_TOMBSTONE};
+use crate::format::{SegmentHeader, SegmentRecords, FLAG_LARGE, FLAG_TOMBSTONE};
 use crate::index::KeyHash;
 use crate::io::{Completion, Engine, IoBuf};
 use crate::store::NO_SHARD;
@@ -194,7 +194,11 @@ impl<E: Engine, W> Keyspace<E, W> {
             // Markers of expired and evicted keys are dead bytes here.
             let live = space.live_in(g);
             let shard = space.shard[g].load(Relaxed);
-            if referenced.load(Relaxed) == 0 || live as f64 >= limit || !self.owns(shard) {
+            if referenced.load(Relaxed) == 0
+                || live as f64 >= limit
+                || !self.owns(shard)
+                || space.is_piece(g)
+            {
                 continue;
             }
             if best.is_none_or(|(_, l)| live < l)
@@ -232,7 +236,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         let shard = piled.id;
         let mut oldest: Option<(u32, u64)> = None;
         for (g, referenced) in space.live.iter().enumerate() {
-            if space.shard[g].load(Relaxed) != shard || referenced.load(Relaxed) == 0 {
+            if space.shard[g].load(Relaxed) != shard
+                || referenced.load(Relaxed) == 0
+                || space.is_piece(g)
+            {
                 continue;
             }
             let min_seq = space.min_seq[g].load(Relaxed);
@@ -359,15 +366,24 @@ impl<E: Engine, W> Keyspace<E, W> {
             self.compactor.moving = true;
             let moved = if gone && rec.meta.seq < floor {
                 self.shard_mut(pid).part_mut(pid).remove(&hash);
-                self.drop_live(e);
+                let _ = self.drop_live(e);
                 Ok(())
             } else if gone {
                 self.append_seq(pid, &hash, rec.key, &[], 0, FLAG_TOMBSTONE, rec.meta.seq)
                     .map(drop)
             } else {
-                let seq = self.take_seq();
-                self.append_seq(pid, &hash, rec.key, rec.value, rec.meta.expire_ms, 0, seq)
-                    .map(drop)
+                // A large value's head moves alone: its pieces stay.
+                let (seq, flags) = (self.take_seq(), rec.meta.flags & FLAG_LARGE);
+                self.append_seq(
+                    pid,
+                    &hash,
+                    rec.key,
+                    rec.value,
+                    rec.meta.expire_ms,
+                    flags,
+                    seq,
+                )
+                .map(drop)
             };
             self.compactor.moving = false;
             if moved.is_err() {

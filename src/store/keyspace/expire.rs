@@ -29,19 +29,21 @@ impl<E: Engine, W> Keyspace<E, W> {
         let now = self.now_ms;
         let (space, sb) = (&self.space, &self.sb);
         let mut went = Vec::new();
-        let report = self.gone.on();
         let mut gone = |e: Entry| {
             space.gone[sb.segment_of(e.offset) as usize].fetch_add(e.len, Relaxed);
-            if report {
-                went.push(e);
-            }
+            went.push(e);
         };
         let mut sweep = Sweep::default();
         for s in self.shards.iter_mut().flatten() {
             sweep += s.reap_expired(SWEEP_SLOTS, now, &mut gone);
         }
+        let report = self.gone.on();
         for e in went {
-            self.went(e);
+            // The pieces of a large value that expired are free to go.
+            self.release_head(e.offset);
+            if report {
+                self.went(e);
+            }
         }
         let stale = sweep.reaped * 4 >= (sweep.reaped + sweep.ttl_seen).max(1);
         self.sweep.next_ms = now + if stale && sweep.reaped > 0 { 1 } else { 5 };
@@ -74,9 +76,11 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
-    /// The bytes of `e`, just marked gone, are reclaimable.
-    pub(super) fn mark_gone_bytes(&self, e: Entry) {
+    /// The bytes of `e`, just marked gone, are reclaimable (and, for the
+    /// head of a large value, its pieces).
+    pub(super) fn mark_gone_bytes(&mut self, e: Entry) {
         let seg = self.sb.segment_of(e.offset) as usize;
         self.space.gone[seg].fetch_add(e.len, Relaxed);
+        self.release_head(e.offset);
     }
 }

@@ -57,6 +57,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             owned.push(s.id);
         }
         self.compactor.abandon();
+        self.forget_heads(&owned);
         let space = &self.space;
         for g in 0..space.live.len() {
             let shard = space.shard[g].load(Relaxed);

@@ -29,10 +29,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::large::LargeJob;
 use super::{CommitFailed, Config, Keyspace, Tag, WriteError};
 use crate::format::{
-    align_down, align_up, encode_record, place_record, record_len, FlushMark, RecordMeta,
-    SegmentHeader, FLAG_TOMBSTONE, SEGMENT_HEADER,
+    align_down, align_up, encode_record, place_record, record_len, FlushMark, LargeHead,
+    RecordMeta, SegmentHeader, FLAG_LARGE, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, KeyHash};
 use crate::io::{Completion, Engine, IoBuf};
@@ -60,6 +61,8 @@ struct Undo {
     hash: KeyHash,
     old: Option<Entry>,
     new: Entry,
+    /// The old entry's large value head, whose pieces it released.
+    old_head: Option<Arc<LargeHead>>,
 }
 
 struct Commit<W> {
@@ -86,6 +89,9 @@ struct Commit<W> {
     /// flushed records, erased once the marks are durable.
     marks: Vec<(u32, FlushMark)>,
     flushed_segments: Vec<u32>,
+    /// Large values whose pieces this commit writes: their heads are
+    /// appended once it is durable.
+    jobs: Vec<LargeJob<W>>,
 }
 
 pub(super) struct Log<W> {
@@ -126,6 +132,15 @@ pub(super) struct Log<W> {
     /// Sequence numbers of records rolled back, not yet taken
     /// ([`Keyspace::take_lost`]).
     pub(super) lost: Vec<std::ops::Range<u64>>,
+    /// Pieces of large values for the next commit to write, and the jobs
+    /// they belong to (see `keyspace/large.rs`).
+    pub(super) piece_writes: Vec<(u64, IoBuf, u32)>,
+    pub(super) jobs: Vec<LargeJob<W>>,
+    /// Piece segments with a write at the device (once per write), and
+    /// those of failed jobs that wait for such a write before they are
+    /// free.
+    pub(super) piece_writing: Vec<u32>,
+    pub(super) piece_dropped: Vec<u32>,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -159,12 +174,19 @@ impl<W> Log<W> {
             force: false,
             durable_seq: next_seq,
             lost: Vec::new(),
+            piece_writes: Vec::new(),
+            jobs: Vec::new(),
+            piece_writing: Vec::new(),
+            piece_dropped: Vec::new(),
         }
     }
 
     /// Nothing appended is waiting to be made durable.
     pub(super) fn idle(&self) -> bool {
-        self.commits.is_empty() && self.undo.is_empty() && self.waiters.is_empty()
+        self.commits.is_empty()
+            && self.undo.is_empty()
+            && self.waiters.is_empty()
+            && self.jobs.is_empty()
     }
 
     /// Idle, and every emptied segment erased and free: what a clean
@@ -177,6 +199,8 @@ impl<W> Log<W> {
             && self.erased.is_empty()
             && self.marks.is_empty()
             && self.flushed_segments.is_empty()
+            && self.piece_writing.is_empty()
+            && self.piece_dropped.is_empty()
     }
 
     /// How long a parked poller may sleep before a commit is due.
@@ -275,39 +299,51 @@ impl<E: Engine, W> Keyspace<E, W> {
             expire_ms,
         };
         let old = self.shard_mut(pid).part_mut(pid).insert(hash, new)?;
-        self.account(new, old);
+        if flags & (FLAG_LARGE | FLAG_TOMBSTONE) == FLAG_LARGE {
+            // Held before the old head lets go: a head sharing its pieces
+            // (a move, an EXPIRE) keeps them live throughout.
+            let head = LargeHead::decode(value).expect("a large value's head");
+            self.hold_head(new.offset, Arc::new(head));
+        }
+        let old_head = self.account(new, old);
         self.log.undo.push(Undo {
             pid,
             hash: *hash,
             old,
             new,
+            old_head,
         });
         Ok(old)
     }
 
-    /// Moves live bytes from the `old` entry's segment to `new`'s.
-    fn account(&mut self, new: Entry, old: Option<Entry>) {
+    /// Moves live bytes from the `old` entry's segment to `new`'s; returns
+    /// the old entry's large value head, if it was one.
+    fn account(&mut self, new: Entry, old: Option<Entry>) -> Option<Arc<LargeHead>> {
         let space = &self.space;
         space.live[self.sb.segment_of(new.offset) as usize].fetch_add(new.len, Relaxed);
-        if let Some(o) = old {
-            self.drop_live(o);
-        }
+        old.and_then(|o| self.drop_live(o))
     }
 
-    /// The index no longer references `old`'s bytes.
-    pub(super) fn drop_live(&mut self, old: Entry) {
+    /// The index no longer references `old`'s bytes (nor, for the head of
+    /// a large value, its pieces, whose head it returns).
+    pub(super) fn drop_live(&mut self, old: Entry) -> Option<Arc<LargeHead>> {
         let seg = self.sb.segment_of(old.offset);
         if old.is_marker() {
             self.space.gone[seg as usize].fetch_sub(old.len, Relaxed);
         }
         let before = self.space.live[seg as usize].fetch_sub(old.len, Relaxed);
         if before == old.len && !self.is_open(seg) {
-            // Its last live record was superseded: reusable once the
-            // superseding records, if any are still in memory, are durable.
-            let pending = !self.log.undo.is_empty() || !self.log.commits.is_empty();
-            let after = self.log.commits_started + pending as u64;
-            free_after(&mut self.log.pending_free, seg, after);
+            self.free_emptied(seg);
         }
+        self.release_head(old.offset)
+    }
+
+    /// Segment `seg` holds nothing the index references: reusable once
+    /// what superseded its records, if still in memory, is durable.
+    pub(super) fn free_emptied(&mut self, seg: u32) {
+        let pending = !self.log.undo.is_empty() || !self.log.commits.is_empty();
+        let after = self.log.commits_started + pending as u64;
+        free_after(&mut self.log.pending_free, seg, after);
     }
 
     /// Whether segment `seg` is open or waiting for its last write here.
@@ -417,7 +453,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         let erase = !self.log.to_erase.is_empty()
             && (self.since_commit() >= self.log.interval || self.stopping);
         let marks = !self.log.marks.is_empty();
-        let force = self.log.force;
+        let force = self.log.force || !self.log.piece_writes.is_empty();
         if busy || (self.log.undo.len() == fresh && !erase && !marks && !force) {
             return false;
         }
@@ -443,7 +479,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.commits_started += 1;
         let n = self.log.commits_started;
         let queued = match self.commit_buffers() {
-            Ok(queued) => queued,
+            Ok(mut queued) => {
+                queued.extend(self.log.piece_writes.drain(..));
+                queued
+            }
             Err(e) => {
                 // Out of DMA memory: the commit fails as a failed write
                 // does, before anything of it reached the device.
@@ -479,6 +518,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             erases,
             marks: std::mem::take(&mut self.log.marks),
             flushed_segments: std::mem::take(&mut self.log.flushed_segments),
+            jobs: std::mem::take(&mut self.log.jobs),
         });
         self.log.last_commit = self.now;
         self.issue_commit_io();
@@ -541,6 +581,8 @@ impl<E: Engine, W> Keyspace<E, W> {
                 }
                 if erase {
                     log.erasing.push(no);
+                } else if self.space.is_piece(no as usize) {
+                    log.piece_writing.push(no);
                 }
             }
             if c.writes_left == 0 && !c.flushing {
@@ -597,6 +639,8 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         if erase {
             self.erasure_landed(no);
+        } else if self.log.piece_writing.contains(&no) {
+            self.piece_write_landed(no);
         }
         let log = &mut self.log;
         let Some(commit) = log.commits.iter_mut().find(|c| c.n & 0xFF == n & 0xFF) else {
@@ -643,6 +687,10 @@ impl<E: Engine, W> Keyspace<E, W> {
             later.undo_upto -= c.undo_upto;
         }
         self.acks.extend(c.waiters.into_iter().map(|w| (w, Ok(()))));
+        // Pieces durable: their heads go in the log.
+        for job in c.jobs {
+            self.append_head(job);
+        }
         // The flush marks are durable: the flushed records' segments may
         // lose their headers now.
         self.log.to_erase.extend(c.flushed_segments);
@@ -674,9 +722,11 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
-    fn free_segment(&self, no: u32) {
+    pub(super) fn free_segment(&self, no: u32) {
         let space = &self.space;
         space.shard[no as usize].store(crate::store::NO_SHARD, Relaxed);
+        space.piece[no as usize].store(false, Relaxed);
+        space.piece_refs[no as usize].store(0, Relaxed);
         space.free.push(no);
     }
 
@@ -741,6 +791,18 @@ impl<E: Engine, W> Keyspace<E, W> {
         if !lost.is_empty() {
             self.log.lost.push(lost);
         }
+        // Large values whose pieces may not be durable fail, and so do
+        // those waiting for the next commit (their pieces are not written).
+        let mut jobs: Vec<_> = c.iter_mut().flat_map(|c| c.jobs.drain(..)).collect();
+        jobs.append(&mut self.log.jobs);
+        self.log.piece_writes.clear();
+        let failed_jobs: Vec<_> = jobs
+            .into_iter()
+            .map(|j| {
+                self.drop_pieces(j.pieces());
+                j.into_writer()
+            })
+            .collect();
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);
@@ -755,6 +817,11 @@ impl<E: Engine, W> Keyspace<E, W> {
                     Ok(())
                 }
             };
+            // The new head lets its pieces go, the old one takes them back.
+            self.release_head(u.new.offset);
+            if let (Some(o), Some(h)) = (u.old, u.old_head) {
+                self.hold_head(o.offset, h);
+            }
             let space = &self.space;
             let new_seg = self.sb.segment_of(u.new.offset) as usize;
             space.live[new_seg].fetch_sub(u.new.len, Relaxed);
@@ -777,7 +844,8 @@ impl<E: Engine, W> Keyspace<E, W> {
         let waiters = c
             .into_iter()
             .flat_map(|c| c.waiters)
-            .chain(std::mem::take(&mut self.log.waiters));
+            .chain(std::mem::take(&mut self.log.waiters))
+            .chain(failed_jobs);
         self.acks.extend(waiters.map(|w| (w, Err(err.clone()))));
         for s in &mut self.log.segs {
             s.closed = true;

@@ -19,6 +19,7 @@ mod expire;
 mod flush;
 mod gone;
 mod iterate;
+mod large;
 mod log;
 mod tag;
 
@@ -47,6 +48,9 @@ pub enum WriteError {
     /// The record would not fit in a segment.
     #[error("record larger than a segment")]
     TooLarge,
+    /// No I/O buffer for a large value's pieces.
+    #[error("no I/O buffer: {0}")]
+    NoBuffer(String),
     #[error("index: {0}")]
     Index(#[from] IndexError),
 }
