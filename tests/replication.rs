@@ -1054,8 +1054,12 @@ fn after_a_promotion_the_other_replica_resumes_from_the_promoted_one() {
     r1.stop();
 }
 
-/// The size of key `i`'s value in the copy test: 1 byte to 1 MiB.
+/// The size of key `i`'s value in the copy test: 1 byte to 1 MiB, and a
+/// few of 3 MiB (larger than the tests' 2 MiB segments: in pieces).
 fn copy_size(i: usize) -> usize {
+    if i % 500 == 7 {
+        return 3 << 20;
+    }
     match i % 50 {
         0 => 1 << 20,
         n if n % 4 == 0 => 1,
@@ -1066,7 +1070,7 @@ fn copy_size(i: usize) -> usize {
 }
 
 /// A full copy read by the pollers in steps (values and expiries with the
-/// keys): keys with and without a TTL, values from 1 byte to 1 MiB, keys
+/// keys): keys with and without a TTL, values from 1 byte to 3 MiB (in pieces), keys
 /// that expire before the copy, while a writer overwrites, deletes and
 /// re-expires keys. Once the link is up and the writer stopped, the
 /// replica holds exactly the primary's keys, values and absolute expiries.

@@ -646,7 +646,12 @@ impl<E: Engine> Poller<E> {
             Some(r) if r.is_tombstone() || r.expired(now) => {}
             Some(r) if matches!(job.kind, Kind::Copy { .. }) => {
                 if let Kind::Copy { sets, .. } = &mut job.kind {
-                    sets.push(r.key, r.value, r.meta.expire_ms);
+                    if r.is_large() {
+                        // Its value is in pieces: the feed reads it by GET.
+                        sets.push_large(r.key);
+                    } else {
+                        sets.push(r.key, r.value, r.meta.expire_ms);
+                    }
                 }
             }
             Some(r) => {

@@ -313,25 +313,61 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
                 return Err(io::Error::other(format!("a copy step answered {reply:?}")));
             };
             let mut parts = parts.into_iter();
-            let (Some(Value::Bulk(next)), Some(Value::Integer(keys)), Some(Value::Bulk(cmds))) =
-                (parts.next(), parts.next(), parts.next())
+            let (
+                Some(Value::Bulk(next)),
+                Some(Value::Integer(keys)),
+                Some(Value::Bulk(cmds)),
+                Some(Value::Array(large)),
+            ) = (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 return Err(io::Error::other("a copy step answered an unexpected reply"));
             };
             let next = resp::parse_redis_int(&next)
                 .ok_or_else(|| io::Error::other("a copy step answered a bad cursor"))?;
+            // Values in pieces: read through the command path, asked
+            // before the next step (replies come in order).
+            ask.clear();
+            for k in &large {
+                if let Value::Bulk(k) = k {
+                    resp::encode::command(&mut ask, &[b"GET", k]);
+                    resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
+                }
+            }
+            local.send(&ask)?;
+            let mut sets = Vec::new();
+            for k in &large {
+                if let Value::Bulk(k) = k {
+                    let value = local.replies.next()?.0;
+                    let at = local.replies.next()?.0;
+                    if let (Value::Bulk(v), Value::Integer(at)) = (value, at) {
+                        set_command(&mut sets, k, &v, at);
+                        sent += 1;
+                    } // Gone meanwhile: the stream says so.
+                }
+            }
             if next != 0 {
                 step(&mut ask, next as u64);
                 local.send(&ask)?;
             }
             sent += keys.max(0) as u64;
             out.write_all(&cmds)?;
+            out.write_all(&sets)?;
             if next == 0 {
                 break;
             }
         }
     }
     Ok(sent)
+}
+
+/// `SET key value [PXAT at]` (`at` as PEXPIRETIME answers: -1 for none).
+fn set_command(out: &mut Vec<u8>, key: &[u8], value: &[u8], at: i64) {
+    if at > 0 {
+        let at = at.to_string();
+        resp::encode::command(out, &[b"SET", key, value, b"PXAT", at.as_bytes()]);
+    } else {
+        resp::encode::command(out, &[b"SET", key, value]);
+    }
 }
 
 /// Reads a replica's `REPLCONF ACK offset` until its link ends.

@@ -18,6 +18,10 @@
 //! the stream from the copy's start offset overwrites it. Tombstones and
 //! expired records are left out.
 //!
+//! A value larger than a segment is in pieces under a head record: the
+//! step answers its key apart, and the feed reads it with GET and
+//! PEXPIRETIME (the poller's reader of pieces), as any client would.
+//!
 //! [`Op::CopyStep`]: super::super::super::msg::Op::CopyStep
 
 use super::Item;
@@ -28,6 +32,9 @@ use crate::resp;
 pub(super) struct Sets {
     bytes: Vec<u8>,
     keys: u64,
+    /// Keys whose values are in pieces (larger than a segment), left to
+    /// the feed to read through the command path.
+    large: Vec<Box<[u8]>>,
 }
 
 impl Sets {
@@ -35,7 +42,13 @@ impl Sets {
         Sets {
             bytes: Vec::with_capacity(bytes),
             keys: 0,
+            large: Vec::new(),
         }
+    }
+
+    /// Adds a key whose value is in pieces.
+    pub(super) fn push_large(&mut self, key: &[u8]) {
+        self.large.push(key.into());
     }
 
     /// Adds a live key's SET: `expire_ms` absolute, 0 for none.
@@ -52,14 +65,18 @@ impl Sets {
         self.keys += 1;
     }
 
-    /// The step's reply: `[cursor, keys, commands]`, the commands as one
-    /// bulk string.
+    /// The step's reply: `[cursor, keys, commands, large keys]`, the
+    /// commands as one bulk string.
     pub(super) fn reply(self, next: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() + 64);
-        resp::array(&mut out, 3);
+        resp::array(&mut out, 4);
         resp::bulk(&mut out, next.to_string().as_bytes());
         resp::int(&mut out, self.keys as i64);
         resp::bulk(&mut out, &self.bytes);
+        resp::array(&mut out, self.large.len());
+        for k in &self.large {
+            resp::bulk(&mut out, k);
+        }
         out
     }
 }
