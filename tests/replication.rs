@@ -1149,7 +1149,18 @@ fn a_full_copy_of_every_size_with_ttls_while_a_writer_runs_converges() {
     };
     let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
     let mut r = replica.client();
-    wait_for("the replica online", || link_state(&mut r) == "connected");
+    // Bounded (a hang fails), generously: debug builds on a loaded machine
+    // copy slowly while the writer runs.
+    let t0 = Instant::now();
+    while link_state(&mut r) != "connected" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the copy did not end; primary's log:\n{}\nreplica's log:\n{}",
+            primary.log.lock().unwrap(),
+            replica.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let writes = writer.join().unwrap();
     assert!(writes > 0);
