@@ -1122,3 +1122,129 @@ fn large_values_reach_a_replica_by_copy_and_by_stream() {
     replica.stop();
     primary.stop();
 }
+
+/// The size of key `i`'s value in the copy test: 1 byte to 1 MiB, and a
+/// few of 3 MiB (larger than the tests' 2 MiB segments: in pieces).
+fn copy_size(i: usize) -> usize {
+    if i % 500 == 7 {
+        return 3 << 20;
+    }
+    match i % 50 {
+        0 => 1 << 20,
+        n if n % 4 == 0 => 1,
+        n if n % 4 == 1 => 1000,
+        n if n % 4 == 2 => 4096,
+        _ => 70_000,
+    }
+}
+
+/// A full copy read by the pollers in steps (values and expiries with the
+/// keys): keys with and without a TTL, values from 1 byte to 3 MiB (in pieces), keys
+/// that expire before the copy, while a writer overwrites, deletes and
+/// re-expires keys. Once the link is up and the writer stopped, the
+/// replica holds exactly the primary's keys, values and absolute expiries.
+#[test]
+fn a_full_copy_of_every_size_with_ttls_while_a_writer_runs_converges() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+    let mut p = primary.client();
+    let keys = 1500;
+    for i in 0..keys {
+        let v = vec![b'a' + (i % 26) as u8; copy_size(i)];
+        let mut set = redis::cmd("SET");
+        set.arg(format!("c{i}")).arg(v);
+        if i % 3 == 0 {
+            set.arg("PX").arg(600_000 + i);
+        }
+        let _: () = set.query(&mut p).unwrap();
+    }
+    for i in 0..50 {
+        // Expired before the copy reads them: never sent.
+        let _: () = redis::cmd("SET")
+            .arg(format!("gone{i}"))
+            .arg("x")
+            .arg("PX")
+            .arg(1)
+            .query(&mut p)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut w = primary.client();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            // Bounded: stops when told, or after this many writes.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                let i = (n * 7919) % keys;
+                match n % 4 {
+                    0 => {
+                        let v = vec![b'A' + (n % 26) as u8; copy_size(n)];
+                        let _: () = redis::cmd("SET")
+                            .arg(format!("c{i}"))
+                            .arg(v)
+                            .query(&mut w)
+                            .unwrap();
+                    }
+                    1 => {
+                        let _: i64 = redis::cmd("DEL")
+                            .arg(format!("c{i}"))
+                            .query(&mut w)
+                            .unwrap();
+                    }
+                    2 => {
+                        let _: i64 = redis::cmd("PEXPIRE")
+                            .arg(format!("c{i}"))
+                            .arg(900_000 + n)
+                            .query(&mut w)
+                            .unwrap();
+                    }
+                    _ => {
+                        let _: () = redis::cmd("SET")
+                            .arg(format!("new{n}"))
+                            .arg(n)
+                            .arg("PX")
+                            .arg(700_000)
+                            .query(&mut w)
+                            .unwrap();
+                    }
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    let mut r = replica.client();
+    // Bounded (a hang fails), generously: debug builds on a loaded machine
+    // copy slowly while the writer runs.
+    let t0 = Instant::now();
+    while link_state(&mut r) != "connected" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the copy did not end; primary's log:\n{}\nreplica's log:\n{}",
+            primary.log.lock().unwrap(),
+            replica.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 0);
+    converge(&primary, &replica);
+    // Keys the primary has expired but not reaped yet count in its DBSIZE
+    // until it does (and sends their DEL).
+    wait_for("the same DBSIZE", || dbsize(&mut r) == dbsize(&mut p));
+    let none: Option<Vec<u8>> = redis::cmd("GET").arg("gone0").query(&mut r).unwrap();
+    assert_eq!(none, None);
+    assert!(primary.log.lock().unwrap().contains("full copy sent"));
+    // The copy's SCAN option is the primary's own: a client's is refused
+    // as Redis refuses an unknown SCAN option.
+    let refused: redis::RedisResult<Value> =
+        redis::cmd("SCAN").arg(0).arg("REPLCOPY").query(&mut p);
+    assert_eq!(refused.unwrap_err().detail(), Some("syntax error"));
+    replica.stop();
+    primary.stop();
+}

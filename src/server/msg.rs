@@ -213,6 +213,14 @@ pub enum Op {
         pattern: Option<Box<[u8]>>,
         no_keys: bool,
     },
+    /// One step of a replica's full copy by the poller that owns
+    /// partition `pid` (`session` 0 starts one): answered with the cursor
+    /// of the next step (0 when done), the number of keys, and each live
+    /// key as a ready-made `SET key value [PXAT ms]` command (see
+    /// `poller/scan/copy.rs`).
+    CopyStep {
+        session: u64,
+    },
     /// Every key of the poller's partitions matching `pattern` (KEYS), as
     /// one part of the combined reply.
     Keys {
@@ -340,6 +348,7 @@ impl Op {
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
+            Op::CopyStep { .. } => None,
         }
     }
 }

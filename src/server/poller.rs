@@ -548,7 +548,7 @@ impl<E: Engine> Poller<E> {
     fn handle_accepted(&mut self, req: Request) {
         if matches!(
             req.op,
-            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. }
+            Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::CopyStep { .. }
         ) {
             return self.start_scan(req);
         }

@@ -20,6 +20,7 @@
 //! the steps it covers take their keys from it (a name counts only while
 //! the key's index entry points where it was read).
 
+mod copy;
 mod names;
 
 use std::collections::{HashMap, VecDeque};
@@ -99,6 +100,9 @@ enum Kind {
     Random { picks: u8, seed: u64 },
     /// A fill of the cache of key names: no request, the names read.
     Fill(KeyNames),
+    /// A step of a replica's full copy: the cursor to answer with, and
+    /// the step's live keys as SET commands.
+    Copy { next: u64, sets: copy::Sets },
 }
 
 /// One request's iteration.
@@ -143,6 +147,9 @@ pub(super) struct Scans {
     fill: Option<u64>,
     /// Mean key length the last fill found.
     key_len: Option<usize>,
+    /// Full copies under way, by session.
+    copies: HashMap<u64, copy::Session>,
+    next_copy: u64,
 }
 
 impl<E: Engine> Poller<E> {
@@ -157,11 +164,21 @@ impl<E: Engine> Poller<E> {
             entry,
             tries: 0,
         };
-        let partitions = self.shared.sb.partitions;
         // Where a SCAN step that returns keys starts: its keys may come
         // from the cache of key names.
         let mut place: Option<Place> = None;
         let (kind, pattern) = match &req.op {
+            Op::CopyStep { session } => {
+                let Some(next) = self.copy_step(*session, req.pid, &mut todo) else {
+                    return self.reply(&req, Reply::Error(copy::NO_SESSION.into()));
+                };
+                let bytes = todo.iter().map(|it| it.entry.len as usize + 64).sum();
+                let kind = Kind::Copy {
+                    next,
+                    sets: copy::Sets::with_capacity(bytes),
+                };
+                (kind, None)
+            }
             Op::Scan {
                 from,
                 count,
@@ -171,32 +188,10 @@ impl<E: Engine> Poller<E> {
                 if !*no_keys {
                     place = Some((req.pid, *from));
                 }
-                // A step that ends its partition with fewer than `count`
-                // keys goes on into the next one while this poller owns
-                // it (with one poller, an empty store takes one step).
-                let (mut pid, mut from, mut found) = (req.pid, *from, 0);
-                let next = loop {
-                    let to = self.ks.scan_partition(
-                        pid,
-                        from,
-                        count.saturating_sub(found),
-                        TAG_GRAIN,
-                        &mut entries,
-                    );
-                    found += entries.len();
-                    if !*no_keys {
-                        todo.extend(entries.drain(..).map(|e| item(pid, e)));
-                    }
-                    entries.clear();
-                    match to {
-                        Some(t) => break (pid as u64) << CURSOR_POS_BITS | t >> TAG_GRAIN,
-                        None if pid + 1 == partitions => break 0,
-                        None if found >= *count || self.shared.poller_of(pid + 1) != self.id => {
-                            break ((pid + 1) as u64) << CURSOR_POS_BITS
-                        }
-                        None => (pid, from) = (pid + 1, 0),
-                    }
-                };
+                let next = self.step_entries(req.pid, *from, *count, &mut todo);
+                if *no_keys {
+                    todo.clear();
+                }
                 (Kind::Scan { next }, pattern.clone())
             }
             Op::Keys { pattern } => {
@@ -223,6 +218,7 @@ impl<E: Engine> Poller<E> {
         let pattern = pattern.filter(|p| &**p != b"*");
         let id = self.scans.next_job;
         self.scans.next_job += 1;
+        let copying = matches!(kind, Kind::Copy { .. });
         let mut job = Job {
             req: Some(req),
             kind,
@@ -234,6 +230,7 @@ impl<E: Engine> Poller<E> {
         };
         match place {
             Some(place) => self.use_names(&mut job, place, todo),
+            None if copying => job.todo = self.plan(todo, copy::SPAN_WASTE, true),
             None => job.todo = self.plan(todo, SPAN_WASTE, true),
         }
         let waits = job.waiting.is_some();
@@ -242,6 +239,79 @@ impl<E: Engine> Poller<E> {
             self.scans.queued.push_back(id);
         }
         self.pump_scans();
+    }
+
+    /// The index entries of a SCAN step from `from` in partition `pid`,
+    /// about `count` of them, into `todo`; the cursor to answer with. A
+    /// step that ends its partition with fewer than `count` keys goes on
+    /// into the next one while this poller owns it (with one poller, an
+    /// empty store takes one step).
+    fn step_entries(&mut self, pid: u32, from: u64, count: usize, todo: &mut Vec<Item>) -> u64 {
+        let partitions = self.shared.sb.partitions;
+        let mut entries = Vec::new();
+        let (mut pid, mut from, mut found) = (pid, from, 0);
+        loop {
+            let to = self.ks.scan_partition(
+                pid,
+                from,
+                count.saturating_sub(found),
+                TAG_GRAIN,
+                &mut entries,
+            );
+            found += entries.len();
+            todo.extend(entries.drain(..).map(|(tag, entry)| Item {
+                pid,
+                tag,
+                entry,
+                tries: 0,
+            }));
+            match to {
+                Some(t) => return (pid as u64) << CURSOR_POS_BITS | t >> TAG_GRAIN,
+                None if pid + 1 == partitions => return 0,
+                None if found >= count || self.shared.poller_of(pid + 1) != self.id => {
+                    return ((pid + 1) as u64) << CURSOR_POS_BITS
+                }
+                None => (pid, from) = (pid + 1, 0),
+            }
+        }
+    }
+
+    /// The records of step `session` of a full copy (0: a new copy, which
+    /// takes every entry of the poller's partitions now) into `todo`; the
+    /// cursor to answer with: the session in partition `pid`, or 0 once
+    /// the copy has all the poller's records; `None` for a session not
+    /// (or no longer) under way.
+    fn copy_step(&mut self, session: u64, pid: u32, todo: &mut Vec<Item>) -> Option<u64> {
+        let now = self.ks.now_ms();
+        self.scans.copies.retain(|_, c| !c.idle(now));
+        let session = match session {
+            0 => {
+                let mut items = Vec::new();
+                let mut entries = Vec::new();
+                for pid in self.ks.partition_ids() {
+                    self.ks
+                        .scan_partition(pid, 0, usize::MAX, TAG_GRAIN, &mut entries);
+                    items.extend(entries.drain(..).map(|(tag, entry)| Item {
+                        pid,
+                        tag,
+                        entry,
+                        tries: 0,
+                    }));
+                }
+                self.scans.next_copy += 1;
+                let id = self.scans.next_copy & ((1 << CURSOR_POS_BITS) - 1);
+                self.scans.copies.insert(id, copy::Session::new(items, now));
+                id
+            }
+            s => s,
+        };
+        let c = self.scans.copies.get_mut(&session)?;
+        c.take(copy::STEP_BYTES, todo, now);
+        if c.done() {
+            self.scans.copies.remove(&session);
+            return Some(0);
+        }
+        Some((pid as u64) << CURSOR_POS_BITS | session)
     }
 
     /// Takes the keys of a SCAN step's `items` from the cache of key
@@ -574,6 +644,16 @@ impl<E: Engine> Poller<E> {
         }
         match rec {
             Some(r) if r.is_tombstone() || r.expired(now) => {}
+            Some(r) if matches!(job.kind, Kind::Copy { .. }) => {
+                if let Kind::Copy { sets, .. } = &mut job.kind {
+                    if r.is_large() {
+                        // Its value is in pieces: the feed reads it by GET.
+                        sets.push_large(r.key);
+                    } else {
+                        sets.push(r.key, r.value, r.meta.expire_ms);
+                    }
+                }
+            }
             Some(r) => {
                 let wanted = job
                     .pattern
@@ -663,6 +743,7 @@ impl<E: Engine> Poller<E> {
                 }
                 None => Reply::Nil,
             },
+            Kind::Copy { next, sets } => Reply::Encoded(sets.reply(next)),
             Kind::Fill(_) => unreachable!("a fill has no request"),
         };
         self.reply(&req, reply);

@@ -279,67 +279,94 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     }
 }
 
-/// Keys read per SCAN step of a full copy.
-const COPY_BATCH: &[u8] = b"1000";
-
-/// Sends every key of the store as `SET key value [PXAT ms]`, read
-/// through an in-process connection (SCAN, then GET and PEXPIRETIME of
-/// each key, with the next SCAN step asked along with them); the number
-/// of keys sent.
+/// Sends every key of the store as `SET key value [PXAT ms]`: each
+/// poller's keys in turn, in copy steps (`SCAN cursor REPLCOPY` through an
+/// in-process connection, `poller/scan/copy.rs`): the poller answers a
+/// step with its records read in device order as ready-made commands,
+/// which go to the replica as they are; the next step is asked before a
+/// step's commands are sent, so the poller's reads and the sending
+/// overlap. The number of keys sent.
 fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
+    use super::super::poller::CURSOR_POS_BITS;
     let mut local = Local::open(sh, false)?;
+    // A partition of each poller: its steps are sent there.
+    let mut firsts: Vec<Option<u32>> = vec![None; sh.pollers.len()];
+    for pid in 0..sh.sb.partitions {
+        firsts[sh.poller_of(pid)].get_or_insert(pid);
+    }
     let mut ask = Vec::new();
-    resp::encode::command(&mut ask, &[b"SCAN", b"0", b"COUNT", COPY_BATCH]);
-    local.send(&ask)?;
-    let mut sent = 0;
-    let mut cmd = Vec::new();
-    loop {
-        if r.gone.load(Relaxed) {
-            return Err(io::Error::other("link closed during the full copy"));
-        }
-        let reply = local.replies.next()?.0;
-        let Value::Array(mut parts) = reply else {
-            return Err(io::Error::other(format!("SCAN answered {reply:?}")));
-        };
-        let (Some(Value::Array(keys)), Some(Value::Bulk(next))) = (parts.pop(), parts.pop()) else {
-            return Err(io::Error::other("SCAN answered an unexpected reply"));
-        };
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter_map(|k| match k {
-                Value::Bulk(k) => Some(k),
-                _ => None,
-            })
-            .collect();
+    let step = |ask: &mut Vec<u8>, cursor: u64| {
         ask.clear();
-        for k in &keys {
-            resp::encode::command(&mut ask, &[b"GET", k]);
-            resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
-        }
-        let last = next == b"0";
-        if !last {
-            resp::encode::command(&mut ask, &[b"SCAN", &next, b"COUNT", COPY_BATCH]);
-        }
+        let cursor = cursor.to_string();
+        resp::encode::command(ask, &[b"SCAN", cursor.as_bytes(), b"REPLCOPY"]);
+    };
+    let mut sent = 0u64;
+    for pid in firsts.into_iter().flatten() {
+        step(&mut ask, u64::from(pid) << CURSOR_POS_BITS);
         local.send(&ask)?;
-        for k in &keys {
-            let value = local.replies.next()?.0;
-            let at = local.replies.next()?.0;
-            let (Value::Bulk(v), Value::Integer(at)) = (value, at) else {
-                continue; // gone meanwhile: the stream says so
-            };
-            cmd.clear();
-            if at > 0 {
-                let at = at.to_string();
-                resp::encode::command(&mut cmd, &[b"SET", k, &v, b"PXAT", at.as_bytes()]);
-            } else {
-                resp::encode::command(&mut cmd, &[b"SET", k, &v]);
+        loop {
+            if r.gone.load(Relaxed) {
+                return Err(io::Error::other("link closed during the full copy"));
             }
-            out.write_all(&cmd)?;
-            sent += 1;
+            let reply = local.replies.next()?.0;
+            let Value::Array(parts) = reply else {
+                return Err(io::Error::other(format!("a copy step answered {reply:?}")));
+            };
+            let mut parts = parts.into_iter();
+            let (
+                Some(Value::Bulk(next)),
+                Some(Value::Integer(keys)),
+                Some(Value::Bulk(cmds)),
+                Some(Value::Array(large)),
+            ) = (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(io::Error::other("a copy step answered an unexpected reply"));
+            };
+            let next = resp::parse_redis_int(&next)
+                .ok_or_else(|| io::Error::other("a copy step answered a bad cursor"))?;
+            // Values in pieces: read through the command path, asked
+            // before the next step (replies come in order).
+            ask.clear();
+            for k in &large {
+                if let Value::Bulk(k) = k {
+                    resp::encode::command(&mut ask, &[b"GET", k]);
+                    resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
+                }
+            }
+            local.send(&ask)?;
+            let mut sets = Vec::new();
+            for k in &large {
+                if let Value::Bulk(k) = k {
+                    let value = local.replies.next()?.0;
+                    let at = local.replies.next()?.0;
+                    if let (Value::Bulk(v), Value::Integer(at)) = (value, at) {
+                        set_command(&mut sets, k, &v, at);
+                        sent += 1;
+                    } // Gone meanwhile: the stream says so.
+                }
+            }
+            if next != 0 {
+                step(&mut ask, next as u64);
+                local.send(&ask)?;
+            }
+            sent += keys.max(0) as u64;
+            out.write_all(&cmds)?;
+            out.write_all(&sets)?;
+            if next == 0 {
+                break;
+            }
         }
-        if last {
-            return Ok(sent);
-        }
+    }
+    Ok(sent)
+}
+
+/// `SET key value [PXAT at]` (`at` as PEXPIRETIME answers: -1 for none).
+fn set_command(out: &mut Vec<u8>, key: &[u8], value: &[u8], at: i64) {
+    if at > 0 {
+        let at = at.to_string();
+        resp::encode::command(out, &[b"SET", key, value, b"PXAT", at.as_bytes()]);
+    } else {
+        resp::encode::command(out, &[b"SET", key, value]);
     }
 }
 

@@ -1,0 +1,142 @@
+//! A replica's full copy on the poller ([`Op::CopyStep`]). The first
+//! step of a copy takes the index entries of every key of the poller's
+//! partitions at once (no write can come between) into a session, sorted
+//! by device offset; each step then takes the next 16 MiB of their
+//! records, reads them whole (key, value and expiry in one read), with
+//! the live records of one segment read as one span where they are dense
+//! enough and the rest one by one, as many reads at a time as read slots
+//! allow, and answers with them as the commands the replica applies. So
+//! the copy reads the device about sequentially, once, and the primary
+//! sends the commands on as they are, with no GET and PEXPIRETIME per key.
+//!
+//! Every key present for the whole copy is in the session. A record that
+//! no longer holds its key when read (the key was written again, or moved
+//! by compaction, since the session began) is read again where the index
+//! points then ([`super`]'s `record_read`), so a key that compaction
+//! moves, into a part of the device already read or not, is never lost.
+//! A record read is the key's state at some moment after the copy began:
+//! the stream from the copy's start offset overwrites it. Tombstones and
+//! expired records are left out.
+//!
+//! A value larger than a segment is in pieces under a head record: the
+//! step answers its key apart, and the feed reads it with GET and
+//! PEXPIRETIME (the poller's reader of pieces), as any client would.
+//!
+//! [`Op::CopyStep`]: super::super::super::msg::Op::CopyStep
+
+use super::Item;
+use crate::resp;
+
+/// A step's keys, as `SET key value [PXAT ms]` commands in RESP.
+#[derive(Debug, Default)]
+pub(super) struct Sets {
+    bytes: Vec<u8>,
+    keys: u64,
+    /// Keys whose values are in pieces (larger than a segment), left to
+    /// the feed to read through the command path.
+    large: Vec<Box<[u8]>>,
+}
+
+impl Sets {
+    pub(super) fn with_capacity(bytes: usize) -> Self {
+        Sets {
+            bytes: Vec::with_capacity(bytes),
+            keys: 0,
+            large: Vec::new(),
+        }
+    }
+
+    /// Adds a key whose value is in pieces.
+    pub(super) fn push_large(&mut self, key: &[u8]) {
+        self.large.push(key.into());
+    }
+
+    /// Adds a live key's SET: `expire_ms` absolute, 0 for none.
+    pub(super) fn push(&mut self, key: &[u8], value: &[u8], expire_ms: u64) {
+        if expire_ms > 0 {
+            let at = expire_ms.to_string();
+            resp::encode::command(
+                &mut self.bytes,
+                &[b"SET", key, value, b"PXAT", at.as_bytes()],
+            );
+        } else {
+            resp::encode::command(&mut self.bytes, &[b"SET", key, value]);
+        }
+        self.keys += 1;
+    }
+
+    /// The step's reply: `[cursor, keys, commands, large keys]`, the
+    /// commands as one bulk string.
+    pub(super) fn reply(self, next: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + 64);
+        resp::array(&mut out, 4);
+        resp::bulk(&mut out, next.to_string().as_bytes());
+        resp::int(&mut out, self.keys as i64);
+        resp::bulk(&mut out, &self.bytes);
+        resp::array(&mut out, self.large.len());
+        for k in &self.large {
+            resp::bulk(&mut out, k);
+        }
+        out
+    }
+}
+
+/// Record bytes a copy step reads (more by its last record).
+pub(super) const STEP_BYTES: u64 = 16 << 20;
+/// A copy step reads a segment's span when it is at most this many times
+/// the bytes of its records' single reads: the steps go through the
+/// records in device order, so their segments' live records are read
+/// sequentially.
+pub(super) const SPAN_WASTE: u64 = 16;
+/// The answer to a step of a copy not under way (its feed fails the
+/// copy, and the replica syncs again).
+pub(super) const NO_SESSION: &str = "ERR no such full copy under way";
+/// A copy not stepped for this long is dropped (its feed is gone).
+const IDLE_MS: u64 = 120_000;
+
+/// A full copy of a poller's records: the index entries of every key of
+/// its partitions when the copy began, in device order, taken by the
+/// steps.
+#[derive(Debug)]
+pub(super) struct Session {
+    items: Vec<Item>,
+    /// The next item to take.
+    next: usize,
+    used_ms: u64,
+}
+
+impl Session {
+    pub(super) fn new(mut items: Vec<Item>, now_ms: u64) -> Self {
+        items.sort_unstable_by_key(|it| it.entry.offset);
+        Session {
+            items,
+            next: 0,
+            used_ms: now_ms,
+        }
+    }
+
+    /// Takes the next records, about `bytes` of them, into `todo`.
+    pub(super) fn take(&mut self, bytes: u64, todo: &mut Vec<Item>, now_ms: u64) {
+        self.used_ms = now_ms;
+        let mut taken = 0;
+        while taken < bytes {
+            let Some(it) = self.items.get(self.next) else {
+                break;
+            };
+            taken += u64::from(it.entry.len);
+            todo.push(*it);
+            self.next += 1;
+        }
+        if self.done() {
+            self.items = Vec::new();
+        }
+    }
+
+    pub(super) fn done(&self) -> bool {
+        self.next >= self.items.len()
+    }
+
+    pub(super) fn idle(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.used_ms) >= IDLE_MS
+    }
+}
