@@ -970,6 +970,14 @@ fn a_replica_loading_a_full_copy_answers_loading() {
             .to_string()
     };
     assert_eq!(loading(&mut r), "1");
+    // So do CONFIG's and CLIENT's subcommands flagged `loading` (Sentinel
+    // sends CONFIG REWRITE and CLIENT KILL in one MULTI with REPLICAOF).
+    let _: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut r)
+        .unwrap();
+    let _: String = redis::cmd("CLIENT").arg("LIST").query(&mut r).unwrap();
     raw.write_all(&common::encode(&[b"PING"])).unwrap();
     assert_eq!(
         common::read_line(&mut raw),

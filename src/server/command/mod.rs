@@ -81,7 +81,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
     }
     let cmd = spec.cmd;
-    if let Some(msg) = super::repl::refusal(router.shared, c, spec) {
+    if let Some(msg) = super::repl::refusal(router.shared, c, spec, args) {
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, msg));
     }

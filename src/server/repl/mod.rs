@@ -809,9 +809,20 @@ fn answer_waits(sh: &Shared) {
 /// Why a command is refused here, if it is: one that needs the data set
 /// while a full copy loads, or a write on a read-only replica (but not
 /// from its primary's link), or too few good replicas.
-pub(super) fn refusal(sh: &Shared, c: &Conn, spec: &super::table::Spec) -> Option<&'static str> {
+pub(super) fn refusal(
+    sh: &Shared,
+    c: &Conn,
+    spec: &super::table::Spec,
+    args: &[&[u8]],
+) -> Option<&'static str> {
     if sh.repl.loading.load(Relaxed) && !c.info.has(super::clients::MASTER) {
         let meta = super::table::meta_of(spec.name.as_bytes())?;
+        // A container's flags are its subcommands' (CONFIG REWRITE and
+        // CLIENT KILL run while loading, as in Redis; Sentinel sends them
+        // in one MULTI with REPLICAOF, which starts the loading).
+        let meta = (args.get(1).filter(|_| !meta.subcommands.is_empty()))
+            .and_then(|sub| super::table::subcommand(meta, sub))
+            .unwrap_or(meta);
         if !meta.flags.contains(&"loading") {
             return Some(strings::LOADING);
         }
