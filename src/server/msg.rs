@@ -434,3 +434,10 @@ impl Reply {
         }
     }
 }
+
+/// Bits of a SCAN cursor that hold the position in a partition's tag
+/// space; the bits above hold the partition. Position `p` stands for tag
+/// `p << TAG_GRAIN`.
+pub(in crate::server) const CURSOR_POS_BITS: u32 = 40;
+/// Tags a cursor position step covers, as a power of two.
+pub(in crate::server) const TAG_GRAIN: u32 = 64 - CURSOR_POS_BITS;

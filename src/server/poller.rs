@@ -35,7 +35,6 @@ use crate::store::Shard;
 
 mod large;
 mod scan;
-pub(super) use scan::{CURSOR_POS_BITS, TAG_GRAIN};
 
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;

@@ -360,11 +360,11 @@ pub(super) const ALREADY_CONNECTED: &str = "OK Already connected to specified ma
 /// PSYNC from a replica that does not speak nvkv's stream (a Redis).
 pub(super) const REPLICA_NOT_NVKV: &str = "ERR this primary is nvkv: it serves replicas that speak nvkv's replication stream (nvkv servers of the same stream version), not Redis's RDB";
 /// PSYNC from a replica of another version of nvkv's stream.
-pub(super) fn replica_other_stream(theirs: &[u8]) -> String {
+pub(super) fn replica_other_stream(ours: &str, theirs: &[u8]) -> String {
     format!(
         "ERR this primary speaks {}, the replica {}: a replica must run a version of nvkv \
          with the same replication stream",
-        super::repl::STREAM_CAPA,
+        ours,
         String::from_utf8_lossy(theirs)
     )
 }

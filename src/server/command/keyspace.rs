@@ -243,7 +243,7 @@ pub(super) fn parse_cursor(b: &[u8]) -> Option<u64> {
 /// up) and a position in its tag space (`poller/scan.rs`, docs/design.md);
 /// the step goes to the poller that owns the partition.
 pub(super) fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
-    use super::super::poller::{CURSOR_POS_BITS, TAG_GRAIN};
+    use super::super::msg::{CURSOR_POS_BITS, TAG_GRAIN};
     let Some(cursor) = parse_cursor(args[1]) else {
         return c.reply(|o| resp::error(o, strings::INVALID_CURSOR));
     };

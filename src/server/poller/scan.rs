@@ -27,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::msg::{Op, Reply, Request};
+use super::super::msg::{CURSOR_POS_BITS, TAG_GRAIN};
 use super::super::pattern;
 use super::Poller;
 use crate::format::{align_down, align_up, decode_record};
@@ -35,13 +36,6 @@ use crate::io::{Completion, Engine};
 use crate::resp;
 use crate::store::keyspace::Tag;
 use names::{KeyNames, Place};
-
-/// Bits of a SCAN cursor that hold the position in a partition's tag
-/// space; the bits above hold the partition. Position `p` stands for tag
-/// `p << TAG_GRAIN`.
-pub(in crate::server) const CURSOR_POS_BITS: u32 = 40;
-/// Tags a cursor position step covers, as a power of two.
-pub(in crate::server) const TAG_GRAIN: u32 = 64 - CURSOR_POS_BITS;
 
 /// Times a record is read again after its key moved under the read.
 const MAX_TRIES: u8 = 4;

@@ -100,7 +100,7 @@ pub(in crate::server) fn psync(c: &mut Conn, sh: &Shared, args: &[&[u8]]) {
     let hello = c.repl.get_or_insert_with(Default::default);
     if !hello.nvkv {
         if let Some(theirs) = &hello.other_stream {
-            let msg = strings::replica_other_stream(theirs);
+            let msg = strings::replica_other_stream(STREAM_CAPA, theirs);
             return c.reply(|o| resp::error(o, &msg));
         }
         return c.reply(|o| resp::error(o, strings::REPLICA_NOT_NVKV));
@@ -287,7 +287,7 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
 /// step's commands are sent, so the poller's reads and the sending
 /// overlap. The number of keys sent.
 fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
-    use super::super::poller::CURSOR_POS_BITS;
+    use super::super::msg::CURSOR_POS_BITS;
     let mut local = Local::open(sh, false)?;
     // A partition of each poller: its steps are sent there.
     let mut firsts: Vec<Option<u32>> = vec![None; sh.pollers.len()];
