@@ -54,15 +54,24 @@ struct Waiter {
 }
 
 impl Waiter {
-    /// `+OK` to `req` once durable; `save`: it is a SAVE's or BGSAVE's.
-    fn ok(req: &Request, save: bool) -> Self {
+    /// `reply` to `req` once durable; `hold`: the key whose requests wait
+    /// for it.
+    fn new(req: &Request, reply: Reply, hold: Option<u64>) -> Self {
         Waiter {
             to: req.from,
             id: req.id,
             part: req.part,
-            reply: Reply::Encoded(b"+OK\r\n".to_vec()),
+            reply,
+            save: false,
+            hold,
+        }
+    }
+
+    /// `+OK` to `req` once durable; `save`: it is a SAVE's or BGSAVE's.
+    fn ok(req: &Request, save: bool) -> Self {
+        Waiter {
             save,
-            hold: None,
+            ..Waiter::new(req, Reply::Encoded(b"+OK\r\n".to_vec()), None)
         }
     }
 }
@@ -1014,14 +1023,7 @@ impl<E: Engine> Poller<E> {
         }
         let reply = match result {
             Ok(()) => {
-                let w = Waiter {
-                    to: req.from,
-                    id: req.id,
-                    part: req.part,
-                    reply: ok,
-                    save: false,
-                    hold: None,
-                };
+                let w = Waiter::new(&req, ok, None);
                 match self.ks.acknowledge(w) {
                     Some(w) => w.reply,
                     None => return,
@@ -1633,14 +1635,7 @@ impl<E: Engine> Poller<E> {
                 Some(reply) => Some(reply),
                 None if !wrote => Some(Reply::Txn(t.replies)),
                 None => {
-                    let w = Waiter {
-                        to: t.exec.from,
-                        id: t.exec.id,
-                        part: t.exec.part,
-                        reply: Reply::Txn(t.replies),
-                        save: false,
-                        hold: None,
-                    };
+                    let w = Waiter::new(&t.exec, Reply::Txn(t.replies), None);
                     self.ks.acknowledge_durable(w);
                     None
                 }

@@ -50,14 +50,7 @@ impl<E: Engine> Poller<E> {
     /// key's later requests wait with it.
     pub(super) fn set_large(&mut self, req: &Request, value: &[u8], expire_ms: u64, ok: Reply) {
         let key = req.op.key().expect("keyed op");
-        let w = Waiter {
-            to: req.from,
-            id: req.id,
-            part: req.part,
-            reply: ok,
-            save: false,
-            hold: Some(req.hash.tag),
-        };
+        let w = Waiter::new(req, ok, Some(req.hash.tag));
         match self
             .ks
             .write_large(req.pid, &req.hash, key, value, expire_ms, w)

@@ -210,14 +210,8 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// A piece write to segment `no` completed (or failed).
     pub(super) fn piece_write_landed(&mut self, no: u32) {
         let log = &mut self.log;
-        if let Some(k) = log.piece_writing.iter().position(|&p| p == no) {
-            log.piece_writing.swap_remove(k);
-        }
-        if !log.piece_writing.contains(&no) {
-            if let Some(k) = log.piece_dropped.iter().position(|&p| p == no) {
-                log.piece_dropped.swap_remove(k);
-                self.free_segment(no);
-            }
+        if super::log::last_landed(&mut log.piece_writing, &mut log.piece_dropped, no) {
+            self.free_segment(no);
         }
     }
 

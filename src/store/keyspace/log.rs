@@ -710,15 +710,8 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// An erasure of segment `no` completed (or failed): the last one of a
     /// segment already erased frees it.
     fn erasure_landed(&mut self, no: u32) {
-        let log = &mut self.log;
-        if let Some(k) = log.erasing.iter().position(|&e| e == no) {
-            log.erasing.swap_remove(k);
-        }
-        if !log.erasing.contains(&no) {
-            if let Some(k) = log.erased.iter().position(|&e| e == no) {
-                log.erased.swap_remove(k);
-                self.free_segment(no);
-            }
+        if last_landed(&mut self.log.erasing, &mut self.log.erased, no) {
+            self.free_segment(no);
         }
     }
 
@@ -869,6 +862,25 @@ fn free_after(pending: &mut Vec<(u32, u64)>, seg: u32, after: u64) {
     match pending.iter_mut().find(|p| p.0 == seg) {
         Some(p) => p.1 = p.1.max(after),
         None => pending.push((seg, after)),
+    }
+}
+
+/// One write to segment `no` of those listed in `at_device` (once per
+/// write) landed: whether it was the last, of a segment `waiting` held
+/// for it — which it no longer holds then, and the segment may be freed.
+pub(super) fn last_landed(at_device: &mut Vec<u32>, waiting: &mut Vec<u32>, no: u32) -> bool {
+    if let Some(k) = at_device.iter().position(|&p| p == no) {
+        at_device.swap_remove(k);
+    }
+    if at_device.contains(&no) {
+        return false;
+    }
+    match waiting.iter().position(|&p| p == no) {
+        Some(k) => {
+            waiting.swap_remove(k);
+            true
+        }
+        None => false,
     }
 }
 
