@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::conn::Conn;
+use super::super::msg::Op;
 use super::super::msg::{KeyAt, MoveKind, ObjectInfo, RestoreAccess};
-use super::super::msg::{Op, Request};
 use super::super::replies::Combine;
 use super::super::router::Router;
 use super::super::strings;
@@ -14,7 +14,7 @@ use crate::resp;
 use crate::store::clock::unix_ms;
 
 use super::meta::{checked_subcommand, help};
-use super::route::{keyed, route_one, to_every_poller};
+use super::route::{keyed, route_one, to_every_poller, to_partition};
 use super::values::within_limits;
 
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
@@ -286,29 +286,19 @@ pub(super) fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     let pid = pid as u32;
     let from = (cursor & ((1 << CURSOR_POS_BITS) - 1)) << TAG_GRAIN;
-    let id = c.expect(1, None);
-    let req = Request {
-        from: c.me,
-        touch: c.touches(),
-        id,
-        part: 0,
-        hash: KeyHash { lo: 0, tag: 0 },
-        pid,
-        op: if copy {
-            Op::CopyStep {
-                session: cursor & ((1 << CURSOR_POS_BITS) - 1),
-            }
-        } else {
-            Op::Scan {
-                from,
-                count,
-                pattern,
-                no_keys,
-            }
-        },
+    let op = if copy {
+        Op::CopyStep {
+            session: cursor & ((1 << CURSOR_POS_BITS) - 1),
+        }
+    } else {
+        Op::Scan {
+            from,
+            count,
+            pattern,
+            no_keys,
+        }
     };
-    let poller = router.shared.poller_of(pid);
-    router.send(poller, req);
+    to_partition(c, router, pid, op);
 }
 
 /// `KEYS pattern`: every poller sends its matching keys, combined into one
@@ -342,19 +332,11 @@ pub(super) fn randomkey(c: &mut Conn, router: &mut Router) {
             false
         })
         .unwrap_or(0);
-    let id = c.expect(1, None);
-    let req = Request {
-        from: c.me,
-        touch: c.touches(),
-        id,
-        part: 0,
-        hash: KeyHash { lo: 0, tag: 0 },
-        pid: poller as u32,
-        op: Op::RandomKey {
-            seed: seed.rotate_left(29),
-        },
+    // Partition `p` is shard `p`'s, and shard `p` is poller `p`'s.
+    let op = Op::RandomKey {
+        seed: seed.rotate_left(29),
     };
-    router.send(poller, req);
+    to_partition(c, router, poller as u32, op);
 }
 
 /// A seed for RANDOMKEY: the clock and a per-process counter, hashed.

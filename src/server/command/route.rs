@@ -92,6 +92,23 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
     router.send(poller, req);
 }
 
+/// One request, of no key, for partition `pid` (to the poller that owns
+/// it): a SCAN step, RANDOMKEY.
+pub(super) fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
+    let id = c.expect(1, None);
+    let req = Request {
+        from: c.me,
+        touch: c.touches(),
+        id,
+        part: 0,
+        hash: KeyHash { lo: 0, tag: 0 },
+        pid,
+        op,
+    };
+    let poller = router.shared.poller_of(pid);
+    router.send(poller, req);
+}
+
 /// One request to every poller, the replies combined by `combine`.
 pub(super) fn to_every_poller(
     c: &mut Conn,
