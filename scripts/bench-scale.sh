@@ -18,6 +18,9 @@ Usage: scripts/bench-scale.sh [options]
   --capacity SIZE   data file size (default: 1.2 x the records' estimate + 1 GiB)
   --duration SECS   each GET measurement (default 20)
   --pipelined CxK   the pipelined measurement (default 4x8)
+  --no-gets         skip the GET measurements
+  --rebuilds N      restarts after kill -9 to measure (default 1; the
+                    median is printed when N > 1)
   --port P          nvkv port on 127.0.0.1 (default 12811)
   --bin PATH        nvkv binary (default target/release/nvkv)
   --min-free GB     refuse to start unless the file system keeps this much
@@ -30,6 +33,7 @@ TXT
 root=$(cd "$(dirname "$0")/.." && pwd)
 keys=100000000 min=64 max=128 dir=/tmp/nvkv-scale capacity="" duration=20
 pipelined=4x8 port=12811 bin=$root/target/release/nvkv min_free=25 keep=0
+gets=1 rebuilds=1
 while [ $# -gt 0 ]; do
     case $1 in
         --keys) keys=$2; shift 2 ;;
@@ -39,6 +43,8 @@ while [ $# -gt 0 ]; do
         --capacity) capacity=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --pipelined) pipelined=$2; shift 2 ;;
+        --no-gets) gets=0; shift ;;
+        --rebuilds) rebuilds=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --min-free) min_free=$2; shift 2 ;;
@@ -137,22 +143,34 @@ log "clean restart (caches dropped): listening after $start_secs s," \
     "recovery_secs $(info recovery_secs), state $(info index_state_at_start)"
 log "RSS after start: $(mib "$(rss VmRSS)") MiB (anonymous $(mib "$(rss RssAnon)") MiB," \
     "file $(mib "$(rss RssFile)") MiB); db0 $(info db0 | sed "s/,.*//")"
-log "GET 32 x 1: $(bench 32 1)"
-log "GET ${pipelined}: $(bench "${pipelined%x*}" "${pipelined#*x}")"
-log "RSS after the GETs: $(mib "$(rss VmRSS)") MiB"
-kill -KILL "$pid"
-wait "$pid" 2>/dev/null || true
-pid=""
-sync
-echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-start
-secs=$(info recovery_secs)
-bytes=$(info recovery_bytes_read)
-log "restart after kill -9: listening after $start_secs s, state $(info index_state_at_start)," \
-    "recovery_secs $secs, $((bytes >> 20)) MiB read," \
-    "$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.0f MB/s", b/s/1e6}')," \
-    "$(info recovery_records_scanned) records"
-log "RSS after the rebuild: $(mib "$(rss VmRSS)") MiB"
+if [ "$gets" = 1 ]; then
+    log "GET 32 x 1: $(bench 32 1)"
+    log "GET ${pipelined}: $(bench "${pipelined%x*}" "${pipelined#*x}")"
+    log "RSS after the GETs: $(mib "$(rss VmRSS)") MiB"
+fi
+rates=()
+for ((r = 1; r <= rebuilds; r++)); do
+    # A write, so the index is dirty for certain, then a crash.
+    redis-cli -h 127.0.0.1 -p "$port" set "bench-scale:crash" "$r" >/dev/null
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    start
+    secs=$(info recovery_secs)
+    bytes=$(info recovery_bytes_read)
+    rate=$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.0f", b/s/1e6}')
+    rates+=("$rate")
+    log "restart after kill -9 ($r of $rebuilds): listening after $start_secs s," \
+        "state $(info index_state_at_start), recovery_secs $secs, $((bytes >> 20)) MiB read," \
+        "$rate MB/s, $(info recovery_records_scanned) records"
+    log "RSS after the rebuild: $(mib "$(rss VmRSS)") MiB"
+done
+if [ "$rebuilds" -gt 1 ]; then
+    log "rebuild, median of $rebuilds: $(printf '%s\n' "${rates[@]}" | sort -n |
+        awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}') MB/s"
+fi
 stop_server
 fio_read=$(fio --name=seqr --rw=read --bs=1M --direct=1 --size=4G --filename="$dir.fio" \
     --output-format=json 2>/dev/null |

@@ -15,7 +15,7 @@ use crate::format::{
     encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
-use crate::index::{Checkpoint, Entry, KeyHash, Partition};
+use crate::index::{Batch, Checkpoint, Entry, KeyHash, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 use crate::keys;
 
@@ -258,8 +258,9 @@ pub(crate) fn create(
     // partition receives, so that a loaded table stays near the load factor.
     let mean = expected_keys as f64 / args.partitions as f64;
     let per_part = (mean + 3.0 * mean.sqrt()).ceil() as u64;
+    // Built in memory, written to their files by `finish`.
     let parts = (0..args.partitions)
-        .map(|id| Partition::create(dir, id, uuid, per_part))
+        .map(|id| Partition::create_in_memory(dir, id, uuid, crate::index::slots_for(per_part)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(NewStore {
         dev,
@@ -286,13 +287,14 @@ pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result
     // table of them.
     super::space::save_large_table(&st.dir, &st.sb, &Default::default(), max_gen)
         .map_err(|e| StoreError::Io(st.dir.clone(), e))?;
-    for p in &mut st.parts {
-        let cp = Checkpoint {
-            max_seq: max_seq[(p.id() % st.sb.shards) as usize],
+    let shards = st.sb.shards;
+    let parts = std::mem::take(&mut st.parts);
+    st.parts = crate::index::write_out(parts, |id| {
+        Some(Checkpoint {
+            max_seq: max_seq[(id % shards) as usize],
             max_gen,
-        };
-        p.mark_clean(cp).map_err(err)?;
-    }
+        })
+    })?;
     Ok(())
 }
 
@@ -387,6 +389,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
         next_seg: 0,
         gen: 0,
         next_seq: vec![1; sb.shards as usize],
+        batch: Batch::new(sb.partitions, 1 << 20),
     };
     let payload = seg_size - SEGMENT_HEADER;
     let mut value_bytes = 0u64;
@@ -428,6 +431,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
             sealer.seal(shard as u32, w)?;
         }
     }
+    sealer.batch.flush(sealer.parts)?;
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
     drop(to_writer);
@@ -462,6 +466,8 @@ struct Sealer<'a> {
     next_seg: u32,
     gen: u64,
     next_seq: Vec<u64>,
+    /// Index inserts, made in tag order (see [`Batch`]).
+    batch: Batch,
 }
 
 impl Sealer<'_> {
@@ -519,7 +525,7 @@ impl Sealer<'_> {
                 tombstone: false,
                 expire_ms: 0,
             };
-            self.parts[r.pid as usize].insert(&r.hash, e)?;
+            self.batch.push(self.parts, r.pid, r.hash, e)?;
         }
         // The whole segment, the zeros after its records included: no hole
         // is left in it for `fill_holes` to find.

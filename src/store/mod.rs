@@ -238,7 +238,7 @@ impl Store {
         let converting = version != FORMAT_VERSION && !upgrading;
 
         let flushed = read_flush_marks(&dev, &sb)?;
-        let (mut parts, checkpoints) = open_partitions(dir, &sb)?;
+        let (parts, checkpoints) = open_partitions(dir, &sb)?;
         let mut clean = checkpoints.iter().all(Option::is_some);
         if converting {
             // The records stay as they are; the index is rebuilt by the
@@ -248,13 +248,11 @@ impl Store {
                  {FORMAT_VERSION} (keys with a hash tag {{…}} are placed by their tag); \
                  the index is rebuilt from the device"
             );
-            parts.iter_mut().for_each(Partition::clear);
             clean = false;
         }
         if clean {
             if let Err(why) = check_entries(&sb, &parts) {
                 tracing::warn!("{why}; the index will be rebuilt");
-                parts.iter_mut().for_each(Partition::clear);
                 clean = false;
             }
         }
@@ -270,7 +268,6 @@ impl Store {
                         "the table of large values (large.tbl) is missing, damaged or \
                          older than the index; the index will be rebuilt"
                     );
-                    parts.iter_mut().for_each(Partition::clear);
                     clean = false;
                 }
             }
@@ -470,10 +467,9 @@ fn open_partitions(
         }
     }
     if cps.iter().any(Option::is_none) {
-        for (p, cp) in parts.iter_mut().zip(cps.iter_mut()) {
-            p.clear();
-            *cp = None;
-        }
+        // The rebuild builds new tables (sized as these) and replaces
+        // the files: these are not cleared page by page first.
+        cps.iter_mut().for_each(|cp| *cp = None);
     }
     Ok((parts, cps))
 }

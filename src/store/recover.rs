@@ -13,6 +13,12 @@
 //! length); otherwise (its write was cut short, or a piece was reused) it
 //! becomes a marker, as an evicted key's entry is: it still shadows the
 //! key's older versions. Piece segments no live head references are free.
+//!
+//! The tables are rebuilt in anonymous memory and written to their files
+//! once, whole and synced, at the end ([`crate::index::write_out`]), with
+//! a dirty header: the files are never written page by page during the
+//! scan, and a crash before the end finds them as they were (dirty, or
+//! failing their checks), so the next start rebuilds again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use crate::format::{
     piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
     FLAG_TOMBSTONE,
 };
-use crate::index::{Checkpoint, Entry, KeyHash, Partition};
+use crate::index::{Batch, Checkpoint, Entry, KeyHash, Partition};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
 /// What a rebuild produces.
@@ -44,17 +50,25 @@ pub(super) struct Rebuilt {
 
 /// Large reads kept in flight during the scan.
 const SCAN_DEPTH: usize = 8;
+/// Index inserts gathered before they are made in tag order (40 bytes
+/// each).
+const BATCH: usize = 1 << 20;
 /// Bytes of each header read.
 const HEADER_READ: usize = 4096;
 
 pub(super) fn rebuild(
     dev: &Device,
     sb: &Superblock,
-    mut parts: Vec<Partition>,
+    old: Vec<Partition>,
     flushed_below: &[u64],
     t0: Instant,
 ) -> Result<Rebuilt, StoreError> {
     tracing::info!("index not clean: rebuilding it from the device");
+    let mut parts = old
+        .iter()
+        .map(Partition::rebuild_in_memory)
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(old);
     let io_err = |e| StoreError::Io(dev.path().to_owned(), e);
     let wake = EventFd::new().map_err(io_err)?;
     let mut eng = open_engine(EngineKind::default_for(dev), dev, 64, &wake).map_err(io_err)?;
@@ -104,6 +118,7 @@ pub(super) fn rebuild(
     let cap = piece_capacity(sb.segment_size, sb.block_size as u64);
     // Heads replayed with all their pieces: (partition, key, offset, head).
     let mut heads = Vec::new();
+    let mut batch = Batch::new(sb.partitions, BATCH);
     read_ordered(
         &mut eng,
         order.len(),
@@ -150,7 +165,7 @@ pub(super) fn rebuild(
                         }
                     }
                 }
-                if let Err(err) = parts[pid as usize].insert(&hash, e) {
+                if let Err(err) = batch.push(&mut parts, pid, hash, e) {
                     // The index cannot take it (no room to grow, say):
                     // scanning on would only fail again.
                     failed = Some(err);
@@ -164,6 +179,8 @@ pub(super) fn rebuild(
     if let Some(e) = failed {
         return Err(e.into());
     }
+    batch.flush(&mut parts)?;
+    let scanned_secs = t0.elapsed().as_secs_f64();
     let mut large = LargeMap::new();
     for (pid, hash, offset, head) in heads {
         let current = parts[pid as usize].get(&hash);
@@ -171,6 +188,12 @@ pub(super) fn rebuild(
             large.insert(offset, Arc::new(head));
         }
     }
+    let parts = crate::index::write_out(parts, |_| None)?;
+    tracing::info!(
+        scan_secs = scanned_secs,
+        write_secs = t0.elapsed().as_secs_f64() - scanned_secs,
+        "index rebuilt in memory, then written to its files"
+    );
 
     let cps: Vec<Option<Checkpoint>> = parts
         .iter()
