@@ -10,7 +10,7 @@ use common::{dbsize, load, Server, BIN};
 use nvkv::keys;
 use redis::Commands;
 
-const KEYS: u64 = 200_000;
+const KEYS: u64 = 100_000;
 const SEED: u64 = 5;
 const MIN: usize = 64;
 const MAX: usize = 128;
