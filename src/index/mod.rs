@@ -1075,54 +1075,86 @@ impl Batch {
     }
 }
 
+/// Writes a table built in memory to `part-NNNN.idx.build` beside its
+/// file: with a clean header at `Some(checkpoint)` and the checksum of its
+/// slots, synced; or with a dirty header, not synced (a dirty table's
+/// contents count for nothing after a crash: the index is rebuilt, and a
+/// file renamed before its pages reached the disk fails its header
+/// check). A table mapped from its file is left as it is (`None`).
+fn write_build(
+    p: &mut Partition,
+    clean: Option<Checkpoint>,
+) -> Result<Option<(PathBuf, File)>, IndexError> {
+    use std::io::Write;
+    if !p.in_memory {
+        return Ok(None);
+    }
+    match clean {
+        Some(cp) => {
+            let crc = p.slots_crc();
+            p.write_header_with(true, cp, Some(crc));
+        }
+        None => p.write_header(false, Checkpoint::default()),
+    }
+    let tmp = p.path.with_extension("idx.build");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(&p.map).map_err(io_err(&tmp))?;
+    if clean.is_some() {
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
+    Ok(Some((tmp, file)))
+}
+
 /// Writes tables built in memory to their files and maps them there: each
 /// is written whole, sequentially, to `part-NNNN.idx.build` beside its
-/// file, with a dirty header, or a clean one at `Some(checkpoint)` with
-/// the checksum of its slots (`clean(id)` says which); all are synced,
-/// then each is renamed over its file, then the directory is synced. A
-/// crash before a rename leaves the file as it was (the build's own file
-/// is never opened); after it, a file whose contents are all on the disk.
+/// file (on every CPU), with a dirty header, or a clean one at
+/// `Some(checkpoint)` with the checksum of its slots (`clean(id)` says
+/// which; see `write_build`), then each is renamed over its file, then
+/// the directory is synced. A crash before a rename leaves the file as it
+/// was (the build's own file is never opened); after it, a clean file
+/// whose contents are all on the disk, or a dirty one.
 /// Tables already mapped from their files are handed back as they are.
 pub fn write_out(
     parts: Vec<Partition>,
     clean: impl Fn(u32) -> Option<Checkpoint>,
 ) -> Result<Vec<Partition>, IndexError> {
-    use std::io::Write;
-    let mut built = Vec::with_capacity(parts.len());
-    for mut p in parts {
-        if !p.in_memory {
-            built.push((p, None));
-            continue;
-        }
-        match clean(p.id) {
-            Some(cp) => {
-                let crc = p.slots_crc();
-                p.write_header_with(true, cp, Some(crc));
-            }
-            None => p.write_header(false, Checkpoint::default()),
-        }
-        let tmp = p.path.with_extension("idx.build");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        file.write_all(&p.map).map_err(io_err(&tmp))?;
-        built.push((p, Some((tmp, file))));
-    }
-    // A dirty table's contents count for nothing after a crash (the index
-    // is rebuilt), and a file renamed before its pages reached the disk
-    // fails its header check: only a clean one must be on the disk before
-    // it replaces its file.
-    for (p, f) in &built {
-        if let Some((tmp, file)) = f {
-            if clean(p.id).is_some() {
-                file.sync_all().map_err(io_err(tmp))?;
-            }
-        }
-    }
+    let mut parts = parts;
+    let cps: Vec<Option<Checkpoint>> = parts.iter().map(|p| clean(p.id)).collect();
+    // Copying into the page cache takes a CPU per gigabyte-second or so:
+    // the tables are written on every CPU at once.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, parts.len().max(1));
+    let chunk = parts.len().div_ceil(threads).max(1);
+    let files: Vec<Result<Option<(PathBuf, File)>, IndexError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = parts
+            .chunks_mut(chunk)
+            .zip(cps.chunks(chunk))
+            .map(|(ps, cs)| {
+                s.spawn(move || {
+                    ps.iter_mut()
+                        .zip(cs)
+                        .map(|(p, &cp)| write_build(p, cp))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("index write-out thread"))
+            .collect()
+    });
+    let built: Vec<(Partition, Option<(PathBuf, File)>)> = parts
+        .into_iter()
+        .zip(files)
+        .map(|(p, f)| f.map(|f| (p, f)))
+        .collect::<Result<_, _>>()?;
     let mut dirs = Vec::new();
     let mut out = Vec::with_capacity(built.len());
     for (mut p, f) in built {
