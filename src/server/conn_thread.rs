@@ -115,7 +115,9 @@ pub(super) fn spawn_all(
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
                     }
-                    let (poller, _lock) = match mine {
+                    // The device and the directory lock outlive the poller: an engine
+                    // may use the device's descriptor as it is (AIO does).
+                    let (poller, _held) = match mine {
                         None => (None, None),
                         Some((shards, dev, lock)) => {
                             let p = super::poller::open_inline(
@@ -126,7 +128,7 @@ pub(super) fn spawn_all(
                                 next_seq,
                             );
                             let _ = opened.send(p.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                            (Some(p?), Some(lock))
+                            (Some(p?), Some((dev, lock)))
                         }
                     };
                     let back = run(i, poll, &sh, poller);

@@ -63,9 +63,16 @@ pub(in crate::server) fn open(
     let eng = open_engine(kind, dev, depth, &shared.pollers[id].bell)
         .map_err(|e| anyhow::anyhow!("poller {id}: opening the {kind:?} engine: {e}"))?;
     Ok(match shared.cfg.pollers.inject_faults.clone() {
-        Some(spec) => Box::new(build(id, shared, Faulty::new(eng, spec), shards, next_seq)),
-        None => Box::new(build(id, shared, eng, shards, next_seq)),
+        Some(spec) => boxed(build(id, shared, Faulty::new(eng, spec), shards, next_seq)),
+        None => boxed(build(id, shared, eng, shards, next_seq)),
     })
+}
+
+/// The poller, its CPU time counted as its thread's (INFO shows the same
+/// figure for it and for its connection thread).
+fn boxed<E: Engine + 'static>(p: Poller<E>) -> Box<dyn Inline> {
+    p.stats().cpu.set_current();
+    Box::new(p)
 }
 
 impl<E: Engine + 'static> Inline for Poller<E> {
