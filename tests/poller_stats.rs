@@ -78,7 +78,10 @@ fn a_parked_poller_counts_its_doorbell_wake_ups() {
     let dir = tempfile::tempdir().unwrap();
     load(dir.path(), KEYS, 100, 300, SEED);
     // Park at once when idle, so every lone request wakes the poller.
-    let srv = Server::start(dir.path(), &["--spin-us", "0"]);
+    // And with a poller thread of its own (`--inline-io off`): a poller
+    // run inside its connection thread is never rung for that thread's
+    // requests.
+    let srv = Server::start(dir.path(), &["--spin-us", "0", "--inline-io", "off"]);
     let mut con = srv.client();
     let wakeups = |srv: &Server| -> u64 { srv.info_field("poller_wakeups").parse().unwrap() };
     assert_eq!(get(&poller0(&srv), "wakeups"), wakeups(&srv) as f64);

@@ -27,6 +27,9 @@ pub(super) struct PollerConfig {
     pub pinned: bool,
     /// Why the poll mode and pinning are what they are.
     pub poll_choice: String,
+    /// The pollers run inside the connection threads (`--inline-io`), and why.
+    pub inline: bool,
+    pub inline_choice: String,
     /// How long an idle adaptive poller polls before it sleeps, and one
     /// with reads in flight.
     pub spin: Duration,
@@ -70,6 +73,12 @@ impl ServeConfig {
                 poll,
                 pinned: args.pinned(),
                 poll_choice: args.poll_choice.clone(),
+                inline: args.inline(),
+                inline_choice: args
+                    .inline
+                    .as_ref()
+                    .map(|i| i.1.clone())
+                    .unwrap_or_default(),
                 spin: Duration::from_micros(args.spin_us),
                 loaded_spin: Duration::from_micros(args.loaded_spin_us),
                 io_feed: args.io_feed,

@@ -10,7 +10,9 @@
 //! replies are awaited it polls instead of sleeping (adaptive polling).
 
 use std::io;
-use std::sync::atomic::Ordering::{self, Relaxed};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UnixStream};
@@ -19,12 +21,15 @@ use mio::{Events, Interest, Token};
 use super::clients::{INTERNAL, MASTER, NO_EVICT};
 use super::conn::{Conn, ConnLimits};
 use super::msg::{ConnRef, Response};
+use super::poller::Inline;
 use super::router::Router;
 use super::stream::Stream;
 use super::{access, strings, Shared};
 
 /// Token of the thread's waker.
 pub(super) const WAKER: Token = Token(usize::MAX);
+/// Token of the doorbell of the poller the thread runs (`--inline-io`).
+const BELL: Token = Token(usize::MAX - 1);
 /// How long shutdown waits for replies still owed to clients.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-parse-write rounds one service of a connection may take when
@@ -59,11 +64,119 @@ struct Thread<'a> {
     idle_timeout: Option<Duration>,
     /// CLIENT KILLs seen (`Clients::kills`).
     kills_seen: u64,
+    /// The poller this thread runs between its own turns (`--inline-io`).
+    inline: Option<Box<dyn Inline>>,
 }
 
-/// Runs connection thread `id` until shutdown.
-pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
+/// The connection threads, each ending with its poller's result.
+pub(super) type Threads = Vec<std::thread::JoinHandle<anyhow::Result<()>>>;
+
+/// Starts a connection thread over each of `polls`, on `conn_cores` when
+/// pinned; with `inline` (`--inline-io`), each also opens and runs its
+/// poller, and this returns once every poller's engine has opened. The
+/// count returned says how many threads have closed their connections.
+pub(super) fn spawn_all(
+    shared: &Arc<Shared>,
+    polls: Vec<mio::Poll>,
+    inline: Option<super::poller::PollerInputs>,
+    conn_cores: &[usize],
+    cores: &[usize],
+) -> anyhow::Result<(Threads, Arc<AtomicUsize>)> {
+    let pin = shared.cfg.pollers.pinned && !cores.is_empty();
+    let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (opened_tx, opened) = std::sync::mpsc::channel::<Result<(), String>>();
+    let n = polls.len();
+    let next_seq = inline.as_ref().map_or(0, |i| i.next_seq);
+    let mut parts: Vec<Option<_>> = match inline {
+        None => (0..n).map(|_| None).collect(),
+        Some(inputs) => {
+            let dev = Arc::new(inputs.dev);
+            // The directory lock stays held while any poller runs.
+            let lock = Arc::new(inputs.lock);
+            let owned = super::poller::deal(inputs.shards, shared.pollers.len(), shared.sb.shards);
+            (owned.into_iter())
+                .map(|shards| Some((shards, Arc::clone(&dev), Arc::clone(&lock))))
+                .collect()
+        }
+    };
+    let threads = polls
+        .into_iter()
+        .enumerate()
+        .map(|(i, poll)| {
+            let sh = Arc::clone(shared);
+            let pin = core_at(conn_cores[i]);
+            let mine = parts[i].take();
+            let opened = opened_tx.clone();
+            let closed = Arc::clone(&closed);
+            std::thread::Builder::new()
+                .name(format!("conn-{i}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    if let Some(c) = pin {
+                        core_affinity::set_for_current(c);
+                    }
+                    // The device and the directory lock outlive the poller: an engine
+                    // may use the device's descriptor as it is (AIO does).
+                    let (poller, _held) = match mine {
+                        None => (None, None),
+                        Some((shards, dev, lock)) => {
+                            let p = super::poller::open_inline(
+                                i,
+                                Arc::clone(&sh),
+                                &dev,
+                                shards,
+                                next_seq,
+                            );
+                            let _ = opened.send(p.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                            (Some(p?), Some((dev, lock)))
+                        }
+                    };
+                    let back = run(i, poll, &sh, poller);
+                    closed.fetch_add(1, SeqCst);
+                    back.map_or(Ok(()), |p| p.finish())
+                })
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    drop(opened_tx);
+    if shared.cfg.pollers.inline {
+        for _ in 0..n {
+            let failed = match opened.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "a connection thread exited before opening its poller's engine".into(),
+            };
+            shared.stopping.store(true, SeqCst);
+            shared.pollers_stop.store(true, SeqCst);
+            shared.conns.iter().for_each(|c| {
+                c.sleeping.store(true, SeqCst);
+                c.ring()
+            });
+            for t in threads {
+                let _ = t.join();
+            }
+            anyhow::bail!("{failed}");
+        }
+    }
+    Ok((threads, closed))
+}
+
+/// Runs connection thread `id` until shutdown, with the poller it runs
+/// (`--inline-io`), which it hands back once its connections are closed.
+pub(super) fn run(
+    id: usize,
+    poll: mio::Poll,
+    shared: &Shared,
+    inline: Option<Box<dyn Inline>>,
+) -> Option<Box<dyn Inline>> {
     shared.conn_stats[id].cpu.set_current();
+    if let Some(p) = &inline {
+        let fd = p.bell_fd();
+        let bell = &mut mio::unix::SourceFd(&fd);
+        if let Err(e) = poll.registry().register(bell, BELL, Interest::READABLE) {
+            tracing::error!("connection thread {id}: watching its poller's doorbell: {e}");
+        }
+    }
     let mut t = Thread {
         shared,
         id,
@@ -80,8 +193,10 @@ pub(super) fn run(id: usize, poll: mio::Poll, shared: &Shared) {
         idle_timeout: (shared.cfg.conns.timeout > 0)
             .then(|| Duration::from_secs(shared.cfg.conns.timeout)),
         kills_seen: 0,
+        inline,
     };
     t.run();
+    t.inline
 }
 
 impl Thread<'_> {
@@ -128,7 +243,7 @@ impl Thread<'_> {
                 self.close_lingering();
             }
             self.close_killed();
-            let mut worked = false;
+            let mut worked = self.inline.as_mut().is_some_and(|p| p.turn());
             while let Some(r) = self.handle().responses.pop() {
                 self.router.answered();
                 spin_since = None;
@@ -146,6 +261,11 @@ impl Thread<'_> {
                 self.service(slot);
             }
             self.router.ring();
+            if let Some(p) = self.inline.as_mut() {
+                // What this turn parsed goes to the device now, before the
+                // thread polls or sleeps.
+                worked |= p.turn();
+            }
 
             if stopping {
                 let deadline = *drain_deadline.get_or_insert(now + DRAIN_TIMEOUT);
@@ -164,12 +284,13 @@ impl Thread<'_> {
                     || !h.incoming_unix.is_empty()
                     || !h.published.is_empty()
             };
-            let busy = queued(h) || !self.to_service.is_empty();
+            let busy = queued(h) || !self.to_service.is_empty() || worked && self.inline.is_some();
             // Requests held for a full ring count as awaited: the thread
             // polls for room as it polls for replies, then sleeps a
             // millisecond at a time (no event says that a ring has room).
             let held = self.router.holds_any();
-            let awaiting = self.router.awaiting();
+            let inline_reads = self.inline.as_ref().is_some_and(|p| p.reads_in_flight());
+            let awaiting = self.router.awaiting() || inline_reads;
             if busy || !awaiting {
                 spin_since = None;
                 contended = false;
@@ -193,6 +314,7 @@ impl Thread<'_> {
             } else {
                 Duration::from_millis(100)
             };
+            let mut announced = false;
             if !timeout.is_zero() {
                 // About to sleep: from here on pollers must ring the waker.
                 // Announced only now, so that a poller answering a spinning
@@ -202,6 +324,14 @@ impl Thread<'_> {
                 if queued(h) {
                     timeout = Duration::ZERO;
                 }
+                if let Some(p) = &self.inline {
+                    // And other threads must ring the poller's doorbell.
+                    timeout = timeout.min(p.sleep_limit());
+                    announced = true;
+                    if !p.may_sleep() {
+                        timeout = Duration::ZERO;
+                    }
+                }
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -209,8 +339,13 @@ impl Thread<'_> {
                 }
             }
             self.handle().sleeping.store(false, Ordering::SeqCst);
+            if announced {
+                if let Some(p) = self.inline.as_mut() {
+                    p.woke();
+                }
+            }
             for ev in events.iter() {
-                if ev.token() != WAKER {
+                if ev.token() != WAKER && ev.token() != BELL {
                     // Only an event that says nothing but "writable" leaves
                     // the socket unread: epoll reports every arrival of
                     // input again (edge-triggered, but on each wake-up).

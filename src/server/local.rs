@@ -97,6 +97,12 @@ impl LocalStore {
         let store = crate::store::Store::open(&args.path, &args.spdk.env(poller_cores))
             .with_context(|| format!("opening the store in {}", args.path.display()))?;
         args.settle(&store.dev, &cores);
+        // The benchmark's threads stand in for connection threads: the
+        // pollers run in threads of their own.
+        args.inline = Some((
+            false,
+            "bench --local: pollers in threads of their own".into(),
+        ));
         let describe = format!(
             "engine {}, {} poller(s), poll {:?}, pinned {} ({})",
             args.engine().name(),

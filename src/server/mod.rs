@@ -56,6 +56,25 @@ pub enum PollMode {
     Busy,
 }
 
+/// Where the pollers run (`--inline-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InlineIo {
+    /// Inside the connection threads on a machine with fewer than
+    /// [`INLINE_BELOW_CORES`] cores (files and block devices, as many
+    /// pollers as connection threads); threads of their own otherwise.
+    Auto,
+    /// Each poller inside a connection thread.
+    On,
+    /// Each poller in a thread of its own.
+    Off,
+}
+
+/// `--inline-io auto` runs the pollers inside the connection threads on
+/// machines with fewer cores than this: there a poller thread of its own
+/// shares a core with the threads that feed it, and every request crosses
+/// between threads twice.
+pub const INLINE_BELOW_CORES: usize = 4;
+
 /// How a poller feeds reads to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoFeed {
@@ -183,6 +202,16 @@ pub struct ServeArgs {
     /// INFO); filled in at start.
     #[arg(skip)]
     pub poll_choice: String,
+    /// Run each poller inside a connection thread (one per thread, so
+    /// `--io-threads` must equal `--tcp-threads`): a request then goes
+    /// from its socket to the device and its reply back on one thread,
+    /// with no hand-over between threads. Not with the spdk engine.
+    #[arg(long, value_enum, default_value_t = InlineIo::Auto)]
+    pub inline_io: InlineIo,
+    /// Whether the pollers run inside the connection threads, and why;
+    /// filled in at start.
+    #[arg(skip)]
+    pub inline: Option<(bool, String)>,
     #[command(flatten)]
     pub spdk: SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
@@ -444,6 +473,43 @@ fn polling_for(
     }
 }
 
+/// Whether the pollers run inside the connection threads, and why, for
+/// `asked` on `cores` cores with `pollers` pollers and `conns` connection
+/// threads; `--inline-io on` where it cannot be is refused at start.
+fn inline_for(
+    asked: InlineIo,
+    spdk: bool,
+    cores: usize,
+    pollers: usize,
+    conns: usize,
+) -> (bool, String) {
+    let cannot = if spdk {
+        Some("the spdk engine polls its queue pairs from threads of their own".to_string())
+    } else if pollers != conns {
+        Some(format!(
+            "{pollers} pollers and {conns} connection threads: one poller per connection thread"
+        ))
+    } else {
+        None
+    };
+    match (asked, cannot) {
+        (InlineIo::Off, _) => (false, "--inline-io off".into()),
+        (_, Some(why)) => (false, why),
+        (InlineIo::On, None) => (true, "--inline-io on".into()),
+        (InlineIo::Auto, None) if cores < INLINE_BELOW_CORES => (
+            true,
+            format!(
+                "{cores} cores this process may use (fewer than {INLINE_BELOW_CORES}): \
+                 a poller thread of its own would share a core with the threads feeding it"
+            ),
+        ),
+        (InlineIo::Auto, None) => (
+            false,
+            format!("{cores} cores this process may use: a thread for each poller"),
+        ),
+    }
+}
+
 fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
     s.parse().map_err(str::to_owned)
 }
@@ -528,6 +594,24 @@ impl ServeArgs {
                 self.poll_choice
             );
         }
+        let inline = inline_for(
+            self.inline_io,
+            spdk,
+            cores.len(),
+            self.io_threads,
+            self.tcp_threads,
+        );
+        tracing::info!(
+            inline = inline.0,
+            "pollers {}: {}",
+            if inline.0 {
+                "inside the connection threads"
+            } else {
+                "in threads of their own"
+            },
+            inline.1
+        );
+        self.inline = Some(inline);
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
             // works through its queue and answers batches at a time (see
@@ -558,6 +642,11 @@ impl ServeArgs {
 
     pub fn pinned(&self) -> bool {
         self.pin.unwrap_or(false)
+    }
+
+    /// Whether the pollers run inside the connection threads (settled).
+    pub fn inline(&self) -> bool {
+        self.inline.as_ref().is_some_and(|i| i.0)
     }
 
     /// The cores (CPU numbers) of the pollers and of the connection
@@ -722,30 +811,23 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let unix = (args.unixsocket.as_deref())
         .map(|p| access::UnixSocket::bind(p, args.unixsocketperm))
         .transpose()?;
+    if args.inline_io == InlineIo::On && !args.inline() {
+        let why = args
+            .inline
+            .as_ref()
+            .map(|i| i.1.as_str())
+            .unwrap_or_default();
+        bail!("--inline-io on: {why}");
+    }
     let Started {
         shared,
         polls,
         pollers: poller_threads,
+        inline,
     } = start(&args, store, &cores, addr)?;
-    let pin = shared.cfg.pollers.pinned && !cores.is_empty();
-    let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
-    let conn_threads = polls
-        .into_iter()
-        .enumerate()
-        .map(|(i, poll)| {
-            let sh = Arc::clone(&shared);
-            let pin = core_at(conn_cores[i]);
-            std::thread::Builder::new()
-                .name(format!("conn-{i}"))
-                .spawn(move || {
-                    if let Some(c) = pin {
-                        core_affinity::set_for_current(c);
-                    }
-                    conn_thread::run(i, poll, &sh)
-                })
-                .map_err(anyhow::Error::from)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let inlined = inline.is_some();
+    let (conn_threads, closed) =
+        conn_thread::spawn_all(&shared, polls, inline, &conn_cores, &cores)?;
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -784,10 +866,21 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     if let Some(m) = metrics {
         let _ = m.join();
     }
-    for t in conn_threads {
-        let _ = t.join();
+    if inlined {
+        // Their pollers serve the other threads' last requests: they stop
+        // once every thread has closed its connections.
+        while closed.load(Ordering::SeqCst) < conn_threads.len()
+            && !conn_threads.iter().all(|t| t.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop(&shared, conn_threads)?;
+    } else {
+        for t in conn_threads {
+            let _ = t.join();
+        }
+        stop(&shared, poller_threads)?;
     }
-    stop(&shared, poller_threads)?;
     tracing::info!("clean shutdown: index flushed and marked clean");
     Ok(())
 }
@@ -800,6 +893,9 @@ struct Started {
     /// waker rings.
     polls: Vec<mio::Poll>,
     pollers: Vec<std::thread::JoinHandle<Result<()>>>,
+    /// With `--inline-io`: the store's parts, for the connection threads
+    /// to run the pollers (`pollers` is then empty).
+    inline: Option<poller::PollerInputs>,
 }
 
 /// Marks the opened `store` in use and starts its pollers, as `args`
@@ -909,11 +1005,20 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         next_seq: store.next_seq,
         lock: store.lock,
     };
+    if args.inline() {
+        return Ok(Started {
+            shared,
+            polls,
+            pollers: Vec::new(),
+            inline: Some(inputs),
+        });
+    }
     let pollers = poller::spawn_all(&shared, inputs, &core)?;
     Ok(Started {
         shared,
         polls,
         pollers,
+        inline: None,
     })
 }
 

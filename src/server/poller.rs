@@ -33,8 +33,11 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod inline;
 mod large;
 mod scan;
+
+pub(super) use inline::{open as open_inline, Inline};
 
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
@@ -199,6 +202,18 @@ pub(super) struct PollerInputs {
     pub lock: crate::store::DirLock,
 }
 
+/// The store's shards dealt out to `m` pollers: shard `s` to poller
+/// `s % m`, in a table of all `count` shards each.
+pub(super) fn deal(shards: Vec<Shard>, m: usize, count: u32) -> Vec<Vec<Option<Shard>>> {
+    let mut owned: Vec<Vec<Option<Shard>>> =
+        (0..m).map(|_| (0..count).map(|_| None).collect()).collect();
+    for s in shards {
+        let id = s.id as usize;
+        owned[id % m][id] = Some(s);
+    }
+    owned
+}
+
 /// Starts one poller thread per `--io-threads`, giving each its shards.
 pub(super) fn spawn_all(
     shared: &Arc<Shared>,
@@ -206,14 +221,7 @@ pub(super) fn spawn_all(
     core: &dyn Fn(usize) -> Option<core_affinity::CoreId>,
 ) -> Result<Vec<JoinHandle<Result<()>>>> {
     let m = shared.pollers.len();
-    let mut owned: Vec<Vec<Option<Shard>>> = (0..m)
-        .map(|_| (0..shared.sb.shards).map(|_| None).collect())
-        .collect();
-    for s in store.shards {
-        let p = s.id as usize % m;
-        let id = s.id as usize;
-        owned[p][id] = Some(s);
-    }
+    let owned = deal(store.shards, m, shared.sb.shards);
     let dev = Arc::new(store.dev);
     let next_seq = store.next_seq;
     // The directory lock stays held while any poller runs.
@@ -293,6 +301,20 @@ fn run_with<E: Engine>(
     shards: Vec<Option<Shard>>,
     next_seq: u64,
 ) -> Result<()> {
+    let mut p = build(id, shared, eng, shards, next_seq);
+    p.stats().cpu.set_current();
+    p.run_loop();
+    p.shutdown()
+}
+
+/// Poller `id` over `eng` and its `shards`, ready to run.
+fn build<E: Engine>(
+    id: usize,
+    shared: Arc<Shared>,
+    eng: E,
+    shards: Vec<Option<Shard>>,
+    next_seq: u64,
+) -> Poller<E> {
     let depth = shared.cfg.pollers.max_io_depth;
     // Reads may not take the slots the log needs for a commit.
     let read_slots = depth
@@ -308,7 +330,7 @@ fn run_with<E: Engine>(
     let clock = Arc::new(SystemClock);
     let ks = Keyspace::new(id, eng, &common, shards, next_seq, cfg, clock, counters);
     let wave_hold = shared.cfg.pollers.wave_hold;
-    let mut p = Poller {
+    Poller {
         id,
         ks,
         touched: vec![false; shared.conns.len()],
@@ -337,10 +359,7 @@ fn run_with<E: Engine>(
         next_assembly: 0,
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
-    };
-    p.stats().cpu.set_current();
-    p.run_loop();
-    p.shutdown()
+    }
 }
 
 impl<E: Engine> Poller<E> {
