@@ -1407,3 +1407,103 @@ fn a_gone_key_whose_record_fails_its_check_makes_the_replica_copy_again() {
     replica.stop();
     primary.stop();
 }
+
+/// A replica ignores its own maxmemory by default (Redis's
+/// `replica-ignore-maxmemory yes`): with a maxmemory below its primary's
+/// data it keeps every key, and evicts by its own policy only once told
+/// not to ignore it. CONFIG GET and SET of the setting and of its alias
+/// `slave-ignore-maxmemory` answer as Redis 7's.
+#[test]
+fn a_replica_ignores_its_maxmemory_by_default() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(
+        rd.path(),
+        &primary,
+        &["--maxmemory-policy", "allkeys-random", "--maxmemory", "1M"],
+    );
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let value = vec![b'x'; 10 << 10];
+    let set = |p: &mut redis::Connection, i: usize| {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(p)
+            .unwrap();
+    };
+    for i in 0..300 {
+        set(&mut p, i);
+    }
+    converge(&primary, &replica);
+    assert_eq!(dbsize(&mut r), 300, "3 MB of keys under a maxmemory of 1M");
+    assert_eq!(stat(&replica, "evicted_keys"), 0);
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("replica-ignore-maxmemory")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(got, ["replica-ignore-maxmemory", "yes"]);
+
+    // Told to follow its maxmemory, it evicts as the primary's writes come.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slave-ignore-maxmemory")
+        .arg("no")
+        .query(&mut r)
+        .unwrap();
+    for i in 300..400 {
+        set(&mut p, i);
+    }
+    wait_for("the replica evicted keys", || {
+        stat(&replica, "evicted_keys") > 0
+    });
+    assert!(dbsize(&mut r) < dbsize(&mut p));
+    assert!(replica
+        .log
+        .lock()
+        .unwrap()
+        .contains("a replica evicted keys by its own policy"));
+    replica.stop();
+
+    // The setting's CONFIG replies, beside Redis's.
+    let Some(redis) = RealRedis::start(&[]) else {
+        return primary.stop();
+    };
+    let mut rc = redis::Client::open(format!("redis://{}/", redis.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let steps: &[&[&str]] = &[
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+        &["CONFIG", "GET", "slave-ignore-maxmemory"],
+        &["CONFIG", "GET", "*ignore-maxmemory*"],
+        &["CONFIG", "GET", "slave-ignore-maxmem*"],
+        &["CONFIG", "SET", "slave-ignore-maxmemory", "no"],
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+        &["CONFIG", "SET", "replica-ignore-maxmemory", "YES"],
+        &["CONFIG", "GET", "slave-ignore-maxmemory"],
+        &["CONFIG", "SET", "replica-ignore-maxmemory", "maybe"],
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+    ];
+    for step in steps {
+        let ask = |con: &mut redis::Connection| {
+            let mut cmd = redis::cmd(step[0]);
+            for a in &step[1..] {
+                cmd.arg(*a);
+            }
+            // Redis lists settings in its dictionary's order: compared
+            // as sets of pairs.
+            match cmd.query::<Value>(con).map_err(|e| e.to_string()) {
+                Ok(Value::Array(a)) => {
+                    let mut pairs: Vec<String> = a.chunks(2).map(|p| format!("{p:?}")).collect();
+                    pairs.sort();
+                    Ok(pairs)
+                }
+                other => other.map(|v| vec![format!("{v:?}")]),
+            }
+        };
+        assert_eq!(ask(&mut p), ask(&mut rc), "{step:?}");
+    }
+    primary.stop();
+}
