@@ -1256,3 +1256,254 @@ fn a_full_copy_of_every_size_with_ttls_while_a_writer_runs_converges() {
     replica.stop();
     primary.stop();
 }
+
+/// A replica killed -9 in the middle of a full copy comes back, does a
+/// full copy again (what it had applied of the first is dropped, not
+/// resumed from) and ends with exactly the primary's keys.
+#[test]
+fn a_replica_killed_during_a_full_copy_copies_again_in_full() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    // Enough to take the copy a while: 20,000 keys of 4 KiB.
+    let value = vec![b'v'; 4096];
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            pipe.cmd("SET").arg(format!("k{i}")).arg(&value).ignore();
+        }
+        let _: () = pipe.query(&mut p).unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("v")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut p)
+        .unwrap();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    wait_for("the replica's full copy begins", || {
+        replica
+            .log
+            .lock()
+            .unwrap()
+            .contains("full copy from the primary")
+    });
+    let log = replica.log.clone();
+    replica.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !log.lock().unwrap().contains("full copy applied"),
+        "the copy ended before the kill: nothing tested"
+    );
+    // Meanwhile the primary changes some keys.
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("after the kill")
+            .query(&mut p)
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("DEL").arg("k100").query(&mut p).unwrap();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let mut r = replica.client();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let log = replica.log.lock().unwrap().clone();
+    assert!(
+        log.contains("full copy from the primary")
+            && !log.contains("resuming the primary's stream"),
+        "{log}"
+    );
+    converge(&primary, &replica);
+    assert_eq!(dbsize(&mut r), dbsize(&mut p));
+    replica.stop();
+    primary.stop();
+}
+
+/// Where `needle` is in the first 64 MiB of `path`.
+fn find_in_file(path: &std::path::Path, needle: &[u8]) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 64 << 20];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]).unwrap() {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let first = needle[0];
+    (0..got.saturating_sub(needle.len()))
+        .filter(|&i| buf[i] == first)
+        .find(|&i| &buf[i..i + needle.len()] == needle)
+        .map(|i| i as u64)
+}
+
+/// A key that expires on the primary, whose record fails its check when
+/// read back for its name, can have no DEL in the stream: the primary
+/// starts its stream again under a new id, its replica syncs again in
+/// full, and ends without the key (Redis never loses such a DEL).
+#[test]
+fn a_gone_key_whose_record_fails_its_check_makes_the_replica_copy_again() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let name = "gone-key-whose-name-is-lost-7f3a9c";
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    let _: () = redis::cmd("SET")
+        .arg("stays")
+        .arg("v")
+        .query(&mut p)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(name)
+        .arg("v")
+        .arg("PX")
+        .arg(10_000)
+        .query(&mut p)
+        .unwrap();
+    primary.stop();
+    // Restarted, the primary has the key's record on the device only (in
+    // no segment buffer): its name takes a device read when it expires.
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    let mut r = replica.client();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    assert_eq!(dbsize(&mut r), 2);
+    let first_id = info_fields(&mut p)
+        .into_iter()
+        .find(|(k, _)| k == "master_replid")
+        .unwrap()
+        .1;
+    // The record's key is damaged on the device: its check fails.
+    let data = pd.path().join("data.nvkv");
+    let at = find_in_file(&data, name.as_bytes()).expect("the key's record in the data file");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(b"G").unwrap();
+        f.sync_all().unwrap();
+    }
+    wait_for("the primary expired the key", || dbsize(&mut p) == 1);
+    wait_for("the replica without it", || {
+        redis::cmd("DBSIZE").query::<i64>(&mut r).ok() == Some(1)
+    });
+    let plog = primary.log.lock().unwrap().clone();
+    assert!(
+        plog.contains("could not be read") && plog.contains("the replicas sync again in full"),
+        "{plog}"
+    );
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let rlog = replica.log.lock().unwrap().clone();
+    assert_eq!(rlog.matches("full copy applied").count(), 2, "{rlog}");
+    let second_id = info_fields(&mut p)
+        .into_iter()
+        .find(|(k, _)| k == "master_replid")
+        .unwrap()
+        .1;
+    assert_ne!(first_id, second_id, "the stream goes on under a new id");
+    converge(&primary, &replica);
+    replica.stop();
+    primary.stop();
+}
+
+/// A replica ignores its own maxmemory by default (Redis's
+/// `replica-ignore-maxmemory yes`): with a maxmemory below its primary's
+/// data it keeps every key, and evicts by its own policy only once told
+/// not to ignore it. CONFIG GET and SET of the setting and of its alias
+/// `slave-ignore-maxmemory` answer as Redis 7's.
+#[test]
+fn a_replica_ignores_its_maxmemory_by_default() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(
+        rd.path(),
+        &primary,
+        &["--maxmemory-policy", "allkeys-random", "--maxmemory", "1M"],
+    );
+    let (mut p, mut r) = (primary.client(), replica.client());
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    let value = vec![b'x'; 10 << 10];
+    let set = |p: &mut redis::Connection, i: usize| {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(p)
+            .unwrap();
+    };
+    for i in 0..300 {
+        set(&mut p, i);
+    }
+    converge(&primary, &replica);
+    assert_eq!(dbsize(&mut r), 300, "3 MB of keys under a maxmemory of 1M");
+    assert_eq!(stat(&replica, "evicted_keys"), 0);
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("replica-ignore-maxmemory")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(got, ["replica-ignore-maxmemory", "yes"]);
+
+    // Told to follow its maxmemory, it evicts as the primary's writes come.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slave-ignore-maxmemory")
+        .arg("no")
+        .query(&mut r)
+        .unwrap();
+    for i in 300..400 {
+        set(&mut p, i);
+    }
+    wait_for("the replica evicted keys", || {
+        stat(&replica, "evicted_keys") > 0
+    });
+    assert!(dbsize(&mut r) < dbsize(&mut p));
+    assert!(replica
+        .log
+        .lock()
+        .unwrap()
+        .contains("a replica evicted keys by its own policy"));
+    replica.stop();
+
+    // The setting's CONFIG replies, beside Redis's.
+    let Some(redis) = RealRedis::start(&[]) else {
+        return primary.stop();
+    };
+    let mut rc = redis::Client::open(format!("redis://{}/", redis.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let steps: &[&[&str]] = &[
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+        &["CONFIG", "GET", "slave-ignore-maxmemory"],
+        &["CONFIG", "GET", "*ignore-maxmemory*"],
+        &["CONFIG", "GET", "slave-ignore-maxmem*"],
+        &["CONFIG", "SET", "slave-ignore-maxmemory", "no"],
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+        &["CONFIG", "SET", "replica-ignore-maxmemory", "YES"],
+        &["CONFIG", "GET", "slave-ignore-maxmemory"],
+        &["CONFIG", "SET", "replica-ignore-maxmemory", "maybe"],
+        &["CONFIG", "GET", "replica-ignore-maxmemory"],
+    ];
+    for step in steps {
+        let ask = |con: &mut redis::Connection| {
+            let mut cmd = redis::cmd(step[0]);
+            for a in &step[1..] {
+                cmd.arg(*a);
+            }
+            // Redis lists settings in its dictionary's order: compared
+            // as sets of pairs.
+            match cmd.query::<Value>(con).map_err(|e| e.to_string()) {
+                Ok(Value::Array(a)) => {
+                    let mut pairs: Vec<String> = a.chunks(2).map(|p| format!("{p:?}")).collect();
+                    pairs.sort();
+                    Ok(pairs)
+                }
+                other => other.map(|v| vec![format!("{v:?}")]),
+            }
+        };
+        assert_eq!(ask(&mut p), ask(&mut rc), "{step:?}");
+    }
+    primary.stop();
+}

@@ -1114,7 +1114,7 @@ impl<E: Engine> Poller<E> {
         self.ks.report_gone(repl.feeding());
         self.ks.hold_expired(repl.is_replica());
         self.ks.take_lost(&mut self.repl_out.lost);
-        self.ks.take_gone(&mut self.repl_out.gone);
+        self.repl_out.unnamed += self.ks.take_gone(&mut self.repl_out.gone);
         let (durable, next) = (self.ks.durable_seq(), self.ks.next_seq());
         let unnamed = self.ks.gone_unnamed();
         self.repl_out.settle(repl, durable, next, unnamed);

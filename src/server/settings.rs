@@ -59,6 +59,13 @@ const SETTINGS: &[Setting] = &[
         )),
     },
     Setting {
+        name: "replica-ignore-maxmemory",
+        get: |s| yes_no(s.eviction.replica_ignore.load(Relaxed)),
+        set: Some((yes_or_no, |s, v| {
+            (s.eviction.replica_ignore).store(v.eq_ignore_ascii_case("yes"), Relaxed)
+        })),
+    },
+    Setting {
         name: "replicaof",
         get: super::repl::replicaof_setting,
         set: None,
@@ -122,6 +129,18 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
+/// Other names of settings (Redis 7's aliases): CONFIG GET lists an alias
+/// a pattern matches, CONFIG SET takes it.
+const ALIASES: &[(&str, &str)] = &[("slave-ignore-maxmemory", "replica-ignore-maxmemory")];
+
+/// The setting a name means, an alias followed.
+fn canonical(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, to)| to)
+}
+
 /// Redis's check of an integer setting from `min` to `i64::MAX`.
 fn integer_in(v: &str, min: i64) -> Result<(), &'static str> {
     match v.parse::<i64>() {
@@ -140,6 +159,15 @@ pub(super) fn value(shared: &Shared, name: &str) -> Option<String> {
         .iter()
         .find(|s| s.name == name)
         .map(|s| (s.get)(shared))
+}
+
+/// Redis's check of a yes/no setting.
+fn yes_or_no(v: &str) -> Result<(), &'static str> {
+    if v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("no") {
+        Ok(())
+    } else {
+        Err("argument must be 'yes' or 'no'")
+    }
 }
 
 fn yes_no(b: bool) -> String {
@@ -168,17 +196,24 @@ fn memory_value(v: &str) -> Option<u64> {
 /// `CONFIG GET pattern...`: the settings whose names match any pattern, as
 /// name/value pairs.
 pub(super) fn get(o: &mut Vec<u8>, shared: &Shared, patterns: &[&[u8]]) {
-    let found: Vec<&Setting> = SETTINGS
-        .iter()
-        .filter(|s| {
-            patterns
-                .iter()
-                .any(|p| super::pattern::glob(p, s.name.as_bytes()))
-        })
+    let matches = |name: &str| {
+        patterns
+            .iter()
+            .any(|p| super::pattern::glob(p, name.as_bytes()))
+    };
+    // Each name that matches, an alias as well as its setting's own, as
+    // Redis 7 lists them.
+    let aliases = ALIASES.iter().filter_map(|(alias, to)| {
+        let s = SETTINGS.iter().find(|s| s.name == *to)?;
+        Some((*alias, s))
+    });
+    let found: Vec<(&str, &Setting)> = (SETTINGS.iter().map(|s| (s.name, s)))
+        .chain(aliases)
+        .filter(|(name, _)| matches(name))
         .collect();
     resp::array(o, 2 * found.len());
-    for s in found {
-        resp::bulk(o, s.name.as_bytes());
+    for (name, s) in found {
+        resp::bulk(o, name.as_bytes());
         resp::bulk(o, (s.get)(shared).as_bytes());
     }
 }
@@ -189,7 +224,7 @@ pub(super) fn set(shared: &Shared, pairs: &[&[u8]]) -> Result<(), String> {
     for pair in pairs.chunks(2) {
         let name = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
         let value = String::from_utf8_lossy(pair[1]).to_string();
-        match SETTINGS.iter().find(|s| s.name == name) {
+        match SETTINGS.iter().find(|s| s.name == canonical(&name)) {
             Some(Setting { set: Some(f), .. }) => todo.push((name, *f, value)),
             _ => return Err(strings::config_set_unknown(pair[0])),
         }

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use crate::index::{Entry, ACCESS_BITS};
 
@@ -32,6 +32,10 @@ pub struct Settings {
     pub policy: AtomicU8,
     pub maxmemory: AtomicU64,
     pub samples: AtomicU32,
+    /// `replica-ignore-maxmemory` (Redis's default: yes): a replica's
+    /// store follows no `maxmemory` of its own, its keys go by its
+    /// primary's DELs only.
+    pub replica_ignore: AtomicBool,
 }
 
 impl Settings {
@@ -40,6 +44,7 @@ impl Settings {
             policy: policy.code().into(),
             maxmemory: maxmemory.into(),
             samples: samples.into(),
+            replica_ignore: true.into(),
         }
     }
 

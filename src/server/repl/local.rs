@@ -22,8 +22,13 @@ impl Local {
     /// A new connection, served by connection thread 0; `master`: it
     /// carries the primary's stream.
     pub(super) fn open(sh: &Shared, master: bool) -> io::Result<Local> {
+        Local::open_on(sh, master, 0)
+    }
+
+    /// The same, served by connection thread `i` (modulo their number).
+    pub(super) fn open_on(sh: &Shared, master: bool, i: usize) -> io::Result<Local> {
         let (mine, theirs) = UnixStream::pair()?;
-        let t = &sh.conns[0];
+        let t = &sh.conns[i % sh.conns.len()];
         t.incoming_local.push((theirs, master));
         t.ring();
         Ok(Local {

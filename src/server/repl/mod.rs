@@ -62,6 +62,10 @@ pub(super) struct Repl {
     /// Commits that failed and rolled writes back, on any poller: a full
     /// copy may have read such a write.
     rollbacks: AtomicU64,
+    /// Times the stream started again under a new id because it could
+    /// not tell its replicas everything ([`Repl::restart_stream`]): each
+    /// ends every replica's link with a full copy to follow.
+    restarts: AtomicU64,
     /// The role, and a replica's link.
     role: Mutex<Role>,
     /// A replica that refuses clients' writes (`--replica-read-only`).
@@ -233,6 +237,7 @@ impl Repl {
             feeding: AtomicBool::new(false),
             pollers: (0..pollers).map(|_| Default::default()).collect(),
             rollbacks: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             role: Mutex::new(Role::Primary),
             read_only: AtomicBool::new(read_only),
             replicas: Mutex::new(Vec::new()),
@@ -305,6 +310,24 @@ impl Repl {
         b.append(&out);
         drop(b);
         self.grew.notify_all();
+    }
+
+    /// The stream can no longer tell its replicas everything (`why`: a
+    /// key went whose name could not be read, so no DEL can be sent for
+    /// it): it goes on under a new id with an empty backlog, so that no
+    /// replica resumes it from before, and every replica's link ends with
+    /// an error that makes it sync again in full (`primary.rs`'s feed
+    /// watches [`Repl::restarts`]).
+    pub(super) fn restart_stream(&self, why: &str) {
+        let mut b = self.backlog();
+        b.replid = new_replid();
+        b.replid2 = NO_REPLID.into();
+        b.second_offset = -1;
+        b.ring.clear();
+        self.restarts.fetch_add(1, SeqCst);
+        drop(b);
+        self.grew.notify_all();
+        tracing::warn!("{why}: the replicas sync again in full");
     }
 
     /// The stream's id and offset.

@@ -11,7 +11,10 @@
 //! Keys that expired or were evicted go into the stream as `DEL key`
 //! ([`Keyspace::take_gone`]), placed among the writes by the sequence
 //! number the keyspace was at when they went, and dropped with the
-//! record that went if that record is rolled back.
+//! record that went if that record is rolled back. A key that went whose
+//! record fails its check when read back has no name to send: the stream
+//! starts again under a new id and the replicas sync in full
+//! ([`Repl::restart_stream`]).
 //!
 //! [`Keyspace::take_gone`]: crate::store::keyspace::Keyspace::take_gone
 //! [`Keyspace::durable_seq`]: crate::store::keyspace::Keyspace::durable_seq
@@ -36,6 +39,10 @@ pub(in crate::server) struct Outbox {
     lost_before: VecDeque<Range<u64>>,
     /// Keys that went, taken from the keyspace.
     pub(in crate::server) gone: Vec<GoneKey>,
+    /// Keys that went whose names could not be read (their records failed
+    /// their checks), taken from the keyspace: no DEL can tell the
+    /// replicas, so they sync again in full.
+    pub(in crate::server) unnamed: u64,
 }
 
 /// A write or DEL waiting for its place in the stream.
@@ -61,6 +68,7 @@ impl Outbox {
             lost: Vec::new(),
             lost_before: VecDeque::new(),
             gone: Vec::new(),
+            unnamed: 0,
         }
     }
 
@@ -104,6 +112,12 @@ impl Outbox {
         unnamed: Option<u64>,
     ) {
         let p = &repl.pollers[self.poller];
+        if std::mem::take(&mut self.unnamed) > 0 && repl.feeding() && !repl.is_replica() {
+            repl.restart_stream(
+                "a key expired or was evicted whose record failed its check when read \
+                 back, so no DEL can name it",
+            );
+        }
         for g in std::mem::take(&mut self.gone) {
             let rolled_back = |r: &Range<u64>| r.contains(&g.seq);
             if self.lost.iter().chain(&self.lost_before).any(rolled_back)

@@ -200,8 +200,10 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     let mut out = BufWriter::with_capacity(256 << 10, sock);
     let repl = &sh.repl;
     // Where it resumes, if it can: the bytes it has are `want - 1`.
+    let mut restarts;
     let (resume, replid) = {
         let b = repl.backlog();
+        restarts = repl.restarts.load(SeqCst);
         let have = want.saturating_sub(1) as u64;
         let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
         // PSYNC2: the stream this one continues, up to where it did.
@@ -220,6 +222,7 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         None => {
             let (replid, start) = {
                 let b = repl.backlog();
+                restarts = repl.restarts.load(SeqCst);
                 repl.feeding.store(true, SeqCst);
                 (b.replid.clone(), b.end)
             };
@@ -248,6 +251,14 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         }
         if r.lag_secs() >= super::LINK_TIMEOUT.as_secs() {
             return Err(io::Error::other("the replica is silent: timeout"));
+        }
+        if repl.restarts.load(SeqCst) != restarts {
+            // The stream went on under a new id (a key went that no DEL
+            // can name): the replica drops what it has and syncs again.
+            let why = "the stream cannot tell the replica every key that went";
+            out.write_all(format!("-{RESYNC} {why}\r\n").as_bytes())?;
+            out.flush()?;
+            return Err(io::Error::other(format!("{why}: the replica syncs again")));
         }
         if let Some(marks) = &unsettled {
             let done = repl.settled(marks);

@@ -4,8 +4,9 @@
 //! acknowledgements.
 
 use std::io::{Error, ErrorKind, Read};
+use std::ops::Range;
 
-use crate::resp::{self, Value};
+use crate::resp::{self, Limits, Value};
 
 /// Reads whole values from a blocking socket.
 pub(super) struct Reader<R> {
@@ -42,26 +43,77 @@ impl<R: Read> Reader<R> {
                 Ok(None) => {}
                 Err(e) => return Err(Error::new(ErrorKind::InvalidData, e)),
             }
-            if self.pos > 0 {
-                self.buf.drain(..self.pos);
-                self.pos = 0;
+            self.fill()?;
+        }
+    }
+
+    /// Whole multibulk commands buffered from here on, parsed in place
+    /// (no copy, nothing allocated per argument), each handed to `take`
+    /// with its arguments' ranges in its bytes: `Ok(true)` takes it,
+    /// `Ok(false)` stops before it. Reads from the socket only while
+    /// nothing whole is buffered. Returns the bytes of the commands taken,
+    /// back to back, and how many they are: none when what comes next is
+    /// not a multibulk command or `take` stopped at it (for
+    /// [`Reader::next`] to read). Bytes that are not RESP are an
+    /// `InvalidData` error.
+    pub(super) fn commands(
+        &mut self,
+        args: &mut Vec<Range<usize>>,
+        mut take: impl FnMut(&[u8], &[Range<usize>]) -> std::io::Result<bool>,
+    ) -> std::io::Result<(&[u8], u64)> {
+        let limits = Limits {
+            max_bulk: MAX_VALUE,
+            ..Limits::default()
+        };
+        loop {
+            let start = self.pos;
+            let mut at = start;
+            let mut n = 0;
+            let mut stopped = false;
+            while self.buf.get(at) == Some(&b'*') {
+                match resp::parse_command(&self.buf[at..], &limits, args) {
+                    Ok(Some(len)) => {
+                        if !take(&self.buf[at..at + len], args)? {
+                            stopped = true;
+                            break;
+                        }
+                        at += len;
+                        n += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(Error::new(ErrorKind::InvalidData, e)),
+                }
             }
-            let len = self.buf.len();
-            if len > MAX_VALUE {
-                return Err(Error::new(
-                    ErrorKind::InvalidData,
-                    format!("a value longer than {MAX_VALUE} bytes"),
-                ));
+            if n > 0 || stopped || at < self.buf.len() && self.buf[at] != b'*' {
+                self.pos = at;
+                return Ok((&self.buf[start..at], n));
             }
-            self.buf.resize(len + CHUNK, 0);
-            let got = self.src.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
-            match got {
-                Ok(0) => return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed")),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads more bytes into the buffer, the bytes already taken dropped
+    /// first.
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let len = self.buf.len();
+        if len > MAX_VALUE {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("a value longer than {MAX_VALUE} bytes"),
+            ));
+        }
+        self.buf.resize(len + CHUNK, 0);
+        let got = self.src.read(&mut self.buf[len..]);
+        self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
+        match got {
+            Ok(0) => Err(Error::new(ErrorKind::UnexpectedEof, "connection closed")),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::mpsc;
@@ -224,7 +225,7 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
                 Value::Simple(_) => {}
                 v => return Err(io::Error::other(format!("emptying the store: {v:?}"))),
             }
-            let keys = load_copy(&mut local, &mut from)?;
+            let keys = load_copy(sh, &mut local, &mut from)?;
             drop(loading);
             sh.repl.mirror_from(id, off);
             tracing::info!(keys, "full copy applied");
@@ -271,80 +272,150 @@ impl Drop for Loading<'_> {
     }
 }
 
-/// Bytes of the copy handed to the store in one send.
+/// Bytes of the copy handed to one of its connections before the next.
 const COPY_SEND: usize = 1 << 20;
+/// In-process connections the copy is spread over: each may have
+/// `--max-pipeline` SETs waiting for their commits, so the store's group
+/// commits are large and the copy does not wait for one flush after
+/// another.
+const COPY_LINKS: usize = 8;
 
-/// Applies the full copy (commands until `REPLCONF SNAPSHOT-END`): sent to
-/// the store as they come, in large sends, while a thread reads the
-/// store's answers (its pipeline limit paces the copy, no batch waits for
-/// its commits); then a SAVE, so that the copy is durable before the link
-/// reports it through. The number of keys.
-fn load_copy(local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
-    let (tx, rx) = mpsc::channel::<usize>();
-    let mut replies = Reader::new(local.writer()?);
-    std::mem::swap(&mut replies, &mut local.replies);
-    let answers = std::thread::Builder::new()
-        .name("repl-load".into())
-        .spawn(move || {
-            let mut failed = 0u64;
-            let mut first = None;
-            for n in rx {
-                for _ in 0..n {
-                    if let Value::Error(e) = replies.next()?.0 {
-                        failed += 1;
-                        first.get_or_insert(e);
+/// One in-process connection of the copy: its writing end, and the thread
+/// that reads its answers, told how many to expect.
+struct CopyLink {
+    out: Local,
+    owed: mpsc::Sender<usize>,
+    answers: std::thread::JoinHandle<io::Result<(u64, Option<Vec<u8>>)>>,
+}
+
+impl CopyLink {
+    fn open(sh: &Shared, i: usize) -> io::Result<CopyLink> {
+        let mut out = Local::open_on(sh, true, i)?;
+        let (owed, rx) = mpsc::channel::<usize>();
+        let mut replies = Reader::new(out.writer()?);
+        std::mem::swap(&mut replies, &mut out.replies);
+        let answers = std::thread::Builder::new()
+            .name("repl-load".into())
+            .spawn(move || {
+                let mut failed = 0u64;
+                let mut first = None;
+                for n in rx {
+                    for _ in 0..n {
+                        if let Value::Error(e) = replies.next()?.0 {
+                            failed += 1;
+                            first.get_or_insert(e);
+                        }
                     }
                 }
-            }
-            Ok::<_, io::Error>((replies, failed, first))
-        })?;
+                Ok((failed, first))
+            })?;
+        Ok(CopyLink { out, owed, answers })
+    }
+}
+
+/// Whether a command of the copy, parsed in place (`args`: its
+/// arguments' ranges in `cmd`), is the copy's end (`REPLCONF
+/// SNAPSHOT-END`): `Ok(false)`; a SET of the copy's shape: `Ok(true)`;
+/// anything else is not nvkv's stream.
+fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<bool> {
+    let arg = |i: usize| &cmd[args[i].clone()];
+    if args.len() == 2
+        && arg(0).eq_ignore_ascii_case(b"REPLCONF")
+        && arg(1).eq_ignore_ascii_case(b"SNAPSHOT-END")
+    {
+        return Ok(false);
+    }
+    let set = match args.len() {
+        3 => arg(0).eq_ignore_ascii_case(b"SET"),
+        5 => {
+            arg(0).eq_ignore_ascii_case(b"SET")
+                && arg(3).eq_ignore_ascii_case(b"PXAT")
+                && resp::parse_redis_int(arg(4)).is_some_and(|t| t > 0)
+        }
+        _ => false,
+    };
+    if set {
+        Ok(true)
+    } else {
+        Err(corrupt(
+            "the stream holds something not nvkv's stream: dropped",
+        ))
+    }
+}
+
+/// Applies the full copy (SETs until `REPLCONF SNAPSHOT-END`): parsed in
+/// place as they come and sent on as they are to the store, over
+/// [`COPY_LINKS`] in-process connections in turn (each key comes once in
+/// a copy, so their order does not matter), while a thread per connection
+/// reads its answers (the pipeline limits pace the copy, no batch waits
+/// for its commits); once every answer is in, a SAVE, so that the copy is
+/// durable before the link reports it through. The number of keys.
+fn load_copy(sh: &Shared, local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
+    let mut links = Vec::with_capacity(COPY_LINKS);
+    for i in 0..COPY_LINKS {
+        links.push(CopyLink::open(sh, i)?);
+    }
     let mut sent = || -> io::Result<u64> {
-        let mut keys = 0u64;
-        let mut out = Vec::with_capacity(COPY_SEND + (64 << 10));
-        let mut owed = 0;
+        let mut args = Vec::new();
+        let (mut keys, mut link, mut bytes) = (0u64, 0, 0);
         loop {
-            let (v, n) = from.next()?;
-            if let Value::Array(a) = &v {
-                if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
-                    break; // SNAPSHOT-END
+            let (cmds, n) = from.commands(&mut args, copy_set)?;
+            if n == 0 {
+                let (v, _) = from.next()?;
+                if let Value::Array(a) = &v {
+                    if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
+                        return Ok(keys); // SNAPSHOT-END
+                    }
                 }
+                command_of(v, true)?;
+                // A SET, but not as the copy sends them.
+                return Err(corrupt(
+                    "the stream holds something not nvkv's stream: dropped",
+                ));
             }
-            command_of(v, true)?;
-            out.extend_from_slice(from.last(n));
-            owed += 1;
-            keys += 1;
-            if out.len() >= COPY_SEND {
-                tx.send(owed)
-                    .map_err(|_| io::Error::other("the store's answers stopped"))?;
-                local.send(&out)?;
-                out.clear();
-                owed = 0;
+            let l = &mut links[link];
+            l.owed
+                .send(n as usize)
+                .map_err(|_| io::Error::other("the store's answers stopped"))?;
+            l.out.send(cmds)?;
+            keys += n;
+            bytes += cmds.len();
+            if bytes >= COPY_SEND {
+                (link, bytes) = ((link + 1) % links.len(), 0);
             }
         }
-        resp::encode::command(&mut out, &[b"SAVE"]);
-        tx.send(owed + 1)
-            .map_err(|_| io::Error::other("the store's answers stopped"))?;
-        local.send(&out)?;
-        Ok(keys)
     };
     let keys = sent();
-    drop(tx);
-    if keys.is_err() {
-        // The answers' thread may wait for answers that will not come.
-        let _ = local.writer().map(|w| w.shutdown(std::net::Shutdown::Both));
+    let mut failed = 0;
+    let mut first = None;
+    let mut answered = Ok(());
+    for l in links {
+        drop(l.owed);
+        if keys.is_err() {
+            // The answers' thread may wait for answers that will not come.
+            let _ = l.out.writer().map(|w| w.shutdown(std::net::Shutdown::Both));
+        }
+        match l.answers.join() {
+            Ok(Ok((f, e))) => {
+                failed += f;
+                first = first.or(e);
+            }
+            Ok(Err(e)) => answered = Err(e),
+            Err(_) => answered = Err(io::Error::other("the copy's answers thread failed")),
+        }
     }
-    let joined = answers.join();
     let keys = keys?;
-    let (replies, failed, first) =
-        joined.map_err(|_| io::Error::other("the copy's answers thread failed"))??;
-    local.replies = replies;
+    answered?;
     if let Some(e) = first {
         return Err(io::Error::other(format!(
             "{failed} commands of the full copy failed (first: {})",
             String::from_utf8_lossy(&e)
         )));
     }
-    Ok(keys)
+    match local.call(&[b"SAVE"])? {
+        Value::Simple(_) => Ok(keys),
+        v => Err(io::Error::other(format!("saving the full copy: {v:?}"))),
+    }
 }
 
 /// Applies the stream from offset `start` until the link fails or the role

@@ -101,7 +101,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             p => p,
         };
         let device = writable * packed as u64 / 100 * FILL_PCT;
-        match self.eviction.maxmemory() {
+        match self.maxmemory() {
             0 => device,
             m => m.min(device),
         }
@@ -118,10 +118,21 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.evictor.live
     }
 
+    /// `--maxmemory` as this store follows it (0: none): none on a replica
+    /// under `replica-ignore-maxmemory yes` (its store holds expired keys
+    /// for its primary's DELs, [`Keyspace::hold_expired`]).
+    fn maxmemory(&self) -> u64 {
+        if self.gone.hold_expired && self.eviction.replica_ignore.load(Relaxed) {
+            0
+        } else {
+            self.eviction.maxmemory()
+        }
+    }
+
     /// Whether `--maxmemory` is set and live data is past it (Redis's
     /// test before a command that adds data).
     pub(super) fn over_maxmemory(&mut self) -> bool {
-        let max = self.eviction.maxmemory();
+        let max = self.maxmemory();
         max != 0 && self.live_bytes_now() > max
     }
 
@@ -178,9 +189,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         if evicted > 0 {
             self.evictor.live = self.evictor.live.saturating_sub(freed);
-            self.counters
-                .evicted_keys
-                .fetch_add(evicted as u64, Relaxed);
+            self.count_evicted(evicted as u64);
             self.update_key_count();
         }
         evicted > 0
@@ -312,8 +321,23 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.evictor.live = self.evictor.live.saturating_sub(old.len as u64);
         self.evictor.pressure &=
             self.evictor.live + slack > self.live_limit() || self.waiting_since.is_some();
-        self.counters.evicted_keys.fetch_add(1, Relaxed);
+        self.count_evicted(1);
         true
+    }
+
+    /// Counts `n` keys evicted. A replica's own evictions (past its
+    /// maxmemory when it follows one, else its device is full) are logged
+    /// too, as the count passes 1, 2, 4, 8, ….
+    fn count_evicted(&self, n: u64) {
+        let before = self.counters.evicted_keys.fetch_add(n, Relaxed);
+        let after = before + n;
+        if self.gone.hold_expired && (before + 1).next_power_of_two() <= after {
+            tracing::warn!(
+                evicted_keys = after,
+                "a replica evicted keys by its own policy: it no longer holds \
+                 every key of its primary"
+            );
+        }
     }
 
     /// Whether a command that adds data must be refused, as Redis does:

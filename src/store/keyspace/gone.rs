@@ -3,7 +3,9 @@
 //! each, so while replication asks for them ([`Keyspace::report_gone`])
 //! they are reported by name, in the order they went. The index knows a
 //! key by its hash only: the name of a record not in a segment buffer
-//! takes one device read.
+//! takes one device read. A record that fails its check then has no name
+//! to give: [`Keyspace::take_gone`] counts it, and the replicas sync again
+//! in full.
 //!
 //! Each report carries the sequence number the next record would have
 //! taken when the key went (`mark`): it goes after every record numbered
@@ -55,7 +57,8 @@ enum State {
     Unread,
     Reading(u32),
     Named(Vec<u8>, u64),
-    /// Its record could not be read back: nothing to report.
+    /// Its record could not be read back: no name to report (the
+    /// replicas sync again in full, see [`Keyspace::take_gone`]).
     Lost,
 }
 
@@ -182,7 +185,7 @@ impl<E: Engine, W> Keyspace<E, W> {
                 tracing::warn!(
                     offset = g.entry.offset,
                     "the name of a key that expired or was evicted could not be read: \
-                     no DEL is sent for it"
+                     no DEL can be sent for it"
                 );
                 State::Lost
             }
@@ -190,12 +193,15 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// The keys that went, named, in the order they went, up to the first
-    /// whose name is still being read.
-    pub fn take_gone(&mut self, out: &mut Vec<GoneKey>) {
+    /// whose name is still being read; returns how many of those taken had
+    /// no name to give (their records failed their checks): a replica
+    /// cannot be told of them by a DEL.
+    pub fn take_gone(&mut self, out: &mut Vec<GoneKey>) -> u64 {
+        let mut unnamed = 0;
         while let Some(g) = self.gone.queue.front() {
             match &g.state {
-                State::Unread | State::Reading(_) => return,
-                State::Lost => {}
+                State::Unread | State::Reading(_) => return unnamed,
+                State::Lost => unnamed += 1,
                 State::Named(key, seq) => out.push(GoneKey {
                     mark: g.mark,
                     seq: *seq,
@@ -204,6 +210,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
             self.gone.queue.pop_front();
         }
+        unnamed
     }
 
     /// The mark of the first key that went whose name is not known yet:
