@@ -167,7 +167,7 @@ pub(super) const COMPACTION_BEHIND: &str = "OOM no free segment: compaction is b
 pub(super) const OVER_MAXMEMORY: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 /// A record that would not fit in a segment.
 pub(super) const RECORD_TOO_LARGE: &str =
-    "ERR record larger than a segment: only SET writes values larger than a segment (not APPEND, SETRANGE, RESTORE, nor MULTI … EXEC)";
+    "ERR record larger than a segment: inside MULTI … EXEC only values that fit a segment are written";
 
 /// A large value (larger than a segment) read by a command that cannot
 /// take one.
