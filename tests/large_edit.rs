@@ -363,3 +363,51 @@ fn edits_of_large_values_reach_a_replica() {
     replica.stop();
     primary.stop();
 }
+
+/// RENAME, RENAMENX and COPY of a 40 MiB value with a replica attached:
+/// the replica ends with the primary's keys and values (the moved value
+/// goes read whole, as a SET, with its expiry), and later writes of the
+/// keys follow in order.
+#[test]
+fn moves_of_large_values_reach_a_replica() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--capacity", "512M"]);
+    let mut p = client(&primary);
+    let to = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = Server::start(rd.path(), &["--capacity", "512M", "--replicaof", &to]);
+    let _: () = p.set("warm", "up").unwrap();
+    converge_keys(&primary, &replica, &["warm"]);
+    let v = value(40 << 20, 4);
+    let _: () = p.set("a", &v).unwrap();
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("a")
+        .arg(600_000)
+        .query(&mut p)
+        .unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("a")
+        .arg("b")
+        .query(&mut p)
+        .unwrap();
+    let n: i64 = redis::cmd("COPY").arg("b").arg("c").query(&mut p).unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = redis::cmd("RENAMENX")
+        .arg("c")
+        .arg("d")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(n, 1);
+    // Writes right after the moves, of the same keys, come after them.
+    let _: usize = setrange("d", 5, b"after").query(&mut p).unwrap();
+    let _: () = p.set("a", "small again").unwrap();
+    converge_keys(&primary, &replica, &["a", "b", "c", "d"]);
+    let mut r = client(&replica);
+    let got: Vec<u8> = r.get("b").unwrap();
+    assert!(got == v, "the renamed value differs on the replica");
+    let ttl: i64 = redis::cmd("PTTL").arg("b").query(&mut r).unwrap();
+    assert!(ttl > 500_000, "{ttl}");
+    let n: i64 = redis::cmd("EXISTS").arg("c").query(&mut r).unwrap();
+    assert_eq!(n, 0);
+    replica.stop();
+    primary.stop();
+}

@@ -1923,7 +1923,9 @@ impl<E: Engine> Poller<E> {
         let tags = [req.hash.tag, to.hash.tag];
         let sub = is_sub(&req);
         self.move_record(req, entry, bytes);
-        if !sub {
+        // A large value moved while replicas are fed keeps its keys until
+        // it is read for the stream.
+        if !sub && !self.edits.holds(tags[0]) {
             self.release_move(tags);
         }
     }

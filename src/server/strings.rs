@@ -171,10 +171,6 @@ pub(super) const RECORD_TOO_LARGE: &str =
 
 /// A large value (larger than a segment) read by a command that cannot
 /// take one.
-/// RENAME, RENAMENX or COPY of a value larger than a segment while
-/// replicas are fed.
-pub(super) const LARGE_MOVE_REPLICATED: &str = "ERR RENAME and COPY of a value larger than a segment are not replicated yet: refused while replicas are attached (GET and SET the value instead)";
-
 pub(super) fn large_value_unsupported(len: u64) -> String {
     format!(
         "ERR the value is {len} bytes, larger than a segment: inside MULTI … EXEC only values \

@@ -21,7 +21,12 @@
 //! With replicas fed, an edit enters the stream once its head is durable
 //! as `SETRANGE key offset bytes` (an APPEND at the old length): it sets
 //! those bytes whatever the value held, so replaying it over a later state
-//! of the key, as the stream allows, ends where the primary did.
+//! of the key, as the stream allows, ends where the primary did. A RENAME
+//! or COPY of a large value cannot go as the command (replayed over a
+//! later state of the source, it would move that state): the moved value
+//! is read whole from its pieces, both keys held meanwhile, and goes as
+//! `SET destination value [PXAT ms]` (and `DEL source` for a rename), as a
+//! large SET does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,7 +58,7 @@ impl Edits {
     /// Whether something here holds key `tag`: the read that started it
     /// must not release it.
     pub(super) fn holds(&self, tag: u64) -> bool {
-        self.writing.contains(&tag) || self.by_id.values().any(|e| e.req.hash.tag == tag)
+        self.writing.contains(&tag) || self.by_id.values().any(|e| e.goal.holds(tag))
     }
 
     /// The large write holding key `tag` is durable (or failed).
@@ -62,24 +67,62 @@ impl Edits {
     }
 }
 
-/// A SETRANGE or APPEND of a large value under way.
+/// A large value's pieces being read for a change or for the stream.
 struct Edit {
-    req: Request,
-    /// The old head, whose pieces the edit holds.
+    /// The (old) head, whose pieces the edit holds.
     head: Arc<LargeHead>,
+    /// Pieces to read; the next to issue.
+    to_read: Vec<usize>,
+    next: usize,
+    in_flight: usize,
+    failed: Option<String>,
+    goal: Goal,
+}
+
+enum Goal {
+    /// SETRANGE or APPEND: new pieces, then a new head.
+    Change(Change),
+    /// RENAME or COPY with replicas fed: the value whole, for the stream.
+    Outgoing(Outgoing),
+}
+
+impl Goal {
+    fn holds(&self, tag: u64) -> bool {
+        match self {
+            Goal::Change(c) => c.req.hash.tag == tag,
+            Goal::Outgoing(s) => s.tags.contains(&tag),
+        }
+    }
+}
+
+/// A SETRANGE or APPEND of a large value under way.
+struct Change {
+    req: Request,
     expire_ms: u64,
     /// The new value's length, and where the command's bytes go in it.
     total_len: u64,
     at: u64,
     /// The pieces of the new value written anew.
     rewrite: std::ops::Range<usize>,
-    /// Old pieces the range covers in part, to read; the next to issue.
-    to_read: Vec<usize>,
-    next: usize,
-    in_flight: usize,
-    /// The old pieces read: (piece, its bytes).
+    /// The old pieces read (those the range covers in part): (piece, its
+    /// bytes).
     old: Vec<(usize, Vec<u8>)>,
-    failed: Option<String>,
+}
+
+/// A moved large value on its way into the stream.
+struct Outgoing {
+    /// The keys held: source and destination.
+    tags: [u64; 2],
+    /// `SET destination value`'s bytes, the value at `at` filled as its
+    /// pieces come in.
+    out: Vec<u8>,
+    at: usize,
+    /// What follows the value (CRLF, and `PXAT ms`).
+    tail: Vec<u8>,
+    /// The source, for a rename's `DEL`.
+    del: Option<Box<[u8]>>,
+    /// The move's last record.
+    seq: u64,
 }
 
 /// The bytes a SETRANGE or APPEND writes.
@@ -164,31 +207,82 @@ impl<E: Engine> Poller<E> {
                 lo < at || hi > end
             })
             .collect();
-        self.ks.hold_pieces(&head);
         self.busy.entry(req.hash.tag).or_default();
+        let goal = Goal::Change(Change {
+            expire_ms: rec.meta.expire_ms,
+            req,
+            total_len,
+            at,
+            rewrite,
+            old: Vec::new(),
+        });
+        self.start_edit(head, to_read, goal);
+    }
+
+    /// Starts reading pieces `to_read` of `head` for `goal`, holding the
+    /// pieces meanwhile; it goes on in a later call (a completion, or
+    /// [`Poller::retry_edits`]), never in this one.
+    fn start_edit(&mut self, head: Arc<LargeHead>, to_read: Vec<usize>, goal: Goal) {
+        self.ks.hold_pieces(&head);
         let id = self.edits.next;
         self.edits.next += 1;
-        self.edits.by_id.insert(
-            id,
-            Edit {
-                req,
-                head,
-                expire_ms: rec.meta.expire_ms,
-                total_len,
-                at,
-                rewrite,
-                to_read,
-                next: 0,
-                in_flight: 0,
-                old: Vec::new(),
-                failed: None,
-            },
-        );
+        let edit = Edit {
+            head,
+            to_read,
+            next: 0,
+            in_flight: 0,
+            failed: None,
+            goal,
+        };
+        self.edits.by_id.insert(id, edit);
         self.read_old_pieces(id);
         if self.edits.by_id[&id].in_flight == 0 {
             // Nothing to read (or no slot): it goes on next turn.
             self.edits.ready.push(id);
         }
+    }
+
+    /// RENAME or COPY of a large value, written (its last record `seq`)
+    /// while replicas are fed: the value is read whole and goes into the
+    /// stream as `SET to value [PXAT ms]` (and `DEL from` for a rename);
+    /// the keys (`tags`) stay held until then.
+    pub(super) fn send_moved(
+        &mut self,
+        tags: [u64; 2],
+        from: Option<&[u8]>,
+        to: &[u8],
+        head: &[u8],
+        expire_ms: u64,
+        seq: u64,
+    ) -> Result<(), String> {
+        let head = LargeHead::decode(head).ok_or("large value head unreadable")?;
+        let len = head.total_len as usize;
+        let mut out = Vec::new();
+        let argc = if expire_ms == 0 { 3 } else { 5 };
+        let value_header = format!("*{argc}\r\n$3\r\nSET\r\n${}\r\n", to.len());
+        out.try_reserve_exact(value_header.len() + to.len() + 32 + len + 2)
+            .map_err(|_| text::no_memory_for_value(len as u64))?;
+        out.extend_from_slice(value_header.as_bytes());
+        out.extend_from_slice(to);
+        out.extend_from_slice(format!("\r\n${len}\r\n").as_bytes());
+        let at = out.len();
+        out.resize(at + len, 0);
+        let mut tail = b"\r\n".to_vec();
+        if expire_ms != 0 {
+            let ms = expire_ms.to_string();
+            tail.extend_from_slice(format!("$4\r\nPXAT\r\n${}\r\n{ms}\r\n", ms.len()).as_bytes());
+        }
+        let to_read = (0..head.pieces.len()).collect();
+        let goal = Goal::Outgoing(Outgoing {
+            tags,
+            out,
+            at,
+            tail,
+            del: from.map(Box::from),
+            seq,
+        });
+        self.start_edit(Arc::new(head), to_read, goal);
+        Ok(())
     }
 
     /// Issues the reads of edit `id`'s old pieces, as far as read slots
@@ -267,7 +361,13 @@ impl<E: Engine> Poller<E> {
                 {
                     let data = &buf[block..block + want];
                     if PieceHeader::data_crc(&uuid, data) == h.data_crc {
-                        e.old.push((i, data.to_vec()));
+                        match &mut e.goal {
+                            Goal::Change(ch) => ch.old.push((i, data.to_vec())),
+                            Goal::Outgoing(s) => {
+                                let at = s.at + i * cap as usize;
+                                s.out[at..at + want].copy_from_slice(data);
+                            }
+                        }
                         Ok(())
                     } else {
                         Err(format!("piece {i} of the value fails its checksum"))
@@ -300,9 +400,52 @@ impl<E: Engine> Poller<E> {
             return self.edits.ready.push(id);
         }
         let e = self.edits.by_id.remove(&id).expect("an edit");
+        match e.goal {
+            Goal::Change(ch) => self.finish_change(Arc::clone(&e.head), e.failed, ch),
+            Goal::Outgoing(s) => self.finish_send(e.failed, s),
+        }
+        // A change's job holds the pieces it shares by now.
+        self.ks.release_pieces(&e.head);
+    }
+
+    /// A moved value read whole (or not): into the stream, and its keys
+    /// released.
+    fn finish_send(&mut self, failed: Option<String>, s: Outgoing) {
+        let tags = s.tags;
+        match failed {
+            Some(msg) => {
+                // The replicas keep the source: no state to send.
+                tracing::error!(
+                    poller = self.id,
+                    "a moved large value not replicated: {msg}"
+                );
+            }
+            None => {
+                let Outgoing {
+                    mut out,
+                    tail,
+                    del,
+                    seq,
+                    ..
+                } = s;
+                out.extend_from_slice(&tail);
+                let repl = &self.shared.repl;
+                self.repl_out.push(repl, seq, |o| *o = out);
+                if let Some(from) = del {
+                    self.repl_out.push(repl, seq, |o| {
+                        crate::resp::encode::command(o, &[b"DEL", &from])
+                    });
+                }
+            }
+        }
+        self.release_move(tags);
+    }
+
+    /// The old pieces of a change are read: its new pieces and head are
+    /// written.
+    fn finish_change(&mut self, head: Arc<LargeHead>, failed: Option<String>, e: Change) {
         let tag = e.req.hash.tag;
-        if let Some(msg) = &e.failed {
-            self.ks.release_pieces(&e.head);
+        if let Some(msg) = &failed {
             let reply = Reply::Error(format!("ERR {msg}"));
             self.reply(&e.req, reply);
             return self.release(tag);
@@ -331,15 +474,13 @@ impl<E: Engine> Poller<E> {
             e.req.pid,
             &e.req.hash,
             key,
-            Arc::clone(&e.head),
+            head,
             e.total_len,
             e.rewrite.clone(),
             fill,
             e.expire_ms,
             w,
         );
-        // The job holds the pieces it shares now.
-        self.ks.release_pieces(&e.head);
         match written {
             Ok(()) => {
                 self.edits.writing.insert(tag);
