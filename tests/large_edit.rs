@@ -167,6 +167,25 @@ fn edits_of_large_values_answer_as_redis_does_and_write_only_their_pieces() {
     assert_eq!(answer(&mut ours, &cmd), answer(&mut theirs, &cmd));
     let ttl: i64 = redis::cmd("PTTL").arg("k").query(&mut ours).unwrap();
     assert!(ttl > 500_000, "{ttl}");
+    // GETEX changing the expiry: the value, and a new head sharing the
+    // pieces (none written).
+    let before = stat(&srv, "large_pieces_written");
+    for (args, ttl) in [
+        (&["PERSIST"][..], -1),
+        (&["PX", "900000"][..], 900_000),
+        (&[][..], 900_000),
+    ] {
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg("k").arg(args);
+        let (o, t) = (answer(&mut ours, &cmd), answer(&mut theirs, &cmd));
+        assert!(o == t, "GETEX k {args:?}: values differ");
+        let got: i64 = redis::cmd("PTTL").arg("k").query(&mut ours).unwrap();
+        assert!(
+            got <= ttl && got > ttl - 60_000,
+            "GETEX k {args:?}: PTTL {got}"
+        );
+    }
+    assert_eq!(stat(&srv, "large_pieces_written"), before);
     srv.stop();
 }
 

@@ -820,7 +820,7 @@ impl<E: Engine> Poller<E> {
             return self.reply(&req, reply);
         }
         if rec.is_large() && large_edit::is_large_edit(&req) {
-            return self.edit_large(req, entry, &rec);
+            return self.edit_large(req, entry, bytes, &rec);
         }
         if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
             return self.large_read(req, entry, bytes, &rec);

@@ -5,7 +5,9 @@
 //! from them and the command's bytes, and [`Keyspace::write_large_edit`]
 //! writes them with a new head that shares the old head's other pieces.
 //! INCR and its kin answer Redis's error without reading a piece (no value
-//! larger than a segment is a number). A read-modify-write of a small
+//! larger than a segment is a number). GETEX that changes a large value's
+//! expiry writes a head with the new expiry sharing the pieces (as EXPIRE
+//! does), then reads the value as a GET. A read-modify-write of a small
 //! value whose result is larger than a segment (an APPEND that grows it, a
 //! SETRANGE far out, a RESTORE of a large payload) writes it in pieces as
 //! a SET of a large value does.
@@ -36,7 +38,7 @@ use super::{is_sub, Poller, Reply, Request, Waiter};
 use crate::format::{LargeHead, PieceHeader, Record};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
-use crate::server::msg::{Op, PROTO_MAX_BULK_LEN};
+use crate::server::msg::{GetExpiry, Op, PROTO_MAX_BULK_LEN};
 use crate::server::strings as text;
 use crate::store::keyspace::{Tag, WriteError};
 
@@ -139,14 +141,24 @@ pub(super) fn is_large_edit(req: &Request) -> bool {
     !is_sub(req)
         && matches!(
             req.op,
-            Op::SetRange { .. } | Op::Append { .. } | Op::IncrBy { .. } | Op::IncrByFloat { .. }
+            Op::SetRange { .. }
+                | Op::Append { .. }
+                | Op::IncrBy { .. }
+                | Op::IncrByFloat { .. }
+                | Op::GetEx {
+                    expiry: GetExpiry::Persist | GetExpiry::At(_),
+                    ..
+                }
         )
 }
 
 impl<E: Engine> Poller<E> {
-    /// `req` (see [`is_large_edit`]) found its key's record, `rec`, to be
-    /// the head of a large value.
-    pub(super) fn edit_large(&mut self, req: Request, entry: Entry, rec: &Record) {
+    /// `req` (see [`is_large_edit`]) found its key's record, `rec` (of
+    /// `bytes`), to be the head of a large value.
+    pub(super) fn edit_large(&mut self, req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+        if let Op::GetEx { .. } = req.op {
+            return self.getex_large(req, entry, bytes, rec);
+        }
         match req.op {
             Op::IncrBy { .. } => {
                 return self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into()));
@@ -217,6 +229,50 @@ impl<E: Engine> Poller<E> {
             old: Vec::new(),
         });
         self.start_edit(head, to_read, goal);
+    }
+
+    /// GETEX with PERSIST or a new expiry, of a large value: a head with
+    /// the new expiry sharing the pieces, then the value read as a GET's.
+    /// A time already past deletes the key once the value is read, as
+    /// for a small value.
+    fn getex_large(&mut self, mut req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+        let at = match &req.op {
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } => *at,
+            _ => 0, // PERSIST
+        };
+        if at != 0 && at <= self.ks.now_ms() {
+            return self.large_read(req, entry, bytes, rec);
+        }
+        if at != 0 || rec.meta.expire_ms != 0 {
+            if let Err(e) = self.write_expiry(&req, rec, at) {
+                let reply = self.refusal(e);
+                return self.reply(&req, reply);
+            }
+        }
+        req.op = Op::Get {
+            key: req.op.key().expect("keyed op").into(),
+        };
+        self.large_read(req, entry, bytes, rec)
+    }
+
+    /// Writes a head for `req`'s key sharing `rec`'s pieces, with expiry
+    /// `at` (0: none), and puts it in the stream as PEXPIREAT or PERSIST.
+    fn write_expiry(&mut self, req: &Request, rec: &Record, at: u64) -> Result<(), WriteError> {
+        self.ks
+            .write_head(req.pid, &req.hash, rec.key, rec.value, at)?;
+        let (key, seq) = (rec.key, self.ks.next_seq() - 1);
+        (self.repl_out).push(&self.shared.repl, seq, |out| {
+            if at == 0 {
+                crate::resp::encode::command(out, &[b"PERSIST", key]);
+            } else {
+                let at = at.to_string();
+                crate::resp::encode::command(out, &[b"PEXPIREAT", key, at.as_bytes()]);
+            }
+        });
+        Ok(())
     }
 
     /// Starts reading pieces `to_read` of `head` for `goal`, holding the
