@@ -1063,9 +1063,9 @@ fn after_a_promotion_the_other_replica_resumes_from_the_promoted_one() {
 }
 
 /// Values larger than a segment (stored in pieces) reach a replica by the
-/// full copy and by the stream: SET, PEXPIRE, PERSIST and DEL of them.
-/// RENAME and COPY of them are refused while a replica is fed (the stream
-/// carries keys' states, and such a move is not sent yet): nothing changes.
+/// full copy and by the stream: SET, PEXPIRE, PERSIST, DEL, and RENAME and
+/// COPY of them (read whole and sent as SET: the stream carries keys'
+/// states).
 #[test]
 fn large_values_reach_a_replica_by_copy_and_by_stream() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -1097,18 +1097,19 @@ fn large_values_reach_a_replica_by_copy_and_by_stream() {
     set(&mut p, "dropped", big(3, 4 << 20));
     let n: i64 = redis::cmd("DEL").arg("dropped").query(&mut p).unwrap();
     assert_eq!(n, 1);
-    for cmd in [
-        ["RENAME", "before", "renamed"],
-        ["COPY", "before", "copied"],
-    ] {
-        let got: redis::RedisResult<redis::Value> =
-            redis::cmd(cmd[0]).arg(cmd[1]).arg(cmd[2]).query(&mut p);
-        let e = got.expect_err(cmd[0]);
-        assert!(e.to_string().contains("not replicated yet"), "{e}");
+    set(&mut p, "moved", big(5, 3 << 20));
+    for cmd in [["COPY", "moved", "copied"], ["RENAME", "moved", "renamed"]] {
+        let _: redis::Value = redis::cmd(cmd[0])
+            .arg(cmd[1])
+            .arg(cmd[2])
+            .query(&mut p)
+            .unwrap();
     }
     converge(&primary, &replica);
     let mut r = replica.client();
     for (k, v) in [
+        ("renamed", big(5, 3 << 20)),
+        ("copied", big(5, 3 << 20)),
         ("before", big(1, 5 << 20)),
         ("after", big(2, 3 << 20)),
         ("kept", big(4, 3 << 20)),
@@ -1121,8 +1122,7 @@ fn large_values_reach_a_replica_by_copy_and_by_stream() {
     let ttl: i64 = redis::cmd("PTTL").arg("kept").query(&mut r).unwrap();
     assert_eq!(ttl, -1);
     let n: i64 = redis::cmd("EXISTS")
-        .arg("renamed")
-        .arg("copied")
+        .arg("moved")
         .arg("dropped")
         .query(&mut r)
         .unwrap();

@@ -274,6 +274,11 @@ pub enum MoveKind {
     Copy { replace: bool },
 }
 
+/// Redis's `proto-max-bulk-len`: APPEND and SETRANGE refuse a longer
+/// string with Redis's error (nvkv's `--max-value-size`, lower, with its
+/// own).
+pub const PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
+
 /// The id of a request that gets no reply.
 pub const NO_REPLY: u64 = u64::MAX;
 

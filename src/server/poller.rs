@@ -35,6 +35,7 @@ use crate::store::Shard;
 
 mod inline;
 mod large;
+mod large_edit;
 mod scan;
 
 pub(super) use inline::{open as open_inline, Inline};
@@ -141,6 +142,8 @@ struct Poller<E: Engine> {
     next_assembly: u64,
     piece_reads: HashMap<u32, (u64, usize)>,
     stalled_assemblies: Vec<u64>,
+    /// SETRANGE and APPEND of large values under way.
+    edits: large_edit::Edits,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -359,6 +362,7 @@ fn build<E: Engine>(
         next_assembly: 0,
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
+        edits: Default::default(),
     }
 }
 
@@ -433,7 +437,9 @@ impl<E: Engine> Poller<E> {
         for mut c in done.drain(..) {
             match Tag::decode(c.tag) {
                 Some(Tag::Read(slot)) => {
-                    if !self.complete_piece_read(slot, &mut c) {
+                    if !self.complete_piece_read(slot, &mut c)
+                        && !self.complete_edit_read(slot, &mut c)
+                    {
                         self.complete_read(slot, c)
                     }
                 }
@@ -444,7 +450,7 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued() | self.retry_assemblies();
+        let retried = self.retry_requeued() | self.retry_assemblies() | self.retry_edits();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -777,7 +783,7 @@ impl<E: Engine> Poller<E> {
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
                    // A large value's read holds the key until its pieces are in.
-        if was_rmw && !self.assembling(tag) {
+        if was_rmw && !self.assembling(tag) && !self.edits.holds(tag) {
             self.release(tag);
         }
     }
@@ -831,6 +837,9 @@ impl<E: Engine> Poller<E> {
                 _ => Reply::Int(0),
             };
             return self.reply(&req, reply);
+        }
+        if rec.is_large() && large_edit::is_large_edit(&req) {
+            return self.edit_large(req, entry, bytes, &rec);
         }
         if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
             return self.large_read(req, entry, bytes, &rec);
@@ -1100,6 +1109,7 @@ impl<E: Engine> Poller<E> {
             };
             self.respond(w.to, w.id, w.part, reply);
             if let Some(tag) = w.hold {
+                self.edits.written(tag);
                 self.release(tag);
             }
         }
@@ -1260,6 +1270,9 @@ impl<E: Engine> Poller<E> {
             (Op::Append { value, .. }, cur) => {
                 let (old, exp) = cur.unwrap_or((&[], 0));
                 let len = old.len() + value.len();
+                if len as u64 > super::msg::PROTO_MAX_BULK_LEN {
+                    return self.reply(&req, Reply::Error(text::STRING_TOO_LONG.into()));
+                }
                 if len as u64 > max_value {
                     let msg = text::value_too_large(len, max_value);
                     return self.reply(&req, Reply::Error(msg));
@@ -1303,6 +1316,9 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let key = req.op.key().expect("keyed op").to_vec();
+        if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
+            return self.write_large_value(&req, &value, expire, ok);
+        }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge(req, result, ok);
     }
@@ -1822,6 +1838,10 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let key = req.op.key().expect("keyed op").to_vec();
+        if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
+            // A new object in pieces: its access bits are a new write's.
+            return self.write_large_value(&req, &value, expire, ok);
+        }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         if result.is_ok() && !is_sub(&req) {
             // A new object, as Redis's: IDLETIME counts under any policy
@@ -1922,7 +1942,9 @@ impl<E: Engine> Poller<E> {
         let tags = [req.hash.tag, to.hash.tag];
         let sub = is_sub(&req);
         self.move_record(req, entry, bytes);
-        if !sub {
+        // A large value moved while replicas are fed keeps its keys until
+        // it is read for the stream.
+        if !sub && !self.edits.holds(tags[0]) {
             self.release_move(tags);
         }
     }

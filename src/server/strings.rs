@@ -167,14 +167,10 @@ pub(super) const COMPACTION_BEHIND: &str = "OOM no free segment: compaction is b
 pub(super) const OVER_MAXMEMORY: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 /// A record that would not fit in a segment.
 pub(super) const RECORD_TOO_LARGE: &str =
-    "ERR record larger than a segment: only SET writes values larger than a segment (not APPEND, SETRANGE, RESTORE, nor MULTI … EXEC)";
+    "ERR record larger than a segment: inside MULTI … EXEC only values that fit a segment are written";
 
 /// A large value (larger than a segment) read by a command that cannot
 /// take one.
-/// RENAME, RENAMENX or COPY of a value larger than a segment while
-/// replicas are fed.
-pub(super) const LARGE_MOVE_REPLICATED: &str = "ERR RENAME and COPY of a value larger than a segment are not replicated yet: refused while replicas are attached (GET and SET the value instead)";
-
 pub(super) fn large_value_unsupported(len: u64) -> String {
     format!(
         "ERR the value is {len} bytes, larger than a segment: inside MULTI … EXEC only values \

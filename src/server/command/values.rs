@@ -171,10 +171,7 @@ pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     send_grouped(c, router, reqs.collect());
 }
 
-/// Redis's `proto-max-bulk-len`: APPEND and SETRANGE refuse a longer
-/// string with Redis's error (nvkv's `--max-value-size`, lower, with its
-/// own).
-pub(super) const PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
+use super::super::msg::PROTO_MAX_BULK_LEN;
 
 /// `EXPIRE | PEXPIRE | EXPIREAT | PEXPIREAT key time [NX | XX | GT | LT]`,
 /// checked in Redis's order: the options, the integer, its range once in

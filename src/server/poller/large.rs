@@ -323,12 +323,6 @@ impl<E: Engine> Poller<E> {
             let msg = text::large_value_unsupported(len);
             return self.reply(&req, Reply::Error(msg));
         }
-        // The stream carries keys' states, and a large value's state is its
-        // bytes: a moved one would have to be read whole to be sent. Not
-        // done yet: refused while replicas are fed, nothing changed.
-        if self.shared.repl.feeding() {
-            return self.reply(&req, Reply::Error(text::LARGE_MOVE_REPLICATED.into()));
-        }
         let copy = matches!(kind, MoveKind::Copy { .. });
         let expire = rec.meta.expire_ms;
         let mut result = self
@@ -337,13 +331,18 @@ impl<E: Engine> Poller<E> {
         if result.is_ok() && !copy {
             result = self.ks.write(req.pid, &req.hash, key, &[], 0, true);
         }
-        if result.is_ok() {
-            let (src, dst) = (&key[..], &to.key[..]);
+        if result.is_ok() && self.shared.repl.feeding() {
+            // The stream carries keys' states, and a large value's state
+            // is its bytes: read whole, they go as a SET (large_edit.rs).
             let seq = self.ks.next_seq() - 1;
-            (self.repl_out).push(&self.shared.repl, seq, |out| match copy {
-                true => crate::resp::encode::command(out, &[b"COPY", src, dst, b"REPLACE"]),
-                false => crate::resp::encode::command(out, &[b"RENAME", src, dst]),
-            });
+            let tags = [req.hash.tag, to.hash.tag];
+            let from = (!copy).then_some(&key[..]);
+            if let Err(msg) = self.send_moved(tags, from, &to.key, rec.value, expire, seq) {
+                tracing::error!(
+                    poller = self.id,
+                    "a moved large value not replicated: {msg}"
+                );
+            }
         }
         self.acknowledge_now(req, result, ok)
     }

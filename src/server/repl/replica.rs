@@ -80,7 +80,9 @@ fn corrupt(msg: impl Into<String>) -> io::Error {
 /// Whether `args` is a command the stream carries, in its shape: `SET key
 /// value [PXAT ms]`, `DEL key`, `PEXPIREAT key ms` and `PERSIST key` (a
 /// value too large to send again: its expiry alone changed; both set an
-/// absolute state, so replaying them is safe), `MULTI`, `EXEC`,
+/// absolute state, so replaying them is safe), `SETRANGE key offset bytes`
+/// (part of such a value changed: those bytes are set whatever the value
+/// held, so replaying it is safe too), `MULTI`, `EXEC`,
 /// `FLUSHALL`, `PING`, or `REPLCONF …` (`in_copy`: only SET). Anything else is not nvkv's stream,
 /// and is not applied.
 fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
@@ -105,6 +107,7 @@ fn stream_command(args: &[Vec<u8>], in_copy: bool) -> bool {
         1 => is(b"MULTI") || is(b"EXEC") || is(b"FLUSHALL") || is(b"PING"),
         2 => is(b"DEL") || is(b"PERSIST"),
         3 if is(b"PEXPIREAT") => resp::parse_redis_int(&args[2]).is_some_and(|t| t > 0),
+        4 if is(b"SETRANGE") => resp::parse_redis_int(&args[2]).is_some_and(|t| t >= 0),
         _ => is(b"REPLCONF"),
     }
 }

@@ -16,6 +16,15 @@
 //! evicted, flushed, or rolled back), the segment is freed as emptied
 //! segments are: erased (its header zeroed) once what superseded the head
 //! is durable, free once the erasure is.
+//!
+//! SETRANGE and APPEND of a large value ([`Keyspace::write_large_edit`])
+//! write new piece segments for the pieces their range covers only, and
+//! a new head listing those and the old head's other pieces, which it
+//! shares (so sharing is counted per piece segment). The same two phases:
+//! a crash before the new head is durable leaves the old value whole, and
+//! the new pieces unreferenced. While the job waits, it holds the old
+//! head's pieces itself, so that nothing (an expiry, an eviction) frees
+//! one it is about to reference.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -35,16 +44,12 @@ pub(super) struct LargeJob<W> {
     head: LargeHead,
     expire_ms: u64,
     writer: W,
-}
-
-impl<W> LargeJob<W> {
-    pub(super) fn pieces(&self) -> &[u32] {
-        &self.head.pieces
-    }
-
-    pub(super) fn into_writer(self) -> W {
-        self.writer
-    }
+    /// The piece segments this job writes (all of the head's, but for an
+    /// edit).
+    fresh: Vec<u32>,
+    /// An edit's old head, whose pieces the job holds until its own head
+    /// references those it shares.
+    held: Option<Arc<LargeHead>>,
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
@@ -75,58 +80,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         expire_ms: u64,
         writer: W,
     ) -> Result<(), (W, WriteError)> {
-        let cap = self.piece_capacity();
-        let count = (value.len() as u64).div_ceil(cap) as usize;
-        // Room for the pieces, and for the head in a new segment.
-        if self.space.free_segments() < self.reserve() + count + 1 {
-            return Err((writer, WriteError::Full));
-        }
-        let shard = crate::store::shard_of(pid, self.sb.shards);
+        let cap = self.piece_capacity() as usize;
+        let count = value.len().div_ceil(cap);
         let value_id = self.space.next_gen();
-        let block = self.block as usize;
-        let mut writes = Vec::with_capacity(count);
-        let mut segs = Vec::with_capacity(count);
-        let mut failed = None;
-        for (i, data) in value.chunks(cap as usize).enumerate() {
-            let Some(no) = self.space.free.pop() else {
-                failed = Some(WriteError::Full);
-                break;
-            };
-            segs.push(no);
-            let len = block + data.len().next_multiple_of(block);
-            let mut buf = match self.eng.alloc(len) {
-                Ok(buf) => buf,
-                Err(e) => {
-                    failed = Some(WriteError::NoBuffer(e.to_string()));
-                    break;
-                }
-            };
-            let header = PieceHeader {
-                value_id,
-                piece: i as u32,
-                len: data.len() as u32,
-                data_crc: PieceHeader::data_crc(&self.sb.uuid, data),
-                shard,
-            };
-            buf[..block].fill(0);
-            header.encode(&self.sb.uuid, &mut buf[..block]);
-            buf[block..block + data.len()].copy_from_slice(data);
-            buf[block + data.len()..].fill(0);
-            writes.push((self.sb.segment_offset(no), buf, no));
-        }
-        if let Some(e) = failed {
-            for no in segs {
-                self.space.free.push(no);
-            }
-            return Err((writer, e));
-        }
-        for &no in &segs {
-            let g = no as usize;
-            self.space.shard[g].store(shard, Relaxed);
-            self.space.piece[g].store(true, Relaxed);
-            self.space.min_seq[g].store(u64::MAX, Relaxed);
-        }
-        self.log.piece_writes.extend(writes);
+        let fill = |i: usize, out: &mut [u8]| {
+            out.copy_from_slice(&value[i * cap..i * cap + out.len()]);
+        };
+        let segs = match self.write_pieces(pid, value_id, value.len() as u64, 0..count, fill) {
+            Ok(segs) => segs,
+            Err(e) => return Err((writer, e)),
+        };
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,
@@ -134,12 +97,141 @@ impl<E: Engine, W> Keyspace<E, W> {
             head: LargeHead {
                 total_len: value.len() as u64,
                 value_id,
-                pieces: segs,
+                pieces: segs.clone(),
             },
             expire_ms,
             writer,
+            fresh: segs,
+            held: None,
         });
         Ok(())
+    }
+
+    /// Whether the free segments, less the reserve, hold `pieces` new
+    /// piece segments and a segment for a head.
+    pub fn room_for_pieces(&self, pieces: usize) -> bool {
+        self.space.free_segments() > self.reserve() + pieces
+    }
+
+    /// Rewrites part of large value `old` (SETRANGE, APPEND): the value
+    /// becomes `total_len` bytes long, pieces `rewrite` of it are written
+    /// anew into fresh piece segments (`fill(i, data)` gives piece `i`'s
+    /// bytes, `data` as long as that piece is), and the new head lists
+    /// them with the old head's other pieces, shared. Those must be whole
+    /// pieces of the same length in both values: `rewrite` covers every
+    /// piece past the old value's last whole one when the length changes.
+    /// As [`Keyspace::write_large`] otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_large_edit(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        old: Arc<LargeHead>,
+        total_len: u64,
+        rewrite: std::ops::Range<usize>,
+        fill: impl FnMut(usize, &mut [u8]),
+        expire_ms: u64,
+        writer: W,
+    ) -> Result<(), (W, WriteError)> {
+        let cap = self.piece_capacity();
+        let count = total_len.div_ceil(cap) as usize;
+        debug_assert!(rewrite.end == count || total_len == old.total_len);
+        debug_assert!(rewrite.start <= old.pieces.len() && rewrite.end <= count);
+        let fresh = match self.write_pieces(pid, old.value_id, total_len, rewrite.clone(), fill) {
+            Ok(segs) => segs,
+            Err(e) => return Err((writer, e)),
+        };
+        let mut pieces = old.pieces.clone();
+        pieces.resize(count, 0);
+        pieces[rewrite].copy_from_slice(&fresh);
+        // Until the new head takes them, the job keeps the old pieces.
+        self.hold_pieces(&old);
+        self.log.jobs.push(LargeJob {
+            pid,
+            hash: *hash,
+            key: key.into(),
+            head: LargeHead {
+                total_len,
+                value_id: old.value_id,
+                pieces,
+            },
+            expire_ms,
+            writer,
+            fresh,
+            held: Some(old),
+        });
+        Ok(())
+    }
+
+    /// Takes a free segment for each piece `range` of a value of
+    /// `total_len` bytes and id `value_id`, fills it (`fill`) and queues
+    /// its write on the next commit; returns the segments.
+    fn write_pieces(
+        &mut self,
+        pid: u32,
+        value_id: u64,
+        total_len: u64,
+        range: std::ops::Range<usize>,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<Vec<u32>, WriteError> {
+        let cap = self.piece_capacity();
+        let count = range.len();
+        // Room for the pieces, and for the head in a new segment.
+        if !self.room_for_pieces(count) {
+            return Err(WriteError::Full);
+        }
+        let shard = crate::store::shard_of(pid, self.sb.shards);
+        let block = self.block as usize;
+        let mut writes = Vec::with_capacity(count);
+        let mut segs = Vec::with_capacity(count);
+        let mut failed = None;
+        for i in range {
+            let Some(no) = self.space.free.pop() else {
+                failed = Some(WriteError::Full);
+                break;
+            };
+            segs.push(no);
+            let data_len = (total_len - i as u64 * cap).min(cap) as usize;
+            let len = block + data_len.next_multiple_of(block);
+            let mut buf = match self.eng.alloc(len) {
+                Ok(buf) => buf,
+                Err(e) => {
+                    failed = Some(WriteError::NoBuffer(e.to_string()));
+                    break;
+                }
+            };
+            let data = &mut buf[block..block + data_len];
+            fill(i, data);
+            let header = PieceHeader {
+                value_id,
+                piece: i as u32,
+                len: data_len as u32,
+                data_crc: PieceHeader::data_crc(&self.sb.uuid, data),
+                shard,
+            };
+            buf[..block].fill(0);
+            header.encode(&self.sb.uuid, &mut buf[..block]);
+            buf[block + data_len..].fill(0);
+            writes.push((self.sb.segment_offset(no), buf, no));
+        }
+        if let Some(e) = failed {
+            for no in segs {
+                self.space.free.push(no);
+            }
+            return Err(e);
+        }
+        for &no in &segs {
+            let g = no as usize;
+            self.space.shard[g].store(shard, Relaxed);
+            self.space.piece[g].store(true, Relaxed);
+            self.space.min_seq[g].store(u64::MAX, Relaxed);
+        }
+        let bytes: u64 = writes.iter().map(|w| w.1.len() as u64).sum();
+        self.counters.piece_writes.fetch_add(count as u64, Relaxed);
+        self.counters.piece_bytes.fetch_add(bytes, Relaxed);
+        self.log.piece_writes.extend(writes);
+        Ok(segs)
     }
 
     /// Writes the head of a large value that shares the pieces of the head
@@ -177,8 +269,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         );
         match appended {
             Ok(old) => {
+                // The new head references the pieces now: the old ones
+                // it does not share may go.
+                if let Some(held) = &job.held {
+                    self.release_pieces(held);
+                }
                 let len = crate::format::record_len(job.key.len(), head.len());
-                let bytes = len + job.head.total_len;
+                let fresh = job.fresh.len() as u64 * self.piece_capacity();
+                let bytes = len + fresh.min(job.head.total_len);
                 self.counters.user_bytes.fetch_add(bytes, Relaxed);
                 self.touch_written(job.pid, &job.hash, old.is_none_or(|o| o.tombstone));
                 self.update_key_count();
@@ -188,11 +286,21 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
             Err(e) => {
                 // No room for the head after all: the pieces go back.
-                self.drop_pieces(&job.head.pieces);
+                let writer = self.drop_job(job);
                 let err = super::CommitFailed(format!("{e}").into());
-                self.acks.push((job.writer, Err(err)));
+                self.acks.push((writer, Err(err)));
             }
         }
+    }
+
+    /// A job that failed: its pieces go back, and it lets go of the old
+    /// pieces it held; returns its writer.
+    pub(super) fn drop_job(&mut self, job: LargeJob<W>) -> W {
+        self.drop_pieces(&job.fresh);
+        if let Some(held) = &job.held {
+            self.release_pieces(held);
+        }
+        job.writer
     }
 
     /// Piece segments that no head ever referenced (a job that failed) are
@@ -217,23 +325,57 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// The head at device offset `offset` now references its pieces.
     pub(super) fn hold_head(&mut self, offset: u64, head: Arc<LargeHead>) {
+        let owner = self.space.shard[self.sb.segment_of(offset) as usize].load(Relaxed);
+        self.take_pieces(&head, owner);
+        self.space
+            .large
+            .lock()
+            .expect("large value map")
+            .insert(offset, head);
+    }
+
+    /// One more reference to each piece of `head` (of shard `owner`).
+    fn take_pieces(&self, head: &LargeHead, owner: u32) {
         let space = &self.space;
-        let owner = space.shard[self.sb.segment_of(offset) as usize].load(Relaxed);
         for (i, &no) in head.pieces.iter().enumerate() {
             let g = no as usize;
             if space.piece_refs[g].fetch_add(1, Relaxed) == 0 {
-                space.live[g].fetch_add(space.piece_bytes(&head, i), Relaxed);
+                space.live[g].fetch_add(space.piece_bytes(head, i), Relaxed);
             }
             space.piece[g].store(true, Relaxed);
             if space.shard[g].load(Relaxed) == NO_SHARD {
                 space.shard[g].store(owner, Relaxed);
             }
         }
-        space
-            .large
-            .lock()
-            .expect("large value map")
-            .insert(offset, head);
+    }
+
+    /// Holds the pieces of `head`, the live head of a key, for an edit of
+    /// it under way: none is freed until [`Keyspace::release_pieces`].
+    pub fn hold_pieces(&mut self, head: &LargeHead) {
+        self.take_pieces(head, NO_SHARD);
+    }
+
+    /// Lets go of pieces held with [`Keyspace::hold_pieces`] (or by a
+    /// head): a piece segment no head references is freed as an emptied
+    /// segment is.
+    pub fn release_pieces(&mut self, head: &LargeHead) {
+        for (i, &no) in head.pieces.iter().enumerate() {
+            let g = no as usize;
+            if self.space.piece_refs[g].fetch_sub(1, Relaxed) == 1 {
+                let bytes = self.space.piece_bytes(head, i);
+                self.space.live[g].fetch_sub(bytes, Relaxed);
+                if self.space.live[g].load(Relaxed) == 0 {
+                    self.free_emptied(no);
+                }
+            }
+        }
+    }
+
+    /// The head of the large value at device offset `offset`, if the
+    /// index references one there.
+    pub fn large_head(&self, offset: u64) -> Option<Arc<LargeHead>> {
+        let large = self.space.large.lock().expect("large value map");
+        large.get(&offset).cloned()
     }
 
     /// The record at `offset`, if the head of a large value, references
@@ -246,16 +388,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             .lock()
             .expect("large value map")
             .remove(&offset)?;
-        for (i, &no) in head.pieces.iter().enumerate() {
-            let g = no as usize;
-            if self.space.piece_refs[g].fetch_sub(1, Relaxed) == 1 {
-                let bytes = self.space.piece_bytes(&head, i);
-                self.space.live[g].fetch_sub(bytes, Relaxed);
-                if self.space.live[g].load(Relaxed) == 0 {
-                    self.free_emptied(no);
-                }
-            }
-        }
+        self.release_pieces(&head);
         Some(head)
     }
 

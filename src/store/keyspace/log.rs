@@ -789,13 +789,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         let mut jobs: Vec<_> = c.iter_mut().flat_map(|c| c.jobs.drain(..)).collect();
         jobs.append(&mut self.log.jobs);
         self.log.piece_writes.clear();
-        let failed_jobs: Vec<_> = jobs
-            .into_iter()
-            .map(|j| {
-                self.drop_pieces(j.pieces());
-                j.into_writer()
-            })
-            .collect();
+        let failed_jobs: Vec<_> = jobs.into_iter().map(|j| self.drop_job(j)).collect();
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);

@@ -101,6 +101,10 @@ pub struct Counters {
     pub io_errors: AtomicU64,
     /// Record bytes appended for clients, and moved by compaction.
     pub user_bytes: AtomicU64,
+    /// Piece segments of large values queued for writing, and their
+    /// bytes (header blocks included).
+    pub piece_writes: AtomicU64,
+    pub piece_bytes: AtomicU64,
     pub compact_bytes: AtomicU64,
     /// Segments emptied by compaction.
     pub compactions: AtomicU64,

@@ -1,0 +1,592 @@
+//! Commands that change part of a large value (larger than a segment), on
+//! the poller's side. SETRANGE and APPEND write only the pieces their
+//! range covers: the old value's pieces that the range covers in part are
+//! read (at most two: the first and the last), each new piece is built
+//! from them and the command's bytes, and [`Keyspace::write_large_edit`]
+//! writes them with a new head that shares the old head's other pieces.
+//! INCR and its kin answer Redis's error without reading a piece (no value
+//! larger than a segment is a number). GETEX that changes a large value's
+//! expiry writes a head with the new expiry sharing the pieces (as EXPIRE
+//! does), then reads the value as a GET. A read-modify-write of a small
+//! value whose result is larger than a segment (an APPEND that grows it, a
+//! SETRANGE far out, a RESTORE of a large payload) writes it in pieces as
+//! a SET of a large value does.
+//!
+//! The key is held (later requests for it wait in `busy`) from the head's
+//! read until the new head is durable, and the old head's pieces are held
+//! meanwhile, so that no expiry or eviction frees one the edit reads or
+//! shares. An edit never ends in the call that starts it (it ends in
+//! [`Poller::retry_edits`] or a read's completion), so the read that
+//! started it, which releases the key when its request is done, sees it
+//! under way ([`Edits::holds`]) and leaves the key held.
+//!
+//! With replicas fed, an edit enters the stream once its head is durable
+//! as `SETRANGE key offset bytes` (an APPEND at the old length): it sets
+//! those bytes whatever the value held, so replaying it over a later state
+//! of the key, as the stream allows, ends where the primary did. A RENAME
+//! or COPY of a large value cannot go as the command (replayed over a
+//! later state of the source, it would move that state): the moved value
+//! is read whole from its pieces, both keys held meanwhile, and goes as
+//! `SET destination value [PXAT ms]` (and `DEL source` for a rename), as a
+//! large SET does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::{is_sub, Poller, Reply, Request, Waiter};
+use crate::format::{LargeHead, PieceHeader, Record};
+use crate::index::Entry;
+use crate::io::{Completion, Engine};
+use crate::server::msg::{GetExpiry, Op, PROTO_MAX_BULK_LEN};
+use crate::server::strings as text;
+use crate::store::keyspace::{Tag, WriteError};
+
+/// Edits of large values under way, and the keys held by a large write
+/// of a read-modify-write until its head is durable.
+#[derive(Default)]
+pub(super) struct Edits {
+    by_id: HashMap<u64, Edit>,
+    next: u64,
+    /// Piece reads in flight: read slot → (edit, piece).
+    reads: HashMap<u32, (u64, usize)>,
+    /// Edits to go on next turn: a read found no slot, or none is needed.
+    ready: Vec<u64>,
+    /// Key tags whose large write waits for its head to be durable.
+    writing: HashSet<u64>,
+}
+
+impl Edits {
+    /// Whether something here holds key `tag`: the read that started it
+    /// must not release it.
+    pub(super) fn holds(&self, tag: u64) -> bool {
+        self.writing.contains(&tag) || self.by_id.values().any(|e| e.goal.holds(tag))
+    }
+
+    /// The large write holding key `tag` is durable (or failed).
+    pub(super) fn written(&mut self, tag: u64) {
+        self.writing.remove(&tag);
+    }
+}
+
+/// A large value's pieces being read for a change or for the stream.
+struct Edit {
+    /// The (old) head, whose pieces the edit holds.
+    head: Arc<LargeHead>,
+    /// Pieces to read; the next to issue.
+    to_read: Vec<usize>,
+    next: usize,
+    in_flight: usize,
+    failed: Option<String>,
+    goal: Goal,
+}
+
+enum Goal {
+    /// SETRANGE or APPEND: new pieces, then a new head.
+    Change(Change),
+    /// RENAME or COPY with replicas fed: the value whole, for the stream.
+    Outgoing(Outgoing),
+}
+
+impl Goal {
+    fn holds(&self, tag: u64) -> bool {
+        match self {
+            Goal::Change(c) => c.req.hash.tag == tag,
+            Goal::Outgoing(s) => s.tags.contains(&tag),
+        }
+    }
+}
+
+/// A SETRANGE or APPEND of a large value under way.
+struct Change {
+    req: Request,
+    expire_ms: u64,
+    /// The new value's length, and where the command's bytes go in it.
+    total_len: u64,
+    at: u64,
+    /// The pieces of the new value written anew.
+    rewrite: std::ops::Range<usize>,
+    /// The old pieces read (those the range covers in part): (piece, its
+    /// bytes).
+    old: Vec<(usize, Vec<u8>)>,
+}
+
+/// A moved large value on its way into the stream.
+struct Outgoing {
+    /// The keys held: source and destination.
+    tags: [u64; 2],
+    /// `SET destination value`'s bytes, the value at `at` filled as its
+    /// pieces come in.
+    out: Vec<u8>,
+    at: usize,
+    /// What follows the value (CRLF, and `PXAT ms`).
+    tail: Vec<u8>,
+    /// The source, for a rename's `DEL`.
+    del: Option<Box<[u8]>>,
+    /// The move's last record.
+    seq: u64,
+}
+
+/// The bytes a SETRANGE or APPEND writes.
+fn edit_bytes(op: &Op) -> &[u8] {
+    match op {
+        Op::SetRange { value, .. } | Op::Append { value, .. } => value,
+        op => unreachable!("not an edit: {op:?}"),
+    }
+}
+
+/// Whether `req`, reading a large value, changes it or computes with it
+/// (handled here rather than by reading the value whole).
+pub(super) fn is_large_edit(req: &Request) -> bool {
+    !is_sub(req)
+        && matches!(
+            req.op,
+            Op::SetRange { .. }
+                | Op::Append { .. }
+                | Op::IncrBy { .. }
+                | Op::IncrByFloat { .. }
+                | Op::GetEx {
+                    expiry: GetExpiry::Persist | GetExpiry::At(_),
+                    ..
+                }
+        )
+}
+
+impl<E: Engine> Poller<E> {
+    /// `req` (see [`is_large_edit`]) found its key's record, `rec` (of
+    /// `bytes`), to be the head of a large value.
+    pub(super) fn edit_large(&mut self, req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+        if let Op::GetEx { .. } = req.op {
+            return self.getex_large(req, entry, bytes, rec);
+        }
+        match req.op {
+            Op::IncrBy { .. } => {
+                return self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into()));
+            }
+            Op::IncrByFloat { .. } => {
+                return self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into()));
+            }
+            _ => {}
+        }
+        // The head as the index has it now (compaction may have moved it
+        // since it was read; an expiry or eviction removed it).
+        let live = self.ks.lookup(req.pid, &req.hash);
+        let Some(live) = live else {
+            return self.strings(req, None);
+        };
+        let Some(head) = self.ks.large_head(live.offset) else {
+            return self.corrupt(&req, entry, &"large value head unknown");
+        };
+        let cap = self.ks.piece_capacity();
+        let old_len = head.total_len;
+        let data = edit_bytes(&req.op);
+        let at = match req.op {
+            Op::SetRange { offset, .. } => offset,
+            _ => old_len,
+        };
+        if data.is_empty() {
+            return self.reply(&req, Reply::Int(old_len as i64));
+        }
+        let end = at + data.len() as u64;
+        let total_len = old_len.max(end);
+        let max_value = self.shared.cfg.conns.max_value_size;
+        if total_len > PROTO_MAX_BULK_LEN {
+            return self.reply(&req, Reply::Error(text::STRING_TOO_LONG.into()));
+        }
+        if total_len > max_value {
+            let msg = text::value_too_large(total_len as usize, max_value);
+            return self.reply(&req, Reply::Error(msg));
+        }
+        if self.refused_over_maxmemory(&req) {
+            return;
+        }
+        // The new pieces: from the first that the bytes written (or the
+        // zeros before them) reach, to the last the bytes reach.
+        let first = (at.min(old_len) / cap) as usize;
+        let last = ((end - 1) / cap) as usize;
+        let rewrite = first..last + 1;
+        if !self.ks.room_for_pieces(rewrite.len()) {
+            let reply = self.refusal(WriteError::Full);
+            return self.reply(&req, reply);
+        }
+        // An old piece whose bytes the command does not all overwrite is
+        // read.
+        let to_read = rewrite
+            .clone()
+            .filter(|&i| i < head.pieces.len())
+            .filter(|&i| {
+                let (lo, hi) = (i as u64 * cap, ((i as u64 + 1) * cap).min(old_len));
+                lo < at || hi > end
+            })
+            .collect();
+        self.busy.entry(req.hash.tag).or_default();
+        let goal = Goal::Change(Change {
+            expire_ms: rec.meta.expire_ms,
+            req,
+            total_len,
+            at,
+            rewrite,
+            old: Vec::new(),
+        });
+        self.start_edit(head, to_read, goal);
+    }
+
+    /// GETEX with PERSIST or a new expiry, of a large value: a head with
+    /// the new expiry sharing the pieces, then the value read as a GET's.
+    /// A time already past deletes the key once the value is read, as
+    /// for a small value.
+    fn getex_large(&mut self, mut req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+        let at = match &req.op {
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } => *at,
+            _ => 0, // PERSIST
+        };
+        if at != 0 && at <= self.ks.now_ms() {
+            return self.large_read(req, entry, bytes, rec);
+        }
+        if at != 0 || rec.meta.expire_ms != 0 {
+            if let Err(e) = self.write_expiry(&req, rec, at) {
+                let reply = self.refusal(e);
+                return self.reply(&req, reply);
+            }
+        }
+        req.op = Op::Get {
+            key: req.op.key().expect("keyed op").into(),
+        };
+        self.large_read(req, entry, bytes, rec)
+    }
+
+    /// Writes a head for `req`'s key sharing `rec`'s pieces, with expiry
+    /// `at` (0: none), and puts it in the stream as PEXPIREAT or PERSIST.
+    fn write_expiry(&mut self, req: &Request, rec: &Record, at: u64) -> Result<(), WriteError> {
+        self.ks
+            .write_head(req.pid, &req.hash, rec.key, rec.value, at)?;
+        let (key, seq) = (rec.key, self.ks.next_seq() - 1);
+        (self.repl_out).push(&self.shared.repl, seq, |out| {
+            if at == 0 {
+                crate::resp::encode::command(out, &[b"PERSIST", key]);
+            } else {
+                let at = at.to_string();
+                crate::resp::encode::command(out, &[b"PEXPIREAT", key, at.as_bytes()]);
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts reading pieces `to_read` of `head` for `goal`, holding the
+    /// pieces meanwhile; it goes on in a later call (a completion, or
+    /// [`Poller::retry_edits`]), never in this one.
+    fn start_edit(&mut self, head: Arc<LargeHead>, to_read: Vec<usize>, goal: Goal) {
+        self.ks.hold_pieces(&head);
+        let id = self.edits.next;
+        self.edits.next += 1;
+        let edit = Edit {
+            head,
+            to_read,
+            next: 0,
+            in_flight: 0,
+            failed: None,
+            goal,
+        };
+        self.edits.by_id.insert(id, edit);
+        self.read_old_pieces(id);
+        if self.edits.by_id[&id].in_flight == 0 {
+            // Nothing to read (or no slot): it goes on next turn.
+            self.edits.ready.push(id);
+        }
+    }
+
+    /// RENAME or COPY of a large value, written (its last record `seq`)
+    /// while replicas are fed: the value is read whole and goes into the
+    /// stream as `SET to value [PXAT ms]` (and `DEL from` for a rename);
+    /// the keys (`tags`) stay held until then.
+    pub(super) fn send_moved(
+        &mut self,
+        tags: [u64; 2],
+        from: Option<&[u8]>,
+        to: &[u8],
+        head: &[u8],
+        expire_ms: u64,
+        seq: u64,
+    ) -> Result<(), String> {
+        let head = LargeHead::decode(head).ok_or("large value head unreadable")?;
+        let len = head.total_len as usize;
+        let mut out = Vec::new();
+        let argc = if expire_ms == 0 { 3 } else { 5 };
+        let value_header = format!("*{argc}\r\n$3\r\nSET\r\n${}\r\n", to.len());
+        out.try_reserve_exact(value_header.len() + to.len() + 32 + len + 2)
+            .map_err(|_| text::no_memory_for_value(len as u64))?;
+        out.extend_from_slice(value_header.as_bytes());
+        out.extend_from_slice(to);
+        out.extend_from_slice(format!("\r\n${len}\r\n").as_bytes());
+        let at = out.len();
+        out.resize(at + len, 0);
+        let mut tail = b"\r\n".to_vec();
+        if expire_ms != 0 {
+            let ms = expire_ms.to_string();
+            tail.extend_from_slice(format!("$4\r\nPXAT\r\n${}\r\n{ms}\r\n", ms.len()).as_bytes());
+        }
+        let to_read = (0..head.pieces.len()).collect();
+        let goal = Goal::Outgoing(Outgoing {
+            tags,
+            out,
+            at,
+            tail,
+            del: from.map(Box::from),
+            seq,
+        });
+        self.start_edit(Arc::new(head), to_read, goal);
+        Ok(())
+    }
+
+    /// Issues the reads of edit `id`'s old pieces, as far as read slots
+    /// allow (the rest waits for [`Poller::retry_edits`]).
+    fn read_old_pieces(&mut self, id: u64) {
+        let block = self.ks.block();
+        let cap = self.ks.piece_capacity();
+        loop {
+            let e = self.edits.by_id.get_mut(&id).expect("an edit");
+            if e.failed.is_some() || e.next >= e.to_read.len() {
+                return;
+            }
+            let i = e.to_read[e.next];
+            let seg = e.head.pieces[i];
+            let len = block + e.head.piece_len(i, cap).next_multiple_of(block);
+            let Some(tag) = self.free_tags.pop() else {
+                return;
+            };
+            let off = self.shared.sb.segment_offset(seg);
+            let eng = self.ks.engine();
+            let buf = match eng.alloc(len as usize) {
+                Ok(buf) => buf,
+                Err(err) => {
+                    self.free_tags.push(tag);
+                    let e = self.edits.by_id.get_mut(&id).expect("an edit");
+                    e.failed = Some(format!("{}: {err}", text::NO_IO_BUFFER));
+                    return;
+                }
+            };
+            if eng.read(off, buf, Tag::Read(tag).encode()).is_err() {
+                self.free_tags.push(tag);
+                return;
+            }
+            self.ks.count_read(len);
+            self.edits.reads.insert(tag, (id, i));
+            let e = self.edits.by_id.get_mut(&id).expect("an edit");
+            e.next += 1;
+            e.in_flight += 1;
+        }
+    }
+
+    /// Edits that wait for a read slot, or for their turn to write: they
+    /// go on. Whether there were any.
+    pub(super) fn retry_edits(&mut self) -> bool {
+        let ready = std::mem::take(&mut self.edits.ready);
+        let any = !ready.is_empty();
+        for id in ready {
+            if !self.edits.by_id.contains_key(&id) {
+                continue;
+            }
+            self.read_old_pieces(id);
+            self.finish_edit_if_done(id);
+        }
+        any
+    }
+
+    /// A read of read slot `tag` completed; whether it was an edit's.
+    pub(super) fn complete_edit_read(&mut self, tag: u32, c: &mut Completion) -> bool {
+        let Some((id, i)) = self.edits.reads.remove(&tag) else {
+            return false;
+        };
+        self.free_tags.push(tag);
+        let buf = c.buf.take().expect("a read returns its buffer");
+        let block = self.ks.block() as usize;
+        let cap = self.ks.piece_capacity();
+        let uuid = self.shared.sb.uuid;
+        let e = self.edits.by_id.get_mut(&id).expect("an edit");
+        e.in_flight -= 1;
+        let want = e.head.piece_len(i, cap) as usize;
+        let checked = match &c.result {
+            Ok(n) if *n == buf.len() => match PieceHeader::decode(&buf[..block], &uuid) {
+                Some(h)
+                    if h.value_id == e.head.value_id
+                        && h.piece == i as u32
+                        && h.len as usize == want =>
+                {
+                    let data = &buf[block..block + want];
+                    if PieceHeader::data_crc(&uuid, data) == h.data_crc {
+                        match &mut e.goal {
+                            Goal::Change(ch) => ch.old.push((i, data.to_vec())),
+                            Goal::Outgoing(s) => {
+                                let at = s.at + i * cap as usize;
+                                s.out[at..at + want].copy_from_slice(data);
+                            }
+                        }
+                        Ok(())
+                    } else {
+                        Err(format!("piece {i} of the value fails its checksum"))
+                    }
+                }
+                _ => Err(format!("piece {i} of the value is missing")),
+            },
+            Ok(n) => Err(format!("short read of {n} of {} bytes", buf.len())),
+            Err(err) => Err(format!("I/O error reading a piece: {err}")),
+        };
+        drop(buf); // back to the engine's pool
+        if let Err(msg) = checked {
+            e.failed.get_or_insert(msg);
+            self.ks.counters().io_errors.fetch_add(1, Relaxed);
+        }
+        self.read_old_pieces(id);
+        self.finish_edit_if_done(id);
+        true
+    }
+
+    /// Once every old piece of edit `id` is read, writes the new pieces
+    /// and head; the reply waits for the head to be durable.
+    fn finish_edit_if_done(&mut self, id: u64) {
+        let e = &self.edits.by_id[&id];
+        if e.in_flight > 0 {
+            return;
+        }
+        if e.failed.is_none() && e.next < e.to_read.len() {
+            // Waits for a read slot.
+            return self.edits.ready.push(id);
+        }
+        let e = self.edits.by_id.remove(&id).expect("an edit");
+        match e.goal {
+            Goal::Change(ch) => self.finish_change(Arc::clone(&e.head), e.failed, ch),
+            Goal::Outgoing(s) => self.finish_send(e.failed, s),
+        }
+        // A change's job holds the pieces it shares by now.
+        self.ks.release_pieces(&e.head);
+    }
+
+    /// A moved value read whole (or not): into the stream, and its keys
+    /// released.
+    fn finish_send(&mut self, failed: Option<String>, s: Outgoing) {
+        let tags = s.tags;
+        match failed {
+            Some(msg) => {
+                // The replicas keep the source: no state to send.
+                tracing::error!(
+                    poller = self.id,
+                    "a moved large value not replicated: {msg}"
+                );
+            }
+            None => {
+                let Outgoing {
+                    mut out,
+                    tail,
+                    del,
+                    seq,
+                    ..
+                } = s;
+                out.extend_from_slice(&tail);
+                let repl = &self.shared.repl;
+                self.repl_out.push(repl, seq, |o| *o = out);
+                if let Some(from) = del {
+                    self.repl_out.push(repl, seq, |o| {
+                        crate::resp::encode::command(o, &[b"DEL", &from])
+                    });
+                }
+            }
+        }
+        self.release_move(tags);
+    }
+
+    /// The old pieces of a change are read: its new pieces and head are
+    /// written.
+    fn finish_change(&mut self, head: Arc<LargeHead>, failed: Option<String>, e: Change) {
+        let tag = e.req.hash.tag;
+        if let Some(msg) = &failed {
+            let reply = Reply::Error(format!("ERR {msg}"));
+            self.reply(&e.req, reply);
+            return self.release(tag);
+        }
+        let cap = self.ks.piece_capacity();
+        let data = edit_bytes(&e.req.op);
+        let (at, end) = (e.at, e.at + data.len() as u64);
+        let fill = |i: usize, out: &mut [u8]| {
+            match e.old.iter().find(|(j, _)| *j == i) {
+                Some((_, old)) => {
+                    out[..old.len()].copy_from_slice(old);
+                    out[old.len()..].fill(0);
+                }
+                None => out.fill(0),
+            }
+            let base = i as u64 * cap;
+            let (from, to) = (base.max(at), (base + out.len() as u64).min(end));
+            if from < to {
+                let src = &data[(from - at) as usize..(to - at) as usize];
+                out[(from - base) as usize..(to - base) as usize].copy_from_slice(src);
+            }
+        };
+        let key = e.req.op.key().expect("keyed op");
+        let w = Waiter::new(&e.req, Reply::Int(e.total_len as i64), Some(tag));
+        let written = self.ks.write_large_edit(
+            e.req.pid,
+            &e.req.hash,
+            key,
+            head,
+            e.total_len,
+            e.rewrite.clone(),
+            fill,
+            e.expire_ms,
+            w,
+        );
+        match written {
+            Ok(()) => {
+                self.edits.writing.insert(tag);
+                if self.shared.repl.feeding() {
+                    let at = at.to_string();
+                    let mut out = Vec::new();
+                    let args: [&[u8]; 4] = [b"SETRANGE", key, at.as_bytes(), data];
+                    crate::resp::encode::command(&mut out, &args);
+                    self.large_stream.insert(tag, out);
+                }
+            }
+            Err((w, err)) => {
+                let reply = self.refusal(err);
+                self.respond(w.to, w.id, w.part, reply);
+                self.release(tag);
+            }
+        }
+    }
+
+    /// A read-modify-write (APPEND, SETRANGE, RESTORE) whose new value,
+    /// `value`, is too large for a record: written in pieces as a large
+    /// SET is; `ok` answers once its head is durable, and the key is held
+    /// until then.
+    pub(super) fn write_large_value(
+        &mut self,
+        req: &Request,
+        value: &[u8],
+        expire: u64,
+        ok: Reply,
+    ) {
+        let key = req.op.key().expect("keyed op");
+        let tag = req.hash.tag;
+        let w = Waiter::new(req, ok, Some(tag));
+        match self
+            .ks
+            .write_large(req.pid, &req.hash, key, value, expire, w)
+        {
+            Ok(()) => {
+                self.busy.entry(tag).or_default();
+                self.edits.writing.insert(tag);
+                if self.shared.repl.feeding() {
+                    let mut out = Vec::new();
+                    super::replicated(&mut out, key, value, expire, false);
+                    self.large_stream.insert(tag, out);
+                }
+            }
+            Err((w, e)) => {
+                let reply = self.refusal(e);
+                self.respond(w.to, w.id, w.part, reply);
+            }
+        }
+    }
+}
