@@ -1127,6 +1127,15 @@ fn large_values_reach_a_replica_by_copy_and_by_stream() {
         .query(&mut r)
         .unwrap();
     assert_eq!(n, 0);
+    // Values larger than the backlog (1 MiB) went by the stream, held for
+    // the replica being fed: one full copy, the first.
+    let copies = primary
+        .log
+        .lock()
+        .unwrap()
+        .matches("full copy to a replica")
+        .count();
+    assert_eq!(copies, 1, "{}", primary.log.lock().unwrap());
     replica.stop();
     primary.stop();
 }

@@ -17,7 +17,7 @@
 //! in-process client connection both use to read and write the store
 //! through the normal command path.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -124,9 +124,15 @@ struct Backlog {
     second_offset: i64,
     /// When bytes were last appended.
     last_append: Instant,
-    /// The last bytes of the stream, `ring.len() <= size`.
+    /// The last bytes of the stream: `size` of them, and from where the
+    /// replica being fed furthest behind stands (at most
+    /// [`REPLICA_BUFFER_LIMIT`]).
     ring: VecDeque<u8>,
     size: usize,
+    /// Where each replica being fed stands (the stream offset of its next
+    /// byte to send), by feed.
+    feeds: HashMap<u64, u64>,
+    next_feed: u64,
     /// FLUSHALLs appended (or that would have been, while not feeding):
     /// a poller that has run fewer flushes than this has one coming, and
     /// its writes until then are wiped by it, so they are left out of the
@@ -231,6 +237,8 @@ impl Repl {
                 last_append: Instant::now(),
                 ring: VecDeque::new(),
                 size: backlog_size.max(1),
+                feeds: HashMap::new(),
+                next_feed: 0,
                 flushes: 0,
             }),
             grew: Condvar::new(),
@@ -378,18 +386,67 @@ impl Repl {
     }
 }
 
+/// A replica being fed: the stream is held for it from where it stands
+/// (see [`REPLICA_BUFFER_LIMIT`]) until this is dropped.
+struct Feed<'a> {
+    repl: &'a Repl,
+    id: u64,
+}
+
+impl Feed<'_> {
+    /// It has been sent the stream up to offset `at`.
+    fn sent(&self, at: u64) {
+        self.repl.backlog().fed(self.id, at);
+    }
+}
+
+impl Drop for Feed<'_> {
+    fn drop(&mut self) {
+        self.repl.backlog().feeds.remove(&self.id);
+    }
+}
+
+/// How far a replica being fed may trail the stream: the bytes not sent to
+/// it yet stay held past the backlog's size, up to this many (Redis's
+/// `client-output-buffer-limit replica` hard limit); a replica further
+/// behind syncs again. A write larger than the backlog thus reaches the
+/// replicas being fed instead of sending them back to a full copy, and so
+/// does a burst of writes while a full copy is under way.
+pub(super) const REPLICA_BUFFER_LIMIT: usize = 256 << 20;
+
 impl Backlog {
     fn append(&mut self, bytes: &[u8]) {
         self.end += bytes.len() as u64;
         self.last_append = Instant::now();
-        if bytes.len() >= self.size {
+        let behind = (self.feeds.values().min()).map_or(0, |&at| (self.end - at) as usize);
+        let keep = self.size.max(behind.min(REPLICA_BUFFER_LIMIT));
+        if bytes.len() >= keep {
             self.ring.clear();
-            self.ring.extend(&bytes[bytes.len() - self.size..]);
+            self.ring.extend(&bytes[bytes.len() - keep..]);
             return;
         }
-        let over = (self.ring.len() + bytes.len()).saturating_sub(self.size);
+        let over = (self.ring.len() + bytes.len()).saturating_sub(keep);
         self.ring.drain(..over);
         self.ring.extend(bytes);
+    }
+
+    /// A replica fed from stream offset `at` on: the bytes from there stay
+    /// held for it (see [`REPLICA_BUFFER_LIMIT`]) until [`Backlog::fed`]
+    /// says they were sent; returns the feed's number.
+    fn hold(&mut self, at: u64) -> u64 {
+        let id = self.next_feed;
+        self.next_feed += 1;
+        self.feeds.insert(id, at);
+        id
+    }
+
+    /// Feed `id` has sent the stream up to offset `at`.
+    fn fed(&mut self, id: u64, at: u64) {
+        self.feeds.insert(id, at);
+        // What it sent need not stay, beyond the backlog's own size.
+        let behind = (self.feeds.values().min()).map_or(0, |&at| (self.end - at) as usize);
+        let over = self.ring.len().saturating_sub(self.size.max(behind));
+        self.ring.drain(..over);
     }
 
     /// The stream offset of the first byte held.

@@ -16,7 +16,7 @@ use super::super::Shared;
 use super::hello::Hello;
 use super::local::Local;
 use super::reader::Reader;
-use super::{wait_for_bytes, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
+use super::{wait_for_bytes, Feed, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
 use crate::resp;
 use crate::resp::Value;
 
@@ -201,14 +201,19 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     let repl = &sh.repl;
     // Where it resumes, if it can: the bytes it has are `want - 1`.
     let mut restarts;
-    let (resume, replid) = {
-        let b = repl.backlog();
+    let (resume, replid, mut feed) = {
+        let mut b = repl.backlog();
         restarts = repl.restarts.load(SeqCst);
         let have = want.saturating_sub(1) as u64;
         let held = repl.feeding() && want >= 1 && have >= b.start() && have <= b.end;
         // PSYNC2: the stream this one continues, up to where it did.
         let ours = want_id == b.replid || (want_id == b.replid2 && want <= b.second_offset);
-        ((ours && held).then_some(have), b.replid.clone())
+        let resume = (ours && held).then_some(have);
+        let feed = resume.map(|at| Feed {
+            repl,
+            id: b.hold(at),
+        });
+        (resume, b.replid.clone(), feed)
     };
     let mut rollbacks = 0;
     let mut unsettled = None;
@@ -221,10 +226,16 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         }
         None => {
             let (replid, start) = {
-                let b = repl.backlog();
+                let mut b = repl.backlog();
                 restarts = repl.restarts.load(SeqCst);
                 repl.feeding.store(true, SeqCst);
-                (b.replid.clone(), b.end)
+                // What is written during the copy waits for the replica.
+                let end = b.end;
+                feed = Some(Feed {
+                    repl,
+                    id: b.hold(end),
+                });
+                (b.replid.clone(), end)
             };
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
             write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
@@ -281,12 +292,16 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
         let bytes = repl.backlog().since(sent, SEND_CHUNK);
         let Some(bytes) = bytes else {
             return Err(io::Error::other(
-                "the replica fell behind the backlog (--repl-backlog-size): it syncs again",
+                "the replica fell behind the stream by more than its output buffer may hold \
+                 (256 MiB, client-output-buffer-limit replica): it syncs again",
             ));
         };
         out.write_all(&bytes)?;
         out.flush()?;
         sent += bytes.len() as u64;
+        if let Some(f) = &feed {
+            f.sent(sent);
+        }
     }
 }
 
