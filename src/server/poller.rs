@@ -138,6 +138,9 @@ struct Poller<E: Engine> {
     next_assembly: u64,
     piece_reads: HashMap<u32, (u64, usize)>,
     stalled_assemblies: Vec<u64>,
+    /// Large values being sent as they are read (GET), numbered as the
+    /// assemblies.
+    streams: HashMap<u64, large::Stream>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -337,6 +340,7 @@ fn run_with<E: Engine>(
         next_assembly: 0,
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
+        streams: HashMap::new(),
     };
     p.stats().cpu.set_current();
     p.run_loop();
@@ -425,7 +429,7 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued() | self.retry_assemblies();
+        let retried = self.retry_requeued() | self.retry_assemblies() | self.pump_streams();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -2069,8 +2073,9 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
-        if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
-            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
+        match self.ks.flush_all(Waiter::ok(&req, false)) {
+            Ok(()) => self.streams_flushed(),
+            Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
         }
         self.repl_out.wiped(&self.shared.repl);
         while self

@@ -246,17 +246,47 @@ impl<E: Engine, W> Keyspace<E, W> {
             .lock()
             .expect("large value map")
             .remove(&offset)?;
+        self.let_go(&head);
+        Some(head)
+    }
+
+    /// One reference less to each piece of `head`; a piece segment no
+    /// head (nor pin) references is freed as an emptied segment is.
+    fn let_go(&mut self, head: &LargeHead) {
         for (i, &no) in head.pieces.iter().enumerate() {
             let g = no as usize;
             if self.space.piece_refs[g].fetch_sub(1, Relaxed) == 1 {
-                let bytes = self.space.piece_bytes(&head, i);
+                let bytes = self.space.piece_bytes(head, i);
                 self.space.live[g].fetch_sub(bytes, Relaxed);
                 if self.space.live[g].load(Relaxed) == 0 {
                     self.free_emptied(no);
                 }
             }
         }
+    }
+
+    /// Pins the pieces of the head at device offset `offset`, if it is
+    /// still in the index as the value `value_id` (not superseded since
+    /// it was read), for a read that outlasts the key's hold (a streamed
+    /// GET): an overwrite, DEL, expiry or eviction of the key meanwhile
+    /// leaves the piece segments as they are until
+    /// [`Keyspace::unpin_pieces`]. A flush of the shard takes them all the
+    /// same (their pins are then void: not to be unpinned).
+    pub fn pin_pieces(&mut self, offset: u64, value_id: u64) -> Option<Arc<LargeHead>> {
+        let head = (self.space.large.lock().expect("large value map"))
+            .get(&offset)
+            .filter(|h| h.value_id == value_id)
+            .cloned()?;
+        for &no in &head.pieces {
+            // A head references them: the count is at least one.
+            self.space.piece_refs[no as usize].fetch_add(1, Relaxed);
+        }
         Some(head)
+    }
+
+    /// Ends a pin of [`Keyspace::pin_pieces`].
+    pub fn unpin_pieces(&mut self, head: &LargeHead) {
+        self.let_go(head);
     }
 
     /// Forgets the heads of large values of `shards` (a flush): their
