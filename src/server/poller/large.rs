@@ -21,7 +21,7 @@ use crate::index::Entry;
 use crate::io::{Completion, Engine};
 use crate::server::msg::{ConnRef, Flow, FlowRef, MoveKind, Op};
 use crate::server::strings as text;
-use crate::store::keyspace::Tag;
+use crate::store::keyspace::{Tag, WriteError};
 
 /// Piece reads one large value keeps in flight.
 const PIECE_DEPTH: usize = 4;
@@ -82,10 +82,14 @@ pub(super) struct Assembly {
 impl<E: Engine> Poller<E> {
     /// SET of a value too large for a record: its pieces go out with the
     /// next commit; the reply `ok` waits for its head's commit, and the
-    /// key's later requests wait with it.
-    pub(super) fn set_large(&mut self, req: &Request, value: &[u8], expire_ms: u64, ok: Reply) {
-        let key = req.op.key().expect("keyed op");
-        let w = Waiter::new(req, ok, Some(req.hash.tag));
+    /// key's later requests wait with it. One that finds too few free
+    /// segments waits, as small writes do, for eviction or compaction to
+    /// make room, unless the store could not hold it at all.
+    pub(super) fn set_large(&mut self, req: Request, expire_ms: u64, ok: Reply) {
+        let Op::Set { key, value, .. } = &req.op else {
+            unreachable!("a SET")
+        };
+        let w = Waiter::new(&req, ok, Some(req.hash.tag));
         match self
             .ks
             .write_large(req.pid, &req.hash, key, value, expire_ms, w)
@@ -97,6 +101,11 @@ impl<E: Engine> Poller<E> {
                     super::replicated(&mut out, key, value, expire_ms, false);
                     self.large_stream.insert(req.hash.tag, out);
                 }
+            }
+            Err((_, WriteError::Full))
+                if self.ks.could_hold_large(value.len()) && self.may_defer() =>
+            {
+                self.defer(req)
             }
             Err((w, e)) => {
                 let reply = self.refusal(e);

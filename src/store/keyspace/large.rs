@@ -60,6 +60,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         crate::format::record_len(key_len, value_len) > room
     }
 
+    /// Whether the store could hold a large value of `value_len` bytes
+    /// were all its segments free: a [`WriteError::Full`] refusal of
+    /// [`Keyspace::write_large`] may then pass once eviction or compaction
+    /// has made room.
+    pub fn could_hold_large(&self, value_len: usize) -> bool {
+        let count = (value_len as u64).div_ceil(self.piece_capacity()) as usize;
+        // The pieces, the reserve, and a segment for the head.
+        self.reserve() + count < self.space.live.len()
+    }
+
     /// Writes a large value: its pieces go out with the next commit, its
     /// head once they are durable; `writer` comes back from
     /// [`Keyspace::take_acks`] once the head is durable too (whatever the
