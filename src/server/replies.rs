@@ -3,7 +3,10 @@
 //! goes straight into the output buffer; otherwise it takes a slot, and
 //! slots leave for the output buffer, in order, as the pollers' answers
 //! fill them. A multi-key command's slot gathers one part per key and
-//! combines them ([`Combine`]).
+//! combines them ([`Combine`]). A reply sent in parts (a large value's
+//! GET, [`Reply::Part`]) is written part by part once at the front, and
+//! the poller is told what went out (`msg::Flow`), so that it reads only
+//! a window ahead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -45,6 +48,12 @@ fn reply_len(r: &Reply) -> usize {
 /// before it. Returns whether the reply is whole.
 fn merge(into: &mut Option<Reply>, reply: Reply) -> bool {
     match (into.take(), reply) {
+        // Those before it went out already: it is taken as it is.
+        (Some(Reply::Part(b, _)), reply) if b.is_empty() => {
+            let whole = !matches!(reply, Reply::Part(..));
+            *into = Some(reply);
+            whole
+        }
         (Some(Reply::Part(mut b, _)), Reply::Part(more, flow)) => {
             b.extend_from_slice(&more);
             *into = Some(Reply::Part(b, flow));
@@ -223,6 +232,7 @@ fn concat(out: &mut Vec<u8>, parts: Vec<Reply>, proto: Proto) {
 /// [`Replies::drop_last`]).
 pub(super) struct ReplyMark {
     wbuf: usize,
+    queued: usize,
     slots: usize,
 }
 
@@ -235,6 +245,12 @@ pub(super) struct Replies {
     /// Bytes ready to be written; `wpos` of them are written already.
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Bytes to write after `wbuf`, in order: the parts of a reply sent
+    /// in parts that came while `wbuf` held unsent bytes (each written
+    /// from its own buffer, uncopied), and what followed them. Empty
+    /// whenever `wbuf` is all written.
+    queued: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
     slots: VecDeque<Slot>,
     /// Id of `slots[0]`; ids are given to replies in request order.
     first_id: u64,
@@ -262,6 +278,8 @@ impl Replies {
         Replies {
             wbuf: Vec::new(),
             wpos: 0,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
             slots: VecDeque::new(),
             first_id: 0,
             held: 0,
@@ -293,7 +311,7 @@ impl Replies {
     /// Emits a reply that is ready now.
     pub(super) fn ready(&mut self, timing: Timing, f: impl FnOnce(&mut Vec<u8>)) {
         if self.slots.is_empty() {
-            f(&mut self.wbuf);
+            self.emit(f);
             self.first_id += 1;
             if let Some((cmd, t)) = timing {
                 self.cmd_stats.observe(cmd, t);
@@ -335,6 +353,7 @@ impl Replies {
     pub(super) fn mark(&self) -> ReplyMark {
         ReplyMark {
             wbuf: self.wbuf.len(),
+            queued: self.queued.len(),
             slots: self.slots.len(),
         }
     }
@@ -362,6 +381,10 @@ impl Replies {
         } else {
             // Nothing is written while a command executes: what is past
             // the mark is this command's reply.
+            while self.queued.len() > mark.queued {
+                let b = self.queued.pop_back().expect("queued");
+                self.queued_bytes -= b.len();
+            }
             self.wbuf.truncate(mark.wbuf);
         }
     }
@@ -452,7 +475,7 @@ impl Replies {
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
             self.held = self.held.saturating_sub(s.held());
-            s.encode(&mut self.wbuf);
+            self.emit(|out| s.encode(out));
             self.streaming = None;
             self.first_id += 1;
             if let Some(Some((cmd, t))) = self.timings.pop_front() {
@@ -479,13 +502,28 @@ impl Replies {
         }
         s.moved += n as u64;
         self.held -= n;
+        let b = std::mem::take(b);
         if self.wpos == self.wbuf.len() {
             // Nothing unsent: the part becomes the buffer, uncopied.
-            self.wbuf = std::mem::take(b);
+            self.wbuf = b;
             self.wpos = 0;
         } else {
-            self.wbuf.extend_from_slice(b);
-            *b = Vec::new();
+            self.queued_bytes += n;
+            self.queued.push_back(b);
+        }
+    }
+
+    /// Writes new output with `f`: into the output buffer, or after the
+    /// parts queued behind it.
+    fn emit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.queued.is_empty() {
+            return f(&mut self.wbuf);
+        }
+        let mut b = Vec::new();
+        f(&mut b);
+        if !b.is_empty() {
+            self.queued_bytes += b.len();
+            self.queued.push_back(b);
         }
     }
 
@@ -496,7 +534,7 @@ impl Replies {
         let Some(s) = &mut self.streaming else {
             return;
         };
-        let unsent = (self.wbuf.len() - self.wpos) as u64;
+        let unsent = (self.wbuf.len() - self.wpos + self.queued_bytes) as u64;
         let taken = s.moved - unsent.min(s.moved);
         if taken > s.credited {
             if s.flow.0.take(taken - s.credited) {
@@ -518,7 +556,7 @@ impl Replies {
 
     /// Reply bytes the client has not read: unsent, and waiting in slots.
     pub(super) fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.held
+        self.wbuf.len() - self.wpos + self.queued_bytes + self.held
     }
 
     /// Bytes the replies still owed are foreseen to take, at this
@@ -529,7 +567,7 @@ impl Replies {
 
     /// Memory the output holds: its buffer and the replies in slots.
     pub(super) fn footprint(&self) -> usize {
-        self.wbuf.capacity() + self.held
+        self.wbuf.capacity() + self.queued_bytes + self.held
     }
 
     /// The bytes still to be written.
@@ -540,6 +578,13 @@ impl Replies {
     /// `n` more bytes were written.
     pub(super) fn sent(&mut self, n: usize) {
         self.wpos += n;
+        if self.wpos == self.wbuf.len() {
+            if let Some(next) = self.queued.pop_front() {
+                self.queued_bytes -= next.len();
+                self.wbuf = next;
+                self.wpos = 0;
+            }
+        }
         self.credit();
     }
 
