@@ -304,11 +304,21 @@ impl Conn {
     /// Takes a poller's reply.
     pub(super) fn deliver(&mut self, r: Response) {
         self.out.deliver(r);
+        if self.out.broken() {
+            // A reply sent in parts broke off: nothing can follow it.
+            self.eof = true;
+        }
         let first = self.out.first_owed();
         while let Some(&(_, n)) = self.costs.front().filter(|(id, _)| *id < first) {
             self.in_flight -= n;
             self.costs.pop_front();
         }
+    }
+
+    /// The pollers that wait for bytes of a reply sent in parts that this
+    /// connection has now taken (see `msg::Flow`): to be rung.
+    pub(super) fn take_wakes(&mut self) -> Vec<usize> {
+        self.out.take_wakes()
     }
 
     /// Whether replies are owed (awaited from the pollers, or behind one).

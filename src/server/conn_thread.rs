@@ -528,6 +528,7 @@ impl Thread<'_> {
             Some(Some(c)) if c.me.gen == r.to.gen => {
                 c.deliver(r);
                 c.replies_done(&self.shared.slowlog);
+                wake_pollers(self.shared, c);
             }
             _ => return, // the connection closed meanwhile
         }
@@ -653,6 +654,7 @@ impl Thread<'_> {
             // command/) and sends their requests on to the pollers.
             c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
             let flushed = c.flush(stats);
+            wake_pollers(shared, &mut c);
             // Parsing paused for unread output that has now gone out: go on
             // with the commands already buffered (no event will say so),
             // for a few rounds before the other connections get their turn.
@@ -724,5 +726,13 @@ impl Thread<'_> {
                 self.close(slot as u32, c);
             }
         }
+    }
+}
+
+/// Rings the pollers waiting for bytes `c` has taken of its replies sent
+/// in parts (a large value's GET, read as the client reads it).
+fn wake_pollers(shared: &Shared, c: &mut Conn) {
+    for p in c.take_wakes() {
+        shared.pollers[p].ring();
     }
 }

@@ -1,5 +1,8 @@
 //! What travels over the rings between connection threads and pollers.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+
 use crate::index::KeyHash;
 
 /// A connection, as pollers address it: its thread, its slot there, and the
@@ -424,7 +427,77 @@ pub enum Reply {
     /// EXEC's replies to its commands' requests: (id without
     /// [`TXN_PART`], part, reply).
     Txn(Vec<(u64, u32, Reply)>),
+    /// Bytes of a reply sent in parts as a poller reads it (a large
+    /// value's GET): more follow, the last as [`Reply::Encoded`] or
+    /// [`Reply::Cut`].
+    Part(Vec<u8>, FlowRef),
+    /// A reply sent in parts broke off (a piece failed its read): the
+    /// connection closes, as nothing can finish the reply.
+    Cut,
 }
+
+/// The flow control of a reply sent in parts ([`Reply::Part`]): the
+/// poller reads ahead of what the connection has taken by a window only.
+/// Taken bytes are those written to the socket, or kept by the connection
+/// whole anyway (a part of MGET's reply, a reply under `CLIENT REPLY
+/// OFF`). The poller holds one reference; each part in transit or held
+/// by the connection holds another: when the poller's is the last one,
+/// the connection has gone.
+#[derive(Debug)]
+pub struct Flow {
+    taken: AtomicU64,
+    /// The poller waits for bytes to be taken: the connection thread
+    /// rings it.
+    waiting: AtomicBool,
+    /// The poller's number.
+    pub poller: usize,
+}
+
+impl Flow {
+    pub fn new(poller: usize) -> Arc<Flow> {
+        Arc::new(Flow {
+            taken: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            poller,
+        })
+    }
+
+    /// Bytes the connection has taken.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(SeqCst)
+    }
+
+    /// The connection took `n` more bytes; returns whether the poller
+    /// waits for them (to be rung).
+    pub fn take(&self, n: u64) -> bool {
+        self.taken.fetch_add(n, SeqCst);
+        self.waiting.load(SeqCst) && self.waiting.swap(false, SeqCst)
+    }
+
+    /// The poller is to wait for `want` taken bytes; returns whether they
+    /// came meanwhile (then it need not wait).
+    pub fn wait_for(&self, want: u64) -> bool {
+        self.waiting.store(true, SeqCst);
+        if self.taken() >= want {
+            self.waiting.store(false, SeqCst);
+            return true;
+        }
+        false
+    }
+}
+
+/// A reference to a [`Flow`], carried by the parts of a reply; equal to
+/// another when it is the same flow.
+#[derive(Debug, Clone)]
+pub struct FlowRef(pub Arc<Flow>);
+
+impl PartialEq for FlowRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FlowRef {}
 
 impl Reply {
     /// Appends the RESP form of the reply to `out`, in the protocol the
@@ -436,6 +509,8 @@ impl Reply {
             Reply::Int(n) => crate::resp::int(out, *n),
             Reply::Error(m) => crate::resp::error(out, m),
             Reply::Txn(_) => unreachable!("a transaction's replies are combined by its slot"),
+            Reply::Part(b, _) => out.extend_from_slice(b),
+            Reply::Cut => {}
         }
     }
 }

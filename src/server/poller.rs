@@ -112,6 +112,8 @@ struct Poller<E: Engine> {
     busy: HashMap<u64, VecDeque<Request>>,
     /// Writes waiting for compaction to free a segment, oldest first.
     deferred: VecDeque<(Instant, Request)>,
+    /// While a deferred write is retried: when it was first deferred.
+    retrying_since: Option<Instant>,
     /// Requests that found no free read slot, retried next turn.
     requeued: Vec<Request>,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
@@ -144,6 +146,9 @@ struct Poller<E: Engine> {
     stalled_assemblies: Vec<u64>,
     /// SETRANGE and APPEND of large values under way.
     edits: large_edit::Edits,
+    /// Large values being sent as they are read (GET), numbered as the
+    /// assemblies.
+    streams: HashMap<u64, large::Stream>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -348,6 +353,7 @@ fn build<E: Engine>(
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
+        retrying_since: None,
         requeued: Vec::new(),
         wave_hold,
         held_since: None,
@@ -364,6 +370,7 @@ fn build<E: Engine>(
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
         edits: Default::default(),
+        streams: HashMap::new(),
     }
 }
 
@@ -451,7 +458,10 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued() | self.retry_assemblies() | self.retry_edits();
+        let retried = self.retry_requeued()
+            | self.retry_assemblies()
+            | self.retry_edits()
+            | self.pump_streams();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -948,7 +958,7 @@ impl<E: Engine> Poller<E> {
             (false, _) => *expire_ms,
         };
         if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
-            return self.set_large(&req, value, expire, done);
+            return self.set_large(req, expire, done);
         }
         let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);
         self.acknowledge(req, result, done);
@@ -1025,17 +1035,28 @@ impl<E: Engine> Poller<E> {
     /// after its commit otherwise. A write that found no free segment
     /// while compaction or eviction can still make room waits for it.
     fn acknowledge(&mut self, req: Request, result: Result<(), WriteError>, ok: Reply) {
-        if !is_sub(&req)
-            && matches!(result, Err(WriteError::Full))
-            && self.ks.may_make_room()
-            && self.deferred.len() < MAX_DEFERRED
-        {
-            self.stats().writes_deferred.fetch_add(1, Relaxed);
-            self.busy.entry(req.hash.tag).or_default();
-            self.deferred.push_back((self.ks.now(), req));
-            return;
+        if !is_sub(&req) && matches!(result, Err(WriteError::Full)) && self.may_defer() {
+            return self.defer(req);
         }
         self.acknowledge_now(req, result, ok)
+    }
+
+    /// Whether a write refused for want of a free segment may wait for
+    /// compaction or eviction to make room.
+    fn may_defer(&self) -> bool {
+        self.ks.may_make_room() && self.deferred.len() < MAX_DEFERRED
+    }
+
+    /// Puts a write that found no free segment aside until there is room
+    /// (`retry_deferred`); its key's later requests wait for it. One
+    /// deferred again keeps the time it first was.
+    fn defer(&mut self, req: Request) {
+        if self.retrying_since.is_none() {
+            self.stats().writes_deferred.fetch_add(1, Relaxed);
+        }
+        self.busy.entry(req.hash.tag).or_default();
+        let since = self.retrying_since.unwrap_or_else(|| self.ks.now());
+        self.deferred.push_back((since, req));
     }
 
     /// Replies to a write without deferring it: at once when it failed or
@@ -1174,17 +1195,28 @@ impl<E: Engine> Poller<E> {
             any = true;
         }
         while self.ks.room_for_writes() {
-            let Some((_, req)) = self.deferred.pop_front() else {
+            let Some((since, req)) = self.deferred.pop_front() else {
                 break;
             };
             let tag = req.hash.tag;
             let before = self.deferred.len();
+            let waiting = self.busy.remove(&tag).unwrap_or_default();
+            self.retrying_since = Some(since);
             self.handle_now(req);
+            self.retrying_since = None;
             any = true;
+            // Deferred again, or holding its key (a large value's write
+            // under way): the key's requests keep waiting.
+            match self.busy.get_mut(&tag) {
+                Some(q) => q.extend(waiting),
+                None => {
+                    self.busy.insert(tag, waiting);
+                    self.release(tag);
+                }
+            }
             if self.deferred.len() > before {
                 break; // deferred again
             }
-            self.release(tag);
         }
         any
     }
@@ -2111,8 +2143,9 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
-        if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
-            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
+        match self.ks.flush_all(Waiter::ok(&req, false)) {
+            Ok(()) => self.streams_flushed(),
+            Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
         }
         self.repl_out.wiped(&self.shared.repl);
         while self

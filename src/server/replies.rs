@@ -3,13 +3,16 @@
 //! goes straight into the output buffer; otherwise it takes a slot, and
 //! slots leave for the output buffer, in order, as the pollers' answers
 //! fill them. A multi-key command's slot gathers one part per key and
-//! combines them ([`Combine`]).
+//! combines them ([`Combine`]). A reply sent in parts (a large value's
+//! GET, [`Reply::Part`]) is written part by part once at the front, and
+//! the poller is told what went out (`msg::Flow`), so that it reads only
+//! a window ahead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::msg::{Reply, Response};
+use super::msg::{FlowRef, Reply, Response};
 use super::stats::CommandStats;
 use crate::resp::{self, Proto};
 
@@ -36,7 +39,46 @@ fn reply_len(r: &Reply) -> usize {
         Reply::Int(_) => 22,
         Reply::Error(m) => m.len() + 3,
         Reply::Txn(parts) => parts.iter().map(|(_, _, r)| reply_len(r)).sum::<usize>() + 16,
+        Reply::Part(b, _) => b.len(),
+        Reply::Cut => 0,
     }
+}
+
+/// Files `reply` in `into`: a part of a reply sent in parts joins those
+/// before it. Returns whether the reply is whole.
+fn merge(into: &mut Option<Reply>, reply: Reply) -> bool {
+    match (into.take(), reply) {
+        // Those before it went out already: it is taken as it is.
+        (Some(Reply::Part(b, _)), reply) if b.is_empty() => {
+            let whole = !matches!(reply, Reply::Part(..));
+            *into = Some(reply);
+            whole
+        }
+        (Some(Reply::Part(mut b, _)), Reply::Part(more, flow)) => {
+            b.extend_from_slice(&more);
+            *into = Some(Reply::Part(b, flow));
+            false
+        }
+        (Some(Reply::Part(mut b, _)), Reply::Encoded(last)) => {
+            b.extend_from_slice(&last);
+            *into = Some(Reply::Encoded(b));
+            true
+        }
+        (_, reply) => {
+            let whole = !matches!(reply, Reply::Part(..));
+            *into = Some(reply);
+            whole
+        }
+    }
+}
+
+/// The reply at the front sent in parts: what of it went into the output
+/// buffer, and what the poller was told was taken.
+#[derive(Debug)]
+struct Streaming {
+    flow: FlowRef,
+    moved: u64,
+    credited: u64,
 }
 
 /// A reply a connection owes, in request order.
@@ -72,7 +114,7 @@ impl Slot {
     fn complete(&self) -> bool {
         match self {
             Slot::Ready(_) => true,
-            Slot::Single(r, _) => r.is_some(),
+            Slot::Single(r, _) => r.as_ref().is_some_and(|r| !matches!(r, Reply::Part(..))),
             Slot::Multi { left, .. } => *left == 0,
             Slot::Silent(s) => s.complete(),
             Slot::Exec { result, .. } => result.is_some(),
@@ -190,6 +232,7 @@ fn concat(out: &mut Vec<u8>, parts: Vec<Reply>, proto: Proto) {
 /// [`Replies::drop_last`]).
 pub(super) struct ReplyMark {
     wbuf: usize,
+    queued: usize,
     slots: usize,
 }
 
@@ -202,6 +245,12 @@ pub(super) struct Replies {
     /// Bytes ready to be written; `wpos` of them are written already.
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Bytes to write after `wbuf`, in order: the parts of a reply sent
+    /// in parts that came while `wbuf` held unsent bytes (each written
+    /// from its own buffer, uncopied), and what followed them. Empty
+    /// whenever `wbuf` is all written.
+    queued: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
     slots: VecDeque<Slot>,
     /// Id of `slots[0]`; ids are given to replies in request order.
     first_id: u64,
@@ -214,6 +263,12 @@ pub(super) struct Replies {
     /// parsed.
     timings: VecDeque<Timing>,
     cmd_stats: Arc<CommandStats>,
+    /// The reply at the front, while it is sent in parts.
+    streaming: Option<Streaming>,
+    /// Pollers to ring: they wait for bytes taken.
+    wake: Vec<usize>,
+    /// A reply sent in parts broke off: the connection is to close.
+    broken: bool,
 }
 
 impl Replies {
@@ -223,12 +278,17 @@ impl Replies {
         Replies {
             wbuf: Vec::new(),
             wpos: 0,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
             slots: VecDeque::new(),
             first_id: 0,
             held: 0,
             reply_avg,
             timings: VecDeque::new(),
             cmd_stats,
+            streaming: None,
+            wake: Vec::new(),
+            broken: false,
         }
     }
 
@@ -251,7 +311,7 @@ impl Replies {
     /// Emits a reply that is ready now.
     pub(super) fn ready(&mut self, timing: Timing, f: impl FnOnce(&mut Vec<u8>)) {
         if self.slots.is_empty() {
-            f(&mut self.wbuf);
+            self.emit(f);
             self.first_id += 1;
             if let Some((cmd, t)) = timing {
                 self.cmd_stats.observe(cmd, t);
@@ -293,6 +353,7 @@ impl Replies {
     pub(super) fn mark(&self) -> ReplyMark {
         ReplyMark {
             wbuf: self.wbuf.len(),
+            queued: self.queued.len(),
             slots: self.slots.len(),
         }
     }
@@ -320,6 +381,10 @@ impl Replies {
         } else {
             // Nothing is written while a command executes: what is past
             // the mark is this command's reply.
+            while self.queued.len() > mark.queued {
+                let b = self.queued.pop_back().expect("queued");
+                self.queued_bytes -= b.len();
+            }
             self.wbuf.truncate(mark.wbuf);
         }
     }
@@ -368,35 +433,130 @@ impl Replies {
         let len = reply_len(&reply);
         self.held += len;
         self.reply_avg = (self.reply_avg * 3 + len) / 4;
-        let slot = match slot {
-            Slot::Silent(inner) => inner,
-            other => other,
+        self.broken |= matches!(reply, Reply::Cut);
+        let flow = match &reply {
+            Reply::Part(_, f) => Some(f.clone()),
+            _ => None,
         };
+        let (slot, silent) = match slot {
+            Slot::Silent(inner) => (&mut **inner, true),
+            other => (other, false),
+        };
+        // The bytes of a reply sent in parts that are kept whole anyway
+        // (not sent: dropped, or combined with other parts) are taken at
+        // once; those of a single reply as they are written.
+        let mut kept = silent;
         match slot {
-            Slot::Single(s, _) => *s = Some(reply),
+            Slot::Single(s, _) => {
+                merge(s, reply);
+                if silent {
+                    if let Some(Reply::Part(b, _)) = s {
+                        self.held -= b.len();
+                        *b = Vec::new();
+                    }
+                }
+            }
             Slot::Multi { left, parts, .. } => {
-                parts[part as usize] = Some(reply);
-                *left -= 1;
+                kept = true;
+                if merge(&mut parts[part as usize], reply) {
+                    *left -= 1;
+                }
             }
             Slot::Exec { result, .. } => *result = Some(reply),
             Slot::Ready(_) | Slot::Silent(_) => {
                 tracing::error!("reply for a request answered already")
             }
         }
+        if let (Some(f), true) = (flow, kept) {
+            if f.0.take(len as u64) {
+                self.wake.push(f.0.poller);
+            }
+        }
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
             self.held = self.held.saturating_sub(s.held());
-            s.encode(&mut self.wbuf);
+            self.emit(|out| s.encode(out));
+            self.streaming = None;
             self.first_id += 1;
             if let Some(Some((cmd, t))) = self.timings.pop_front() {
                 self.cmd_stats.observe(cmd, t);
             }
         }
+        self.move_streamed();
+    }
+
+    /// The reply at the front, sent in parts: its bytes come go into the
+    /// output buffer as they come.
+    fn move_streamed(&mut self) {
+        let Some(Slot::Single(Some(Reply::Part(b, flow)), _)) = self.slots.front_mut() else {
+            return;
+        };
+        let s = self.streaming.get_or_insert_with(|| Streaming {
+            flow: flow.clone(),
+            moved: 0,
+            credited: 0,
+        });
+        let n = b.len();
+        if n == 0 {
+            return;
+        }
+        s.moved += n as u64;
+        self.held -= n;
+        let b = std::mem::take(b);
+        if self.wpos == self.wbuf.len() {
+            // Nothing unsent: the part becomes the buffer, uncopied.
+            self.wbuf = b;
+            self.wpos = 0;
+        } else {
+            self.queued_bytes += n;
+            self.queued.push_back(b);
+        }
+    }
+
+    /// Writes new output with `f`: into the output buffer, or after the
+    /// parts queued behind it.
+    fn emit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if self.queued.is_empty() {
+            return f(&mut self.wbuf);
+        }
+        let mut b = Vec::new();
+        f(&mut b);
+        if !b.is_empty() {
+            self.queued_bytes += b.len();
+            self.queued.push_back(b);
+        }
+    }
+
+    /// Tells the poller of the reply at the front sent in parts how many
+    /// of its bytes went out (all those in the output buffer but the
+    /// unsent: nothing else enters it while the reply is at the front).
+    fn credit(&mut self) {
+        let Some(s) = &mut self.streaming else {
+            return;
+        };
+        let unsent = (self.wbuf.len() - self.wpos + self.queued_bytes) as u64;
+        let taken = s.moved - unsent.min(s.moved);
+        if taken > s.credited {
+            if s.flow.0.take(taken - s.credited) {
+                self.wake.push(s.flow.0.poller);
+            }
+            s.credited = taken;
+        }
+    }
+
+    /// The pollers to ring: they wait for bytes now taken.
+    pub(super) fn take_wakes(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.wake)
+    }
+
+    /// Whether a reply sent in parts broke off: the connection closes.
+    pub(super) fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Reply bytes the client has not read: unsent, and waiting in slots.
     pub(super) fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.held
+        self.wbuf.len() - self.wpos + self.queued_bytes + self.held
     }
 
     /// Bytes the replies still owed are foreseen to take, at this
@@ -407,7 +567,7 @@ impl Replies {
 
     /// Memory the output holds: its buffer and the replies in slots.
     pub(super) fn footprint(&self) -> usize {
-        self.wbuf.capacity() + self.held
+        self.wbuf.capacity() + self.queued_bytes + self.held
     }
 
     /// The bytes still to be written.
@@ -418,6 +578,14 @@ impl Replies {
     /// `n` more bytes were written.
     pub(super) fn sent(&mut self, n: usize) {
         self.wpos += n;
+        if self.wpos == self.wbuf.len() {
+            if let Some(next) = self.queued.pop_front() {
+                self.queued_bytes -= next.len();
+                self.wbuf = next;
+                self.wpos = 0;
+            }
+        }
+        self.credit();
     }
 
     /// Everything was written: the buffer starts over (and gives a large

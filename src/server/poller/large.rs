@@ -1,27 +1,62 @@
 //! Values larger than a segment, on the poller's side: a SET of one hands
 //! the value to [`Keyspace::write_large`] and holds the key until its head
-//! is durable; a read of one reads the head (as any record), then its
-//! pieces, a few at a time, into one buffer laid out as the GET reply (the
-//! RESP bulk header, the value, CRLF), so that a GET sends it as is.
-//! GETRANGE reads only the pieces its range needs, into its reply the
-//! same way. Other commands reading the value see it in that buffer.
-//!
-//! The key is held (later requests for it wait in `busy`) from the head's
-//! read to the end of the pieces', so that no overwrite frees a piece
-//! under the read.
+//! is durable. A GET of one is streamed ([`Stream`]): the bulk header,
+//! then each piece as it is read, a window ahead of what the client has
+//! read ([`Flow`]), with the pieces pinned rather than the key held. Other
+//! reads of one read the head (as any record), then its pieces, a few at
+//! a time, into one buffer laid out as the GET reply (the RESP bulk
+//! header, the value, CRLF); GETRANGE reads only the pieces its range
+//! needs, into its reply the same way; other commands see the value in
+//! that buffer. Then the key is held (later requests for it wait in
+//! `busy`) from the head's read to the end of the pieces', so that no
+//! overwrite frees a piece under the read.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use super::{is_sub, Poller, Reply, Request, Waiter};
 use crate::format::{decode_record, LargeHead, PieceHeader, Record, RecordMeta, FLAG_LARGE};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
-use crate::server::msg::{MoveKind, Op};
+use crate::server::msg::{ConnRef, Flow, FlowRef, MoveKind, Op};
 use crate::server::strings as text;
-use crate::store::keyspace::Tag;
+use crate::store::keyspace::{Tag, WriteError};
 
 /// Piece reads one large value keeps in flight.
 const PIECE_DEPTH: usize = 4;
+
+/// Pieces a streamed GET reads ahead of what its client has read, at
+/// most (and at most half of `--max-output-buffer`, but always one).
+const STREAM_WINDOW: u64 = 4;
+
+/// A large value sent to its client as its pieces are read (GET). The
+/// pieces are pinned ([`Keyspace::pin_pieces`]), not the key: writes of
+/// the key go on meanwhile, and the client gets the value its GET found.
+pub(super) struct Stream {
+    to: ConnRef,
+    id: u64,
+    part: u32,
+    /// The head's place, for the errors.
+    offset: u64,
+    head: Arc<LargeHead>,
+    /// The pins hold (a flush since voided them).
+    pinned: bool,
+    flow: Arc<Flow>,
+    /// The bulk header, sent with the first piece.
+    header: Vec<u8>,
+    /// The next piece to read, and to send.
+    next: usize,
+    send: usize,
+    in_flight: usize,
+    /// Pieces read, waiting for those before them, as they are to be sent.
+    ready: BTreeMap<usize, Vec<u8>>,
+    /// Bytes sent to the connection; bytes read or being read, not sent.
+    sent: u64,
+    ahead: u64,
+    /// The stream ends: it failed, or the client went.
+    failed: Option<String>,
+}
 
 /// A large value being read.
 pub(super) struct Assembly {
@@ -47,10 +82,14 @@ pub(super) struct Assembly {
 impl<E: Engine> Poller<E> {
     /// SET of a value too large for a record: its pieces go out with the
     /// next commit; the reply `ok` waits for its head's commit, and the
-    /// key's later requests wait with it.
-    pub(super) fn set_large(&mut self, req: &Request, value: &[u8], expire_ms: u64, ok: Reply) {
-        let key = req.op.key().expect("keyed op");
-        let w = Waiter::new(req, ok, Some(req.hash.tag));
+    /// key's later requests wait with it. One that finds too few free
+    /// segments waits, as small writes do, for eviction or compaction to
+    /// make room, unless the store could not hold it at all.
+    pub(super) fn set_large(&mut self, req: Request, expire_ms: u64, ok: Reply) {
+        let Op::Set { key, value, .. } = &req.op else {
+            unreachable!("a SET")
+        };
+        let w = Waiter::new(&req, ok, Some(req.hash.tag));
         match self
             .ks
             .write_large(req.pid, &req.hash, key, value, expire_ms, w)
@@ -62,6 +101,11 @@ impl<E: Engine> Poller<E> {
                     super::replicated(&mut out, key, value, expire_ms, false);
                     self.large_stream.insert(req.hash.tag, out);
                 }
+            }
+            Err((_, WriteError::Full))
+                if self.ks.could_hold_large(value.len()) && self.may_defer() =>
+            {
+                self.defer(req)
             }
             Err((w, e)) => {
                 let reply = self.refusal(e);
@@ -82,6 +126,9 @@ impl<E: Engine> Poller<E> {
         if is_sub(&req) {
             let msg = text::large_value_unsupported(head.total_len);
             return self.reply(&req, Reply::Error(msg));
+        }
+        if let Op::Get { .. } = req.op {
+            return self.start_stream(req, entry, head);
         }
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
@@ -141,52 +188,42 @@ impl<E: Engine> Poller<E> {
     /// can have no slot, buffer or room at the engine waits for the next
     /// turn (or, with none in flight, for [`Poller::retry_assemblies`]).
     fn read_pieces(&mut self, id: u64) {
-        let block = self.ks.block();
         let cap = self.ks.piece_capacity();
         loop {
             let a = self.assemblies.get_mut(&id).expect("an assembly");
             if a.failed.is_some() || a.next > a.last || a.in_flight >= PIECE_DEPTH {
                 break;
             }
-            let i = a.next;
-            let seg = a.head.pieces[i];
-            let len = block + a.head.piece_len(i, cap).next_multiple_of(block);
-            let Some(tag) = self.free_tags.pop() else {
-                self.stalled_assemblies.push(id);
-                return;
-            };
-            let off = self.shared.sb.segment_offset(seg);
-            let eng = self.ks.engine();
-            let buf = match eng.alloc(len as usize) {
-                Ok(buf) => buf,
-                Err(e) => {
-                    self.free_tags.push(tag);
+            let (i, seg) = (a.next, a.head.pieces[a.next]);
+            let len = a.head.piece_len(i, cap);
+            match self.issue_piece_read(id, i, seg, len) {
+                Ok(true) => {
                     let a = self.assemblies.get_mut(&id).expect("an assembly");
-                    a.failed = Some(format!("{}: {e}", text::NO_IO_BUFFER));
+                    a.next += 1;
+                    a.in_flight += 1;
+                }
+                Ok(false) => {
+                    self.stalled_assemblies.push(id);
+                    return;
+                }
+                Err(msg) => {
+                    self.assemblies.get_mut(&id).expect("an assembly").failed = Some(msg);
                     break;
                 }
-            };
-            if eng.read(off, buf, Tag::Read(tag).encode()).is_err() {
-                self.free_tags.push(tag);
-                self.stalled_assemblies.push(id);
-                return;
             }
-            self.ks.count_read(len);
-            self.piece_reads.insert(tag, (id, i));
-            let a = self.assemblies.get_mut(&id).expect("an assembly");
-            a.next += 1;
-            a.in_flight += 1;
         }
         self.finish_assembly_if_done(id);
     }
 
-    /// Assemblies that found no read slot: they try again.
+    /// Assemblies and streams that found no read slot: they try again.
     pub(super) fn retry_assemblies(&mut self) -> bool {
         let stalled = std::mem::take(&mut self.stalled_assemblies);
         let any = !stalled.is_empty();
         for id in stalled {
             if self.assemblies.contains_key(&id) {
                 self.read_pieces(id);
+            } else if self.streams.contains_key(&id) {
+                self.pump_stream(id);
             }
         }
         any
@@ -198,39 +235,26 @@ impl<E: Engine> Poller<E> {
             return false;
         };
         self.free_tags.push(tag);
+        if self.streams.contains_key(&id) {
+            self.complete_stream_read(id, i, c);
+            return true;
+        }
         let buf = c.buf.take().expect("a read returns its buffer");
-        let block = self.ks.block() as usize;
         let cap = self.ks.piece_capacity();
-        let uuid = self.shared.sb.uuid;
+        let a = &self.assemblies[&id];
+        let checked = self.checked_piece(&a.head, i, c, &buf).map(|data| {
+            // The part of the piece inside the bytes read.
+            let base = i as u64 * cap;
+            let from = base.max(a.lo);
+            let to = (base + data.len() as u64).min(a.lo + a.len);
+            (
+                a.at + (from - a.lo) as usize,
+                &data[(from - base) as usize..(to - base) as usize],
+            )
+        });
         let a = self.assemblies.get_mut(&id).expect("an assembly");
         a.in_flight -= 1;
-        let want = a.head.piece_len(i, cap) as usize;
-        let checked = match &c.result {
-            Ok(n) if *n == buf.len() => match PieceHeader::decode(&buf[..block], &uuid) {
-                Some(h)
-                    if h.value_id == a.head.value_id
-                        && h.piece == i as u32
-                        && h.len as usize == want =>
-                {
-                    let data = &buf[block..block + want];
-                    if PieceHeader::data_crc(&uuid, data) == h.data_crc {
-                        // The part of the piece inside the bytes read.
-                        let base = i as u64 * cap;
-                        let from = base.max(a.lo);
-                        let to = (base + want as u64).min(a.lo + a.len);
-                        let at = a.at + (from - a.lo) as usize;
-                        let src = &data[(from - base) as usize..(to - base) as usize];
-                        a.out[at..at + src.len()].copy_from_slice(src);
-                        Ok(())
-                    } else {
-                        Err(format!("piece {i} of the value fails its checksum"))
-                    }
-                }
-                _ => Err(format!("piece {i} of the value is missing")),
-            },
-            Ok(n) => Err(format!("short read of {n} of {} bytes", buf.len())),
-            Err(e) => Err(format!("I/O error reading a piece: {e}")),
-        };
+        let checked = checked.map(|(at, src)| a.out[at..at + src.len()].copy_from_slice(src));
         drop(buf); // back to the engine's pool
         if let Err(msg) = checked {
             let a = self.assemblies.get_mut(&id).expect("an assembly");
@@ -345,5 +369,273 @@ impl<E: Engine> Poller<E> {
             }
         }
         self.acknowledge_now(req, result, ok)
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// GET of a large value whose head was just read: pins its pieces and
+    /// starts sending it. A head superseded since its read (its pieces may
+    /// be gone already) has the GET run again, on the key's new state.
+    fn start_stream(&mut self, req: Request, entry: Entry, head: LargeHead) {
+        let Some(head) = self.ks.pin_pieces(entry.offset, head.value_id) else {
+            if self.ks.lookup(req.pid, &req.hash) == Some(entry) {
+                return self.corrupt(&req, entry, &"large value head not held");
+            }
+            return self.handle_accepted(req);
+        };
+        let st = self.stats();
+        st.reads.fetch_add(1, Relaxed);
+        st.hits.fetch_add(1, Relaxed);
+        let mut header = Vec::new();
+        crate::resp::bulk_header(&mut header, head.total_len as usize);
+        let id = self.next_assembly;
+        self.next_assembly += 1;
+        let stream = Stream {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            offset: entry.offset,
+            head,
+            pinned: true,
+            flow: Flow::new(self.id),
+            header,
+            next: 0,
+            send: 0,
+            in_flight: 0,
+            ready: BTreeMap::new(),
+            sent: 0,
+            ahead: 0,
+            failed: None,
+        };
+        self.streams.insert(id, stream);
+        self.pump_stream(id);
+    }
+
+    /// Bytes a streamed GET may have read ahead of its client.
+    fn stream_window(&self) -> u64 {
+        let cap = self.ks.piece_capacity();
+        let mut window = STREAM_WINDOW * cap;
+        let limit = self.shared.cfg.conns.limits.output_limit() as u64;
+        if limit > 0 {
+            window = window.min(limit / 2);
+        }
+        window.max(cap)
+    }
+
+    /// Reads the next pieces of stream `id` as far as its window and
+    /// [`PIECE_DEPTH`] allow (at least one when nothing is ahead of the
+    /// client); ends the stream when it is done, failed or its client has
+    /// gone. Returns whether it issued a read.
+    fn pump_stream(&mut self, id: u64) -> bool {
+        let cap = self.ks.piece_capacity();
+        let window = self.stream_window();
+        let mut issued = false;
+        loop {
+            let s = self.streams.get_mut(&id).expect("a stream");
+            // The connection holds a reference while it has the reply.
+            if s.sent > 0 && s.failed.is_none() && Arc::strong_count(&s.flow) == 1 {
+                s.failed = Some(String::new());
+            }
+            if s.failed.is_some() || s.next == s.head.pieces.len() || s.in_flight >= PIECE_DEPTH {
+                break;
+            }
+            let len = s.head.piece_len(s.next, cap);
+            // Ahead of the client by the window at most: it has taken
+            // all but `window` of what is sent or read once this is.
+            let want = (s.sent + s.ahead + len).saturating_sub(window);
+            if want > 0 && !s.flow.wait_for(want) {
+                break;
+            }
+            let (i, seg) = (s.next, s.head.pieces[s.next]);
+            match self.issue_piece_read(id, i, seg, len) {
+                Ok(true) => {
+                    let s = self.streams.get_mut(&id).expect("a stream");
+                    s.next += 1;
+                    s.in_flight += 1;
+                    s.ahead += len;
+                    issued = true;
+                }
+                Ok(false) => {
+                    self.stalled_assemblies.push(id);
+                    break;
+                }
+                Err(msg) => {
+                    self.streams.get_mut(&id).expect("a stream").failed = Some(msg);
+                    break;
+                }
+            }
+        }
+        self.end_stream_if_done(id);
+        issued
+    }
+
+    /// The streams: those waiting for their client read on once it has.
+    /// Returns whether any issued a read.
+    pub(super) fn pump_streams(&mut self) -> bool {
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        let mut any = false;
+        for id in ids {
+            if self.streams.contains_key(&id) {
+                any |= self.pump_stream(id);
+            }
+        }
+        any
+    }
+
+    /// A flush took the pieces of every value of this poller's: the
+    /// streams' pins are void (a stream whose pieces get reused meanwhile
+    /// fails their checks, and its connection closes).
+    pub(super) fn streams_flushed(&mut self) {
+        for s in self.streams.values_mut() {
+            s.pinned = false;
+        }
+    }
+
+    /// Issues the read of piece `i` (segment `seg`, `len` bytes of value)
+    /// for assembly or stream `id`: whether it went out (not: no read slot
+    /// or no room at the engine, try again later), or why it cannot.
+    fn issue_piece_read(&mut self, id: u64, i: usize, seg: u32, len: u64) -> Result<bool, String> {
+        let block = self.ks.block();
+        let len = block + len.next_multiple_of(block);
+        let Some(tag) = self.free_tags.pop() else {
+            return Ok(false);
+        };
+        let off = self.shared.sb.segment_offset(seg);
+        let eng = self.ks.engine();
+        let buf = match eng.alloc(len as usize) {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.free_tags.push(tag);
+                return Err(format!("{}: {e}", text::NO_IO_BUFFER));
+            }
+        };
+        if eng.read(off, buf, Tag::Read(tag).encode()).is_err() {
+            self.free_tags.push(tag);
+            return Ok(false);
+        }
+        self.ks.count_read(len);
+        self.piece_reads.insert(tag, (id, i));
+        Ok(true)
+    }
+
+    /// Checks piece `i` of a value read into `buf` (`c`'s result): its
+    /// header is the one `head` expects, its data its checksum. Returns
+    /// the data.
+    fn checked_piece<'b>(
+        &self,
+        head: &LargeHead,
+        i: usize,
+        c: &Completion,
+        buf: &'b [u8],
+    ) -> Result<&'b [u8], String> {
+        let block = self.ks.block() as usize;
+        let uuid = self.shared.sb.uuid;
+        let want = head.piece_len(i, self.ks.piece_capacity()) as usize;
+        match &c.result {
+            Ok(n) if *n == buf.len() => match PieceHeader::decode(&buf[..block], &uuid) {
+                Some(h)
+                    if h.value_id == head.value_id
+                        && h.piece == i as u32
+                        && h.len as usize == want =>
+                {
+                    let data = &buf[block..block + want];
+                    if PieceHeader::data_crc(&uuid, data) == h.data_crc {
+                        Ok(data)
+                    } else {
+                        Err(format!("piece {i} of the value fails its checksum"))
+                    }
+                }
+                _ => Err(format!("piece {i} of the value is missing")),
+            },
+            Ok(n) => Err(format!("short read of {n} of {} bytes", buf.len())),
+            Err(e) => Err(format!("I/O error reading a piece: {e}")),
+        }
+    }
+
+    /// Piece `i` of stream `id` was read (`c`): it is sent once those
+    /// before it are.
+    fn complete_stream_read(&mut self, id: u64, i: usize, c: &mut Completion) {
+        let buf = c.buf.take().expect("a read returns its buffer");
+        let s = &self.streams[&id];
+        let checked = self.checked_piece(&s.head, i, c, &buf).map(|data| {
+            let last = i + 1 == s.head.pieces.len();
+            let first = if i == 0 { &s.header[..] } else { &[] };
+            let mut out = Vec::with_capacity(first.len() + data.len() + 2);
+            out.extend_from_slice(first);
+            out.extend_from_slice(data);
+            if last {
+                out.extend_from_slice(b"\r\n");
+            }
+            out
+        });
+        drop(buf); // back to the engine's pool
+        let s = self.streams.get_mut(&id).expect("a stream");
+        s.in_flight -= 1;
+        match checked {
+            Ok(out) => {
+                s.ready.insert(i, out);
+            }
+            Err(msg) => {
+                s.failed.get_or_insert(msg);
+                self.ks.counters().io_errors.fetch_add(1, Relaxed);
+            }
+        }
+        self.send_ready(id);
+        self.pump_stream(id);
+    }
+
+    /// Sends the pieces of stream `id` that are next in order.
+    fn send_ready(&mut self, id: u64) {
+        let cap = self.ks.piece_capacity();
+        loop {
+            let s = self.streams.get_mut(&id).expect("a stream");
+            if s.failed.is_some() {
+                return;
+            }
+            let Some(out) = s.ready.remove(&s.send) else {
+                return;
+            };
+            s.ahead -= s.head.piece_len(s.send, cap);
+            s.sent += out.len() as u64;
+            s.send += 1;
+            let reply = match s.send == s.head.pieces.len() {
+                true => Reply::Encoded(out),
+                false => Reply::Part(out, FlowRef(Arc::clone(&s.flow))),
+            };
+            let (to, rid, part) = (s.to, s.id, s.part);
+            self.respond(to, rid, part, reply);
+        }
+    }
+
+    /// Ends stream `id` once it is sent whole, or failed (or its client
+    /// went) with no read in flight: its pins go.
+    fn end_stream_if_done(&mut self, id: u64) {
+        let s = &self.streams[&id];
+        let done = s.send == s.head.pieces.len();
+        if s.in_flight > 0 || !(done || s.failed.is_some()) {
+            return;
+        }
+        let s = self.streams.remove(&id).expect("a stream");
+        if s.pinned {
+            self.ks.unpin_pieces(&s.head);
+        }
+        match s.failed {
+            // Sent whole, or the client went.
+            None => {}
+            Some(msg) if msg.is_empty() => {}
+            Some(msg) => {
+                self.stats().corrupt_records.fetch_add(1, Relaxed);
+                tracing::error!(offset = s.offset, "corrupted record: {msg}");
+                let reply = match s.sent {
+                    0 => Reply::Error(format!(
+                        "ERR corrupted record at offset {}: {msg}",
+                        s.offset
+                    )),
+                    // Its beginning went out: nothing can finish the reply.
+                    _ => Reply::Cut,
+                };
+                self.respond(s.to, s.id, s.part, reply);
+            }
+        }
     }
 }

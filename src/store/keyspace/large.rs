@@ -65,6 +65,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         crate::format::record_len(key_len, value_len) > room
     }
 
+    /// Whether the store could hold a large value of `value_len` bytes
+    /// were all its segments free: a [`WriteError::Full`] refusal of
+    /// [`Keyspace::write_large`] may then pass once eviction or compaction
+    /// has made room.
+    pub fn could_hold_large(&self, value_len: usize) -> bool {
+        let count = (value_len as u64).div_ceil(self.piece_capacity()) as usize;
+        // The pieces, the reserve, and a segment for the head.
+        self.reserve() + count < self.space.live.len()
+    }
+
     /// Writes a large value: its pieces go out with the next commit, its
     /// head once they are durable; `writer` comes back from
     /// [`Keyspace::take_acks`] once the head is durable too (whatever the
@@ -390,6 +400,30 @@ impl<E: Engine, W> Keyspace<E, W> {
             .remove(&offset)?;
         self.release_pieces(&head);
         Some(head)
+    }
+
+    /// Pins the pieces of the head at device offset `offset`, if it is
+    /// still in the index as the value `value_id` (not superseded since
+    /// it was read), for a read that outlasts the key's hold (a streamed
+    /// GET): an overwrite, DEL, expiry or eviction of the key meanwhile
+    /// leaves the piece segments as they are until
+    /// [`Keyspace::unpin_pieces`]. A flush of the shard takes them all the
+    /// same (their pins are then void: not to be unpinned).
+    pub fn pin_pieces(&mut self, offset: u64, value_id: u64) -> Option<Arc<LargeHead>> {
+        let head = (self.space.large.lock().expect("large value map"))
+            .get(&offset)
+            .filter(|h| h.value_id == value_id)
+            .cloned()?;
+        for &no in &head.pieces {
+            // A head references them: the count is at least one.
+            self.space.piece_refs[no as usize].fetch_add(1, Relaxed);
+        }
+        Some(head)
+    }
+
+    /// Ends a pin of [`Keyspace::pin_pieces`].
+    pub fn unpin_pieces(&mut self, head: &LargeHead) {
+        self.release_pieces(head);
     }
 
     /// Forgets the heads of large values of `shards` (a flush): their
