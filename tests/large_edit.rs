@@ -7,33 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::large::{client, stat, value};
 use common::Server;
 use redis::Commands;
 
 /// Bytes of value one piece holds in the tests' stores (2 MiB segments,
 /// 4 KiB blocks).
 const CAP: usize = (2 << 20) - 4096;
-
-/// A value of `len` bytes that differs at every position modulo a prime,
-/// so that a piece out of place or misaligned shows.
-fn value(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
-        .collect()
-}
-
-fn stat(srv: &Server, name: &str) -> u64 {
-    srv.info_field(name).parse().unwrap()
-}
-
-fn client(srv: &Server) -> redis::Connection {
-    let con = srv.client();
-    con.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    con.set_write_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    con
-}
 
 /// Waits (bounded) until `f` holds.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {

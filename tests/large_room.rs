@@ -6,12 +6,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::large::stat;
 use common::Server;
 use redis::Commands;
-
-fn stat(srv: &Server, name: &str) -> u64 {
-    srv.info_field(name).parse().unwrap()
-}
 
 #[test]
 fn a_large_set_waits_for_eviction_to_make_room() {

@@ -6,31 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::large::{client, python_ok, stat, value};
 use common::Server;
 use redis::Commands;
-
-/// A value of `len` bytes that differs at every position modulo a prime,
-/// so that a piece out of place or misaligned shows.
-fn value(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
-        .collect()
-}
-
-fn stat(srv: &Server, name: &str) -> u64 {
-    srv.info_field(name).parse().unwrap()
-}
-
-fn client(srv: &Server) -> redis::Connection {
-    let con = srv.client();
-    con.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    con
-}
 
 /// A GET's reply as RESP: the bulk of `v`.
 fn bulk(v: &[u8]) -> Vec<u8> {
@@ -94,17 +75,7 @@ big, small, pong = p.execute()
 assert big == v and small == b"s" and pong is True
 print("ok")
 "#;
-        let out = Command::new("python3")
-            .args(["-c", script, &port])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+        python_ok(script, &[&port]);
     }
     srv.stop();
 }

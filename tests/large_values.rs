@@ -3,23 +3,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::large::{client, python_ok, stat, value};
 use common::Server;
 use redis::Commands;
-
-/// A value of `len` bytes that differs at every position modulo a prime,
-/// so that a piece out of place or misaligned shows.
-fn value(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
-        .collect()
-}
-
-fn stat(srv: &Server, name: &str) -> u64 {
-    srv.info_field(name).parse().unwrap()
-}
 
 /// Waits (bounded) until `f` holds: freed segments come back after two
 /// commits.
@@ -29,15 +17,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         assert!(t0.elapsed() < Duration::from_secs(20), "{what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn client(srv: &Server) -> redis::Connection {
-    let con = srv.client();
-    con.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    con.set_write_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    con
 }
 
 #[test]
@@ -200,17 +179,7 @@ assert r.delete("big") == 1
 assert r.get("big") is None
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &port])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    python_ok(script, &[&port]);
     srv.stop();
 }
 

@@ -301,6 +301,19 @@ impl Partition {
             .map_err(io_err(path))?;
         allocate(&file, HEADER as u64 + slots * SLOT as u64).map_err(io_err(path))?;
         let map = map_file(&file, path)?;
+        Ok(Self::empty(path, id, uuid, map, slots, false))
+    }
+
+    /// An empty, dirty table of `slots` slots over `map` (its file's, or
+    /// anonymous memory: `in_memory`).
+    fn empty(
+        path: &Path,
+        id: u32,
+        uuid: [u8; 16],
+        map: MmapMut,
+        slots: u64,
+        in_memory: bool,
+    ) -> Self {
         let mut p = Partition {
             path: path.to_owned(),
             id,
@@ -313,10 +326,10 @@ impl Partition {
             max_load: MAX_LOAD,
             may_expire: false,
             pass_clean: false,
-            in_memory: false,
+            in_memory,
         };
         p.write_header(false, Checkpoint::default());
-        Ok(p)
+        p
     }
 
     /// Creates an empty table of `slots` slots (at least 64) in anonymous
@@ -347,22 +360,7 @@ impl Partition {
         // Fewer TLB misses for the random inserts; only a hint.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        let mut p = Partition {
-            path: path.to_owned(),
-            id,
-            uuid,
-            map,
-            slots,
-            entries: 0,
-            tombstones: 0,
-            expiring: 0,
-            max_load: MAX_LOAD,
-            may_expire: false,
-            pass_clean: false,
-            in_memory: true,
-        };
-        p.write_header(false, Checkpoint::default());
-        Ok(p)
+        Ok(Self::empty(path, id, uuid, map, slots, true))
     }
 
     /// Opens an existing partition. Returns the table and, when it was
