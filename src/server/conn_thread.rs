@@ -261,9 +261,10 @@ impl Thread<'_> {
                 self.service(slot);
             }
             self.router.ring();
-            if let Some(p) = self.inline.as_mut() {
+            if let Some(p) = self.inline.as_mut().filter(|p| p.has_requests()) {
                 // What this turn parsed goes to the device now, before the
-                // thread polls or sleeps.
+                // thread polls or sleeps (a turn of its own only then: the
+                // one at the top of the loop did the rest).
                 worked |= p.turn();
             }
 

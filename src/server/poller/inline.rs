@@ -30,6 +30,8 @@ use crate::store::Shard;
 pub(in crate::server) trait Inline {
     /// One turn of the poller; whether anything happened.
     fn turn(&mut self) -> bool;
+    /// Requests wait on the poller's ring.
+    fn has_requests(&self) -> bool;
     /// Device reads are in flight: their completions come soon, so the
     /// thread polls rather than sleeps (as a poller thread does).
     fn reads_in_flight(&self) -> bool;
@@ -78,6 +80,10 @@ fn boxed<E: Engine + 'static>(p: Poller<E>) -> Box<dyn Inline> {
 impl<E: Engine + 'static> Inline for Poller<E> {
     fn turn(&mut self) -> bool {
         Poller::turn(self)
+    }
+
+    fn has_requests(&self) -> bool {
+        !self.shared.pollers[self.id].inbox.is_empty()
     }
 
     fn reads_in_flight(&self) -> bool {
