@@ -94,7 +94,6 @@ impl BufPool {
     }
 
     /// An idle buffer of `len` to `most` bytes of capacity, if any.
-    #[cfg_attr(not(feature = "spdk"), allow(dead_code))]
     pub(crate) fn take_fitting(self: &Arc<Self>, len: usize, most: usize) -> Option<IoBuf> {
         let raw = {
             let mut idle = self.idle();
@@ -184,6 +183,11 @@ impl IoBuf {
             raw,
             pool: Some(Arc::clone(pool)),
         }
+    }
+
+    /// Whether the buffer goes back to a pool when dropped.
+    pub(crate) fn is_pooled(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// This buffer, belonging to `pool` from now on: it goes there when

@@ -20,6 +20,7 @@ use std::io;
 use std::time::Duration;
 
 pub use aio::Aio;
+pub(crate) use buf::BufPool;
 pub use buf::{IoBuf, ALIGN};
 pub use device::{Device, DeviceSpec, EventFd};
 pub use faulty::{FaultSpec, Faulty};

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mio::Registry;
 
 use super::clients::{ClientInfo, NO_TOUCH};
@@ -32,6 +33,11 @@ use crate::resp::{self, Limits, Proto};
 const READ_AHEAD: usize = 256 << 10;
 /// Bytes read per read call.
 const READ_CHUNK: usize = 64 << 10;
+
+/// Commands at least this large are executed with their read buffer
+/// handed over ([`Conn::hand_over`]), so that a large value reaches the
+/// poller without a copy; the next reads start a new buffer.
+const HAND_OVER: usize = 4 * READ_CHUNK;
 
 /// How long, and for how many bytes, a connection closed for a protocol
 /// error keeps reading (and dropping) the client's input after its error
@@ -115,6 +121,10 @@ pub(super) struct Conn {
     rbuf: Vec<u8>,
     rpos: usize,
     rlen: usize,
+    /// The read buffer of the large command being executed, handed over
+    /// whole: its value goes to the poller without a copy
+    /// ([`Conn::value_bytes`]).
+    frozen: Option<Bytes>,
     /// The replies owed and the bytes to write.
     out: Replies,
     /// The last parse needed more input than was buffered.
@@ -208,6 +218,7 @@ impl Conn {
             rbuf: Vec::new(),
             rpos: 0,
             rlen: 0,
+            frozen: None,
             out: Replies::new(reply_avg, cmd_stats),
             need_more: false,
             parsed: resp::Resume::default(),
@@ -516,8 +527,12 @@ impl Conn {
             let exact = self.rpos + self.parsed.wants;
             if self.parsed.wants > 0 && exact > self.rlen + READ_CHUNK {
                 if self.rbuf.len() < exact {
-                    self.rbuf.reserve_exact(exact - self.rbuf.len());
-                    self.rbuf.resize(exact, 0);
+                    // Zeroed by the allocator, which knows memory fresh
+                    // from the kernel is zero: no pass over a large
+                    // value's bytes before they are read.
+                    let mut grown = vec![0; exact];
+                    grown[..self.rlen].copy_from_slice(&self.rbuf[..self.rlen]);
+                    self.rbuf = grown;
                 }
             } else if self.parsed.wants > 0 && exact > self.rlen && self.rbuf.len() >= exact {
                 // The command's last bytes: its buffer has room for them.
@@ -555,7 +570,7 @@ impl Conn {
     /// Parses the buffered commands and has `exec` execute them, until the
     /// input runs out or a limit stops it.
     fn parse(&mut self, lim: &ConnLimits, stats: &ConnStats, exec: &mut impl Executor) {
-        let rbuf = std::mem::take(&mut self.rbuf);
+        let mut rbuf = std::mem::take(&mut self.rbuf);
         let mut commands = 0;
         loop {
             self.paused = self.must_pause(lim);
@@ -580,6 +595,10 @@ impl Conn {
                     // An inline command with quotes comes unquoted, in
                     // bytes of its own.
                     let unquoted = std::mem::take(&mut self.parsed.unquoted);
+                    if n >= HAND_OVER && unquoted.is_empty() {
+                        rbuf = self.hand_over(rbuf, base, exec);
+                        continue;
+                    }
                     let args: Vec<&[u8]> = if unquoted.is_empty() {
                         (self.parsed.args.iter())
                             .map(|r| &rbuf[base + r.start..base + r.end])
@@ -630,6 +649,41 @@ impl Conn {
             self.rbuf.copy_within(self.rpos..self.rlen, 0);
             self.rlen -= self.rpos;
             self.rpos = 0;
+        }
+    }
+
+    /// Executes the large command just parsed at `base` of `rbuf` (up to
+    /// `rpos`) with the buffer handed over whole ([`Conn::frozen`]) rather
+    /// than kept for the next reads: what a handler keeps of it
+    /// ([`Conn::value_bytes`]) is not copied. Returns the read buffer
+    /// to go on with, holding the bytes read after the command.
+    fn hand_over(&mut self, mut rbuf: Vec<u8>, base: usize, exec: &mut impl Executor) -> Vec<u8> {
+        let n = self.rpos - base;
+        rbuf.truncate(self.rlen);
+        let whole = Bytes::from(rbuf);
+        let rest = whole[self.rpos..].to_vec();
+        (self.rpos, self.rlen) = (0, rest.len());
+        let args: Vec<&[u8]> = (self.parsed.args.iter())
+            .map(|r| &whole[base + r.start..base + r.end])
+            .collect();
+        self.frozen = Some(whole.clone());
+        let id = self.out.next_id();
+        exec.execute(self, &args);
+        self.frozen = None;
+        if self.out.next_id() > id && self.out.owed() > 0 {
+            self.in_flight += n;
+            self.costs.push_back((id, n));
+        }
+        rest
+    }
+
+    /// `v`, an argument of the command being executed, as bytes of its
+    /// own: shared with the read buffer of a large command, copied
+    /// otherwise.
+    pub(super) fn value_bytes(&self, v: &[u8]) -> Bytes {
+        match &self.frozen {
+            Some(whole) if whole.as_ptr_range().contains(&v.as_ptr()) => whole.slice_ref(v),
+            _ => Bytes::copy_from_slice(v),
         }
     }
 

@@ -165,7 +165,7 @@ impl LocalConn {
 
     /// Sends `SET key value` for connection `conn`.
     pub fn set(&mut self, conn: u32, id: u64, key: &[u8], value: &[u8]) {
-        let value: Box<[u8]> = value.into();
+        let value = bytes::Bytes::copy_from_slice(value);
         self.send(conn, id, key, move |key| Op::Set {
             key,
             value,

@@ -44,7 +44,9 @@ pub enum Op {
     /// key's current expiry is kept (`keep_ttl`).
     Set {
         key: Box<[u8]>,
-        value: Box<[u8]>,
+        /// Shared with the connection's read buffer when the command was
+        /// large: a large value is never copied on its way in.
+        value: bytes::Bytes,
         expire_ms: u64,
         keep_ttl: bool,
         cond: Cond,

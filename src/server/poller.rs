@@ -1350,7 +1350,7 @@ impl<E: Engine> Poller<E> {
         }
         let key = req.op.key().expect("keyed op").to_vec();
         if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
-            return self.write_large_value(&req, &value, expire, ok);
+            return self.write_large_value(&req, value.into(), expire, ok);
         }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge(req, result, ok);
@@ -1873,7 +1873,7 @@ impl<E: Engine> Poller<E> {
         let key = req.op.key().expect("keyed op").to_vec();
         if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
             // A new object in pieces: its access bits are a new write's.
-            return self.write_large_value(&req, &value, expire, ok);
+            return self.write_large_value(&req, value.into(), expire, ok);
         }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         if result.is_ok() && !is_sub(&req) {

@@ -476,10 +476,14 @@ impl<'a> Runner<'a> {
         if let Some(v) = new.filter(|v| self.ks().is_large(key.len(), v.value.len())) {
             // A value in pieces: the store does not wait for room for it.
             let n = self.writes + 1;
-            return match self
-                .ks()
-                .write_large(pid, &hash, key, &v.value, v.expire_ms, n)
-            {
+            return match self.ks().write_large(
+                pid,
+                &hash,
+                key,
+                v.value.clone().into(),
+                v.expire_ms,
+                n,
+            ) {
                 Ok(()) => {
                     self.writes = n;
                     self.report.large_writes += 1;

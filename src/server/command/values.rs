@@ -124,7 +124,7 @@ pub(super) fn set_with(
         key,
         Op::Set {
             key: key.into(),
-            value: value.into(),
+            value: c.value_bytes(value),
             expire_ms,
             keep_ttl,
             cond,
@@ -160,7 +160,7 @@ pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             hash,
             op: Op::Set {
                 key: pair[0].into(),
-                value: pair[1].into(),
+                value: c.value_bytes(pair[1]),
                 expire_ms: 0,
                 keep_ttl: false,
                 cond: Cond::Always,

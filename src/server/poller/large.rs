@@ -92,7 +92,7 @@ impl<E: Engine> Poller<E> {
         let w = Waiter::new(&req, ok, Some(req.hash.tag));
         match self
             .ks
-            .write_large(req.pid, &req.hash, key, value, expire_ms, w)
+            .write_large(req.pid, &req.hash, key, value.clone(), expire_ms, w)
         {
             Ok(()) => {
                 self.busy.entry(req.hash.tag).or_default();

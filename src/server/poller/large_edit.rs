@@ -563,7 +563,7 @@ impl<E: Engine> Poller<E> {
     pub(super) fn write_large_value(
         &mut self,
         req: &Request,
-        value: &[u8],
+        value: bytes::Bytes,
         expire: u64,
         ok: Reply,
     ) {
@@ -572,14 +572,14 @@ impl<E: Engine> Poller<E> {
         let w = Waiter::new(req, ok, Some(tag));
         match self
             .ks
-            .write_large(req.pid, &req.hash, key, value, expire, w)
+            .write_large(req.pid, &req.hash, key, value.clone(), expire, w)
         {
             Ok(()) => {
                 self.busy.entry(tag).or_default();
                 self.edits.writing.insert(tag);
                 if self.shared.repl.feeding() {
                     let mut out = Vec::new();
-                    super::replicated(&mut out, key, value, expire, false);
+                    super::replicated(&mut out, key, &value, expire, false);
                     self.large_stream.insert(tag, out);
                 }
             }

@@ -29,6 +29,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::log::{PieceFill, Queued};
 use super::{Keyspace, WriteError};
 use crate::format::{piece_capacity, LargeHead, PieceHeader, FLAG_LARGE};
 use crate::index::KeyHash;
@@ -52,7 +53,28 @@ pub(super) struct LargeJob<W> {
     held: Option<Arc<LargeHead>>,
 }
 
+/// Bytes of a buffer holding a whole piece (its header block, and its
+/// data to the end of its last block).
+pub(super) fn piece_buffer_len(segment_size: u32, block: u64) -> usize {
+    (block + piece_capacity(segment_size, block).next_multiple_of(block)) as usize
+}
+
+/// Where the bytes of the pieces [`Keyspace::write_pieces`] writes come
+/// from.
+enum PieceSource<'a> {
+    /// The whole value, in memory for as long as the pieces wait: each is
+    /// copied into a buffer only when it goes to the device.
+    Shared(bytes::Bytes),
+    /// `fill(i, data)` gives piece `i`'s bytes at once.
+    Fill(&'a mut dyn FnMut(usize, &mut [u8])),
+}
+
 impl<E: Engine, W> Keyspace<E, W> {
+    /// Bytes of a buffer holding a whole piece.
+    pub(super) fn piece_buffer_len(&self) -> usize {
+        piece_buffer_len(self.sb.segment_size, self.block)
+    }
+
     /// Bytes of value one piece segment holds.
     pub fn piece_capacity(&self) -> u64 {
         piece_capacity(self.sb.segment_size, self.block)
@@ -86,17 +108,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         pid: u32,
         hash: &KeyHash,
         key: &[u8],
-        value: &[u8],
+        value: bytes::Bytes,
         expire_ms: u64,
         writer: W,
     ) -> Result<(), (W, WriteError)> {
         let cap = self.piece_capacity() as usize;
         let count = value.len().div_ceil(cap);
         let value_id = self.space.next_gen();
-        let fill = |i: usize, out: &mut [u8]| {
-            out.copy_from_slice(&value[i * cap..i * cap + out.len()]);
-        };
-        let segs = match self.write_pieces(pid, value_id, value.len() as u64, 0..count, fill) {
+        let total_len = value.len() as u64;
+        let source = PieceSource::Shared(value);
+        let segs = match self.write_pieces(pid, value_id, total_len, 0..count, source) {
             Ok(segs) => segs,
             Err(e) => return Err((writer, e)),
         };
@@ -105,7 +126,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             hash: *hash,
             key: key.into(),
             head: LargeHead {
-                total_len: value.len() as u64,
+                total_len,
                 value_id,
                 pieces: segs.clone(),
             },
@@ -148,7 +169,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         let count = total_len.div_ceil(cap) as usize;
         debug_assert!(rewrite.end == count || total_len == old.total_len);
         debug_assert!(rewrite.start <= old.pieces.len() && rewrite.end <= count);
-        let fresh = match self.write_pieces(pid, old.value_id, total_len, rewrite.clone(), fill) {
+        let mut fill = fill;
+        let source = PieceSource::Fill(&mut fill);
+        let fresh = match self.write_pieces(pid, old.value_id, total_len, rewrite.clone(), source) {
             Ok(segs) => segs,
             Err(e) => return Err((writer, e)),
         };
@@ -175,15 +198,15 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// Takes a free segment for each piece `range` of a value of
-    /// `total_len` bytes and id `value_id`, fills it (`fill`) and queues
-    /// its write on the next commit; returns the segments.
+    /// `total_len` bytes and id `value_id`, and queues the piece's write
+    /// (its bytes from `source`) on the next commit; returns the segments.
     fn write_pieces(
         &mut self,
         pid: u32,
         value_id: u64,
         total_len: u64,
         range: std::ops::Range<usize>,
-        mut fill: impl FnMut(usize, &mut [u8]),
+        mut source: PieceSource,
     ) -> Result<Vec<u32>, WriteError> {
         let cap = self.piece_capacity();
         let count = range.len();
@@ -195,6 +218,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         let block = self.block as usize;
         let mut writes = Vec::with_capacity(count);
         let mut segs = Vec::with_capacity(count);
+        let mut bytes = 0;
         let mut failed = None;
         for i in range {
             let Some(no) = self.space.free.pop() else {
@@ -204,26 +228,46 @@ impl<E: Engine, W> Keyspace<E, W> {
             segs.push(no);
             let data_len = (total_len - i as u64 * cap).min(cap) as usize;
             let len = block + data_len.next_multiple_of(block);
-            let mut buf = match self.eng.alloc(len) {
-                Ok(buf) => buf,
-                Err(e) => {
-                    failed = Some(WriteError::NoBuffer(e.to_string()));
-                    break;
+            let header = |data: &[u8], out: &mut [u8]| {
+                let h = PieceHeader {
+                    value_id,
+                    piece: i as u32,
+                    len: data_len as u32,
+                    data_crc: PieceHeader::data_crc(&self.sb.uuid, data),
+                    shard,
+                };
+                out.fill(0);
+                h.encode(&self.sb.uuid, out);
+            };
+            let write = match &mut source {
+                PieceSource::Shared(value) => {
+                    let from = i * cap as usize;
+                    let mut first = vec![0; block].into_boxed_slice();
+                    header(&value[from..from + data_len], &mut first);
+                    Queued::Piece(Box::new(PieceFill {
+                        value: value.clone(),
+                        from,
+                        len: data_len,
+                        header: first,
+                    }))
+                }
+                PieceSource::Fill(fill) => {
+                    let mut buf = match self.eng.alloc(len) {
+                        Ok(buf) => buf,
+                        Err(e) => {
+                            failed = Some(WriteError::NoBuffer(e.to_string()));
+                            break;
+                        }
+                    };
+                    let (first, rest) = buf.split_at_mut(block);
+                    fill(i, &mut rest[..data_len]);
+                    header(&rest[..data_len], first);
+                    rest[data_len..].fill(0);
+                    Queued::Buf(buf)
                 }
             };
-            let data = &mut buf[block..block + data_len];
-            fill(i, data);
-            let header = PieceHeader {
-                value_id,
-                piece: i as u32,
-                len: data_len as u32,
-                data_crc: PieceHeader::data_crc(&self.sb.uuid, data),
-                shard,
-            };
-            buf[..block].fill(0);
-            header.encode(&self.sb.uuid, &mut buf[..block]);
-            buf[block + data_len..].fill(0);
-            writes.push((self.sb.segment_offset(no), buf, no));
+            bytes += len as u64;
+            writes.push((self.sb.segment_offset(no), write, no));
         }
         if let Some(e) = failed {
             for no in segs {
@@ -237,7 +281,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             self.space.piece[g].store(true, Relaxed);
             self.space.min_seq[g].store(u64::MAX, Relaxed);
         }
-        let bytes: u64 = writes.iter().map(|w| w.1.len() as u64).sum();
         self.counters.piece_writes.fetch_add(count as u64, Relaxed);
         self.counters.piece_bytes.fetch_add(bytes, Relaxed);
         self.log.piece_writes.extend(writes);

@@ -36,7 +36,7 @@ use crate::format::{
     RecordMeta, SegmentHeader, FLAG_LARGE, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, KeyHash};
-use crate::io::{Completion, Engine, IoBuf};
+use crate::io::{BufPool, Completion, Engine, IoBuf};
 
 /// A segment being filled, or full but not yet entirely written.
 pub(super) struct OpenSeg {
@@ -71,7 +71,7 @@ struct Commit<W> {
     writes_left: u32,
     /// Writes waiting for a free engine slot, in order: a commit may
     /// carry more writes than the engine takes at once (`--max-io-depth`).
-    queued: std::collections::VecDeque<(u64, IoBuf, u32)>,
+    queued: std::collections::VecDeque<(u64, Queued, u32)>,
     /// Its flush is issued (all its writes completed).
     flushing: bool,
     flushed: bool,
@@ -92,6 +92,68 @@ struct Commit<W> {
     /// Large values whose pieces this commit writes: their heads are
     /// appended once it is durable.
     jobs: Vec<LargeJob<W>>,
+}
+
+/// Bytes of large values' pieces at the device at once, per poller: a
+/// piece is copied into a buffer only when it goes, so that a large value
+/// needs this much I/O memory, not its own size again.
+const PIECE_BYTES_IN_FLIGHT: usize = 16 << 20;
+
+/// Piece writes at the device at once, with buffers of `full_piece` bytes.
+pub(super) fn pieces_in_flight(full_piece: usize) -> usize {
+    (PIECE_BYTES_IN_FLIGHT / full_piece).max(2)
+}
+
+/// A write a commit queues.
+pub(super) enum Queued {
+    /// Its bytes, in a buffer.
+    Buf(IoBuf),
+    /// A piece of a large value, copied into a buffer when it goes to the
+    /// device (see [`PIECE_BYTES_IN_FLIGHT`]).
+    Piece(Box<PieceFill>),
+}
+
+/// A piece of a large value waiting for its write.
+pub(super) struct PieceFill {
+    /// The value (shared with the request that brought it), and where in
+    /// it this piece's bytes are.
+    pub(super) value: bytes::Bytes,
+    pub(super) from: usize,
+    pub(super) len: usize,
+    /// The piece's first block: its header.
+    pub(super) header: Box<[u8]>,
+}
+
+impl PieceFill {
+    /// The piece's bytes in a buffer of `pool`, an idle one or a new one
+    /// of `full` bytes (a whole piece's) that goes there once written:
+    /// header, data, zeros to the end of its last block.
+    fn buffer(
+        &self,
+        eng: &mut impl Engine,
+        pool: &Arc<BufPool>,
+        full: usize,
+    ) -> std::io::Result<IoBuf> {
+        let block = self.header.len();
+        let len = block + self.len.next_multiple_of(block);
+        let mut buf = match pool.take_fitting(len, usize::MAX) {
+            Some(b) => b,
+            None => {
+                let b = eng.alloc(full.max(len))?;
+                if b.is_pooled() {
+                    b // an engine's own small buffer: it goes back there
+                } else {
+                    b.pooled(pool)
+                }
+            }
+        };
+        buf.set_len(len);
+        buf[..block].copy_from_slice(&self.header);
+        let data = &self.value[self.from..self.from + self.len];
+        buf[block..block + self.len].copy_from_slice(data);
+        buf[block + self.len..].fill(0);
+        Ok(buf)
+    }
 }
 
 pub(super) struct Log<W> {
@@ -134,7 +196,7 @@ pub(super) struct Log<W> {
     pub(super) lost: Vec<std::ops::Range<u64>>,
     /// Pieces of large values for the next commit to write, and the jobs
     /// they belong to (see `keyspace/large.rs`).
-    pub(super) piece_writes: Vec<(u64, IoBuf, u32)>,
+    pub(super) piece_writes: Vec<(u64, Queued, u32)>,
     pub(super) jobs: Vec<LargeJob<W>>,
     /// Piece segments with a write at the device (once per write), and
     /// those of failed jobs that wait for such a write before they are
@@ -528,7 +590,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// each open segment since the last commit, then the erasure (a zeroed
     /// first block) of each segment on `to_erase`. Nothing is marked
     /// written here: a buffer the engine cannot give fails the commit.
-    fn commit_buffers(&mut self) -> std::io::Result<std::collections::VecDeque<(u64, IoBuf, u32)>> {
+    fn commit_buffers(
+        &mut self,
+    ) -> std::io::Result<std::collections::VecDeque<(u64, Queued, u32)>> {
         let block = self.block;
         let mut queued = std::collections::VecDeque::new();
         for s in &self.log.segs {
@@ -539,19 +603,19 @@ impl<E: Engine, W> Keyspace<E, W> {
             let end = align_up(s.len as u64, block) as usize;
             let mut wb = self.eng.alloc(end - start)?;
             wb.copy_from_slice(&s.buf[start..end]);
-            queued.push_back((s.base + start as u64, wb, s.no));
+            queued.push_back((s.base + start as u64, Queued::Buf(wb), s.no));
         }
         let first_block = align_up(SEGMENT_HEADER as u64, block) as usize;
         for &no in &self.log.to_erase {
             let mut wb = self.eng.alloc(first_block)?;
             wb.fill(0);
-            queued.push_back((self.sb.segment_offset(no), wb, no));
+            queued.push_back((self.sb.segment_offset(no), Queued::Buf(wb), no));
         }
         for &(shard, mark) in &self.log.marks {
             let at = FlushMark::offset(&self.sb, shard, mark.slot()).expect("checked at the flush");
             let mut wb = self.eng.alloc(block as usize)?;
             mark.encode(&self.sb.uuid, shard, &mut wb);
-            queued.push_back((at, wb, MARK_WRITE));
+            queued.push_back((at, Queued::Buf(wb), MARK_WRITE));
         }
         Ok(queued)
     }
@@ -561,6 +625,8 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// the rest goes out as slots free up. A commit is acknowledged only
     /// once all its writes and then its flush have completed.
     pub(super) fn issue_commit_io(&mut self) {
+        let full_piece = self.piece_buffer_len();
+        let most_pieces = pieces_in_flight(full_piece);
         for k in 0..self.log.commits.len() {
             let log = &mut self.log;
             let c = &mut log.commits[k];
@@ -568,7 +634,34 @@ impl<E: Engine, W> Keyspace<E, W> {
             if c.failed.is_some() {
                 return;
             }
-            while let Some((off, wb, no)) = c.queued.pop_front() {
+            while let Some((off, q, no)) = c.queued.pop_front() {
+                let wb = match q {
+                    Queued::Buf(wb) => wb,
+                    Queued::Piece(p) if log.piece_writing.len() >= most_pieces => {
+                        c.queued.push_front((off, Queued::Piece(p), no));
+                        return; // issued when a piece write completes
+                    }
+                    Queued::Piece(p) => match p.buffer(&mut self.eng, &self.piece_bufs, full_piece)
+                    {
+                        Ok(wb) => wb,
+                        // Memory comes back as writes in flight complete.
+                        Err(_) if !log.piece_writing.is_empty() => {
+                            c.queued.push_front((off, Queued::Piece(p), no));
+                            return;
+                        }
+                        Err(e) => {
+                            c.queued.push_front((off, Queued::Piece(p), no));
+                            let msg = format!("no I/O buffer for a piece: {e}");
+                            if c.writes_left as usize == c.queued.len() {
+                                self.counters.io_errors.fetch_add(1, Relaxed);
+                                self.fail_commit(msg);
+                            } else {
+                                c.failed = Some(msg);
+                            }
+                            return;
+                        }
+                    },
+                };
                 let erase = c.erases.contains(&no);
                 let tag = Tag::Write {
                     commit: n as u8,
@@ -576,7 +669,7 @@ impl<E: Engine, W> Keyspace<E, W> {
                     erase,
                 };
                 if let Err(wb) = self.eng.write(off, wb, tag.encode()) {
-                    c.queued.push_front((off, wb, no));
+                    c.queued.push_front((off, Queued::Buf(wb), no));
                     return; // no free slot: retried when one frees up
                 }
                 if erase {
