@@ -61,6 +61,10 @@ pub struct Aio {
     /// Buffers of `POOL_BUF` bytes, at most one per slot; they come back
     /// on drop.
     pool: Arc<BufPool>,
+    /// Larger buffers (segments, pieces, recovery reads), kept for reuse:
+    /// a fresh one costs the kernel's page faults and the allocator's
+    /// zeroing.
+    big: Arc<BufPool>,
     /// Operations io_submit refused, completed with its error.
     failed: Vec<Completion>,
 }
@@ -83,6 +87,7 @@ impl Aio {
             block_size: dev.block_size(),
             capacity: dev.capacity(),
             pool: BufPool::new(depth),
+            big: BufPool::bounded(super::BIG_MAX, super::BIG_BYTES),
             failed: Vec::new(),
         })
     }
@@ -177,7 +182,7 @@ impl Engine for Aio {
         let mut b = match (len <= POOL_BUF).then(|| self.pool.pop()).flatten() {
             Some(b) => b,
             None if len <= POOL_BUF => IoBuf::new(POOL_BUF).pooled(&self.pool),
-            None => IoBuf::new(len),
+            None => super::big_buf(&self.big, len),
         };
         b.set_len(len);
         Ok(b)

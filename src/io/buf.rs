@@ -59,21 +59,30 @@ impl Raw {
 ///
 /// A buffer taken from the pool goes back on drop, from whichever thread
 /// (the mutex is uncontended: buffers stay on their poller in practice);
-/// when `max` buffers are idle, one more is freed instead, unless it is
+/// when `max` buffers (or `max_bytes`) are idle, one more is freed
+/// instead, unless it is
 /// registered with the kernel (it has an index): those always go back, and
 /// are freed only with the pool, once the engine that registered them (and
 /// every buffer taken) is gone.
 pub(crate) struct BufPool {
     idle: Mutex<Vec<Raw>>,
     max: usize,
+    max_bytes: usize,
 }
 
 impl BufPool {
     /// An empty pool that keeps at most `max` idle buffers.
     pub(crate) fn new(max: usize) -> Arc<Self> {
+        Self::bounded(max, usize::MAX)
+    }
+
+    /// An empty pool that keeps at most `max` idle buffers of at most
+    /// `max_bytes` in all.
+    pub(crate) fn bounded(max: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(BufPool {
             idle: Mutex::new(Vec::with_capacity(max)),
             max,
+            max_bytes,
         })
     }
 
@@ -106,7 +115,9 @@ impl BufPool {
     /// Takes `raw` back; hands it back when the pool is full.
     fn put(&self, raw: Raw) -> Option<Raw> {
         let mut idle = self.idle();
-        if idle.len() < self.max || raw.index.is_some() {
+        let room = idle.len() < self.max
+            && idle.iter().map(|r| r.cap).sum::<usize>() + raw.cap <= self.max_bytes;
+        if room || raw.index.is_some() {
             idle.push(raw);
             None
         } else {
@@ -183,11 +194,6 @@ impl IoBuf {
             raw,
             pool: Some(Arc::clone(pool)),
         }
-    }
-
-    /// Whether the buffer goes back to a pool when dropped.
-    pub(crate) fn is_pooled(&self) -> bool {
-        self.pool.is_some()
     }
 
     /// This buffer, belonging to `pool` from now on: it goes there when

@@ -17,10 +17,22 @@ pub mod spdk;
 mod uring;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use aio::Aio;
 pub(crate) use buf::BufPool;
+
+/// Large buffers an engine keeps idle for reuse, at most, and their bytes.
+const BIG_MAX: usize = 8;
+const BIG_BYTES: usize = 32 << 20;
+
+/// A buffer of `len` bytes from `big`, an engine's pool of large ones (one
+/// of `len` to `2 * len` bytes), or a new one that goes there once used.
+fn big_buf(big: &Arc<BufPool>, len: usize) -> IoBuf {
+    big.take_fitting(len, 2 * len)
+        .unwrap_or_else(|| IoBuf::new(len).pooled(big))
+}
 pub use buf::{IoBuf, ALIGN};
 pub use device::{Device, DeviceSpec, EventFd};
 pub use faulty::{FaultSpec, Faulty};

@@ -48,6 +48,10 @@ pub struct Uring {
     /// registered, the pool holds every one of them, and they are freed
     /// only with it, once this engine and every buffer taken are gone.
     pool: Arc<BufPool>,
+    /// Larger buffers (segments, pieces, recovery reads), kept for reuse:
+    /// a fresh one costs the kernel's page faults and the allocator's
+    /// zeroing.
+    big: Arc<BufPool>,
     /// The pool's buffers are registered with the kernel (`READ_FIXED`).
     fixed_bufs: bool,
     /// The device, when registering it as a fixed file failed: operations
@@ -148,6 +152,7 @@ impl Uring {
             ring,
             slots: Slots::new(depth),
             pool,
+            big: BufPool::bounded(super::BIG_MAX, super::BIG_BYTES),
             fixed_bufs,
             plain_dev,
             pending: VecDeque::with_capacity(entries as usize),
@@ -387,7 +392,8 @@ impl Engine for Uring {
         let mut b = match (len <= POOL_BUF).then(|| self.pool.pop()).flatten() {
             Some(b) => b,
             None if len <= POOL_BUF && !self.fixed_bufs => IoBuf::new(POOL_BUF).pooled(&self.pool),
-            None => IoBuf::new(len),
+            None if len <= POOL_BUF => IoBuf::new(len),
+            None => super::big_buf(&self.big, len),
         };
         b.set_len(len);
         Ok(b)

@@ -53,12 +53,6 @@ pub(super) struct LargeJob<W> {
     held: Option<Arc<LargeHead>>,
 }
 
-/// Bytes of a buffer holding a whole piece (its header block, and its
-/// data to the end of its last block).
-pub(super) fn piece_buffer_len(segment_size: u32, block: u64) -> usize {
-    (block + piece_capacity(segment_size, block).next_multiple_of(block)) as usize
-}
-
 /// Where the bytes of the pieces [`Keyspace::write_pieces`] writes come
 /// from.
 enum PieceSource<'a> {
@@ -72,7 +66,8 @@ enum PieceSource<'a> {
 impl<E: Engine, W> Keyspace<E, W> {
     /// Bytes of a buffer holding a whole piece.
     pub(super) fn piece_buffer_len(&self) -> usize {
-        piece_buffer_len(self.sb.segment_size, self.block)
+        let block = self.block;
+        (block + self.piece_capacity().next_multiple_of(block)) as usize
     }
 
     /// Bytes of value one piece segment holds.

@@ -36,7 +36,7 @@ use crate::format::{
     RecordMeta, SegmentHeader, FLAG_LARGE, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, KeyHash};
-use crate::io::{BufPool, Completion, Engine, IoBuf};
+use crate::io::{Completion, Engine, IoBuf};
 
 /// A segment being filled, or full but not yet entirely written.
 pub(super) struct OpenSeg {
@@ -96,11 +96,12 @@ struct Commit<W> {
 
 /// Bytes of large values' pieces at the device at once, per poller: a
 /// piece is copied into a buffer only when it goes, so that a large value
-/// needs this much I/O memory, not its own size again.
+/// needs this much I/O memory, not its own size again (and the engine's
+/// pool of large buffers serves them all).
 const PIECE_BYTES_IN_FLIGHT: usize = 16 << 20;
 
 /// Piece writes at the device at once, with buffers of `full_piece` bytes.
-pub(super) fn pieces_in_flight(full_piece: usize) -> usize {
+fn pieces_in_flight(full_piece: usize) -> usize {
     (PIECE_BYTES_IN_FLIGHT / full_piece).max(2)
 }
 
@@ -125,28 +126,14 @@ pub(super) struct PieceFill {
 }
 
 impl PieceFill {
-    /// The piece's bytes in a buffer of `pool`, an idle one or a new one
-    /// of `full` bytes (a whole piece's) that goes there once written:
-    /// header, data, zeros to the end of its last block.
-    fn buffer(
-        &self,
-        eng: &mut impl Engine,
-        pool: &Arc<BufPool>,
-        full: usize,
-    ) -> std::io::Result<IoBuf> {
+    /// The piece's bytes in a buffer of the engine's: header, data, zeros
+    /// to the end of its last block. The buffer is taken as for a whole
+    /// piece (`full` bytes), so that the engine's pool of large buffers
+    /// serves every piece of a value, its last one included.
+    fn buffer(&self, eng: &mut impl Engine, full: usize) -> std::io::Result<IoBuf> {
         let block = self.header.len();
         let len = block + self.len.next_multiple_of(block);
-        let mut buf = match pool.take_fitting(len, usize::MAX) {
-            Some(b) => b,
-            None => {
-                let b = eng.alloc(full.max(len))?;
-                if b.is_pooled() {
-                    b // an engine's own small buffer: it goes back there
-                } else {
-                    b.pooled(pool)
-                }
-            }
-        };
+        let mut buf = eng.alloc(full.max(len))?;
         buf.set_len(len);
         buf[..block].copy_from_slice(&self.header);
         let data = &self.value[self.from..self.from + self.len];
@@ -641,8 +628,7 @@ impl<E: Engine, W> Keyspace<E, W> {
                         c.queued.push_front((off, Queued::Piece(p), no));
                         return; // issued when a piece write completes
                     }
-                    Queued::Piece(p) => match p.buffer(&mut self.eng, &self.piece_bufs, full_piece)
-                    {
+                    Queued::Piece(p) => match p.buffer(&mut self.eng, full_piece) {
                         Ok(wb) => wb,
                         // Memory comes back as writes in flight complete.
                         Err(_) if !log.piece_writing.is_empty() => {

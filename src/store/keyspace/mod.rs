@@ -132,9 +132,6 @@ pub struct Keyspace<E: Engine, W> {
     now_ms: u64,
     now: Instant,
     log: log::Log<W>,
-    /// Buffers of large values' pieces on their way to the device (a
-    /// few: see `log::pieces_in_flight`).
-    piece_bufs: Arc<crate::io::BufPool>,
     compactor: compact::Compactor,
     evictor: evict::Evictor,
     sweep: expire::Sweeper,
@@ -162,8 +159,6 @@ impl<E: Engine, W> Keyspace<E, W> {
         counters: Arc<Counters>,
     ) -> Self {
         let now = clock.now();
-        let block = eng.block_size() as u64;
-        let full_piece = large::piece_buffer_len(common.sb.segment_size, block);
         let ks = Keyspace {
             id,
             block: eng.block_size() as u64,
@@ -173,7 +168,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             eviction: Arc::clone(&common.eviction),
             counters,
             log: log::Log::new(&cfg, next_seq, now),
-            piece_bufs: crate::io::BufPool::new(log::pieces_in_flight(full_piece)),
             compactor: compact::Compactor::new(cfg.compact_below, now),
             evictor: evict::Evictor::new(id as u64),
             sweep: expire::Sweeper::default(),
