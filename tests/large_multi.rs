@@ -81,7 +81,7 @@ fn same_values(ours: &mut redis::Connection, theirs: &mut redis::Connection, key
 }
 
 /// SET, APPEND, SETRANGE, GET, GETRANGE, STRLEN, RENAME, COPY, GETDEL,
-/// SET … GET, GETEX, PEXPIRE and INCR of large values inside MULTI …
+/// SET … GET, GETEX, PEXPIRE, INCR and INCRBYFLOAT of large values inside MULTI …
 /// EXEC, mixed with small keys, on new keys and on large values stored
 /// before: EXEC's replies and the keys' values as redis-server's, and the
 /// same after a restart.
@@ -122,6 +122,7 @@ fn transactions_of_large_values_answer_as_redis_does() {
             c(&[b"SETRANGE", b"a{t}", b"5", b"hello"]),
             c(&[b"APPEND", b"s{t}", &v2]),
             c(&[b"INCR", b"a{t}"]),
+            c(&[b"INCRBYFLOAT", b"a{t}", b"1.5"]),
             c(&[b"RENAME", b"a{t}", b"b{t}"]),
             c(&[b"GET", b"b{t}"]),
             c(&[b"COPY", b"b{t}", b"c{t}"]),

@@ -141,15 +141,18 @@ fn edit_bytes(op: &Op) -> &[u8] {
 }
 
 /// Whether `req`, reading a large value, changes it or computes with it
-/// (handled here rather than by reading the value whole).
+/// (handled here rather than by reading the value whole). Inside a
+/// transaction, which writes whole values, only INCR and its kin are
+/// (their error needs no piece).
 pub(super) fn is_large_edit(req: &Request) -> bool {
+    if matches!(req.op, Op::IncrBy { .. } | Op::IncrByFloat { .. }) {
+        return true;
+    }
     !is_sub(req)
         && matches!(
             req.op,
             Op::SetRange { .. }
                 | Op::Append { .. }
-                | Op::IncrBy { .. }
-                | Op::IncrByFloat { .. }
                 | Op::GetEx {
                     expiry: GetExpiry::Persist | GetExpiry::At(_),
                     ..
