@@ -168,6 +168,9 @@ struct PiecesWait {
     /// are durable (held until their head is written).
     heads: HashMap<u64, LargeHead>,
     durable: Vec<u64>,
+    /// The large values, taken from the view while their pieces are
+    /// written (shared with the writes), put back for the stream.
+    values: HashMap<u64, bytes::Bytes>,
     /// Pieces' writes not yet durable.
     left: usize,
     failed: Option<Reply>,
@@ -1711,12 +1714,15 @@ impl<E: Engine> Poller<E> {
             txn: t,
             heads: HashMap::new(),
             durable: Vec::new(),
+            values: HashMap::new(),
             left: 0,
             failed: None,
         };
         for tag in large {
-            let s = &wait.txn.view[&tag];
-            let value = &s.now.as_ref().expect("a large value").0;
+            let s = wait.txn.view.get_mut(&tag).expect("a staged key");
+            let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
+            let value = bytes::Bytes::from(value);
+            wait.values.insert(tag, value.clone());
             let w = Waiter {
                 pieces_of: Some((n, tag)),
                 ..Waiter::new(&wait.txn.exec, Reply::Nil, None)
@@ -1739,6 +1745,16 @@ impl<E: Engine> Poller<E> {
         self.txn_pieces.insert(n, wait);
     }
 
+    /// The large values of a transaction whose pieces are written, back in
+    /// its view (no copy once the writes have let go of them).
+    fn restore_values(t: &mut Txn, values: HashMap<u64, bytes::Bytes>) {
+        for (tag, value) in values {
+            if let Some((v, _)) = t.view.get_mut(&tag).and_then(|s| s.now.as_mut()) {
+                *v = Vec::from(value);
+            }
+        }
+    }
+
     /// The pieces of the large value of key `tag` of transaction `n` are
     /// durable (or failed): once all are, its writes are appended, or
     /// none of them when one failed.
@@ -1756,6 +1772,7 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let mut wait = self.txn_pieces.remove(&n).expect("a transaction");
+        Self::restore_values(&mut wait.txn, wait.values);
         let Some(reply) = wait.failed else {
             return self.commit_txn(wait.txn, wait.heads);
         };

@@ -156,21 +156,20 @@ impl<E: Engine, W> Keyspace<E, W> {
         pid: u32,
         hash: &KeyHash,
         key: &[u8],
-        value: &[u8],
+        value: bytes::Bytes,
         writer: W,
     ) -> Result<LargeHead, (W, WriteError)> {
         let cap = self.piece_capacity() as usize;
         let count = value.len().div_ceil(cap);
         let value_id = self.space.next_gen();
-        let fill = |i: usize, out: &mut [u8]| {
-            out.copy_from_slice(&value[i * cap..i * cap + out.len()]);
-        };
-        let segs = match self.write_pieces(pid, value_id, value.len() as u64, 0..count, fill) {
+        let total_len = value.len() as u64;
+        let source = PieceSource::Shared(value);
+        let segs = match self.write_pieces(pid, value_id, total_len, 0..count, source) {
             Ok(segs) => segs,
             Err(e) => return Err((writer, e)),
         };
         let head = LargeHead {
-            total_len: value.len() as u64,
+            total_len,
             value_id,
             pieces: segs.clone(),
         };
