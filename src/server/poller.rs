@@ -24,7 +24,7 @@ use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply, NO_
 use super::msg::{MoveKind, ObjectInfo, RestoreAccess};
 use super::{PollMode, Shared};
 use crate::format::{
-    align_down, align_up, decode_record, encode_record, record_len, Record, RecordMeta,
+    align_down, align_up, decode_record, encode_record, record_len, LargeHead, Record, RecordMeta,
 };
 use crate::index::{Entry, KeyHash};
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
@@ -55,6 +55,10 @@ struct Waiter {
     save: bool,
     /// The key (tag) whose requests wait for this write: a large value's.
     hold: Option<u64>,
+    /// The pieces of the large value of key tag `k` of transaction `n`
+    /// waiting for them, `(n, k)` ([`Poller::txn_pieces_durable`]): no
+    /// reply.
+    pieces_of: Option<(u64, u64)>,
 }
 
 impl Waiter {
@@ -68,6 +72,7 @@ impl Waiter {
             reply,
             save: false,
             hold,
+            pieces_of: None,
         }
     }
 
@@ -149,6 +154,26 @@ struct Poller<E: Engine> {
     /// Large values being sent as they are read (GET), numbered as the
     /// assemblies.
     streams: HashMap<u64, large::Stream>,
+    /// Transactions whose large values' pieces are being written, by
+    /// number: their writes go in once the pieces are durable.
+    txn_pieces: HashMap<u64, PiecesWait>,
+    next_txn_pieces: u64,
+}
+
+/// A finished transaction whose large values' pieces are on their way to
+/// the device; its keys stay held.
+struct PiecesWait {
+    txn: Txn,
+    /// By key tag: the heads of the large values, and those whose pieces
+    /// are durable (held until their head is written).
+    heads: HashMap<u64, LargeHead>,
+    durable: Vec<u64>,
+    /// The large values, taken from the view while their pieces are
+    /// written (shared with the writes), put back for the stream.
+    values: HashMap<u64, bytes::Bytes>,
+    /// Pieces' writes not yet durable.
+    left: usize,
+    failed: Option<Reply>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -371,6 +396,8 @@ fn build<E: Engine>(
         stalled_assemblies: Vec::new(),
         edits: Default::default(),
         streams: HashMap::new(),
+        txn_pieces: HashMap::new(),
+        next_txn_pieces: 0,
     }
 }
 
@@ -852,7 +879,10 @@ impl<E: Engine> Poller<E> {
         if rec.is_large() && large_edit::is_large_edit(&req) {
             return self.edit_large(req, entry, bytes, &rec);
         }
-        if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
+        // Inside a transaction, an EXPIRE reads the value whole: the
+        // transaction writes values, not heads sharing pieces.
+        let expire = matches!(req.op, Op::Expire { .. }) && !is_sub(&req);
+        if rec.is_large() && !matches!(req.op, Op::Ttl { .. }) && !expire {
             return self.large_read(req, entry, bytes, &rec);
         }
         self.finish_record(req, entry, &rec)
@@ -1119,6 +1149,10 @@ impl<E: Engine> Poller<E> {
         // The stream first: a WAIT after a write's reply finds it there.
         self.stream_durable();
         for (w, result) in acks.drain(..) {
+            if let Some((n, tag)) = w.pieces_of {
+                self.txn_pieces_durable(n, tag, result.map_err(|e| e.to_string()));
+                continue;
+            }
             if w.save {
                 self.saved(w.id == NO_REPLY, result.is_ok());
                 if w.id == NO_REPLY {
@@ -1438,11 +1472,8 @@ impl<E: Engine> Poller<E> {
             });
             return Ok(());
         }
-        let sb = self.ks.superblock();
-        let room = (sb.segment_size as u64).saturating_sub(2 * self.ks.block());
-        if record_len(key.len(), value.len()) > room {
-            return Err(WriteError::TooLarge);
-        }
+        // A value larger than a segment is written in pieces when the
+        // transaction ends (`finish_txn`).
         let t = self.txn.as_mut().expect("a transaction runs");
         let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
         match t.view.entry(hash.tag) {
@@ -1646,15 +1677,133 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Appends every change of the finished transaction at once (or none,
-    /// when the store cannot take them all), and answers EXEC once they
-    /// are durable.
+    /// Ends the transaction whose commands all ran: its large values'
+    /// pieces are written first, and once they are durable its writes
+    /// (the large values' heads with the others) are appended at once
+    /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
         let t = self.txn.take().expect("a transaction runs");
+        let large: Vec<u64> = (t.order.iter().copied())
+            .filter(|tag| {
+                let s = &t.view[tag];
+                s.now
+                    .as_ref()
+                    .is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
+            })
+            .collect();
+        if large.is_empty() {
+            return self.commit_txn(t, HashMap::new());
+        }
+        let cap = self.ks.piece_capacity() as usize;
+        let pieces: usize = (large.iter())
+            .map(|tag| {
+                t.view[tag]
+                    .now
+                    .as_ref()
+                    .map_or(0, |(v, _)| v.len().div_ceil(cap))
+            })
+            .sum();
+        if !self.ks.room_for_pieces(pieces) {
+            self.stats().writes_refused.fetch_add(1, Relaxed);
+            let reply = Reply::Error(super::strings::STORE_FULL.into());
+            return self.end_txn(t, reply);
+        }
+        let n = self.next_txn_pieces;
+        self.next_txn_pieces += 1;
+        let mut wait = PiecesWait {
+            txn: t,
+            heads: HashMap::new(),
+            durable: Vec::new(),
+            values: HashMap::new(),
+            left: 0,
+            failed: None,
+        };
+        for tag in large {
+            let s = wait.txn.view.get_mut(&tag).expect("a staged key");
+            let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
+            let value = bytes::Bytes::from(value);
+            wait.values.insert(tag, value.clone());
+            let w = Waiter {
+                pieces_of: Some((n, tag)),
+                ..Waiter::new(&wait.txn.exec, Reply::Nil, None)
+            };
+            match (self.ks).write_pieces_only(s.pid, &s.hash, &s.key, value, w) {
+                Ok(head) => {
+                    wait.heads.insert(tag, head);
+                    wait.left += 1;
+                }
+                Err((_, e)) => {
+                    wait.failed = Some(self.refusal(e));
+                    break;
+                }
+            }
+        }
+        if wait.left == 0 {
+            let reply = wait.failed.expect("a failure");
+            return self.end_txn(wait.txn, reply);
+        }
+        self.txn_pieces.insert(n, wait);
+    }
+
+    /// The large values of a transaction whose pieces are written, back in
+    /// its view (no copy once the writes have let go of them).
+    fn restore_values(t: &mut Txn, values: HashMap<u64, bytes::Bytes>) {
+        for (tag, value) in values {
+            if let Some((v, _)) = t.view.get_mut(&tag).and_then(|s| s.now.as_mut()) {
+                *v = Vec::from(value);
+            }
+        }
+    }
+
+    /// The pieces of the large value of key `tag` of transaction `n` are
+    /// durable (or failed): once all are, its writes are appended, or
+    /// none of them when one failed.
+    fn txn_pieces_durable(&mut self, n: u64, tag: u64, result: Result<(), String>) {
+        let wait = self.txn_pieces.get_mut(&n).expect("a transaction");
+        wait.left -= 1;
+        match result {
+            Ok(()) => wait.durable.push(tag),
+            Err(e) => {
+                let reply = Reply::Error(format!("ERR I/O error, {e}"));
+                wait.failed.get_or_insert(reply);
+            }
+        }
+        if wait.left > 0 {
+            return;
+        }
+        let mut wait = self.txn_pieces.remove(&n).expect("a transaction");
+        Self::restore_values(&mut wait.txn, wait.values);
+        let Some(reply) = wait.failed else {
+            return self.commit_txn(wait.txn, wait.heads);
+        };
+        // The pieces written go back.
+        for tag in wait.durable {
+            let head = wait.heads.remove(&tag).expect("a head");
+            self.ks.release_pieces(&head);
+        }
+        self.end_txn(wait.txn, reply);
+    }
+
+    /// Answers transaction `t` with `reply` and releases its keys.
+    fn end_txn(&mut self, t: Txn, reply: Reply) {
+        self.reply(&t.exec, reply);
+        for tag in t.claimed {
+            self.release(tag);
+        }
+    }
+
+    /// Appends every change of the finished transaction at once (or none,
+    /// when the store cannot take them all), and answers EXEC once they
+    /// are durable. `heads`: its large values' heads, by key tag, their
+    /// pieces durable and held (let go here whatever happens).
+    fn commit_txn(&mut self, t: Txn, mut heads: HashMap<u64, LargeHead>) {
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
-        for s in t.view.values() {
-            let value_len = s.now.as_ref().map_or(0, |(v, _)| v.len());
+        for (tag, s) in &t.view {
+            let value_len = match (heads.get(tag), &s.now) {
+                (Some(head), _) => head.encode().len(),
+                (None, now) => now.as_ref().map_or(0, |(v, _)| v.len()),
+            };
             bytes += record_len(s.key.len(), value_len);
             shards.push(crate::store::shard_of(s.pid, self.shared.sb.shards));
         }
@@ -1671,13 +1820,20 @@ impl<E: Engine> Poller<E> {
             let mut stream = Vec::new();
             for tag in &t.order {
                 let s = &t.view[tag];
-                let result = match &s.now {
-                    Some((v, exp)) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
+                let result = match (&s.now, heads.remove(tag)) {
+                    (Some((_, exp)), Some(head)) => {
+                        let r = (self.ks).write_new_head(s.pid, &s.hash, &s.key, &head, *exp);
+                        if r.is_err() {
+                            heads.insert(*tag, head);
+                        }
+                        r
+                    }
+                    (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
                     // Deleting a key that was not there writes nothing.
-                    None if self.ks.lookup(s.pid, &s.hash).is_some() => {
+                    (None, _) if self.ks.lookup(s.pid, &s.hash).is_some() => {
                         self.ks.write(s.pid, &s.hash, &s.key, &[], 0, true)
                     }
-                    None => continue,
+                    (None, _) => continue,
                 };
                 if result.is_ok() && self.shared.repl.feeding() {
                     let (v, exp) = s.now.as_ref().map_or((&[][..], 0), |(v, e)| (&v[..], *e));
@@ -1709,6 +1865,10 @@ impl<E: Engine> Poller<E> {
                 }
             }
         };
+        // Heads not written: their pieces go back.
+        for head in heads.into_values() {
+            self.ks.release_pieces(&head);
+        }
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);
         }
@@ -1987,18 +2147,30 @@ impl<E: Engine> Poller<E> {
     /// commit carries them. A write the store refuses is answered at once
     /// rather than deferred (as MSETNX's).
     fn move_record(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
-        use super::strings as text;
         let bytes = match bytes {
             Ok(b) => b,
             Err(msg) => return self.reply(&req, Reply::Error(msg)),
         };
-        let Op::Move { key, to, kind, .. } = &req.op else {
-            unreachable!()
-        };
         let rec = match decode_record(&self.shared.sb.uuid, bytes) {
-            Ok(rec) if rec.key == &key[..] => rec,
+            Ok(rec) if Some(rec.key) == req.op.key() => rec,
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
+        };
+        let live = !rec.is_tombstone() && !rec.expired(self.ks.now_ms());
+        if is_sub(&req) && rec.is_large() && live {
+            // Inside a transaction, the value is read whole and moved as
+            // a value (written in pieces when the transaction ends).
+            return self.large_read(req, entry, bytes, &rec);
+        }
+        self.move_found(req, &rec)
+    }
+
+    /// A move once the source's record, `rec`, is decoded (a large
+    /// value's read whole, inside a transaction).
+    fn move_found(&mut self, req: Request, rec: &Record<'_>) {
+        use super::strings as text;
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
         };
         let copy = matches!(kind, MoveKind::Copy { .. });
         if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
@@ -2023,7 +2195,7 @@ impl<E: Engine> Poller<E> {
         let (src, dst) = (key.to_vec(), to.key.to_vec());
         let (to_pid, to_hash) = (to.pid, to.hash);
         if rec.is_large() {
-            return self.move_large(req, &rec, ok);
+            return self.move_large(req, rec, ok);
         }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
         // As Redis: a renamed key keeps its access time or counter; a

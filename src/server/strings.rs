@@ -166,17 +166,7 @@ pub(super) const COMPACTION_BEHIND: &str = "OOM no free segment: compaction is b
 /// Redis's refusal of a command that adds data past `maxmemory`.
 pub(super) const OVER_MAXMEMORY: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 /// A record that would not fit in a segment.
-pub(super) const RECORD_TOO_LARGE: &str =
-    "ERR record larger than a segment: inside MULTI … EXEC only values that fit a segment are written";
-
-/// A large value (larger than a segment) read by a command that cannot
-/// take one.
-pub(super) fn large_value_unsupported(len: u64) -> String {
-    format!(
-        "ERR the value is {len} bytes, larger than a segment: inside MULTI … EXEC only values \
-         that fit a segment are read"
-    )
-}
+pub(super) const RECORD_TOO_LARGE: &str = "ERR record larger than a segment";
 
 /// No memory to read a large value into.
 pub(super) fn no_memory_for_value(len: u64) -> String {

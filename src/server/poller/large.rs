@@ -96,6 +96,8 @@ impl<E: Engine> Poller<E> {
         {
             Ok(()) => {
                 self.busy.entry(req.hash.tag).or_default();
+                // The read of SET … GET that led here leaves it held.
+                self.edits.writing(req.hash.tag);
                 if self.shared.repl.feeding() {
                     let mut out = Vec::new();
                     super::replicated(&mut out, key, value, expire_ms, false);
@@ -123,11 +125,8 @@ impl<E: Engine> Poller<E> {
         if let Op::Strlen { .. } = req.op {
             return self.reply(&req, Reply::Int(head.total_len as i64));
         }
-        if is_sub(&req) {
-            let msg = text::large_value_unsupported(head.total_len);
-            return self.reply(&req, Reply::Error(msg));
-        }
-        if let Op::Get { .. } = req.op {
+        // Inside a transaction, the value is read whole into the reply.
+        if matches!(req.op, Op::Get { .. }) && !is_sub(&req) {
             return self.start_stream(req, entry, head);
         }
         let cap = self.ks.piece_capacity();
@@ -274,6 +273,8 @@ impl<E: Engine> Poller<E> {
         }
         let a = self.assemblies.remove(&id).expect("an assembly");
         let tag = a.req.hash.tag;
+        // Inside a transaction, the transaction holds the key.
+        let sub = is_sub(&a.req);
         match a.failed {
             Some(msg) => {
                 let entry = a.entry;
@@ -281,7 +282,11 @@ impl<E: Engine> Poller<E> {
             }
             None => self.assembled(a),
         }
-        self.release(tag);
+        // A write of a large value (SET … GET) holds it until its head is
+        // durable.
+        if !sub && !self.edits.holds(tag) {
+            self.release(tag);
+        }
     }
 
     /// The value of assembly `a` is whole: its request goes on.
@@ -296,6 +301,7 @@ impl<E: Engine> Poller<E> {
             Op::GetRange { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
             _ => {}
         }
+        let moved = matches!(a.req.op, Op::Move { .. });
         let rec = decode_record(&self.shared.sb.uuid, &a.record).expect("decoded before");
         let value = &a.out[a.at..a.at + a.len as usize];
         let rec = Record {
@@ -306,17 +312,15 @@ impl<E: Engine> Poller<E> {
             value,
             ..rec
         };
-        self.finish_record(a.req, a.entry, &rec);
+        match moved {
+            true => self.move_found(a.req, &rec),
+            false => self.finish_record(a.req, a.entry, &rec),
+        }
     }
 
     /// EXPIRE, PEXPIRE or PERSIST on a large value (not one that deletes
     /// it): a new head with the new expiry, sharing the pieces.
     pub(super) fn expire_large(&mut self, req: Request, rec: &Record, at_ms: u64, persist: bool) {
-        if is_sub(&req) {
-            let len = LargeHead::decode(rec.value).map_or(0, |h| h.total_len);
-            let msg = text::large_value_unsupported(len);
-            return self.reply(&req, Reply::Error(msg));
-        }
         let at = if persist { 0 } else { at_ms };
         let result = self
             .ks
@@ -342,11 +346,6 @@ impl<E: Engine> Poller<E> {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
         };
-        if is_sub(&req) {
-            let len = LargeHead::decode(rec.value).map_or(0, |h| h.total_len);
-            let msg = text::large_value_unsupported(len);
-            return self.reply(&req, Reply::Error(msg));
-        }
         let copy = matches!(kind, MoveKind::Copy { .. });
         let expire = rec.meta.expire_ms;
         let mut result = self
@@ -362,10 +361,7 @@ impl<E: Engine> Poller<E> {
             let tags = [req.hash.tag, to.hash.tag];
             let from = (!copy).then_some(&key[..]);
             if let Err(msg) = self.send_moved(tags, from, &to.key, rec.value, expire, seq) {
-                tracing::error!(
-                    poller = self.id,
-                    "a moved large value not replicated: {msg}"
-                );
+                self.moved_not_replicated(&msg);
             }
         }
         self.acknowledge_now(req, result, ok)

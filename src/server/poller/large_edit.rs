@@ -63,6 +63,11 @@ impl Edits {
         self.writing.contains(&tag) || self.by_id.values().any(|e| e.goal.holds(tag))
     }
 
+    /// A large write holds key `tag` until its head is durable.
+    pub(super) fn writing(&mut self, tag: u64) {
+        self.writing.insert(tag);
+    }
+
     /// The large write holding key `tag` is durable (or failed).
     pub(super) fn written(&mut self, tag: u64) {
         self.writing.remove(&tag);
@@ -136,15 +141,18 @@ fn edit_bytes(op: &Op) -> &[u8] {
 }
 
 /// Whether `req`, reading a large value, changes it or computes with it
-/// (handled here rather than by reading the value whole).
+/// (handled here rather than by reading the value whole). Inside a
+/// transaction, which writes whole values, only INCR and its kin are
+/// (their error needs no piece).
 pub(super) fn is_large_edit(req: &Request) -> bool {
+    if matches!(req.op, Op::IncrBy { .. } | Op::IncrByFloat { .. }) {
+        return true;
+    }
     !is_sub(req)
         && matches!(
             req.op,
             Op::SetRange { .. }
                 | Op::Append { .. }
-                | Op::IncrBy { .. }
-                | Op::IncrByFloat { .. }
                 | Op::GetEx {
                     expiry: GetExpiry::Persist | GetExpiry::At(_),
                     ..
@@ -469,13 +477,7 @@ impl<E: Engine> Poller<E> {
     fn finish_send(&mut self, failed: Option<String>, s: Outgoing) {
         let tags = s.tags;
         match failed {
-            Some(msg) => {
-                // The replicas keep the source: no state to send.
-                tracing::error!(
-                    poller = self.id,
-                    "a moved large value not replicated: {msg}"
-                );
-            }
+            Some(msg) => self.moved_not_replicated(&msg),
             None => {
                 let Outgoing {
                     mut out,
@@ -495,6 +497,23 @@ impl<E: Engine> Poller<E> {
             }
         }
         self.release_move(tags);
+    }
+
+    /// A moved large value could not be read back for the stream (`msg`
+    /// says why): no SET can tell the replicas its state, so the stream
+    /// starts again under a new id and they copy in full, as for a key
+    /// that went whose name could not be read ([`Repl::restart_stream`]).
+    ///
+    /// [`Repl::restart_stream`]: crate::server::repl::Repl::restart_stream
+    pub(super) fn moved_not_replicated(&mut self, msg: &str) {
+        tracing::error!(
+            poller = self.id,
+            "a moved large value could not be read back: {msg}"
+        );
+        let repl = &self.shared.repl;
+        if repl.feeding() && !repl.is_replica() {
+            repl.restart_stream("a moved large value could not be read back for the stream");
+        }
     }
 
     /// The old pieces of a change are read: its new pieces and head are

@@ -51,6 +51,10 @@ pub(super) struct LargeJob<W> {
     /// An edit's old head, whose pieces the job holds until its own head
     /// references those it shares.
     held: Option<Arc<LargeHead>>,
+    /// The pieces only: once durable, the job holds them and its writer is
+    /// acknowledged, and the head is written later
+    /// ([`Keyspace::write_new_head`]).
+    pieces_only: bool,
 }
 
 /// Where the bytes of the pieces [`Keyspace::write_pieces`] writes come
@@ -129,7 +133,77 @@ impl<E: Engine, W> Keyspace<E, W> {
             writer,
             fresh: segs,
             held: None,
+            pieces_only: false,
         });
+        Ok(())
+    }
+
+    /// Writes the pieces of a large value, not its head: they go out with
+    /// the next commit, and `writer` comes back from [`Keyspace::take_acks`]
+    /// once they are durable. From then on they are held (nothing frees
+    /// them) until [`Keyspace::write_new_head`] writes the returned head,
+    /// which takes them, or [`Keyspace::release_pieces`] lets them go. A
+    /// transaction writes its large values so: their heads go in the
+    /// commit that carries its other writes. A crash before a head
+    /// references them leaves them unreferenced: the rebuild frees them.
+    pub fn write_pieces_only(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: bytes::Bytes,
+        writer: W,
+    ) -> Result<LargeHead, (W, WriteError)> {
+        let cap = self.piece_capacity() as usize;
+        let count = value.len().div_ceil(cap);
+        let value_id = self.space.next_gen();
+        let total_len = value.len() as u64;
+        let source = PieceSource::Shared(value);
+        let segs = match self.write_pieces(pid, value_id, total_len, 0..count, source) {
+            Ok(segs) => segs,
+            Err(e) => return Err((writer, e)),
+        };
+        let head = LargeHead {
+            total_len,
+            value_id,
+            pieces: segs.clone(),
+        };
+        self.log.jobs.push(LargeJob {
+            pid,
+            hash: *hash,
+            key: key.into(),
+            head: head.clone(),
+            expire_ms: 0,
+            writer,
+            fresh: segs,
+            held: None,
+            pieces_only: true,
+        });
+        Ok(head)
+    }
+
+    /// Writes `head`, whose pieces [`Keyspace::write_pieces_only`] wrote
+    /// and are durable, as key `key`'s record, and lets go of the pieces'
+    /// hold (the head references them now). Durable as
+    /// [`Keyspace::write`]'s records are. Refused, the pieces stay held.
+    pub fn write_new_head(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        head: &LargeHead,
+        expire_ms: u64,
+    ) -> Result<(), WriteError> {
+        let bytes = head.encode();
+        let seq = self.take_seq();
+        let old = self.append_seq(pid, hash, key, &bytes, expire_ms, FLAG_LARGE, seq)?;
+        self.release_pieces(head);
+        let len = crate::format::record_len(key.len(), bytes.len());
+        self.counters
+            .user_bytes
+            .fetch_add(len + head.total_len, Relaxed);
+        self.touch_written(pid, hash, old.is_none_or(|o| o.tombstone));
+        self.update_key_count();
         Ok(())
     }
 
@@ -188,6 +262,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             writer,
             fresh,
             held: Some(old),
+            pieces_only: false,
         });
         Ok(())
     }
@@ -304,6 +379,10 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// The pieces of a job are durable: its head goes in the log, and its
     /// writer waits for the commit that carries it.
     pub(super) fn append_head(&mut self, job: LargeJob<W>) {
+        if job.pieces_only {
+            self.hold_pieces(&job.head);
+            return self.acks.push((job.writer, Ok(())));
+        }
         let head = job.head.encode();
         let seq = self.take_seq();
         let appended = self.append_seq(
