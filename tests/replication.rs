@@ -1516,3 +1516,136 @@ fn a_replica_ignores_its_maxmemory_by_default() {
     }
     primary.stop();
 }
+
+/// A replica whose store is smaller than its primary's data (a device of
+/// 8 MiB in segments of 256 KiB): its store fills although it ignores its
+/// maxmemory.
+fn small_replica(dir: &std::path::Path, primary: &Server, policy: &str) -> Server {
+    common::create_store(
+        dir,
+        &[
+            "--capacity",
+            "8M",
+            "--segment-size",
+            "256K",
+            "--shards",
+            "2",
+            "--partitions",
+            "16",
+        ],
+    );
+    replica_of(
+        dir,
+        primary,
+        &[
+            "--max-value-size",
+            "150K",
+            "--max-key-size",
+            "1K",
+            "--maxmemory-policy",
+            policy,
+        ],
+    )
+}
+
+/// The primary writes `n` keys `{tag}{i}` of 10 KiB from `from` on.
+fn fill(p: &mut redis::Connection, tag: &str, from: usize, n: usize) {
+    let value = vec![b'x'; 10 << 10];
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(100) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET")
+                .arg(format!("{tag}{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        let _: () = pipe.query(p).unwrap();
+    }
+}
+
+/// Whether the replica has applied the primary's stream up to the
+/// primary's offset, with its link up.
+fn caught_up(p: &Server, r: &Server) -> bool {
+    r.info_field("master_link_status") == "up"
+        && r.info_field("master_repl_offset") == p.info_field("master_repl_offset")
+}
+
+/// A replica whose device is truly full (its primary holds more than it
+/// can), under `replica-ignore-maxmemory yes`: with an evicting policy it
+/// evicts by it, says so in its log and in INFO, and goes on following
+/// the stream; under noeviction the writes that find no room fail there,
+/// each logged, and the ones after a DEL that made room land again.
+/// Either way it keeps serving with its link up.
+#[test]
+fn a_replica_with_a_full_device_evicts_by_its_policy_or_logs_each_refused_write() {
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+
+    // An evicting policy: 16 MB of keys into 8 MiB.
+    let rd = tempfile::tempdir().unwrap();
+    let replica = small_replica(rd.path(), &primary, "allkeys-lru");
+    let mut r = replica.client();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    fill(&mut p, "k", 0, 1600);
+    wait_for("the replica applied the stream", || {
+        caught_up(&primary, &replica)
+    });
+    assert_eq!(dbsize(&mut p), 1600);
+    assert_eq!(stat(&primary, "evicted_keys"), 0);
+    let evicted = stat(&replica, "evicted_keys");
+    assert!(evicted > 0, "the full replica evicted nothing");
+    assert_eq!(
+        dbsize(&mut r),
+        1600 - evicted as i64,
+        "the replica holds every key it did not evict"
+    );
+    assert_eq!(link_state(&mut r), "connected");
+    let _: () = redis::cmd("PING").query(&mut r).unwrap();
+    // The latest write is there, as the primary wrote it.
+    let last: Option<Vec<u8>> = redis::cmd("GET").arg("k1599").query(&mut r).unwrap();
+    assert_eq!(last, Some(vec![b'x'; 10 << 10]));
+    assert!(primary.info_field("slave0").contains("state=online"));
+    let log = replica.log.lock().unwrap().clone();
+    assert!(
+        log.contains("a replica evicted keys by its own policy"),
+        "{log}"
+    );
+    assert!(!log.contains("applying the primary's stream"), "{log}");
+    replica.stop();
+    let _: () = redis::cmd("FLUSHALL").query(&mut p).unwrap();
+
+    // noeviction: the writes that find no room fail on the replica.
+    let rd = tempfile::tempdir().unwrap();
+    let replica = small_replica(rd.path(), &primary, "noeviction");
+    let mut r = replica.client();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    fill(&mut p, "k", 0, 1600);
+    wait_for("the replica applied the stream", || {
+        caught_up(&primary, &replica)
+    });
+    let held = dbsize(&mut r);
+    assert!(held < 1600, "{held} keys of 10 KiB in 8 MiB");
+    assert!(held > 0);
+    assert_eq!(stat(&replica, "evicted_keys"), 0);
+    assert_eq!(link_state(&mut r), "connected");
+    let log = replica.log.lock().unwrap().clone();
+    assert!(
+        log.contains("applying the primary's stream: OOM"),
+        "each refused write is logged:\n{log}"
+    );
+    // The primary's DELs make room: its next writes land again.
+    let mut pipe = redis::pipe();
+    for i in 0..1600 {
+        pipe.cmd("DEL").arg(format!("k{i}")).ignore();
+    }
+    let _: () = pipe.query(&mut p).unwrap();
+    wait_for("the DELs reached the replica", || dbsize(&mut r) == 0);
+    fill(&mut p, "again", 0, 100);
+    wait_for("the replica applied the stream", || {
+        caught_up(&primary, &replica)
+    });
+    converge(&primary, &replica);
+    replica.stop();
+    primary.stop();
+}

@@ -696,6 +696,9 @@ impl<'a> Runner<'a> {
         for key in 0..KEYS {
             self.check(key, strict)?;
         }
+        if !self.ks().key_count_exact() {
+            return Err("the key counts differ from a count over every partition".into());
+        }
         Ok(())
     }
 

@@ -19,6 +19,32 @@ pub struct Shard {
     /// The shard's last flush mark (FLUSHDB): records below its sequence
     /// number are gone.
     pub flushed: crate::format::FlushMark,
+    /// The key counts over the partitions, as of each partition's entry in
+    /// `seen`; partitions changed since are in `touched` (so that a count
+    /// after each write visits the partitions written, not all of them).
+    counts: Counts,
+    seen: Vec<Counts>,
+    touched: Vec<u32>,
+    is_touched: Vec<bool>,
+}
+
+/// A partition's or a shard's index entries, live keys and keys with a
+/// TTL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub entries: u64,
+    pub live: u64,
+    pub expiring: u64,
+}
+
+impl Counts {
+    fn of(p: &Partition) -> Counts {
+        Counts {
+            entries: p.entries(),
+            live: p.live_keys(),
+            expiring: p.expiring(),
+        }
+    }
 }
 
 /// The answer of the index to a key.
@@ -44,6 +70,10 @@ pub fn split(sb: &Superblock, parts: Vec<Partition>, cps: &[Option<Checkpoint>])
             next_seq: 1,
             sweep: (0, 0),
             flushed: Default::default(),
+            counts: Counts::default(),
+            seen: Vec::new(),
+            touched: Vec::new(),
+            is_touched: Vec::new(),
         })
         .collect();
     for (p, cp) in parts.into_iter().zip(cps) {
@@ -51,7 +81,12 @@ pub fn split(sb: &Superblock, parts: Vec<Partition>, cps: &[Option<Checkpoint>])
         if let Some(cp) = cp {
             s.next_seq = s.next_seq.max(cp.max_seq + 1);
         }
+        s.seen.push(Counts::default());
+        s.is_touched.push(false);
         s.parts.push(p);
+    }
+    for s in &mut shards {
+        (0..s.parts.len()).for_each(|i| s.touch(i));
     }
     shards
 }
@@ -69,7 +104,34 @@ impl Shard {
 
     pub fn part_mut(&mut self, pid: u32) -> &mut Partition {
         debug_assert_eq!(pid % self.nshards, self.id);
-        &mut self.parts[(pid / self.nshards) as usize]
+        let i = (pid / self.nshards) as usize;
+        self.touch(i);
+        &mut self.parts[i]
+    }
+
+    /// Partition `i` (of `parts`) may change: counted again by
+    /// [`Self::counts`].
+    fn touch(&mut self, i: usize) {
+        if !self.is_touched[i] {
+            self.is_touched[i] = true;
+            self.touched.push(i as u32);
+        }
+    }
+
+    /// The shard's counts, the partitions changed since the last call
+    /// counted again.
+    pub fn counts(&mut self) -> Counts {
+        for i in self.touched.drain(..) {
+            let i = i as usize;
+            self.is_touched[i] = false;
+            let (old, new) = (self.seen[i], Counts::of(&self.parts[i]));
+            let c = &mut self.counts;
+            c.entries = c.entries - old.entries + new.entries;
+            c.live = c.live - old.live + new.live;
+            c.expiring = c.expiring - old.expiring + new.expiring;
+            self.seen[i] = new;
+        }
+        self.counts
     }
 
     /// Looks a key up in partition `pid` of this shard.
@@ -96,12 +158,13 @@ impl Shard {
             if left == 0 {
                 break;
             }
-            let part = &mut self.parts[p % n];
-            if !part.may_expire() {
+            if !self.parts[p % n].may_expire() {
                 // Nothing to reap there: costs no budget.
                 (p, cursor) = ((p + 1) % n, 0);
                 continue;
             }
+            self.touch(p % n);
+            let part = &mut self.parts[p % n];
             let before = cursor;
             sweep += part.reap_expired(&mut cursor, left, now_ms, reaped);
             left -= cursor - before;
@@ -148,6 +211,7 @@ impl Shard {
     /// Empties every partition (FLUSHDB).
     pub fn clear(&mut self) {
         self.parts.iter_mut().for_each(Partition::clear);
+        (0..self.parts.len()).for_each(|i| self.touch(i));
         self.sweep = (0, 0);
     }
 

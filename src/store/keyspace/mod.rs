@@ -159,7 +159,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         counters: Arc<Counters>,
     ) -> Self {
         let now = clock.now();
-        let ks = Keyspace {
+        let mut ks = Keyspace {
             id,
             block: eng.block_size() as u64,
             eng,
@@ -386,16 +386,34 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// Publishes the live keys, keys with a TTL and tombstones of the
     /// shards.
-    pub fn update_key_count(&self) {
+    pub fn update_key_count(&mut self) {
         let (mut keys, mut expires, mut tombstones) = (0, 0, 0);
-        for p in self.shards.iter().flatten().flat_map(Shard::partitions) {
-            keys += p.live_keys();
-            expires += p.expiring();
-            tombstones += p.entries() - p.live_keys();
+        for c in self.shards.iter_mut().flatten().map(Shard::counts) {
+            keys += c.live;
+            expires += c.expiring;
+            tombstones += c.entries - c.live;
         }
         self.counters.keys.store(keys, Relaxed);
         self.counters.expires.store(expires, Relaxed);
         self.counters.tombstones.store(tombstones, Relaxed);
+    }
+
+    /// Whether the published counts, brought up to date, are those of a
+    /// count over every partition (the shards count the partitions
+    /// changed since the last count only).
+    pub(crate) fn key_count_exact(&mut self) -> bool {
+        self.update_key_count();
+        let shards = || self.shards.iter().flatten();
+        let keys: u64 = shards().map(Shard::live_keys).sum();
+        let expires: u64 = shards().map(Shard::expiring).sum();
+        let tombstones: u64 = shards().map(Shard::tombstones).sum();
+        let c = &self.counters;
+        (keys, expires, tombstones)
+            == (
+                c.keys.load(Relaxed),
+                c.expires.load(Relaxed),
+                c.tombstones.load(Relaxed),
+            )
     }
 
     /// Index entries that are tombstones (deleted keys) or markers
