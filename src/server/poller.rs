@@ -137,18 +137,19 @@ struct Poller<E: Engine> {
     /// A flush (FLUSHDB) waiting for the writes before it to finish, and
     /// the requests that came after it: they run once it has.
     flush_hold: VecDeque<Request>,
-    /// Large values being read from their pieces, by number; the piece
-    /// reads in flight (read slot: assembly, piece); assemblies that
-    /// found no read slot.
-    assemblies: HashMap<u64, large::Assembly>,
+    /// The number of the next large value's stream; the piece reads in
+    /// flight (read slot: stream, piece); streams that found no read
+    /// slot.
     next_assembly: u64,
     piece_reads: HashMap<u32, (u64, usize)>,
     stalled_assemblies: Vec<u64>,
     /// SETRANGE and APPEND of large values under way.
     edits: large_edit::Edits,
-    /// Large values being sent as they are read (GET), numbered as the
-    /// assemblies.
+    /// Large values being sent as they are read, by number.
     streams: HashMap<u64, large::Stream>,
+    /// Streams waiting for their command's write to be durable, by the
+    /// reply it gets (see `large::gate_reply`).
+    gates: HashMap<(ConnRef, u64, u32), u64>,
 }
 
 /// A move waiting for its keys (see [`Poller::move_when_free`]).
@@ -365,12 +366,12 @@ fn build<E: Engine>(
         next_move: 0,
         scans: scan::Scans::default(),
         flush_hold: VecDeque::new(),
-        assemblies: HashMap::new(),
         next_assembly: 0,
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
         edits: Default::default(),
         streams: HashMap::new(),
+        gates: HashMap::new(),
     }
 }
 
@@ -793,8 +794,8 @@ impl<E: Engine> Poller<E> {
         let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
-                   // A large value's read holds the key until its pieces are in.
-        if was_rmw && !self.assembling(tag) && !self.edits.holds(tag) {
+                   // A large value's edit holds the key until its pieces are in.
+        if was_rmw && !self.edits.holds(tag) {
             self.release(tag);
         }
     }
@@ -850,10 +851,10 @@ impl<E: Engine> Poller<E> {
             return self.reply(&req, reply);
         }
         if rec.is_large() && large_edit::is_large_edit(&req) {
-            return self.edit_large(req, entry, bytes, &rec);
+            return self.edit_large(req, entry, &rec);
         }
         if rec.is_large() && !matches!(req.op, Op::Ttl { .. } | Op::Expire { .. }) {
-            return self.large_read(req, entry, bytes, &rec);
+            return self.large_read(req, entry, &rec);
         }
         self.finish_record(req, entry, &rec)
     }
@@ -1222,6 +1223,11 @@ impl<E: Engine> Poller<E> {
     }
 
     pub(super) fn respond(&mut self, to: super::msg::ConnRef, id: u64, part: u32, reply: Reply) {
+        if !self.gates.is_empty() {
+            if let Some(stream) = self.gates.remove(&(to, id, part)) {
+                return self.gate_reply(stream, reply);
+            }
+        }
         self.shared.conns[to.thread as usize]
             .responses
             .push(Response {
@@ -2144,7 +2150,7 @@ impl<E: Engine> Poller<E> {
         }
         let req = self.flush_hold.pop_front().expect("front");
         match self.ks.flush_all(Waiter::ok(&req, false)) {
-            Ok(()) => self.streams_flushed(),
+            Ok(()) => {}
             Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
         }
         self.repl_out.wiped(&self.shared.repl);
