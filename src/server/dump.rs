@@ -11,7 +11,7 @@
 //! all three. Nothing here knows RESP: errors are typed, and the server
 //! turns them into Redis's texts.
 
-use crc::{Crc, Digest, CRC_64_REDIS};
+use crc::{Crc, Digest, Table, CRC_64_REDIS};
 
 /// The RDB version DUMP writes: Redis 7.0's.
 pub const RDB_VERSION: u16 = 10;
@@ -34,7 +34,9 @@ const ENC_INT16: u8 = 1;
 const ENC_INT32: u8 = 2;
 const ENC_LZF: u8 = 3;
 
-static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+/// Slice-by-16 tables: a large value's DUMP runs its whole value through
+/// it.
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// Why a payload is refused, as Redis tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +71,7 @@ pub fn encode(value: &[u8]) -> Vec<u8> {
 /// ([`Streamed::finish`]), with the checksum carried along. The same bytes
 /// as [`encode`] for a string that is no small integer.
 pub struct Streamed {
-    digest: Digest<'static, u64>,
+    digest: Digest<'static, u64, Table<16>>,
 }
 
 impl Streamed {
