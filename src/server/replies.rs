@@ -3,8 +3,9 @@
 //! goes straight into the output buffer; otherwise it takes a slot, and
 //! slots leave for the output buffer, in order, as the pollers' answers
 //! fill them. A multi-key command's slot gathers one part per key and
-//! combines them ([`Combine`]). A reply sent in parts (a large value's
-//! GET, [`Reply::Part`]) is written part by part once at the front, and
+//! combines them ([`Combine`]). A reply sent in parts (a large value's,
+//! [`Reply::Part`]) is written part by part once at the front (an array's,
+//! MGET's, part by part in order as they come), and
 //! the poller is told what went out (`msg::Flow`), so that it reads only
 //! a window ahead.
 
