@@ -132,6 +132,32 @@ fn readers_of_a_large_value_answer_as_redis_does() {
     srv.stop();
 }
 
+/// GETRANGE reads only the pieces its range covers: a few bytes across a
+/// piece boundary read two pieces (and the head), not the value.
+#[test]
+fn getrange_reads_only_the_pieces_of_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "256M"]);
+    let mut c = client(&srv);
+    let big = value(20 * CAP, 46);
+    let _: () = c.set("big", &big).unwrap();
+    for (lo, hi) in [
+        (7 * CAP - 3, 7 * CAP + 3),
+        (100, 200),
+        (20 * CAP - 5, 20 * CAP - 1),
+    ] {
+        let before = stat(&srv, "device_bytes_read");
+        let got: Vec<u8> = c.getrange("big", lo as isize, hi as isize).unwrap();
+        assert!(got == big[lo..=hi], "GETRANGE {lo} {hi}");
+        let read = stat(&srv, "device_bytes_read") - before;
+        assert!(
+            read <= 2 * (2 << 20) + (1 << 20),
+            "GETRANGE {lo} {hi}: {read} bytes read"
+        );
+    }
+    srv.stop();
+}
+
 /// DUMP of a large value: the payload, checked and read by redis-server's
 /// RESTORE, and by nvkv's; and Redis's own DUMP of it restores here.
 #[test]
