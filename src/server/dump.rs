@@ -11,7 +11,7 @@
 //! all three. Nothing here knows RESP: errors are typed, and the server
 //! turns them into Redis's texts.
 
-use crc::{Crc, CRC_64_REDIS};
+use crc::{Crc, Digest, Table, CRC_64_REDIS};
 
 /// The RDB version DUMP writes: Redis 7.0's.
 pub const RDB_VERSION: u16 = 10;
@@ -34,7 +34,9 @@ const ENC_INT16: u8 = 1;
 const ENC_INT32: u8 = 2;
 const ENC_LZF: u8 = 3;
 
-const CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_REDIS);
+/// Slice-by-16 tables: a large value's DUMP runs its whole value through
+/// it.
+static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_REDIS);
 
 /// Why a payload is refused, as Redis tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,43 @@ pub fn encode(value: &[u8]) -> Vec<u8> {
     let crc = CRC64.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The serialized form of a string too large to hold whole, made as its
+/// bytes pass (a large value's DUMP, sent as it is read): the bytes
+/// before the value ([`Streamed::start`]), the value, then those after it
+/// ([`Streamed::finish`]), with the checksum carried along. The same bytes
+/// as [`encode`] for a string that is no small integer.
+pub struct Streamed {
+    digest: Digest<'static, u64, Table<16>>,
+}
+
+impl Streamed {
+    /// For a string of `len` bytes (not a small integer): the payload's
+    /// length, and its bytes before the value.
+    pub fn start(len: u64) -> (Streamed, u64, Vec<u8>) {
+        let mut before = vec![TYPE_STRING];
+        encode_len(&mut before, len);
+        let mut digest = CRC64.digest();
+        digest.update(&before);
+        let total = before.len() as u64 + len + 10;
+        (Streamed { digest }, total, before)
+    }
+
+    /// The next bytes of the value.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.digest.update(bytes);
+    }
+
+    /// The bytes after the value: the RDB version and the checksum.
+    pub fn finish(mut self) -> [u8; 10] {
+        let version = RDB_VERSION.to_le_bytes();
+        self.digest.update(&version);
+        let mut out = [0; 10];
+        out[..2].copy_from_slice(&version);
+        out[2..].copy_from_slice(&self.digest.finalize().to_le_bytes());
+        out
+    }
 }
 
 /// The string a payload holds, checked as Redis's RESTORE checks it.
@@ -252,6 +291,23 @@ fn lzf_decompress(input: &[u8], out_len: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Made as its bytes pass, in uneven steps, a payload is `encode`'s.
+    #[test]
+    fn a_streamed_payload_is_the_whole_one() {
+        for len in [64usize, 20_000, 70_000] {
+            let v: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (mut st, total, mut out) = Streamed::start(len as u64);
+            for chunk in v.chunks(7_777) {
+                st.update(chunk);
+                out.extend_from_slice(chunk);
+            }
+            out.extend_from_slice(&st.finish());
+            assert_eq!(total as usize, out.len());
+            assert!(out == encode(&v), "{len} bytes");
+            assert!(decode(&out).unwrap() == v);
+        }
+    }
 
     /// Payloads of Redis 7.0's DUMP (redis-server 7.0.15).
     #[test]

@@ -430,7 +430,7 @@ pub enum Reply {
     /// [`TXN_PART`], part, reply).
     Txn(Vec<(u64, u32, Reply)>),
     /// Bytes of a reply sent in parts as a poller reads it (a large
-    /// value's GET): more follow, the last as [`Reply::Encoded`] or
+    /// value's GET, GETRANGE, DUMP …): more follow, the last as [`Reply::Encoded`] or
     /// [`Reply::Cut`].
     Part(Vec<u8>, FlowRef),
     /// A reply sent in parts broke off (a piece failed its read): the
@@ -441,8 +441,7 @@ pub enum Reply {
 /// The flow control of a reply sent in parts ([`Reply::Part`]): the
 /// poller reads ahead of what the connection has taken by a window only.
 /// Taken bytes are those written to the socket, or kept by the connection
-/// whole anyway (a part of MGET's reply, a reply under `CLIENT REPLY
-/// OFF`). The poller holds one reference; each part in transit or held
+/// whole anyway (a reply under `CLIENT REPLY OFF`). The poller holds one reference; each part in transit or held
 /// by the connection holds another: when the poller's is the last one,
 /// the connection has gone.
 #[derive(Debug)]

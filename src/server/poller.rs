@@ -142,22 +142,25 @@ struct Poller<E: Engine> {
     /// A flush (FLUSHDB) waiting for the writes before it to finish, and
     /// the requests that came after it: they run once it has.
     flush_hold: VecDeque<Request>,
-    /// Large values being read from their pieces, by number; the piece
-    /// reads in flight (read slot: assembly, piece); assemblies that
-    /// found no read slot.
+    /// A transaction's reads of large values, whole, by number (see
+    /// `large::Assembly`); the number of the next one or the next
+    /// stream; the piece reads in flight (read slot: number, piece);
+    /// assemblies and streams that found no read slot.
     assemblies: HashMap<u64, large::Assembly>,
     next_assembly: u64,
     piece_reads: HashMap<u32, (u64, usize)>,
     stalled_assemblies: Vec<u64>,
     /// SETRANGE and APPEND of large values under way.
     edits: large_edit::Edits,
-    /// Large values being sent as they are read (GET), numbered as the
-    /// assemblies.
+    /// Large values being sent as they are read, by number.
     streams: HashMap<u64, large::Stream>,
     /// Transactions whose large values' pieces are being written, by
     /// number: their writes go in once the pieces are durable.
     txn_pieces: HashMap<u64, PiecesWait>,
     next_txn_pieces: u64,
+    /// Streams waiting for their command's write to be durable, by the
+    /// reply it gets (see `large::gate_reply`).
+    gates: HashMap<(ConnRef, u64, u32), u64>,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -398,6 +401,7 @@ fn build<E: Engine>(
         streams: HashMap::new(),
         txn_pieces: HashMap::new(),
         next_txn_pieces: 0,
+        gates: HashMap::new(),
     }
 }
 
@@ -820,8 +824,8 @@ impl<E: Engine> Poller<E> {
         let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
-                   // A large value's read holds the key until its pieces are in.
-        if was_rmw && !self.assembling(tag) && !self.edits.holds(tag) {
+                   // A large value's edit holds the key until its pieces are in.
+        if was_rmw && !self.edits.holds(tag) {
             self.release(tag);
         }
     }
@@ -877,13 +881,13 @@ impl<E: Engine> Poller<E> {
             return self.reply(&req, reply);
         }
         if rec.is_large() && large_edit::is_large_edit(&req) {
-            return self.edit_large(req, entry, bytes, &rec);
+            return self.edit_large(req, entry, &rec);
         }
         // Inside a transaction, an EXPIRE reads the value whole: the
         // transaction writes values, not heads sharing pieces.
         let expire = matches!(req.op, Op::Expire { .. }) && !is_sub(&req);
         if rec.is_large() && !matches!(req.op, Op::Ttl { .. }) && !expire {
-            return self.large_read(req, entry, bytes, &rec);
+            return self.large_read(req, entry, &rec);
         }
         self.finish_record(req, entry, &rec)
     }
@@ -1256,6 +1260,11 @@ impl<E: Engine> Poller<E> {
     }
 
     pub(super) fn respond(&mut self, to: super::msg::ConnRef, id: u64, part: u32, reply: Reply) {
+        if !self.gates.is_empty() {
+            if let Some(stream) = self.gates.remove(&(to, id, part)) {
+                return self.gate_reply(stream, reply);
+            }
+        }
         self.shared.conns[to.thread as usize]
             .responses
             .push(Response {
@@ -2160,7 +2169,7 @@ impl<E: Engine> Poller<E> {
         if is_sub(&req) && rec.is_large() && live {
             // Inside a transaction, the value is read whole and moved as
             // a value (written in pieces when the transaction ends).
-            return self.large_read(req, entry, bytes, &rec);
+            return self.large_read(req, entry, &rec);
         }
         self.move_found(req, &rec)
     }
@@ -2316,7 +2325,7 @@ impl<E: Engine> Poller<E> {
         }
         let req = self.flush_hold.pop_front().expect("front");
         match self.ks.flush_all(Waiter::ok(&req, false)) {
-            Ok(()) => self.streams_flushed(),
+            Ok(()) => {}
             Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
         }
         self.repl_out.wiped(&self.shared.repl);

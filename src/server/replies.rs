@@ -3,8 +3,9 @@
 //! goes straight into the output buffer; otherwise it takes a slot, and
 //! slots leave for the output buffer, in order, as the pollers' answers
 //! fill them. A multi-key command's slot gathers one part per key and
-//! combines them ([`Combine`]). A reply sent in parts (a large value's
-//! GET, [`Reply::Part`]) is written part by part once at the front, and
+//! combines them ([`Combine`]). A reply sent in parts (a large value's,
+//! [`Reply::Part`]) is written part by part once at the front (an array's,
+//! MGET's, part by part in order as they come), and
 //! the poller is told what went out (`msg::Flow`), so that it reads only
 //! a window ahead.
 
@@ -89,12 +90,16 @@ enum Slot {
     /// Waiting for one poller reply, to be encoded in `Proto` (the
     /// connection's protocol when the command came).
     Single(Option<Reply>, Proto),
-    /// Waiting for `left` of the parts.
+    /// Waiting for `left` of the parts. At the front, an array's parts
+    /// go out as they come, in order (a part sent in parts, a large
+    /// value's, as its parts come): `emitted` of them are out, with the
+    /// array's header (`None`: nothing is).
     Multi {
         combine: Combine,
         left: u32,
         parts: Vec<Option<Reply>>,
         proto: Proto,
+        emitted: Option<usize>,
     },
     /// A reply awaited from the pollers that the client is not to get
     /// (`CLIENT REPLY OFF | SKIP`): kept for its place in the order.
@@ -161,11 +166,15 @@ impl Slot {
                 combine: Combine::Array,
                 parts,
                 proto,
+                emitted,
                 ..
             } => {
-                resp::array(out, parts.len());
+                if emitted.is_none() {
+                    resp::array(out, parts.len());
+                }
                 parts
                     .into_iter()
+                    .skip(emitted.unwrap_or(0))
                     .for_each(|p| p.expect("complete").encode(out, proto));
             }
             Slot::Multi {
@@ -344,6 +353,7 @@ impl Replies {
                 left: parts as u32,
                 parts: vec![None; parts],
                 proto,
+                emitted: None,
             },
         });
         id
@@ -444,7 +454,8 @@ impl Replies {
         };
         // The bytes of a reply sent in parts that are kept whole anyway
         // (not sent: dropped, or combined with other parts) are taken at
-        // once; those of a single reply as they are written.
+        // once; those of a single reply or of an array's part as they are
+        // written.
         let mut kept = silent;
         match slot {
             Slot::Single(s, _) => {
@@ -456,8 +467,13 @@ impl Replies {
                     }
                 }
             }
-            Slot::Multi { left, parts, .. } => {
-                kept = true;
+            Slot::Multi {
+                left,
+                parts,
+                combine,
+                ..
+            } => {
+                kept |= *combine != Combine::Array;
                 if merge(&mut parts[part as usize], reply) {
                     *left -= 1;
                 }
@@ -485,14 +501,66 @@ impl Replies {
         self.move_streamed();
     }
 
-    /// The reply at the front, sent in parts: its bytes come go into the
-    /// output buffer as they come.
+    /// The reply at the front, sent in parts: its bytes go into the
+    /// output buffer as they come. An array at the front: its parts as
+    /// they come, in order, and those sent in parts so.
     fn move_streamed(&mut self) {
-        let Some(Slot::Single(Some(Reply::Part(b, flow)), _)) = self.slots.front_mut() else {
-            return;
-        };
-        let s = self.streaming.get_or_insert_with(|| Streaming {
-            flow: flow.clone(),
+        match self.slots.front_mut() {
+            Some(Slot::Single(Some(Reply::Part(b, flow)), _)) => {
+                let (b, flow) = (std::mem::take(b), flow.clone());
+                self.move_part(b, flow);
+            }
+            Some(Slot::Multi {
+                combine: Combine::Array,
+                ..
+            }) => self.move_array_parts(),
+            _ => {}
+        }
+    }
+
+    /// The array at the front: its header and its parts that are in, up to
+    /// the first that is not whole (its bytes so far, if sent in parts).
+    fn move_array_parts(&mut self) {
+        loop {
+            let Some(Slot::Multi {
+                parts,
+                proto,
+                emitted,
+                ..
+            }) = self.slots.front_mut()
+            else {
+                return;
+            };
+            let proto = *proto;
+            let Some(k) = *emitted else {
+                let n = parts.len();
+                *emitted = Some(0);
+                self.emit(|out| resp::array(out, n));
+                continue;
+            };
+            match parts.get_mut(k) {
+                Some(Some(Reply::Part(b, flow))) => {
+                    let (b, flow) = (std::mem::take(b), flow.clone());
+                    return self.move_part(b, flow);
+                }
+                Some(p @ Some(_)) => {
+                    let p = p.take().expect("a part");
+                    *emitted = Some(k + 1);
+                    self.held -= reply_len(&p);
+                    // A part sent in parts ended with this.
+                    self.streaming = None;
+                    self.emit(|out| p.encode(out, proto));
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Bytes `b` of the reply sent in parts at the front (under `flow`)
+    /// go out.
+    fn move_part(&mut self, b: Vec<u8>, flow: FlowRef) {
+        let s = self.streaming.get_or_insert(Streaming {
+            flow,
             moved: 0,
             credited: 0,
         });
@@ -502,7 +570,6 @@ impl Replies {
         }
         s.moved += n as u64;
         self.held -= n;
-        let b = std::mem::take(b);
         if self.wpos == self.wbuf.len() {
             // Nothing unsent: the part becomes the buffer, uncopied.
             self.wbuf = b;

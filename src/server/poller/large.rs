@@ -1,38 +1,47 @@
 //! Values larger than a segment, on the poller's side: a SET of one hands
 //! the value to [`Keyspace::write_large`] and holds the key until its head
-//! is durable. A GET of one is streamed ([`Stream`]): the bulk header,
-//! then each piece as it is read, a window ahead of what the client has
-//! read ([`Flow`]), with the pieces pinned rather than the key held. Other
-//! reads of one read the head (as any record), then its pieces, a few at
-//! a time, into one buffer laid out as the GET reply (the RESP bulk
-//! header, the value, CRLF); GETRANGE reads only the pieces its range
-//! needs, into its reply the same way; other commands see the value in
-//! that buffer. Then the key is held (later requests for it wait in
-//! `busy`) from the head's read to the end of the pieces', so that no
-//! overwrite frees a piece under the read.
+//! is durable. Every read of one's bytes is streamed ([`Stream`]): GET,
+//! GETRANGE (only the pieces its range needs), GETEX, GETDEL, SET … GET,
+//! DUMP, and MGET's parts. The reply's first bytes, then each piece as it
+//! is read, a window ahead of what the client has read ([`Flow`]), with
+//! the pieces pinned rather than the key held. A command that also writes
+//! (GETDEL's delete, SET … GET's set, GETEX's expiry) pins the pieces,
+//! writes, and sends nothing until its write is durable (the stream's
+//! gate, [`Poller::gate_reply`]); the key is not held meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::{is_sub, Poller, Reply, Request, Waiter};
-use crate::format::{decode_record, LargeHead, PieceHeader, Record, RecordMeta, FLAG_LARGE};
+use crate::format::{LargeHead, PieceHeader, Record, RecordMeta, FLAG_LARGE};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
-use crate::server::msg::{ConnRef, Flow, FlowRef, MoveKind, Op};
+use crate::server::dump::Streamed;
+use crate::server::msg::{ConnRef, Flow, FlowRef, GetExpiry, MoveKind, ObjectInfo, Op};
 use crate::server::strings as text;
 use crate::store::keyspace::{Tag, WriteError};
 
 /// Piece reads one large value keeps in flight.
 const PIECE_DEPTH: usize = 4;
 
-/// Pieces a streamed GET reads ahead of what its client has read, at
-/// most (and at most half of `--max-output-buffer`, but always one).
+/// Pieces a stream reads ahead of what its client has read, at most (and
+/// at most half of `--max-output-buffer`, but always one).
 const STREAM_WINDOW: u64 = 4;
 
-/// A large value sent to its client as its pieces are read (GET). The
-/// pieces are pinned ([`Keyspace::pin_pieces`]), not the key: writes of
-/// the key go on meanwhile, and the client gets the value its GET found.
+/// What a streamed reply carries around the value's bytes.
+enum Frame {
+    /// A bulk string of them.
+    Bulk,
+    /// DUMP's payload (as a bulk string), its checksum computed as the
+    /// bytes pass.
+    Dump(Streamed),
+}
+
+/// A large value (or a range of it) sent to its client as its pieces are
+/// read. The pieces are pinned ([`Keyspace::pin_pieces`]), not the key:
+/// writes of the key go on meanwhile, and the client gets the value its
+/// command found.
 pub(super) struct Stream {
     to: ConnRef,
     id: u64,
@@ -40,30 +49,50 @@ pub(super) struct Stream {
     /// The head's place, for the errors.
     offset: u64,
     head: Arc<LargeHead>,
-    /// The pins hold (a flush since voided them).
-    pinned: bool,
     flow: Arc<Flow>,
-    /// The bulk header, sent with the first piece.
+    /// The reply's bytes before the value's, sent with its first piece.
     header: Vec<u8>,
-    /// The next piece to read, and to send.
+    frame: Frame,
+    /// The value's bytes sent: `len` of them from `lo`.
+    lo: u64,
+    len: u64,
+    /// The pieces: the next to read, the next to send, one past the last.
     next: usize,
     send: usize,
+    end: usize,
     in_flight: usize,
-    /// Pieces read, waiting for those before them, as they are to be sent.
+    /// Pieces read, waiting for those before them, as they are to be
+    /// sent (the first with the header).
     ready: BTreeMap<usize, Vec<u8>>,
     /// Bytes sent to the connection; bytes read or being read, not sent.
     sent: u64,
     ahead: u64,
+    /// Nothing is read or sent until the command's write is durable.
+    open: bool,
     /// The stream ends: it failed, or the client went.
     failed: Option<String>,
 }
 
-/// A large value being read.
+impl Stream {
+    /// The bytes of piece `i` the stream sends: where they start in the
+    /// piece, and how many (`cap`: a piece's capacity).
+    fn span(&self, i: usize, cap: u64) -> (usize, u64) {
+        let base = i as u64 * cap;
+        let from = base.max(self.lo);
+        let to = (base + self.head.piece_len(i, cap)).min(self.lo + self.len);
+        ((from - base) as usize, to - from)
+    }
+}
+
+/// A transaction's read of a large value, whole (a transaction writes
+/// whole values: see `Poller::finish_txn`).
 pub(super) struct Assembly {
     req: Request,
     entry: Entry,
-    /// The head record's bytes.
-    record: Vec<u8>,
+    /// The head record's key and fields.
+    key: Vec<u8>,
+    meta: RecordMeta,
+    rec_len: u64,
     head: LargeHead,
     /// The reply: bulk header, value (or the range of it read), CRLF.
     out: Vec<u8>,
@@ -116,19 +145,180 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// A record just read is the head of a large value: STRLEN answers
-    /// from it; other commands get the value, read from its pieces.
-    pub(super) fn large_read(&mut self, req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+    /// A record just read is the head of a large value: STRLEN, OBJECT
+    /// and EXPIRETIME answer from it; the commands that send its bytes
+    /// stream them.
+    pub(super) fn large_read(&mut self, req: Request, entry: Entry, rec: &Record) {
         let Some(head) = LargeHead::decode(rec.value) else {
             return self.corrupt(&req, entry, &"large value head unreadable");
         };
         if let Op::Strlen { .. } = req.op {
             return self.reply(&req, Reply::Int(head.total_len as i64));
         }
-        // Inside a transaction, the value is read whole into the reply.
-        if matches!(req.op, Op::Get { .. }) && !is_sub(&req) {
-            return self.start_stream(req, entry, head);
+        // Inside a transaction, which writes whole values, the value is
+        // read whole.
+        if is_sub(&req) {
+            return self.assemble(req, entry, rec, head);
         }
+        let st = self.stats();
+        match &req.op {
+            // More than 44 bytes, no integer: Redis's `raw`, not shared.
+            Op::Object {
+                what: ObjectInfo::Refcount,
+                ..
+            } => return self.reply(&req, Reply::Int(1)),
+            Op::Object { .. } => {
+                return self.reply(&req, Reply::Encoded(b"$3\r\nraw\r\n".to_vec()))
+            }
+            Op::ExpireTime { .. } => return self.strings(req, Some((&[], rec.meta.expire_ms))),
+            Op::GetEx {
+                expiry: GetExpiry::Invalid(msg),
+                ..
+            } => {
+                let msg = msg.clone();
+                return self.reply(&req, Reply::Error(msg));
+            }
+            Op::Get { .. } | Op::GetDel { .. } => {
+                st.reads.fetch_add(1, Relaxed);
+                st.hits.fetch_add(1, Relaxed);
+            }
+            Op::GetEx { .. } | Op::GetRange { .. } => {
+                st.hits.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+        let cap = self.ks.piece_capacity();
+        let (lo, len) = match req.op {
+            Op::GetRange { start, end, .. } => {
+                match super::range_bounds(head.total_len, start, end) {
+                    Some((first, last)) => (first, last - first + 1),
+                    None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
+                }
+            }
+            _ => (0, head.total_len),
+        };
+        let (first, last) = ((lo / cap) as usize, ((lo + len - 1) / cap) as usize);
+        if last >= head.pieces.len() {
+            return self.corrupt(&req, entry, &"large value head inconsistent");
+        }
+        let (frame, total, before) = match req.op {
+            Op::Dump { .. } => {
+                let (st, total, before) = Streamed::start(len);
+                (Frame::Dump(st), total, before)
+            }
+            _ => (Frame::Bulk, len, Vec::new()),
+        };
+        let mut header = Vec::with_capacity(before.len() + 16);
+        crate::resp::bulk_header(&mut header, total as usize);
+        header.extend_from_slice(&before);
+        let Some(head) = self.ks.pin_pieces(entry.offset, head.value_id) else {
+            // Superseded since its read (its pieces may be gone already):
+            // the command runs again, on the key's new state.
+            if self.ks.lookup(req.pid, &req.hash) == Some(entry) {
+                return self.corrupt(&req, entry, &"large value head not held");
+            }
+            return self.handle_accepted(req);
+        };
+        let now = self.ks.now_ms();
+        let write = match &req.op {
+            Op::GetDel { .. } => Some(true),
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } => Some(*at <= now),
+            Op::GetEx {
+                expiry: GetExpiry::Persist,
+                ..
+            }
+            | Op::Set { .. } => Some(false),
+            _ => None,
+        };
+        let id = self.next_assembly;
+        self.next_assembly += 1;
+        let stream = Stream {
+            to: req.from,
+            id: req.id,
+            part: req.part,
+            offset: entry.offset,
+            head,
+            flow: Flow::new(self.id),
+            header,
+            frame,
+            lo,
+            len,
+            next: first,
+            send: first,
+            end: last + 1,
+            in_flight: 0,
+            ready: BTreeMap::new(),
+            sent: 0,
+            ahead: 0,
+            open: write.is_none(),
+            failed: None,
+        };
+        self.streams.insert(id, stream);
+        let Some(delete) = write else {
+            self.pump_stream(id);
+            return;
+        };
+        // The command's write; its reply, nil when it succeeds, opens the
+        // gate (see `gate_reply`).
+        let slot = (req.from, req.id, req.part);
+        if let Some(old) = self.gates.insert(slot, id) {
+            self.drop_stream(old);
+        }
+        match &req.op {
+            _ if delete => self.delete(req, Reply::Nil),
+            // A head with the new expiry, sharing the pieces.
+            Op::GetEx { expiry, .. } => {
+                let at = match expiry {
+                    GetExpiry::At(at) => *at,
+                    _ => 0,
+                };
+                let result = match at != 0 || rec.meta.expire_ms != 0 {
+                    true => self.write_expiry(&req, rec, at),
+                    false => Ok(()),
+                };
+                self.acknowledge_now(req, result, Reply::Nil)
+            }
+            _ => self.set(req, Some(entry), None),
+        }
+        // A write put aside for want of room runs again later, whole.
+        let deferred = self.deferred.back().map(|(_, r)| (r.from, r.id, r.part));
+        if deferred == Some(slot) && self.gates.get(&slot) == Some(&id) {
+            self.gates.remove(&slot);
+            self.drop_stream(id);
+        }
+    }
+
+    /// The reply to a gated stream's write (see [`Poller::large_read`]):
+    /// nil, it is durable, and the stream starts; else the reply is the
+    /// command's, and the stream ends unsent.
+    pub(super) fn gate_reply(&mut self, id: u64, reply: Reply) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if let Reply::Nil = reply {
+            s.open = true;
+            self.pump_stream(id);
+            return;
+        }
+        let (to, rid, part) = (s.to, s.id, s.part);
+        self.drop_stream(id);
+        self.respond(to, rid, part, reply);
+    }
+
+    /// Ends stream `id`, not open yet: its pins go.
+    fn drop_stream(&mut self, id: u64) {
+        if let Some(s) = self.streams.remove(&id) {
+            debug_assert!(!s.open && s.in_flight == 0);
+            self.ks.unpin_pieces(&s.head);
+        }
+    }
+
+    /// Reads of a transaction's large value (an assembly), whole: the
+    /// reply, or the value for the command to go on with.
+    fn assemble(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
             Op::GetRange { start, end, .. } => {
@@ -155,7 +345,6 @@ impl<E: Engine> Poller<E> {
         out.extend_from_slice(&bulk_header);
         out.resize(at + len as usize, 0);
         out.extend_from_slice(b"\r\n");
-        self.busy.entry(req.hash.tag).or_default();
         let id = self.next_assembly;
         self.next_assembly += 1;
         self.assemblies.insert(
@@ -163,7 +352,9 @@ impl<E: Engine> Poller<E> {
             Assembly {
                 req,
                 entry,
-                record: bytes.to_vec(),
+                key: rec.key.to_vec(),
+                meta: rec.meta,
+                rec_len: rec.len,
                 head,
                 out,
                 at,
@@ -176,11 +367,6 @@ impl<E: Engine> Poller<E> {
             },
         );
         self.read_pieces(id);
-    }
-
-    /// Whether a large value of key tag `tag` is being read.
-    pub(super) fn assembling(&self, tag: u64) -> bool {
-        self.assemblies.values().any(|a| a.req.hash.tag == tag)
     }
 
     /// Issues piece reads of assembly `id` up to [`PIECE_DEPTH`]; one that
@@ -234,7 +420,7 @@ impl<E: Engine> Poller<E> {
             return false;
         };
         self.free_tags.push(tag);
-        if self.streams.contains_key(&id) {
+        if !self.assemblies.contains_key(&id) {
             self.complete_stream_read(id, i, c);
             return true;
         }
@@ -271,21 +457,14 @@ impl<E: Engine> Poller<E> {
         if a.in_flight > 0 || !(all || a.failed.is_some()) {
             return;
         }
+        // The transaction holds the key.
         let a = self.assemblies.remove(&id).expect("an assembly");
-        let tag = a.req.hash.tag;
-        // Inside a transaction, the transaction holds the key.
-        let sub = is_sub(&a.req);
         match a.failed {
             Some(msg) => {
                 let entry = a.entry;
                 self.corrupt(&a.req, entry, &msg);
             }
             None => self.assembled(a),
-        }
-        // A write of a large value (SET … GET) holds it until its head is
-        // durable.
-        if !sub && !self.edits.holds(tag) {
-            self.release(tag);
         }
     }
 
@@ -302,15 +481,14 @@ impl<E: Engine> Poller<E> {
             _ => {}
         }
         let moved = matches!(a.req.op, Op::Move { .. });
-        let rec = decode_record(&self.shared.sb.uuid, &a.record).expect("decoded before");
-        let value = &a.out[a.at..a.at + a.len as usize];
         let rec = Record {
             meta: RecordMeta {
-                flags: rec.meta.flags & !FLAG_LARGE,
-                ..rec.meta
+                flags: a.meta.flags & !FLAG_LARGE,
+                ..a.meta
             },
-            value,
-            ..rec
+            key: &a.key,
+            value: &a.out[a.at..a.at + a.len as usize],
+            len: a.rec_len,
         };
         match moved {
             true => self.move_found(a.req, &rec),
@@ -369,45 +547,7 @@ impl<E: Engine> Poller<E> {
 }
 
 impl<E: Engine> Poller<E> {
-    /// GET of a large value whose head was just read: pins its pieces and
-    /// starts sending it. A head superseded since its read (its pieces may
-    /// be gone already) has the GET run again, on the key's new state.
-    fn start_stream(&mut self, req: Request, entry: Entry, head: LargeHead) {
-        let Some(head) = self.ks.pin_pieces(entry.offset, head.value_id) else {
-            if self.ks.lookup(req.pid, &req.hash) == Some(entry) {
-                return self.corrupt(&req, entry, &"large value head not held");
-            }
-            return self.handle_accepted(req);
-        };
-        let st = self.stats();
-        st.reads.fetch_add(1, Relaxed);
-        st.hits.fetch_add(1, Relaxed);
-        let mut header = Vec::new();
-        crate::resp::bulk_header(&mut header, head.total_len as usize);
-        let id = self.next_assembly;
-        self.next_assembly += 1;
-        let stream = Stream {
-            to: req.from,
-            id: req.id,
-            part: req.part,
-            offset: entry.offset,
-            head,
-            pinned: true,
-            flow: Flow::new(self.id),
-            header,
-            next: 0,
-            send: 0,
-            in_flight: 0,
-            ready: BTreeMap::new(),
-            sent: 0,
-            ahead: 0,
-            failed: None,
-        };
-        self.streams.insert(id, stream);
-        self.pump_stream(id);
-    }
-
-    /// Bytes a streamed GET may have read ahead of its client.
+    /// Bytes a stream may have read ahead of its client.
     fn stream_window(&self) -> u64 {
         let cap = self.ks.piece_capacity();
         let mut window = STREAM_WINDOW * cap;
@@ -432,10 +572,10 @@ impl<E: Engine> Poller<E> {
             if s.sent > 0 && s.failed.is_none() && Arc::strong_count(&s.flow) == 1 {
                 s.failed = Some(String::new());
             }
-            if s.failed.is_some() || s.next == s.head.pieces.len() || s.in_flight >= PIECE_DEPTH {
+            if !s.open || s.failed.is_some() || s.next == s.end || s.in_flight >= PIECE_DEPTH {
                 break;
             }
-            let len = s.head.piece_len(s.next, cap);
+            let (_, len) = s.span(s.next, cap);
             // Ahead of the client by the window at most: it has taken
             // all but `window` of what is sent or read once this is.
             let want = (s.sent + s.ahead + len).saturating_sub(window);
@@ -443,7 +583,8 @@ impl<E: Engine> Poller<E> {
                 break;
             }
             let (i, seg) = (s.next, s.head.pieces[s.next]);
-            match self.issue_piece_read(id, i, seg, len) {
+            let piece_len = s.head.piece_len(i, cap);
+            match self.issue_piece_read(id, i, seg, piece_len) {
                 Ok(true) => {
                     let s = self.streams.get_mut(&id).expect("a stream");
                     s.next += 1;
@@ -478,17 +619,8 @@ impl<E: Engine> Poller<E> {
         any
     }
 
-    /// A flush took the pieces of every value of this poller's: the
-    /// streams' pins are void (a stream whose pieces get reused meanwhile
-    /// fails their checks, and its connection closes).
-    pub(super) fn streams_flushed(&mut self) {
-        for s in self.streams.values_mut() {
-            s.pinned = false;
-        }
-    }
-
     /// Issues the read of piece `i` (segment `seg`, `len` bytes of value)
-    /// for assembly or stream `id`: whether it went out (not: no read slot
+    /// for stream `id`: whether it went out (not: no read slot
     /// or no room at the engine, try again later), or why it cannot.
     fn issue_piece_read(&mut self, id: u64, i: usize, seg: u32, len: u64) -> Result<bool, String> {
         let block = self.ks.block();
@@ -552,16 +684,20 @@ impl<E: Engine> Poller<E> {
     /// before it are.
     fn complete_stream_read(&mut self, id: u64, i: usize, c: &mut Completion) {
         let buf = c.buf.take().expect("a read returns its buffer");
+        let cap = self.ks.piece_capacity();
         let s = &self.streams[&id];
         let checked = self.checked_piece(&s.head, i, c, &buf).map(|data| {
-            let last = i + 1 == s.head.pieces.len();
-            let first = if i == 0 { &s.header[..] } else { &[] };
-            let mut out = Vec::with_capacity(first.len() + data.len() + 2);
-            out.extend_from_slice(first);
-            out.extend_from_slice(data);
-            if last {
-                out.extend_from_slice(b"\r\n");
+            let (from, len) = s.span(i, cap);
+            let first = match s.lo / cap == i as u64 {
+                true => s.header.len(),
+                false => 0,
+            };
+            // Room for the bytes after the value, if last.
+            let mut out = Vec::with_capacity(first + len as usize + 12);
+            if first > 0 {
+                out.extend_from_slice(&s.header);
             }
+            out.extend_from_slice(&data[from..from + len as usize]);
             out
         });
         drop(buf); // back to the engine's pool
@@ -580,7 +716,8 @@ impl<E: Engine> Poller<E> {
         self.pump_stream(id);
     }
 
-    /// Sends the pieces of stream `id` that are next in order.
+    /// Sends the pieces of stream `id` that are next in order (the last
+    /// with the bytes after the value).
     fn send_ready(&mut self, id: u64) {
         let cap = self.ks.piece_capacity();
         loop {
@@ -588,13 +725,25 @@ impl<E: Engine> Poller<E> {
             if s.failed.is_some() {
                 return;
             }
-            let Some(out) = s.ready.remove(&s.send) else {
+            let Some(mut out) = s.ready.remove(&s.send) else {
                 return;
             };
-            s.ahead -= s.head.piece_len(s.send, cap);
+            let first = s.lo / cap == s.send as u64;
+            let last = s.send + 1 == s.end;
+            if let Frame::Dump(st) = &mut s.frame {
+                let skip = if first { s.header.len() } else { 0 };
+                st.update(&out[skip..]);
+            }
+            if last {
+                if let Frame::Dump(st) = std::mem::replace(&mut s.frame, Frame::Bulk) {
+                    out.extend_from_slice(&st.finish());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            s.ahead -= s.span(s.send, cap).1;
             s.sent += out.len() as u64;
             s.send += 1;
-            let reply = match s.send == s.head.pieces.len() {
+            let reply = match last {
                 true => Reply::Encoded(out),
                 false => Reply::Part(out, FlowRef(Arc::clone(&s.flow))),
             };
@@ -607,14 +756,12 @@ impl<E: Engine> Poller<E> {
     /// went) with no read in flight: its pins go.
     fn end_stream_if_done(&mut self, id: u64) {
         let s = &self.streams[&id];
-        let done = s.send == s.head.pieces.len();
+        let done = s.send == s.end;
         if s.in_flight > 0 || !(done || s.failed.is_some()) {
             return;
         }
         let s = self.streams.remove(&id).expect("a stream");
-        if s.pinned {
-            self.ks.unpin_pieces(&s.head);
-        }
+        self.ks.unpin_pieces(&s.head);
         match s.failed {
             // Sent whole, or the client went.
             None => {}

@@ -163,9 +163,10 @@ pub(super) fn is_large_edit(req: &Request) -> bool {
 impl<E: Engine> Poller<E> {
     /// `req` (see [`is_large_edit`]) found its key's record, `rec` (of
     /// `bytes`), to be the head of a large value.
-    pub(super) fn edit_large(&mut self, req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
+    pub(super) fn edit_large(&mut self, req: Request, entry: Entry, rec: &Record) {
         if let Op::GetEx { .. } = req.op {
-            return self.getex_large(req, entry, bytes, rec);
+            // A head with the new expiry, then the value (poller/large.rs).
+            return self.large_read(req, entry, rec);
         }
         match req.op {
             Op::IncrBy { .. } => {
@@ -239,36 +240,14 @@ impl<E: Engine> Poller<E> {
         self.start_edit(head, to_read, goal);
     }
 
-    /// GETEX with PERSIST or a new expiry, of a large value: a head with
-    /// the new expiry sharing the pieces, then the value read as a GET's.
-    /// A time already past deletes the key once the value is read, as
-    /// for a small value.
-    fn getex_large(&mut self, mut req: Request, entry: Entry, bytes: &[u8], rec: &Record) {
-        let at = match &req.op {
-            Op::GetEx {
-                expiry: GetExpiry::At(at),
-                ..
-            } => *at,
-            _ => 0, // PERSIST
-        };
-        if at != 0 && at <= self.ks.now_ms() {
-            return self.large_read(req, entry, bytes, rec);
-        }
-        if at != 0 || rec.meta.expire_ms != 0 {
-            if let Err(e) = self.write_expiry(&req, rec, at) {
-                let reply = self.refusal(e);
-                return self.reply(&req, reply);
-            }
-        }
-        req.op = Op::Get {
-            key: req.op.key().expect("keyed op").into(),
-        };
-        self.large_read(req, entry, bytes, rec)
-    }
-
     /// Writes a head for `req`'s key sharing `rec`'s pieces, with expiry
     /// `at` (0: none), and puts it in the stream as PEXPIREAT or PERSIST.
-    fn write_expiry(&mut self, req: &Request, rec: &Record, at: u64) -> Result<(), WriteError> {
+    pub(super) fn write_expiry(
+        &mut self,
+        req: &Request,
+        rec: &Record,
+        at: u64,
+    ) -> Result<(), WriteError> {
         self.ks
             .write_head(req.pid, &req.hash, rec.key, rec.value, at)?;
         let (key, seq) = (rec.key, self.ks.next_seq() - 1);

@@ -64,6 +64,11 @@ impl<E: Engine, W> Keyspace<E, W> {
             if !owned.contains(&shard) {
                 continue;
             }
+            if space.piece_refs[g].load(Relaxed) > 0 {
+                // Pinned pieces: a stream still reads them. They stay
+                // until it ends (`unpin_pieces`).
+                continue;
+            }
             let referenced = space.live[g].load(Relaxed) > 0;
             space.live[g].store(0, Relaxed);
             space.gone[g].store(0, Relaxed);

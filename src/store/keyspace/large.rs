@@ -524,8 +524,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// it was read), for a read that outlasts the key's hold (a streamed
     /// GET): an overwrite, DEL, expiry or eviction of the key meanwhile
     /// leaves the piece segments as they are until
-    /// [`Keyspace::unpin_pieces`]. A flush of the shard takes them all the
-    /// same (their pins are then void: not to be unpinned).
+    /// [`Keyspace::unpin_pieces`]; so does a flush of the shard.
     pub fn pin_pieces(&mut self, offset: u64, value_id: u64) -> Option<Arc<LargeHead>> {
         let head = (self.space.large.lock().expect("large value map"))
             .get(&offset)
@@ -544,7 +543,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// Forgets the heads of large values of `shards` (a flush): their
-    /// piece segments are then flushed with the shards' other segments.
+    /// piece segments are then flushed with the shards' other segments,
+    /// but for those pinned ([`Keyspace::pin_pieces`]), freed once
+    /// unpinned.
     pub(super) fn forget_heads(&mut self, shards: &[u32]) {
         let space = &self.space;
         let mut large = space.large.lock().expect("large value map");
@@ -553,8 +554,9 @@ impl<E: Engine, W> Keyspace<E, W> {
             if !shards.contains(&owner) {
                 return true;
             }
+            // What is left are pins: streams still reading the pieces.
             for &no in &head.pieces {
-                space.piece_refs[no as usize].store(0, Relaxed);
+                space.piece_refs[no as usize].fetch_sub(1, Relaxed);
             }
             false
         });
