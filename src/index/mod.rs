@@ -703,6 +703,13 @@ impl Partition {
     /// Inserts or replaces the entry of `h`; returns the previous one.
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
+        if !found && self.entries + 1 >= self.slots {
+            // A table that could not grow past its load factor (its file
+            // system full, its directory gone) is full: a new key would
+            // leave no empty slot, and a probe would never end.
+            self.grow()?;
+            return self.insert(h, e);
+        }
         let old = found.then(|| self.entry_at(i));
         if found {
             // The access bits stay with the key through a replacement.
@@ -1731,6 +1738,32 @@ mod tests {
         assert!(cp.is_some() && !p.slots_intact());
         drop(p);
         assert_eq!(std::fs::read(&path).unwrap(), b, "not converted");
+    }
+
+    #[test]
+    fn a_table_that_cannot_grow_refuses_new_keys_rather_than_filling_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 2, [1; 16], 10).unwrap();
+        // Growing writes a new file beside the table's: with the directory
+        // gone, every growth fails.
+        std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+        let slots = p.slots;
+        let mut refused = 0;
+        for k in 0..2 * slots {
+            let h = KeyHash::of(format!("k{k}").as_bytes());
+            let e = Entry {
+                offset: 4096 * (k + 1),
+                len: 112,
+                tombstone: false,
+                expire_ms: 0,
+            };
+            if p.insert(&h, e).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(p.entries < p.slots, "the table filled up");
+        assert!(refused > slots / 2, "only {refused} inserts refused");
     }
 
     #[test]
