@@ -28,10 +28,12 @@ const BIG_MAX: usize = 8;
 const BIG_BYTES: usize = 32 << 20;
 
 /// A buffer of `len` bytes from `big`, an engine's pool of large ones (one
-/// of `len` to `2 * len` bytes), or a new one that goes there once used.
+/// of `len` to `2 * len` bytes), or a new one that goes there once used,
+/// of a power of two bytes so that it serves requests of varied lengths
+/// (a group commit's writes) again.
 fn big_buf(big: &Arc<BufPool>, len: usize) -> IoBuf {
     big.take_fitting(len, 2 * len)
-        .unwrap_or_else(|| IoBuf::new(len).pooled(big))
+        .unwrap_or_else(|| IoBuf::new(len.next_power_of_two()).pooled(big))
 }
 pub use buf::{IoBuf, ALIGN};
 pub use device::{Device, DeviceSpec, EventFd};
