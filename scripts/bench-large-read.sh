@@ -43,35 +43,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$bin" ] || bin="$root/target/release/nvkv"
-mkdir -p "$dir"
-pid=""
-cleanup() {
-    [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+. "$root/scripts/large-lib.sh"
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-serve() {
-    "$bin" serve --path "$dir/store" --listen "127.0.0.1:$port" --capacity "$capacity" \
-        >"$dir/serve.out" 2>"$dir/serve.err" &
-    pid=$!
-    for ((i = 0; i < 1200; i++)); do
-        grep -q "^nvkv listening on" "$dir/serve.out" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "the server did not start:" >&2
-    cat "$dir/serve.err" >&2
-    exit 1
-}
-
-stop() {
-    kill -TERM "$pid"
-    wait "$pid" || true
-    pid=""
-}
 
 # $1 = setup | GET | GETRANGE | GETDEL | DUMP: sets the value and its
 # copies, or prints the seconds one command takes, its reply read over a

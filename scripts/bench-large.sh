@@ -45,41 +45,13 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$bin" ] || bin="$root/target/release/nvkv"
 command -v fio >/dev/null || { echo "fio is needed" >&2; exit 1; }
-mkdir -p "$dir"
-pid=""
-cleanup() {
-    [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. "$root/scripts/large-lib.sh"
 
 # fio sequential 1 MiB O_DIRECT: prints MiB/s for rw=$1 over ${size} MiB.
 fio_bw() {
     fio --name=seq --filename="$dir/fio.dat" --rw="$1" --bs=1M --direct=1 \
         --ioengine=io_uring --iodepth=8 --size="${size}M" --output-format=json |
         python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; k=sys.argv[1]; print(round(j[k]["bw_bytes"]/1048576, 1))' "$2"
-}
-
-serve() {
-    "$bin" serve --path "$dir/store" --listen "127.0.0.1:$port" --capacity "$capacity" \
-        >"$dir/serve.out" 2>"$dir/serve.err" &
-    pid=$!
-    for ((i = 0; i < 1200; i++)); do
-        grep -q "^nvkv listening on" "$dir/serve.out" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "the server did not start:" >&2
-    cat "$dir/serve.err" >&2
-    exit 1
-}
-
-stop() {
-    kill -TERM "$pid"
-    wait "$pid" || true
-    pid=""
 }
 
 # $1 = set|get: prints MiB/s of one SET or GET of the value, sent and

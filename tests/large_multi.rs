@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::large::{client, value};
+use common::large::{client, converge_keys, value};
 use common::Server;
 use redis::{Commands, Value};
 
@@ -320,29 +320,6 @@ fn after_a_kill_each_exec_of_large_values_is_all_or_none() {
     let got: Vec<u8> = c.get("after").unwrap();
     assert!(got == big);
     srv.stop();
-}
-
-/// Waits until `get` on the replica returns what it returns on the
-/// primary for every key of `keys`.
-fn converge_keys(primary: &Server, replica: &Server, keys: &[&str]) {
-    let (mut p, mut r) = (client(primary), client(replica));
-    let t0 = Instant::now();
-    loop {
-        let same = keys.iter().all(|k| {
-            let want: Option<Vec<u8>> = p.get(*k).unwrap();
-            let got: redis::RedisResult<Option<Vec<u8>>> = r.get(*k);
-            matches!(got, Ok(got) if got == want)
-        });
-        if same {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the replica did not converge; its log:\n{}",
-            replica.log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A replica attached while transactions of large values run (during its

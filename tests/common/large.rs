@@ -3,6 +3,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use redis::Commands;
+
 use super::Server;
 
 /// A value of `len` bytes that differs at every position modulo a prime,
@@ -45,4 +47,27 @@ pub fn python_ok(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+/// Waits until `get` on the replica returns what it returns on the
+/// primary for every key of `keys`.
+pub fn converge_keys(primary: &Server, replica: &Server, keys: &[&str]) {
+    let (mut p, mut r) = (client(primary), client(replica));
+    let t0 = std::time::Instant::now();
+    loop {
+        let same = keys.iter().all(|k| {
+            let want: Option<Vec<u8>> = p.get(*k).unwrap();
+            let got: redis::RedisResult<Option<Vec<u8>>> = r.get(*k);
+            matches!(got, Ok(got) if got == want)
+        });
+        if same {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the replica did not converge; its log:\n{}",
+            replica.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -111,31 +111,8 @@ impl<E: Engine, W> Keyspace<E, W> {
         expire_ms: u64,
         writer: W,
     ) -> Result<(), (W, WriteError)> {
-        let cap = self.piece_capacity() as usize;
-        let count = value.len().div_ceil(cap);
-        let value_id = self.space.next_gen();
-        let total_len = value.len() as u64;
-        let source = PieceSource::Shared(value);
-        let segs = match self.write_pieces(pid, value_id, total_len, 0..count, source) {
-            Ok(segs) => segs,
-            Err(e) => return Err((writer, e)),
-        };
-        self.log.jobs.push(LargeJob {
-            pid,
-            hash: *hash,
-            key: key.into(),
-            head: LargeHead {
-                total_len,
-                value_id,
-                pieces: segs.clone(),
-            },
-            expire_ms,
-            writer,
-            fresh: segs,
-            held: None,
-            pieces_only: false,
-        });
-        Ok(())
+        self.queue_value(pid, hash, key, value, expire_ms, writer, false)
+            .map(drop)
     }
 
     /// Writes the pieces of a large value, not its head: they go out with
@@ -153,6 +130,23 @@ impl<E: Engine, W> Keyspace<E, W> {
         key: &[u8],
         value: bytes::Bytes,
         writer: W,
+    ) -> Result<LargeHead, (W, WriteError)> {
+        self.queue_value(pid, hash, key, value, 0, writer, true)
+    }
+
+    /// A new large value's pieces queued, and its job (which appends the
+    /// head once they are durable, or with `pieces_only` holds them for
+    /// [`Keyspace::write_new_head`]); returns the head.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_value(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: bytes::Bytes,
+        expire_ms: u64,
+        writer: W,
+        pieces_only: bool,
     ) -> Result<LargeHead, (W, WriteError)> {
         let cap = self.piece_capacity() as usize;
         let count = value.len().div_ceil(cap);
@@ -173,11 +167,11 @@ impl<E: Engine, W> Keyspace<E, W> {
             hash: *hash,
             key: key.into(),
             head: head.clone(),
-            expire_ms: 0,
+            expire_ms,
             writer,
             fresh: segs,
             held: None,
-            pieces_only: true,
+            pieces_only,
         });
         Ok(head)
     }
