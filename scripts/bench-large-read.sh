@@ -45,7 +45,6 @@ done
 [ -n "$bin" ] || bin="$root/target/release/nvkv"
 . "$root/scripts/large-lib.sh"
 
-
 # $1 = setup | GET | GETRANGE | GETDEL | DUMP: sets the value and its
 # copies, or prints the seconds one command takes, its reply read over a
 # raw socket (bytes counted, the value's checked at a few places).

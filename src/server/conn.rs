@@ -606,13 +606,7 @@ impl Conn {
                     } else {
                         unquoted.iter().map(Vec::as_slice).collect()
                     };
-                    let id = self.out.next_id();
-                    exec.execute(self, &args);
-                    if self.out.next_id() > id && self.out.owed() > 0 {
-                        // It awaits a reply (or waits behind one).
-                        self.in_flight += n;
-                        self.costs.push_back((id, n));
-                    }
+                    self.run_command(exec, &args, n);
                 }
                 Ok(None) if self.unparsed() as u64 > lim.max_query_buffer => {
                     stats.query_limit_disconnects.fetch_add(1, Relaxed);
@@ -667,14 +661,20 @@ impl Conn {
             .map(|r| &whole[base + r.start..base + r.end])
             .collect();
         self.frozen = Some(whole.clone());
-        let id = self.out.next_id();
-        exec.execute(self, &args);
+        self.run_command(exec, &args, n);
         self.frozen = None;
+        rest
+    }
+
+    /// Has `exec` execute one command of `n` bytes; a command that awaits
+    /// a reply (or waits behind one) counts its bytes as in flight.
+    fn run_command(&mut self, exec: &mut impl Executor, args: &[&[u8]], n: usize) {
+        let id = self.out.next_id();
+        exec.execute(self, args);
         if self.out.next_id() > id && self.out.owed() > 0 {
             self.in_flight += n;
             self.costs.push_back((id, n));
         }
-        rest
     }
 
     /// `v`, an argument of the command being executed, as bytes of its

@@ -1154,7 +1154,8 @@ impl<E: Engine> Poller<E> {
         self.stream_durable();
         for (w, result) in acks.drain(..) {
             if let Some((n, tag)) = w.pieces_of {
-                self.txn_pieces_durable(n, tag, result.map_err(|e| e.to_string()));
+                let result = result.map_err(|e| super::strings::write_failed(&e));
+                self.txn_pieces_durable(n, tag, result);
                 continue;
             }
             if w.save {
@@ -1165,7 +1166,7 @@ impl<E: Engine> Poller<E> {
             }
             let reply = match result {
                 Ok(()) => w.reply,
-                Err(e) => Reply::Error(format!("ERR I/O error, {e}")),
+                Err(e) => Reply::Error(super::strings::write_failed(&e)),
             };
             self.respond(w.to, w.id, w.part, reply);
             if let Some(tag) = w.hold {
@@ -1765,16 +1766,15 @@ impl<E: Engine> Poller<E> {
     }
 
     /// The pieces of the large value of key `tag` of transaction `n` are
-    /// durable (or failed): once all are, its writes are appended, or
-    /// none of them when one failed.
+    /// durable (or failed: the error EXEC answers): once all are, its
+    /// writes are appended, or none of them when one failed.
     fn txn_pieces_durable(&mut self, n: u64, tag: u64, result: Result<(), String>) {
         let wait = self.txn_pieces.get_mut(&n).expect("a transaction");
         wait.left -= 1;
         match result {
             Ok(()) => wait.durable.push(tag),
-            Err(e) => {
-                let reply = Reply::Error(format!("ERR I/O error, {e}"));
-                wait.failed.get_or_insert(reply);
+            Err(msg) => {
+                wait.failed.get_or_insert(Reply::Error(msg));
             }
         }
         if wait.left > 0 {
@@ -2324,9 +2324,8 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
-        match self.ks.flush_all(Waiter::ok(&req, false)) {
-            Ok(()) => {}
-            Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
+        if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
+            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }
         self.repl_out.wiped(&self.shared.repl);
         while self

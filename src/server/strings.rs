@@ -330,6 +330,11 @@ pub(super) const NO_SHUTDOWN: &str = "ERR No shutdown in progress.";
 /// SCAN's cursor is not an unsigned 64-bit number.
 pub(super) const INVALID_CURSOR: &str = "ERR invalid cursor";
 
+/// A write whose commit failed (`why` from the keyspace's error).
+pub(super) fn write_failed(why: &dyn std::fmt::Display) -> String {
+    format!("ERR I/O error, {why}")
+}
+
 /// A flush the store cannot do (`why` from the keyspace's error).
 pub(super) fn flush_refused(why: &dyn std::fmt::Display) -> String {
     format!("ERR FLUSHDB refused: {why}")
