@@ -1,7 +1,8 @@
 //! A SET of a value larger than a segment holds the value once in the
 //! server: the connection's read buffer goes to the poller as it is, and
 //! the pieces are copied into a few I/O buffers as they go to the device
-//! (issue 17, point 5). Through the redis crate and a raw socket.
+//! (issue 17, point 5). Through the redis crate and a raw socket, the
+//! replies compared with redis-server's.
 
 mod common;
 
@@ -71,6 +72,15 @@ fn a_large_set_with_options_and_pipelined_commands_after_it_answers_in_order() {
     let mut got = vec![0; want.len()];
     s.read_exact(&mut got).unwrap();
     assert!(got == want, "replies differ from SET, GET, SET, TTL's");
+    // Redis answers the same bytes.
+    if let Some(redis) = common::RealRedis::start(&[]) {
+        let mut r = std::net::TcpStream::connect(&redis.addr).unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        r.write_all(&req).unwrap();
+        let mut theirs = vec![0; want.len()];
+        r.read_exact(&mut theirs).unwrap();
+        assert!(got == theirs, "nvkv's replies differ from redis-server's");
+    }
     // MSET with two large values, both taken from the same read buffer.
     let (a, b) = (value(5 << 20, 1), value(6 << 20, 2));
     let mut c = client(&srv);
