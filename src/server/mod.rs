@@ -903,9 +903,7 @@ struct Started {
 /// server's address. `serve` then starts connection threads over the
 /// mailboxes, `bench --local` drives the pollers from its own threads.
 fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) -> Result<Started> {
-    for s in &mut store.shards {
-        s.mark_dirty().context("marking the index dirty")?;
-    }
+    crate::store::mark_dirty(store.shards.iter_mut()).context("marking the index dirty")?;
     let r = store.report;
     match r.state {
         IndexState::Clean => tracing::info!(

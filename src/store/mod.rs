@@ -36,7 +36,7 @@ use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
 pub use check::{check, CheckReport};
 pub use load::{load, parse_size, CreateArgs, LoadArgs, LoadSummary};
-pub use shard::{shard_of, Lookup, Shard};
+pub use shard::{mark_dirty, shard_of, Lookup, Shard};
 pub use space::{save_table, LargeMap, Space, NO_SHARD};
 
 /// Creates an empty store in `dir`; `env` starts SPDK should

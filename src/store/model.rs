@@ -276,10 +276,8 @@ impl<'a> Runner<'a> {
             .map_err(|e| format!("opening the store: {e}"))?;
         // As the server does before its first write: a crash from here on
         // finds the index dirty and rebuilds it.
-        for s in &mut store.shards {
-            s.mark_dirty()
-                .map_err(|e| format!("marking the index dirty: {e}"))?;
-        }
+        super::shard::mark_dirty(store.shards.iter_mut())
+            .map_err(|e| format!("marking the index dirty: {e}"))?;
         let bell = EventFd::new().map_err(|e| e.to_string())?;
         let eng = Uring::new(&store.dev, 64, &bell).map_err(|e| format!("io_uring: {e}"))?;
         let eng = Faulty::new(eng, self.faults.clone().unwrap_or_default());

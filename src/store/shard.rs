@@ -3,7 +3,7 @@
 //! shards; a poller owns whole shards.
 
 use crate::format::Superblock;
-use crate::index::{Checkpoint, Entry, KeyHash, Partition, Sweep};
+use crate::index::{self, Checkpoint, Entry, Flush, KeyHash, Partition, Sweep};
 
 /// One shard's state.
 #[derive(Debug)]
@@ -219,15 +219,36 @@ impl Shard {
     pub fn partition(&self, pid: u32) -> &Partition {
         self.part(pid)
     }
+}
 
-    /// Marks every partition dirty before the shard's first change.
-    pub fn mark_dirty(&mut self) -> std::io::Result<()> {
-        self.parts.iter_mut().try_for_each(Partition::mark_dirty)
+/// Marks every partition of `shards` dirty before their first change: the
+/// headers written, then flushed together.
+pub fn mark_dirty<'a>(shards: impl Iterator<Item = &'a mut Shard>) -> std::io::Result<()> {
+    let shards: Vec<&mut Shard> = shards.collect();
+    let mut parts = Vec::new();
+    for s in shards {
+        s.parts.iter_mut().for_each(Partition::write_dirty);
+        parts.extend(s.parts.iter());
     }
+    index::flush_together(&parts, Flush::Headers)
+}
 
-    /// Flushes every partition and marks it clean.
-    pub fn mark_clean(&mut self, max_seq: u64, max_gen: u64) -> std::io::Result<()> {
-        let cp = Checkpoint { max_seq, max_gen };
-        self.parts.iter_mut().try_for_each(|p| p.mark_clean(cp))
+/// Flushes every partition of `shards` and marks it clean: all the tables
+/// flushed together, then all the headers written clean with the
+/// checkpoint (`max_seq`, `max_gen`), then those flushed together (no
+/// header says clean before every table is on disk).
+pub fn mark_clean<'a>(
+    shards: impl Iterator<Item = &'a mut Shard>,
+    max_seq: u64,
+    max_gen: u64,
+) -> std::io::Result<()> {
+    let mut shards: Vec<&mut Shard> = shards.collect();
+    let parts: Vec<&Partition> = shards.iter().flat_map(|s| s.parts.iter()).collect();
+    index::flush_together(&parts, Flush::Slots)?;
+    let cp = Checkpoint { max_seq, max_gen };
+    for s in shards.iter_mut() {
+        s.parts.iter_mut().for_each(|p| p.write_clean(cp));
     }
+    let parts: Vec<&Partition> = shards.iter().flat_map(|s| s.parts.iter()).collect();
+    index::flush_together(&parts, Flush::Headers)
 }

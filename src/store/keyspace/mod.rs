@@ -378,10 +378,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// Marks every shard's index clean: everything appended is durable.
     pub fn mark_clean(&mut self) -> std::io::Result<()> {
         let (max_seq, max_gen) = (self.log.next_seq - 1, self.space.gen.load(Relaxed));
-        for s in self.shards.iter_mut().flatten() {
-            s.mark_clean(max_seq, max_gen)?;
-        }
-        Ok(())
+        super::shard::mark_clean(self.shards.iter_mut().flatten(), max_seq, max_gen)
     }
 
     /// Publishes the live keys, keys with a TTL and tombstones of the
