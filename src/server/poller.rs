@@ -217,6 +217,10 @@ struct Staged {
     hash: KeyHash,
     key: Box<[u8]>,
     now: Option<(Vec<u8>, u64)>,
+    /// A large value stored before, edited by the transaction in pieces
+    /// (`large_edit::LargeView`): its bytes are not in `now`, whose
+    /// expiry holds.
+    large: Option<Box<large_edit::LargeView>>,
 }
 
 /// A key a connection watches, and its index entry when WATCH came.
@@ -711,6 +715,9 @@ impl<E: Engine> Poller<E> {
     /// or with one device read.
     fn fetch(&mut self, req: Request, entry: Entry) {
         if entry.offset == STAGED {
+            if self.staged_large(&req) {
+                return self.txn_large(req, entry);
+            }
             let bytes = self.staged_record(&req);
             return self.finish_fetch(req, entry, Ok(&bytes));
         }
@@ -1487,7 +1494,13 @@ impl<E: Engine> Poller<E> {
         let t = self.txn.as_mut().expect("a transaction runs");
         let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
         match t.view.entry(hash.tag) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().now = now,
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().now = now;
+                // A large value edited in pieces is replaced: its pin goes.
+                if let Some(l) = e.get_mut().large.take() {
+                    self.ks.unpin_pieces(&l.base);
+                }
+            }
             std::collections::hash_map::Entry::Vacant(e) => {
                 t.order.push(hash.tag);
                 e.insert(Staged {
@@ -1495,6 +1508,7 @@ impl<E: Engine> Poller<E> {
                     hash: *hash,
                     key: key.into(),
                     now,
+                    large: None,
                 });
             }
         }
@@ -1696,9 +1710,8 @@ impl<E: Engine> Poller<E> {
         let large: Vec<u64> = (t.order.iter().copied())
             .filter(|tag| {
                 let s = &t.view[tag];
-                s.now
-                    .as_ref()
-                    .is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
+                s.large.is_some()
+                    || (s.now.as_ref()).is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
             })
             .collect();
         if large.is_empty() {
@@ -1706,11 +1719,9 @@ impl<E: Engine> Poller<E> {
         }
         let cap = self.ks.piece_capacity() as usize;
         let pieces: usize = (large.iter())
-            .map(|tag| {
-                t.view[tag]
-                    .now
-                    .as_ref()
-                    .map_or(0, |(v, _)| v.len().div_ceil(cap))
+            .map(|tag| match &t.view[tag] {
+                Staged { large: Some(l), .. } => l.changed.len(),
+                s => s.now.as_ref().map_or(0, |(v, _)| v.len().div_ceil(cap)),
             })
             .sum();
         if !self.ks.room_for_pieces(pieces) {
@@ -1730,14 +1741,29 @@ impl<E: Engine> Poller<E> {
         };
         for tag in large {
             let s = wait.txn.view.get_mut(&tag).expect("a staged key");
-            let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
-            let value = bytes::Bytes::from(value);
-            wait.values.insert(tag, value.clone());
             let w = Waiter {
                 pieces_of: Some((n, tag)),
                 ..Waiter::new(&wait.txn.exec, Reply::Nil, None)
             };
-            match (self.ks).write_pieces_only(s.pid, &s.hash, &s.key, value, w) {
+            let written = match &s.large {
+                // Edited in pieces: only the pieces it changed.
+                Some(l) => (self.ks).write_edit_pieces_only(
+                    s.pid,
+                    &s.hash,
+                    &s.key,
+                    &l.base,
+                    l.total_len,
+                    &l.changed,
+                    w,
+                ),
+                None => {
+                    let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
+                    let value = bytes::Bytes::from(value);
+                    wait.values.insert(tag, value.clone());
+                    (self.ks).write_pieces_only(s.pid, &s.hash, &s.key, value, w)
+                }
+            };
+            match written {
                 Ok(head) => {
                     wait.heads.insert(tag, head);
                     wait.left += 1;
@@ -1794,7 +1820,8 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Answers transaction `t` with `reply` and releases its keys.
-    fn end_txn(&mut self, t: Txn, reply: Reply) {
+    fn end_txn(&mut self, mut t: Txn, reply: Reply) {
+        drop(self.unpin_views(&mut t));
         self.reply(&t.exec, reply);
         for tag in t.claimed {
             self.release(tag);
@@ -1805,7 +1832,10 @@ impl<E: Engine> Poller<E> {
     /// when the store cannot take them all), and answers EXEC once they
     /// are durable. `heads`: its large values' heads, by key tag, their
     /// pieces durable and held (let go here whatever happens).
-    fn commit_txn(&mut self, t: Txn, mut heads: HashMap<u64, LargeHead>) {
+    fn commit_txn(&mut self, mut t: Txn, mut heads: HashMap<u64, LargeHead>) {
+        // The pieces edited views share are held by their heads' jobs; their
+        // edits go into the stream.
+        let edits = self.unpin_views(&mut t);
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
@@ -1845,8 +1875,15 @@ impl<E: Engine> Poller<E> {
                     (None, _) => continue,
                 };
                 if result.is_ok() && self.shared.repl.feeding() {
-                    let (v, exp) = s.now.as_ref().map_or((&[][..], 0), |(v, e)| (&v[..], *e));
-                    replicated(&mut stream, &s.key, v, exp, s.now.is_none());
+                    match edits.get(tag) {
+                        // Its edits, as outside a transaction.
+                        Some(repl) => stream.extend_from_slice(repl),
+                        None => {
+                            let now = s.now.as_ref();
+                            let (v, exp) = now.map_or((&[][..], 0), |(v, e)| (&v[..], *e));
+                            replicated(&mut stream, &s.key, v, exp, s.now.is_none());
+                        }
+                    }
                 }
                 wrote = true;
                 if let Err(e) = result {

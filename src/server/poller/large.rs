@@ -94,6 +94,9 @@ pub(super) struct Assembly {
     meta: RecordMeta,
     rec_len: u64,
     head: LargeHead,
+    /// Pieces a transaction changed (`large_edit::LargeView`), by number:
+    /// taken from here, not read.
+    changed: BTreeMap<usize, Vec<u8>>,
     /// The reply: bulk header, value (or the range of it read), CRLF.
     out: Vec<u8>,
     /// Where the value starts in `out`.
@@ -319,19 +322,37 @@ impl<E: Engine> Poller<E> {
     /// Reads of a transaction's large value (an assembly), whole: the
     /// reply, or the value for the command to go on with.
     fn assemble(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
+        let (key, total_len) = (rec.key.to_vec(), head.total_len);
+        let found = (key, rec.meta, rec.len);
+        self.assemble_view(req, entry, found, head, total_len, BTreeMap::new());
+    }
+
+    /// Reads a large value of `total_len` bytes whole for a command of a
+    /// transaction: the pieces in `changed` from there (a
+    /// `large_edit::LargeView`'s), the others `head`'s. `found`: the head
+    /// record's key, fields and length.
+    pub(super) fn assemble_view(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        found: (Vec<u8>, RecordMeta, u64),
+        head: LargeHead,
+        total_len: u64,
+        changed: BTreeMap<usize, Vec<u8>>,
+    ) {
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
             Op::GetRange { start, end, .. } => {
                 self.stats().hits.fetch_add(1, Relaxed);
-                match super::range_bounds(head.total_len, start, end) {
+                match super::range_bounds(total_len, start, end) {
                     Some((first, last)) => (first, last - first + 1),
                     None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
                 }
             }
-            _ => (0, head.total_len),
+            _ => (0, total_len),
         };
         let (next, last) = ((lo / cap) as usize, ((lo + len.max(1) - 1) / cap) as usize);
-        if last >= head.pieces.len() {
+        if (next..=last).any(|i| i >= head.pieces.len() && !changed.contains_key(&i)) {
             return self.corrupt(&req, entry, &"large value head inconsistent");
         }
         let mut bulk_header = Vec::new();
@@ -352,10 +373,11 @@ impl<E: Engine> Poller<E> {
             Assembly {
                 req,
                 entry,
-                key: rec.key.to_vec(),
-                meta: rec.meta,
-                rec_len: rec.len,
+                key: found.0,
+                meta: found.1,
+                rec_len: found.2,
                 head,
+                changed,
                 out,
                 at,
                 lo,
@@ -376,6 +398,9 @@ impl<E: Engine> Poller<E> {
         let cap = self.ks.piece_capacity();
         loop {
             let a = self.assemblies.get_mut(&id).expect("an assembly");
+            while a.next <= a.last && a.changed.contains_key(&a.next) {
+                a.next += 1;
+            }
             if a.failed.is_some() || a.next > a.last || a.in_flight >= PIECE_DEPTH {
                 break;
             }
@@ -458,7 +483,21 @@ impl<E: Engine> Poller<E> {
             return;
         }
         // The transaction holds the key.
-        let a = self.assemblies.remove(&id).expect("an assembly");
+        let mut a = self.assemblies.remove(&id).expect("an assembly");
+        // The pieces the transaction changed, over those read.
+        let cap = self.ks.piece_capacity();
+        for (&i, piece) in &a.changed {
+            let base = i as u64 * cap;
+            let (from, to) = (
+                base.max(a.lo),
+                (base + piece.len() as u64).min(a.lo + a.len),
+            );
+            if from < to {
+                let at = a.at + (from - a.lo) as usize;
+                let src = &piece[(from - base) as usize..(to - base) as usize];
+                a.out[at..at + src.len()].copy_from_slice(src);
+            }
+        }
         match a.failed {
             Some(msg) => {
                 let entry = a.entry;
