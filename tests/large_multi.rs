@@ -280,10 +280,142 @@ fn a_setrange_inside_exec_of_256_mib_keeps_the_server_small() {
     let got = exec(&mut c, &[cmd(&[b"SETRANGE", b"big", at.as_bytes(), b"!"])]);
     assert_eq!(got, Ok(Value::Array(vec![Value::Int(256 << 20)])));
     let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
     assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
     big[200 << 20] = b'!';
     let back: Vec<u8> = c.get("big").unwrap();
     assert!(back == big, "the edited value read back differs");
+    srv.stop();
+}
+
+/// Reads inside MULTI … EXEC of large values stored before, and of one
+/// the EXEC edited in pieces, stream their values after EXEC's other
+/// replies, in order: GET, GETRANGE, SUBSTR, GETEX, GETDEL, SET … GET,
+/// GETSET, MGET, with PING and small values between; each value as of
+/// its point in the transaction. As redis-server answers.
+#[test]
+fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let (mut ours, mut theirs) = (client(&srv), real.client());
+    let c = |args: &[&[u8]]| cmd(args);
+    for (k, v) in [
+        ("a{s}", value(3 * CAP + 11, 1)),
+        ("b{s}", value(2 * CAP + 5, 2)),
+        ("g{s}", value(CAP + 77, 3)),
+        ("s{s}", b"small".to_vec()),
+    ] {
+        let _: () = ours.set(k, &v).unwrap();
+        let _: () = theirs.set(k, &v).unwrap();
+    }
+    let mid = (CAP + 10).to_string();
+    let v5 = value(2 * CAP, 5);
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"GET", b"a{s}"]),
+            c(&[b"PING"]),
+            c(&[b"GETRANGE", b"a{s}", b"5", mid.as_bytes()]),
+            c(&[b"SUBSTR", b"a{s}", b"-9", b"-1"]),
+            c(&[b"GETRANGE", b"a{s}", b"9", b"3"]),
+            c(&[b"SET", b"a{s}", b"new", b"GET"]),
+            c(&[b"GET", b"a{s}"]),
+            c(&[b"MGET", b"b{s}", b"s{s}", b"missing{s}", b"b{s}"]),
+            c(&[b"SETRANGE", b"b{s}", b"7", b"edited"]),
+            c(&[b"GETEX", b"b{s}"]),
+            c(&[b"APPEND", b"b{s}", b"tail"]),
+            c(&[b"GETRANGE", b"b{s}", b"0", b"20"]),
+            c(&[b"GETDEL", b"b{s}"]),
+            c(&[b"GET", b"b{s}"]),
+            c(&[b"GETSET", b"g{s}", &v5]),
+            c(&[b"GET", b"g{s}"]),
+            c(&[b"GET", b"s{s}"]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &["a{s}", "b{s}", "g{s}", "s{s}"]);
+    // Pipelined after an EXEC that streams: the replies keep their order.
+    let (x, y): (Vec<Value>, String) = redis::pipe()
+        .cmd("MULTI")
+        .ignore()
+        .cmd("GET")
+        .arg("g{s}")
+        .ignore()
+        .cmd("GET")
+        .arg("g{s}")
+        .ignore()
+        .cmd("EXEC")
+        .cmd("GET")
+        .arg("s{s}")
+        .query(&mut ours)
+        .unwrap();
+    assert_eq!(
+        x,
+        vec![Value::BulkString(v5.clone()), Value::BulkString(v5)]
+    );
+    assert_eq!(y, "small");
+    // DUMP inside EXEC restores to the value.
+    let dumped = exec(&mut ours, &[c(&[b"DUMP", b"g{s}"])]).unwrap();
+    let Value::Array(d) = dumped else {
+        panic!("{dumped:?}")
+    };
+    let Value::BulkString(payload) = &d[0] else {
+        panic!("{d:?}")
+    };
+    let _: () = redis::cmd("RESTORE")
+        .arg("h{s}")
+        .arg(0)
+        .arg(payload)
+        .query(&mut ours)
+        .unwrap();
+    let (g, h): (Vec<u8>, Vec<u8>) = (ours.get("g{s}").unwrap(), ours.get("h{s}").unwrap());
+    assert!(g == h, "DUMP inside EXEC restored another value");
+    srv.stop();
+}
+
+/// A GET inside MULTI … EXEC of a 256 MiB value streams it: the server's
+/// peak RSS stays under half the value, and another client overwriting
+/// the key while the reply is read does not change it.
+#[test]
+fn a_get_inside_exec_of_256_mib_streams_the_value_it_found() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G"];
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let big = value(256 << 20, 47);
+    let _: () = c.set("big", &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut s = common::raw(&srv);
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(b"MULTI\r\nGET big\r\nPING\r\nEXEC\r\n")
+        .unwrap();
+    let head = format!("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n${}\r\n", big.len());
+    let mut got = vec![0; head.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), head);
+    // EXEC ran: the key changes under the reply being read.
+    let mut c = client(&srv);
+    let _: () = c.set("big", "overwritten").unwrap();
+    let mut buf = vec![0; 1 << 20];
+    for (i, chunk) in big.chunks(buf.len()).enumerate() {
+        let got = &mut buf[..chunk.len()];
+        s.read_exact(got).unwrap();
+        assert!(got == chunk, "the value differs in MiB {i}");
+    }
+    let mut tail = [0u8; 9];
+    s.read_exact(&mut tail).unwrap();
+    assert_eq!(&tail, b"\r\n+PONG\r\n");
+    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
+    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    let now: String = c.get("big").unwrap();
+    assert_eq!(now, "overwritten");
     srv.stop();
 }
 

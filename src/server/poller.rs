@@ -161,6 +161,10 @@ struct Poller<E: Engine> {
     /// Streams waiting for their command's write to be durable, by the
     /// reply it gets (see `large::gate_reply`).
     gates: HashMap<(ConnRef, u64, u32), u64>,
+    /// The streams of transactions' reads of large values, by EXEC's reply
+    /// (the first of each; the others follow it, see `large::Stream`):
+    /// they start once that reply is sent.
+    exec_gates: HashMap<(ConnRef, u64, u32), u64>,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -205,6 +209,11 @@ struct Txn {
     view: HashMap<u64, Staged>,
     order: Vec<u64>,
     replies: Vec<(u64, u32, Reply)>,
+    /// Its reads of large values, streamed in this order after EXEC's
+    /// reply; the command whose reply stands for the one under way (id,
+    /// part, stream).
+    streams: Vec<u64>,
+    gated: Option<(u64, u32, u64)>,
     /// A command waits for its record's read.
     waiting: bool,
     /// A command found no read slot: it runs again next turn.
@@ -406,6 +415,7 @@ fn build<E: Engine>(
         txn_pieces: HashMap::new(),
         next_txn_pieces: 0,
         gates: HashMap::new(),
+        exec_gates: HashMap::new(),
     }
 }
 
@@ -1273,6 +1283,14 @@ impl<E: Engine> Poller<E> {
                 return self.gate_reply(stream, reply);
             }
         }
+        if !self.exec_gates.is_empty() {
+            if let Some(first) = self.exec_gates.remove(&(to, id, part)) {
+                // EXEC's reply, then its streamed reads (or none of them).
+                let ran = matches!(reply, Reply::Txn(_));
+                self.respond(to, id, part, reply);
+                return self.exec_answered(first, ran);
+            }
+        }
         self.shared.conns[to.thread as usize]
             .responses
             .push(Response {
@@ -1535,7 +1553,21 @@ impl<E: Engine> Poller<E> {
     /// A command of the running transaction answered.
     fn txn_reply(&mut self, req: &Request, reply: Reply) {
         let t = self.txn.as_mut().expect("a transaction runs");
-        t.replies.push((req.id & !TXN_PART, req.part, reply));
+        let (id, part) = (req.id & !TXN_PART, req.part);
+        let mut reply = reply;
+        if let Some((_, _, stream)) = t.gated.take_if(|g| (g.0, g.1) == (id, part)) {
+            // A read streamed after EXEC's reply: its place in it, unless
+            // the command failed.
+            match reply {
+                Reply::Error(_) => {
+                    t.streams.retain(|&s| s != stream);
+                    self.drop_stream(stream);
+                }
+                _ => reply = self.stream_placeholder(stream),
+            }
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        t.replies.push((id, part, reply));
         t.waiting = false;
     }
 
@@ -1679,6 +1711,8 @@ impl<E: Engine> Poller<E> {
             view: HashMap::new(),
             order: Vec::new(),
             replies: Vec::new(),
+            streams: Vec::new(),
+            gated: None,
             waiting: false,
             stalled: false,
         });
@@ -1706,7 +1740,13 @@ impl<E: Engine> Poller<E> {
     /// (the large values' heads with the others) are appended at once
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
-        let t = self.txn.take().expect("a transaction runs");
+        let mut t = self.txn.take().expect("a transaction runs");
+        if !t.streams.is_empty() {
+            let streams = std::mem::take(&mut t.streams);
+            let first = self.chain_streams(&streams);
+            let exec = (t.exec.from, t.exec.id, t.exec.part);
+            self.exec_gates.insert(exec, first);
+        }
         let large: Vec<u64> = (t.order.iter().copied())
             .filter(|tag| {
                 let s = &t.view[tag];

@@ -48,7 +48,18 @@ pub(super) struct Stream {
     part: u32,
     /// The head's place, for the errors.
     offset: u64,
+    /// The value's pieces and length; the head whose pieces the stream
+    /// pins (the same, but for a transaction's edited value: the old head
+    /// its unchanged pieces are from).
     head: Arc<LargeHead>,
+    pins: Arc<LargeHead>,
+    /// Pieces a transaction changed (`large_edit::LargeView`), sent from
+    /// here rather than read.
+    changed: BTreeMap<usize, Vec<u8>>,
+    /// A transaction's read, sent after EXEC's other replies: the stream
+    /// of its next read, opened once this one is sent whole.
+    in_txn: bool,
+    then: Option<u64>,
     flow: Arc<Flow>,
     /// The reply's bytes before the value's, sent with its first piece.
     header: Vec<u8>,
@@ -74,6 +85,23 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// The bytes to send for piece `i`, whose data is `data`: those of
+    /// the value the stream sends, after the reply's header if first.
+    fn piece_out(&self, i: usize, data: &[u8], cap: u64) -> Vec<u8> {
+        let (from, len) = self.span(i, cap);
+        let first = match self.lo / cap == i as u64 {
+            true => self.header.len(),
+            false => 0,
+        };
+        // Room for the bytes after the value, if last.
+        let mut out = Vec::with_capacity(first + len as usize + 12);
+        if first > 0 {
+            out.extend_from_slice(&self.header);
+        }
+        out.extend_from_slice(&data[from..from + len as usize]);
+        out
+    }
+
     /// The bytes of piece `i` the stream sends: where they start in the
     /// piece, and how many (`cap`: a piece's capacity).
     fn span(&self, i: usize, cap: u64) -> (usize, u64) {
@@ -158,11 +186,6 @@ impl<E: Engine> Poller<E> {
         if let Op::Strlen { .. } = req.op {
             return self.reply(&req, Reply::Int(head.total_len as i64));
         }
-        // Inside a transaction, which writes whole values, the value is
-        // read whole.
-        if is_sub(&req) {
-            return self.assemble(req, entry, rec, head);
-        }
         let st = self.stats();
         match &req.op {
             // More than 44 bytes, no integer: Redis's `raw`, not shared.
@@ -189,6 +212,9 @@ impl<E: Engine> Poller<E> {
                 st.hits.fetch_add(1, Relaxed);
             }
             _ => {}
+        }
+        if is_sub(&req) {
+            return self.txn_large_read(req, entry, rec, head);
         }
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
@@ -243,7 +269,11 @@ impl<E: Engine> Poller<E> {
             id: req.id,
             part: req.part,
             offset: entry.offset,
+            pins: Arc::clone(&head),
             head,
+            changed: BTreeMap::new(),
+            in_txn: false,
+            then: None,
             flow: Flow::new(self.id),
             header,
             frame,
@@ -312,10 +342,10 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Ends stream `id`, not open yet: its pins go.
-    fn drop_stream(&mut self, id: u64) {
+    pub(super) fn drop_stream(&mut self, id: u64) {
         if let Some(s) = self.streams.remove(&id) {
             debug_assert!(!s.open && s.in_flight == 0);
-            self.ks.unpin_pieces(&s.head);
+            self.ks.unpin_pieces(&s.pins);
         }
     }
 
@@ -586,6 +616,163 @@ impl<E: Engine> Poller<E> {
 }
 
 impl<E: Engine> Poller<E> {
+    /// A command of a transaction read the head of a large value stored
+    /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX without
+    /// an expiry stream the value after EXEC's other replies; the others
+    /// (GETEX with an expiry, RENAME, COPY, …) read it whole.
+    fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
+        if !streamed_in_txn(&req.op) {
+            return self.assemble(req, entry, rec, head);
+        }
+        // The head as the index has it now (compaction may have moved it).
+        let live = self.ks.lookup(req.pid, &req.hash).unwrap_or(entry);
+        let Some(pins) = self.ks.pin_pieces(live.offset, head.value_id) else {
+            return self.corrupt(&req, entry, &"large value head not held");
+        };
+        self.txn_stream(req, entry, Arc::clone(&pins), pins, BTreeMap::new());
+    }
+
+    /// Streams the value `head` (the bytes of pieces `changed` from
+    /// there, the others read) for a read of the running transaction,
+    /// after EXEC's other replies and its reads before; `pins`, pinned
+    /// by the caller, are let go when the stream ends. The command's write
+    /// (GETDEL's, SET … GET's) is made now; its reply stands in EXEC's
+    /// for the stream (`txn_reply`).
+    pub(super) fn txn_stream(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        head: Arc<LargeHead>,
+        pins: Arc<LargeHead>,
+        changed: BTreeMap<usize, Vec<u8>>,
+    ) {
+        let cap = self.ks.piece_capacity();
+        let (lo, len) = match req.op {
+            Op::GetRange { start, end, .. } => {
+                match super::range_bounds(head.total_len, start, end) {
+                    Some((first, last)) => (first, last - first + 1),
+                    None => {
+                        self.ks.unpin_pieces(&pins);
+                        return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec()));
+                    }
+                }
+            }
+            _ => (0, head.total_len),
+        };
+        let (first, last) = ((lo / cap) as usize, ((lo + len - 1) / cap) as usize);
+        if (first..=last).any(|i| i >= head.pieces.len()) {
+            self.ks.unpin_pieces(&pins);
+            return self.corrupt(&req, entry, &"large value head inconsistent");
+        }
+        let (frame, total, before) = match req.op {
+            Op::Dump { .. } => {
+                let (st, total, before) = Streamed::start(len);
+                (Frame::Dump(st), total, before)
+            }
+            _ => (Frame::Bulk, len, Vec::new()),
+        };
+        let mut header = Vec::with_capacity(before.len() + 16);
+        crate::resp::bulk_header(&mut header, total as usize);
+        header.extend_from_slice(&before);
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let exec = &t.exec;
+        let id = self.next_assembly;
+        self.next_assembly += 1;
+        let stream = Stream {
+            to: exec.from,
+            id: exec.id,
+            part: exec.part,
+            offset: entry.offset,
+            head,
+            pins,
+            changed,
+            in_txn: true,
+            then: None,
+            flow: Flow::new(self.id),
+            header,
+            frame,
+            lo,
+            len,
+            next: first,
+            send: first,
+            end: last + 1,
+            in_flight: 0,
+            ready: BTreeMap::new(),
+            sent: 0,
+            ahead: 0,
+            open: false,
+            failed: None,
+        };
+        self.streams.insert(id, stream);
+        t.streams.push(id);
+        t.gated = Some((req.id & !super::TXN_PART, req.part, id));
+        match &req.op {
+            Op::GetDel { .. } => self.delete(req, Reply::Nil),
+            Op::Set { .. } => self.set(req, Some(entry), None),
+            _ => self.reply(&req, Reply::Nil),
+        }
+    }
+
+    /// The place of stream `id` in EXEC's reply: a reply sent in parts,
+    /// none yet.
+    pub(super) fn stream_placeholder(&self, id: u64) -> Reply {
+        let flow = Arc::clone(&self.streams[&id].flow);
+        Reply::Part(Vec::new(), FlowRef(flow))
+    }
+
+    /// Streams `ids` of one transaction, each opened once the one before
+    /// it is sent whole: returns the first.
+    pub(super) fn chain_streams(&mut self, ids: &[u64]) -> u64 {
+        for w in ids.windows(2) {
+            self.streams.get_mut(&w[0]).expect("a stream").then = Some(w[1]);
+        }
+        ids[0]
+    }
+
+    /// EXEC's reply went out: its streams (from `first`) start if it ran,
+    /// else they end unsent.
+    pub(super) fn exec_answered(&mut self, first: u64, ran: bool) {
+        match ran {
+            true => self.open_stream(first),
+            false => self.drop_chain(first),
+        }
+    }
+
+    /// Stream `id`, waiting for its turn, starts.
+    fn open_stream(&mut self, id: u64) {
+        self.streams.get_mut(&id).expect("a stream").open = true;
+        self.pump_stream(id);
+    }
+
+    /// Streams from `id` on, not opened, end unsent: their pins go.
+    fn drop_chain(&mut self, id: u64) {
+        let mut next = Some(id);
+        while let Some(id) = next {
+            let s = self.streams.remove(&id).expect("a stream");
+            self.ks.unpin_pieces(&s.pins);
+            next = s.then;
+        }
+    }
+}
+
+/// Whether a transaction's command streams the large value it reads
+/// (see [`Poller::txn_large_read`]).
+pub(super) fn streamed_in_txn(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Get { .. }
+            | Op::GetRange { .. }
+            | Op::GetDel { .. }
+            | Op::Dump { .. }
+            | Op::Set { .. }
+            | Op::GetEx {
+                expiry: GetExpiry::Keep,
+                ..
+            }
+    )
+}
+
+impl<E: Engine> Poller<E> {
     /// Bytes a stream may have read ahead of its client.
     fn stream_window(&self) -> u64 {
         let cap = self.ks.piece_capacity();
@@ -620,6 +807,16 @@ impl<E: Engine> Poller<E> {
             let want = (s.sent + s.ahead + len).saturating_sub(window);
             if want > 0 && !s.flow.wait_for(want) {
                 break;
+            }
+            if let Some(data) = s.changed.get(&s.next) {
+                // Changed by the transaction: at hand.
+                let (i, out) = (s.next, s.piece_out(s.next, data, cap));
+                s.ready.insert(i, out);
+                s.next += 1;
+                s.ahead += len;
+                issued = true;
+                self.send_ready(id);
+                continue;
             }
             let (i, seg) = (s.next, s.head.pieces[s.next]);
             let piece_len = s.head.piece_len(i, cap);
@@ -725,20 +922,8 @@ impl<E: Engine> Poller<E> {
         let buf = c.buf.take().expect("a read returns its buffer");
         let cap = self.ks.piece_capacity();
         let s = &self.streams[&id];
-        let checked = self.checked_piece(&s.head, i, c, &buf).map(|data| {
-            let (from, len) = s.span(i, cap);
-            let first = match s.lo / cap == i as u64 {
-                true => s.header.len(),
-                false => 0,
-            };
-            // Room for the bytes after the value, if last.
-            let mut out = Vec::with_capacity(first + len as usize + 12);
-            if first > 0 {
-                out.extend_from_slice(&s.header);
-            }
-            out.extend_from_slice(&data[from..from + len as usize]);
-            out
-        });
+        let checked =
+            (self.checked_piece(&s.head, i, c, &buf)).map(|data| s.piece_out(i, data, cap));
         drop(buf); // back to the engine's pool
         let s = self.streams.get_mut(&id).expect("a stream");
         s.in_flight -= 1;
@@ -800,7 +985,13 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let s = self.streams.remove(&id).expect("a stream");
-        self.ks.unpin_pieces(&s.head);
+        self.ks.unpin_pieces(&s.pins);
+        // A transaction's next read follows, if this one was sent whole.
+        match s.then {
+            Some(next) if done => self.open_stream(next),
+            Some(next) => self.drop_chain(next),
+            None => {}
+        }
         match s.failed {
             // Sent whole, or the client went.
             None => {}
@@ -809,6 +1000,8 @@ impl<E: Engine> Poller<E> {
                 self.stats().corrupt_records.fetch_add(1, Relaxed);
                 tracing::error!(offset = s.offset, "corrupted record: {msg}");
                 let reply = match s.sent {
+                    // EXEC's reply is out before it: nothing can finish it.
+                    _ if s.in_txn => Reply::Cut,
                     0 => Reply::Error(format!(
                         "ERR corrupted record at offset {}: {msg}",
                         s.offset

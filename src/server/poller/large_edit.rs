@@ -739,6 +739,21 @@ impl<E: Engine> Poller<E> {
                 };
                 self.finish_record(req, entry, &rec)
             }
+            ref op if super::large::streamed_in_txn(op) => {
+                // Streamed after EXEC's other replies: the changed pieces
+                // from the view, the others read.
+                let count = total_len.div_ceil(self.ks.piece_capacity()) as usize;
+                let mut pieces = l.base.pieces.clone();
+                pieces.resize(count, 0);
+                let head = LargeHead {
+                    total_len,
+                    value_id: l.base.value_id,
+                    pieces,
+                };
+                let (pins, changed) = (Arc::clone(&l.base), l.changed.clone());
+                self.ks.hold_pieces(&pins);
+                self.txn_stream(req, entry, Arc::new(head), pins, changed);
+            }
             _ => {
                 let (key, base) = (s.key.to_vec(), (*l.base).clone());
                 let changed = l.changed.clone();
