@@ -7,7 +7,9 @@
 //! the pieces pinned rather than the key held. A command that also writes
 //! (GETDEL's delete, SET … GET's set, GETEX's expiry) pins the pieces,
 //! writes, and sends nothing until its write is durable (the stream's
-//! gate, [`Poller::gate_reply`]); the key is not held meanwhile.
+//! gate, [`Poller::gate_reply`]); the key is not held meanwhile. Inside
+//! MULTI … EXEC the reads stream after EXEC's other replies, one after
+//! the other ([`Poller::txn_stream`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -112,8 +114,9 @@ impl Stream {
     }
 }
 
-/// A transaction's read of a large value, whole (a transaction writes
-/// whole values: see `Poller::finish_txn`).
+/// A transaction's read of a large value, whole: for the commands that
+/// need the value whole (GETEX with an expiry, RENAME, COPY, EXPIRE); the
+/// others stream it ([`Poller::txn_stream`]).
 pub(super) struct Assembly {
     req: Request,
     entry: Entry,

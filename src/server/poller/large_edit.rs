@@ -12,6 +12,11 @@
 //! SETRANGE far out, a RESTORE of a large payload) writes it in pieces as
 //! a SET of a large value does.
 //!
+//! Inside MULTI … EXEC, SETRANGE and APPEND of a large value stored before
+//! keep the pieces they change in the transaction's view ([`LargeView`]),
+//! over the old head's pieces, pinned; the transaction writes those pieces
+//! and the new head when it ends, in its one commit.
+//!
 //! The key is held (later requests for it wait in `busy`) from the head's
 //! read until the new head is durable, and the old head's pieces are held
 //! meanwhile, so that no expiry or eviction frees one the edit reads or
