@@ -337,6 +337,38 @@ fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
         ],
     );
     same_values(&mut ours, &mut theirs, &["a{s}", "b{s}", "g{s}", "s{s}"]);
+    // GETEX's expiries: a head sharing the pieces; in the past, a delete.
+    for (k, v) in [
+        ("x{s}", value(2 * CAP + 1, 6)),
+        ("y{s}", value(3 * CAP, 7)),
+        ("z{s}", value(CAP + 2, 8)),
+    ] {
+        let _: () = ours.set(k, &v).unwrap();
+        let _: () = theirs.set(k, &v).unwrap();
+    }
+    let _: () = ours.pexpire("x{s}", 700_000).unwrap();
+    let _: () = theirs.pexpire("x{s}", 700_000).unwrap();
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"GETEX", b"x{s}", b"PERSIST"]),
+            c(&[b"TTL", b"x{s}"]),
+            c(&[b"GETEX", b"y{s}", b"PX", b"900000"]),
+            c(&[b"TTL", b"y{s}"]),
+            c(&[b"SETRANGE", b"y{s}", b"3", b"zz"]),
+            c(&[b"GETEX", b"y{s}", b"EX", b"1000"]),
+            c(&[b"TTL", b"y{s}"]),
+            c(&[b"GETEX", b"z{s}", b"PXAT", b"1"]),
+            c(&[b"EXISTS", b"z{s}"]),
+            c(&[b"GETEX", b"z{s}", b"PERSIST"]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &["x{s}", "y{s}", "z{s}"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("y{s}").query(&mut ours).unwrap();
+    assert!(ttl > 900_000, "y{{s}}: {ttl}");
+    let ttl: i64 = redis::cmd("PTTL").arg("x{s}").query(&mut ours).unwrap();
+    assert_eq!(ttl, -1, "x{{s}}");
     // Pipelined after an EXEC that streams: the replies keep their order.
     let (x, y): (Vec<Value>, String) = redis::pipe()
         .cmd("MULTI")
@@ -373,6 +405,12 @@ fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
         .unwrap();
     let (g, h): (Vec<u8>, Vec<u8>) = (ours.get("g{s}").unwrap(), ours.get("h{s}").unwrap());
     assert!(g == h, "DUMP inside EXEC restored another value");
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut ours = client(&srv);
+    same_values(&mut ours, &mut theirs, &["x{s}", "y{s}", "z{s}"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("y{s}").query(&mut ours).unwrap();
+    assert!(ttl > 900_000, "y{{s}} after a restart: {ttl}");
     srv.stop();
 }
 
@@ -654,6 +692,7 @@ fn a_replica_attached_during_large_execs_ends_with_the_same_values() {
                 cmd(&[b"APPEND", b"e{r}", b"more"]),
                 cmd(&[b"SETRANGE", b"e{r}", far.as_bytes(), b"far"]),
                 cmd(&[b"SET", b"n{r}", round.to_string().as_bytes()]),
+                cmd(&[b"GETEX", b"e{r}", b"PXAT", b"4102444800000"]),
             ],
         )
         .unwrap();
@@ -679,6 +718,10 @@ fn a_replica_attached_during_large_execs_ends_with_the_same_values() {
         &replica,
         &["a{r}", "b{r}", "c{r}", "e{r}", "n{r}"],
     );
+    // GETEX's expiry inside EXEC went as PEXPIREAT.
+    let mut r = client(&replica);
+    let at: i64 = redis::cmd("PEXPIRETIME").arg("e{r}").query(&mut r).unwrap();
+    assert_eq!(at, 4102444800000);
     replica.stop();
     primary.stop();
 }

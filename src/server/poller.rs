@@ -1750,7 +1750,7 @@ impl<E: Engine> Poller<E> {
         let large: Vec<u64> = (t.order.iter().copied())
             .filter(|tag| {
                 let s = &t.view[tag];
-                s.large.is_some()
+                s.large.as_ref().is_some_and(|l| !l.changed.is_empty())
                     || (s.now.as_ref()).is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
             })
             .collect();
@@ -1861,7 +1861,9 @@ impl<E: Engine> Poller<E> {
 
     /// Answers transaction `t` with `reply` and releases its keys.
     fn end_txn(&mut self, mut t: Txn, reply: Reply) {
-        drop(self.unpin_views(&mut t));
+        for view in Self::take_views(&mut t).into_values() {
+            self.ks.unpin_pieces(&view.base);
+        }
         self.reply(&t.exec, reply);
         for tag in t.claimed {
             self.release(tag);
@@ -1873,9 +1875,9 @@ impl<E: Engine> Poller<E> {
     /// are durable. `heads`: its large values' heads, by key tag, their
     /// pieces durable and held (let go here whatever happens).
     fn commit_txn(&mut self, mut t: Txn, mut heads: HashMap<u64, LargeHead>) {
-        // The pieces edited views share are held by their heads' jobs; their
-        // edits go into the stream.
-        let edits = self.unpin_views(&mut t);
+        // The edited views: their edits go into the stream, their pins go
+        // once their heads are written.
+        let views = Self::take_views(&mut t);
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
@@ -1907,6 +1909,12 @@ impl<E: Engine> Poller<E> {
                         }
                         r
                     }
+                    // A view whose expiry alone changed: a head sharing
+                    // the pieces.
+                    (Some((_, exp)), None) if views.contains_key(tag) => {
+                        let head = views[tag].base.encode();
+                        (self.ks).write_head(s.pid, &s.hash, &s.key, &head, *exp)
+                    }
                     (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
                     // Deleting a key that was not there writes nothing.
                     (None, _) if self.ks.lookup(s.pid, &s.hash).is_some() => {
@@ -1915,9 +1923,9 @@ impl<E: Engine> Poller<E> {
                     (None, _) => continue,
                 };
                 if result.is_ok() && self.shared.repl.feeding() {
-                    match edits.get(tag) {
+                    match views.get(tag) {
                         // Its edits, as outside a transaction.
-                        Some(repl) => stream.extend_from_slice(repl),
+                        Some(view) => stream.extend_from_slice(&view.repl),
                         None => {
                             let now = s.now.as_ref();
                             let (v, exp) = now.map_or((&[][..], 0), |(v, e)| (&v[..], *e));
@@ -1954,6 +1962,9 @@ impl<E: Engine> Poller<E> {
         // Heads not written: their pieces go back.
         for head in heads.into_values() {
             self.ks.release_pieces(&head);
+        }
+        for view in views.into_values() {
+            self.ks.unpin_pieces(&view.base);
         }
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);

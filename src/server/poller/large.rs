@@ -115,8 +115,8 @@ impl Stream {
 }
 
 /// A transaction's read of a large value, whole: for the commands that
-/// need the value whole (GETEX with an expiry, RENAME, COPY, EXPIRE); the
-/// others stream it ([`Poller::txn_stream`]).
+/// need the value whole (RENAME, COPY, EXPIRE); the others stream it
+/// ([`Poller::txn_stream`]).
 pub(super) struct Assembly {
     req: Request,
     entry: Entry,
@@ -620,9 +620,9 @@ impl<E: Engine> Poller<E> {
 
 impl<E: Engine> Poller<E> {
     /// A command of a transaction read the head of a large value stored
-    /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX without
-    /// an expiry stream the value after EXEC's other replies; the others
-    /// (GETEX with an expiry, RENAME, COPY, …) read it whole.
+    /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX stream the
+    /// value after EXEC's other replies; the others (RENAME, COPY,
+    /// EXPIRE, …) read it whole.
     fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
         if !streamed_in_txn(&req.op) {
             return self.assemble(req, entry, rec, head);
@@ -632,15 +632,24 @@ impl<E: Engine> Poller<E> {
         let Some(pins) = self.ks.pin_pieces(live.offset, head.value_id) else {
             return self.corrupt(&req, entry, &"large value head not held");
         };
-        self.txn_stream(req, entry, Arc::clone(&pins), pins, BTreeMap::new());
+        let expire_ms = rec.meta.expire_ms;
+        self.txn_stream(
+            req,
+            entry,
+            Arc::clone(&pins),
+            pins,
+            BTreeMap::new(),
+            expire_ms,
+        );
     }
 
     /// Streams the value `head` (the bytes of pieces `changed` from
     /// there, the others read) for a read of the running transaction,
     /// after EXEC's other replies and its reads before; `pins`, pinned
-    /// by the caller, are let go when the stream ends. The command's write
-    /// (GETDEL's, SET … GET's) is made now; its reply stands in EXEC's
-    /// for the stream (`txn_reply`).
+    /// by the caller, are let go when the stream ends; `expire_ms`, the
+    /// value's expiry. The command's write (GETDEL's, SET … GET's,
+    /// GETEX's) is made now; its reply stands in EXEC's for the stream
+    /// (`txn_reply`).
     pub(super) fn txn_stream(
         &mut self,
         req: Request,
@@ -648,7 +657,9 @@ impl<E: Engine> Poller<E> {
         head: Arc<LargeHead>,
         pins: Arc<LargeHead>,
         changed: BTreeMap<usize, Vec<u8>>,
+        expire_ms: u64,
     ) {
+        let pinned = Arc::clone(&pins);
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
             Op::GetRange { start, end, .. } => {
@@ -709,8 +720,29 @@ impl<E: Engine> Poller<E> {
         self.streams.insert(id, stream);
         t.streams.push(id);
         t.gated = Some((req.id & !super::TXN_PART, req.part, id));
+        let now = self.ks.now_ms();
         match &req.op {
             Op::GetDel { .. } => self.delete(req, Reply::Nil),
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } if *at <= now => self.delete(req, Reply::Nil),
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } => {
+                self.txn_expiry(&req, &pinned, *at);
+                self.reply(&req, Reply::Nil)
+            }
+            Op::GetEx {
+                expiry: GetExpiry::Persist,
+                ..
+            } => {
+                if expire_ms != 0 {
+                    self.txn_expiry(&req, &pinned, 0);
+                }
+                self.reply(&req, Reply::Nil)
+            }
             Op::Set { .. } => self.set(req, Some(entry), None),
             _ => self.reply(&req, Reply::Nil),
         }
@@ -769,7 +801,7 @@ pub(super) fn streamed_in_txn(op: &Op) -> bool {
             | Op::Dump { .. }
             | Op::Set { .. }
             | Op::GetEx {
-                expiry: GetExpiry::Keep,
+                expiry: GetExpiry::Keep | GetExpiry::Persist | GetExpiry::At(_),
                 ..
             }
     )

@@ -757,7 +757,8 @@ impl<E: Engine> Poller<E> {
                 };
                 let (pins, changed) = (Arc::clone(&l.base), l.changed.clone());
                 self.ks.hold_pieces(&pins);
-                self.txn_stream(req, entry, Arc::new(head), pins, changed);
+                let head = Arc::new(head);
+                self.txn_stream(req, entry, head, pins, changed, expire_ms);
             }
             _ => {
                 let (key, base) = (s.key.to_vec(), (*l.base).clone());
@@ -847,16 +848,47 @@ impl<E: Engine> Poller<E> {
         self.reply(&ch.req, Reply::Int(ch.total_len as i64));
     }
 
-    /// The pins of the transaction's [`LargeView`]s go (it ended);
-    /// returns their edits for the stream, by key tag.
-    pub(super) fn unpin_views(&mut self, t: &mut super::Txn) -> HashMap<u64, Vec<u8>> {
-        let mut edits = HashMap::new();
-        for (&tag, s) in t.view.iter_mut() {
-            if let Some(l) = s.large.take() {
-                self.ks.unpin_pieces(&l.base);
-                edits.insert(tag, l.repl);
+    /// The transaction's [`LargeView`]s (it ended), by key tag, their old
+    /// heads still pinned.
+    pub(super) fn take_views(t: &mut super::Txn) -> HashMap<u64, Box<LargeView>> {
+        let views = t.view.iter_mut();
+        (views.filter_map(|(&tag, s)| Some((tag, s.large.take()?)))).collect()
+    }
+
+    /// GETEX with an expiry inside a transaction, of a large value stored
+    /// before (its head at `entry`, pinned as `pins`) or of the key's
+    /// [`LargeView`]: the view takes the expiry `at` (0: none), its
+    /// pieces unchanged; at the end a head sharing them is written.
+    pub(super) fn txn_expiry(&mut self, req: &Request, pins: &Arc<LargeHead>, at: u64) {
+        let feeding = self.shared.repl.feeding();
+        let key = req.op.key().expect("keyed op");
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let s = t.view.entry(req.hash.tag).or_insert_with(|| Staged {
+            pid: req.pid,
+            hash: req.hash,
+            key: key.into(),
+            now: Some((Vec::new(), 0)),
+            large: None,
+        });
+        if s.large.is_none() {
+            // The value stored before: pinned once more, for the view.
+            self.ks.hold_pieces(pins);
+            t.order.push(req.hash.tag);
+            s.large = Some(Box::new(LargeView {
+                base: Arc::clone(pins),
+                total_len: pins.total_len,
+                changed: BTreeMap::new(),
+                repl: Vec::new(),
+            }));
+        }
+        let l = s.large.as_mut().expect("a large view");
+        s.now = Some((Vec::new(), at));
+        if feeding {
+            let at = at.to_string();
+            match at.as_str() {
+                "0" => crate::resp::encode::command(&mut l.repl, &[b"PERSIST", key]),
+                _ => crate::resp::encode::command(&mut l.repl, &[b"PEXPIREAT", key, at.as_bytes()]),
             }
         }
-        edits
     }
 }
