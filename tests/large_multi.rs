@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::large::{client, converge_keys, value};
+use common::large::{client, converge_keys, stat, value};
 use common::Server;
 use redis::{Commands, Value};
 
@@ -164,6 +164,296 @@ fn transactions_of_large_values_answer_as_redis_does() {
     let srv = Server::start(dir.path(), &[]);
     let mut ours = client(&srv);
     same_values(&mut ours, &mut theirs, &keys);
+    srv.stop();
+}
+
+/// SETRANGE and APPEND inside MULTI … EXEC of large values stored before
+/// write only the pieces they reach (counted by INFO), compose with each
+/// other and with the reads, INCR, TTL and overwrites after them in the
+/// same EXEC, and answer as redis-server does; the values are the same,
+/// after a restart too.
+#[test]
+fn edits_of_stored_large_values_inside_exec_write_only_their_pieces() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let (mut ours, mut theirs) = (client(&srv), real.client());
+    let c = |args: &[&[u8]]| cmd(args);
+    for (k, seed) in [("a{e}", 1), ("b{e}", 2), ("c{e}", 3)] {
+        let v = value(6 * CAP + 123, seed);
+        let _: () = ours.set(k, &v).unwrap();
+        let _: () = theirs.set(k, &v).unwrap();
+    }
+    let _: () = ours.pexpire("c{e}", 900_000).unwrap();
+    let _: () = theirs.pexpire("c{e}", 900_000).unwrap();
+    let written = |srv: &Server| stat(srv, "large_pieces_written");
+    // One byte: one piece written.
+    let before = written(&srv);
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"SETRANGE", b"a{e}", b"7", b"Z"]),
+            c(&[b"STRLEN", b"a{e}"]),
+        ],
+    );
+    assert_eq!(written(&srv) - before, 1, "a 1-byte SETRANGE inside EXEC");
+    same_values(&mut ours, &mut theirs, &["a{e}"]);
+    // Edits composing: across a piece boundary, twice in one piece, an
+    // APPEND, a SETRANGE past the end, then reads of the result.
+    let across = (2 * CAP - 3).to_string();
+    let far = (6 * CAP + 500).to_string();
+    let before = written(&srv);
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"SETRANGE", b"b{e}", across.as_bytes(), b"across"]),
+            c(&[b"SETRANGE", b"b{e}", b"10", b"hello"]),
+            c(&[b"GETRANGE", b"b{e}", b"5", b"20"]),
+            c(&[b"SETRANGE", b"b{e}", b"12", b"LL"]),
+            c(&[b"APPEND", b"b{e}", b"tail"]),
+            c(&[b"STRLEN", b"b{e}"]),
+            c(&[b"SETRANGE", b"b{e}", far.as_bytes(), b"far"]),
+            c(&[b"SETRANGE", b"b{e}", b"3", b""]),
+            c(&[b"APPEND", b"b{e}", b""]),
+            c(&[b"GETRANGE", b"b{e}", b"-600", b"-1"]),
+            c(&[b"GETRANGE", b"b{e}", across.as_bytes(), b"-1"]),
+            c(&[b"INCR", b"b{e}"]),
+            c(&[b"INCRBYFLOAT", b"b{e}", b"1.5"]),
+            c(&[b"TTL", b"b{e}"]),
+            c(&[b"EXISTS", b"b{e}"]),
+            c(&[b"SETRANGE", b"c{e}", b"1", b"ttl kept"]),
+            c(&[b"TTL", b"c{e}"]),
+        ],
+    );
+    // b: pieces 0, 1, 2 and the last (6, grown to the bytes past the
+    // end); c: piece 0.
+    assert_eq!(written(&srv) - before, 5, "edits inside EXEC");
+    same_values(&mut ours, &mut theirs, &["b{e}", "c{e}"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("c{e}").query(&mut ours).unwrap();
+    assert!(ttl > 500_000, "c{{e}}: {ttl}");
+    // An edited value then read whole, copied, overwritten, deleted.
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"SETRANGE", b"a{e}", b"1", b"first"]),
+            c(&[b"GET", b"a{e}"]),
+            c(&[b"COPY", b"a{e}", b"d{e}"]),
+            c(&[b"SETRANGE", b"a{e}", b"2", b"second"]),
+            c(&[b"SET", b"a{e}", b"small", b"GET"]),
+            c(&[b"SETRANGE", b"c{e}", b"3", b"gone"]),
+            c(&[b"DEL", b"c{e}"]),
+            c(&[b"SETRANGE", b"b{e}", b"100", b"kept"]),
+            c(&[b"PEXPIRE", b"b{e}", b"800000"]),
+            c(&[b"EXISTS", b"a{e}", b"b{e}", b"c{e}", b"d{e}"]),
+        ],
+    );
+    let keys = ["a{e}", "b{e}", "c{e}", "d{e}"];
+    same_values(&mut ours, &mut theirs, &keys);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut ours = client(&srv);
+    same_values(&mut ours, &mut theirs, &keys);
+    srv.stop();
+}
+
+/// A 1-byte SETRANGE inside MULTI … EXEC of a 256 MiB value stored before
+/// (the server started with it on its device) keeps the server's peak RSS
+/// under half the value: only the piece it reaches is in memory.
+#[test]
+fn a_setrange_inside_exec_of_256_mib_keeps_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G"];
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let mut big = value(256 << 20, 46);
+    let _: () = c.set("big", &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let at = (200 << 20).to_string();
+    let got = exec(&mut c, &[cmd(&[b"SETRANGE", b"big", at.as_bytes(), b"!"])]);
+    assert_eq!(got, Ok(Value::Array(vec![Value::Int(256 << 20)])));
+    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
+    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    big[200 << 20] = b'!';
+    let back: Vec<u8> = c.get("big").unwrap();
+    assert!(back == big, "the edited value read back differs");
+    srv.stop();
+}
+
+/// Reads inside MULTI … EXEC of large values stored before, and of one
+/// the EXEC edited in pieces, stream their values after EXEC's other
+/// replies, in order: GET, GETRANGE, SUBSTR, GETEX, GETDEL, SET … GET,
+/// GETSET, MGET, with PING and small values between; each value as of
+/// its point in the transaction. As redis-server answers.
+#[test]
+fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let (mut ours, mut theirs) = (client(&srv), real.client());
+    let c = |args: &[&[u8]]| cmd(args);
+    for (k, v) in [
+        ("a{s}", value(3 * CAP + 11, 1)),
+        ("b{s}", value(2 * CAP + 5, 2)),
+        ("g{s}", value(CAP + 77, 3)),
+        ("s{s}", b"small".to_vec()),
+    ] {
+        let _: () = ours.set(k, &v).unwrap();
+        let _: () = theirs.set(k, &v).unwrap();
+    }
+    let mid = (CAP + 10).to_string();
+    let v5 = value(2 * CAP, 5);
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"GET", b"a{s}"]),
+            c(&[b"PING"]),
+            c(&[b"GETRANGE", b"a{s}", b"5", mid.as_bytes()]),
+            c(&[b"SUBSTR", b"a{s}", b"-9", b"-1"]),
+            c(&[b"GETRANGE", b"a{s}", b"9", b"3"]),
+            c(&[b"SET", b"a{s}", b"new", b"GET"]),
+            c(&[b"GET", b"a{s}"]),
+            c(&[b"MGET", b"b{s}", b"s{s}", b"missing{s}", b"b{s}"]),
+            c(&[b"SETRANGE", b"b{s}", b"7", b"edited"]),
+            c(&[b"GETEX", b"b{s}"]),
+            c(&[b"APPEND", b"b{s}", b"tail"]),
+            c(&[b"GETRANGE", b"b{s}", b"0", b"20"]),
+            c(&[b"GETDEL", b"b{s}"]),
+            c(&[b"GET", b"b{s}"]),
+            c(&[b"GETSET", b"g{s}", &v5]),
+            c(&[b"GET", b"g{s}"]),
+            c(&[b"GET", b"s{s}"]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &["a{s}", "b{s}", "g{s}", "s{s}"]);
+    // GETEX's expiries: a head sharing the pieces; in the past, a delete.
+    for (k, v) in [
+        ("x{s}", value(2 * CAP + 1, 6)),
+        ("y{s}", value(3 * CAP, 7)),
+        ("z{s}", value(CAP + 2, 8)),
+    ] {
+        let _: () = ours.set(k, &v).unwrap();
+        let _: () = theirs.set(k, &v).unwrap();
+    }
+    let _: () = ours.pexpire("x{s}", 700_000).unwrap();
+    let _: () = theirs.pexpire("x{s}", 700_000).unwrap();
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"GETEX", b"x{s}", b"PERSIST"]),
+            c(&[b"TTL", b"x{s}"]),
+            c(&[b"GETEX", b"y{s}", b"PX", b"900000"]),
+            c(&[b"TTL", b"y{s}"]),
+            c(&[b"SETRANGE", b"y{s}", b"3", b"zz"]),
+            c(&[b"GETEX", b"y{s}", b"EX", b"1000"]),
+            c(&[b"TTL", b"y{s}"]),
+            c(&[b"GETEX", b"z{s}", b"PXAT", b"1"]),
+            c(&[b"EXISTS", b"z{s}"]),
+            c(&[b"GETEX", b"z{s}", b"PERSIST"]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &["x{s}", "y{s}", "z{s}"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("y{s}").query(&mut ours).unwrap();
+    assert!(ttl > 900_000, "y{{s}}: {ttl}");
+    let ttl: i64 = redis::cmd("PTTL").arg("x{s}").query(&mut ours).unwrap();
+    assert_eq!(ttl, -1, "x{{s}}");
+    // Pipelined after an EXEC that streams: the replies keep their order.
+    let (x, y): (Vec<Value>, String) = redis::pipe()
+        .cmd("MULTI")
+        .ignore()
+        .cmd("GET")
+        .arg("g{s}")
+        .ignore()
+        .cmd("GET")
+        .arg("g{s}")
+        .ignore()
+        .cmd("EXEC")
+        .cmd("GET")
+        .arg("s{s}")
+        .query(&mut ours)
+        .unwrap();
+    assert_eq!(
+        x,
+        vec![Value::BulkString(v5.clone()), Value::BulkString(v5)]
+    );
+    assert_eq!(y, "small");
+    // DUMP inside EXEC restores to the value.
+    let dumped = exec(&mut ours, &[c(&[b"DUMP", b"g{s}"])]).unwrap();
+    let Value::Array(d) = dumped else {
+        panic!("{dumped:?}")
+    };
+    let Value::BulkString(payload) = &d[0] else {
+        panic!("{d:?}")
+    };
+    let _: () = redis::cmd("RESTORE")
+        .arg("h{s}")
+        .arg(0)
+        .arg(payload)
+        .query(&mut ours)
+        .unwrap();
+    let (g, h): (Vec<u8>, Vec<u8>) = (ours.get("g{s}").unwrap(), ours.get("h{s}").unwrap());
+    assert!(g == h, "DUMP inside EXEC restored another value");
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut ours = client(&srv);
+    same_values(&mut ours, &mut theirs, &["x{s}", "y{s}", "z{s}"]);
+    let ttl: i64 = redis::cmd("PTTL").arg("y{s}").query(&mut ours).unwrap();
+    assert!(ttl > 900_000, "y{{s}} after a restart: {ttl}");
+    srv.stop();
+}
+
+/// A GET inside MULTI … EXEC of a 256 MiB value streams it: the server's
+/// peak RSS stays under half the value, and another client overwriting
+/// the key while the reply is read does not change it.
+#[test]
+fn a_get_inside_exec_of_256_mib_streams_the_value_it_found() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G"];
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let big = value(256 << 20, 47);
+    let _: () = c.set("big", &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut s = common::raw(&srv);
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(b"MULTI\r\nGET big\r\nPING\r\nEXEC\r\n")
+        .unwrap();
+    let head = format!("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n${}\r\n", big.len());
+    let mut got = vec![0; head.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), head);
+    // EXEC ran: the key changes under the reply being read.
+    let mut c = client(&srv);
+    let _: () = c.set("big", "overwritten").unwrap();
+    let mut buf = vec![0; 1 << 20];
+    for (i, chunk) in big.chunks(buf.len()).enumerate() {
+        let got = &mut buf[..chunk.len()];
+        s.read_exact(got).unwrap();
+        assert!(got == chunk, "the value differs in MiB {i}");
+    }
+    let mut tail = [0u8; 9];
+    s.read_exact(&mut tail).unwrap();
+    assert_eq!(&tail, b"\r\n+PONG\r\n");
+    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
+    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    let now: String = c.get("big").unwrap();
+    assert_eq!(now, "overwritten");
     srv.stop();
 }
 
@@ -322,6 +612,65 @@ fn after_a_kill_each_exec_of_large_values_is_all_or_none() {
     srv.stop();
 }
 
+/// A stream of EXECs each editing a large value stored before in two of
+/// its pieces (the first and the last) and setting a small key to the
+/// round, the server killed (-9) during it: after the restart both edits
+/// and the small key tell one round, the last acknowledged or the next.
+#[test]
+fn after_a_kill_each_exec_editing_a_large_value_is_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let mut c = client(&srv);
+    let len = 5 * CAP + 33;
+    let _: () = c.set("x{k}", value(len, 9)).unwrap();
+    let _: () = c.set("y{k}", "0").unwrap();
+    let far = (len - 8).to_string();
+    let writer = std::thread::spawn(move || {
+        let mut acked = 0u32;
+        for round in 1..2000u32 {
+            let tag = format!("{round:08}");
+            let got = exec(
+                &mut c,
+                &[
+                    cmd(&[b"SETRANGE", b"x{k}", b"100", tag.as_bytes()]),
+                    cmd(&[b"SETRANGE", b"x{k}", far.as_bytes(), tag.as_bytes()]),
+                    cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+                ],
+            );
+            match got {
+                Ok(Value::Array(_)) => acked = round,
+                _ => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    srv.kill();
+    let acked = writer.join().unwrap();
+    assert!(acked < 1999, "the kill came after every EXEC");
+    println!("{acked} EXECs acknowledged before the kill");
+    let srv = Server::start(dir.path(), &[]);
+    let mut c = client(&srv);
+    let y: String = c.get("y{k}").unwrap();
+    let round: u32 = y.parse().unwrap();
+    assert!(
+        round == acked || round == acked + 1,
+        "round {round} after {acked} acknowledged"
+    );
+    let x: Vec<u8> = c.get("x{k}").unwrap();
+    assert_eq!(x.len(), len);
+    if round > 0 {
+        let tag = format!("{round:08}").into_bytes();
+        assert_eq!(&x[100..108], &tag[..], "the first edit of another round");
+        assert_eq!(&x[len - 8..], &tag[..], "the last edit of another round");
+    }
+    let mut want = value(len, 9);
+    want[100..108].copy_from_slice(&x[100..108]);
+    want[len - 8..].copy_from_slice(&x[len - 8..]);
+    assert!(x == want, "bytes outside the edits changed");
+    srv.stop();
+}
+
 /// A replica attached while transactions of large values run (during its
 /// full copy, and fed by the stream after) ends with the primary's values.
 #[test]
@@ -332,6 +681,22 @@ fn a_replica_attached_during_large_execs_ends_with_the_same_values() {
     let _: () = p.set("a{r}", value(3 * CAP, 1)).unwrap();
     let to = format!("127.0.0.1 {}", primary.addr.port());
     let replica = Server::start(rd.path(), &["--capacity", "512M", "--replicaof", &to]);
+    // Edits inside EXEC of a large value stored before go as SETRANGEs.
+    let _: () = p.set("e{r}", value(4 * CAP + 9, 7)).unwrap();
+    for round in 0..3u8 {
+        let far = (4 * CAP + 100 * round as usize).to_string();
+        exec(
+            &mut p,
+            &[
+                cmd(&[b"SETRANGE", b"e{r}", b"5", &[round; 3]]),
+                cmd(&[b"APPEND", b"e{r}", b"more"]),
+                cmd(&[b"SETRANGE", b"e{r}", far.as_bytes(), b"far"]),
+                cmd(&[b"SET", b"n{r}", round.to_string().as_bytes()]),
+                cmd(&[b"GETEX", b"e{r}", b"PXAT", b"4102444800000"]),
+            ],
+        )
+        .unwrap();
+    }
     for round in 0..4u8 {
         let v = value(40 << 20, round);
         exec(
@@ -348,7 +713,15 @@ fn a_replica_attached_during_large_execs_ends_with_the_same_values() {
         )
         .unwrap();
     }
-    converge_keys(&primary, &replica, &["a{r}", "b{r}", "c{r}", "n{r}"]);
+    converge_keys(
+        &primary,
+        &replica,
+        &["a{r}", "b{r}", "c{r}", "e{r}", "n{r}"],
+    );
+    // GETEX's expiry inside EXEC went as PEXPIREAT.
+    let mut r = client(&replica);
+    let at: i64 = redis::cmd("PEXPIRETIME").arg("e{r}").query(&mut r).unwrap();
+    assert_eq!(at, 4102444800000);
     replica.stop();
     primary.stop();
 }

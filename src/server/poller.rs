@@ -161,6 +161,10 @@ struct Poller<E: Engine> {
     /// Streams waiting for their command's write to be durable, by the
     /// reply it gets (see `large::gate_reply`).
     gates: HashMap<(ConnRef, u64, u32), u64>,
+    /// The streams of transactions' reads of large values, by EXEC's reply
+    /// (the first of each; the others follow it, see `large::Stream`):
+    /// they start once that reply is sent.
+    exec_gates: HashMap<(ConnRef, u64, u32), u64>,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -205,6 +209,11 @@ struct Txn {
     view: HashMap<u64, Staged>,
     order: Vec<u64>,
     replies: Vec<(u64, u32, Reply)>,
+    /// Its reads of large values, streamed in this order after EXEC's
+    /// reply; the command whose reply stands for the one under way (id,
+    /// part, stream).
+    streams: Vec<u64>,
+    gated: Option<(u64, u32, u64)>,
     /// A command waits for its record's read.
     waiting: bool,
     /// A command found no read slot: it runs again next turn.
@@ -217,6 +226,10 @@ struct Staged {
     hash: KeyHash,
     key: Box<[u8]>,
     now: Option<(Vec<u8>, u64)>,
+    /// A large value stored before, edited by the transaction in pieces
+    /// (`large_edit::LargeView`): its bytes are not in `now`, whose
+    /// expiry holds.
+    large: Option<Box<large_edit::LargeView>>,
 }
 
 /// A key a connection watches, and its index entry when WATCH came.
@@ -402,6 +415,7 @@ fn build<E: Engine>(
         txn_pieces: HashMap::new(),
         next_txn_pieces: 0,
         gates: HashMap::new(),
+        exec_gates: HashMap::new(),
     }
 }
 
@@ -711,6 +725,9 @@ impl<E: Engine> Poller<E> {
     /// or with one device read.
     fn fetch(&mut self, req: Request, entry: Entry) {
         if entry.offset == STAGED {
+            if self.staged_large(&req) {
+                return self.txn_large(req, entry);
+            }
             let bytes = self.staged_record(&req);
             return self.finish_fetch(req, entry, Ok(&bytes));
         }
@@ -1266,6 +1283,14 @@ impl<E: Engine> Poller<E> {
                 return self.gate_reply(stream, reply);
             }
         }
+        if !self.exec_gates.is_empty() {
+            if let Some(first) = self.exec_gates.remove(&(to, id, part)) {
+                // EXEC's reply, then its streamed reads (or none of them).
+                let ran = matches!(reply, Reply::Txn(_));
+                self.respond(to, id, part, reply);
+                return self.exec_answered(first, ran);
+            }
+        }
         self.shared.conns[to.thread as usize]
             .responses
             .push(Response {
@@ -1487,7 +1512,13 @@ impl<E: Engine> Poller<E> {
         let t = self.txn.as_mut().expect("a transaction runs");
         let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
         match t.view.entry(hash.tag) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().now = now,
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().now = now;
+                // A large value edited in pieces is replaced: its pin goes.
+                if let Some(l) = e.get_mut().large.take() {
+                    self.ks.unpin_pieces(&l.base);
+                }
+            }
             std::collections::hash_map::Entry::Vacant(e) => {
                 t.order.push(hash.tag);
                 e.insert(Staged {
@@ -1495,6 +1526,7 @@ impl<E: Engine> Poller<E> {
                     hash: *hash,
                     key: key.into(),
                     now,
+                    large: None,
                 });
             }
         }
@@ -1521,7 +1553,21 @@ impl<E: Engine> Poller<E> {
     /// A command of the running transaction answered.
     fn txn_reply(&mut self, req: &Request, reply: Reply) {
         let t = self.txn.as_mut().expect("a transaction runs");
-        t.replies.push((req.id & !TXN_PART, req.part, reply));
+        let (id, part) = (req.id & !TXN_PART, req.part);
+        let mut reply = reply;
+        if let Some((_, _, stream)) = t.gated.take_if(|g| (g.0, g.1) == (id, part)) {
+            // A read streamed after EXEC's reply: its place in it, unless
+            // the command failed.
+            match reply {
+                Reply::Error(_) => {
+                    t.streams.retain(|&s| s != stream);
+                    self.drop_stream(stream);
+                }
+                _ => reply = self.stream_placeholder(stream),
+            }
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        t.replies.push((id, part, reply));
         t.waiting = false;
     }
 
@@ -1665,6 +1711,8 @@ impl<E: Engine> Poller<E> {
             view: HashMap::new(),
             order: Vec::new(),
             replies: Vec::new(),
+            streams: Vec::new(),
+            gated: None,
             waiting: false,
             stalled: false,
         });
@@ -1692,13 +1740,18 @@ impl<E: Engine> Poller<E> {
     /// (the large values' heads with the others) are appended at once
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
-        let t = self.txn.take().expect("a transaction runs");
+        let mut t = self.txn.take().expect("a transaction runs");
+        if !t.streams.is_empty() {
+            let streams = std::mem::take(&mut t.streams);
+            let first = self.chain_streams(&streams);
+            let exec = (t.exec.from, t.exec.id, t.exec.part);
+            self.exec_gates.insert(exec, first);
+        }
         let large: Vec<u64> = (t.order.iter().copied())
             .filter(|tag| {
                 let s = &t.view[tag];
-                s.now
-                    .as_ref()
-                    .is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
+                s.large.as_ref().is_some_and(|l| !l.changed.is_empty())
+                    || (s.now.as_ref()).is_some_and(|(v, _)| self.ks.is_large(s.key.len(), v.len()))
             })
             .collect();
         if large.is_empty() {
@@ -1706,11 +1759,9 @@ impl<E: Engine> Poller<E> {
         }
         let cap = self.ks.piece_capacity() as usize;
         let pieces: usize = (large.iter())
-            .map(|tag| {
-                t.view[tag]
-                    .now
-                    .as_ref()
-                    .map_or(0, |(v, _)| v.len().div_ceil(cap))
+            .map(|tag| match &t.view[tag] {
+                Staged { large: Some(l), .. } => l.changed.len(),
+                s => s.now.as_ref().map_or(0, |(v, _)| v.len().div_ceil(cap)),
             })
             .sum();
         if !self.ks.room_for_pieces(pieces) {
@@ -1730,14 +1781,29 @@ impl<E: Engine> Poller<E> {
         };
         for tag in large {
             let s = wait.txn.view.get_mut(&tag).expect("a staged key");
-            let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
-            let value = bytes::Bytes::from(value);
-            wait.values.insert(tag, value.clone());
             let w = Waiter {
                 pieces_of: Some((n, tag)),
                 ..Waiter::new(&wait.txn.exec, Reply::Nil, None)
             };
-            match (self.ks).write_pieces_only(s.pid, &s.hash, &s.key, value, w) {
+            let written = match &s.large {
+                // Edited in pieces: only the pieces it changed.
+                Some(l) => (self.ks).write_edit_pieces_only(
+                    s.pid,
+                    &s.hash,
+                    &s.key,
+                    &l.base,
+                    l.total_len,
+                    &l.changed,
+                    w,
+                ),
+                None => {
+                    let value = std::mem::take(&mut s.now.as_mut().expect("a large value").0);
+                    let value = bytes::Bytes::from(value);
+                    wait.values.insert(tag, value.clone());
+                    (self.ks).write_pieces_only(s.pid, &s.hash, &s.key, value, w)
+                }
+            };
+            match written {
                 Ok(head) => {
                     wait.heads.insert(tag, head);
                     wait.left += 1;
@@ -1794,7 +1860,10 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Answers transaction `t` with `reply` and releases its keys.
-    fn end_txn(&mut self, t: Txn, reply: Reply) {
+    fn end_txn(&mut self, mut t: Txn, reply: Reply) {
+        for view in Self::take_views(&mut t).into_values() {
+            self.ks.unpin_pieces(&view.base);
+        }
         self.reply(&t.exec, reply);
         for tag in t.claimed {
             self.release(tag);
@@ -1805,7 +1874,10 @@ impl<E: Engine> Poller<E> {
     /// when the store cannot take them all), and answers EXEC once they
     /// are durable. `heads`: its large values' heads, by key tag, their
     /// pieces durable and held (let go here whatever happens).
-    fn commit_txn(&mut self, t: Txn, mut heads: HashMap<u64, LargeHead>) {
+    fn commit_txn(&mut self, mut t: Txn, mut heads: HashMap<u64, LargeHead>) {
+        // The edited views: their edits go into the stream, their pins go
+        // once their heads are written.
+        let views = Self::take_views(&mut t);
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
@@ -1837,6 +1909,12 @@ impl<E: Engine> Poller<E> {
                         }
                         r
                     }
+                    // A view whose expiry alone changed: a head sharing
+                    // the pieces.
+                    (Some((_, exp)), None) if views.contains_key(tag) => {
+                        let head = views[tag].base.encode();
+                        (self.ks).write_head(s.pid, &s.hash, &s.key, &head, *exp)
+                    }
                     (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
                     // Deleting a key that was not there writes nothing.
                     (None, _) if self.ks.lookup(s.pid, &s.hash).is_some() => {
@@ -1845,8 +1923,15 @@ impl<E: Engine> Poller<E> {
                     (None, _) => continue,
                 };
                 if result.is_ok() && self.shared.repl.feeding() {
-                    let (v, exp) = s.now.as_ref().map_or((&[][..], 0), |(v, e)| (&v[..], *e));
-                    replicated(&mut stream, &s.key, v, exp, s.now.is_none());
+                    match views.get(tag) {
+                        // Its edits, as outside a transaction.
+                        Some(view) => stream.extend_from_slice(&view.repl),
+                        None => {
+                            let now = s.now.as_ref();
+                            let (v, exp) = now.map_or((&[][..], 0), |(v, e)| (&v[..], *e));
+                            replicated(&mut stream, &s.key, v, exp, s.now.is_none());
+                        }
+                    }
                 }
                 wrote = true;
                 if let Err(e) = result {
@@ -1877,6 +1962,9 @@ impl<E: Engine> Poller<E> {
         // Heads not written: their pieces go back.
         for head in heads.into_values() {
             self.ks.release_pieces(&head);
+        }
+        for view in views.into_values() {
+            self.ks.unpin_pieces(&view.base);
         }
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);

@@ -113,6 +113,54 @@ enum Slot {
         result: Option<Reply>,
         proto: Proto,
     },
+    /// EXEC's reply when it streams large values read by its commands
+    /// (their places in [`Reply::Txn`] are empty [`Reply::Part`]s): one
+    /// reply sent in parts, as a GET's. `current` is as a single reply's;
+    /// `rest`, the bytes of the replies after each stream, each sent with
+    /// that stream's last part.
+    ExecStreams {
+        current: Option<Reply>,
+        rest: VecDeque<Vec<u8>>,
+        proto: Proto,
+    },
+}
+
+/// Whether EXEC's reply `r` has values to stream (see
+/// [`Slot::ExecStreams`]).
+fn streams_values(r: &Reply) -> bool {
+    matches!(r, Reply::Txn(parts) if parts.iter().any(|(_, _, r)| matches!(r, Reply::Part(..))))
+}
+
+/// EXEC's reply with values to stream: its commands' replies, in `inner`
+/// with those the connection gave, as bytes cut at each streamed value.
+fn exec_streams(inner: &mut Replies, count: usize, proto: Proto, txn: Reply) -> Slot {
+    let Reply::Txn(parts) = txn else {
+        unreachable!("a transaction's reply")
+    };
+    let mut holes = Vec::new();
+    for (id, part, reply) in parts {
+        match reply {
+            Reply::Part(_, flow) => holes.push((id, part, flow)),
+            reply => inner.fill(id, part, reply),
+        }
+    }
+    holes.sort_by_key(|h| (h.0, h.1));
+    // An array at the front (MGET's) has its header out.
+    inner.move_streamed();
+    let mut first = Vec::new();
+    resp::array(&mut first, count);
+    first.extend_from_slice(&inner.take_output());
+    let mut rest = VecDeque::with_capacity(holes.len());
+    for (id, part, _) in &holes {
+        inner.fill(*id, *part, Reply::Encoded(Vec::new()));
+        rest.push_back(inner.take_output());
+    }
+    let flow = holes.swap_remove(0).2;
+    Slot::ExecStreams {
+        current: Some(Reply::Part(first, flow)),
+        rest,
+        proto,
+    }
 }
 
 impl Slot {
@@ -123,6 +171,9 @@ impl Slot {
             Slot::Multi { left, .. } => *left == 0,
             Slot::Silent(s) => s.complete(),
             Slot::Exec { result, .. } => result.is_some(),
+            Slot::ExecStreams { current, .. } => current
+                .as_ref()
+                .is_some_and(|r| !matches!(r, Reply::Part(..))),
         }
     }
 
@@ -135,6 +186,9 @@ impl Slot {
             Slot::Silent(s) => s.held(),
             Slot::Exec { inner, result, .. } => {
                 inner.pending() + result.as_ref().map_or(0, reply_len)
+            }
+            Slot::ExecStreams { current, rest, .. } => {
+                current.as_ref().map_or(0, reply_len) + rest.iter().map(Vec::len).sum::<usize>()
             }
         }
     }
@@ -161,7 +215,10 @@ impl Slot {
                 Reply::Nil => resp::null_array(out, proto),
                 other => other.encode(out, proto),
             },
-            Slot::Single(r, proto) => r.expect("complete").encode(out, proto),
+            Slot::Single(r, proto)
+            | Slot::ExecStreams {
+                current: r, proto, ..
+            } => r.expect("complete").encode(out, proto),
             Slot::Multi {
                 combine: Combine::Array,
                 parts,
@@ -478,7 +535,37 @@ impl Replies {
                     *left -= 1;
                 }
             }
+            Slot::Exec {
+                inner,
+                count,
+                proto,
+                ..
+            } if streams_values(&reply) => {
+                let streams = exec_streams(inner, *count, *proto, reply);
+                self.held = self.held.saturating_sub(len) + streams.held();
+                *slot = streams;
+            }
             Slot::Exec { result, .. } => *result = Some(reply),
+            Slot::ExecStreams { current, rest, .. } => {
+                // A stream's last part: the replies after it follow.
+                let reply = match (reply, &*current) {
+                    (Reply::Encoded(mut last), Some(Reply::Part(_, flow))) if !rest.is_empty() => {
+                        last.extend_from_slice(&rest.pop_front().expect("bytes"));
+                        match rest.is_empty() {
+                            true => Reply::Encoded(last),
+                            false => Reply::Part(last, flow.clone()),
+                        }
+                    }
+                    (reply, _) => reply,
+                };
+                merge(current, reply);
+                if silent {
+                    if let Some(Reply::Part(b, _)) = current {
+                        self.held -= b.len();
+                        *b = Vec::new();
+                    }
+                }
+            }
             Slot::Ready(_) | Slot::Silent(_) => {
                 tracing::error!("reply for a request answered already")
             }
@@ -506,7 +593,13 @@ impl Replies {
     /// they come, in order, and those sent in parts so.
     fn move_streamed(&mut self) {
         match self.slots.front_mut() {
-            Some(Slot::Single(Some(Reply::Part(b, flow)), _)) => {
+            Some(
+                Slot::Single(Some(Reply::Part(b, flow)), _)
+                | Slot::ExecStreams {
+                    current: Some(Reply::Part(b, flow)),
+                    ..
+                },
+            ) => {
                 let (b, flow) = (std::mem::take(b), flow.clone());
                 self.move_part(b, flow);
             }
@@ -559,6 +652,11 @@ impl Replies {
     /// Bytes `b` of the reply sent in parts at the front (under `flow`)
     /// go out.
     fn move_part(&mut self, b: Vec<u8>, flow: FlowRef) {
+        if (self.streaming.as_ref()).is_some_and(|s| !Arc::ptr_eq(&s.flow.0, &flow.0)) {
+            // The next value of an EXEC's reply (`Slot::ExecStreams`):
+            // its own stream.
+            self.streaming = None;
+        }
         let s = self.streaming.get_or_insert(Streaming {
             flow,
             moved: 0,
@@ -635,6 +733,19 @@ impl Replies {
     /// Memory the output holds: its buffer and the replies in slots.
     pub(super) fn footprint(&self) -> usize {
         self.wbuf.capacity() + self.queued_bytes + self.held
+    }
+
+    /// The bytes not yet written, taken out (a transaction's replies
+    /// going into EXEC's).
+    fn take_output(&mut self) -> Vec<u8> {
+        let mut out = self.wbuf.split_off(self.wpos);
+        self.wbuf.clear();
+        self.wpos = 0;
+        for q in self.queued.drain(..) {
+            out.extend_from_slice(&q);
+        }
+        self.queued_bytes = 0;
+        out
     }
 
     /// The bytes still to be written.

@@ -7,7 +7,9 @@
 //! the pieces pinned rather than the key held. A command that also writes
 //! (GETDEL's delete, SET … GET's set, GETEX's expiry) pins the pieces,
 //! writes, and sends nothing until its write is durable (the stream's
-//! gate, [`Poller::gate_reply`]); the key is not held meanwhile.
+//! gate, [`Poller::gate_reply`]); the key is not held meanwhile. Inside
+//! MULTI … EXEC the reads stream after EXEC's other replies, one after
+//! the other ([`Poller::txn_stream`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,7 +50,18 @@ pub(super) struct Stream {
     part: u32,
     /// The head's place, for the errors.
     offset: u64,
+    /// The value's pieces and length; the head whose pieces the stream
+    /// pins (the same, but for a transaction's edited value: the old head
+    /// its unchanged pieces are from).
     head: Arc<LargeHead>,
+    pins: Arc<LargeHead>,
+    /// Pieces a transaction changed (`large_edit::LargeView`), sent from
+    /// here rather than read.
+    changed: BTreeMap<usize, Vec<u8>>,
+    /// A transaction's read, sent after EXEC's other replies: the stream
+    /// of its next read, opened once this one is sent whole.
+    in_txn: bool,
+    then: Option<u64>,
     flow: Arc<Flow>,
     /// The reply's bytes before the value's, sent with its first piece.
     header: Vec<u8>,
@@ -74,6 +87,23 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// The bytes to send for piece `i`, whose data is `data`: those of
+    /// the value the stream sends, after the reply's header if first.
+    fn piece_out(&self, i: usize, data: &[u8], cap: u64) -> Vec<u8> {
+        let (from, len) = self.span(i, cap);
+        let first = match self.lo / cap == i as u64 {
+            true => self.header.len(),
+            false => 0,
+        };
+        // Room for the bytes after the value, if last.
+        let mut out = Vec::with_capacity(first + len as usize + 12);
+        if first > 0 {
+            out.extend_from_slice(&self.header);
+        }
+        out.extend_from_slice(&data[from..from + len as usize]);
+        out
+    }
+
     /// The bytes of piece `i` the stream sends: where they start in the
     /// piece, and how many (`cap`: a piece's capacity).
     fn span(&self, i: usize, cap: u64) -> (usize, u64) {
@@ -84,8 +114,9 @@ impl Stream {
     }
 }
 
-/// A transaction's read of a large value, whole (a transaction writes
-/// whole values: see `Poller::finish_txn`).
+/// A transaction's read of a large value, whole: for the commands that
+/// need the value whole (RENAME, COPY, EXPIRE); the others stream it
+/// ([`Poller::txn_stream`]).
 pub(super) struct Assembly {
     req: Request,
     entry: Entry,
@@ -94,6 +125,9 @@ pub(super) struct Assembly {
     meta: RecordMeta,
     rec_len: u64,
     head: LargeHead,
+    /// Pieces a transaction changed (`large_edit::LargeView`), by number:
+    /// taken from here, not read.
+    changed: BTreeMap<usize, Vec<u8>>,
     /// The reply: bulk header, value (or the range of it read), CRLF.
     out: Vec<u8>,
     /// Where the value starts in `out`.
@@ -155,11 +189,6 @@ impl<E: Engine> Poller<E> {
         if let Op::Strlen { .. } = req.op {
             return self.reply(&req, Reply::Int(head.total_len as i64));
         }
-        // Inside a transaction, which writes whole values, the value is
-        // read whole.
-        if is_sub(&req) {
-            return self.assemble(req, entry, rec, head);
-        }
         let st = self.stats();
         match &req.op {
             // More than 44 bytes, no integer: Redis's `raw`, not shared.
@@ -186,6 +215,9 @@ impl<E: Engine> Poller<E> {
                 st.hits.fetch_add(1, Relaxed);
             }
             _ => {}
+        }
+        if is_sub(&req) {
+            return self.txn_large_read(req, entry, rec, head);
         }
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
@@ -240,7 +272,11 @@ impl<E: Engine> Poller<E> {
             id: req.id,
             part: req.part,
             offset: entry.offset,
+            pins: Arc::clone(&head),
             head,
+            changed: BTreeMap::new(),
+            in_txn: false,
+            then: None,
             flow: Flow::new(self.id),
             header,
             frame,
@@ -309,29 +345,47 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Ends stream `id`, not open yet: its pins go.
-    fn drop_stream(&mut self, id: u64) {
+    pub(super) fn drop_stream(&mut self, id: u64) {
         if let Some(s) = self.streams.remove(&id) {
             debug_assert!(!s.open && s.in_flight == 0);
-            self.ks.unpin_pieces(&s.head);
+            self.ks.unpin_pieces(&s.pins);
         }
     }
 
     /// Reads of a transaction's large value (an assembly), whole: the
     /// reply, or the value for the command to go on with.
     fn assemble(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
+        let (key, total_len) = (rec.key.to_vec(), head.total_len);
+        let found = (key, rec.meta, rec.len);
+        self.assemble_view(req, entry, found, head, total_len, BTreeMap::new());
+    }
+
+    /// Reads a large value of `total_len` bytes whole for a command of a
+    /// transaction: the pieces in `changed` from there (a
+    /// `large_edit::LargeView`'s), the others `head`'s. `found`: the head
+    /// record's key, fields and length.
+    pub(super) fn assemble_view(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        found: (Vec<u8>, RecordMeta, u64),
+        head: LargeHead,
+        total_len: u64,
+        changed: BTreeMap<usize, Vec<u8>>,
+    ) {
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
             Op::GetRange { start, end, .. } => {
                 self.stats().hits.fetch_add(1, Relaxed);
-                match super::range_bounds(head.total_len, start, end) {
+                match super::range_bounds(total_len, start, end) {
                     Some((first, last)) => (first, last - first + 1),
                     None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
                 }
             }
-            _ => (0, head.total_len),
+            _ => (0, total_len),
         };
         let (next, last) = ((lo / cap) as usize, ((lo + len.max(1) - 1) / cap) as usize);
-        if last >= head.pieces.len() {
+        if (next..=last).any(|i| i >= head.pieces.len() && !changed.contains_key(&i)) {
             return self.corrupt(&req, entry, &"large value head inconsistent");
         }
         let mut bulk_header = Vec::new();
@@ -352,10 +406,11 @@ impl<E: Engine> Poller<E> {
             Assembly {
                 req,
                 entry,
-                key: rec.key.to_vec(),
-                meta: rec.meta,
-                rec_len: rec.len,
+                key: found.0,
+                meta: found.1,
+                rec_len: found.2,
                 head,
+                changed,
                 out,
                 at,
                 lo,
@@ -376,6 +431,9 @@ impl<E: Engine> Poller<E> {
         let cap = self.ks.piece_capacity();
         loop {
             let a = self.assemblies.get_mut(&id).expect("an assembly");
+            while a.next <= a.last && a.changed.contains_key(&a.next) {
+                a.next += 1;
+            }
             if a.failed.is_some() || a.next > a.last || a.in_flight >= PIECE_DEPTH {
                 break;
             }
@@ -458,7 +516,21 @@ impl<E: Engine> Poller<E> {
             return;
         }
         // The transaction holds the key.
-        let a = self.assemblies.remove(&id).expect("an assembly");
+        let mut a = self.assemblies.remove(&id).expect("an assembly");
+        // The pieces the transaction changed, over those read.
+        let cap = self.ks.piece_capacity();
+        for (&i, piece) in &a.changed {
+            let base = i as u64 * cap;
+            let (from, to) = (
+                base.max(a.lo),
+                (base + piece.len() as u64).min(a.lo + a.len),
+            );
+            if from < to {
+                let at = a.at + (from - a.lo) as usize;
+                let src = &piece[(from - base) as usize..(to - base) as usize];
+                a.out[at..at + src.len()].copy_from_slice(src);
+            }
+        }
         match a.failed {
             Some(msg) => {
                 let entry = a.entry;
@@ -547,6 +619,195 @@ impl<E: Engine> Poller<E> {
 }
 
 impl<E: Engine> Poller<E> {
+    /// A command of a transaction read the head of a large value stored
+    /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX stream the
+    /// value after EXEC's other replies; the others (RENAME, COPY,
+    /// EXPIRE, …) read it whole.
+    fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
+        if !streamed_in_txn(&req.op) {
+            return self.assemble(req, entry, rec, head);
+        }
+        // The head as the index has it now (compaction may have moved it).
+        let live = self.ks.lookup(req.pid, &req.hash).unwrap_or(entry);
+        let Some(pins) = self.ks.pin_pieces(live.offset, head.value_id) else {
+            return self.corrupt(&req, entry, &"large value head not held");
+        };
+        let expire_ms = rec.meta.expire_ms;
+        self.txn_stream(
+            req,
+            entry,
+            Arc::clone(&pins),
+            pins,
+            BTreeMap::new(),
+            expire_ms,
+        );
+    }
+
+    /// Streams the value `head` (the bytes of pieces `changed` from
+    /// there, the others read) for a read of the running transaction,
+    /// after EXEC's other replies and its reads before; `pins`, pinned
+    /// by the caller, are let go when the stream ends; `expire_ms`, the
+    /// value's expiry. The command's write (GETDEL's, SET … GET's,
+    /// GETEX's) is made now; its reply stands in EXEC's for the stream
+    /// (`txn_reply`).
+    pub(super) fn txn_stream(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        head: Arc<LargeHead>,
+        pins: Arc<LargeHead>,
+        changed: BTreeMap<usize, Vec<u8>>,
+        expire_ms: u64,
+    ) {
+        let pinned = Arc::clone(&pins);
+        let cap = self.ks.piece_capacity();
+        let (lo, len) = match req.op {
+            Op::GetRange { start, end, .. } => {
+                match super::range_bounds(head.total_len, start, end) {
+                    Some((first, last)) => (first, last - first + 1),
+                    None => {
+                        self.ks.unpin_pieces(&pins);
+                        return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec()));
+                    }
+                }
+            }
+            _ => (0, head.total_len),
+        };
+        let (first, last) = ((lo / cap) as usize, ((lo + len - 1) / cap) as usize);
+        if (first..=last).any(|i| i >= head.pieces.len()) {
+            self.ks.unpin_pieces(&pins);
+            return self.corrupt(&req, entry, &"large value head inconsistent");
+        }
+        let (frame, total, before) = match req.op {
+            Op::Dump { .. } => {
+                let (st, total, before) = Streamed::start(len);
+                (Frame::Dump(st), total, before)
+            }
+            _ => (Frame::Bulk, len, Vec::new()),
+        };
+        let mut header = Vec::with_capacity(before.len() + 16);
+        crate::resp::bulk_header(&mut header, total as usize);
+        header.extend_from_slice(&before);
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let exec = &t.exec;
+        let id = self.next_assembly;
+        self.next_assembly += 1;
+        let stream = Stream {
+            to: exec.from,
+            id: exec.id,
+            part: exec.part,
+            offset: entry.offset,
+            head,
+            pins,
+            changed,
+            in_txn: true,
+            then: None,
+            flow: Flow::new(self.id),
+            header,
+            frame,
+            lo,
+            len,
+            next: first,
+            send: first,
+            end: last + 1,
+            in_flight: 0,
+            ready: BTreeMap::new(),
+            sent: 0,
+            ahead: 0,
+            open: false,
+            failed: None,
+        };
+        self.streams.insert(id, stream);
+        t.streams.push(id);
+        t.gated = Some((req.id & !super::TXN_PART, req.part, id));
+        let now = self.ks.now_ms();
+        match &req.op {
+            Op::GetDel { .. } => self.delete(req, Reply::Nil),
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } if *at <= now => self.delete(req, Reply::Nil),
+            Op::GetEx {
+                expiry: GetExpiry::At(at),
+                ..
+            } => {
+                self.txn_expiry(&req, &pinned, *at);
+                self.reply(&req, Reply::Nil)
+            }
+            Op::GetEx {
+                expiry: GetExpiry::Persist,
+                ..
+            } => {
+                if expire_ms != 0 {
+                    self.txn_expiry(&req, &pinned, 0);
+                }
+                self.reply(&req, Reply::Nil)
+            }
+            Op::Set { .. } => self.set(req, Some(entry), None),
+            _ => self.reply(&req, Reply::Nil),
+        }
+    }
+
+    /// The place of stream `id` in EXEC's reply: a reply sent in parts,
+    /// none yet.
+    pub(super) fn stream_placeholder(&self, id: u64) -> Reply {
+        let flow = Arc::clone(&self.streams[&id].flow);
+        Reply::Part(Vec::new(), FlowRef(flow))
+    }
+
+    /// Streams `ids` of one transaction, each opened once the one before
+    /// it is sent whole: returns the first.
+    pub(super) fn chain_streams(&mut self, ids: &[u64]) -> u64 {
+        for w in ids.windows(2) {
+            self.streams.get_mut(&w[0]).expect("a stream").then = Some(w[1]);
+        }
+        ids[0]
+    }
+
+    /// EXEC's reply went out: its streams (from `first`) start if it ran,
+    /// else they end unsent.
+    pub(super) fn exec_answered(&mut self, first: u64, ran: bool) {
+        match ran {
+            true => self.open_stream(first),
+            false => self.drop_chain(first),
+        }
+    }
+
+    /// Stream `id`, waiting for its turn, starts.
+    fn open_stream(&mut self, id: u64) {
+        self.streams.get_mut(&id).expect("a stream").open = true;
+        self.pump_stream(id);
+    }
+
+    /// Streams from `id` on, not opened, end unsent: their pins go.
+    fn drop_chain(&mut self, id: u64) {
+        let mut next = Some(id);
+        while let Some(id) = next {
+            let s = self.streams.remove(&id).expect("a stream");
+            self.ks.unpin_pieces(&s.pins);
+            next = s.then;
+        }
+    }
+}
+
+/// Whether a transaction's command streams the large value it reads
+/// (see [`Poller::txn_large_read`]).
+pub(super) fn streamed_in_txn(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Get { .. }
+            | Op::GetRange { .. }
+            | Op::GetDel { .. }
+            | Op::Dump { .. }
+            | Op::Set { .. }
+            | Op::GetEx {
+                expiry: GetExpiry::Keep | GetExpiry::Persist | GetExpiry::At(_),
+                ..
+            }
+    )
+}
+
+impl<E: Engine> Poller<E> {
     /// Bytes a stream may have read ahead of its client.
     fn stream_window(&self) -> u64 {
         let cap = self.ks.piece_capacity();
@@ -581,6 +842,16 @@ impl<E: Engine> Poller<E> {
             let want = (s.sent + s.ahead + len).saturating_sub(window);
             if want > 0 && !s.flow.wait_for(want) {
                 break;
+            }
+            if let Some(data) = s.changed.get(&s.next) {
+                // Changed by the transaction: at hand.
+                let (i, out) = (s.next, s.piece_out(s.next, data, cap));
+                s.ready.insert(i, out);
+                s.next += 1;
+                s.ahead += len;
+                issued = true;
+                self.send_ready(id);
+                continue;
             }
             let (i, seg) = (s.next, s.head.pieces[s.next]);
             let piece_len = s.head.piece_len(i, cap);
@@ -686,20 +957,8 @@ impl<E: Engine> Poller<E> {
         let buf = c.buf.take().expect("a read returns its buffer");
         let cap = self.ks.piece_capacity();
         let s = &self.streams[&id];
-        let checked = self.checked_piece(&s.head, i, c, &buf).map(|data| {
-            let (from, len) = s.span(i, cap);
-            let first = match s.lo / cap == i as u64 {
-                true => s.header.len(),
-                false => 0,
-            };
-            // Room for the bytes after the value, if last.
-            let mut out = Vec::with_capacity(first + len as usize + 12);
-            if first > 0 {
-                out.extend_from_slice(&s.header);
-            }
-            out.extend_from_slice(&data[from..from + len as usize]);
-            out
-        });
+        let checked =
+            (self.checked_piece(&s.head, i, c, &buf)).map(|data| s.piece_out(i, data, cap));
         drop(buf); // back to the engine's pool
         let s = self.streams.get_mut(&id).expect("a stream");
         s.in_flight -= 1;
@@ -761,7 +1020,13 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let s = self.streams.remove(&id).expect("a stream");
-        self.ks.unpin_pieces(&s.head);
+        self.ks.unpin_pieces(&s.pins);
+        // A transaction's next read follows, if this one was sent whole.
+        match s.then {
+            Some(next) if done => self.open_stream(next),
+            Some(next) => self.drop_chain(next),
+            None => {}
+        }
         match s.failed {
             // Sent whole, or the client went.
             None => {}
@@ -770,6 +1035,8 @@ impl<E: Engine> Poller<E> {
                 self.stats().corrupt_records.fetch_add(1, Relaxed);
                 tracing::error!(offset = s.offset, "corrupted record: {msg}");
                 let reply = match s.sent {
+                    // EXEC's reply is out before it: nothing can finish it.
+                    _ if s.in_txn => Reply::Cut,
                     0 => Reply::Error(format!(
                         "ERR corrupted record at offset {}: {msg}",
                         s.offset

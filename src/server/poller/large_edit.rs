@@ -12,6 +12,11 @@
 //! SETRANGE far out, a RESTORE of a large payload) writes it in pieces as
 //! a SET of a large value does.
 //!
+//! Inside MULTI … EXEC, SETRANGE and APPEND of a large value stored before
+//! keep the pieces they change in the transaction's view ([`LargeView`]),
+//! over the old head's pieces, pinned; the transaction writes those pieces
+//! and the new head when it ends, in its one commit.
+//!
 //! The key is held (later requests for it wait in `busy`) from the head's
 //! read until the new head is durable, and the old head's pieces are held
 //! meanwhile, so that no expiry or eviction frees one the edit reads or
@@ -30,12 +35,12 @@
 //! `SET destination value [PXAT ms]` (and `DEL source` for a rename), as a
 //! large SET does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{is_sub, Poller, Reply, Request, Waiter};
-use crate::format::{LargeHead, PieceHeader, Record};
+use super::{is_sub, Poller, Reply, Request, Staged, Waiter};
+use crate::format::{LargeHead, PieceHeader, Record, RecordMeta};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
 use crate::server::msg::{GetExpiry, Op, PROTO_MAX_BULK_LEN};
@@ -89,6 +94,9 @@ struct Edit {
 enum Goal {
     /// SETRANGE or APPEND: new pieces, then a new head.
     Change(Change),
+    /// SETRANGE or APPEND inside MULTI … EXEC: the new pieces kept in the
+    /// transaction's view ([`LargeView`]), written when it ends.
+    Txn(Change),
     /// RENAME or COPY with replicas fed: the value whole, for the stream.
     Outgoing(Outgoing),
 }
@@ -97,6 +105,8 @@ impl Goal {
     fn holds(&self, tag: u64) -> bool {
         match self {
             Goal::Change(c) => c.req.hash.tag == tag,
+            // The transaction holds its keys.
+            Goal::Txn(_) => false,
             Goal::Outgoing(s) => s.tags.contains(&tag),
         }
     }
@@ -142,22 +152,69 @@ fn edit_bytes(op: &Op) -> &[u8] {
 
 /// Whether `req`, reading a large value, changes it or computes with it
 /// (handled here rather than by reading the value whole). Inside a
-/// transaction, which writes whole values, only INCR and its kin are
-/// (their error needs no piece).
+/// transaction, GETEX that changes the expiry is not (the transaction
+/// writes the value whole).
 pub(super) fn is_large_edit(req: &Request) -> bool {
-    if matches!(req.op, Op::IncrBy { .. } | Op::IncrByFloat { .. }) {
-        return true;
+    match req.op {
+        Op::IncrBy { .. } | Op::IncrByFloat { .. } | Op::SetRange { .. } | Op::Append { .. } => {
+            true
+        }
+        Op::GetEx {
+            expiry: GetExpiry::Persist | GetExpiry::At(_),
+            ..
+        } => !is_sub(req),
+        _ => false,
     }
-    !is_sub(req)
-        && matches!(
-            req.op,
-            Op::SetRange { .. }
-                | Op::Append { .. }
-                | Op::GetEx {
-                    expiry: GetExpiry::Persist | GetExpiry::At(_),
-                    ..
-                }
-        )
+}
+
+/// A large value stored before a transaction that the transaction edits
+/// (SETRANGE, APPEND) in pieces: its view of the key. The pieces it
+/// changed are here, the others are `base`'s (pinned until the
+/// transaction ends), of the same length in both; when it ends, only the
+/// changed pieces are written, with a new head sharing the others
+/// (`Keyspace::write_edit_pieces_only`), in its all-or-none commit.
+pub(super) struct LargeView {
+    pub base: Arc<LargeHead>,
+    pub total_len: u64,
+    /// The pieces changed, by number, each as long as that piece of a
+    /// value of `total_len` bytes.
+    pub changed: BTreeMap<usize, Vec<u8>>,
+    /// The edits for the replication stream, as outside a transaction
+    /// (`SETRANGE key offset bytes`).
+    pub repl: Vec<u8>,
+}
+
+/// Where a SETRANGE or APPEND of a large value `old_len` bytes long
+/// writes: its offset, the new length and the pieces written anew;
+/// `None` when it writes nothing (no bytes); or the error reply.
+fn edit_plan(
+    op: &Op,
+    old_len: u64,
+    cap: u64,
+    max_value: u64,
+) -> Result<Option<(u64, u64, std::ops::Range<usize>)>, Reply> {
+    let data = edit_bytes(op);
+    let at = match op {
+        Op::SetRange { offset, .. } => *offset,
+        _ => old_len,
+    };
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let end = at + data.len() as u64;
+    let total_len = old_len.max(end);
+    if total_len > PROTO_MAX_BULK_LEN {
+        return Err(Reply::Error(text::STRING_TOO_LONG.into()));
+    }
+    if total_len > max_value {
+        let msg = text::value_too_large(total_len as usize, max_value);
+        return Err(Reply::Error(msg));
+    }
+    // From the first piece the bytes (or the zeros before them) reach, to
+    // the last the bytes reach.
+    let first = (at.min(old_len) / cap) as usize;
+    let last = ((end - 1) / cap) as usize;
+    Ok(Some((at, total_len, first..last + 1)))
 }
 
 impl<E: Engine> Poller<E> {
@@ -176,6 +233,9 @@ impl<E: Engine> Poller<E> {
                 return self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into()));
             }
             _ => {}
+        }
+        if is_sub(&req) {
+            return self.txn_edit_stored(req, entry, rec);
         }
         // The head as the index has it now (compaction may have moved it
         // since it was read; an expiry or eviction removed it).
@@ -405,7 +465,7 @@ impl<E: Engine> Poller<E> {
                     let data = &buf[block..block + want];
                     if PieceHeader::data_crc(&uuid, data) == h.data_crc {
                         match &mut e.goal {
-                            Goal::Change(ch) => ch.old.push((i, data.to_vec())),
+                            Goal::Change(ch) | Goal::Txn(ch) => ch.old.push((i, data.to_vec())),
                             Goal::Outgoing(s) => {
                                 let at = s.at + i * cap as usize;
                                 s.out[at..at + want].copy_from_slice(data);
@@ -445,6 +505,7 @@ impl<E: Engine> Poller<E> {
         let e = self.edits.by_id.remove(&id).expect("an edit");
         match e.goal {
             Goal::Change(ch) => self.finish_change(Arc::clone(&e.head), e.failed, ch),
+            Goal::Txn(ch) => self.finish_txn_change(e.failed, ch),
             Goal::Outgoing(s) => self.finish_send(e.failed, s),
         }
         // A change's job holds the pieces it shares by now.
@@ -584,6 +645,249 @@ impl<E: Engine> Poller<E> {
             Err((w, e)) => {
                 let reply = self.refusal(e);
                 self.respond(w.to, w.id, w.part, reply);
+            }
+        }
+    }
+}
+
+impl<E: Engine> Poller<E> {
+    /// Whether `req`'s key is, in the running transaction, a large value
+    /// edited in pieces ([`LargeView`]).
+    pub(super) fn staged_large(&self, req: &Request) -> bool {
+        let t = self.txn.as_ref().expect("a transaction runs");
+        is_sub(req) && (t.view.get(&req.hash.tag)).is_some_and(|s: &Staged| s.large.is_some())
+    }
+
+    /// SETRANGE or APPEND inside a transaction of a large value stored
+    /// before (`rec`, its head at `entry`): the key's view becomes a
+    /// [`LargeView`] of it, and the edit changes only the pieces it
+    /// reaches.
+    fn txn_edit_stored(&mut self, req: Request, entry: Entry, rec: &Record) {
+        let Some(head) = LargeHead::decode(rec.value) else {
+            return self.corrupt(&req, entry, &"large value head unreadable");
+        };
+        let cap = self.ks.piece_capacity();
+        let max_value = self.shared.cfg.conns.max_value_size;
+        let plan = match edit_plan(&req.op, head.total_len, cap, max_value) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return self.reply(&req, Reply::Int(head.total_len as i64)),
+            Err(reply) => return self.reply(&req, reply),
+        };
+        if self.refused_over_maxmemory(&req) {
+            return;
+        }
+        // The head as the index has it now (compaction may have moved it;
+        // an expiry or eviction removed it).
+        let Some(live) = self.ks.lookup(req.pid, &req.hash) else {
+            return self.strings(req, None);
+        };
+        let Some(base) = self.ks.pin_pieces(live.offset, head.value_id) else {
+            return self.corrupt(&req, entry, &"large value head unknown");
+        };
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let key = req.op.key().expect("keyed op");
+        t.order.push(req.hash.tag);
+        let view = LargeView {
+            base,
+            total_len: head.total_len,
+            changed: BTreeMap::new(),
+            repl: Vec::new(),
+        };
+        let staged = Staged {
+            pid: req.pid,
+            hash: req.hash,
+            key: key.into(),
+            now: Some((Vec::new(), rec.meta.expire_ms)),
+            large: Some(Box::new(view)),
+        };
+        t.view.insert(req.hash.tag, staged);
+        self.txn_edit(req, plan);
+    }
+
+    /// A command of the running transaction on a key it edited in pieces
+    /// ([`LargeView`], found at `entry`): SETRANGE and APPEND edit it
+    /// again, STRLEN, TTL and INCR… answer from the view; the others read
+    /// the value whole (its pieces, the changed ones from the view).
+    pub(super) fn txn_large(&mut self, req: Request, entry: Entry) {
+        let t = self.txn.as_ref().expect("a transaction runs");
+        let s = &t.view[&req.hash.tag];
+        let l = s.large.as_ref().expect("a large view");
+        let (total_len, expire_ms) = (l.total_len, s.now.as_ref().map_or(0, |n| n.1));
+        match req.op {
+            Op::SetRange { .. } | Op::Append { .. } => {
+                let cap = self.ks.piece_capacity();
+                let max_value = self.shared.cfg.conns.max_value_size;
+                match edit_plan(&req.op, total_len, cap, max_value) {
+                    Ok(Some(plan)) if !self.refused_over_maxmemory(&req) => {
+                        self.txn_edit(req, plan)
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => self.reply(&req, Reply::Int(total_len as i64)),
+                    Err(reply) => self.reply(&req, reply),
+                }
+            }
+            Op::Strlen { .. } => self.reply(&req, Reply::Int(total_len as i64)),
+            Op::IncrBy { .. } => self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into())),
+            Op::IncrByFloat { .. } => self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into())),
+            Op::Ttl { .. } => {
+                let key = s.key.clone();
+                let rec = Record {
+                    meta: RecordMeta {
+                        gen: 0,
+                        seq: 0,
+                        expire_ms,
+                        flags: 0,
+                    },
+                    key: &key,
+                    value: &[],
+                    len: 0,
+                };
+                self.finish_record(req, entry, &rec)
+            }
+            ref op if super::large::streamed_in_txn(op) => {
+                // Streamed after EXEC's other replies: the changed pieces
+                // from the view, the others read.
+                let count = total_len.div_ceil(self.ks.piece_capacity()) as usize;
+                let mut pieces = l.base.pieces.clone();
+                pieces.resize(count, 0);
+                let head = LargeHead {
+                    total_len,
+                    value_id: l.base.value_id,
+                    pieces,
+                };
+                let (pins, changed) = (Arc::clone(&l.base), l.changed.clone());
+                self.ks.hold_pieces(&pins);
+                let head = Arc::new(head);
+                self.txn_stream(req, entry, head, pins, changed, expire_ms);
+            }
+            _ => {
+                let (key, base) = (s.key.to_vec(), (*l.base).clone());
+                let changed = l.changed.clone();
+                let meta = RecordMeta {
+                    gen: 0,
+                    seq: 0,
+                    expire_ms,
+                    flags: 0,
+                };
+                self.assemble_view(req, entry, (key, meta, 0), base, total_len, changed);
+            }
+        }
+    }
+
+    /// Edits the transaction's [`LargeView`] of `req`'s key (`plan`: see
+    /// [`edit_plan`]): the old pieces it covers in part, and not changed
+    /// before, are read first.
+    fn txn_edit(&mut self, req: Request, plan: (u64, u64, std::ops::Range<usize>)) {
+        let (at, total_len, rewrite) = plan;
+        let cap = self.ks.piece_capacity();
+        let end = at + edit_bytes(&req.op).len() as u64;
+        let t = self.txn.as_ref().expect("a transaction runs");
+        let l = (t.view[&req.hash.tag].large.as_ref()).expect("a large view");
+        let old_len = l.total_len;
+        let to_read: Vec<usize> = rewrite
+            .clone()
+            .filter(|&i| i < l.base.pieces.len() && !l.changed.contains_key(&i))
+            .filter(|&i| {
+                let (lo, hi) = (i as u64 * cap, ((i as u64 + 1) * cap).min(old_len));
+                lo < at || hi > end
+            })
+            .collect();
+        let base = Arc::clone(&l.base);
+        let change = Change {
+            req,
+            expire_ms: 0,
+            total_len,
+            at,
+            rewrite,
+            old: Vec::new(),
+        };
+        if to_read.is_empty() {
+            return self.finish_txn_change(None, change);
+        }
+        self.start_edit(base, to_read, Goal::Txn(change));
+    }
+
+    /// The old pieces of an edit inside a transaction are read (or
+    /// `failed`): its new pieces go into the key's [`LargeView`].
+    fn finish_txn_change(&mut self, failed: Option<String>, ch: Change) {
+        if let Some(msg) = failed {
+            return self.reply(&ch.req, Reply::Error(format!("ERR {msg}")));
+        }
+        let cap = self.ks.piece_capacity();
+        let data = edit_bytes(&ch.req.op);
+        let (at, end) = (ch.at, ch.at + data.len() as u64);
+        let feeding = self.shared.repl.feeding();
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let s = t.view.get_mut(&ch.req.hash.tag).expect("a staged key");
+        let l = s.large.as_mut().expect("a large view");
+        let mut old = ch.old;
+        for i in ch.rewrite.clone() {
+            let base = i as u64 * cap;
+            let len = (ch.total_len - base).min(cap) as usize;
+            let mut piece = match l.changed.remove(&i) {
+                Some(p) => p,
+                None => match old.iter().position(|(j, _)| *j == i) {
+                    Some(k) => old.swap_remove(k).1,
+                    None => Vec::new(),
+                },
+            };
+            piece.resize(len, 0);
+            let (from, to) = (base.max(at), (base + len as u64).min(end));
+            if from < to {
+                let src = &data[(from - at) as usize..(to - at) as usize];
+                piece[(from - base) as usize..(to - base) as usize].copy_from_slice(src);
+            }
+            l.changed.insert(i, piece);
+        }
+        l.total_len = ch.total_len;
+        if feeding {
+            let at = at.to_string();
+            let args: [&[u8]; 4] = [b"SETRANGE", &s.key, at.as_bytes(), data];
+            crate::resp::encode::command(&mut l.repl, &args);
+        }
+        self.reply(&ch.req, Reply::Int(ch.total_len as i64));
+    }
+
+    /// The transaction's [`LargeView`]s (it ended), by key tag, their old
+    /// heads still pinned.
+    pub(super) fn take_views(t: &mut super::Txn) -> HashMap<u64, Box<LargeView>> {
+        let views = t.view.iter_mut();
+        (views.filter_map(|(&tag, s)| Some((tag, s.large.take()?)))).collect()
+    }
+
+    /// GETEX with an expiry inside a transaction, of a large value stored
+    /// before (its head at `entry`, pinned as `pins`) or of the key's
+    /// [`LargeView`]: the view takes the expiry `at` (0: none), its
+    /// pieces unchanged; at the end a head sharing them is written.
+    pub(super) fn txn_expiry(&mut self, req: &Request, pins: &Arc<LargeHead>, at: u64) {
+        let feeding = self.shared.repl.feeding();
+        let key = req.op.key().expect("keyed op");
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let s = t.view.entry(req.hash.tag).or_insert_with(|| Staged {
+            pid: req.pid,
+            hash: req.hash,
+            key: key.into(),
+            now: Some((Vec::new(), 0)),
+            large: None,
+        });
+        if s.large.is_none() {
+            // The value stored before: pinned once more, for the view.
+            self.ks.hold_pieces(pins);
+            t.order.push(req.hash.tag);
+            s.large = Some(Box::new(LargeView {
+                base: Arc::clone(pins),
+                total_len: pins.total_len,
+                changed: BTreeMap::new(),
+                repl: Vec::new(),
+            }));
+        }
+        let l = s.large.as_mut().expect("a large view");
+        s.now = Some((Vec::new(), at));
+        if feeding {
+            let at = at.to_string();
+            match at.as_str() {
+                "0" => crate::resp::encode::command(&mut l.repl, &[b"PERSIST", key]),
+                _ => crate::resp::encode::command(&mut l.repl, &[b"PEXPIREAT", key, at.as_bytes()]),
             }
         }
     }

@@ -261,6 +261,70 @@ impl<E: Engine, W> Keyspace<E, W> {
         Ok(())
     }
 
+    /// Writes the pieces a transaction changed in large value `old`
+    /// (SETRANGE, APPEND inside MULTI … EXEC), not its head: the value
+    /// becomes `total_len` bytes long, and the pieces in `changed` (by
+    /// number, each as long as that piece of the new value is) go into
+    /// fresh piece segments; the others are `old`'s, shared, of the same
+    /// length in both. As [`Keyspace::write_pieces_only`] otherwise: the
+    /// returned head (listing the fresh pieces with the shared ones) is
+    /// written by [`Keyspace::write_new_head`] once `writer` is back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_edit_pieces_only(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        old: &LargeHead,
+        total_len: u64,
+        changed: &std::collections::BTreeMap<usize, Vec<u8>>,
+        writer: W,
+    ) -> Result<LargeHead, (W, WriteError)> {
+        let count = total_len.div_ceil(self.piece_capacity()) as usize;
+        if !self.room_for_pieces(changed.len()) {
+            return Err((writer, WriteError::Full));
+        }
+        let mut pieces = old.pieces.clone();
+        pieces.resize(count, 0);
+        let mut fresh = Vec::with_capacity(changed.len());
+        let idx: Vec<usize> = changed.keys().copied().collect();
+        // One write per run of consecutive pieces.
+        for run in idx.chunk_by(|a, b| a + 1 == *b) {
+            let range = run[0]..run[run.len() - 1] + 1;
+            let mut fill = |i: usize, out: &mut [u8]| out.copy_from_slice(&changed[&i]);
+            let source = PieceSource::Fill(&mut fill);
+            match self.write_pieces(pid, old.value_id, total_len, range.clone(), source) {
+                Ok(segs) => {
+                    pieces[range].copy_from_slice(&segs);
+                    fresh.extend(segs);
+                }
+                Err(e) => {
+                    // The runs queued before go back unwritten.
+                    (self.log.piece_writes).retain(|(_, _, no)| !fresh.contains(no));
+                    self.drop_pieces(&fresh);
+                    return Err((writer, e));
+                }
+            }
+        }
+        let head = LargeHead {
+            total_len,
+            value_id: old.value_id,
+            pieces,
+        };
+        self.log.jobs.push(LargeJob {
+            pid,
+            hash: *hash,
+            key: key.into(),
+            head: head.clone(),
+            expire_ms: 0,
+            writer,
+            fresh,
+            held: None,
+            pieces_only: true,
+        });
+        Ok(head)
+    }
+
     /// Takes a free segment for each piece `range` of a value of
     /// `total_len` bytes and id `value_id`, and queues the piece's write
     /// (its bytes from `source`) on the next commit; returns the segments.
