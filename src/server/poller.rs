@@ -36,6 +36,7 @@ use crate::store::Shard;
 mod inline;
 mod large;
 mod large_edit;
+mod load;
 mod scan;
 
 pub(super) use inline::{open as open_inline, Inline};
@@ -119,6 +120,8 @@ struct Poller<E: Engine> {
     deferred: VecDeque<(Instant, Request)>,
     /// While a deferred write is retried: when it was first deferred.
     retrying_since: Option<Instant>,
+    /// Batches of a replica's full copy being written, oldest first.
+    loads: VecDeque<load::LoadJob>,
     /// Requests that found no free read slot, retried next turn.
     requeued: Vec<Request>,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
@@ -382,6 +385,7 @@ fn build<E: Engine>(
         busy: HashMap::new(),
         deferred: VecDeque::new(),
         retrying_since: None,
+        loads: VecDeque::new(),
         requeued: Vec::new(),
         wave_hold,
         held_since: None,
@@ -507,9 +511,10 @@ impl<E: Engine> Poller<E> {
         let txns = self.drive_txns();
         let scanned = self.pump_scans();
         let flushed = self.flush_when_idle();
-        self.ks
-            .set_waiting(self.deferred.front().map(|&(since, _)| since));
-        let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
+        let waiting = self.deferred.front().map(|&(since, _)| since);
+        self.ks.set_waiting(waiting.or_else(|| self.load_waiting()));
+        let log_work =
+            self.ks.reclaim() | self.retry_deferred() | self.drive_loads() | self.ks.commit();
         let expired = self.ks.expire();
         self.answer_writers();
         let sent = if self.hold_for_wave(completed) {
@@ -633,6 +638,7 @@ impl<E: Engine> Poller<E> {
             Op::Exec { .. } => return self.exec_when_free(req),
             Op::Group { .. } => return self.group_when_free(req),
             Op::Unwatch => return self.unwatch(req),
+            Op::Load(_) => return self.load(req),
             _ => {}
         }
         if matches!(req.op, Op::Move { .. }) {
@@ -2314,7 +2320,8 @@ impl<E: Engine> Poller<E> {
         let quiet = self.ks.idle()
             && self.busy.is_empty()
             && self.requeued.is_empty()
-            && self.deferred.is_empty();
+            && self.deferred.is_empty()
+            && self.loads.is_empty();
         if !quiet
             || !self
                 .flush_hold
