@@ -1,7 +1,8 @@
 //! A replica's link to its primary: Redis's handshake (PING, REPLCONF
-//! listening-port and capa, PSYNC), then a full copy or a resume, then the
-//! stream, applied through an in-process connection flagged as the
-//! primary's. The offset acknowledged to the primary (REPLCONF ACK) is
+//! listening-port and capa, PSYNC), then a full copy (its records handed
+//! to the pollers in batches, without the command path) or a resume,
+//! then the stream, applied through an in-process connection flagged as
+//! the primary's. The offset acknowledged to the primary (REPLCONF ACK) is
 //! that of the last command the store answered, so under sync durability
 //! an acknowledged write is on this server's device.
 
