@@ -229,8 +229,8 @@ pub enum Op {
     /// A batch of a replica's full copy for this poller: its records go
     /// into the log as they are, without the command path
     /// (`repl/replica.rs`, `poller/load.rs`), and the batch is answered
-    /// on its own channel once they are all written (not yet durable: the
-    /// copy ends with a SAVE).
+    /// on its own channel once they are all durable (whatever the
+    /// durability mode).
     Load(Box<CopyBatch>),
     /// Every key of the poller's partitions matching `pattern` (KEYS), as
     /// one part of the combined reply.
@@ -256,7 +256,7 @@ pub struct CopyBatch {
     /// Keys and values, back to back, in the order of `recs`.
     pub data: Vec<u8>,
     pub recs: Vec<CopyRecord>,
-    /// Where the poller answers when the batch is written.
+    /// Where the poller answers once the batch is durable.
     pub done: std::sync::mpsc::Sender<CopyDone>,
 }
 

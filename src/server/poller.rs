@@ -60,6 +60,9 @@ struct Waiter {
     /// waiting for them, `(n, k)` ([`Poller::txn_pieces_durable`]): no
     /// reply.
     pieces_of: Option<(u64, u64)>,
+    /// Batch `n` of a replica's full copy waiting to be durable
+    /// ([`Poller::load_durable`]): no reply.
+    load: Option<u64>,
 }
 
 impl Waiter {
@@ -74,6 +77,7 @@ impl Waiter {
             save: false,
             hold,
             pieces_of: None,
+            load: None,
         }
     }
 
@@ -121,7 +125,7 @@ struct Poller<E: Engine> {
     /// While a deferred write is retried: when it was first deferred.
     retrying_since: Option<Instant>,
     /// Batches of a replica's full copy being written, oldest first.
-    loads: VecDeque<load::LoadJob>,
+    loads: load::Loads,
     /// Requests that found no free read slot, retried next turn.
     requeued: Vec<Request>,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
@@ -385,7 +389,7 @@ fn build<E: Engine>(
         busy: HashMap::new(),
         deferred: VecDeque::new(),
         retrying_since: None,
-        loads: VecDeque::new(),
+        loads: Default::default(),
         requeued: Vec::new(),
         wave_hold,
         held_since: None,
@@ -1159,6 +1163,10 @@ impl<E: Engine> Poller<E> {
         // The stream first: a WAIT after a write's reply finds it there.
         self.stream_durable();
         for (w, result) in acks.drain(..) {
+            if let Some(n) = w.load {
+                self.load_durable(n, result);
+                continue;
+            }
             if let Some((n, tag)) = w.pieces_of {
                 let result = result.map_err(|e| super::strings::write_failed(&e));
                 self.txn_pieces_durable(n, tag, result);

@@ -3,15 +3,34 @@
 //! records ([`Op::Load`]), which go into the log in the order they came.
 //! A record that finds no free segment waits while eviction or compaction
 //! can make room, as a deferred write does (at most [`MAX_DEFER`] each);
-//! one refused is counted in the batch's answer, which fails the copy.
-//! Nothing here is durable yet: the copy ends with a SAVE.
+//! one refused is counted in the batch's answer, which fails the copy. A
+//! batch is answered once its records are durable (whatever the
+//! durability mode), so the copy goes at the device's pace and a failed
+//! commit fails it.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use super::{Poller, MAX_DEFER};
+use super::{Poller, Waiter, MAX_DEFER};
 use crate::io::Engine;
-use crate::server::msg::{CopyBatch, CopyDone, Op, Reply, Request};
-use crate::store::keyspace::WriteError;
+use crate::server::msg::{ConnRef, CopyBatch, CopyDone, Op, Reply, Request, NO_REPLY};
+use crate::store::keyspace::{CommitFailed, WriteError};
+
+/// The batches of a copy a poller holds.
+#[derive(Default)]
+pub(super) struct Loads {
+    /// Being written, oldest first.
+    queue: VecDeque<LoadJob>,
+    /// Written, waiting for their commits, by number.
+    durable: HashMap<u64, LoadJob>,
+    next: u64,
+}
+
+impl Loads {
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.durable.is_empty()
+    }
+}
 
 /// A batch being written.
 pub(super) struct LoadJob {
@@ -19,6 +38,7 @@ pub(super) struct LoadJob {
     /// The next record, and where its key starts in the batch's data.
     next: usize,
     at: usize,
+    written: u64,
     failed: u64,
     first: Option<String>,
     /// Since when the next record has waited for room.
@@ -31,10 +51,11 @@ impl<E: Engine> Poller<E> {
         let Op::Load(batch) = req.op else {
             unreachable!()
         };
-        self.loads.push_back(LoadJob {
+        self.loads.queue.push_back(LoadJob {
             batch,
             next: 0,
             at: 0,
+            written: 0,
             failed: 0,
             first: None,
             since: None,
@@ -44,14 +65,15 @@ impl<E: Engine> Poller<E> {
 
     /// Since when the oldest record of a copy has waited for room.
     pub(super) fn load_waiting(&self) -> Option<Instant> {
-        self.loads.front().and_then(|j| j.since)
+        self.loads.queue.front().and_then(|j| j.since)
     }
 
-    /// Writes the batches' records, in order, until one waits for room;
-    /// answers each batch written. Returns whether any record went in.
+    /// Writes the batches' records, in order, until one waits for room.
+    /// Returns whether any record went in.
     pub(super) fn drive_loads(&mut self) -> bool {
         let mut any = false;
-        while let Some(mut job) = self.loads.pop_front() {
+        while let Some(mut job) = self.loads.queue.pop_front() {
+            let mut wrote = false;
             while let Some(&r) = job.batch.recs.get(job.next) {
                 let (kl, vl) = (r.key_len as usize, r.value_len as usize);
                 let key = &job.batch.data[job.at..job.at + kl];
@@ -68,7 +90,7 @@ impl<E: Engine> Poller<E> {
                             let now = self.ks.now();
                             let since = *job.since.get_or_insert(now);
                             if now.saturating_duration_since(since) <= MAX_DEFER {
-                                self.loads.push_front(job);
+                                self.loads.queue.push_front(job);
                                 return any;
                             }
                             Err(self.refusal(WriteError::Full))
@@ -76,23 +98,86 @@ impl<E: Engine> Poller<E> {
                         Err(e) => Err(self.refusal(e)),
                     }
                 };
-                if let Err(Reply::Error(e)) = result {
-                    job.failed += 1;
-                    job.first.get_or_insert(e);
+                match result {
+                    Ok(()) => {
+                        job.written += 1;
+                        wrote = true;
+                    }
+                    Err(Reply::Error(e)) => {
+                        job.failed += 1;
+                        job.first.get_or_insert(e);
+                    }
+                    Err(_) => job.failed += 1,
                 }
                 job.since = None;
                 job.next += 1;
                 job.at += kl + vl;
                 any = true;
             }
-            // DBSIZE and INFO count the batch's keys.
-            self.ks.update_key_count();
-            let _ = job.batch.done.send(CopyDone {
-                poller: self.id,
-                failed: job.failed,
-                first: job.first,
-            });
+            self.await_durable(job, wrote);
         }
         any
+    }
+
+    /// A batch written: answered once its records are durable. `now`:
+    /// some were appended this turn (the next commit carries them);
+    /// otherwise they may be in a commit under way, and a forced one
+    /// follows it.
+    fn await_durable(&mut self, job: LoadJob, now: bool) {
+        if job.written == 0 {
+            return self.answer_load(job);
+        }
+        let n = self.loads.next;
+        self.loads.next += 1;
+        self.loads.durable.insert(n, job);
+        let w = Waiter::loaded(n);
+        if now {
+            self.ks.acknowledge_durable(w);
+        } else {
+            self.ks.save(w);
+        }
+    }
+
+    /// Batch `n`'s commit completed, or failed (its records are lost: the
+    /// copy fails).
+    pub(super) fn load_durable(&mut self, n: u64, result: Result<(), CommitFailed>) {
+        let Some(mut job) = self.loads.durable.remove(&n) else {
+            return;
+        };
+        if let Err(e) = result {
+            job.failed += job.written;
+            job.first = Some(crate::server::strings::write_failed(&e));
+        }
+        self.answer_load(job);
+    }
+
+    fn answer_load(&mut self, job: LoadJob) {
+        // DBSIZE and INFO count the batch's keys.
+        self.ks.update_key_count();
+        let _ = job.batch.done.send(CopyDone {
+            poller: self.id,
+            failed: job.failed,
+            first: job.first,
+        });
+    }
+}
+
+impl Waiter {
+    /// The waiter of copy batch `n`.
+    fn loaded(n: u64) -> Waiter {
+        Waiter {
+            to: ConnRef {
+                thread: 0,
+                slot: u32::MAX,
+                gen: 0,
+            },
+            id: NO_REPLY,
+            part: 0,
+            reply: Reply::Nil,
+            save: false,
+            hold: None,
+            pieces_of: None,
+            load: Some(n),
+        }
     }
 }

@@ -281,10 +281,11 @@ impl Drop for Loading<'_> {
 
 /// Bytes of records in one batch for a poller.
 const BATCH_BYTES: usize = 256 << 10;
-/// Batches a poller may have to write before the link waits for it: the
-/// link parses ahead while the pollers write, and the copy's memory stays
-/// bounded.
-const BATCHES_AHEAD: usize = 8;
+/// Batches a poller may hold unanswered (being written or waiting for
+/// their commits) before the link waits for it: the link parses ahead
+/// while the pollers write, their group commits are large, and the copy's
+/// memory stays bounded.
+const BATCHES_AHEAD: usize = 64;
 /// Longest the link waits for a poller to answer a batch.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -455,9 +456,10 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<bool> {
 /// poller that owns the key ([`CopyLoad`]), which appends the records to
 /// its log (each key comes once in a copy, so the order of different
 /// pollers' writes does not matter). A large value (written in pieces)
-/// goes through the command path instead, over `local`. Once every batch
-/// is written, a SAVE, so that the copy is durable before the link
-/// reports it through. The number of keys.
+/// goes through the command path instead, over `local`. A poller answers
+/// a batch once its records are durable; once every batch is answered, a
+/// SAVE (for the large values, under async durability), so that the copy
+/// is durable before the link reports it through. The number of keys.
 fn load_copy(sh: &Shared, local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
     let mut load = CopyLoad::new(sh);
     let copied = copy_into(&mut load, local, from);
