@@ -1563,6 +1563,39 @@ fn fill(p: &mut redis::Connection, tag: &str, from: usize, n: usize) {
     }
 }
 
+/// A full copy larger than the replica's device: the copy's records wait
+/// for eviction to make room, as a client's writes do, and the copy goes
+/// through with every key it did not evict.
+#[test]
+fn a_full_copy_onto_a_full_replica_device_evicts_by_its_policy() {
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    // 16 MB of keys into 8 MiB.
+    fill(&mut p, "k", 0, 1600);
+    let rd = tempfile::tempdir().unwrap();
+    let replica = small_replica(rd.path(), &primary, "allkeys-lru");
+    let mut r = replica.client();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    wait_for("the replica holds every key it did not evict", || {
+        dbsize(&mut r) + stat(&replica, "evicted_keys") as i64 == 1600
+    });
+    assert!(stat(&replica, "evicted_keys") > 0, "nothing evicted");
+    assert!(dbsize(&mut r) > 0);
+    let log = replica.log.lock().unwrap().clone();
+    assert!(log.contains("full copy applied"), "{log}");
+    assert!(!log.contains("of the full copy failed"), "{log}");
+    // The stream after the copy lands too.
+    fill(&mut p, "after", 0, 10);
+    wait_for("the replica applied the stream", || {
+        caught_up(&primary, &replica)
+    });
+    let last: Option<Vec<u8>> = redis::cmd("GET").arg("after9").query(&mut r).unwrap();
+    assert_eq!(last, Some(vec![b'x'; 10 << 10]));
+    replica.stop();
+    primary.stop();
+}
+
 /// Whether the replica has applied the primary's stream up to the
 /// primary's offset, with its link up.
 fn caught_up(p: &Server, r: &Server) -> bool {

@@ -226,6 +226,12 @@ pub enum Op {
     CopyStep {
         session: u64,
     },
+    /// A batch of a replica's full copy for this poller: its records go
+    /// into the log as they are, without the command path
+    /// (`repl/replica.rs`, `poller/load.rs`), and the batch is answered
+    /// on its own channel once they are all durable (whatever the
+    /// durability mode).
+    Load(Box<CopyBatch>),
     /// Every key of the poller's partitions matching `pattern` (KEYS), as
     /// one part of the combined reply.
     Keys {
@@ -242,6 +248,36 @@ pub enum Op {
     /// be written); answered once it is.
     Save,
     Flush,
+}
+
+/// Records of a replica's full copy, all for one poller ([`Op::Load`]).
+#[derive(Debug)]
+pub struct CopyBatch {
+    /// Keys and values, back to back, in the order of `recs`.
+    pub data: Vec<u8>,
+    pub recs: Vec<CopyRecord>,
+    /// Where the poller answers once the batch is durable.
+    pub done: std::sync::mpsc::Sender<CopyDone>,
+}
+
+/// One record of a [`CopyBatch`]: a key's value and absolute expiry (0:
+/// none).
+#[derive(Debug, Clone, Copy)]
+pub struct CopyRecord {
+    pub hash: KeyHash,
+    pub pid: u32,
+    pub key_len: u32,
+    pub value_len: u32,
+    pub expire_ms: u64,
+}
+
+/// A poller's answer to a [`CopyBatch`]: the records it could not write,
+/// and the first one's error.
+#[derive(Debug)]
+pub struct CopyDone {
+    pub poller: usize,
+    pub failed: u64,
+    pub first: Option<String>,
 }
 
 /// A key, with where it lives.
@@ -358,7 +394,7 @@ impl Op {
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
-            Op::CopyStep { .. } => None,
+            Op::CopyStep { .. } | Op::Load(_) => None,
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::store::Shard;
 mod inline;
 mod large;
 mod large_edit;
+mod load;
 mod scan;
 
 pub(super) use inline::{open as open_inline, Inline};
@@ -59,6 +60,9 @@ struct Waiter {
     /// waiting for them, `(n, k)` ([`Poller::txn_pieces_durable`]): no
     /// reply.
     pieces_of: Option<(u64, u64)>,
+    /// Batch `n` of a replica's full copy waiting to be durable
+    /// ([`Poller::load_durable`]): no reply.
+    load: Option<u64>,
 }
 
 impl Waiter {
@@ -73,6 +77,7 @@ impl Waiter {
             save: false,
             hold,
             pieces_of: None,
+            load: None,
         }
     }
 
@@ -119,6 +124,8 @@ struct Poller<E: Engine> {
     deferred: VecDeque<(Instant, Request)>,
     /// While a deferred write is retried: when it was first deferred.
     retrying_since: Option<Instant>,
+    /// Batches of a replica's full copy being written, oldest first.
+    loads: load::Loads,
     /// Requests that found no free read slot, retried next turn.
     requeued: Vec<Request>,
     /// `--io-feed waves`: the longest a read waits for the wave ahead, and
@@ -395,6 +402,7 @@ fn build<E: Engine>(
         busy: HashMap::new(),
         deferred: VecDeque::new(),
         retrying_since: None,
+        loads: Default::default(),
         requeued: Vec::new(),
         wave_hold,
         held_since: None,
@@ -521,9 +529,10 @@ impl<E: Engine> Poller<E> {
         let txns = self.drive_txns();
         let scanned = self.pump_scans();
         let flushed = self.flush_when_idle();
-        self.ks
-            .set_waiting(self.deferred.front().map(|&(since, _)| since));
-        let log_work = self.ks.reclaim() | self.retry_deferred() | self.ks.commit();
+        let waiting = self.deferred.front().map(|&(since, _)| since);
+        self.ks.set_waiting(waiting.or_else(|| self.load_waiting()));
+        let log_work =
+            self.ks.reclaim() | self.retry_deferred() | self.drive_loads() | self.ks.commit();
         let expired = self.ks.expire();
         self.answer_writers();
         let sent = if self.hold_for_wave(completed) {
@@ -647,6 +656,7 @@ impl<E: Engine> Poller<E> {
             Op::Exec { .. } => return self.exec_when_free(req),
             Op::Group { .. } => return self.group_when_free(req),
             Op::Unwatch => return self.unwatch(req),
+            Op::Load(_) => return self.load(req),
             _ => {}
         }
         if matches!(req.op, Op::Move { .. }) {
@@ -1170,6 +1180,10 @@ impl<E: Engine> Poller<E> {
         // The stream first: a WAIT after a write's reply finds it there.
         self.stream_durable();
         for (w, result) in acks.drain(..) {
+            if let Some(n) = w.load {
+                self.load_durable(n, result);
+                continue;
+            }
             if let Some((n, tag)) = w.pieces_of {
                 let result = result.map_err(|e| super::strings::write_failed(&e));
                 self.txn_pieces_durable(n, tag, result);
@@ -2402,7 +2416,8 @@ impl<E: Engine> Poller<E> {
         let quiet = self.ks.idle()
             && self.busy.is_empty()
             && self.requeued.is_empty()
-            && self.deferred.is_empty();
+            && self.deferred.is_empty()
+            && self.loads.is_empty();
         if !quiet
             || !self
                 .flush_hold

@@ -1,7 +1,8 @@
 //! A replica's link to its primary: Redis's handshake (PING, REPLCONF
-//! listening-port and capa, PSYNC), then a full copy or a resume, then the
-//! stream, applied through an in-process connection flagged as the
-//! primary's. The offset acknowledged to the primary (REPLCONF ACK) is
+//! listening-port and capa, PSYNC), then a full copy (its records handed
+//! to the pollers in batches, without the command path) or a resume,
+//! then the stream, applied through an in-process connection flagged as
+//! the primary's. The offset acknowledged to the primary (REPLCONF ACK) is
 //! that of the last command the store answered, so under sync durability
 //! an acknowledged write is on this server's device.
 
@@ -18,8 +19,11 @@ use super::super::Shared;
 use super::local::Local;
 use super::reader::Reader;
 use super::{LinkState, Role, STREAM_CAPA};
+use crate::format::{record_len, SEGMENT_HEADER};
+use crate::index::KeyHash;
 use crate::resp;
 use crate::resp::Value;
+use crate::server::msg::{ConnRef, CopyBatch, CopyDone, CopyRecord, Op, Request, NO_REPLY};
 
 /// Wait between attempts to reach the primary.
 const RETRY: Duration = Duration::from_secs(1);
@@ -275,44 +279,144 @@ impl Drop for Loading<'_> {
     }
 }
 
-/// Bytes of the copy handed to one of its connections before the next.
-const COPY_SEND: usize = 1 << 20;
-/// In-process connections the copy is spread over: each may have
-/// `--max-pipeline` SETs waiting for their commits, so the store's group
-/// commits are large and the copy does not wait for one flush after
-/// another.
-const COPY_LINKS: usize = 8;
+/// Bytes of records in one batch for a poller.
+const BATCH_BYTES: usize = 256 << 10;
+/// Batches a poller may hold unanswered (being written or waiting for
+/// their commits) before the link waits for it: the link parses ahead
+/// while the pollers write, their group commits are large, and the copy's
+/// memory stays bounded.
+const BATCHES_AHEAD: usize = 64;
+/// Longest the link waits for a poller to answer a batch.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One in-process connection of the copy: its writing end, and the thread
-/// that reads its answers, told how many to expect.
-struct CopyLink {
-    out: Local,
-    owed: mpsc::Sender<usize>,
-    answers: std::thread::JoinHandle<io::Result<(u64, Option<Vec<u8>>)>>,
+/// The full copy on its way to the pollers: per poller, the batch being
+/// filled and how many it has not answered yet.
+struct CopyLoad<'a> {
+    sh: &'a Shared,
+    filling: Vec<(Vec<u8>, Vec<CopyRecord>)>,
+    ahead: Vec<usize>,
+    done: mpsc::Sender<CopyDone>,
+    answers: mpsc::Receiver<CopyDone>,
+    /// Records the pollers could not write, and the first one's error.
+    failed: u64,
+    first: Option<String>,
+    /// Records longer than this are large values (written in pieces):
+    /// they go through the command path.
+    largest: u64,
 }
 
-impl CopyLink {
-    fn open(sh: &Shared, i: usize) -> io::Result<CopyLink> {
-        let mut out = Local::open_on(sh, true, i)?;
-        let (owed, rx) = mpsc::channel::<usize>();
-        let mut replies = Reader::new(out.writer()?);
-        std::mem::swap(&mut replies, &mut out.replies);
-        let answers = std::thread::Builder::new()
-            .name("repl-load".into())
-            .spawn(move || {
-                let mut failed = 0u64;
-                let mut first = None;
-                for n in rx {
-                    for _ in 0..n {
-                        if let Value::Error(e) = replies.next()?.0 {
-                            failed += 1;
-                            first.get_or_insert(e);
-                        }
-                    }
-                }
-                Ok((failed, first))
-            })?;
-        Ok(CopyLink { out, owed, answers })
+impl<'a> CopyLoad<'a> {
+    fn new(sh: &'a Shared) -> Self {
+        let (done, answers) = mpsc::channel();
+        let pollers = sh.pollers.len();
+        // As the keyspace's `is_large`, with the largest block a device
+        // may have: a value near the limit goes the slower, safe way.
+        let block = (sh.sb.block_size as u64).max(4096);
+        CopyLoad {
+            sh,
+            filling: (0..pollers).map(|_| Default::default()).collect(),
+            ahead: vec![0; pollers],
+            done,
+            answers,
+            failed: 0,
+            first: None,
+            largest: sh.sb.segment_size as u64 - SEGMENT_HEADER as u64 - block,
+        }
+    }
+
+    /// Whether a record of `key` and `value` is a large value's.
+    fn is_large(&self, key: &[u8], value: &[u8]) -> bool {
+        record_len(key.len(), value.len()) > self.largest
+    }
+
+    /// Adds a key to its poller's batch, sent once full.
+    fn add(&mut self, key: &[u8], value: &[u8], expire_ms: u64) -> io::Result<()> {
+        let hash = KeyHash::of(key);
+        let pid = hash.partition(self.sh.sb.partitions);
+        let p = self.sh.poller_of(pid);
+        let (data, recs) = &mut self.filling[p];
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        recs.push(CopyRecord {
+            hash,
+            pid,
+            key_len: key.len() as u32,
+            value_len: value.len() as u32,
+            expire_ms,
+        });
+        if data.len() >= BATCH_BYTES {
+            self.send(p)?;
+        }
+        Ok(())
+    }
+
+    /// Sends poller `p` its batch, once it has fewer than
+    /// [`BATCHES_AHEAD`] to write.
+    fn send(&mut self, p: usize) -> io::Result<()> {
+        while self.ahead[p] >= BATCHES_AHEAD {
+            self.answer()?;
+        }
+        let (data, recs) = std::mem::take(&mut self.filling[p]);
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut req = Request {
+            from: ConnRef {
+                thread: 0,
+                slot: u32::MAX,
+                gen: 0,
+            },
+            id: NO_REPLY,
+            part: 0,
+            hash: recs[0].hash,
+            pid: recs[0].pid,
+            op: Op::Load(Box::new(CopyBatch {
+                data,
+                recs,
+                done: self.done.clone(),
+            })),
+            touch: false,
+        };
+        let poller = &self.sh.pollers[p];
+        while let Err(r) = poller.inbox.push(req) {
+            // The ring is full: the poller has work enough.
+            req = r;
+            poller.ring();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        poller.ring();
+        self.ahead[p] += 1;
+        Ok(())
+    }
+
+    /// Waits for one batch's answer.
+    fn answer(&mut self) -> io::Result<()> {
+        let d = self
+            .answers
+            .recv_timeout(BATCH_TIMEOUT)
+            .map_err(|_| io::Error::other("the store's answers stopped"))?;
+        self.ahead[d.poller] -= 1;
+        self.failed += d.failed;
+        if self.first.is_none() {
+            self.first = d.first;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and waits until every batch is written.
+    fn finish(&mut self) -> io::Result<()> {
+        for p in 0..self.filling.len() {
+            self.send(p)?;
+        }
+        self.drain()
+    }
+
+    /// Waits until every batch sent is written.
+    fn drain(&mut self) -> io::Result<()> {
+        while self.ahead.iter().any(|&n| n > 0) {
+            self.answer()?;
+        }
+        Ok(())
     }
 }
 
@@ -346,78 +450,85 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<bool> {
     }
 }
 
-/// Applies the full copy (SETs until `REPLCONF SNAPSHOT-END`): parsed in
-/// place as they come and sent on as they are to the store, over
-/// [`COPY_LINKS`] in-process connections in turn (each key comes once in
-/// a copy, so their order does not matter), while a thread per connection
-/// reads its answers (the pipeline limits pace the copy, no batch waits
-/// for its commits); once every answer is in, a SAVE, so that the copy is
-/// durable before the link reports it through. The number of keys.
+/// Applies the full copy (SETs until `REPLCONF SNAPSHOT-END`) without the
+/// command path: each SET is checked and parsed once, in place in the
+/// link's buffer, and its key, value and expiry go into a batch for the
+/// poller that owns the key ([`CopyLoad`]), which appends the records to
+/// its log (each key comes once in a copy, so the order of different
+/// pollers' writes does not matter). A large value (written in pieces)
+/// goes through the command path instead, over `local`. A poller answers
+/// a batch once its records are durable; once every batch is answered, a
+/// SAVE (for the large values, under async durability), so that the copy
+/// is durable before the link reports it through. The number of keys.
 fn load_copy(sh: &Shared, local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
-    let mut links = Vec::with_capacity(COPY_LINKS);
-    for i in 0..COPY_LINKS {
-        links.push(CopyLink::open(sh, i)?);
-    }
-    let mut sent = || -> io::Result<u64> {
-        let mut args = Vec::new();
-        let (mut keys, mut link, mut bytes) = (0u64, 0, 0);
-        loop {
-            let (cmds, n) = from.commands(&mut args, copy_set)?;
-            if n == 0 {
-                let (v, _) = from.next()?;
-                if let Value::Array(a) = &v {
-                    if a.len() == 2 && a[0] == Value::Bulk(b"REPLCONF".to_vec()) {
-                        return Ok(keys); // SNAPSHOT-END
-                    }
-                }
-                command_of(v, true)?;
-                // A SET, but not as the copy sends them.
-                return Err(corrupt(
-                    "the stream holds something not nvkv's stream: dropped",
-                ));
-            }
-            let l = &mut links[link];
-            l.owed
-                .send(n as usize)
-                .map_err(|_| io::Error::other("the store's answers stopped"))?;
-            l.out.send(cmds)?;
-            keys += n;
-            bytes += cmds.len();
-            if bytes >= COPY_SEND {
-                (link, bytes) = ((link + 1) % links.len(), 0);
-            }
-        }
+    let mut load = CopyLoad::new(sh);
+    let copied = copy_into(&mut load, local, from);
+    // A copy cut short still waits for its batches: nothing of it may be
+    // written after the next copy's FLUSHALL.
+    let drained = match &copied {
+        Ok(_) => load.finish(),
+        Err(_) => load.drain(),
     };
-    let keys = sent();
-    let mut failed = 0;
-    let mut first = None;
-    let mut answered = Ok(());
-    for l in links {
-        drop(l.owed);
-        if keys.is_err() {
-            // The answers' thread may wait for answers that will not come.
-            let _ = l.out.writer().map(|w| w.shutdown(std::net::Shutdown::Both));
-        }
-        match l.answers.join() {
-            Ok(Ok((f, e))) => {
-                failed += f;
-                first = first.or(e);
-            }
-            Ok(Err(e)) => answered = Err(e),
-            Err(_) => answered = Err(io::Error::other("the copy's answers thread failed")),
-        }
-    }
-    let keys = keys?;
-    answered?;
-    if let Some(e) = first {
+    let keys = copied?;
+    drained?;
+    if let Some(e) = load.first {
         return Err(io::Error::other(format!(
-            "{failed} commands of the full copy failed (first: {})",
-            String::from_utf8_lossy(&e)
+            "{} commands of the full copy failed (first: {e})",
+            load.failed
         )));
     }
     match local.call(&[b"SAVE"])? {
         Value::Simple(_) => Ok(keys),
         v => Err(io::Error::other(format!("saving the full copy: {v:?}"))),
+    }
+}
+
+/// Reads the copy into `load` until its end; the number of keys.
+fn copy_into(
+    load: &mut CopyLoad<'_>,
+    local: &mut Local,
+    from: &mut Reader<TcpStream>,
+) -> io::Result<u64> {
+    let mut args = Vec::new();
+    let mut keys = 0u64;
+    loop {
+        let mut end = false;
+        let (_, n) = from.commands(&mut args, |cmd, args| {
+            if !copy_set(cmd, args)? {
+                end = true;
+                return Ok(false);
+            }
+            let arg = |i: usize| &cmd[args[i].clone()];
+            let (key, value) = (arg(1), arg(2));
+            if load.is_large(key, value) {
+                local.send(cmd)?;
+                if let Value::Error(e) = local.replies.next()?.0 {
+                    load.failed += 1;
+                    load.first
+                        .get_or_insert_with(|| String::from_utf8_lossy(&e).into_owned());
+                }
+            } else {
+                // `copy_set` checked the expiry.
+                let expire_ms = match args.len() {
+                    5 => resp::parse_redis_int(arg(4)).unwrap_or_default() as u64,
+                    _ => 0,
+                };
+                load.add(key, value, expire_ms)?;
+            }
+            Ok(true)
+        })?;
+        keys += n;
+        if end {
+            from.next()?; // REPLCONF SNAPSHOT-END
+            return Ok(keys);
+        }
+        if n == 0 {
+            command_of(from.next()?.0, true)?;
+            // A SET, but not as the copy sends them.
+            return Err(corrupt(
+                "the stream holds something not nvkv's stream: dropped",
+            ));
+        }
     }
 }
 
