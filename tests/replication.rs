@@ -1635,9 +1635,24 @@ fn a_replica_with_a_full_device_evicts_by_its_policy_or_logs_each_refused_write(
     );
     assert_eq!(link_state(&mut r), "connected");
     let _: () = redis::cmd("PING").query(&mut r).unwrap();
-    // The latest write is there, as the primary wrote it.
-    let last: Option<Vec<u8>> = redis::cmd("GET").arg("k1599").query(&mut r).unwrap();
-    assert_eq!(last, Some(vec![b'x'; 10 << 10]));
+    // The last writes read back as the primary wrote them, or nil where
+    // the replica evicted them (its LRU clock counts seconds, so keys
+    // written within one are equally old to it and any may go).
+    let mut present = 0;
+    for i in 1550..1600 {
+        let v: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut r)
+            .unwrap();
+        if let Some(v) = v {
+            assert!(v == vec![b'x'; 10 << 10], "k{i} differs from the primary's");
+            present += 1;
+        }
+    }
+    assert!(
+        present > 0,
+        "none of the last fifty writes is on the replica"
+    );
     assert!(primary.info_field("slave0").contains("state=online"));
     let log = replica.log.lock().unwrap().clone();
     assert!(
