@@ -844,6 +844,68 @@ fn after_a_kill_each_exec_editing_a_large_value_is_all_or_none() {
     srv.stop();
 }
 
+/// kill -9 during EXECs that each rename a large value stored before
+/// back and forth, give it a new expiry and set a small key: after the
+/// restart the value is under the name, and with the expiry, of the
+/// round the small key tells, whole.
+#[test]
+fn after_a_kill_each_exec_moving_a_large_value_is_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let mut c = client(&srv);
+    let len = 3 * CAP + 21;
+    let _: () = c.set("p{k}", value(len, 5)).unwrap();
+    let _: () = c.set("y{k}", "0").unwrap();
+    let base = 4102444800000u64;
+    let name = |round: u32| if round % 2 == 1 { "q{k}" } else { "p{k}" };
+    let writer = std::thread::spawn(move || {
+        let mut acked = 0u32;
+        for round in 1..1_000_000u32 {
+            let (from, to) = (name(round - 1).as_bytes(), name(round).as_bytes());
+            let at = (base + round as u64).to_string();
+            let got = exec(
+                &mut c,
+                &[
+                    cmd(&[b"RENAME", from, to]),
+                    cmd(&[b"PEXPIREAT", to, at.as_bytes()]),
+                    cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+                ],
+            );
+            match got {
+                Ok(Value::Array(_)) => acked = round,
+                _ => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    srv.kill();
+    let acked = writer.join().unwrap();
+    assert!(acked < 999_999, "the kill came after every EXEC");
+    println!("{acked} EXECs acknowledged before the kill");
+    let srv = Server::start(dir.path(), &[]);
+    let mut c = client(&srv);
+    let y: String = c.get("y{k}").unwrap();
+    let round: u32 = y.parse().unwrap();
+    assert!(
+        round == acked || round == acked + 1,
+        "round {round} after {acked} acknowledged"
+    );
+    let (here, gone) = (name(round), name(round + 1));
+    let exists: i64 = c.exists(gone).unwrap();
+    assert_eq!(exists, 0, "{gone} after round {round}");
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(here).query(&mut c).unwrap();
+    let want = if round == 0 {
+        -1
+    } else {
+        (base + round as u64) as i64
+    };
+    assert_eq!(at, want, "{here}'s expiry after round {round}");
+    let x: Vec<u8> = c.get(here).unwrap();
+    assert!(x == value(len, 5), "{here} differs after round {round}");
+    srv.stop();
+}
+
 /// A replica attached while transactions of large values run (during its
 /// full copy, and fed by the stream after) ends with the primary's values.
 #[test]

@@ -1873,9 +1873,11 @@ impl<E: Engine> Poller<E> {
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
-            let value_len = match (heads.get(tag), &s.now) {
-                (Some(head), _) => head.encode().len(),
-                (None, now) => now.as_ref().map_or(0, |(v, _)| v.len()),
+            let value_len = match (heads.get(tag), views.get(tag), &s.now) {
+                (Some(head), _, _) => head.encode().len(),
+                // A head sharing the view's pieces.
+                (None, Some(view), Some(_)) => view.base.encode().len(),
+                (None, _, now) => now.as_ref().map_or(0, |(v, _)| v.len()),
             };
             bytes += record_len(s.key.len(), value_len);
             shards.push(crate::store::shard_of(s.pid, self.shared.sb.shards));
