@@ -288,6 +288,179 @@ fn a_setrange_inside_exec_of_256_mib_keeps_the_server_small() {
     srv.stop();
 }
 
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT and PERSIST (with NX, XX, GT,
+/// LT, and a time past), RENAME, RENAMENX and COPY inside MULTI … EXEC
+/// of large values stored before and of ones the EXEC edited, and the
+/// commands after them in the same EXEC (TTL, EXPIRETIME, STRLEN,
+/// GETRANGE, GET, SETRANGE, EXISTS): as redis-server answers; the values
+/// and expiries the same, after a restart too.
+#[test]
+fn expiries_and_moves_inside_exec_of_stored_large_values_answer_as_redis_does() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let (mut ours, mut theirs) = (client(&srv), real.client());
+    let c = |args: &[&[u8]]| cmd(args);
+    let keys = [
+        "a{m}", "b{m}", "c{m}", "d{m}", "e{m}", "f{m}", "g{m}", "h{m}",
+    ];
+    for (seed, k) in keys.iter().take(4).enumerate() {
+        let v = value(3 * CAP + 77 + seed, seed as u8 + 10);
+        let _: () = ours.set(*k, &v).unwrap();
+        let _: () = theirs.set(*k, &v).unwrap();
+    }
+    for con in [&mut ours, &mut theirs] {
+        let _: () = con.expire("b{m}", 3000).unwrap();
+    }
+    let at = b"4102444800";
+    let at_ms = b"4102444800123";
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"EXPIRE", b"a{m}", b"1000"]),
+            c(&[b"TTL", b"a{m}"]),
+            c(&[b"EXPIRE", b"a{m}", b"500", b"GT"]),
+            c(&[b"EXPIRE", b"a{m}", b"2000", b"XX"]),
+            c(&[b"EXPIRE", b"a{m}", b"5000", b"NX"]),
+            c(&[b"TTL", b"a{m}"]),
+            c(&[b"PERSIST", b"a{m}"]),
+            c(&[b"TTL", b"a{m}"]),
+            c(&[b"PERSIST", b"a{m}"]),
+            c(&[b"EXPIRE", b"b{m}", b"100", b"GT"]),
+            c(&[b"PEXPIRE", b"b{m}", b"2000000", b"LT"]),
+            c(&[b"EXPIRE", b"c{m}", b"10", b"XX"]),
+            c(&[b"PEXPIREAT", b"c{m}", at_ms, b"NX"]),
+            c(&[b"PEXPIRETIME", b"c{m}"]),
+            c(&[b"EXPIREAT", b"d{m}", at]),
+            c(&[b"EXPIRETIME", b"d{m}"]),
+            c(&[b"STRLEN", b"d{m}"]),
+            c(&[b"GETRANGE", b"d{m}", b"0", b"9"]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &keys);
+    let cap = (CAP - 2).to_string();
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"RENAME", b"a{m}", b"e{m}"]),
+            c(&[b"EXISTS", b"a{m}", b"e{m}"]),
+            c(&[b"STRLEN", b"e{m}"]),
+            c(&[b"TTL", b"e{m}"]),
+            c(&[b"SETRANGE", b"e{m}", cap.as_bytes(), b"across"]),
+            c(&[b"GETRANGE", b"e{m}", cap.as_bytes(), b"-1"]),
+            c(&[b"COPY", b"b{m}", b"f{m}"]),
+            c(&[b"TTL", b"f{m}"]),
+            c(&[b"SETRANGE", b"f{m}", b"3", b"copy"]),
+            c(&[b"GET", b"b{m}"]),
+            c(&[b"COPY", b"c{m}", b"f{m}"]),
+            c(&[b"RENAMENX", b"c{m}", b"f{m}"]),
+            c(&[b"RENAMENX", b"c{m}", b"g{m}"]),
+            c(&[b"PEXPIRETIME", b"g{m}"]),
+            c(&[b"RENAME", b"d{m}", b"g{m}"]),
+            c(&[b"EXPIRETIME", b"g{m}"]),
+            c(&[b"PERSIST", b"g{m}"]),
+            c(&[b"GET", b"g{m}"]),
+            c(&[
+                b"EXISTS", b"a{m}", b"b{m}", b"c{m}", b"d{m}", b"f{m}", b"g{m}",
+            ]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &keys);
+    // Views the EXEC edited, moved and given expiries; a time past
+    // deletes.
+    same_exec(
+        &mut ours,
+        &mut theirs,
+        &[
+            c(&[b"SETRANGE", b"e{m}", b"1", b"view"]),
+            c(&[b"EXPIRE", b"e{m}", b"700"]),
+            c(&[b"RENAME", b"e{m}", b"h{m}"]),
+            c(&[b"TTL", b"h{m}"]),
+            c(&[b"COPY", b"h{m}", b"a{m}"]),
+            c(&[b"SETRANGE", b"a{m}", b"2", b"A"]),
+            c(&[b"SETRANGE", b"h{m}", b"2", b"H"]),
+            c(&[b"GETRANGE", b"a{m}", b"0", b"9"]),
+            c(&[b"GETRANGE", b"h{m}", b"0", b"9"]),
+            c(&[b"PERSIST", b"a{m}"]),
+            c(&[b"RENAME", b"b{m}", b"h{m}"]),
+            c(&[b"STRLEN", b"h{m}"]),
+            c(&[b"SETRANGE", b"g{m}", b"5", b"gone"]),
+            c(&[b"EXPIRE", b"g{m}", b"-1"]),
+            c(&[b"PEXPIREAT", b"f{m}", b"1"]),
+            c(&[
+                b"EXISTS", b"a{m}", b"b{m}", b"e{m}", b"f{m}", b"g{m}", b"h{m}",
+            ]),
+        ],
+    );
+    same_values(&mut ours, &mut theirs, &keys);
+    let ttls = |con: &mut redis::Connection| -> Vec<i64> {
+        let ttl = |k: &&str| redis::cmd("TTL").arg(*k).query::<i64>(&mut *con).unwrap();
+        keys.iter().map(ttl).collect()
+    };
+    let want = ttls(&mut theirs);
+    assert_eq!(ttls(&mut ours), want);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[]);
+    let mut ours = client(&srv);
+    same_values(&mut ours, &mut theirs, &keys);
+    assert_eq!(ttls(&mut ours), want);
+    srv.stop();
+}
+
+/// RENAME, then EXPIRE, PERSIST and COPY inside MULTI … EXEC of a 256 MiB
+/// value stored before (the server started with it on its device) keep
+/// the server's peak RSS under half the value: the value is not read;
+/// the keys are as they should be after.
+#[test]
+fn a_rename_and_an_expire_inside_exec_of_256_mib_keep_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G"];
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let big = value(256 << 20, 48);
+    let _: () = c.set("big{x}", &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let len = Value::Int(256 << 20);
+    let got = exec(
+        &mut c,
+        &[
+            cmd(&[b"EXPIRE", b"big{x}", b"1000"]),
+            cmd(&[b"TTL", b"big{x}"]),
+        ],
+    );
+    assert_eq!(got, Ok(Value::Array(vec![Value::Int(1), Value::Int(1000)])));
+    let got = exec(
+        &mut c,
+        &[
+            cmd(&[b"RENAME", b"big{x}", b"moved{x}"]),
+            cmd(&[b"STRLEN", b"moved{x}"]),
+            cmd(&[b"PERSIST", b"moved{x}"]),
+            cmd(&[b"COPY", b"moved{x}", b"copy{x}"]),
+            cmd(&[b"EXISTS", b"big{x}"]),
+        ],
+    );
+    let ok = Value::Okay;
+    let want = vec![ok, len, Value::Int(1), Value::Int(1), Value::Int(0)];
+    assert_eq!(got, Ok(Value::Array(want)));
+    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
+    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    for k in ["moved{x}", "copy{x}"] {
+        let ttl: i64 = c.ttl(k).unwrap();
+        assert_eq!(ttl, -1, "{k}");
+        let back: Vec<u8> = c.get(k).unwrap();
+        assert!(back == big, "{k}: the value read back differs");
+    }
+    srv.stop();
+}
+
 /// Reads inside MULTI … EXEC of large values stored before, and of one
 /// the EXEC edited in pieces, stream their values after EXEC's other
 /// replies, in order: GET, GETRANGE, SUBSTR, GETEX, GETDEL, SET … GET,
@@ -671,6 +844,68 @@ fn after_a_kill_each_exec_editing_a_large_value_is_all_or_none() {
     srv.stop();
 }
 
+/// kill -9 during EXECs that each rename a large value stored before
+/// back and forth, give it a new expiry and set a small key: after the
+/// restart the value is under the name, and with the expiry, of the
+/// round the small key tells, whole.
+#[test]
+fn after_a_kill_each_exec_moving_a_large_value_is_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M"]);
+    let mut c = client(&srv);
+    let len = 3 * CAP + 21;
+    let _: () = c.set("p{k}", value(len, 5)).unwrap();
+    let _: () = c.set("y{k}", "0").unwrap();
+    let base = 4102444800000u64;
+    let name = |round: u32| if round % 2 == 1 { "q{k}" } else { "p{k}" };
+    let writer = std::thread::spawn(move || {
+        let mut acked = 0u32;
+        for round in 1..1_000_000u32 {
+            let (from, to) = (name(round - 1).as_bytes(), name(round).as_bytes());
+            let at = (base + round as u64).to_string();
+            let got = exec(
+                &mut c,
+                &[
+                    cmd(&[b"RENAME", from, to]),
+                    cmd(&[b"PEXPIREAT", to, at.as_bytes()]),
+                    cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+                ],
+            );
+            match got {
+                Ok(Value::Array(_)) => acked = round,
+                _ => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    srv.kill();
+    let acked = writer.join().unwrap();
+    assert!(acked < 999_999, "the kill came after every EXEC");
+    println!("{acked} EXECs acknowledged before the kill");
+    let srv = Server::start(dir.path(), &[]);
+    let mut c = client(&srv);
+    let y: String = c.get("y{k}").unwrap();
+    let round: u32 = y.parse().unwrap();
+    assert!(
+        round == acked || round == acked + 1,
+        "round {round} after {acked} acknowledged"
+    );
+    let (here, gone) = (name(round), name(round + 1));
+    let exists: i64 = c.exists(gone).unwrap();
+    assert_eq!(exists, 0, "{gone} after round {round}");
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(here).query(&mut c).unwrap();
+    let want = if round == 0 {
+        -1
+    } else {
+        (base + round as u64) as i64
+    };
+    assert_eq!(at, want, "{here}'s expiry after round {round}");
+    let x: Vec<u8> = c.get(here).unwrap();
+    assert!(x == value(len, 5), "{here} differs after round {round}");
+    srv.stop();
+}
+
 /// A replica attached while transactions of large values run (during its
 /// full copy, and fed by the stream after) ends with the primary's values.
 #[test]
@@ -713,11 +948,33 @@ fn a_replica_attached_during_large_execs_ends_with_the_same_values() {
         )
         .unwrap();
     }
+    // Expiries and moves inside EXEC of a large value stored before.
+    let _: () = p.set("m{r}", value(3 * CAP + 5, 9)).unwrap();
+    exec(
+        &mut p,
+        &[
+            cmd(&[b"EXPIRE", b"m{r}", b"1000"]),
+            cmd(&[b"RENAME", b"m{r}", b"k{r}"]),
+            cmd(&[b"COPY", b"k{r}", b"l{r}"]),
+            cmd(&[b"PERSIST", b"l{r}"]),
+            cmd(&[b"SETRANGE", b"l{r}", b"3", b"x"]),
+            cmd(&[b"PEXPIREAT", b"a{r}", b"4102444800000"]),
+        ],
+    )
+    .unwrap();
     converge_keys(
         &primary,
         &replica,
-        &["a{r}", "b{r}", "c{r}", "e{r}", "n{r}"],
+        &[
+            "a{r}", "b{r}", "c{r}", "e{r}", "n{r}", "k{r}", "l{r}", "m{r}",
+        ],
     );
+    for (k, want) in [("k{r}", true), ("l{r}", false), ("a{r}", true)] {
+        let pttl = |con: &mut redis::Connection| con.pttl::<_, i64>(k).unwrap();
+        let (on_p, on_r) = (pttl(&mut p), pttl(&mut client(&replica)));
+        assert_eq!(on_p > 0, want, "{k} on the primary: {on_p}");
+        assert_eq!(on_r > 0, want, "{k} on the replica: {on_r}");
+    }
     // GETEX's expiry inside EXEC went as PEXPIREAT.
     let mut r = client(&replica);
     let at: i64 = redis::cmd("PEXPIRETIME").arg("e{r}").query(&mut r).unwrap();

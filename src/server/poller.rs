@@ -910,9 +910,9 @@ impl<E: Engine> Poller<E> {
         if rec.is_large() && large_edit::is_large_edit(&req) {
             return self.edit_large(req, entry, &rec);
         }
-        // Inside a transaction, an EXPIRE reads the value whole: the
-        // transaction writes values, not heads sharing pieces.
-        let expire = matches!(req.op, Op::Expire { .. }) && !is_sub(&req);
+        // An EXPIRE of a large value writes a head sharing its pieces
+        // (inside a transaction, the key's view takes the expiry).
+        let expire = matches!(req.op, Op::Expire { .. });
         if rec.is_large() && !matches!(req.op, Op::Ttl { .. }) && !expire {
             return self.large_read(req, entry, &rec);
         }
@@ -945,7 +945,7 @@ impl<E: Engine> Poller<E> {
                 };
                 self.reply(&req, Reply::Int(reply))
             }
-            Op::Expire { at_ms, persist, .. } => self.expire(req, rec, at_ms, persist),
+            Op::Expire { at_ms, persist, .. } => self.expire(req, entry, rec, at_ms, persist),
             Op::Set { .. } => {
                 let old = rec.value.to_vec();
                 self.set(req, Some(entry), Some(old))
@@ -1063,24 +1063,16 @@ impl<E: Engine> Poller<E> {
 
     /// EXPIRE / PEXPIRE / PERSIST on a live record: rewrites it with the new
     /// expiry, or deletes it when the expiry is not in the future.
-    fn expire(&mut self, req: Request, rec: &Record<'_>, at_ms: u64, persist: bool) {
+    fn expire(&mut self, req: Request, entry: Entry, rec: &Record<'_>, at_ms: u64, persist: bool) {
         if persist && rec.meta.expire_ms == 0 {
             return self.reply(&req, Reply::Int(0));
         }
-        if let Op::Expire { cond, .. } = &req.op {
-            // Redis's order; no expiry counts as an infinite one.
-            let cur = rec.meta.expire_ms;
-            let refused = (cond.nx && cur != 0)
-                || (cond.xx && cur == 0)
-                || (cond.gt && (cur == 0 || at_ms <= cur))
-                || (cond.lt && cur != 0 && at_ms >= cur);
-            if refused {
-                return self.reply(&req, Reply::Int(0));
-            }
+        if expire_refused(&req.op, rec.meta.expire_ms, at_ms) {
+            return self.reply(&req, Reply::Int(0));
         }
         let deletes = !persist && at_ms <= self.ks.now_ms();
         if rec.is_large() && !deletes {
-            return self.expire_large(req, rec, at_ms, persist);
+            return self.expire_large(req, entry, rec, at_ms, persist);
         }
         let (key, value) = (rec.key.to_vec(), rec.value.to_vec());
         let result = if !persist && at_ms <= self.ks.now_ms() {
@@ -1895,9 +1887,11 @@ impl<E: Engine> Poller<E> {
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
-            let value_len = match (heads.get(tag), &s.now) {
-                (Some(head), _) => head.encode().len(),
-                (None, now) => now.as_ref().map_or(0, |(v, _)| v.len()),
+            let value_len = match (heads.get(tag), views.get(tag), &s.now) {
+                (Some(head), _, _) => head.encode().len(),
+                // A head sharing the view's pieces.
+                (None, Some(view), Some(_)) => view.base.encode().len(),
+                (None, _, now) => now.as_ref().map_or(0, |(v, _)| v.len()),
             };
             bytes += record_len(s.key.len(), value_len);
             shards.push(crate::store::shard_of(s.pid, self.shared.sb.shards));
@@ -2269,8 +2263,13 @@ impl<E: Engine> Poller<E> {
         };
         let live = !rec.is_tombstone() && !rec.expired(self.ks.now_ms());
         if is_sub(&req) && rec.is_large() && live {
-            // Inside a transaction, the value is read whole and moved as
-            // a value (written in pieces when the transaction ends).
+            // Inside a transaction, the destination's view takes the
+            // value's head (its pieces pinned); while replicas are fed,
+            // the value is read whole and moved as a value (written in
+            // pieces when the transaction ends), for the stream.
+            if !self.shared.repl.feeding() {
+                return self.txn_move_stored(req, entry, &rec);
+            }
             return self.large_read(req, entry, &rec);
         }
         self.move_found(req, &rec)
@@ -2291,18 +2290,9 @@ impl<E: Engine> Poller<E> {
             };
             return self.reply(&req, reply);
         }
-        let exists = self.lookup(&req, to.pid, &to.hash).is_some();
-        let (ok, refused) = match kind {
-            MoveKind::Rename => (simple(text::OK), false),
-            MoveKind::RenameNx => (Reply::Int(1), exists),
-            MoveKind::Copy { replace } => (Reply::Int(1), exists && !replace),
-        };
-        if refused {
-            return self.reply(&req, Reply::Int(0));
-        }
-        if copy && self.refused_over_maxmemory(&req) {
+        let Some(ok) = self.move_allowed(&req) else {
             return;
-        }
+        };
         let (src, dst) = (key.to_vec(), to.key.to_vec());
         let (to_pid, to_hash) = (to.pid, to.hash);
         if rec.is_large() {
@@ -2324,6 +2314,30 @@ impl<E: Engine> Poller<E> {
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
         }
         self.acknowledge_now(req, result, ok)
+    }
+
+    /// The reply of move `req` of a live source, when the destination
+    /// lets it go on; else `None`, `req` answered (RENAMENX or COPY of a
+    /// destination there, a COPY over maxmemory).
+    fn move_allowed(&mut self, req: &Request) -> Option<Reply> {
+        use super::strings as text;
+        let Op::Move { to, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let exists = self.lookup(req, to.pid, &to.hash).is_some();
+        let (ok, refused) = match kind {
+            MoveKind::Rename => (simple(text::OK), false),
+            MoveKind::RenameNx => (Reply::Int(1), exists),
+            MoveKind::Copy { replace } => (Reply::Int(1), exists && !replace),
+        };
+        if refused {
+            self.reply(req, Reply::Int(0));
+            return None;
+        }
+        if matches!(kind, MoveKind::Copy { .. }) && self.refused_over_maxmemory(req) {
+            return None;
+        }
+        Some(ok)
     }
 
     /// Serves the requests that waited for a move's keys.
@@ -2363,6 +2377,18 @@ impl<E: Engine> Poller<E> {
         }
         self.ks.mark_clean().context("marking the index clean")
     }
+}
+
+/// Whether EXPIRE's NX | XX | GT | LT refuses expiry `at_ms` of a key
+/// whose expiry is `cur` (0: none, an infinite one), in Redis's order.
+fn expire_refused(op: &Op, cur: u64, at_ms: u64) -> bool {
+    let Op::Expire { cond, .. } = op else {
+        return false;
+    };
+    (cond.nx && cur != 0)
+        || (cond.xx && cur == 0)
+        || (cond.gt && (cur == 0 || at_ms <= cur))
+        || (cond.lt && cur != 0 && at_ms >= cur)
 }
 
 /// The keys a command of several keys holds while it runs (each once).

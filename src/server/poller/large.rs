@@ -115,8 +115,11 @@ impl Stream {
 }
 
 /// A transaction's read of a large value, whole: for the commands that
-/// need the value whole (RENAME, COPY, EXPIRE); the others stream it
-/// ([`Poller::txn_stream`]).
+/// need the value whole (RENAME and COPY while replicas are fed, and
+/// those of a value the transaction set whole); the reads stream it
+/// ([`Poller::txn_stream`]), EXPIRE and its kin, and RENAME and COPY
+/// otherwise, take its head ([`Poller::txn_expiry`],
+/// [`Poller::txn_move_view`]).
 pub(super) struct Assembly {
     req: Request,
     entry: Entry,
@@ -570,8 +573,26 @@ impl<E: Engine> Poller<E> {
 
     /// EXPIRE, PEXPIRE or PERSIST on a large value (not one that deletes
     /// it): a new head with the new expiry, sharing the pieces.
-    pub(super) fn expire_large(&mut self, req: Request, rec: &Record, at_ms: u64, persist: bool) {
+    /// Inside a transaction, the key's view takes the expiry instead (a
+    /// `LargeView` of the value, its pieces pinned and unchanged), and
+    /// the head is written with the transaction's other writes.
+    pub(super) fn expire_large(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        rec: &Record,
+        at_ms: u64,
+        persist: bool,
+    ) {
         let at = if persist { 0 } else { at_ms };
+        if is_sub(&req) {
+            let Some(pins) = self.pin_stored(&req, entry, rec) else {
+                return;
+            };
+            self.txn_expiry(&req, &pins, at);
+            self.ks.unpin_pieces(&pins);
+            return self.reply(&req, Reply::Int(1));
+        }
         let result = self
             .ks
             .write_head(req.pid, &req.hash, rec.key, rec.value, at);
@@ -619,10 +640,31 @@ impl<E: Engine> Poller<E> {
 }
 
 impl<E: Engine> Poller<E> {
+    /// Pins the pieces of `rec`, the head of `req`'s key stored before the
+    /// running transaction, as the index has it now (compaction may have
+    /// moved it); `None` when it cannot (`req` is answered the error).
+    pub(super) fn pin_stored(
+        &mut self,
+        req: &Request,
+        entry: Entry,
+        rec: &Record,
+    ) -> Option<Arc<LargeHead>> {
+        let Some(head) = LargeHead::decode(rec.value) else {
+            self.corrupt(req, entry, &"large value head unreadable");
+            return None;
+        };
+        let live = self.ks.lookup(req.pid, &req.hash).unwrap_or(entry);
+        let pins = self.ks.pin_pieces(live.offset, head.value_id);
+        if pins.is_none() {
+            self.corrupt(req, entry, &"large value head not held");
+        }
+        pins
+    }
+
     /// A command of a transaction read the head of a large value stored
     /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX stream the
-    /// value after EXEC's other replies; the others (RENAME, COPY,
-    /// EXPIRE, …) read it whole.
+    /// value after EXEC's other replies; the others (RENAME and COPY
+    /// while replicas are fed) read it whole.
     fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
         if !streamed_in_txn(&req.op) {
             return self.assemble(req, entry, rec, head);

@@ -15,7 +15,10 @@
 //! Inside MULTI … EXEC, SETRANGE and APPEND of a large value stored before
 //! keep the pieces they change in the transaction's view ([`LargeView`]),
 //! over the old head's pieces, pinned; the transaction writes those pieces
-//! and the new head when it ends, in its one commit.
+//! and the new head when it ends, in its one commit. EXPIRE and its kin
+//! give the view a new expiry, RENAME and COPY (while no replica is fed)
+//! make the destination's view one of the value: at the end a head
+//! sharing the pieces is written, as outside transactions.
 //!
 //! The key is held (later requests for it wait in `busy`) from the head's
 //! read until the new head is durable, and the old head's pieces are held
@@ -43,7 +46,7 @@ use super::{is_sub, Poller, Reply, Request, Staged, Waiter};
 use crate::format::{LargeHead, PieceHeader, Record, RecordMeta};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
-use crate::server::msg::{GetExpiry, Op, PROTO_MAX_BULK_LEN};
+use crate::server::msg::{GetExpiry, MoveKind, Op, PROTO_MAX_BULK_LEN};
 use crate::server::strings as text;
 use crate::store::keyspace::{Tag, WriteError};
 
@@ -706,8 +709,11 @@ impl<E: Engine> Poller<E> {
 
     /// A command of the running transaction on a key it edited in pieces
     /// ([`LargeView`], found at `entry`): SETRANGE and APPEND edit it
-    /// again, STRLEN, TTL and INCR… answer from the view; the others read
-    /// the value whole (its pieces, the changed ones from the view).
+    /// again, STRLEN, TTL, EXPIRETIME and INCR… answer from the view,
+    /// EXPIRE and its kin change its expiry, RENAME and COPY move it to
+    /// their destination (while no replica is fed); the reads stream it,
+    /// and the others read the value whole (its pieces, the changed ones
+    /// from the view).
     pub(super) fn txn_large(&mut self, req: Request, entry: Entry) {
         let t = self.txn.as_ref().expect("a transaction runs");
         let s = &t.view[&req.hash.tag];
@@ -727,6 +733,7 @@ impl<E: Engine> Poller<E> {
                 }
             }
             Op::Strlen { .. } => self.reply(&req, Reply::Int(total_len as i64)),
+            Op::ExpireTime { .. } => self.strings(req, Some((&[], expire_ms))),
             Op::IncrBy { .. } => self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into())),
             Op::IncrByFloat { .. } => self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into())),
             Op::Ttl { .. } => {
@@ -743,6 +750,42 @@ impl<E: Engine> Poller<E> {
                     len: 0,
                 };
                 self.finish_record(req, entry, &rec)
+            }
+            Op::Expire { at_ms, persist, .. } => {
+                let base = Arc::clone(&l.base);
+                if (persist && expire_ms == 0) || super::expire_refused(&req.op, expire_ms, at_ms) {
+                    return self.reply(&req, Reply::Int(0));
+                }
+                if !persist && at_ms <= self.ks.now_ms() {
+                    return self.delete(req, Reply::Int(1));
+                }
+                self.txn_expiry(&req, &base, if persist { 0 } else { at_ms });
+                self.reply(&req, Reply::Int(1))
+            }
+            Op::Move { ref kind, .. } if !self.shared.repl.feeding() => {
+                let copy = matches!(kind, MoveKind::Copy { .. });
+                let Some(ok) = self.move_allowed(&req) else {
+                    return;
+                };
+                let t = self.txn.as_mut().expect("a transaction runs");
+                let s = t.view.get_mut(&req.hash.tag).expect("a staged key");
+                let view = match copy {
+                    // A second view of the value, its pieces pinned once
+                    // more.
+                    true => {
+                        let l = s.large.as_ref().expect("a large view");
+                        let view = LargeView {
+                            base: Arc::clone(&l.base),
+                            total_len: l.total_len,
+                            changed: l.changed.clone(),
+                            repl: Vec::new(),
+                        };
+                        self.ks.hold_pieces(&view.base);
+                        view
+                    }
+                    false => *s.large.take().expect("a large view"),
+                };
+                self.txn_move_view(req, view, expire_ms, ok);
             }
             ref op if super::large::streamed_in_txn(op) => {
                 // Streamed after EXEC's other replies: the changed pieces
@@ -772,6 +815,60 @@ impl<E: Engine> Poller<E> {
                 self.assemble_view(req, entry, (key, meta, 0), base, total_len, changed);
             }
         }
+    }
+
+    /// RENAME, RENAMENX or COPY inside a transaction of a large value
+    /// stored before (`rec`, its head at `entry`): the destination's view
+    /// becomes a [`LargeView`] of it, its pieces pinned and unchanged
+    /// ([`Poller::txn_move_view`]); the value is not read.
+    pub(super) fn txn_move_stored(&mut self, req: Request, entry: Entry, rec: &Record) {
+        let Some(ok) = self.move_allowed(&req) else {
+            return;
+        };
+        let Some(base) = self.pin_stored(&req, entry, rec) else {
+            return;
+        };
+        let view = LargeView {
+            total_len: base.total_len,
+            base,
+            changed: BTreeMap::new(),
+            repl: Vec::new(),
+        };
+        self.txn_move_view(req, view, rec.meta.expire_ms, ok);
+    }
+
+    /// Move `req` inside a transaction of a large value, `view` (its pins
+    /// now the destination's) with expiry `expire_ms`: the destination's
+    /// view becomes it, a rename's source a tombstone, and `ok` is the
+    /// reply. When the transaction ends, the destination's head is
+    /// written, sharing the pieces (and its changed pieces, written
+    /// first), as a move does outside transactions.
+    fn txn_move_view(&mut self, req: Request, view: LargeView, expire_ms: u64, ok: Reply) {
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!("a move")
+        };
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let staged = Staged {
+            pid: to.pid,
+            hash: to.hash,
+            key: to.key.clone(),
+            now: Some((Vec::new(), expire_ms)),
+            large: Some(Box::new(view)),
+        };
+        match t.view.insert(to.hash.tag, staged) {
+            // The destination's own view is replaced: its pins go.
+            Some(old) => {
+                if let Some(l) = old.large {
+                    self.ks.unpin_pieces(&l.base);
+                }
+            }
+            None => t.order.push(to.hash.tag),
+        }
+        let mut result = Ok(());
+        if !matches!(kind, MoveKind::Copy { .. }) {
+            result = self.write(&req, req.pid, &req.hash, key, &[], 0, true);
+        }
+        self.acknowledge_now(req, result, ok)
     }
 
     /// Edits the transaction's [`LargeView`] of `req`'s key (`plan`: see
