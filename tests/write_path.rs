@@ -265,7 +265,10 @@ fn px_expiry() {
         Some("OK")
     );
     let pttl = int(&mut con, "PTTL", &["p"]);
-    assert!(pttl > 0 && pttl <= 200, "PTTL {pttl}");
+    // A slow commit (a loaded disk) may take the key's whole 200 ms: only
+    // an answer within them must find it.
+    let expired_by_then = pttl == -2 && t0.elapsed() >= Duration::from_millis(200);
+    assert!(expired_by_then || pttl > 0 && pttl <= 200, "PTTL {pttl}");
     if t0.elapsed() < Duration::from_millis(150) {
         assert_eq!(get(&mut con, "p").as_deref(), Some(&b"short-lived"[..]));
     }
@@ -374,19 +377,33 @@ fn expire_ttl_persist_replies() {
     assert_eq!(e.kind(), redis::ErrorKind::ResponseError, "{e}");
     assert_eq!(int(&mut con, "TTL", &["n"]), -1);
 
-    // Expiry survives a clean restart and a crash.
+    // Expiry survives a clean restart and a crash: the TTL counts down
+    // by the time that passed (restarts on a loaded machine take a while).
+    let set_at = Instant::now();
     assert_eq!(int(&mut con, "EXPIRE", &["n", "1000"]), 1);
+    let left = |ttl: i64| {
+        let passed = set_at.elapsed().as_secs() as i64;
+        (1000 - passed - 1..=1000).contains(&ttl)
+    };
     srv.stop();
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
     let ttl = int(&mut con, "TTL", &["n"]);
-    assert!((990..=1000).contains(&ttl), "TTL after restart {ttl}");
+    assert!(
+        left(ttl),
+        "TTL after restart {ttl}, {:?} after EXPIRE",
+        set_at.elapsed()
+    );
     drop(con);
     srv.kill();
     let srv = Server::start(dir.path(), &[]);
     let mut con = srv.client();
     let ttl = int(&mut con, "TTL", &["n"]);
-    assert!((990..=1000).contains(&ttl), "TTL after crash {ttl}");
+    assert!(
+        left(ttl),
+        "TTL after crash {ttl}, {:?} after EXPIRE",
+        set_at.elapsed()
+    );
     assert_eq!(get(&mut con, "n").as_deref(), Some(&b"x"[..]));
     srv.stop();
 }

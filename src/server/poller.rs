@@ -225,6 +225,9 @@ struct Txn {
     waiting: bool,
     /// A command found no read slot: it runs again next turn.
     stalled: bool,
+    /// Replicas were fed when it began: its large values' views then
+    /// hold every edit for the stream.
+    fed: bool,
 }
 
 /// A key as a transaction left it.
@@ -1721,6 +1724,7 @@ impl<E: Engine> Poller<E> {
             gated: None,
             waiting: false,
             stalled: false,
+            fed: self.shared.repl.feeding(),
         });
     }
 
@@ -1884,6 +1888,12 @@ impl<E: Engine> Poller<E> {
         // The edited views: their edits go into the stream, their pins go
         // once their heads are written.
         let views = Self::take_views(&mut t);
+        if !t.fed && !views.is_empty() && self.shared.repl.feeding() {
+            // A replica's feed began while the transaction ran: its views
+            // kept no edits from before, which the stream cannot carry.
+            (self.shared.repl)
+                .restart_stream("a transaction edited large values while a replica's feed began");
+        }
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
