@@ -238,10 +238,12 @@ fn transactions_reply_as_redis_does() {
     a.check_str(&["MULTI"]);
     a.check_str(&["INCR", "k"]);
     a.check_str(&["EXEC"]);
-    // A key that expires while watched counts as changed.
-    a.check_str(&["SET", "w", "1", "PX", "100"]);
+    // A key that expires while watched counts as changed. (Its second
+    // leaves room for a slow commit of the SET on a loaded machine: the
+    // key must still be there when WATCH comes.)
+    a.check_str(&["SET", "w", "1", "PX", "1000"]);
     a.check_str(&["WATCH", "w"]);
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(1200));
     a.check_str(&["MULTI"]);
     a.check_str(&["SET", "w", "2"]);
     a.check_str(&["EXEC"]);
