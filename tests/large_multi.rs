@@ -25,6 +25,14 @@ fn cmd(args: &[&[u8]]) -> redis::Cmd {
     c
 }
 
+/// The server's peak RSS so far is under `mib` MiB (half the 256 MiB
+/// value of the tests that check it): it held no value whole.
+fn assert_peak_rss_under(srv: &Server, mib: u64) {
+    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
+    println!("server peak RSS {hwm_mib} MiB");
+    assert!(hwm_mib < mib, "peak RSS {hwm_mib} MiB");
+}
+
 /// Runs `cmds` as one MULTI … EXEC: EXEC's reply (or its error).
 fn exec(con: &mut redis::Connection, cmds: &[redis::Cmd]) -> Result<Value, String> {
     let _: () = redis::cmd("MULTI").query(con).map_err(|e| e.to_string())?;
@@ -279,9 +287,7 @@ fn a_setrange_inside_exec_of_256_mib_keeps_the_server_small() {
     let at = (200 << 20).to_string();
     let got = exec(&mut c, &[cmd(&[b"SETRANGE", b"big", at.as_bytes(), b"!"])]);
     assert_eq!(got, Ok(Value::Array(vec![Value::Int(256 << 20)])));
-    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
-    println!("server peak RSS {hwm_mib} MiB");
-    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    assert_peak_rss_under(&srv, 128);
     big[200 << 20] = b'!';
     let back: Vec<u8> = c.get("big").unwrap();
     assert!(back == big, "the edited value read back differs");
@@ -449,9 +455,7 @@ fn a_rename_and_an_expire_inside_exec_of_256_mib_keep_the_server_small() {
     let ok = Value::Okay;
     let want = vec![ok, len, Value::Int(1), Value::Int(1), Value::Int(0)];
     assert_eq!(got, Ok(Value::Array(want)));
-    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
-    println!("server peak RSS {hwm_mib} MiB");
-    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    assert_peak_rss_under(&srv, 128);
     for k in ["moved{x}", "copy{x}"] {
         let ttl: i64 = c.ttl(k).unwrap();
         assert_eq!(ttl, -1, "{k}");
@@ -622,9 +626,7 @@ fn a_get_inside_exec_of_256_mib_streams_the_value_it_found() {
     let mut tail = [0u8; 9];
     s.read_exact(&mut tail).unwrap();
     assert_eq!(&tail, b"\r\n+PONG\r\n");
-    let hwm_mib = common::status_kib(srv.pid(), "VmHWM") / 1024;
-    println!("server peak RSS {hwm_mib} MiB");
-    assert!(hwm_mib < 128, "peak RSS {hwm_mib} MiB");
+    assert_peak_rss_under(&srv, 128);
     let now: String = c.get("big").unwrap();
     assert_eq!(now, "overwritten");
     srv.stop();
@@ -728,18 +730,53 @@ fn set_get_of_a_large_value_holds_its_key_until_its_head_is_durable() {
     srv.stop();
 }
 
+/// Runs the EXECs `cmds(1)`, `cmds(2)`, … (each also setting `y{k}` to
+/// its round, at most `rounds` of them) on `c` until the server, killed
+/// (-9) after `wait`, stops answering; restarts it on `dir` and returns it
+/// with the round `y{k}` tells, checked to be the last acknowledged or
+/// the next.
+fn kill_during_execs(
+    dir: &std::path::Path,
+    (srv, mut c): (Server, redis::Connection),
+    rounds: u32,
+    wait: Duration,
+    cmds: impl Fn(u32) -> Vec<redis::Cmd> + Send + 'static,
+) -> (Server, u32) {
+    let writer = std::thread::spawn(move || {
+        let mut acked = 0;
+        for round in 1..rounds {
+            match exec(&mut c, &cmds(round)) {
+                Ok(Value::Array(_)) => acked = round,
+                _ => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(wait);
+    srv.kill();
+    let acked = writer.join().unwrap();
+    assert!(acked < rounds - 1, "the kill came after every EXEC");
+    println!("{acked} EXECs acknowledged before the kill");
+    let srv = Server::start(dir, &[]);
+    let mut c = client(&srv);
+    let y: String = c.get("y{k}").unwrap();
+    let round: u32 = y.parse().unwrap();
+    assert!(
+        round == acked || round == acked + 1,
+        "round {round} after {acked} acknowledged"
+    );
+    (srv, round)
+}
+
 /// EXEC `round` of the kill test: two large values and a small one, all
 /// telling the round.
-fn kill_round(con: &mut redis::Connection, round: u8) -> Result<Value, String> {
+fn kill_round(round: u8) -> Vec<redis::Cmd> {
     let (x, z) = (value(9 * CAP + 7, round), value(2 * CAP, round ^ 0x55));
-    exec(
-        con,
-        &[
-            cmd(&[b"SET", b"x{k}", &x]),
-            cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
-            cmd(&[b"SET", b"z{k}", &z]),
-        ],
-    )
+    vec![
+        cmd(&[b"SET", b"x{k}", &x]),
+        cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+        cmd(&[b"SET", b"z{k}", &z]),
+    ]
 }
 
 /// A stream of EXECs each writing two large values and a small one, the
@@ -750,29 +787,12 @@ fn after_a_kill_each_exec_of_large_values_is_all_or_none() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--capacity", "512M"]);
     let mut c = client(&srv);
-    kill_round(&mut c, 0).unwrap();
-    let writer = std::thread::spawn(move || {
-        let mut acked = 0u8;
-        for round in 1..200u8 {
-            match kill_round(&mut c, round) {
-                Ok(Value::Array(_)) => acked = round,
-                _ => break,
-            }
-        }
-        acked
-    });
-    std::thread::sleep(Duration::from_millis(2500));
-    srv.kill();
-    let acked = writer.join().unwrap();
-    assert!(acked < 199, "the kill came after every EXEC");
-    let srv = Server::start(dir.path(), &[]);
+    exec(&mut c, &kill_round(0)).unwrap();
+    let wait = Duration::from_millis(2500);
+    let rounds = |r: u32| kill_round(r as u8);
+    let (srv, round) = kill_during_execs(dir.path(), (srv, c), 200, wait, rounds);
+    let round = round as u8;
     let mut c = client(&srv);
-    let y: String = c.get("y{k}").unwrap();
-    let round: u8 = y.parse().unwrap();
-    assert!(
-        round == acked || round == acked + 1,
-        "round {round} after {acked} acknowledged"
-    );
     let x: Vec<u8> = c.get("x{k}").unwrap();
     let z: Vec<u8> = c.get("z{k}").unwrap();
     assert!(x == value(9 * CAP + 7, round), "x{{k}} of another round");
@@ -798,38 +818,17 @@ fn after_a_kill_each_exec_editing_a_large_value_is_all_or_none() {
     let _: () = c.set("x{k}", value(len, 9)).unwrap();
     let _: () = c.set("y{k}", "0").unwrap();
     let far = (len - 8).to_string();
-    let writer = std::thread::spawn(move || {
-        let mut acked = 0u32;
-        for round in 1..2000u32 {
-            let tag = format!("{round:08}");
-            let got = exec(
-                &mut c,
-                &[
-                    cmd(&[b"SETRANGE", b"x{k}", b"100", tag.as_bytes()]),
-                    cmd(&[b"SETRANGE", b"x{k}", far.as_bytes(), tag.as_bytes()]),
-                    cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
-                ],
-            );
-            match got {
-                Ok(Value::Array(_)) => acked = round,
-                _ => break,
-            }
-        }
-        acked
-    });
-    std::thread::sleep(Duration::from_millis(2000));
-    srv.kill();
-    let acked = writer.join().unwrap();
-    assert!(acked < 1999, "the kill came after every EXEC");
-    println!("{acked} EXECs acknowledged before the kill");
-    let srv = Server::start(dir.path(), &[]);
+    let rounds = move |round: u32| {
+        let tag = format!("{round:08}");
+        vec![
+            cmd(&[b"SETRANGE", b"x{k}", b"100", tag.as_bytes()]),
+            cmd(&[b"SETRANGE", b"x{k}", far.as_bytes(), tag.as_bytes()]),
+            cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+        ]
+    };
+    let wait = Duration::from_millis(2000);
+    let (srv, round) = kill_during_execs(dir.path(), (srv, c), 2000, wait, rounds);
     let mut c = client(&srv);
-    let y: String = c.get("y{k}").unwrap();
-    let round: u32 = y.parse().unwrap();
-    assert!(
-        round == acked || round == acked + 1,
-        "round {round} after {acked} acknowledged"
-    );
     let x: Vec<u8> = c.get("x{k}").unwrap();
     assert_eq!(x.len(), len);
     if round > 0 {
@@ -858,39 +857,18 @@ fn after_a_kill_each_exec_moving_a_large_value_is_all_or_none() {
     let _: () = c.set("y{k}", "0").unwrap();
     let base = 4102444800000u64;
     let name = |round: u32| if round % 2 == 1 { "q{k}" } else { "p{k}" };
-    let writer = std::thread::spawn(move || {
-        let mut acked = 0u32;
-        for round in 1..1_000_000u32 {
-            let (from, to) = (name(round - 1).as_bytes(), name(round).as_bytes());
-            let at = (base + round as u64).to_string();
-            let got = exec(
-                &mut c,
-                &[
-                    cmd(&[b"RENAME", from, to]),
-                    cmd(&[b"PEXPIREAT", to, at.as_bytes()]),
-                    cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
-                ],
-            );
-            match got {
-                Ok(Value::Array(_)) => acked = round,
-                _ => break,
-            }
-        }
-        acked
-    });
-    std::thread::sleep(Duration::from_millis(2000));
-    srv.kill();
-    let acked = writer.join().unwrap();
-    assert!(acked < 999_999, "the kill came after every EXEC");
-    println!("{acked} EXECs acknowledged before the kill");
-    let srv = Server::start(dir.path(), &[]);
+    let rounds = move |round: u32| {
+        let (from, to) = (name(round - 1).as_bytes(), name(round).as_bytes());
+        let at = (base + round as u64).to_string();
+        vec![
+            cmd(&[b"RENAME", from, to]),
+            cmd(&[b"PEXPIREAT", to, at.as_bytes()]),
+            cmd(&[b"SET", b"y{k}", round.to_string().as_bytes()]),
+        ]
+    };
+    let wait = Duration::from_millis(2000);
+    let (srv, round) = kill_during_execs(dir.path(), (srv, c), 1_000_000, wait, rounds);
     let mut c = client(&srv);
-    let y: String = c.get("y{k}").unwrap();
-    let round: u32 = y.parse().unwrap();
-    assert!(
-        round == acked || round == acked + 1,
-        "round {round} after {acked} acknowledged"
-    );
     let (here, gone) = (name(round), name(round + 1));
     let exists: i64 = c.exists(gone).unwrap();
     assert_eq!(exists, 0, "{gone} after round {round}");
