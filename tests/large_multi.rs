@@ -407,13 +407,23 @@ fn expiries_and_moves_inside_exec_of_stored_large_values_answer_as_redis_does() 
         let ttl = |k: &&str| redis::cmd("TTL").arg(*k).query::<i64>(&mut *con).unwrap();
         keys.iter().map(ttl).collect()
     };
-    let want = ttls(&mut theirs);
-    assert_eq!(ttls(&mut ours), want);
+    // TTLs counted down by both servers, read at about the same time: the
+    // same, or a second apart where one crossed a second before the other
+    // (the restart below takes a while).
+    let same_ttls = |ours: &mut redis::Connection, theirs: &mut redis::Connection| {
+        let (a, b) = (ttls(ours), ttls(theirs));
+        let close = |(x, y): (&i64, &i64)| x == y || *x >= 0 && *y >= 0 && x.abs_diff(*y) <= 1;
+        assert!(
+            a.iter().zip(&b).all(close),
+            "TTLs {a:?}, redis-server's {b:?}"
+        );
+    };
+    same_ttls(&mut ours, &mut theirs);
     srv.stop();
     let srv = Server::start(dir.path(), &[]);
     let mut ours = client(&srv);
     same_values(&mut ours, &mut theirs, &keys);
-    assert_eq!(ttls(&mut ours), want);
+    same_ttls(&mut ours, &mut theirs);
     srv.stop();
 }
 
