@@ -224,34 +224,27 @@ impl<E: Engine, W> Keyspace<E, W> {
         old: Arc<LargeHead>,
         total_len: u64,
         rewrite: std::ops::Range<usize>,
-        fill: impl FnMut(usize, &mut [u8]),
+        mut fill: impl FnMut(usize, &mut [u8]),
         expire_ms: u64,
         writer: W,
     ) -> Result<(), (W, WriteError)> {
-        let cap = self.piece_capacity();
-        let count = total_len.div_ceil(cap) as usize;
-        debug_assert!(rewrite.end == count || total_len == old.total_len);
-        debug_assert!(rewrite.start <= old.pieces.len() && rewrite.end <= count);
-        let mut fill = fill;
-        let source = PieceSource::Fill(&mut fill);
-        let fresh = match self.write_pieces(pid, old.value_id, total_len, rewrite.clone(), source) {
-            Ok(segs) => segs,
+        debug_assert!(
+            rewrite.end == total_len.div_ceil(self.piece_capacity()) as usize
+                || total_len == old.total_len
+        );
+        debug_assert!(rewrite.start <= old.pieces.len());
+        let written = self.write_piece_runs(pid, &old, total_len, &[rewrite], &mut fill);
+        let (head, fresh) = match written {
+            Ok(w) => w,
             Err(e) => return Err((writer, e)),
         };
-        let mut pieces = old.pieces.clone();
-        pieces.resize(count, 0);
-        pieces[rewrite].copy_from_slice(&fresh);
         // Until the new head takes them, the job keeps the old pieces.
         self.hold_pieces(&old);
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,
             key: key.into(),
-            head: LargeHead {
-                total_len,
-                value_id: old.value_id,
-                pieces,
-            },
+            head,
             expire_ms,
             writer,
             fresh,
@@ -280,36 +273,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         changed: &std::collections::BTreeMap<usize, Vec<u8>>,
         writer: W,
     ) -> Result<LargeHead, (W, WriteError)> {
-        let count = total_len.div_ceil(self.piece_capacity()) as usize;
-        if !self.room_for_pieces(changed.len()) {
-            return Err((writer, WriteError::Full));
-        }
-        let mut pieces = old.pieces.clone();
-        pieces.resize(count, 0);
-        let mut fresh = Vec::with_capacity(changed.len());
         let idx: Vec<usize> = changed.keys().copied().collect();
         // One write per run of consecutive pieces.
-        for run in idx.chunk_by(|a, b| a + 1 == *b) {
-            let range = run[0]..run[run.len() - 1] + 1;
-            let mut fill = |i: usize, out: &mut [u8]| out.copy_from_slice(&changed[&i]);
-            let source = PieceSource::Fill(&mut fill);
-            match self.write_pieces(pid, old.value_id, total_len, range.clone(), source) {
-                Ok(segs) => {
-                    pieces[range].copy_from_slice(&segs);
-                    fresh.extend(segs);
-                }
-                Err(e) => {
-                    // The runs queued before go back unwritten.
-                    (self.log.piece_writes).retain(|(_, _, no)| !fresh.contains(no));
-                    self.drop_pieces(&fresh);
-                    return Err((writer, e));
-                }
-            }
-        }
-        let head = LargeHead {
-            total_len,
-            value_id: old.value_id,
-            pieces,
+        let runs: Vec<_> = (idx.chunk_by(|a, b| a + 1 == *b))
+            .map(|run| run[0]..run[run.len() - 1] + 1)
+            .collect();
+        let mut fill = |i: usize, out: &mut [u8]| out.copy_from_slice(&changed[&i]);
+        let written = self.write_piece_runs(pid, old, total_len, &runs, &mut fill);
+        let (head, fresh) = match written {
+            Ok(w) => w,
+            Err(e) => return Err((writer, e)),
         };
         self.log.jobs.push(LargeJob {
             pid,
@@ -323,6 +296,50 @@ impl<E: Engine, W> Keyspace<E, W> {
             pieces_only: true,
         });
         Ok(head)
+    }
+
+    /// Queues the writes of pieces `runs` (each a range of consecutive
+    /// piece numbers, `fill(i, data)` giving piece `i`'s bytes) of a value
+    /// of `total_len` bytes whose other pieces are `old`'s, shared; returns
+    /// the new head and the fresh segments. Refused before anything is
+    /// queued when the store has no room for all of them; a run refused
+    /// later takes the runs queued before back.
+    fn write_piece_runs(
+        &mut self,
+        pid: u32,
+        old: &LargeHead,
+        total_len: u64,
+        runs: &[std::ops::Range<usize>],
+        fill: &mut dyn FnMut(usize, &mut [u8]),
+    ) -> Result<(LargeHead, Vec<u32>), WriteError> {
+        let count = total_len.div_ceil(self.piece_capacity()) as usize;
+        if !self.room_for_pieces(runs.iter().map(|r| r.len()).sum()) {
+            return Err(WriteError::Full);
+        }
+        let mut pieces = old.pieces.clone();
+        pieces.resize(count, 0);
+        let mut fresh = Vec::new();
+        for run in runs {
+            debug_assert!(run.end <= count);
+            let source = PieceSource::Fill(&mut *fill);
+            match self.write_pieces(pid, old.value_id, total_len, run.clone(), source) {
+                Ok(segs) => {
+                    pieces[run.clone()].copy_from_slice(&segs);
+                    fresh.extend(segs);
+                }
+                Err(e) => {
+                    (self.log.piece_writes).retain(|(_, _, no)| !fresh.contains(no));
+                    self.drop_pieces(&fresh);
+                    return Err(e);
+                }
+            }
+        }
+        let head = LargeHead {
+            total_len,
+            value_id: old.value_id,
+            pieces,
+        };
+        Ok((head, fresh))
     }
 
     /// Takes a free segment for each piece `range` of a value of
