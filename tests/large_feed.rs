@@ -11,7 +11,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::large::{client, stat, value};
+use common::large::{client, converge_keys, stat, value};
 use common::{dbsize, status_kib, wait_for, Server};
 use redis::Commands;
 
@@ -217,4 +217,40 @@ fn a_kill_mid_value_leaves_the_old_value_and_the_space_free() {
     let _: () = c.set("other", &v).unwrap();
     let back: Vec<u8> = c.get("other").unwrap();
     assert!(back == v, "the value read back differs");
+}
+
+#[test]
+fn a_replica_attached_while_a_value_arrives_ends_with_the_primarys_values() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--capacity", "512M"]);
+    let mut c = client(&primary);
+    // Fed (no replica yet).
+    let old = value(3 << 20, 12);
+    let _: () = c.set("k", &old).unwrap();
+    let v = value(32 << 20, 13);
+    let mut s = connect(&primary);
+    send_half(&primary, &mut s, "k", &v);
+    let to = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = Server::start(rd.path(), &["--capacity", "512M", "--replicaof", &to]);
+    converge_keys(&primary, &replica, &["k"]);
+    // The replica is fed now: the value's bytes went by; the SET either
+    // reaches it whole or is refused, with nothing written.
+    s.write_all(&v[v.len() / 2..]).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let line = common::read_line(&mut s);
+    println!("the SET begun before the replica came: {line}");
+    let want = match line.as_str() {
+        "+OK" => &v,
+        l if l.starts_with("-ERR a replica attached") => &old,
+        l => panic!("unexpected reply {l}"),
+    };
+    let got: Vec<u8> = c.get("k").unwrap();
+    assert!(
+        &got == want,
+        "the primary's value is not the one its reply says"
+    );
+    // A SET while the replica is fed reaches it whole.
+    let v2 = value(6 << 20, 14);
+    let _: () = c.set("k2", &v2).unwrap();
+    converge_keys(&primary, &replica, &["k", "k2"]);
 }

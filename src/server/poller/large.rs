@@ -370,22 +370,13 @@ impl<E: Engine> Poller<E> {
             return self.release(tag);
         }
         let w = Waiter::new(&req, ok, Some(tag));
-        match self.ks.finish_feed(pieces, &req.hash, &key, expire_ms, w) {
-            Ok(()) => {
-                if let Some(kept) = f.kept.filter(|_| feeding) {
-                    let mut value = Vec::with_capacity(f.feed.len as usize);
-                    kept.iter().for_each(|p| value.extend_from_slice(p));
-                    let mut out = Vec::new();
-                    super::replicated(&mut out, &key, &value, expire_ms, false);
-                    self.large_stream.insert(tag, out);
-                }
-            }
-            Err((w, e)) => {
-                let reply = self.refusal(e);
-                self.respond(w.to, w.id, w.part, reply);
-                self.edits.written(tag);
-                self.release(tag);
-            }
+        self.ks.finish_feed(pieces, &req.hash, &key, expire_ms, w);
+        if let Some(kept) = f.kept.filter(|_| feeding) {
+            let mut value = Vec::with_capacity(f.feed.len as usize);
+            kept.iter().for_each(|p| value.extend_from_slice(p));
+            let mut out = Vec::new();
+            super::replicated(&mut out, &key, &value, expire_ms, false);
+            self.large_stream.insert(tag, out);
         }
         self.consume_fed(req);
     }

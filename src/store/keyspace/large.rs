@@ -274,8 +274,9 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// The SET of `feed`, every piece of it queued: its head goes in once
     /// they are durable, and `writer` is acknowledged as
-    /// [`Keyspace::write_large`]'s. Refused when a commit failed since
-    /// the value began (a piece may be lost): its pieces are freed.
+    /// [`Keyspace::write_large`]'s. When a commit failed since the value
+    /// began (a piece may be lost), the pieces are freed and `writer`
+    /// comes back from [`Keyspace::take_acks`] with the failure.
     pub fn finish_feed(
         &mut self,
         feed: LargeFeed,
@@ -283,12 +284,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         key: &[u8],
         expire_ms: u64,
         writer: W,
-    ) -> Result<(), (W, WriteError)> {
+    ) {
         debug_assert!(feed.complete());
         if feed.failures != self.log.failures {
             self.abort_feed(feed);
-            let e = WriteError::NoBuffer("a commit failed while the value arrived".into());
-            return Err((writer, e));
+            let err = "a commit failed while the value arrived";
+            return self
+                .acks
+                .push((writer, Err(super::CommitFailed(err.into()))));
         }
         let head = LargeHead {
             total_len: feed.total_len,
@@ -309,7 +312,6 @@ impl<E: Engine, W> Keyspace<E, W> {
         // Its pieces may have gone out with earlier commits: one carries
         // the job.
         self.log.force = true;
-        Ok(())
     }
 
     /// Drops `feed`: the segments of pieces never queued are free at once;
