@@ -44,8 +44,10 @@ pub(super) struct FedSet {
     pid: u32,
     /// Its piece segments, once taken.
     pieces: Option<LargeFeed>,
-    /// Since when it waits for free segments.
+    /// Since when it waits for free segments, and whether that wait is
+    /// counted (INFO `writes_deferred`).
     since: std::time::Instant,
+    deferred: bool,
     /// The SET, waiting for the last pieces: its request, the expiry it
     /// sets, and its reply.
     set: Option<(Request, u64, Reply)>,
@@ -225,6 +227,7 @@ impl<E: Engine> Poller<E> {
             pid: req.pid,
             pieces: None,
             since: self.ks.now(),
+            deferred: false,
             set: None,
             kept: self.shared.repl.feeding().then(Vec::new),
         };
@@ -279,6 +282,9 @@ impl<E: Engine> Poller<E> {
                     if self.ks.could_hold_large(len as usize)
                         && self.ks.now().saturating_duration_since(f.since) <= super::MAX_DEFER =>
                 {
+                    if !std::mem::replace(&mut f.deferred, true) {
+                        self.stats().writes_deferred.fetch_add(1, Relaxed);
+                    }
                     return false;
                 }
                 Err(e) => {
