@@ -102,12 +102,25 @@ pub struct Resume {
     /// at least, when the header of the bulk it stopped in said so (0:
     /// unknown). A reader sizes its buffer for a large argument with it.
     pub wants: usize,
+    /// After a parse that stopped in a bulk whose header it read: where
+    /// that bulk's bytes start.
+    bulk_at: usize,
     /// The arguments of an inline command that had quotes, unquoted;
     /// empty otherwise.
     pub unquoted: Vec<Vec<u8>>,
 }
 
 impl Resume {
+    /// After a parse that stopped in a bulk of a multibulk command, past
+    /// the bulk's header: the command's argument count, where the bulk's
+    /// bytes start and how many there are. The arguments before it are
+    /// in `args`.
+    pub fn in_bulk(&self) -> Option<(usize, usize, usize)> {
+        let count = self.count?;
+        (self.wants > 0 && self.unquoted.is_empty())
+            .then(|| (count, self.bulk_at, self.wants - 2 - self.bulk_at))
+    }
+
     /// The arguments of the command just parsed from `buf` (the same bytes
     /// the parse saw).
     pub fn arguments<'a>(&'a self, buf: &'a [u8]) -> Vec<&'a [u8]> {
@@ -199,6 +212,7 @@ fn parse_multibulk(
         let end = start + len as usize;
         if buf.len() < end + 2 {
             st.wants = end + 2;
+            st.bulk_at = start;
             return Ok(None);
         }
         if &buf[end..end + 2] != b"\r\n" {

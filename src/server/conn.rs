@@ -21,7 +21,7 @@ use bytes::Bytes;
 use mio::Registry;
 
 use super::clients::{ClientInfo, NO_TOUCH};
-use super::msg::{ConnRef, Response};
+use super::msg::{ConnRef, FedValue, Feed, Response};
 use super::replies::{Combine, Replies, ReplyMark, Timing};
 use super::slowlog::{SlowLog, Watch};
 use super::stats::{CommandStats, ConnStats};
@@ -112,6 +112,78 @@ pub(super) trait Executor {
     /// Executes one command of `c`; its reply is dropped under `CLIENT
     /// REPLY OFF | SKIP`.
     fn execute(&mut self, c: &mut Conn, args: &[&[u8]]);
+    /// A command of `count` arguments whose first ones (`args`) have
+    /// arrived, and whose next is `len` bytes long, not yet: its feed, if
+    /// that argument is to go to its poller as it arrives (a SET's large
+    /// value, see [`Conn::feed`]).
+    fn feed(&mut self, c: &mut Conn, args: &[&[u8]], count: usize, len: u64) -> Option<Arc<Feed>>;
+    /// A piece was pushed to `feed`: its poller is rung.
+    fn fed(&mut self, feed: &Feed);
+}
+
+/// A SET's value arriving, handed to its poller a piece at a time
+/// ([`Conn::feed`]).
+struct Feeding {
+    value: FedValue,
+    /// The command's name and key, and its argument count.
+    name: Vec<u8>,
+    key: Vec<u8>,
+    count: usize,
+    /// Bytes of the value still to come.
+    left: u64,
+    /// The piece being read, and its bytes read so far.
+    piece: Vec<u8>,
+    filled: usize,
+}
+
+impl Feeding {
+    /// Takes `bytes` of the value; hands over the pieces they complete.
+    fn take(&mut self, mut bytes: &[u8], exec: &mut impl Executor) {
+        while !bytes.is_empty() {
+            self.start_piece();
+            let n = bytes.len().min(self.piece.len() - self.filled);
+            self.piece[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.advance(n, exec);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// A buffer for the next piece, if none is being read.
+    fn start_piece(&mut self) {
+        if self.piece.is_empty() {
+            let feed = &self.value.feed;
+            let len = (feed.piece as u64).min(self.left) as usize;
+            // Zeroed by the allocator, which knows memory fresh from the
+            // kernel is zero: no pass over the bytes before they are read.
+            self.piece = vec![0; len];
+            self.filled = 0;
+        }
+    }
+
+    /// `n` more bytes of the piece were read: a whole piece goes to the
+    /// poller.
+    fn advance(&mut self, n: usize, exec: &mut impl Executor) {
+        self.filled += n;
+        self.left -= n as u64;
+        if self.filled == self.piece.len() {
+            let piece = std::mem::take(&mut self.piece);
+            self.value.feed.push(Bytes::from(piece));
+            exec.fed(&self.value.feed);
+        }
+    }
+
+    /// The command as it is to be parsed once its value is in: its
+    /// arguments but the value, which is empty (the poller has it).
+    fn command(&self) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", self.count).into_bytes();
+        for arg in [&self.name, &self.key] {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"$0\r\n");
+        out
+    }
 }
 
 /// One client connection.
@@ -125,6 +197,14 @@ pub(super) struct Conn {
     /// whole: its value goes to the poller without a copy
     /// ([`Conn::value_bytes`]).
     frozen: Option<Bytes>,
+    /// A SET's large value being read a piece at a time.
+    feeding: Option<Feeding>,
+    /// Its SET, once the value is in: for the next command parsed (the
+    /// SET), whose handler takes it ([`Conn::fed`]).
+    fed_next: Option<FedValue>,
+    /// The fed value of the SET being executed, for its handler to take;
+    /// dropped unused, the poller frees the value's pieces.
+    pub(super) fed: Option<FedValue>,
     /// The replies owed and the bytes to write.
     out: Replies,
     /// The last parse needed more input than was buffered.
@@ -219,6 +299,9 @@ impl Conn {
             rpos: 0,
             rlen: 0,
             frozen: None,
+            feeding: None,
+            fed_next: None,
+            fed: None,
             out: Replies::new(reply_avg, cmd_stats),
             need_more: false,
             parsed: resp::Resume::default(),
@@ -368,7 +451,8 @@ impl Conn {
     /// Bytes the connection holds: buffers, replies owed, requests with the
     /// pollers.
     pub(super) fn footprint(&self) -> usize {
-        self.rbuf.capacity() + self.out.footprint() + self.in_flight
+        let piece = self.feeding.as_ref().map_or(0, |f| f.piece.capacity());
+        self.rbuf.capacity() + self.out.footprint() + self.in_flight + piece
     }
 
     /// Whether it has been idle (no bytes in or out, no reply awaited)
@@ -457,7 +541,14 @@ impl Conn {
     /// read stopped at the read-ahead, and there is room to read it now.
     pub(super) fn more_to_read(&self, stopping: bool) -> bool {
         let reads = !(self.eof || self.input_closed || self.closing || stopping);
-        reads && self.readable && self.unparsed() < READ_AHEAD
+        reads && self.readable && self.unparsed() < READ_AHEAD && !self.feed_waits()
+    }
+
+    /// Whether a value being fed waits for its poller to take a piece
+    /// (then the connection reads no more until it has).
+    pub(super) fn feed_waits(&self) -> bool {
+        let f = self.feeding.as_ref();
+        f.is_some_and(|f| f.piece.is_empty() && !f.value.feed.has_room())
     }
 
     /// Takes the socket out of epoll's set, before the connection drops.
@@ -486,6 +577,10 @@ impl Conn {
         exec: &mut impl Executor,
     ) {
         loop {
+            let open = !(self.eof || self.input_closed || self.closing || stopping);
+            if self.feeding.is_some() && !(open && self.feed_read(stats, exec)) {
+                break;
+            }
             let drained = self.eof
                 || self.input_closed
                 || self.closing
@@ -592,11 +687,14 @@ impl Conn {
                     let base = self.rpos;
                     self.rpos += n;
                     commands += 1;
+                    // The SET of a value fed (its handler takes it).
+                    self.fed = self.fed_next.take();
                     // An inline command with quotes comes unquoted, in
                     // bytes of its own.
                     let unquoted = std::mem::take(&mut self.parsed.unquoted);
                     if n >= HAND_OVER && unquoted.is_empty() {
                         rbuf = self.hand_over(rbuf, base, exec);
+                        self.fed = None;
                         continue;
                     }
                     let args: Vec<&[u8]> = if unquoted.is_empty() {
@@ -607,6 +705,11 @@ impl Conn {
                         unquoted.iter().map(Vec::as_slice).collect()
                     };
                     self.run_command(exec, &args, n);
+                    self.fed = None;
+                }
+                Ok(None) if self.feed(&mut rbuf, lim, exec) => {
+                    // The value comes a piece at a time ([`Conn::feed_read`]).
+                    break;
                 }
                 Ok(None) if self.unparsed() as u64 > lim.max_query_buffer => {
                     stats.query_limit_disconnects.fetch_add(1, Relaxed);
@@ -644,6 +747,97 @@ impl Conn {
             self.rlen -= self.rpos;
             self.rpos = 0;
         }
+    }
+
+    /// The command at `rpos` of `rbuf` stopped in an argument whose length
+    /// its header gave: if it is a SET's large value, and `exec` gives it
+    /// a feed, the value goes to its poller a piece at a time as it
+    /// arrives ([`Conn::feed_read`]) rather than into the read buffer,
+    /// which keeps only the bytes after it. Returns whether it does.
+    fn feed(&mut self, rbuf: &mut Vec<u8>, lim: &ConnLimits, exec: &mut impl Executor) -> bool {
+        let Some((count, at, len)) = self.parsed.in_bulk() else {
+            return false;
+        };
+        let whole = (self.parsed.wants as u64).saturating_add(64);
+        if self.parsed.args.len() != 2 || whole > lim.max_query_buffer || self.fed_next.is_some() {
+            return false;
+        }
+        let base = self.rpos;
+        let arg = |i: usize| {
+            let r = &self.parsed.args[i];
+            rbuf[base + r.start..base + r.end].to_vec()
+        };
+        let (name, key) = (arg(0), arg(1));
+        let Some(feed) = exec.feed(self, &[&name, &key], count, len as u64) else {
+            return false;
+        };
+        let mut f = Feeding {
+            value: FedValue::new(feed),
+            name,
+            key,
+            count,
+            left: len as u64,
+            piece: Vec::new(),
+            filled: 0,
+        };
+        let have = &rbuf[base + at..self.rlen];
+        let n = have.len().min(len);
+        f.take(&have[..n], exec);
+        // What came after the value (part of its CRLF), for the parse
+        // once the value is in.
+        let after = have[n..].to_vec();
+        rbuf.clear();
+        rbuf.extend_from_slice(&after);
+        (self.rpos, self.rlen) = (0, rbuf.len());
+        self.parsed = resp::Resume::default();
+        self.feeding = Some(f);
+        true
+    }
+
+    /// Reads a fed value's bytes into its pieces, handing each to the
+    /// poller as it is whole, while the feed has room; once the value is
+    /// in, the command is parsed again without it. Returns whether the
+    /// value is in.
+    fn feed_read(&mut self, stats: &ConnStats, exec: &mut impl Executor) -> bool {
+        let f = self.feeding.as_mut().expect("feeding");
+        while f.left > 0 {
+            if !self.readable || (f.piece.is_empty() && !f.value.feed.has_room()) {
+                return false;
+            }
+            f.start_piece();
+            let want = f.piece.len() - f.filled;
+            match self.stream.read(&mut f.piece[f.filled..]) {
+                Ok(0) => {
+                    self.input_closed = true;
+                    return false;
+                }
+                Ok(n) => {
+                    self.last_active = super::turn::now();
+                    stats.net_in.fetch_add(n as u64, Relaxed);
+                    f.advance(n, exec);
+                    // A short read drained the socket.
+                    if n < want {
+                        self.readable = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.eof = true;
+                    return false;
+                }
+            }
+        }
+        let f = self.feeding.take().expect("feeding");
+        // The command without its value, then what came after the value.
+        let mut cmd = f.command();
+        cmd.extend_from_slice(&self.rbuf[self.rpos..self.rlen]);
+        (self.rpos, self.rlen) = (0, cmd.len());
+        self.rbuf = cmd;
+        self.fed_next = Some(f.value);
+        // Parsing goes on: what is buffered may hold the rest.
+        self.readable = true;
+        true
     }
 
     /// Executes the large command just parsed at `base` of `rbuf` (up to

@@ -66,6 +66,9 @@ struct Thread<'a> {
     kills_seen: u64,
     /// The poller this thread runs between its own turns (`--inline-io`).
     inline: Option<Box<dyn Inline>>,
+    /// Connections whose fed value waits for its poller to take a piece
+    /// (`Conn::feed_waits`): serviced again once it has.
+    feeding: Vec<u32>,
 }
 
 /// The connection threads, each ending with its poller's result.
@@ -194,6 +197,7 @@ pub(super) fn run(
             .then(|| Duration::from_secs(shared.cfg.conns.timeout)),
         kills_seen: 0,
         inline,
+        feeding: Vec::new(),
     };
     t.run();
     t.inline
@@ -256,6 +260,7 @@ impl Thread<'_> {
             for slot in self.router.take_released() {
                 self.schedule(slot);
             }
+            self.feed_room();
             worked |= !self.to_service.is_empty();
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
@@ -308,7 +313,8 @@ impl Thread<'_> {
             }
             let mut timeout = if busy || spinning {
                 Duration::ZERO
-            } else if held {
+            } else if held || !self.feeding.is_empty() {
+                // No event says that a ring or a feed has room.
                 Duration::from_millis(1)
             } else if stopping {
                 Duration::from_millis(10)
@@ -356,6 +362,17 @@ impl Thread<'_> {
                         || !ev.is_writable();
                     self.ready(ev.token().0 as u32, readable);
                 }
+            }
+        }
+    }
+
+    /// Schedules the connections whose fed value has room again.
+    fn feed_room(&mut self) {
+        for slot in std::mem::take(&mut self.feeding) {
+            match self.conns.get(slot as usize) {
+                Some(Some(c)) if c.feed_waits() => self.feeding.push(slot),
+                Some(Some(_)) => self.schedule(slot),
+                _ => {}
             }
         }
     }
@@ -680,6 +697,9 @@ impl Thread<'_> {
             // Input left in the socket by a full read-ahead is read on the
             // next turn: no event will report it again.
             let again = resume || c.more_to_read(stopping) || lingering;
+            if c.feed_waits() && !self.feeding.contains(&slot) {
+                self.feeding.push(slot);
+            }
             self.conns[slot as usize] = Some(c);
             if again {
                 self.schedule(slot);

@@ -173,6 +173,7 @@ impl LocalConn {
             keep_ttl: false,
             cond: Cond::Always,
             reply: SetReply::Ok,
+            fed: None,
         });
     }
 

@@ -51,6 +51,18 @@ pub enum Op {
         keep_ttl: bool,
         cond: Cond,
         reply: SetReply,
+        /// A value too large for a segment whose bytes went to the poller
+        /// as they arrived (`value` is empty): its pieces are written
+        /// already, or on their way ([`Feed`]).
+        fed: Option<FedValue>,
+    },
+    /// The beginning of a SET whose value is still arriving: the poller
+    /// takes the value's piece segments and writes each piece as the
+    /// connection hands it over in `feed`. No key is touched (and no reply
+    /// is owed: `id` is [`NO_REPLY`]); the SET itself follows, once the
+    /// whole command has arrived, as an [`Op::Set`] with the feed.
+    FeedBegin {
+        feed: Arc<Feed>,
     },
     /// Read the value and delete the key (GETDEL).
     GetDel {
@@ -320,6 +332,137 @@ pub enum MoveKind {
 /// own).
 pub const PROTO_MAX_BULK_LEN: u64 = 512 * 1024 * 1024;
 
+/// A large value handed from a connection to a poller as its bytes
+/// arrive, a piece at a time (see `docs/design.md`, "Large values").
+/// The connection pushes each piece's bytes as soon as it has them; the
+/// poller takes them as the device keeps up, so that the connection reads
+/// at most [`FEED_WINDOW`] bytes ahead of the writes.
+#[derive(Debug)]
+pub struct Feed {
+    /// Unique among the server's feeds.
+    pub id: u64,
+    /// The value's length, and the bytes of one piece (the last may be
+    /// shorter).
+    pub len: u64,
+    pub piece: usize,
+    /// Pieces it may hold that the poller has not taken.
+    window: usize,
+    /// The connection thread of the connection feeding it, and the
+    /// poller writing it.
+    pub thread: u16,
+    pub poller: usize,
+    pieces: std::sync::Mutex<std::collections::VecDeque<bytes::Bytes>>,
+    /// The poller refused the value (this is why): the connection reads
+    /// the rest of it and drops it.
+    refused: std::sync::OnceLock<String>,
+    /// Nobody will complete the SET: the connection went, or the SET's
+    /// request was dropped unwritten. The poller frees the pieces.
+    abandoned: AtomicBool,
+    /// The connection waits for room in the window.
+    waiting: AtomicBool,
+}
+
+/// Bytes of pieces a feed may hold that its poller has not taken yet (at
+/// least two pieces): the connection stops reading until the poller takes
+/// one, which it does as the device writes those before.
+pub const FEED_WINDOW: usize = 16 << 20;
+
+impl Feed {
+    pub fn new(len: u64, piece: usize, thread: u16, poller: usize) -> Arc<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Feed {
+            id: NEXT.fetch_add(1, SeqCst),
+            len,
+            piece,
+            window: (FEED_WINDOW / piece).max(2),
+            thread,
+            poller,
+            pieces: Default::default(),
+            refused: Default::default(),
+            abandoned: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    /// The connection hands over the next piece's bytes (dropped if the
+    /// value was refused).
+    pub fn push(&self, piece: bytes::Bytes) {
+        if self.refused.get().is_none() {
+            self.pieces.lock().expect("feed").push_back(piece);
+        }
+    }
+
+    /// Whether the connection may read another piece now; if not, it is
+    /// marked waiting, and the poller wakes its thread once it may.
+    pub fn has_room(&self) -> bool {
+        let room = || self.pieces.lock().expect("feed").len() < self.window;
+        if room() {
+            return true;
+        }
+        self.waiting.store(true, SeqCst);
+        // The poller may have taken one before it could see the mark.
+        room()
+    }
+
+    /// The poller takes the next piece; returns it, and whether the
+    /// connection waits for the room it leaves (its thread is to be rung).
+    pub fn take(&self) -> Option<(bytes::Bytes, bool)> {
+        let piece = self.pieces.lock().expect("feed").pop_front()?;
+        Some((piece, self.waiting.swap(false, SeqCst)))
+    }
+
+    /// The poller refuses the value, replying `msg` to the SET; returns
+    /// whether the connection waits for room (its thread is to be rung).
+    pub fn refuse(&self, msg: String) -> bool {
+        let _ = self.refused.set(msg);
+        self.pieces.lock().expect("feed").clear();
+        self.waiting.swap(false, SeqCst)
+    }
+
+    pub fn refusal(&self) -> Option<&str> {
+        self.refused.get().map(String::as_str)
+    }
+
+    pub fn abandon(&self) {
+        self.abandoned.store(true, SeqCst);
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(SeqCst)
+    }
+}
+
+/// A connection's or a SET's hold on a [`Feed`]: dropped unconsumed (the
+/// connection closed mid-value, the SET was not written: NX or XX, an
+/// error), it abandons the feed, and the poller frees its pieces.
+#[derive(Debug)]
+pub struct FedValue {
+    pub feed: Arc<Feed>,
+    consumed: bool,
+}
+
+impl FedValue {
+    pub fn new(feed: Arc<Feed>) -> Self {
+        FedValue {
+            feed,
+            consumed: false,
+        }
+    }
+
+    /// The value's pieces are the SET's now (or its refusal is answered).
+    pub fn consume(mut self) {
+        self.consumed = true;
+    }
+}
+
+impl Drop for FedValue {
+    fn drop(&mut self) {
+        if !self.consumed {
+            self.feed.abandon();
+        }
+    }
+}
+
 /// The id of a request that gets no reply.
 pub const NO_REPLY: u64 = u64::MAX;
 
@@ -389,7 +532,7 @@ impl Op {
             | Op::Dump { key }
             | Op::Restore { key, .. }
             | Op::Move { key, .. } => Some(key),
-            Op::Fence { .. } => None,
+            Op::Fence { .. } | Op::FeedBegin { .. } => None,
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,

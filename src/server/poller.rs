@@ -115,6 +115,8 @@ struct Poller<E: Engine> {
     /// Large values' SETs for the replication stream, by key tag: they go
     /// in once their head is durable (its writer's acknowledgement).
     large_stream: HashMap<u64, Vec<u8>>,
+    /// SETs whose values arrive a piece at a time, by feed id.
+    feeds: HashMap<u64, large::FedSet>,
     /// Requests taken from the ring this turn.
     batch: Vec<Request>,
     /// Keys with a read-modify-write in flight, and the requests for them
@@ -401,6 +403,7 @@ fn build<E: Engine>(
         acks: Vec::new(),
         repl_out: super::repl::Outbox::new(id),
         large_stream: HashMap::new(),
+        feeds: HashMap::new(),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         deferred: VecDeque::new(),
@@ -517,7 +520,8 @@ impl<E: Engine> Poller<E> {
         let retried = self.retry_requeued()
             | self.retry_assemblies()
             | self.retry_edits()
-            | self.pump_streams();
+            | self.pump_streams()
+            | self.pump_feeds();
         let mut batch = std::mem::take(&mut self.batch);
         let inbox = &self.shared.pollers[self.id].inbox;
         while batch.len() < self.free_tags.len() {
@@ -533,6 +537,7 @@ impl<E: Engine> Poller<E> {
         let scanned = self.pump_scans();
         let flushed = self.flush_when_idle();
         let waiting = self.deferred.front().map(|&(since, _)| since);
+        let waiting = waiting.or_else(|| self.feed_waiting());
         self.ks.set_waiting(waiting.or_else(|| self.load_waiting()));
         let log_work =
             self.ks.reclaim() | self.retry_deferred() | self.drive_loads() | self.ks.commit();
@@ -654,6 +659,7 @@ impl<E: Engine> Poller<E> {
             return self.start_scan(req);
         }
         match req.op {
+            Op::FeedBegin { .. } => return self.feed_begin(req),
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
             Op::Save => return self.save(req),
             Op::Exec { .. } => return self.exec_when_free(req),
@@ -988,10 +994,12 @@ impl<E: Engine> Poller<E> {
             keep_ttl,
             cond,
             reply,
+            fed,
         } = &req.op
         else {
             unreachable!()
         };
+        let value_len = fed.as_ref().map_or(value.len(), |f| f.feed.len as usize);
         let skip = match cond {
             super::msg::Cond::Always => false,
             super::msg::Cond::Nx => live.is_some(),
@@ -1021,7 +1029,7 @@ impl<E: Engine> Poller<E> {
             (true, None) => 0,
             (false, _) => *expire_ms,
         };
-        if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
+        if fed.is_some() || !is_sub(&req) && self.ks.is_large(key.len(), value_len) {
             return self.set_large(req, expire, done);
         }
         let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);

@@ -4,7 +4,9 @@
 //! are in `table.rs`; the texts of the replies in `strings.rs`.
 
 use super::conn::{Conn, Executor, Multi};
-use super::msg::{Cond, ExpireIf, MoveKind, Op, Request, SetReply};
+use std::sync::Arc;
+
+use super::msg::{Cond, ExpireIf, Feed, MoveKind, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -34,6 +36,56 @@ impl Executor for Router<'_> {
     fn execute(&mut self, c: &mut Conn, args: &[&[u8]]) {
         execute(c, self, args)
     }
+
+    fn feed(&mut self, c: &mut Conn, args: &[&[u8]], count: usize, len: u64) -> Option<Arc<Feed>> {
+        feed(c, self, args, count, len)
+    }
+
+    fn fed(&mut self, feed: &Feed) {
+        self.shared.pollers[feed.poller].ring();
+    }
+}
+
+/// A SET whose header and key have arrived (`args`, of `count`
+/// arguments), its value of `len` bytes not yet: when the value is larger
+/// than a segment and the SET would be routed as it is, its feed, whose
+/// poller takes the piece segments now and writes each piece as it comes
+/// (`Op::FeedBegin`). Not inside MULTI, nor while replicas are fed (the
+/// replication stream takes a SET's value whole).
+fn feed(
+    c: &mut Conn,
+    router: &mut Router,
+    args: &[&[u8]],
+    count: usize,
+    len: u64,
+) -> Option<Arc<Feed>> {
+    let [name, key] = args else {
+        return None;
+    };
+    let sh = router.shared;
+    let limits = &sh.cfg.conns;
+    let plain = c.authed && c.multi.is_none() && !c.closing && !c.subs.any();
+    if !name.eq_ignore_ascii_case(b"SET") || count < 3 || !plain {
+        return None;
+    }
+    let large = len > u64::from(sh.sb.segment_size);
+    let allowed = key.len() as u64 <= limits.max_key_size && len <= limits.max_value_size;
+    if !large || !allowed || sh.repl.feeding() {
+        return None;
+    }
+    let (_, spec) = table::lookup(name)?;
+    if super::repl::refusal(sh, c, spec, &[name, key, b""]).is_some() {
+        return None;
+    }
+    let piece = crate::format::piece_capacity(sh.sb.segment_size, u64::from(sh.sb.block_size));
+    let hash = KeyHash::of(key);
+    let poller = sh.poller_of(hash.partition(sh.sb.partitions));
+    let feed = Feed::new(len, piece as usize, router.thread as u16, poller);
+    let op = Op::FeedBegin {
+        feed: Arc::clone(&feed),
+    };
+    route::send(c, router, super::msg::NO_REPLY, 0, key, op);
+    Some(feed)
 }
 
 /// Executes one parsed command for connection `c`; its reply is dropped

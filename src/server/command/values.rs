@@ -118,17 +118,24 @@ pub(super) fn set_with(
         Expiry::Keep => (0, true),
         Expiry::At(at) => (at, false),
     };
+    // A value that went to the poller as it arrived (`Conn::feed`).
+    let fed = c.fed.take();
+    let value = match fed {
+        Some(_) => bytes::Bytes::new(),
+        None => c.value_bytes(value),
+    };
     route_one(
         c,
         router,
         key,
         Op::Set {
             key: key.into(),
-            value: c.value_bytes(value),
+            value,
             expire_ms,
             keep_ttl,
             cond,
             reply,
+            fed,
         },
     );
 }
@@ -165,6 +172,7 @@ pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 keep_ttl: false,
                 cond: Cond::Always,
                 reply: SetReply::Ok,
+                fed: None,
             },
         }
     });

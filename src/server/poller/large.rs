@@ -20,9 +20,9 @@ use crate::format::{LargeHead, PieceHeader, Record, RecordMeta, FLAG_LARGE};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
 use crate::server::dump::Streamed;
-use crate::server::msg::{ConnRef, Flow, FlowRef, GetExpiry, MoveKind, ObjectInfo, Op};
+use crate::server::msg::{ConnRef, Feed, Flow, FlowRef, GetExpiry, MoveKind, ObjectInfo, Op};
 use crate::server::strings as text;
-use crate::store::keyspace::{Tag, WriteError};
+use crate::store::keyspace::{LargeFeed, Tag, WriteError};
 
 /// Piece reads one large value keeps in flight.
 const PIECE_DEPTH: usize = 4;
@@ -30,6 +30,31 @@ const PIECE_DEPTH: usize = 4;
 /// Pieces a stream reads ahead of what its client has read, at most (and
 /// at most half of `--max-output-buffer`, but always one).
 const STREAM_WINDOW: u64 = 4;
+
+/// Bytes of fed pieces queued or at the device, per poller, past which a
+/// feed's next piece waits (at least two pieces).
+const FEED_PENDING: u64 = 32 << 20;
+
+/// A SET whose value arrives a piece at a time (`msg::Feed`): its pieces
+/// are written as they come; the SET itself comes once the whole command
+/// has, and is written as any SET, its head going in once the pieces are
+/// durable.
+pub(super) struct FedSet {
+    feed: Arc<Feed>,
+    pid: u32,
+    /// Its piece segments, once taken.
+    pieces: Option<LargeFeed>,
+    /// Since when it waits for free segments, and whether that wait is
+    /// counted (INFO `writes_deferred`).
+    since: std::time::Instant,
+    deferred: bool,
+    /// The SET, waiting for the last pieces: its request, the expiry it
+    /// sets, and its reply.
+    set: Option<(Request, u64, Reply)>,
+    /// The pieces' bytes, kept for the replication stream when replicas
+    /// were fed as it began.
+    kept: Option<Vec<bytes::Bytes>>,
+}
 
 /// What a streamed reply carries around the value's bytes.
 enum Frame {
@@ -152,9 +177,16 @@ impl<E: Engine> Poller<E> {
     /// segments waits, as small writes do, for eviction or compaction to
     /// make room, unless the store could not hold it at all.
     pub(super) fn set_large(&mut self, req: Request, expire_ms: u64, ok: Reply) {
-        let Op::Set { key, value, .. } = &req.op else {
+        let Op::Set {
+            key, value, fed, ..
+        } = &req.op
+        else {
             unreachable!("a SET")
         };
+        if let Some(fed) = fed {
+            let id = fed.feed.id;
+            return self.set_fed(id, req, expire_ms, ok);
+        }
         let w = Waiter::new(&req, ok, Some(req.hash.tag));
         match self
             .ks
@@ -178,6 +210,188 @@ impl<E: Engine> Poller<E> {
             Err((w, e)) => {
                 let reply = self.refusal(e);
                 self.respond(w.to, w.id, w.part, reply);
+            }
+        }
+    }
+
+    /// The beginning of a SET whose value is still arriving: its piece
+    /// segments are taken (or it waits for them, as a deferred write
+    /// does), and its pieces written as they come ([`Poller::pump_feed`]).
+    pub(super) fn feed_begin(&mut self, req: Request) {
+        let Op::FeedBegin { feed } = req.op else {
+            unreachable!("a feed")
+        };
+        let id = feed.id;
+        let set = FedSet {
+            feed,
+            pid: req.pid,
+            pieces: None,
+            since: self.ks.now(),
+            deferred: false,
+            set: None,
+            kept: self.shared.repl.feeding().then(Vec::new),
+        };
+        self.feeds.insert(id, set);
+        self.pump_feed(id);
+    }
+
+    /// Since when the oldest feed waits for free segments.
+    pub(super) fn feed_waiting(&self) -> Option<std::time::Instant> {
+        (self.feeds.values())
+            .filter(|f| f.pieces.is_none())
+            .map(|f| f.since)
+            .min()
+    }
+
+    /// The feeds: pieces that came are queued, as far as the device keeps
+    /// up. Returns whether any moved.
+    pub(super) fn pump_feeds(&mut self) -> bool {
+        if self.feeds.is_empty() {
+            return false;
+        }
+        let ids: Vec<u64> = self.feeds.keys().copied().collect();
+        let mut any = false;
+        for id in ids {
+            any |= self.pump_feed(id);
+        }
+        any
+    }
+
+    /// Feed `id`: its segments are taken once there is room (refused as a
+    /// deferred write is, after the same wait), then each piece that came
+    /// is queued while few pieces wait for the device; once all are and
+    /// the SET has come, the SET is written. Abandoned (its connection
+    /// went, or its SET was not written), its pieces are freed. Returns
+    /// whether it moved.
+    fn pump_feed(&mut self, id: u64) -> bool {
+        let Some(f) = self.feeds.get_mut(&id) else {
+            return false;
+        };
+        if f.feed.abandoned() && f.set.is_none() {
+            let f = self.feeds.remove(&id).expect("a feed");
+            if let Some(p) = f.pieces {
+                self.ks.abort_feed(p);
+            }
+            return true;
+        }
+        if f.pieces.is_none() {
+            let len = f.feed.len;
+            match self.ks.begin_feed(f.pid, len) {
+                Ok(p) => f.pieces = Some(p),
+                Err(WriteError::Full)
+                    if self.ks.could_hold_large(len as usize)
+                        && self.ks.now().saturating_duration_since(f.since) <= super::MAX_DEFER =>
+                {
+                    if !std::mem::replace(&mut f.deferred, true) {
+                        self.stats().writes_deferred.fetch_add(1, Relaxed);
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    let f = self.feeds.remove(&id).expect("a feed");
+                    let behind =
+                        matches!(e, WriteError::Full) && self.ks.could_hold_large(len as usize);
+                    let msg = match self.refusal(e) {
+                        _ if behind => text::COMPACTION_BEHIND.to_string(),
+                        Reply::Error(msg) => msg,
+                        _ => text::STORE_FULL.to_string(),
+                    };
+                    if f.feed.refuse(msg.clone()) {
+                        self.shared.conns[f.feed.thread as usize].ring();
+                    }
+                    // A SET that came meanwhile gets the refusal.
+                    if let Some((req, _, _)) = f.set {
+                        let tag = req.hash.tag;
+                        self.reply(&req, Reply::Error(msg));
+                        self.consume_fed(req);
+                        self.edits.written(tag);
+                        self.release(tag);
+                    }
+                    return true;
+                }
+            }
+        }
+        let full_piece = self.ks.piece_capacity() + self.ks.block();
+        let most = (FEED_PENDING / full_piece).max(2) as usize;
+        let mut any = false;
+        let f = self.feeds.get_mut(&id).expect("a feed");
+        let p = f.pieces.as_mut().expect("begun");
+        while !p.complete() && self.ks.pieces_pending() < most {
+            let Some((data, wake)) = f.feed.take() else {
+                break;
+            };
+            if let Some(kept) = &mut f.kept {
+                kept.push(data.clone());
+            }
+            self.ks.feed_piece(p, data);
+            if wake {
+                self.shared.conns[f.feed.thread as usize].ring();
+            }
+            any = true;
+        }
+        if p.complete() && f.set.is_some() {
+            let (req, expire_ms, ok) = f.set.take().expect("a SET");
+            self.set_fed(id, req, expire_ms, ok);
+            any = true;
+        }
+        any
+    }
+
+    /// The SET of feed `id` (`req`, setting expiry `expire_ms`, replying
+    /// `ok`): its head is written once every piece is queued, and the key
+    /// is held from now to its acknowledgement. A feed refused is answered
+    /// with its refusal.
+    fn set_fed(&mut self, id: u64, req: Request, expire_ms: u64, ok: Reply) {
+        let tag = req.hash.tag;
+        let Some(f) = self.feeds.get_mut(&id) else {
+            let Op::Set { fed: Some(fed), .. } = &req.op else {
+                unreachable!("a fed SET")
+            };
+            let msg = fed.feed.refusal().unwrap_or(text::STORE_FULL).to_string();
+            self.reply(&req, Reply::Error(msg));
+            return self.consume_fed(req);
+        };
+        self.busy.entry(tag).or_default();
+        // The read of SET … GET that led here leaves it held.
+        self.edits.writing(tag);
+        if !f.pieces.as_ref().is_some_and(LargeFeed::complete) {
+            f.set = Some((req, expire_ms, ok));
+            return;
+        }
+        let f = self.feeds.remove(&id).expect("a feed");
+        let pieces = f.pieces.expect("begun");
+        let Op::Set { key, .. } = &req.op else {
+            unreachable!("a SET")
+        };
+        let key = key.clone();
+        let feeding = self.shared.repl.feeding();
+        if feeding && f.kept.is_none() {
+            // A replica came while the value arrived: it cannot be sent
+            // whole. Nothing is written.
+            self.ks.abort_feed(pieces);
+            let msg = text::REPLICA_CAME_MID_VALUE.to_string();
+            self.reply(&req, Reply::Error(msg));
+            self.consume_fed(req);
+            self.edits.written(tag);
+            return self.release(tag);
+        }
+        let w = Waiter::new(&req, ok, Some(tag));
+        self.ks.finish_feed(pieces, &req.hash, &key, expire_ms, w);
+        if let Some(kept) = f.kept.filter(|_| feeding) {
+            let mut value = Vec::with_capacity(f.feed.len as usize);
+            kept.iter().for_each(|p| value.extend_from_slice(p));
+            let mut out = Vec::new();
+            super::replicated(&mut out, &key, &value, expire_ms, false);
+            self.large_stream.insert(tag, out);
+        }
+        self.consume_fed(req);
+    }
+
+    /// A fed SET's request is done with: its feed is not abandoned.
+    fn consume_fed(&mut self, mut req: Request) {
+        if let Op::Set { fed, .. } = &mut req.op {
+            if let Some(fed) = fed.take() {
+                fed.consume();
             }
         }
     }

@@ -57,6 +57,30 @@ pub(super) struct LargeJob<W> {
     pieces_only: bool,
 }
 
+/// A large value whose pieces are written as its bytes arrive
+/// ([`Keyspace::begin_feed`]): its piece segments, taken at once, and
+/// how many of its pieces are queued so far. It becomes a [`LargeJob`]
+/// once they all are and its SET has come ([`Keyspace::finish_feed`]),
+/// or its pieces are freed ([`Keyspace::abort_feed`]).
+#[derive(Debug)]
+pub struct LargeFeed {
+    pid: u32,
+    value_id: u64,
+    total_len: u64,
+    segs: Vec<u32>,
+    queued: usize,
+    /// The log's failed commits when it began: one failing since may have
+    /// lost a queued piece.
+    failures: u64,
+}
+
+impl LargeFeed {
+    /// Whether every piece is queued.
+    pub fn complete(&self) -> bool {
+        self.queued == self.segs.len()
+    }
+}
+
 /// Where the bytes of the pieces [`Keyspace::write_pieces`] writes come
 /// from.
 enum PieceSource<'a> {
@@ -174,6 +198,136 @@ impl<E: Engine, W> Keyspace<E, W> {
             pieces_only,
         });
         Ok(head)
+    }
+
+    /// Begins a large value of `total_len` bytes whose bytes are still
+    /// arriving: takes its piece segments now (refused with
+    /// [`WriteError::Full`] as [`Keyspace::write_large`] is); each piece
+    /// is queued by [`Keyspace::feed_piece`] as it arrives and goes out
+    /// with the next commit. Nothing references the pieces until
+    /// [`Keyspace::finish_feed`]'s head does: a crash leaves them to the
+    /// rebuild, which frees them.
+    pub fn begin_feed(&mut self, pid: u32, total_len: u64) -> Result<LargeFeed, WriteError> {
+        let count = total_len.div_ceil(self.piece_capacity()) as usize;
+        // Room for the pieces, and for the head in a new segment.
+        if !self.room_for_pieces(count) || self.space.free_segments() < count {
+            return Err(WriteError::Full);
+        }
+        let shard = crate::store::shard_of(pid, self.sb.shards);
+        let mut segs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let no = self.space.free.pop().expect("counted free");
+            let g = no as usize;
+            self.space.shard[g].store(shard, Relaxed);
+            self.space.piece[g].store(true, Relaxed);
+            self.space.min_seq[g].store(u64::MAX, Relaxed);
+            segs.push(no);
+        }
+        Ok(LargeFeed {
+            pid,
+            value_id: self.space.next_gen(),
+            total_len,
+            segs,
+            queued: 0,
+            failures: self.log.failures,
+        })
+    }
+
+    /// Queues the next piece of `feed`, whose bytes are `data` (a whole
+    /// piece, but for the last), on the next commit, which starts at once.
+    pub fn feed_piece(&mut self, feed: &mut LargeFeed, data: bytes::Bytes) {
+        let i = feed.queued;
+        let cap = self.piece_capacity();
+        let want = (feed.total_len - i as u64 * cap).min(cap) as usize;
+        debug_assert_eq!(data.len(), want, "a fed piece is a whole piece");
+        let block = self.block as usize;
+        let no = feed.segs[i];
+        let h = PieceHeader {
+            value_id: feed.value_id,
+            piece: i as u32,
+            len: data.len() as u32,
+            data_crc: PieceHeader::data_crc(&self.sb.uuid, &data),
+            shard: crate::store::shard_of(feed.pid, self.sb.shards),
+        };
+        let mut header = vec![0; block].into_boxed_slice();
+        h.encode(&self.sb.uuid, &mut header);
+        let len = data.len();
+        let bytes = (block + len.next_multiple_of(block)) as u64;
+        let fill = PieceFill {
+            value: data,
+            from: 0,
+            len,
+            header,
+        };
+        let at = self.sb.segment_offset(no);
+        (self.log.piece_writes).push((at, Queued::Piece(Box::new(fill)), no));
+        self.counters.piece_writes.fetch_add(1, Relaxed);
+        self.counters.piece_bytes.fetch_add(bytes, Relaxed);
+        feed.queued += 1;
+    }
+
+    /// Pieces of large values queued or at the device: a fed value's next
+    /// piece is taken only while they are few ([`crate::server`]'s window).
+    pub fn pieces_pending(&self) -> usize {
+        self.log.pieces_pending()
+    }
+
+    /// The SET of `feed`, every piece of it queued: its head goes in once
+    /// they are durable, and `writer` is acknowledged as
+    /// [`Keyspace::write_large`]'s. When a commit failed since the value
+    /// began (a piece may be lost), the pieces are freed and `writer`
+    /// comes back from [`Keyspace::take_acks`] with the failure.
+    pub fn finish_feed(
+        &mut self,
+        feed: LargeFeed,
+        hash: &KeyHash,
+        key: &[u8],
+        expire_ms: u64,
+        writer: W,
+    ) {
+        debug_assert!(feed.complete());
+        if feed.failures != self.log.failures {
+            self.abort_feed(feed);
+            let err = "a commit failed while the value arrived";
+            return self
+                .acks
+                .push((writer, Err(super::CommitFailed(err.into()))));
+        }
+        let head = LargeHead {
+            total_len: feed.total_len,
+            value_id: feed.value_id,
+            pieces: feed.segs.clone(),
+        };
+        self.log.jobs.push(LargeJob {
+            pid: feed.pid,
+            hash: *hash,
+            key: key.into(),
+            head,
+            expire_ms,
+            writer,
+            fresh: feed.segs,
+            held: None,
+            pieces_only: false,
+        });
+        // Its pieces may have gone out with earlier commits: one carries
+        // the job.
+        self.log.force = true;
+    }
+
+    /// Drops `feed`: the segments of pieces never queued are free at once;
+    /// the others once the commit that carries the last of them is done
+    /// (erased first, as emptied segments are).
+    pub fn abort_feed(&mut self, feed: LargeFeed) {
+        for &no in &feed.segs[feed.queued..] {
+            self.free_segment(no);
+        }
+        if feed.queued > 0 {
+            let after = self.log.next_commit();
+            for &no in &feed.segs[..feed.queued] {
+                self.log.free_after_commit(no, after);
+            }
+            self.log.force = true;
+        }
     }
 
     /// Writes `head`, whose pieces [`Keyspace::write_pieces_only`] wrote

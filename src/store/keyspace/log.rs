@@ -190,6 +190,9 @@ pub(super) struct Log<W> {
     /// free.
     pub(super) piece_writing: Vec<u32>,
     pub(super) piece_dropped: Vec<u32>,
+    /// Commits failed so far: a fed value whose pieces were queued before
+    /// a failure lost them (see `keyspace/large.rs`, `LargeFeed`).
+    pub(super) failures: u64,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -227,6 +230,7 @@ impl<W> Log<W> {
             jobs: Vec::new(),
             piece_writing: Vec::new(),
             piece_dropped: Vec::new(),
+            failures: 0,
         }
     }
 
@@ -269,6 +273,25 @@ impl<W> Log<W> {
             .find(|s| e.offset >= s.base && e.offset < s.base + s.buf.len() as u64)?;
         let at = (e.offset - s.base) as usize;
         Some(&s.buf[at..at + e.len as usize])
+    }
+
+    /// Pieces of large values queued for a commit or at the device.
+    pub(super) fn pieces_pending(&self) -> usize {
+        let queued = (self.commits.iter())
+            .flat_map(|c| c.queued.iter())
+            .filter(|(_, q, _)| matches!(q, Queued::Piece(_)))
+            .count();
+        self.piece_writes.len() + self.piece_writing.len() + queued
+    }
+
+    /// Segment `seg` is erased, then free, once commit `after` is done.
+    pub(super) fn free_after_commit(&mut self, seg: u32, after: u64) {
+        free_after(&mut self.pending_free, seg, after);
+    }
+
+    /// The number of the next commit to start.
+    pub(super) fn next_commit(&self) -> u64 {
+        self.commits_started + 1
     }
 
     /// A writer waits for the next commit.
@@ -845,6 +868,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             poller = self.id,
             "commit failed, rolling back unwritten writes: {msg}"
         );
+        self.log.failures += 1;
         let mut c = std::mem::take(&mut self.log.commits);
         // Flush marks not durable go out again with the next commit, and
         // the flushed segments keep their headers until then.

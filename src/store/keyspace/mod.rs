@@ -31,6 +31,7 @@ use thiserror::Error;
 
 pub use self::flush::FlushError;
 pub use self::gone::GoneKey;
+pub use self::large::LargeFeed;
 pub use self::tag::Tag;
 use super::clock::Clock;
 pub use super::evict::Settings as EvictionSettings;
