@@ -154,10 +154,18 @@ impl<E: Engine> Poller<E> {
     fn answer_load(&mut self, job: LoadJob) {
         // DBSIZE and INFO count the batch's keys.
         self.ks.update_key_count();
-        let _ = job.batch.done.send(CopyDone {
+        let CopyBatch {
+            mut data,
+            mut recs,
+            done,
+        } = *job.batch;
+        data.clear();
+        recs.clear();
+        let _ = done.send(CopyDone {
             poller: self.id,
             failed: job.failed,
             first: job.first,
+            buffers: (data, recs),
         });
     }
 }

@@ -289,11 +289,21 @@ const BATCHES_AHEAD: usize = 64;
 /// Longest the link waits for a poller to answer a batch.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Buffers for a batch, with room for its bytes and its records (of 1
+/// KiB and more).
+fn fresh_buffers() -> (Vec<u8>, Vec<CopyRecord>) {
+    let room = BATCH_BYTES + (64 << 10);
+    (Vec::with_capacity(room), Vec::with_capacity(room >> 10))
+}
+
 /// The full copy on its way to the pollers: per poller, the batch being
 /// filled and how many it has not answered yet.
 struct CopyLoad<'a> {
     sh: &'a Shared,
     filling: Vec<(Vec<u8>, Vec<CopyRecord>)>,
+    /// Answered batches' buffers, filled again (fresh memory costs the
+    /// kernel's zeroing of its pages).
+    spare: Vec<(Vec<u8>, Vec<CopyRecord>)>,
     ahead: Vec<usize>,
     done: mpsc::Sender<CopyDone>,
     answers: mpsc::Receiver<CopyDone>,
@@ -314,7 +324,8 @@ impl<'a> CopyLoad<'a> {
         let block = (sh.sb.block_size as u64).max(4096);
         CopyLoad {
             sh,
-            filling: (0..pollers).map(|_| Default::default()).collect(),
+            filling: (0..pollers).map(|_| fresh_buffers()).collect(),
+            spare: Vec::new(),
             ahead: vec![0; pollers],
             done,
             answers,
@@ -356,10 +367,11 @@ impl<'a> CopyLoad<'a> {
         while self.ahead[p] >= BATCHES_AHEAD {
             self.answer()?;
         }
-        let (data, recs) = std::mem::take(&mut self.filling[p]);
-        if recs.is_empty() {
+        if self.filling[p].1.is_empty() {
             return Ok(());
         }
+        let next = self.spare.pop().unwrap_or_else(fresh_buffers);
+        let (data, recs) = std::mem::replace(&mut self.filling[p], next);
         let mut req = Request {
             from: ConnRef {
                 thread: 0,
@@ -396,6 +408,7 @@ impl<'a> CopyLoad<'a> {
             .recv_timeout(BATCH_TIMEOUT)
             .map_err(|_| io::Error::other("the store's answers stopped"))?;
         self.ahead[d.poller] -= 1;
+        self.spare.push(d.buffers);
         self.failed += d.failed;
         if self.first.is_none() {
             self.first = d.first;
