@@ -1018,8 +1018,24 @@ impl Partition {
     /// table that changes is dirty on disk, so a crash half-way leaves a
     /// dirty file, which the next start rebuilds as any dirty table.
     fn grow(&mut self) -> Result<(), IndexError> {
+        self.grow_to(self.slots * 2)
+    }
+
+    /// Makes room for `entries` keys at once, so that inserting them
+    /// doubles the table no more (a replica told how many keys its full
+    /// copy holds). A table with room enough stays as it is.
+    pub fn reserve(&mut self, entries: u64) -> Result<(), IndexError> {
+        let slots = slots_for(entries);
+        if slots > self.slots {
+            self.grow_to(slots)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the table to `slots` slots, as [`Partition::grow`] says.
+    fn grow_to(&mut self, slots: u64) -> Result<(), IndexError> {
         use std::os::unix::fs::FileExt;
-        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots * 2)?;
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, slots)?;
         self.place_all(&mut to);
         if !self.in_memory {
             let path = &self.path;

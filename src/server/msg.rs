@@ -256,6 +256,9 @@ pub struct CopyBatch {
     pub recs: Vec<CopyRecord>,
     /// Where the poller answers once the batch is durable.
     pub done: std::sync::mpsc::Sender<CopyDone>,
+    /// The keys the whole copy holds, as its primary announced them: the
+    /// poller makes room in its index for its share first (0: none).
+    pub reserve: u64,
 }
 
 /// A step of a full copy a feed asks of a poller ([`Op::CopyStep`]).
@@ -294,6 +297,9 @@ pub struct CopyPart {
     /// The copy has no records left after this step's (the steps asked
     /// after it answer empty).
     pub last: bool,
+    /// In the answer to the copy's first step: the index entries it took
+    /// (about the keys the poller's part of the copy holds).
+    pub entries: Option<u64>,
 }
 
 /// One record of a [`CopyBatch`]: a key's value and absolute expiry (0:

@@ -51,6 +51,9 @@ impl<E: Engine> Poller<E> {
         let Op::Load(batch) = req.op else {
             unreachable!()
         };
+        if batch.reserve > 0 {
+            self.ks.reserve_keys(batch.reserve);
+        }
         self.loads.queue.push_back(LoadJob {
             batch,
             next: 0,
@@ -158,6 +161,7 @@ impl<E: Engine> Poller<E> {
             mut data,
             mut recs,
             done,
+            ..
         } = *job.batch;
         data.clear();
         recs.clear();

@@ -101,6 +101,7 @@ enum Kind {
     Copy {
         sets: copy::Sets,
         last: bool,
+        entries: Option<u64>,
         done: mpsc::Sender<CopyAnswer>,
     },
 }
@@ -169,7 +170,8 @@ impl<E: Engine> Poller<E> {
         let (kind, pattern) = match &mut req.op {
             Op::CopyStep(ask) => {
                 let done = ask.done.clone();
-                let Some(last) = self.copy_step(ask.session, ask.first, &mut todo) else {
+                let Some((last, entries)) = self.copy_step(ask.session, ask.first, &mut todo)
+                else {
                     let part = Err(copy::NO_SESSION);
                     let _ = done.send(CopyAnswer {
                         poller: self.id,
@@ -179,7 +181,13 @@ impl<E: Engine> Poller<E> {
                 };
                 let bytes = todo.iter().map(|it| it.entry.len as usize + 64).sum();
                 let sets = copy::Sets::new(std::mem::take(&mut ask.buf), bytes);
-                (Kind::Copy { sets, last, done }, None)
+                let kind = Kind::Copy {
+                    sets,
+                    last,
+                    entries,
+                    done,
+                };
+                (kind, None)
             }
             Op::Scan {
                 from,
@@ -281,9 +289,15 @@ impl<E: Engine> Poller<E> {
     /// The records of the next step of full copy `session` into `todo`
     /// (`first`: the copy starts, and takes every entry of the poller's
     /// partitions now); whether the copy has no records left after them
-    /// (a finished copy stays, answering steps with none, until idle);
-    /// `None` for a session not (or no longer) under way.
-    fn copy_step(&mut self, session: u64, first: bool, todo: &mut Vec<Item>) -> Option<bool> {
+    /// (a finished copy stays, answering steps with none, until idle),
+    /// and for a first step the entries the copy took; `None` for a
+    /// session not (or no longer) under way.
+    fn copy_step(
+        &mut self,
+        session: u64,
+        first: bool,
+        todo: &mut Vec<Item>,
+    ) -> Option<(bool, Option<u64>)> {
         let now = self.ks.now_ms();
         self.scans.copies.retain(|_, c| !c.idle(now));
         if first {
@@ -304,8 +318,9 @@ impl<E: Engine> Poller<E> {
                 .insert(session, copy::Session::new(items, now));
         }
         let c = self.scans.copies.get_mut(&session)?;
+        let entries = first.then(|| c.entries());
         c.take(copy::STEP_BYTES, todo, now);
-        Some(c.done())
+        Some((c.done(), entries))
     }
 
     /// Takes the keys of a SCAN step's `items` from the cache of key
@@ -737,8 +752,13 @@ impl<E: Engine> Poller<E> {
                 }
                 None => Reply::Nil,
             },
-            Kind::Copy { sets, last, done } => {
-                let part = Ok(sets.part(last));
+            Kind::Copy {
+                sets,
+                last,
+                entries,
+                done,
+            } => {
+                let part = Ok(sets.part(last, entries));
                 let _ = done.send(CopyAnswer {
                     poller: self.id,
                     part,

@@ -16,10 +16,11 @@ use super::super::Shared;
 use super::hello::Hello;
 use super::local::Local;
 use super::reader::Reader;
-use super::{wait_for_bytes, Feed, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
+use super::{wait_for_bytes, Feed, Role, COPY_KEYS_CAPA, STREAM_CAPA, STREAM_CAPA_PREFIX};
 use crate::index::KeyHash;
 use crate::resp;
 use crate::resp::Value;
+use crate::server::msg::CopyPart;
 use crate::server::msg::{ConnRef, CopyAnswer, CopyAsk, Op, Request, NO_REPLY};
 
 /// A replica served by this server.
@@ -81,6 +82,7 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
             hello.ip = Some(String::from_utf8_lossy(val).into_owned());
         } else if opt.eq_ignore_ascii_case(b"capa") {
             hello.nvkv |= val == STREAM_CAPA.as_bytes();
+            hello.copy_keys |= val == COPY_KEYS_CAPA.as_bytes();
             if val.starts_with(STREAM_CAPA_PREFIX.as_bytes()) && val != STREAM_CAPA.as_bytes() {
                 hello.other_stream = Some(val.to_vec());
             }
@@ -242,7 +244,7 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
             write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
             rollbacks = repl.rollbacks.load(SeqCst);
-            let keys = copy_keys(sh, &mut out, r)?;
+            let keys = copy_keys(sh, &mut out, r, hello.copy_keys)?;
             // The copy may hold writes not durable yet: if one of them is
             // rolled back, the copy is wrong (see the loop below).
             unsettled = Some(repl.seq_marks());
@@ -321,8 +323,12 @@ static COPIES: AtomicU64 = AtomicU64::new(0);
 /// records, read in device order, as ready-made commands, which go to the
 /// replica as they are, and the buffer comes back with the next step
 /// asked. [`STEPS_AHEAD`] steps per poller are asked ahead, so the
-/// pollers' reads and the sending overlap. The number of keys sent.
-fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
+/// pollers' reads and the sending overlap. With `announce` (the replica
+/// takes it), `REPLCONF COPY-KEYS n` goes first, `n` the index entries
+/// the pollers' first steps took (tombstones and expired keys included):
+/// the replica makes room in its index for them at once. The number of
+/// keys sent.
+fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica, announce: bool) -> io::Result<u64> {
     /// A poller's part of the copy.
     struct Part {
         /// A partition of the poller's: its steps are sent there.
@@ -330,6 +336,8 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
         started: bool,
         asked: usize,
         last: bool,
+        /// The entries its copy took, once its first step answered.
+        entries: Option<u64>,
     }
     let session = COPIES.fetch_add(1, Relaxed) + 1;
     let (done, answers) = mpsc::channel();
@@ -340,12 +348,15 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
             started: false,
             asked: 0,
             last: false,
+            entries: None,
         });
     }
     let mut spare: Vec<Vec<u8>> = Vec::new();
     // Values in pieces are read through the command path.
     let mut local: Option<Local> = None;
     let mut sent = 0u64;
+    // Steps answered before every poller's first (with `announce`).
+    let mut held: Option<Vec<CopyPart>> = announce.then(Vec::new);
     loop {
         for (p, part) in parts.iter_mut().enumerate() {
             let Some(part) = part else { continue };
@@ -371,17 +382,48 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> 
             .part
             .map_err(|e| io::Error::other(format!("a copy step failed: {e}")))?;
         part.last |= step.last;
-        out.write_all(&step.bytes)?;
-        sent += step.keys;
-        if !step.large.is_empty() {
-            let local = match &mut local {
-                Some(l) => l,
-                None => local.insert(Local::open(sh, false)?),
-            };
-            sent += copy_large(local, out, &step.large)?;
+        part.entries = part.entries.or(step.entries);
+        match &mut held {
+            Some(steps) => steps.push(step),
+            None => {
+                sent += send_step(sh, out, &mut local, &mut spare, step)?;
+                continue;
+            }
         }
-        spare.push(step.bytes);
+        // Held until every poller's first step answered: the count first.
+        let entries: Option<u64> = parts.iter().flatten().map(|p| p.entries).sum();
+        let Some(entries) = entries else { continue };
+        let n = entries.to_string();
+        let mut count = Vec::new();
+        resp::encode::command(&mut count, &[b"REPLCONF", b"COPY-KEYS", n.as_bytes()]);
+        out.write_all(&count)?;
+        for step in held.take().into_iter().flatten() {
+            sent += send_step(sh, out, &mut local, &mut spare, step)?;
+        }
     }
+    Ok(sent)
+}
+
+/// Sends a copy step's keys (those whose values are in pieces read
+/// through the command path, over `local`), and keeps its buffer in
+/// `spare`. How many keys it sent.
+fn send_step(
+    sh: &Shared,
+    out: &mut impl Write,
+    local: &mut Option<Local>,
+    spare: &mut Vec<Vec<u8>>,
+    step: CopyPart,
+) -> io::Result<u64> {
+    out.write_all(&step.bytes)?;
+    let mut sent = step.keys;
+    if !step.large.is_empty() {
+        let local = match local {
+            Some(l) => l,
+            None => local.insert(Local::open(sh, false)?),
+        };
+        sent += copy_large(local, out, &step.large)?;
+    }
+    spare.push(step.bytes);
     Ok(sent)
 }
 

@@ -65,9 +65,14 @@ impl Sets {
         self.0.keys += 1;
     }
 
-    /// The step's answer; `last`: the copy has no records left.
-    pub(super) fn part(self, last: bool) -> CopyPart {
-        CopyPart { last, ..self.0 }
+    /// The step's answer; `last`: the copy has no records left;
+    /// `entries`: those the copy took, in its first step's.
+    pub(super) fn part(self, last: bool, entries: Option<u64>) -> CopyPart {
+        CopyPart {
+            last,
+            entries,
+            ..self.0
+        }
     }
 }
 
@@ -120,6 +125,10 @@ impl Session {
         if self.done() {
             self.items = Vec::new();
         }
+    }
+
+    pub(super) fn entries(&self) -> u64 {
+        self.items.len() as u64
     }
 
     pub(super) fn done(&self) -> bool {
