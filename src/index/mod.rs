@@ -1424,6 +1424,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_table_takes_its_keys_without_growing_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        for in_memory in [false, true] {
+            let mut p = if in_memory {
+                Partition::create_in_memory(dir.path(), 3, [5; 16], 10).unwrap()
+            } else {
+                Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
+            };
+            let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+            for n in 1..=8u64 {
+                p.insert(&key(n), entry(n)).unwrap();
+            }
+            p.reserve(5000).unwrap();
+            let slots = p.slots();
+            assert!(slots >= slots_for(5000), "{slots}");
+            for n in 9..=5000u64 {
+                p.insert(&key(n), entry(n)).unwrap();
+            }
+            assert_eq!(p.slots(), slots, "no doubling after the reserve");
+            assert_eq!(p.entries(), 5000);
+            assert!((1..=5000u64).all(|n| p.get(&key(n)) == Some(entry(n))));
+            p.reserve(100).unwrap();
+            assert_eq!(p.slots(), slots, "a table with room stays");
+        }
+    }
+
+    #[test]
     fn reaping_marks_expired_entries_as_tombstones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
