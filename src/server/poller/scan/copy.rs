@@ -1,13 +1,17 @@
-//! A replica's full copy on the poller ([`Op::CopyStep`]). The first
-//! step of a copy takes the index entries of every key of the poller's
-//! partitions at once (no write can come between) into a session, sorted
-//! by device offset; each step then takes the next 16 MiB of their
-//! records, reads them whole (key, value and expiry in one read), with
-//! the live records of one segment read as one span where they are dense
-//! enough and the rest one by one, as many reads at a time as read slots
-//! allow, and answers with them as the commands the replica applies. So
-//! the copy reads the device about sequentially, once, and the primary
-//! sends the commands on as they are, with no GET and PEXPIRETIME per key.
+//! A replica's full copy on the poller ([`Op::CopyStep`], which a
+//! primary's feed hands the poller's ring directly, a few steps ahead,
+//! each with a buffer of an earlier step to fill and a channel for its
+//! answer). The first step of a copy takes the index entries of every
+//! key of the poller's partitions at once (no write can come between)
+//! into a session, sorted by device offset; each step then takes the
+//! next 16 MiB of their records, reads them whole (key, value and expiry
+//! in one read), with the live records of one segment read as one span
+//! where they are dense enough and the rest one by one, as many reads at
+//! a time as read slots allow, and answers with them as the commands the
+//! replica applies (steps may be answered out of order: each key comes
+//! once). So the copy reads the device about sequentially, once, and the
+//! primary sends the commands on as they are, with no GET and
+//! PEXPIRETIME per key.
 //!
 //! Every key present for the whole copy is in the session. A record that
 //! no longer holds its key when read (the key was written again, or moved
