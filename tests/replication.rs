@@ -843,6 +843,107 @@ fn a_truncated_or_corrupt_stream_drops_the_link_and_a_full_copy_follows() {
     replica.stop();
 }
 
+/// Takes a full copy on a raw connection, as a replica that says `capa`
+/// does: the commands up to `REPLCONF SNAPSHOT-END`.
+fn raw_copy(primary: &Server, capa: &[&[u8]]) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let mut s = common::raw(primary);
+    let mut hello: Vec<&[u8]> = vec![b"REPLCONF"];
+    for c in capa {
+        hello.extend([b"capa" as &[u8], c]);
+    }
+    s.write_all(&common::encode(&hello)).unwrap();
+    assert_eq!(common::read_line(&mut s), "+OK");
+    s.write_all(&common::encode(&[b"PSYNC", b"?", b"-1"]))
+        .unwrap();
+    let full = common::read_line(&mut s);
+    assert!(full.starts_with("+FULLRESYNC "), "{full}");
+    let mut cmds = Vec::new();
+    loop {
+        let cmd = read_command(&mut s);
+        let end = cmd[..] == ["REPLCONF", "SNAPSHOT-END"];
+        cmds.push(cmd);
+        if end {
+            return cmds;
+        }
+    }
+}
+
+/// A primary tells a replica that says `capa nvkv-copy-keys` how many
+/// keys its full copy holds (`REPLCONF COPY-KEYS n`, before the first
+/// key; the replica sizes its index for them), and a replica that does
+/// not say so gets the copy as before, its keys only.
+#[test]
+fn a_full_copy_announces_its_key_count_to_a_replica_that_takes_it() {
+    let pd = tempfile::tempdir().unwrap();
+    let primary = Server::start(pd.path(), &[]);
+    let mut p = primary.client();
+    for i in 0..500 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut p)
+            .unwrap();
+    }
+    let sets = |cmds: &[Vec<String>]| cmds.iter().filter(|c| c[0] == "SET").count();
+
+    let old = raw_copy(&primary, &[b"nvkv-stream-1"]);
+    assert_eq!(old[0][0], "SET", "no count without the capability");
+    assert_eq!(sets(&old), 500);
+    assert_eq!(old.len(), 501);
+
+    let new = raw_copy(&primary, &[b"nvkv-stream-1", b"nvkv-copy-keys"]);
+    assert_eq!(new[0], ["REPLCONF", "COPY-KEYS", "500"]);
+    assert_eq!(sets(&new), 500);
+    assert_eq!(new.len(), 502);
+
+    // A replica says it, takes the count and the keys.
+    let rd = tempfile::tempdir().unwrap();
+    let replica = replica_of(rd.path(), &primary, &[]);
+    converge(&primary, &replica);
+    assert_eq!(dbsize(&mut replica.client()), 500);
+    replica.stop();
+    primary.stop();
+}
+
+/// A replica takes a full copy's key count from its primary; a count
+/// that is not a number drops the link, and a full copy follows.
+#[test]
+fn a_replica_takes_the_copy_key_count_and_drops_a_bad_one() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rd = tempfile::tempdir().unwrap();
+    let replica = Server::start(rd.path(), &["--replicaof", &format!("127.0.0.1 {port}")]);
+    let mut r = replica.client();
+    let id = "b".repeat(40);
+    let set = |k: &str| common::encode(&[b"SET", k.as_bytes(), b"1"]);
+    let end = common::encode(&[b"REPLCONF", b"SNAPSHOT-END"]);
+    let count = |n: &[u8]| common::encode(&[b"REPLCONF", b"COPY-KEYS", n]);
+
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"]);
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[count(b"1"), set("x")].concat()).unwrap();
+    s.write_all(&[count(b"abc"), set("y"), end.clone()].concat())
+        .unwrap();
+    let (mut s, psync) = accept_replica(&listener);
+    assert_eq!(psync, ["?", "-1"], "a bad count fails the copy");
+    s.write_all(format!("+FULLRESYNC {id} 0\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[count(b"2"), set("a"), set("b"), end].concat())
+        .unwrap();
+    wait_for("the replica online", || link_state(&mut r) == "connected");
+    wait_value(&mut r, "b", Some("1"));
+    assert_eq!(dbsize(&mut r), 2, "the last full copy's keys");
+    let log = replica.log.lock().unwrap().clone();
+    assert!(log.contains("full copy applied keys=2"), "{log}");
+    assert!(log.contains("the copy's key count is not a count"), "{log}");
+    drop(s);
+    replica.stop();
+}
+
 /// A replica that speaks another version of the stream is refused with
 /// an error that says so, and a replica of a Redis says that it got an RDB
 /// file.

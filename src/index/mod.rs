@@ -1018,8 +1018,24 @@ impl Partition {
     /// table that changes is dirty on disk, so a crash half-way leaves a
     /// dirty file, which the next start rebuilds as any dirty table.
     fn grow(&mut self) -> Result<(), IndexError> {
+        self.grow_to(self.slots * 2)
+    }
+
+    /// Makes room for `entries` keys at once, so that inserting them
+    /// doubles the table no more (a replica told how many keys its full
+    /// copy holds). A table with room enough stays as it is.
+    pub fn reserve(&mut self, entries: u64) -> Result<(), IndexError> {
+        let slots = slots_for(entries);
+        if slots > self.slots {
+            self.grow_to(slots)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the table to `slots` slots, as [`Partition::grow`] says.
+    fn grow_to(&mut self, slots: u64) -> Result<(), IndexError> {
         use std::os::unix::fs::FileExt;
-        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots * 2)?;
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, slots)?;
         self.place_all(&mut to);
         if !self.in_memory {
             let path = &self.path;
@@ -1405,6 +1421,34 @@ mod tests {
         drop(write_out(vec![p], |_| None).unwrap());
         let (_, cp) = Partition::open(dir.path(), 2, [4; 16]).unwrap();
         assert_eq!(cp, None);
+    }
+
+    #[test]
+    fn a_reserved_table_takes_its_keys_without_growing_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        for in_memory in [false, true] {
+            let mut p = if in_memory {
+                Partition::create_in_memory(dir.path(), 3, [5; 16], 10).unwrap()
+            } else {
+                Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
+            };
+            let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+            for n in 1..=8u64 {
+                p.insert(&key(n), entry(n)).unwrap();
+            }
+            p.reserve(5000).unwrap();
+            let slots = p.slots();
+            assert!(slots >= slots_for(5000), "{slots}");
+            for n in 9..=5000u64 {
+                p.insert(&key(n), entry(n)).unwrap();
+            }
+            assert_eq!(p.slots(), slots, "no doubling after the reserve");
+            assert_eq!(p.entries(), 5000);
+            assert!((1..=5000u64).all(|n| p.get(&key(n)) == Some(entry(n))));
+            p.reserve(100).unwrap();
+            assert_eq!(p.slots(), slots, "a table with room stays");
+        }
     }
 
     #[test]

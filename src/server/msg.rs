@@ -231,13 +231,11 @@ pub enum Op {
         no_keys: bool,
     },
     /// One step of a replica's full copy by the poller that owns
-    /// partition `pid` (`session` 0 starts one): answered with the cursor
-    /// of the next step (0 when done), the number of keys, and each live
-    /// key as a ready-made `SET key value [PXAT ms]` command (see
+    /// partition `pid`, from a primary's feed (no connection sends it):
+    /// answered on the step's own channel with the live keys of the next
+    /// records as ready-made `SET key value [PXAT ms]` commands (see
     /// `poller/scan/copy.rs`).
-    CopyStep {
-        session: u64,
-    },
+    CopyStep(Box<CopyAsk>),
     /// A batch of a replica's full copy for this poller: its records go
     /// into the log as they are, without the command path
     /// (`repl/replica.rs`, `poller/load.rs`), and the batch is answered
@@ -270,6 +268,50 @@ pub struct CopyBatch {
     pub recs: Vec<CopyRecord>,
     /// Where the poller answers once the batch is durable.
     pub done: std::sync::mpsc::Sender<CopyDone>,
+    /// The keys the whole copy holds, as its primary announced them: the
+    /// poller makes room in its index for its share first (0: none).
+    pub reserve: u64,
+}
+
+/// A step of a full copy a feed asks of a poller ([`Op::CopyStep`]).
+#[derive(Debug)]
+pub struct CopyAsk {
+    /// The copy: a number the feed took (unique in the process).
+    pub session: u64,
+    /// This step starts the copy: the poller takes the index entries of
+    /// every key of its partitions now.
+    pub first: bool,
+    /// Where the step's commands go: a buffer of an earlier step, so
+    /// that its memory is used again.
+    pub buf: Vec<u8>,
+    /// Where the poller answers.
+    pub done: std::sync::mpsc::Sender<CopyAnswer>,
+}
+
+/// A poller's answer to a [`CopyAsk`]: the step's part of the copy, or
+/// why the copy cannot go on.
+#[derive(Debug)]
+pub struct CopyAnswer {
+    pub poller: usize,
+    pub part: Result<CopyPart, &'static str>,
+}
+
+/// The keys of one copy step.
+#[derive(Debug, Default)]
+pub struct CopyPart {
+    /// `SET key value [PXAT ms]` commands in RESP, back to back.
+    pub bytes: Vec<u8>,
+    /// How many.
+    pub keys: u64,
+    /// Keys whose values are in pieces (larger than a segment), left to
+    /// the feed to read through the command path.
+    pub large: Vec<Box<[u8]>>,
+    /// The copy has no records left after this step's (the steps asked
+    /// after it answer empty).
+    pub last: bool,
+    /// In the answer to the copy's first step: the index entries it took
+    /// (about the keys the poller's part of the copy holds).
+    pub entries: Option<u64>,
 }
 
 /// One record of a [`CopyBatch`]: a key's value and absolute expiry (0:
@@ -290,6 +332,8 @@ pub struct CopyDone {
     pub poller: usize,
     pub failed: u64,
     pub first: Option<String>,
+    /// The batch's buffers, emptied, for a next batch to fill.
+    pub buffers: (Vec<u8>, Vec<CopyRecord>),
 }
 
 /// A key, with where it lives.

@@ -182,6 +182,11 @@ impl Shard {
     }
 
     /// The partitions' ids, in the order [`Self::partitions`] lists them.
+    /// Makes room in every partition's table for `entries` keys.
+    pub fn reserve(&mut self, entries: u64) -> Result<(), crate::index::IndexError> {
+        self.parts.iter_mut().try_for_each(|p| p.reserve(entries))
+    }
+
     pub fn partition_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.parts.iter().map(Partition::id)
     }

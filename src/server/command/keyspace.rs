@@ -248,20 +248,11 @@ pub(super) fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         return c.reply(|o| resp::error(o, strings::INVALID_CURSOR));
     };
     let (mut pattern, mut count, mut no_keys) = (None, 10usize, false);
-    // A primary's full copy (an in-process connection only): the keys'
-    // values and expiries too, as SET commands (`poller/scan/copy.rs`).
-    let mut copy = false;
     let mut i = 2;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         let value = args.get(i + 1);
-        let internal = c.info.has(super::super::clients::INTERNAL);
         match (opt.as_slice(), value) {
-            (b"REPLCOPY", _) if internal => {
-                copy = true;
-                i += 1;
-                continue;
-            }
             (b"COUNT", Some(v)) => match resp::parse_redis_int(v) {
                 None => return c.reply(|o| resp::error(o, strings::NOT_AN_INTEGER)),
                 Some(n) if n < 1 => return c.reply(|o| resp::error(o, strings::SYNTAX)),
@@ -286,17 +277,11 @@ pub(super) fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     let pid = pid as u32;
     let from = (cursor & ((1 << CURSOR_POS_BITS) - 1)) << TAG_GRAIN;
-    let op = if copy {
-        Op::CopyStep {
-            session: cursor & ((1 << CURSOR_POS_BITS) - 1),
-        }
-    } else {
-        Op::Scan {
-            from,
-            count,
-            pattern,
-            no_keys,
-        }
+    let op = Op::Scan {
+        from,
+        count,
+        pattern,
+        no_keys,
     };
     to_partition(c, router, pid, op);
 }

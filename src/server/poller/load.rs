@@ -51,6 +51,9 @@ impl<E: Engine> Poller<E> {
         let Op::Load(batch) = req.op else {
             unreachable!()
         };
+        if batch.reserve > 0 {
+            self.ks.reserve_keys(batch.reserve);
+        }
         self.loads.queue.push_back(LoadJob {
             batch,
             next: 0,
@@ -154,10 +157,19 @@ impl<E: Engine> Poller<E> {
     fn answer_load(&mut self, job: LoadJob) {
         // DBSIZE and INFO count the batch's keys.
         self.ks.update_key_count();
-        let _ = job.batch.done.send(CopyDone {
+        let CopyBatch {
+            mut data,
+            mut recs,
+            done,
+            ..
+        } = *job.batch;
+        data.clear();
+        recs.clear();
+        let _ = done.send(CopyDone {
             poller: self.id,
             failed: job.failed,
             first: job.first,
+            buffers: (data, recs),
         });
     }
 }

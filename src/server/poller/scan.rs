@@ -25,8 +25,9 @@ mod names;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
 
-use super::super::msg::{Op, Reply, Request};
+use super::super::msg::{CopyAnswer, Op, Reply, Request};
 use super::super::msg::{CURSOR_POS_BITS, TAG_GRAIN};
 use super::super::pattern;
 use super::Poller;
@@ -94,9 +95,15 @@ enum Kind {
     Random { picks: u8, seed: u64 },
     /// A fill of the cache of key names: no request, the names read.
     Fill(KeyNames),
-    /// A step of a replica's full copy: the cursor to answer with, and
-    /// the step's live keys as SET commands.
-    Copy { next: u64, sets: copy::Sets },
+    /// A step of a replica's full copy: the step's live keys as SET
+    /// commands, whether the copy has no records left after them, and
+    /// where they go.
+    Copy {
+        sets: copy::Sets,
+        last: bool,
+        entries: Option<u64>,
+        done: mpsc::Sender<CopyAnswer>,
+    },
 }
 
 /// One request's iteration.
@@ -143,13 +150,12 @@ pub(super) struct Scans {
     key_len: Option<usize>,
     /// Full copies under way, by session.
     copies: HashMap<u64, copy::Session>,
-    next_copy: u64,
 }
 
 impl<E: Engine> Poller<E> {
     /// Takes a SCAN, KEYS or RANDOMKEY request: the index entries it
     /// visits now, their records as read slots come free.
-    pub(super) fn start_scan(&mut self, req: Request) {
+    pub(super) fn start_scan(&mut self, mut req: Request) {
         let mut todo: Vec<Item> = Vec::new();
         let mut entries = Vec::new();
         let item = |pid, (tag, entry)| Item {
@@ -161,15 +167,25 @@ impl<E: Engine> Poller<E> {
         // Where a SCAN step that returns keys starts: its keys may come
         // from the cache of key names.
         let mut place: Option<Place> = None;
-        let (kind, pattern) = match &req.op {
-            Op::CopyStep { session } => {
-                let Some(next) = self.copy_step(*session, req.pid, &mut todo) else {
-                    return self.reply(&req, Reply::Error(copy::NO_SESSION.into()));
+        let (kind, pattern) = match &mut req.op {
+            Op::CopyStep(ask) => {
+                let done = ask.done.clone();
+                let Some((last, entries)) = self.copy_step(ask.session, ask.first, &mut todo)
+                else {
+                    let part = Err(copy::NO_SESSION);
+                    let _ = done.send(CopyAnswer {
+                        poller: self.id,
+                        part,
+                    });
+                    return;
                 };
                 let bytes = todo.iter().map(|it| it.entry.len as usize + 64).sum();
+                let sets = copy::Sets::new(std::mem::take(&mut ask.buf), bytes);
                 let kind = Kind::Copy {
-                    next,
-                    sets: copy::Sets::with_capacity(bytes),
+                    sets,
+                    last,
+                    entries,
+                    done,
                 };
                 (kind, None)
             }
@@ -270,42 +286,41 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// The records of step `session` of a full copy (0: a new copy, which
-    /// takes every entry of the poller's partitions now) into `todo`; the
-    /// cursor to answer with: the session in partition `pid`, or 0 once
-    /// the copy has all the poller's records; `None` for a session not
-    /// (or no longer) under way.
-    fn copy_step(&mut self, session: u64, pid: u32, todo: &mut Vec<Item>) -> Option<u64> {
+    /// The records of the next step of full copy `session` into `todo`
+    /// (`first`: the copy starts, and takes every entry of the poller's
+    /// partitions now); whether the copy has no records left after them
+    /// (a finished copy stays, answering steps with none, until idle),
+    /// and for a first step the entries the copy took; `None` for a
+    /// session not (or no longer) under way.
+    fn copy_step(
+        &mut self,
+        session: u64,
+        first: bool,
+        todo: &mut Vec<Item>,
+    ) -> Option<(bool, Option<u64>)> {
         let now = self.ks.now_ms();
         self.scans.copies.retain(|_, c| !c.idle(now));
-        let session = match session {
-            0 => {
-                let mut items = Vec::new();
-                let mut entries = Vec::new();
-                for pid in self.ks.partition_ids() {
-                    self.ks
-                        .scan_partition(pid, 0, usize::MAX, TAG_GRAIN, &mut entries);
-                    items.extend(entries.drain(..).map(|(tag, entry)| Item {
-                        pid,
-                        tag,
-                        entry,
-                        tries: 0,
-                    }));
-                }
-                self.scans.next_copy += 1;
-                let id = self.scans.next_copy & ((1 << CURSOR_POS_BITS) - 1);
-                self.scans.copies.insert(id, copy::Session::new(items, now));
-                id
+        if first {
+            let mut items = Vec::new();
+            let mut entries = Vec::new();
+            for pid in self.ks.partition_ids() {
+                self.ks
+                    .scan_partition(pid, 0, usize::MAX, TAG_GRAIN, &mut entries);
+                items.extend(entries.drain(..).map(|(tag, entry)| Item {
+                    pid,
+                    tag,
+                    entry,
+                    tries: 0,
+                }));
             }
-            s => s,
-        };
-        let c = self.scans.copies.get_mut(&session)?;
-        c.take(copy::STEP_BYTES, todo, now);
-        if c.done() {
-            self.scans.copies.remove(&session);
-            return Some(0);
+            self.scans
+                .copies
+                .insert(session, copy::Session::new(items, now));
         }
-        Some((pid as u64) << CURSOR_POS_BITS | session)
+        let c = self.scans.copies.get_mut(&session)?;
+        let entries = first.then(|| c.entries());
+        c.take(copy::STEP_BYTES, todo, now);
+        Some((c.done(), entries))
     }
 
     /// Takes the keys of a SCAN step's `items` from the cache of key
@@ -737,7 +752,19 @@ impl<E: Engine> Poller<E> {
                 }
                 None => Reply::Nil,
             },
-            Kind::Copy { next, sets } => Reply::Encoded(sets.reply(next)),
+            Kind::Copy {
+                sets,
+                last,
+                entries,
+                done,
+            } => {
+                let part = Ok(sets.part(last, entries));
+                let _ = done.send(CopyAnswer {
+                    poller: self.id,
+                    part,
+                });
+                return true;
+            }
             Kind::Fill(_) => unreachable!("a fill has no request"),
         };
         self.reply(&req, reply);

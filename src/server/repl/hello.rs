@@ -11,6 +11,9 @@ pub(in crate::server) struct Hello {
     pub(super) ip: Option<String>,
     /// `REPLCONF capa`: it speaks nvkv's stream.
     pub(super) nvkv: bool,
+    /// `REPLCONF capa`: it takes a full copy's key count
+    /// (`REPLCONF COPY-KEYS n` before the copy's first key).
+    pub(super) copy_keys: bool,
     /// `REPLCONF capa`: another version of nvkv's stream.
     pub(super) other_stream: Option<Vec<u8>>,
     /// PSYNC's stream id and offset (of the first byte it wants).

@@ -45,7 +45,12 @@ pub(super) use primary::{hand_over, psync, replconf};
 /// this version): a primary answers PSYNC only from a replica that speaks
 /// it.
 pub(super) const STREAM_CAPA: &str = "nvkv-stream-1";
-/// What every version of that capability starts with.
+/// What a replica says in `REPLCONF capa` to be told a full copy's key
+/// count, which it makes room for in its index at once: a primary sends
+/// `REPLCONF COPY-KEYS n` before the copy's first key only to a replica
+/// that said so (one that did not takes the copy as before).
+pub(super) const COPY_KEYS_CAPA: &str = "nvkv-copy-keys";
+/// What every version of the stream's capability starts with.
 const STREAM_CAPA_PREFIX: &str = "nvkv-stream-";
 
 /// The replication state every thread shares.

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::super::conn::Conn;
@@ -16,9 +16,12 @@ use super::super::Shared;
 use super::hello::Hello;
 use super::local::Local;
 use super::reader::Reader;
-use super::{wait_for_bytes, Feed, Role, STREAM_CAPA, STREAM_CAPA_PREFIX};
+use super::{wait_for_bytes, Feed, Role, COPY_KEYS_CAPA, STREAM_CAPA, STREAM_CAPA_PREFIX};
+use crate::index::KeyHash;
 use crate::resp;
 use crate::resp::Value;
+use crate::server::msg::CopyPart;
+use crate::server::msg::{ConnRef, CopyAnswer, CopyAsk, Op, Request, NO_REPLY};
 
 /// A replica served by this server.
 pub(super) struct Replica {
@@ -79,6 +82,7 @@ pub(in crate::server) fn replconf(c: &mut Conn, args: &[&[u8]]) {
             hello.ip = Some(String::from_utf8_lossy(val).into_owned());
         } else if opt.eq_ignore_ascii_case(b"capa") {
             hello.nvkv |= val == STREAM_CAPA.as_bytes();
+            hello.copy_keys |= val == COPY_KEYS_CAPA.as_bytes();
             if val.starts_with(STREAM_CAPA_PREFIX.as_bytes()) && val != STREAM_CAPA.as_bytes() {
                 hello.other_stream = Some(val.to_vec());
             }
@@ -240,7 +244,7 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
             tracing::info!(replica = %format!("{}:{}", r.ip, r.port), offset = start, "full copy to a replica");
             write!(out, "+FULLRESYNC {replid} {start}\r\n")?;
             rollbacks = repl.rollbacks.load(SeqCst);
-            let keys = copy_keys(sh, &mut out, r)?;
+            let keys = copy_keys(sh, &mut out, r, hello.copy_keys)?;
             // The copy may hold writes not durable yet: if one of them is
             // rolled back, the copy is wrong (see the loop below).
             unsettled = Some(repl.seq_marks());
@@ -305,84 +309,183 @@ fn feed(sh: &Shared, r: &Replica, sock: TcpStream, hello: Hello) -> io::Result<(
     }
 }
 
-/// Sends every key of the store as `SET key value [PXAT ms]`: each
-/// poller's keys in turn, in copy steps (`SCAN cursor REPLCOPY` through an
-/// in-process connection, `poller/scan/copy.rs`): the poller answers a
-/// step with its records read in device order as ready-made commands,
-/// which go to the replica as they are; the next step is asked before a
-/// step's commands are sent, so the poller's reads and the sending
-/// overlap. The number of keys sent.
-fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica) -> io::Result<u64> {
-    use super::super::msg::CURSOR_POS_BITS;
-    let mut local = Local::open(sh, false)?;
-    // A partition of each poller: its steps are sent there.
-    let mut firsts: Vec<Option<u32>> = vec![None; sh.pollers.len()];
-    for pid in 0..sh.sb.partitions {
-        firsts[sh.poller_of(pid)].get_or_insert(pid);
+/// Copy steps a feed keeps asked and unanswered per poller: the poller
+/// reads the next steps' records while the feed sends a step's.
+const STEPS_AHEAD: usize = 3;
+/// Longest a feed waits for a copy step's answer.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The last full copy's number ([`CopyAsk::session`]).
+static COPIES: AtomicU64 = AtomicU64::new(0);
+
+/// Sends every key of the store as `SET key value [PXAT ms]`, in copy
+/// steps ([`Op::CopyStep`], `poller/scan/copy.rs`) handed to every poller
+/// at once, straight over its ring: a poller answers a step with the next
+/// records, read in device order, as ready-made commands, which go to the
+/// replica as they are, and the buffer comes back with the next step
+/// asked. [`STEPS_AHEAD`] steps per poller are asked ahead, so the
+/// pollers' reads and the sending overlap. With `announce` (the replica
+/// takes it), `REPLCONF COPY-KEYS n` goes first, `n` the index entries
+/// the pollers' first steps took (tombstones and expired keys included):
+/// the replica makes room in its index for them at once. The number of
+/// keys sent.
+fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica, announce: bool) -> io::Result<u64> {
+    /// A poller's part of the copy.
+    struct Part {
+        /// A partition of the poller's: its steps are sent there.
+        pid: u32,
+        started: bool,
+        asked: usize,
+        last: bool,
+        /// The entries its copy took, once its first step answered.
+        entries: Option<u64>,
     }
-    let mut ask = Vec::new();
-    let step = |ask: &mut Vec<u8>, cursor: u64| {
-        ask.clear();
-        let cursor = cursor.to_string();
-        resp::encode::command(ask, &[b"SCAN", cursor.as_bytes(), b"REPLCOPY"]);
-    };
+    let session = COPIES.fetch_add(1, Relaxed) + 1;
+    let (done, answers) = mpsc::channel();
+    let mut parts: Vec<Option<Part>> = (0..sh.pollers.len()).map(|_| None).collect();
+    for pid in 0..sh.sb.partitions {
+        parts[sh.poller_of(pid)].get_or_insert(Part {
+            pid,
+            started: false,
+            asked: 0,
+            last: false,
+            entries: None,
+        });
+    }
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    // Values in pieces are read through the command path.
+    let mut local: Option<Local> = None;
     let mut sent = 0u64;
-    for pid in firsts.into_iter().flatten() {
-        step(&mut ask, u64::from(pid) << CURSOR_POS_BITS);
-        local.send(&ask)?;
-        loop {
-            if r.gone.load(Relaxed) {
-                return Err(io::Error::other("link closed during the full copy"));
-            }
-            let reply = local.replies.next()?.0;
-            let Value::Array(parts) = reply else {
-                return Err(io::Error::other(format!("a copy step answered {reply:?}")));
-            };
-            let mut parts = parts.into_iter();
-            let (
-                Some(Value::Bulk(next)),
-                Some(Value::Integer(keys)),
-                Some(Value::Bulk(cmds)),
-                Some(Value::Array(large)),
-            ) = (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(io::Error::other("a copy step answered an unexpected reply"));
-            };
-            let next = resp::parse_redis_int(&next)
-                .ok_or_else(|| io::Error::other("a copy step answered a bad cursor"))?;
-            // Values in pieces: read through the command path, asked
-            // before the next step (replies come in order).
-            ask.clear();
-            for k in &large {
-                if let Value::Bulk(k) = k {
-                    resp::encode::command(&mut ask, &[b"GET", k]);
-                    resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
-                }
-            }
-            local.send(&ask)?;
-            let mut sets = Vec::new();
-            for k in &large {
-                if let Value::Bulk(k) = k {
-                    let value = local.replies.next()?.0;
-                    let at = local.replies.next()?.0;
-                    if let (Value::Bulk(v), Value::Integer(at)) = (value, at) {
-                        set_command(&mut sets, k, &v, at);
-                        sent += 1;
-                    } // Gone meanwhile: the stream says so.
-                }
-            }
-            if next != 0 {
-                step(&mut ask, next as u64);
-                local.send(&ask)?;
-            }
-            sent += keys.max(0) as u64;
-            out.write_all(&cmds)?;
-            out.write_all(&sets)?;
-            if next == 0 {
-                break;
+    // Steps answered before every poller's first (with `announce`).
+    let mut held: Option<Vec<CopyPart>> = announce.then(Vec::new);
+    loop {
+        for (p, part) in parts.iter_mut().enumerate() {
+            let Some(part) = part else { continue };
+            while !part.last && part.asked < STEPS_AHEAD {
+                let ask = CopyAsk {
+                    session,
+                    first: !part.started,
+                    buf: spare.pop().unwrap_or_default(),
+                    done: done.clone(),
+                };
+                ask_step(sh, p, part.pid, ask);
+                part.started = true;
+                part.asked += 1;
             }
         }
+        if parts.iter().flatten().all(|p| p.last && p.asked == 0) {
+            break;
+        }
+        let answer = next_answer(&answers, r)?;
+        let part = parts[answer.poller].as_mut().expect("a poller asked");
+        part.asked -= 1;
+        let step = answer
+            .part
+            .map_err(|e| io::Error::other(format!("a copy step failed: {e}")))?;
+        part.last |= step.last;
+        part.entries = part.entries.or(step.entries);
+        match &mut held {
+            Some(steps) => steps.push(step),
+            None => {
+                sent += send_step(sh, out, &mut local, &mut spare, step)?;
+                continue;
+            }
+        }
+        // Held until every poller's first step answered: the count first.
+        let entries: Option<u64> = parts.iter().flatten().map(|p| p.entries).sum();
+        let Some(entries) = entries else { continue };
+        let n = entries.to_string();
+        let mut count = Vec::new();
+        resp::encode::command(&mut count, &[b"REPLCONF", b"COPY-KEYS", n.as_bytes()]);
+        out.write_all(&count)?;
+        for step in held.take().into_iter().flatten() {
+            sent += send_step(sh, out, &mut local, &mut spare, step)?;
+        }
     }
+    Ok(sent)
+}
+
+/// Sends a copy step's keys (those whose values are in pieces read
+/// through the command path, over `local`), and keeps its buffer in
+/// `spare`. How many keys it sent.
+fn send_step(
+    sh: &Shared,
+    out: &mut impl Write,
+    local: &mut Option<Local>,
+    spare: &mut Vec<Vec<u8>>,
+    step: CopyPart,
+) -> io::Result<u64> {
+    out.write_all(&step.bytes)?;
+    let mut sent = step.keys;
+    if !step.large.is_empty() {
+        let local = match local {
+            Some(l) => l,
+            None => local.insert(Local::open(sh, false)?),
+        };
+        sent += copy_large(local, out, &step.large)?;
+    }
+    spare.push(step.bytes);
+    Ok(sent)
+}
+
+/// Hands poller `p` a copy step for its partition `pid`.
+fn ask_step(sh: &Shared, p: usize, pid: u32, ask: CopyAsk) {
+    let mut req = Request {
+        from: ConnRef {
+            thread: 0,
+            slot: u32::MAX,
+            gen: 0,
+        },
+        id: NO_REPLY,
+        part: 0,
+        hash: KeyHash::of(b""),
+        pid,
+        op: Op::CopyStep(Box::new(ask)),
+        touch: false,
+    };
+    let poller = &sh.pollers[p];
+    while let Err(back) = poller.inbox.push(req) {
+        // The ring is full: the poller has work enough.
+        req = back;
+        poller.ring();
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    poller.ring();
+}
+
+/// The next copy step's answer, while the replica's link is up.
+fn next_answer(answers: &mpsc::Receiver<CopyAnswer>, r: &Replica) -> io::Result<CopyAnswer> {
+    let since = Instant::now();
+    loop {
+        if r.gone.load(Relaxed) {
+            return Err(io::Error::other("link closed during the full copy"));
+        }
+        match answers.recv_timeout(Duration::from_millis(200)) {
+            Ok(a) => return Ok(a),
+            Err(mpsc::RecvTimeoutError::Timeout) if since.elapsed() < STEP_TIMEOUT => {}
+            Err(_) => return Err(io::Error::other("the store's copy steps stopped")),
+        }
+    }
+}
+
+/// Sends the keys whose values are in pieces, read with GET and
+/// PEXPIRETIME through the command path; how many were still there.
+fn copy_large(local: &mut Local, out: &mut impl Write, keys: &[Box<[u8]>]) -> io::Result<u64> {
+    let mut ask = Vec::new();
+    for k in keys {
+        resp::encode::command(&mut ask, &[b"GET", k]);
+        resp::encode::command(&mut ask, &[b"PEXPIRETIME", k]);
+    }
+    local.send(&ask)?;
+    let (mut sets, mut sent) = (Vec::new(), 0);
+    for k in keys {
+        let value = local.replies.next()?.0;
+        let at = local.replies.next()?.0;
+        if let (Value::Bulk(v), Value::Integer(at)) = (value, at) {
+            set_command(&mut sets, k, &v, at);
+            sent += 1;
+        } // Gone meanwhile: the stream says so.
+    }
+    out.write_all(&sets)?;
     Ok(sent)
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::super::Shared;
 use super::local::Local;
 use super::reader::Reader;
-use super::{LinkState, Role, STREAM_CAPA};
+use super::{LinkState, Role, COPY_KEYS_CAPA, STREAM_CAPA};
 use crate::format::{record_len, SEGMENT_HEADER};
 use crate::index::KeyHash;
 use crate::resp;
@@ -191,10 +191,9 @@ fn sync(sh: &Shared, generation: u64) -> io::Result<()> {
     let me = sh.addr.port().to_string();
     ask(&[b"REPLCONF", b"listening-port", me.as_bytes()], &mut from)?;
     let capa = [b"REPLCONF" as &[u8], b"capa", b"eof", b"capa", b"psync2"];
-    ask(
-        &[&capa[..], &[b"capa", STREAM_CAPA.as_bytes()]].concat(),
-        &mut from,
-    )?;
+    let ours = [b"capa" as &[u8], STREAM_CAPA.as_bytes()];
+    let ours = [&ours[..], &[b"capa", COPY_KEYS_CAPA.as_bytes()]].concat();
+    ask(&[&capa[..], &ours[..]].concat(), &mut from)?;
     let want = if replid == "?" {
         "-1".to_string()
     } else {
@@ -289,11 +288,21 @@ const BATCHES_AHEAD: usize = 64;
 /// Longest the link waits for a poller to answer a batch.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Buffers for a batch, with room for its bytes and its records (of 1
+/// KiB and more).
+fn fresh_buffers() -> (Vec<u8>, Vec<CopyRecord>) {
+    let room = BATCH_BYTES + (64 << 10);
+    (Vec::with_capacity(room), Vec::with_capacity(room >> 10))
+}
+
 /// The full copy on its way to the pollers: per poller, the batch being
 /// filled and how many it has not answered yet.
 struct CopyLoad<'a> {
     sh: &'a Shared,
     filling: Vec<(Vec<u8>, Vec<CopyRecord>)>,
+    /// Answered batches' buffers, filled again (fresh memory costs the
+    /// kernel's zeroing of its pages).
+    spare: Vec<(Vec<u8>, Vec<CopyRecord>)>,
     ahead: Vec<usize>,
     done: mpsc::Sender<CopyDone>,
     answers: mpsc::Receiver<CopyDone>,
@@ -314,7 +323,8 @@ impl<'a> CopyLoad<'a> {
         let block = (sh.sb.block_size as u64).max(4096);
         CopyLoad {
             sh,
-            filling: (0..pollers).map(|_| Default::default()).collect(),
+            filling: (0..pollers).map(|_| fresh_buffers()).collect(),
+            spare: Vec::new(),
             ahead: vec![0; pollers],
             done,
             answers,
@@ -356,10 +366,43 @@ impl<'a> CopyLoad<'a> {
         while self.ahead[p] >= BATCHES_AHEAD {
             self.answer()?;
         }
-        let (data, recs) = std::mem::take(&mut self.filling[p]);
-        if recs.is_empty() {
+        if self.filling[p].1.is_empty() {
             return Ok(());
         }
+        let next = self.spare.pop().unwrap_or_else(fresh_buffers);
+        let (data, recs) = std::mem::replace(&mut self.filling[p], next);
+        let (hash, pid) = (recs[0].hash, recs[0].pid);
+        self.push(p, hash, pid, data, recs, 0)
+    }
+
+    /// Has every poller make room in its index for its share of `keys`
+    /// (the copy's key count, which its primary announced): a batch
+    /// without records.
+    fn reserve(&mut self, keys: u64) -> io::Result<()> {
+        let partitions = self.sh.sb.partitions;
+        for p in 0..self.sh.pollers.len() {
+            let Some(pid) = (0..partitions).find(|&pid| self.sh.poller_of(pid) == p) else {
+                continue;
+            };
+            while self.ahead[p] >= BATCHES_AHEAD {
+                self.answer()?;
+            }
+            let hash = KeyHash::of(b"");
+            self.push(p, hash, pid, Vec::new(), Vec::new(), keys)?;
+        }
+        Ok(())
+    }
+
+    /// Hands poller `p` a batch.
+    fn push(
+        &mut self,
+        p: usize,
+        hash: KeyHash,
+        pid: u32,
+        data: Vec<u8>,
+        recs: Vec<CopyRecord>,
+        reserve: u64,
+    ) -> io::Result<()> {
         let mut req = Request {
             from: ConnRef {
                 thread: 0,
@@ -368,12 +411,13 @@ impl<'a> CopyLoad<'a> {
             },
             id: NO_REPLY,
             part: 0,
-            hash: recs[0].hash,
-            pid: recs[0].pid,
+            hash,
+            pid,
             op: Op::Load(Box::new(CopyBatch {
                 data,
                 recs,
                 done: self.done.clone(),
+                reserve,
             })),
             touch: false,
         };
@@ -396,6 +440,9 @@ impl<'a> CopyLoad<'a> {
             .recv_timeout(BATCH_TIMEOUT)
             .map_err(|_| io::Error::other("the store's answers stopped"))?;
         self.ahead[d.poller] -= 1;
+        if d.buffers.0.capacity() > 0 {
+            self.spare.push(d.buffers);
+        }
         self.failed += d.failed;
         if self.first.is_none() {
             self.first = d.first;
@@ -420,17 +467,34 @@ impl<'a> CopyLoad<'a> {
     }
 }
 
-/// Whether a command of the copy, parsed in place (`args`: its
-/// arguments' ranges in `cmd`), is the copy's end (`REPLCONF
-/// SNAPSHOT-END`): `Ok(false)`; a SET of the copy's shape: `Ok(true)`;
-/// anything else is not nvkv's stream.
-fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<bool> {
+/// A command of the copy.
+enum CopyCommand {
+    /// A SET of the copy's shape.
+    Set,
+    /// `REPLCONF COPY-KEYS n`: the keys the copy holds.
+    Keys(u64),
+    /// `REPLCONF SNAPSHOT-END`: the copy's end.
+    End,
+}
+
+/// What a command of the copy, parsed in place (`args`: its arguments'
+/// ranges in `cmd`), is; anything else is not nvkv's stream.
+fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<CopyCommand> {
     let arg = |i: usize| &cmd[args[i].clone()];
     if args.len() == 2
         && arg(0).eq_ignore_ascii_case(b"REPLCONF")
         && arg(1).eq_ignore_ascii_case(b"SNAPSHOT-END")
     {
-        return Ok(false);
+        return Ok(CopyCommand::End);
+    }
+    if args.len() == 3
+        && arg(0).eq_ignore_ascii_case(b"REPLCONF")
+        && arg(1).eq_ignore_ascii_case(b"COPY-KEYS")
+    {
+        return match resp::parse_redis_int(arg(2)) {
+            Some(n) if n >= 0 => Ok(CopyCommand::Keys(n as u64)),
+            _ => Err(corrupt("the copy's key count is not a count: dropped")),
+        };
     }
     let set = match args.len() {
         3 => arg(0).eq_ignore_ascii_case(b"SET"),
@@ -442,7 +506,7 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<bool> {
         _ => false,
     };
     if set {
-        Ok(true)
+        Ok(CopyCommand::Set)
     } else {
         Err(corrupt(
             "the stream holds something not nvkv's stream: dropped",
@@ -492,11 +556,19 @@ fn copy_into(
     let mut args = Vec::new();
     let mut keys = 0u64;
     loop {
-        let mut end = false;
+        let (mut end, mut counts) = (false, 0);
         let (_, n) = from.commands(&mut args, |cmd, args| {
-            if !copy_set(cmd, args)? {
-                end = true;
-                return Ok(false);
+            match copy_set(cmd, args)? {
+                CopyCommand::Set => {}
+                CopyCommand::Keys(n) => {
+                    load.reserve(n)?;
+                    counts += 1;
+                    return Ok(true);
+                }
+                CopyCommand::End => {
+                    end = true;
+                    return Ok(false);
+                }
             }
             let arg = |i: usize| &cmd[args[i].clone()];
             let (key, value) = (arg(1), arg(2));
@@ -517,7 +589,7 @@ fn copy_into(
             }
             Ok(true)
         })?;
-        keys += n;
+        keys += n - counts;
         if end {
             from.next()?; // REPLCONF SNAPSHOT-END
             return Ok(keys);

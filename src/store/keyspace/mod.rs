@@ -382,6 +382,21 @@ impl<E: Engine, W> Keyspace<E, W> {
         super::shard::mark_clean(self.shards.iter_mut().flatten(), max_seq, max_gen)
     }
 
+    /// Makes room in the index for `keys` keys of the whole store (each
+    /// partition's share), as a hint: a table that cannot grow now grows
+    /// as keys come, and says so then.
+    pub fn reserve_keys(&mut self, keys: u64) {
+        let share = keys.div_ceil(u64::from(self.sb.partitions.max(1)));
+        // Keys spread over the partitions by their hashes, not exactly.
+        let per_partition = share + share / 16 + 64;
+        for s in self.shards.iter_mut().flatten() {
+            if let Err(e) = s.reserve(per_partition) {
+                tracing::warn!("making room in the index for {keys} keys: {e}");
+                return;
+            }
+        }
+    }
+
     /// Publishes the live keys, keys with a TTL and tombstones of the
     /// shards.
     pub fn update_key_count(&mut self) {

@@ -1,13 +1,17 @@
-//! A replica's full copy on the poller ([`Op::CopyStep`]). The first
-//! step of a copy takes the index entries of every key of the poller's
-//! partitions at once (no write can come between) into a session, sorted
-//! by device offset; each step then takes the next 16 MiB of their
-//! records, reads them whole (key, value and expiry in one read), with
-//! the live records of one segment read as one span where they are dense
-//! enough and the rest one by one, as many reads at a time as read slots
-//! allow, and answers with them as the commands the replica applies. So
-//! the copy reads the device about sequentially, once, and the primary
-//! sends the commands on as they are, with no GET and PEXPIRETIME per key.
+//! A replica's full copy on the poller ([`Op::CopyStep`], which a
+//! primary's feed hands the poller's ring directly, a few steps ahead,
+//! each with a buffer of an earlier step to fill and a channel for its
+//! answer). The first step of a copy takes the index entries of every
+//! key of the poller's partitions at once (no write can come between)
+//! into a session, sorted by device offset; each step then takes the
+//! next 16 MiB of their records, reads them whole (key, value and expiry
+//! in one read), with the live records of one segment read as one span
+//! where they are dense enough and the rest one by one, as many reads at
+//! a time as read slots allow, and answers with them as the commands the
+//! replica applies (steps may be answered out of order: each key comes
+//! once). So the copy reads the device about sequentially, once, and the
+//! primary sends the commands on as they are, with no GET and
+//! PEXPIRETIME per key.
 //!
 //! Every key present for the whole copy is in the session. A record that
 //! no longer holds its key when read (the key was written again, or moved
@@ -26,58 +30,53 @@
 
 use super::Item;
 use crate::resp;
+use crate::server::msg::CopyPart;
 
 /// A step's keys, as `SET key value [PXAT ms]` commands in RESP.
 #[derive(Debug, Default)]
-pub(super) struct Sets {
-    bytes: Vec<u8>,
-    keys: u64,
-    /// Keys whose values are in pieces (larger than a segment), left to
-    /// the feed to read through the command path.
-    large: Vec<Box<[u8]>>,
-}
+pub(super) struct Sets(CopyPart);
 
 impl Sets {
-    pub(super) fn with_capacity(bytes: usize) -> Self {
-        Sets {
-            bytes: Vec::with_capacity(bytes),
-            keys: 0,
-            large: Vec::new(),
+    /// Into `buf` (its contents dropped, its memory used again), with
+    /// room for `bytes`: a buffer grows with room to spare, so that the
+    /// next steps' (of about as many bytes) fit it without growing it
+    /// again (fresh memory costs the kernel's zeroing of its pages).
+    pub(super) fn new(mut buf: Vec<u8>, bytes: usize) -> Self {
+        buf.clear();
+        if buf.capacity() < bytes {
+            buf.reserve(bytes + bytes / 8);
         }
+        Sets(CopyPart {
+            bytes: buf,
+            ..CopyPart::default()
+        })
     }
 
     /// Adds a key whose value is in pieces.
     pub(super) fn push_large(&mut self, key: &[u8]) {
-        self.large.push(key.into());
+        self.0.large.push(key.into());
     }
 
     /// Adds a live key's SET: `expire_ms` absolute, 0 for none.
     pub(super) fn push(&mut self, key: &[u8], value: &[u8], expire_ms: u64) {
+        let bytes = &mut self.0.bytes;
         if expire_ms > 0 {
             let at = expire_ms.to_string();
-            resp::encode::command(
-                &mut self.bytes,
-                &[b"SET", key, value, b"PXAT", at.as_bytes()],
-            );
+            resp::encode::command(bytes, &[b"SET", key, value, b"PXAT", at.as_bytes()]);
         } else {
-            resp::encode::command(&mut self.bytes, &[b"SET", key, value]);
+            resp::encode::command(bytes, &[b"SET", key, value]);
         }
-        self.keys += 1;
+        self.0.keys += 1;
     }
 
-    /// The step's reply: `[cursor, keys, commands, large keys]`, the
-    /// commands as one bulk string.
-    pub(super) fn reply(self, next: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes.len() + 64);
-        resp::array(&mut out, 4);
-        resp::bulk(&mut out, next.to_string().as_bytes());
-        resp::int(&mut out, self.keys as i64);
-        resp::bulk(&mut out, &self.bytes);
-        resp::array(&mut out, self.large.len());
-        for k in &self.large {
-            resp::bulk(&mut out, k);
+    /// The step's answer; `last`: the copy has no records left;
+    /// `entries`: those the copy took, in its first step's.
+    pub(super) fn part(self, last: bool, entries: Option<u64>) -> CopyPart {
+        CopyPart {
+            last,
+            entries,
+            ..self.0
         }
-        out
     }
 }
 
@@ -90,7 +89,7 @@ pub(super) const STEP_BYTES: u64 = 16 << 20;
 pub(super) const SPAN_WASTE: u64 = 16;
 /// The answer to a step of a copy not under way (its feed fails the
 /// copy, and the replica syncs again).
-pub(super) const NO_SESSION: &str = "ERR no such full copy under way";
+pub(super) const NO_SESSION: &str = "no such full copy under way";
 /// A copy not stepped for this long is dropped (its feed is gone).
 const IDLE_MS: u64 = 120_000;
 
@@ -130,6 +129,10 @@ impl Session {
         if self.done() {
             self.items = Vec::new();
         }
+    }
+
+    pub(super) fn entries(&self) -> u64 {
+        self.items.len() as u64
     }
 
     pub(super) fn done(&self) -> bool {
