@@ -128,3 +128,63 @@ fn keepttl_and_getdel_survive_a_restart() {
     assert_eq!(cmd(&mut con, &["GET", "d"]), Value::Nil);
     srv.stop();
 }
+
+/// INFO's `keyspace_hits` and `keyspace_misses`.
+fn hits_misses(con: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in INFO stats"))
+    };
+    (field("keyspace_hits"), field("keyspace_misses"))
+}
+
+/// SET … GET and GETSET read the key as GET does: Redis counts a hit or
+/// a miss for each, alone and inside MULTI … EXEC, and so does nvkv.
+#[test]
+fn set_get_and_getset_count_hits_and_misses_as_redis_does() {
+    let Some(real) = common::RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let cmds: &[&[&str]] = &[
+        &["SET", "s", "v2", "GET"],
+        &["GETSET", "s", "v3"],
+        &["SET", "nope", "v", "GET"],
+        &["GETSET", "nope2", "v"],
+        &["SET", "s", "a", "NX", "GET"],
+        &["SET", "nope3", "a", "XX", "GET"],
+        &["SET", "s", "b"],
+        &["GET", "s"],
+    ];
+    let mut counts = Vec::new();
+    for mut con in [srv.client(), real.client()] {
+        let mut seen = Vec::new();
+        for txn in [false, true] {
+            cmd(&mut con, &["SET", "s", "v"]);
+            cmd(&mut con, &["DEL", "nope", "nope2", "nope3"]);
+            for args in cmds {
+                let before = hits_misses(&mut con);
+                let mut p = redis::pipe();
+                if txn {
+                    p.atomic();
+                }
+                let c = p.cmd(args[0]);
+                for a in &args[1..] {
+                    c.arg(*a);
+                }
+                let _: Value = p.query(&mut con).unwrap();
+                let after = hits_misses(&mut con);
+                seen.push((txn, args, after.0 - before.0, after.1 - before.1));
+            }
+        }
+        counts.push(seen);
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "(in a transaction, command, hits, misses): nvkv, then Redis"
+    );
+}

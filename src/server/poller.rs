@@ -1005,6 +1005,17 @@ impl<E: Engine> Poller<E> {
             super::msg::Cond::Nx => live.is_some(),
             super::msg::Cond::Xx => live.is_none(),
         };
+        // SET … GET and GETSET read the key as GET does: a hit or a miss
+        // in INFO, as Redis counts them. A large old value (`live` without
+        // `old`: it is streamed) is counted where its stream starts; a SET
+        // deferred for room and run again counts again.
+        if matches!(reply, SetReply::Old) && (old.is_some() || live.is_none()) {
+            let st = self.stats();
+            match old {
+                Some(_) => st.hits.fetch_add(1, Relaxed),
+                None => st.misses.fetch_add(1, Relaxed),
+            };
+        }
         let old_reply = || match &old {
             Some(v) => {
                 let mut out = Vec::with_capacity(v.len() + 16);

@@ -20,7 +20,9 @@ use crate::format::{LargeHead, PieceHeader, Record, RecordMeta, FLAG_LARGE};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
 use crate::server::dump::Streamed;
-use crate::server::msg::{ConnRef, Feed, Flow, FlowRef, GetExpiry, MoveKind, ObjectInfo, Op};
+use crate::server::msg::{
+    ConnRef, Feed, Flow, FlowRef, GetExpiry, MoveKind, ObjectInfo, Op, SetReply,
+};
 use crate::server::strings as text;
 use crate::store::keyspace::{LargeFeed, Tag, WriteError};
 
@@ -406,7 +408,6 @@ impl<E: Engine> Poller<E> {
         if let Op::Strlen { .. } = req.op {
             return self.reply(&req, Reply::Int(head.total_len as i64));
         }
-        let st = self.stats();
         match &req.op {
             // More than 44 bytes, no integer: Redis's `raw`, not shared.
             Op::Object {
@@ -424,14 +425,7 @@ impl<E: Engine> Poller<E> {
                 let msg = msg.clone();
                 return self.reply(&req, Reply::Error(msg));
             }
-            Op::Get { .. } | Op::GetDel { .. } => {
-                st.reads.fetch_add(1, Relaxed);
-                st.hits.fetch_add(1, Relaxed);
-            }
-            Op::GetEx { .. } | Op::GetRange { .. } => {
-                st.hits.fetch_add(1, Relaxed);
-            }
-            _ => {}
+            _ => self.count_large_read(&req.op),
         }
         if is_sub(&req) {
             return self.txn_large_read(req, entry, rec, head);
@@ -592,13 +586,10 @@ impl<E: Engine> Poller<E> {
     ) {
         let cap = self.ks.piece_capacity();
         let (lo, len) = match req.op {
-            Op::GetRange { start, end, .. } => {
-                self.stats().hits.fetch_add(1, Relaxed);
-                match super::range_bounds(total_len, start, end) {
-                    Some((first, last)) => (first, last - first + 1),
-                    None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
-                }
-            }
+            Op::GetRange { start, end, .. } => match super::range_bounds(total_len, start, end) {
+                Some((first, last)) => (first, last - first + 1),
+                None => return self.reply(&req, Reply::Encoded(b"$0\r\n\r\n".to_vec())),
+            },
             _ => (0, total_len),
         };
         let (next, last) = ((lo / cap) as usize, ((lo + len.max(1) - 1) / cap) as usize);
@@ -760,12 +751,7 @@ impl<E: Engine> Poller<E> {
     /// The value of assembly `a` is whole: its request goes on.
     fn assembled(&mut self, a: Assembly) {
         match a.req.op {
-            Op::Get { .. } => {
-                let st = self.stats();
-                st.reads.fetch_add(1, Relaxed);
-                st.hits.fetch_add(1, Relaxed);
-                return self.reply(&a.req, Reply::Encoded(a.out));
-            }
+            Op::Get { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
             Op::GetRange { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
             _ => {}
         }
@@ -1064,6 +1050,28 @@ pub(super) fn streamed_in_txn(op: &Op) -> bool {
 }
 
 impl<E: Engine> Poller<E> {
+    /// Counts a read of a large value's bytes in INFO's `keyspace_hits`
+    /// (and GET's in the reads), once, where the read starts: whether it
+    /// is then streamed or, inside a transaction, read whole.
+    pub(super) fn count_large_read(&self, op: &Op) {
+        let st = self.stats();
+        match op {
+            Op::Get { .. } | Op::GetDel { .. } => {
+                st.reads.fetch_add(1, Relaxed);
+                st.hits.fetch_add(1, Relaxed);
+            }
+            Op::GetEx { .. }
+            | Op::GetRange { .. }
+            | Op::Set {
+                reply: SetReply::Old,
+                ..
+            } => {
+                st.hits.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+
     /// Bytes a stream may have read ahead of its client.
     fn stream_window(&self) -> u64 {
         let cap = self.ks.piece_capacity();

@@ -788,6 +788,7 @@ impl<E: Engine> Poller<E> {
                 self.txn_move_view(req, view, expire_ms, ok);
             }
             ref op if super::large::streamed_in_txn(op) => {
+                self.count_large_read(op);
                 // Streamed after EXEC's other replies: the changed pieces
                 // from the view, the others read.
                 let count = total_len.div_ceil(self.ks.piece_capacity()) as usize;
@@ -804,6 +805,7 @@ impl<E: Engine> Poller<E> {
                 self.txn_stream(req, entry, head, pins, changed, expire_ms);
             }
             _ => {
+                self.count_large_read(&req.op);
                 let (key, base) = (s.key.to_vec(), (*l.base).clone());
                 let changed = l.changed.clone();
                 let meta = RecordMeta {
