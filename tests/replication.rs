@@ -169,7 +169,21 @@ fn a_replica_copies_the_keys_and_follows_every_write() {
         .query(&mut p)
         .unwrap();
     assert_eq!((a, b), (2, 3));
+    // A transaction over keys of both pollers is refused while replicas
+    // are fed (the stream carries one poller's transaction as one
+    // MULTI … EXEC); MSET over them goes as one group per poller.
+    let spread = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let _: () = redis::cmd("MULTI").query(&mut p).unwrap();
+    for k in spread {
+        let _: Value = redis::cmd("SET").arg(k).arg("x").query(&mut p).unwrap();
+    }
+    let refused = redis::cmd("EXEC").query::<Value>(&mut p).unwrap_err();
+    assert_eq!(refused.code(), Some("CROSSSLOT"), "{refused}");
+    let pairs: Vec<(&str, &str)> = spread.iter().map(|&k| (k, "m")).collect();
+    let _: () = redis::cmd("MSET").arg(&pairs).query(&mut p).unwrap();
     converge(&primary, &replica);
+    let got: Vec<String> = redis::cmd("MGET").arg(&spread).query(&mut r).unwrap();
+    assert_eq!(got, ["m"; 8]);
     let got: Vec<Option<String>> = redis::cmd("MGET")
         .arg("n")
         .arg("k1")
