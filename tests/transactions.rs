@@ -665,6 +665,31 @@ fn no_client_sees_part_of_a_transaction_across_pollers() {
     assert_eq!(n, (300, 300));
 }
 
+/// A value larger than a segment, read in a transaction across pollers
+/// and by an MGET across them, is read whole (not streamed behind the
+/// other pollers' replies).
+#[test]
+fn large_values_read_across_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut con = srv.client();
+    let big = "v".repeat(20 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    let mut p = redis::pipe();
+    p.atomic().get("a");
+    for k in &SPREAD[1..] {
+        p.set(*k, 1).ignore();
+    }
+    let (got,): (String,) = p.query(&mut con).unwrap();
+    assert!(got == big, "a value of {} bytes came back", got.len());
+    let vals: Vec<String> = redis::cmd("MGET").arg(&SPREAD).query(&mut con).unwrap();
+    assert!(vals[0] == big && vals[1..].iter().all(|v| v == "1"));
+}
+
 /// Two clients running transactions over the same keys of both pollers,
 /// naming them in opposite orders, both finish (the parts hold their
 /// keys poller by poller, lowest first), and every increment is there.
