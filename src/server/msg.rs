@@ -275,6 +275,11 @@ pub struct Cross {
     /// One command of several keys (MSET, MGET), not an EXEC: no WATCH
     /// is checked.
     pub single: bool,
+    /// Its requests run as a group's, each answering the connection
+    /// itself, and the part has no reply of its own (MGET: its reads go
+    /// to the device together, not one after another as a
+    /// transaction's).
+    pub group: bool,
 }
 
 /// The steps of an EXEC across pollers ([`Op::Cross`]).

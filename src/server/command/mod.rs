@@ -163,13 +163,9 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     match cmd {
         Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
         Cmd::Mget => {
-            let mget = |c: &mut Conn, router: &mut Router| {
-                keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
-                    key: k.into(),
-                })
-            };
-            if !across_pollers(c, router, &args[1..], mget) {
-                mget(c, router)
+            let get = |k: &[u8]| Op::Get { key: k.into() };
+            if !group_across_pollers(c, router, &args[1..], Combine::Array, get) {
+                keyed(c, router, &args[1..], Some(Combine::Array), get)
             }
         }
         Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
@@ -531,7 +527,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
     send_parts(c, router, inner, count, pollers, reqs, watched, false);
 }
 
-/// Runs a command of several keys (MSET, MGET) whose keys are on several
+/// Runs a command of several keys (MSET) whose keys are on several
 /// pollers as a transaction across them ([`send_parts`]), so that no
 /// client sees part of it, as in Redis; while replicas are fed, it goes
 /// as one group per poller instead. Returns whether it did.
@@ -558,6 +554,67 @@ pub(super) fn across_pollers(
     let inner = c.end_transaction(outer);
     c.timing = timing;
     send_parts(c, router, inner, 1, pollers, reqs, false, true);
+    true
+}
+
+/// Runs a command that reads keys of several pollers (MGET) as a group
+/// held across them: its parts hold their keys poller by poller as a
+/// transaction's do ([`send_parts`]), so that it sees no part of a
+/// transaction, then each part's requests run together, as a group's,
+/// and answer the command's reply themselves. Returns whether it did.
+fn group_across_pollers(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    combine: Combine,
+    op: impl Fn(&[u8]) -> Op,
+) -> bool {
+    let mut pollers: Vec<usize> = keys.iter().map(|k| router.poller_of_key(k)).collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    if pollers.len() < 2 || router.capturing() {
+        return false;
+    }
+    let id = c.expect(keys.len(), Some(combine));
+    let partitions = router.shared.sb.partitions;
+    let mut parts: Vec<Vec<Request>> = pollers.iter().map(|_| Vec::new()).collect();
+    for (part, key) in keys.iter().enumerate() {
+        let hash = KeyHash::of(key);
+        let pid = hash.partition(partitions);
+        let poller = router.shared.poller_of(pid);
+        let i = pollers.iter().position(|&p| p == poller).expect("a poller");
+        parts[i].push(Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: part as u32,
+            hash,
+            pid,
+            op: op(key),
+        });
+    }
+    let cross = Box::new(Cross {
+        pollers: pollers.clone(),
+        single: true,
+        group: true,
+    });
+    for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
+        let req = Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: i as u32,
+            pid: reqs[0].pid,
+            hash: KeyHash::of(&[]),
+            op: Op::Exec {
+                reqs,
+                watched: false,
+                wait: None,
+                cross: Some(cross.clone()),
+            },
+        };
+        router.send(*poller, req);
+    }
     true
 }
 
@@ -599,6 +656,7 @@ fn send_parts(
         Box::new(Cross {
             pollers: pollers.clone(),
             single,
+            group: false,
         })
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {

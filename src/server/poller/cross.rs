@@ -129,7 +129,23 @@ impl<E: Engine> Poller<E> {
             self.cross_send(p, xid, CrossStep::Go);
         }
         self.cross.left.insert(xid, (pollers.len(), pollers));
-        self.txns_waiting.push_back(req);
+        self.cross_run(req);
+    }
+
+    /// Every part holds its keys: this one runs, as a transaction (once
+    /// the one running here is done), or as a group (at once).
+    fn cross_run(&mut self, mut req: Request) {
+        if !cross_of(&req).group {
+            return self.txns_waiting.push_back(req);
+        }
+        let claimed = claim_tags(&req.op);
+        let Op::Exec { reqs, .. } = &mut req.op else {
+            unreachable!()
+        };
+        for r in std::mem::take(reqs) {
+            self.handle_now(r);
+        }
+        self.cross_ran(&req, claimed);
     }
 
     /// The part has run (its writes are in the store, or it failed): its
@@ -155,7 +171,7 @@ impl<E: Engine> Poller<E> {
             (CrossStep::Claim, None) => {
                 self.cross.parts.insert(xid, CrossPart::Claimable);
             }
-            (CrossStep::Go, Some(CrossPart::Held(req))) => self.txns_waiting.push_back(req),
+            (CrossStep::Go, Some(CrossPart::Held(req))) => self.cross_run(req),
             (CrossStep::Abort, Some(CrossPart::Held(req))) => {
                 for tag in claim_tags(&req.op) {
                     self.release(tag);
