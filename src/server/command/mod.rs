@@ -529,8 +529,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
 
 /// Runs a command of several keys (MSET) whose keys are on several
 /// pollers as a transaction across them ([`send_parts`]), so that no
-/// client sees part of it, as in Redis; while replicas are fed, it goes
-/// as one group per poller instead. Returns whether it did.
+/// client sees part of it, as in Redis; while replicas are fed (from the
+/// first replica on), it goes as one group per poller instead. Returns
+/// whether it did.
 pub(super) fn across_pollers(
     c: &mut Conn,
     router: &mut Router,
