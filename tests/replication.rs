@@ -219,6 +219,32 @@ fn a_replica_copies_the_keys_and_follows_every_write() {
     converge(&primary, &replica2);
 }
 
+/// A replica with more pollers than its primary applies the primary's
+/// transactions across its pollers (one poller's block on the primary).
+#[test]
+fn a_replica_with_more_pollers_applies_transactions_across_them() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    let mut p = primary.client();
+    converge(&primary, &replica);
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for round in 0..3 {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for k in keys {
+            pipe.set(k, round).ignore();
+        }
+        let _: () = pipe.query(&mut p).unwrap();
+    }
+    converge(&primary, &replica);
+    let got: Vec<i64> = redis::cmd("MGET")
+        .arg(&keys)
+        .query(&mut replica.client())
+        .unwrap();
+    assert_eq!(got, [2; 8]);
+}
+
 #[test]
 fn a_replica_refuses_client_writes_and_is_promoted_by_replicaof_no_one() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
