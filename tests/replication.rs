@@ -169,7 +169,21 @@ fn a_replica_copies_the_keys_and_follows_every_write() {
         .query(&mut p)
         .unwrap();
     assert_eq!((a, b), (2, 3));
+    // A transaction over keys of both pollers is refused while replicas
+    // are fed (the stream carries one poller's transaction as one
+    // MULTI … EXEC); MSET over them goes as one group per poller.
+    let spread = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let _: () = redis::cmd("MULTI").query(&mut p).unwrap();
+    for k in spread {
+        let _: Value = redis::cmd("SET").arg(k).arg("x").query(&mut p).unwrap();
+    }
+    let refused = redis::cmd("EXEC").query::<Value>(&mut p).unwrap_err();
+    assert_eq!(refused.code(), Some("CROSSSLOT"), "{refused}");
+    let pairs: Vec<(&str, &str)> = spread.iter().map(|&k| (k, "m")).collect();
+    let _: () = redis::cmd("MSET").arg(&pairs).query(&mut p).unwrap();
     converge(&primary, &replica);
+    let got: Vec<String> = redis::cmd("MGET").arg(&spread).query(&mut r).unwrap();
+    assert_eq!(got, ["m"; 8]);
     let got: Vec<Option<String>> = redis::cmd("MGET")
         .arg("n")
         .arg("k1")
@@ -203,6 +217,32 @@ fn a_replica_copies_the_keys_and_follows_every_write() {
     }
     converge(&primary, &replica);
     converge(&primary, &replica2);
+}
+
+/// A replica with more pollers than its primary applies the primary's
+/// transactions across its pollers (one poller's block on the primary).
+#[test]
+fn a_replica_with_more_pollers_applies_transactions_across_them() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    let mut p = primary.client();
+    converge(&primary, &replica);
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for round in 0..3 {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for k in keys {
+            pipe.set(k, round).ignore();
+        }
+        let _: () = pipe.query(&mut p).unwrap();
+    }
+    converge(&primary, &replica);
+    let got: Vec<i64> = redis::cmd("MGET")
+        .arg(&keys)
+        .query(&mut replica.client())
+        .unwrap();
+    assert_eq!(got, [2; 8]);
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! with a second one changing watched keys; then what Redis promises of
 //! EXEC: nothing of a refused transaction is applied, no client sees part
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
-//! the same hash tag (`{…}`) share a poller; transactions across pollers
-//! are refused with Redis Cluster's CROSSSLOT. redis-py's default pipeline
+//! the same hash tag (`{…}`) share a poller; with several pollers a
+//! transaction across them is atomic and isolated too, and a command that
+//! runs as one request for keys of several (RENAME, COPY, MSETNX) is
+//! refused with Redis Cluster's CROSSSLOT. redis-py's default pipeline
 //! (MULTI … EXEC) works.
 
 mod common;
@@ -436,11 +438,19 @@ fn no_client_sees_part_of_a_transaction() {
     assert_eq!(n, 800);
 }
 
-/// With two pollers, keys of a transaction on different pollers get
-/// CROSSSLOT and nothing of it is applied; keys with one hash tag always
+/// Keys that, taken together, lie on both pollers of a server with two
+/// (the hash spreads them; eight keys all on one poller would be a 1 in
+/// 128 chance, and the hash is fixed: checked once by hand with
+/// `--io-threads 2`, see `commands_of_one_request_across_pollers_get_crossslot`).
+const SPREAD: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+
+/// With two pollers, a transaction whose keys are on both runs (redis-py's
+/// default pipeline, as Redis answers it); a command that runs as one
+/// request for keys of two pollers (RENAME, COPY, MSETNX) makes EXEC
+/// answer CROSSSLOT, with nothing applied; keys with one hash tag always
 /// share a poller.
 #[test]
-fn keys_on_different_pollers_get_crossslot() {
+fn commands_of_one_request_across_pollers_get_crossslot() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--io-threads", "2"]);
     let mut c = Conn::connect(srv.addr);
@@ -450,10 +460,19 @@ fn keys_on_different_pollers_get_crossslot() {
         c.call(&["MULTI"]);
         c.call(&["SET", &k1, "1"]);
         c.call(&["SET", &k2, "1"]);
+        assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
+        // RENAME of the two: on one poller it runs, on two it is refused
+        // whole.
+        c.call(&["MULTI"]);
+        c.call(&["SET", &k1, "2"]);
+        c.call(&["RENAME", &k1, &k2]);
         let r = c.call(&["EXEC"]);
         if r == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n" {
             crossed += 1;
-            assert_eq!(c.call(&["EXISTS", &k1, &k2]), b":0\r\n");
+            assert_eq!(c.call(&["MGET", &k1, &k2]), b"*2\r\n$1\r\n1\r\n$1\r\n1\r\n");
+            assert!(c
+                .call(&["MSETNX", &k1, "3", &k2, "3"])
+                .starts_with(b"-CROSSSLOT"));
         } else {
             assert_eq!(r, b"*2\r\n+OK\r\n+OK\r\n");
             ran += 1;
@@ -467,14 +486,245 @@ fn keys_on_different_pollers_get_crossslot() {
         assert_eq!(c.call(&["MSETNX", &t1, "2", &t2, "2"]), b":0\r\n");
     }
     assert!(crossed > 0 && ran > 0, "crossed {crossed}, ran {ran}");
-    // A watched key on another poller than the transaction's keys.
-    let w = (0..40).map(|i| format!("w{i}")).find(|w| {
-        c.call(&["WATCH", w]);
+    // SPREAD's keys lie on both pollers: a RENAME among them is refused.
+    let refused = SPREAD.iter().any(|k| {
         c.call(&["MULTI"]);
-        c.call(&["SET", "{t0}x", "1"]);
+        c.call(&["RENAME", "a", k]);
         c.call(&["EXEC"]).starts_with(b"-CROSSSLOT")
     });
-    assert!(w.is_some(), "no key on the other poller");
+    assert!(refused, "SPREAD's keys are all on one poller");
+}
+
+/// redis-py's default pipeline (MULTI … EXEC) over keys of both pollers
+/// answers as Redis does, and so do MSET and MGET across them.
+#[test]
+fn redis_py_pipelines_across_pollers_match_redis() {
+    if !common::redis_py() {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let script = r#"
+import sys, redis
+host, port = sys.argv[1].rsplit(":", 1)
+r = redis.Redis(host=host, port=int(port))
+keys = ["k%d" % i for i in range(40)]
+p = r.pipeline()
+for i, k in enumerate(keys):
+    p.set(k, i)
+for k in keys:
+    p.incr(k)
+p.mget(keys).mset({k: "v" + k for k in keys[::3]}).get("k3").delete(*keys[:7])
+p.exists(*keys).incrby("k9", "x").append("k10", "z").getdel("k11").strlen("k12")
+out = [repr(x) for x in p.execute(raise_on_error=False)]
+r.mset({k: i for i, k in enumerate(keys)})
+out.append(repr(r.mget(keys + ["nope"])))
+with r.pipeline() as p:
+    p.watch(*keys[::5])
+    p.multi()
+    p.incr("k5").incr("k6").set("k7", "x")
+    out.append(repr(p.execute()))
+print("\n".join(out))
+"#;
+    let run = |addr: &str| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, addr])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ours = run(&srv.addr.to_string());
+    assert_eq!(ours, run(&redis.addr));
+    assert!(ours.contains("ResponseError"), "{ours}");
+}
+
+/// WATCH of keys on both pollers: a change to any of them by another
+/// client makes EXEC answer nil, with nothing applied; unchanged, EXEC
+/// runs. As Redis answers.
+#[test]
+fn watch_across_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let mut a = pair(&srv, &redis);
+    let mut b = pair(&srv, &redis);
+    let watch: Vec<&str> = std::iter::once("WATCH").chain(SPREAD).collect();
+    for changed in std::iter::once(None).chain(SPREAD.iter().map(Some)) {
+        a.check_str(&watch);
+        if let Some(k) = changed {
+            b.check_str(&["SET", k, "changed"]);
+        }
+        a.check_str(&["MULTI"]);
+        for k in SPREAD {
+            a.check_str(&["INCR", &format!("n{k}")]);
+        }
+        a.check_str(&["SET", "a", "ran"]);
+        let r = a.check_str(&["EXEC"]);
+        assert_eq!(r.starts_with(b"*-1"), changed.is_some());
+        a.check_str(&["MGET", "na", "nb", "nc", "nd", "ne", "nf", "ng", "nh", "a"]);
+    }
+    // The watches end with EXEC: a change after it aborts nothing.
+    a.check_str(&watch);
+    a.check_str(&["MULTI"]);
+    a.check_str(&["SET", "b", "1"]);
+    a.check_str(&["EXEC"]);
+    b.check_str(&["SET", "a", "after"]);
+    a.check_str(&["MULTI"]);
+    a.check_str(&["SET", "c", "1"]);
+    a.check_str(&["EXEC"]);
+    // WATCHed again between the parts' arrival: the next EXEC sees it.
+    a.check_str(&watch);
+    a.check_str(&["MULTI"]);
+    a.check_str(&["SET", "d", "1"]);
+    a.check_str(&["EXEC"]);
+    a.check_str(&["WATCH", "e", "f"]);
+    b.check_str(&["SET", "f", "changed"]);
+    a.check_str(&["MULTI"]);
+    a.check_str(&["SET", "g", "1"]);
+    a.check_str(&["EXEC"]);
+    a.check_str(&["MGET", "d", "g"]);
+}
+
+/// No client sees part of a transaction across pollers: writers set keys
+/// of both pollers to the same number in each EXEC, or each MSET;
+/// readers' MGETs never see them differ.
+#[test]
+fn no_client_sees_part_of_a_transaction_across_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = srv.url();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for i in 0..300 {
+                    let v = format!("{w}-{i}");
+                    if i % 2 == 0 {
+                        let mut p = redis::pipe();
+                        p.atomic();
+                        for k in SPREAD {
+                            p.set(k, &v);
+                        }
+                        let _: () = p.incr("n1", 1).incr("n2", 1).query(&mut con).unwrap();
+                    } else {
+                        let pairs: Vec<(&str, &str)> = SPREAD.iter().map(|&k| (k, &*v)).collect();
+                        let _: () = redis::cmd("MSET").arg(&pairs).query(&mut con).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (url.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut seen = 0;
+                while !stop.load(Relaxed) {
+                    let vals: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&SPREAD).query(&mut con).unwrap();
+                    assert!(
+                        vals.iter().all(|v| *v == vals[0]),
+                        "a reader saw part of a transaction: {vals:?}"
+                    );
+                    let (n1, n2): (Option<i64>, Option<i64>) = redis::cmd("MGET")
+                        .arg(&["n1", "n2"])
+                        .query(&mut con)
+                        .unwrap();
+                    assert_eq!(n1, n2, "a reader saw part of a transaction");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let mut con = srv.client();
+    let n: (i64, i64) = redis::cmd("MGET")
+        .arg(&["n1", "n2"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, (300, 300));
+}
+
+/// A value larger than a segment, read in a transaction across pollers
+/// and by an MGET across them, is read whole (not streamed behind the
+/// other pollers' replies).
+#[test]
+fn large_values_read_across_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut con = srv.client();
+    let big = "v".repeat(20 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("a")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    let mut p = redis::pipe();
+    p.atomic().get("a");
+    for k in &SPREAD[1..] {
+        p.set(*k, 1).ignore();
+    }
+    let (got,): (String,) = p.query(&mut con).unwrap();
+    assert!(got == big, "a value of {} bytes came back", got.len());
+    let vals: Vec<String> = redis::cmd("MGET").arg(&SPREAD).query(&mut con).unwrap();
+    assert!(vals[0] == big && vals[1..].iter().all(|v| v == "1"));
+}
+
+/// Two clients running transactions over the same keys of both pollers,
+/// naming them in opposite orders, both finish (the parts hold their
+/// keys poller by poller, lowest first), and every increment is there.
+#[test]
+fn opposite_transactions_across_pollers_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let url = srv.url();
+    let clients: Vec<_> = (0..2)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut keys = SPREAD.to_vec();
+                if w == 1 {
+                    keys.reverse();
+                }
+                for _ in 0..300 {
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in &keys {
+                        p.incr(*k, 1);
+                    }
+                    let _: Vec<i64> = p.query(&mut con).expect("EXEC answered");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut con = srv.client();
+    let vals: Vec<i64> = redis::cmd("MGET").arg(&SPREAD).query(&mut con).unwrap();
+    assert_eq!(vals, vec![600; SPREAD.len()]);
 }
 
 /// After a kill -9, every acknowledged EXEC is there whole (each wrote the
@@ -482,24 +732,41 @@ fn keys_on_different_pollers_get_crossslot() {
 /// durability.
 #[test]
 fn acknowledged_transactions_survive_kill_9() {
+    kill_9_during_transactions(&[], &["a", "b", "{c}x"]);
+}
+
+/// The same with two pollers and keys on both: every part of each
+/// acknowledged EXEC is there after a kill -9.
+#[test]
+fn acknowledged_transactions_across_pollers_survive_kill_9() {
+    kill_9_during_transactions(&["--io-threads", "2"], &SPREAD);
+}
+
+fn kill_9_during_transactions(extra: &[&str], keys: &[&str]) {
     for durability in ["sync", "async"] {
         let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(dir.path(), &["--durability", durability]);
+        let args: Vec<&str> = ["--durability", durability]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let srv = Server::start(dir.path(), &args);
         let acked = Arc::new(AtomicU64::new(0));
         let url = srv.url();
         let writer = {
             let acked = Arc::clone(&acked);
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             std::thread::spawn(move || {
                 let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
                 let start = Instant::now();
                 for i in 1..u64::MAX {
-                    let r: redis::RedisResult<()> = redis::pipe()
-                        .atomic()
-                        .set("a", i)
-                        .set("b", i)
-                        .set("{c}x", i)
-                        .set("d", "x".repeat(3000))
-                        .query(&mut con);
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in &keys {
+                        p.set(k, i);
+                    }
+                    let r: redis::RedisResult<()> =
+                        p.set("{big}", "x".repeat(3000)).query(&mut con);
                     if r.is_err() || start.elapsed() > Duration::from_secs(20) {
                         return; // the server is gone
                     }
@@ -511,12 +778,9 @@ fn acknowledged_transactions_survive_kill_9() {
         srv.kill();
         writer.join().unwrap();
         let last = acked.load(Relaxed);
-        let srv = Server::start(dir.path(), &["--durability", durability]);
+        let srv = Server::start(dir.path(), &args);
         let mut con = srv.client();
-        let vals: Vec<u64> = redis::cmd("MGET")
-            .arg(&["a", "b", "{c}x"])
-            .query(&mut con)
-            .unwrap();
+        let vals: Vec<u64> = redis::cmd("MGET").arg(keys).query(&mut con).unwrap();
         for v in &vals {
             assert!(
                 *v >= last,

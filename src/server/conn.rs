@@ -359,10 +359,17 @@ impl Conn {
     }
 
     /// Reserves the place of EXEC's reply, whose commands' replies are in
-    /// `inner`.
-    pub(super) fn expect_exec(&mut self, inner: Replies, count: usize) -> u64 {
+    /// `inner`, answered by `parts` pollers; `single`: one command's
+    /// reply, not EXEC's array (see `replies.rs`'s `Slot::Exec`).
+    pub(super) fn expect_exec(
+        &mut self,
+        inner: Replies,
+        count: usize,
+        parts: u32,
+        single: bool,
+    ) -> u64 {
         let timing = self.timing.take();
-        self.out.expect_exec(timing, inner, count, self.proto)
+        (self.out).expect_exec(timing, inner, count, self.proto, parts, single)
     }
 
     /// Emits a reply that is ready now.

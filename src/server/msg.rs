@@ -152,7 +152,13 @@ pub enum Op {
         watched: bool,
         /// Its number while it waits for its keys.
         wait: Option<u64>,
+        /// One part of an EXEC whose keys are on several pollers (its
+        /// request's `part` is the part's place in `pollers`).
+        cross: Option<Box<Cross>>,
     },
+    /// A step of an EXEC across pollers, from one of its pollers to
+    /// another (`from` and `id` name the EXEC): see [`CrossStep`].
+    Cross(CrossStep),
     /// Requests of one command for several keys of this poller (MGET,
     /// EXISTS, DEL, MSET): they run together, once none of their keys is
     /// held by a transaction or a read-modify-write, so that the command
@@ -258,6 +264,39 @@ pub enum Op {
     /// be written); answered once it is.
     Save,
     Flush,
+}
+
+/// What a part of an EXEC across pollers knows of the others.
+#[derive(Debug, Clone)]
+pub struct Cross {
+    /// The pollers of the EXEC's parts, lowest first: they hold their
+    /// keys in this order, each once the one before holds its own.
+    pub pollers: Vec<usize>,
+    /// One command of several keys (MSET, MGET), not an EXEC: no WATCH
+    /// is checked.
+    pub single: bool,
+    /// Its requests run as a group's, each answering the connection
+    /// itself, and the part has no reply of its own (MGET: its reads go
+    /// to the device together, not one after another as a
+    /// transaction's).
+    pub group: bool,
+}
+
+/// The steps of an EXEC across pollers ([`Op::Cross`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossStep {
+    /// The poller before holds its part's keys: hold this part's.
+    Claim,
+    /// Every part holds its keys, and no watched key changed: run.
+    Go,
+    /// A watched key changed (EXEC answered nil): let the part go
+    /// without running it.
+    Abort,
+    /// To the last poller: one part has run (its writes are in the store,
+    /// or it failed); its keys stay held.
+    Done,
+    /// Every part has run: its keys are free again.
+    Release,
 }
 
 /// Records of a replica's full copy, all for one poller ([`Op::Load`]).
@@ -580,6 +619,7 @@ impl Op {
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
+            Op::Cross(_) => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
             Op::CopyStep { .. } | Op::Load(_) => None,
         }

@@ -33,6 +33,7 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod cross;
 mod inline;
 mod large;
 mod large_edit;
@@ -174,6 +175,8 @@ struct Poller<E: Engine> {
     /// (the first of each; the others follow it, see `large::Stream`):
     /// they start once that reply is sent.
     exec_gates: HashMap<(ConnRef, u64, u32), u64>,
+    /// The parts of transactions across pollers (`cross.rs`).
+    cross: cross::Crossing,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -430,6 +433,7 @@ fn build<E: Engine>(
         next_txn_pieces: 0,
         gates: HashMap::new(),
         exec_gates: HashMap::new(),
+        cross: Default::default(),
     }
 }
 
@@ -517,7 +521,8 @@ impl<E: Engine> Poller<E> {
         self.done = done;
         self.answer_writers();
 
-        let retried = self.retry_requeued()
+        let retried = self.cross_flush()
+            | self.retry_requeued()
             | self.retry_assemblies()
             | self.retry_edits()
             | self.pump_streams()
@@ -641,6 +646,9 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
+        if matches!(req.op, Op::Cross(_)) {
+            return self.cross_step(req);
+        }
         if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
             self.flush_hold.push_back(req);
             self.flush_when_idle();
@@ -662,6 +670,7 @@ impl<E: Engine> Poller<E> {
             Op::FeedBegin { .. } => return self.feed_begin(req),
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
             Op::Save => return self.save(req),
+            Op::Exec { cross: Some(_), .. } => return self.cross_arrived(req),
             Op::Exec { .. } => return self.exec_when_free(req),
             Op::Group { .. } => return self.group_when_free(req),
             Op::Unwatch => return self.unwatch(req),
@@ -1665,6 +1674,10 @@ impl<E: Engine> Poller<E> {
     /// EXEC: once it holds its keys, it waits its turn to run.
     fn exec_when_free(&mut self, req: Request) {
         if let Some(req) = self.claim(req) {
+            if cross::is_cross(&req) {
+                // It runs once every part holds its keys.
+                return self.cross_held(req);
+            }
             self.txns_waiting.push_back(req);
         }
     }
@@ -1719,12 +1732,17 @@ impl<E: Engine> Poller<E> {
     /// its connection watches changed since WATCH.
     fn start_txn(&mut self, mut req: Request) {
         let claimed = claim_tags(&req.op);
+        let cross = cross::is_cross(&req);
         let Op::Exec { reqs, watched, .. } = &mut req.op else {
             unreachable!()
         };
         let subs = std::mem::take(reqs);
-        let changed = *watched && self.watched_changed(req.from);
-        self.watches.remove(&req.from);
+        // A part of a transaction across pollers checked them (and the
+        // connection may watch keys for its next one already).
+        let changed = !cross && *watched && self.watched_changed(req.from);
+        if !cross {
+            self.watches.remove(&req.from);
+        }
         if changed {
             self.reply(&req, Reply::Nil);
             for tag in claimed {
@@ -1770,6 +1788,15 @@ impl<E: Engine> Poller<E> {
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
         let mut t = self.txn.take().expect("a transaction runs");
+        if !t.streams.is_empty() && cross::is_cross(&t.exec) {
+            // Its reply is merged with other pollers': nothing to stream
+            // behind.
+            for stream in std::mem::take(&mut t.streams) {
+                self.drop_stream(stream);
+            }
+            let reply = Reply::Error(super::strings::CROSS_LARGE_READ.into());
+            return self.end_txn(t, reply);
+        }
         if !t.streams.is_empty() {
             let streams = std::mem::take(&mut t.streams);
             let first = self.chain_streams(&streams);
@@ -1894,7 +1921,16 @@ impl<E: Engine> Poller<E> {
             self.ks.unpin_pieces(&view.base);
         }
         self.reply(&t.exec, reply);
-        for tag in t.claimed {
+        self.txn_keys_done(&t.exec, t.claimed);
+    }
+
+    /// A transaction has run: its keys go free, or, for a part of one
+    /// across pollers, once every part has run.
+    fn txn_keys_done(&mut self, exec: &Request, claimed: Vec<u64>) {
+        if cross::is_cross(exec) {
+            return self.cross_ran(exec, claimed);
+        }
+        for tag in claimed {
             self.release(tag);
         }
     }
@@ -2006,9 +2042,7 @@ impl<E: Engine> Poller<E> {
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);
         }
-        for tag in t.claimed {
-            self.release(tag);
-        }
+        self.txn_keys_done(&t.exec, t.claimed);
     }
 
     /// WATCH of one key: remembers its entry for the connection.
@@ -2039,11 +2073,7 @@ impl<E: Engine> Poller<E> {
         let Some(watched) = self.watches.remove(&from) else {
             return false;
         };
-        let now_ms = self.ks.now_ms();
-        watched.iter().any(|w| {
-            let e = self.ks.entry(w.pid, &w.hash);
-            e != w.seen || (w.live && !e.is_some_and(|e| e.live(now_ms)))
-        })
+        self.changed(&watched)
     }
 
     // Key space: the per-key commands.

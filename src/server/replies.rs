@@ -106,12 +106,19 @@ enum Slot {
     Silent(Box<Slot>),
     /// EXEC's reply: `inner` holds the replies of its `count` commands,
     /// those the connection thread gave at once, and slots for those the
-    /// poller gives in the transaction's one reply ([`Reply::Txn`]).
+    /// poller gives in the transaction's one reply ([`Reply::Txn`]). An
+    /// EXEC across pollers gets one such reply from each of its `left`
+    /// parts, merged here (a nil from one, when a watched key changed,
+    /// is the only one sent; an error from one is the EXEC's reply).
+    /// `single`: a command of several keys run as a transaction across
+    /// pollers (MSET, MGET): its one reply, without EXEC's array.
     Exec {
         inner: Box<Replies>,
         count: usize,
         result: Option<Reply>,
         proto: Proto,
+        left: u32,
+        single: bool,
     },
     /// EXEC's reply when it streams large values read by its commands
     /// (their places in [`Reply::Txn`] are empty [`Reply::Part`]s): one
@@ -123,6 +130,24 @@ enum Slot {
         rest: VecDeque<Vec<u8>>,
         proto: Proto,
     },
+}
+
+/// Files the reply of one of an EXEC's parts (one per poller; see
+/// [`Slot::Exec`]).
+fn merge_exec(result: &mut Option<Reply>, left: &mut u32, reply: Reply) {
+    *left = left.saturating_sub(1);
+    match (result.as_mut(), reply) {
+        // A watched key changed: no other part answers.
+        (_, Reply::Nil) => {
+            *result = Some(Reply::Nil);
+            *left = 0;
+        }
+        (None, reply) => *result = Some(reply),
+        (Some(Reply::Txn(all)), Reply::Txn(more)) => all.extend(more),
+        // The first error is the EXEC's reply.
+        (Some(Reply::Txn(_)), error) => *result = Some(error),
+        (Some(_), _) => {}
+    }
 }
 
 /// Whether EXEC's reply `r` has values to stream (see
@@ -170,7 +195,7 @@ impl Slot {
             Slot::Single(r, _) => r.as_ref().is_some_and(|r| !matches!(r, Reply::Part(..))),
             Slot::Multi { left, .. } => *left == 0,
             Slot::Silent(s) => s.complete(),
-            Slot::Exec { result, .. } => result.is_some(),
+            Slot::Exec { result, left, .. } => *left == 0 && result.is_some(),
             Slot::ExecStreams { current, .. } => current
                 .as_ref()
                 .is_some_and(|r| !matches!(r, Reply::Part(..))),
@@ -202,13 +227,17 @@ impl Slot {
                 count,
                 result,
                 proto,
+                single,
+                ..
             } => match result.expect("complete") {
                 Reply::Txn(parts) => {
                     for (id, part, reply) in parts {
                         inner.fill(id, part, reply);
                     }
                     debug_assert_eq!(inner.owed(), 0, "a transaction's reply misses parts");
-                    resp::array(out, count);
+                    if !single {
+                        resp::array(out, count);
+                    }
                     out.extend_from_slice(inner.unsent());
                 }
                 // A watched key changed.
@@ -457,13 +486,16 @@ impl Replies {
     }
 
     /// Reserves the place of EXEC's reply: `inner` holds its commands'
-    /// replies (see [`Slot::Exec`]). Returns its id.
+    /// replies, `parts` the number of pollers that answer (see
+    /// [`Slot::Exec`]). Returns its id.
     pub(super) fn expect_exec(
         &mut self,
         timing: Timing,
         inner: Replies,
         count: usize,
         proto: Proto,
+        parts: u32,
+        single: bool,
     ) -> u64 {
         let id = self.next_id();
         self.timings.push_back(timing);
@@ -472,6 +504,8 @@ impl Replies {
             count,
             result: None,
             proto,
+            left: parts,
+            single,
         });
         id
     }
@@ -539,13 +573,14 @@ impl Replies {
                 inner,
                 count,
                 proto,
+                left: 1,
                 ..
             } if streams_values(&reply) => {
                 let streams = exec_streams(inner, *count, *proto, reply);
                 self.held = self.held.saturating_sub(len) + streams.held();
                 *slot = streams;
             }
-            Slot::Exec { result, .. } => *result = Some(reply),
+            Slot::Exec { result, left, .. } => merge_exec(result, left, reply),
             Slot::ExecStreams { current, rest, .. } => {
                 // A stream's last part: the replies after it follow.
                 let reply = match (reply, &*current) {

@@ -6,7 +6,7 @@
 use super::conn::{Conn, Executor, Multi};
 use std::sync::Arc;
 
-use super::msg::{Cond, ExpireIf, Feed, MoveKind, Op, Request, SetReply};
+use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Request, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -162,9 +162,12 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     match cmd {
         Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
-        Cmd::Mget => keyed(c, router, &args[1..], Some(Combine::Array), |k| Op::Get {
-            key: k.into(),
-        }),
+        Cmd::Mget => {
+            let get = |k: &[u8]| Op::Get { key: k.into() };
+            if !group_across_pollers(c, router, &args[1..], Combine::Array, get) {
+                keyed(c, router, &args[1..], Some(Combine::Array), get)
+            }
+        }
         Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
         Cmd::Ping => match args {
             [_] => c.reply(|o| resp::simple(o, strings::PONG)),
@@ -451,14 +454,18 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     }
 }
 
-/// `EXEC`: runs the queued commands as one transaction. Their keys, and
-/// the keys the connection watches, must all belong to one poller (else
-/// Redis Cluster's CROSSSLOT, and nothing runs). The commands the
+/// `EXEC`: runs the queued commands as one transaction. The commands the
 /// connection thread answers (PING, INFO, …) run here; the requests of
-/// the others go to that poller together, which runs them at once, in
-/// order, with nothing else touching their keys, and answers with all
-/// their replies once every write is durable — or with nil, when a
-/// watched key changed since WATCH.
+/// the others go to the pollers of their keys together, one part per
+/// poller, which run them at once, in order, with nothing else touching
+/// their keys, and answer with all their replies once every write is
+/// durable — or with nil, when a watched key changed since WATCH. Keys
+/// on several pollers make one transaction across them (see
+/// [`send_parts`]); a command that runs as one request for keys of
+/// several pollers (RENAME, RENAMENX, COPY, MSETNX) gets Redis Cluster's
+/// CROSSSLOT, and so does any transaction across pollers while replicas
+/// are fed (the stream carries one poller's transaction as one
+/// MULTI … EXEC).
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -470,15 +477,27 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let cmds: Vec<Vec<&[u8]>> = (multi.cmds.iter())
         .map(|cmd| cmd.iter().map(|a| &**a).collect())
         .collect();
-    let mut pollers = (cmds.iter().flat_map(|args| keys_of(args)))
+    let mut pollers: Vec<usize> = (cmds.iter().flat_map(|args| keys_of(args)))
         .chain(c.watching.iter().map(|k| &**k))
-        .map(|k| router.poller_of_key(k));
-    let poller = pollers.next();
-    if let Some(p) = poller {
-        if pollers.any(|q| q != p) {
-            forget_watches(c, router);
-            return c.reply(|o| resp::error(o, strings::CROSSSLOT));
-        }
+        .map(|k| router.poller_of_key(k))
+        .collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    let one_request = |args: &[&[u8]]| {
+        [&b"RENAME"[..], b"RENAMENX", b"COPY", b"MSETNX"]
+            .iter()
+            .any(|n| args[0].eq_ignore_ascii_case(n))
+    };
+    let spans = |args: &[&[u8]]| {
+        let keys = keys_of(args);
+        let first = keys.first().map(|k| router.poller_of_key(k));
+        keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
+    };
+    if pollers.len() > 1
+        && (router.shared.repl.feeding() || cmds.iter().any(|a| one_request(a) && spans(a)))
+    {
+        forget_watches(c, router);
+        return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
     let watched = !std::mem::take(&mut c.watching).is_empty();
     let timing = c.timing.take();
@@ -492,11 +511,11 @@ fn exec(c: &mut Conn, router: &mut Router) {
         }
         execute(c, router, args);
     }
-    let reqs: Vec<Request> = router.take_capture().into_iter().map(|(_, r)| r).collect();
+    let reqs = router.take_capture();
     let inner = c.end_transaction(outer);
     c.timing = timing;
     let count = cmds.len();
-    let Some(poller) = poller else {
+    if pollers.is_empty() {
         // No key: every reply is here already.
         debug_assert!(reqs.is_empty() && inner.owed() == 0);
         let bytes = inner.unsent();
@@ -504,23 +523,160 @@ fn exec(c: &mut Conn, router: &mut Router) {
             resp::array(o, count);
             o.extend_from_slice(bytes);
         });
-    };
-    let id = c.expect_exec(inner, count);
-    let hash = KeyHash::of(&[]);
-    let req = Request {
-        from: c.me,
-        touch: c.touches(),
-        id,
-        part: 0,
-        pid: reqs.first().map_or(0, |r| r.pid),
-        hash,
-        op: Op::Exec {
-            reqs,
-            watched,
-            wait: None,
-        },
-    };
-    router.send(poller, req);
+    }
+    send_parts(c, router, inner, count, pollers, reqs, watched, false);
+}
+
+/// Runs a command of several keys (MSET) whose keys are on several
+/// pollers as a transaction across them ([`send_parts`]), so that no
+/// client sees part of it, as in Redis; while replicas are fed (from the
+/// first replica on), it goes as one group per poller instead. Returns
+/// whether it did.
+pub(super) fn across_pollers(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    run: impl FnOnce(&mut Conn, &mut Router),
+) -> bool {
+    if router.capturing() || router.shared.repl.feeding() {
+        return false;
+    }
+    let mut pollers: Vec<usize> = keys.iter().map(|k| router.poller_of_key(k)).collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    if pollers.len() < 2 {
+        return false;
+    }
+    let timing = c.timing.take();
+    let outer = c.begin_transaction();
+    router.start_capture();
+    run(c, router);
+    let reqs = router.take_capture();
+    let inner = c.end_transaction(outer);
+    c.timing = timing;
+    send_parts(c, router, inner, 1, pollers, reqs, false, true);
+    true
+}
+
+/// Runs a command that reads keys of several pollers (MGET) as a group
+/// held across them: its parts hold their keys poller by poller as a
+/// transaction's do ([`send_parts`]), so that it sees no part of a
+/// transaction, then each part's requests run together, as a group's,
+/// and answer the command's reply themselves. Returns whether it did.
+fn group_across_pollers(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    combine: Combine,
+    op: impl Fn(&[u8]) -> Op,
+) -> bool {
+    let mut pollers: Vec<usize> = keys.iter().map(|k| router.poller_of_key(k)).collect();
+    pollers.sort_unstable();
+    pollers.dedup();
+    if pollers.len() < 2 || router.capturing() {
+        return false;
+    }
+    let id = c.expect(keys.len(), Some(combine));
+    let partitions = router.shared.sb.partitions;
+    let mut parts: Vec<Vec<Request>> = pollers.iter().map(|_| Vec::new()).collect();
+    for (part, key) in keys.iter().enumerate() {
+        let hash = KeyHash::of(key);
+        let pid = hash.partition(partitions);
+        let poller = router.shared.poller_of(pid);
+        let i = pollers.iter().position(|&p| p == poller).expect("a poller");
+        parts[i].push(Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: part as u32,
+            hash,
+            pid,
+            op: op(key),
+        });
+    }
+    let cross = Box::new(Cross {
+        pollers: pollers.clone(),
+        single: true,
+        group: true,
+    });
+    for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
+        let req = Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: i as u32,
+            pid: reqs[0].pid,
+            hash: KeyHash::of(&[]),
+            op: Op::Exec {
+                reqs,
+                watched: false,
+                wait: None,
+                cross: Some(cross.clone()),
+            },
+        };
+        router.send(*poller, req);
+    }
+    true
+}
+
+/// Sends a transaction's requests (`reqs`, with their pollers), one
+/// `Op::Exec` per poller of `pollers` (lowest first), and reserves its
+/// reply. With several pollers each part knows the others (`Cross`): the
+/// first holds its keys and checks the keys the connection watches
+/// there, then tells the next to do the same, and so on; the last, once
+/// all hold their keys, lets them all run, and once all have run (their
+/// writes in the store), lets their keys go. `single`: the reply of one
+/// command (MSET, MGET), not EXEC's array.
+#[allow(clippy::too_many_arguments)]
+fn send_parts(
+    c: &mut Conn,
+    router: &mut Router,
+    inner: super::replies::Replies,
+    count: usize,
+    mut pollers: Vec<usize>,
+    reqs: Vec<(usize, Request)>,
+    watched: bool,
+    single: bool,
+) {
+    for (p, _) in &reqs {
+        if !pollers.contains(p) {
+            pollers.push(*p);
+        }
+    }
+    pollers.sort_unstable();
+    let id = c.expect_exec(inner, count, pollers.len() as u32, single);
+    let mut parts: Vec<Vec<Request>> = pollers.iter().map(|_| Vec::new()).collect();
+    for (p, req) in reqs {
+        let i = pollers
+            .iter()
+            .position(|&q| q == p)
+            .expect("a poller of the transaction");
+        parts[i].push(req);
+    }
+    let cross = (pollers.len() > 1).then(|| {
+        Box::new(Cross {
+            pollers: pollers.clone(),
+            single,
+            group: false,
+        })
+    });
+    for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
+        let req = Request {
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: i as u32,
+            pid: reqs.first().map_or(0, |r| r.pid),
+            hash: KeyHash::of(&[]),
+            op: Op::Exec {
+                reqs,
+                watched,
+                wait: None,
+                cross: cross.clone(),
+            },
+        };
+        router.send(*poller, req);
+    }
 }
 
 /// Tells the pollers of the keys the connection watches to forget them

@@ -141,9 +141,9 @@ pub(super) fn set_with(
 }
 
 /// `MSET key value [key value ...]`: the keys of each poller are set
-/// together (atomic among them: one commit carries them; keys on
-/// different pollers are not set at one instant); the reply is `+OK` once
-/// all are.
+/// together (one commit carries them); keys on several pollers are set
+/// as one transaction across them (`across_pollers`), so no client sees
+/// part of an MSET; the reply is `+OK` once all are durable.
 pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if args.len() % 2 == 0 {
         return c.reply(|o| resp::error(o, &strings::wrong_arity("mset")));
@@ -153,6 +153,15 @@ pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             return;
         }
     }
+    let keys: Vec<&[u8]> = args[1..].iter().step_by(2).copied().collect();
+    if !super::across_pollers(c, router, &keys, |c, router| mset_requests(c, router, args)) {
+        mset_requests(c, router, args)
+    }
+}
+
+/// MSET's requests, one group per poller (or, inside a transaction, one
+/// request per key).
+fn mset_requests(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let n = (args.len() - 1) / 2;
     let id = c.expect(n, Some(Combine::AllOk));
     let partitions = router.shared.sb.partitions;

@@ -864,9 +864,12 @@ impl<E: Engine> Poller<E> {
     /// A command of a transaction read the head of a large value stored
     /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX stream the
     /// value after EXEC's other replies; the others (RENAME and COPY
-    /// while replicas are fed) read it whole.
+    /// while replicas are fed), and all of them in a part of a
+    /// transaction across pollers (whose reply is merged with the other
+    /// parts'), read it whole.
     fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
-        if !streamed_in_txn(&req.op) {
+        let cross = (self.txn.as_ref()).is_some_and(|t| super::cross::is_cross(&t.exec));
+        if !streamed_in_txn(&req.op) || cross {
             return self.assemble(req, entry, rec, head);
         }
         // The head as the index has it now (compaction may have moved it).
