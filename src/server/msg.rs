@@ -280,6 +280,10 @@ pub struct Cross {
     /// to the device together, not one after another as a
     /// transaction's).
     pub group: bool,
+    /// Sent while replicas are fed: it runs under the server's gate for
+    /// transactions across pollers (one at a time), and its parts' writes
+    /// go into the stream as one `MULTI … EXEC` (`repl/outbox.rs`).
+    pub gated: bool,
 }
 
 /// The steps of an EXEC across pollers ([`Op::Cross`]).
@@ -297,6 +301,9 @@ pub enum CrossStep {
     Done,
     /// Every part has run: its keys are free again.
     Release,
+    /// To the first part's poller: the transaction holds the gate for
+    /// transactions across pollers (see [`Cross::gated`]): claim.
+    Gate,
 }
 
 /// Records of a replica's full copy, all for one poller ([`Op::Load`]).

@@ -1921,13 +1921,15 @@ impl<E: Engine> Poller<E> {
             self.ks.unpin_pieces(&view.base);
         }
         self.reply(&t.exec, reply);
-        self.txn_keys_done(&t.exec, t.claimed);
+        self.txn_keys_done(&t.exec, t.claimed, Vec::new());
     }
 
     /// A transaction has run: its keys go free, or, for a part of one
-    /// across pollers, once every part has run.
-    fn txn_keys_done(&mut self, exec: &Request, claimed: Vec<u64>) {
+    /// across pollers, once every part has run (its writes, `stream`, go
+    /// into the replication stream with the other parts').
+    fn txn_keys_done(&mut self, exec: &Request, claimed: Vec<u64>, stream: Vec<u8>) {
         if cross::is_cross(exec) {
+            self.cross_stream(exec, stream);
             return self.cross_ran(exec, claimed);
         }
         for tag in claimed {
@@ -1963,6 +1965,8 @@ impl<E: Engine> Poller<E> {
         }
         shards.sort_unstable();
         shards.dedup();
+        // A part of a transaction across pollers: its writes for the stream.
+        let mut cross_stream = Vec::new();
         let reply = if t.view.is_empty() {
             Some(Reply::Txn(t.replies))
         } else if !self.ks.room_for(bytes, shards.len()) {
@@ -2014,13 +2018,16 @@ impl<E: Engine> Poller<E> {
                     break;
                 }
             }
-            if !stream.is_empty() {
+            if !stream.is_empty() && !cross::is_cross(&t.exec) {
                 let seq = self.ks.next_seq() - 1;
                 (self.repl_out).push(&self.shared.repl, seq, |out| {
                     resp::encode::command(out, &[b"MULTI"]);
                     out.extend_from_slice(&stream);
                     resp::encode::command(out, &[b"EXEC"]);
                 });
+            }
+            if cross::is_cross(&t.exec) {
+                cross_stream = stream;
             }
             match failed {
                 Some(reply) => Some(reply),
@@ -2042,7 +2049,7 @@ impl<E: Engine> Poller<E> {
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);
         }
-        self.txn_keys_done(&t.exec, t.claimed);
+        self.txn_keys_done(&t.exec, t.claimed, cross_stream);
     }
 
     /// WATCH of one key: remembers its entry for the connection.

@@ -493,9 +493,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    if pollers.len() > 1
-        && (router.shared.repl.feeding() || cmds.iter().any(|a| one_request(a) && spans(a)))
-    {
+    if pollers.len() > 1 && cmds.iter().any(|a| one_request(a) && spans(a)) {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -529,16 +527,14 @@ fn exec(c: &mut Conn, router: &mut Router) {
 
 /// Runs a command of several keys (MSET) whose keys are on several
 /// pollers as a transaction across them ([`send_parts`]), so that no
-/// client sees part of it, as in Redis; while replicas are fed (from the
-/// first replica on), it goes as one group per poller instead. Returns
-/// whether it did.
+/// client sees part of it, as in Redis. Returns whether it did.
 pub(super) fn across_pollers(
     c: &mut Conn,
     router: &mut Router,
     keys: &[&[u8]],
     run: impl FnOnce(&mut Conn, &mut Router),
 ) -> bool {
-    if router.capturing() || router.shared.repl.feeding() {
+    if router.capturing() {
         return false;
     }
     let mut pollers: Vec<usize> = keys.iter().map(|k| router.poller_of_key(k)).collect();
@@ -598,6 +594,7 @@ fn group_across_pollers(
         pollers: pollers.clone(),
         single: true,
         group: true,
+        gated: false,
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
@@ -658,6 +655,7 @@ fn send_parts(
             pollers: pollers.clone(),
             single,
             group: false,
+            gated: router.shared.repl.feeding(),
         })
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {

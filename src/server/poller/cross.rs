@@ -13,6 +13,14 @@
 //! tells the last poller (`Done`), which, once all have, lets every part's
 //! keys go (`Release`). No client sees one part's writes without the
 //! others'. Pollers send the steps to each other's rings directly.
+//!
+//! While replicas are fed (`Cross::gated`), such transactions run one at
+//! a time: the first part takes the server's gate before it claims its
+//! keys (or waits for it, `Gated`, until `Gate`), and the last poller
+//! passes the gate on once every part has run (or at an abort). So every
+//! poller commits their parts in one order, and each part goes into its
+//! outbox tagged with the transaction, to be joined with the others into
+//! one `MULTI … EXEC` of the stream (`repl/outbox.rs`).
 
 use super::*;
 use crate::server::msg::{Cross, CrossStep};
@@ -32,6 +40,12 @@ pub(super) enum CrossPart {
     Claimable,
     /// Aborted before the part came: it is dropped when it comes.
     Aborted,
+    /// The first part, waiting for the gate (another transaction across
+    /// pollers holds it).
+    Gated {
+        req: Request,
+        watches: Option<Vec<Watched>>,
+    },
     /// Waiting for its keys.
     Claiming { watches: Option<Vec<Watched>> },
     /// Holding its keys, waiting to run.
@@ -44,9 +58,9 @@ pub(super) enum CrossPart {
 #[derive(Default)]
 pub(super) struct Crossing {
     parts: HashMap<CrossId, CrossPart>,
-    /// On the last poller of each: the parts still to run, and the
-    /// pollers to release once none is left.
-    left: HashMap<CrossId, (usize, Vec<usize>)>,
+    /// On the last poller of each: the parts still to run, the pollers
+    /// to release once none is left, and whether it holds the gate.
+    left: HashMap<CrossId, (usize, Vec<usize>, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
 }
@@ -82,6 +96,15 @@ impl<E: Engine> Poller<E> {
         match self.cross.parts.remove(&xid) {
             Some(CrossPart::Aborted) => {}
             Some(CrossPart::Claimable) => self.cross_claim(req, watches),
+            None if req.part == 0 && cross_of(&req).gated => {
+                match self.shared.repl.gate_take(self.id, xid) {
+                    true => self.cross_claim(req, watches),
+                    false => {
+                        let gated = CrossPart::Gated { req, watches };
+                        self.cross.parts.insert(xid, gated);
+                    }
+                }
+            }
             None if req.part == 0 => self.cross_claim(req, watches),
             None => {
                 let dormant = CrossPart::Dormant { req, watches };
@@ -106,7 +129,7 @@ impl<E: Engine> Poller<E> {
             unreachable!("a part claiming its keys")
         };
         let x = cross_of(&req);
-        let (pollers, at) = (x.pollers.clone(), req.part as usize);
+        let (pollers, at, gated) = (x.pollers.clone(), req.part as usize, x.gated);
         let changed = watches.is_some_and(|w| self.changed(&w));
         if changed {
             let tags = claim_tags(&req.op);
@@ -119,6 +142,9 @@ impl<E: Engine> Poller<E> {
                     self.cross_send(p, xid, CrossStep::Abort);
                 }
             }
+            if gated {
+                self.gate_pass();
+            }
             return;
         }
         if at + 1 < pollers.len() {
@@ -128,7 +154,7 @@ impl<E: Engine> Poller<E> {
         for &p in &pollers[..at] {
             self.cross_send(p, xid, CrossStep::Go);
         }
-        self.cross.left.insert(xid, (pollers.len(), pollers));
+        self.cross.left.insert(xid, (pollers.len(), pollers, gated));
         self.cross_run(req);
     }
 
@@ -168,6 +194,9 @@ impl<E: Engine> Poller<E> {
             (CrossStep::Claim, Some(CrossPart::Dormant { req, watches })) => {
                 self.cross_claim(req, watches)
             }
+            (CrossStep::Gate, Some(CrossPart::Gated { req, watches })) => {
+                self.cross_claim(req, watches)
+            }
             (CrossStep::Claim, None) => {
                 self.cross.parts.insert(xid, CrossPart::Claimable);
             }
@@ -185,12 +214,15 @@ impl<E: Engine> Poller<E> {
                 if let Some(part) = part {
                     self.cross.parts.insert(xid, part);
                 }
-                let (left, _) = self.cross.left.get_mut(&xid).expect("a transaction");
+                let (left, ..) = self.cross.left.get_mut(&xid).expect("a transaction");
                 *left -= 1;
                 if *left == 0 {
-                    let (_, pollers) = self.cross.left.remove(&xid).expect("a transaction");
+                    let (_, pollers, gated) = self.cross.left.remove(&xid).expect("a transaction");
                     for p in pollers {
                         self.cross_send(p, xid, CrossStep::Release);
+                    }
+                    if gated {
+                        self.gate_pass();
                     }
                 }
             }
@@ -201,6 +233,47 @@ impl<E: Engine> Poller<E> {
             }
             (step, _) => unreachable!("step {step:?} out of order"),
         }
+    }
+
+    /// The transaction holding the gate is done with it: the next
+    /// waiting (its first part) claims its keys.
+    fn gate_pass(&mut self) {
+        if let Some((p, xid)) = self.shared.repl.gate_pass() {
+            self.cross_send(p, xid, CrossStep::Gate);
+        }
+    }
+
+    /// Part of transaction `exec` has run: its writes, encoded in
+    /// `stream` (none when it wrote nothing or failed), go into the
+    /// replication stream, to be joined with the other parts' (a gated
+    /// transaction); one begun before a replica's feed (not gated) goes
+    /// as a block of its own, and the stream starts again (the replicas
+    /// copy in full), as a replica must not see one part without the
+    /// others.
+    pub(super) fn cross_stream(&mut self, exec: &Request, stream: Vec<u8>) {
+        let repl = &self.shared.repl;
+        if !repl.feeding() || repl.is_replica() {
+            return;
+        }
+        let x = cross_of(exec);
+        let seq = self.ks.next_seq().saturating_sub(1);
+        if x.gated {
+            let part = crate::server::repl::Part {
+                txn: (exec.from, exec.id),
+                index: exec.part as usize,
+                parts: x.pollers.len(),
+            };
+            return self.repl_out.push_part(repl, seq, part, stream);
+        }
+        if stream.is_empty() {
+            return;
+        }
+        self.repl_out.push(repl, seq, |out| {
+            resp::encode::command(out, &[b"MULTI"]);
+            out.extend_from_slice(&stream);
+            resp::encode::command(out, &[b"EXEC"]);
+        });
+        repl.restart_stream("a transaction across pollers begun before a replica's feed wrote");
     }
 
     /// Sends `step` of EXEC `xid` to poller `p` (this one included).

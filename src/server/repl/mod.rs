@@ -38,7 +38,7 @@ mod primary;
 mod reader;
 mod replica;
 
-pub(super) use outbox::Outbox;
+pub(super) use outbox::{Outbox, Part};
 pub(super) use primary::{hand_over, psync, replconf};
 
 /// What a replica says in `REPLCONF capa` to be served nvkv's stream (of
@@ -99,6 +99,18 @@ pub(super) struct Repl {
     /// `--min-replicas-to-write` and `--min-replicas-max-lag`.
     min_replicas: usize,
     min_replicas_max_lag: u64,
+    /// The gate for transactions across pollers while replicas are fed
+    /// (`Cross::gated`): they run one at a time, so every poller commits
+    /// their parts in the same order.
+    gate: Mutex<Gate>,
+}
+
+/// Whether a transaction across pollers holds the gate, and the first
+/// parts waiting for it (their poller and transaction), oldest first.
+#[derive(Default)]
+struct Gate {
+    held: bool,
+    waiting: VecDeque<(usize, (ConnRef, u64))>,
 }
 
 /// A WAIT to answer once `replicas` replicas acknowledged `offset`, or at
@@ -143,6 +155,9 @@ struct Backlog {
     /// its writes until then are wiped by it, so they are left out of the
     /// stream (on the replica, the FLUSHALL comes first).
     flushes: u64,
+    /// Transactions across pollers some of whose parts are here, waiting
+    /// for the others (`outbox.rs`), by transaction.
+    joins: HashMap<(ConnRef, u64), outbox::Join>,
 }
 
 /// A primary appends a PING to the stream when it has been quiet this
@@ -245,6 +260,7 @@ impl Repl {
                 feeds: HashMap::new(),
                 next_feed: 0,
                 flushes: 0,
+                joins: HashMap::new(),
             }),
             grew: Condvar::new(),
             feeding: AtomicBool::new(false),
@@ -263,6 +279,7 @@ impl Repl {
             waits: Mutex::new(Vec::new()),
             waiting: Condvar::new(),
             waiter_started: std::sync::Once::new(),
+            gate: Mutex::default(),
             min_replicas,
             min_replicas_max_lag,
         }
@@ -341,6 +358,29 @@ impl Repl {
         drop(b);
         self.grew.notify_all();
         tracing::warn!("{why}: the replicas sync again in full");
+    }
+
+    /// The first part of transaction `xid`, on poller `poller`, takes the
+    /// gate for transactions across pollers: returns whether it holds it
+    /// now, or waits (its poller is sent `CrossStep::Gate` when it does).
+    pub(super) fn gate_take(&self, poller: usize, xid: (ConnRef, u64)) -> bool {
+        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if g.held {
+            g.waiting.push_back((poller, xid));
+            return false;
+        }
+        g.held = true;
+        true
+    }
+
+    /// The transaction holding the gate has run (or aborted): the next
+    /// waiting, if any, holds it now (returned: its first part's poller
+    /// and its id).
+    pub(super) fn gate_pass(&self) -> Option<(usize, (ConnRef, u64))> {
+        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let next = g.waiting.pop_front();
+        g.held = next.is_some();
+        next
     }
 
     /// The stream's id and offset.

@@ -16,6 +16,16 @@
 //! starts again under a new id and the replicas sync in full
 //! ([`Repl::restart_stream`]).
 //!
+//! A part of a transaction across pollers run while replicas are fed
+//! (`Cross::gated`) waits here as the others do, tagged with its
+//! transaction and its number of parts, even when it wrote nothing. Where
+//! the outboxes meet (under the backlog's lock) the parts are gathered:
+//! the outbox whose part completes the transaction appends every part's
+//! commands as one `MULTI … EXEC`; an outbox whose part waits for others
+//! holds back what follows it until then (the others go on). Such
+//! transactions run one at a time (the gate), so every poller commits
+//! their parts in the same order, and no two outboxes wait for each other.
+//!
 //! [`Keyspace::take_gone`]: crate::store::keyspace::Keyspace::take_gone
 //! [`Keyspace::durable_seq`]: crate::store::keyspace::Keyspace::durable_seq
 //! [`Keyspace::take_lost`]: crate::store::keyspace::Keyspace::take_lost
@@ -25,7 +35,11 @@ use std::ops::Range;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::Repl;
+use crate::server::msg::ConnRef;
 use crate::store::keyspace::GoneKey;
+
+/// A transaction across pollers: its connection and its reply's id.
+type TxnId = (ConnRef, u64);
 
 /// One poller's writes not yet durable, in the order it applied them.
 pub(in crate::server) struct Outbox {
@@ -43,6 +57,27 @@ pub(in crate::server) struct Outbox {
     /// their checks), taken from the keyspace: no DEL can tell the
     /// replicas, so they sync again in full.
     pub(in crate::server) unnamed: u64,
+    /// The transaction across pollers whose part this outbox handed over
+    /// and which waits for other parts: nothing more goes until it is in
+    /// the stream.
+    joining: Option<TxnId>,
+}
+
+/// A part of a transaction across pollers: which, and how many parts it
+/// has.
+#[derive(Clone, Copy)]
+pub(in crate::server) struct Part {
+    pub txn: TxnId,
+    pub index: usize,
+    pub parts: usize,
+}
+
+/// The parts of a transaction across pollers handed over so far, and the
+/// pollers that wait for it.
+pub(super) struct Join {
+    parts: usize,
+    got: Vec<(usize, Vec<u8>)>,
+    waiting: Vec<usize>,
 }
 
 /// A write or DEL waiting for its place in the stream.
@@ -52,9 +87,13 @@ struct Queued {
     /// after those before); it may go once this is at most `2 ×` the
     /// durable sequence number.
     order: u64,
-    /// The record whose rollback drops it.
+    /// The record whose rollback drops it (a part's commands only: the
+    /// part stays, empty).
     seq: u64,
     bytes: Vec<u8>,
+    /// A part of a transaction across pollers: its commands, without
+    /// `MULTI` and `EXEC`.
+    part: Option<Part>,
 }
 
 /// Rolled-back ranges remembered for gone keys named late.
@@ -69,6 +108,7 @@ impl Outbox {
             lost_before: VecDeque::new(),
             gone: Vec::new(),
             unnamed: 0,
+            joining: None,
         }
     }
 
@@ -88,13 +128,39 @@ impl Outbox {
         }
         let mut bytes = Vec::new();
         encode(&mut bytes);
-        self.enqueue(repl, 2 * (seq + 1), seq, bytes);
+        self.enqueue(repl, 2 * (seq + 1), seq, bytes, None);
+    }
+
+    /// Part `part` of a transaction across pollers, its commands `bytes`
+    /// (none when it wrote nothing, or failed), its last record `seq`
+    /// (or the last record before it): it goes in even when it carries
+    /// nothing, so that the other parts do not wait for it.
+    pub(in crate::server) fn push_part(
+        &mut self,
+        repl: &Repl,
+        seq: u64,
+        part: Part,
+        mut bytes: Vec<u8>,
+    ) {
+        if !repl.feeding() || repl.is_replica() {
+            return;
+        }
+        if repl.flush_coming(self.poller) {
+            bytes.clear();
+        }
+        self.enqueue(repl, 2 * (seq + 1), seq, bytes, Some(part));
     }
 
     /// Puts an entry in its place (after every entry not later).
-    fn enqueue(&mut self, repl: &Repl, order: u64, seq: u64, bytes: Vec<u8>) {
+    fn enqueue(&mut self, repl: &Repl, order: u64, seq: u64, bytes: Vec<u8>, part: Option<Part>) {
         let at = self.queue.partition_point(|q| q.order <= order);
-        self.queue.insert(at, Queued { order, seq, bytes });
+        let q = Queued {
+            order,
+            seq,
+            bytes,
+            part,
+        };
+        self.queue.insert(at, q);
         repl.pollers[self.poller].queued.fetch_add(1, SeqCst);
     }
 
@@ -129,13 +195,18 @@ impl Outbox {
             }
             let mut bytes = Vec::new();
             crate::resp::encode::command(&mut bytes, &[b"DEL", &g.key]);
-            self.enqueue(repl, 2 * g.mark, g.seq, bytes);
+            self.enqueue(repl, 2 * g.mark, g.seq, bytes, None);
         }
         if !self.lost.is_empty() {
             let lost = std::mem::take(&mut self.lost);
             let before = self.queue.len();
-            self.queue
-                .retain(|q| !lost.iter().any(|r| r.contains(&q.seq)));
+            let rolled_back = |q: &Queued| lost.iter().any(|r| r.contains(&q.seq));
+            for q in self.queue.iter_mut() {
+                if q.part.is_some() && rolled_back(q) {
+                    q.bytes.clear();
+                }
+            }
+            self.queue.retain(|q| q.part.is_some() || !rolled_back(q));
             let dropped = (before - self.queue.len()) as u64;
             p.settled.fetch_add(dropped, SeqCst);
             // Counted whether or not anything was queued: a full copy may
@@ -160,21 +231,74 @@ impl Outbox {
         if n == 0 {
             return;
         }
-        let ready = self.queue.drain(..n);
         if repl.is_replica() {
             // Queued before it became one: its stream ended there.
-            drop(ready);
-        } else {
-            repl.append_all(ready.map(|q| q.bytes));
+            self.queue.drain(..n);
+            self.joining = None;
+            p.settled.fetch_add(n as u64, SeqCst);
+            return;
         }
-        p.settled.fetch_add(n as u64, SeqCst);
+        let mut b = repl.backlog();
+        if let Some(txn) = self.joining {
+            if b.joins.contains_key(&txn) {
+                return;
+            }
+            self.joining = None;
+        }
+        let (mut went, mut wake) = (0, Vec::new());
+        while went < n {
+            let q = self.queue.pop_front().expect("a ready write");
+            went += 1;
+            let Some(part) = q.part else {
+                b.append(&q.bytes);
+                continue;
+            };
+            let join = b.joins.entry(part.txn).or_insert_with(|| Join {
+                parts: part.parts,
+                got: Vec::new(),
+                waiting: Vec::new(),
+            });
+            join.got.push((part.index, q.bytes));
+            if join.got.len() < join.parts {
+                join.waiting.push(self.poller);
+                self.joining = Some(part.txn);
+                break;
+            }
+            let mut join = b.joins.remove(&part.txn).expect("a transaction");
+            join.got.sort_unstable_by_key(|(i, _)| *i);
+            if join.got.iter().any(|(_, bytes)| !bytes.is_empty()) {
+                let mut block = Vec::new();
+                crate::resp::encode::command(&mut block, &[b"MULTI"]);
+                for (_, bytes) in &join.got {
+                    block.extend_from_slice(bytes);
+                }
+                crate::resp::encode::command(&mut block, &[b"EXEC"]);
+                b.append(&block);
+            }
+            wake.extend(join.waiting);
+        }
+        drop(b);
+        repl.grew.notify_all();
+        p.settled.fetch_add(went as u64, SeqCst);
+        // The outboxes that held back behind this transaction go on.
+        if let Some(sh) = repl.server().filter(|_| !wake.is_empty()) {
+            for w in wake {
+                sh.pollers[w].ring();
+            }
+        }
     }
 
     /// This poller ran a flush: what waits here was wiped by it (the
     /// FLUSHALL is in the stream already).
     pub(in crate::server) fn wiped(&mut self, repl: &Repl) {
-        let n = self.queue.len() as u64;
-        self.queue.clear();
+        // A part of a transaction across pollers stays, empty: the other
+        // parts wait for it.
+        let before = self.queue.len();
+        self.queue.retain_mut(|q| {
+            q.bytes.clear();
+            q.part.is_some()
+        });
+        let n = (before - self.queue.len()) as u64;
         repl.pollers[self.poller].settled.fetch_add(n, SeqCst);
         repl.pollers[self.poller].flushes_run.fetch_add(1, SeqCst);
     }
@@ -223,15 +347,5 @@ impl Repl {
     /// [`Repl::queued_marks`]) are all appended or dropped.
     pub(super) fn queued_settled(&self, marks: &[u64]) -> bool {
         (self.pollers.iter().zip(marks)).all(|(p, &m)| p.settled.load(Relaxed) >= m)
-    }
-
-    /// Appends writes, in order, under one lock.
-    fn append_all(&self, writes: impl Iterator<Item = Vec<u8>>) {
-        let mut b = self.backlog();
-        for w in writes {
-            b.append(&w);
-        }
-        drop(b);
-        self.grew.notify_all();
     }
 }
