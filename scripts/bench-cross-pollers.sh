@@ -7,18 +7,34 @@
 # usage: scripts/bench-cross-pollers.sh [BIN] [IO_THREADS] [PORT] [LABEL]
 # Prints one line of figures (operations per second) and the load average.
 # An EXEC across pollers needs a server that runs them (older ones answer
-# CROSSSLOT): set NO_EXEC=1 to leave the pipelines out.
+# CROSSSLOT): set NO_EXEC=1 to leave the pipelines out. REPLICA=1 attaches
+# a replica (same binary and io-threads, on PORT+1) first, so the figures
+# are those of a primary whose replicas are fed.
 set -eu
 BIN=${1:-target/release/nvkv}
 IOT=${2:-2}
 PORT=${3:-7520}
 LABEL=${4:-nvkv}
 DIR=$(mktemp -d /tmp/bench-cross-pollers-XXXXXX)
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
+RPID=
+trap 'kill $PID $RPID 2>/dev/null; wait $PID $RPID 2>/dev/null; rm -rf "$DIR" "$DIR.r"' EXIT
 "$BIN" serve --listen 127.0.0.1:"$PORT" --path "$DIR" --sparse --io-threads "$IOT" \
     > "$DIR.log" 2>&1 &
 PID=$!
 sleep 2
+if [ -n "${REPLICA:-}" ]; then
+    mkdir "$DIR.r"
+    "$BIN" serve --listen 127.0.0.1:$((PORT + 1)) --path "$DIR.r" --sparse \
+        --io-threads "$IOT" --replicaof "127.0.0.1 $PORT" > "$DIR.r.log" 2>&1 &
+    RPID=$!
+    i=0
+    until redis-cli -p $((PORT + 1)) role 2>/dev/null | grep -q '^connected$'; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { echo "the replica did not connect" >&2; exit 1; }
+        sleep 0.1
+    done
+    LABEL="$LABEL+replica"
+fi
 rb() {
     redis-benchmark -p "$PORT" -c 32 -n 50000 -r 100000 --csv "$@" 2>/dev/null |
         tail -1 | cut -d, -f2 | tr -d '"'
@@ -57,4 +73,4 @@ fi
 echo "$LABEL io-threads=$IOT mset_spread=$mset_spread mset_tagged=$mset_tagged" \
     "mget_spread=$mget_spread exec8_spread=$exec_spread exec8_tagged=$exec_tagged" \
     "load=$(cut -d' ' -f1-3 /proc/loadavg)"
-rm -f "$DIR.log"
+rm -f "$DIR.log" "$DIR.r.log"
