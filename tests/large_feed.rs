@@ -254,3 +254,39 @@ fn a_replica_attached_while_a_value_arrives_ends_with_the_primarys_values() {
     let _: () = c.set("k2", &v2).unwrap();
     converge_keys(&primary, &replica, &["k", "k2"]);
 }
+
+/// Clients that announce large SETs and stop sending hold the store's
+/// room only for the pieces they sent: the others' writes still fit.
+/// (Each SET's segments are taken as its pieces come, not when its length
+/// is announced.)
+#[test]
+fn stalled_large_sets_hold_only_the_room_of_what_they_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "256M"]);
+    // Four clients announce 48 MiB each (192 MiB of a 256 MiB store) and
+    // send 3 MiB of it: one piece each, at most, reaches the device.
+    let stalled: Vec<_> = (0..4)
+        .map(|i| {
+            let mut s = connect(&srv);
+            s.write_all(&set_header(&format!("stalled{i}"), 48 << 20))
+                .unwrap();
+            s.write_all(&value(3 << 20, i as u8)).unwrap();
+            s
+        })
+        .collect();
+    wait_for("the stalled clients' first pieces written", || {
+        stat(&srv, "large_piece_bytes_written") >= 4 << 20
+    });
+    // Another client writes 128 MiB in values of 4 MiB, and reads them back.
+    let mut c = client(&srv);
+    for i in 0..32u8 {
+        let r: redis::RedisResult<()> = c.set(format!("good{i}"), value(4 << 20, i));
+        r.unwrap_or_else(|e| panic!("SET good{i} while clients stall: {e}"));
+    }
+    for i in 0..32u8 {
+        let back: Vec<u8> = c.get(format!("good{i}")).unwrap();
+        assert!(back == value(4 << 20, i), "good{i} read back differs");
+    }
+    drop(stalled);
+    srv.stop();
+}

@@ -950,6 +950,52 @@ mod tests {
         }
     }
 
+    /// A full copy's batches: commits whose writers wait for the writes
+    /// alone (`acknowledge_written`) go without a device flush; a SAVE
+    /// then flushes once, and after a crash every key is there.
+    #[test]
+    fn batches_acknowledged_when_written_go_without_a_flush_until_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Runner::create(dir.path(), None).unwrap();
+        r.open().unwrap();
+        let count = |r: &mut Runner| {
+            let c = r.ks().counters();
+            (c.commits.load(Relaxed), c.flushes.load(Relaxed))
+        };
+        let (commits0, flushes0) = count(&mut r);
+        let key = |b: u64, i: u64| format!("copy:{b}:{i}");
+        for b in 0..20 {
+            for i in 0..30 {
+                let k = key(b, i);
+                let hash = KeyHash::of(k.as_bytes());
+                let pid = r.pid(&hash);
+                r.ks()
+                    .write(pid, &hash, k.as_bytes(), &[b'v'; 3000], 0, false)
+                    .unwrap();
+            }
+            r.writes += 1;
+            let n = r.writes;
+            r.ks().acknowledge_written(n);
+            r.settle(vec![n]).unwrap();
+        }
+        let (commits1, flushes1) = count(&mut r);
+        assert!(commits1 >= commits0 + 20, "each batch's commit completed");
+        assert_eq!(flushes1, flushes0, "no commit of the batches flushed");
+        let token = 1 << 40;
+        r.ks().save(token);
+        r.settle(vec![token]).unwrap();
+        assert_eq!(count(&mut r).1, flushes0 + 1, "the SAVE flushed once");
+        r.crash().unwrap();
+        for b in 0..20 {
+            for i in 0..30 {
+                let k = key(b, i);
+                let hash = KeyHash::of(k.as_bytes());
+                let pid = r.pid(&hash);
+                assert!(r.ks().lookup(pid, &hash).is_some(), "{k} after the crash");
+            }
+        }
+    }
+
     /// FLUSHDB at the store level: the flushed keys never come back, not
     /// after a crash nor a clean restart, the keys written after it stay,
     /// and the flushed records' segments come back as free space (the

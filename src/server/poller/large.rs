@@ -290,25 +290,7 @@ impl<E: Engine> Poller<E> {
                     return false;
                 }
                 Err(e) => {
-                    let f = self.feeds.remove(&id).expect("a feed");
-                    let behind =
-                        matches!(e, WriteError::Full) && self.ks.could_hold_large(len as usize);
-                    let msg = match self.refusal(e) {
-                        _ if behind => text::COMPACTION_BEHIND.to_string(),
-                        Reply::Error(msg) => msg,
-                        _ => text::STORE_FULL.to_string(),
-                    };
-                    if f.feed.refuse(msg.clone()) {
-                        self.shared.conns[f.feed.thread as usize].ring();
-                    }
-                    // A SET that came meanwhile gets the refusal.
-                    if let Some((req, _, _)) = f.set {
-                        let tag = req.hash.tag;
-                        self.reply(&req, Reply::Error(msg));
-                        self.consume_fed(req);
-                        self.edits.written(tag);
-                        self.release(tag);
-                    }
+                    self.refuse_feed(id, e);
                     return true;
                 }
             }
@@ -325,7 +307,11 @@ impl<E: Engine> Poller<E> {
             if let Some(kept) = &mut f.kept {
                 kept.push(data.clone());
             }
-            self.ks.feed_piece(p, data);
+            if let Err(e) = self.ks.feed_piece(p, data) {
+                // Writes since the value began took the room it had.
+                self.refuse_feed(id, e);
+                return true;
+            }
             if wake {
                 self.shared.conns[f.feed.thread as usize].ring();
             }
@@ -337,6 +323,34 @@ impl<E: Engine> Poller<E> {
             any = true;
         }
         any
+    }
+
+    /// Refuses feed `id` for `e`: its connection drops the rest of the
+    /// value, the pieces queued are freed, and its SET, if it came, gets
+    /// the refusal (later, when it comes).
+    fn refuse_feed(&mut self, id: u64, e: WriteError) {
+        let f = self.feeds.remove(&id).expect("a feed");
+        let len = f.feed.len as usize;
+        let behind = matches!(e, WriteError::Full) && self.ks.could_hold_large(len);
+        let msg = match self.refusal(e) {
+            _ if behind => text::COMPACTION_BEHIND.to_string(),
+            Reply::Error(msg) => msg,
+            _ => text::STORE_FULL.to_string(),
+        };
+        if f.feed.refuse(msg.clone()) {
+            self.shared.conns[f.feed.thread as usize].ring();
+        }
+        if let Some(p) = f.pieces {
+            self.ks.abort_feed(p);
+        }
+        // A SET that came meanwhile gets the refusal.
+        if let Some((req, _, _)) = f.set {
+            let tag = req.hash.tag;
+            self.reply(&req, Reply::Error(msg));
+            self.consume_fed(req);
+            self.edits.written(tag);
+            self.release(tag);
+        }
     }
 
     /// The SET of feed `id` (`req`, setting expiry `expire_ms`, replying

@@ -4,9 +4,10 @@
 //! A record that finds no free segment waits while eviction or compaction
 //! can make room, as a deferred write does (at most [`MAX_DEFER`] each);
 //! one refused is counted in the batch's answer, which fails the copy. A
-//! batch is answered once its records are durable (whatever the
-//! durability mode), so the copy goes at the device's pace and a failed
-//! commit fails it.
+//! batch is answered once its records' commit has written them (whatever
+//! the durability mode), without a flush of its own: the copy goes at the
+//! device's pace, a failed commit fails it, and the SAVE that ends the
+//! copy makes it durable whole.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -122,7 +123,8 @@ impl<E: Engine> Poller<E> {
         any
     }
 
-    /// A batch written: answered once its records are durable. `now`:
+    /// A batch written: answered once its records' commit has written them
+    /// (see `Keyspace::acknowledge_written`). `now`:
     /// some were appended this turn (the next commit carries them);
     /// otherwise they may be in a commit under way, and a forced one
     /// follows it.
@@ -135,7 +137,7 @@ impl<E: Engine> Poller<E> {
         self.loads.durable.insert(n, job);
         let w = Waiter::loaded(n);
         if now {
-            self.ks.acknowledge_durable(w);
+            self.ks.acknowledge_written(w);
         } else {
             self.ks.save(w);
         }

@@ -58,8 +58,9 @@ pub(super) struct LargeJob<W> {
 }
 
 /// A large value whose pieces are written as its bytes arrive
-/// ([`Keyspace::begin_feed`]): its piece segments, taken at once, and
-/// how many of its pieces are queued so far. It becomes a [`LargeJob`]
+/// ([`Keyspace::begin_feed`]): the piece segments of the pieces queued so
+/// far, each taken as its piece came (so a client that stops sending
+/// holds the segments of what it sent, not of the length it announced). It becomes a [`LargeJob`]
 /// once they all are and its SET has come ([`Keyspace::finish_feed`]),
 /// or its pieces are freed ([`Keyspace::abort_feed`]).
 #[derive(Debug)]
@@ -67,8 +68,9 @@ pub struct LargeFeed {
     pid: u32,
     value_id: u64,
     total_len: u64,
+    /// The value's pieces, and the segments of those queued.
+    count: usize,
     segs: Vec<u32>,
-    queued: usize,
     /// The log's failed commits when it began: one failing since may have
     /// lost a queued piece.
     failures: u64,
@@ -77,7 +79,7 @@ pub struct LargeFeed {
 impl LargeFeed {
     /// Whether every piece is queued.
     pub fn complete(&self) -> bool {
-        self.queued == self.segs.len()
+        self.segs.len() == self.count
     }
 }
 
@@ -209,39 +211,45 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// rebuild, which frees them.
     pub fn begin_feed(&mut self, pid: u32, total_len: u64) -> Result<LargeFeed, WriteError> {
         let count = total_len.div_ceil(self.piece_capacity()) as usize;
-        // Room for the pieces, and for the head in a new segment.
-        if !self.room_for_pieces(count) || self.space.free_segments() < count {
+        // Room, now, for the pieces and for the head in a new segment;
+        // each piece's segment is taken only when its bytes have come.
+        if !self.room_for_pieces(count) {
             return Err(WriteError::Full);
-        }
-        let shard = crate::store::shard_of(pid, self.sb.shards);
-        let mut segs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let no = self.space.free.pop().expect("counted free");
-            let g = no as usize;
-            self.space.shard[g].store(shard, Relaxed);
-            self.space.piece[g].store(true, Relaxed);
-            self.space.min_seq[g].store(u64::MAX, Relaxed);
-            segs.push(no);
         }
         Ok(LargeFeed {
             pid,
             value_id: self.space.next_gen(),
             total_len,
-            segs,
-            queued: 0,
+            count,
+            segs: Vec::with_capacity(count),
             failures: self.log.failures,
         })
     }
 
     /// Queues the next piece of `feed`, whose bytes are `data` (a whole
-    /// piece, but for the last), on the next commit, which starts at once.
-    pub fn feed_piece(&mut self, feed: &mut LargeFeed, data: bytes::Bytes) {
-        let i = feed.queued;
+    /// piece, but for the last), in a segment taken now, on the next
+    /// commit, which starts at once. Refused with `Full` when the store
+    /// has no room left for it and the head (writes since the value began
+    /// took it): the caller drops the value ([`Keyspace::abort_feed`]).
+    pub fn feed_piece(
+        &mut self,
+        feed: &mut LargeFeed,
+        data: bytes::Bytes,
+    ) -> Result<(), WriteError> {
+        let i = feed.segs.len();
         let cap = self.piece_capacity();
         let want = (feed.total_len - i as u64 * cap).min(cap) as usize;
         debug_assert_eq!(data.len(), want, "a fed piece is a whole piece");
+        if !self.room_for_pieces(1) {
+            return Err(WriteError::Full);
+        }
+        let no = self.space.free.pop().ok_or(WriteError::Full)?;
+        let g = no as usize;
+        self.space.shard[g].store(crate::store::shard_of(feed.pid, self.sb.shards), Relaxed);
+        self.space.piece[g].store(true, Relaxed);
+        self.space.min_seq[g].store(u64::MAX, Relaxed);
+        feed.segs.push(no);
         let block = self.block as usize;
-        let no = feed.segs[i];
         let h = PieceHeader {
             value_id: feed.value_id,
             piece: i as u32,
@@ -263,7 +271,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         (self.log.piece_writes).push((at, Queued::Piece(Box::new(fill)), no));
         self.counters.piece_writes.fetch_add(1, Relaxed);
         self.counters.piece_bytes.fetch_add(bytes, Relaxed);
-        feed.queued += 1;
+        Ok(())
     }
 
     /// Pieces of large values queued or at the device: a fed value's next
@@ -314,16 +322,13 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.force = true;
     }
 
-    /// Drops `feed`: the segments of pieces never queued are free at once;
-    /// the others once the commit that carries the last of them is done
-    /// (erased first, as emptied segments are).
+    /// Drops `feed`: the segments of its queued pieces are free once the
+    /// commit that carries the last of them is done (erased first, as
+    /// emptied segments are).
     pub fn abort_feed(&mut self, feed: LargeFeed) {
-        for &no in &feed.segs[feed.queued..] {
-            self.free_segment(no);
-        }
-        if feed.queued > 0 {
+        if !feed.segs.is_empty() {
             let after = self.log.next_commit();
-            for &no in &feed.segs[..feed.queued] {
+            for &no in &feed.segs {
                 self.log.free_after_commit(no, after);
             }
             self.log.force = true;

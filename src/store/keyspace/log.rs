@@ -75,6 +75,9 @@ struct Commit<W> {
     /// Its flush is issued (all its writes completed).
     flushing: bool,
     flushed: bool,
+    /// Its writers wait for its writes only, not for a flush (a full
+    /// copy's batches, see [`Log::wait_written`]): it completes without one.
+    unflushed: bool,
     failed: Option<String>,
     /// Writers owed an acknowledgement once this commit is durable.
     waiters: Vec<W>,
@@ -99,6 +102,12 @@ struct Commit<W> {
 /// needs this much I/O memory, not its own size again (and the engine's
 /// pool of large buffers serves them all).
 const PIECE_BYTES_IN_FLIGHT: usize = 16 << 20;
+
+/// Bytes of old segment buffers a poller keeps for new segments (at least
+/// two buffers): a commit may close several segments at once, and a new
+/// buffer costs fresh pages (the kernel zeroes them) where a kept one costs
+/// nothing (a segment's buffer is not zeroed when it opens).
+const SPARE_BYTES: usize = 16 << 20;
 
 /// Piece writes at the device at once, with buffers of `full_piece` bytes.
 fn pieces_in_flight(full_piece: usize) -> usize {
@@ -149,6 +158,9 @@ pub(super) struct Log<W> {
     segs: Vec<OpenSeg>,
     undo: Vec<Undo>,
     waiters: Vec<W>,
+    /// Of `waiters`, those that wait for a flush (all but
+    /// [`Log::wait_written`]'s).
+    flush_waiters: usize,
     /// Commits in flight, oldest first: at most two, the older one flushing
     /// while the newer one writes.
     commits: std::collections::VecDeque<Commit<W>>,
@@ -167,7 +179,8 @@ pub(super) struct Log<W> {
     /// before they are free.
     erased: Vec<u32>,
     pub(super) next_seq: u64,
-    /// Old segment buffers, reused for new segments.
+    /// Old segment buffers, reused for new segments (up to
+    /// [`SPARE_BYTES`]).
     spare: Vec<IoBuf>,
     /// Flush marks for the next commit to write, and the segments of the
     /// records they flush (see `keyspace/flush.rs`).
@@ -212,6 +225,7 @@ impl<W> Log<W> {
             segs: Vec::new(),
             undo: Vec::new(),
             waiters: Vec::new(),
+            flush_waiters: 0,
             commits: std::collections::VecDeque::new(),
             commits_started: 0,
             last_commit: now,
@@ -297,6 +311,15 @@ impl<W> Log<W> {
     /// A writer waits for the next commit.
     pub(super) fn wait(&mut self, w: W) {
         self.waiters.push(w);
+        self.flush_waiters += 1;
+    }
+
+    /// A writer waits for the next commit's writes, not its flush: a full
+    /// copy's batch, which a SAVE makes durable once the whole copy is
+    /// written (a copy cut short is never used: the replica copies again).
+    /// A commit whose writers all wait so goes without a flush.
+    pub(super) fn wait_written(&mut self, w: W) {
+        self.waiters.push(w);
     }
 }
 
@@ -354,6 +377,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         let privileged = self.compactor.moving() || flags & FLAG_TOMBSTONE != 0;
         let (i, at) = self.segment_for(shard, len, privileged)?;
         let s = &mut self.log.segs[i];
+        // The buffer is not zeroed when a segment opens (it may be an old
+        // segment's): the padding this record skips to a block boundary
+        // is, as a scan reads it (see `format.rs`).
+        s.buf[s.len..at].fill(0);
         self.space.min_seq[s.no as usize].fetch_min(seq, Relaxed);
         let meta = RecordMeta {
             gen: s.gen as u32,
@@ -476,9 +503,12 @@ impl<E: Engine, W> Keyspace<E, W> {
         space.shard[no as usize].store(shard, Relaxed);
         space.min_seq[no as usize].store(u64::MAX, Relaxed);
         let gen = space.next_gen();
+        // Not zeroed: a spare buffer holds an old segment's bytes past the
+        // header, which nothing reads. Only the bytes a commit writes count,
+        // and `append_seq` zeroes the padding before a record while
+        // `commit_buffers` zeroes the rest of the last block.
         let mut buf = self.log.spare.pop().unwrap_or_else(|| IoBuf::new(seg_size));
         buf.set_len(seg_size);
-        buf.fill(0);
         let header = SegmentHeader {
             gen,
             first_seq: self.log.next_seq,
@@ -547,7 +577,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     fn start_commit(&mut self) {
-        self.log.force = false;
+        let force = std::mem::take(&mut self.log.force);
         self.log.commits_started += 1;
         let n = self.log.commits_started;
         let queued = match self.commit_buffers() {
@@ -577,12 +607,23 @@ impl<E: Engine, W> Keyspace<E, W> {
         // made durable by an earlier, completed commit.
         let erases = std::mem::take(&mut self.log.to_erase);
         let writes = queued.len() as u32;
+        // No flush when every writer waits for the writes alone (only a
+        // full copy's batches do, on a replica that takes no other writes
+        // meanwhile) and nothing else needs one: no SAVE, flush marks or
+        // large values' pieces.
+        let unflushed = self.log.flush_waiters == 0
+            && !self.log.waiters.is_empty()
+            && !force
+            && self.log.marks.is_empty()
+            && self.log.jobs.is_empty();
+        self.log.flush_waiters = 0;
         self.log.commits.push_back(Commit {
             n,
             writes_left: writes,
             queued,
             flushing: false,
             flushed: false,
+            unflushed,
             failed: None,
             waiters: std::mem::take(&mut self.log.waiters),
             undo_upto: self.log.undo.len(),
@@ -605,12 +646,14 @@ impl<E: Engine, W> Keyspace<E, W> {
     ) -> std::io::Result<std::collections::VecDeque<(u64, Queued, u32)>> {
         let block = self.block;
         let mut queued = std::collections::VecDeque::new();
-        for s in &self.log.segs {
+        for s in &mut self.log.segs {
             if s.len <= s.written {
                 continue;
             }
             let start = align_down(s.written as u64, block) as usize;
             let end = align_up(s.len as u64, block) as usize;
+            // The last block's padding: zeros, not what the buffer held.
+            s.buf[s.len..end].fill(0);
             let mut wb = self.eng.alloc(end - start)?;
             wb.copy_from_slice(&s.buf[start..end]);
             queued.push_back((s.base + start as u64, Queued::Buf(wb), s.no));
@@ -688,6 +731,13 @@ impl<E: Engine, W> Keyspace<E, W> {
                 }
             }
             if c.writes_left == 0 && !c.flushing {
+                if c.unflushed {
+                    c.flushing = true;
+                    // Completes as its flush would (later commits with
+                    // it, in order); nothing more of this commit to issue.
+                    self.flushed(n);
+                    return self.issue_commit_io();
+                }
                 if !self.eng.flush(Tag::Flush { commit: n as u8 }.encode()) {
                     return;
                 }
@@ -845,7 +895,8 @@ impl<E: Engine, W> Keyspace<E, W> {
                     };
                     free_after(&mut self.log.pending_free, s.no, after);
                 }
-                if self.log.spare.len() < 2 {
+                let kept = self.log.spare.len() * s.buf.len();
+                if self.log.spare.len() < 2 || kept + s.buf.len() <= SPARE_BYTES {
                     self.log.spare.push(s.buf);
                 }
             } else {

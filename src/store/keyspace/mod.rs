@@ -270,6 +270,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.wait(w);
     }
 
+    /// A full copy's batch: `w` comes back from [`Keyspace::take_acks`]
+    /// once its writes are on the device, whatever the durability mode,
+    /// without a flush of their own; a SAVE once the copy is whole makes
+    /// it durable (see `Log::wait_written` in `log.rs`).
+    pub fn acknowledge_written(&mut self, w: W) {
+        self.update_key_count();
+        self.log.wait_written(w);
+    }
+
     /// SAVE: `w` comes back from [`Keyspace::take_acks`] once everything
     /// written so far is durable: the next commit starts at once (in
     /// either durability mode), and flushes the device even with nothing
