@@ -426,6 +426,61 @@ fn a_replica_holds_whole_transactions_across_pollers_when_the_primary_is_killed(
     replica.stop();
 }
 
+/// A replica attached while clients run transactions across pollers (some
+/// begun before its feed, which may start the stream again) ends with the
+/// primary's values, every pair whole.
+#[test]
+fn a_replica_attached_during_transactions_across_pollers_converges() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+    let mut p = primary.client();
+    let pairs = pairs_apart(&mut p, "j", 6);
+    let (ran, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writers: Vec<_> = (0..3)
+        .map(|t| {
+            let (mut con, pairs) = (primary.client(), pairs.clone());
+            let (ran, stop) = (ran.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    assert!(exec_pair(
+                        &mut con,
+                        &pairs[(t + i) % 6],
+                        &format!("{t}-{i}")
+                    ));
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_for("EXECs before the replica", || {
+        ran.load(Ordering::SeqCst) >= 100
+    });
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    let mut r = replica.client();
+    wait_for("the link is up", || link_state(&mut r) == "connected");
+    let at = ran.load(Ordering::SeqCst);
+    wait_for("EXECs while fed", || ran.load(Ordering::SeqCst) >= at + 300);
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    converge(&primary, &replica);
+    for (a, b) in &pairs {
+        let got: Vec<Option<String>> = redis::cmd("MGET").arg(a).arg(b).query(&mut r).unwrap();
+        assert!(got[0].is_some() && got[0] == got[1], "{got:?}");
+    }
+    replica.stop();
+    primary.stop();
+}
+
 #[test]
 fn a_replica_refuses_client_writes_and_is_promoted_by_replicaof_no_one() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
