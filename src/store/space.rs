@@ -6,9 +6,9 @@
 //! the pollers: a segment belongs to one shard, so only that shard's poller
 //! changes its counters, but INFO reads them all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::SegQueue;
@@ -25,8 +25,16 @@ pub const NO_SHARD: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub struct Space {
-    /// Segments ready to be opened for appending.
+    /// Segments ready to be opened for appending. Take one with
+    /// [`Space::take_free`], which falls back on `unzeroed`.
     pub free: SegQueue<u32>,
+    /// Free segments of a data file still holding holes, in the order the
+    /// background zeroing (`zero.rs`) fills them; each moves to `free`
+    /// once written with zeros. Taken from the back only when `free` is
+    /// empty: a commit into one allocates blocks, and is slower for it.
+    unzeroed: Mutex<VecDeque<u32>>,
+    /// Segments in `unzeroed` or being zeroed: free ones all the same.
+    zeroing: AtomicUsize,
     /// Bytes per segment the index references (markers included).
     pub live: Vec<AtomicU32>,
     /// Of those, bytes the index references only as markers of keys that
@@ -120,6 +128,8 @@ impl Space {
             .collect();
         Space {
             free,
+            unzeroed: Mutex::default(),
+            zeroing: AtomicUsize::new(0),
             live,
             gone,
             shard,
@@ -143,8 +153,63 @@ impl Space {
         piece_bytes(head, i, self.segment_size, self.block)
     }
 
+    /// Free segments, those still to be zeroed included.
     pub fn free_segments(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.zeroing.load(Relaxed)
+    }
+
+    /// A free segment: a zeroed one if there is any, else the last of the
+    /// segments still to be zeroed (away from where the zeroing works).
+    pub fn take_free(&self) -> Option<u32> {
+        if let Some(no) = self.free.pop() {
+            return Some(no);
+        }
+        let no = self.unzeroed.lock().expect("unzeroed").pop_back()?;
+        self.zeroing.fetch_sub(1, Relaxed);
+        Some(no)
+    }
+
+    /// Holds back the free segments `has_holes` names from `free` until
+    /// [`Space::take_unzeroed`] hands them to the zeroing; returns how
+    /// many.
+    pub fn hold_unzeroed(&self, has_holes: impl Fn(u32) -> bool) -> usize {
+        let mut free: Vec<u32> = std::iter::from_fn(|| self.free.pop()).collect();
+        free.sort_unstable();
+        let mut held = self.unzeroed.lock().expect("unzeroed");
+        for no in free {
+            if has_holes(no) {
+                held.push_back(no);
+            } else {
+                self.free.push(no);
+            }
+        }
+        self.zeroing.fetch_add(held.len(), Relaxed);
+        held.len()
+    }
+
+    /// The next run of consecutive segments to zero, at most `max` long:
+    /// they stay counted free, and the zeroing gives each back with
+    /// [`Space::zeroed`].
+    pub fn take_unzeroed(&self, max: usize) -> Vec<u32> {
+        let mut held = self.unzeroed.lock().expect("unzeroed");
+        let mut run: Vec<u32> = Vec::with_capacity(max);
+        while run.len() < max {
+            match held.front() {
+                Some(&no) if run.last().is_none_or(|&l| l + 1 == no) => {
+                    run.push(no);
+                    held.pop_front();
+                }
+                _ => break,
+            }
+        }
+        run
+    }
+
+    /// Segment `no`, taken by [`Space::take_unzeroed`], is zeroed (or left
+    /// as it is, the zeroing stopped): it joins the free segments.
+    pub fn zeroed(&self, no: u32) {
+        self.free.push(no);
+        self.zeroing.fetch_sub(1, Relaxed);
     }
 
     /// Bytes of live keys and tombstones: what the index references, less
@@ -195,7 +260,7 @@ impl Space {
 
     /// Bytes of segments in use (not free).
     pub fn used_bytes(&self) -> u64 {
-        (self.live.len() - self.free.len()) as u64 * self.segment_size as u64
+        (self.live.len() - self.free_segments()) as u64 * self.segment_size as u64
     }
 
     /// A new segment generation.
