@@ -96,11 +96,14 @@ load_once() {
     [ "$sync_secs" = 0 ] || sets=$(sync_inserts "$bin")
     local mib
     mib=$(sed -E 's/.* ([0-9.]+) MiB written.*/\1/' <<<"$out")
+    # The store is removed before the result line is printed: the caller
+    # reads that line from a process substitution and goes on to the next
+    # load at once, which an rm -rf still running here used to race
+    # (removing the new store's files: "Directory not empty", or a load
+    # failing with ENOENT on its own directory).
+    rm -rf "$dir/store"
     awk -v a="$t0" -v b="$t1" -v m="$mib" -v w="$sets" \
         'BEGIN {s=b-a; printf "%.2f %.0f %s\n", s, m*1048576/s/1e6, w}'
-    # Under heavy I/O, rm -rf of the store sometimes failed once with
-    # "Directory not empty" (cause not found); the second try succeeded.
-    rm -rf "$dir/store" 2>/dev/null || rm -rf "$dir/store"
 }
 
 declare -A secs mbs sets
