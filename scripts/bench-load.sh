@@ -62,6 +62,10 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # by $1: prints SET/s.
 sync_inserts() {
     local bin=$1 pid i rate
+    # The last server's log goes first: its listening line must not be
+    # taken for this one's (the shell truncates the file only once the
+    # server's process runs).
+    rm -f "$dir/serve.out"
     "$bin" serve --path "$dir/store" --listen "127.0.0.1:$port" >"$dir/serve.out" 2>"$dir/serve.err" &
     pid=$!
     for ((i = 0; i < 1200; i++)); do

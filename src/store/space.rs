@@ -398,3 +398,49 @@ pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<Lar
     }
     (at == b.len()).then_some(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(segments: u32) -> Space {
+        let sb = Superblock {
+            block_size: 4096,
+            uuid: [7; 16],
+            capacity: (1 << 20) + segments as u64 * (1 << 20),
+            data_start: 1 << 20,
+            segment_size: 1 << 20,
+            segment_count: segments,
+            shards: 1,
+            partitions: 1,
+            created_unix: 1,
+        };
+        Space::from_index(&sb, &[], 0, None, LargeMap::new())
+    }
+
+    #[test]
+    fn segments_held_for_zeroing_count_free_and_are_taken_last() {
+        let s = space(10);
+        // Segments 4..10 still have holes.
+        assert_eq!(s.hold_unzeroed(|no| no >= 4), 6);
+        assert_eq!(s.free_segments(), 10);
+        assert_eq!(s.used_bytes(), 0);
+        // The zeroing takes runs from the front.
+        assert_eq!(s.take_unzeroed(2), vec![4, 5]);
+        assert_eq!(s.free_segments(), 10);
+        // Writers take zeroed segments first, then held ones from the back.
+        let taken: Vec<u32> = (0..4).map(|_| s.take_free().unwrap()).collect();
+        assert_eq!(taken, vec![0, 1, 2, 3]);
+        assert_eq!(s.take_free(), Some(9));
+        assert_eq!(s.free_segments(), 5);
+        s.zeroed(4);
+        s.zeroed(5);
+        assert_eq!(s.take_free(), Some(4));
+        // A run stops where the held segments stop being consecutive.
+        assert_eq!(s.take_unzeroed(8), vec![6, 7, 8]);
+        assert_eq!(s.take_unzeroed(8), Vec::<u32>::new());
+        assert_eq!(s.take_free(), Some(5));
+        assert_eq!(s.take_free(), None);
+        assert_eq!(s.free_segments(), 3);
+    }
+}
