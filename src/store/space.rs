@@ -187,11 +187,14 @@ impl Space {
         held.len()
     }
 
-    /// The next run of consecutive segments to zero, at most `max` long:
-    /// they stay counted free, and the zeroing gives each back with
+    /// The next run of consecutive segments to zero, at most `max` long
+    /// and at most half of those held (one if one is left), so that a
+    /// writer finding no zeroed segment still finds one to take: they stay
+    /// counted free, and the zeroing gives each back with
     /// [`Space::zeroed`].
     pub fn take_unzeroed(&self, max: usize) -> Vec<u32> {
         let mut held = self.unzeroed.lock().expect("unzeroed");
+        let max = max.min((held.len() / 2).max(1));
         let mut run: Vec<u32> = Vec::with_capacity(max);
         while run.len() < max {
             match held.front() {
@@ -436,11 +439,17 @@ mod tests {
         s.zeroed(4);
         s.zeroed(5);
         assert_eq!(s.take_free(), Some(4));
-        // A run stops where the held segments stop being consecutive.
-        assert_eq!(s.take_unzeroed(8), vec![6, 7, 8]);
-        assert_eq!(s.take_unzeroed(8), Vec::<u32>::new());
+        // A run takes at most half of the held segments, and stops where
+        // they stop being consecutive.
+        assert_eq!(s.take_unzeroed(8), vec![6]);
         assert_eq!(s.take_free(), Some(5));
+        assert_eq!(s.take_free(), Some(8));
+        assert_eq!(s.take_unzeroed(8), vec![7]);
+        assert_eq!(s.take_unzeroed(8), Vec::<u32>::new());
         assert_eq!(s.take_free(), None);
-        assert_eq!(s.free_segments(), 3);
+        assert_eq!(s.free_segments(), 2);
+        s.zeroed(6);
+        s.zeroed(7);
+        assert_eq!(s.take_free(), Some(6));
     }
 }
