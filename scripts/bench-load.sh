@@ -69,7 +69,7 @@ sync_inserts() {
     "$bin" serve --path "$dir/store" --listen "127.0.0.1:$port" >"$dir/serve.out" 2>"$dir/serve.err" &
     pid=$!
     for ((i = 0; i < 1200; i++)); do
-        grep -q "^nvkv listening on" "$dir/serve.out" && break
+        grep -qs "^nvkv listening on" "$dir/serve.out" && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
