@@ -62,10 +62,14 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # by $1: prints SET/s.
 sync_inserts() {
     local bin=$1 pid i rate
+    # The last server's log goes first: its listening line must not be
+    # taken for this one's (the shell truncates the file only once the
+    # server's process runs).
+    rm -f "$dir/serve.out"
     "$bin" serve --path "$dir/store" --listen "127.0.0.1:$port" >"$dir/serve.out" 2>"$dir/serve.err" &
     pid=$!
     for ((i = 0; i < 1200; i++)); do
-        grep -q "^nvkv listening on" "$dir/serve.out" && break
+        grep -qs "^nvkv listening on" "$dir/serve.out" && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
@@ -96,11 +100,14 @@ load_once() {
     [ "$sync_secs" = 0 ] || sets=$(sync_inserts "$bin")
     local mib
     mib=$(sed -E 's/.* ([0-9.]+) MiB written.*/\1/' <<<"$out")
+    # The store is removed before the result line is printed: the caller
+    # reads that line from a process substitution and goes on to the next
+    # load at once, which an rm -rf still running here used to race
+    # (removing the new store's files: "Directory not empty", or a load
+    # failing with ENOENT on its own directory).
+    rm -rf "$dir/store"
     awk -v a="$t0" -v b="$t1" -v m="$mib" -v w="$sets" \
         'BEGIN {s=b-a; printf "%.2f %.0f %s\n", s, m*1048576/s/1e6, w}'
-    # Under heavy I/O, rm -rf of the store sometimes failed once with
-    # "Directory not empty" (cause not found); the second try succeeded.
-    rm -rf "$dir/store" 2>/dev/null || rm -rf "$dir/store"
 }
 
 declare -A secs mbs sets

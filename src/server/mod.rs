@@ -34,7 +34,7 @@ mod turn;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -218,7 +218,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub capacity: u64,
     /// Leave the data file of a store that `serve` creates sparse (see
-    /// `nvkv load --sparse`): quicker to create, slower first sync writes.
+    /// `nvkv load --sparse`): its free part is not zeroed in the
+    /// background, and the first sync writes into each segment are slower.
     #[arg(long)]
     pub sparse: bool,
     /// Largest request argument (key or value) in bytes: Redis's
@@ -553,6 +554,8 @@ struct Shared {
     saves: admin::Saves,
     /// Replication: the stream, the role, the replicas.
     repl: repl::Repl,
+    /// The background zeroing of the data file's free part, while it runs.
+    zeroer: Mutex<Option<store::zero::Zeroer>>,
 }
 
 impl Shared {
@@ -991,7 +994,11 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             args.min_replicas_to_write,
             args.min_replicas_max_lag,
         ),
+        zeroer: Mutex::default(),
     });
+    let zeroer = store::zero::Zeroer::start(&args.path, &store.dev, &shared.sb, &shared.space)
+        .context("starting to zero the data file")?;
+    *shared.zeroer.lock().expect("zeroer") = zeroer;
 
     let pin = shared.cfg.pollers.pinned && !cores.is_empty();
     let core_at = |c: usize| pin.then_some(core_affinity::CoreId { id: c });
@@ -1024,6 +1031,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
 /// requests), marks the index clean and saves the segment table.
 fn stop(shared: &Shared, pollers: Vec<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
     shared.pollers_stop.store(true, Ordering::SeqCst);
+    drop(shared.zeroer.lock().expect("zeroer").take());
     for p in &shared.pollers {
         p.sleeping.store(true, Ordering::SeqCst);
         p.ring();

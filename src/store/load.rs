@@ -6,8 +6,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::{DirLock, StoreError, DATA_FILE, NVME_FILE};
@@ -68,10 +68,11 @@ pub struct CreateArgs {
     /// Overwrite an existing store.
     #[arg(long)]
     pub force: bool,
-    /// Leave a data file sparse instead of writing zeros to the space the
-    /// loader leaves free. Faster to create, but the first writes into each
-    /// free segment then allocate blocks, and every such sync commit costs
-    /// the file system a journal commit.
+    /// Leave a data file sparse: the server then does not write zeros over
+    /// the space the loader leaves free (in the background, as it does by
+    /// default). The first writes into each free segment then allocate
+    /// blocks, and every such sync commit costs the file system a journal
+    /// commit.
     #[arg(long)]
     pub sparse: bool,
 }
@@ -187,7 +188,8 @@ pub(crate) fn create(
     if exists && !args.force {
         return Err(StoreError::Exists(dir.to_owned()));
     }
-    for old in [&data, &nvme] {
+    let zeroing = dir.join(super::zero::ZERO_FILE);
+    for old in [&data, &nvme, &zeroing] {
         if fs::symlink_metadata(old).is_ok() {
             fs::remove_file(old).map_err(|e| StoreError::Io(old.clone(), e))?;
         }
@@ -276,7 +278,11 @@ pub(crate) fn create(
 pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result<(), StoreError> {
     let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
     if st.dev.is_file && !st.sparse {
-        fill_holes(&st.dev, 0, st.sb.capacity, &AtomicBool::new(false)).map_err(err)?;
+        // The blocks before the segments (flush marks) now; the free
+        // segments are left to the server, in the background (`zero.rs`).
+        let end = st.sb.data_start;
+        super::zero::fill_holes(&st.dev, 0, end, &AtomicBool::new(false)).map_err(err)?;
+        super::zero::mark_unzeroed(&st.dir).map_err(|e| StoreError::Io(st.dir.clone(), e))?;
     }
     st.dev.sync().map_err(err)?;
     let mut b = IoBuf::new(SUPERBLOCK_SIZE);
@@ -353,23 +359,16 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
         .dev
         .try_clone()
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
-    // The part of a data file the segments will not take is zeroed by
-    // another thread meanwhile, from an estimate of where they end; the
-    // writer waits for it before writing past that estimate.
-    let mut zeroer = start_zeroing(&st, args.keys * avg_rec * 10 / 9)?;
     let writer = std::thread::Builder::new()
         .name("load-writer".into())
-        .spawn(move || -> std::io::Result<(u64, Option<Zeroer>)> {
+        .spawn(move || -> std::io::Result<u64> {
             let mut written = 0;
             for (off, buf) in writer_rx {
-                if let Some(z) = zeroer.take_if(|z| off + buf.len() as u64 > z.from) {
-                    z.join()?;
-                }
                 writer_dev.write_at(&buf, off)?;
                 written += buf.len() as u64;
                 let _ = recycle.send(buf);
             }
-            Ok((written, zeroer))
+            Ok(written)
         })
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
 
@@ -435,13 +434,10 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
     drop(to_writer);
-    let (device_bytes, zeroer) = writer
+    let device_bytes = writer
         .join()
         .expect("writer thread")
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
-    if let Some(z) = zeroer {
-        z.join().map_err(|e| StoreError::Io(dev_path.clone(), e))?;
-    }
     bar.finish_and_clear();
     finish(&mut st, &max_seq, gen)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -528,7 +524,7 @@ impl Sealer<'_> {
             self.batch.push(self.parts, r.pid, r.hash, e)?;
         }
         // The whole segment, the zeros after its records included: no hole
-        // is left in it for `fill_holes` to find.
+        // is left in it for the server's zeroing to find.
         self.to_writer
             .send((base, buf))
             .map_err(|_| invalid("the writer thread stopped (see its error)"))?;
@@ -547,104 +543,4 @@ impl Sealer<'_> {
         *w = rest;
         Ok(())
     }
-}
-
-/// A thread writing zeros over the holes in `[from, end)` of a data file
-/// (all of it, in a new file) while the loader writes its segments below
-/// `from`. Dropped unjoined (the load failed), it stops after the write
-/// under way.
-struct Zeroer {
-    /// Where the zeros start: the loader's estimate of its segments' end.
-    from: u64,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-impl Zeroer {
-    /// Waits for the zeros to be written.
-    fn join(mut self) -> std::io::Result<()> {
-        match self.thread.take() {
-            Some(t) => t.join().expect("zeroing thread"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Zeroer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Starts zeroing the part of the new store's data file that segments
-/// holding `expected_bytes` of records leave free (a few spare segments
-/// kept below it), unless the store is to stay sparse or is no file.
-fn start_zeroing(st: &NewStore, expected_bytes: u64) -> Result<Option<Zeroer>, StoreError> {
-    if !st.dev.is_file || st.sparse {
-        return Ok(None);
-    }
-    let sb = &st.sb;
-    let payload = (sb.segment_size as usize - SEGMENT_HEADER) as u64;
-    let segs = (expected_bytes.div_ceil(payload) + sb.shards as u64).min(sb.segment_count as u64);
-    let from = sb.segment_offset(segs as u32);
-    let end = sb.capacity / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
-    if from >= end {
-        return Ok(None);
-    }
-    let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
-    let dev = st.dev.try_clone().map_err(err)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("load-zeroer".into())
-        .spawn(move || fill_holes(&dev, from, end, &stopped))
-        .map_err(err)?;
-    Ok(Some(Zeroer {
-        from,
-        stop,
-        thread: Some(thread),
-    }))
-}
-
-/// Bytes of each write of zeros: large, so that the kernel keeps several
-/// requests of the device's largest size in flight.
-const ZERO_CHUNK: usize = 16 << 20;
-
-/// Writes zeros over the holes of a data file in `[from, end)` (until
-/// `stop` is set), so that the write path only ever overwrites allocated
-/// blocks: an O_DIRECT write into a hole allocates (or converts) extents,
-/// and the fdatasync of a sync commit then has to commit the file system's
-/// journal too. (fio lays out its files in full before a random-write run
-/// for the same reason.)
-fn fill_holes(dev: &Device, from: u64, end: u64, stop: &AtomicBool) -> std::io::Result<()> {
-    const CHUNK: usize = ZERO_CHUNK;
-    let fd = dev.fd()?;
-    let end = end / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
-    let zeros = IoBuf::new(CHUNK);
-    let mut off = from;
-    while off < end && !stop.load(Ordering::Relaxed) {
-        // SAFETY: lseek on an open descriptor; the result is checked.
-        let hole = unsafe { libc::lseek(fd, off as i64, libc::SEEK_HOLE) };
-        if hole < 0 || hole as u64 >= end {
-            break;
-        }
-        // SAFETY: as above; ENXIO (no data after the hole) ends at `end`.
-        let data = unsafe { libc::lseek(fd, hole, libc::SEEK_DATA) };
-        let stop = if data < 0 {
-            end
-        } else {
-            (data as u64).min(end)
-        };
-        let mut pos = hole as u64 / crate::io::ALIGN as u64 * crate::io::ALIGN as u64;
-        while pos < stop {
-            let n = ((stop - pos) as usize).min(CHUNK);
-            let n = n
-                .next_multiple_of(crate::io::ALIGN)
-                .min((end - pos) as usize);
-            dev.write_at(&zeros[..n], pos)?;
-            pos += n as u64;
-        }
-        off = pos.max(stop);
-    }
-    Ok(())
 }

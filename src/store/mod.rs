@@ -19,6 +19,7 @@ mod pack;
 mod recover;
 mod shard;
 mod space;
+pub mod zero;
 
 use std::fs::{File, OpenOptions};
 use std::io;

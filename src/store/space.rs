@@ -6,9 +6,9 @@
 //! the pollers: a segment belongs to one shard, so only that shard's poller
 //! changes its counters, but INFO reads them all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::SegQueue;
@@ -25,8 +25,16 @@ pub const NO_SHARD: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub struct Space {
-    /// Segments ready to be opened for appending.
+    /// Segments ready to be opened for appending. Take one with
+    /// [`Space::take_free`], which falls back on `unzeroed`.
     pub free: SegQueue<u32>,
+    /// Free segments of a data file still holding holes, in the order the
+    /// background zeroing (`zero.rs`) fills them; each moves to `free`
+    /// once written with zeros. Taken from the back only when `free` is
+    /// empty: a commit into one allocates blocks, and is slower for it.
+    unzeroed: Mutex<VecDeque<u32>>,
+    /// Segments in `unzeroed` or being zeroed: free ones all the same.
+    zeroing: AtomicUsize,
     /// Bytes per segment the index references (markers included).
     pub live: Vec<AtomicU32>,
     /// Of those, bytes the index references only as markers of keys that
@@ -120,6 +128,8 @@ impl Space {
             .collect();
         Space {
             free,
+            unzeroed: Mutex::default(),
+            zeroing: AtomicUsize::new(0),
             live,
             gone,
             shard,
@@ -143,8 +153,66 @@ impl Space {
         piece_bytes(head, i, self.segment_size, self.block)
     }
 
+    /// Free segments, those still to be zeroed included.
     pub fn free_segments(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.zeroing.load(Relaxed)
+    }
+
+    /// A free segment: a zeroed one if there is any, else the last of the
+    /// segments still to be zeroed (away from where the zeroing works).
+    pub fn take_free(&self) -> Option<u32> {
+        if let Some(no) = self.free.pop() {
+            return Some(no);
+        }
+        let no = self.unzeroed.lock().expect("unzeroed").pop_back()?;
+        self.zeroing.fetch_sub(1, Relaxed);
+        Some(no)
+    }
+
+    /// Holds back the free segments `has_holes` names from `free` until
+    /// [`Space::take_unzeroed`] hands them to the zeroing; returns how
+    /// many.
+    pub fn hold_unzeroed(&self, has_holes: impl Fn(u32) -> bool) -> usize {
+        let mut free: Vec<u32> = std::iter::from_fn(|| self.free.pop()).collect();
+        free.sort_unstable();
+        let mut held = self.unzeroed.lock().expect("unzeroed");
+        for no in free {
+            if has_holes(no) {
+                held.push_back(no);
+            } else {
+                self.free.push(no);
+            }
+        }
+        self.zeroing.fetch_add(held.len(), Relaxed);
+        held.len()
+    }
+
+    /// The next run of consecutive segments to zero, at most `max` long
+    /// and at most half of those held (one if one is left), so that a
+    /// writer finding no zeroed segment still finds one to take: they stay
+    /// counted free, and the zeroing gives each back with
+    /// [`Space::zeroed`].
+    pub fn take_unzeroed(&self, max: usize) -> Vec<u32> {
+        let mut held = self.unzeroed.lock().expect("unzeroed");
+        let max = max.min((held.len() / 2).max(1));
+        let mut run: Vec<u32> = Vec::with_capacity(max);
+        while run.len() < max {
+            match held.front() {
+                Some(&no) if run.last().is_none_or(|&l| l + 1 == no) => {
+                    run.push(no);
+                    held.pop_front();
+                }
+                _ => break,
+            }
+        }
+        run
+    }
+
+    /// Segment `no`, taken by [`Space::take_unzeroed`], is zeroed (or left
+    /// as it is, the zeroing stopped): it joins the free segments.
+    pub fn zeroed(&self, no: u32) {
+        self.free.push(no);
+        self.zeroing.fetch_sub(1, Relaxed);
     }
 
     /// Bytes of live keys and tombstones: what the index references, less
@@ -195,7 +263,7 @@ impl Space {
 
     /// Bytes of segments in use (not free).
     pub fn used_bytes(&self) -> u64 {
-        (self.live.len() - self.free.len()) as u64 * self.segment_size as u64
+        (self.live.len() - self.free_segments()) as u64 * self.segment_size as u64
     }
 
     /// A new segment generation.
@@ -332,4 +400,56 @@ pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<Lar
         at += 12 + len;
     }
     (at == b.len()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(segments: u32) -> Space {
+        let sb = Superblock {
+            block_size: 4096,
+            uuid: [7; 16],
+            capacity: (1 << 20) + segments as u64 * (1 << 20),
+            data_start: 1 << 20,
+            segment_size: 1 << 20,
+            segment_count: segments,
+            shards: 1,
+            partitions: 1,
+            created_unix: 1,
+        };
+        Space::from_index(&sb, &[], 0, None, LargeMap::new())
+    }
+
+    #[test]
+    fn segments_held_for_zeroing_count_free_and_are_taken_last() {
+        let s = space(10);
+        // Segments 4..10 still have holes.
+        assert_eq!(s.hold_unzeroed(|no| no >= 4), 6);
+        assert_eq!(s.free_segments(), 10);
+        assert_eq!(s.used_bytes(), 0);
+        // The zeroing takes runs from the front.
+        assert_eq!(s.take_unzeroed(2), vec![4, 5]);
+        assert_eq!(s.free_segments(), 10);
+        // Writers take zeroed segments first, then held ones from the back.
+        let taken: Vec<u32> = (0..4).map(|_| s.take_free().unwrap()).collect();
+        assert_eq!(taken, vec![0, 1, 2, 3]);
+        assert_eq!(s.take_free(), Some(9));
+        assert_eq!(s.free_segments(), 5);
+        s.zeroed(4);
+        s.zeroed(5);
+        assert_eq!(s.take_free(), Some(4));
+        // A run takes at most half of the held segments, and stops where
+        // they stop being consecutive.
+        assert_eq!(s.take_unzeroed(8), vec![6]);
+        assert_eq!(s.take_free(), Some(5));
+        assert_eq!(s.take_free(), Some(8));
+        assert_eq!(s.take_unzeroed(8), vec![7]);
+        assert_eq!(s.take_unzeroed(8), Vec::<u32>::new());
+        assert_eq!(s.take_free(), None);
+        assert_eq!(s.free_segments(), 2);
+        s.zeroed(6);
+        s.zeroed(7);
+        assert_eq!(s.take_free(), Some(6));
+    }
 }

@@ -243,7 +243,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         if !self.room_for_pieces(1) {
             return Err(WriteError::Full);
         }
-        let no = self.space.free.pop().ok_or(WriteError::Full)?;
+        let no = self.space.take_free().ok_or(WriteError::Full)?;
         let g = no as usize;
         self.space.shard[g].store(crate::store::shard_of(feed.pid, self.sb.shards), Relaxed);
         self.space.piece[g].store(true, Relaxed);
@@ -525,7 +525,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         let mut bytes = 0;
         let mut failed = None;
         for i in range {
-            let Some(no) = self.space.free.pop() else {
+            let Some(no) = self.space.take_free() else {
                 failed = Some(WriteError::Full);
                 break;
             };

@@ -488,7 +488,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             // which frees space) may still fit in what is left of it.
             return Err(WriteError::Full);
         }
-        let Some(no) = space.free.pop() else {
+        let Some(no) = space.take_free() else {
             return Err(WriteError::Full);
         };
         // Only now, with its successor taken, is the open segment closed. A
