@@ -153,6 +153,10 @@ pub(crate) struct NewStore {
     pub _lock: DirLock,
     /// Leave the holes of a data file unwritten (`--sparse`).
     pub sparse: bool,
+    /// Write the zeros over the data file's free part now, in [`finish`],
+    /// rather than leave them to the server's background zeroing (a store
+    /// `serve` creates: see [`super::create_empty`]).
+    pub zero_now: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> StoreError {
@@ -271,13 +275,18 @@ pub(crate) fn create(
         dir: dir.to_owned(),
         _lock: lock,
         sparse: args.sparse,
+        zero_now: false,
     })
 }
 
 /// Writes the superblock and marks the index clean.
 pub(crate) fn finish(st: &mut NewStore, max_seq: &[u64], max_gen: u64) -> Result<(), StoreError> {
     let err = |e| StoreError::Io(st.dev.path().to_owned(), e);
-    if st.dev.is_file && !st.sparse {
+    if st.dev.is_file && !st.sparse && st.zero_now {
+        // The whole file now: it holds no segment yet.
+        let end = st.dev.capacity();
+        super::zero::fill_holes(&st.dev, 0, end, &AtomicBool::new(false)).map_err(err)?;
+    } else if st.dev.is_file && !st.sparse {
         // The blocks before the segments (flush marks) now; the free
         // segments are left to the server, in the background (`zero.rs`).
         let end = st.sb.data_start;

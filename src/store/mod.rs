@@ -44,6 +44,11 @@ pub use space::{save_table, LargeMap, Space, NO_SHARD};
 /// `args.device` be an NVMe namespace.
 pub fn create_empty(dir: &Path, args: &CreateArgs, env: &EnvOptions) -> Result<(), StoreError> {
     let mut st = load::create(dir, args, env, 0, 0)?;
+    // A store `serve` creates is zeroed before it serves: its first
+    // writes (a replica's full copy, say) would otherwise race the
+    // background zeroing for the disk. `nvkv load` leaves it to the
+    // server, so that the load runs at the disk's pace.
+    st.zero_now = true;
     let max_seq = vec![0; st.sb.shards as usize];
     load::finish(&mut st, &max_seq, 0)
 }
