@@ -62,18 +62,6 @@ fn summary(v: &Result<Value, String>) -> String {
 }
 
 /// The same command to both servers: the same reply.
-/// INFO's `keyspace_hits` and `keyspace_misses`.
-fn hits_misses(con: &mut redis::Connection) -> (u64, u64) {
-    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in INFO stats"))
-    };
-    (field("keyspace_hits"), field("keyspace_misses"))
-}
-
 fn same(ours: &mut redis::Connection, theirs: &mut redis::Connection, args: &[&[u8]]) {
     let a = cmd(args).query::<Value>(ours).map_err(|e| e.to_string());
     let b = cmd(args).query::<Value>(theirs).map_err(|e| e.to_string());
@@ -512,7 +500,10 @@ fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
     }
     let mid = (CAP + 10).to_string();
     let v5 = value(2 * CAP, 5);
-    let before = (hits_misses(&mut ours), hits_misses(&mut theirs));
+    let before = (
+        common::hits_misses(&mut ours),
+        common::hits_misses(&mut theirs),
+    );
     same_exec(
         &mut ours,
         &mut theirs,
@@ -538,7 +529,10 @@ fn reads_of_large_values_inside_exec_stream_as_redis_answers() {
     );
     // Each read counted once in INFO's keyspace hits and misses, streamed
     // or not, as Redis counts them.
-    let after = (hits_misses(&mut ours), hits_misses(&mut theirs));
+    let after = (
+        common::hits_misses(&mut ours),
+        common::hits_misses(&mut theirs),
+    );
     let delta = |a: (u64, u64), b: (u64, u64)| (a.0 - b.0, a.1 - b.1);
     assert_eq!(
         delta(after.0, before.0),

@@ -129,18 +129,6 @@ fn keepttl_and_getdel_survive_a_restart() {
     srv.stop();
 }
 
-/// INFO's `keyspace_hits` and `keyspace_misses`.
-fn hits_misses(con: &mut redis::Connection) -> (u64, u64) {
-    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in INFO stats"))
-    };
-    (field("keyspace_hits"), field("keyspace_misses"))
-}
-
 /// SET … GET and GETSET read the key as GET does: Redis counts a hit or
 /// a miss for each, alone and inside MULTI … EXEC, and so does nvkv.
 #[test]
@@ -167,7 +155,7 @@ fn set_get_and_getset_count_hits_and_misses_as_redis_does() {
             cmd(&mut con, &["SET", "s", "v"]);
             cmd(&mut con, &["DEL", "nope", "nope2", "nope3"]);
             for args in cmds {
-                let before = hits_misses(&mut con);
+                let before = common::hits_misses(&mut con);
                 let mut p = redis::pipe();
                 if txn {
                     p.atomic();
@@ -177,7 +165,7 @@ fn set_get_and_getset_count_hits_and_misses_as_redis_does() {
                     c.arg(*a);
                 }
                 let _: Value = p.query(&mut con).unwrap();
-                let after = hits_misses(&mut con);
+                let after = common::hits_misses(&mut con);
                 seen.push((txn, args, after.0 - before.0, after.1 - before.1));
             }
         }

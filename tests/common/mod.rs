@@ -570,3 +570,15 @@ impl RawConn {
         got
     }
 }
+
+/// INFO's `keyspace_hits` and `keyspace_misses`.
+pub fn hits_misses(con: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in INFO stats"))
+    };
+    (field("keyspace_hits"), field("keyspace_misses"))
+}
