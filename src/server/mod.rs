@@ -218,8 +218,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "1G")]
     pub capacity: u64,
     /// Leave the data file of a store that `serve` creates sparse (see
-    /// `nvkv load --sparse`): its free part is not zeroed in the
-    /// background, and the first sync writes into each segment are slower.
+    /// `nvkv load --sparse`): it is not zeroed when it is created, and
+    /// the first sync writes into each segment are slower.
     #[arg(long)]
     pub sparse: bool,
     /// Largest request argument (key or value) in bytes: Redis's
