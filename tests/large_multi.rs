@@ -1251,10 +1251,22 @@ fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
             &[b"GETDEL", &h],
             &[b"GET", &x],
         ]);
-        for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x] {
+        // Large values read on both pollers, their replies interleaved.
+        let y = format!("y{q}").into_bytes();
+        both.check(&[&[b"SET", &y, &vd]]);
+        both.check_exec(&[
+            &[b"GET", &y],
+            &[b"GET", &f],
+            &[b"APPEND", &y, b"end"],
+            &[b"SETRANGE", &g, b"0", b"G"],
+            &[b"GETRANGE", &y, b"-9", b"-1"],
+            &[b"MGET", &g, &y, &f],
+            &[b"GETDEL", &y],
+        ]);
+        for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x, &y] {
             both.check(&[&[b"GET", key], &[b"TTL", key]]);
         }
-        both.check(&[&[b"DEL", &a, &b, &c, &d, &e, &f, &g, &h], &[b"DEL", &x]]);
+        both.check(&[&[b"DEL", &a, &b, &c, &d, &e, &f, &g, &h], &[b"DEL", &x, &y]]);
     }
     srv.stop();
 }
