@@ -1270,3 +1270,33 @@ fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
     }
     srv.stop();
 }
+
+/// A GET inside an EXEC across pollers of a 256 MiB value reads it whole
+/// (a part's reply cannot stream): the server holds it once (its peak RSS
+/// under 384 MiB, where a copy more would pass 512), and the client gets
+/// it whole.
+#[test]
+fn a_get_inside_exec_across_pollers_of_256_mib_holds_the_value_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G", "--io-threads", "2"];
+    let srv = Server::start(dir.path(), &args);
+    let (p, q) = tags_on_two_pollers(&mut common::raw(&srv));
+    let (key, x) = (format!("big{p}"), format!("x{q}"));
+    let big = value(256 << 20, 48);
+    let mut c = client(&srv);
+    let _: () = c.set(&key, &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let (got, n): (Vec<u8>, i64) = redis::pipe()
+        .atomic()
+        .get(&key)
+        .incr(&x, 1)
+        .query(&mut c)
+        .unwrap();
+    assert!(got == big, "the value differs");
+    assert_eq!(n, 1);
+    assert_peak_rss_under(&srv, 384);
+    srv.stop();
+}
