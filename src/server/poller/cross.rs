@@ -8,19 +8,33 @@
 //! the part answers nil (the EXEC's only reply) and every other part lets
 //! its keys go without running (`Abort`). The last, once all hold their
 //! keys, lets them all run (`Go`): each runs as a transaction of this
-//! poller does (view, `finish_txn`, one commit), answers its replies once
-//! durable, and keeps its keys held after its writes are in the store; it
-//! tells the last poller (`Done`), which, once all have, lets every part's
-//! keys go (`Release`). No client sees one part's writes without the
-//! others'. Pollers send the steps to each other's rings directly.
+//! poller does (view, `finish_txn`, its large values' pieces durable) up
+//! to its commit, which it prepares: it takes the free segments its
+//! writes may need out of the free list (`Keyspace::hold_room`: no other
+//! writer can take them, and the compaction reserve stays) and tells the
+//! last poller (`Prepared`), or, with no room (or its pieces refused or
+//! failed), drops its view and tells it so (`Refused`). Once all have
+//! told: all prepared, every part commits into the segments it holds
+//! (`Commit`; what is left goes back), answers its replies once durable,
+//! and keeps its keys held after its writes are in the store; it tells
+//! the last poller (`Done`), which, once all have, lets every part's keys
+//! go (`Release`). One refused, every part drops what it ran, gives its
+//! segments back and lets its keys go (`Drop`): the refused part's error
+//! is EXEC's reply (the others answer an empty part), and nothing of the
+//! transaction is in the store or the replication stream. No client sees
+//! one part's writes without the others'. A part whose commit fails
+//! after being prepared (a device error, the index) still leaves the
+//! others' writes, as a crash between the parts' commits does: see
+//! docs/design.md. Pollers send the steps to each other's rings directly.
 //!
 //! While replicas are fed (`Cross::gated`), such transactions run one at
 //! a time: the first part takes the server's gate before it claims its
 //! keys (or waits for it, `Gated`, until `Gate`), and the last poller
-//! passes the gate on once every part has run (or at an abort). So every
-//! poller commits their parts in one order, and each part goes into its
-//! outbox tagged with the transaction, to be joined with the others into
-//! one `MULTI … EXEC` of the stream (`repl/outbox.rs`).
+//! passes the gate on once every part has committed (or at an abort, a
+//! `Drop` included). So every poller commits their parts in one order,
+//! and each part goes into its outbox tagged with the transaction, to be
+//! joined with the others into one `MULTI … EXEC` of the stream
+//! (`repl/outbox.rs`).
 
 use super::*;
 use crate::server::msg::{Cross, CrossStep};
