@@ -1085,3 +1085,57 @@ fn concurrent_transactions_in_a_nearly_full_store_are_all_or_none() {
     check(&mut Conn::connect(srv.addr), "restarted");
     srv.stop();
 }
+
+/// INFO's `segments_free`.
+fn segments_free(srv: &Server) -> u64 {
+    srv.info_field("segments_free")
+        .parse()
+        .expect("segments_free")
+}
+
+/// A transaction across pollers whose part on one poller writes a value
+/// larger than a segment (its pieces written first) while the part on the
+/// other is refused for room (more than the whole store): EXEC answers
+/// OOM, the large value is not there, and its pieces go back (the free
+/// segments return to what they were), however often it is tried.
+#[test]
+fn a_refused_transaction_across_pollers_gives_its_large_pieces_back() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "32M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    let (ka, kb, big) = (
+        format!("{{{a}}}c"),
+        format!("{{{b}}}c"),
+        format!("{{{b}}}big"),
+    );
+    // Both pollers have written: their open segments are taken.
+    c.call(&["MULTI"]);
+    c.call(&["SET", &ka, "0"]);
+    c.call(&["SET", &kb, "0"]);
+    assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
+    let before = segments_free(&srv);
+    let (large, fill) = ("L".repeat(6 << 20), "f".repeat(3 << 19));
+    for i in 1..=5 {
+        let n = i.to_string();
+        c.call(&["MULTI"]);
+        c.call(&["SET", &ka, &n]);
+        c.call(&["SET", &kb, &n]);
+        c.call(&["SET", &big, &large]);
+        // 25.5 MiB of values on one poller: more than a 32 MiB store
+        // gives client writes.
+        for j in 0..17 {
+            c.call(&["SET", &format!("{{{a}}}f{j}"), &fill]);
+        }
+        let r = String::from_utf8(c.call(&["EXEC"])).unwrap();
+        assert!(r.starts_with("-OOM "), "EXEC {i}: {r}");
+        assert_eq!(get(&mut c, &big).map(|v| v.len()), None, "EXEC {i}");
+        assert_eq!(get(&mut c, &ka).as_deref(), Some("0"));
+        assert_eq!(get(&mut c, &kb).as_deref(), Some("0"));
+    }
+    common::wait_for("the refused transactions' pieces to be free again", || {
+        segments_free(&srv) == before
+    });
+    srv.stop();
+}
