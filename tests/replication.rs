@@ -2145,3 +2145,51 @@ fn a_transaction_refused_for_room_reaches_no_replica() {
     replica.stop();
     primary.stop();
 }
+
+/// A large SET arrives a piece at a time; a replica attaches while it
+/// does, so the pieces sent before were not kept for the stream. The SET
+/// is still written and acknowledged (as Redis would), and the replica,
+/// copying in full again, gets it.
+#[test]
+fn a_large_set_arriving_while_a_replica_attaches_is_written_and_reaches_it() {
+    use std::io::{Read, Write};
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &[]);
+    let v: Vec<u8> = (0..24usize << 20).map(|i| (i % 251) as u8).collect();
+    let mut s = std::net::TcpStream::connect(primary.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let header = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", v.len());
+    s.write_all(header.as_bytes()).unwrap();
+    s.write_all(&v[..v.len() / 2]).unwrap();
+    // Pieces of it are on the device before the replica comes.
+    wait_for("pieces written before the replica attaches", || {
+        stat(&primary, "large_piece_bytes_written") >= v.len() as u64 / 4
+    });
+    let replica = replica_of(rd.path(), &primary, &[]);
+    wait_for("the replica online", || {
+        stat(&primary, "connected_slaves") == 1 && link_state(&mut replica.client()) == "connected"
+    });
+    s.write_all(&v[v.len() / 2..]).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut got = [0u8; 5];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"+OK\r\n", "the SET's reply");
+    let back: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("big")
+        .query(&mut primary.client())
+        .unwrap();
+    assert!(
+        back.as_deref() == Some(&v[..]),
+        "the primary's value differs"
+    );
+    converge(&primary, &replica);
+    let copies = primary
+        .log
+        .lock()
+        .unwrap()
+        .matches("full copy to a replica")
+        .count();
+    assert_eq!(copies, 2, "{}", primary.log.lock().unwrap());
+    replica.stop();
+    primary.stop();
+}
