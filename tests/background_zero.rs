@@ -7,9 +7,8 @@ mod common;
 
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
-use common::{dbsize, test_device, test_spdk, wait_for, Server, BIN};
+use common::{dbsize, test_device, test_spdk, wait_for, Server};
 use nvkv::keys;
 use redis::Commands;
 
@@ -33,26 +32,12 @@ fn on_a_file() -> bool {
     true
 }
 
+/// Loads the test's keys into a store of `capacity` bytes.
 fn load(dir: &Path, capacity: u64, extra: &[&str]) {
-    let out = Command::new(BIN)
-        .args(["load", "--path"])
-        .arg(dir)
-        .args(["--keys", &KEYS.to_string(), "--seed", &SEED.to_string()])
-        .args([
-            "--min-size",
-            &MIN.to_string(),
-            "--max-size",
-            &MAX.to_string(),
-        ])
-        .args(["--capacity", &capacity.to_string()])
-        .args(extra)
-        .output()
-        .expect("run nvkv load");
-    assert!(
-        out.status.success(),
-        "load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let capacity = capacity.to_string();
+    let mut args = vec!["--capacity", capacity.as_str()];
+    args.extend(extra);
+    common::load_with(dir, KEYS, MIN, MAX, SEED, &args);
 }
 
 /// Bytes of holes in the data file.

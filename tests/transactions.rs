@@ -873,3 +873,269 @@ fn a_version_2_store_is_converted_when_opened() {
     srv.stop();
     assert_eq!(version(), 4);
 }
+
+/// Two hash tags whose keys lie on the two pollers of a server with two:
+/// a RENAME from one to the other in a transaction answers CROSSSLOT.
+fn tags_on_two_pollers(c: &mut Conn) -> (String, String) {
+    for i in 1..64 {
+        let (from, to) = ("{t0}probe".to_string(), format!("{{t{i}}}probe"));
+        c.call(&["MULTI"]);
+        c.call(&["SET", &from, "1"]);
+        c.call(&["RENAME", &from, &to]);
+        if c.call(&["EXEC"]).starts_with(b"-CROSSSLOT") {
+            c.call(&["DEL", &from, &to]);
+            return ("t0".into(), format!("t{i}"));
+        }
+    }
+    panic!("no two tags on two pollers")
+}
+
+/// The value of key `k` (a GET's bulk string), `None` when missing.
+fn get(c: &mut Conn, k: &str) -> Option<String> {
+    let r = c.call(&["GET", k]);
+    if r.starts_with(b"$-1") {
+        return None;
+    }
+    let r = String::from_utf8(r).expect("a string");
+    let body = r.split("\r\n").nth(1).expect("a bulk string");
+    Some(body.to_string())
+}
+
+/// One transaction (EXEC when `exec`, else MSET) setting counter keys
+/// `{a}c{w}` and `{b}c{w}` to `i`, and `fill` new values of 1.5 MiB (a
+/// segment holds one) on `{b}`'s poller: its reply.
+fn counted_txn(
+    c: &mut Conn,
+    (a, b): (&str, &str),
+    w: usize,
+    i: u64,
+    fill: u64,
+    exec: bool,
+) -> Vec<u8> {
+    let value = "v".repeat(3 << 19);
+    let (ka, kb, n) = (
+        format!("{{{a}}}c{w}"),
+        format!("{{{b}}}c{w}"),
+        i.to_string(),
+    );
+    let fills: Vec<String> = (0..fill)
+        .map(|j| format!("{{{b}}}fill{w}-{i}-{j}"))
+        .collect();
+    let mut args: Vec<&str> = vec!["MSET", &ka, &n, &kb, &n];
+    for f in &fills {
+        args.extend([f.as_str(), value.as_str()]);
+    }
+    if !exec {
+        return c.call(&args);
+    }
+    assert_eq!(c.call(&["MULTI"]), b"+OK\r\n");
+    for pair in args[1..].chunks(2) {
+        assert_eq!(c.call(&["SET", pair[0], pair[1]]), b"+QUEUED\r\n");
+    }
+    c.call(&["EXEC"])
+}
+
+/// A store of 64 MiB (32 segments) filled by transactions across two
+/// pollers, each setting a counter's keys on both and adding 1.5 MiB
+/// values on one: once it is nearly full, the part with the values is
+/// refused for room while the other would fit. EXEC (and MSET) answer
+/// the store's OOM error and neither poller's keys change (nor after a
+/// restart); with room again, the next one succeeds, as Redis answers it.
+#[test]
+fn a_transaction_refused_for_room_on_one_poller_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    let tags = (a.as_str(), b.as_str());
+    let (ka, kb) = (format!("{{{a}}}c0"), format!("{{{b}}}c0"));
+    let (mut applied, mut refused, mut in_a_row) = (None, 0, 0);
+    let mut refused_fills = Vec::new();
+    for i in 0..300u64 {
+        let fill = 1 + i % 3;
+        let r = counted_txn(&mut c, tags, 0, i, fill, i % 2 == 0);
+        let ok: &[u8] = if i % 2 == 0 { b"*" } else { b"+OK\r\n" };
+        if r.starts_with(ok) {
+            applied = Some(i.to_string());
+            in_a_row = 0;
+        } else {
+            let text = String::from_utf8_lossy(&r).to_string();
+            assert!(text.starts_with("-OOM "), "transaction {i}: {text}");
+            refused += 1;
+            in_a_row += 1;
+            refused_fills.push(format!("{{{b}}}fill0-{i}-0"));
+        }
+        // Both pollers' keys as the last transaction applied left them.
+        let (va, vb) = (get(&mut c, &ka), get(&mut c, &kb));
+        assert_eq!((&va, &vb), (&applied, &applied), "after transaction {i}");
+        if in_a_row == 20 {
+            break;
+        }
+    }
+    assert_eq!(in_a_row, 20, "the store never filled: {refused} refused");
+    for f in &refused_fills {
+        assert_eq!(get(&mut c, f), None, "{f} of a refused transaction");
+    }
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    assert_eq!(
+        (get(&mut c, &ka), get(&mut c, &kb)),
+        (applied.clone(), applied)
+    );
+    for f in &refused_fills {
+        assert_eq!(
+            get(&mut c, f),
+            None,
+            "{f} of a refused transaction, restarted"
+        );
+    }
+    // Room again: the values go, and compaction frees their segments.
+    let keys = c.call(&["KEYS", &format!("{{{b}}}fill*")]);
+    let keys = String::from_utf8(keys).unwrap();
+    for k in keys.split("\r\n").filter(|l| l.contains("fill")) {
+        assert_eq!(c.call(&["DEL", k]), b":1\r\n");
+    }
+    let mut last = Vec::new();
+    common::wait_for("a transaction with room", || {
+        last = counted_txn(&mut c, tags, 0, 1000, 0, true);
+        !last.starts_with(b"-OOM")
+    });
+    assert_eq!(last, b"*2\r\n+OK\r\n+OK\r\n");
+    if let Some(redis) = RealRedis::start(&[]) {
+        let mut theirs = Conn::connect(redis.addr.as_str());
+        assert_eq!(counted_txn(&mut theirs, tags, 0, 1000, 0, true), last);
+    }
+    assert_eq!(get(&mut c, &ka).as_deref(), Some("1000"));
+    assert_eq!(get(&mut c, &kb).as_deref(), Some("1000"));
+    srv.stop();
+}
+
+/// Concurrent transactions across two pollers filling a small store,
+/// each setting its counter's keys on both pollers (and adding values on
+/// one, each writer on another): each is applied whole or not at all. A
+/// reader never sees a counter's keys differ, and afterwards (and after
+/// a restart) they agree with the last transaction acknowledged.
+#[test]
+fn concurrent_transactions_in_a_nearly_full_store_are_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = srv.addr;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::connect(addr);
+                // Each writer adds its values on another poller.
+                let tags = if w == 0 { (&*a, &*b) } else { (&*b, &*a) };
+                let (mut applied, mut refused) = (None, 0);
+                for i in 0..60u64 {
+                    let r = counted_txn(&mut c, tags, w, i, 1 + i % 3, i % 2 == 0);
+                    if r.starts_with(b"-OOM ") {
+                        refused += 1;
+                    } else {
+                        assert!(r.starts_with(b"*") || r == b"+OK\r\n", "{r:?}");
+                        applied = Some(i.to_string());
+                    }
+                }
+                (applied, refused)
+            })
+        })
+        .collect();
+    let reader = {
+        let (a, b, stop) = (a.clone(), b.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(format!("redis://{addr}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let mut seen = 0;
+            while !stop.load(Relaxed) {
+                for w in 0..2 {
+                    let keys = [format!("{{{a}}}c{w}"), format!("{{{b}}}c{w}")];
+                    let v: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+                    assert_eq!(v[0], v[1], "a reader saw part of a transaction");
+                }
+                seen += 1;
+            }
+            seen
+        })
+    };
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    stop.store(true, Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    let refused: u32 = results.iter().map(|r| r.1).sum();
+    assert!(refused > 0, "the store never filled");
+    let check = |c: &mut Conn, when: &str| {
+        for (w, (applied, _)) in results.iter().enumerate() {
+            let va = get(c, &format!("{{{a}}}c{w}"));
+            let vb = get(c, &format!("{{{b}}}c{w}"));
+            assert_eq!((&va, &vb), (applied, applied), "writer {w}, {when}");
+        }
+    };
+    check(&mut Conn::connect(srv.addr), "served");
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    check(&mut Conn::connect(srv.addr), "restarted");
+    srv.stop();
+}
+
+/// INFO's `segments_free`.
+fn segments_free(srv: &Server) -> u64 {
+    srv.info_field("segments_free")
+        .parse()
+        .expect("segments_free")
+}
+
+/// A transaction across pollers whose part on one poller writes a value
+/// larger than a segment (its pieces written first) while the part on the
+/// other is refused for room (more than the whole store): EXEC answers
+/// OOM, the large value is not there, and its pieces go back (the free
+/// segments return to what they were), however often it is tried.
+#[test]
+fn a_refused_transaction_across_pollers_gives_its_large_pieces_back() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "32M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    let (ka, kb, big) = (
+        format!("{{{a}}}c"),
+        format!("{{{b}}}c"),
+        format!("{{{b}}}big"),
+    );
+    // Both pollers have written: their open segments are taken.
+    c.call(&["MULTI"]);
+    c.call(&["SET", &ka, "0"]);
+    c.call(&["SET", &kb, "0"]);
+    assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
+    let before = segments_free(&srv);
+    let (large, fill) = ("L".repeat(6 << 20), "f".repeat(3 << 19));
+    for i in 1..=5 {
+        let n = i.to_string();
+        c.call(&["MULTI"]);
+        c.call(&["SET", &ka, &n]);
+        c.call(&["SET", &kb, &n]);
+        c.call(&["SET", &big, &large]);
+        // 25.5 MiB of values on one poller: more than a 32 MiB store
+        // gives client writes.
+        for j in 0..17 {
+            c.call(&["SET", &format!("{{{a}}}f{j}"), &fill]);
+        }
+        let r = String::from_utf8(c.call(&["EXEC"])).unwrap();
+        assert!(r.starts_with("-OOM "), "EXEC {i}: {r}");
+        assert_eq!(get(&mut c, &big).map(|v| v.len()), None, "EXEC {i}");
+        assert_eq!(get(&mut c, &ka).as_deref(), Some("0"));
+        assert_eq!(get(&mut c, &kb).as_deref(), Some("0"));
+    }
+    common::wait_for("the refused transactions' pieces to be free again", || {
+        segments_free(&srv) == before
+    });
+    srv.stop();
+}

@@ -296,8 +296,21 @@ pub enum CrossStep {
     /// A watched key changed (EXEC answered nil): let the part go
     /// without running it.
     Abort,
-    /// To the last poller: one part has run (its writes are in the store,
-    /// or it failed); its keys stay held.
+    /// To the last poller: one part has run its commands and holds the
+    /// room its writes need (or writes nothing); it waits for `Commit`.
+    Prepared,
+    /// To the last poller: one part has run its commands and is refused
+    /// (no room for its writes, its large values' pieces failed): it
+    /// waits for `Drop`, with the error EXEC answers.
+    Refused,
+    /// Every part is prepared: commit, into the room held.
+    Commit,
+    /// A part was refused: every part drops what it ran (its view, its
+    /// large values' pieces, its room) and lets its keys go; the refused
+    /// one's error is EXEC's reply.
+    Drop,
+    /// To the last poller: one part has committed (its writes are in the
+    /// store, or its commit failed); its keys stay held.
     Done,
     /// Every part has run: its keys are free again.
     Release,

@@ -1904,10 +1904,15 @@ impl<E: Engine> Poller<E> {
         self.end_txn(wait.txn, reply);
     }
 
-    /// Answers transaction `t` with `reply` and releases its keys.
+    /// Answers transaction `t` with `reply` and releases its keys; a part
+    /// of one across pollers is refused: every part drops what it ran,
+    /// and `reply` is EXEC's (see `cross.rs`).
     fn end_txn(&mut self, mut t: Txn, reply: Reply) {
         for view in Self::take_views(&mut t).into_values() {
             self.ks.unpin_pieces(&view.base);
+        }
+        if cross::is_cross(&t.exec) {
+            return self.cross_refused(t.exec, t.claimed, reply);
         }
         self.reply(&t.exec, reply);
         self.txn_keys_done(&t.exec, t.claimed, Vec::new());
@@ -1926,24 +1931,23 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Appends every change of the finished transaction at once (or none,
-    /// when the store cannot take them all), and answers EXEC once they
-    /// are durable. `heads`: its large values' heads, by key tag, their
-    /// pieces durable and held (let go here whatever happens).
-    fn commit_txn(&mut self, mut t: Txn, mut heads: HashMap<u64, LargeHead>) {
-        // The edited views: their edits go into the stream, their pins go
-        // once their heads are written.
-        let views = Self::take_views(&mut t);
-        if !t.fed && !views.is_empty() && self.shared.repl.feeding() {
-            // A replica's feed began while the transaction ran: its views
-            // kept no edits from before, which the stream cannot carry.
-            (self.shared.repl)
-                .restart_stream("a transaction edited large values while a replica's feed began");
+    /// The finished transaction's writes: appended at once, or, for a part
+    /// of one across pollers, prepared (`cross.rs`): they wait for every
+    /// other part's, holding the room they need.
+    fn commit_txn(&mut self, t: Txn, heads: HashMap<u64, LargeHead>) {
+        if cross::is_cross(&t.exec) {
+            return self.cross_prepare(t, heads);
         }
+        self.commit_txn_into(t, heads, None);
+    }
+
+    /// What the records of transaction `t`'s writes take: bytes, and the
+    /// shards they go to. `heads`: its large values' heads, by key tag.
+    fn txn_room(&self, t: &Txn, heads: &HashMap<u64, LargeHead>) -> (u64, usize) {
         let mut bytes = 0;
         let mut shards: Vec<u32> = Vec::new();
         for (tag, s) in &t.view {
-            let value_len = match (heads.get(tag), views.get(tag), &s.now) {
+            let value_len = match (heads.get(tag), &s.large, &s.now) {
                 (Some(head), _, _) => head.encode().len(),
                 // A head sharing the view's pieces.
                 (None, Some(view), Some(_)) => view.base.encode().len(),
@@ -1954,14 +1958,45 @@ impl<E: Engine> Poller<E> {
         }
         shards.sort_unstable();
         shards.dedup();
+        (bytes, shards.len())
+    }
+
+    /// Appends every change of the finished transaction at once (or none,
+    /// when the store cannot take them all), and answers EXEC once they
+    /// are durable. `heads`: its large values' heads, by key tag, their
+    /// pieces durable and held (let go here whatever happens). `room`: the
+    /// free segments a part of a transaction across pollers holds for its
+    /// writes (checked when taken, see [`Poller::cross_prepare`]).
+    fn commit_txn_into(
+        &mut self,
+        mut t: Txn,
+        mut heads: HashMap<u64, LargeHead>,
+        room: Option<keyspace::Room>,
+    ) {
+        let (bytes, shards) = self.txn_room(&t, &heads);
+        // The edited views: their edits go into the stream, their pins go
+        // once their heads are written.
+        let views = Self::take_views(&mut t);
+        if !t.fed && !views.is_empty() && self.shared.repl.feeding() {
+            // A replica's feed began while the transaction ran: its views
+            // kept no edits from before, which the stream cannot carry.
+            (self.shared.repl)
+                .restart_stream("a transaction edited large values while a replica's feed began");
+        }
         // A part of a transaction across pollers: its writes for the stream.
         let mut cross_stream = Vec::new();
         let reply = if t.view.is_empty() {
+            if let Some(room) = room {
+                self.ks.give_back_room(room);
+            }
             Some(Reply::Txn(t.replies))
-        } else if !self.ks.room_for(bytes, shards.len()) {
+        } else if room.is_none() && !self.ks.room_for(bytes, shards) {
             self.stats().writes_refused.fetch_add(1, Relaxed);
             Some(Reply::Error(super::strings::STORE_FULL.into()))
         } else {
+            if let Some(room) = room {
+                self.ks.commit_into(room);
+            }
             let (mut failed, mut wrote) = (None, false);
             // The writes go into the replication stream as one MULTI … EXEC.
             let mut stream = Vec::new();
@@ -2007,6 +2042,8 @@ impl<E: Engine> Poller<E> {
                     break;
                 }
             }
+            // What the writes left of the room goes back.
+            self.ks.end_room();
             if !stream.is_empty() && !cross::is_cross(&t.exec) {
                 let seq = self.ks.next_seq() - 1;
                 (self.repl_out).push(&self.shared.repl, seq, |out| {

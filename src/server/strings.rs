@@ -161,10 +161,6 @@ pub(super) fn config_set_failed(name: &str, why: &str) -> String {
 /// No free segment for a write, and none that compaction or eviction can
 /// make.
 pub(super) const STORE_FULL: &str = "OOM the store is full: no free segment for writes";
-/// A SET whose value arrived a piece at a time, when a replica began
-/// to be fed meanwhile: its value is not at hand whole for the stream.
-pub(super) const REPLICA_CAME_MID_VALUE: &str =
-    "ERR a replica attached while the value arrived: nothing was written, retry the SET";
 /// A write waited for compaction longer than it may.
 pub(super) const COMPACTION_BEHIND: &str = "OOM no free segment: compaction is behind";
 /// Redis's refusal of a command that adds data past `maxmemory`.

@@ -169,6 +169,50 @@ impl Space {
         Some(no)
     }
 
+    /// Takes `n` free segments out of the free list for a writer to hold
+    /// (a part of a transaction across pollers, between its prepare and
+    /// its commit: see `server/poller/cross.rs`), leaving at least `keep`
+    /// free; `None`, taking none, when there are not that many. Each
+    /// comes with whether it was zeroed, for [`Space::give_back`]. Other
+    /// pollers take free segments meanwhile: the count is checked again
+    /// once they are taken, so a race refuses rather than eats into
+    /// `keep`.
+    pub fn hold_free(&self, n: usize, keep: usize) -> Option<Vec<(u32, bool)>> {
+        if self.free_segments() < keep + n {
+            return None;
+        }
+        let mut held = Vec::with_capacity(n);
+        while held.len() < n {
+            let taken = match self.free.pop() {
+                Some(no) => Some((no, true)),
+                None => self.take_free().map(|no| (no, false)),
+            };
+            match taken {
+                Some(seg) => held.push(seg),
+                None => break,
+            }
+        }
+        if held.len() < n || self.free_segments() < keep {
+            self.give_back(held);
+            return None;
+        }
+        Some(held)
+    }
+
+    /// Segments taken by [`Space::hold_free`] and not used go back: a
+    /// zeroed one to `free`, one still to be zeroed among those (taken
+    /// last, as before).
+    pub fn give_back(&self, segs: impl IntoIterator<Item = (u32, bool)>) {
+        for (no, zeroed) in segs {
+            if zeroed {
+                self.free.push(no);
+            } else {
+                self.unzeroed.lock().expect("unzeroed").push_back(no);
+                self.zeroing.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Holds back the free segments `has_holes` names from `free` until
     /// [`Space::take_unzeroed`] hands them to the zeroing; returns how
     /// many.
@@ -451,5 +495,24 @@ mod tests {
         s.zeroed(6);
         s.zeroed(7);
         assert_eq!(s.take_free(), Some(6));
+    }
+
+    #[test]
+    fn held_segments_leave_the_kept_ones_and_go_back_where_they_were() {
+        let s = space(6);
+        // Segments 3..6 still have holes.
+        assert_eq!(s.hold_unzeroed(|no| no >= 3), 3);
+        // Not enough beyond the two to keep: none is taken.
+        assert_eq!(s.hold_free(5, 2), None);
+        assert_eq!(s.free_segments(), 6);
+        // Zeroed ones first, then those still to be zeroed, from the back.
+        let held = s.hold_free(4, 2).unwrap();
+        assert_eq!(held, vec![(0, true), (1, true), (2, true), (5, false)]);
+        assert_eq!(s.free_segments(), 2);
+        assert_eq!(s.hold_free(1, 2), None);
+        s.give_back(held);
+        assert_eq!(s.free_segments(), 6);
+        let taken: Vec<u32> = (0..6).map(|_| s.take_free().unwrap()).collect();
+        assert_eq!(taken, vec![0, 1, 2, 5, 4, 3]);
     }
 }

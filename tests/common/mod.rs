@@ -135,10 +135,17 @@ pub fn create_store(dir: &Path, args: &[&str]) {
 
 /// Runs `nvkv load` and panics on failure.
 pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
+    load_with(dir, keys, min, max, seed, &[]);
+}
+
+/// Runs `nvkv load` with `extra` flags (of the test backend's capacity
+/// unless they set `--capacity`), and panics on failure.
+pub fn load_with(dir: &Path, keys: u64, min: usize, max: usize, seed: u64, extra: &[&str]) {
     let mut cmd = Command::new(BIN);
-    cmd.arg("load")
-        .args(device_args())
-        .args(["--capacity", TEST_CAPACITY]);
+    cmd.arg("load").args(device_args());
+    if !extra.contains(&"--capacity") {
+        cmd.args(["--capacity", TEST_CAPACITY]);
+    }
     let out = cmd
         .arg("--path")
         .arg(dir)
@@ -150,6 +157,7 @@ pub fn load(dir: &Path, keys: u64, min: usize, max: usize, seed: u64) {
             &max.to_string(),
         ])
         .args(["--seed", &seed.to_string()])
+        .args(extra)
         .output()
         .expect("run nvkv load");
     assert!(

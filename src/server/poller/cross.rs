@@ -8,19 +8,33 @@
 //! the part answers nil (the EXEC's only reply) and every other part lets
 //! its keys go without running (`Abort`). The last, once all hold their
 //! keys, lets them all run (`Go`): each runs as a transaction of this
-//! poller does (view, `finish_txn`, one commit), answers its replies once
-//! durable, and keeps its keys held after its writes are in the store; it
-//! tells the last poller (`Done`), which, once all have, lets every part's
-//! keys go (`Release`). No client sees one part's writes without the
-//! others'. Pollers send the steps to each other's rings directly.
+//! poller does (view, `finish_txn`, its large values' pieces durable) up
+//! to its commit, which it prepares: it takes the free segments its
+//! writes may need out of the free list (`Keyspace::hold_room`: no other
+//! writer can take them, and the compaction reserve stays) and tells the
+//! last poller (`Prepared`), or, with no room (or its pieces refused or
+//! failed), drops its view and tells it so (`Refused`). Once all have
+//! told: all prepared, every part commits into the segments it holds
+//! (`Commit`; what is left goes back), answers its replies once durable,
+//! and keeps its keys held after its writes are in the store; it tells
+//! the last poller (`Done`), which, once all have, lets every part's keys
+//! go (`Release`). One refused, every part drops what it ran, gives its
+//! segments back and lets its keys go (`Drop`): the refused part's error
+//! is EXEC's reply (the others answer an empty part), and nothing of the
+//! transaction is in the store or the replication stream. No client sees
+//! one part's writes without the others'. A part whose commit fails
+//! after being prepared (a device error, the index) still leaves the
+//! others' writes, as a crash between the parts' commits does: see
+//! docs/design.md. Pollers send the steps to each other's rings directly.
 //!
 //! While replicas are fed (`Cross::gated`), such transactions run one at
 //! a time: the first part takes the server's gate before it claims its
 //! keys (or waits for it, `Gated`, until `Gate`), and the last poller
-//! passes the gate on once every part has run (or at an abort). So every
-//! poller commits their parts in one order, and each part goes into its
-//! outbox tagged with the transaction, to be joined with the others into
-//! one `MULTI … EXEC` of the stream (`repl/outbox.rs`).
+//! passes the gate on once every part has committed (or at an abort, a
+//! `Drop` included). So every poller commits their parts in one order,
+//! and each part goes into its outbox tagged with the transaction, to be
+//! joined with the others into one `MULTI … EXEC` of the stream
+//! (`repl/outbox.rs`).
 
 use super::*;
 use crate::server::msg::{Cross, CrossStep};
@@ -50,8 +64,26 @@ pub(super) enum CrossPart {
     Claiming { watches: Option<Vec<Watched>> },
     /// Holding its keys, waiting to run.
     Held(Request),
-    /// Ran: its keys stay held until every part has run.
+    /// Ran its commands, holding the room its writes need (`None`: it
+    /// writes nothing): waits for `Commit` or `Drop`.
+    Prepared(Box<Prepared>),
+    /// Ran its commands and was refused: waits for `Drop` to answer
+    /// `reply` and let its keys go.
+    Refused {
+        exec: Request,
+        claimed: Vec<u64>,
+        reply: Reply,
+    },
+    /// Committed: its keys stay held until every part has.
     Ran(Vec<u64>),
+}
+
+/// A part prepared: its transaction, as it ran, the heads of its large
+/// values (their pieces durable), and the room it holds.
+pub(super) struct Prepared {
+    t: Txn,
+    heads: HashMap<u64, LargeHead>,
+    room: Option<keyspace::Room>,
 }
 
 /// The parts of EXECs across pollers this poller takes part in.
@@ -61,6 +93,9 @@ pub(super) struct Crossing {
     /// On the last poller of each: the parts still to run, the pollers
     /// to release once none is left, and whether it holds the gate.
     left: HashMap<CrossId, (usize, Vec<usize>, bool)>,
+    /// On the last poller of each (but groups): the parts still to
+    /// prepare, and whether one was refused.
+    preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
 }
@@ -154,6 +189,9 @@ impl<E: Engine> Poller<E> {
         for &p in &pollers[..at] {
             self.cross_send(p, xid, CrossStep::Go);
         }
+        if !x.group {
+            self.cross.preparing.insert(xid, (pollers.len(), false));
+        }
         self.cross.left.insert(xid, (pollers.len(), pollers, gated));
         self.cross_run(req);
     }
@@ -174,8 +212,98 @@ impl<E: Engine> Poller<E> {
         self.cross_ran(&req, claimed);
     }
 
-    /// The part has run (its writes are in the store, or it failed): its
-    /// keys stay held until every part has.
+    /// The part ran its commands (its large values' pieces durable): it
+    /// takes the room its writes need out of the free list, so that no
+    /// other writer can take it before it commits, and tells the last
+    /// poller; with no room, it is refused (nothing of it written).
+    pub(super) fn cross_prepare(&mut self, t: Txn, heads: HashMap<u64, LargeHead>) {
+        let room = match t.view.is_empty() {
+            true => None,
+            false => {
+                let (bytes, shards) = self.txn_room(&t, &heads);
+                let Some(room) = self.ks.hold_room(bytes, shards) else {
+                    self.stats().writes_refused.fetch_add(1, Relaxed);
+                    for head in heads.into_values() {
+                        self.ks.release_pieces(&head);
+                    }
+                    let reply = Reply::Error(crate::server::strings::STORE_FULL.into());
+                    return self.end_txn(t, reply);
+                };
+                Some(room)
+            }
+        };
+        let xid = (t.exec.from, t.exec.id);
+        let last = *cross_of(&t.exec).pollers.last().expect("pollers");
+        let prepared = Prepared { t, heads, room };
+        (self.cross.parts).insert(xid, CrossPart::Prepared(Box::new(prepared)));
+        self.cross_send(last, xid, CrossStep::Prepared);
+    }
+
+    /// The part ran its commands and is refused with `reply` (its view
+    /// already dropped): it keeps its keys until every part has prepared.
+    pub(super) fn cross_refused(&mut self, exec: Request, claimed: Vec<u64>, reply: Reply) {
+        let xid = (exec.from, exec.id);
+        let last = *cross_of(&exec).pollers.last().expect("pollers");
+        let refused = CrossPart::Refused {
+            exec,
+            claimed,
+            reply,
+        };
+        self.cross.parts.insert(xid, refused);
+        self.cross_send(last, xid, CrossStep::Refused);
+    }
+
+    /// Another part was refused: this one drops what it ran (its large
+    /// values' pieces, its views' pins, its room), answers an empty part
+    /// (the refused one's error is EXEC's reply), and lets its keys go.
+    /// Nothing of it goes into the replication stream.
+    fn cross_drop(&mut self, p: Prepared) {
+        let Prepared { mut t, heads, room } = p;
+        for head in heads.into_values() {
+            self.ks.release_pieces(&head);
+        }
+        for view in Self::take_views(&mut t).into_values() {
+            self.ks.unpin_pieces(&view.base);
+        }
+        if let Some(room) = room {
+            self.ks.give_back_room(room);
+        }
+        self.reply(&t.exec, Reply::Txn(Vec::new()));
+        for tag in t.claimed {
+            self.release(tag);
+        }
+    }
+
+    /// The last poller: one more part prepared (or was refused). Once
+    /// all have, every part commits, or, one refused, every part drops
+    /// what it ran and the transaction is over (the gate passes on).
+    fn cross_prepared(&mut self, xid: CrossId, refused: bool) {
+        let (left, any) = self.cross.preparing.get_mut(&xid).expect("a transaction");
+        *left -= 1;
+        *any |= refused;
+        if *left > 0 {
+            return;
+        }
+        let (_, refused) = self.cross.preparing.remove(&xid).expect("a transaction");
+        if !refused {
+            let pollers = self.cross.left[&xid].1.clone();
+            for p in pollers {
+                self.cross_send(p, xid, CrossStep::Commit);
+            }
+            return;
+        }
+        let (_, pollers, gated) = self.cross.left.remove(&xid).expect("a transaction");
+        for p in pollers {
+            self.cross_send(p, xid, CrossStep::Drop);
+        }
+        if gated {
+            self.gate_pass();
+        }
+    }
+
+    /// The part has committed (its writes are in the store, or its commit
+    /// failed), or, in a group, run: its keys stay held until every part
+    /// has.
     pub(super) fn cross_ran(&mut self, exec: &Request, claimed: Vec<u64>) {
         let xid = (exec.from, exec.id);
         let last = *cross_of(exec).pollers.last().expect("pollers");
@@ -207,6 +335,31 @@ impl<E: Engine> Poller<E> {
                 }
             }
             (CrossStep::Abort, Some(CrossPart::Dormant { .. })) => {}
+            (CrossStep::Prepared | CrossStep::Refused, part) => {
+                // This poller's own part, if it has one here, waits on.
+                if let Some(part) = part {
+                    self.cross.parts.insert(xid, part);
+                }
+                self.cross_prepared(xid, step == CrossStep::Refused);
+            }
+            (CrossStep::Commit, Some(CrossPart::Prepared(p))) => {
+                let Prepared { t, heads, room } = *p;
+                self.commit_txn_into(t, heads, room);
+            }
+            (CrossStep::Drop, Some(CrossPart::Prepared(p))) => self.cross_drop(*p),
+            (
+                CrossStep::Drop,
+                Some(CrossPart::Refused {
+                    exec,
+                    claimed,
+                    reply,
+                }),
+            ) => {
+                self.reply(&exec, reply);
+                for tag in claimed {
+                    self.release(tag);
+                }
+            }
             (CrossStep::Abort, None) => {
                 self.cross.parts.insert(xid, CrossPart::Aborted);
             }

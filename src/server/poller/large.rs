@@ -404,18 +404,14 @@ impl<E: Engine> Poller<E> {
         };
         let key = key.clone();
         let feeding = self.shared.repl.feeding();
-        if feeding && f.kept.is_none() {
-            // A replica came while the value arrived: it cannot be sent
-            // whole. Nothing is written.
-            self.ks.abort_feed(pieces);
-            let msg = text::REPLICA_CAME_MID_VALUE.to_string();
-            self.reply(&req, Reply::Error(msg));
-            self.consume_fed(req);
-            self.edits.written(tag);
-            return self.release(tag);
-        }
         let w = Waiter::new(&req, ok, Some(tag));
         self.ks.finish_feed(pieces, &req.hash, &key, expire_ms, w);
+        if feeding && f.kept.is_none() && !self.shared.repl.is_replica() {
+            // A replica came while the value arrived: its first pieces
+            // were not kept for the stream, which cannot carry the value
+            // whole. The SET is written, and the replicas copy again.
+            (self.shared.repl).restart_stream("a large SET arrived while a replica's feed began");
+        }
         if let Some(kept) = f.kept.filter(|_| feeding) {
             let mut value = Vec::with_capacity(f.feed.len as usize);
             kept.iter().for_each(|p| value.extend_from_slice(p));

@@ -206,6 +206,10 @@ pub(super) struct Log<W> {
     /// Commits failed so far: a fed value whose pieces were queued before
     /// a failure lost them (see `keyspace/large.rs`, `LargeFeed`).
     pub(super) failures: u64,
+    /// Free segments a transaction's commit appends into before it takes
+    /// any other (see [`super::Keyspace::commit_into`]): empty but
+    /// while a part of a transaction across pollers commits.
+    pub(super) room: Vec<(u32, bool)>,
 }
 
 /// Engine slots kept for commit writes and flushes.
@@ -245,6 +249,7 @@ impl<W> Log<W> {
             piece_writing: Vec::new(),
             piece_dropped: Vec::new(),
             failures: 0,
+            room: Vec::new(),
         }
     }
 
@@ -481,15 +486,23 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         let space = &self.space;
         // Clients may not take the last free segments: compaction needs
-        // them to make room.
-        let reserve = if privileged { 0 } else { self.reserve() };
-        if space.free_segments() <= reserve {
-            // The open segment stays open: a smaller record (a tombstone,
-            // which frees space) may still fit in what is left of it.
-            return Err(WriteError::Full);
-        }
-        let Some(no) = space.take_free() else {
-            return Err(WriteError::Full);
+        // them to make room. A transaction's commit takes those it holds
+        // first (checked against the reserve when taken).
+        let no = match self.log.room.pop() {
+            Some((no, _)) => no,
+            None => {
+                let reserve = if privileged { 0 } else { self.reserve() };
+                if space.free_segments() <= reserve {
+                    // The open segment stays open: a smaller record (a
+                    // tombstone, which frees space) may still fit in what
+                    // is left of it.
+                    return Err(WriteError::Full);
+                }
+                let Some(no) = space.take_free() else {
+                    return Err(WriteError::Full);
+                };
+                no
+            }
         };
         // Only now, with its successor taken, is the open segment closed. A
         // write refused above leaves it open: in a full store a tombstone

@@ -117,6 +117,11 @@ pub struct Counters {
     pub avg_ttl_ms: AtomicU64,
 }
 
+/// Free segments taken out of the free list for one transaction's
+/// writes ([`Keyspace::hold_room`]), each with whether it was zeroed.
+#[derive(Debug)]
+pub struct Room(Vec<(u32, bool)>);
+
 /// One poller's keys and write path; see the module documentation.
 pub struct Keyspace<E: Engine, W> {
     id: usize,
@@ -300,6 +305,38 @@ impl<E: Engine, W> Keyspace<E, W> {
     pub fn room_for(&self, bytes: u64, shards: usize) -> bool {
         let segments = shards as u64 + bytes.div_ceil(self.sb.segment_size as u64);
         self.space.free_segments() as u64 >= self.reserve() as u64 + segments
+    }
+
+    /// Takes out of the free list the segments that `bytes` of client
+    /// records in `shards` shards may need (as [`Keyspace::room_for`]
+    /// counts them), leaving the reserve: no other writer, of this poller
+    /// or another, can take them until [`Keyspace::commit_into`] appends
+    /// into them or [`Keyspace::give_back_room`] returns them. `None`:
+    /// no room (nothing taken).
+    pub fn hold_room(&self, bytes: u64, shards: usize) -> Option<Room> {
+        let segments = shards + bytes.div_ceil(self.sb.segment_size as u64) as usize;
+        self.space.hold_free(segments, self.reserve()).map(Room)
+    }
+
+    /// Segments held by [`Keyspace::hold_room`] go back, unused.
+    pub fn give_back_room(&self, room: Room) {
+        self.space.give_back(room.0);
+    }
+
+    /// The appends from now until [`Keyspace::end_room`] (one
+    /// transaction's writes) open the segments of `room` before taking
+    /// any other.
+    pub fn commit_into(&mut self, room: Room) {
+        debug_assert!(self.log.room.is_empty(), "one transaction's room at a time");
+        // Taken from the back: the zeroed ones first.
+        self.log.room = room.0;
+        self.log.room.reverse();
+    }
+
+    /// What is left of the room [`Keyspace::commit_into`] gave goes back
+    /// to the free list.
+    pub fn end_room(&mut self) {
+        self.space.give_back(std::mem::take(&mut self.log.room));
     }
 
     /// The sequence number the next record appended takes.
