@@ -531,8 +531,8 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<CopyCommand> {
 
 /// Applies the full copy (SETs until `REPLCONF SNAPSHOT-END`) without the
 /// command path: each SET is checked and parsed once, in place in the
-/// link's buffer, and its key, value and expiry go into a batch for the
-/// poller that owns the key ([`CopyLoad`]), which appends the records to
+/// link's buffer, which becomes the data of batches for the pollers that
+/// own its keys ([`CopyLoad`]); each poller appends its records to
 /// its log (each key comes once in a copy, so the order of different
 /// pollers' writes does not matter). A large value (written in pieces)
 /// goes through the command path instead, over `local`. A poller answers
