@@ -35,6 +35,7 @@ fn big_buf(big: &Arc<BufPool>, len: usize) -> IoBuf {
     big.take_fitting(len, 2 * len)
         .unwrap_or_else(|| IoBuf::new(len.next_power_of_two()).pooled(big))
 }
+
 /// [`big_buf`] holding a copy of `data`: a new buffer is written once,
 /// by the copy (and zeros past it), instead of zeroed and then copied into.
 fn big_copy(big: &Arc<BufPool>, data: &[u8]) -> IoBuf {
@@ -48,6 +49,7 @@ fn big_copy(big: &Arc<BufPool>, data: &[u8]) -> IoBuf {
         None => IoBuf::copy_of(data, len.next_power_of_two()).pooled(big),
     }
 }
+
 pub use buf::{IoBuf, ALIGN};
 pub use device::{Device, DeviceSpec, EventFd};
 pub use faulty::{FaultSpec, Faulty};
