@@ -188,6 +188,15 @@ impl Engine for Aio {
         Ok(b)
     }
 
+    fn alloc_copy(&mut self, data: &[u8]) -> io::Result<IoBuf> {
+        if data.len() <= POOL_BUF {
+            let mut buf = self.alloc(data.len())?;
+            buf.copy_from_slice(data);
+            return Ok(buf);
+        }
+        Ok(super::big_copy(&self.big, data))
+    }
+
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         self.queue(IOCB_CMD_PREAD, off, Some(buf), tag)
             .map_err(|b| b.expect("buffer"))

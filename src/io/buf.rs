@@ -164,6 +164,36 @@ impl IoBuf {
         }
     }
 
+    /// A heap buffer of `cap` bytes (rounded up to the alignment, and at
+    /// least `data`'s) holding `data`, zeros after it, with `len()` ==
+    /// `data.len()`; freed on drop. Its memory is written once, not zeroed
+    /// and then copied into as [`IoBuf::new`]'s would be.
+    pub fn copy_of(data: &[u8], cap: usize) -> Self {
+        let len = data.len();
+        let cap = cap.max(len).max(1).next_multiple_of(ALIGN);
+        let layout = Layout::from_size_align(cap, ALIGN).expect("buffer layout");
+        // SAFETY: layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        // SAFETY: `ptr` is a fresh allocation of `cap` >= `len` bytes, so
+        // it does not overlap `data`; the two writes initialise all `cap`
+        // bytes, as `Raw`'s invariant asks.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), len);
+            std::ptr::write_bytes(ptr.as_ptr().add(len), 0, cap - len);
+        }
+        IoBuf {
+            raw: Raw {
+                ptr,
+                cap,
+                index: None,
+                memory: Memory::Heap,
+            },
+            len,
+            pool: None,
+        }
+    }
+
     /// Takes ownership of `cap` bytes at `ptr` that `release` frees.
     ///
     /// # Safety
@@ -344,6 +374,22 @@ mod tests {
         assert_eq!(pool.len(), 2, "the 16 KiB one is back, the 64 KiB one out");
         drop(b);
         assert_eq!(pool.len(), 3);
+    }
+
+    #[test]
+    fn a_copy_holds_the_data_then_zeros() {
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8 | 1).collect();
+        let b = IoBuf::copy_of(&data, 8192);
+        assert_eq!((b.len(), b.capacity()), (5000, 8192));
+        assert_eq!(&b[..], &data[..]);
+        let mut b = b;
+        b.set_len(8192);
+        assert!(b[5000..].iter().all(|&x| x == 0));
+        assert_eq!(
+            IoBuf::copy_of(&data, 0).capacity(),
+            8192,
+            "at least the data's"
+        );
     }
 
     #[test]

@@ -35,6 +35,21 @@ fn big_buf(big: &Arc<BufPool>, len: usize) -> IoBuf {
     big.take_fitting(len, 2 * len)
         .unwrap_or_else(|| IoBuf::new(len.next_power_of_two()).pooled(big))
 }
+
+/// [`big_buf`] holding a copy of `data`: a new buffer is written once,
+/// by the copy (and zeros past it), instead of zeroed and then copied into.
+fn big_copy(big: &Arc<BufPool>, data: &[u8]) -> IoBuf {
+    let len = data.len();
+    match big.take_fitting(len, 2 * len) {
+        Some(mut buf) => {
+            buf.set_len(len);
+            buf.copy_from_slice(data);
+            buf
+        }
+        None => IoBuf::copy_of(data, len.next_power_of_two()).pooled(big),
+    }
+}
+
 pub use buf::{IoBuf, ALIGN};
 pub use device::{Device, DeviceSpec, EventFd};
 pub use faulty::{FaultSpec, Faulty};
@@ -160,6 +175,14 @@ pub trait Engine {
     /// `Err` when the engine's memory is exhausted (SPDK's DMA memory):
     /// the caller fails or postpones what needed the buffer.
     fn alloc(&mut self, len: usize) -> io::Result<IoBuf>;
+    /// A buffer as [`Engine::alloc`]'s, holding a copy of `data` (a
+    /// commit's blocks): the kernel engines fill a new large buffer with
+    /// the copy alone, not zeros first.
+    fn alloc_copy(&mut self, data: &[u8]) -> io::Result<IoBuf> {
+        let mut buf = self.alloc(data.len())?;
+        buf.copy_from_slice(data);
+        Ok(buf)
+    }
     /// Queues a read of `buf.len()` bytes at `off`. Nothing reaches the
     /// device before [`Engine::submit`]. `Err` hands the buffer back when the
     /// engine is at its depth limit.
@@ -312,6 +335,9 @@ impl Engine for AnyEngine {
     }
     fn alloc(&mut self, len: usize) -> io::Result<IoBuf> {
         dispatch!(self, e => e.alloc(len))
+    }
+    fn alloc_copy(&mut self, data: &[u8]) -> io::Result<IoBuf> {
+        dispatch!(self, e => e.alloc_copy(data))
     }
     fn read(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         dispatch!(self, e => e.read(off, buf, tag))

@@ -322,8 +322,11 @@ pub enum CrossStep {
 /// Records of a replica's full copy, all for one poller ([`Op::Load`]).
 #[derive(Debug)]
 pub struct CopyBatch {
-    /// Keys and values, back to back, in the order of `recs`.
-    pub data: Vec<u8>,
+    /// A stretch of the copy as it came from the primary (its SET
+    /// commands in RESP), where `recs` point at their keys and values:
+    /// shared by the batches of every poller with keys in it, and handed
+    /// back with the answers, so that its memory is used again.
+    pub data: std::sync::Arc<Vec<u8>>,
     pub recs: Vec<CopyRecord>,
     /// Where the poller answers once the batch is durable.
     pub done: std::sync::mpsc::Sender<CopyDone>,
@@ -379,6 +382,9 @@ pub struct CopyPart {
 pub struct CopyRecord {
     pub hash: KeyHash,
     pub pid: u32,
+    /// Where the key and the value start in the batch's `data`.
+    pub key_at: u32,
+    pub value_at: u32,
     pub key_len: u32,
     pub value_len: u32,
     pub expire_ms: u64,
@@ -391,8 +397,9 @@ pub struct CopyDone {
     pub poller: usize,
     pub failed: u64,
     pub first: Option<String>,
-    /// The batch's buffers, emptied, for a next batch to fill.
-    pub buffers: (Vec<u8>, Vec<CopyRecord>),
+    /// The batch's buffers (its records emptied), for a next batch to
+    /// fill.
+    pub buffers: (std::sync::Arc<Vec<u8>>, Vec<CopyRecord>),
 }
 
 /// A key, with where it lives.

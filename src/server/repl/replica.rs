@@ -278,7 +278,8 @@ impl Drop for Loading<'_> {
     }
 }
 
-/// Bytes of records in one batch for a poller.
+/// Bytes of the copy's stream in one batch (shared by the pollers with
+/// keys in it).
 const BATCH_BYTES: usize = 256 << 10;
 /// Batches a poller may hold unanswered (being written or waiting for
 /// their commits) before the link waits for it: the link parses ahead
@@ -288,21 +289,29 @@ const BATCHES_AHEAD: usize = 64;
 /// Longest the link waits for a poller to answer a batch.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Buffers for a batch, with room for its bytes and its records (of 1
-/// KiB and more).
-fn fresh_buffers() -> (Vec<u8>, Vec<CopyRecord>) {
-    let room = BATCH_BYTES + (64 << 10);
-    (Vec::with_capacity(room), Vec::with_capacity(room >> 10))
+/// A buffer for a stretch of the stream: a batch's bytes, and what the
+/// link reads after them until the batch is cut.
+fn fresh_data() -> Vec<u8> {
+    Vec::with_capacity(BATCH_BYTES + (256 << 10))
 }
 
-/// The full copy on its way to the pollers: per poller, the batch being
-/// filled and how many it has not answered yet.
+/// Room for a batch's records (of 1 KiB and more).
+fn fresh_recs() -> Vec<CopyRecord> {
+    Vec::with_capacity((BATCH_BYTES + (64 << 10)) >> 10)
+}
+
+/// The full copy on its way to the pollers: the records of the stretch
+/// of the stream read since the last batch, per poller, and how many
+/// batches each has not answered yet. The records point into the link's
+/// buffer, which becomes the batches' data as it is (no copy of a key or
+/// a value on the link).
 struct CopyLoad<'a> {
     sh: &'a Shared,
-    filling: Vec<(Vec<u8>, Vec<CopyRecord>)>,
+    filling: Vec<Vec<CopyRecord>>,
     /// Answered batches' buffers, filled again (fresh memory costs the
     /// kernel's zeroing of its pages).
-    spare: Vec<(Vec<u8>, Vec<CopyRecord>)>,
+    spare_data: Vec<Vec<u8>>,
+    spare_recs: Vec<Vec<CopyRecord>>,
     ahead: Vec<usize>,
     done: mpsc::Sender<CopyDone>,
     answers: mpsc::Receiver<CopyDone>,
@@ -323,8 +332,9 @@ impl<'a> CopyLoad<'a> {
         let block = (sh.sb.block_size as u64).max(4096);
         CopyLoad {
             sh,
-            filling: (0..pollers).map(|_| fresh_buffers()).collect(),
-            spare: Vec::new(),
+            filling: (0..pollers).map(|_| fresh_recs()).collect(),
+            spare_data: Vec::new(),
+            spare_recs: Vec::new(),
             ahead: vec![0; pollers],
             done,
             answers,
@@ -339,40 +349,42 @@ impl<'a> CopyLoad<'a> {
         record_len(key.len(), value.len()) > self.largest
     }
 
-    /// Adds a key to its poller's batch, sent once full.
-    fn add(&mut self, key: &[u8], value: &[u8], expire_ms: u64) -> io::Result<()> {
+    /// Adds a key, whose key and value start at `key_at` and `value_at`
+    /// in the link's buffer, to its poller's records.
+    fn add(&mut self, key: &[u8], key_at: usize, value: &[u8], value_at: usize, expire_ms: u64) {
         let hash = KeyHash::of(key);
         let pid = hash.partition(self.sh.sb.partitions);
         let p = self.sh.poller_of(pid);
-        let (data, recs) = &mut self.filling[p];
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
-        recs.push(CopyRecord {
+        self.filling[p].push(CopyRecord {
             hash,
             pid,
+            key_at: key_at as u32,
+            value_at: value_at as u32,
             key_len: key.len() as u32,
             value_len: value.len() as u32,
             expire_ms,
         });
-        if data.len() >= BATCH_BYTES {
-            self.send(p)?;
-        }
-        Ok(())
     }
 
-    /// Sends poller `p` its batch, once it has fewer than
+    /// Cuts a batch: the bytes `from` has taken become its data, and each
+    /// poller with records in them gets them, once it has fewer than
     /// [`BATCHES_AHEAD`] to write.
-    fn send(&mut self, p: usize) -> io::Result<()> {
-        while self.ahead[p] >= BATCHES_AHEAD {
-            self.answer()?;
+    fn cut(&mut self, from: &mut Reader<TcpStream>) -> io::Result<()> {
+        let fresh = self.spare_data.pop().unwrap_or_else(fresh_data);
+        let data = Arc::new(from.take_parsed(fresh));
+        for p in 0..self.filling.len() {
+            if self.filling[p].is_empty() {
+                continue;
+            }
+            while self.ahead[p] >= BATCHES_AHEAD {
+                self.answer()?;
+            }
+            let next = self.spare_recs.pop().unwrap_or_else(fresh_recs);
+            let recs = std::mem::replace(&mut self.filling[p], next);
+            let (hash, pid) = (recs[0].hash, recs[0].pid);
+            self.push(p, hash, pid, Arc::clone(&data), recs, 0)?;
         }
-        if self.filling[p].1.is_empty() {
-            return Ok(());
-        }
-        let next = self.spare.pop().unwrap_or_else(fresh_buffers);
-        let (data, recs) = std::mem::replace(&mut self.filling[p], next);
-        let (hash, pid) = (recs[0].hash, recs[0].pid);
-        self.push(p, hash, pid, data, recs, 0)
+        Ok(())
     }
 
     /// Has every poller make room in its index for its share of `keys`
@@ -388,7 +400,7 @@ impl<'a> CopyLoad<'a> {
                 self.answer()?;
             }
             let hash = KeyHash::of(b"");
-            self.push(p, hash, pid, Vec::new(), Vec::new(), keys)?;
+            self.push(p, hash, pid, Arc::default(), Vec::new(), keys)?;
         }
         Ok(())
     }
@@ -399,7 +411,7 @@ impl<'a> CopyLoad<'a> {
         p: usize,
         hash: KeyHash,
         pid: u32,
-        data: Vec<u8>,
+        data: Arc<Vec<u8>>,
         recs: Vec<CopyRecord>,
         reserve: u64,
     ) -> io::Result<()> {
@@ -440,8 +452,13 @@ impl<'a> CopyLoad<'a> {
             .recv_timeout(BATCH_TIMEOUT)
             .map_err(|_| io::Error::other("the store's answers stopped"))?;
         self.ahead[d.poller] -= 1;
-        if d.buffers.0.capacity() > 0 {
-            self.spare.push(d.buffers);
+        let (data, recs) = d.buffers;
+        if recs.capacity() > 0 {
+            self.spare_recs.push(recs);
+        }
+        // The last poller to answer a batch's data brings it back whole.
+        if let Some(data) = Arc::into_inner(data).filter(|d| d.capacity() > 0) {
+            self.spare_data.push(data);
         }
         self.failed += d.failed;
         if self.first.is_none() {
@@ -450,11 +467,9 @@ impl<'a> CopyLoad<'a> {
         Ok(())
     }
 
-    /// Sends what is left and waits until every batch is written.
-    fn finish(&mut self) -> io::Result<()> {
-        for p in 0..self.filling.len() {
-            self.send(p)?;
-        }
+    /// Sends what `from` holds and waits until every batch is written.
+    fn finish(&mut self, from: &mut Reader<TcpStream>) -> io::Result<()> {
+        self.cut(from)?;
         self.drain()
     }
 
@@ -516,8 +531,8 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<CopyCommand> {
 
 /// Applies the full copy (SETs until `REPLCONF SNAPSHOT-END`) without the
 /// command path: each SET is checked and parsed once, in place in the
-/// link's buffer, and its key, value and expiry go into a batch for the
-/// poller that owns the key ([`CopyLoad`]), which appends the records to
+/// link's buffer, which becomes the data of batches for the pollers that
+/// own its keys ([`CopyLoad`]); each poller appends its records to
 /// its log (each key comes once in a copy, so the order of different
 /// pollers' writes does not matter). A large value (written in pieces)
 /// goes through the command path instead, over `local`. A poller answers
@@ -526,13 +541,16 @@ fn copy_set(cmd: &[u8], args: &[Range<usize>]) -> io::Result<CopyCommand> {
 /// is durable before the link reports it through. The number of keys.
 fn load_copy(sh: &Shared, local: &mut Local, from: &mut Reader<TcpStream>) -> io::Result<u64> {
     let mut load = CopyLoad::new(sh);
+    // The batches' keys and values stay where the link read them.
+    from.hold(true);
     let copied = copy_into(&mut load, local, from);
     // A copy cut short still waits for its batches: nothing of it may be
     // written after the next copy's FLUSHALL.
     let drained = match &copied {
-        Ok(_) => load.finish(),
+        Ok(_) => load.finish(from),
         Err(_) => load.drain(),
     };
+    from.hold(false);
     let keys = copied?;
     drained?;
     if let Some(e) = load.first {
@@ -557,7 +575,7 @@ fn copy_into(
     let mut keys = 0u64;
     loop {
         let (mut end, mut counts) = (false, 0);
-        let (_, n) = from.commands(&mut args, |cmd, args| {
+        let (_, n) = from.commands(&mut args, |at, cmd, args| {
             match copy_set(cmd, args)? {
                 CopyCommand::Set => {}
                 CopyCommand::Keys(n) => {
@@ -585,11 +603,15 @@ fn copy_into(
                     5 => resp::parse_redis_int(arg(4)).unwrap_or_default() as u64,
                     _ => 0,
                 };
-                load.add(key, value, expire_ms)?;
+                let (key_at, value_at) = (at + args[1].start, at + args[2].start);
+                load.add(key, key_at, value, value_at, expire_ms);
             }
             Ok(true)
         })?;
         keys += n - counts;
+        if from.taken() >= BATCH_BYTES {
+            load.cut(from)?;
+        }
         if end {
             from.next()?; // REPLCONF SNAPSHOT-END
             return Ok(keys);

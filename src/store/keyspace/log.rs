@@ -667,8 +667,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             let end = align_up(s.len as u64, block) as usize;
             // The last block's padding: zeros, not what the buffer held.
             s.buf[s.len..end].fill(0);
-            let mut wb = self.eng.alloc(end - start)?;
-            wb.copy_from_slice(&s.buf[start..end]);
+            let wb = self.eng.alloc_copy(&s.buf[start..end])?;
             queued.push_back((s.base + start as u64, Queued::Buf(wb), s.no));
         }
         let first_block = align_up(SEGMENT_HEADER as u64, block) as usize;

@@ -443,6 +443,13 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
+    /// Brings the index slot where the key of `hash` in partition `pid`
+    /// would be found into the CPU's cache, a few writes ahead of its own
+    /// (a full copy's batch: see `Partition::prefetch`).
+    pub fn prefetch_entry(&self, pid: u32, hash: &KeyHash) {
+        self.shard(pid).partition(pid).prefetch(hash);
+    }
+
     /// Publishes the live keys, keys with a TTL and tombstones of the
     /// shards.
     pub fn update_key_count(&mut self) {
