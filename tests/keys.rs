@@ -823,3 +823,129 @@ fn no_touch_clients_leave_the_access_time() {
     let _: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
     assert!(idle(&mut con) <= 1, "reads count again after NO-TOUCH OFF");
 }
+
+/// The key space's read commands count INFO's `keyspace_hits` and
+/// `keyspace_misses` as Redis's do (EXISTS, TYPE, TOUCH, TTL, EXPIRETIME,
+/// DUMP, OBJECT, COPY's source, STRLEN, GETRANGE; not MEMORY USAGE,
+/// RENAME or writes), alone and inside MULTI, for a small value and for
+/// one larger than a segment.
+#[test]
+fn read_lookups_count_hits_and_misses_as_redis_does() {
+    let Some(real) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let big = "b".repeat(3 << 20);
+    let cmds: &[&[&str]] = &[
+        &["EXISTS", "a"],
+        &["EXISTS", "a", "nope", "big", "a"],
+        &["TYPE", "a"],
+        &["TYPE", "nope"],
+        &["TOUCH", "a", "nope", "big"],
+        &["TTL", "a"],
+        &["PTTL", "nope"],
+        &["TTL", "big"],
+        &["EXPIRETIME", "a"],
+        &["PEXPIRETIME", "nope"],
+        &["EXPIRETIME", "big"],
+        &["DUMP", "a"],
+        &["DUMP", "nope"],
+        &["DUMP", "big"],
+        &["OBJECT", "ENCODING", "a"],
+        &["OBJECT", "REFCOUNT", "nope"],
+        &["OBJECT", "IDLETIME", "a"],
+        &["OBJECT", "ENCODING", "big"],
+        &["STRLEN", "big"],
+        &["STRLEN", "nope"],
+        &["GETRANGE", "big", "0", "3"],
+        &["COPY", "a", "c"],
+        &["COPY", "nope", "d"],
+        &["MEMORY", "USAGE", "a"],
+        &["RENAME", "c", "e"],
+        &["EXPIRE", "a", "100"],
+        &["INCR", "n"],
+    ];
+    let mut counts = Vec::new();
+    for mut con in [srv.client(), real.client()] {
+        let mut seen = Vec::new();
+        for txn in [false, true] {
+            let _: () = redis::cmd("SET").arg("a").arg("1").query(&mut con).unwrap();
+            let _: () = redis::cmd("SET")
+                .arg("big")
+                .arg(&big)
+                .query(&mut con)
+                .unwrap();
+            let _: i64 = redis::cmd("DEL")
+                .arg(&["c", "d", "e", "n", "nope"])
+                .query(&mut con)
+                .unwrap();
+            for args in cmds {
+                let before = common::hits_misses(&mut con);
+                let mut p = redis::pipe();
+                if txn {
+                    p.atomic();
+                }
+                let c = p.cmd(args[0]);
+                for a in &args[1..] {
+                    c.arg(*a);
+                }
+                let _: redis::Value = p
+                    .query(&mut con)
+                    .unwrap_or_else(|e| panic!("{args:?} (in a transaction: {txn}): {e}"));
+                let after = common::hits_misses(&mut con);
+                seen.push((txn, args, after.0 - before.0, after.1 - before.1));
+            }
+        }
+        counts.push(seen);
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "(in a transaction, command, hits, misses): nvkv, then Redis"
+    );
+}
+
+/// OBJECT, a container command whose subcommand names the key, inside
+/// MULTI: EXEC answers its reply in place (it once answered an empty
+/// array element), alone and beside other commands, as Redis does.
+#[test]
+fn object_inside_multi_answers_as_redis_does() {
+    let Some(real) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let mut replies = Vec::new();
+    for mut con in [srv.client(), real.client()] {
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("12")
+            .query(&mut con)
+            .unwrap();
+        let mut seen = Vec::new();
+        for sub in ["ENCODING", "REFCOUNT"] {
+            for key in ["k", "nope"] {
+                let alone: redis::Value = redis::pipe()
+                    .atomic()
+                    .cmd("OBJECT")
+                    .arg(sub)
+                    .arg(key)
+                    .query(&mut con)
+                    .unwrap();
+                let beside: redis::Value = redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg("k")
+                    .cmd("OBJECT")
+                    .arg(sub)
+                    .arg(key)
+                    .query(&mut con)
+                    .unwrap();
+                let ping: String = redis::cmd("PING").query(&mut con).unwrap();
+                seen.push((sub, key, alone, beside, ping));
+            }
+        }
+        replies.push(seen);
+    }
+    assert_eq!(replies[0], replies[1], "nvkv, then Redis");
+}

@@ -443,6 +443,17 @@ impl<E: Engine> Poller<E> {
         &self.shared.poller_stats[self.id]
     }
 
+    /// A read lookup of a key, counted in INFO's `keyspace_hits` or
+    /// `keyspace_misses` as Redis counts its commands' (GET, EXISTS, TTL,
+    /// TYPE, DUMP, COPY's source, …; not writes, MEMORY USAGE or RENAME).
+    fn count_lookup(&self, hit: bool) {
+        let st = self.stats();
+        match hit {
+            true => st.hits.fetch_add(1, Relaxed),
+            false => st.misses.fetch_add(1, Relaxed),
+        };
+    }
+
     fn run_loop(&mut self) {
         let spin = self.shared.cfg.pollers.spin;
         let loaded_spin = self.shared.cfg.pollers.loaded_spin;
@@ -709,7 +720,10 @@ impl<E: Engine> Poller<E> {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
-            (Op::Exists, hit) => self.reply(&req, Reply::Int(hit.is_some() as i64)),
+            (Op::Exists, hit) => {
+                self.count_lookup(hit.is_some());
+                self.reply(&req, Reply::Int(hit.is_some() as i64))
+            }
             // SET … GET needs the old value: read it first.
             (
                 Op::Set {
@@ -738,7 +752,10 @@ impl<E: Engine> Poller<E> {
                 self.stats().misses.fetch_add(1, Relaxed);
                 self.reply(&req, Reply::Nil)
             }
-            (Op::Ttl { .. }, None) => self.reply(&req, Reply::Int(-2)),
+            (Op::Ttl { .. }, None) => {
+                self.count_lookup(false);
+                self.reply(&req, Reply::Int(-2))
+            }
             (Op::Expire { .. }, None) => self.reply(&req, Reply::Int(0)),
             (Op::Get { .. } | Op::Ttl { .. } | Op::Expire { .. }, Some(entry)) => {
                 self.fetch(req, entry)
@@ -951,6 +968,7 @@ impl<E: Engine> Poller<E> {
                 self.reply(&req, Reply::Encoded(out))
             }
             Op::Ttl { ms, .. } => {
+                self.count_lookup(true);
                 let reply = match rec.meta.expire_ms {
                     0 => -1,
                     at => {
@@ -1356,14 +1374,10 @@ impl<E: Engine> Poller<E> {
         use super::strings as text;
         let read = matches!(
             req.op,
-            Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. }
+            Op::GetRange { .. } | Op::Strlen { .. } | Op::GetEx { .. } | Op::ExpireTime { .. }
         );
         if read {
-            let st = self.stats();
-            match cur {
-                Some(_) => st.hits.fetch_add(1, Relaxed),
-                None => st.misses.fetch_add(1, Relaxed),
-            };
+            self.count_lookup(cur.is_some());
         }
         let bulk = |v: &[u8]| {
             let mut out = Vec::with_capacity(v.len() + 16);
@@ -2115,6 +2129,23 @@ impl<E: Engine> Poller<E> {
     /// RENAME and COPY: `hit` is the key's entry (`None`: missing).
     fn keys(&mut self, req: Request, hit: Option<Entry>) {
         use super::strings as text;
+        // Read lookups count in INFO as Redis counts them: a hit of
+        // OBJECT ENCODING or DUMP once its record is read (`keys_read`).
+        let counted = match &req.op {
+            Op::Type { .. } | Op::Touch { .. } => true,
+            Op::Object { what, .. } => {
+                hit.is_none() || matches!(what, ObjectInfo::Idletime | ObjectInfo::Freq)
+            }
+            Op::Dump { .. } => hit.is_none(),
+            Op::Move {
+                kind: MoveKind::Copy { .. },
+                ..
+            } => true,
+            _ => false,
+        };
+        if counted {
+            self.count_lookup(hit.is_some());
+        }
         let Some(entry) = hit else {
             let reply = match &req.op {
                 Op::Type { .. } => simple(text::TYPE_NONE),
@@ -2162,6 +2193,7 @@ impl<E: Engine> Poller<E> {
 
     /// OBJECT ENCODING | REFCOUNT and DUMP, once the value is read.
     fn keys_read(&mut self, req: Request, value: &[u8]) {
+        self.count_lookup(true);
         let reply = match &req.op {
             Op::Dump { .. } => {
                 let payload = super::dump::encode(value);

@@ -444,7 +444,12 @@ fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
 
 /// The keys a command names, by its description's key positions.
 fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    match described(args[0]) {
+    // A container's subcommand names its keys (OBJECT ENCODING key).
+    let meta = described(args[0]).map(|top| match (top.subcommands.is_empty(), args.get(1)) {
+        (false, Some(sub)) => table::subcommand(top, sub).unwrap_or(top),
+        _ => top,
+    });
+    match meta {
         Some(m) if m.has_keys() => m
             .key_positions(args.len())
             .iter()
@@ -513,6 +518,14 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let inner = c.end_transaction(outer);
     c.timing = timing;
     let count = cmds.len();
+    // Every poller a request went to takes part, whatever the key specs
+    // said.
+    for (p, _) in &reqs {
+        if !pollers.contains(p) {
+            pollers.push(*p);
+        }
+    }
+    pollers.sort_unstable();
     if pollers.is_empty() {
         // No key: every reply is here already.
         debug_assert!(reqs.is_empty() && inner.owed() == 0);

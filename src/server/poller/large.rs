@@ -439,7 +439,11 @@ impl<E: Engine> Poller<E> {
             return self.corrupt(&req, entry, &"large value head unreadable");
         };
         if let Op::Strlen { .. } = req.op {
+            self.count_lookup(true);
             return self.reply(&req, Reply::Int(head.total_len as i64));
+        }
+        if let Op::Object { .. } = req.op {
+            self.count_lookup(true);
         }
         match &req.op {
             // More than 44 bytes, no integer: Redis's `raw`, not shared.
@@ -1223,6 +1227,7 @@ impl<E: Engine> Poller<E> {
             }
             Op::GetEx { .. }
             | Op::GetRange { .. }
+            | Op::Dump { .. }
             | Op::Set {
                 reply: SetReply::Old,
                 ..

@@ -732,7 +732,10 @@ impl<E: Engine> Poller<E> {
                     Err(reply) => self.reply(&req, reply),
                 }
             }
-            Op::Strlen { .. } => self.reply(&req, Reply::Int(total_len as i64)),
+            Op::Strlen { .. } => {
+                self.count_lookup(true);
+                self.reply(&req, Reply::Int(total_len as i64))
+            }
             Op::ExpireTime { .. } => self.strings(req, Some((&[], expire_ms))),
             Op::IncrBy { .. } => self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into())),
             Op::IncrByFloat { .. } => self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into())),
