@@ -192,6 +192,7 @@ impl Waiter {
             hold: None,
             pieces_of: None,
             load: Some(n),
+            cross: false,
         }
     }
 }
