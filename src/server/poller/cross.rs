@@ -195,6 +195,10 @@ pub(super) struct Crossing {
     /// Parts committing: their keys as they were, and the room for an
     /// undo, until their commit is in.
     undo: HashMap<CrossId, (Vec<Before>, Option<keyspace::Room>)>,
+    /// While replicas are fed, the last records of the parts committed
+    /// whose outcome is not known (a full copy that read them waits for
+    /// it, `Repl::set_undecided`).
+    undecided: HashMap<CrossId, u64>,
 }
 
 /// The part's place among the pollers of its EXEC.
@@ -662,10 +666,27 @@ impl<E: Engine> Poller<E> {
         });
         match reply {
             None => {
+                if self.shared.repl.feeding() {
+                    self.cross.undecided.insert(xid, ran.seq);
+                    self.publish_undecided();
+                }
                 self.cross.parts.insert(xid, CrossPart::Committing(ran));
             }
             Some(reply) => self.cross_done(ran, Some(reply), false),
         }
+    }
+
+    /// The part `xid`'s outcome is known (and, undone, its undo is
+    /// appended): a full copy no longer waits for it.
+    fn decided(&mut self, xid: CrossId) {
+        if self.cross.undecided.remove(&xid).is_some() {
+            self.publish_undecided();
+        }
+    }
+
+    fn publish_undecided(&self) {
+        let lowest = self.cross.undecided.values().min().copied();
+        self.shared.repl.set_undecided(self.id, lowest);
     }
 
     /// The commit of a part, or its undo, is durable or failed (its
@@ -727,6 +748,7 @@ impl<E: Engine> Poller<E> {
             seq,
             ..
         } = ran;
+        self.decided((exec.from, exec.id));
         self.drop_before(before, undo_room);
         if let Some(reply) = reply {
             // The stream first: a WAIT after EXEC's reply finds it there.
@@ -745,8 +767,12 @@ impl<E: Engine> Poller<E> {
     /// replication stream.
     fn cross_undo(&mut self, xid: CrossId, mut ran: Ran) {
         if !ran.durable {
+            self.decided(xid);
             return self.cross_end(ran);
         }
+        // A full copy that read the part is wrong (before the copy may
+        // see it decided).
+        self.shared.repl.undone();
         if let Some(room) = ran.undo_room.take() {
             self.ks.commit_into(room);
         }
@@ -771,6 +797,7 @@ impl<E: Engine> Poller<E> {
             }
         }
         self.ks.end_room();
+        self.decided(xid);
         if !wrote {
             return self.cross_end(ran);
         }
