@@ -1074,3 +1074,229 @@ fn a_moved_large_value_that_cannot_be_read_back_makes_the_replica_copy_again() {
     replica.stop();
     primary.stop();
 }
+
+/// Commands sent as one pipeline, then an ECHO of a marker: the bytes
+/// before the marker's reply (every command's reply, MULTI … EXEC's too,
+/// where `common::RawConn`'s marker would be queued).
+fn pipeline_raw(s: &mut std::net::TcpStream, cmds: &[&[&[u8]]]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    const MARKER: &[u8] = b"\x00end-of-pipeline\x00";
+    let mut req = Vec::new();
+    for c in cmds {
+        req.extend(common::encode(c));
+    }
+    req.extend(common::encode(&[b"ECHO", MARKER]));
+    s.write_all(&req).unwrap();
+    let mut tail = format!("${}\r\n", MARKER.len()).into_bytes();
+    tail.extend_from_slice(MARKER);
+    tail.extend_from_slice(b"\r\n");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !got.ends_with(&tail) {
+        let n = s.read(&mut buf).expect("read the replies");
+        assert!(n > 0, "connection closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got.truncate(got.len() - tail.len());
+    got
+}
+
+/// A connection to nvkv and one to redis-server.
+struct RawPair {
+    ours: std::net::TcpStream,
+    theirs: std::net::TcpStream,
+}
+
+impl RawPair {
+    fn connect(ours: &Server, theirs: &common::RealRedis) -> RawPair {
+        let connect = |addr: &str| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s
+        };
+        RawPair {
+            ours: connect(&ours.addr.to_string()),
+            theirs: connect(&theirs.addr),
+        }
+    }
+
+    /// `cmds` as one pipeline to both: the same bytes back.
+    fn check(&mut self, cmds: &[&[&[u8]]]) {
+        let a = pipeline_raw(&mut self.ours, cmds);
+        let b = pipeline_raw(&mut self.theirs, cmds);
+        if a != b {
+            let at = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            let around = |v: &[u8]| {
+                v[at.saturating_sub(40)..(at + 80).min(v.len())]
+                    .escape_ascii()
+                    .to_string()
+            };
+            panic!(
+                "{:?}: ours {} bytes, theirs {}; first difference at {at}: ours {} theirs {}",
+                cmds.iter()
+                    .map(|c| String::from_utf8_lossy(c[0]).into_owned())
+                    .collect::<Vec<_>>(),
+                a.len(),
+                b.len(),
+                around(&a),
+                around(&b)
+            );
+        }
+    }
+
+    /// MULTI, `cmds`, EXEC to both: the same bytes back.
+    fn check_exec(&mut self, cmds: &[&[&[u8]]]) {
+        let mut all: Vec<&[&[u8]]> = vec![&[b"MULTI"]];
+        all.extend_from_slice(cmds);
+        all.push(&[b"EXEC"]);
+        self.check(&all);
+    }
+}
+
+/// Two hash tags whose keys lie on different pollers of a server with
+/// `--io-threads 2`: MSETNX of a key of each answers CROSSSLOT (the hash
+/// is fixed, so the first few tags tried hold such a pair).
+fn tags_on_two_pollers(s: &mut std::net::TcpStream) -> (String, String) {
+    let a = "{t0}".to_string();
+    for i in 1..64 {
+        let b = format!("{{t{i}}}");
+        let (ka, kb) = (format!("probe{a}"), format!("probe{b}"));
+        let r = pipeline_raw(s, &[&[b"MSETNX", ka.as_bytes(), b"1", kb.as_bytes(), b"1"]]);
+        if r.starts_with(b"-CROSSSLOT") {
+            return (a, b);
+        }
+        pipeline_raw(s, &[&[b"DEL", ka.as_bytes(), kb.as_bytes()]]);
+    }
+    panic!("no two tags on two pollers");
+}
+
+/// With `--io-threads 2`, an EXEC whose keys lie on both pollers runs as
+/// one part per poller, their replies merged: its reads of large values
+/// (GET, MGET, GETRANGE, GETDEL, GETEX, SET … GET, DUMP), of values stored
+/// before and of values the EXEC edited (APPEND, SETRANGE), moved
+/// (RENAME, COPY) or set whole, answer the value in its place among
+/// EXEC's replies, byte for byte as redis-server's, in RESP2 and RESP3;
+/// the keys end with redis-server's values and expiries. (nvkv's DUMP
+/// never compresses: redis-server runs with `rdbcompression no`.)
+#[test]
+fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
+    let Some(real) = common::RealRedis::start(&["--rdbcompression", "no"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--capacity", "512M", "--io-threads", "2"]);
+    for resp3 in [false, true] {
+        let mut both = RawPair::connect(&srv, &real);
+        if resp3 {
+            pipeline_raw(&mut both.ours, &[&[b"HELLO", b"3"]]);
+            pipeline_raw(&mut both.theirs, &[&[b"HELLO", b"3"]]);
+        }
+        let (p, q) = tags_on_two_pollers(&mut both.ours);
+        let k = |name: &str| format!("{name}{p}").into_bytes();
+        let (a, b, c, d) = (k("a"), k("b"), k("c"), k("d"));
+        let (e, f, g, h) = (k("e"), k("f"), k("g"), k("h"));
+        let x = format!("x{q}").into_bytes();
+        let (va, vb) = (value(3 * CAP + 11, 1), value(2 * CAP + 5, 2));
+        let (vc, vd, ve) = (value(CAP + 77, 3), value(2 * CAP, 4), value(CAP + 1, 5));
+        for (key, v) in [(&a, &va), (&b, &vb), (&c, &vc), (&d, &vd), (&e, &ve)] {
+            both.check(&[&[b"SET", key, v]]);
+        }
+        both.check(&[&[b"DEL", &f, &g, &h], &[b"DEL", &x]]);
+        let mid = (CAP + 10).to_string();
+        let edge = (2 * CAP - 3).to_string();
+        // Stored before: each read in its place, the other poller's
+        // replies around them.
+        both.check_exec(&[
+            &[b"SET", &x, b"1"],
+            &[b"GET", &a],
+            &[b"INCR", &x],
+            &[b"GETRANGE", &a, b"5", mid.as_bytes()],
+            &[b"SUBSTR", &a, b"-9", b"-1"],
+            &[b"MGET", &b, &x, &a],
+            &[b"DUMP", &c],
+            &[b"GETEX", &c, b"PX", b"900000"],
+            &[b"GETDEL", &b],
+            &[b"GET", &b],
+            &[b"SET", &c, b"small", b"GET"],
+            &[b"GET", &x],
+        ]);
+        // Edited earlier in the same EXEC: the changed pieces and the
+        // stored ones, in order.
+        both.check_exec(&[
+            &[b"APPEND", &a, b"tail"],
+            &[b"INCR", &x],
+            &[b"GET", &a],
+            &[b"SETRANGE", &d, edge.as_bytes(), b"across-a-piece-edge"],
+            &[b"GETRANGE", &d, b"0", b"20"],
+            &[b"GETRANGE", &d, mid.as_bytes(), b"-1"],
+            &[b"DUMP", &d],
+            &[b"SETRANGE", &e, b"3", b"zz"],
+            &[b"GETEX", &e, b"PERSIST"],
+            &[b"SET", &e, &vb, b"GET"],
+            &[b"APPEND", &d, b"more"],
+            &[b"GETDEL", &d],
+            &[b"EXISTS", &d],
+        ]);
+        // Moved, copied and set whole inside the EXEC, then read.
+        both.check_exec(&[
+            &[b"RENAME", &a, &f],
+            &[b"GET", &f],
+            &[b"COPY", &f, &g],
+            &[b"SETRANGE", &g, b"1", b"copy"],
+            &[b"GETRANGE", &g, b"0", b"9"],
+            &[b"DUMP", &f],
+            &[b"SET", &h, &vc],
+            &[b"GET", &h],
+            &[b"APPEND", &h, b"!"],
+            &[b"GETDEL", &h],
+            &[b"GET", &x],
+        ]);
+        // Large values read on both pollers, their replies interleaved.
+        let y = format!("y{q}").into_bytes();
+        both.check(&[&[b"SET", &y, &vd]]);
+        both.check_exec(&[
+            &[b"GET", &y],
+            &[b"GET", &f],
+            &[b"APPEND", &y, b"end"],
+            &[b"SETRANGE", &g, b"0", b"G"],
+            &[b"GETRANGE", &y, b"-9", b"-1"],
+            &[b"MGET", &g, &y, &f],
+            &[b"GETDEL", &y],
+        ]);
+        for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x, &y] {
+            both.check(&[&[b"GET", key], &[b"TTL", key]]);
+        }
+        both.check(&[&[b"DEL", &a, &b, &c, &d, &e, &f, &g, &h], &[b"DEL", &x, &y]]);
+    }
+    srv.stop();
+}
+
+/// A GET inside an EXEC across pollers of a 256 MiB value reads it whole
+/// (a part's reply cannot stream): the server holds it once (its peak RSS
+/// under 384 MiB, where a copy more would pass 512), and the client gets
+/// it whole.
+#[test]
+fn a_get_inside_exec_across_pollers_of_256_mib_holds_the_value_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--capacity", "1G", "--io-threads", "2"];
+    let srv = Server::start(dir.path(), &args);
+    let (p, q) = tags_on_two_pollers(&mut common::raw(&srv));
+    let (key, x) = (format!("big{p}"), format!("x{q}"));
+    let big = value(256 << 20, 48);
+    let mut c = client(&srv);
+    let _: () = c.set(&key, &big).unwrap();
+    drop(c);
+    srv.stop();
+    let srv = Server::start(dir.path(), &args);
+    let mut c = client(&srv);
+    let (got, n): (Vec<u8>, i64) = redis::pipe()
+        .atomic()
+        .get(&key)
+        .incr(&x, 1)
+        .query(&mut c)
+        .unwrap();
+    assert!(got == big, "the value differs");
+    assert_eq!(n, 1);
+    assert_peak_rss_under(&srv, 384);
+    srv.stop();
+}

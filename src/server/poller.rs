@@ -226,10 +226,11 @@ struct Txn {
     order: Vec<u64>,
     replies: Vec<(u64, u32, Reply)>,
     /// Its reads of large values, streamed in this order after EXEC's
-    /// reply; the command whose reply stands for the one under way (id,
-    /// part, stream).
+    /// reply; the command whose reply stands for the read under way (id,
+    /// part, the read: streamed, or whole in a part of an EXEC across
+    /// pollers).
     streams: Vec<u64>,
-    gated: Option<(u64, u32, u64)>,
+    gated: Option<(u64, u32, large::Gated)>,
     /// A command waits for its record's read.
     waiting: bool,
     /// A command found no read slot: it runs again next turn.
@@ -1603,16 +1604,10 @@ impl<E: Engine> Poller<E> {
         let t = self.txn.as_mut().expect("a transaction runs");
         let (id, part) = (req.id & !TXN_PART, req.part);
         let mut reply = reply;
-        if let Some((_, _, stream)) = t.gated.take_if(|g| (g.0, g.1) == (id, part)) {
-            // A read streamed after EXEC's reply: its place in it, unless
-            // the command failed.
-            match reply {
-                Reply::Error(_) => {
-                    t.streams.retain(|&s| s != stream);
-                    self.drop_stream(stream);
-                }
-                _ => reply = self.stream_placeholder(stream),
-            }
+        if let Some((_, _, read)) = t.gated.take_if(|g| (g.0, g.1) == (id, part)) {
+            // A large value's read: its place in EXEC's reply, unless the
+            // command failed.
+            reply = self.gated_reply(read, reply);
         }
         let t = self.txn.as_mut().expect("a transaction runs");
         t.replies.push((id, part, reply));
@@ -1799,15 +1794,9 @@ impl<E: Engine> Poller<E> {
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
         let mut t = self.txn.take().expect("a transaction runs");
-        if !t.streams.is_empty() && cross::is_cross(&t.exec) {
-            // Its reply is merged with other pollers': nothing to stream
-            // behind.
-            for stream in std::mem::take(&mut t.streams) {
-                self.drop_stream(stream);
-            }
-            let reply = Reply::Error(super::strings::CROSS_LARGE_READ.into());
-            return self.end_txn(t, reply);
-        }
+        // A part of an EXEC across pollers reads its large values whole
+        // (`Poller::txn_read_whole`): its reply is merged with the others'.
+        debug_assert!(t.streams.is_empty() || !cross::is_cross(&t.exec));
         if !t.streams.is_empty() {
             let streams = std::mem::take(&mut t.streams);
             let first = self.chain_streams(&streams);

@@ -7,7 +7,9 @@
 //! [`Reply::Part`]) is written part by part once at the front (an array's,
 //! MGET's, part by part in order as they come), and
 //! the poller is told what went out (`msg::Flow`), so that it reads only
-//! a window ahead.
+//! a window ahead. A reply of 1 MiB or more given whole (a large value
+//! an EXEC across pollers read whole) goes out from its own buffer,
+//! uncopied, as a part does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,6 +31,16 @@ pub(super) enum Combine {
     /// One array of the elements of every part's array (KEYS: one part
     /// per poller).
     Concat,
+}
+
+/// A reply at least this large goes into the output as its own buffer,
+/// uncopied: a large value read whole (by a part of an EXEC across
+/// pollers) is held once.
+const OWN_BUFFER: usize = 1 << 20;
+
+/// Whether `r` is a reply of at least [`OWN_BUFFER`] bytes.
+fn owns_buffer(r: &Reply) -> bool {
+    matches!(r, Reply::Encoded(b) if b.len() >= OWN_BUFFER)
 }
 
 /// Bytes the RESP form of `r` takes (for the output-buffer limit; an
@@ -218,6 +230,39 @@ impl Slot {
         }
     }
 
+    /// The bytes of this complete slot as buffers to go out in order,
+    /// uncopied, when it holds a reply of at least [`OWN_BUFFER`] bytes
+    /// (a single reply, or one of EXEC's); else `Err(self)`, to be encoded.
+    fn into_buffers(self) -> Result<Vec<Vec<u8>>, Slot> {
+        match self {
+            Slot::Single(Some(Reply::Encoded(b)), _) if b.len() >= OWN_BUFFER => Ok(vec![b]),
+            Slot::Exec {
+                mut inner,
+                count,
+                result: Some(Reply::Txn(parts)),
+                single,
+                ..
+            } if parts.iter().any(|(_, _, r)| owns_buffer(r)) => {
+                let mut out = Vec::new();
+                if !single {
+                    let mut header = Vec::new();
+                    resp::array(&mut header, count);
+                    out.push(header);
+                }
+                for (id, part, reply) in parts {
+                    inner.fill(id, part, reply);
+                }
+                debug_assert_eq!(inner.owed(), 0, "a transaction's reply misses parts");
+                let mut first = std::mem::take(&mut inner.wbuf);
+                first.drain(..inner.wpos);
+                out.push(first);
+                out.extend(inner.queued.drain(..));
+                Ok(out)
+            }
+            other => Err(other),
+        }
+    }
+
     fn encode(self, out: &mut Vec<u8>) {
         match self {
             Slot::Ready(b) => out.extend_from_slice(&b),
@@ -238,7 +283,7 @@ impl Slot {
                     if !single {
                         resp::array(out, count);
                     }
-                    out.extend_from_slice(inner.unsent());
+                    out.extend_from_slice(&inner.take_output());
                 }
                 // A watched key changed.
                 Reply::Nil => resp::null_array(out, proto),
@@ -613,7 +658,10 @@ impl Replies {
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
             self.held = self.held.saturating_sub(s.held());
-            self.emit(|out| s.encode(out));
+            match s.into_buffers() {
+                Ok(buffers) => buffers.into_iter().for_each(|b| self.push_owned(b)),
+                Err(s) => self.emit(|out| s.encode(out)),
+            }
             self.streaming = None;
             self.first_id += 1;
             if let Some(Some((cmd, t))) = self.timings.pop_front() {
@@ -703,20 +751,32 @@ impl Replies {
         }
         s.moved += n as u64;
         self.held -= n;
+        self.push_owned(b);
+    }
+
+    /// Bytes `b` go out after those before them, uncopied: as the buffer
+    /// when nothing is unsent, else queued.
+    fn push_owned(&mut self, b: Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
         if self.wpos == self.wbuf.len() {
-            // Nothing unsent: the part becomes the buffer, uncopied.
             self.wbuf = b;
             self.wpos = 0;
         } else {
-            self.queued_bytes += n;
+            self.queued_bytes += b.len();
             self.queued.push_back(b);
         }
     }
 
     /// Writes new output with `f`: into the output buffer, or after the
-    /// parts queued behind it.
+    /// parts queued behind it (or after the buffer when it is large and
+    /// nearly full, a reply taken uncopied: growing it would copy it).
     fn emit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        if self.queued.is_empty() {
+        let full = self.wpos < self.wbuf.len()
+            && self.wbuf.len() >= OWN_BUFFER
+            && self.wbuf.capacity() - self.wbuf.len() < OWN_BUFFER / 16;
+        if self.queued.is_empty() && !full {
             return f(&mut self.wbuf);
         }
         let mut b = Vec::new();
@@ -810,5 +870,74 @@ impl Replies {
         } else {
             self.wbuf.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bulk reply of `len` bytes of `byte`, in a buffer of its size
+    /// (as a poller's whole read is).
+    fn bulk(len: usize, byte: u8) -> Vec<u8> {
+        let header = format!("${len}\r\n");
+        let mut b = Vec::with_capacity(header.len() + len + 2);
+        b.extend_from_slice(header.as_bytes());
+        b.resize(header.len() + len, byte);
+        b.extend_from_slice(b"\r\n");
+        b
+    }
+
+    /// Every byte still to be written, in order.
+    fn all_unsent(r: &Replies) -> Vec<u8> {
+        let mut out = r.unsent().to_vec();
+        r.queued.iter().for_each(|q| out.extend_from_slice(q));
+        out
+    }
+
+    /// EXEC's reply from two pollers' parts, one a value read whole: its
+    /// bytes in order, after an earlier reply still unsent, with the
+    /// value's buffer uncopied; later replies follow it.
+    #[test]
+    fn a_large_value_in_execs_reply_goes_out_uncopied() {
+        let mut out = Replies::new(16, Arc::new(CommandStats::new(1)));
+        out.ready(None, |o| o.extend_from_slice(b"+OK\r\n"));
+        let mut inner = out.for_transaction();
+        let ids: Vec<u64> = (0..3)
+            .map(|_| inner.expect(None, 1, None, Proto::Resp2))
+            .collect();
+        let exec = out.expect_exec(None, inner, 3, Proto::Resp2, 2, false);
+        let after = out.expect(None, 1, None, Proto::Resp2);
+        let big = bulk(OWN_BUFFER + 5, b'v');
+        let (at, want_big) = (big.as_ptr(), big.clone());
+        out.fill(exec, 0, Reply::Txn(vec![(ids[1], 0, Reply::Int(7))]));
+        let parts = vec![
+            (ids[0], 0, Reply::Encoded(big)),
+            (ids[2], 0, Reply::Encoded(b"+PONG\r\n".to_vec())),
+        ];
+        out.fill(exec, 0, Reply::Txn(parts));
+        out.fill(after, 0, Reply::Int(1));
+        assert_eq!(out.owed(), 0);
+        assert!(out.queued.iter().any(|q| q.as_ptr() == at), "copied");
+        let mut want = b"+OK\r\n*3\r\n".to_vec();
+        want.extend_from_slice(&want_big);
+        want.extend_from_slice(b":7\r\n+PONG\r\n:1\r\n");
+        assert!(all_unsent(&out) == want);
+    }
+
+    /// A large reply taken as the output buffer, nothing unsent before
+    /// it: the replies after it go behind it, the buffer not grown.
+    #[test]
+    fn replies_after_a_large_one_taken_as_the_buffer_keep_their_order() {
+        let mut out = Replies::new(16, Arc::new(CommandStats::new(1)));
+        let first = out.expect(None, 1, None, Proto::Resp2);
+        let big = bulk(OWN_BUFFER, b'w');
+        let (at, mut want) = (big.as_ptr(), big.clone());
+        out.fill(first, 0, Reply::Encoded(big));
+        assert_eq!(out.unsent().as_ptr(), at);
+        out.ready(None, |o| o.extend_from_slice(b"+PONG\r\n"));
+        assert_eq!(out.unsent().as_ptr(), at);
+        want.extend_from_slice(b"+PONG\r\n");
+        assert!(all_unsent(&out) == want);
     }
 }

@@ -194,10 +194,6 @@ pub(super) const EXPIRE_GT_AND_LT: &str =
     "ERR GT and LT options at the same time are not compatible";
 /// Redis Cluster's answer to a multi-key command whose keys are on
 /// different pollers (MSETNX).
-/// A read of a value larger than a segment in a transaction across
-/// pollers (its reply cannot be streamed behind the other pollers').
-pub(super) const CROSS_LARGE_READ: &str =
-    "ERR a transaction across pollers cannot read a value larger than a segment; give its keys one hash tag";
 pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// An EXPIRE option that is none of NX, XX, GT, LT (Redis prints it as a

@@ -9,7 +9,9 @@
 //! writes, and sends nothing until its write is durable (the stream's
 //! gate, [`Poller::gate_reply`]); the key is not held meanwhile. Inside
 //! MULTI … EXEC the reads stream after EXEC's other replies, one after
-//! the other ([`Poller::txn_stream`]).
+//! the other ([`Poller::txn_stream`]); in a part of an EXEC across
+//! pollers, whose reply is merged with the other parts', each is read
+//! whole into its place in EXEC's reply ([`Poller::txn_read_whole`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -141,11 +143,29 @@ impl Stream {
     }
 }
 
+/// The read of a large value a transaction's command stands for in
+/// EXEC's reply (`Txn::gated`): streamed after it, or, in a part of an
+/// EXEC across pollers, read whole (the reply's bytes).
+pub(super) enum Gated {
+    Stream(u64),
+    Whole(Vec<u8>),
+}
+
+/// A read of a part of an EXEC across pollers, whole ([`Assembly`]): the
+/// pieces it pins (let go once read), the value's expiry, and DUMP's
+/// checksum, computed once the value is read.
+struct WholeRead {
+    pins: Arc<LargeHead>,
+    expire_ms: u64,
+    dump: Option<Streamed>,
+}
+
 /// A transaction's read of a large value, whole: for the commands that
 /// need the value whole (RENAME and COPY while replicas are fed, and
-/// those of a value the transaction set whole); the reads stream it
-/// ([`Poller::txn_stream`]), EXPIRE and its kin, and RENAME and COPY
-/// otherwise, take its head ([`Poller::txn_expiry`],
+/// those of a value the transaction set whole), and for the reads of a
+/// part of an EXEC across pollers ([`Poller::txn_read_whole`]); the reads
+/// otherwise stream it ([`Poller::txn_stream`]), EXPIRE and its kin, and
+/// RENAME and COPY otherwise, take its head ([`Poller::txn_expiry`],
 /// [`Poller::txn_move_view`]).
 pub(super) struct Assembly {
     req: Request,
@@ -158,7 +178,8 @@ pub(super) struct Assembly {
     /// Pieces a transaction changed (`large_edit::LargeView`), by number:
     /// taken from here, not read.
     changed: BTreeMap<usize, Vec<u8>>,
-    /// The reply: bulk header, value (or the range of it read), CRLF.
+    /// The reply: bulk header, value (or the range of it read), CRLF (a
+    /// whole read's ends after the value until it is read).
     out: Vec<u8>,
     /// Where the value starts in `out`.
     at: usize,
@@ -170,6 +191,8 @@ pub(super) struct Assembly {
     last: usize,
     in_flight: usize,
     failed: Option<String>,
+    /// A read of a part of an EXEC across pollers.
+    whole: Option<WholeRead>,
 }
 
 impl<E: Engine> Poller<E> {
@@ -608,37 +631,57 @@ impl<E: Engine> Poller<E> {
         }
         let mut bulk_header = Vec::new();
         crate::resp::bulk_header(&mut bulk_header, len as usize);
-        let at = bulk_header.len();
-        let mut out = Vec::new();
-        if out.try_reserve_exact(at + len as usize + 2).is_err() {
-            let msg = text::no_memory_for_value(len);
-            return self.reply(&req, Reply::Error(msg));
-        }
-        out.extend_from_slice(&bulk_header);
-        out.resize(at + len as usize, 0);
+        let Some(mut out) = self.reply_buffer(&req, &bulk_header, len, 2) else {
+            return;
+        };
         out.extend_from_slice(b"\r\n");
+        self.start_assembly(Assembly {
+            req,
+            entry,
+            key: found.0,
+            meta: found.1,
+            rec_len: found.2,
+            head,
+            changed,
+            out,
+            at: bulk_header.len(),
+            lo,
+            len,
+            next,
+            last,
+            in_flight: 0,
+            failed: None,
+            whole: None,
+        });
+    }
+
+    /// A reply's buffer: `header`, then room for `len` bytes of value
+    /// (zeros, the pieces copied over them) and `after` more; `None` when
+    /// the memory cannot be had (`req` is answered the error).
+    fn reply_buffer(
+        &mut self,
+        req: &Request,
+        header: &[u8],
+        len: u64,
+        after: usize,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let want = (header.len() + after).checked_add(len as usize);
+        if want.is_none_or(|want| out.try_reserve_exact(want).is_err()) {
+            let msg = text::no_memory_for_value(len);
+            self.reply(req, Reply::Error(msg));
+            return None;
+        }
+        out.extend_from_slice(header);
+        out.resize(header.len() + len as usize, 0);
+        Some(out)
+    }
+
+    /// Starts assembly `a`: its piece reads go out.
+    fn start_assembly(&mut self, a: Assembly) {
         let id = self.next_assembly;
         self.next_assembly += 1;
-        self.assemblies.insert(
-            id,
-            Assembly {
-                req,
-                entry,
-                key: found.0,
-                meta: found.1,
-                rec_len: found.2,
-                head,
-                changed,
-                out,
-                at,
-                lo,
-                len,
-                next,
-                last,
-                in_flight: 0,
-                failed: None,
-            },
-        );
+        self.assemblies.insert(id, a);
         self.read_pieces(id);
     }
 
@@ -753,17 +796,18 @@ impl<E: Engine> Poller<E> {
             Some(msg) => {
                 let entry = a.entry;
                 self.corrupt(&a.req, entry, &msg);
+                if let Some(w) = a.whole {
+                    self.ks.unpin_pieces(&w.pins);
+                }
             }
             None => self.assembled(a),
         }
     }
 
     /// The value of assembly `a` is whole: its request goes on.
-    fn assembled(&mut self, a: Assembly) {
-        match a.req.op {
-            Op::Get { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
-            Op::GetRange { .. } => return self.reply(&a.req, Reply::Encoded(a.out)),
-            _ => {}
+    fn assembled(&mut self, mut a: Assembly) {
+        if let Some(w) = a.whole.take() {
+            return self.read_whole_done(a, w);
         }
         let moved = matches!(a.req.op, Op::Move { .. });
         let rec = Record {
@@ -873,13 +917,11 @@ impl<E: Engine> Poller<E> {
 
     /// A command of a transaction read the head of a large value stored
     /// before: GET, GETRANGE, GETDEL, DUMP, SET … GET and GETEX stream the
-    /// value after EXEC's other replies; the others (RENAME and COPY
-    /// while replicas are fed), and all of them in a part of a
-    /// transaction across pollers (whose reply is merged with the other
-    /// parts'), read it whole.
+    /// value after EXEC's other replies (or, in a part of an EXEC across
+    /// pollers, read it whole into EXEC's reply); the others (RENAME and
+    /// COPY while replicas are fed) read it whole.
     fn txn_large_read(&mut self, req: Request, entry: Entry, rec: &Record, head: LargeHead) {
-        let cross = (self.txn.as_ref()).is_some_and(|t| super::cross::is_cross(&t.exec));
-        if !streamed_in_txn(&req.op) || cross {
+        if !streamed_in_txn(&req.op) {
             return self.assemble(req, entry, rec, head);
         }
         // The head as the index has it now (compaction may have moved it).
@@ -904,7 +946,8 @@ impl<E: Engine> Poller<E> {
     /// by the caller, are let go when the stream ends; `expire_ms`, the
     /// value's expiry. The command's write (GETDEL's, SET … GET's,
     /// GETEX's) is made now; its reply stands in EXEC's for the stream
-    /// (`txn_reply`).
+    /// (`txn_reply`). In a part of an EXEC across pollers, the value is
+    /// read whole instead ([`Poller::txn_read_whole`]).
     pub(super) fn txn_stream(
         &mut self,
         req: Request,
@@ -944,6 +987,19 @@ impl<E: Engine> Poller<E> {
         crate::resp::bulk_header(&mut header, total as usize);
         header.extend_from_slice(&before);
         let t = self.txn.as_mut().expect("a transaction runs");
+        if super::cross::is_cross(&t.exec) {
+            let dump = match frame {
+                Frame::Dump(st) => Some(st),
+                Frame::Bulk => None,
+            };
+            let whole = WholeRead {
+                pins,
+                expire_ms,
+                dump,
+            };
+            let span = (header, lo, len, first, last);
+            return self.txn_read_whole(req, entry, head, changed, span, whole);
+        }
         let exec = &t.exec;
         let id = self.next_assembly;
         self.next_assembly += 1;
@@ -974,7 +1030,21 @@ impl<E: Engine> Poller<E> {
         };
         self.streams.insert(id, stream);
         t.streams.push(id);
-        t.gated = Some((req.id & !super::TXN_PART, req.part, id));
+        t.gated = Some((req.id & !super::TXN_PART, req.part, Gated::Stream(id)));
+        self.txn_read_write(req, entry, &pinned, expire_ms);
+    }
+
+    /// The write of a transaction's read of a large value (GETDEL's
+    /// delete, GETEX's expiry, SET … GET's set; `pinned`: the value's
+    /// pieces, `expire_ms`: its expiry), or none: its reply (nil when it
+    /// succeeds) stands for the read's (`Txn::gated`).
+    fn txn_read_write(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        pinned: &Arc<LargeHead>,
+        expire_ms: u64,
+    ) {
         let now = self.ks.now_ms();
         match &req.op {
             Op::GetDel { .. } => self.delete(req, Reply::Nil),
@@ -986,7 +1056,7 @@ impl<E: Engine> Poller<E> {
                 expiry: GetExpiry::At(at),
                 ..
             } => {
-                self.txn_expiry(&req, &pinned, *at);
+                self.txn_expiry(&req, pinned, *at);
                 self.reply(&req, Reply::Nil)
             }
             Op::GetEx {
@@ -994,7 +1064,7 @@ impl<E: Engine> Poller<E> {
                 ..
             } => {
                 if expire_ms != 0 {
-                    self.txn_expiry(&req, &pinned, 0);
+                    self.txn_expiry(&req, pinned, 0);
                 }
                 self.reply(&req, Reply::Nil)
             }
@@ -1003,11 +1073,89 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// The place of stream `id` in EXEC's reply: a reply sent in parts,
-    /// none yet.
-    pub(super) fn stream_placeholder(&self, id: u64) -> Reply {
-        let flow = Arc::clone(&self.streams[&id].flow);
-        Reply::Part(Vec::new(), FlowRef(flow))
+    /// Reads the value `head` whole (the bytes of pieces `changed` from
+    /// there, the others read) for a read of a part of an EXEC across
+    /// pollers, whose reply is merged with the other parts' and so cannot
+    /// stream: once read, the command's write is made
+    /// ([`Poller::txn_read_write`]) and the value goes into its place in
+    /// EXEC's reply. `span`: the reply's bytes before the value, and the
+    /// value's bytes read (from, how many) and pieces (first, last).
+    /// The transaction waits meanwhile, its keys held.
+    fn txn_read_whole(
+        &mut self,
+        req: Request,
+        entry: Entry,
+        head: Arc<LargeHead>,
+        changed: BTreeMap<usize, Vec<u8>>,
+        span: (Vec<u8>, u64, u64, usize, usize),
+        whole: WholeRead,
+    ) {
+        let (header, lo, len, next, last) = span;
+        // Room for DUMP's last bytes and the CRLF.
+        let Some(out) = self.reply_buffer(&req, &header, len, 12) else {
+            self.ks.unpin_pieces(&whole.pins);
+            return;
+        };
+        self.start_assembly(Assembly {
+            req,
+            entry,
+            // Not a record: the reply is the value's.
+            key: Vec::new(),
+            meta: RecordMeta {
+                gen: 0,
+                seq: 0,
+                expire_ms: whole.expire_ms,
+                flags: 0,
+            },
+            rec_len: 0,
+            head: (*head).clone(),
+            changed,
+            out,
+            at: header.len(),
+            lo,
+            len,
+            next,
+            last,
+            in_flight: 0,
+            failed: None,
+            whole: Some(whole),
+        });
+    }
+
+    /// A whole read (`a`, `w`) is read: the command's write, then the
+    /// reply, in place of the write's nil.
+    fn read_whole_done(&mut self, a: Assembly, w: WholeRead) {
+        let mut out = a.out;
+        if let Some(mut st) = w.dump {
+            st.update(&out[a.at..a.at + a.len as usize]);
+            out.extend_from_slice(&st.finish());
+        }
+        out.extend_from_slice(b"\r\n");
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let (id, part) = (a.req.id & !super::TXN_PART, a.req.part);
+        t.gated = Some((id, part, Gated::Whole(out)));
+        self.txn_read_write(a.req, a.entry, &w.pins, w.expire_ms);
+        self.ks.unpin_pieces(&w.pins);
+    }
+
+    /// The reply of a transaction's command standing for a large value's
+    /// read `read` (its write's: nil, or an error): the read's place in
+    /// EXEC's reply, or the error, and the read ends unsent.
+    pub(super) fn gated_reply(&mut self, read: Gated, reply: Reply) -> Reply {
+        match (read, reply) {
+            (Gated::Stream(id), e @ Reply::Error(_)) => {
+                let t = self.txn.as_mut().expect("a transaction runs");
+                t.streams.retain(|&s| s != id);
+                self.drop_stream(id);
+                e
+            }
+            (Gated::Stream(id), _) => {
+                let flow = Arc::clone(&self.streams[&id].flow);
+                Reply::Part(Vec::new(), FlowRef(flow))
+            }
+            (Gated::Whole(_), e @ Reply::Error(_)) => e,
+            (Gated::Whole(out), _) => Reply::Encoded(out),
+        }
     }
 
     /// Streams `ids` of one transaction, each opened once the one before
