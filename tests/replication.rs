@@ -2193,3 +2193,113 @@ fn a_large_set_arriving_while_a_replica_attaches_is_written_and_reaches_it() {
     replica.stop();
     primary.stop();
 }
+
+/// A primary with two pollers whose poller 1 fails every device write,
+/// and a replica fed meanwhile: transactions across both pollers (EXEC
+/// and MSET) fail on poller 1, their part on poller 0 is undone, and
+/// nothing of them (nor of the undo) reaches the replica: a reader there
+/// never sees the two counters differ, and once a later write has come,
+/// the replica holds what the primary holds, every key as before.
+#[test]
+fn a_transaction_whose_commit_fails_on_one_poller_reaches_no_replica() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+    let mut p = primary.client();
+    let b = (1..64)
+        .map(|i| format!("t{i}"))
+        .find(|t| apart(&mut p, "{t0}x", &format!("{{{t}}}x")))
+        .expect("two tags on two pollers");
+    let tags = ["t0".to_string(), b];
+    let keys = |name: &str| {
+        tags.iter()
+            .map(|t| format!("{{{t}}}{name}"))
+            .collect::<Vec<_>>()
+    };
+    for (k, old) in keys("c").into_iter().zip(["0", "0"]) {
+        let _: () = redis::cmd("SET").arg(k).arg(old).query(&mut p).unwrap();
+    }
+    for k in keys("old") {
+        let _: () = redis::cmd("SET").arg(k).arg("old").query(&mut p).unwrap();
+    }
+    drop(p);
+    primary.stop();
+    let primary = Server::start(
+        pd.path(),
+        &["--io-threads", "2", "--inject-faults", "write-eio@1+:1"],
+    );
+    let replica = replica_of(rd.path(), &primary, &["--io-threads", "2"]);
+    converge(&primary, &replica);
+    let mut p = primary.client();
+    let set = |p: &mut redis::Connection, k: &str| -> bool {
+        redis::cmd("SET").arg(k).arg(1).query::<()>(p).is_ok()
+    };
+    let good = tags
+        .iter()
+        .find(|t| set(&mut p, &format!("{{{t}}}probe")))
+        .expect("a poller whose writes succeed")
+        .clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, counters) = (Arc::clone(&stop), keys("c"));
+        let mut r = replica.client();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(&counters).query(&mut r).unwrap();
+                assert_eq!(v[0], v[1], "the replica holds part of a transaction");
+                assert_eq!(
+                    v[0].as_deref(),
+                    Some("0"),
+                    "the replica holds a failed transaction"
+                );
+                seen += 1;
+            }
+            seen
+        })
+    };
+    let (counters, olds) = (keys("c"), keys("old"));
+    for i in 1..=20u64 {
+        let result: redis::RedisResult<()> = if i % 2 == 0 {
+            let _: () = redis::cmd("MULTI").query(&mut p).unwrap();
+            for k in &counters {
+                let q: String = redis::cmd("SET").arg(k).arg(i).query(&mut p).unwrap();
+                assert_eq!(q, "QUEUED");
+            }
+            for k in &olds {
+                let q: String = redis::cmd("DEL").arg(k).query(&mut p).unwrap();
+                assert_eq!(q, "QUEUED");
+            }
+            redis::cmd("EXEC").query::<Value>(&mut p).map(drop)
+        } else {
+            let mut mset = redis::cmd("MSET");
+            for k in counters.iter().chain(&olds) {
+                mset.arg(k).arg(i);
+            }
+            mset.query(&mut p)
+        };
+        let e = result.expect_err("a transaction whose commit fails on one poller");
+        assert!(e.to_string().contains("I/O error"), "transaction {i}: {e}");
+    }
+    // A later write on the poller that works: once it is on the replica,
+    // so would the transactions' parts there be.
+    let marker = format!("{{{good}}}marker");
+    assert!(set(&mut p, &marker));
+    wait_value(&mut replica.client(), &marker, Some("1"));
+    converge(&primary, &replica);
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    for srv in [&primary, &replica] {
+        let mut con = srv.client();
+        for k in &counters {
+            assert_eq!(get(&mut con, k).as_deref(), Some("0"), "{k}");
+        }
+        for k in &olds {
+            assert_eq!(get(&mut con, k).as_deref(), Some("old"), "{k}");
+        }
+    }
+    replica.stop();
+    primary.kill();
+}

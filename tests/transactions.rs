@@ -1139,3 +1139,157 @@ fn a_refused_transaction_across_pollers_gives_its_large_pieces_back() {
     });
     srv.stop();
 }
+
+/// Which of tags `a` and `b` has its keys on poller 1 of a server whose
+/// poller 1 fails every device write (a SET there fails): (that one, the
+/// other).
+fn tag_on_failing_poller<'a>(c: &mut Conn, a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    let fails = |c: &mut Conn, t: &str| c.call(&["SET", &format!("{{{t}}}probe"), "1"])[0] == b'-';
+    match (fails(c, a), fails(c, b)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        other => panic!("one poller's writes fail: {other:?}"),
+    }
+}
+
+/// A value larger than a segment (stored in pieces).
+fn large_value(fill: char) -> String {
+    fill.to_string().repeat(3 << 20)
+}
+
+/// The keys a transaction across pollers writes on each of tags `a` and
+/// `b`'s pollers, and what they hold before it: a counter, a key with an
+/// expiry, a key it deletes, a key it creates, a large value it
+/// overwrites, a key it gives a large value.
+fn undo_keys(a: &str, b: &str) -> Vec<(String, Option<String>)> {
+    let mut keys = Vec::new();
+    for t in [a, b] {
+        let k = |name: &str| format!("{{{t}}}{name}");
+        keys.push((k("c"), Some("0".to_string())));
+        keys.push((k("ttl"), Some("kept".to_string())));
+        keys.push((k("gone"), Some("there".to_string())));
+        keys.push((k("new"), None));
+        keys.push((k("big"), Some(large_value('b'))));
+        keys.push((k("grow"), Some("small".to_string())));
+    }
+    keys
+}
+
+/// Every key of `undo_keys` holds what it held before (and the key with
+/// an expiry still has it).
+fn unchanged(c: &mut Conn, a: &str, b: &str, when: &str) {
+    for (k, want) in undo_keys(a, b) {
+        let got = get(c, &k);
+        assert!(got == want, "{k} {when}: {:?}", got.map(|v| v.len()));
+        if k.ends_with("ttl") {
+            let ttl = c.call(&["TTL", &k]);
+            assert!(
+                ttl.starts_with(b":") && ttl != b":-1\r\n",
+                "{k} {when}: TTL {ttl:?}"
+            );
+        }
+    }
+}
+
+/// One transaction (EXEC, or MSET when `mset`) writing keys of
+/// `undo_keys` on both pollers (the large value only on `good`'s, as one
+/// on the failing poller would fail before the commit), the counters
+/// to `i`: its reply.
+fn undo_txn(c: &mut Conn, (a, b): (&str, &str), good: &str, i: u64, mset: bool) -> Vec<u8> {
+    let n = i.to_string();
+    if mset {
+        let (ca, cb) = (format!("{{{a}}}c"), format!("{{{b}}}c"));
+        let (na, nb) = (format!("{{{a}}}new"), format!("{{{b}}}new"));
+        return c.call(&["MSET", &ca, &n, &na, "x", &cb, &n, &nb, "x"]);
+    }
+    assert_eq!(c.call(&["MULTI"]), b"+OK\r\n");
+    let grow = large_value('g');
+    for t in [a, b] {
+        let k = |name: &str| format!("{{{t}}}{name}");
+        let mut q = |args: &[&str]| assert_eq!(c.call(args), b"+QUEUED\r\n");
+        q(&["SET", &k("c"), &n]);
+        q(&["SET", &k("ttl"), "changed"]);
+        q(&["DEL", &k("gone")]);
+        q(&["SET", &k("new"), "x", "EX", "100"]);
+        q(&["SET", &k("big"), "small now"]);
+        if t == good {
+            q(&["SET", &k("grow"), &grow]);
+        }
+    }
+    c.call(&["EXEC"])
+}
+
+/// With two pollers, poller 1's device writes all failing: a transaction
+/// across both (EXEC and MSET) answers the I/O error, and the part on
+/// poller 0, whose commit is durable, is undone before any client sees
+/// it: every key holds what it held before (values read back from the
+/// device or a segment buffer, an expiry, a deleted key, a created one, a
+/// large value overwritten, a key given a large value), and so after a
+/// kill -9 and a restart. A reader's MGET of the two counters never sees
+/// them differ meanwhile.
+#[test]
+fn a_transaction_whose_commit_fails_on_one_poller_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    for (k, v) in undo_keys(&a, &b) {
+        let Some(v) = v else { continue };
+        let ex: &[&str] = if k.ends_with("ttl") {
+            &["EX", "1000"]
+        } else {
+            &[]
+        };
+        assert_eq!(c.call(&[&["SET", &k, &v][..], ex].concat()), b"+OK\r\n");
+    }
+    drop(c);
+    srv.stop();
+    // Restarted, the values are on the device (not in a segment buffer),
+    // and every device write of poller 1 fails.
+    let args = ["--io-threads", "2", "--tcp-threads", "2"];
+    let faulty = [&args[..], &["--inject-faults", "write-eio@1+:1"]].concat();
+    let srv = Server::start(dir.path(), &faulty);
+    let mut c = Conn::connect(srv.addr);
+    let (bad, good) = tag_on_failing_poller(&mut c, &a, &b);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (addr, stop) = (srv.addr, Arc::clone(&stop));
+        let keys = [format!("{{{a}}}c"), format!("{{{b}}}c")];
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(format!("redis://{addr}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let mut seen = 0;
+            while !stop.load(Relaxed) {
+                let v: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+                assert_eq!(v[0], v[1], "a reader saw part of a transaction");
+                assert_eq!(
+                    v[0].as_deref(),
+                    Some("0"),
+                    "a reader saw a failed transaction"
+                );
+                seen += 1;
+            }
+            seen
+        })
+    };
+    for i in 1..=20u64 {
+        let r = undo_txn(&mut c, (&a, &b), good, i, i % 2 == 0);
+        let text = String::from_utf8_lossy(&r).to_string();
+        assert!(
+            text.starts_with("-ERR I/O error"),
+            "transaction {i}: {text} (failing poller's tag {bad})"
+        );
+        unchanged(&mut c, &a, &b, &format!("after transaction {i}"));
+    }
+    stop.store(true, Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    drop(c);
+    srv.kill();
+    let srv = Server::start(dir.path(), &args);
+    let mut c = Conn::connect(srv.addr);
+    unchanged(&mut c, &a, &b, "after a kill -9 and a restart");
+    drop(c);
+    srv.stop();
+}

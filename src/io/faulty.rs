@@ -5,7 +5,8 @@
 //! type fails) or `KIND@N+` (that one and every later one), with KIND one
 //! of `read-eio`, `write-eio`, `short-write`, `flush-eio`, or
 //! `alloc-fail` (the N-th buffer allocation fails, as when SPDK's DMA
-//! memory runs out). Counting is per poller, from 1.
+//! memory runs out). Counting is per poller, from 1. A rule ending in
+//! `:P` (`write-eio@3+:1`) applies to poller P alone.
 
 use std::io;
 use std::time::Duration;
@@ -26,6 +27,8 @@ struct Rule {
     kind: Kind,
     at: u64,
     sticky: bool,
+    /// The poller it applies to (`None`: every one).
+    poller: Option<usize>,
 }
 
 /// Parsed `--inject-faults`.
@@ -40,6 +43,13 @@ impl std::str::FromStr for FaultSpec {
             .split(',')
             .filter(|r| !r.is_empty())
             .map(|r| {
+                let (r, poller) = match r.split_once(':') {
+                    Some((r, p)) => {
+                        let p = p.parse().map_err(|_| format!("{p:?}: not a poller"))?;
+                        (r, Some(p))
+                    }
+                    None => (r, None),
+                };
                 let (kind, at) = r
                     .split_once('@')
                     .ok_or_else(|| format!("{r:?}: expected KIND@N"))?;
@@ -56,7 +66,12 @@ impl std::str::FromStr for FaultSpec {
                     None => (at, false),
                 };
                 let at = at.parse().map_err(|_| format!("{at:?}: not a count"))?;
-                Ok(Rule { kind, at, sticky })
+                Ok(Rule {
+                    kind,
+                    at,
+                    sticky,
+                    poller,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(FaultSpec(rules))
@@ -64,6 +79,12 @@ impl std::str::FromStr for FaultSpec {
 }
 
 impl FaultSpec {
+    /// The rules that apply to poller `id`.
+    pub fn for_poller(&self, id: usize) -> FaultSpec {
+        let rules = self.0.iter().filter(|r| r.poller.is_none_or(|p| p == id));
+        FaultSpec(rules.copied().collect())
+    }
+
     fn hits(&self, kind: Kind, n: u64) -> bool {
         self.0
             .iter()
@@ -202,6 +223,11 @@ mod tests {
         assert!(s.hits(Kind::AllocFail, 2) && !s.hits(Kind::AllocFail, 3));
         assert!("bogus@1".parse::<FaultSpec>().is_err());
         assert!("write-eio".parse::<FaultSpec>().is_err());
+        let s: FaultSpec = "write-eio@2+:1,flush-eio@1".parse().unwrap();
+        let (p0, p1) = (s.for_poller(0), s.for_poller(1));
+        assert!(!p0.hits(Kind::WriteEio, 2) && p0.hits(Kind::FlushEio, 1));
+        assert!(p1.hits(Kind::WriteEio, 5) && p1.hits(Kind::FlushEio, 1));
+        assert!("write-eio@1:x".parse::<FaultSpec>().is_err());
     }
 
     #[test]

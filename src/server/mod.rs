@@ -256,7 +256,7 @@ pub struct ServeArgs {
     pub max_key_size: u64,
     /// Fail device operations on purpose (tests): `write-eio@N`,
     /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, `+` for
-    /// "and after".
+    /// "and after", `:P` for poller P alone.
     #[arg(long, hide = true)]
     pub inject_faults: Option<crate::io::FaultSpec>,
     /// Largest value in bytes (Redis's `proto-max-bulk-len`). Values

@@ -309,11 +309,20 @@ pub enum CrossStep {
     /// large values' pieces, its room) and lets its keys go; the refused
     /// one's error is EXEC's reply.
     Drop,
-    /// To the last poller: one part has committed (its writes are in the
-    /// store, or its commit failed); its keys stay held.
+    /// To the last poller: one part has committed, its writes durable;
+    /// its keys stay held.
     Done,
-    /// Every part has run: its keys are free again.
+    /// To the last poller: one part's commit failed (nothing of it is
+    /// left in the store, or, its appends stopped partway, what it wrote
+    /// is durable and undone with the others); its keys stay held.
+    Failed,
+    /// Every part's commit is durable: each answers, its writes go into
+    /// the replication stream, and its keys are free again.
     Release,
+    /// A part's commit failed: every part whose writes are durable writes
+    /// its keys' previous states back, and lets its keys go once that is
+    /// durable; the failed part's error is EXEC's reply.
+    Undo,
     /// To the first part's poller: the transaction holds the gate for
     /// transactions across pollers (see [`Cross::gated`]): claim.
     Gate,

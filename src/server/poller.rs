@@ -64,6 +64,9 @@ struct Waiter {
     /// Batch `n` of a replica's full copy waiting to be durable
     /// ([`Poller::load_durable`]): no reply.
     load: Option<u64>,
+    /// A part of a transaction across pollers, its commit or its undo
+    /// (`cross.rs`): `reply` waits for the outcome.
+    cross: bool,
 }
 
 impl Waiter {
@@ -79,6 +82,7 @@ impl Waiter {
             hold,
             pieces_of: None,
             load: None,
+            cross: false,
         }
     }
 
@@ -350,7 +354,8 @@ fn run(
             anyhow::bail!(msg);
         }
     };
-    match shared.cfg.pollers.inject_faults.clone() {
+    let faults = shared.cfg.pollers.inject_faults.as_ref();
+    match faults.map(|spec| spec.for_poller(id)) {
         Some(spec) => run_with(id, shared, Faulty::new(eng, spec), shards, next_seq, opened),
         None => run_with(id, shared, eng, shards, next_seq, opened),
     }
@@ -522,6 +527,7 @@ impl<E: Engine> Poller<E> {
                 Some(Tag::Read(slot)) => {
                     if !self.complete_piece_read(slot, &mut c)
                         && !self.complete_edit_read(slot, &mut c)
+                        && !self.complete_before_read(slot, &mut c)
                     {
                         self.complete_read(slot, c)
                     }
@@ -534,6 +540,7 @@ impl<E: Engine> Poller<E> {
         self.answer_writers();
 
         let retried = self.cross_flush()
+            | self.retry_before_reads()
             | self.retry_requeued()
             | self.retry_assemblies()
             | self.retry_edits()
@@ -1229,6 +1236,10 @@ impl<E: Engine> Poller<E> {
             if let Some((n, tag)) = w.pieces_of {
                 let result = result.map_err(|e| super::strings::write_failed(&e));
                 self.txn_pieces_durable(n, tag, result);
+                continue;
+            }
+            if w.cross {
+                self.cross_durable((w.to, w.id), w.reply, result);
                 continue;
             }
             if w.save {
@@ -1929,18 +1940,7 @@ impl<E: Engine> Poller<E> {
             return self.cross_refused(t.exec, t.claimed, reply);
         }
         self.reply(&t.exec, reply);
-        self.txn_keys_done(&t.exec, t.claimed, Vec::new());
-    }
-
-    /// A transaction has run: its keys go free, or, for a part of one
-    /// across pollers, once every part has run (its writes, `stream`, go
-    /// into the replication stream with the other parts').
-    fn txn_keys_done(&mut self, exec: &Request, claimed: Vec<u64>, stream: Vec<u8>) {
-        if cross::is_cross(exec) {
-            self.cross_stream(exec, stream);
-            return self.cross_ran(exec, claimed);
-        }
-        for tag in claimed {
+        for tag in t.claimed {
             self.release(tag);
         }
     }
@@ -1998,6 +1998,7 @@ impl<E: Engine> Poller<E> {
                 .restart_stream("a transaction edited large values while a replica's feed began");
         }
         // A part of a transaction across pollers: its writes for the stream.
+        let cross = cross::is_cross(&t.exec);
         let mut cross_stream = Vec::new();
         let reply = if t.view.is_empty() {
             if let Some(room) = room {
@@ -2058,7 +2059,7 @@ impl<E: Engine> Poller<E> {
             }
             // What the writes left of the room goes back.
             self.ks.end_room();
-            if !stream.is_empty() && !cross::is_cross(&t.exec) {
+            if !stream.is_empty() && !cross {
                 let seq = self.ks.next_seq() - 1;
                 (self.repl_out).push(&self.shared.repl, seq, |out| {
                     resp::encode::command(out, &[b"MULTI"]);
@@ -2066,14 +2067,20 @@ impl<E: Engine> Poller<E> {
                     resp::encode::command(out, &[b"EXEC"]);
                 });
             }
-            if cross::is_cross(&t.exec) {
+            if cross {
                 cross_stream = stream;
             }
             match failed {
-                Some(reply) => Some(reply),
+                // A part of a transaction across pollers whose appends
+                // stopped partway waits for what it wrote, to undo it.
+                Some(reply) if !(cross && wrote) => Some(reply),
                 None if !wrote => Some(Reply::Txn(t.replies)),
-                None => {
-                    let w = Waiter::new(&t.exec, Reply::Txn(t.replies), None);
+                failed => {
+                    let reply = failed.unwrap_or(Reply::Txn(t.replies));
+                    let w = Waiter {
+                        cross,
+                        ..Waiter::new(&t.exec, reply, None)
+                    };
                     self.ks.acknowledge_durable(w);
                     None
                 }
@@ -2086,10 +2093,15 @@ impl<E: Engine> Poller<E> {
         for view in views.into_values() {
             self.ks.unpin_pieces(&view.base);
         }
+        if cross {
+            return self.cross_committed(t.exec, t.claimed, reply, cross_stream);
+        }
         if let Some(reply) = reply {
             self.reply(&t.exec, reply);
         }
-        self.txn_keys_done(&t.exec, t.claimed, cross_stream);
+        for tag in t.claimed {
+            self.release(tag);
+        }
     }
 
     /// WATCH of one key: remembers its entry for the connection.

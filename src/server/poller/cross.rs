@@ -11,30 +11,46 @@
 //! poller does (view, `finish_txn`, its large values' pieces durable) up
 //! to its commit, which it prepares: it takes the free segments its
 //! writes may need out of the free list (`Keyspace::hold_room`: no other
-//! writer can take them, and the compaction reserve stays) and tells the
-//! last poller (`Prepared`), or, with no room (or its pieces refused or
-//! failed), drops its view and tells it so (`Refused`). Once all have
-//! told: all prepared, every part commits into the segments it holds
-//! (`Commit`; what is left goes back), answers its replies once durable,
-//! and keeps its keys held after its writes are in the store; it tells
-//! the last poller (`Done`), which, once all have, lets every part's keys
-//! go (`Release`). One refused, every part drops what it ran, gives its
-//! segments back and lets its keys go (`Drop`): the refused part's error
-//! is EXEC's reply (the others answer an empty part), and nothing of the
-//! transaction is in the store or the replication stream. No client sees
-//! one part's writes without the others'. A part whose commit fails
-//! after being prepared (a device error, the index) still leaves the
-//! others' writes, as a crash between the parts' commits does: see
-//! docs/design.md. Pollers send the steps to each other's rings directly.
+//! writer can take them, and the compaction reserve stays), and as many
+//! again for an undo, and keeps every key it writes as it was (`Before`:
+//! absent, or its value and expiry, read from the segment buffer or the
+//! device, or a large value's head with its pieces pinned). Then it
+//! tells the last poller (`Prepared`), or, with no room (or its pieces
+//! refused or failed, or a read of a key's value failed), drops its view
+//! and tells it so (`Refused`). Once all have told: all prepared, every
+//! part commits into the segments it holds (`Commit`; what is left goes
+//! back) and keeps its keys held and its reply until its commit is
+//! durable (its waiter's acknowledgement, `cross` set), then tells the
+//! last poller whether it is (`Done`) or failed (`Failed`: the commit's
+//! device write or flush failed, so `fail_commit` rolled it back, or its
+//! appends stopped partway on an index error, and what it wrote is
+//! durable). Once all have told: all durable, every part hands its
+//! writes to the replication stream, answers its replies and lets its
+//! keys go (`Release`); one failed, every part whose writes are durable
+//! writes its keys' previous states back (a record of the old value, a
+//! head sharing the old pieces, or a tombstone where the key was absent)
+//! into the room kept for it, and once that is durable answers an empty
+//! part and lets its keys go (`Undo`): the failed part's error is EXEC's
+//! reply, and the store holds what it held before the EXEC. An undo
+//! whose own commit fails (the device is failing) is logged at error
+//! level: the writes it did not undo stay. One refused, every part drops
+//! what it ran, gives its segments back and lets its keys go (`Drop`):
+//! the refused part's error is EXEC's reply (the others answer an empty
+//! part). Either way nothing of the transaction is in the replication
+//! stream, and no client sees one part's writes without the others'
+//! (their keys are held until the outcome; SCAN, KEYS, RANDOMKEY and
+//! DBSIZE, which hold no keys, may count their names meanwhile). Pollers
+//! send the steps to each other's rings directly.
 //!
 //! While replicas are fed (`Cross::gated`), such transactions run one at
 //! a time: the first part takes the server's gate before it claims its
 //! keys (or waits for it, `Gated`, until `Gate`), and the last poller
-//! passes the gate on once every part has committed (or at an abort, a
-//! `Drop` included). So every poller commits their parts in one order,
-//! and each part goes into its outbox tagged with the transaction, to be
-//! joined with the others into one `MULTI … EXEC` of the stream
-//! (`repl/outbox.rs`).
+//! passes the gate on once every part's commit is durable or failed (or
+//! at an abort, a `Drop` included). So every poller commits their parts
+//! in one order; at `Release` each part goes into its outbox tagged with
+//! the transaction, to be joined with the others into one `MULTI … EXEC`
+//! of the stream (`repl/outbox.rs`). At `Undo` none does, nor do the
+//! undo's writes.
 
 use super::*;
 use crate::server::msg::{Cross, CrossStep};
@@ -64,6 +80,9 @@ pub(super) enum CrossPart {
     Claiming { watches: Option<Vec<Watched>> },
     /// Holding its keys, waiting to run.
     Held(Request),
+    /// Ran its commands, holding the room its writes need: reads the
+    /// values its writes replace from the device.
+    Reading(Box<Prepared>),
     /// Ran its commands, holding the room its writes need (`None`: it
     /// writes nothing): waits for `Commit` or `Drop`.
     Prepared(Box<Prepared>),
@@ -74,30 +93,112 @@ pub(super) enum CrossPart {
         claimed: Vec<u64>,
         reply: Reply,
     },
-    /// Committed: its keys stay held until every part has.
-    Ran(Vec<u64>),
+    /// Committed: waits for its commit to be durable.
+    Committing(Box<Ran>),
+    /// Committed, durable or failed (or, in a group, run): its keys stay
+    /// held until every part is, for `Release` or `Undo`.
+    Ran(Box<Ran>),
+    /// Writing its keys' previous states back: waits for them to be
+    /// durable.
+    Undoing(Box<Ran>),
 }
 
 /// A part prepared: its transaction, as it ran, the heads of its large
-/// values (their pieces durable), and the room it holds.
+/// values (their pieces durable), the room it holds, and for an undo its
+/// keys as they were and the room their records need.
 pub(super) struct Prepared {
     t: Txn,
     heads: HashMap<u64, LargeHead>,
     room: Option<keyspace::Room>,
+    before: Vec<Before>,
+    undo_room: Option<keyspace::Room>,
+    /// Reads of `before`'s values still to complete, and the error of one
+    /// that failed (the part is refused).
+    reading: usize,
+    failed: Option<Reply>,
+}
+
+/// A key a part writes, as it was before: what an undo writes back.
+pub(super) struct Before {
+    pid: u32,
+    hash: KeyHash,
+    key: Box<[u8]>,
+    was: Was,
+}
+
+/// A key's state before a part wrote it.
+enum Was {
+    /// Absent (or expired).
+    Absent,
+    /// A value and its expiry.
+    Value(Vec<u8>, u64),
+    /// A large value's head, its pieces pinned, and its expiry.
+    Large(Arc<LargeHead>, u64),
+    /// Its record, at this entry, is being read from the device.
+    Reading(Entry),
+}
+
+impl Before {
+    /// What the record an undo writes for it takes (at most).
+    fn room(&self) -> u64 {
+        let value_len = match &self.was {
+            Was::Absent => 0,
+            Was::Value(v, _) => v.len(),
+            Was::Large(head, _) => head.encode().len(),
+            Was::Reading(e) => return e.len as u64,
+        };
+        record_len(self.key.len(), value_len)
+    }
+}
+
+/// A part committed, or a group run.
+pub(super) struct Ran {
+    exec: Request,
+    claimed: Vec<u64>,
+    before: Vec<Before>,
+    undo_room: Option<keyspace::Room>,
+    /// Its reply, sent when its keys go (`None`: a group, answered).
+    reply: Option<Reply>,
+    /// Its writes are durable: an undo writes `before` back.
+    durable: bool,
+    /// Its writes for the replication stream, and its last record.
+    stream: Vec<u8>,
+    seq: u64,
+}
+
+/// On the last poller of a transaction: the parts still to commit, the
+/// pollers to release (or undo) once none is left, whether it holds the
+/// gate, and whether a part's commit failed.
+struct Left {
+    parts: usize,
+    pollers: Vec<usize>,
+    gated: bool,
+    failed: bool,
 }
 
 /// The parts of EXECs across pollers this poller takes part in.
 #[derive(Default)]
 pub(super) struct Crossing {
     parts: HashMap<CrossId, CrossPart>,
-    /// On the last poller of each: the parts still to run, the pollers
-    /// to release once none is left, and whether it holds the gate.
-    left: HashMap<CrossId, (usize, Vec<usize>, bool)>,
+    /// On the last poller of each: the parts still to commit.
+    left: HashMap<CrossId, Left>,
     /// On the last poller of each (but groups): the parts still to
     /// prepare, and whether one was refused.
     preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
+    /// Reads of keys' values for an undo, by read slot (the part, its
+    /// key's place in `before`, the entry, where the read starts), and
+    /// those waiting for a slot.
+    reads: HashMap<u32, (CrossId, usize, Entry, u64)>,
+    unread: Vec<(CrossId, usize)>,
+    /// Parts committing: their keys as they were, and the room for an
+    /// undo, until their commit is in.
+    undo: HashMap<CrossId, (Vec<Before>, Option<keyspace::Room>)>,
+    /// While replicas are fed, the last records of the parts committed
+    /// whose outcome is not known (a full copy that read them waits for
+    /// it, `Repl::set_undecided`).
+    undecided: HashMap<CrossId, u64>,
 }
 
 /// The part's place among the pollers of its EXEC.
@@ -106,6 +207,24 @@ fn cross_of(req: &Request) -> &Cross {
         Op::Exec { cross: Some(x), .. } => x,
         _ => unreachable!("a part of an EXEC across pollers"),
     }
+}
+
+/// The state of the key whose record is `bytes` (checked against `uuid`
+/// and `key`), at `now_ms`; an error reply when the record is damaged.
+fn was_of(uuid: &[u8; 16], key: &[u8], bytes: &[u8], now_ms: u64) -> Result<Was, String> {
+    let rec = match decode_record(uuid, bytes) {
+        Ok(rec) if rec.key == key => rec,
+        Ok(_) => return Err("ERR corrupted record: key does not match the index".into()),
+        Err(e) => return Err(format!("ERR corrupted record: {e}")),
+    };
+    if rec.is_tombstone() || rec.expired(now_ms) {
+        return Ok(Was::Absent);
+    }
+    if rec.is_large() {
+        // Its head is in the large value map while the index points at it.
+        return Err("ERR a large value's head not found".into());
+    }
+    Ok(Was::Value(rec.value.to_vec(), rec.meta.expire_ms))
 }
 
 /// Whether `req` is a part of an EXEC across pollers.
@@ -192,7 +311,13 @@ impl<E: Engine> Poller<E> {
         if !x.group {
             self.cross.preparing.insert(xid, (pollers.len(), false));
         }
-        self.cross.left.insert(xid, (pollers.len(), pollers, gated));
+        let left = Left {
+            parts: pollers.len(),
+            pollers,
+            gated,
+            failed: false,
+        };
+        self.cross.left.insert(xid, left);
         self.cross_run(req);
     }
 
@@ -209,34 +334,228 @@ impl<E: Engine> Poller<E> {
         for r in std::mem::take(reqs) {
             self.handle_now(r);
         }
-        self.cross_ran(&req, claimed);
+        self.cross_ran(req, claimed);
     }
 
     /// The part ran its commands (its large values' pieces durable): it
-    /// takes the room its writes need out of the free list, so that no
-    /// other writer can take it before it commits, and tells the last
-    /// poller; with no room, it is refused (nothing of it written).
+    /// takes the room its writes need, and as much for an undo, out of
+    /// the free list, so that no other writer can take it before it
+    /// commits, keeps the keys it writes as they are (reading values from
+    /// the device), and tells the last poller; with no room, or a read
+    /// failed, it is refused (nothing of it written).
     pub(super) fn cross_prepare(&mut self, t: Txn, heads: HashMap<u64, LargeHead>) {
-        let room = match t.view.is_empty() {
-            true => None,
-            false => {
-                let (bytes, shards) = self.txn_room(&t, &heads);
-                let Some(room) = self.ks.hold_room(bytes, shards) else {
-                    self.stats().writes_refused.fetch_add(1, Relaxed);
-                    for head in heads.into_values() {
-                        self.ks.release_pieces(&head);
-                    }
-                    let reply = Reply::Error(crate::server::strings::STORE_FULL.into());
-                    return self.end_txn(t, reply);
-                };
-                Some(room)
-            }
-        };
         let xid = (t.exec.from, t.exec.id);
-        let last = *cross_of(&t.exec).pollers.last().expect("pollers");
-        let prepared = Prepared { t, heads, room };
-        (self.cross.parts).insert(xid, CrossPart::Prepared(Box::new(prepared)));
+        let mut p = Prepared {
+            t,
+            heads,
+            room: None,
+            before: Vec::new(),
+            undo_room: None,
+            reading: 0,
+            failed: None,
+        };
+        if !p.t.view.is_empty() {
+            p.before = self.befores(&p.t, &mut p.failed);
+            let (bytes, shards) = self.txn_room(&p.t, &p.heads);
+            let undo_bytes = p.before.iter().map(Before::room).sum();
+            p.room = self.ks.hold_room(bytes, shards);
+            p.undo_room = (p.room.as_ref()).and_then(|_| self.ks.hold_room(undo_bytes, shards));
+            if p.undo_room.is_none() {
+                self.stats().writes_refused.fetch_add(1, Relaxed);
+                let full = Reply::Error(crate::server::strings::STORE_FULL.into());
+                p.failed.get_or_insert(full);
+            }
+        }
+        if p.failed.is_none() {
+            for (i, b) in p.before.iter().enumerate() {
+                if matches!(b.was, Was::Reading(_)) {
+                    p.reading += 1;
+                    self.cross.unread.push((xid, i));
+                }
+            }
+        }
+        if p.reading == 0 {
+            return self.cross_ready(xid, p);
+        }
+        self.cross
+            .parts
+            .insert(xid, CrossPart::Reading(Box::new(p)));
+        self.retry_before_reads();
+    }
+
+    /// The keys transaction `t` writes, as they are in the store: a read
+    /// of a value from the device is left to do (`Was::Reading`). A
+    /// record found damaged sets `failed`.
+    fn befores(&mut self, t: &Txn, failed: &mut Option<Reply>) -> Vec<Before> {
+        let mut out = Vec::with_capacity(t.order.len());
+        for tag in &t.order {
+            let s = &t.view[tag];
+            let was = match self.ks.lookup(s.pid, &s.hash) {
+                None => Was::Absent,
+                Some(e) => {
+                    let head = (self.ks.large_head(e.offset))
+                        .and_then(|h| self.ks.pin_pieces(e.offset, h.value_id));
+                    match (head, self.ks.buffered(e)) {
+                        (Some(head), _) => Was::Large(head, e.expire_ms),
+                        (None, Some(bytes)) => {
+                            let uuid = &self.shared.sb.uuid;
+                            match was_of(uuid, &s.key, bytes, self.ks.now_ms()) {
+                                Ok(was) => was,
+                                Err(msg) => {
+                                    failed.get_or_insert(Reply::Error(msg));
+                                    Was::Absent
+                                }
+                            }
+                        }
+                        (None, None) => Was::Reading(e),
+                    }
+                }
+            };
+            out.push(Before {
+                pid: s.pid,
+                hash: s.hash,
+                key: s.key.clone(),
+                was,
+            });
+        }
+        out
+    }
+
+    /// Starts the reads of keys' values a prepare waits for, as read slots
+    /// allow; returns whether it started any.
+    pub(super) fn retry_before_reads(&mut self) -> bool {
+        let mut any = false;
+        while let Some(&(xid, i)) = self.cross.unread.last() {
+            let Some(CrossPart::Reading(p)) = self.cross.parts.get(&xid) else {
+                unreachable!("a part reading its keys")
+            };
+            let Was::Reading(e) = p.before[i].was else {
+                unreachable!("a key to read")
+            };
+            let Some(slot) = self.free_tags.pop() else {
+                break;
+            };
+            let block = self.ks.block();
+            let start = align_down(e.offset, block);
+            let end = align_up(e.offset + e.len as u64, block);
+            let eng = self.ks.engine();
+            let buf = match eng.alloc((end - start) as usize) {
+                Ok(buf) => buf,
+                Err(err) => {
+                    self.free_tags.push(slot);
+                    self.cross.unread.pop();
+                    self.ks.counters().io_errors.fetch_add(1, Relaxed);
+                    let msg = format!("{}: {err}", crate::server::strings::NO_IO_BUFFER);
+                    self.before_read(xid, i, Err(msg));
+                    any = true;
+                    continue;
+                }
+            };
+            match eng.read(start, buf, Tag::Read(slot).encode()) {
+                Ok(()) => {
+                    self.ks.count_read(end - start);
+                    self.cross.unread.pop();
+                    self.cross.reads.insert(slot, (xid, i, e, start));
+                    any = true;
+                }
+                Err(_buf) => {
+                    self.free_tags.push(slot);
+                    break;
+                }
+            }
+        }
+        any
+    }
+
+    /// A read of read slot `slot` completed; whether it was one of a key's
+    /// value for an undo.
+    pub(super) fn complete_before_read(&mut self, slot: u32, c: &mut Completion) -> bool {
+        let Some((xid, i, e, start)) = self.cross.reads.remove(&slot) else {
+            return false;
+        };
+        self.free_tags.push(slot);
+        let buf = c.buf.take().expect("a read returns its buffer");
+        let bytes = match &c.result {
+            Ok(n) if *n == buf.len() => {
+                let at = (e.offset - start) as usize;
+                Ok(&buf[at..at + e.len as usize])
+            }
+            Ok(n) => Err(format!(
+                "ERR I/O error: short read of {n} of {} bytes at offset {start}",
+                buf.len(),
+            )),
+            Err(err) => Err(format!("ERR I/O error reading offset {start}: {err}")),
+        };
+        if bytes.is_err() {
+            self.ks.counters().io_errors.fetch_add(1, Relaxed);
+        }
+        let Some(CrossPart::Reading(p)) = self.cross.parts.get(&xid) else {
+            unreachable!("a part reading its keys")
+        };
+        let now_ms = self.ks.now_ms();
+        let was = bytes.and_then(|b| was_of(&self.shared.sb.uuid, &p.before[i].key, b, now_ms));
+        self.before_read(xid, i, was);
+        true
+    }
+
+    /// The read of the value of key `i` of part `xid` is done: once all
+    /// are, the part is prepared, or refused when one failed.
+    fn before_read(&mut self, xid: CrossId, i: usize, was: Result<Was, String>) {
+        let Some(CrossPart::Reading(p)) = self.cross.parts.get_mut(&xid) else {
+            unreachable!("a part reading its keys")
+        };
+        match was {
+            Ok(was) => p.before[i].was = was,
+            Err(msg) => {
+                p.failed.get_or_insert(Reply::Error(msg));
+            }
+        }
+        p.reading -= 1;
+        if p.reading > 0 {
+            return;
+        }
+        let Some(CrossPart::Reading(p)) = self.cross.parts.remove(&xid) else {
+            unreachable!()
+        };
+        self.cross_ready(xid, *p);
+    }
+
+    /// The part has its room and its keys as they were: it is prepared,
+    /// or, something failed, refused.
+    fn cross_ready(&mut self, xid: CrossId, mut p: Prepared) {
+        if let Some(reply) = p.failed.take() {
+            let Prepared {
+                t,
+                heads,
+                room,
+                before,
+                undo_room,
+                ..
+            } = p;
+            for head in heads.into_values() {
+                self.ks.release_pieces(&head);
+            }
+            if let Some(room) = room {
+                self.ks.give_back_room(room);
+            }
+            self.drop_before(before, undo_room);
+            return self.end_txn(t, reply);
+        }
+        let last = *cross_of(&p.t.exec).pollers.last().expect("pollers");
+        (self.cross.parts).insert(xid, CrossPart::Prepared(Box::new(p)));
         self.cross_send(last, xid, CrossStep::Prepared);
+    }
+
+    /// The keys as they were are no longer needed: pins and room go.
+    fn drop_before(&mut self, before: Vec<Before>, undo_room: Option<keyspace::Room>) {
+        for b in before {
+            if let Was::Large(head, _) = b.was {
+                self.ks.unpin_pieces(&head);
+            }
+        }
+        if let Some(room) = undo_room {
+            self.ks.give_back_room(room);
+        }
     }
 
     /// The part ran its commands and is refused with `reply` (its view
@@ -258,7 +577,15 @@ impl<E: Engine> Poller<E> {
     /// (the refused one's error is EXEC's reply), and lets its keys go.
     /// Nothing of it goes into the replication stream.
     fn cross_drop(&mut self, p: Prepared) {
-        let Prepared { mut t, heads, room } = p;
+        let Prepared {
+            mut t,
+            heads,
+            room,
+            before,
+            undo_room,
+            ..
+        } = p;
+        self.drop_before(before, undo_room);
         for head in heads.into_values() {
             self.ks.release_pieces(&head);
         }
@@ -286,29 +613,225 @@ impl<E: Engine> Poller<E> {
         }
         let (_, refused) = self.cross.preparing.remove(&xid).expect("a transaction");
         if !refused {
-            let pollers = self.cross.left[&xid].1.clone();
+            let pollers = self.cross.left[&xid].pollers.clone();
             for p in pollers {
                 self.cross_send(p, xid, CrossStep::Commit);
             }
             return;
         }
-        let (_, pollers, gated) = self.cross.left.remove(&xid).expect("a transaction");
-        for p in pollers {
+        let left = self.cross.left.remove(&xid).expect("a transaction");
+        for p in left.pollers {
             self.cross_send(p, xid, CrossStep::Drop);
         }
-        if gated {
+        if left.gated {
             self.gate_pass();
         }
     }
 
-    /// The part has committed (its writes are in the store, or its commit
-    /// failed), or, in a group, run: its keys stay held until every part
-    /// has.
-    pub(super) fn cross_ran(&mut self, exec: &Request, claimed: Vec<u64>) {
+    /// A group ran: its keys stay held until every part has.
+    pub(super) fn cross_ran(&mut self, exec: Request, claimed: Vec<u64>) {
+        let ran = Ran {
+            exec,
+            claimed,
+            before: Vec::new(),
+            undo_room: None,
+            reply: None,
+            durable: false,
+            stream: Vec::new(),
+            seq: 0,
+        };
+        self.cross_done(Box::new(ran), None, false);
+    }
+
+    /// The part has committed: with `reply` (`None`: it waits for its
+    /// commit to be durable, `Committing`), and its writes for the stream.
+    pub(super) fn cross_committed(
+        &mut self,
+        exec: Request,
+        claimed: Vec<u64>,
+        reply: Option<Reply>,
+        stream: Vec<u8>,
+    ) {
         let xid = (exec.from, exec.id);
-        let last = *cross_of(exec).pollers.last().expect("pollers");
-        self.cross.parts.insert(xid, CrossPart::Ran(claimed));
-        self.cross_send(last, xid, CrossStep::Done);
+        let (before, undo_room) = self.cross.undo.remove(&xid).unwrap_or_default();
+        let ran = Box::new(Ran {
+            exec,
+            claimed,
+            before,
+            undo_room,
+            reply: None,
+            durable: false,
+            stream,
+            seq: self.ks.next_seq().saturating_sub(1),
+        });
+        match reply {
+            None => {
+                if self.shared.repl.feeding() {
+                    self.cross.undecided.insert(xid, ran.seq);
+                    self.publish_undecided();
+                }
+                self.cross.parts.insert(xid, CrossPart::Committing(ran));
+            }
+            Some(reply) => self.cross_done(ran, Some(reply), false),
+        }
+    }
+
+    /// The part `xid`'s outcome is known (and, undone, its undo is
+    /// appended): a full copy no longer waits for it.
+    fn decided(&mut self, xid: CrossId) {
+        if self.cross.undecided.remove(&xid).is_some() {
+            self.publish_undecided();
+        }
+    }
+
+    fn publish_undecided(&self) {
+        let lowest = self.cross.undecided.values().min().copied();
+        self.shared.repl.set_undecided(self.id, lowest);
+    }
+
+    /// The commit of a part, or its undo, is durable or failed (its
+    /// waiter's acknowledgement, with the reply it waited with).
+    pub(super) fn cross_durable(
+        &mut self,
+        xid: CrossId,
+        reply: Reply,
+        result: Result<(), CommitFailed>,
+    ) {
+        match self.cross.parts.remove(&xid) {
+            Some(CrossPart::Committing(ran)) => match result {
+                Ok(()) => self.cross_done(ran, Some(reply), true),
+                Err(e) => {
+                    let reply = Reply::Error(crate::server::strings::write_failed(&e));
+                    self.cross_done(ran, Some(reply), false)
+                }
+            },
+            Some(CrossPart::Undoing(ran)) => {
+                if let Err(e) = result {
+                    tracing::error!(
+                        poller = self.id,
+                        "undoing a transaction across pollers failed, the device is failing: \
+                         its writes here may stay: {e}"
+                    );
+                }
+                self.cross_end(*ran);
+            }
+            _ => unreachable!("a part committing or undoing"),
+        }
+    }
+
+    /// The part is done (`reply`; `durable`: its writes are): it tells the
+    /// last poller whether it failed, and keeps its keys until every part
+    /// is done.
+    fn cross_done(&mut self, mut ran: Box<Ran>, reply: Option<Reply>, durable: bool) {
+        let xid = (ran.exec.from, ran.exec.id);
+        let last = *cross_of(&ran.exec).pollers.last().expect("pollers");
+        let step = match reply {
+            Some(Reply::Error(_)) => CrossStep::Failed,
+            _ => CrossStep::Done,
+        };
+        ran.reply = reply;
+        ran.durable = durable;
+        self.cross.parts.insert(xid, CrossPart::Ran(ran));
+        self.cross_send(last, xid, step);
+    }
+
+    /// Every part is durable: this one's writes go into the replication
+    /// stream (with the other parts'), it answers, and its keys go free.
+    fn cross_release(&mut self, ran: Ran) {
+        let Ran {
+            exec,
+            claimed,
+            before,
+            undo_room,
+            reply,
+            stream,
+            seq,
+            ..
+        } = ran;
+        self.decided((exec.from, exec.id));
+        self.drop_before(before, undo_room);
+        if let Some(reply) = reply {
+            // The stream first: a WAIT after EXEC's reply finds it there.
+            self.cross_stream(&exec, seq, stream);
+            self.stream_durable();
+            self.reply(&exec, reply);
+        }
+        for tag in claimed {
+            self.release(tag);
+        }
+    }
+
+    /// A part's commit failed: this one, if its writes are durable,
+    /// writes its keys back as they were (into the room it kept), and
+    /// lets its keys go once that is durable. Nothing of it goes into the
+    /// replication stream.
+    fn cross_undo(&mut self, xid: CrossId, mut ran: Ran) {
+        if !ran.durable {
+            self.decided(xid);
+            return self.cross_end(ran);
+        }
+        // A full copy that read the part is wrong (before the copy may
+        // see it decided).
+        self.shared.repl.undone();
+        if let Some(room) = ran.undo_room.take() {
+            self.ks.commit_into(room);
+        }
+        let mut wrote = false;
+        for b in &ran.before {
+            let result = match &b.was {
+                Was::Absent if self.ks.lookup(b.pid, &b.hash).is_none() => continue,
+                Was::Absent => self.ks.write(b.pid, &b.hash, &b.key, &[], 0, true),
+                Was::Value(v, exp) => self.ks.write(b.pid, &b.hash, &b.key, v, *exp, false),
+                Was::Large(head, exp) => {
+                    let head = head.encode();
+                    (self.ks).write_head(b.pid, &b.hash, &b.key, &head, *exp)
+                }
+                Was::Reading(_) => unreachable!("read when prepared"),
+            };
+            wrote = true;
+            if let Err(e) = result {
+                tracing::error!(
+                    poller = self.id,
+                    "undoing a transaction across pollers: a write failed: {e}"
+                );
+            }
+        }
+        self.ks.end_room();
+        self.decided(xid);
+        if !wrote {
+            return self.cross_end(ran);
+        }
+        let w = Waiter {
+            cross: true,
+            ..Waiter::new(&ran.exec, Reply::Nil, None)
+        };
+        self.ks.acknowledge_durable(w);
+        self.cross
+            .parts
+            .insert(xid, CrossPart::Undoing(Box::new(ran)));
+    }
+
+    /// The transaction failed and this part is undone: it answers its
+    /// error, or an empty part (the failed one's error is EXEC's reply),
+    /// and lets its keys go.
+    fn cross_end(&mut self, ran: Ran) {
+        let Ran {
+            exec,
+            claimed,
+            before,
+            undo_room,
+            reply,
+            ..
+        } = ran;
+        self.drop_before(before, undo_room);
+        match reply {
+            Some(e @ Reply::Error(_)) => self.reply(&exec, e),
+            Some(_) => self.reply(&exec, Reply::Txn(Vec::new())),
+            None => {}
+        }
+        for tag in claimed {
+            self.release(tag);
+        }
     }
 
     /// A step from another poller (or from this one).
@@ -343,7 +866,15 @@ impl<E: Engine> Poller<E> {
                 self.cross_prepared(xid, step == CrossStep::Refused);
             }
             (CrossStep::Commit, Some(CrossPart::Prepared(p))) => {
-                let Prepared { t, heads, room } = *p;
+                let Prepared {
+                    t,
+                    heads,
+                    room,
+                    before,
+                    undo_room,
+                    ..
+                } = *p;
+                self.cross.undo.insert(xid, (before, undo_room));
                 self.commit_txn_into(t, heads, room);
             }
             (CrossStep::Drop, Some(CrossPart::Prepared(p))) => self.cross_drop(*p),
@@ -363,27 +894,29 @@ impl<E: Engine> Poller<E> {
             (CrossStep::Abort, None) => {
                 self.cross.parts.insert(xid, CrossPart::Aborted);
             }
-            (CrossStep::Done, part) => {
+            (CrossStep::Done | CrossStep::Failed, part) => {
                 if let Some(part) = part {
                     self.cross.parts.insert(xid, part);
                 }
-                let (left, ..) = self.cross.left.get_mut(&xid).expect("a transaction");
-                *left -= 1;
-                if *left == 0 {
-                    let (_, pollers, gated) = self.cross.left.remove(&xid).expect("a transaction");
-                    for p in pollers {
-                        self.cross_send(p, xid, CrossStep::Release);
+                let left = self.cross.left.get_mut(&xid).expect("a transaction");
+                left.parts -= 1;
+                left.failed |= step == CrossStep::Failed;
+                if left.parts == 0 {
+                    let left = self.cross.left.remove(&xid).expect("a transaction");
+                    let step = match left.failed {
+                        true => CrossStep::Undo,
+                        false => CrossStep::Release,
+                    };
+                    for p in left.pollers {
+                        self.cross_send(p, xid, step);
                     }
-                    if gated {
+                    if left.gated {
                         self.gate_pass();
                     }
                 }
             }
-            (CrossStep::Release, Some(CrossPart::Ran(claimed))) => {
-                for tag in claimed {
-                    self.release(tag);
-                }
-            }
+            (CrossStep::Release, Some(CrossPart::Ran(ran))) => self.cross_release(*ran),
+            (CrossStep::Undo, Some(CrossPart::Ran(ran))) => self.cross_undo(xid, *ran),
             (step, _) => unreachable!("step {step:?} out of order"),
         }
     }
@@ -396,20 +929,19 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Part of transaction `exec` has run: its writes, encoded in
-    /// `stream` (none when it wrote nothing or failed), go into the
-    /// replication stream, to be joined with the other parts' (a gated
-    /// transaction); one begun before a replica's feed (not gated) goes
-    /// as a block of its own, and the stream starts again (the replicas
-    /// copy in full), as a replica must not see one part without the
-    /// others.
-    pub(super) fn cross_stream(&mut self, exec: &Request, stream: Vec<u8>) {
+    /// Part of transaction `exec` is durable, and so are the others: its
+    /// writes, encoded in `stream` (none when it wrote nothing), its last
+    /// record `seq`, go into the replication stream, to be joined with
+    /// the other parts' (a gated transaction); one begun before a
+    /// replica's feed (not gated) goes as a block of its own, and the
+    /// stream starts again (the replicas copy in full), as a replica must
+    /// not see one part without the others.
+    fn cross_stream(&mut self, exec: &Request, seq: u64, stream: Vec<u8>) {
         let repl = &self.shared.repl;
         if !repl.feeding() || repl.is_replica() {
             return;
         }
         let x = cross_of(exec);
-        let seq = self.ks.next_seq().saturating_sub(1);
         if x.gated {
             let part = crate::server::repl::Part {
                 txn: (exec.from, exec.id),

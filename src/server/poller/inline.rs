@@ -64,7 +64,8 @@ pub(in crate::server) fn open(
     let kind = shared.cfg.pollers.engine;
     let eng = open_engine(kind, dev, depth, &shared.pollers[id].bell)
         .map_err(|e| anyhow::anyhow!("poller {id}: opening the {kind:?} engine: {e}"))?;
-    Ok(match shared.cfg.pollers.inject_faults.clone() {
+    let faults = shared.cfg.pollers.inject_faults.as_ref();
+    Ok(match faults.map(|spec| spec.for_poller(id)) {
         Some(spec) => boxed(build(id, shared, Faulty::new(eng, spec), shards, next_seq)),
         None => boxed(build(id, shared, eng, shards, next_seq)),
     })

@@ -203,6 +203,7 @@ impl Waiter {
             hold: None,
             pieces_of: None,
             load: Some(n),
+            cross: false,
         }
     }
 }

@@ -316,6 +316,10 @@ pub(super) struct PollerMarks {
     /// Its keyspace's durable and next sequence numbers.
     pub durable_seq: std::sync::atomic::AtomicU64,
     pub next_seq: std::sync::atomic::AtomicU64,
+    /// One more than the lowest last record of a part of a transaction
+    /// across pollers committed here whose outcome is not known yet (an
+    /// undo may still write it back); 0: none.
+    pub undecided: std::sync::atomic::AtomicU64,
 }
 
 impl Repl {
@@ -333,9 +337,28 @@ impl Repl {
     }
 
     /// Whether every record below `marks` (from [`Repl::seq_marks`]) is
-    /// durable or rolled back.
+    /// durable or rolled back, and kept: no part of a transaction across
+    /// pollers among them waits for its outcome (its undo counts as a
+    /// rollback, [`Repl::undone`]).
     pub(super) fn settled(&self, marks: &[u64]) -> bool {
-        (self.pollers.iter().zip(marks)).all(|(p, &m)| p.durable_seq.load(Relaxed) >= m)
+        (self.pollers.iter().zip(marks)).all(|(p, &m)| {
+            p.durable_seq.load(Relaxed) >= m && p.undecided.load(SeqCst).wrapping_sub(1) >= m
+        })
+    }
+
+    /// Poller `poller`'s parts of transactions across pollers whose
+    /// outcome is not known: the lowest last record among them (`None`:
+    /// none).
+    pub(in crate::server) fn set_undecided(&self, poller: usize, lowest: Option<u64>) {
+        let v = lowest.map_or(0, |s| s + 1);
+        self.pollers[poller].undecided.store(v, SeqCst);
+    }
+
+    /// A part of a transaction across pollers, durable, is written back
+    /// (undone): a full copy that read it is wrong, as one that read a
+    /// write rolled back.
+    pub(in crate::server) fn undone(&self) {
+        self.rollbacks.fetch_add(1, SeqCst);
     }
 
     /// Every poller's count of queued writes now.
