@@ -104,7 +104,18 @@ impl KeyHash {
         };
         KeyHash {
             lo,
+            tag: (h >> 64) as u64 & tag_mask(),
+        }
+    }
+
+    /// The key's hash with the whole 64-bit tag, whatever [`tag_mask`]
+    /// keeps: what a rebuild or a load tells keys apart by before the
+    /// tables are written out with their short tags ([`write_out`]).
+    pub fn full(key: &[u8]) -> Self {
+        let h = xxhash_rust::xxh3::xxh3_128(key);
+        KeyHash {
             tag: (h >> 64) as u64,
+            ..Self::of(key)
         }
     }
 
@@ -112,6 +123,31 @@ impl KeyHash {
     pub fn partition(&self, n: u32) -> u32 {
         fastrange(self.lo, n as u64) as u32
     }
+}
+
+/// The bits of a key's digest kept as its tag: all 64, or under the test
+/// switch `NVKV_TEST_TAG_BITS=N` (1 to 63) only the top `N`, so that tests
+/// meet tag collisions everywhere. A tag that is not the key's whole
+/// digest identifies a key no more: a match is resolved by the key stored
+/// in the record (the partition's *candidates*, see [`Partition::promote`]
+/// and [`Partition::insert_new`]).
+pub fn tag_mask() -> u64 {
+    static MASK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        match std::env::var("NVKV_TEST_TAG_BITS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            Some(bits @ 1..=63) => !0u64 << (64 - bits),
+            _ => !0,
+        }
+    })
+}
+
+/// Whether a tag match proves the key (tags of 64 bits): otherwise the
+/// record's key must be read to know.
+pub fn tags_identify_keys() -> bool {
+    tag_mask() == !0
 }
 
 /// The hash tag of `key`, as Redis Cluster finds it: the bytes between
@@ -725,14 +761,37 @@ impl Partition {
     }
 
     /// Inserts or replaces the entry of `h`; returns the previous one.
+    /// Under short tags ([`tags_identify_keys`] false) the entry replaced
+    /// is the first of the tag's candidates: the caller made it the key's
+    /// own ([`Self::promote`]) or knows the key is new ([`Self::insert_new`]).
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
+        self.insert_with(h, e, true)
+    }
+
+    /// Inserts an entry for a key that has none, beside the entries of
+    /// other keys with the same tag, first among them (so that what follows
+    /// in the same turn, by tag, finds it).
+    pub fn insert_new(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
+        self.insert_with(h, e, false)
+    }
+
+    fn insert_with(
+        &mut self,
+        h: &KeyHash,
+        e: Entry,
+        replace: bool,
+    ) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
+        // Placed at the first candidate's slot, the new entry is in Robin
+        // Hood order: the entries it pushes on share its home or lie
+        // after it.
+        let found = found && replace;
         if !found && self.entries + 1 >= self.slots {
             // A table that could not grow past its load factor (its file
             // system full, its directory gone) is full: a new key would
             // leave no empty slot, and a probe would never end.
             self.grow()?;
-            return self.insert(h, e);
+            return self.insert_with(h, e, replace);
         }
         let old = found.then(|| self.entry_at(i));
         if found {
@@ -761,6 +820,120 @@ impl Partition {
             }
         }
         Ok(old)
+    }
+
+    /// The slots holding `tag`, in probe order: the tag's candidates
+    /// (with short tags, the entries of every key sharing it).
+    fn candidates(&self, tag: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut i = self.home(tag);
+        let mut d = 0;
+        std::iter::from_fn(move || loop {
+            if d > self.slots || self.loc_at(i) == 0 {
+                return None;
+            }
+            let t = self.tag_at(i);
+            if t != tag && self.dist(i, t) < d {
+                return None;
+            }
+            let at = i;
+            i = self.next(i);
+            d += 1;
+            if t == tag {
+                return Some(at);
+            }
+        })
+    }
+
+    /// The entries of `tag`, in probe order.
+    pub fn candidate_entries(&self, tag: u64) -> impl Iterator<Item = Entry> + '_ {
+        self.candidates(tag).map(|i| self.entry_at(i))
+    }
+
+    /// The entry of `tag` pointing at `offset`.
+    pub fn get_at(&self, tag: u64, offset: u64) -> Option<Entry> {
+        self.candidate_entries(tag).find(|e| e.offset == offset)
+    }
+
+    /// Makes the entry of `tag` pointing at `offset` the first of its
+    /// tag's candidates (it is a key's own, read and compared), so that
+    /// what acts by tag ([`Self::insert`], [`Self::remove`],
+    /// [`Self::mark_gone`], the access bits) acts on it. Entries with one
+    /// tag share one home slot: swapping two keeps Robin Hood order.
+    /// Whether there is such an entry.
+    pub fn promote(&mut self, tag: u64, offset: u64) -> bool {
+        let (first, at) = {
+            let mut slots = self.candidates(tag);
+            let Some(first) = slots.next() else {
+                return false;
+            };
+            if Entry::unpack(self.loc_at(first), 0).offset == offset {
+                return true;
+            }
+            match slots.find(|&i| Entry::unpack(self.loc_at(i), 0).offset == offset) {
+                Some(at) => (first, at),
+                None => return false,
+            }
+        };
+        let (a, b) = (
+            (self.loc_at(first), self.word_at(first)),
+            (self.loc_at(at), self.word_at(at)),
+        );
+        // Either may move behind the sweep's cursor.
+        self.pass_clean &= a.1 & EXPIRE_MASK == 0 && b.1 & EXPIRE_MASK == 0;
+        self.set(first, tag, b.0, b.1);
+        self.set(at, tag, a.0, a.1);
+        true
+    }
+
+    /// Replaces the entry of `h` pointing at `offset` with `e`; returns it
+    /// (`None`, and nothing changed, when there is none).
+    pub fn replace_at(
+        &mut self,
+        h: &KeyHash,
+        offset: u64,
+        e: Entry,
+    ) -> Result<Option<Entry>, IndexError> {
+        if !self.promote(h.tag, offset) {
+            return Ok(None);
+        }
+        self.insert(h, e)
+    }
+
+    /// Removes the entry of `h` pointing at `offset`; returns it.
+    pub fn remove_at(&mut self, h: &KeyHash, offset: u64) -> Option<Entry> {
+        if !self.promote(h.tag, offset) {
+            return None;
+        }
+        self.remove(h)
+    }
+
+    /// Turns the live entry of `tag` pointing at `offset` into a marker,
+    /// as [`Self::mark_gone`].
+    pub fn mark_gone_at(&mut self, tag: u64, offset: u64) -> Option<Entry> {
+        if !self.promote(tag, offset) {
+            return None;
+        }
+        self.mark_gone(tag)
+    }
+
+    /// A copy of this table (in memory, of the same size) whose tags keep
+    /// only the bits of [`tag_mask`]: a table built by a rebuild or a load
+    /// with whole tags, made ready to be written out.
+    fn shorten_tags(&self) -> Result<Partition, IndexError> {
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots)?;
+        for i in 0..self.slots {
+            let loc = self.loc_at(i);
+            if loc != 0 {
+                let tag = self.tag_at(i) & tag_mask();
+                let (j, _) = to.find(tag);
+                to.place(j, tag, loc, self.word_at(i));
+            }
+        }
+        to.entries = self.entries;
+        to.tombstones = self.tombstones;
+        to.expiring = self.expiring;
+        to.may_expire = self.may_expire;
+        Ok(to)
     }
 
     /// Removes the entry of `h`; returns it.
@@ -931,7 +1104,7 @@ impl Partition {
                     "slot {i} lies {d} slots past its home, out of Robin Hood order"
                 ));
             }
-            if self.find(tag) != (i, true) {
+            if !self.candidates(tag).any(|j| j == i) {
                 return Err(format!("slot {i} holds a tag found elsewhere"));
             }
             prev = Some(d);
@@ -1235,6 +1408,11 @@ pub fn write_out(
     clean: impl Fn(u32) -> Option<Checkpoint>,
 ) -> Result<Vec<Partition>, IndexError> {
     let mut parts = parts;
+    if !tags_identify_keys() {
+        for p in parts.iter_mut().filter(|p| p.in_memory) {
+            *p = p.shorten_tags()?;
+        }
+    }
     let cps: Vec<Option<Checkpoint>> = parts.iter().map(|p| clean(p.id)).collect();
     // Copying into the page cache takes a CPU per gigabyte-second or so:
     // the tables are written on every CPU at once.
