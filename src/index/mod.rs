@@ -1528,7 +1528,7 @@ mod tests {
         assert_eq!(hash_tag(b"nobraces"), None);
         assert_eq!(hash_tag(b"open{only"), None);
         // One tag, one partition; the index still tells the keys apart.
-        let (a, b) = (KeyHash::of(b"{u1}:name"), KeyHash::of(b"{u1}:cart"));
+        let (a, b) = (KeyHash::full(b"{u1}:name"), KeyHash::full(b"{u1}:cart"));
         assert_eq!(a.partition(64), b.partition(64));
         assert_ne!(a.tag, b.tag);
         // Untagged keys are placed as before (format version 2's rule).
@@ -1542,19 +1542,21 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         // The files as a crash left them: one dirty, one with stale slots.
         let mut old = Partition::create(dir.path(), 0, [3; 16], 10).unwrap();
-        old.insert(&KeyHash::of(b"stale"), entry(1)).unwrap();
+        old.insert(&KeyHash::full(b"stale"), entry(1)).unwrap();
         drop(old);
         let (old, cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
         assert!(cp.is_none());
         let mut p = old.rebuild_in_memory().unwrap();
         drop(old);
         assert!(p.in_memory());
-        let mut model = HashMap::new();
+        // Built with whole tags, written out with the tags the index keeps.
+        let mut model = Vec::new();
         for n in 1..=5000u64 {
-            let h = KeyHash::of(&n.to_le_bytes());
+            let h = KeyHash::full(&n.to_le_bytes());
             p.insert(&h, entry(n)).unwrap();
-            model.insert(h.tag, entry(n));
+            model.push((h.tag & tag_mask(), entry(n)));
         }
+        model.sort_by_key(|&(t, e)| (t, e.offset));
         // Grown in memory: the file on disk is still the old one.
         assert!(p.slots() > 64);
         let on_disk = std::fs::metadata(partition_path(dir.path(), 0))
@@ -1571,11 +1573,12 @@ mod tests {
         let mut parts = write_out(vec![p, q], |id| (id == 1).then_some(cp)).unwrap();
         assert!(parts.iter().all(|p| !p.in_memory()));
         assert!(!dir.path().join("index/part-0000.idx.build").exists());
-        let got: HashMap<u64, Entry> = parts[0].iter().collect();
+        let mut got: Vec<(u64, Entry)> = parts[0].iter().collect();
+        got.sort_by_key(|&(t, e)| (t, e.offset));
         assert_eq!(got, model);
         parts[0].check_order().unwrap();
         let h = KeyHash::of(b"late");
-        parts[0].insert(&h, entry(7)).unwrap();
+        parts[0].insert_new(&h, entry(7)).unwrap();
         parts[0].mark_clean(cp).unwrap();
         drop(parts);
         let (p, got_cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
@@ -1595,7 +1598,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create_in_memory(dir.path(), 2, [4; 16], 100).unwrap();
-        p.insert(&KeyHash::of(b"k"), entry(1)).unwrap();
+        p.insert(&KeyHash::full(b"k"), entry(1)).unwrap();
         drop(write_out(vec![p], |_| None).unwrap());
         let (_, cp) = Partition::open(dir.path(), 2, [4; 16]).unwrap();
         assert_eq!(cp, None);
@@ -1611,7 +1614,7 @@ mod tests {
             } else {
                 Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
             };
-            let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+            let key = |n: u64| KeyHash::full(&n.to_le_bytes());
             for n in 1..=8u64 {
                 p.insert(&key(n), entry(n)).unwrap();
             }
@@ -1641,7 +1644,7 @@ mod tests {
                 tombstone: false,
                 expire_ms: if n <= 20 { 1000 + n } else { 0 },
             };
-            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
         }
         let mut cursor = 0;
         let mut marked = Vec::new();
@@ -1654,7 +1657,7 @@ mod tests {
         assert!(marked.iter().all(|e| e.expire_ms <= 1010 && !e.tombstone));
         assert_eq!(p.expiring(), 10);
         let n = 5u64;
-        let e = p.get(&KeyHash::of(&n.to_le_bytes())).unwrap();
+        let e = p.get(&KeyHash::full(&n.to_le_bytes())).unwrap();
         assert!(e.is_marker() && !e.live(0));
         cursor = 0;
         assert_eq!(
@@ -1676,11 +1679,11 @@ mod tests {
             expire_ms: 0,
         };
         for n in 1..=40u64 {
-            p.insert(&KeyHash::of(&n.to_le_bytes()), forever(n))
+            p.insert(&KeyHash::full(&n.to_le_bytes()), forever(n))
                 .unwrap();
         }
         assert!(!p.may_expire(), "no key has a TTL");
-        let timed = KeyHash::of(b"timed");
+        let timed = KeyHash::full(b"timed");
         let e = Entry {
             expire_ms: 2000,
             ..forever(99)
@@ -1700,7 +1703,7 @@ mod tests {
         cursor = 0;
         p.reap_expired(&mut cursor, 1, 2500, &mut |_| {});
         p.insert(
-            &KeyHash::of(b"late"),
+            &KeyHash::full(b"late"),
             Entry {
                 expire_ms: 3000,
                 ..forever(98)
@@ -1730,7 +1733,8 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create(dir.path(), 3, [2; 16], 100).unwrap();
         for n in 1..50u64 {
-            p.insert(&KeyHash::of(&n.to_le_bytes()), entry(n)).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), entry(n))
+                .unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
@@ -1769,7 +1773,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let h = KeyHash::of(&(rng % 3000).to_le_bytes());
+            let h = KeyHash::full(&(rng % 3000).to_le_bytes());
             if rng % 5 == 0 {
                 assert_eq!(p.remove(&h), model.remove(&h.tag));
             } else {
@@ -1812,6 +1816,81 @@ mod tests {
         assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
     }
 
+    /// Short tags: keys of 8-bit tags collide by the dozen; the caller
+    /// resolves a tag's candidates by the key of the record each points
+    /// at (here a map from offset to key, as the record would say), and
+    /// the table matches a `HashMap` of keys through growth, removal and
+    /// markers.
+    #[test]
+    fn keys_sharing_short_tags_match_a_hashmap_by_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut model: HashMap<u64, Entry> = HashMap::new();
+        let mut records: HashMap<u64, u64> = HashMap::new();
+        let hash = |k: u64| {
+            let h = KeyHash::full(&k.to_le_bytes());
+            KeyHash {
+                tag: h.tag & (0xFF << 56),
+                ..h
+            }
+        };
+        // The key's own entry among its tag's candidates.
+        let own = |p: &Partition, records: &HashMap<u64, u64>, k: u64| {
+            (p.candidate_entries(hash(k).tag)).find(|e| records[&e.offset] == k)
+        };
+        let mut rng = 54321u64;
+        for n in 1..20_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let k = rng % 3000;
+            let h = hash(k);
+            let mine = own(&p, &records, k);
+            match rng % 7 {
+                0 => {
+                    let removed = mine.and_then(|e| p.remove_at(&h, e.offset));
+                    assert_eq!(removed, model.remove(&k));
+                }
+                1 => {
+                    let gone = mine.and_then(|e| p.mark_gone_at(h.tag, e.offset));
+                    let was = model.get(&k).copied().filter(|e| !e.tombstone);
+                    assert_eq!(gone, was);
+                    if let Some(e) = model.get_mut(&k) {
+                        if !e.tombstone {
+                            e.tombstone = true;
+                            e.expire_ms = e.expire_ms.max(1);
+                        }
+                    }
+                }
+                _ => {
+                    let e = entry(n);
+                    records.insert(e.offset, k);
+                    let old = match mine {
+                        Some(m) => {
+                            assert!(p.promote(h.tag, m.offset));
+                            p.insert(&h, e).unwrap()
+                        }
+                        None => p.insert_new(&h, e).unwrap(),
+                    };
+                    assert_eq!(old, model.insert(k, e));
+                }
+            }
+            assert_eq!(p.entries(), model.len() as u64);
+        }
+        p.check_order().unwrap();
+        for k in 0..3000 {
+            assert_eq!(own(&p, &records, k), model.get(&k).copied(), "key {k}");
+        }
+        // Many keys did share a tag.
+        let shared = (0..3000)
+            .filter(|&k| p.candidates(hash(k).tag).count() > 1)
+            .count();
+        assert!(shared > 1000, "{shared} keys share a tag");
+        let tombs = model.values().filter(|e| e.tombstone).count() as u64;
+        assert_eq!(p.live_keys(), model.len() as u64 - tombs);
+    }
+
     #[test]
     fn a_tag_scan_finds_every_key_present_throughout_while_the_table_grows() {
         let dir = tempfile::tempdir().unwrap();
@@ -1823,7 +1902,7 @@ mod tests {
             tombstone: false,
             expire_ms: 0,
         };
-        let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+        let key = |n: u64| KeyHash::full(&n.to_le_bytes());
         // Keys 0..500 stay throughout; 500..600 are removed during the
         // scan (backward shifts), 1000.. are added (the table doubles
         // several times).
@@ -1880,7 +1959,7 @@ mod tests {
                 tombstone: n % 10 == 0,
                 expire_ms: if n % 3 == 0 { 5_000 } else { 0 },
             };
-            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
@@ -1890,7 +1969,7 @@ mod tests {
         let mut b = std::fs::read(&path).unwrap();
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         b[EXPIRING_AT..EXPIRING_AT + 8].fill(0);
-        let far = KeyHash::of(&3u64.to_le_bytes());
+        let far = KeyHash::full(&3u64.to_le_bytes());
         let (p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
         let (i, _) = p.find(far.tag);
         drop(p);
@@ -2046,7 +2125,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let keys: Vec<_> = (1..20u64)
-            .map(|n| (KeyHash::of(&n.to_le_bytes()), entry(n)))
+            .map(|n| (KeyHash::full(&n.to_le_bytes()), entry(n)))
             .collect();
         write_version_2(dir.path(), 0, &keys);
         let path = partition_path(dir.path(), 0);
@@ -2071,7 +2150,7 @@ mod tests {
         let slots = p.slots;
         let mut refused = 0;
         for k in 0..2 * slots {
-            let h = KeyHash::of(format!("k{k}").as_bytes());
+            let h = KeyHash::full(format!("k{k}").as_bytes());
             let e = Entry {
                 offset: 4096 * (k + 1),
                 len: 112,
