@@ -40,6 +40,10 @@ fn read_all(both: &mut Both) {
     let mut exists = vec!["EXISTS"];
     exists.extend(all.iter().map(String::as_str));
     both.check_str(&exists);
+    // MGET: grouped by poller, each group served as one.
+    let mut mget = vec!["MGET"];
+    mget.extend(all.iter().map(String::as_str));
+    both.check_str(&mget);
     both.check_str(&["DBSIZE"]);
 }
 

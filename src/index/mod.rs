@@ -29,6 +29,10 @@
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
 //! half, and the record read from the device is checked against the key.
+//! A tag kept shorter ([`tag_mask`]; the test switch `NVKV_TEST_TAG_BITS`)
+//! is shared by several keys: its entries are the tag's candidates, and
+//! the caller tells them apart by the keys in their records (see
+//! [`Partition::promote`], [`Partition::insert_new`]).
 //! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
 //! short there: a table of version 2, linear probing in insertion order,
 //! stopped at 0.8) a full table costs 26.7 bytes per key (24 / load

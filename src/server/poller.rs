@@ -942,9 +942,10 @@ impl<E: Engine> Poller<E> {
         };
         let rec = match decode_record(&self.shared.sb.uuid, bytes) {
             Ok(rec) if Some(rec.key) == req.op.key() => rec,
-            Ok(_) if Self::verifies(&req) && req.op.key().is_some() => {
+            Ok(_) if !crate::index::tags_identify_keys() && req.op.key().is_some() => {
                 // Another key's record under the same short tag: the key's
-                // lookup goes on past it.
+                // lookup goes on past it (inside a group or a transaction
+                // too, for what reads).
                 if self.ks.buffered(entry).is_none() {
                     (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
                 }
