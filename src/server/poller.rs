@@ -956,8 +956,10 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        if Self::verifies(&req) {
-            self.ks.resolved(req.pid, &req.hash, entry.offset);
+        if Self::verifies(&req) && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+            // Moved by compaction, or written, while it was read: what
+            // acts on the key must act on its entry as it is now.
+            return self.handle_now(req);
         }
         if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
             if matches!(req.op, Op::Exists { .. } | Op::Del { .. }) {

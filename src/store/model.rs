@@ -641,7 +641,8 @@ impl<'a> Runner<'a> {
             let bytes = self.record(e)?;
             let rec = decode_record(&uuid, &bytes).map_err(|e| e.to_string())?;
             if rec.key == key {
-                self.ks().resolved(pid, &hash, e.offset);
+                let found = self.ks().resolved(pid, &hash, e.offset);
+                assert!(found, "the entry read is still there");
                 return Ok(Some((e, bytes)));
             }
             if crate::index::tags_identify_keys() {

@@ -271,11 +271,12 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// The entry at `offset` is the key's own (its record was read and
     /// holds the key): what acts on the key by its tag in this turn acts
-    /// on it.
-    pub fn resolved(&mut self, pid: u32, hash: &KeyHash, offset: u64) {
-        if !crate::index::tags_identify_keys() {
-            (self.shard_mut(pid).part_mut(pid)).promote(hash.tag, offset);
-        }
+    /// on it. `false` when no entry of the tag points there any more (the
+    /// record was moved by compaction, or the key written, while it was
+    /// read): the caller looks the key up again.
+    pub fn resolved(&mut self, pid: u32, hash: &KeyHash, offset: u64) -> bool {
+        crate::index::tags_identify_keys()
+            || (self.shard_mut(pid).part_mut(pid)).promote(hash.tag, offset)
     }
 
     /// The key has no entry (none of its tag's candidates is its own): the
