@@ -725,6 +725,21 @@ impl<E: Engine> Poller<E> {
         let hit = self.lookup(&req, req.pid, &req.hash);
         let verify = Self::verifies(&req);
         if verify && hit.is_none() {
+            // A write of a missing key replaces its own dead entry, if one
+            // of the tag's is (the table keeps one entry per key): read.
+            let writes = matches!(
+                req.op,
+                Op::Set { .. }
+                    | Op::IncrBy { .. }
+                    | Op::IncrByFloat { .. }
+                    | Op::Append { .. }
+                    | Op::SetRange { .. }
+            );
+            if writes {
+                if let Some(dead) = self.ks.dead_candidate(req.pid, &req.hash, &req.tried) {
+                    return self.fetch(req, dead);
+                }
+            }
             // No entry of the tag is the key's: a write inserts one.
             self.ks.expect_new(req.pid, &req.hash);
         }
@@ -961,7 +976,9 @@ impl<E: Engine> Poller<E> {
             // acts on the key must act on its entry as it is now.
             return self.handle_now(req);
         }
-        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
+        // A dead entry (read under short tags to know whose it is) reads as
+        // missing whatever its record holds (an evicted key's value).
+        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) || entry.tombstone {
             if matches!(req.op, Op::Exists { .. } | Op::Del { .. }) {
                 return self.reply(&req, Reply::Int(0));
             }

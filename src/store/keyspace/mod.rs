@@ -269,6 +269,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
+    /// The first entry of the key's tag that is not live (deleted, expired
+    /// or evicted) and not at `skip`: maybe the key's own, which a write
+    /// of the key replaces rather than leaving it beside a new one.
+    pub fn dead_candidate(&self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
+        let now = self.now_ms;
+        (self.shard(pid).part(pid).candidate_entries(hash.tag))
+            .find(|e| !e.live(now) && !skip.contains(&e.offset))
+    }
+
     /// The entry at `offset` is the key's own (its record was read and
     /// holds the key): what acts on the key by its tag in this turn acts
     /// on it. `false` when no entry of the tag points there any more (the
