@@ -141,3 +141,55 @@ fn keys_sharing_short_tags_read_and_write_as_in_redis_across_restarts() {
     drop(both);
     srv.stop();
 }
+
+/// Compaction moves live records and drops dead ones by the entry that
+/// points at each: with keys sharing tags, it must move each key's own,
+/// and keep every key of a colliding pair (a store four times its live
+/// data, overwritten and deleted in part 24 times over).
+#[test]
+fn compaction_keeps_every_key_of_keys_sharing_short_tags() {
+    if common::on_spdk("compaction_keeps_every_key_of_keys_sharing_short_tags") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let args = [
+        "--shards",
+        "2",
+        "--partitions",
+        "4",
+        "--sparse",
+        "--capacity",
+        "24M",
+    ];
+    common::create_store(&dir, &args);
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    let value = |i: usize, pass: usize| format!("{pass}:{i}:{}", "v".repeat(3000 + i % 1000));
+    for pass in 0..24 {
+        // A third of the keys stay as first written: the segments they
+        // are in must be compacted.
+        for i in 0..KEYS {
+            if pass == 0 || i % 3 != 0 && (i + pass) % 4 != 0 {
+                both.check_str(&["SET", &key(i), &value(i, pass)]);
+            }
+        }
+        for i in (pass + 1..KEYS).step_by(9).filter(|i| i % 3 != 0) {
+            both.check_str(&["DEL", &key(i)]);
+        }
+    }
+    let compactions: u64 = srv.info_field("compactions").parse().unwrap();
+    assert!(compactions > 0, "compaction never ran");
+    read_all(&mut both);
+    redis::cmd("SAVE").query::<()>(&mut srv.client()).unwrap();
+    drop(both);
+    srv.kill();
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    read_all(&mut both);
+    drop(both);
+    srv.stop();
+}
