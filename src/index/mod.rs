@@ -29,6 +29,10 @@
 //! The key itself is not stored: a lookup matches the 64-bit tag (the high
 //! half of the key's XXH3-128 digest) inside the partition chosen by the low
 //! half, and the record read from the device is checked against the key.
+//! A tag kept shorter ([`tag_mask`]; the test switch `NVKV_TEST_TAG_BITS`)
+//! is shared by several keys: its entries are the tag's candidates, and
+//! the caller tells them apart by the keys in their records (see
+//! [`Partition::promote`], [`Partition::insert_new`]).
 //! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
 //! short there: a table of version 2, linear probing in insertion order,
 //! stopped at 0.8) a full table costs 26.7 bytes per key (24 / load
@@ -104,7 +108,18 @@ impl KeyHash {
         };
         KeyHash {
             lo,
+            tag: (h >> 64) as u64 & tag_mask(),
+        }
+    }
+
+    /// The key's hash with the whole 64-bit tag, whatever [`tag_mask`]
+    /// keeps: what a rebuild or a load tells keys apart by before the
+    /// tables are written out with their short tags ([`write_out`]).
+    pub fn full(key: &[u8]) -> Self {
+        let h = xxhash_rust::xxh3::xxh3_128(key);
+        KeyHash {
             tag: (h >> 64) as u64,
+            ..Self::of(key)
         }
     }
 
@@ -112,6 +127,31 @@ impl KeyHash {
     pub fn partition(&self, n: u32) -> u32 {
         fastrange(self.lo, n as u64) as u32
     }
+}
+
+/// The bits of a key's digest kept as its tag: all 64, or under the test
+/// switch `NVKV_TEST_TAG_BITS=N` (1 to 63) only the top `N`, so that tests
+/// meet tag collisions everywhere. A tag that is not the key's whole
+/// digest identifies a key no more: a match is resolved by the key stored
+/// in the record (the partition's *candidates*, see [`Partition::promote`]
+/// and [`Partition::insert_new`]).
+pub fn tag_mask() -> u64 {
+    static MASK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        match std::env::var("NVKV_TEST_TAG_BITS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            Some(bits @ 1..=63) => !0u64 << (64 - bits),
+            _ => !0,
+        }
+    })
+}
+
+/// Whether a tag match proves the key (tags of 64 bits): otherwise the
+/// record's key must be read to know.
+pub fn tags_identify_keys() -> bool {
+    tag_mask() == !0
 }
 
 /// The hash tag of `key`, as Redis Cluster finds it: the bytes between
@@ -749,14 +789,37 @@ impl Partition {
     }
 
     /// Inserts or replaces the entry of `h`; returns the previous one.
+    /// Under short tags ([`tags_identify_keys`] false) the entry replaced
+    /// is the first of the tag's candidates: the caller made it the key's
+    /// own ([`Self::promote`]) or knows the key is new ([`Self::insert_new`]).
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
+        self.insert_with(h, e, true)
+    }
+
+    /// Inserts an entry for a key that has none, beside the entries of
+    /// other keys with the same tag, first among them (so that what follows
+    /// in the same turn, by tag, finds it).
+    pub fn insert_new(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
+        self.insert_with(h, e, false)
+    }
+
+    fn insert_with(
+        &mut self,
+        h: &KeyHash,
+        e: Entry,
+        replace: bool,
+    ) -> Result<Option<Entry>, IndexError> {
         let (i, found) = self.find(h.tag);
+        // Placed at the first candidate's slot, the new entry is in Robin
+        // Hood order: the entries it pushes on share its home or lie
+        // after it.
+        let found = found && replace;
         if !found && self.entries + 1 >= self.slots {
             // A table that could not grow past its load factor (its file
             // system full, its directory gone) is full: a new key would
             // leave no empty slot, and a probe would never end.
             self.grow()?;
-            return self.insert(h, e);
+            return self.insert_with(h, e, replace);
         }
         let old = found.then(|| self.entry_at(i));
         if found {
@@ -785,6 +848,120 @@ impl Partition {
             }
         }
         Ok(old)
+    }
+
+    /// The slots holding `tag`, in probe order: the tag's candidates
+    /// (with short tags, the entries of every key sharing it).
+    fn candidates(&self, tag: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut i = self.home(tag);
+        let mut d = 0;
+        std::iter::from_fn(move || loop {
+            if d > self.slots || self.loc_at(i) == 0 {
+                return None;
+            }
+            let t = self.tag_at(i);
+            if t != tag && self.dist(i, t) < d {
+                return None;
+            }
+            let at = i;
+            i = self.next(i);
+            d += 1;
+            if t == tag {
+                return Some(at);
+            }
+        })
+    }
+
+    /// The entries of `tag`, in probe order.
+    pub fn candidate_entries(&self, tag: u64) -> impl Iterator<Item = Entry> + '_ {
+        self.candidates(tag).map(|i| self.entry_at(i))
+    }
+
+    /// The entry of `tag` pointing at `offset`.
+    pub fn get_at(&self, tag: u64, offset: u64) -> Option<Entry> {
+        self.candidate_entries(tag).find(|e| e.offset == offset)
+    }
+
+    /// Makes the entry of `tag` pointing at `offset` the first of its
+    /// tag's candidates (it is a key's own, read and compared), so that
+    /// what acts by tag ([`Self::insert`], [`Self::remove`],
+    /// [`Self::mark_gone`], the access bits) acts on it. Entries with one
+    /// tag share one home slot: swapping two keeps Robin Hood order.
+    /// Whether there is such an entry.
+    pub fn promote(&mut self, tag: u64, offset: u64) -> bool {
+        let (first, at) = {
+            let mut slots = self.candidates(tag);
+            let Some(first) = slots.next() else {
+                return false;
+            };
+            if Entry::unpack(self.loc_at(first), 0).offset == offset {
+                return true;
+            }
+            match slots.find(|&i| Entry::unpack(self.loc_at(i), 0).offset == offset) {
+                Some(at) => (first, at),
+                None => return false,
+            }
+        };
+        let (a, b) = (
+            (self.loc_at(first), self.word_at(first)),
+            (self.loc_at(at), self.word_at(at)),
+        );
+        // Either may move behind the sweep's cursor.
+        self.pass_clean &= a.1 & EXPIRE_MASK == 0 && b.1 & EXPIRE_MASK == 0;
+        self.set(first, tag, b.0, b.1);
+        self.set(at, tag, a.0, a.1);
+        true
+    }
+
+    /// Replaces the entry of `h` pointing at `offset` with `e`; returns it
+    /// (`None`, and nothing changed, when there is none).
+    pub fn replace_at(
+        &mut self,
+        h: &KeyHash,
+        offset: u64,
+        e: Entry,
+    ) -> Result<Option<Entry>, IndexError> {
+        if !self.promote(h.tag, offset) {
+            return Ok(None);
+        }
+        self.insert(h, e)
+    }
+
+    /// Removes the entry of `h` pointing at `offset`; returns it.
+    pub fn remove_at(&mut self, h: &KeyHash, offset: u64) -> Option<Entry> {
+        if !self.promote(h.tag, offset) {
+            return None;
+        }
+        self.remove(h)
+    }
+
+    /// Turns the live entry of `tag` pointing at `offset` into a marker,
+    /// as [`Self::mark_gone`].
+    pub fn mark_gone_at(&mut self, tag: u64, offset: u64) -> Option<Entry> {
+        if !self.promote(tag, offset) {
+            return None;
+        }
+        self.mark_gone(tag)
+    }
+
+    /// A copy of this table (in memory, of the same size) whose tags keep
+    /// only the bits of [`tag_mask`]: a table built by a rebuild or a load
+    /// with whole tags, made ready to be written out.
+    fn shorten_tags(&self) -> Result<Partition, IndexError> {
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots)?;
+        for i in 0..self.slots {
+            let loc = self.loc_at(i);
+            if loc != 0 {
+                let tag = self.tag_at(i) & tag_mask();
+                let (j, _) = to.find(tag);
+                to.place(j, tag, loc, self.word_at(i));
+            }
+        }
+        to.entries = self.entries;
+        to.tombstones = self.tombstones;
+        to.expiring = self.expiring;
+        to.may_expire = self.may_expire;
+        Ok(to)
     }
 
     /// Removes the entry of `h`; returns it.
@@ -955,7 +1132,7 @@ impl Partition {
                     "slot {i} lies {d} slots past its home, out of Robin Hood order"
                 ));
             }
-            if self.find(tag) != (i, true) {
+            if !self.candidates(tag).any(|j| j == i) {
                 return Err(format!("slot {i} holds a tag found elsewhere"));
             }
             prev = Some(d);
@@ -1259,6 +1436,11 @@ pub fn write_out(
     clean: impl Fn(u32) -> Option<Checkpoint>,
 ) -> Result<Vec<Partition>, IndexError> {
     let mut parts = parts;
+    if !tags_identify_keys() {
+        for p in parts.iter_mut().filter(|p| p.in_memory) {
+            *p = p.shorten_tags()?;
+        }
+    }
     let cps: Vec<Option<Checkpoint>> = parts.iter().map(|p| clean(p.id)).collect();
     // Copying into the page cache takes a CPU per gigabyte-second or so:
     // the tables are written on every CPU at once.
@@ -1374,7 +1556,7 @@ mod tests {
         assert_eq!(hash_tag(b"nobraces"), None);
         assert_eq!(hash_tag(b"open{only"), None);
         // One tag, one partition; the index still tells the keys apart.
-        let (a, b) = (KeyHash::of(b"{u1}:name"), KeyHash::of(b"{u1}:cart"));
+        let (a, b) = (KeyHash::full(b"{u1}:name"), KeyHash::full(b"{u1}:cart"));
         assert_eq!(a.partition(64), b.partition(64));
         assert_ne!(a.tag, b.tag);
         // Untagged keys are placed as before (format version 2's rule).
@@ -1388,19 +1570,21 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         // The files as a crash left them: one dirty, one with stale slots.
         let mut old = Partition::create(dir.path(), 0, [3; 16], 10).unwrap();
-        old.insert(&KeyHash::of(b"stale"), entry(1)).unwrap();
+        old.insert(&KeyHash::full(b"stale"), entry(1)).unwrap();
         drop(old);
         let (old, cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
         assert!(cp.is_none());
         let mut p = old.rebuild_in_memory().unwrap();
         drop(old);
         assert!(p.in_memory());
-        let mut model = HashMap::new();
+        // Built with whole tags, written out with the tags the index keeps.
+        let mut model = Vec::new();
         for n in 1..=5000u64 {
-            let h = KeyHash::of(&n.to_le_bytes());
+            let h = KeyHash::full(&n.to_le_bytes());
             p.insert(&h, entry(n)).unwrap();
-            model.insert(h.tag, entry(n));
+            model.push((h.tag & tag_mask(), entry(n)));
         }
+        model.sort_by_key(|&(t, e)| (t, e.offset));
         // Grown in memory: the file on disk is still the old one.
         assert!(p.slots() > 64);
         let on_disk = std::fs::metadata(partition_path(dir.path(), 0))
@@ -1417,11 +1601,12 @@ mod tests {
         let mut parts = write_out(vec![p, q], |id| (id == 1).then_some(cp)).unwrap();
         assert!(parts.iter().all(|p| !p.in_memory()));
         assert!(!dir.path().join("index/part-0000.idx.build").exists());
-        let got: HashMap<u64, Entry> = parts[0].iter().collect();
+        let mut got: Vec<(u64, Entry)> = parts[0].iter().collect();
+        got.sort_by_key(|&(t, e)| (t, e.offset));
         assert_eq!(got, model);
         parts[0].check_order().unwrap();
         let h = KeyHash::of(b"late");
-        parts[0].insert(&h, entry(7)).unwrap();
+        parts[0].insert_new(&h, entry(7)).unwrap();
         parts[0].mark_clean(cp).unwrap();
         drop(parts);
         let (p, got_cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
@@ -1441,7 +1626,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create_in_memory(dir.path(), 2, [4; 16], 100).unwrap();
-        p.insert(&KeyHash::of(b"k"), entry(1)).unwrap();
+        p.insert(&KeyHash::full(b"k"), entry(1)).unwrap();
         drop(write_out(vec![p], |_| None).unwrap());
         let (_, cp) = Partition::open(dir.path(), 2, [4; 16]).unwrap();
         assert_eq!(cp, None);
@@ -1457,7 +1642,7 @@ mod tests {
             } else {
                 Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
             };
-            let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+            let key = |n: u64| KeyHash::full(&n.to_le_bytes());
             for n in 1..=8u64 {
                 p.insert(&key(n), entry(n)).unwrap();
             }
@@ -1487,7 +1672,7 @@ mod tests {
                 tombstone: false,
                 expire_ms: if n <= 20 { 1000 + n } else { 0 },
             };
-            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
         }
         let mut cursor = 0;
         let mut marked = Vec::new();
@@ -1500,7 +1685,7 @@ mod tests {
         assert!(marked.iter().all(|e| e.expire_ms <= 1010 && !e.tombstone));
         assert_eq!(p.expiring(), 10);
         let n = 5u64;
-        let e = p.get(&KeyHash::of(&n.to_le_bytes())).unwrap();
+        let e = p.get(&KeyHash::full(&n.to_le_bytes())).unwrap();
         assert!(e.is_marker() && !e.live(0));
         cursor = 0;
         assert_eq!(
@@ -1522,11 +1707,11 @@ mod tests {
             expire_ms: 0,
         };
         for n in 1..=40u64 {
-            p.insert(&KeyHash::of(&n.to_le_bytes()), forever(n))
+            p.insert(&KeyHash::full(&n.to_le_bytes()), forever(n))
                 .unwrap();
         }
         assert!(!p.may_expire(), "no key has a TTL");
-        let timed = KeyHash::of(b"timed");
+        let timed = KeyHash::full(b"timed");
         let e = Entry {
             expire_ms: 2000,
             ..forever(99)
@@ -1546,7 +1731,7 @@ mod tests {
         cursor = 0;
         p.reap_expired(&mut cursor, 1, 2500, &mut |_| {});
         p.insert(
-            &KeyHash::of(b"late"),
+            &KeyHash::full(b"late"),
             Entry {
                 expire_ms: 3000,
                 ..forever(98)
@@ -1576,7 +1761,8 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create(dir.path(), 3, [2; 16], 100).unwrap();
         for n in 1..50u64 {
-            p.insert(&KeyHash::of(&n.to_le_bytes()), entry(n)).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), entry(n))
+                .unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
@@ -1615,7 +1801,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let h = KeyHash::of(&(rng % 3000).to_le_bytes());
+            let h = KeyHash::full(&(rng % 3000).to_le_bytes());
             if rng % 5 == 0 {
                 assert_eq!(p.remove(&h), model.remove(&h.tag));
             } else {
@@ -1658,6 +1844,81 @@ mod tests {
         assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
     }
 
+    /// Short tags: keys of 8-bit tags collide by the dozen; the caller
+    /// resolves a tag's candidates by the key of the record each points
+    /// at (here a map from offset to key, as the record would say), and
+    /// the table matches a `HashMap` of keys through growth, removal and
+    /// markers.
+    #[test]
+    fn keys_sharing_short_tags_match_a_hashmap_by_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut model: HashMap<u64, Entry> = HashMap::new();
+        let mut records: HashMap<u64, u64> = HashMap::new();
+        let hash = |k: u64| {
+            let h = KeyHash::full(&k.to_le_bytes());
+            KeyHash {
+                tag: h.tag & (0xFF << 56),
+                ..h
+            }
+        };
+        // The key's own entry among its tag's candidates.
+        let own = |p: &Partition, records: &HashMap<u64, u64>, k: u64| {
+            (p.candidate_entries(hash(k).tag)).find(|e| records[&e.offset] == k)
+        };
+        let mut rng = 54321u64;
+        for n in 1..20_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let k = rng % 3000;
+            let h = hash(k);
+            let mine = own(&p, &records, k);
+            match rng % 7 {
+                0 => {
+                    let removed = mine.and_then(|e| p.remove_at(&h, e.offset));
+                    assert_eq!(removed, model.remove(&k));
+                }
+                1 => {
+                    let gone = mine.and_then(|e| p.mark_gone_at(h.tag, e.offset));
+                    let was = model.get(&k).copied().filter(|e| !e.tombstone);
+                    assert_eq!(gone, was);
+                    if let Some(e) = model.get_mut(&k) {
+                        if !e.tombstone {
+                            e.tombstone = true;
+                            e.expire_ms = e.expire_ms.max(1);
+                        }
+                    }
+                }
+                _ => {
+                    let e = entry(n);
+                    records.insert(e.offset, k);
+                    let old = match mine {
+                        Some(m) => {
+                            assert!(p.promote(h.tag, m.offset));
+                            p.insert(&h, e).unwrap()
+                        }
+                        None => p.insert_new(&h, e).unwrap(),
+                    };
+                    assert_eq!(old, model.insert(k, e));
+                }
+            }
+            assert_eq!(p.entries(), model.len() as u64);
+        }
+        p.check_order().unwrap();
+        for k in 0..3000 {
+            assert_eq!(own(&p, &records, k), model.get(&k).copied(), "key {k}");
+        }
+        // Many keys did share a tag.
+        let shared = (0..3000)
+            .filter(|&k| p.candidates(hash(k).tag).count() > 1)
+            .count();
+        assert!(shared > 1000, "{shared} keys share a tag");
+        let tombs = model.values().filter(|e| e.tombstone).count() as u64;
+        assert_eq!(p.live_keys(), model.len() as u64 - tombs);
+    }
+
     #[test]
     fn a_tag_scan_finds_every_key_present_throughout_while_the_table_grows() {
         let dir = tempfile::tempdir().unwrap();
@@ -1669,7 +1930,7 @@ mod tests {
             tombstone: false,
             expire_ms: 0,
         };
-        let key = |n: u64| KeyHash::of(&n.to_le_bytes());
+        let key = |n: u64| KeyHash::full(&n.to_le_bytes());
         // Keys 0..500 stay throughout; 500..600 are removed during the
         // scan (backward shifts), 1000.. are added (the table doubles
         // several times).
@@ -1726,7 +1987,7 @@ mod tests {
                 tombstone: n % 10 == 0,
                 expire_ms: if n % 3 == 0 { 5_000 } else { 0 },
             };
-            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
+            p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
@@ -1736,7 +1997,7 @@ mod tests {
         let mut b = std::fs::read(&path).unwrap();
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         b[EXPIRING_AT..EXPIRING_AT + 8].fill(0);
-        let far = KeyHash::of(&3u64.to_le_bytes());
+        let far = KeyHash::full(&3u64.to_le_bytes());
         let (p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
         let (i, _) = p.find(far.tag);
         drop(p);
@@ -1892,7 +2153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let keys: Vec<_> = (1..20u64)
-            .map(|n| (KeyHash::of(&n.to_le_bytes()), entry(n)))
+            .map(|n| (KeyHash::full(&n.to_le_bytes()), entry(n)))
             .collect();
         write_version_2(dir.path(), 0, &keys);
         let path = partition_path(dir.path(), 0);
@@ -1917,7 +2178,7 @@ mod tests {
         let slots = p.slots;
         let mut refused = 0;
         for k in 0..2 * slots {
-            let h = KeyHash::of(format!("k{k}").as_bytes());
+            let h = KeyHash::full(format!("k{k}").as_bytes());
             let e = Entry {
                 offset: 4096 * (k + 1),
                 len: 112,

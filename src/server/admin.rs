@@ -152,6 +152,7 @@ pub(super) fn bgsave(c: &mut Conn, router: &mut super::router::Router, args: &[&
     shared.saves.start(pollers, true);
     for p in 0..pollers {
         let req = super::msg::Request {
+            tried: Vec::new(),
             from: c.me,
             touch: false,
             id: super::msg::NO_REPLY,

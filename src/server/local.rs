@@ -182,6 +182,7 @@ impl LocalConn {
         let pid = hash.partition(self.shared.sb.partitions);
         let poller = self.shared.poller_of(pid);
         let req = Request {
+            tried: Vec::new(),
             from: ConnRef {
                 thread: self.thread as u16,
                 slot: conn,

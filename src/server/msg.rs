@@ -29,6 +29,9 @@ pub struct Request {
     /// Reads count as accesses for eviction (false under `CLIENT NO-TOUCH
     /// ON`).
     pub touch: bool,
+    /// Records of the key's index tag read already and found to be other
+    /// keys' (their offsets): the key's lookup passes them by.
+    pub tried: Vec<u64>,
 }
 
 /// The operations pollers perform.
@@ -39,7 +42,9 @@ pub enum Op {
         key: Box<[u8]>,
     },
     /// Is the key present?
-    Exists,
+    Exists {
+        key: Box<[u8]>,
+    },
     /// Store a value; `expire_ms` is absolute (0 = no expiry), or the
     /// key's current expiry is kept (`keep_ttl`).
     Set {
@@ -654,7 +659,8 @@ impl Op {
             Op::Fence { .. } | Op::FeedBegin { .. } => None,
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
-            Op::Exists | Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
+            Op::Exists { key } => Some(key),
+            Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
             Op::Cross(_) => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
             Op::CopyStep { .. } | Op::Load(_) => None,

@@ -127,6 +127,10 @@ struct Poller<E: Engine> {
     /// Keys with a read-modify-write in flight, and the requests for them
     /// that arrived meanwhile (served in order once it is done).
     busy: HashMap<u64, VecDeque<Request>>,
+    /// The tag of the last read issued that holds its key ([`Poller::holds_key`]):
+    /// a read found to be another key's is followed by the next one's,
+    /// and the key stays held.
+    key_read_issued: Option<u64>,
     /// Writes waiting for compaction to free a segment, oldest first.
     deferred: VecDeque<(Instant, Request)>,
     /// While a deferred write is retried: when it was first deferred.
@@ -415,6 +419,7 @@ fn build<E: Engine>(
         feeds: HashMap::new(),
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
+        key_read_issued: None,
         deferred: VecDeque::new(),
         retrying_since: None,
         loads: Default::default(),
@@ -711,10 +716,52 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request now.
     pub(super) fn handle_now(&mut self, req: Request) {
+        self.handle_looked_up(req);
+        self.ks.clear_new();
+    }
+
+    /// Whether the entries of `req`'s key's index tag must be read to know
+    /// which is the key's (short tags, see `index::tags_identify_keys`):
+    /// then a hit is the key's only once its record is read. (Inside a
+    /// transaction, keys are still told apart by their tags.)
+    fn verifies(req: &Request) -> bool {
+        !crate::index::tags_identify_keys() && !is_sub(req)
+    }
+
+    /// Whether a read for `req` holds its key until it is done: requests
+    /// for the key arriving meanwhile wait. A read-modify-write, and
+    /// under short tags a SET or DEL reading the record to know the key.
+    fn holds_key(req: &Request) -> bool {
+        !is_sub(req)
+            && (req.op.reads_then_writes()
+                || Self::verifies(req) && matches!(req.op, Op::Set { .. } | Op::Del { .. }))
+    }
+
+    fn handle_looked_up(&mut self, req: Request) {
         if matches!(req.op, Op::Watch { .. }) {
             return self.watch(req);
         }
         let hit = self.lookup(&req, req.pid, &req.hash);
+        let verify = Self::verifies(&req);
+        if verify && hit.is_none() {
+            // A write of a missing key replaces its own dead entry, if one
+            // of the tag's is (the table keeps one entry per key): read.
+            let writes = matches!(
+                req.op,
+                Op::Set { .. }
+                    | Op::IncrBy { .. }
+                    | Op::IncrByFloat { .. }
+                    | Op::Append { .. }
+                    | Op::SetRange { .. }
+            );
+            if writes {
+                if let Some(dead) = self.ks.dead_candidate(req.pid, &req.hash, &req.tried) {
+                    return self.fetch(req, dead);
+                }
+            }
+            // No entry of the tag is the key's: a write inserts one.
+            self.ks.expect_new(req.pid, &req.hash);
+        }
         let read = matches!(
             req.op,
             Op::Get { .. }
@@ -727,7 +774,12 @@ impl<E: Engine> Poller<E> {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
-            (Op::Exists, hit) => {
+            // Short tags: the entry found is the key's once its record
+            // says so.
+            (Op::Exists { .. } | Op::Set { .. } | Op::Del { .. }, Some(entry)) if verify => {
+                self.fetch(req, entry)
+            }
+            (Op::Exists { .. }, hit) => {
                 self.count_lookup(hit.is_some());
                 self.reply(&req, Reply::Int(hit.is_some() as i64))
             }
@@ -805,8 +857,9 @@ impl<E: Engine> Poller<E> {
         match eng.read(start, buf, Tag::Read(tag).encode()) {
             Ok(()) => {
                 self.ks.count_read(end - start);
-                if req.op.reads_then_writes() && !is_sub(&req) {
+                if Self::holds_key(&req) {
                     self.busy.entry(req.hash.tag).or_default();
+                    self.key_read_issued = Some(req.hash.tag);
                 }
                 self.reads[tag as usize] = Some(PendingRead { req, entry, start });
             }
@@ -891,11 +944,14 @@ impl<E: Engine> Poller<E> {
             self.ks.counters().io_errors.fetch_add(1, Relaxed);
         }
         let tag = r.req.hash.tag;
-        let was_rmw = r.req.op.reads_then_writes() && !is_sub(&r.req);
+        let was_rmw = Self::holds_key(&r.req);
+        self.key_read_issued = None;
         self.finish_fetch(r.req, r.entry, result);
         drop(buf); // back to the engine's pool
-                   // A large value's edit holds the key until its pieces are in.
-        if was_rmw && !self.edits.holds(tag) {
+                   // A large value's edit holds the key until its pieces are in; a
+                   // read found to be another key's was followed by another.
+        let again = self.key_read_issued == Some(tag);
+        if was_rmw && !again && !self.edits.holds(tag) {
             self.release(tag);
         }
     }
@@ -926,10 +982,34 @@ impl<E: Engine> Poller<E> {
         };
         let rec = match decode_record(&self.shared.sb.uuid, bytes) {
             Ok(rec) if Some(rec.key) == req.op.key() => rec,
+            Ok(_) if !crate::index::tags_identify_keys() && req.op.key().is_some() => {
+                // Another key's record under the same short tag: the key's
+                // lookup goes on past it (inside a group or a transaction
+                // too, for what reads).
+                if self.ks.buffered(entry).is_none() {
+                    (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+                }
+                let mut req = req;
+                req.tried.push(entry.offset);
+                return self.handle_now(req);
+            }
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
+        if Self::verifies(&req) && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+            // Moved by compaction, or written, while it was read: what
+            // acts on the key must act on its entry as it is now.
+            return self.handle_now(req);
+        }
+        // A dead entry (read under short tags to know whose it is) reads as
+        // missing whatever its record holds (an evicted key's value).
+        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) || entry.tombstone {
+            if matches!(req.op, Op::Exists { .. } | Op::Del { .. }) {
+                if matches!(req.op, Op::Exists { .. }) {
+                    self.count_lookup(false);
+                }
+                return self.reply(&req, Reply::Int(0));
+            }
             if matches!(req.op, Op::Set { .. }) {
                 return self.set(req, None, None);
             }
@@ -956,7 +1036,13 @@ impl<E: Engine> Poller<E> {
         // An EXPIRE of a large value writes a head sharing its pieces
         // (inside a transaction, the key's view takes the expiry).
         let expire = matches!(req.op, Op::Expire { .. });
-        if rec.is_large() && !matches!(req.op, Op::Ttl { .. }) && !expire {
+        // What was read only to know the key (short tags) needs no pieces.
+        let known = match &req.op {
+            Op::Exists { .. } | Op::Del { .. } => true,
+            Op::Set { reply, .. } => !matches!(reply, SetReply::Old),
+            _ => false,
+        };
+        if rec.is_large() && !matches!(req.op, Op::Ttl { .. }) && !expire && !known {
             return self.large_read(req, entry, &rec);
         }
         self.finish_record(req, entry, &rec)
@@ -1006,7 +1092,13 @@ impl<E: Engine> Poller<E> {
                 resp::bulk(&mut out, rec.value);
                 self.delete(req, Reply::Encoded(out))
             }
-            Op::Del { .. } | Op::Exists | Op::MsetNx { .. } => unreachable!("not fetched"),
+            // Read under short tags, to know the key is there.
+            Op::Exists { .. } => {
+                self.count_lookup(true);
+                self.reply(&req, Reply::Int(1))
+            }
+            Op::Del { .. } => self.delete(req, Reply::Int(1)),
+            Op::MsetNx { .. } => unreachable!("not fetched"),
             Op::Object { .. } | Op::Dump { .. } => self.keys_read(req, rec.value),
             _ => self.strings(req, Some((rec.value, rec.meta.expire_ms))),
         }
@@ -1547,7 +1639,12 @@ impl<E: Engine> Poller<E> {
                 });
             }
         }
-        self.ks.lookup(pid, hash)
+        let tried: &[u64] = if (pid, hash) == (req.pid, &req.hash) {
+            &req.tried
+        } else {
+            &[]
+        };
+        self.ks.lookup_skipping(pid, hash, tried)
     }
 
     /// Writes a record for `req`; inside a transaction, stages it.
@@ -1669,6 +1766,7 @@ impl<E: Engine> Poller<E> {
         *wait = Some(id);
         for &t in fenced {
             let fence = Request {
+                tried: Vec::new(),
                 from,
                 id: rid,
                 part,

@@ -73,6 +73,7 @@ impl<'a> Router<'a> {
             // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
             // …), and partition `p` is shard `p`'s.
             let req = Request {
+                tried: Vec::new(),
                 from,
                 touch,
                 id,

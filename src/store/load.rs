@@ -407,7 +407,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
         {
             let mut key = Vec::with_capacity(24);
             keys::write_key(args.seed, i, &mut key);
-            h = KeyHash::of(&key);
+            h = KeyHash::full(&key);
             pid = h.partition(sb.partitions);
             let w = &mut windows[(pid % sb.shards) as usize];
             let vg = keys::ValueGen::new(args.seed, i, args.min_size, args.max_size);

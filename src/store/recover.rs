@@ -128,7 +128,7 @@ pub(super) fn rebuild(
             let (seg, h) = order[i];
             let base = sb.segment_offset(seg);
             for (at, rec) in SegmentRecords::new(&sb.uuid, buf, &h, sb.block_size) {
-                let hash = KeyHash::of(rec.key);
+                let hash = KeyHash::full(rec.key);
                 let pid = hash.partition(sb.partitions);
                 if shard::shard_of(pid, sb.shards) != h.shard {
                     misplaced += 1;

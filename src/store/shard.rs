@@ -136,11 +136,27 @@ impl Shard {
 
     /// Looks a key up in partition `pid` of this shard.
     pub fn lookup(&self, pid: u32, h: &KeyHash, now_ms: u64) -> Lookup {
-        match self.part(pid).get(h) {
-            Some(e) if e.live(now_ms) => Lookup::Hit(e),
-            Some(e) if e.expired(now_ms) => Lookup::Expired(e),
-            _ => Lookup::Miss,
+        self.lookup_skipping(pid, h, now_ms, &[])
+    }
+
+    /// Looks a key up among its tag's candidates but those pointing at
+    /// `skip` (read already, and found to be other keys'): the first live
+    /// one, else the first expired one. With tags that identify keys there
+    /// is one candidate at most.
+    pub fn lookup_skipping(&self, pid: u32, h: &KeyHash, now_ms: u64, skip: &[u64]) -> Lookup {
+        let mut expired = None;
+        for e in self.part(pid).candidate_entries(h.tag) {
+            if skip.contains(&e.offset) {
+                continue;
+            }
+            if e.live(now_ms) {
+                return Lookup::Hit(e);
+            }
+            if expired.is_none() && e.expired(now_ms) {
+                expired = Some(e);
+            }
         }
+        expired.map_or(Lookup::Miss, Lookup::Expired)
     }
 
     /// Visits up to `budget` index slots of tables that may hold keys with

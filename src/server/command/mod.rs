@@ -168,7 +168,9 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 keyed(c, router, &args[1..], Some(Combine::Array), get)
             }
         }
-        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |_| Op::Exists),
+        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Exists {
+            key: k.into(),
+        }),
         Cmd::Ping => match args {
             [_] => c.reply(|o| resp::simple(o, strings::PONG)),
             [_, m] => c.reply(|o| resp::bulk(o, m)),
@@ -594,6 +596,7 @@ fn group_across_pollers(
         let poller = router.shared.poller_of(pid);
         let i = pollers.iter().position(|&p| p == poller).expect("a poller");
         parts[i].push(Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id,
@@ -611,6 +614,7 @@ fn group_across_pollers(
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id,
@@ -673,6 +677,7 @@ fn send_parts(
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id,
@@ -701,6 +706,7 @@ pub(super) fn forget_watches(c: &mut Conn, router: &mut Router) {
     c.watching.clear();
     for poller in pollers {
         let req = Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id: super::msg::NO_REPLY,

@@ -23,6 +23,7 @@ pub(super) fn keyed(
         let hash = KeyHash::of(key);
         let pid = hash.partition(partitions);
         Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id,
@@ -58,6 +59,7 @@ pub(super) fn send_grouped(c: &Conn, router: &mut Router, reqs: Vec<Request>) {
             0 => continue,
             1 => reqs.pop().expect("one"),
             _ => Request {
+                tried: Vec::new(),
                 from: c.me,
                 touch: c.touches(),
                 id: reqs[0].id,
@@ -80,6 +82,7 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
     let hash = KeyHash::of(key);
     let pid = hash.partition(router.shared.sb.partitions);
     let req = Request {
+        tried: Vec::new(),
         from: c.me,
         touch: c.touches(),
         id,
@@ -97,6 +100,7 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
 pub(super) fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
     let id = c.expect(1, None);
     let req = Request {
+        tried: Vec::new(),
         from: c.me,
         touch: c.touches(),
         id,

@@ -168,6 +168,7 @@ fn mset_requests(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     let reqs = (args[1..].chunks(2).enumerate()).map(|(part, pair)| {
         let hash = KeyHash::of(pair[0]);
         Request {
+            tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
             id,

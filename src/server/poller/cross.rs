@@ -964,6 +964,7 @@ impl<E: Engine> Poller<E> {
     /// Sends `step` of EXEC `xid` to poller `p` (this one included).
     fn cross_send(&mut self, p: usize, xid: CrossId, step: CrossStep) {
         let req = Request {
+            tried: Vec::new(),
             from: xid.0,
             id: xid.1,
             part: 0,

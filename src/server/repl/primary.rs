@@ -430,6 +430,7 @@ fn send_step(
 /// Hands poller `p` a copy step for its partition `pid`.
 fn ask_step(sh: &Shared, p: usize, pid: u32, ask: CopyAsk) {
     let mut req = Request {
+        tried: Vec::new(),
         from: ConnRef {
             thread: 0,
             slot: u32::MAX,

@@ -416,6 +416,7 @@ impl<'a> CopyLoad<'a> {
         reserve: u64,
     ) -> io::Result<()> {
         let mut req = Request {
+            tried: Vec::new(),
             from: ConnRef {
                 thread: 0,
                 slot: u32::MAX,

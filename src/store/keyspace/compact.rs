@@ -340,12 +340,16 @@ impl<E: Engine, W> Keyspace<E, W> {
             if crate::store::shard_of(pid, self.sb.shards) != shard {
                 continue;
             }
-            let Some(mut e) = self.shard_mut(pid).part_mut(pid).get(&hash) else {
-                continue;
-            };
-            if e.offset != base + at as u64 {
+            // Live if an entry of its tag points at it; that entry is then
+            // the one what follows acts on by tag (short tags: other keys
+            // may share it).
+            let part = self.shard_mut(pid).part_mut(pid);
+            if !part.promote(hash.tag, base + at as u64) {
                 continue; // superseded: dead
             }
+            let Some(mut e) = part.get(&hash) else {
+                continue;
+            };
             // Under eviction, a live record of the victim that the policy
             // would take anyway goes here rather than being moved.
             if e.live(self.now_ms) && self.evict_in_place(pid, &hash, &e) {

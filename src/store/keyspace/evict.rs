@@ -204,12 +204,12 @@ impl<E: Engine, W> Keyspace<E, W> {
         while let Some(c) = self.evictor.pool.pop() {
             let part = self.shard_mut(c.pid).part_mut(c.pid);
             let same = part
-                .get_tag(c.tag)
-                .is_some_and(|e| e.offset == c.offset && !e.tombstone && policy.may_evict(&e));
+                .get_at(c.tag, c.offset)
+                .is_some_and(|e| !e.tombstone && policy.may_evict(&e));
             if !same {
                 continue;
             }
-            let e = part.mark_gone(c.tag)?;
+            let e = part.mark_gone_at(c.tag, c.offset)?;
             self.mark_gone_bytes(e);
             self.went(e);
             return Some(e.len);

@@ -67,8 +67,8 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// A key found expired by a request: marks it gone (its bytes become
     /// reclaimable), as the sweep would have.
-    pub(super) fn reap_found(&mut self, pid: u32, hash: &KeyHash) {
-        if let Some(e) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) {
+    pub(super) fn reap_found(&mut self, pid: u32, hash: &KeyHash, offset: u64) {
+        if let Some(e) = (self.shard_mut(pid).part_mut(pid)).mark_gone_at(hash.tag, offset) {
             self.mark_gone_bytes(e);
             self.went(e);
             self.counters.expired_keys.fetch_add(1, Relaxed);

@@ -86,8 +86,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         if !self.gone.hold_expired {
             return;
         }
-        if let super::Lookup::Expired(_) = self.shard(pid).lookup(pid, hash, self.now_ms) {
-            if let Some(e) = self.shard_mut(pid).part_mut(pid).mark_gone(hash.tag) {
+        if let super::Lookup::Expired(old) = self.shard(pid).lookup(pid, hash, self.now_ms) {
+            if let Some(e) = (self.shard_mut(pid).part_mut(pid)).mark_gone_at(hash.tag, old.offset)
+            {
                 self.mark_gone_bytes(e);
                 self.update_key_count();
             }

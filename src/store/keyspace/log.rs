@@ -402,7 +402,18 @@ impl<E: Engine, W> Keyspace<E, W> {
             tombstone: flags & FLAG_TOMBSTONE != 0,
             expire_ms,
         };
-        let old = self.shard_mut(pid).part_mut(pid).insert(hash, new)?;
+        let fresh = self.new_key == Some((pid, hash.tag));
+        if fresh {
+            // Its entry is now the first of its tag's: a second write
+            // replaces it.
+            self.new_key = None;
+        }
+        let part = self.shard_mut(pid).part_mut(pid);
+        let old = if fresh {
+            part.insert_new(hash, new)?
+        } else {
+            part.insert(hash, new)?
+        };
         if flags & (FLAG_LARGE | FLAG_TOMBSTONE) == FLAG_LARGE {
             // Held before the old head lets go: a head sharing its pieces
             // (a move, an EXPIRE) keeps them live throughout.
@@ -959,6 +970,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         let undo = std::mem::take(&mut self.log.undo);
         for u in undo.into_iter().rev() {
             let part = self.shard_mut(u.pid).part_mut(u.pid);
+            // Among keys sharing the tag, the entry undone is the one
+            // pointing at the new record.
+            part.promote(u.hash.tag, u.new.offset);
             // The new record may have expired or been evicted meanwhile.
             let marked = part
                 .get(&u.hash)

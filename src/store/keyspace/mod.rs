@@ -98,6 +98,9 @@ pub struct Counters {
     /// bytes, and log writes.
     pub device_reads: AtomicU64,
     pub device_read_bytes: AtomicU64,
+    /// Device reads of records that turned out to be other keys' (their
+    /// index tags the same as the key's).
+    pub index_extra_reads: AtomicU64,
     pub device_writes: AtomicU64,
     pub io_errors: AtomicU64,
     /// Record bytes appended for clients, and moved by compaction.
@@ -148,6 +151,9 @@ pub struct Keyspace<E: Engine, W> {
     acks: Vec<(W, Result<(), CommitFailed>)>,
     /// Keys that expired or were evicted, for the replication stream.
     gone: gone::GoneKeys,
+    /// A key known to have no entry while others share its tag
+    /// ([`Keyspace::expect_new`]): its next write inserts beside them.
+    new_key: Option<(u32, u64)>,
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
@@ -186,6 +192,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             waiting_since: None,
             acks: Vec::new(),
             gone: Default::default(),
+            new_key: None,
         };
         ks.update_key_count();
         ks
@@ -235,16 +242,66 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// The live entry of a key, `None` when it is missing or expired (an
     /// expired key found here is marked gone, as the sweep would).
     pub fn lookup(&mut self, pid: u32, hash: &KeyHash) -> Option<Entry> {
-        match self.shard(pid).lookup(pid, hash, self.now_ms) {
-            Lookup::Hit(e) => Some(e),
-            Lookup::Miss => None,
-            Lookup::Expired(_) => {
-                if !self.gone.hold_expired {
-                    self.reap_found(pid, hash);
+        self.lookup_skipping(pid, hash, &[])
+    }
+
+    /// The live entry of a key among its tag's candidates but those at
+    /// `skip` (records read and found to be other keys'). With short tags
+    /// ([`crate::index::tags_identify_keys`] false) the entry may be
+    /// another key's: the caller reads its record to know.
+    pub fn lookup_skipping(&mut self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
+        let mut expired: Vec<u64> = Vec::new();
+        loop {
+            let found = if expired.is_empty() {
+                self.shard(pid)
+                    .lookup_skipping(pid, hash, self.now_ms, skip)
+            } else {
+                let seen = [skip, &expired].concat();
+                self.shard(pid)
+                    .lookup_skipping(pid, hash, self.now_ms, &seen)
+            };
+            match found {
+                Lookup::Hit(e) => return Some(e),
+                Lookup::Miss => return None,
+                Lookup::Expired(e) => {
+                    if !self.gone.hold_expired {
+                        self.reap_found(pid, hash, e.offset);
+                    }
+                    // Another key may share the tag: the rest is looked at.
+                    expired.push(e.offset);
                 }
-                None
             }
         }
+    }
+
+    /// The first entry of the key's tag that is not live (deleted, expired
+    /// or evicted) and not at `skip`: maybe the key's own, which a write
+    /// of the key replaces rather than leaving it beside a new one.
+    pub fn dead_candidate(&self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
+        let now = self.now_ms;
+        (self.shard(pid).part(pid).candidate_entries(hash.tag))
+            .find(|e| !e.live(now) && !skip.contains(&e.offset))
+    }
+
+    /// The entry at `offset` is the key's own (its record was read and
+    /// holds the key): what acts on the key by its tag in this turn acts
+    /// on it. `false` when no entry of the tag points there any more (the
+    /// record was moved by compaction, or the key written, while it was
+    /// read): the caller looks the key up again.
+    pub fn resolved(&mut self, pid: u32, hash: &KeyHash, offset: u64) -> bool {
+        crate::index::tags_identify_keys()
+            || (self.shard_mut(pid).part_mut(pid)).promote(hash.tag, offset)
+    }
+
+    /// The key has no entry (none of its tag's candidates is its own): the
+    /// next write of it in this turn inserts one beside theirs.
+    pub fn expect_new(&mut self, pid: u32, hash: &KeyHash) {
+        self.new_key = (!crate::index::tags_identify_keys()).then_some((pid, hash.tag));
+    }
+
+    /// Forgets [`Self::expect_new`]: the turn that called it ended.
+    pub fn clear_new(&mut self) {
+        self.new_key = None;
     }
 
     /// The bytes of a record still held in a segment buffer, not yet (or
