@@ -880,22 +880,8 @@ fn read_lookups_count_hits_and_misses_as_redis_does() {
                 .arg(&["c", "d", "e", "n", "nope"])
                 .query(&mut con)
                 .unwrap();
-            for args in cmds {
-                let before = common::hits_misses(&mut con);
-                let mut p = redis::pipe();
-                if txn {
-                    p.atomic();
-                }
-                let c = p.cmd(args[0]);
-                for a in &args[1..] {
-                    c.arg(*a);
-                }
-                let _: redis::Value = p
-                    .query(&mut con)
-                    .unwrap_or_else(|e| panic!("{args:?} (in a transaction: {txn}): {e}"));
-                let after = common::hits_misses(&mut con);
-                seen.push((txn, args, after.0 - before.0, after.1 - before.1));
-            }
+            let counts = common::hits_misses_of(&mut con, cmds, txn);
+            seen.extend((cmds.iter().zip(counts)).map(|(args, (h, m))| (txn, args, h, m)));
         }
         counts.push(seen);
     }

@@ -154,20 +154,8 @@ fn set_get_and_getset_count_hits_and_misses_as_redis_does() {
         for txn in [false, true] {
             cmd(&mut con, &["SET", "s", "v"]);
             cmd(&mut con, &["DEL", "nope", "nope2", "nope3"]);
-            for args in cmds {
-                let before = common::hits_misses(&mut con);
-                let mut p = redis::pipe();
-                if txn {
-                    p.atomic();
-                }
-                let c = p.cmd(args[0]);
-                for a in &args[1..] {
-                    c.arg(*a);
-                }
-                let _: Value = p.query(&mut con).unwrap();
-                let after = common::hits_misses(&mut con);
-                seen.push((txn, args, after.0 - before.0, after.1 - before.1));
-            }
+            let counts = common::hits_misses_of(&mut con, cmds, txn);
+            seen.extend((cmds.iter().zip(counts)).map(|(args, (h, m))| (txn, args, h, m)));
         }
         counts.push(seen);
     }

@@ -590,3 +590,27 @@ pub fn hits_misses(con: &mut redis::Connection) -> (u64, u64) {
     };
     (field("keyspace_hits"), field("keyspace_misses"))
 }
+
+/// Runs each of `cmds` in turn on `con`, alone or (`txn`) as a MULTI …
+/// EXEC of its own, and returns the keyspace hits and misses INFO counts
+/// for each: what tests compare with redis-server's.
+pub fn hits_misses_of(con: &mut redis::Connection, cmds: &[&[&str]], txn: bool) -> Vec<(u64, u64)> {
+    cmds.iter()
+        .map(|args| {
+            let before = hits_misses(con);
+            let mut p = redis::pipe();
+            if txn {
+                p.atomic();
+            }
+            let c = p.cmd(args[0]);
+            for a in &args[1..] {
+                c.arg(*a);
+            }
+            let _: redis::Value = p
+                .query(con)
+                .unwrap_or_else(|e| panic!("{args:?} (in a transaction: {txn}): {e}"));
+            let after = hits_misses(con);
+            (after.0 - before.0, after.1 - before.1)
+        })
+        .collect()
+}
