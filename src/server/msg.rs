@@ -14,6 +14,16 @@ pub struct ConnRef {
     pub gen: u32,
 }
 
+impl ConnRef {
+    /// No connection: the server's own requests (a full copy's steps and
+    /// batches), whose replies go to no one.
+    pub const NONE: ConnRef = ConnRef {
+        thread: 0,
+        slot: u32::MAX,
+        gen: 0,
+    };
+}
+
 /// A key-addressed operation for the poller that owns the key.
 #[derive(Debug)]
 pub struct Request {
@@ -32,6 +42,23 @@ pub struct Request {
     /// Records of the key's index tag read already and found to be other
     /// keys' (their offsets): the key's lookup passes them by.
     pub tried: Vec<u64>,
+}
+
+impl Request {
+    /// A request of the server's own for partition `pid` (`hash`: its
+    /// key's, if it has one), answered to no connection.
+    pub fn internal(pid: u32, hash: KeyHash, op: Op) -> Request {
+        Request {
+            from: ConnRef::NONE,
+            id: NO_REPLY,
+            part: 0,
+            hash,
+            pid,
+            op,
+            touch: false,
+            tried: Vec::new(),
+        }
+    }
 }
 
 /// The operations pollers perform.

@@ -191,11 +191,7 @@ impl Waiter {
     /// The waiter of copy batch `n`.
     fn loaded(n: u64) -> Waiter {
         Waiter {
-            to: ConnRef {
-                thread: 0,
-                slot: u32::MAX,
-                gen: 0,
-            },
+            to: ConnRef::NONE,
             id: NO_REPLY,
             part: 0,
             reply: Reply::Nil,

@@ -21,7 +21,7 @@ use crate::index::KeyHash;
 use crate::resp;
 use crate::resp::Value;
 use crate::server::msg::CopyPart;
-use crate::server::msg::{ConnRef, CopyAnswer, CopyAsk, Op, Request, NO_REPLY};
+use crate::server::msg::{CopyAnswer, CopyAsk, Op, Request};
 
 /// A replica served by this server.
 pub(super) struct Replica {
@@ -429,20 +429,7 @@ fn send_step(
 
 /// Hands poller `p` a copy step for its partition `pid`.
 fn ask_step(sh: &Shared, p: usize, pid: u32, ask: CopyAsk) {
-    let mut req = Request {
-        tried: Vec::new(),
-        from: ConnRef {
-            thread: 0,
-            slot: u32::MAX,
-            gen: 0,
-        },
-        id: NO_REPLY,
-        part: 0,
-        hash: KeyHash::of(b""),
-        pid,
-        op: Op::CopyStep(Box::new(ask)),
-        touch: false,
-    };
+    let mut req = Request::internal(pid, KeyHash::of(b""), Op::CopyStep(Box::new(ask)));
     let poller = &sh.pollers[p];
     while let Err(back) = poller.inbox.push(req) {
         // The ring is full: the poller has work enough.

@@ -23,7 +23,7 @@ use crate::format::{record_len, SEGMENT_HEADER};
 use crate::index::KeyHash;
 use crate::resp;
 use crate::resp::Value;
-use crate::server::msg::{ConnRef, CopyBatch, CopyDone, CopyRecord, Op, Request, NO_REPLY};
+use crate::server::msg::{CopyBatch, CopyDone, CopyRecord, Op, Request};
 
 /// Wait between attempts to reach the primary.
 const RETRY: Duration = Duration::from_secs(1);
@@ -415,25 +415,13 @@ impl<'a> CopyLoad<'a> {
         recs: Vec<CopyRecord>,
         reserve: u64,
     ) -> io::Result<()> {
-        let mut req = Request {
-            tried: Vec::new(),
-            from: ConnRef {
-                thread: 0,
-                slot: u32::MAX,
-                gen: 0,
-            },
-            id: NO_REPLY,
-            part: 0,
-            hash,
-            pid,
-            op: Op::Load(Box::new(CopyBatch {
-                data,
-                recs,
-                done: self.done.clone(),
-                reserve,
-            })),
-            touch: false,
+        let batch = CopyBatch {
+            data,
+            recs,
+            done: self.done.clone(),
+            reserve,
         };
+        let mut req = Request::internal(pid, hash, Op::Load(Box::new(batch)));
         let poller = &self.sh.pollers[p];
         while let Err(r) = poller.inbox.push(req) {
             // The ring is full: the poller has work enough.
