@@ -446,12 +446,7 @@ fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
 
 /// The keys a command names, by its description's key positions.
 fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    // A container's subcommand names its keys (OBJECT ENCODING key).
-    let meta = described(args[0]).map(|top| match (top.subcommands.is_empty(), args.get(1)) {
-        (false, Some(sub)) => table::subcommand(top, sub).unwrap_or(top),
-        _ => top,
-    });
-    match meta {
+    match described(args[0]) {
         Some(m) if m.has_keys() => m
             .key_positions(args.len())
             .iter()
@@ -484,12 +479,6 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let cmds: Vec<Vec<&[u8]>> = (multi.cmds.iter())
         .map(|cmd| cmd.iter().map(|a| &**a).collect())
         .collect();
-    let mut pollers: Vec<usize> = (cmds.iter().flat_map(|args| keys_of(args)))
-        .chain(c.watching.iter().map(|k| &**k))
-        .map(|k| router.poller_of_key(k))
-        .collect();
-    pollers.sort_unstable();
-    pollers.dedup();
     let one_request = |args: &[&[u8]]| {
         [&b"RENAME"[..], b"RENAMENX", b"COPY", b"MSETNX"]
             .iter()
@@ -500,10 +489,15 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    if pollers.len() > 1 && cmds.iter().any(|a| one_request(a) && spans(a)) {
+    if cmds.iter().any(|a| one_request(a) && spans(a)) {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
+    // The pollers of the watched keys, and (below) those the queued
+    // commands' requests go to, take part.
+    let mut pollers: Vec<usize> = (c.watching.iter())
+        .map(|k| router.poller_of_key(k))
+        .collect();
     let watched = !std::mem::take(&mut c.watching).is_empty();
     let timing = c.timing.take();
     let outer = c.begin_transaction();
@@ -520,14 +514,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let inner = c.end_transaction(outer);
     c.timing = timing;
     let count = cmds.len();
-    // Every poller a request went to takes part, whatever the key specs
-    // said.
-    for (p, _) in &reqs {
-        if !pollers.contains(p) {
-            pollers.push(*p);
-        }
-    }
+    pollers.extend(reqs.iter().map(|(p, _)| *p));
     pollers.sort_unstable();
+    pollers.dedup();
     if pollers.is_empty() {
         // No key: every reply is here already.
         debug_assert!(reqs.is_empty() && inner.owed() == 0);
