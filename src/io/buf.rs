@@ -152,16 +152,7 @@ impl IoBuf {
         // SAFETY: layout has a non-zero size.
         let ptr = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        IoBuf {
-            raw: Raw {
-                ptr,
-                cap,
-                index: None,
-                memory: Memory::Heap,
-            },
-            len: cap,
-            pool: None,
-        }
+        Self::heap(ptr, cap, cap)
     }
 
     /// A heap buffer of `cap` bytes (rounded up to the alignment, and at
@@ -182,6 +173,12 @@ impl IoBuf {
             std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), len);
             std::ptr::write_bytes(ptr.as_ptr().add(len), 0, cap - len);
         }
+        Self::heap(ptr, cap, len)
+    }
+
+    /// A buffer of `len` bytes of the heap allocation of `cap` initialised
+    /// bytes at `ptr` (aligned, as [`IoBuf::new`] allocates), freed on drop.
+    fn heap(ptr: NonNull<u8>, cap: usize, len: usize) -> Self {
         IoBuf {
             raw: Raw {
                 ptr,
