@@ -667,7 +667,8 @@ fn no_client_sees_part_of_a_transaction_across_pollers() {
 
 /// With two pollers, KEYS and DBSIZE look at the store at one instant:
 /// they list and count a transaction across pollers whole or not at all
-/// (writers MSET SPREAD's keys and delete them in one MULTI … EXEC), and
+/// (writers MSET SPREAD's keys and delete them in one MULTI … EXEC, or
+/// another client flushes the store), and
 /// never a later write without an earlier one (a writer SETs `x:i`, then
 /// `y:i`, each acknowledged, and deletes them in the other order), as in
 /// Redis, where each runs alone.
@@ -737,6 +738,23 @@ fn keys_and_dbsize_see_the_store_at_one_instant_across_pollers() {
         w.join().unwrap();
     }
     finish(rs);
+
+    // A flush empties both pollers at one instant: never half of an MSET.
+    let rs = readers(spread);
+    let (mut w, mut f) = (con(&url), con(&url));
+    let writer = std::thread::spawn(move || {
+        for i in 0..200 {
+            let v = i.to_string();
+            let pairs: Vec<(&str, &str)> = SPREAD.iter().map(|&k| (k, &*v)).collect();
+            let _: () = redis::cmd("MSET").arg(&pairs).query(&mut w).unwrap();
+        }
+    });
+    for _ in 0..100 {
+        let _: () = redis::cmd("FLUSHDB").query(&mut f).unwrap();
+    }
+    writer.join().unwrap();
+    finish(rs);
+    let _: () = redis::cmd("FLUSHALL").query(&mut f).unwrap();
 
     // Acknowledged writes on two pollers, in their order.
     let ordered = |c: &mut redis::Connection| {

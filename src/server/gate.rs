@@ -1,7 +1,7 @@
 //! The server's gate for work that spans pollers: transactions across
 //! pollers pass it shared (any number at once), or alone while replicas
 //! are fed (so that every poller commits their parts in one order); a
-//! census of the key space (KEYS, DBSIZE, a SCAN step, RANDOMKEY with
+//! census of the key space (KEYS, DBSIZE, FLUSHDB, a SCAN step, RANDOMKEY with
 //! several pollers, `poller/census.rs`) passes it alone, so that it
 //! looks at the store while no such transaction is between its first
 //! claim and its outcome.

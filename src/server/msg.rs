@@ -291,7 +291,7 @@ pub enum Op {
     },
     /// The poller's live keys, as one part of DBSIZE's sum.
     DbSize,
-    /// One part of a census of the key space (KEYS, DBSIZE, a SCAN step,
+    /// One part of a census of the key space (KEYS, DBSIZE, FLUSHDB, a SCAN step,
     /// RANDOMKEY) on a server with several pollers: the poller runs `op`
     /// once the census holds the gate and every poller of it looks at
     /// the same instant of the store (`poller/census.rs`).
@@ -331,7 +331,7 @@ pub struct Cross {
 /// A part of a census ([`Op::Census`]).
 #[derive(Debug)]
 pub struct Census {
-    /// What the poller runs (KEYS, DBSIZE, a SCAN step, RANDOMKEY).
+    /// What the poller runs (KEYS, DBSIZE, FLUSHDB, a SCAN step, RANDOMKEY).
     pub op: Op,
     /// The census's pollers, lowest first: the first takes the gate.
     pub pollers: Vec<usize>,

@@ -14,9 +14,7 @@ use crate::resp;
 use crate::store::clock::unix_ms;
 
 use super::meta::{checked_subcommand, help};
-use super::route::{
-    census_of_every_poller, census_of_partition, keyed, route_one, to_every_poller,
-};
+use super::route::{census_of_every_poller, census_of_partition, keyed, route_one};
 use super::values::within_limits;
 
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
@@ -348,9 +346,10 @@ pub(super) fn random_seed() -> u64 {
 }
 
 /// `FLUSHDB | FLUSHALL [ASYNC | SYNC]` (one database: the same): every
-/// poller flushes its shards; `+OK` once all the flushes are durable. Both
-/// modes answer when the flush is done, which takes no longer than
-/// clearing the index.
+/// poller flushes its shards, at one instant of the store (a census, with
+/// several pollers: no client sees one poller flushed and another not);
+/// `+OK` once all the flushes are durable. Both modes answer when the
+/// flush is done, which takes no longer than clearing the index.
 pub(super) fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     match args {
         [_] => {}
@@ -360,5 +359,5 @@ pub(super) fn flush(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     // Into the replication stream first: a poller's writes between this
     // and its flush are wiped by the flush, and left out of the stream.
     router.shared.repl.flush_sent();
-    to_every_poller(c, router, Combine::AllOk, || Op::Flush);
+    census_of_every_poller(c, router, Combine::AllOk, || Op::Flush);
 }

@@ -110,7 +110,7 @@ pub(super) fn census_of_partition(c: &mut Conn, router: &mut Router, pid: u32, o
 }
 
 /// A census of the key space (`poller/census.rs`) by every poller, the
-/// replies combined by `combine`: KEYS, DBSIZE.
+/// replies combined by `combine`: KEYS, DBSIZE, FLUSHDB.
 pub(super) fn census_of_every_poller(
     c: &mut Conn,
     router: &mut Router,

@@ -1,6 +1,7 @@
-//! A census of the key space on a server with several pollers: KEYS and
-//! DBSIZE (a part on every poller), a SCAN step and RANDOMKEY (a part on
-//! one), each as Redis runs them, at one instant of the store. Without
+//! A census of the key space on a server with several pollers: KEYS,
+//! DBSIZE, FLUSHDB and FLUSHALL (a part on every poller), a SCAN step and
+//! RANDOMKEY (a part on one), each as Redis runs them, at one instant of
+//! the store. Without
 //! it, a poller's part would look at the store at its own moment: KEYS
 //! could list one key of a transaction across pollers and not the other
 //! (or, across pollers, a later write but not an earlier one), and a
@@ -137,8 +138,8 @@ impl<E: Engine> Poller<E> {
                 let Some(Part::Stopped(req)) = self.census.parts.remove(&cid) else {
                     unreachable!("Run before Stopped")
                 };
-                self.census_run(req);
                 let held = self.census.held.take().expect("stopped");
+                self.census_run(req);
                 for r in held {
                     self.handle(r);
                 }
@@ -182,7 +183,9 @@ impl<E: Engine> Poller<E> {
         true
     }
 
-    /// Runs the census's part here: what it asks of the store now.
+    /// Runs the census's part here: what it asks of the store now (a
+    /// flush goes before the requests held meanwhile, which wait behind
+    /// it).
     fn census_run(&mut self, mut req: Request) {
         let Op::Census(census) = std::mem::replace(&mut req.op, Op::Unwatch) else {
             unreachable!("a census")
@@ -193,6 +196,7 @@ impl<E: Engine> Poller<E> {
                 let keys = self.ks.live_keys();
                 self.reply(&req, Reply::Int(keys as i64));
             }
+            Op::Flush => self.handle(req),
             _ => self.start_scan(req),
         }
     }

@@ -46,7 +46,7 @@
 //! keys (or waits for it, `Gated`, until `Gate`), and the last poller
 //! passes it on once every part's commit is durable or failed (or at an
 //! abort, a `Drop` included). Transactions pass it together; a census of
-//! the key space (KEYS, DBSIZE, SCAN, RANDOMKEY: `census.rs`), which holds
+//! the key space (KEYS, DBSIZE, FLUSHDB, SCAN, RANDOMKEY: `census.rs`), which holds
 //! no keys, passes it alone, so it never sees a transaction between its
 //! claims and its outcome. While replicas are fed (`Cross::gated`) the
 //! transactions pass it alone too, one at a time, so every poller
