@@ -204,16 +204,7 @@ impl<E: Engine> Poller<E> {
     /// Sends `step` of census `cid` to poller `p` (this one included),
     /// in order with the steps of transactions across pollers.
     pub(super) fn census_send(&mut self, p: usize, cid: CensusId, step: CensusStep) {
-        let req = Request {
-            tried: Vec::new(),
-            from: cid.0,
-            id: cid.1,
-            part: 0,
-            hash: KeyHash { lo: 0, tag: 0 },
-            pid: 0,
-            op: Op::CensusStep(step),
-            touch: false,
-        };
+        let req = cross::step_request(cid, Op::CensusStep(step));
         self.cross_send_request(p, req);
     }
 }

@@ -242,6 +242,20 @@ fn gate_mode(x: &Cross) -> Option<Mode> {
     }
 }
 
+/// A step between pollers (`op`) of the transaction or census `id`.
+pub(super) fn step_request(id: (ConnRef, u64), op: Op) -> Request {
+    Request {
+        tried: Vec::new(),
+        from: id.0,
+        id: id.1,
+        part: 0,
+        hash: KeyHash { lo: 0, tag: 0 },
+        pid: 0,
+        op,
+        touch: false,
+    }
+}
+
 /// Whether `req` is a part of an EXEC across pollers.
 pub(super) fn is_cross(req: &Request) -> bool {
     matches!(req.op, Op::Exec { cross: Some(_), .. })
@@ -988,17 +1002,7 @@ impl<E: Engine> Poller<E> {
 
     /// Sends `step` of EXEC `xid` to poller `p` (this one included).
     fn cross_send(&mut self, p: usize, xid: CrossId, step: CrossStep) {
-        let req = Request {
-            tried: Vec::new(),
-            from: xid.0,
-            id: xid.1,
-            part: 0,
-            hash: KeyHash { lo: 0, tag: 0 },
-            pid: 0,
-            op: Op::Cross(step),
-            touch: false,
-        };
-        self.cross_send_request(p, req);
+        self.cross_send_request(p, step_request(xid, Op::Cross(step)));
     }
 
     /// Sends a step to poller `p`'s ring, after the steps this poller
