@@ -13,32 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::{Both, RealRedis, Server};
 
-/// Two hash tags whose keys lie on the two pollers of a server with two:
-/// a RENAME from one to the other inside a transaction answers CROSSSLOT
-/// (a transaction runs such a command on one poller only).
+/// Two hash tags whose keys lie on the two pollers of a server with two.
 fn tags_on_two_pollers(srv: &Server) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for i in 1..64 {
-        let (from, to) = ("{t0}probe".to_string(), format!("{{t{i}}}probe"));
-        let mut req = common::encode(&[b"MULTI"]);
-        req.extend(common::encode(&[b"RENAME", from.as_bytes(), to.as_bytes()]));
-        req.extend(common::encode(&[b"EXEC"]));
-        req.extend(common::encode(&[b"ECHO", b"probed"]));
-        s.write_all(&req).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.ends_with(b"probed\r\n") {
-            let n = s.read(&mut buf).expect("read a reply");
-            assert!(n > 0, "connection closed after {got:?}");
-            got.extend_from_slice(&buf[..n]);
-        }
-        if got.windows(10).any(|w| w == b"-CROSSSLOT") {
-            return ("{t0}".into(), format!("{{t{i}}}"));
-        }
-    }
-    panic!("no two tags on two pollers")
+    (1..64)
+        .map(|i| format!("{{t{i}}}"))
+        .find(|t| common::apart(srv.addr, b"{t0}probe", format!("{t}probe").as_bytes()))
+        .map(|t| ("{t0}".to_string(), t))
+        .expect("two tags on two pollers")
 }
 
 /// Every reply of moves and MSETNX between keys of two pollers, and of
