@@ -302,3 +302,91 @@ fn acknowledged_renames_across_pollers_survive_kill_9() {
         srv.stop();
     }
 }
+
+/// While a replica is fed, moves and MSETNX across the primary's pollers
+/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
+/// the primary's values and expiries, a refused one changing nothing.
+#[test]
+fn moves_and_msetnx_across_pollers_reach_a_replica() {
+    let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+    let to = format!("127.0.0.1 {}", primary.addr.port());
+    let replica = Server::start(rd.path(), &["--replicaof", &to, "--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&primary);
+    let (x, y, z) = (format!("{a}x"), format!("{b}y"), format!("{b}z"));
+    let mut p = primary.client();
+    // Fed, not copied: the commands go through the stream.
+    common::wait_for("the replica's link up", || {
+        replica.info_field("master_link_status") == "up"
+    });
+    let big = "L".repeat(3 << 20);
+    let cmds: Vec<Vec<String>> = vec![
+        vec![
+            "SET".into(),
+            x.clone(),
+            "1".into(),
+            "EXAT".into(),
+            "4000000000".into(),
+        ],
+        vec!["RENAME".into(), x.clone(), y.clone()],
+        vec!["COPY".into(), y.clone(), x.clone()],
+        vec!["SET".into(), z.clone(), "z".into()],
+        vec!["RENAMENX".into(), x.clone(), z.clone()],
+        vec![
+            "MSETNX".into(),
+            format!("{a}m"),
+            "1".into(),
+            format!("{b}m"),
+            "1".into(),
+        ],
+        vec![
+            "MSETNX".into(),
+            format!("{a}n"),
+            "1".into(),
+            z.clone(),
+            "1".into(),
+        ],
+        vec!["SET".into(), format!("{a}big"), big.clone()],
+        vec!["RENAME".into(), format!("{a}big"), format!("{b}big")],
+    ];
+    for c in &cmds {
+        let _: redis::Value = redis::cmd(&c[0]).arg(&c[1..]).query(&mut p).unwrap();
+    }
+    let keys = [
+        x.clone(),
+        y.clone(),
+        z.clone(),
+        format!("{a}m"),
+        format!("{b}m"),
+        format!("{a}n"),
+        format!("{a}big"),
+        format!("{b}big"),
+    ];
+    let state = |con: &mut redis::Connection| -> Vec<(Option<String>, i64)> {
+        keys.iter()
+            .map(|k| {
+                let v: Option<String> = redis::cmd("GET").arg(k).query(con).unwrap();
+                let t: i64 = redis::cmd("PEXPIRETIME").arg(k).query(con).unwrap();
+                (v, t)
+            })
+            .collect()
+    };
+    let want = state(&mut p);
+    assert_eq!(want[1], (Some("1".into()), 4_000_000_000_000));
+    assert_eq!(want[2].0.as_deref(), Some("z"));
+    assert_eq!(want[5], (None, -2));
+    assert!(want[7].0.as_deref() == Some(&*big));
+    let mut r = replica.client();
+    common::wait_for("the replica has the primary's keys", || {
+        redis::cmd("GET")
+            .arg(format!("{b}big"))
+            .query::<Option<String>>(&mut r)
+            .is_ok_and(|v| v.is_some())
+    });
+    assert!(
+        state(&mut r) == want,
+        "the replica differs from the primary"
+    );
+    replica.stop();
+    primary.stop();
+}
