@@ -6,8 +6,9 @@
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
 //! the same hash tag (`{…}`) share a poller; with several pollers a
 //! transaction across them is atomic and isolated too, and a command that
-//! runs as one request for keys of several (RENAME, COPY, MSETNX) is
-//! refused with Redis Cluster's CROSSSLOT. redis-py's default pipeline
+//! runs as one request for keys of several (RENAME, COPY, MSETNX) inside
+//! it is refused with Redis Cluster's CROSSSLOT (alone, it runs across
+//! them: tests/cross_keys.rs). redis-py's default pipeline
 //! (MULTI … EXEC) works.
 
 mod common;

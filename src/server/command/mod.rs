@@ -529,9 +529,11 @@ fn exec(c: &mut Conn, router: &mut Router) {
     send_parts(c, router, inner, count, pollers, reqs, watched, false, None);
 }
 
-/// Runs a command of several keys (MSET) whose keys are on several
-/// pollers as a transaction across them ([`send_parts`]), so that no
-/// client sees part of it, as in Redis. Returns whether it did.
+/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY)
+/// whose keys are on several pollers as a transaction across them
+/// ([`send_parts`]), so that no client sees part of it, as in Redis
+/// (`carry`: a move's source's poller and destination's). Returns
+/// whether it did (not inside EXEC).
 pub(super) fn across_pollers(
     c: &mut Conn,
     router: &mut Router,

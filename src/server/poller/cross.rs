@@ -1,6 +1,7 @@
-//! A transaction across pollers: an EXEC (or an MSET, an MGET) whose keys
-//! are on several pollers comes as one part per poller (`Op::Exec` with
-//! `cross`), each part the requests for its poller's keys. The parts hold
+//! A transaction across pollers: an EXEC (or an MSET, MSETNX, RENAME,
+//! RENAMENX, COPY, an MGET) whose keys are on several pollers comes as
+//! one part per poller (`Op::Exec` with `cross`), each part the requests
+//! for its poller's keys. The parts hold
 //! their keys in the order of their pollers, lowest first, each once the
 //! one before holds its own (`CrossStep::Claim`), so two such
 //! transactions never wait for each other in a circle. A part holding
@@ -41,6 +42,13 @@
 //! (their keys are held until the outcome; SCAN, KEYS, RANDOMKEY and
 //! DBSIZE, which hold no keys, may count their names meanwhile). Pollers
 //! send the steps to each other's rings directly.
+//!
+//! A part of a command of one request per poller (MSETNX, a move) may
+//! refuse the whole by what it finds (`Txn::veto`: a key there, a source
+//! missing), as a part refused for room, with the command's reply. A
+//! move's destination part runs only once the source's part has read the
+//! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
+//! never waits for the destination's.
 //!
 //! While replicas are fed (`Cross::gated`), such transactions run one at
 //! a time: the first part takes the server's gate before it claims its
