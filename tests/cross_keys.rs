@@ -390,3 +390,73 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     replica.stop();
     primary.stop();
 }
+
+/// With poller 1's device writes all failing, a move or MSETNX between
+/// the two pollers that writes on poller 1 answers the I/O error and
+/// changes nothing: the part on poller 0, durable, is undone (a renamed
+/// source is back, a renamed or MSETNX's new key gone), and so after a
+/// kill -9 and a restart.
+#[test]
+fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let mut con = srv.client();
+    for t in [&a, &b] {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{t}src"))
+            .arg(format!("{t}value"))
+            .arg("EX")
+            .arg(1000)
+            .query(&mut con)
+            .unwrap();
+    }
+    drop(con);
+    srv.stop();
+    let faulty = ["--io-threads", "2", "--inject-faults", "write-eio@1+:1"];
+    let srv = Server::start(dir.path(), &faulty);
+    let mut con = srv.client();
+    let fails = |con: &mut redis::Connection, t: &str| {
+        let r: redis::RedisResult<()> =
+            redis::cmd("SET").arg(format!("{t}probe")).arg(1).query(con);
+        r.is_err()
+    };
+    let (bad, good) = match (fails(&mut con, &a), fails(&mut con, &b)) {
+        (true, false) => (a.clone(), b.clone()),
+        (false, true) => (b.clone(), a.clone()),
+        other => panic!("one poller's writes fail: {other:?}"),
+    };
+    let keys = [
+        format!("{good}src"),
+        format!("{bad}src"),
+        format!("{good}dst"),
+        format!("{bad}dst"),
+    ];
+    let check = |con: &mut redis::Connection, when: &str| {
+        let vals: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con).unwrap();
+        let want = [
+            Some(format!("{good}value")),
+            Some(format!("{bad}value")),
+            None,
+            None,
+        ];
+        assert_eq!(vals, want, "{when}");
+        let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query(con).unwrap();
+        assert!(ttl > 0, "{when}: TTL {ttl}");
+    };
+    let failed = |con: &mut redis::Connection, args: &[&str]| {
+        let r: redis::RedisResult<redis::Value> = redis::cmd(args[0]).arg(&args[1..]).query(con);
+        assert!(r.is_err(), "{args:?}: {r:?}");
+    };
+    failed(&mut con, &["RENAME", &keys[0], &keys[3]]);
+    failed(&mut con, &["RENAME", &keys[1], &keys[2]]);
+    failed(&mut con, &["RENAMENX", &keys[0], &keys[3]]);
+    failed(&mut con, &["COPY", &keys[0], &keys[3]]);
+    failed(&mut con, &["MSETNX", &keys[2], "1", &keys[3], "1"]);
+    check(&mut con, "after the failures");
+    drop(con);
+    srv.kill();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    check(&mut srv.client(), "after a kill -9");
+    srv.stop();
+}
