@@ -665,6 +665,102 @@ fn no_client_sees_part_of_a_transaction_across_pollers() {
     assert_eq!(n, (300, 300));
 }
 
+/// With two pollers, KEYS and DBSIZE look at the store at one instant:
+/// they list and count a transaction across pollers whole or not at all
+/// (writers MSET SPREAD's keys and delete them in one MULTI … EXEC), and
+/// never a later write without an earlier one (a writer SETs `x:i`, then
+/// `y:i`, each acknowledged, and deletes them in the other order), as in
+/// Redis, where each runs alone.
+#[test]
+fn keys_and_dbsize_see_the_store_at_one_instant_across_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let url = srv.url();
+    let con = |url: &str| redis::Client::open(url).unwrap().get_connection().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = |check: fn(&mut redis::Connection)| -> Vec<std::thread::JoinHandle<u64>> {
+        (0..2)
+            .map(|_| {
+                let (mut c, stop) = (con(&url), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    while !stop.load(Relaxed) {
+                        check(&mut c);
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect()
+    };
+    let finish = |readers: Vec<std::thread::JoinHandle<u64>>| {
+        stop.store(true, Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0, "a reader never ran");
+        }
+        stop.store(false, Relaxed);
+    };
+
+    // Transactions across pollers, whole or not at all.
+    let spread = |c: &mut redis::Connection| {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+        assert!(
+            keys.is_empty() || keys.len() == SPREAD.len(),
+            "KEYS listed part of a transaction: {keys:?}"
+        );
+        let n: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+        assert!(
+            n == 0 || n == SPREAD.len() as u64,
+            "DBSIZE counted part of one: {n}"
+        );
+    };
+    let rs = readers(spread);
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = con(&url);
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let v = format!("{w}-{i}");
+                    let pairs: Vec<(&str, &str)> = SPREAD.iter().map(|&k| (k, &*v)).collect();
+                    let _: () = redis::cmd("MSET").arg(&pairs).query(&mut c).unwrap();
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in SPREAD {
+                        p.del(k);
+                    }
+                    let _: () = p.query(&mut c).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    finish(rs);
+
+    // Acknowledged writes on two pollers, in their order.
+    let ordered = |c: &mut redis::Connection| {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+        for k in keys.iter().filter_map(|k| k.strip_prefix("y:")) {
+            assert!(
+                keys.contains(&format!("x:{k}")),
+                "KEYS listed y:{k}, written after x:{k} and deleted before it, without x:{k}"
+            );
+        }
+    };
+    let rs = readers(ordered);
+    let mut c = con(&url);
+    for i in 0..400 {
+        let (x, y) = (format!("x:{i}"), format!("y:{i}"));
+        let _: () = redis::cmd("SET").arg(&x).arg(1).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET").arg(&y).arg(1).query(&mut c).unwrap();
+        let _: () = redis::cmd("DEL").arg(&y).query(&mut c).unwrap();
+        let _: () = redis::cmd("DEL").arg(&x).query(&mut c).unwrap();
+    }
+    finish(rs);
+    assert_eq!(common::dbsize(&mut c), 0);
+}
+
 /// A value larger than a segment, read in a transaction across pollers
 /// and by an MGET across them, is read whole (not streamed behind the
 /// other pollers' replies).

@@ -13,6 +13,7 @@ mod conn_thread;
 mod counters;
 mod dump;
 mod float;
+mod gate;
 mod info;
 pub mod local;
 mod metrics;
@@ -554,6 +555,9 @@ struct Shared {
     saves: admin::Saves,
     /// Replication: the stream, the role, the replicas.
     repl: repl::Repl,
+    /// The gate of transactions across pollers and of censuses of the key
+    /// space (`gate.rs`).
+    gate: gate::Gate,
     /// The background zeroing of the data file's free part, while it runs.
     zeroer: Mutex<Option<store::zero::Zeroer>>,
 }
@@ -994,6 +998,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             args.min_replicas_to_write,
             args.min_replicas_max_lag,
         ),
+        gate: gate::Gate::default(),
         zeroer: Mutex::default(),
     });
     let zeroer = store::zero::Zeroer::start(&args.path, &store.dev, &shared.sb, &shared.space)

@@ -305,6 +305,16 @@ pub enum Op {
     RandomKey {
         seed: u64,
     },
+    /// The poller's live keys, as one part of DBSIZE's sum.
+    DbSize,
+    /// One part of a census of the key space (KEYS, DBSIZE, a SCAN step,
+    /// RANDOMKEY) on a server with several pollers: the poller runs `op`
+    /// once the census holds the gate and every poller of it looks at
+    /// the same instant of the store (`poller/census.rs`).
+    Census(Box<Census>),
+    /// A step of a census, from one of its pollers to another (`from`
+    /// and `id` name the census's request).
+    CensusStep(CensusStep),
     /// Every key of the poller's shards goes (FLUSHDB, FLUSHALL): `+OK`
     /// once the flush is durable.
     /// SAVE / BGSAVE: every write this poller has acknowledged is made
@@ -328,8 +338,8 @@ pub struct Cross {
     /// to the device together, not one after another as a
     /// transaction's).
     pub group: bool,
-    /// Sent while replicas are fed: it runs under the server's gate for
-    /// transactions across pollers (one at a time), and its parts' writes
+    /// Sent while replicas are fed: it passes the server's gate alone
+    /// (one such transaction at a time, `gate.rs`), and its parts' writes
     /// go into the stream as one `MULTI … EXEC` (`repl/outbox.rs`).
     pub gated: bool,
     /// A move (RENAME, RENAMENX, COPY) whose source and destination are
@@ -337,6 +347,32 @@ pub struct Cross {
     /// destination's in `pollers`. The destination's part runs once the
     /// source's has read the value and sent it (`Op::Carry`).
     pub carry: Option<(u32, u32)>,
+}
+
+/// A part of a census ([`Op::Census`]).
+#[derive(Debug)]
+pub struct Census {
+    /// What the poller runs (KEYS, DBSIZE, a SCAN step, RANDOMKEY).
+    pub op: Op,
+    /// The census's pollers, lowest first: the first takes the gate.
+    pub pollers: Vec<usize>,
+}
+
+/// The steps of a census ([`Op::CensusStep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CensusStep {
+    /// To the first poller: the census holds the gate.
+    Gate,
+    /// From the first poller: the census holds the gate; once no
+    /// transaction across pollers is between its commit and its end
+    /// here, stop (a lone poller runs its part at once).
+    Go,
+    /// To the first poller: one poller has stopped, holding every request
+    /// that comes.
+    Stopped,
+    /// From the first poller: every poller has stopped: run the part, and
+    /// go on.
+    Run,
 }
 
 /// The steps of an EXEC across pollers ([`Op::Cross`]).
@@ -711,6 +747,7 @@ impl Op {
             Op::Exists { key } => Some(key),
             Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
             Op::Cross(_) | Op::Carry(_) => None,
+            Op::Census(_) | Op::CensusStep(_) | Op::DbSize => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
             Op::CopyStep { .. } | Op::Load(_) => None,
         }

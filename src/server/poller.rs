@@ -33,6 +33,7 @@ use crate::store::clock::SystemClock;
 use crate::store::keyspace::{self, CommitFailed, Keyspace, Tag, WriteError};
 use crate::store::Shard;
 
+mod census;
 mod cross;
 mod inline;
 mod large;
@@ -185,6 +186,8 @@ struct Poller<E: Engine> {
     exec_gates: HashMap<(ConnRef, u64, u32), u64>,
     /// The parts of transactions across pollers (`cross.rs`).
     cross: cross::Crossing,
+    /// The parts of censuses of the key space (`census.rs`).
+    census: census::Censuses,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -451,6 +454,7 @@ fn build<E: Engine>(
         gates: HashMap::new(),
         exec_gates: HashMap::new(),
         cross: Default::default(),
+        census: Default::default(),
     }
 }
 
@@ -551,6 +555,7 @@ impl<E: Engine> Poller<E> {
         self.answer_writers();
 
         let retried = self.cross_flush()
+            | self.census_pump()
             | self.retry_before_reads()
             | self.retry_requeued()
             | self.retry_assemblies()
@@ -676,6 +681,12 @@ impl<E: Engine> Poller<E> {
 
     /// Serves one request, after those before it for the same key.
     fn handle(&mut self, req: Request) {
+        if matches!(req.op, Op::CensusStep(_)) {
+            return self.census_step(req);
+        }
+        let Some(req) = self.census_holds(req) else {
+            return;
+        };
         if matches!(req.op, Op::Cross(_)) {
             return self.cross_step(req);
         }
@@ -700,6 +711,7 @@ impl<E: Engine> Poller<E> {
             return self.start_scan(req);
         }
         match req.op {
+            Op::Census(_) => return self.census_arrived(req),
             Op::FeedBegin { .. } => return self.feed_begin(req),
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
             Op::Save => return self.save(req),

@@ -14,7 +14,9 @@ use crate::resp;
 use crate::store::clock::unix_ms;
 
 use super::meta::{checked_subcommand, help};
-use super::route::{keyed, route_one, to_every_poller, to_partition};
+use super::route::{
+    census_of_every_poller, census_of_partition, keyed, route_one, to_every_poller,
+};
 use super::values::within_limits;
 
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
@@ -326,15 +328,25 @@ pub(super) fn scan(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         pattern,
         no_keys,
     };
-    to_partition(c, router, pid, op);
+    census_of_partition(c, router, pid, op);
 }
 
 /// `KEYS pattern`: every poller sends its matching keys, combined into one
 /// array.
 pub(super) fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
-    to_every_poller(c, router, Combine::Concat, || Op::Keys {
+    census_of_every_poller(c, router, Combine::Concat, || Op::Keys {
         pattern: pattern.into(),
     });
+}
+
+/// `DBSIZE`: the live keys of every poller. With several, a census: the
+/// sum is the store's at one instant (inside EXEC, the count before it).
+pub(super) fn dbsize(c: &mut Conn, router: &mut Router) {
+    if router.shared.pollers.len() == 1 || router.capturing() {
+        let keys = super::super::counters::keys(router.shared);
+        return c.reply(|o| resp::int(o, keys as i64));
+    }
+    census_of_every_poller(c, router, Combine::Sum, || Op::DbSize);
 }
 
 /// `RANDOMKEY`: a poller picked in proportion to its live keys picks one
@@ -364,7 +376,7 @@ pub(super) fn randomkey(c: &mut Conn, router: &mut Router) {
     let op = Op::RandomKey {
         seed: seed.rotate_left(29),
     };
-    to_partition(c, router, poller as u32, op);
+    census_of_partition(c, router, poller as u32, op);
 }
 
 /// A seed for RANDOMKEY: the clock and a per-process counter, hashed.

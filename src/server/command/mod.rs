@@ -187,10 +187,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             c.reply(|o| resp::simple(o, strings::OK));
             c.closing = true;
         }
-        Cmd::Dbsize => {
-            let keys = super::counters::keys(router.shared);
-            c.reply(|o| resp::int(o, keys as i64))
-        }
+        Cmd::Dbsize => keyspace::dbsize(c, router),
         Cmd::Info => {
             let text = super::info::render(router.shared, &args[1..]);
             let p = c.proto;

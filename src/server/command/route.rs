@@ -3,7 +3,7 @@
 //! poller.
 
 use super::super::conn::Conn;
-use super::super::msg::{Op, Request};
+use super::super::msg::{Census, Op, Request};
 use super::super::replies::Combine;
 use super::super::router::Router;
 use crate::index::KeyHash;
@@ -95,9 +95,44 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
     router.send(poller, req);
 }
 
+/// A census of the key space (`poller/census.rs`) in partition `pid`, by
+/// the poller that owns it: a SCAN step, RANDOMKEY. With one poller, a
+/// plain request (no transaction spans pollers).
+pub(super) fn census_of_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
+    let op = match router.shared.pollers.len() {
+        1 => op,
+        _ => Op::Census(Box::new(Census {
+            op,
+            pollers: vec![router.shared.poller_of(pid)],
+        })),
+    };
+    to_partition(c, router, pid, op);
+}
+
+/// A census of the key space (`poller/census.rs`) by every poller, the
+/// replies combined by `combine`: KEYS, DBSIZE.
+pub(super) fn census_of_every_poller(
+    c: &mut Conn,
+    router: &mut Router,
+    combine: Combine,
+    op: impl Fn() -> Op,
+) {
+    let n = router.shared.pollers.len();
+    if n == 1 {
+        return to_every_poller(c, router, combine, op);
+    }
+    let pollers: Vec<usize> = (0..n).collect();
+    to_every_poller(c, router, combine, || {
+        Op::Census(Box::new(Census {
+            op: op(),
+            pollers: pollers.clone(),
+        }))
+    });
+}
+
 /// One request, of no key, for partition `pid` (to the poller that owns
-/// it): a SCAN step, RANDOMKEY.
-pub(super) fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
+/// it).
+fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
     let id = c.expect(1, None);
     let req = Request {
         tried: Vec::new(),

@@ -39,9 +39,8 @@
 //! the refused part's error is EXEC's reply (the others answer an empty
 //! part). Either way nothing of the transaction is in the replication
 //! stream, and no client sees one part's writes without the others'
-//! (their keys are held until the outcome; SCAN, KEYS, RANDOMKEY and
-//! DBSIZE, which hold no keys, may count their names meanwhile). Pollers
-//! send the steps to each other's rings directly.
+//! (their keys are held until the outcome). Pollers send the steps to
+//! each other's rings directly.
 //!
 //! A part of a command of one request per poller (MSETNX, a move) may
 //! refuse the whole by what it finds (`Txn::veto`: a key there, a source
@@ -50,18 +49,23 @@
 //! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
 //! never waits for the destination's.
 //!
-//! While replicas are fed (`Cross::gated`), such transactions run one at
-//! a time: the first part takes the server's gate before it claims its
+//! Every such transaction (not a group: MGET only reads) passes the
+//! server's gate (`gate.rs`): the first part takes it before it claims its
 //! keys (or waits for it, `Gated`, until `Gate`), and the last poller
-//! passes the gate on once every part's commit is durable or failed (or
-//! at an abort, a `Drop` included). So every poller commits their parts
-//! in one order; at `Release` each part goes into its outbox tagged with
+//! passes it on once every part's commit is durable or failed (or at an
+//! abort, a `Drop` included). Transactions pass it together; a census of
+//! the key space (KEYS, DBSIZE, SCAN, RANDOMKEY: `census.rs`), which holds
+//! no keys, passes it alone, so it never sees a transaction between its
+//! claims and its outcome. While replicas are fed (`Cross::gated`) the
+//! transactions pass it alone too, one at a time, so every poller
+//! commits their parts in one order; at `Release` each part goes into its outbox tagged with
 //! the transaction, to be joined with the others into one `MULTI … EXEC`
 //! of the stream (`repl/outbox.rs`). At `Undo` none does, nor do the
 //! undo's writes.
 
 use super::*;
-use crate::server::msg::{Cross, CrossStep};
+use crate::server::gate::{Holder, HolderKind, Mode};
+use crate::server::msg::{CensusStep, Cross, CrossStep};
 
 /// An EXEC across pollers: its connection and its reply's id.
 pub(super) type CrossId = (ConnRef, u64);
@@ -180,7 +184,8 @@ pub(super) struct Ran {
 struct Left {
     parts: usize,
     pollers: Vec<usize>,
-    gated: bool,
+    /// How it passes the gate (none for a group).
+    gate: Option<Mode>,
     failed: bool,
 }
 
@@ -235,6 +240,16 @@ fn was_of(uuid: &[u8; 16], key: &[u8], bytes: &[u8], now_ms: u64) -> Result<Was,
     Ok(Was::Value(rec.value.to_vec(), rec.meta.expire_ms))
 }
 
+/// How a transaction across pollers passes the gate: alone while
+/// replicas are fed, else shared; a group (reads only) not at all.
+fn gate_mode(x: &Cross) -> Option<Mode> {
+    match (x.group, x.gated) {
+        (true, _) => None,
+        (false, true) => Some(Mode::Alone),
+        (false, false) => Some(Mode::Shared),
+    }
+}
+
 /// Whether `req` is a part of an EXEC across pollers.
 pub(super) fn is_cross(req: &Request) -> bool {
     matches!(req.op, Op::Exec { cross: Some(_), .. })
@@ -276,8 +291,14 @@ impl<E: Engine> Poller<E> {
         match self.cross.parts.remove(&xid) {
             Some(CrossPart::Aborted) => {}
             Some(CrossPart::Claimable) => self.cross_claim(req, watches),
-            None if req.part == 0 && cross_of(&req).gated => {
-                match self.shared.repl.gate_take(self.id, xid) {
+            None if req.part == 0 && gate_mode(cross_of(&req)).is_some() => {
+                let mode = gate_mode(cross_of(&req)).expect("not a group");
+                let who = Holder {
+                    poller: self.id,
+                    id: xid,
+                    kind: HolderKind::Txn,
+                };
+                match self.shared.gate.take(mode, who) {
                     true => self.cross_claim(req, watches),
                     false => {
                         let gated = CrossPart::Gated { req, watches };
@@ -309,7 +330,7 @@ impl<E: Engine> Poller<E> {
             unreachable!("a part claiming its keys")
         };
         let x = cross_of(&req);
-        let (pollers, at, gated) = (x.pollers.clone(), req.part as usize, x.gated);
+        let (pollers, at, gate) = (x.pollers.clone(), req.part as usize, gate_mode(x));
         let changed = watches.is_some_and(|w| self.changed(&w));
         if changed {
             let tags = claim_tags(&req.op);
@@ -322,8 +343,8 @@ impl<E: Engine> Poller<E> {
                     self.cross_send(p, xid, CrossStep::Abort);
                 }
             }
-            if gated {
-                self.gate_pass();
+            if let Some(mode) = gate {
+                self.gate_pass(mode);
             }
             return;
         }
@@ -345,7 +366,7 @@ impl<E: Engine> Poller<E> {
         let left = Left {
             parts: pollers.len(),
             pollers,
-            gated,
+            gate,
             failed: false,
         };
         self.cross.left.insert(xid, left);
@@ -696,8 +717,8 @@ impl<E: Engine> Poller<E> {
         for p in left.pollers {
             self.cross_send(p, xid, CrossStep::Drop);
         }
-        if left.gated {
-            self.gate_pass();
+        if let Some(mode) = left.gate {
+            self.gate_pass(mode);
         }
     }
 
@@ -983,8 +1004,8 @@ impl<E: Engine> Poller<E> {
                     for p in left.pollers {
                         self.cross_send(p, xid, step);
                     }
-                    if left.gated {
-                        self.gate_pass();
+                    if let Some(mode) = left.gate {
+                        self.gate_pass(mode);
                     }
                 }
             }
@@ -994,11 +1015,15 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// The transaction holding the gate is done with it: the next
-    /// waiting (its first part) claims its keys.
-    fn gate_pass(&mut self) {
-        if let Some((p, xid)) = self.shared.repl.gate_pass() {
-            self.cross_send(p, xid, CrossStep::Gate);
+    /// A transaction or a census that held the gate in `mode` is done
+    /// with it: those waiting that hold it now are told (a transaction's
+    /// first part claims its keys, a census begins).
+    pub(super) fn gate_pass(&mut self, mode: Mode) {
+        for who in self.shared.gate.pass(mode) {
+            match who.kind {
+                HolderKind::Txn => self.cross_send(who.poller, who.id, CrossStep::Gate),
+                HolderKind::Census => self.census_send(who.poller, who.id, CensusStep::Gate),
+            }
         }
     }
 
@@ -1046,8 +1071,25 @@ impl<E: Engine> Poller<E> {
             op: Op::Cross(step),
             touch: false,
         };
+        self.cross_send_request(p, req);
+    }
+
+    /// Sends a step to poller `p`'s ring, after the steps this poller
+    /// sent before (the rest wait for room in order).
+    pub(super) fn cross_send_request(&mut self, p: usize, req: Request) {
         self.cross.out.push_back((p, req));
         self.cross_flush();
+    }
+
+    /// Whether a transaction across pollers (not a group: it only reads)
+    /// has committed a part here and not ended yet: released, or undone.
+    pub(super) fn cross_unended(&self) -> bool {
+        self.cross.parts.values().any(|p| match p {
+            CrossPart::Committing(r) | CrossPart::Ran(r) | CrossPart::Undoing(r) => {
+                !cross_of(&r.exec).group
+            }
+            _ => false,
+        })
     }
 
     /// Hands the other pollers' rings the steps they can take now; returns

@@ -121,6 +121,9 @@ struct Job {
     /// A SCAN step's records, kept while a fill of the cache that covers
     /// them is under way.
     waiting: Option<Vec<Item>>,
+    /// When the job took its entries: a key is live if it was then (one
+    /// instant for the whole reply, as Redis's).
+    at_ms: u64,
 }
 
 /// A read of a job's records at the device, from `start`.
@@ -237,6 +240,7 @@ impl<E: Engine> Poller<E> {
             reading: 0,
             keys: Vec::new(),
             waiting: None,
+            at_ms: self.ks.now_ms(),
         };
         match place {
             Some(place) => self.use_names(&mut job, place, todo),
@@ -406,6 +410,7 @@ impl<E: Engine> Poller<E> {
             reading: 0,
             keys: Vec::new(),
             waiting: None,
+            at_ms: self.ks.now_ms(),
         };
         self.scans.jobs.insert(id, job);
         self.scans.queued.push_back(id);
@@ -635,7 +640,6 @@ impl<E: Engine> Poller<E> {
             entry,
             tries,
         } = it;
-        let now = self.ks.now_ms();
         let rec = bytes
             .ok()
             .and_then(|b| decode_record(&self.shared.sb.uuid, b).ok())
@@ -643,6 +647,7 @@ impl<E: Engine> Poller<E> {
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return;
         };
+        let now = job.at_ms;
         if let Kind::Fill(names) = &mut job.kind {
             // A record that does not hold its tag's key (written again or
             // moved meanwhile) is left to the steps.

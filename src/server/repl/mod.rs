@@ -99,18 +99,6 @@ pub(super) struct Repl {
     /// `--min-replicas-to-write` and `--min-replicas-max-lag`.
     min_replicas: usize,
     min_replicas_max_lag: u64,
-    /// The gate for transactions across pollers while replicas are fed
-    /// (`Cross::gated`): they run one at a time, so every poller commits
-    /// their parts in the same order.
-    gate: Mutex<Gate>,
-}
-
-/// Whether a transaction across pollers holds the gate, and the first
-/// parts waiting for it (their poller and transaction), oldest first.
-#[derive(Default)]
-struct Gate {
-    held: bool,
-    waiting: VecDeque<(usize, (ConnRef, u64))>,
 }
 
 /// A WAIT to answer once `replicas` replicas acknowledged `offset`, or at
@@ -279,7 +267,6 @@ impl Repl {
             waits: Mutex::new(Vec::new()),
             waiting: Condvar::new(),
             waiter_started: std::sync::Once::new(),
-            gate: Mutex::default(),
             min_replicas,
             min_replicas_max_lag,
         }
@@ -358,29 +345,6 @@ impl Repl {
         drop(b);
         self.grew.notify_all();
         tracing::warn!("{why}: the replicas sync again in full");
-    }
-
-    /// The first part of transaction `xid`, on poller `poller`, takes the
-    /// gate for transactions across pollers: returns whether it holds it
-    /// now, or waits (its poller is sent `CrossStep::Gate` when it does).
-    pub(super) fn gate_take(&self, poller: usize, xid: (ConnRef, u64)) -> bool {
-        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        if g.held {
-            g.waiting.push_back((poller, xid));
-            return false;
-        }
-        g.held = true;
-        true
-    }
-
-    /// The transaction holding the gate has run (or aborted): the next
-    /// waiting, if any, holds it now (returned: its first part's poller
-    /// and its id).
-    pub(super) fn gate_pass(&self) -> Option<(usize, (ConnRef, u64))> {
-        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        let next = g.waiting.pop_front();
-        g.held = next.is_some();
-        next
     }
 
     /// The stream's id and offset.
