@@ -330,8 +330,8 @@ pub struct Cross {
     /// The pollers of the EXEC's parts, lowest first: they hold their
     /// keys in this order, each once the one before holds its own.
     pub pollers: Vec<usize>,
-    /// One command of several keys (MSET, MGET), not an EXEC: no WATCH
-    /// is checked.
+    /// One command of several keys (MSET, MSETNX, a move, MGET), not an
+    /// EXEC: no WATCH is checked.
     pub single: bool,
     /// Its requests run as a group's, each answering the connection
     /// itself, and the part has no reply of its own (MGET: its reads go
