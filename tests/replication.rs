@@ -246,24 +246,18 @@ fn a_replica_with_more_pollers_applies_transactions_across_them() {
     assert_eq!(got, [2; 8]);
 }
 
-/// Whether keys `a` and `b` are on different pollers: RENAME across
-/// pollers answers CROSSSLOT before it looks for its key.
-fn apart(con: &mut redis::Connection, a: &str, b: &str) -> bool {
-    let e = redis::cmd("RENAME")
-        .arg(a)
-        .arg(b)
-        .query::<()>(con)
-        .unwrap_err();
-    e.code() == Some("CROSSSLOT")
+/// Whether keys `a` and `b` are on different pollers of `srv`.
+fn apart(srv: &Server, a: &str, b: &str) -> bool {
+    common::apart(srv.addr, a.as_bytes(), b.as_bytes())
 }
 
 /// `n` pairs of keys named after `tag`, the two of each on different
 /// pollers.
-fn pairs_apart(con: &mut redis::Connection, tag: &str, n: usize) -> Vec<(String, String)> {
+fn pairs_apart(srv: &Server, tag: &str, n: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for i in 0.. {
         let (a, b) = (format!("{tag}x{i}"), format!("{tag}y{i}"));
-        if apart(con, &a, &b) {
+        if apart(srv, &a, &b) {
             out.push((a, b));
         }
         if out.len() == n {
@@ -300,7 +294,7 @@ fn transactions_across_pollers_reach_a_replica_whole() {
     let mut p = primary.client();
     let _: () = redis::cmd("SET").arg("start").arg(1).query(&mut p).unwrap();
     converge(&primary, &replica);
-    let pairs = pairs_apart(&mut p, "t", 6);
+    let pairs = pairs_apart(&primary, "t", 6);
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (mut r, pairs, done) = (replica.client(), pairs.clone(), done.clone());
@@ -392,7 +386,7 @@ fn a_replica_holds_whole_transactions_across_pollers_when_the_primary_is_killed(
     let mut p = primary.client();
     let _: () = redis::cmd("SET").arg("start").arg(1).query(&mut p).unwrap();
     converge(&primary, &replica);
-    let pairs = pairs_apart(&mut p, "k", 8);
+    let pairs = pairs_apart(&primary, "k", 8);
     let ran = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..3)
         .map(|t| {
@@ -435,8 +429,7 @@ fn a_replica_attached_during_transactions_across_pollers_converges() {
     use std::sync::Arc;
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let primary = Server::start(pd.path(), &["--io-threads", "2"]);
-    let mut p = primary.client();
-    let pairs = pairs_apart(&mut p, "j", 6);
+    let pairs = pairs_apart(&primary, "j", 6);
     let (ran, stop) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicBool::new(false)),
@@ -2092,7 +2085,7 @@ fn a_transaction_refused_for_room_reaches_no_replica() {
     converge(&primary, &replica);
     let b = (1..64)
         .map(|i| format!("t{i}"))
-        .find(|t| apart(&mut p, "{t0}x", &format!("{{{t}}}x")))
+        .find(|t| apart(&primary, "{t0}x", &format!("{{{t}}}x")))
         .expect("two tags on two pollers");
     let (ka, kb) = ("{t0}c".to_string(), format!("{{{b}}}c"));
     let value = vec![b'v'; 3 << 19];
@@ -2209,7 +2202,7 @@ fn a_transaction_whose_commit_fails_on_one_poller_reaches_no_replica() {
     let mut p = primary.client();
     let b = (1..64)
         .map(|i| format!("t{i}"))
-        .find(|t| apart(&mut p, "{t0}x", &format!("{{{t}}}x")))
+        .find(|t| apart(&primary, "{t0}x", &format!("{{{t}}}x")))
         .expect("two tags on two pollers");
     let tags = ["t0".to_string(), b];
     let keys = |name: &str| {

@@ -191,6 +191,11 @@ pub enum Op {
     /// A step of an EXEC across pollers, from one of its pollers to
     /// another (`from` and `id` name the EXEC): see [`CrossStep`].
     Cross(CrossStep),
+    /// From the source's part of a move across pollers to the
+    /// destination's (`Cross::carry`; `from` and `id` name the
+    /// transaction): the source's value and expiry (`None`: missing, or
+    /// its read failed), and the destination's part runs.
+    Carry(Option<(Vec<u8>, u64)>),
     /// Requests of one command for several keys of this poller (MGET,
     /// EXISTS, DEL, MSET): they run together, once none of their keys is
     /// held by a transaction or a read-modify-write, so that the command
@@ -250,6 +255,17 @@ pub enum Op {
         to: KeyAt,
         kind: MoveKind,
         wait: Option<u64>,
+    },
+    /// The destination's half of a RENAME, RENAMENX or COPY whose two
+    /// keys are on two pollers (a request of the destination's part of a
+    /// transaction across them, `Cross::carry`): the key is written with
+    /// the source's value and expiry, which the source's part reads and
+    /// sends (`Op::Carry`) before this part runs; `None` when the source
+    /// is missing (that part answers).
+    MoveIn {
+        key: Box<[u8]>,
+        kind: MoveKind,
+        value: Option<(Vec<u8>, u64)>,
     },
     /// The place of waiting request `id` (a command of several keys) in
     /// the queue of a key it waits for (a poller's own: no client sends
@@ -314,8 +330,8 @@ pub struct Cross {
     /// The pollers of the EXEC's parts, lowest first: they hold their
     /// keys in this order, each once the one before holds its own.
     pub pollers: Vec<usize>,
-    /// One command of several keys (MSET, MGET), not an EXEC: no WATCH
-    /// is checked.
+    /// One command of several keys (MSET, MSETNX, a move, MGET), not an
+    /// EXEC: no WATCH is checked.
     pub single: bool,
     /// Its requests run as a group's, each answering the connection
     /// itself, and the part has no reply of its own (MGET: its reads go
@@ -326,6 +342,11 @@ pub struct Cross {
     /// (one such transaction at a time, `gate.rs`), and its parts' writes
     /// go into the stream as one `MULTI … EXEC` (`repl/outbox.rs`).
     pub gated: bool,
+    /// A move (RENAME, RENAMENX, COPY) whose source and destination are
+    /// on two pollers: the places of the source's part and of the
+    /// destination's in `pollers`. The destination's part runs once the
+    /// source's has read the value and sent it (`Op::Carry`).
+    pub carry: Option<(u32, u32)>,
 }
 
 /// A part of a census ([`Op::Census`]).
@@ -718,13 +739,15 @@ impl Op {
             | Op::MemoryUsage { key }
             | Op::Dump { key }
             | Op::Restore { key, .. }
-            | Op::Move { key, .. } => Some(key),
+            | Op::Move { key, .. }
+            | Op::MoveIn { key, .. } => Some(key),
             Op::Fence { .. } | Op::FeedBegin { .. } => None,
             Op::MsetNx { pairs, .. } => pairs.first().map(|p| &*p.key),
             Op::Watch { key } => Some(key),
             Op::Exists { key } => Some(key),
             Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
-            Op::Cross(_) | Op::Census(_) | Op::CensusStep(_) | Op::DbSize => None,
+            Op::Cross(_) | Op::Carry(_) => None,
+            Op::Census(_) | Op::CensusStep(_) | Op::DbSize => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
             Op::CopyStep { .. } | Op::Load(_) => None,
         }

@@ -245,6 +245,12 @@ struct Txn {
     /// Replicas were fed when it began: its large values' views then
     /// hold every edit for the stream.
     fed: bool,
+    /// A part of a command of several keys across pollers (MSETNX, a
+    /// move) refused by what it found (a key there, a source missing):
+    /// the command's reply, and nothing of any part is written.
+    veto: Option<Reply>,
+    /// The source's part of a move across pollers has sent the value.
+    carried: bool,
 }
 
 /// A key as a transaction left it.
@@ -684,6 +690,9 @@ impl<E: Engine> Poller<E> {
         if matches!(req.op, Op::Cross(_)) {
             return self.cross_step(req);
         }
+        if matches!(req.op, Op::Carry(_)) {
+            return self.cross_carried(req);
+        }
         if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
             self.flush_hold.push_back(req);
             self.flush_when_idle();
@@ -832,6 +841,7 @@ impl<E: Engine> Poller<E> {
                 self.fetch(req, entry)
             }
             (Op::MsetNx { .. }, _) => self.msetnx(req),
+            (Op::MoveIn { .. }, hit) => self.move_in(req, hit.is_some()),
             (op, hit) if is_keys_op(op) => self.keys(req, hit),
             (_, None) => self.strings(req, None),
             (_, Some(entry)) => self.fetch(req, entry),
@@ -1617,6 +1627,8 @@ impl<E: Engine> Poller<E> {
             .iter()
             .any(|p| self.lookup(&req, p.pid, &p.hash).is_some())
         {
+            // A part of one across pollers refuses them all.
+            self.veto(&req, Reply::Int(0));
             return self.reply(&req, Reply::Int(0));
         }
         if self.refused_over_maxmemory(&req) {
@@ -1628,7 +1640,28 @@ impl<E: Engine> Poller<E> {
                 return self.reply(&req, reply);
             }
         }
-        self.acknowledge(req, Ok(()), Reply::Int(1));
+        // Across pollers, the first part answers for all.
+        let ok = match self.part_of_single(&req) && req.part > 0 {
+            true => simple(super::strings::OK),
+            false => Reply::Int(1),
+        };
+        self.acknowledge(req, Ok(()), ok);
+    }
+
+    /// Whether `req` is a request of a part of a command of several keys
+    /// run across pollers (MSET, MSETNX, a move), not of an EXEC.
+    fn part_of_single(&self, req: &Request) -> bool {
+        is_sub(req) && (self.txn.as_ref()).is_some_and(|t| cross::single_of(&t.exec).is_some())
+    }
+
+    /// A request of a part of a command of several keys run across
+    /// pollers found what refuses the command (see `Txn::veto`): `reply`
+    /// is its reply, and no part writes anything. Elsewhere, nothing.
+    fn veto(&mut self, req: &Request, reply: Reply) {
+        if self.part_of_single(req) {
+            let t = self.txn.as_mut().expect("a transaction runs");
+            t.veto.get_or_insert(reply);
+        }
     }
 
     // -----------------------------------------------------------------
@@ -1892,6 +1925,8 @@ impl<E: Engine> Poller<E> {
             waiting: false,
             stalled: false,
             fed: self.shared.repl.feeding(),
+            veto: None,
+            carried: false,
         });
     }
 
@@ -1918,6 +1953,19 @@ impl<E: Engine> Poller<E> {
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
         let mut t = self.txn.take().expect("a transaction runs");
+        if let Some(to) = cross::carries_to(&t) {
+            // The source's read failed: the destination's part runs on,
+            // writing nothing, and the error is the move's reply.
+            self.cross_carry(to, (t.exec.from, t.exec.id), None);
+            let error = (t.replies.iter()).find(|(_, _, r)| matches!(r, Reply::Error(_)));
+            let error = error.map_or(Reply::Error(super::strings::NO_SUCH_KEY.into()), |e| {
+                e.2.clone()
+            });
+            t.veto.get_or_insert(error);
+        }
+        if let Some(reply) = t.veto.take() {
+            return self.end_txn(t, reply);
+        }
         // A part of an EXEC across pollers reads its large values whole
         // (`Poller::txn_read_whole`): its reply is merged with the others'.
         debug_assert!(t.streams.is_empty() || !cross::is_cross(&t.exec));
@@ -2457,6 +2505,9 @@ impl<E: Engine> Poller<E> {
             }
         }
         let same = *key == to.key;
+        if hit.is_none() && self.moves_across(&req) {
+            return self.move_carry(req, None);
+        }
         let reply = match (hit, kind) {
             (None, MoveKind::Copy { .. }) => Reply::Int(0),
             (None, _) => Reply::Error(text::NO_SUCH_KEY.into()),
@@ -2513,7 +2564,7 @@ impl<E: Engine> Poller<E> {
             // value's head (its pieces pinned); while replicas are fed,
             // the value is read whole and moved as a value (written in
             // pieces when the transaction ends), for the stream.
-            if !self.shared.repl.feeding() {
+            if !self.shared.repl.feeding() && !self.moves_across(&req) {
                 return self.txn_move_stored(req, entry, &rec);
             }
             return self.large_read(req, entry, &rec);
@@ -2529,7 +2580,12 @@ impl<E: Engine> Poller<E> {
             unreachable!()
         };
         let copy = matches!(kind, MoveKind::Copy { .. });
-        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) {
+        let dead = rec.is_tombstone() || rec.expired(self.ks.now_ms());
+        if self.moves_across(&req) {
+            let found = (!dead).then(|| (rec.value.to_vec(), rec.meta.expire_ms));
+            return self.move_carry(req, found);
+        }
+        if dead {
             let reply = match copy {
                 true => Reply::Int(0),
                 false => Reply::Error(text::NO_SUCH_KEY.into()),
@@ -2559,6 +2615,75 @@ impl<E: Engine> Poller<E> {
         if result.is_ok() && !copy {
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
         }
+        self.acknowledge_now(req, result, ok)
+    }
+
+    /// Whether move `req` is the source's half of one across pollers
+    /// (its destination is another poller's).
+    fn moves_across(&self, req: &Request) -> bool {
+        let Op::Move { to, .. } = &req.op else {
+            return false;
+        };
+        is_sub(req) && self.shared.poller_of(to.pid) != self.id
+    }
+
+    /// The source's half of a move across pollers, its value read
+    /// (`found`: the value and its expiry; `None`: missing): the value
+    /// goes to the destination's part, a rename deletes the source, and a
+    /// source missing refuses the move (RENAME's error, COPY's `:0`).
+    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64)>) {
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let copy = matches!(kind, MoveKind::Copy { .. });
+        let into = self.shared.poller_of(to.pid);
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let xid = (t.exec.from, t.exec.id);
+        t.carried = true;
+        let rename = found.is_some() && !copy;
+        if found.is_none() {
+            let reply = match copy {
+                true => Reply::Int(0),
+                false => Reply::Error(super::strings::NO_SUCH_KEY.into()),
+            };
+            t.veto.get_or_insert(reply);
+        }
+        self.cross_carry(into, xid, found);
+        let mut result = Ok(());
+        if rename {
+            let key = key.clone();
+            result = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+        }
+        self.acknowledge_now(req, result, simple(super::strings::OK));
+    }
+
+    /// The destination's half of a move across pollers (`exists`: the
+    /// key is there), with the value the source's half sent: written
+    /// with its expiry, unless RENAMENX or COPY without REPLACE finds the
+    /// key there, which refuses the move (`:0`).
+    fn move_in(&mut self, mut req: Request, exists: bool) {
+        use super::strings as text;
+        let Op::MoveIn { key, kind, value } = &mut req.op else {
+            unreachable!()
+        };
+        let (key, kind) = (key.clone(), *kind);
+        let Some((value, expire)) = value.take() else {
+            // The source's part answers.
+            return self.reply(&req, simple(text::OK));
+        };
+        let (ok, refused) = match kind {
+            MoveKind::Rename => (simple(text::OK), false),
+            MoveKind::RenameNx => (Reply::Int(1), exists),
+            MoveKind::Copy { replace } => (Reply::Int(1), exists && !replace),
+        };
+        if refused {
+            self.veto(&req, Reply::Int(0));
+            return self.reply(&req, Reply::Int(0));
+        }
+        if matches!(kind, MoveKind::Copy { .. }) && self.refused_over_maxmemory(&req) {
+            return;
+        }
+        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         self.acknowledge_now(req, result, ok)
     }
 

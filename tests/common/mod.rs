@@ -614,3 +614,26 @@ pub fn hits_misses_of(con: &mut redis::Connection, cmds: &[&[&str]], txn: bool) 
         })
         .collect()
 }
+
+/// Whether keys `a` and `b` lie on different pollers of the server at
+/// `addr`: a COPY of keys on two pollers inside MULTI … EXEC makes EXEC
+/// answer CROSSSLOT (alone, it runs across them); on one poller, a COPY
+/// to database 1 changes nothing.
+pub fn apart(addr: impl std::net::ToSocketAddrs, a: &[u8], b: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = encode(&[b"MULTI"]);
+    req.extend(encode(&[b"COPY", a, b, b"DB", b"1"]));
+    req.extend(encode(&[b"EXEC"]));
+    req.extend(encode(&[b"ECHO", b"probed"]));
+    s.write_all(&req).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"probed\r\n") {
+        let n = s.read(&mut buf).expect("read a reply");
+        assert!(n > 0, "connection closed after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got.windows(10).any(|w| w == b"-CROSSSLOT")
+}

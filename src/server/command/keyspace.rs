@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::conn::Conn;
-use super::super::msg::Op;
 use super::super::msg::{KeyAt, MoveKind, ObjectInfo, RestoreAccess};
+use super::super::msg::{Op, Request};
 use super::super::replies::Combine;
 use super::super::router::Router;
 use super::super::strings;
@@ -61,48 +61,97 @@ pub(super) fn memory(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     })
 }
 
-/// The destination of a RENAME or a COPY, if it is on the poller of the
-/// source; Redis Cluster's `-CROSSSLOT` otherwise.
-pub(super) fn destination(c: &mut Conn, router: &Router, src: &[u8], dst: &[u8]) -> Option<KeyAt> {
-    let partitions = router.shared.sb.partitions;
-    let hash = KeyHash::of(dst);
-    let pid = hash.partition(partitions);
-    let src_pid = KeyHash::of(src).partition(partitions);
-    if router.shared.poller_of(src_pid) != router.shared.poller_of(pid) {
-        c.reply(|o| resp::error(o, strings::CROSSSLOT));
-        return None;
-    }
+/// The destination of a RENAME or a COPY, within the limits on keys.
+pub(super) fn destination(c: &mut Conn, router: &Router, dst: &[u8]) -> Option<KeyAt> {
     if !within_limits(c, router, dst, b"") {
         return None;
     }
+    let hash = KeyHash::of(dst);
     Some(KeyAt {
         hash,
-        pid,
+        pid: hash.partition(router.shared.sb.partitions),
         key: dst.into(),
     })
 }
 
-/// `RENAME | RENAMENX key newkey`: one request to the poller that owns
-/// both keys, which reads the value and writes it under the new name with
-/// its expiry, and deletes the old name, in one turn.
+/// A move: one request to the poller that owns both keys, which reads
+/// the value and writes it under the new name with its expiry (and, for
+/// a rename, deletes the old name) in one turn. Keys on two pollers make
+/// a transaction across them (`across_pollers`): the source's part reads
+/// the value (a large one whole), deletes the source for a rename and
+/// sends the value to the destination's part (`Cross::carry`), which
+/// writes it; the source missing, or the destination there for RENAMENX
+/// or COPY without REPLACE, refuses the whole, with the command's reply.
+/// Both parts answer, combined as MSET's: the source's `+OK`, the
+/// destination's the command's reply.
+fn send_move(c: &mut Conn, router: &mut Router, src: &[u8], to: KeyAt, kind: MoveKind) {
+    let (from, into) = (router.poller_of_key(src), router.shared.poller_of(to.pid));
+    if from == into {
+        let op = Op::Move {
+            key: src.into(),
+            to,
+            kind,
+            wait: None,
+        };
+        return route_one(c, router, src, op);
+    }
+    let keys = [src, &*to.key];
+    let across = super::across_pollers(c, router, &keys, Some((from, into)), |c, router| {
+        let id = c.expect(2, Some(Combine::AllOk));
+        let hash = KeyHash::of(src);
+        let source = Request {
+            tried: Vec::new(),
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: 0,
+            pid: hash.partition(router.shared.sb.partitions),
+            hash,
+            op: Op::Move {
+                key: src.into(),
+                to: KeyAt {
+                    hash: to.hash,
+                    pid: to.pid,
+                    key: to.key.clone(),
+                },
+                kind,
+                wait: None,
+            },
+        };
+        router.send(from, source);
+        let destination = Request {
+            tried: Vec::new(),
+            from: c.me,
+            touch: c.touches(),
+            id,
+            part: 1,
+            pid: to.pid,
+            hash: to.hash,
+            op: Op::MoveIn {
+                key: to.key.clone(),
+                kind,
+                value: None,
+            },
+        };
+        router.send(into, destination);
+    });
+    // Inside a transaction, EXEC refused it before (CROSSSLOT).
+    debug_assert!(across, "a move across pollers inside EXEC");
+}
+
+/// `RENAME | RENAMENX key newkey` (see [`send_move`]).
 pub(super) fn move_key(c: &mut Conn, router: &mut Router, args: &[&[u8]], kind: MoveKind) {
-    let Some(to) = destination(c, router, args[1], args[2]) else {
+    let Some(to) = destination(c, router, args[2]) else {
         return;
     };
-    let op = Op::Move {
-        key: args[1].into(),
-        to,
-        kind,
-        wait: None,
-    };
-    route_one(c, router, args[1], op);
+    send_move(c, router, args[1], to, kind);
 }
 
 /// `COPY source destination [DB 0] [REPLACE]`: as RENAME, keeping the
 /// source. nvkv has one database, as Redis with `databases 1`: another
 /// gets Redis's error for a database it does not have.
 pub(super) fn copy(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
-    let Some(to) = destination(c, router, args[1], args[2]) else {
+    let Some(to) = destination(c, router, args[2]) else {
         return;
     };
     let mut replace = false;
@@ -129,13 +178,7 @@ pub(super) fn copy(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if args[1] == args[2] {
         return c.reply(|o| resp::error(o, strings::SAME_OBJECT));
     }
-    let op = Op::Move {
-        key: args[1].into(),
-        to,
-        kind: MoveKind::Copy { replace },
-        wait: None,
-    };
-    route_one(c, router, args[1], op);
+    send_move(c, router, args[1], to, MoveKind::Copy { replace });
 }
 
 /// `RESTORE key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME s]

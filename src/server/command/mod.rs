@@ -523,16 +523,19 @@ fn exec(c: &mut Conn, router: &mut Router) {
             o.extend_from_slice(bytes);
         });
     }
-    send_parts(c, router, inner, count, pollers, reqs, watched, false);
+    send_parts(c, router, inner, count, pollers, reqs, watched, false, None);
 }
 
-/// Runs a command of several keys (MSET) whose keys are on several
-/// pollers as a transaction across them ([`send_parts`]), so that no
-/// client sees part of it, as in Redis. Returns whether it did.
+/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY)
+/// whose keys are on several pollers as a transaction across them
+/// ([`send_parts`]), so that no client sees part of it, as in Redis
+/// (`carry`: a move's source's poller and destination's). Returns
+/// whether it did (not inside EXEC).
 pub(super) fn across_pollers(
     c: &mut Conn,
     router: &mut Router,
     keys: &[&[u8]],
+    carry: Option<(usize, usize)>,
     run: impl FnOnce(&mut Conn, &mut Router),
 ) -> bool {
     if router.capturing() {
@@ -551,7 +554,7 @@ pub(super) fn across_pollers(
     let reqs = router.take_capture();
     let inner = c.end_transaction(outer);
     c.timing = timing;
-    send_parts(c, router, inner, 1, pollers, reqs, false, true);
+    send_parts(c, router, inner, 1, pollers, reqs, false, true, carry);
     true
 }
 
@@ -597,6 +600,7 @@ fn group_across_pollers(
         single: true,
         group: true,
         gated: false,
+        carry: None,
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
@@ -626,7 +630,8 @@ fn group_across_pollers(
 /// there, then tells the next to do the same, and so on; the last, once
 /// all hold their keys, lets them all run, and once all have run (their
 /// writes in the store), lets their keys go. `single`: the reply of one
-/// command (MSET, MGET), not EXEC's array.
+/// command (MSET, MSETNX, a move), not EXEC's array. `carry`: a move's
+/// source's poller and destination's (see `Cross::carry`).
 #[allow(clippy::too_many_arguments)]
 fn send_parts(
     c: &mut Conn,
@@ -637,6 +642,7 @@ fn send_parts(
     reqs: Vec<(usize, Request)>,
     watched: bool,
     single: bool,
+    carry: Option<(usize, usize)>,
 ) {
     for (p, _) in &reqs {
         if !pollers.contains(p) {
@@ -659,6 +665,10 @@ fn send_parts(
             single,
             group: false,
             gated: router.shared.repl.feeding(),
+            carry: carry.map(|(from, to)| {
+                let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;
+                (at(from), at(to))
+            }),
         })
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {

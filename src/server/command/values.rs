@@ -154,7 +154,9 @@ pub(super) fn mset(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
     }
     let keys: Vec<&[u8]> = args[1..].iter().step_by(2).copied().collect();
-    if !super::across_pollers(c, router, &keys, |c, router| mset_requests(c, router, args)) {
+    if !super::across_pollers(c, router, &keys, None, |c, router| {
+        mset_requests(c, router, args)
+    }) {
         mset_requests(c, router, args)
     }
 }
@@ -327,8 +329,11 @@ pub(super) fn getex(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
 }
 
 /// `MSETNX key value [key value ...]`: one request to the poller that
-/// owns every key, which sets all or none of them at once; keys on
-/// different pollers get Redis Cluster's `-CROSSSLOT`.
+/// owns every key, which sets all or none of them at once. Keys on
+/// several pollers make a transaction across them (`across_pollers`),
+/// one request per poller for its keys: a part that finds one of its
+/// keys there refuses the whole (`:0`, nothing written); otherwise the
+/// first part answers `:1` and the others `+OK`, combined as MSET's.
 pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if args.len() % 2 == 0 {
         return c.reply(|o| resp::error(o, &strings::wrong_arity("msetnx")));
@@ -350,14 +355,36 @@ pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             }
         })
         .collect();
-    let poller = router.shared.poller_of(pairs[0].pid);
-    if pairs
-        .iter()
-        .any(|p| router.shared.poller_of(p.pid) != poller)
-    {
-        return c.reply(|o| resp::error(o, strings::CROSSSLOT));
+    let keys: Vec<&[u8]> = args[1..].iter().step_by(2).copied().collect();
+    let mut parts: Vec<(usize, Vec<KeyValue>)> = Vec::new();
+    for pair in pairs {
+        let poller = router.shared.poller_of(pair.pid);
+        match parts.iter_mut().find(|(p, _)| *p == poller) {
+            Some((_, part)) => part.push(pair),
+            None => parts.push((poller, vec![pair])),
+        }
     }
-    let key = args[1];
-    let op = Op::MsetNx { pairs, wait: None };
-    route_one(c, router, key, op);
+    if parts.len() == 1 {
+        let (_, pairs) = parts.pop().expect("a part");
+        let op = Op::MsetNx { pairs, wait: None };
+        return route_one(c, router, args[1], op);
+    }
+    let across = super::across_pollers(c, router, &keys, None, |c, router| {
+        let id = c.expect(parts.len(), Some(Combine::AllOk));
+        for (part, (poller, pairs)) in parts.into_iter().enumerate() {
+            let req = Request {
+                tried: Vec::new(),
+                from: c.me,
+                touch: c.touches(),
+                id,
+                part: part as u32,
+                pid: pairs[0].pid,
+                hash: pairs[0].hash,
+                op: Op::MsetNx { pairs, wait: None },
+            };
+            router.send(poller, req);
+        }
+    });
+    // Inside a transaction, EXEC refused it before (CROSSSLOT).
+    debug_assert!(across, "MSETNX across pollers inside EXEC");
 }

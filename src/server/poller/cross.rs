@@ -1,6 +1,7 @@
-//! A transaction across pollers: an EXEC (or an MSET, an MGET) whose keys
-//! are on several pollers comes as one part per poller (`Op::Exec` with
-//! `cross`), each part the requests for its poller's keys. The parts hold
+//! A transaction across pollers: an EXEC (or an MSET, MSETNX, RENAME,
+//! RENAMENX, COPY, an MGET) whose keys are on several pollers comes as
+//! one part per poller (`Op::Exec` with `cross`), each part the requests
+//! for its poller's keys. The parts hold
 //! their keys in the order of their pollers, lowest first, each once the
 //! one before holds its own (`CrossStep::Claim`), so two such
 //! transactions never wait for each other in a circle. A part holding
@@ -40,6 +41,13 @@
 //! stream, and no client sees one part's writes without the others'
 //! (their keys are held until the outcome). Pollers send the steps to
 //! each other's rings directly.
+//!
+//! A part of a command of one request per poller (MSETNX, a move) may
+//! refuse the whole by what it finds (`Txn::veto`: a key there, a source
+//! missing), as a part refused for room, with the command's reply. A
+//! move's destination part runs only once the source's part has read the
+//! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
+//! never waits for the destination's.
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -261,6 +269,24 @@ pub(super) fn is_cross(req: &Request) -> bool {
     matches!(req.op, Op::Exec { cross: Some(_), .. })
 }
 
+/// The `Cross` of `req`, a part of a command of several keys run across
+/// pollers (MSET, MSETNX, a move; not MGET, which runs as groups), if it
+/// is one.
+pub(super) fn single_of(req: &Request) -> Option<&Cross> {
+    match &req.op {
+        Op::Exec { cross: Some(x), .. } if x.single && !x.group => Some(x),
+        _ => None,
+    }
+}
+
+/// The poller of the destination's part, when `t` is the source's part
+/// of a move across pollers that has not sent the value yet.
+pub(super) fn carries_to(t: &Txn) -> Option<usize> {
+    let (from, to) = single_of(&t.exec)?.carry?;
+    let pollers = &cross_of(&t.exec).pollers;
+    (t.exec.part == from && !t.carried).then(|| pollers[to as usize])
+}
+
 impl<E: Engine> Poller<E> {
     /// A part came from its connection: the first part claims its keys at
     /// once, the others once the poller before holds its own. The keys
@@ -340,8 +366,13 @@ impl<E: Engine> Poller<E> {
             self.cross.parts.insert(xid, CrossPart::Held(req));
             return self.cross_send(pollers[at + 1], xid, CrossStep::Claim);
         }
-        for &p in &pollers[..at] {
-            self.cross_send(p, xid, CrossStep::Go);
+        // A move's destination part runs once the source's has sent it
+        // the value (`cross_carried`).
+        let waits = x.carry.map(|(_, to)| to as usize);
+        for (i, &p) in pollers[..at].iter().enumerate() {
+            if Some(i) != waits {
+                self.cross_send(p, xid, CrossStep::Go);
+            }
         }
         if !x.group {
             self.cross.preparing.insert(xid, (pollers.len(), false));
@@ -353,7 +384,49 @@ impl<E: Engine> Poller<E> {
             failed: false,
         };
         self.cross.left.insert(xid, left);
+        if waits == Some(at) {
+            self.cross.parts.insert(xid, CrossPart::Held(req));
+            return;
+        }
         self.cross_run(req);
+    }
+
+    /// The source's part of move `xid` read its value (`value`; `None`:
+    /// none to move): it goes to the destination's part, poller `p`.
+    pub(super) fn cross_carry(&mut self, p: usize, xid: CrossId, value: Option<(Vec<u8>, u64)>) {
+        let req = Request {
+            tried: Vec::new(),
+            from: xid.0,
+            id: xid.1,
+            part: 0,
+            hash: KeyHash { lo: 0, tag: 0 },
+            pid: 0,
+            op: Op::Carry(value),
+            touch: false,
+        };
+        self.cross.out.push_back((p, req));
+        self.cross_flush();
+    }
+
+    /// The destination's part of a move across pollers, holding its key,
+    /// gets the source's value: it runs, writing it.
+    pub(super) fn cross_carried(&mut self, req: Request) {
+        let Op::Carry(mut value) = req.op else {
+            unreachable!()
+        };
+        let xid = (req.from, req.id);
+        let Some(CrossPart::Held(mut part)) = self.cross.parts.remove(&xid) else {
+            unreachable!("a move's destination part holding its key")
+        };
+        let Op::Exec { reqs, .. } = &mut part.op else {
+            unreachable!()
+        };
+        for r in reqs {
+            if let Op::MoveIn { value: v, .. } = &mut r.op {
+                *v = value.take();
+            }
+        }
+        self.cross_run(part);
     }
 
     /// Every part holds its keys: this one runs, as a transaction (once
