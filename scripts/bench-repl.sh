@@ -4,10 +4,10 @@
 # from the replica's "full copy from the primary" log line to "full copy
 # applied" (the copy is durable then: the replica saves before it says
 # so). Each round starts a fresh replica against the same primary; at the
-# end, the median, and the values' bytes over it; also the replica's CPU
-# time over each copy (from its first log line's sighting, polled every
-# 0.1 s): what the copy costs, which a busy machine blurs less than the
-# time. fio's sequential write on
+# end, the median, and the values' bytes over it; also the replica's and
+# the primary's CPU time over each copy (from the replica's first log
+# line's sighting, polled every 0.1 s): what the copy costs, which a busy
+# machine blurs less than the time. fio's sequential write on
 # the same file system and loopback TCP (iperf3 if installed, else two
 # Python processes) are the bar (issue 20: a copy at >= 0.5 x the slower
 # of the two); with --fio both are measured and the copy's rate printed
@@ -85,7 +85,8 @@ echo "loading $keys keys of $min-$max bytes"
     --max-size "$max" >"$dir/load.log" 2>&1
 "$bin" serve --path "$dir/primary" --listen "127.0.0.1:$port" \
     >"$dir/primary.log" 2>&1 &
-pids+=($!)
+primary=$!
+pids+=("$primary")
 wait_port "$port"
 
 if [ "$fio" = 1 ] && command -v fio >/dev/null; then
@@ -151,7 +152,7 @@ fi
 # machine, the copy's CPU cost says more than its wall time.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-secs=() cpus=()
+secs=() cpus=() pcpus=()
 for r in $(seq "$rounds"); do
     rm -rf "$dir/replica"
     log=$dir/replica$r.log
@@ -159,7 +160,7 @@ for r in $(seq "$rounds"); do
         --listen "127.0.0.1:$rport" --replicaof "127.0.0.1 $port" >"$log" 2>&1 &
     rp=$!
     pids+=("$rp")
-    cpu0=
+    cpu0= pcpu0=$(cpu_ticks "$primary")
     for _ in $(seq 6000); do
         if [ -z "$cpu0" ] && grep -q "full copy from the primary" "$log"; then
             cpu0=$(cpu_ticks "$rp")
@@ -168,20 +169,24 @@ for r in $(seq "$rounds"); do
         kill -0 "$rp" 2>/dev/null || { cat "$log" >&2; exit 1; }
         sleep 0.1
     done
-    cpu1=$(cpu_ticks "$rp")
+    cpu1=$(cpu_ticks "$rp") pcpu1=$(cpu_ticks "$primary")
     t0=$(stamp "full copy from the primary" "$log")
     t1=$(stamp "full copy applied" "$log")
     s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     c=$(awk -v a="${cpu0:-0}" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \
         'BEGIN {printf "%.2f", (b - a) / hz}')
-    echo "round $r: $s s (replica CPU $c s)"
+    pc=$(awk -v a="$pcpu0" -v b="$pcpu1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.2f", (b - a) / hz}')
+    echo "round $r: $s s (replica CPU $c s, primary CPU $pc s)"
     secs+=("$s")
     cpus+=("$c")
+    pcpus+=("$pc")
     kill "$rp"
     wait "$rp" 2>/dev/null || true
 done
 m=$(printf '%s\n' "${secs[@]}" | median)
 echo "replica CPU median: $(printf '%s\n' "${cpus[@]}" | median) s (from the copy's start)"
+echo "primary CPU median: $(printf '%s\n' "${pcpus[@]}" | median) s (from the replica's start)"
 bytes=$(( keys * (min + max) / 2 ))
 awk -v m="$m" -v k="$keys" -v b="$bytes" 'BEGIN {
     printf "median %.2f s: %.1f k keys/s, %.0f MB/s of values\n", m, k / m / 1000, b / m / 1e6 }'

@@ -444,6 +444,9 @@ pub struct CopyAsk {
     /// Where the step's commands go: a buffer of an earlier step, so
     /// that its memory is used again.
     pub buf: Vec<u8>,
+    /// Read buffers of earlier steps, sent: the copy reads into them
+    /// again.
+    pub reads: Vec<crate::io::IoBuf>,
     /// Where the poller answers.
     pub done: std::sync::mpsc::Sender<CopyAnswer>,
 }
@@ -456,11 +459,17 @@ pub struct CopyAnswer {
     pub part: Result<CopyPart, &'static str>,
 }
 
-/// The keys of one copy step.
+/// The keys of one copy step: `SET key value [PXAT ms]` commands in RESP,
+/// back to back, whose values are partly in the device reads that
+/// brought them (sent from there, not copied: [`CopyPart::slices`]).
 #[derive(Debug, Default)]
 pub struct CopyPart {
-    /// `SET key value [PXAT ms]` commands in RESP, back to back.
+    /// The commands' bytes but for the values in `reads`.
     pub bytes: Vec<u8>,
+    /// Where values in `reads` go between `bytes`, in order.
+    pub cuts: Vec<CopyCut>,
+    /// The device reads (spans of a segment) those values are in.
+    pub reads: Vec<crate::io::IoBuf>,
     /// How many.
     pub keys: u64,
     /// Keys whose values are in pieces (larger than a segment), left to
@@ -472,6 +481,40 @@ pub struct CopyPart {
     /// In the answer to the copy's first step: the index entries it took
     /// (about the keys the poller's part of the copy holds).
     pub entries: Option<u64>,
+}
+
+/// A value of a copy step sent from a read buffer: after `bytes` up to
+/// `at` (from the previous cut's), `len` bytes of `reads[read]` from
+/// `start`.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyCut {
+    pub at: u32,
+    pub read: u32,
+    pub start: u32,
+    pub len: u32,
+}
+
+impl CopyPart {
+    /// The step's bytes, in order, as slices of `bytes` and `reads` (for
+    /// a vectored write).
+    pub fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        let mut out = Vec::with_capacity(2 * self.cuts.len() + 1);
+        let mut own = 0;
+        for c in &self.cuts {
+            let at = c.at as usize;
+            if at > own {
+                out.push(std::io::IoSlice::new(&self.bytes[own..at]));
+            }
+            own = at;
+            let start = c.start as usize;
+            let value = &self.reads[c.read as usize][start..start + c.len as usize];
+            out.push(std::io::IoSlice::new(value));
+        }
+        if self.bytes.len() > own {
+            out.push(std::io::IoSlice::new(&self.bytes[own..]));
+        }
+        out
+    }
 }
 
 /// One record of a [`CopyBatch`]: a key's value and absolute expiry (0:

@@ -95,10 +95,11 @@ enum Kind {
     Random { picks: u8, seed: u64 },
     /// A fill of the cache of key names: no request, the names read.
     Fill(KeyNames),
-    /// A step of a replica's full copy: the step's live keys as SET
-    /// commands, whether the copy has no records left after them, and
+    /// A step of a replica's full copy `session`: the step's live keys as
+    /// SET commands, whether the copy has no records left after them, and
     /// where they go.
     Copy {
+        session: u64,
         sets: copy::Sets,
         last: bool,
         entries: Option<u64>,
@@ -173,7 +174,9 @@ impl<E: Engine> Poller<E> {
         let (kind, pattern) = match &mut req.op {
             Op::CopyStep(ask) => {
                 let done = ask.done.clone();
-                let Some((last, entries)) = self.copy_step(ask.session, ask.first, &mut todo)
+                let reads = std::mem::take(&mut ask.reads);
+                let Some((last, entries)) =
+                    self.copy_step(ask.session, ask.first, reads, &mut todo)
                 else {
                     let part = Err(copy::NO_SESSION);
                     let _ = done.send(CopyAnswer {
@@ -185,6 +188,7 @@ impl<E: Engine> Poller<E> {
                 let bytes = todo.iter().map(|it| it.entry.len as usize + 64).sum();
                 let sets = copy::Sets::new(std::mem::take(&mut ask.buf), bytes);
                 let kind = Kind::Copy {
+                    session: ask.session,
                     sets,
                     last,
                     entries,
@@ -292,7 +296,8 @@ impl<E: Engine> Poller<E> {
 
     /// The records of the next step of full copy `session` into `todo`
     /// (`first`: the copy starts, and takes every entry of the poller's
-    /// partitions now); whether the copy has no records left after them
+    /// partitions now), `reads` the read buffers the feed gives back;
+    /// whether the copy has no records left after them
     /// (a finished copy stays, answering steps with none, until idle),
     /// and for a first step the entries the copy took; `None` for a
     /// session not (or no longer) under way.
@@ -300,12 +305,16 @@ impl<E: Engine> Poller<E> {
         &mut self,
         session: u64,
         first: bool,
+        reads: Vec<crate::io::IoBuf>,
         todo: &mut Vec<Item>,
     ) -> Option<(bool, Option<u64>)> {
         let now = self.ks.now_ms();
         self.scans.copies.retain(|_, c| !c.idle(now));
         if first {
-            let mut items = Vec::new();
+            // Sized at once: growing a vector of a million entries step by
+            // step copies it over and over into fresh pages.
+            let live = self.ks.live_keys() as usize;
+            let mut items = Vec::with_capacity(live + live / 16);
             let mut entries = Vec::new();
             for pid in self.ks.partition_ids() {
                 self.ks
@@ -322,6 +331,7 @@ impl<E: Engine> Poller<E> {
                 .insert(session, copy::Session::new(items, now));
         }
         let c = self.scans.copies.get_mut(&session)?;
+        c.give_back(reads);
         let entries = first.then(|| c.entries());
         c.take(copy::STEP_BYTES, todo, now);
         Some((c.done(), entries))
@@ -534,7 +544,7 @@ impl<E: Engine> Poller<E> {
             Want::Record(it) => {
                 if let Some(bytes) = self.ks.buffered(it.entry) {
                     let bytes = bytes.to_vec();
-                    self.record_read(id, it, Ok(&bytes));
+                    self.record_read(id, it, Ok(&bytes), None);
                     return Ok(());
                 }
                 let block = self.ks.block();
@@ -552,8 +562,27 @@ impl<E: Engine> Poller<E> {
         let Some(slot) = self.free_tags.pop() else {
             return Err(give_back(start, end, items));
         };
+        let len = (end - start) as usize;
+        // A copy's span reads go into buffers its feed sent and gave back
+        // (the values are sent from them), of a segment's bytes so that
+        // any span fits.
+        let copy = match &self.scans.jobs[&id].kind {
+            Kind::Copy { session, .. } if span => Some(*session),
+            _ => None,
+        };
+        let reused = copy
+            .and_then(|s| self.scans.copies.get_mut(&s))
+            .and_then(|c| c.read_buf(len));
+        let segment = self.shared.sb.segment_size as usize;
         let eng = self.ks.engine();
-        let buf = match eng.alloc((end - start) as usize) {
+        let fresh = |eng: &mut E| match copy {
+            Some(_) => eng.alloc(len.max(segment)).map(|mut b| {
+                b.set_len(len);
+                b
+            }),
+            None => eng.alloc(len),
+        };
+        let buf = match reused.map_or_else(|| fresh(eng), Ok) {
             Ok(buf) => buf,
             Err(_) if span => {
                 // No large buffer (SPDK's DMA memory): one by one (a fill
@@ -609,6 +638,10 @@ impl<E: Engine> Poller<E> {
         if let Some(job) = self.scans.jobs.get_mut(&r.job) {
             job.reading -= 1;
         }
+        // A copy's values stay in a span's buffer, sent from there.
+        let copy = r.items.len() > 1
+            && whole
+            && (self.scans.jobs.get(&r.job)).is_some_and(|j| matches!(j.kind, Kind::Copy { .. }));
         for it in &r.items {
             let at = (it.entry.offset - r.start) as usize;
             let bytes = if whole {
@@ -616,9 +649,17 @@ impl<E: Engine> Poller<E> {
             } else {
                 Err(())
             };
-            self.record_read(r.job, *it, bytes);
+            self.record_read(r.job, *it, bytes, copy.then_some(&buf[..]));
         }
-        drop(buf);
+        if copy {
+            if let Some(Kind::Copy { sets, .. }) =
+                self.scans.jobs.get_mut(&r.job).map(|j| &mut j.kind)
+            {
+                drop(sets.take_read(buf));
+            }
+        } else {
+            drop(buf);
+        }
         if !self.finish_scan_if_done(r.job) {
             let waiting = self
                 .scans
@@ -632,8 +673,10 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Takes the key of a record read for job `id`, or reads the key's
-    /// record again at its new place.
-    fn record_read(&mut self, id: u64, it: Item, bytes: Result<&[u8], ()>) {
+    /// record again at its new place. `span`: the read buffer `bytes`
+    /// lie in, which a copy's SET sends its value from (the buffer goes
+    /// to [`copy::Sets::take_read`] next).
+    fn record_read(&mut self, id: u64, it: Item, bytes: Result<&[u8], ()>, span: Option<&[u8]>) {
         let Item {
             pid,
             tag,
@@ -663,6 +706,9 @@ impl<E: Engine> Poller<E> {
                     if r.is_large() {
                         // Its value is in pieces: the feed reads it by GET.
                         sets.push_large(r.key);
+                    } else if let Some(span) = span {
+                        let start = r.value.as_ptr() as usize - span.as_ptr() as usize;
+                        sets.push_read(r.key, start, r.value.len(), r.meta.expire_ms);
                     } else {
                         sets.push(r.key, r.value, r.meta.expire_ms);
                     }
@@ -762,6 +808,7 @@ impl<E: Engine> Poller<E> {
                 last,
                 entries,
                 done,
+                ..
             } => {
                 let part = Ok(sets.part(last, entries));
                 let _ = done.send(CopyAnswer {

@@ -3,7 +3,7 @@
 //! the full copy (when the replica cannot resume) and the stream, and
 //! reads the replica's acknowledgements.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -18,6 +18,7 @@ use super::local::Local;
 use super::reader::Reader;
 use super::{wait_for_bytes, Feed, Role, COPY_KEYS_CAPA, STREAM_CAPA, STREAM_CAPA_PREFIX};
 use crate::index::KeyHash;
+use crate::io::IoBuf;
 use crate::resp;
 use crate::resp::Value;
 use crate::server::msg::CopyPart;
@@ -351,7 +352,7 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica, announce: bool) -> 
             entries: None,
         });
     }
-    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut spare = Spare::default();
     // Values in pieces are read through the command path.
     let mut local: Option<Local> = None;
     let mut sent = 0u64;
@@ -364,7 +365,8 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica, announce: bool) -> 
                 let ask = CopyAsk {
                     session,
                     first: !part.started,
-                    buf: spare.pop().unwrap_or_default(),
+                    buf: spare.bytes.pop().unwrap_or_default(),
+                    reads: spare.reads.pop().unwrap_or_default(),
                     done: done.clone(),
                 };
                 ask_step(sh, p, part.pid, ask);
@@ -404,17 +406,26 @@ fn copy_keys(sh: &Shared, out: &mut impl Write, r: &Replica, announce: bool) -> 
     Ok(sent)
 }
 
+/// A copy's buffers, sent, for the next steps to fill again: the
+/// commands' bytes, and the read buffers their values were in (a step's
+/// together, given back with one ask: any poller reads into them).
+#[derive(Default)]
+struct Spare {
+    bytes: Vec<Vec<u8>>,
+    reads: Vec<Vec<IoBuf>>,
+}
+
 /// Sends a copy step's keys (those whose values are in pieces read
-/// through the command path, over `local`), and keeps its buffer in
+/// through the command path, over `local`), and keeps its buffers in
 /// `spare`. How many keys it sent.
 fn send_step(
     sh: &Shared,
     out: &mut impl Write,
     local: &mut Option<Local>,
-    spare: &mut Vec<Vec<u8>>,
-    step: CopyPart,
+    spare: &mut Spare,
+    mut step: CopyPart,
 ) -> io::Result<u64> {
-    out.write_all(&step.bytes)?;
+    write_all_vectored(out, &mut step.slices())?;
     let mut sent = step.keys;
     if !step.large.is_empty() {
         let local = match local {
@@ -423,8 +434,28 @@ fn send_step(
         };
         sent += copy_large(local, out, &step.large)?;
     }
-    spare.push(step.bytes);
+    spare.bytes.push(step.bytes);
+    if !step.reads.is_empty() {
+        spare.reads.push(std::mem::take(&mut step.reads));
+    }
     Ok(sent)
+}
+
+/// Most slices in one vectored write (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Writes every byte of `slices`, in vectored writes.
+fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        let k = slices.len().min(IOV_MAX);
+        match out.write_vectored(&slices[..k]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Hands poller `p` a copy step for its partition `pid`.

@@ -29,10 +29,12 @@
 //! [`Op::CopyStep`]: super::super::super::msg::Op::CopyStep
 
 use super::Item;
+use crate::io::IoBuf;
 use crate::resp;
-use crate::server::msg::CopyPart;
+use crate::server::msg::{CopyCut, CopyPart};
 
-/// A step's keys, as `SET key value [PXAT ms]` commands in RESP.
+/// A step's keys, as `SET key value [PXAT ms]` commands in RESP, the
+/// values of span reads left in their read buffers ([`CopyPart`]).
 #[derive(Debug, Default)]
 pub(super) struct Sets(CopyPart);
 
@@ -69,6 +71,40 @@ impl Sets {
         self.0.keys += 1;
     }
 
+    /// Adds a live key's SET whose value is `len` bytes at `start` of the
+    /// read buffer [`Sets::take_read`] takes next: sent from there.
+    pub(super) fn push_read(&mut self, key: &[u8], start: usize, len: usize, expire_ms: u64) {
+        let bytes = &mut self.0.bytes;
+        resp::encode::array(bytes, if expire_ms > 0 { 5 } else { 3 });
+        resp::encode::bulk(bytes, b"SET");
+        resp::encode::bulk(bytes, key);
+        resp::encode::bulk_header(bytes, len);
+        self.0.cuts.push(CopyCut {
+            at: bytes.len() as u32,
+            read: self.0.reads.len() as u32,
+            start: start as u32,
+            len: len as u32,
+        });
+        bytes.extend_from_slice(b"\r\n");
+        if expire_ms > 0 {
+            resp::encode::bulk(bytes, b"PXAT");
+            resp::encode::bulk(bytes, expire_ms.to_string().as_bytes());
+        }
+        self.0.keys += 1;
+    }
+
+    /// Takes the read buffer that the values pushed by
+    /// [`Sets::push_read`] since the last one lie in, if any did.
+    pub(super) fn take_read(&mut self, buf: IoBuf) -> Option<IoBuf> {
+        let next = self.0.reads.len() as u32;
+        if self.0.cuts.last().is_some_and(|c| c.read == next) {
+            self.0.reads.push(buf);
+            None
+        } else {
+            Some(buf)
+        }
+    }
+
     /// The step's answer; `last`: the copy has no records left;
     /// `entries`: those the copy took, in its first step's.
     pub(super) fn part(self, last: bool, entries: Option<u64>) -> CopyPart {
@@ -102,6 +138,8 @@ pub(super) struct Session {
     /// The next item to take.
     next: usize,
     used_ms: u64,
+    /// Read buffers the feed sent and gave back, for the next span reads.
+    spare: Vec<IoBuf>,
 }
 
 impl Session {
@@ -111,7 +149,24 @@ impl Session {
             items,
             next: 0,
             used_ms: now_ms,
+            spare: Vec::new(),
         }
+    }
+
+    /// Keeps read buffers given back for the next span reads (none once
+    /// every record is taken: the last reads take the engine's).
+    pub(super) fn give_back(&mut self, reads: Vec<IoBuf>) {
+        if !self.done() {
+            self.spare.extend(reads);
+        }
+    }
+
+    /// A buffer of `len` bytes for a span read, from those given back.
+    pub(super) fn read_buf(&mut self, len: usize) -> Option<IoBuf> {
+        let i = self.spare.iter().position(|b| b.capacity() >= len)?;
+        let mut buf = self.spare.swap_remove(i);
+        buf.set_len(len);
+        Some(buf)
     }
 
     /// Takes the next records, about `bytes` of them, into `todo`.
@@ -128,6 +183,7 @@ impl Session {
         }
         if self.done() {
             self.items = Vec::new();
+            self.spare = Vec::new();
         }
     }
 
