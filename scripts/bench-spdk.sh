@@ -62,7 +62,7 @@ command -v spdk_nvme_perf >/dev/null || { echo "error: spdk_nvme_perf not found 
 command -v strace >/dev/null || apt-get install -y -q strace >/dev/null
 export PKG_CONFIG_PATH="/usr/local/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 (cd "$root" && cargo build --release --features spdk -q)
-nvkv=$root/target/release/nvkv
+nvkv=${CARGO_TARGET_DIR:-$root/target}/release/nvkv
 listen=127.0.0.1:12660
 started=0
 cleanup() {
