@@ -254,6 +254,22 @@ struct Staged {
     /// (`large_edit::LargeView`): its bytes are not in `now`, whose
     /// expiry holds.
     large: Option<Box<large_edit::LargeView>>,
+    /// The key's own index entry when it was staged (its offset then,
+    /// followed through compaction, see `Keyspace::follow`), `None` when
+    /// it had none: what the commit writes over. Short tags are shared
+    /// by keys, so the tag's first entry need not be the key's.
+    own: Option<u64>,
+}
+
+/// A transaction's view of a key is found by the key's whole digest, not
+/// by its index tag (short tags are shared by keys).
+pub(super) fn view_id(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// The view id of `req`'s key.
+pub(super) fn view_id_of(req: &Request) -> u64 {
+    view_id(req.op.key().unwrap_or_default())
 }
 
 /// A key a connection watches, and its index entry when WATCH came.
@@ -722,10 +738,16 @@ impl<E: Engine> Poller<E> {
 
     /// Whether the entries of `req`'s key's index tag must be read to know
     /// which is the key's (short tags, see `index::tags_identify_keys`):
-    /// then a hit is the key's only once its record is read. (Inside a
-    /// transaction, keys are still told apart by their tags.)
-    fn verifies(req: &Request) -> bool {
-        !crate::index::tags_identify_keys() && !is_sub(req)
+    /// then a hit is the key's only once its record is read. Inside a
+    /// transaction, a key it staged is known.
+    fn verifies(&self, req: &Request) -> bool {
+        let known = is_sub(req) && self.staged(req);
+        !crate::index::tags_identify_keys() && !known
+    }
+
+    /// Whether the running transaction staged `req`'s key.
+    fn staged(&self, req: &Request) -> bool {
+        (self.txn.as_ref()).is_some_and(|t| t.view.contains_key(&view_id_of(req)))
     }
 
     /// Whether a read for `req` holds its key until it is done: requests
@@ -734,15 +756,17 @@ impl<E: Engine> Poller<E> {
     fn holds_key(req: &Request) -> bool {
         !is_sub(req)
             && (req.op.reads_then_writes()
-                || Self::verifies(req) && matches!(req.op, Op::Set { .. } | Op::Del { .. }))
+                || !crate::index::tags_identify_keys()
+                    && matches!(req.op, Op::Set { .. } | Op::Del { .. }))
     }
 
     fn handle_looked_up(&mut self, req: Request) {
         if matches!(req.op, Op::Watch { .. }) {
             return self.watch(req);
         }
-        let hit = self.lookup(&req, req.pid, &req.hash);
-        let verify = Self::verifies(&req);
+        let key = req.op.key().unwrap_or_default();
+        let hit = self.lookup(&req, req.pid, &req.hash, key);
+        let verify = self.verifies(&req);
         if verify && hit.is_none() {
             // A write of a missing key replaces its own dead entry, if one
             // of the tag's is (the table keeps one entry per key): read.
@@ -996,7 +1020,8 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        if Self::verifies(&req) && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+        let resolve = entry.offset != STAGED && !crate::index::tags_identify_keys();
+        if resolve && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
             // Moved by compaction, or written, while it was read: what
             // acts on the key must act on its entry as it is now.
             return self.handle_now(req);
@@ -1603,7 +1628,7 @@ impl<E: Engine> Poller<E> {
         };
         if pairs
             .iter()
-            .any(|p| self.lookup(&req, p.pid, &p.hash).is_some())
+            .any(|p| self.lookup(&req, p.pid, &p.hash, &p.key).is_some())
         {
             return self.reply(&req, Reply::Int(0));
         }
@@ -1623,11 +1648,11 @@ impl<E: Engine> Poller<E> {
     // Transactions (EXEC) and WATCH.
 
     /// The live entry of a key: inside a transaction, as it left the key.
-    fn lookup(&mut self, req: &Request, pid: u32, hash: &KeyHash) -> Option<Entry> {
+    fn lookup(&mut self, req: &Request, pid: u32, hash: &KeyHash, key: &[u8]) -> Option<Entry> {
         if is_sub(req) {
             let now_ms = self.ks.now_ms();
             let t = self.txn.as_ref().expect("a transaction runs");
-            if let Some(s) = t.view.get(&hash.tag) {
+            if let Some(s) = t.view.get(&view_id(key)) {
                 return s.now.as_ref().and_then(|(v, exp)| {
                     let e = Entry {
                         offset: STAGED,
@@ -1669,9 +1694,11 @@ impl<E: Engine> Poller<E> {
         }
         // A value larger than a segment is written in pieces when the
         // transaction ends (`finish_txn`).
+        let id = view_id(key);
+        let own = self.stage_own(id, pid, hash);
         let t = self.txn.as_mut().expect("a transaction runs");
         let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
-        match t.view.entry(hash.tag) {
+        match t.view.entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
                 // A large value edited in pieces is replaced: its pin goes.
@@ -1680,24 +1707,51 @@ impl<E: Engine> Poller<E> {
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                t.order.push(hash.tag);
+                t.order.push(id);
                 e.insert(Staged {
                     pid,
                     hash: *hash,
                     key: key.into(),
                     now,
                     large: None,
+                    own,
                 });
             }
         }
         Ok(())
     }
 
+    /// The key's own entry, as this turn's lookup resolved it, for a key
+    /// the running transaction stages now (view `id`): followed through
+    /// compaction until the transaction ends. `None` when the key has
+    /// none, or is staged already.
+    pub(super) fn stage_own(&mut self, id: u64, pid: u32, hash: &KeyHash) -> Option<u64> {
+        let t = self.txn.as_ref().expect("a transaction runs");
+        if t.view.contains_key(&id) {
+            return None;
+        }
+        let own = self.ks.own_entry(pid, hash);
+        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+            self.ks.follow(pid, at);
+        }
+        own
+    }
+
+    /// Where the entries the transaction's keys had when staged are now
+    /// (compaction may have moved them); they are followed no more.
+    fn unfollow_owns(&mut self, t: &mut Txn) {
+        for s in t.view.values_mut() {
+            if let Some(at) = s.own {
+                s.own = self.ks.unfollow(s.pid, at);
+            }
+        }
+    }
+
     /// The record a transaction staged for `req`'s key, encoded as the
     /// read path expects it from the device.
     fn staged_record(&self, req: &Request) -> Vec<u8> {
         let t = self.txn.as_ref().expect("a transaction runs");
-        let s = &t.view[&req.hash.tag];
+        let s = &t.view[&view_id_of(req)];
         let (value, expire_ms) = s.now.as_ref().expect("a staged value");
         let meta = RecordMeta {
             gen: 0,
@@ -1811,13 +1865,30 @@ impl<E: Engine> Poller<E> {
         let Op::Group { reqs, .. } = &mut req.op else {
             unreachable!()
         };
+        // Under short tags a write reads its tag's records first, holding
+        // the key meanwhile: the group's later requests of that tag go
+        // first in its queue, in order, and the read releases them.
+        let mut held: Vec<(u64, usize)> = Vec::new();
         for r in std::mem::take(reqs) {
+            let tag = r.hash.tag;
+            if let Some((_, n)) = held.iter_mut().find(|(t, _)| *t == tag) {
+                self.busy.get_mut(&tag).expect("held").insert(*n, r);
+                *n += 1;
+                continue;
+            }
+            self.key_read_issued = None;
+            let requeued = self.requeued.len();
             self.handle_now(r);
+            if self.key_read_issued == Some(tag) || self.requeued.len() > requeued {
+                held.push((tag, 0));
+            }
         }
+        self.key_read_issued = None;
         for tag in tags {
             // A write deferred for room keeps its key until it is done
-            // (`retry_deferred` releases it).
-            if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
+            // (`retry_deferred` releases it), and a read holding it too.
+            let holds = held.iter().any(|&(t, _)| t == tag);
+            if !holds && !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
                 self.release(tag);
             }
         }
@@ -2031,6 +2102,7 @@ impl<E: Engine> Poller<E> {
     /// of one across pollers is refused: every part drops what it ran,
     /// and `reply` is EXEC's (see `cross.rs`).
     fn end_txn(&mut self, mut t: Txn, reply: Reply) {
+        self.unfollow_owns(&mut t);
         for view in Self::take_views(&mut t).into_values() {
             self.ks.unpin_pieces(&view.base);
         }
@@ -2086,6 +2158,7 @@ impl<E: Engine> Poller<E> {
         room: Option<keyspace::Room>,
     ) {
         let (bytes, shards) = self.txn_room(&t, &heads);
+        self.unfollow_owns(&mut t);
         // The edited views: their edits go into the stream, their pins go
         // once their heads are written.
         let views = Self::take_views(&mut t);
@@ -2113,8 +2186,14 @@ impl<E: Engine> Poller<E> {
             let (mut failed, mut wrote) = (None, false);
             // The writes go into the replication stream as one MULTI … EXEC.
             let mut stream = Vec::new();
+            let now = self.ks.now_ms();
             for tag in &t.order {
                 let s = &t.view[tag];
+                // The key's own entry is the one its write replaces (short
+                // tags: not the tag's first, maybe).
+                if !self.ks.act_on(s.pid, &s.hash, s.own) {
+                    self.ks.act_on(s.pid, &s.hash, None);
+                }
                 let result = match (&s.now, heads.remove(tag)) {
                     (Some((_, exp)), Some(head)) => {
                         let r = (self.ks).write_new_head(s.pid, &s.hash, &s.key, &head, *exp);
@@ -2131,7 +2210,10 @@ impl<E: Engine> Poller<E> {
                     }
                     (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
                     // Deleting a key that was not there writes nothing.
-                    (None, _) if self.ks.lookup(s.pid, &s.hash).is_some() => {
+                    (None, _)
+                        if s.own.is_some()
+                            && self.ks.entry(s.pid, &s.hash).is_some_and(|e| e.live(now)) =>
+                    {
                         self.ks.write(s.pid, &s.hash, &s.key, &[], 0, true)
                     }
                     (None, _) => continue,
@@ -2558,7 +2640,7 @@ impl<E: Engine> Poller<E> {
         let Op::Move { to, kind, .. } = &req.op else {
             unreachable!()
         };
-        let exists = self.lookup(req, to.pid, &to.hash).is_some();
+        let exists = self.lookup(req, to.pid, &to.hash, &to.key).is_some();
         let (ok, refused) = match kind {
             MoveKind::Rename => (simple(text::OK), false),
             MoveKind::RenameNx => (Reply::Int(1), exists),

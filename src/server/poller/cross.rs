@@ -390,7 +390,7 @@ impl<E: Engine> Poller<E> {
         let mut out = Vec::with_capacity(t.order.len());
         for tag in &t.order {
             let s = &t.view[tag];
-            let was = match self.ks.lookup(s.pid, &s.hash) {
+            let was = match self.ks.own_live(s.pid, &s.hash, s.own) {
                 None => Was::Absent,
                 Some(e) => {
                     let head = (self.ks.large_head(e.offset))
