@@ -99,6 +99,9 @@ impl Waiter {
 struct PendingRead {
     req: Request,
     entry: Entry,
+    /// A read of a record to know whose it is, for the request's other
+    /// key `i` ([`Poller::probe_keys`]).
+    probe: Option<usize>,
     /// Device offset where the aligned read starts.
     start: u64,
 }
@@ -131,6 +134,10 @@ struct Poller<E: Engine> {
     /// a read found to be another key's is followed by the next one's,
     /// and the key stays held.
     key_read_issued: Option<u64>,
+    /// What reading records told of the other keys of commands of several
+    /// keys (a move's destination, MSETNX's keys) under short tags, by
+    /// request ([`Poller::probe_keys`]).
+    probes: HashMap<(ConnRef, u64, u32), Vec<KeyProbe>>,
     /// Writes waiting for compaction to free a segment, oldest first.
     deferred: VecDeque<(Instant, Request)>,
     /// While a deferred write is retried: when it was first deferred.
@@ -272,12 +279,40 @@ pub(super) fn view_id_of(req: &Request) -> u64 {
     view_id(req.op.key().unwrap_or_default())
 }
 
+/// What reading the records of a key's short tag told of it, for a key of
+/// a command of several keys that is not the request's own: the records
+/// found to be other keys', and once known its own entry (`Some(None)`:
+/// it has none; an entry is followed through compaction).
+#[derive(Debug, Default, Clone)]
+struct KeyProbe {
+    tried: Vec<u64>,
+    own: Option<Option<u64>>,
+}
+
+/// The keys of `req` whose own entries [`Poller::probe_keys`] finds: a
+/// move's destination, MSETNX's keys, the key WATCH watches.
+fn other_keys(req: &Request) -> Vec<(u32, KeyHash, &[u8])> {
+    match &req.op {
+        Op::Move { to, .. } => vec![(to.pid, to.hash, &to.key[..])],
+        Op::MsetNx { pairs, .. } => (pairs.iter())
+            .map(|p| (p.pid, p.hash, &p.key[..]))
+            .collect(),
+        Op::Watch { key } => vec![(req.pid, req.hash, &key[..])],
+        _ => Vec::new(),
+    }
+}
+
 /// A key a connection watches, and its index entry when WATCH came.
 struct Watched {
     pid: u32,
     hash: KeyHash,
     seen: Option<Entry>,
     live: bool,
+    /// Under short tags: the key, and the entries of its tag that were
+    /// other keys' when WATCH came (with `seen` `None`, a new entry of the
+    /// tag may be the key's).
+    key: Box<[u8]>,
+    others: Vec<u64>,
 }
 
 /// Where a staged value "is" for the read path: no device offset.
@@ -436,6 +471,7 @@ fn build<E: Engine>(
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         key_read_issued: None,
+        probes: HashMap::new(),
         deferred: VecDeque::new(),
         retrying_since: None,
         loads: Default::default(),
@@ -678,6 +714,9 @@ impl<E: Engine> Poller<E> {
     }
 
     pub(super) fn reply(&mut self, req: &Request, reply: Reply) {
+        if !self.probes.is_empty() {
+            self.drop_probes(req);
+        }
         if is_sub(req) {
             return self.txn_reply(req, reply);
         }
@@ -757,12 +796,16 @@ impl<E: Engine> Poller<E> {
         !is_sub(req)
             && (req.op.reads_then_writes()
                 || !crate::index::tags_identify_keys()
-                    && matches!(req.op, Op::Set { .. } | Op::Del { .. }))
+                    && matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
     }
 
     fn handle_looked_up(&mut self, req: Request) {
         if matches!(req.op, Op::Watch { .. }) {
-            return self.watch(req);
+            // Short tags: which entry of its tag is the key's, first.
+            if let Some(req) = self.probe_keys(req) {
+                self.watch(req);
+            }
+            return;
         }
         let key = req.op.key().unwrap_or_default();
         let hit = self.lookup(&req, req.pid, &req.hash, key);
@@ -773,6 +816,7 @@ impl<E: Engine> Poller<E> {
             let writes = matches!(
                 req.op,
                 Op::Set { .. }
+                    | Op::Restore { .. }
                     | Op::IncrBy { .. }
                     | Op::IncrByFloat { .. }
                     | Op::Append { .. }
@@ -844,6 +888,8 @@ impl<E: Engine> Poller<E> {
                 self.fetch(req, entry)
             }
             (Op::MsetNx { .. }, _) => self.msetnx(req),
+            // Short tags: what reads no record reads it to know the key.
+            (op, Some(entry)) if verify && reads_only_to_know(op) => self.fetch(req, entry),
             (op, hit) if is_keys_op(op) => self.keys(req, hit),
             (_, None) => self.strings(req, None),
             (_, Some(entry)) => self.fetch(req, entry),
@@ -885,7 +931,12 @@ impl<E: Engine> Poller<E> {
                     self.busy.entry(req.hash.tag).or_default();
                     self.key_read_issued = Some(req.hash.tag);
                 }
-                self.reads[tag as usize] = Some(PendingRead { req, entry, start });
+                self.reads[tag as usize] = Some(PendingRead {
+                    req,
+                    entry,
+                    start,
+                    probe: None,
+                });
             }
             Err(_buf) => {
                 self.free_tags.push(tag);
@@ -970,7 +1021,10 @@ impl<E: Engine> Poller<E> {
         let tag = r.req.hash.tag;
         let was_rmw = Self::holds_key(&r.req);
         self.key_read_issued = None;
-        self.finish_fetch(r.req, r.entry, result);
+        match r.probe {
+            Some(i) => self.probe_read(r.req, r.entry, i, result),
+            None => self.finish_fetch(r.req, r.entry, result),
+        }
         drop(buf); // back to the engine's pool
                    // A large value's edit holds the key until its pieces are in; a
                    // read found to be another key's was followed by another.
@@ -998,7 +1052,7 @@ impl<E: Engine> Poller<E> {
     /// Finishes a request once its record's bytes are at hand.
     fn finish_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
         if matches!(req.op, Op::Move { .. }) {
-            return self.finish_move(req, entry, bytes);
+            return self.finish_move_fetch(req, entry, bytes);
         }
         let bytes = match bytes {
             Ok(b) => b,
@@ -1054,6 +1108,9 @@ impl<E: Engine> Poller<E> {
                 _ => Reply::Int(0),
             };
             return self.reply(&req, reply);
+        }
+        if reads_only_to_know(&req.op) {
+            return self.keys(req, Some(entry));
         }
         if rec.is_large() && large_edit::is_large_edit(&req) {
             return self.edit_large(req, entry, &rec);
@@ -1605,17 +1662,208 @@ impl<E: Engine> Poller<E> {
         self.acknowledge(req, result, ok);
     }
 
+    /// Under short tags, finds which entry of its tag is its own for each
+    /// key of `req` besides the request's own ([`other_keys`]) that its
+    /// transaction did not stage, reading the tag's records (live and dead)
+    /// one by one, as a GET does: returns the request once every one is
+    /// known, or `None` while a read is under way (it comes back through
+    /// [`Poller::handle_now`]).
+    fn probe_keys(&mut self, req: Request) -> Option<Request> {
+        if crate::index::tags_identify_keys() {
+            return Some(req);
+        }
+        let id = (req.from, req.id, req.part);
+        let keys: Vec<(u32, KeyHash, Box<[u8]>)> = (other_keys(&req).into_iter())
+            .map(|(pid, hash, key)| (pid, hash, key.into()))
+            .collect();
+        let mut state = self.probes.remove(&id).unwrap_or_default();
+        state.resize(keys.len(), KeyProbe::default());
+        for (i, (pid, hash, key)) in keys.iter().enumerate() {
+            if is_sub(&req) && self.txn_staged(key) {
+                // Its view in the transaction decides.
+                state[i].own.get_or_insert(None);
+            }
+            while state[i].own.is_none() {
+                let Some(e) = self.ks.next_candidate(*pid, hash, &state[i].tried) else {
+                    state[i].own = Some(None);
+                    break;
+                };
+                let Some(bytes) = self.ks.buffered(e) else {
+                    self.probes.insert(id, state);
+                    self.fetch_probe(req, e, i);
+                    return None;
+                };
+                match decode_record(&self.shared.sb.uuid, bytes) {
+                    Ok(rec) if rec.key == &key[..] => {
+                        self.ks.follow(*pid, e.offset);
+                        state[i].own = Some(Some(e.offset));
+                    }
+                    Ok(_) => state[i].tried.push(e.offset),
+                    Err(err) => {
+                        self.probes.insert(id, state);
+                        self.corrupt(&req, e, &err);
+                        return self.probe_failed(req);
+                    }
+                }
+            }
+        }
+        self.probes.insert(id, state);
+        Some(req)
+    }
+
+    /// Whether the running transaction staged `key`.
+    fn txn_staged(&self, key: &[u8]) -> bool {
+        (self.txn.as_ref()).is_some_and(|t| t.view.contains_key(&view_id(key)))
+    }
+
+    /// Reads the record of `entry` to know whether it is `req`'s other key
+    /// `i`'s ([`Poller::probe_keys`]).
+    fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
+        let Some(tag) = self.free_tags.pop() else {
+            return self.requeue(req);
+        };
+        let block = self.ks.block();
+        let start = align_down(entry.offset, block);
+        let end = align_up(entry.offset + entry.len as u64, block);
+        let eng = self.ks.engine();
+        let buf = match eng.alloc((end - start) as usize) {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.free_tags.push(tag);
+                self.no_buffer(req, e);
+                return;
+            }
+        };
+        match eng.read(start, buf, Tag::Read(tag).encode()) {
+            Ok(()) => {
+                self.ks.count_read(end - start);
+                self.reads[tag as usize] = Some(PendingRead {
+                    req,
+                    entry,
+                    start,
+                    probe: Some(i),
+                });
+            }
+            Err(_buf) => {
+                self.free_tags.push(tag);
+                self.requeue(req);
+            }
+        }
+    }
+
+    /// A record read for [`Poller::probe_keys`] is at hand: the key is
+    /// known, or passed by, and the request goes on.
+    fn probe_read(&mut self, req: Request, entry: Entry, i: usize, bytes: Result<&[u8], String>) {
+        let id = (req.from, req.id, req.part);
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(msg) => {
+                self.reply(&req, Reply::Error(msg));
+                self.probe_failed(req);
+                return;
+            }
+        };
+        let (pid, key) = match other_keys(&req).get(i) {
+            Some(&(pid, _, key)) => (pid, key.to_vec()),
+            None => return self.handle_now(req),
+        };
+        match decode_record(&self.shared.sb.uuid, bytes) {
+            Ok(rec) => {
+                let state = self.probes.entry(id).or_default();
+                state.resize(state.len().max(i + 1), KeyProbe::default());
+                if rec.key == &key[..] {
+                    state[i].own = Some(Some(entry.offset));
+                    self.ks.follow(pid, entry.offset);
+                } else {
+                    state[i].tried.push(entry.offset);
+                    (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+                }
+            }
+            Err(err) => {
+                self.corrupt(&req, entry, &err);
+                self.probe_failed(req);
+                return;
+            }
+        }
+        self.handle_now(req)
+    }
+
+    /// A command of several keys answered (an error) while it learned its
+    /// keys: they are free again.
+    fn probe_failed(&mut self, req: Request) -> Option<Request> {
+        self.drop_probes(&req);
+        if !is_sub(&req) {
+            match &req.op {
+                Op::Move { to, .. } => self.release_move([req.hash.tag, to.hash.tag]),
+                _ => {
+                    for tag in claim_tags(&req.op) {
+                        self.release(tag);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Forgets what [`Poller::probe_keys`] learned for `req`.
+    fn drop_probes(&mut self, req: &Request) {
+        if let Some(state) = self.probes.remove(&(req.from, req.id, req.part)) {
+            let keys = other_keys(req);
+            for (k, p) in state.iter().enumerate() {
+                if let (Some(Some(at)), Some(&(pid, _, _))) = (p.own, keys.get(k)) {
+                    self.ks.unfollow(pid, at);
+                }
+            }
+        }
+    }
+
+    /// The entry other key `i` of `req` has now, as [`Poller::probe_keys`]
+    /// found it (`None`: it has none).
+    fn probed_own(&self, req: &Request, i: usize) -> Option<u64> {
+        let state = self.probes.get(&(req.from, req.id, req.part))?;
+        let at = state.get(i)?.own??;
+        let pid = other_keys(req).get(i)?.0;
+        self.ks.followed(pid, at)
+    }
+
+    /// Whether other key `i` of `req` (at `pid`, `hash`, `key`) is there:
+    /// under short tags as [`Poller::probe_keys`] found it, unless its
+    /// transaction staged it.
+    fn other_exists(
+        &mut self,
+        req: &Request,
+        i: usize,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+    ) -> bool {
+        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+            return self.lookup(req, pid, hash, key).is_some();
+        }
+        let own = self.probed_own(req, i);
+        own.is_some() && self.ks.own_live(pid, hash, own).is_some()
+    }
+
+    /// Before a write of other key `i` of `req`: under short tags, the
+    /// entry it replaces is the one [`Poller::probe_keys`] found its own.
+    fn act_on_other(&mut self, req: &Request, i: usize, pid: u32, hash: &KeyHash, key: &[u8]) {
+        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+            return;
+        }
+        let own = self.probed_own(req, i);
+        if !self.ks.act_on(pid, hash, own) {
+            self.ks.act_on(pid, hash, None);
+        }
+    }
+
     /// MSETNX: runs once it holds its keys ([`Poller::claim`]), then
     /// frees them.
     fn msetnx_when_free(&mut self, req: Request) {
         let Some(req) = self.claim(req) else {
             return;
         };
-        let tags = claim_tags(&req.op);
+        // `msetnx` frees the keys once answered.
         self.handle_now(req);
-        for tag in tags {
-            self.release(tag);
-        }
     }
 
     /// MSETNX once its keys are free: all set in this turn (one commit
@@ -1623,24 +1871,40 @@ impl<E: Engine> Poller<E> {
     /// is answered at once rather than deferred, and may leave the keys
     /// before it set.
     fn msetnx(&mut self, req: Request) {
+        let Some(req) = self.probe_keys(req) else {
+            return;
+        };
+        let tags = (!is_sub(&req)).then(|| claim_tags(&req.op));
+        self.msetnx_probed(req);
+        for tag in tags.into_iter().flatten() {
+            self.release(tag);
+        }
+    }
+
+    /// MSETNX once its keys' own entries are known.
+    fn msetnx_probed(&mut self, req: Request) {
         let Op::MsetNx { pairs, .. } = &req.op else {
             unreachable!()
         };
-        if pairs
-            .iter()
-            .any(|p| self.lookup(&req, p.pid, &p.hash, &p.key).is_some())
-        {
-            return self.reply(&req, Reply::Int(0));
+        for (i, p) in pairs.iter().enumerate() {
+            if self.other_exists(&req, i, p.pid, &p.hash, &p.key) {
+                return self.reply(&req, Reply::Int(0));
+            }
         }
         if self.refused_over_maxmemory(&req) {
             return;
         }
-        for p in pairs {
+        for (i, p) in pairs.iter().enumerate() {
+            // A key given twice: its first write made its entry the first.
+            if !pairs[..i].iter().any(|q| q.key == p.key) {
+                self.act_on_other(&req, i, p.pid, &p.hash, &p.key);
+            }
             if let Err(e) = self.write(&req, p.pid, &p.hash, &p.key, &p.value, 0, false) {
                 let reply = self.refusal(e);
                 return self.reply(&req, reply);
             }
         }
+        self.drop_probes(&req);
         self.acknowledge(req, Ok(()), Reply::Int(1));
     }
 
@@ -2286,13 +2550,27 @@ impl<E: Engine> Poller<E> {
 
     /// WATCH of one key: remembers its entry for the connection.
     fn watch(&mut self, req: Request) {
-        let seen = self.ks.entry(req.pid, &req.hash);
+        let (mut seen, mut others, mut key) = (None, Vec::new(), Box::default());
+        if crate::index::tags_identify_keys() {
+            seen = self.ks.entry(req.pid, &req.hash);
+        } else {
+            let own = self.probed_own(&req, 0);
+            for e in self.ks.candidates(req.pid, &req.hash) {
+                match own == Some(e.offset) {
+                    true => seen = Some(e),
+                    false => others.push(e.offset),
+                }
+            }
+            key = req.op.key().unwrap_or_default().into();
+        }
         let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
         self.watches.entry(req.from).or_default().push(Watched {
             pid: req.pid,
             hash: req.hash,
             seen,
             live,
+            key,
+            others,
         });
         self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
     }
@@ -2515,7 +2793,7 @@ impl<E: Engine> Poller<E> {
     /// The source's record is read (from a segment buffer, or the device).
     fn move_start(&mut self, req: Request, hit: Option<Entry>) {
         use super::strings as text;
-        let Op::Move { key, to, kind, .. } = &req.op else {
+        let Op::Move { to, .. } = &req.op else {
             unreachable!()
         };
         let tags = [req.hash.tag, to.hash.tag];
@@ -2526,6 +2804,13 @@ impl<E: Engine> Poller<E> {
                 self.busy.entry(t).or_default();
             }
         }
+        // Short tags: which entry is the destination's, first.
+        let Some(req) = self.probe_keys(req) else {
+            return;
+        };
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
+        };
         let same = *key == to.key;
         let reply = match (hit, kind) {
             (None, MoveKind::Copy { .. }) => Reply::Int(0),
@@ -2545,6 +2830,29 @@ impl<E: Engine> Poller<E> {
         if !sub {
             self.release_move(tags);
         }
+    }
+
+    /// A move's source record read: under short tags, another key's sends
+    /// the move on to the tag's next entry (its keys still held), and the
+    /// source's own is made the one it acts on.
+    fn finish_move_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        let short = !crate::index::tags_identify_keys() && entry.offset != STAGED;
+        if let (true, Ok(b)) = (short, &bytes) {
+            if let Ok(rec) = decode_record(&self.shared.sb.uuid, b) {
+                if Some(rec.key) != req.op.key() {
+                    if self.ks.buffered(entry).is_none() {
+                        (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+                    }
+                    let mut req = req;
+                    req.tried.push(entry.offset);
+                    return self.handle_now(req);
+                }
+                if !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+                    return self.handle_now(req);
+                }
+            }
+        }
+        self.finish_move(req, entry, bytes)
     }
 
     /// A move once the source's record is at hand: answered, and its keys
@@ -2622,13 +2930,23 @@ impl<E: Engine> Poller<E> {
             true => policy.on_write(0, true, now, 0.0),
             false => self.ks.access(req.pid, &req.hash).unwrap_or(0),
         };
+        // Short tags: the source's own entry (made the first of its tag's
+        // when its record was read) and the destination's are the ones
+        // the writes replace.
+        let src_own = (!is_sub(&req) || !self.txn_staged(&src))
+            .then(|| self.ks.own_entry(req.pid, &req.hash));
+        self.act_on_other(&req, 0, to_pid, &to_hash, &dst);
         let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
         if result.is_ok() && !is_sub(&req) {
             self.ks.set_access(to_pid, &to_hash, word);
         }
         if result.is_ok() && !copy {
+            if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {
+                self.ks.act_on(req.pid, &req.hash, own);
+            }
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
         }
+        self.drop_probes(&req);
         self.acknowledge_now(req, result, ok)
     }
 
@@ -2640,7 +2958,7 @@ impl<E: Engine> Poller<E> {
         let Op::Move { to, kind, .. } = &req.op else {
             unreachable!()
         };
-        let exists = self.lookup(req, to.pid, &to.hash, &to.key).is_some();
+        let exists = self.other_exists(req, 0, to.pid, &to.hash, &to.key);
         let (ok, refused) = match kind {
             MoveKind::Rename => (simple(text::OK), false),
             MoveKind::RenameNx => (Reply::Int(1), exists),
@@ -2813,6 +3131,22 @@ fn is_strings_op(op: &Op) -> bool {
 }
 
 /// The operations [`Poller::keys`] serves.
+/// The key commands that need no record, but its key's under short tags
+/// (which entry of the tag is the key's).
+fn reads_only_to_know(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Type { .. }
+            | Op::Touch { .. }
+            | Op::MemoryUsage { .. }
+            | Op::Restore { .. }
+            | Op::Object {
+                what: ObjectInfo::Idletime | ObjectInfo::Freq,
+                ..
+            }
+    )
+}
+
 fn is_keys_op(op: &Op) -> bool {
     matches!(
         op,

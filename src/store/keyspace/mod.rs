@@ -352,6 +352,29 @@ impl<E: Engine, W> Keyspace<E, W> {
         (self.shard(pid).part(pid).get_at(hash.tag, at)).filter(|e| e.live(now))
     }
 
+    /// Where the entry followed since it was at `offset` is now (`None`:
+    /// dropped); an entry not followed is where it was.
+    pub fn followed(&self, pid: u32, offset: u64) -> Option<u64> {
+        self.follow
+            .get(&(pid, offset))
+            .copied()
+            .unwrap_or(Some(offset))
+    }
+
+    /// The entries of the key's tag, live or dead (short tags: other
+    /// keys' too).
+    pub fn candidates(&self, pid: u32, hash: &KeyHash) -> Vec<Entry> {
+        self.shard(pid)
+            .part(pid)
+            .candidate_entries(hash.tag)
+            .collect()
+    }
+
+    /// The first entry of the key's tag, live or dead, not at `skip`.
+    pub fn next_candidate(&self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
+        (self.shard(pid).part(pid).candidate_entries(hash.tag)).find(|e| !skip.contains(&e.offset))
+    }
+
     /// Compaction moved the record at `from` of partition `pid` to `to`
     /// (`None`: dropped it): followed entries point there now.
     pub(super) fn entry_moved(&mut self, pid: u32, from: u64, to: Option<u64>) {
