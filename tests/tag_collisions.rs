@@ -396,3 +396,72 @@ fn keys_sharing_short_tags_through_transactions_moves_and_watch() {
     drop(both);
     srv.stop();
 }
+
+/// An integer reply's value.
+fn int(reply: &[u8]) -> i64 {
+    let s = std::str::from_utf8(reply).unwrap();
+    s.trim().trim_start_matches(':').parse().unwrap()
+}
+
+/// Eviction's access bits are kept per key, not per tag: a GET, TOUCH
+/// or RESTORE … IDLETIME / FREQ of one key of a tag leaves the others'
+/// idle time and frequency as they were (compared with redis-server's).
+#[test]
+fn keys_sharing_short_tags_keep_their_own_access_bits() {
+    if common::on_spdk("keys_sharing_short_tags_keep_their_own_access_bits") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    both.check_str(&["SET", "src", "value"]);
+    let dump = both.check_str(&["DUMP", "src"]);
+    // The payload of the bulk reply.
+    let end = dump.iter().position(|&b| b == b'\r').unwrap();
+    let n: usize = std::str::from_utf8(&dump[1..end]).unwrap().parse().unwrap();
+    let p = dump[end + 2..end + 2 + n].to_vec();
+    let groups = colliding(16);
+    both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    for [a, b, c] in &groups {
+        // Restored in this order, the last is the first of its tag's
+        // entries: reads of the others must not move its clock.
+        for k in [a, b, c] {
+            both.check(&[b"RESTORE", k.as_bytes(), b"0", &p, b"IDLETIME", b"1000"]);
+        }
+        both.check_str(&["GET", a]);
+        both.check_str(&["TOUCH", b]);
+        for k in [a, b, c] {
+            let args: [&[u8]; 3] = [b"OBJECT", b"IDLETIME", k.as_bytes()];
+            let (ours, theirs) = (int(&both.ours.call(&args)), int(&both.theirs.call(&args)));
+            assert!(
+                ours.abs_diff(theirs) <= 2,
+                "OBJECT IDLETIME {k}: {ours} against {theirs}"
+            );
+        }
+    }
+    both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
+    for [a, b, c] in &groups {
+        for (k, freq) in [(a, "100"), (b, "7"), (c, "50")] {
+            let args: [&[u8]; 7] = [
+                b"RESTORE",
+                k.as_bytes(),
+                b"0",
+                &p,
+                b"REPLACE",
+                b"FREQ",
+                freq.as_bytes(),
+            ];
+            both.check(&args);
+        }
+        for k in [a, b, c] {
+            both.check_str(&["OBJECT", "FREQ", k]);
+        }
+    }
+    drop(both);
+    srv.stop();
+}

@@ -830,15 +830,10 @@ impl<E: Engine> Poller<E> {
             // No entry of the tag is the key's: a write inserts one.
             self.ks.expect_new(req.pid, &req.hash);
         }
-        let read = matches!(
-            req.op,
-            Op::Get { .. }
-                | Op::GetRange { .. }
-                | Op::Strlen { .. }
-                | Op::GetEx { .. }
-                | Op::Dump { .. }
-        );
-        if hit.is_some() && read && req.touch {
+        let read = reads_value(&req.op);
+        // Short tags: the key's access bits once its record says which
+        // entry is its own (`finish_fetch`).
+        if hit.is_some() && read && req.touch && !verify {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
@@ -1108,6 +1103,9 @@ impl<E: Engine> Poller<E> {
                 _ => Reply::Int(0),
             };
             return self.reply(&req, reply);
+        }
+        if resolve && req.touch && reads_value(&req.op) {
+            self.ks.touch(req.pid, &req.hash);
         }
         if reads_only_to_know(&req.op) {
             return self.keys(req, Some(entry));
@@ -3131,6 +3129,18 @@ fn is_strings_op(op: &Op) -> bool {
 }
 
 /// The operations [`Poller::keys`] serves.
+/// The reads of a key's value that count as an access for eviction.
+fn reads_value(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Get { .. }
+            | Op::GetRange { .. }
+            | Op::Strlen { .. }
+            | Op::GetEx { .. }
+            | Op::Dump { .. }
+    )
+}
+
 /// The key commands that need no record, but its key's under short tags
 /// (which entry of the tag is the key's).
 fn reads_only_to_know(op: &Op) -> bool {
