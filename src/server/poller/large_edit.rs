@@ -774,7 +774,7 @@ impl<E: Engine> Poller<E> {
                     return;
                 };
                 let t = self.txn.as_mut().expect("a transaction runs");
-                let s = t.view.get_mut(&req.hash.tag).expect("a staged key");
+                let s = t.view.get_mut(&view_id_of(&req)).expect("a staged key");
                 let view = match copy {
                     // A second view of the value, its pieces pinned once
                     // more.
