@@ -193,3 +193,275 @@ fn compaction_keeps_every_key_of_keys_sharing_short_tags() {
     drop(both);
     srv.stop();
 }
+
+/// Groups of three keys in one partition (of 4) whose 8-bit tags are the
+/// same: under the switch, each group's keys are told apart only by the
+/// keys in their records.
+fn colliding(groups: usize) -> Vec<[String; 3]> {
+    use std::collections::HashMap;
+    let mut buckets: HashMap<(u32, u64), Vec<String>> = HashMap::new();
+    let mut out = Vec::new();
+    for i in 0.. {
+        let k = format!("tag:{i}");
+        let h = nvkv::index::KeyHash::full(k.as_bytes());
+        let b = buckets.entry((h.partition(4), h.tag >> 56)).or_default();
+        b.push(k);
+        if b.len() == 3 {
+            let [a, b, c]: [String; 3] = std::mem::take(b).try_into().unwrap();
+            out.push([a, b, c]);
+            if out.len() == groups {
+                return out;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// Every key of the groups read on both, and the key space listed by
+/// KEYS and by SCAN (sorted: the orders differ).
+fn read_groups(both: &mut Both, srv: &Server, redis: &RealRedis, groups: &[[String; 3]]) {
+    for g in groups {
+        for k in g {
+            both.check_str(&["GET", k]);
+            both.check_str(&["TYPE", k]);
+        }
+        both.check_str(&["EXISTS", &g[0], &g[1], &g[2]]);
+        both.check_str(&["MGET", &g[0], &g[1], &g[2]]);
+    }
+    let (mut ours, mut theirs) = (srv.client(), redis.client());
+    let keys = |con: &mut redis::Connection| {
+        let mut k: Vec<String> = redis::cmd("KEYS").arg("tag:*").query(con).unwrap();
+        k.sort();
+        k
+    };
+    let listed = keys(&mut ours);
+    assert_eq!(listed, keys(&mut theirs), "KEYS tag:*");
+    let mut scanned: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    for _ in 0..100_000 {
+        let (next, mut batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("tag:*")
+            .arg("COUNT")
+            .arg(50)
+            .query(&mut ours)
+            .unwrap();
+        scanned.append(&mut batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    scanned.sort();
+    scanned.dedup();
+    assert_eq!(scanned, listed, "SCAN MATCH tag:*");
+}
+
+/// Each command on both connections (ours, then Redis's), the replies
+/// compared as the client decodes them: for MULTI … EXEC, which a
+/// [`Both`] cannot carry.
+fn both_clients(ours: &mut redis::Connection, theirs: &mut redis::Connection, cmds: &[&[&str]]) {
+    for cmd in cmds {
+        let run = |con: &mut redis::Connection| {
+            let mut c = redis::cmd(cmd[0]);
+            for a in &cmd[1..] {
+                c.arg(*a);
+            }
+            match c.query::<redis::Value>(con) {
+                Ok(v) => format!("{v:?}"),
+                Err(e) => format!("error {:?} {:?}", e.kind(), e.detail()),
+            }
+        };
+        assert_eq!(run(ours), run(theirs), "{cmd:?}");
+    }
+}
+
+/// Keys whose tags collide, through the paths that act on a key other
+/// than by GET: MULTI/EXEC, MSET and MSETNX, RENAME, RENAMENX and COPY
+/// (the destination's entry too), TYPE, TOUCH and OBJECT, WATCH (another
+/// key of the tag written does not abort EXEC), DEL, and key iteration;
+/// each answer compared with redis-server's, then again after a clean
+/// restart and after a rebuild.
+#[test]
+fn keys_sharing_short_tags_through_transactions_moves_and_watch() {
+    if common::on_spdk("keys_sharing_short_tags_through_transactions_moves_and_watch") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    let mut other = Both::connect(&srv, &redis);
+    let (mut tx_ours, mut tx_theirs) = (srv.client(), redis.client());
+    let groups = colliding(24);
+    for (n, [a, b, c]) in groups.iter().enumerate() {
+        let (a, b, c) = (a.as_str(), b.as_str(), c.as_str());
+        both.script(&[
+            &["SET", a, "1"],
+            &["SET", b, "2"],
+            &["GET", c],
+            &["TYPE", c],
+            &["OBJECT", "ENCODING", c],
+            &["TOUCH", a, b, c],
+            &["EXISTS", a, b, c],
+        ]);
+        both_clients(
+            &mut tx_ours,
+            &mut tx_theirs,
+            &[
+                // A transaction writing keys of one tag.
+                &["MULTI"],
+                &["SET", c, "3"],
+                &["INCR", a],
+                &["DEL", b],
+                &["GET", c],
+                &["EXISTS", b],
+                &["EXEC"],
+            ],
+        );
+        both.script(&[
+            &["MGET", a, b, c],
+            // MSET and MSETNX.
+            &["MSET", a, "x", b, "y", c, "z"],
+            &["MGET", a, b, c],
+            &["MSETNX", a, "n", b, "n"],
+            &["DEL", a, b],
+            &["MSETNX", a, "n1", b, "n2"],
+            &["MSETNX", c, "no", a, "no"],
+            &["MGET", a, b, c],
+            // RENAME, RENAMENX and COPY onto keys of the same tag.
+            &["RENAME", a, b],
+            &["MGET", a, b, c],
+            &["RENAMENX", b, c],
+            &["COPY", b, a],
+            &["COPY", c, a],
+            &["COPY", c, a, "REPLACE"],
+            &["MGET", a, b, c],
+            &["RENAME", c, a],
+            &["EXISTS", a, b, c],
+            &["MGET", a, b, c],
+        ]);
+        // WATCH: a write of another key of the tag leaves the key as it
+        // was; a write of the key aborts the transaction.
+        let (tx_o, tx_t) = (&mut tx_ours, &mut tx_theirs);
+        both_clients(tx_o, tx_t, &[&["WATCH", a, c]]);
+        other.check_str(&["SET", b, &format!("other {n}")]);
+        let watched: [&[&str]; 4] = [&["MULTI"], &["GET", a], &["SET", c, "watched"], &["EXEC"]];
+        both_clients(tx_o, tx_t, &watched);
+        both_clients(tx_o, tx_t, &[&["WATCH", a]]);
+        other.check_str(&["SET", a, &format!("changed {n}")]);
+        both_clients(tx_o, tx_t, &[&["MULTI"], &["SET", a, "lost"], &["EXEC"]]);
+        // Transactions of MSETNX and moves.
+        both_clients(
+            tx_o,
+            tx_t,
+            &[
+                &["MULTI"],
+                &["DEL", c],
+                &["MSETNX", c, "t1", b, "t2"],
+                &["MSETNX", c, "t3"],
+                &["RENAME", a, c],
+                &["COPY", c, a],
+                &["MGET", a, b, c],
+                &["EXEC"],
+                &["MGET", a, b, c],
+            ],
+        );
+        if n % 3 == 0 {
+            both.script(&[&["DEL", a], &["EXISTS", a, b, c], &["MGET", a, b, c]]);
+        }
+    }
+    read_groups(&mut both, &srv, &redis, &groups);
+    redis::cmd("SAVE").query::<()>(&mut srv.client()).unwrap();
+    drop((both, other, tx_ours, tx_theirs));
+    srv.stop();
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    read_groups(&mut both, &srv, &redis, &groups);
+    for [a, b, c] in &groups {
+        both.script(&[&["MSET", a, "after", c, "restart"], &["DEL", b]]);
+    }
+    redis::cmd("SAVE").query::<()>(&mut srv.client()).unwrap();
+    drop(both);
+    srv.kill();
+    let srv = start(&dir);
+    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    let mut both = Both::connect(&srv, &redis);
+    read_groups(&mut both, &srv, &redis, &groups);
+    drop(both);
+    srv.stop();
+}
+
+/// An integer reply's value.
+fn int(reply: &[u8]) -> i64 {
+    let s = std::str::from_utf8(reply).unwrap();
+    s.trim().trim_start_matches(':').parse().unwrap()
+}
+
+/// Eviction's access bits are kept per key, not per tag: a GET, TOUCH
+/// or RESTORE … IDLETIME / FREQ of one key of a tag leaves the others'
+/// idle time and frequency as they were (compared with redis-server's).
+#[test]
+fn keys_sharing_short_tags_keep_their_own_access_bits() {
+    if common::on_spdk("keys_sharing_short_tags_keep_their_own_access_bits") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    both.check_str(&["SET", "src", "value"]);
+    let dump = both.check_str(&["DUMP", "src"]);
+    // The payload of the bulk reply.
+    let end = dump.iter().position(|&b| b == b'\r').unwrap();
+    let n: usize = std::str::from_utf8(&dump[1..end]).unwrap().parse().unwrap();
+    let p = dump[end + 2..end + 2 + n].to_vec();
+    let groups = colliding(16);
+    both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    for [a, b, c] in &groups {
+        // Restored in this order, the last is the first of its tag's
+        // entries: reads of the others must not move its clock.
+        for k in [a, b, c] {
+            both.check(&[b"RESTORE", k.as_bytes(), b"0", &p, b"IDLETIME", b"1000"]);
+        }
+        both.check_str(&["GET", a]);
+        both.check_str(&["TOUCH", b]);
+        for k in [a, b, c] {
+            let args: [&[u8]; 3] = [b"OBJECT", b"IDLETIME", k.as_bytes()];
+            let (ours, theirs) = (int(&both.ours.call(&args)), int(&both.theirs.call(&args)));
+            assert!(
+                ours.abs_diff(theirs) <= 2,
+                "OBJECT IDLETIME {k}: {ours} against {theirs}"
+            );
+        }
+    }
+    both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
+    for [a, b, c] in &groups {
+        for (k, freq) in [(a, "100"), (b, "7"), (c, "50")] {
+            let args: [&[u8]; 7] = [
+                b"RESTORE",
+                k.as_bytes(),
+                b"0",
+                &p,
+                b"REPLACE",
+                b"FREQ",
+                freq.as_bytes(),
+            ];
+            both.check(&args);
+        }
+        for k in [a, b, c] {
+            both.check_str(&["OBJECT", "FREQ", k]);
+        }
+    }
+    drop(both);
+    srv.stop();
+}

@@ -100,6 +100,9 @@ impl Waiter {
 struct PendingRead {
     req: Request,
     entry: Entry,
+    /// A read of a record to know whose it is, for the request's other
+    /// key `i` ([`Poller::probe_keys`]).
+    probe: Option<usize>,
     /// Device offset where the aligned read starts.
     start: u64,
 }
@@ -132,6 +135,10 @@ struct Poller<E: Engine> {
     /// a read found to be another key's is followed by the next one's,
     /// and the key stays held.
     key_read_issued: Option<u64>,
+    /// What reading records told of the other keys of commands of several
+    /// keys (a move's destination, MSETNX's keys) under short tags, by
+    /// request ([`Poller::probe_keys`]).
+    probes: HashMap<(ConnRef, u64, u32), Vec<KeyProbe>>,
     /// Writes waiting for compaction to free a segment, oldest first.
     deferred: VecDeque<(Instant, Request)>,
     /// While a deferred write is retried: when it was first deferred.
@@ -263,6 +270,45 @@ struct Staged {
     /// (`large_edit::LargeView`): its bytes are not in `now`, whose
     /// expiry holds.
     large: Option<Box<large_edit::LargeView>>,
+    /// The key's own index entry when it was staged (its offset then,
+    /// followed through compaction, see `Keyspace::follow`), `None` when
+    /// it had none: what the commit writes over. Short tags are shared
+    /// by keys, so the tag's first entry need not be the key's.
+    own: Option<u64>,
+}
+
+/// A transaction's view of a key is found by the key's whole digest, not
+/// by its index tag (short tags are shared by keys).
+pub(super) fn view_id(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// The view id of `req`'s key.
+pub(super) fn view_id_of(req: &Request) -> u64 {
+    view_id(req.op.key().unwrap_or_default())
+}
+
+/// What reading the records of a key's short tag told of it, for a key of
+/// a command of several keys that is not the request's own: the records
+/// found to be other keys', and once known its own entry (`Some(None)`:
+/// it has none; an entry is followed through compaction).
+#[derive(Debug, Default, Clone)]
+struct KeyProbe {
+    tried: Vec<u64>,
+    own: Option<Option<u64>>,
+}
+
+/// The keys of `req` whose own entries [`Poller::probe_keys`] finds: a
+/// move's destination, MSETNX's keys, the key WATCH watches.
+fn other_keys(req: &Request) -> Vec<(u32, KeyHash, &[u8])> {
+    match &req.op {
+        Op::Move { to, .. } => vec![(to.pid, to.hash, &to.key[..])],
+        Op::MsetNx { pairs, .. } => (pairs.iter())
+            .map(|p| (p.pid, p.hash, &p.key[..]))
+            .collect(),
+        Op::Watch { key } => vec![(req.pid, req.hash, &key[..])],
+        _ => Vec::new(),
+    }
 }
 
 /// A key a connection watches, and its index entry when WATCH came.
@@ -271,6 +317,11 @@ struct Watched {
     hash: KeyHash,
     seen: Option<Entry>,
     live: bool,
+    /// Under short tags: the key, and the entries of its tag that were
+    /// other keys' when WATCH came (with `seen` `None`, a new entry of the
+    /// tag may be the key's).
+    key: Box<[u8]>,
+    others: Vec<u64>,
 }
 
 /// Where a staged value "is" for the read path: no device offset.
@@ -429,6 +480,7 @@ fn build<E: Engine>(
         batch: Vec::with_capacity(depth),
         busy: HashMap::new(),
         key_read_issued: None,
+        probes: HashMap::new(),
         deferred: VecDeque::new(),
         retrying_since: None,
         loads: Default::default(),
@@ -673,6 +725,9 @@ impl<E: Engine> Poller<E> {
     }
 
     pub(super) fn reply(&mut self, req: &Request, reply: Reply) {
+        if !self.probes.is_empty() {
+            self.drop_probes(req);
+        }
         if is_sub(req) {
             return self.txn_reply(req, reply);
         }
@@ -743,10 +798,16 @@ impl<E: Engine> Poller<E> {
 
     /// Whether the entries of `req`'s key's index tag must be read to know
     /// which is the key's (short tags, see `index::tags_identify_keys`):
-    /// then a hit is the key's only once its record is read. (Inside a
-    /// transaction, keys are still told apart by their tags.)
-    fn verifies(req: &Request) -> bool {
-        !crate::index::tags_identify_keys() && !is_sub(req)
+    /// then a hit is the key's only once its record is read. Inside a
+    /// transaction, a key it staged is known.
+    fn verifies(&self, req: &Request) -> bool {
+        let known = is_sub(req) && self.staged(req);
+        !crate::index::tags_identify_keys() && !known
+    }
+
+    /// Whether the running transaction staged `req`'s key.
+    fn staged(&self, req: &Request) -> bool {
+        (self.txn.as_ref()).is_some_and(|t| t.view.contains_key(&view_id_of(req)))
     }
 
     /// Whether a read for `req` holds its key until it is done: requests
@@ -755,21 +816,28 @@ impl<E: Engine> Poller<E> {
     fn holds_key(req: &Request) -> bool {
         !is_sub(req)
             && (req.op.reads_then_writes()
-                || Self::verifies(req) && matches!(req.op, Op::Set { .. } | Op::Del { .. }))
+                || !crate::index::tags_identify_keys()
+                    && matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
     }
 
     fn handle_looked_up(&mut self, req: Request) {
         if matches!(req.op, Op::Watch { .. }) {
-            return self.watch(req);
+            // Short tags: which entry of its tag is the key's, first.
+            if let Some(req) = self.probe_keys(req) {
+                self.watch(req);
+            }
+            return;
         }
-        let hit = self.lookup(&req, req.pid, &req.hash);
-        let verify = Self::verifies(&req);
+        let key = req.op.key().unwrap_or_default();
+        let hit = self.lookup(&req, req.pid, &req.hash, key);
+        let verify = self.verifies(&req);
         if verify && hit.is_none() {
             // A write of a missing key replaces its own dead entry, if one
             // of the tag's is (the table keeps one entry per key): read.
             let writes = matches!(
                 req.op,
                 Op::Set { .. }
+                    | Op::Restore { .. }
                     | Op::IncrBy { .. }
                     | Op::IncrByFloat { .. }
                     | Op::Append { .. }
@@ -783,15 +851,10 @@ impl<E: Engine> Poller<E> {
             // No entry of the tag is the key's: a write inserts one.
             self.ks.expect_new(req.pid, &req.hash);
         }
-        let read = matches!(
-            req.op,
-            Op::Get { .. }
-                | Op::GetRange { .. }
-                | Op::Strlen { .. }
-                | Op::GetEx { .. }
-                | Op::Dump { .. }
-        );
-        if hit.is_some() && read && req.touch {
+        let read = reads_value(&req.op);
+        // Short tags: the key's access bits once its record says which
+        // entry is its own (`finish_fetch`).
+        if hit.is_some() && read && req.touch && !verify {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
@@ -842,6 +905,8 @@ impl<E: Engine> Poller<E> {
             }
             (Op::MsetNx { .. }, _) => self.msetnx(req),
             (Op::MoveIn { .. }, hit) => self.move_in(req, hit.is_some()),
+            // Short tags: what reads no record reads it to know the key.
+            (op, Some(entry)) if verify && reads_only_to_know(op) => self.fetch(req, entry),
             (op, hit) if is_keys_op(op) => self.keys(req, hit),
             (_, None) => self.strings(req, None),
             (_, Some(entry)) => self.fetch(req, entry),
@@ -883,7 +948,12 @@ impl<E: Engine> Poller<E> {
                     self.busy.entry(req.hash.tag).or_default();
                     self.key_read_issued = Some(req.hash.tag);
                 }
-                self.reads[tag as usize] = Some(PendingRead { req, entry, start });
+                self.reads[tag as usize] = Some(PendingRead {
+                    req,
+                    entry,
+                    start,
+                    probe: None,
+                });
             }
             Err(_buf) => {
                 self.free_tags.push(tag);
@@ -968,7 +1038,10 @@ impl<E: Engine> Poller<E> {
         let tag = r.req.hash.tag;
         let was_rmw = Self::holds_key(&r.req);
         self.key_read_issued = None;
-        self.finish_fetch(r.req, r.entry, result);
+        match r.probe {
+            Some(i) => self.probe_read(r.req, r.entry, i, result),
+            None => self.finish_fetch(r.req, r.entry, result),
+        }
         drop(buf); // back to the engine's pool
                    // A large value's edit holds the key until its pieces are in; a
                    // read found to be another key's was followed by another.
@@ -996,7 +1069,7 @@ impl<E: Engine> Poller<E> {
     /// Finishes a request once its record's bytes are at hand.
     fn finish_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
         if matches!(req.op, Op::Move { .. }) {
-            return self.finish_move(req, entry, bytes);
+            return self.finish_move_fetch(req, entry, bytes);
         }
         let bytes = match bytes {
             Ok(b) => b,
@@ -1018,7 +1091,8 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        if Self::verifies(&req) && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+        let resolve = entry.offset != STAGED && !crate::index::tags_identify_keys();
+        if resolve && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
             // Moved by compaction, or written, while it was read: what
             // acts on the key must act on its entry as it is now.
             return self.handle_now(req);
@@ -1051,6 +1125,12 @@ impl<E: Engine> Poller<E> {
                 _ => Reply::Int(0),
             };
             return self.reply(&req, reply);
+        }
+        if resolve && req.touch && reads_value(&req.op) {
+            self.ks.touch(req.pid, &req.hash);
+        }
+        if reads_only_to_know(&req.op) {
+            return self.keys(req, Some(entry));
         }
         if rec.is_large() && large_edit::is_large_edit(&req) {
             return self.edit_large(req, entry, &rec);
@@ -1602,17 +1682,208 @@ impl<E: Engine> Poller<E> {
         self.acknowledge(req, result, ok);
     }
 
+    /// Under short tags, finds which entry of its tag is its own for each
+    /// key of `req` besides the request's own ([`other_keys`]) that its
+    /// transaction did not stage, reading the tag's records (live and dead)
+    /// one by one, as a GET does: returns the request once every one is
+    /// known, or `None` while a read is under way (it comes back through
+    /// [`Poller::handle_now`]).
+    fn probe_keys(&mut self, req: Request) -> Option<Request> {
+        if crate::index::tags_identify_keys() {
+            return Some(req);
+        }
+        let id = (req.from, req.id, req.part);
+        let keys: Vec<(u32, KeyHash, Box<[u8]>)> = (other_keys(&req).into_iter())
+            .map(|(pid, hash, key)| (pid, hash, key.into()))
+            .collect();
+        let mut state = self.probes.remove(&id).unwrap_or_default();
+        state.resize(keys.len(), KeyProbe::default());
+        for (i, (pid, hash, key)) in keys.iter().enumerate() {
+            if is_sub(&req) && self.txn_staged(key) {
+                // Its view in the transaction decides.
+                state[i].own.get_or_insert(None);
+            }
+            while state[i].own.is_none() {
+                let Some(e) = self.ks.next_candidate(*pid, hash, &state[i].tried) else {
+                    state[i].own = Some(None);
+                    break;
+                };
+                let Some(bytes) = self.ks.buffered(e) else {
+                    self.probes.insert(id, state);
+                    self.fetch_probe(req, e, i);
+                    return None;
+                };
+                match decode_record(&self.shared.sb.uuid, bytes) {
+                    Ok(rec) if rec.key == &key[..] => {
+                        self.ks.follow(*pid, e.offset);
+                        state[i].own = Some(Some(e.offset));
+                    }
+                    Ok(_) => state[i].tried.push(e.offset),
+                    Err(err) => {
+                        self.probes.insert(id, state);
+                        self.corrupt(&req, e, &err);
+                        return self.probe_failed(req);
+                    }
+                }
+            }
+        }
+        self.probes.insert(id, state);
+        Some(req)
+    }
+
+    /// Whether the running transaction staged `key`.
+    fn txn_staged(&self, key: &[u8]) -> bool {
+        (self.txn.as_ref()).is_some_and(|t| t.view.contains_key(&view_id(key)))
+    }
+
+    /// Reads the record of `entry` to know whether it is `req`'s other key
+    /// `i`'s ([`Poller::probe_keys`]).
+    fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
+        let Some(tag) = self.free_tags.pop() else {
+            return self.requeue(req);
+        };
+        let block = self.ks.block();
+        let start = align_down(entry.offset, block);
+        let end = align_up(entry.offset + entry.len as u64, block);
+        let eng = self.ks.engine();
+        let buf = match eng.alloc((end - start) as usize) {
+            Ok(buf) => buf,
+            Err(e) => {
+                self.free_tags.push(tag);
+                self.no_buffer(req, e);
+                return;
+            }
+        };
+        match eng.read(start, buf, Tag::Read(tag).encode()) {
+            Ok(()) => {
+                self.ks.count_read(end - start);
+                self.reads[tag as usize] = Some(PendingRead {
+                    req,
+                    entry,
+                    start,
+                    probe: Some(i),
+                });
+            }
+            Err(_buf) => {
+                self.free_tags.push(tag);
+                self.requeue(req);
+            }
+        }
+    }
+
+    /// A record read for [`Poller::probe_keys`] is at hand: the key is
+    /// known, or passed by, and the request goes on.
+    fn probe_read(&mut self, req: Request, entry: Entry, i: usize, bytes: Result<&[u8], String>) {
+        let id = (req.from, req.id, req.part);
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(msg) => {
+                self.reply(&req, Reply::Error(msg));
+                self.probe_failed(req);
+                return;
+            }
+        };
+        let (pid, key) = match other_keys(&req).get(i) {
+            Some(&(pid, _, key)) => (pid, key.to_vec()),
+            None => return self.handle_now(req),
+        };
+        match decode_record(&self.shared.sb.uuid, bytes) {
+            Ok(rec) => {
+                let state = self.probes.entry(id).or_default();
+                state.resize(state.len().max(i + 1), KeyProbe::default());
+                if rec.key == &key[..] {
+                    state[i].own = Some(Some(entry.offset));
+                    self.ks.follow(pid, entry.offset);
+                } else {
+                    state[i].tried.push(entry.offset);
+                    (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+                }
+            }
+            Err(err) => {
+                self.corrupt(&req, entry, &err);
+                self.probe_failed(req);
+                return;
+            }
+        }
+        self.handle_now(req)
+    }
+
+    /// A command of several keys answered (an error) while it learned its
+    /// keys: they are free again.
+    fn probe_failed(&mut self, req: Request) -> Option<Request> {
+        self.drop_probes(&req);
+        if !is_sub(&req) {
+            match &req.op {
+                Op::Move { to, .. } => self.release_move([req.hash.tag, to.hash.tag]),
+                _ => {
+                    for tag in claim_tags(&req.op) {
+                        self.release(tag);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Forgets what [`Poller::probe_keys`] learned for `req`.
+    fn drop_probes(&mut self, req: &Request) {
+        if let Some(state) = self.probes.remove(&(req.from, req.id, req.part)) {
+            let keys = other_keys(req);
+            for (k, p) in state.iter().enumerate() {
+                if let (Some(Some(at)), Some(&(pid, _, _))) = (p.own, keys.get(k)) {
+                    self.ks.unfollow(pid, at);
+                }
+            }
+        }
+    }
+
+    /// The entry other key `i` of `req` has now, as [`Poller::probe_keys`]
+    /// found it (`None`: it has none).
+    fn probed_own(&self, req: &Request, i: usize) -> Option<u64> {
+        let state = self.probes.get(&(req.from, req.id, req.part))?;
+        let at = state.get(i)?.own??;
+        let pid = other_keys(req).get(i)?.0;
+        self.ks.followed(pid, at)
+    }
+
+    /// Whether other key `i` of `req` (at `pid`, `hash`, `key`) is there:
+    /// under short tags as [`Poller::probe_keys`] found it, unless its
+    /// transaction staged it.
+    fn other_exists(
+        &mut self,
+        req: &Request,
+        i: usize,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+    ) -> bool {
+        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+            return self.lookup(req, pid, hash, key).is_some();
+        }
+        let own = self.probed_own(req, i);
+        own.is_some() && self.ks.own_live(pid, hash, own).is_some()
+    }
+
+    /// Before a write of other key `i` of `req`: under short tags, the
+    /// entry it replaces is the one [`Poller::probe_keys`] found its own.
+    fn act_on_other(&mut self, req: &Request, i: usize, pid: u32, hash: &KeyHash, key: &[u8]) {
+        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+            return;
+        }
+        let own = self.probed_own(req, i);
+        if !self.ks.act_on(pid, hash, own) {
+            self.ks.act_on(pid, hash, None);
+        }
+    }
+
     /// MSETNX: runs once it holds its keys ([`Poller::claim`]), then
     /// frees them.
     fn msetnx_when_free(&mut self, req: Request) {
         let Some(req) = self.claim(req) else {
             return;
         };
-        let tags = claim_tags(&req.op);
+        // `msetnx` frees the keys once answered.
         self.handle_now(req);
-        for tag in tags {
-            self.release(tag);
-        }
     }
 
     /// MSETNX once its keys are free: all set in this turn (one commit
@@ -1620,26 +1891,42 @@ impl<E: Engine> Poller<E> {
     /// is answered at once rather than deferred, and may leave the keys
     /// before it set.
     fn msetnx(&mut self, req: Request) {
+        let Some(req) = self.probe_keys(req) else {
+            return;
+        };
+        let tags = (!is_sub(&req)).then(|| claim_tags(&req.op));
+        self.msetnx_probed(req);
+        for tag in tags.into_iter().flatten() {
+            self.release(tag);
+        }
+    }
+
+    /// MSETNX once its keys' own entries are known.
+    fn msetnx_probed(&mut self, req: Request) {
         let Op::MsetNx { pairs, .. } = &req.op else {
             unreachable!()
         };
-        if pairs
-            .iter()
-            .any(|p| self.lookup(&req, p.pid, &p.hash).is_some())
-        {
-            // A part of one across pollers refuses them all.
-            self.veto(&req, Reply::Int(0));
-            return self.reply(&req, Reply::Int(0));
+        for (i, p) in pairs.iter().enumerate() {
+            if self.other_exists(&req, i, p.pid, &p.hash, &p.key) {
+                // A part of one across pollers refuses them all.
+                self.veto(&req, Reply::Int(0));
+                return self.reply(&req, Reply::Int(0));
+            }
         }
         if self.refused_over_maxmemory(&req) {
             return;
         }
-        for p in pairs {
+        for (i, p) in pairs.iter().enumerate() {
+            // A key given twice: its first write made its entry the first.
+            if !pairs[..i].iter().any(|q| q.key == p.key) {
+                self.act_on_other(&req, i, p.pid, &p.hash, &p.key);
+            }
             if let Err(e) = self.write(&req, p.pid, &p.hash, &p.key, &p.value, 0, false) {
                 let reply = self.refusal(e);
                 return self.reply(&req, reply);
             }
         }
+        self.drop_probes(&req);
         // Across pollers, the first part answers for all.
         let ok = match self.part_of_single(&req) && req.part > 0 {
             true => simple(super::strings::OK),
@@ -1668,11 +1955,11 @@ impl<E: Engine> Poller<E> {
     // Transactions (EXEC) and WATCH.
 
     /// The live entry of a key: inside a transaction, as it left the key.
-    fn lookup(&mut self, req: &Request, pid: u32, hash: &KeyHash) -> Option<Entry> {
+    fn lookup(&mut self, req: &Request, pid: u32, hash: &KeyHash, key: &[u8]) -> Option<Entry> {
         if is_sub(req) {
             let now_ms = self.ks.now_ms();
             let t = self.txn.as_ref().expect("a transaction runs");
-            if let Some(s) = t.view.get(&hash.tag) {
+            if let Some(s) = t.view.get(&view_id(key)) {
                 return s.now.as_ref().and_then(|(v, exp)| {
                     let e = Entry {
                         offset: STAGED,
@@ -1714,9 +2001,11 @@ impl<E: Engine> Poller<E> {
         }
         // A value larger than a segment is written in pieces when the
         // transaction ends (`finish_txn`).
+        let id = view_id(key);
+        let own = self.stage_own(id, pid, hash);
         let t = self.txn.as_mut().expect("a transaction runs");
         let now = (!tombstone).then(|| (value.to_vec(), expire_ms));
-        match t.view.entry(hash.tag) {
+        match t.view.entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
                 // A large value edited in pieces is replaced: its pin goes.
@@ -1725,24 +2014,51 @@ impl<E: Engine> Poller<E> {
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                t.order.push(hash.tag);
+                t.order.push(id);
                 e.insert(Staged {
                     pid,
                     hash: *hash,
                     key: key.into(),
                     now,
                     large: None,
+                    own,
                 });
             }
         }
         Ok(())
     }
 
+    /// The key's own entry, as this turn's lookup resolved it, for a key
+    /// the running transaction stages now (view `id`): followed through
+    /// compaction until the transaction ends. `None` when the key has
+    /// none, or is staged already.
+    pub(super) fn stage_own(&mut self, id: u64, pid: u32, hash: &KeyHash) -> Option<u64> {
+        let t = self.txn.as_ref().expect("a transaction runs");
+        if t.view.contains_key(&id) {
+            return None;
+        }
+        let own = self.ks.own_entry(pid, hash);
+        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+            self.ks.follow(pid, at);
+        }
+        own
+    }
+
+    /// Where the entries the transaction's keys had when staged are now
+    /// (compaction may have moved them); they are followed no more.
+    fn unfollow_owns(&mut self, t: &mut Txn) {
+        for s in t.view.values_mut() {
+            if let Some(at) = s.own {
+                s.own = self.ks.unfollow(s.pid, at);
+            }
+        }
+    }
+
     /// The record a transaction staged for `req`'s key, encoded as the
     /// read path expects it from the device.
     fn staged_record(&self, req: &Request) -> Vec<u8> {
         let t = self.txn.as_ref().expect("a transaction runs");
-        let s = &t.view[&req.hash.tag];
+        let s = &t.view[&view_id_of(req)];
         let (value, expire_ms) = s.now.as_ref().expect("a staged value");
         let meta = RecordMeta {
             gen: 0,
@@ -1856,13 +2172,30 @@ impl<E: Engine> Poller<E> {
         let Op::Group { reqs, .. } = &mut req.op else {
             unreachable!()
         };
+        // Under short tags a write reads its tag's records first, holding
+        // the key meanwhile: the group's later requests of that tag go
+        // first in its queue, in order, and the read releases them.
+        let mut held: Vec<(u64, usize)> = Vec::new();
         for r in std::mem::take(reqs) {
+            let tag = r.hash.tag;
+            if let Some((_, n)) = held.iter_mut().find(|(t, _)| *t == tag) {
+                self.busy.get_mut(&tag).expect("held").insert(*n, r);
+                *n += 1;
+                continue;
+            }
+            self.key_read_issued = None;
+            let requeued = self.requeued.len();
             self.handle_now(r);
+            if self.key_read_issued == Some(tag) || self.requeued.len() > requeued {
+                held.push((tag, 0));
+            }
         }
+        self.key_read_issued = None;
         for tag in tags {
             // A write deferred for room keeps its key until it is done
-            // (`retry_deferred` releases it).
-            if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
+            // (`retry_deferred` releases it), and a read holding it too.
+            let holds = held.iter().any(|&(t, _)| t == tag);
+            if !holds && !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
                 self.release(tag);
             }
         }
@@ -2091,6 +2424,7 @@ impl<E: Engine> Poller<E> {
     /// of one across pollers is refused: every part drops what it ran,
     /// and `reply` is EXEC's (see `cross.rs`).
     fn end_txn(&mut self, mut t: Txn, reply: Reply) {
+        self.unfollow_owns(&mut t);
         for view in Self::take_views(&mut t).into_values() {
             self.ks.unpin_pieces(&view.base);
         }
@@ -2146,6 +2480,7 @@ impl<E: Engine> Poller<E> {
         room: Option<keyspace::Room>,
     ) {
         let (bytes, shards) = self.txn_room(&t, &heads);
+        self.unfollow_owns(&mut t);
         // The edited views: their edits go into the stream, their pins go
         // once their heads are written.
         let views = Self::take_views(&mut t);
@@ -2173,8 +2508,14 @@ impl<E: Engine> Poller<E> {
             let (mut failed, mut wrote) = (None, false);
             // The writes go into the replication stream as one MULTI … EXEC.
             let mut stream = Vec::new();
+            let now = self.ks.now_ms();
             for tag in &t.order {
                 let s = &t.view[tag];
+                // The key's own entry is the one its write replaces (short
+                // tags: not the tag's first, maybe).
+                if !self.ks.act_on(s.pid, &s.hash, s.own) {
+                    self.ks.act_on(s.pid, &s.hash, None);
+                }
                 let result = match (&s.now, heads.remove(tag)) {
                     (Some((_, exp)), Some(head)) => {
                         let r = (self.ks).write_new_head(s.pid, &s.hash, &s.key, &head, *exp);
@@ -2191,7 +2532,10 @@ impl<E: Engine> Poller<E> {
                     }
                     (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
                     // Deleting a key that was not there writes nothing.
-                    (None, _) if self.ks.lookup(s.pid, &s.hash).is_some() => {
+                    (None, _)
+                        if s.own.is_some()
+                            && self.ks.entry(s.pid, &s.hash).is_some_and(|e| e.live(now)) =>
+                    {
                         self.ks.write(s.pid, &s.hash, &s.key, &[], 0, true)
                     }
                     (None, _) => continue,
@@ -2264,13 +2608,27 @@ impl<E: Engine> Poller<E> {
 
     /// WATCH of one key: remembers its entry for the connection.
     fn watch(&mut self, req: Request) {
-        let seen = self.ks.entry(req.pid, &req.hash);
+        let (mut seen, mut others, mut key) = (None, Vec::new(), Box::default());
+        if crate::index::tags_identify_keys() {
+            seen = self.ks.entry(req.pid, &req.hash);
+        } else {
+            let own = self.probed_own(&req, 0);
+            for e in self.ks.candidates(req.pid, &req.hash) {
+                match own == Some(e.offset) {
+                    true => seen = Some(e),
+                    false => others.push(e.offset),
+                }
+            }
+            key = req.op.key().unwrap_or_default().into();
+        }
         let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
         self.watches.entry(req.from).or_default().push(Watched {
             pid: req.pid,
             hash: req.hash,
             seen,
             live,
+            key,
+            others,
         });
         self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
     }
@@ -2493,7 +2851,7 @@ impl<E: Engine> Poller<E> {
     /// The source's record is read (from a segment buffer, or the device).
     fn move_start(&mut self, req: Request, hit: Option<Entry>) {
         use super::strings as text;
-        let Op::Move { key, to, kind, .. } = &req.op else {
+        let Op::Move { to, .. } = &req.op else {
             unreachable!()
         };
         let tags = [req.hash.tag, to.hash.tag];
@@ -2504,6 +2862,13 @@ impl<E: Engine> Poller<E> {
                 self.busy.entry(t).or_default();
             }
         }
+        // Short tags: which entry is the destination's, first.
+        let Some(req) = self.probe_keys(req) else {
+            return;
+        };
+        let Op::Move { key, to, kind, .. } = &req.op else {
+            unreachable!()
+        };
         let same = *key == to.key;
         if hit.is_none() && self.moves_across(&req) {
             return self.move_carry(req, None);
@@ -2526,6 +2891,29 @@ impl<E: Engine> Poller<E> {
         if !sub {
             self.release_move(tags);
         }
+    }
+
+    /// A move's source record read: under short tags, another key's sends
+    /// the move on to the tag's next entry (its keys still held), and the
+    /// source's own is made the one it acts on.
+    fn finish_move_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
+        let short = !crate::index::tags_identify_keys() && entry.offset != STAGED;
+        if let (true, Ok(b)) = (short, &bytes) {
+            if let Ok(rec) = decode_record(&self.shared.sb.uuid, b) {
+                if Some(rec.key) != req.op.key() {
+                    if self.ks.buffered(entry).is_none() {
+                        (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+                    }
+                    let mut req = req;
+                    req.tried.push(entry.offset);
+                    return self.handle_now(req);
+                }
+                if !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+                    return self.handle_now(req);
+                }
+            }
+        }
+        self.finish_move(req, entry, bytes)
     }
 
     /// A move once the source's record is at hand: answered, and its keys
@@ -2608,13 +2996,23 @@ impl<E: Engine> Poller<E> {
             true => policy.on_write(0, true, now, 0.0),
             false => self.ks.access(req.pid, &req.hash).unwrap_or(0),
         };
+        // Short tags: the source's own entry (made the first of its tag's
+        // when its record was read) and the destination's are the ones
+        // the writes replace.
+        let src_own = (!is_sub(&req) || !self.txn_staged(&src))
+            .then(|| self.ks.own_entry(req.pid, &req.hash));
+        self.act_on_other(&req, 0, to_pid, &to_hash, &dst);
         let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
         if result.is_ok() && !is_sub(&req) {
             self.ks.set_access(to_pid, &to_hash, word);
         }
         if result.is_ok() && !copy {
+            if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {
+                self.ks.act_on(req.pid, &req.hash, own);
+            }
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
         }
+        self.drop_probes(&req);
         self.acknowledge_now(req, result, ok)
     }
 
@@ -2695,7 +3093,7 @@ impl<E: Engine> Poller<E> {
         let Op::Move { to, kind, .. } = &req.op else {
             unreachable!()
         };
-        let exists = self.lookup(req, to.pid, &to.hash).is_some();
+        let exists = self.other_exists(req, 0, to.pid, &to.hash, &to.key);
         let (ok, refused) = match kind {
             MoveKind::Rename => (simple(text::OK), false),
             MoveKind::RenameNx => (Reply::Int(1), exists),
@@ -2868,6 +3266,34 @@ fn is_strings_op(op: &Op) -> bool {
 }
 
 /// The operations [`Poller::keys`] serves.
+/// The reads of a key's value that count as an access for eviction.
+fn reads_value(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Get { .. }
+            | Op::GetRange { .. }
+            | Op::Strlen { .. }
+            | Op::GetEx { .. }
+            | Op::Dump { .. }
+    )
+}
+
+/// The key commands that need no record, but its key's under short tags
+/// (which entry of the tag is the key's).
+fn reads_only_to_know(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Type { .. }
+            | Op::Touch { .. }
+            | Op::MemoryUsage { .. }
+            | Op::Restore { .. }
+            | Op::Object {
+                what: ObjectInfo::Idletime | ObjectInfo::Freq,
+                ..
+            }
+    )
+}
+
 fn is_keys_op(op: &Op) -> bool {
     matches!(
         op,

@@ -476,15 +476,14 @@ impl<'a> Runner<'a> {
         let key_text = String::from_utf8_lossy(key).into_owned();
         if let Some(v) = new.filter(|v| self.ks().is_large(key.len(), v.value.len())) {
             // A value in pieces: the store does not wait for room for it.
+            // Its head replaces the key's own entry (short tags).
+            self.resolve(key)?;
             let n = self.writes + 1;
-            return match self.ks().write_large(
-                pid,
-                &hash,
-                key,
-                v.value.clone().into(),
-                v.expire_ms,
-                n,
-            ) {
+            let written =
+                self.ks()
+                    .write_large(pid, &hash, key, v.value.clone().into(), v.expire_ms, n);
+            self.ks().clear_new();
+            return match written {
                 Ok(()) => {
                     self.writes = n;
                     self.report.large_writes += 1;
@@ -634,7 +633,13 @@ impl<'a> Runner<'a> {
         let uuid = self.store.as_ref().expect("open").uuid;
         let mut tried = Vec::new();
         loop {
-            let Some(e) = self.ks().lookup_skipping(pid, &hash, &tried) else {
+            // A key with no live entry may have a dead one of its own (the
+            // server's writes read those too): it is the one replaced.
+            let found = match self.ks().lookup_skipping(pid, &hash, &tried) {
+                Some(e) => Some(e),
+                None => self.ks().dead_candidate(pid, &hash, &tried),
+            };
+            let Some(e) = found else {
                 self.ks().expect_new(pid, &hash);
                 return Ok(None);
             };
@@ -661,10 +666,13 @@ impl<'a> Runner<'a> {
             .resolve(&key_bytes(key))
             .map_err(|why| format!("key {key}: {why}"))?;
         self.ks().clear_new();
-        let Some((_, bytes)) = found else {
+        let Some((entry, bytes)) = found else {
             return Ok(None);
         };
         let ks = self.ks();
+        if !entry.live(ks.now_ms()) {
+            return Ok(None);
+        }
         let rec = decode_record(&uuid, &bytes).map_err(|e| format!("key {key}: {e}"))?;
         if rec.is_tombstone() || rec.expired(ks.now_ms()) {
             return Ok(None);

@@ -498,7 +498,7 @@ impl<E: Engine> Poller<E> {
         let mut out = Vec::with_capacity(t.order.len());
         for tag in &t.order {
             let s = &t.view[tag];
-            let was = match self.ks.lookup(s.pid, &s.hash) {
+            let was = match self.ks.own_live(s.pid, &s.hash, s.own) {
                 None => Was::Absent,
                 Some(e) => {
                     let head = (self.ks.large_head(e.offset))
@@ -1115,9 +1115,32 @@ impl<E: Engine> Poller<E> {
     /// `watched_changed`).
     pub(super) fn changed(&mut self, watched: &[Watched]) -> bool {
         let now_ms = self.ks.now_ms();
+        if !crate::index::tags_identify_keys() {
+            return watched.iter().any(|w| self.changed_by_record(w));
+        }
         watched.iter().any(|w| {
             let e = self.ks.entry(w.pid, &w.hash);
             e != w.seen || (w.live && !e.is_some_and(|e| e.live(now_ms)))
         })
+    }
+
+    /// Under short tags, whether watched key `w` changed: its own entry
+    /// is not as it was, or, when it had none, an entry of its tag that
+    /// is new holds the key (one whose record is no longer in a segment
+    /// buffer counts as a change: it cannot be read in this turn).
+    fn changed_by_record(&self, w: &Watched) -> bool {
+        let now_ms = self.ks.now_ms();
+        if let Some(seen) = w.seen {
+            let e =
+                (self.ks.candidates(w.pid, &w.hash).into_iter()).find(|e| e.offset == seen.offset);
+            return e != Some(seen) || (w.live && !e.is_some_and(|e| e.live(now_ms)));
+        }
+        let uuid = &self.shared.sb.uuid;
+        (self.ks.candidates(w.pid, &w.hash).into_iter())
+            .filter(|e| !w.others.contains(&e.offset))
+            .any(|e| match self.ks.buffered(e) {
+                Some(b) => decode_record(uuid, b).map_or(true, |r| r.key == &w.key[..]),
+                None => true,
+            })
     }
 }

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{is_sub, Poller, Reply, Request, Staged, Waiter};
+use super::{is_sub, view_id, view_id_of, Poller, Reply, Request, Staged, Waiter};
 use crate::format::{LargeHead, PieceHeader, Record, RecordMeta};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
@@ -658,7 +658,7 @@ impl<E: Engine> Poller<E> {
     /// edited in pieces ([`LargeView`]).
     pub(super) fn staged_large(&self, req: &Request) -> bool {
         let t = self.txn.as_ref().expect("a transaction runs");
-        is_sub(req) && (t.view.get(&req.hash.tag)).is_some_and(|s: &Staged| s.large.is_some())
+        is_sub(req) && (t.view.get(&view_id_of(req))).is_some_and(|s: &Staged| s.large.is_some())
     }
 
     /// SETRANGE or APPEND inside a transaction of a large value stored
@@ -687,9 +687,11 @@ impl<E: Engine> Poller<E> {
         let Some(base) = self.ks.pin_pieces(live.offset, head.value_id) else {
             return self.corrupt(&req, entry, &"large value head unknown");
         };
+        let id = view_id_of(&req);
+        let own = self.stage_own(id, req.pid, &req.hash);
         let t = self.txn.as_mut().expect("a transaction runs");
         let key = req.op.key().expect("keyed op");
-        t.order.push(req.hash.tag);
+        t.order.push(id);
         let view = LargeView {
             base,
             total_len: head.total_len,
@@ -702,8 +704,9 @@ impl<E: Engine> Poller<E> {
             key: key.into(),
             now: Some((Vec::new(), rec.meta.expire_ms)),
             large: Some(Box::new(view)),
+            own,
         };
-        t.view.insert(req.hash.tag, staged);
+        t.view.insert(id, staged);
         self.txn_edit(req, plan);
     }
 
@@ -716,7 +719,7 @@ impl<E: Engine> Poller<E> {
     /// from the view).
     pub(super) fn txn_large(&mut self, req: Request, entry: Entry) {
         let t = self.txn.as_ref().expect("a transaction runs");
-        let s = &t.view[&req.hash.tag];
+        let s = &t.view[&view_id_of(&req)];
         let l = s.large.as_ref().expect("a large view");
         let (total_len, expire_ms) = (l.total_len, s.now.as_ref().map_or(0, |n| n.1));
         match req.op {
@@ -771,7 +774,7 @@ impl<E: Engine> Poller<E> {
                     return;
                 };
                 let t = self.txn.as_mut().expect("a transaction runs");
-                let s = t.view.get_mut(&req.hash.tag).expect("a staged key");
+                let s = t.view.get_mut(&view_id_of(&req)).expect("a staged key");
                 let view = match copy {
                     // A second view of the value, its pieces pinned once
                     // more.
@@ -852,22 +855,29 @@ impl<E: Engine> Poller<E> {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!("a move")
         };
+        let id = view_id(&to.key);
+        let own = self.stage_own(id, to.pid, &to.hash);
         let t = self.txn.as_mut().expect("a transaction runs");
+        let own = match t.view.get(&id) {
+            Some(s) => s.own,
+            None => own,
+        };
         let staged = Staged {
             pid: to.pid,
             hash: to.hash,
             key: to.key.clone(),
             now: Some((Vec::new(), expire_ms)),
             large: Some(Box::new(view)),
+            own,
         };
-        match t.view.insert(to.hash.tag, staged) {
+        match t.view.insert(id, staged) {
             // The destination's own view is replaced: its pins go.
             Some(old) => {
                 if let Some(l) = old.large {
                     self.ks.unpin_pieces(&l.base);
                 }
             }
-            None => t.order.push(to.hash.tag),
+            None => t.order.push(id),
         }
         let mut result = Ok(());
         if !matches!(kind, MoveKind::Copy { .. }) {
@@ -884,7 +894,7 @@ impl<E: Engine> Poller<E> {
         let cap = self.ks.piece_capacity();
         let end = at + edit_bytes(&req.op).len() as u64;
         let t = self.txn.as_ref().expect("a transaction runs");
-        let l = (t.view[&req.hash.tag].large.as_ref()).expect("a large view");
+        let l = (t.view[&view_id_of(&req)].large.as_ref()).expect("a large view");
         let old_len = l.total_len;
         let to_read: Vec<usize> = rewrite
             .clone()
@@ -920,7 +930,7 @@ impl<E: Engine> Poller<E> {
         let (at, end) = (ch.at, ch.at + data.len() as u64);
         let feeding = self.shared.repl.feeding();
         let t = self.txn.as_mut().expect("a transaction runs");
-        let s = t.view.get_mut(&ch.req.hash.tag).expect("a staged key");
+        let s = t.view.get_mut(&view_id_of(&ch.req)).expect("a staged key");
         let l = s.large.as_mut().expect("a large view");
         let mut old = ch.old;
         for i in ch.rewrite.clone() {
@@ -964,18 +974,21 @@ impl<E: Engine> Poller<E> {
     pub(super) fn txn_expiry(&mut self, req: &Request, pins: &Arc<LargeHead>, at: u64) {
         let feeding = self.shared.repl.feeding();
         let key = req.op.key().expect("keyed op");
+        let id = view_id(key);
+        let own = self.stage_own(id, req.pid, &req.hash);
         let t = self.txn.as_mut().expect("a transaction runs");
-        let s = t.view.entry(req.hash.tag).or_insert_with(|| Staged {
+        let s = t.view.entry(id).or_insert_with(|| Staged {
             pid: req.pid,
             hash: req.hash,
             key: key.into(),
             now: Some((Vec::new(), 0)),
             large: None,
+            own,
         });
         if s.large.is_none() {
             // The value stored before: pinned once more, for the view.
             self.ks.hold_pieces(pins);
-            t.order.push(req.hash.tag);
+            t.order.push(id);
             s.large = Some(Box::new(LargeView {
                 base: Arc::clone(pins),
                 total_len: pins.total_len,

@@ -723,6 +723,25 @@ impl<E: Engine> Poller<E> {
                     job.keys.push(r.key.into());
                 }
             }
+            None if !crate::index::tags_identify_keys()
+                && !matches!(job.kind, Kind::Copy { .. }) =>
+            {
+                // Short tags: which of the tag's entries is the key's now
+                // is known only by their records: each live one is read
+                // (keys listed twice are dropped when the step answers).
+                if tries + 1 < MAX_TRIES {
+                    for e in self.ks.live_entries(pid, tag) {
+                        if e != entry {
+                            job.todo.push(Want::Record(Item {
+                                pid,
+                                tag,
+                                entry: e,
+                                tries: tries + 1,
+                            }));
+                        }
+                    }
+                }
+            }
             None => {
                 // The key was written again or moved while its record was
                 // read: read it where the index points now, if it is live.
@@ -775,13 +794,18 @@ impl<E: Engine> Poller<E> {
                 }
             }
         }
-        let job = self.scans.jobs.remove(&id).expect("job under way");
+        let mut job = self.scans.jobs.remove(&id).expect("job under way");
         let Some(req) = job.req else {
             if let Kind::Fill(names) = job.kind {
                 self.finish_fill(names);
             }
             return true;
         };
+        if !crate::index::tags_identify_keys() {
+            // Records read again for a tag's entries may name a key twice.
+            job.keys.sort_unstable();
+            job.keys.dedup();
+        }
         let reply = match job.kind {
             Kind::Scan { next } => {
                 let mut out = Vec::new();

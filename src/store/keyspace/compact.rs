@@ -368,9 +368,13 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
             let gone = e.tombstone || rec.is_tombstone() || found_expired;
             self.compactor.moving = true;
+            let from = base + at as u64;
             let moved = if gone && rec.meta.seq < floor {
                 self.shard_mut(pid).part_mut(pid).remove(&hash);
                 let _ = self.drop_live(e);
+                if !self.follow.is_empty() {
+                    self.entry_moved(pid, from, None);
+                }
                 Ok(())
             } else if gone {
                 self.append_seq(pid, &hash, rec.key, &[], 0, FLAG_TOMBSTONE, rec.meta.seq)
@@ -399,6 +403,13 @@ impl<E: Engine, W> Keyspace<E, W> {
                 self.compactor.blocked_until = Some(self.now + PAUSE);
                 self.compactor.job.as_mut().expect("a job").pos = at;
                 return false;
+            }
+            if !self.follow.is_empty() {
+                // The first of the tag's entries is the one just written.
+                let to = self.shard(pid).part(pid).get(&hash).map(|e| e.offset);
+                if to != Some(from) {
+                    self.entry_moved(pid, from, to);
+                }
             }
             self.counters.compact_bytes.fetch_add(rec.len, Relaxed);
         }

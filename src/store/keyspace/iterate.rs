@@ -61,6 +61,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         e.live(self.now_ms).then_some(e)
     }
 
+    /// The live entries of `tag` (short tags: of every key sharing it).
+    pub fn live_entries(&self, pid: u32, tag: u64) -> Vec<Entry> {
+        let part = self.shard(pid).partition(pid);
+        (part.candidate_entries(tag))
+            .filter(|e| e.live(self.now_ms))
+            .collect()
+    }
+
     /// A live key's entry, picked at random (`seed`) among this keyspace's
     /// partitions in proportion to their live keys, then at a random slot
     /// of the partition: `(pid, tag, entry)`; `None` when no key is live.

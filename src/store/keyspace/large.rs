@@ -55,6 +55,10 @@ pub(super) struct LargeJob<W> {
     /// acknowledged, and the head is written later
     /// ([`Keyspace::write_new_head`]).
     pieces_only: bool,
+    /// The key's own index entry when the job was queued (short tags:
+    /// followed through compaction), `None`: it had none. Its head
+    /// replaces it, not the first entry of the tag's, maybe another key's.
+    own: Option<u64>,
 }
 
 /// A large value whose pieces are written as its bytes arrive
@@ -188,6 +192,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             value_id,
             pieces: segs.clone(),
         };
+        let own = self.track_own(pid, hash);
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,
@@ -198,6 +203,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             fresh: segs,
             held: None,
             pieces_only,
+            own,
         });
         Ok(head)
     }
@@ -306,6 +312,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             value_id: feed.value_id,
             pieces: feed.segs.clone(),
         };
+        let own = self.track_own(feed.pid, hash);
         self.log.jobs.push(LargeJob {
             pid: feed.pid,
             hash: *hash,
@@ -316,6 +323,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             fresh: feed.segs,
             held: None,
             pieces_only: false,
+            own,
         });
         // Its pieces may have gone out with earlier commits: one carries
         // the job.
@@ -399,6 +407,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         };
         // Until the new head takes them, the job keeps the old pieces.
         self.hold_pieces(&old);
+        let own = self.track_own(pid, hash);
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,
@@ -409,6 +418,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             fresh,
             held: Some(old),
             pieces_only: false,
+            own,
         });
         Ok(())
     }
@@ -443,6 +453,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             Ok(w) => w,
             Err(e) => return Err((writer, e)),
         };
+        let own = self.track_own(pid, hash);
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,
@@ -453,6 +464,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             fresh,
             held: None,
             pieces_only: true,
+            own,
         });
         Ok(head)
     }
@@ -614,8 +626,17 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// writer waits for the commit that carries it.
     pub(super) fn append_head(&mut self, job: LargeJob<W>) {
         if job.pieces_only {
+            // Its head is the transaction's to write.
+            if let Some(at) = job.own {
+                self.unfollow(job.pid, at);
+            }
             self.hold_pieces(&job.head);
             return self.acks.push((job.writer, Ok(())));
+        }
+        // Short tags: the key's own entry is the one its head replaces.
+        let own = job.own.and_then(|at| self.unfollow(job.pid, at));
+        if !self.act_on(job.pid, &job.hash, own) {
+            self.act_on(job.pid, &job.hash, None);
         }
         let head = job.head.encode();
         let seq = self.take_seq();
@@ -657,6 +678,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// A job that failed: its pieces go back, and it lets go of the old
     /// pieces it held; returns its writer.
     pub(super) fn drop_job(&mut self, job: LargeJob<W>) -> W {
+        if let Some(at) = job.own {
+            self.unfollow(job.pid, at);
+        }
         self.drop_pieces(&job.fresh);
         if let Some(held) = &job.held {
             self.release_pieces(held);

@@ -23,6 +23,7 @@ mod large;
 mod log;
 mod tag;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +155,11 @@ pub struct Keyspace<E: Engine, W> {
     /// A key known to have no entry while others share its tag
     /// ([`Keyspace::expect_new`]): its next write inserts beside them.
     new_key: Option<(u32, u64)>,
+    /// Entries whose key a caller resolved and acts on later (a
+    /// transaction's keys, written when it commits): (partition, offset
+    /// when resolved) → where the entry points now, `None` once compaction
+    /// dropped it ([`Keyspace::follow`]).
+    follow: HashMap<(u32, u64), Option<u64>>,
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
@@ -193,6 +199,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             acks: Vec::new(),
             gone: Default::default(),
             new_key: None,
+            follow: HashMap::new(),
         };
         ks.update_key_count();
         ks
@@ -297,6 +304,103 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// next write of it in this turn inserts one beside theirs.
     pub fn expect_new(&mut self, pid: u32, hash: &KeyHash) {
         self.new_key = (!crate::index::tags_identify_keys()).then_some((pid, hash.tag));
+    }
+
+    /// The key's own entry as the lookup of this turn resolved it: `None`
+    /// when it has none ([`Self::expect_new`]), else the first of its
+    /// tag's ([`Self::resolved`] made its own the first). What a
+    /// transaction stages, to write over when it commits.
+    pub fn own_entry(&self, pid: u32, hash: &KeyHash) -> Option<u64> {
+        if self.new_key == Some((pid, hash.tag)) {
+            return None;
+        }
+        let part = self.shard(pid).part(pid);
+        part.candidate_entries(hash.tag).next().map(|e| e.offset)
+    }
+
+    /// [`Self::own_entry`], followed through compaction under short tags
+    /// (until [`Self::unfollow`]): for a write that acts later.
+    pub(super) fn track_own(&mut self, pid: u32, hash: &KeyHash) -> Option<u64> {
+        let own = self.own_entry(pid, hash);
+        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+            self.follow(pid, at);
+        }
+        own
+    }
+
+    /// Keeps track of the entry at `offset` (a key's own, resolved) while
+    /// compaction may move it, until [`Self::unfollow`].
+    pub fn follow(&mut self, pid: u32, offset: u64) {
+        self.follow.insert((pid, offset), Some(offset));
+    }
+
+    /// Stops tracking the entry resolved at `offset`; returns where it
+    /// points now (`None`: compaction dropped it, the key has no entry).
+    pub fn unfollow(&mut self, pid: u32, offset: u64) -> Option<u64> {
+        self.follow.remove(&(pid, offset)).unwrap_or(Some(offset))
+    }
+
+    /// The live entry of a key whose own entry was resolved at `offset`
+    /// (and followed since, see [`Self::follow`]); `None`: the key has no
+    /// live entry. With tags that identify keys, its lookup.
+    pub fn own_live(&mut self, pid: u32, hash: &KeyHash, offset: Option<u64>) -> Option<Entry> {
+        if crate::index::tags_identify_keys() {
+            return self.lookup(pid, hash);
+        }
+        let at = offset.and_then(|o| self.follow.get(&(pid, o)).copied().unwrap_or(Some(o)))?;
+        let now = self.now_ms;
+        (self.shard(pid).part(pid).get_at(hash.tag, at)).filter(|e| e.live(now))
+    }
+
+    /// Where the entry followed since it was at `offset` is now (`None`:
+    /// dropped); an entry not followed is where it was.
+    pub fn followed(&self, pid: u32, offset: u64) -> Option<u64> {
+        self.follow
+            .get(&(pid, offset))
+            .copied()
+            .unwrap_or(Some(offset))
+    }
+
+    /// The entries of the key's tag, live or dead (short tags: other
+    /// keys' too).
+    pub fn candidates(&self, pid: u32, hash: &KeyHash) -> Vec<Entry> {
+        self.shard(pid)
+            .part(pid)
+            .candidate_entries(hash.tag)
+            .collect()
+    }
+
+    /// The first entry of the key's tag, live or dead, not at `skip`.
+    pub fn next_candidate(&self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
+        (self.shard(pid).part(pid).candidate_entries(hash.tag)).find(|e| !skip.contains(&e.offset))
+    }
+
+    /// Compaction moved the record at `from` of partition `pid` to `to`
+    /// (`None`: dropped it): followed entries point there now.
+    pub(super) fn entry_moved(&mut self, pid: u32, from: u64, to: Option<u64>) {
+        for ((p, _), at) in self.follow.iter_mut() {
+            if *p == pid && *at == Some(from) {
+                *at = to;
+            }
+        }
+    }
+
+    /// Makes `own` (a resolved entry's offset now, `None`: the key has
+    /// none) what the next write of the key in this turn replaces.
+    /// `false` when no entry of the tag points at `own`.
+    pub fn act_on(&mut self, pid: u32, hash: &KeyHash, own: Option<u64>) -> bool {
+        match own {
+            Some(offset) => {
+                if self.new_key == Some((pid, hash.tag)) {
+                    self.new_key = None;
+                }
+                self.resolved(pid, hash, offset)
+            }
+            None => {
+                self.expect_new(pid, hash);
+                true
+            }
+        }
     }
 
     /// Forgets [`Self::expect_new`]: the turn that called it ended.
