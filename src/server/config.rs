@@ -25,6 +25,8 @@ pub(super) struct PollerConfig {
     pub engine: EngineKind,
     pub poll: PollMode,
     pub pinned: bool,
+    /// Why the pollers and connection threads are as many as they are.
+    pub threads_choice: String,
     /// Why the poll mode and pinning are what they are.
     pub poll_choice: String,
     /// The pollers run inside the connection threads (`--inline-io`), and why.
@@ -67,11 +69,14 @@ impl ServeConfig {
         };
         ServeConfig {
             pollers: PollerConfig {
-                count: args.io_threads,
+                count: args.poller_threads(),
                 max_io_depth: args.max_io_depth,
                 engine: args.engine(),
                 poll,
                 pinned: args.pinned(),
+                threads_choice: (args.threads.as_ref())
+                    .map(|t| t.why.clone())
+                    .unwrap_or_default(),
                 poll_choice: args.poll_choice.clone(),
                 inline: args.inline(),
                 inline_choice: args
@@ -87,7 +92,7 @@ impl ServeConfig {
                 inject_faults: args.inject_faults.clone(),
             },
             conns: ConnConfig {
-                threads: args.tcp_threads,
+                threads: args.conn_threads(),
                 limits: ConnLimits::new(
                     args.max_bulk,
                     args.max_args,
@@ -109,7 +114,7 @@ impl ServeConfig {
                 sync: args.durability == Durability::Sync,
                 commit_interval: Duration::from_millis(args.commit_interval_ms),
                 compact_below: args.compact_below,
-                pollers: args.io_threads,
+                pollers: args.poller_threads(),
             },
         }
     }

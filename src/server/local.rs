@@ -79,9 +79,9 @@ impl LocalStore {
         let dir = a.local.clone().context("--local names no store")?;
         let mut args = ServeFlags::try_parse_from(["serve"])?.args;
         args.path = dir;
-        args.tcp_threads = threads.max(1);
+        args.tcp_threads = Some(threads.max(1));
         args.engine = a.engine;
-        args.io_threads = a.io_threads.unwrap_or(args.io_threads);
+        args.io_threads = a.io_threads;
         args.poller_cores = a.poller_cores.clone();
         args.poll = a.poll;
         args.pin = a.pin;
@@ -93,10 +93,11 @@ impl LocalStore {
         if let Some(c) = args.poller_cores.iter().find(|c| !cores.contains(c)) {
             anyhow::bail!("--poller-cores: core {c} is not one this process may use ({cores:?})");
         }
+        args.choose_threads(&cores, None);
         let (poller_cores, _) = args.placement(&cores);
         let store = crate::store::Store::open(&args.path, &args.spdk.env(poller_cores))
             .with_context(|| format!("opening the store in {}", args.path.display()))?;
-        args.settle(&store.dev, &cores);
+        args.settle(&store.dev, store.sb.shards, &cores);
         // The benchmark's threads stand in for connection threads: the
         // pollers run in threads of their own.
         args.inline = Some((
@@ -106,7 +107,7 @@ impl LocalStore {
         let describe = format!(
             "engine {}, {} poller(s), poll {:?}, pinned {} ({})",
             args.engine().name(),
-            args.io_threads,
+            args.poller_threads(),
             args.poll(),
             args.pinned(),
             args.poll_choice

@@ -155,12 +155,20 @@ pub struct ServeArgs {
     /// an NVMe namespace].
     #[arg(long, value_parser = engine_parser())]
     pub engine: Option<EngineKind>,
-    /// Connection threads.
-    #[arg(long, default_value_t = 1)]
-    pub tcp_threads: usize,
-    /// I/O poller threads (at most the store's shard count).
-    #[arg(long, default_value_t = 1)]
-    pub io_threads: usize,
+    /// Connection threads [default: chosen from the cores this process
+    /// may use: 1 on up to 3 cores; beyond, the cores less one spare and
+    /// less the pollers'].
+    #[arg(long, value_name = "N")]
+    pub tcp_threads: Option<usize>,
+    /// I/O poller threads, at most the store's shard count [default:
+    /// chosen from the cores this process may use: 1 on up to 4 cores;
+    /// beyond, half the cores less one spare, rounded down].
+    #[arg(long, value_name = "M")]
+    pub io_threads: Option<usize>,
+    /// The connection threads and pollers that run, and why: as given, or
+    /// chosen from the cores and the store's shards; filled in at start.
+    #[arg(skip)]
+    pub threads: Option<Threads>,
     /// Most device operations in flight per poller.
     #[arg(long, default_value_t = 256)]
     pub max_io_depth: usize,
@@ -428,6 +436,103 @@ impl ConnHandle {
     }
 }
 
+/// How many connection threads and pollers run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threads {
+    pub conns: usize,
+    pub pollers: usize,
+    pub why: String,
+}
+
+/// Pollers `serve` chooses on `usable` cores (those left beside the spare
+/// one): half of them, rounded down, at least one. Measured on the 2-core
+/// development VM, a poller spends about as much CPU per GET as a
+/// connection thread (docs/design.md, "Threads and cores"), and rounding
+/// down leaves the odd core to the connection threads, whose system calls
+/// per request do not batch as the pollers' device submissions do.
+fn pollers_on(usable: usize) -> usize {
+    (usable / 2).max(1)
+}
+
+/// The connection threads and pollers, and why, on `cores` CPUs this
+/// process may use (its affinity mask) with a store of `shards` shards
+/// (`None` before the store is open): `tcp` and `io` when given (a flag
+/// always wins), otherwise chosen. On 1 or 2 cores, one of each: more
+/// threads than cores would only share them (measured best on 2 cores).
+/// From 3 cores, one core stays spare for the kernel's network and block
+/// work, the clients and an NVMe-oF target's reactor (the core a busy
+/// spdk poller needs beside the connection threads, see [`polling_for`]),
+/// and the others are split between pollers ([`pollers_on`], at most the
+/// store's shards) and connection threads.
+fn threads_for(
+    cores: usize,
+    shards: Option<usize>,
+    tcp: Option<usize>,
+    io: Option<usize>,
+) -> Threads {
+    let n = cores.max(1);
+    let spare = if n <= 2 { 0 } else { 1 };
+    let usable = n - spare;
+    let wanted = if n <= 2 { 1 } else { pollers_on(usable) };
+    let rule_pollers = shards.map_or(wanted, |s| wanted.min(s.max(1)));
+    let capped = |p: usize| {
+        if p == rule_pollers && rule_pollers < wanted {
+            format!(" (the store's {p} shards)")
+        } else {
+            String::new()
+        }
+    };
+    let (conns, pollers, why) = match (tcp, io) {
+        (Some(c), Some(p)) => (c, p, "--tcp-threads and --io-threads as given".to_string()),
+        (Some(c), None) => {
+            let p = c.min(rule_pollers).max(1);
+            let why = format!(
+                "--tcp-threads as given; {p} poller(s): one per connection thread, at most \
+                 the {rule_pollers} chosen on {n} cores{}",
+                capped(p)
+            );
+            (c, p, why)
+        }
+        (None, Some(p)) => {
+            let c = usable.saturating_sub(p).max(1);
+            let why = if n <= 2 {
+                format!(
+                    "--io-threads as given; {n} cores this process may use: 1 connection thread"
+                )
+            } else {
+                format!(
+                    "--io-threads as given; {c} connection thread(s): the {n} cores this \
+                     process may use less one spare and the pollers'"
+                )
+            };
+            (c, p, why)
+        }
+        (None, None) if n <= 2 => (
+            1,
+            1,
+            format!(
+                "{n} cores this process may use: 1 connection thread and 1 poller (more \
+                 threads would share the cores)"
+            ),
+        ),
+        (None, None) => {
+            let p = rule_pollers;
+            let c = usable - p;
+            let why = format!(
+                "{n} cores this process may use: one spare, {p} poller(s){} and {c} \
+                 connection thread(s)",
+                capped(p)
+            );
+            (c, p, why)
+        }
+    };
+    Threads {
+        conns,
+        pollers,
+        why,
+    }
+}
+
 /// The default poll mode and pinning, and why, for `pollers` pollers on
 /// `poller_cores` (CPU numbers, as [`ServeArgs::placement`] places them)
 /// and `conns` connection threads, out of `cores`, the CPUs this process
@@ -574,7 +679,15 @@ impl ServeArgs {
     /// store's device and the machine: an NVMe namespace is driven by SPDK,
     /// whose pollers busy-poll on pinned cores when there are cores to
     /// dedicate to them; files and block devices by io_uring.
-    fn settle(&mut self, dev: &crate::io::Device, cores: &[usize]) {
+    fn settle(&mut self, dev: &crate::io::Device, shards: u32, cores: &[usize]) {
+        self.choose_threads(cores, Some(shards));
+        let threads = self.threads.as_ref().expect("chosen");
+        tracing::info!(
+            connection_threads = threads.conns,
+            pollers = threads.pollers,
+            "threads: {}",
+            threads.why
+        );
         let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
         let spdk = engine == EngineKind::Spdk;
         let (poller_cores, _) = self.placement(cores);
@@ -582,8 +695,8 @@ impl ServeArgs {
             spdk,
             cores,
             &poller_cores,
-            self.io_threads,
-            self.tcp_threads,
+            self.poller_threads(),
+            self.conn_threads(),
         );
         let chose_poll = self.poll.is_none();
         let chose_pin = self.pin.is_none();
@@ -605,8 +718,8 @@ impl ServeArgs {
             self.inline_io,
             spdk,
             cores.len(),
-            self.io_threads,
-            self.tcp_threads,
+            self.poller_threads(),
+            self.conn_threads(),
         );
         tracing::info!(
             inline = inline.0,
@@ -639,6 +752,25 @@ impl ServeArgs {
         }
     }
 
+    /// Chooses the connection threads and pollers not given by a flag,
+    /// from `cores`, the CPUs this process may use, and the store's
+    /// `shards` once it is open (pollers chosen before are then capped).
+    fn choose_threads(&mut self, cores: &[usize], shards: Option<u32>) {
+        let shards = shards.map(|s| s as usize);
+        let t = threads_for(cores.len(), shards, self.tcp_threads, self.io_threads);
+        self.threads = Some(t);
+    }
+
+    /// Connection threads (chosen or given).
+    pub fn conn_threads(&self) -> usize {
+        (self.threads.as_ref()).map_or(self.tcp_threads.unwrap_or(1), |t| t.conns)
+    }
+
+    /// Pollers (chosen or given).
+    pub fn poller_threads(&self) -> usize {
+        (self.threads.as_ref()).map_or(self.io_threads.unwrap_or(1), |t| t.pollers)
+    }
+
     pub fn engine(&self) -> EngineKind {
         self.engine.unwrap_or(EngineKind::Uring)
     }
@@ -668,7 +800,7 @@ impl ServeArgs {
             cores.to_vec()
         };
         let n = all.len();
-        let pollers: Vec<usize> = (0..self.io_threads)
+        let pollers: Vec<usize> = (0..self.poller_threads())
             .map(|i| match self.poller_cores.as_slice() {
                 [] => all[n - 1 - i % n],
                 list => list[i % list.len()],
@@ -682,7 +814,7 @@ impl ServeArgs {
         if rest.is_empty() {
             rest = all;
         }
-        let conns = (0..self.tcp_threads)
+        let conns = (0..self.conn_threads())
             .map(|i| rest[i % rest.len()])
             .collect();
         (pollers, conns)
@@ -710,10 +842,10 @@ fn check_flags(args: &ServeArgs) -> Result<()> {
     if args.max_key_size > u16::MAX as u64 {
         bail!("--max-key-size is at most 65535 bytes");
     }
-    if args.tcp_threads == 0 || args.max_io_depth == 0 {
+    if args.tcp_threads == Some(0) || args.max_io_depth == 0 {
         bail!("--tcp-threads and --max-io-depth must be at least 1");
     }
-    if args.io_threads == 0 {
+    if args.io_threads == Some(0) {
         bail!("--io-threads must be at least 1");
     }
     Ok(())
@@ -722,7 +854,7 @@ fn check_flags(args: &ServeArgs) -> Result<()> {
 /// Checks the flags that depend on the store's layout: `shards`, segments
 /// of `segment_size` bytes, blocks of `block_size`.
 fn check_layout(args: &ServeArgs, shards: u32, segment_size: u64, block_size: u64) -> Result<()> {
-    if args.io_threads > shards as usize {
+    if args.io_threads.is_some_and(|n| n > shards as usize) {
         bail!("--io-threads must be between 1 and the store's {shards} shards");
     }
     // Values larger than a segment go in pieces; a key, with the head of
@@ -800,14 +932,19 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
     let metrics_listener = (args.metrics_listen.as_deref())
         .map(|a| TcpListener::bind(a).with_context(|| format!("metrics on {a}")))
         .transpose()?;
-    let (poller_cores, conn_cores) = args.placement(&cores);
-    let store = open_or_create(&args, &args.spdk.env(poller_cores.clone()))?;
-    args.settle(&store.dev, &cores);
-    let spinners = args.io_threads + args.tcp_threads;
+    // The store's shards are not known yet: pollers chosen now are capped
+    // at them once it is open (an SPDK core mask from more pollers' cores
+    // than run does no harm).
+    args.choose_threads(&cores, None);
+    let (poller_cores, _) = args.placement(&cores);
+    let store = open_or_create(&args, &args.spdk.env(poller_cores))?;
+    args.settle(&store.dev, store.sb.shards, &cores);
+    let (_, conn_cores) = args.placement(&cores);
+    let spinners = args.poller_threads() + args.conn_threads();
     if args.poll() == PollMode::Busy && spinners >= cores.len().max(1) {
         tracing::warn!(
-            pollers = args.io_threads,
-            connection_threads = args.tcp_threads,
+            pollers = args.poller_threads(),
+            connection_threads = args.conn_threads(),
             cores = cores.len(),
             "busy polling with as many spinning threads as cores: they will share cores in time slices \
              (milliseconds of latency); give them dedicated cores, or use --poll adaptive --pin false"
@@ -932,7 +1069,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
 
     let mut polls = Vec::new();
     let mut conns = Vec::new();
-    for _ in 0..args.tcp_threads {
+    for _ in 0..args.conn_threads() {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), conn_thread::WAKER)?;
         conns.push(ConnHandle {
@@ -946,7 +1083,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         });
         polls.push(poll);
     }
-    let pollers = (0..args.io_threads)
+    let pollers = (0..args.poller_threads())
         .map(|_| {
             Ok(PollerHandle {
                 inbox: ArrayQueue::new(args.max_io_depth.max(1024) * 4),
@@ -958,8 +1095,10 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         })
         .collect::<Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
-        poller_stats: (0..args.io_threads).map(|_| Default::default()).collect(),
-        conn_stats: (0..args.tcp_threads)
+        poller_stats: (0..args.poller_threads())
+            .map(|_| Default::default())
+            .collect(),
+        conn_stats: (0..args.conn_threads())
             .map(|_| CachePadded::new(ConnStats::new(table::COMMANDS.len())))
             .collect(),
         sampler: Sampler::default(),
@@ -992,7 +1131,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
         baseline: counters::Baseline::default(),
         saves: admin::Saves::new(),
         repl: repl::Repl::new(
-            args.io_threads,
+            args.poller_threads(),
             args.repl_backlog_size as usize,
             args.replica_read_only,
             args.min_replicas_to_write,
@@ -1149,7 +1288,7 @@ fn accept_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{polling_for, PollMode, ServeArgs};
+    use super::{polling_for, threads_for, PollMode, ServeArgs};
 
     /// `serve` with these threads and `--poller-cores`.
     fn args(pollers: usize, conns: usize, poller_cores: &[usize]) -> ServeArgs {
@@ -1160,8 +1299,8 @@ mod tests {
             serve: ServeArgs,
         }
         let mut a = Cli::parse_from(["serve"]).serve;
-        a.io_threads = pollers;
-        a.tcp_threads = conns;
+        a.io_threads = Some(pollers);
+        a.tcp_threads = Some(conns);
         a.poller_cores = poller_cores.to_vec();
         a
     }
@@ -1170,7 +1309,7 @@ mod tests {
     /// `cores` (the affinity mask).
     fn choice(cores: &[usize], a: &ServeArgs) -> (PollMode, bool, String) {
         let (pollers, _) = a.placement(cores);
-        polling_for(true, cores, &pollers, a.io_threads, a.tcp_threads)
+        polling_for(true, cores, &pollers, a.poller_threads(), a.conn_threads())
     }
 
     #[test]
@@ -1199,6 +1338,110 @@ mod tests {
         // Two allowed CPUs on a 64-core machine are two cores.
         assert_eq!(choice(&[10, 11], &args(1, 1, &[])).0, PollMode::Adaptive);
         assert_eq!(choice(&[10, 11, 12], &args(1, 1, &[])).0, PollMode::Busy);
+    }
+
+    /// (connection threads, pollers) chosen on `cores` cores for a store
+    /// of `shards` shards.
+    fn counts(cores: usize, shards: usize) -> (usize, usize) {
+        let t = threads_for(cores, Some(shards), None, None);
+        (t.conns, t.pollers)
+    }
+
+    #[test]
+    fn thread_counts_follow_the_cores() {
+        // Measured best on the 2-core development machine: one of each.
+        assert_eq!(counts(1, 8), (1, 1));
+        assert_eq!(counts(2, 8), (1, 1));
+        let why = threads_for(2, Some(8), None, None).why;
+        assert!(why.starts_with("2 cores this process may use"), "{why}");
+        // From 3 cores one stays spare, the rest go half to pollers
+        // (rounded down), half to connection threads.
+        assert_eq!(counts(3, 8), (1, 1));
+        assert_eq!(counts(4, 8), (2, 1));
+        assert_eq!(counts(5, 8), (2, 2));
+        assert_eq!(counts(8, 8), (4, 3));
+        assert_eq!(counts(32, 64), (16, 15));
+        for n in 3..=256 {
+            let (c, p) = counts(n, 1024);
+            assert_eq!(c + p, n - 1, "{n} cores");
+            assert!(p >= 1 && (c == p || c == p + 1), "{n} cores: {c} + {p}");
+        }
+        // 32 and 64 cores: more pollers by the rule than the store's 8
+        // shards; the cores they leave go to connection threads.
+        assert_eq!(counts(32, 8), (23, 8));
+        assert_eq!(counts(64, 64), (32, 31));
+        assert_eq!(counts(64, 8), (55, 8));
+        let why = threads_for(64, Some(8), None, None).why;
+        assert!(why.contains("the store's 8 shards"), "{why}");
+        // A store with fewer shards than the rule wants.
+        assert_eq!(counts(8, 1), (6, 1));
+        assert_eq!(counts(32, 2), (29, 2));
+        // Before the store is open the shards are unknown: nothing capped.
+        let t = threads_for(64, None, None, None);
+        assert_eq!((t.conns, t.pollers), (32, 31));
+    }
+
+    #[test]
+    fn the_affinity_mask_of_a_big_machine_sets_the_counts() {
+        // Four CPUs allowed out of 64: four cores, whatever their numbers.
+        let mut a = args(1, 1, &[]);
+        (a.tcp_threads, a.io_threads) = (None, None);
+        a.choose_threads(&[60, 61, 62, 63], Some(8));
+        assert_eq!((a.conn_threads(), a.poller_threads()), (2, 1));
+        // The poller on the last allowed CPU, the connection threads on
+        // the others, one of them spare for the rest of the machine.
+        assert_eq!(a.placement(&[60, 61, 62, 63]), (vec![63], vec![60, 61]));
+        // With the spdk engine that leaves the busy poller its core.
+        let (poll, pin, _) = choice(&[60, 61, 62, 63], &a);
+        assert_eq!((poll, pin), (PollMode::Busy, true));
+        // Two CPUs of a big machine are two cores.
+        a.choose_threads(&[10, 11], Some(8));
+        assert_eq!((a.conn_threads(), a.poller_threads()), (1, 1));
+        assert_eq!(choice(&[10, 11], &a).0, PollMode::Adaptive);
+    }
+
+    #[test]
+    fn chosen_counts_never_put_a_busy_poller_where_connection_threads_run() {
+        // With the spdk engine, every core count from 3 up gets busy
+        // pinned pollers on cores of their own; 1 and 2 get adaptive.
+        for n in 1..=128 {
+            let cores: Vec<usize> = (0..n).collect();
+            let mut a = args(1, 1, &[]);
+            (a.tcp_threads, a.io_threads) = (None, None);
+            a.choose_threads(&cores, Some(8));
+            let (pollers, conns) = a.placement(&cores);
+            assert!(
+                conns.iter().all(|c| !pollers.contains(c)) || n < 2,
+                "{n} cores"
+            );
+            let want = if n >= 3 {
+                PollMode::Busy
+            } else {
+                PollMode::Adaptive
+            };
+            assert_eq!(choice(&cores, &a).0, want, "{n} cores");
+        }
+    }
+
+    #[test]
+    fn flags_given_win() {
+        let t = threads_for(32, Some(8), Some(1), Some(1));
+        assert_eq!((t.conns, t.pollers), (1, 1));
+        assert_eq!(t.why, "--tcp-threads and --io-threads as given");
+        // Connection threads given: a poller for each, no more than the
+        // rule would choose on these cores.
+        let t = threads_for(2, Some(8), Some(2), None);
+        assert_eq!((t.conns, t.pollers), (2, 1));
+        assert!(t.why.starts_with("--tcp-threads as given"), "{}", t.why);
+        assert_eq!(threads_for(32, Some(64), Some(12), None).pollers, 12);
+        assert_eq!(threads_for(32, Some(64), Some(20), None).pollers, 15);
+        assert_eq!(threads_for(32, Some(8), Some(12), None).pollers, 8);
+        // Pollers given: connection threads take the cores left.
+        let t = threads_for(8, Some(8), None, Some(4));
+        assert_eq!((t.conns, t.pollers), (3, 4));
+        assert!(t.why.starts_with("--io-threads as given"), "{}", t.why);
+        assert_eq!(threads_for(2, Some(8), None, Some(2)).conns, 1);
+        assert_eq!(threads_for(4, Some(8), None, Some(8)).conns, 1);
     }
 
     #[test]
