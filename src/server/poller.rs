@@ -3265,7 +3265,6 @@ fn is_strings_op(op: &Op) -> bool {
     )
 }
 
-/// The operations [`Poller::keys`] serves.
 /// The reads of a key's value that count as an access for eviction.
 fn reads_value(op: &Op) -> bool {
     matches!(
@@ -3294,6 +3293,7 @@ fn reads_only_to_know(op: &Op) -> bool {
     )
 }
 
+/// The operations [`Poller::keys`] serves.
 fn is_keys_op(op: &Op) -> bool {
     matches!(
         op,
