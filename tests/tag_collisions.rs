@@ -19,12 +19,17 @@ fn key(i: usize) -> String {
 
 /// A server with 8-bit index tags over a store of 4 partitions.
 fn start(dir: &Path) -> Server {
+    start_with(dir, &["--durability", "async"])
+}
+
+/// [`start`] with serve's arguments `args`.
+fn start_with(dir: &Path, args: &[&str]) -> Server {
     // Every test of this file runs its server with the switch (8 bits
     // unless the environment says otherwise: 64 for a run without it).
     if std::env::var_os("NVKV_TEST_TAG_BITS").is_none() {
         std::env::set_var("NVKV_TEST_TAG_BITS", "8");
     }
-    Server::start(dir, &["--durability", "async"])
+    Server::start(dir, args)
 }
 
 fn extra_reads(srv: &Server) -> u64 {
@@ -463,5 +468,165 @@ fn keys_sharing_short_tags_keep_their_own_access_bits() {
         }
     }
     drop(both);
+    srv.stop();
+}
+
+/// A key of the form `{prefix}:{i}` on the other poller than `key`'s, of
+/// a server with two.
+fn key_apart(srv: &Server, key: &str, prefix: &str) -> String {
+    (0..1000)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| common::apart(srv.addr, k.as_bytes(), key.as_bytes()))
+        .expect("a key on the other poller")
+}
+
+/// RENAME, RENAMENX and COPY from a key of one poller onto keys of the
+/// other whose tags are another key's there: the destination's part reads
+/// the tag's records to know whether the key is there, and writes over
+/// the key's own entry (another key of the tag keeps its value), as
+/// redis-server answers.
+#[test]
+fn moves_across_pollers_onto_keys_sharing_short_tags() {
+    if common::on_spdk("moves_across_pollers_onto_keys_sharing_short_tags") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start_with(&dir, &["--io-threads", "2"]);
+    let mut both = Both::connect(&srv, &redis);
+    for (n, [a, b, c]) in colliding(6).iter().enumerate() {
+        let src = key_apart(&srv, a, &format!("src{n}"));
+        let (a, b, c, src) = (a.as_str(), b.as_str(), c.as_str(), src.as_str());
+        both.script(&[
+            &["SET", b, "b"],
+            &["SET", src, "s1"],
+            // The tag's only entry is b's: a is not there.
+            &["RENAMENX", src, a],
+            &["MGET", a, b, c, src],
+            &["SET", src, "s2"],
+            &["COPY", src, c],
+            &["MGET", a, b, c, src],
+            &["COPY", src, c],
+            &["RENAMENX", src, c],
+            &["RENAME", src, b],
+            &["MGET", a, b, c, src],
+            &["SET", src, "s3", "EX", "1000"],
+            &["COPY", src, a, "REPLACE"],
+            &["DEL", c],
+            &["RENAME", src, c],
+            &["MGET", a, b, c, src],
+            &["TTL", c],
+            &["EXISTS", a, b, c, src],
+        ]);
+    }
+    read_all_groups(&mut both);
+    drop(both);
+    srv.stop();
+    let srv = start_with(&dir, &["--io-threads", "2"]);
+    let mut both = Both::connect(&srv, &redis);
+    read_all_groups(&mut both);
+    drop(both);
+    srv.stop();
+}
+
+/// The keys of the groups [`colliding`] gives, and the key count,
+/// compared.
+fn read_all_groups(both: &mut Both) {
+    for [a, b, c] in colliding(6) {
+        both.check_str(&["MGET", &a, &b, &c]);
+    }
+    both.check_str(&["DBSIZE"]);
+}
+
+/// A transaction across pollers whose commit fails on one poller (its
+/// device writes all fail) is undone on the other: there, keys sharing a
+/// short tag that it wrote each get their own previous state back (a
+/// value, or absent), and a key of the tag it did not write keeps its
+/// value; so after a kill -9 too.
+#[test]
+fn an_undo_across_pollers_restores_each_key_sharing_a_short_tag() {
+    if common::on_spdk("an_undo_across_pollers_restores_each_key_sharing_a_short_tag") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let groups = colliding(8);
+    let srv = start_with(&dir, &["--io-threads", "2"]);
+    let mut con = srv.client();
+    for [a, b, _] in &groups {
+        redis::cmd("MSET")
+            .arg(a)
+            .arg(format!("{a} before"))
+            .arg(b)
+            .arg(format!("{b} before"))
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+    drop(con);
+    srv.stop();
+    let srv = start_with(
+        &dir,
+        &["--io-threads", "2", "--inject-faults", "write-eio@1+:1"],
+    );
+    let mut con = srv.client();
+    // Keys whose writes fail (poller 1's), and the groups on poller 0.
+    let bad = (0..1000)
+        .map(|i| format!("probe:{i}"))
+        .find(|k| {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(1)
+                .query::<()>(&mut con)
+                .is_err()
+        })
+        .expect("a key of poller 1");
+    let good: Vec<&[String; 3]> = (groups.iter())
+        .filter(|g| common::apart(srv.addr, g[0].as_bytes(), bad.as_bytes()))
+        .collect();
+    assert!(!good.is_empty(), "no group on poller 0");
+    let check = |con: &mut redis::Connection, when: &str| {
+        for [a, b, c] in &good {
+            let got: Vec<Option<String>> =
+                redis::cmd("MGET").arg(a).arg(b).arg(c).query(con).unwrap();
+            let want = vec![
+                Some(format!("{a} before")),
+                Some(format!("{b} before")),
+                None,
+            ];
+            assert_eq!(got, want, "{when}");
+        }
+    };
+    for [a, b, c] in &good {
+        // Two keys of the tag written (the second's entry comes first
+        // once written), and a new one beside them.
+        let r: redis::RedisResult<()> = redis::cmd("MSET")
+            .arg(a)
+            .arg("new a")
+            .arg(b)
+            .arg("new b")
+            .arg(&bad)
+            .arg("x")
+            .query(&mut con);
+        assert!(r.is_err(), "MSET with a key of poller 1: {r:?}");
+        let r: redis::RedisResult<()> = redis::cmd("MSET")
+            .arg(c)
+            .arg("new c")
+            .arg(a)
+            .arg("new a")
+            .arg(&bad)
+            .arg("x")
+            .query(&mut con);
+        assert!(r.is_err(), "MSET with a key of poller 1: {r:?}");
+    }
+    check(&mut con, "after the undos");
+    drop(con);
+    srv.kill();
+    let srv = start_with(&dir, &["--io-threads", "2"]);
+    check(&mut srv.client(), "after a kill -9");
     srv.stop();
 }

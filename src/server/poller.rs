@@ -842,6 +842,7 @@ impl<E: Engine> Poller<E> {
                     | Op::IncrByFloat { .. }
                     | Op::Append { .. }
                     | Op::SetRange { .. }
+                    | Op::MoveIn { .. }
             );
             if writes {
                 if let Some(dead) = self.ks.dead_candidate(req.pid, &req.hash, &req.tried) {
@@ -860,9 +861,10 @@ impl<E: Engine> Poller<E> {
         match (&req.op, hit) {
             // Short tags: the entry found is the key's once its record
             // says so.
-            (Op::Exists { .. } | Op::Set { .. } | Op::Del { .. }, Some(entry)) if verify => {
-                self.fetch(req, entry)
-            }
+            (
+                Op::Exists { .. } | Op::Set { .. } | Op::Del { .. } | Op::MoveIn { .. },
+                Some(entry),
+            ) if verify => self.fetch(req, entry),
             (Op::Exists { .. }, hit) => {
                 self.count_lookup(hit.is_some());
                 self.reply(&req, Reply::Int(hit.is_some() as i64))
@@ -1099,7 +1101,12 @@ impl<E: Engine> Poller<E> {
         }
         // A dead entry (read under short tags to know whose it is) reads as
         // missing whatever its record holds (an evicted key's value).
-        if rec.is_tombstone() || rec.expired(self.ks.now_ms()) || entry.tombstone {
+        let dead = rec.is_tombstone() || rec.expired(self.ks.now_ms()) || entry.tombstone;
+        if matches!(req.op, Op::MoveIn { .. }) {
+            // A move's destination, read to know the key is there.
+            return self.move_in(req, !dead);
+        }
+        if dead {
             if matches!(req.op, Op::Exists { .. } | Op::Del { .. }) {
                 if matches!(req.op, Op::Exists { .. }) {
                     self.count_lookup(false);
@@ -1689,7 +1696,9 @@ impl<E: Engine> Poller<E> {
     /// known, or `None` while a read is under way (it comes back through
     /// [`Poller::handle_now`]).
     fn probe_keys(&mut self, req: Request) -> Option<Request> {
-        if crate::index::tags_identify_keys() {
+        // A move's destination on another poller is resolved there
+        // (`Op::MoveIn`).
+        if crate::index::tags_identify_keys() || self.moves_across(&req) {
             return Some(req);
         }
         let id = (req.from, req.id, req.part);
@@ -2540,6 +2549,9 @@ impl<E: Engine> Poller<E> {
                     }
                     (None, _) => continue,
                 };
+                if cross && result.is_ok() {
+                    self.cross_wrote(&t.exec, s.pid, &s.hash, &s.key);
+                }
                 if result.is_ok() && self.shared.repl.feeding() {
                     match views.get(tag) {
                         // Its edits, as outside a transaction.

@@ -136,6 +136,11 @@ pub(super) struct Before {
     hash: KeyHash,
     key: Box<[u8]>,
     was: Was,
+    /// The key's own index entry as the part's commit left it (its
+    /// offset then, followed through compaction; `None`: the commit
+    /// wrote no record of it): what an undo writes over. Short tags are
+    /// shared by keys, so the tag's first entry need not be the key's.
+    after: Option<u64>,
 }
 
 /// A key's state before a part wrote it.
@@ -524,6 +529,7 @@ impl<E: Engine> Poller<E> {
                 hash: s.hash,
                 key: s.key.clone(),
                 was,
+                after: None,
             });
         }
         out
@@ -657,6 +663,9 @@ impl<E: Engine> Poller<E> {
     /// The keys as they were are no longer needed: pins and room go.
     fn drop_before(&mut self, before: Vec<Before>, undo_room: Option<keyspace::Room>) {
         for b in before {
+            if let Some(at) = b.after {
+                self.ks.unfollow(b.pid, at);
+            }
             if let Was::Large(head, _) = b.was {
                 self.ks.unpin_pieces(&head);
             }
@@ -885,9 +894,20 @@ impl<E: Engine> Poller<E> {
             self.ks.commit_into(room);
         }
         let mut wrote = false;
-        for b in &ran.before {
+        for b in &mut ran.before {
+            // A key the commit wrote no record of is as it was. Else its
+            // own entry, as the commit left it, is the one its write
+            // replaces (short tags: not the tag's first, maybe).
+            let Some(at) = b.after.take() else {
+                continue;
+            };
+            let after = self.ks.unfollow(b.pid, at);
+            let live = self.ks.own_live(b.pid, &b.hash, after).is_some();
+            if !self.ks.act_on(b.pid, &b.hash, after) {
+                self.ks.act_on(b.pid, &b.hash, None);
+            }
             let result = match &b.was {
-                Was::Absent if self.ks.lookup(b.pid, &b.hash).is_none() => continue,
+                Was::Absent if !live => continue,
                 Was::Absent => self.ks.write(b.pid, &b.hash, &b.key, &[], 0, true),
                 Was::Value(v, exp) => self.ks.write(b.pid, &b.hash, &b.key, v, *exp, false),
                 Was::Large(head, exp) => {
@@ -904,6 +924,7 @@ impl<E: Engine> Poller<E> {
                 );
             }
         }
+        self.ks.clear_new();
         self.ks.end_room();
         self.decided(xid);
         if !wrote {
@@ -1109,6 +1130,25 @@ impl<E: Engine> Poller<E> {
             any = true;
         }
         any
+    }
+
+    /// The part of transaction `exec` just wrote `key`'s record: the
+    /// entry the write left (the first of its tag's, see
+    /// `Keyspace::act_on`) is the key's own, followed until the outcome,
+    /// for an undo.
+    pub(super) fn cross_wrote(&mut self, exec: &Request, pid: u32, hash: &KeyHash, key: &[u8]) {
+        let xid = (exec.from, exec.id);
+        let Some((before, _)) = self.cross.undo.get_mut(&xid) else {
+            return;
+        };
+        let Some(b) = before.iter_mut().find(|b| b.pid == pid && *b.key == *key) else {
+            return;
+        };
+        let own = self.ks.own_entry(pid, hash);
+        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+            self.ks.follow(pid, at);
+        }
+        b.after = own;
     }
 
     /// Whether a key of `watched` changed since WATCH (see
