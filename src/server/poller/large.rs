@@ -53,8 +53,8 @@ pub(super) struct FedSet {
     since: std::time::Instant,
     deferred: bool,
     /// The SET, waiting for the last pieces: its request, the expiry it
-    /// sets, and its reply.
-    set: Option<(Request, u64, Reply)>,
+    /// sets, its reply, and its key's own entry when it came (followed).
+    set: Option<(Request, u64, Reply, Option<u64>)>,
     /// The pieces' bytes, kept for the replication stream when replicas
     /// were fed as it began.
     kept: Option<Vec<bytes::Bytes>>,
@@ -210,7 +210,10 @@ impl<E: Engine> Poller<E> {
         };
         if let Some(fed) = fed {
             let id = fed.feed.id;
-            return self.set_fed(id, req, expire_ms, ok);
+            // Its head may go in a later turn: the key's own entry, as
+            // this turn resolved it, is the one it replaces.
+            let own = self.ks.track_own(req.pid, &req.hash);
+            return self.set_fed(id, req, expire_ms, ok, own);
         }
         let w = Waiter::new(&req, ok, Some(req.hash.tag));
         match self
@@ -341,8 +344,8 @@ impl<E: Engine> Poller<E> {
             any = true;
         }
         if p.complete() && f.set.is_some() {
-            let (req, expire_ms, ok) = f.set.take().expect("a SET");
-            self.set_fed(id, req, expire_ms, ok);
+            let (req, expire_ms, ok, own) = f.set.take().expect("a SET");
+            self.set_fed(id, req, expire_ms, ok, own);
             any = true;
         }
         any
@@ -367,7 +370,10 @@ impl<E: Engine> Poller<E> {
             self.ks.abort_feed(p);
         }
         // A SET that came meanwhile gets the refusal.
-        if let Some((req, _, _)) = f.set {
+        if let Some((req, _, _, own)) = f.set {
+            if let Some(at) = own {
+                self.ks.unfollow(req.pid, at);
+            }
             let tag = req.hash.tag;
             self.reply(&req, Reply::Error(msg));
             self.consume_fed(req);
@@ -380,9 +386,12 @@ impl<E: Engine> Poller<E> {
     /// `ok`): its head is written once every piece is queued, and the key
     /// is held from now to its acknowledgement. A feed refused is answered
     /// with its refusal.
-    fn set_fed(&mut self, id: u64, req: Request, expire_ms: u64, ok: Reply) {
+    fn set_fed(&mut self, id: u64, req: Request, expire_ms: u64, ok: Reply, own: Option<u64>) {
         let tag = req.hash.tag;
         let Some(f) = self.feeds.get_mut(&id) else {
+            if let Some(at) = own {
+                self.ks.unfollow(req.pid, at);
+            }
             let Op::Set { fed: Some(fed), .. } = &req.op else {
                 unreachable!("a fed SET")
             };
@@ -394,7 +403,7 @@ impl<E: Engine> Poller<E> {
         // The read of SET … GET that led here leaves it held.
         self.edits.writing(tag);
         if !f.pieces.as_ref().is_some_and(LargeFeed::complete) {
-            f.set = Some((req, expire_ms, ok));
+            f.set = Some((req, expire_ms, ok, own));
             return;
         }
         let f = self.feeds.remove(&id).expect("a feed");
@@ -405,7 +414,8 @@ impl<E: Engine> Poller<E> {
         let key = key.clone();
         let feeding = self.shared.repl.feeding();
         let w = Waiter::new(&req, ok, Some(tag));
-        self.ks.finish_feed(pieces, &req.hash, &key, expire_ms, w);
+        self.ks
+            .finish_feed(pieces, &req.hash, &key, expire_ms, w, own);
         if feeding && f.kept.is_none() && !self.shared.repl.is_replica() {
             // A replica came while the value arrived: its first pieces
             // were not kept for the stream, which cannot carry the value

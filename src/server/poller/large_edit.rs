@@ -127,6 +127,9 @@ struct Change {
     /// The old pieces read (those the range covers in part): (piece, its
     /// bytes).
     old: Vec<(usize, Vec<u8>)>,
+    /// The key's own index entry when the edit began (followed): the one
+    /// its new head replaces (short tags: other keys' may come first).
+    own: Option<u64>,
 }
 
 /// A moved large value on its way into the stream.
@@ -292,6 +295,9 @@ impl<E: Engine> Poller<E> {
             })
             .collect();
         self.busy.entry(req.hash.tag).or_default();
+        // The pieces are read over later turns: the key's own entry, as
+        // this turn resolved it, is kept.
+        let own = self.ks.track_own(req.pid, &req.hash);
         let goal = Goal::Change(Change {
             expire_ms: rec.meta.expire_ms,
             req,
@@ -299,6 +305,7 @@ impl<E: Engine> Poller<E> {
             at,
             rewrite,
             old: Vec::new(),
+            own,
         });
         self.start_edit(head, to_read, goal);
     }
@@ -564,6 +571,9 @@ impl<E: Engine> Poller<E> {
     fn finish_change(&mut self, head: Arc<LargeHead>, failed: Option<String>, e: Change) {
         let tag = e.req.hash.tag;
         if let Some(msg) = &failed {
+            if let Some(at) = e.own {
+                self.ks.unfollow(e.req.pid, at);
+            }
             let reply = Reply::Error(format!("ERR {msg}"));
             self.reply(&e.req, reply);
             return self.release(tag);
@@ -598,6 +608,7 @@ impl<E: Engine> Poller<E> {
             fill,
             e.expire_ms,
             w,
+            e.own,
         );
         match written {
             Ok(()) => {
@@ -912,6 +923,7 @@ impl<E: Engine> Poller<E> {
             at,
             rewrite,
             old: Vec::new(),
+            own: None,
         };
         if to_read.is_empty() {
             return self.finish_txn_change(None, change);

@@ -291,6 +291,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// [`Keyspace::write_large`]'s. When a commit failed since the value
     /// began (a piece may be lost), the pieces are freed and `writer`
     /// comes back from [`Keyspace::take_acks`] with the failure.
+    ///
+    /// `own` is the key's own entry when its SET came ([`Self::track_own`]
+    /// then): the entry its head replaces.
     pub fn finish_feed(
         &mut self,
         feed: LargeFeed,
@@ -298,9 +301,13 @@ impl<E: Engine, W> Keyspace<E, W> {
         key: &[u8],
         expire_ms: u64,
         writer: W,
+        own: Option<u64>,
     ) {
         debug_assert!(feed.complete());
         if feed.failures != self.log.failures {
+            if let Some(at) = own {
+                self.unfollow(feed.pid, at);
+            }
             self.abort_feed(feed);
             let err = "a commit failed while the value arrived";
             return self
@@ -312,7 +319,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             value_id: feed.value_id,
             pieces: feed.segs.clone(),
         };
-        let own = self.track_own(feed.pid, hash);
         self.log.jobs.push(LargeJob {
             pid: feed.pid,
             hash: *hash,
@@ -381,7 +387,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// them with the old head's other pieces, shared. Those must be whole
     /// pieces of the same length in both values: `rewrite` covers every
     /// piece past the old value's last whole one when the length changes.
-    /// As [`Keyspace::write_large`] otherwise.
+    /// `own` is the key's own entry when the edit began
+    /// ([`Self::track_own`] then): the entry the new head replaces. As
+    /// [`Keyspace::write_large`] otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn write_large_edit(
         &mut self,
@@ -394,6 +402,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         mut fill: impl FnMut(usize, &mut [u8]),
         expire_ms: u64,
         writer: W,
+        own: Option<u64>,
     ) -> Result<(), (W, WriteError)> {
         debug_assert!(
             rewrite.end == total_len.div_ceil(self.piece_capacity()) as usize
@@ -403,11 +412,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         let written = self.write_piece_runs(pid, &old, total_len, &[rewrite], &mut fill);
         let (head, fresh) = match written {
             Ok(w) => w,
-            Err(e) => return Err((writer, e)),
+            Err(e) => {
+                if let Some(at) = own {
+                    self.unfollow(pid, at);
+                }
+                return Err((writer, e));
+            }
         };
         // Until the new head takes them, the job keeps the old pieces.
         self.hold_pieces(&old);
-        let own = self.track_own(pid, hash);
         self.log.jobs.push(LargeJob {
             pid,
             hash: *hash,

@@ -320,7 +320,7 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// [`Self::own_entry`], followed through compaction under short tags
     /// (until [`Self::unfollow`]): for a write that acts later.
-    pub(super) fn track_own(&mut self, pid: u32, hash: &KeyHash) -> Option<u64> {
+    pub fn track_own(&mut self, pid: u32, hash: &KeyHash) -> Option<u64> {
         let own = self.own_entry(pid, hash);
         if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
             self.follow(pid, at);
