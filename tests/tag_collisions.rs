@@ -716,3 +716,58 @@ fn large_values_of_keys_sharing_short_tags_keep_the_other_keys() {
     drop(both);
     srv.stop();
 }
+
+/// `nvkv check` tells keys sharing a short tag apart by their records: a
+/// store of them checks clean, and an index given a second entry of one
+/// key (pointing at the key's record, under the key's tag) is damage.
+#[test]
+fn check_finds_two_entries_of_one_key_among_keys_sharing_short_tags() {
+    use std::os::unix::fs::FileExt;
+    if common::on_spdk("check_finds_two_entries_of_one_key_among_keys_sharing_short_tags") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start(&dir);
+    let groups = colliding(8);
+    let mut con = srv.client();
+    for [a, b, c] in &groups[1..] {
+        let _: () = redis::cmd("MSET")
+            .arg(&[a, "1", b, "2", c, "3"])
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("DEL").arg(b).query(&mut con).unwrap();
+    }
+    // The only key of its tag.
+    let key = &groups[0][0];
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut con).unwrap();
+    drop(con);
+    srv.stop();
+    let report = |out: &std::process::Output| {
+        let (o, e) = (&out.stdout, &out.stderr);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(o),
+            String::from_utf8_lossy(e)
+        )
+    };
+    let out = common::run_on(&["check", "--path"], &dir);
+    assert!(out.status.success(), "{}", report(&out));
+
+    let f = std::fs::File::open(dir.join("data.nvkv")).unwrap();
+    let mut b = vec![0; nvkv::format::SUPERBLOCK_SIZE];
+    f.read_exact_at(&mut b, 0).unwrap();
+    let sb = nvkv::format::Superblock::decode(&b).expect("a superblock");
+    let h = nvkv::index::KeyHash::of(key.as_bytes());
+    let pid = h.partition(sb.partitions);
+    let (mut p, cp) = nvkv::index::Partition::open(&dir, pid, sb.uuid).unwrap();
+    let e = p.get(&h).expect("the key's entry");
+    p.insert_new(&h, e).unwrap();
+    p.mark_clean(cp.expect("closed clean")).unwrap();
+    drop(p);
+    let out = common::run_on(&["check", "--path"], &dir);
+    let text = report(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("two index entries hold key"), "{text}");
+}

@@ -1,8 +1,9 @@
 //! `nvkv check`: verifies a store offline. A clean index partition's slots
 //! must match their checksum and keep Robin Hood order; every index entry
 //! must point at a record whose checksum holds, whose key hashes to the
-//! entry, and that a recovery scan of its segment would reach; every
-//! segment in use is scanned. Reports what it found; damage makes the command fail.
+//! entry, and that a recovery scan of its segment would reach; no two
+//! entries may hold one key (entries share a tag when tags are short, and
+//! their records tell them apart); every segment in use is scanned. Reports what it found; damage makes the command fail.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,6 +76,9 @@ impl std::fmt::Display for CheckReport {
     }
 }
 
+/// A record's key, and the record's offset.
+type KeyAt = (Box<[u8]>, u64);
+
 /// An index entry, by segment.
 struct Expect {
     offset: u64,
@@ -97,6 +101,8 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
     };
 
     let mut by_seg: HashMap<u32, Vec<Expect>> = HashMap::new();
+    // Tags of several entries, and the keys their records hold.
+    let mut shared: HashMap<(u32, u64), Vec<KeyAt>> = HashMap::new();
     for pid in 0..sb.partitions {
         match Partition::open(dir, pid, sb.uuid) {
             Ok((p, Some(_))) => {
@@ -107,6 +113,11 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
                 }
                 if let Err(what) = p.check_order() {
                     r.damaged(format!("partition {pid}: {what}"));
+                }
+                let mut tags: Vec<u64> = p.iter().map(|(tag, _)| tag).collect();
+                tags.sort_unstable();
+                for w in tags.windows(2).filter(|w| w[0] == w[1]) {
+                    shared.entry((pid, w[0])).or_default();
                 }
                 for (tag, e) in p.iter() {
                     r.entries += 1;
@@ -170,6 +181,9 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
             match decode_record(&sb.uuid, bytes) {
                 Err(e) => r.damaged(format!("record at {}: {e}", x.offset)),
                 Ok(rec) => {
+                    if let Some(keys) = shared.get_mut(&(x.pid, x.tag)) {
+                        keys.push((rec.key.into(), x.offset));
+                    }
                     let hash = KeyHash::of(rec.key);
                     if hash.tag != x.tag || hash.partition(sb.partitions) != x.pid {
                         r.damaged(format!(
@@ -191,6 +205,17 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
                     }
                 }
             }
+        }
+    }
+    for ((pid, _), mut keys) in shared {
+        keys.sort_unstable();
+        for w in keys.windows(2).filter(|w| w[0].0 == w[1].0) {
+            r.damaged(format!(
+                "partition {pid}: two index entries hold key \"{}\" (records at {} and {})",
+                w[0].0.escape_ascii(),
+                w[0].1,
+                w[1].1
+            ));
         }
     }
     r.secs = t0.elapsed().as_secs_f64();
