@@ -771,3 +771,56 @@ fn check_finds_two_entries_of_one_key_among_keys_sharing_short_tags() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("two index entries hold key"), "{text}");
 }
+
+/// WATCH of a missing key whose tag another key then takes: EXEC is not
+/// aborted, as in redis-server, even once that key's record has left its
+/// segment buffer (megabytes written after it); a write of the watched
+/// key itself still aborts it.
+#[test]
+fn watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag() {
+    if common::on_spdk("watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    let srv = start(&dir);
+    let mut other = Both::connect(&srv, &redis);
+    let (mut tx_ours, mut tx_theirs) = (srv.client(), redis.client());
+    let fill = "f".repeat(256 << 10);
+    for (n, [a, b, c]) in colliding(3).iter().enumerate() {
+        let pid = nvkv::index::KeyHash::of(a.as_bytes()).partition(4);
+        let (tx_o, tx_t) = (&mut tx_ours, &mut tx_theirs);
+        both_clients(tx_o, tx_t, &[&["WATCH", a]]);
+        other.check_str(&["SET", b, &format!("other {n}")]);
+        if n > 0 {
+            other.check_str(&["SET", c, "rewritten"]);
+        }
+        // 12 MiB more in a's partition: b's record leaves the segment
+        // buffers.
+        let mut written = 0;
+        for i in 0.. {
+            let k = format!("fill:{i}");
+            if nvkv::index::KeyHash::of(k.as_bytes()).partition(4) == pid {
+                other.check_str(&["SET", &k, &fill]);
+                written += 1;
+                if written == 48 {
+                    break;
+                }
+            }
+        }
+        both_clients(tx_o, tx_t, &[&["MULTI"], &["SET", a, "watched"], &["EXEC"]]);
+        other.check_str(&["MGET", a, b, c]);
+        // The key itself written: aborted.
+        both_clients(tx_o, tx_t, &[&["WATCH", c]]);
+        other.check_str(&["SET", c, &format!("c {n}")]);
+        both_clients(tx_o, tx_t, &[&["MULTI"], &["SET", c, "lost"], &["EXEC"]]);
+        other.check_str(&["MGET", a, b, c]);
+        other.check_str(&["DEL", a, b]);
+    }
+    drop(other);
+    srv.stop();
+}

@@ -625,6 +625,9 @@ impl<E: Engine> Poller<E> {
             self.handle(req);
         }
         self.batch = batch;
+        if self.watches.is_empty() {
+            self.ks.name_writes(false);
+        }
         let txns = self.drive_txns();
         let scanned = self.pump_scans();
         let flushed = self.flush_when_idle();
@@ -2634,6 +2637,10 @@ impl<E: Engine> Poller<E> {
             key = req.op.key().unwrap_or_default().into();
         }
         let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
+        if seen.is_none() && !crate::index::tags_identify_keys() {
+            // Until EXEC: which key each new entry of the tag holds.
+            self.ks.name_writes(true);
+        }
         self.watches.entry(req.from).or_default().push(Watched {
             pid: req.pid,
             hash: req.hash,

@@ -1166,8 +1166,9 @@ impl<E: Engine> Poller<E> {
 
     /// Under short tags, whether watched key `w` changed: its own entry
     /// is not as it was, or, when it had none, an entry of its tag that
-    /// is new holds the key (one whose record is no longer in a segment
-    /// buffer counts as a change: it cannot be read in this turn).
+    /// is new holds the key (its record in a segment buffer, or the key
+    /// kept when it was written, `Keyspace::written_key`, tells; one
+    /// neither tells counts as a change).
     fn changed_by_record(&self, w: &Watched) -> bool {
         let now_ms = self.ks.now_ms();
         if let Some(seen) = w.seen {
@@ -1180,7 +1181,7 @@ impl<E: Engine> Poller<E> {
             .filter(|e| !w.others.contains(&e.offset))
             .any(|e| match self.ks.buffered(e) {
                 Some(b) => decode_record(uuid, b).map_or(true, |r| r.key == &w.key[..]),
-                None => true,
+                None => (self.ks.written_key(w.pid, e.offset)).is_none_or(|k| k == view_id(&w.key)),
             })
     }
 }

@@ -414,6 +414,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         } else {
             part.insert(hash, new)?
         };
+        if let Some(names) = self.names.as_mut().filter(|n| n.len() < super::NAMES_MAX) {
+            names.insert((pid, new.offset), xxhash_rust::xxh3::xxh3_64(key));
+        }
         if flags & (FLAG_LARGE | FLAG_TOMBSTONE) == FLAG_LARGE {
             // Held before the old head lets go: a head sharing its pieces
             // (a move, an EXPIRE) keeps them live throughout.

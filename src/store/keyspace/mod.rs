@@ -160,7 +160,14 @@ pub struct Keyspace<E: Engine, W> {
     /// when resolved) → where the entry points now, `None` once compaction
     /// dropped it ([`Keyspace::follow`]).
     follow: HashMap<(u32, u64), Option<u64>>,
+    /// While on ([`Keyspace::name_writes`]): the key of each entry written
+    /// since (the digest `xxh3_64` of its key), by (partition, offset), up
+    /// to [`NAMES_MAX`] entries.
+    names: Option<HashMap<(u32, u64), u64>>,
 }
+
+/// Entries [`Keyspace::name_writes`] keeps at most.
+const NAMES_MAX: usize = 1 << 18;
 
 impl<E: Engine, W> Keyspace<E, W> {
     /// The keyspace of poller `id`, owning `shards` (indexed by shard id),
@@ -200,6 +207,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             gone: Default::default(),
             new_key: None,
             follow: HashMap::new(),
+            names: None,
         };
         ks.update_key_count();
         ks
@@ -401,6 +409,24 @@ impl<E: Engine, W> Keyspace<E, W> {
                 true
             }
         }
+    }
+
+    /// Whether to keep the key of every entry written from now on
+    /// ([`Self::written_key`]); off forgets them. A watched key with no
+    /// entry (WATCH, under short tags) tells a new entry of its tag apart
+    /// by it once the record has left its segment buffer.
+    pub fn name_writes(&mut self, on: bool) {
+        match on {
+            true => drop(self.names.get_or_insert_with(HashMap::new)),
+            false => self.names = None,
+        }
+    }
+
+    /// The digest (`xxh3_64`) of the key of the entry at `offset` of
+    /// partition `pid`, if it was written while [`Self::name_writes`] was
+    /// on.
+    pub fn written_key(&self, pid: u32, offset: u64) -> Option<u64> {
+        self.names.as_ref()?.get(&(pid, offset)).copied()
     }
 
     /// Forgets [`Self::expect_new`]: the turn that called it ended.
