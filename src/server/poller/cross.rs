@@ -187,6 +187,11 @@ struct Left {
     /// How it passes the gate (none for a group).
     gate: Option<Mode>,
     failed: bool,
+    /// A move's source part (its poller), which commits only once every
+    /// other part is durable: a crash between the two commits then keeps
+    /// the value under both names, never under neither. Taken when the
+    /// source is told to commit (or to drop what it ran).
+    source: Option<usize>,
 }
 
 /// The parts of EXECs across pollers this poller takes part in.
@@ -379,6 +384,7 @@ impl<E: Engine> Poller<E> {
         }
         let left = Left {
             parts: pollers.len(),
+            source: x.carry.map(|(from, _)| pollers[from as usize]),
             pollers,
             gate,
             failed: false,
@@ -721,8 +727,11 @@ impl<E: Engine> Poller<E> {
         }
         let (_, refused) = self.cross.preparing.remove(&xid).expect("a transaction");
         if !refused {
-            let pollers = self.cross.left[&xid].pollers.clone();
-            for p in pollers {
+            // A move's source (which deletes the key, for a rename) waits
+            // until the destination's write is durable.
+            let left = &self.cross.left[&xid];
+            let (pollers, source) = (left.pollers.clone(), left.source);
+            for p in pollers.into_iter().filter(|&p| Some(p) != source) {
                 self.cross_send(p, xid, CrossStep::Commit);
             }
             return;
@@ -1009,7 +1018,19 @@ impl<E: Engine> Poller<E> {
                 let left = self.cross.left.get_mut(&xid).expect("a transaction");
                 left.parts -= 1;
                 left.failed |= step == CrossStep::Failed;
-                if left.parts == 0 {
+                if let (1, Some(source)) = (left.parts, left.source) {
+                    // Every part but a move's source is durable (it
+                    // commits now) or one failed (it drops what it ran,
+                    // having written nothing, and the others undo).
+                    if !left.failed {
+                        left.source = None;
+                        return self.cross_send(source, xid, CrossStep::Commit);
+                    }
+                    left.parts = 0;
+                    left.pollers.retain(|&p| p != source);
+                    self.cross_send(source, xid, CrossStep::Drop);
+                }
+                if self.cross.left[&xid].parts == 0 {
                     let left = self.cross.left.remove(&xid).expect("a transaction");
                     let step = match left.failed {
                         true => CrossStep::Undo,
