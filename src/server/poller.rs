@@ -11,7 +11,7 @@
 //! expiry, eviction) is the store's [`Keyspace`]: the poller turns requests
 //! into its reads and writes, and replies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -68,6 +68,18 @@ struct Waiter {
     /// A part of a transaction across pollers, its commit or its undo
     /// (`cross.rs`): `reply` waits for the outcome.
     cross: bool,
+    /// A rename whose destination, in another shard, this waits for: its
+    /// source is deleted once the destination's write is on the device
+    /// ([`Poller::unlink_renamed`]): no reply of its own.
+    unlink: Option<Box<Unlink>>,
+}
+
+/// A rename across shards waiting for its destination's write to reach
+/// the device before its source's tombstone is written: its request and
+/// the reply it then owes. Both keys stay held meanwhile.
+struct Unlink {
+    req: Request,
+    ok: Reply,
 }
 
 impl Waiter {
@@ -84,6 +96,7 @@ impl Waiter {
             pieces_of: None,
             load: None,
             cross: false,
+            unlink: None,
         }
     }
 
@@ -178,6 +191,9 @@ struct Poller<E: Engine> {
     stalled_assemblies: Vec<u64>,
     /// SETRANGE and APPEND of large values under way.
     edits: large_edit::Edits,
+    /// The sources' tags of renames across shards waiting for their
+    /// destinations' writes ([`Unlink`]).
+    unlinking: HashSet<u64>,
     /// Large values being sent as they are read, by number.
     streams: HashMap<u64, large::Stream>,
     /// Transactions whose large values' pieces are being written, by
@@ -500,6 +516,7 @@ fn build<E: Engine>(
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
         edits: Default::default(),
+        unlinking: HashSet::new(),
         streams: HashMap::new(),
         txn_pieces: HashMap::new(),
         next_txn_pieces: 0,
@@ -1434,6 +1451,10 @@ impl<E: Engine> Poller<E> {
             }
             if w.cross {
                 self.cross_durable((w.to, w.id), w.reply, result);
+                continue;
+            }
+            if let Some(u) = w.unlink {
+                self.unlink_renamed(*u, result);
                 continue;
             }
             if w.save {
@@ -2926,10 +2947,35 @@ impl<E: Engine> Poller<E> {
         let sub = is_sub(&req);
         self.move_record(req, entry, bytes);
         // A large value moved while replicas are fed keeps its keys until
-        // it is read for the stream.
-        if !sub && !self.edits.holds(tags[0]) {
+        // it is read for the stream; a rename across shards until its
+        // source is deleted.
+        if !sub && !self.edits.holds(tags[0]) && !self.unlinking.contains(&tags[0]) {
             self.release_move(tags);
         }
+    }
+
+    /// A rename across shards: its destination's write is on the device
+    /// (or failed): the source's tombstone is written now, and the rename
+    /// answered once that is acknowledged; its keys go free.
+    fn unlink_renamed(&mut self, u: Unlink, result: Result<(), CommitFailed>) {
+        let Unlink { req, ok } = u;
+        let Op::Move { key, to, .. } = &req.op else {
+            unreachable!()
+        };
+        let tags = [req.hash.tag, to.hash.tag];
+        self.unlinking.remove(&tags[0]);
+        match result {
+            Ok(()) => {
+                let key = key.clone();
+                let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+                self.acknowledge_now(req, written, ok);
+            }
+            Err(e) => {
+                let reply = Reply::Error(super::strings::write_failed(&e));
+                self.reply(&req, reply);
+            }
+        }
+        self.release_move(tags);
     }
 
     /// Writes the source's value and expiry under the destination (and,
@@ -3005,6 +3051,23 @@ impl<E: Engine> Poller<E> {
         let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
         if result.is_ok() && !is_sub(&req) {
             self.ks.set_access(to_pid, &to_hash, word);
+        }
+        let shards = self.shared.sb.shards;
+        let across_shards =
+            crate::store::shard_of(req.pid, shards) != crate::store::shard_of(to_pid, shards);
+        // Two shards' logs commit independently: the source is deleted
+        // only once the destination's write is on the device, so a crash
+        // between them keeps the value under both names, never under
+        // neither; the keys stay held. (Under short tags, a test switch
+        // today, the source's own entry resolved now could move before
+        // then: the two writes go in one commit, as inside a transaction.)
+        let defer = across_shards && !copy && !is_sub(&req);
+        if result.is_ok() && defer && crate::index::tags_identify_keys() {
+            self.drop_probes(&req);
+            self.unlinking.insert(req.hash.tag);
+            let mut w = Waiter::new(&req, Reply::Nil, None);
+            w.unlink = Some(Box::new(Unlink { req, ok }));
+            return self.ks.acknowledge_written_or_durable(w);
         }
         if result.is_ok() && !copy {
             if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {

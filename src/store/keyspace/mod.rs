@@ -436,6 +436,17 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.wait(w);
     }
 
+    /// A writer that waits for its writes to be on the device (sync
+    /// durability: durable), before a write that must not reach the
+    /// device without them (a rename's source tombstone, in another
+    /// shard's log): `w` comes back from [`Keyspace::take_acks`].
+    pub fn acknowledge_written_or_durable(&mut self, w: W) {
+        match self.cfg.sync {
+            true => self.acknowledge_durable(w),
+            false => self.acknowledge_written(w),
+        }
+    }
+
     /// A full copy's batch: `w` comes back from [`Keyspace::take_acks`]
     /// once its writes are on the device, whatever the durability mode,
     /// without a flush of their own; a SAVE once the copy is whole makes
