@@ -168,7 +168,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 keyed(c, router, &args[1..], Some(Combine::Array), get)
             }
         }
-        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Exists {
+        Cmd::Exists => counted(c, router, &args[1..], false, |k| Op::Exists {
             key: k.into(),
         }),
         Cmd::Ping => match args {
@@ -231,9 +231,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             key: k.into(),
         }),
         Cmd::Mset => mset(c, router, args),
-        Cmd::Del => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
-            key: k.into(),
-        }),
+        Cmd::Del => counted(c, router, &args[1..], true, |k| Op::Del { key: k.into() }),
         Cmd::Ttl | Cmd::Pttl => {
             let ms = cmd == Cmd::Pttl;
             keyed(c, router, &args[1..], None, |k| Op::Ttl {
@@ -342,13 +340,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
         // Key space: the per-key commands.
         Cmd::Type => keyed(c, router, &args[1..], None, |k| Op::Type { key: k.into() }),
-        Cmd::Touch => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Touch {
+        Cmd::Touch => counted(c, router, &args[1..], false, |k| Op::Touch {
             key: k.into(),
         }),
         // Deleting is not slower than unlinking: nothing is freed in place.
-        Cmd::Unlink => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
-            key: k.into(),
-        }),
+        Cmd::Unlink => counted(c, router, &args[1..], true, |k| Op::Del { key: k.into() }),
         Cmd::Object => object(c, router, args),
         Cmd::Memory => memory(c, router, args),
         Cmd::Rename => move_key(c, router, args, MoveKind::Rename),
@@ -556,6 +552,37 @@ pub(super) fn across_pollers(
     c.timing = timing;
     send_parts(c, router, inner, 1, pollers, reqs, false, true, carry);
     true
+}
+
+/// DEL, UNLINK (`writes`), EXISTS and TOUCH: one request per key, the
+/// replies summed. Keys on several pollers make one command across them,
+/// as in Redis: DEL and UNLINK a transaction across them (as MSET), EXISTS
+/// and TOUCH a group held across them (as MGET), so that no client sees
+/// one poller's part without the others' and the count is of one
+/// instant. Keys on one poller go as before, each key hashed once.
+fn counted(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    writes: bool,
+    op: impl Fn(&[u8]) -> Op,
+) {
+    let sum = Some(Combine::Sum);
+    if keys.len() < 2 || router.shared.pollers.len() < 2 || router.capturing() {
+        return keyed(c, router, keys, sum, op);
+    }
+    let placed = route::placed(router, keys);
+    let first = router.shared.poller_of(placed[0].1);
+    if placed.iter().all(|p| router.shared.poller_of(p.1) == first) {
+        return route::keyed_placed(c, router, keys, &placed, sum, op);
+    }
+    let across = match writes {
+        true => across_pollers(c, router, keys, None, |c, router| {
+            keyed(c, router, keys, sum, &op)
+        }),
+        false => group_across_pollers(c, router, keys, Combine::Sum, &op),
+    };
+    debug_assert!(across, "keys of several pollers");
 }
 
 /// Runs a command that reads keys of several pollers (MGET) as a group
