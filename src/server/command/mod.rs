@@ -522,9 +522,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
     send_parts(c, router, inner, count, pollers, reqs, watched, false, None);
 }
 
-/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY)
-/// whose keys are on several pollers as a transaction across them
-/// ([`send_parts`]), so that no client sees part of it, as in Redis
+/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY,
+/// DEL, UNLINK) whose keys are on several pollers as a transaction across
+/// them ([`send_parts`]), so that no client sees part of it, as in Redis
 /// (`carry`: a move's source's poller and destination's). Returns
 /// whether it did (not inside EXEC).
 pub(super) fn across_pollers(
@@ -585,11 +585,12 @@ fn counted(
     debug_assert!(across, "keys of several pollers");
 }
 
-/// Runs a command that reads keys of several pollers (MGET) as a group
-/// held across them: its parts hold their keys poller by poller as a
-/// transaction's do ([`send_parts`]), so that it sees no part of a
-/// transaction, then each part's requests run together, as a group's,
-/// and answer the command's reply themselves. Returns whether it did.
+/// Runs a command that reads keys of several pollers (MGET, EXISTS,
+/// TOUCH) as a group held across them: its parts hold their keys poller
+/// by poller as a transaction's do ([`send_parts`]), so that it sees no
+/// part of a transaction, then each part's requests run together, as a
+/// group's, and answer the command's reply themselves. Returns whether it
+/// did.
 fn group_across_pollers(
     c: &mut Conn,
     router: &mut Router,
