@@ -639,3 +639,52 @@ fn no_reader_sees_half_a_del() {
     replica.stop();
     primary.stop();
 }
+
+/// Commands a client pipelines behind KEYS and DBSIZE on a server with
+/// two pollers run after them, as in Redis: KEYS lists the keys a DEL
+/// right behind it deletes, DBSIZE counts them, and the next KEYS and
+/// DBSIZE see them gone; a SCAN step (a census of one poller) likewise.
+#[test]
+fn commands_pipelined_behind_a_census_run_after_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let mut con = srv.client();
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("{}k{i}", if i % 2 == 0 { &a } else { &b }))
+        .collect();
+    for k in &names {
+        let _: () = redis::cmd("SET").arg(k).arg("v").query(&mut con).unwrap();
+    }
+    let on_a: Vec<&[u8]> = names.iter().step_by(2).map(|k| k.as_bytes()).collect();
+    let mut req = common::encode(&[b"KEYS", b"*"]);
+    let mut del = vec![&b"DEL"[..]];
+    del.extend(&on_a);
+    req.extend(common::encode(&del));
+    req.extend(common::encode(&[b"DBSIZE"]));
+    req.extend(common::encode(&[b"SCAN", b"0", b"COUNT", b"1000"]));
+    req.extend(common::encode(&[b"SET", on_a[0], b"back"]));
+    req.extend(common::encode(&[b"DBSIZE"]));
+    req.extend(common::encode(&[b"ECHO", b"end"]));
+    let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&req).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !got.ends_with(b"$3\r\nend\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("*200\r\n"), "KEYS did not list every key");
+    let after_keys = &text[text.find(":100\r\n").expect("DEL deleted 100")..];
+    assert!(
+        after_keys.starts_with(":100\r\n:100\r\n"),
+        "DBSIZE behind the DEL: {}",
+        &after_keys[..40.min(after_keys.len())]
+    );
+    assert!(after_keys.ends_with("+OK\r\n:101\r\n$3\r\nend\r\n"));
+    srv.stop();
+}
