@@ -3141,14 +3141,7 @@ impl<E: Engine> Poller<E> {
         }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
         if result.is_ok() {
-            // A renamed key keeps the access bits its source's part sent.
-            let word = match kind {
-                MoveKind::Copy { .. } => {
-                    let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
-                    policy.on_write(0, true, now, 0.0)
-                }
-                _ => word,
-            };
+            // The source's part sent them (`moved_access`: a copy's new).
             self.set_moved_access(&req, req.pid, &req.hash, &key, word);
         }
         self.acknowledge_now(req, result, ok)

@@ -736,14 +736,10 @@ impl<E: Engine> Poller<E> {
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return;
         };
-        if job.pins {
+        let (now, pins) = (job.at_ms, job.pins);
+        if pins {
             self.ks.unpin_record(entry.offset);
         }
-        let Some(job) = self.scans.jobs.get_mut(&id) else {
-            return;
-        };
-        let now = job.at_ms;
-        let pins = job.pins;
         if let Kind::Fill(names) = &mut job.kind {
             // A record that does not hold its tag's key (written again or
             // moved meanwhile) is left to the steps.
