@@ -264,7 +264,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "65535")]
     pub max_key_size: u64,
     /// Fail device operations on purpose (tests): `write-eio@N`,
-    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, `+` for
+    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, or
+    /// delay them (`read-late@N`: its completion held 40 ms), `+` for
     /// "and after", `:P` for poller P alone.
     #[arg(long, hide = true)]
     pub inject_faults: Option<crate::io::FaultSpec>,

@@ -291,6 +291,9 @@ struct Staged {
     /// it had none: what the commit writes over. Short tags are shared
     /// by keys, so the tag's first entry need not be the key's.
     own: Option<u64>,
+    /// The access bits the key takes when written (a renamed key keeps
+    /// its source's, a copy is a new object); `None`: a write's.
+    access: Option<u32>,
 }
 
 /// A transaction's view of a key is found by the key's whole digest, not
@@ -2029,6 +2032,7 @@ impl<E: Engine> Poller<E> {
         match t.view.entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
+                e.get_mut().access = None;
                 // A large value edited in pieces is replaced: its pin goes.
                 if let Some(l) = e.get_mut().large.take() {
                     self.ks.unpin_pieces(&l.base);
@@ -2043,6 +2047,7 @@ impl<E: Engine> Poller<E> {
                     now,
                     large: None,
                     own,
+                    access: None,
                 });
             }
         }
@@ -2561,6 +2566,10 @@ impl<E: Engine> Poller<E> {
                     }
                     (None, _) => continue,
                 };
+                if let (Ok(()), Some(word), Some(_)) = (&result, s.access, &s.now) {
+                    // A renamed key's, or a copy's.
+                    self.ks.set_access(s.pid, &s.hash, word);
+                }
                 if result.is_ok() && self.shared.repl.feeding() {
                     match views.get(tag) {
                         // Its edits, as outside a transaction.
@@ -3016,7 +3025,8 @@ impl<E: Engine> Poller<E> {
         let copy = matches!(kind, MoveKind::Copy { .. });
         let dead = rec.is_tombstone() || rec.expired(self.ks.now_ms());
         if self.moves_across(&req) {
-            let found = (!dead).then(|| (rec.value.to_vec(), rec.meta.expire_ms));
+            let word = (!dead).then(|| self.moved_access(&req));
+            let found = word.map(|w| (rec.value.to_vec(), rec.meta.expire_ms, w));
             return self.move_carry(req, found);
         }
         if dead {
@@ -3035,13 +3045,7 @@ impl<E: Engine> Poller<E> {
             return self.move_large(req, rec, ok);
         }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
-        // As Redis: a renamed key keeps its access time or counter; a
-        // copy is a new object.
-        let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
-        let word = match copy {
-            true => policy.on_write(0, true, now, 0.0),
-            false => self.ks.access(req.pid, &req.hash).unwrap_or(0),
-        };
+        let word = self.moved_access(&req);
         // Short tags: the source's own entry (made the first of its tag's
         // when its record was read) and the destination's are the ones
         // the writes replace.
@@ -3049,8 +3053,8 @@ impl<E: Engine> Poller<E> {
             .then(|| self.ks.own_entry(req.pid, &req.hash));
         self.act_on_other(&req, 0, to_pid, &to_hash, &dst);
         let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
-        if result.is_ok() && !is_sub(&req) {
-            self.ks.set_access(to_pid, &to_hash, word);
+        if result.is_ok() {
+            self.set_moved_access(&req, to_pid, &to_hash, &dst, word);
         }
         let shards = self.shared.sb.shards;
         let across_shards =
@@ -3079,6 +3083,60 @@ impl<E: Engine> Poller<E> {
         self.acknowledge_now(req, result, ok)
     }
 
+    /// The access bits the destination of move `req` takes, as in Redis:
+    /// a renamed key is the same object, with the LRU clock or LFU
+    /// counter its source has after the rename's own lookup of it (which
+    /// counts as a read, unless the client is NO-TOUCH; inside a
+    /// transaction that wrote the source, what that write left); a copy
+    /// is a new object. Taken before the source is deleted.
+    pub(super) fn moved_access(&mut self, req: &Request) -> u32 {
+        let Op::Move { key, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
+        let fresh = policy.on_write(0, true, now, 0.0);
+        if matches!(kind, MoveKind::Copy { .. }) {
+            return fresh;
+        }
+        let staged = match is_sub(req) {
+            true => (self.txn.as_ref()).and_then(|t| t.view.get(&view_id(key))),
+            false => None,
+        };
+        let stored = self.ks.access(req.pid, &req.hash);
+        let word = match (staged.map(|s| s.access), stored) {
+            (Some(Some(word)), _) => word,
+            // Written by the transaction over a key there: a write keeps
+            // the key's bits, as one counted access (Redis keeps the old
+            // object's LFU counter when a SET overwrites it).
+            (Some(None), Some(word)) => self.ks.touched(word),
+            (_, stored) => stored.unwrap_or(fresh),
+        };
+        match req.touch {
+            true => self.ks.touched(word),
+            false => word,
+        }
+    }
+
+    /// The destination `key` of move `req` is written: it takes the
+    /// access bits `word` ([`Poller::moved_access`]); inside a
+    /// transaction, once the transaction writes it.
+    pub(super) fn set_moved_access(
+        &mut self,
+        req: &Request,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        word: u32,
+    ) {
+        if !is_sub(req) {
+            return self.ks.set_access(pid, hash, word);
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        if let Some(s) = t.view.get_mut(&view_id(key)) {
+            s.access = Some(word);
+        }
+    }
+
     /// Whether move `req` is the source's half of one across pollers
     /// (its destination is another poller's).
     fn moves_across(&self, req: &Request) -> bool {
@@ -3092,7 +3150,7 @@ impl<E: Engine> Poller<E> {
     /// (`found`: the value and its expiry; `None`: missing): the value
     /// goes to the destination's part, a rename deletes the source, and a
     /// source missing refuses the move (RENAME's error, COPY's `:0`).
-    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64)>) {
+    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
         };
@@ -3128,7 +3186,7 @@ impl<E: Engine> Poller<E> {
             unreachable!()
         };
         let (key, kind) = (key.clone(), *kind);
-        let Some((value, expire)) = value.take() else {
+        let Some((value, expire, word)) = value.take() else {
             // The source's part answers.
             return self.reply(&req, simple(text::OK));
         };
@@ -3145,6 +3203,10 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
+        if result.is_ok() {
+            // The source's part sent them (`moved_access`: a copy's new).
+            self.set_moved_access(&req, req.pid, &req.hash, &key, word);
+        }
         self.acknowledge_now(req, result, ok)
     }
 

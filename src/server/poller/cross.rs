@@ -399,7 +399,12 @@ impl<E: Engine> Poller<E> {
 
     /// The source's part of move `xid` read its value (`value`; `None`:
     /// none to move): it goes to the destination's part, poller `p`.
-    pub(super) fn cross_carry(&mut self, p: usize, xid: CrossId, value: Option<(Vec<u8>, u64)>) {
+    pub(super) fn cross_carry(
+        &mut self,
+        p: usize,
+        xid: CrossId,
+        value: Option<(Vec<u8>, u64, u32)>,
+    ) {
         let req = Request {
             tried: Vec::new(),
             from: xid.0,

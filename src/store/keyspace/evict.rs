@@ -378,6 +378,14 @@ impl<E: Engine, W> Keyspace<E, W> {
             .update_access(hash.tag, |w| policy.on_touch(w, now, r));
     }
 
+    /// Access bits `word` after a read of their key, under any policy (as
+    /// TOUCH): a renamed key's, read before its move.
+    pub fn touched(&mut self, word: u32) -> u32 {
+        let policy = self.eviction.policy();
+        let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+        policy.on_touch(word, now, r)
+    }
+
     /// The access bits of a key: an LRU clock, or an LFU counter under an
     /// LFU policy (see `store::evict`).
     pub fn access(&self, pid: u32, hash: &KeyHash) -> Option<u32> {

@@ -160,6 +160,10 @@ pub struct Keyspace<E: Engine, W> {
     /// when resolved) → where the entry points now, `None` once compaction
     /// dropped it ([`Keyspace::follow`]).
     follow: HashMap<(u32, u64), Option<u64>>,
+    /// Per segment, the records key iteration still has to read there
+    /// ([`Keyspace::pin_record`]): an emptied segment is not erased nor
+    /// reused while it has any.
+    pins: Vec<u32>,
 }
 
 impl<E: Engine, W> Keyspace<E, W> {
@@ -200,6 +204,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             gone: Default::default(),
             new_key: None,
             follow: HashMap::new(),
+            pins: vec![0; common.sb.segment_count as usize],
         };
         ks.update_key_count();
         ks
@@ -536,9 +541,11 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// Whether a write refused for want of a segment may find one soon:
-    /// compaction can still win space back, or eviction can make some.
+    /// compaction can still win space back, eviction can make some, or
+    /// emptied segments are on their way to the free pool (after commits,
+    /// and after key iteration has read those it pins).
     pub fn may_make_room(&self) -> bool {
-        self.reclaimable() || self.may_evict()
+        self.reclaimable() || self.may_evict() || self.frees_pending()
     }
 
     /// Whether client writes may take a free segment now.
