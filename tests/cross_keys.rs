@@ -769,3 +769,51 @@ fn commands_pipelined_behind_a_census_run_after_it() {
     assert!(after_keys.ends_with("+OK\r\n:101\r\n$3\r\nend\r\n"));
     srv.stop();
 }
+
+/// A DEL across pollers of values that fill most of a small store is not
+/// refused for room (a part that only deletes keeps no copy of the
+/// values to write back): it answers the count, as redis-server does
+/// for the same keys, and the keys are gone, also after a restart.
+#[test]
+fn a_del_across_pollers_in_a_full_store_is_not_refused() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let mut con = srv.client();
+    let mut rcon = redis.client();
+    let value = "v".repeat(256 << 10);
+    let mut keys = Vec::new();
+    for i in 0.. {
+        let k = format!("{}big{i}", if i % 2 == 0 { &a } else { &b });
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&k).arg(&value).query(&mut con);
+        if r.is_err() || keys.len() >= 160 {
+            break; // full: what went in is most of the store
+        }
+        let _: () = redis::cmd("SET")
+            .arg(&k)
+            .arg(&value)
+            .query(&mut rcon)
+            .unwrap();
+        keys.push(k);
+    }
+    assert!(
+        keys.len() >= 100,
+        "only {} values of 256 KiB fit",
+        keys.len()
+    );
+    let want: i64 = redis::cmd("DEL").arg(&keys).query(&mut rcon).unwrap();
+    let got: i64 = redis::cmd("DEL").arg(&keys).query(&mut con).unwrap();
+    assert_eq!(got, want);
+    let left: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
+    assert_eq!(left, 0);
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut con = srv.client();
+    let left: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
+    assert_eq!(left, 0, "after a restart");
+    srv.stop();
+}

@@ -473,13 +473,25 @@ impl<E: Engine> Poller<E> {
             reading: 0,
             failed: None,
         };
+        // A part of one command that only deletes (DEL, UNLINK, a
+        // rename's source, which commits last: `Left::source`) keeps no
+        // undo: neither reads of the values it deletes nor room to write
+        // them back, so a DEL across pollers costs no more than its
+        // tombstones. Should another part's commit fail, its deletions
+        // stay (the command answers that part's error).
+        let deletes_only = single_of(&p.t.exec).is_some()
+            && (p.t.view.values()).all(|s| s.now.is_none() && s.large.is_none());
         if !p.t.view.is_empty() {
-            p.before = self.befores(&p.t, &mut p.failed);
+            if !deletes_only {
+                p.before = self.befores(&p.t, &mut p.failed);
+            }
             let (bytes, shards) = self.txn_room(&p.t, &p.heads);
             let undo_bytes = p.before.iter().map(Before::room).sum();
             p.room = self.ks.hold_room(bytes, shards);
-            p.undo_room = (p.room.as_ref()).and_then(|_| self.ks.hold_room(undo_bytes, shards));
-            if p.undo_room.is_none() {
+            if !deletes_only {
+                p.undo_room = (p.room.as_ref()).and_then(|_| self.ks.hold_room(undo_bytes, shards));
+            }
+            if p.room.is_none() || (!deletes_only && p.undo_room.is_none()) {
                 self.stats().writes_refused.fetch_add(1, Relaxed);
                 let full = Reply::Error(crate::server::strings::STORE_FULL.into());
                 p.failed.get_or_insert(full);
