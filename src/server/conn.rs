@@ -914,6 +914,64 @@ impl Conn {
     }
 }
 
+/// How a send through the turn's ring ended for a connection.
+pub(super) enum SendEnd {
+    /// Everything buffered went out.
+    Done,
+    /// Some went out, or none for a passing reason: more is to be tried.
+    More,
+    /// The socket is full: the writable event brings the connection back.
+    Full,
+    /// The socket failed: the connection is to be closed.
+    Failed,
+}
+
+impl Conn {
+    /// The socket and the bytes to write, if the write may go out with the
+    /// thread's other sends at the end of its turn (`sends.rs`): the plain
+    /// case of a connection answering commands, not one that is closing,
+    /// lingering, paused for its output, half-closed or handing over to
+    /// replication, whose next steps depend on the write at once.
+    pub(super) fn batched_send(&self, stopping: bool) -> Option<(i32, &[u8])> {
+        let plain = !(stopping
+            || self.closing
+            || self.eof
+            || self.paused
+            || self.input_closed
+            || self.linger.is_some()
+            || self.repl.is_some());
+        let unsent = self.out.unsent();
+        (plain && !unsent.is_empty()).then(|| (self.stream.fd(), unsent))
+    }
+
+    /// Takes the outcome of the send [`Conn::batched_send`] gave.
+    pub(super) fn batch_sent(&mut self, sent: io::Result<usize>, stats: &ConnStats) -> SendEnd {
+        match sent {
+            Ok(0) => {
+                self.eof = true;
+                SendEnd::Failed
+            }
+            Ok(n) => {
+                self.out.sent(n);
+                self.last_active = super::turn::now();
+                stats.net_out.fetch_add(n as u64, Relaxed);
+                if self.out.unsent().is_empty() {
+                    self.out.all_sent();
+                    SendEnd::Done
+                } else {
+                    SendEnd::More
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => SendEnd::Full,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendEnd::More,
+            Err(_) => {
+                self.eof = true;
+                SendEnd::Failed
+            }
+        }
+    }
+}
+
 impl Conn {
     /// After a poller's reply reached the connection: the slow log takes
     /// the watched commands whose replies are now complete.

@@ -19,10 +19,11 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Token};
 
 use super::clients::{INTERNAL, MASTER, NO_EVICT};
-use super::conn::{Conn, ConnLimits};
+use super::conn::{Conn, ConnLimits, SendEnd};
 use super::msg::{ConnRef, Response};
 use super::poller::Inline;
 use super::router::Router;
+use super::sends::Sends;
 use super::stream::Stream;
 use super::{access, strings, Shared};
 
@@ -69,6 +70,10 @@ struct Thread<'a> {
     /// Connections whose fed value waits for its poller to take a piece
     /// (`Conn::feed_waits`): serviced again once it has.
     feeding: Vec<u32>,
+    /// The ring the turn's replies go out through (`--socket-io uring`),
+    /// and the connections (slot, generation) whose output waits for it.
+    sends: Option<Sends>,
+    sending: Vec<(u32, u32)>,
 }
 
 /// The connection threads, each ending with its poller's result.
@@ -198,7 +203,17 @@ pub(super) fn run(
         kills_seen: 0,
         inline,
         feeding: Vec::new(),
+        sends: None,
+        sending: Vec::new(),
     };
+    if shared.cfg.conns.uring_sends {
+        match Sends::new() {
+            Ok(r) => t.sends = Some(r),
+            Err(e) => tracing::warn!(
+                "connection thread {id}: io_uring for replies: {e}; sending with a call each"
+            ),
+        }
+    }
     t.run();
     t.inline
 }
@@ -265,6 +280,7 @@ impl Thread<'_> {
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
             }
+            self.send_batch();
             self.router.ring();
             if let Some(p) = self.inline.as_mut().filter(|p| p.has_requests()) {
                 // What this turn parsed goes to the device now, before the
@@ -671,6 +687,11 @@ impl Thread<'_> {
             // The router executes the commands (its `Executor` is in
             // command/) and sends their requests on to the pollers.
             c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
+            if self.sends.is_some() && c.batched_send(stopping).is_some() {
+                // Written with the turn's other replies (`send_batch`).
+                self.sending.push((slot, c.me.gen));
+                break (false, false);
+            }
             let flushed = c.flush(stats);
             wake_pollers(shared, &mut c);
             // Parsing paused for unread output that has now gone out: go on
@@ -705,6 +726,54 @@ impl Thread<'_> {
                 self.schedule(slot);
             }
         }
+    }
+
+    /// Writes the output of the connections serviced this turn that left
+    /// it to the ring (`sends.rs`), all in one submission.
+    fn send_batch(&mut self) {
+        if self.sending.is_empty() {
+            return;
+        }
+        let Some(sends) = self.sends.as_mut() else {
+            return;
+        };
+        let mut sending = std::mem::take(&mut self.sending);
+        // Each connection at most once, and only one still open.
+        sending.sort_unstable();
+        sending.dedup();
+        let conns = &self.conns;
+        let open = |&(slot, gen): &(u32, u32)| {
+            let c = conns[slot as usize].as_ref()?;
+            (c.me.gen == gen).then_some(c)
+        };
+        let stopping = self.shared.stopping.load(Relaxed);
+        let mut targets = Vec::with_capacity(sending.len());
+        let bufs: Vec<(i32, &[u8])> = (sending.iter())
+            .filter_map(|s| {
+                let buf = open(s)?.batched_send(stopping)?;
+                targets.push(s.0);
+                Some(buf)
+            })
+            .collect();
+        let mut ends = Vec::with_capacity(bufs.len());
+        sends.send_all(&bufs, |i, sent| ends.push((i, sent)));
+        drop(bufs);
+        let stats = &self.shared.conn_stats[self.id];
+        for (i, sent) in ends {
+            let slot = targets[i];
+            let Some(c) = self.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            let end = c.batch_sent(sent, stats);
+            wake_pollers(self.shared, c);
+            match end {
+                SendEnd::Done | SendEnd::Full => {}
+                // Serviced again: the next write, or the close.
+                SendEnd::More | SendEnd::Failed => self.schedule(slot),
+            }
+        }
+        sending.clear();
+        self.sending = sending;
     }
 
     /// A replica's connection after its PSYNC: replication takes its

@@ -24,6 +24,7 @@ mod pubsub;
 mod repl;
 mod replies;
 mod router;
+mod sends;
 mod settings;
 mod slowlog;
 mod stats;
@@ -75,6 +76,18 @@ pub enum InlineIo {
 /// shares a core with the threads that feed it, and every request crosses
 /// between threads twice.
 pub const INLINE_BELOW_CORES: usize = 4;
+
+/// How the connection threads write replies (`--socket-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketIo {
+    /// `uring` where the kernel has io_uring's send and allows it,
+    /// `epoll` otherwise.
+    Auto,
+    /// The replies of each loop turn go out in one io_uring submission.
+    Uring,
+    /// A `send` call per connection.
+    Epoll,
+}
 
 /// How a poller feeds reads to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -221,6 +234,15 @@ pub struct ServeArgs {
     /// filled in at start.
     #[arg(skip)]
     pub inline: Option<(bool, String)>,
+    /// How the connection threads write replies: `uring` sends every
+    /// reply of a loop turn in one io_uring submission, `epoll` makes a
+    /// `send` call per connection; `auto` takes io_uring where the kernel
+    /// has it and allows it. Reads and readiness use epoll either way.
+    #[arg(long, value_enum, default_value_t = SocketIo::Auto)]
+    pub socket_io: SocketIo,
+    /// Whether replies go out through io_uring, and why; filled in at start.
+    #[arg(skip)]
+    pub socket: Option<(bool, String)>,
     #[command(flatten)]
     pub spdk: SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
@@ -617,6 +639,23 @@ fn inline_for(
     }
 }
 
+/// Whether the connection threads send replies through io_uring, and why,
+/// for `asked`; `unavailable` says why io_uring cannot be used, if it
+/// cannot. `--socket-io uring` where it cannot be is refused at start.
+fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) -> (bool, String) {
+    match asked {
+        SocketIo::Epoll => (false, "--socket-io epoll".into()),
+        SocketIo::Uring => match unavailable() {
+            None => (true, "--socket-io uring".into()),
+            Some(why) => (false, why),
+        },
+        SocketIo::Auto => match unavailable() {
+            None => (true, "io_uring with send is available".into()),
+            Some(why) => (false, format!("{why}: epoll")),
+        },
+    }
+}
+
 fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
     s.parse().map_err(str::to_owned)
 }
@@ -732,6 +771,18 @@ impl ServeArgs {
             inline.1
         );
         self.inline = Some(inline);
+        let socket = socket_io_for(self.socket_io, sends::unavailable);
+        tracing::info!(
+            uring = socket.0,
+            "replies {}: {}",
+            if socket.0 {
+                "through io_uring, one submission per loop turn"
+            } else {
+                "with a send call each"
+            },
+            socket.1
+        );
+        self.socket = Some(socket);
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
             // works through its queue and answers batches at a time (see
@@ -784,6 +835,11 @@ impl ServeArgs {
     }
 
     /// Whether the pollers run inside the connection threads (settled).
+    /// Whether replies go out through io_uring (`--socket-io`).
+    pub fn uring_sends(&self) -> bool {
+        self.socket.as_ref().is_some_and(|s| s.0)
+    }
+
     pub fn inline(&self) -> bool {
         self.inline.as_ref().is_some_and(|i| i.0)
     }
@@ -962,6 +1018,12 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             .map(|i| i.1.as_str())
             .unwrap_or_default();
         bail!("--inline-io on: {why}");
+    }
+    if args.socket_io == SocketIo::Uring && !args.uring_sends() {
+        let why = (args.socket.as_ref())
+            .map(|s| s.1.as_str())
+            .unwrap_or_default();
+        bail!("--socket-io uring: {why}");
     }
     let Started {
         shared,
