@@ -1,8 +1,9 @@
-//! How the connection threads write replies (`--socket-io`): INFO says
-//! what was chosen and why; with io_uring (one submission for a loop
-//! turn's replies) and with a send call each, many connections at once,
-//! pipelines and replies larger than a socket's buffer read by a client
-//! that waits before reading get Redis's bytes.
+//! How the connection threads read and write their sockets
+//! (`--socket-io`): INFO says what was chosen and why; with io_uring (one
+//! submission for a loop turn's reads, one for its replies) and with a
+//! call for each, many connections at once, pipelines, and replies larger
+//! than a socket's buffer read by a client that waits before reading get
+//! Redis's bytes.
 
 mod common;
 
@@ -97,7 +98,7 @@ fn same_as_redis(ours: &Server, theirs: &RealRedis) {
 }
 
 #[test]
-fn info_says_how_replies_are_sent() {
+fn info_says_how_sockets_are_read_and_written() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[]);
     let choice = srv.info_field("socket_io_choice");

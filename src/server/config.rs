@@ -56,7 +56,7 @@ pub(super) struct ConnConfig {
     pub protected_mode: bool,
     /// How long a thread awaiting replies polls before it sleeps.
     pub loaded_spin: Duration,
-    /// Replies go out through io_uring (`--socket-io`), and why.
+    /// Sockets are read and written through io_uring (`--socket-io`), and why.
     pub uring_sends: bool,
     pub socket_io_choice: String,
 }

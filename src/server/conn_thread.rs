@@ -23,7 +23,7 @@ use super::conn::{Conn, ConnLimits, SendEnd};
 use super::msg::{ConnRef, Response};
 use super::poller::Inline;
 use super::router::Router;
-use super::sends::Sends;
+use super::sockets::Ring;
 use super::stream::Stream;
 use super::{access, strings, Shared};
 
@@ -70,9 +70,10 @@ struct Thread<'a> {
     /// Connections whose fed value waits for its poller to take a piece
     /// (`Conn::feed_waits`): serviced again once it has.
     feeding: Vec<u32>,
-    /// The ring the turn's replies go out through (`--socket-io uring`),
-    /// and the connections (slot, generation) whose output waits for it.
-    sends: Option<Sends>,
+    /// The ring the turn's reads and replies go through (`--socket-io
+    /// uring`), and the connections (slot, generation) whose output waits
+    /// for it.
+    ring: Option<Ring>,
     sending: Vec<(u32, u32)>,
 }
 
@@ -203,14 +204,14 @@ pub(super) fn run(
         kills_seen: 0,
         inline,
         feeding: Vec::new(),
-        sends: None,
+        ring: None,
         sending: Vec::new(),
     };
     if shared.cfg.conns.uring_sends {
-        match Sends::new() {
-            Ok(r) => t.sends = Some(r),
+        match Ring::new() {
+            Ok(r) => t.ring = Some(r),
             Err(e) => tracing::warn!(
-                "connection thread {id}: io_uring for replies: {e}; sending with a call each"
+                "connection thread {id}: io_uring for its sockets: {e}; a call per read and send"
             ),
         }
     }
@@ -277,6 +278,7 @@ impl Thread<'_> {
             }
             self.feed_room();
             worked |= !self.to_service.is_empty();
+            self.read_batch();
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
             }
@@ -687,7 +689,7 @@ impl Thread<'_> {
             // The router executes the commands (its `Executor` is in
             // command/) and sends their requests on to the pollers.
             c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
-            if self.sends.is_some() && c.batched_send(stopping).is_some() {
+            if self.ring.is_some() && c.batched_send(stopping).is_some() {
                 // Written with the turn's other replies (`send_batch`).
                 self.sending.push((slot, c.me.gen));
                 break (false, false);
@@ -728,13 +730,50 @@ impl Thread<'_> {
         }
     }
 
+    /// Reads the sockets of the connections about to be serviced this turn
+    /// that may hold input, all in one submission (`sockets.rs`); each
+    /// connection's service then parses what came, and reads again only
+    /// if its read filled the room it had.
+    fn read_batch(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let stopping = self.shared.stopping.load(Relaxed);
+        let mut targets = Vec::new();
+        let mut bufs = Vec::new();
+        for &slot in &self.to_service {
+            let Some(c) = self.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            if let Some((fd, room)) = c.batched_read(stopping) {
+                targets.push((slot, room.len()));
+                bufs.push((fd, room.as_mut_ptr(), room.len()));
+            }
+        }
+        if bufs.is_empty() {
+            return;
+        }
+        let mut ends = Vec::with_capacity(bufs.len());
+        // SAFETY: each pointer is into the read buffer of a different
+        // connection (a slot is queued for service once), which nothing
+        // touches, moves or resizes before `recv_all` returns.
+        unsafe { ring.recv_all(&bufs, |i, got| ends.push((i, got))) };
+        let stats = &self.shared.conn_stats[self.id];
+        for (i, got) in ends {
+            let (slot, want) = targets[i];
+            if let Some(c) = self.conns[slot as usize].as_mut() {
+                c.batch_read(got, want, stats);
+            }
+        }
+    }
+
     /// Writes the output of the connections serviced this turn that left
-    /// it to the ring (`sends.rs`), all in one submission.
+    /// it to the ring, all in one submission (`sockets.rs`).
     fn send_batch(&mut self) {
         if self.sending.is_empty() {
             return;
         }
-        let Some(sends) = self.sends.as_mut() else {
+        let Some(ring) = self.ring.as_mut() else {
             return;
         };
         let mut sending = std::mem::take(&mut self.sending);
@@ -756,7 +795,7 @@ impl Thread<'_> {
             })
             .collect();
         let mut ends = Vec::with_capacity(bufs.len());
-        sends.send_all(&bufs, |i, sent| ends.push((i, sent)));
+        ring.send_all(&bufs, |i, sent| ends.push((i, sent)));
         drop(bufs);
         let stats = &self.shared.conn_stats[self.id];
         for (i, sent) in ends {

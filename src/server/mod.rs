@@ -24,9 +24,9 @@ mod pubsub;
 mod repl;
 mod replies;
 mod router;
-mod sends;
 mod settings;
 mod slowlog;
+mod sockets;
 mod stats;
 mod stream;
 mod strings;
@@ -77,15 +77,16 @@ pub enum InlineIo {
 /// between threads twice.
 pub const INLINE_BELOW_CORES: usize = 4;
 
-/// How the connection threads write replies (`--socket-io`).
+/// How the connection threads read and write their sockets (`--socket-io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SocketIo {
-    /// `uring` where the kernel has io_uring's send and allows it,
-    /// `epoll` otherwise.
+    /// `uring` where the kernel has io_uring's send and recv and allows
+    /// them, `epoll` otherwise.
     Auto,
-    /// The replies of each loop turn go out in one io_uring submission.
+    /// Each loop turn's reads go out in one io_uring submission, and its
+    /// replies in another.
     Uring,
-    /// A `send` call per connection.
+    /// A `recv` and a `send` call per connection.
     Epoll,
 }
 
@@ -234,13 +235,15 @@ pub struct ServeArgs {
     /// filled in at start.
     #[arg(skip)]
     pub inline: Option<(bool, String)>,
-    /// How the connection threads write replies: `uring` sends every
-    /// reply of a loop turn in one io_uring submission, `epoll` makes a
+    /// How the connection threads read and write their sockets: `uring`
+    /// reads the sockets a loop turn services in one io_uring submission
+    /// and sends their replies in another, `epoll` makes a `recv` and a
     /// `send` call per connection; `auto` takes io_uring where the kernel
-    /// has it and allows it. Reads and readiness use epoll either way.
+    /// has it and allows it. Readiness comes from epoll either way.
     #[arg(long, value_enum, default_value_t = SocketIo::Auto)]
     pub socket_io: SocketIo,
-    /// Whether replies go out through io_uring, and why; filled in at start.
+    /// Whether sockets are read and written through io_uring, and why;
+    /// filled in at start.
     #[arg(skip)]
     pub socket: Option<(bool, String)>,
     #[command(flatten)]
@@ -639,7 +642,7 @@ fn inline_for(
     }
 }
 
-/// Whether the connection threads send replies through io_uring, and why,
+/// Whether the connection threads use io_uring for their sockets, and why,
 /// for `asked`; `unavailable` says why io_uring cannot be used, if it
 /// cannot. `--socket-io uring` where it cannot be is refused at start.
 fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) -> (bool, String) {
@@ -650,7 +653,7 @@ fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) 
             Some(why) => (false, why),
         },
         SocketIo::Auto => match unavailable() {
-            None => (true, "io_uring with send is available".into()),
+            None => (true, "io_uring with send and recv is available".into()),
             Some(why) => (false, format!("{why}: epoll")),
         },
     }
@@ -771,14 +774,14 @@ impl ServeArgs {
             inline.1
         );
         self.inline = Some(inline);
-        let socket = socket_io_for(self.socket_io, sends::unavailable);
+        let socket = socket_io_for(self.socket_io, sockets::unavailable);
         tracing::info!(
             uring = socket.0,
-            "replies {}: {}",
+            "sockets {}: {}",
             if socket.0 {
-                "through io_uring, one submission per loop turn"
+                "read and written through io_uring, a submission each per loop turn"
             } else {
-                "with a send call each"
+                "read and written with a call per connection"
             },
             socket.1
         );
@@ -835,7 +838,7 @@ impl ServeArgs {
     }
 
     /// Whether the pollers run inside the connection threads (settled).
-    /// Whether replies go out through io_uring (`--socket-io`).
+    /// Whether sockets are read and written through io_uring (`--socket-io`).
     pub fn uring_sends(&self) -> bool {
         self.socket.as_ref().is_some_and(|s| s.0)
     }
