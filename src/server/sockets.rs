@@ -45,7 +45,20 @@ fn setup() -> io::Result<IoUring> {
         .or_else(|_| IoUring::new(ENTRIES))
 }
 
-/// A connection thread's ring for its sockets.
+/// A send never waits, and never raises SIGPIPE.
+const SEND_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+/// A `send`'s or `recv`'s return value as a [`Done`].
+fn outcome(n: isize) -> Done {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A connection thread's ring for its sockets. A batch of one goes by the
+/// plain call instead: a submission would cost that call and more.
 pub(super) struct Ring {
     ring: IoUring,
 }
@@ -60,11 +73,16 @@ impl Ring {
 
     /// Sends `bufs[i].1` on socket `bufs[i].0` for every `i`;
     /// `done(i, outcome)` for each.
-    pub(super) fn send_all(&mut self, bufs: &[(i32, &[u8])], done: impl FnMut(usize, Done)) {
+    pub(super) fn send_all(&mut self, bufs: &[(i32, &[u8])], mut done: impl FnMut(usize, Done)) {
+        if let [(fd, buf)] = bufs {
+            // SAFETY: `buf` is valid for reads of its length.
+            let n = unsafe { libc::send(*fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
+            return done(0, outcome(n));
+        }
         let entries = bufs.iter().map(|(fd, buf)| {
             let len = buf.len().min(u32::MAX as usize) as u32;
             opcode::Send::new(types::Fd(*fd), buf.as_ptr(), len)
-                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                .flags(SEND_FLAGS)
                 .build()
         });
         // SAFETY: every buffer is borrowed from `bufs` for this whole call.
@@ -81,8 +99,14 @@ impl Ring {
     pub(super) unsafe fn recv_all(
         &mut self,
         bufs: &[(i32, *mut u8, usize)],
-        done: impl FnMut(usize, Done),
+        mut done: impl FnMut(usize, Done),
     ) {
+        if let [(fd, ptr, len)] = *bufs {
+            // SAFETY: the caller keeps the buffer valid for writes of its
+            // length.
+            let n = unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) };
+            return done(0, outcome(n));
+        }
         let entries = bufs.iter().map(|&(fd, ptr, len)| {
             let len = len.min(u32::MAX as usize) as u32;
             opcode::Recv::new(types::Fd(fd), ptr, len)
