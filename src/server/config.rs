@@ -57,7 +57,7 @@ pub(super) struct ConnConfig {
     /// How long a thread awaiting replies polls before it sleeps.
     pub loaded_spin: Duration,
     /// Sockets are read and written through io_uring (`--socket-io`), and why.
-    pub uring_sends: bool,
+    pub uring_sockets: bool,
     pub socket_io_choice: String,
 }
 
@@ -111,7 +111,7 @@ impl ServeConfig {
                 requirepass: args.requirepass.clone(),
                 protected_mode: args.protected_mode,
                 loaded_spin,
-                uring_sends: args.uring_sends(),
+                uring_sockets: args.uring_sockets(),
                 socket_io_choice: (args.socket.as_ref())
                     .map(|s| s.1.clone())
                     .unwrap_or_default(),

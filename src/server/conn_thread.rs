@@ -207,7 +207,7 @@ pub(super) fn run(
         ring: None,
         sending: Vec::new(),
     };
-    if shared.cfg.conns.uring_sends {
+    if shared.cfg.conns.uring_sockets {
         match Ring::new() {
             Ok(r) => t.ring = Some(r),
             Err(e) => tracing::warn!(

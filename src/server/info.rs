@@ -74,7 +74,7 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
             sh.cfg.pollers.poll_choice,
             if sh.cfg.pollers.inline { "yes" } else { "no" },
             sh.cfg.pollers.inline_choice,
-            if sh.cfg.conns.uring_sends { "uring" } else { "epoll" },
+            if sh.cfg.conns.uring_sockets { "uring" } else { "epoll" },
             sh.cfg.conns.socket_io_choice,
         );
     }

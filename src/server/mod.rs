@@ -839,7 +839,7 @@ impl ServeArgs {
 
     /// Whether the pollers run inside the connection threads (settled).
     /// Whether sockets are read and written through io_uring (`--socket-io`).
-    pub fn uring_sends(&self) -> bool {
+    pub fn uring_sockets(&self) -> bool {
         self.socket.as_ref().is_some_and(|s| s.0)
     }
 
@@ -1022,7 +1022,7 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             .unwrap_or_default();
         bail!("--inline-io on: {why}");
     }
-    if args.socket_io == SocketIo::Uring && !args.uring_sends() {
+    if args.socket_io == SocketIo::Uring && !args.uring_sockets() {
         let why = (args.socket.as_ref())
             .map(|s| s.1.as_str())
             .unwrap_or_default();
@@ -1353,7 +1353,28 @@ fn accept_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{polling_for, threads_for, PollMode, ServeArgs};
+    use super::{polling_for, socket_io_for, threads_for, PollMode, ServeArgs, SocketIo};
+
+    /// `--socket-io`: `auto` and `uring` take io_uring where it can be
+    /// used, and say why not where it cannot; `epoll` never asks.
+    #[test]
+    fn socket_io_choice() {
+        let can = || None;
+        let cannot = || Some("io_uring refused (Operation not permitted)".to_string());
+        assert!(socket_io_for(SocketIo::Auto, can).0);
+        assert_eq!(
+            socket_io_for(SocketIo::Uring, can),
+            (true, "--socket-io uring".into())
+        );
+        let (uring, why) = socket_io_for(SocketIo::Auto, cannot);
+        assert!(!uring && why.contains("Operation not permitted") && why.ends_with(": epoll"));
+        assert!(!socket_io_for(SocketIo::Uring, cannot).0);
+        let asked = || -> Option<String> { panic!("--socket-io epoll must not probe io_uring") };
+        assert_eq!(
+            socket_io_for(SocketIo::Epoll, asked),
+            (false, "--socket-io epoll".into())
+        );
+    }
 
     /// `serve` with these threads and `--poller-cores`.
     fn args(pollers: usize, conns: usize, poller_cores: &[usize]) -> ServeArgs {

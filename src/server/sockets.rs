@@ -21,7 +21,8 @@ use io_uring::{opcode, types, IoUring};
 /// Operations one submission can carry; a turn with more submits more often.
 const ENTRIES: u32 = 256;
 
-/// Why io_uring sends cannot be used on this machine, if they cannot.
+/// Why the sockets cannot go through io_uring on this machine, if they
+/// cannot.
 pub(super) fn unavailable() -> Option<String> {
     let ring = match setup() {
         Ok(r) => r,
