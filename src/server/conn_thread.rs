@@ -2,7 +2,9 @@
 //! connections. The loop takes new connections from the accept thread
 //! (admission: `--max-clients`, protected mode), replies from the pollers,
 //! and socket events; it services each connection that has something to
-//! do (read, parse and execute, write: `conn.rs`), hands the requests
+//! do (read, parse and execute, write: `conn.rs`; with `--socket-io
+//! uring` the turn's reads go to the kernel in one io_uring submission and
+//! its writes in another, `sockets.rs`), hands the requests
 //! held for full rings to the pollers (`router.rs`), and closes the
 //! connections that are done, idle past `--timeout`, over
 //! `--max-output-buffer`, killed by CLIENT KILL, or evicted for
