@@ -7,7 +7,9 @@
 # than once to compare builds) and redis-server, each with every connection
 # shape; the table gives GET/s per round, the ratio of each nvkv binary to
 # Redis in the same round, and the medians over the rounds, with the load
-# average at the start of each round (other work on the machine shows there).
+# average at the start of each round (other work on the machine shows there),
+# and the server's CPU time per GET (user + system, from /proc/PID/stat over
+# the measurement; the measure to trust on a busy machine).
 #
 # Run with --help for the options.
 
@@ -63,6 +65,7 @@ command -v redis-server >/dev/null || die "redis-server not found (apt-get insta
 command -v redis-cli >/dev/null || die "redis-cli not found (apt-get install redis-tools)"
 
 CLIENT=${BINS[0]}
+TICKS=$(getconf CLK_TCK)
 WORK=$(mktemp -d /tmp/bench-frontend.XXXXXX)
 SERVER_PID=""
 cleanup() {
@@ -88,18 +91,28 @@ stop_server() {
     SERVER_PID=""
 }
 
+# cpu_ticks: the server's user + system time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+
 # measure NAME ROUND PORT: every shape against the server on PORT.
 measure() {
-    local name=$1 round=$2 port=$3 s c k out
+    local name=$1 round=$2 port=$3 s c k out t0 t1
     for s in $SHAPES; do
         c=${s%x*} k=${s#*x}
+        t0=$(cpu_ticks)
         out=$(timeout $((DURATION + 60)) "$CLIENT" bench --addr "127.0.0.1:$port" --clients "$c" \
             --inflight "$k" --duration "$DURATION" --keys 1000000 --verify none --json 2>"$WORK/bench.err" \
             | tail -1) || die "nvkv bench against $name failed: $(tail -3 "$WORK/bench.err")"
-        printf '{"round":%d,"server":"%s","shape":"%s","load":%s,"bench":%s}\n' \
-            "$round" "$name" "$s" "$LOAD" "$out" >>"$WORK/results.jsonl"
-        printf '  %-28s %-5s %s GET/s\n' "$name" "$s" \
-            "$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["ops_per_sec"]))' "$out")"
+        t1=$(cpu_ticks)
+        printf '{"round":%d,"server":"%s","shape":"%s","load":%s,"cpu_s":%s,"bench":%s}\n' \
+            "$round" "$name" "$s" "$LOAD" "$(echo "$t0 $t1 $TICKS" | awk '{print ($2 - $1) / $3}')" \
+            "$out" >>"$WORK/results.jsonl"
+        printf '  %-28s %-5s %s\n' "$name" "$s" "$(tail -1 "$WORK/results.jsonl" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+b = r["bench"]
+us = r["cpu_s"] / max(b["ops"], 1) * 1e6
+print("%d GET/s, server CPU %.2f us per GET" % (round(b["ops_per_sec"]), us))')"
     done
 }
 
@@ -134,11 +147,13 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 servers = list(dict.fromkeys(r["server"] for r in rows))
 shapes = list(dict.fromkeys(r["shape"] for r in rows))
 ops = {(r["round"], r["server"], r["shape"]): r["bench"]["ops_per_sec"] for r in rows}
+cpu = {(r["round"], r["server"], r["shape"]): r["cpu_s"] / max(r["bench"]["ops"], 1) * 1e6 for r in rows}
 loads = {r["round"]: r["load"] for r in rows}
 rounds = sorted(loads)
 nvkv = [s for s in servers if s != "redis"]
 head = ["round", "load"] + [f"{s} {sh}" for sh in shapes for s in servers] \
-     + [f"{s} / redis {sh}" for sh in shapes for s in nvkv]
+     + [f"{s} / redis {sh}" for sh in shapes for s in nvkv] \
+     + [f"{s} {sh} CPU µs/GET" for sh in shapes for s in servers]
 print("\n| " + " | ".join(head) + " |")
 print("|" + "---|" * 2 + "---:|" * (len(head) - 2))
 def cells(get):
@@ -147,11 +162,15 @@ def cells(get):
         out += [get(s, sh, "ops") for s in servers]
     for sh in shapes:
         out += [get(s, sh, "ratio") for s in nvkv]
+    for sh in shapes:
+        out += [get(s, sh, "cpu") for s in servers]
     return out
 def value(r, s, sh, what):
     v = ops.get((r, s, sh))
     if what == "ops":
         return v
+    if what == "cpu":
+        return cpu.get((r, s, sh))
     red = ops.get((r, "redis", sh))
     return v / red if v and red else None
 fmt = lambda what, v: "-" if v is None else (f"{v:,.0f}" if what == "ops" else f"{v:.2f}")

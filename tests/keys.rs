@@ -939,3 +939,155 @@ fn object_inside_multi_answers_as_redis_does() {
     }
     assert_eq!(replies[0], replies[1], "nvkv, then Redis");
 }
+
+/// Two hash tags whose keys lie on two pollers of a server with two
+/// (any two with one).
+fn tags_apart(srv: &Server, pollers: &str) -> (String, String) {
+    if pollers == "1" {
+        return ("{t0}".into(), "{t1}".into());
+    }
+    let t = (1..64)
+        .map(|i| format!("{{t{i}}}"))
+        .find(|t| common::apart(srv.addr, b"{t0}probe", format!("{t}probe").as_bytes()))
+        .expect("two tags on two pollers");
+    ("{t0}".into(), t)
+}
+
+/// Waits (at most a minute) until the current minute has 15 s left or
+/// more: the LFU counters of both servers decay by whole minutes, and a
+/// sequence must not straddle the boundary on one server only.
+fn away_from_a_minute_boundary() {
+    let secs = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_secs() % 60
+    };
+    if secs() >= 45 {
+        std::thread::sleep(std::time::Duration::from_secs(61 - secs()));
+    }
+}
+
+/// RENAME and RENAMENX keep the key's object, as Redis's do: OBJECT FREQ
+/// (allkeys-lfu) of the destination is the source's counter after the
+/// rename's own lookup of it, and OBJECT IDLETIME that of a key just
+/// looked up; COPY makes a new object. Keys on one poller and on two,
+/// outside and inside MULTI; compared with redis-server. A NO-TOUCH client's rename keeps the idle
+/// time (Redis 7.2's rule: Redis 7.0 has no NO-TOUCH to compare with).
+#[test]
+fn rename_keeps_the_access_time_and_frequency_as_redis() {
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((srv, redis, mut both)) = start_both(dir.path(), &["--io-threads", pollers], &[])
+        else {
+            return;
+        };
+        let mut clients = [srv.client(), redis.client()];
+        // RENAME inside MULTI … EXEC, on both.
+        let mut multi_rename = |from: &str, to: &str| {
+            for con in &mut clients {
+                let _: () = (redis::pipe().atomic().cmd("RENAME").arg(from).arg(to))
+                    .query(con)
+                    .unwrap();
+            }
+        };
+        let (a, b) = tags_apart(&srv, pollers);
+        let (x, y, z) = (format!("{a}x"), format!("{b}y"), format!("{a}z"));
+        let (x, y, z) = (x.as_str(), y.as_str(), z.as_str());
+        // Each server's own payload.
+        both.check_str(&["SET", "src", "value"]);
+        let ours = bulk_value(&both.ours.call(&[b"DUMP", b"src"]));
+        let theirs = bulk_value(&both.theirs.call(&[b"DUMP", b"src"]));
+        let payloads = [(ours, theirs)];
+        // RESTORE key 0 payload REPLACE `how` `n` on both.
+        let restore = |both: &mut Both, key: &str, p: &(Vec<u8>, Vec<u8>), how: &str, n: &str| {
+            let args = |payload: &[u8]| -> Vec<Vec<u8>> {
+                [
+                    key.as_bytes(),
+                    b"0",
+                    payload,
+                    b"REPLACE",
+                    how.as_bytes(),
+                    n.as_bytes(),
+                ]
+                .iter()
+                .map(|a| a.to_vec())
+                .collect()
+            };
+            let call = |conn: &mut RawConn, payload: &[u8]| {
+                let mut a: Vec<Vec<u8>> = vec![b"RESTORE".to_vec()];
+                a.extend(args(payload));
+                let refs: Vec<&[u8]> = a.iter().map(|v| v.as_slice()).collect();
+                conn.call(&refs)
+            };
+            assert_eq!(call(&mut both.ours, &p.0), b"+OK\r\n");
+            assert_eq!(call(&mut both.theirs, &p.1), b"+OK\r\n");
+        };
+        // IDLETIME under the default policy: the rename's lookup reads
+        // the key (in Redis as in nvkv, a write moves the clock too).
+        for p in &payloads {
+            restore(&mut both, x, p, "IDLETIME", "1000");
+            assert!(idle(&mut both, x).0 >= 1000);
+            both.check_str(&["RENAME", x, y]);
+            assert!(idle(&mut both, y).0 <= 1);
+        }
+        both.check_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
+        away_from_a_minute_boundary();
+        for p in &payloads {
+            // Counters below 5 grow by one at every access, 255 stays.
+            restore(&mut both, x, p, "FREQ", "0");
+            both.script(&[
+                &["RENAME", x, y],
+                &["OBJECT", "FREQ", y],
+                &["RENAMENX", y, x],
+                &["OBJECT", "FREQ", x],
+                &["RENAME", x, z],
+                &["OBJECT", "FREQ", z],
+            ]);
+            // Inside MULTI (keys of one poller: across two, EXEC answers
+            // CROSSSLOT).
+            multi_rename(z, x);
+            both.check_str(&["OBJECT", "FREQ", x]);
+            restore(&mut both, x, p, "FREQ", "255");
+            both.script(&[
+                &["RENAME", x, y],
+                &["OBJECT", "FREQ", y],
+                &["COPY", y, x],
+                &["OBJECT", "FREQ", x],
+                &["OBJECT", "FREQ", y],
+                &["DEL", z],
+                &["COPY", y, z],
+                &["OBJECT", "FREQ", z],
+            ]);
+            both.script(&[&["RENAME", y, x], &["OBJECT", "FREQ", x]]);
+            multi_rename(x, z);
+            both.check_str(&["OBJECT", "FREQ", z]);
+        }
+        // A key the transaction set: a new object, then renamed.
+        for con in &mut clients {
+            let _: () = (redis::pipe().atomic().cmd("SET").arg(z).arg("new"))
+                .cmd("RENAME")
+                .arg(z)
+                .arg(x)
+                .query(con)
+                .unwrap();
+        }
+        both.check_str(&["OBJECT", "FREQ", x]);
+        both.check_str(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+        let p = payloads[0].0.as_slice();
+        both.ours.call(&[b"CLIENT", b"NO-TOUCH", b"ON"]);
+        both.ours.call(&[
+            b"RESTORE",
+            x.as_bytes(),
+            b"0",
+            p,
+            b"REPLACE",
+            b"IDLETIME",
+            b"1000",
+        ]);
+        both.ours.call(&[b"RENAME", x.as_bytes(), y.as_bytes()]);
+        let kept = both.ours.call(&[b"OBJECT", b"IDLETIME", y.as_bytes()]);
+        assert!(kept.starts_with(b":100"), "{}", kept.escape_ascii());
+        srv.stop();
+    }
+}

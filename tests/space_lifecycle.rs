@@ -499,3 +499,33 @@ fn config_sets_the_policy_at_run_time_with_redis_replies() {
     assert!(stat(&srv, "evicted_keys") >= 150);
     srv.stop();
 }
+
+/// Under an evicting policy without `--maxmemory`, a store far from full
+/// evicts nothing: a few small keys beside one value larger than a
+/// segment (its pieces fill segments of their own) all stay, as in
+/// Redis without `maxmemory`.
+#[test]
+fn a_large_value_beside_few_small_keys_evicts_nothing() {
+    for policy in ["allkeys-lru", "allkeys-lfu"] {
+        let dir = tempfile::tempdir().unwrap();
+        common::create_store(dir.path(), &["--capacity", "256M"]);
+        let srv = Server::start(dir.path(), &["--maxmemory-policy", policy]);
+        let mut c = srv.client();
+        for i in 0..3 {
+            let _: () = c.set(format!("small{i}"), "v").unwrap();
+        }
+        // 12 MiB: six 2 MiB segments of pieces, a twentieth of the store.
+        let big: Vec<u8> = (0..12 << 20).map(|i| (i % 251) as u8).collect();
+        let _: () = c.set("big", &big).unwrap();
+        for i in 0..3 {
+            let _: () = c.set(format!("after{i}"), "w").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(stat(&srv, "evicted_keys"), 0, "{policy}");
+        let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert_eq!(n, 7, "{policy}");
+        let got: Vec<u8> = c.get("big").unwrap();
+        assert!(got == big, "{policy}: the large value read back");
+        srv.stop();
+    }
+}

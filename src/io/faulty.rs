@@ -5,7 +5,9 @@
 //! type fails) or `KIND@N+` (that one and every later one), with KIND one
 //! of `read-eio`, `write-eio`, `short-write`, `flush-eio`, or
 //! `alloc-fail` (the N-th buffer allocation fails, as when SPDK's DMA
-//! memory runs out). Counting is per poller, from 1. A rule ending in
+//! memory runs out), or `read-late` (the N-th read completes, whole, but
+//! [`LATE`] after the device's completion: a slow device, for the races
+//! of reads with writes). Counting is per poller, from 1. A rule ending in
 //! `:P` (`write-eio@3+:1`) applies to poller P alone.
 
 use std::io;
@@ -20,7 +22,11 @@ enum Kind {
     ShortWrite,
     FlushEio,
     AllocFail,
+    ReadLate,
 }
+
+/// How long a `read-late` read's completion is held.
+pub const LATE: Duration = Duration::from_millis(40);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Rule {
@@ -59,6 +65,7 @@ impl std::str::FromStr for FaultSpec {
                     "short-write" => Kind::ShortWrite,
                     "flush-eio" => Kind::FlushEio,
                     "alloc-fail" => Kind::AllocFail,
+                    "read-late" => Kind::ReadLate,
                     _ => return Err(format!("{kind:?}: unknown fault kind")),
                 };
                 let (at, sticky) = match at.strip_suffix('+') {
@@ -108,6 +115,10 @@ pub struct Faulty<E> {
     /// Injected faults not yet counted by a submit: each counts as one
     /// operation submitted, once.
     uncounted: usize,
+    /// Tags of `read-late` reads at the device, and the completions held,
+    /// with when each is handed over.
+    late: std::collections::HashSet<u64>,
+    held: Vec<(std::time::Instant, Completion)>,
 }
 
 impl<E> Faulty<E> {
@@ -121,6 +132,8 @@ impl<E> Faulty<E> {
             allocs: 0,
             injected: Vec::new(),
             uncounted: 0,
+            late: Default::default(),
+            held: Vec::new(),
         }
     }
 
@@ -156,6 +169,9 @@ impl<E: Engine> Engine for Faulty<E> {
         if self.spec.hits(Kind::ReadEio, self.reads) {
             self.fail(tag, Some(buf), Err(eio()));
             return Ok(());
+        }
+        if self.spec.hits(Kind::ReadLate, self.reads) {
+            self.late.insert(tag);
         }
         self.inner.read(off, buf, tag)
     }
@@ -193,20 +209,50 @@ impl<E: Engine> Engine for Faulty<E> {
         Ok(self.inner.submit_each()? + std::mem::take(&mut self.uncounted))
     }
     fn reap(&mut self, out: &mut Vec<Completion>) {
+        let first = out.len();
         self.inner.reap(out);
+        if !self.late.is_empty() {
+            let due = std::time::Instant::now() + LATE;
+            let mut i = first;
+            while i < out.len() {
+                if self.late.remove(&out[i].tag) {
+                    self.held.push((due, out.swap_remove(i)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if !self.held.is_empty() {
+            let now = std::time::Instant::now();
+            let mut i = 0;
+            while i < self.held.len() {
+                if self.held[i].0 <= now {
+                    out.push(self.held.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         out.append(&mut self.injected);
     }
     fn wait(&mut self, timeout: Duration) {
-        if self.injected.is_empty() {
-            self.inner.wait(timeout)
+        if !self.injected.is_empty() {
+            return;
         }
+        let now = std::time::Instant::now();
+        let next = self
+            .held
+            .iter()
+            .map(|h| h.0.saturating_duration_since(now))
+            .min();
+        self.inner.wait(next.map_or(timeout, |n| n.min(timeout)))
     }
     fn queued(&self) -> usize {
         self.inner.queued()
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.injected.len()
+        self.inner.in_flight() + self.injected.len() + self.held.len()
     }
 }
 

@@ -56,6 +56,9 @@ pub(super) struct ConnConfig {
     pub protected_mode: bool,
     /// How long a thread awaiting replies polls before it sleeps.
     pub loaded_spin: Duration,
+    /// Sockets are read and written through io_uring (`--socket-io`), and why.
+    pub uring_sockets: bool,
+    pub socket_io_choice: String,
 }
 
 impl ServeConfig {
@@ -108,6 +111,10 @@ impl ServeConfig {
                 requirepass: args.requirepass.clone(),
                 protected_mode: args.protected_mode,
                 loaded_spin,
+                uring_sockets: args.uring_sockets(),
+                socket_io_choice: (args.socket.as_ref())
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default(),
             },
             durability: args.durability,
             write: keyspace::Config {

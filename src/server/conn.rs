@@ -622,51 +622,93 @@ impl Conn {
     /// empty to non-empty change). A full read proves nothing: it reads on.
     fn read_socket(&mut self, stats: &ConnStats) -> bool {
         while self.unparsed() < READ_AHEAD || self.need_more {
-            // A command whose size the parse knows (it stopped in a bulk
-            // past its header) gets a buffer of exactly that size: growing
-            // by doubling would hold (and charge to the client memory
-            // limit) up to twice a large value's bytes.
-            let exact = self.rpos + self.parsed.wants;
-            if self.parsed.wants > 0 && exact > self.rlen + READ_CHUNK {
-                if self.rbuf.len() < exact {
-                    // Zeroed by the allocator, which knows memory fresh
-                    // from the kernel is zero: no pass over a large
-                    // value's bytes before they are read.
-                    let mut grown = vec![0; exact];
-                    grown[..self.rlen].copy_from_slice(&self.rbuf[..self.rlen]);
-                    self.rbuf = grown;
-                }
-            } else if self.parsed.wants > 0 && exact > self.rlen && self.rbuf.len() >= exact {
-                // The command's last bytes: its buffer has room for them.
-            } else if self.rbuf.len() < self.rlen + READ_CHUNK {
-                self.rbuf.resize(self.rlen + READ_CHUNK, 0);
-            }
-            let want = self.rbuf.len() - self.rlen;
-            match self.stream.read(&mut self.rbuf[self.rlen..]) {
-                Ok(0) => {
-                    self.input_closed = true;
-                    return true;
-                }
-                Ok(n) => {
-                    self.rlen += n;
-                    self.need_more = false;
-                    self.last_active = super::turn::now();
-                    stats.net_in.fetch_add(n as u64, Relaxed);
-                    // A short read drained the socket: skip the read that
-                    // would end in EAGAIN.
-                    if n < want {
-                        return true;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.eof = true;
-                    return true;
-                }
+            let want = self.read_room();
+            let got = self.stream.read(&mut self.rbuf[self.rlen..]);
+            if let Some(drained) = self.took(got, want, stats) {
+                return drained;
             }
         }
         false
+    }
+
+    /// Makes room in the read buffer for the next read; returns its size.
+    fn read_room(&mut self) -> usize {
+        // A command whose size the parse knows (it stopped in a bulk past
+        // its header) gets a buffer of exactly that size: growing by
+        // doubling would hold (and charge to the client memory limit) up
+        // to twice a large value's bytes.
+        let exact = self.rpos + self.parsed.wants;
+        if self.parsed.wants > 0 && exact > self.rlen + READ_CHUNK {
+            if self.rbuf.len() < exact {
+                // Zeroed by the allocator, which knows memory fresh from
+                // the kernel is zero: no pass over a large value's bytes
+                // before they are read.
+                let mut grown = vec![0; exact];
+                grown[..self.rlen].copy_from_slice(&self.rbuf[..self.rlen]);
+                self.rbuf = grown;
+            }
+        } else if self.parsed.wants > 0 && exact > self.rlen && self.rbuf.len() >= exact {
+            // The command's last bytes: its buffer has room for them.
+        } else if self.rbuf.len() < self.rlen + READ_CHUNK {
+            self.rbuf.resize(self.rlen + READ_CHUNK, 0);
+        }
+        self.rbuf.len() - self.rlen
+    }
+
+    /// Takes the outcome of a read of `want` bytes into the read buffer's
+    /// room; `Some(drained)` once the reads are over for now (the socket
+    /// drained, closed or failed), `None` to read on.
+    fn took(&mut self, got: io::Result<usize>, want: usize, stats: &ConnStats) -> Option<bool> {
+        match got {
+            Ok(0) => {
+                self.input_closed = true;
+                Some(true)
+            }
+            Ok(n) => {
+                self.rlen += n;
+                self.need_more = false;
+                self.last_active = super::turn::now();
+                stats.net_in.fetch_add(n as u64, Relaxed);
+                // A short read drained the socket: skip the read that
+                // would end in EAGAIN.
+                (n < want).then_some(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(_) => {
+                self.eof = true;
+                Some(true)
+            }
+        }
+    }
+
+    /// The socket and the room for a read the thread's ring makes with
+    /// the turn's other reads (`sockets.rs`), if the connection would read
+    /// now: plain (not feeding a value, not lingering, closing, half-closed
+    /// or stopping), its socket may hold input and its read-ahead has room.
+    /// The room stays this connection's until [`Conn::batch_read`].
+    pub(super) fn batched_read(&mut self, stopping: bool) -> Option<(i32, &mut [u8])> {
+        let plain = !(stopping
+            || self.closing
+            || self.eof
+            || self.input_closed
+            || self.feeding.is_some()
+            || self.linger.is_some());
+        if !(plain && self.readable && (self.unparsed() < READ_AHEAD || self.need_more)) {
+            return None;
+        }
+        self.read_room();
+        let fd = self.stream.fd();
+        Some((fd, &mut self.rbuf[self.rlen..]))
+    }
+
+    /// Takes the outcome of the read [`Conn::batched_read`] gave, of
+    /// `want` bytes: as [`Conn::read`] takes its reads, so that the
+    /// service that follows reads again only if that read filled its room.
+    pub(super) fn batch_read(&mut self, got: io::Result<usize>, want: usize, stats: &ConnStats) {
+        if self.took(got, want, stats).is_some() {
+            self.readable = false;
+        }
     }
 
     /// Parses the buffered commands and has `exec` execute them, until the
@@ -911,6 +953,64 @@ impl Conn {
         }
         self.out.all_sent();
         true
+    }
+}
+
+/// How a send through the turn's ring ended for a connection.
+pub(super) enum SendEnd {
+    /// Everything buffered went out.
+    Done,
+    /// Some went out, or none for a passing reason: more is to be tried.
+    More,
+    /// The socket is full: the writable event brings the connection back.
+    Full,
+    /// The socket failed: the connection is to be closed.
+    Failed,
+}
+
+impl Conn {
+    /// The socket and the bytes to write, if the write may go out with the
+    /// thread's other sends at the end of its turn (`sends.rs`): the plain
+    /// case of a connection answering commands, not one that is closing,
+    /// lingering, paused for its output, half-closed or handing over to
+    /// replication, whose next steps depend on the write at once.
+    pub(super) fn batched_send(&self, stopping: bool) -> Option<(i32, &[u8])> {
+        let plain = !(stopping
+            || self.closing
+            || self.eof
+            || self.paused
+            || self.input_closed
+            || self.linger.is_some()
+            || self.repl.is_some());
+        let unsent = self.out.unsent();
+        (plain && !unsent.is_empty()).then(|| (self.stream.fd(), unsent))
+    }
+
+    /// Takes the outcome of the send [`Conn::batched_send`] gave.
+    pub(super) fn batch_sent(&mut self, sent: io::Result<usize>, stats: &ConnStats) -> SendEnd {
+        match sent {
+            Ok(0) => {
+                self.eof = true;
+                SendEnd::Failed
+            }
+            Ok(n) => {
+                self.out.sent(n);
+                self.last_active = super::turn::now();
+                stats.net_out.fetch_add(n as u64, Relaxed);
+                if self.out.unsent().is_empty() {
+                    self.out.all_sent();
+                    SendEnd::Done
+                } else {
+                    SendEnd::More
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => SendEnd::Full,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => SendEnd::More,
+            Err(_) => {
+                self.eof = true;
+                SendEnd::Failed
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! connections. The loop takes new connections from the accept thread
 //! (admission: `--max-clients`, protected mode), replies from the pollers,
 //! and socket events; it services each connection that has something to
-//! do (read, parse and execute, write: `conn.rs`), hands the requests
+//! do (read, parse and execute, write: `conn.rs`; with `--socket-io
+//! uring` the turn's reads go to the kernel in one io_uring submission and
+//! its writes in another, `sockets.rs`), hands the requests
 //! held for full rings to the pollers (`router.rs`), and closes the
 //! connections that are done, idle past `--timeout`, over
 //! `--max-output-buffer`, killed by CLIENT KILL, or evicted for
@@ -19,10 +21,11 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Token};
 
 use super::clients::{INTERNAL, MASTER, NO_EVICT};
-use super::conn::{Conn, ConnLimits};
+use super::conn::{Conn, ConnLimits, SendEnd};
 use super::msg::{ConnRef, Response};
 use super::poller::Inline;
 use super::router::Router;
+use super::sockets::Ring;
 use super::stream::Stream;
 use super::{access, strings, Shared};
 
@@ -69,6 +72,11 @@ struct Thread<'a> {
     /// Connections whose fed value waits for its poller to take a piece
     /// (`Conn::feed_waits`): serviced again once it has.
     feeding: Vec<u32>,
+    /// The ring the turn's reads and replies go through (`--socket-io
+    /// uring`), and the connections (slot, generation) whose output waits
+    /// for it.
+    ring: Option<Ring>,
+    sending: Vec<(u32, u32)>,
 }
 
 /// The connection threads, each ending with its poller's result.
@@ -198,7 +206,17 @@ pub(super) fn run(
         kills_seen: 0,
         inline,
         feeding: Vec::new(),
+        ring: None,
+        sending: Vec::new(),
     };
+    if shared.cfg.conns.uring_sockets {
+        match Ring::new() {
+            Ok(r) => t.ring = Some(r),
+            Err(e) => tracing::warn!(
+                "connection thread {id}: io_uring for its sockets: {e}; a call per read and send"
+            ),
+        }
+    }
     t.run();
     t.inline
 }
@@ -262,9 +280,11 @@ impl Thread<'_> {
             }
             self.feed_room();
             worked |= !self.to_service.is_empty();
+            self.read_batch();
             for slot in std::mem::take(&mut self.to_service) {
                 self.service(slot);
             }
+            self.send_batch();
             self.router.ring();
             if let Some(p) = self.inline.as_mut().filter(|p| p.has_requests()) {
                 // What this turn parsed goes to the device now, before the
@@ -671,6 +691,11 @@ impl Thread<'_> {
             // The router executes the commands (its `Executor` is in
             // command/) and sends their requests on to the pollers.
             c.read_and_parse(stopping, &self.limits, stats, &mut self.router);
+            if self.ring.is_some() && c.batched_send(stopping).is_some() {
+                // Written with the turn's other replies (`send_batch`).
+                self.sending.push((slot, c.me.gen));
+                break (false, false);
+            }
             let flushed = c.flush(stats);
             wake_pollers(shared, &mut c);
             // Parsing paused for unread output that has now gone out: go on
@@ -705,6 +730,91 @@ impl Thread<'_> {
                 self.schedule(slot);
             }
         }
+    }
+
+    /// Reads the sockets of the connections about to be serviced this turn
+    /// that may hold input, all in one submission (`sockets.rs`); each
+    /// connection's service then parses what came, and reads again only
+    /// if its read filled the room it had.
+    fn read_batch(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let stopping = self.shared.stopping.load(Relaxed);
+        let mut targets = Vec::new();
+        let mut bufs = Vec::new();
+        for &slot in &self.to_service {
+            let Some(c) = self.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            if let Some((fd, room)) = c.batched_read(stopping) {
+                targets.push((slot, room.len()));
+                bufs.push((fd, room.as_mut_ptr(), room.len()));
+            }
+        }
+        if bufs.is_empty() {
+            return;
+        }
+        let mut ends = Vec::with_capacity(bufs.len());
+        // SAFETY: each pointer is into the read buffer of a different
+        // connection (a slot is queued for service once), which nothing
+        // touches, moves or resizes before `recv_all` returns.
+        unsafe { ring.recv_all(&bufs, |i, got| ends.push((i, got))) };
+        let stats = &self.shared.conn_stats[self.id];
+        for (i, got) in ends {
+            let (slot, want) = targets[i];
+            if let Some(c) = self.conns[slot as usize].as_mut() {
+                c.batch_read(got, want, stats);
+            }
+        }
+    }
+
+    /// Writes the output of the connections serviced this turn that left
+    /// it to the ring, all in one submission (`sockets.rs`).
+    fn send_batch(&mut self) {
+        if self.sending.is_empty() {
+            return;
+        }
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let mut sending = std::mem::take(&mut self.sending);
+        // Each connection at most once, and only one still open.
+        sending.sort_unstable();
+        sending.dedup();
+        let conns = &self.conns;
+        let open = |&(slot, gen): &(u32, u32)| {
+            let c = conns[slot as usize].as_ref()?;
+            (c.me.gen == gen).then_some(c)
+        };
+        let stopping = self.shared.stopping.load(Relaxed);
+        let mut targets = Vec::with_capacity(sending.len());
+        let bufs: Vec<(i32, &[u8])> = (sending.iter())
+            .filter_map(|s| {
+                let buf = open(s)?.batched_send(stopping)?;
+                targets.push(s.0);
+                Some(buf)
+            })
+            .collect();
+        let mut ends = Vec::with_capacity(bufs.len());
+        ring.send_all(&bufs, |i, sent| ends.push((i, sent)));
+        drop(bufs);
+        let stats = &self.shared.conn_stats[self.id];
+        for (i, sent) in ends {
+            let slot = targets[i];
+            let Some(c) = self.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            let end = c.batch_sent(sent, stats);
+            wake_pollers(self.shared, c);
+            match end {
+                SendEnd::Done | SendEnd::Full => {}
+                // Serviced again: the next write, or the close.
+                SendEnd::More | SendEnd::Failed => self.schedule(slot),
+            }
+        }
+        sending.clear();
+        self.sending = sending;
     }
 
     /// A replica's connection after its PSYNC: replication takes its

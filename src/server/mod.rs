@@ -26,6 +26,7 @@ mod replies;
 mod router;
 mod settings;
 mod slowlog;
+mod sockets;
 mod stats;
 mod stream;
 mod strings;
@@ -75,6 +76,19 @@ pub enum InlineIo {
 /// shares a core with the threads that feed it, and every request crosses
 /// between threads twice.
 pub const INLINE_BELOW_CORES: usize = 4;
+
+/// How the connection threads read and write their sockets (`--socket-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketIo {
+    /// `uring` where the kernel has io_uring's send and recv and allows
+    /// them, `epoll` otherwise.
+    Auto,
+    /// Each loop turn's reads go out in one io_uring submission, and its
+    /// replies in another.
+    Uring,
+    /// A `recv` and a `send` call per connection.
+    Epoll,
+}
 
 /// How a poller feeds reads to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -221,6 +235,17 @@ pub struct ServeArgs {
     /// filled in at start.
     #[arg(skip)]
     pub inline: Option<(bool, String)>,
+    /// How the connection threads read and write their sockets: `uring`
+    /// reads the sockets a loop turn services in one io_uring submission
+    /// and sends their replies in another, `epoll` makes a `recv` and a
+    /// `send` call per connection; `auto` takes io_uring where the kernel
+    /// has it and allows it. Readiness comes from epoll either way.
+    #[arg(long, value_enum, default_value_t = SocketIo::Auto)]
+    pub socket_io: SocketIo,
+    /// Whether sockets are read and written through io_uring, and why;
+    /// filled in at start.
+    #[arg(skip)]
+    pub socket: Option<(bool, String)>,
     #[command(flatten)]
     pub spdk: SpdkArgs,
     /// Capacity of a store that `serve` creates (K/M/G/T suffixes).
@@ -264,7 +289,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = store::parse_size, default_value = "65535")]
     pub max_key_size: u64,
     /// Fail device operations on purpose (tests): `write-eio@N`,
-    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, `+` for
+    /// `short-write@N`, `read-eio@N`, `flush-eio@N`, `alloc-fail@N`, or
+    /// delay them (`read-late@N`: its completion held 40 ms), `+` for
     /// "and after", `:P` for poller P alone.
     #[arg(long, hide = true)]
     pub inject_faults: Option<crate::io::FaultSpec>,
@@ -617,6 +643,23 @@ fn inline_for(
     }
 }
 
+/// Whether the connection threads use io_uring for their sockets, and why,
+/// for `asked`; `unavailable` says why io_uring cannot be used, if it
+/// cannot. `--socket-io uring` where it cannot be is refused at start.
+fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) -> (bool, String) {
+    match asked {
+        SocketIo::Epoll => (false, "--socket-io epoll".into()),
+        SocketIo::Uring => match unavailable() {
+            None => (true, "--socket-io uring".into()),
+            Some(why) => (false, why),
+        },
+        SocketIo::Auto => match unavailable() {
+            None => (true, "io_uring with send and recv is available".into()),
+            Some(why) => (false, format!("{why}: epoll")),
+        },
+    }
+}
+
 fn parse_policy(s: &str) -> Result<store::evict::Policy, String> {
     s.parse().map_err(str::to_owned)
 }
@@ -732,6 +775,18 @@ impl ServeArgs {
             inline.1
         );
         self.inline = Some(inline);
+        let socket = socket_io_for(self.socket_io, sockets::unavailable);
+        tracing::info!(
+            uring = socket.0,
+            "sockets {}: {}",
+            if socket.0 {
+                "read and written through io_uring, a submission each per loop turn"
+            } else {
+                "read and written with a call per connection"
+            },
+            socket.1
+        );
+        self.socket = Some(socket);
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
             // works through its queue and answers batches at a time (see
@@ -784,6 +839,11 @@ impl ServeArgs {
     }
 
     /// Whether the pollers run inside the connection threads (settled).
+    /// Whether sockets are read and written through io_uring (`--socket-io`).
+    pub fn uring_sockets(&self) -> bool {
+        self.socket.as_ref().is_some_and(|s| s.0)
+    }
+
     pub fn inline(&self) -> bool {
         self.inline.as_ref().is_some_and(|i| i.0)
     }
@@ -962,6 +1022,12 @@ pub fn serve(mut args: ServeArgs, ready: impl FnOnce(SocketAddr)) -> Result<()> 
             .map(|i| i.1.as_str())
             .unwrap_or_default();
         bail!("--inline-io on: {why}");
+    }
+    if args.socket_io == SocketIo::Uring && !args.uring_sockets() {
+        let why = (args.socket.as_ref())
+            .map(|s| s.1.as_str())
+            .unwrap_or_default();
+        bail!("--socket-io uring: {why}");
     }
     let Started {
         shared,
@@ -1288,7 +1354,28 @@ fn accept_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{polling_for, threads_for, PollMode, ServeArgs};
+    use super::{polling_for, socket_io_for, threads_for, PollMode, ServeArgs, SocketIo};
+
+    /// `--socket-io`: `auto` and `uring` take io_uring where it can be
+    /// used, and say why not where it cannot; `epoll` never asks.
+    #[test]
+    fn socket_io_choice() {
+        let can = || None;
+        let cannot = || Some("io_uring refused (Operation not permitted)".to_string());
+        assert!(socket_io_for(SocketIo::Auto, can).0);
+        assert_eq!(
+            socket_io_for(SocketIo::Uring, can),
+            (true, "--socket-io uring".into())
+        );
+        let (uring, why) = socket_io_for(SocketIo::Auto, cannot);
+        assert!(!uring && why.contains("Operation not permitted") && why.ends_with(": epoll"));
+        assert!(!socket_io_for(SocketIo::Uring, cannot).0);
+        let asked = || -> Option<String> { panic!("--socket-io epoll must not probe io_uring") };
+        assert_eq!(
+            socket_io_for(SocketIo::Epoll, asked),
+            (false, "--socket-io epoll".into())
+        );
+    }
 
     /// `serve` with these threads and `--poller-cores`.
     fn args(pollers: usize, conns: usize, poller_cores: &[usize]) -> ServeArgs {

@@ -193,9 +193,10 @@ pub enum Op {
     Cross(CrossStep),
     /// From the source's part of a move across pollers to the
     /// destination's (`Cross::carry`; `from` and `id` name the
-    /// transaction): the source's value and expiry (`None`: missing, or
-    /// its read failed), and the destination's part runs.
-    Carry(Option<(Vec<u8>, u64)>),
+    /// transaction): the source's value, expiry and access bits (which a
+    /// renamed key keeps; `None`: missing, or its read failed), and the
+    /// destination's part runs.
+    Carry(Option<(Vec<u8>, u64, u32)>),
     /// Requests of one command for several keys of this poller (MGET,
     /// EXISTS, DEL, MSET): they run together, once none of their keys is
     /// held by a transaction or a read-modify-write, so that the command
@@ -259,13 +260,14 @@ pub enum Op {
     /// The destination's half of a RENAME, RENAMENX or COPY whose two
     /// keys are on two pollers (a request of the destination's part of a
     /// transaction across them, `Cross::carry`): the key is written with
-    /// the source's value and expiry, which the source's part reads and
-    /// sends (`Op::Carry`) before this part runs; `None` when the source
-    /// is missing (that part answers).
+    /// the source's value and expiry (and, for a rename, its access
+    /// bits), which the source's part reads and sends (`Op::Carry`)
+    /// before this part runs; `None` when the source is missing (that
+    /// part answers).
     MoveIn {
         key: Box<[u8]>,
         kind: MoveKind,
-        value: Option<(Vec<u8>, u64)>,
+        value: Option<(Vec<u8>, u64, u32)>,
     },
     /// The place of waiting request `id` (a command of several keys) in
     /// the queue of a key it waits for (a poller's own: no client sends

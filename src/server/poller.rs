@@ -11,7 +11,7 @@
 //! expiry, eviction) is the store's [`Keyspace`]: the poller turns requests
 //! into its reads and writes, and replies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -68,6 +68,18 @@ struct Waiter {
     /// A part of a transaction across pollers, its commit or its undo
     /// (`cross.rs`): `reply` waits for the outcome.
     cross: bool,
+    /// A rename whose destination, in another shard, this waits for: its
+    /// source is deleted once the destination's write is on the device
+    /// ([`Poller::unlink_renamed`]): no reply of its own.
+    unlink: Option<Box<Unlink>>,
+}
+
+/// A rename across shards waiting for its destination's write to reach
+/// the device before its source's tombstone is written: its request and
+/// the reply it then owes. Both keys stay held meanwhile.
+struct Unlink {
+    req: Request,
+    ok: Reply,
 }
 
 impl Waiter {
@@ -84,6 +96,7 @@ impl Waiter {
             pieces_of: None,
             load: None,
             cross: false,
+            unlink: None,
         }
     }
 
@@ -178,6 +191,9 @@ struct Poller<E: Engine> {
     stalled_assemblies: Vec<u64>,
     /// SETRANGE and APPEND of large values under way.
     edits: large_edit::Edits,
+    /// The sources' tags of renames across shards waiting for their
+    /// destinations' writes ([`Unlink`]).
+    unlinking: HashSet<u64>,
     /// Large values being sent as they are read, by number.
     streams: HashMap<u64, large::Stream>,
     /// Transactions whose large values' pieces are being written, by
@@ -275,6 +291,9 @@ struct Staged {
     /// it had none: what the commit writes over. Short tags are shared
     /// by keys, so the tag's first entry need not be the key's.
     own: Option<u64>,
+    /// The access bits the key takes when written (a renamed key keeps
+    /// its source's, a copy is a new object); `None`: a write's.
+    access: Option<u32>,
 }
 
 /// A transaction's view of a key is found by the key's whole digest, not
@@ -500,6 +519,7 @@ fn build<E: Engine>(
         piece_reads: HashMap::new(),
         stalled_assemblies: Vec::new(),
         edits: Default::default(),
+        unlinking: HashSet::new(),
         streams: HashMap::new(),
         txn_pieces: HashMap::new(),
         next_txn_pieces: 0,
@@ -1446,6 +1466,10 @@ impl<E: Engine> Poller<E> {
                 self.cross_durable((w.to, w.id), w.reply, result);
                 continue;
             }
+            if let Some(u) = w.unlink {
+                self.unlink_renamed(*u, result);
+                continue;
+            }
             if w.save {
                 self.saved(w.id == NO_REPLY, result.is_ok());
                 if w.id == NO_REPLY {
@@ -2020,6 +2044,7 @@ impl<E: Engine> Poller<E> {
         match t.view.entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
+                e.get_mut().access = None;
                 // A large value edited in pieces is replaced: its pin goes.
                 if let Some(l) = e.get_mut().large.take() {
                     self.ks.unpin_pieces(&l.base);
@@ -2034,6 +2059,7 @@ impl<E: Engine> Poller<E> {
                     now,
                     large: None,
                     own,
+                    access: None,
                 });
             }
         }
@@ -2555,6 +2581,10 @@ impl<E: Engine> Poller<E> {
                 if cross && result.is_ok() {
                     self.cross_wrote(&t.exec, s.pid, &s.hash, &s.key);
                 }
+                if let (Ok(()), Some(word), Some(_)) = (&result, s.access, &s.now) {
+                    // A renamed key's, or a copy's.
+                    self.ks.set_access(s.pid, &s.hash, word);
+                }
                 if result.is_ok() && self.shared.repl.feeding() {
                     match views.get(tag) {
                         // Its edits, as outside a transaction.
@@ -2945,10 +2975,35 @@ impl<E: Engine> Poller<E> {
         let sub = is_sub(&req);
         self.move_record(req, entry, bytes);
         // A large value moved while replicas are fed keeps its keys until
-        // it is read for the stream.
-        if !sub && !self.edits.holds(tags[0]) {
+        // it is read for the stream; a rename across shards until its
+        // source is deleted.
+        if !sub && !self.edits.holds(tags[0]) && !self.unlinking.contains(&tags[0]) {
             self.release_move(tags);
         }
+    }
+
+    /// A rename across shards: its destination's write is on the device
+    /// (or failed): the source's tombstone is written now, and the rename
+    /// answered once that is acknowledged; its keys go free.
+    fn unlink_renamed(&mut self, u: Unlink, result: Result<(), CommitFailed>) {
+        let Unlink { req, ok } = u;
+        let Op::Move { key, to, .. } = &req.op else {
+            unreachable!()
+        };
+        let tags = [req.hash.tag, to.hash.tag];
+        self.unlinking.remove(&tags[0]);
+        match result {
+            Ok(()) => {
+                let key = key.clone();
+                let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+                self.acknowledge_now(req, written, ok);
+            }
+            Err(e) => {
+                let reply = Reply::Error(super::strings::write_failed(&e));
+                self.reply(&req, reply);
+            }
+        }
+        self.release_move(tags);
     }
 
     /// Writes the source's value and expiry under the destination (and,
@@ -2989,7 +3044,8 @@ impl<E: Engine> Poller<E> {
         let copy = matches!(kind, MoveKind::Copy { .. });
         let dead = rec.is_tombstone() || rec.expired(self.ks.now_ms());
         if self.moves_across(&req) {
-            let found = (!dead).then(|| (rec.value.to_vec(), rec.meta.expire_ms));
+            let word = (!dead).then(|| self.moved_access(&req));
+            let found = word.map(|w| (rec.value.to_vec(), rec.meta.expire_ms, w));
             return self.move_carry(req, found);
         }
         if dead {
@@ -3008,13 +3064,7 @@ impl<E: Engine> Poller<E> {
             return self.move_large(req, rec, ok);
         }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
-        // As Redis: a renamed key keeps its access time or counter; a
-        // copy is a new object.
-        let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
-        let word = match copy {
-            true => policy.on_write(0, true, now, 0.0),
-            false => self.ks.access(req.pid, &req.hash).unwrap_or(0),
-        };
+        let word = self.moved_access(&req);
         // Short tags: the source's own entry (made the first of its tag's
         // when its record was read) and the destination's are the ones
         // the writes replace.
@@ -3022,8 +3072,25 @@ impl<E: Engine> Poller<E> {
             .then(|| self.ks.own_entry(req.pid, &req.hash));
         self.act_on_other(&req, 0, to_pid, &to_hash, &dst);
         let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
-        if result.is_ok() && !is_sub(&req) {
-            self.ks.set_access(to_pid, &to_hash, word);
+        if result.is_ok() {
+            self.set_moved_access(&req, to_pid, &to_hash, &dst, word);
+        }
+        let shards = self.shared.sb.shards;
+        let across_shards =
+            crate::store::shard_of(req.pid, shards) != crate::store::shard_of(to_pid, shards);
+        // Two shards' logs commit independently: the source is deleted
+        // only once the destination's write is on the device, so a crash
+        // between them keeps the value under both names, never under
+        // neither; the keys stay held. (Under short tags, a test switch
+        // today, the source's own entry resolved now could move before
+        // then: the two writes go in one commit, as inside a transaction.)
+        let defer = across_shards && !copy && !is_sub(&req);
+        if result.is_ok() && defer && crate::index::tags_identify_keys() {
+            self.drop_probes(&req);
+            self.unlinking.insert(req.hash.tag);
+            let mut w = Waiter::new(&req, Reply::Nil, None);
+            w.unlink = Some(Box::new(Unlink { req, ok }));
+            return self.ks.acknowledge_written_or_durable(w);
         }
         if result.is_ok() && !copy {
             if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {
@@ -3033,6 +3100,60 @@ impl<E: Engine> Poller<E> {
         }
         self.drop_probes(&req);
         self.acknowledge_now(req, result, ok)
+    }
+
+    /// The access bits the destination of move `req` takes, as in Redis:
+    /// a renamed key is the same object, with the LRU clock or LFU
+    /// counter its source has after the rename's own lookup of it (which
+    /// counts as a read, unless the client is NO-TOUCH; inside a
+    /// transaction that wrote the source, what that write left); a copy
+    /// is a new object. Taken before the source is deleted.
+    pub(super) fn moved_access(&mut self, req: &Request) -> u32 {
+        let Op::Move { key, kind, .. } = &req.op else {
+            unreachable!()
+        };
+        let (policy, now) = (self.shared.eviction.policy(), self.ks.now_ms());
+        let fresh = policy.on_write(0, true, now, 0.0);
+        if matches!(kind, MoveKind::Copy { .. }) {
+            return fresh;
+        }
+        let staged = match is_sub(req) {
+            true => (self.txn.as_ref()).and_then(|t| t.view.get(&view_id(key))),
+            false => None,
+        };
+        let stored = self.ks.access(req.pid, &req.hash);
+        let word = match (staged.map(|s| s.access), stored) {
+            (Some(Some(word)), _) => word,
+            // Written by the transaction over a key there: a write keeps
+            // the key's bits, as one counted access (Redis keeps the old
+            // object's LFU counter when a SET overwrites it).
+            (Some(None), Some(word)) => self.ks.touched(word),
+            (_, stored) => stored.unwrap_or(fresh),
+        };
+        match req.touch {
+            true => self.ks.touched(word),
+            false => word,
+        }
+    }
+
+    /// The destination `key` of move `req` is written: it takes the
+    /// access bits `word` ([`Poller::moved_access`]); inside a
+    /// transaction, once the transaction writes it.
+    pub(super) fn set_moved_access(
+        &mut self,
+        req: &Request,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        word: u32,
+    ) {
+        if !is_sub(req) {
+            return self.ks.set_access(pid, hash, word);
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        if let Some(s) = t.view.get_mut(&view_id(key)) {
+            s.access = Some(word);
+        }
     }
 
     /// Whether move `req` is the source's half of one across pollers
@@ -3048,7 +3169,7 @@ impl<E: Engine> Poller<E> {
     /// (`found`: the value and its expiry; `None`: missing): the value
     /// goes to the destination's part, a rename deletes the source, and a
     /// source missing refuses the move (RENAME's error, COPY's `:0`).
-    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64)>) {
+    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
         };
@@ -3084,7 +3205,7 @@ impl<E: Engine> Poller<E> {
             unreachable!()
         };
         let (key, kind) = (key.clone(), *kind);
-        let Some((value, expire)) = value.take() else {
+        let Some((value, expire, word)) = value.take() else {
             // The source's part answers.
             return self.reply(&req, simple(text::OK));
         };
@@ -3101,6 +3222,10 @@ impl<E: Engine> Poller<E> {
             return;
         }
         let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
+        if result.is_ok() {
+            // The source's part sent them (`moved_access`: a copy's new).
+            self.set_moved_access(&req, req.pid, &req.hash, &key, word);
+        }
         self.acknowledge_now(req, result, ok)
     }
 

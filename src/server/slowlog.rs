@@ -266,7 +266,10 @@ impl Watch {
     pub(super) fn replies_done(&mut self, log: &SlowLog, first_owed: u64, who: &ClientInfo) {
         while self.awaited.front().is_some_and(|w| w.0 < first_owed) {
             let (_, cmd, t0, trimmed) = self.awaited.pop_front().expect("front");
-            log.observe(cmd, &trimmed, t0.elapsed().as_micros() as u64, who);
+            // The turn's clock: the reply came in this turn, whose clock
+            // was read as it began, so each reply reads none of its own.
+            let took = super::turn::now().saturating_duration_since(t0);
+            log.observe(cmd, &trimmed, took.as_micros() as u64, who);
             if self.spare.len() < SPARE {
                 self.spare.push(trimmed);
             }

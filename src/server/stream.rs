@@ -2,6 +2,7 @@
 //! one type for reading, writing and registering with epoll.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -14,6 +15,14 @@ pub(super) enum Stream {
 }
 
 impl Stream {
+    /// The socket's descriptor.
+    pub(super) fn fd(&self) -> i32 {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// Shuts the write side: the client reads what was sent, then the end
     /// of the stream.
     pub(super) fn shutdown_write(&self) -> io::Result<()> {

@@ -168,7 +168,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 keyed(c, router, &args[1..], Some(Combine::Array), get)
             }
         }
-        Cmd::Exists => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Exists {
+        Cmd::Exists => counted(c, router, &args[1..], false, |k| Op::Exists {
             key: k.into(),
         }),
         Cmd::Ping => match args {
@@ -231,9 +231,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             key: k.into(),
         }),
         Cmd::Mset => mset(c, router, args),
-        Cmd::Del => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
-            key: k.into(),
-        }),
+        Cmd::Del => counted(c, router, &args[1..], true, |k| Op::Del { key: k.into() }),
         Cmd::Ttl | Cmd::Pttl => {
             let ms = cmd == Cmd::Pttl;
             keyed(c, router, &args[1..], None, |k| Op::Ttl {
@@ -342,13 +340,11 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
         // Key space: the per-key commands.
         Cmd::Type => keyed(c, router, &args[1..], None, |k| Op::Type { key: k.into() }),
-        Cmd::Touch => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Touch {
+        Cmd::Touch => counted(c, router, &args[1..], false, |k| Op::Touch {
             key: k.into(),
         }),
         // Deleting is not slower than unlinking: nothing is freed in place.
-        Cmd::Unlink => keyed(c, router, &args[1..], Some(Combine::Sum), |k| Op::Del {
-            key: k.into(),
-        }),
+        Cmd::Unlink => counted(c, router, &args[1..], true, |k| Op::Del { key: k.into() }),
         Cmd::Object => object(c, router, args),
         Cmd::Memory => memory(c, router, args),
         Cmd::Rename => move_key(c, router, args, MoveKind::Rename),
@@ -526,9 +522,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
     send_parts(c, router, inner, count, pollers, reqs, watched, false, None);
 }
 
-/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY)
-/// whose keys are on several pollers as a transaction across them
-/// ([`send_parts`]), so that no client sees part of it, as in Redis
+/// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY,
+/// DEL, UNLINK) whose keys are on several pollers as a transaction across
+/// them ([`send_parts`]), so that no client sees part of it, as in Redis
 /// (`carry`: a move's source's poller and destination's). Returns
 /// whether it did (not inside EXEC).
 pub(super) fn across_pollers(
@@ -558,11 +554,43 @@ pub(super) fn across_pollers(
     true
 }
 
-/// Runs a command that reads keys of several pollers (MGET) as a group
-/// held across them: its parts hold their keys poller by poller as a
-/// transaction's do ([`send_parts`]), so that it sees no part of a
-/// transaction, then each part's requests run together, as a group's,
-/// and answer the command's reply themselves. Returns whether it did.
+/// DEL, UNLINK (`writes`), EXISTS and TOUCH: one request per key, the
+/// replies summed. Keys on several pollers make one command across them,
+/// as in Redis: DEL and UNLINK a transaction across them (as MSET), EXISTS
+/// and TOUCH a group held across them (as MGET), so that no client sees
+/// one poller's part without the others' and the count is of one
+/// instant. Keys on one poller go as before, each key hashed once.
+fn counted(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    writes: bool,
+    op: impl Fn(&[u8]) -> Op,
+) {
+    let sum = Some(Combine::Sum);
+    if keys.len() < 2 || router.shared.pollers.len() < 2 || router.capturing() {
+        return keyed(c, router, keys, sum, op);
+    }
+    let placed = route::placed(router, keys);
+    let first = router.shared.poller_of(placed[0].1);
+    if placed.iter().all(|p| router.shared.poller_of(p.1) == first) {
+        return route::keyed_placed(c, router, keys, &placed, sum, op);
+    }
+    let across = match writes {
+        true => across_pollers(c, router, keys, None, |c, router| {
+            keyed(c, router, keys, sum, &op)
+        }),
+        false => group_across_pollers(c, router, keys, Combine::Sum, &op),
+    };
+    debug_assert!(across, "keys of several pollers");
+}
+
+/// Runs a command that reads keys of several pollers (MGET, EXISTS,
+/// TOUCH) as a group held across them: its parts hold their keys poller
+/// by poller as a transaction's do ([`send_parts`]), so that it sees no
+/// part of a transaction, then each part's requests run together, as a
+/// group's, and answer the command's reply themselves. Returns whether it
+/// did.
 fn group_across_pollers(
     c: &mut Conn,
     router: &mut Router,

@@ -17,12 +17,34 @@ pub(super) fn keyed(
     combine: Option<Combine>,
     op: impl Fn(&[u8]) -> Op,
 ) {
-    let id = c.expect(keys.len(), combine);
+    let placed = placed(router, keys);
+    keyed_placed(c, router, keys, &placed, combine, op)
+}
+
+/// Each key's hash and partition.
+pub(super) fn placed(router: &Router, keys: &[&[u8]]) -> Vec<(KeyHash, u32)> {
     let partitions = router.shared.sb.partitions;
-    let reqs = keys.iter().enumerate().map(|(part, key)| {
-        let hash = KeyHash::of(key);
-        let pid = hash.partition(partitions);
-        Request {
+    (keys.iter())
+        .map(|key| {
+            let hash = KeyHash::of(key);
+            (hash, hash.partition(partitions))
+        })
+        .collect()
+}
+
+/// [`keyed`], the keys' hashes and partitions known (`placed`).
+pub(super) fn keyed_placed(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    placed: &[(KeyHash, u32)],
+    combine: Option<Combine>,
+    op: impl Fn(&[u8]) -> Op,
+) {
+    let id = c.expect(keys.len(), combine);
+    let reqs = (keys.iter().zip(placed))
+        .enumerate()
+        .map(|(part, (key, &(hash, pid)))| Request {
             tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
@@ -31,8 +53,7 @@ pub(super) fn keyed(
             hash,
             pid,
             op: op(key),
-        }
-    });
+        });
     send_grouped(c, router, reqs.collect());
 }
 

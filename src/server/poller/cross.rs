@@ -192,6 +192,11 @@ struct Left {
     /// How it passes the gate (none for a group).
     gate: Option<Mode>,
     failed: bool,
+    /// A move's source part (its poller), which commits only once every
+    /// other part is durable: a crash between the two commits then keeps
+    /// the value under both names, never under neither. Taken when the
+    /// source is told to commit (or to drop what it ran).
+    source: Option<usize>,
 }
 
 /// The parts of EXECs across pollers this poller takes part in.
@@ -384,6 +389,7 @@ impl<E: Engine> Poller<E> {
         }
         let left = Left {
             parts: pollers.len(),
+            source: x.carry.map(|(from, _)| pollers[from as usize]),
             pollers,
             gate,
             failed: false,
@@ -398,7 +404,12 @@ impl<E: Engine> Poller<E> {
 
     /// The source's part of move `xid` read its value (`value`; `None`:
     /// none to move): it goes to the destination's part, poller `p`.
-    pub(super) fn cross_carry(&mut self, p: usize, xid: CrossId, value: Option<(Vec<u8>, u64)>) {
+    pub(super) fn cross_carry(
+        &mut self,
+        p: usize,
+        xid: CrossId,
+        value: Option<(Vec<u8>, u64, u32)>,
+    ) {
         let req = Request {
             tried: Vec::new(),
             from: xid.0,
@@ -467,13 +478,25 @@ impl<E: Engine> Poller<E> {
             reading: 0,
             failed: None,
         };
+        // A part of one command that only deletes (DEL, UNLINK, a
+        // rename's source, which commits last: `Left::source`) keeps no
+        // undo: neither reads of the values it deletes nor room to write
+        // them back, so a DEL across pollers costs no more than its
+        // tombstones. Should another part's commit fail, its deletions
+        // stay (the command answers that part's error).
+        let deletes_only = single_of(&p.t.exec).is_some()
+            && (p.t.view.values()).all(|s| s.now.is_none() && s.large.is_none());
         if !p.t.view.is_empty() {
-            p.before = self.befores(&p.t, &mut p.failed);
+            if !deletes_only {
+                p.before = self.befores(&p.t, &mut p.failed);
+            }
             let (bytes, shards) = self.txn_room(&p.t, &p.heads);
             let undo_bytes = p.before.iter().map(Before::room).sum();
             p.room = self.ks.hold_room(bytes, shards);
-            p.undo_room = (p.room.as_ref()).and_then(|_| self.ks.hold_room(undo_bytes, shards));
-            if p.undo_room.is_none() {
+            if !deletes_only {
+                p.undo_room = (p.room.as_ref()).and_then(|_| self.ks.hold_room(undo_bytes, shards));
+            }
+            if p.room.is_none() || (!deletes_only && p.undo_room.is_none()) {
                 self.stats().writes_refused.fetch_add(1, Relaxed);
                 let full = Reply::Error(crate::server::strings::STORE_FULL.into());
                 p.failed.get_or_insert(full);
@@ -730,8 +753,11 @@ impl<E: Engine> Poller<E> {
         }
         let (_, refused) = self.cross.preparing.remove(&xid).expect("a transaction");
         if !refused {
-            let pollers = self.cross.left[&xid].pollers.clone();
-            for p in pollers {
+            // A move's source (which deletes the key, for a rename) waits
+            // until the destination's write is durable.
+            let left = &self.cross.left[&xid];
+            let (pollers, source) = (left.pollers.clone(), left.source);
+            for p in pollers.into_iter().filter(|&p| Some(p) != source) {
                 self.cross_send(p, xid, CrossStep::Commit);
             }
             return;
@@ -1030,7 +1056,19 @@ impl<E: Engine> Poller<E> {
                 let left = self.cross.left.get_mut(&xid).expect("a transaction");
                 left.parts -= 1;
                 left.failed |= step == CrossStep::Failed;
-                if left.parts == 0 {
+                if let (1, Some(source)) = (left.parts, left.source) {
+                    // Every part but a move's source is durable (it
+                    // commits now) or one failed (it drops what it ran,
+                    // having written nothing, and the others undo).
+                    if !left.failed {
+                        left.source = None;
+                        return self.cross_send(source, xid, CrossStep::Commit);
+                    }
+                    left.parts = 0;
+                    left.pollers.retain(|&p| p != source);
+                    self.cross_send(source, xid, CrossStep::Drop);
+                }
+                if self.cross.left[&xid].parts == 0 {
                     let left = self.cross.left.remove(&xid).expect("a transaction");
                     let step = match left.failed {
                         true => CrossStep::Undo,

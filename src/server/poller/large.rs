@@ -882,14 +882,21 @@ impl<E: Engine> Poller<E> {
     /// destination sharing the pieces (and for a rename, a tombstone for
     /// the source), in one commit.
     pub(super) fn move_large(&mut self, req: Request, rec: &Record, ok: Reply) {
-        let Op::Move { key, to, kind, .. } = &req.op else {
+        let Op::Move { kind, .. } = &req.op else {
             unreachable!()
         };
         let copy = matches!(kind, MoveKind::Copy { .. });
         let expire = rec.meta.expire_ms;
+        let word = self.moved_access(&req);
+        let Op::Move { key, to, .. } = &req.op else {
+            unreachable!()
+        };
         let mut result = self
             .ks
             .write_head(to.pid, &to.hash, &to.key, rec.value, expire);
+        if result.is_ok() {
+            self.ks.set_access(to.pid, &to.hash, word);
+        }
         if result.is_ok() && !copy {
             result = self.ks.write(req.pid, &req.hash, key, &[], 0, true);
         }

@@ -716,6 +716,7 @@ impl<E: Engine> Poller<E> {
             now: Some((Vec::new(), rec.meta.expire_ms)),
             large: Some(Box::new(view)),
             own,
+            access: None,
         };
         t.view.insert(id, staged);
         self.txn_edit(req, plan);
@@ -880,6 +881,7 @@ impl<E: Engine> Poller<E> {
             now: Some((Vec::new(), expire_ms)),
             large: Some(Box::new(view)),
             own,
+            access: None,
         };
         match t.view.insert(id, staged) {
             // The destination's own view is replaced: its pins go.
@@ -996,6 +998,7 @@ impl<E: Engine> Poller<E> {
             now: Some((Vec::new(), 0)),
             large: None,
             own,
+            access: None,
         });
         if s.large.is_none() {
             // The value stored before: pinned once more, for the view.

@@ -205,6 +205,7 @@ impl Waiter {
             pieces_of: None,
             load: Some(n),
             cross: false,
+            unlink: None,
         }
     }
 }

@@ -84,6 +84,16 @@ enum Want {
     },
 }
 
+impl Want {
+    /// The records it reads.
+    fn items(&self) -> &[Item] {
+        match self {
+            Want::Record(it) => std::slice::from_ref(it),
+            Want::Span { items, .. } => items,
+        }
+    }
+}
+
 /// What a job answers.
 #[derive(Debug)]
 enum Kind {
@@ -125,6 +135,13 @@ struct Job {
     /// When the job took its entries: a key is live if it was then (one
     /// instant for the whole reply, as Redis's).
     at_ms: u64,
+    /// Its records to read are pinned ([`Keyspace::pin_record`]): a KEYS
+    /// or a SCAN step, which answer what the index held at `at_ms`, reads
+    /// them where they were then, even if their keys were deleted and
+    /// their segments emptied since.
+    ///
+    /// [`Keyspace::pin_record`]: crate::store::keyspace::Keyspace::pin_record
+    pins: bool,
 }
 
 /// A read of a job's records at the device, from `start`.
@@ -236,6 +253,7 @@ impl<E: Engine> Poller<E> {
         let id = self.scans.next_job;
         self.scans.next_job += 1;
         let copying = matches!(kind, Kind::Copy { .. });
+        let pins = matches!(kind, Kind::Scan { .. } | Kind::Keys);
         let mut job = Job {
             req: Some(req),
             kind,
@@ -245,11 +263,23 @@ impl<E: Engine> Poller<E> {
             keys: Vec::new(),
             waiting: None,
             at_ms: self.ks.now_ms(),
+            pins,
         };
         match place {
             Some(place) => self.use_names(&mut job, place, todo),
             None if copying => job.todo = self.plan(todo, copy::SPAN_WASTE, true),
             None => job.todo = self.plan(todo, SPAN_WASTE, true),
+        }
+        if pins {
+            // In this turn: no write came between the walk and the pins.
+            for it in job.waiting.iter().flatten() {
+                self.ks.pin_record(it.entry.offset);
+            }
+            for want in &job.todo {
+                for it in want.items() {
+                    self.ks.pin_record(it.entry.offset);
+                }
+            }
         }
         let waits = job.waiting.is_some();
         self.scans.jobs.insert(id, job);
@@ -421,6 +451,7 @@ impl<E: Engine> Poller<E> {
             keys: Vec::new(),
             waiting: None,
             at_ms: self.ks.now_ms(),
+            pins: false,
         };
         self.scans.jobs.insert(id, job);
         self.scans.queued.push_back(id);
@@ -442,7 +473,22 @@ impl<E: Engine> Poller<E> {
         for id in waiting {
             let job = self.scans.jobs.get_mut(&id).expect("job under way");
             let items = job.waiting.take().expect("a waiting job");
+            let pins = job.pins;
+            let unpin: Vec<u64> = match pins {
+                true => items.iter().map(|it| it.entry.offset).collect(),
+                false => Vec::new(),
+            };
             let misses = named(&names, job.pattern.as_deref(), items, &mut job.keys);
+            // Those the cache named are not read: only the others stay
+            // pinned.
+            for offset in unpin {
+                self.ks.unpin_record(offset);
+            }
+            if pins {
+                for it in &misses {
+                    self.ks.pin_record(it.entry.offset);
+                }
+            }
             let todo = self.plan(misses, SPAN_WASTE, true);
             self.scans.jobs.get_mut(&id).expect("job under way").todo = todo;
             self.scans.queued.push_back(id);
@@ -690,7 +736,10 @@ impl<E: Engine> Poller<E> {
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return;
         };
-        let now = job.at_ms;
+        let (now, pins) = (job.at_ms, job.pins);
+        if pins {
+            self.ks.unpin_record(entry.offset);
+        }
         if let Kind::Fill(names) = &mut job.kind {
             // A record that does not hold its tag's key (written again or
             // moved meanwhile) is left to the steps.
@@ -732,6 +781,9 @@ impl<E: Engine> Poller<E> {
                 if tries + 1 < MAX_TRIES {
                     for e in self.ks.live_entries(pid, tag) {
                         if e != entry {
+                            if pins {
+                                self.ks.pin_record(e.offset);
+                            }
                             job.todo.push(Want::Record(Item {
                                 pid,
                                 tag,
@@ -747,6 +799,9 @@ impl<E: Engine> Poller<E> {
                 // read: read it where the index points now, if it is live.
                 match self.ks.live_entry(pid, tag) {
                     Some(e) if e != entry && tries + 1 < MAX_TRIES => {
+                        if pins {
+                            self.ks.pin_record(e.offset);
+                        }
                         job.todo.push(Want::Record(Item {
                             pid,
                             tag,

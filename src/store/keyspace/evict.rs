@@ -96,10 +96,13 @@ impl<E: Engine, W> Keyspace<E, W> {
     fn live_limit(&self) -> u64 {
         let sp = &self.space;
         let writable = sp.live.len().saturating_sub(2 * self.reserve()) as u64;
-        let packed = match self.evictor.packed {
-            0 => sp.segment_size,
-            p => p,
-        };
+        // The fullest segment of records says how full one packs once
+        // sealed; while none is (few small keys, the rest large values'
+        // pieces, which fill segments of their own), it is the open one,
+        // and would make the limit a few times its little content: a
+        // segment is sealed only when a record does not fit, so half of
+        // one is the least it holds then.
+        let packed = self.evictor.packed.max(sp.segment_size / 2);
         let device = writable * packed as u64 / 100 * FILL_PCT;
         match self.maxmemory() {
             0 => device,
@@ -376,6 +379,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.shard_mut(pid)
             .part_mut(pid)
             .update_access(hash.tag, |w| policy.on_touch(w, now, r));
+    }
+
+    /// Access bits `word` after a read of their key, under any policy (as
+    /// TOUCH): a renamed key's, read before its move.
+    pub fn touched(&mut self, word: u32) -> u32 {
+        let policy = self.eviction.policy();
+        let (now, r) = (self.now_ms, self.evictor.rng.gen::<f64>());
+        policy.on_touch(word, now, r)
     }
 
     /// The access bits of a key: an LRU clock, or an LFU counter under an

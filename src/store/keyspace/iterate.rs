@@ -1,12 +1,37 @@
 //! Key iteration over the index (SCAN, KEYS, RANDOMKEY): which entries a
 //! step visits. The index holds no key names: the poller reads each
-//! entry's record to learn its key.
+//! entry's record to learn its key. A KEYS or a SCAN step pins the
+//! segments of the records it still has to read, so that what it took
+//! at one instant stays readable: a segment emptied meanwhile (its keys
+//! deleted, or moved by compaction) keeps its records until they are
+//! read, and is erased and reused only then.
 
 use super::Keyspace;
 use crate::index::Entry;
 use crate::io::Engine;
 
 impl<E: Engine, W> Keyspace<E, W> {
+    /// Key iteration will read the record at `offset`: its segment is not
+    /// erased nor reused until [`Keyspace::unpin_record`].
+    pub fn pin_record(&mut self, offset: u64) {
+        let seg = self.sb.segment_of(offset) as usize;
+        self.pins[seg] += 1;
+    }
+
+    /// The record at `offset`, pinned, is read (or no longer wanted); an
+    /// emptied segment with no record left to read goes on to be erased
+    /// and freed (`release_segments`).
+    pub fn unpin_record(&mut self, offset: u64) {
+        let seg = self.sb.segment_of(offset) as usize;
+        debug_assert!(self.pins[seg] > 0, "a pinned record");
+        self.pins[seg] = self.pins[seg].saturating_sub(1);
+    }
+
+    /// Whether key iteration still has records of segment `seg` to read.
+    pub(super) fn pinned(&self, seg: u32) -> bool {
+        self.pins[seg as usize] > 0
+    }
+
     /// The entries of partition `pid` whose tags lie in `[from, to)`, at
     /// least `count` of them when the partition has that many there;
     /// returns `to`, `None` at the end of the tag space (see

@@ -464,6 +464,14 @@ impl<E: Engine, W> Keyspace<E, W> {
         free_after(&mut self.log.pending_free, seg, after);
     }
 
+    /// Whether emptied segments wait to be freed: once commits complete,
+    /// and key iteration has read those it pins (`release_segments`).
+    pub(super) fn frees_pending(&self) -> bool {
+        !self.log.pending_free.is_empty()
+            || !self.log.to_erase.is_empty()
+            || !self.log.erasing.is_empty()
+    }
+
     /// Whether segment `seg` is open or waiting for its last write here.
     pub(super) fn is_open(&self, seg: u32) -> bool {
         self.log.segs.iter().any(|s| s.no == seg)
@@ -871,7 +879,13 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         // The flush marks are durable: the flushed records' segments may
         // lose their headers now.
-        self.log.to_erase.extend(c.flushed_segments);
+        for no in c.flushed_segments {
+            match self.pinned(no) {
+                // Key iteration has records to read there.
+                true => free_after(&mut self.log.pending_free, no, c.n),
+                false => self.log.to_erase.push(no),
+            }
+        }
         for no in c.erases {
             // Nothing can point into an emptied segment again: its records
             // were superseded durably, so no rollback restores them.
@@ -930,8 +944,14 @@ impl<E: Engine, W> Keyspace<E, W> {
             }
         }
         let to_erase = &mut self.log.to_erase;
+        let pins = &self.pins;
         self.log.pending_free.retain(|&(seg, after)| {
             if after <= done && space.live[seg as usize].load(Relaxed) == 0 {
+                if pins[seg as usize] > 0 {
+                    // Key iteration has records to read there: erased
+                    // (its first block zeroed) and freed once read.
+                    return true;
+                }
                 to_erase.push(seg);
             }
             after > done

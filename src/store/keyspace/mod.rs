@@ -164,6 +164,10 @@ pub struct Keyspace<E: Engine, W> {
     /// since (the digest `xxh3_64` of its key), by (partition, offset), up
     /// to [`NAMES_MAX`] entries.
     names: Option<HashMap<(u32, u64), u64>>,
+    /// Per segment, the records key iteration still has to read there
+    /// ([`Keyspace::pin_record`]): an emptied segment is not erased nor
+    /// reused while it has any.
+    pins: Vec<u32>,
 }
 
 /// Entries [`Keyspace::name_writes`] keeps at most.
@@ -208,6 +212,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             new_key: None,
             follow: HashMap::new(),
             names: None,
+            pins: vec![0; common.sb.segment_count as usize],
         };
         ks.update_key_count();
         ks
@@ -462,6 +467,17 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.wait(w);
     }
 
+    /// A writer that waits for its writes to be on the device (sync
+    /// durability: durable), before a write that must not reach the
+    /// device without them (a rename's source tombstone, in another
+    /// shard's log): `w` comes back from [`Keyspace::take_acks`].
+    pub fn acknowledge_written_or_durable(&mut self, w: W) {
+        match self.cfg.sync {
+            true => self.acknowledge_durable(w),
+            false => self.acknowledge_written(w),
+        }
+    }
+
     /// A full copy's batch: `w` comes back from [`Keyspace::take_acks`]
     /// once its writes are on the device, whatever the durability mode,
     /// without a flush of their own; a SAVE once the copy is whole makes
@@ -551,9 +567,11 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// Whether a write refused for want of a segment may find one soon:
-    /// compaction can still win space back, or eviction can make some.
+    /// compaction can still win space back, eviction can make some, or
+    /// emptied segments are on their way to the free pool (after commits,
+    /// and after key iteration has read those it pins).
     pub fn may_make_room(&self) -> bool {
-        self.reclaimable() || self.may_evict()
+        self.reclaimable() || self.may_evict() || self.frees_pending()
     }
 
     /// Whether client writes may take a free segment now.
