@@ -80,6 +80,10 @@ struct Waiter {
 struct Unlink {
     req: Request,
     ok: Reply,
+    /// Under short tags, the source's own entry as resolved (followed
+    /// through compaction meanwhile, `Keyspace::follow`): the one its
+    /// tombstone replaces.
+    own: Option<u64>,
 }
 
 impl Waiter {
@@ -2986,14 +2990,18 @@ impl<E: Engine> Poller<E> {
     /// (or failed): the source's tombstone is written now, and the rename
     /// answered once that is acknowledged; its keys go free.
     fn unlink_renamed(&mut self, u: Unlink, result: Result<(), CommitFailed>) {
-        let Unlink { req, ok } = u;
+        let Unlink { req, ok, own } = u;
         let Op::Move { key, to, .. } = &req.op else {
             unreachable!()
         };
         let tags = [req.hash.tag, to.hash.tag];
         self.unlinking.remove(&tags[0]);
+        let own = own.map(|o| self.ks.unfollow(req.pid, o));
         match result {
             Ok(()) => {
+                if let Some(at) = own {
+                    self.ks.act_on(req.pid, &req.hash, at);
+                }
                 let key = key.clone();
                 let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
                 self.acknowledge_now(req, written, ok);
@@ -3081,15 +3089,16 @@ impl<E: Engine> Poller<E> {
         // Two shards' logs commit independently: the source is deleted
         // only once the destination's write is on the device, so a crash
         // between them keeps the value under both names, never under
-        // neither; the keys stay held. (Under short tags, a test switch
-        // today, the source's own entry resolved now could move before
-        // then: the two writes go in one commit, as inside a transaction.)
-        let defer = across_shards && !copy && !is_sub(&req);
-        if result.is_ok() && defer && crate::index::tags_identify_keys() {
+        // neither; the keys stay held.
+        if result.is_ok() && across_shards && !copy && !is_sub(&req) {
+            let own = (src_own.flatten()).filter(|_| !crate::index::tags_identify_keys());
+            if let Some(o) = own {
+                self.ks.follow(req.pid, o);
+            }
             self.drop_probes(&req);
             self.unlinking.insert(req.hash.tag);
             let mut w = Waiter::new(&req, Reply::Nil, None);
-            w.unlink = Some(Box::new(Unlink { req, ok }));
+            w.unlink = Some(Box::new(Unlink { req, ok, own }));
             return self.ks.acknowledge_written_or_durable(w);
         }
         if result.is_ok() && !copy {
