@@ -40,6 +40,7 @@ mod large;
 mod large_edit;
 mod load;
 mod scan;
+mod whole;
 
 pub(super) use inline::{open as open_inline, Inline};
 
@@ -195,6 +196,8 @@ struct Poller<E: Engine> {
     cross: cross::Crossing,
     /// The parts of censuses of the key space (`census.rs`).
     census: census::Censuses,
+    /// A transaction of the whole key space running (`whole.rs`).
+    whole: whole::Whole,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -258,6 +261,9 @@ struct Txn {
     veto: Option<Reply>,
     /// The source's part of a move across pollers has sent the value.
     carried: bool,
+    /// A FLUSHDB or FLUSHALL emptied the view: keys it does not hold are
+    /// absent, and its commit flushes the store first (`whole.rs`).
+    flushed: bool,
 }
 
 /// A key as a transaction left it.
@@ -507,6 +513,7 @@ fn build<E: Engine>(
         exec_gates: HashMap::new(),
         cross: Default::default(),
         census: Default::default(),
+        whole: Default::default(),
     }
 }
 
@@ -608,6 +615,7 @@ impl<E: Engine> Poller<E> {
 
         let retried = self.cross_flush()
             | self.census_pump()
+            | self.whole_pump()
             | self.retry_before_reads()
             | self.retry_requeued()
             | self.retry_assemblies()
@@ -740,6 +748,9 @@ impl<E: Engine> Poller<E> {
             return self.census_step(req);
         }
         let Some(req) = self.census_holds(req) else {
+            return;
+        };
+        let Some(req) = self.whole_holds(req) else {
             return;
         };
         if matches!(req.op, Op::Cross(_)) {
@@ -1446,7 +1457,10 @@ impl<E: Engine> Poller<E> {
                 Ok(()) => w.reply,
                 Err(e) => Reply::Error(super::strings::write_failed(&e)),
             };
-            self.respond(w.to, w.id, w.part, reply);
+            // A transaction's flush has none: its EXEC answers.
+            if w.id != NO_REPLY {
+                self.respond(w.to, w.id, w.part, reply);
+            }
             if let Some(tag) = w.hold {
                 self.edits.written(tag);
                 self.release(tag);
@@ -1970,6 +1984,9 @@ impl<E: Engine> Poller<E> {
                     e.live(now_ms).then_some(e)
                 });
             }
+            if t.flushed {
+                return None;
+            }
         }
         let tried: &[u64] = if (pid, hash) == (req.pid, &req.hash) {
             &req.tried
@@ -2229,10 +2246,17 @@ impl<E: Engine> Poller<E> {
     fn start_txn(&mut self, mut req: Request) {
         let claimed = claim_tags(&req.op);
         let cross = cross::is_cross(&req);
-        let Op::Exec { reqs, watched, .. } = &mut req.op else {
+        let Op::Exec {
+            reqs,
+            watched,
+            whole,
+            ..
+        } = &mut req.op
+        else {
             unreachable!()
         };
         let subs = std::mem::take(reqs);
+        let whole = *whole;
         // A part of a transaction across pollers checked them (and the
         // connection may watch keys for its next one already).
         let changed = !cross && *watched && self.watched_changed(req.from);
@@ -2245,6 +2269,9 @@ impl<E: Engine> Poller<E> {
                 self.release(tag);
             }
             return;
+        }
+        if whole {
+            self.whole_begin(&req);
         }
         self.txn = Some(Txn {
             exec: req,
@@ -2260,6 +2287,7 @@ impl<E: Engine> Poller<E> {
             fed: self.shared.repl.feeding(),
             veto: None,
             carried: false,
+            flushed: false,
         });
     }
 
@@ -2272,11 +2300,19 @@ impl<E: Engine> Poller<E> {
                 return false;
             }
             let Some(sub) = t.subs.pop_front() else {
+                let t = self.txn.as_ref().expect("a transaction runs");
+                if t.flushed && !self.whole_quiet(&t.claimed) {
+                    // Its flush waits for what is under way to finish.
+                    self.txn.as_mut().expect("a transaction runs").stalled = true;
+                    return false;
+                }
                 self.finish_txn();
                 return true;
             };
             t.waiting = true;
-            self.handle_now(sub);
+            if let Some(sub) = self.whole_sub(sub) {
+                self.handle_now(sub);
+            }
         }
     }
 
@@ -2493,7 +2529,7 @@ impl<E: Engine> Poller<E> {
         // A part of a transaction across pollers: its writes for the stream.
         let cross = cross::is_cross(&t.exec);
         let mut cross_stream = Vec::new();
-        let reply = if t.view.is_empty() {
+        let reply = if t.view.is_empty() && !t.flushed {
             if let Some(room) = room {
                 self.ks.give_back_room(room);
             }
@@ -2509,7 +2545,14 @@ impl<E: Engine> Poller<E> {
             // The writes go into the replication stream as one MULTI … EXEC.
             let mut stream = Vec::new();
             let now = self.ks.now_ms();
-            for tag in &t.order {
+            if t.flushed {
+                // The flush first, in the same commit (`whole.rs`).
+                match self.whole_flush(&t.exec) {
+                    Ok(()) => wrote = true,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            for tag in t.order.iter().filter(|_| failed.is_none()) {
                 let s = &t.view[tag];
                 // The key's own entry is the one its write replaces (short
                 // tags: not the tag's first, maybe).

@@ -214,6 +214,13 @@ pub(super) struct Crossing {
     undecided: HashMap<CrossId, u64>,
 }
 
+impl Crossing {
+    /// Whether this poller has a part of transaction `xid` not ended.
+    pub(super) fn has_part(&self, xid: CrossId) -> bool {
+        self.parts.contains_key(&xid)
+    }
+}
+
 /// The part's place among the pollers of its EXEC.
 fn cross_of(req: &Request) -> &Cross {
     match &req.op {
