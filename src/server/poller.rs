@@ -2301,7 +2301,7 @@ impl<E: Engine> Poller<E> {
             }
             let Some(sub) = t.subs.pop_front() else {
                 let t = self.txn.as_ref().expect("a transaction runs");
-                if t.flushed && !self.whole_quiet(&t.claimed) {
+                if t.flushed && !self.whole_quiet() {
                     // Its flush waits for what is under way to finish.
                     self.txn.as_mut().expect("a transaction runs").stalled = true;
                     return false;

@@ -181,16 +181,21 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Whether a flush may run now for the running transaction, which
-    /// holds `claimed`: as for any flush, nothing before it under way
-    /// (no write waits for a commit, no read-modify-write reads, no write
-    /// waits for room); only the transaction's own keys held.
-    pub(super) fn whole_quiet(&self, claimed: &[u64]) -> bool {
+    /// Whether a flush may run now for the running transaction: as for
+    /// any flush, nothing before it under way (no write waits for a
+    /// commit or for room, no read-modify-write, move or edit of a large
+    /// value reads, no large value is being fed). Keys held by requests
+    /// that have not run (transactions waiting their turn, commands
+    /// waiting for their keys or for other pollers) do not count: they
+    /// come after the transaction, and may wait for it.
+    pub(super) fn whole_quiet(&self) -> bool {
         self.ks.idle()
             && self.requeued.is_empty()
             && self.deferred.is_empty()
             && self.loads.is_empty()
-            && self.busy.keys().all(|tag| claimed.contains(tag))
+            && self.edits.is_empty()
+            && self.feeds.is_empty()
+            && (self.reads.iter().flatten()).all(|r| is_sub(&r.req))
     }
 
     /// The flush of a transaction that flushed its view, at its commit,
