@@ -253,7 +253,7 @@ fn random_transactions_match_redis() {
         let k = keys[rng.gen_range(0..keys.len())];
         let v = rng.gen_range(0..5).to_string();
         let who = rng.gen_range(0..10);
-        let cmd: Vec<&str> = match rng.gen_range(0..16) {
+        let cmd: Vec<&str> = match rng.gen_range(0..20) {
             0 => vec!["MULTI"],
             1 => vec!["EXEC"],
             2 => vec!["DISCARD"],
@@ -269,6 +269,11 @@ fn random_transactions_match_redis() {
             12 => vec!["EXISTS", k, "x"],
             13 => vec!["MGET", "x", "y", k],
             14 => vec!["INCRBY", k, "notanumber"],
+            // The key space, queued as any command (KEYS of one key's
+            // name: one key at most, in the same order as Redis's).
+            15 => vec!["DBSIZE"],
+            16 => vec!["KEYS", k],
+            17 => vec!["FLUSHDB"],
             _ => vec!["STRLEN", k],
         };
         // Another client's writes, now and then, between a WATCH and EXEC.
@@ -1412,6 +1417,24 @@ fn key_space_commands_inside_exec_reply_as_redis() {
             both.ours.call(&["HELLO", proto]);
             both.theirs.call(&["HELLO", proto]);
             let mut script: Vec<&[&str]> = vec![
+                // A flush touches the watched keys it empties, and those
+                // changed since WATCH, not one that stayed absent.
+                &["WATCH", "z"],
+                &["SET", "z", "1"],
+                &["FLUSHDB"],
+                &["MULTI"],
+                &["PING"],
+                &["EXEC"],
+                &["SET", "z", "1"],
+                &["WATCH", "z"],
+                &["MULTI"],
+                &["FLUSHALL"],
+                &["EXEC"],
+                &["WATCH", "z"],
+                &["FLUSHDB"],
+                &["MULTI"],
+                &["PING"],
+                &["EXEC"],
                 // The example.
                 &["MULTI"],
                 &["SET", "a", "1"],

@@ -328,6 +328,9 @@ struct Watched {
     /// tag may be the key's).
     key: Box<[u8]>,
     others: Vec<u64>,
+    /// A flush found the key there, or changed since: changed whatever
+    /// its entry is now (a key created, then flushed, is absent again).
+    flushed: bool,
 }
 
 /// Where a staged value "is" for the read path: no device offset.
@@ -2672,8 +2675,21 @@ impl<E: Engine> Poller<E> {
             live,
             key,
             others,
+            flushed: false,
         });
         self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
+    }
+
+    /// A flush is about to empty the store: every watched key there, or
+    /// changed since WATCH, counts as changed from now on, as Redis's
+    /// flush touches the watched keys it empties.
+    fn flush_touches_watches(&mut self) {
+        for w in self.watches.values_mut().flatten() {
+            let e = self.ks.entry(w.pid, &w.hash);
+            if e != w.seen || e.is_some_and(|e| !e.tombstone) {
+                w.flushed = true;
+            }
+        }
     }
 
     /// UNWATCH: forgets what the connection watches here.
@@ -3265,6 +3281,7 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
+        self.flush_touches_watches();
         if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }

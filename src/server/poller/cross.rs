@@ -1122,6 +1122,9 @@ impl<E: Engine> Poller<E> {
     /// `watched_changed`).
     pub(super) fn changed(&mut self, watched: &[Watched]) -> bool {
         let now_ms = self.ks.now_ms();
+        if watched.iter().any(|w| w.flushed) {
+            return true;
+        }
         if !crate::index::tags_identify_keys() {
             return watched.iter().any(|w| self.changed_by_record(w));
         }

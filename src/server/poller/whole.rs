@@ -208,6 +208,7 @@ impl<E: Engine> Poller<E> {
         };
         // The commit's acknowledgement publishes the key count after the
         // writes (`Keyspace::acknowledge_durable`).
+        self.flush_touches_watches();
         if let Err((_, e)) = self.ks.flush_unpublished(w) {
             return Err(Reply::Error(crate::server::strings::flush_refused(&e)));
         }
