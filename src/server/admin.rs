@@ -161,9 +161,12 @@ pub(super) fn bgsave(c: &mut Conn, router: &mut super::router::Router, args: &[&
             pid: p as u32,
             op: super::msg::Op::Save,
         };
-        router.send(p, req);
+        // Inside EXEC too it goes now: the transaction's writes are
+        // answered durable anyway.
+        router.send_now(p, req);
     }
-    let text = if running {
+    // Inside EXEC, Redis schedules it for after the transaction.
+    let text = if running || router.capturing() {
         strings::BGSAVE_SCHEDULED
     } else {
         strings::BGSAVE_STARTED

@@ -187,6 +187,10 @@ pub enum Op {
         /// One part of an EXEC whose keys are on several pollers (its
         /// request's `part` is the part's place in `pollers`).
         cross: Option<Box<Cross>>,
+        /// The transaction holds a command of the whole key space (KEYS,
+        /// SCAN, RANDOMKEY, DBSIZE, FLUSHDB, FLUSHALL): while it runs, the
+        /// poller holds every other request (`poller/whole.rs`).
+        whole: bool,
     },
     /// A step of an EXEC across pollers, from one of its pollers to
     /// another (`from` and `id` name the EXEC): see [`CrossStep`].

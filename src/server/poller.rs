@@ -40,6 +40,7 @@ mod large;
 mod large_edit;
 mod load;
 mod scan;
+mod whole;
 
 pub(super) use inline::{open as open_inline, Inline};
 
@@ -215,6 +216,8 @@ struct Poller<E: Engine> {
     cross: cross::Crossing,
     /// The parts of censuses of the key space (`census.rs`).
     census: census::Censuses,
+    /// A transaction of the whole key space running (`whole.rs`).
+    whole: whole::Whole,
 }
 
 /// A finished transaction whose large values' pieces are on their way to
@@ -278,6 +281,9 @@ struct Txn {
     veto: Option<Reply>,
     /// The source's part of a move across pollers has sent the value.
     carried: bool,
+    /// A FLUSHDB or FLUSHALL emptied the view: keys it does not hold are
+    /// absent, and its commit flushes the store first (`whole.rs`).
+    flushed: bool,
 }
 
 /// A key as a transaction left it.
@@ -345,6 +351,9 @@ struct Watched {
     /// tag may be the key's).
     key: Box<[u8]>,
     others: Vec<u64>,
+    /// A flush found the key there, or changed since: changed whatever
+    /// its entry is now (a key created, then flushed, is absent again).
+    flushed: bool,
 }
 
 /// Where a staged value "is" for the read path: no device offset.
@@ -531,6 +540,7 @@ fn build<E: Engine>(
         exec_gates: HashMap::new(),
         cross: Default::default(),
         census: Default::default(),
+        whole: Default::default(),
     }
 }
 
@@ -632,6 +642,7 @@ impl<E: Engine> Poller<E> {
 
         let retried = self.cross_flush()
             | self.census_pump()
+            | self.whole_pump()
             | self.retry_before_reads()
             | self.retry_requeued()
             | self.retry_assemblies()
@@ -767,6 +778,9 @@ impl<E: Engine> Poller<E> {
             return self.census_step(req);
         }
         let Some(req) = self.census_holds(req) else {
+            return;
+        };
+        let Some(req) = self.whole_holds(req) else {
             return;
         };
         if matches!(req.op, Op::Cross(_)) {
@@ -1484,7 +1498,10 @@ impl<E: Engine> Poller<E> {
                 Ok(()) => w.reply,
                 Err(e) => Reply::Error(super::strings::write_failed(&e)),
             };
-            self.respond(w.to, w.id, w.part, reply);
+            // A transaction's flush has none: its EXEC answers.
+            if w.id != NO_REPLY {
+                self.respond(w.to, w.id, w.part, reply);
+            }
             if let Some(tag) = w.hold {
                 self.edits.written(tag);
                 self.release(tag);
@@ -2010,6 +2027,9 @@ impl<E: Engine> Poller<E> {
                     e.live(now_ms).then_some(e)
                 });
             }
+            if t.flushed {
+                return None;
+            }
         }
         let tried: &[u64] = if (pid, hash) == (req.pid, &req.hash) {
             &req.tried
@@ -2271,10 +2291,17 @@ impl<E: Engine> Poller<E> {
     fn start_txn(&mut self, mut req: Request) {
         let claimed = claim_tags(&req.op);
         let cross = cross::is_cross(&req);
-        let Op::Exec { reqs, watched, .. } = &mut req.op else {
+        let Op::Exec {
+            reqs,
+            watched,
+            whole,
+            ..
+        } = &mut req.op
+        else {
             unreachable!()
         };
         let subs = std::mem::take(reqs);
+        let whole = *whole;
         // A part of a transaction across pollers checked them (and the
         // connection may watch keys for its next one already).
         let changed = !cross && *watched && self.watched_changed(req.from);
@@ -2287,6 +2314,9 @@ impl<E: Engine> Poller<E> {
                 self.release(tag);
             }
             return;
+        }
+        if whole {
+            self.whole_begin(&req);
         }
         self.txn = Some(Txn {
             exec: req,
@@ -2302,6 +2332,7 @@ impl<E: Engine> Poller<E> {
             fed: self.shared.repl.feeding(),
             veto: None,
             carried: false,
+            flushed: false,
         });
     }
 
@@ -2314,11 +2345,19 @@ impl<E: Engine> Poller<E> {
                 return false;
             }
             let Some(sub) = t.subs.pop_front() else {
+                let t = self.txn.as_ref().expect("a transaction runs");
+                if t.flushed && !self.whole_quiet() {
+                    // Its flush waits for what is under way to finish.
+                    self.txn.as_mut().expect("a transaction runs").stalled = true;
+                    return false;
+                }
                 self.finish_txn();
                 return true;
             };
             t.waiting = true;
-            self.handle_now(sub);
+            if let Some(sub) = self.whole_sub(sub) {
+                self.handle_now(sub);
+            }
         }
     }
 
@@ -2535,7 +2574,7 @@ impl<E: Engine> Poller<E> {
         // A part of a transaction across pollers: its writes for the stream.
         let cross = cross::is_cross(&t.exec);
         let mut cross_stream = Vec::new();
-        let reply = if t.view.is_empty() {
+        let reply = if t.view.is_empty() && !t.flushed {
             if let Some(room) = room {
                 self.ks.give_back_room(room);
             }
@@ -2551,7 +2590,14 @@ impl<E: Engine> Poller<E> {
             // The writes go into the replication stream as one MULTI … EXEC.
             let mut stream = Vec::new();
             let now = self.ks.now_ms();
-            for tag in &t.order {
+            if t.flushed {
+                // The flush first, in the same commit (`whole.rs`).
+                match self.whole_flush(&t.exec) {
+                    Ok(()) => wrote = true,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            for tag in t.order.iter().filter(|_| failed.is_none()) {
                 let s = &t.view[tag];
                 // The key's own entry is the one its write replaces (short
                 // tags: not the tag's first, maybe).
@@ -2682,8 +2728,21 @@ impl<E: Engine> Poller<E> {
             live,
             key,
             others,
+            flushed: false,
         });
         self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
+    }
+
+    /// A flush is about to empty the store: every watched key there, or
+    /// changed since WATCH, counts as changed from now on, as Redis's
+    /// flush touches the watched keys it empties.
+    fn flush_touches_watches(&mut self) {
+        for w in self.watches.values_mut().flatten() {
+            let e = self.ks.entry(w.pid, &w.hash);
+            if e != w.seen || e.is_some_and(|e| !e.tombstone) {
+                w.flushed = true;
+            }
+        }
     }
 
     /// UNWATCH: forgets what the connection watches here.
@@ -3375,6 +3434,7 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         let req = self.flush_hold.pop_front().expect("front");
+        self.flush_touches_watches();
         if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
             self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
         }

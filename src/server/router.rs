@@ -102,6 +102,14 @@ impl<'a> Router<'a> {
         self.capture.take().unwrap_or_default()
     }
 
+    /// Sends `req` to `poller` even while requests are gathered for EXEC
+    /// (BGSAVE's, which answers at once).
+    pub(super) fn send_now(&mut self, poller: usize, req: Request) {
+        let capture = self.capture.take();
+        self.send(poller, req);
+        self.capture = capture;
+    }
+
     /// Sends `req` to `poller`, or holds it while the poller's ring is full.
     pub(super) fn send(&mut self, poller: usize, mut req: Request) {
         if let Some(reqs) = &mut self.capture {

@@ -217,14 +217,11 @@ pub(super) const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
 pub(super) const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 /// EXEC of a transaction in which a command was refused while queued.
 pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
-/// A command of the whole key space queued in a transaction (nvkv's).
 /// SAVE, or BGSAVE without SCHEDULE, while a BGSAVE runs.
 pub(super) const BGSAVE_RUNNING: &str = "ERR Background save already in progress";
 /// BGSAVE's replies.
 pub(super) const BGSAVE_STARTED: &str = "Background saving started";
 pub(super) const BGSAVE_SCHEDULED: &str = "Background saving scheduled";
-pub(super) const NOT_IN_MULTI: &str =
-    "ERR SCAN, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL and BGSAVE are not allowed inside a transaction in nvkv";
 /// A command Redis refuses in a transaction (its `no_multi` flag).
 pub(super) const NO_MULTI: &str = "ERR Command not allowed inside a transaction";
 /// EXEC itself refused (its arity, subscribed mode): the transaction ends.

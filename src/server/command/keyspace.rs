@@ -14,7 +14,9 @@ use crate::resp;
 use crate::store::clock::unix_ms;
 
 use super::meta::{checked_subcommand, help};
-use super::route::{census_of_every_poller, census_of_partition, keyed, route_one};
+use super::route::{
+    census_of_every_poller, census_of_partition, keyed, route_one, to_every_poller,
+};
 use super::values::within_limits;
 
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
@@ -338,9 +340,13 @@ pub(super) fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
 }
 
 /// `DBSIZE`: the live keys of every poller. With several, a census: the
-/// sum is the store's at one instant (inside EXEC, the count before it).
+/// sum is the store's at one instant. Inside EXEC, each poller's part
+/// counts its keys as the transaction has left them (`poller/whole.rs`).
 pub(super) fn dbsize(c: &mut Conn, router: &mut Router) {
-    if router.shared.pollers.len() == 1 || router.capturing() {
+    if router.capturing() {
+        return to_every_poller(c, router, Combine::Sum, || Op::DbSize);
+    }
+    if router.shared.pollers.len() == 1 {
         let keys = super::super::counters::keys(router.shared);
         return c.reply(|o| resp::int(o, keys as i64));
     }
@@ -355,6 +361,13 @@ pub(super) fn randomkey(c: &mut Conn, router: &mut Router) {
         .map(|s| s.store.keys.load(Relaxed))
         .collect();
     let total: u64 = counts.iter().sum();
+    if total == 0 && router.capturing() {
+        // Inside EXEC the transaction may have written keys before it.
+        let op = Op::RandomKey {
+            seed: seed.rotate_left(29),
+        };
+        return census_of_partition(c, router, 0, op);
+    }
     if total == 0 {
         let proto = c.proto;
         return c.reply(|o| resp::null(o, proto));

@@ -142,14 +142,6 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             cmd,
             Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
         ) {
-            if matches!(
-                cmd,
-                Cmd::Scan | Cmd::Keys | Cmd::Randomkey | Cmd::Flushdb | Cmd::Flushall | Cmd::Bgsave
-            ) {
-                // They work on every poller's keys, a transaction on one's.
-                m.aborted = true;
-                return c.reply(|o| resp::error(o, strings::NOT_IN_MULTI));
-            }
             if cmd == Cmd::Save {
                 m.aborted = true;
                 return c.reply(|o| resp::error(o, strings::NO_MULTI));
@@ -472,6 +464,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let cmds: Vec<Vec<&[u8]>> = (multi.cmds.iter())
         .map(|cmd| cmd.iter().map(|a| &**a).collect())
         .collect();
+    // A command of the whole key space makes every poller take part, each
+    // holding every other request while its part runs (`poller/whole.rs`).
+    let whole = cmds.iter().any(|a| whole_key_space(a[0]));
     let one_request = |args: &[&[u8]]| {
         [&b"RENAME"[..], b"RENAMENX", b"COPY", b"MSETNX"]
             .iter()
@@ -491,6 +486,9 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let mut pollers: Vec<usize> = (c.watching.iter())
         .map(|k| router.poller_of_key(k))
         .collect();
+    if whole {
+        pollers.extend(0..router.shared.pollers.len());
+    }
     let watched = !std::mem::take(&mut c.watching).is_empty();
     let timing = c.timing.take();
     let outer = c.begin_transaction();
@@ -519,7 +517,38 @@ fn exec(c: &mut Conn, router: &mut Router) {
             o.extend_from_slice(bytes);
         });
     }
-    send_parts(c, router, inner, count, pollers, reqs, watched, false, None);
+    let how = Parts {
+        watched,
+        single: false,
+        whole,
+    };
+    send_parts(c, router, inner, count, pollers, reqs, how, None);
+}
+
+/// Whether command `name` works on the whole key space: inside EXEC it
+/// makes every poller take part (see `poller/whole.rs`).
+fn whole_key_space(name: &[u8]) -> bool {
+    [
+        &b"KEYS"[..],
+        b"SCAN",
+        b"RANDOMKEY",
+        b"DBSIZE",
+        b"FLUSHDB",
+        b"FLUSHALL",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// How a transaction's parts run (see [`send_parts`]).
+#[derive(Clone, Copy)]
+struct Parts {
+    /// The connection watches keys.
+    watched: bool,
+    /// The reply of one command (MSET, MSETNX, a move), not EXEC's array.
+    single: bool,
+    /// It holds a command of the whole key space.
+    whole: bool,
 }
 
 /// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY,
@@ -550,7 +579,12 @@ pub(super) fn across_pollers(
     let reqs = router.take_capture();
     let inner = c.end_transaction(outer);
     c.timing = timing;
-    send_parts(c, router, inner, 1, pollers, reqs, false, true, carry);
+    let how = Parts {
+        watched: false,
+        single: true,
+        whole: false,
+    };
+    send_parts(c, router, inner, 1, pollers, reqs, how, carry);
     true
 }
 
@@ -644,6 +678,7 @@ fn group_across_pollers(
                 watched: false,
                 wait: None,
                 cross: Some(cross.clone()),
+                whole: false,
             },
         };
         router.send(*poller, req);
@@ -657,9 +692,12 @@ fn group_across_pollers(
 /// first holds its keys and checks the keys the connection watches
 /// there, then tells the next to do the same, and so on; the last, once
 /// all hold their keys, lets them all run, and once all have run (their
-/// writes in the store), lets their keys go. `single`: the reply of one
-/// command (MSET, MSETNX, a move), not EXEC's array. `carry`: a move's
-/// source's poller and destination's (see `Cross::carry`).
+/// writes in the store), lets their keys go. `how`: whether the
+/// connection watches keys, whether the reply is one command's (MSET,
+/// MSETNX, a move), not EXEC's array, and whether a command of the
+/// whole key space is among them (such a transaction across pollers
+/// passes the gate alone). `carry`: a move's source's poller and
+/// destination's (see `Cross::carry`).
 #[allow(clippy::too_many_arguments)]
 fn send_parts(
     c: &mut Conn,
@@ -668,10 +706,14 @@ fn send_parts(
     count: usize,
     mut pollers: Vec<usize>,
     reqs: Vec<(usize, Request)>,
-    watched: bool,
-    single: bool,
+    how: Parts,
     carry: Option<(usize, usize)>,
 ) {
+    let Parts {
+        watched,
+        single,
+        whole,
+    } = how;
     for (p, _) in &reqs {
         if !pollers.contains(p) {
             pollers.push(*p);
@@ -692,7 +734,7 @@ fn send_parts(
             pollers: pollers.clone(),
             single,
             group: false,
-            gated: router.shared.repl.feeding(),
+            gated: whole || router.shared.repl.feeding(),
             carry: carry.map(|(from, to)| {
                 let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;
                 (at(from), at(to))
@@ -713,6 +755,7 @@ fn send_parts(
                 watched,
                 wait: None,
                 cross: cross.clone(),
+                whole,
             },
         };
         router.send(*poller, req);

@@ -118,9 +118,11 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
 
 /// A census of the key space (`poller/census.rs`) in partition `pid`, by
 /// the poller that owns it: a SCAN step, RANDOMKEY. With one poller, a
-/// plain request (no transaction spans pollers).
+/// plain request (no transaction spans pollers), and inside EXEC (the
+/// transaction holds every poller: `poller/whole.rs`).
 pub(super) fn census_of_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
     let op = match router.shared.pollers.len() {
+        _ if router.capturing() => op,
         1 => op,
         _ => Op::Census(Box::new(Census {
             op,
@@ -139,7 +141,7 @@ pub(super) fn census_of_every_poller(
     op: impl Fn() -> Op,
 ) {
     let n = router.shared.pollers.len();
-    if n == 1 {
+    if n == 1 || router.capturing() {
         return to_every_poller(c, router, combine, op);
     }
     let pollers: Vec<usize> = (0..n).collect();

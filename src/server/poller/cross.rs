@@ -224,6 +224,13 @@ pub(super) struct Crossing {
     undecided: HashMap<CrossId, u64>,
 }
 
+impl Crossing {
+    /// Whether this poller has a part of transaction `xid` not ended.
+    pub(super) fn has_part(&self, xid: CrossId) -> bool {
+        self.parts.contains_key(&xid)
+    }
+}
+
 /// The part's place among the pollers of its EXEC.
 fn cross_of(req: &Request) -> &Cross {
     match &req.op {
@@ -1193,6 +1200,9 @@ impl<E: Engine> Poller<E> {
     /// `watched_changed`).
     pub(super) fn changed(&mut self, watched: &[Watched]) -> bool {
         let now_ms = self.ks.now_ms();
+        if watched.iter().any(|w| w.flushed) {
+            return true;
+        }
         if !crate::index::tags_identify_keys() {
             return watched.iter().any(|w| self.changed_by_record(w));
         }

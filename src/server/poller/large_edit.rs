@@ -65,6 +65,11 @@ pub(super) struct Edits {
 }
 
 impl Edits {
+    /// Whether no edit is under way.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Whether something here holds key `tag`: the read that started it
     /// must not release it.
     pub(super) fn holds(&self, tag: u64) -> bool {

@@ -30,7 +30,7 @@ use std::sync::mpsc;
 use super::super::msg::{CopyAnswer, Op, Reply, Request};
 use super::super::msg::{CURSOR_POS_BITS, TAG_GRAIN};
 use super::super::pattern;
-use super::Poller;
+use super::{is_sub, Poller};
 use crate::format::{align_down, align_up, decode_record};
 use crate::index::{Entry, KeyHash};
 use crate::io::{Completion, Engine};
@@ -248,6 +248,11 @@ impl<E: Engine> Poller<E> {
             }
             _ => unreachable!("not key iteration"),
         };
+        if is_sub(&req) && self.txn_flushed() {
+            // The transaction flushed: the store's keys are not its.
+            todo.clear();
+            place = None;
+        }
         // Matched by glob only when the pattern is not `*`.
         let pattern = pattern.filter(|p| &**p != b"*");
         let id = self.scans.next_job;
@@ -525,8 +530,10 @@ impl<E: Engine> Poller<E> {
             }
             if self.finish_scan_if_done(id) {
                 moved = true;
-            } else if self.scans.jobs[&id].todo.is_empty() {
-                // Only reads at the device left: their completions finish it.
+            } else if (self.scans.jobs.get(&id)).is_none_or(|j| j.todo.is_empty()) {
+                // Only reads at the device left: their completions finish
+                // it (or it was queued twice, a RANDOMKEY picking again,
+                // and is answered already).
             } else {
                 self.scans.queued.push_back(id);
             }
@@ -826,6 +833,9 @@ impl<E: Engine> Poller<E> {
 
     /// Answers job `id` if it has every record it needs; whether it did.
     fn finish_scan_if_done(&mut self, id: u64) -> bool {
+        // Inside a transaction that flushed, the store's keys are not its.
+        let flushed = self.txn_flushed()
+            && (self.scans.jobs.get(&id)).is_some_and(|j| j.req.as_ref().is_some_and(is_sub));
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return false;
         };
@@ -833,7 +843,7 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         if let Kind::Random { picks, seed } = &mut job.kind {
-            if job.keys.is_empty() && *picks < RANDOM_PICKS {
+            if job.keys.is_empty() && *picks < RANDOM_PICKS && !flushed {
                 // The key picked went meanwhile: pick another.
                 *picks += 1;
                 *seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
@@ -860,6 +870,21 @@ impl<E: Engine> Poller<E> {
             // Records read again for a tag's entries may name a key twice.
             job.keys.sort_unstable();
             job.keys.dedup();
+        }
+        if is_sub(&req) {
+            // Inside EXEC: the keys as the transaction has left them.
+            let (range, random) = match (&job.kind, &req.op) {
+                (Kind::Scan { next }, Op::Scan { from, no_keys, .. }) if !*no_keys => {
+                    let at = u64::from(req.pid) << CURSOR_POS_BITS | from >> TAG_GRAIN;
+                    (Some((at, *next)), false)
+                }
+                (Kind::Scan { .. }, _) => (Some((1, 1)), false),
+                (Kind::Random { .. }, _) => (None, true),
+                _ => (None, false),
+            };
+            let mut keys = std::mem::take(&mut job.keys);
+            self.view_names(&mut keys, job.pattern.as_deref(), range, random);
+            job.keys = keys;
         }
         let reply = match job.kind {
             Kind::Scan { next } => {

@@ -37,6 +37,16 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// [`Keyspace::take_acks`] once the flush is durable. Only when the
     /// log is [`Keyspace::idle`].
     pub fn flush_all(&mut self, w: W) -> Result<(), (W, FlushError)> {
+        self.flush_unpublished(w)?;
+        self.update_key_count();
+        Ok(())
+    }
+
+    /// [`Keyspace::flush_all`], leaving the key count others read as it
+    /// was: the writes that follow the flush in the same turn (a
+    /// transaction's) publish it, so no reader counts the store empty
+    /// between the two.
+    pub fn flush_unpublished(&mut self, w: W) -> Result<(), (W, FlushError)> {
         debug_assert!(self.idle(), "a flush waits for the log to be idle");
         let sb = &self.sb;
         if FlushMark::offset(sb, sb.shards - 1, 1).is_none() {
@@ -84,7 +94,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             self.log.flushed_segments.push(no);
         }
         self.counters.avg_ttl_ms.store(0, Relaxed);
-        self.update_key_count();
         self.log.wait(w);
         Ok(())
     }
