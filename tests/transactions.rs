@@ -1705,3 +1705,37 @@ fn an_acknowledged_exec_with_a_flush_survives_kill_9() {
         }
     }
 }
+
+/// RANDOMKEY inside EXEC after the transaction deleted a key answers one
+/// of the keys left, never the deleted one and never nil, as Redis does
+/// (one poller and two): a pick the transaction deleted is picked again.
+#[test]
+fn randomkey_inside_exec_never_answers_a_key_the_transaction_deleted() {
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let mut con = srv.client();
+        let keys: Vec<String> = (0..20).map(|i| format!("{{rk}}k{i}")).collect();
+        for k in &keys {
+            let _: () = redis::cmd("SET").arg(k).arg("v").query(&mut con).unwrap();
+        }
+        for round in 0..40 {
+            let gone = &keys[round % keys.len()];
+            let (pick,): (Option<String>,) = redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(gone)
+                .ignore()
+                .cmd("RANDOMKEY")
+                .cmd("SET")
+                .arg(gone)
+                .arg("v")
+                .ignore()
+                .query(&mut con)
+                .unwrap();
+            let pick = pick.expect("RANDOMKEY answered nil with 19 keys left");
+            assert!(pick != *gone && keys.contains(&pick), "{pollers}: {pick}");
+        }
+        srv.stop();
+    }
+}

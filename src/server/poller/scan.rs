@@ -836,6 +836,19 @@ impl<E: Engine> Poller<E> {
         // Inside a transaction that flushed, the store's keys are not its.
         let flushed = self.txn_flushed()
             && (self.scans.jobs.get(&id)).is_some_and(|j| j.req.as_ref().is_some_and(is_sub));
+        // Inside a transaction, a key its view holds was deleted or
+        // written by it: the store's value of it is not the answer.
+        let view = match (&self.txn, self.scans.jobs.get(&id)) {
+            (Some(t), Some(j)) if j.req.as_ref().is_some_and(is_sub) => Some(&t.view),
+            _ => None,
+        };
+        let in_view = |keys: &[Box<[u8]>]| {
+            view.is_some_and(|v| keys.iter().all(|k| v.contains_key(&super::view_id(k))))
+        };
+        let Some(job) = self.scans.jobs.get(&id) else {
+            return false;
+        };
+        let repick = matches!(job.kind, Kind::Random { .. }) && in_view(&job.keys);
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return false;
         };
@@ -843,6 +856,11 @@ impl<E: Engine> Poller<E> {
             return false;
         }
         if let Kind::Random { picks, seed } = &mut job.kind {
+            if repick {
+                // Another key, as for one gone; the view's own live keys
+                // are added at the end.
+                job.keys.clear();
+            }
             if job.keys.is_empty() && *picks < RANDOM_PICKS && !flushed {
                 // The key picked went meanwhile: pick another.
                 *picks += 1;
