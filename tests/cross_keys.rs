@@ -241,12 +241,27 @@ fn large_values_move_across_pollers() {
 /// unless the command after it replaced it.
 #[test]
 fn acknowledged_renames_across_pollers_survive_kill_9() {
+    renames_survive_kill_9(&["--io-threads", "2"], |srv| {
+        let (a, b) = tags_on_two_pollers(srv);
+        [format!("{a}k"), format!("{b}k")]
+    });
+}
+
+/// Renames back and forth between `keys(server)`, each value the count
+/// of renames so far, under sync and async durability, killed with -9
+/// after 200 were acknowledged: after the restart nothing acknowledged is
+/// lost: the last acknowledged rename's value is under its new name,
+/// unless the next SET and RENAME (not acknowledged) replaced it. A
+/// move's source is deleted only once its destination is on the device,
+/// so a crash between the two commits keeps the value under both names,
+/// never under neither.
+fn renames_survive_kill_9(extra: &[&str], keys: impl Fn(&Server) -> [String; 2]) {
     for durability in ["sync", "async"] {
         let dir = tempfile::tempdir().unwrap();
-        let args = ["--io-threads", "2", "--durability", durability];
+        let mut args = vec!["--durability", durability];
+        args.extend_from_slice(extra);
         let srv = Server::start(dir.path(), &args);
-        let (a, b) = tags_on_two_pollers(&srv);
-        let keys = [format!("{a}k"), format!("{b}k")];
+        let keys = keys(&srv);
         let mut con = srv.client();
         let _: () = redis::cmd("SET")
             .arg(&keys[0])
@@ -261,7 +276,6 @@ fn acknowledged_renames_across_pollers_survive_kill_9() {
                 let start = Instant::now();
                 for i in 1..u64::MAX {
                     let (from, to) = (&keys[(i as usize - 1) % 2], &keys[i as usize % 2]);
-                    // The value says how many renames it went through.
                     let r: redis::RedisResult<()> = redis::pipe()
                         .cmd("SET")
                         .arg(from)
@@ -285,22 +299,15 @@ fn acknowledged_renames_across_pollers_survive_kill_9() {
         let srv = Server::start(dir.path(), &args);
         let mut con = srv.client();
         let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
-        // Nothing acknowledged is lost: the last acknowledged rename's
-        // value is under its new name, unless the next SET and RENAME
-        // (not acknowledged, and which may have reached one poller and
-        // not the other) replaced it. A move's source is deleted only
-        // once its destination is durable, so a crash between the two
-        // pollers' commits keeps the value under both names, never
-        // under neither.
         let present: Vec<u64> = vals.iter().flatten().copied().collect();
         assert!(
             present.iter().all(|v| (last..=last + 1).contains(v)),
-            "{durability}: {vals:?} after {last}"
+            "{extra:?} {durability}: {vals:?} after {last}"
         );
         let kept = vals[last as usize % 2] == Some(last);
         assert!(
             kept || present.contains(&(last + 1)),
-            "{durability}: {vals:?} after {last}"
+            "{extra:?} {durability}: {vals:?} after {last}"
         );
         srv.stop();
     }
@@ -330,62 +337,10 @@ fn keys_in_two_shards() -> (String, String) {
 /// that mode is otherwise answered once buffered, and may be lost).
 #[test]
 fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
-    for durability in ["sync", "async"] {
-        let dir = tempfile::tempdir().unwrap();
-        let args = ["--io-threads", "1", "--durability", durability];
-        let srv = Server::start(dir.path(), &args);
+    renames_survive_kill_9(&["--io-threads", "1"], |_| {
         let (a, b) = keys_in_two_shards();
-        let keys = [a, b];
-        let mut con = srv.client();
-        let _: () = redis::cmd("SET")
-            .arg(&keys[0])
-            .arg(0)
-            .query(&mut con)
-            .unwrap();
-        let acked = Arc::new(AtomicU64::new(0));
-        let writer = {
-            let (acked, keys, url) = (Arc::clone(&acked), keys.clone(), srv.url());
-            std::thread::spawn(move || {
-                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-                let start = Instant::now();
-                for i in 1..u64::MAX {
-                    let (from, to) = (&keys[(i as usize - 1) % 2], &keys[i as usize % 2]);
-                    // The value says how many renames it went through.
-                    let r: redis::RedisResult<()> = redis::pipe()
-                        .cmd("SET")
-                        .arg(from)
-                        .arg(i)
-                        .ignore()
-                        .cmd("RENAME")
-                        .arg(from)
-                        .arg(to)
-                        .query(&mut con);
-                    if r.is_err() || start.elapsed() > Duration::from_secs(20) {
-                        return; // the server is gone
-                    }
-                    acked.store(i, Relaxed);
-                }
-            })
-        };
-        common::wait_for("renames acknowledged", || acked.load(Relaxed) >= 200);
-        srv.kill();
-        writer.join().unwrap();
-        let last = acked.load(Relaxed);
-        let srv = Server::start(dir.path(), &args);
-        let mut con = srv.client();
-        let vals: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
-        let present: Vec<u64> = vals.iter().flatten().copied().collect();
-        assert!(
-            present.iter().all(|v| (last..=last + 1).contains(v)),
-            "{durability}: {vals:?} after {last}"
-        );
-        let kept = vals[last as usize % 2] == Some(last);
-        assert!(
-            kept || present.contains(&(last + 1)),
-            "{durability}: {vals:?} after {last}"
-        );
-        srv.stop();
-    }
+        [a, b]
+    });
 }
 
 /// While a replica is fed, moves and MSETNX across the primary's pollers
