@@ -32,6 +32,22 @@ fn start_with(dir: &Path, args: &[&str]) -> Server {
     Server::start(dir, args)
 }
 
+/// A store of two shards and four partitions (so that keys sharing a
+/// short tag are many), sparse, with `extra` flags, in a new temporary
+/// directory (kept alive by the first value); `None` where the tests run
+/// on an SPDK namespace (`test`: the test's name, for the skip line).
+fn small_store(test: &str, extra: &[&str]) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if common::on_spdk(test) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let mut args = vec!["--shards", "2", "--partitions", "4", "--sparse"];
+    args.extend_from_slice(extra);
+    common::create_store(&dir, &args);
+    Some((tmp, dir))
+}
+
 fn extra_reads(srv: &Server) -> u64 {
     srv.info_field("index_extra_reads").parse().unwrap()
 }
@@ -78,15 +94,15 @@ fn read_all(both: &mut Both) {
 
 #[test]
 fn keys_sharing_short_tags_read_and_write_as_in_redis_across_restarts() {
-    if common::on_spdk("keys_sharing_short_tags_read_and_write_as_in_redis_across_restarts") {
+    let Some((_tmp, dir)) = small_store(
+        "keys_sharing_short_tags_read_and_write_as_in_redis_across_restarts",
+        &[],
+    ) else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
     let srv = start(&dir);
     let mut both = Both::connect(&srv, &redis);
 
@@ -153,24 +169,15 @@ fn keys_sharing_short_tags_read_and_write_as_in_redis_across_restarts() {
 /// data, overwritten and deleted in part 24 times over).
 #[test]
 fn compaction_keeps_every_key_of_keys_sharing_short_tags() {
-    if common::on_spdk("compaction_keeps_every_key_of_keys_sharing_short_tags") {
+    let Some((_tmp, dir)) = small_store(
+        "compaction_keeps_every_key_of_keys_sharing_short_tags",
+        &["--capacity", "24M"],
+    ) else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let args = [
-        "--shards",
-        "2",
-        "--partitions",
-        "4",
-        "--sparse",
-        "--capacity",
-        "24M",
-    ];
-    common::create_store(&dir, &args);
     let srv = start(&dir);
     let mut both = Both::connect(&srv, &redis);
     let value = |i: usize, pass: usize| format!("{pass}:{i}:{}", "v".repeat(3000 + i % 1000));
@@ -290,15 +297,15 @@ fn both_clients(ours: &mut redis::Connection, theirs: &mut redis::Connection, cm
 /// restart and after a rebuild.
 #[test]
 fn keys_sharing_short_tags_through_transactions_moves_and_watch() {
-    if common::on_spdk("keys_sharing_short_tags_through_transactions_moves_and_watch") {
+    let Some((_tmp, dir)) = small_store(
+        "keys_sharing_short_tags_through_transactions_moves_and_watch",
+        &[],
+    ) else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
     let srv = start(&dir);
     let mut both = Both::connect(&srv, &redis);
     let mut other = Both::connect(&srv, &redis);
@@ -413,15 +420,13 @@ fn int(reply: &[u8]) -> i64 {
 /// idle time and frequency as they were (compared with redis-server's).
 #[test]
 fn keys_sharing_short_tags_keep_their_own_access_bits() {
-    if common::on_spdk("keys_sharing_short_tags_keep_their_own_access_bits") {
+    let Some((_tmp, dir)) = small_store("keys_sharing_short_tags_keep_their_own_access_bits", &[])
+    else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
     let srv = start(&dir);
     let mut both = Both::connect(&srv, &redis);
     both.check_str(&["SET", "src", "value"]);
@@ -487,15 +492,13 @@ fn key_apart(srv: &Server, key: &str, prefix: &str) -> String {
 /// redis-server answers.
 #[test]
 fn moves_across_pollers_onto_keys_sharing_short_tags() {
-    if common::on_spdk("moves_across_pollers_onto_keys_sharing_short_tags") {
+    let Some((_tmp, dir)) = small_store("moves_across_pollers_onto_keys_sharing_short_tags", &[])
+    else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
     let srv = start_with(&dir, &["--io-threads", "2"]);
     let mut both = Both::connect(&srv, &redis);
     for (n, [a, b, c]) in colliding(6).iter().enumerate() {
@@ -549,12 +552,12 @@ fn read_all_groups(both: &mut Both) {
 /// value; so after a kill -9 too.
 #[test]
 fn an_undo_across_pollers_restores_each_key_sharing_a_short_tag() {
-    if common::on_spdk("an_undo_across_pollers_restores_each_key_sharing_a_short_tag") {
+    let Some((_tmp, dir)) = small_store(
+        "an_undo_across_pollers_restores_each_key_sharing_a_short_tag",
+        &[],
+    ) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    };
     let groups = colliding(8);
     let srv = start_with(&dir, &["--io-threads", "2"]);
     let mut con = srv.client();
@@ -638,24 +641,15 @@ fn an_undo_across_pollers_restores_each_key_sharing_a_short_tag() {
 /// of the tag; compared with redis-server, and after a restart.
 #[test]
 fn large_values_of_keys_sharing_short_tags_keep_the_other_keys() {
-    if common::on_spdk("large_values_of_keys_sharing_short_tags_keep_the_other_keys") {
+    let Some((_tmp, dir)) = small_store(
+        "large_values_of_keys_sharing_short_tags_keep_the_other_keys",
+        &["--capacity", "1G"],
+    ) else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let args = [
-        "--shards",
-        "2",
-        "--partitions",
-        "4",
-        "--sparse",
-        "--capacity",
-        "1G",
-    ];
-    common::create_store(&dir, &args);
     let srv = start_with(&dir, &[]);
     let mut both = Both::connect(&srv, &redis);
     let groups = colliding(12);
@@ -723,12 +717,12 @@ fn large_values_of_keys_sharing_short_tags_keep_the_other_keys() {
 #[test]
 fn check_finds_two_entries_of_one_key_among_keys_sharing_short_tags() {
     use std::os::unix::fs::FileExt;
-    if common::on_spdk("check_finds_two_entries_of_one_key_among_keys_sharing_short_tags") {
+    let Some((_tmp, dir)) = small_store(
+        "check_finds_two_entries_of_one_key_among_keys_sharing_short_tags",
+        &[],
+    ) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
+    };
     let srv = start(&dir);
     let groups = colliding(8);
     let mut con = srv.client();
@@ -778,15 +772,15 @@ fn check_finds_two_entries_of_one_key_among_keys_sharing_short_tags() {
 /// key itself still aborts it.
 #[test]
 fn watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag() {
-    if common::on_spdk("watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag") {
+    let Some((_tmp, dir)) = small_store(
+        "watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag",
+        &[],
+    ) else {
         return;
-    }
+    };
     let Some(redis) = RealRedis::start(&[]) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    common::create_store(&dir, &["--shards", "2", "--partitions", "4", "--sparse"]);
     let srv = start(&dir);
     let mut other = Both::connect(&srv, &redis);
     let (mut tx_ours, mut tx_theirs) = (srv.client(), redis.client());

@@ -57,6 +57,16 @@ fn info_cli(srv: &Server, field: &str) -> String {
         .to_string()
 }
 
+/// Whether these tests run here: they start their own servers on files
+/// (not on an SPDK namespace) under `taskset`; says why not.
+fn runs_here() -> bool {
+    if test_spdk().is_some() {
+        eprintln!("skipped: starts its own servers on files");
+        return false;
+    }
+    taskset_works()
+}
+
 fn taskset_works() -> bool {
     let ok = Command::new("taskset")
         .args(["-c", "0", "true"])
@@ -72,11 +82,7 @@ fn taskset_works() -> bool {
 
 #[test]
 fn one_core_gets_one_thread_of_each_and_serves() {
-    if test_spdk().is_some() {
-        eprintln!("skipped: starts its own servers on files");
-        return;
-    }
-    if !taskset_works() {
+    if !runs_here() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -104,11 +110,7 @@ fn one_core_gets_one_thread_of_each_and_serves() {
 
 #[test]
 fn flags_given_win_and_say_so() {
-    if test_spdk().is_some() {
-        eprintln!("skipped: starts its own servers on files");
-        return;
-    }
-    if !taskset_works() {
+    if !runs_here() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -135,11 +137,7 @@ fn flags_given_win_and_say_so() {
 
 #[test]
 fn every_allowed_core_counts() {
-    if test_spdk().is_some() {
-        eprintln!("skipped: starts its own servers on files");
-        return;
-    }
-    if !taskset_works() {
+    if !runs_here() {
         return;
     }
     // All the CPUs this test may use, as the server sees them.
