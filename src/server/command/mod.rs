@@ -608,7 +608,7 @@ fn counted(
     let placed = route::placed(router, keys);
     let first = router.shared.poller_of(placed[0].1);
     if placed.iter().all(|p| router.shared.poller_of(p.1) == first) {
-        return route::keyed_placed(c, router, keys, &placed, sum, op);
+        return route::keyed_placed(c, router, keys, placed, sum, op);
     }
     let across = match writes {
         true => across_pollers(c, router, keys, None, |c, router| {

@@ -17,34 +17,37 @@ pub(super) fn keyed(
     combine: Option<Combine>,
     op: impl Fn(&[u8]) -> Op,
 ) {
-    let placed = placed(router, keys);
-    keyed_placed(c, router, keys, &placed, combine, op)
+    let partitions = router.shared.sb.partitions;
+    let placed = keys.iter().map(|key| place(key, partitions));
+    keyed_placed(c, router, keys, placed, combine, op)
+}
+
+/// A key's hash and partition, out of `partitions`.
+fn place(key: &[u8], partitions: u32) -> (KeyHash, u32) {
+    let hash = KeyHash::of(key);
+    (hash, hash.partition(partitions))
 }
 
 /// Each key's hash and partition.
 pub(super) fn placed(router: &Router, keys: &[&[u8]]) -> Vec<(KeyHash, u32)> {
     let partitions = router.shared.sb.partitions;
-    (keys.iter())
-        .map(|key| {
-            let hash = KeyHash::of(key);
-            (hash, hash.partition(partitions))
-        })
-        .collect()
+    keys.iter().map(|key| place(key, partitions)).collect()
 }
 
-/// [`keyed`], the keys' hashes and partitions known (`placed`).
+/// [`keyed`], the keys' hashes and partitions known (`placed`, one per
+/// key, in order).
 pub(super) fn keyed_placed(
     c: &mut Conn,
     router: &mut Router,
     keys: &[&[u8]],
-    placed: &[(KeyHash, u32)],
+    placed: impl IntoIterator<Item = (KeyHash, u32)>,
     combine: Option<Combine>,
     op: impl Fn(&[u8]) -> Op,
 ) {
     let id = c.expect(keys.len(), combine);
     let reqs = (keys.iter().zip(placed))
         .enumerate()
-        .map(|(part, (key, &(hash, pid)))| Request {
+        .map(|(part, (key, (hash, pid)))| Request {
             tried: Vec::new(),
             from: c.me,
             touch: c.touches(),
