@@ -838,12 +838,12 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Whether the entries of `req`'s key's index tag must be read to know
-    /// which is the key's (short tags, see `index::tags_identify_keys`):
-    /// then a hit is the key's only once its record is read. Inside a
+    /// which is the key's (a tag is short, see `index`): then a hit is the
+    /// key's only once its record is read. Inside a
     /// transaction, a key it staged is known.
     fn verifies(&self, req: &Request) -> bool {
         let known = is_sub(req) && self.staged(req);
-        !crate::index::tags_identify_keys() && !known
+        !known
     }
 
     /// Whether the running transaction staged `req`'s key.
@@ -857,8 +857,7 @@ impl<E: Engine> Poller<E> {
     fn holds_key(req: &Request) -> bool {
         !is_sub(req)
             && (req.op.reads_then_writes()
-                || !crate::index::tags_identify_keys()
-                    && matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
+                || matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
     }
 
     fn handle_looked_up(&mut self, req: Request) {
@@ -1120,7 +1119,7 @@ impl<E: Engine> Poller<E> {
         };
         let rec = match decode_record(&self.shared.sb.uuid, bytes) {
             Ok(rec) if Some(rec.key) == req.op.key() => rec,
-            Ok(_) if !crate::index::tags_identify_keys() && req.op.key().is_some() => {
+            Ok(_) if req.op.key().is_some() => {
                 // Another key's record under the same short tag: the key's
                 // lookup goes on past it (inside a group or a transaction
                 // too, for what reads).
@@ -1134,7 +1133,7 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        let resolve = entry.offset != STAGED && !crate::index::tags_identify_keys();
+        let resolve = entry.offset != STAGED;
         if resolve && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
             // Moved by compaction, or written, while it was read: what
             // acts on the key must act on its entry as it is now.
@@ -1746,7 +1745,7 @@ impl<E: Engine> Poller<E> {
     fn probe_keys(&mut self, req: Request) -> Option<Request> {
         // A move's destination on another poller is resolved there
         // (`Op::MoveIn`).
-        if crate::index::tags_identify_keys() || self.moves_across(&req) {
+        if self.moves_across(&req) {
             return Some(req);
         }
         let id = (req.from, req.id, req.part);
@@ -1914,7 +1913,7 @@ impl<E: Engine> Poller<E> {
         hash: &KeyHash,
         key: &[u8],
     ) -> bool {
-        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+        if is_sub(req) && self.txn_staged(key) {
             return self.lookup(req, pid, hash, key).is_some();
         }
         let own = self.probed_own(req, i);
@@ -1924,7 +1923,7 @@ impl<E: Engine> Poller<E> {
     /// Before a write of other key `i` of `req`: under short tags, the
     /// entry it replaces is the one [`Poller::probe_keys`] found its own.
     fn act_on_other(&mut self, req: &Request, i: usize, pid: u32, hash: &KeyHash, key: &[u8]) {
-        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+        if is_sub(req) && self.txn_staged(key) {
             return;
         }
         let own = self.probed_own(req, i);
@@ -2100,7 +2099,7 @@ impl<E: Engine> Poller<E> {
             return None;
         }
         let own = self.ks.own_entry(pid, hash);
-        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+        if let Some(at) = own {
             self.ks.follow(pid, at);
         }
         own
@@ -2703,21 +2702,17 @@ impl<E: Engine> Poller<E> {
 
     /// WATCH of one key: remembers its entry for the connection.
     fn watch(&mut self, req: Request) {
-        let (mut seen, mut others, mut key) = (None, Vec::new(), Box::default());
-        if crate::index::tags_identify_keys() {
-            seen = self.ks.entry(req.pid, &req.hash);
-        } else {
-            let own = self.probed_own(&req, 0);
-            for e in self.ks.candidates(req.pid, &req.hash) {
-                match own == Some(e.offset) {
-                    true => seen = Some(e),
-                    false => others.push(e.offset),
-                }
+        let (mut seen, mut others) = (None, Vec::new());
+        let own = self.probed_own(&req, 0);
+        for e in self.ks.candidates(req.pid, &req.hash) {
+            match own == Some(e.offset) {
+                true => seen = Some(e),
+                false => others.push(e.offset),
             }
-            key = req.op.key().unwrap_or_default().into();
         }
+        let key: Box<[u8]> = req.op.key().unwrap_or_default().into();
         let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
-        if seen.is_none() && !crate::index::tags_identify_keys() {
+        if seen.is_none() {
             // Until EXEC: which key each new entry of the tag holds.
             self.ks.name_writes(true);
         }
@@ -3009,7 +3004,7 @@ impl<E: Engine> Poller<E> {
     /// the move on to the tag's next entry (its keys still held), and the
     /// source's own is made the one it acts on.
     fn finish_move_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
-        let short = !crate::index::tags_identify_keys() && entry.offset != STAGED;
+        let short = entry.offset != STAGED;
         if let (true, Ok(b)) = (short, &bytes) {
             if let Ok(rec) = decode_record(&self.shared.sb.uuid, b) {
                 if Some(rec.key) != req.op.key() {
@@ -3150,7 +3145,7 @@ impl<E: Engine> Poller<E> {
         // between them keeps the value under both names, never under
         // neither; the keys stay held.
         if result.is_ok() && across_shards && !copy && !is_sub(&req) {
-            let own = (src_own.flatten()).filter(|_| !crate::index::tags_identify_keys());
+            let own = src_own.flatten();
             if let Some(o) = own {
                 self.ks.follow(req.pid, o);
             }
@@ -3161,7 +3156,7 @@ impl<E: Engine> Poller<E> {
             return self.ks.acknowledge_written_or_durable(w);
         }
         if result.is_ok() && !copy {
-            if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {
+            if let Some(own) = src_own {
                 self.ks.act_on(req.pid, &req.hash, own);
             }
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
