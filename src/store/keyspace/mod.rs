@@ -102,6 +102,9 @@ pub struct Counters {
     /// Device reads of records that turned out to be other keys' (their
     /// index tags the same as the key's).
     pub index_extra_reads: AtomicU64,
+    /// SETs that replaced the entry of their key's tag before its record
+    /// said it was the key's (read after the write, off the reply's path).
+    pub index_overwrites_unread: AtomicU64,
     pub device_writes: AtomicU64,
     pub io_errors: AtomicU64,
     /// Record bytes appended for clients, and moved by compaction.
@@ -168,6 +171,15 @@ pub struct Keyspace<E: Engine, W> {
     /// ([`Keyspace::pin_record`]): an emptied segment is not erased nor
     /// reused while it has any.
     pins: Vec<u32>,
+    /// The next write of this key (partition, tag) replaces the first
+    /// entry of its tag without knowing it is the key's own
+    /// ([`Keyspace::keep_replaced`]).
+    keep_replaced: Option<(u32, u64)>,
+    /// Entries replaced so, by offset, with the key's partition and hash:
+    /// their bytes stay live, and compaction leaves their records where
+    /// they are, until a read of the record says whose it was
+    /// ([`Keyspace::replaced_verified`]).
+    unverified: HashMap<u64, (u32, KeyHash, Entry)>,
 }
 
 /// Entries [`Keyspace::name_writes`] keeps at most.
@@ -213,6 +225,8 @@ impl<E: Engine, W> Keyspace<E, W> {
             follow: HashMap::new(),
             names: None,
             pins: vec![0; common.sb.segment_count as usize],
+            keep_replaced: None,
+            unverified: HashMap::new(),
         };
         ks.update_key_count();
         ks
