@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use common::{dbsize, load, Server};
+use nvkv::index::KeyHash;
 use nvkv::keys;
 use redis::Commands;
 
@@ -49,13 +51,18 @@ fn check_all(srv: &Server) {
     assert_eq!(dbsize(&mut con), KEYS + WRITTEN);
 }
 
+/// Bytes of a slot of a partition file (index format version 4): the
+/// tag's 32 bits, the location, the expiry and access bits.
+const SLOT: usize = 20;
+/// Where a slot's location lies in it.
+const LOC: usize = 4;
+
 /// The first used slot of a partition file: slots follow the 128-byte
-/// header, 24 bytes each (tag, location, expiry and access bits); a used
-/// one has a location.
+/// header; a used one has a location.
 fn used_slot(bytes: &[u8]) -> usize {
     (128..bytes.len())
-        .step_by(24)
-        .find(|&at| bytes[at + 8..at + 16] != [0; 8])
+        .step_by(SLOT)
+        .find(|&at| bytes[at + LOC..at + LOC + 8] != [0; 8])
         .expect("a used slot")
 }
 
@@ -105,7 +112,7 @@ fn a_flipped_bit_in_an_expiry_is_found_and_the_index_rebuilt() {
     // expired.
     damage(dir.path(), 9, |b| {
         let at = used_slot(b);
-        b[at + 16] ^= 0x01;
+        b[at + LOC + 8] ^= 0x01;
     });
     let srv = Server::start(dir.path(), &[]);
     rebuilt_and_logged(
@@ -123,12 +130,12 @@ fn a_flipped_bit_in_an_empty_slot_is_found_and_the_index_rebuilt() {
     // does not exist, counted by DBSIZE.
     damage(dir.path(), 2, |b| {
         let at = (128..b.len())
-            .step_by(24)
-            .find(|&at| b[at..at + 24] == [0; 24])
+            .step_by(SLOT)
+            .find(|&at| b[at..at + SLOT] == [0; SLOT])
             .expect("an empty slot");
         let used = used_slot(b);
-        let loc: [u8; 8] = b[used + 8..used + 16].try_into().unwrap();
-        b[at + 8..at + 16].copy_from_slice(&loc);
+        let loc: [u8; 8] = b[used + LOC..used + LOC + 8].try_into().unwrap();
+        b[at + LOC..at + LOC + 8].copy_from_slice(&loc);
         b[at] = 1;
     });
     let srv = Server::start(dir.path(), &[]);
@@ -144,7 +151,7 @@ fn a_flipped_bit_in_an_empty_slot_is_found_and_the_index_rebuilt() {
 fn a_truncated_partition_is_found_and_the_index_rebuilt() {
     let dir = store();
     damage(dir.path(), 11, |b| {
-        let len = b.len() - 24 * 10;
+        let len = b.len() - SLOT * 10;
         b.truncate(len);
     });
     let srv = Server::start(dir.path(), &[]);
@@ -188,19 +195,29 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// Rewrites a clean partition as index format version 2 left it: the same
-/// slots placed by linear probing in insertion order (here by descending
-/// home, so that runs fall out of Robin Hood order), the header's version
-/// 2 and its checksums recomputed. Returns how many of its keys a Robin
-/// Hood probe (version 3's lookup) would miss in the rewritten table.
-fn as_version_2(b: &mut [u8]) -> usize {
+/// Rewrites a clean partition as index format version 2 left it: 24-byte
+/// slots with whole 64-bit tags (`full`: by the top 32 bits the file
+/// keeps), placed by linear probing in insertion order (here by
+/// descending home, so that runs fall out of Robin Hood order), the
+/// header's version 2 and its checksums recomputed. Returns how many of
+/// its keys a Robin Hood probe would miss in the rewritten table.
+fn as_version_2(b: &mut Vec<u8>, full: &HashMap<u32, u64>) -> usize {
     let slots = le64(b, 32);
-    let at = |i: u64| 128 + i as usize * 24;
-    let mut used: Vec<[u8; 24]> = (0..slots)
-        .map(|i| b[at(i)..at(i) + 24].try_into().unwrap())
-        .filter(|s: &[u8; 24]| s[8..16] != [0; 8])
+    let used: Vec<[u8; 24]> = (0..slots as usize)
+        .map(|i| &b[128 + i * SLOT..128 + (i + 1) * SLOT])
+        .filter(|s| s[LOC..LOC + 8] != [0; 8])
+        .map(|s| {
+            let short = u32::from_le_bytes(s[..4].try_into().unwrap());
+            let mut wide = [0u8; 24];
+            wide[..8].copy_from_slice(&full[&short].to_le_bytes());
+            wide[8..].copy_from_slice(&s[LOC..]);
+            wide
+        })
         .collect();
+    let mut used = used;
     used.sort_by_key(|s| std::cmp::Reverse(home(le64(s, 0), slots)));
+    let at = |i: u64| 128 + i as usize * 24;
+    b.resize(at(slots), 0);
     b[128..].fill(0);
     for s in &used {
         let mut i = home(le64(s, 0), slots);
@@ -240,8 +257,19 @@ fn an_index_of_version_2_is_converted_when_opened_and_never_misread() {
     let dir = store();
     let mut missed = 0;
     let parts = std::fs::read_dir(dir.path().join("index")).unwrap().count() as u32;
+    // Each key's whole tag, which a table of version 2 or 3 kept, by the
+    // partition and the top 32 bits a table of version 4 keeps.
+    let mut full: Vec<HashMap<u32, u64>> = vec![HashMap::new(); parts as usize];
+    let names = (0..KEYS).map(|i| keys::key(SEED, i));
+    for key in names.chain((0..WRITTEN).map(|i| written_key(i).into_bytes())) {
+        let h = KeyHash::full(&key);
+        let part = h.partition(parts) as usize;
+        assert!(full[part].insert((h.tag >> 32) as u32, h.tag).is_none());
+    }
     for part in 0..parts {
-        damage(dir.path(), part, |b| missed += as_version_2(b));
+        damage(dir.path(), part, |b| {
+            missed += as_version_2(b, &full[part as usize])
+        });
     }
     assert!(
         missed > 0,
@@ -251,12 +279,12 @@ fn an_index_of_version_2_is_converted_when_opened_and_never_misread() {
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     {
         let log = srv.log.lock().unwrap();
-        let what = "index partition of version 2 (linear probing): converted to version 3";
+        let what = "index partition of version 2 (24-byte slots): converted to version 4 (20-byte slots, 32-bit tags)";
         assert_eq!(log.matches(what).count(), parts as usize, "{log}");
     }
     check_all(&srv);
     srv.stop();
-    // Converted once: the next start maps version 3 tables as they are.
+    // Converted once: the next start maps version 4 tables as they are.
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     assert!(!srv.log.lock().unwrap().contains("converted"));

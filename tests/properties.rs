@@ -74,10 +74,11 @@ fn index_op() -> impl Strategy<Value = IndexOp> {
 /// run wraps past the end: long Robin Hood runs that meet and wrap.
 fn crowded_hash(k: u16) -> KeyHash {
     let (spot, n) = ((k % 8) as u64, (k / 8) as u64);
+    // Tables on their files keep a tag's top 32 bits.
     let tag = if spot == 7 {
-        u64::MAX - n
+        (u64::MAX - n) << 32
     } else {
-        spot << 61 | n
+        spot << 61 | n << 32
     };
     KeyHash { lo: 0, tag }
 }

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             let top = [0u64, 1, 2, 31, 32, 61, 62, 63][(op[0] % 8) as usize];
             KeyHash {
                 lo: 0,
-                tag: top << 58 | (key[1] % 16) as u64,
+                tag: top << 58 | ((key[1] % 16) as u64) << 32,
             }
         } else {
             KeyHash::of(&key)

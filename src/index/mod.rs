@@ -6,10 +6,10 @@
 //! with linear probing in Robin Hood order (each run of occupied slots
 //! sorted by home slot, so a probe for a missing key stops at the first
 //! entry closer to its home than the probe is) and backward-shift deletion;
-//! a slot is 24 bytes:
+//! a slot is 20 bytes:
 //!
 //! ```text
-//! tag u64 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit)
+//! tag u32 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit)
 //!         | word u64 = expire_ms (44 bits) | access (20 bits)
 //! ```
 //!
@@ -26,16 +26,22 @@
 //! drops it or replaces it with a small tombstone record. Real tombstones
 //! (DEL) always have expiry 0.
 //!
-//! The key itself is not stored: a lookup matches the 64-bit tag (the high
-//! half of the key's XXH3-128 digest) inside the partition chosen by the low
-//! half, and the record read from the device is checked against the key.
-//! A tag kept shorter ([`tag_mask`]; the test switch `NVKV_TEST_TAG_BITS`)
-//! is shared by several keys: its entries are the tag's candidates, and
-//! the caller tells them apart by the keys in their records (see
-//! [`Partition::promote`], [`Partition::insert_new`]).
+//! The key itself is not stored: a lookup matches the tag (the top 32 bits
+//! of the high half of the key's XXH3-128 digest) inside the partition
+//! chosen by the low half, and the record read from the device is checked
+//! against the key. A tag is shared by several keys now and then (a lookup
+//! in a partition of 2^20 keys meets another key's entry under its tag
+//! about once in 2^12): its entries are the tag's candidates, and the caller
+//! tells them apart by the keys in their records (see
+//! [`Partition::promote`], [`Partition::insert_new`]); the test switch
+//! `NVKV_TEST_TAG_BITS` keeps fewer bits, so that tests meet that case
+//! everywhere. A rebuild and a load tell keys apart by their whole 64-bit
+//! tags, in *wide* tables of 24-byte slots built in memory, and shorten
+//! them as they write the tables out ([`write_out`]); a file of version 3
+//! or older (24-byte slots) is converted when opened.
 //! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
 //! short there: a table of version 2, linear probing in insertion order,
-//! stopped at 0.8) a full table costs 26.7 bytes per key (24 / load
+//! stopped at 0.8) a full table costs 22.2 bytes per key (20 / load
 //! factor); a table that has just doubled costs twice that.
 
 use std::fs::{File, OpenOptions};
@@ -47,16 +53,27 @@ use thiserror::Error;
 
 /// Bytes of the header at the start of each partition file.
 pub const HEADER: usize = 128;
-/// Bytes per slot.
-pub const SLOT: usize = 24;
+/// Bytes per slot of a table on its file: the tag's 32 bits, then the
+/// record's place and the expiry and access word.
+pub const SLOT: usize = 20;
+/// Bytes per slot of a *wide* table, whose tags keep all 64 bits: a table
+/// being built in memory by a rebuild or a load (which tell keys apart by
+/// their whole tags before [`write_out`] shortens them), and a file of
+/// version 3 or older.
+const WIDE_SLOT: usize = 24;
+/// Bits of a key's digest a table on its file keeps as the key's tag.
+pub const TAG_BITS: u32 = 32;
 /// Default maximum load factor before a partition doubles.
 pub const MAX_LOAD: f64 = 0.9;
 const MAGIC: &[u8; 8] = b"NVKVIDX1";
 /// Version 2 keeps the count of keys with a TTL in the header (at 84) and
 /// the access bits in the expiry word; version 3 keeps the slots of a run
-/// in Robin Hood order (sorted by home slot). A clean version 1 or 2 table
-/// is converted when opened (its entries placed again in a new file).
-const VERSION: u32 = 3;
+/// in Robin Hood order (sorted by home slot); version 4 keeps 32-bit tags
+/// in 20-byte slots. A clean table of an older version is converted when
+/// opened (its entries placed again, with their tags shortened, in a new
+/// file); a wide table ([`WIDE_SLOT`]) in use is written as version 3.
+const VERSION: u32 = 4;
+const WIDE_VERSION: u32 = 3;
 const CRC_AT: usize = 80;
 const EXPIRING_AT: usize = 84;
 /// A clean table's CRC32C of its slots (at 92), valid when the word at 96
@@ -129,29 +146,24 @@ impl KeyHash {
     }
 }
 
-/// The bits of a key's digest kept as its tag: all 64, or under the test
-/// switch `NVKV_TEST_TAG_BITS=N` (1 to 63) only the top `N`, so that tests
-/// meet tag collisions everywhere. A tag that is not the key's whole
-/// digest identifies a key no more: a match is resolved by the key stored
-/// in the record (the partition's *candidates*, see [`Partition::promote`]
-/// and [`Partition::insert_new`]).
+/// The bits of a key's digest kept as its tag: the top [`TAG_BITS`], or
+/// under the test switch `NVKV_TEST_TAG_BITS=N` (1 to 32) only the top
+/// `N`, so that tests meet tag collisions everywhere. A tag is not the
+/// key's whole digest: a match is resolved by the key stored in the
+/// record (the partition's *candidates*, see [`Partition::promote`] and
+/// [`Partition::insert_new`]).
 pub fn tag_mask() -> u64 {
     static MASK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *MASK.get_or_init(|| {
-        match std::env::var("NVKV_TEST_TAG_BITS")
+        let bits = match std::env::var("NVKV_TEST_TAG_BITS")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())
         {
-            Some(bits @ 1..=63) => !0u64 << (64 - bits),
-            _ => !0,
-        }
+            Some(bits @ 1..=TAG_BITS) => bits,
+            _ => TAG_BITS,
+        };
+        !0u64 << (64 - bits)
     })
-}
-
-/// Whether a tag match proves the key (tags of 64 bits): otherwise the
-/// record's key must be read to know.
-pub fn tags_identify_keys() -> bool {
-    tag_mask() == !0
 }
 
 /// The hash tag of `key`, as Redis Cluster finds it: the bytes between
@@ -263,6 +275,8 @@ pub struct Partition {
     /// The sweep pass under way started at slot 0 and has seen no live
     /// expiring entry, and none was inserted (or moved) since it started.
     pass_clean: bool,
+    /// The slots keep whole 64-bit tags ([`WIDE_SLOT`] bytes each).
+    wide: bool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -335,17 +349,44 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
 impl Partition {
     /// Creates an empty, dirty partition with room for `expected` keys.
     pub fn create(dir: &Path, id: u32, uuid: [u8; 16], expected: u64) -> Result<Self, IndexError> {
-        Self::create_at(&partition_path(dir, id), id, uuid, slots_for(expected))
+        Self::create_at(
+            &partition_path(dir, id),
+            id,
+            uuid,
+            slots_for(expected),
+            false,
+        )
+    }
+
+    /// Bytes of a slot of this table.
+    fn slot_size(&self) -> usize {
+        if self.wide {
+            WIDE_SLOT
+        } else {
+            SLOT
+        }
+    }
+
+    /// Bytes of a slot's tag: 8 in a wide table, else 4.
+    fn tag_size(&self) -> usize {
+        self.slot_size() - 16
     }
 
     /// An empty table in anonymous memory to rebuild this one into, as
     /// large as this one (its size when it was last used: the best guess
     /// of what the rebuild will put in it, short of reading the data).
     pub fn rebuild_in_memory(&self) -> Result<Self, IndexError> {
-        Self::anon_at(&self.path, self.id, self.uuid, self.slots.max(64))
+        Self::anon_at(&self.path, self.id, self.uuid, self.slots.max(64), true)
     }
 
-    fn create_at(path: &Path, id: u32, uuid: [u8; 16], slots: u64) -> Result<Self, IndexError> {
+    fn create_at(
+        path: &Path,
+        id: u32,
+        uuid: [u8; 16],
+        slots: u64,
+        wide: bool,
+    ) -> Result<Self, IndexError> {
+        let slot = if wide { WIDE_SLOT } else { SLOT };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -353,13 +394,13 @@ impl Partition {
             .truncate(true)
             .open(path)
             .map_err(io_err(path))?;
-        allocate(&file, HEADER as u64 + slots * SLOT as u64).map_err(io_err(path))?;
+        allocate(&file, HEADER as u64 + slots * slot as u64).map_err(io_err(path))?;
         let map = map_file(&file, path)?;
-        Ok(Self::empty(path, id, uuid, map, slots, false))
+        Ok(Self::empty(path, id, uuid, map, slots, false, wide))
     }
 
     /// An empty, dirty table of `slots` slots over `map` (its file's, or
-    /// anonymous memory: `in_memory`).
+    /// anonymous memory: `in_memory`), wide or not.
     fn empty(
         path: &Path,
         id: u32,
@@ -367,6 +408,7 @@ impl Partition {
         map: MmapMut,
         slots: u64,
         in_memory: bool,
+        wide: bool,
     ) -> Self {
         let mut p = Partition {
             path: path.to_owned(),
@@ -381,29 +423,38 @@ impl Partition {
             may_expire: false,
             pass_clean: false,
             in_memory,
+            wide,
         };
         p.write_header(false, Checkpoint::default());
         p
     }
 
-    /// Creates an empty table of `slots` slots (at least 64) in anonymous
-    /// memory, for a rebuild or a load: its inserts fault in anonymous
-    /// pages instead of write-faulting pages of a shared file mapping
-    /// through the file system, and nothing is written back to the disk
-    /// while it fills. [`write_out`] writes it to its file, sequentially,
-    /// once; until then the file on disk is left as it was.
+    /// Creates an empty wide table of `slots` slots (at least 64) in
+    /// anonymous memory, for a rebuild or a load: its inserts fault in
+    /// anonymous pages instead of write-faulting pages of a shared file
+    /// mapping through the file system, and nothing is written back to the
+    /// disk while it fills. [`write_out`] writes it to its file, with its
+    /// tags shortened, sequentially, once; until then the file on disk is
+    /// left as it was.
     pub fn create_in_memory(
         dir: &Path,
         id: u32,
         uuid: [u8; 16],
         slots: u64,
     ) -> Result<Self, IndexError> {
-        Self::anon_at(&partition_path(dir, id), id, uuid, slots.max(64))
+        Self::anon_at(&partition_path(dir, id), id, uuid, slots.max(64), true)
     }
 
-    fn anon_at(path: &Path, id: u32, uuid: [u8; 16], slots: u64) -> Result<Self, IndexError> {
+    fn anon_at(
+        path: &Path,
+        id: u32,
+        uuid: [u8; 16],
+        slots: u64,
+        wide: bool,
+    ) -> Result<Self, IndexError> {
+        let slot = if wide { WIDE_SLOT } else { SLOT };
         let len = slots
-            .checked_mul(SLOT as u64)
+            .checked_mul(slot as u64)
             .and_then(|b| b.checked_add(HEADER as u64))
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(|| IndexError::Io {
@@ -414,7 +465,7 @@ impl Partition {
         // Fewer TLB misses for the random inserts; only a hint.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        Ok(Self::empty(path, id, uuid, map, slots, true))
+        Ok(Self::empty(path, id, uuid, map, slots, true, wide))
     }
 
     /// Opens an existing partition. Returns the table and, when it was
@@ -455,8 +506,10 @@ impl Partition {
             return Err(corrupt("belongs to another store or partition"));
         }
         let slots = le64(h, 32);
+        let wide = version <= WIDE_VERSION;
+        let slot = if wide { WIDE_SLOT } else { SLOT };
         let expected = slots
-            .checked_mul(SLOT as u64)
+            .checked_mul(slot as u64)
             .and_then(|b| b.checked_add(HEADER as u64));
         if slots == 0 || expected != Some(size) {
             return Err(corrupt("file size does not match its slot count"));
@@ -489,6 +542,7 @@ impl Partition {
             may_expire: true,
             pass_clean: false,
             in_memory: false,
+            wide,
         };
         if !clean {
             // Its slots are stale: the caller rebuilds the index (into
@@ -503,16 +557,17 @@ impl Partition {
             p.convert_v1();
         }
         if version < VERSION {
-            // Linear probing left runs in insertion order, which a Robin
-            // Hood probe would stop short in: the entries are placed again.
-            // Slots that fail their checksum are left for the caller to
-            // find (the index is then rebuilt from the device).
+            // The entries are placed again, their tags shortened (and the
+            // runs linear probing left in insertion order, which a Robin
+            // Hood probe would stop short in, put in order). Slots that
+            // fail their checksum are left for the caller to find (the
+            // index is then rebuilt from the device).
             if !p.slots_intact() {
                 return Ok((p, Some(checkpoint)));
             }
             tracing::info!(
                 partition = id,
-                "index partition of version {version} (linear probing): converted to version {VERSION} (Robin Hood order)"
+                "index partition of version {version} (24-byte slots): converted to version {VERSION} (20-byte slots, {TAG_BITS}-bit tags)"
             );
             let mut q = p.copy_to(p.slots)?;
             q.mark_clean(checkpoint).map_err(io_err(&q.path))?;
@@ -533,7 +588,7 @@ impl Partition {
             if self.loc_at(i) == 0 {
                 continue;
             }
-            let a = self.at(i) + 16;
+            let a = self.at(i) + self.tag_size() + 8;
             let raw = le64(&self.map, a);
             let exp = clamp_expiry(raw);
             self.map[a..a + 8].copy_from_slice(&exp.to_le_bytes());
@@ -550,7 +605,8 @@ impl Partition {
         let h = &mut self.map[..HEADER];
         h.fill(0);
         h[0..8].copy_from_slice(MAGIC);
-        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        let version = if self.wide { WIDE_VERSION } else { VERSION };
+        h[8..12].copy_from_slice(&version.to_le_bytes());
         h[12..16].copy_from_slice(&self.id.to_le_bytes());
         h[16..32].copy_from_slice(&self.uuid);
         h[32..40].copy_from_slice(&self.slots.to_le_bytes());
@@ -565,7 +621,7 @@ impl Partition {
             h[SLOTS_CRC_FLAG_AT..SLOTS_CRC_FLAG_AT + 4]
                 .copy_from_slice(&SLOTS_CRC_SET.to_le_bytes());
         }
-        let crc = header_crc(h, VERSION);
+        let crc = header_crc(h, version);
         h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -659,24 +715,29 @@ impl Partition {
 
     /// Bytes of the table file.
     pub fn bytes(&self) -> u64 {
-        HEADER as u64 + self.slots * SLOT as u64
+        HEADER as u64 + self.slots * self.slot_size() as u64
     }
 
     fn at(&self, i: u64) -> usize {
-        HEADER + i as usize * SLOT
+        HEADER + i as usize * self.slot_size()
     }
 
+    /// The tag of slot `i`: a narrow slot keeps its top 32 bits.
     fn tag_at(&self, i: u64) -> u64 {
-        le64(&self.map, self.at(i))
+        if self.wide {
+            le64(&self.map, self.at(i))
+        } else {
+            (le32(&self.map, self.at(i)) as u64) << 32
+        }
     }
 
     fn loc_at(&self, i: u64) -> u64 {
-        le64(&self.map, self.at(i) + 8)
+        le64(&self.map, self.at(i) + self.tag_size())
     }
 
     /// The third word of a slot: expiry and access bits.
     fn word_at(&self, i: u64) -> u64 {
-        le64(&self.map, self.at(i) + 16)
+        le64(&self.map, self.at(i) + self.tag_size() + 8)
     }
 
     fn expire_at(&self, i: u64) -> u64 {
@@ -688,15 +749,19 @@ impl Partition {
     }
 
     fn set(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
-        let a = self.at(i);
-        let s = &mut self.map[a..a + SLOT];
-        s[0..8].copy_from_slice(&tag.to_le_bytes());
-        s[8..16].copy_from_slice(&loc.to_le_bytes());
-        s[16..24].copy_from_slice(&word.to_le_bytes());
+        let (a, t) = (self.at(i), self.tag_size());
+        if self.wide {
+            self.map[a..a + 8].copy_from_slice(&tag.to_le_bytes());
+        } else {
+            debug_assert!(tag as u32 == 0, "a narrow slot keeps a tag's top 32 bits");
+            self.map[a..a + 4].copy_from_slice(&((tag >> 32) as u32).to_le_bytes());
+        }
+        self.map[a + t..a + t + 8].copy_from_slice(&loc.to_le_bytes());
+        self.map[a + t + 8..a + t + 16].copy_from_slice(&word.to_le_bytes());
     }
 
     fn set_word(&mut self, i: u64, word: u64) {
-        let a = self.at(i) + 16;
+        let a = self.at(i) + self.tag_size() + 8;
         self.map[a..a + 8].copy_from_slice(&word.to_le_bytes());
     }
 
@@ -789,8 +854,8 @@ impl Partition {
     }
 
     /// Inserts or replaces the entry of `h`; returns the previous one.
-    /// Under short tags ([`tags_identify_keys`] false) the entry replaced
-    /// is the first of the tag's candidates: the caller made it the key's
+    /// The entry replaced is the first of the tag's candidates (a tag is
+    /// short): the caller made it the key's
     /// own ([`Self::promote`]) or knows the key is new ([`Self::insert_new`]).
     pub fn insert(&mut self, h: &KeyHash, e: Entry) -> Result<Option<Entry>, IndexError> {
         self.insert_with(h, e, true)
@@ -948,19 +1013,8 @@ impl Partition {
     /// only the bits of [`tag_mask`]: a table built by a rebuild or a load
     /// with whole tags, made ready to be written out.
     fn shorten_tags(&self) -> Result<Partition, IndexError> {
-        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots)?;
-        for i in 0..self.slots {
-            let loc = self.loc_at(i);
-            if loc != 0 {
-                let tag = self.tag_at(i) & tag_mask();
-                let (j, _) = to.find(tag);
-                to.place(j, tag, loc, self.word_at(i));
-            }
-        }
-        to.entries = self.entries;
-        to.tombstones = self.tombstones;
-        to.expiring = self.expiring;
-        to.may_expire = self.may_expire;
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, self.slots, false)?;
+        self.place_all(&mut to);
         Ok(to)
     }
 
@@ -1236,7 +1290,7 @@ impl Partition {
     /// Grows the table to `slots` slots, as [`Partition::grow`] says.
     fn grow_to(&mut self, slots: u64) -> Result<(), IndexError> {
         use std::os::unix::fs::FileExt;
-        let mut to = Self::anon_at(&self.path, self.id, self.uuid, slots)?;
+        let mut to = Self::anon_at(&self.path, self.id, self.uuid, slots, self.wide)?;
         self.place_all(&mut to);
         if !self.in_memory {
             let path = &self.path;
@@ -1253,16 +1307,16 @@ impl Partition {
         Ok(())
     }
 
-    /// Places every entry, in Robin Hood order, in a new dirty table of
-    /// `slots` slots that replaces this one's file (renamed over it once
-    /// whole: a clean table converted to a newer version stays on disk as
-    /// it was until then).
+    /// Places every entry, in Robin Hood order and with its tag shortened,
+    /// in a new dirty narrow table of `slots` slots that replaces this
+    /// one's file (renamed over it once whole: a clean table converted to
+    /// a newer version stays on disk as it was until then).
     fn copy_to(&self, slots: u64) -> Result<Partition, IndexError> {
         let tmp = self.path.with_extension("idx.grow");
         let mut to = if self.in_memory {
-            Self::anon_at(&self.path, self.id, self.uuid, slots)?
+            Self::anon_at(&self.path, self.id, self.uuid, slots, false)?
         } else {
-            Self::create_at(&tmp, self.id, self.uuid, slots)?
+            Self::create_at(&tmp, self.id, self.uuid, slots, false)?
         };
         self.place_all(&mut to);
         if !self.in_memory {
@@ -1273,12 +1327,15 @@ impl Partition {
     }
 
     /// Places every entry of this table in the empty table `to`, with the
-    /// counts.
+    /// counts; into a narrow table, with the tags [`tag_mask`] keeps (the
+    /// entries of keys whose tags become one stay side by side, as
+    /// candidates of that tag).
     fn place_all(&self, to: &mut Partition) {
+        let mask = if to.wide { !0 } else { tag_mask() };
         for i in 0..self.slots {
             let loc = self.loc_at(i);
             if loc != 0 {
-                let tag = self.tag_at(i);
+                let tag = self.tag_at(i) & mask;
                 let (j, _) = to.find(tag);
                 to.place(j, tag, loc, self.word_at(i));
             }
@@ -1436,10 +1493,8 @@ pub fn write_out(
     clean: impl Fn(u32) -> Option<Checkpoint>,
 ) -> Result<Vec<Partition>, IndexError> {
     let mut parts = parts;
-    if !tags_identify_keys() {
-        for p in parts.iter_mut().filter(|p| p.in_memory) {
-            *p = p.shorten_tags()?;
-        }
+    for p in parts.iter_mut().filter(|p| p.in_memory && p.wide) {
+        *p = p.shorten_tags()?;
     }
     let cps: Vec<Option<Checkpoint>> = parts.iter().map(|p| clean(p.id)).collect();
     // Copying into the page cache takes a CPU per gigabyte-second or so:
@@ -1570,7 +1625,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         // The files as a crash left them: one dirty, one with stale slots.
         let mut old = Partition::create(dir.path(), 0, [3; 16], 10).unwrap();
-        old.insert(&KeyHash::full(b"stale"), entry(1)).unwrap();
+        old.insert(&KeyHash::of(b"stale"), entry(1)).unwrap();
         drop(old);
         let (old, cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
         assert!(cp.is_none());
@@ -1626,7 +1681,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create_in_memory(dir.path(), 2, [4; 16], 100).unwrap();
-        p.insert(&KeyHash::full(b"k"), entry(1)).unwrap();
+        p.insert(&KeyHash::of(b"k"), entry(1)).unwrap();
         drop(write_out(vec![p], |_| None).unwrap());
         let (_, cp) = Partition::open(dir.path(), 2, [4; 16]).unwrap();
         assert_eq!(cp, None);
@@ -1642,7 +1697,7 @@ mod tests {
             } else {
                 Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
             };
-            let key = |n: u64| KeyHash::full(&n.to_le_bytes());
+            let key = |n: u64| KeyHash::of(&n.to_le_bytes());
             for n in 1..=8u64 {
                 p.insert(&key(n), entry(n)).unwrap();
             }
@@ -1672,7 +1727,7 @@ mod tests {
                 tombstone: false,
                 expire_ms: if n <= 20 { 1000 + n } else { 0 },
             };
-            p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
+            p.insert(&KeyHash::of(&n.to_le_bytes()), e).unwrap();
         }
         let mut cursor = 0;
         let mut marked = Vec::new();
@@ -1685,7 +1740,7 @@ mod tests {
         assert!(marked.iter().all(|e| e.expire_ms <= 1010 && !e.tombstone));
         assert_eq!(p.expiring(), 10);
         let n = 5u64;
-        let e = p.get(&KeyHash::full(&n.to_le_bytes())).unwrap();
+        let e = p.get(&KeyHash::of(&n.to_le_bytes())).unwrap();
         assert!(e.is_marker() && !e.live(0));
         cursor = 0;
         assert_eq!(
@@ -1707,11 +1762,11 @@ mod tests {
             expire_ms: 0,
         };
         for n in 1..=40u64 {
-            p.insert(&KeyHash::full(&n.to_le_bytes()), forever(n))
+            p.insert(&KeyHash::of(&n.to_le_bytes()), forever(n))
                 .unwrap();
         }
         assert!(!p.may_expire(), "no key has a TTL");
-        let timed = KeyHash::full(b"timed");
+        let timed = KeyHash::of(b"timed");
         let e = Entry {
             expire_ms: 2000,
             ..forever(99)
@@ -1731,7 +1786,7 @@ mod tests {
         cursor = 0;
         p.reap_expired(&mut cursor, 1, 2500, &mut |_| {});
         p.insert(
-            &KeyHash::full(b"late"),
+            &KeyHash::of(b"late"),
             Entry {
                 expire_ms: 3000,
                 ..forever(98)
@@ -1761,8 +1816,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let mut p = Partition::create(dir.path(), 3, [2; 16], 100).unwrap();
         for n in 1..50u64 {
-            p.insert(&KeyHash::full(&n.to_le_bytes()), entry(n))
-                .unwrap();
+            p.insert(&KeyHash::of(&n.to_le_bytes()), entry(n)).unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
@@ -1801,7 +1855,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let h = KeyHash::full(&(rng % 3000).to_le_bytes());
+            let h = KeyHash::of(&(rng % 3000).to_le_bytes());
             if rng % 5 == 0 {
                 assert_eq!(p.remove(&h), model.remove(&h.tag));
             } else {
@@ -1857,7 +1911,7 @@ mod tests {
         let mut model: HashMap<u64, Entry> = HashMap::new();
         let mut records: HashMap<u64, u64> = HashMap::new();
         let hash = |k: u64| {
-            let h = KeyHash::full(&k.to_le_bytes());
+            let h = KeyHash::of(&k.to_le_bytes());
             KeyHash {
                 tag: h.tag & (0xFF << 56),
                 ..h
@@ -1930,7 +1984,7 @@ mod tests {
             tombstone: false,
             expire_ms: 0,
         };
-        let key = |n: u64| KeyHash::full(&n.to_le_bytes());
+        let key = |n: u64| KeyHash::of(&n.to_le_bytes());
         // Keys 0..500 stay throughout; 500..600 are removed during the
         // scan (backward shifts), 1000.. are added (the table doubles
         // several times).
@@ -1979,7 +2033,8 @@ mod tests {
     fn a_clean_version_1_table_is_converted_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 2, [1; 16], 100).unwrap();
+        let path = partition_path(dir.path(), 2);
+        let mut p = Partition::create_at(&path, 2, [1; 16], slots_for(100), true).unwrap();
         for n in 1..=30u64 {
             let e = Entry {
                 offset: n * 16,
@@ -1989,19 +2044,18 @@ mod tests {
             };
             p.insert(&KeyHash::full(&n.to_le_bytes()), e).unwrap();
         }
+        let (i, _) = p.find(KeyHash::full(&3u64.to_le_bytes()).tag);
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
-        // As version 1 wrote it: no TTL count, the checksum over 80 bytes,
-        // and an expiry past what version 2 keeps exactly.
-        let path = partition_path(dir.path(), 2);
+        // As version 1 wrote it (24-byte slots, whole tags): no TTL count,
+        // the checksum over 80 bytes, and an expiry past what version 2
+        // keeps exactly.
         let mut b = std::fs::read(&path).unwrap();
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         b[EXPIRING_AT..EXPIRING_AT + 8].fill(0);
-        let far = KeyHash::full(&3u64.to_le_bytes());
-        let (p, _) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
-        let (i, _) = p.find(far.tag);
-        drop(p);
-        let at = HEADER + i as usize * SLOT + 16;
+        b[SLOTS_CRC_AT..SLOTS_CRC_FLAG_AT + 4].fill(0);
+        let far = KeyHash::of(&3u64.to_le_bytes());
+        let at = HEADER + i as usize * WIDE_SLOT + 16;
         b[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         let crc = header_crc(&b[..HEADER], 1);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
@@ -2018,7 +2072,8 @@ mod tests {
     /// apart from the others of that home by `n`: forces runs of keys
     /// sharing a home, and runs that wrap past the end of the table.
     fn tag_at_home(home: u64, slots: u64, n: u64) -> KeyHash {
-        let tag = ((home as u128) << 64).div_ceil(slots as u128) as u64 + n;
+        let first = ((home as u128) << 64).div_ceil(slots as u128);
+        let tag = (first.div_ceil(1 << 32) << 32) as u64 + (n << 32);
         KeyHash { lo: 0, tag }
     }
 
@@ -2060,7 +2115,8 @@ mod tests {
     /// Writes a clean version 2 table as that build did: linear probing,
     /// each key in the first free slot from its home, in insertion order.
     fn write_version_2(dir: &Path, id: u32, keys: &[(KeyHash, Entry)]) -> u64 {
-        let mut p = Partition::create(dir, id, [1; 16], 10).unwrap();
+        let path = partition_path(dir, id);
+        let mut p = Partition::create_at(&path, id, [1; 16], slots_for(10), true).unwrap();
         let slots = p.slots();
         for &(h, e) in keys {
             let mut i = p.home(h.tag);
@@ -2078,7 +2134,6 @@ mod tests {
         })
         .unwrap();
         drop(p);
-        let path = partition_path(dir, id);
         let mut b = std::fs::read(&path).unwrap();
         b[8..12].copy_from_slice(&2u32.to_le_bytes());
         let crc = header_crc(&b[..HEADER], 2);
@@ -2127,25 +2182,60 @@ mod tests {
         }
         assert_eq!((p.entries(), p.expiring()), (7, 1));
         drop(p);
-        let v3 = std::fs::read(&path).unwrap();
-        assert_eq!(le32(&v3, 8), VERSION, "written back as version 3");
-        assert_ne!(v2[HEADER..], v3[HEADER..], "the slots were placed again");
+        let v4 = std::fs::read(&path).unwrap();
+        assert_eq!(le32(&v4, 8), VERSION, "written back as version 4");
+        assert_eq!(v4.len(), HEADER + slots as usize * SLOT, "in 20-byte slots");
+        assert!(v2.len() > v4.len());
         // Opened again: clean, as converted.
         let (p, cp) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
         assert!(cp.is_some() && p.slots_intact());
         assert_eq!(p.iter().count(), 7);
+    }
 
-        // A version 2 table read as if it were version 3 would miss a key:
-        // the conversion is what finds it.
-        std::fs::write(&path, &v2).unwrap();
-        let mut as_v3 = v2.clone();
-        as_v3[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        let crc = header_crc(&as_v3[..HEADER], VERSION);
-        as_v3[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-        std::fs::write(&path, &as_v3).unwrap();
-        let (p, _) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
-        assert_eq!(p.get(&keys[2].0), None);
-        assert!(p.check_order().is_err());
+    /// A clean version 3 table (24-byte slots, whole tags) opens as a
+    /// version 4 one: every key found by its short tag, and two keys
+    /// whose tags become one kept side by side, as that tag's candidates.
+    #[test]
+    fn a_clean_version_3_table_is_shortened_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let path = partition_path(dir.path(), 0);
+        let mut p = Partition::create_at(&path, 0, [1; 16], slots_for(300), true).unwrap();
+        let keys: Vec<_> = (1..=300u64)
+            .map(|n| (KeyHash::full(&n.to_le_bytes()), entry(n)))
+            .collect();
+        for (h, e) in &keys {
+            p.insert(h, *e).unwrap();
+        }
+        let twin = |n: u64| KeyHash {
+            lo: 0,
+            tag: 0x1234_5678_0000_0000 | n,
+        };
+        p.insert(&twin(1), entry(1001)).unwrap();
+        p.insert(&twin(2), entry(1002)).unwrap();
+        let slots = p.slots();
+        p.mark_clean(Checkpoint::default()).unwrap();
+        drop(p);
+        assert_eq!(le32(&std::fs::read(&path).unwrap(), 8), WIDE_VERSION);
+        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        assert!(cp.is_some() && p.slots_intact());
+        p.check_order().unwrap();
+        assert_eq!((p.entries(), p.slots()), (302, slots));
+        for (h, e) in &keys {
+            let short = KeyHash {
+                tag: h.tag & tag_mask(),
+                ..*h
+            };
+            assert!(p.candidate_entries(short.tag).any(|c| c == *e));
+        }
+        let mut both: Vec<u64> = (p.candidate_entries(0x1234_5678_0000_0000))
+            .map(|e| e.offset)
+            .collect();
+        both.sort_unstable();
+        assert_eq!(both, [1001 * 16, 1002 * 16]);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(le32(&on_disk, 8), VERSION);
+        assert_eq!(on_disk.len(), HEADER + slots as usize * SLOT);
     }
 
     #[test]
@@ -2178,7 +2268,7 @@ mod tests {
         let slots = p.slots;
         let mut refused = 0;
         for k in 0..2 * slots {
-            let h = KeyHash::full(format!("k{k}").as_bytes());
+            let h = KeyHash::of(format!("k{k}").as_bytes());
             let e = Entry {
                 offset: 4096 * (k + 1),
                 len: 112,

@@ -121,6 +121,9 @@ struct PendingRead {
     /// A read of a record to know whose it is, for the request's other
     /// key `i` ([`Poller::probe_keys`]).
     probe: Option<usize>,
+    /// A read of the record of an entry a SET replaced unread, to know
+    /// whose it was ([`Poller::set_unread`]; `req` carries the key).
+    verify: bool,
     /// Device offset where the aligned read starts.
     start: u64,
 }
@@ -838,12 +841,12 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Whether the entries of `req`'s key's index tag must be read to know
-    /// which is the key's (short tags, see `index::tags_identify_keys`):
-    /// then a hit is the key's only once its record is read. Inside a
+    /// which is the key's (a tag is short, see `index`): then a hit is the
+    /// key's only once its record is read. Inside a
     /// transaction, a key it staged is known.
     fn verifies(&self, req: &Request) -> bool {
         let known = is_sub(req) && self.staged(req);
-        !crate::index::tags_identify_keys() && !known
+        !known
     }
 
     /// Whether the running transaction staged `req`'s key.
@@ -857,8 +860,7 @@ impl<E: Engine> Poller<E> {
     fn holds_key(req: &Request) -> bool {
         !is_sub(req)
             && (req.op.reads_then_writes()
-                || !crate::index::tags_identify_keys()
-                    && matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
+                || matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
     }
 
     fn handle_looked_up(&mut self, req: Request) {
@@ -900,6 +902,11 @@ impl<E: Engine> Poller<E> {
             self.ks.touch(req.pid, &req.hash);
         }
         match (&req.op, hit) {
+            // A plain SET writes at once, and reads the entry it replaced
+            // afterwards.
+            (Op::Set { .. }, Some(entry)) if verify && self.may_set_unread(&req, entry) => {
+                self.set_unread(req, entry)
+            }
             // Short tags: the entry found is the key's once its record
             // says so.
             (
@@ -996,12 +1003,127 @@ impl<E: Engine> Poller<E> {
                     entry,
                     start,
                     probe: None,
+                    verify: false,
                 });
             }
             Err(_buf) => {
                 self.free_tags.push(tag);
                 self.requeue(req);
             }
+        }
+    }
+
+    /// Whether `req`, a SET over a key whose tag has the live entry
+    /// `entry` found, may replace that entry before its record says it is
+    /// the key's ([`Poller::set_unread`]): a plain SET (no condition, no
+    /// old value or TTL kept, its value whole) outside a transaction,
+    /// whose tag has no other entry, over a record not in a segment buffer
+    /// (read from there, it is known at once).
+    fn may_set_unread(&self, req: &Request, entry: Entry) -> bool {
+        let plain = matches!(
+            &req.op,
+            Op::Set {
+                keep_ttl: false,
+                cond: super::msg::Cond::Always,
+                reply: SetReply::Ok,
+                fed: None,
+                ..
+            }
+        );
+        plain
+            && !is_sub(req)
+            && req.tried.is_empty()
+            && entry.offset != STAGED
+            && self.ks.buffered(entry).is_none()
+            && (self.ks)
+                .next_candidate(req.pid, &req.hash, &[entry.offset])
+                .is_none()
+    }
+
+    /// A SET over a key whose tag has one entry, written over it at once,
+    /// as if it were the key's own: a tag of 32 bits is another key's
+    /// about once in 10^6 writes, and reading the record first put a
+    /// device read before every overwrite's reply. The record is read
+    /// afterwards, the key held meanwhile (requests of its tag wait, so no
+    /// lookup sees the entry gone), its bytes kept live and its record
+    /// kept in place ([`Keyspace::keep_replaced`]); another key's entry
+    /// goes back beside the new one ([`Poller::verify_done`]).
+    fn set_unread(&mut self, req: Request, entry: Entry) {
+        let Some(slot) = self.free_tags.pop() else {
+            return self.fetch(req, entry);
+        };
+        let block = self.ks.block();
+        let start = align_down(entry.offset, block);
+        let end = align_up(entry.offset + entry.len as u64, block);
+        let eng = self.ks.engine();
+        let issued = match eng.alloc((end - start) as usize) {
+            Ok(buf) => eng.read(start, buf, Tag::Read(slot).encode()).is_ok(),
+            Err(_) => false,
+        };
+        if !issued {
+            self.free_tags.push(slot);
+            return self.fetch(req, entry);
+        }
+        self.ks.count_read(end - start);
+        let (pid, hash) = (req.pid, req.hash);
+        let key: Box<[u8]> = req.op.key().unwrap_or_default().into();
+        self.ks.keep_replaced(pid, &hash);
+        self.set(req, Some(entry), None);
+        // Not written (refused, or deferred for room: it looks again when
+        // it runs), the read has nothing to say.
+        if self.ks.kept_replaced(entry.offset) {
+            (self.ks.counters().index_overwrites_unread).fetch_add(1, Relaxed);
+        }
+        self.busy.entry(hash.tag).or_default();
+        self.key_read_issued = Some(hash.tag);
+        self.reads[slot as usize] = Some(PendingRead {
+            req: Request::internal(pid, hash, Op::Get { key }),
+            entry,
+            start,
+            probe: None,
+            verify: true,
+        });
+    }
+
+    /// The record of an entry a SET replaced unread ([`Poller::set_unread`])
+    /// is read: the entry goes back unless it held the SET's key; the
+    /// key's requests go on. A record that cannot be read or decoded is
+    /// taken as the key's own (another key's is about once in 10^6): kept,
+    /// it would bring the key's old value back once the key is deleted.
+    fn verify_done(&mut self, req: &Request, entry: Entry, bytes: Result<&[u8], String>) {
+        let own = match bytes.map(|b| decode_record(&self.shared.sb.uuid, b)) {
+            Ok(Ok(rec)) => Some(rec.key) == req.op.key(),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    poller = self.id,
+                    offset = entry.offset,
+                    "a replaced record does not decode ({e}): taken as the key's own"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    poller = self.id,
+                    offset = entry.offset,
+                    "a replaced record cannot be read ({e}): taken as the key's own"
+                );
+                true
+            }
+        };
+        if !own {
+            (self.ks.counters().index_extra_reads).fetch_add(1, Relaxed);
+        }
+        if let Err(e) = self.ks.replaced_verified(entry.offset, own) {
+            tracing::error!(
+                poller = self.id,
+                "an entry replaced unread could not go back: {e}"
+            );
+        }
+        let tag = req.hash.tag;
+        // A write deferred for room, or a large value's edit, holds the
+        // key until it is done.
+        if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) && !self.edits.holds(tag) {
+            self.release(tag);
         }
     }
 
@@ -1081,6 +1203,10 @@ impl<E: Engine> Poller<E> {
         let tag = r.req.hash.tag;
         let was_rmw = Self::holds_key(&r.req);
         self.key_read_issued = None;
+        if r.verify {
+            self.verify_done(&r.req, r.entry, result);
+            return;
+        }
         match r.probe {
             Some(i) => self.probe_read(r.req, r.entry, i, result),
             None => self.finish_fetch(r.req, r.entry, result),
@@ -1120,7 +1246,7 @@ impl<E: Engine> Poller<E> {
         };
         let rec = match decode_record(&self.shared.sb.uuid, bytes) {
             Ok(rec) if Some(rec.key) == req.op.key() => rec,
-            Ok(_) if !crate::index::tags_identify_keys() && req.op.key().is_some() => {
+            Ok(_) if req.op.key().is_some() => {
                 // Another key's record under the same short tag: the key's
                 // lookup goes on past it (inside a group or a transaction
                 // too, for what reads).
@@ -1134,10 +1260,13 @@ impl<E: Engine> Poller<E> {
             Ok(_) => return self.corrupt(&req, entry, &"key does not match the index"),
             Err(e) => return self.corrupt(&req, entry, &e),
         };
-        let resolve = entry.offset != STAGED && !crate::index::tags_identify_keys();
-        if resolve && !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+        let resolve = entry.offset != STAGED;
+        let own = !resolve || self.ks.resolved(req.pid, &req.hash, entry.offset);
+        if !own && (rec.is_large() || !answers_from_record(&req.op)) {
             // Moved by compaction, or written, while it was read: what
-            // acts on the key must act on its entry as it is now.
+            // acts on the key must act on its entry as it is now. (What
+            // only reads answers with the record: it was the key's when
+            // the request looked it up, before a write that came after.)
             return self.handle_now(req);
         }
         // A dead entry (read under short tags to know whose it is) reads as
@@ -1174,7 +1303,7 @@ impl<E: Engine> Poller<E> {
             };
             return self.reply(&req, reply);
         }
-        if resolve && req.touch && reads_value(&req.op) {
+        if resolve && own && req.touch && reads_value(&req.op) {
             self.ks.touch(req.pid, &req.hash);
         }
         if reads_only_to_know(&req.op) {
@@ -1746,7 +1875,7 @@ impl<E: Engine> Poller<E> {
     fn probe_keys(&mut self, req: Request) -> Option<Request> {
         // A move's destination on another poller is resolved there
         // (`Op::MoveIn`).
-        if crate::index::tags_identify_keys() || self.moves_across(&req) {
+        if self.moves_across(&req) {
             return Some(req);
         }
         let id = (req.from, req.id, req.part);
@@ -1819,6 +1948,7 @@ impl<E: Engine> Poller<E> {
                     entry,
                     start,
                     probe: Some(i),
+                    verify: false,
                 });
             }
             Err(_buf) => {
@@ -1914,7 +2044,7 @@ impl<E: Engine> Poller<E> {
         hash: &KeyHash,
         key: &[u8],
     ) -> bool {
-        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+        if is_sub(req) && self.txn_staged(key) {
             return self.lookup(req, pid, hash, key).is_some();
         }
         let own = self.probed_own(req, i);
@@ -1924,7 +2054,7 @@ impl<E: Engine> Poller<E> {
     /// Before a write of other key `i` of `req`: under short tags, the
     /// entry it replaces is the one [`Poller::probe_keys`] found its own.
     fn act_on_other(&mut self, req: &Request, i: usize, pid: u32, hash: &KeyHash, key: &[u8]) {
-        if crate::index::tags_identify_keys() || is_sub(req) && self.txn_staged(key) {
+        if is_sub(req) && self.txn_staged(key) {
             return;
         }
         let own = self.probed_own(req, i);
@@ -2100,7 +2230,7 @@ impl<E: Engine> Poller<E> {
             return None;
         }
         let own = self.ks.own_entry(pid, hash);
-        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+        if let Some(at) = own {
             self.ks.follow(pid, at);
         }
         own
@@ -2703,21 +2833,17 @@ impl<E: Engine> Poller<E> {
 
     /// WATCH of one key: remembers its entry for the connection.
     fn watch(&mut self, req: Request) {
-        let (mut seen, mut others, mut key) = (None, Vec::new(), Box::default());
-        if crate::index::tags_identify_keys() {
-            seen = self.ks.entry(req.pid, &req.hash);
-        } else {
-            let own = self.probed_own(&req, 0);
-            for e in self.ks.candidates(req.pid, &req.hash) {
-                match own == Some(e.offset) {
-                    true => seen = Some(e),
-                    false => others.push(e.offset),
-                }
+        let (mut seen, mut others) = (None, Vec::new());
+        let own = self.probed_own(&req, 0);
+        for e in self.ks.candidates(req.pid, &req.hash) {
+            match own == Some(e.offset) {
+                true => seen = Some(e),
+                false => others.push(e.offset),
             }
-            key = req.op.key().unwrap_or_default().into();
         }
+        let key: Box<[u8]> = req.op.key().unwrap_or_default().into();
         let live = seen.is_some_and(|e| e.live(self.ks.now_ms()));
-        if seen.is_none() && !crate::index::tags_identify_keys() {
+        if seen.is_none() {
             // Until EXEC: which key each new entry of the tag holds.
             self.ks.name_writes(true);
         }
@@ -3009,7 +3135,7 @@ impl<E: Engine> Poller<E> {
     /// the move on to the tag's next entry (its keys still held), and the
     /// source's own is made the one it acts on.
     fn finish_move_fetch(&mut self, req: Request, entry: Entry, bytes: Result<&[u8], String>) {
-        let short = !crate::index::tags_identify_keys() && entry.offset != STAGED;
+        let short = entry.offset != STAGED;
         if let (true, Ok(b)) = (short, &bytes) {
             if let Ok(rec) = decode_record(&self.shared.sb.uuid, b) {
                 if Some(rec.key) != req.op.key() {
@@ -3150,7 +3276,7 @@ impl<E: Engine> Poller<E> {
         // between them keeps the value under both names, never under
         // neither; the keys stay held.
         if result.is_ok() && across_shards && !copy && !is_sub(&req) {
-            let own = (src_own.flatten()).filter(|_| !crate::index::tags_identify_keys());
+            let own = src_own.flatten();
             if let Some(o) = own {
                 self.ks.follow(req.pid, o);
             }
@@ -3161,7 +3287,7 @@ impl<E: Engine> Poller<E> {
             return self.ks.acknowledge_written_or_durable(w);
         }
         if result.is_ok() && !copy {
-            if let Some(own) = src_own.filter(|_| !crate::index::tags_identify_keys()) {
+            if let Some(own) = src_own {
                 self.ks.act_on(req.pid, &req.hash, own);
             }
             result = self.write(&req, req.pid, &req.hash, &src, &[], 0, true);
@@ -3487,6 +3613,22 @@ fn reads_value(op: &Op) -> bool {
             | Op::Strlen { .. }
             | Op::GetEx { .. }
             | Op::Dump { .. }
+    )
+}
+
+/// The commands that answer from a record of the key without acting on
+/// its entry: the record read answers them even if a later write replaced
+/// the entry meanwhile.
+fn answers_from_record(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Get { .. }
+            | Op::GetRange { .. }
+            | Op::Strlen { .. }
+            | Op::Dump { .. }
+            | Op::Exists { .. }
+            | Op::Ttl { .. }
+            | Op::ExpireTime { .. }
     )
 }
 

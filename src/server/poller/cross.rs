@@ -1190,7 +1190,7 @@ impl<E: Engine> Poller<E> {
             return;
         };
         let own = self.ks.own_entry(pid, hash);
-        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+        if let Some(at) = own {
             self.ks.follow(pid, at);
         }
         b.after = own;
@@ -1199,20 +1199,13 @@ impl<E: Engine> Poller<E> {
     /// Whether a key of `watched` changed since WATCH (see
     /// `watched_changed`).
     pub(super) fn changed(&mut self, watched: &[Watched]) -> bool {
-        let now_ms = self.ks.now_ms();
         if watched.iter().any(|w| w.flushed) {
             return true;
         }
-        if !crate::index::tags_identify_keys() {
-            return watched.iter().any(|w| self.changed_by_record(w));
-        }
-        watched.iter().any(|w| {
-            let e = self.ks.entry(w.pid, &w.hash);
-            e != w.seen || (w.live && !e.is_some_and(|e| e.live(now_ms)))
-        })
+        watched.iter().any(|w| self.changed_by_record(w))
     }
 
-    /// Under short tags, whether watched key `w` changed: its own entry
+    /// Whether watched key `w` changed: its own entry
     /// is not as it was, or, when it had none, an entry of its tag that
     /// is new holds the key (its record in a segment buffer, or the key
     /// kept when it was written, `Keyspace::written_key`, tells; one

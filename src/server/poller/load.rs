@@ -98,11 +98,9 @@ impl<E: Engine> Poller<E> {
                 let result = if self.ks.refuses_over_maxmemory() {
                     Err(Reply::Error(crate::server::strings::OVER_MAXMEMORY.into()))
                 } else {
-                    if !crate::index::tags_identify_keys() {
-                        // The copy goes into an emptied store, each key once:
-                        // the entries of its tag are other keys'.
-                        self.ks.expect_new(r.pid, &r.hash);
-                    }
+                    // The copy goes into an emptied store, each key once:
+                    // the entries of its tag are other keys'.
+                    self.ks.expect_new(r.pid, &r.hash);
                     match self
                         .ks
                         .write(r.pid, &r.hash, key, value, r.expire_ms, false)

@@ -779,9 +779,7 @@ impl<E: Engine> Poller<E> {
                     job.keys.push(r.key.into());
                 }
             }
-            None if !crate::index::tags_identify_keys()
-                && !matches!(job.kind, Kind::Copy { .. }) =>
-            {
+            None if !matches!(job.kind, Kind::Copy { .. }) => {
                 // Short tags: which of the tag's entries is the key's now
                 // is known only by their records: each live one is read
                 // (keys listed twice are dropped when the step answers).
@@ -884,11 +882,9 @@ impl<E: Engine> Poller<E> {
             }
             return true;
         };
-        if !crate::index::tags_identify_keys() {
-            // Records read again for a tag's entries may name a key twice.
-            job.keys.sort_unstable();
-            job.keys.dedup();
-        }
+        // Records read again for a tag's entries may name a key twice.
+        job.keys.sort_unstable();
+        job.keys.dedup();
         if is_sub(&req) {
             // Inside EXEC: the keys as the transaction has left them.
             let (range, random) = match (&job.kind, &req.op) {

@@ -340,6 +340,13 @@ impl<E: Engine, W> Keyspace<E, W> {
             if crate::store::shard_of(pid, self.sb.shards) != shard {
                 continue;
             }
+            if self.unverified.contains_key(&(base + at as u64)) {
+                // Replaced unread: whose it was, a read under way says
+                // (`replaced_verified`); until then it stays where it is.
+                self.compactor.blocked_until = Some(self.now + PAUSE);
+                self.compactor.job.as_mut().expect("a job").pos = at;
+                return false;
+            }
             // Live if an entry of its tag points at it; that entry is then
             // the one what follows acts on by tag (short tags: other keys
             // may share it).

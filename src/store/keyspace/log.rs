@@ -35,7 +35,7 @@ use crate::format::{
     align_down, align_up, encode_record, place_record, record_len, FlushMark, LargeHead,
     RecordMeta, SegmentHeader, FLAG_LARGE, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
-use crate::index::{Entry, KeyHash};
+use crate::index::{Entry, IndexError, KeyHash};
 use crate::io::{Completion, Engine, IoBuf};
 
 /// A segment being filled, or full but not yet entirely written.
@@ -423,7 +423,19 @@ impl<E: Engine, W> Keyspace<E, W> {
             let head = LargeHead::decode(value).expect("a large value's head");
             self.hold_head(new.offset, Arc::new(head));
         }
-        let old_head = self.account(new, old);
+        let kept = old.filter(|_| self.keep_replaced == Some((pid, hash.tag)));
+        let old_head = match kept {
+            Some(o) => {
+                // Replaced unread: its bytes stay live until its record
+                // says whose it was (`replaced_verified`).
+                self.keep_replaced = None;
+                self.unverified.insert(o.offset, (pid, *hash, o));
+                let seg = self.sb.segment_of(new.offset) as usize;
+                self.space.live[seg].fetch_add(new.len, Relaxed);
+                None
+            }
+            None => self.account(new, old),
+        };
         self.log.undo.push(Undo {
             pid,
             hash: *hash,
@@ -432,6 +444,56 @@ impl<E: Engine, W> Keyspace<E, W> {
             old_head,
         });
         Ok(old)
+    }
+
+    /// The next write of the key of `hash` in partition `pid` replaces the
+    /// first entry of its tag, not known to be the key's own (its record
+    /// is read afterwards): that entry's bytes stay live and its record
+    /// where it is until [`Keyspace::replaced_verified`] says whose it
+    /// was. Whether the write kept one, [`Keyspace::kept_replaced`] says.
+    pub fn keep_replaced(&mut self, pid: u32, hash: &KeyHash) {
+        self.keep_replaced = Some((pid, hash.tag));
+    }
+
+    /// Whether the write since [`Keyspace::keep_replaced`] replaced the
+    /// entry at `offset` unread; the switch is off again.
+    pub fn kept_replaced(&mut self, offset: u64) -> bool {
+        self.keep_replaced = None;
+        self.unverified.contains_key(&offset)
+    }
+
+    /// The record of the entry replaced unread at `offset` was read:
+    /// `own`, it held the key written over it, and its bytes go as any
+    /// replaced entry's; else it is another key's, whose entry goes back
+    /// beside the new one (a lookup of the other key meets the new one's
+    /// record first and passes it by). Nothing to do when a flush or a
+    /// failed commit's undo came first.
+    pub fn replaced_verified(&mut self, offset: u64, own: bool) -> Result<(), IndexError> {
+        let Some((pid, hash, old)) = self.unverified.remove(&offset) else {
+            return Ok(());
+        };
+        let part = self.shard_mut(pid).part_mut(pid);
+        if part.get_at(hash.tag, offset).is_some() {
+            return Ok(());
+        }
+        // The write's undo, while its commit is not durable, acts on what
+        // the entry was found to be.
+        let undo = (self.log.undo.iter())
+            .rposition(|u| u.pid == pid && u.old.is_some_and(|o| o.offset == offset));
+        if own {
+            let head = self.drop_live(old);
+            if let Some(i) = undo {
+                self.log.undo[i].old_head = head;
+            }
+            return Ok(());
+        }
+        if let Some(i) = undo {
+            self.log.undo[i].old = None;
+        }
+        let part = self.shard_mut(pid).part_mut(pid);
+        part.insert_new(&hash, old)?;
+        self.update_key_count();
+        Ok(())
     }
 
     /// Moves live bytes from the `old` entry's segment to `new`'s; returns
@@ -1012,13 +1074,17 @@ impl<E: Engine, W> Keyspace<E, W> {
             if let (Some(o), Some(h)) = (u.old, u.old_head) {
                 self.hold_head(o.offset, h);
             }
+            // An entry replaced unread is back: its bytes were never let go.
+            let kept = u
+                .old
+                .filter(|o| self.unverified.remove(&o.offset).is_some());
             let space = &self.space;
             let new_seg = self.sb.segment_of(u.new.offset) as usize;
             space.live[new_seg].fetch_sub(u.new.len, Relaxed);
             if marked {
                 space.gone[new_seg].fetch_sub(u.new.len, Relaxed);
             }
-            if let Some(o) = u.old {
+            if let Some(o) = u.old.filter(|_| kept.is_none()) {
                 let seg = self.sb.segment_of(o.offset) as usize;
                 space.live[seg].fetch_add(o.len, Relaxed);
                 if o.is_marker() {

@@ -102,6 +102,9 @@ pub struct Counters {
     /// Device reads of records that turned out to be other keys' (their
     /// index tags the same as the key's).
     pub index_extra_reads: AtomicU64,
+    /// SETs that replaced the entry of their key's tag before its record
+    /// said it was the key's (read after the write, off the reply's path).
+    pub index_overwrites_unread: AtomicU64,
     pub device_writes: AtomicU64,
     pub io_errors: AtomicU64,
     /// Record bytes appended for clients, and moved by compaction.
@@ -168,6 +171,15 @@ pub struct Keyspace<E: Engine, W> {
     /// ([`Keyspace::pin_record`]): an emptied segment is not erased nor
     /// reused while it has any.
     pins: Vec<u32>,
+    /// The next write of this key (partition, tag) replaces the first
+    /// entry of its tag without knowing it is the key's own
+    /// ([`Keyspace::keep_replaced`]).
+    keep_replaced: Option<(u32, u64)>,
+    /// Entries replaced so, by offset, with the key's partition and hash:
+    /// their bytes stay live, and compaction leaves their records where
+    /// they are, until a read of the record says whose it was
+    /// ([`Keyspace::replaced_verified`]).
+    unverified: HashMap<u64, (u32, KeyHash, Entry)>,
 }
 
 /// Entries [`Keyspace::name_writes`] keeps at most.
@@ -213,6 +225,8 @@ impl<E: Engine, W> Keyspace<E, W> {
             follow: HashMap::new(),
             names: None,
             pins: vec![0; common.sb.segment_count as usize],
+            keep_replaced: None,
+            unverified: HashMap::new(),
         };
         ks.update_key_count();
         ks
@@ -266,9 +280,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// The live entry of a key among its tag's candidates but those at
-    /// `skip` (records read and found to be other keys'). With short tags
-    /// ([`crate::index::tags_identify_keys`] false) the entry may be
-    /// another key's: the caller reads its record to know.
+    /// `skip` (records read and found to be other keys'). The entry may
+    /// be another key's (tags are short, see [`crate::index`]): the caller
+    /// reads its record to know.
     pub fn lookup_skipping(&mut self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
         let mut expired: Vec<u64> = Vec::new();
         loop {
@@ -309,14 +323,13 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// record was moved by compaction, or the key written, while it was
     /// read): the caller looks the key up again.
     pub fn resolved(&mut self, pid: u32, hash: &KeyHash, offset: u64) -> bool {
-        crate::index::tags_identify_keys()
-            || (self.shard_mut(pid).part_mut(pid)).promote(hash.tag, offset)
+        (self.shard_mut(pid).part_mut(pid)).promote(hash.tag, offset)
     }
 
     /// The key has no entry (none of its tag's candidates is its own): the
     /// next write of it in this turn inserts one beside theirs.
     pub fn expect_new(&mut self, pid: u32, hash: &KeyHash) {
-        self.new_key = (!crate::index::tags_identify_keys()).then_some((pid, hash.tag));
+        self.new_key = Some((pid, hash.tag));
     }
 
     /// The key's own entry as the lookup of this turn resolved it: `None`
@@ -335,7 +348,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// (until [`Self::unfollow`]): for a write that acts later.
     pub fn track_own(&mut self, pid: u32, hash: &KeyHash) -> Option<u64> {
         let own = self.own_entry(pid, hash);
-        if let Some(at) = own.filter(|_| !crate::index::tags_identify_keys()) {
+        if let Some(at) = own {
             self.follow(pid, at);
         }
         own
@@ -355,11 +368,8 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// The live entry of a key whose own entry was resolved at `offset`
     /// (and followed since, see [`Self::follow`]); `None`: the key has no
-    /// live entry. With tags that identify keys, its lookup.
+    /// live entry.
     pub fn own_live(&mut self, pid: u32, hash: &KeyHash, offset: Option<u64>) -> Option<Entry> {
-        if crate::index::tags_identify_keys() {
-            return self.lookup(pid, hash);
-        }
         let at = offset.and_then(|o| self.follow.get(&(pid, o)).copied().unwrap_or(Some(o)))?;
         let now = self.now_ms;
         (self.shard(pid).part(pid).get_at(hash.tag, at)).filter(|e| e.live(now))
