@@ -13,6 +13,9 @@
 //! and BGSAVE inside a transaction run at EXEC as Redis's, seeing its own
 //! writes, and no client sees part of such a transaction, on one poller
 //! or several; an acknowledged one holding a flush survives a kill -9.
+//! Connection commands inside a transaction (CLIENT, CONFIG, PUBLISH, …)
+//! run at EXEC in order with the others, and not at all when EXEC answers
+//! nil or EXECABORT, as Redis's.
 
 mod common;
 
@@ -43,11 +46,10 @@ impl Conn {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         Call::call(self, &args)
     }
-}
 
-impl Call for Conn {
-    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.s.write_all(&encode(args)).expect("send");
+    /// The next reply, one the server pushes (a message published) or
+    /// the next of a pipeline.
+    fn next_reply(&mut self) -> Vec<u8> {
         let mut chunk = [0u8; 65536];
         loop {
             if let Some(n) = reply_len(&self.buf) {
@@ -57,6 +59,13 @@ impl Call for Conn {
             assert!(n > 0, "connection closed after {:?}", self.buf);
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+impl Call for Conn {
+    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.s.write_all(&encode(args)).expect("send");
+        self.next_reply()
     }
 }
 
@@ -583,6 +592,290 @@ fn watch_across_pollers() {
     a.check_str(&["SET", "g", "1"]);
     a.check_str(&["EXEC"]);
     a.check_str(&["MGET", "d", "g"]);
+}
+
+/// Connection-level commands queued in a transaction (CLIENT SETNAME,
+/// CONFIG SET, PUBLISH, CLIENT NO-EVICT, SELECT, CONFIG RESETSTAT) run at
+/// EXEC in order with the others (a CONFIG GET or CLIENT GETNAME after
+/// them sees them; a command pipelined after EXEC too), and not at all
+/// when EXEC answers nil because a watched key changed, or EXECABORT: as
+/// Redis, byte for byte, on one poller and on two (the transaction's keys
+/// on both).
+#[test]
+fn connection_commands_of_a_transaction_run_only_when_it_does() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let sets: Vec<Vec<&str>> = SPREAD.iter().map(|k| vec!["SET", k, "txn"]).collect();
+    let mut txn: Vec<&[&str]> = vec![
+        &["CLIENT", "SETNAME", "inside"],
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+        &["CONFIG", "GET", "maxmemory-policy"],
+        &["PUBLISH", "ch", "inside"],
+    ];
+    txn.extend(sets.iter().map(Vec::as_slice));
+    txn.extend_from_slice(&[
+        &["CLIENT", "GETNAME"],
+        &["SELECT", "0"],
+        &["CLIENT", "NO-EVICT", "ON"],
+        &["INCR", "n"],
+        &["CONFIG", "RESETSTAT"],
+    ]);
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let mut a = pair(&srv, &redis);
+        let mut b = pair(&srv, &redis);
+        let mut sub = pair(&srv, &redis);
+        // Both start empty.
+        a.theirs.call(&["FLUSHALL"]);
+        sub.check_str(&["SUBSCRIBE", "ch"]);
+        let mut del = vec!["DEL", "n", "k"];
+        del.extend(SPREAD);
+        let fresh: &[&[&str]] = &[
+            &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+            &["CLIENT", "SETNAME", "before"],
+            &["CLIENT", "NO-EVICT", "OFF"],
+            &del,
+            &["SET", "hit", "1"],
+            &["GET", "hit"],
+        ];
+        // What no part of the transaction changed.
+        let unchanged = |a: &mut Both<Conn>, b: &mut Both<Conn>, sub: &mut Both<Conn>| {
+            a.check_str(&["CLIENT", "GETNAME"]);
+            a.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+            assert_eq!(client_flags(a), "N");
+            a.check_str(&["MGET", "n", "a", "b", "c", "d", "e", "f", "g", "h"]);
+            for hits in [&mut a.ours, &mut a.theirs] {
+                let info = String::from_utf8(hits.call(&["INFO", "stats"])).unwrap();
+                assert!(!info.contains("keyspace_hits:0\r"), "stats reset: {info}");
+            }
+            // The subscriber's next message is the one published after.
+            b.check_str(&["PUBLISH", "ch", "after"]);
+            let next = Both::<Conn>::next_replies(sub);
+            assert!(
+                next.ends_with(b"$5\r\nafter\r\n"),
+                "{}",
+                next.escape_ascii()
+            );
+        };
+
+        // WATCH, and another client changes the key: EXEC answers nil.
+        a.script(fresh);
+        a.check_str(&["WATCH", "k"]);
+        b.check_str(&["SET", "k", "changed"]);
+        a.check_str(&["MULTI"]);
+        txn.iter()
+            .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+        assert_eq!(a.check_str(&["EXEC"]), b"*-1\r\n");
+        unchanged(&mut a, &mut b, &mut sub);
+
+        // An error while queuing: EXECABORT.
+        a.script(fresh);
+        a.check_str(&["MULTI"]);
+        txn.iter()
+            .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+        a.check_str(&["NOSUCHCOMMAND"]);
+        assert!(a.check_str(&["EXEC"]).starts_with(b"-EXECABORT"));
+        unchanged(&mut a, &mut b, &mut sub);
+
+        // WATCH, nothing changes; then no WATCH: EXEC runs them all, in
+        // order with the others.
+        for watch in [true, false] {
+            a.script(fresh);
+            if watch {
+                a.check_str(&["WATCH", "k"]);
+            }
+            a.check_str(&["MULTI"]);
+            txn.iter()
+                .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+            let r = a.check_str(&["EXEC"]);
+            assert!(r.starts_with(format!("*{}\r\n+OK\r\n", txn.len()).as_bytes()));
+            a.check_str(&["CLIENT", "GETNAME"]);
+            a.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+            assert_eq!(client_flags(&mut a), "e");
+            let got = Both::<Conn>::next_replies(&mut sub);
+            assert!(got.ends_with(b"$6\r\ninside\r\n"), "{}", got.escape_ascii());
+        }
+
+        // EXEC and commands pipelined after it: they see what it did.
+        a.script(fresh);
+        let pipeline: &[&[&str]] = &[
+            &["MULTI"],
+            &["CLIENT", "SETNAME", "piped"],
+            &["SET", "a", "1"],
+            &["SET", "b", "1"],
+            &["EXEC"],
+            &["CLIENT", "GETNAME"],
+            &["MULTI"],
+            &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"],
+            &["INCR", "n"],
+            &["EXEC"],
+            &["CONFIG", "GET", "maxmemory-policy"],
+            &["CLIENT", "SETNAME", "after"],
+        ];
+        let ours = pipelined(&mut a.ours, pipeline);
+        let theirs = pipelined(&mut a.theirs, pipeline);
+        assert_eq!(
+            ours.escape_ascii().to_string(),
+            theirs.escape_ascii().to_string()
+        );
+        a.check_str(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    }
+}
+
+impl Both<Conn> {
+    /// The next reply each server pushes (a message published), the
+    /// same on both.
+    fn next_replies(both: &mut Both<Conn>) -> Vec<u8> {
+        let ours = both.ours.next_reply();
+        assert_eq!(ours, both.theirs.next_reply());
+        ours
+    }
+}
+
+/// The `flags=` field of CLIENT INFO, the same on both servers.
+fn client_flags(c: &mut Both<Conn>) -> String {
+    let flags = |c: &mut Conn| {
+        let info = String::from_utf8(c.call(&["CLIENT", "INFO"])).unwrap();
+        let f = info.split(' ').find_map(|f| f.strip_prefix("flags="));
+        f.expect("flags in CLIENT INFO").to_string()
+    };
+    let ours = flags(&mut c.ours);
+    assert_eq!(ours, flags(&mut c.theirs));
+    ours
+}
+
+/// `cmds` sent in one write, and their replies.
+fn pipelined(c: &mut Conn, cmds: &[&[&str]]) -> Vec<u8> {
+    let mut req = Vec::new();
+    for args in cmds {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        req.extend(encode(&args));
+    }
+    c.s.write_all(&req).expect("send");
+    (0..cmds.len()).flat_map(|_| c.next_reply()).collect()
+}
+
+/// Through the `redis` crate: after another client changed a WATCHed key,
+/// a transaction of CLIENT SETNAME, CONFIG SET and SET gets nil, and
+/// CLIENT GETNAME, CONFIG GET and GET show none of it, as with
+/// redis-server; unchanged, it runs.
+#[test]
+fn redis_crate_watched_transaction_of_connection_commands() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let run = |a: &mut redis::Connection, b: &mut redis::Connection, change: bool| {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", "noeviction"])
+            .query(a)
+            .unwrap();
+        let _: () = redis::cmd("DEL").arg(&["k", "a"]).query(a).unwrap();
+        let _: () = redis::cmd("WATCH").arg("k").query(a).unwrap();
+        if change {
+            let _: () = redis::cmd("SET").arg(&["k", "changed"]).query(b).unwrap();
+        }
+        let r: Option<(String, String, String)> = redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg(&["SETNAME", "x"])
+            .cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+            .cmd("SET")
+            .arg(&["a", "1"])
+            .query(a)
+            .unwrap();
+        let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(a).unwrap();
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg(&["GET", "maxmemory-policy"])
+            .query(a)
+            .unwrap();
+        let value: Option<String> = redis::cmd("GET").arg("a").query(a).unwrap();
+        (r, name, policy, value)
+    };
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        for change in [true, false] {
+            let ours = run(&mut srv.client(), &mut srv.client(), change);
+            let theirs = run(&mut redis.client(), &mut redis.client(), change);
+            assert_eq!(ours, theirs, "changed: {change}");
+            assert_eq!(ours.0.is_none(), change);
+            assert_eq!(ours.1.is_none(), change);
+        }
+    }
+}
+
+/// A HELLO or CLIENT NO-TOUCH queued before commands of keys changes
+/// them as if run before them (their replies in RESP3, their reads not
+/// touching), though it runs once the pollers have run them; when EXEC
+/// answers nil, the protocol stays RESP2. HELLO's reply is compared only
+/// in its kind (servers name themselves), the rest byte for byte with
+/// redis-server (Redis 7.0 has no NO-TOUCH: checked on ours alone).
+#[test]
+fn hello_and_no_touch_inside_exec_apply_to_the_commands_after_them() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    for addr in [srv.addr.to_string(), redis.addr.clone()] {
+        let mut a = Conn::connect(addr.as_str());
+        let mut b = Conn::connect(addr.as_str());
+        a.call(&["WATCH", "a"]);
+        b.call(&["SET", "a", "changed"]);
+        a.call(&["MULTI"]);
+        a.call(&["HELLO", "3"]);
+        a.call(&["GET", "missing"]);
+        assert_eq!(a.call(&["EXEC"]), b"*-1\r\n", "{addr}");
+        assert_eq!(a.call(&["GET", "missing"]), b"$-1\r\n", "{addr}");
+        a.call(&["MULTI"]);
+        a.call(&["HELLO", "3"]);
+        a.call(&["GET", "missing"]);
+        a.call(&["MGET", "a", "b", "missing"]);
+        let r = a.call(&["EXEC"]);
+        assert!(r.starts_with(b"*3\r\n%"), "{addr}: {}", r.escape_ascii());
+        let tail = b"_\r\n*3\r\n$7\r\nchanged\r\n_\r\n_\r\n";
+        assert!(r.ends_with(tail), "{addr}: {}", r.escape_ascii());
+    }
+    // A key restored as idle for 1000 s: a GET after CLIENT NO-TOUCH ON in
+    // the transaction leaves it idle; one after NO-TOUCH OFF does not
+    // (reads count under an LRU policy).
+    let mut con = srv.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(&["x", "v"]).query(&mut con).unwrap();
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("x").query(&mut con).unwrap();
+    let idle_after = |con: &mut redis::Connection, touch: &str| -> i64 {
+        let _: () = redis::cmd("RESTORE")
+            .arg("x")
+            .arg(0)
+            .arg(&dump)
+            .arg(&["REPLACE", "IDLETIME", "1000"])
+            .query(con)
+            .unwrap();
+        let (_, v): (String, String) = redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg(&["NO-TOUCH", touch])
+            .cmd("GET")
+            .arg("x")
+            .query(con)
+            .unwrap();
+        assert_eq!(v, "v");
+        redis::cmd("OBJECT")
+            .arg(&["IDLETIME", "x"])
+            .query(con)
+            .unwrap()
+    };
+    assert!(
+        idle_after(&mut con, "ON") >= 1000,
+        "a NO-TOUCH read touched"
+    );
+    assert!(idle_after(&mut con, "OFF") < 1000, "a read did not touch");
 }
 
 /// No client sees part of a transaction across pollers: writers set keys

@@ -3,10 +3,10 @@
 //! pollers that own the keys. The commands, their arity and their order
 //! are in `table.rs`; the texts of the replies in `strings.rs`.
 
-use super::conn::{Conn, Executor, Multi};
+use super::conn::{Conn, Deferred, Executor, Multi};
 use std::sync::Arc;
 
-use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Request, SetReply};
+use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Reply, Request, Response, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -441,12 +441,16 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     }
 }
 
-/// `EXEC`: runs the queued commands as one transaction. The commands the
-/// connection thread answers (PING, INFO, …) run here; the requests of
-/// the others go to the pollers of their keys together, one part per
-/// poller, which run them at once, in order, with nothing else touching
-/// their keys, and answer with all their replies once every write is
-/// durable — or with nil, when a watched key changed since WATCH. Keys
+/// `EXEC`: runs the queued commands as one transaction. The requests of
+/// the commands of keys go to the pollers of their keys together, one
+/// part per poller, which run them at once, in order, with nothing else
+/// touching their keys, and answer with all their replies once every
+/// write is durable — or with nil, when a watched key changed since
+/// WATCH. The commands the connection thread answers (CLIENT, CONFIG,
+/// PUBLISH, PING, INFO, …: [`connection_level`]) keep their places in
+/// EXEC's reply but run only once every part has run, in order (see
+/// [`verdict`]): none of them runs when EXEC answers nil or an error, as
+/// in Redis, and the connection parses nothing more until then. Keys
 /// on several pollers make one transaction across them (see
 /// [`send_parts`]); a command that runs as one request for keys of
 /// several pollers (RENAME, RENAMENX, COPY, MSETNX) gets Redis Cluster's
@@ -493,28 +497,43 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let timing = c.timing.take();
     let outer = c.begin_transaction();
     router.start_capture();
+    // The requests made after a connection-level command are made as it
+    // will have them (`foresee`), and its place is kept.
+    let proto = c.proto;
+    let mut deferred = Vec::new();
     for args in &cmds {
         if args[0].eq_ignore_ascii_case(b"SSUBSCRIBE") {
             // As Redis: no shard subscription from a transaction.
             c.reply(|o| resp::error(o, strings::SSUBSCRIBE_IN_MULTI));
             continue;
         }
+        if connection_level(args[0]) {
+            foresee(c, args);
+            let place = c.expect(1, None);
+            deferred.push((place, args.iter().map(|&a| a.into()).collect()));
+            continue;
+        }
         execute(c, router, args);
     }
     let reqs = router.take_capture();
-    let inner = c.end_transaction(outer);
+    let mut inner = c.end_transaction(outer);
+    (c.proto, c.touch_as) = (proto, None);
     c.timing = timing;
     let count = cmds.len();
     pollers.extend(reqs.iter().map(|(p, _)| *p));
     pollers.sort_unstable();
     pollers.dedup();
     if pollers.is_empty() {
-        // No key: every reply is here already.
-        debug_assert!(reqs.is_empty() && inner.owed() == 0);
-        let bytes = inner.unsent();
+        // No key: nothing to wait for.
+        debug_assert!(reqs.is_empty());
+        for (id, part, reply) in run_deferred(c, router, deferred) {
+            inner.fill(id, part, reply);
+        }
+        debug_assert_eq!(inner.owed(), 0);
+        let bytes = inner.take_output();
         return c.reply(|o| {
             resp::array(o, count);
-            o.extend_from_slice(bytes);
+            o.extend_from_slice(&bytes);
         });
     }
     let how = Parts {
@@ -522,7 +541,131 @@ fn exec(c: &mut Conn, router: &mut Router) {
         single: false,
         whole,
     };
-    send_parts(c, router, inner, count, pollers, reqs, how, None);
+    let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, None);
+    if !deferred.is_empty() {
+        c.deferred = Some(Deferred {
+            exec,
+            left,
+            cmds: deferred,
+        });
+    }
+}
+
+/// Whether command `name` is one the connection thread answers alone, its
+/// effects or what it reads not the keys' (CLIENT, CONFIG, PUBLISH, PING,
+/// INFO, …): inside an EXEC whose requests go to the pollers, it runs
+/// once they have run them (see [`exec`]). Not WAIT, which may wait for
+/// replicas (inside EXEC, it answers at once).
+fn connection_level(name: &[u8]) -> bool {
+    let Some((_, spec)) = table::lookup(name) else {
+        return false;
+    };
+    matches!(
+        spec.cmd,
+        Cmd::Ping
+            | Cmd::Echo
+            | Cmd::Select
+            | Cmd::Info
+            | Cmd::Command
+            | Cmd::Client
+            | Cmd::Auth
+            | Cmd::Config
+            | Cmd::Hello
+            | Cmd::Time
+            | Cmd::Lastsave
+            | Cmd::Bgsave
+            | Cmd::Publish
+            | Cmd::Spublish
+            | Cmd::Subscribe
+            | Cmd::Psubscribe
+            | Cmd::Unsubscribe
+            | Cmd::Punsubscribe
+            | Cmd::Sunsubscribe
+            | Cmd::Pubsub
+            | Cmd::Slowlog
+            | Cmd::Latency
+            | Cmd::Shutdown
+            | Cmd::Replicaof
+            | Cmd::Slaveof
+            | Cmd::Role
+            | Cmd::Replconf
+    )
+}
+
+/// What a connection-level command of an EXEC (`args`), which runs after
+/// the pollers' part, changes of the requests after it, applied while EXEC
+/// makes them: the protocol their replies take (HELLO), and whether they
+/// touch their keys (CLIENT NO-TOUCH). Undone once they are made; the
+/// command itself does it for good when it runs.
+fn foresee(c: &mut Conn, args: &[&[u8]]) {
+    let is = |a: &[u8], name: &[u8]| a.eq_ignore_ascii_case(name);
+    match args {
+        [hello, v, ..] if is(hello, b"HELLO") => match resp::parse_redis_int(v) {
+            Some(2) => c.proto = Proto::Resp2,
+            Some(3) => c.proto = Proto::Resp3,
+            _ => {}
+        },
+        [client, sub, on] if is(client, b"CLIENT") && is(sub, b"NO-TOUCH") => {
+            if is(on, b"ON") {
+                c.touch_as = Some(false);
+            } else if is(on, b"OFF") {
+                c.touch_as = Some(true);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs an EXEC's connection-level commands (`cmds`, each with its place
+/// among EXEC's replies), in order, as EXEC runs its commands; returns
+/// their replies, for their places.
+fn run_deferred(
+    c: &mut Conn,
+    router: &mut Router,
+    cmds: Vec<(u64, Vec<Box<[u8]>>)>,
+) -> Vec<(u64, u32, Reply)> {
+    if cmds.is_empty() {
+        return Vec::new();
+    }
+    let (timing, started) = (c.timing.take(), c.slow.started.take());
+    let outer = c.begin_transaction();
+    // As inside EXEC (BGSAVE answers that it is scheduled).
+    router.start_capture();
+    let mut replies = Vec::with_capacity(cmds.len());
+    for (place, args) in cmds {
+        let args: Vec<&[u8]> = args.iter().map(|a| &**a).collect();
+        execute(c, router, &args);
+        replies.push((place, 0, Reply::Encoded(c.take_ready())));
+    }
+    let reqs = router.take_capture();
+    debug_assert!(reqs.is_empty(), "a connection-level command made requests");
+    c.end_transaction(outer);
+    (c.timing, c.slow.started) = (timing, started);
+    replies
+}
+
+/// Takes a poller's answer `r` for connection `c` before it is filed:
+/// when it is from an EXEC whose connection-level commands wait
+/// (`Conn::deferred`), and the last of its parts to answer, every part
+/// having run, they run now, and their replies join it; when EXEC answers
+/// nil (a watched key changed) or an error, they never run.
+pub(super) fn verdict(c: &mut Conn, router: &mut Router, r: &mut Response) {
+    let Some(d) = c.deferred.as_mut().filter(|d| d.exec == r.id) else {
+        return;
+    };
+    if !matches!(r.reply, Reply::Txn(_)) {
+        c.deferred = None;
+        return;
+    }
+    d.left -= 1;
+    if d.left > 0 {
+        return;
+    }
+    let cmds = c.deferred.take().map(|d| d.cmds).unwrap_or_default();
+    let replies = run_deferred(c, router, cmds);
+    if let Reply::Txn(parts) = &mut r.reply {
+        parts.extend(replies);
+    }
 }
 
 /// Whether command `name` works on the whole key space: inside EXEC it
@@ -697,7 +840,8 @@ fn group_across_pollers(
 /// MSETNX, a move), not EXEC's array, and whether a command of the
 /// whole key space is among them (such a transaction across pollers
 /// passes the gate alone). `carry`: a move's source's poller and
-/// destination's (see `Cross::carry`).
+/// destination's (see `Cross::carry`). Returns the id of the reply and
+/// the number of parts.
 #[allow(clippy::too_many_arguments)]
 fn send_parts(
     c: &mut Conn,
@@ -708,7 +852,7 @@ fn send_parts(
     reqs: Vec<(usize, Request)>,
     how: Parts,
     carry: Option<(usize, usize)>,
-) {
+) -> (u64, u32) {
     let Parts {
         watched,
         single,
@@ -760,6 +904,7 @@ fn send_parts(
         };
         router.send(*poller, req);
     }
+    (id, pollers.len() as u32)
 }
 
 /// Tells the pollers of the keys the connection watches to forget them
