@@ -3,7 +3,8 @@
 //! them, answered as Redis answers it (compared byte for byte with a real
 //! redis-server, errors and edge cases included), with no client seeing
 //! half of one, large values moved whole, and after a kill -9 either the
-//! whole acknowledged command or nothing.
+//! whole acknowledged command or nothing. RENAME and COPY across them run
+//! inside MULTI … EXEC too.
 
 mod common;
 
@@ -105,6 +106,71 @@ fn moves_and_msetnx_across_pollers_match_redis() {
         &["MSETNX", x, "1", z, "1"],
         &["MGET", x, y, z],
     ]);
+    srv.stop();
+}
+
+/// Transactions that set a key and RENAME or COPY it to a key of the
+/// other poller, then set it again: readers' MGETs of the two always
+/// find them equal (never one transaction's value beside another's),
+/// and the last transaction's value is there.
+#[test]
+fn no_reader_sees_half_a_move_inside_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let (x, y) = (format!("{a}k"), format!("{b}k"));
+    let mut con = srv.client();
+    let _: () = redis::cmd("MSET")
+        .arg(&[&x, "0", &y, "0"])
+        .query(&mut con)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = srv.url();
+    let rounds = 300;
+    let writer = {
+        let (url, x, y) = (url.clone(), x.clone(), y.clone());
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for i in 1..=rounds {
+                let v = i.to_string();
+                let mut p = redis::pipe();
+                p.atomic().cmd("SET").arg(&x).arg(&v);
+                if i % 2 == 0 {
+                    p.cmd("RENAME").arg(&x).arg(&y);
+                    p.cmd("SET").arg(&x).arg(&v);
+                } else {
+                    p.cmd("COPY").arg(&x).arg(&y).arg("REPLACE");
+                }
+                let _: redis::Value = p.query(&mut con).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop, x, y) = (url.clone(), Arc::clone(&stop), x.clone(), y.clone());
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut seen = 0;
+                while !stop.load(Relaxed) && seen < 100_000 {
+                    let vals: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&x).arg(&y).query(&mut con).unwrap();
+                    assert!(
+                        vals[0].is_some() && vals[0] == vals[1],
+                        "a reader saw half a transaction: {vals:?}"
+                    );
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    stop.store(true, Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let vals: Vec<String> = redis::cmd("MGET").arg(&x).arg(&y).query(&mut con).unwrap();
+    assert_eq!(vals, [rounds.to_string(), rounds.to_string()]);
     srv.stop();
 }
 

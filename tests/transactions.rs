@@ -5,10 +5,10 @@
 //! EXEC: nothing of a refused transaction is applied, no client sees part
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
 //! the same hash tag (`{…}`) share a poller; with several pollers a
-//! transaction across them is atomic and isolated too, and a command that
-//! runs as one request for keys of several (RENAME, COPY, MSETNX) inside
-//! it is refused with Redis Cluster's CROSSSLOT (alone, it runs across
-//! them: tests/cross_keys.rs). redis-py's default pipeline
+//! transaction across them is atomic and isolated too, a RENAME or COPY
+//! across them inside it runs as Redis's, and MSETNX or RENAMENX across
+//! them inside it is refused with Redis Cluster's CROSSSLOT (alone, each
+//! runs across them: tests/cross_keys.rs). redis-py's default pipeline
 //! (MULTI … EXEC) works. SCAN, KEYS, RANDOMKEY, DBSIZE, FLUSHDB, FLUSHALL
 //! and BGSAVE inside a transaction run at EXEC as Redis's, seeing its own
 //! writes, and no client sees part of such a transaction, on one poller
@@ -445,10 +445,10 @@ fn no_client_sees_part_of_a_transaction() {
 const SPREAD: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 
 /// With two pollers, a transaction whose keys are on both runs (redis-py's
-/// default pipeline, as Redis answers it); a command that runs as one
-/// request for keys of two pollers (RENAME, COPY, MSETNX) makes EXEC
-/// answer CROSSSLOT, with nothing applied; keys with one hash tag always
-/// share a poller.
+/// default pipeline, as Redis answers it); MSETNX or RENAMENX of keys of
+/// two pollers makes EXEC answer CROSSSLOT, with nothing applied (a
+/// RENAME or COPY runs: `moves_across_pollers_inside_exec_as_redis`);
+/// keys with one hash tag always share a poller.
 #[test]
 fn commands_of_one_request_across_pollers_get_crossslot() {
     let dir = tempfile::tempdir().unwrap();
@@ -461,11 +461,11 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
         c.call(&["SET", &k1, "1"]);
         c.call(&["SET", &k2, "1"]);
         assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
-        // RENAME of the two: on one poller it runs, on two it is refused
+        // RENAMENX of the two: on one poller it runs, on two it is refused
         // whole.
         c.call(&["MULTI"]);
         c.call(&["SET", &k1, "2"]);
-        c.call(&["RENAME", &k1, &k2]);
+        c.call(&["RENAMENX", &k1, &k2]);
         let r = c.call(&["EXEC"]);
         if r == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n" {
             crossed += 1;
@@ -473,7 +473,7 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
             // Alone, it runs across the two pollers (tests/cross_keys.rs).
             assert_eq!(c.call(&["MSETNX", &k1, "3", &k2, "3"]), b":0\r\n");
         } else {
-            assert_eq!(r, b"*2\r\n+OK\r\n+OK\r\n");
+            assert_eq!(r, b"*2\r\n+OK\r\n:0\r\n");
             ran += 1;
         }
         // The same two names with one tag: always together.
@@ -485,13 +485,111 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
         assert_eq!(c.call(&["MSETNX", &t1, "2", &t2, "2"]), b":0\r\n");
     }
     assert!(crossed > 0 && ran > 0, "crossed {crossed}, ran {ran}");
-    // SPREAD's keys lie on both pollers: a RENAME among them is refused.
+    // SPREAD's keys lie on both pollers: an MSETNX among them is refused.
     let refused = SPREAD.iter().any(|k| {
         c.call(&["MULTI"]);
-        c.call(&["RENAME", "a", k]);
+        c.call(&["MSETNX", "a", "1", k, "1"]);
         c.call(&["EXEC"]).starts_with(b"-CROSSSLOT")
     });
     assert!(refused, "SPREAD's keys are all on one poller");
+}
+
+/// RENAME and COPY of keys of two pollers inside MULTI … EXEC run as
+/// Redis runs them, in order with the transaction's other commands on
+/// both pollers (a missing source, COPY onto a key there, REPLACE, TTLs
+/// carried over, writes and reads of both keys before and after the
+/// move), and a change to a WATCHed key applies none of it: compared
+/// byte for byte with redis-server. MSETNX and RENAMENX across them, or
+/// two moves across them in one transaction, still answer CROSSSLOT with
+/// nothing applied.
+#[test]
+fn moves_across_pollers_inside_exec_match_redis() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let mut both = pair(&srv, &redis);
+    let mut other = pair(&srv, &redis);
+    let (x, y, z, w) = (
+        format!("{{{a}}}x"),
+        format!("{{{b}}}y"),
+        format!("{{{b}}}z"),
+        format!("{{{a}}}w"),
+    );
+    let (x, y, z, w) = (x.as_str(), y.as_str(), z.as_str(), w.as_str());
+    let txns: &[&[&[&str]]] = &[
+        &[&["SET", x, "1"], &["RENAME", x, y], &["MGET", x, y]],
+        &[
+            &["GET", y],
+            &["RENAME", x, y],
+            &["GET", y],
+            &["SET", w, "2"],
+        ],
+        &[
+            &["SET", y, "before"],
+            &["SET", x, "moved", "EXAT", "4000000000"],
+            &["INCR", w],
+            &["RENAME", x, y],
+            &["EXPIRETIME", y],
+            &["APPEND", y, "+"],
+            &["SET", x, "again"],
+            &["MGET", x, y, w],
+        ],
+        &[&["COPY", x, y], &["GET", x], &["SET", x, "changed"]],
+        &[&["COPY", x, z], &["MGET", x, z]],
+        &[
+            &["SET", x, "c", "PXAT", "4000000000123"],
+            &["COPY", x, z, "REPLACE"],
+        ],
+        &[
+            &["PEXPIRETIME", z],
+            &["DEL", x],
+            &["COPY", x, z, "REPLACE"],
+            &["GET", z],
+        ],
+        &[&["RENAME", y, w], &["MGET", y, w]],
+        &[&["COPY", w, z, "DB", "0", "REPLACE"], &["GET", z]],
+        &[
+            &["COPY", z, w, "DB", "1"],
+            &["RENAME", x, x],
+            &["DEL", z],
+            &["MGET", x, y, z, w],
+        ],
+    ];
+    for txn in txns {
+        both.check_str(&["MULTI"]);
+        for cmd in *txn {
+            both.check_str(cmd);
+        }
+        both.check_str(&["EXEC"]);
+        both.check_str(&["MGET", x, y, z, w]);
+    }
+    // WATCH: a change to the watched key applies nothing of the move.
+    both.script(&[&["SET", x, "kept"], &["SET", y, "old"], &["WATCH", w]]);
+    other.check_str(&["SET", w, "changed"]);
+    both.script(&[&["MULTI"], &["RENAME", x, y], &["SET", z, "no"], &["EXEC"]]);
+    both.check_str(&["MGET", x, y, z, w]);
+    // Not built: answered CROSSSLOT, nothing applied (Redis runs them).
+    let crossslot = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    let refused: &[&[&[&str]]] = &[
+        &[&["SET", z, "1"], &["MSETNX", x, "1", y, "1"]],
+        &[&["SET", z, "2"], &["RENAMENX", x, y]],
+        &[&["SET", z, "3"], &["RENAME", x, y], &["RENAME", y, x]],
+        &[&["SET", z, "4"], &["COPY", x, y], &["COPY", x, z]],
+    ];
+    let before = both.ours.call(&["MGET", x, y, z]);
+    for txn in refused {
+        both.ours.call(&["MULTI"]);
+        for cmd in *txn {
+            assert_eq!(both.ours.call(cmd), b"+QUEUED\r\n");
+        }
+        assert_eq!(both.ours.call(&["EXEC"]), crossslot);
+    }
+    let after = both.ours.call(&["MGET", x, y, z]);
+    assert_eq!(before, after);
+    srv.stop();
 }
 
 /// redis-py's default pipeline (MULTI … EXEC) over keys of both pollers
@@ -1272,13 +1370,13 @@ fn a_version_2_store_is_converted_when_opened() {
 }
 
 /// Two hash tags whose keys lie on the two pollers of a server with two:
-/// a RENAME from one to the other in a transaction answers CROSSSLOT.
+/// a RENAMENX from one to the other in a transaction answers CROSSSLOT.
 fn tags_on_two_pollers(c: &mut Conn) -> (String, String) {
     for i in 1..64 {
         let (from, to) = ("{t0}probe".to_string(), format!("{{t{i}}}probe"));
         c.call(&["MULTI"]);
         c.call(&["SET", &from, "1"]);
-        c.call(&["RENAME", &from, &to]);
+        c.call(&["RENAMENX", &from, &to]);
         if c.call(&["EXEC"]).starts_with(b"-CROSSSLOT") {
             c.call(&["DEL", &from, &to]);
             return ("t0".into(), format!("t{i}"));

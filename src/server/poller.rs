@@ -3236,7 +3236,9 @@ impl<E: Engine> Poller<E> {
     /// The source's half of a move across pollers, its value read
     /// (`found`: the value and its expiry; `None`: missing): the value
     /// goes to the destination's part, a rename deletes the source, and a
-    /// source missing refuses the move (RENAME's error, COPY's `:0`).
+    /// source missing refuses the move (RENAME's error, COPY's `:0`): the
+    /// whole of a move run alone; inside an EXEC, that reply is the
+    /// command's (the destination's half, given no value, writes nothing).
     fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
@@ -3252,6 +3254,10 @@ impl<E: Engine> Poller<E> {
                 true => Reply::Int(0),
                 false => Reply::Error(super::strings::NO_SUCH_KEY.into()),
             };
+            if cross::single_of(&t.exec).is_none() {
+                self.cross_carry(into, xid, None);
+                return self.reply(&req, reply);
+            }
             t.veto.get_or_insert(reply);
         }
         self.cross_carry(into, xid, found);

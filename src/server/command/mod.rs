@@ -452,11 +452,10 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// [`verdict`]): none of them runs when EXEC answers nil or an error, as
 /// in Redis, and the connection parses nothing more until then. Keys
 /// on several pollers make one transaction across them (see
-/// [`send_parts`]); a command that runs as one request for keys of
-/// several pollers (RENAME, RENAMENX, COPY, MSETNX) gets Redis Cluster's
-/// CROSSSLOT, and so does any transaction across pollers while replicas
-/// are fed (the stream carries one poller's transaction as one
-/// MULTI … EXEC).
+/// [`send_parts`]), one RENAME or COPY among them too (its destination's
+/// part waits for the value from its source's: `Cross::carry`); MSETNX,
+/// RENAMENX or two moves of keys of several pollers get Redis Cluster's
+/// CROSSSLOT.
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -481,7 +480,22 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    if cmds.iter().any(|a| one_request(a) && spans(a)) {
+    // One RENAME or COPY of keys of two pollers runs: its source's part
+    // sends the value to its destination's, which waits for it
+    // (`Cross::carry`). MSETNX and RENAMENX, whose parts would each need
+    // the others' verdict in the middle of their commands, do not, nor do
+    // two moves, nor one with a command of the whole key space.
+    let spanning: Vec<&[u8]> = (cmds.iter())
+        .filter(|a| one_request(a) && spans(a))
+        .map(|a| a[0])
+        .collect();
+    let movable = |n: &[u8]| n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"COPY");
+    let refused = match spanning.as_slice() {
+        [] => false,
+        [one] => !movable(one) || whole,
+        _ => true,
+    };
+    if refused {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -541,7 +555,14 @@ fn exec(c: &mut Conn, router: &mut Router) {
         single: false,
         whole,
     };
-    let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, None);
+    let carry = reqs.iter().find_map(|(p, r)| match &r.op {
+        Op::Move { to, .. } => {
+            let into = router.shared.poller_of(to.pid);
+            (into != *p).then_some((*p, into))
+        }
+        _ => None,
+    });
+    let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, carry);
     if !deferred.is_empty() {
         c.deferred = Some(Deferred {
             exec,
@@ -554,8 +575,8 @@ fn exec(c: &mut Conn, router: &mut Router) {
 /// Whether command `name` is one the connection thread answers alone, its
 /// effects or what it reads not the keys' (CLIENT, CONFIG, PUBLISH, PING,
 /// INFO, …): inside an EXEC whose requests go to the pollers, it runs
-/// once they have run them (see [`exec`]). Not WAIT, which may wait for
-/// replicas (inside EXEC, it answers at once).
+/// once they have run them (see [`exec`]). WAIT among them answers at
+/// once, as Redis's inside EXEC.
 fn connection_level(name: &[u8]) -> bool {
     let Some((_, spec)) = table::lookup(name) else {
         return false;
@@ -589,6 +610,7 @@ fn connection_level(name: &[u8]) -> bool {
             | Cmd::Slaveof
             | Cmd::Role
             | Cmd::Replconf
+            | Cmd::Wait
     )
 }
 

@@ -47,7 +47,10 @@
 //! missing), as a part refused for room, with the command's reply. A
 //! move's destination part runs only once the source's part has read the
 //! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
-//! never waits for the destination's.
+//! never waits for the destination's. So does an EXEC's with one RENAME
+//! or COPY across pollers, all its commands (the source's part runs all
+//! of its own); there a missing source is the command's reply, not a
+//! veto.
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -297,11 +300,14 @@ pub(super) fn single_of(req: &Request) -> Option<&Cross> {
 }
 
 /// The poller of the destination's part, when `t` is the source's part
-/// of a move across pollers that has not sent the value yet.
+/// of a move across pollers (alone, or inside an EXEC) that has not sent
+/// the value yet.
 pub(super) fn carries_to(t: &Txn) -> Option<usize> {
-    let (from, to) = single_of(&t.exec)?.carry?;
-    let pollers = &cross_of(&t.exec).pollers;
-    (t.exec.part == from && !t.carried).then(|| pollers[to as usize])
+    let Op::Exec { cross: Some(x), .. } = &t.exec.op else {
+        return None;
+    };
+    let (from, to) = x.carry?;
+    (t.exec.part == from && !t.carried).then(|| x.pollers[to as usize])
 }
 
 impl<E: Engine> Poller<E> {
