@@ -307,7 +307,17 @@ fn large_values_move_across_pollers() {
 /// unless the command after it replaced it.
 #[test]
 fn acknowledged_renames_across_pollers_survive_kill_9() {
-    renames_survive_kill_9(&["--io-threads", "2"], |srv| {
+    renames_survive_kill_9(&["--io-threads", "2"], false, |srv| {
+        let (a, b) = tags_on_two_pollers(srv);
+        [format!("{a}k"), format!("{b}k")]
+    });
+}
+
+/// The same with each SET and RENAME in one MULTI … EXEC across the two
+/// pollers: the last acknowledged EXEC is there whole.
+#[test]
+fn acknowledged_renames_inside_exec_across_pollers_survive_kill_9() {
+    renames_survive_kill_9(&["--io-threads", "2"], true, |srv| {
         let (a, b) = tags_on_two_pollers(srv);
         [format!("{a}k"), format!("{b}k")]
     });
@@ -320,8 +330,8 @@ fn acknowledged_renames_across_pollers_survive_kill_9() {
 /// unless the next SET and RENAME (not acknowledged) replaced it. A
 /// move's source is deleted only once its destination is on the device,
 /// so a crash between the two commits keeps the value under both names,
-/// never under neither.
-fn renames_survive_kill_9(extra: &[&str], keys: impl Fn(&Server) -> [String; 2]) {
+/// never under neither. `atomic`: each SET and RENAME as one transaction.
+fn renames_survive_kill_9(extra: &[&str], atomic: bool, keys: impl Fn(&Server) -> [String; 2]) {
     for durability in ["sync", "async"] {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["--durability", durability];
@@ -342,7 +352,11 @@ fn renames_survive_kill_9(extra: &[&str], keys: impl Fn(&Server) -> [String; 2])
                 let start = Instant::now();
                 for i in 1..u64::MAX {
                     let (from, to) = (&keys[(i as usize - 1) % 2], &keys[i as usize % 2]);
-                    let r: redis::RedisResult<()> = redis::pipe()
+                    let mut p = redis::pipe();
+                    if atomic {
+                        p.atomic();
+                    }
+                    let r: redis::RedisResult<()> = p
                         .cmd("SET")
                         .arg(from)
                         .arg(i)
@@ -403,15 +417,16 @@ fn keys_in_two_shards() -> (String, String) {
 /// that mode is otherwise answered once buffered, and may be lost).
 #[test]
 fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
-    renames_survive_kill_9(&["--io-threads", "1"], |_| {
+    renames_survive_kill_9(&["--io-threads", "1"], false, |_| {
         let (a, b) = keys_in_two_shards();
         [a, b]
     });
 }
 
-/// While a replica is fed, moves and MSETNX across the primary's pollers
-/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
-/// the primary's values and expiries, a refused one changing nothing.
+/// While a replica is fed, moves and MSETNX across the primary's pollers,
+/// alone and (a move) inside MULTI … EXEC, reach it (as one MULTI … EXEC
+/// of their parts' writes): it ends with the primary's values and
+/// expiries, a refused one changing nothing.
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -458,6 +473,20 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     for c in &cmds {
         let _: redis::Value = redis::cmd(&c[0]).arg(&c[1..]).query(&mut p).unwrap();
     }
+    // A move across the pollers inside MULTI … EXEC, among other writes.
+    let (ta, tb, u) = (format!("{a}t"), format!("{b}t"), format!("{b}u"));
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[&ta, "moved", "EXAT", "4000000000"])
+        .cmd("SET")
+        .arg(&[&u, "u"])
+        .cmd("RENAME")
+        .arg(&[&ta, &tb])
+        .cmd("APPEND")
+        .arg(&[&tb, "+"])
+        .query(&mut p)
+        .unwrap();
     let keys = [
         x.clone(),
         y.clone(),
@@ -467,6 +496,9 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         format!("{a}n"),
         format!("{a}big"),
         format!("{b}big"),
+        ta,
+        tb,
+        u,
     ];
     let state = |con: &mut redis::Connection| -> Vec<(Option<String>, i64)> {
         keys.iter()
@@ -482,10 +514,12 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     assert_eq!(want[2].0.as_deref(), Some("z"));
     assert_eq!(want[5], (None, -2));
     assert!(want[7].0.as_deref() == Some(&*big));
+    assert_eq!(want[8], (None, -2));
+    assert_eq!(want[9], (Some("moved+".into()), 4_000_000_000_000));
     let mut r = replica.client();
     common::wait_for("the replica has the primary's keys", || {
         redis::cmd("GET")
-            .arg(format!("{b}big"))
+            .arg(&keys[9])
             .query::<Option<String>>(&mut r)
             .is_ok_and(|v| v.is_some())
     });
