@@ -247,22 +247,34 @@ fn transactions_reply_as_redis_does() {
     a.check_str(&["GET", "w"]);
 }
 
+/// Random transactions, watches, other clients' writes and connection
+/// commands inside transactions, compared with redis-server, on one
+/// poller and on two.
 #[test]
 fn random_transactions_match_redis() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
-    let Some(redis) = RealRedis::start(&[]) else {
-        return;
-    };
-    let mut a = pair(&srv, &redis);
-    let mut b = pair(&srv, &redis);
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let Some(redis) = RealRedis::start(&[]) else {
+            return;
+        };
+        random_transactions(&srv, &redis);
+    }
+}
+
+/// Random commands, transactions and watches on two connections, each
+/// reply compared with redis-server's.
+fn random_transactions(srv: &Server, redis: &RealRedis) {
+    let mut a = pair(srv, redis);
+    let mut b = pair(srv, redis);
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(17);
     let keys = ["x", "y", "{u}a", "{u}b"];
-    for _ in 0..1500 {
+    for _ in 0..4000 {
         let k = keys[rng.gen_range(0..keys.len())];
         let v = rng.gen_range(0..5).to_string();
+        let (name, samples) = (format!("n{v}"), (rng.gen_range(1..6)).to_string());
         let who = rng.gen_range(0..10);
-        let cmd: Vec<&str> = match rng.gen_range(0..20) {
+        let cmd: Vec<&str> = match rng.gen_range(0..24) {
             0 => vec!["MULTI"],
             1 => vec!["EXEC"],
             2 => vec!["DISCARD"],
@@ -283,6 +295,12 @@ fn random_transactions_match_redis() {
             15 => vec!["DBSIZE"],
             16 => vec!["KEYS", k],
             17 => vec!["FLUSHDB"],
+            // Connection commands, run at EXEC in order, or not at all.
+            18 => vec!["CLIENT", "SETNAME", &name],
+            19 => vec!["CLIENT", "GETNAME"],
+            20 => vec!["CONFIG", "SET", "maxmemory-samples", &samples],
+            21 => vec!["CONFIG", "GET", "maxmemory-samples"],
+            22 => vec!["ECHO", &v],
             _ => vec!["STRLEN", k],
         };
         // Another client's writes, now and then, between a WATCH and EXEC.
