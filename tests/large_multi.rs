@@ -1263,8 +1263,8 @@ fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
             &[b"MGET", &g, &y, &f],
             &[b"GETDEL", &y],
         ]);
-        // Moved from one poller to the other inside the EXEC (one move
-        // each): read whole, carried over, then edited and read there.
+        // Moved from one poller to the other inside the EXEC: read whole,
+        // carried over, then edited and read there.
         let (m, n) = (format!("m{q}").into_bytes(), format!("n{q}").into_bytes());
         both.check(&[&[b"DEL", &m, &n]]);
         both.check_exec(&[
@@ -1280,6 +1280,14 @@ fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
             &[b"SETRANGE", &g, b"0", b"after"],
             &[b"GETRANGE", &n, b"0", b"9"],
             &[b"MGET", &n, &x],
+        ]);
+        // Two moves the same way in one EXEC.
+        both.check_exec(&[
+            &[b"RENAME", &f, &m],
+            &[b"COPY", &g, &n, b"REPLACE"],
+            &[b"STRLEN", &m],
+            &[b"GETRANGE", &n, b"0", b"9"],
+            &[b"EXISTS", &f, &g],
         ]);
         for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x, &y, &m, &n] {
             both.check(&[&[b"GET", key], &[b"TTL", key]]);

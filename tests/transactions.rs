@@ -517,9 +517,9 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
 /// both pollers (a missing source, COPY onto a key there, REPLACE, TTLs
 /// carried over, writes and reads of both keys before and after the
 /// move), and a change to a WATCHed key applies none of it: compared
-/// byte for byte with redis-server. MSETNX and RENAMENX across them, or
-/// two moves across them in one transaction, still answer CROSSSLOT with
-/// nothing applied.
+/// byte for byte with redis-server; several moves too, all from one
+/// poller to the other. MSETNX and RENAMENX across them, or moves both
+/// ways in one transaction, still answer CROSSSLOT with nothing applied.
 #[test]
 fn moves_across_pollers_inside_exec_match_redis() {
     let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
@@ -575,6 +575,17 @@ fn moves_across_pollers_inside_exec_match_redis() {
             &["DEL", z],
             &["MGET", x, y, z, w],
         ],
+        // Several moves, all from one poller to the other: in order.
+        &[
+            &["MSET", x, "1", w, "2"],
+            &["RENAME", x, y],
+            &["COPY", w, z],
+            &["SET", x, "3"],
+            &["COPY", x, y, "REPLACE"],
+            &["RENAME", w, z],
+            &["RENAME", w, y],
+            &["MGET", x, y, z, w],
+        ],
     ];
     for txn in txns {
         both.check_str(&["MULTI"]);
@@ -595,7 +606,7 @@ fn moves_across_pollers_inside_exec_match_redis() {
         &[&["SET", z, "1"], &["MSETNX", x, "1", y, "1"]],
         &[&["SET", z, "2"], &["RENAMENX", x, y]],
         &[&["SET", z, "3"], &["RENAME", x, y], &["RENAME", y, x]],
-        &[&["SET", z, "4"], &["COPY", x, y], &["COPY", x, z]],
+        &[&["SET", z, "4"], &["COPY", x, y], &["COPY", z, w]],
     ];
     let before = both.ours.call(&["MGET", x, y, z]);
     for txn in refused {

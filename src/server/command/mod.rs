@@ -452,9 +452,10 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// [`verdict`]): none of them runs when EXEC answers nil or an error, as
 /// in Redis, and the connection parses nothing more until then. Keys
 /// on several pollers make one transaction across them (see
-/// [`send_parts`]), one RENAME or COPY among them too (its destination's
-/// part waits for the value from its source's: `Cross::carry`); MSETNX,
-/// RENAMENX or two moves of keys of several pollers get Redis Cluster's
+/// [`send_parts`]), RENAME and COPY among them too, all from one poller
+/// to one other (the destination's part waits for the values from the
+/// source's: `Cross::carry`); MSETNX, RENAMENX or moves both ways of keys
+/// of several pollers get Redis Cluster's
 /// CROSSSLOT.
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
@@ -480,21 +481,22 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    // One RENAME or COPY of keys of two pollers runs: its source's part
-    // sends the value to its destination's, which waits for it
-    // (`Cross::carry`). MSETNX and RENAMENX, whose parts would each need
-    // the others' verdict in the middle of their commands, do not, nor do
-    // two moves, nor one with a command of the whole key space.
-    let spanning: Vec<&[u8]> = (cmds.iter())
-        .filter(|a| one_request(a) && spans(a))
-        .map(|a| a[0])
-        .collect();
+    // RENAME and COPY of keys of two pollers run, all from one poller to
+    // one other: the source's part sends their values to the
+    // destination's, which waits for them (`Cross::carry`). MSETNX and
+    // RENAMENX, whose parts would each need the others' verdict in the
+    // middle of their commands, do not, nor do moves both ways (each part
+    // would wait for the other), nor moves with a command of the whole
+    // key space.
     let movable = |n: &[u8]| n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"COPY");
-    let refused = match spanning.as_slice() {
-        [] => false,
-        [one] => !movable(one) || whole,
-        _ => true,
-    };
+    let mut ways = Vec::new();
+    let mut refused = false;
+    for args in cmds.iter().filter(|a| one_request(a) && spans(a)) {
+        refused |= !movable(args[0]) || whole;
+        let keys = keys_of(args);
+        ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
+    }
+    refused |= ways.windows(2).any(|w| w[0] != w[1]);
     if refused {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
