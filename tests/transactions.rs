@@ -966,6 +966,22 @@ fn hello_and_no_touch_inside_exec_apply_to_the_commands_after_them() {
         let tail = b"_\r\n*3\r\n$7\r\nchanged\r\n_\r\n_\r\n";
         assert!(r.ends_with(tail), "{addr}: {}", r.escape_ascii());
     }
+    // A HELLO refused (wrong password) switches nothing: byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let locked = Server::start(dir.path(), &["--requirepass", "pw"]);
+    let Some(locked_redis) = RealRedis::start(&["--requirepass", "pw"]) else {
+        return;
+    };
+    let mut both = pair(&locked, &locked_redis);
+    both.script(&[
+        &["AUTH", "pw"],
+        &["MULTI"],
+        &["HELLO", "3", "AUTH", "default", "wrong"],
+        &["GET", "missing"],
+        &["EXEC"],
+        &["GET", "missing"],
+    ]);
+    drop(locked);
     // A key restored as idle for 1000 s: a GET after CLIENT NO-TOUCH ON in
     // the transaction leaves it idle; one after NO-TOUCH OFF does not
     // (reads count under an LRU policy).

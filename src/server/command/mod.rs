@@ -20,7 +20,7 @@ mod meta;
 mod route;
 mod values;
 
-use connection::{auth, client, config, hello};
+use connection::{auth, client, config, hello, hello_protocol};
 use keyspace::{copy, flush, keys, memory, move_key, object, randomkey, restore, scan};
 use meta::{checked_subcommand, command, command_code, command_name, described};
 use route::{keyed, route_one};
@@ -524,7 +524,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
             continue;
         }
         if connection_level(args[0]) {
-            foresee(c, args);
+            foresee(c, router, args);
             let place = c.expect(1, None);
             deferred.push((place, args.iter().map(|&a| a.into()).collect()));
             continue;
@@ -621,14 +621,14 @@ fn connection_level(name: &[u8]) -> bool {
 /// makes them: the protocol their replies take (HELLO), and whether they
 /// touch their keys (CLIENT NO-TOUCH). Undone once they are made; the
 /// command itself does it for good when it runs.
-fn foresee(c: &mut Conn, args: &[&[u8]]) {
+fn foresee(c: &mut Conn, router: &Router, args: &[&[u8]]) {
     let is = |a: &[u8], name: &[u8]| a.eq_ignore_ascii_case(name);
     match args {
-        [hello, v, ..] if is(hello, b"HELLO") => match resp::parse_redis_int(v) {
-            Some(2) => c.proto = Proto::Resp2,
-            Some(3) => c.proto = Proto::Resp3,
-            _ => {}
-        },
+        [hello, ..] if is(hello, b"HELLO") => {
+            if let Some(p) = hello_protocol(c, router, args) {
+                c.proto = p;
+            }
+        }
         [client, sub, on] if is(client, b"CLIENT") && is(sub, b"NO-TOUCH") => {
             if is(on, b"ON") {
                 c.touch_as = Some(false);
