@@ -1553,6 +1553,48 @@ fn a_transaction_refused_for_room_on_one_poller_applies_nothing() {
     srv.stop();
 }
 
+/// A transaction refused for room (EXEC answers the store's OOM error)
+/// runs none of its connection commands either: its CLIENT SETNAME and
+/// CONFIG SET are not applied, those of the transactions that ran are.
+#[test]
+fn a_transaction_refused_for_room_runs_no_connection_command() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    let value = "v".repeat(3 << 19);
+    let mut name = b"$-1\r\n".to_vec();
+    let mut samples = String::from_utf8(c.call(&["CONFIG", "GET", "maxmemory-samples"])).unwrap();
+    let mut refused = 0;
+    for i in 0..300u64 {
+        let (n, s) = (format!("n{i}"), (1 + i % 9).to_string());
+        let (ka, kb) = (format!("{{{a}}}c"), format!("{{{b}}}fill{i}"));
+        c.call(&["MULTI"]);
+        c.call(&["CLIENT", "SETNAME", &n]);
+        c.call(&["SET", &ka, &n]);
+        c.call(&["CONFIG", "SET", "maxmemory-samples", &s]);
+        c.call(&["SET", &kb, &value]);
+        let r = c.call(&["EXEC"]);
+        if r.starts_with(b"*") {
+            name = format!("${}\r\n{n}\r\n", n.len()).into_bytes();
+            samples = format!("*2\r\n$17\r\nmaxmemory-samples\r\n${}\r\n{s}\r\n", s.len());
+        } else {
+            let text = String::from_utf8_lossy(&r).to_string();
+            assert!(text.starts_with("-OOM "), "transaction {i}: {text}");
+            refused += 1;
+        }
+        assert_eq!(c.call(&["CLIENT", "GETNAME"]), name, "after {i}");
+        let now = String::from_utf8(c.call(&["CONFIG", "GET", "maxmemory-samples"])).unwrap();
+        assert_eq!(now, samples, "after {i}");
+        if refused == 5 {
+            break;
+        }
+    }
+    assert_eq!(refused, 5, "the store never filled");
+    srv.stop();
+}
+
 /// Concurrent transactions across two pollers filling a small store,
 /// each setting its counter's keys on both pollers (and adding values on
 /// one, each writer on another): each is applied whole or not at all. A
