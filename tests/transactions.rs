@@ -735,6 +735,10 @@ fn connection_commands_of_a_transaction_run_only_when_it_does() {
     };
     let sets: Vec<Vec<&str>> = SPREAD.iter().map(|k| vec!["SET", k, "txn"]).collect();
     let mut txn: Vec<&[&str]> = vec![
+        // Reads before the first command with effects: run as EXEC
+        // starts, as Redis runs them.
+        &["CLIENT", "GETNAME"],
+        &["PING"],
         &["CLIENT", "SETNAME", "inside"],
         &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
         &["CONFIG", "GET", "maxmemory-policy"],
@@ -817,7 +821,8 @@ fn connection_commands_of_a_transaction_run_only_when_it_does() {
             txn.iter()
                 .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
             let r = a.check_str(&["EXEC"]);
-            assert!(r.starts_with(format!("*{}\r\n+OK\r\n", txn.len()).as_bytes()));
+            let head = format!("*{}\r\n$6\r\nbefore\r\n+PONG\r\n+OK\r\n", txn.len());
+            assert!(r.starts_with(head.as_bytes()));
             a.check_str(&["CLIENT", "GETNAME"]);
             a.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
             assert_eq!(client_flags(&mut a), "e");

@@ -447,10 +447,11 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// touching their keys, and answer with all their replies once every
 /// write is durable — or with nil, when a watched key changed since
 /// WATCH. The commands the connection thread answers (CLIENT, CONFIG,
-/// PUBLISH, PING, INFO, …: [`connection_level`]) keep their places in
-/// EXEC's reply but run only once every part has run, in order (see
-/// [`verdict`]): none of them runs when EXEC answers nil or an error, as
-/// in Redis, and the connection parses nothing more until then. Keys
+/// PUBLISH, PING, INFO, …: [`connection_level`]) from the first with
+/// effects on keep their places in EXEC's reply but run only once every
+/// part has run, in order (see [`verdict`]): none of them runs when EXEC
+/// answers nil or an error, as in Redis, and the connection parses
+/// nothing more until then. Keys
 /// on several pollers make one transaction across them (see
 /// [`send_parts`]), RENAME and COPY among them too, all from one poller
 /// to one other (the destination's part waits for the values from the
@@ -523,11 +524,13 @@ fn exec(c: &mut Conn, router: &mut Router) {
             c.reply(|o| resp::error(o, strings::SSUBSCRIBE_IN_MULTI));
             continue;
         }
-        if connection_level(args[0]) {
-            foresee(c, router, args);
-            let place = c.expect(1, None);
-            deferred.push((place, args.iter().map(|&a| a.into()).collect()));
-            continue;
+        if let Some(effects) = connection_level(args) {
+            if effects || !deferred.is_empty() {
+                foresee(c, router, args);
+                let place = c.expect(1, None);
+                deferred.push((place, args.iter().map(|&a| a.into()).collect()));
+                continue;
+            }
         }
         execute(c, router, args);
     }
@@ -574,46 +577,54 @@ fn exec(c: &mut Conn, router: &mut Router) {
     }
 }
 
-/// Whether command `name` is one the connection thread answers alone, its
-/// effects or what it reads not the keys' (CLIENT, CONFIG, PUBLISH, PING,
-/// INFO, …): inside an EXEC whose requests go to the pollers, it runs
-/// once they have run them (see [`exec`]). WAIT among them answers at
-/// once, as Redis's inside EXEC.
-fn connection_level(name: &[u8]) -> bool {
-    let Some((_, spec)) = table::lookup(name) else {
-        return false;
-    };
-    matches!(
-        spec.cmd,
+/// Whether command `args` is one the connection thread answers alone,
+/// its effects or what it reads not the keys' (CLIENT, CONFIG, PUBLISH,
+/// PING, INFO, …), and if so whether it has effects (`Some(true)`: CLIENT
+/// SETNAME, CONFIG SET, PUBLISH, …) or only reads (`Some(false)`: PING,
+/// CONFIG GET, CLIENT GETNAME, …). Inside an EXEC whose requests go to
+/// the pollers, the first with effects and every such command after it
+/// run once the pollers have run theirs (see [`exec`]); those before it
+/// run at once, as they change nothing (their replies go when EXEC
+/// answers nil). WAIT answers at once inside EXEC, as Redis's.
+fn connection_level(args: &[&[u8]]) -> Option<bool> {
+    let (_, spec) = table::lookup(args[0])?;
+    let sub = args
+        .get(1)
+        .map(|s| s.to_ascii_uppercase())
+        .unwrap_or_default();
+    let reads = |names: &[&[u8]]| names.contains(&sub.as_slice());
+    let effects = match spec.cmd {
         Cmd::Ping
-            | Cmd::Echo
-            | Cmd::Select
-            | Cmd::Info
-            | Cmd::Command
-            | Cmd::Client
-            | Cmd::Auth
-            | Cmd::Config
-            | Cmd::Hello
-            | Cmd::Time
-            | Cmd::Lastsave
-            | Cmd::Bgsave
-            | Cmd::Publish
-            | Cmd::Spublish
-            | Cmd::Subscribe
-            | Cmd::Psubscribe
-            | Cmd::Unsubscribe
-            | Cmd::Punsubscribe
-            | Cmd::Sunsubscribe
-            | Cmd::Pubsub
-            | Cmd::Slowlog
-            | Cmd::Latency
-            | Cmd::Shutdown
-            | Cmd::Replicaof
-            | Cmd::Slaveof
-            | Cmd::Role
-            | Cmd::Replconf
-            | Cmd::Wait
-    )
+        | Cmd::Echo
+        | Cmd::Select
+        | Cmd::Info
+        | Cmd::Command
+        | Cmd::Time
+        | Cmd::Lastsave
+        | Cmd::Pubsub
+        | Cmd::Role
+        | Cmd::Wait => false,
+        Cmd::Config => !reads(&[b"GET", b"HELP"]),
+        Cmd::Client => !reads(&[b"GETNAME", b"ID", b"INFO", b"LIST", b"HELP"]),
+        Cmd::Slowlog => !reads(&[b"GET", b"LEN", b"HELP"]),
+        Cmd::Latency => !reads(&[b"LATEST", b"HISTORY", b"DOCTOR", b"GRAPH", b"HELP"]),
+        Cmd::Auth
+        | Cmd::Hello
+        | Cmd::Bgsave
+        | Cmd::Publish
+        | Cmd::Spublish
+        | Cmd::Subscribe
+        | Cmd::Psubscribe
+        | Cmd::Unsubscribe
+        | Cmd::Punsubscribe
+        | Cmd::Sunsubscribe
+        | Cmd::Shutdown
+        | Cmd::Replicaof
+        | Cmd::Slaveof
+        | Cmd::Replconf => true,
+        _ => return None,
+    };
+    Some(effects)
 }
 
 /// What a connection-level command of an EXEC (`args`), which runs after
