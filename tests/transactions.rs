@@ -942,7 +942,8 @@ fn redis_crate_watched_transaction_of_connection_commands() {
 /// A HELLO or CLIENT NO-TOUCH queued before commands of keys changes
 /// them as if run before them (their replies in RESP3, their reads not
 /// touching), though it runs once the pollers have run them; when EXEC
-/// answers nil, the protocol stays RESP2. HELLO's reply is compared only
+/// answers nil, the protocol stays RESP2. A SUBSCRIBE inside leaves the
+/// commands after it to run. HELLO's reply is compared only
 /// in its kind (servers name themselves), the rest byte for byte with
 /// redis-server (Redis 7.0 has no NO-TOUCH: checked on ours alone).
 #[test]
@@ -970,6 +971,20 @@ fn hello_and_no_touch_inside_exec_apply_to_the_commands_after_them() {
         assert!(r.starts_with(b"*3\r\n%"), "{addr}: {}", r.escape_ascii());
         let tail = b"_\r\n*3\r\n$7\r\nchanged\r\n_\r\n_\r\n";
         assert!(r.ends_with(tail), "{addr}: {}", r.escape_ascii());
+    }
+    // A SUBSCRIBE inside: the commands after it run (PING answers as
+    // subscribed), as Redis's, with and without keys.
+    let mut both = pair(&srv, &redis);
+    for key in [None, Some("a")] {
+        both.check_str(&["MULTI"]);
+        both.check_str(&["SUBSCRIBE", "ch"]);
+        both.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+        if let Some(k) = key {
+            both.check_str(&["GET", k]);
+        }
+        both.check_str(&["PING"]);
+        both.check_str(&["EXEC"]);
+        both.check_str(&["UNSUBSCRIBE"]);
     }
     // A HELLO refused (wrong password) switches nothing: byte for byte.
     let dir = tempfile::tempdir().unwrap();

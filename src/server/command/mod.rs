@@ -121,11 +121,13 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
-    // RESP2's subscribed mode, as Redis.
+    // RESP2's subscribed mode, as Redis: inside EXEC (after a SUBSCRIBE
+    // there) only PING answers as subscribed; the rest runs.
     if c.proto == Proto::Resp2 && c.subs.any() {
         match spec.cmd {
             Cmd::Ping => return super::pubsub::commands::ping_subscribed(c, args),
             cmd if super::pubsub::commands::allowed_subscribed(cmd) => {}
+            _ if router.capturing() => {}
             _ => {
                 let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
                 return refuse(c, router, spec.cmd, &msg);
