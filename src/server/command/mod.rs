@@ -453,13 +453,11 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// effects on keep their places in EXEC's reply but run only once every
 /// part has run, in order (see [`verdict`]): none of them runs when EXEC
 /// answers nil or an error, as in Redis, and the connection parses
-/// nothing more until then. Keys
-/// on several pollers make one transaction across them (see
-/// [`send_parts`]), RENAME and COPY among them too, all from one poller
-/// to one other (the destination's part waits for the values from the
-/// source's: `Cross::carry`); MSETNX, RENAMENX or moves both ways of keys
-/// of several pollers get Redis Cluster's
-/// CROSSSLOT.
+/// nothing more until then. Keys on several pollers make one transaction
+/// across them (see [`send_parts`]), RENAME and COPY among them too, all
+/// from one poller to one other (the destination's part waits for the
+/// values from the source's: `Cross::carry`); MSETNX, RENAMENX or moves
+/// both ways of keys of several pollers get Redis Cluster's CROSSSLOT.
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -590,11 +588,11 @@ fn exec(c: &mut Conn, router: &mut Router) {
 /// answers nil). WAIT answers at once inside EXEC, as Redis's.
 fn connection_level(args: &[&[u8]]) -> Option<bool> {
     let (_, spec) = table::lookup(args[0])?;
-    let sub = args
-        .get(1)
-        .map(|s| s.to_ascii_uppercase())
-        .unwrap_or_default();
-    let reads = |names: &[&[u8]]| names.contains(&sub.as_slice());
+    // The subcommands that only read.
+    let reads = |names: &[&[u8]]| {
+        let sub = args.get(1);
+        sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)))
+    };
     let effects = match spec.cmd {
         Cmd::Ping
         | Cmd::Echo
