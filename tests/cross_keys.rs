@@ -3,7 +3,8 @@
 //! them, answered as Redis answers it (compared byte for byte with a real
 //! redis-server, errors and edge cases included), with no client seeing
 //! half of one, large values moved whole, and after a kill -9 either the
-//! whole acknowledged command or nothing.
+//! whole acknowledged command or nothing. RENAME and COPY across them run
+//! inside MULTI … EXEC too.
 
 mod common;
 
@@ -105,6 +106,71 @@ fn moves_and_msetnx_across_pollers_match_redis() {
         &["MSETNX", x, "1", z, "1"],
         &["MGET", x, y, z],
     ]);
+    srv.stop();
+}
+
+/// Transactions that set a key and RENAME or COPY it to a key of the
+/// other poller, then set it again: readers' MGETs of the two always
+/// find them equal (never one transaction's value beside another's),
+/// and the last transaction's value is there.
+#[test]
+fn no_reader_sees_half_a_move_inside_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let (x, y) = (format!("{a}k"), format!("{b}k"));
+    let mut con = srv.client();
+    let _: () = redis::cmd("MSET")
+        .arg(&[&x, "0", &y, "0"])
+        .query(&mut con)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = srv.url();
+    let rounds = 300;
+    let writer = {
+        let (url, x, y) = (url.clone(), x.clone(), y.clone());
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for i in 1..=rounds {
+                let v = i.to_string();
+                let mut p = redis::pipe();
+                p.atomic().cmd("SET").arg(&x).arg(&v);
+                if i % 2 == 0 {
+                    p.cmd("RENAME").arg(&x).arg(&y);
+                    p.cmd("SET").arg(&x).arg(&v);
+                } else {
+                    p.cmd("COPY").arg(&x).arg(&y).arg("REPLACE");
+                }
+                let _: redis::Value = p.query(&mut con).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop, x, y) = (url.clone(), Arc::clone(&stop), x.clone(), y.clone());
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut seen = 0;
+                while !stop.load(Relaxed) && seen < 100_000 {
+                    let vals: Vec<Option<String>> =
+                        redis::cmd("MGET").arg(&x).arg(&y).query(&mut con).unwrap();
+                    assert!(
+                        vals[0].is_some() && vals[0] == vals[1],
+                        "a reader saw half a transaction: {vals:?}"
+                    );
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    stop.store(true, Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let vals: Vec<String> = redis::cmd("MGET").arg(&x).arg(&y).query(&mut con).unwrap();
+    assert_eq!(vals, [rounds.to_string(), rounds.to_string()]);
     srv.stop();
 }
 
@@ -241,7 +307,17 @@ fn large_values_move_across_pollers() {
 /// unless the command after it replaced it.
 #[test]
 fn acknowledged_renames_across_pollers_survive_kill_9() {
-    renames_survive_kill_9(&["--io-threads", "2"], |srv| {
+    renames_survive_kill_9(&["--io-threads", "2"], false, |srv| {
+        let (a, b) = tags_on_two_pollers(srv);
+        [format!("{a}k"), format!("{b}k")]
+    });
+}
+
+/// The same with each SET and RENAME in one MULTI … EXEC across the two
+/// pollers: the last acknowledged EXEC is there whole.
+#[test]
+fn acknowledged_renames_inside_exec_across_pollers_survive_kill_9() {
+    renames_survive_kill_9(&["--io-threads", "2"], true, |srv| {
         let (a, b) = tags_on_two_pollers(srv);
         [format!("{a}k"), format!("{b}k")]
     });
@@ -254,8 +330,8 @@ fn acknowledged_renames_across_pollers_survive_kill_9() {
 /// unless the next SET and RENAME (not acknowledged) replaced it. A
 /// move's source is deleted only once its destination is on the device,
 /// so a crash between the two commits keeps the value under both names,
-/// never under neither.
-fn renames_survive_kill_9(extra: &[&str], keys: impl Fn(&Server) -> [String; 2]) {
+/// never under neither. `atomic`: each SET and RENAME as one transaction.
+fn renames_survive_kill_9(extra: &[&str], atomic: bool, keys: impl Fn(&Server) -> [String; 2]) {
     for durability in ["sync", "async"] {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["--durability", durability];
@@ -276,7 +352,11 @@ fn renames_survive_kill_9(extra: &[&str], keys: impl Fn(&Server) -> [String; 2])
                 let start = Instant::now();
                 for i in 1..u64::MAX {
                     let (from, to) = (&keys[(i as usize - 1) % 2], &keys[i as usize % 2]);
-                    let r: redis::RedisResult<()> = redis::pipe()
+                    let mut p = redis::pipe();
+                    if atomic {
+                        p.atomic();
+                    }
+                    let r: redis::RedisResult<()> = p
                         .cmd("SET")
                         .arg(from)
                         .arg(i)
@@ -337,15 +417,16 @@ fn keys_in_two_shards() -> (String, String) {
 /// that mode is otherwise answered once buffered, and may be lost).
 #[test]
 fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
-    renames_survive_kill_9(&["--io-threads", "1"], |_| {
+    renames_survive_kill_9(&["--io-threads", "1"], false, |_| {
         let (a, b) = keys_in_two_shards();
         [a, b]
     });
 }
 
-/// While a replica is fed, moves and MSETNX across the primary's pollers
-/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
-/// the primary's values and expiries, a refused one changing nothing.
+/// While a replica is fed, moves and MSETNX across the primary's pollers,
+/// alone and (a move) inside MULTI … EXEC, reach it (as one MULTI … EXEC
+/// of their parts' writes): it ends with the primary's values and
+/// expiries, a refused one changing nothing.
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -392,6 +473,20 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     for c in &cmds {
         let _: redis::Value = redis::cmd(&c[0]).arg(&c[1..]).query(&mut p).unwrap();
     }
+    // A move across the pollers inside MULTI … EXEC, among other writes.
+    let (ta, tb, u) = (format!("{a}t"), format!("{b}t"), format!("{b}u"));
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[&ta, "moved", "EXAT", "4000000000"])
+        .cmd("SET")
+        .arg(&[&u, "u"])
+        .cmd("RENAME")
+        .arg(&[&ta, &tb])
+        .cmd("APPEND")
+        .arg(&[&tb, "+"])
+        .query(&mut p)
+        .unwrap();
     let keys = [
         x.clone(),
         y.clone(),
@@ -401,6 +496,9 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         format!("{a}n"),
         format!("{a}big"),
         format!("{b}big"),
+        ta,
+        tb,
+        u,
     ];
     let state = |con: &mut redis::Connection| -> Vec<(Option<String>, i64)> {
         keys.iter()
@@ -416,10 +514,12 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     assert_eq!(want[2].0.as_deref(), Some("z"));
     assert_eq!(want[5], (None, -2));
     assert!(want[7].0.as_deref() == Some(&*big));
+    assert_eq!(want[8], (None, -2));
+    assert_eq!(want[9], (Some("moved+".into()), 4_000_000_000_000));
     let mut r = replica.client();
     common::wait_for("the replica has the primary's keys", || {
         redis::cmd("GET")
-            .arg(format!("{b}big"))
+            .arg(&keys[9])
             .query::<Option<String>>(&mut r)
             .is_ok_and(|v| v.is_some())
     });

@@ -1044,8 +1044,7 @@ fn rename_keeps_the_access_time_and_frequency_as_redis() {
                 &["RENAME", x, z],
                 &["OBJECT", "FREQ", z],
             ]);
-            // Inside MULTI (keys of one poller: across two, EXEC answers
-            // CROSSSLOT).
+            // Inside MULTI, keys of one poller.
             multi_rename(z, x);
             both.check_str(&["OBJECT", "FREQ", x]);
             restore(&mut both, x, p, "FREQ", "255");
@@ -1061,6 +1060,11 @@ fn rename_keeps_the_access_time_and_frequency_as_redis() {
             ]);
             both.script(&[&["RENAME", y, x], &["OBJECT", "FREQ", x]]);
             multi_rename(x, z);
+            both.check_str(&["OBJECT", "FREQ", z]);
+            // Inside MULTI, keys of two pollers (with two), and back.
+            multi_rename(z, y);
+            both.check_str(&["OBJECT", "FREQ", y]);
+            multi_rename(y, z);
             both.check_str(&["OBJECT", "FREQ", z]);
         }
         // A key the transaction set: a new object, then renamed.

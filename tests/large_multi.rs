@@ -1173,8 +1173,9 @@ fn tags_on_two_pollers(s: &mut std::net::TcpStream) -> (String, String) {
 /// one part per poller, their replies merged: its reads of large values
 /// (GET, MGET, GETRANGE, GETDEL, GETEX, SET … GET, DUMP), of values stored
 /// before and of values the EXEC edited (APPEND, SETRANGE), moved
-/// (RENAME, COPY) or set whole, answer the value in its place among
-/// EXEC's replies, byte for byte as redis-server's, in RESP2 and RESP3;
+/// (RENAME, COPY; on one poller, and from one to the other) or set
+/// whole, answer the value in its place among EXEC's replies, byte for
+/// byte as redis-server's, in RESP2 and RESP3;
 /// the keys end with redis-server's values and expiries. (nvkv's DUMP
 /// never compresses: redis-server runs with `rdbcompression no`.)
 #[test]
@@ -1262,10 +1263,39 @@ fn reads_of_large_values_inside_exec_across_pollers_answer_as_redis_does() {
             &[b"MGET", &g, &y, &f],
             &[b"GETDEL", &y],
         ]);
-        for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x, &y] {
+        // Moved from one poller to the other inside the EXEC: read whole,
+        // carried over, then edited and read there.
+        let (m, n) = (format!("m{q}").into_bytes(), format!("n{q}").into_bytes());
+        both.check(&[&[b"DEL", &m, &n]]);
+        both.check_exec(&[
+            &[b"SET", &a, &va, b"PX", b"900000"],
+            &[b"GET", &x],
+            &[b"RENAME", &a, &m],
+            &[b"APPEND", &m, b"!"],
+            &[b"GETRANGE", &m, b"-9", b"-1"],
+            &[b"STRLEN", &m],
+        ]);
+        both.check_exec(&[
+            &[b"COPY", &g, &n],
+            &[b"SETRANGE", &g, b"0", b"after"],
+            &[b"GETRANGE", &n, b"0", b"9"],
+            &[b"MGET", &n, &x],
+        ]);
+        // Two moves the same way in one EXEC.
+        both.check_exec(&[
+            &[b"RENAME", &f, &m],
+            &[b"COPY", &g, &n, b"REPLACE"],
+            &[b"STRLEN", &m],
+            &[b"GETRANGE", &n, b"0", b"9"],
+            &[b"EXISTS", &f, &g],
+        ]);
+        for key in [&a, &b, &c, &d, &e, &f, &g, &h, &x, &y, &m, &n] {
             both.check(&[&[b"GET", key], &[b"TTL", key]]);
         }
-        both.check(&[&[b"DEL", &a, &b, &c, &d, &e, &f, &g, &h], &[b"DEL", &x, &y]]);
+        both.check(&[
+            &[b"DEL", &a, &b, &c, &d, &e, &f, &g, &h],
+            &[b"DEL", &x, &y, &m, &n],
+        ]);
     }
     srv.stop();
 }

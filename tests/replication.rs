@@ -619,6 +619,18 @@ fn wait_counts_the_replicas_that_acknowledged() {
     }
     let n: i64 = redis::cmd("WAIT").arg(2).arg(200).query(&mut p).unwrap();
     assert_eq!(n, 1);
+    // Inside a transaction, as Redis's: at once, without a timeout too.
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (ok, n): (String, i64) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&["k", "t"])
+        .cmd("WAIT")
+        .arg(&["2", "0"])
+        .query(&mut p)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert!(n <= 1, "{n}");
     let mut raw = common::RawConn::connect(primary.addr);
     assert_eq!(
         raw.call(&[b"WAIT", b"1", b"x"]),

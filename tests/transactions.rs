@@ -5,14 +5,17 @@
 //! EXEC: nothing of a refused transaction is applied, no client sees part
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
 //! the same hash tag (`{…}`) share a poller; with several pollers a
-//! transaction across them is atomic and isolated too, and a command that
-//! runs as one request for keys of several (RENAME, COPY, MSETNX) inside
-//! it is refused with Redis Cluster's CROSSSLOT (alone, it runs across
-//! them: tests/cross_keys.rs). redis-py's default pipeline
+//! transaction across them is atomic and isolated too, a RENAME or COPY
+//! across them inside it runs as Redis's, and MSETNX or RENAMENX across
+//! them inside it is refused with Redis Cluster's CROSSSLOT (alone, each
+//! runs across them: tests/cross_keys.rs). redis-py's default pipeline
 //! (MULTI … EXEC) works. SCAN, KEYS, RANDOMKEY, DBSIZE, FLUSHDB, FLUSHALL
 //! and BGSAVE inside a transaction run at EXEC as Redis's, seeing its own
 //! writes, and no client sees part of such a transaction, on one poller
 //! or several; an acknowledged one holding a flush survives a kill -9.
+//! Connection commands inside a transaction (CLIENT, CONFIG, PUBLISH, …)
+//! run at EXEC in order with the others, and not at all when EXEC answers
+//! nil or EXECABORT, as Redis's.
 
 mod common;
 
@@ -43,11 +46,10 @@ impl Conn {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         Call::call(self, &args)
     }
-}
 
-impl Call for Conn {
-    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.s.write_all(&encode(args)).expect("send");
+    /// The next reply, one the server pushes (a message published) or
+    /// the next of a pipeline.
+    fn next_reply(&mut self) -> Vec<u8> {
         let mut chunk = [0u8; 65536];
         loop {
             if let Some(n) = reply_len(&self.buf) {
@@ -57,6 +59,13 @@ impl Call for Conn {
             assert!(n > 0, "connection closed after {:?}", self.buf);
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+impl Call for Conn {
+    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.s.write_all(&encode(args)).expect("send");
+        self.next_reply()
     }
 }
 
@@ -238,22 +247,34 @@ fn transactions_reply_as_redis_does() {
     a.check_str(&["GET", "w"]);
 }
 
+/// Random transactions, watches, other clients' writes and connection
+/// commands inside transactions, compared with redis-server, on one
+/// poller and on two.
 #[test]
 fn random_transactions_match_redis() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &[]);
-    let Some(redis) = RealRedis::start(&[]) else {
-        return;
-    };
-    let mut a = pair(&srv, &redis);
-    let mut b = pair(&srv, &redis);
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let Some(redis) = RealRedis::start(&[]) else {
+            return;
+        };
+        random_transactions(&srv, &redis);
+    }
+}
+
+/// Random commands, transactions and watches on two connections, each
+/// reply compared with redis-server's.
+fn random_transactions(srv: &Server, redis: &RealRedis) {
+    let mut a = pair(srv, redis);
+    let mut b = pair(srv, redis);
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(17);
     let keys = ["x", "y", "{u}a", "{u}b"];
-    for _ in 0..1500 {
+    for _ in 0..4000 {
         let k = keys[rng.gen_range(0..keys.len())];
         let v = rng.gen_range(0..5).to_string();
+        let (name, samples) = (format!("n{v}"), (rng.gen_range(1..6)).to_string());
         let who = rng.gen_range(0..10);
-        let cmd: Vec<&str> = match rng.gen_range(0..20) {
+        let cmd: Vec<&str> = match rng.gen_range(0..24) {
             0 => vec!["MULTI"],
             1 => vec!["EXEC"],
             2 => vec!["DISCARD"],
@@ -274,6 +295,12 @@ fn random_transactions_match_redis() {
             15 => vec!["DBSIZE"],
             16 => vec!["KEYS", k],
             17 => vec!["FLUSHDB"],
+            // Connection commands, run at EXEC in order, or not at all.
+            18 => vec!["CLIENT", "SETNAME", &name],
+            19 => vec!["CLIENT", "GETNAME"],
+            20 => vec!["CONFIG", "SET", "maxmemory-samples", &samples],
+            21 => vec!["CONFIG", "GET", "maxmemory-samples"],
+            22 => vec!["ECHO", &v],
             _ => vec!["STRLEN", k],
         };
         // Another client's writes, now and then, between a WATCH and EXEC.
@@ -436,10 +463,10 @@ fn no_client_sees_part_of_a_transaction() {
 const SPREAD: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 
 /// With two pollers, a transaction whose keys are on both runs (redis-py's
-/// default pipeline, as Redis answers it); a command that runs as one
-/// request for keys of two pollers (RENAME, COPY, MSETNX) makes EXEC
-/// answer CROSSSLOT, with nothing applied; keys with one hash tag always
-/// share a poller.
+/// default pipeline, as Redis answers it); MSETNX or RENAMENX of keys of
+/// two pollers makes EXEC answer CROSSSLOT, with nothing applied (a
+/// RENAME or COPY runs: `moves_across_pollers_inside_exec_as_redis`);
+/// keys with one hash tag always share a poller.
 #[test]
 fn commands_of_one_request_across_pollers_get_crossslot() {
     let dir = tempfile::tempdir().unwrap();
@@ -452,11 +479,11 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
         c.call(&["SET", &k1, "1"]);
         c.call(&["SET", &k2, "1"]);
         assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
-        // RENAME of the two: on one poller it runs, on two it is refused
+        // RENAMENX of the two: on one poller it runs, on two it is refused
         // whole.
         c.call(&["MULTI"]);
         c.call(&["SET", &k1, "2"]);
-        c.call(&["RENAME", &k1, &k2]);
+        c.call(&["RENAMENX", &k1, &k2]);
         let r = c.call(&["EXEC"]);
         if r == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n" {
             crossed += 1;
@@ -464,7 +491,7 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
             // Alone, it runs across the two pollers (tests/cross_keys.rs).
             assert_eq!(c.call(&["MSETNX", &k1, "3", &k2, "3"]), b":0\r\n");
         } else {
-            assert_eq!(r, b"*2\r\n+OK\r\n+OK\r\n");
+            assert_eq!(r, b"*2\r\n+OK\r\n:0\r\n");
             ran += 1;
         }
         // The same two names with one tag: always together.
@@ -476,13 +503,122 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
         assert_eq!(c.call(&["MSETNX", &t1, "2", &t2, "2"]), b":0\r\n");
     }
     assert!(crossed > 0 && ran > 0, "crossed {crossed}, ran {ran}");
-    // SPREAD's keys lie on both pollers: a RENAME among them is refused.
+    // SPREAD's keys lie on both pollers: an MSETNX among them is refused.
     let refused = SPREAD.iter().any(|k| {
         c.call(&["MULTI"]);
-        c.call(&["RENAME", "a", k]);
+        c.call(&["MSETNX", "a", "1", k, "1"]);
         c.call(&["EXEC"]).starts_with(b"-CROSSSLOT")
     });
     assert!(refused, "SPREAD's keys are all on one poller");
+}
+
+/// RENAME and COPY of keys of two pollers inside MULTI … EXEC run as
+/// Redis runs them, in order with the transaction's other commands on
+/// both pollers (a missing source, COPY onto a key there, REPLACE, TTLs
+/// carried over, writes and reads of both keys before and after the
+/// move), and a change to a WATCHed key applies none of it: compared
+/// byte for byte with redis-server; several moves too, all from one
+/// poller to the other. MSETNX and RENAMENX across them, or moves both
+/// ways in one transaction, still answer CROSSSLOT with nothing applied.
+#[test]
+fn moves_across_pollers_inside_exec_match_redis() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let mut both = pair(&srv, &redis);
+    let mut other = pair(&srv, &redis);
+    let (x, y, z, w) = (
+        format!("{{{a}}}x"),
+        format!("{{{b}}}y"),
+        format!("{{{b}}}z"),
+        format!("{{{a}}}w"),
+    );
+    let (x, y, z, w) = (x.as_str(), y.as_str(), z.as_str(), w.as_str());
+    let txns: &[&[&[&str]]] = &[
+        &[&["SET", x, "1"], &["RENAME", x, y], &["MGET", x, y]],
+        &[
+            &["GET", y],
+            &["RENAME", x, y],
+            &["GET", y],
+            &["SET", w, "2"],
+        ],
+        &[
+            &["SET", y, "before"],
+            &["SET", x, "moved", "EXAT", "4000000000"],
+            &["INCR", w],
+            &["RENAME", x, y],
+            &["EXPIRETIME", y],
+            &["APPEND", y, "+"],
+            &["SET", x, "again"],
+            &["MGET", x, y, w],
+        ],
+        &[&["COPY", x, y], &["GET", x], &["SET", x, "changed"]],
+        &[&["COPY", x, z], &["MGET", x, z]],
+        &[
+            &["SET", x, "c", "PXAT", "4000000000123"],
+            &["COPY", x, z, "REPLACE"],
+        ],
+        &[
+            &["PEXPIRETIME", z],
+            &["DEL", x],
+            &["COPY", x, z, "REPLACE"],
+            &["GET", z],
+        ],
+        &[&["RENAME", y, w], &["MGET", y, w]],
+        &[&["COPY", w, z, "DB", "0", "REPLACE"], &["GET", z]],
+        &[
+            &["COPY", z, w, "DB", "1"],
+            &["RENAME", x, x],
+            &["DEL", z],
+            &["MGET", x, y, z, w],
+        ],
+        // Several moves, all from one poller to the other: in order.
+        &[
+            &["MSET", x, "1", w, "2"],
+            &["RENAME", x, y],
+            &["COPY", w, z],
+            &["SET", x, "3"],
+            &["COPY", x, y, "REPLACE"],
+            &["RENAME", w, z],
+            &["RENAME", w, y],
+            &["MGET", x, y, z, w],
+        ],
+    ];
+    for txn in txns {
+        both.check_str(&["MULTI"]);
+        for cmd in *txn {
+            both.check_str(cmd);
+        }
+        both.check_str(&["EXEC"]);
+        both.check_str(&["MGET", x, y, z, w]);
+    }
+    // WATCH: a change to the watched key applies nothing of the move.
+    both.script(&[&["SET", x, "kept"], &["SET", y, "old"], &["WATCH", w]]);
+    other.check_str(&["SET", w, "changed"]);
+    both.script(&[&["MULTI"], &["RENAME", x, y], &["SET", z, "no"], &["EXEC"]]);
+    both.check_str(&["MGET", x, y, z, w]);
+    // Not built: answered CROSSSLOT, nothing applied (Redis runs them).
+    let crossslot = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    let refused: &[&[&[&str]]] = &[
+        &[&["SET", z, "1"], &["MSETNX", x, "1", y, "1"]],
+        &[&["SET", z, "2"], &["RENAMENX", x, y]],
+        &[&["SET", z, "3"], &["RENAME", x, y], &["RENAME", y, x]],
+        &[&["SET", z, "4"], &["COPY", x, y], &["COPY", z, w]],
+    ];
+    let before = both.ours.call(&["MGET", x, y, z]);
+    for txn in refused {
+        both.ours.call(&["MULTI"]);
+        for cmd in *txn {
+            assert_eq!(both.ours.call(cmd), b"+QUEUED\r\n");
+        }
+        assert_eq!(both.ours.call(&["EXEC"]), crossslot);
+    }
+    let after = both.ours.call(&["MGET", x, y, z]);
+    assert_eq!(before, after);
+    srv.stop();
 }
 
 /// redis-py's default pipeline (MULTI … EXEC) over keys of both pollers
@@ -583,6 +719,326 @@ fn watch_across_pollers() {
     a.check_str(&["SET", "g", "1"]);
     a.check_str(&["EXEC"]);
     a.check_str(&["MGET", "d", "g"]);
+}
+
+/// Connection-level commands queued in a transaction (CLIENT SETNAME,
+/// CONFIG SET, PUBLISH, CLIENT NO-EVICT, SELECT, CONFIG RESETSTAT) run at
+/// EXEC in order with the others (a CONFIG GET or CLIENT GETNAME after
+/// them sees them; a command pipelined after EXEC too), and not at all
+/// when EXEC answers nil because a watched key changed, or EXECABORT: as
+/// Redis, byte for byte, on one poller and on two (the transaction's keys
+/// on both).
+#[test]
+fn connection_commands_of_a_transaction_run_only_when_it_does() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let sets: Vec<Vec<&str>> = SPREAD.iter().map(|k| vec!["SET", k, "txn"]).collect();
+    let mut txn: Vec<&[&str]> = vec![
+        // Reads before the first command with effects: run as EXEC
+        // starts, as Redis runs them.
+        &["CLIENT", "GETNAME"],
+        &["PING"],
+        &["CLIENT", "SETNAME", "inside"],
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+        &["CONFIG", "GET", "maxmemory-policy"],
+        &["PUBLISH", "ch", "inside"],
+    ];
+    txn.extend(sets.iter().map(Vec::as_slice));
+    txn.extend_from_slice(&[
+        &["CLIENT", "GETNAME"],
+        &["SELECT", "0"],
+        &["CLIENT", "NO-EVICT", "ON"],
+        &["INCR", "n"],
+        &["CONFIG", "RESETSTAT"],
+    ]);
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let mut a = pair(&srv, &redis);
+        let mut b = pair(&srv, &redis);
+        let mut sub = pair(&srv, &redis);
+        // Both start empty.
+        a.theirs.call(&["FLUSHALL"]);
+        sub.check_str(&["SUBSCRIBE", "ch"]);
+        let mut del = vec!["DEL", "n", "k"];
+        del.extend(SPREAD);
+        let fresh: &[&[&str]] = &[
+            &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+            &["CLIENT", "SETNAME", "before"],
+            &["CLIENT", "NO-EVICT", "OFF"],
+            &del,
+            &["SET", "hit", "1"],
+            &["GET", "hit"],
+        ];
+        // What no part of the transaction changed.
+        let unchanged = |a: &mut Both<Conn>, b: &mut Both<Conn>, sub: &mut Both<Conn>| {
+            a.check_str(&["CLIENT", "GETNAME"]);
+            a.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+            assert_eq!(client_flags(a), "N");
+            a.check_str(&["MGET", "n", "a", "b", "c", "d", "e", "f", "g", "h"]);
+            for hits in [&mut a.ours, &mut a.theirs] {
+                let info = String::from_utf8(hits.call(&["INFO", "stats"])).unwrap();
+                assert!(!info.contains("keyspace_hits:0\r"), "stats reset: {info}");
+            }
+            // The subscriber's next message is the one published after.
+            b.check_str(&["PUBLISH", "ch", "after"]);
+            let next = Both::<Conn>::next_replies(sub);
+            assert!(
+                next.ends_with(b"$5\r\nafter\r\n"),
+                "{}",
+                next.escape_ascii()
+            );
+        };
+
+        // WATCH, and another client changes the key: EXEC answers nil.
+        a.script(fresh);
+        a.check_str(&["WATCH", "k"]);
+        b.check_str(&["SET", "k", "changed"]);
+        a.check_str(&["MULTI"]);
+        txn.iter()
+            .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+        assert_eq!(a.check_str(&["EXEC"]), b"*-1\r\n");
+        unchanged(&mut a, &mut b, &mut sub);
+
+        // An error while queuing: EXECABORT.
+        a.script(fresh);
+        a.check_str(&["MULTI"]);
+        txn.iter()
+            .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+        a.check_str(&["NOSUCHCOMMAND"]);
+        assert!(a.check_str(&["EXEC"]).starts_with(b"-EXECABORT"));
+        unchanged(&mut a, &mut b, &mut sub);
+
+        // WATCH, nothing changes; then no WATCH: EXEC runs them all, in
+        // order with the others.
+        for watch in [true, false] {
+            a.script(fresh);
+            if watch {
+                a.check_str(&["WATCH", "k"]);
+            }
+            a.check_str(&["MULTI"]);
+            txn.iter()
+                .for_each(|c| assert_eq!(a.check_str(c), b"+QUEUED\r\n"));
+            let r = a.check_str(&["EXEC"]);
+            let head = format!("*{}\r\n$6\r\nbefore\r\n+PONG\r\n+OK\r\n", txn.len());
+            assert!(r.starts_with(head.as_bytes()));
+            a.check_str(&["CLIENT", "GETNAME"]);
+            a.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+            assert_eq!(client_flags(&mut a), "e");
+            let got = Both::<Conn>::next_replies(&mut sub);
+            assert!(got.ends_with(b"$6\r\ninside\r\n"), "{}", got.escape_ascii());
+        }
+
+        // EXEC and commands pipelined after it: they see what it did.
+        a.script(fresh);
+        let pipeline: &[&[&str]] = &[
+            &["MULTI"],
+            &["CLIENT", "SETNAME", "piped"],
+            &["SET", "a", "1"],
+            &["SET", "b", "1"],
+            &["EXEC"],
+            &["CLIENT", "GETNAME"],
+            &["MULTI"],
+            &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"],
+            &["INCR", "n"],
+            &["EXEC"],
+            &["CONFIG", "GET", "maxmemory-policy"],
+            &["CLIENT", "SETNAME", "after"],
+        ];
+        let ours = pipelined(&mut a.ours, pipeline);
+        let theirs = pipelined(&mut a.theirs, pipeline);
+        assert_eq!(
+            ours.escape_ascii().to_string(),
+            theirs.escape_ascii().to_string()
+        );
+        a.check_str(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    }
+}
+
+impl Both<Conn> {
+    /// The next reply each server pushes (a message published), the
+    /// same on both.
+    fn next_replies(both: &mut Both<Conn>) -> Vec<u8> {
+        let ours = both.ours.next_reply();
+        assert_eq!(ours, both.theirs.next_reply());
+        ours
+    }
+}
+
+/// The `flags=` field of CLIENT INFO, the same on both servers.
+fn client_flags(c: &mut Both<Conn>) -> String {
+    let flags = |c: &mut Conn| {
+        let info = String::from_utf8(c.call(&["CLIENT", "INFO"])).unwrap();
+        let f = info.split(' ').find_map(|f| f.strip_prefix("flags="));
+        f.expect("flags in CLIENT INFO").to_string()
+    };
+    let ours = flags(&mut c.ours);
+    assert_eq!(ours, flags(&mut c.theirs));
+    ours
+}
+
+/// `cmds` sent in one write, and their replies.
+fn pipelined(c: &mut Conn, cmds: &[&[&str]]) -> Vec<u8> {
+    let mut req = Vec::new();
+    for args in cmds {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        req.extend(encode(&args));
+    }
+    c.s.write_all(&req).expect("send");
+    (0..cmds.len()).flat_map(|_| c.next_reply()).collect()
+}
+
+/// Through the `redis` crate: after another client changed a WATCHed key,
+/// a transaction of CLIENT SETNAME, CONFIG SET and SET gets nil, and
+/// CLIENT GETNAME, CONFIG GET and GET show none of it, as with
+/// redis-server; unchanged, it runs.
+#[test]
+fn redis_crate_watched_transaction_of_connection_commands() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let run = |a: &mut redis::Connection, b: &mut redis::Connection, change: bool| {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", "noeviction"])
+            .query(a)
+            .unwrap();
+        let _: () = redis::cmd("DEL").arg(&["k", "a"]).query(a).unwrap();
+        let _: () = redis::cmd("WATCH").arg("k").query(a).unwrap();
+        if change {
+            let _: () = redis::cmd("SET").arg(&["k", "changed"]).query(b).unwrap();
+        }
+        let r: Option<(String, String, String)> = redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg(&["SETNAME", "x"])
+            .cmd("CONFIG")
+            .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+            .cmd("SET")
+            .arg(&["a", "1"])
+            .query(a)
+            .unwrap();
+        let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(a).unwrap();
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg(&["GET", "maxmemory-policy"])
+            .query(a)
+            .unwrap();
+        let value: Option<String> = redis::cmd("GET").arg("a").query(a).unwrap();
+        (r, name, policy, value)
+    };
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        for change in [true, false] {
+            let ours = run(&mut srv.client(), &mut srv.client(), change);
+            let theirs = run(&mut redis.client(), &mut redis.client(), change);
+            assert_eq!(ours, theirs, "changed: {change}");
+            assert_eq!(ours.0.is_none(), change);
+            assert_eq!(ours.1.is_none(), change);
+        }
+    }
+}
+
+/// A HELLO or CLIENT NO-TOUCH queued before commands of keys changes
+/// them as if run before them (their replies in RESP3, their reads not
+/// touching), though it runs once the pollers have run them; when EXEC
+/// answers nil, the protocol stays RESP2. A SUBSCRIBE inside leaves the
+/// commands after it to run. HELLO's reply is compared only
+/// in its kind (servers name themselves), the rest byte for byte with
+/// redis-server (Redis 7.0 has no NO-TOUCH: checked on ours alone).
+#[test]
+fn hello_and_no_touch_inside_exec_apply_to_the_commands_after_them() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    for addr in [srv.addr.to_string(), redis.addr.clone()] {
+        let mut a = Conn::connect(addr.as_str());
+        let mut b = Conn::connect(addr.as_str());
+        a.call(&["WATCH", "a"]);
+        b.call(&["SET", "a", "changed"]);
+        a.call(&["MULTI"]);
+        a.call(&["HELLO", "3"]);
+        a.call(&["GET", "missing"]);
+        assert_eq!(a.call(&["EXEC"]), b"*-1\r\n", "{addr}");
+        assert_eq!(a.call(&["GET", "missing"]), b"$-1\r\n", "{addr}");
+        a.call(&["MULTI"]);
+        a.call(&["HELLO", "3"]);
+        a.call(&["GET", "missing"]);
+        a.call(&["MGET", "a", "b", "missing"]);
+        let r = a.call(&["EXEC"]);
+        assert!(r.starts_with(b"*3\r\n%"), "{addr}: {}", r.escape_ascii());
+        let tail = b"_\r\n*3\r\n$7\r\nchanged\r\n_\r\n_\r\n";
+        assert!(r.ends_with(tail), "{addr}: {}", r.escape_ascii());
+    }
+    // A SUBSCRIBE inside: the commands after it run (PING answers as
+    // subscribed), as Redis's, with and without keys.
+    let mut both = pair(&srv, &redis);
+    for key in [None, Some("a")] {
+        both.check_str(&["MULTI"]);
+        both.check_str(&["SUBSCRIBE", "ch"]);
+        both.check_str(&["CONFIG", "GET", "maxmemory-policy"]);
+        if let Some(k) = key {
+            both.check_str(&["GET", k]);
+        }
+        both.check_str(&["PING"]);
+        both.check_str(&["EXEC"]);
+        both.check_str(&["UNSUBSCRIBE"]);
+    }
+    // A HELLO refused (wrong password) switches nothing: byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let locked = Server::start(dir.path(), &["--requirepass", "pw"]);
+    let Some(locked_redis) = RealRedis::start(&["--requirepass", "pw"]) else {
+        return;
+    };
+    let mut both = pair(&locked, &locked_redis);
+    both.script(&[
+        &["AUTH", "pw"],
+        &["MULTI"],
+        &["HELLO", "3", "AUTH", "default", "wrong"],
+        &["GET", "missing"],
+        &["EXEC"],
+        &["GET", "missing"],
+    ]);
+    drop(locked);
+    // A key restored as idle for 1000 s: a GET after CLIENT NO-TOUCH ON in
+    // the transaction leaves it idle; one after NO-TOUCH OFF does not
+    // (reads count under an LRU policy).
+    let mut con = srv.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(&["x", "v"]).query(&mut con).unwrap();
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("x").query(&mut con).unwrap();
+    let idle_after = |con: &mut redis::Connection, touch: &str| -> i64 {
+        let _: () = redis::cmd("RESTORE")
+            .arg("x")
+            .arg(0)
+            .arg(&dump)
+            .arg(&["REPLACE", "IDLETIME", "1000"])
+            .query(con)
+            .unwrap();
+        let (_, v): (String, String) = redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg(&["NO-TOUCH", touch])
+            .cmd("GET")
+            .arg("x")
+            .query(con)
+            .unwrap();
+        assert_eq!(v, "v");
+        redis::cmd("OBJECT")
+            .arg(&["IDLETIME", "x"])
+            .query(con)
+            .unwrap()
+    };
+    assert!(
+        idle_after(&mut con, "ON") >= 1000,
+        "a NO-TOUCH read touched"
+    );
+    assert!(idle_after(&mut con, "OFF") < 1000, "a read did not touch");
 }
 
 /// No client sees part of a transaction across pollers: writers set keys
@@ -979,13 +1435,13 @@ fn a_version_2_store_is_converted_when_opened() {
 }
 
 /// Two hash tags whose keys lie on the two pollers of a server with two:
-/// a RENAME from one to the other in a transaction answers CROSSSLOT.
+/// a RENAMENX from one to the other in a transaction answers CROSSSLOT.
 fn tags_on_two_pollers(c: &mut Conn) -> (String, String) {
     for i in 1..64 {
         let (from, to) = ("{t0}probe".to_string(), format!("{{t{i}}}probe"));
         c.call(&["MULTI"]);
         c.call(&["SET", &from, "1"]);
-        c.call(&["RENAME", &from, &to]);
+        c.call(&["RENAMENX", &from, &to]);
         if c.call(&["EXEC"]).starts_with(b"-CROSSSLOT") {
             c.call(&["DEL", &from, &to]);
             return ("t0".into(), format!("t{i}"));
@@ -1114,6 +1570,48 @@ fn a_transaction_refused_for_room_on_one_poller_applies_nothing() {
     }
     assert_eq!(get(&mut c, &ka).as_deref(), Some("1000"));
     assert_eq!(get(&mut c, &kb).as_deref(), Some("1000"));
+    srv.stop();
+}
+
+/// A transaction refused for room (EXEC answers the store's OOM error)
+/// runs none of its connection commands either: its CLIENT SETNAME and
+/// CONFIG SET are not applied, those of the transactions that ran are.
+#[test]
+fn a_transaction_refused_for_room_runs_no_connection_command() {
+    let dir = tempfile::tempdir().unwrap();
+    common::create_store(dir.path(), &["--capacity", "64M"]);
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut c = Conn::connect(srv.addr);
+    let (a, b) = tags_on_two_pollers(&mut c);
+    let value = "v".repeat(3 << 19);
+    let mut name = b"$-1\r\n".to_vec();
+    let mut samples = String::from_utf8(c.call(&["CONFIG", "GET", "maxmemory-samples"])).unwrap();
+    let mut refused = 0;
+    for i in 0..300u64 {
+        let (n, s) = (format!("n{i}"), (1 + i % 9).to_string());
+        let (ka, kb) = (format!("{{{a}}}c"), format!("{{{b}}}fill{i}"));
+        c.call(&["MULTI"]);
+        c.call(&["CLIENT", "SETNAME", &n]);
+        c.call(&["SET", &ka, &n]);
+        c.call(&["CONFIG", "SET", "maxmemory-samples", &s]);
+        c.call(&["SET", &kb, &value]);
+        let r = c.call(&["EXEC"]);
+        if r.starts_with(b"*") {
+            name = format!("${}\r\n{n}\r\n", n.len()).into_bytes();
+            samples = format!("*2\r\n$17\r\nmaxmemory-samples\r\n${}\r\n{s}\r\n", s.len());
+        } else {
+            let text = String::from_utf8_lossy(&r).to_string();
+            assert!(text.starts_with("-OOM "), "transaction {i}: {text}");
+            refused += 1;
+        }
+        assert_eq!(c.call(&["CLIENT", "GETNAME"]), name, "after {i}");
+        let now = String::from_utf8(c.call(&["CONFIG", "GET", "maxmemory-samples"])).unwrap();
+        assert_eq!(now, samples, "after {i}");
+        if refused == 5 {
+            break;
+        }
+    }
+    assert_eq!(refused, 5, "the store never filled");
     srv.stop();
 }
 

@@ -263,6 +263,14 @@ pub(super) struct Conn {
     /// The keys WATCH registered with their pollers, until EXEC, DISCARD
     /// or UNWATCH.
     pub(super) watching: Vec<Box<[u8]>>,
+    /// An EXEC's connection-level commands, waiting for its pollers'
+    /// verdict: nothing more is parsed meanwhile (see `command/mod.rs`'s
+    /// `exec`).
+    pub(super) deferred: Option<Deferred>,
+    /// While EXEC builds its requests: whether they touch the keys as a
+    /// `CLIENT NO-TOUCH` queued before them, which runs only later, will
+    /// have it.
+    pub(super) touch_as: Option<bool>,
     /// Its channels and patterns (pub/sub).
     pub(super) subs: super::pubsub::Subs,
     /// Its commands as the slow log watches them.
@@ -279,6 +287,20 @@ pub(super) struct Multi {
     pub cmds: Vec<Vec<Box<[u8]>>>,
     /// A command was refused while queued: EXEC answers EXECABORT.
     pub aborted: bool,
+}
+
+/// The connection-level commands of an EXEC whose requests went to the
+/// pollers (CLIENT, CONFIG, PUBLISH, …): they run, in order, once every
+/// part has run its requests, and not at all when EXEC answers nil (a
+/// watched key changed) or an error.
+#[derive(Debug)]
+pub(super) struct Deferred {
+    /// EXEC's reply.
+    pub exec: u64,
+    /// The parts yet to answer.
+    pub left: u32,
+    /// Each command's place among EXEC's replies, and its arguments.
+    pub cmds: Vec<(u64, Vec<Box<[u8]>>)>,
 }
 
 impl Conn {
@@ -327,6 +349,8 @@ impl Conn {
             info,
             multi: None,
             watching: Vec::new(),
+            deferred: None,
+            touch_as: None,
             subs: Default::default(),
             slow: Default::default(),
             repl: None,
@@ -336,7 +360,7 @@ impl Conn {
     /// Whether this client's reads count as accesses for eviction (not
     /// under `CLIENT NO-TOUCH ON`).
     pub(super) fn touches(&self) -> bool {
-        !self.info.has(NO_TOUCH)
+        self.touch_as.unwrap_or_else(|| !self.info.has(NO_TOUCH))
     }
 
     /// A command was refused: a transaction being queued is aborted.
@@ -356,6 +380,14 @@ impl Conn {
     /// Puts the connection's own replies back; returns the transaction's.
     pub(super) fn end_transaction(&mut self, outer: Replies) -> Replies {
         std::mem::replace(&mut self.out, outer)
+    }
+
+    /// The replies given since [`Conn::begin_transaction`], all ready,
+    /// taken out (a connection-level command's of an EXEC, see
+    /// [`Deferred`]).
+    pub(super) fn take_ready(&mut self) -> Vec<u8> {
+        debug_assert_eq!(self.out.owed(), 0, "a connection-level reply awaits");
+        self.out.take_output()
     }
 
     /// Reserves the place of EXEC's reply, whose commands' replies are in
@@ -722,6 +754,7 @@ impl Conn {
                 || self.paused
                 || self.out.owed() >= lim.max_pipeline
                 || exec.holds(self.me.slot)
+                || self.deferred.is_some()
             {
                 break;
             }

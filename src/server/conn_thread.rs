@@ -560,10 +560,13 @@ impl Thread<'_> {
         }
     }
 
-    fn deliver(&mut self, r: Response) {
+    fn deliver(&mut self, mut r: Response) {
         let slot = r.to.slot;
         match self.conns.get_mut(slot as usize) {
             Some(Some(c)) if c.me.gen == r.to.gen => {
+                // An EXEC's connection-level commands run once its
+                // pollers have run its requests.
+                super::command::verdict(c, &mut self.router, &mut r);
                 c.deliver(r);
                 c.replies_done(&self.shared.slowlog);
                 wake_pollers(self.shared, c);

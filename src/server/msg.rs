@@ -348,10 +348,11 @@ pub struct Cross {
     /// (one such transaction at a time, `gate.rs`), and its parts' writes
     /// go into the stream as one `MULTI … EXEC` (`repl/outbox.rs`).
     pub gated: bool,
-    /// A move (RENAME, RENAMENX, COPY) whose source and destination are
-    /// on two pollers: the places of the source's part and of the
-    /// destination's in `pollers`. The destination's part runs once the
-    /// source's has read the value and sent it (`Op::Carry`).
+    /// A move (RENAME, RENAMENX, COPY; inside an EXEC, RENAMEs and COPYs
+    /// all one way) whose source and destination are on two pollers: the
+    /// places of the source's part and of the destination's in
+    /// `pollers`. The destination's part runs once the source's has read
+    /// the values and sent them (`Op::Carry`, one per move, in order).
     pub carry: Option<(u32, u32)>,
 }
 

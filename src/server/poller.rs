@@ -282,8 +282,9 @@ struct Txn {
     /// move) refused by what it found (a key there, a source missing):
     /// the command's reply, and nothing of any part is written.
     veto: Option<Reply>,
-    /// The source's part of a move across pollers has sent the value.
-    carried: bool,
+    /// The source's part of moves across pollers (one alone, or an
+    /// EXEC's): the values it has still to send, one per move.
+    to_carry: usize,
     /// A FLUSHDB or FLUSHALL emptied the view: keys it does not hold are
     /// absent, and its commit flushes the store first (`whole.rs`).
     flushed: bool,
@@ -2432,6 +2433,9 @@ impl<E: Engine> Poller<E> {
         };
         let subs = std::mem::take(reqs);
         let whole = *whole;
+        let to_carry = (subs.iter())
+            .filter(|r| matches!(&r.op, Op::Move { to, .. } if self.shared.poller_of(to.pid) != self.id))
+            .count();
         // A part of a transaction across pollers checked them (and the
         // connection may watch keys for its next one already).
         let changed = !cross && *watched && self.watched_changed(req.from);
@@ -2461,7 +2465,7 @@ impl<E: Engine> Poller<E> {
             stalled: false,
             fed: self.shared.repl.feeding(),
             veto: None,
-            carried: false,
+            to_carry,
             flushed: false,
         });
     }
@@ -2499,8 +2503,11 @@ impl<E: Engine> Poller<E> {
         let mut t = self.txn.take().expect("a transaction runs");
         if let Some(to) = cross::carries_to(&t) {
             // The source's read failed: the destination's part runs on,
-            // writing nothing, and the error is the move's reply.
-            self.cross_carry(to, (t.exec.from, t.exec.id), None);
+            // writing nothing, and the error is the move's reply (an
+            // EXEC's: the first error among its replies).
+            for _ in 0..t.to_carry {
+                self.cross_carry(to, (t.exec.from, t.exec.id), None);
+            }
             let error = (t.replies.iter()).find(|(_, _, r)| matches!(r, Reply::Error(_)));
             let error = error.map_or(Reply::Error(super::strings::NO_SUCH_KEY.into()), |e| {
                 e.2.clone()
@@ -3362,7 +3369,9 @@ impl<E: Engine> Poller<E> {
     /// The source's half of a move across pollers, its value read
     /// (`found`: the value and its expiry; `None`: missing): the value
     /// goes to the destination's part, a rename deletes the source, and a
-    /// source missing refuses the move (RENAME's error, COPY's `:0`).
+    /// source missing refuses the move (RENAME's error, COPY's `:0`): the
+    /// whole of a move run alone; inside an EXEC, that reply is the
+    /// command's (the destination's half, given no value, writes nothing).
     fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
@@ -3371,13 +3380,17 @@ impl<E: Engine> Poller<E> {
         let into = self.shared.poller_of(to.pid);
         let t = self.txn.as_mut().expect("a transaction runs");
         let xid = (t.exec.from, t.exec.id);
-        t.carried = true;
+        t.to_carry = t.to_carry.saturating_sub(1);
         let rename = found.is_some() && !copy;
         if found.is_none() {
             let reply = match copy {
                 true => Reply::Int(0),
                 false => Reply::Error(super::strings::NO_SUCH_KEY.into()),
             };
+            if cross::single_of(&t.exec).is_none() {
+                self.cross_carry(into, xid, None);
+                return self.reply(&req, reply);
+            }
             t.veto.get_or_insert(reply);
         }
         self.cross_carry(into, xid, found);

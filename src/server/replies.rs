@@ -568,7 +568,7 @@ impl Replies {
     }
 
     /// Files reply `part` of reply `id`.
-    fn fill(&mut self, id: u64, part: u32, reply: Reply) {
+    pub(super) fn fill(&mut self, id: u64, part: u32, reply: Reply) {
         let Some(slot) = id
             .checked_sub(self.first_id)
             .and_then(|i| self.slots.get_mut(i as usize))
@@ -832,7 +832,7 @@ impl Replies {
 
     /// The bytes not yet written, taken out (a transaction's replies
     /// going into EXEC's).
-    fn take_output(&mut self) -> Vec<u8> {
+    pub(super) fn take_output(&mut self) -> Vec<u8> {
         let mut out = self.wbuf.split_off(self.wpos);
         self.wbuf.clear();
         self.wpos = 0;

@@ -103,17 +103,23 @@ pub(super) fn array_as_map(reply: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: the
-/// protocol, authentication and name at once, answered with the server's
-/// description, as Redis 7.
-pub(super) fn hello(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+/// HELLO's arguments: the protocol asked for, the credentials and the
+/// name given.
+struct HelloArgs<'a> {
+    proto: Option<Proto>,
+    auth: Option<(&'a [u8], &'a [u8])>,
+    name: Option<&'a [u8]>,
+}
+
+/// HELLO's arguments read as Redis reads them, or the error they get.
+fn hello_args<'a>(args: &[&'a [u8]]) -> Result<HelloArgs<'a>, String> {
     let mut proto = None;
     if let Some(v) = args.get(1) {
         match resp::parse_redis_int(v) {
-            None => return c.reply(|o| resp::error(o, strings::HELLO_PROTO_NOT_INT)),
+            None => return Err(strings::HELLO_PROTO_NOT_INT.into()),
             Some(2) => proto = Some(Proto::Resp2),
             Some(3) => proto = Some(Proto::Resp3),
-            Some(_) => return c.reply(|o| resp::error(o, strings::NOPROTO)),
+            Some(_) => return Err(strings::NOPROTO.into()),
         }
     }
     let (mut auth, mut name) = (None, None);
@@ -125,15 +131,37 @@ pub(super) fn hello(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             j += 3;
         } else if args[j].eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             if !valid_client_name(args[j + 1]) {
-                return c.reply(|o| resp::error(o, strings::CLIENT_NAME));
+                return Err(strings::CLIENT_NAME.into());
             }
             name = Some(args[j + 1]);
             j += 2;
         } else {
-            let msg = strings::hello_syntax(args[j]);
-            return c.reply(|o| resp::error(o, &msg));
+            return Err(strings::hello_syntax(args[j]));
         }
     }
+    Ok(HelloArgs { proto, auth, name })
+}
+
+/// The protocol HELLO (`args`) will switch connection `c` to, if it does:
+/// for the commands queued after it in a transaction, made before it runs.
+pub(super) fn hello_protocol(c: &Conn, router: &Router, args: &[&[u8]]) -> Option<Proto> {
+    let h = hello_args(args).ok()?;
+    let authed = match h.auth {
+        Some((user, pass)) => access::authenticate(router.shared, Some(user), pass),
+        None if c.authed => Auth::Granted,
+        None => Auth::Refused,
+    };
+    matches!(authed, Auth::Granted).then_some(h.proto).flatten()
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: the
+/// protocol, authentication and name at once, answered with the server's
+/// description, as Redis 7.
+pub(super) fn hello(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let HelloArgs { proto, auth, name } = match hello_args(args) {
+        Ok(h) => h,
+        Err(msg) => return c.reply(|o| resp::error(o, &msg)),
+    };
     if let Some((user, pass)) = auth {
         match access::authenticate(router.shared, Some(user), pass) {
             Auth::Granted => c.authed = true,

@@ -85,7 +85,9 @@ pub(super) fn destination(c: &mut Conn, router: &Router, dst: &[u8]) -> Option<K
 /// writes it; the source missing, or the destination there for RENAMENX
 /// or COPY without REPLACE, refuses the whole, with the command's reply.
 /// Both parts answer, combined as MSET's: the source's `+OK`, the
-/// destination's the command's reply.
+/// destination's the command's reply. Inside EXEC (a RENAME or a COPY:
+/// see `command/mod.rs`'s `exec`) the two go into the transaction's
+/// parts the same way, and a refusal is the command's reply alone.
 fn send_move(c: &mut Conn, router: &mut Router, src: &[u8], to: KeyAt, kind: MoveKind) {
     let (from, into) = (router.poller_of_key(src), router.shared.poller_of(to.pid));
     if from == into {
@@ -97,8 +99,7 @@ fn send_move(c: &mut Conn, router: &mut Router, src: &[u8], to: KeyAt, kind: Mov
         };
         return route_one(c, router, src, op);
     }
-    let keys = [src, &*to.key];
-    let across = super::across_pollers(c, router, &keys, Some((from, into)), |c, router| {
+    let halves = |c: &mut Conn, router: &mut Router| {
         let id = c.expect(2, Some(Combine::AllOk));
         let hash = KeyHash::of(src);
         let source = Request {
@@ -136,9 +137,13 @@ fn send_move(c: &mut Conn, router: &mut Router, src: &[u8], to: KeyAt, kind: Mov
             },
         };
         router.send(into, destination);
-    });
-    // Inside a transaction, EXEC refused it before (CROSSSLOT).
-    debug_assert!(across, "a move across pollers inside EXEC");
+    };
+    if router.capturing() {
+        return halves(c, router);
+    }
+    let keys = [src, &*to.key];
+    let across = super::across_pollers(c, router, &keys, Some((from, into)), halves);
+    debug_assert!(across, "a move across pollers");
 }
 
 /// `RENAME | RENAMENX key newkey` (see [`send_move`]).

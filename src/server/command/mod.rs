@@ -3,10 +3,10 @@
 //! pollers that own the keys. The commands, their arity and their order
 //! are in `table.rs`; the texts of the replies in `strings.rs`.
 
-use super::conn::{Conn, Executor, Multi};
+use super::conn::{Conn, Deferred, Executor, Multi};
 use std::sync::Arc;
 
-use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Request, SetReply};
+use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Reply, Request, Response, SetReply};
 use super::replies::Combine;
 use super::router::Router;
 use super::strings;
@@ -20,7 +20,7 @@ mod meta;
 mod route;
 mod values;
 
-use connection::{auth, client, config, hello};
+use connection::{auth, client, config, hello, hello_protocol};
 use keyspace::{copy, flush, keys, memory, move_key, object, randomkey, restore, scan};
 use meta::{checked_subcommand, command, command_code, command_name, described};
 use route::{keyed, route_one};
@@ -121,11 +121,13 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
-    // RESP2's subscribed mode, as Redis.
+    // RESP2's subscribed mode, as Redis: inside EXEC (after a SUBSCRIBE
+    // there) only PING answers as subscribed; the rest runs.
     if c.proto == Proto::Resp2 && c.subs.any() {
         match spec.cmd {
             Cmd::Ping => return super::pubsub::commands::ping_subscribed(c, args),
             cmd if super::pubsub::commands::allowed_subscribed(cmd) => {}
+            _ if router.capturing() => {}
             _ => {
                 let msg = strings::subscribed_mode(&command_name(command_code(index, spec, args)));
                 return refuse(c, router, spec.cmd, &msg);
@@ -441,18 +443,21 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     }
 }
 
-/// `EXEC`: runs the queued commands as one transaction. The commands the
-/// connection thread answers (PING, INFO, …) run here; the requests of
-/// the others go to the pollers of their keys together, one part per
-/// poller, which run them at once, in order, with nothing else touching
-/// their keys, and answer with all their replies once every write is
-/// durable — or with nil, when a watched key changed since WATCH. Keys
-/// on several pollers make one transaction across them (see
-/// [`send_parts`]); a command that runs as one request for keys of
-/// several pollers (RENAME, RENAMENX, COPY, MSETNX) gets Redis Cluster's
-/// CROSSSLOT, and so does any transaction across pollers while replicas
-/// are fed (the stream carries one poller's transaction as one
-/// MULTI … EXEC).
+/// `EXEC`: runs the queued commands as one transaction. The requests of
+/// the commands of keys go to the pollers of their keys together, one
+/// part per poller, which run them at once, in order, with nothing else
+/// touching their keys, and answer with all their replies once every
+/// write is durable — or with nil, when a watched key changed since
+/// WATCH. The commands the connection thread answers (CLIENT, CONFIG,
+/// PUBLISH, PING, INFO, …: [`connection_level`]) from the first with
+/// effects on keep their places in EXEC's reply but run only once every
+/// part has run, in order (see [`verdict`]): none of them runs when EXEC
+/// answers nil or an error, as in Redis, and the connection parses
+/// nothing more until then. Keys on several pollers make one transaction
+/// across them (see [`send_parts`]), RENAME and COPY among them too, all
+/// from one poller to one other (the destination's part waits for the
+/// values from the source's: `Cross::carry`); MSETNX, RENAMENX or moves
+/// both ways of keys of several pollers get Redis Cluster's CROSSSLOT.
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -477,7 +482,23 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    if cmds.iter().any(|a| one_request(a) && spans(a)) {
+    // RENAME and COPY of keys of two pollers run, all from one poller to
+    // one other: the source's part sends their values to the
+    // destination's, which waits for them (`Cross::carry`). MSETNX and
+    // RENAMENX, whose parts would each need the others' verdict in the
+    // middle of their commands, do not, nor do moves both ways (each part
+    // would wait for the other), nor moves with a command of the whole
+    // key space.
+    let movable = |n: &[u8]| n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"COPY");
+    let mut ways = Vec::new();
+    let mut refused = false;
+    for args in cmds.iter().filter(|a| one_request(a) && spans(a)) {
+        refused |= !movable(args[0]) || whole;
+        let keys = keys_of(args);
+        ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
+    }
+    refused |= ways.windows(2).any(|w| w[0] != w[1]);
+    if refused {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -493,28 +514,45 @@ fn exec(c: &mut Conn, router: &mut Router) {
     let timing = c.timing.take();
     let outer = c.begin_transaction();
     router.start_capture();
+    // The requests made after a connection-level command are made as it
+    // will have them (`foresee`), and its place is kept.
+    let proto = c.proto;
+    let mut deferred = Vec::new();
     for args in &cmds {
         if args[0].eq_ignore_ascii_case(b"SSUBSCRIBE") {
             // As Redis: no shard subscription from a transaction.
             c.reply(|o| resp::error(o, strings::SSUBSCRIBE_IN_MULTI));
             continue;
         }
+        if let Some(effects) = connection_level(args) {
+            if effects || !deferred.is_empty() {
+                foresee(c, router, args);
+                let place = c.expect(1, None);
+                deferred.push((place, args.iter().map(|&a| a.into()).collect()));
+                continue;
+            }
+        }
         execute(c, router, args);
     }
     let reqs = router.take_capture();
-    let inner = c.end_transaction(outer);
+    let mut inner = c.end_transaction(outer);
+    (c.proto, c.touch_as) = (proto, None);
     c.timing = timing;
     let count = cmds.len();
     pollers.extend(reqs.iter().map(|(p, _)| *p));
     pollers.sort_unstable();
     pollers.dedup();
     if pollers.is_empty() {
-        // No key: every reply is here already.
-        debug_assert!(reqs.is_empty() && inner.owed() == 0);
-        let bytes = inner.unsent();
+        // No key: nothing to wait for.
+        debug_assert!(reqs.is_empty());
+        for (id, part, reply) in run_deferred(c, router, deferred) {
+            inner.fill(id, part, reply);
+        }
+        debug_assert_eq!(inner.owed(), 0);
+        let bytes = inner.take_output();
         return c.reply(|o| {
             resp::array(o, count);
-            o.extend_from_slice(bytes);
+            o.extend_from_slice(&bytes);
         });
     }
     let how = Parts {
@@ -522,7 +560,147 @@ fn exec(c: &mut Conn, router: &mut Router) {
         single: false,
         whole,
     };
-    send_parts(c, router, inner, count, pollers, reqs, how, None);
+    let carry = reqs.iter().find_map(|(p, r)| match &r.op {
+        Op::Move { to, .. } => {
+            let into = router.shared.poller_of(to.pid);
+            (into != *p).then_some((*p, into))
+        }
+        _ => None,
+    });
+    let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, carry);
+    if !deferred.is_empty() {
+        c.deferred = Some(Deferred {
+            exec,
+            left,
+            cmds: deferred,
+        });
+    }
+}
+
+/// Whether command `args` is one the connection thread answers alone,
+/// its effects or what it reads not the keys' (CLIENT, CONFIG, PUBLISH,
+/// PING, INFO, …), and if so whether it has effects (`Some(true)`: CLIENT
+/// SETNAME, CONFIG SET, PUBLISH, …) or only reads (`Some(false)`: PING,
+/// CONFIG GET, CLIENT GETNAME, …). Inside an EXEC whose requests go to
+/// the pollers, the first with effects and every such command after it
+/// run once the pollers have run theirs (see [`exec`]); those before it
+/// run at once, as they change nothing (their replies go when EXEC
+/// answers nil). WAIT answers at once inside EXEC, as Redis's.
+fn connection_level(args: &[&[u8]]) -> Option<bool> {
+    let (_, spec) = table::lookup(args[0])?;
+    // The subcommands that only read.
+    let reads = |names: &[&[u8]]| {
+        let sub = args.get(1);
+        sub.is_some_and(|s| names.iter().any(|n| s.eq_ignore_ascii_case(n)))
+    };
+    let effects = match spec.cmd {
+        Cmd::Ping
+        | Cmd::Echo
+        | Cmd::Select
+        | Cmd::Info
+        | Cmd::Command
+        | Cmd::Time
+        | Cmd::Lastsave
+        | Cmd::Pubsub
+        | Cmd::Role
+        | Cmd::Wait => false,
+        Cmd::Config => !reads(&[b"GET", b"HELP"]),
+        Cmd::Client => !reads(&[b"GETNAME", b"ID", b"INFO", b"LIST", b"HELP"]),
+        Cmd::Slowlog => !reads(&[b"GET", b"LEN", b"HELP"]),
+        Cmd::Latency => !reads(&[b"LATEST", b"HISTORY", b"DOCTOR", b"GRAPH", b"HELP"]),
+        Cmd::Auth
+        | Cmd::Hello
+        | Cmd::Bgsave
+        | Cmd::Publish
+        | Cmd::Spublish
+        | Cmd::Subscribe
+        | Cmd::Psubscribe
+        | Cmd::Unsubscribe
+        | Cmd::Punsubscribe
+        | Cmd::Sunsubscribe
+        | Cmd::Shutdown
+        | Cmd::Replicaof
+        | Cmd::Slaveof
+        | Cmd::Replconf => true,
+        _ => return None,
+    };
+    Some(effects)
+}
+
+/// What a connection-level command of an EXEC (`args`), which runs after
+/// the pollers' part, changes of the requests after it, applied while EXEC
+/// makes them: the protocol their replies take (HELLO), and whether they
+/// touch their keys (CLIENT NO-TOUCH). Undone once they are made; the
+/// command itself does it for good when it runs.
+fn foresee(c: &mut Conn, router: &Router, args: &[&[u8]]) {
+    let is = |a: &[u8], name: &[u8]| a.eq_ignore_ascii_case(name);
+    match args {
+        [hello, ..] if is(hello, b"HELLO") => {
+            if let Some(p) = hello_protocol(c, router, args) {
+                c.proto = p;
+            }
+        }
+        [client, sub, on] if is(client, b"CLIENT") && is(sub, b"NO-TOUCH") => {
+            if is(on, b"ON") {
+                c.touch_as = Some(false);
+            } else if is(on, b"OFF") {
+                c.touch_as = Some(true);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs an EXEC's connection-level commands (`cmds`, each with its place
+/// among EXEC's replies), in order, as EXEC runs its commands; returns
+/// their replies, for their places.
+fn run_deferred(
+    c: &mut Conn,
+    router: &mut Router,
+    cmds: Vec<(u64, Vec<Box<[u8]>>)>,
+) -> Vec<(u64, u32, Reply)> {
+    if cmds.is_empty() {
+        return Vec::new();
+    }
+    let (timing, started) = (c.timing.take(), c.slow.started.take());
+    let outer = c.begin_transaction();
+    // As inside EXEC (BGSAVE answers that it is scheduled).
+    router.start_capture();
+    let mut replies = Vec::with_capacity(cmds.len());
+    for (place, args) in cmds {
+        let args: Vec<&[u8]> = args.iter().map(|a| &**a).collect();
+        execute(c, router, &args);
+        replies.push((place, 0, Reply::Encoded(c.take_ready())));
+    }
+    let reqs = router.take_capture();
+    debug_assert!(reqs.is_empty(), "a connection-level command made requests");
+    c.end_transaction(outer);
+    (c.timing, c.slow.started) = (timing, started);
+    replies
+}
+
+/// Takes a poller's answer `r` for connection `c` before it is filed:
+/// when it is from an EXEC whose connection-level commands wait
+/// (`Conn::deferred`), and the last of its parts to answer, every part
+/// having run, they run now, and their replies join it; when EXEC answers
+/// nil (a watched key changed) or an error, they never run.
+pub(super) fn verdict(c: &mut Conn, router: &mut Router, r: &mut Response) {
+    let Some(d) = c.deferred.as_mut().filter(|d| d.exec == r.id) else {
+        return;
+    };
+    if !matches!(r.reply, Reply::Txn(_)) {
+        c.deferred = None;
+        return;
+    }
+    d.left -= 1;
+    if d.left > 0 {
+        return;
+    }
+    let cmds = c.deferred.take().map(|d| d.cmds).unwrap_or_default();
+    let replies = run_deferred(c, router, cmds);
+    if let Reply::Txn(parts) = &mut r.reply {
+        parts.extend(replies);
+    }
 }
 
 /// Whether command `name` works on the whole key space: inside EXEC it
@@ -697,7 +875,8 @@ fn group_across_pollers(
 /// MSETNX, a move), not EXEC's array, and whether a command of the
 /// whole key space is among them (such a transaction across pollers
 /// passes the gate alone). `carry`: a move's source's poller and
-/// destination's (see `Cross::carry`).
+/// destination's (see `Cross::carry`). Returns the id of the reply and
+/// the number of parts.
 #[allow(clippy::too_many_arguments)]
 fn send_parts(
     c: &mut Conn,
@@ -708,7 +887,7 @@ fn send_parts(
     reqs: Vec<(usize, Request)>,
     how: Parts,
     carry: Option<(usize, usize)>,
-) {
+) -> (u64, u32) {
     let Parts {
         watched,
         single,
@@ -760,6 +939,7 @@ fn send_parts(
         };
         router.send(*poller, req);
     }
+    (id, pollers.len() as u32)
 }
 
 /// Tells the pollers of the keys the connection watches to forget them

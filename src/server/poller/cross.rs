@@ -47,7 +47,11 @@
 //! missing), as a part refused for room, with the command's reply. A
 //! move's destination part runs only once the source's part has read the
 //! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
-//! never waits for the destination's.
+//! never waits for the destination's. So does an EXEC's with RENAMEs and
+//! COPYs across pollers, all from one to one other, with all its
+//! commands, once a value has come for each (the source's part runs all
+//! of its own, sending them in order); there a missing source is the
+//! command's reply, not a veto.
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -210,6 +214,9 @@ pub(super) struct Crossing {
     preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
+    /// Destination parts of an EXEC's moves across pollers: the values
+    /// come so far (the source's part sends one per move, in order).
+    carried: HashMap<CrossId, usize>,
     /// Reads of keys' values for an undo, by read slot (the part, its
     /// key's place in `before`, the entry, where the read starts), and
     /// those waiting for a slot.
@@ -297,11 +304,14 @@ pub(super) fn single_of(req: &Request) -> Option<&Cross> {
 }
 
 /// The poller of the destination's part, when `t` is the source's part
-/// of a move across pollers that has not sent the value yet.
+/// of a move across pollers (alone, or inside an EXEC) that has not sent
+/// the value yet.
 pub(super) fn carries_to(t: &Txn) -> Option<usize> {
-    let (from, to) = single_of(&t.exec)?.carry?;
-    let pollers = &cross_of(&t.exec).pollers;
-    (t.exec.part == from && !t.carried).then(|| pollers[to as usize])
+    let Op::Exec { cross: Some(x), .. } = &t.exec.op else {
+        return None;
+    };
+    let (from, to) = x.carry?;
+    (t.exec.part == from && t.to_carry > 0).then(|| x.pollers[to as usize])
 }
 
 impl<E: Engine> Poller<E> {
@@ -432,22 +442,31 @@ impl<E: Engine> Poller<E> {
     }
 
     /// The destination's part of a move across pollers, holding its key,
-    /// gets the source's value: it runs, writing it.
+    /// gets the source's value: once it has one for each of its moves
+    /// (an EXEC's, in their order), it runs, writing them.
     pub(super) fn cross_carried(&mut self, req: Request) {
-        let Op::Carry(mut value) = req.op else {
+        let Op::Carry(value) = req.op else {
             unreachable!()
         };
         let xid = (req.from, req.id);
         let Some(CrossPart::Held(mut part)) = self.cross.parts.remove(&xid) else {
             unreachable!("a move's destination part holding its key")
         };
+        let came = self.cross.carried.remove(&xid).unwrap_or(0);
         let Op::Exec { reqs, .. } = &mut part.op else {
             unreachable!()
         };
-        for r in reqs {
-            if let Op::MoveIn { value: v, .. } = &mut r.op {
-                *v = value.take();
-            }
+        let mut moves = reqs.iter_mut().filter_map(|r| match &mut r.op {
+            Op::MoveIn { value, .. } => Some(value),
+            _ => None,
+        });
+        if let Some(v) = moves.nth(came) {
+            *v = value;
+        }
+        if moves.next().is_some() {
+            self.cross.carried.insert(xid, came + 1);
+            self.cross.parts.insert(xid, CrossPart::Held(part));
+            return;
         }
         self.cross_run(part);
     }

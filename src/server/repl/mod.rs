@@ -805,7 +805,8 @@ pub(super) fn wait(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         .queued_settled(&queued)
         .then(|| sh.repl.position().1);
     let acked = offset.map_or(0, |o| sh.repl.acked(o));
-    if offset.is_some() && acked as i64 >= replicas || c.multi.is_some() {
+    // Inside EXEC, as Redis: at once.
+    if offset.is_some() && acked as i64 >= replicas || c.multi.is_some() || router.capturing() {
         return c.reply(|o| resp::int(o, acked as i64));
     }
     let Some(server) = sh.repl.server() else {
