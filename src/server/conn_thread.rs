@@ -59,6 +59,8 @@ struct Thread<'a> {
     gens: Vec<u32>,
     free: Vec<u32>,
     to_service: Vec<u32>,
+    /// The list `to_service` is swapped with for a turn's services.
+    serviced: Vec<u32>,
     router: Router<'a>,
     limits: ConnLimits,
     /// How long to poll without sleeping while replies are awaited.
@@ -224,6 +226,7 @@ pub(super) fn run(
         gens: Vec::new(),
         free: Vec::new(),
         to_service: Vec::new(),
+        serviced: Vec::new(),
         router: Router::new(shared, id),
         // Busy polling: spin for as long as replies are awaited, so that
         // pollers never have to wake this thread while it has work.
@@ -310,9 +313,15 @@ impl Thread<'_> {
             self.feed_room();
             worked |= !self.to_service.is_empty();
             self.read_batch();
-            for slot in std::mem::take(&mut self.to_service) {
+            // Serviced from a list of their own: a service may schedule
+            // its connection again, for the next turn. The two lists swap
+            // and keep their room.
+            let spare = std::mem::take(&mut self.serviced);
+            let mut turn = std::mem::replace(&mut self.to_service, spare);
+            for slot in turn.drain(..) {
                 self.service(slot);
             }
+            self.serviced = turn;
             self.send_batch();
             self.router.ring();
             if let Some(p) = self.inline.as_mut().filter(|p| p.has_requests()) {
