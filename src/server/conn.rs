@@ -29,6 +29,10 @@ use super::stream::Stream;
 use super::strings;
 use crate::resp::{self, Limits, Proto};
 
+/// A command of at most this many arguments (its name included) has them
+/// listed on the stack.
+const FEW_ARGS: usize = 8;
+
 /// Unparsed input a connection may buffer before reading pauses.
 const READ_AHEAD: usize = 256 << 10;
 /// Bytes read per read call.
@@ -779,14 +783,26 @@ impl Conn {
                         self.fed = None;
                         continue;
                     }
-                    let args: Vec<&[u8]> = if unquoted.is_empty() {
-                        (self.parsed.args.iter())
-                            .map(|r| &rbuf[base + r.start..base + r.end])
-                            .collect()
+                    // Listed on the stack when they are few (a GET's
+                    // two): a command allocates no list of its own.
+                    let spans = &self.parsed.args;
+                    let mut few: [&[u8]; FEW_ARGS] = [&[]; FEW_ARGS];
+                    let many: Vec<&[u8]>;
+                    let args: &[&[u8]] = if !unquoted.is_empty() {
+                        many = unquoted.iter().map(Vec::as_slice).collect();
+                        &many
+                    } else if spans.len() <= FEW_ARGS {
+                        for (arg, r) in few.iter_mut().zip(spans) {
+                            *arg = &rbuf[base + r.start..base + r.end];
+                        }
+                        &few[..spans.len()]
                     } else {
-                        unquoted.iter().map(Vec::as_slice).collect()
+                        many = (spans.iter())
+                            .map(|r| &rbuf[base + r.start..base + r.end])
+                            .collect();
+                        &many
                     };
-                    self.run_command(exec, &args, n);
+                    self.run_command(exec, args, n);
                     self.fed = None;
                 }
                 Ok(None) if self.feed(&mut rbuf, lim, exec) => {

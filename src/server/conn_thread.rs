@@ -25,7 +25,7 @@ use super::conn::{Conn, ConnLimits, SendEnd};
 use super::msg::{ConnRef, Response};
 use super::poller::Inline;
 use super::router::Router;
-use super::sockets::Ring;
+use super::sockets::{Done, Ring};
 use super::stream::Stream;
 use super::{access, strings, Shared};
 
@@ -59,6 +59,8 @@ struct Thread<'a> {
     gens: Vec<u32>,
     free: Vec<u32>,
     to_service: Vec<u32>,
+    /// The list `to_service` is swapped with for a turn's services.
+    serviced: Vec<u32>,
     router: Router<'a>,
     limits: ConnLimits,
     /// How long to poll without sleeping while replies are awaited.
@@ -77,6 +79,34 @@ struct Thread<'a> {
     /// for it.
     ring: Option<Ring>,
     sending: Vec<(u32, u32)>,
+    /// The vectors those reads and sends are listed in, kept from turn to
+    /// turn.
+    batch: Batch,
+}
+
+/// The lists a turn's batched reads and sends are made of (`read_batch`,
+/// `send_batch`). The thread keeps them so that a turn allocates none:
+/// each is emptied after use and keeps its room, and none holds a pointer
+/// between uses.
+#[derive(Default)]
+struct Batch {
+    /// The connection each read or send is for, and the room a read had.
+    targets: Vec<(u32, usize)>,
+    /// Reads: socket, buffer, room.
+    reads: Vec<(i32, *mut u8, usize)>,
+    /// Sends: socket, bytes, length.
+    sends: Vec<(i32, *const u8, usize)>,
+    /// Outcomes, by index into `targets`.
+    ends: Vec<(usize, Done)>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.targets.clear();
+        self.reads.clear();
+        self.sends.clear();
+        self.ends.clear();
+    }
 }
 
 /// The connection threads, each ending with its poller's result.
@@ -196,6 +226,7 @@ pub(super) fn run(
         gens: Vec::new(),
         free: Vec::new(),
         to_service: Vec::new(),
+        serviced: Vec::new(),
         router: Router::new(shared, id),
         // Busy polling: spin for as long as replies are awaited, so that
         // pollers never have to wake this thread while it has work.
@@ -208,6 +239,7 @@ pub(super) fn run(
         feeding: Vec::new(),
         ring: None,
         sending: Vec::new(),
+        batch: Batch::default(),
     };
     if shared.cfg.conns.uring_sockets {
         match Ring::new() {
@@ -281,9 +313,15 @@ impl Thread<'_> {
             self.feed_room();
             worked |= !self.to_service.is_empty();
             self.read_batch();
-            for slot in std::mem::take(&mut self.to_service) {
+            // Serviced from a list of their own: a service may schedule
+            // its connection again, for the next turn. The two lists swap
+            // and keep their room.
+            let spare = std::mem::take(&mut self.serviced);
+            let mut turn = std::mem::replace(&mut self.to_service, spare);
+            for slot in turn.drain(..) {
                 self.service(slot);
             }
+            self.serviced = turn;
             self.send_batch();
             self.router.ring();
             if let Some(p) = self.inline.as_mut().filter(|p| p.has_requests()) {
@@ -744,32 +782,31 @@ impl Thread<'_> {
             return;
         };
         let stopping = self.shared.stopping.load(Relaxed);
-        let mut targets = Vec::new();
-        let mut bufs = Vec::new();
+        let b = &mut self.batch;
         for &slot in &self.to_service {
             let Some(c) = self.conns[slot as usize].as_mut() else {
                 continue;
             };
             if let Some((fd, room)) = c.batched_read(stopping) {
-                targets.push((slot, room.len()));
-                bufs.push((fd, room.as_mut_ptr(), room.len()));
+                b.targets.push((slot, room.len()));
+                b.reads.push((fd, room.as_mut_ptr(), room.len()));
             }
         }
-        if bufs.is_empty() {
-            return;
-        }
-        let mut ends = Vec::with_capacity(bufs.len());
-        // SAFETY: each pointer is into the read buffer of a different
-        // connection (a slot is queued for service once), which nothing
-        // touches, moves or resizes before `recv_all` returns.
-        unsafe { ring.recv_all(&bufs, |i, got| ends.push((i, got))) };
-        let stats = &self.shared.conn_stats[self.id];
-        for (i, got) in ends {
-            let (slot, want) = targets[i];
-            if let Some(c) = self.conns[slot as usize].as_mut() {
-                c.batch_read(got, want, stats);
+        if !b.reads.is_empty() {
+            let ends = &mut b.ends;
+            // SAFETY: each pointer is into the read buffer of a different
+            // connection (a slot is queued for service once), which nothing
+            // touches, moves or resizes before `recv_all` returns.
+            unsafe { ring.recv_all(&b.reads, |i, got| ends.push((i, got))) };
+            let stats = &self.shared.conn_stats[self.id];
+            for (i, got) in b.ends.drain(..) {
+                let (slot, want) = b.targets[i];
+                if let Some(c) = self.conns[slot as usize].as_mut() {
+                    c.batch_read(got, want, stats);
+                }
             }
         }
+        b.clear();
     }
 
     /// Writes the output of the connections serviced this turn that left
@@ -791,20 +828,20 @@ impl Thread<'_> {
             (c.me.gen == gen).then_some(c)
         };
         let stopping = self.shared.stopping.load(Relaxed);
-        let mut targets = Vec::with_capacity(sending.len());
-        let bufs: Vec<(i32, &[u8])> = (sending.iter())
-            .filter_map(|s| {
-                let buf = open(s)?.batched_send(stopping)?;
-                targets.push(s.0);
-                Some(buf)
-            })
-            .collect();
-        let mut ends = Vec::with_capacity(bufs.len());
-        ring.send_all(&bufs, |i, sent| ends.push((i, sent)));
-        drop(bufs);
+        let mut b = std::mem::take(&mut self.batch);
+        for s in &sending {
+            if let Some((fd, buf)) = open(s).and_then(|c| c.batched_send(stopping)) {
+                b.targets.push((s.0, buf.len()));
+                b.sends.push((fd, buf.as_ptr(), buf.len()));
+            }
+        }
+        let ends = &mut b.ends;
+        // SAFETY: each pointer is into the unsent output of an open
+        // connection, which nothing touches before `send_all` returns.
+        unsafe { ring.send_all(&b.sends, |i, sent| ends.push((i, sent))) };
         let stats = &self.shared.conn_stats[self.id];
-        for (i, sent) in ends {
-            let slot = targets[i];
+        for (i, sent) in b.ends.drain(..) {
+            let slot = b.targets[i].0;
             let Some(c) = self.conns[slot as usize].as_mut() else {
                 continue;
             };
@@ -816,6 +853,8 @@ impl Thread<'_> {
                 SendEnd::More | SendEnd::Failed => self.schedule(slot),
             }
         }
+        b.clear();
+        self.batch = b;
         sending.clear();
         self.sending = sending;
     }

@@ -72,21 +72,32 @@ impl Ring {
         Ok(Ring { ring: setup()? })
     }
 
-    /// Sends `bufs[i].1` on socket `bufs[i].0` for every `i`;
-    /// `done(i, outcome)` for each.
-    pub(super) fn send_all(&mut self, bufs: &[(i32, &[u8])], mut done: impl FnMut(usize, Done)) {
-        if let [(fd, buf)] = bufs {
-            // SAFETY: `buf` is valid for reads of its length.
-            let n = unsafe { libc::send(*fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
+    /// Sends the `bufs[i].2` bytes at `bufs[i].1` on socket `bufs[i].0`
+    /// for every `i`; `done(i, outcome)` for each.
+    ///
+    /// # Safety
+    ///
+    /// Each buffer must be valid for reads, and not written, until this
+    /// call returns.
+    pub(super) unsafe fn send_all(
+        &mut self,
+        bufs: &[(i32, *const u8, usize)],
+        mut done: impl FnMut(usize, Done),
+    ) {
+        if let [(fd, ptr, len)] = *bufs {
+            // SAFETY: the caller keeps the buffer valid for reads of its
+            // length.
+            let n = unsafe { libc::send(fd, ptr.cast(), len, SEND_FLAGS) };
             return done(0, outcome(n));
         }
-        let entries = bufs.iter().map(|(fd, buf)| {
-            let len = buf.len().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(*fd), buf.as_ptr(), len)
+        let entries = bufs.iter().map(|&(fd, ptr, len)| {
+            let len = len.min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(SEND_FLAGS)
                 .build()
         });
-        // SAFETY: every buffer is borrowed from `bufs` for this whole call.
+        // SAFETY: the caller keeps every buffer valid and unwritten for
+        // this whole call.
         unsafe { self.run(entries, done) }
     }
 

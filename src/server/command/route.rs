@@ -57,6 +57,15 @@ pub(super) fn keyed_placed(
             pid,
             op: op(key),
         });
+    if keys.len() == 1 {
+        // One key (GET, SET …): its request goes out as it is made,
+        // without a vector (as `send_grouped` sends one request).
+        for req in reqs {
+            let poller = router.shared.poller_of(req.pid);
+            router.send(poller, req);
+        }
+        return;
+    }
     send_grouped(c, router, reqs.collect());
 }
 
