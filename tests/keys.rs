@@ -1077,6 +1077,21 @@ fn rename_keeps_the_access_time_and_frequency_as_redis() {
                 .unwrap();
         }
         both.check_str(&["OBJECT", "FREQ", x]);
+        // A key the transaction deleted and set again: a new object, whose
+        // counter starts afresh (not the deleted key's), kept or renamed.
+        for then_rename in [false, true] {
+            restore(&mut both, x, &payloads[0], "FREQ", "255");
+            for con in &mut clients {
+                let mut pipe = redis::pipe();
+                pipe.atomic().cmd("DEL").arg(x).ignore();
+                pipe.cmd("SET").arg(x).arg("again").ignore();
+                if then_rename {
+                    pipe.cmd("RENAME").arg(x).arg(z).ignore();
+                }
+                let _: () = pipe.query(con).unwrap();
+            }
+            both.check_str(&["OBJECT", "FREQ", if then_rename { z } else { x }]);
+        }
         both.check_str(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
         let p = payloads[0].0.as_slice();
         both.ours.call(&[b"CLIENT", b"NO-TOUCH", b"ON"]);

@@ -308,6 +308,10 @@ struct Staged {
     /// The access bits the key takes when written (a renamed key keeps
     /// its source's, a copy is a new object); `None`: a write's.
     access: Option<u32>,
+    /// The transaction deleted the key before the value it holds now:
+    /// that value is a new object (fresh access bits, as Redis gives a
+    /// key set again after DEL), not a write over the key that was there.
+    deleted: bool,
 }
 
 /// A transaction's view of a key is found by the key's whole digest, not
@@ -2200,6 +2204,7 @@ impl<E: Engine> Poller<E> {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
                 e.get_mut().access = None;
+                e.get_mut().deleted |= tombstone;
                 // A large value edited in pieces is replaced: its pin goes.
                 if let Some(l) = e.get_mut().large.take() {
                     self.ks.unpin_pieces(&l.base);
@@ -2215,6 +2220,7 @@ impl<E: Engine> Poller<E> {
                     large: None,
                     own,
                     access: None,
+                    deleted: tombstone,
                 });
             }
         }
@@ -2771,6 +2777,8 @@ impl<E: Engine> Poller<E> {
                 if let (Ok(()), Some(word), Some(_)) = (&result, s.access, &s.now) {
                     // A renamed key's, or a copy's.
                     self.ks.set_access(s.pid, &s.hash, word);
+                } else if result.is_ok() && s.deleted && s.now.is_some() {
+                    self.ks.written_as_new(s.pid, &s.hash);
                 }
                 if result.is_ok() && self.shared.repl.feeding() {
                     match views.get(tag) {
@@ -3323,12 +3331,14 @@ impl<E: Engine> Poller<E> {
             false => None,
         };
         let stored = self.ks.access(req.pid, &req.hash);
-        let word = match (staged.map(|s| s.access), stored) {
-            (Some(Some(word)), _) => word,
+        let word = match (staged.map(|s| (s.access, s.deleted)), stored) {
+            (Some((Some(word), _)), _) => word,
+            // Deleted and set again by the transaction: a new object.
+            (Some((None, true)), _) => fresh,
             // Written by the transaction over a key there: a write keeps
             // the key's bits, as one counted access (Redis keeps the old
             // object's LFU counter when a SET overwrites it).
-            (Some(None), Some(word)) => self.ks.touched(word),
+            (Some((None, false)), Some(word)) => self.ks.touched(word),
             (_, stored) => stored.unwrap_or(fresh),
         };
         match req.touch {

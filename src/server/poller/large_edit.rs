@@ -722,6 +722,7 @@ impl<E: Engine> Poller<E> {
             large: Some(Box::new(view)),
             own,
             access: None,
+            deleted: false,
         };
         t.view.insert(id, staged);
         self.txn_edit(req, plan);
@@ -887,6 +888,7 @@ impl<E: Engine> Poller<E> {
             large: Some(Box::new(view)),
             own,
             access: None,
+            deleted: false,
         };
         match t.view.insert(id, staged) {
             // The destination's own view is replaced: its pins go.
@@ -1004,6 +1006,7 @@ impl<E: Engine> Poller<E> {
             large: None,
             own,
             access: None,
+            deleted: false,
         });
         if s.large.is_none() {
             // The value stored before: pinned once more, for the view.

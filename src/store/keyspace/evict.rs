@@ -370,6 +370,12 @@ impl<E: Engine, W> Keyspace<E, W> {
             .update_access(hash.tag, |w| policy.on_write(w, new, now, r));
     }
 
+    /// The key just written is a new object (a transaction deleted it and
+    /// set it again): its access bits start afresh.
+    pub fn written_as_new(&mut self, pid: u32, hash: &KeyHash) {
+        self.touch_written(pid, hash, true);
+    }
+
     // Key space: the access bits as TOUCH, OBJECT and RESTORE see them.
 
     /// TOUCH: the access bits follow as for a read, under any policy.
