@@ -315,6 +315,15 @@ pub fn slots_for(expected: u64) -> u64 {
     ((expected as f64 / MAX_LOAD).ceil() as u64 + 1).max(64)
 }
 
+/// Bytes of a slot of a wide table ([`WIDE_SLOT`]) or of a narrow one.
+fn slot_bytes(wide: bool) -> usize {
+    if wide {
+        WIDE_SLOT
+    } else {
+        SLOT
+    }
+}
+
 /// Path of partition `id` under the store directory.
 pub fn partition_path(dir: &Path, id: u32) -> PathBuf {
     dir.join("index").join(format!("part-{id:04}.idx"))
@@ -360,11 +369,7 @@ impl Partition {
 
     /// Bytes of a slot of this table.
     fn slot_size(&self) -> usize {
-        if self.wide {
-            WIDE_SLOT
-        } else {
-            SLOT
-        }
+        slot_bytes(self.wide)
     }
 
     /// Bytes of a slot's tag: 8 in a wide table, else 4.
@@ -386,7 +391,7 @@ impl Partition {
         slots: u64,
         wide: bool,
     ) -> Result<Self, IndexError> {
-        let slot = if wide { WIDE_SLOT } else { SLOT };
+        let slot = slot_bytes(wide);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -452,7 +457,7 @@ impl Partition {
         slots: u64,
         wide: bool,
     ) -> Result<Self, IndexError> {
-        let slot = if wide { WIDE_SLOT } else { SLOT };
+        let slot = slot_bytes(wide);
         let len = slots
             .checked_mul(slot as u64)
             .and_then(|b| b.checked_add(HEADER as u64))
@@ -507,7 +512,7 @@ impl Partition {
         }
         let slots = le64(h, 32);
         let wide = version <= WIDE_VERSION;
-        let slot = if wide { WIDE_SLOT } else { SLOT };
+        let slot = slot_bytes(wide);
         let expected = slots
             .checked_mul(slot as u64)
             .and_then(|b| b.checked_add(HEADER as u64));
