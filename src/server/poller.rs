@@ -619,7 +619,9 @@ impl<E: Engine> Poller<E> {
 
     /// One turn of the loop; returns whether anything happened.
     fn turn(&mut self) -> bool {
-        self.ks.tick();
+        // A poller inside a connection thread takes that thread's turn
+        // time: one clock read per turn for both.
+        self.ks.tick_at(super::turn::now());
         if self.shared.pollers_stop.load(Relaxed) {
             self.ks.stop();
         }

@@ -34,7 +34,7 @@ pub use self::flush::FlushError;
 pub use self::gone::GoneKey;
 pub use self::large::LargeFeed;
 pub use self::tag::Tag;
-use super::clock::Clock;
+use super::clock::{Clock, WallFromMonotonic};
 pub use super::evict::Settings as EvictionSettings;
 use super::{shard_of, Lookup, Shard, Space};
 use crate::format::Superblock;
@@ -144,6 +144,8 @@ pub struct Keyspace<E: Engine, W> {
     clock: Arc<dyn Clock>,
     now_ms: u64,
     now: Instant,
+    /// The wall clock as [`Keyspace::tick_at`] derives it.
+    wall: WallFromMonotonic,
     log: log::Log<W>,
     compactor: compact::Compactor,
     evictor: evict::Evictor,
@@ -216,6 +218,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             shards,
             now_ms: clock.unix_ms(),
             now,
+            wall: WallFromMonotonic::new(),
             clock,
             stopping: false,
             waiting_since: None,
@@ -242,6 +245,16 @@ impl<E: Engine, W> Keyspace<E, W> {
     pub fn tick(&mut self) {
         self.now_ms = self.clock.unix_ms();
         self.now = self.clock.now();
+        self.wall = WallFromMonotonic::new();
+    }
+
+    /// The time every decision of this turn uses is `now`, a monotonic
+    /// instant the caller read (its loop turn's): the wall clock's
+    /// milliseconds are derived from it ([`WallFromMonotonic`]), so the
+    /// turn reads no clock of its own.
+    pub fn tick_at(&mut self, now: Instant) {
+        self.now_ms = self.wall.at(&*self.clock, now);
+        self.now = now;
     }
 
     /// Milliseconds since the Unix epoch, as of the last [`Keyspace::tick`].
