@@ -2254,3 +2254,71 @@ fn randomkey_inside_exec_never_answers_a_key_the_transaction_deleted() {
         srv.stop();
     }
 }
+
+/// A watched key whose record compaction moves meanwhile has not
+/// changed: EXEC runs, as Redis's does (before, the move counted as a
+/// change and EXEC answered nil). The watched key is left alone in its
+/// segment (the values written after it deleted), then WATCHed, then the
+/// store is filled until compaction runs: it takes the emptiest segment
+/// first, the watched key's.
+#[test]
+fn a_watched_key_moved_by_compaction_has_not_changed() {
+    if common::on_spdk("a_watched_key_moved_by_compaction_has_not_changed") {
+        return;
+    }
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let args = ["--capacity", "32M", "--shards", "1", "--partitions", "16"];
+    common::create_store(&dir, &args);
+    let srv = Server::start(&dir, &["--durability", "async"]);
+    let value = |tag: &str, i: usize| format!("{tag}:{i}:{}", "v".repeat(3000));
+    // SETs (or DELs: `set` false) of `tag{i}` for i in 0..n, ten to a
+    // pipeline.
+    let write = |con: &mut redis::Connection, n: usize, tag: &str, set: bool| {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+            let mut p = redis::pipe();
+            for &i in chunk {
+                match set {
+                    true => p.set(format!("{tag}{i}"), value(tag, i)).ignore(),
+                    false => p.del(format!("{tag}{i}")).ignore(),
+                };
+            }
+            let _: () = p.query(con).unwrap();
+        }
+    };
+    let mut outcomes = Vec::new();
+    for (mut watcher, mut writer) in [
+        (srv.client(), srv.client()),
+        (redis.client(), redis.client()),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg("w")
+            .arg("watched")
+            .query(&mut writer)
+            .unwrap();
+        write(&mut writer, 1500, "d", true);
+        write(&mut writer, 1500, "d", false);
+        let _: () = redis::cmd("WATCH").arg("w").query(&mut watcher).unwrap();
+        // 18 MB in a store of 15 segments of 2 MB: free segments run low.
+        write(&mut writer, 6000, "s", true);
+        let exec: Option<(String,)> = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg("w")
+            .query(&mut watcher)
+            .unwrap();
+        outcomes.push(exec);
+    }
+    let compactions: u64 = srv.info_field("compactions").parse().unwrap();
+    assert!(compactions > 0, "compaction never ran");
+    let want = Some(("watched".to_string(),));
+    assert_eq!(
+        outcomes,
+        [want.clone(), want],
+        "nvkv's EXEC, then redis-server's"
+    );
+    srv.stop();
+}

@@ -681,6 +681,7 @@ impl<E: Engine> Poller<E> {
         self.ks.set_waiting(waiting.or_else(|| self.load_waiting()));
         let log_work =
             self.ks.reclaim() | self.retry_deferred() | self.drive_loads() | self.ks.commit();
+        self.follow_watched_moves();
         let expired = self.ks.expire();
         self.answer_writers();
         let sent = if self.hold_for_wave(completed) {
@@ -2864,6 +2865,8 @@ impl<E: Engine> Poller<E> {
             // Until EXEC: which key each new entry of the tag holds.
             self.ks.name_writes(true);
         }
+        // Until EXEC: where compaction moves the entries seen.
+        self.ks.record_moves(true);
         self.watches.entry(req.from).or_default().push(Watched {
             pid: req.pid,
             hash: req.hash,
@@ -2874,6 +2877,48 @@ impl<E: Engine> Poller<E> {
             flushed: false,
         });
         self.reply(&req, Reply::Encoded(b"+OK\r\n".to_vec()));
+    }
+
+    /// Compaction moved records: the entries watched keys had when WATCH
+    /// came (and the other keys' entries of their tags) are followed to
+    /// where they went, so that a move alone never counts as a change at
+    /// EXEC (Redis's EXEC fails only when a watched key changed).
+    fn follow_watched_moves(&mut self) {
+        if self.watches.is_empty() {
+            self.ks.record_moves(false);
+            return;
+        }
+        let moves = self.ks.take_moves();
+        if moves.is_empty() {
+            return;
+        }
+        let to: HashMap<(u32, u64), Option<u64>> = (moves.iter())
+            .map(|&(pid, from, to)| ((pid, from), to))
+            .collect();
+        // Where the entry at `at` went, through moves one after another;
+        // `None`: dropped.
+        let follow = |pid: u32, mut at: u64| {
+            for _ in 0..=moves.len() {
+                match to.get(&(pid, at)) {
+                    Some(Some(next)) => at = *next,
+                    Some(None) => return None,
+                    None => break,
+                }
+            }
+            Some(at)
+        };
+        for w in self.watches.values_mut().flatten() {
+            if let Some(seen) = w.seen.as_mut() {
+                if let Some(at) = follow(w.pid, seen.offset) {
+                    seen.offset = at;
+                }
+            }
+            for o in w.others.iter_mut() {
+                if let Some(at) = follow(w.pid, *o) {
+                    *o = at;
+                }
+            }
+        }
     }
 
     /// A flush is about to empty the store: every watched key there, or
@@ -2897,8 +2942,9 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Whether a key connection `from` watches changed since WATCH: its
-    /// entry is another (a write, a deletion; a move by compaction counts
-    /// too), or it was live then and has expired since.
+    /// entry is another (a write, a deletion; not a move by compaction,
+    /// see `follow_watched_moves`), or it was live then and has expired
+    /// since.
     fn watched_changed(&mut self, from: ConnRef) -> bool {
         let Some(watched) = self.watches.remove(&from) else {
             return false;

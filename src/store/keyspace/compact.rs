@@ -379,7 +379,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             let moved = if gone && rec.meta.seq < floor {
                 self.shard_mut(pid).part_mut(pid).remove(&hash);
                 let _ = self.drop_live(e);
-                if !self.follow.is_empty() {
+                if self.follows_moves() {
                     self.entry_moved(pid, from, None);
                 }
                 Ok(())
@@ -411,7 +411,7 @@ impl<E: Engine, W> Keyspace<E, W> {
                 self.compactor.job.as_mut().expect("a job").pos = at;
                 return false;
             }
-            if !self.follow.is_empty() {
+            if self.follows_moves() {
                 // The first of the tag's entries is the one just written.
                 let to = self.shard(pid).part(pid).get(&hash).map(|e| e.offset);
                 if to != Some(from) {

@@ -146,6 +146,9 @@ pub struct Keyspace<E: Engine, W> {
     now: Instant,
     /// The wall clock as [`Keyspace::tick_at`] derives it.
     wall: WallFromMonotonic,
+    /// While on ([`Keyspace::record_moves`]): compaction's moves of
+    /// entries, (partition, from, to; `None`: dropped), for watchers.
+    moves: Option<Vec<(u32, u64, Option<u64>)>>,
     log: log::Log<W>,
     compactor: compact::Compactor,
     evictor: evict::Evictor,
@@ -219,6 +222,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             now_ms: clock.unix_ms(),
             now,
             wall: WallFromMonotonic::new(),
+            moves: None,
             clock,
             stopping: false,
             waiting_since: None,
@@ -419,6 +423,29 @@ impl<E: Engine, W> Keyspace<E, W> {
                 *at = to;
             }
         }
+        if let Some(moves) = self.moves.as_mut() {
+            moves.push((pid, from, to));
+        }
+    }
+
+    /// Whether compaction's moves of entries are kept, for
+    /// [`Keyspace::take_moves`] (while keys are watched).
+    pub fn record_moves(&mut self, on: bool) {
+        match on {
+            true => drop(self.moves.get_or_insert_with(Vec::new)),
+            false => self.moves = None,
+        }
+    }
+
+    /// Compaction's moves of entries since the last call, in order:
+    /// (partition, from, to; `None`: the entry was dropped).
+    pub fn take_moves(&mut self) -> Vec<(u32, u64, Option<u64>)> {
+        self.moves.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Whether something follows entries through compaction.
+    pub(super) fn follows_moves(&self) -> bool {
+        !self.follow.is_empty() || self.moves.is_some()
     }
 
     /// Makes `own` (a resolved entry's offset now, `None`: the key has
