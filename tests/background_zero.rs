@@ -130,12 +130,12 @@ fn a_kill_during_the_zeroing_loses_nothing_and_the_next_start_resumes_it() {
 
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
-    wait_for("the zeroing to end", || !dir.path().join(MARKER).exists());
-    let log = srv.log.lock().unwrap().clone();
-    assert!(
-        log.contains("the free part of the data file is zeroed"),
-        "{log}"
-    );
+    // The marker goes first, then the line is logged (and the server's
+    // log reaches the test through a pipe): both are waited for.
+    wait_for("the zeroing to end", || {
+        !dir.path().join(MARKER).exists()
+            && (srv.log.lock().unwrap()).contains("the free part of the data file is zeroed")
+    });
     // What holes are left are in segments written in part (by the
     // commits above), not in free ones.
     let holes = hole_bytes(dir.path());

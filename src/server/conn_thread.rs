@@ -173,6 +173,8 @@ pub(super) fn spawn_all(
                         }
                     };
                     let back = run(i, poll, &sh, poller);
+                    // The inline poller's shutdown turns read the clock.
+                    super::turn::end();
                     closed.fetch_add(1, SeqCst);
                     back.map_or(Ok(()), |p| p.finish())
                 })

@@ -620,7 +620,7 @@ impl<E: Engine> Poller<E> {
     /// One turn of the loop; returns whether anything happened.
     fn turn(&mut self) -> bool {
         // A poller inside a connection thread takes that thread's turn
-        // time: one clock read per turn for both.
+        // time as its monotonic time (it reads the wall clock only).
         self.ks.tick_at(super::turn::now());
         if self.shared.pollers_stop.load(Relaxed) {
             self.ks.stop();

@@ -19,8 +19,14 @@ pub(super) fn start() -> Instant {
     now
 }
 
+/// This thread runs loop turns no more (its inline poller's shutdown
+/// goes on after the loop): [`now`] reads the clock again.
+pub(super) fn end() {
+    TURN_NOW.set(None);
+}
+
 /// The time of the current loop turn of this connection thread (read once
-/// per turn); on any other thread, the clock.
+/// per turn); on any other thread, or after [`end`], the clock.
 pub(super) fn now() -> Instant {
     TURN_NOW.get().unwrap_or_else(Instant::now)
 }

@@ -36,46 +36,6 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How long the wall clock's milliseconds are derived from the monotonic
-/// clock before [`WallFromMonotonic`] reads the wall clock again.
-pub const WALL_RESYNC: Duration = Duration::from_millis(100);
-
-/// Wall-clock milliseconds derived from a monotonic instant a caller read
-/// anyway (a loop turn's): the wall clock itself is read again only once
-/// [`WALL_RESYNC`] has passed since it last was, so that a turn costs one
-/// clock read; a wall clock stepped meanwhile is seen within that.
-#[derive(Debug, Clone, Copy)]
-pub struct WallFromMonotonic {
-    /// The wall clock's milliseconds when last read, and the instant then.
-    base: Option<(u64, Instant)>,
-}
-
-impl WallFromMonotonic {
-    pub const fn new() -> Self {
-        WallFromMonotonic { base: None }
-    }
-
-    /// The wall clock's milliseconds at `now`.
-    pub fn at(&mut self, clock: &dyn Clock, now: Instant) -> u64 {
-        match self.base {
-            Some((ms, then)) if now.saturating_duration_since(then) < WALL_RESYNC => {
-                ms + now.saturating_duration_since(then).as_millis() as u64
-            }
-            _ => {
-                let ms = clock.unix_ms();
-                self.base = Some((ms, now));
-                ms
-            }
-        }
-    }
-}
-
-impl Default for WallFromMonotonic {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A clock that moves only when told to; clones share their time.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
@@ -114,38 +74,6 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A manual clock that counts its wall-clock reads.
-    struct Counting(ManualClock, AtomicU64);
-
-    impl Clock for Counting {
-        fn unix_ms(&self) -> u64 {
-            self.1.fetch_add(1, Relaxed);
-            self.0.unix_ms()
-        }
-        fn now(&self) -> Instant {
-            self.0.now()
-        }
-    }
-
-    #[test]
-    fn turns_within_the_resync_interval_read_the_wall_clock_once() {
-        let c = Counting(ManualClock::at(5_000), AtomicU64::new(0));
-        let mut wall = WallFromMonotonic::new();
-        // 1,000 turns 50 µs apart: 50 ms, one read.
-        for _ in 0..1_000 {
-            let now = c.now();
-            assert_eq!(wall.at(&c, now), c.0.unix_ms());
-            c.0.advance(Duration::from_micros(50));
-        }
-        assert_eq!(c.1.load(Relaxed), 1);
-        // Past the interval, the wall clock is read again: a step of the
-        // wall clock (here, the manual clock's base) shows then.
-        c.0.advance(WALL_RESYNC);
-        let now = c.now();
-        assert_eq!(wall.at(&c, now), c.0.unix_ms());
-        assert_eq!(c.1.load(Relaxed), 2);
-    }
 
     #[test]
     fn a_manual_clock_moves_both_times_together_and_only_when_told() {

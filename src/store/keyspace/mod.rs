@@ -34,7 +34,7 @@ pub use self::flush::FlushError;
 pub use self::gone::GoneKey;
 pub use self::large::LargeFeed;
 pub use self::tag::Tag;
-use super::clock::{Clock, WallFromMonotonic};
+use super::clock::Clock;
 pub use super::evict::Settings as EvictionSettings;
 use super::{shard_of, Lookup, Shard, Space};
 use crate::format::Superblock;
@@ -144,8 +144,6 @@ pub struct Keyspace<E: Engine, W> {
     clock: Arc<dyn Clock>,
     now_ms: u64,
     now: Instant,
-    /// The wall clock as [`Keyspace::tick_at`] derives it.
-    wall: WallFromMonotonic,
     /// While on ([`Keyspace::record_moves`]): compaction's moves of
     /// entries, (partition, from, to; `None`: dropped), for watchers.
     moves: Option<Vec<(u32, u64, Option<u64>)>>,
@@ -221,7 +219,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             shards,
             now_ms: clock.unix_ms(),
             now,
-            wall: WallFromMonotonic::new(),
             moves: None,
             clock,
             stopping: false,
@@ -249,15 +246,15 @@ impl<E: Engine, W> Keyspace<E, W> {
     pub fn tick(&mut self) {
         self.now_ms = self.clock.unix_ms();
         self.now = self.clock.now();
-        self.wall = WallFromMonotonic::new();
     }
 
-    /// The time every decision of this turn uses is `now`, a monotonic
-    /// instant the caller read (its loop turn's): the wall clock's
-    /// milliseconds are derived from it ([`WallFromMonotonic`]), so the
-    /// turn reads no clock of its own.
+    /// As [`Keyspace::tick`], with `now` the monotonic instant the caller
+    /// read for its loop turn: only the wall clock is read. (The wall
+    /// clock is read here, not derived from `now`: a connection thread
+    /// computes a command's expiry from the wall clock after its turn
+    /// began, and the poller's time must not lie before that.)
     pub fn tick_at(&mut self, now: Instant) {
-        self.now_ms = self.wall.at(&*self.clock, now);
+        self.now_ms = self.clock.unix_ms();
         self.now = now;
     }
 
