@@ -2909,8 +2909,16 @@ impl<E: Engine> Poller<E> {
         };
         for w in self.watches.values_mut().flatten() {
             if let Some(seen) = w.seen.as_mut() {
-                if let Some(at) = follow(w.pid, seen.offset) {
-                    seen.offset = at;
+                if let Some(at) = follow(w.pid, seen.offset).filter(|&at| at != seen.offset) {
+                    // A tombstone's record rewritten smaller is the same
+                    // state of the key.
+                    let now = (self.ks.candidates(w.pid, &w.hash).into_iter())
+                        .find(|e| e.offset == at)
+                        .filter(|e| (e.tombstone, e.expire_ms) == (seen.tombstone, seen.expire_ms));
+                    *seen = now.unwrap_or(Entry {
+                        offset: at,
+                        ..*seen
+                    });
                 }
             }
             for o in w.others.iter_mut() {
