@@ -881,7 +881,21 @@ impl<E: Engine> Poller<E> {
         }
         let key = req.op.key().unwrap_or_default();
         let hit = self.lookup(&req, req.pid, &req.hash, key);
-        let verify = self.verifies(&req);
+        // What reads the record only to know it is the key's needs no
+        // read when the poller wrote or read it lately for this key
+        // (`keyspace/owners.rs`).
+        let to_know = matches!(
+            req.op,
+            Op::Exists { .. } | Op::Set { .. } | Op::Del { .. } | Op::MoveIn { .. }
+        ) || reads_only_to_know(&req.op);
+        let known = hit.filter(|e| to_know && e.offset != STAGED && self.ks.holds_key(*e, key));
+        if let Some(e) = known {
+            if !self.ks.resolved(req.pid, &req.hash, e.offset) {
+                unreachable!("the entry just found is the tag's");
+            }
+            (self.ks.counters().index_known_owners).fetch_add(1, Relaxed);
+        }
+        let verify = self.verifies(&req) && known.is_none();
         if verify && hit.is_none() {
             // A write of a missing key replaces its own dead entry, if one
             // of the tag's is (the table keeps one entry per key): read.
@@ -1270,6 +1284,9 @@ impl<E: Engine> Poller<E> {
         };
         let resolve = entry.offset != STAGED;
         let own = !resolve || self.ks.resolved(req.pid, &req.hash, entry.offset);
+        if resolve && own {
+            self.ks.note_owner(entry.offset, rec.key);
+        }
         if !own && (rec.is_large() || !answers_from_record(&req.op)) {
             // Moved by compaction, or written, while it was read: what
             // acts on the key must act on its entry as it is now. (What

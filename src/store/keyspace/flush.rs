@@ -70,6 +70,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.forget_heads(&owned);
         // Entries replaced unread are gone with the rest.
         self.unverified.clear();
+        self.owners.clear();
         let space = &self.space;
         for g in 0..space.live.len() {
             let shard = space.shard[g].load(Relaxed);

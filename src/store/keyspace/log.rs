@@ -414,6 +414,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         } else {
             part.insert(hash, new)?
         };
+        self.owners.note(new.offset, key);
         if let Some(names) = self.names.as_mut().filter(|n| n.len() < super::NAMES_MAX) {
             names.insert((pid, new.offset), xxhash_rust::xxh3::xxh3_64(key));
         }

@@ -21,6 +21,7 @@ mod gone;
 mod iterate;
 mod large;
 mod log;
+mod owners;
 mod tag;
 
 use std::collections::HashMap;
@@ -105,6 +106,9 @@ pub struct Counters {
     /// SETs that replaced the entry of their key's tag before its record
     /// said it was the key's (read after the write, off the reply's path).
     pub index_overwrites_unread: AtomicU64,
+    /// Requests whose key's entry was known to be its own (its record
+    /// written or read lately, `owners.rs`): no read to tell whose it is.
+    pub index_known_owners: AtomicU64,
     pub device_writes: AtomicU64,
     pub io_errors: AtomicU64,
     /// Record bytes appended for clients, and moved by compaction.
@@ -183,6 +187,9 @@ pub struct Keyspace<E: Engine, W> {
     /// they are, until a read of the record says whose it was
     /// ([`Keyspace::replaced_verified`]).
     unverified: HashMap<u64, (u32, KeyHash, Entry)>,
+    /// The keys of the records written or read lately, by offset
+    /// ([`Keyspace::holds_key`]).
+    owners: owners::Owners,
 }
 
 /// Entries [`Keyspace::name_writes`] keeps at most.
@@ -231,6 +238,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             pins: vec![0; common.sb.segment_count as usize],
             keep_replaced: None,
             unverified: HashMap::new(),
+            owners: owners::Owners::default(),
         };
         ks.update_key_count();
         ks
@@ -405,6 +413,23 @@ impl<E: Engine, W> Keyspace<E, W> {
             .part(pid)
             .candidate_entries(hash.tag)
             .collect()
+    }
+
+    /// Whether the record of `entry` is known to hold `key`: the poller
+    /// wrote it, or read it for a request of that key, lately (see
+    /// `owners.rs`). The entry is then the key's own without a read.
+    pub fn holds_key(&self, entry: Entry, key: &[u8]) -> bool {
+        self.owners.holds(entry.offset, key)
+    }
+
+    /// The record at `offset`, read, holds `key`.
+    pub fn note_owner(&mut self, offset: u64, key: &[u8]) {
+        self.owners.note(offset, key);
+    }
+
+    /// Records whose key the poller knows ([`Keyspace::holds_key`]).
+    pub fn known_owners(&self) -> usize {
+        self.owners.len()
     }
 
     /// The first entry of the key's tag, live or dead, not at `skip`.
