@@ -24,11 +24,13 @@ Options:
   --clients C       connections (default 4)
   --inflight K      requests in flight per connection (default 8); Q = C*K
   --port P          nvkv port on 127.0.0.1 (default 12700)
+  --serve-args "…"  extra flags for every 'nvkv serve' (e.g. "--io-threads 2")
   --bin PATH        nvkv binary (default target/release/nvkv)
   -h, --help        this text
 TXT
 }
 
+serve_args=
 dir=/tmp/nvkv-bench-writes keys=1000000 duration=20 clients=4 inflight=8 port=12700
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/target/release/nvkv
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
         --inflight) inflight=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
+        --serve-args) serve_args=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 1 ;;
     esac
@@ -61,7 +64,8 @@ trap stop_server EXIT
 
 start_server() { # extra serve flags...
     local log=$dir.serve.log
-    "$bin" serve --path "$dir" --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
+    # shellcheck disable=SC2086 # the extra flags are split as given
+    "$bin" serve --path "$dir" --listen "127.0.0.1:$port" $serve_args "$@" >"$log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 200); do
         grep -q "nvkv listening" "$log" && return 0

@@ -114,6 +114,16 @@ impl Waiter {
     }
 }
 
+/// Why a record's read was not issued ([`Poller::read_record`]).
+pub(super) enum NotRead {
+    /// Every read slot is taken.
+    NoSlot,
+    /// No I/O buffer (SPDK's DMA memory ran out).
+    NoBuffer(std::io::Error),
+    /// The engine took no more.
+    Full,
+}
+
 /// A device read waiting for its completion.
 struct PendingRead {
     req: Request,
@@ -999,23 +1009,8 @@ impl<E: Engine> Poller<E> {
             let bytes = bytes.to_vec();
             return self.finish_fetch(req, entry, Ok(&bytes));
         }
-        let Some(tag) = self.free_tags.pop() else {
-            return self.requeue(req);
-        };
-        let block = self.ks.block();
-        let start = align_down(entry.offset, block);
-        let end = align_up(entry.offset + entry.len as u64, block);
-        let eng = self.ks.engine();
-        let buf = match eng.alloc((end - start) as usize) {
-            Ok(buf) => buf,
-            Err(e) => {
-                self.free_tags.push(tag);
-                return self.no_buffer(req, e);
-            }
-        };
-        match eng.read(start, buf, Tag::Read(tag).encode()) {
-            Ok(()) => {
-                self.ks.count_read(end - start);
+        match self.read_record(entry) {
+            Ok((tag, start)) => {
                 if Self::holds_key(&req) {
                     self.busy.entry(req.hash.tag).or_default();
                     self.key_read_issued = Some(req.hash.tag);
@@ -1028,11 +1023,32 @@ impl<E: Engine> Poller<E> {
                     verify: false,
                 });
             }
-            Err(_buf) => {
-                self.free_tags.push(tag);
-                self.requeue(req);
-            }
+            Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
+            Err(NotRead::NoSlot | NotRead::Full) => self.requeue(req),
         }
+    }
+
+    /// Reads the blocks of `entry`'s record from the device into a free
+    /// read slot (counted in INFO `device_reads`): the slot, and where the
+    /// read starts.
+    fn read_record(&mut self, entry: Entry) -> Result<(u32, u64), NotRead> {
+        let slot = self.free_tags.pop().ok_or(NotRead::NoSlot)?;
+        let block = self.ks.block();
+        let start = align_down(entry.offset, block);
+        let end = align_up(entry.offset + entry.len as u64, block);
+        let eng = self.ks.engine();
+        let issued = match eng.alloc((end - start) as usize) {
+            Ok(buf) => {
+                (eng.read(start, buf, Tag::Read(slot).encode())).map_err(|_buf| NotRead::Full)
+            }
+            Err(e) => Err(NotRead::NoBuffer(e)),
+        };
+        if let Err(why) = issued {
+            self.free_tags.push(slot);
+            return Err(why);
+        }
+        self.ks.count_read(end - start);
+        Ok((slot, start))
     }
 
     /// Whether `req`, a SET over a key whose tag has the live entry
@@ -1071,22 +1087,9 @@ impl<E: Engine> Poller<E> {
     /// kept in place ([`Keyspace::keep_replaced`]); another key's entry
     /// goes back beside the new one ([`Poller::verify_done`]).
     fn set_unread(&mut self, req: Request, entry: Entry) {
-        let Some(slot) = self.free_tags.pop() else {
+        let Ok((slot, start)) = self.read_record(entry) else {
             return self.fetch(req, entry);
         };
-        let block = self.ks.block();
-        let start = align_down(entry.offset, block);
-        let end = align_up(entry.offset + entry.len as u64, block);
-        let eng = self.ks.engine();
-        let issued = match eng.alloc((end - start) as usize) {
-            Ok(buf) => eng.read(start, buf, Tag::Read(slot).encode()).is_ok(),
-            Err(_) => false,
-        };
-        if !issued {
-            self.free_tags.push(slot);
-            return self.fetch(req, entry);
-        }
-        self.ks.count_read(end - start);
         let (pid, hash) = (req.pid, req.hash);
         let key: Box<[u8]> = req.op.key().unwrap_or_default().into();
         self.ks.keep_replaced(pid, &hash);
@@ -1950,24 +1953,8 @@ impl<E: Engine> Poller<E> {
     /// Reads the record of `entry` to know whether it is `req`'s other key
     /// `i`'s ([`Poller::probe_keys`]).
     fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
-        let Some(tag) = self.free_tags.pop() else {
-            return self.requeue(req);
-        };
-        let block = self.ks.block();
-        let start = align_down(entry.offset, block);
-        let end = align_up(entry.offset + entry.len as u64, block);
-        let eng = self.ks.engine();
-        let buf = match eng.alloc((end - start) as usize) {
-            Ok(buf) => buf,
-            Err(e) => {
-                self.free_tags.push(tag);
-                self.no_buffer(req, e);
-                return;
-            }
-        };
-        match eng.read(start, buf, Tag::Read(tag).encode()) {
-            Ok(()) => {
-                self.ks.count_read(end - start);
+        match self.read_record(entry) {
+            Ok((tag, start)) => {
                 self.reads[tag as usize] = Some(PendingRead {
                     req,
                     entry,
@@ -1976,10 +1963,8 @@ impl<E: Engine> Poller<E> {
                     verify: false,
                 });
             }
-            Err(_buf) => {
-                self.free_tags.push(tag);
-                self.requeue(req);
-            }
+            Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
+            Err(NotRead::NoSlot | NotRead::Full) => self.requeue(req),
         }
     }
 

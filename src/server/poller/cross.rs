@@ -595,36 +595,20 @@ impl<E: Engine> Poller<E> {
             let Was::Reading(e) = p.before[i].was else {
                 unreachable!("a key to read")
             };
-            let Some(slot) = self.free_tags.pop() else {
-                break;
-            };
-            let block = self.ks.block();
-            let start = align_down(e.offset, block);
-            let end = align_up(e.offset + e.len as u64, block);
-            let eng = self.ks.engine();
-            let buf = match eng.alloc((end - start) as usize) {
-                Ok(buf) => buf,
-                Err(err) => {
-                    self.free_tags.push(slot);
+            match self.read_record(e) {
+                Ok((slot, start)) => {
+                    self.cross.unread.pop();
+                    self.cross.reads.insert(slot, (xid, i, e, start));
+                    any = true;
+                }
+                Err(NotRead::NoBuffer(err)) => {
                     self.cross.unread.pop();
                     self.ks.counters().io_errors.fetch_add(1, Relaxed);
                     let msg = format!("{}: {err}", crate::server::strings::NO_IO_BUFFER);
                     self.before_read(xid, i, Err(msg));
                     any = true;
-                    continue;
                 }
-            };
-            match eng.read(start, buf, Tag::Read(slot).encode()) {
-                Ok(()) => {
-                    self.ks.count_read(end - start);
-                    self.cross.unread.pop();
-                    self.cross.reads.insert(slot, (xid, i, e, start));
-                    any = true;
-                }
-                Err(_buf) => {
-                    self.free_tags.push(slot);
-                    break;
-                }
+                Err(NotRead::NoSlot | NotRead::Full) => break,
             }
         }
         any
