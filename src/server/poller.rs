@@ -891,24 +891,29 @@ impl<E: Engine> Poller<E> {
         }
         let key = req.op.key().unwrap_or_default();
         let hit = self.lookup(&req, req.pid, &req.hash, key);
-        // What reads the record only to know it is the key's needs no
-        // read when the poller wrote or read it lately for this key
-        // (`keyspace/owners.rs`).
+        // Whose the entry is needs no read when the poller wrote or read
+        // its record lately (`keyspace/owners.rs`): another key's is
+        // passed by; the key's own is known, for what reads the record
+        // only to know that.
+        let owner = hit.and_then(|e| self.owner_of(e, key));
+        if owner == Some(false) {
+            let mut req = req;
+            req.tried.push(hit.expect("an entry").offset);
+            return self.handle_now(req);
+        }
         let to_know = matches!(
             req.op,
             Op::Exists { .. } | Op::Set { .. } | Op::Del { .. } | Op::MoveIn { .. }
         ) || reads_only_to_know(&req.op);
-        let known = hit.filter(|e| to_know && e.offset != STAGED && self.ks.holds_key(*e, key));
-        if let Some(e) = known {
-            if !self.ks.resolved(req.pid, &req.hash, e.offset) {
-                unreachable!("the entry just found is the tag's");
-            }
-            (self.ks.counters().index_known_owners).fetch_add(1, Relaxed);
+        let known = to_know && owner == Some(true);
+        if known {
+            self.known_own(&req, hit.expect("an entry"));
         }
-        let verify = self.verifies(&req) && known.is_none();
+        let verify = self.verifies(&req) && !known;
         if verify && hit.is_none() {
             // A write of a missing key replaces its own dead entry, if one
-            // of the tag's is (the table keeps one entry per key): read.
+            // of the tag's is (the table keeps one entry per key): read,
+            // unless the poller knows whose each is.
             let writes = matches!(
                 req.op,
                 Op::Set { .. }
@@ -919,13 +924,25 @@ impl<E: Engine> Poller<E> {
                     | Op::SetRange { .. }
                     | Op::MoveIn { .. }
             );
+            let mut own_dead = false;
             if writes {
-                if let Some(dead) = self.ks.dead_candidate(req.pid, &req.hash, &req.tried) {
-                    return self.fetch(req, dead);
+                let mut passed = req.tried.clone();
+                while let Some(dead) = self.ks.dead_candidate(req.pid, &req.hash, &passed) {
+                    match self.owner_of(dead, key) {
+                        None => return self.fetch(req, dead),
+                        Some(false) => passed.push(dead.offset),
+                        Some(true) => {
+                            self.known_own(&req, dead);
+                            own_dead = true;
+                            break;
+                        }
+                    }
                 }
             }
-            // No entry of the tag is the key's: a write inserts one.
-            self.ks.expect_new(req.pid, &req.hash);
+            if !own_dead {
+                // No entry of the tag is the key's: a write inserts one.
+                self.ks.expect_new(req.pid, &req.hash);
+            }
         }
         let read = reads_value(&req.op);
         // Short tags: the key's access bits once its record says which
@@ -1026,6 +1043,22 @@ impl<E: Engine> Poller<E> {
             Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
             Err(NotRead::NoSlot | NotRead::Full) => self.requeue(req),
         }
+    }
+
+    /// Whether `entry`, found for `key`, is the key's own, if the poller
+    /// knows its record's key (`keyspace/owners.rs`).
+    fn owner_of(&self, entry: Entry, key: &[u8]) -> Option<bool> {
+        (entry.offset != STAGED).then(|| self.ks.holds_key(entry, key))?
+    }
+
+    /// `entry` is known to be `req`'s key's own, with no read: it is made
+    /// the first of its tag's, as a read makes it ([`Keyspace::resolved`]),
+    /// and counted in INFO `index_known_owners`.
+    fn known_own(&mut self, req: &Request, entry: Entry) {
+        if !self.ks.resolved(req.pid, &req.hash, entry.offset) {
+            unreachable!("an entry of the key's tag");
+        }
+        (self.ks.counters().index_known_owners).fetch_add(1, Relaxed);
     }
 
     /// Reads the blocks of `entry`'s record from the device into a free

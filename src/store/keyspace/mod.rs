@@ -415,10 +415,11 @@ impl<E: Engine, W> Keyspace<E, W> {
             .collect()
     }
 
-    /// Whether the record of `entry` is known to hold `key`: the poller
-    /// wrote it, or read it for a request of that key, lately (see
-    /// `owners.rs`). The entry is then the key's own without a read.
-    pub fn holds_key(&self, entry: Entry, key: &[u8]) -> bool {
+    /// Whether the record of `entry` holds `key` (`Some(false)`: another
+    /// key's), if the poller knows: it wrote the record, or read it for a
+    /// request of its key, lately (see `owners.rs`). The entry is then
+    /// known to be the key's own, or not, without a read.
+    pub fn holds_key(&self, entry: Entry, key: &[u8]) -> Option<bool> {
         self.owners.holds(entry.offset, key)
     }
 

@@ -44,9 +44,10 @@ impl Owners {
         }
     }
 
-    /// Whether the record at `offset` is known to hold `key`.
-    pub(super) fn holds(&self, offset: u64, key: &[u8]) -> bool {
-        self.keys.get(&offset) == Some(&digest(key))
+    /// Whether the record at `offset` holds `key` (`Some(false)`: another
+    /// key), if it is known.
+    pub(super) fn holds(&self, offset: u64, key: &[u8]) -> Option<bool> {
+        self.keys.get(&offset).map(|d| *d == digest(key))
     }
 
     /// Forgets every record (a flush: the offsets are written again).
@@ -68,12 +69,12 @@ mod tests {
     fn a_record_written_again_at_its_offset_is_the_new_key_s() {
         let mut o = Owners::default();
         o.note(4096, b"a");
-        assert!(o.holds(4096, b"a"));
-        assert!(!o.holds(4096, b"b"));
-        assert!(!o.holds(8192, b"a"));
+        assert_eq!(o.holds(4096, b"a"), Some(true));
+        assert_eq!(o.holds(4096, b"b"), Some(false));
+        assert_eq!(o.holds(8192, b"a"), None);
         o.note(4096, b"b");
-        assert!(o.holds(4096, b"b"));
-        assert!(!o.holds(4096, b"a"));
+        assert_eq!(o.holds(4096, b"b"), Some(true));
+        assert_eq!(o.holds(4096, b"a"), Some(false));
         assert_eq!(o.len(), 1);
     }
 
@@ -84,10 +85,10 @@ mod tests {
             o.note(i * 512, &i.to_le_bytes());
         }
         assert_eq!(o.len(), CAPACITY);
-        assert!(!o.holds(0, &0u64.to_le_bytes()));
-        assert!(!o.holds(9 * 512, &9u64.to_le_bytes()));
+        assert_eq!(o.holds(0, &0u64.to_le_bytes()), None);
+        assert_eq!(o.holds(9 * 512, &9u64.to_le_bytes()), None);
         let last = CAPACITY as u64 + 9;
-        assert!(o.holds(last * 512, &last.to_le_bytes()));
-        assert!(o.holds(10 * 512, &10u64.to_le_bytes()));
+        assert_eq!(o.holds(last * 512, &last.to_le_bytes()), Some(true));
+        assert_eq!(o.holds(10 * 512, &10u64.to_le_bytes()), Some(true));
     }
 }
