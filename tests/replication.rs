@@ -1785,6 +1785,12 @@ fn a_gone_key_whose_record_fails_its_check_makes_the_replica_copy_again() {
         plog.contains("could not be read") && plog.contains("the replicas sync again in full"),
         "{plog}"
     );
+    // Its link may still read "connected" before it sees the stream end:
+    // the second copy's log line says it synced again.
+    wait_for("the replica's second full copy", || {
+        let rlog = replica.log.lock().unwrap();
+        rlog.matches("full copy applied").count() >= 2
+    });
     wait_for("the replica online", || link_state(&mut r) == "connected");
     let rlog = replica.log.lock().unwrap().clone();
     assert_eq!(rlog.matches("full copy applied").count(), 2, "{rlog}");
