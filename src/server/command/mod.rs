@@ -482,23 +482,13 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    // RENAME and COPY of keys of two pollers run, all from one poller to
-    // one other: the source's part sends their values to the
-    // destination's, which waits for them (`Cross::carry`). MSETNX and
-    // RENAMENX, whose parts would each need the others' verdict in the
-    // middle of their commands, do not, nor do moves both ways (each part
-    // would wait for the other), nor moves with a command of the whole
-    // key space.
-    let movable = |n: &[u8]| n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"COPY");
-    let mut ways = Vec::new();
-    let mut refused = false;
-    for args in cmds.iter().filter(|a| one_request(a) && spans(a)) {
-        refused |= !movable(args[0]) || whole;
-        let keys = keys_of(args);
-        ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
-    }
-    refused |= ways.windows(2).any(|w| w[0] != w[1]);
-    if refused {
+    // MSETNX, RENAME, RENAMENX and COPY of keys of several pollers run,
+    // their parts sending each other what their commands need (a value,
+    // a verdict) as they run (`poller/cross.rs`); with a command of the
+    // whole key space (which holds every other request on each poller
+    // while its part runs) they would wait for each other: refused.
+    let talks = cmds.iter().any(|a| one_request(a) && spans(a));
+    if talks && whole {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -559,14 +549,23 @@ fn exec(c: &mut Conn, router: &mut Router) {
         watched,
         single: false,
         whole,
+        talks,
     };
-    let carry = reqs.iter().find_map(|(p, r)| match &r.op {
-        Op::Move { to, .. } => {
-            let into = router.shared.poller_of(to.pid);
-            (into != *p).then_some((*p, into))
-        }
-        _ => None,
-    });
+    // Moves across pollers all one way: the source's part commits last
+    // (`Cross::carry`).
+    let ways: Vec<(usize, usize)> = (reqs.iter())
+        .filter_map(|(p, r)| match &r.op {
+            Op::Move { to, .. } => {
+                let into = router.shared.poller_of(to.pid);
+                (into != *p).then_some((*p, into))
+            }
+            _ => None,
+        })
+        .collect();
+    let carry = match ways.windows(2).all(|w| w[0] == w[1]) {
+        true => ways.first().copied(),
+        false => None,
+    };
     let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, carry);
     if !deferred.is_empty() {
         c.deferred = Some(Deferred {
@@ -727,6 +726,9 @@ struct Parts {
     single: bool,
     /// It holds a command of the whole key space.
     whole: bool,
+    /// An EXEC whose parts send each other what their commands need
+    /// (MSETNX, a move across pollers): it passes the gate alone.
+    talks: bool,
 }
 
 /// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY,
@@ -761,6 +763,7 @@ pub(super) fn across_pollers(
         watched: false,
         single: true,
         whole: false,
+        talks: false,
     };
     send_parts(c, router, inner, 1, pollers, reqs, how, carry);
     true
@@ -892,6 +895,7 @@ fn send_parts(
         watched,
         single,
         whole,
+        talks,
     } = how;
     for (p, _) in &reqs {
         if !pollers.contains(p) {
@@ -913,7 +917,7 @@ fn send_parts(
             pollers: pollers.clone(),
             single,
             group: false,
-            gated: whole || router.shared.repl.feeding(),
+            gated: whole || talks || router.shared.repl.feeding(),
             carry: carry.map(|(from, to)| {
                 let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;
                 (at(from), at(to))

@@ -69,7 +69,7 @@
 
 use super::*;
 use crate::server::gate::{Holder, HolderKind, Mode};
-use crate::server::msg::{CensusStep, Cross, CrossStep};
+use crate::server::msg::{CensusStep, Cross, CrossStep, Mail};
 
 /// An EXEC across pollers: its connection and its reply's id.
 pub(super) type CrossId = (ConnRef, u64);
@@ -214,9 +214,13 @@ pub(super) struct Crossing {
     preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
-    /// Destination parts of an EXEC's moves across pollers: the values
-    /// come so far (the source's part sends one per move, in order).
+    /// Destination parts of a move across pollers run alone: the values
+    /// come so far.
     carried: HashMap<CrossId, usize>,
+    /// What other parts of EXECs sent this poller's parts (`Op::Mail`),
+    /// by EXEC and command, kept until the command asks for it; gone
+    /// when the part ends.
+    mail: HashMap<CrossId, HashMap<u64, VecDeque<Mail>>>,
     /// Reads of keys' values for an undo, by read slot (the part, its
     /// key's place in `before`, the entry, where the read starts), and
     /// those waiting for a slot.
@@ -393,9 +397,10 @@ impl<E: Engine> Poller<E> {
             self.cross.parts.insert(xid, CrossPart::Held(req));
             return self.cross_send(pollers[at + 1], xid, CrossStep::Claim);
         }
-        // A move's destination part runs once the source's has sent it
-        // the value (`cross_carried`).
-        let waits = x.carry.map(|(_, to)| to as usize);
+        // A move's destination part run alone runs once the source's has
+        // sent it the value (`cross_carried`); an EXEC's parts all run,
+        // their commands waiting for what the others send them.
+        let waits = x.carry.filter(|_| x.single).map(|(_, to)| to as usize);
         for (i, &p) in pollers[..at].iter().enumerate() {
             if Some(i) != waits {
                 self.cross_send(p, xid, CrossStep::Go);
@@ -469,6 +474,157 @@ impl<E: Engine> Poller<E> {
             return;
         }
         self.cross_run(part);
+    }
+
+    /// What part `r` of an EXEC across pollers (a request of this
+    /// poller's part) owes other parts, sent as it runs: a move's source
+    /// its value, RENAMENX's destination its verdict, each part of an
+    /// MSETNX its own; with the pollers it goes to, and what goes when
+    /// the command is answered without it (no value, a refusal).
+    pub(super) fn owes(&self, r: &Request) -> Option<(u64, Vec<usize>, Mail)> {
+        match &r.op {
+            Op::Move { to, .. } => {
+                let into = self.shared.poller_of(to.pid);
+                (into != self.id).then(|| (r.id, vec![into], Mail::Value(None)))
+            }
+            Op::MoveIn {
+                kind: MoveKind::RenameNx,
+                source,
+                ..
+            } => Some((r.id, vec![*source], Mail::Verdict(false))),
+            Op::MsetNx { others, .. } if !others.is_empty() => {
+                Some((r.id, others.clone(), Mail::Verdict(false)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The running transaction's command `id` sends the other parts what
+    /// it owes them (`mail`; `None`: what goes when it was answered
+    /// without it), if it owes them still.
+    pub(super) fn settle(&mut self, id: u64, mail: Option<Mail>) {
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        let Some(at) = t.owed.iter().position(|o| o.0 == id) else {
+            return;
+        };
+        let (sub, pollers, default) = t.owed.swap_remove(at);
+        let xid = (t.exec.from, t.exec.id);
+        let mail = mail.unwrap_or(default);
+        for p in pollers {
+            let op = Op::Mail {
+                sub,
+                mail: mail.clone(),
+            };
+            self.cross_send_request(p, step_request(xid, op));
+        }
+    }
+
+    /// The running transaction's command `id` owes nothing any more (a
+    /// RENAMENX's destination given no value: its source waits for no
+    /// verdict).
+    pub(super) fn forgive(&mut self, id: u64) {
+        if let Some(t) = self.txn.as_mut() {
+            t.owed.retain(|o| o.0 != id);
+        }
+    }
+
+    /// Whether `sub`, about to run in the running transaction, is a
+    /// move's destination in an EXEC across pollers whose value has not
+    /// come yet into it: it waits for it before it looks its key up.
+    pub(super) fn awaits_value(&self, sub: &Request) -> bool {
+        let Some(t) = self.txn.as_ref() else {
+            return false;
+        };
+        matches!(sub.op, Op::MoveIn { .. })
+            && is_cross(&t.exec)
+            && single_of(&t.exec).is_none()
+            && !t.delivered.contains(&sub.id)
+    }
+
+    /// Command `req` of the running transaction waits for what other
+    /// parts send it (`own`: a RENAMENX's source's entry); it goes on at
+    /// once if that came already.
+    pub(super) fn await_mail(&mut self, req: Request, own: Option<Option<u64>>) {
+        let t = self.txn.as_mut().expect("a transaction runs");
+        debug_assert!(t.awaits.is_none(), "one command waits at a time");
+        t.awaits = Some((req, own));
+        self.resume_awaiting();
+    }
+
+    /// A message from another part of an EXEC across pollers: kept for
+    /// its command, which goes on if it waits for it.
+    pub(super) fn cross_mail(&mut self, req: Request) {
+        let Op::Mail { sub, mail } = req.op else {
+            unreachable!()
+        };
+        let xid = (req.from, req.id);
+        let mailbox = self.cross.mail.entry(xid).or_default();
+        mailbox.entry(sub).or_default().push_back(mail);
+        self.resume_awaiting();
+        self.ks.clear_new();
+    }
+
+    /// The running transaction's command waiting for other parts goes on
+    /// once everything it waits for has come: a move's destination runs
+    /// with the value; RENAMENX's source deletes itself if the
+    /// destination was written; MSETNX's part writes its keys if no part
+    /// found one of its keys there (else answers `:0`).
+    fn resume_awaiting(&mut self) {
+        let Some(t) = self.txn.as_ref() else {
+            return;
+        };
+        let Some((req, _)) = &t.awaits else {
+            return;
+        };
+        let xid = (t.exec.from, t.exec.id);
+        let sub = req.id;
+        let need = match &req.op {
+            Op::MsetNx { others, .. } => others.len(),
+            _ => 1,
+        };
+        let Some(mailbox) = self.cross.mail.get_mut(&xid) else {
+            return;
+        };
+        if mailbox.get(&sub).map_or(0, VecDeque::len) < need {
+            return;
+        }
+        let mails = mailbox.remove(&sub).unwrap_or_default();
+        if mailbox.is_empty() {
+            self.cross.mail.remove(&xid);
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let (mut req, own) = t.awaits.take().expect("a command waits");
+        let yes = |m: &Mail| matches!(m, Mail::Verdict(true));
+        match &mut req.op {
+            Op::MoveIn { value, .. } => {
+                if let Some(Mail::Value(v)) = mails.into_iter().next() {
+                    *value = v;
+                }
+                t.delivered.push(sub);
+                self.handle_now(req);
+            }
+            Op::Move { key, .. } => {
+                let key = key.clone();
+                let at = own.map(|o| o.and_then(|at| self.ks.unfollow(req.pid, at)));
+                let ok = simple(crate::server::strings::OK);
+                if !mails.front().is_some_and(yes) {
+                    // Not written there: the source stays.
+                    return self.reply(&req, ok);
+                }
+                if let Some(at) = at {
+                    self.ks.act_on(req.pid, &req.hash, at);
+                }
+                let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+                self.acknowledge_now(req, written, ok);
+            }
+            Op::MsetNx { .. } => match mails.iter().all(yes) {
+                true => self.msetnx_write(req),
+                false => self.reply(&req, Reply::Int(0)),
+            },
+            op => unreachable!("no command waits for mail: {op:?}"),
+        }
     }
 
     /// Every part holds its keys: this one runs, as a transaction (once
@@ -735,6 +891,7 @@ impl<E: Engine> Poller<E> {
             undo_room,
             ..
         } = p;
+        self.cross.mail.remove(&(t.exec.from, t.exec.id));
         self.drop_before(before, undo_room);
         for head in heads.into_values() {
             self.ks.release_pieces(&head);
@@ -902,6 +1059,7 @@ impl<E: Engine> Poller<E> {
             ..
         } = ran;
         self.decided((exec.from, exec.id));
+        self.cross.mail.remove(&(exec.from, exec.id));
         self.drop_before(before, undo_room);
         if let Some(reply) = reply {
             // The stream first: a WAIT after EXEC's reply finds it there.
@@ -988,6 +1146,7 @@ impl<E: Engine> Poller<E> {
             reply,
             ..
         } = ran;
+        self.cross.mail.remove(&(exec.from, exec.id));
         self.drop_before(before, undo_room);
         match reply {
             Some(e @ Reply::Error(_)) => self.reply(&exec, e),
@@ -1051,6 +1210,7 @@ impl<E: Engine> Poller<E> {
                     reply,
                 }),
             ) => {
+                self.cross.mail.remove(&xid);
                 self.reply(&exec, reply);
                 for tag in claimed {
                     self.release(tag);
