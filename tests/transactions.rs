@@ -771,6 +771,65 @@ fn msetnx_renamenx_and_moves_both_ways_inside_exec_match_redis() {
     srv.stop();
 }
 
+/// With three pollers, MSETNX over all three, RENAMENX between two, and
+/// moves spanning every pair of them (a ring of RENAMEs, COPYs each
+/// way) inside one EXEC run as Redis runs them, byte for byte.
+#[test]
+fn moves_and_msetnx_over_three_pollers_inside_exec_match_redis() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "3"]);
+    let apart = |i: usize, j: usize| {
+        let (a, b) = (format!("{{t{i}}}probe"), format!("{{t{j}}}probe"));
+        common::apart(srv.addr, a.as_bytes(), b.as_bytes())
+    };
+    let second = (1..64)
+        .find(|&i| apart(0, i))
+        .expect("a tag on a second poller");
+    let third = (1..64)
+        .find(|&j| apart(0, j) && apart(second, j))
+        .expect("a tag on a third poller");
+    let [x, y, z] = [0, second, third].map(|t| format!("{{t{t}}}k"));
+    let [u, v, w] = [0, second, third].map(|t| format!("{{t{t}}}m"));
+    let (x, y, z, u, v, w) = (&*x, &*y, &*z, &*u, &*v, &*w);
+    let mut both = pair(&srv, &redis);
+    let txns: &[&[&[&str]]] = &[
+        &[
+            &["MSETNX", x, "1", y, "2", z, "3"],
+            &["MGET", x, y, z],
+            &["MSETNX", u, "4", v, "5", z, "6"],
+            &["MGET", u, v, w],
+        ],
+        // A ring: each key to the next poller's.
+        &[
+            &["RENAME", x, v],
+            &["RENAME", y, w],
+            &["RENAME", z, u],
+            &["MGET", x, y, z, u, v, w],
+        ],
+        &[
+            &["RENAMENX", u, y],
+            &["RENAMENX", v, y],
+            &["COPY", w, x],
+            &["COPY", y, z, "REPLACE"],
+            &["COPY", x, u],
+            &["MSETNX", x, "7", v, "7", w, "7"],
+            &["MGET", x, y, z, u, v, w],
+        ],
+    ];
+    for txn in txns {
+        both.check_str(&["MULTI"]);
+        for cmd in *txn {
+            both.check_str(cmd);
+        }
+        both.check_str(&["EXEC"]);
+        both.check_str(&["MGET", x, y, z, u, v, w]);
+    }
+    srv.stop();
+}
+
 /// Two clients running, concurrently and a few hundred times each,
 /// transactions whose RENAMEs, RENAMENXs, COPYs and MSETNXs cross the two
 /// pollers both ways over keys they share: every EXEC completes (none
@@ -796,13 +855,12 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
             .unwrap();
     }
     const ROUNDS: usize = 300;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut clients = Vec::new();
     for client in 0..2usize {
         let mut con = srv.client();
-        let done = done_tx.clone();
         let slots = slots.clone();
         let (a, b) = (a.clone(), b.clone());
-        std::thread::spawn(move || {
+        clients.push(std::thread::spawn(move || {
             // Client 0 swaps s0 and s1, client 1 s1 and s2: s1 is both's.
             let (first, second) = (&slots[client], &slots[client + 1]);
             // On the poller other than `first`'s.
@@ -851,14 +909,15 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
                     "client {client}, round {round}: {replies:?}"
                 );
             }
-            done.send(client).unwrap();
-        });
+        }));
     }
-    for _ in 0..2 {
-        let client = done_rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("both clients finish (no EXEC hangs)");
-        let _ = client;
+    let start = Instant::now();
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "an EXEC hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in clients {
+        c.join().expect("a client's EXECs answer as a serial run's");
     }
     let values: Vec<Option<String>> = redis::cmd("MGET").arg(&slots).query(&mut con).unwrap();
     let mut values: Vec<String> = values
