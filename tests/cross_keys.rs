@@ -3,8 +3,8 @@
 //! them, answered as Redis answers it (compared byte for byte with a real
 //! redis-server, errors and edge cases included), with no client seeing
 //! half of one, large values moved whole, and after a kill -9 either the
-//! whole acknowledged command or nothing. RENAME and COPY across them run
-//! inside MULTI … EXEC too.
+//! whole acknowledged command or nothing. Each runs inside MULTI … EXEC
+//! too (tests/transactions.rs).
 
 mod common;
 

@@ -5,10 +5,10 @@
 //! EXEC: nothing of a refused transaction is applied, no client sees part
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
 //! the same hash tag (`{…}`) share a poller; with several pollers a
-//! transaction across them is atomic and isolated too, a RENAME or COPY
-//! across them inside it runs as Redis's, and MSETNX or RENAMENX across
-//! them inside it is refused with Redis Cluster's CROSSSLOT (alone, each
-//! runs across them: tests/cross_keys.rs). redis-py's default pipeline
+//! transaction across them is atomic and isolated too, and MSETNX,
+//! RENAME, RENAMENX and COPY across them inside it run as Redis's, moves
+//! both ways and over three pollers included (alone, each runs across
+//! them: tests/cross_keys.rs). redis-py's default pipeline
 //! (MULTI … EXEC) works. SCAN, KEYS, RANDOMKEY, DBSIZE, FLUSHDB, FLUSHALL
 //! and BGSAVE inside a transaction run at EXEC as Redis's, seeing its own
 //! writes, and no client sees part of such a transaction, on one poller
@@ -525,8 +525,8 @@ fn commands_of_one_request_across_pollers_run_inside_exec() {
 /// carried over, writes and reads of both keys before and after the
 /// move), and a change to a WATCHed key applies none of it: compared
 /// byte for byte with redis-server; several moves too, all from one
-/// poller to the other. MSETNX and RENAMENX across them, or moves both
-/// ways in one transaction, still answer CROSSSLOT with nothing applied.
+/// poller to the other (both ways:
+/// `msetnx_renamenx_and_moves_both_ways_inside_exec_match_redis`).
 #[test]
 fn moves_across_pollers_inside_exec_match_redis() {
     let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
@@ -1753,8 +1753,8 @@ fn a_version_2_store_is_converted_when_opened() {
     assert_eq!(version(), 4);
 }
 
-/// Two hash tags whose keys lie on the two pollers of a server with two:
-/// a RENAMENX from one to the other in a transaction answers CROSSSLOT.
+/// Two hash tags whose keys lie on the two pollers of a server with two
+/// (`common::apart`).
 fn tags_on_two_pollers(c: &mut Conn) -> (String, String) {
     let addr = c.s.peer_addr().expect("an address");
     for i in 1..64 {

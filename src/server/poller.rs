@@ -3529,7 +3529,9 @@ impl<E: Engine> Poller<E> {
     /// goes to the destination's part, a rename deletes the source, and a
     /// source missing refuses the move (RENAME's error, COPY's `:0`): the
     /// whole of a move run alone; inside an EXEC, that reply is the
-    /// command's (the destination's half, given no value, writes nothing).
+    /// command's (the destination's half, given no value, writes
+    /// nothing), and a RENAMENX deletes its source only once the
+    /// destination's verdict comes (`Poller::resume_awaiting`).
     fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()

@@ -454,10 +454,13 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// part has run, in order (see [`verdict`]): none of them runs when EXEC
 /// answers nil or an error, as in Redis, and the connection parses
 /// nothing more until then. Keys on several pollers make one transaction
-/// across them (see [`send_parts`]), RENAME and COPY among them too, all
-/// from one poller to one other (the destination's part waits for the
-/// values from the source's: `Cross::carry`); MSETNX, RENAMENX or moves
-/// both ways of keys of several pollers get Redis Cluster's CROSSSLOT.
+/// across them (see [`send_parts`]), MSETNX, RENAME, RENAMENX and COPY
+/// of keys of several pollers among them too, in any directions: their
+/// parts send each other a move's value and their verdicts as they run
+/// (`poller/cross.rs`), and such a transaction passes the gate alone.
+/// With a command of the whole key space in the same transaction they
+/// get Redis Cluster's CROSSSLOT (not built: each part of that command
+/// holds every other request on its poller while it runs).
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));

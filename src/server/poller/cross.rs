@@ -42,16 +42,40 @@
 //! (their keys are held until the outcome). Pollers send the steps to
 //! each other's rings directly.
 //!
-//! A part of a command of one request per poller (MSETNX, a move) may
-//! refuse the whole by what it finds (`Txn::veto`: a key there, a source
-//! missing), as a part refused for room, with the command's reply. A
-//! move's destination part runs only once the source's part has read the
-//! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
-//! never waits for the destination's. So does an EXEC's with RENAMEs and
-//! COPYs across pollers, all from one to one other, with all its
-//! commands, once a value has come for each (the source's part runs all
-//! of its own, sending them in order); there a missing source is the
-//! command's reply, not a veto.
+//! A part of a command of one request per poller (MSETNX, a move) run
+//! alone may refuse the whole by what it finds (`Txn::veto`: a key there,
+//! a source missing), as a part refused for room, with the command's
+//! reply. A move's destination part runs only once the source's part has
+//! read the value and sent it (`Cross::carry`, `Op::Carry`): the source's
+//! part never waits for the destination's.
+//!
+//! Inside an EXEC, MSETNX, RENAME, RENAMENX and COPY across pollers (any
+//! number, any ways, over any pollers) answer each command, not the
+//! EXEC: every part runs once all hold their keys (`Go` to all), and a
+//! command that needs something of another part waits for it inside the
+//! running transaction (`Txn::awaits`), as a command waits for a device
+//! read: a message between the parts (`Op::Mail`, by the EXEC and the
+//! command's request id, which a move's two halves and MSETNX's parts
+//! share; `cross_mail`), kept until asked for (`Crossing::mail`). A
+//! move's source sends its value (`Mail::Value`; `None` when missing: the
+//! command's reply is its `ERR no such key`, or COPY's `:0`, and the
+//! destination writes nothing); the destination waits for it before it
+//! looks its key up. RENAMENX's source then waits for the destination's
+//! verdict (`Mail::Verdict`: the key was free and is written) and only
+//! then deletes itself; RENAME's deletes itself at once, COPY's stays.
+//! Each part of an MSETNX (its request names the others' pollers) sends
+//! the others whether none of its keys is there, waits for theirs, and
+//! writes all of its keys or none (`:0`). What a part owes the others for
+//! a command (`Txn::owed`) goes as the command runs, before the part
+//! waits there; a command answered without it (an error, a failed read)
+//! sends the default (no value, a refusal). Every part runs the EXEC's
+//! commands in its order, so no part waits for a later command of
+//! another: the parts of one EXEC never wait for each other in a circle.
+//! Two such EXECs could, through the one transaction each poller runs at
+//! a time: they pass the gate alone (`Cross::gated`). A command of the
+//! whole key space in the same EXEC (which holds every other request on
+//! each poller while its part runs) is not built with them: EXEC answers
+//! CROSSSLOT (`command::exec`).
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -308,8 +332,8 @@ pub(super) fn single_of(req: &Request) -> Option<&Cross> {
 }
 
 /// The poller of the destination's part, when `t` is the source's part
-/// of a move across pollers (alone, or inside an EXEC) that has not sent
-/// the value yet.
+/// of a move across pollers run alone (not inside an EXEC: there the
+/// value goes as `Op::Mail`) that has not sent the value yet.
 pub(super) fn carries_to(t: &Txn) -> Option<usize> {
     let Op::Exec { cross: Some(x), .. } = &t.exec.op else {
         return None;
@@ -446,9 +470,8 @@ impl<E: Engine> Poller<E> {
         self.cross_flush();
     }
 
-    /// The destination's part of a move across pollers, holding its key,
-    /// gets the source's value: once it has one for each of its moves
-    /// (an EXEC's, in their order), it runs, writing them.
+    /// The destination's part of a move across pollers run alone,
+    /// holding its key, gets the source's value: it runs, writing it.
     pub(super) fn cross_carried(&mut self, req: Request) {
         let Op::Carry(value) = req.op else {
             unreachable!()
