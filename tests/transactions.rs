@@ -781,18 +781,9 @@ fn moves_and_msetnx_over_three_pollers_inside_exec_match_redis() {
     };
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--io-threads", "3"]);
-    let apart = |i: usize, j: usize| {
-        let (a, b) = (format!("{{t{i}}}probe"), format!("{{t{j}}}probe"));
-        common::apart(srv.addr, a.as_bytes(), b.as_bytes())
-    };
-    let second = (1..64)
-        .find(|&i| apart(0, i))
-        .expect("a tag on a second poller");
-    let third = (1..64)
-        .find(|&j| apart(0, j) && apart(second, j))
-        .expect("a tag on a third poller");
-    let [x, y, z] = [0, second, third].map(|t| format!("{{t{t}}}k"));
-    let [u, v, w] = [0, second, third].map(|t| format!("{{t{t}}}m"));
+    let [p, q, r] = tags_on_three_pollers(&srv);
+    let [x, y, z] = [&p, &q, &r].map(|t| format!("{{{t}}}k"));
+    let [u, v, w] = [&p, &q, &r].map(|t| format!("{{{t}}}m"));
     let (x, y, z, u, v, w) = (&*x, &*y, &*z, &*u, &*v, &*w);
     let mut both = pair(&srv, &redis);
     let txns: &[&[&[&str]]] = &[
@@ -830,12 +821,14 @@ fn moves_and_msetnx_over_three_pollers_inside_exec_match_redis() {
     srv.stop();
 }
 
-/// Two clients running, concurrently and a few hundred times each,
+/// Three clients running, concurrently and a few hundred times each,
 /// transactions whose RENAMEs, RENAMENXs, COPYs and MSETNXs cross the two
-/// pollers both ways over keys they share: every EXEC completes (none
-/// waits for ever on the other) with the replies of a serial run, and
-/// the keys end as some serial order leaves them: the values swapped
-/// about are all there, once each, and every MSETNX's keys are set.
+/// pollers both ways, two of them over keys of their own (their
+/// transactions run at once) and the third over keys of both: every
+/// EXEC completes (none waits for ever on another) with the replies of a
+/// serial run, and the keys end as some serial order leaves them: the
+/// values swapped about are all there, once each, and every MSETNX's
+/// keys are set.
 #[test]
 fn concurrent_execs_moving_keys_both_ways_all_complete() {
     let dir = tempfile::tempdir().unwrap();
@@ -855,17 +848,23 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
             .unwrap();
     }
     const ROUNDS: usize = 300;
+    // Client 0 swaps s0 and s1, client 1 s2 and s3, client 2 s1 and s2.
+    const FIRST: [usize; 3] = [0, 2, 1];
+    // The tags of the poller of a client's first slot, and of the other.
+    let tags = |client: usize| match FIRST[client] % 2 {
+        0 => (a.clone(), b.clone()),
+        _ => (b.clone(), a.clone()),
+    };
     let mut clients = Vec::new();
-    for client in 0..2usize {
+    for client in 0..FIRST.len() {
         let mut con = srv.client();
-        let slots = slots.clone();
-        let (a, b) = (a.clone(), b.clone());
+        let (first, second) = (
+            slots[FIRST[client]].clone(),
+            slots[FIRST[client] + 1].clone(),
+        );
+        let (mine, other) = tags(client);
         clients.push(std::thread::spawn(move || {
-            // Client 0 swaps s0 and s1, client 1 s1 and s2: s1 is both's.
-            let (first, second) = (&slots[client], &slots[client + 1]);
-            // On the poller other than `first`'s.
-            let other = if client == 0 { &b } else { &a };
-            let mine = if client == 0 { &a } else { &b };
+            let (first, second) = (&first, &second);
             let tmp = format!("{{{other}}}tmp{client}");
             let copy = format!("{{{other}}}copy{client}");
             for round in 0..ROUNDS {
@@ -926,8 +925,8 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
         .collect();
     values.sort();
     assert_eq!(values, ["v0", "v1", "v2", "v3"]);
-    for client in 0..2 {
-        let (mine, other) = if client == 0 { (&a, &b) } else { (&b, &a) };
+    for client in 0..FIRST.len() {
+        let (mine, other) = tags(client);
         for round in 0..ROUNDS {
             let keys = [
                 format!("{{{mine}}}m{client}:{round}"),
@@ -935,6 +934,113 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
             ];
             let n: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
             assert_eq!(n, 2, "client {client}, round {round}");
+        }
+    }
+    srv.stop();
+}
+
+/// Three tags whose keys lie on three different pollers (of a server
+/// with at least three).
+fn tags_on_three_pollers(srv: &Server) -> [String; 3] {
+    let apart = |i: usize, j: usize| {
+        let (a, b) = (format!("{{t{i}}}probe"), format!("{{t{j}}}probe"));
+        common::apart(srv.addr, a.as_bytes(), b.as_bytes())
+    };
+    let second = (1..64)
+        .find(|&i| apart(0, i))
+        .expect("a tag on a second poller");
+    let third = (1..64)
+        .find(|&j| apart(0, j) && apart(second, j))
+        .expect("a tag on a third poller");
+    [0, second, third].map(|t| format!("t{t}"))
+}
+
+/// With three pollers, clients whose transactions span different sets of
+/// them (pairs and all three), each moving its keys round its pollers
+/// (a ring of RENAMEs, RENAMENX there and back, COPY) and MSETNX over
+/// them, concurrently and a few hundred times each: every EXEC completes
+/// with the replies of a serial run (no two wait for each other through
+/// the one transaction a poller runs at a time), and each client's
+/// values are all there, once each.
+#[test]
+fn concurrent_execs_over_three_pollers_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "3", "--tcp-threads", "3"]);
+    let tags = tags_on_three_pollers(&srv);
+    // Each client's pollers (places in `tags`), in the order its values
+    // go round.
+    let spans: [&[usize]; 4] = [&[0, 1], &[1, 2], &[2, 0, 1], &[0, 2]];
+    const ROUNDS: usize = 200;
+    let slots = |client: usize| -> Vec<String> {
+        (spans[client].iter())
+            .map(|&p| format!("{{{}}}c{client}s", tags[p]))
+            .collect()
+    };
+    let mut con = srv.client();
+    for client in 0..spans.len() {
+        for (i, s) in slots(client).iter().enumerate() {
+            let _: () = redis::cmd("SET").arg(s).arg(i).query(&mut con).unwrap();
+        }
+    }
+    let mut clients = Vec::new();
+    for client in 0..spans.len() {
+        let mut con = srv.client();
+        let slots = slots(client);
+        let span: Vec<String> = spans[client].iter().map(|&p| tags[p].clone()).collect();
+        clients.push(std::thread::spawn(move || {
+            let k = slots.len();
+            let tmp = format!("{{{}}}c{client}tmp", span[1]);
+            let nx = format!("{{{}}}c{client}nx", span[k - 1]);
+            let copy = format!("{{{}}}c{client}copy", span[0]);
+            for round in 0..ROUNDS {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                // Round the ring: each slot takes the next one's value.
+                pipe.cmd("RENAME").arg(&slots[0]).arg(&tmp);
+                for i in 0..k - 1 {
+                    pipe.cmd("RENAME").arg(&slots[i + 1]).arg(&slots[i]);
+                }
+                pipe.cmd("RENAME").arg(&tmp).arg(&slots[k - 1]);
+                pipe.cmd("RENAMENX").arg(&slots[0]).arg(&nx);
+                pipe.cmd("RENAMENX").arg(&nx).arg(&slots[0]);
+                pipe.cmd("MSETNX");
+                for t in &span {
+                    pipe.arg(format!("{{{t}}}c{client}m{round}")).arg(round);
+                }
+                pipe.cmd("COPY")
+                    .arg(&slots[k - 1])
+                    .arg(&copy)
+                    .arg("REPLACE");
+                let replies: Vec<redis::Value> = pipe.query(&mut con).expect("EXEC answers");
+                let mut expected = vec![redis::Value::Okay; k + 1];
+                expected.extend([redis::Value::Int(1), redis::Value::Int(1)]);
+                expected.extend([redis::Value::Int(1), redis::Value::Int(1)]);
+                assert_eq!(replies, expected, "client {client}, round {round}");
+            }
+        }));
+    }
+    let start = Instant::now();
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "an EXEC hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in clients {
+        c.join().expect("a client's EXECs answer as a serial run's");
+    }
+    for client in 0..spans.len() {
+        let values: Vec<String> = redis::cmd("MGET")
+            .arg(slots(client))
+            .query(&mut con)
+            .unwrap();
+        let mut values: Vec<usize> = values.iter().map(|v| v.parse().unwrap()).collect();
+        values.sort_unstable();
+        assert_eq!(values, (0..spans[client].len()).collect::<Vec<_>>());
+        for round in 0..ROUNDS {
+            let keys: Vec<String> = (spans[client].iter())
+                .map(|&p| format!("{{{}}}c{client}m{round}", tags[p]))
+                .collect();
+            let n: usize = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
+            assert_eq!(n, keys.len(), "client {client}, round {round}");
         }
     }
     srv.stop();
