@@ -983,10 +983,10 @@ fn concurrent_execs_over_three_pollers_all_complete() {
         }
     }
     let mut clients = Vec::new();
-    for client in 0..spans.len() {
+    for (client, span) in spans.iter().enumerate() {
         let mut con = srv.client();
         let slots = slots(client);
-        let span: Vec<String> = spans[client].iter().map(|&p| tags[p].clone()).collect();
+        let span: Vec<String> = span.iter().map(|&p| tags[p].clone()).collect();
         clients.push(std::thread::spawn(move || {
             let k = slots.len();
             let tmp = format!("{{{}}}c{client}tmp", span[1]);
@@ -1027,16 +1027,16 @@ fn concurrent_execs_over_three_pollers_all_complete() {
     for c in clients {
         c.join().expect("a client's EXECs answer as a serial run's");
     }
-    for client in 0..spans.len() {
+    for (client, span) in spans.iter().enumerate() {
         let values: Vec<String> = redis::cmd("MGET")
             .arg(slots(client))
             .query(&mut con)
             .unwrap();
         let mut values: Vec<usize> = values.iter().map(|v| v.parse().unwrap()).collect();
         values.sort_unstable();
-        assert_eq!(values, (0..spans[client].len()).collect::<Vec<_>>());
+        assert_eq!(values, (0..span.len()).collect::<Vec<_>>());
         for round in 0..ROUNDS {
-            let keys: Vec<String> = (spans[client].iter())
+            let keys: Vec<String> = (span.iter())
                 .map(|&p| format!("{{{}}}c{client}m{round}", tags[p]))
                 .collect();
             let n: usize = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
