@@ -301,6 +301,106 @@ fn large_values_move_across_pollers() {
     srv.stop();
 }
 
+/// Values larger than a segment (20 MiB, and 3 MiB) move between
+/// pollers both ways inside one MULTI … EXEC, whole, with their TTLs:
+/// RENAMEs crossing, RENAMENX, COPY, MSETNX of large values; the
+/// commands after them in the EXEC read them, and they read back the
+/// same after a restart.
+#[test]
+fn large_values_move_both_ways_inside_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let [x, y, x2, y2, x3, ma, mb] = [&a, &b, &b, &a, &b, &a, &b].map(|t| format!("{t}"));
+    let [x, y, x2, y2, x3, ma, mb] = [
+        format!("{x}x"),
+        format!("{y}y"),
+        format!("{x2}x2"),
+        format!("{y2}y2"),
+        format!("{x3}x3"),
+        format!("{ma}m"),
+        format!("{mb}m"),
+    ];
+    let mut con = srv.client();
+    let big: String = (0..20 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mid: String = (0..3 << 20)
+        .map(|i| (b'0' + (i % 10) as u8) as char)
+        .collect();
+    let _: () = redis::cmd("SET")
+        .arg(&x)
+        .arg(&big)
+        .arg("EXAT")
+        .arg(4_000_000_000u64)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(&y).arg(&mid).query(&mut con).unwrap();
+    let (replies,): (Vec<redis::Value>,) = redis::pipe()
+        .atomic()
+        .cmd("RENAME")
+        .arg(&x)
+        .arg(&x2)
+        .cmd("RENAME")
+        .arg(&y)
+        .arg(&y2)
+        .cmd("RENAMENX")
+        .arg(&x2)
+        .arg(&y2)
+        .cmd("COPY")
+        .arg(&x2)
+        .arg(&x3)
+        .cmd("MSETNX")
+        .arg(&ma)
+        .arg(&mid)
+        .arg(&mb)
+        .arg(&mid)
+        .cmd("STRLEN")
+        .arg(&x3)
+        .cmd("EXPIRETIME")
+        .arg(&x3)
+        .query(&mut con)
+        .map(|v: Vec<redis::Value>| (v,))
+        .unwrap();
+    use redis::Value::{Int, Okay};
+    let want = [
+        Okay,
+        Okay,
+        Int(0),
+        Int(1),
+        Int(1),
+        Int(big.len() as i64),
+        Int(4_000_000_000),
+    ];
+    assert_eq!(replies, want);
+    let check = |con: &mut redis::Connection| {
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&[&x, &y, &x2, &y2, &x3, &ma, &mb])
+            .query(con)
+            .unwrap();
+        let want = [
+            None,
+            None,
+            Some(&big),
+            Some(&mid),
+            Some(&big),
+            Some(&mid),
+            Some(&mid),
+        ];
+        assert!(
+            vals.iter().zip(want).all(|(v, w)| v.as_ref() == w),
+            "a moved value differs"
+        );
+        let at: i64 = redis::cmd("EXPIRETIME").arg(&x2).query(con).unwrap();
+        assert_eq!(at, 4_000_000_000);
+    };
+    check(&mut con);
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    check(&mut srv.client());
+    srv.stop();
+}
+
 /// Renames back and forth between two pollers, each key's value the
 /// count of renames so far, killed with -9: after the restart the last
 /// acknowledged rename is there whole (its value under its new name),
@@ -424,9 +524,9 @@ fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
 }
 
 /// While a replica is fed, moves and MSETNX across the primary's pollers,
-/// alone and (a move) inside MULTI … EXEC, reach it (as one MULTI … EXEC
-/// of their parts' writes): it ends with the primary's values and
-/// expiries, a refused one changing nothing.
+/// alone and inside MULTI … EXEC (moves both ways, RENAMENX, MSETNX),
+/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
+/// the primary's values and expiries, a refused one changing nothing.
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -487,6 +587,39 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         .arg(&[&tb, "+"])
         .query(&mut p)
         .unwrap();
+    // Moves both ways, RENAMENX and MSETNX across them inside one.
+    let (va, wb, vb, wa) = (
+        format!("{a}v"),
+        format!("{b}w"),
+        format!("{b}v2"),
+        format!("{a}w2"),
+    );
+    let (pa, pb, v3, w3) = (
+        format!("{a}p"),
+        format!("{b}p"),
+        format!("{a}v3"),
+        format!("{b}w3"),
+    );
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[&va, "v", "EXAT", "4100000000"])
+        .cmd("SET")
+        .arg(&[&wb, "w"])
+        .cmd("RENAME")
+        .arg(&[&va, &vb])
+        .cmd("RENAME")
+        .arg(&[&wb, &wa])
+        .cmd("MSETNX")
+        .arg(&[&pa, "1", &pb, "1"])
+        .cmd("MSETNX")
+        .arg(&[&pa, "2", &w3, "2"])
+        .cmd("RENAMENX")
+        .arg(&[&vb, &v3])
+        .cmd("COPY")
+        .arg(&[&wa, &w3])
+        .query(&mut p)
+        .unwrap();
     let keys = [
         x.clone(),
         y.clone(),
@@ -499,6 +632,14 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         ta,
         tb,
         u,
+        va,
+        wb,
+        vb,
+        wa,
+        pa,
+        pb,
+        v3,
+        w3,
     ];
     let state = |con: &mut redis::Connection| -> Vec<(Option<String>, i64)> {
         keys.iter()
@@ -516,10 +657,18 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     assert!(want[7].0.as_deref() == Some(&*big));
     assert_eq!(want[8], (None, -2));
     assert_eq!(want[9], (Some("moved+".into()), 4_000_000_000_000));
+    let [v, w, v2, w2, pa, pb, v3, w3] = &want[11..] else {
+        unreachable!()
+    };
+    assert_eq!((v, w, v2), (&(None, -2), &(None, -2), &(None, -2)));
+    assert_eq!(w2, &(Some("w".into()), -1));
+    assert_eq!((pa, pb), (&(Some("1".into()), -1), &(Some("1".into()), -1)));
+    assert_eq!(v3, &(Some("v".into()), 4_100_000_000_000));
+    assert_eq!(w3, &(Some("w".into()), -1));
     let mut r = replica.client();
     common::wait_for("the replica has the primary's keys", || {
         redis::cmd("GET")
-            .arg(&keys[9])
+            .arg(keys.last().expect("keys"))
             .query::<Option<String>>(&mut r)
             .is_ok_and(|v| v.is_some())
     });
