@@ -311,16 +311,16 @@ fn large_values_move_both_ways_inside_exec() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--io-threads", "2"]);
     let (a, b) = tags_on_two_pollers(&srv);
-    let [x, y, x2, y2, x3, ma, mb] = [&a, &b, &b, &a, &b, &a, &b].map(|t| format!("{t}"));
     let [x, y, x2, y2, x3, ma, mb] = [
-        format!("{x}x"),
-        format!("{y}y"),
-        format!("{x2}x2"),
-        format!("{y2}y2"),
-        format!("{x3}x3"),
-        format!("{ma}m"),
-        format!("{mb}m"),
-    ];
+        (&a, "x"),
+        (&b, "y"),
+        (&b, "x2"),
+        (&a, "y2"),
+        (&b, "x3"),
+        (&a, "m"),
+        (&b, "m"),
+    ]
+    .map(|(tag, name)| format!("{tag}{name}"));
     let mut con = srv.client();
     let big: String = (0..20 << 20)
         .map(|i| (b'a' + (i % 26) as u8) as char)
@@ -336,7 +336,7 @@ fn large_values_move_both_ways_inside_exec() {
         .query(&mut con)
         .unwrap();
     let _: () = redis::cmd("SET").arg(&y).arg(&mid).query(&mut con).unwrap();
-    let (replies,): (Vec<redis::Value>,) = redis::pipe()
+    let replies: Vec<redis::Value> = redis::pipe()
         .atomic()
         .cmd("RENAME")
         .arg(&x)
@@ -360,7 +360,6 @@ fn large_values_move_both_ways_inside_exec() {
         .cmd("EXPIRETIME")
         .arg(&x3)
         .query(&mut con)
-        .map(|v: Vec<redis::Value>| (v,))
         .unwrap();
     use redis::Value::{Int, Okay};
     let want = [
