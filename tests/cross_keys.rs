@@ -680,10 +680,11 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
 }
 
 /// With poller 1's device writes all failing, a move or MSETNX between
-/// the two pollers that writes on poller 1 answers the I/O error and
-/// changes nothing: the part on poller 0, durable, is undone (a renamed
-/// source is back, a renamed or MSETNX's new key gone), and so after a
-/// kill -9 and a restart.
+/// the two pollers that writes on poller 1 (alone, or inside an EXEC
+/// with moves both ways) answers the I/O error and changes nothing: the
+/// part on poller 0, durable, is undone (a renamed source is back, a
+/// renamed or MSETNX's new key gone), and so after a kill -9 and a
+/// restart.
 #[test]
 fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -741,6 +742,26 @@ fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
     failed(&mut con, &["RENAMENX", &keys[0], &keys[3]]);
     failed(&mut con, &["COPY", &keys[0], &keys[3]]);
     failed(&mut con, &["MSETNX", &keys[2], "1", &keys[3], "1"]);
+    // Inside MULTI … EXEC, moves both ways, RENAMENX and MSETNX: EXEC
+    // answers the error, and nothing of it stays.
+    let (ma, mb) = (format!("{good}m"), format!("{bad}m"));
+    let exec: redis::RedisResult<redis::Value> = redis::pipe()
+        .atomic()
+        .cmd("RENAME")
+        .arg(&[&keys[0], &keys[3]])
+        .cmd("RENAME")
+        .arg(&[&keys[1], &keys[2]])
+        .cmd("RENAMENX")
+        .arg(&[&keys[3], &keys[0]])
+        .cmd("MSETNX")
+        .arg(&[&ma, "1", &mb, "1"])
+        .query(&mut con);
+    assert!(exec.is_err(), "EXEC: {exec:?}");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&[&ma, &mb])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 0);
     check(&mut con, "after the failures");
     drop(con);
     srv.kill();
