@@ -745,18 +745,19 @@ fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
     // Inside MULTI … EXEC, moves both ways, RENAMENX and MSETNX: EXEC
     // answers the error, and nothing of it stays.
     let (ma, mb) = (format!("{good}m"), format!("{bad}m"));
-    let exec: redis::RedisResult<redis::Value> = redis::pipe()
-        .atomic()
-        .cmd("RENAME")
-        .arg(&[&keys[0], &keys[3]])
-        .cmd("RENAME")
-        .arg(&[&keys[1], &keys[2]])
-        .cmd("RENAMENX")
-        .arg(&[&keys[3], &keys[0]])
-        .cmd("MSETNX")
-        .arg(&[&ma, "1", &mb, "1"])
-        .query(&mut con);
-    assert!(exec.is_err(), "EXEC: {exec:?}");
+    let _: () = redis::cmd("MULTI").query(&mut con).unwrap();
+    let queued: [&[&str]; 4] = [
+        &["RENAME", &keys[0], &keys[3]],
+        &["RENAME", &keys[1], &keys[2]],
+        &["RENAMENX", &keys[3], &keys[0]],
+        &["MSETNX", &ma, "1", &mb, "1"],
+    ];
+    for args in queued {
+        let _: () = redis::cmd(args[0]).arg(&args[1..]).query(&mut con).unwrap();
+    }
+    let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query(&mut con);
+    let e = exec.expect_err("EXEC fails");
+    assert!(e.to_string().contains("I/O error"), "EXEC: {e}");
     let n: i64 = redis::cmd("EXISTS")
         .arg(&[&ma, &mb])
         .query(&mut con)
