@@ -824,7 +824,8 @@ fn moves_and_msetnx_over_three_pollers_inside_exec_match_redis() {
 /// Three clients running, concurrently and a few hundred times each,
 /// transactions whose RENAMEs, RENAMENXs, COPYs and MSETNXs cross the two
 /// pollers both ways, two of them over keys of their own (their
-/// transactions run at once) and the third over keys of both: every
+/// transactions run at once) and the third over keys of both, beside a
+/// fourth whose transactions move keys one way only: every
 /// EXEC completes (none waits for ever on another) with the replies of a
 /// serial run, and the keys end as some serial order leaves them: the
 /// values swapped about are all there, once each, and every MSETNX's
@@ -907,6 +908,40 @@ fn concurrent_execs_moving_keys_both_ways_all_complete() {
                     replies.iter().zip(expected).all(|(r, e)| r == e) && replies.len() == 7,
                     "client {client}, round {round}: {replies:?}"
                 );
+            }
+        }));
+    }
+    // And one whose moves all go one way (its EXECs pass the gate
+    // together with other such, not alone): a key there and back, in two
+    // EXECs, and a copy beside it.
+    {
+        let mut con = srv.client();
+        let (a, b) = (a.clone(), b.clone());
+        clients.push(std::thread::spawn(move || {
+            let (here, there) = (format!("{{{a}}}ow"), format!("{{{b}}}ow"));
+            let copies = (format!("{{{a}}}owc"), format!("{{{b}}}owc"));
+            for round in 0..ROUNDS {
+                // The copy on the destination's poller.
+                let (from, to, copy) = match round % 2 {
+                    0 => (&here, &there, &copies.1),
+                    _ => (&there, &here, &copies.0),
+                };
+                let replies: Vec<redis::Value> = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(from)
+                    .arg(round)
+                    .cmd("RENAME")
+                    .arg(from)
+                    .arg(to)
+                    .cmd("COPY")
+                    .arg(to)
+                    .arg(copy)
+                    .arg("REPLACE")
+                    .query(&mut con)
+                    .expect("EXEC answers");
+                use redis::Value::{Int, Okay};
+                assert_eq!(replies, [Okay, Okay, Int(1)], "one way, round {round}");
             }
         }));
     }

@@ -374,17 +374,21 @@ pub struct Cross {
     /// It passes the server's gate alone (one such transaction at a
     /// time, `gate.rs`): sent while replicas are fed (its parts' writes
     /// go into the stream as one `MULTI … EXEC`, `repl/outbox.rs`), or
-    /// holding a command of the whole key space, or an EXEC whose parts
-    /// send each other what their commands need (`Op::Mail`).
+    /// holding a command of the whole key space, or with `mail`.
     pub gated: bool,
     /// A move (RENAME, RENAMENX, COPY; inside an EXEC, moves all from one
     /// poller to one other) whose source and destination are on two
     /// pollers: the places of the source's part and of the destination's
     /// in `pollers`. The source's part commits last (`Left::source`).
-    /// Alone, the destination's part runs once the source's has read the
-    /// value and sent it (`Op::Carry`); inside an EXEC every part runs
-    /// and the value goes as `Op::Mail`.
+    /// Without `mail`, the destination's part runs once the source's has
+    /// read the values and sent them (`Op::Carry`, one per move, in
+    /// order).
     pub carry: Option<(u32, u32)>,
+    /// An EXEC with MSETNX, RENAMENX or moves across pollers other than
+    /// RENAMEs and COPYs all one way: every part runs once all hold their
+    /// keys, and they send each other what their commands need as they
+    /// run (`Op::Mail`, `poller/cross.rs`).
+    pub mail: bool,
 }
 
 /// A part of a census ([`Op::Census`]).

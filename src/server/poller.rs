@@ -292,10 +292,11 @@ struct Txn {
     /// move) refused by what it found (a key there, a source missing):
     /// the command's reply, and nothing of any part is written.
     veto: Option<Reply>,
-    /// The source's part of a move across pollers run alone: the value
-    /// it has still to send.
+    /// The source's part of moves across pollers (one alone, or an
+    /// EXEC's, all one way, without `Cross::mail`): the values it has
+    /// still to send, one per move.
     to_carry: usize,
-    /// A part of an EXEC across pollers: what it owes the other parts
+    /// A part of an EXEC across pollers with `Cross::mail`: what it owes the other parts
     /// for its commands (by their requests' id: a move's value, a
     /// verdict), to the pollers named, sent as the command runs; a
     /// command answered without sending it (an error, a missing source)
@@ -2502,7 +2503,7 @@ impl<E: Engine> Poller<E> {
     fn start_txn(&mut self, mut req: Request) {
         let claimed = claim_tags(&req.op);
         let cross = cross::is_cross(&req);
-        let single = cross::single_of(&req).is_some();
+        let mail = cross::mails(&req);
         let Op::Exec {
             reqs,
             watched,
@@ -2517,9 +2518,9 @@ impl<E: Engine> Poller<E> {
         let to_carry = (subs.iter())
             .filter(|r| matches!(&r.op, Op::Move { to, .. } if self.shared.poller_of(to.pid) != self.id))
             .count();
-        let (to_carry, owed) = match (cross, single) {
-            (true, false) => (0, subs.iter().filter_map(|r| self.owes(r)).collect()),
-            _ => (to_carry, Vec::new()),
+        let (to_carry, owed) = match mail {
+            true => (0, subs.iter().filter_map(|r| self.owes(r)).collect()),
+            false => (to_carry, Vec::new()),
         };
         // A part of a transaction across pollers checked them (and the
         // connection may watch keys for its next one already).
@@ -3541,7 +3542,7 @@ impl<E: Engine> Poller<E> {
         let t = self.txn.as_mut().expect("a transaction runs");
         let xid = (t.exec.from, t.exec.id);
         let rename = found.is_some() && !copy;
-        if cross::single_of(&t.exec).is_none() {
+        if cross::mails(&t.exec) {
             // Inside an EXEC across pollers: the value goes to the
             // destination's part now; a RENAMENX deletes its source only
             // once the destination's verdict says it was written there.
@@ -3571,6 +3572,10 @@ impl<E: Engine> Poller<E> {
                 true => Reply::Int(0),
                 false => Reply::Error(super::strings::NO_SUCH_KEY.into()),
             };
+            if cross::single_of(&t.exec).is_none() {
+                self.cross_carry(into, xid, None);
+                return self.reply(&req, reply);
+            }
             t.veto.get_or_insert(reply);
         }
         self.cross_carry(into, xid, found);

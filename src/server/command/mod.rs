@@ -455,9 +455,12 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// answers nil or an error, as in Redis, and the connection parses
 /// nothing more until then. Keys on several pollers make one transaction
 /// across them (see [`send_parts`]), MSETNX, RENAME, RENAMENX and COPY
-/// of keys of several pollers among them too, in any directions: their
-/// parts send each other a move's value and their verdicts as they run
-/// (`poller/cross.rs`), and such a transaction passes the gate alone.
+/// of keys of several pollers among them too, in any directions: RENAMEs
+/// and COPYs all from one poller to one other as alone (the
+/// destination's part waits for the values from the source's before it
+/// runs: `Cross::carry`), the rest with parts that send each other a
+/// move's value and their verdicts as they run (`Cross::mail`,
+/// `poller/cross.rs`), such a transaction passing the gate alone.
 /// With a command of the whole key space in the same transaction they
 /// get Redis Cluster's CROSSSLOT (not built: each part of that command
 /// holds every other request on its poller while it runs).
@@ -485,13 +488,26 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    // MSETNX, RENAME, RENAMENX and COPY of keys of several pollers run,
-    // their parts sending each other what their commands need (a value,
-    // a verdict) as they run (`poller/cross.rs`); with a command of the
-    // whole key space (which holds every other request on each poller
-    // while its part runs) they would wait for each other: refused.
-    let talks = cmds.iter().any(|a| one_request(a) && spans(a));
-    if talks && whole {
+    // MSETNX, RENAME, RENAMENX and COPY of keys of several pollers run.
+    // RENAMEs and COPYs all from one poller to one other run as alone:
+    // the destination's part waits, before it runs, for the values the
+    // source's sends (`Cross::carry`). Otherwise (MSETNX, RENAMENX, moves
+    // both ways or between several pairs) the parts send each other what
+    // their commands need (a value, a verdict) as they run (`Cross::mail`,
+    // `poller/cross.rs`). With a command of the whole key space (which
+    // holds every other request on each poller while its part runs) they
+    // would wait for each other: refused.
+    let verdicts =
+        |n: &[u8]| n.eq_ignore_ascii_case(b"MSETNX") || n.eq_ignore_ascii_case(b"RENAMENX");
+    let mut ways = Vec::new();
+    let mut talks = false;
+    for args in cmds.iter().filter(|a| one_request(a) && spans(a)) {
+        talks |= verdicts(args[0]);
+        let keys = keys_of(args);
+        ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
+    }
+    talks |= ways.windows(2).any(|w| w[0] != w[1]);
+    if whole && !ways.is_empty() {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -730,7 +746,7 @@ struct Parts {
     /// It holds a command of the whole key space.
     whole: bool,
     /// An EXEC whose parts send each other what their commands need
-    /// (MSETNX, a move across pollers): it passes the gate alone.
+    /// (`Cross::mail`): it passes the gate alone.
     talks: bool,
 }
 
@@ -847,6 +863,7 @@ fn group_across_pollers(
         group: true,
         gated: false,
         carry: None,
+        mail: false,
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
@@ -921,6 +938,7 @@ fn send_parts(
             single,
             group: false,
             gated: whole || talks || router.shared.repl.feeding(),
+            mail: talks,
             carry: carry.map(|(from, to)| {
                 let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;
                 (at(from), at(to))

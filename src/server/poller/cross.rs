@@ -47,10 +47,14 @@
 //! a source missing), as a part refused for room, with the command's
 //! reply. A move's destination part runs only once the source's part has
 //! read the value and sent it (`Cross::carry`, `Op::Carry`): the source's
-//! part never waits for the destination's.
+//! part never waits for the destination's. So does an EXEC's with RENAMEs
+//! and COPYs across pollers, all from one to one other, with all its
+//! commands, once a value has come for each (the source's part runs all
+//! of its own, sending them in order); there a missing source is the
+//! command's reply, not a veto.
 //!
-//! Inside an EXEC, MSETNX, RENAME, RENAMENX and COPY across pollers (any
-//! number, any ways, over any pollers) answer each command, not the
+//! Inside an EXEC, MSETNX, RENAMENX, and moves both ways or between
+//! several pairs of pollers (`Cross::mail`) answer each command, not the
 //! EXEC: every part runs once all hold their keys (`Go` to all), and a
 //! command that needs something of another part waits for it inside the
 //! running transaction (`Txn::awaits`), as a command waits for a device
@@ -72,7 +76,9 @@
 //! commands in its order, so no part waits for a later command of
 //! another: the parts of one EXEC never wait for each other in a circle.
 //! Two such EXECs could, through the one transaction each poller runs at
-//! a time: they pass the gate alone (`Cross::gated`). A command of the
+//! a time (parts that wait for nothing but a held destination's, which
+//! waits outside it, cannot): they pass the gate alone (`Cross::gated`).
+//! A command of the
 //! whole key space in the same EXEC (which holds every other request on
 //! each poller while its part runs) is not built with them: EXEC answers
 //! CROSSSLOT (`command::exec`).
@@ -238,8 +244,9 @@ pub(super) struct Crossing {
     preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
-    /// Destination parts of a move across pollers run alone: the values
-    /// come so far.
+    /// Destination parts of moves across pollers (without `Cross::mail`):
+    /// the values come so far (the source's part sends one per move, in
+    /// order).
     carried: HashMap<CrossId, usize>,
     /// What other parts of EXECs sent this poller's parts (`Op::Mail`),
     /// by EXEC and command, kept until the command asks for it; gone
@@ -331,9 +338,15 @@ pub(super) fn single_of(req: &Request) -> Option<&Cross> {
     }
 }
 
+/// Whether `req` is a part of an EXEC across pollers whose parts send
+/// each other what their commands need (`Cross::mail`).
+pub(super) fn mails(req: &Request) -> bool {
+    matches!(&req.op, Op::Exec { cross: Some(x), .. } if x.mail)
+}
+
 /// The poller of the destination's part, when `t` is the source's part
-/// of a move across pollers run alone (not inside an EXEC: there the
-/// value goes as `Op::Mail`) that has not sent the value yet.
+/// of a move across pollers (alone, or inside an EXEC without
+/// `Cross::mail`) that has not sent the value yet.
 pub(super) fn carries_to(t: &Txn) -> Option<usize> {
     let Op::Exec { cross: Some(x), .. } = &t.exec.op else {
         return None;
@@ -421,10 +434,10 @@ impl<E: Engine> Poller<E> {
             self.cross.parts.insert(xid, CrossPart::Held(req));
             return self.cross_send(pollers[at + 1], xid, CrossStep::Claim);
         }
-        // A move's destination part run alone runs once the source's has
-        // sent it the value (`cross_carried`); an EXEC's parts all run,
-        // their commands waiting for what the others send them.
-        let waits = x.carry.filter(|_| x.single).map(|(_, to)| to as usize);
+        // A move's destination part runs once the source's has sent it
+        // the values (`cross_carried`); with `mail`, every part runs, its
+        // commands waiting for what the others send them.
+        let waits = x.carry.filter(|_| !x.mail).map(|(_, to)| to as usize);
         for (i, &p) in pollers[..at].iter().enumerate() {
             if Some(i) != waits {
                 self.cross_send(p, xid, CrossStep::Go);
@@ -470,8 +483,9 @@ impl<E: Engine> Poller<E> {
         self.cross_flush();
     }
 
-    /// The destination's part of a move across pollers run alone,
-    /// holding its key, gets the source's value: it runs, writing it.
+    /// The destination's part of a move across pollers, holding its key,
+    /// gets the source's value: once it has one for each of its moves
+    /// (an EXEC's, in their order), it runs, writing them.
     pub(super) fn cross_carried(&mut self, req: Request) {
         let Op::Carry(value) = req.op else {
             unreachable!()
@@ -560,10 +574,7 @@ impl<E: Engine> Poller<E> {
         let Some(t) = self.txn.as_ref() else {
             return false;
         };
-        matches!(sub.op, Op::MoveIn { .. })
-            && is_cross(&t.exec)
-            && single_of(&t.exec).is_none()
-            && !t.delivered.contains(&sub.id)
+        matches!(sub.op, Op::MoveIn { .. }) && mails(&t.exec) && !t.delivered.contains(&sub.id)
     }
 
     /// Command `req` of the running transaction waits for what other
