@@ -374,7 +374,8 @@ pub struct Cross {
     /// It passes the server's gate alone (one such transaction at a
     /// time, `gate.rs`): sent while replicas are fed (its parts' writes
     /// go into the stream as one `MULTI … EXEC`, `repl/outbox.rs`), or
-    /// holding a command of the whole key space, or with `mail`.
+    /// holding a command of the whole key space, or with `mail` on a
+    /// server of more than two pollers.
     pub gated: bool,
     /// A move (RENAME, RENAMENX, COPY; inside an EXEC, moves all from one
     /// poller to one other) whose source and destination are on two

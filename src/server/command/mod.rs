@@ -460,7 +460,8 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// destination's part waits for the values from the source's before it
 /// runs: `Cross::carry`), the rest with parts that send each other a
 /// move's value and their verdicts as they run (`Cross::mail`,
-/// `poller/cross.rs`), such a transaction passing the gate alone.
+/// `poller/cross.rs`; with more than two pollers such a transaction
+/// passes the gate alone).
 /// With a command of the whole key space in the same transaction they
 /// get Redis Cluster's CROSSSLOT (not built: each part of that command
 /// holds every other request on its poller while it runs).
@@ -746,7 +747,8 @@ struct Parts {
     /// It holds a command of the whole key space.
     whole: bool,
     /// An EXEC whose parts send each other what their commands need
-    /// (`Cross::mail`): it passes the gate alone.
+    /// (`Cross::mail`): with more than two pollers, it passes the gate
+    /// alone.
     talks: bool,
 }
 
@@ -924,6 +926,13 @@ fn send_parts(
     }
     pollers.sort_unstable();
     let id = c.expect_exec(inner, count, pollers.len() as u32, single);
+    // Parts that wait for each other's messages while they run (`talks`)
+    // are told to run by their last poller: with two pollers in all,
+    // every such transaction's is the same, so every poller runs them in
+    // the order it told them, and none waits for another in a circle;
+    // with more, two with different last pollers could: they pass the
+    // gate alone.
+    let alone = router.shared.pollers.len() > 2;
     let mut parts: Vec<Vec<Request>> = pollers.iter().map(|_| Vec::new()).collect();
     for (p, req) in reqs {
         let i = pollers
@@ -937,7 +946,7 @@ fn send_parts(
             pollers: pollers.clone(),
             single,
             group: false,
-            gated: whole || talks || router.shared.repl.feeding(),
+            gated: whole || router.shared.repl.feeding() || (talks && alone),
             mail: talks,
             carry: carry.map(|(from, to)| {
                 let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;

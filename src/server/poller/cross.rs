@@ -77,7 +77,12 @@
 //! another: the parts of one EXEC never wait for each other in a circle.
 //! Two such EXECs could, through the one transaction each poller runs at
 //! a time (parts that wait for nothing but a held destination's, which
-//! waits outside it, cannot): they pass the gate alone (`Cross::gated`).
+//! waits outside it, cannot), each part running first on one poller and
+//! second on another, when their last pollers (which tell the parts to
+//! run, `Go`, in the order they hold their keys) differ: with more than
+//! two pollers they pass the gate alone (`Cross::gated`); with two, every
+//! such EXEC's last poller is the same, and every poller runs them in the
+//! order it told them.
 //! A command of the
 //! whole key space in the same EXEC (which holds every other request on
 //! each poller while its part runs) is not built with them: EXEC answers
