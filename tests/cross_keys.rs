@@ -3,8 +3,8 @@
 //! them, answered as Redis answers it (compared byte for byte with a real
 //! redis-server, errors and edge cases included), with no client seeing
 //! half of one, large values moved whole, and after a kill -9 either the
-//! whole acknowledged command or nothing. RENAME and COPY across them run
-//! inside MULTI … EXEC too.
+//! whole acknowledged command or nothing. Each runs inside MULTI … EXEC
+//! too (tests/transactions.rs).
 
 mod common;
 
@@ -301,6 +301,105 @@ fn large_values_move_across_pollers() {
     srv.stop();
 }
 
+/// Values larger than a segment (20 MiB, and 3 MiB) move between
+/// pollers both ways inside one MULTI … EXEC, whole, with their TTLs:
+/// RENAMEs crossing, RENAMENX, COPY, MSETNX of large values; the
+/// commands after them in the EXEC read them, and they read back the
+/// same after a restart.
+#[test]
+fn large_values_move_both_ways_inside_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let [x, y, x2, y2, x3, ma, mb] = [
+        (&a, "x"),
+        (&b, "y"),
+        (&b, "x2"),
+        (&a, "y2"),
+        (&b, "x3"),
+        (&a, "m"),
+        (&b, "m"),
+    ]
+    .map(|(tag, name)| format!("{tag}{name}"));
+    let mut con = srv.client();
+    let big: String = (0..20 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mid: String = (0..3 << 20)
+        .map(|i| (b'0' + (i % 10) as u8) as char)
+        .collect();
+    let _: () = redis::cmd("SET")
+        .arg(&x)
+        .arg(&big)
+        .arg("EXAT")
+        .arg(4_000_000_000u64)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(&y).arg(&mid).query(&mut con).unwrap();
+    let replies: Vec<redis::Value> = redis::pipe()
+        .atomic()
+        .cmd("RENAME")
+        .arg(&x)
+        .arg(&x2)
+        .cmd("RENAME")
+        .arg(&y)
+        .arg(&y2)
+        .cmd("RENAMENX")
+        .arg(&x2)
+        .arg(&y2)
+        .cmd("COPY")
+        .arg(&x2)
+        .arg(&x3)
+        .cmd("MSETNX")
+        .arg(&ma)
+        .arg(&mid)
+        .arg(&mb)
+        .arg(&mid)
+        .cmd("STRLEN")
+        .arg(&x3)
+        .cmd("EXPIRETIME")
+        .arg(&x3)
+        .query(&mut con)
+        .unwrap();
+    use redis::Value::{Int, Okay};
+    let want = [
+        Okay,
+        Okay,
+        Int(0),
+        Int(1),
+        Int(1),
+        Int(big.len() as i64),
+        Int(4_000_000_000),
+    ];
+    assert_eq!(replies, want);
+    let check = |con: &mut redis::Connection| {
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&[&x, &y, &x2, &y2, &x3, &ma, &mb])
+            .query(con)
+            .unwrap();
+        let want = [
+            None,
+            None,
+            Some(&big),
+            Some(&mid),
+            Some(&big),
+            Some(&mid),
+            Some(&mid),
+        ];
+        assert!(
+            vals.iter().zip(want).all(|(v, w)| v.as_ref() == w),
+            "a moved value differs"
+        );
+        let at: i64 = redis::cmd("EXPIRETIME").arg(&x2).query(con).unwrap();
+        assert_eq!(at, 4_000_000_000);
+    };
+    check(&mut con);
+    srv.stop();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    check(&mut srv.client());
+    srv.stop();
+}
+
 /// Renames back and forth between two pollers, each key's value the
 /// count of renames so far, killed with -9: after the restart the last
 /// acknowledged rename is there whole (its value under its new name),
@@ -424,9 +523,9 @@ fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
 }
 
 /// While a replica is fed, moves and MSETNX across the primary's pollers,
-/// alone and (a move) inside MULTI … EXEC, reach it (as one MULTI … EXEC
-/// of their parts' writes): it ends with the primary's values and
-/// expiries, a refused one changing nothing.
+/// alone and inside MULTI … EXEC (moves both ways, RENAMENX, MSETNX),
+/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
+/// the primary's values and expiries, a refused one changing nothing.
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -487,6 +586,39 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         .arg(&[&tb, "+"])
         .query(&mut p)
         .unwrap();
+    // Moves both ways, RENAMENX and MSETNX across them inside one.
+    let (va, wb, vb, wa) = (
+        format!("{a}v"),
+        format!("{b}w"),
+        format!("{b}v2"),
+        format!("{a}w2"),
+    );
+    let (pa, pb, v3, w3) = (
+        format!("{a}p"),
+        format!("{b}p"),
+        format!("{a}v3"),
+        format!("{b}w3"),
+    );
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[&va, "v", "EXAT", "4100000000"])
+        .cmd("SET")
+        .arg(&[&wb, "w"])
+        .cmd("RENAME")
+        .arg(&[&va, &vb])
+        .cmd("RENAME")
+        .arg(&[&wb, &wa])
+        .cmd("MSETNX")
+        .arg(&[&pa, "1", &pb, "1"])
+        .cmd("MSETNX")
+        .arg(&[&pa, "2", &w3, "2"])
+        .cmd("RENAMENX")
+        .arg(&[&vb, &v3])
+        .cmd("COPY")
+        .arg(&[&wa, &w3])
+        .query(&mut p)
+        .unwrap();
     let keys = [
         x.clone(),
         y.clone(),
@@ -499,6 +631,14 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         ta,
         tb,
         u,
+        va,
+        wb,
+        vb,
+        wa,
+        pa,
+        pb,
+        v3,
+        w3,
     ];
     let state = |con: &mut redis::Connection| -> Vec<(Option<String>, i64)> {
         keys.iter()
@@ -516,10 +656,18 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     assert!(want[7].0.as_deref() == Some(&*big));
     assert_eq!(want[8], (None, -2));
     assert_eq!(want[9], (Some("moved+".into()), 4_000_000_000_000));
+    let [v, w, v2, w2, pa, pb, v3, w3] = &want[11..] else {
+        unreachable!()
+    };
+    assert_eq!((v, w, v2), (&(None, -2), &(None, -2), &(None, -2)));
+    assert_eq!(w2, &(Some("w".into()), -1));
+    assert_eq!((pa, pb), (&(Some("1".into()), -1), &(Some("1".into()), -1)));
+    assert_eq!(v3, &(Some("v".into()), 4_100_000_000_000));
+    assert_eq!(w3, &(Some("w".into()), -1));
     let mut r = replica.client();
     common::wait_for("the replica has the primary's keys", || {
         redis::cmd("GET")
-            .arg(&keys[9])
+            .arg(keys.last().expect("keys"))
             .query::<Option<String>>(&mut r)
             .is_ok_and(|v| v.is_some())
     });
@@ -532,10 +680,11 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
 }
 
 /// With poller 1's device writes all failing, a move or MSETNX between
-/// the two pollers that writes on poller 1 answers the I/O error and
-/// changes nothing: the part on poller 0, durable, is undone (a renamed
-/// source is back, a renamed or MSETNX's new key gone), and so after a
-/// kill -9 and a restart.
+/// the two pollers that writes on poller 1 (alone, or inside an EXEC
+/// with moves both ways) answers the I/O error and changes nothing: the
+/// part on poller 0, durable, is undone (a renamed source is back, a
+/// renamed or MSETNX's new key gone), and so after a kill -9 and a
+/// restart.
 #[test]
 fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -593,6 +742,27 @@ fn a_move_whose_commit_fails_on_one_poller_applies_nothing() {
     failed(&mut con, &["RENAMENX", &keys[0], &keys[3]]);
     failed(&mut con, &["COPY", &keys[0], &keys[3]]);
     failed(&mut con, &["MSETNX", &keys[2], "1", &keys[3], "1"]);
+    // Inside MULTI … EXEC, moves both ways, RENAMENX and MSETNX: EXEC
+    // answers the error, and nothing of it stays.
+    let (ma, mb) = (format!("{good}m"), format!("{bad}m"));
+    let _: () = redis::cmd("MULTI").query(&mut con).unwrap();
+    let queued: [&[&str]; 4] = [
+        &["RENAME", &keys[0], &keys[3]],
+        &["RENAME", &keys[1], &keys[2]],
+        &["RENAMENX", &keys[3], &keys[0]],
+        &["MSETNX", &ma, "1", &mb, "1"],
+    ];
+    for args in queued {
+        let _: () = redis::cmd(args[0]).arg(&args[1..]).query(&mut con).unwrap();
+    }
+    let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query(&mut con);
+    let e = exec.expect_err("EXEC fails");
+    assert!(e.to_string().contains("I/O error"), "EXEC: {e}");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&[&ma, &mb])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(n, 0);
     check(&mut con, "after the failures");
     drop(con);
     srv.kill();

@@ -5,10 +5,10 @@
 //! EXEC: nothing of a refused transaction is applied, no client sees part
 //! of one, and an acknowledged one is all there after a kill -9. Keys with
 //! the same hash tag (`{…}`) share a poller; with several pollers a
-//! transaction across them is atomic and isolated too, a RENAME or COPY
-//! across them inside it runs as Redis's, and MSETNX or RENAMENX across
-//! them inside it is refused with Redis Cluster's CROSSSLOT (alone, each
-//! runs across them: tests/cross_keys.rs). redis-py's default pipeline
+//! transaction across them is atomic and isolated too, and MSETNX,
+//! RENAME, RENAMENX and COPY across them inside it run as Redis's, moves
+//! both ways and over three pollers included (alone, each runs across
+//! them: tests/cross_keys.rs). redis-py's default pipeline
 //! (MULTI … EXEC) works. SCAN, KEYS, RANDOMKEY, DBSIZE, FLUSHDB, FLUSHALL
 //! and BGSAVE inside a transaction run at EXEC as Redis's, seeing its own
 //! writes, and no client sees part of such a transaction, on one poller
@@ -458,58 +458,65 @@ fn no_client_sees_part_of_a_transaction() {
 
 /// Keys that, taken together, lie on both pollers of a server with two
 /// (the hash spreads them; eight keys all on one poller would be a 1 in
-/// 128 chance, and the hash is fixed: checked once by hand with
-/// `--io-threads 2`, see `commands_of_one_request_across_pollers_get_crossslot`).
+/// 128 chance, and the hash is fixed: checked by
+/// `commands_of_one_request_across_pollers_run_inside_exec`).
 const SPREAD: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 
 /// With two pollers, a transaction whose keys are on both runs (redis-py's
-/// default pipeline, as Redis answers it); MSETNX or RENAMENX of keys of
-/// two pollers makes EXEC answer CROSSSLOT, with nothing applied (a
-/// RENAME or COPY runs: `moves_across_pollers_inside_exec_as_redis`);
+/// default pipeline, as Redis answers it), MSETNX and RENAMENX among
+/// them too: the same replies whether the keys share a poller or not;
 /// keys with one hash tag always share a poller.
 #[test]
-fn commands_of_one_request_across_pollers_get_crossslot() {
+fn commands_of_one_request_across_pollers_run_inside_exec() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &["--io-threads", "2"]);
     let mut c = Conn::connect(srv.addr);
-    let (mut crossed, mut ran) = (0, 0);
+    let (mut crossed, mut together) = (0, 0);
     for i in 0..40 {
         let (k1, k2) = (format!("x{i}"), format!("y{i}"));
+        match common::apart(srv.addr, k1.as_bytes(), k2.as_bytes()) {
+            true => crossed += 1,
+            false => together += 1,
+        }
         c.call(&["MULTI"]);
         c.call(&["SET", &k1, "1"]);
         c.call(&["SET", &k2, "1"]);
         assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n+OK\r\n");
-        // RENAMENX of the two: on one poller it runs, on two it is refused
-        // whole.
+        // RENAMENX of the two: refused, the source kept.
         c.call(&["MULTI"]);
         c.call(&["SET", &k1, "2"]);
         c.call(&["RENAMENX", &k1, &k2]);
+        assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n:0\r\n");
+        assert_eq!(c.call(&["MGET", &k1, &k2]), b"*2\r\n$1\r\n2\r\n$1\r\n1\r\n");
+        // The destination gone, it runs.
+        c.call(&["MULTI"]);
+        c.call(&["DEL", &k2]);
+        c.call(&["RENAMENX", &k1, &k2]);
+        c.call(&["MSETNX", &k1, "3", &k2, "3"]);
+        c.call(&["MSETNX", &k1, "4", &k2, "4"]);
+        c.call(&["MGET", &k1, &k2]);
         let r = c.call(&["EXEC"]);
-        if r == b"-CROSSSLOT Keys in request don't hash to the same slot\r\n" {
-            crossed += 1;
-            assert_eq!(c.call(&["MGET", &k1, &k2]), b"*2\r\n$1\r\n1\r\n$1\r\n1\r\n");
-            // Alone, it runs across the two pollers (tests/cross_keys.rs).
-            assert_eq!(c.call(&["MSETNX", &k1, "3", &k2, "3"]), b":0\r\n");
-        } else {
-            assert_eq!(r, b"*2\r\n+OK\r\n:0\r\n");
-            ran += 1;
-        }
+        assert_eq!(r, b"*5\r\n:1\r\n:1\r\n:0\r\n:0\r\n*2\r\n$-1\r\n$1\r\n2\r\n");
+        c.call(&["DEL", &k1, &k2]);
         // The same two names with one tag: always together.
         let (t1, t2) = (format!("{{t{i}}}x"), format!("{{t{i}}}y"));
+        assert!(!common::apart(srv.addr, t1.as_bytes(), t2.as_bytes()));
         c.call(&["MULTI"]);
         c.call(&["SET", &t1, "1"]);
         c.call(&["INCR", &t2]);
         assert_eq!(c.call(&["EXEC"]), b"*2\r\n+OK\r\n:1\r\n");
         assert_eq!(c.call(&["MSETNX", &t1, "2", &t2, "2"]), b":0\r\n");
     }
-    assert!(crossed > 0 && ran > 0, "crossed {crossed}, ran {ran}");
-    // SPREAD's keys lie on both pollers: an MSETNX among them is refused.
-    let refused = SPREAD.iter().any(|k| {
-        c.call(&["MULTI"]);
-        c.call(&["MSETNX", "a", "1", k, "1"]);
-        c.call(&["EXEC"]).starts_with(b"-CROSSSLOT")
-    });
-    assert!(refused, "SPREAD's keys are all on one poller");
+    assert!(
+        crossed > 0 && together > 0,
+        "crossed {crossed}, together {together}"
+    );
+    // SPREAD's keys lie on both pollers.
+    let spread = SPREAD[1..]
+        .iter()
+        .any(|k| common::apart(srv.addr, SPREAD[0].as_bytes(), k.as_bytes()));
+    assert!(spread, "SPREAD's keys are all on one poller");
+    srv.stop();
 }
 
 /// RENAME and COPY of keys of two pollers inside MULTI … EXEC run as
@@ -518,8 +525,8 @@ fn commands_of_one_request_across_pollers_get_crossslot() {
 /// carried over, writes and reads of both keys before and after the
 /// move), and a change to a WATCHed key applies none of it: compared
 /// byte for byte with redis-server; several moves too, all from one
-/// poller to the other. MSETNX and RENAMENX across them, or moves both
-/// ways in one transaction, still answer CROSSSLOT with nothing applied.
+/// poller to the other (both ways:
+/// `msetnx_renamenx_and_moves_both_ways_inside_exec_match_redis`).
 #[test]
 fn moves_across_pollers_inside_exec_match_redis() {
     let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
@@ -600,24 +607,477 @@ fn moves_across_pollers_inside_exec_match_redis() {
     other.check_str(&["SET", w, "changed"]);
     both.script(&[&["MULTI"], &["RENAME", x, y], &["SET", z, "no"], &["EXEC"]]);
     both.check_str(&["MGET", x, y, z, w]);
-    // Not built: answered CROSSSLOT, nothing applied (Redis runs them).
-    let crossslot = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
-    let refused: &[&[&[&str]]] = &[
-        &[&["SET", z, "1"], &["MSETNX", x, "1", y, "1"]],
-        &[&["SET", z, "2"], &["RENAMENX", x, y]],
-        &[&["SET", z, "3"], &["RENAME", x, y], &["RENAME", y, x]],
-        &[&["SET", z, "4"], &["COPY", x, y], &["COPY", z, w]],
+    srv.stop();
+}
+
+/// MSETNX and RENAMENX of keys of two pollers inside MULTI … EXEC, and
+/// RENAMEs and COPYs both ways between them in one transaction, run as
+/// Redis runs them: their replies, the commands after them that read
+/// what they did, a missing source, TTLs carried: EXEC's reply array and
+/// the keys after it compared byte for byte with redis-server. A change
+/// to a WATCHed key applies none of it.
+#[test]
+fn msetnx_renamenx_and_moves_both_ways_inside_exec_match_redis() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let mut both = pair(&srv, &redis);
+    let mut other = pair(&srv, &redis);
+    // x and w on one poller, y and z on the other.
+    let (x, y, z, w) = (
+        format!("{{{a}}}x"),
+        format!("{{{b}}}y"),
+        format!("{{{b}}}z"),
+        format!("{{{a}}}w"),
+    );
+    let (x, y, z, w) = (x.as_str(), y.as_str(), z.as_str(), w.as_str());
+    let txns: &[&[&[&str]]] = &[
+        // MSETNX, all keys absent: set, and read after it in the EXEC.
+        &[
+            &["MSETNX", x, "1", y, "2"],
+            &["MGET", x, y],
+            &["INCR", y],
+            &["GET", x],
+        ],
+        // One key there, on the other poller (either order): nothing set.
+        &[&["DEL", x], &["MSETNX", x, "3", y, "3"], &["MGET", x, y]],
+        &[&["DEL", x], &["MSETNX", y, "4", x, "4"], &["MGET", x, y]],
+        &[
+            &["MSETNX", w, "5", x, "5", z, "5", y, "5"],
+            &["MGET", x, y, z, w],
+        ],
+        // Made free earlier in the EXEC, taken later in it.
+        &[
+            &["DEL", y],
+            &["MSETNX", x, "6", z, "6", w, "6"],
+            &["MSETNX", y, "7", x, "7"],
+            &["MGET", x, y, z, w],
+            &["SET", z, "8"],
+            &["MSETNX", y, "9", z, "9"],
+            &["MGET", x, y, z, w],
+        ],
+        // RENAMENX: destination there (the source stays), then free.
+        &[&["RENAMENX", x, y], &["MGET", x, y]],
+        &[
+            &["DEL", y],
+            &["RENAMENX", x, y],
+            &["MGET", x, y],
+            &["RENAMENX", y, w],
+            &["RENAMENX", w, z],
+            &["MGET", x, y, z, w],
+        ],
+        // A missing source: the command's error, the rest runs.
+        &[
+            &["DEL", x],
+            &["RENAMENX", x, y],
+            &["RENAME", x, z],
+            &["COPY", x, y],
+            &["SET", w, "after"],
+            &["MGET", x, y, z, w],
+        ],
+        // Two RENAMEs in opposite directions.
+        &[
+            &["MSET", x, "1", y, "2"],
+            &["RENAME", x, z],
+            &["RENAME", y, w],
+            &["MGET", x, y, z, w],
+        ],
+        // A chain: from one poller to the other and back.
+        &[
+            &["SET", x, "chain"],
+            &["RENAME", x, y],
+            &["RENAME", y, w],
+            &["GET", w],
+            &["RENAME", w, z],
+            &["RENAME", z, x],
+            &["MGET", x, y, z, w],
+        ],
+        // COPY both ways, with REPLACE and onto a key there.
+        &[
+            &["MSET", x, "cx", y, "cy"],
+            &["COPY", x, z],
+            &["COPY", y, w],
+            &["COPY", y, x],
+            &["COPY", y, x, "REPLACE"],
+            &["MGET", x, y, z, w],
+        ],
+        // TTLs carried both ways (absolute, so that they read back
+        // exactly), a destination's own replaced.
+        &[
+            &["SET", x, "tx", "PXAT", "4000000000123"],
+            &["SET", y, "ty", "EXAT", "4100000000"],
+            &["SET", z, "tz", "EXAT", "4200000000"],
+            &["RENAME", x, z],
+            &["RENAMENX", y, x],
+            &["PEXPIRETIME", z],
+            &["PEXPIRETIME", x],
+            &["PEXPIRETIME", y],
+            &["COPY", z, w],
+            &["PEXPIRETIME", w],
+            &["PERSIST", x],
+            &["RENAME", x, y],
+            &["PEXPIRETIME", y],
+        ],
+        // Everything at once, several commands of each.
+        &[&["FLUSHALL"]],
+        &[
+            &["MSETNX", x, "1", y, "1"],
+            &["RENAMENX", x, z],
+            &["RENAME", y, w],
+            &["COPY", z, y],
+            &["MSETNX", x, "2", y, "2"],
+            &["RENAMENX", w, x],
+            &["INCR", x],
+            &["RENAME", z, w],
+            &["MGET", x, y, z, w],
+        ],
     ];
-    let before = both.ours.call(&["MGET", x, y, z]);
-    for txn in refused {
-        both.ours.call(&["MULTI"]);
+    for txn in txns {
+        both.check_str(&["MULTI"]);
         for cmd in *txn {
-            assert_eq!(both.ours.call(cmd), b"+QUEUED\r\n");
+            both.check_str(cmd);
         }
-        assert_eq!(both.ours.call(&["EXEC"]), crossslot);
+        both.check_str(&["EXEC"]);
+        both.check_str(&["MGET", x, y, z, w]);
     }
-    let after = both.ours.call(&["MGET", x, y, z]);
-    assert_eq!(before, after);
+    // The TTLs carried count down as Redis's do.
+    both.script(&[&["SET", x, "t", "PX", "100000"], &["MULTI"]]);
+    both.script(&[&["RENAME", x, y], &["RENAME", y, x], &["COPY", x, z]]);
+    both.script(&[&["RENAME", z, w], &["EXEC"]]);
+    for k in [x, w] {
+        let pttl = String::from_utf8(both.ours.call(&["PTTL", k])).unwrap();
+        let ms: i64 = pttl.trim_start_matches(':').trim().parse().unwrap();
+        assert!(ms > 0 && ms <= 100_000, "PTTL {k}: {ms}");
+    }
+    // WATCH: a change to the watched key applies nothing of it.
+    both.script(&[
+        &["MSET", x, "kept", y, "old"],
+        &["DEL", z, w],
+        &["WATCH", w],
+    ]);
+    other.check_str(&["SET", w, "changed"]);
+    both.script(&[
+        &["MULTI"],
+        &["MSETNX", z, "no", w, "no"],
+        &["RENAMENX", x, z],
+        &["RENAME", y, w],
+        &["COPY", w, x, "REPLACE"],
+        &["EXEC"],
+    ]);
+    both.check_str(&["MGET", x, y, z, w]);
+    srv.stop();
+}
+
+/// With three pollers, MSETNX over all three, RENAMENX between two, and
+/// moves spanning every pair of them (a ring of RENAMEs, COPYs each
+/// way) inside one EXEC run as Redis runs them, byte for byte.
+#[test]
+fn moves_and_msetnx_over_three_pollers_inside_exec_match_redis() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "3"]);
+    let [p, q, r] = tags_on_three_pollers(&srv);
+    let [x, y, z] = [&p, &q, &r].map(|t| format!("{{{t}}}k"));
+    let [u, v, w] = [&p, &q, &r].map(|t| format!("{{{t}}}m"));
+    let (x, y, z, u, v, w) = (&*x, &*y, &*z, &*u, &*v, &*w);
+    let mut both = pair(&srv, &redis);
+    let txns: &[&[&[&str]]] = &[
+        &[
+            &["MSETNX", x, "1", y, "2", z, "3"],
+            &["MGET", x, y, z],
+            &["MSETNX", u, "4", v, "5", z, "6"],
+            &["MGET", u, v, w],
+        ],
+        // A ring: each key to the next poller's.
+        &[
+            &["RENAME", x, v],
+            &["RENAME", y, w],
+            &["RENAME", z, u],
+            &["MGET", x, y, z, u, v, w],
+        ],
+        &[
+            &["RENAMENX", u, y],
+            &["RENAMENX", v, y],
+            &["COPY", w, x],
+            &["COPY", y, z, "REPLACE"],
+            &["COPY", x, u],
+            &["MSETNX", x, "7", v, "7", w, "7"],
+            &["MGET", x, y, z, u, v, w],
+        ],
+    ];
+    for txn in txns {
+        both.check_str(&["MULTI"]);
+        for cmd in *txn {
+            both.check_str(cmd);
+        }
+        both.check_str(&["EXEC"]);
+        both.check_str(&["MGET", x, y, z, u, v, w]);
+    }
+    srv.stop();
+}
+
+/// Three clients running, concurrently and a few hundred times each,
+/// transactions whose RENAMEs, RENAMENXs, COPYs and MSETNXs cross the two
+/// pollers both ways, two of them over keys of their own (their
+/// transactions run at once) and the third over keys of both, beside a
+/// fourth whose transactions move keys one way only: every
+/// EXEC completes (none waits for ever on another) with the replies of a
+/// serial run, and the keys end as some serial order leaves them: the
+/// values swapped about are all there, once each, and every MSETNX's
+/// keys are set.
+#[test]
+fn concurrent_execs_moving_keys_both_ways_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2", "--tcp-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    // Slots alternate between the pollers: s0 and s2 on one, s1 and s3
+    // on the other.
+    let slots: Vec<String> = (0..4)
+        .map(|i| format!("{{{}}}s{i}", if i % 2 == 0 { &a } else { &b }))
+        .collect();
+    let mut con = srv.client();
+    for (i, s) in slots.iter().enumerate() {
+        let _: () = redis::cmd("SET")
+            .arg(s)
+            .arg(format!("v{i}"))
+            .query(&mut con)
+            .unwrap();
+    }
+    const ROUNDS: usize = 300;
+    // Client 0 swaps s0 and s1, client 1 s2 and s3, client 2 s1 and s2.
+    const FIRST: [usize; 3] = [0, 2, 1];
+    // The tags of the poller of a client's first slot, and of the other.
+    let tags = |client: usize| match FIRST[client] % 2 {
+        0 => (a.clone(), b.clone()),
+        _ => (b.clone(), a.clone()),
+    };
+    let mut clients = Vec::new();
+    for client in 0..FIRST.len() {
+        let mut con = srv.client();
+        let (first, second) = (
+            slots[FIRST[client]].clone(),
+            slots[FIRST[client] + 1].clone(),
+        );
+        let (mine, other) = tags(client);
+        clients.push(std::thread::spawn(move || {
+            let (first, second) = (&first, &second);
+            let tmp = format!("{{{other}}}tmp{client}");
+            let copy = format!("{{{other}}}copy{client}");
+            for round in 0..ROUNDS {
+                let (m1, m2) = (
+                    format!("{{{mine}}}m{client}:{round}"),
+                    format!("{{{other}}}m{client}:{round}"),
+                );
+                let replies: Vec<redis::Value> = redis::pipe()
+                    .atomic()
+                    .cmd("RENAME")
+                    .arg(first)
+                    .arg(&tmp)
+                    .cmd("RENAME")
+                    .arg(second)
+                    .arg(first)
+                    .cmd("RENAME")
+                    .arg(&tmp)
+                    .arg(second)
+                    .cmd("RENAMENX")
+                    .arg(first)
+                    .arg(&tmp)
+                    .cmd("RENAMENX")
+                    .arg(&tmp)
+                    .arg(first)
+                    .cmd("MSETNX")
+                    .arg(&m1)
+                    .arg(round)
+                    .arg(&m2)
+                    .arg(round)
+                    .cmd("COPY")
+                    .arg(second)
+                    .arg(&copy)
+                    .arg("REPLACE")
+                    .query(&mut con)
+                    .expect("EXEC answers");
+                let ok = redis::Value::Okay;
+                let one = redis::Value::Int(1);
+                let expected = [&ok, &ok, &ok, &one, &one, &one, &one];
+                assert!(
+                    replies.iter().zip(expected).all(|(r, e)| r == e) && replies.len() == 7,
+                    "client {client}, round {round}: {replies:?}"
+                );
+            }
+        }));
+    }
+    // And one whose moves all go one way (its EXECs pass the gate
+    // together with other such, not alone): a key there and back, in two
+    // EXECs, and a copy beside it.
+    {
+        let mut con = srv.client();
+        let (a, b) = (a.clone(), b.clone());
+        clients.push(std::thread::spawn(move || {
+            let (here, there) = (format!("{{{a}}}ow"), format!("{{{b}}}ow"));
+            let copies = (format!("{{{a}}}owc"), format!("{{{b}}}owc"));
+            for round in 0..ROUNDS {
+                // The copy on the destination's poller.
+                let (from, to, copy) = match round % 2 {
+                    0 => (&here, &there, &copies.1),
+                    _ => (&there, &here, &copies.0),
+                };
+                let replies: Vec<redis::Value> = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(from)
+                    .arg(round)
+                    .cmd("RENAME")
+                    .arg(from)
+                    .arg(to)
+                    .cmd("COPY")
+                    .arg(to)
+                    .arg(copy)
+                    .arg("REPLACE")
+                    .query(&mut con)
+                    .expect("EXEC answers");
+                use redis::Value::{Int, Okay};
+                assert_eq!(replies, [Okay, Okay, Int(1)], "one way, round {round}");
+            }
+        }));
+    }
+    let start = Instant::now();
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "an EXEC hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in clients {
+        c.join().expect("a client's EXECs answer as a serial run's");
+    }
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&slots).query(&mut con).unwrap();
+    let mut values: Vec<String> = values
+        .into_iter()
+        .map(|v| v.expect("a slot's value"))
+        .collect();
+    values.sort();
+    assert_eq!(values, ["v0", "v1", "v2", "v3"]);
+    for client in 0..FIRST.len() {
+        let (mine, other) = tags(client);
+        for round in 0..ROUNDS {
+            let keys = [
+                format!("{{{mine}}}m{client}:{round}"),
+                format!("{{{other}}}m{client}:{round}"),
+            ];
+            let n: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
+            assert_eq!(n, 2, "client {client}, round {round}");
+        }
+    }
+    srv.stop();
+}
+
+/// Three tags whose keys lie on three different pollers (of a server
+/// with at least three).
+fn tags_on_three_pollers(srv: &Server) -> [String; 3] {
+    let apart = |i: usize, j: usize| {
+        let (a, b) = (format!("{{t{i}}}probe"), format!("{{t{j}}}probe"));
+        common::apart(srv.addr, a.as_bytes(), b.as_bytes())
+    };
+    let second = (1..64)
+        .find(|&i| apart(0, i))
+        .expect("a tag on a second poller");
+    let third = (1..64)
+        .find(|&j| apart(0, j) && apart(second, j))
+        .expect("a tag on a third poller");
+    [0, second, third].map(|t| format!("t{t}"))
+}
+
+/// With three pollers, clients whose transactions span different sets of
+/// them (pairs and all three), each moving its keys round its pollers
+/// (a ring of RENAMEs, RENAMENX there and back, COPY) and MSETNX over
+/// them, concurrently and a few hundred times each: every EXEC completes
+/// with the replies of a serial run (no two wait for each other through
+/// the one transaction a poller runs at a time), and each client's
+/// values are all there, once each.
+#[test]
+fn concurrent_execs_over_three_pollers_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "3", "--tcp-threads", "3"]);
+    let tags = tags_on_three_pollers(&srv);
+    // Each client's pollers (places in `tags`), in the order its values
+    // go round.
+    let spans: [&[usize]; 4] = [&[0, 1], &[1, 2], &[2, 0, 1], &[0, 2]];
+    const ROUNDS: usize = 200;
+    let slots = |client: usize| -> Vec<String> {
+        (spans[client].iter())
+            .map(|&p| format!("{{{}}}c{client}s", tags[p]))
+            .collect()
+    };
+    let mut con = srv.client();
+    for client in 0..spans.len() {
+        for (i, s) in slots(client).iter().enumerate() {
+            let _: () = redis::cmd("SET").arg(s).arg(i).query(&mut con).unwrap();
+        }
+    }
+    let mut clients = Vec::new();
+    for (client, span) in spans.iter().enumerate() {
+        let mut con = srv.client();
+        let slots = slots(client);
+        let span: Vec<String> = span.iter().map(|&p| tags[p].clone()).collect();
+        clients.push(std::thread::spawn(move || {
+            let k = slots.len();
+            let tmp = format!("{{{}}}c{client}tmp", span[1]);
+            let nx = format!("{{{}}}c{client}nx", span[k - 1]);
+            let copy = format!("{{{}}}c{client}copy", span[0]);
+            for round in 0..ROUNDS {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                // Round the ring: each slot takes the next one's value.
+                pipe.cmd("RENAME").arg(&slots[0]).arg(&tmp);
+                for i in 0..k - 1 {
+                    pipe.cmd("RENAME").arg(&slots[i + 1]).arg(&slots[i]);
+                }
+                pipe.cmd("RENAME").arg(&tmp).arg(&slots[k - 1]);
+                pipe.cmd("RENAMENX").arg(&slots[0]).arg(&nx);
+                pipe.cmd("RENAMENX").arg(&nx).arg(&slots[0]);
+                pipe.cmd("MSETNX");
+                for t in &span {
+                    pipe.arg(format!("{{{t}}}c{client}m{round}")).arg(round);
+                }
+                pipe.cmd("COPY")
+                    .arg(&slots[k - 1])
+                    .arg(&copy)
+                    .arg("REPLACE");
+                let replies: Vec<redis::Value> = pipe.query(&mut con).expect("EXEC answers");
+                let mut expected = vec![redis::Value::Okay; k + 1];
+                expected.extend([redis::Value::Int(1), redis::Value::Int(1)]);
+                expected.extend([redis::Value::Int(1), redis::Value::Int(1)]);
+                assert_eq!(replies, expected, "client {client}, round {round}");
+            }
+        }));
+    }
+    let start = Instant::now();
+    while !clients.iter().all(|c| c.is_finished()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "an EXEC hangs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in clients {
+        c.join().expect("a client's EXECs answer as a serial run's");
+    }
+    for (client, span) in spans.iter().enumerate() {
+        let values: Vec<String> = redis::cmd("MGET")
+            .arg(slots(client))
+            .query(&mut con)
+            .unwrap();
+        let mut values: Vec<usize> = values.iter().map(|v| v.parse().unwrap()).collect();
+        values.sort_unstable();
+        assert_eq!(values, (0..span.len()).collect::<Vec<_>>());
+        for round in 0..ROUNDS {
+            let keys: Vec<String> = (span.iter())
+                .map(|&p| format!("{{{}}}c{client}m{round}", tags[p]))
+                .collect();
+            let n: usize = redis::cmd("EXISTS").arg(&keys).query(&mut con).unwrap();
+            assert_eq!(n, keys.len(), "client {client}, round {round}");
+        }
+    }
     srv.stop();
 }
 
@@ -1434,16 +1894,13 @@ fn a_version_2_store_is_converted_when_opened() {
     assert_eq!(version(), 4);
 }
 
-/// Two hash tags whose keys lie on the two pollers of a server with two:
-/// a RENAMENX from one to the other in a transaction answers CROSSSLOT.
+/// Two hash tags whose keys lie on the two pollers of a server with two
+/// (`common::apart`).
 fn tags_on_two_pollers(c: &mut Conn) -> (String, String) {
+    let addr = c.s.peer_addr().expect("an address");
     for i in 1..64 {
         let (from, to) = ("{t0}probe".to_string(), format!("{{t{i}}}probe"));
-        c.call(&["MULTI"]);
-        c.call(&["SET", &from, "1"]);
-        c.call(&["RENAMENX", &from, &to]);
-        if c.call(&["EXEC"]).starts_with(b"-CROSSSLOT") {
-            c.call(&["DEL", &from, &to]);
+        if common::apart(addr, from.as_bytes(), to.as_bytes()) {
             return ("t0".into(), format!("t{i}"));
         }
     }

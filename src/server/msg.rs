@@ -163,9 +163,13 @@ pub enum Op {
     },
     /// Set every key, or none when any exists (MSETNX): the keys are all
     /// this poller's. `wait`: its number while it waits for its keys.
+    /// `others`: inside an EXEC across pollers, the pollers of the
+    /// command's other parts, whose verdicts (none of their keys is there)
+    /// this part waits for, having sent its own (`Op::Mail`).
     MsetNx {
         pairs: Vec<KeyValue>,
         wait: Option<u64>,
+        others: Vec<usize>,
     },
     /// The absolute expiry, in ms or in s (PEXPIRETIME, EXPIRETIME).
     ExpireTime {
@@ -201,6 +205,14 @@ pub enum Op {
     /// renamed key keeps; `None`: missing, or its read failed), and the
     /// destination's part runs.
     Carry(Option<(Vec<u8>, u64, u32)>),
+    /// From one part of an EXEC across pollers to another (`from` and
+    /// `id` name the EXEC), for the command whose requests' id is `sub`
+    /// (a move's value, a verdict): kept until that part's command asks
+    /// for it (see `poller/cross.rs`).
+    Mail {
+        sub: u64,
+        mail: Mail,
+    },
     /// Requests of one command for several keys of this poller (MGET,
     /// EXISTS, DEL, MSET): they run together, once none of their keys is
     /// held by a transaction or a read-modify-write, so that the command
@@ -272,6 +284,9 @@ pub enum Op {
         key: Box<[u8]>,
         kind: MoveKind,
         value: Option<(Vec<u8>, u64, u32)>,
+        /// The source's poller (inside an EXEC, RENAMENX's verdict goes
+        /// back to it).
+        source: usize,
     },
     /// The place of waiting request `id` (a command of several keys) in
     /// the queue of a key it waits for (a poller's own: no client sends
@@ -330,6 +345,18 @@ pub enum Op {
     Flush,
 }
 
+/// What one part of an EXEC across pollers sends another for one of its
+/// commands ([`Op::Mail`]).
+#[derive(Debug, Clone)]
+pub enum Mail {
+    /// A move's source's value, expiry and access bits (`None`: missing,
+    /// or its read failed).
+    Value(Option<(Vec<u8>, u64, u32)>),
+    /// Whether the command goes on: RENAMENX's destination was free and
+    /// is written; none of MSETNX's keys of the sender is there.
+    Verdict(bool),
+}
+
 /// What a part of an EXEC across pollers knows of the others.
 #[derive(Debug, Clone)]
 pub struct Cross {
@@ -344,16 +371,25 @@ pub struct Cross {
     /// to the device together, not one after another as a
     /// transaction's).
     pub group: bool,
-    /// Sent while replicas are fed: it passes the server's gate alone
-    /// (one such transaction at a time, `gate.rs`), and its parts' writes
-    /// go into the stream as one `MULTI … EXEC` (`repl/outbox.rs`).
+    /// It passes the server's gate alone (one such transaction at a
+    /// time, `gate.rs`): sent while replicas are fed (its parts' writes
+    /// go into the stream as one `MULTI … EXEC`, `repl/outbox.rs`), or
+    /// holding a command of the whole key space, or with `mail` on a
+    /// server of more than two pollers.
     pub gated: bool,
-    /// A move (RENAME, RENAMENX, COPY; inside an EXEC, RENAMEs and COPYs
-    /// all one way) whose source and destination are on two pollers: the
-    /// places of the source's part and of the destination's in
-    /// `pollers`. The destination's part runs once the source's has read
-    /// the values and sent them (`Op::Carry`, one per move, in order).
+    /// A move (RENAME, RENAMENX, COPY; inside an EXEC, moves all from one
+    /// poller to one other) whose source and destination are on two
+    /// pollers: the places of the source's part and of the destination's
+    /// in `pollers`. The source's part commits last (`Left::source`).
+    /// Without `mail`, the destination's part runs once the source's has
+    /// read the values and sent them (`Op::Carry`, one per move, in
+    /// order).
     pub carry: Option<(u32, u32)>,
+    /// An EXEC with MSETNX, RENAMENX or moves across pollers other than
+    /// RENAMEs and COPYs all one way: every part runs once all hold their
+    /// keys, and they send each other what their commands need as they
+    /// run (`Op::Mail`, `poller/cross.rs`).
+    pub mail: bool,
 }
 
 /// A part of a census ([`Op::Census`]).
@@ -796,7 +832,7 @@ impl Op {
             Op::Watch { key } => Some(key),
             Op::Exists { key } => Some(key),
             Op::Exec { .. } | Op::Group { .. } | Op::Unwatch => None,
-            Op::Cross(_) | Op::Carry(_) => None,
+            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } => None,
             Op::Census(_) | Op::CensusStep(_) | Op::DbSize => None,
             Op::Scan { .. } | Op::Keys { .. } | Op::RandomKey { .. } | Op::Flush | Op::Save => None,
             Op::CopyStep { .. } | Op::Load(_) => None,

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 
 use super::float::LongDouble;
 use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply, NO_REPLY, TXN_PART};
-use super::msg::{MoveKind, ObjectInfo, RestoreAccess};
+use super::msg::{Mail, MoveKind, ObjectInfo, RestoreAccess};
 use super::{PollMode, Shared};
 use crate::format::{
     align_down, align_up, decode_record, encode_record, record_len, LargeHead, Record, RecordMeta,
@@ -293,8 +293,22 @@ struct Txn {
     /// the command's reply, and nothing of any part is written.
     veto: Option<Reply>,
     /// The source's part of moves across pollers (one alone, or an
-    /// EXEC's): the values it has still to send, one per move.
+    /// EXEC's, all one way, without `Cross::mail`): the values it has
+    /// still to send, one per move.
     to_carry: usize,
+    /// A part of an EXEC across pollers with `Cross::mail`: what it owes the other parts
+    /// for its commands (by their requests' id: a move's value, a
+    /// verdict), to the pollers named, sent as the command runs; a
+    /// command answered without sending it (an error, a missing source)
+    /// sends what is here (see `cross.rs`).
+    owed: Vec<(u64, Vec<usize>, Mail)>,
+    /// A command waiting for what other parts send it (`Op::Mail`), and
+    /// for a RENAMENX's source its own entry (followed), to delete it
+    /// once the destination's verdict comes.
+    awaits: Option<(Request, Option<Option<u64>>)>,
+    /// The move destinations (by id) whose values came and were put into
+    /// their requests (a request put back for a read slot keeps it).
+    delivered: Vec<u64>,
     /// A FLUSHDB or FLUSHALL emptied the view: keys it does not hold are
     /// absent, and its commit flushes the store first (`whole.rs`).
     flushed: bool,
@@ -809,6 +823,9 @@ impl<E: Engine> Poller<E> {
         }
         if matches!(req.op, Op::Carry(_)) {
             return self.cross_carried(req);
+        }
+        if matches!(req.op, Op::Mail { .. }) {
+            return self.cross_mail(req);
         }
         if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
             self.flush_hold.push_back(req);
@@ -2133,12 +2150,13 @@ impl<E: Engine> Poller<E> {
 
     /// MSETNX once its keys' own entries are known.
     fn msetnx_probed(&mut self, req: Request) {
-        let Op::MsetNx { pairs, .. } = &req.op else {
+        let Op::MsetNx { pairs, others, .. } = &req.op else {
             unreachable!()
         };
         for (i, p) in pairs.iter().enumerate() {
             if self.other_exists(&req, i, p.pid, &p.hash, &p.key) {
-                // A part of one across pollers refuses them all.
+                // A part of one across pollers refuses them all (inside
+                // an EXEC, its answer sends the others its refusal).
                 self.veto(&req, Reply::Int(0));
                 return self.reply(&req, Reply::Int(0));
             }
@@ -2146,6 +2164,21 @@ impl<E: Engine> Poller<E> {
         if self.refused_over_maxmemory(&req) {
             return;
         }
+        if !others.is_empty() {
+            // Inside an EXEC across pollers: none of this part's keys is
+            // there; the other parts' verdicts decide.
+            self.settle(req.id, Some(Mail::Verdict(true)));
+            return self.await_mail(req, None);
+        }
+        self.msetnx_write(req);
+    }
+
+    /// MSETNX sets its keys, none of them there (nor, across pollers,
+    /// any of the other parts').
+    pub(super) fn msetnx_write(&mut self, req: Request) {
+        let Op::MsetNx { pairs, others, .. } = &req.op else {
+            unreachable!()
+        };
         for (i, p) in pairs.iter().enumerate() {
             // A key given twice: its first write made its entry the first.
             if !pairs[..i].iter().any(|q| q.key == p.key) {
@@ -2158,7 +2191,8 @@ impl<E: Engine> Poller<E> {
         }
         self.drop_probes(&req);
         // Across pollers, the first part answers for all.
-        let ok = match self.part_of_single(&req) && req.part > 0 {
+        let across = self.part_of_single(&req) || !others.is_empty();
+        let ok = match across && req.part > 0 {
             true => simple(super::strings::OK),
             false => Reply::Int(1),
         };
@@ -2321,6 +2355,9 @@ impl<E: Engine> Poller<E> {
         let t = self.txn.as_mut().expect("a transaction runs");
         t.replies.push((id, part, reply));
         t.waiting = false;
+        // Answered without sending what the other parts wait for: they
+        // get the default (no value, a refusal).
+        self.settle(req.id, None);
     }
 
     /// Holds every key of a command of several keys (EXEC, a group,
@@ -2466,6 +2503,7 @@ impl<E: Engine> Poller<E> {
     fn start_txn(&mut self, mut req: Request) {
         let claimed = claim_tags(&req.op);
         let cross = cross::is_cross(&req);
+        let mail = cross::mails(&req);
         let Op::Exec {
             reqs,
             watched,
@@ -2480,6 +2518,10 @@ impl<E: Engine> Poller<E> {
         let to_carry = (subs.iter())
             .filter(|r| matches!(&r.op, Op::Move { to, .. } if self.shared.poller_of(to.pid) != self.id))
             .count();
+        let (to_carry, owed) = match mail {
+            true => (0, subs.iter().filter_map(|r| self.owes(r)).collect()),
+            false => (to_carry, Vec::new()),
+        };
         // A part of a transaction across pollers checked them (and the
         // connection may watch keys for its next one already).
         let changed = !cross && *watched && self.watched_changed(req.from);
@@ -2510,6 +2552,9 @@ impl<E: Engine> Poller<E> {
             fed: self.shared.repl.feeding(),
             veto: None,
             to_carry,
+            owed,
+            awaits: None,
+            delivered: Vec::new(),
             flushed: false,
         });
     }
@@ -2533,6 +2578,11 @@ impl<E: Engine> Poller<E> {
                 return true;
             };
             t.waiting = true;
+            if self.awaits_value(&sub) {
+                // A move's destination: its value first.
+                self.await_mail(sub, None);
+                continue;
+            }
             if let Some(sub) = self.whole_sub(sub) {
                 self.handle_now(sub);
             }
@@ -2544,6 +2594,14 @@ impl<E: Engine> Poller<E> {
     /// (the large values' heads with the others) are appended at once
     /// ([`Poller::commit_txn`]). Its keys stay held meanwhile.
     fn finish_txn(&mut self) {
+        // What no command sent (none should be left).
+        let owed: Vec<u64> = (self.txn.as_ref().expect("a transaction runs").owed)
+            .iter()
+            .map(|o| o.0)
+            .collect();
+        for id in owed {
+            self.settle(id, None);
+        }
         let mut t = self.txn.take().expect("a transaction runs");
         if let Some(to) = cross::carries_to(&t) {
             // The source's read failed: the destination's part runs on,
@@ -3472,7 +3530,9 @@ impl<E: Engine> Poller<E> {
     /// goes to the destination's part, a rename deletes the source, and a
     /// source missing refuses the move (RENAME's error, COPY's `:0`): the
     /// whole of a move run alone; inside an EXEC, that reply is the
-    /// command's (the destination's half, given no value, writes nothing).
+    /// command's (the destination's half, given no value, writes
+    /// nothing), and a RENAMENX deletes its source only once the
+    /// destination's verdict comes (`Poller::resume_awaiting`).
     fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
@@ -3481,8 +3541,32 @@ impl<E: Engine> Poller<E> {
         let into = self.shared.poller_of(to.pid);
         let t = self.txn.as_mut().expect("a transaction runs");
         let xid = (t.exec.from, t.exec.id);
-        t.to_carry = t.to_carry.saturating_sub(1);
         let rename = found.is_some() && !copy;
+        if cross::mails(&t.exec) {
+            // Inside an EXEC across pollers: the value goes to the
+            // destination's part now; a RENAMENX deletes its source only
+            // once the destination's verdict says it was written there.
+            let found_any = found.is_some();
+            let nx = found_any && *kind == MoveKind::RenameNx;
+            let key = key.clone();
+            self.settle(req.id, Some(Mail::Value(found)));
+            if nx {
+                let own = (!self.txn_staged(&key)).then(|| self.ks.track_own(req.pid, &req.hash));
+                return self.await_mail(req, own);
+            }
+            let ok = simple(super::strings::OK);
+            if !rename {
+                let reply = match (copy, found_any) {
+                    (_, true) => ok,
+                    (true, false) => Reply::Int(0),
+                    (false, false) => Reply::Error(super::strings::NO_SUCH_KEY.into()),
+                };
+                return self.reply(&req, reply);
+            }
+            let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+            return self.acknowledge_now(req, written, ok);
+        }
+        t.to_carry = t.to_carry.saturating_sub(1);
         if found.is_none() {
             let reply = match copy {
                 true => Reply::Int(0),
@@ -3509,12 +3593,16 @@ impl<E: Engine> Poller<E> {
     /// key there, which refuses the move (`:0`).
     fn move_in(&mut self, mut req: Request, exists: bool) {
         use super::strings as text;
-        let Op::MoveIn { key, kind, value } = &mut req.op else {
+        let Op::MoveIn {
+            key, kind, value, ..
+        } = &mut req.op
+        else {
             unreachable!()
         };
         let (key, kind) = (key.clone(), *kind);
         let Some((value, expire, word)) = value.take() else {
-            // The source's part answers.
+            // The source's part answers (and waits for no verdict).
+            self.forgive(req.id);
             return self.reply(&req, simple(text::OK));
         };
         let (ok, refused) = match kind {
@@ -3523,6 +3611,8 @@ impl<E: Engine> Poller<E> {
             MoveKind::Copy { replace } => (Reply::Int(1), exists && !replace),
         };
         if refused {
+            // Inside an EXEC, RENAMENX's source hears of it as it is
+            // answered (`Poller::settle`).
             self.veto(&req, Reply::Int(0));
             return self.reply(&req, Reply::Int(0));
         }
@@ -3533,6 +3623,7 @@ impl<E: Engine> Poller<E> {
         if result.is_ok() {
             // The source's part sent them (`moved_access`: a copy's new).
             self.set_moved_access(&req, req.pid, &req.hash, &key, word);
+            self.settle(req.id, Some(Mail::Verdict(true)));
         }
         self.acknowledge_now(req, result, ok)
     }

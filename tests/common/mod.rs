@@ -616,15 +616,17 @@ pub fn hits_misses_of(con: &mut redis::Connection, cmds: &[&[&str]], txn: bool) 
 }
 
 /// Whether keys `a` and `b` lie on different pollers of the server at
-/// `addr`: an MSETNX of keys on two pollers inside MULTI … EXEC makes
-/// EXEC answer CROSSSLOT (alone, it runs across them); on one poller, an
-/// MSETNX missing its last value changes nothing.
+/// `addr`: an MSETNX of keys on two pollers beside a command of the whole
+/// key space (DBSIZE) inside MULTI … EXEC makes EXEC answer CROSSSLOT,
+/// the one case of keys across pollers EXEC still refuses; on one poller
+/// it runs, and an MSETNX missing its last value changes nothing.
 pub fn apart(addr: impl std::net::ToSocketAddrs, a: &[u8], b: &[u8]) -> bool {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = encode(&[b"MULTI"]);
     req.extend(encode(&[b"MSETNX", a, b"probe", b]));
+    req.extend(encode(&[b"DBSIZE"]));
     req.extend(encode(&[b"EXEC"]));
     req.extend(encode(&[b"ECHO", b"probed"]));
     s.write_all(&req).expect("send");

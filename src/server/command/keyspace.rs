@@ -134,6 +134,7 @@ fn send_move(c: &mut Conn, router: &mut Router, src: &[u8], to: KeyAt, kind: Mov
                 key: to.key.clone(),
                 kind,
                 value: None,
+                source: from,
             },
         };
         router.send(into, destination);

@@ -454,10 +454,17 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// part has run, in order (see [`verdict`]): none of them runs when EXEC
 /// answers nil or an error, as in Redis, and the connection parses
 /// nothing more until then. Keys on several pollers make one transaction
-/// across them (see [`send_parts`]), RENAME and COPY among them too, all
-/// from one poller to one other (the destination's part waits for the
-/// values from the source's: `Cross::carry`); MSETNX, RENAMENX or moves
-/// both ways of keys of several pollers get Redis Cluster's CROSSSLOT.
+/// across them (see [`send_parts`]), MSETNX, RENAME, RENAMENX and COPY
+/// of keys of several pollers among them too, in any directions: RENAMEs
+/// and COPYs all from one poller to one other as alone (the
+/// destination's part waits for the values from the source's before it
+/// runs: `Cross::carry`), the rest with parts that send each other a
+/// move's value and their verdicts as they run (`Cross::mail`,
+/// `poller/cross.rs`; with more than two pollers such a transaction
+/// passes the gate alone).
+/// With a command of the whole key space in the same transaction they
+/// get Redis Cluster's CROSSSLOT (not built: each part of that command
+/// holds every other request on its poller while it runs).
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -482,23 +489,26 @@ fn exec(c: &mut Conn, router: &mut Router) {
         let first = keys.first().map(|k| router.poller_of_key(k));
         keys.iter().any(|k| Some(router.poller_of_key(k)) != first)
     };
-    // RENAME and COPY of keys of two pollers run, all from one poller to
-    // one other: the source's part sends their values to the
-    // destination's, which waits for them (`Cross::carry`). MSETNX and
-    // RENAMENX, whose parts would each need the others' verdict in the
-    // middle of their commands, do not, nor do moves both ways (each part
-    // would wait for the other), nor moves with a command of the whole
-    // key space.
-    let movable = |n: &[u8]| n.eq_ignore_ascii_case(b"RENAME") || n.eq_ignore_ascii_case(b"COPY");
+    // MSETNX, RENAME, RENAMENX and COPY of keys of several pollers run.
+    // RENAMEs and COPYs all from one poller to one other run as alone:
+    // the destination's part waits, before it runs, for the values the
+    // source's sends (`Cross::carry`). Otherwise (MSETNX, RENAMENX, moves
+    // both ways or between several pairs) the parts send each other what
+    // their commands need (a value, a verdict) as they run (`Cross::mail`,
+    // `poller/cross.rs`). With a command of the whole key space (which
+    // holds every other request on each poller while its part runs) they
+    // would wait for each other: refused.
+    let verdicts =
+        |n: &[u8]| n.eq_ignore_ascii_case(b"MSETNX") || n.eq_ignore_ascii_case(b"RENAMENX");
     let mut ways = Vec::new();
-    let mut refused = false;
+    let mut talks = false;
     for args in cmds.iter().filter(|a| one_request(a) && spans(a)) {
-        refused |= !movable(args[0]) || whole;
+        talks |= verdicts(args[0]);
         let keys = keys_of(args);
         ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
     }
-    refused |= ways.windows(2).any(|w| w[0] != w[1]);
-    if refused {
+    talks |= ways.windows(2).any(|w| w[0] != w[1]);
+    if whole && !ways.is_empty() {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }
@@ -559,14 +569,23 @@ fn exec(c: &mut Conn, router: &mut Router) {
         watched,
         single: false,
         whole,
+        talks,
     };
-    let carry = reqs.iter().find_map(|(p, r)| match &r.op {
-        Op::Move { to, .. } => {
-            let into = router.shared.poller_of(to.pid);
-            (into != *p).then_some((*p, into))
-        }
-        _ => None,
-    });
+    // Moves across pollers all one way: the source's part commits last
+    // (`Cross::carry`).
+    let ways: Vec<(usize, usize)> = (reqs.iter())
+        .filter_map(|(p, r)| match &r.op {
+            Op::Move { to, .. } => {
+                let into = router.shared.poller_of(to.pid);
+                (into != *p).then_some((*p, into))
+            }
+            _ => None,
+        })
+        .collect();
+    let carry = match ways.windows(2).all(|w| w[0] == w[1]) {
+        true => ways.first().copied(),
+        false => None,
+    };
     let (exec, left) = send_parts(c, router, inner, count, pollers, reqs, how, carry);
     if !deferred.is_empty() {
         c.deferred = Some(Deferred {
@@ -727,6 +746,10 @@ struct Parts {
     single: bool,
     /// It holds a command of the whole key space.
     whole: bool,
+    /// An EXEC whose parts send each other what their commands need
+    /// (`Cross::mail`): with more than two pollers, it passes the gate
+    /// alone.
+    talks: bool,
 }
 
 /// Runs a command of several keys (MSET, MSETNX, RENAME, RENAMENX, COPY,
@@ -761,6 +784,7 @@ pub(super) fn across_pollers(
         watched: false,
         single: true,
         whole: false,
+        talks: false,
     };
     send_parts(c, router, inner, 1, pollers, reqs, how, carry);
     true
@@ -841,6 +865,7 @@ fn group_across_pollers(
         group: true,
         gated: false,
         carry: None,
+        mail: false,
     });
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
@@ -892,6 +917,7 @@ fn send_parts(
         watched,
         single,
         whole,
+        talks,
     } = how;
     for (p, _) in &reqs {
         if !pollers.contains(p) {
@@ -900,6 +926,13 @@ fn send_parts(
     }
     pollers.sort_unstable();
     let id = c.expect_exec(inner, count, pollers.len() as u32, single);
+    // Parts that wait for each other's messages while they run (`talks`)
+    // are told to run by their last poller: with two pollers in all,
+    // every such transaction's is the same, so every poller runs them in
+    // the order it told them, and none waits for another in a circle;
+    // with more, two with different last pollers could: they pass the
+    // gate alone.
+    let alone = router.shared.pollers.len() > 2;
     let mut parts: Vec<Vec<Request>> = pollers.iter().map(|_| Vec::new()).collect();
     for (p, req) in reqs {
         let i = pollers
@@ -913,7 +946,8 @@ fn send_parts(
             pollers: pollers.clone(),
             single,
             group: false,
-            gated: whole || router.shared.repl.feeding(),
+            gated: whole || router.shared.repl.feeding() || (talks && alone),
+            mail: talks,
             carry: carry.map(|(from, to)| {
                 let at = |p| pollers.iter().position(|&q| q == p).expect("a poller") as u32;
                 (at(from), at(to))

@@ -366,12 +366,24 @@ pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     if parts.len() == 1 {
         let (_, pairs) = parts.pop().expect("a part");
-        let op = Op::MsetNx { pairs, wait: None };
+        let op = Op::MsetNx {
+            pairs,
+            wait: None,
+            others: Vec::new(),
+        };
         return route_one(c, router, args[1], op);
     }
-    let across = super::across_pollers(c, router, &keys, None, |c, router| {
+    // Inside an EXEC, each part knows the others' pollers: it sends them
+    // its verdict and waits for theirs (`poller/cross.rs`).
+    let inside = router.capturing();
+    let pollers: Vec<usize> = parts.iter().map(|(p, _)| *p).collect();
+    let send = move |c: &mut Conn, router: &mut Router| {
         let id = c.expect(parts.len(), Some(Combine::AllOk));
         for (part, (poller, pairs)) in parts.into_iter().enumerate() {
+            let others = match inside {
+                true => (pollers.iter().copied()).filter(|&p| p != poller).collect(),
+                false => Vec::new(),
+            };
             let req = Request {
                 tried: Vec::new(),
                 from: c.me,
@@ -380,11 +392,18 @@ pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 part: part as u32,
                 pid: pairs[0].pid,
                 hash: pairs[0].hash,
-                op: Op::MsetNx { pairs, wait: None },
+                op: Op::MsetNx {
+                    pairs,
+                    wait: None,
+                    others,
+                },
             };
             router.send(poller, req);
         }
-    });
-    // Inside a transaction, EXEC refused it before (CROSSSLOT).
-    debug_assert!(across, "MSETNX across pollers inside EXEC");
+    };
+    if inside {
+        return send(c, router);
+    }
+    let across = super::across_pollers(c, router, &keys, None, send);
+    debug_assert!(across, "MSETNX across pollers");
 }

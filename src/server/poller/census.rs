@@ -73,7 +73,7 @@ impl<E: Engine> Poller<E> {
         }
         let across = matches!(
             req.op,
-            Op::Cross(_) | Op::Carry(_) | Op::Exec { cross: Some(_), .. }
+            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } | Op::Exec { cross: Some(_), .. }
         );
         if self.census.parts.is_empty() || across {
             return Some(req);

@@ -42,16 +42,51 @@
 //! (their keys are held until the outcome). Pollers send the steps to
 //! each other's rings directly.
 //!
-//! A part of a command of one request per poller (MSETNX, a move) may
-//! refuse the whole by what it finds (`Txn::veto`: a key there, a source
-//! missing), as a part refused for room, with the command's reply. A
-//! move's destination part runs only once the source's part has read the
-//! value and sent it (`Cross::carry`, `Op::Carry`): the source's part
-//! never waits for the destination's. So does an EXEC's with RENAMEs and
-//! COPYs across pollers, all from one to one other, with all its
+//! A part of a command of one request per poller (MSETNX, a move) run
+//! alone may refuse the whole by what it finds (`Txn::veto`: a key there,
+//! a source missing), as a part refused for room, with the command's
+//! reply. A move's destination part runs only once the source's part has
+//! read the value and sent it (`Cross::carry`, `Op::Carry`): the source's
+//! part never waits for the destination's. So does an EXEC's with RENAMEs
+//! and COPYs across pollers, all from one to one other, with all its
 //! commands, once a value has come for each (the source's part runs all
 //! of its own, sending them in order); there a missing source is the
 //! command's reply, not a veto.
+//!
+//! Inside an EXEC, MSETNX, RENAMENX, and moves both ways or between
+//! several pairs of pollers (`Cross::mail`) answer each command, not the
+//! EXEC: every part runs once all hold their keys (`Go` to all), and a
+//! command that needs something of another part waits for it inside the
+//! running transaction (`Txn::awaits`), as a command waits for a device
+//! read: a message between the parts (`Op::Mail`, by the EXEC and the
+//! command's request id, which a move's two halves and MSETNX's parts
+//! share; `cross_mail`), kept until asked for (`Crossing::mail`). A
+//! move's source sends its value (`Mail::Value`; `None` when missing: the
+//! command's reply is its `ERR no such key`, or COPY's `:0`, and the
+//! destination writes nothing); the destination waits for it before it
+//! looks its key up. RENAMENX's source then waits for the destination's
+//! verdict (`Mail::Verdict`: the key was free and is written) and only
+//! then deletes itself; RENAME's deletes itself at once, COPY's stays.
+//! Each part of an MSETNX (its request names the others' pollers) sends
+//! the others whether none of its keys is there, waits for theirs, and
+//! writes all of its keys or none (`:0`). What a part owes the others for
+//! a command (`Txn::owed`) goes as the command runs, before the part
+//! waits there; a command answered without it (an error, a failed read)
+//! sends the default (no value, a refusal). Every part runs the EXEC's
+//! commands in its order, so no part waits for a later command of
+//! another: the parts of one EXEC never wait for each other in a circle.
+//! Two such EXECs could, through the one transaction each poller runs at
+//! a time (parts that wait for nothing but a held destination's, which
+//! waits outside it, cannot), each part running first on one poller and
+//! second on another, when their last pollers (which tell the parts to
+//! run, `Go`, in the order they hold their keys) differ: with more than
+//! two pollers they pass the gate alone (`Cross::gated`); with two, every
+//! such EXEC's last poller is the same, and every poller runs them in the
+//! order it told them.
+//! A command of the
+//! whole key space in the same EXEC (which holds every other request on
+//! each poller while its part runs) is not built with them: EXEC answers
+//! CROSSSLOT (`command::exec`).
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -69,7 +104,7 @@
 
 use super::*;
 use crate::server::gate::{Holder, HolderKind, Mode};
-use crate::server::msg::{CensusStep, Cross, CrossStep};
+use crate::server::msg::{CensusStep, Cross, CrossStep, Mail};
 
 /// An EXEC across pollers: its connection and its reply's id.
 pub(super) type CrossId = (ConnRef, u64);
@@ -214,9 +249,14 @@ pub(super) struct Crossing {
     preparing: HashMap<CrossId, (usize, bool)>,
     /// Steps for other pollers whose rings were full, oldest first.
     out: VecDeque<(usize, Request)>,
-    /// Destination parts of an EXEC's moves across pollers: the values
-    /// come so far (the source's part sends one per move, in order).
+    /// Destination parts of moves across pollers (without `Cross::mail`):
+    /// the values come so far (the source's part sends one per move, in
+    /// order).
     carried: HashMap<CrossId, usize>,
+    /// What other parts of EXECs sent this poller's parts (`Op::Mail`),
+    /// by EXEC and command, kept until the command asks for it; gone
+    /// when the part ends.
+    mail: HashMap<CrossId, HashMap<u64, VecDeque<Mail>>>,
     /// Reads of keys' values for an undo, by read slot (the part, its
     /// key's place in `before`, the entry, where the read starts), and
     /// those waiting for a slot.
@@ -303,9 +343,15 @@ pub(super) fn single_of(req: &Request) -> Option<&Cross> {
     }
 }
 
+/// Whether `req` is a part of an EXEC across pollers whose parts send
+/// each other what their commands need (`Cross::mail`).
+pub(super) fn mails(req: &Request) -> bool {
+    matches!(&req.op, Op::Exec { cross: Some(x), .. } if x.mail)
+}
+
 /// The poller of the destination's part, when `t` is the source's part
-/// of a move across pollers (alone, or inside an EXEC) that has not sent
-/// the value yet.
+/// of a move across pollers (alone, or inside an EXEC without
+/// `Cross::mail`) that has not sent the value yet.
 pub(super) fn carries_to(t: &Txn) -> Option<usize> {
     let Op::Exec { cross: Some(x), .. } = &t.exec.op else {
         return None;
@@ -394,8 +440,9 @@ impl<E: Engine> Poller<E> {
             return self.cross_send(pollers[at + 1], xid, CrossStep::Claim);
         }
         // A move's destination part runs once the source's has sent it
-        // the value (`cross_carried`).
-        let waits = x.carry.map(|(_, to)| to as usize);
+        // the values (`cross_carried`); with `mail`, every part runs, its
+        // commands waiting for what the others send them.
+        let waits = x.carry.filter(|_| !x.mail).map(|(_, to)| to as usize);
         for (i, &p) in pollers[..at].iter().enumerate() {
             if Some(i) != waits {
                 self.cross_send(p, xid, CrossStep::Go);
@@ -469,6 +516,154 @@ impl<E: Engine> Poller<E> {
             return;
         }
         self.cross_run(part);
+    }
+
+    /// What part `r` of an EXEC across pollers (a request of this
+    /// poller's part) owes other parts, sent as it runs: a move's source
+    /// its value, RENAMENX's destination its verdict, each part of an
+    /// MSETNX its own; with the pollers it goes to, and what goes when
+    /// the command is answered without it (no value, a refusal).
+    pub(super) fn owes(&self, r: &Request) -> Option<(u64, Vec<usize>, Mail)> {
+        match &r.op {
+            Op::Move { to, .. } => {
+                let into = self.shared.poller_of(to.pid);
+                (into != self.id).then(|| (r.id, vec![into], Mail::Value(None)))
+            }
+            Op::MoveIn {
+                kind: MoveKind::RenameNx,
+                source,
+                ..
+            } => Some((r.id, vec![*source], Mail::Verdict(false))),
+            Op::MsetNx { others, .. } if !others.is_empty() => {
+                Some((r.id, others.clone(), Mail::Verdict(false)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The running transaction's command `id` sends the other parts what
+    /// it owes them (`mail`; `None`: what goes when it was answered
+    /// without it), if it owes them still.
+    pub(super) fn settle(&mut self, id: u64, mail: Option<Mail>) {
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        let Some(at) = t.owed.iter().position(|o| o.0 == id) else {
+            return;
+        };
+        let (sub, pollers, default) = t.owed.swap_remove(at);
+        let xid = (t.exec.from, t.exec.id);
+        let mail = mail.unwrap_or(default);
+        for p in pollers {
+            let op = Op::Mail {
+                sub,
+                mail: mail.clone(),
+            };
+            self.cross_send_request(p, step_request(xid, op));
+        }
+    }
+
+    /// The running transaction's command `id` owes nothing any more (a
+    /// RENAMENX's destination given no value: its source waits for no
+    /// verdict).
+    pub(super) fn forgive(&mut self, id: u64) {
+        if let Some(t) = self.txn.as_mut() {
+            t.owed.retain(|o| o.0 != id);
+        }
+    }
+
+    /// Whether `sub`, about to run in the running transaction, is a
+    /// move's destination in an EXEC across pollers whose value has not
+    /// come yet into it: it waits for it before it looks its key up.
+    pub(super) fn awaits_value(&self, sub: &Request) -> bool {
+        let Some(t) = self.txn.as_ref() else {
+            return false;
+        };
+        matches!(sub.op, Op::MoveIn { .. }) && mails(&t.exec) && !t.delivered.contains(&sub.id)
+    }
+
+    /// Command `req` of the running transaction waits for what other
+    /// parts send it (`own`: a RENAMENX's source's entry); it goes on at
+    /// once if that came already.
+    pub(super) fn await_mail(&mut self, req: Request, own: Option<Option<u64>>) {
+        let t = self.txn.as_mut().expect("a transaction runs");
+        debug_assert!(t.awaits.is_none(), "one command waits at a time");
+        t.awaits = Some((req, own));
+        self.resume_awaiting();
+    }
+
+    /// A message from another part of an EXEC across pollers: kept for
+    /// its command, which goes on if it waits for it.
+    pub(super) fn cross_mail(&mut self, req: Request) {
+        let Op::Mail { sub, mail } = req.op else {
+            unreachable!()
+        };
+        let xid = (req.from, req.id);
+        let mailbox = self.cross.mail.entry(xid).or_default();
+        mailbox.entry(sub).or_default().push_back(mail);
+        self.resume_awaiting();
+        self.ks.clear_new();
+    }
+
+    /// The running transaction's command waiting for other parts goes on
+    /// once everything it waits for has come: a move's destination runs
+    /// with the value; RENAMENX's source deletes itself if the
+    /// destination was written; MSETNX's part writes its keys if no part
+    /// found one of its keys there (else answers `:0`).
+    fn resume_awaiting(&mut self) {
+        let Some(t) = self.txn.as_ref() else {
+            return;
+        };
+        let Some((req, _)) = &t.awaits else {
+            return;
+        };
+        let xid = (t.exec.from, t.exec.id);
+        let sub = req.id;
+        let need = match &req.op {
+            Op::MsetNx { others, .. } => others.len(),
+            _ => 1,
+        };
+        let Some(mailbox) = self.cross.mail.get_mut(&xid) else {
+            return;
+        };
+        if mailbox.get(&sub).map_or(0, VecDeque::len) < need {
+            return;
+        }
+        let mails = mailbox.remove(&sub).unwrap_or_default();
+        if mailbox.is_empty() {
+            self.cross.mail.remove(&xid);
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        let (mut req, own) = t.awaits.take().expect("a command waits");
+        let yes = |m: &Mail| matches!(m, Mail::Verdict(true));
+        match &mut req.op {
+            Op::MoveIn { value, .. } => {
+                if let Some(Mail::Value(v)) = mails.into_iter().next() {
+                    *value = v;
+                }
+                t.delivered.push(sub);
+                self.handle_now(req);
+            }
+            Op::Move { key, .. } => {
+                let key = key.clone();
+                let at = own.map(|o| o.and_then(|at| self.ks.unfollow(req.pid, at)));
+                let ok = simple(crate::server::strings::OK);
+                if !mails.front().is_some_and(yes) {
+                    // Not written there: the source stays.
+                    return self.reply(&req, ok);
+                }
+                if let Some(at) = at {
+                    self.ks.act_on(req.pid, &req.hash, at);
+                }
+                let written = self.write(&req, req.pid, &req.hash, &key, &[], 0, true);
+                self.acknowledge_now(req, written, ok);
+            }
+            Op::MsetNx { .. } => match mails.iter().all(yes) {
+                true => self.msetnx_write(req),
+                false => self.reply(&req, Reply::Int(0)),
+            },
+            op => unreachable!("no command waits for mail: {op:?}"),
+        }
     }
 
     /// Every part holds its keys: this one runs, as a transaction (once
@@ -735,6 +930,7 @@ impl<E: Engine> Poller<E> {
             undo_room,
             ..
         } = p;
+        self.cross.mail.remove(&(t.exec.from, t.exec.id));
         self.drop_before(before, undo_room);
         for head in heads.into_values() {
             self.ks.release_pieces(&head);
@@ -902,6 +1098,7 @@ impl<E: Engine> Poller<E> {
             ..
         } = ran;
         self.decided((exec.from, exec.id));
+        self.cross.mail.remove(&(exec.from, exec.id));
         self.drop_before(before, undo_room);
         if let Some(reply) = reply {
             // The stream first: a WAIT after EXEC's reply finds it there.
@@ -988,6 +1185,7 @@ impl<E: Engine> Poller<E> {
             reply,
             ..
         } = ran;
+        self.cross.mail.remove(&(exec.from, exec.id));
         self.drop_before(before, undo_room);
         match reply {
             Some(e @ Reply::Error(_)) => self.reply(&exec, e),
@@ -1051,6 +1249,7 @@ impl<E: Engine> Poller<E> {
                     reply,
                 }),
             ) => {
+                self.cross.mail.remove(&xid);
                 self.reply(&exec, reply);
                 for tag in claimed {
                     self.release(tag);
