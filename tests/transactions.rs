@@ -98,6 +98,20 @@ fn reply_len(b: &[u8]) -> Option<usize> {
     }
 }
 
+/// A server of two pollers on `dir`, and four keys: the first and the
+/// last on one poller, the second and the third on the other.
+fn two_pollers(dir: &std::path::Path) -> (Server, [String; 4]) {
+    let srv = Server::start(dir, &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let keys = [
+        format!("{{{a}}}x"),
+        format!("{{{b}}}y"),
+        format!("{{{b}}}z"),
+        format!("{{{a}}}w"),
+    ];
+    (srv, keys)
+}
+
 fn pair(srv: &Server, redis: &RealRedis) -> Both<Conn> {
     Both {
         ours: Conn::connect(srv.addr),
@@ -533,17 +547,10 @@ fn moves_across_pollers_inside_exec_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
-    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let (srv, keys) = two_pollers(dir.path());
+    let [x, y, z, w] = keys.each_ref().map(String::as_str);
     let mut both = pair(&srv, &redis);
     let mut other = pair(&srv, &redis);
-    let (x, y, z, w) = (
-        format!("{{{a}}}x"),
-        format!("{{{b}}}y"),
-        format!("{{{b}}}z"),
-        format!("{{{a}}}w"),
-    );
-    let (x, y, z, w) = (x.as_str(), y.as_str(), z.as_str(), w.as_str());
     let txns: &[&[&[&str]]] = &[
         &[&["SET", x, "1"], &["RENAME", x, y], &["MGET", x, y]],
         &[
@@ -622,18 +629,10 @@ fn msetnx_renamenx_and_moves_both_ways_inside_exec_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
-    let (a, b) = tags_on_two_pollers(&mut Conn::connect(srv.addr));
+    let (srv, keys) = two_pollers(dir.path());
+    let [x, y, z, w] = keys.each_ref().map(String::as_str);
     let mut both = pair(&srv, &redis);
     let mut other = pair(&srv, &redis);
-    // x and w on one poller, y and z on the other.
-    let (x, y, z, w) = (
-        format!("{{{a}}}x"),
-        format!("{{{b}}}y"),
-        format!("{{{b}}}z"),
-        format!("{{{a}}}w"),
-    );
-    let (x, y, z, w) = (x.as_str(), y.as_str(), z.as_str(), w.as_str());
     let txns: &[&[&[&str]]] = &[
         // MSETNX, all keys absent: set, and read after it in the EXEC.
         &[

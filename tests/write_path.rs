@@ -1277,15 +1277,7 @@ fn a_set_over_a_key_on_the_device_is_written_before_its_old_record_is_read() {
     let after = live(&srv);
     assert!(after < before, "live bytes {before} before, {after} after");
     drop(con);
-    srv.stop();
-    let srv = Server::start(dir.path(), &[]);
-    assert_eq!(srv.info_field("index_state_at_start"), "clean");
-    check(&mut srv.client());
-    srv.kill();
-    let srv = Server::start(dir.path(), &[]);
-    assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
-    check(&mut srv.client());
-    srv.stop();
+    holds_through_restart_and_rebuild(dir.path(), srv, check);
 }
 
 /// A key whose record the server read lately (a GET) or wrote is written
@@ -1368,12 +1360,22 @@ fn a_key_read_lately_is_written_deleted_and_tested_without_another_read() {
     };
     check(&mut con);
     drop(con);
+    holds_through_restart_and_rebuild(dir.path(), srv, check);
+}
+
+/// What `check` asserts holds on the store at `dir` after `srv` stops and
+/// a clean restart, and after a rebuild that follows a kill -9.
+fn holds_through_restart_and_rebuild(
+    dir: &std::path::Path,
+    srv: Server,
+    check: impl Fn(&mut Connection),
+) {
     srv.stop();
-    let srv = Server::start(dir.path(), &[]);
+    let srv = Server::start(dir, &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     check(&mut srv.client());
     srv.kill();
-    let srv = Server::start(dir.path(), &[]);
+    let srv = Server::start(dir, &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
     check(&mut srv.client());
     srv.stop();
