@@ -428,11 +428,6 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.owners.note(offset, key);
     }
 
-    /// Records whose key the poller knows ([`Keyspace::holds_key`]).
-    pub fn known_owners(&self) -> usize {
-        self.owners.len()
-    }
-
     /// The first entry of the key's tag, live or dead, not at `skip`.
     pub fn next_candidate(&self, pid: u32, hash: &KeyHash, skip: &[u64]) -> Option<Entry> {
         (self.shard(pid).part(pid).candidate_entries(hash.tag)).find(|e| !skip.contains(&e.offset))

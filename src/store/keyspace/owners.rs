@@ -56,7 +56,8 @@ impl Owners {
         self.order.clear();
     }
 
-    pub(super) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.keys.len()
     }
 }
