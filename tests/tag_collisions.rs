@@ -879,3 +879,50 @@ fn pipelined_overwrites_of_keys_sharing_short_tags_keep_every_key() {
     drop(both);
     srv.stop();
 }
+
+/// A pipelined GET whose first entry of its tag is another key's record
+/// (read to know, after a restart: the server knows no record's key yet)
+/// answers the key's value at its arrival, not the value of a SET of the
+/// key behind it in the pipeline (nil for a missing key); likewise
+/// EXISTS, TTL and STRLEN.
+#[test]
+fn a_read_past_another_keys_record_answers_before_the_writes_behind_it() {
+    let Some((_tmp, dir)) = small_store(
+        "a_read_past_another_keys_record_answers_before_the_writes_behind_it",
+        &[],
+    ) else {
+        return;
+    };
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    for i in 0..KEYS {
+        both.check_str(&["SET", &key(i), &format!("first {i}")]);
+    }
+    drop(both);
+    srv.stop();
+    let srv = start(&dir);
+    let mut pipe = redis::pipe();
+    for i in 0..2 * KEYS {
+        // The first half missing: a SET of a missing key whose tag has one
+        // entry, another key's, is written before its read.
+        let k = if i < KEYS {
+            format!("missing:{i}")
+        } else {
+            key(i - KEYS)
+        };
+        match i % 4 {
+            0 => pipe.get(&k).set(&k, format!("second {i}")),
+            1 => pipe.strlen(&k).set(&k, format!("the second value of {i}")),
+            2 => pipe.exists(&k).del(&k),
+            _ => pipe.ttl(&k).set_ex(&k, "third", 1000),
+        };
+    }
+    let ours: Vec<redis::Value> = pipe.query(&mut srv.client()).unwrap();
+    let theirs: Vec<redis::Value> = pipe.query(&mut redis.client()).unwrap();
+    assert_eq!(ours, theirs);
+    assert!(extra_reads(&srv) > 0, "no read met another key's record");
+    drop(srv);
+}

@@ -134,6 +134,9 @@ struct PendingRead {
     /// A read of the record of an entry a SET replaced unread, to know
     /// whose it was ([`Poller::set_unread`]; `req` carries the key).
     verify: bool,
+    /// Whether the read holds its key's tag: requests of the tag arriving
+    /// meanwhile wait ([`Poller::holds_while_read`]).
+    holds: bool,
     /// Device offset where the aligned read starts.
     start: u64,
 }
@@ -898,6 +901,20 @@ impl<E: Engine> Poller<E> {
                 || matches!(req.op, Op::Set { .. } | Op::Del { .. } | Op::Restore { .. }))
     }
 
+    /// Whether reading `entry`'s record for `req` holds the key's tag until
+    /// the read is done: what [`Poller::holds_key`] says, and any read of a
+    /// record the poller does not know to be the key's. Found to be
+    /// another key's, the request looks again, and must not find the
+    /// entry of a write that arrived after it (a SET behind a GET in a
+    /// pipeline: the GET would answer the later value).
+    fn holds_while_read(&self, req: &Request, entry: Entry) -> bool {
+        if Self::holds_key(req) {
+            return true;
+        }
+        let key = req.op.key();
+        !is_sub(req) && key.is_some_and(|k| self.owner_of(entry, k) != Some(true))
+    }
+
     fn handle_looked_up(&mut self, req: Request) {
         if matches!(req.op, Op::Watch { .. }) {
             // Short tags: which entry of its tag is the key's, first.
@@ -1045,7 +1062,8 @@ impl<E: Engine> Poller<E> {
         }
         match self.read_record(entry) {
             Ok((tag, start)) => {
-                if Self::holds_key(&req) {
+                let holds = self.holds_while_read(&req, entry);
+                if holds {
                     self.busy.entry(req.hash.tag).or_default();
                     self.key_read_issued = Some(req.hash.tag);
                 }
@@ -1055,6 +1073,7 @@ impl<E: Engine> Poller<E> {
                     start,
                     probe: None,
                     verify: false,
+                    holds,
                 });
             }
             Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
@@ -1157,6 +1176,7 @@ impl<E: Engine> Poller<E> {
             start,
             probe: None,
             verify: true,
+            holds: true,
         });
     }
 
@@ -1276,7 +1296,7 @@ impl<E: Engine> Poller<E> {
             self.ks.counters().io_errors.fetch_add(1, Relaxed);
         }
         let tag = r.req.hash.tag;
-        let was_rmw = Self::holds_key(&r.req);
+        let held = r.holds;
         self.key_read_issued = None;
         if r.verify {
             self.verify_done(&r.req, r.entry, result);
@@ -1290,7 +1310,7 @@ impl<E: Engine> Poller<E> {
                    // A large value's edit holds the key until its pieces are in; a
                    // read found to be another key's was followed by another.
         let again = self.key_read_issued == Some(tag);
-        if was_rmw && !again && !self.edits.holds(tag) {
+        if held && !again && !self.edits.holds(tag) {
             self.release(tag);
         }
     }
@@ -2005,12 +2025,14 @@ impl<E: Engine> Poller<E> {
     fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
         match self.read_record(entry) {
             Ok((tag, start)) => {
+                let holds = Self::holds_key(&req);
                 self.reads[tag as usize] = Some(PendingRead {
                     req,
                     entry,
                     start,
                     probe: Some(i),
                     verify: false,
+                    holds,
                 });
             }
             Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
