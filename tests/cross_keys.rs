@@ -528,6 +528,49 @@ fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
 /// expiries, a refused one changing nothing. An EXEC with moves both ways,
 /// RENAMENX and MSETNX across them is refused while a replica is fed
 /// (CROSSSLOT): not built there.
+/// Commands pipelined behind a command across pollers (MSET, MGET, DEL,
+/// EXISTS, MSETNX, RENAME, COPY) on the same connection see what it did,
+/// and what it read is not what they write: the replies are
+/// redis-server's, round after round (each on new keys, so that the
+/// command's part on one poller often comes before the other poller
+/// holds its keys).
+#[test]
+fn commands_pipelined_behind_a_command_across_pollers_see_its_writes() {
+    let Some(redis) = RealRedis::start(&["--databases", "1"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let (a, b) = tags_on_two_pollers(&srv);
+    let mut ours = srv.client();
+    let mut theirs = redis.client();
+    for i in 0..200 {
+        let (x, y, z) = (format!("{a}x{i}"), format!("{b}y{i}"), format!("{b}z{i}"));
+        let mut pipe = redis::pipe();
+        pipe.mset(&[(&x, "1"), (&y, "1")]).get(&x).get(&y);
+        pipe.mget(&[&x, &y]).set(&x, "2").set(&y, "2").get(&y);
+        pipe.exists(&[&x, &y]).del(&y).exists(&[&x, &y]).get(&y);
+        pipe.del(&[&x, &y]).get(&x).get(&y);
+        pipe.cmd("MSETNX")
+            .arg(&x)
+            .arg("3")
+            .arg(&y)
+            .arg("3")
+            .get(&x)
+            .get(&y);
+        pipe.rename(&x, &z).get(&x).get(&z).set(&z, "4");
+        pipe.cmd("COPY")
+            .arg(&z)
+            .arg(&x)
+            .get(&x)
+            .set(&x, "5")
+            .get(&z);
+        let got: Vec<redis::Value> = pipe.query(&mut ours).unwrap();
+        let want: Vec<redis::Value> = pipe.query(&mut theirs).unwrap();
+        assert_eq!(got, want, "round {i}");
+    }
+}
+
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -884,7 +884,8 @@ fn pipelined_overwrites_of_keys_sharing_short_tags_keep_every_key() {
 /// (read to know, after a restart: the server knows no record's key yet)
 /// answers the key's value at its arrival, not the value of a SET of the
 /// key behind it in the pipeline (nil for a missing key); likewise
-/// EXISTS, TTL and STRLEN.
+/// EXISTS, TTL, STRLEN, and MGET across two pollers (whose parts hold
+/// their keys together, and each read holds its key on).
 #[test]
 fn a_read_past_another_keys_record_answers_before_the_writes_behind_it() {
     let Some((_tmp, dir)) = small_store(
@@ -903,7 +904,7 @@ fn a_read_past_another_keys_record_answers_before_the_writes_behind_it() {
     }
     drop(both);
     srv.stop();
-    let srv = start(&dir);
+    let srv = start_with(&dir, &["--durability", "async", "--io-threads", "2"]);
     let mut pipe = redis::pipe();
     for i in 0..2 * KEYS {
         // The first half missing: a SET of a missing key whose tag has one
@@ -913,11 +914,15 @@ fn a_read_past_another_keys_record_answers_before_the_writes_behind_it() {
         } else {
             key(i - KEYS)
         };
-        match i % 4 {
+        let others: Vec<String> = (1..4).map(|j| key((i + j * 7) % KEYS)).collect();
+        match i % 5 {
             0 => pipe.get(&k).set(&k, format!("second {i}")),
             1 => pipe.strlen(&k).set(&k, format!("the second value of {i}")),
             2 => pipe.exists(&k).del(&k),
-            _ => pipe.ttl(&k).set_ex(&k, "third", 1000),
+            3 => pipe.ttl(&k).set_ex(&k, "third", 1000),
+            _ => pipe
+                .mget(&[&k, &others[0], &others[1], &others[2]])
+                .set(&k, "fourth"),
         };
     }
     let ours: Vec<redis::Value> = pipe.query(&mut srv.client()).unwrap();

@@ -821,6 +821,14 @@ impl<E: Engine> Poller<E> {
         let Some(req) = self.whole_holds(req) else {
             return;
         };
+        let Some(req) = self.arrived(req) else {
+            return;
+        };
+        self.handle_arrived(req);
+    }
+
+    /// Serves a request that came, in its connection's order.
+    pub(super) fn handle_arrived(&mut self, req: Request) {
         if matches!(req.op, Op::Cross(_)) {
             return self.cross_step(req);
         }
@@ -1302,14 +1310,16 @@ impl<E: Engine> Poller<E> {
             self.verify_done(&r.req, r.entry, result);
             return;
         }
+        let requeued = self.requeued.len();
         match r.probe {
             Some(i) => self.probe_read(r.req, r.entry, i, result),
             None => self.finish_fetch(r.req, r.entry, result),
         }
         drop(buf); // back to the engine's pool
                    // A large value's edit holds the key until its pieces are in; a
-                   // read found to be another key's was followed by another.
-        let again = self.key_read_issued == Some(tag);
+                   // read found to be another key's was followed by another, or put
+                   // aside for a read slot (`retry_requeued` goes on with the key).
+        let again = self.key_read_issued == Some(tag) || self.requeued.len() > requeued;
         if held && !again && !self.edits.holds(tag) {
             self.release(tag);
         }
@@ -2468,11 +2478,25 @@ impl<E: Engine> Poller<E> {
         let Op::Group { reqs, .. } = &mut req.op else {
             unreachable!()
         };
-        // Under short tags a write reads its tag's records first, holding
-        // the key meanwhile: the group's later requests of that tag go
-        // first in its queue, in order, and the read releases them.
+        let held = self.run_held(std::mem::take(reqs));
+        for tag in tags {
+            // A write deferred for room keeps its key until it is done
+            // (`retry_deferred` releases it), and a read holding it too.
+            let holds = held.contains(&tag);
+            if !holds && !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
+                self.release(tag);
+            }
+        }
+    }
+
+    /// Runs the requests of a command that holds their keys, one after
+    /// the other; returns the keys' tags that a read now holds
+    /// ([`Poller::holds_while_read`]; a request put aside for a read slot
+    /// too): that read, not the command, releases them. The later
+    /// requests of such a tag go first in its queue, in order.
+    pub(super) fn run_held(&mut self, reqs: Vec<Request>) -> Vec<u64> {
         let mut held: Vec<(u64, usize)> = Vec::new();
-        for r in std::mem::take(reqs) {
+        for r in reqs {
             let tag = r.hash.tag;
             if let Some((_, n)) = held.iter_mut().find(|(t, _)| *t == tag) {
                 self.busy.get_mut(&tag).expect("held").insert(*n, r);
@@ -2487,14 +2511,7 @@ impl<E: Engine> Poller<E> {
             }
         }
         self.key_read_issued = None;
-        for tag in tags {
-            // A write deferred for room keeps its key until it is done
-            // (`retry_deferred` releases it), and a read holding it too.
-            let holds = held.iter().any(|&(t, _)| t == tag);
-            if !holds && !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
-                self.release(tag);
-            }
-        }
+        held.into_iter().map(|(t, _)| t).collect()
     }
 
     /// Runs transactions: the one running, as far as it can go, then those

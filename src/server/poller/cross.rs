@@ -270,6 +270,23 @@ pub(super) struct Crossing {
     /// whose outcome is not known (a full copy that read them waits for
     /// it, `Repl::set_undecided`).
     undecided: HashMap<CrossId, u64>,
+    /// Parts here not holding their keys yet (`Dormant`, `Gated`),
+    /// oldest first, and the requests of their connections that came
+    /// after them, waiting in order ([`Poller::arrived`]).
+    reserved: Vec<Reserved>,
+    waiting: HashMap<super::ConnRef, VecDeque<(u64, Request)>>,
+    /// Requests counted as they come (`Poller::handle`), and the number of
+    /// the one being served.
+    arrivals: u64,
+    arriving: u64,
+}
+
+/// A part not holding its keys yet: its connection's later requests wait.
+struct Reserved {
+    xid: CrossId,
+    from: super::ConnRef,
+    /// When the part came (`Crossing::arrivals`).
+    came: u64,
 }
 
 impl Crossing {
@@ -380,6 +397,7 @@ impl<E: Engine> Poller<E> {
             Some(CrossPart::Aborted) => {}
             Some(CrossPart::Claimable) => self.cross_claim(req, watches),
             None if req.part == 0 && gate_mode(cross_of(&req)).is_some() => {
+                self.reserve(&req);
                 let mode = gate_mode(cross_of(&req)).expect("not a group");
                 let who = Holder {
                     poller: self.id,
@@ -396,6 +414,7 @@ impl<E: Engine> Poller<E> {
             }
             None if req.part == 0 => self.cross_claim(req, watches),
             None => {
+                self.reserve(&req);
                 let dormant = CrossPart::Dormant { req, watches };
                 self.cross.parts.insert(xid, dormant);
             }
@@ -407,6 +426,75 @@ impl<E: Engine> Poller<E> {
         let xid = (req.from, req.id);
         (self.cross.parts).insert(xid, CrossPart::Claiming { watches });
         self.exec_when_free(req);
+        self.unreserve(xid);
+    }
+
+    /// Part `req` waits before claiming its keys: the requests of its
+    /// connection that come after it wait for the claim (in
+    /// [`Poller::arrived`]), as they would behind a part holding its keys
+    /// (a GET pipelined after an MSET across pollers reads the MSET's
+    /// value, a SET after an MGET is not what the MGET read).
+    fn reserve(&mut self, req: &Request) {
+        self.cross.reserved.push(Reserved {
+            xid: (req.from, req.id),
+            from: req.from,
+            came: self.cross.arriving,
+        });
+    }
+
+    /// A request that came: numbered, then kept (`None`) while its
+    /// connection has a part here that came before it and does not hold
+    /// its keys yet, or requests waiting for one; else handed back.
+    /// What needs no key (and the steps between pollers) goes on: a
+    /// command of the whole key space waits for no part.
+    pub(super) fn arrived(&mut self, req: Request) -> Option<Request> {
+        self.cross.arrivals += 1;
+        self.cross.arriving = self.cross.arrivals;
+        if self.cross.reserved.is_empty() {
+            return Some(req);
+        }
+        let keyed = match &req.op {
+            Op::Exec { .. } | Op::Group { .. } | Op::MsetNx { .. } | Op::Move { .. } => true,
+            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } | Op::Fence { .. } => false,
+            op => op.key().is_some(),
+        };
+        let from = req.from;
+        let waits = self.cross.waiting.contains_key(&from)
+            || self.cross.reserved.iter().any(|r| r.from == from);
+        if !keyed || !waits {
+            return Some(req);
+        }
+        let came = self.cross.arrivals;
+        (self.cross.waiting.entry(from).or_default()).push_back((came, req));
+        None
+    }
+
+    /// Part `xid` claimed its keys (or was aborted before): the requests
+    /// of its connection that waited for it go on, in order, behind its
+    /// claim, up to one that came after another part not holding its keys.
+    fn unreserve(&mut self, xid: CrossId) {
+        let Some(i) = self.cross.reserved.iter().position(|r| r.xid == xid) else {
+            return;
+        };
+        let from = self.cross.reserved.remove(i).from;
+        let arriving = self.cross.arriving;
+        while let Some(q) = self.cross.waiting.get_mut(&from) {
+            let Some(&(came, _)) = q.front() else {
+                self.cross.waiting.remove(&from);
+                break;
+            };
+            let reserved = &self.cross.reserved;
+            if reserved.iter().any(|r| r.from == from && r.came < came) {
+                break;
+            }
+            let (came, req) = q.pop_front().expect("a request");
+            if q.is_empty() {
+                self.cross.waiting.remove(&from);
+            }
+            self.cross.arriving = came;
+            self.handle_arrived(req);
+        }
+        self.cross.arriving = arriving;
     }
 
     /// The part holds its keys: if no key its connection watches here
@@ -673,13 +761,14 @@ impl<E: Engine> Poller<E> {
         if !cross_of(&req).group {
             return self.txns_waiting.push_back(req);
         }
-        let claimed = claim_tags(&req.op);
+        let mut claimed = claim_tags(&req.op);
         let Op::Exec { reqs, .. } = &mut req.op else {
             unreachable!()
         };
-        for r in std::mem::take(reqs) {
-            self.handle_now(r);
-        }
+        // A key whose read holds it is released by that read: the part
+        // lets the others go when every part is done.
+        let held = self.run_held(std::mem::take(reqs));
+        claimed.retain(|t| !held.contains(t));
         self.cross_ran(req, claimed);
     }
 
@@ -1221,7 +1310,7 @@ impl<E: Engine> Poller<E> {
                     self.release(tag);
                 }
             }
-            (CrossStep::Abort, Some(CrossPart::Dormant { .. })) => {}
+            (CrossStep::Abort, Some(CrossPart::Dormant { .. })) => self.unreserve(xid),
             (CrossStep::Prepared | CrossStep::Refused, part) => {
                 // This poller's own part, if it has one here, waits on.
                 if let Some(part) = part {
