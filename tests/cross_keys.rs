@@ -675,6 +675,108 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     primary.stop();
 }
 
+/// Transactions across the two pollers go on while a replica makes its
+/// first sync, each with a census (DBSIZE) beside its reads or writes, so
+/// that they pass the server's gate one at a time even before any replica,
+/// as they all do while one is fed: whichever moment the feed begins at,
+/// between one part's release and another's, the replica ends with the
+/// primary's keys and gets the writes after it (a part in the stream
+/// without the others held its poller's writes back for good). Each round
+/// starts a new primary (a server feeds from its first sync on). Most
+/// transactions only read, which makes them short, and pipelined GETs on
+/// each poller delay the steps between the pollers: the feed's start
+/// falls between two releases in about every other round.
+#[test]
+fn transactions_across_pollers_as_a_replica_first_syncs_reach_it() {
+    for _round in 0..6 {
+        let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+        let (a, b) = tags_on_two_pollers(&primary);
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (mut con, stop, done) = (primary.client(), stop.clone(), done.clone());
+                let (ka, kb) = (format!("{a}w{w}"), format!("{b}w{w}"));
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Relaxed) {
+                        n += 1;
+                        let mut pipe = redis::pipe();
+                        pipe.atomic();
+                        if n % 4 == 0 {
+                            pipe.cmd("SET").arg(&ka).arg(n).cmd("SET").arg(&kb).arg(n);
+                        } else {
+                            pipe.cmd("GET").arg(&ka).cmd("GET").arg(&kb);
+                        }
+                        let _: redis::Value = pipe.cmd("DBSIZE").query(&mut con).unwrap();
+                        done.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let loaders: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|t| {
+                let (mut con, stop) = (primary.client(), stop.clone());
+                std::thread::spawn(move || {
+                    let key = format!("{t}w0");
+                    while !stop.load(Relaxed) {
+                        let mut pipe = redis::pipe();
+                        for _ in 0..200 {
+                            pipe.cmd("GET").arg(&key);
+                        }
+                        let _: redis::Value = pipe.query(&mut con).unwrap();
+                    }
+                })
+            })
+            .collect();
+        common::wait_for("transactions across the pollers", || {
+            done.load(Relaxed) >= 20
+        });
+        let to = format!("127.0.0.1 {}", primary.addr.port());
+        let replica = Server::start(rd.path(), &["--replicaof", &to, "--io-threads", "2"]);
+        common::wait_for("the replica's link up", || {
+            replica.info_field("master_link_status") == "up"
+        });
+        let upto = done.load(Relaxed);
+        common::wait_for("transactions after the sync", || {
+            done.load(Relaxed) >= upto + 20
+        });
+        stop.store(true, Relaxed);
+        for w in writers.into_iter().chain(loaders) {
+            w.join().unwrap();
+        }
+        let mut p = primary.client();
+        let ends = [format!("{a}end"), format!("{b}end")];
+        for k in &ends {
+            let _: () = redis::cmd("SET").arg(k).arg("1").query(&mut p).unwrap();
+        }
+        let keys: Vec<String> = (0..4)
+            .flat_map(|w| [format!("{a}w{w}"), format!("{b}w{w}")])
+            .chain(ends.iter().cloned())
+            .collect();
+        let state = |con: &mut redis::Connection| -> Vec<Option<String>> {
+            keys.iter()
+                .map(|k| redis::cmd("GET").arg(k).query(con).unwrap())
+                .collect()
+        };
+        let want = state(&mut p);
+        let mut r = replica.client();
+        common::wait_for("the replica has the primary's keys", || {
+            ends.iter().all(|k| {
+                redis::cmd("GET")
+                    .arg(k)
+                    .query::<Option<String>>(&mut r)
+                    .is_ok_and(|v| v.is_some())
+            })
+        });
+        assert_eq!(state(&mut r), want, "the replica differs from the primary");
+        replica.stop();
+        primary.stop();
+    }
+}
+
 /// With poller 1's device writes all failing, a move or MSETNX between
 /// the two pollers that writes on poller 1 (alone, or inside an EXEC
 /// with moves both ways) answers the I/O error and changes nothing: the
