@@ -85,9 +85,8 @@
 //! order it told them.
 //! A command of the
 //! whole key space in the same EXEC (which holds every other request on
-//! each poller while its part runs) is not built with them, nor are they
-//! while replicas are fed (a replica was seen to miss such an EXEC's
-//! writes, cause not found): EXEC answers CROSSSLOT (`command::exec`).
+//! each poller while its part runs) is not built with them: EXEC answers
+//! CROSSSLOT (`command::exec`).
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
