@@ -522,12 +522,6 @@ fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
     });
 }
 
-/// While a replica is fed, moves and MSETNX across the primary's pollers,
-/// alone and inside MULTI … EXEC (all one way), reach it (as one MULTI …
-/// EXEC of their parts' writes): it ends with the primary's values and
-/// expiries, a refused one changing nothing. An EXEC with moves both ways,
-/// RENAMENX and MSETNX across them is refused while a replica is fed
-/// (CROSSSLOT): not built there.
 /// Commands pipelined behind a command across pollers (MSET, MGET, DEL,
 /// EXISTS, MSETNX, RENAME, COPY) on the same connection see what it did,
 /// and what it read is not what they write: the replies are
@@ -571,6 +565,10 @@ fn commands_pipelined_behind_a_command_across_pollers_see_its_writes() {
     }
 }
 
+/// While a replica is fed, moves and MSETNX across the primary's pollers,
+/// alone and inside MULTI … EXEC (moves both ways, RENAMENX, MSETNX),
+/// reach it (as one MULTI … EXEC of their parts' writes): it ends with
+/// the primary's values and expiries, a refused one changing nothing.
 #[test]
 fn moves_and_msetnx_across_pollers_reach_a_replica() {
     let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -631,7 +629,7 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         .arg(&[&tb, "+"])
         .query(&mut p)
         .unwrap();
-    // Moves both ways, RENAMENX and MSETNX across them inside one: refused.
+    // Moves both ways, RENAMENX and MSETNX across them inside one.
     let (va, wb, vb, wa) = (
         format!("{a}v"),
         format!("{b}w"),
@@ -644,26 +642,26 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
         format!("{a}v3"),
         format!("{b}w3"),
     );
-    let queued: &[&[&str]] = &[
-        &["SET", &va, "v", "EXAT", "4100000000"],
-        &["SET", &wb, "w"],
-        &["RENAME", &va, &vb],
-        &["RENAME", &wb, &wa],
-        &["MSETNX", &pa, "1", &pb, "1"],
-        &["MSETNX", &pa, "2", &w3, "2"],
-        &["RENAMENX", &vb, &v3],
-        &["COPY", &wa, &w3],
-    ];
-    let _: () = redis::cmd("MULTI").query(&mut p).unwrap();
-    for c in queued {
-        let r: String = redis::cmd(c[0]).arg(&c[1..]).query(&mut p).unwrap();
-        assert_eq!(r, "QUEUED");
-    }
-    // While a replica is fed, such a transaction is refused (not built).
-    let refused = redis::cmd("EXEC").query::<redis::Value>(&mut p);
-    let refused = refused.expect_err("EXEC with moves both ways while a replica is fed");
-    let crossslot = "Keys in request don't hash to the same slot";
-    assert!(refused.to_string().contains(crossslot), "{refused}");
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&[&va, "v", "EXAT", "4100000000"])
+        .cmd("SET")
+        .arg(&[&wb, "w"])
+        .cmd("RENAME")
+        .arg(&[&va, &vb])
+        .cmd("RENAME")
+        .arg(&[&wb, &wa])
+        .cmd("MSETNX")
+        .arg(&[&pa, "1", &pb, "1"])
+        .cmd("MSETNX")
+        .arg(&[&pa, "2", &w3, "2"])
+        .cmd("RENAMENX")
+        .arg(&[&vb, &v3])
+        .cmd("COPY")
+        .arg(&[&wa, &w3])
+        .query(&mut p)
+        .unwrap();
     let keys = [
         x.clone(),
         y.clone(),
@@ -701,12 +699,18 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     assert!(want[7].0.as_deref() == Some(&*big));
     assert_eq!(want[8], (None, -2));
     assert_eq!(want[9], (Some("moved+".into()), 4_000_000_000_000));
-    // Nothing of the refused one ran.
-    assert!(want[11..].iter().all(|k| k == &(None, -2)), "{want:?}");
+    let [v, w, v2, w2, pa, pb, v3, w3] = &want[11..] else {
+        unreachable!()
+    };
+    assert_eq!((v, w, v2), (&(None, -2), &(None, -2), &(None, -2)));
+    assert_eq!(w2, &(Some("w".into()), -1));
+    assert_eq!((pa, pb), (&(Some("1".into()), -1), &(Some("1".into()), -1)));
+    assert_eq!(v3, &(Some("v".into()), 4_100_000_000_000));
+    assert_eq!(w3, &(Some("w".into()), -1));
     let mut r = replica.client();
     common::wait_for("the replica has the primary's keys", || {
         redis::cmd("GET")
-            .arg(&keys[10])
+            .arg(keys.last().expect("keys"))
             .query::<Option<String>>(&mut r)
             .is_ok_and(|v| v.is_some())
     });
@@ -716,6 +720,108 @@ fn moves_and_msetnx_across_pollers_reach_a_replica() {
     );
     replica.stop();
     primary.stop();
+}
+
+/// Transactions across the two pollers go on while a replica makes its
+/// first sync, each with a census (DBSIZE) beside its reads or writes, so
+/// that they pass the server's gate one at a time even before any replica,
+/// as they all do while one is fed: whichever moment the feed begins at,
+/// between one part's release and another's, the replica ends with the
+/// primary's keys and gets the writes after it (a part in the stream
+/// without the others held its poller's writes back for good). Each round
+/// starts a new primary (a server feeds from its first sync on). Most
+/// transactions only read, which makes them short, and pipelined GETs on
+/// each poller delay the steps between the pollers: the feed's start
+/// falls between two releases in about every other round.
+#[test]
+fn transactions_across_pollers_as_a_replica_first_syncs_reach_it() {
+    for _round in 0..6 {
+        let (pd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let primary = Server::start(pd.path(), &["--io-threads", "2"]);
+        let (a, b) = tags_on_two_pollers(&primary);
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (mut con, stop, done) = (primary.client(), stop.clone(), done.clone());
+                let (ka, kb) = (format!("{a}w{w}"), format!("{b}w{w}"));
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Relaxed) {
+                        n += 1;
+                        let mut pipe = redis::pipe();
+                        pipe.atomic();
+                        if n % 4 == 0 {
+                            pipe.cmd("SET").arg(&ka).arg(n).cmd("SET").arg(&kb).arg(n);
+                        } else {
+                            pipe.cmd("GET").arg(&ka).cmd("GET").arg(&kb);
+                        }
+                        let _: redis::Value = pipe.cmd("DBSIZE").query(&mut con).unwrap();
+                        done.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let loaders: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|t| {
+                let (mut con, stop) = (primary.client(), stop.clone());
+                std::thread::spawn(move || {
+                    let key = format!("{t}w0");
+                    while !stop.load(Relaxed) {
+                        let mut pipe = redis::pipe();
+                        for _ in 0..200 {
+                            pipe.cmd("GET").arg(&key);
+                        }
+                        let _: redis::Value = pipe.query(&mut con).unwrap();
+                    }
+                })
+            })
+            .collect();
+        common::wait_for("transactions across the pollers", || {
+            done.load(Relaxed) >= 20
+        });
+        let to = format!("127.0.0.1 {}", primary.addr.port());
+        let replica = Server::start(rd.path(), &["--replicaof", &to, "--io-threads", "2"]);
+        common::wait_for("the replica's link up", || {
+            replica.info_field("master_link_status") == "up"
+        });
+        let upto = done.load(Relaxed);
+        common::wait_for("transactions after the sync", || {
+            done.load(Relaxed) >= upto + 20
+        });
+        stop.store(true, Relaxed);
+        for w in writers.into_iter().chain(loaders) {
+            w.join().unwrap();
+        }
+        let mut p = primary.client();
+        let ends = [format!("{a}end"), format!("{b}end")];
+        for k in &ends {
+            let _: () = redis::cmd("SET").arg(k).arg("1").query(&mut p).unwrap();
+        }
+        let keys: Vec<String> = (0..4)
+            .flat_map(|w| [format!("{a}w{w}"), format!("{b}w{w}")])
+            .chain(ends.iter().cloned())
+            .collect();
+        let state = |con: &mut redis::Connection| -> Vec<Option<String>> {
+            keys.iter()
+                .map(|k| redis::cmd("GET").arg(k).query(con).unwrap())
+                .collect()
+        };
+        let want = state(&mut p);
+        let mut r = replica.client();
+        common::wait_for("the replica has the primary's keys", || {
+            ends.iter().all(|k| {
+                redis::cmd("GET")
+                    .arg(k)
+                    .query::<Option<String>>(&mut r)
+                    .is_ok_and(|v| v.is_some())
+            })
+        });
+        assert_eq!(state(&mut r), want, "the replica differs from the primary");
+        replica.stop();
+        primary.stop();
+    }
 }
 
 /// With poller 1's device writes all failing, a move or MSETNX between

@@ -449,8 +449,10 @@ pub enum CrossStep {
     /// is durable and undone with the others); its keys stay held.
     Failed,
     /// Every part's commit is durable: each answers, its writes go into
-    /// the replication stream, and its keys are free again.
-    Release,
+    /// the replication stream (`stream`: the last poller decided once,
+    /// for every part, that the transaction goes into it; see
+    /// [`Cross::gated`]), and its keys are free again.
+    Release { stream: bool },
     /// A part's commit failed: every part whose writes are durable writes
     /// its keys' previous states back, and lets its keys go once that is
     /// durable; the failed part's error is EXEC's reply.

@@ -464,8 +464,7 @@ fn keys_of<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
 /// passes the gate alone).
 /// With a command of the whole key space in the same transaction they
 /// get Redis Cluster's CROSSSLOT (not built: each part of that command
-/// holds every other request on its poller while it runs), and so do
-/// those with `Cross::mail` while replicas are fed (not built there).
+/// holds every other request on its poller while it runs).
 fn exec(c: &mut Conn, router: &mut Router) {
     let Some(multi) = c.multi.take() else {
         return c.reply(|o| resp::error(o, strings::EXEC_WITHOUT_MULTI));
@@ -509,10 +508,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
         ways.push((router.poller_of_key(keys[0]), router.poller_of_key(keys[1])));
     }
     talks |= ways.windows(2).any(|w| w[0] != w[1]);
-    // While replicas are fed, one whose parts send each other values and
-    // verdicts is not built: a replica was seen to miss such a
-    // transaction's writes (tests/cross_keys.rs), so it is refused.
-    if whole && !ways.is_empty() || talks && router.shared.repl.feeding() {
+    if whole && !ways.is_empty() {
         forget_watches(c, router);
         return c.reply(|o| resp::error(o, strings::CROSSSLOT));
     }

@@ -85,9 +85,8 @@
 //! order it told them.
 //! A command of the
 //! whole key space in the same EXEC (which holds every other request on
-//! each poller while its part runs) is not built with them, nor are they
-//! while replicas are fed (a replica was seen to miss such an EXEC's
-//! writes, cause not found): EXEC answers CROSSSLOT (`command::exec`).
+//! each poller while its part runs) is not built with them: EXEC answers
+//! CROSSSLOT (`command::exec`).
 //!
 //! Every such transaction (not a group: MGET only reads) passes the
 //! server's gate (`gate.rs`): the first part takes it before it claims its
@@ -100,7 +99,9 @@
 //! transactions pass it alone too, one at a time, so every poller
 //! commits their parts in one order; at `Release` each part goes into its outbox tagged with
 //! the transaction, to be joined with the others into one `MULTI … EXEC`
-//! of the stream (`repl/outbox.rs`). At `Undo` none does, nor do the
+//! of the stream (`repl/outbox.rs`), if the last poller found the stream
+//! on as it sent `Release` (it decides for every part: a replica's first
+//! feed may begin between two parts' releases). At `Undo` none does, nor do the
 //! undo's writes.
 
 use super::*;
@@ -1175,8 +1176,9 @@ impl<E: Engine> Poller<E> {
     }
 
     /// Every part is durable: this one's writes go into the replication
-    /// stream (with the other parts'), it answers, and its keys go free.
-    fn cross_release(&mut self, ran: Ran) {
+    /// stream (with the other parts') when the last poller said so
+    /// (`to_stream`), it answers, and its keys go free.
+    fn cross_release(&mut self, ran: Ran, to_stream: bool) {
         let Ran {
             exec,
             claimed,
@@ -1192,7 +1194,9 @@ impl<E: Engine> Poller<E> {
         self.drop_before(before, undo_room);
         if let Some(reply) = reply {
             // The stream first: a WAIT after EXEC's reply finds it there.
-            self.cross_stream(&exec, seq, stream);
+            if to_stream {
+                self.cross_stream(&exec, seq, stream);
+            }
             self.stream_durable();
             self.reply(&exec, reply);
         }
@@ -1369,9 +1373,16 @@ impl<E: Engine> Poller<E> {
                 }
                 if self.cross.left[&xid].parts == 0 {
                     let left = self.cross.left.remove(&xid).expect("a transaction");
+                    // Whether the transaction goes into the replication
+                    // stream is decided here, once for every part: a
+                    // replica's feed may start between two parts'
+                    // releases, and a part in the stream without the
+                    // others would hold its outbox back for good.
                     let step = match left.failed {
                         true => CrossStep::Undo,
-                        false => CrossStep::Release,
+                        false => CrossStep::Release {
+                            stream: self.shared.repl.streams_now(),
+                        },
                     };
                     for p in left.pollers {
                         self.cross_send(p, xid, step);
@@ -1381,7 +1392,9 @@ impl<E: Engine> Poller<E> {
                     }
                 }
             }
-            (CrossStep::Release, Some(CrossPart::Ran(ran))) => self.cross_release(*ran),
+            (CrossStep::Release { stream }, Some(CrossPart::Ran(ran))) => {
+                self.cross_release(*ran, stream)
+            }
             (CrossStep::Undo, Some(CrossPart::Ran(ran))) => self.cross_undo(xid, *ran),
             (step, _) => unreachable!("step {step:?} out of order"),
         }
@@ -1399,16 +1412,18 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    /// Part of transaction `exec` is durable, and so are the others: its
-    /// writes, encoded in `stream` (none when it wrote nothing), its last
-    /// record `seq`, go into the replication stream, to be joined with
-    /// the other parts' (a gated transaction); one begun before a
-    /// replica's feed (not gated) goes as a block of its own, and the
-    /// stream starts again (the replicas copy in full), as a replica must
-    /// not see one part without the others.
+    /// Part of transaction `exec` is durable, and so are the others, and
+    /// the last poller decided that the transaction goes into the
+    /// replication stream: its writes, encoded in `stream` (none when it
+    /// wrote nothing, or committed before the feed began), its last
+    /// record `seq`, go into it, to be joined with the other parts' (a
+    /// gated transaction); one begun before a replica's feed (not gated)
+    /// goes as a block of its own, and the stream starts again (the
+    /// replicas copy in full), as a replica must not see one part without
+    /// the others.
     fn cross_stream(&mut self, exec: &Request, seq: u64, stream: Vec<u8>) {
         let repl = &self.shared.repl;
-        if !repl.feeding() || repl.is_replica() {
+        if repl.is_replica() {
             return;
         }
         let x = cross_of(exec);

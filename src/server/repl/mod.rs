@@ -299,6 +299,19 @@ impl Repl {
         self.feeding.load(Relaxed)
     }
 
+    /// Whether a transaction across pollers whose parts are all durable
+    /// goes into the stream, decided once for all its parts (a feed may
+    /// begin between two parts' releases). Not feeding, it is read under
+    /// the backlog's lock, which a first feed takes to begin: a full copy
+    /// that begins after this says no reads every part's writes.
+    pub(super) fn streams_now(&self) -> bool {
+        let feeding = self.feeding() || {
+            let _b = self.backlog();
+            self.feeding()
+        };
+        feeding && !self.is_replica()
+    }
+
     /// A FLUSHALL is about to go to every poller: counted, and appended
     /// to the stream when feeding.
     pub(super) fn flush_sent(&self) {

@@ -18,7 +18,10 @@
 //!
 //! A part of a transaction across pollers run while replicas are fed
 //! (`Cross::gated`) waits here as the others do, tagged with its
-//! transaction and its number of parts, even when it wrote nothing. Where
+//! transaction and its number of parts, even when it wrote nothing;
+//! every part of it or none comes (the last poller decides for all,
+//! `CrossStep::Release`): one without the others would hold its outbox
+//! back for good. Where
 //! the outboxes meet (under the backlog's lock) the parts are gathered:
 //! the outbox whose part completes the transaction appends every part's
 //! commands as one `MULTI … EXEC`; an outbox whose part waits for others
