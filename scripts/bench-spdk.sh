@@ -9,8 +9,9 @@ usage: scripts/bench-spdk.sh [options]
 
 Runs, against one NVMe target:
   1. spdk_nvme_perf: 4 KiB random reads at depth Q (and at depth 1)
-  2. SPDK's fio plugin at depth Q, where it is built ($SPDK_FIO_PLUGIN or
-     the usual install paths; skipped otherwise)
+  2. SPDK's fio plugin at depth Q, where it is built ($SPDK_FIO_PLUGIN,
+     $SPDK_DIR/build/fio/spdk_nvme or the usual install paths), loaded by
+     $SPDK_FIO_BIN; otherwise the row says why it is missing
   3. nvkv on the spdk engine: `nvkv bench` at total depth Q (C clients x K
      in flight) and at depth 1, GETs of 1-4 KiB values, every value checked;
      with the default flags (which choose busy, pinned pollers only where
@@ -35,14 +36,35 @@ Options:
   --depth Q         total depth (default 32 = 4 clients x 8)
   --perf-cores MASK spdk_nvme_perf's core mask (default 0x2)
   --dir DIR         nvkv store directory (default /tmp/nvkv-bench-spdk)
+  --bin PATH        nvkv binary built with --features spdk (default: the
+                    script builds it, in $CARGO_TARGET_DIR or target/)
   -h, --help        this text
 
+Environment:
+  SPDK_DIR          an SPDK source tree; its build/fio/spdk_nvme is the
+                    plugin unless SPDK_FIO_PLUGIN names one
+  SPDK_FIO_PLUGIN   SPDK's fio plugin (spdk_nvme). Build it in the SPDK
+                    tree against the source of a fio release, without
+                    reconfiguring SPDK:
+                      make -C app/fio/nvme CONFIG_FIO_PLUGIN=y \
+                          CONFIG_FIO_SOURCE_DIR=/path/to/fio-source
+                    (fio's source configured and built: ./configure && make)
+  SPDK_FIO_BIN      the fio binary that loads the plugin (default: fio on
+                    PATH). The plugin reads fio's own structures, so this
+                    must be the fio it was built against: the same release
+                    and configuration (e.g. /path/to/fio-source/fio)
+
 Needs SPDK installed (spdk_nvme_perf, and nvmf_tgt for the local target)
-and nvkv built with --features spdk (the script builds it).
+and nvkv built with --features spdk. Every SPDK process runs without PCI
+access against a fabrics target: the target with --no-pci, spdk_nvme_perf
+by itself (it sets no_pci for a trid that is not PCIe), nvkv likewise, and
+the fio plugin (which has no such option) with SYSFS_PCI_DEVICES pointing
+DPDK's PCI scan at an empty directory, and as root also in a mount
+namespace whose /sys/bus/pci/devices is empty.
 USAGE
 }
 
-trid="" port=4440 nsid=1 keys=200000 dur=10 depth=32 pmask=0x2 dir=/tmp/nvkv-bench-spdk
+trid="" port=4440 nsid=1 keys=200000 dur=10 depth=32 pmask=0x2 dir=/tmp/nvkv-bench-spdk bin=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --trid) trid=$2; shift 2 ;;
@@ -53,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --depth) depth=$2; shift 2 ;;
         --perf-cores) pmask=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
+        --bin) bin=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown option $1" >&2; exit 2 ;;
     esac
@@ -61,8 +84,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 command -v spdk_nvme_perf >/dev/null || { echo "error: spdk_nvme_perf not found (install SPDK, see README \"Bare metal\")" >&2; exit 3; }
 command -v strace >/dev/null || apt-get install -y -q strace >/dev/null
 export PKG_CONFIG_PATH="/usr/local/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-(cd "$root" && cargo build --release --features spdk -q)
-nvkv=${CARGO_TARGET_DIR:-$root/target}/release/nvkv
+if [[ -n "$bin" ]]; then
+    [[ -x "$bin" ]] || { echo "error: no nvkv binary at $bin" >&2; exit 3; }
+    nvkv=$bin
+else
+    (cd "$root" && cargo build --release --features spdk -q)
+    nvkv=${CARGO_TARGET_DIR:-$root/target}/release/nvkv
+fi
 listen=127.0.0.1:12660
 started=0
 cleanup() {
@@ -108,31 +136,47 @@ PY
 first_cpu() { python3 -c 'import sys; m=int(sys.argv[1],16); print((m & -m).bit_length()-1)' "$1"; }
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB"
 echo "target:  $trid ns $nsid"
+echo "load:    $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 min) at the start"
 read -r perf_iops perf_lat <<<"$(perf "$depth")"
 read -r perf1_iops perf1_lat <<<"$(perf 1)"
+fio_bin=${SPDK_FIO_BIN:-fio}
 fio_row="not built (SPDK configured --with-fio, or make -C app/fio/nvme CONFIG_FIO_PLUGIN=y CONFIG_FIO_SOURCE_DIR=<fio's source>; set SPDK_FIO_PLUGIN or SPDK_DIR): skipped"
 # The plugin starts SPDK's environment with PCI access whatever the
-# transport, and has no option to turn it off: against a fabrics target it
-# runs in a mount namespace of its own whose /sys/bus/pci/devices is empty,
-# so that DPDK finds no device of this machine to claim.
+# transport, and has no option to turn it off. Against a fabrics target
+# DPDK's PCI scan is pointed at an empty directory (SYSFS_PCI_DEVICES, read
+# by DPDK's PCI bus), and as root the plugin also runs in a mount namespace
+# of its own whose /sys/bus/pci/devices is empty: DPDK finds no device of
+# this machine to claim either way.
 fio_run=()
-if [[ -n "$fio_plugin" && "${trid,,}" != *"trtype:pcie"* ]]; then
-    if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
-        fio_run=(unshare --mount --propagation private sh -c 'mount -t tmpfs none /sys/bus/pci/devices && exec "$@"' sh)
-    else
-        fio_row="skipped: hiding this machine's PCI devices from the plugin needs root and unshare"
+fio_note=""
+if [[ -n "$fio_plugin" ]]; then
+    if [[ "${trid,,}" == *"trtype:pcie"* ]]; then
+        fio_row="skipped: a PCIe target; run the plugin by hand if that device is meant for SPDK"
         fio_plugin=""
+    elif ! fio_version=$("$fio_bin" --version 2>/dev/null); then
+        fio_row="skipped: no fio at '$fio_bin' (set SPDK_FIO_BIN to the fio the plugin was built against)"
+        fio_plugin=""
+    else
+        no_pci_dir=$(mktemp -d /tmp/nvkv-bench-spdk-nopci.XXXXXX)
+        fio_run=(env SYSFS_PCI_DEVICES="$no_pci_dir")
+        if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
+            fio_run=(unshare --mount --propagation private sh -c 'mount -t tmpfs none /sys/bus/pci/devices && exec "$@"' sh
+                     "${fio_run[@]}")
+        fi
+        fio_note="fio:     $fio_version ($fio_bin) with $fio_plugin"
     fi
 fi
 if [[ -n "$fio_plugin" ]]; then
-    fio_json=$("${fio_run[@]}" env LD_PRELOAD="$fio_plugin" fio --name=r --ioengine=spdk --thread=1 --direct=1 \
+    fio_json=$("${fio_run[@]}" env LD_PRELOAD="$fio_plugin" "$fio_bin" --name=r --ioengine=spdk --thread=1 --direct=1 \
         --rw=randread --bs=4k --iodepth="$depth" --time_based --runtime="$dur" --size=512M \
         --cpus_allowed="$(first_cpu "$pmask")" --filename="$(fio_filename "$trid" "$nsid")" \
-        --output-format=json 2>/dev/null) || true
+        --output-format=json 2>"$dir.fio.log") || true
     fio_iops=$(python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))' <<<"$fio_json" 2>/dev/null) \
-        || fio_iops="failed (the plugin ran but fio printed no result)"
+        || fio_iops="failed: fio printed no result ($(grep -m1 -i 'error\|fail' "$dir.fio.log" || echo "see $dir.fio.log"))"
     fio_row=$fio_iops
+    rm -rf "$no_pci_dir"
 fi
+[[ -n "$fio_note" ]] && echo "$fio_note"
 
 "$nvkv" load --path "$dir" --force --keys "$keys" --min-size 1024 --max-size 4096 --device "$trid" --nsid "$nsid" >/dev/null 2>&1
 
@@ -222,6 +266,7 @@ printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, default flags, Q=1" "$def1_ops" "$
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, busy pinned poller, Q=1" "$busy1_ops" "$busy1_p50" "$busy1_p99" "$(ratio "$busy1_ops" "$perf1_iops")"
 printf '%-52s %10s %9s %9s %8s\n' "nvkv spdk, adaptive unpinned, Q=1" "$ad1_ops" "$ad1_p50" "$ad1_p99" "$(ratio "$ad1_ops" "$perf1_iops")"
 echo
+echo "load:    $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
 echo "default flags: $def_mode"
 echo "idle wake-ups (default flags, 500 lone GET/s): $wake_n, p50 <= $wake_p50 us, p99 <= $wake_p99 us, over 50 us: $wake_late"
 echo "value errors: default $def_err, busy $busy_err, adaptive $ad_err"
