@@ -17,6 +17,29 @@ fn key(i: usize) -> String {
     format!("key:{i}")
 }
 
+/// A [`small_store`] where every key holds "first i" on both servers,
+/// written by a server now stopped, and a server started on it again
+/// with serve's arguments `args` (every record on the device: no request
+/// finds one in a segment buffer, and the server knows no record's key):
+/// the store's directory (the first value keeps it), redis-server, and
+/// that server; `None` where the test is skipped.
+fn written_then_restarted(
+    test: &str,
+    args: &[&str],
+) -> Option<(tempfile::TempDir, std::path::PathBuf, RealRedis, Server)> {
+    let (tmp, dir) = small_store(test, &[])?;
+    let redis = RealRedis::start(&[])?;
+    let srv = start(&dir);
+    let mut both = Both::connect(&srv, &redis);
+    for i in 0..KEYS {
+        both.check_str(&["SET", &key(i), &format!("first {i}")]);
+    }
+    drop(both);
+    srv.stop();
+    let srv = start_with(&dir, args);
+    Some((tmp, dir, redis, srv))
+}
+
 /// A server with 8-bit index tags over a store of 4 partitions.
 fn start(dir: &Path) -> Server {
     start_with(dir, &["--durability", "async"])
@@ -837,25 +860,12 @@ fn watch_of_a_missing_key_is_not_aborted_by_another_key_of_its_tag() {
 /// latest value after, and after a rebuild.
 #[test]
 fn pipelined_overwrites_of_keys_sharing_short_tags_keep_every_key() {
-    let Some((_tmp, dir)) = small_store(
+    let Some((_tmp, dir, redis, srv)) = written_then_restarted(
         "pipelined_overwrites_of_keys_sharing_short_tags_keep_every_key",
-        &[],
+        &["--durability", "async"],
     ) else {
         return;
     };
-    let Some(redis) = RealRedis::start(&[]) else {
-        return;
-    };
-    let srv = start(&dir);
-    let mut both = Both::connect(&srv, &redis);
-    for i in 0..KEYS {
-        both.check_str(&["SET", &key(i), &format!("first {i}")]);
-    }
-    drop(both);
-    srv.stop();
-    // Every record on the device: no SET finds the one it replaces in a
-    // segment buffer.
-    let srv = start(&dir);
     let mut pipe = redis::pipe();
     for i in 0..KEYS {
         pipe.set(key(i), format!("second {i}"));
@@ -888,23 +898,12 @@ fn pipelined_overwrites_of_keys_sharing_short_tags_keep_every_key() {
 /// their keys together, and each read holds its key on).
 #[test]
 fn a_read_past_another_keys_record_answers_before_the_writes_behind_it() {
-    let Some((_tmp, dir)) = small_store(
+    let Some((_tmp, _dir, redis, srv)) = written_then_restarted(
         "a_read_past_another_keys_record_answers_before_the_writes_behind_it",
-        &[],
+        &["--durability", "async", "--io-threads", "2"],
     ) else {
         return;
     };
-    let Some(redis) = RealRedis::start(&[]) else {
-        return;
-    };
-    let srv = start(&dir);
-    let mut both = Both::connect(&srv, &redis);
-    for i in 0..KEYS {
-        both.check_str(&["SET", &key(i), &format!("first {i}")]);
-    }
-    drop(both);
-    srv.stop();
-    let srv = start_with(&dir, &["--durability", "async", "--io-threads", "2"]);
     let mut pipe = redis::pipe();
     for i in 0..2 * KEYS {
         // The first half missing: a SET of a missing key whose tag has one
