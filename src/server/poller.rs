@@ -1315,10 +1315,11 @@ impl<E: Engine> Poller<E> {
             Some(i) => self.probe_read(r.req, r.entry, i, result),
             None => self.finish_fetch(r.req, r.entry, result),
         }
-        drop(buf); // back to the engine's pool
-                   // A large value's edit holds the key until its pieces are in; a
-                   // read found to be another key's was followed by another, or put
-                   // aside for a read slot (`retry_requeued` goes on with the key).
+        // Back to the engine's pool.
+        drop(buf);
+        // A large value's edit holds the key until its pieces are in; a
+        // read found to be another key's was followed by another, or put
+        // aside for a read slot (`retry_requeued` goes on with the key).
         let again = self.key_read_issued == Some(tag) || self.requeued.len() > requeued;
         if held && !again && !self.edits.holds(tag) {
             self.release(tag);
