@@ -523,7 +523,8 @@ fn renames_across_shards_never_lose_the_value_at_a_kill_9() {
 }
 
 /// Commands pipelined behind a command across pollers (MSET, MGET, DEL,
-/// EXISTS, MSETNX, RENAME, COPY) on the same connection see what it did,
+/// EXISTS, MSETNX, RENAME, COPY) on the same connection see what it did
+/// (DBSIZE and FLUSHDB too),
 /// and what it read is not what they write: the replies are
 /// redis-server's, round after round (each on new keys, so that the
 /// command's part on one poller often comes before the other poller
@@ -559,6 +560,8 @@ fn commands_pipelined_behind_a_command_across_pollers_see_its_writes() {
             .get(&x)
             .set(&x, "5")
             .get(&z);
+        pipe.mset(&[(&x, "6"), (&y, "6")]).cmd("DBSIZE");
+        pipe.cmd("FLUSHDB").get(&x).get(&y).cmd("DBSIZE");
         let got: Vec<redis::Value> = pipe.query(&mut ours).unwrap();
         let want: Vec<redis::Value> = pipe.query(&mut theirs).unwrap();
         assert_eq!(got, want, "round {i}");
