@@ -282,10 +282,10 @@ pub(super) struct Crossing {
     arriving: u64,
 }
 
-/// A part not holding its keys yet: its connection's later requests wait.
+/// A part not holding its keys yet (`xid`: its connection and its id):
+/// its connection's later requests wait.
 struct Reserved {
     xid: CrossId,
-    from: super::ConnRef,
     /// When the part came (`Crossing::arrivals`).
     came: u64,
 }
@@ -438,7 +438,6 @@ impl<E: Engine> Poller<E> {
     fn reserve(&mut self, req: &Request) {
         self.cross.reserved.push(Reserved {
             xid: (req.from, req.id),
-            from: req.from,
             came: self.cross.arriving,
         });
     }
@@ -461,7 +460,7 @@ impl<E: Engine> Poller<E> {
         };
         let from = req.from;
         let waits = self.cross.waiting.contains_key(&from)
-            || self.cross.reserved.iter().any(|r| r.from == from);
+            || self.cross.reserved.iter().any(|r| r.xid.0 == from);
         if !keyed || !waits {
             return Some(req);
         }
@@ -477,7 +476,7 @@ impl<E: Engine> Poller<E> {
         let Some(i) = self.cross.reserved.iter().position(|r| r.xid == xid) else {
             return;
         };
-        let from = self.cross.reserved.remove(i).from;
+        let from = self.cross.reserved.remove(i).xid.0;
         let arriving = self.cross.arriving;
         while let Some(q) = self.cross.waiting.get_mut(&from) {
             let Some(&(came, _)) = q.front() else {
@@ -485,7 +484,7 @@ impl<E: Engine> Poller<E> {
                 break;
             };
             let reserved = &self.cross.reserved;
-            if reserved.iter().any(|r| r.from == from && r.came < came) {
+            if reserved.iter().any(|r| r.xid.0 == from && r.came < came) {
                 break;
             }
             let (came, req) = q.pop_front().expect("a request");
