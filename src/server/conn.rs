@@ -21,7 +21,7 @@ use bytes::Bytes;
 use mio::Registry;
 
 use super::clients::{ClientInfo, NO_TOUCH};
-use super::msg::{ConnRef, FedValue, Feed, Response};
+use super::msg::{ConnRef, FedValue, Feed, Request, Response};
 use super::replies::{Combine, Replies, ReplyMark, Timing};
 use super::slowlog::{SlowLog, Watch};
 use super::stats::{CommandStats, ConnStats};
@@ -271,6 +271,9 @@ pub(super) struct Conn {
     /// verdict: nothing more is parsed meanwhile (see `command/mod.rs`'s
     /// `exec`).
     pub(super) deferred: Option<Deferred>,
+    /// A command the connection waits for before it parses more (a
+    /// census of the key space, a WATCH), from its parsing to its reply.
+    barrier: Option<Barrier>,
     /// While EXEC builds its requests: whether they touch the keys as a
     /// `CLIENT NO-TOUCH` queued before them, which runs only later, will
     /// have it.
@@ -282,6 +285,27 @@ pub(super) struct Conn {
     /// A replica's REPLCONF and PSYNC: once PSYNC came, the connection is
     /// handed over to replication (`repl::hand_over`).
     pub(super) repl: Option<super::repl::hello::Hello>,
+}
+
+/// A command after which a connection parses nothing more until it is
+/// answered whole, so that what the connection sends after it comes
+/// after it on every poller, as in Redis: a census of the key space (KEYS,
+/// DBSIZE, FLUSHDB, a SCAN step, RANDOMKEY on a server with several
+/// pollers) or an EXEC holding such commands (`poller/whole.rs`), whose
+/// requests also wait here until every reply
+/// owed before their own is in, so that what the connection sent before
+/// is done (a GET's read, an MSET across pollers' every part) when they
+/// look; a WATCH, so that an UNWATCH or EXEC sent after it finds its
+/// keys watched (a WATCH reading which entry is its key's answers only
+/// then); and an EXEC of watched keys, so that the next EXEC's parts do
+/// not take the keys it watched. The price: the depth of a pipeline
+/// around such a command.
+#[derive(Debug)]
+struct Barrier {
+    /// Its reply's id.
+    id: u64,
+    /// Its requests, with their pollers, until they go.
+    unsent: Vec<(usize, Request)>,
 }
 
 /// A transaction being queued (MULTI).
@@ -354,6 +378,7 @@ impl Conn {
             multi: None,
             watching: Vec::new(),
             deferred: None,
+            barrier: None,
             touch_as: None,
             subs: Default::default(),
             slow: Default::default(),
@@ -438,9 +463,53 @@ impl Conn {
         self.reply_skip = std::mem::take(&mut self.reply_skip_next);
     }
 
+    /// Requests `reqs` of reply `id` wait here until every reply before
+    /// theirs is in, and the connection parses nothing more until they are
+    /// answered (see [`Barrier`]); the requests that can go now.
+    pub(super) fn barrier(
+        &mut self,
+        id: u64,
+        reqs: Vec<(usize, Request)>,
+    ) -> Vec<(usize, Request)> {
+        self.barrier = Some(Barrier { id, unsent: reqs });
+        self.barrier_due()
+    }
+
+    /// The reply the connection expects next is waited for before it
+    /// parses more (see [`Barrier`]).
+    pub(super) fn barrier_after_next(&mut self) {
+        let id = self.out.next_id();
+        self.barrier = Some(Barrier {
+            id,
+            unsent: Vec::new(),
+        });
+    }
+
+    /// The requests waiting at the barrier that can go: every reply owed
+    /// before their own is in.
+    pub(super) fn barrier_due(&mut self) -> Vec<(usize, Request)> {
+        match &mut self.barrier {
+            Some(b) if self.out.first_owed() == b.id => std::mem::take(&mut b.unsent),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The connection parses again once the barrier's reply is answered
+    /// whole (it left its slot).
+    fn barrier_answered(&mut self) {
+        if self
+            .barrier
+            .as_ref()
+            .is_some_and(|b| self.out.first_owed() > b.id)
+        {
+            self.barrier = None;
+        }
+    }
+
     /// Takes a poller's reply.
     pub(super) fn deliver(&mut self, r: Response) {
         self.out.deliver(r);
+        self.barrier_answered();
         if self.out.broken() {
             // A reply sent in parts broke off: nothing can follow it.
             self.eof = true;
@@ -759,6 +828,7 @@ impl Conn {
                 || self.out.owed() >= lim.max_pipeline
                 || exec.holds(self.me.slot)
                 || self.deferred.is_some()
+                || self.barrier.is_some()
             {
                 break;
             }

@@ -608,6 +608,8 @@ impl Thread<'_> {
                 // pollers have run its requests.
                 super::command::verdict(c, &mut self.router, &mut r);
                 c.deliver(r);
+                // A command waiting for the replies before its own goes.
+                super::command::barrier_due(c, &mut self.router);
                 c.replies_done(&self.shared.slowlog);
                 wake_pollers(self.shared, c);
             }

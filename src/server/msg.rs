@@ -186,6 +186,12 @@ pub enum Op {
     Exec {
         reqs: Vec<Request>,
         watched: bool,
+        /// The index tags of the keys its connection watches on this
+        /// poller, set as it first claims its keys: held with them, so
+        /// that it checks the watched keys after every write of them that
+        /// came before it (a SET pipelined behind an MGET holding the
+        /// key, say).
+        watch_tags: Vec<u64>,
         /// Its number while it waits for its keys.
         wait: Option<u64>,
         /// One part of an EXEC whose keys are on several pollers (its

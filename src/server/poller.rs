@@ -200,8 +200,9 @@ struct Poller<E: Engine> {
     /// Key iteration (SCAN, KEYS, RANDOMKEY) under way.
     scans: scan::Scans,
     /// A flush (FLUSHDB) waiting for the writes before it to finish, and
-    /// the requests that came after it: they run once it has.
-    flush_hold: VecDeque<Request>,
+    /// the requests that came after it, with their numbers
+    /// (`Poller::arrived`): they run once it has.
+    flush_hold: VecDeque<(u64, Request)>,
     /// A transaction's reads of large values, whole, by number (see
     /// `large::Assembly`); the number of the next one or the next
     /// stream; the piece reads in flight (read slot: number, piece);
@@ -839,7 +840,7 @@ impl<E: Engine> Poller<E> {
             return self.cross_mail(req);
         }
         if matches!(req.op, Op::Flush) || !self.flush_hold.is_empty() {
-            self.flush_hold.push_back(req);
+            self.flush_hold.push_back((self.cross_arriving(), req));
             self.flush_when_idle();
             return;
         }
@@ -857,6 +858,11 @@ impl<E: Engine> Poller<E> {
         }
         match req.op {
             Op::Census(_) => return self.census_arrived(req),
+            Op::DbSize => {
+                // Of the one poller (a census's on several).
+                let keys = self.ks.live_keys();
+                return self.reply(&req, Reply::Int(keys as i64));
+            }
             Op::FeedBegin { .. } => return self.feed_begin(req),
             Op::MsetNx { .. } => return self.msetnx_when_free(req),
             Op::Save => return self.save(req),
@@ -2026,9 +2032,11 @@ impl<E: Engine> Poller<E> {
         Some(req)
     }
 
-    /// Whether the running transaction staged `key`.
+    /// Whether the running transaction's view decides `key`: it staged
+    /// it, or flushed the store (then every key it did not stage since is
+    /// absent to it, whatever the store holds).
     fn txn_staged(&self, key: &[u8]) -> bool {
-        (self.txn.as_ref()).is_some_and(|t| t.view.contains_key(&view_id(key)))
+        (self.txn.as_ref()).is_some_and(|t| t.flushed || t.view.contains_key(&view_id(key)))
     }
 
     /// Reads the record of `entry` to know whether it is `req`'s other key
@@ -2036,7 +2044,15 @@ impl<E: Engine> Poller<E> {
     fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
         match self.read_record(entry) {
             Ok((tag, start)) => {
-                let holds = Self::holds_key(&req);
+                let mut holds = Self::holds_key(&req);
+                if matches!(req.op, Op::Watch { .. }) {
+                    // What it watches is the key as it is now: a write
+                    // that came after it (pipelined behind it, or
+                    // another client's) waits until it has looked.
+                    self.busy.entry(req.hash.tag).or_default();
+                    self.key_read_issued = Some(req.hash.tag);
+                    holds = true;
+                }
                 self.reads[tag as usize] = Some(PendingRead {
                     req,
                     entry,
@@ -2457,8 +2473,19 @@ impl<E: Engine> Poller<E> {
         None
     }
 
-    /// EXEC: once it holds its keys, it waits its turn to run.
-    fn exec_when_free(&mut self, req: Request) {
+    /// EXEC: once it holds its keys (and those its connection watches
+    /// here), it waits its turn to run.
+    fn exec_when_free(&mut self, mut req: Request) {
+        if let Op::Exec {
+            watched: true,
+            wait: None,
+            cross: None,
+            watch_tags,
+            ..
+        } = &mut req.op
+        {
+            *watch_tags = watch_tags_of(self.watches.get(&req.from));
+        }
         if let Some(req) = self.claim(req) {
             if cross::is_cross(&req) {
                 // It runs once every part holds its keys.
@@ -2562,12 +2589,11 @@ impl<E: Engine> Poller<E> {
             true => (0, subs.iter().filter_map(|r| self.owes(r)).collect()),
             false => (to_carry, Vec::new()),
         };
-        // A part of a transaction across pollers checked them (and the
-        // connection may watch keys for its next one already).
+        // A part of a transaction across pollers checked them. The
+        // connection may watch keys for its next one already: an EXEC of
+        // no watched keys leaves them (an EXEC of some is answered before
+        // the connection sends more, `conn.rs`'s `Barrier`).
         let changed = !cross && *watched && self.watched_changed(req.from);
-        if !cross {
-            self.watches.remove(&req.from);
-        }
         if changed {
             self.reply(&req, Reply::Nil);
             for tag in claimed {
@@ -3070,6 +3096,18 @@ impl<E: Engine> Poller<E> {
             let e = self.ks.entry(w.pid, &w.hash);
             if e != w.seen || e.is_some_and(|e| !e.tombstone) {
                 w.flushed = true;
+            }
+        }
+    }
+
+    /// The store was flushed: the watched keys it did not touch (absent,
+    /// as they were at WATCH, a tombstone's entry gone) are absent with no
+    /// entry of their tag left, and change only by a write to come.
+    fn watches_flushed(&mut self) {
+        for w in self.watches.values_mut().flatten() {
+            if !w.flushed {
+                (w.seen, w.live) = (None, false);
+                w.others.clear();
             }
         }
     }
@@ -3746,7 +3784,27 @@ fn expire_refused(op: &Op, cur: u64, at_ms: u64) -> bool {
 /// The keys a command of several keys holds while it runs (each once).
 fn claim_tags(op: &Op) -> Vec<u64> {
     let mut tags: Vec<u64> = match op {
-        Op::Exec { reqs, .. } | Op::Group { reqs, .. } => {
+        Op::Exec {
+            reqs, watch_tags, ..
+        } => {
+            let mut tags = watch_tags.clone();
+            tags.extend(claim_tags_of(reqs));
+            tags
+        }
+        Op::Group { reqs, .. } => claim_tags_of(reqs),
+        Op::MsetNx { pairs, .. } => pairs.iter().map(|p| p.hash.tag).collect(),
+        Op::Move { key, to, .. } => vec![crate::index::KeyHash::of(key).tag, to.hash.tag],
+        _ => unreachable!("not a command of several keys: {op:?}"),
+    };
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// The keys of a transaction's or a group's requests.
+fn claim_tags_of(reqs: &[Request]) -> Vec<u64> {
+    {
+        {
             let mut tags = Vec::new();
             for r in reqs {
                 match &r.op {
@@ -3760,13 +3818,12 @@ fn claim_tags(op: &Op) -> Vec<u64> {
             }
             tags
         }
-        Op::MsetNx { pairs, .. } => pairs.iter().map(|p| p.hash.tag).collect(),
-        Op::Move { key, to, .. } => vec![crate::index::KeyHash::of(key).tag, to.hash.tag],
-        _ => unreachable!("not a command of several keys: {op:?}"),
-    };
-    tags.sort_unstable();
-    tags.dedup();
-    tags
+    }
+}
+
+/// The index tags of watched keys `w`.
+fn watch_tags_of(w: Option<&Vec<Watched>>) -> Vec<u64> {
+    w.map_or_else(Vec::new, |w| w.iter().map(|w| w.hash.tag).collect())
 }
 
 /// Where a command of several keys keeps its number while it waits.
@@ -3800,23 +3857,27 @@ impl<E: Engine> Poller<E> {
             || !self
                 .flush_hold
                 .front()
-                .is_some_and(|r| matches!(r.op, Op::Flush))
+                .is_some_and(|(_, r)| matches!(r.op, Op::Flush))
         {
             return false;
         }
-        let req = self.flush_hold.pop_front().expect("front");
+        let (_, req) = self.flush_hold.pop_front().expect("front");
         self.flush_touches_watches();
-        if let Err((_, e)) = self.ks.flush_all(Waiter::ok(&req, false)) {
-            self.reply(&req, Reply::Error(super::strings::flush_refused(&e)));
+        match self.ks.flush_all(Waiter::ok(&req, false)) {
+            Ok(()) => self.watches_flushed(),
+            Err((_, e)) => self.reply(&req, Reply::Error(super::strings::flush_refused(&e))),
         }
         self.repl_out.wiped(&self.shared.repl);
+        // Each in its connection's order: behind a part across pollers
+        // that came before it and took its place among them only now
+        // (`Poller::wait_or_go`).
         while self
             .flush_hold
             .front()
-            .is_some_and(|r| !matches!(r.op, Op::Flush))
+            .is_some_and(|(_, r)| !matches!(r.op, Op::Flush))
         {
-            let r = self.flush_hold.pop_front().expect("front");
-            self.handle_accepted(r);
+            let (came, r) = self.flush_hold.pop_front().expect("front");
+            self.cross_replay(came, r, Self::handle_accepted);
         }
         true
     }

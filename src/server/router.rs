@@ -69,21 +69,37 @@ impl<'a> Router<'a> {
         id: u64,
         op: impl Fn() -> Op,
     ) {
-        for p in 0..self.shared.pollers.len() {
-            // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
-            // …), and partition `p` is shard `p`'s.
-            let req = Request {
-                tried: Vec::new(),
-                from,
-                touch,
-                id,
-                part: p as u32,
-                hash: KeyHash { lo: 0, tag: 0 },
-                pid: p as u32,
-                op: op(),
-            };
+        for (p, req) in self.to_every_poller(from, touch, id, op) {
             self.send(p, req);
         }
+    }
+
+    /// One request of `op` for every poller, from `from`, all to be
+    /// answered as reply `id`, with their pollers.
+    pub(super) fn to_every_poller(
+        &self,
+        from: ConnRef,
+        touch: bool,
+        id: u64,
+        op: impl Fn() -> Op,
+    ) -> Vec<(usize, Request)> {
+        // Shard `p` is poller `p`'s (a poller owns shards p, p + pollers,
+        // …), and partition `p` is shard `p`'s.
+        (0..self.shared.pollers.len())
+            .map(|p| {
+                let req = Request {
+                    tried: Vec::new(),
+                    from,
+                    touch,
+                    id,
+                    part: p as u32,
+                    hash: KeyHash { lo: 0, tag: 0 },
+                    pid: p as u32,
+                    op: op(),
+                };
+                (p, req)
+            })
+            .collect()
     }
 
     /// From now on, requests are gathered rather than sent (EXEC).

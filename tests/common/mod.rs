@@ -560,8 +560,13 @@ impl RawConn {
     }
 
     pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.pipeline(&[args])
+    }
+
+    /// Sends `cmds` at once, pipelined, and returns their replies' bytes.
+    pub fn pipeline(&mut self, cmds: &[&[&[u8]]]) -> Vec<u8> {
         use std::io::{Read, Write};
-        let mut req = encode(args);
+        let mut req: Vec<u8> = cmds.iter().flat_map(|c| encode(c)).collect();
         req.extend(encode(&[b"ECHO", RAW_MARKER]));
         self.stream.write_all(&req).expect("send");
         let mut tail = format!("${}\r\n", RAW_MARKER.len()).into_bytes();

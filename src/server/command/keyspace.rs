@@ -14,9 +14,7 @@ use crate::resp;
 use crate::store::clock::unix_ms;
 
 use super::meta::{checked_subcommand, help};
-use super::route::{
-    census_of_every_poller, census_of_partition, keyed, route_one, to_every_poller,
-};
+use super::route::{census_of_every_poller, census_of_partition, keyed, route_one};
 use super::values::within_limits;
 
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ key`, `OBJECT HELP`.
@@ -345,17 +343,11 @@ pub(super) fn keys(c: &mut Conn, router: &mut Router, pattern: &[u8]) {
     });
 }
 
-/// `DBSIZE`: the live keys of every poller. With several, a census: the
-/// sum is the store's at one instant. Inside EXEC, each poller's part
-/// counts its keys as the transaction has left them (`poller/whole.rs`).
+/// `DBSIZE`: the live keys of every poller, counted once the writes its
+/// connection sent before are done. With several, a census: the sum is
+/// the store's at one instant. Inside EXEC, each poller's part counts its
+/// keys as the transaction has left them (`poller/whole.rs`).
 pub(super) fn dbsize(c: &mut Conn, router: &mut Router) {
-    if router.capturing() {
-        return to_every_poller(c, router, Combine::Sum, || Op::DbSize);
-    }
-    if router.shared.pollers.len() == 1 {
-        let keys = super::super::counters::keys(router.shared);
-        return c.reply(|o| resp::int(o, keys as i64));
-    }
     census_of_every_poller(c, router, Combine::Sum, || Op::DbSize);
 }
 

@@ -23,6 +23,7 @@ mod values;
 use connection::{auth, client, config, hello, hello_protocol};
 use keyspace::{copy, flush, keys, memory, move_key, object, randomkey, restore, scan};
 use meta::{checked_subcommand, command, command_code, command_name, described};
+pub(super) use route::barrier_due;
 use route::{keyed, route_one};
 use values::{
     expire, expire_at, getex, mset, msetnx, set, set_with, setrange, within_limits, Expiry,
@@ -367,6 +368,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
                 return c.reply(|o| resp::error(o, strings::WATCH_IN_MULTI));
             }
             c.watching.extend(args[1..].iter().map(|&k| k.into()));
+            c.barrier_after_next();
             keyed(c, router, &args[1..], Some(Combine::AllOk), |k| Op::Watch {
                 key: k.into(),
             })
@@ -879,6 +881,7 @@ fn group_across_pollers(
             op: Op::Exec {
                 reqs,
                 watched: false,
+                watch_tags: Vec::new(),
                 wait: None,
                 cross: Some(cross.clone()),
                 whole: false,
@@ -925,6 +928,11 @@ fn send_parts(
         }
     }
     pollers.sort_unstable();
+    if watched {
+        // What it watches is taken by its parts as they come: the next
+        // EXEC's parts must not come first (`conn.rs`'s `Barrier`).
+        c.barrier_after_next();
+    }
     let id = c.expect_exec(inner, count, pollers.len() as u32, single);
     // Parts that wait for each other's messages while they run (`talks`)
     // are told to run by their last poller: with two pollers in all,
@@ -954,6 +962,7 @@ fn send_parts(
             }),
         })
     });
+    let mut sent: Vec<(usize, Request)> = Vec::with_capacity(pollers.len());
     for (i, (poller, reqs)) in pollers.iter().zip(parts).enumerate() {
         let req = Request {
             tried: Vec::new(),
@@ -966,12 +975,23 @@ fn send_parts(
             op: Op::Exec {
                 reqs,
                 watched,
+                watch_tags: Vec::new(),
                 wait: None,
                 cross: cross.clone(),
                 whole,
             },
         };
-        router.send(*poller, req);
+        sent.push((*poller, req));
+    }
+    if whole {
+        // Of the whole key space: in its connection's order as a census
+        // is (on one poller too, where it waits for its keys before it
+        // holds the poller).
+        route::send_census(c, router, id, sent);
+    } else {
+        for (poller, req) in sent {
+            router.send(poller, req);
+        }
     }
     (id, pollers.len() as u32)
 }

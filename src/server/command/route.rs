@@ -131,17 +131,22 @@ pub(super) fn send(c: &Conn, router: &mut Router, id: u64, part: u32, key: &[u8]
 /// A census of the key space (`poller/census.rs`) in partition `pid`, by
 /// the poller that owns it: a SCAN step, RANDOMKEY. With one poller, a
 /// plain request (no transaction spans pollers), and inside EXEC (the
-/// transaction holds every poller: `poller/whole.rs`).
+/// transaction holds every poller: `poller/whole.rs`). Outside EXEC it
+/// goes in its connection's order (`send_census`).
 pub(super) fn census_of_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
+    if router.capturing() {
+        return to_partition(c, router, pid, op);
+    }
     let op = match router.shared.pollers.len() {
-        _ if router.capturing() => op,
         1 => op,
         _ => Op::Census(Box::new(Census {
             op,
             pollers: vec![router.shared.poller_of(pid)],
         })),
     };
-    to_partition(c, router, pid, op);
+    let id = c.expect(1, None);
+    let req = partition_request(c, router, id, pid, op);
+    send_census(c, router, id, vec![req]);
 }
 
 /// A census of the key space (`poller/census.rs`) by every poller, the
@@ -153,22 +158,49 @@ pub(super) fn census_of_every_poller(
     op: impl Fn() -> Op,
 ) {
     let n = router.shared.pollers.len();
-    if n == 1 || router.capturing() {
+    if router.capturing() {
         return to_every_poller(c, router, combine, op);
     }
     let pollers: Vec<usize> = (0..n).collect();
-    to_every_poller(c, router, combine, || {
-        Op::Census(Box::new(Census {
+    let id = c.expect(n, Some(combine));
+    let reqs = router.to_every_poller(c.me, c.touches(), id, || match n {
+        1 => op(),
+        _ => Op::Census(Box::new(Census {
             op: op(),
             pollers: pollers.clone(),
-        }))
+        })),
     });
+    send_census(c, router, id, reqs);
+}
+
+/// Census `reqs` goes once what its connection sent before is done (a
+/// key count or a listing sees the writes sent before it, which a
+/// commit publishes), and its connection parses nothing more until it
+/// is answered (`conn.rs`'s `Barrier`).
+pub(super) fn send_census(c: &mut Conn, router: &mut Router, id: u64, reqs: Vec<(usize, Request)>) {
+    for (p, req) in c.barrier(id, reqs) {
+        router.send(p, req);
+    }
+}
+
+/// Sends the requests waiting at connection `c`'s barrier, if they can
+/// go now (a reply came).
+pub(in crate::server) fn barrier_due(c: &mut Conn, router: &mut Router) {
+    for (p, req) in c.barrier_due() {
+        router.send(p, req);
+    }
 }
 
 /// One request, of no key, for partition `pid` (to the poller that owns
 /// it).
 fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
     let id = c.expect(1, None);
+    let (poller, req) = partition_request(c, router, id, pid, op);
+    router.send(poller, req);
+}
+
+/// Reply `id`'s request of `op` for partition `pid`, with its poller.
+fn partition_request(c: &Conn, router: &Router, id: u64, pid: u32, op: Op) -> (usize, Request) {
     let req = Request {
         tried: Vec::new(),
         from: c.me,
@@ -179,8 +211,7 @@ fn to_partition(c: &mut Conn, router: &mut Router, pid: u32, op: Op) {
         pid,
         op,
     };
-    let poller = router.shared.poller_of(pid);
-    router.send(poller, req);
+    (router.shared.poller_of(pid), req)
 }
 
 /// One request to every poller, the replies combined by `combine`.

@@ -25,9 +25,9 @@
 //! Only one census is between `Go` and `Run` at a time (it holds the gate
 //! alone), so a poller stops for one census at most.
 //!
-//! The requests a census's connection sends after it come after its
-//! instant: a poller holds them from the arrival of the census's part
-//! until it runs there (`behind`), transactions across pollers excepted.
+//! A census's connection sends nothing more until every part has
+//! answered (`conn.rs`'s `Barrier`), so what it sends after comes after the
+//! census's instant on every poller.
 
 use super::*;
 use crate::server::gate::{Holder, HolderKind, Mode};
@@ -57,47 +57,18 @@ pub(super) struct Censuses {
     stopping: HashMap<CensusId, usize>,
     /// Stopped for a census: the requests that came since, in order.
     held: Option<VecDeque<Request>>,
-    /// By census whose part is here and has not run: the requests its
-    /// connection sent after it, which come after its instant (held until
-    /// the part runs here, then served in order).
-    behind: HashMap<CensusId, VecDeque<Request>>,
 }
 
 impl<E: Engine> Poller<E> {
     /// Whether this poller is stopped for a census: the request is held
     /// (and `None` returned) if so.
     pub(super) fn census_holds(&mut self, req: Request) -> Option<Request> {
-        if let Some(held) = &mut self.census.held {
-            held.push_back(req);
-            return None;
-        }
-        let across = matches!(
-            req.op,
-            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } | Op::Exec { cross: Some(_), .. }
-        );
-        if self.census.parts.is_empty() || across {
-            return Some(req);
-        }
-        // A request its connection pipelined behind a census whose part
-        // is here and has not run: after the census's instant, as in
-        // Redis. Transactions across pollers pass (the census may wait
-        // for one that holds the gate, which may need its part here).
-        let cid = (self.census.parts.iter())
-            .find(|(cid, p)| cid.0 == req.from && !matches!(p, Part::Told))
-            .map(|(cid, _)| *cid);
-        match cid {
-            Some(cid) => {
-                self.census.behind.entry(cid).or_default().push_back(req);
+        match &mut self.census.held {
+            Some(held) => {
+                held.push_back(req);
                 None
             }
             None => Some(req),
-        }
-    }
-
-    /// Serves the requests held behind census `cid`, whose part ran here.
-    fn census_behind(&mut self, cid: CensusId) {
-        for r in self.census.behind.remove(&cid).unwrap_or_default() {
-            self.handle(r);
         }
     }
 
@@ -173,8 +144,6 @@ impl<E: Engine> Poller<E> {
                 };
                 let held = self.census.held.take().expect("stopped");
                 self.census_run(req);
-                // Those its connection sent behind it came first.
-                self.census_behind(cid);
                 for r in held {
                     self.handle(r);
                 }
@@ -209,7 +178,6 @@ impl<E: Engine> Poller<E> {
             self.census.stopping.remove(&cid);
             self.census_run(req);
             self.gate_pass(Mode::Alone);
-            self.census_behind(cid);
             return true;
         }
         let first = pollers[0];

@@ -423,8 +423,11 @@ impl<E: Engine> Poller<E> {
         }
     }
 
-    fn cross_claim(&mut self, req: Request, watches: Option<Vec<Watched>>) {
+    fn cross_claim(&mut self, mut req: Request, watches: Option<Vec<Watched>>) {
         let xid = (req.from, req.id);
+        if let Op::Exec { watch_tags, .. } = &mut req.op {
+            *watch_tags = watch_tags_of(watches.as_ref());
+        }
         (self.cross.parts).insert(xid, CrossPart::Claiming { watches });
         self.exec_when_free(req);
         self.unreserve(xid);
@@ -445,28 +448,56 @@ impl<E: Engine> Poller<E> {
     /// A request that came: numbered, then kept (`None`) while its
     /// connection has a part here that came before it and does not hold
     /// its keys yet, or requests waiting for one; else handed back.
-    /// What needs no key (and the steps between pollers) goes on: a
-    /// command of the whole key space waits for no part.
     pub(super) fn arrived(&mut self, req: Request) -> Option<Request> {
         self.cross.arrivals += 1;
         self.cross.arriving = self.cross.arrivals;
-        if self.cross.reserved.is_empty() {
+        let came = self.cross.arrivals;
+        self.wait_or_go(came, req)
+    }
+
+    /// Request `req`, number `came`, is kept (`None`) if its connection
+    /// has requests waiting here (whatever it is: an UNWATCH must not
+    /// overtake the WATCH it undoes), or, when it has keys, a part here
+    /// that came before it and does not hold its keys yet; else handed
+    /// back. The steps between pollers go on. (A command of the whole key
+    /// space finds nothing of its connection waiting: it is sent once
+    /// every reply before its own is in, `conn.rs`'s `Barrier`.)
+    pub(super) fn wait_or_go(&mut self, came: u64, req: Request) -> Option<Request> {
+        if self.cross.reserved.is_empty() && self.cross.waiting.is_empty() {
             return Some(req);
         }
         let keyed = match &req.op {
             Op::Exec { .. } | Op::Group { .. } | Op::MsetNx { .. } | Op::Move { .. } => true,
-            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } | Op::Fence { .. } => false,
+            Op::Cross(_) | Op::Carry(_) | Op::Mail { .. } | Op::Fence { .. } => return Some(req),
             op => op.key().is_some(),
         };
         let from = req.from;
         let waits = self.cross.waiting.contains_key(&from)
-            || self.cross.reserved.iter().any(|r| r.xid.0 == from);
-        if !keyed || !waits {
+            || keyed && (self.cross.reserved.iter()).any(|r| r.xid.0 == from && r.came < came);
+        if !waits {
             return Some(req);
         }
-        let came = self.cross.arrivals;
-        (self.cross.waiting.entry(from).or_default()).push_back((came, req));
+        // In number order: one replayed behind a flush may be older than
+        // those already waiting.
+        let q = self.cross.waiting.entry(from).or_default();
+        q.insert(q.partition_point(|(c, _)| *c < came), (came, req));
         None
+    }
+
+    /// The number of the request being served (`Poller::arrived`).
+    pub(super) fn cross_arriving(&self) -> u64 {
+        self.cross.arriving
+    }
+
+    /// Serves `req`, number `came`, held meanwhile (behind a flush), with
+    /// `then` unless it must wait for a part of its connection
+    /// (`wait_or_go`).
+    pub(super) fn cross_replay(&mut self, came: u64, req: Request, then: fn(&mut Self, Request)) {
+        let arriving = std::mem::replace(&mut self.cross.arriving, came);
+        if let Some(req) = self.wait_or_go(came, req) {
+            then(self, req);
+        }
+        self.cross.arriving = arriving;
     }
 
     /// Part `xid` claimed its keys (or was aborted before): the requests

@@ -212,6 +212,7 @@ impl<E: Engine> Poller<E> {
         if let Err((_, e)) = self.ks.flush_unpublished(w) {
             return Err(Reply::Error(crate::server::strings::flush_refused(&e)));
         }
+        self.watches_flushed();
         self.repl_out.wiped(&self.shared.repl);
         Ok(())
     }
