@@ -521,6 +521,14 @@ impl PieceHeader {
     }
 }
 
+/// Whether a record of a `value_len`-byte value under a `key_len`-byte key
+/// is too large for one segment of `segment_size` bytes (blocks of
+/// `block`): the value goes in pieces.
+pub fn is_large_record(segment_size: u32, block: u64, key_len: usize, value_len: usize) -> bool {
+    let room = segment_size as u64 - SEGMENT_HEADER as u64 - block;
+    record_len(key_len, value_len) > room
+}
+
 /// Bytes of value a piece segment holds: all of it but its first block.
 pub fn piece_capacity(segment_size: u32, block: u64) -> u64 {
     segment_size as u64 - block

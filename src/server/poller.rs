@@ -1228,12 +1228,9 @@ impl<E: Engine> Poller<E> {
                 "an entry replaced unread could not go back: {e}"
             );
         }
-        let tag = req.hash.tag;
         // A write deferred for room, or a large value's edit, holds the
         // key until it is done.
-        if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) && !self.edits.holds(tag) {
-            self.release(tag);
-        }
+        self.let_go(req.hash.tag);
     }
 
     /// A read that found no memory for its buffer (SPDK's DMA memory ran
@@ -2193,7 +2190,7 @@ impl<E: Engine> Poller<E> {
         let tags = (!is_sub(&req)).then(|| claim_tags(&req.op));
         self.msetnx_probed(req);
         for tag in tags.into_iter().flatten() {
-            self.release(tag);
+            self.let_go(tag);
         }
     }
 
@@ -2508,12 +2505,20 @@ impl<E: Engine> Poller<E> {
         };
         let held = self.run_held(std::mem::take(reqs));
         for tag in tags {
-            // A write deferred for room keeps its key until it is done
-            // (`retry_deferred` releases it), and a read holding it too.
-            let holds = held.contains(&tag);
-            if !holds && !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) {
-                self.release(tag);
+            // A read holding it releases it.
+            if !held.contains(&tag) {
+                self.let_go(tag);
             }
+        }
+    }
+
+    /// A command of several keys that ran lets key `tag` go, unless one
+    /// of its writes still holds it: one deferred for room
+    /// (`retry_deferred` releases it), a large value's until its head is
+    /// durable (a GET pipelined behind an MSET of one reads it whole).
+    fn let_go(&mut self, tag: u64) {
+        if !self.deferred.iter().any(|(_, d)| d.hash.tag == tag) && !self.edits.holds(tag) {
+            self.release(tag);
         }
     }
 

@@ -766,13 +766,27 @@ pub(super) fn across_pollers(
     carry: Option<(usize, usize)>,
     run: impl FnOnce(&mut Conn, &mut Router),
 ) -> bool {
+    as_transaction(c, router, keys, carry, false, run)
+}
+
+/// [`across_pollers`], and with `always` on one poller too (an MSETNX of
+/// a value larger than a segment: a transaction writes its pieces first,
+/// then every key in one commit).
+pub(super) fn as_transaction(
+    c: &mut Conn,
+    router: &mut Router,
+    keys: &[&[u8]],
+    carry: Option<(usize, usize)>,
+    always: bool,
+    run: impl FnOnce(&mut Conn, &mut Router),
+) -> bool {
     if router.capturing() {
         return false;
     }
     let mut pollers: Vec<usize> = keys.iter().map(|k| router.poller_of_key(k)).collect();
     pollers.sort_unstable();
     pollers.dedup();
-    if pollers.len() < 2 {
+    if pollers.len() < 2 && !always {
         return false;
     }
     let timing = c.timing.take();

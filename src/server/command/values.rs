@@ -364,7 +364,19 @@ pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
             None => parts.push((poller, vec![pair])),
         }
     }
-    if parts.len() == 1 {
+    // A value larger than a segment is written as a transaction writes
+    // it (its pieces, then every key in one commit): MSETNX of one
+    // poller, too, runs as a transaction then.
+    let sb = &router.shared.sb;
+    let large = (args[1..].chunks(2)).any(|p| {
+        crate::format::is_large_record(
+            sb.segment_size,
+            sb.block_size.into(),
+            p[0].len(),
+            p[1].len(),
+        )
+    });
+    if parts.len() == 1 && (!large || router.capturing()) {
         let (_, pairs) = parts.pop().expect("a part");
         let op = Op::MsetNx {
             pairs,
@@ -404,6 +416,6 @@ pub(super) fn msetnx(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     if inside {
         return send(c, router);
     }
-    let across = super::across_pollers(c, router, &keys, None, send);
+    let across = super::as_transaction(c, router, &keys, None, large, send);
     debug_assert!(across, "MSETNX across pollers");
 }

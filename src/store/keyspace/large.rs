@@ -112,8 +112,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// Whether a value of `value_len` bytes under a key of `key_len` is too
     /// large for one record: it goes in pieces ([`Keyspace::write_large`]).
     pub fn is_large(&self, key_len: usize, value_len: usize) -> bool {
-        let room = self.sb.segment_size as u64 - crate::format::SEGMENT_HEADER as u64 - self.block;
-        crate::format::record_len(key_len, value_len) > room
+        crate::format::is_large_record(self.sb.segment_size, self.block, key_len, value_len)
     }
 
     /// Whether the store could hold a large value of `value_len` bytes
