@@ -980,6 +980,27 @@ mod tests {
         (refused, dels)
     }
 
+    /// A write waiting for a segment on its way to the free pool waits
+    /// until it is free: it was refused (`-OOM` from the server) once the
+    /// segment's erasure was written, while the commit carrying it
+    /// flushed, as if no room were coming.
+    #[test]
+    fn a_write_waits_for_a_segment_whose_erasure_is_flushing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Runner::create(dir.path(), None).unwrap();
+        r.open().unwrap();
+        let val = Val {
+            value: vec![b'v'; MAX_VALUE],
+            expire_ms: 0,
+        };
+        let (refused, dels) = full_store_emptying_a_segment(&mut r, &val);
+        let refusals = r.report.writes_refused;
+        let n = r.write_raw(refused.as_bytes(), Some(&val)).unwrap();
+        assert!(n.is_some(), "refused again: {:?}", r.report);
+        assert_eq!(r.report.writes_refused, refusals);
+        r.settle(dels.into_iter().chain(n).collect()).unwrap();
+    }
+
     /// Found by the property test: writes answered by the loop turns the
     /// model ran while a later write waited for room were never counted
     /// (those turns' answers were dropped), and the run ended with "writes
