@@ -502,6 +502,7 @@ impl<'a> Runner<'a> {
                 Err((_, e)) => Err(format!("large write of key {key_text} failed: {e}")),
             };
         }
+        let mut waiting = None;
         for _ in 0..MAX_TURNS {
             self.resolve(key)?;
             let ks = self.ks();
@@ -518,9 +519,16 @@ impl<'a> Runner<'a> {
                     assert!(waits, "the model runs with synchronous commits");
                     return Ok(Some(n));
                 }
-                Err(WriteError::Full) if self.ks().may_make_room() => {
-                    // The server defers the write; time moves on meanwhile.
-                    let since = self.ks().now();
+                Err(WriteError::Full)
+                    if self.ks().may_make_room()
+                        && waiting.is_none_or(|since| {
+                            self.ks().now().saturating_duration_since(since)
+                                <= keyspace::MAX_WAIT_FOR_ROOM
+                        }) =>
+                {
+                    // The server defers the write, for so long at most;
+                    // time moves on meanwhile.
+                    let since = *waiting.get_or_insert(self.ks().now());
                     self.ks().set_waiting(Some(since));
                     self.clock.advance(Duration::from_millis(1));
                     self.turn();
