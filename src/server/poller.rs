@@ -47,7 +47,7 @@ pub(super) use inline::{open as open_inline, Inline};
 /// Writes that may wait for compaction before the store answers OOM.
 const MAX_DEFERRED: usize = 16 * 1024;
 /// Longest a write waits for compaction before it is refused.
-const MAX_DEFER: Duration = Duration::from_secs(2);
+const MAX_DEFER: Duration = crate::store::keyspace::MAX_WAIT_FOR_ROOM;
 
 /// A reply owed once the commit that holds the write completes.
 struct Waiter {

@@ -529,10 +529,18 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// Whether emptied segments wait to be freed: once commits complete,
     /// and key iteration has read those it pins (`release_segments`).
+    /// Every step counts, up to the last: a segment whose erasure was
+    /// written waits in its commit for the flush, and a write refused
+    /// meanwhile must wait for it too, not fail for want of room.
     pub(super) fn frees_pending(&self) -> bool {
-        !self.log.pending_free.is_empty()
-            || !self.log.to_erase.is_empty()
-            || !self.log.erasing.is_empty()
+        let log = &self.log;
+        !log.pending_free.is_empty()
+            || !log.to_erase.is_empty()
+            || !log.erasing.is_empty()
+            || !log.erased.is_empty()
+            || !log.flushed_segments.is_empty()
+            || !log.piece_dropped.is_empty()
+            || (log.commits.iter()).any(|c| !c.erases.is_empty() || !c.flushed_segments.is_empty())
     }
 
     /// Whether segment `seg` is open or waiting for its last write here.

@@ -42,6 +42,12 @@ use crate::format::Superblock;
 use crate::index::{Entry, IndexError, KeyHash};
 use crate::io::{Completion, Engine};
 
+/// Longest a client write refused for want of a segment waits for room
+/// (compaction, eviction, emptied segments on their way to the free pool)
+/// before it is refused for good: the server's deferred writes, and the
+/// model's (`store/model.rs`).
+pub const MAX_WAIT_FOR_ROOM: Duration = Duration::from_secs(2);
+
 /// Why a write was refused.
 #[derive(Debug, Error)]
 pub enum WriteError {
