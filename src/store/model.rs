@@ -955,12 +955,23 @@ mod tests {
         assert!(r.writes_failed >= 2 && r.crashes >= 1, "{r:?}");
     }
 
-    /// A store full of keys written once (nothing dead: neither compaction
-    /// nor frees can make room) and DELs, not yet durable, of every key of
-    /// one segment: it is free once their commit is durable and a later
-    /// one has erased its header. Returns a key refused for want of room
-    /// and the DELs.
-    fn full_store_emptying_a_segment(r: &mut Runner, val: &Val) -> (String, Vec<u64>) {
+    /// A store at `dir` full of keys written once with `val` (nothing
+    /// dead: neither compaction nor frees can make room) and DELs, not yet
+    /// durable, of every key of one segment: it is free once their commit
+    /// is durable and a later one has erased its header. Returns the
+    /// runner, `val`, a key refused for want of room and the DELs.
+    fn full_store_emptying_a_segment(dir: &Path) -> (Runner<'_>, Val, String, Vec<u64>) {
+        let mut r = Runner::create(dir, None).unwrap();
+        r.open().unwrap();
+        let val = Val {
+            value: vec![b'v'; MAX_VALUE],
+            expire_ms: 0,
+        };
+        let (refused, dels) = fill_and_empty_a_segment(&mut r, &val);
+        (r, val, refused, dels)
+    }
+
+    fn fill_and_empty_a_segment(r: &mut Runner, val: &Val) -> (String, Vec<u64>) {
         let mut keys = Vec::new();
         let refused = loop {
             let key = format!("fill:{}", keys.len());
@@ -995,13 +1006,7 @@ mod tests {
     #[test]
     fn a_write_waits_for_a_segment_whose_erasure_is_flushing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Runner::create(dir.path(), None).unwrap();
-        r.open().unwrap();
-        let val = Val {
-            value: vec![b'v'; MAX_VALUE],
-            expire_ms: 0,
-        };
-        let (refused, dels) = full_store_emptying_a_segment(&mut r, &val);
+        let (mut r, val, refused, dels) = full_store_emptying_a_segment(dir.path());
         let refusals = r.report.writes_refused;
         let n = r.write_raw(refused.as_bytes(), Some(&val)).unwrap();
         assert!(n.is_some(), "refused again: {:?}", r.report);
@@ -1019,13 +1024,7 @@ mod tests {
     #[test]
     fn writes_answered_while_a_later_write_waits_for_room_are_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Runner::create(dir.path(), None).unwrap();
-        r.open().unwrap();
-        let val = Val {
-            value: vec![b'v'; MAX_VALUE],
-            expire_ms: 0,
-        };
-        let (refused, dels) = full_store_emptying_a_segment(&mut r, &val);
+        let (mut r, val, refused, dels) = full_store_emptying_a_segment(dir.path());
         let acked = r.report.writes_acked;
         let n = r.write_raw(refused.as_bytes(), Some(&val)).unwrap();
         for d in &dels {
