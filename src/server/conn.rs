@@ -272,7 +272,8 @@ pub(super) struct Conn {
     /// `exec`).
     pub(super) deferred: Option<Deferred>,
     /// A command the connection waits for before it parses more (a
-    /// census of the key space, a WATCH), from its parsing to its reply.
+    /// census of the key space, a WATCH, an EXEC of watched keys), from
+    /// its parsing to its reply.
     barrier: Option<Barrier>,
     /// While EXEC builds its requests: whether they touch the keys as a
     /// `CLIENT NO-TOUCH` queued before them, which runs only later, will

@@ -2041,22 +2041,21 @@ impl<E: Engine> Poller<E> {
     fn fetch_probe(&mut self, req: Request, entry: Entry, i: usize) {
         match self.read_record(entry) {
             Ok((tag, start)) => {
-                let mut holds = Self::holds_key(&req);
-                if matches!(req.op, Op::Watch { .. }) {
-                    // What it watches is the key as it is now: a write
-                    // that came after it (pipelined behind it, or
-                    // another client's) waits until it has looked.
+                // What a WATCH watches is the key as it is now: a write
+                // that came after it (pipelined behind it, or another
+                // client's) waits until it has looked.
+                let watch = matches!(req.op, Op::Watch { .. });
+                if watch {
                     self.busy.entry(req.hash.tag).or_default();
                     self.key_read_issued = Some(req.hash.tag);
-                    holds = true;
                 }
                 self.reads[tag as usize] = Some(PendingRead {
+                    holds: watch || Self::holds_key(&req),
                     req,
                     entry,
                     start,
                     probe: Some(i),
                     verify: false,
-                    holds,
                 });
             }
             Err(NotRead::NoBuffer(e)) => self.no_buffer(req, e),
@@ -3808,22 +3807,18 @@ fn claim_tags(op: &Op) -> Vec<u64> {
 
 /// The keys of a transaction's or a group's requests.
 fn claim_tags_of(reqs: &[Request]) -> Vec<u64> {
-    {
-        {
-            let mut tags = Vec::new();
-            for r in reqs {
-                match &r.op {
-                    Op::MsetNx { pairs, .. } => tags.extend(pairs.iter().map(|p| p.hash.tag)),
-                    Op::Move { key, to, .. } => {
-                        tags.push(crate::index::KeyHash::of(key).tag);
-                        tags.push(to.hash.tag);
-                    }
-                    _ => tags.push(r.hash.tag),
-                }
+    let mut tags = Vec::new();
+    for r in reqs {
+        match &r.op {
+            Op::MsetNx { pairs, .. } => tags.extend(pairs.iter().map(|p| p.hash.tag)),
+            Op::Move { key, to, .. } => {
+                tags.push(crate::index::KeyHash::of(key).tag);
+                tags.push(to.hash.tag);
             }
-            tags
+            _ => tags.push(r.hash.tag),
         }
     }
+    tags
 }
 
 /// The index tags of watched keys `w`.
