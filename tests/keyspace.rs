@@ -203,6 +203,61 @@ fn sorted_bulks(reply: &[u8]) -> Vec<String> {
     v
 }
 
+/// RANDOMKEY sees the writes pipelined before it, as Redis's does: on an
+/// empty store, after a SET in the same pipeline, it answers that key
+/// (before, nil: the key counts it weighed the pollers by were read
+/// when the command came); after DELs that leave one key, on one poller
+/// or two, plainly and inside MULTI … EXEC, it answers that key (before,
+/// nil when the poller it chose had no key left). Replies compared byte
+/// for byte with redis-server's.
+#[test]
+fn randomkey_sees_the_writes_pipelined_before_it() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let mut b = Both::connect(&srv, &redis);
+        for round in 0..40 {
+            let key = format!("k{round}");
+            let set: &[&[u8]] = &[b"SET", key.as_bytes(), b"v"];
+            let both = |b: &mut Both, cmds: &[&[&[u8]]]| {
+                let ours = b.ours.pipeline(cmds);
+                let theirs = b.theirs.pipeline(cmds);
+                assert_eq!(
+                    ours.escape_ascii().to_string(),
+                    theirs.escape_ascii().to_string(),
+                    "{pollers} poller(s), round {round}"
+                );
+            };
+            both(&mut b, &[&[b"FLUSHALL"], set, &[b"RANDOMKEY"]]);
+            let keys: Vec<String> = (0..8).map(|i| format!("r{round}:{i}")).collect();
+            let mut mset: Vec<&[u8]> = vec![b"MSET"];
+            let mut del: Vec<&[u8]> = vec![b"DEL"];
+            for (i, k) in keys.iter().enumerate() {
+                mset.extend([k.as_bytes(), b"v"]);
+                if i > 0 {
+                    del.push(k.as_bytes());
+                }
+            }
+            both(&mut b, &[&[b"FLUSHALL"], &mset, &del, &[b"RANDOMKEY"]]);
+            both(
+                &mut b,
+                &[
+                    &[b"FLUSHALL"],
+                    &mset,
+                    &[b"MULTI"],
+                    &del,
+                    &[b"RANDOMKEY"],
+                    &[b"EXEC"],
+                ],
+            );
+        }
+        srv.stop();
+    }
+}
+
 #[test]
 fn keys_randomkey_and_errors_match_redis() {
     let dir = tempfile::tempdir().unwrap();

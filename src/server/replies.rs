@@ -20,7 +20,7 @@ use super::stats::CommandStats;
 use crate::resp::{self, Proto};
 
 /// How the parts of a multi-key reply combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Combine {
     /// An array of the parts (MGET).
     Array,
@@ -31,6 +31,10 @@ pub(super) enum Combine {
     /// One array of the elements of every part's array (KEYS: one part
     /// per poller).
     Concat,
+    /// One of the parts that are not nil, drawn by `seed` in proportion
+    /// to `weights` (one per part; RANDOMKEY: each poller's pick, weighed
+    /// by its live keys); nil when all are; the first error else.
+    Pick { seed: u64, weights: Box<[u64]> },
 }
 
 /// A reply at least this large goes into the output as its own buffer,
@@ -341,6 +345,18 @@ impl Slot {
                 proto,
                 ..
             } => concat(out, parts.into_iter().flatten().collect(), proto),
+            Slot::Multi {
+                combine: Combine::Pick { seed, weights },
+                parts,
+                proto,
+                ..
+            } => pick(
+                out,
+                parts.into_iter().flatten().collect(),
+                seed,
+                &weights,
+                proto,
+            ),
         }
     }
 }
@@ -366,6 +382,30 @@ fn concat(out: &mut Vec<u8>, parts: Vec<Reply>, proto: Proto) {
     }
     resp::array(out, n);
     bodies.iter().for_each(|b| out.extend_from_slice(b));
+}
+
+/// One of `parts` that is not nil, drawn by `seed` in proportion to its
+/// weight (a weight of 0 counts as 1: the part has a key now); nil when
+/// every part is; the first error when one is.
+fn pick(out: &mut Vec<u8>, parts: Vec<Reply>, seed: u64, weights: &[u64], proto: Proto) {
+    if let Some(e) = parts.iter().find(|p| matches!(p, Reply::Error(_))) {
+        return e.encode(out, proto);
+    }
+    let weight = |i: usize| weights.get(i).copied().unwrap_or(0).max(1);
+    let answered: Vec<usize> = (0..parts.len())
+        .filter(|&i| !matches!(parts[i], Reply::Nil))
+        .collect();
+    let total: u64 = answered.iter().map(|&i| weight(i)).sum();
+    if total == 0 {
+        return resp::null(out, proto);
+    }
+    let mut at = seed % total;
+    for &i in &answered {
+        if at < weight(i) {
+            return parts[i].encode(out, proto);
+        }
+        at -= weight(i);
+    }
 }
 
 /// Where a connection's replies stood before a command (see

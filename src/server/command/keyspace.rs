@@ -351,41 +351,21 @@ pub(super) fn dbsize(c: &mut Conn, router: &mut Router) {
     census_of_every_poller(c, router, Combine::Sum, || Op::DbSize);
 }
 
-/// `RANDOMKEY`: a poller picked in proportion to its live keys picks one
-/// of its keys; nil at once when the store has none.
+/// `RANDOMKEY`: every poller picks one of its keys, once the writes its
+/// connection sent before are done, and one of the picks is the reply,
+/// drawn in proportion to the pollers' live keys; nil when none has a
+/// key. A poller counted empty when the command came may have keys by
+/// the time it runs (the writes before it), and one counted full may
+/// have none left: only a poller that answers nil is passed by.
 pub(super) fn randomkey(c: &mut Conn, router: &mut Router) {
     let seed = random_seed();
-    let counts: Vec<u64> = (router.shared.poller_stats.iter())
+    let weights = (router.shared.poller_stats.iter())
         .map(|s| s.store.keys.load(Relaxed))
         .collect();
-    let total: u64 = counts.iter().sum();
-    if total == 0 && router.capturing() {
-        // Inside EXEC the transaction may have written keys before it.
-        let op = Op::RandomKey {
-            seed: seed.rotate_left(29),
-        };
-        return census_of_partition(c, router, 0, op);
-    }
-    if total == 0 {
-        let proto = c.proto;
-        return c.reply(|o| resp::null(o, proto));
-    }
-    let mut pick = seed % total;
-    let poller = counts
-        .iter()
-        .position(|&n| {
-            if pick < n {
-                return true;
-            }
-            pick -= n;
-            false
-        })
-        .unwrap_or(0);
-    // Partition `p` is shard `p`'s, and shard `p` is poller `p`'s.
-    let op = Op::RandomKey {
+    let combine = Combine::Pick { seed, weights };
+    census_of_every_poller(c, router, combine, || Op::RandomKey {
         seed: seed.rotate_left(29),
-    };
-    census_of_partition(c, router, poller as u32, op);
+    });
 }
 
 /// A seed for RANDOMKEY: the clock and a per-process counter, hashed.

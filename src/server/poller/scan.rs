@@ -23,7 +23,7 @@
 mod copy;
 mod names;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 
@@ -188,6 +188,10 @@ impl<E: Engine> Poller<E> {
         // Where a SCAN step that returns keys starts: its keys may come
         // from the cache of key names.
         let mut place: Option<Place> = None;
+        let view = match req.op {
+            Op::RandomKey { .. } => self.view_entries(&req),
+            _ => HashSet::new(),
+        };
         let (kind, pattern) = match &mut req.op {
             Op::CopyStep(ask) => {
                 let done = ask.done.clone();
@@ -237,7 +241,7 @@ impl<E: Engine> Poller<E> {
                 (Kind::Keys, Some(pattern.clone()))
             }
             Op::RandomKey { seed } => {
-                if let Some((pid, t, e)) = self.ks.random_entry(*seed) {
+                if let Some((pid, t, e)) = self.ks.random_entry(*seed, |o| view.contains(&o)) {
                     todo.push(item(pid, (t, e)));
                 }
                 let kind = Kind::Random {
@@ -847,6 +851,10 @@ impl<E: Engine> Poller<E> {
             return false;
         };
         let repick = matches!(job.kind, Kind::Random { .. }) && in_view(&job.keys);
+        let view = match (&job.kind, &job.req) {
+            (Kind::Random { .. }, Some(req)) => self.view_entries(req),
+            _ => HashSet::new(),
+        };
         let Some(job) = self.scans.jobs.get_mut(&id) else {
             return false;
         };
@@ -863,7 +871,8 @@ impl<E: Engine> Poller<E> {
                 // The key picked went meanwhile: pick another.
                 *picks += 1;
                 *seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-                if let Some((pid, tag, entry)) = self.ks.random_entry(*seed) {
+                if let Some((pid, tag, entry)) = self.ks.random_entry(*seed, |o| view.contains(&o))
+                {
                     job.todo.push(Want::Record(Item {
                         pid,
                         tag,

@@ -181,6 +181,17 @@ impl<E: Engine> Poller<E> {
         }
     }
 
+    /// The offsets of the index entries of the keys the running
+    /// transaction's view holds, when `req` is one of its steps (empty
+    /// else): a RANDOMKEY inside it picks among the other keys, and the
+    /// view adds those it leaves live.
+    pub(super) fn view_entries(&self, req: &Request) -> HashSet<u64> {
+        match &self.txn {
+            Some(t) if is_sub(req) => t.view.values().filter_map(|s| s.own).collect(),
+            _ => HashSet::new(),
+        }
+    }
+
     /// Whether a flush may run now for the running transaction: as for
     /// any flush, nothing before it under way (no write waits for a
     /// commit or for room, no read-modify-write, move or edit of a large

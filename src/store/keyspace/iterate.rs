@@ -97,7 +97,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// A live key's entry, picked at random (`seed`) among this keyspace's
     /// partitions in proportion to their live keys, then at a random slot
     /// of the partition: `(pid, tag, entry)`; `None` when no key is live.
-    pub fn random_entry(&self, seed: u64) -> Option<(u32, u64, Entry)> {
+    /// Entries whose offset `skip` names are passed by (a transaction's
+    /// keys, which its view answers for).
+    pub fn random_entry(&self, seed: u64, skip: impl Fn(u64) -> bool) -> Option<(u32, u64, Entry)> {
         let parts: Vec<_> = (self.shards.iter().flatten())
             .flat_map(|s| s.partitions())
             .collect();
@@ -123,7 +125,8 @@ impl<E: Engine, W> Keyspace<E, W> {
         for k in 0..parts.len() {
             let p = parts[(start + k) % parts.len()];
             let from = seed.rotate_left(17) % p.slots();
-            if let Some((tag, e, _)) = p.sample(from, p.slots(), |e| e.live(now)) {
+            if let Some((tag, e, _)) = p.sample(from, p.slots(), |e| e.live(now) && !skip(e.offset))
+            {
                 return Some((p.id(), tag, e));
             }
         }
