@@ -196,6 +196,7 @@ fn exec_streams(inner: &mut Replies, count: usize, proto: Proto, txn: Reply) -> 
         inner.fill(*id, *part, Reply::Encoded(Vec::new()));
         rest.push_back(inner.take_output());
     }
+    inner.count_calls();
     let flow = holes.swap_remove(0).2;
     Slot::ExecStreams {
         current: Some(Reply::Part(first, flow)),
@@ -257,6 +258,7 @@ impl Slot {
                     inner.fill(id, part, reply);
                 }
                 debug_assert_eq!(inner.owed(), 0, "a transaction's reply misses parts");
+                inner.count_calls();
                 let mut first = std::mem::take(&mut inner.wbuf);
                 first.drain(..inner.wpos);
                 out.push(first);
@@ -284,6 +286,7 @@ impl Slot {
                         inner.fill(id, part, reply);
                     }
                     debug_assert_eq!(inner.owed(), 0, "a transaction's reply misses parts");
+                    inner.count_calls();
                     if !single {
                         resp::array(out, count);
                     }
@@ -443,6 +446,11 @@ pub(super) struct Replies {
     /// parsed.
     timings: VecDeque<Timing>,
     cmd_stats: Arc<CommandStats>,
+    /// A transaction's replies ([`Replies::for_transaction`]): the calls
+    /// and latencies of its commands, kept until EXEC's outcome counts
+    /// them ([`Replies::count_calls`]) or drops them (EXEC answered nil
+    /// or an error: nothing ran, and Redis counts no call).
+    calls_held: Option<Vec<(u16, u64)>>,
     /// The reply at the front, while it is sent in parts.
     streaming: Option<Streaming>,
     /// Pollers to ring: they wait for bytes taken.
@@ -466,6 +474,7 @@ impl Replies {
             reply_avg,
             timings: VecDeque::new(),
             cmd_stats,
+            calls_held: None,
             streaming: None,
             wake: Vec::new(),
             broken: false,
@@ -494,7 +503,7 @@ impl Replies {
             self.emit(f);
             self.first_id += 1;
             if let Some((cmd, t)) = timing {
-                self.cmd_stats.observe(cmd, t);
+                self.observe(cmd, t);
             }
         } else {
             let mut b = Vec::new();
@@ -598,7 +607,35 @@ impl Replies {
     /// A new, empty set of replies with this one's statistics, for the
     /// commands of a transaction.
     pub(super) fn for_transaction(&self) -> Replies {
-        Replies::new(self.reply_avg, Arc::clone(&self.cmd_stats))
+        Replies {
+            calls_held: Some(Vec::new()),
+            ..Replies::new(self.reply_avg, Arc::clone(&self.cmd_stats))
+        }
+    }
+
+    /// Counts a call of `cmd` parsed at `started`, now, or once EXEC ran
+    /// for a transaction's.
+    fn observe(&mut self, cmd: u16, started: Instant) {
+        let us = super::turn::now()
+            .saturating_duration_since(started)
+            .as_micros() as u64;
+        match &mut self.calls_held {
+            Some(held) => held.push((cmd, us)),
+            None => self.cmd_stats.observe_us(cmd, us),
+        }
+    }
+
+    /// A transaction's commands ran (EXEC answered their replies): their
+    /// calls count.
+    pub(super) fn count_calls(&mut self) {
+        for (cmd, us) in self
+            .calls_held
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            self.cmd_stats.observe_us(cmd, us);
+        }
     }
 
     /// Files a poller's answer in its slot, and moves the replies that are
@@ -705,7 +742,7 @@ impl Replies {
             self.streaming = None;
             self.first_id += 1;
             if let Some(Some((cmd, t))) = self.timings.pop_front() {
-                self.cmd_stats.observe(cmd, t);
+                self.observe(cmd, t);
             }
         }
         self.move_streamed();

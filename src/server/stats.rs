@@ -174,11 +174,8 @@ impl CommandStats {
         }
     }
 
-    /// Counts one call of command `cmd` that took from `started` until
-    /// now (the connection thread's loop turn).
-    pub fn observe(&self, cmd: u16, started: Instant) {
-        let took = super::turn::now().saturating_duration_since(started);
-        let us = took.as_micros() as u64;
+    /// Counts one call of command `cmd` that took `us` microseconds.
+    pub fn observe_us(&self, cmd: u16, us: u64) {
         let i = cmd as usize;
         if i >= self.calls.len() {
             return;

@@ -561,6 +561,7 @@ fn exec(c: &mut Conn, router: &mut Router) {
             inner.fill(id, part, reply);
         }
         debug_assert_eq!(inner.owed(), 0);
+        inner.count_calls();
         let bytes = inner.take_output();
         return c.reply(|o| {
             resp::array(o, count);
@@ -695,7 +696,8 @@ fn run_deferred(
     }
     let reqs = router.take_capture();
     debug_assert!(reqs.is_empty(), "a connection-level command made requests");
-    c.end_transaction(outer);
+    // They run only when EXEC ran its commands: their calls count.
+    c.end_transaction(outer).count_calls();
     (c.timing, c.slow.started) = (timing, started);
     replies
 }
