@@ -231,9 +231,11 @@ fn metrics_endpoint_reports_what_clients_did() {
         .query(&mut con)
         .unwrap();
     assert!(lat.contains("latency_percentiles_usec_set:p50="), "{lat}");
+    // Redis 7's fields, counted: no GET here was refused or failed.
+    assert!(info.contains("rejected_calls=0,failed_calls=0"), "{info}");
     // INFO and /metrics read one table: the same figures, the same values
-    // (the server is quiet now), and no made-up fields.
-    assert!(!info.contains("rejected_calls=0"), "{info}");
+    // (the server is quiet now). An unknown command: one error reply.
+    assert!(redis::cmd("NOSUCH").query::<()>(&mut con).is_err());
     let all: String = redis::cmd("INFO").arg("all").query(&mut con).unwrap();
     let field = |name: &str| -> f64 {
         let line = all
@@ -252,6 +254,7 @@ fn metrics_endpoint_reports_what_clients_did() {
         ("segments_free", "nvkv_segments_free"),
         ("connected_clients", "nvkv_connected_clients"),
         ("index_tombstones", "nvkv_index_tombstones"),
+        ("total_error_replies", "nvkv_error_replies_total"),
     ] {
         assert_eq!(field(info_name), m[metric], "{info_name} vs {metric}");
     }
@@ -262,6 +265,7 @@ fn metrics_endpoint_reports_what_clients_did() {
     let threads = m["nvkv_thread_cpu_seconds_total{thread=\"poller0\"}"]
         + m["nvkv_thread_cpu_seconds_total{thread=\"conn0\"}"];
     assert!(threads > 0.0 && threads <= cpu + 0.01, "{threads} of {cpu}");
+    assert_eq!(m["nvkv_error_replies_total"], 1.0);
     assert!(m["nvkv_poller_cpu_seconds_total"] > 0.0);
     assert!(m["nvkv_conn_thread_cpu_seconds_total"] > 0.0);
     // SAFETY: signals our own child.

@@ -627,3 +627,162 @@ fn save_makes_async_writes_durable_before_their_commit_is_due() {
     assert_eq!(got.as_deref(), Some("saved"), "SAVE made the SET durable");
     srv.stop();
 }
+
+/// The `cmdstat_` lines of INFO commandstats by name, without their
+/// times (`calls=…,rejected_calls=…,failed_calls=…`), less those of the
+/// commands the test itself sends to read and reset them; the
+/// `errorstat_` lines; and `total_error_replies`.
+fn command_and_error_stats(con: &mut RawConn) -> (Vec<String>, Vec<String>, String) {
+    let info = call(con, &["INFO", "everything"]);
+    let mut cmds: Vec<String> = (info.lines())
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter(|l| !l.starts_with("cmdstat_info:") && !l.starts_with("cmdstat_config|resetstat:"))
+        .map(|l| {
+            let (name, rest) = l.split_once(':').unwrap();
+            let counts: Vec<&str> = (rest.split(','))
+                .filter(|f| !f.starts_with("usec"))
+                .collect();
+            format!("{name}:{}", counts.join(","))
+        })
+        .collect();
+    cmds.sort();
+    let mut errors: Vec<String> = (info.lines())
+        .filter(|l| l.starts_with("errorstat_"))
+        .map(str::to_string)
+        .collect();
+    errors.sort();
+    let total = (info.lines())
+        .find(|l| l.starts_with("total_error_replies:"))
+        .unwrap_or("none")
+        .to_string();
+    (cmds, errors, total)
+}
+
+/// INFO commandstats, errorstats and `total_error_replies` count as Redis
+/// 7's: a subcommand under its own name (`cmdstat_config|get`); a command
+/// refused before it runs (wrong arity, of a command or a subcommand) in
+/// `rejected_calls`, not in `calls`; one that ran and answered an error
+/// in `failed_calls`; an unknown command or subcommand only as an error;
+/// the commands of an EXEC that a changed watched key aborted not at all,
+/// those of an EXEC that ran each in its own line (its errors included);
+/// every error reply under its code. The same commands go to nvkv and to
+/// redis-server, and the figures are compared after CONFIG RESETSTAT.
+#[test]
+fn command_and_error_statistics_count_as_redis() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    let script: &[&[&str]] = &[
+        &["SET", "a", "1"],
+        &["GET", "a"],
+        &["INCR", "a"],
+        &["SET", "s", "x"],
+        &["INCR", "s"],
+        &["INCRBYFLOAT", "s", "1"],
+        &["GET"],
+        &["GET", "a", "b"],
+        &["CONFIG", "GET"],
+        &["CONFIG", "GET", "maxmemory"],
+        &["CONFIG", "FOO"],
+        &["CONFIG", "SET", "a"],
+        &["CONFIG", "SET", "a", "b", "c"],
+        &["CONFIG", "RESETSTAT", "x"],
+        &["CLIENT", "GETNAME"],
+        &["CLIENT", "SETNAME", "n1"],
+        &["CLIENT", "NOPE"],
+        &["CLIENT", "SETNAME"],
+        &["OBJECT", "ENCODING", "a"],
+        &["OBJECT", "FREQ", "a"],
+        &["OBJECT", "BAD", "a"],
+        &["MEMORY", "USAGE", "a"],
+        &["COMMAND", "COUNT"],
+        &["COMMAND", "NOPE"],
+        &["PING"],
+        &["PING", "a", "b"],
+        &["NOSUCH"],
+        &["SET", "k", "v", "XX", "NX"],
+        &["EXPIRE", "a", "10", "NX", "XX"],
+        &["MSET", "a"],
+        &["MSET", "a", "1", "b"],
+        &["SELECT", "0"],
+        &["SELECT", "16"],
+        &["SELECT", "x"],
+        &["SLOWLOG", "LEN"],
+        &["SLOWLOG", "GET", "x"],
+        &["PUBSUB", "NUMPAT"],
+        &["LATENCY", "LATEST"],
+        &["ECHO"],
+        &["GETRANGE", "a", "x", "1"],
+        &["EXEC"],
+        &["DISCARD"],
+        &["WATCH"],
+    ];
+    let run = |addr: &str| {
+        let mut con = RawConn::connect(addr);
+        let mut other = RawConn::connect(addr);
+        call(&mut con, &["FLUSHALL"]);
+        call(&mut con, &["CONFIG", "RESETSTAT"]);
+        for c in script {
+            call(&mut con, c);
+        }
+        let pipeline = |con: &mut RawConn, cmds: &[&[&str]]| {
+            let cmds: Vec<Vec<&[u8]>> = (cmds.iter())
+                .map(|c| c.iter().map(|a| a.as_bytes()).collect())
+                .collect();
+            let cmds: Vec<&[&[u8]]> = cmds.iter().map(|c| &c[..]).collect();
+            String::from_utf8_lossy(&con.pipeline(&cmds)).into_owned()
+        };
+        // Queued with an arity error: EXEC aborts.
+        let aborted = pipeline(
+            &mut con,
+            &[&["MULTI"], &["GET"], &["SET", "x", "1"], &["EXEC"]],
+        );
+        assert!(
+            aborted.ends_with("-EXECABORT Transaction discarded because of previous errors.\r\n")
+        );
+        // Runs, with an error inside.
+        pipeline(
+            &mut con,
+            &[
+                &["MULTI"],
+                &["INCR", "s"],
+                &["SET", "y", "1"],
+                &["CLIENT", "SETNAME", "n2"],
+                &["PING"],
+                &["EXEC"],
+            ],
+        );
+        // A watched key changes: EXEC answers nil and runs nothing.
+        call(&mut con, &["SET", "w", "1"]);
+        call(&mut con, &["WATCH", "w"]);
+        call(&mut other, &["SET", "w", "2"]);
+        let nil = pipeline(
+            &mut con,
+            &[
+                &["MULTI"],
+                &["PING"],
+                &["INCR", "w"],
+                &["GET", "w"],
+                &["EXEC"],
+            ],
+        );
+        assert!(nil.ends_with("*-1\r\n"), "{nil}");
+        command_and_error_stats(&mut con)
+    };
+    let ours = run(&srv.addr.to_string());
+    let theirs = run(&redis.addr);
+    assert_eq!(ours.0, theirs.0, "commandstats");
+    assert_eq!(ours.1, theirs.1, "errorstats");
+    assert_eq!(ours.2, theirs.2);
+    // Errors counted: the figures can fail.
+    assert!(
+        ours.1
+            .iter()
+            .any(|l| l.starts_with("errorstat_EXECABORT:count=1")),
+        "{:?}",
+        ours.1
+    );
+    srv.stop();
+}

@@ -402,6 +402,20 @@ impl Conn {
 
     /// From now on, replies go to a new set of replies (EXEC running its
     /// commands); returns the connection's own.
+    /// The command being executed is refused before it runs: its reply
+    /// counts as a rejected call (wrong arity, NOAUTH, …), not a call.
+    pub(super) fn rejected(&mut self) {
+        if let Some(t) = &mut self.timing {
+            t.rejected = true;
+        }
+    }
+
+    /// The command being executed names no command Redis knows (an
+    /// unknown subcommand): its reply counts as an error only.
+    pub(super) fn not_a_call(&mut self) {
+        self.timing = None;
+    }
+
     pub(super) fn begin_transaction(&mut self) -> Replies {
         let inner = self.out.for_transaction();
         std::mem::replace(&mut self.out, inner)

@@ -149,6 +149,8 @@ pub(super) static FIGURES: &[Figure] = &[
         "GETs that found their key", |sh| pollers(sh, |p| &p.hits)),
     figure!("stats"."keyspace_misses", Some("nvkv_keyspace_misses_total"), Counter,
         "GETs that found nothing", |sh| pollers(sh, |p| &p.misses)),
+    figure!("stats"."total_error_replies", Some("nvkv_error_replies_total"), Counter,
+        "Error replies sent", |sh| sh.conn_stats.iter().map(|c| c.cmds.error_replies.load(Relaxed)).sum()),
     figure!("stats"."protocol_errors", Some("nvkv_protocol_errors_total"), Counter,
         "Malformed requests", |sh| conns(sh, |c| &c.protocol_errors)),
     figure!("stats"."io_errors", Some("nvkv_io_errors_total"), Counter,
@@ -336,6 +338,7 @@ fn resets(f: &Figure) -> bool {
 pub(super) struct Baseline {
     figures: std::sync::Mutex<Vec<u64>>,
     commands: std::sync::Mutex<Vec<CommandTotals>>,
+    errors: std::sync::Mutex<std::collections::BTreeMap<Box<[u8]>, u64>>,
 }
 
 impl Baseline {
@@ -345,6 +348,10 @@ impl Baseline {
 
     pub(super) fn commands(&self) -> Vec<CommandTotals> {
         self.commands.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn errors(&self) -> std::collections::BTreeMap<Box<[u8]>, u64> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }
 
@@ -359,6 +366,9 @@ pub(super) fn reset_stats(sh: &Shared) {
     }
     if let Ok(mut b) = sh.baseline.commands.lock() {
         *b = commands;
+    }
+    if let Ok(mut b) = sh.baseline.errors.lock() {
+        *b = error_totals(sh);
     }
 }
 
@@ -423,12 +433,16 @@ mod tests {
     }
 }
 
-/// One command's calls and latency, summed over the connection threads.
+/// One command's (or subcommand's) calls and latency, summed over the
+/// connection threads.
 #[derive(Debug, Clone)]
 pub(super) struct CommandTotals {
+    /// As INFO shows it: `get`, `config|get`.
     pub name: &'static str,
     pub calls: u64,
     pub usec: u64,
+    pub rejected: u64,
+    pub failed: u64,
     pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
 }
 
@@ -441,19 +455,22 @@ impl CommandTotals {
 }
 
 pub(super) fn command_totals(sh: &Shared) -> Vec<CommandTotals> {
-    super::table::COMMANDS
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
+    let slots = super::table::StatSlots::get();
+    (0..slots.len())
+        .map(|i| {
             let mut t = CommandTotals {
-                name: spec.name,
+                name: slots.name(i),
                 calls: 0,
                 usec: 0,
+                rejected: 0,
+                failed: 0,
                 buckets: [0; LATENCY_BOUNDS_US.len() + 1],
             };
             for c in &sh.conn_stats {
                 t.calls += c.cmds.calls[i].load(Relaxed);
                 t.usec += c.cmds.usec[i].load(Relaxed);
+                t.rejected += c.cmds.rejected[i].load(Relaxed);
+                t.failed += c.cmds.failed[i].load(Relaxed);
                 for (b, n) in t.buckets.iter_mut().zip(&c.cmds.buckets[i]) {
                     *b += n.load(Relaxed);
                 }
@@ -471,9 +488,38 @@ pub(super) fn commands_since_reset(sh: &Shared) -> Vec<CommandTotals> {
     for (t, b) in now.iter_mut().zip(&base) {
         t.calls -= b.calls.min(t.calls);
         t.usec -= b.usec.min(t.usec);
+        t.rejected -= b.rejected.min(t.rejected);
+        t.failed -= b.failed.min(t.failed);
         for (n, m) in t.buckets.iter_mut().zip(&b.buckets) {
             *n -= (*m).min(*n);
         }
     }
     now
+}
+
+/// Error replies by code (`ERR`, `WRONGTYPE`, …), summed over the
+/// connection threads, in code order.
+fn error_totals(sh: &Shared) -> std::collections::BTreeMap<Box<[u8]>, u64> {
+    let mut all = std::collections::BTreeMap::new();
+    for c in &sh.conn_stats {
+        if let Ok(errors) = c.cmds.errors.lock() {
+            for (code, n) in errors.iter() {
+                *all.entry(code.clone()).or_insert(0) += n;
+            }
+        }
+    }
+    all
+}
+
+/// [`error_totals`] since the last CONFIG RESETSTAT, as INFO errorstats
+/// shows them (codes with none since left out).
+pub(super) fn errors_since_reset(sh: &Shared) -> Vec<(String, u64)> {
+    let base = sh.baseline.errors();
+    (error_totals(sh).into_iter())
+        .map(|(code, n)| {
+            let since = n - base.get(&code).copied().unwrap_or(0).min(n);
+            (String::from_utf8_lossy(&code).into_owned(), since)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }

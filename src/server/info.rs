@@ -25,6 +25,7 @@ const DEFAULT: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "errorstats",
     "keyspace",
     "nvkv",
 ];
@@ -142,16 +143,26 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         s.push_str("# Commandstats\r\n");
         for c in counters::commands_since_reset(sh)
             .iter()
-            .filter(|c| c.calls > 0)
+            .filter(|c| c.calls > 0 || c.rejected > 0 || c.failed > 0)
         {
             let _ = write!(
                 s,
-                "cmdstat_{}:calls={},usec={},usec_per_call={:.2}\r\n",
-                c.name.to_ascii_lowercase(),
+                "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls={},failed_calls={}\r\n",
+                c.name,
                 c.calls,
                 c.usec,
-                c.usec as f64 / c.calls as f64
+                c.usec as f64 / c.calls.max(1) as f64,
+                c.rejected,
+                c.failed
             );
+        }
+        s.push_str("\r\n");
+    }
+    // Error replies by code, as Redis 7: in plain INFO too.
+    if wants(section, "errorstats") {
+        s.push_str("# Errorstats\r\n");
+        for (code, n) in counters::errors_since_reset(sh) {
+            let _ = write!(s, "errorstat_{code}:count={n}\r\n");
         }
         s.push_str("\r\n");
     }

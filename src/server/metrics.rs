@@ -179,8 +179,21 @@ fn pollers(r: &Registry, sh: &Shared) -> prometheus::Result<()> {
 
 /// Calls by command (`nvkv_commands_total`) and their latency from parsed
 /// request to reply (`nvkv_command_duration_seconds`, a histogram), both
-/// labelled `command`, from the connection threads' buckets.
+/// labelled `command` (a subcommand as `config|get`), from the connection
+/// threads' buckets; calls refused before they ran and calls that
+/// answered an error (`nvkv_commands_rejected_total`,
+/// `nvkv_commands_failed_total`), as INFO commandstats.
 fn command_families(sh: &Shared) -> Vec<MetricFamily> {
+    let mut rejected = family(
+        "nvkv_commands_rejected_total",
+        "Commands refused before they ran (wrong arity, NOAUTH, ...), by command",
+        MetricType::COUNTER,
+    );
+    let mut failed = family(
+        "nvkv_commands_failed_total",
+        "Commands that ran and answered an error, by command",
+        MetricType::COUNTER,
+    );
     let mut calls = family(
         "nvkv_commands_total",
         "Commands executed, by command",
@@ -191,13 +204,26 @@ fn command_families(sh: &Shared) -> Vec<MetricFamily> {
         "Time from a parsed request to its reply, by command",
         MetricType::HISTOGRAM,
     );
-    for t in super::counters::command_totals(sh)
-        .iter()
-        .filter(|t| t.calls > 0)
-    {
+    let totals = super::counters::command_totals(sh);
+    for t in &totals {
         let mut label = LabelPair::default();
         label.set_name("command".into());
-        label.set_value(t.name.to_ascii_lowercase());
+        label.set_value(t.name.into());
+        for (family, n) in [(&mut rejected, t.rejected), (&mut failed, t.failed)] {
+            if n > 0 {
+                let mut c = Counter::default();
+                c.set_value(n as f64);
+                let mut m = Metric::default();
+                m.set_label(vec![label.clone()]);
+                m.set_counter(c);
+                family.mut_metric().push(m);
+            }
+        }
+    }
+    for t in totals.iter().filter(|t| t.calls > 0) {
+        let mut label = LabelPair::default();
+        label.set_name("command".into());
+        label.set_value(t.name.into());
 
         let mut c = Counter::default();
         c.set_value(t.calls as f64);
@@ -227,7 +253,7 @@ fn command_families(sh: &Shared) -> Vec<MetricFamily> {
         m.set_histogram(h);
         latency.mut_metric().push(m);
     }
-    vec![calls, latency]
+    vec![calls, latency, rejected, failed]
 }
 
 fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {

@@ -1165,7 +1165,7 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             .map(|_| Default::default())
             .collect(),
         conn_stats: (0..args.conn_threads())
-            .map(|_| CachePadded::new(ConnStats::new(table::COMMANDS.len())))
+            .map(|_| CachePadded::new(ConnStats::new(table::StatSlots::get().len())))
             .collect(),
         sampler: Sampler::default(),
         sb: store.sb.clone(),

@@ -419,8 +419,38 @@ pub(super) struct ReplyMark {
     slots: usize,
 }
 
-/// The command a reply answers and when it was parsed, for its latency.
-pub(super) type Timing = Option<(u16, Instant)>;
+/// The command a reply answers, for its statistics: its slot (a command
+/// or a subcommand, `table::stat_slots`), when it was parsed (for its
+/// latency), and whether it was refused before it ran (Redis's
+/// `rejected_calls`: wrong arity, NOAUTH, …).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    pub stat: u16,
+    pub at: Instant,
+    pub rejected: bool,
+}
+
+/// The call a reply answers, if it is one that counts.
+pub(super) type Timing = Option<Call>;
+
+/// What a reply counts in the statistics: its call's slot, latency in µs
+/// and refusal, and its error code when it is an error.
+type Counted = (Option<(u16, u64, bool)>, Option<Box<[u8]>>);
+
+/// The code an error reply counts under in INFO errorstats, as Redis
+/// finds it: the word after the `-`, when a space ends it within the
+/// reply's first 32 bytes, else `ERR`; `None` for a reply that is not an
+/// error.
+fn error_code(reply: &[u8]) -> Option<&[u8]> {
+    if reply.first() != Some(&b'-') {
+        return None;
+    }
+    let head = &reply[..reply.len().min(32)];
+    Some(match head.iter().position(|&b| b == b' ') {
+        Some(end) => &head[1..end],
+        None => b"ERR",
+    })
+}
 
 /// A connection's output: the bytes to write, and the replies owed.
 #[derive(Debug)]
@@ -450,7 +480,7 @@ pub(super) struct Replies {
     /// and latencies of its commands, kept until EXEC's outcome counts
     /// them ([`Replies::count_calls`]) or drops them (EXEC answered nil
     /// or an error: nothing ran, and Redis counts no call).
-    calls_held: Option<Vec<(u16, u64)>>,
+    calls_held: Option<Vec<Counted>>,
     /// The reply at the front, while it is sent in parts.
     streaming: Option<Streaming>,
     /// Pollers to ring: they wait for bytes taken.
@@ -500,11 +530,9 @@ impl Replies {
     /// Emits a reply that is ready now.
     pub(super) fn ready(&mut self, timing: Timing, f: impl FnOnce(&mut Vec<u8>)) {
         if self.slots.is_empty() {
-            self.emit(f);
+            let code = self.emit_coded(f);
             self.first_id += 1;
-            if let Some((cmd, t)) = timing {
-                self.observe(cmd, t);
-            }
+            self.observe(timing, code);
         } else {
             let mut b = Vec::new();
             f(&mut b);
@@ -613,28 +641,34 @@ impl Replies {
         }
     }
 
-    /// Counts a call of `cmd` parsed at `started`, now, or once EXEC ran
-    /// for a transaction's.
-    fn observe(&mut self, cmd: u16, started: Instant) {
-        let us = super::turn::now()
-            .saturating_duration_since(started)
-            .as_micros() as u64;
+    /// Counts a reply that went out: its call (`timing`) and its error
+    /// code (`code`), now, or once EXEC ran for a transaction's.
+    fn observe(&mut self, timing: Timing, code: Option<Box<[u8]>>) {
+        if timing.is_none() && code.is_none() {
+            return;
+        }
+        let call = timing.map(|t| {
+            let us = super::turn::now()
+                .saturating_duration_since(t.at)
+                .as_micros() as u64;
+            (t.stat, us, t.rejected)
+        });
         match &mut self.calls_held {
-            Some(held) => held.push((cmd, us)),
-            None => self.cmd_stats.observe_us(cmd, us),
+            Some(held) => held.push((call, code)),
+            None => self.cmd_stats.count(call, code.as_deref()),
         }
     }
 
     /// A transaction's commands ran (EXEC answered their replies): their
-    /// calls count.
+    /// calls and errors count.
     pub(super) fn count_calls(&mut self) {
-        for (cmd, us) in self
+        for (call, code) in self
             .calls_held
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
         {
-            self.cmd_stats.observe_us(cmd, us);
+            self.cmd_stats.count(call, code.as_deref());
         }
     }
 
@@ -735,15 +769,17 @@ impl Replies {
         while self.slots.front().is_some_and(Slot::complete) {
             let s = self.slots.pop_front().expect("front");
             self.held = self.held.saturating_sub(s.held());
-            match s.into_buffers() {
-                Ok(buffers) => buffers.into_iter().for_each(|b| self.push_owned(b)),
-                Err(s) => self.emit(|out| s.encode(out)),
-            }
+            let code = match s.into_buffers() {
+                Ok(buffers) => {
+                    buffers.into_iter().for_each(|b| self.push_owned(b));
+                    None
+                }
+                Err(s) => self.emit_coded(|out| s.encode(out)),
+            };
             self.streaming = None;
             self.first_id += 1;
-            if let Some(Some((cmd, t))) = self.timings.pop_front() {
-                self.observe(cmd, t);
-            }
+            let timing = self.timings.pop_front().flatten();
+            self.observe(timing, code);
         }
         self.move_streamed();
     }
@@ -849,6 +885,17 @@ impl Replies {
     /// Writes new output with `f`: into the output buffer, or after the
     /// parts queued behind it (or after the buffer when it is large and
     /// nearly full, a reply taken uncopied: growing it would copy it).
+    /// [`Replies::emit`] of one reply; its error code if it is an error.
+    fn emit_coded(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> Option<Box<[u8]>> {
+        let mut code = None;
+        self.emit(|out| {
+            let at = out.len();
+            f(out);
+            code = error_code(&out[at..]).map(Box::from);
+        });
+        code
+    }
+
     fn emit(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
         let full = self.wpos < self.wbuf.len()
             && self.wbuf.len() >= OWN_BUFFER

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::clients::ClientInfo;
-use super::replies::{Replies, ReplyMark, Timing};
+use super::replies::{Replies, ReplyMark};
 use super::strings;
 use super::table::{self, Cmd};
 use crate::resp;
@@ -216,8 +216,9 @@ impl Trimmed {
 /// log.
 #[derive(Debug, Default)]
 pub(super) struct Watch {
-    /// The command being executed and when it was parsed.
-    pub started: Timing,
+    /// The command being executed (its index in the command table) and
+    /// when it was parsed.
+    pub started: Option<(u16, Instant)>,
     /// Reply id, command, parse time and arguments, oldest first.
     awaited: VecDeque<(u64, u16, Instant, Trimmed)>,
     spare: Vec<Trimmed>,

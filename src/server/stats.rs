@@ -152,15 +152,29 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
 ];
 
 /// Calls and latency (from the parsed request to its reply, in order) of
-/// each command, kept by one connection thread; indexed like the command
-/// table (`table::COMMANDS`).
+/// each command and subcommand, kept by one connection thread; indexed
+/// by statistics slot (`table::stat_slots`). And the error replies, by
+/// error code, as Redis's INFO errorstats.
 #[derive(Debug)]
 pub struct CommandStats {
     pub calls: Vec<AtomicU64>,
     pub usec: Vec<AtomicU64>,
+    /// Calls refused before they ran (wrong arity, NOAUTH, …).
+    pub rejected: Vec<AtomicU64>,
+    /// Calls that ran and answered an error.
+    pub failed: Vec<AtomicU64>,
     /// Per command, `LATENCY_BOUNDS_US.len() + 1` buckets (not cumulative).
     pub buckets: Vec<[AtomicU64; LATENCY_BOUNDS_US.len() + 1]>,
+    /// Error replies, of every kind.
+    pub error_replies: AtomicU64,
+    /// Error replies by code (`ERR`, `WRONGTYPE`, …): at most
+    /// [`ERROR_CODES`] codes, as Redis, whose later new codes count only
+    /// in `error_replies`.
+    pub errors: Mutex<std::collections::HashMap<Box<[u8]>, u64>>,
 }
+
+/// Most distinct error codes kept (Redis's `ERROR_STATS_NUMBER`).
+pub const ERROR_CODES: usize = 128;
 
 impl CommandStats {
     /// Counters for `commands` commands.
@@ -168,17 +182,44 @@ impl CommandStats {
         CommandStats {
             calls: (0..commands).map(|_| AtomicU64::new(0)).collect(),
             usec: (0..commands).map(|_| AtomicU64::new(0)).collect(),
+            rejected: (0..commands).map(|_| AtomicU64::new(0)).collect(),
+            failed: (0..commands).map(|_| AtomicU64::new(0)).collect(),
+            error_replies: AtomicU64::new(0),
+            errors: Mutex::default(),
             buckets: (0..commands)
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
         }
     }
 
-    /// Counts one call of command `cmd` that took `us` microseconds.
-    pub fn observe_us(&self, cmd: u16, us: u64) {
-        let i = cmd as usize;
+    /// Counts a reply: its call, when it answers one (statistics slot,
+    /// µs from parse to reply, refused before it ran), and its error
+    /// code, when it is an error (a call that ran and answered one
+    /// failed).
+    pub fn count(&self, call: Option<(u16, u64, bool)>, error: Option<&[u8]>) {
+        if let Some(code) = error {
+            self.error_replies.fetch_add(1, Relaxed);
+            if let Ok(mut errors) = self.errors.lock() {
+                if let Some(n) = errors.get_mut(code) {
+                    *n += 1;
+                } else if errors.len() < ERROR_CODES {
+                    errors.insert(code.into(), 1);
+                }
+            }
+        }
+        let Some((i, us, rejected)) = call else {
+            return;
+        };
+        let i = i as usize;
         if i >= self.calls.len() {
             return;
+        }
+        if rejected {
+            self.rejected[i].fetch_add(1, Relaxed);
+            return;
+        }
+        if error.is_some() {
+            self.failed[i].fetch_add(1, Relaxed);
         }
         self.calls[i].fetch_add(1, Relaxed);
         self.usec[i].fetch_add(us, Relaxed);

@@ -279,6 +279,61 @@ pub(super) fn lookup(name: &[u8]) -> Option<(u16, &'static Spec)> {
     Some((i as u16, &COMMANDS[i]))
 }
 
+/// Where command statistics are kept: a slot per command, and one per
+/// subcommand of a container command (CONFIG, CLIENT, OBJECT, …), as
+/// Redis 7's INFO commandstats (`cmdstat_config|get`).
+pub(super) struct StatSlots {
+    /// The first slot of each command of [`COMMANDS`] (its own); its
+    /// subcommands' follow, in [`Meta::subcommands`]' order.
+    first: Vec<u16>,
+    /// Each slot's name as INFO shows it (`get`, `config|get`).
+    names: Vec<String>,
+}
+
+impl StatSlots {
+    /// The slots.
+    pub fn get() -> &'static StatSlots {
+        static SLOTS: std::sync::OnceLock<StatSlots> = std::sync::OnceLock::new();
+        SLOTS.get_or_init(|| {
+            let mut first = Vec::with_capacity(COMMANDS.len());
+            let mut names = Vec::new();
+            for spec in COMMANDS {
+                first.push(names.len() as u16);
+                names.push(spec.name.to_ascii_lowercase());
+                let subs = meta_of(spec.name.as_bytes()).map_or(&[][..], |m| m.subcommands);
+                names.extend(subs.iter().map(|m| m.name.to_ascii_lowercase()));
+            }
+            StatSlots { first, names }
+        })
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The slot of command `index` of [`COMMANDS`], and of its
+    /// subcommand `sub` (1-based position; 0: the command itself).
+    pub fn of(&self, index: u16, sub: u32) -> u16 {
+        self.first[index as usize] + sub as u16
+    }
+
+    /// Whether command `index` of [`COMMANDS`] has subcommands.
+    pub fn container(&self, index: u16) -> bool {
+        let i = index as usize;
+        let end = self
+            .first
+            .get(i + 1)
+            .map_or(self.names.len(), |&n| n as usize);
+        end - self.first[i] as usize > 1
+    }
+
+    /// Slot `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+}
+
 // ---------------------------------------------------------------------
 // COMMAND INFO, COMMAND DOCS, COMMAND LIST and COMMAND GETKEYS read what
 // follows: for each command of [`COMMANDS`] (and the subcommands nvkv has),

@@ -19,7 +19,10 @@ pub(super) fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         resp::error(o, &strings::wrong_arity(&format!("config|{sub}")))
     };
     match sub.as_slice() {
-        b"GET" if args.len() < 3 => c.reply(|o| arity_error(o, "get")),
+        b"GET" if args.len() < 3 => {
+            c.rejected();
+            c.reply(|o| arity_error(o, "get"))
+        }
         b"GET" => {
             let mut reply = Vec::new();
             super::super::settings::get(&mut reply, router.shared, &args[2..]);
@@ -30,12 +33,20 @@ pub(super) fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
             };
             c.reply(|o| o.extend_from_slice(&reply))
         }
-        b"SET" if args.len() < 4 || args.len() % 2 == 1 => c.reply(|o| arity_error(o, "set")),
+        // Below `config|set`'s arity refused before it runs; an odd count
+        // of names and values refused by it, as Redis counts them.
+        b"SET" if args.len() < 4 || args.len() % 2 == 1 => {
+            if args.len() < 4 {
+                c.rejected();
+            }
+            c.reply(|o| arity_error(o, "set"))
+        }
         b"SET" => match super::super::settings::set(router.shared, &args[2..]) {
             Ok(()) => c.reply(|o| resp::simple(o, strings::OK)),
             Err(e) => c.reply(|o| resp::error(o, &e)),
         },
         b"RESETSTAT" | b"REWRITE" | b"HELP" if args.len() != 2 => {
+            c.rejected();
             let sub = String::from_utf8_lossy(&sub).to_ascii_lowercase();
             c.reply(|o| arity_error(o, &sub))
         }
@@ -44,6 +55,7 @@ pub(super) fn config(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         b"HELP" => c.reply(|o| resp::lines(o, super::super::admin::CONFIG_HELP)),
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CONFIG");
+            c.not_a_call();
             c.reply(|o| resp::error(o, &msg))
         }
     }
@@ -271,6 +283,7 @@ pub(super) fn client(c: &mut Conn, router: &Router, args: &[&[u8]]) {
         "client|kill" => client_kill(c, router, args),
         _ => {
             let msg = strings::unknown_subcommand(args[1], "CLIENT");
+            c.not_a_call();
             c.reply(|o| resp::error(o, &msg))
         }
     }

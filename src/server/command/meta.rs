@@ -4,18 +4,15 @@
 
 use super::super::conn::Conn;
 use super::super::strings;
-use super::super::table::{self, Cmd, Meta};
+use super::super::table::{self, Meta};
 use crate::resp;
 
 /// What [`super::super::clients::ClientInfo::last_cmd`] holds for a command: its
 /// index in the table plus one, and in the low byte its subcommand's
 /// index in its description plus one.
 pub(super) fn command_code(index: u16, spec: &table::Spec, args: &[&[u8]]) -> u32 {
-    let sub = match (spec.cmd, args.get(1)) {
-        (
-            Cmd::Client | Cmd::Command | Cmd::Config | Cmd::Pubsub | Cmd::Slowlog | Cmd::Latency,
-            Some(sub),
-        ) => table::meta_of(name_bytes(spec))
+    let sub = match args.get(1) {
+        Some(sub) if table::StatSlots::get().container(index) => table::meta_of(name_bytes(spec))
             .and_then(|top| top.subcommands.iter().position(|m| sub_is(m, sub)))
             .map_or(0, |i| i as u32 + 1),
         _ => 0,
@@ -57,11 +54,13 @@ pub(super) fn checked_subcommand(c: &mut Conn, cmd: &str, args: &[&[u8]]) -> Opt
     let top = table::meta_of(cmd.as_bytes()).expect("described");
     let Some(m) = table::subcommand(top, args[1]) else {
         let msg = strings::unknown_subcommand(args[1], &cmd.to_ascii_uppercase());
+        c.not_a_call();
         c.reply(|o| resp::error(o, &msg));
         return None;
     };
     let n = args.len() as i32;
     if (m.arity > 0 && n != m.arity) || n < -m.arity {
+        c.rejected();
         let msg = strings::wrong_arity(m.name);
         c.reply(|o| resp::error(o, &msg));
         return None;
@@ -165,6 +164,7 @@ pub(super) fn command(c: &mut Conn, args: &[&[u8]]) {
         }
         _ => {
             let msg = strings::unknown_subcommand(args[1], "COMMAND");
+            c.not_a_call();
             c.reply(|o| resp::error(o, &msg))
         }
     }

@@ -7,7 +7,7 @@ use super::conn::{Conn, Deferred, Executor, Multi};
 use std::sync::Arc;
 
 use super::msg::{Cond, Cross, ExpireIf, Feed, MoveKind, Op, Reply, Request, Response, SetReply};
-use super::replies::Combine;
+use super::replies::{Call, Combine};
 use super::router::Router;
 use super::strings;
 use super::table::{self, Cmd};
@@ -109,16 +109,23 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
         }
         return c.reply(|o| resp::error(o, &strings::unknown_command(args)));
     };
-    c.info.note_command(command_code(index, spec, args));
-    // The reply this command leaves is timed, for INFO and /metrics.
-    c.timing = Some((index, super::turn::now()));
-    c.slow.started = c.timing;
+    let code = command_code(index, spec, args);
+    c.info.note_command(code);
+    // The reply this command leaves is timed, for INFO and /metrics, under
+    // its subcommand's name when it has one (`config|get`), as Redis.
+    let now = super::turn::now();
+    c.timing = Some(Call {
+        stat: table::StatSlots::get().of(index, code & 0xff),
+        at: now,
+        rejected: false,
+    });
+    c.slow.started = Some((index, now));
     if !spec.arity_fits(args.len()) {
         return refuse(c, router, spec.cmd, &strings::wrong_arity(spec.name));
     }
     // After the unknown-command and arity checks, as in Redis.
     if !c.authed && !spec.before_auth {
-        c.timing = None;
+        c.rejected();
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, strings::NOAUTH));
     }
@@ -137,6 +144,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     let cmd = spec.cmd;
     if let Some(msg) = super::repl::refusal(router.shared, c, spec, args) {
+        c.rejected();
         c.refused_in_multi();
         return c.reply(|o| resp::error(o, msg));
     }
@@ -424,6 +432,7 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
 /// queued is aborted, and an EXEC refused so ends it, as Redis's
 /// `rejectCommand`.
 fn refuse(c: &mut Conn, router: &mut Router, cmd: Cmd, msg: &str) {
+    c.rejected();
     if cmd == Cmd::Exec && c.multi.take().is_some() {
         forget_watches(c, router);
         let msg = strings::exec_abort_because(msg);
