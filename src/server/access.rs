@@ -42,7 +42,7 @@ pub(super) fn is_loopback(ip: IpAddr) -> bool {
 /// connect: protected mode turns away non-local clients while no password
 /// is configured.
 pub(super) fn protected_mode_allows(shared: &Shared, local: bool) -> bool {
-    local || !shared.cfg.conns.protected_mode || shared.cfg.conns.requirepass.is_some()
+    local || !shared.cfg.conns.protected_mode || shared.cfg.conns.needs_password()
 }
 
 /// Compares a password in time that depends on the secret's length only:
@@ -70,7 +70,7 @@ pub(super) enum Auth {
 /// only user nvkv has is `default`.
 pub(super) fn authenticate(shared: &Shared, user: Option<&[u8]>, attempt: &[u8]) -> Auth {
     let default_user = user.is_none_or(|u| u == b"default");
-    let ok = match shared.cfg.conns.requirepass.as_deref() {
+    let ok = match shared.cfg.conns.password().as_deref() {
         // Without a password the default user takes any (Redis's `nopass`).
         None if user.is_none() => return Auth::NoPassword,
         None => default_user,
@@ -184,20 +184,20 @@ fn is_socket(m: &std::fs::Metadata) -> bool {
 
 /// Raises the soft limit on open files towards `clients` plus a margin for
 /// the store's own files (up to the hard limit), as Redis does for
-/// `maxclients`; warns when the limit stays below what `--max-clients`
-/// needs.
-pub(super) fn raise_fd_limit(clients: usize) {
-    let want = clients as u64 + 128;
+/// `maxclients`; `Err` with the most clients the limit allows when it
+/// stays below what `clients` need.
+pub(super) fn raise_fd_limit(clients: usize) -> Result<(), u64> {
+    let want = clients as u64 + FDS_RESERVED;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return;
+        return Ok(());
     }
     if lim.rlim_cur >= want {
-        return;
+        return Ok(());
     }
     let raised = libc::rlimit {
         rlim_cur: want.min(lim.rlim_max),
@@ -206,14 +206,15 @@ pub(super) fn raise_fd_limit(clients: usize) {
     // SAFETY: setrlimit reads one valid rlimit.
     let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
     let now = if ok { raised.rlim_cur } else { lim.rlim_cur };
-    if now < want {
-        tracing::warn!(
-            open_files = now,
-            max_clients = clients,
-            "the open-file limit is below --max-clients: raise it (ulimit -n, LimitNOFILE=)"
-        );
+    match now < want {
+        true => Err(now.saturating_sub(FDS_RESERVED)),
+        false => Ok(()),
     }
 }
+
+/// Files kept for the store, the listeners and the engines beside the
+/// clients' sockets.
+const FDS_RESERVED: u64 = 128;
 
 /// The password in `path`: its first line, without the line ending. The
 /// file must belong to no one else's eyes: readable by group or others, it

@@ -188,7 +188,7 @@ pub(super) fn reset(c: &mut Conn, shared: &Shared) {
     c.reply_off = false;
     c.reply_skip = false;
     c.reply_skip_next = false;
-    c.authed = shared.cfg.conns.requirepass.is_none();
+    c.authed = !shared.cfg.conns.needs_password();
     c.reply(|o| resp::simple(o, strings::RESET))
 }
 
@@ -213,18 +213,33 @@ pub(super) const CONFIG_HELP: &[&str] = &[
 ];
 
 /// The settings CONFIG SET changes, which CONFIG REWRITE writes: the
-/// CONFIG name, the default, and whether the file holds the value as a
-/// TOML string (else a number).
-const REWRITTEN: &[(&str, &str, bool)] = &[
-    ("maxmemory", "0", true),
-    ("maxmemory-policy", "noeviction", true),
-    ("maxmemory-samples", "5", false),
-    ("slowlog-log-slower-than", "10000", false),
-    ("slowlog-max-len", "128", false),
-    ("latency-monitor-threshold", "0", false),
+/// CONFIG name, the serve flag (the file's key), the default, and whether
+/// the file holds the value as a TOML string (else a number).
+const REWRITTEN: &[(&str, &str, &str, bool)] = &[
+    ("maxmemory", "maxmemory", "0", true),
+    ("maxmemory-policy", "maxmemory-policy", "noeviction", true),
+    ("maxmemory-samples", "maxmemory-samples", "5", false),
+    (
+        "slowlog-log-slower-than",
+        "slowlog-log-slower-than",
+        "10000",
+        false,
+    ),
+    ("slowlog-max-len", "slowlog-max-len", "128", false),
+    (
+        "latency-monitor-threshold",
+        "latency-monitor-threshold",
+        "0",
+        false,
+    ),
+    ("maxclients", "max-clients", "10000", false),
+    ("timeout", "timeout", "0", false),
+    // As Redis writes it into its file; not when it came from
+    // `--requirepass-file` (it stays there, out of the config file).
+    ("requirepass", "requirepass", "", true),
     // REPLICAOF's primary, as Redis keeps it for the next start (Sentinel
     // sends CONFIG REWRITE after REPLICAOF).
-    ("replicaof", "", true),
+    ("replicaof", "replicaof", "", true),
 ];
 
 /// `CONFIG REWRITE`: writes the current values of the run-time settings
@@ -237,10 +252,11 @@ pub(super) fn rewrite(c: &mut Conn, shared: &Shared) {
         return c.reply(|o| resp::error(o, strings::NO_CONFIG_FILE));
     };
     let values: Vec<(&str, String, bool, bool)> = (REWRITTEN.iter())
-        .map(|&(name, default, quoted)| {
+        .filter(|(name, ..)| *name != "requirepass" || !shared.cfg.conns.password_file)
+        .map(|&(name, key, default, quoted)| {
             let v = settings::value(shared, name).unwrap_or_default();
             let changed = v != default;
-            (name, v, quoted, changed)
+            (key, v, quoted, changed)
         })
         .collect();
     match rewrite_file(path, &values) {
@@ -255,7 +271,7 @@ pub(super) fn rewrite(c: &mut Conn, shared: &Shared) {
     }
 }
 
-/// Rewrites the TOML file at `path` with `values`: (CONFIG name, value,
+/// Rewrites the TOML file at `path` with `values`: (the file's key, value,
 /// quoted, differs from the default).
 fn rewrite_file(path: &Path, values: &[(&str, String, bool, bool)]) -> std::io::Result<()> {
     let text = std::fs::read_to_string(path)?;

@@ -46,19 +46,44 @@ pub(super) struct PollerConfig {
 pub(super) struct ConnConfig {
     pub threads: usize,
     pub limits: ConnLimits,
-    pub max_clients: usize,
+    /// `--max-clients`, and what CONFIG SET maxclients made it.
+    pub max_clients: std::sync::atomic::AtomicUsize,
     pub max_key_size: u64,
     pub max_value_size: u64,
     pub maxmemory_clients: u64,
-    /// `--timeout` in seconds (0: never), as CONFIG GET shows it.
-    pub timeout: u64,
-    pub requirepass: Option<String>,
+    /// `--timeout` in seconds (0: never), and what CONFIG SET timeout
+    /// made it.
+    pub timeout: std::sync::atomic::AtomicU64,
+    /// `--requirepass`, and what CONFIG SET requirepass made it (`None`:
+    /// none, set again with an empty value).
+    pub requirepass: std::sync::RwLock<Option<String>>,
+    /// The password came from `--requirepass-file`: CONFIG REWRITE leaves
+    /// it there, out of the config file.
+    pub password_file: bool,
     pub protected_mode: bool,
     /// How long a thread awaiting replies polls before it sleeps.
     pub loaded_spin: Duration,
     /// Sockets are read and written through io_uring (`--socket-io`), and why.
     pub uring_sockets: bool,
     pub socket_io_choice: String,
+}
+
+impl ConnConfig {
+    /// The password clients must give, if any.
+    pub fn password(&self) -> Option<String> {
+        self.requirepass.read().ok().and_then(|p| p.clone())
+    }
+
+    /// Whether clients must give a password.
+    pub fn needs_password(&self) -> bool {
+        self.requirepass.read().is_ok_and(|p| p.is_some())
+    }
+
+    /// The idle time after which a client is closed (`None`: never).
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let s = self.timeout.load(std::sync::atomic::Ordering::Relaxed);
+        (s > 0).then(|| std::time::Duration::from_secs(s))
+    }
 }
 
 impl ServeConfig {
@@ -103,12 +128,14 @@ impl ServeConfig {
                     args.max_pipeline,
                     args.max_query_buffer,
                 ),
-                max_clients: args.max_clients,
+                max_clients: args.max_clients.into(),
                 max_key_size: args.max_key_size,
                 max_value_size: args.max_value_size,
                 maxmemory_clients: args.maxmemory_clients,
-                timeout: args.timeout,
-                requirepass: args.requirepass.clone(),
+                timeout: args.timeout.into(),
+                // Empty, as Redis's: no password.
+                requirepass: args.requirepass.clone().filter(|p| !p.is_empty()).into(),
+                password_file: args.requirepass_file.is_some(),
                 protected_mode: args.protected_mode,
                 loaded_spin,
                 uring_sockets: args.uring_sockets(),

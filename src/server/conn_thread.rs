@@ -65,8 +65,6 @@ struct Thread<'a> {
     limits: ConnLimits,
     /// How long to poll without sleeping while replies are awaited.
     spin: Duration,
-    /// `--timeout`, when set.
-    idle_timeout: Option<Duration>,
     /// CLIENT KILLs seen (`Clients::kills`).
     kills_seen: u64,
     /// The poller this thread runs between its own turns (`--inline-io`).
@@ -234,8 +232,6 @@ pub(super) fn run(
         // pollers never have to wake this thread while it has work.
         spin: shared.cfg.conns.loaded_spin,
         limits: shared.cfg.conns.limits.clone(),
-        idle_timeout: (shared.cfg.conns.timeout > 0)
-            .then(|| Duration::from_secs(shared.cfg.conns.timeout)),
         kills_seen: 0,
         inline,
         feeding: Vec::new(),
@@ -512,7 +508,7 @@ impl Thread<'_> {
         let total: u64 = (self.shared.conn_stats.iter())
             .map(|c| c.connections.load(Relaxed))
             .sum();
-        if total > self.shared.cfg.conns.max_clients as u64 {
+        if total > self.shared.cfg.conns.max_clients.load(Relaxed) as u64 {
             st.connections.fetch_sub(1, Relaxed);
             st.rejected.fetch_add(1, Relaxed);
             return Err(strings::MAX_CLIENTS);
@@ -561,7 +557,7 @@ impl Thread<'_> {
         self.conns[slot as usize] = Some(Conn::new(
             stream,
             me,
-            self.shared.cfg.conns.requirepass.is_none(),
+            !self.shared.cfg.conns.needs_password(),
             // Pessimistic until replies show their size: a new connection
             // cannot have a burst of large replies in flight at once. At
             // most 1 MiB (the largest value before values up to 512 MiB):
@@ -705,10 +701,11 @@ impl Thread<'_> {
         }
     }
 
-    /// Closes connections idle for longer than `--timeout` (those awaiting
-    /// replies from the pollers are not idle).
+    /// Closes connections idle for longer than `--timeout` or what CONFIG
+    /// SET timeout made it (those awaiting replies from the pollers are
+    /// not idle).
     fn close_idle(&mut self) {
-        let Some(limit) = self.idle_timeout else {
+        let Some(limit) = self.shared.cfg.conns.idle_timeout() else {
             return;
         };
         for slot in 0..self.conns.len() {

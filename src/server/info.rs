@@ -85,7 +85,8 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         let _ = write!(
             s,
             "maxclients:{}\r\nmaxmemory_clients:{}\r\n\r\n",
-            sh.cfg.conns.max_clients, sh.cfg.conns.maxmemory_clients,
+            sh.cfg.conns.max_clients.load(Relaxed),
+            sh.cfg.conns.maxmemory_clients,
         );
     }
     if wants(section, "memory") {

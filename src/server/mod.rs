@@ -1131,7 +1131,13 @@ fn start(args: &ServeArgs, mut store: Store, cores: &[usize], addr: SocketAddr) 
             "index rebuilt by scanning the device"
         ),
     }
-    access::raise_fd_limit(args.max_clients);
+    if let Err(most) = access::raise_fd_limit(args.max_clients) {
+        tracing::warn!(
+            max_clients = args.max_clients,
+            most,
+            "the open-file limit is below --max-clients: raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
 
     let mut polls = Vec::new();
     let mut conns = Vec::new();

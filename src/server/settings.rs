@@ -15,7 +15,7 @@ struct Setting {
     set: Option<(Check, Apply)>,
 }
 
-type Check = fn(&str) -> Result<(), &'static str>;
+type Check = fn(&str) -> Result<(), String>;
 type Apply = fn(&Shared, &str);
 
 const SETTINGS: &[Setting] = &[
@@ -26,7 +26,7 @@ const SETTINGS: &[Setting] = &[
             |v| {
                 memory_value(v)
                     .map(drop)
-                    .ok_or("argument must be a memory value")
+                    .ok_or_else(|| "argument must be a memory value".into())
             },
             |s, v| {
                 s.eviction
@@ -39,7 +39,7 @@ const SETTINGS: &[Setting] = &[
         name: "maxmemory-policy",
         get: |s| s.eviction.policy().to_string(),
         set: Some((
-            |v| v.parse::<Policy>().map(drop),
+            |v| v.parse::<Policy>().map(drop).map_err(|e| e.to_string()),
             |s, v| {
                 let p: Policy = v.parse().unwrap_or_default();
                 s.eviction.policy.store(p.code(), Relaxed);
@@ -53,7 +53,7 @@ const SETTINGS: &[Setting] = &[
         set: Some((
             |v| match v.parse::<i64>() {
                 Ok(n) if (1..=i32::MAX as i64).contains(&n) => Ok(()),
-                _ => Err("argument must be between 1 and 2147483647 inclusive"),
+                _ => Err("argument must be between 1 and 2147483647 inclusive".into()),
             },
             |s, v| s.eviction.samples.store(v.parse().unwrap_or(5), Relaxed),
         )),
@@ -70,15 +70,54 @@ const SETTINGS: &[Setting] = &[
         get: super::repl::replicaof_setting,
         set: None,
     },
+    // As Redis: a limit above what the open-file limit allows (raised
+    // first if it can be) is refused, with the most it would take.
     Setting {
         name: "maxclients",
-        get: |s| s.cfg.conns.max_clients.to_string(),
-        set: None,
+        get: |s| s.cfg.conns.max_clients.load(Relaxed).to_string(),
+        set: Some((
+            |v| {
+                let n = integer_between(v, 1, u32::MAX as i64)?;
+                match super::access::raise_fd_limit(n as usize) {
+                    Ok(()) => Ok(()),
+                    Err(most) => Err(format!(
+                        "The operating system is not able to handle the specified number of clients, try with {most}"
+                    )),
+                }
+            },
+            |s, v| {
+                let n = v.parse().unwrap_or(10_000);
+                s.cfg.conns.max_clients.store(n, Relaxed);
+                tracing::info!(maxclients = n, "maxclients set");
+            },
+        )),
     },
+    // Clients idle longer are closed from the next check on (the
+    // connection threads check each turn they are awake, at least once a
+    // second).
     Setting {
         name: "timeout",
-        get: |s| s.cfg.conns.timeout.to_string(),
-        set: None,
+        get: |s| s.cfg.conns.timeout.load(Relaxed).to_string(),
+        set: Some((
+            |v| integer_between(v, 0, i32::MAX as i64).map(drop),
+            |s, v| s.cfg.conns.timeout.store(v.parse().unwrap_or(0), Relaxed),
+        )),
+    },
+    // The default user's password, as Redis shows and takes it: an empty
+    // value means none. Clients already connected stay as they are (an
+    // authenticated one stays so); new ones must AUTH with the new one.
+    Setting {
+        name: "requirepass",
+        get: |s| s.cfg.conns.password().unwrap_or_default(),
+        set: Some((
+            |_| Ok(()),
+            |s, v| {
+                if let Ok(mut p) = s.cfg.conns.requirepass.write() {
+                    *p = (!v.is_empty()).then(|| v.to_string());
+                }
+                tracing::info!(set = !v.is_empty(), "requirepass set");
+            },
+        )),
     },
     // What redis-benchmark and Sentinel read: no RDB snapshots; every
     // acknowledged write durable under sync durability, as appendfsync
@@ -142,14 +181,18 @@ fn canonical(name: &str) -> &str {
 }
 
 /// Redis's check of an integer setting from `min` to `i64::MAX`.
-fn integer_in(v: &str, min: i64) -> Result<(), &'static str> {
+fn integer_in(v: &str, min: i64) -> Result<(), String> {
+    integer_between(v, min, i64::MAX).map(drop)
+}
+
+/// Redis's check of an integer setting from `min` to `max`; the value.
+fn integer_between(v: &str, min: i64, max: i64) -> Result<i64, String> {
     match v.parse::<i64>() {
-        Err(_) => Err("argument couldn't be parsed into an integer"),
-        Ok(n) if n < min && min == 0 => {
-            Err("argument must be between 0 and 9223372036854775807 inclusive")
-        }
-        Ok(n) if n < min => Err("argument must be between -1 and 9223372036854775807 inclusive"),
-        Ok(_) => Ok(()),
+        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+        Ok(n) if n < min || n > max => Err(format!(
+            "argument must be between {min} and {max} inclusive"
+        )),
+        Ok(n) => Ok(n),
     }
 }
 
@@ -162,11 +205,11 @@ pub(super) fn value(shared: &Shared, name: &str) -> Option<String> {
 }
 
 /// Redis's check of a yes/no setting.
-fn yes_or_no(v: &str) -> Result<(), &'static str> {
+fn yes_or_no(v: &str) -> Result<(), String> {
     if v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("no") {
         Ok(())
     } else {
-        Err("argument must be 'yes' or 'no'")
+        Err("argument must be 'yes' or 'no'".into())
     }
 }
 
@@ -232,7 +275,7 @@ pub(super) fn set(shared: &Shared, pairs: &[&[u8]]) -> Result<(), String> {
     // Every value is checked before any takes effect.
     for (name, (check, _), value) in &todo {
         if let Err(e) = check(value) {
-            return Err(strings::config_set_failed(name, e));
+            return Err(strings::config_set_failed(name, &e));
         }
     }
     for (_, (_, apply), value) in todo {
