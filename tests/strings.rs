@@ -575,3 +575,80 @@ fn append_and_setrange_stop_at_the_value_limit() {
     assert_eq!(raw.call(&[b"STRLEN", b"k"]), b":1024\r\n");
     srv.stop();
 }
+
+/// LCS answers as Redis's: random strings over a small alphabet (so they
+/// share long subsequences), with every option (LEN, IDX, MINMATCHLEN,
+/// WITHMATCHLEN) and their errors, keys on one poller and on two, a
+/// missing key (an empty string), plainly and inside MULTI … EXEC, in
+/// RESP2 and RESP3; a table over `proto-max-bulk-len` is refused with
+/// Redis's error; COMMAND INFO and DOCS describe it as Redis does.
+#[test]
+fn lcs_answers_as_redis() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--io-threads", "2"]);
+    let mut ours = RawConn::connect(srv.addr);
+    let mut theirs = RawConn::connect(redis.addr.as_str());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let options: &[&[&[u8]]] = &[
+        &[],
+        &[b"LEN"],
+        &[b"IDX"],
+        &[b"IDX", b"WITHMATCHLEN"],
+        &[b"IDX", b"MINMATCHLEN", b"2"],
+        &[b"idx", b"minmatchlen", b"3", b"withmatchlen"],
+        &[b"MINMATCHLEN", b"-4", b"IDX"],
+        &[b"LEN", b"IDX"],
+        &[b"MINMATCHLEN"],
+        &[b"MINMATCHLEN", b"x"],
+        &[b"FOO"],
+        &[b"WITHMATCHLEN"],
+    ];
+    for round in 0..200 {
+        let text = |rng: &mut rand::rngs::StdRng| -> Vec<u8> {
+            let n = rng.gen_range(0..14);
+            (0..n).map(|_| b"abc"[rng.gen_range(0..3)]).collect()
+        };
+        let (a, b) = (text(&mut rng), text(&mut rng));
+        let (ka, kb): (&[u8], &[u8]) = match round % 4 {
+            0 => (b"x", b"y"),
+            1 => (b"{t}x", b"{t}y"),
+            2 => (b"x", b"x"),
+            _ => (b"x", b"missing"),
+        };
+        let mut lcs: Vec<&[u8]> = vec![b"LCS", ka, kb];
+        lcs.extend(options[round % options.len()]);
+        let proto: &[u8] = if round % 3 == 0 { b"3" } else { b"2" };
+        let hello: [&[u8]; 2] = [b"HELLO", proto];
+        let (set_a, set_b): ([&[u8]; 3], [&[u8]; 3]) = ([b"SET", ka, &a], [b"SET", kb, &b]);
+        let cmds: Vec<&[&[u8]]> = vec![&hello, &set_a, &set_b, &lcs, &[b"MULTI"], &lcs, &[b"EXEC"]];
+        // HELLO's reply names the server and the client: left out.
+        let ours_got = ours.pipeline(&cmds[1..]);
+        let theirs_got = theirs.pipeline(&cmds[1..]);
+        ours.pipeline(&cmds[..1]);
+        theirs.pipeline(&cmds[..1]);
+        assert_eq!(
+            ours_got.escape_ascii().to_string(),
+            theirs_got.escape_ascii().to_string(),
+            "round {round}: {:?}",
+            lcs.iter()
+                .map(|a| a.escape_ascii().to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+    let mut both = Both {
+        ours: RawConn::connect(srv.addr),
+        theirs: RawConn::connect(redis.addr.as_str()),
+    };
+    let long = "a".repeat(12_000);
+    let other = "b".repeat(12_000);
+    both.check_str(&["SET", "la", &long]);
+    both.check_str(&["SET", "lb", &other]);
+    both.check_str(&["LCS", "la", "lb", "LEN"]);
+    both.check_str(&["LCS", "la"]);
+    both.check_str(&["COMMAND", "INFO", "lcs"]);
+    both.check_str(&["COMMAND", "DOCS", "lcs"]);
+    srv.stop();
+}

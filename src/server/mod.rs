@@ -15,6 +15,7 @@ mod dump;
 mod float;
 mod gate;
 mod info;
+mod lcs;
 pub mod local;
 mod metrics;
 pub mod msg;

@@ -35,6 +35,8 @@ pub(super) enum Combine {
     /// to `weights` (one per part; RANDOMKEY: each poller's pick, weighed
     /// by its live keys); nil when all are; the first error else.
     Pick { seed: u64, weights: Box<[u64]> },
+    /// LCS of the two parts' values (GET replies; `lcs.rs`).
+    Lcs(super::lcs::Ask),
 }
 
 /// A reply at least this large goes into the output as its own buffer,
@@ -360,6 +362,15 @@ impl Slot {
                 &weights,
                 proto,
             ),
+            Slot::Multi {
+                combine: Combine::Lcs(ask),
+                parts,
+                proto,
+                ..
+            } => {
+                let parts: Vec<Reply> = parts.into_iter().flatten().collect();
+                super::lcs::answer(out, &parts, ask, proto)
+            }
         }
     }
 }

@@ -165,6 +165,19 @@ fn dispatch(c: &mut Conn, router: &mut Router, args: &[&[u8]]) {
     }
     match cmd {
         Cmd::Get => keyed(c, router, &args[1..], None, |k| Op::Get { key: k.into() }),
+        Cmd::Lcs => {
+            let limit = router.shared.cfg.conns.max_value_size;
+            match super::lcs::parse(&args[3..], limit) {
+                Ok(ask) => {
+                    let get = |k: &[u8]| Op::Get { key: k.into() };
+                    let keys = &args[1..3];
+                    if !group_across_pollers(c, router, keys, Combine::Lcs(ask), get) {
+                        keyed(c, router, keys, Some(Combine::Lcs(ask)), get)
+                    }
+                }
+                Err(e) => c.reply(|o| resp::error(o, e)),
+            }
+        }
         Cmd::Mget => {
             let get = |k: &[u8]| Op::Get { key: k.into() };
             if !group_across_pollers(c, router, &args[1..], Combine::Array, get) {
