@@ -2778,3 +2778,57 @@ fn a_watched_key_moved_by_compaction_has_not_changed() {
     );
     srv.stop();
 }
+
+/// INFO inside MULTI … EXEC reports what the commands queued before it
+/// did, as Redis's: after two SETs, two keys in its keyspace section,
+/// and after a GET, the hit (before, it ran at once, before the pollers
+/// ran the transaction's commands, and reported none of them); an INFO
+/// before any command of keys reports the store as it was. The
+/// keyspace lines and hit counts are compared with redis-server's.
+#[test]
+fn info_inside_exec_reports_the_commands_before_it() {
+    let Some(redis) = RealRedis::start(&[]) else {
+        return;
+    };
+    for pollers in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), &["--io-threads", pollers]);
+        let mut both = pair(&srv, &redis);
+        // The lines of INFO's reply (inside EXEC's array) that name keys
+        // and hits.
+        let lines = |r: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(r)
+                .split("\r\n")
+                .filter(|l| l.starts_with("db0:") || l.starts_with("keyspace_hits:"))
+                .map(str::to_string)
+                .collect()
+        };
+        both.check_str(&["FLUSHALL"]);
+        both.check_str(&["CONFIG", "RESETSTAT"]);
+        let script: &[&[&str]] = &[
+            &["MULTI"],
+            &["INFO", "keyspace"],
+            &["SET", "a", "1"],
+            &["SET", "b", "2"],
+            &["GET", "a"],
+            &["INFO", "keyspace", "stats"],
+            &["EXEC"],
+        ];
+        let mut got = Vec::new();
+        for c in [&mut both.ours, &mut both.theirs] {
+            let mut last = Vec::new();
+            for cmd in script {
+                last = c.call(cmd);
+            }
+            got.push(last);
+        }
+        let (ours, theirs) = (&got[0], &got[1]);
+        assert_eq!(lines(ours), lines(theirs), "{pollers} poller(s)");
+        assert!(
+            lines(theirs).contains(&"db0:keys=2,expires=0,avg_ttl=0".to_string()),
+            "{:?}",
+            lines(theirs)
+        );
+        srv.stop();
+    }
+}

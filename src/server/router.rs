@@ -112,6 +112,11 @@ impl<'a> Router<'a> {
         self.capture.is_some()
     }
 
+    /// Whether requests were gathered since [`Router::start_capture`].
+    pub(super) fn captured_any(&self) -> bool {
+        self.capture.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// The requests gathered since [`Router::start_capture`]; they are
     /// sent again from now on.
     pub(super) fn take_capture(&mut self) -> Vec<(usize, Request)> {

@@ -559,7 +559,11 @@ fn exec(c: &mut Conn, router: &mut Router) {
             continue;
         }
         if let Some(effects) = connection_level(args) {
-            if effects || !deferred.is_empty() {
+            // INFO after commands of keys reports what they did (its
+            // keyspace, hits and misses, commandstats), as in Redis, where
+            // they ran before it: it runs after the pollers' parts.
+            let reports = args[0].eq_ignore_ascii_case(b"INFO") && router.captured_any();
+            if effects || reports || !deferred.is_empty() {
                 foresee(c, router, args);
                 let place = c.expect(1, None);
                 deferred.push((place, args.iter().map(|&a| a.into()).collect()));
@@ -626,7 +630,8 @@ fn exec(c: &mut Conn, router: &mut Router) {
 /// PING, INFO, …), and if so whether it has effects (`Some(true)`: CLIENT
 /// SETNAME, CONFIG SET, PUBLISH, …) or only reads (`Some(false)`: PING,
 /// CONFIG GET, CLIENT GETNAME, …). Inside an EXEC whose requests go to
-/// the pollers, the first with effects and every such command after it
+/// the pollers, the first with effects (or an INFO after commands of
+/// keys, which reports what they did) and every such command after it
 /// run once the pollers have run theirs (see [`exec`]); those before it
 /// run at once, as they change nothing (their replies go when EXEC
 /// answers nil). WAIT answers at once inside EXEC, as Redis's.
