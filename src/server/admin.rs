@@ -278,6 +278,9 @@ fn rewrite_file(path: &Path, values: &[(&str, String, bool, bool)]) -> std::io::
     let out = rewritten(&text, values);
     let tmp = path.with_extension("rewrite.tmp");
     std::fs::write(&tmp, out)?;
+    // The new file keeps the old one's permissions: it may hold the
+    // password (`requirepass`), and a file made 0600 stays so.
+    std::fs::set_permissions(&tmp, std::fs::metadata(path)?.permissions())?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)
 }

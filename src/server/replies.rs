@@ -414,12 +414,14 @@ fn pick(out: &mut Vec<u8>, parts: Vec<Reply>, seed: u64, weights: &[u64], proto:
         return resp::null(out, proto);
     }
     let mut at = seed % total;
-    for &i in &answered {
-        if at < weight(i) {
-            return parts[i].encode(out, proto);
-        }
-        at -= weight(i);
-    }
+    let i = (answered.iter())
+        .find(|&&i| {
+            let inside = at < weight(i);
+            at = at.saturating_sub(weight(i));
+            inside
+        })
+        .unwrap_or(&answered[0]);
+    parts[*i].encode(out, proto)
 }
 
 /// Where a connection's replies stood before a command (see
@@ -431,7 +433,7 @@ pub(super) struct ReplyMark {
 }
 
 /// The command a reply answers, for its statistics: its slot (a command
-/// or a subcommand, `table::stat_slots`), when it was parsed (for its
+/// or a subcommand, `table::StatSlots`), when it was parsed (for its
 /// latency), and whether it was refused before it ran (Redis's
 /// `rejected_calls`: wrong arity, NOAUTH, …).
 #[derive(Debug, Clone, Copy)]

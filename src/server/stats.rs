@@ -153,7 +153,7 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
 
 /// Calls and latency (from the parsed request to its reply, in order) of
 /// each command and subcommand, kept by one connection thread; indexed
-/// by statistics slot (`table::stat_slots`). And the error replies, by
+/// by statistics slot (`table::StatSlots`). And the error replies, by
 /// error code, as Redis's INFO errorstats.
 #[derive(Debug)]
 pub struct CommandStats {
