@@ -169,6 +169,10 @@ fn a_dropped_tombstone_never_lets_a_freed_segment_bring_the_key_back() {
     // (here, zeroes; the old records no longer count either way).
     let (f, sb) = data(dir.path());
     f.write_all_at(&[0; 4096], sb.segment_offset(b)).unwrap();
+    // On the disk before the server writes the file with O_DIRECT: dirty
+    // pages written back meanwhile collide with its writes (the kernel's
+    // "page cache invalidation failure", an EIO at its next flush).
+    f.sync_all().unwrap();
     drop(f);
 
     let srv = Server::start(dir.path(), &["--max-value-size", "16K"]);
@@ -215,6 +219,9 @@ fn a_rebuild_erases_the_segments_a_crash_left_unerased() {
 
     // The crash came before the erasure reached the device.
     f.write_all_at(&before, sb.segment_offset(a)).unwrap();
+    // On the disk before the server writes the file with O_DIRECT (see
+    // above).
+    f.sync_all().unwrap();
     assert!(header_valid(dir.path(), a));
 
     let srv = Server::start(dir.path(), &["--max-value-size", "16K"]);
