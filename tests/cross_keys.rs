@@ -1187,7 +1187,7 @@ fn random_pipelines_match_redis() {
                 // poller only.
                 let whole = !txn || pollers == "1";
                 let at: &[u8] = [&b"4000000000"[..], b"4100000000"][next(2) as usize];
-                match next(30) {
+                match next(32) {
                     18 => vec![
                         b"EXPIREAT",
                         a,
@@ -1204,6 +1204,13 @@ fn random_pipelines_match_redis() {
                     26 => vec![b"GETRANGE", a, b"-3", b"10"],
                     27 => vec![b"COPY", a, b, b"REPLACE"],
                     28 => vec![b"DECRBY", a, b"9"],
+                    29 => vec![
+                        b"LCS",
+                        a,
+                        b,
+                        [&b"LEN"[..], b"IDX", b"WITHMATCHLEN"][next(3) as usize],
+                    ],
+                    30 => vec![b"LCS", a, b],
                     0 => vec![b"MSET", a, v, b, v],
                     1 => vec![b"MGET", a, b],
                     2 => vec![b"DEL", a, b],
