@@ -431,6 +431,16 @@ fn info_sections_as_redis() {
     assert!(two.contains("\r\n\r\n# Clients\r\n") && !two.ends_with("\r\n\r\n"));
     let plain = info(&mut con, &[]);
     assert_eq!(headers(&plain), headers(&info(&mut con, &["default"])));
+    // Plain INFO has Redis's sections in Redis's order (and nvkv's own
+    // last).
+    if let Some(redis) = common::RealRedis::start(&[]) {
+        let theirs = info(&mut redis.client(), &[]);
+        let mut ours = headers(&plain);
+        assert_eq!(ours.pop().as_deref(), Some("# Nvkv"));
+        assert_eq!(ours, headers(&theirs));
+        let cluster = info(&mut con, &["cluster"]);
+        assert_eq!(cluster, info(&mut redis.client(), &["cluster"]));
+    }
     assert!(!plain.contains("# Commandstats"));
     for all in ["all", "everything"] {
         let h = headers(&info(&mut con, &[all]));

@@ -25,7 +25,9 @@ const DEFAULT: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "errorstats",
+    "cluster",
     "keyspace",
     "nvkv",
 ];
@@ -139,6 +141,10 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
         }
         s.push_str("\r\n");
     }
+    // As Redis: none loaded (nvkv has no modules).
+    if wants(section, "modules") {
+        s.push_str("# Modules\r\n\r\n");
+    }
     // Like Redis: in `INFO all` / `INFO commandstats`, not in plain INFO.
     if wants(section, "commandstats") {
         s.push_str("# Commandstats\r\n");
@@ -183,6 +189,11 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
             );
         }
         s.push_str("\r\n");
+    }
+    // As Redis without cluster mode: tools read `cluster_enabled` to
+    // tell a cluster node (nvkv spreads keys over pollers, not nodes).
+    if wants(section, "cluster") {
+        s.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if wants(section, "keyspace") {
         // As Redis: the keys with a TTL, and the sweep's estimate of their
