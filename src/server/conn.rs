@@ -400,8 +400,6 @@ impl Conn {
         }
     }
 
-    /// From now on, replies go to a new set of replies (EXEC running its
-    /// commands); returns the connection's own.
     /// The command being executed is refused before it runs: its reply
     /// counts as a rejected call (wrong arity, NOAUTH, …), not a call.
     pub(super) fn rejected(&mut self) {
@@ -416,6 +414,8 @@ impl Conn {
         self.timing = None;
     }
 
+    /// From now on, replies go to a new set of replies (EXEC running its
+    /// commands); returns the connection's own.
     pub(super) fn begin_transaction(&mut self) -> Replies {
         let inner = self.out.for_transaction();
         std::mem::replace(&mut self.out, inner)
