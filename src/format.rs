@@ -59,6 +59,57 @@ pub const FLAG_TOMBSTONE: u8 = 1;
 /// Record flag: the record is the head of a large value, its value a
 /// [`LargeHead`]; the bytes are in piece segments (format version 4).
 pub const FLAG_LARGE: u8 = 2;
+/// Record flags: the value's encoding as Redis's OBJECT ENCODING and
+/// REFCOUNT report it, where its history and not its bytes decide it
+/// ([`Enc`]). Builds before these bits wrote 0 there: by the value.
+const FLAG_ENC_SHIFT: u32 = 2;
+const FLAG_ENC_MASK: u8 = 3 << FLAG_ENC_SHIFT;
+
+/// How Redis would hold a string value, when its bytes alone do not say:
+/// Redis's object encodings follow how a value was made. A build that
+/// does not know the mark reads it as [`Enc::Value`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Enc {
+    /// As Redis encodes a value a client sets: `int` for an integer
+    /// (shared from 0 to 9999), `embstr` up to 44 bytes, `raw` beyond.
+    #[default]
+    Value,
+    /// `raw` whatever its length: built in place (APPEND to a key that
+    /// was there, SETRANGE).
+    Raw,
+    /// Never `int`: `embstr` up to 44 bytes, `raw` beyond (INCRBYFLOAT's
+    /// result, an integer or not).
+    Embstr,
+    /// As [`Enc::Value`], but an integer is not shared (refcount 1): a
+    /// COPY of one.
+    Unshared,
+}
+
+impl Enc {
+    /// The encoding kept in a record's flags.
+    pub fn of_flags(flags: u8) -> Self {
+        match (flags & FLAG_ENC_MASK) >> FLAG_ENC_SHIFT {
+            0 => Enc::Value,
+            1 => Enc::Raw,
+            2 => Enc::Embstr,
+            _ => Enc::Unshared,
+        }
+    }
+
+    /// The record flag bits of this encoding.
+    pub fn flags(self) -> u8 {
+        (self as u8) << FLAG_ENC_SHIFT
+    }
+
+    /// What a COPY of a value of this encoding is: Redis copies a shared
+    /// integer into an object of its own, and keeps the rest.
+    pub fn copied(self) -> Self {
+        match self {
+            Enc::Value => Enc::Unshared,
+            other => other,
+        }
+    }
+}
 
 /// What can be wrong with bytes read from the device.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -346,6 +397,11 @@ impl Record<'_> {
     /// Whether the record has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.meta.expire_ms != 0 && self.meta.expire_ms <= now_ms
+    }
+
+    /// The value's encoding mark.
+    pub fn enc(&self) -> Enc {
+        Enc::of_flags(self.meta.flags)
     }
 }
 

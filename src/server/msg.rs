@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
+use crate::format::Enc;
 use crate::index::KeyHash;
 
 /// A connection, as pollers address it: its thread, its slot there, and the
@@ -60,6 +61,10 @@ impl Request {
         }
     }
 }
+
+/// A value moved to another poller (RENAME, COPY): its bytes, expiry,
+/// the access bits its destination takes, and its encoding mark.
+pub type Moved = (Vec<u8>, u64, u32, Enc);
 
 /// The operations pollers perform.
 #[derive(Debug)]
@@ -210,7 +215,7 @@ pub enum Op {
     /// transaction): the source's value, expiry and access bits (which a
     /// renamed key keeps; `None`: missing, or its read failed), and the
     /// destination's part runs.
-    Carry(Option<(Vec<u8>, u64, u32)>),
+    Carry(Option<Moved>),
     /// From one part of an EXEC across pollers to another (`from` and
     /// `id` name the EXEC), for the command whose requests' id is `sub`
     /// (a move's value, a verdict): kept until that part's command asks
@@ -289,7 +294,7 @@ pub enum Op {
     MoveIn {
         key: Box<[u8]>,
         kind: MoveKind,
-        value: Option<(Vec<u8>, u64, u32)>,
+        value: Option<Moved>,
         /// The source's poller (inside an EXEC, RENAMENX's verdict goes
         /// back to it).
         source: usize,
@@ -357,7 +362,7 @@ pub enum Op {
 pub enum Mail {
     /// A move's source's value, expiry and access bits (`None`: missing,
     /// or its read failed).
-    Value(Option<(Vec<u8>, u64, u32)>),
+    Value(Option<Moved>),
     /// Whether the command goes on: RENAMENX's destination was free and
     /// is written; none of MSETNX's keys of the sender is there.
     Verdict(bool),

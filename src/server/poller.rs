@@ -21,10 +21,11 @@ use anyhow::{Context, Result};
 
 use super::float::LongDouble;
 use super::msg::{ConnRef, GetExpiry, Op, Reply, Request, Response, SetReply, NO_REPLY, TXN_PART};
-use super::msg::{Mail, MoveKind, ObjectInfo, RestoreAccess};
+use super::msg::{Mail, MoveKind, Moved, ObjectInfo, RestoreAccess};
 use super::{PollMode, Shared};
 use crate::format::{
-    align_down, align_up, decode_record, encode_record, record_len, LargeHead, Record, RecordMeta,
+    align_down, align_up, decode_record, encode_record, record_len, Enc, LargeHead, Record,
+    RecordMeta,
 };
 use crate::index::{Entry, KeyHash};
 use crate::io::{open_engine, Completion, Device, Engine, Faulty};
@@ -324,6 +325,13 @@ struct Staged {
     hash: KeyHash,
     key: Box<[u8]>,
     now: Option<(Vec<u8>, u64)>,
+    /// The encoding mark of the value in `now`.
+    enc: Enc,
+    /// The value in `now` is the argument of a command of the transaction
+    /// (SET, MSET, APPEND of a missing key, INCRBYFLOAT): Redis's object
+    /// is referenced by the queued command too until EXEC ends, and
+    /// OBJECT REFCOUNT counts 2.
+    held: bool,
     /// A large value stored before, edited by the transaction in pieces
     /// (`large_edit::LargeView`): its bytes are not in `now`, whose
     /// expiry holds.
@@ -394,6 +402,10 @@ struct Watched {
 
 /// Where a staged value "is" for the read path: no device offset.
 const STAGED: u64 = u64::MAX;
+
+/// A flag of the records `staged_record` makes, never of one on the
+/// device: the value is held by a queued command ([`Staged::held`]).
+const STAGED_HELD: u8 = 0x80;
 
 /// What the pollers take over from the opened store.
 pub(super) struct PollerInputs {
@@ -1055,7 +1067,7 @@ impl<E: Engine> Poller<E> {
             // Short tags: what reads no record reads it to know the key.
             (op, Some(entry)) if verify && reads_only_to_know(op) => self.fetch(req, entry),
             (op, hit) if is_keys_op(op) => self.keys(req, hit),
-            (_, None) => self.strings(req, None),
+            (_, None) => self.strings(req, None, 0),
             (_, Some(entry)) => self.fetch(req, entry),
         }
     }
@@ -1402,7 +1414,7 @@ impl<E: Engine> Poller<E> {
                 return self.incr(req, None);
             }
             if is_strings_op(&req.op) {
-                return self.strings(req, None);
+                return self.strings(req, None, 0);
             }
             if is_keys_op(&req.op) {
                 return self.keys(req, None);
@@ -1490,8 +1502,8 @@ impl<E: Engine> Poller<E> {
             }
             Op::Del { .. } => self.delete(req, Reply::Int(1)),
             Op::MsetNx { .. } => unreachable!("not fetched"),
-            Op::Object { .. } | Op::Dump { .. } => self.keys_read(req, rec.value),
-            _ => self.strings(req, Some((rec.value, rec.meta.expire_ms))),
+            Op::Object { .. } | Op::Dump { .. } => self.keys_read(req, rec.value, rec.meta.flags),
+            _ => self.strings(req, Some((rec.value, rec.meta.expire_ms)), rec.meta.flags),
         }
     }
 
@@ -1562,6 +1574,9 @@ impl<E: Engine> Poller<E> {
             return self.set_large(req, expire, done);
         }
         let result = self.write(&req, req.pid, &req.hash, key, value, expire, false);
+        if result.is_ok() {
+            self.hold(&req, key);
+        }
         self.acknowledge(req, result, done);
     }
 
@@ -1618,8 +1633,12 @@ impl<E: Engine> Poller<E> {
         let result = if !persist && at_ms <= self.ks.now_ms() {
             self.write(&req, req.pid, &req.hash, &key, &[], 0, true)
         } else {
-            let at = if persist { 0 } else { at_ms };
-            self.write(&req, req.pid, &req.hash, &key, &value, at, false)
+            let (at, enc) = (if persist { 0 } else { at_ms }, rec.enc());
+            let r = self.write_marked(&req, req.pid, &req.hash, &key, &value, at, false, enc);
+            if r.is_ok() && rec.meta.flags & STAGED_HELD != 0 {
+                self.hold(&req, &key);
+            }
+            r
         };
         self.acknowledge(req, result, Reply::Int(1));
     }
@@ -1871,7 +1890,7 @@ impl<E: Engine> Poller<E> {
 
     /// The commands that read a value and may rewrite it: `cur` is the
     /// key's value and expiry, `None` when it is missing.
-    fn strings(&mut self, req: Request, cur: Option<(&[u8], u64)>) {
+    fn strings(&mut self, req: Request, cur: Option<(&[u8], u64)>, cur_flags: u8) {
         use super::strings as text;
         let read = matches!(
             req.op,
@@ -1886,7 +1905,14 @@ impl<E: Engine> Poller<E> {
             Reply::Encoded(out)
         };
         let max_value = self.shared.cfg.conns.max_value_size;
-        // The new value, its expiry, and the reply once it is written.
+        // The new value, its expiry, and the reply once it is written; the
+        // new value's encoding, as Redis makes it.
+        let enc = match (&req.op, cur) {
+            (Op::GetEx { .. }, _) => Enc::of_flags(cur_flags),
+            (Op::Append { .. }, Some(_)) | (Op::SetRange { .. }, _) => Enc::Raw,
+            (Op::IncrByFloat { .. }, _) => Enc::Embstr,
+            _ => Enc::Value,
+        };
         let (value, expire, ok) = match (&req.op, cur) {
             (Op::Strlen { .. }, cur) => {
                 let len = cur.map_or(0, |(v, _)| v.len());
@@ -1974,8 +2000,30 @@ impl<E: Engine> Poller<E> {
         if !is_sub(&req) && self.ks.is_large(key.len(), value.len()) {
             return self.write_large_value(&req, value.into(), expire, ok);
         }
-        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
+        // What Redis stores as the command's own argument stays held by
+        // it until EXEC ends; GETEX changes only the expiry.
+        let held = match (&req.op, cur) {
+            (Op::GetEx { .. }, _) => cur_flags & STAGED_HELD != 0,
+            (Op::Append { .. }, None) | (Op::IncrByFloat { .. }, _) => true,
+            _ => false,
+        };
+        let result = self.write_marked(&req, req.pid, &req.hash, &key, &value, expire, false, enc);
+        if held && result.is_ok() {
+            self.hold(&req, &key);
+        }
         self.acknowledge(req, result, ok);
+    }
+
+    /// Inside a transaction, marks the value just staged for `key` as
+    /// held by its queued command ([`Staged::held`]).
+    fn hold(&mut self, req: &Request, key: &[u8]) {
+        if !is_sub(req) {
+            return;
+        }
+        let t = self.txn.as_mut().expect("a transaction runs");
+        if let Some(s) = t.view.get_mut(&view_id(key)) {
+            s.held = true;
+        }
     }
 
     /// Under short tags, finds which entry of its tag is its own for each
@@ -2233,6 +2281,7 @@ impl<E: Engine> Poller<E> {
                 let reply = self.refusal(e);
                 return self.reply(&req, reply);
             }
+            self.hold(&req, &p.key);
         }
         self.drop_probes(&req);
         // Across pollers, the first part answers for all.
@@ -2303,8 +2352,27 @@ impl<E: Engine> Poller<E> {
         expire_ms: u64,
         tombstone: bool,
     ) -> Result<(), WriteError> {
+        self.write_marked(req, pid, hash, key, value, expire_ms, tombstone, Enc::Value)
+    }
+
+    /// [`Poller::write`] of a value whose encoding its history decides
+    /// (APPEND, SETRANGE, INCRBYFLOAT, COPY, and what rewrites a value as
+    /// it is). A replica is sent the value alone: it reports the encoding
+    /// by the bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn write_marked(
+        &mut self,
+        req: &Request,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        tombstone: bool,
+        enc: Enc,
+    ) -> Result<(), WriteError> {
         if !is_sub(req) {
-            self.ks.write(pid, hash, key, value, expire_ms, tombstone)?;
+            (self.ks).write_marked(pid, hash, key, value, expire_ms, tombstone, enc)?;
             let seq = self.ks.next_seq() - 1;
             (self.repl_out).push(&self.shared.repl, seq, |out| {
                 replicated(out, key, value, expire_ms, tombstone)
@@ -2320,6 +2388,8 @@ impl<E: Engine> Poller<E> {
         match t.view.entry(id) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 e.get_mut().now = now;
+                e.get_mut().enc = enc;
+                e.get_mut().held = false;
                 e.get_mut().access = None;
                 e.get_mut().deleted |= tombstone;
                 // A large value edited in pieces is replaced: its pin goes.
@@ -2334,6 +2404,8 @@ impl<E: Engine> Poller<E> {
                     hash: *hash,
                     key: key.into(),
                     now,
+                    enc,
+                    held: false,
                     large: None,
                     own,
                     access: None,
@@ -2380,7 +2452,7 @@ impl<E: Engine> Poller<E> {
             gen: 0,
             seq: 0,
             expire_ms: *expire_ms,
-            flags: 0,
+            flags: s.enc.flags() | if s.held { STAGED_HELD } else { 0 },
         };
         let mut b = vec![0; record_len(s.key.len(), value.len()) as usize];
         encode_record(&self.shared.sb.uuid, &meta, &s.key, value, &mut b);
@@ -2927,7 +2999,9 @@ impl<E: Engine> Poller<E> {
                         let head = views[tag].base.encode();
                         (self.ks).write_head(s.pid, &s.hash, &s.key, &head, *exp)
                     }
-                    (Some((v, exp)), None) => self.ks.write(s.pid, &s.hash, &s.key, v, *exp, false),
+                    (Some((v, exp)), None) => {
+                        (self.ks).write_marked(s.pid, &s.hash, &s.key, v, *exp, false, s.enc)
+                    }
                     // Deleting a key that was not there writes nothing.
                     (None, _)
                         if s.own.is_some()
@@ -3203,8 +3277,10 @@ impl<E: Engine> Poller<E> {
         self.reply(&req, reply)
     }
 
-    /// OBJECT ENCODING | REFCOUNT and DUMP, once the value is read.
-    fn keys_read(&mut self, req: Request, value: &[u8]) {
+    /// OBJECT ENCODING | REFCOUNT and DUMP, once the value (its record's
+    /// `flags`) is read.
+    fn keys_read(&mut self, req: Request, value: &[u8], flags: u8) {
+        let enc = Enc::of_flags(flags);
         self.count_lookup(true);
         let reply = match &req.op {
             Op::Dump { .. } => {
@@ -3219,15 +3295,23 @@ impl<E: Engine> Poller<E> {
             } => {
                 // Redis shares the objects of the integers 0 to 9999
                 // (their count is `INT_MAX`), unless `maxmemory` is set
-                // with an LRU or LFU policy.
+                // with an LRU or LFU policy, or the value was made
+                // otherwise (a COPY's is its own; APPEND's, SETRANGE's
+                // and INCRBYFLOAT's are no integers).
                 let ev = &self.shared.eviction;
-                let shares = ev.maxmemory() == 0 || !ev.policy().tracks_access();
+                let shares =
+                    (ev.maxmemory() == 0 || !ev.policy().tracks_access()) && enc == Enc::Value;
                 let small = as_redis_int(value).is_some_and(|n| (0..10_000).contains(&n));
-                Reply::Int(if shares && small { i32::MAX as i64 } else { 1 })
+                let held = flags & STAGED_HELD != 0;
+                Reply::Int(if shares && small {
+                    i32::MAX as i64
+                } else {
+                    1 + held as i64
+                })
             }
             Op::Object { .. } => {
                 let mut out = Vec::new();
-                resp::bulk(&mut out, string_encoding(value).as_bytes());
+                resp::bulk(&mut out, string_encoding(value, enc).as_bytes());
                 Reply::Encoded(out)
             }
             op => unreachable!("not read by keys_read: {op:?}"),
@@ -3484,7 +3568,8 @@ impl<E: Engine> Poller<E> {
         let dead = rec.is_tombstone() || rec.expired(self.ks.now_ms());
         if self.moves_across(&req) {
             let word = (!dead).then(|| self.moved_access(&req));
-            let found = word.map(|w| (rec.value.to_vec(), rec.meta.expire_ms, w));
+            let enc = if copy { rec.enc().copied() } else { rec.enc() };
+            let found = word.map(|w| (rec.value.to_vec(), rec.meta.expire_ms, w, enc));
             return self.move_carry(req, found);
         }
         if dead {
@@ -3503,6 +3588,7 @@ impl<E: Engine> Poller<E> {
             return self.move_large(req, rec, ok);
         }
         let (value, expire) = (rec.value.to_vec(), rec.meta.expire_ms);
+        let enc = if copy { rec.enc().copied() } else { rec.enc() };
         let word = self.moved_access(&req);
         // Short tags: the source's own entry (made the first of its tag's
         // when its record was read) and the destination's are the ones
@@ -3510,9 +3596,14 @@ impl<E: Engine> Poller<E> {
         let src_own = (!is_sub(&req) || !self.txn_staged(&src))
             .then(|| self.ks.own_entry(req.pid, &req.hash));
         self.act_on_other(&req, 0, to_pid, &to_hash, &dst);
-        let mut result = self.write(&req, to_pid, &to_hash, &dst, &value, expire, false);
+        let mut result =
+            self.write_marked(&req, to_pid, &to_hash, &dst, &value, expire, false, enc);
         if result.is_ok() {
             self.set_moved_access(&req, to_pid, &to_hash, &dst, word);
+            // A renamed value is the same object, still held.
+            if !copy && rec.meta.flags & STAGED_HELD != 0 {
+                self.hold(&req, &dst);
+            }
         }
         let shards = self.shared.sb.shards;
         let across_shards =
@@ -3615,7 +3706,7 @@ impl<E: Engine> Poller<E> {
     /// command's (the destination's half, given no value, writes
     /// nothing), and a RENAMENX deletes its source only once the
     /// destination's verdict comes (`Poller::resume_awaiting`).
-    fn move_carry(&mut self, req: Request, found: Option<(Vec<u8>, u64, u32)>) {
+    fn move_carry(&mut self, req: Request, found: Option<Moved>) {
         let Op::Move { key, to, kind, .. } = &req.op else {
             unreachable!()
         };
@@ -3682,7 +3773,7 @@ impl<E: Engine> Poller<E> {
             unreachable!()
         };
         let (key, kind) = (key.clone(), *kind);
-        let Some((value, expire, word)) = value.take() else {
+        let Some((value, expire, word, enc)) = value.take() else {
             // The source's part answers (and waits for no verdict).
             self.forgive(req.id);
             return self.reply(&req, simple(text::OK));
@@ -3701,7 +3792,7 @@ impl<E: Engine> Poller<E> {
         if matches!(kind, MoveKind::Copy { .. }) && self.refused_over_maxmemory(&req) {
             return;
         }
-        let result = self.write(&req, req.pid, &req.hash, &key, &value, expire, false);
+        let result = self.write_marked(&req, req.pid, &req.hash, &key, &value, expire, false, enc);
         if result.is_ok() {
             // The source's part sent them (`moved_access`: a copy's new).
             self.set_moved_access(&req, req.pid, &req.hash, &key, word);
@@ -3986,13 +4077,15 @@ fn as_redis_int(v: &[u8]) -> Option<i64> {
     (n.to_string().as_bytes() == v).then_some(n)
 }
 
-/// OBJECT ENCODING of a string, by Redis's rule for a value a client
-/// sets: `int` for an integer as above, `embstr` up to 44 bytes, `raw`
-/// beyond. (Redis answers `raw` for some short values that APPEND or
-/// SETRANGE built in place; nvkv keeps no such history.)
-fn string_encoding(v: &[u8]) -> &'static str {
+/// OBJECT ENCODING of a string marked `enc`: by Redis's rule for a value
+/// a client sets, `int` for an integer as above, `embstr` up to 44 bytes,
+/// `raw` beyond; `raw` for a value built in place (APPEND, SETRANGE);
+/// never `int` for INCRBYFLOAT's.
+fn string_encoding(v: &[u8], enc: Enc) -> &'static str {
     use super::strings as text;
-    if as_redis_int(v).is_some() {
+    if enc == Enc::Raw {
+        text::ENCODING_RAW
+    } else if enc != Enc::Embstr && as_redis_int(v).is_some() {
         text::ENCODING_INT
     } else if v.len() <= 44 {
         text::ENCODING_EMBSTR

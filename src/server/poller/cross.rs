@@ -106,7 +106,7 @@
 
 use super::*;
 use crate::server::gate::{Holder, HolderKind, Mode};
-use crate::server::msg::{CensusStep, Cross, CrossStep, Mail};
+use crate::server::msg::{CensusStep, Cross, CrossStep, Mail, Moved};
 
 /// An EXEC across pollers: its connection and its reply's id.
 pub(super) type CrossId = (ConnRef, u64);
@@ -189,7 +189,7 @@ enum Was {
     /// Absent (or expired).
     Absent,
     /// A value and its expiry.
-    Value(Vec<u8>, u64),
+    Value(Vec<u8>, u64, Enc),
     /// A large value's head, its pieces pinned, and its expiry.
     Large(Arc<LargeHead>, u64),
     /// Its record, at this entry, is being read from the device.
@@ -201,7 +201,7 @@ impl Before {
     fn room(&self) -> u64 {
         let value_len = match &self.was {
             Was::Absent => 0,
-            Was::Value(v, _) => v.len(),
+            Was::Value(v, ..) => v.len(),
             Was::Large(head, _) => head.encode().len(),
             Was::Reading(e) => return e.len as u64,
         };
@@ -320,7 +320,11 @@ fn was_of(uuid: &[u8; 16], key: &[u8], bytes: &[u8], now_ms: u64) -> Result<Was,
         // Its head is in the large value map while the index points at it.
         return Err("ERR a large value's head not found".into());
     }
-    Ok(Was::Value(rec.value.to_vec(), rec.meta.expire_ms))
+    Ok(Was::Value(
+        rec.value.to_vec(),
+        rec.meta.expire_ms,
+        rec.enc(),
+    ))
 }
 
 /// How a transaction across pollers passes the gate: alone while
@@ -592,12 +596,7 @@ impl<E: Engine> Poller<E> {
 
     /// The source's part of move `xid` read its value (`value`; `None`:
     /// none to move): it goes to the destination's part, poller `p`.
-    pub(super) fn cross_carry(
-        &mut self,
-        p: usize,
-        xid: CrossId,
-        value: Option<(Vec<u8>, u64, u32)>,
-    ) {
+    pub(super) fn cross_carry(&mut self, p: usize, xid: CrossId, value: Option<Moved>) {
         let req = Request {
             tried: Vec::new(),
             from: xid.0,
@@ -1270,7 +1269,9 @@ impl<E: Engine> Poller<E> {
             let result = match &b.was {
                 Was::Absent if !live => continue,
                 Was::Absent => self.ks.write(b.pid, &b.hash, &b.key, &[], 0, true),
-                Was::Value(v, exp) => self.ks.write(b.pid, &b.hash, &b.key, v, *exp, false),
+                Was::Value(v, exp, enc) => {
+                    (self.ks).write_marked(b.pid, &b.hash, &b.key, v, *exp, false, *enc)
+                }
                 Was::Large(head, exp) => {
                     let head = head.encode();
                     (self.ks).write_head(b.pid, &b.hash, &b.key, &head, *exp)

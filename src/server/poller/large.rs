@@ -464,7 +464,7 @@ impl<E: Engine> Poller<E> {
             Op::Object { .. } => {
                 return self.reply(&req, Reply::Encoded(b"$3\r\nraw\r\n".to_vec()))
             }
-            Op::ExpireTime { .. } => return self.strings(req, Some((&[], rec.meta.expire_ms))),
+            Op::ExpireTime { .. } => return self.strings(req, Some((&[], rec.meta.expire_ms)), 0),
             Op::GetEx {
                 expiry: GetExpiry::Invalid(msg),
                 ..

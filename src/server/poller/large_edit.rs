@@ -43,7 +43,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::{is_sub, view_id, view_id_of, Poller, Reply, Request, Staged, Waiter};
-use crate::format::{LargeHead, PieceHeader, Record, RecordMeta};
+use crate::format::{Enc, LargeHead, PieceHeader, Record, RecordMeta};
 use crate::index::Entry;
 use crate::io::{Completion, Engine};
 use crate::server::msg::{GetExpiry, MoveKind, Op, PROTO_MAX_BULK_LEN};
@@ -252,7 +252,7 @@ impl<E: Engine> Poller<E> {
         // since it was read; an expiry or eviction removed it).
         let live = self.ks.lookup(req.pid, &req.hash);
         let Some(live) = live else {
-            return self.strings(req, None);
+            return self.strings(req, None, 0);
         };
         let Some(head) = self.ks.large_head(live.offset) else {
             return self.corrupt(&req, entry, &"large value head unknown");
@@ -698,7 +698,7 @@ impl<E: Engine> Poller<E> {
         // The head as the index has it now (compaction may have moved it;
         // an expiry or eviction removed it).
         let Some(live) = self.ks.lookup(req.pid, &req.hash) else {
-            return self.strings(req, None);
+            return self.strings(req, None, 0);
         };
         let Some(base) = self.ks.pin_pieces(live.offset, head.value_id) else {
             return self.corrupt(&req, entry, &"large value head unknown");
@@ -719,6 +719,8 @@ impl<E: Engine> Poller<E> {
             hash: req.hash,
             key: key.into(),
             now: Some((Vec::new(), rec.meta.expire_ms)),
+            enc: Enc::Value,
+            held: false,
             large: Some(Box::new(view)),
             own,
             access: None,
@@ -757,7 +759,7 @@ impl<E: Engine> Poller<E> {
                 self.count_lookup(true);
                 self.reply(&req, Reply::Int(total_len as i64))
             }
-            Op::ExpireTime { .. } => self.strings(req, Some((&[], expire_ms))),
+            Op::ExpireTime { .. } => self.strings(req, Some((&[], expire_ms)), 0),
             Op::IncrBy { .. } => self.reply(&req, Reply::Error(text::NOT_AN_INTEGER.into())),
             Op::IncrByFloat { .. } => self.reply(&req, Reply::Error(text::NOT_A_FLOAT.into())),
             Op::Ttl { .. } => {
@@ -885,6 +887,8 @@ impl<E: Engine> Poller<E> {
             hash: to.hash,
             key: to.key.clone(),
             now: Some((Vec::new(), expire_ms)),
+            enc: Enc::Value,
+            held: false,
             large: Some(Box::new(view)),
             own,
             access: None,
@@ -1003,6 +1007,8 @@ impl<E: Engine> Poller<E> {
             hash: req.hash,
             key: key.into(),
             now: Some((Vec::new(), 0)),
+            enc: Enc::Value,
+            held: false,
             large: None,
             own,
             access: None,

@@ -387,8 +387,10 @@ impl<E: Engine, W> Keyspace<E, W> {
                 self.append_seq(pid, &hash, rec.key, &[], 0, FLAG_TOMBSTONE, rec.meta.seq)
                     .map(drop)
             } else {
-                // A large value's head moves alone: its pieces stay.
-                let (seq, flags) = (self.take_seq(), rec.meta.flags & FLAG_LARGE);
+                // A large value's head moves alone: its pieces stay. The
+                // value's encoding mark moves with it.
+                let flags = rec.meta.flags & FLAG_LARGE | rec.enc().flags();
+                let seq = self.take_seq();
                 self.append_seq(
                     pid,
                     &hash,

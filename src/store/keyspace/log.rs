@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::large::LargeJob;
 use super::{CommitFailed, Config, Keyspace, Tag, WriteError};
 use crate::format::{
-    align_down, align_up, encode_record, place_record, record_len, FlushMark, LargeHead,
+    align_down, align_up, encode_record, place_record, record_len, Enc, FlushMark, LargeHead,
     RecordMeta, SegmentHeader, FLAG_LARGE, FLAG_TOMBSTONE, SEGMENT_HEADER,
 };
 use crate::index::{Entry, IndexError, KeyHash};
@@ -341,8 +341,28 @@ impl<E: Engine, W> Keyspace<E, W> {
         expire_ms: u64,
         tombstone: bool,
     ) -> Result<(), WriteError> {
+        self.write_marked(pid, hash, key, value, expire_ms, tombstone, Enc::Value)
+    }
+
+    /// [`Keyspace::write`] of a value whose encoding its history decides
+    /// (a tombstone's mark is nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_marked(
+        &mut self,
+        pid: u32,
+        hash: &KeyHash,
+        key: &[u8],
+        value: &[u8],
+        expire_ms: u64,
+        tombstone: bool,
+        enc: Enc,
+    ) -> Result<(), WriteError> {
         let seq = self.take_seq();
-        let flags = if tombstone { FLAG_TOMBSTONE } else { 0 };
+        let flags = if tombstone {
+            FLAG_TOMBSTONE
+        } else {
+            enc.flags()
+        };
         let old = self.append_seq(pid, hash, key, value, expire_ms, flags, seq)?;
         let len = record_len(key.len(), value.len());
         self.counters.user_bytes.fetch_add(len, Relaxed);
