@@ -1,8 +1,8 @@
 //! Creating a store, and `nvkv load`: the bulk loader (the original
 //! `mk_data`). Records are packed into segments in memory and written with
 //! large aligned `O_DIRECT` writes by a writer thread, at sequential-write
-//! speed; the index is built alongside and marked clean at the end, so the
-//! server maps it without reading the data.
+//! speed; the index is built alongside, on a thread of its own, and marked
+//! clean at the end, so the server maps it without reading the data.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use crate::format::{
     encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
-use crate::index::{Batch, Checkpoint, Entry, KeyHash, Partition};
+use crate::index::{Batch, Checkpoint, Entry, IndexError, KeyHash, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 use crate::keys;
 
@@ -388,16 +388,39 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
         )
         .expect("template"),
     );
+    // The index is built on a thread of its own, from the entries of
+    // each segment as it is sealed: the other core generates and packs.
+    let (to_index, index_rx) = mpsc::sync_channel::<Vec<(u32, KeyHash, Entry)>>(16);
+    // Their vectors come back, so that the loop's memory stays in pages
+    // it has (fresh ones cost a page fault and zeroing each).
+    let (recycle_entries, recycled_entries) = mpsc::channel();
+    let mut parts = std::mem::take(&mut st.parts);
+    let partitions = sb.partitions;
+    let indexer = std::thread::Builder::new()
+        .name("load-index".into())
+        .spawn(move || -> Result<Vec<Partition>, IndexError> {
+            // Inserts made in tag order (see [`Batch`]).
+            let mut batch = Batch::new(partitions, 1 << 20);
+            for mut entries in index_rx {
+                for (pid, hash, e) in entries.drain(..) {
+                    batch.push(&mut parts, pid, hash, e)?;
+                }
+                let _ = recycle_entries.send(entries);
+            }
+            batch.flush(&mut parts)?;
+            Ok(parts)
+        })
+        .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     let mut windows: Vec<Window> = (0..sb.shards).map(|_| Window::default()).collect();
     let mut sealer = Sealer {
         sb: &sb,
-        parts: &mut st.parts,
         to_writer: &to_writer,
+        to_index: &to_index,
         recycled: &recycled,
+        recycled_entries: &recycled_entries,
         next_seg: 0,
         gen: 0,
         next_seq: vec![1; sb.shards as usize],
-        batch: Batch::new(sb.partitions, 1 << 20),
     };
     let payload = seg_size - SEGMENT_HEADER;
     let mut value_bytes = 0u64;
@@ -439,9 +462,10 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
             sealer.seal(shard as u32, w)?;
         }
     }
-    sealer.batch.flush(sealer.parts)?;
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
+    drop(to_index);
+    st.parts = indexer.join().expect("index thread")?;
     drop(to_writer);
     let device_bytes = writer
         .join()
@@ -461,18 +485,17 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     })
 }
 
-/// Packs windows of records into segments, indexes them and sends them to
-/// the writer thread.
+/// Packs windows of records into segments and sends them to the writer
+/// thread, their index entries to the index thread.
 struct Sealer<'a> {
     sb: &'a Superblock,
-    parts: &'a mut [Partition],
     to_writer: &'a mpsc::SyncSender<(u64, IoBuf)>,
+    to_index: &'a mpsc::SyncSender<Vec<(u32, KeyHash, Entry)>>,
     recycled: &'a mpsc::Receiver<IoBuf>,
+    recycled_entries: &'a mpsc::Receiver<Vec<(u32, KeyHash, Entry)>>,
     next_seg: u32,
     gen: u64,
     next_seq: Vec<u64>,
-    /// Index inserts, made in tag order (see [`Batch`]).
-    batch: Batch,
 }
 
 impl Sealer<'_> {
@@ -511,6 +534,7 @@ impl Sealer<'_> {
         };
         header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         let base = self.sb.segment_offset(no);
+        let mut entries = self.recycled_entries.try_recv().unwrap_or_default();
         for &(at, i) in &placed {
             let r = &w.recs[i];
             let key = &w.data[r.at..r.at + r.key_len];
@@ -530,26 +554,38 @@ impl Sealer<'_> {
                 tombstone: false,
                 expire_ms: 0,
             };
-            self.batch.push(self.parts, r.pid, r.hash, e)?;
+            entries.push((r.pid, r.hash, e));
         }
+        // A closed channel: the index thread stopped on an error, which its
+        // join reports.
+        let _ = self.to_index.send(entries);
         // The whole segment, the zeros after its records included: no hole
         // is left in it for the server's zeroing to find.
         self.to_writer
             .send((base, buf))
             .map_err(|_| invalid("the writer thread stopped (see its error)"))?;
 
-        // Keep what did not fit for the next segment.
-        let mut rest = Window::default();
-        for (i, r) in w.recs.iter().enumerate() {
-            if places[i].is_none() {
-                let at = rest.data.len();
-                rest.data
-                    .extend_from_slice(&w.data[r.at..r.at + r.key_len + r.value_len]);
-                rest.bytes += r.len() as usize;
-                rest.recs.push(Staged { at, ..*r });
+        // Keep what did not fit for the next segment, moved to the front
+        // of the window (its records lie in the order they came, so each
+        // moves down): the window keeps its memory for the next records.
+        let (mut end, mut bytes, mut kept) = (0, 0, 0);
+        for (i, place) in places.iter().enumerate() {
+            if place.is_some() {
+                continue;
             }
+            let r = &w.recs[i];
+            let n = r.key_len + r.value_len;
+            w.data.copy_within(r.at..r.at + n, end);
+            bytes += r.len() as usize;
+            w.recs[kept] = Staged {
+                at: end,
+                ..w.recs[i]
+            };
+            (end, kept) = (end + n, kept + 1);
         }
-        *w = rest;
+        w.data.truncate(end);
+        w.recs.truncate(kept);
+        w.bytes = bytes;
         Ok(())
     }
 }
