@@ -21,7 +21,7 @@
 //! failing their checks), so the next start rebuilds again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::{shard, IndexState, LargeMap, OpenReport, Shard, StoreError};
@@ -29,7 +29,7 @@ use crate::format::{
     piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
     FLAG_TOMBSTONE,
 };
-use crate::index::{Batch, Checkpoint, Entry, KeyHash, Partition};
+use crate::index::{Batch, Checkpoint, Entry, IndexError, KeyHash, Partition};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
 /// What a rebuild produces.
@@ -113,12 +113,33 @@ pub(super) fn rebuild(
     }
     let mut max_seq = vec![0u64; sb.shards as usize];
     let mut min_seq = vec![u64::MAX; sb.segment_count as usize];
-    let (mut records, mut failed, mut misplaced) = (0u64, None, 0u64);
+    let (mut records, mut misplaced) = (0u64, 0u64);
     let seg_size = sb.segment_size as usize;
     let cap = piece_capacity(sb.segment_size, sb.block_size as u64);
     // Heads replayed with all their pieces: (partition, key, offset, head).
     let mut heads = Vec::new();
-    let mut batch = Batch::new(sb.partitions, BATCH);
+    // The inserts are made on a thread of their own, fed each segment's
+    // entries in log order (the vectors come back for reuse): the scan's
+    // thread checks and decodes the records meanwhile.
+    let (to_index, index_rx) = mpsc::sync_channel::<Vec<(u32, KeyHash, Entry)>>(16);
+    let (recycle, recycled) = mpsc::channel();
+    let partitions = sb.partitions;
+    let indexer = std::thread::Builder::new()
+        .name("rebuild-index".into())
+        .spawn(move || -> Result<Vec<Partition>, IndexError> {
+            let mut batch = Batch::new(partitions, BATCH);
+            for mut entries in index_rx {
+                for (pid, hash, e) in entries.drain(..) {
+                    // The index cannot take it (no room to grow, say): the
+                    // channel closes, and the scan stops.
+                    batch.push(&mut parts, pid, hash, e)?;
+                }
+                let _ = recycle.send(entries);
+            }
+            batch.flush(&mut parts)?;
+            Ok(parts)
+        })
+        .map_err(io_err)?;
     read_ordered(
         &mut eng,
         order.len(),
@@ -127,6 +148,7 @@ pub(super) fn rebuild(
         |i, buf| {
             let (seg, h) = order[i];
             let base = sb.segment_offset(seg);
+            let mut entries = recycled.try_recv().unwrap_or_default();
             for (at, rec) in SegmentRecords::new(&sb.uuid, buf, &h, sb.block_size) {
                 let hash = KeyHash::full(rec.key);
                 let pid = hash.partition(sb.partitions);
@@ -165,21 +187,15 @@ pub(super) fn rebuild(
                         }
                     }
                 }
-                if let Err(err) = batch.push(&mut parts, pid, hash, e) {
-                    // The index cannot take it (no room to grow, say):
-                    // scanning on would only fail again.
-                    failed = Some(err);
-                    return false;
-                }
+                entries.push((pid, hash, e));
             }
-            true
+            // Scanning on after the index failed would only fail again.
+            to_index.send(entries).is_ok()
         },
     )
     .map_err(io_err)?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    batch.flush(&mut parts)?;
+    drop(to_index);
+    let parts = indexer.join().expect("index thread")?;
     let scanned_secs = t0.elapsed().as_secs_f64();
     let mut large = LargeMap::new();
     for (pid, hash, offset, head) in heads {
