@@ -578,6 +578,12 @@ impl Partition {
             q.mark_clean(checkpoint).map_err(io_err(&q.path))?;
             return Ok((q, Some(checkpoint)));
         }
+        // The start reads the whole table at once (its checksum, the
+        // bounds of its entries): the kernel is asked for all of it now,
+        // so that the reads of every table are at the disk together rather
+        // than faulted in one readahead window at a time. A hint: nothing
+        // waits for it.
+        let _ = p.map.advise(memmap2::Advice::WillNeed);
         Ok((p, Some(checkpoint)))
     }
 

@@ -244,7 +244,7 @@ impl Store {
         let converting = version != FORMAT_VERSION && !upgrading;
 
         let flushed = read_flush_marks(&dev, &sb)?;
-        let (parts, checkpoints) = open_partitions(dir, &sb)?;
+        let (parts, checkpoints, damage) = open_partitions(dir, &sb)?;
         let mut clean = checkpoints.iter().all(Option::is_some);
         if converting {
             // The records stay as they are; the index is rebuilt by the
@@ -256,11 +256,9 @@ impl Store {
             );
             clean = false;
         }
-        if clean {
-            if let Err(why) = check_entries(&sb, &parts) {
-                tracing::warn!("{why}; the index will be rebuilt");
-                clean = false;
-            }
+        if let (true, Some(why)) = (clean, damage) {
+            tracing::warn!("{why}; the index will be rebuilt");
+            clean = false;
         }
         // The heads of large values: saved at the clean shutdown (a store
         // of version 3 has none); without them, only a scan finds them.
@@ -368,45 +366,29 @@ fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, Sto
     Ok(marks)
 }
 
-/// Checks a cleanly closed index: every partition's slots match the
-/// checksum taken when it was closed, and every entry points at a place a
-/// record can be (inside one segment, past its header), so that a damaged
-/// slot neither loses a key nor sends reads past the device, nor makes the
-/// space accounting index past its tables. The partitions are checked on
-/// every CPU at once: this reads the whole index.
-fn check_entries(sb: &Superblock, parts: &[Partition]) -> Result<(), String> {
-    let check = |p: &Partition| -> Result<(), String> {
-        for (_, e) in p.iter() {
-            if !sb.record_fits(e.offset, e.len) {
-                return Err(format!(
-                    "index partition {}: an entry points at {} bytes at offset {}, where no record can be",
-                    p.id(),
-                    e.len,
-                    e.offset
-                ));
-            }
-        }
-        if !p.slots_intact() {
+/// Checks a cleanly closed partition: its slots match the checksum taken
+/// when it was closed, and every entry points at a place a record can be
+/// (inside one segment, past its header), so that a damaged slot neither
+/// loses a key nor sends reads past the device, nor makes the space
+/// accounting index past its tables. This reads the whole table.
+fn check_entries(sb: &Superblock, p: &Partition) -> Result<(), String> {
+    for (_, e) in p.iter() {
+        if !sb.record_fits(e.offset, e.len) {
             return Err(format!(
-                "index partition {}: the checksum of its slots does not match",
-                p.id()
+                "index partition {}: an entry points at {} bytes at offset {}, where no record can be",
+                p.id(),
+                e.len,
+                e.offset
             ));
         }
-        Ok(())
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(parts.len().max(1));
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || parts.iter().skip(t).step_by(threads).try_for_each(&check)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("index check thread"))
-            .collect::<Result<Vec<()>, String>>()
-            .map(|_| ())
-    })
+    }
+    if !p.slots_intact() {
+        return Err(format!(
+            "index partition {}: the checksum of its slots does not match",
+            p.id()
+        ));
+    }
+    Ok(())
 }
 
 /// Erases the header of every segment in `scanned` that nothing references
@@ -449,25 +431,68 @@ fn erase_dead_headers(
     Ok(dead.len() as u64)
 }
 
-/// Opens every index partition. A missing, damaged or dirty partition makes
-/// the whole index untrusted (`None` checkpoints): it is then rebuilt.
+/// Opens the index partitions, and checks each one closed clean
+/// ([`check_entries`]) as soon as it is open: on several threads, so that
+/// one table's pages come from the disk while another's are checked (a
+/// clean start reads the whole index once). A partition that cannot be
+/// opened is replaced by an empty one, and then no table counts as clean
+/// (the index is rebuilt). The third value is the first damage a check
+/// found.
+#[allow(clippy::type_complexity)]
 fn open_partitions(
     dir: &Path,
     sb: &Superblock,
-) -> Result<(Vec<Partition>, Vec<Option<Checkpoint>>), StoreError> {
+) -> Result<(Vec<Partition>, Vec<Option<Checkpoint>>, Option<String>), StoreError> {
     let idx = dir.join("index");
     std::fs::create_dir_all(&idx).map_err(io_at(&idx))?;
-    let mut parts = Vec::with_capacity(sb.partitions as usize);
-    let mut cps = Vec::with_capacity(sb.partitions as usize);
-    for id in 0..sb.partitions {
-        match Partition::open(dir, id, sb.uuid) {
+    type Opened = (
+        Result<(Partition, Option<Checkpoint>), String>,
+        Option<String>,
+    );
+    let n = sb.partitions as usize;
+    // Twice the CPUs: the threads wait for the disk as much as they work.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |c| c.get())
+        .saturating_mul(2)
+        .clamp(1, n.clamp(1, 16));
+    let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for id in (t..n).step_by(threads) {
+                        let got = Partition::open(dir, id as u32, sb.uuid);
+                        let damage = match &got {
+                            Ok((p, Some(_))) => check_entries(sb, p).err(),
+                            _ => None,
+                        };
+                        out.push((id, (got.map_err(|e| e.to_string()), damage)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        for w in workers {
+            for (id, o) in w.join().expect("index open thread") {
+                opened[id] = Some(o);
+            }
+        }
+    });
+    let mut parts = Vec::with_capacity(n);
+    let mut cps = Vec::with_capacity(n);
+    let mut damage = None;
+    for (id, o) in opened.into_iter().enumerate() {
+        let (got, d) = o.expect("every partition opened");
+        damage = damage.or(d);
+        match got {
             Ok((p, cp)) => {
                 parts.push(p);
                 cps.push(cp);
             }
             Err(e) => {
                 tracing::warn!("index partition {id} unusable ({e}); the index will be rebuilt");
-                parts.push(Partition::create(dir, id, sb.uuid, 0)?);
+                parts.push(Partition::create(dir, id as u32, sb.uuid, 0)?);
                 cps.push(None);
             }
         }
@@ -477,5 +502,5 @@ fn open_partitions(
         // the files: these are not cleared page by page first.
         cps.iter_mut().for_each(|cp| *cp = None);
     }
-    Ok((parts, cps))
+    Ok((parts, cps, damage))
 }
