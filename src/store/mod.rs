@@ -244,7 +244,16 @@ impl Store {
         let converting = version != FORMAT_VERSION && !upgrading;
 
         let flushed = read_flush_marks(&dev, &sb)?;
-        let (parts, checkpoints, damage) = open_partitions(dir, &sb)?;
+        // The heads of large values: saved at the clean shutdown (a store
+        // of version 3 has none); without them, only a scan finds them.
+        // Read first, so that the tables' check counts the heads their
+        // entries point at; its generation is checked against theirs below.
+        let saved_large = (!upgrading)
+            .then(|| space::read_large_table(dir, &sb))
+            .flatten();
+        let no_large = LargeMap::new();
+        let heads = saved_large.as_ref().map_or(&no_large, |(_, m)| m);
+        let (parts, checkpoints, damage, walked) = open_partitions(dir, &sb, heads)?;
         let mut clean = checkpoints.iter().all(Option::is_some);
         if converting {
             // The records stay as they are; the index is rebuilt by the
@@ -260,13 +269,11 @@ impl Store {
             tracing::warn!("{why}; the index will be rebuilt");
             clean = false;
         }
-        // The heads of large values: saved at the clean shutdown (a store
-        // of version 3 has none); without them, only a scan finds them.
         let mut large = LargeMap::new();
         if clean && !upgrading {
             let max_gen = checkpoints.iter().flatten().map(|c| c.max_gen).max();
-            match space::load_large_table(dir, &sb, max_gen.unwrap_or(0)) {
-                Some(map) => large = map,
+            match saved_large.filter(|(gen, _)| *gen == max_gen.unwrap_or(0)) {
+                Some((_, map)) => large = map,
                 None => {
                     tracing::warn!(
                         "the table of large values (large.tbl) is missing, damaged or \
@@ -330,7 +337,13 @@ impl Store {
             // Records written after a flush must sort above it.
             s.next_seq = s.next_seq.max(s.flushed.below);
         }
-        let space = Space::from_index(&sb, &shards, max_gen, min_seq, large);
+        // A clean start counted the entries as it checked them.
+        let space = match (report.state, walked) {
+            (IndexState::Clean, Some(walked)) => {
+                Space::from_walked(&sb, walked, max_gen, min_seq, large)
+            }
+            _ => Space::from_index(&sb, &shards, max_gen, min_seq, large),
+        };
         report.segments_erased = erase_dead_headers(&dev, &sb, &space, &scanned)?;
         let next_seq = shards.iter().map(|s| s.next_seq).max().unwrap_or(1);
         Ok(Store {
@@ -442,7 +455,16 @@ fn erase_dead_headers(
 fn open_partitions(
     dir: &Path,
     sb: &Superblock,
-) -> Result<(Vec<Partition>, Vec<Option<Checkpoint>>, Option<String>), StoreError> {
+    heads: &LargeMap,
+) -> Result<
+    (
+        Vec<Partition>,
+        Vec<Option<Checkpoint>>,
+        Option<String>,
+        Option<Vec<space::Walked>>,
+    ),
+    StoreError,
+> {
     let idx = dir.join("index");
     std::fs::create_dir_all(&idx).map_err(io_at(&idx))?;
     type Opened = (
@@ -456,27 +478,35 @@ fn open_partitions(
         .saturating_mul(2)
         .clamp(1, n.clamp(1, 16));
     let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
+    // What the checks counted of the entries (`Space::from_walked`), which
+    // a clean start uses: the walk is done once.
+    let mut walked = Vec::with_capacity(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    let mut out = Vec::new();
+                    let (mut out, mut counts) = (Vec::new(), space::Walked::new(sb));
                     for id in (t..n).step_by(threads) {
                         let got = Partition::open(dir, id as u32, sb.uuid);
                         let damage = match &got {
                             Ok((p, Some(_))) => check_entries(sb, p).err(),
                             _ => None,
                         };
+                        if let (Ok((p, Some(_))), None) = (&got, &damage) {
+                            counts.count(sb, shard_of(id as u32, sb.shards), p, heads);
+                        }
                         out.push((id, (got.map_err(|e| e.to_string()), damage)));
                     }
-                    out
+                    (out, counts)
                 })
             })
             .collect();
         for w in workers {
-            for (id, o) in w.join().expect("index open thread") {
+            let (out, counts) = w.join().expect("index open thread");
+            for (id, o) in out {
                 opened[id] = Some(o);
             }
+            walked.push(counts);
         }
     });
     let mut parts = Vec::with_capacity(n);
@@ -497,10 +527,12 @@ fn open_partitions(
             }
         }
     }
-    if cps.iter().any(Option::is_none) {
+    let all_clean = cps.iter().all(Option::is_some);
+    if !all_clean {
         // The rebuild builds new tables (sized as these) and replaces
         // the files: these are not cleared page by page first.
         cps.iter_mut().for_each(|cp| *cp = None);
     }
-    Ok((parts, cps, damage))
+    let walked = (all_clean && damage.is_none()).then_some(walked);
+    Ok((parts, cps, damage, walked))
 }

@@ -15,6 +15,7 @@ use crossbeam_queue::SegQueue;
 
 use super::Shard;
 use crate::format::{align_up, piece_capacity, LargeHead, Superblock};
+use crate::index::Partition;
 
 /// The heads of large values the index references, by device offset of
 /// the head record: what their pieces are.
@@ -60,8 +61,11 @@ pub struct Space {
     block: u64,
 }
 
-/// What one thread of [`Space::from_index`] counted of its shards' entries.
-struct Walked {
+/// What one thread counted of the entries it walked: the referenced
+/// bytes of each segment and the heads of large values among them
+/// ([`Space::from_walked`]). A clean start counts while it checks the
+/// tables (`store::open_partitions`); [`Space::from_index`] walks them.
+pub struct Walked {
     /// Bytes referenced per segment.
     live: Vec<u32>,
     /// Of them, bytes of markers (expired or evicted keys) per segment.
@@ -70,6 +74,34 @@ struct Walked {
     shard: Vec<u32>,
     /// Offsets of entries that are heads of large values.
     heads: Vec<u64>,
+}
+
+impl Walked {
+    pub fn new(sb: &Superblock) -> Walked {
+        let n = sb.segment_count as usize;
+        Walked {
+            live: vec![0; n],
+            gone: vec![0; n],
+            shard: vec![NO_SHARD; n],
+            heads: Vec::new(),
+        }
+    }
+
+    /// Counts the entries of partition `p` of shard `shard`; `large`: the
+    /// heads of large values the store may hold, by offset.
+    pub fn count(&mut self, sb: &Superblock, shard: u32, p: &Partition, large: &LargeMap) {
+        for (_, e) in p.iter() {
+            if !e.tombstone && large.contains_key(&e.offset) {
+                self.heads.push(e.offset);
+            }
+            let seg = sb.segment_of(e.offset) as usize;
+            self.live[seg] += e.len;
+            if e.is_marker() {
+                self.gone[seg] += e.len;
+            }
+            self.shard[seg] = shard;
+        }
+    }
 }
 
 impl Space {
@@ -87,16 +119,9 @@ impl Space {
         min_seq: Option<Vec<u64>>,
         large: LargeMap,
     ) -> Self {
-        let n = sb.segment_count as usize;
-        let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
-        let gone: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
-        let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
         // Every entry of the index, on every CPU (a shard's partitions to
-        // one thread), each thread summing into counts of its own (shared
-        // atomic counters would bounce their cache lines between CPUs):
-        // a clean start of 100 M keys walked 2 GiB of index here on one
-        // thread for over a second. The heads of large values the index
-        // references are picked out of `large` afterwards.
+        // one thread), each thread into counts of its own (shared atomic
+        // counters would bounce their cache lines between CPUs).
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, shards.len().max(1));
@@ -105,25 +130,10 @@ impl Space {
                 .map(|t| {
                     let large = &large;
                     scope.spawn(move || {
-                        let mut w = Walked {
-                            live: vec![0; n],
-                            gone: vec![0; n],
-                            shard: vec![NO_SHARD; n],
-                            heads: Vec::new(),
-                        };
+                        let mut w = Walked::new(sb);
                         for s in shards.iter().skip(t).step_by(threads) {
                             for p in s.partitions() {
-                                for (_, e) in p.iter() {
-                                    if !e.tombstone && large.contains_key(&e.offset) {
-                                        w.heads.push(e.offset);
-                                    }
-                                    let seg = sb.segment_of(e.offset) as usize;
-                                    w.live[seg] += e.len;
-                                    if e.is_marker() {
-                                        w.gone[seg] += e.len;
-                                    }
-                                    w.shard[seg] = s.id;
-                                }
+                                w.count(sb, s.id, p, large);
                             }
                         }
                         w
@@ -134,6 +144,22 @@ impl Space {
                 .map(|w| w.join().expect("index walk thread"))
                 .collect()
         });
+        Self::from_walked(sb, walked, max_gen, min_seq, large)
+    }
+
+    /// [`Space::from_index`] from the counts of threads that walked every
+    /// entry of the index between them.
+    pub fn from_walked(
+        sb: &Superblock,
+        walked: Vec<Walked>,
+        max_gen: u64,
+        min_seq: Option<Vec<u64>>,
+        large: LargeMap,
+    ) -> Self {
+        let n = sb.segment_count as usize;
+        let live: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        let gone: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        let shard: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(NO_SHARD)).collect();
         let mut referenced = Vec::new();
         for w in walked {
             for seg in 0..n {
@@ -145,6 +171,7 @@ impl Space {
             }
             referenced.extend(w.heads);
         }
+        // Of `large`, the heads a live entry points at.
         let mut heads = LargeMap::with_capacity(referenced.len());
         let mut large = large;
         for off in referenced {
@@ -469,10 +496,12 @@ pub fn save_large_table(
     std::fs::rename(tmp, dir.join(LARGE_TABLE))
 }
 
-/// Loads the table [`save_large_table`] wrote for an index checkpointed
-/// at generation `max_gen`; `None` when missing, damaged or of another
-/// generation (the index is then rebuilt: only a scan finds the heads).
-pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<LargeMap> {
+/// The table [`save_large_table`] wrote, whole and of this store, with
+/// the highest generation of the index it was saved with; `None` when
+/// missing or damaged. A table of another generation than the index's
+/// checkpoint is not the index's: the caller then rebuilds the index
+/// (only a scan finds the heads).
+pub fn read_large_table(dir: &Path, sb: &Superblock) -> Option<(u64, LargeMap)> {
     let b = std::fs::read(dir.join(LARGE_TABLE)).ok()?;
     if b.len() < 40 || &b[..8] != LARGE_MAGIC || b[8..24] != sb.uuid {
         return None;
@@ -482,9 +511,7 @@ pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<Lar
     if crc32c::crc32c(&b[32..]) != crc {
         return None;
     }
-    if u64::from_le_bytes(b[32..40].try_into().ok()?) != max_gen {
-        return None;
-    }
+    let gen = u64::from_le_bytes(b[32..40].try_into().ok()?);
     let mut map = LargeMap::with_capacity(count);
     let mut at = 40;
     for _ in 0..count {
@@ -497,7 +524,7 @@ pub fn load_large_table(dir: &Path, sb: &Superblock, max_gen: u64) -> Option<Lar
         map.insert(off, Arc::new(head));
         at += 12 + len;
     }
-    (at == b.len()).then_some(map)
+    (at == b.len()).then_some((gen, map))
 }
 
 #[cfg(test)]
