@@ -1454,6 +1454,63 @@ impl Batch {
     }
 }
 
+/// Entries to insert into the partitions: (partition, digest, entry).
+pub type Inserts = Vec<(u32, KeyHash, Entry)>;
+
+/// A thread of its own making a bulk build's index inserts (a load's, a
+/// rebuild's), through a [`Batch`] of `cap` entries: the thread that makes
+/// the records sends it their entries, a vector at a time in log order,
+/// and meanwhile goes on with the next. The vectors come back, emptied,
+/// for reuse (fresh memory costs a page fault and zeroing per page).
+pub struct Inserter {
+    to: std::sync::mpsc::SyncSender<Inserts>,
+    back: std::sync::mpsc::Receiver<Inserts>,
+    thread: std::thread::JoinHandle<Result<Vec<Partition>, IndexError>>,
+}
+
+impl Inserter {
+    /// Starts thread `name`, which owns `parts` until [`Inserter::finish`].
+    pub fn start(name: &str, parts: Vec<Partition>, cap: usize) -> io::Result<Inserter> {
+        let (to, rx) = std::sync::mpsc::sync_channel::<Inserts>(16);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let mut parts = parts;
+        let partitions = parts.len() as u32;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut batch = Batch::new(partitions, cap);
+                for mut entries in rx {
+                    for (pid, hash, e) in entries.drain(..) {
+                        // The index cannot take it (no room to grow, say):
+                        // the thread stops, and `send` says so.
+                        batch.push(&mut parts, pid, hash, e)?;
+                    }
+                    let _ = back_tx.send(entries);
+                }
+                batch.flush(&mut parts)?;
+                Ok(parts)
+            })?;
+        Ok(Inserter { to, back, thread })
+    }
+
+    /// An empty vector to fill, one sent before if one came back.
+    pub fn vec(&self) -> Inserts {
+        self.back.try_recv().unwrap_or_default()
+    }
+
+    /// Sends `entries` to be inserted; false when the thread stopped on
+    /// an error ([`Inserter::finish`] returns it).
+    pub fn send(&self, entries: Inserts) -> bool {
+        self.to.send(entries).is_ok()
+    }
+
+    /// Waits for every insert sent, and hands the partitions back.
+    pub fn finish(self) -> Result<Vec<Partition>, IndexError> {
+        drop(self.to);
+        self.thread.join().expect("index insert thread")
+    }
+}
+
 /// Writes a table built in memory to `part-NNNN.idx.build` beside its
 /// file: with a clean header at `Some(checkpoint)` and the checksum of its
 /// slots, synced; or with a dirty header, not synced (a dirty table's

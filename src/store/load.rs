@@ -15,7 +15,7 @@ use crate::format::{
     encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
-use crate::index::{Batch, Checkpoint, Entry, IndexError, KeyHash, Partition};
+use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 use crate::keys;
 
@@ -390,34 +390,15 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     );
     // The index is built on a thread of its own, from the entries of
     // each segment as it is sealed: the other core generates and packs.
-    let (to_index, index_rx) = mpsc::sync_channel::<Vec<(u32, KeyHash, Entry)>>(16);
-    // Their vectors come back, so that the loop's memory stays in pages
-    // it has (fresh ones cost a page fault and zeroing each).
-    let (recycle_entries, recycled_entries) = mpsc::channel();
-    let mut parts = std::mem::take(&mut st.parts);
-    let partitions = sb.partitions;
-    let indexer = std::thread::Builder::new()
-        .name("load-index".into())
-        .spawn(move || -> Result<Vec<Partition>, IndexError> {
-            // Inserts made in tag order (see [`Batch`]).
-            let mut batch = Batch::new(partitions, 1 << 20);
-            for mut entries in index_rx {
-                for (pid, hash, e) in entries.drain(..) {
-                    batch.push(&mut parts, pid, hash, e)?;
-                }
-                let _ = recycle_entries.send(entries);
-            }
-            batch.flush(&mut parts)?;
-            Ok(parts)
-        })
+    let parts = std::mem::take(&mut st.parts);
+    let inserter = Inserter::start("load-index", parts, 1 << 20)
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     let mut windows: Vec<Window> = (0..sb.shards).map(|_| Window::default()).collect();
     let mut sealer = Sealer {
         sb: &sb,
         to_writer: &to_writer,
-        to_index: &to_index,
+        inserter: &inserter,
         recycled: &recycled,
-        recycled_entries: &recycled_entries,
         next_seg: 0,
         gen: 0,
         next_seq: vec![1; sb.shards as usize],
@@ -464,8 +445,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     }
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
-    drop(to_index);
-    st.parts = indexer.join().expect("index thread")?;
+    st.parts = inserter.finish()?;
     drop(to_writer);
     let device_bytes = writer
         .join()
@@ -490,9 +470,8 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
 struct Sealer<'a> {
     sb: &'a Superblock,
     to_writer: &'a mpsc::SyncSender<(u64, IoBuf)>,
-    to_index: &'a mpsc::SyncSender<Vec<(u32, KeyHash, Entry)>>,
+    inserter: &'a Inserter,
     recycled: &'a mpsc::Receiver<IoBuf>,
-    recycled_entries: &'a mpsc::Receiver<Vec<(u32, KeyHash, Entry)>>,
     next_seg: u32,
     gen: u64,
     next_seq: Vec<u64>,
@@ -534,7 +513,7 @@ impl Sealer<'_> {
         };
         header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         let base = self.sb.segment_offset(no);
-        let mut entries = self.recycled_entries.try_recv().unwrap_or_default();
+        let mut entries = self.inserter.vec();
         for &(at, i) in &placed {
             let r = &w.recs[i];
             let key = &w.data[r.at..r.at + r.key_len];
@@ -556,9 +535,9 @@ impl Sealer<'_> {
             };
             entries.push((r.pid, r.hash, e));
         }
-        // A closed channel: the index thread stopped on an error, which its
-        // join reports.
-        let _ = self.to_index.send(entries);
+        // Refused: the index thread stopped on an error, which `finish`
+        // reports.
+        self.inserter.send(entries);
         // The whole segment, the zeros after its records included: no hole
         // is left in it for the server's zeroing to find.
         self.to_writer

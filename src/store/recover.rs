@@ -21,7 +21,7 @@
 //! failing their checks), so the next start rebuilds again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{shard, IndexState, LargeMap, OpenReport, Shard, StoreError};
@@ -29,7 +29,7 @@ use crate::format::{
     piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
     FLAG_TOMBSTONE,
 };
-use crate::index::{Batch, Checkpoint, Entry, IndexError, KeyHash, Partition};
+use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
 /// What a rebuild produces.
@@ -64,7 +64,7 @@ pub(super) fn rebuild(
     t0: Instant,
 ) -> Result<Rebuilt, StoreError> {
     tracing::info!("index not clean: rebuilding it from the device");
-    let mut parts = old
+    let parts = old
         .iter()
         .map(Partition::rebuild_in_memory)
         .collect::<Result<Vec<_>, _>>()?;
@@ -119,27 +119,9 @@ pub(super) fn rebuild(
     // Heads replayed with all their pieces: (partition, key, offset, head).
     let mut heads = Vec::new();
     // The inserts are made on a thread of their own, fed each segment's
-    // entries in log order (the vectors come back for reuse): the scan's
-    // thread checks and decodes the records meanwhile.
-    let (to_index, index_rx) = mpsc::sync_channel::<Vec<(u32, KeyHash, Entry)>>(16);
-    let (recycle, recycled) = mpsc::channel();
-    let partitions = sb.partitions;
-    let indexer = std::thread::Builder::new()
-        .name("rebuild-index".into())
-        .spawn(move || -> Result<Vec<Partition>, IndexError> {
-            let mut batch = Batch::new(partitions, BATCH);
-            for mut entries in index_rx {
-                for (pid, hash, e) in entries.drain(..) {
-                    // The index cannot take it (no room to grow, say): the
-                    // channel closes, and the scan stops.
-                    batch.push(&mut parts, pid, hash, e)?;
-                }
-                let _ = recycle.send(entries);
-            }
-            batch.flush(&mut parts)?;
-            Ok(parts)
-        })
-        .map_err(io_err)?;
+    // entries in log order: the scan's thread checks and decodes the
+    // records meanwhile.
+    let inserter = Inserter::start("rebuild-index", parts, BATCH).map_err(io_err)?;
     read_ordered(
         &mut eng,
         order.len(),
@@ -148,7 +130,7 @@ pub(super) fn rebuild(
         |i, buf| {
             let (seg, h) = order[i];
             let base = sb.segment_offset(seg);
-            let mut entries = recycled.try_recv().unwrap_or_default();
+            let mut entries = inserter.vec();
             for (at, rec) in SegmentRecords::new(&sb.uuid, buf, &h, sb.block_size) {
                 let hash = KeyHash::full(rec.key);
                 let pid = hash.partition(sb.partitions);
@@ -190,12 +172,11 @@ pub(super) fn rebuild(
                 entries.push((pid, hash, e));
             }
             // Scanning on after the index failed would only fail again.
-            to_index.send(entries).is_ok()
+            inserter.send(entries)
         },
     )
     .map_err(io_err)?;
-    drop(to_index);
-    let parts = indexer.join().expect("index thread")?;
+    let parts = inserter.finish()?;
     let scanned_secs = t0.elapsed().as_secs_f64();
     let mut large = LargeMap::new();
     for (pid, hash, offset, head) in heads {
