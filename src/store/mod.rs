@@ -449,8 +449,10 @@ fn erase_dead_headers(
 /// one table's pages come from the disk while another's are checked (a
 /// clean start reads the whole index once). A partition that cannot be
 /// opened is replaced by an empty one, and then no table counts as clean
-/// (the index is rebuilt). The third value is the first damage a check
-/// found.
+/// (the index is rebuilt). Also returned: the first damage a check
+/// found, and, when every table is clean and sound, what the checks
+/// counted of their entries (`heads`: the large values' heads the store
+/// may hold) for `Space::from_walked`.
 #[allow(clippy::type_complexity)]
 fn open_partitions(
     dir: &Path,
