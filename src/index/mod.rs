@@ -174,6 +174,22 @@ pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
     (len > 0).then(|| &key[open + 1..open + 1 + len])
 }
 
+/// Writes a slot at the start of `slot`: a wide one's whole tag, or a
+/// narrow one's top 32 bits, then the record's place and the expiry and
+/// access word.
+fn write_slot(slot: &mut [u8], wide: bool, tag: u64, loc: u64, word: u64) {
+    let t = if wide {
+        slot[..8].copy_from_slice(&tag.to_le_bytes());
+        8
+    } else {
+        debug_assert!(tag as u32 == 0, "a narrow slot keeps a tag's top 32 bits");
+        slot[..4].copy_from_slice(&((tag >> 32) as u32).to_le_bytes());
+        4
+    };
+    slot[t..t + 8].copy_from_slice(&loc.to_le_bytes());
+    slot[t + 8..t + 16].copy_from_slice(&word.to_le_bytes());
+}
+
 /// Maps a uniform 64-bit value onto `[0, n)` without division.
 fn fastrange(h: u64, n: u64) -> u64 {
     ((h as u128 * n as u128) >> 64) as u64
@@ -774,15 +790,8 @@ impl Partition {
     }
 
     fn set(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
-        let (a, t) = (self.at(i), self.tag_size());
-        if self.wide {
-            self.map[a..a + 8].copy_from_slice(&tag.to_le_bytes());
-        } else {
-            debug_assert!(tag as u32 == 0, "a narrow slot keeps a tag's top 32 bits");
-            self.map[a..a + 4].copy_from_slice(&((tag >> 32) as u32).to_le_bytes());
-        }
-        self.map[a + t..a + t + 8].copy_from_slice(&loc.to_le_bytes());
-        self.map[a + t + 8..a + t + 16].copy_from_slice(&word.to_le_bytes());
+        let a = self.at(i);
+        write_slot(&mut self.map[a..], self.wide, tag, loc, word);
     }
 
     fn set_word(&mut self, i: u64, word: u64) {
@@ -1059,9 +1068,7 @@ impl Partition {
                 loc => (self.tag_at(i) & mask, loc, self.word_at(i)),
             };
             let a = HEADER + i as usize * SLOT;
-            self.map[a..a + 4].copy_from_slice(&((tag >> 32) as u32).to_le_bytes());
-            self.map[a + 4..a + 12].copy_from_slice(&loc.to_le_bytes());
-            self.map[a + 12..a + 20].copy_from_slice(&word.to_le_bytes());
+            write_slot(&mut self.map[a..], false, tag, loc, word);
         }
         self.wide = false;
     }
