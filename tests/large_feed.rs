@@ -165,8 +165,16 @@ const ONE_VALUE: &str = "128M";
 
 #[test]
 fn a_client_gone_mid_value_leaves_the_key_as_it_was_and_the_space_free() {
+    // The poller inside the one connection thread, and a thread of its
+    // own beside two connection threads: the client's end of stream is
+    // found once the poller has taken the pieces read before it.
+    a_client_gone_mid_value(&["--tcp-threads", "1", "--io-threads", "1"]);
+    a_client_gone_mid_value(&["--tcp-threads", "2", "--io-threads", "1"]);
+}
+
+fn a_client_gone_mid_value(threads: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), &["--capacity", ONE_VALUE]);
+    let srv = Server::start(dir.path(), &[&["--capacity", ONE_VALUE], threads].concat());
     let mut c = client(&srv);
     let _: () = c.set("k", "old").unwrap();
     let v = value(80 << 20, 4);

@@ -7,6 +7,8 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use std::time::Duration;
+
 use common::{encode, raw, read_all, read_line, Server};
 
 /// Sends one command and reads its one-line reply.
@@ -303,6 +305,44 @@ fn half_closed_clients_get_every_reply() {
         .as_bytes()
         .chunks(one.len())
         .all(|c| c == one.as_bytes()));
+    srv.stop();
+}
+
+#[test]
+fn a_command_sent_with_the_close_is_answered_and_the_connection_ends() {
+    // The end of the client's stream is reported by an event that may
+    // come while input is still unread (a pipeline longer than one read):
+    // the server answers everything, then closes, rather than waiting for
+    // a later event that never comes.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[]);
+    // Small commands, and pipelines longer than the server reads at once
+    // (it reads the rest once it has answered the first part).
+    for i in 0..100 {
+        let mut s = raw(&srv);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let pings = if i % 2 == 0 { 1 } else { 40_000 };
+        let mut req = encode(&[b"SET", format!("k{i}").as_bytes(), b"v"]);
+        (0..pings).for_each(|_| req.extend(encode(&[b"PING"])));
+        s.write_all(&req).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let t0 = std::time::Instant::now();
+        let got = read_all(s);
+        let want = format!("+OK\r\n{}", "+PONG\r\n".repeat(pings));
+        assert!(
+            got == want,
+            "round {i}: {} bytes of {}",
+            got.len(),
+            want.len()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "round {i}: the connection stayed open {:?} after its replies",
+            t0.elapsed()
+        );
+    }
+    let n: i64 = redis::cmd("DBSIZE").query(&mut srv.client()).unwrap();
+    assert_eq!(n, 100);
     srv.stop();
 }
 

@@ -236,6 +236,11 @@ pub(super) struct Conn {
     /// then, so that servicing a connection for a reply or a writable
     /// socket makes no read that ends in EAGAIN.
     pub(super) readable: bool,
+    /// An event said the client shut down its side: its end of stream is
+    /// in the socket behind whatever input is left, and no later event
+    /// will report it. A short read then proves nothing; reads go on
+    /// until one returns the end.
+    pub(super) peer_closed: bool,
     /// AUTH succeeded, or no password is required.
     pub(super) authed: bool,
     /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
@@ -364,6 +369,7 @@ impl Conn {
             queued: false,
             // Input may have come before the socket was registered.
             readable: true,
+            peer_closed: false,
             authed,
             reply_off: false,
             reply_skip: false,
@@ -790,8 +796,8 @@ impl Conn {
                 self.last_active = super::turn::now();
                 stats.net_in.fetch_add(n as u64, Relaxed);
                 // A short read drained the socket: skip the read that
-                // would end in EAGAIN.
-                (n < want).then_some(true)
+                // would end in EAGAIN (not the one that finds the end).
+                (n < want && !self.peer_closed).then_some(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
@@ -998,8 +1004,9 @@ impl Conn {
                     self.last_active = super::turn::now();
                     stats.net_in.fetch_add(n as u64, Relaxed);
                     f.advance(n, exec);
-                    // A short read drained the socket.
-                    if n < want {
+                    // A short read drained the socket (of all but the
+                    // end of stream, when an event said it came).
+                    if n < want && !self.peer_closed {
                         self.readable = false;
                     }
                 }

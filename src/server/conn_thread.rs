@@ -416,7 +416,7 @@ impl Thread<'_> {
                         || ev.is_read_closed()
                         || ev.is_error()
                         || !ev.is_writable();
-                    self.ready(ev.token().0 as u32, readable);
+                    self.ready(ev.token().0 as u32, readable, ev.is_read_closed());
                 }
             }
         }
@@ -434,10 +434,12 @@ impl Thread<'_> {
     }
 
     /// A socket event for connection `slot`: it is serviced, and its
-    /// socket read when the event says `readable`.
-    fn ready(&mut self, slot: u32, readable: bool) {
+    /// socket read when the event says `readable`, to its end of stream
+    /// when it says `closed`.
+    fn ready(&mut self, slot: u32, readable: bool, closed: bool) {
         if let Some(Some(c)) = self.conns.get_mut(slot as usize) {
             c.readable |= readable;
+            c.peer_closed |= closed;
         }
         self.schedule(slot);
     }
