@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{dbsize, load, Server};
+use common::{dbsize, load, wait_for, Server};
 use nvkv::index::KeyHash;
 use nvkv::keys;
 use redis::Commands;
@@ -179,6 +179,14 @@ fn after_a_rebuild_the_next_clean_restart_maps_the_index_again() {
     });
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
+    // The files the rebuilt tables replaced, and their build files, go.
+    let others = || {
+        (std::fs::read_dir(dir.path().join("index")).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !(n.starts_with("part-") && n.ends_with(".idx")))
+            .collect::<Vec<_>>()
+    };
+    wait_for("only the index's own files", || others().is_empty());
     srv.stop();
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "clean");

@@ -1491,10 +1491,11 @@ impl Batch {
     }
 
     /// Adds an insert into `parts[pid]`; inserts the partition's share
-    /// once it is whole.
+    /// once it is whole. A partition handed over ([`Inserter::hand_over`])
+    /// takes no more.
     pub fn push(
         &mut self,
-        parts: &mut [Partition],
+        parts: &mut [Option<Partition>],
         pid: u32,
         h: KeyHash,
         e: Entry,
@@ -1502,17 +1503,26 @@ impl Batch {
         let pid = pid as usize;
         self.by_part[pid].push((h, e));
         if self.by_part[pid].len() >= self.share {
-            self.insert(&mut parts[pid], pid)?;
+            self.flush_one(parts, pid)?;
         }
         Ok(())
     }
 
     /// Inserts every entry gathered.
-    pub fn flush(&mut self, parts: &mut [Partition]) -> Result<(), IndexError> {
-        for (pid, p) in parts.iter_mut().enumerate() {
-            self.insert(p, pid)?;
+    pub fn flush(&mut self, parts: &mut [Option<Partition>]) -> Result<(), IndexError> {
+        for pid in 0..parts.len() {
+            self.flush_one(parts, pid)?;
         }
         Ok(())
+    }
+
+    /// Inserts the entries gathered for partition `pid`.
+    fn flush_one(&mut self, parts: &mut [Option<Partition>], pid: usize) -> Result<(), IndexError> {
+        match parts[pid].as_mut() {
+            Some(p) => self.insert(p, pid),
+            None if self.by_part[pid].is_empty() => Ok(()),
+            None => panic!("inserts into partition {pid} after it was handed over"),
+        }
     }
 
     /// Inserts the entries gathered for partition `pid`, in tag order.
@@ -1556,6 +1566,19 @@ impl Batch {
 /// Entries to insert into the partitions: (partition, digest, entry).
 pub type Inserts = Vec<(u32, KeyHash, Entry)>;
 
+/// What an [`Inserter`]'s thread is sent.
+enum ToInsert {
+    Entries(Inserts),
+    /// These partitions take no more entries: they go to the write-out,
+    /// once the probes are looked up.
+    Done(Vec<u32>, Vec<Probe>),
+}
+
+/// An entry to look for before its partition is handed over (a rebuild's
+/// large-value heads, found current only if no later record replaced
+/// them): partition, the key's whole digest, and the entry's offset.
+pub type Probe = (u32, KeyHash, u64);
+
 /// A thread of its own making a bulk build's index inserts (a load's, a
 /// rebuild's), through a [`Batch`] of `cap` entries: the thread that makes
 /// the records sends it their entries, a vector at a time in log order,
@@ -1564,12 +1587,16 @@ pub type Inserts = Vec<(u32, KeyHash, Entry)>;
 /// The vectors come back, emptied, for reuse (fresh memory costs a page
 /// fault and zeroing per page).
 pub struct Inserter {
-    to: std::sync::mpsc::Sender<Inserts>,
+    to: std::sync::mpsc::Sender<ToInsert>,
     back: std::sync::mpsc::Receiver<Inserts>,
     waiting: std::sync::Arc<Waiting>,
     cap: usize,
-    thread: std::thread::JoinHandle<Result<Vec<Partition>, IndexError>>,
+    thread: std::thread::JoinHandle<Result<Inserted, IndexError>>,
 }
+
+/// What an [`Inserter`] hands back: the partitions it kept, and the
+/// offsets of the probes found current.
+pub type Inserted = (Vec<Partition>, Vec<u64>);
 
 /// The entries sent to an [`Inserter`]'s thread and not yet taken, and
 /// whether the thread stopped.
@@ -1598,31 +1625,66 @@ impl Drop for Stopped {
 }
 
 impl Inserter {
-    /// Starts thread `name`, which owns `parts` until [`Inserter::finish`].
-    pub fn start(name: &str, parts: Vec<Partition>, cap: usize) -> io::Result<Inserter> {
-        let (to, rx) = std::sync::mpsc::channel::<Inserts>();
+    /// Starts thread `name`, which owns `parts` until [`Inserter::finish`],
+    /// or until it hands them to `out` ([`Inserter::hand_over`]).
+    pub fn start(
+        name: &str,
+        parts: Vec<Partition>,
+        cap: usize,
+        out: Option<&WriteOut>,
+    ) -> io::Result<Inserter> {
+        let (to, rx) = std::sync::mpsc::channel::<ToInsert>();
         let (back_tx, back) = std::sync::mpsc::channel();
         let waiting = std::sync::Arc::new(Waiting::default());
         let stopped = Stopped(waiting.clone());
-        let mut parts = parts;
+        let mut parts: Vec<Option<Partition>> = parts.into_iter().map(Some).collect();
         let partitions = parts.len() as u32;
+        let out = out.map(|w| w.to.clone());
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 let stopped = stopped;
                 let mut batch = Batch::new(partitions, cap);
-                for mut entries in rx {
-                    let n = entries.len();
-                    for (pid, hash, e) in entries.drain(..) {
-                        // The index cannot take it (no room to grow, say):
-                        // the thread stops, and `send` says so.
-                        batch.push(&mut parts, pid, hash, e)?;
+                let mut found = Vec::new();
+                for msg in rx {
+                    match msg {
+                        ToInsert::Entries(mut entries) => {
+                            let n = entries.len();
+                            for (pid, hash, e) in entries.drain(..) {
+                                // The index cannot take it (no room to
+                                // grow, say): the thread stops, and `send`
+                                // says so.
+                                batch.push(&mut parts, pid, hash, e)?;
+                            }
+                            stopped.0.update(|st| st.0 -= n);
+                            let _ = back_tx.send(entries);
+                        }
+                        ToInsert::Done(pids, probes) => {
+                            for &pid in &pids {
+                                batch.flush_one(&mut parts, pid as usize)?;
+                            }
+                            // Looked up while the tags are whole: each
+                            // finds its own key's entry, no other's.
+                            for (pid, hash, offset) in probes {
+                                let p = parts[pid as usize].as_ref();
+                                let e = p.and_then(|p| p.get(&hash));
+                                if e.is_some_and(|e| e.offset == offset && !e.tombstone) {
+                                    found.push(offset);
+                                }
+                            }
+                            for pid in pids {
+                                let (Some(out), Some(p)) = (&out, parts[pid as usize].take())
+                                else {
+                                    continue;
+                                };
+                                // A write-out that stopped says why at its end.
+                                let _ = out.send((p, None));
+                            }
+                        }
                     }
-                    stopped.0.update(|st| st.0 -= n);
-                    let _ = back_tx.send(entries);
                 }
                 batch.flush(&mut parts)?;
-                Ok(parts)
+                Ok((parts.into_iter().flatten().collect(), found))
             })?;
         Ok(Inserter {
             to,
@@ -1655,11 +1717,21 @@ impl Inserter {
         }
         st.0 += entries.len();
         drop(st);
-        self.to.send(entries).is_ok()
+        self.to.send(ToInsert::Entries(entries)).is_ok()
     }
 
-    /// Waits for every insert sent, and hands the partitions back.
-    pub fn finish(self) -> Result<Vec<Partition>, IndexError> {
+    /// Partitions `pids` take no more entries: once the entries sent
+    /// before are in, and `probes` into them are looked up, they go to the
+    /// write-out given at the start, with a dirty header, while the
+    /// thread goes on with the others.
+    pub fn hand_over(&self, pids: Vec<u32>, probes: Vec<Probe>) {
+        let _ = self.to.send(ToInsert::Done(pids, probes));
+    }
+
+    /// Waits for every insert sent, and hands back the partitions not
+    /// handed over, and the offsets of the probes whose key's entry (not
+    /// a tombstone) is at their offset.
+    pub fn finish(self) -> Result<Inserted, IndexError> {
         drop(self.to);
         self.thread.join().expect("index insert thread")
     }
@@ -1670,11 +1742,12 @@ impl Inserter {
 /// slots, synced; or with a dirty header, not synced (a dirty table's
 /// contents count for nothing after a crash: the index is rebuilt, and a
 /// file renamed before its pages reached the disk fails its header
-/// check). A table mapped from its file is left as it is (`None`).
+/// check). Returns the build file, and whether it is synced (clean). A
+/// table mapped from its file is left as it is (`None`).
 fn write_build(
     p: &mut Partition,
     clean: Option<Checkpoint>,
-) -> Result<Option<(PathBuf, File)>, IndexError> {
+) -> Result<Option<BuildFile>, IndexError> {
     use std::io::Write;
     if !p.in_memory {
         return Ok(None);
@@ -1700,7 +1773,7 @@ fn write_build(
     if clean.is_some() {
         file.sync_all().map_err(io_err(&tmp))?;
     }
-    Ok(Some((tmp, file)))
+    Ok(Some((tmp, file, clean.is_some())))
 }
 
 /// Writes tables built in memory to their files and maps them there: each
@@ -1716,67 +1789,130 @@ pub fn write_out(
     parts: Vec<Partition>,
     clean: impl Fn(u32) -> Option<Checkpoint>,
 ) -> Result<Vec<Partition>, IndexError> {
-    let mut parts = parts;
-    let cps: Vec<Option<Checkpoint>> = parts.iter().map(|p| clean(p.id)).collect();
-    // Copying into the page cache takes a CPU per gigabyte-second or so:
-    // the tables are written on every CPU at once.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, parts.len().max(1));
-    let chunk = parts.len().div_ceil(threads).max(1);
-    let files: Vec<Result<Option<(PathBuf, File)>, IndexError>> = std::thread::scope(|s| {
-        let workers: Vec<_> = parts
-            .chunks_mut(chunk)
-            .zip(cps.chunks(chunk))
-            .map(|(ps, cs)| {
-                s.spawn(move || {
-                    ps.iter_mut()
-                        .zip(cs)
-                        .map(|(p, &cp)| {
+    let at = parts.first().map(|p| p.path.clone()).unwrap_or_default();
+    let out = WriteOut::start().map_err(io_err(&at))?;
+    for p in parts {
+        let cp = clean(p.id);
+        out.send(p, cp);
+    }
+    out.finish()
+}
+
+/// Tables on their way from memory to their files ([`write_out`]): each
+/// is written to its build file (its tags shortened first, if wide) by
+/// the first of the threads (one per CPU: copying into the page cache
+/// takes a CPU per gigabyte-second or so) that is free, as it is sent, so
+/// that a rebuild writes a shard's tables while it scans the next
+/// ([`Inserter::hand_over`]); [`WriteOut::finish`] renames and maps them.
+pub struct WriteOut {
+    to: std::sync::mpsc::Sender<(Partition, Option<Checkpoint>)>,
+    workers: Vec<std::thread::JoinHandle<Vec<Built>>>,
+}
+
+/// A table's build file, and whether it is synced (clean).
+type BuildFile = (PathBuf, File, bool);
+
+/// A table written to its build file (`None`: one mapped from its file,
+/// left as it was), or why not.
+type Built = Result<(Partition, Option<BuildFile>), IndexError>;
+
+impl WriteOut {
+    pub fn start() -> io::Result<WriteOut> {
+        let (to, rx) = std::sync::mpsc::channel::<(Partition, Option<Checkpoint>)>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = (0..threads)
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("index-write-{i}"))
+                    .spawn(move || {
+                        let mut built = Vec::new();
+                        loop {
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok((mut p, cp)) = next else {
+                                return built;
+                            };
                             // Shortening the tags reads and writes every
                             // slot: done on the same threads as the write.
                             if p.in_memory && p.wide {
                                 p.shorten_in_place();
                             }
-                            write_build(p, cp)
-                        })
-                        .collect::<Vec<_>>()
-                })
+                            built.push(write_build(&mut p, cp).map(|f| (p, f)));
+                        }
+                    })
             })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("index write-out thread"))
-            .collect()
-    });
-    let built: Vec<(Partition, Option<(PathBuf, File)>)> = parts
-        .into_iter()
-        .zip(files)
-        .map(|(p, f)| f.map(|f| (p, f)))
-        .collect::<Result<_, _>>()?;
-    let mut dirs = Vec::new();
-    let mut out = Vec::with_capacity(built.len());
-    for (mut p, f) in built {
-        if let Some((tmp, file)) = f {
-            std::fs::rename(&tmp, &p.path).map_err(io_err(&p.path))?;
-            // The pages just written are in the page cache: mapping them
-            // reads nothing.
-            p.map = map_file(&file, &p.path)?;
-            p.in_memory = false;
-            if let Some(dir) = p.path.parent() {
-                if !dirs.iter().any(|d: &PathBuf| d == dir) {
-                    dirs.push(dir.to_owned());
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(WriteOut { to, workers })
+    }
+
+    /// Table `p` goes to its file, with a clean header at `Some(checkpoint)`.
+    pub fn send(&self, p: Partition, clean: Option<Checkpoint>) {
+        // A thread that stopped is found at the end.
+        let _ = self.to.send((p, clean));
+    }
+
+    /// Waits for every table sent to be written, renames each over its
+    /// file, maps it there and syncs the directories; hands them back in
+    /// the order of their ids.
+    pub fn finish(self) -> Result<Vec<Partition>, IndexError> {
+        drop(self.to);
+        let mut built = Vec::new();
+        for w in self.workers {
+            built.extend(w.join().expect("index write-out thread"));
+        }
+        let mut built: Vec<(Partition, Option<BuildFile>)> =
+            built.into_iter().collect::<Result<_, _>>()?;
+        built.sort_by_key(|(p, _)| p.id);
+        let mut dirs = Vec::new();
+        let mut old = Vec::new();
+        let mut out = Vec::with_capacity(built.len());
+        for (mut p, f) in built {
+            if let Some((tmp, file, synced)) = f {
+                if !synced {
+                    // Not renamed over the old file: ext4 would write the
+                    // new one's pages out before the rename returned
+                    // (`auto_da_alloc`), and removing the old one frees
+                    // its blocks meanwhile: most of a rebuild's write-out
+                    // time. The old file steps aside, and is removed on a
+                    // thread of its own. A crash before the rename finds
+                    // no file, and rebuilds as it would for a dirty one;
+                    // the new pages reach the disk in the background, or
+                    // when the index is marked clean.
+                    let aside = p.path.with_extension("idx.old");
+                    match std::fs::rename(&p.path, &aside) {
+                        Ok(()) => old.push(aside),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&p.path)(e)),
+                    }
+                }
+                std::fs::rename(&tmp, &p.path).map_err(io_err(&p.path))?;
+                // The pages just written are in the page cache: mapping
+                // them reads nothing.
+                p.map = map_file(&file, &p.path)?;
+                p.in_memory = false;
+                if let Some(dir) = p.path.parent() {
+                    if !dirs.iter().any(|d: &PathBuf| d == dir) {
+                        dirs.push(dir.to_owned());
+                    }
                 }
             }
+            out.push(p);
         }
-        out.push(p);
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))?;
+        }
+        if !old.is_empty() {
+            // What is left if the process ends first is removed by the
+            // next write-out's rename of the same name.
+            let _ = std::thread::Builder::new()
+                .name("index-old-files".into())
+                .spawn(move || old.iter().for_each(|f| drop(std::fs::remove_file(f))));
+        }
+        Ok(out)
     }
-    for dir in dirs {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&dir))?;
-    }
-    Ok(out)
 }
 
 /// What one step of the expiry sweep did.
@@ -1933,7 +2069,7 @@ mod tests {
             .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
             .collect();
         // Shares of 3 entries: most inserts happen long before the end.
-        let ins = Inserter::start("test-index", parts, 24).unwrap();
+        let ins = Inserter::start("test-index", parts, 24, None).unwrap();
         let mut model = HashMap::new();
         let key = |k: u64| KeyHash::full(&k.to_le_bytes());
         let mut n = 0u64;
@@ -1957,13 +2093,87 @@ mod tests {
             }
             assert!(ins.send(v));
         }
-        let parts = ins.finish().unwrap();
+        let (parts, _) = ins.finish().unwrap();
         assert_eq!(
             parts.iter().map(|p| p.entries()).sum::<u64>(),
             model.len() as u64
         );
         for (k, (pid, e)) in model {
             assert_eq!(parts[pid as usize].get(&key(k)), Some(e), "key {k}");
+        }
+    }
+
+    /// A rebuild hands each shard's partitions to the write-out once the
+    /// shard's log is scanned: they are written with every entry sent
+    /// before, while the others still take theirs, and come back mapped
+    /// from their files in the order of their ids.
+    #[test]
+    fn partitions_handed_over_mid_log_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let parts_n = 8u32;
+        let parts: Vec<Partition> = (0..parts_n)
+            .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
+            .collect();
+        let out = WriteOut::start().unwrap();
+        let ins = Inserter::start("test-index", parts, 24, Some(&out)).unwrap();
+        let mut model = HashMap::new();
+        let key = |k: u64| KeyHash::full(&k.to_le_bytes());
+        let mut n = 0u64;
+        let mut want = Vec::new();
+        // Shards 0..3 of partitions 2s, 2s+1; shard 3 has no log.
+        for shard in 0..3u32 {
+            for pass in 0..2 {
+                let mut v = ins.vec();
+                for k in 0..3000u64 {
+                    let h = key(k);
+                    let pid = h.partition(parts_n);
+                    if pid / 2 != shard || (pass == 1 && k % 3 != 0) {
+                        continue;
+                    }
+                    n += 1;
+                    v.push((pid, h, entry(n)));
+                    model.insert(k, (pid, entry(n)));
+                }
+                assert!(ins.send(v));
+            }
+            // Probes: a key's entry (found unless a tombstone), and an
+            // offset it left.
+            let mut probes = Vec::new();
+            for (&k, &(pid, e)) in &model {
+                if pid / 2 == shard && k % 5 == 0 {
+                    probes.push((pid, key(k), e.offset));
+                    if !e.tombstone {
+                        want.push(e.offset);
+                    }
+                    probes.push((pid, key(k), e.offset + 1));
+                }
+            }
+            ins.hand_over(vec![2 * shard, 2 * shard + 1], probes);
+        }
+        let (rest, mut found) = ins.finish().unwrap();
+        found.sort_unstable();
+        want.sort_unstable();
+        assert!(want.len() > 100, "{} probes found", want.len());
+        assert_eq!(found, want);
+        assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), [6, 7]);
+        for p in rest {
+            out.send(p, None);
+        }
+        let parts = out.finish().unwrap();
+        assert_eq!(
+            parts.iter().map(|p| p.id).collect::<Vec<_>>(),
+            (0..parts_n).collect::<Vec<_>>()
+        );
+        assert!(parts.iter().all(|p| !p.in_memory));
+        assert_eq!(
+            parts.iter().map(|p| p.entries()).sum::<u64>(),
+            model.len() as u64
+        );
+        // Written out with their short tags.
+        for (k, (pid, e)) in model {
+            let short = KeyHash::of(&k.to_le_bytes());
+            assert_eq!(parts[pid as usize].get(&short), Some(e), "key {k}");
         }
     }
 

@@ -391,7 +391,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     // The index is built on a thread of its own, from the entries of
     // each segment as it is sealed: the other core generates and packs.
     let parts = std::mem::take(&mut st.parts);
-    let inserter = Inserter::start("load-index", parts, 1 << 20)
+    let inserter = Inserter::start("load-index", parts, 1 << 20, None)
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     let mut windows: Vec<Window> = (0..sb.shards).map(|_| Window::default()).collect();
     let mut sealer = Sealer {
@@ -445,7 +445,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     }
     let (segments, gen) = (sealer.next_seg as u64, sealer.gen);
     let max_seq: Vec<u64> = sealer.next_seq.iter().map(|s| s - 1).collect();
-    st.parts = inserter.finish()?;
+    st.parts = inserter.finish()?.0;
     drop(to_writer);
     let device_bytes = writer
         .join()

@@ -15,10 +15,11 @@
 //! key's older versions. Piece segments no live head references are free.
 //!
 //! The tables are rebuilt in anonymous memory and written to their files
-//! once, whole and synced, at the end ([`crate::index::write_out`]), with
-//! a dirty header: the files are never written page by page during the
-//! scan, and a crash before the end finds them as they were (dirty, or
-//! failing their checks), so the next start rebuilds again.
+//! whole, each shard's once its last segment is scanned, while the scan
+//! goes on ([`crate::index::WriteOut`]), with a dirty header: the files
+//! are never written page by page as they fill, and a crash before the
+//! end finds them as they were (dirty, or failing their checks) or
+//! missing, so the next start rebuilds again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::format::{
     piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
     FLAG_TOMBSTONE,
 };
-use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition};
+use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition, WriteOut};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
 
 /// What a rebuild produces.
@@ -120,10 +121,22 @@ pub(super) fn rebuild(
     let cap = piece_capacity(sb.segment_size, sb.block_size as u64);
     // Heads replayed with all their pieces: (partition, key, offset, head).
     let mut heads = Vec::new();
+    // Those looked up already (each shard's once its log is scanned).
+    let mut probed = 0;
     // The inserts are made on a thread of their own, fed each segment's
     // entries in log order: the scan's thread checks and decodes the
-    // records meanwhile.
-    let inserter = Inserter::start("rebuild-index", parts, BATCH).map_err(io_err)?;
+    // records meanwhile. The log comes shard by shard: once a shard's
+    // last segment is scanned, its partitions are complete, and are
+    // written to their files while the next shards are scanned.
+    let out = WriteOut::start().map_err(io_err)?;
+    let inserter = Inserter::start("rebuild-index", parts, BATCH, Some(&out)).map_err(io_err)?;
+    let shard_ends: Vec<bool> = (0..order.len())
+        .map(|i| {
+            order
+                .get(i + 1)
+                .is_none_or(|next| next.1.shard != order[i].1.shard)
+        })
+        .collect();
     read_ordered(
         &mut eng,
         order.len(),
@@ -174,24 +187,42 @@ pub(super) fn rebuild(
                 entries.push((pid, hash, e));
             }
             // Scanning on after the index failed would only fail again.
-            inserter.send(entries)
+            let sent = inserter.send(entries);
+            if shard_ends[i] {
+                // The shard's heads are current if no later record of
+                // their key replaced them.
+                let probes = heads[probed..]
+                    .iter()
+                    .map(|&(pid, hash, at, _)| (pid, hash, at));
+                let probes = probes.collect();
+                probed = heads.len();
+                let shard = h.shard;
+                let pids =
+                    (0..sb.partitions).filter(|&pid| shard::shard_of(pid, sb.shards) == shard);
+                inserter.hand_over(pids.collect(), probes);
+            }
+            sent
         },
     )
     .map_err(io_err)?;
-    let parts = inserter.finish()?;
+    let (rest, current) = inserter.finish()?;
+    // Shards without a segment: their (empty) tables.
+    for p in rest {
+        out.send(p, None);
+    }
     let scanned_secs = t0.elapsed().as_secs_f64();
+    let parts = out.finish()?;
+    let current: std::collections::HashSet<u64> = current.into_iter().collect();
     let mut large = LargeMap::new();
-    for (pid, hash, offset, head) in heads {
-        let current = parts[pid as usize].get(&hash);
-        if current.is_some_and(|e| e.offset == offset && !e.tombstone) {
+    for (_, _, offset, head) in heads {
+        if current.contains(&offset) {
             large.insert(offset, Arc::new(head));
         }
     }
-    let parts = crate::index::write_out(parts, |_| None)?;
     tracing::info!(
         scan_secs = scanned_secs,
         write_secs = t0.elapsed().as_secs_f64() - scanned_secs,
-        "index rebuilt in memory, then written to its files"
+        "index rebuilt in memory and written to its files, each shard's once it was scanned"
     );
 
     let cps: Vec<Option<Checkpoint>> = parts
