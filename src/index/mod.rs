@@ -1478,11 +1478,14 @@ const PREFETCH_AHEAD: usize = 8;
 const ORDER_BITS: u32 = 12;
 
 impl Batch {
-    /// A batch for `partitions` tables of `cap` entries in all.
-    pub fn new(partitions: u32, cap: usize) -> Self {
+    /// A batch for the tables `mine` picks of `partitions`, of `cap`
+    /// entries in all for all of them.
+    pub fn new(partitions: u32, cap: usize, mine: impl Fn(usize) -> bool) -> Self {
         let share = (cap / partitions.max(1) as usize).max(1);
         Batch {
-            by_part: (0..partitions).map(|_| Vec::with_capacity(share)).collect(),
+            by_part: (0..partitions as usize)
+                .map(|pid| Vec::with_capacity(if mine(pid) { share } else { 0 }))
+                .collect(),
             sorted: Vec::with_capacity(share),
             order: vec![0; 1 << ORDER_BITS],
             share,
@@ -1579,27 +1582,37 @@ enum ToInsert {
 /// them): partition, the key's whole digest, and the entry's offset.
 pub type Probe = (u32, KeyHash, u64);
 
-/// A thread of its own making a bulk build's index inserts (a load's, a
-/// rebuild's), through a [`Batch`] of `cap` entries: the thread that makes
-/// the records sends it their entries, a vector at a time in log order,
-/// and meanwhile goes on with the next. Up to `cap` entries may wait for
-/// the thread, so that neither waits out the other's slower stretches.
-/// The vectors come back, emptied, for reuse (fresh memory costs a page
-/// fault and zeroing per page).
+/// Threads of their own making a bulk build's index inserts (a load's, a
+/// rebuild's), each through a [`Batch`] for the partitions it owns, `cap`
+/// entries in all: the thread that makes the records sends them their
+/// entries, a vector at a time in log order (shared out by partition),
+/// and meanwhile goes on with the next. Up to `cap` entries may wait, so
+/// that no thread waits out another's slower stretches. The vectors come
+/// back, emptied, for reuse (fresh memory costs a page fault and zeroing
+/// per page).
+///
+/// The log comes shard by shard, so the partitions of one shard are
+/// shared out among the threads (thread `(pid / groups) % threads`, a
+/// shard's partitions being those `pid % groups` picks): one thread for
+/// them all was the bottleneck of a 100 M key rebuild, and a third of the
+/// two CPUs sat idle.
 pub struct Inserter {
-    to: std::sync::mpsc::Sender<ToInsert>,
+    to: Vec<std::sync::mpsc::Sender<ToInsert>>,
+    groups: u32,
     back: std::sync::mpsc::Receiver<Inserts>,
+    /// Vectors emptied here (shared out among the threads).
+    spare: std::cell::RefCell<Vec<Inserts>>,
     waiting: std::sync::Arc<Waiting>,
     cap: usize,
-    thread: std::thread::JoinHandle<Result<Inserted, IndexError>>,
+    threads: Vec<std::thread::JoinHandle<Result<Inserted, IndexError>>>,
 }
 
 /// What an [`Inserter`] hands back: the partitions it kept, and the
 /// offsets of the probes found current.
 pub type Inserted = (Vec<Partition>, Vec<u64>);
 
-/// The entries sent to an [`Inserter`]'s thread and not yet taken, and
-/// whether the thread stopped.
+/// The entries sent to an [`Inserter`]'s threads and not yet taken, and
+/// whether a thread stopped.
 #[derive(Default)]
 struct Waiting {
     state: std::sync::Mutex<(usize, bool)>,
@@ -1624,86 +1637,118 @@ impl Drop for Stopped {
     }
 }
 
+/// Insert threads at most: past a few, the thread making the records is
+/// the slower one.
+const MAX_INSERT_THREADS: usize = 4;
+
 impl Inserter {
-    /// Starts thread `name`, which owns `parts` until [`Inserter::finish`],
-    /// or until it hands them to `out` ([`Inserter::hand_over`]).
+    /// Starts threads `name-K` (one per CPU, at most
+    /// [`MAX_INSERT_THREADS`]), which own `parts` until
+    /// [`Inserter::finish`], or until they hand them to `out`
+    /// ([`Inserter::hand_over`]); `groups` is the store's shard count.
     pub fn start(
         name: &str,
         parts: Vec<Partition>,
         cap: usize,
+        groups: u32,
         out: Option<&WriteOut>,
     ) -> io::Result<Inserter> {
-        let (to, rx) = std::sync::mpsc::channel::<ToInsert>();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = cpus.clamp(1, MAX_INSERT_THREADS).min(parts.len().max(1));
+        let groups = groups.max(1);
+        let owner = move |pid: usize| (pid / groups as usize) % n;
+        let partitions = parts.len() as u32;
+        let mut owned: Vec<Vec<Option<Partition>>> = (0..n)
+            .map(|_| (0..parts.len()).map(|_| None).collect())
+            .collect();
+        for (pid, p) in parts.into_iter().enumerate() {
+            owned[owner(pid)][pid] = Some(p);
+        }
         let (back_tx, back) = std::sync::mpsc::channel();
         let waiting = std::sync::Arc::new(Waiting::default());
-        let stopped = Stopped(waiting.clone());
-        let mut parts: Vec<Option<Partition>> = parts.into_iter().map(Some).collect();
-        let partitions = parts.len() as u32;
-        let out = out.map(|w| w.to.clone());
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let stopped = stopped;
-                let mut batch = Batch::new(partitions, cap);
-                let mut found = Vec::new();
-                for msg in rx {
-                    match msg {
-                        ToInsert::Entries(mut entries) => {
-                            let n = entries.len();
-                            for (pid, hash, e) in entries.drain(..) {
-                                // The index cannot take it (no room to
-                                // grow, say): the thread stops, and `send`
-                                // says so.
-                                batch.push(&mut parts, pid, hash, e)?;
-                            }
-                            stopped.0.update(|st| st.0 -= n);
-                            let _ = back_tx.send(entries);
-                        }
-                        ToInsert::Done(pids, probes) => {
-                            for &pid in &pids {
-                                batch.flush_one(&mut parts, pid as usize)?;
-                            }
-                            // Looked up while the tags are whole: each
-                            // finds its own key's entry, no other's.
-                            for (pid, hash, offset) in probes {
-                                let p = parts[pid as usize].as_ref();
-                                let e = p.and_then(|p| p.get(&hash));
-                                if e.is_some_and(|e| e.offset == offset && !e.tombstone) {
-                                    found.push(offset);
+        let mut to = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for (k, mut parts) in owned.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::channel::<ToInsert>();
+            to.push(tx);
+            let stopped = Stopped(waiting.clone());
+            let back_tx = back_tx.clone();
+            let out = out.map(|w| w.to.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("{name}-{k}"))
+                .spawn(move || {
+                    let stopped = stopped;
+                    let mut batch = Batch::new(partitions, cap, |pid| owner(pid) == k);
+                    let mut found = Vec::new();
+                    for msg in rx {
+                        match msg {
+                            ToInsert::Entries(mut entries) => {
+                                let n = entries.len();
+                                for (pid, hash, e) in entries.drain(..) {
+                                    // The index cannot take it (no room to
+                                    // grow, say): the thread stops, and
+                                    // `send` says so.
+                                    batch.push(&mut parts, pid, hash, e)?;
                                 }
+                                stopped.0.update(|st| st.0 -= n);
+                                let _ = back_tx.send(entries);
                             }
-                            for pid in pids {
-                                let (Some(out), Some(p)) = (&out, parts[pid as usize].take())
-                                else {
-                                    continue;
-                                };
-                                // A write-out that stopped says why at its end.
-                                let _ = out.send((p, None));
+                            ToInsert::Done(pids, probes) => {
+                                for &pid in &pids {
+                                    batch.flush_one(&mut parts, pid as usize)?;
+                                }
+                                // Looked up while the tags are whole: each
+                                // finds its own key's entry, no other's.
+                                for (pid, hash, offset) in probes {
+                                    let p = parts[pid as usize].as_ref();
+                                    let e = p.and_then(|p| p.get(&hash));
+                                    if e.is_some_and(|e| e.offset == offset && !e.tombstone) {
+                                        found.push(offset);
+                                    }
+                                }
+                                for pid in pids {
+                                    let (Some(out), Some(p)) = (&out, parts[pid as usize].take())
+                                    else {
+                                        continue;
+                                    };
+                                    // A write-out that stopped says why at
+                                    // its end.
+                                    let _ = out.send((p, None));
+                                }
                             }
                         }
                     }
-                }
-                batch.flush(&mut parts)?;
-                Ok((parts.into_iter().flatten().collect(), found))
-            })?;
+                    batch.flush(&mut parts)?;
+                    Ok((parts.into_iter().flatten().collect(), found))
+                })?;
+            threads.push(thread);
+        }
         Ok(Inserter {
             to,
+            groups,
             back,
+            spare: Default::default(),
             waiting,
             cap: cap.max(1),
-            thread,
+            threads,
         })
+    }
+
+    /// The thread that owns partition `pid`.
+    fn owner(&self, pid: u32) -> usize {
+        (pid / self.groups) as usize % self.to.len()
     }
 
     /// An empty vector to fill, one sent before if one came back.
     pub fn vec(&self) -> Inserts {
-        self.back.try_recv().unwrap_or_default()
+        let spare = self.spare.borrow_mut().pop();
+        spare.unwrap_or_else(|| self.back.try_recv().unwrap_or_default())
     }
 
     /// Sends `entries` to be inserted, once fewer than the batch's size
-    /// wait; false when the thread stopped on an error
+    /// wait; false when a thread stopped on an error
     /// ([`Inserter::finish`] returns it).
-    pub fn send(&self, entries: Inserts) -> bool {
+    pub fn send(&self, mut entries: Inserts) -> bool {
         let mut st = self.waiting.state.lock().unwrap_or_else(|e| e.into_inner());
         while st.0 >= self.cap && !st.1 {
             st = self
@@ -1717,23 +1762,67 @@ impl Inserter {
         }
         st.0 += entries.len();
         drop(st);
-        self.to.send(ToInsert::Entries(entries)).is_ok()
+        if self.to.len() == 1 {
+            return self.to[0].send(ToInsert::Entries(entries)).is_ok();
+        }
+        let mut shares: Vec<Inserts> = (0..self.to.len()).map(|_| self.vec()).collect();
+        for x in entries.drain(..) {
+            shares[self.owner(x.0)].push(x);
+        }
+        self.spare.borrow_mut().push(entries);
+        let mut sent = true;
+        for (to, share) in self.to.iter().zip(shares) {
+            if share.is_empty() {
+                self.spare.borrow_mut().push(share);
+            } else {
+                sent &= to.send(ToInsert::Entries(share)).is_ok();
+            }
+        }
+        sent
     }
 
     /// Partitions `pids` take no more entries: once the entries sent
     /// before are in, and `probes` into them are looked up, they go to the
     /// write-out given at the start, with a dirty header, while the
-    /// thread goes on with the others.
+    /// threads go on with the others.
     pub fn hand_over(&self, pids: Vec<u32>, probes: Vec<Probe>) {
-        let _ = self.to.send(ToInsert::Done(pids, probes));
+        for (k, to) in self.to.iter().enumerate() {
+            let mine: Vec<u32> = pids
+                .iter()
+                .copied()
+                .filter(|&p| self.owner(p) == k)
+                .collect();
+            let probes: Vec<Probe> = (probes.iter())
+                .filter(|p| self.owner(p.0) == k)
+                .copied()
+                .collect();
+            if !mine.is_empty() || !probes.is_empty() {
+                let _ = to.send(ToInsert::Done(mine, probes));
+            }
+        }
     }
 
     /// Waits for every insert sent, and hands back the partitions not
-    /// handed over, and the offsets of the probes whose key's entry (not
-    /// a tombstone) is at their offset.
+    /// handed over (in the order of their ids), and the offsets of the
+    /// probes whose key's entry (not a tombstone) is at their offset.
     pub fn finish(self) -> Result<Inserted, IndexError> {
         drop(self.to);
-        self.thread.join().expect("index insert thread")
+        let (mut parts, mut found) = (Vec::new(), Vec::new());
+        let mut failed = None;
+        for t in self.threads {
+            match t.join().expect("index insert thread") {
+                Ok((p, f)) => {
+                    parts.extend(p);
+                    found.extend(f);
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        parts.sort_by_key(|p| p.id);
+        Ok((parts, found))
     }
 }
 
@@ -2069,7 +2158,7 @@ mod tests {
             .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
             .collect();
         // Shares of 3 entries: most inserts happen long before the end.
-        let ins = Inserter::start("test-index", parts, 24, None).unwrap();
+        let ins = Inserter::start("test-index", parts, 24, 4, None).unwrap();
         let mut model = HashMap::new();
         let key = |k: u64| KeyHash::full(&k.to_le_bytes());
         let mut n = 0u64;
@@ -2116,7 +2205,7 @@ mod tests {
             .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
             .collect();
         let out = WriteOut::start().unwrap();
-        let ins = Inserter::start("test-index", parts, 24, Some(&out)).unwrap();
+        let ins = Inserter::start("test-index", parts, 24, 4, Some(&out)).unwrap();
         let mut model = HashMap::new();
         let key = |k: u64| KeyHash::full(&k.to_le_bytes());
         let mut n = 0u64;

@@ -391,7 +391,7 @@ pub fn load(args: &LoadArgs, env: &EnvOptions) -> Result<LoadSummary, StoreError
     // The index is built on a thread of its own, from the entries of
     // each segment as it is sealed: the other core generates and packs.
     let parts = std::mem::take(&mut st.parts);
-    let inserter = Inserter::start("load-index", parts, 1 << 20, None)
+    let inserter = Inserter::start("load-index", parts, 1 << 20, sb.shards, None)
         .map_err(|e| StoreError::Io(dev_path.clone(), e))?;
     let mut windows: Vec<Window> = (0..sb.shards).map(|_| Window::default()).collect();
     let mut sealer = Sealer {

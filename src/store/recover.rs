@@ -129,7 +129,8 @@ pub(super) fn rebuild(
     // last segment is scanned, its partitions are complete, and are
     // written to their files while the next shards are scanned.
     let out = WriteOut::start().map_err(io_err)?;
-    let inserter = Inserter::start("rebuild-index", parts, BATCH, Some(&out)).map_err(io_err)?;
+    let inserter =
+        Inserter::start("rebuild-index", parts, BATCH, sb.shards, Some(&out)).map_err(io_err)?;
     let shard_ends: Vec<bool> = (0..order.len())
         .map(|i| {
             order
