@@ -94,8 +94,9 @@ fn one_thread_running_its_poller_and_the_same_with_a_poller_thread() {
         eprintln!("skipped: the spdk engine's pollers always run in threads of their own");
         return;
     }
-    serve_and_restart(&["--inline-io", "on"], "yes", 8);
-    serve_and_restart(&["--inline-io", "off"], "no", 8);
+    let one = ["--tcp-threads", "1", "--io-threads", "1"];
+    serve_and_restart(&[&one[..], &["--inline-io", "on"]].concat(), "yes", 8);
+    serve_and_restart(&[&one[..], &["--inline-io", "off"]].concat(), "no", 8);
 }
 
 #[test]

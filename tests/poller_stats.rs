@@ -80,8 +80,12 @@ fn a_parked_poller_counts_its_doorbell_wake_ups() {
     // Park at once when idle, so every lone request wakes the poller.
     // And with a poller thread of its own (`--inline-io off`): a poller
     // run inside its connection thread is never rung for that thread's
-    // requests.
-    let srv = Server::start(dir.path(), &["--spin-us", "0", "--inline-io", "off"]);
+    // requests. One poller: its line counts every wake-up.
+    let one = ["--tcp-threads", "1", "--io-threads", "1"];
+    let srv = Server::start(
+        dir.path(),
+        &[&one[..], &["--spin-us", "0", "--inline-io", "off"]].concat(),
+    );
     let mut con = srv.client();
     let wakeups = |srv: &Server| -> u64 { srv.info_field("poller_wakeups").parse().unwrap() };
     assert_eq!(get(&poller0(&srv), "wakeups"), wakeups(&srv) as f64);
