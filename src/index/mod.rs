@@ -1641,6 +1641,12 @@ impl Drop for Stopped {
 /// the slower one.
 const MAX_INSERT_THREADS: usize = 4;
 
+/// The one of `threads` insert threads that owns partition `pid` of a
+/// store of `groups` shards.
+fn insert_owner(pid: u32, groups: u32, threads: usize) -> usize {
+    (pid / groups) as usize % threads
+}
+
 impl Inserter {
     /// Starts threads `name-K` (one per CPU, at most
     /// [`MAX_INSERT_THREADS`]), which own `parts` until
@@ -1656,13 +1662,12 @@ impl Inserter {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = cpus.clamp(1, MAX_INSERT_THREADS).min(parts.len().max(1));
         let groups = groups.max(1);
-        let owner = move |pid: usize| (pid / groups as usize) % n;
         let partitions = parts.len() as u32;
         let mut owned: Vec<Vec<Option<Partition>>> = (0..n)
             .map(|_| (0..parts.len()).map(|_| None).collect())
             .collect();
         for (pid, p) in parts.into_iter().enumerate() {
-            owned[owner(pid)][pid] = Some(p);
+            owned[insert_owner(pid as u32, groups, n)][pid] = Some(p);
         }
         let (back_tx, back) = std::sync::mpsc::channel();
         let waiting = std::sync::Arc::new(Waiting::default());
@@ -1678,7 +1683,8 @@ impl Inserter {
                 .name(format!("{name}-{k}"))
                 .spawn(move || {
                     let stopped = stopped;
-                    let mut batch = Batch::new(partitions, cap, |pid| owner(pid) == k);
+                    let mine = |pid: usize| insert_owner(pid as u32, groups, n) == k;
+                    let mut batch = Batch::new(partitions, cap, mine);
                     let mut found = Vec::new();
                     for msg in rx {
                         match msg {
@@ -1736,7 +1742,7 @@ impl Inserter {
 
     /// The thread that owns partition `pid`.
     fn owner(&self, pid: u32) -> usize {
-        (pid / self.groups) as usize % self.to.len()
+        insert_owner(pid, self.groups, self.to.len())
     }
 
     /// An empty vector to fill, one sent before if one came back.
@@ -1994,8 +2000,8 @@ impl WriteOut {
                 .map_err(io_err(&dir))?;
         }
         if !old.is_empty() {
-            // What is left if the process ends first is removed by the
-            // next write-out's rename of the same name.
+            // What is left if the process ends first is replaced by the
+            // next rebuild's file stepping aside under the same name.
             let _ = std::thread::Builder::new()
                 .name("index-old-files".into())
                 .spawn(move || old.iter().for_each(|f| drop(std::fs::remove_file(f))));
