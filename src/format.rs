@@ -285,14 +285,47 @@ pub struct SegmentHeader {
     /// Sequence number of the segment's first record: orders a shard's segments.
     pub first_seq: u64,
     pub shard: u32,
+    /// Opened by a FLUSHDB of one poller's shards (each given such a
+    /// segment, all with this `first_seq`):
+    /// every record of the shard below `first_seq` is flushed. It comes to
+    /// the device with the first records written after the flush, in the
+    /// same write, and the shard's [`FlushMark`] follows once they are
+    /// durable. A rebuild takes the flush only when all its shards' such
+    /// segments are there, or the marks say so: otherwise the commit that
+    /// carried it was cut short, and its segments are dropped whole. Kept
+    /// in the shard's field: the top bit, the shard in bits 0–10, the
+    /// flush's first shard in 11–21 and its count in 22–30 (a store that
+    /// can flush has at most 127 shards).
+    pub flush: Option<FlushOf>,
 }
+
+/// The shards a FLUSHDB flushed, as a flushing segment names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlushOf {
+    /// The lowest id among them (which poller's flush it was).
+    pub first: u32,
+    /// How many.
+    pub shards: u32,
+}
+
+/// The bit of a segment header's shard field that says it flushes.
+const FLUSHES_BIT: u32 = 1 << 31;
 
 impl SegmentHeader {
     pub fn encode(&self, uuid: &[u8; 16], out: &mut [u8]) {
         out[0..8].copy_from_slice(SEGMENT_MAGIC);
         out[8..16].copy_from_slice(&self.gen.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
-        out[24..28].copy_from_slice(&self.shard.to_le_bytes());
+        let shard = match self.flush {
+            None => self.shard,
+            Some(f) => {
+                FLUSHES_BIT
+                    | (f.shards & 0x1FF) << 22
+                    | (f.first & 0x7FF) << 11
+                    | self.shard & 0x7FF
+            }
+        };
+        out[24..28].copy_from_slice(&shard.to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(uuid), &out[..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
     }
@@ -306,10 +339,18 @@ impl SegmentHeader {
         if crc32c::crc32c_append(crc32c::crc32c(uuid), &b[..28]) != u32_at(b, 28) {
             return None;
         }
+        let raw = u32_at(b, 24);
         Some(SegmentHeader {
             gen: u64_at(b, 8),
             first_seq: u64_at(b, 16),
-            shard: u32_at(b, 24),
+            shard: match raw & FLUSHES_BIT {
+                0 => raw,
+                _ => raw & 0x7FF,
+            },
+            flush: (raw & FLUSHES_BIT != 0).then_some(FlushOf {
+                first: (raw >> 11) & 0x7FF,
+                shards: (raw >> 22) & 0x1FF,
+            }),
         })
     }
 }
@@ -903,11 +944,37 @@ mod tests {
     }
 
     #[test]
+    fn a_flushing_segment_header_says_so_and_keeps_its_shard() {
+        let uuid = [7; 16];
+        let of = |first, shards| Some(FlushOf { first, shards });
+        for flush in [None, of(0, 1), of(77, 127), of(5, 100)] {
+            let hdr = SegmentHeader {
+                gen: 9,
+                first_seq: 1234,
+                shard: 77,
+                flush,
+            };
+            let mut b = [0u8; SEGMENT_HEADER];
+            hdr.encode(&uuid, &mut b);
+            assert_eq!(SegmentHeader::decode(&b, &uuid), Some(hdr));
+        }
+        // A header written before the bit existed reads as not flushing.
+        let mut b = [0u8; SEGMENT_HEADER];
+        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[24..28].copy_from_slice(&77u32.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&uuid), &b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        let h = SegmentHeader::decode(&b, &uuid).unwrap();
+        assert_eq!((h.shard, h.flush), (77, None));
+    }
+
+    #[test]
     fn segment_scan_stops_at_other_generation() {
         let hdr = SegmentHeader {
             gen: 5,
             first_seq: 1,
             shard: 0,
+            flush: None,
         };
         let mut seg = vec![0u8; 4 * 512];
         hdr.encode(&[1; 16], &mut seg);

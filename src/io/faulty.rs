@@ -7,7 +7,10 @@
 //! `alloc-fail` (the N-th buffer allocation fails, as when SPDK's DMA
 //! memory runs out), or `read-late` (the N-th read completes, whole, but
 //! [`LATE`] after the device's completion: a slow device, for the races
-//! of reads with writes). Counting is per poller, from 1. A rule ending in
+//! of reads with writes), or `write-lost` (the N-th write never reaches
+//! the device and never completes: a write still queued in the kernel
+//! when the process died, which a kill -9 drops while later ones land).
+//! Counting is per poller, from 1. A rule ending in
 //! `:P` (`write-eio@3+:1`) applies to poller P alone.
 
 use std::io;
@@ -23,6 +26,7 @@ enum Kind {
     FlushEio,
     AllocFail,
     ReadLate,
+    WriteLost,
 }
 
 /// How long a `read-late` read's completion is held.
@@ -66,6 +70,7 @@ impl std::str::FromStr for FaultSpec {
                     "flush-eio" => Kind::FlushEio,
                     "alloc-fail" => Kind::AllocFail,
                     "read-late" => Kind::ReadLate,
+                    "write-lost" => Kind::WriteLost,
                     _ => return Err(format!("{kind:?}: unknown fault kind")),
                 };
                 let (at, sticky) = match at.strip_suffix('+') {
@@ -119,6 +124,8 @@ pub struct Faulty<E> {
     /// with when each is handed over.
     late: std::collections::HashSet<u64>,
     held: Vec<(std::time::Instant, Completion)>,
+    /// Buffers of `write-lost` writes: never written, never completed.
+    lost: Vec<IoBuf>,
 }
 
 impl<E> Faulty<E> {
@@ -134,6 +141,7 @@ impl<E> Faulty<E> {
             uncounted: 0,
             late: Default::default(),
             held: Vec::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -177,6 +185,11 @@ impl<E: Engine> Engine for Faulty<E> {
     }
     fn write(&mut self, off: u64, buf: IoBuf, tag: u64) -> Result<(), IoBuf> {
         self.writes += 1;
+        if self.spec.hits(Kind::WriteLost, self.writes) {
+            self.lost.push(buf);
+            self.uncounted += 1;
+            return Ok(());
+        }
         match self
             .spec
             .hit_any(&[Kind::WriteEio, Kind::ShortWrite], self.writes)
@@ -252,7 +265,7 @@ impl<E: Engine> Engine for Faulty<E> {
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.injected.len() + self.held.len()
+        self.inner.in_flight() + self.injected.len() + self.held.len() + self.lost.len()
     }
 }
 

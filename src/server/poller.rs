@@ -3939,7 +3939,7 @@ impl<E: Engine> Poller<E> {
     /// reading, no write waits for room), then the requests held behind
     /// it, up to the next flush. Whether it ran one.
     fn flush_when_idle(&mut self) -> bool {
-        let quiet = self.ks.idle()
+        let quiet = self.ks.quiet_for_flush()
             && self.busy.is_empty()
             && self.requeued.is_empty()
             && self.deferred.is_empty()

@@ -510,6 +510,7 @@ impl Sealer<'_> {
             gen: self.gen,
             first_seq: self.next_seq[shard as usize],
             shard,
+            flush: None,
         };
         header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         let base = self.sb.segment_offset(no);

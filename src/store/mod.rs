@@ -243,7 +243,7 @@ impl Store {
         let upgrading = version == UPGRADABLE_VERSION;
         let converting = version != FORMAT_VERSION && !upgrading;
 
-        let flushed = read_flush_marks(&dev, &sb)?;
+        let mut flushed = read_flush_marks(&dev, &sb)?;
         // The heads of large values: saved at the clean shutdown (a store
         // of version 3 has none); without them, only a scan finds them.
         // Read first, so that the tables' check counts the heads their
@@ -322,6 +322,24 @@ impl Store {
                 tracing::info!("the store is now in format version {FORMAT_VERSION}");
             }
             large = r.large;
+            // A flush found by its flushing segment alone (a crash before
+            // its mark was written): the mark is written now, before dead
+            // headers are erased, so that no erasure can outlive it.
+            for (shard, &below) in r.flushed_below.iter().enumerate() {
+                let mark = &mut flushed[shard];
+                if below > mark.below {
+                    *mark = FlushMark {
+                        epoch: mark.epoch + 1,
+                        below,
+                    };
+                    write_flush_mark(&dev, &sb, shard as u32, mark).map_err(io_at(dev.path()))?;
+                    tracing::info!(
+                        shard,
+                        below,
+                        "a flush found by its flushing segment: its mark written"
+                    );
+                }
+            }
             (r.shards, r.report, r.max_gen, Some(r.min_seq), r.scanned)
         };
         if upgrading {
@@ -362,6 +380,16 @@ impl Store {
 
 /// Every shard's flush mark (FLUSHDB): the valid one of the higher epoch
 /// of its two slots, or none.
+/// Writes `shard`'s flush mark `mark` to its slot, durably.
+fn write_flush_mark(dev: &Device, sb: &Superblock, shard: u32, mark: &FlushMark) -> io::Result<()> {
+    let at = FlushMark::offset(sb, shard, mark.slot())
+        .ok_or_else(|| io::Error::other("no room for the flush mark"))?;
+    let mut b = IoBuf::new(sb.block_size as usize);
+    mark.encode(&sb.uuid, shard, &mut b);
+    dev.write_at(&b, at)?;
+    dev.sync()
+}
+
 fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, StoreError> {
     let mut b = IoBuf::new(sb.block_size as usize);
     let mut marks = Vec::with_capacity(sb.shards as usize);

@@ -1211,6 +1211,72 @@ mod tests {
         assert_eq!(r.report.writes_refused, 0, "{:?}", r.report);
     }
 
+    /// A kill -9 that drops one write of a FLUSHDB's commit (io_uring
+    /// cancels the writes still queued in its workers while later ones
+    /// land) leaves the store as it was before the flush, or as after it
+    /// with the writes that followed in the same turn (a transaction's):
+    /// never flushed without them; and one that drops a later write (the
+    /// marks') keeps the acknowledged flush. The flush's marks are written only once
+    /// that commit is durable, and a flushing segment counts only beside
+    /// those of the flush's other shards.
+    #[test]
+    fn a_flush_cut_short_by_a_crash_keeps_one_state_whole() {
+        let val = |s: &str| Val {
+            value: s.as_bytes().to_vec(),
+            expire_ms: 0,
+        };
+        let keys: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+        for lost in 1..=4u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut r = Runner::create(dir.path(), None).unwrap();
+            r.open().unwrap();
+            let mut pending = Vec::new();
+            for k in &keys {
+                pending.extend(r.write_raw(k.as_bytes(), Some(&val("one"))).unwrap());
+            }
+            r.settle(pending).unwrap();
+            r.faults = Some(format!("write-lost@{lost}").parse().unwrap());
+            r.restart().unwrap();
+            let token = 1 << 40;
+            if let Err((_, e)) = r.ks().flush_all(token) {
+                panic!("flush: {e}");
+            }
+            for k in &keys[..8] {
+                r.write_raw(k.as_bytes(), Some(&val("two"))).unwrap();
+            }
+            for _ in 0..50 {
+                r.turn();
+                let ks = r.ks();
+                if ks.engine_ref().in_flight() > 0 {
+                    ks.engine().wait(Duration::from_millis(1));
+                }
+            }
+            // A write after the flush's commit lost (its marks'): the
+            // flush was acknowledged, and must hold.
+            let acked = r.answers.contains_key(&token);
+            r.faults = None;
+            r.crash().unwrap();
+            let uuid = r.store.as_ref().expect("open").sb.uuid;
+            let mut found = Vec::new();
+            for k in &keys {
+                let bytes = r.resolve(k.as_bytes()).unwrap().map(|(_, b)| b);
+                r.ks().clear_new();
+                found.push(bytes.map(|b| {
+                    let rec = decode_record(&uuid, &b).unwrap();
+                    String::from_utf8(rec.value.to_vec()).unwrap()
+                }));
+            }
+            let before: Vec<_> = keys.iter().map(|_| Some("one".to_string())).collect();
+            let after: Vec<_> = (0..keys.len())
+                .map(|i| (i < 8).then(|| "two".to_string()))
+                .collect();
+            assert!(
+                found == after || (!acked && found == before),
+                "write {lost} lost, the flush acknowledged: {acked}: {found:?}"
+            );
+        }
+    }
+
     /// What the test above allows to stay: below the count at which
     /// compaction starts rewriting old segments, per shard.
     const PILED_TOMBSTONES_TEST: u64 = 2 * 1024;

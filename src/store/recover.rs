@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use super::{shard, IndexState, LargeMap, OpenReport, Shard, StoreError};
 use crate::format::{
-    piece_capacity, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock, FLAG_LARGE,
-    FLAG_TOMBSTONE,
+    piece_capacity, FlushOf, LargeHead, PieceHeader, SegmentHeader, SegmentRecords, Superblock,
+    FLAG_LARGE, FLAG_TOMBSTONE,
 };
 use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition, WriteOut};
 use crate::io::{open_engine, AnyEngine, Device, Engine, EngineKind, EventFd, IoBuf};
@@ -47,6 +47,9 @@ pub(super) struct Rebuilt {
     pub misplaced: u64,
     /// The heads of large values the index references.
     pub large: LargeMap,
+    /// Per shard, the sequence number records below which were flushed:
+    /// its flush mark's, or its latest flushing segment's, when later.
+    pub flushed_below: Vec<u64>,
 }
 
 /// Bytes of segment reads kept in flight during the scan (16 segments of
@@ -103,6 +106,45 @@ pub(super) fn rebuild(
         },
     )
     .map_err(io_err)?;
+
+    // A flushing segment (opened by a FLUSHDB, written with the records
+    // that followed it) flushes its shard's records below its first
+    // sequence number, whether or not the mark that follows it landed:
+    // once every shard of its flush has its own, or the marks say the
+    // flush happened. Otherwise the commit that carried them was cut short
+    // (by a crash, before any reply), and they are dropped whole, records
+    // and all (their headers erased at the start, as unreferenced).
+    let marks = flushed_below.to_vec();
+    let mut flushed_below = marks.clone();
+    let mut siblings: HashMap<(u64, FlushOf), u32> = HashMap::new();
+    for segs in by_shard.values() {
+        for (_, _, h) in segs {
+            if let Some(of) = h.flush {
+                *siblings.entry((h.first_seq, of)).or_default() += 1;
+            }
+        }
+    }
+    let mut torn = Vec::new();
+    for (&shard, segs) in by_shard.iter_mut() {
+        segs.retain(|&(_, seg, h)| {
+            let Some(of) = h.flush else { return true };
+            let whole =
+                siblings[&(h.first_seq, of)] >= of.shards || marks[shard as usize] >= h.first_seq;
+            if whole {
+                let below = &mut flushed_below[shard as usize];
+                *below = (*below).max(h.first_seq);
+            } else {
+                torn.push(seg);
+            }
+            whole
+        });
+    }
+    if !torn.is_empty() {
+        tracing::warn!(
+            segments = torn.len(),
+            "a FLUSHDB's commit was cut short: its segments are dropped, the flush with them"
+        );
+    }
 
     // Pass 2: the segments of each shard, oldest first.
     let mut order: Vec<(u32, SegmentHeader)> = Vec::new();
@@ -251,9 +293,10 @@ pub(super) fn rebuild(
         report,
         max_gen,
         min_seq,
-        scanned: order.iter().map(|&(seg, _)| seg).collect(),
+        scanned: order.iter().map(|&(seg, _)| seg).chain(torn).collect(),
         misplaced,
         large,
+        flushed_below,
     })
 }
 

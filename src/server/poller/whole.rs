@@ -200,7 +200,7 @@ impl<E: Engine> Poller<E> {
     /// waiting for their keys or for other pollers) do not count: they
     /// come after the transaction, and may wait for it.
     pub(super) fn whole_quiet(&self) -> bool {
-        self.ks.idle()
+        self.ks.quiet_for_flush()
             && self.requeued.is_empty()
             && self.deferred.is_empty()
             && self.loads.is_empty()

@@ -3,22 +3,34 @@
 //!
 //! The index partitions are cleared, and each shard gets a flush mark
 //! (`format::FlushMark`): "records below sequence number S are flushed",
-//! S being the log's next number. The next commit writes the marks (one
-//! block per shard, in alternating slots) and carries the flush's waiter,
-//! so the flush is acknowledged once they are durable, whatever the
-//! durability mode. A rebuild ignores records below a shard's mark. The
+//! S being the log's next number. Each shard that holds a segment has its
+//! open one closed and a new one opened whose header says the same (`SegmentHeader::flush`,
+//! its first sequence number S, with the number of shards flushed): the
+//! records that follow the flush (a transaction's SETs after its FLUSHDB)
+//! go into it, and the next commit writes its header with them in one
+//! write, and carries the flush's waiter, so the flush is acknowledged
+//! once durable, whatever the durability mode. A rebuild takes the flush
+//! only when every shard's flushing segment is there (or a mark says so);
+//! a commit cut short by a crash, some of them written and some not, is
+//! dropped whole, its records with it. The marks themselves (one block
+//! per shard, in alternating slots) go in the commit after: written with the records
+//! they would drop, a crash could keep a mark and lose the records after
+//! it, and with them the previous, acknowledged state. A rebuild ignores
+//! records below a shard's mark or its latest flushing header. The
 //! segments that held the flushed records keep their headers until the
-//! marks are durable (a crash before then finds the store as it was
-//! before the flush), then are erased and freed as emptied segments are.
-//! The flush runs when the log is idle: no write is waiting for a commit,
-//! so no rollback can bring back an entry the flush cleared.
+//! flush is durable (a crash before then finds the store as it was before
+//! the flush), then are erased and freed as emptied segments are. A shard
+//! for which no segment is free writes its mark with the flush's commit,
+//! as before. The flush runs when the log is idle: no write is waiting
+//! for a commit, so no rollback can bring back an entry the flush
+//! cleared.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use thiserror::Error;
 
 use super::Keyspace;
-use crate::format::FlushMark;
+use crate::format::{FlushMark, FlushOf};
 use crate::io::Engine;
 use crate::store::NO_SHARD;
 
@@ -47,24 +59,29 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// transaction's) publish it, so no reader counts the store empty
     /// between the two.
     pub fn flush_unpublished(&mut self, w: W) -> Result<(), (W, FlushError)> {
-        debug_assert!(self.idle(), "a flush waits for the log to be idle");
+        debug_assert!(
+            self.quiet_for_flush(),
+            "a flush waits for the log to be quiet"
+        );
         let sb = &self.sb;
         if FlushMark::offset(sb, sb.shards - 1, 1).is_none() {
             return Err((w, FlushError::NoRoom(sb.shards)));
         }
         let below = self.log.next_seq;
         let mut owned = Vec::new();
+        let mut marks = Vec::new();
         for s in self.shards.iter_mut().flatten() {
             s.clear();
             s.flushed = FlushMark {
                 epoch: s.flushed.epoch + 1,
                 below,
             };
-            // A later flush of the same shard before this one's commit
-            // replaces its mark.
+            // A later flush of the same shard before this one's marks are
+            // written replaces its mark.
             self.log.marks.retain(|&(id, _)| id != s.id);
-            self.log.marks.push((s.id, s.flushed));
+            self.log.later_marks.retain(|&(id, _)| id != s.id);
             owned.push(s.id);
+            marks.push((s.id, s.flushed));
         }
         self.compactor.abandon();
         self.forget_heads(&owned);
@@ -72,10 +89,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.unverified.clear();
         self.owners.clear();
         let space = &self.space;
+        // The shards with a segment in use: only they have anything to
+        // flush.
+        let mut holding = Vec::new();
         for g in 0..space.live.len() {
             let shard = space.shard[g].load(Relaxed);
             if !owned.contains(&shard) {
                 continue;
+            }
+            if !holding.contains(&shard) {
+                holding.push(shard);
             }
             if space.piece_refs[g].load(Relaxed) > 0 {
                 // Pinned pieces: a stream still reads them. They stay
@@ -96,8 +119,47 @@ impl<E: Engine, W> Keyspace<E, W> {
             space.shard[g].store(NO_SHARD, Relaxed);
             self.log.flushed_segments.push(no);
         }
+        // A flushing segment for each shard that holds anything; a shard
+        // for which none is free writes its mark with the flush's commit,
+        // as before, and one that holds nothing after it.
+        let mut flushing = Vec::new();
+        for (shard, mark) in marks {
+            if !holding.contains(&shard) {
+                self.log.later_marks.push((shard, mark));
+                continue;
+            }
+            match self.space.take_free() {
+                Some(no) => flushing.push((shard, mark, no)),
+                None => self.log.marks.push((shard, mark)),
+            }
+        }
+        let of = FlushOf {
+            first: flushing.iter().map(|f| f.0).min().unwrap_or(0),
+            shards: flushing.len() as u32,
+        };
+        for (shard, mark, no) in flushing {
+            self.open_flushing_segment(shard, mark, no, of);
+        }
         self.counters.avg_ttl_ms.store(0, Relaxed);
         self.log.wait(w);
         Ok(())
+    }
+
+    /// Opens segment `no` as `shard`'s flushing segment (`of`: the shards
+    /// given one by this flush), whose mark is `mark`, in place of its open
+    /// one: that one holds only flushed records, all on the device (the
+    /// log is idle), and is erased once the flush is durable, as the
+    /// shard's other segments are. The mark is written after the next
+    /// commit.
+    fn open_flushing_segment(&mut self, shard: u32, mark: FlushMark, no: u32, of: FlushOf) {
+        if let Some(old) = self.take_open_segment(shard) {
+            let g = old as usize;
+            self.space.live[g].store(0, Relaxed);
+            self.space.gone[g].store(0, Relaxed);
+            self.space.shard[g].store(NO_SHARD, Relaxed);
+            self.log.flushed_segments.push(old);
+        }
+        self.open_segment(shard, no, Some(of));
+        self.log.later_marks.push((shard, mark));
     }
 }

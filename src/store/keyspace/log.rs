@@ -89,9 +89,13 @@ struct Commit<W> {
     /// durable.
     erases: Vec<u32>,
     /// Flush marks this commit writes (FLUSHDB), and the segments of the
-    /// flushed records, erased once the marks are durable.
+    /// flushed records, erased once this commit is durable.
     marks: Vec<(u32, FlushMark)>,
     flushed_segments: Vec<u32>,
+    /// Flush marks of the shards whose flushing segments this commit opens
+    /// ([`SegmentHeader::flush`]): written by the next commit, once the
+    /// records that follow the flush are durable with it.
+    later_marks: Vec<(u32, FlushMark)>,
     /// Large values whose pieces this commit writes: their heads are
     /// appended once it is durable.
     jobs: Vec<LargeJob<W>>,
@@ -186,6 +190,8 @@ pub(super) struct Log<W> {
     /// records they flush (see `keyspace/flush.rs`).
     pub(super) marks: Vec<(u32, FlushMark)>,
     pub(super) flushed_segments: Vec<u32>,
+    /// Flush marks to write after the next commit (see `Commit`).
+    pub(super) later_marks: Vec<(u32, FlushMark)>,
     /// SAVE: the next commit starts at once, with or without writes.
     pub(super) force: bool,
     /// Every record of a sequence number below this is durable, unless a
@@ -241,6 +247,7 @@ impl<W> Log<W> {
             spare: Vec::new(),
             marks: Vec::new(),
             flushed_segments: Vec::new(),
+            later_marks: Vec::new(),
             force: false,
             durable_seq: next_seq,
             lost: Vec::new(),
@@ -254,6 +261,28 @@ impl<W> Log<W> {
     }
 
     /// Nothing appended is waiting to be made durable.
+    /// Keeps a closed segment's buffer for a new segment, up to
+    /// [`SPARE_BYTES`] of them.
+    pub(super) fn spare_buffer(&mut self, buf: IoBuf) {
+        let kept = self.spare.len() * buf.len();
+        if self.spare.len() < 2 || kept + buf.len() <= SPARE_BYTES {
+            self.spare.push(buf);
+        }
+    }
+
+    /// See [`Keyspace::quiet_for_flush`]: with the undo log empty, the
+    /// commits under way hold no write of a client's.
+    pub(super) fn quiet_for_flush(&self) -> bool {
+        self.undo.is_empty()
+            && self.waiters.is_empty()
+            && self.jobs.is_empty()
+            && (self.commits.iter()).all(|c| c.waiters.is_empty() && c.jobs.is_empty())
+            && self
+                .segs
+                .iter()
+                .all(|s| s.in_flight == 0 && s.written >= s.len)
+    }
+
     pub(super) fn idle(&self) -> bool {
         self.commits.is_empty()
             && self.undo.is_empty()
@@ -270,6 +299,7 @@ impl<W> Log<W> {
             && self.erasing.is_empty()
             && self.erased.is_empty()
             && self.marks.is_empty()
+            && self.later_marks.is_empty()
             && self.flushed_segments.is_empty()
             && self.piece_writing.is_empty()
             && self.piece_dropped.is_empty()
@@ -626,6 +656,31 @@ impl<E: Engine, W> Keyspace<E, W> {
         if let Some(i) = open {
             self.log.segs[i].closed = true;
         }
+        Ok((self.open_segment(shard, no, None), SEGMENT_HEADER))
+    }
+
+    /// Takes `shard`'s open segment, all of it on the device, out of the
+    /// log (its buffer kept for a new one); returns its number.
+    pub(super) fn take_open_segment(&mut self, shard: u32) -> Option<u32> {
+        let i = (self.log.segs.iter()).position(|s| s.shard == shard && !s.closed)?;
+        let s = self.log.segs.swap_remove(i);
+        debug_assert!(s.in_flight == 0 && s.written >= s.len);
+        self.log.spare_buffer(s.buf);
+        Some(s.no)
+    }
+
+    /// Opens segment `no` (taken from the free ones) for `shard`'s appends,
+    /// its header in its buffer (`flush`: opened by a FLUSHDB of those
+    /// shards, see [`SegmentHeader::flush`]); returns its position in
+    /// `segs`.
+    pub(super) fn open_segment(
+        &mut self,
+        shard: u32,
+        no: u32,
+        flush: Option<crate::format::FlushOf>,
+    ) -> usize {
+        let space = &self.space;
+        let seg_size = self.sb.segment_size as usize;
         space.shard[no as usize].store(shard, Relaxed);
         space.min_seq[no as usize].store(u64::MAX, Relaxed);
         let gen = space.next_gen();
@@ -639,6 +694,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             gen,
             first_seq: self.log.next_seq,
             shard,
+            flush,
         };
         header.encode(&self.sb.uuid, &mut buf[..SEGMENT_HEADER]);
         self.log.segs.push(OpenSeg {
@@ -652,7 +708,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             in_flight: 0,
             closed: false,
         });
-        Ok((self.log.segs.len() - 1, SEGMENT_HEADER))
+        self.log.segs.len() - 1
     }
 
     /// Starts a commit when one is due; returns whether it did anything.
@@ -680,7 +736,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         // the commit interval (so a failing device is retried at that pace).
         let erase = !self.log.to_erase.is_empty()
             && (self.since_commit() >= self.log.interval || self.stopping);
-        let marks = !self.log.marks.is_empty();
+        let marks = !self.log.marks.is_empty() || !self.log.later_marks.is_empty();
         let force = self.log.force || !self.log.piece_writes.is_empty();
         if busy || (self.log.undo.len() == fresh && !erase && !marks && !force) {
             return false;
@@ -741,6 +797,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             && !self.log.waiters.is_empty()
             && !force
             && self.log.marks.is_empty()
+            && self.log.later_marks.is_empty()
             && self.log.jobs.is_empty();
         self.log.flush_waiters = 0;
         self.log.commits.push_back(Commit {
@@ -757,6 +814,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             erases,
             marks: std::mem::take(&mut self.log.marks),
             flushed_segments: std::mem::take(&mut self.log.flushed_segments),
+            later_marks: std::mem::take(&mut self.log.later_marks),
             jobs: std::mem::take(&mut self.log.jobs),
         });
         self.log.last_commit = self.now;
@@ -968,8 +1026,10 @@ impl<E: Engine, W> Keyspace<E, W> {
         for job in c.jobs {
             self.append_head(job);
         }
-        // The flush marks are durable: the flushed records' segments may
-        // lose their headers now.
+        // The flush is durable (its marks, or its flushing segments): the
+        // flushed records' segments may lose their headers now, and the
+        // flushing segments' marks go in the next commit.
+        self.log.marks.extend(c.later_marks);
         for no in c.flushed_segments {
             match self.pinned(no) {
                 // Key iteration has records to read there.
@@ -1026,10 +1086,7 @@ impl<E: Engine, W> Keyspace<E, W> {
                     };
                     free_after(&mut self.log.pending_free, s.no, after);
                 }
-                let kept = self.log.spare.len() * s.buf.len();
-                if self.log.spare.len() < 2 || kept + s.buf.len() <= SPARE_BYTES {
-                    self.log.spare.push(s.buf);
-                }
+                self.log.spare_buffer(s.buf);
             } else {
                 i += 1;
             }
@@ -1062,6 +1119,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         // the flushed segments keep their headers until then.
         for commit in &mut c {
             self.log.marks.append(&mut commit.marks);
+            self.log.marks.append(&mut commit.later_marks);
             self.log
                 .flushed_segments
                 .append(&mut commit.flushed_segments);

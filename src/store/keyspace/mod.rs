@@ -690,6 +690,15 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.log.idle()
     }
 
+    /// What a flush waits for: no write waits for a commit (so no
+    /// rollback can bring back an entry the flush clears), and no open
+    /// segment has a write at the device. Commits that carry only flush
+    /// marks and erasures (an earlier flush's, which follow its commit at
+    /// once) may be under way.
+    pub fn quiet_for_flush(&self) -> bool {
+        self.log.quiet_for_flush()
+    }
+
     /// Idle, and every emptied segment erased and free: what a clean
     /// shutdown waits for.
     pub fn settled(&self) -> bool {
