@@ -4,26 +4,27 @@
 //! The index partitions are cleared, and each shard gets a flush mark
 //! (`format::FlushMark`): "records below sequence number S are flushed",
 //! S being the log's next number. Each shard that holds a segment has its
-//! open one closed and a new one opened whose header says the same (`SegmentHeader::flush`,
-//! its first sequence number S, with the number of shards flushed): the
-//! records that follow the flush (a transaction's SETs after its FLUSHDB)
-//! go into it, and the next commit writes its header with them in one
-//! write, and carries the flush's waiter, so the flush is acknowledged
-//! once durable, whatever the durability mode. A rebuild takes the flush
-//! only when every shard's flushing segment is there (or a mark says so);
-//! a commit cut short by a crash, some of them written and some not, is
-//! dropped whole, its records with it. The marks themselves (one block
-//! per shard, in alternating slots) go in the commit after: written with the records
+//! open one closed and a new one opened whose header says the same
+//! (`SegmentHeader::flush`: its first sequence number is S, and it names
+//! the flush's shards): the records that follow the flush (a
+//! transaction's SETs after its FLUSHDB) go into it, the next commit
+//! writes its header with them in one write and carries the flush's
+//! waiter, so the flush is acknowledged once durable, whatever the
+//! durability mode. The marks themselves (one block per shard, in
+//! alternating slots) go in the commit after: written with the records
 //! they would drop, a crash could keep a mark and lose the records after
 //! it, and with them the previous, acknowledged state. A rebuild ignores
-//! records below a shard's mark or its latest flushing header. The
+//! records below a shard's mark or below its flushing segment's S, the
+//! latter only when every shard of that flush has its flushing segment
+//! (or a mark says S): a commit cut short by a crash, some of them
+//! written and some not, is dropped whole, its records with it. The
 //! segments that held the flushed records keep their headers until the
 //! flush is durable (a crash before then finds the store as it was before
 //! the flush), then are erased and freed as emptied segments are. A shard
 //! for which no segment is free writes its mark with the flush's commit,
-//! as before. The flush runs when the log is idle: no write is waiting
-//! for a commit, so no rollback can bring back an entry the flush
-//! cleared.
+//! as before. The flush runs when no write waits for a commit
+//! (`Keyspace::quiet_for_flush`), so no rollback can bring back an entry
+//! the flush cleared.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -76,9 +77,9 @@ impl<E: Engine, W> Keyspace<E, W> {
                 epoch: s.flushed.epoch + 1,
                 below,
             };
-            // A later flush of the same shard before this one's marks are
-            // written replaces its mark.
-            self.log.marks.retain(|&(id, _)| id != s.id);
+            // An earlier flush's marks not written yet are written all the
+            // same (its flushing segments may be all that says it happened
+            // until they are); this one's, of a later epoch, follow.
             self.log.later_marks.retain(|&(id, _)| id != s.id);
             owned.push(s.id);
             marks.push((s.id, s.flushed));
@@ -147,8 +148,8 @@ impl<E: Engine, W> Keyspace<E, W> {
 
     /// Opens segment `no` as `shard`'s flushing segment (`of`: the shards
     /// given one by this flush), whose mark is `mark`, in place of its open
-    /// one: that one holds only flushed records, all on the device (the
-    /// log is idle), and is erased once the flush is durable, as the
+    /// one: that one holds only flushed records, all on the device (see
+    /// `quiet_for_flush`), and is erased once the flush is durable, as the
     /// shard's other segments are. The mark is written after the next
     /// commit.
     fn open_flushing_segment(&mut self, shard: u32, mark: FlushMark, no: u32, of: FlushOf) {

@@ -260,7 +260,6 @@ impl<W> Log<W> {
         }
     }
 
-    /// Nothing appended is waiting to be made durable.
     /// Keeps a closed segment's buffer for a new segment, up to
     /// [`SPARE_BYTES`] of them.
     pub(super) fn spare_buffer(&mut self, buf: IoBuf) {
@@ -283,6 +282,7 @@ impl<W> Log<W> {
                 .all(|s| s.in_flight == 0 && s.written >= s.len)
     }
 
+    /// Nothing appended is waiting to be made durable.
     pub(super) fn idle(&self) -> bool {
         self.commits.is_empty()
             && self.undo.is_empty()
