@@ -3939,17 +3939,17 @@ impl<E: Engine> Poller<E> {
     /// reading, no write waits for room), then the requests held behind
     /// it, up to the next flush. Whether it ran one.
     fn flush_when_idle(&mut self) -> bool {
-        let quiet = self.ks.quiet_for_flush()
-            && self.busy.is_empty()
-            && self.requeued.is_empty()
-            && self.deferred.is_empty()
-            && self.loads.is_empty();
-        if !quiet
-            || !self
-                .flush_hold
-                .front()
-                .is_some_and(|(_, r)| matches!(r.op, Op::Flush))
-        {
+        // Called every turn: the quiet test walks the log, so only when a
+        // flush waits.
+        let waiting = (self.flush_hold.front()).is_some_and(|(_, r)| matches!(r.op, Op::Flush));
+        let quiet = || {
+            self.ks.quiet_for_flush()
+                && self.busy.is_empty()
+                && self.requeued.is_empty()
+                && self.deferred.is_empty()
+                && self.loads.is_empty()
+        };
+        if !waiting || !quiet() {
             return false;
         }
         let (_, req) = self.flush_hold.pop_front().expect("front");

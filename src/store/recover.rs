@@ -114,8 +114,8 @@ pub(super) fn rebuild(
     // flush happened. Otherwise the commit that carried them was cut short
     // (by a crash, before any reply), and they are dropped whole, records
     // and all (their headers erased at the start, as unreferenced).
-    let marks = flushed_below.to_vec();
-    let mut flushed_below = marks.clone();
+    let marks = flushed_below;
+    let mut flushed_below = marks.to_vec();
     let mut siblings: HashMap<(u64, FlushOf), u32> = HashMap::new();
     for segs in by_shard.values() {
         for (_, _, h) in segs {

@@ -80,7 +80,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             // An earlier flush's marks not written yet are written all the
             // same (its flushing segments may be all that says it happened
             // until they are); this one's, of a later epoch, follow.
-            self.log.later_marks.retain(|&(id, _)| id != s.id);
             owned.push(s.id);
             marks.push((s.id, s.flushed));
         }
@@ -153,11 +152,9 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// shard's other segments are. The mark is written after the next
     /// commit.
     fn open_flushing_segment(&mut self, shard: u32, mark: FlushMark, no: u32, of: FlushOf) {
+        // Its live bytes were set to zero with the shard's other segments.
         if let Some(old) = self.take_open_segment(shard) {
-            let g = old as usize;
-            self.space.live[g].store(0, Relaxed);
-            self.space.gone[g].store(0, Relaxed);
-            self.space.shard[g].store(NO_SHARD, Relaxed);
+            self.space.shard[old as usize].store(NO_SHARD, Relaxed);
             self.log.flushed_segments.push(old);
         }
         self.open_segment(shard, no, Some(of));
