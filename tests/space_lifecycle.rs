@@ -366,6 +366,109 @@ fn random_and_volatile_policies_bound_live_data() {
     }
 }
 
+/// Writes `{a}N` keys of 10 KiB with a TTL through one connection while
+/// another SETs 100 keys of 1 KiB without one (`b0`, `b1`, …, spread over
+/// the store), and returns the replies to the second's SETs that were not
+/// `+OK`, and how many of its keys read back.
+fn write_beside_an_evicting_writer(url: &str) -> (Vec<String>, usize) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), url.to_string());
+        std::thread::spawn(move || {
+            let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut i = 0u64;
+            // Bounded: 64 MiB at most, or until the other is done.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 6400 {
+                let mut p = redis::pipe();
+                for _ in 0..16 {
+                    p.cmd("SET")
+                        .arg(format!("{{a}}{i}"))
+                        .arg(value("a", i, 10 << 10));
+                    p.arg("EX").arg(10_000).ignore();
+                    i += 1;
+                }
+                let r: RedisResult<()> = p.query(&mut con);
+                r.unwrap_or_else(|e| panic!("SET {{a}}{i}: {e}"));
+            }
+        })
+    };
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut refused = Vec::new();
+    for i in 0..100u64 {
+        std::thread::sleep(Duration::from_millis(2));
+        let r: RedisResult<String> = redis::cmd("SET")
+            .arg(format!("b{i}"))
+            .arg(value("b", i, 1 << 10))
+            .query(&mut con);
+        match r {
+            Ok(ok) if ok == "OK" => {}
+            other => refused.push(format!("b{i}: {other:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let kept = (0..100u64)
+        .filter(|i| {
+            let v: Option<Vec<u8>> = con.get(format!("b{i}")).unwrap();
+            v.is_some()
+        })
+        .count();
+    (refused, kept)
+}
+
+/// With two pollers, `--maxmemory` holds for the whole store: while one
+/// connection writes keys with a TTL onto one poller past the limit, SETs
+/// of keys without a TTL (which volatile-lru may not evict) on either
+/// poller are all answered `+OK` and kept, as redis-server answers them,
+/// and live data comes back under the limit. A poller with nothing to
+/// evict used to refuse them with OOM while the other's eviction caught
+/// up.
+#[test]
+fn two_pollers_keep_maxmemory_and_never_refuse_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    create(dir.path(), "64M");
+    let srv = start(
+        dir.path(),
+        &[
+            "--maxmemory-policy",
+            "volatile-lru",
+            "--maxmemory",
+            "2M",
+            "--io-threads",
+            "2",
+        ],
+    );
+    assert_eq!(srv.info_field("io_threads"), "2");
+    let (refused, kept) = write_beside_an_evicting_writer(&srv.url());
+    assert_eq!(refused, Vec::<String>::new(), "nvkv refused writes");
+    assert_eq!(kept, 100, "keys without a TTL stay under volatile-lru");
+    assert!(stat(&srv, "evicted_keys") > 0);
+    wait_for("eviction under the limit", || {
+        stat(&srv, "live_bytes") <= 2 << 20
+    });
+    srv.stop();
+    if let Some(redis) =
+        RealRedis::start(&["--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru"])
+    {
+        let (refused, kept) = write_beside_an_evicting_writer(&format!("redis://{}", redis.addr));
+        assert_eq!(refused, Vec::<String>::new(), "redis-server refused writes");
+        assert_eq!(kept, 100, "redis-server");
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(
+                &mut redis::Client::open(format!("redis://{}", redis.addr))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(
+            !info.contains("evicted_keys:0\r"),
+            "redis-server evicted nothing"
+        );
+    }
+}
+
 /// A kill -9 while eviction, expiry and compaction run: every key reads
 /// back as nil or as its latest acknowledged value (or the write in flight
 /// when the server died), never an older or an expired one.

@@ -36,7 +36,16 @@ pub struct Settings {
     /// store follows no `maxmemory` of its own, its keys go by its
     /// primary's DELs only.
     pub replica_ignore: AtomicBool,
+    /// Per poller (by id, modulo [`POLLER_SLOTS`]): its keys, and its
+    /// keys with a TTL, as last counted. A poller that finds nothing to
+    /// evict refuses a write only when no other holds a key the policy may
+    /// take either.
+    pub keys: Box<[AtomicU64]>,
+    pub expires: Box<[AtomicU64]>,
 }
+
+/// Pollers [`Settings::keys`] tells apart.
+pub const POLLER_SLOTS: usize = 256;
 
 impl Settings {
     pub fn new(policy: Policy, maxmemory: u64, samples: u32) -> Self {
@@ -45,6 +54,8 @@ impl Settings {
             maxmemory: maxmemory.into(),
             samples: samples.into(),
             replica_ignore: true.into(),
+            keys: (0..POLLER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            expires: (0..POLLER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 

@@ -8,7 +8,12 @@
 //!
 //! The limit is `--maxmemory` when set, else 85% of what the segments that
 //! client writes may fill hold (as full as records pack), which leaves
-//! compaction room to work. Eviction
+//! compaction room to work. The limit is the whole store's, and each
+//! poller evicts its own keys while the store is past it; a poller with
+//! nothing left to evict refuses a write only when no other poller holds
+//! a key the policy may take either (`Settings::keys`, `expires`): Redis
+//! refuses only when nothing in the whole key space may go, and another
+//! poller's eviction lagging behind its writes is no reason to. Eviction
 //! runs a bounded number of keys per loop turn, so reads on the same
 //! poller keep flowing; a write that finds no free segment while eviction
 //! can still make room waits for it, as it waits for compaction.
@@ -26,6 +31,8 @@ use crate::io::Engine;
 const STEP: usize = 64;
 /// Slots scanned from a random place to find one sampled key.
 const SCAN: u64 = 32;
+/// Slots looked through in order when random samples found no key.
+const THOROUGH: u64 = 1 << 20;
 /// Fraction of the client-writable segments live data may fill under an
 /// evicting policy without `--maxmemory`, in percent.
 const FILL_PCT: u64 = 85;
@@ -145,9 +152,19 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.evictor.pressure
     }
 
-    /// Whether eviction can still make room for a write that found none.
+    /// Whether eviction can still make room for a write that found none:
+    /// this poller's, or another's that holds keys the policy may take.
     pub(super) fn may_evict(&self) -> bool {
-        self.eviction.policy().evicts() && !self.evictor.exhausted
+        let policy = self.eviction.policy();
+        if !policy.evicts() {
+            return false;
+        }
+        let own = self.id % crate::store::evict::POLLER_SLOTS;
+        let held = match policy.volatile() {
+            true => &self.eviction.expires,
+            false => &self.eviction.keys,
+        };
+        !self.evictor.exhausted || (0..held.len()).any(|i| i != own && held[i].load(Relaxed) > 0)
     }
 
     /// One bounded step of eviction; returns whether it evicted anything.
@@ -268,6 +285,9 @@ impl<E: Engine, W> Keyspace<E, W> {
                 offset: e.offset,
             });
         }
+        if found == 0 && self.evictor.pool.is_empty() {
+            self.sample_thoroughly(policy);
+        }
         let ev = &mut self.evictor;
         ev.pool.sort_by_key(|c| c.score);
         if ev.pool.len() > POOL {
@@ -279,6 +299,35 @@ impl<E: Engine, W> Keyspace<E, W> {
             let mid = sorted.len() / 2;
             *sorted.select_nth_unstable(mid).1
         });
+    }
+
+    /// Random samples found nothing (few keys the policy may take among
+    /// many others, or sparse tables): looks through the tables in order,
+    /// [`THOROUGH`] slots at most, for one key to put in the pool, so that
+    /// a poller holding such keys is not taken for one with none.
+    fn sample_thoroughly(&mut self, policy: crate::store::evict::Policy) {
+        let mut budget = THOROUGH;
+        for s in self.shards.iter().flatten() {
+            if policy.volatile() && s.expiring() == 0 {
+                continue;
+            }
+            for part in s.partitions() {
+                let n = part.slots().min(budget);
+                budget -= n;
+                if let Some((tag, e, word)) = part.sample(0, n, |e| policy.may_evict(e)) {
+                    self.evictor.pool.push(Candidate {
+                        score: policy.score(&e, word, self.now_ms),
+                        pid: part.id(),
+                        tag,
+                        offset: e.offset,
+                    });
+                    return;
+                }
+                if budget == 0 {
+                    return;
+                }
+            }
+        }
     }
 
     /// Compaction met live record `e` of key `hash` in its victim: under

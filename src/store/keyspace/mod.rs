@@ -749,6 +749,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         self.counters.keys.store(keys, Relaxed);
         self.counters.expires.store(expires, Relaxed);
+        let slot = self.id % crate::store::evict::POLLER_SLOTS;
+        self.eviction.keys[slot].store(keys, Relaxed);
+        self.eviction.expires[slot].store(expires, Relaxed);
         self.counters.tombstones.store(tombstones, Relaxed);
     }
 
