@@ -42,6 +42,12 @@ pub struct Settings {
     /// take either.
     pub keys: Box<[AtomicU64]>,
     pub expires: Box<[AtomicU64]>,
+    /// Per poller likewise: the score of the best candidate its eviction
+    /// pool held when it last sampled, plus one (0: none). A poller evicts
+    /// only while its best is as good as every other's, so keys go in the
+    /// policy's order across pollers, as Redis's pool takes them across
+    /// the whole key space.
+    pub best: Box<[AtomicU64]>,
 }
 
 /// Pollers [`Settings::keys`] tells apart.
@@ -56,6 +62,7 @@ impl Settings {
             replica_ignore: true.into(),
             keys: (0..POLLER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             expires: (0..POLLER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            best: (0..POLLER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 

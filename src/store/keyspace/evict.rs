@@ -9,7 +9,9 @@
 //! The limit is `--maxmemory` when set, else 85% of what the segments that
 //! client writes may fill hold (as full as records pack), which leaves
 //! compaction room to work. The limit is the whole store's, and each
-//! poller evicts its own keys while the store is past it; a poller with
+//! poller evicts its own keys while the store is past it, as long as its
+//! best candidate is as good as every other poller's (`Settings::best`),
+//! so that keys go in the policy's order across pollers; a poller with
 //! nothing left to evict refuses a write only when no other poller holds
 //! a key the policy may take either (`Settings::keys`, `expires`): Redis
 //! refuses only when nothing in the whole key space may go, and another
@@ -76,6 +78,16 @@ struct Candidate {
 
 /// Candidates the pool keeps.
 const POOL: usize = 16;
+
+/// What one eviction did.
+enum Evicted {
+    /// A key of this many bytes went.
+    Key(u32),
+    /// Another poller holds a better candidate: it evicts.
+    Elsewhere,
+    /// No key the policy may take was found.
+    Nothing,
+}
 
 impl Evictor {
     pub(super) fn new(seed: u64) -> Self {
@@ -198,9 +210,16 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         let (mut evicted, mut freed) = (0, 0);
         while over > 0 && evicted < STEP {
-            let Some(bytes) = self.evict_one(policy) else {
-                self.evictor.exhausted = true;
-                break;
+            let bytes = match self.evict_one(policy, stuck) {
+                Evicted::Key(bytes) => bytes,
+                Evicted::Elsewhere => {
+                    self.evictor.exhausted = false;
+                    break;
+                }
+                Evicted::Nothing => {
+                    self.evictor.exhausted = true;
+                    break;
+                }
             };
             self.evictor.exhausted = false;
             over = over.saturating_sub(bytes as u64);
@@ -216,12 +235,25 @@ impl<E: Engine, W> Keyspace<E, W> {
     }
 
     /// Samples `maxmemory-samples` keys into the pool and evicts the best
-    /// candidate there; returns its bytes, or `None` when no key the policy
-    /// may take was found.
-    fn evict_one(&mut self, policy: crate::store::evict::Policy) -> Option<u32> {
+    /// candidate there, unless another poller published a better one
+    /// (`Settings::best`; a poller whose writes wait for room evicts its
+    /// own anyway).
+    fn evict_one(&mut self, policy: crate::store::evict::Policy, stuck: bool) -> Evicted {
         self.sample(policy);
+        let slot = self.id % crate::store::evict::POLLER_SLOTS;
         // The best candidate still as it was sampled goes.
-        while let Some(c) = self.evictor.pool.pop() {
+        loop {
+            let Some(c) = self.evictor.pool.last().copied() else {
+                self.eviction.best[slot].store(0, Relaxed);
+                return Evicted::Nothing;
+            };
+            let best = c.score.saturating_add(1);
+            self.eviction.best[slot].store(best, Relaxed);
+            let others = &self.eviction.best;
+            if !stuck && (0..others.len()).any(|i| i != slot && others[i].load(Relaxed) > best) {
+                return Evicted::Elsewhere;
+            }
+            self.evictor.pool.pop();
             let part = self.shard_mut(c.pid).part_mut(c.pid);
             let same = part
                 .get_at(c.tag, c.offset)
@@ -229,12 +261,13 @@ impl<E: Engine, W> Keyspace<E, W> {
             if !same {
                 continue;
             }
-            let e = part.mark_gone_at(c.tag, c.offset)?;
+            let Some(e) = part.mark_gone_at(c.tag, c.offset) else {
+                continue;
+            };
             self.mark_gone_bytes(e);
             self.went(e);
-            return Some(e.len);
+            return Evicted::Key(e.len);
         }
-        None
     }
 
     /// Samples `maxmemory-samples` keys at random into the pool and the
