@@ -164,19 +164,47 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.evictor.pressure
     }
 
-    /// Whether eviction can still make room for a write that found none:
-    /// this poller's, or another's that holds keys the policy may take.
+    /// Whether this poller's eviction can still make room for a write
+    /// that found none.
     pub(super) fn may_evict(&self) -> bool {
+        self.eviction.policy().evicts() && !self.evictor.exhausted
+    }
+
+    /// Whether a write past `--maxmemory` may go on for eviction to make
+    /// room: some poller, this one or another, holds keys the policy may take
+    /// (live keys, or live keys with a TTL under a `volatile-*` policy:
+    /// this one's counted now, the others' as they published them). Not
+    /// whether this poller's last attempt found one: that flag is reset
+    /// whenever its last look saw the store under the limit, which with
+    /// several pollers writing can be a moment before a write finds it
+    /// past it.
+    fn store_may_evict(&self) -> bool {
         let policy = self.eviction.policy();
         if !policy.evicts() {
             return false;
         }
-        let own = self.id % crate::store::evict::POLLER_SLOTS;
+        let shards = || self.shards.iter().flatten();
+        let own = match policy.volatile() {
+            true => shards().map(crate::store::Shard::expiring).sum::<u64>(),
+            false => shards().map(crate::store::Shard::live_keys).sum::<u64>(),
+        };
+        let slot = self.id % crate::store::evict::POLLER_SLOTS;
         let held = match policy.volatile() {
             true => &self.eviction.expires,
             false => &self.eviction.keys,
         };
-        !self.evictor.exhausted || (0..held.len()).any(|i| i != own && held[i].load(Relaxed) > 0)
+        own > 0 || (0..held.len()).any(|i| i != slot && held[i].load(Relaxed) > 0)
+    }
+
+    /// Publishes this poller's keys and keys with a TTL, counted over its
+    /// partitions now.
+    fn publish_evictable(&self) {
+        let slot = self.id % crate::store::evict::POLLER_SLOTS;
+        let shards = || self.shards.iter().flatten();
+        let keys = shards().map(crate::store::Shard::live_keys).sum();
+        let expires = shards().map(crate::store::Shard::expiring).sum();
+        self.eviction.keys[slot].store(keys, Relaxed);
+        self.eviction.expires[slot].store(expires, Relaxed);
     }
 
     /// One bounded step of eviction; returns whether it evicted anything.
@@ -194,6 +222,12 @@ impl<E: Engine, W> Keyspace<E, W> {
                 || !self.reclaimable()
         });
         self.evictor.pressure = live > limit || stuck;
+        if self.evictor.pressure {
+            // What the other pollers read to know whether this one can
+            // still evict: counted exactly while the store is past its
+            // limit (the published counts may lag a turn's evictions).
+            self.publish_evictable();
+        }
         if !self.evictor.pressure {
             self.evictor.exhausted = false;
             return false;
@@ -230,6 +264,7 @@ impl<E: Engine, W> Keyspace<E, W> {
             self.evictor.live = self.evictor.live.saturating_sub(freed);
             self.count_evicted(evicted as u64);
             self.update_key_count();
+            self.publish_evictable();
         }
         evicted > 0
     }
@@ -429,7 +464,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// `--maxmemory` is set, live data is past it, and nothing can be
     /// evicted for it.
     pub fn refuses_over_maxmemory(&mut self) -> bool {
-        self.over_maxmemory() && !self.may_evict()
+        self.over_maxmemory() && !self.store_may_evict()
     }
 
     /// A read of the key: its access bits follow (LRU and LFU policies).
