@@ -341,7 +341,13 @@ fn volatile_ttl_on(pollers: &str) {
             break;
         }
     }
-    assert_eq!(last, OOM);
+    assert_eq!(
+        last,
+        OOM,
+        "{pollers} poller(s): 40 SETs of 100 KiB without a TTL taken; live_bytes {}, expires {}",
+        stat(&srv, "live_bytes"),
+        srv.info_field("db0"),
+    );
     assert_eq!(present(&mut con, "keep", 140, len), 140);
     srv.stop();
 }

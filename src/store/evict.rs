@@ -42,9 +42,10 @@ pub struct Settings {
     /// take either.
     pub keys: Box<[AtomicU64]>,
     pub expires: Box<[AtomicU64]>,
-    /// Per poller likewise: the score of the best candidate its eviction
-    /// pool held when it last sampled, plus one (0: none). A poller evicts
-    /// only while its best is as good as every other's, so keys go in the
+    /// Per poller likewise: the rank ([`Policy::rank`]) of the best
+    /// candidate its eviction pool held when it last evicted, and when
+    /// (see [`Settings::publish_best`]; 0: none). A poller evicts only
+    /// while its best is as good as every other's, so keys go in the
     /// policy's order across pollers, as Redis's pool takes them across
     /// the whole key space.
     pub best: Box<[AtomicU64]>,
@@ -73,7 +74,34 @@ impl Settings {
     pub fn maxmemory(&self) -> u64 {
         self.maxmemory.load(Relaxed)
     }
+
+    /// Poller `slot`'s best candidate has rank `rank`, as of `now_ms`.
+    pub fn publish_best(&self, slot: usize, rank: u64, now_ms: u64) {
+        let rank = rank.min(BEST_RANK - 1) + 1;
+        self.best[slot].store(now_ms << BEST_BITS | rank, Relaxed);
+    }
+
+    /// Whether another poller than `slot` holds a candidate ranked above
+    /// `rank`, published in the last [`BEST_FRESH_MS`] before `now_ms`. A
+    /// poller that stopped evicting (the store under the limit as it last
+    /// looked, or no turn since) holds nobody back for longer.
+    pub fn better_elsewhere(&self, slot: usize, rank: u64, now_ms: u64) -> bool {
+        let rank = rank.min(BEST_RANK - 1) + 1;
+        self.best.iter().enumerate().any(|(i, b)| {
+            let b = b.load(Relaxed);
+            let (at, theirs) = (b >> BEST_BITS, b & ((1 << BEST_BITS) - 1));
+            i != slot && theirs > rank && now_ms.saturating_sub(at) <= BEST_FRESH_MS
+        })
+    }
 }
+
+/// Bits of [`Settings::best`] that hold the rank plus one (the time in
+/// milliseconds above them).
+const BEST_BITS: u32 = 16;
+/// Ranks told apart: an LFU counter's 256 values at most.
+const BEST_RANK: u64 = 256;
+/// How long a published best candidate holds another poller back.
+const BEST_FRESH_MS: u64 = 20;
 
 /// What a full store does when a write needs room: Redis's names and
 /// meanings.
@@ -217,6 +245,26 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// A victim's score as pollers compare theirs ([`Settings::best`]):
+    /// coarse where the score is fine-grained, so that keys of about the
+    /// same worth on two pollers go together rather than one at a time
+    /// from each in turn. The remaining TTL (`volatile-ttl`) and the idle
+    /// time (LRU) count by their power of two; an LFU counter is already
+    /// logarithmic and counts as it is.
+    pub fn rank(self, score: u64, now_ms: u64) -> u64 {
+        let bits = |v: u64| (u64::BITS - v.leading_zeros()) as u64;
+        match self {
+            Policy::VolatileTtl => {
+                let expire_ms = u64::MAX - score;
+                64 - bits(expire_ms.saturating_sub(now_ms))
+            }
+            Policy::AllkeysLru | Policy::VolatileLru => bits(score),
+            _ => score,
+        }
+    }
+}
+
 /// The LRU clock: seconds, modulo 2^20.
 pub fn lru_clock(now_ms: u64) -> u32 {
     ((now_ms / 1000) as u32) & ACCESS_MASK
@@ -280,6 +328,34 @@ mod tests {
             tombstone: false,
             expire_ms,
         }
+    }
+
+    #[test]
+    fn ranks_tell_apart_what_matters_and_hold_others_back_while_fresh() {
+        let p = Policy::VolatileTtl;
+        let now = 1_000_000;
+        let rank = |expire_ms| p.rank(p.score(&entry(expire_ms), 0, now), now);
+        // A millisecond apart: the same rank; 100 s against 10,000 s: not.
+        assert_eq!(rank(now + 100_000), rank(now + 100_001));
+        assert!(rank(now + 100_000) > rank(now + 10_000_000));
+        assert!(rank(now) > rank(now + 1));
+        let lru = Policy::AllkeysLru;
+        assert!(lru.rank(1000, now) > lru.rank(10, now));
+        assert_eq!(lru.rank(1000, now), lru.rank(1001, now));
+
+        let s = Settings::new(p, 1 << 20, 5);
+        s.publish_best(1, rank(now + 100_000), now);
+        let late = rank(now + 10_000_000);
+        assert!(s.better_elsewhere(0, late, now));
+        assert!(!s.better_elsewhere(1, late, now), "its own");
+        assert!(!s.better_elsewhere(0, rank(now + 100_000), now), "as good");
+        assert!(s.better_elsewhere(0, late, now + BEST_FRESH_MS));
+        assert!(
+            !s.better_elsewhere(0, late, now + BEST_FRESH_MS + 1),
+            "stale"
+        );
+        s.best[1].store(0, Relaxed);
+        assert!(!s.better_elsewhere(0, late, now), "none");
     }
 
     #[test]

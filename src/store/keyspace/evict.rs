@@ -282,10 +282,9 @@ impl<E: Engine, W> Keyspace<E, W> {
                 self.eviction.best[slot].store(0, Relaxed);
                 return Evicted::Nothing;
             };
-            let best = c.score.saturating_add(1);
-            self.eviction.best[slot].store(best, Relaxed);
-            let others = &self.eviction.best;
-            if !stuck && (0..others.len()).any(|i| i != slot && others[i].load(Relaxed) > best) {
+            let rank = policy.rank(c.score, self.now_ms);
+            self.eviction.publish_best(slot, rank, self.now_ms);
+            if !stuck && self.eviction.better_elsewhere(slot, rank, self.now_ms) {
                 return Evicted::Elsewhere;
             }
             self.evictor.pool.pop();
