@@ -154,7 +154,9 @@ fn every_allowed_core_counts() {
         srv.info_field("io_threads").parse().unwrap(),
     );
     if n <= 2 {
-        assert_eq!((conns, pollers), (1, 1));
+        // A connection thread per core, each running its poller.
+        assert_eq!((conns, pollers), (n, n));
+        assert_eq!(srv.info_field("inline_io"), "yes");
     } else {
         // One core spare, the rest split between the two kinds, pollers
         // at most the store's 8 shards.

@@ -483,9 +483,11 @@ fn pollers_on(usable: usize) -> usize {
 
 /// The connection threads and pollers, and why, on `cores` CPUs this
 /// process may use (its affinity mask) with a store of `shards` shards
-/// (`None` before the store is open): `tcp` and `io` when given (a flag
-/// always wins), otherwise chosen. On 1 or 2 cores, one of each: more
-/// threads than cores would only share them (measured best on 2 cores).
+/// (`None` before the store is open) and `spdk` its engine: `tcp` and `io`
+/// when given (a flag always wins), otherwise chosen. On 1 or 2 cores, a
+/// connection thread per core with a poller each (inside it: see
+/// [`inline_for`]), or one of each for the spdk engine: more threads than
+/// cores would only share them (measured best on 2 cores).
 /// From 3 cores, one core stays spare for the kernel's network and block
 /// work, the clients and an NVMe-oF target's reactor (the core a busy
 /// spdk poller needs beside the connection threads, see [`polling_for`]),
@@ -496,11 +498,16 @@ fn threads_for(
     shards: Option<usize>,
     tcp: Option<usize>,
     io: Option<usize>,
+    spdk: bool,
 ) -> Threads {
     let n = cores.max(1);
     let spare = if n <= 2 { 0 } else { 1 };
     let usable = n - spare;
-    let wanted = if n <= 2 { 1 } else { pollers_on(usable) };
+    // On 2 cores a connection thread each, with a poller inside it; the
+    // spdk engine's pollers cannot run inside them (and its NVMe-oF
+    // target's reactor wants a core too): one of each.
+    let small = if spdk { 1 } else { n };
+    let wanted = if n <= 2 { small } else { pollers_on(usable) };
     let rule_pollers = shards.map_or(wanted, |s| wanted.min(s.max(1)));
     let capped = |p: usize| {
         if p == rule_pollers && rule_pollers < wanted {
@@ -534,14 +541,16 @@ fn threads_for(
             };
             (c, p, why)
         }
-        (None, None) if n <= 2 => (
-            1,
-            1,
-            format!(
-                "{n} cores this process may use: 1 connection thread and 1 poller (more \
-                 threads would share the cores)"
-            ),
-        ),
+        (None, None) if n <= 2 => {
+            let p = rule_pollers;
+            let engine = if spdk { ", the spdk engine" } else { "" };
+            let why = format!(
+                "{n} cores this process may use{engine}: {small} connection thread(s) and {p} \
+                 poller(s){} (no core spare: more threads would share the cores)",
+                capped(p)
+            );
+            (small, p, why)
+        }
         (None, None) => {
             let p = rule_pollers;
             let c = usable - p;
@@ -724,6 +733,8 @@ impl ServeArgs {
     /// whose pollers busy-poll on pinned cores when there are cores to
     /// dedicate to them; files and block devices by io_uring.
     fn settle(&mut self, dev: &crate::io::Device, shards: u32, cores: &[usize]) {
+        let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
+        let spdk = engine == EngineKind::Spdk;
         self.choose_threads(cores, Some(shards));
         let threads = self.threads.as_ref().expect("chosen");
         tracing::info!(
@@ -732,8 +743,6 @@ impl ServeArgs {
             "threads: {}",
             threads.why
         );
-        let engine = *self.engine.get_or_insert(EngineKind::default_for(dev));
-        let spdk = engine == EngineKind::Spdk;
         let (poller_cores, _) = self.placement(cores);
         let (poll, pin, why) = polling_for(
             spdk,
@@ -813,7 +822,8 @@ impl ServeArgs {
     /// `shards` once it is open (pollers chosen before are then capped).
     fn choose_threads(&mut self, cores: &[usize], shards: Option<u32>) {
         let shards = shards.map(|s| s as usize);
-        let t = threads_for(cores.len(), shards, self.tcp_threads, self.io_threads);
+        let spdk = self.engine == Some(EngineKind::Spdk);
+        let t = threads_for(cores.len(), shards, self.tcp_threads, self.io_threads, spdk);
         self.threads = Some(t);
     }
 
@@ -1437,16 +1447,22 @@ mod tests {
     /// (connection threads, pollers) chosen on `cores` cores for a store
     /// of `shards` shards.
     fn counts(cores: usize, shards: usize) -> (usize, usize) {
-        let t = threads_for(cores, Some(shards), None, None);
+        let t = threads_for(cores, Some(shards), None, None, false);
         (t.conns, t.pollers)
     }
 
     #[test]
     fn thread_counts_follow_the_cores() {
-        // Measured best on the 2-core development machine: one of each.
+        // Measured best on the 2-core development machine: a connection
+        // thread per core, each with its poller (one of each for the
+        // spdk engine, whose pollers run in threads of their own).
         assert_eq!(counts(1, 8), (1, 1));
-        assert_eq!(counts(2, 8), (1, 1));
-        let why = threads_for(2, Some(8), None, None).why;
+        assert_eq!(counts(2, 8), (2, 2));
+        assert_eq!(counts(2, 1), (2, 1));
+        let t = threads_for(2, Some(8), None, None, true);
+        assert_eq!((t.conns, t.pollers), (1, 1));
+        assert!(t.why.contains("the spdk engine"), "{}", t.why);
+        let why = threads_for(2, Some(8), None, None, false).why;
         assert!(why.starts_with("2 cores this process may use"), "{why}");
         // From 3 cores one stays spare, the rest go half to pollers
         // (rounded down), half to connection threads.
@@ -1465,13 +1481,13 @@ mod tests {
         assert_eq!(counts(32, 8), (23, 8));
         assert_eq!(counts(64, 64), (32, 31));
         assert_eq!(counts(64, 8), (55, 8));
-        let why = threads_for(64, Some(8), None, None).why;
+        let why = threads_for(64, Some(8), None, None, false).why;
         assert!(why.contains("the store's 8 shards"), "{why}");
         // A store with fewer shards than the rule wants.
         assert_eq!(counts(8, 1), (6, 1));
         assert_eq!(counts(32, 2), (29, 2));
         // Before the store is open the shards are unknown: nothing capped.
-        let t = threads_for(64, None, None, None);
+        let t = threads_for(64, None, None, None, false);
         assert_eq!((t.conns, t.pollers), (32, 31));
     }
 
@@ -1480,6 +1496,7 @@ mod tests {
         // Four CPUs allowed out of 64: four cores, whatever their numbers.
         let mut a = args(1, 1, &[]);
         (a.tcp_threads, a.io_threads) = (None, None);
+        a.engine = Some(crate::io::EngineKind::Spdk);
         a.choose_threads(&[60, 61, 62, 63], Some(8));
         assert_eq!((a.conn_threads(), a.poller_threads()), (2, 1));
         // The poller on the last allowed CPU, the connection threads on
@@ -1502,6 +1519,7 @@ mod tests {
             let cores: Vec<usize> = (0..n).collect();
             let mut a = args(1, 1, &[]);
             (a.tcp_threads, a.io_threads) = (None, None);
+            a.engine = Some(crate::io::EngineKind::Spdk);
             a.choose_threads(&cores, Some(8));
             let (pollers, conns) = a.placement(&cores);
             assert!(
@@ -1519,23 +1537,23 @@ mod tests {
 
     #[test]
     fn flags_given_win() {
-        let t = threads_for(32, Some(8), Some(1), Some(1));
+        let t = threads_for(32, Some(8), Some(1), Some(1), false);
         assert_eq!((t.conns, t.pollers), (1, 1));
         assert_eq!(t.why, "--tcp-threads and --io-threads as given");
         // Connection threads given: a poller for each, no more than the
         // rule would choose on these cores.
-        let t = threads_for(2, Some(8), Some(2), None);
+        let t = threads_for(1, Some(8), Some(2), None, false);
         assert_eq!((t.conns, t.pollers), (2, 1));
         assert!(t.why.starts_with("--tcp-threads as given"), "{}", t.why);
-        assert_eq!(threads_for(32, Some(64), Some(12), None).pollers, 12);
-        assert_eq!(threads_for(32, Some(64), Some(20), None).pollers, 15);
-        assert_eq!(threads_for(32, Some(8), Some(12), None).pollers, 8);
+        assert_eq!(threads_for(32, Some(64), Some(12), None, false).pollers, 12);
+        assert_eq!(threads_for(32, Some(64), Some(20), None, false).pollers, 15);
+        assert_eq!(threads_for(32, Some(8), Some(12), None, false).pollers, 8);
         // Pollers given: connection threads take the cores left.
-        let t = threads_for(8, Some(8), None, Some(4));
+        let t = threads_for(8, Some(8), None, Some(4), false);
         assert_eq!((t.conns, t.pollers), (3, 4));
         assert!(t.why.starts_with("--io-threads as given"), "{}", t.why);
-        assert_eq!(threads_for(2, Some(8), None, Some(2)).conns, 1);
-        assert_eq!(threads_for(4, Some(8), None, Some(8)).conns, 1);
+        assert_eq!(threads_for(2, Some(8), None, Some(2), false).conns, 1);
+        assert_eq!(threads_for(4, Some(8), None, Some(8), false).conns, 1);
     }
 
     #[test]
