@@ -243,9 +243,7 @@ impl Policy {
             _ => 0,
         }
     }
-}
 
-impl Policy {
     /// A victim's score as pollers compare theirs ([`Settings::best`]):
     /// coarse where the score is fine-grained, so that keys of about the
     /// same worth on two pollers go together rather than one at a time

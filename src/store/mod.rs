@@ -378,8 +378,6 @@ impl Store {
     }
 }
 
-/// Every shard's flush mark (FLUSHDB): the valid one of the higher epoch
-/// of its two slots, or none.
 /// Writes `shard`'s flush mark `mark` to its slot, durably.
 fn write_flush_mark(dev: &Device, sb: &Superblock, shard: u32, mark: &FlushMark) -> io::Result<()> {
     let at = FlushMark::offset(sb, shard, mark.slot())
@@ -390,6 +388,8 @@ fn write_flush_mark(dev: &Device, sb: &Superblock, shard: u32, mark: &FlushMark)
     dev.sync()
 }
 
+/// Every shard's flush mark (FLUSHDB): the valid one of the higher epoch
+/// of its two slots, or none.
 fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, StoreError> {
     let mut b = IoBuf::new(sb.block_size as usize);
     let mut marks = Vec::with_capacity(sb.shards as usize);

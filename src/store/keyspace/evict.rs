@@ -188,23 +188,12 @@ impl<E: Engine, W> Keyspace<E, W> {
             true => shards().map(crate::store::Shard::expiring).sum::<u64>(),
             false => shards().map(crate::store::Shard::live_keys).sum::<u64>(),
         };
-        let slot = self.id % crate::store::evict::POLLER_SLOTS;
+        let slot = self.evict_slot();
         let held = match policy.volatile() {
             true => &self.eviction.expires,
             false => &self.eviction.keys,
         };
         own > 0 || (0..held.len()).any(|i| i != slot && held[i].load(Relaxed) > 0)
-    }
-
-    /// Publishes this poller's keys and keys with a TTL, counted over its
-    /// partitions now.
-    fn publish_evictable(&self) {
-        let slot = self.id % crate::store::evict::POLLER_SLOTS;
-        let shards = || self.shards.iter().flatten();
-        let keys = shards().map(crate::store::Shard::live_keys).sum();
-        let expires = shards().map(crate::store::Shard::expiring).sum();
-        self.eviction.keys[slot].store(keys, Relaxed);
-        self.eviction.expires[slot].store(expires, Relaxed);
     }
 
     /// One bounded step of eviction; returns whether it evicted anything.
@@ -224,9 +213,9 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.evictor.pressure = live > limit || stuck;
         if self.evictor.pressure {
             // What the other pollers read to know whether this one can
-            // still evict: counted exactly while the store is past its
-            // limit (the published counts may lag a turn's evictions).
-            self.publish_evictable();
+            // still evict (`Settings::keys`), published at each turn while
+            // the store is past its limit.
+            self.update_key_count();
         }
         if !self.evictor.pressure {
             self.evictor.exhausted = false;
@@ -264,7 +253,6 @@ impl<E: Engine, W> Keyspace<E, W> {
             self.evictor.live = self.evictor.live.saturating_sub(freed);
             self.count_evicted(evicted as u64);
             self.update_key_count();
-            self.publish_evictable();
         }
         evicted > 0
     }
@@ -275,7 +263,7 @@ impl<E: Engine, W> Keyspace<E, W> {
     /// own anyway).
     fn evict_one(&mut self, policy: crate::store::evict::Policy, stuck: bool) -> Evicted {
         self.sample(policy);
-        let slot = self.id % crate::store::evict::POLLER_SLOTS;
+        let slot = self.evict_slot();
         // The best candidate still as it was sampled goes.
         loop {
             let Some(c) = self.evictor.pool.last().copied() else {

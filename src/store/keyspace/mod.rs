@@ -738,6 +738,12 @@ impl<E: Engine, W> Keyspace<E, W> {
         self.shard(pid).partition(pid).prefetch(hash);
     }
 
+    /// This poller's place in the eviction settings' per-poller counts
+    /// (`Settings::keys`, `expires`, `best`).
+    fn evict_slot(&self) -> usize {
+        self.id % crate::store::evict::POLLER_SLOTS
+    }
+
     /// Publishes the live keys, keys with a TTL and tombstones of the
     /// shards.
     pub fn update_key_count(&mut self) {
@@ -749,7 +755,7 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
         self.counters.keys.store(keys, Relaxed);
         self.counters.expires.store(expires, Relaxed);
-        let slot = self.id % crate::store::evict::POLLER_SLOTS;
+        let slot = self.evict_slot();
         self.eviction.keys[slot].store(keys, Relaxed);
         self.eviction.expires[slot].store(expires, Relaxed);
         self.counters.tombstones.store(tombstones, Relaxed);
