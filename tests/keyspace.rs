@@ -121,7 +121,7 @@ fn scan_returns_every_key_with_scan_iter_and_raw_cursors() {
     srv.stop();
 }
 
-/// Bytes of the index files: they grow as partitions double.
+/// Bytes of the index files: they grow as partitions do.
 fn index_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir.join("index"))
         .unwrap()
@@ -147,7 +147,7 @@ fn scan_returns_every_key_present_throughout_while_the_index_grows() {
         let (next, keys) = scan_step(&mut con, cursor, &["COUNT", "20"]);
         seen.extend(keys);
         steps += 1;
-        // 60 new keys per step: the tables double several times over.
+        // 60 new keys per step: the tables grow several times over.
         let fresh: Vec<String> = (added..added + 60).map(|i| format!("new:{i}")).collect();
         set_all(&mut con, &fresh);
         added += 60;
