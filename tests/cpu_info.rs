@@ -65,10 +65,13 @@ fn cpu_section_has_redis_s_fields_and_each_thread_s_time() {
         .iter()
         .map(|f| get(f))
         .collect();
-    // Read after the process's total: a little later, a little more.
+    // Read after the threads' total, one clock after another: a little
+    // later, a little more (a poller inside its connection thread shows
+    // that thread's clock, so the sum counts it twice; its timed turns
+    // run meanwhile).
     let busy = get("used_cpu_pollers") + get("used_cpu_conn_threads");
     let sum: f64 = threads.iter().sum();
-    assert!(sum > 0.0 && sum <= busy + 0.01, "{threads:?} vs {busy}");
+    assert!(sum > 0.0 && sum <= busy + 0.05, "{threads:?} vs {busy}");
     assert!(
         threads.iter().all(|&t| t <= total + 0.05),
         "{threads:?} vs {total}"

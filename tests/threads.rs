@@ -98,8 +98,17 @@ fn one_core_gets_one_thread_of_each_and_serves() {
     );
     let line = threads_line(&srv);
     assert!(line.contains("1 cores this process may use"), "{line}");
-    // One core: the poller runs inside the connection thread.
+    // One core: the poller runs inside the connection thread, and a
+    // thread awaiting a lone reply sleeps until it comes.
     assert_eq!(info_cli(&srv, "inline_io"), "yes");
+    assert_eq!(info_cli(&srv, "spin_depth"), "4");
+    let why = info_cli(&srv, "spin_depth_choice");
+    assert!(
+        why.starts_with("1 cores this process may use, none to spare"),
+        "{why}"
+    );
+    let log = srv.log.lock().unwrap().clone();
+    assert!(log.contains("awaiting replies: 1 cores"), "{log}");
     let mut con = srv.client();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
     let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
@@ -132,6 +141,10 @@ fn flags_given_win_and_say_so() {
     let why = info_cli(&srv, "threads_choice");
     assert_eq!(why, "--tcp-threads and --io-threads as given");
     assert!(threads_line(&srv).contains("as given"));
+    srv.stop();
+    let srv = serve_on("0", dir.path(), &["--spin-depth", "0"]);
+    assert_eq!(info_cli(&srv, "spin_depth"), "0");
+    assert_eq!(info_cli(&srv, "spin_depth_choice"), "--spin-depth as given");
     srv.stop();
 }
 

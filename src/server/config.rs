@@ -63,6 +63,10 @@ pub(super) struct ConnConfig {
     pub protected_mode: bool,
     /// How long a thread awaiting replies polls before it sleeps.
     pub loaded_spin: Duration,
+    /// Replies awaited below which a thread sleeps at once
+    /// (`--spin-depth`), and why.
+    pub spin_depth: u64,
+    pub spin_depth_choice: String,
     /// Sockets are read and written through io_uring (`--socket-io`), and why.
     pub uring_sockets: bool,
     pub socket_io_choice: String,
@@ -138,6 +142,10 @@ impl ServeConfig {
                 password_file: args.requirepass_file.is_some(),
                 protected_mode: args.protected_mode,
                 loaded_spin,
+                spin_depth: args.spin.as_ref().map_or(0, |s| s.0),
+                spin_depth_choice: (args.spin.as_ref())
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default(),
                 uring_sockets: args.uring_sockets(),
                 socket_io_choice: (args.socket.as_ref())
                     .map(|s| s.1.clone())

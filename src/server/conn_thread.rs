@@ -22,7 +22,7 @@ use mio::{Events, Interest, Token};
 
 use super::clients::{INTERNAL, MASTER, NO_EVICT};
 use super::conn::{Conn, ConnLimits, SendEnd};
-use super::msg::{ConnRef, Response};
+use super::msg::{ConnRef, Reply, Response};
 use super::poller::Inline;
 use super::router::Router;
 use super::sockets::{Done, Ring};
@@ -65,6 +65,8 @@ struct Thread<'a> {
     limits: ConnLimits,
     /// How long to poll without sleeping while replies are awaited.
     spin: Duration,
+    /// Replies awaited below which the thread sleeps at once.
+    spin_depth: u64,
     /// CLIENT KILLs seen (`Clients::kills`).
     kills_seen: u64,
     /// The poller this thread runs between its own turns (`--inline-io`).
@@ -231,6 +233,7 @@ pub(super) fn run(
         // Busy polling: spin for as long as replies are awaited, so that
         // pollers never have to wake this thread while it has work.
         spin: shared.cfg.conns.loaded_spin,
+        spin_depth: shared.cfg.conns.spin_depth,
         limits: shared.cfg.conns.limits.clone(),
         kills_seen: 0,
         inline,
@@ -297,7 +300,10 @@ impl Thread<'_> {
             self.close_killed();
             let mut worked = self.inline.as_mut().is_some_and(|p| p.turn());
             while let Some(r) = self.handle().responses.pop() {
-                self.router.answered();
+                // A reply sent in parts answers its request with its last.
+                if !matches!(r.reply, Reply::Part(..)) {
+                    self.router.answered();
+                }
                 spin_since = None;
                 contended = false;
                 worked = true;
@@ -351,14 +357,22 @@ impl Thread<'_> {
             // polls for room as it polls for replies, then sleeps a
             // millisecond at a time (no event says that a ring has room).
             let held = self.router.holds_any();
-            let inline_reads = self.inline.as_ref().is_some_and(|p| p.reads_in_flight());
-            let awaiting = self.router.awaiting() || inline_reads;
+            let inline_reads = self.inline.as_ref().map_or(0, |p| p.reads_in_flight());
+            let awaiting = self.router.awaiting() || inline_reads > 0;
+            // A lone request or two (`--spin-depth`): their answers come
+            // as a wake-up (a completion's task work, a poller's bell), and
+            // polling for them would take the CPU from the other threads
+            // and the clients at a light load.
+            let awaited = self.router.outstanding() + inline_reads as u64;
+            let shallow = awaited < self.spin_depth;
             if busy || !awaiting {
                 spin_since = None;
                 contended = false;
             }
-            let spinning =
-                awaiting && !contended && now - *spin_since.get_or_insert(now) < self.spin;
+            let spinning = awaiting
+                && !shallow
+                && !contended
+                && now - *spin_since.get_or_insert(now) < self.spin;
             if spinning && !busy {
                 // Polling politely: the pollers and the clients may need
                 // this CPU; the next turn's clock tells whether they took

@@ -56,7 +56,7 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
     if wants(section, "server") {
         let _ = write!(
             s,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\nthreads_choice:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\ninline_io:{}\r\ninline_io_choice:{}\r\nsocket_io:{}\r\nsocket_io_choice:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nnvkv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nengine:{:?}\r\nio_feed:{}\r\nio_threads:{}\r\ntcp_threads:{}\r\nthreads_choice:{}\r\npoll:{}\r\npinned:{}\r\npoll_choice:{}\r\ninline_io:{}\r\ninline_io_choice:{}\r\nsocket_io:{}\r\nsocket_io_choice:{}\r\nspin_depth:{}\r\nspin_depth_choice:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -79,6 +79,8 @@ pub(super) fn render(sh: &Shared, asked: &[&[u8]]) -> String {
             sh.cfg.pollers.inline_choice,
             if sh.cfg.conns.uring_sockets { "uring" } else { "epoll" },
             sh.cfg.conns.socket_io_choice,
+            sh.cfg.conns.spin_depth,
+            sh.cfg.conns.spin_depth_choice,
         );
     }
     if wants(section, "clients") {

@@ -203,6 +203,16 @@ pub struct ServeArgs {
     /// server never pays a wake-up; 0 sleeps at once.
     #[arg(long, default_value_t = 2000)]
     pub loaded_spin_us: u64,
+    /// A connection thread awaiting fewer than N replies (the device reads
+    /// of a poller inside it counted) sleeps until they come instead of
+    /// polling: a lone read's completion wakes it [default: 4 where the
+    /// threads have no core to spare (2 cores or fewer), with adaptive
+    /// polling; 0 (poll, up to --loaded-spin-us) beyond].
+    #[arg(long, value_name = "N")]
+    pub spin_depth: Option<u64>,
+    /// The spin depth, and why; filled in at start.
+    #[arg(skip)]
+    pub spin: Option<(u64, String)>,
     /// How pollers feed reads to the device: `stream` submits all a turn
     /// gathered at once; `waves` holds new reads while a wave of reads is
     /// at the device, and sends them, one submission each, as soon as it
@@ -656,6 +666,35 @@ fn inline_for(
 /// Whether the connection threads use io_uring for their sockets, and why,
 /// for `asked`; `unavailable` says why io_uring cannot be used, if it
 /// cannot. `--socket-io uring` where it cannot be is refused at start.
+/// Replies awaited below which a connection thread sleeps rather than
+/// polls, on a machine where this process may use `cores` CPUs (see
+/// `--spin-depth`), and why. With no core to spare, a thread polling for
+/// a lone read took the CPU from the other thread and the clients: on the
+/// 2-core development VM, 50–56 µs of server CPU per GET at 20,000 GET/s
+/// and a QD1 p50 of 144–150 µs, against 44 µs and 88–92 µs sleeping below
+/// 4 awaited, while 32 × 1 rose from 0.67 to 0.77 of fio (docs/benchmarks.md,
+/// session 31). With cores to spare, polling costs no other thread its CPU.
+fn spin_depth_for(asked: Option<u64>, poll: PollMode, cores: usize) -> (u64, String) {
+    match (asked, poll) {
+        (Some(n), _) => (n, "--spin-depth as given".into()),
+        (None, PollMode::Busy) => (0, "busy polling: never sleeps awaiting replies".into()),
+        (None, PollMode::Adaptive) if cores <= 2 => (
+            SPIN_DEPTH,
+            format!(
+                "{cores} cores this process may use, none to spare: a thread awaiting fewer \
+                 than {SPIN_DEPTH} replies sleeps until they come"
+            ),
+        ),
+        (None, PollMode::Adaptive) => (
+            0,
+            format!("{cores} cores this process may use: a thread awaiting replies polls"),
+        ),
+    }
+}
+
+/// The default `--spin-depth` where no core is spare.
+const SPIN_DEPTH: u64 = 4;
+
 fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) -> (bool, String) {
     match asked {
         SocketIo::Epoll => (false, "--socket-io epoll".into()),
@@ -797,6 +836,9 @@ impl ServeArgs {
             socket.1
         );
         self.socket = Some(socket);
+        let spin = spin_depth_for(self.spin_depth, self.poll(), cores.len());
+        tracing::info!(spin_depth = spin.0, "awaiting replies: {}", spin.1);
+        self.spin = Some(spin);
         if self.io_feed == IoFeed::Auto {
             // A virtio disk's backend (QEMU, Firecracker, cloud hypervisors)
             // works through its queue and answers batches at a time (see
@@ -1371,7 +1413,10 @@ fn accept_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{polling_for, socket_io_for, threads_for, PollMode, ServeArgs, SocketIo};
+    use super::{
+        polling_for, socket_io_for, spin_depth_for, threads_for, PollMode, ServeArgs, SocketIo,
+        SPIN_DEPTH,
+    };
 
     /// `--socket-io`: `auto` and `uring` take io_uring where it can be
     /// used, and say why not where it cannot; `epoll` never asks.
@@ -1392,6 +1437,22 @@ mod tests {
             socket_io_for(SocketIo::Epoll, asked),
             (false, "--socket-io epoll".into())
         );
+    }
+
+    /// `--spin-depth`: a thread awaiting a lone reply sleeps where no core
+    /// is spare; it polls where one is, or where pollers busy-poll; a
+    /// flag given wins.
+    #[test]
+    fn spin_depth_choice() {
+        for cores in [1, 2] {
+            let (n, why) = spin_depth_for(None, PollMode::Adaptive, cores);
+            assert_eq!(n, SPIN_DEPTH);
+            assert!(why.starts_with(&format!("{cores} cores")), "{why}");
+        }
+        assert_eq!(spin_depth_for(None, PollMode::Adaptive, 3).0, 0);
+        assert_eq!(spin_depth_for(None, PollMode::Busy, 2).0, 0);
+        let given = spin_depth_for(Some(9), PollMode::Busy, 2);
+        assert_eq!(given, (9, "--spin-depth as given".into()));
     }
 
     /// `serve` with these threads and `--poller-cores`.

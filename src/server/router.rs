@@ -214,6 +214,11 @@ impl<'a> Router<'a> {
         self.sent > self.answered
     }
 
+    /// Replies awaited from the pollers.
+    pub(super) fn outstanding(&self) -> u64 {
+        self.sent.saturating_sub(self.answered)
+    }
+
     /// Whether requests wait for room in a full ring.
     pub(super) fn holds_any(&self) -> bool {
         self.held > 0

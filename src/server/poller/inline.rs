@@ -32,9 +32,9 @@ pub(in crate::server) trait Inline {
     fn turn(&mut self) -> bool;
     /// Requests wait on the poller's ring.
     fn has_requests(&self) -> bool;
-    /// Device reads are in flight: their completions come soon, so the
-    /// thread polls rather than sleeps (as a poller thread does).
-    fn reads_in_flight(&self) -> bool;
+    /// Device reads in flight: their completions come soon, so the thread
+    /// may poll rather than sleep (as a poller thread does).
+    fn reads_in_flight(&self) -> usize;
     /// Announces that the thread is about to sleep, so that other threads
     /// ring the doorbell; false when requests are already waiting (then it
     /// must not sleep).
@@ -87,8 +87,8 @@ impl<E: Engine + 'static> Inline for Poller<E> {
         !self.shared.pollers[self.id].inbox.is_empty()
     }
 
-    fn reads_in_flight(&self) -> bool {
-        self.free_tags.len() < self.reads.len()
+    fn reads_in_flight(&self) -> usize {
+        self.reads.len() - self.free_tags.len()
     }
 
     fn may_sleep(&self) -> bool {
