@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{test_spdk, Server, BIN};
+use common::{Server, BIN};
 
 /// SETs `n` keys of connection `c` and reads them back, one at a time and
 /// pipelined.
@@ -90,10 +90,6 @@ fn serve_and_restart(extra: &[&str], inline: &str, conns: usize) {
 
 #[test]
 fn one_thread_running_its_poller_and_the_same_with_a_poller_thread() {
-    if test_spdk().is_some() {
-        eprintln!("skipped: the spdk engine's pollers always run in threads of their own");
-        return;
-    }
     let one = ["--tcp-threads", "1", "--io-threads", "1"];
     serve_and_restart(&[&one[..], &["--inline-io", "on"]].concat(), "yes", 8);
     serve_and_restart(&[&one[..], &["--inline-io", "off"]].concat(), "no", 8);
@@ -101,10 +97,6 @@ fn one_thread_running_its_poller_and_the_same_with_a_poller_thread() {
 
 #[test]
 fn two_threads_each_running_its_poller() {
-    if test_spdk().is_some() {
-        eprintln!("skipped: the spdk engine's pollers always run in threads of their own");
-        return;
-    }
     let extra = [
         "--inline-io",
         "on",

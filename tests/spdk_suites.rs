@@ -1,8 +1,9 @@
-//! The file engines' end-to-end suites again, on the spdk engine: the read
-//! path, the write path, SET's options and the space lifecycle (expiry,
-//! eviction, compaction across restarts and kills), with every store on a namespace
-//! of its own on an NVMe-oF/TCP loopback target that the harness starts at
-//! first use and stops at exit (tests/common/nvmf.rs). Namespaces of 4 KiB
+//! The file engines' end-to-end suites again, on the spdk engine: pollers
+//! inside the connection threads, the read path, the write path, SET's
+//! options and the space lifecycle (expiry, eviction, compaction across
+//! restarts and kills), with every store on a namespace of its own on an
+//! NVMe-oF/TCP loopback target that the harness starts at first use and
+//! stops at exit (tests/common/nvmf.rs). Namespaces of 4 KiB
 //! and 512-byte blocks alternate between tests. The few tests that edit the
 //! data file itself skip themselves (there is none on a namespace).
 //!
@@ -31,6 +32,8 @@ static SKIP_WITHOUT_A_TARGET: extern "C" fn() = {
     check
 };
 
+#[path = "inline_io.rs"]
+mod inline_io;
 #[path = "read_path.rs"]
 mod read_path;
 #[path = "set_options.rs"]

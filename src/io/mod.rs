@@ -219,6 +219,12 @@ pub trait Engine {
     /// Operations queued since the last [`Engine::submit`] (part of
     /// `in_flight`), not yet handed to the device.
     fn queued(&self) -> usize;
+    /// Completions arrive only while the engine is polled (SPDK's queue
+    /// pairs): nothing wakes a thread for them, so a thread with
+    /// operations in flight must not sleep.
+    fn completes_by_polling(&self) -> bool {
+        false
+    }
 }
 
 /// An operation slot table: maps a small integer carried through the kernel
@@ -365,6 +371,9 @@ impl Engine for AnyEngine {
     }
     fn queued(&self) -> usize {
         dispatch!(self, e => e.queued())
+    }
+    fn completes_by_polling(&self) -> bool {
+        dispatch!(self, e => e.completes_by_polling())
     }
 }
 

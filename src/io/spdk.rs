@@ -880,6 +880,10 @@ impl Engine for Spdk {
     fn queued(&self) -> usize {
         self.pending.len()
     }
+
+    fn completes_by_polling(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for Spdk {

@@ -358,21 +358,25 @@ impl Thread<'_> {
             // millisecond at a time (no event says that a ring has room).
             let held = self.router.holds_any();
             let inline_reads = self.inline.as_ref().map_or(0, |p| p.reads_in_flight());
-            let awaiting = self.router.awaiting() || inline_reads > 0;
             // A lone request or two (`--spin-depth`): their answers come
             // as a wake-up (a completion's task work, a poller's bell), and
             // polling for them would take the CPU from the other threads
             // and the clients at a light load.
             let awaited = self.router.outstanding() + inline_reads as u64;
+            let awaiting = awaited > 0;
             let shallow = awaited < self.spin_depth;
             if busy || !awaiting {
                 spin_since = None;
                 contended = false;
             }
-            let spinning = awaiting
-                && !shallow
-                && !contended
-                && now - *spin_since.get_or_insert(now) < self.spin;
+            // The inline poller's engine completes only when polled (the
+            // spdk engine): nothing would wake the thread for its reads.
+            let must_poll = self.inline.as_ref().is_some_and(|p| p.must_poll());
+            let spinning = must_poll
+                || awaiting
+                    && !shallow
+                    && !contended
+                    && now - *spin_since.get_or_insert(now) < self.spin;
             if spinning && !busy {
                 // Polling politely: the pollers and the clients may need
                 // this CPU; the next turn's clock tells whether they took

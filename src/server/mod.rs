@@ -63,8 +63,8 @@ pub enum PollMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InlineIo {
     /// Inside the connection threads on a machine with fewer than
-    /// [`INLINE_BELOW_CORES`] cores (files and block devices, as many
-    /// pollers as connection threads); threads of their own otherwise.
+    /// [`INLINE_BELOW_CORES`] cores (as many pollers as connection
+    /// threads, adaptive polling); threads of their own otherwise.
     Auto,
     /// Each poller inside a connection thread.
     On,
@@ -513,9 +513,8 @@ fn threads_for(
     let n = cores.max(1);
     let spare = if n <= 2 { 0 } else { 1 };
     let usable = n - spare;
-    // On 2 cores a connection thread each, with a poller inside it; the
-    // spdk engine's pollers cannot run inside them (and its NVMe-oF
-    // target's reactor wants a core too): one of each.
+    // On 2 cores a connection thread each, with a poller inside it; with
+    // the spdk engine one (an NVMe-oF target's reactor wants a core too).
     let small = if spdk { 1 } else { n };
     let wanted = if n <= 2 { small } else { pollers_on(usable) };
     let rule_pollers = shards.map_or(wanted, |s| wanted.min(s.max(1)));
@@ -627,18 +626,16 @@ fn polling_for(
 }
 
 /// Whether the pollers run inside the connection threads, and why, for
-/// `asked` on `cores` cores with `pollers` pollers and `conns` connection
+/// `asked` and `poll` on `cores` cores with `pollers` pollers and `conns` connection
 /// threads; `--inline-io on` where it cannot be is refused at start.
 fn inline_for(
     asked: InlineIo,
-    spdk: bool,
+    poll: PollMode,
     cores: usize,
     pollers: usize,
     conns: usize,
 ) -> (bool, String) {
-    let cannot = if spdk {
-        Some("the spdk engine polls its queue pairs from threads of their own".to_string())
-    } else if pollers != conns {
+    let cannot = if pollers != conns {
         Some(format!(
             "{pollers} pollers and {conns} connection threads: one poller per connection thread"
         ))
@@ -649,6 +646,10 @@ fn inline_for(
         (InlineIo::Off, _) => (false, "--inline-io off".into()),
         (_, Some(why)) => (false, why),
         (InlineIo::On, None) => (true, "--inline-io on".into()),
+        (InlineIo::Auto, None) if poll == PollMode::Busy => (
+            false,
+            "busy polling: each poller in a thread of its own, on its core".into(),
+        ),
         (InlineIo::Auto, None) if cores < INLINE_BELOW_CORES => (
             true,
             format!(
@@ -663,9 +664,6 @@ fn inline_for(
     }
 }
 
-/// Whether the connection threads use io_uring for their sockets, and why,
-/// for `asked`; `unavailable` says why io_uring cannot be used, if it
-/// cannot. `--socket-io uring` where it cannot be is refused at start.
 /// Replies awaited below which a connection thread sleeps rather than
 /// polls, on a machine where this process may use `cores` CPUs (see
 /// `--spin-depth`), and why. With no core to spare, a thread polling for
@@ -695,6 +693,9 @@ fn spin_depth_for(asked: Option<u64>, poll: PollMode, cores: usize) -> (u64, Str
 /// The default `--spin-depth` where no core is spare.
 const SPIN_DEPTH: u64 = 4;
 
+/// Whether the connection threads use io_uring for their sockets, and why,
+/// for `asked`; `unavailable` says why io_uring cannot be used, if it
+/// cannot. `--socket-io uring` where it cannot be is refused at start.
 fn socket_io_for(asked: SocketIo, unavailable: impl FnOnce() -> Option<String>) -> (bool, String) {
     match asked {
         SocketIo::Epoll => (false, "--socket-io epoll".into()),
@@ -808,7 +809,7 @@ impl ServeArgs {
         }
         let inline = inline_for(
             self.inline_io,
-            spdk,
+            self.poll(),
             cores.len(),
             self.poller_threads(),
             self.conn_threads(),
@@ -891,12 +892,12 @@ impl ServeArgs {
         self.pin.unwrap_or(false)
     }
 
-    /// Whether the pollers run inside the connection threads (settled).
     /// Whether sockets are read and written through io_uring (`--socket-io`).
     pub fn uring_sockets(&self) -> bool {
         self.socket.as_ref().is_some_and(|s| s.0)
     }
 
+    /// Whether the pollers run inside the connection threads (settled).
     pub fn inline(&self) -> bool {
         self.inline.as_ref().is_some_and(|i| i.0)
     }

@@ -208,13 +208,8 @@ impl<'a> Router<'a> {
         self.answered += 1;
     }
 
-    /// Whether replies are awaited from the pollers (requests held for a
-    /// full ring included).
-    pub(super) fn awaiting(&self) -> bool {
-        self.sent > self.answered
-    }
-
-    /// Replies awaited from the pollers.
+    /// Replies awaited from the pollers (requests held for a full ring
+    /// included).
     pub(super) fn outstanding(&self) -> u64 {
         self.sent.saturating_sub(self.answered)
     }

@@ -41,6 +41,9 @@ pub(in crate::server) trait Inline {
     fn may_sleep(&self) -> bool;
     /// The longest the thread may sleep (the poller's commit deadlines).
     fn sleep_limit(&self) -> Duration;
+    /// Operations are in flight on an engine that completes them only when
+    /// polled (the spdk engine): the thread must poll, not sleep.
+    fn must_poll(&self) -> bool;
     /// After the thread slept: the doorbell is reset, and how long it took
     /// to wake up is recorded as a poller's wake-up is.
     fn woke(&mut self);
@@ -100,6 +103,11 @@ impl<E: Engine + 'static> Inline for Poller<E> {
 
     fn sleep_limit(&self) -> Duration {
         self.ks.park_timeout().unwrap_or(Duration::from_millis(100))
+    }
+
+    fn must_poll(&self) -> bool {
+        let engine = self.ks.engine_ref();
+        engine.in_flight() > 0 && engine.completes_by_polling()
     }
 
     fn woke(&mut self) {
