@@ -626,8 +626,9 @@ fn polling_for(
 }
 
 /// Whether the pollers run inside the connection threads, and why, for
-/// `asked` and `poll` on `cores` cores with `pollers` pollers and `conns` connection
-/// threads; `--inline-io on` where it cannot be is refused at start.
+/// `asked` and `poll` on `cores` cores with `pollers` pollers and `conns`
+/// connection threads; `--inline-io on` where it cannot be is refused at
+/// start.
 fn inline_for(
     asked: InlineIo,
     poll: PollMode,
@@ -1415,8 +1416,8 @@ fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::{
-        polling_for, socket_io_for, spin_depth_for, threads_for, PollMode, ServeArgs, SocketIo,
-        SPIN_DEPTH,
+        inline_for, polling_for, socket_io_for, spin_depth_for, threads_for, InlineIo, PollMode,
+        ServeArgs, SocketIo, SPIN_DEPTH,
     };
 
     /// `--socket-io`: `auto` and `uring` take io_uring where it can be
@@ -1454,6 +1455,24 @@ mod tests {
         assert_eq!(spin_depth_for(None, PollMode::Busy, 2).0, 0);
         let given = spin_depth_for(Some(9), PollMode::Busy, 2);
         assert_eq!(given, (9, "--spin-depth as given".into()));
+    }
+
+    /// `--inline-io auto`: pollers inside the connection threads below 4
+    /// cores, for every engine, unless they busy-poll (each then keeps a
+    /// thread of its own on its core) or do not pair with the threads.
+    #[test]
+    fn inline_io_choice() {
+        let auto =
+            |poll, cores, pollers, conns| inline_for(InlineIo::Auto, poll, cores, pollers, conns);
+        let (on, why) = auto(PollMode::Adaptive, 2, 1, 1);
+        assert!(on && why.starts_with("2 cores"), "{why}");
+        assert!(auto(PollMode::Adaptive, 2, 2, 2).0);
+        let (on, why) = auto(PollMode::Busy, 2, 1, 1);
+        assert!(!on && why.starts_with("busy polling"), "{why}");
+        assert!(!auto(PollMode::Adaptive, 4, 2, 2).0);
+        assert!(!auto(PollMode::Adaptive, 2, 1, 2).0);
+        assert!(inline_for(InlineIo::On, PollMode::Busy, 2, 1, 1).0);
+        assert!(!inline_for(InlineIo::Off, PollMode::Adaptive, 2, 1, 1).0);
     }
 
     /// `serve` with these threads and `--poller-cores`.
