@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use nvkv::index::{Checkpoint, Entry, KeyHash, Partition, MAX_EXPIRE_MS};
+use nvkv::index::{Checkpoint, Entry, KeyHash, Owner, Partition, MAX_EXPIRE_MS};
 use nvkv::resp::{parse_command, Limits};
 use proptest::prelude::*;
 
@@ -96,7 +96,7 @@ proptest! {
         let key = |k: u16| if crowded { crowded_hash(k) } else { KeyHash::of(&k.to_le_bytes()) };
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [9; 16], 8).unwrap();
+        let mut p = Partition::create(dir.path(), 0, Owner::new([9; 16], 1 << 44), 8).unwrap();
         let mut model: HashMap<u64, Entry> = HashMap::new();
         let mut access: HashMap<u64, u32> = HashMap::new();
         for op in ops {
@@ -146,7 +146,7 @@ proptest! {
         }
         p.mark_clean(Checkpoint { max_seq: 1, max_gen: 1 }).unwrap();
         drop(p);
-        let (p, cp) = Partition::open(dir.path(), 0, [9; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 0, Owner::new([9; 16], 1 << 44)).unwrap();
         prop_assert!(cp.is_some());
         let reopened: HashMap<u64, Entry> = p.iter().collect();
         prop_assert_eq!(reopened, model);

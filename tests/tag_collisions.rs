@@ -788,7 +788,9 @@ fn check_finds_two_entries_of_one_key_among_keys_sharing_short_tags() {
         ..full
     };
     let pid = h.partition(sb.partitions);
-    let (mut p, cp) = nvkv::index::Partition::open(&dir, pid, sb.uuid).unwrap();
+    let (mut p, cp) =
+        nvkv::index::Partition::open(&dir, pid, nvkv::index::Owner::new(sb.uuid, sb.capacity))
+            .unwrap();
     let e = p.get(&h).expect("the key's entry");
     p.insert_new(&h, e).unwrap();
     p.mark_clean(cp.expect("closed clean")).unwrap();

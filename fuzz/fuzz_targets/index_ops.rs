@@ -5,7 +5,12 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use nvkv::index::{Checkpoint, Entry, KeyHash, Partition};
+use nvkv::index::{Checkpoint, Entry, KeyHash, Owner, Partition};
+
+/// The tables' owner: a store whose offsets take the slots' whole 40 bits.
+fn owner() -> Owner {
+    Owner::new([1; 16], 1 << 44)
+}
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
@@ -14,13 +19,13 @@ fuzz_target!(|data: &[u8]| {
         // Arbitrary bytes as a partition file: opening must not panic, and
         // a table that opens must be readable.
         std::fs::write(nvkv::index::partition_path(dir.path(), 0), &data[1..]).unwrap();
-        if let Ok((p, _)) = Partition::open(dir.path(), 0, [1; 16]) {
+        if let Ok((p, _)) = Partition::open(dir.path(), 0, owner()) {
             let _ = p.iter().count();
             let _ = p.get(&KeyHash::of(b"k"));
         }
         return;
     }
-    let mut p = Partition::create(dir.path(), 0, [1; 16], 4).unwrap();
+    let mut p = Partition::create(dir.path(), 0, owner(), 4).unwrap();
     let mut model: HashMap<u64, Entry> = HashMap::new();
     for op in data.chunks(4) {
         let key = [op[0], *op.get(1).unwrap_or(&0)];
@@ -60,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
     })
     .unwrap();
     drop(p);
-    let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+    let (p, cp) = Partition::open(dir.path(), 0, owner()).unwrap();
     assert!(cp.is_some());
     p.check_order().unwrap();
     let reopened: HashMap<u64, Entry> = p.iter().collect();

@@ -5,13 +5,24 @@
 //! touches one small table at a time. A partition is an open-addressing table
 //! with linear probing in Robin Hood order (each run of occupied slots
 //! sorted by home slot, so a probe for a missing key stops at the first
-//! entry closer to its home than the probe is) and backward-shift deletion;
-//! a slot is 20 bytes:
+//! entry closer to its home than the probe is) and backward-shift deletion.
+//! A slot (version 5, [`Layout::Packed`]) is packed into as few bytes as
+//! its fields take, their widths in the table's header:
 //!
 //! ```text
-//! tag u32 | loc u64 = offset/16 (40 bits) | length/16 (23 bits) | tombstone (1 bit)
-//!         | word u64 = expire_ms (44 bits) | access (20 bits)
+//! word u64 = expire_ms (44 bits) | access (20 bits)
+//! then offset/16 (the store's offset bits: 29 for a store of 8 GiB)
+//!    | length/16 (23 bits) | tombstone (1 bit)
+//!    | displacement (8 bits, more in a table that needs them)
+//!    | remainder (about 32 less the bits of the slot count)
 //! ```
+//!
+//! The home slot of a key is `fastrange(tag, slots)`: a slot keeps how far
+//! it lies past its home (its *displacement*) and the low bits of its tag
+//! (its *remainder*: the tags of one home lie in a range shorter than
+//! those bits span), from which the whole tag comes back; a table of 4,500 slots (1 M keys in 256 partitions) keeps
+//! 20 bits of remainder and 19-byte slots, one of 450,000 (100 M keys) 14
+//! bits and 18 bytes.
 //!
 //! `expire_ms` is the key's exact expiry (0 = never; an expiry past the
 //! year 2500 is kept as "far future", the record holds the exact one), so
@@ -37,12 +48,12 @@
 //! `NVKV_TEST_TAG_BITS` keeps fewer bits, so that tests meet that case
 //! everywhere. A rebuild and a load tell keys apart by their whole 64-bit
 //! tags, in *wide* tables of 24-byte slots built in memory, and shorten
-//! them as they write the tables out ([`write_out`]); a file of version 3
-//! or older (24-byte slots) is converted when opened.
+//! them as they write the tables out ([`write_out`]); a file of version 4
+//! or older (20-byte or 24-byte slots) is converted when opened.
 //! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
 //! short there: a table of version 2, linear probing in insertion order,
-//! stopped at 0.8) a full table costs 22.2 bytes per key (20 / load
-//! factor); a table that has just grown (by a quarter, [`grown`]) 27.8.
+//! stopped at 0.8) a full table of 19-byte slots costs 21.1 bytes per key;
+//! a table that has just grown (by a quarter, [`grown`]) 26.4.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -53,9 +64,10 @@ use thiserror::Error;
 
 /// Bytes of the header at the start of each partition file.
 pub const HEADER: usize = 128;
-/// Bytes per slot of a table on its file: the tag's 32 bits, then the
-/// record's place and the expiry and access word.
-pub const SLOT: usize = 20;
+/// Bytes per slot of a table of version 4 (read only to be converted):
+/// the tag's top 32 bits, then the record's place and the expiry and
+/// access word.
+const NARROW_SLOT: usize = 20;
 /// Bytes per slot of a *wide* table, whose tags keep all 64 bits: a table
 /// being built in memory by a rebuild or a load (which tell keys apart by
 /// their whole tags before [`write_out`] shortens them), and a file of
@@ -69,10 +81,12 @@ const MAGIC: &[u8; 8] = b"NVKVIDX1";
 /// Version 2 keeps the count of keys with a TTL in the header (at 84) and
 /// the access bits in the expiry word; version 3 keeps the slots of a run
 /// in Robin Hood order (sorted by home slot); version 4 keeps 32-bit tags
-/// in 20-byte slots. A clean table of an older version is converted when
-/// opened (its entries placed again, with their tags shortened, in a new
-/// file); a wide table ([`WIDE_SLOT`]) in use is written as version 3.
-const VERSION: u32 = 4;
+/// in 20-byte slots; version 5 packs them ([`Layout::Packed`]). A clean
+/// table of an older version is converted when opened (its entries placed
+/// again, with their tags shortened, in a new file); a wide table
+/// ([`WIDE_SLOT`]) in use is written as version 3.
+const VERSION: u32 = 5;
+const NARROW_VERSION: u32 = 4;
 const WIDE_VERSION: u32 = 3;
 const CRC_AT: usize = 80;
 const EXPIRING_AT: usize = 84;
@@ -83,6 +97,19 @@ const EXPIRING_AT: usize = 84;
 const SLOTS_CRC_AT: usize = 92;
 const SLOTS_CRC_FLAG_AT: usize = 96;
 const SLOTS_CRC_SET: u32 = 1;
+/// Version 5: the bits a packed slot gives a record's offset (the
+/// store's, [`Owner::offset_bits`]).
+const OFFSET_BITS_AT: usize = 100;
+/// Bits of a packed slot that say how far it lies past its home slot, in
+/// a new table: an insert that would move an entry farther packs the
+/// table again with more (keys crowding one home: tags are 32 bits, and
+/// keys can be chosen to share one).
+const DISP_BITS: u32 = 8;
+/// Version 5: the bits of a packed slot's displacement.
+const DISP_BITS_AT: usize = 104;
+/// Bytes past a packed table's last slot, so that every slot reads as
+/// one 16-byte load.
+const TAIL: usize = 16;
 
 /// Bits of the expiry in a slot's third word; the rest is the access word.
 const EXPIRE_BITS: u32 = 44;
@@ -174,20 +201,179 @@ pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
     (len > 0).then(|| &key[open + 1..open + 1 + len])
 }
 
-/// Writes a slot at the start of `slot`: a wide one's whole tag, or a
-/// narrow one's top 32 bits, then the record's place and the expiry and
-/// access word.
-fn write_slot(slot: &mut [u8], wide: bool, tag: u64, loc: u64, word: u64) {
-    let t = if wide {
-        slot[..8].copy_from_slice(&tag.to_le_bytes());
-        8
-    } else {
-        debug_assert!(tag as u32 == 0, "a narrow slot keeps a tag's top 32 bits");
-        slot[..4].copy_from_slice(&((tag >> 32) as u32).to_le_bytes());
-        4
+/// The store a table belongs to: its uuid (a table of another store is
+/// refused) and the bits a packed slot gives a record's offset, in
+/// 16-byte units: as many as the store's capacity needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uuid: [u8; 16],
+    pub offset_bits: u32,
+}
+
+impl Owner {
+    /// The owner of the tables of a store of `capacity` bytes.
+    pub fn new(uuid: [u8; 16], capacity: u64) -> Self {
+        let units = capacity.div_ceil(16).max(2);
+        Owner {
+            uuid,
+            offset_bits: (64 - (units - 1).leading_zeros()).min(OFF_BITS),
+        }
+    }
+}
+
+/// How a table lays out its slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// [`WIDE_SLOT`] bytes: the whole 64-bit tag, the record's place
+    /// (`loc`, as [`Entry::pack`] packs it) and the expiry and access
+    /// word. Tables built in memory, and files of version 3 or older.
+    Wide,
+    /// [`NARROW_SLOT`] bytes: the tag's top 32 bits, `loc` and the word.
+    /// Files of version 4, read to be converted.
+    Narrow,
+    /// Version 5: the word, then `offset/16 | length/16 << o | tombstone
+    /// << o + 23 | displacement << o + 24 | remainder << o + 24 + d` in as
+    /// few bytes as hold them, `o` the store's offset bits and `d` the
+    /// displacement's ([`DISP_BITS`], or more). The tag is not kept
+    /// whole: its home slot is `fastrange(tag, slots)`, so a slot keeps
+    /// how far it lies past its home and the tag's *remainder*, its low
+    /// `rem_bits` (about 32 less the bits of the slot count: the tags of
+    /// one home span fewer values than they do). From both the whole
+    /// 32-bit tag comes back exactly ([`tag_of`]), so a table grows as
+    /// before.
+    Packed {
+        off_bits: u32,
+        rem_bits: u32,
+        disp_bits: u32,
+    },
+}
+
+impl Layout {
+    /// The packed layout of a table of `slots` slots.
+    fn packed(slots: u64, off_bits: u32) -> Self {
+        Self::packed_with(slots, off_bits, DISP_BITS)
+    }
+
+    /// The packed layout of a table of `slots` slots whose entries may lie
+    /// up to `2^disp_bits - 1` past their homes.
+    fn packed_with(slots: u64, off_bits: u32, disp_bits: u32) -> Self {
+        // The remainders of one home are below ceil(2^32 / slots).
+        let span = (1u64 << TAG_BITS).div_ceil(slots.max(1));
+        Layout::Packed {
+            off_bits,
+            rem_bits: 64 - span.leading_zeros(),
+            disp_bits,
+        }
+    }
+
+    /// The same layout with `more` bits of displacement.
+    fn wider(self, more: u32) -> Self {
+        match self {
+            Layout::Packed {
+                off_bits,
+                rem_bits,
+                disp_bits,
+            } => Layout::Packed {
+                off_bits,
+                rem_bits,
+                disp_bits: disp_bits + more,
+            },
+            other => other,
+        }
+    }
+
+    /// Bytes of a slot.
+    fn bytes(self) -> usize {
+        match self {
+            Layout::Wide => WIDE_SLOT,
+            Layout::Narrow => NARROW_SLOT,
+            Layout::Packed {
+                off_bits,
+                rem_bits,
+                disp_bits,
+            } => 8 + (off_bits + LEN_BITS + 1 + disp_bits + rem_bits).div_ceil(8) as usize,
+        }
+    }
+
+    /// Bytes of the file (or memory) past the last slot.
+    fn tail(self) -> usize {
+        match self {
+            Layout::Packed { .. } => TAIL,
+            _ => 0,
+        }
+    }
+
+    /// A packed slot's displacement and remainder, from its packed fields.
+    fn place_of(self, x: u128) -> (u64, u64) {
+        let Layout::Packed {
+            off_bits,
+            rem_bits,
+            disp_bits,
+        } = self
+        else {
+            unreachable!("a packed layout")
+        };
+        let x = x >> (off_bits + LEN_BITS + 1);
+        let disp = x as u64 & ((1 << disp_bits) - 1);
+        (disp, (x >> disp_bits) as u64 & ((1 << rem_bits) - 1))
+    }
+
+    /// Where the expiry and access word lies in a slot.
+    fn word_at(self) -> usize {
+        match self {
+            Layout::Wide => 16,
+            Layout::Narrow => 12,
+            Layout::Packed { .. } => 0,
+        }
+    }
+}
+
+/// The packed fields of an entry with tag `tag` (its top 32 bits) and
+/// place `loc` at slot `i` of a table of `slots` laid out as `layout`
+/// (packed), whose home lies less than `2^disp_bits` before it.
+fn pack(layout: Layout, slots: u64, i: u64, tag: u64, loc: u64) -> u128 {
+    let Layout::Packed {
+        off_bits,
+        rem_bits,
+        disp_bits,
+    } = layout
+    else {
+        unreachable!("a packed layout")
     };
-    slot[t..t + 8].copy_from_slice(&loc.to_le_bytes());
-    slot[t + 8..t + 16].copy_from_slice(&word.to_le_bytes());
+    debug_assert!(
+        tag << TAG_BITS == 0,
+        "a packed slot keeps a tag's top 32 bits"
+    );
+    let home = fastrange(tag, slots);
+    let disp = if i >= home {
+        i - home
+    } else {
+        i + slots - home
+    };
+    assert!(
+        disp >> disp_bits == 0,
+        "a packed slot lies too far from its home"
+    );
+    let rem = (tag >> (64 - TAG_BITS)) & ((1 << rem_bits) - 1);
+    let off = loc & ((1 << OFF_BITS) - 1);
+    debug_assert!(off < 1 << off_bits, "an offset past the store's capacity");
+    let len = (loc >> OFF_BITS) & ((1 << LEN_BITS) - 1);
+    off as u128
+        | (len as u128) << off_bits
+        | ((loc >> 63) as u128) << (off_bits + LEN_BITS)
+        | (disp as u128) << (off_bits + LEN_BITS + 1)
+        | (rem as u128) << (off_bits + LEN_BITS + 1 + disp_bits)
+}
+
+/// The 32-bit tag whose home is `home` in a table of `slots` and whose
+/// low `rem_bits` are `rem`: the tags of one home lie in a range shorter
+/// than `2^rem_bits` that starts at the first of them (`fastrange`
+/// inverted), so one of them has those low bits. (A packed slot keeps
+/// the low bits rather than the distance from that first tag, so that
+/// neither a lookup nor a write divides.)
+fn tag_of(home: u64, slots: u64, rem: u64, rem_bits: u32) -> u64 {
+    let first = ((home as u128) << TAG_BITS).div_ceil(slots as u128) as u64;
+    first + (rem.wrapping_sub(first) & ((1 << rem_bits) - 1))
 }
 
 /// Maps a uniform 64-bit value onto `[0, n)` without division.
@@ -273,7 +459,7 @@ pub struct Checkpoint {
 pub struct Partition {
     path: PathBuf,
     id: u32,
-    uuid: [u8; 16],
+    owner: Owner,
     map: MmapMut,
     slots: u64,
     entries: u64,
@@ -291,8 +477,11 @@ pub struct Partition {
     /// The sweep pass under way started at slot 0 and has seen no live
     /// expiring entry, and none was inserted (or moved) since it started.
     pass_clean: bool,
-    /// The slots keep whole 64-bit tags ([`WIDE_SLOT`] bytes each).
-    wide: bool,
+    /// How the slots are laid out.
+    layout: Layout,
+    /// An entry may lie `2^DISP_BITS` or more past its home slot (a wide
+    /// table, which cannot then be packed where it is).
+    far: bool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -340,12 +529,18 @@ pub fn slots_for(expected: u64) -> u64 {
     ((expected as f64 / MAX_LOAD).ceil() as u64 + 1).max(64)
 }
 
-/// Bytes of a slot of a wide table ([`WIDE_SLOT`]) or of a narrow one.
-fn slot_bytes(wide: bool) -> usize {
-    if wide {
-        WIDE_SLOT
-    } else {
-        SLOT
+/// Bytes of a table of `slots` slots laid out as `layout`, header and tail
+/// included (`None` past `u64`).
+fn table_bytes(slots: u64, layout: Layout) -> Option<u64> {
+    slots
+        .checked_mul(layout.bytes() as u64)?
+        .checked_add((HEADER + layout.tail()) as u64)
+}
+
+fn too_large(path: &Path) -> IndexError {
+    IndexError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "index table too large"),
     }
 }
 
@@ -382,41 +577,50 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
 
 impl Partition {
     /// Creates an empty, dirty partition with room for `expected` keys.
-    pub fn create(dir: &Path, id: u32, uuid: [u8; 16], expected: u64) -> Result<Self, IndexError> {
-        Self::create_at(
-            &partition_path(dir, id),
-            id,
-            uuid,
-            slots_for(expected),
-            false,
-        )
+    pub fn create(dir: &Path, id: u32, owner: Owner, expected: u64) -> Result<Self, IndexError> {
+        let slots = slots_for(expected);
+        let layout = Layout::packed(slots, owner.offset_bits);
+        Self::create_at(&partition_path(dir, id), id, owner, slots, layout)
     }
 
     /// Bytes of a slot of this table.
-    fn slot_size(&self) -> usize {
-        slot_bytes(self.wide)
+    pub fn slot_size(&self) -> usize {
+        self.layout.bytes()
     }
 
-    /// Bytes of a slot's tag: 8 in a wide table, else 4.
-    fn tag_size(&self) -> usize {
-        self.slot_size() - 16
+    /// The layout of this table's successor of `slots` slots: wide as
+    /// this one, or packed (with this one's displacement bits, if packed).
+    fn layout_for(&self, slots: u64) -> Layout {
+        match self.layout {
+            Layout::Wide => Layout::Wide,
+            Layout::Packed { disp_bits, .. } => {
+                Layout::packed_with(slots, self.owner.offset_bits, disp_bits)
+            }
+            Layout::Narrow => Layout::packed(slots, self.owner.offset_bits),
+        }
     }
 
     /// An empty table in anonymous memory to rebuild this one into, as
     /// large as this one (its size when it was last used: the best guess
     /// of what the rebuild will put in it, short of reading the data).
     pub fn rebuild_in_memory(&self) -> Result<Self, IndexError> {
-        Self::anon_at(&self.path, self.id, self.uuid, self.slots.max(64), true)
+        Self::anon_at(
+            &self.path,
+            self.id,
+            self.owner,
+            self.slots.max(64),
+            Layout::Wide,
+        )
     }
 
+    /// Creates an empty table of `slots` slots at `path`.
     fn create_at(
         path: &Path,
         id: u32,
-        uuid: [u8; 16],
+        owner: Owner,
         slots: u64,
-        wide: bool,
+        layout: Layout,
     ) -> Result<Self, IndexError> {
-        let slot = slot_bytes(wide);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -424,26 +628,27 @@ impl Partition {
             .truncate(true)
             .open(path)
             .map_err(io_err(path))?;
-        allocate(&file, HEADER as u64 + slots * slot as u64).map_err(io_err(path))?;
+        let len = table_bytes(slots, layout).ok_or_else(|| too_large(path))?;
+        allocate(&file, len).map_err(io_err(path))?;
         let map = map_file(&file, path)?;
-        Ok(Self::empty(path, id, uuid, map, slots, false, wide))
+        Ok(Self::empty(path, id, owner, map, slots, false, layout))
     }
 
     /// An empty, dirty table of `slots` slots over `map` (its file's, or
-    /// anonymous memory: `in_memory`), wide or not.
+    /// anonymous memory: `in_memory`), laid out as `layout`.
     fn empty(
         path: &Path,
         id: u32,
-        uuid: [u8; 16],
+        owner: Owner,
         map: MmapMut,
         slots: u64,
         in_memory: bool,
-        wide: bool,
+        layout: Layout,
     ) -> Self {
         let mut p = Partition {
             path: path.to_owned(),
             id,
-            uuid,
+            owner,
             map,
             slots,
             entries: 0,
@@ -453,7 +658,8 @@ impl Partition {
             may_expire: false,
             pass_clean: false,
             in_memory,
-            wide,
+            layout,
+            far: false,
         };
         p.write_header(false, Checkpoint::default());
         p
@@ -469,33 +675,33 @@ impl Partition {
     pub fn create_in_memory(
         dir: &Path,
         id: u32,
-        uuid: [u8; 16],
+        owner: Owner,
         slots: u64,
     ) -> Result<Self, IndexError> {
-        Self::anon_at(&partition_path(dir, id), id, uuid, slots.max(64), true)
+        Self::anon_at(
+            &partition_path(dir, id),
+            id,
+            owner,
+            slots.max(64),
+            Layout::Wide,
+        )
     }
 
     fn anon_at(
         path: &Path,
         id: u32,
-        uuid: [u8; 16],
+        owner: Owner,
         slots: u64,
-        wide: bool,
+        layout: Layout,
     ) -> Result<Self, IndexError> {
-        let slot = slot_bytes(wide);
-        let len = slots
-            .checked_mul(slot as u64)
-            .and_then(|b| b.checked_add(HEADER as u64))
+        let len = table_bytes(slots, layout)
             .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(|| IndexError::Io {
-                path: path.to_owned(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "index table too large"),
-            })?;
+            .ok_or_else(|| too_large(path))?;
         let map = MmapMut::map_anon(len).map_err(io_err(path))?;
         // Fewer TLB misses for the random inserts; only a hint.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        Ok(Self::empty(path, id, uuid, map, slots, true, wide))
+        Ok(Self::empty(path, id, owner, map, slots, true, layout))
     }
 
     /// Opens an existing partition. Returns the table and, when it was
@@ -504,7 +710,7 @@ impl Partition {
     pub fn open(
         dir: &Path,
         id: u32,
-        uuid: [u8; 16],
+        owner: Owner,
     ) -> Result<(Self, Option<Checkpoint>), IndexError> {
         let path = partition_path(dir, id);
         let corrupt = |what| IndexError::Corrupt {
@@ -532,16 +738,22 @@ impl Partition {
         if header_crc(h, version) != le32(h, CRC_AT) {
             return Err(corrupt("header checksum mismatch"));
         }
-        if le32(h, 12) != id || h[16..32] != uuid {
+        if le32(h, 12) != id || h[16..32] != owner.uuid {
             return Err(corrupt("belongs to another store or partition"));
         }
         let slots = le64(h, 32);
-        let wide = version <= WIDE_VERSION;
-        let slot = slot_bytes(wide);
-        let expected = slots
-            .checked_mul(slot as u64)
-            .and_then(|b| b.checked_add(HEADER as u64));
-        if slots == 0 || expected != Some(size) {
+        let layout = match version {
+            VERSION if le32(h, OFFSET_BITS_AT) != owner.offset_bits => {
+                return Err(corrupt("offset bits differ from the store's"));
+            }
+            VERSION => match le32(h, DISP_BITS_AT) {
+                d @ 1..=32 if slots >= 64 => Layout::packed_with(slots, owner.offset_bits, d),
+                _ => return Err(corrupt("bad displacement bits or slot count")),
+            },
+            NARROW_VERSION => Layout::Narrow,
+            _ => Layout::Wide,
+        };
+        if slots == 0 || table_bytes(slots, layout) != Some(size) {
             return Err(corrupt("file size does not match its slot count"));
         }
         let clean = le32(h, 48) == 1;
@@ -561,7 +773,7 @@ impl Partition {
         let mut p = Partition {
             path,
             id,
-            uuid,
+            owner,
             map,
             slots,
             entries,
@@ -572,7 +784,10 @@ impl Partition {
             may_expire: true,
             pass_clean: false,
             in_memory: false,
-            wide,
+            layout,
+            // Checked where it matters: a wide file is converted by
+            // placing its entries again.
+            far: false,
         };
         if !clean {
             // Its slots are stale: the caller rebuilds the index (into
@@ -597,7 +812,9 @@ impl Partition {
             }
             tracing::info!(
                 partition = id,
-                "index partition of version {version} (24-byte slots): converted to version {VERSION} (20-byte slots, {TAG_BITS}-bit tags)"
+                "index partition of version {version} ({}-byte slots): converted to version {VERSION} (packed slots of {} bytes)",
+                layout.bytes(),
+                Layout::packed(slots, owner.offset_bits).bytes()
             );
             let mut q = p.copy_to(p.slots)?;
             q.mark_clean(checkpoint).map_err(io_err(&q.path))?;
@@ -624,7 +841,7 @@ impl Partition {
             if self.loc_at(i) == 0 {
                 continue;
             }
-            let a = self.at(i) + self.tag_size() + 8;
+            let a = self.at(i) + self.layout.word_at();
             let raw = le64(&self.map, a);
             let exp = clamp_expiry(raw);
             self.map[a..a + 8].copy_from_slice(&exp.to_le_bytes());
@@ -641,10 +858,22 @@ impl Partition {
         let h = &mut self.map[..HEADER];
         h.fill(0);
         h[0..8].copy_from_slice(MAGIC);
-        let version = if self.wide { WIDE_VERSION } else { VERSION };
+        let version = match self.layout {
+            Layout::Wide => WIDE_VERSION,
+            Layout::Narrow => NARROW_VERSION,
+            Layout::Packed {
+                off_bits,
+                disp_bits,
+                ..
+            } => {
+                h[OFFSET_BITS_AT..OFFSET_BITS_AT + 4].copy_from_slice(&off_bits.to_le_bytes());
+                h[DISP_BITS_AT..DISP_BITS_AT + 4].copy_from_slice(&disp_bits.to_le_bytes());
+                VERSION
+            }
+        };
         h[8..12].copy_from_slice(&version.to_le_bytes());
         h[12..16].copy_from_slice(&self.id.to_le_bytes());
-        h[16..32].copy_from_slice(&self.uuid);
+        h[16..32].copy_from_slice(&self.owner.uuid);
         h[32..40].copy_from_slice(&self.slots.to_le_bytes());
         h[40..48].copy_from_slice(&self.entries.to_le_bytes());
         h[48..52].copy_from_slice(&(clean as u32).to_le_bytes());
@@ -751,7 +980,7 @@ impl Partition {
 
     /// Bytes of the table file.
     pub fn bytes(&self) -> u64 {
-        HEADER as u64 + self.slots * self.slot_size() as u64
+        table_bytes(self.slots, self.layout).expect("a table's size fits")
     }
 
     fn at(&self, i: u64) -> usize {
@@ -772,22 +1001,97 @@ impl Partition {
         }
     }
 
-    /// The tag of slot `i`: a narrow slot keeps its top 32 bits.
+    /// The packed fields of slot `i` (a packed table's): its record's
+    /// place, displacement and remainder, in the low bits.
+    fn packed_at(&self, i: u64) -> u128 {
+        let a = self.at(i) + 8;
+        u128::from_le_bytes(self.map[a..a + 16].try_into().expect("16 bytes"))
+    }
+
+    /// The tag of slot `i` (a narrow or packed slot keeps its top 32 bits).
     fn tag_at(&self, i: u64) -> u64 {
-        if self.wide {
-            le64(&self.map, self.at(i))
-        } else {
-            (le32(&self.map, self.at(i)) as u64) << 32
+        match self.layout {
+            Layout::Wide => le64(&self.map, self.at(i)),
+            Layout::Narrow => (le32(&self.map, self.at(i)) as u64) << 32,
+            Layout::Packed { rem_bits, .. } => {
+                let (disp, rem) = self.layout.place_of(self.packed_at(i));
+                // Below the slot count in any table written whole.
+                let disp = disp.min(self.slots - 1);
+                let home = if i >= disp {
+                    i - disp
+                } else {
+                    i + self.slots - disp
+                };
+                tag_of(home, self.slots, rem, rem_bits) << (64 - TAG_BITS)
+            }
         }
     }
 
+    /// The record's place of slot `i`, as [`Entry::pack`] packs it (0: the
+    /// slot is empty).
     fn loc_at(&self, i: u64) -> u64 {
-        le64(&self.map, self.at(i) + self.tag_size())
+        match self.layout {
+            Layout::Wide => le64(&self.map, self.at(i) + 8),
+            Layout::Narrow => le64(&self.map, self.at(i) + 4),
+            Layout::Packed { off_bits, .. } => {
+                let x = self.packed_at(i) as u64;
+                let off = x & ((1 << off_bits) - 1);
+                let len = (x >> off_bits) & ((1 << LEN_BITS) - 1);
+                let tomb = (x >> (off_bits + LEN_BITS)) & 1;
+                off | len << OFF_BITS | tomb << 63
+            }
+        }
+    }
+
+    /// How far slot `i` (occupied) lies past its home slot.
+    fn disp_at(&self, i: u64) -> u64 {
+        match self.layout {
+            Layout::Packed { .. } => self.layout.place_of(self.packed_at(i)).0,
+            _ => self.dist(i, self.tag_at(i)),
+        }
+    }
+
+    /// The farthest an entry may lie past its home slot.
+    fn max_disp(&self) -> u64 {
+        match self.layout {
+            Layout::Packed { disp_bits, .. } => (1 << disp_bits) - 1,
+            _ => u64::MAX,
+        }
+    }
+
+    /// What a probe compares, at `tag`'s home, for `tag`: a packed slot's
+    /// remainder, or the tag.
+    fn probe_key(&self, tag: u64) -> u64 {
+        match self.layout {
+            Layout::Packed { rem_bits, .. } => (tag >> (64 - TAG_BITS)) & ((1 << rem_bits) - 1),
+            _ => tag,
+        }
+    }
+
+    /// Slot `i` for a probe: `None` when empty, else how far it lies past
+    /// its home and its [`Self::probe_key`].
+    fn probe_at(&self, i: u64) -> Option<(u64, u64)> {
+        match self.layout {
+            Layout::Packed { off_bits, .. } => {
+                let x = self.packed_at(i);
+                if x & ((1u128 << (off_bits + LEN_BITS + 1)) - 1) == 0 {
+                    return None;
+                }
+                Some(self.layout.place_of(x))
+            }
+            _ => match self.loc_at(i) {
+                0 => None,
+                _ => {
+                    let t = self.tag_at(i);
+                    Some((self.dist(i, t), t))
+                }
+            },
+        }
     }
 
     /// The third word of a slot: expiry and access bits.
     fn word_at(&self, i: u64) -> u64 {
-        le64(&self.map, self.at(i) + self.tag_size() + 8)
+        le64(&self.map, self.at(i) + self.layout.word_at())
     }
 
     fn expire_at(&self, i: u64) -> u64 {
@@ -798,13 +1102,31 @@ impl Partition {
         Entry::unpack(self.loc_at(i), self.expire_at(i))
     }
 
+    /// Writes slot `i` (`loc` 0: empties it). A packed slot must lie at
+    /// most [`MAX_DISP`] past the home of `tag`.
     fn set(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
         let a = self.at(i);
-        write_slot(&mut self.map[a..], self.wide, tag, loc, word);
+        let bytes = self.layout.bytes();
+        match self.layout {
+            Layout::Wide => {
+                let slot = &mut self.map[a..a + bytes];
+                slot[..8].copy_from_slice(&tag.to_le_bytes());
+                slot[8..16].copy_from_slice(&loc.to_le_bytes());
+                slot[16..24].copy_from_slice(&word.to_le_bytes());
+            }
+            Layout::Narrow => unreachable!("a version 4 table is only read"),
+            Layout::Packed { .. } if loc == 0 => self.map[a..a + bytes].fill(0),
+            Layout::Packed { .. } => {
+                let x = pack(self.layout, self.slots, i, tag, loc);
+                let slot = &mut self.map[a..a + bytes];
+                slot[..8].copy_from_slice(&word.to_le_bytes());
+                slot[8..].copy_from_slice(&x.to_le_bytes()[..bytes - 8]);
+            }
+        }
     }
 
     fn set_word(&mut self, i: u64, word: u64) {
-        let a = self.at(i) + self.tag_size() + 8;
+        let a = self.at(i) + self.layout.word_at();
         self.map[a..a + 8].copy_from_slice(&word.to_le_bytes());
     }
 
@@ -813,7 +1135,10 @@ impl Partition {
     /// so that shortening the tags moves none of them
     /// ([`Partition::shorten_in_place`]).
     fn home(&self, tag: u64) -> u64 {
-        let tag = if self.wide { tag & tag_mask() } else { tag };
+        let tag = match self.layout {
+            Layout::Wide => tag & tag_mask(),
+            _ => tag,
+        };
         fastrange(tag, self.slots)
     }
 
@@ -842,16 +1167,20 @@ impl Partition {
     /// the probe is to `tag`'s: a miss costs about as much as a hit.
     fn find(&self, tag: u64) -> (u64, bool) {
         let mut i = self.home(tag);
+        let want = self.probe_key(tag);
         let mut d = 0;
         loop {
-            if self.loc_at(i) == 0 {
+            let Some((disp, key)) = self.probe_at(i) else {
+                return (i, false);
+            };
+            if d > self.slots {
+                // Only in a table damaged since it was checked.
                 return (i, false);
             }
-            let t = self.tag_at(i);
-            if t == tag {
+            if disp == d && key == want {
                 return (i, true);
             }
-            if self.dist(i, t) < d {
+            if disp < d {
                 return (i, false);
             }
             i = self.next(i);
@@ -861,22 +1190,55 @@ impl Partition {
 
     /// Puts a new entry at slot `i` (as [`Self::find`] returned it),
     /// moving the entries from `i` to the next empty slot one slot on.
-    fn place(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
+    /// Changes nothing and returns false when that would move an entry
+    /// (or put the new one) past [`Self::max_disp`]: the table must grow.
+    #[must_use]
+    fn place(&mut self, i: u64, tag: u64, loc: u64, word: u64) -> bool {
+        let max = self.max_disp();
+        if max != u64::MAX && self.dist(i, tag) > max {
+            return false;
+        }
         let mut end = i;
         while self.loc_at(end) != 0 {
+            if max != u64::MAX && self.disp_at(end) >= max {
+                return false;
+            }
             end = self.next(end);
         }
+        // The entries from `i` on lie by home at or after `tag`'s: none
+        // lies farther from its home than `end` from `tag`'s.
+        self.far |= self.dist(end, tag) >> DISP_BITS != 0;
         let mut j = end;
         while j != i {
             let from = if j == 0 { self.slots - 1 } else { j - 1 };
-            let (t, l, w) = (self.tag_at(from), self.loc_at(from), self.word_at(from));
             // An entry moved from the last slot to the first may pass
             // behind the sweep's cursor.
-            self.pass_clean &= !(j == 0 && w & EXPIRE_MASK != 0);
-            self.set(j, t, l, w);
+            self.pass_clean &= !(j == 0 && self.word_at(from) & EXPIRE_MASK != 0);
+            self.move_slot(from, j);
             j = from;
         }
         self.set(i, tag, loc, word);
+        true
+    }
+
+    /// Moves the entry of slot `from` to slot `to`, the next or the one
+    /// before, and out of Robin Hood order no farther than that allows.
+    fn move_slot(&mut self, from: u64, to: u64) {
+        let (a, b, n) = (self.at(from), self.at(to), self.layout.bytes());
+        match self.layout {
+            Layout::Packed { off_bits, .. } => {
+                let one = 1u128 << (off_bits + LEN_BITS + 1);
+                let x = self.packed_at(from);
+                let x = if to == self.next(from) {
+                    x + one
+                } else {
+                    x - one
+                };
+                self.map.copy_within(a..a + 8, b);
+                self.map[b + 8..b + n].copy_from_slice(&x.to_le_bytes()[..n - 8]);
+            }
+            _ => self.map.copy_within(a..a + n, b),
+        }
     }
 
     /// Asks the CPU to bring the cache line of `h`'s home slot in, where
@@ -939,8 +1301,10 @@ impl Partition {
             // The access bits stay with the key through a replacement.
             let access = self.word_at(i) & !EXPIRE_MASK;
             self.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms) | access);
-        } else {
-            self.place(i, h.tag, e.pack(), clamp_expiry(e.expire_ms));
+        } else if !self.place(i, h.tag, e.pack(), clamp_expiry(e.expire_ms)) {
+            // Packed again as large, its slots saying farther.
+            self.relayout(self.slots, self.layout.wider(2))?;
+            return self.insert_with(h, e, replace);
         }
         if e.expire_ms != 0 && !e.tombstone {
             self.may_expire = true;
@@ -967,19 +1331,21 @@ impl Partition {
     /// (with short tags, the entries of every key sharing it).
     fn candidates(&self, tag: u64) -> impl Iterator<Item = u64> + '_ {
         let mut i = self.home(tag);
+        let want = self.probe_key(tag);
         let mut d = 0;
         std::iter::from_fn(move || loop {
-            if d > self.slots || self.loc_at(i) == 0 {
+            if d > self.slots {
                 return None;
             }
-            let t = self.tag_at(i);
-            if t != tag && self.dist(i, t) < d {
+            let (disp, key) = self.probe_at(i)?;
+            let hit = disp == d && key == want;
+            if !hit && disp < d {
                 return None;
             }
             let at = i;
             i = self.next(i);
             d += 1;
-            if t == tag {
+            if hit {
                 return Some(at);
             }
         })
@@ -1058,28 +1424,42 @@ impl Partition {
     }
 
     /// Makes a wide table built in memory (by a rebuild or a load, with
-    /// whole tags) a narrow one, in its own memory, ready to be written
+    /// whole tags) a packed one, in its own memory, ready to be written
     /// out: its tags keep only the bits of [`tag_mask`]. Its entries lie
     /// by their short tags' homes already ([`Partition::home`]), so each
     /// keeps its slot, in Robin Hood order (the keys whose tags become one
-    /// share a home, and are that tag's candidates), and narrow slot `i`
-    /// is written over wide slots already read: its 20 bytes end before
-    /// wide slot `i`'s 24 do. (A copy placed again in a new table doubled
-    /// the memory a rebuild touches, each new page a fault and a zeroing:
-    /// most of a 100 M rebuild's write-out.) Past the narrow slots the
-    /// memory is unused until the table is mapped from its file.
-    fn shorten_in_place(&mut self) {
-        debug_assert!(self.wide && self.in_memory);
-        let mask = tag_mask();
-        for i in 0..self.slots {
-            let (tag, loc, word) = match self.loc_at(i) {
-                0 => (0, 0, 0),
-                loc => (self.tag_at(i) & mask, loc, self.word_at(i)),
-            };
-            let a = HEADER + i as usize * SLOT;
-            write_slot(&mut self.map[a..], false, tag, loc, word);
+    /// share a home, and are that tag's candidates), and packed slot `i`
+    /// is written over wide slots already read: its bytes end before wide
+    /// slot `i`'s 24 do. (A copy placed again in a new table doubled the
+    /// memory a rebuild touches, each new page a fault and a zeroing:
+    /// most of a 100 M rebuild's write-out.) Past the packed slots and
+    /// their tail the memory is unused until the table is mapped from its
+    /// file. A table with an entry too far from its home to be packed is
+    /// copied into a larger one instead.
+    fn shorten(&mut self) -> Result<(), IndexError> {
+        debug_assert!(self.layout == Layout::Wide && self.in_memory);
+        if self.far {
+            *self = self.copy_to(self.slots)?;
+            return Ok(());
         }
-        self.wide = false;
+        let packed = Layout::packed(self.slots, self.owner.offset_bits);
+        let (mask, n) = (tag_mask(), packed.bytes());
+        for i in 0..self.slots {
+            let a = HEADER + i as usize * n;
+            match self.loc_at(i) {
+                0 => self.map[a..a + n].fill(0),
+                loc => {
+                    let word = self.word_at(i);
+                    let x = pack(packed, self.slots, i, self.tag_at(i) & mask, loc);
+                    self.map[a..a + 8].copy_from_slice(&word.to_le_bytes());
+                    self.map[a + 8..a + n].copy_from_slice(&x.to_le_bytes()[..n - 8]);
+                }
+            }
+        }
+        let end = HEADER + self.slots as usize * n;
+        self.map[end..end + TAIL].fill(0);
+        self.layout = packed;
+        Ok(())
     }
 
     /// Removes the entry of `h`; returns it.
@@ -1095,19 +1475,10 @@ impl Partition {
         // Backward-shift deletion: the rest of the run moves back one slot,
         // up to an empty slot or an entry in its home slot.
         let mut j = self.next(i);
-        loop {
-            let loc = self.loc_at(j);
-            if loc == 0 {
-                break;
-            }
-            let tag = self.tag_at(j);
-            if self.dist(j, tag) == 0 {
-                break;
-            }
-            let word = self.word_at(j);
+        while self.loc_at(j) != 0 && self.disp_at(j) != 0 {
             // The entry moves back, maybe behind the sweep's cursor.
-            self.pass_clean &= word & EXPIRE_MASK == 0;
-            self.set(i, tag, loc, word);
+            self.pass_clean &= self.word_at(j) & EXPIRE_MASK == 0;
+            self.move_slot(j, i);
             i = j;
             j = self.next(j);
         }
@@ -1363,14 +1734,30 @@ impl Partition {
 
     /// Grows the table to `slots` slots, as [`Partition::grow`] says.
     fn grow_to(&mut self, slots: u64) -> Result<(), IndexError> {
+        self.relayout(slots, self.layout_for(slots))
+    }
+
+    /// Places every entry again in a table of `slots` slots laid out as
+    /// `layout` (with more displacement bits, if an entry would lie too
+    /// far from its home), as [`Partition::grow`] says.
+    fn relayout(&mut self, slots: u64, mut layout: Layout) -> Result<(), IndexError> {
         use std::os::unix::fs::FileExt;
-        let mut to = Self::anon_at(&self.path, self.id, self.uuid, slots, self.wide)?;
-        self.place_all(&mut to);
+        let mut to = loop {
+            let mut to = Self::anon_at(&self.path, self.id, self.owner, slots, layout)?;
+            if self.place_all(&mut to) {
+                break to;
+            }
+            layout = layout.wider(2);
+        };
         if !self.in_memory {
             let path = &self.path;
             let file =
                 (OpenOptions::new().read(true).write(true).open(path)).map_err(io_err(path))?;
-            allocate(&file, to.map.len() as u64).map_err(io_err(path))?;
+            let len = to.map.len() as u64;
+            allocate(&file, len).map_err(io_err(path))?;
+            // A packed table's slots narrow as it grows: never shorter
+            // than before, but its file is exactly its size.
+            file.set_len(len).map_err(io_err(path))?;
             file.write_all_at(&to.map, 0).map_err(io_err(path))?;
             // The pages just written are in the page cache: mapping them
             // reads nothing.
@@ -1382,17 +1769,24 @@ impl Partition {
     }
 
     /// Places every entry, in Robin Hood order and with its tag shortened,
-    /// in a new dirty narrow table of `slots` slots that replaces this
-    /// one's file (renamed over it once whole: a clean table converted to
-    /// a newer version stays on disk as it was until then).
+    /// in a new dirty packed table of `slots` slots (more, if an entry
+    /// would lie too far from its home) that replaces this one's file
+    /// (renamed over it once whole: a clean table converted to a newer
+    /// version stays on disk as it was until then).
     fn copy_to(&self, slots: u64) -> Result<Partition, IndexError> {
         let tmp = self.path.with_extension("idx.grow");
-        let mut to = if self.in_memory {
-            Self::anon_at(&self.path, self.id, self.uuid, slots, false)?
-        } else {
-            Self::create_at(&tmp, self.id, self.uuid, slots, false)?
+        let mut layout = Layout::packed(slots, self.owner.offset_bits);
+        let mut to = loop {
+            let mut to = if self.in_memory {
+                Self::anon_at(&self.path, self.id, self.owner, slots, layout)?
+            } else {
+                Self::create_at(&tmp, self.id, self.owner, slots, layout)?
+            };
+            if self.place_all(&mut to) {
+                break to;
+            }
+            layout = layout.wider(2);
         };
-        self.place_all(&mut to);
         if !self.in_memory {
             std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
             to.path = self.path.clone();
@@ -1401,18 +1795,25 @@ impl Partition {
     }
 
     /// Places every entry of this table in the empty table `to`, with the
-    /// counts; into a narrow table, with the tags [`tag_mask`] keeps (the
+    /// counts; into a packed table, with the tags [`tag_mask`] keeps (the
     /// entries of keys whose tags become one stay side by side, as
-    /// candidates of that tag).
-    fn place_all(&self, to: &mut Partition) {
+    /// candidates of that tag). False when an entry would lie too far
+    /// from its home in `to`, which must then be larger.
+    #[must_use]
+    fn place_all(&self, to: &mut Partition) -> bool {
         to.populate();
-        let mask = if to.wide { !0 } else { tag_mask() };
+        let mask = match to.layout {
+            Layout::Wide => !0,
+            _ => tag_mask(),
+        };
         for i in 0..self.slots {
             let loc = self.loc_at(i);
             if loc != 0 {
                 let tag = self.tag_at(i) & mask;
                 let (j, _) = to.find(tag);
-                to.place(j, tag, loc, self.word_at(i));
+                if !to.place(j, tag, loc, self.word_at(i)) {
+                    return false;
+                }
             }
         }
         to.entries = self.entries;
@@ -1420,6 +1821,7 @@ impl Partition {
         to.expiring = self.expiring;
         // The entries moved: a pass under way must start over.
         to.may_expire = self.may_expire;
+        true
     }
 
     /// Whether the table is still being built in anonymous memory.
@@ -1949,10 +2351,15 @@ impl WriteOut {
                             };
                             // Shortening the tags reads and writes every
                             // slot: done on the same threads as the write.
-                            if p.in_memory && p.wide {
-                                p.shorten_in_place();
-                            }
-                            built.push(write_build(&mut p, cp).map(|f| (p, f)));
+                            let shortened = match p.in_memory && p.layout == Layout::Wide {
+                                true => p.shorten(),
+                                false => Ok(()),
+                            };
+                            built.push(
+                                shortened
+                                    .and_then(|()| write_build(&mut p, cp))
+                                    .map(|f| (p, f)),
+                            );
                         }
                     })
             })
@@ -2070,6 +2477,16 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The owner of a test's tables: offsets of the full 40 bits.
+    fn owner(b: u8) -> Owner {
+        Owner::new([b; 16], 1 << 44)
+    }
+
+    /// Bytes of a packed table of `slots` of a test's owner.
+    fn packed_bytes(slots: u64) -> u64 {
+        table_bytes(slots, Layout::packed(slots, OFF_BITS)).unwrap()
+    }
+
     fn entry(n: u64) -> Entry {
         Entry {
             offset: n * 16,
@@ -2102,10 +2519,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         // The files as a crash left them: one dirty, one with stale slots.
-        let mut old = Partition::create(dir.path(), 0, [3; 16], 10).unwrap();
+        let mut old = Partition::create(dir.path(), 0, owner(3), 10).unwrap();
         old.insert(&KeyHash::of(b"stale"), entry(1)).unwrap();
         drop(old);
-        let (old, cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
+        let (old, cp) = Partition::open(dir.path(), 0, owner(3)).unwrap();
         assert!(cp.is_none());
         let mut p = old.rebuild_in_memory().unwrap();
         drop(old);
@@ -2137,8 +2554,8 @@ mod tests {
         let on_disk = std::fs::metadata(partition_path(dir.path(), 0))
             .unwrap()
             .len();
-        assert_eq!(on_disk, (HEADER + 64 * SLOT) as u64);
-        let q = Partition::create_in_memory(dir.path(), 1, [3; 16], 0).unwrap();
+        assert_eq!(on_disk, packed_bytes(64));
+        let q = Partition::create_in_memory(dir.path(), 1, owner(3), 0).unwrap();
 
         // A rebuild's write-out: dirty files, whose slots are the table's.
         let cp = Checkpoint {
@@ -2159,13 +2576,13 @@ mod tests {
         parts[0].insert_new(&h, entry(7)).unwrap();
         parts[0].mark_clean(cp).unwrap();
         drop(parts);
-        let (p, got_cp) = Partition::open(dir.path(), 0, [3; 16]).unwrap();
+        let (p, got_cp) = Partition::open(dir.path(), 0, owner(3)).unwrap();
         assert_eq!(got_cp, Some(cp));
         assert!(p.slots_intact());
         assert_eq!(p.get(&h), Some(entry(7)));
         assert_eq!(p.entries(), 5011);
         // A load's write-out: clean, with its checkpoint and checksum.
-        let (q, got_cp) = Partition::open(dir.path(), 1, [3; 16]).unwrap();
+        let (q, got_cp) = Partition::open(dir.path(), 1, owner(3)).unwrap();
         assert_eq!(got_cp, Some(cp));
         assert!(q.slots_intact());
         assert_eq!(q.entries(), 0);
@@ -2180,7 +2597,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let parts_n = 8u32;
         let parts: Vec<Partition> = (0..parts_n)
-            .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
+            .map(|id| Partition::create_in_memory(dir.path(), id, owner(6), 64).unwrap())
             .collect();
         // Shares of 3 entries: most inserts happen long before the end.
         let ins = Inserter::start("test-index", parts, 24, 4, None).unwrap();
@@ -2227,7 +2644,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let parts_n = 8u32;
         let parts: Vec<Partition> = (0..parts_n)
-            .map(|id| Partition::create_in_memory(dir.path(), id, [6; 16], 64).unwrap())
+            .map(|id| Partition::create_in_memory(dir.path(), id, owner(6), 64).unwrap())
             .collect();
         let out = WriteOut::start().unwrap();
         let ins = Inserter::start("test-index", parts, 24, 4, Some(&out)).unwrap();
@@ -2295,10 +2712,10 @@ mod tests {
     fn a_dirty_write_out_reopens_dirty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create_in_memory(dir.path(), 2, [4; 16], 100).unwrap();
+        let mut p = Partition::create_in_memory(dir.path(), 2, owner(4), 100).unwrap();
         p.insert(&KeyHash::of(b"k"), entry(1)).unwrap();
         drop(write_out(vec![p], |_| None).unwrap());
-        let (_, cp) = Partition::open(dir.path(), 2, [4; 16]).unwrap();
+        let (_, cp) = Partition::open(dir.path(), 2, owner(4)).unwrap();
         assert_eq!(cp, None);
     }
 
@@ -2308,9 +2725,9 @@ mod tests {
         std::fs::create_dir(dir.path().join("index")).unwrap();
         for in_memory in [false, true] {
             let mut p = if in_memory {
-                Partition::create_in_memory(dir.path(), 3, [5; 16], 10).unwrap()
+                Partition::create_in_memory(dir.path(), 3, owner(5), 10).unwrap()
             } else {
-                Partition::create(dir.path(), 3, [5; 16], 10).unwrap()
+                Partition::create(dir.path(), 3, owner(5), 10).unwrap()
             };
             let key = |n: u64| KeyHash::of(&n.to_le_bytes());
             for n in 1..=8u64 {
@@ -2334,7 +2751,7 @@ mod tests {
     fn reaping_marks_expired_entries_as_tombstones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 100).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 100).unwrap();
         for n in 1..=60u64 {
             let e = Entry {
                 offset: n * 16,
@@ -2369,7 +2786,7 @@ mod tests {
     fn the_sweep_skips_a_table_only_while_no_live_key_can_expire() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 100).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 100).unwrap();
         let forever = |n: u64| Entry {
             offset: n * 16,
             len: 16,
@@ -2429,13 +2846,13 @@ mod tests {
     fn slots_checksum_finds_a_flipped_bit() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 3, [2; 16], 100).unwrap();
+        let mut p = Partition::create(dir.path(), 3, owner(2), 100).unwrap();
         for n in 1..50u64 {
             p.insert(&KeyHash::of(&n.to_le_bytes()), entry(n)).unwrap();
         }
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
-        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 3, owner(2)).unwrap();
         assert!(cp.is_some() && p.slots_intact());
         drop(p);
 
@@ -2444,7 +2861,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x04;
         std::fs::write(&path, &bytes).unwrap();
-        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 3, owner(2)).unwrap();
         assert!(cp.is_some(), "the header itself is intact");
         assert!(!p.slots_intact());
         drop(p);
@@ -2455,7 +2872,7 @@ mod tests {
         let crc = header_crc(&bytes[..HEADER], VERSION);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        let (p, cp) = Partition::open(dir.path(), 3, [2; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 3, owner(2)).unwrap();
         assert!(cp.is_some() && p.slots_intact());
     }
 
@@ -2463,7 +2880,7 @@ mod tests {
     fn matches_a_hashmap_through_growth_and_removal() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 10).unwrap();
         let mut model = HashMap::new();
         let mut rng = 12345u64;
         for n in 1..20_000u64 {
@@ -2492,7 +2909,7 @@ mod tests {
         let len = std::fs::metadata(partition_path(dir.path(), 0))
             .unwrap()
             .len();
-        assert!(p.slots() > 64 && len == HEADER as u64 + p.slots() * SLOT as u64);
+        assert!(p.slots() > 64 && len == packed_bytes(p.slots()));
         let tombs = model.values().filter(|e| e.tombstone).count() as u64;
         assert_eq!(p.live_keys(), model.len() as u64 - tombs);
         p.mark_clean(Checkpoint {
@@ -2501,7 +2918,7 @@ mod tests {
         })
         .unwrap();
         drop(p);
-        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 0, owner(1)).unwrap();
         assert_eq!(
             cp,
             Some(Checkpoint {
@@ -2510,7 +2927,7 @@ mod tests {
             })
         );
         assert_eq!(p.iter().count(), model.len());
-        assert!(Partition::open(dir.path(), 0, [2; 16]).is_err());
+        assert!(Partition::open(dir.path(), 0, owner(2)).is_err());
     }
 
     /// Short tags: keys of 8-bit tags collide by the dozen; the caller
@@ -2522,7 +2939,7 @@ mod tests {
     fn keys_sharing_short_tags_match_a_hashmap_by_their_records() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 10).unwrap();
         let mut model: HashMap<u64, Entry> = HashMap::new();
         let mut records: HashMap<u64, u64> = HashMap::new();
         let hash = |k: u64| {
@@ -2592,7 +3009,7 @@ mod tests {
     fn a_tag_scan_finds_every_key_present_throughout_while_the_table_grows() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 10).unwrap();
         let e = |n: u64| Entry {
             offset: n * 16,
             len: 16,
@@ -2649,7 +3066,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let path = partition_path(dir.path(), 2);
-        let mut p = Partition::create_at(&path, 2, [1; 16], slots_for(100), true).unwrap();
+        let mut p = Partition::create_at(&path, 2, owner(1), slots_for(100), Layout::Wide).unwrap();
         for n in 1..=30u64 {
             let e = Entry {
                 offset: n * 16,
@@ -2675,7 +3092,7 @@ mod tests {
         let crc = header_crc(&b[..HEADER], 1);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &b).unwrap();
-        let (p, cp) = Partition::open(dir.path(), 2, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 2, owner(1)).unwrap();
         assert!(cp.is_some(), "a clean table stays clean");
         // 10 keys with a TTL (n % 3 == 0), of which n = 30 is a tombstone.
         assert_eq!(p.expiring(), 9);
@@ -2696,7 +3113,7 @@ mod tests {
     fn robin_hood_order_holds_with_crowded_homes_and_wrapping_runs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 0, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 10).unwrap();
         let slots = p.slots();
         let mut model = HashMap::new();
         let mut rng = 99u64;
@@ -2731,7 +3148,7 @@ mod tests {
     /// each key in the first free slot from its home, in insertion order.
     fn write_version_2(dir: &Path, id: u32, keys: &[(KeyHash, Entry)]) -> u64 {
         let path = partition_path(dir, id);
-        let mut p = Partition::create_at(&path, id, [1; 16], slots_for(10), true).unwrap();
+        let mut p = Partition::create_at(&path, id, owner(1), slots_for(10), Layout::Wide).unwrap();
         let slots = p.slots();
         for &(h, e) in keys {
             let mut i = p.home(h.tag);
@@ -2782,7 +3199,7 @@ mod tests {
         assert_eq!(write_version_2(dir.path(), 1, &keys), slots);
         let path = partition_path(dir.path(), 1);
         let v2 = std::fs::read(&path).unwrap();
-        let (p, cp) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 1, owner(1)).unwrap();
         assert_eq!(
             cp,
             Some(Checkpoint {
@@ -2797,12 +3214,12 @@ mod tests {
         }
         assert_eq!((p.entries(), p.expiring()), (7, 1));
         drop(p);
-        let v4 = std::fs::read(&path).unwrap();
-        assert_eq!(le32(&v4, 8), VERSION, "written back as version 4");
-        assert_eq!(v4.len(), HEADER + slots as usize * SLOT, "in 20-byte slots");
-        assert!(v2.len() > v4.len());
+        let v5 = std::fs::read(&path).unwrap();
+        assert_eq!(le32(&v5, 8), VERSION, "written back as version 5");
+        assert_eq!(v5.len() as u64, packed_bytes(slots), "in packed slots");
+        assert!(v2.len() > v5.len());
         // Opened again: clean, as converted.
-        let (p, cp) = Partition::open(dir.path(), 1, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 1, owner(1)).unwrap();
         assert!(cp.is_some() && p.slots_intact());
         assert_eq!(p.iter().count(), 7);
     }
@@ -2815,7 +3232,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
         let path = partition_path(dir.path(), 0);
-        let mut p = Partition::create_at(&path, 0, [1; 16], slots_for(300), true).unwrap();
+        let mut p = Partition::create_at(&path, 0, owner(1), slots_for(300), Layout::Wide).unwrap();
         let keys: Vec<_> = (1..=300u64)
             .map(|n| (KeyHash::full(&n.to_le_bytes()), entry(n)))
             .collect();
@@ -2832,7 +3249,7 @@ mod tests {
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
         assert_eq!(le32(&std::fs::read(&path).unwrap(), 8), WIDE_VERSION);
-        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 0, owner(1)).unwrap();
         assert!(cp.is_some() && p.slots_intact());
         p.check_order().unwrap();
         assert_eq!((p.entries(), p.slots()), (302, slots));
@@ -2850,7 +3267,103 @@ mod tests {
         assert_eq!(both, [1001 * 16, 1002 * 16]);
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(le32(&on_disk, 8), VERSION);
-        assert_eq!(on_disk.len(), HEADER + slots as usize * SLOT);
+        assert_eq!(on_disk.len() as u64, packed_bytes(slots));
+    }
+
+    /// A clean version 4 table (20-byte slots, 32-bit tags) opens as a
+    /// packed one of version 5, every entry as it was.
+    #[test]
+    fn a_clean_version_4_table_is_packed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let path = partition_path(dir.path(), 0);
+        // A store of 1 GiB: offsets of 26 bits.
+        let small = Owner::new([1; 16], 1 << 30);
+        let keys: Vec<_> = (1..=500u64)
+            .map(|n| (KeyHash::of(&n.to_le_bytes()), entry(n)))
+            .collect();
+        // Placed as version 4 placed them: by their 32-bit tags' homes.
+        let mut p = Partition::create_at(&path, 0, small, slots_for(500), Layout::Wide).unwrap();
+        for (h, e) in &keys {
+            p.insert(h, *e).unwrap();
+        }
+        let slots = p.slots();
+        let cp = Checkpoint {
+            max_seq: 3,
+            max_gen: 2,
+        };
+        p.mark_clean(cp).unwrap();
+        let mut b = p.map[..HEADER].to_vec();
+        b.resize(HEADER + slots as usize * NARROW_SLOT, 0);
+        for i in 0..slots {
+            if p.loc_at(i) != 0 {
+                let a = HEADER + i as usize * NARROW_SLOT;
+                b[a..a + 4].copy_from_slice(&((p.tag_at(i) >> 32) as u32).to_le_bytes());
+                b[a + 4..a + 12].copy_from_slice(&p.loc_at(i).to_le_bytes());
+                b[a + 12..a + 20].copy_from_slice(&p.word_at(i).to_le_bytes());
+            }
+        }
+        drop(p);
+        b[8..12].copy_from_slice(&NARROW_VERSION.to_le_bytes());
+        let crc = crc32c::crc32c(&b[HEADER..]);
+        b[SLOTS_CRC_AT..SLOTS_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        let crc = header_crc(&b[..HEADER], NARROW_VERSION);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &b).unwrap();
+
+        let (p, got) = Partition::open(dir.path(), 0, small).unwrap();
+        assert_eq!(got, Some(cp));
+        p.check_order().unwrap();
+        assert_eq!(p.entries(), 500);
+        for (h, e) in &keys {
+            assert_eq!(p.get(h), Some(*e));
+        }
+        drop(p);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(le32(&on_disk, 8), VERSION);
+        let packed = Layout::packed(slots, small.offset_bits);
+        assert_eq!(Some(on_disk.len() as u64), table_bytes(slots, packed));
+        assert!(on_disk.len() < b.len(), "packed slots are narrower");
+        let (p, got) = Partition::open(dir.path(), 0, small).unwrap();
+        assert!(got.is_some() && p.slots_intact());
+        assert_eq!(p.iter().count(), 500);
+    }
+
+    /// Keys crowded on one home slot (their 32-bit tags a few apart, as
+    /// keys chosen to share a home would be) lie farther from it than a
+    /// packed slot can say: the table is packed again with wider slots,
+    /// as a wide table so crowded is when it is written out, and every key
+    /// is found.
+    #[test]
+    fn keys_too_far_from_their_home_widen_the_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("index")).unwrap();
+        let mut p = Partition::create(dir.path(), 0, owner(1), 1000).unwrap();
+        let slots = p.slots();
+        let keys: Vec<_> = (0..400)
+            .map(|n| (tag_at_home(7, slots, n), entry(n + 1)))
+            .collect();
+        for (h, e) in &keys {
+            p.insert(h, *e).unwrap();
+        }
+        assert_eq!(p.slots(), slots, "not grown: growing cannot part them");
+        assert!(p.max_disp() >= 400, "packed again, saying farther");
+        p.check_order().unwrap();
+        for (h, e) in &keys {
+            assert_eq!(p.get(h), Some(*e));
+        }
+
+        let mut w = Partition::create_in_memory(dir.path(), 1, owner(1), slots).unwrap();
+        for (h, e) in &keys {
+            w.insert(h, *e).unwrap();
+        }
+        let w = write_out(vec![w], |_| None).unwrap().pop().unwrap();
+        assert_eq!(w.slots(), slots);
+        assert!(w.max_disp() >= 400);
+        w.check_order().unwrap();
+        for (h, e) in &keys {
+            assert_eq!(w.get(h), Some(*e));
+        }
     }
 
     #[test]
@@ -2866,7 +3379,7 @@ mod tests {
         let last = b.len() - 3;
         b[last] ^= 0x10;
         std::fs::write(&path, &b).unwrap();
-        let (p, cp) = Partition::open(dir.path(), 0, [1; 16]).unwrap();
+        let (p, cp) = Partition::open(dir.path(), 0, owner(1)).unwrap();
         assert!(cp.is_some() && !p.slots_intact());
         drop(p);
         assert_eq!(std::fs::read(&path).unwrap(), b, "not converted");
@@ -2876,7 +3389,7 @@ mod tests {
     fn a_table_that_cannot_grow_refuses_new_keys_rather_than_filling_up() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 2, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 2, owner(1), 10).unwrap();
         // Growing writes a new file beside the table's: with the directory
         // gone, every growth fails.
         std::fs::remove_dir_all(dir.path().join("index")).unwrap();
@@ -2902,7 +3415,7 @@ mod tests {
     fn damaged_header_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 3, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 3, owner(1), 10).unwrap();
         p.mark_clean(Checkpoint::default()).unwrap();
         drop(p);
         let path = partition_path(dir.path(), 3);
@@ -2910,18 +3423,18 @@ mod tests {
         bytes[40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            Partition::open(dir.path(), 3, [1; 16]),
+            Partition::open(dir.path(), 3, owner(1)),
             Err(IndexError::Corrupt { .. })
         ));
         std::fs::write(&path, &bytes[..100]).unwrap();
-        assert!(Partition::open(dir.path(), 3, [1; 16]).is_err());
+        assert!(Partition::open(dir.path(), 3, owner(1)).is_err());
     }
 
     #[test]
     fn a_slot_count_whose_size_wraps_round_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("index")).unwrap();
-        let mut p = Partition::create(dir.path(), 1, [1; 16], 10).unwrap();
+        let mut p = Partition::create(dir.path(), 1, owner(1), 10).unwrap();
         p.mark_clean(Checkpoint::default()).unwrap();
         let slots = p.slots();
         drop(p);
@@ -2934,7 +3447,7 @@ mod tests {
         let crc = header_crc(&bytes[..HEADER], VERSION);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        match Partition::open(dir.path(), 1, [1; 16]) {
+        match Partition::open(dir.path(), 1, owner(1)) {
             Err(IndexError::Corrupt { what, .. }) => {
                 assert!(what.contains("slot count"), "{what}")
             }

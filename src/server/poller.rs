@@ -3254,7 +3254,9 @@ impl<E: Engine> Poller<E> {
             // What the key takes on the device and in the index: its
             // record (header, key and value, padded to 16 bytes) and its
             // index slot.
-            Op::MemoryUsage { .. } => Reply::Int(entry.len as i64 + crate::index::SLOT as i64),
+            Op::MemoryUsage { .. } => {
+                Reply::Int(entry.len as i64 + self.ks.slot_bytes(req.pid) as i64)
+            }
             Op::Object {
                 what: ObjectInfo::Idletime,
                 ..

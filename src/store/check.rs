@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::{read_superblock, DirLock, StoreError};
 use crate::format::{decode_record, SegmentHeader, SegmentRecords};
-use crate::index::{Entry, KeyHash, Partition};
+use crate::index::{Entry, KeyHash, Owner, Partition};
 
 /// What `check` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -104,7 +104,7 @@ pub fn check(dir: &Path, env: &crate::io::EnvOptions) -> Result<CheckReport, Sto
     // Tags of several entries, and the keys their records hold.
     let mut shared: HashMap<(u32, u64), Vec<KeyAt>> = HashMap::new();
     for pid in 0..sb.partitions {
-        match Partition::open(dir, pid, sb.uuid) {
+        match Partition::open(dir, pid, Owner::new(sb.uuid, sb.capacity)) {
             Ok((p, Some(_))) => {
                 if !p.slots_intact() {
                     r.damaged(format!(

@@ -15,7 +15,7 @@ use crate::format::{
     encode_record, record_len, RecordMeta, SegmentHeader, Superblock, MAX_RECORD, RECORD_HEADER,
     SEGMENT_HEADER, SUPERBLOCK_SIZE,
 };
-use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Partition};
+use crate::index::{Checkpoint, Entry, Inserter, KeyHash, Owner, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 use crate::keys;
 
@@ -265,8 +265,12 @@ pub(crate) fn create(
     let mean = expected_keys as f64 / args.partitions as f64;
     let per_part = (mean + 3.0 * mean.sqrt()).ceil() as u64;
     // Built in memory, written to their files by `finish`.
+    let (owner, slots) = (
+        Owner::new(uuid, capacity),
+        crate::index::slots_for(per_part),
+    );
     let parts = (0..args.partitions)
-        .map(|id| Partition::create_in_memory(dir, id, uuid, crate::index::slots_for(per_part)))
+        .map(|id| Partition::create_in_memory(dir, id, owner, slots))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(NewStore {
         dev,

@@ -32,7 +32,7 @@ use thiserror::Error;
 use crate::format::{
     FlushMark, FormatError, Superblock, FORMAT_VERSION, SUPERBLOCK_SIZE, UPGRADABLE_VERSION,
 };
-use crate::index::{Checkpoint, IndexError, Partition};
+use crate::index::{Checkpoint, IndexError, Owner, Partition};
 use crate::io::{Device, DeviceSpec, EnvOptions, IoBuf};
 
 pub use check::{check, CheckReport};
@@ -517,7 +517,7 @@ fn open_partitions(
                 scope.spawn(move || {
                     let (mut out, mut counts) = (Vec::new(), space::Walked::new(sb));
                     for id in (t..n).step_by(threads) {
-                        let got = Partition::open(dir, id as u32, sb.uuid);
+                        let got = Partition::open(dir, id as u32, Owner::new(sb.uuid, sb.capacity));
                         let damage = match &got {
                             Ok((p, Some(_))) => check_entries(sb, p).err(),
                             _ => None,
@@ -552,7 +552,12 @@ fn open_partitions(
             }
             Err(e) => {
                 tracing::warn!("index partition {id} unusable ({e}); the index will be rebuilt");
-                parts.push(Partition::create(dir, id as u32, sb.uuid, 0)?);
+                parts.push(Partition::create(
+                    dir,
+                    id as u32,
+                    Owner::new(sb.uuid, sb.capacity),
+                    0,
+                )?);
                 cps.push(None);
             }
         }

@@ -336,6 +336,11 @@ impl<E: Engine, W> Keyspace<E, W> {
         }
     }
 
+    /// Bytes of an index slot in partition `pid` (MEMORY USAGE).
+    pub fn slot_bytes(&self, pid: u32) -> usize {
+        self.shard(pid).part(pid).slot_size()
+    }
+
     /// The first entry of the key's tag that is not live (deleted, expired
     /// or evicted) and not at `skip`: maybe the key's own, which a write
     /// of the key replaces rather than leaving it beside a new one.
