@@ -13,7 +13,7 @@
 //! word u64 = expire_ms (44 bits) | access (20 bits)
 //! then offset/16 (the store's offset bits: 29 for a store of 8 GiB)
 //!    | length/16 (23 bits) | tombstone (1 bit)
-//!    | displacement (8 bits, more in a table that needs them)
+//!    | displacement (7 bits, more in a table that needs them)
 //!    | remainder (about 32 less the bits of the slot count)
 //! ```
 //!
@@ -21,8 +21,8 @@
 //! it lies past its home (its *displacement*) and the low bits of its tag
 //! (its *remainder*: the tags of one home lie in a range shorter than
 //! those bits span), from which the whole tag comes back; a table of 4,500 slots (1 M keys in 256 partitions) keeps
-//! 20 bits of remainder and 19-byte slots, one of 450,000 (100 M keys) 14
-//! bits and 18 bytes.
+//! 20 bits of remainder, one of 450,000 (100 M keys) 14: 18-byte slots
+//! in stores of up to 8 GiB at 1 M keys, and of up to 64 GiB at 100 M.
 //!
 //! `expire_ms` is the key's exact expiry (0 = never; an expiry past the
 //! year 2500 is kept as "far future", the record holds the exact one), so
@@ -52,8 +52,8 @@
 //! or older (20-byte or 24-byte slots) is converted when opened.
 //! At the default maximum load factor of 0.9 (Robin Hood order keeps probes
 //! short there: a table of version 2, linear probing in insertion order,
-//! stopped at 0.8) a full table of 19-byte slots costs 21.1 bytes per key;
-//! a table that has just grown (by a quarter, [`grown`]) 26.4.
+//! stopped at 0.8) a full table of 18-byte slots costs 20 bytes per key;
+//! a table that has just grown (by a quarter, [`grown`]) 25.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -104,7 +104,7 @@ const OFFSET_BITS_AT: usize = 100;
 /// a new table: an insert that would move an entry farther packs the
 /// table again with more (keys crowding one home: tags are 32 bits, and
 /// keys can be chosen to share one).
-const DISP_BITS: u32 = 8;
+const DISP_BITS: u32 = 7;
 /// Version 5: the bits of a packed slot's displacement.
 const DISP_BITS_AT: usize = 104;
 /// Bytes past a packed table's last slot, so that every slot reads as
@@ -517,9 +517,10 @@ fn prefetch_line(byte: &u8) {
 
 /// The slots of a table of `slots` that passed its load factor, grown by
 /// a quarter: just grown, it is 0.72 full (0.9 / 1.25), and costs at most
-/// 27.8 bytes per key (20 / 0.72) where a doubled one cost 44.4; its keys
-/// are placed again about four times as often as by doubling, a table at
-/// a time (a partition is 1/256 of the index).
+/// 25 bytes per key in 18-byte slots (27.8 in 20-byte ones, where a
+/// doubled table cost 44.4); its keys are placed again about four times as
+/// often as by doubling, a table at a time (a partition is 1/256 of the
+/// index).
 fn grown(slots: u64) -> u64 {
     slots + slots / 4
 }
@@ -1303,7 +1304,7 @@ impl Partition {
             self.set(i, h.tag, e.pack(), clamp_expiry(e.expire_ms) | access);
         } else if !self.place(i, h.tag, e.pack(), clamp_expiry(e.expire_ms)) {
             // Packed again as large, its slots saying farther.
-            self.relayout(self.slots, self.layout.wider(2))?;
+            self.relayout(self.slots, self.wider(self.layout))?;
             return self.insert_with(h, e, replace);
         }
         if e.expire_ms != 0 && !e.tombstone {
@@ -1747,7 +1748,7 @@ impl Partition {
             if self.place_all(&mut to) {
                 break to;
             }
-            layout = layout.wider(2);
+            layout = self.wider(layout);
         };
         if !self.in_memory {
             let path = &self.path;
@@ -1785,7 +1786,7 @@ impl Partition {
             if self.place_all(&mut to) {
                 break to;
             }
-            layout = layout.wider(2);
+            layout = self.wider(layout);
         };
         if !self.in_memory {
             std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
@@ -1822,6 +1823,22 @@ impl Partition {
         // The entries moved: a pass under way must start over.
         to.may_expire = self.may_expire;
         true
+    }
+
+    /// `layout` with two more bits of displacement, for entries that
+    /// would lie farther from their homes than it says (keys crowding a
+    /// home, or an unlucky run): rare enough to say in the log.
+    fn wider(&self, layout: Layout) -> Layout {
+        let wider = layout.wider(2);
+        if let Layout::Packed { disp_bits, .. } = wider {
+            tracing::info!(
+                partition = self.id,
+                "index partition: an entry would lie {} or more slots past its home: \
+                 slots packed again with {disp_bits} bits of displacement",
+                1u64 << (disp_bits - 2)
+            );
+        }
+        wider
     }
 
     /// Whether the table is still being built in anonymous memory.
