@@ -372,7 +372,12 @@ fn pack(layout: Layout, slots: u64, i: u64, tag: u64, loc: u64) -> u128 {
 /// the low bits rather than the distance from that first tag, so that
 /// neither a lookup nor a write divides.)
 fn tag_of(home: u64, slots: u64, rem: u64, rem_bits: u32) -> u64 {
-    let first = ((home as u128) << TAG_BITS).div_ceil(slots as u128) as u64;
+    // One 64-bit division (a scan makes one per slot): `home << 32` fits
+    // while the table has at most 2^32 slots, 70 GiB of them.
+    let first = match slots <= 1 << TAG_BITS {
+        true => (home << TAG_BITS).div_ceil(slots),
+        false => ((home as u128) << TAG_BITS).div_ceil(slots as u128) as u64,
+    };
     first + (rem.wrapping_sub(first) & ((1 << rem_bits) - 1))
 }
 
@@ -1628,6 +1633,15 @@ impl Partition {
             prev = Some(d);
         }
         Ok(())
+    }
+
+    /// Every entry in the table, without its tag (which a packed slot
+    /// keeps only as home and remainder: the checks and counts of a start
+    /// read 100 M entries, and need no tags).
+    pub fn iter_entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        (0..self.slots)
+            .filter(|&i| self.loc_at(i) != 0)
+            .map(|i| self.entry_at(i))
     }
 
     /// Every (tag, entry) in the table.

@@ -413,7 +413,7 @@ fn read_flush_marks(dev: &Device, sb: &Superblock) -> Result<Vec<FlushMark>, Sto
 /// loses a key nor sends reads past the device, nor makes the space
 /// accounting index past its tables. This reads the whole table.
 fn check_entries(sb: &Superblock, p: &Partition) -> Result<(), String> {
-    for (_, e) in p.iter() {
+    for e in p.iter_entries() {
         if !sb.record_fits(e.offset, e.len) {
             return Err(format!(
                 "index partition {}: an entry points at {} bytes at offset {}, where no record can be",

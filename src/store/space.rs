@@ -90,7 +90,7 @@ impl Walked {
     /// Counts the entries of partition `p` of shard `shard`; `large`: the
     /// heads of large values the store may hold, by offset.
     pub fn count(&mut self, sb: &Superblock, shard: u32, p: &Partition, large: &LargeMap) {
-        for (_, e) in p.iter() {
+        for e in p.iter_entries() {
             if !e.tombstone && large.contains_key(&e.offset) {
                 self.heads.push(e.offset);
             }
