@@ -3256,7 +3256,7 @@ mod tests {
     }
 
     /// A clean version 3 table (24-byte slots, whole tags) opens as a
-    /// version 4 one: every key found by its short tag, and two keys
+    /// packed one: every key found by its short tag, and two keys
     /// whose tags become one kept side by side, as that tag's candidates.
     #[test]
     fn a_clean_version_3_table_is_shortened_when_opened() {
@@ -3362,9 +3362,9 @@ mod tests {
 
     /// Keys crowded on one home slot (their 32-bit tags a few apart, as
     /// keys chosen to share a home would be) lie farther from it than a
-    /// packed slot can say: the table is packed again with wider slots,
-    /// as a wide table so crowded is when it is written out, and every key
-    /// is found.
+    /// packed slot can say: the table is packed again with more bits of
+    /// displacement, as a wide table so crowded is when it is written
+    /// out, and every key is found.
     #[test]
     fn keys_too_far_from_their_home_widen_the_slots() {
         let dir = tempfile::tempdir().unwrap();
