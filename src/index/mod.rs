@@ -6,7 +6,7 @@
 //! with linear probing in Robin Hood order (each run of occupied slots
 //! sorted by home slot, so a probe for a missing key stops at the first
 //! entry closer to its home than the probe is) and backward-shift deletion.
-//! A slot (version 5, [`Layout::Packed`]) is packed into as few bytes as
+//! A slot (version 5, `Layout::Packed`) is packed into as few bytes as
 //! its fields take, their widths in the table's header:
 //!
 //! ```text
@@ -20,9 +20,10 @@
 //! The home slot of a key is `fastrange(tag, slots)`: a slot keeps how far
 //! it lies past its home (its *displacement*) and the low bits of its tag
 //! (its *remainder*: the tags of one home lie in a range shorter than
-//! those bits span), from which the whole tag comes back; a table of 4,500 slots (1 M keys in 256 partitions) keeps
-//! 20 bits of remainder, one of 450,000 (100 M keys) 14: 18-byte slots
-//! in stores of up to 8 GiB at 1 M keys, and of up to 64 GiB at 100 M.
+//! those bits span), from which the whole tag comes back. A table of 4,500
+//! slots (1 M keys in 256 partitions) keeps 20 bits of remainder, one of
+//! 450,000 (100 M keys) 14: 18-byte slots in stores of up to 8 GiB at 1 M
+//! keys, and of up to 64 GiB at 100 M.
 //!
 //! `expire_ms` is the key's exact expiry (0 = never; an expiry past the
 //! year 2500 is kept as "far future", the record holds the exact one), so
@@ -1108,8 +1109,8 @@ impl Partition {
         Entry::unpack(self.loc_at(i), self.expire_at(i))
     }
 
-    /// Writes slot `i` (`loc` 0: empties it). A packed slot must lie at
-    /// most [`MAX_DISP`] past the home of `tag`.
+    /// Writes slot `i` (`loc` 0: empties it). A packed slot must lie no
+    /// farther past the home of `tag` than [`Self::max_disp`].
     fn set(&mut self, i: u64, tag: u64, loc: u64, word: u64) {
         let a = self.at(i);
         let bytes = self.layout.bytes();
@@ -1197,7 +1198,8 @@ impl Partition {
     /// Puts a new entry at slot `i` (as [`Self::find`] returned it),
     /// moving the entries from `i` to the next empty slot one slot on.
     /// Changes nothing and returns false when that would move an entry
-    /// (or put the new one) past [`Self::max_disp`]: the table must grow.
+    /// (or put the new one) past [`Self::max_disp`]: the table must be
+    /// packed again with more bits of displacement.
     #[must_use]
     fn place(&mut self, i: u64, tag: u64, loc: u64, word: u64) -> bool {
         let max = self.max_disp();
@@ -1227,8 +1229,8 @@ impl Partition {
         true
     }
 
-    /// Moves the entry of slot `from` to slot `to`, the next or the one
-    /// before, and out of Robin Hood order no farther than that allows.
+    /// Moves the entry of slot `from` to slot `to`, the next slot or the
+    /// one before: its displacement one more, or one less.
     fn move_slot(&mut self, from: u64, to: u64) {
         let (a, b, n) = (self.at(from), self.at(to), self.layout.bytes());
         match self.layout {
@@ -1440,8 +1442,8 @@ impl Partition {
     /// memory a rebuild touches, each new page a fault and a zeroing:
     /// most of a 100 M rebuild's write-out.) Past the packed slots and
     /// their tail the memory is unused until the table is mapped from its
-    /// file. A table with an entry too far from its home to be packed is
-    /// copied into a larger one instead.
+    /// file. A table with an entry too far from its home to be packed
+    /// with [`DISP_BITS`] is copied into a table of wider slots instead.
     fn shorten(&mut self) -> Result<(), IndexError> {
         debug_assert!(self.layout == Layout::Wide && self.in_memory);
         if self.far {
@@ -1784,10 +1786,10 @@ impl Partition {
     }
 
     /// Places every entry, in Robin Hood order and with its tag shortened,
-    /// in a new dirty packed table of `slots` slots (more, if an entry
-    /// would lie too far from its home) that replaces this one's file
-    /// (renamed over it once whole: a clean table converted to a newer
-    /// version stays on disk as it was until then).
+    /// in a new dirty packed table of `slots` slots (with more bits of
+    /// displacement, if an entry would lie too far from its home) that
+    /// replaces this one's file (renamed over it once whole: a clean table
+    /// converted to a newer version stays on disk as it was until then).
     fn copy_to(&self, slots: u64) -> Result<Partition, IndexError> {
         let tmp = self.path.with_extension("idx.grow");
         let mut layout = Layout::packed(slots, self.owner.offset_bits);
