@@ -51,19 +51,62 @@ fn check_all(srv: &Server) {
     assert_eq!(dbsize(&mut con), KEYS + WRITTEN);
 }
 
-/// Bytes of a slot of a partition file (index format version 4): the
-/// tag's 32 bits, the location, the expiry and access bits.
-const SLOT: usize = 20;
-/// Where a slot's location lies in it.
-const LOC: usize = 4;
+/// How a partition file (index format version 5) packs its slots, read
+/// from its header: slots of `size` bytes follow the 128-byte header, each
+/// the expiry and access word (8 bytes), then the offset (`off` bits), the
+/// length (23) and the tombstone (1), the displacement from the home slot
+/// (`disp` bits) and the tag's low `rem` bits; 16 bytes end the file.
+struct Packed {
+    slots: u64,
+    size: usize,
+    off: u32,
+    disp: u32,
+    rem: u32,
+}
 
-/// The first used slot of a partition file: slots follow the 128-byte
-/// header; a used one has a location.
+fn packed(b: &[u8]) -> Packed {
+    let slots = le64(b, 32);
+    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let (off, disp) = (le32(100), le32(104));
+    let rem = 64 - (1u64 << 32).div_ceil(slots).leading_zeros();
+    let size = 8 + (off + 24 + disp + rem).div_ceil(8) as usize;
+    assert_eq!(b.len(), 128 + slots as usize * size + 16, "a packed table");
+    Packed {
+        slots,
+        size,
+        off,
+        disp,
+        rem,
+    }
+}
+
+/// Slot `i`: `None` when empty, else its tag's top 32 bits, its
+/// location (offset / 16, length / 16 << 40, tombstone << 63) and its word.
+fn unpack(b: &[u8], p: &Packed, i: u64) -> Option<(u32, [u8; 16])> {
+    let at = 128 + i as usize * p.size;
+    let x = u128::from_le_bytes(b[at + 8..at + 24].try_into().unwrap());
+    let bits = |from: u32, n: u32| ((x >> from) & ((1u128 << n) - 1)) as u64;
+    if bits(0, p.off + 24) == 0 {
+        return None;
+    }
+    let loc = bits(0, p.off) | bits(p.off, 23) << 40 | bits(p.off + 23, 1) << 63;
+    let (disp, rem) = (bits(p.off + 24, p.disp), bits(p.off + 24 + p.disp, p.rem));
+    let home = (i + p.slots - disp) % p.slots;
+    let first = (home << 32).div_ceil(p.slots);
+    let tag = first + (rem.wrapping_sub(first) & ((1 << p.rem) - 1));
+    let mut rest = [0u8; 16];
+    rest[..8].copy_from_slice(&loc.to_le_bytes());
+    rest[8..].copy_from_slice(&b[at..at + 8]);
+    Some((tag as u32, rest))
+}
+
+/// The first used slot of a partition file.
 fn used_slot(bytes: &[u8]) -> usize {
-    (128..bytes.len())
-        .step_by(SLOT)
-        .find(|&at| bytes[at + LOC..at + LOC + 8] != [0; 8])
-        .expect("a used slot")
+    let p = packed(bytes);
+    let i = (0..p.slots)
+        .find(|&i| unpack(bytes, &p, i).is_some())
+        .expect("a used slot");
+    128 + i as usize * p.size
 }
 
 fn damage(dir: &Path, part: u32, f: impl FnOnce(&mut Vec<u8>)) {
@@ -93,8 +136,10 @@ fn a_flipped_bit_in_a_tag_is_found_and_the_index_rebuilt() {
     let dir = store();
     // The key of this slot would be lost: no lookup finds its tag.
     damage(dir.path(), 5, |b| {
-        let at = used_slot(b);
-        b[at] ^= 0x10;
+        let (at, p) = (used_slot(b), packed(b));
+        // The lowest bit of the tag's remainder.
+        let bit = 64 + p.off as usize + 24 + p.disp as usize;
+        b[at + bit / 8] ^= 1 << (bit % 8);
     });
     let srv = Server::start(dir.path(), &[]);
     rebuilt_and_logged(
@@ -112,7 +157,7 @@ fn a_flipped_bit_in_an_expiry_is_found_and_the_index_rebuilt() {
     // expired.
     damage(dir.path(), 9, |b| {
         let at = used_slot(b);
-        b[at + LOC + 8] ^= 0x01;
+        b[at] ^= 0x01;
     });
     let srv = Server::start(dir.path(), &[]);
     rebuilt_and_logged(
@@ -129,14 +174,13 @@ fn a_flipped_bit_in_an_empty_slot_is_found_and_the_index_rebuilt() {
     // An empty slot given a location inside the data would be a key that
     // does not exist, counted by DBSIZE.
     damage(dir.path(), 2, |b| {
-        let at = (128..b.len())
-            .step_by(SLOT)
-            .find(|&at| b[at..at + SLOT] == [0; SLOT])
+        let p = packed(b);
+        let i = (0..p.slots)
+            .find(|&i| unpack(b, &p, i).is_none())
             .expect("an empty slot");
-        let used = used_slot(b);
-        let loc: [u8; 8] = b[used + LOC..used + LOC + 8].try_into().unwrap();
-        b[at + LOC..at + LOC + 8].copy_from_slice(&loc);
-        b[at] = 1;
+        let (at, used) = (128 + i as usize * p.size, used_slot(b));
+        let slot = b[used..used + p.size].to_vec();
+        b[at..at + p.size].copy_from_slice(&slot);
     });
     let srv = Server::start(dir.path(), &[]);
     rebuilt_and_logged(
@@ -151,7 +195,7 @@ fn a_flipped_bit_in_an_empty_slot_is_found_and_the_index_rebuilt() {
 fn a_truncated_partition_is_found_and_the_index_rebuilt() {
     let dir = store();
     damage(dir.path(), 11, |b| {
-        let len = b.len() - SLOT * 10;
+        let len = b.len() - 200;
         b.truncate(len);
     });
     let srv = Server::start(dir.path(), &[]);
@@ -210,15 +254,14 @@ fn le64(b: &[u8], at: usize) -> u64 {
 /// header's version 2 and its checksums recomputed. Returns how many of
 /// its keys a Robin Hood probe would miss in the rewritten table.
 fn as_version_2(b: &mut Vec<u8>, full: &HashMap<u32, u64>) -> usize {
-    let slots = le64(b, 32);
-    let used: Vec<[u8; 24]> = (0..slots as usize)
-        .map(|i| &b[128 + i * SLOT..128 + (i + 1) * SLOT])
-        .filter(|s| s[LOC..LOC + 8] != [0; 8])
-        .map(|s| {
-            let short = u32::from_le_bytes(s[..4].try_into().unwrap());
+    let p = packed(b);
+    let slots = p.slots;
+    let used: Vec<[u8; 24]> = (0..slots)
+        .filter_map(|i| unpack(b, &p, i))
+        .map(|(short, rest)| {
             let mut wide = [0u8; 24];
             wide[..8].copy_from_slice(&full[&short].to_le_bytes());
-            wide[8..].copy_from_slice(&s[LOC..]);
+            wide[8..].copy_from_slice(&rest);
             wide
         })
         .collect();
@@ -266,7 +309,7 @@ fn an_index_of_version_2_is_converted_when_opened_and_never_misread() {
     let mut missed = 0;
     let parts = std::fs::read_dir(dir.path().join("index")).unwrap().count() as u32;
     // Each key's whole tag, which a table of version 2 or 3 kept, by the
-    // partition and the top 32 bits a table of version 4 keeps.
+    // partition and the top 32 bits a table of version 4 or 5 keeps.
     let mut full: Vec<HashMap<u32, u64>> = vec![HashMap::new(); parts as usize];
     let names = (0..KEYS).map(|i| keys::key(SEED, i));
     for key in names.chain((0..WRITTEN).map(|i| written_key(i).into_bytes())) {
@@ -287,12 +330,13 @@ fn an_index_of_version_2_is_converted_when_opened_and_never_misread() {
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     {
         let log = srv.log.lock().unwrap();
-        let what = "index partition of version 2 (24-byte slots): converted to version 4 (20-byte slots, 32-bit tags)";
+        let what =
+            "index partition of version 2 (24-byte slots): converted to version 5 (packed slots of";
         assert_eq!(log.matches(what).count(), parts as usize, "{log}");
     }
     check_all(&srv);
     srv.stop();
-    // Converted once: the next start maps version 4 tables as they are.
+    // Converted once: the next start maps version 5 tables as they are.
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "clean");
     assert!(!srv.log.lock().unwrap().contains("converted"));

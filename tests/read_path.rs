@@ -172,13 +172,20 @@ fn an_index_entry_pointing_off_the_device_makes_the_index_rebuilt() {
     let dir = loaded();
     let part = dir.path().join("index/part-0003.idx");
     let mut bytes = std::fs::read(&part).unwrap();
-    // Slots follow the 128-byte header, 24 bytes each: tag, location
-    // (offset / 16 in the low 40 bits), expiry. Damage the first one used.
-    let slot = (128..bytes.len())
-        .step_by(24)
-        .find(|&at| bytes[at + 8..at + 16] != [0; 8])
+    // Packed slots (index format version 5) follow the 128-byte header,
+    // 16 bytes end the file: the expiry and access word, then the offset /
+    // 16 in the header's offset bits (at 100), the length / 16 in 23 bits,
+    // the tag's place. The first one used gets the largest offset and
+    // length its bytes hold.
+    let slots = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let off_bits = u32::from_le_bytes(bytes[100..104].try_into().unwrap()) as usize;
+    let size = (bytes.len() - 128 - 16) / slots;
+    let slot = (128..bytes.len() - 16)
+        .step_by(size)
+        .find(|&at| bytes[at + 8..at + size].iter().any(|&b| b != 0))
         .expect("a used slot");
-    bytes[slot + 8..slot + 13].copy_from_slice(&[0xF0; 5]);
+    let whole = (off_bits + 23) / 8;
+    bytes[slot + 8..slot + 8 + whole].fill(0xFF);
     std::fs::write(&part, &bytes).unwrap();
     let srv = Server::start(dir.path(), &[]);
     assert_eq!(srv.info_field("index_state_at_start"), "rebuilt");
