@@ -262,9 +262,15 @@ fn metrics_endpoint_reports_what_clients_did() {
     // (which only grows, so INFO's and the scrape's are not compared).
     let cpu = m["nvkv_cpu_user_seconds_total"] + m["nvkv_cpu_system_seconds_total"];
     assert!(cpu > 0.0, "no CPU time");
-    let threads = m["nvkv_thread_cpu_seconds_total{thread=\"poller0\"}"]
-        + m["nvkv_thread_cpu_seconds_total{thread=\"conn0\"}"];
-    assert!(threads > 0.0 && threads <= cpu + 0.01, "{threads} of {cpu}");
+    // A poller inside its connection thread (on fewer than 4 cores) is
+    // that thread: each is at most the process's, not their sum.
+    let thread = |t: &str| m[&format!("nvkv_thread_cpu_seconds_total{{thread=\"{t}\"}}")];
+    let (poller, conn) = (thread("poller0"), thread("conn0"));
+    assert!(poller + conn > 0.0, "no thread CPU time");
+    assert!(
+        poller.max(conn) <= cpu + 0.01,
+        "{poller} and {conn} of {cpu}"
+    );
     assert_eq!(m["nvkv_error_replies_total"], 1.0);
     assert!(m["nvkv_poller_cpu_seconds_total"] > 0.0);
     assert!(m["nvkv_conn_thread_cpu_seconds_total"] > 0.0);
